@@ -1,0 +1,89 @@
+//! A raw HTTP/2 gRPC client, to see exactly what a CRI client receives: every header,
+//! body byte and trailer, not what a gRPC library makes of them.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::UnixStream;
+
+/// Everything a response carried.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub trailers: Option<HeaderMap>,
+}
+
+impl RawResponse {
+    /// The gRPC status code: from the trailers, or from the headers of a Trailers-Only
+    /// response.
+    pub fn grpc_status(&self) -> Option<i32> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+    }
+
+    /// The decoded grpc-message.
+    pub fn grpc_message(&self) -> String {
+        let map = self
+            .trailers
+            .as_ref()
+            .filter(|t| t.contains_key("grpc-status"))
+            .unwrap_or(&self.headers);
+        tonic::Status::from_header_map(map)
+            .map(|s| s.message().to_owned())
+            .unwrap_or_default()
+    }
+}
+
+/// Makes one call on `socket` with `authority`, extra headers and a raw body.
+pub async fn call_with_authority(
+    socket: &Path,
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<RawResponse> {
+    let stream = UnixStream::connect(socket).await?;
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
+    tokio::spawn(connection);
+    let mut request = Request::post(format!("http://{authority}{path}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(body))?;
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes())?,
+            HeaderValue::from_str(value)?,
+        );
+    }
+    let response = sender.send_request(request).await?;
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await?;
+    let trailers = collected.trailers().cloned();
+    Ok(RawResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: collected.to_bytes(),
+        trailers,
+    })
+}
+
+/// Makes one call on `socket` as kubelet does (`:authority` localhost).
+pub async fn call(
+    socket: &Path,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<RawResponse> {
+    call_with_authority(socket, "localhost", path, headers, body).await
+}

@@ -1,0 +1,409 @@
+//! A private containerd 1.6 with its CRI plugin, everything it owns under one temp dir: root,
+//! state, sockets, runc state, CNI dirs, its log. Configured as `/work/shared/ENVIRONMENT.md`
+//! says this VM needs (no cgroups, no AppArmor, the `native` snapshotter, the local registry as
+//! an http mirror).
+//!
+//! # Teardown
+//!
+//! Dropping a [`Containerd`] (also while a test panics) SIGKILLs containerd, every shim and
+//! container it started (found by their command lines naming the temp dir, their descent from
+//! those, and runc's state), removes the shims' sockets from `/run/containerd/s`, lazily unmounts
+//! whatever is mounted under the temp dir, and only then removes the dir. If a process or a mount
+//! survives, the dir is kept (never delete through a live mount) and the drop says so on stderr.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tempfile::TempDir;
+
+use super::cri::CriClient;
+use super::process::{self, LOG_TAIL_LINES};
+
+/// How long containerd may take to answer CRI `Version` after it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long `stop` waits after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Set to keep the temp dirs of finished tests (processes and mounts are still cleaned up).
+pub const KEEP_DIRS_ENV: &str = "CRIGATE_KEEP_TEST_DIRS";
+
+/// Plugins that would touch host-global state or probe the host for nothing: the snapshotters
+/// other than `native` (overlayfs mounts a probe, the rest want devices or special filesystems).
+/// The v1 runtime (`io.containerd.runtime.v1.linux`) must stay: the tasks service, and with it
+/// the CRI plugin, fail to load without it.
+const DISABLED_PLUGINS: &[&str] = &[
+    "io.containerd.snapshotter.v1.aufs",
+    "io.containerd.snapshotter.v1.btrfs",
+    "io.containerd.snapshotter.v1.devmapper",
+    "io.containerd.snapshotter.v1.overlayfs",
+    "io.containerd.snapshotter.v1.zfs",
+];
+
+/// Directory of the runtime v2 shims' sockets, fixed in containerd 1.6 whatever the config says.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s/";
+
+/// A containerd started for one test. See the module docs for teardown.
+pub struct Containerd {
+    child: Option<Child>,
+    registry_host: String,
+    config: PathBuf,
+    socket: PathBuf,
+    log: PathBuf,
+    path: PathBuf,
+    // Last; an Option so Drop can keep it when something could not be cleaned up.
+    dir: Option<TempDir>,
+}
+
+// === impl Containerd ===
+
+impl Containerd {
+    /// Writes the config and directories for a containerd that pulls through `registry_host`
+    /// (`127.0.0.1:PORT`, whose `pause:3.6` is the sandbox image). Starts nothing.
+    ///
+    /// # Errors
+    ///
+    /// When not root, containerd or runc is missing, or the temp dir cannot be written.
+    pub fn new(registry_host: &str) -> Result<Self> {
+        process::require(
+            &["containerd", "containerd-shim-runc-v2", "runc", "umount"],
+            true,
+        )?;
+        let dir = tempfile::Builder::new()
+            .prefix("crigate-ctrd-")
+            .tempdir()
+            .context("creating the containerd temp dir")?;
+        let path = dir.path().to_path_buf();
+        for sub in [
+            "root",
+            "state",
+            "tmp",
+            "opt",
+            "runc",
+            "cni/bin",
+            "cni/net.d",
+            "pods",
+        ] {
+            std::fs::create_dir_all(path.join(sub))
+                .with_context(|| format!("creating {}", path.join(sub).display()))?;
+        }
+        let config = path.join("containerd.toml");
+        let socket = path.join("containerd.sock");
+        std::fs::write(&config, config_toml(&path, &socket, registry_host))
+            .with_context(|| format!("writing {}", config.display()))?;
+        Ok(Self {
+            child: None,
+            registry_host: registry_host.to_string(),
+            config,
+            socket,
+            log: path.join("containerd.log"),
+            path,
+            dir: Some(dir),
+        })
+    }
+
+    /// [`Containerd::new`] then [`Containerd::start`].
+    ///
+    /// # Errors
+    ///
+    /// As those two.
+    pub async fn launch(registry_host: &str) -> Result<Self> {
+        let mut containerd = Self::new(registry_host)?;
+        containerd.start().await?;
+        Ok(containerd)
+    }
+
+    /// Starts containerd (again, after [`Containerd::stop`]: same root and state, so it finds its
+    /// pods, images and live shims) and waits until its CRI answers `Version`.
+    ///
+    /// # Errors
+    ///
+    /// When it is already running, exits, or does not answer within 20 s; the error quotes its log.
+    pub async fn start(&mut self) -> Result<()> {
+        if self.is_running() {
+            bail!("containerd {} is already running", self.socket.display());
+        }
+        let log_offset = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let mut command = Command::new("containerd");
+        command.arg("--config").arg(&self.config);
+        let child = process::spawn_logged(&mut command, &self.log)?;
+        self.child = Some(child);
+        let ready = self.wait_ready(log_offset).await;
+        if ready.is_err() {
+            if let Some(mut child) = self.child.take() {
+                process::kill_child(&mut child);
+            }
+        }
+        ready
+    }
+
+    /// Stops containerd: SIGTERM, then SIGKILL after 5 s. Shims and containers keep running, as
+    /// they do when a node's containerd restarts; [`Containerd::start`] picks them up again.
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be signalled or waited for.
+    pub async fn stop(&mut self) -> Result<()> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        if child.try_wait()?.is_none() {
+            let pid = Pid::from_raw(i32::try_from(child.id()).context("containerd pid")?);
+            kill(pid, Signal::SIGTERM).context("sending SIGTERM to containerd")?;
+            let deadline = Instant::now() + STOP_GRACE;
+            while child.try_wait()?.is_none() && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+        process::kill_child(&mut child);
+        Ok(())
+    }
+
+    /// Whether the containerd process is alive.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| matches!(child.try_wait(), Ok(None)))
+    }
+
+    /// The containerd process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The CRI (and containerd API) unix socket.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The temp dir holding everything of this containerd.
+    pub fn dir(&self) -> &Path {
+        &self.path
+    }
+
+    /// Where tests may put pod log directories (`<dir>/pods`).
+    pub fn pod_log_root(&self) -> PathBuf {
+        self.path.join("pods")
+    }
+
+    /// The `registry_host` this containerd was configured with.
+    pub fn registry_host(&self) -> &str {
+        &self.registry_host
+    }
+
+    /// containerd's config file.
+    pub fn config_path(&self) -> &Path {
+        &self.config
+    }
+
+    /// containerd's log (stdout and stderr, all starts appended).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last lines of containerd's log.
+    pub fn log_tail(&self) -> String {
+        process::log_tail(&self.log, LOG_TAIL_LINES)
+    }
+
+    /// A CRI client connected directly to this containerd.
+    ///
+    /// # Errors
+    ///
+    /// When the socket does not accept a connection.
+    pub async fn cri(&self) -> Result<CriClient> {
+        CriClient::connect(&self.socket).await
+    }
+
+    async fn wait_ready(&mut self, log_offset: u64) -> Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error = String::from("socket not created yet");
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Some(status) = child.try_wait().context("checking containerd")? {
+                    bail!(
+                        "containerd exited during start-up ({status}); {}",
+                        self.log_tail()
+                    );
+                }
+            }
+            // Without its CRI plugin containerd still serves its own API: fail now, not in 20 s.
+            let log = std::fs::read(&self.log).unwrap_or_default();
+            let this_start = usize::try_from(log_offset)
+                .ok()
+                .and_then(|offset| log.get(offset..))
+                .unwrap_or_default();
+            if String::from_utf8_lossy(this_start)
+                .contains("failed to load plugin io.containerd.grpc.v1.cri")
+            {
+                bail!(
+                    "containerd started without its CRI plugin (see \"failed to load plugin\"); {}",
+                    self.log_tail()
+                );
+            }
+            if self.socket.exists() {
+                let probe = async {
+                    let mut cri = CriClient::connect(&self.socket).await?;
+                    cri.version().await
+                };
+                match tokio::time::timeout(Duration::from_secs(2), probe).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(error)) => last_error = format!("{error:#}"),
+                    Err(_) => last_error = "CRI Version timed out".to_string(),
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "containerd's CRI did not answer Version on {} within {READY_TIMEOUT:?} \
+                     (last error: {last_error}); {}",
+                    self.socket.display(),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "containerd {} torn down after a panic; {}",
+                self.path.display(),
+                self.log_tail()
+            );
+        }
+        if let Some(mut child) = self.child.take() {
+            process::kill_child(&mut child);
+        }
+        let shim_sockets = shim_sockets(&self.path.join("state"));
+        let survivors = process::kill_processes_of(&self.path, Some(&self.path.join("runc")));
+        for socket in shim_sockets {
+            let _ = std::fs::remove_file(socket);
+        }
+        let mounts = process::unmount_all_under(&self.path);
+
+        let Some(dir) = self.dir.take() else { return };
+        if !survivors.is_empty() || !mounts.is_empty() {
+            let kept = dir.keep();
+            eprintln!(
+                "containerd teardown left processes {survivors:?} and mounts {mounts:?}; \
+                 keeping {} rather than deleting through them",
+                kept.display()
+            );
+        } else if std::env::var_os(KEEP_DIRS_ENV).is_some() {
+            let kept = dir.keep();
+            eprintln!("{KEEP_DIRS_ENV} is set: keeping {}", kept.display());
+        }
+    }
+}
+
+/// The shim sockets containerd recorded under `state` (runtime v2 bundles' `address` files).
+fn shim_sockets(state: &Path) -> Vec<PathBuf> {
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    let mut sockets = Vec::new();
+    let Ok(namespaces) = std::fs::read_dir(tasks) else {
+        return sockets;
+    };
+    for namespace in namespaces.flatten() {
+        let Ok(bundles) = std::fs::read_dir(namespace.path()) else {
+            continue;
+        };
+        for bundle in bundles.flatten() {
+            let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) else {
+                continue;
+            };
+            let path = address.trim().trim_start_matches("unix://");
+            if path.starts_with(SHIM_SOCKET_DIR) {
+                sockets.push(PathBuf::from(path));
+            }
+        }
+    }
+    sockets
+}
+
+/// A TOML basic string holding `value`.
+fn toml_string(value: &str) -> String {
+    let mut out = String::with_capacity(value.len() + 2);
+    out.push('"');
+    for c in value.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+fn config_toml(dir: &Path, socket: &Path, registry_host: &str) -> String {
+    let at = |sub: &str| toml_string(&dir.join(sub).display().to_string());
+    let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
+    let socket_path = socket.display().to_string();
+    let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+    format!(
+        r#"# Written by the crigate integration harness.
+version = 2
+root = {root}
+state = {state}
+temp = {tmp}
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = {socket}
+
+[ttrpc]
+  address = {ttrpc}
+
+[debug]
+  level = "info"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = {opt}
+
+[{cri}]
+  sandbox_image = {sandbox_image}
+  disable_apparmor = true
+  disable_cgroup = true
+  restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+  [{cri}.cni]
+    bin_dir = {cni_bin}
+    conf_dir = {cni_conf}
+
+  [{cri}.containerd]
+    snapshotter = "native"
+    default_runtime_name = "runc"
+
+    [{cri}.containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+
+      [{cri}.containerd.runtimes.runc.options]
+        Root = {runc_root}
+
+  [{cri}.registry.mirrors.{mirror}]
+    endpoint = [{endpoint}]
+"#,
+        root = at("root"),
+        state = at("state"),
+        tmp = at("tmp"),
+        disabled = disabled.join(", "),
+        socket = toml_string(&socket_path),
+        ttrpc = toml_string(&format!("{socket_path}.ttrpc")),
+        opt = at("opt"),
+        sandbox_image = toml_string(&format!("{registry_host}/pause:3.6")),
+        cni_bin = at("cni/bin"),
+        cni_conf = at("cni/net.d"),
+        runc_root = at("runc"),
+        mirror = toml_string(registry_host),
+        endpoint = toml_string(&format!("http://{registry_host}")),
+    )
+}

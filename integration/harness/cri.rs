@@ -1,0 +1,299 @@
+//! CRI (`runtime.v1`) clients over a unix socket, and request builders for the minimal pods and
+//! containers the tests run: host network (no CNI), logs in a temp dir.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{
+    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
+    Image, ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
+    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
+    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest, VersionResponse,
+};
+use tonic::transport::{Channel, Endpoint};
+
+/// How long connecting to a CRI socket may take.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A gRPC channel to the CRI server listening on the unix socket `socket`.
+///
+/// Connects eagerly, so a missing or dead socket fails here rather than on the first call. After
+/// the server restarts, the channel reconnects on a later call; the call that saw the break fails.
+///
+/// # Errors
+///
+/// When the socket does not accept a connection.
+pub async fn cri_channel(socket: &Path) -> Result<Channel> {
+    let path = socket.to_path_buf();
+    Endpoint::try_from("http://localhost")?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let path = path.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(path).await?,
+                ))
+            }
+        }))
+        .await
+        .with_context(|| format!("connecting to CRI socket {}", socket.display()))
+}
+
+/// Both CRI services over one channel. The generated clients are public so a test can make any
+/// call; the methods cover the common steps and turn statuses into errors that name the call.
+#[derive(Clone)]
+pub struct CriClient {
+    pub runtime: RuntimeServiceClient<Channel>,
+    pub image: ImageServiceClient<Channel>,
+    socket: PathBuf,
+}
+
+/// A metadata-complete, host-network pod config named `name` in Kubernetes namespace
+/// `namespace`, logging to `log_dir` (which the caller creates). The pod UID is unique per call.
+pub fn pod_sandbox_config(name: &str, namespace: &str, log_dir: &Path) -> PodSandboxConfig {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let uid = format!(
+        "{name}-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    );
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.to_string(),
+            uid,
+            namespace: namespace.to_string(),
+            attempt: 0,
+        }),
+        log_directory: log_dir.display().to_string(),
+        linux: Some(LinuxPodSandboxConfig {
+            security_context: Some(LinuxSandboxSecurityContext {
+                namespace_options: Some(NamespaceOption {
+                    network: NamespaceMode::Node as i32,
+                    pid: NamespaceMode::Container as i32,
+                    ipc: NamespaceMode::Pod as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A container config named `name` running `image` with `command` (the image's entrypoint when
+/// empty), logging to `<name>.log` in the pod's log directory.
+pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(image_spec(image)),
+        command: command.iter().map(|s| (*s).to_string()).collect(),
+        log_path: format!("{name}.log"),
+        ..Default::default()
+    }
+}
+
+/// An `ImageSpec` for `image`.
+pub fn image_spec(image: &str) -> ImageSpec {
+    ImageSpec {
+        image: image.to_string(),
+        ..Default::default()
+    }
+}
+
+// === impl CriClient ===
+
+impl CriClient {
+    /// Connects to the CRI server on `socket`.
+    ///
+    /// # Errors
+    ///
+    /// As [`cri_channel`].
+    pub async fn connect(socket: &Path) -> Result<Self> {
+        let channel = cri_channel(socket).await?;
+        Ok(Self {
+            runtime: RuntimeServiceClient::new(channel.clone()),
+            image: ImageServiceClient::new(channel),
+            socket: socket.to_path_buf(),
+        })
+    }
+
+    /// The socket this client talks to.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `RuntimeService/Version`.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn version(&mut self) -> Result<VersionResponse> {
+        Ok(self
+            .runtime
+            .version(VersionRequest {
+                version: "v1".to_string(),
+            })
+            .await
+            .context("CRI Version")?
+            .into_inner())
+    }
+
+    /// `ImageService/PullImage` without a sandbox config; returns the image ref containerd gives.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn pull_image(&mut self, image: &str) -> Result<String> {
+        Ok(self
+            .image
+            .pull_image(PullImageRequest {
+                image: Some(image_spec(image)),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("CRI PullImage {image}"))?
+            .into_inner()
+            .image_ref)
+    }
+
+    /// `ImageService/ImageStatus`: `None` when the runtime does not have the image.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn image_status(&mut self, image: &str) -> Result<Option<Image>> {
+        Ok(self
+            .image
+            .image_status(ImageStatusRequest {
+                image: Some(image_spec(image)),
+                verbose: false,
+            })
+            .await
+            .with_context(|| format!("CRI ImageStatus {image}"))?
+            .into_inner()
+            .image)
+    }
+
+    /// `RuntimeService/RunPodSandbox`; returns the pod sandbox id.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn run_pod(&mut self, config: &PodSandboxConfig) -> Result<String> {
+        Ok(self
+            .runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .context("CRI RunPodSandbox")?
+            .into_inner()
+            .pod_sandbox_id)
+    }
+
+    /// `CreateContainer` then `StartContainer` in pod `pod_id`; returns the container id.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn create_and_start(
+        &mut self,
+        pod_id: &str,
+        pod_config: &PodSandboxConfig,
+        config: &ContainerConfig,
+    ) -> Result<String> {
+        let container_id = self
+            .runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod_id.to_string(),
+                config: Some(config.clone()),
+                sandbox_config: Some(pod_config.clone()),
+            })
+            .await
+            .context("CRI CreateContainer")?
+            .into_inner()
+            .container_id;
+        self.runtime
+            .start_container(StartContainerRequest {
+                container_id: container_id.clone(),
+            })
+            .await
+            .with_context(|| format!("CRI StartContainer {container_id}"))?;
+        Ok(container_id)
+    }
+
+    /// `RuntimeService/ExecSync` of `cmd` in `container_id`, with a 10 s timeout.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error (a non-zero exit is not one: see `exit_code`).
+    pub async fn exec_sync(
+        &mut self,
+        container_id: &str,
+        cmd: &[&str],
+    ) -> Result<ExecSyncResponse> {
+        Ok(self
+            .runtime
+            .exec_sync(ExecSyncRequest {
+                container_id: container_id.to_string(),
+                cmd: cmd.iter().map(|s| (*s).to_string()).collect(),
+                timeout: 10,
+            })
+            .await
+            .with_context(|| format!("CRI ExecSync {cmd:?} in {container_id}"))?
+            .into_inner())
+    }
+
+    /// `StopContainer` (5 s grace) then `RemoveContainer`.
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn remove_container(&mut self, container_id: &str) -> Result<()> {
+        self.runtime
+            .stop_container(StopContainerRequest {
+                container_id: container_id.to_string(),
+                timeout: 5,
+            })
+            .await
+            .with_context(|| format!("CRI StopContainer {container_id}"))?;
+        self.runtime
+            .remove_container(RemoveContainerRequest {
+                container_id: container_id.to_string(),
+            })
+            .await
+            .with_context(|| format!("CRI RemoveContainer {container_id}"))?;
+        Ok(())
+    }
+
+    /// `StopPodSandbox` then `RemovePodSandbox` (which also removes the pod's containers).
+    ///
+    /// # Errors
+    ///
+    /// On any gRPC error.
+    pub async fn remove_pod(&mut self, pod_id: &str) -> Result<()> {
+        self.runtime
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: pod_id.to_string(),
+            })
+            .await
+            .with_context(|| format!("CRI StopPodSandbox {pod_id}"))?;
+        self.runtime
+            .remove_pod_sandbox(RemovePodSandboxRequest {
+                pod_sandbox_id: pod_id.to_string(),
+            })
+            .await
+            .with_context(|| format!("CRI RemovePodSandbox {pod_id}"))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,430 @@
+//! A real OCI registry (CNCF distribution 2.8, Debian `docker-registry`) on 127.0.0.1, with its
+//! storage in a temp dir, and a small push client (OCI distribution spec, "Push": monolithic
+//! blob upload by POST then PUT, manifests by PUT).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _, Result};
+use reqwest::header::{ACCEPT, CONTENT_TYPE, LOCATION};
+use reqwest::{StatusCode, Url};
+use tempfile::TempDir;
+
+use super::image::{sha256_digest, TestImage, OCI_INDEX, OCI_MANIFEST};
+use super::process::{self, LOG_TAIL_LINES};
+
+/// How long the registry may take to answer `GET /v2/` after it starts.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Per-request timeout of the push client.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts to start on a fresh port when the one we picked was taken meanwhile.
+const START_ATTEMPTS: usize = 3;
+
+/// Manifest media types sent in `Accept` when fetching.
+const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+
+/// A running `docker-registry serve`, killed on drop.
+pub struct Registry {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    http: reqwest::Client,
+    // Last: removed after the process is gone.
+    dir: TempDir,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Starts a registry on a free port with empty filesystem storage and deletes enabled, and
+    /// waits until `GET /v2/` answers.
+    ///
+    /// # Errors
+    ///
+    /// When `docker-registry` is missing or does not answer within 10 s; the error quotes its log.
+    pub async fn start() -> Result<Self> {
+        process::require(&["docker-registry"], false)?;
+        let dir = tempfile::Builder::new()
+            .prefix("crigate-registry-")
+            .tempdir()
+            .context("creating the registry temp dir")?;
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .context("building the registry HTTP client")?;
+        let log = dir.path().join("registry.log");
+
+        let mut last_error = None;
+        for _ in 0..START_ATTEMPTS {
+            let port = process::free_port()?;
+            let config = dir.path().join("config.yml");
+            std::fs::write(&config, config_yaml(&dir.path().join("storage"), port))
+                .context("writing the registry config")?;
+            let mut child = process::spawn_logged(
+                Command::new("docker-registry").arg("serve").arg(&config),
+                &log,
+            )?;
+            match wait_ready(&http, port, &mut child, &log).await {
+                Ok(()) => {
+                    return Ok(Self {
+                        child,
+                        port,
+                        log,
+                        http,
+                        dir,
+                    })
+                }
+                Err(error) => {
+                    process::kill_child(&mut child);
+                    let port_taken = std::fs::read_to_string(&log)
+                        .is_ok_and(|text| text.contains("address already in use"));
+                    if !port_taken {
+                        return Err(error);
+                    }
+                    last_error = Some(error);
+                }
+            }
+        }
+        Err(last_error.unwrap_or_else(|| anyhow::anyhow!("registry did not start")))
+            .context("registry: every port tried was taken")
+    }
+
+    /// `127.0.0.1:PORT`: the registry part of image references.
+    pub fn host(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `http://127.0.0.1:PORT`
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The registry's temp dir (config, storage, log).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The registry's log file (stdout and stderr, including its access log).
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The last lines of the log.
+    pub fn log_tail(&self) -> String {
+        process::log_tail(&self.log, LOG_TAIL_LINES)
+    }
+
+    /// The HTTP client the harness uses (no redirects followed, 30 s timeout).
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Pushes `image` (config, layer, then manifest by `tag`) to `repo`; returns the manifest
+    /// digest, `sha256:<hex>`.
+    ///
+    /// # Errors
+    ///
+    /// When any request fails or the registry reports another digest than ours.
+    pub async fn push(&self, repo: &str, tag: &str, image: &TestImage) -> Result<String> {
+        self.push_blob(repo, image.config()).await?;
+        self.push_blob(repo, image.layer()).await?;
+        self.push_manifest(repo, tag, image.manifest_media_type(), image.manifest())
+            .await
+    }
+
+    /// Uploads `bytes` as a blob of `repo` (skipped when the registry has it); returns its digest.
+    ///
+    /// # Errors
+    ///
+    /// When a request fails or answers an unexpected status.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> Result<String> {
+        let digest = sha256_digest(bytes);
+        let blob_url = format!("{}/v2/{repo}/blobs/{digest}", self.url());
+        let head = self
+            .http
+            .head(&blob_url)
+            .send()
+            .await
+            .with_context(|| format!("registry: HEAD {blob_url}"))?;
+        if head.status() == StatusCode::OK {
+            return Ok(digest);
+        }
+
+        // OCI distribution spec, "POST then PUT": open an upload session, then PUT the whole blob
+        // to the session's Location with `?digest=`.
+        let start_url = format!("{}/v2/{repo}/blobs/uploads/", self.url());
+        let started = self
+            .http
+            .post(&start_url)
+            .header(reqwest::header::CONTENT_LENGTH, "0")
+            .send()
+            .await
+            .with_context(|| format!("registry: POST {start_url}"))?;
+        if started.status() != StatusCode::ACCEPTED {
+            bail!(
+                "registry: POST {start_url} answered {} (expected 202): {}",
+                started.status(),
+                started.text().await.unwrap_or_default()
+            );
+        }
+        let location = started
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .with_context(|| format!("registry: POST {start_url} gave no Location header"))?;
+        let mut upload_url = upload_location(&self.url(), location)?;
+        upload_url.query_pairs_mut().append_pair("digest", &digest);
+
+        let put = self
+            .http
+            .put(upload_url.clone())
+            .header(CONTENT_TYPE, "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .with_context(|| format!("registry: PUT {upload_url}"))?;
+        if put.status() != StatusCode::CREATED {
+            bail!(
+                "registry: PUT {upload_url} answered {} (expected 201): {}",
+                put.status(),
+                put.text().await.unwrap_or_default()
+            );
+        }
+        Ok(digest)
+    }
+
+    /// PUTs `bytes` as a manifest of `repo` under `reference` (a tag or a digest) with
+    /// `media_type`; returns its digest. Works for indexes and signature manifests too.
+    ///
+    /// # Errors
+    ///
+    /// When the request fails, the status is not 201, or the registry's digest is not ours.
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<String> {
+        let digest = sha256_digest(bytes);
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.url());
+        let response = self
+            .http
+            .put(&url)
+            .header(CONTENT_TYPE, media_type)
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .with_context(|| format!("registry: PUT {url}"))?;
+        if response.status() != StatusCode::CREATED {
+            bail!(
+                "registry: PUT {url} ({media_type}) answered {} (expected 201): {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let reported = response
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok());
+        if let Some(reported) = reported {
+            if reported != digest {
+                bail!("registry: PUT {url} stored digest {reported}, we sent {digest}");
+            }
+        }
+        Ok(digest)
+    }
+
+    /// Pushes an OCI image index of `manifests` (each `(digest, media_type, size)`) under
+    /// `reference`; returns its digest.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::push_manifest`].
+    pub async fn push_index(
+        &self,
+        repo: &str,
+        reference: &str,
+        manifests: &[(&str, &str, usize)],
+    ) -> Result<String> {
+        let descriptors: Vec<serde_json::Value> = manifests
+            .iter()
+            .map(|(digest, media_type, size)| {
+                serde_json::json!({ "mediaType": media_type, "digest": digest, "size": size })
+            })
+            .collect();
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": descriptors,
+        }))?;
+        self.push_manifest(repo, reference, OCI_INDEX, &index).await
+    }
+
+    /// Points `tag` of `repo` at the manifest `from` (a tag or digest) by fetching and re-putting
+    /// it; returns the manifest digest.
+    ///
+    /// # Errors
+    ///
+    /// When the fetch or the push fails.
+    pub async fn tag(&self, repo: &str, from: &str, tag: &str) -> Result<String> {
+        let (media_type, bytes) = self.manifest(repo, from).await?;
+        self.push_manifest(repo, tag, &media_type, &bytes).await
+    }
+
+    /// Fetches a manifest by tag or digest; returns its media type and bytes.
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the status is not 200.
+    pub async fn manifest(&self, repo: &str, reference: &str) -> Result<(String, Vec<u8>)> {
+        let url = format!("{}/v2/{repo}/manifests/{reference}", self.url());
+        let response = self
+            .http
+            .get(&url)
+            .header(ACCEPT, MANIFEST_ACCEPT)
+            .send()
+            .await
+            .with_context(|| format!("registry: GET {url}"))?;
+        if response.status() != StatusCode::OK {
+            bail!(
+                "registry: GET {url} answered {}: {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        let media_type = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(OCI_MANIFEST)
+            .to_string();
+        let bytes = response
+            .bytes()
+            .await
+            .with_context(|| format!("registry: reading GET {url}"))?;
+        Ok((media_type, bytes.to_vec()))
+    }
+
+    /// Deletes the manifest `digest` from `repo` (tags pointing at it go with it).
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the status is not 202.
+    pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
+        let url = format!("{}/v2/{repo}/manifests/{digest}", self.url());
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .with_context(|| format!("registry: DELETE {url}"))?;
+        if response.status() != StatusCode::ACCEPTED {
+            bail!(
+                "registry: DELETE {url} answered {} (expected 202): {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "registry {} torn down after a panic; {}",
+                self.host(),
+                self.log_tail()
+            );
+        }
+        process::kill_child(&mut self.child);
+    }
+}
+
+/// The upload URL named by a `Location` header, which may be absolute or relative to `base`
+/// and may already carry a query (the registry's `_state`).
+fn upload_location(base: &str, location: &str) -> Result<Url> {
+    let base = Url::parse(base).with_context(|| format!("registry: bad base URL {base}"))?;
+    base.join(location)
+        .with_context(|| format!("registry: bad upload Location {location:?}"))
+}
+
+fn config_yaml(storage: &Path, port: u16) -> String {
+    format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: text\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
+         maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: 127.0.0.1:{port}\n  secret: crigate-integration\n  \
+         headers:\n    X-Content-Type-Options: [nosniff]\n",
+        storage = storage.display(),
+    )
+}
+
+async fn wait_ready(
+    http: &reqwest::Client,
+    port: u16,
+    child: &mut Child,
+    log: &Path,
+) -> Result<()> {
+    let url = format!("http://127.0.0.1:{port}/v2/");
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("checking the registry process")? {
+            bail!(
+                "docker-registry exited during start-up ({status}); {}",
+                process::log_tail(log, LOG_TAIL_LINES)
+            );
+        }
+        let answer = http.get(&url).timeout(Duration::from_secs(1)).send().await;
+        if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "docker-registry did not answer GET {url} within {READY_TIMEOUT:?}; {}",
+                process::log_tail(log, LOG_TAIL_LINES)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::upload_location;
+
+    #[test]
+    fn upload_location_accepts_relative_and_absolute_urls_with_queries() {
+        let base = "http://127.0.0.1:5000";
+        let mut relative = upload_location(base, "/v2/app/blobs/uploads/u1?_state=abc").unwrap();
+        relative
+            .query_pairs_mut()
+            .append_pair("digest", "sha256:00");
+        assert_eq!(
+            relative.as_str(),
+            "http://127.0.0.1:5000/v2/app/blobs/uploads/u1?_state=abc&digest=sha256%3A00"
+        );
+        let mut absolute =
+            upload_location(base, "http://127.0.0.1:5000/v2/app/blobs/uploads/u2").unwrap();
+        absolute
+            .query_pairs_mut()
+            .append_pair("digest", "sha256:00");
+        assert_eq!(
+            absolute.as_str(),
+            "http://127.0.0.1:5000/v2/app/blobs/uploads/u2?digest=sha256%3A00"
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Start-up, reload and shutdown of `crigate serve`, against the stand-in runtime.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use nix::sys::signal::Signal;
+
+use crate::client::call;
+use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::standin::{self, StandIn};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_is_ready_fast_with_mode_0660_in_a_created_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    let socket = dir.path().join("run/crigate/crigate.sock");
+    options.config = options.config.replace(
+        &options.socket.display().to_string(),
+        &socket.display().to_string(),
+    );
+    options.socket = socket.clone();
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    assert!(
+        crigate.ready_after < Duration::from_secs(1),
+        "ready after {:?}",
+        crigate.ready_after
+    );
+    let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o660, "socket mode {mode:o}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_calls_then_removes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let mut crigate =
+        Crigate::start(dir.path(), Options::new(dir.path(), &standin.socket, "")).unwrap();
+    let socket = crigate.socket.clone();
+    let in_flight = tokio::spawn(async move {
+        call(
+            &socket,
+            standin::SLOW,
+            &[("x-delay-ms", "1000")],
+            Bytes::new(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    crigate.signal(Signal::SIGTERM);
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(
+        response.grpc_status(),
+        Some(0),
+        "in-flight call was cut off"
+    );
+    let status = crigate.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!crigate.socket.exists(), "socket left behind");
+    assert!(
+        crigate.logs().contains("all calls finished"),
+        "{}",
+        crigate.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_wait_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let mut crigate = Crigate::start(
+        dir.path(),
+        Options::new(dir.path(), &standin.socket, "drain_timeout = \"300ms\""),
+    )
+    .unwrap();
+    let socket = crigate.socket.clone();
+    let _stuck = tokio::spawn(async move {
+        call(
+            &socket,
+            standin::SLOW,
+            &[("x-delay-ms", "30000")],
+            Bytes::new(),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sent = Instant::now();
+    crigate.signal(Signal::SIGTERM);
+    crigate.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(
+        crigate.logs().contains("drain timeout passed"),
+        "{}",
+        crigate.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_passed_by_systemd_is_used_and_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let path = dir.path().join("activated.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    options.inherit = Some(listener);
+    options.socket = path.clone();
+    let mut crigate = Crigate::start(dir.path(), options).unwrap();
+    crigate
+        .wait_log("using the socket passed by systemd", Duration::from_secs(5))
+        .unwrap();
+    let response = call(&path, standin::ECHO, &[], Bytes::new()).await.unwrap();
+    assert_eq!(response.grpc_status(), Some(0));
+    // The configured listen path was never bound.
+    assert!(!dir.path().join("crigate.sock").exists());
+    crigate.signal(Signal::SIGTERM);
+    crigate.wait_exit(Duration::from_secs(5)).unwrap();
+    assert!(path.exists(), "the inherited socket was removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_applies_a_valid_config_and_keeps_the_running_one_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let options = Options::new(dir.path(), &standin.socket, "");
+    let base = options.config.clone();
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    let echo = || call(&crigate.socket, standin::ECHO, &[], Bytes::new());
+    assert_eq!(echo().await.unwrap().grpc_status(), Some(0));
+
+    crigate.write_config(&format!("{base}unknown_methods = \"deny\"\n"));
+    crigate.signal(Signal::SIGHUP);
+    crigate
+        .wait_log("configuration reloaded", Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        echo().await.unwrap().grpc_status(),
+        Some(12),
+        "reloaded policy not applied"
+    );
+
+    crigate.write_config(&format!(
+        "{base}unknown_methods = \"deny\"\nlisten_typo = 1\n"
+    ));
+    crigate.signal(Signal::SIGHUP);
+    crigate
+        .wait_log("configuration reload refused", Duration::from_secs(5))
+        .unwrap();
+    assert!(
+        crigate.logs().contains("listen_typo"),
+        "the reason names the key:\n{}",
+        crigate.logs()
+    );
+    assert_eq!(
+        echo().await.unwrap().grpc_status(),
+        Some(12),
+        "running config was not kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_notified_to_systemd() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let notify = dir.path().join("notify.sock");
+    let receiver = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    receiver
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    options
+        .env
+        .push(("NOTIFY_SOCKET".into(), notify.display().to_string()));
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    let mut buf = [0u8; 256];
+    let n = receiver.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "READY=1");
+    crigate.signal(Signal::SIGTERM);
+    let n = receiver.recv(&mut buf).unwrap();
+    assert_eq!(std::str::from_utf8(&buf[..n]).unwrap().trim(), "STOPPING=1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_in_use_is_not_taken_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let first = Crigate::start(dir.path(), Options::new(dir.path(), &standin.socket, "")).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    let mut options = Options::new(other.path(), &standin.socket, "");
+    options.config = options.config.replace(
+        &options.socket.display().to_string(),
+        &first.socket.display().to_string(),
+    );
+    options.socket = first.socket.clone();
+    options.wait_ready = false;
+    let mut second = Crigate::start(other.path(), options).unwrap();
+    let status = second.wait_exit(Duration::from_secs(5)).unwrap();
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        second.logs().contains("another process is serving"),
+        "{}",
+        second.logs()
+    );
+    assert_eq!(
+        call(&first.socket, standin::ECHO, &[], Bytes::new())
+            .await
+            .unwrap()
+            .grpc_status(),
+        Some(0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_socket_from_a_crash_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let options = Options::new(dir.path(), &standin.socket, "");
+    drop(std::os::unix::net::UnixListener::bind(&options.socket).unwrap());
+    assert!(options.socket.exists());
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    assert_eq!(
+        call(&crigate.socket, standin::ECHO, &[], Bytes::new())
+            .await
+            .unwrap()
+            .grpc_status(),
+        Some(0)
+    );
+}
+
+#[test]
+fn invalid_config_exits_78_naming_the_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    std::fs::write(
+        &config,
+        "[cri]\nlisten = \"/run/x.sock\"\nlistn = \"/run/y.sock\"\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(crigate_binary())
+        .args(["--log-format", "text", "serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(78));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("listn") && stderr.contains("line 3"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn help_and_version_work() {
+    for args in [&["--help"][..], &["serve", "--help"], &["--version"]] {
+        let output = std::process::Command::new(crigate_binary())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{args:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            stdout.contains("crigate") || stdout.contains("--config"),
+            "{args:?}: {stdout}"
+        );
+    }
+    let output = std::process::Command::new(crigate_binary())
+        .arg("--version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        version.starts_with(&format!("crigate {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+    let usage = std::process::Command::new(crigate_binary())
+        .arg("--bogus")
+        .output()
+        .unwrap();
+    assert_eq!(usage.status.code(), Some(2));
+}

@@ -1,0 +1,16 @@
+//! Real-process tests: containerd, a registry and crigate, started in a temp dir per test.
+//!
+//! These tests need root and the Debian packages `.ci/run` installs (containerd, runc,
+//! docker-registry, socat, gcc with static libc).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test code may block its own thread while it waits for a process.
+#![allow(clippy::disallowed_methods)]
+
+mod client;
+mod daemon;
+mod harness;
+mod harness_tests;
+mod lifecycle;
+mod proxy;
+mod standin;
+mod transparency;

@@ -1,0 +1,232 @@
+//! crigate's configuration file: TOML, parsed into validated types.
+//!
+//! The file is the only source of configuration for the node daemon, so that the node
+//! keeps working when the control plane does not. Every key has a safe default; an
+//! unknown key is an error naming the key and its line, so a typo never silently falls
+//! back to a default.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The largest configuration file crigate reads. A config is a few kilobytes; anything
+/// this large is a mistake (a wrong path), not a config.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// kubelet's CRI client accepts messages up to 16 MiB in each direction
+/// (`maxMsgSize` in k8s.io/cri-client), so crigate decodes up to that too.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// A validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub cri: CriConfig,
+}
+
+/// The `[cri]` section: where crigate listens and where the runtime is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CriConfig {
+    /// The unix socket crigate serves CRI on.
+    pub listen: PathBuf,
+    /// The runtime's CRI unix socket that calls are forwarded to.
+    pub upstream: PathBuf,
+    /// Methods of the CRI services crigate does not know (a newer kubelet's). Forwarded
+    /// by default, so that upgrading kubelet does not break the node.
+    pub unknown_methods: MethodPolicy,
+    /// Methods of services that are not CRI, such as containerd's native API on the same
+    /// socket, through which images can be pulled and run without PullImage or
+    /// CreateContainer. Refused by default.
+    pub other_services: MethodPolicy,
+    /// Permission bits of the listening socket (the trust boundary: root and one group).
+    pub socket_mode: u32,
+    /// Group owning the listening socket; unchanged when `None`.
+    pub socket_group: Option<String>,
+    /// Time allowed to connect to the upstream socket.
+    pub connect_timeout: Duration,
+    /// Time in-flight calls get to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Concurrent calls (HTTP/2 streams) per client connection.
+    pub max_concurrent_streams: u32,
+    /// Largest intercepted request crigate decodes, in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Whether calls crigate has no rule for are forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MethodPolicy {
+    /// Forward them to the runtime: the open choice.
+    #[default]
+    Forward,
+    /// Refuse them with UNIMPLEMENTED: the strict choice.
+    Deny,
+}
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {MAX_CONFIG_BYTES} bytes; is it the right file?")]
+    TooLarge { path: PathBuf },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("{path}: {key}: {reason}")]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        reason: String,
+    },
+}
+
+// === impl Config ===
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be read, is not valid TOML, has an unknown key (named with its
+    /// line), or has a value out of range.
+    pub fn load(path: &Path) -> Result<Self, Error> {
+        let read = |source| Error::Read {
+            path: path.to_owned(),
+            source,
+        };
+        let len = std::fs::metadata(path).map_err(read)?.len();
+        if len > MAX_CONFIG_BYTES {
+            return Err(Error::TooLarge {
+                path: path.to_owned(),
+            });
+        }
+        let text = std::fs::read_to_string(path).map_err(read)?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses configuration text; `origin` names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::load`], without the I/O.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, Error> {
+        let file: file::File = toml::from_str(text).map_err(|source| Error::Parse {
+            path: origin.to_owned(),
+            source: Box::new(source),
+        })?;
+        let invalid = |key, reason: &str| Error::Invalid {
+            path: origin.to_owned(),
+            key,
+            reason: reason.to_owned(),
+        };
+        let cri = file.cri;
+        let socket_mode = u32::from_str_radix(&cri.socket_mode, 8)
+            .ok()
+            .filter(|mode| *mode <= 0o777)
+            .ok_or_else(|| {
+                invalid(
+                    "cri.socket_mode",
+                    "expected octal permission bits such as \"0660\"",
+                )
+            })?;
+        if socket_mode & 0o007 != 0 {
+            return Err(invalid(
+                "cri.socket_mode",
+                "the CRI socket must not be open to other users: anyone who can connect can start containers as root",
+            ));
+        }
+        if !cri.listen.is_absolute() {
+            return Err(invalid("cri.listen", "must be an absolute path"));
+        }
+        if !cri.upstream.is_absolute() {
+            return Err(invalid("cri.upstream", "must be an absolute path"));
+        }
+        if cri.listen == cri.upstream {
+            return Err(invalid("cri.listen", "must differ from cri.upstream"));
+        }
+        if cri.max_concurrent_streams == 0 {
+            return Err(invalid("cri.max_concurrent_streams", "must be at least 1"));
+        }
+        if cri.max_message_bytes < 1024 {
+            return Err(invalid("cri.max_message_bytes", "must be at least 1024"));
+        }
+        Ok(Self {
+            cri: CriConfig {
+                listen: cri.listen,
+                upstream: cri.upstream,
+                unknown_methods: cri.unknown_methods,
+                other_services: cri.other_services,
+                socket_mode,
+                socket_group: cri.socket_group,
+                connect_timeout: cri.connect_timeout,
+                drain_timeout: cri.drain_timeout,
+                max_concurrent_streams: cri.max_concurrent_streams,
+                max_message_bytes: cri.max_message_bytes,
+            },
+        })
+    }
+}
+
+/// The file's shape, as serde reads it. Defaults here are the documented ones.
+mod file {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use serde::Deserialize;
+
+    use super::MethodPolicy;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct File {
+        #[serde(default)]
+        pub(super) cri: Cri,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct Cri {
+        pub(super) listen: PathBuf,
+        pub(super) upstream: PathBuf,
+        pub(super) unknown_methods: MethodPolicy,
+        pub(super) other_services: MethodPolicy,
+        pub(super) socket_mode: String,
+        pub(super) socket_group: Option<String>,
+        #[serde(with = "humantime_serde")]
+        pub(super) connect_timeout: Duration,
+        #[serde(with = "humantime_serde")]
+        pub(super) drain_timeout: Duration,
+        pub(super) max_concurrent_streams: u32,
+        pub(super) max_message_bytes: usize,
+    }
+
+    impl Default for Cri {
+        fn default() -> Self {
+            Self {
+                listen: PathBuf::from("/run/crigate/crigate.sock"),
+                upstream: PathBuf::from("/run/containerd/containerd.sock"),
+                unknown_methods: MethodPolicy::Forward,
+                other_services: MethodPolicy::Deny,
+                socket_mode: "0660".to_owned(),
+                socket_group: None,
+                connect_timeout: Duration::from_secs(2),
+                drain_timeout: Duration::from_secs(10),
+                // grpc-go (containerd, kubelet) sets no limit; hyper's default of 200 could
+                // stall a busy kubelet, so the bound is generous.
+                max_concurrent_streams: 1024,
+                max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

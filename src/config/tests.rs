@@ -1,0 +1,164 @@
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+
+fn parse(text: &str) -> Result<Config, Error> {
+    Config::parse(text, Path::new("/etc/crigate/config.toml"))
+}
+
+#[test]
+fn issue_example_parses_with_defaults_for_the_rest() {
+    let config = parse(
+        r#"
+[cri]
+listen = "/run/crigate/crigate.sock"
+upstream = "/run/containerd/containerd.sock"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.cri.listen, Path::new("/run/crigate/crigate.sock"));
+    assert_eq!(
+        config.cri.upstream,
+        Path::new("/run/containerd/containerd.sock")
+    );
+    assert_eq!(config.cri.unknown_methods, MethodPolicy::Forward);
+    assert_eq!(config.cri.other_services, MethodPolicy::Deny);
+    assert_eq!(config.cri.socket_mode, 0o660);
+    assert_eq!(config.cri.drain_timeout, Duration::from_secs(10));
+    assert_eq!(config.cri.max_message_bytes, 16 * 1024 * 1024);
+}
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let err = parse("[cri]\nlisten = \"/run/a.sock\"\nlistn = \"/run/b.sock\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Parse { .. }), "{text}");
+    assert!(text.contains("listn"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+}
+
+#[test]
+fn unknown_section_is_an_error() {
+    let err = parse("[crii]\nlisten = \"/run/a.sock\"\n").unwrap_err();
+    assert!(err.to_string().contains("crii"), "{err}");
+}
+
+#[test]
+fn unknown_methods_takes_forward_or_deny_only() {
+    let deny = parse("[cri]\nunknown_methods = \"deny\"\n").unwrap();
+    assert_eq!(deny.cri.unknown_methods, MethodPolicy::Deny);
+    let err = parse("[cri]\nunknown_methods = \"drop\"\n").unwrap_err();
+    assert!(err.to_string().contains("drop"), "{err}");
+}
+
+#[test]
+fn durations_are_human_readable() {
+    let config = parse("[cri]\nconnect_timeout = \"250ms\"\ndrain_timeout = \"1m\"\n").unwrap();
+    assert_eq!(config.cri.connect_timeout, Duration::from_millis(250));
+    assert_eq!(config.cri.drain_timeout, Duration::from_secs(60));
+}
+
+#[test]
+fn world_accessible_socket_is_refused() {
+    let err = parse("[cri]\nsocket_mode = \"0666\"\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.socket_mode",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn socket_mode_must_be_octal() {
+    let err = parse("[cri]\nsocket_mode = \"rw-rw----\"\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.socket_mode",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn relative_paths_are_refused() {
+    let err = parse("[cri]\nlisten = \"crigate.sock\"\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.listen",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let err = parse("[cri]\nupstream = \"containerd.sock\"\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.upstream",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn proxying_to_itself_is_refused() {
+    let err = parse("[cri]\nlisten = \"/run/a.sock\"\nupstream = \"/run/a.sock\"\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.listen",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn message_limit_has_a_floor() {
+    let err = parse("[cri]\nmax_message_bytes = 10\n").unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Invalid {
+                key: "cri.max_message_bytes",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_file_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_CONFIG_BYTES + 1).unwrap();
+    assert!(matches!(Config::load(&path), Err(Error::TooLarge { .. })));
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let err = Config::load(Path::new("/nonexistent/crigate.toml")).unwrap_err();
+    assert!(
+        err.to_string().contains("/nonexistent/crigate.toml"),
+        "{err}"
+    );
+}

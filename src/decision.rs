@@ -1,0 +1,130 @@
+//! The seam between the proxy and whatever decides whether an image may be pulled or run.
+//!
+//! The proxy decodes an intercepted CRI call into a [`RequestContext`], asks a
+//! [`Decide`] implementation, and acts on the [`Decision`]: forward the caller's
+//! original bytes (optionally with the image pinned to a digest), or answer with an
+//! error. It knows nothing else of policy or verification; those fill this trait.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+
+/// The CRI call being decided.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// `ImageService/PullImage`: the image is about to be fetched.
+    Pull,
+    /// `RuntimeService/CreateContainer`: the image is about to be run.
+    Create,
+}
+
+/// The CRI API version a call arrived on. Both are gated the same way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ApiVersion {
+    V1,
+    V1Alpha2,
+}
+
+/// The process on the other end of the CRI socket, from the socket's peer credentials.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller {
+    pub pid: Option<i32>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// What an intercepted call asks for, as the caller sent it.
+///
+/// Strings are the caller's; nothing here has been checked against the runtime. The
+/// namespace in particular is whatever the caller claims: the socket permissions are the
+/// trust boundary, and [`Caller`] records who was on the other end.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestContext {
+    pub phase: Phase,
+    pub api: ApiVersion,
+    /// `ImageSpec.image`: a reference for PullImage; for CreateContainer, whatever kubelet
+    /// passes (usually the image id PullImage returned).
+    pub image: String,
+    /// `ImageSpec.user_specified_image` (CRI v1, kubelet 1.28+): the reference from the pod
+    /// spec. Empty strings are `None`.
+    pub user_specified_image: Option<String>,
+    /// The pod's namespace, name and uid from the sandbox config, when the caller sent one.
+    pub namespace: Option<String>,
+    pub pod_name: Option<String>,
+    pub pod_uid: Option<String>,
+    /// CreateContainer only: the container's name and its sandbox id.
+    pub container_name: Option<String>,
+    pub pod_sandbox_id: Option<String>,
+    pub caller: Caller,
+}
+
+/// What to do with an intercepted call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the call. With `pin`, the forwarded request names that image reference
+    /// (`repo@sha256:…`) instead of the one the caller sent, so the runtime fetches or runs
+    /// exactly what was decided on.
+    Allow { pin: Option<String> },
+    /// Refuse the call; the caller receives `message` (kubelet shows it in pod events).
+    Deny { message: String },
+}
+
+/// Decides intercepted calls. Implementations must be cheap to call concurrently.
+///
+/// The future may be dropped at any `.await` (the caller's deadline passed, or it went
+/// away); anything that must happen regardless belongs before the first await or in a
+/// task of its own.
+pub trait Decide: Send + Sync + 'static {
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision>;
+}
+
+/// A boxed future, as [`Decide`] returns.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Allows every call and records each one. The seam's behaviour until a policy is
+/// configured; never the default of an enforcing node.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AllowAll;
+
+// === impl AllowAll ===
+
+impl Decide for AllowAll {
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
+        tracing::info!(
+            target: "crigate::decision",
+            phase = %request.phase,
+            api = %request.api,
+            namespace = request.namespace.as_deref().unwrap_or(""),
+            pod = request.pod_name.as_deref().unwrap_or(""),
+            container = request.container_name.as_deref().unwrap_or(""),
+            image = %request.image,
+            caller_pid = request.caller.pid.unwrap_or(0),
+            caller_uid = request.caller.uid,
+            decision = "allow",
+            "decision"
+        );
+        Box::pin(std::future::ready(Decision::Allow { pin: None }))
+    }
+}
+
+// === impl Phase ===
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Phase::Pull => "pull",
+            Phase::Create => "create",
+        })
+    }
+}
+
+// === impl ApiVersion ===
+
+impl fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ApiVersion::V1 => "runtime.v1",
+            ApiVersion::V1Alpha2 => "runtime.v1alpha2",
+        })
+    }
+}

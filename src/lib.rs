@@ -1,0 +1,41 @@
+//! crigate: container image signature enforcement at the node's container runtime.
+//!
+//! kubelet (or any CRI client) talks to crigate's unix socket as if it were containerd.
+//! crigate forwards every call to containerd's CRI socket and stops at two of them,
+//! `PullImage` and `CreateContainer`, to ask a decision seam whether the image may be
+//! fetched or run.
+//!
+//! ```text
+//! kubelet / crictl ──CRI gRPC──▶ proxy ──────────────────────────▶ containerd
+//!                                 │  every other method: HTTP/2 frames, untouched
+//!                                 │  PullImage, CreateContainer (runtime.v1, v1alpha2):
+//!                                 └─▶ decision::Decide ── allow: forward original bytes
+//!                                                       └ deny:  gRPC error to the caller
+//! ```
+//!
+//! Module map (dependencies point one way: `cli -> proxy -> decision`):
+//!
+//! - [`cli`]: the `crigate` command line, one module per command.
+//! - [`config`]: the TOML configuration file, parsed into validated types.
+//! - [`proxy`]: the unix-socket HTTP/2 server, the passthrough, the interception of the
+//!   two gated methods, the upstream connection, and the server's lifecycle.
+//! - [`decision`]: the seam between the proxy and whatever decides (policy and
+//!   verification plug in here); the proxy knows nothing else of them.
+//! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
+//! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
+
+pub mod cli;
+pub mod config;
+pub mod decision;
+pub mod fuzzing;
+pub mod proxy;
+pub mod systemd;
+pub mod telemetry;
+
+/// The version string `crigate --version` prints: the package version and the git commit.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("CRIGATE_GIT_SHA"),
+    ")"
+);

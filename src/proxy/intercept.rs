@@ -1,0 +1,243 @@
+//! Decoding of the two gated requests, and the pinning of their image.
+//!
+//! A gRPC request body is length-prefixed messages (gRPC over HTTP/2, "Length-Prefixed
+//! Message": a compressed flag byte, a 4-byte big-endian length, the message). A unary
+//! call carries exactly one. crigate decodes only the fields it reads, with the CRI types
+//! of `k8s-cri`, and forwards the caller's bytes, never a re-encoding: prost drops fields
+//! it does not know, and a newer kubelet sends fields this build does not know.
+//!
+//! Pinning appends a second, partial encoding of the same message to the original one.
+//! Protocol Buffers parsers merge concatenated messages (Protocol Buffers encoding guide,
+//! "Last One Wins": a scalar field seen twice takes the last value; embedded messages
+//! merge), so the runtime sees the caller's request with only `image` replaced.
+#![deny(clippy::indexing_slicing)]
+
+use bytes::{BufMut, Bytes, BytesMut};
+use k8s_cri::{v1, v1alpha2};
+use prost::Message;
+
+use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
+use crate::proxy::methods::Intercepted;
+
+/// Bytes before each message: compressed flag and big-endian length.
+const PREFIX_LEN: usize = 5;
+
+/// Why an intercepted request body could not be read.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("request body is {0} bytes, shorter than the 5-byte gRPC message prefix")]
+    Truncated(usize),
+    #[error("gRPC message prefix declares {declared} bytes but {actual} follow")]
+    LengthMismatch { declared: usize, actual: usize },
+    #[error("compressed request messages are not accepted on intercepted methods")]
+    Compressed,
+    #[error("invalid compressed flag {0:#04x} in gRPC message prefix")]
+    BadFlag(u8),
+    #[error("cannot decode {message}: {reason}")]
+    Protobuf {
+        message: &'static str,
+        reason: String,
+    },
+    #[error("{0} carries no image")]
+    MissingImage(&'static str),
+}
+
+/// Decodes an intercepted unary request body into the context the decision needs.
+///
+/// # Errors
+///
+/// The body is not exactly one uncompressed gRPC message, the message is not valid
+/// protobuf for the method, or it names no image.
+pub fn decode(
+    method: Intercepted,
+    body: &[u8],
+    caller: Caller,
+) -> Result<RequestContext, DecodeError> {
+    let message = unframe(body)?;
+    match (method.api, method.phase) {
+        (ApiVersion::V1, Phase::Pull) => {
+            let request = decode_message::<v1::PullImageRequest>(message, "PullImageRequest")?;
+            let image = request
+                .image
+                .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
+            let pod = request.sandbox_config.and_then(|c| c.metadata);
+            Ok(RequestContext {
+                phase: Phase::Pull,
+                api: ApiVersion::V1,
+                image: image.image,
+                user_specified_image: non_empty(image.user_specified_image),
+                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+                pod_uid: pod.and_then(|m| non_empty(m.uid)),
+                container_name: None,
+                pod_sandbox_id: None,
+                caller,
+            })
+        }
+        (ApiVersion::V1, Phase::Create) => {
+            let request =
+                decode_message::<v1::CreateContainerRequest>(message, "CreateContainerRequest")?;
+            let config = request.config.unwrap_or_default();
+            let image = config
+                .image
+                .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
+            let pod = request.sandbox_config.and_then(|c| c.metadata);
+            Ok(RequestContext {
+                phase: Phase::Create,
+                api: ApiVersion::V1,
+                image: image.image,
+                user_specified_image: non_empty(image.user_specified_image),
+                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+                pod_uid: pod.and_then(|m| non_empty(m.uid)),
+                container_name: config.metadata.and_then(|m| non_empty(m.name)),
+                pod_sandbox_id: non_empty(request.pod_sandbox_id),
+                caller,
+            })
+        }
+        (ApiVersion::V1Alpha2, Phase::Pull) => {
+            let request =
+                decode_message::<v1alpha2::PullImageRequest>(message, "PullImageRequest")?;
+            let image = request
+                .image
+                .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
+            let pod = request.sandbox_config.and_then(|c| c.metadata);
+            Ok(RequestContext {
+                phase: Phase::Pull,
+                api: ApiVersion::V1Alpha2,
+                image: image.image,
+                user_specified_image: None,
+                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+                pod_uid: pod.and_then(|m| non_empty(m.uid)),
+                container_name: None,
+                pod_sandbox_id: None,
+                caller,
+            })
+        }
+        (ApiVersion::V1Alpha2, Phase::Create) => {
+            let request = decode_message::<v1alpha2::CreateContainerRequest>(
+                message,
+                "CreateContainerRequest",
+            )?;
+            let config = request.config.unwrap_or_default();
+            let image = config
+                .image
+                .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
+            let pod = request.sandbox_config.and_then(|c| c.metadata);
+            Ok(RequestContext {
+                phase: Phase::Create,
+                api: ApiVersion::V1Alpha2,
+                image: image.image,
+                user_specified_image: None,
+                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+                pod_uid: pod.and_then(|m| non_empty(m.uid)),
+                container_name: config.metadata.and_then(|m| non_empty(m.name)),
+                pod_sandbox_id: non_empty(request.pod_sandbox_id),
+                caller,
+            })
+        }
+    }
+}
+
+/// Returns the request body with its image replaced by `image`: the original message
+/// followed by a partial message that sets only `ImageSpec.image`, under one prefix.
+///
+/// `body` must be a body [`decode`] accepted for the same method.
+pub fn pin(method: Intercepted, body: &[u8], image: &str) -> Bytes {
+    let image = image.to_owned();
+    let overlay = match (method.api, method.phase) {
+        (ApiVersion::V1, Phase::Pull) => v1::PullImageRequest {
+            image: Some(v1::ImageSpec {
+                image,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        (ApiVersion::V1, Phase::Create) => v1::CreateContainerRequest {
+            config: Some(v1::ContainerConfig {
+                image: Some(v1::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        (ApiVersion::V1Alpha2, Phase::Pull) => v1alpha2::PullImageRequest {
+            image: Some(v1alpha2::ImageSpec {
+                image,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+        (ApiVersion::V1Alpha2, Phase::Create) => v1alpha2::CreateContainerRequest {
+            config: Some(v1alpha2::ContainerConfig {
+                image: Some(v1alpha2::ImageSpec {
+                    image,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+        .encode_to_vec(),
+    };
+    let original = body.get(PREFIX_LEN..).unwrap_or_default();
+    frame_parts(&[original, &overlay])
+}
+
+/// One uncompressed gRPC message made of `parts`, concatenated.
+fn frame_parts(parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = BytesMut::with_capacity(PREFIX_LEN + len);
+    out.put_u8(0);
+    // Bodies are bounded by `cri.max_message_bytes` well below 4 GiB.
+    out.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    for part in parts {
+        out.put_slice(part);
+    }
+    out.freeze()
+}
+
+/// The one message of a unary request body.
+fn unframe(body: &[u8]) -> Result<&[u8], DecodeError> {
+    let (prefix, message) = body
+        .split_first_chunk::<PREFIX_LEN>()
+        .ok_or(DecodeError::Truncated(body.len()))?;
+    let [flag, len @ ..] = *prefix;
+    match flag {
+        0 => {}
+        1 => return Err(DecodeError::Compressed),
+        other => return Err(DecodeError::BadFlag(other)),
+    }
+    let declared = u32::from_be_bytes(len) as usize;
+    if declared != message.len() {
+        return Err(DecodeError::LengthMismatch {
+            declared,
+            actual: message.len(),
+        });
+    }
+    Ok(message)
+}
+
+fn decode_message<M: Message + Default>(
+    bytes: &[u8],
+    message: &'static str,
+) -> Result<M, DecodeError> {
+    M::decode(bytes).map_err(|error| DecodeError::Protobuf {
+        message,
+        reason: error.to_string(),
+    })
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,246 @@
+use k8s_cri::{v1, v1alpha2};
+use prost::Message;
+
+use super::*;
+
+const CALLER: Caller = Caller {
+    pid: Some(42),
+    uid: 0,
+    gid: 0,
+};
+
+fn framed(message: &[u8]) -> Vec<u8> {
+    frame_parts(&[message]).to_vec()
+}
+
+fn sandbox(namespace: &str) -> v1::PodSandboxConfig {
+    v1::PodSandboxConfig {
+        metadata: Some(v1::PodSandboxMetadata {
+            name: "web-0".into(),
+            uid: "uid-1".into(),
+            namespace: namespace.into(),
+            attempt: 0,
+        }),
+        ..Default::default()
+    }
+}
+
+fn v1_pull(image: &str) -> v1::PullImageRequest {
+    v1::PullImageRequest {
+        image: Some(v1::ImageSpec {
+            image: image.into(),
+            user_specified_image: "app:v1".into(),
+            ..Default::default()
+        }),
+        auth: Some(v1::AuthConfig {
+            username: "u".into(),
+            password: "secret".into(),
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox("prod")),
+    }
+}
+
+const PULL: Intercepted = Intercepted {
+    api: ApiVersion::V1,
+    phase: Phase::Pull,
+};
+const CREATE: Intercepted = Intercepted {
+    api: ApiVersion::V1,
+    phase: Phase::Create,
+};
+const ALPHA_PULL: Intercepted = Intercepted {
+    api: ApiVersion::V1Alpha2,
+    phase: Phase::Pull,
+};
+const ALPHA_CREATE: Intercepted = Intercepted {
+    api: ApiVersion::V1Alpha2,
+    phase: Phase::Create,
+};
+
+#[test]
+fn v1_pull_yields_image_and_pod() {
+    let body = framed(&v1_pull("127.0.0.1:5000/app:v1").encode_to_vec());
+    let ctx = decode(PULL, &body, CALLER).unwrap();
+    assert_eq!(ctx.phase, Phase::Pull);
+    assert_eq!(ctx.api, ApiVersion::V1);
+    assert_eq!(ctx.image, "127.0.0.1:5000/app:v1");
+    assert_eq!(ctx.user_specified_image.as_deref(), Some("app:v1"));
+    assert_eq!(ctx.namespace.as_deref(), Some("prod"));
+    assert_eq!(ctx.pod_name.as_deref(), Some("web-0"));
+    assert_eq!(ctx.pod_uid.as_deref(), Some("uid-1"));
+    assert_eq!(ctx.caller, CALLER);
+}
+
+#[test]
+fn v1_create_yields_container_and_sandbox() {
+    let request = v1::CreateContainerRequest {
+        pod_sandbox_id: "sb-1".into(),
+        config: Some(v1::ContainerConfig {
+            metadata: Some(v1::ContainerMetadata {
+                name: "app".into(),
+                attempt: 0,
+            }),
+            image: Some(v1::ImageSpec {
+                image: "sha256:abc".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox("team-a")),
+    };
+    let ctx = decode(CREATE, &framed(&request.encode_to_vec()), CALLER).unwrap();
+    assert_eq!(ctx.phase, Phase::Create);
+    assert_eq!(ctx.image, "sha256:abc");
+    assert_eq!(ctx.user_specified_image, None);
+    assert_eq!(ctx.container_name.as_deref(), Some("app"));
+    assert_eq!(ctx.pod_sandbox_id.as_deref(), Some("sb-1"));
+    assert_eq!(ctx.namespace.as_deref(), Some("team-a"));
+}
+
+#[test]
+fn v1alpha2_requests_are_decoded_like_v1() {
+    let pull = v1alpha2::PullImageRequest {
+        image: Some(v1alpha2::ImageSpec {
+            image: "busybox".into(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: Some(v1alpha2::PodSandboxConfig {
+            metadata: Some(v1alpha2::PodSandboxMetadata {
+                name: "p".into(),
+                uid: "u".into(),
+                namespace: "old".into(),
+                attempt: 1,
+            }),
+            ..Default::default()
+        }),
+    };
+    let ctx = decode(ALPHA_PULL, &framed(&pull.encode_to_vec()), CALLER).unwrap();
+    assert_eq!((ctx.api, ctx.phase), (ApiVersion::V1Alpha2, Phase::Pull));
+    assert_eq!(ctx.image, "busybox");
+    assert_eq!(ctx.namespace.as_deref(), Some("old"));
+
+    let create = v1alpha2::CreateContainerRequest {
+        pod_sandbox_id: "sb".into(),
+        config: Some(v1alpha2::ContainerConfig {
+            image: Some(v1alpha2::ImageSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    let ctx = decode(ALPHA_CREATE, &framed(&create.encode_to_vec()), CALLER).unwrap();
+    assert_eq!((ctx.api, ctx.phase), (ApiVersion::V1Alpha2, Phase::Create));
+    assert_eq!(ctx.namespace, None);
+}
+
+#[test]
+fn request_without_image_is_refused() {
+    let body = framed(&v1::PullImageRequest::default().encode_to_vec());
+    assert_eq!(
+        decode(PULL, &body, CALLER),
+        Err(DecodeError::MissingImage("PullImageRequest"))
+    );
+    let body = framed(&v1::CreateContainerRequest::default().encode_to_vec());
+    assert_eq!(
+        decode(CREATE, &body, CALLER),
+        Err(DecodeError::MissingImage("CreateContainerRequest"))
+    );
+}
+
+#[test]
+fn framing_errors_are_specific() {
+    assert_eq!(decode(PULL, &[], CALLER), Err(DecodeError::Truncated(0)));
+    assert_eq!(
+        decode(PULL, &[0, 0, 0], CALLER),
+        Err(DecodeError::Truncated(3))
+    );
+    assert_eq!(
+        decode(PULL, &[0, 0, 0, 0, 9, 1, 2], CALLER),
+        Err(DecodeError::LengthMismatch {
+            declared: 9,
+            actual: 2
+        })
+    );
+    assert_eq!(
+        decode(PULL, &[1, 0, 0, 0, 0], CALLER),
+        Err(DecodeError::Compressed)
+    );
+    assert_eq!(
+        decode(PULL, &[7, 0, 0, 0, 0], CALLER),
+        Err(DecodeError::BadFlag(7))
+    );
+}
+
+#[test]
+fn two_messages_in_a_unary_body_are_refused() {
+    let one = framed(&v1_pull("a").encode_to_vec());
+    let two = [one.clone(), one].concat();
+    assert!(matches!(
+        decode(PULL, &two, CALLER),
+        Err(DecodeError::LengthMismatch { .. })
+    ));
+}
+
+#[test]
+fn invalid_protobuf_is_refused() {
+    // Field 1, wire type 2 (length-delimited), declaring 100 bytes that are not there.
+    let body = framed(&[0x0a, 100, 1, 2, 3]);
+    assert!(matches!(
+        decode(PULL, &body, CALLER),
+        Err(DecodeError::Protobuf { .. })
+    ));
+}
+
+#[test]
+fn pin_replaces_only_the_image_and_keeps_unknown_fields() {
+    let mut message = v1_pull("127.0.0.1:5000/app:v1").encode_to_vec();
+    // Field 99, varint 7: a field a newer kubelet might send.
+    message.extend_from_slice(&[0x98, 0x06, 0x07]);
+    let body = framed(&message);
+    let pinned = pin(PULL, &body, "127.0.0.1:5000/app@sha256:0123");
+
+    let decoded = decode(PULL, &pinned, CALLER).unwrap();
+    assert_eq!(decoded.image, "127.0.0.1:5000/app@sha256:0123");
+    assert_eq!(decoded.user_specified_image.as_deref(), Some("app:v1"));
+    assert_eq!(decoded.namespace.as_deref(), Some("prod"));
+    // The original message travels byte for byte, unknown field and credentials included.
+    assert!(pinned[PREFIX_LEN..].starts_with(&message));
+    let full = v1::PullImageRequest::decode(&pinned[PREFIX_LEN..]).unwrap();
+    assert_eq!(full.auth.unwrap().password, "secret");
+}
+
+#[test]
+fn pin_works_for_every_gated_method() {
+    let create = v1::CreateContainerRequest {
+        pod_sandbox_id: "sb".into(),
+        config: Some(v1::ContainerConfig {
+            image: Some(v1::ImageSpec {
+                image: "app:v1".into(),
+                ..Default::default()
+            }),
+            command: vec!["/pause".into()],
+            ..Default::default()
+        }),
+        sandbox_config: None,
+    };
+    let body = framed(&create.encode_to_vec());
+    for method in [CREATE, ALPHA_CREATE] {
+        let pinned = pin(method, &body, "app@sha256:ff");
+        let ctx = decode(method, &pinned, CALLER).unwrap();
+        assert_eq!(ctx.image, "app@sha256:ff");
+        assert_eq!(ctx.pod_sandbox_id.as_deref(), Some("sb"));
+    }
+    let full = v1::CreateContainerRequest::decode(&pin(CREATE, &body, "x")[PREFIX_LEN..]).unwrap();
+    assert_eq!(full.config.unwrap().command, vec!["/pause".to_owned()]);
+    let pull = framed(&v1_pull("a").encode_to_vec());
+    assert_eq!(
+        decode(ALPHA_PULL, &pin(ALPHA_PULL, &pull, "b"), CALLER)
+            .unwrap()
+            .image,
+        "b"
+    );
+}

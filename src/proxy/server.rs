@@ -1,0 +1,313 @@
+//! The listening socket, the accept loop, and the server's lifecycle: readiness,
+//! configuration reload on SIGHUP, and draining on SIGTERM.
+
+use std::convert::Infallible;
+use std::io;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http2;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{Config, CriConfig};
+use crate::decision::{Caller, Decide};
+use crate::proxy::service::{Proxy, State};
+use crate::proxy::upstream::Upstream;
+use crate::systemd;
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the socket directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} exists and is not a socket; refusing to replace it")]
+    NotASocket { path: PathBuf },
+    #[error("another process is serving on {path}")]
+    InUse { path: PathBuf },
+    #[error("cannot bind {path}")]
+    Bind {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot set owner or mode of {path}")]
+    Permissions {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("group {0:?} (cri.socket_group) does not exist")]
+    UnknownGroup(String),
+    #[error(transparent)]
+    Activation(#[from] systemd::ActivationError),
+    #[error("cannot install signal handlers")]
+    Signals(#[source] io::Error),
+}
+
+/// Where the listening socket came from; decides whether crigate removes it at exit.
+enum Origin {
+    /// crigate bound it, and removes it when it stops.
+    Bound(PathBuf),
+    /// systemd passed it, and keeps it so kubelet's socket outlives restarts.
+    Inherited,
+}
+
+/// A bound or inherited listener, ready to serve.
+pub struct Listener {
+    listener: UnixListener,
+    origin: Origin,
+}
+
+// === impl Listener ===
+
+impl Listener {
+    /// Takes the socket systemd passed if there is one, else binds `cri.listen`.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; a socket another live process serves is never taken over.
+    pub fn open(cri: &CriConfig) -> Result<Self, Error> {
+        if let Some(listener) = systemd::inherited_listener()? {
+            listener
+                .set_nonblocking(true)
+                .map_err(|source| Error::Bind {
+                    path: cri.listen.clone(),
+                    source,
+                })?;
+            let listener = UnixListener::from_std(listener).map_err(|source| Error::Bind {
+                path: cri.listen.clone(),
+                source,
+            })?;
+            tracing::info!(listen = ?listener.local_addr().ok(), "using the socket passed by systemd");
+            return Ok(Self {
+                listener,
+                origin: Origin::Inherited,
+            });
+        }
+        let listener = bind(cri)?;
+        Ok(Self {
+            listener,
+            origin: Origin::Bound(cri.listen.clone()),
+        })
+    }
+}
+
+fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
+    let path = &cri.listen;
+    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o750)
+            .create(parent)
+            .map_err(|source| Error::CreateDir {
+                path: parent.to_owned(),
+                source,
+            })?;
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                return Err(Error::InUse { path: path.clone() });
+            }
+            // A socket nobody serves: left behind by a crashed crigate.
+            std::fs::remove_file(path).map_err(|source| Error::Bind {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        Ok(_) => return Err(Error::NotASocket { path: path.clone() }),
+        Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(Error::Bind {
+                path: path.clone(),
+                source,
+            })
+        }
+    }
+    let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+        path: path.clone(),
+        source,
+    })?;
+    let permissions = |source| Error::Permissions {
+        path: path.clone(),
+        source,
+    };
+    if let Some(group) = &cri.socket_group {
+        let gid = nix::unistd::Group::from_name(group)
+            .map_err(|e| permissions(e.into()))?
+            .ok_or_else(|| Error::UnknownGroup(group.clone()))?
+            .gid;
+        std::os::unix::fs::chown(path, None, Some(gid.as_raw())).map_err(permissions)?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(cri.socket_mode))
+        .map_err(permissions)?;
+    Ok(listener)
+}
+
+/// Serves CRI on `listener` until SIGTERM or SIGINT, then drains.
+///
+/// `config_path` is re-read on SIGHUP; a configuration that does not validate is
+/// refused with a logged reason and the running one stays.
+///
+/// # Errors
+///
+/// Signal handlers cannot be installed.
+pub async fn serve(
+    listener: Listener,
+    config: Config,
+    config_path: PathBuf,
+    decide: Arc<dyn Decide>,
+) -> Result<(), Error> {
+    let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
+
+    let startup = config.cri.clone();
+    let proxy = Arc::new(Proxy::new(config.cri, decide));
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let mut http = http2::Builder::new(TokioExecutor::new());
+    http.timer(TokioTimer::new())
+        // A CRI runtime sends no `date` header; neither does crigate.
+        .auto_date_header(false)
+        .max_concurrent_streams(startup.max_concurrent_streams)
+        .max_header_list_size(1024 * 1024);
+
+    tracing::info!(
+        listen = %startup.listen.display(),
+        upstream = %startup.upstream.display(),
+        version = crate::VERSION,
+        "serving CRI"
+    );
+    systemd::notify_ready();
+
+    loop {
+        tokio::select! {
+            accepted = listener.listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let Some(caller) = caller(&stream) else { continue };
+                    tracker.spawn(serve_connection(http.clone(), stream, caller, proxy.clone(), shutdown.clone()));
+                }
+                Err(error) => {
+                    // Out of descriptors or memory: pause rather than spin.
+                    tracing::warn!(%error, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            _ = hangup.recv() => reload(&proxy, &config_path, &startup),
+            _ = terminate.recv() => break,
+            _ = interrupt.recv() => break,
+        }
+    }
+
+    systemd::notify_stopping();
+    let drain = proxy.state().cri.drain_timeout;
+    tracing::info!(drain_timeout = ?drain, "stopping: draining in-flight calls");
+    drop(listener.listener);
+    if let Origin::Bound(path) = &listener.origin {
+        // Remove the socket first, so nothing new connects while calls drain.
+        if let Err(error) = std::fs::remove_file(path) {
+            tracing::warn!(path = %path.display(), %error, "cannot remove the socket");
+        }
+    }
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(drain, tracker.wait()).await.is_ok() {
+        tracing::info!("stopped: all calls finished");
+    } else {
+        tracing::warn!(drain_timeout = ?drain, calls = tracker.len(), "stopped: drain timeout passed with calls still open");
+    }
+    Ok(())
+}
+
+/// The peer's credentials. A connection whose peer cannot be identified is closed: every
+/// decision records who asked.
+fn caller(stream: &UnixStream) -> Option<Caller> {
+    match stream.peer_cred() {
+        Ok(cred) => Some(Caller {
+            pid: cred.pid(),
+            uid: cred.uid(),
+            gid: cred.gid(),
+        }),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read peer credentials; closing the connection");
+            None
+        }
+    }
+}
+
+async fn serve_connection(
+    http: http2::Builder<TokioExecutor>,
+    stream: UnixStream,
+    caller: Caller,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) {
+    let service = service_fn(move |request| {
+        let proxy = proxy.clone();
+        async move { Ok::<_, Infallible>(proxy.call(request, caller).await) }
+    });
+    let connection = http.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        () = shutdown.cancelled() => {
+            // GOAWAY: the client opens no new calls here; open ones run to completion.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, pid = caller.pid, "client connection ended with an error");
+    }
+}
+
+/// Applies a re-read configuration, or keeps the running one if it does not validate.
+fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig) {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            tracing::error!(path = %path.display(), error = %error, "configuration reload refused; keeping the running configuration");
+            return;
+        }
+    };
+    let cri = config.cri;
+    for (key, changed) in [
+        ("cri.listen", cri.listen != startup.listen),
+        ("cri.socket_mode", cri.socket_mode != startup.socket_mode),
+        ("cri.socket_group", cri.socket_group != startup.socket_group),
+        (
+            "cri.max_concurrent_streams",
+            cri.max_concurrent_streams != startup.max_concurrent_streams,
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                key,
+                "changed in the configuration file; takes effect after a restart"
+            );
+        }
+    }
+    let running = proxy.state();
+    let upstream = if cri.upstream == running.cri.upstream
+        && cri.connect_timeout == running.cri.connect_timeout
+    {
+        running.upstream.clone()
+    } else {
+        Arc::new(Upstream::new(cri.upstream.clone(), cri.connect_timeout))
+    };
+    proxy.replace(State { cri, upstream });
+    systemd::notify_reloaded();
+    tracing::info!(path = %path.display(), "configuration reloaded");
+}

@@ -1,0 +1,195 @@
+//! The per-call logic: route, forward, or intercept and decide.
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::config::{CriConfig, MethodPolicy};
+use crate::decision::{Caller, Decide, Decision, Phase};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::intercept;
+use crate::proxy::methods::{route, Intercepted, Route};
+use crate::proxy::status::ProxyError;
+use crate::proxy::upstream::Upstream;
+
+/// The gRPC length prefix before each message.
+const GRPC_PREFIX_LEN: usize = 5;
+
+/// The proxy's shared state: what the running configuration says, and the seam.
+pub struct Proxy {
+    state: ArcSwap<State>,
+    decide: Arc<dyn Decide>,
+}
+
+/// What a SIGHUP may replace as one unit.
+pub struct State {
+    pub cri: CriConfig,
+    pub upstream: Arc<Upstream>,
+}
+
+// === impl Proxy ===
+
+impl Proxy {
+    pub fn new(cri: CriConfig, decide: Arc<dyn Decide>) -> Self {
+        let upstream = Arc::new(Upstream::new(cri.upstream.clone(), cri.connect_timeout));
+        Self {
+            state: ArcSwap::from_pointee(State { cri, upstream }),
+            decide,
+        }
+    }
+
+    /// The running state.
+    pub fn state(&self) -> Arc<State> {
+        self.state.load_full()
+    }
+
+    /// Replaces the running state; calls already started finish with the old one.
+    pub fn replace(&self, state: State) {
+        self.state.store(Arc::new(state));
+    }
+
+    /// Answers one call from a CRI client.
+    pub async fn call(&self, request: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
+        let state = self.state.load_full();
+        let path = request.uri().path_and_query().map_or("", |pq| pq.as_str());
+        let result = match route(path) {
+            Route::Intercept(method) => self.intercept(&state, method, request, caller).await,
+            Route::Known => forward(&state, request).await,
+            Route::UnknownCri => match state.cri.unknown_methods {
+                MethodPolicy::Forward => forward(&state, request).await,
+                MethodPolicy::Deny => Err(ProxyError::UnknownMethodRefused {
+                    path: path.to_owned(),
+                }),
+            },
+            Route::Other => match state.cri.other_services {
+                MethodPolicy::Forward => forward(&state, request).await,
+                MethodPolicy::Deny => Err(ProxyError::OtherServiceRefused {
+                    path: path.to_owned(),
+                }),
+            },
+        };
+        result.unwrap_or_else(|error| {
+            tracing::debug!(%error, "answered by crigate");
+            error.into_response()
+        })
+    }
+
+    async fn intercept(
+        &self,
+        state: &State,
+        method: Intercepted,
+        request: Request<Incoming>,
+        caller: Caller,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let name = match method.phase {
+            Phase::Pull => "PullImage",
+            Phase::Create => "CreateContainer",
+        };
+        let (mut parts, body) = request.into_parts();
+        let limit = state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN);
+        let body = read_body(body, limit, name).await?;
+        let context = intercept::decode(method, &body, caller).map_err(|source| {
+            ProxyError::InvalidRequest {
+                method: name,
+                source,
+            }
+        })?;
+        let span = tracing::info_span!(
+            "cri",
+            method = name,
+            api = %context.api,
+            namespace = context.namespace.as_deref().unwrap_or(""),
+            pod = context.pod_name.as_deref().unwrap_or(""),
+            image = %context.image,
+        );
+        async {
+            match self.decide.decide(&context).await {
+                Decision::Allow { pin: None } => {
+                    forward(state, Request::from_parts(parts, ProxyBody::full(body))).await
+                }
+                Decision::Allow { pin: Some(image) } => {
+                    let pinned = intercept::pin(method, &body, &image);
+                    // The body changed length; a stale content-length would break the stream.
+                    parts.headers.remove(http::header::CONTENT_LENGTH);
+                    forward(state, Request::from_parts(parts, ProxyBody::full(pinned))).await
+                }
+                Decision::Deny { message } => Err(ProxyError::Denied(message)),
+            }
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Sends a request to the runtime and relays its answer. Request and response heads
+/// pass unchanged but for the URI, which gets an `:authority` if the client sent none.
+async fn forward<B>(state: &State, request: Request<B>) -> Result<Response<ProxyBody>, ProxyError>
+where
+    B: IntoProxyBody,
+{
+    let (mut parts, body) = request.into_parts();
+    parts.uri = upstream_uri(&parts.uri);
+    let request = Request::from_parts(parts, body.into_proxy_body());
+    let response = state.upstream.send(request).await?;
+    Ok(response.map(ProxyBody::relay))
+}
+
+/// The URI for the upstream request: the client's path and authority, `localhost` when
+/// it sent no authority (kubelet and crictl send `localhost`; the runtime requires one).
+fn upstream_uri(uri: &Uri) -> Uri {
+    let authority = uri
+        .authority()
+        .cloned()
+        .unwrap_or_else(|| Authority::from_static("localhost"));
+    let mut parts = uri.clone().into_parts();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    Uri::from_parts(parts).unwrap_or_else(|_| uri.clone())
+}
+
+/// Reads a whole request body, refusing one over `limit` bytes.
+async fn read_body(
+    body: Incoming,
+    limit: usize,
+    method: &'static str,
+) -> Result<Bytes, ProxyError> {
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ProxyError::RequestTooLarge {
+                method,
+                limit: limit.saturating_sub(GRPC_PREFIX_LEN),
+            })
+        }
+        Err(error) => Err(ProxyError::RequestAborted {
+            method,
+            reason: error.to_string(),
+        }),
+    }
+}
+
+/// Bodies that can be sent upstream.
+trait IntoProxyBody {
+    fn into_proxy_body(self) -> ProxyBody;
+}
+
+impl IntoProxyBody for Incoming {
+    fn into_proxy_body(self) -> ProxyBody {
+        ProxyBody::relay(self)
+    }
+}
+
+impl IntoProxyBody for ProxyBody {
+    fn into_proxy_body(self) -> ProxyBody {
+        self
+    }
+}
