@@ -43,7 +43,10 @@ async fn registry_serves_pushed_manifest_by_tag_with_its_digest() {
         Some(image.manifest_media_type())
     );
     let body = response.bytes().await.expect("manifest body");
-    assert_eq!(format!("sha256:{:x}", Sha256::digest(&body)), digest);
+    assert_eq!(
+        format!("sha256:{}", hex::encode(Sha256::digest(&body))),
+        digest
+    );
 
     // Blobs are served too, and a deleted manifest is gone.
     let layer_url = format!(
@@ -346,4 +349,57 @@ async fn dropping_an_env_kills_its_containers_and_unmounts_everything() {
     );
     assert!(harness::process::mounts_under(&dir).is_empty());
     assert!(!dir.exists());
+}
+
+#[test]
+fn test_images_are_reproducible_and_labels_change_the_digest() {
+    let a = TestImage::builder().label("x=1").build().expect("image a");
+    let again = TestImage::builder()
+        .label("x=1")
+        .build()
+        .expect("image a again");
+    let b = TestImage::builder().label("x=2").build().expect("image b");
+    assert_eq!(a.manifest_digest(), again.manifest_digest());
+    assert_ne!(a.manifest_digest(), b.manifest_digest());
+    assert_eq!(
+        a.layer_digest(),
+        b.layer_digest(),
+        "labels live in the config only"
+    );
+
+    let config: serde_json::Value = serde_json::from_slice(a.config()).expect("config JSON");
+    assert_eq!(config["config"]["Labels"]["x"], "1");
+    assert_eq!(config["config"]["Entrypoint"][0], "/pause");
+    assert_eq!(config["os"], "linux");
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(a.layer()), &mut tar)
+        .expect("layer gunzips");
+    assert_eq!(config["rootfs"]["diff_ids"][0], a.diff_id());
+    assert_eq!(
+        a.diff_id(),
+        format!("sha256:{}", hex::encode(Sha256::digest(&tar)))
+    );
+
+    let mut paths: Vec<String> = tar::Archive::new(tar.as_slice())
+        .entries()
+        .expect("tar entries")
+        .map(|e| {
+            e.expect("entry")
+                .path()
+                .expect("path")
+                .display()
+                .to_string()
+        })
+        .collect();
+    paths.sort();
+    assert_eq!(paths, ["bin/", "bin/tool", "pause"]);
+}
+
+#[test]
+fn missing_tools_fail_loudly_with_the_fix() {
+    let error = harness::process::require(&["crigate-no-such-tool"], false)
+        .expect_err("a missing tool is an error, never a skip");
+    let message = format!("{error:#}");
+    assert!(message.contains("crigate-no-such-tool"), "{message}");
+    assert!(message.contains(".ci/run"), "{message}");
 }

@@ -22,15 +22,21 @@
 //! - [`decision`]: the seam between the proxy and whatever decides (policy and
 //!   verification plug in here); the proxy knows nothing else of them.
 //! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
+//! - [`verify`]: signature verification and its vocabulary ([`verify::Verdict`],
+//!   [`verify::Rejection`]).
+//! - [`oci`]: value types shared by every module (digests, references, media types).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
 pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod fuzzing;
+pub mod oci;
 pub mod proxy;
+pub mod registry;
 pub mod systemd;
 pub mod telemetry;
+pub mod verify;
 
 /// The version string `crigate --version` prints: the package version and the git commit.
 pub const VERSION: &str = concat!(

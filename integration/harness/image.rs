@@ -48,7 +48,7 @@ pub struct TestImageBuilder {
 
 /// `sha256:<hex>` of `bytes`.
 pub fn sha256_digest(bytes: &[u8]) -> String {
-    format!("sha256:{:x}", Sha256::digest(bytes))
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
 }
 
 /// The static test binary (see the module docs), compiled on first use and kept in memory for

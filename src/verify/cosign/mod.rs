@@ -1,0 +1,1 @@
+//! cosign signature verification (in progress).

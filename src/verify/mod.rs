@@ -1,0 +1,93 @@
+//! Signature verification: what a signature establishes about an image digest.
+//!
+//! A verifier answers with a [`Verdict`]: trusted (with the [`Signer`]) or rejected (with
+//! a typed [`Rejection`]). A rejected signature is an answer, not an error; `Err` means
+//! the verifier could not decide (registry unreachable, response over a limit) and goes
+//! to the policy's `on_error`.
+
+use std::fmt;
+
+use crate::oci::Digest;
+
+pub mod cosign;
+pub mod notation;
+
+/// The outcome of verifying one digest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Trusted(Signer),
+    Rejected(Rejection),
+}
+
+/// Which kind of signature established trust.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum VerifierKind {
+    Cosign,
+    Notation,
+}
+
+/// Who signed, as the trust material identified them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Signer {
+    pub verifier: VerifierKind,
+    /// The signer's identity: an x509 subject DN (Notation), a certificate SAN (cosign
+    /// keyless), or the key's name (cosign key-based).
+    pub identity: String,
+    /// The OIDC issuer of a keyless certificate.
+    pub issuer: Option<String>,
+    /// The trust material that matched: a key file, a trust policy name.
+    pub matched: String,
+    /// The digest the signature covers (an index digest for a platform manifest
+    /// covered through its index).
+    pub signed_digest: Digest,
+}
+
+/// Why no signature established trust: one variant per reason an operator acts on.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    #[error("no signature found for {0}")]
+    NoSignature(Digest),
+    #[error("signature not trusted: {0}")]
+    UntrustedRoot(String),
+    #[error("signer identity not trusted: {0}")]
+    IdentityNotTrusted(String),
+    #[error("signed digest {signed} differs from image digest {image}")]
+    DigestMismatch { signed: String, image: Digest },
+    #[error("signature expired: {0}")]
+    Expired(String),
+    #[error("signature does not match its payload: {0}")]
+    Tampered(String),
+    #[error("unsupported signature algorithm: {0}")]
+    UnsupportedAlgorithm(String),
+    #[error("malformed signature: {0}")]
+    Malformed(String),
+}
+
+// === impl Rejection ===
+
+impl Rejection {
+    /// The stable key of this reason, used in audit records, metrics and JSON.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::NoSignature(_) => "no_signature",
+            Rejection::UntrustedRoot(_) => "untrusted_root",
+            Rejection::IdentityNotTrusted(_) => "identity_not_trusted",
+            Rejection::DigestMismatch { .. } => "digest_mismatch",
+            Rejection::Expired(_) => "expired",
+            Rejection::Tampered(_) => "tampered",
+            Rejection::UnsupportedAlgorithm(_) => "unsupported_algorithm",
+            Rejection::Malformed(_) => "malformed",
+        }
+    }
+}
+
+// === impl VerifierKind ===
+
+impl fmt::Display for VerifierKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            VerifierKind::Cosign => "cosign",
+            VerifierKind::Notation => "notation",
+        })
+    }
+}

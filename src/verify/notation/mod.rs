@@ -1,0 +1,1 @@
+//! Notation signature verification (in progress).
