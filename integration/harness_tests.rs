@@ -403,3 +403,27 @@ fn missing_tools_fail_loudly_with_the_fix() {
     assert!(message.contains("crigate-no-such-tool"), "{message}");
     assert!(message.contains(".ci/run"), "{message}");
 }
+
+#[test]
+fn upload_location_accepts_relative_and_absolute_urls_with_queries() {
+    use harness::registry::upload_location;
+
+    let base = "http://127.0.0.1:5000";
+    let mut relative = upload_location(base, "/v2/app/blobs/uploads/u1?_state=abc").unwrap();
+    relative
+        .query_pairs_mut()
+        .append_pair("digest", "sha256:00");
+    assert_eq!(
+        relative.as_str(),
+        "http://127.0.0.1:5000/v2/app/blobs/uploads/u1?_state=abc&digest=sha256%3A00"
+    );
+    let mut absolute =
+        upload_location(base, "http://127.0.0.1:5000/v2/app/blobs/uploads/u2").unwrap();
+    absolute
+        .query_pairs_mut()
+        .append_pair("digest", "sha256:00");
+    assert_eq!(
+        absolute.as_str(),
+        "http://127.0.0.1:5000/v2/app/blobs/uploads/u2?digest=sha256%3A00"
+    );
+}

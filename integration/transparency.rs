@@ -25,7 +25,11 @@ async fn clients(socket: &std::path::Path) -> Clients {
 
 async fn setup() -> (Env, Crigate) {
     let env = Env::start().await.unwrap();
-    let crigate = Crigate::start(env.dir(), Options::new(env.dir(), env.containerd.socket(), "")).unwrap();
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), env.containerd.socket(), ""),
+    )
+    .unwrap();
     (env, crigate)
 }
 
@@ -46,27 +50,57 @@ async fn read_only_calls_and_error_statuses_match_containerd() {
         ($client:ident . $service:ident . $method:ident ( $request:expr )) => {{
             let d = outcome(direct.$service.$method($request).await);
             let p = outcome(proxied.$service.$method($request).await);
-            assert_eq!(p, d, concat!(stringify!($method), " differs through crigate"));
+            assert_eq!(
+                p, d,
+                concat!(stringify!($method), " differs through crigate")
+            );
             p
         }};
     }
 
-    let version = same!(c.runtime.version(VersionRequest { version: "v1".into() })).unwrap();
+    let version = same!(c.runtime.version(VersionRequest {
+        version: "v1".into()
+    }))
+    .unwrap();
     assert_eq!(version.runtime_name, "containerd");
     same!(c.runtime.status(StatusRequest { verbose: false })).unwrap();
     same!(c.image.list_images(ListImagesRequest { filter: None })).unwrap();
-    same!(c.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None })).unwrap();
-    same!(c.runtime.list_containers(ListContainersRequest { filter: None })).unwrap();
+    same!(c
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None }))
+    .unwrap();
+    same!(c
+        .runtime
+        .list_containers(ListContainersRequest { filter: None }))
+    .unwrap();
 
     // ImageFsInfo carries the time it was measured; compare everything else.
     let strip = |mut r: ImageFsInfoResponse| {
-        for fs in r.image_filesystems.iter_mut().chain(r.container_filesystems.iter_mut()) {
+        for fs in r
+            .image_filesystems
+            .iter_mut()
+            .chain(r.container_filesystems.iter_mut())
+        {
             fs.timestamp = 0;
         }
         r
     };
-    let d = strip(direct.image.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner());
-    let p = strip(proxied.image.image_fs_info(ImageFsInfoRequest {}).await.unwrap().into_inner());
+    let d = strip(
+        direct
+            .image
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    let p = strip(
+        proxied
+            .image
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
     assert_eq!(p, d);
 
     // Errors and empty answers, as containerd gives them.
@@ -100,9 +134,70 @@ async fn read_only_calls_and_error_statuses_match_containerd() {
     }))
     .unwrap_err();
     assert_eq!(err.0, Code::NotFound, "{err:?}");
+    // Mutating calls that fail in containerd fail the same way through crigate, gated
+    // ones included (crigate decides, then relays containerd's own error).
+    let err = same!(c.runtime.create_container(CreateContainerRequest {
+        pod_sandbox_id: "no-such-sandbox".into(),
+        config: Some(container_config("x", &env.app_ref(), &["/pause"])),
+        sandbox_config: None,
+    }))
+    .unwrap_err();
+    assert_ne!(err.0, Code::Ok);
+    let err = same!(c.image.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: format!("{}/missing:v0", env.registry.host()),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: None,
+    }))
+    .unwrap_err();
+    assert_ne!(err.0, Code::Ok);
+    same!(c.runtime.run_pod_sandbox(RunPodSandboxRequest {
+        config: None,
+        runtime_handler: String::new(),
+    }))
+    .unwrap_err();
+    same!(c.runtime.stop_container(StopContainerRequest {
+        container_id: "missing".into(),
+        timeout: 1,
+    }))
+    .unwrap_err();
+    same!(c.runtime.remove_container(RemoveContainerRequest {
+        container_id: "missing".into(),
+    }))
+    .ok();
+    same!(c.runtime.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: "missing".into(),
+    }))
+    .ok();
+    same!(c.runtime.exec_sync(ExecSyncRequest {
+        container_id: "missing".into(),
+        cmd: vec!["/bin/true".into()],
+        timeout: 1,
+    }))
+    .unwrap_err();
+    same!(c.image.remove_image(RemoveImageRequest {
+        image: Some(ImageSpec {
+            image: format!("{}/missing:v0", env.registry.host()),
+            ..Default::default()
+        }),
+    }))
+    .ok();
+
     // containerd 1.6 predates GetContainerEvents: crigate relays its UNIMPLEMENTED.
-    let d = direct.runtime.get_container_events(GetEventsRequest {}).await.map(|_| ()).unwrap_err();
-    let p = proxied.runtime.get_container_events(GetEventsRequest {}).await.map(|_| ()).unwrap_err();
+    let d = direct
+        .runtime
+        .get_container_events(GetEventsRequest {})
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    let p = proxied
+        .runtime
+        .get_container_events(GetEventsRequest {})
+        .await
+        .map(|_| ())
+        .unwrap_err();
     assert_eq!((p.code(), p.message()), (d.code(), d.message()));
     assert_eq!(p.code(), Code::Unimplemented);
 }
@@ -145,11 +240,27 @@ async fn pod_lifecycle_through_crigate_matches_direct() {
         }),
         verbose: false,
     };
-    let d = direct.image.image_status(spec.clone()).await.unwrap().into_inner();
-    let p = proxied.image.image_status(spec.clone()).await.unwrap().into_inner();
+    let d = direct
+        .image
+        .image_status(spec.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let p = proxied
+        .image
+        .image_status(spec.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p, d);
     let image = p.image.unwrap();
-    assert!(image.repo_digests.iter().any(|r| r.ends_with(&env.app_digest)), "{image:?}");
+    assert!(
+        image
+            .repo_digests
+            .iter()
+            .any(|r| r.ends_with(&env.app_digest)),
+        "{image:?}"
+    );
 
     // A pod with one container, all through crigate.
     let pod_id = proxied
@@ -166,10 +277,23 @@ async fn pod_lifecycle_through_crigate_matches_direct() {
         pod_sandbox_id: pod_id.clone(),
         verbose: false,
     };
-    let d = direct.runtime.pod_sandbox_status(status_request.clone()).await.unwrap().into_inner();
-    let p = proxied.runtime.pod_sandbox_status(status_request).await.unwrap().into_inner();
+    let d = direct
+        .runtime
+        .pod_sandbox_status(status_request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let p = proxied
+        .runtime
+        .pod_sandbox_status(status_request)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p, d);
-    assert_eq!(p.status.unwrap().state, PodSandboxState::SandboxReady as i32);
+    assert_eq!(
+        p.status.unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
 
     let container_id = proxied
         .runtime
@@ -191,31 +315,77 @@ async fn pod_lifecycle_through_crigate_matches_direct() {
         .unwrap();
 
     let list = ListContainersRequest { filter: None };
-    let d = direct.runtime.list_containers(list.clone()).await.unwrap().into_inner();
-    let p = proxied.runtime.list_containers(list).await.unwrap().into_inner();
+    let d = direct
+        .runtime
+        .list_containers(list.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let p = proxied
+        .runtime
+        .list_containers(list)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p, d);
     assert!(p.containers.iter().any(|c| c.id == container_id));
     let status_request = ContainerStatusRequest {
         container_id: container_id.clone(),
         verbose: false,
     };
-    let d = direct.runtime.container_status(status_request.clone()).await.unwrap().into_inner();
-    let p = proxied.runtime.container_status(status_request).await.unwrap().into_inner();
+    let d = direct
+        .runtime
+        .container_status(status_request.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let p = proxied
+        .runtime
+        .container_status(status_request)
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p, d);
-    assert_eq!(p.status.unwrap().state, ContainerState::ContainerRunning as i32);
-    let d = direct.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.unwrap().into_inner();
-    let p = proxied.runtime.list_pod_sandbox(ListPodSandboxRequest { filter: None }).await.unwrap().into_inner();
+    assert_eq!(
+        p.status.unwrap().state,
+        ContainerState::ContainerRunning as i32
+    );
+    let d = direct
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
+    let p = proxied
+        .runtime
+        .list_pod_sandbox(ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(p, d);
 
     let exec = ExecSyncRequest {
         container_id: container_id.clone(),
-        cmd: vec!["/bin/tool".into(), "echo".into(), "through".into(), "crigate".into()],
+        cmd: vec![
+            "/bin/tool".into(),
+            "echo".into(),
+            "through".into(),
+            "crigate".into(),
+        ],
         timeout: 10,
     };
-    let d = direct.runtime.exec_sync(exec.clone()).await.unwrap().into_inner();
+    let d = direct
+        .runtime
+        .exec_sync(exec.clone())
+        .await
+        .unwrap()
+        .into_inner();
     let p = proxied.runtime.exec_sync(exec).await.unwrap().into_inner();
     assert_eq!(p, d);
-    assert_eq!((p.stdout.as_slice(), p.exit_code), (&b"through crigate\n"[..], 0));
+    assert_eq!(
+        (p.stdout.as_slice(), p.exit_code),
+        (&b"through crigate\n"[..], 0)
+    );
 
     proxied
         .runtime
@@ -266,11 +436,17 @@ async fn pod_lifecycle_through_crigate_matches_direct() {
         .await
         .unwrap();
     let after = direct.image.image_status(spec).await.unwrap().into_inner();
-    assert!(after.image.is_none(), "RemoveImage through crigate did not remove the image");
+    assert!(
+        after.image.is_none(),
+        "RemoveImage through crigate did not remove the image"
+    );
 
     // The pull and the create were decided, with the pod's namespace.
     let logs = crigate.logs();
-    let decisions: Vec<&str> = logs.lines().filter(|l| l.contains("crigate::decision")).collect();
+    let decisions: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("crigate::decision"))
+        .collect();
     assert_eq!(decisions.len(), 2, "{logs}");
     assert!(decisions[0].contains("phase=pull") && decisions[0].contains("namespace=\"prod\""));
     assert!(decisions[1].contains("phase=create") && decisions[1].contains("container=\"app\""));
@@ -297,8 +473,9 @@ async fn v1alpha2_pull_reaches_the_seam_and_containerd() {
     assert!(!response.image_ref.is_empty());
     let logs = crigate.logs();
     assert!(
-        logs.lines()
-            .any(|l| l.contains("crigate::decision") && l.contains("api=runtime.v1alpha2") && l.contains("phase=pull")),
+        logs.lines().any(|l| l.contains("crigate::decision")
+            && l.contains("api=runtime.v1alpha2")
+            && l.contains("phase=pull")),
         "{logs}"
     );
 }
@@ -307,7 +484,9 @@ async fn v1alpha2_pull_reaches_the_seam_and_containerd() {
 async fn runtime_restart_is_survived_without_restarting_crigate() {
     let (mut env, crigate) = setup().await;
     let mut proxied = clients(&crigate.socket).await;
-    let version = || VersionRequest { version: "v1".into() };
+    let version = || VersionRequest {
+        version: "v1".into(),
+    };
     proxied.runtime.version(version()).await.unwrap();
     let pid = crigate.pid();
 
@@ -319,7 +498,12 @@ async fn runtime_restart_is_survived_without_restarting_crigate() {
 
     env.containerd.start().await.unwrap();
     // The very first call after containerd is back succeeds: crigate reconnects on demand.
-    let version = proxied.runtime.version(version()).await.unwrap().into_inner();
+    let version = proxied
+        .runtime
+        .version(version())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(version.runtime_name, "containerd");
     assert_eq!(crigate.pid(), pid, "crigate was restarted");
 }

@@ -65,7 +65,11 @@ mod tests {
             for _ in 0..2000 {
                 let mut input = seed.clone();
                 for _ in 0..(next() % 4 + 1) {
-                    let at = if input.is_empty() { 0 } else { (next() as usize) % input.len() };
+                    let at = if input.is_empty() {
+                        0
+                    } else {
+                        (next() as usize) % input.len()
+                    };
                     match next() % 3 {
                         0 if !input.is_empty() => input[at] ^= 1 << (next() % 8),
                         1 => input.truncate(at),

@@ -23,10 +23,14 @@ use tempfile::TempDir;
 use super::cri::CriClient;
 use super::process::{self, LOG_TAIL_LINES};
 
+/// How many log lines a drop during a panic prints (the test output shows them).
+const PANIC_TAIL_LINES: usize = 20;
 /// How long containerd may take to answer CRI `Version` after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long `stop` waits after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Prefix of containerd temp dirs (in the system temp dir).
+const DIR_PREFIX: &str = "crigate-ctrd-";
 /// Set to keep the temp dirs of finished tests (processes and mounts are still cleaned up).
 pub const KEEP_DIRS_ENV: &str = "CRIGATE_KEEP_TEST_DIRS";
 
@@ -41,9 +45,6 @@ const DISABLED_PLUGINS: &[&str] = &[
     "io.containerd.snapshotter.v1.overlayfs",
     "io.containerd.snapshotter.v1.zfs",
 ];
-
-/// Directory of the runtime v2 shims' sockets, fixed in containerd 1.6 whatever the config says.
-const SHIM_SOCKET_DIR: &str = "/run/containerd/s/";
 
 /// A containerd started for one test. See the module docs for teardown.
 pub struct Containerd {
@@ -71,10 +72,12 @@ impl Containerd {
             &["containerd", "containerd-shim-runc-v2", "runc", "umount"],
             true,
         )?;
+        process::sweep_abandoned(DIR_PREFIX);
         let dir = tempfile::Builder::new()
-            .prefix("crigate-ctrd-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .context("creating the containerd temp dir")?;
+        process::claim_dir(dir.path())?;
         let path = dir.path().to_path_buf();
         for sub in [
             "root",
@@ -273,19 +276,13 @@ impl Drop for Containerd {
             eprintln!(
                 "containerd {} torn down after a panic; {}",
                 self.path.display(),
-                self.log_tail()
+                process::log_tail(&self.log, PANIC_TAIL_LINES)
             );
         }
         if let Some(mut child) = self.child.take() {
             process::kill_child(&mut child);
         }
-        let shim_sockets = shim_sockets(&self.path.join("state"));
-        let survivors = process::kill_processes_of(&self.path, Some(&self.path.join("runc")));
-        for socket in shim_sockets {
-            let _ = std::fs::remove_file(socket);
-        }
-        let mounts = process::unmount_all_under(&self.path);
-
+        let (survivors, mounts) = process::tear_down_dir(&self.path);
         let Some(dir) = self.dir.take() else { return };
         if !survivors.is_empty() || !mounts.is_empty() {
             let kept = dir.keep();
@@ -296,33 +293,11 @@ impl Drop for Containerd {
             );
         } else if std::env::var_os(KEEP_DIRS_ENV).is_some() {
             let kept = dir.keep();
+            // Without its owner marker, the next run's sweep leaves the dir alone.
+            let _ = std::fs::remove_file(kept.join(process::OWNER_FILE));
             eprintln!("{KEEP_DIRS_ENV} is set: keeping {}", kept.display());
         }
     }
-}
-
-/// The shim sockets containerd recorded under `state` (runtime v2 bundles' `address` files).
-fn shim_sockets(state: &Path) -> Vec<PathBuf> {
-    let tasks = state.join("io.containerd.runtime.v2.task");
-    let mut sockets = Vec::new();
-    let Ok(namespaces) = std::fs::read_dir(tasks) else {
-        return sockets;
-    };
-    for namespace in namespaces.flatten() {
-        let Ok(bundles) = std::fs::read_dir(namespace.path()) else {
-            continue;
-        };
-        for bundle in bundles.flatten() {
-            let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) else {
-                continue;
-            };
-            let path = address.trim().trim_start_matches("unix://");
-            if path.starts_with(SHIM_SOCKET_DIR) {
-                sockets.push(PathBuf::from(path));
-            }
-        }
-    }
-    sockets
 }
 
 /// A TOML basic string holding `value`.

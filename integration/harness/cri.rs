@@ -10,10 +10,11 @@ use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
-    Image, ImageSpec, ImageStatusRequest, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
-    NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata, PullImageRequest,
-    RemoveContainerRequest, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopContainerRequest, StopPodSandboxRequest, VersionRequest, VersionResponse,
+    Image, ImageSpec, ImageStatusRequest, LinuxContainerConfig, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
+    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
+    StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -72,12 +73,7 @@ pub fn pod_sandbox_config(name: &str, namespace: &str, log_dir: &Path) -> PodSan
         log_directory: log_dir.display().to_string(),
         linux: Some(LinuxPodSandboxConfig {
             security_context: Some(LinuxSandboxSecurityContext {
-                namespace_options: Some(NamespaceOption {
-                    network: NamespaceMode::Node as i32,
-                    pid: NamespaceMode::Container as i32,
-                    ipc: NamespaceMode::Pod as i32,
-                    ..Default::default()
-                }),
+                namespace_options: Some(host_network_namespaces()),
                 ..Default::default()
             }),
             ..Default::default()
@@ -86,10 +82,29 @@ pub fn pod_sandbox_config(name: &str, namespace: &str, log_dir: &Path) -> PodSan
     }
 }
 
+/// Node network, a PID namespace per container, the pod's IPC: kubelet's choice for a pod with
+/// `hostNetwork: true` and no `shareProcessNamespace`.
+pub fn host_network_namespaces() -> NamespaceOption {
+    NamespaceOption {
+        network: NamespaceMode::Node as i32,
+        pid: NamespaceMode::Container as i32,
+        ipc: NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 /// A container config named `name` running `image` with `command` (the image's entrypoint when
-/// empty), logging to `<name>.log` in the pod's log directory.
+/// empty), logging to `<name>.log` in the pod's log directory. Namespaces as kubelet sets them
+/// for a host-network pod: node network, its own PID namespace, the pod's IPC.
 pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerConfig {
     ContainerConfig {
+        linux: Some(LinuxContainerConfig {
+            security_context: Some(LinuxContainerSecurityContext {
+                namespace_options: Some(host_network_namespaces()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         metadata: Some(ContainerMetadata {
             name: name.to_string(),
             attempt: 0,

@@ -64,6 +64,33 @@ pub fn tool_binary() -> Result<&'static [u8]> {
         .map_err(|e| anyhow!("{e}"))
 }
 
+/// The one layer every test image shares (labels live in the config): built once per process,
+/// since gzip and SHA-256 of the binary take a noticeable part of a second in a debug build.
+struct Layer {
+    gzip: Vec<u8>,
+    digest: String,
+    diff_id: String,
+}
+
+fn shared_layer() -> Result<&'static Layer> {
+    static LAYER: OnceLock<std::result::Result<Layer, String>> = OnceLock::new();
+    LAYER
+        .get_or_init(|| {
+            let build = || -> Result<Layer> {
+                let tar = layer_tar(tool_binary()?).context("writing the test image layer tar")?;
+                let gzip = gzip(&tar).context("compressing the test image layer")?;
+                Ok(Layer {
+                    digest: sha256_digest(&gzip),
+                    diff_id: sha256_digest(&tar),
+                    gzip,
+                })
+            };
+            build().map_err(|e| format!("{e:#}"))
+        })
+        .as_ref()
+        .map_err(|e| anyhow!("{e}"))
+}
+
 /// The OCI architecture name of the host (`amd64`, `arm64`, ...).
 pub fn oci_arch() -> &'static str {
     match std::env::consts::ARCH {
@@ -154,13 +181,15 @@ impl TestImageBuilder {
     ///
     /// # Errors
     ///
-    /// When the test binary cannot be compiled (see [`tool_binary`]).
+    /// When the test binary cannot be compiled (see [`tool_binary`]) or the layer cannot be
+    /// written.
     pub fn build(self) -> Result<TestImage> {
-        let binary = tool_binary()?;
-        let tar = layer_tar(binary).context("writing the test image layer tar")?;
-        let diff_id = sha256_digest(&tar);
-        let layer = gzip(&tar).context("compressing the test image layer")?;
-        let layer_digest = sha256_digest(&layer);
+        let layer = shared_layer()?;
+        let (layer, layer_digest, diff_id) = (
+            layer.gzip.clone(),
+            layer.digest.clone(),
+            layer.diff_id.clone(),
+        );
 
         let config = serde_json::to_vec(&serde_json::json!({
             "architecture": oci_arch(),

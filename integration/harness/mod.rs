@@ -12,7 +12,7 @@
 //!
 //! The harness needs root and the Debian packages containerd, runc, docker-registry, gcc and
 //! libc6-dev; without them it fails, saying so (a skipped test would look like a passing one).
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod containerd;
 pub mod cri;
@@ -27,9 +27,14 @@ use anyhow::{Context as _, Result};
 use k8s_cri::v1::PodSandboxConfig;
 use tempfile::TempDir;
 
+// Re-exports for callers' convenience; not every user of the harness uses each one.
+#[allow(unused_imports)]
 pub use self::containerd::Containerd;
+#[allow(unused_imports)]
 pub use self::cri::{container_config, cri_channel, pod_sandbox_config, CriClient};
+#[allow(unused_imports)]
 pub use self::image::{sha256_digest, TestImage};
+#[allow(unused_imports)]
 pub use self::registry::Registry;
 
 /// Repository and tag of the sandbox (pause) image containerd is configured with.
@@ -39,10 +44,14 @@ pub const PAUSE_TAG: &str = "3.6";
 pub const APP_REPO: &str = "app";
 pub const APP_TAG: &str = "v1";
 
+/// Prefix of [`Env`] temp dirs (in the system temp dir).
+const ENV_DIR_PREFIX: &str = "crigate-env-";
+
 /// A registry holding `pause:3.6` and `app:v1`, and a containerd that pulls from it.
 ///
-/// Fields drop in order: containerd (with its shims, containers and mounts) first, then the
-/// registry, then the shared temp dir.
+/// Teardown on drop, in order: any process still naming this env's dir (a crigate or socat a
+/// test left running), then containerd (with its shims, containers and mounts), then the
+/// registry, then the env's temp dir.
 pub struct Env {
     pub containerd: Containerd,
     pub registry: Registry,
@@ -83,10 +92,12 @@ impl Env {
             ],
             true,
         )?;
+        process::sweep_abandoned(ENV_DIR_PREFIX);
         let dir = tempfile::Builder::new()
-            .prefix("crigate-env-")
+            .prefix(ENV_DIR_PREFIX)
             .tempdir()
             .context("creating the test env temp dir")?;
+        process::claim_dir(dir.path())?;
         let pause_image = TestImage::builder()
             .label("io.crigate.test.image=pause")
             .build()?;
@@ -167,5 +178,14 @@ impl Env {
             log_directory: log_dir.display().to_string(),
             ..config
         })
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        // A safety net for what tests start in this env's dir (crigate, socat) and did not stop:
+        // the proxy goes before containerd, the registry and the dir do (fields drop after this).
+        let _ = process::kill_processes_of(self.dir.path(), None);
+        let _ = process::unmount_all_under(self.dir.path());
     }
 }

@@ -18,6 +18,12 @@ use anyhow::{bail, Context as _, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// Directory of the runtime v2 shims' sockets, fixed in containerd 1.6 whatever the config says.
+const SHIM_SOCKET_DIR: &str = "/run/containerd/s/";
+
+/// The marker file [`claim_dir`] writes.
+pub const OWNER_FILE: &str = "owner";
+
 /// How many lines of a log an error message quotes.
 pub const LOG_TAIL_LINES: usize = 40;
 
@@ -133,24 +139,72 @@ pub fn append_log(path: &Path) -> Result<fs::File> {
         .with_context(|| format!("opening log file {}", path.display()))
 }
 
-/// Spawns `command` with stdout and stderr appended to `log`, in its own process group (so a
-/// Ctrl-C meant for `cargo test` reaches the test, which then tears the process down in order).
+/// Spawns `command` with stdout and stderr appended to `log`. The child stays in our process
+/// group, so a Ctrl-C that kills the test run (and skips every `Drop`) stops it too; what it
+/// started in turn is swept by [`sweep_abandoned`] on the next run.
 ///
 /// # Errors
 ///
 /// When the log cannot be opened or the program cannot be started.
 pub fn spawn_logged(command: &mut Command, log: &Path) -> Result<Child> {
-    use std::os::unix::process::CommandExt as _;
     let out = append_log(log)?;
     let err = out.try_clone().context("duplicating log file handle")?;
     command
         .stdin(std::process::Stdio::null())
         .stdout(out)
-        .stderr(err)
-        .process_group(0);
+        .stderr(err);
     command
         .spawn()
         .with_context(|| format!("starting {:?}", command.get_program()))
+}
+
+/// Marks `dir` as owned by this process (pid and start time in `<dir>/owner`), so a later run
+/// can tell a dir abandoned by a killed test run from one a parallel run is using.
+///
+/// # Errors
+///
+/// When the marker cannot be written.
+pub fn claim_dir(dir: &Path) -> Result<()> {
+    let own = std::process::id();
+    let start = fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|stat| start_time_of(&stat))
+        .unwrap_or(0);
+    fs::write(dir.join(OWNER_FILE), format!("{own} {start}\n"))
+        .with_context(|| format!("writing {}", dir.join(OWNER_FILE).display()))
+}
+
+/// Cleans up after test runs that died without running their `Drop`s (Ctrl-C, SIGKILL, a
+/// timeout): for every `<temp dir>/<prefix>*` whose owner process is gone, kills its processes,
+/// unmounts what is mounted under it and removes it. Dirs without an owner marker are left
+/// alone (they may be being created). Runs once per process and prefix.
+pub fn sweep_abandoned(prefix: &'static str) {
+    static SWEPT: OnceLock<Mutex<BTreeSet<&'static str>>> = OnceLock::new();
+    let swept = SWEPT.get_or_init(Default::default);
+    if !swept
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(prefix)
+    {
+        return;
+    }
+    let Ok(entries) = fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        let named = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(prefix));
+        if !named || !dir.is_dir() || owner_alive(&dir) != Some(false) {
+            continue;
+        }
+        let (survivors, mounts) = tear_down_dir(&dir);
+        if survivors.is_empty() && mounts.is_empty() {
+            let _ = fs::remove_dir_all(&dir);
+        }
+    }
 }
 
 /// Sends SIGKILL to our child and reaps it. Never fails: used on teardown.
@@ -173,6 +227,7 @@ pub fn kill_child(child: &mut Child) {
 /// Returns the pids that were still alive at the deadline (empty on success).
 pub fn kill_processes_of(dir: &Path, runc_root: Option<&Path>) -> Vec<i32> {
     let deadline = Instant::now() + Duration::from_secs(5);
+    let mut signalled: BTreeSet<i32> = BTreeSet::new();
     loop {
         let table = process_table();
         let mut targets = processes_naming(dir, &table);
@@ -182,7 +237,16 @@ pub fn kill_processes_of(dir: &Path, runc_root: Option<&Path>) -> Vec<i32> {
         let targets = with_descendants(targets, &table);
         let alive: Vec<i32> = targets
             .into_iter()
-            .filter(|pid| table.get(pid).is_some_and(|p| p.state != 'Z'))
+            .filter(|pid| {
+                table.get(pid).is_some_and(|p| {
+                    // Once SIGKILLed, a process that released its memory (empty cmdline) runs no
+                    // more user code and has dropped its namespaces and mounts; it may still wait
+                    // in the kernel (a PID-namespace init waits until the host's init reaps the
+                    // namespace's zombies, which this VM's init does lazily, taking seconds).
+                    let exiting = signalled.contains(pid) && p.cmdline.is_empty();
+                    p.state != 'Z' && p.state != 'X' && !exiting
+                })
+            })
             .collect();
         if alive.is_empty() {
             return Vec::new();
@@ -192,9 +256,25 @@ pub fn kill_processes_of(dir: &Path, runc_root: Option<&Path>) -> Vec<i32> {
         }
         for pid in &alive {
             let _ = kill(Pid::from_raw(*pid), Signal::SIGKILL);
+            signalled.insert(*pid);
         }
-        pause(Duration::from_millis(20));
+        pause(Duration::from_millis(10));
     }
+}
+
+/// Tears down what a containerd in `dir` left running: kills its processes
+/// ([`kill_processes_of`], with runc state in `<dir>/runc`), removes its shims' sockets from
+/// `/run/containerd/s` and detaches every mount under `dir` ([`unmount_all_under`]).
+///
+/// Returns the processes and mounts that survived (both empty on success): the caller must not
+/// delete `dir` through a live mount.
+pub fn tear_down_dir(dir: &Path) -> (Vec<i32>, Vec<PathBuf>) {
+    let sockets = shim_sockets(&dir.join("state"));
+    let survivors = kill_processes_of(dir, Some(&dir.join("runc")));
+    for socket in sockets {
+        let _ = fs::remove_file(socket);
+    }
+    (survivors, unmount_all_under(dir))
 }
 
 /// Mount points under `dir` (deepest first), from /proc/self/mountinfo.
@@ -279,8 +359,7 @@ fn process_table() -> BTreeMap<i32, ProcessInfo> {
         let fields: Vec<&str> = rest.split_whitespace().collect();
         let state = fields.first().and_then(|s| s.chars().next()).unwrap_or('?');
         let ppid = fields.get(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        // Field 22 of stat; `fields` starts at field 3.
-        let start_time = fields.get(19).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let start_time = start_time_of(&stat).unwrap_or(0);
         let cmdline = fs::read(entry.path().join("cmdline"))
             .map(|raw| String::from_utf8_lossy(&raw).replace('\0', " "))
             .unwrap_or_default();
@@ -295,6 +374,49 @@ fn process_table() -> BTreeMap<i32, ProcessInfo> {
         );
     }
     table
+}
+
+/// The shim sockets containerd recorded under `state` (runtime v2 bundles' `address` files).
+fn shim_sockets(state: &Path) -> Vec<PathBuf> {
+    let tasks = state.join("io.containerd.runtime.v2.task");
+    let mut sockets = Vec::new();
+    let Ok(namespaces) = std::fs::read_dir(tasks) else {
+        return sockets;
+    };
+    for namespace in namespaces.flatten() {
+        let Ok(bundles) = std::fs::read_dir(namespace.path()) else {
+            continue;
+        };
+        for bundle in bundles.flatten() {
+            let Ok(address) = std::fs::read_to_string(bundle.path().join("address")) else {
+                continue;
+            };
+            let path = address.trim().trim_start_matches("unix://");
+            if path.starts_with(SHIM_SOCKET_DIR) {
+                sockets.push(PathBuf::from(path));
+            }
+        }
+    }
+    sockets
+}
+
+/// Field 22 (start time) of a /proc/PID/stat line.
+fn start_time_of(stat: &str) -> Option<u64> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether the process that claimed `dir` still runs; `None` without a readable marker.
+fn owner_alive(dir: &Path) -> Option<bool> {
+    let marker = fs::read_to_string(dir.join(OWNER_FILE)).ok()?;
+    let mut fields = marker.split_whitespace();
+    let pid: u32 = fields.next()?.parse().ok()?;
+    let start: u64 = fields.next()?.parse().ok()?;
+    let alive = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| start_time_of(&stat))
+        .is_some_and(|now| now == start);
+    Some(alive)
 }
 
 fn processes_naming(dir: &Path, table: &BTreeMap<i32, ProcessInfo>) -> BTreeSet<i32> {

@@ -14,8 +14,12 @@ use tempfile::TempDir;
 use super::image::{sha256_digest, TestImage, OCI_INDEX, OCI_MANIFEST};
 use super::process::{self, LOG_TAIL_LINES};
 
+/// How many log lines a drop during a panic prints (the test output shows them).
+const PANIC_TAIL_LINES: usize = 10;
 /// How long the registry may take to answer `GET /v2/` after it starts.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Prefix of registry temp dirs (in the system temp dir).
+const DIR_PREFIX: &str = "crigate-registry-";
 /// Per-request timeout of the push client.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts to start on a fresh port when the one we picked was taken meanwhile.
@@ -48,10 +52,12 @@ impl Registry {
     /// When `docker-registry` is missing or does not answer within 10 s; the error quotes its log.
     pub async fn start() -> Result<Self> {
         process::require(&["docker-registry"], false)?;
+        process::sweep_abandoned(DIR_PREFIX);
         let dir = tempfile::Builder::new()
-            .prefix("crigate-registry-")
+            .prefix(DIR_PREFIX)
             .tempdir()
             .context("creating the registry temp dir")?;
+        process::claim_dir(dir.path())?;
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .redirect(reqwest::redirect::Policy::none())
@@ -346,7 +352,7 @@ impl Drop for Registry {
             eprintln!(
                 "registry {} torn down after a panic; {}",
                 self.host(),
-                self.log_tail()
+                process::log_tail(&self.log, PANIC_TAIL_LINES)
             );
         }
         process::kill_child(&mut self.child);
@@ -355,7 +361,11 @@ impl Drop for Registry {
 
 /// The upload URL named by a `Location` header, which may be absolute or relative to `base`
 /// and may already carry a query (the registry's `_state`).
-fn upload_location(base: &str, location: &str) -> Result<Url> {
+///
+/// # Errors
+///
+/// When `base` or `location` is not a URL.
+pub fn upload_location(base: &str, location: &str) -> Result<Url> {
     let base = Url::parse(base).with_context(|| format!("registry: bad base URL {base}"))?;
     base.join(location)
         .with_context(|| format!("registry: bad upload Location {location:?}"))
@@ -399,32 +409,5 @@ async fn wait_ready(
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::upload_location;
-
-    #[test]
-    fn upload_location_accepts_relative_and_absolute_urls_with_queries() {
-        let base = "http://127.0.0.1:5000";
-        let mut relative = upload_location(base, "/v2/app/blobs/uploads/u1?_state=abc").unwrap();
-        relative
-            .query_pairs_mut()
-            .append_pair("digest", "sha256:00");
-        assert_eq!(
-            relative.as_str(),
-            "http://127.0.0.1:5000/v2/app/blobs/uploads/u1?_state=abc&digest=sha256%3A00"
-        );
-        let mut absolute =
-            upload_location(base, "http://127.0.0.1:5000/v2/app/blobs/uploads/u2").unwrap();
-        absolute
-            .query_pairs_mut()
-            .append_pair("digest", "sha256:00");
-        assert_eq!(
-            absolute.as_str(),
-            "http://127.0.0.1:5000/v2/app/blobs/uploads/u2?digest=sha256%3A00"
-        );
     }
 }

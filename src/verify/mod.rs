@@ -7,27 +7,32 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 use crate::oci::Digest;
 
+pub mod cache;
 pub mod cosign;
 pub mod notation;
 
 /// The outcome of verifying one digest.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", content = "detail", rename_all = "snake_case")]
 pub enum Verdict {
     Trusted(Signer),
     Rejected(Rejection),
 }
 
 /// Which kind of signature established trust.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum VerifierKind {
     Cosign,
     Notation,
 }
 
 /// Who signed, as the trust material identified them.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Signer {
     pub verifier: VerifierKind,
     /// The signer's identity: an x509 subject DN (Notation), a certificate SAN (cosign
@@ -43,7 +48,8 @@ pub struct Signer {
 }
 
 /// Why no signature established trust: one variant per reason an operator acts on.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "code", content = "detail", rename_all = "snake_case")]
 pub enum Rejection {
     #[error("no signature found for {0}")]
     NoSignature(Digest),

@@ -1,0 +1,239 @@
+//! Passthrough cost, measured against the real containerd in one run:
+//!
+//! - direct: a CRI client on containerd's socket;
+//! - relay: through `socat`, a byte-level unix-socket relay, the cheapest possible hop
+//!   and so the floor for any proxy on the same cores;
+//! - crigate: through `crigate serve`.
+//!
+//! Unary calls Version and ListContainers (50 containers) at 1 and 16 concurrent callers
+//! sharing one HTTP/2 connection, as kubelet does. Reports p50/p99 latency, calls/s, and
+//! the ratios the targets are written in: crigate's added p50 over the relay's added p50
+//! (target <= 1.5), crigate's calls/s over the relay's at 16 callers (target >= 0.9), and
+//! crigate's RSS idle and under load (targets < 20 MiB and < 40 MiB).
+//!
+//! Run: `cargo bench --bench passthrough` (root; `integration/setup` installs socat and
+//! containerd). `CRIGATE_BENCH_CALLS` scales the number of calls per measurement.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+#[path = "../integration/daemon.rs"]
+mod daemon;
+#[path = "../integration/harness/mod.rs"]
+mod harness;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+
+use daemon::{Crigate, Options};
+use harness::{container_config, cri_channel, Env};
+
+const CONTAINERS: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Call {
+    Version,
+    ListContainers,
+}
+
+struct Sample {
+    p50: Duration,
+    p99: Duration,
+    per_second: f64,
+}
+
+struct Relay(Child);
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_relay(dir: &Path, upstream: &Path) -> (Relay, PathBuf) {
+    let socket = dir.join("relay.sock");
+    let child = Command::new("socat")
+        .arg(format!("UNIX-LISTEN:{},fork,reuseaddr", socket.display()))
+        .arg(format!("UNIX-CONNECT:{}", upstream.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("socat (run integration/setup)");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "socat did not listen");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (Relay(child), socket)
+}
+
+async fn one(client: &mut RuntimeServiceClient<Channel>, call: Call) {
+    match call {
+        Call::Version => {
+            client
+                .version(VersionRequest {
+                    version: "v1".into(),
+                })
+                .await
+                .unwrap();
+        }
+        Call::ListContainers => {
+            let list = client
+                .list_containers(ListContainersRequest { filter: None })
+                .await
+                .unwrap();
+            assert_eq!(list.into_inner().containers.len(), CONTAINERS);
+        }
+    }
+}
+
+async fn measure(socket: &Path, call: Call, callers: usize, calls: usize) -> Sample {
+    let channel = cri_channel(socket).await.unwrap();
+    let client = RuntimeServiceClient::new(channel);
+    // Warm up the connection and the runtime.
+    for _ in 0..50 {
+        one(&mut client.clone(), call).await;
+    }
+    let per_caller = calls / callers;
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..callers {
+        let mut client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::with_capacity(per_caller);
+            for _ in 0..per_caller {
+                let t = Instant::now();
+                one(&mut client, call).await;
+                latencies.push(t.elapsed());
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    let elapsed = started.elapsed();
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Sample {
+        p50: at(0.50),
+        p99: at(0.99),
+        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and only builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let scale: usize = std::env::var("CRIGATE_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4000);
+    let env = Env::start().await.expect("harness");
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), env.containerd.socket(), ""),
+    )
+    .unwrap();
+    let (_relay, relay_socket) = start_relay(env.dir(), env.containerd.socket());
+
+    // 50 containers in one pod, created (not started): enough for ListContainers to carry
+    // a realistic payload.
+    let mut cri = env.containerd_cri().await.unwrap();
+    let sandbox = env.pod_config("bench", "bench").unwrap();
+    cri.pull_image(&env.app_ref()).await.unwrap();
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    for i in 0..CONTAINERS {
+        cri.runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(
+                    &format!("c{i}"),
+                    &env.app_ref(),
+                    &["/pause"],
+                )),
+                sandbox_config: Some(sandbox.clone()),
+            })
+            .await
+            .unwrap();
+    }
+
+    let rss_idle = crigate.rss_bytes();
+    let paths: [(&str, PathBuf); 3] = [
+        ("direct", env.containerd.socket().to_owned()),
+        ("socat relay", relay_socket.clone()),
+        ("crigate", crigate.socket.clone()),
+    ];
+    let rss_peak = Arc::new(std::sync::atomic::AtomicU64::new(rss_idle));
+    println!("machine: {} cores, {}", num_cpus(), std::env::consts::ARCH);
+    println!("\n| call | callers | path | p50 µs | p99 µs | calls/s |");
+    println!("|---|---|---|---|---|---|");
+    let mut ratios = Vec::new();
+    for call in [Call::Version, Call::ListContainers] {
+        let calls = if call == Call::Version {
+            scale
+        } else {
+            scale / 4
+        };
+        for callers in [1, 16] {
+            let mut samples = Vec::new();
+            for (name, socket) in &paths {
+                let sample = measure(socket, call, callers, calls).await;
+                if *name == "crigate" {
+                    rss_peak.fetch_max(crigate.rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                }
+                println!(
+                    "| {call:?} | {callers} | {name} | {:.0} | {:.0} | {:.0} |",
+                    us(sample.p50),
+                    us(sample.p99),
+                    sample.per_second
+                );
+                samples.push(sample);
+            }
+            let (direct, relay, crigate) = (&samples[0], &samples[1], &samples[2]);
+            let relay_added = us(relay.p50) - us(direct.p50);
+            let crigate_added = us(crigate.p50) - us(direct.p50);
+            ratios.push((
+                call,
+                callers,
+                crigate_added / relay_added.max(1.0),
+                crigate.per_second / relay.per_second,
+            ));
+        }
+    }
+    println!("\n| call | callers | crigate added p50 / relay added p50 (target <= 1.5) | crigate calls/s / relay calls/s (target >= 0.9 at 16) |");
+    println!("|---|---|---|---|");
+    for (call, callers, latency, throughput) in &ratios {
+        println!("| {call:?} | {callers} | {latency:.2} | {throughput:.2} |");
+    }
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    println!(
+        "\ncrigate RSS: idle {:.1} MiB (target < 20), peak under load {:.1} MiB (target < 40)",
+        mib(rss_idle),
+        mib(rss_peak.load(std::sync::atomic::Ordering::Relaxed))
+    );
+}
+
+fn num_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,320 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::verify::{Rejection, Signer, VerifierKind};
+
+fn key(n: u8) -> CacheKey {
+    CacheKey {
+        digest: Digest::sha256(&[n]),
+        fingerprint: Fingerprint::of(b"policy-a"),
+    }
+}
+
+fn trusted(key: &CacheKey) -> Verdict {
+    Verdict::Trusted(Signer {
+        verifier: VerifierKind::Cosign,
+        identity: "ci@example.com".into(),
+        issuer: Some("https://token.actions.githubusercontent.com".into()),
+        matched: "keyless".into(),
+        signed_digest: key.digest.clone(),
+    })
+}
+
+fn config(path: Option<PathBuf>) -> CacheConfig {
+    CacheConfig {
+        positive_ttl: Duration::from_secs(3600),
+        negative_ttl: Duration::from_secs(300),
+        max_entries: 1000,
+        path,
+    }
+}
+
+/// A verification that counts its runs and returns `verdict` after `delay`.
+fn counted(
+    runs: &Arc<AtomicUsize>,
+    verdict: Verdict,
+    delay: Duration,
+) -> impl FnOnce() -> std::pin::Pin<Box<dyn Future<Output = Result<Verdict, String>> + Send>>
+       + Send
+       + 'static {
+    let runs = runs.clone();
+    move || {
+        Box::pin(async move {
+            runs.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(delay).await;
+            Ok(verdict)
+        })
+    }
+}
+
+#[tokio::test]
+async fn trusted_verdict_is_served_from_cache() {
+    let cache = VerdictCache::open(config(None)).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(1);
+    let (v, source) = cache
+        .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!((v.clone(), source), (trusted(&k), Source::Verified));
+    let (again, source) = cache
+        .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!((again, source), (v, Source::Cache));
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    assert!(cache.get(&k).is_some());
+}
+
+#[tokio::test]
+async fn rejection_is_cached_for_the_negative_ttl_only() {
+    let mut short = config(None);
+    short.negative_ttl = Duration::ZERO;
+    let cache = VerdictCache::open(short).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(2);
+    let rejected = Verdict::Rejected(Rejection::NoSignature(k.digest.clone()));
+    for _ in 0..2 {
+        let (v, source) = cache
+            .get_or_verify(k.clone(), counted(&runs, rejected.clone(), Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!((v, source), (rejected.clone(), Source::Verified));
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "an expired rejection was served"
+    );
+
+    let cache = VerdictCache::open(config(None)).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        cache
+            .get_or_verify(k.clone(), counted(&runs, rejected.clone(), Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "a fresh rejection was not cached"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_not_cached() {
+    let cache = VerdictCache::open(config(None)).unwrap();
+    let k = key(3);
+    let failed = cache
+        .get_or_verify(k.clone(), || async {
+            Err::<Verdict, _>("registry unreachable".to_owned())
+        })
+        .await;
+    assert!(matches!(failed, Err(VerifyError::Verify(ref e)) if e == "registry unreachable"));
+    assert!(cache.get(&k).is_none());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (_, source) = cache
+        .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(source, Source::Verified);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_requests_for_one_digest_verify_once() {
+    let cache = Arc::new(VerdictCache::open(config(None)).unwrap());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(4);
+    let mut tasks = Vec::new();
+    for _ in 0..100 {
+        let (cache, runs, k) = (cache.clone(), runs.clone(), k.clone());
+        tasks.push(tokio::spawn(async move {
+            let verify = counted(&runs, trusted(&k), Duration::from_millis(50));
+            cache.get_or_verify(k, verify).await.unwrap().0
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), trusted(&k));
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_cancel_the_verification() {
+    let cache = Arc::new(VerdictCache::open(config(None)).unwrap());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(5);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(10),
+        cache.get_or_verify(
+            k.clone(),
+            counted(&runs, trusted(&k), Duration::from_millis(100)),
+        ),
+    )
+    .await;
+    assert!(gave_up.is_err());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        cache.get(&k),
+        Some(trusted(&k)),
+        "the verification did not finish on its own"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn policy_change_is_a_different_key() {
+    let cache = VerdictCache::open(config(None)).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let a = key(6);
+    let b = CacheKey {
+        digest: a.digest.clone(),
+        fingerprint: Fingerprint::of(b"policy-b"),
+    };
+    cache
+        .get_or_verify(a.clone(), counted(&runs, trusted(&a), Duration::ZERO))
+        .await
+        .unwrap();
+    let (_, source) = cache
+        .get_or_verify(b.clone(), counted(&runs, trusted(&b), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(source, Source::Verified);
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn size_is_bounded_oldest_out_first() {
+    let mut small = config(None);
+    small.max_entries = 10;
+    let cache = VerdictCache::open(small).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    for n in 0..25 {
+        let k = key(n);
+        cache
+            .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    assert_eq!(cache.len(), 10);
+    assert!(cache.get(&key(0)).is_none());
+    assert!(cache.get(&key(24)).is_some());
+}
+
+#[tokio::test]
+async fn verdicts_survive_a_restart_within_their_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    let runs = Arc::new(AtomicUsize::new(0));
+    {
+        let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+        for n in 0..3 {
+            let k = key(n);
+            cache
+                .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+                .await
+                .unwrap();
+        }
+        let k = key(9);
+        let rejected = Verdict::Rejected(Rejection::NoSignature(k.digest.clone()));
+        cache
+            .get_or_verify(k, counted(&runs, rejected, Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    // An expired line and a torn last line, as a crash might leave.
+    let expired = Line {
+        key: key(7),
+        entry: Entry {
+            verdict: trusted(&key(7)),
+            expires: now_secs() - 1,
+        },
+    };
+    let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+    writeln!(file, "{}", serde_json::to_string(&expired).unwrap()).unwrap();
+    write!(file, "{{\"key\":{{\"digest\":\"sha256:").unwrap();
+    drop(file);
+
+    let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+    for n in 0..3 {
+        assert_eq!(
+            cache.get(&key(n)),
+            Some(trusted(&key(n))),
+            "verdict {n} lost"
+        );
+    }
+    assert!(matches!(
+        cache.get(&key(9)),
+        Some(Verdict::Rejected(Rejection::NoSignature(_)))
+    ));
+    assert!(
+        cache.get(&key(7)).is_none(),
+        "an expired verdict was loaded"
+    );
+    let (_, source) = cache
+        .get_or_verify(key(1), || async {
+            Err::<Verdict, _>("registry down".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        source,
+        Source::Cache,
+        "a restarted node must not need the registry"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 4);
+    let mode = std::fs::metadata(&path).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+}
+
+#[tokio::test]
+async fn file_is_compacted_when_it_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    let mut small = config(Some(path.clone()));
+    small.max_entries = 100;
+    let cache = VerdictCache::open(small).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    for round in 0..3u8 {
+        for n in 0..=255u8 {
+            let k = CacheKey {
+                digest: Digest::sha256(&[round, n]),
+                fingerprint: Fingerprint::of(b"p"),
+            };
+            cache
+                .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+                .await
+                .unwrap();
+        }
+    }
+    let lines = std::fs::read_to_string(&path).unwrap().lines().count();
+    assert!(lines <= 2 * 1024 + 1, "{lines} lines for 100 live entries");
+}
+
+#[test]
+fn oversized_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    File::create(&path)
+        .unwrap()
+        .set_len(MAX_FILE_BYTES + 1)
+        .unwrap();
+    assert!(matches!(
+        VerdictCache::open(config(Some(path))),
+        Err(Error::TooLarge { .. })
+    ));
+}
+
+#[test]
+fn fingerprint_round_trips_as_hex() {
+    let f = Fingerprint::of(b"x");
+    let text: String = f.into();
+    assert_eq!(Fingerprint::try_from(text).unwrap(), f);
+    assert!(Fingerprint::try_from("zz".to_owned()).is_err());
+}
