@@ -12,5 +12,6 @@ mod harness;
 mod harness_tests;
 mod lifecycle;
 mod proxy;
+mod registry_client;
 mod standin;
 mod transparency;

@@ -3,6 +3,12 @@
 
 pub mod descriptor;
 pub mod digest;
+pub mod manifest;
+pub mod reference;
 
 pub use descriptor::{Descriptor, Platform};
 pub use digest::{Digest, DigestAlgorithm, DigestError, DigestMismatch};
+pub use manifest::{
+    ImageIndex, ImageManifest, Manifest, ManifestError, ManifestKind, MAX_MANIFEST_BYTES,
+};
+pub use reference::{ImageRef, ReferenceError, Repository};

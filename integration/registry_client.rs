@@ -1,0 +1,1233 @@
+//! The registry client (`crigate::registry`) against the real CNCF distribution registry of
+//! the harness, and against a stand-in server for what that registry cannot do.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use crigate::oci::descriptor::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
+use crigate::oci::{Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
+use crigate::registry::{Client, Credentials, CriAuth, Error, RegistryConfig};
+use futures_util::stream;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+
+use crate::harness::{Registry, TestImage};
+
+/// The Notary Project signature artifact type, used as a referrer's `artifactType`.
+const NOTATION: &str = "application/vnd.cncf.notary.signature";
+/// Another artifact type, which filters must leave out.
+const SBOM: &str = "application/spdx+json";
+/// cosign's simple signing payload layer type.
+const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+
+fn client_for(host: &str) -> Client {
+    Client::new(RegistryConfig {
+        plain_http: vec![host.to_owned()],
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+}
+
+fn digest(text: &str) -> Digest {
+    text.parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Against the real registry.
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn resolving_a_tag_gives_the_pushed_digest_and_content() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("resolve").build().unwrap();
+    let pushed = registry.push("app", "v1", &image).await.unwrap();
+    let client = client_for(&registry.host());
+
+    let by_tag: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    let descriptor = client.resolve(&by_tag).await.unwrap();
+    assert_eq!(descriptor.digest, digest(&pushed));
+    assert_eq!(descriptor.media_type, OCI_MANIFEST);
+    assert_eq!(descriptor.size, image.manifest_size() as u64);
+
+    let pinned = by_tag.with_digest(descriptor.digest.clone());
+    assert_eq!(client.resolve(&pinned).await.unwrap(), descriptor);
+
+    let fetched = client
+        .manifest(by_tag.repo(), &descriptor.digest)
+        .await
+        .unwrap();
+    assert_eq!(&fetched.raw[..], image.manifest());
+    let Manifest::Image(manifest) = fetched.manifest else {
+        panic!("not an image manifest")
+    };
+    assert_eq!(manifest.config.digest, digest(image.config_digest()));
+
+    let config = client
+        .blob(by_tag.repo(), &manifest.config.digest, 1024 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(&config[..], image.config());
+    let layer = client
+        .blob(
+            by_tag.repo(),
+            &digest(image.layer_digest()),
+            64 * 1024 * 1024,
+        )
+        .await
+        .unwrap();
+    assert_eq!(&layer[..], image.layer());
+    // The same blob under a limit one byte short of it is refused.
+    let short = client
+        .blob(
+            by_tag.repo(),
+            &digest(image.layer_digest()),
+            image.layer().len() - 1,
+        )
+        .await;
+    assert!(matches!(short, Err(Error::TooLarge { .. })), "{short:?}");
+}
+
+#[tokio::test]
+async fn a_missing_tag_or_blob_is_not_found() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("missing").build().unwrap();
+    registry.push("app", "v1", &image).await.unwrap();
+    let client = client_for(&registry.host());
+    let missing: ImageRef = format!("{}/app:nope", registry.host()).parse().unwrap();
+    let result = client.resolve(&missing).await;
+    assert!(matches!(result, Err(Error::NotFound { .. })), "{result:?}");
+    let blob = client
+        .blob(missing.repo(), &Digest::sha256(b"absent"), 1024)
+        .await;
+    assert!(matches!(blob, Err(Error::NotFound { .. })), "{blob:?}");
+}
+
+#[tokio::test]
+async fn a_multi_arch_index_resolves_to_the_index() {
+    let registry = Registry::start().await.unwrap();
+    let amd = TestImage::builder().label("arch=amd64").build().unwrap();
+    let arm = TestImage::builder().label("arch=arm64").build().unwrap();
+    let amd_digest = registry.push("multi", "amd64", &amd).await.unwrap();
+    let arm_digest = registry.push("multi", "arm64", &arm).await.unwrap();
+    let index_digest = registry
+        .push_index(
+            "multi",
+            "v1",
+            &[
+                (&amd_digest, OCI_MANIFEST, amd.manifest_size()),
+                (&arm_digest, OCI_MANIFEST, arm.manifest_size()),
+            ],
+        )
+        .await
+        .unwrap();
+    let client = client_for(&registry.host());
+    let image: ImageRef = format!("{}/multi:v1", registry.host()).parse().unwrap();
+    let fetched = client.resolve_manifest(&image).await.unwrap();
+    assert_eq!(fetched.descriptor.digest, digest(&index_digest));
+    assert_eq!(fetched.descriptor.media_type, OCI_INDEX);
+    let Manifest::Index(index) = fetched.manifest else {
+        panic!("not an index")
+    };
+    let listed: Vec<String> = index
+        .manifests
+        .iter()
+        .map(|d| d.digest.to_string())
+        .collect();
+    assert_eq!(listed, vec![amd_digest, arm_digest]);
+}
+
+/// Pushes an artifact manifest whose subject is `subject`, and returns its digest and size.
+async fn push_artifact(
+    registry: &Registry,
+    repo: &str,
+    subject: (&str, usize),
+    artifact_type: &str,
+    payload: &[u8],
+) -> (String, usize) {
+    let empty = registry.push_blob(repo, b"{}").await.unwrap();
+    let layer = registry.push_blob(repo, payload).await.unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": layer, "size": payload.len()}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": subject.0, "size": subject.1},
+    }))
+    .unwrap();
+    let pushed = registry
+        .push_manifest(
+            repo,
+            &Digest::sha256(&manifest).to_string(),
+            OCI_MANIFEST,
+            &manifest,
+        )
+        .await
+        .unwrap();
+    (pushed, manifest.len())
+}
+
+#[tokio::test]
+async fn referrers_fall_back_to_the_tag_schema_on_a_registry_without_the_api() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("referred").build().unwrap();
+    let image_digest = registry.push("app", "v1", &image).await.unwrap();
+    let subject = (image_digest.as_str(), image.manifest_size());
+    let (signature, signature_size) =
+        push_artifact(&registry, "app", subject, NOTATION, b"jws").await;
+    let (sbom, sbom_size) = push_artifact(&registry, "app", subject, SBOM, b"sbom").await;
+    // What Notation and ORAS do on a registry without the referrers API (OCI distribution
+    // spec v1.1, "Referrers Tag Schema"): an index of the referrers, tagged `sha256-<hex>`.
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": signature, "size": signature_size, "artifactType": NOTATION},
+            {"mediaType": OCI_MANIFEST, "digest": sbom, "size": sbom_size, "artifactType": SBOM},
+        ],
+    }))
+    .unwrap();
+    let subject_digest = digest(&image_digest);
+    registry
+        .push_manifest("app", &subject_digest.tag_form(), OCI_INDEX, &index)
+        .await
+        .unwrap();
+
+    let client = client_for(&registry.host());
+    let repo: Repository = format!("{}/app", registry.host()).parse().unwrap();
+    let notation = client
+        .referrers(&repo, &subject_digest, Some(NOTATION))
+        .await
+        .unwrap();
+    assert_eq!(notation.len(), 1);
+    assert_eq!(notation[0].digest, digest(&signature));
+    let all = client
+        .referrers(&repo, &subject_digest, None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    // The artifact found is fetchable, digest-checked, and names the image as subject.
+    let artifact = client.manifest(&repo, &notation[0].digest).await.unwrap();
+    assert_eq!(artifact.manifest.subject().unwrap().digest, subject_digest);
+
+    // An image nobody refers to has no referrers: an empty answer, not an error.
+    let other = TestImage::builder().label("lonely").build().unwrap();
+    let other_digest = registry.push("app", "v2", &other).await.unwrap();
+    let none = client
+        .referrers(&repo, &digest(&other_digest), None)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+}
+
+#[tokio::test]
+async fn cosign_signature_tag_is_found_or_absent() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("cosigned").build().unwrap();
+    let image_digest = digest(&registry.push("app", "v1", &image).await.unwrap());
+    let payload = serde_json::to_vec(&json!({
+        "critical": {
+            "identity": {"docker-reference": format!("{}/app", registry.host())},
+            "image": {"docker-manifest-digest": image_digest.to_string()},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let empty = registry.push_blob("app", b"{}").await.unwrap();
+    let layer = registry.push_blob("app", &payload).await.unwrap();
+    let signature = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_EMPTY, "digest": empty, "size": 2},
+        "layers": [{
+            "mediaType": SIMPLE_SIGNING, "digest": layer, "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
+        }],
+    }))
+    .unwrap();
+    let tag = format!("{}.sig", image_digest.tag_form());
+    let signature_digest = registry
+        .push_manifest("app", &tag, OCI_MANIFEST, &signature)
+        .await
+        .unwrap();
+
+    let client = client_for(&registry.host());
+    let repo: Repository = format!("{}/app", registry.host()).parse().unwrap();
+    let found = client
+        .cosign_signature(&repo, &image_digest)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(found.descriptor.digest, digest(&signature_digest));
+    let Manifest::Image(manifest) = &found.manifest else {
+        panic!("not a manifest")
+    };
+    assert_eq!(manifest.layers[0].media_type, SIMPLE_SIGNING);
+    let blob = client
+        .blob(&repo, &manifest.layers[0].digest, 64 * 1024)
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &payload[..]);
+
+    let unsigned = TestImage::builder().label("unsigned").build().unwrap();
+    let unsigned_digest = digest(&registry.push("app", "v2", &unsigned).await.unwrap());
+    assert!(client
+        .cosign_signature(&repo, &unsigned_digest)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+// ---------------------------------------------------------------------------------------
+// Against a stand-in server.
+// ---------------------------------------------------------------------------------------
+
+type Body = BoxBody<Bytes, Infallible>;
+type Handler = Arc<
+    dyn Fn(Request<Incoming>) -> Pin<Box<dyn Future<Output = Response<Body>> + Send>> + Send + Sync,
+>;
+
+/// A stand-in for faults the real registry cannot produce (oversized, mislabelled or
+/// endless bodies, wrong digests, slow answers, redirect loops, broken JSON, token
+/// endpoints), and for the OCI 1.1 referrers API, which Debian's registry 2.8 lacks. It is
+/// an HTTP/1.1 server on 127.0.0.1:0 that answers every request with `handler`; it stops
+/// when dropped.
+struct StandIn {
+    addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StandIn {
+    async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        Self::serve(None, handler).await
+    }
+
+    /// As [`StandIn::start`], over TLS with `tls`'s certificate.
+    async fn start_tls<F, Fut>(tls: &TestTls, handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        Self::serve(Some(tls.acceptor()), handler).await
+    }
+
+    async fn serve<F, Fut>(tls: Option<tokio_rustls::TlsAcceptor>, handler: F) -> Self
+    where
+        F: Fn(Request<Incoming>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Body>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |request| Box::pin(handler(request)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
+                let handler = Arc::clone(&handler);
+                let tls = tls.clone();
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request| {
+                        let handler = Arc::clone(&handler);
+                        async move { Ok::<_, Infallible>(handler(request).await) }
+                    });
+                    let http = hyper::server::conn::http1::Builder::new();
+                    let _ = match tls {
+                        Some(tls) => {
+                            let Ok(stream) = tls.accept(stream).await else {
+                                return;
+                            };
+                            http.serve_connection(TokioIo::new(stream), service).await
+                        }
+                        None => http.serve_connection(TokioIo::new(stream), service).await,
+                    };
+                });
+            }
+        });
+        Self { addr, task }
+    }
+
+    fn host(&self) -> String {
+        self.addr.to_string()
+    }
+
+    fn repo(&self) -> Repository {
+        format!("{}/app", self.host()).parse().unwrap()
+    }
+
+    /// A client for this server with short timeouts, so hostile cases end quickly.
+    fn client(&self) -> Client {
+        self.client_with(RegistryConfig::default())
+    }
+
+    fn client_with(&self, config: RegistryConfig) -> Client {
+        Client::new(RegistryConfig {
+            plain_http: vec![self.host()],
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_millis(500),
+            body_timeout: Duration::from_millis(500),
+            ..config
+        })
+        .unwrap()
+    }
+}
+
+impl Drop for StandIn {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn respond(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, *value);
+    }
+    response.body(Full::new(body.into()).boxed()).unwrap()
+}
+
+fn streamed(
+    status: StatusCode,
+    headers: &[(&str, &str)],
+    body: impl futures_util::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Sync + 'static,
+) -> Response<Body> {
+    let mut response = Response::builder().status(status);
+    for (name, value) in headers {
+        response = response.header(*name, *value);
+    }
+    response.body(StreamBody::new(body).boxed()).unwrap()
+}
+
+fn manifest_json(padding_to: Option<usize>) -> Vec<u8> {
+    let mut bytes = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_EMPTY, "digest": Digest::sha256(b"{}").to_string(), "size": 2},
+        "layers": [],
+    }))
+    .unwrap();
+    if let Some(len) = padding_to {
+        bytes.resize(len, b' ');
+    }
+    bytes
+}
+
+fn referrer(n: u8, artifact_type: &str) -> serde_json::Value {
+    json!({"mediaType": OCI_MANIFEST, "digest": Digest::sha256(&[n]).to_string(), "size": 100, "artifactType": artifact_type})
+}
+
+#[tokio::test]
+async fn referrers_api_pages_are_followed_and_filtered_client_side() {
+    let subject = Digest::sha256(b"subject");
+    let seen_queries = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&seen_queries);
+    let server = StandIn::start(move |request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            let query = request.uri().query().unwrap_or_default().to_owned();
+            seen.lock().unwrap().push(query.clone());
+            // The server ignores the filter (no OCI-Filters-Applied), as the spec allows.
+            let (manifests, link) = if query.contains("page=2") {
+                (vec![referrer(3, NOTATION)], None)
+            } else {
+                (
+                    vec![referrer(1, NOTATION), referrer(2, SBOM)],
+                    Some(format!(
+                        "<{}?artifactType=x&page=2>; rel=\"next\"",
+                        request.uri().path()
+                    )),
+                )
+            };
+            let body = serde_json::to_vec(
+                &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+            )
+            .unwrap();
+            let mut headers = vec![("content-type", OCI_INDEX)];
+            if let Some(link) = &link {
+                headers.push(("link", link.as_str()));
+            }
+            respond(StatusCode::OK, &headers, body)
+        }
+    })
+    .await;
+    let found = server
+        .client()
+        .referrers(&server.repo(), &subject, Some(NOTATION))
+        .await
+        .unwrap();
+    let digests: Vec<Digest> = found.iter().map(|d| d.digest.clone()).collect();
+    assert_eq!(digests, vec![Digest::sha256(&[1]), Digest::sha256(&[3])]);
+    let queries = seen_queries.lock().unwrap().clone();
+    assert_eq!(queries.len(), 2);
+    assert!(
+        queries[0].contains("artifactType=application%2Fvnd.cncf.notary.signature"),
+        "{queries:?}"
+    );
+}
+
+#[tokio::test]
+async fn referrers_api_stops_at_the_page_limit() {
+    let server = StandIn::start(|request| async move {
+        let next = format!(
+            "<{}?page={}>; rel=\"next\"",
+            request.uri().path(),
+            rand_page()
+        );
+        let body = serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
+        )
+        .unwrap();
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_INDEX), ("link", &next)],
+            body,
+        )
+    })
+    .await;
+    let client = server.client_with(RegistryConfig {
+        max_referrer_pages: 3,
+        ..RegistryConfig::default()
+    });
+    let result = client
+        .referrers(&server.repo(), &Digest::sha256(b"s"), None)
+        .await;
+    assert!(
+        matches!(result, Err(Error::TooManyPages { limit: 3, .. })),
+        "{result:?}"
+    );
+}
+
+/// A different page number each call, so every page is new.
+fn rand_page() -> usize {
+    static PAGE: AtomicUsize = AtomicUsize::new(0);
+    PAGE.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test]
+async fn referrers_api_filtered_by_the_server_is_trusted_and_rechecked() {
+    let server = StandIn::start(|_request| async move {
+        // Claims to have filtered but slips another type in: filtered again here.
+        let body = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX,
+            "manifests": [referrer(1, NOTATION), referrer(2, SBOM)]}))
+        .unwrap();
+        respond(
+            StatusCode::OK,
+            &[
+                ("content-type", OCI_INDEX),
+                ("oci-filters-applied", "artifactType"),
+            ],
+            body,
+        )
+    })
+    .await;
+    let found = server
+        .client()
+        .referrers(&server.repo(), &Digest::sha256(b"s"), Some(NOTATION))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+}
+
+/// Serves the manifest `bytes` at any manifests path once the bearer token is right, and a
+/// token endpoint at `/token` that wants Basic `user:pass`.
+async fn token_server(token_requests: Arc<AtomicUsize>) -> StandIn {
+    let manifest = manifest_json(None);
+    let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let cell = Arc::clone(&addr_cell);
+    let server = StandIn::start(move |request| {
+        let manifest = manifest.clone();
+        let token_requests = Arc::clone(&token_requests);
+        let cell = Arc::clone(&cell);
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if request.uri().path() == "/token" {
+                token_requests.fetch_add(1, Ordering::SeqCst);
+                let query = request.uri().query().unwrap_or_default();
+                let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("user:pass"));
+                if auth != basic || !query.contains("service=standin") || !query.contains("scope=repository%3Aapp%3Apull") {
+                    return respond(StatusCode::UNAUTHORIZED, &[], "no");
+                }
+                return respond(StatusCode::OK, &[], r#"{"access_token":"tok-1","expires_in":300}"#);
+            }
+            if auth == "Bearer tok-1" {
+                return respond(StatusCode::OK, &[("content-type", OCI_MANIFEST)], manifest);
+            }
+            let addr = cell.lock().unwrap().unwrap();
+            let challenge = format!(
+                "Bearer realm=\"http://{addr}/token\",service=\"standin\",scope=\"repository:app:pull\""
+            );
+            respond(StatusCode::UNAUTHORIZED, &[("www-authenticate", &challenge)], "{}")
+        }
+    })
+    .await;
+    *addr_cell.lock().unwrap() = Some(server.addr);
+    server
+}
+
+#[tokio::test]
+async fn bearer_token_flow_fetches_caches_and_reuses_a_token() {
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let server = token_server(Arc::clone(&token_requests)).await;
+    let credentials = Credentials::from_cri(CriAuth {
+        auth: &base64::engine::general_purpose::STANDARD.encode("user:pass"),
+        ..CriAuth::default()
+    })
+    .unwrap();
+    let client = server.client().with_credentials(credentials);
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let first = client.resolve(&image).await.unwrap();
+    assert_eq!(first.digest, Digest::sha256(&manifest_json(None)));
+    let second = client.resolve(&image).await.unwrap();
+    assert_eq!(second, first);
+    assert_eq!(
+        token_requests.load(Ordering::SeqCst),
+        1,
+        "the token is cached"
+    );
+
+    // Other credentials do not get the cached token: they ask, and are refused.
+    let wrong = server.client().with_credentials(Credentials::Basic {
+        username: "user".into(),
+        password: crigate::registry::Secret::new("wrong"),
+    });
+    let refused = wrong.resolve(&image).await;
+    assert!(
+        matches!(refused, Err(Error::Unauthorized { status: 401, .. })),
+        "{refused:?}"
+    );
+    let anonymous = server.client().resolve(&image).await;
+    assert!(
+        matches!(anonymous, Err(Error::Unauthorized { .. })),
+        "{anonymous:?}"
+    );
+}
+
+#[tokio::test]
+async fn basic_challenge_is_answered_with_basic_credentials() {
+    let server = StandIn::start(|request| async move {
+        let expected = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("u:p")
+        );
+        match request
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(auth) if auth == expected => respond(
+                StatusCode::OK,
+                &[("content-type", OCI_MANIFEST)],
+                manifest_json(None),
+            ),
+            _ => respond(
+                StatusCode::UNAUTHORIZED,
+                &[("www-authenticate", "Basic realm=\"standin\"")],
+                "",
+            ),
+        }
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let client = server.client().with_credentials(Credentials::Basic {
+        username: "u".into(),
+        password: crigate::registry::Secret::new("p"),
+    });
+    assert!(client.resolve(&image).await.is_ok());
+    let anonymous = server.client().resolve(&image).await;
+    assert!(
+        matches!(anonymous, Err(Error::Unauthorized { .. })),
+        "{anonymous:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_token_response_is_a_specific_error() {
+    let server = StandIn::start(|request| async move {
+        if request.uri().path() == "/token" {
+            return respond(StatusCode::OK, &[], "<html>");
+        }
+        let realm = format!(
+            "Bearer realm=\"http://{}/token\"",
+            request.headers().get("host").unwrap().to_str().unwrap()
+        );
+        respond(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", &realm)],
+            "",
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let result = server.client().resolve(&image).await;
+    assert!(matches!(result, Err(Error::Malformed { .. })), "{result:?}");
+}
+
+#[tokio::test]
+async fn manifest_size_limit_holds_at_its_edges() {
+    let server = StandIn::start(|request| async move {
+        let len: usize = request
+            .uri()
+            .path()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or(0);
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(Some(len)),
+        )
+    })
+    .await;
+    let client = server.client_with(RegistryConfig {
+        body_timeout: Duration::from_secs(10),
+        ..RegistryConfig::default()
+    });
+    for (len, ok) in [
+        (MAX_MANIFEST_BYTES - 1, true),
+        (MAX_MANIFEST_BYTES, true),
+        (MAX_MANIFEST_BYTES + 1, false),
+    ] {
+        // The tag is the length the stand-in pads its answer to.
+        let image: ImageRef = format!("{}/app:{len}", server.host()).parse().unwrap();
+        let result = client.resolve(&image).await;
+        if ok {
+            assert_eq!(result.unwrap().size, len as u64);
+        } else {
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::TooLarge {
+                        limit: MAX_MANIFEST_BYTES,
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_chunked_manifest_is_cut_off() {
+    // No Content-Length: the limit is enforced on the bytes as they come.
+    let server = StandIn::start(|_request| async move {
+        let chunks = (0..(MAX_MANIFEST_BYTES / 4096 + 2))
+            .map(|_| Ok(Frame::data(Bytes::from(vec![b' '; 4096]))));
+        streamed(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            stream::iter(chunks),
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let result = server.client().resolve(&image).await;
+    assert!(matches!(result, Err(Error::TooLarge { .. })), "{result:?}");
+}
+
+#[tokio::test]
+async fn an_endless_blob_is_refused_at_the_limit() {
+    let server = StandIn::start(|_request| async move {
+        let endless =
+            stream::repeat_with(|| Ok(Frame::data(Bytes::from_static(&[0u8; 16 * 1024]))));
+        streamed(StatusCode::OK, &[], endless)
+    })
+    .await;
+    let started = Instant::now();
+    let result = server
+        .client()
+        .blob(&server.repo(), &Digest::sha256(b"x"), 1024 * 1024)
+        .await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::TooLarge {
+                limit: 1_048_576,
+                ..
+            })
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test]
+async fn a_wrong_digest_is_a_mismatch_for_manifests_and_blobs() {
+    let server = StandIn::start(|_request| async move {
+        respond(
+            StatusCode::OK,
+            &[
+                ("content-type", OCI_MANIFEST),
+                (
+                    "docker-content-digest",
+                    "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                ),
+            ],
+            manifest_json(None),
+        )
+    })
+    .await;
+    let asked = Digest::sha256(b"something else");
+    let client = server.client();
+    let manifest = client.manifest(&server.repo(), &asked).await;
+    assert!(
+        matches!(manifest, Err(Error::DigestMismatch { .. })),
+        "{manifest:?}"
+    );
+    let blob = client.blob(&server.repo(), &asked, 1024 * 1024).await;
+    assert!(
+        matches!(blob, Err(Error::DigestMismatch { .. })),
+        "{blob:?}"
+    );
+    let pinned: ImageRef = format!("{}/app@{asked}", server.host()).parse().unwrap();
+    assert!(matches!(
+        client.resolve(&pinned).await,
+        Err(Error::DigestMismatch { .. })
+    ));
+    // By tag, the digest is ours, whatever Docker-Content-Digest said.
+    let by_tag: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    assert_eq!(
+        client.resolve(&by_tag).await.unwrap().digest,
+        Digest::sha256(&manifest_json(None))
+    );
+}
+
+#[tokio::test]
+async fn slow_headers_time_out_within_the_bound() {
+    let server = StandIn::start(|_request| async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        respond(StatusCode::OK, &[], "")
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let started = Instant::now();
+    let result = server.client().resolve(&image).await;
+    assert!(
+        matches!(result, Err(Error::Timeout { after, .. }) if after == Duration::from_millis(500)),
+        "{result:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_trickling_body_times_out_within_the_bound() {
+    let server = StandIn::start(|_request| async move {
+        let trickle = stream::unfold((), |()| async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Some((Ok(Frame::data(Bytes::from_static(b" "))), ()))
+        });
+        streamed(StatusCode::OK, &[("content-type", OCI_MANIFEST)], trickle)
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let started = Instant::now();
+    let result = server.client().resolve(&image).await;
+    assert!(matches!(result, Err(Error::Timeout { .. })), "{result:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn redirect_loops_and_long_chains_are_refused() {
+    let server = StandIn::start(|request| async move {
+        let path = request.uri().path().to_owned();
+        let location = if path.ends_with("/loop") {
+            path.clone()
+        } else {
+            // /v2/app/blobs/<digest> -> /hop/1 -> /hop/2 -> ... never ending, never repeating.
+            let n: usize = path
+                .rsplit('/')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            format!("/hop/{}", n + 1)
+        };
+        respond(StatusCode::FOUND, &[("location", &location)], "")
+    })
+    .await;
+    let client = server.client();
+    let chain = client
+        .blob(&server.repo(), &Digest::sha256(b"x"), 1024)
+        .await;
+    assert!(
+        matches!(chain, Err(Error::RedirectLoop { limit: 5, .. })),
+        "{chain:?}"
+    );
+    let looping: ImageRef = format!("{}/app:loop", server.host()).parse().unwrap();
+    let result = client.resolve(&looping).await;
+    assert!(
+        matches!(result, Err(Error::RedirectLoop { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn blob_redirects_to_storage_are_followed_without_credentials() {
+    let payload = b"blob payload".to_vec();
+    let storage_payload = payload.clone();
+    let storage = StandIn::start(move |request| {
+        let payload = storage_payload.clone();
+        async move {
+            if request.headers().contains_key("authorization") {
+                return respond(
+                    StatusCode::BAD_REQUEST,
+                    &[],
+                    "credentials leaked to storage",
+                );
+            }
+            respond(StatusCode::OK, &[], payload)
+        }
+    })
+    .await;
+    let storage_url = format!("http://{}/storage/blob", storage.host());
+    let registry = StandIn::start(move |_request| {
+        let location = storage_url.clone();
+        async move {
+            respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[("location", &location)],
+                "",
+            )
+        }
+    })
+    .await;
+    let client = Client::new(RegistryConfig {
+        plain_http: vec![registry.host(), storage.host()],
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+    .with_credentials(Credentials::RegistryToken(crigate::registry::Secret::new(
+        "tok",
+    )));
+    let blob = client
+        .blob(&registry.repo(), &Digest::sha256(&payload), 1024)
+        .await
+        .unwrap();
+    assert_eq!(&blob[..], &payload[..]);
+
+    // Storage on a host not allowed plain HTTP is refused.
+    let strict = registry.client();
+    let refused = strict
+        .blob(&registry.repo(), &Digest::sha256(&payload), 1024)
+        .await;
+    assert!(
+        matches!(refused, Err(Error::InsecureScheme { .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_mislabelled_manifests_are_specific_errors() {
+    let server = StandIn::start(|request| async move {
+        match request.uri().path().rsplit('/').next().unwrap() {
+            "json" => respond(
+                StatusCode::OK,
+                &[("content-type", OCI_MANIFEST)],
+                "{\"schemaVersion\": 2, \"config\": ",
+            ),
+            "mislabelled" => respond(
+                StatusCode::OK,
+                &[("content-type", OCI_INDEX)],
+                manifest_json(None),
+            ),
+            "unknown" => respond(
+                StatusCode::OK,
+                &[("content-type", "text/html")],
+                manifest_json(None),
+            ),
+            _ => respond(StatusCode::INTERNAL_SERVER_ERROR, &[], "boom"),
+        }
+    })
+    .await;
+    let client = server.client();
+    let resolve = |tag: &str| {
+        let image: ImageRef = format!("{}/app:{tag}", server.host()).parse().unwrap();
+        let client = client.clone();
+        async move { client.resolve(&image).await }
+    };
+    assert!(matches!(
+        resolve("json").await,
+        Err(Error::Manifest {
+            source: crigate::oci::ManifestError::Json(_),
+            ..
+        })
+    ));
+    assert!(matches!(
+        resolve("mislabelled").await,
+        Err(Error::Manifest {
+            source: crigate::oci::ManifestError::MediaTypeMismatch { .. },
+            ..
+        })
+    ));
+    assert!(matches!(
+        resolve("unknown").await,
+        Err(Error::Manifest {
+            source: crigate::oci::ManifestError::UnknownMediaType(_),
+            ..
+        })
+    ));
+    assert!(matches!(
+        resolve("other").await,
+        Err(Error::Status { code: 500, .. })
+    ));
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_is_unreachable() {
+    // A port that was free a moment ago: nothing listens there.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    let image: ImageRef = format!("{host}/app:v1").parse().unwrap();
+    let result = client_for(&host).resolve(&image).await;
+    assert!(
+        matches!(result, Err(Error::Unreachable { .. })),
+        "{result:?}"
+    );
+}
+
+/// A test CA and a server certificate for 127.0.0.1 that it issued.
+struct TestTls {
+    ca_pem: String,
+    server_cert: rustls_pki_types::CertificateDer<'static>,
+    server_key: Vec<u8>,
+}
+
+impl TestTls {
+    fn new() -> Self {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "crigate test CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let server_key = rcgen::KeyPair::generate().unwrap();
+        let server = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&server_key, &ca)
+            .unwrap();
+        Self {
+            ca_pem: ca.pem(),
+            server_cert: server.der().clone(),
+            server_key: server_key.serialize_der(),
+        }
+    }
+
+    fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let key = rustls_pki_types::PrivateKeyDer::Pkcs8(self.server_key.clone().into());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.server_cert.clone()], key)
+            .unwrap();
+        tokio_rustls::TlsAcceptor::from(Arc::new(config))
+    }
+
+    /// Writes the CA to `dir` and returns its path.
+    fn write_ca(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(&path, &self.ca_pem).unwrap();
+        path
+    }
+}
+
+#[tokio::test]
+async fn https_registries_are_trusted_through_the_configured_ca_only() {
+    let tls = TestTls::new();
+    let server = StandIn::start_tls(&tls, |_request| async move {
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(None),
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trusting = Client::new(RegistryConfig {
+        ca_file: Some(tls.write_ca(dir.path())),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let descriptor = trusting.resolve(&image).await.unwrap();
+    assert_eq!(descriptor.digest, Digest::sha256(&manifest_json(None)));
+
+    // With the system roots alone, the test CA is unknown: the TLS handshake fails.
+    let result = Client::new(RegistryConfig::default())
+        .unwrap()
+        .resolve(&image)
+        .await;
+    assert!(
+        matches!(result, Err(Error::Unreachable { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn https_never_redirects_to_plain_http() {
+    let tls = TestTls::new();
+    let plain =
+        StandIn::start(|_request| async move { respond(StatusCode::OK, &[], "leaked") }).await;
+    let target = format!("http://{}/storage/blob", plain.host());
+    let server = StandIn::start_tls(&tls, move |_request| {
+        let target = target.clone();
+        async move { respond(StatusCode::FOUND, &[("location", &target)], "") }
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    // Even a host allowed plain HTTP is not reached from an HTTPS request.
+    let client = Client::new(RegistryConfig {
+        ca_file: Some(tls.write_ca(dir.path())),
+        plain_http: vec![plain.host()],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let result = client
+        .blob(&server.repo(), &Digest::sha256(b"leaked"), 1024)
+        .await;
+    assert!(
+        matches!(result, Err(Error::InsecureRedirect { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn identity_tokens_are_exchanged_at_the_token_endpoint() {
+    let server = StandIn::start(|request| async move {
+        if request.uri().path() == "/token" {
+            // Token spec, "OAuth2 Token": a POSTed form with the refresh token.
+            let is_post = request.method() == http::Method::POST;
+            let form = request.into_body().collect().await.unwrap().to_bytes();
+            let form = String::from_utf8_lossy(&form).into_owned();
+            if is_post
+                && form.contains("grant_type=refresh_token")
+                && form.contains("refresh_token=refresh-1")
+            {
+                return respond(StatusCode::OK, &[], r#"{"access_token":"tok-2"}"#);
+            }
+            return respond(StatusCode::UNAUTHORIZED, &[], "");
+        }
+        if request
+            .headers()
+            .get("authorization")
+            .is_some_and(|v| v == "Bearer tok-2")
+        {
+            return respond(
+                StatusCode::OK,
+                &[("content-type", OCI_MANIFEST)],
+                manifest_json(None),
+            );
+        }
+        let realm = format!(
+            "Bearer realm=\"http://{}/token\",service=\"standin\"",
+            request.headers().get("host").unwrap().to_str().unwrap()
+        );
+        respond(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", &realm)],
+            "",
+        )
+    })
+    .await;
+    let client = server.client().with_credentials(
+        Credentials::from_cri(CriAuth {
+            identity_token: "refresh-1",
+            ..CriAuth::default()
+        })
+        .unwrap(),
+    );
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    assert!(client.resolve(&image).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_refused_registry_token_is_unauthorized_without_a_token_request() {
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let server = token_server(Arc::clone(&token_requests)).await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let accepted = server.client().with_credentials(Credentials::RegistryToken(
+        crigate::registry::Secret::new("tok-1"),
+    ));
+    assert!(accepted.resolve(&image).await.is_ok());
+    let refused = server.client().with_credentials(Credentials::RegistryToken(
+        crigate::registry::Secret::new("stale"),
+    ));
+    let result = refused.resolve(&image).await;
+    assert!(
+        matches!(result, Err(Error::Unauthorized { status: 401, .. })),
+        "{result:?}"
+    );
+    assert_eq!(token_requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn documents_of_the_wrong_kind_are_refused_where_a_kind_is_required() {
+    let index =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}))
+            .unwrap();
+    let server = StandIn::start(move |request| {
+        let index = index.clone();
+        async move {
+            let path = request.uri().path().to_owned();
+            if path.contains("/referrers/") {
+                // The referrers API must answer an index; this one answers a manifest.
+                respond(
+                    StatusCode::OK,
+                    &[("content-type", OCI_MANIFEST)],
+                    manifest_json(None),
+                )
+            } else if path.ends_with(".sig") {
+                // cosign's signature tag must hold a manifest; this one holds an index.
+                respond(StatusCode::OK, &[("content-type", OCI_INDEX)], index)
+            } else {
+                respond(StatusCode::NOT_FOUND, &[], "")
+            }
+        }
+    })
+    .await;
+    let client = server.client();
+    let subject = Digest::sha256(b"s");
+    let referrers = client.referrers(&server.repo(), &subject, None).await;
+    assert!(
+        matches!(referrers, Err(Error::UnexpectedKind { .. })),
+        "{referrers:?}"
+    );
+    let signature = client.cosign_signature(&server.repo(), &subject).await;
+    assert!(
+        matches!(signature, Err(Error::UnexpectedKind { .. })),
+        "{signature:?}"
+    );
+}

@@ -1,0 +1,496 @@
+//! Registry credentials and the token flow: where credentials come from (the CRI
+//! `PullImageRequest.auth`, a Docker `config.json`), how a `WWW-Authenticate` challenge is
+//! read (RFC 7235 section 4.1; distribution token authentication spec, "How to
+//! authenticate"), and the cache of bearer tokens.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use serde::Deserialize;
+use sha2::{Digest as _, Sha256};
+use zeroize::Zeroizing;
+
+use super::Error;
+
+/// The largest Docker `config.json` read: a credentials file is a few kilobytes.
+pub const MAX_DOCKER_CONFIG_BYTES: u64 = 1024 * 1024;
+/// The largest token endpoint response read: tokens are JWTs of a few kilobytes.
+pub const MAX_TOKEN_RESPONSE_BYTES: usize = 1024 * 1024;
+/// Token lifetime when the token endpoint gives none (token spec, "Token Response Fields":
+/// `expires_in` defaults to 60 seconds).
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(60);
+/// The longest a token is cached, whatever `expires_in` says.
+const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+/// Tokens are dropped this long before they expire, so none expires in flight.
+const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(5);
+/// Tokens cached at most; past this, expired ones are dropped, then all.
+const MAX_CACHED_TOKENS: usize = 1024;
+
+/// A secret string (password, token): `Debug` prints `[redacted]`, there is no `Display`
+/// or `Serialize`, and the memory is zeroed on drop.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(Zeroizing<String>);
+
+/// How to authenticate to a registry.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub enum Credentials {
+    /// No credentials (public images, anonymous tokens).
+    #[default]
+    Anonymous,
+    /// A user name and password, sent as HTTP Basic or to the token endpoint.
+    Basic { username: String, password: Secret },
+    /// An OAuth2 refresh token exchanged at the token endpoint (token spec, "OAuth2
+    /// Token"); CRI `identity_token`, config.json `identitytoken`.
+    IdentityToken(Secret),
+    /// A bearer token sent to the registry as is; CRI `registry_token`.
+    RegistryToken(Secret),
+}
+
+/// The `auth` fields of a CRI `PullImageRequest` (`AuthConfig`), borrowed. Empty strings
+/// mean absent, as in the protobuf.
+#[derive(Clone, Copy, Default)]
+pub struct CriAuth<'a> {
+    pub username: &'a str,
+    pub password: &'a str,
+    pub auth: &'a str,
+    pub identity_token: &'a str,
+    pub registry_token: &'a str,
+}
+
+/// A `WWW-Authenticate` challenge crigate can answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Challenge {
+    /// `Basic realm=...`
+    Basic,
+    /// `Bearer realm=...,service=...,scope=...` (token spec, "How to authenticate").
+    Bearer {
+        realm: String,
+        service: Option<String>,
+        scope: Option<String>,
+    },
+}
+
+/// Bearer tokens by (registry, scope, credentials), until they expire.
+#[derive(Default)]
+pub(super) struct TokenCache {
+    tokens: Mutex<HashMap<TokenKey, CachedToken>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(super) struct TokenKey {
+    pub(super) registry: String,
+    pub(super) scope: String,
+    /// SHA-256 of the credentials, so a token fetched with one user's credentials is never
+    /// used for another's request; the credentials themselves are not kept here.
+    pub(super) credentials: [u8; 32],
+}
+
+struct CachedToken {
+    token: Secret,
+    expires: Instant,
+}
+
+/// Credentials per registry domain from a Docker `config.json`.
+#[derive(Clone, Default)]
+pub(super) struct DockerAuths {
+    by_registry: HashMap<String, Credentials>,
+}
+
+/// A token endpoint's answer (token spec, "Token Response Fields"; OAuth2 answers use
+/// `access_token`).
+#[derive(Deserialize)]
+pub(super) struct TokenResponse {
+    #[serde(default)]
+    token: Option<String>,
+    #[serde(default)]
+    access_token: Option<String>,
+    #[serde(default)]
+    expires_in: Option<u64>,
+}
+
+// === impl Secret ===
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(Zeroizing::new(value.into()))
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+// === impl Credentials ===
+
+impl Credentials {
+    /// Credentials from a CRI `AuthConfig`, in containerd's order of precedence
+    /// (`ParseAuth` in containerd's CRI plugin): `username`/`password`, then
+    /// `identity_token`, then `auth` (base64 of `user:password`), then `registry_token`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCredentials`] when `auth` is not base64 of `user:password`.
+    pub fn from_cri(auth: CriAuth<'_>) -> Result<Self, Error> {
+        if !auth.username.is_empty() {
+            return Ok(Self::Basic {
+                username: auth.username.to_owned(),
+                password: Secret::new(auth.password),
+            });
+        }
+        if !auth.identity_token.is_empty() {
+            return Ok(Self::IdentityToken(Secret::new(auth.identity_token)));
+        }
+        if !auth.auth.is_empty() {
+            return decode_basic(auth.auth);
+        }
+        if !auth.registry_token.is_empty() {
+            return Ok(Self::RegistryToken(Secret::new(auth.registry_token)));
+        }
+        Ok(Self::Anonymous)
+    }
+
+    pub fn is_anonymous(&self) -> bool {
+        matches!(self, Self::Anonymous)
+    }
+
+    /// A hash naming these credentials in the token cache.
+    pub(super) fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        match self {
+            Self::Anonymous => hash.update(b"anonymous"),
+            Self::Basic { username, password } => {
+                hash.update(b"basic\0");
+                hash.update(username.as_bytes());
+                hash.update(b"\0");
+                hash.update(password.expose().as_bytes());
+            }
+            Self::IdentityToken(token) => {
+                hash.update(b"identity\0");
+                hash.update(token.expose().as_bytes());
+            }
+            Self::RegistryToken(token) => {
+                hash.update(b"registry\0");
+                hash.update(token.expose().as_bytes());
+            }
+        }
+        hash.finalize().into()
+    }
+
+    /// The `Authorization` value for HTTP Basic, when these are basic credentials.
+    pub(super) fn basic_header(&self) -> Option<Secret> {
+        match self {
+            Self::Basic { username, password } => {
+                let raw = Zeroizing::new(format!("{username}:{}", password.expose()));
+                let encoded = base64::engine::general_purpose::STANDARD.encode(raw.as_bytes());
+                Some(Secret::new(format!("Basic {encoded}")))
+            }
+            Self::Anonymous | Self::IdentityToken(_) | Self::RegistryToken(_) => None,
+        }
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Anonymous => f.write_str("Anonymous"),
+            Self::Basic { username, .. } => f
+                .debug_struct("Basic")
+                .field("username", username)
+                .field("password", &"[redacted]")
+                .finish(),
+            Self::IdentityToken(_) => f.write_str("IdentityToken([redacted])"),
+            Self::RegistryToken(_) => f.write_str("RegistryToken([redacted])"),
+        }
+    }
+}
+
+/// `user:password` from base64 (the `auth` field of CRI and of `config.json`).
+fn decode_basic(auth: &str) -> Result<Credentials, Error> {
+    let decoded = Zeroizing::new(
+        base64::engine::general_purpose::STANDARD
+            .decode(auth.trim())
+            .map_err(|_| Error::InvalidCredentials {
+                reason: "auth is not base64",
+            })?,
+    );
+    let text = std::str::from_utf8(&decoded).map_err(|_| Error::InvalidCredentials {
+        reason: "auth is not UTF-8",
+    })?;
+    let (username, password) = text.split_once(':').ok_or(Error::InvalidCredentials {
+        reason: "auth is not user:password",
+    })?;
+    Ok(Credentials::Basic {
+        username: username.to_owned(),
+        password: Secret::new(password),
+    })
+}
+
+// === impl Challenge ===
+
+impl Challenge {
+    /// Parses one `WWW-Authenticate` value holding one challenge: `Bearer` or `Basic`, then
+    /// `name=value` parameters separated by commas, values a token or a quoted string
+    /// (RFC 7235 section 2.1, "auth-param").
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when the syntax is broken or a Bearer challenge has no realm;
+    /// [`Error::UnsupportedAuth`] for another scheme.
+    pub fn parse(header: &str) -> Result<Self, Error> {
+        let malformed = |reason| Error::Malformed {
+            what: "WWW-Authenticate header".to_owned(),
+            reason,
+        };
+        let header = header.trim();
+        let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+        if !scheme.eq_ignore_ascii_case("basic") && !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::UnsupportedAuth {
+                scheme: scheme.chars().take(32).collect(),
+            });
+        }
+        let params = parse_auth_params(rest).map_err(malformed)?;
+        let param = |name: &str| {
+            params
+                .iter()
+                .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                .map(|(_, value)| value.clone())
+        };
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Ok(Self::Basic);
+        }
+        Ok(Self::Bearer {
+            realm: param("realm")
+                .ok_or_else(|| malformed("bearer challenge has no realm".to_owned()))?,
+            service: param("service"),
+            scope: param("scope"),
+        })
+    }
+}
+
+/// `name=value` pairs, comma separated; values are tokens or quoted strings with `\`
+/// escapes.
+fn parse_auth_params(input: &str) -> Result<Vec<(String, String)>, String> {
+    let mut params = Vec::new();
+    let mut chars = input.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(params);
+        }
+        let mut name = String::new();
+        while let Some(c) = chars.next_if(|c| *c != '=' && *c != ',' && !c.is_whitespace()) {
+            name.push(c);
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        if chars.next() != Some('=') {
+            return Err(format!("parameter {name:?} has no value"));
+        }
+        while chars.next_if(|c| c.is_whitespace()).is_some() {}
+        let mut value = String::new();
+        if chars.next_if_eq(&'"').is_some() {
+            loop {
+                match chars.next() {
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some(c) => value.push(c),
+                        None => return Err("unterminated quoted string".to_owned()),
+                    },
+                    Some(c) => value.push(c),
+                    None => return Err("unterminated quoted string".to_owned()),
+                }
+            }
+        } else {
+            while let Some(c) = chars.next_if(|c| *c != ',' && !c.is_whitespace()) {
+                value.push(c);
+            }
+        }
+        if name.is_empty() {
+            return Err("parameter with an empty name".to_owned());
+        }
+        params.push((name, value));
+    }
+}
+
+// === impl TokenCache ===
+
+impl TokenCache {
+    /// The cached token for `key`, if it has not expired.
+    pub(super) fn get(&self, key: &TokenKey) -> Option<Secret> {
+        let tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens
+            .get(key)
+            .filter(|cached| cached.expires > Instant::now())
+            .map(|cached| cached.token.clone())
+    }
+
+    /// Caches `token` for `key` for `lifetime`, less a margin, at most an hour.
+    pub(super) fn insert(&self, key: TokenKey, token: Secret, lifetime: Duration) {
+        let lifetime = lifetime
+            .min(MAX_TOKEN_LIFETIME)
+            .saturating_sub(TOKEN_EXPIRY_MARGIN);
+        if lifetime.is_zero() {
+            return;
+        }
+        let now = Instant::now();
+        let Some(expires) = now.checked_add(lifetime) else {
+            return;
+        };
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if tokens.len() >= MAX_CACHED_TOKENS {
+            tokens.retain(|_, cached| cached.expires > now);
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.clear();
+            }
+        }
+        tokens.insert(key, CachedToken { token, expires });
+    }
+
+    /// Forgets the token for `key` (the registry refused it).
+    pub(super) fn remove(&self, key: &TokenKey) {
+        let mut tokens = self
+            .tokens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        tokens.remove(key);
+    }
+}
+
+// === impl TokenResponse ===
+
+impl TokenResponse {
+    /// The token and how long it may be used.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Malformed`] when the body is not JSON or holds no token.
+    pub(super) fn parse(body: &[u8]) -> Result<(Secret, Duration), Error> {
+        let malformed = |reason: String| Error::Malformed {
+            what: "token response".to_owned(),
+            reason,
+        };
+        let response: TokenResponse =
+            serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
+        // Token spec, "Token Response Fields": `token`, with `access_token` as its OAuth2
+        // alias; either may be present.
+        let token = response
+            .token
+            .filter(|t| !t.is_empty())
+            .or(response.access_token.filter(|t| !t.is_empty()))
+            .ok_or_else(|| malformed("no token or access_token".to_owned()))?;
+        let lifetime = response
+            .expires_in
+            .map_or(DEFAULT_TOKEN_LIFETIME, Duration::from_secs);
+        Ok((Secret::new(token), lifetime))
+    }
+}
+
+// === impl DockerAuths ===
+
+impl DockerAuths {
+    /// Reads the `auths` of a Docker `config.json`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::DockerConfig`] when the file cannot be read, is larger than
+    /// [`MAX_DOCKER_CONFIG_BYTES`], is not JSON of that shape, or holds a bad `auth`.
+    pub(super) fn load(path: &Path) -> Result<Self, Error> {
+        let fail = |reason: String| Error::DockerConfig {
+            path: path.to_owned(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_DOCKER_CONFIG_BYTES + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| fail(e.to_string()))?;
+        if bytes.len() as u64 > MAX_DOCKER_CONFIG_BYTES {
+            return Err(fail(format!("larger than {MAX_DOCKER_CONFIG_BYTES} bytes")));
+        }
+        Self::parse(&bytes).map_err(fail)
+    }
+
+    fn parse(bytes: &[u8]) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        struct File {
+            #[serde(default)]
+            auths: HashMap<String, Entry>,
+        }
+        #[derive(Deserialize)]
+        struct Entry {
+            #[serde(default)]
+            auth: String,
+            #[serde(default)]
+            username: String,
+            #[serde(default)]
+            password: String,
+            #[serde(default)]
+            identitytoken: String,
+            #[serde(default)]
+            registrytoken: String,
+        }
+        let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut by_registry = HashMap::new();
+        for (key, entry) in file.auths {
+            // docker's client: an `identitytoken` is the refresh token to use, whatever
+            // `auth` holds; else `auth` (base64 `user:password`); else the plain fields.
+            let credentials = if !entry.identitytoken.is_empty() {
+                Ok(Credentials::IdentityToken(Secret::new(entry.identitytoken)))
+            } else if !entry.auth.is_empty() {
+                decode_basic(&entry.auth)
+            } else {
+                Credentials::from_cri(CriAuth {
+                    username: &entry.username,
+                    password: &entry.password,
+                    registry_token: &entry.registrytoken,
+                    ..CriAuth::default()
+                })
+            }
+            .map_err(|e| format!("auths.{key:?}: {e}"))?;
+            by_registry.insert(registry_key(&key), credentials);
+        }
+        Ok(Self { by_registry })
+    }
+
+    /// The credentials for `registry` (a reference's domain), if the file has any.
+    pub(super) fn credentials(&self, registry: &str) -> Option<&Credentials> {
+        self.by_registry.get(registry)
+    }
+}
+
+/// The registry domain a `config.json` key names: the scheme and path are dropped, and
+/// Docker Hub's names (`https://index.docker.io/v1/`) become `docker.io`.
+fn registry_key(key: &str) -> String {
+    let host = key
+        .strip_prefix("https://")
+        .or_else(|| key.strip_prefix("http://"))
+        .unwrap_or(key);
+    let host = host.split('/').next().unwrap_or_default();
+    match host {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+        other => other.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

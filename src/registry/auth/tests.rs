@@ -1,0 +1,243 @@
+use super::*;
+
+fn b64(text: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(text)
+}
+
+#[test]
+fn bearer_challenges_parse() {
+    let cases = [
+        (
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:library/ubuntu:pull""#,
+            Challenge::Bearer {
+                realm: "https://auth.docker.io/token".into(),
+                service: Some("registry.docker.io".into()),
+                scope: Some("repository:library/ubuntu:pull".into()),
+            },
+        ),
+        (
+            r#"bearer  realm = "https://r.example/t" , service=reg"#,
+            Challenge::Bearer {
+                realm: "https://r.example/t".into(),
+                service: Some("reg".into()),
+                scope: None,
+            },
+        ),
+        (
+            r#"Bearer realm="https://r.example/t?a=\"b\"",scope="repository:a:pull,push""#,
+            Challenge::Bearer {
+                realm: "https://r.example/t?a=\"b\"".into(),
+                service: None,
+                scope: Some("repository:a:pull,push".into()),
+            },
+        ),
+        (r#"Basic realm="Registry Realm""#, Challenge::Basic),
+    ];
+    for (header, expected) in cases {
+        assert_eq!(Challenge::parse(header).unwrap(), expected, "{header}");
+    }
+}
+
+#[test]
+fn bad_challenges_are_specific_errors() {
+    assert!(matches!(
+        Challenge::parse("Negotiate abc"),
+        Err(Error::UnsupportedAuth { .. })
+    ));
+    for header in [
+        "Bearer service=x",
+        "Bearer realm",
+        r#"Bearer realm="unterminated"#,
+        "Bearer =x",
+    ] {
+        assert!(
+            matches!(Challenge::parse(header), Err(Error::Malformed { .. })),
+            "{header}"
+        );
+    }
+}
+
+#[test]
+fn cri_auth_follows_containerd_precedence() {
+    let basic = Credentials::from_cri(CriAuth {
+        username: "u",
+        password: "p",
+        auth: &b64("other:x"),
+        identity_token: "id",
+        ..CriAuth::default()
+    })
+    .unwrap();
+    assert_eq!(
+        basic.basic_header().unwrap().expose(),
+        format!("Basic {}", b64("u:p"))
+    );
+
+    let identity = Credentials::from_cri(CriAuth {
+        identity_token: "refresh",
+        auth: &b64("other:x"),
+        ..CriAuth::default()
+    })
+    .unwrap();
+    assert!(matches!(identity, Credentials::IdentityToken(ref t) if t.expose() == "refresh"));
+
+    let decoded = Credentials::from_cri(CriAuth {
+        auth: &b64("user:pa:ss"),
+        ..CriAuth::default()
+    })
+    .unwrap();
+    assert!(
+        matches!(decoded, Credentials::Basic { ref username, ref password }
+        if username == "user" && password.expose() == "pa:ss")
+    );
+
+    let token = Credentials::from_cri(CriAuth {
+        registry_token: "tok",
+        ..CriAuth::default()
+    })
+    .unwrap();
+    assert!(matches!(token, Credentials::RegistryToken(_)));
+    assert!(Credentials::from_cri(CriAuth::default())
+        .unwrap()
+        .is_anonymous());
+
+    for bad in ["!!!", &b64("no-colon")] {
+        assert!(matches!(
+            Credentials::from_cri(CriAuth {
+                auth: bad,
+                ..CriAuth::default()
+            }),
+            Err(Error::InvalidCredentials { .. })
+        ));
+    }
+}
+
+#[test]
+fn debug_never_prints_secrets() {
+    let credentials = Credentials::Basic {
+        username: "alice".into(),
+        password: Secret::new("hunter2"),
+    };
+    let printed = format!(
+        "{credentials:?} {:?} {:?}",
+        Credentials::RegistryToken(Secret::new("tok-123")),
+        Secret::new("s3cret")
+    );
+    assert!(printed.contains("alice"));
+    for secret in ["hunter2", "tok-123", "s3cret"] {
+        assert!(!printed.contains(secret), "{printed}");
+    }
+    assert!(printed.contains("[redacted]"));
+}
+
+#[test]
+fn fingerprints_tell_credentials_apart() {
+    let a = Credentials::Basic {
+        username: "a".into(),
+        password: Secret::new("b:c"),
+    };
+    let b = Credentials::Basic {
+        username: "a:b".into(),
+        password: Secret::new("c"),
+    };
+    assert_ne!(a.fingerprint(), b.fingerprint());
+    assert_ne!(Credentials::Anonymous.fingerprint(), a.fingerprint());
+}
+
+#[test]
+fn token_responses_accept_either_field() {
+    let (token, lifetime) = TokenResponse::parse(br#"{"token":"t1","expires_in":300}"#).unwrap();
+    assert_eq!((token.expose(), lifetime), ("t1", Duration::from_secs(300)));
+    let (token, lifetime) = TokenResponse::parse(br#"{"access_token":"t2"}"#).unwrap();
+    assert_eq!((token.expose(), lifetime), ("t2", DEFAULT_TOKEN_LIFETIME));
+    let (token, _) = TokenResponse::parse(br#"{"token":"","access_token":"t3"}"#).unwrap();
+    assert_eq!(token.expose(), "t3");
+    for bad in [
+        &b"{}"[..],
+        b"not json",
+        br#"{"token":""}"#,
+        br#"{"expires_in":-1,"token":"x"}"#,
+    ] {
+        assert!(matches!(
+            TokenResponse::parse(bad),
+            Err(Error::Malformed { .. })
+        ));
+    }
+}
+
+#[test]
+fn token_cache_expires_and_survives_huge_lifetimes() {
+    let cache = TokenCache::default();
+    let key = |scope: &str| TokenKey {
+        registry: "r".into(),
+        scope: scope.into(),
+        credentials: Credentials::Anonymous.fingerprint(),
+    };
+    cache.insert(key("a"), Secret::new("t"), Duration::from_secs(u64::MAX));
+    assert_eq!(cache.get(&key("a")).unwrap().expose(), "t");
+    // Shorter than the margin: not worth caching.
+    cache.insert(key("b"), Secret::new("t"), TOKEN_EXPIRY_MARGIN);
+    assert!(cache.get(&key("b")).is_none());
+    cache.remove(&key("a"));
+    assert!(cache.get(&key("a")).is_none());
+    for i in 0..(MAX_CACHED_TOKENS + 10) {
+        cache.insert(
+            key(&i.to_string()),
+            Secret::new("t"),
+            Duration::from_secs(60),
+        );
+    }
+    assert!(cache.tokens.lock().unwrap().len() <= MAX_CACHED_TOKENS);
+}
+
+#[test]
+fn docker_config_auths_are_read_per_registry() {
+    let file = format!(
+        r#"{{"auths": {{
+            "https://index.docker.io/v1/": {{"auth": "{}"}},
+            "ghcr.io": {{"username": "u", "password": "p"}},
+            "quay.io": {{"auth": "{}", "identitytoken": "refresh"}},
+            "127.0.0.1:5000": {{}}
+        }}, "credsStore": "desktop"}}"#,
+        b64("hub:pw"),
+        b64("q:x"),
+    );
+    let auths = DockerAuths::parse(file.as_bytes()).unwrap();
+    assert!(
+        matches!(auths.credentials("docker.io"), Some(Credentials::Basic { username, .. }) if username == "hub")
+    );
+    assert!(
+        matches!(auths.credentials("ghcr.io"), Some(Credentials::Basic { username, .. }) if username == "u")
+    );
+    assert!(matches!(
+        auths.credentials("quay.io"),
+        Some(Credentials::IdentityToken(_))
+    ));
+    assert!(matches!(
+        auths.credentials("127.0.0.1:5000"),
+        Some(Credentials::Anonymous)
+    ));
+    assert!(auths.credentials("example.com").is_none());
+    assert!(DockerAuths::parse(br#"{"auths": {"x": {"auth": "%%%"}}}"#).is_err());
+    assert!(DockerAuths::parse(b"42").is_err());
+}
+
+#[test]
+fn docker_config_file_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.json");
+    let body = br#"{"auths":{}}"#;
+    for (len, ok) in [
+        (MAX_DOCKER_CONFIG_BYTES - 1, true),
+        (MAX_DOCKER_CONFIG_BYTES, true),
+        (MAX_DOCKER_CONFIG_BYTES + 1, false),
+    ] {
+        let mut bytes = body.to_vec();
+        bytes.resize(len as usize, b' ');
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(DockerAuths::load(&path).is_ok(), ok, "{len} bytes");
+    }
+    assert!(matches!(
+        DockerAuths::load(&dir.path().join("missing.json")),
+        Err(Error::DockerConfig { .. })
+    ));
+}

@@ -1,0 +1,732 @@
+//! The HTTP client: requests with timeouts, bounded bodies, redirects, authentication, and
+//! the manifest and blob endpoints (OCI distribution spec v1.1, "Pulling manifests",
+//! "Pulling blobs").
+
+use std::io::Read as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, LOCATION, USER_AGENT, WWW_AUTHENTICATE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::CertificateDer;
+use url::Url;
+
+use super::auth::{
+    Challenge, Credentials, DockerAuths, Secret, TokenCache, TokenKey, TokenResponse,
+    MAX_TOKEN_RESPONSE_BYTES,
+};
+use super::{Error, RegistryConfig};
+use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
+
+/// The largest CA file read: a bundle of a few hundred certificates.
+pub const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
+/// What crigate accepts when fetching a manifest: OCI and Docker manifests and indexes
+/// (OCI distribution spec, "Pulling manifests": the client SHOULD send the types it takes).
+pub(super) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.oci.image.index.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json";
+/// Sent with every request.
+const USER_AGENT_VALUE: &str = concat!("crigate/", env!("CARGO_PKG_VERSION"));
+/// The OAuth2 client id sent when exchanging a refresh token (token spec, "OAuth2 Token":
+/// `client_id` is required).
+const OAUTH_CLIENT_ID: &str = "crigate";
+
+type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A registry client. Cheap to clone; clones share connections and the token cache.
+///
+/// [`Client::with_credentials`] gives a view that authenticates with a CRI request's
+/// credentials; without them, the Docker `config.json` of the configuration (if any)
+/// supplies credentials per registry, else requests are anonymous.
+///
+/// # Cancel safety
+///
+/// Every async method is cancel safe: dropping its future abandons the request and leaves
+/// nothing half done (a token is cached only once it has been read whole).
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    credentials: Option<Credentials>,
+}
+
+/// A manifest or index fetched by digest: its descriptor, the parsed document, and the
+/// exact bytes (which hash to the descriptor's digest).
+#[derive(Clone, Debug)]
+pub struct FetchedManifest {
+    pub descriptor: Descriptor,
+    pub manifest: Manifest,
+    pub raw: Bytes,
+}
+
+struct Shared {
+    http: HttpClient,
+    config: RegistryConfig,
+    tokens: TokenCache,
+    docker_auths: DockerAuths,
+}
+
+/// A response whose body has been read within its limit.
+pub(super) struct Fetched {
+    pub(super) url: Url,
+    pub(super) headers: HeaderMap,
+    pub(super) body: Bytes,
+}
+
+/// One GET (or the token POST) as the client sends it.
+pub(super) struct Fetch<'a> {
+    pub(super) repo: &'a Repository,
+    pub(super) url: Url,
+    pub(super) accept: Option<&'static str>,
+    /// What is fetched, for errors: `manifest docker.io/library/nginx@sha256:…`.
+    pub(super) what: String,
+    pub(super) limit: usize,
+}
+
+// === impl Client ===
+
+impl Client {
+    /// Builds a client: system trust roots plus `config.ca_file`, and the credentials of
+    /// `config.docker_config`. Reads those files (blocking); call it at start-up.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::CaFile`], [`Error::DockerConfig`] when a configured file cannot be read or
+    /// parsed; [`Error::Tls`] when the TLS configuration cannot be built.
+    pub fn new(config: RegistryConfig) -> Result<Self, Error> {
+        let docker_auths = match &config.docker_config {
+            Some(path) => DockerAuths::load(path)?,
+            None => DockerAuths::default(),
+        };
+        let tls = tls_config(config.ca_file.as_deref())?;
+        let mut connector = HttpConnector::new();
+        connector.enforce_http(false);
+        connector.set_connect_timeout(Some(config.connect_timeout));
+        connector.set_nodelay(true);
+        // Plain HTTP is let through the connector; `check_scheme` allows it per host.
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(connector);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        Ok(Self {
+            shared: Arc::new(Shared {
+                http,
+                config,
+                tokens: TokenCache::default(),
+                docker_auths,
+            }),
+            credentials: None,
+        })
+    }
+
+    /// This client, authenticating with `credentials` (from a CRI `PullImageRequest`)
+    /// instead of the Docker config's. Shares connections and the token cache; tokens are
+    /// cached per credentials.
+    pub fn with_credentials(&self, credentials: Credentials) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+            credentials: Some(credentials),
+        }
+    }
+
+    /// The settings this client was built with.
+    pub fn config(&self) -> &RegistryConfig {
+        &self.shared.config
+    }
+
+    /// The descriptor of the manifest or index `image` names. With a digest, the manifest
+    /// is fetched by that digest and must hash to it. With a tag, the digest is computed
+    /// (SHA-256) from the bytes read, never taken from `Docker-Content-Digest`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`] when the registry has no such manifest; any fetch error of
+    /// [`Client::manifest`].
+    #[tracing::instrument(name = "registry", skip_all, fields(image = %image))]
+    pub async fn resolve(&self, image: &ImageRef) -> Result<Descriptor, Error> {
+        Ok(self.resolve_manifest(image).await?.descriptor)
+    }
+
+    /// As [`Client::resolve`], also returning the document and its bytes.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::resolve`].
+    pub async fn resolve_manifest(&self, image: &ImageRef) -> Result<FetchedManifest, Error> {
+        match image.digest() {
+            Some(digest) => self.manifest(image.repo(), digest).await,
+            None => {
+                let reference = image.manifest_reference();
+                self.fetch_manifest(image.repo(), &reference, None).await
+            }
+        }
+    }
+
+    /// The manifest or index `digest` of `repo`, checked against the digest before it is
+    /// parsed.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::TooLarge`] past [`MAX_MANIFEST_BYTES`];
+    /// [`Error::DigestMismatch`]; [`Error::Manifest`] when the bytes are not a manifest of
+    /// the type the registry claimed; transport, auth and timeout errors.
+    #[tracing::instrument(name = "registry", skip_all, fields(%repo, %digest))]
+    pub async fn manifest(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+    ) -> Result<FetchedManifest, Error> {
+        self.fetch_manifest(repo, &digest.to_string(), Some(digest))
+            .await
+    }
+
+    /// The blob `digest` of `repo`, at most `limit` bytes, checked against the digest.
+    /// Redirects (to blob storage) are followed within the configured bound.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NotFound`]; [`Error::TooLarge`] past `limit`, whatever `Content-Length`
+    /// said; [`Error::DigestMismatch`]; transport, auth and timeout errors.
+    #[tracing::instrument(name = "registry", skip_all, fields(%repo, %digest, limit))]
+    pub async fn blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, Error> {
+        let what = format!("blob {repo}@{digest}");
+        let url = self.endpoint(repo, &format!("blobs/{digest}"))?;
+        let fetched = self
+            .get(Fetch {
+                repo,
+                url,
+                accept: None,
+                what: what.clone(),
+                limit,
+            })
+            .await?;
+        // OCI distribution spec, "Pulling blobs": the client SHOULD verify the digest.
+        digest
+            .check(&fetched.body)
+            .map_err(|source| Error::DigestMismatch { what, source })?;
+        Ok(fetched.body)
+    }
+
+    /// Fetches a manifest by tag or digest. With `expected`, the bytes must hash to it;
+    /// without, their SHA-256 is the digest.
+    pub(super) async fn fetch_manifest(
+        &self,
+        repo: &Repository,
+        reference: &str,
+        expected: Option<&Digest>,
+    ) -> Result<FetchedManifest, Error> {
+        let separator = if expected.is_some() { "@" } else { ":" };
+        let what = format!("manifest {repo}{separator}{reference}");
+        let url = self.endpoint(repo, &format!("manifests/{reference}"))?;
+        let fetched = self
+            .get(Fetch {
+                repo,
+                url,
+                accept: Some(MANIFEST_ACCEPT),
+                what: what.clone(),
+                limit: MAX_MANIFEST_BYTES,
+            })
+            .await?;
+        // OCI distribution spec, "Pulling manifests": the digest is that of the bytes
+        // received; a client that pulls by digest MUST verify it.
+        let digest = match expected {
+            Some(expected) => {
+                expected
+                    .check(&fetched.body)
+                    .map_err(|source| Error::DigestMismatch {
+                        what: what.clone(),
+                        source,
+                    })?;
+                expected.clone()
+            }
+            None => Digest::sha256(&fetched.body),
+        };
+        let content_type = fetched
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        let manifest =
+            Manifest::parse(content_type, &fetched.body).map_err(|source| Error::Manifest {
+                what: what.clone(),
+                source,
+            })?;
+        let mut descriptor = Descriptor::new(
+            manifest.kind().media_type(),
+            digest,
+            fetched.body.len() as u64,
+        );
+        descriptor.artifact_type = manifest.artifact_type().map(str::to_owned);
+        Ok(FetchedManifest {
+            descriptor,
+            manifest,
+            raw: fetched.body,
+        })
+    }
+
+    /// `<scheme>://<api host>/v2/<repo path>/<rest>`.
+    pub(super) fn endpoint(&self, repo: &Repository, rest: &str) -> Result<Url, Error> {
+        let host = repo.api_host();
+        let scheme = if self.plain_http_allowed(host) {
+            "http"
+        } else {
+            "https"
+        };
+        let text = format!("{scheme}://{host}/v2/{}/{rest}", repo.path());
+        Url::parse(&text).map_err(|e| Error::Malformed {
+            what: format!("URL {text}"),
+            reason: e.to_string(),
+        })
+    }
+
+    fn plain_http_allowed(&self, authority: &str) -> bool {
+        self.shared
+            .config
+            .plain_http
+            .iter()
+            .any(|host| host == authority)
+    }
+
+    /// Only https, or http to a host listed in `plain_http`.
+    fn check_scheme(&self, url: &Url) -> Result<(), Error> {
+        match url.scheme() {
+            "https" => Ok(()),
+            "http" if self.plain_http_allowed(&authority(url)) => Ok(()),
+            _ => Err(Error::InsecureScheme {
+                url: url.to_string(),
+            }),
+        }
+    }
+
+    /// The credentials for `registry`: the CRI request's, else the Docker config's, else
+    /// none.
+    fn credentials_for(&self, registry: &str) -> Credentials {
+        match &self.credentials {
+            Some(credentials) => credentials.clone(),
+            None => self
+                .shared
+                .docker_auths
+                .credentials(registry)
+                .cloned()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// GETs `fetch.url`: authenticates on a 401 challenge (once), follows redirects within
+    /// the configured bound, and reads the body within `fetch.limit`.
+    ///
+    /// # Errors
+    ///
+    /// Every [`Error`] a single fetch can end in.
+    pub(super) async fn get(&self, fetch: Fetch<'_>) -> Result<Fetched, Error> {
+        let config = &self.shared.config;
+        let registry = fetch.repo.domain();
+        let credentials = self.credentials_for(registry);
+        let scope = format!("repository:{}:pull", fetch.repo.path());
+        let origin = fetch.url.origin();
+        let key = TokenKey {
+            registry: fetch.repo.api_host().to_owned(),
+            scope: scope.clone(),
+            credentials: credentials.fingerprint(),
+        };
+        let mut authorization = match &credentials {
+            Credentials::RegistryToken(token) => {
+                Some(Secret::new(format!("Bearer {}", token.expose())))
+            }
+            _ => self
+                .shared
+                .tokens
+                .get(&key)
+                .map(|token| Secret::new(format!("Bearer {}", token.expose()))),
+        };
+        let mut authenticated = false;
+        let mut url = fetch.url.clone();
+        let mut visited = vec![url.clone()];
+        loop {
+            self.check_scheme(&url)?;
+            // Credentials go to the registry's own origin only, never to where it
+            // redirects (blob storage).
+            let auth = authorization.as_ref().filter(|_| url.origin() == origin);
+            let response = self
+                .send(
+                    Method::GET,
+                    &url,
+                    fetch.accept,
+                    auth,
+                    None,
+                    &fetch.what,
+                    registry,
+                )
+                .await?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| Error::Malformed {
+                        what: fetch.what.clone(),
+                        reason: format!("HTTP {} without a Location", status.as_u16()),
+                    })?;
+                let next = url.join(location).map_err(|e| Error::Malformed {
+                    what: fetch.what.clone(),
+                    reason: format!("bad Location {location:?}: {e}"),
+                })?;
+                if url.scheme() == "https" && next.scheme() != "https" {
+                    return Err(Error::InsecureRedirect {
+                        what: fetch.what,
+                        to: next.to_string(),
+                    });
+                }
+                if visited.len() > config.max_redirects || visited.contains(&next) {
+                    return Err(Error::RedirectLoop {
+                        what: fetch.what,
+                        limit: config.max_redirects,
+                    });
+                }
+                tracing::debug!(from = %url, to = %next, "registry redirect");
+                visited.push(next.clone());
+                url = next;
+                continue;
+            }
+            // A registry token is used as given: there is no challenge to answer with it.
+            let can_answer = !matches!(credentials, Credentials::RegistryToken(_));
+            if status == StatusCode::UNAUTHORIZED
+                && can_answer
+                && !authenticated
+                && url.origin() == origin
+            {
+                // Token spec, "How to authenticate": a 401 carries the challenge that
+                // says how to get a token; answer it once, then retry.
+                authenticated = true;
+                if authorization.is_some() {
+                    self.shared.tokens.remove(&key);
+                }
+                let challenge = challenge(response.headers(), &fetch.what)?;
+                let (header, token) = self
+                    .answer(&challenge, &credentials, fetch.repo, &scope, &fetch.what)
+                    .await?;
+                // Cached under the scope this request looks tokens up by, whatever scope
+                // the challenge named, so the next request finds it.
+                if let Some((token, lifetime)) = token {
+                    self.shared.tokens.insert(key.clone(), token, lifetime);
+                }
+                authorization = Some(header);
+                continue;
+            }
+            return match status {
+                s if s.is_success() => {
+                    let headers = response.headers().clone();
+                    let body = self.read_body(response, fetch.limit, &fetch.what).await?;
+                    Ok(Fetched { url, headers, body })
+                }
+                StatusCode::NOT_FOUND => Err(Error::NotFound { what: fetch.what }),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Unauthorized {
+                    registry: registry.to_owned(),
+                    what: fetch.what,
+                    status: status.as_u16(),
+                }),
+                other => Err(Error::Status {
+                    what: fetch.what,
+                    code: other.as_u16(),
+                }),
+            };
+        }
+    }
+
+    /// Answers a challenge: the `Authorization` value to retry with, and the token and its
+    /// lifetime when it was a bearer challenge.
+    async fn answer(
+        &self,
+        challenge: &Challenge,
+        credentials: &Credentials,
+        repo: &Repository,
+        scope: &str,
+        what: &str,
+    ) -> Result<(Secret, Option<(Secret, Duration)>), Error> {
+        match challenge {
+            Challenge::Basic => credentials
+                .basic_header()
+                .map(|header| (header, None))
+                .ok_or_else(|| Error::Unauthorized {
+                    registry: repo.domain().to_owned(),
+                    what: what.to_owned(),
+                    status: StatusCode::UNAUTHORIZED.as_u16(),
+                }),
+            Challenge::Bearer {
+                realm,
+                service,
+                scope: asked,
+            } => {
+                // The challenge's scope is what the registry wants; ours is the fallback.
+                let scope = asked.as_deref().unwrap_or(scope);
+                let (token, lifetime) = self
+                    .token(realm, service.as_deref(), scope, credentials, repo)
+                    .await?;
+                let header = Secret::new(format!("Bearer {}", token.expose()));
+                Ok((header, Some((token, lifetime))))
+            }
+        }
+    }
+
+    /// Gets a token from `realm` (token spec, "Requesting a Token"; OAuth2 refresh token
+    /// exchange for identity tokens, "Refresh token format").
+    async fn token(
+        &self,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        credentials: &Credentials,
+        repo: &Repository,
+    ) -> Result<(Secret, Duration), Error> {
+        let what = format!("token from {realm}");
+        let mut url = Url::parse(realm).map_err(|e| Error::Malformed {
+            what: "WWW-Authenticate realm".to_owned(),
+            reason: e.to_string(),
+        })?;
+        // Credentials go to the realm only over HTTPS (or to an allowed plain-HTTP host).
+        self.check_scheme(&url)?;
+        let registry = repo.domain();
+        let (method, body, authorization) = match credentials {
+            Credentials::IdentityToken(refresh) => {
+                let form = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "refresh_token")
+                    .append_pair("refresh_token", refresh.expose())
+                    .append_pair("service", service.unwrap_or_default())
+                    .append_pair("scope", scope)
+                    .append_pair("client_id", OAUTH_CLIENT_ID)
+                    .finish();
+                (Method::POST, Some(Secret::new(form)), None)
+            }
+            Credentials::Anonymous | Credentials::Basic { .. } | Credentials::RegistryToken(_) => {
+                {
+                    let mut query = url.query_pairs_mut();
+                    if let Some(service) = service {
+                        query.append_pair("service", service);
+                    }
+                    query.append_pair("scope", scope);
+                }
+                (Method::GET, None, credentials.basic_header())
+            }
+        };
+        let response = self
+            .send(
+                method,
+                &url,
+                None,
+                authorization.as_ref(),
+                body.as_ref(),
+                &what,
+                registry,
+            )
+            .await?;
+        let status = response.status();
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            return Err(Error::Unauthorized {
+                registry: registry.to_owned(),
+                what,
+                status: status.as_u16(),
+            });
+        }
+        if !status.is_success() {
+            return Err(Error::Status {
+                what,
+                code: status.as_u16(),
+            });
+        }
+        let body = self
+            .read_body(response, MAX_TOKEN_RESPONSE_BYTES, &what)
+            .await?;
+        TokenResponse::parse(&body)
+    }
+
+    /// Sends one request and waits for its headers within the request timeout.
+    #[allow(clippy::too_many_arguments)] // One private call site shape; a struct adds nothing.
+    async fn send(
+        &self,
+        method: Method,
+        url: &Url,
+        accept: Option<&'static str>,
+        authorization: Option<&Secret>,
+        form: Option<&Secret>,
+        what: &str,
+        registry: &str,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let malformed = |reason: String| Error::Malformed {
+            what: format!("request {url}"),
+            reason,
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(url.as_str())
+            .header(USER_AGENT, USER_AGENT_VALUE);
+        if let Some(accept) = accept {
+            request = request.header(ACCEPT, accept);
+        }
+        if let Some(authorization) = authorization {
+            let mut value = HeaderValue::from_str(authorization.expose())
+                .map_err(|_| malformed("credentials are not a valid header value".to_owned()))?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        let body = match form {
+            Some(form) => {
+                request = request.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+                Full::new(Bytes::copy_from_slice(form.expose().as_bytes()))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        let request = request.body(body).map_err(|e| malformed(e.to_string()))?;
+        let after = self.shared.config.request_timeout;
+        match tokio::time::timeout(after, self.shared.http.request(request)).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(source)) => Err(Error::Unreachable {
+                registry: registry.to_owned(),
+                source,
+            }),
+            Err(_elapsed) => Err(Error::Timeout {
+                what: what.to_owned(),
+                after,
+            }),
+        }
+    }
+
+    /// Reads a body of at most `limit` bytes within the body timeout, counting what
+    /// arrives rather than trusting `Content-Length` (which only lets us fail early).
+    async fn read_body(
+        &self,
+        response: http::Response<hyper::body::Incoming>,
+        limit: usize,
+        what: &str,
+    ) -> Result<Bytes, Error> {
+        let too_large = || Error::TooLarge {
+            what: what.to_owned(),
+            limit,
+        };
+        let declared = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > limit as u64) {
+            return Err(too_large());
+        }
+        let mut body = response.into_body();
+        let read = async {
+            let mut buffer = BytesMut::new();
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|source| Error::Body {
+                    what: what.to_owned(),
+                    source,
+                })?;
+                if let Ok(data) = frame.into_data() {
+                    if buffer.len().saturating_add(data.len()) > limit {
+                        return Err(too_large());
+                    }
+                    buffer.extend_from_slice(&data);
+                }
+            }
+            Ok(buffer.freeze())
+        };
+        let after = self.shared.config.body_timeout;
+        tokio::time::timeout(after, read)
+            .await
+            .map_err(|_elapsed| Error::Timeout {
+                what: format!("reading {what}"),
+                after,
+            })?
+    }
+}
+
+/// `host[:port]` of a URL, as written in image references (IPv6 in brackets).
+fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+/// The challenge of a 401: the first `WWW-Authenticate` value that parses, Bearer before
+/// Basic.
+fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
+    let mut first_error = None;
+    let mut basic = None;
+    for value in headers.get_all(WWW_AUTHENTICATE) {
+        let Ok(text) = value.to_str() else { continue };
+        match Challenge::parse(text) {
+            Ok(bearer @ Challenge::Bearer { .. }) => return Ok(bearer),
+            Ok(Challenge::Basic) => basic = Some(Challenge::Basic),
+            Err(error) => {
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(basic) = basic {
+        return Ok(basic);
+    }
+    Err(first_error.unwrap_or_else(|| Error::Malformed {
+        what: what.to_owned(),
+        reason: "HTTP 401 without a WWW-Authenticate challenge".to_owned(),
+    }))
+}
+
+/// The TLS settings: the system's roots plus those of `ca_file`, with aws-lc-rs (the
+/// provider is named because more than one is compiled in).
+fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "some system root certificates could not be loaded");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system root certificates loaded");
+    if let Some(path) = ca_file {
+        let fail = |reason: String| Error::CaFile {
+            path: path.to_owned(),
+            reason,
+        };
+        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
+        let mut pem = Vec::new();
+        file.take(MAX_CA_FILE_BYTES + 1)
+            .read_to_end(&mut pem)
+            .map_err(|e| fail(e.to_string()))?;
+        if pem.len() as u64 > MAX_CA_FILE_BYTES {
+            return Err(fail(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+        }
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| fail(e.to_string()))?;
+        if certs.is_empty() {
+            return Err(fail("no PEM certificates in the file".to_owned()));
+        }
+        for cert in certs {
+            roots.add(cert).map_err(|e| fail(e.to_string()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
+#[cfg(test)]
+mod tests;

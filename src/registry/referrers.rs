@@ -1,0 +1,296 @@
+//! Signature discovery: the OCI 1.1 referrers API with its tag-schema fallback (OCI
+//! distribution spec v1.1, "Listing Referrers", "Referrers Tag Schema"), and cosign's
+//! legacy `sha256-<hex>.sig` tag.
+#![deny(clippy::indexing_slicing)]
+
+use http::header::{CONTENT_TYPE, LINK};
+use http::HeaderMap;
+
+use super::client::{Fetch, FetchedManifest};
+use super::{Client, Error};
+use crate::oci::descriptor::OCI_INDEX;
+use crate::oci::{Descriptor, Digest, Manifest, Repository, MAX_MANIFEST_BYTES};
+
+/// The filter name a registry lists in `OCI-Filters-Applied` when it applied the
+/// `artifactType` query (OCI distribution spec v1.1, "Listing Referrers").
+pub const ARTIFACT_TYPE_FILTER: &str = "artifactType";
+/// The response header naming the filters the registry applied.
+const FILTERS_APPLIED: &str = "oci-filters-applied";
+/// The suffix of cosign's signature tag, `sha256-<hex>.sig`.
+const COSIGN_SIGNATURE_SUFFIX: &str = ".sig";
+
+// === impl Client ===
+
+impl Client {
+    /// The descriptors of manifests whose `subject` is `subject`, optionally only those of
+    /// `artifact_type`. Asks the referrers API, following `Link` pages up to the configured
+    /// count; on 404 (a registry without the API) reads the referrers tag schema instead,
+    /// the `<alg>-<hex>` tag holding an image index. No referrers is an empty list.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TooManyPages`]; [`Error::UnexpectedKind`] when an answer is not an index;
+    /// fetch errors other than the 404s that mean "none".
+    #[tracing::instrument(name = "registry", skip_all, fields(%repo, %subject, artifact_type))]
+    pub async fn referrers(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
+        match self.referrers_api(repo, subject, artifact_type).await {
+            Err(Error::NotFound { .. }) => {
+                tracing::debug!(%repo, %subject, "no referrers API, reading the referrers tag");
+                self.referrers_tag(repo, subject, artifact_type).await
+            }
+            other => other,
+        }
+    }
+
+    /// cosign's legacy signature manifest for `image`: the manifest tagged
+    /// `sha256-<hex>.sig`, or `None` when there is no such tag. The returned descriptor
+    /// carries the digest of the bytes read.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::UnexpectedKind`] when the tag holds an index; fetch errors other than 404.
+    #[tracing::instrument(name = "registry", skip_all, fields(%repo, %image))]
+    pub async fn cosign_signature(
+        &self,
+        repo: &Repository,
+        image: &Digest,
+    ) -> Result<Option<FetchedManifest>, Error> {
+        let tag = format!("{}{COSIGN_SIGNATURE_SUFFIX}", image.tag_form());
+        match self.fetch_manifest(repo, &tag, None).await {
+            Ok(fetched) => match fetched.manifest {
+                Manifest::Image(_) => Ok(Some(fetched)),
+                Manifest::Index(_) => Err(Error::UnexpectedKind {
+                    what: format!("cosign signature {repo}:{tag}"),
+                    found: "image index",
+                    expected: "image manifest",
+                }),
+            },
+            Err(Error::NotFound { .. }) => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=...]`, every page.
+    async fn referrers_api(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
+        let limit = self.config().max_referrer_pages;
+        let mut url = self.endpoint(repo, &format!("referrers/{subject}"))?;
+        if let Some(artifact_type) = artifact_type {
+            url.query_pairs_mut()
+                .append_pair("artifactType", artifact_type);
+        }
+        let origin = url.origin();
+        let mut found = Vec::new();
+        for page in 1..=limit {
+            let what = format!("referrers of {repo}@{subject} (page {page})");
+            let fetched = self
+                .get(Fetch {
+                    repo,
+                    url,
+                    accept: Some(OCI_INDEX),
+                    what: what.clone(),
+                    limit: MAX_MANIFEST_BYTES,
+                })
+                .await?;
+            let index = index(&fetched.headers, &fetched.body, &what)?;
+            let filtered = filters_applied(&fetched.headers);
+            tracing::debug!(page, referrers = index.len(), filtered, "referrers page");
+            // OCI distribution spec v1.1, "Listing Referrers": a registry MAY ignore the
+            // filter, and says so by leaving it out of OCI-Filters-Applied; filter here.
+            found.extend(index.into_iter().filter(|d| matches(d, artifact_type)));
+            let Some(next) = next_link(&fetched.headers) else {
+                return Ok(found);
+            };
+            let next = fetched.url.join(&next).map_err(|e| Error::Malformed {
+                what: what.clone(),
+                reason: format!("bad Link {next:?}: {e}"),
+            })?;
+            // A next page elsewhere would take our credentials with it.
+            if next.origin() != origin {
+                return Err(Error::Malformed {
+                    what,
+                    reason: format!("Link to another origin: {next}"),
+                });
+            }
+            url = next;
+        }
+        Err(Error::TooManyPages {
+            what: format!("referrers of {repo}@{subject}"),
+            limit,
+        })
+    }
+
+    /// The referrers tag schema: the index tagged `<alg>-<hex>` (OCI distribution spec
+    /// v1.1, "Referrers Tag Schema"), filtered here.
+    async fn referrers_tag(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
+        let tag = subject.tag_form();
+        match self.fetch_manifest(repo, &tag, None).await {
+            Ok(fetched) => match fetched.manifest {
+                Manifest::Index(index) => Ok(index
+                    .manifests
+                    .into_iter()
+                    .filter(|d| matches(d, artifact_type))
+                    .collect()),
+                Manifest::Image(_) => Err(Error::UnexpectedKind {
+                    what: format!("referrers tag {repo}:{tag}"),
+                    found: "image manifest",
+                    expected: "image index",
+                }),
+            },
+            Err(Error::NotFound { .. }) => Ok(Vec::new()),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// The `rel="next"` target of the `Link` headers, if any (RFC 8288 section 3; OCI
+/// distribution spec v1.1, "Listing Referrers" pagination).
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(LINK)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find_map(next_in_link_value)
+}
+
+/// Parses `<uri>; param; param, <uri>; ...` and returns the URI whose `rel` holds `next`.
+fn next_in_link_value(value: &str) -> Option<String> {
+    let mut rest = value;
+    loop {
+        let start = rest.find('<')?;
+        let after_open = rest.get(start + 1..)?;
+        let end = after_open.find('>')?;
+        let uri = after_open.get(..end)?;
+        let params_and_more = after_open.get(end + 1..)?;
+        // Parameters run to the next link-value, which starts with ", <".
+        let (params, more) = match params_and_more.find('<') {
+            Some(next) => (params_and_more.get(..next)?, params_and_more.get(next..)?),
+            None => (params_and_more, ""),
+        };
+        let is_next = params.split(';').any(|param| {
+            let Some((name, value)) = param.split_once('=') else {
+                return false;
+            };
+            name.trim().eq_ignore_ascii_case("rel")
+                && value
+                    .trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|rel| rel.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(uri.to_owned());
+        }
+        if more.is_empty() {
+            return None;
+        }
+        rest = more;
+    }
+}
+
+/// Whether the registry says it applied the `artifactType` filter.
+fn filters_applied(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(FILTERS_APPLIED)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|filter| filter.trim() == ARTIFACT_TYPE_FILTER)
+}
+
+fn matches(descriptor: &Descriptor, artifact_type: Option<&str>) -> bool {
+    artifact_type.is_none_or(|wanted| descriptor.artifact_type.as_deref() == Some(wanted))
+}
+
+/// The descriptors of a referrers page, which must be an image index.
+fn index(headers: &HeaderMap, body: &[u8], what: &str) -> Result<Vec<Descriptor>, Error> {
+    let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    match Manifest::parse(content_type, body) {
+        Ok(Manifest::Index(index)) => Ok(index.manifests),
+        Ok(Manifest::Image(_)) => Err(Error::UnexpectedKind {
+            what: what.to_owned(),
+            found: "image manifest",
+            expected: "image index",
+        }),
+        Err(source) => Err(Error::Manifest {
+            what: what.to_owned(),
+            source,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn headers(links: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for link in links {
+            headers.append(LINK, HeaderValue::from_str(link).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn next_link_is_found_among_links_and_params() {
+        let cases: &[(&[&str], Option<&str>)] = &[
+            (&[], None),
+            (
+                &["</v2/a/referrers/x?n=2>; rel=\"next\""],
+                Some("/v2/a/referrers/x?n=2"),
+            ),
+            (&["</p2>; rel=next"], Some("/p2")),
+            (&["</p1>; rel=\"prev\", </p3>; rel=\"next\""], Some("/p3")),
+            (
+                &[
+                    "</p1>; rel=\"prev\"",
+                    "</p4>; title=\"x\"; rel=\"prev next\"",
+                ],
+                Some("/p4"),
+            ),
+            (
+                &["<https://r.example/p?a=1,2>; REL=\"Next\""],
+                Some("https://r.example/p?a=1,2"),
+            ),
+            (&["</p1>; rel=\"prev\""], None),
+            (&["no brackets; rel=next"], None),
+            (&["</unterminated; rel=next"], None),
+        ];
+        for (values, expected) in cases {
+            assert_eq!(
+                next_link(&headers(values)).as_deref(),
+                *expected,
+                "{values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn filters_applied_is_read_from_a_list() {
+        let mut headers = HeaderMap::new();
+        assert!(!filters_applied(&headers));
+        headers.insert(
+            FILTERS_APPLIED,
+            HeaderValue::from_static("foo, artifactType"),
+        );
+        assert!(filters_applied(&headers));
+    }
+}
