@@ -13,5 +13,7 @@ mod harness_tests;
 mod lifecycle;
 mod proxy;
 mod registry_client;
+mod signer;
 mod standin;
 mod transparency;
+mod verify;

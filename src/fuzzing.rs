@@ -24,6 +24,22 @@ pub fn intercepted_request(data: &[u8]) {
     }
 }
 
+/// Parses `data` as an image reference; what parses must print and parse back to itself.
+pub fn image_reference(data: &[u8]) {
+    crate::oci::reference::fuzz_parse(data);
+}
+
+/// Parses `data` as a manifest or index, under every content type crigate accepts.
+pub fn manifest(data: &[u8]) {
+    crate::oci::manifest::fuzz_parse(data);
+}
+
+/// Parses `data` as every part of a cosign signature (payload, Rekor bundle,
+/// certificates, key, SCT list, checkpoint, Sigstore bundle) and verifies what parses.
+pub fn cosign_signature(data: &[u8]) {
+    crate::verify::cosign::fuzz_signature(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -35,24 +51,38 @@ pub fn route(data: &[u8]) {
 mod tests {
     use std::path::Path;
 
-    /// Replays the checked-in corpus, so the target runs on stable in every test run.
+    /// A fuzz target: its corpus directory and its entry point.
+    type Target = (&'static str, fn(&[u8]));
+
+    /// Every target with its corpus directory.
+    const TARGETS: &[Target] = &[
+        ("intercepted_request", super::intercepted_request),
+        ("image_reference", super::image_reference),
+        ("manifest", super::manifest),
+        ("cosign_signature", super::cosign_signature),
+    ];
+
+    /// Replays the checked-in corpora, so every target runs on stable in every test run.
     #[test]
     fn corpus_replays_without_panic() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/intercepted_request");
-        let mut count = 0;
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            super::intercepted_request(&std::fs::read(&path).unwrap());
-            count += 1;
+        for (target, run) in TARGETS {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus")
+                .join(target);
+            let mut count = 0;
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                run(&std::fs::read(&path).unwrap());
+                count += 1;
+            }
+            assert!(count >= 4, "corpus at {} has {count} inputs", dir.display());
         }
-        assert!(count >= 5, "corpus at {} has {count} inputs", dir.display());
     }
 
-    /// A bounded, deterministic mutation run over the corpus: byte flips, truncations and
-    /// insertions. Not a fuzzer, but it runs everywhere the tests run.
+    /// A bounded, deterministic mutation run over the corpora: byte flips, truncations
+    /// and insertions. Not a fuzzer, but it runs everywhere the tests run.
     #[test]
     fn mutated_corpus_never_panics() {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/intercepted_request");
         let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
         let mut next = move || {
             state ^= state << 13;
@@ -60,24 +90,29 @@ mod tests {
             state ^= state << 17;
             state
         };
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let seed = std::fs::read(entry.unwrap().path()).unwrap();
-            for _ in 0..2000 {
-                let mut input = seed.clone();
-                for _ in 0..(next() % 4 + 1) {
-                    let at = if input.is_empty() {
-                        0
-                    } else {
-                        (next() as usize) % input.len()
-                    };
-                    match next() % 3 {
-                        0 if !input.is_empty() => input[at] ^= 1 << (next() % 8),
-                        1 => input.truncate(at),
-                        _ => input.insert(at, next() as u8),
+        for (target, run) in TARGETS {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fuzz/corpus")
+                .join(target);
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let seed = std::fs::read(entry.unwrap().path()).unwrap();
+                for _ in 0..500 {
+                    let mut input = seed.clone();
+                    for _ in 0..(next() % 4 + 1) {
+                        let at = if input.is_empty() {
+                            0
+                        } else {
+                            (next() as usize) % input.len()
+                        };
+                        match next() % 3 {
+                            0 if !input.is_empty() => input[at] ^= 1 << (next() % 8),
+                            1 => input.truncate(at),
+                            _ => input.insert(at, next() as u8),
+                        }
                     }
+                    run(&input);
+                    super::route(&input);
                 }
-                super::intercepted_request(&input);
-                super::route(&input);
             }
         }
     }

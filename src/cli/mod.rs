@@ -11,9 +11,12 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 pub mod serve;
+pub mod verify;
 
 /// Success.
 pub const EXIT_OK: u8 = 0;
+/// Denied: the image is not trusted (`verify`).
+pub const EXIT_DENIED: u8 = 1;
 /// An error: bad usage, I/O, an unreachable dependency.
 pub const EXIT_ERROR: u8 = 2;
 /// The configuration is invalid (sysexits.h EX_CONFIG), so restarting will not help.
@@ -42,6 +45,8 @@ pub struct Cli {
 pub enum Command {
     /// Serve CRI on a unix socket in front of the runtime (the node daemon).
     Serve(serve::Args),
+    /// Verify one image's signatures, as the daemon would.
+    Verify(Box<verify::Args>),
 }
 
 /// Runs the parsed command.
@@ -52,5 +57,6 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Verify(args) => verify::run(*args),
     }
 }

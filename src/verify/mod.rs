@@ -13,6 +13,7 @@ use crate::oci::Digest;
 
 pub mod cache;
 pub mod cosign;
+pub mod engine;
 pub mod notation;
 
 /// The outcome of verifying one digest.

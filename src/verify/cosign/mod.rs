@@ -1,1 +1,439 @@
-//! cosign signature verification (in progress).
+//! cosign signature verification, as pure functions over bytes already fetched.
+//!
+//! Owns: the legacy `.sig` tag format ([`SignatureLayer`]: simple-signing payload plus
+//! annotations), Sigstore bundles attached as OCI referrers ([`SigstoreBundle`], see
+//! [`bundle`]), key-based and keyless (Fulcio certificate, Rekor entry, embedded SCT)
+//! checks, and the [`CosignPolicy`] they are checked against. Leaves to others: fetching
+//! (`registry`), choosing the policy (`policy`), caching verdicts.
+//!
+//! Implements: containers-signature(5) simple signing as cosign writes it (cosign
+//! `specs/SIGNATURE_SPEC.md`); RFC 5280 §6.1 path validation as far as Fulcio needs it;
+//! RFC 6962 §3.2 SCTs; Rekor v1 SignedEntryTimestamps and hashedrekord/rekord 0.0.1
+//! bodies; RFC 6962 §2.1.1 inclusion proofs and signed-note checkpoints ([`merkle`]).
+//!
+//! Every check is a named function returning `Err(Rejection)`; [`verify`] runs them per
+//! signature in a fixed order and keeps the most informative rejection.
+//!
+//! # Order of checks for one signature
+//!
+//! Key-based: signature base64 → signature under a trusted key (`UntrustedRoot`) →
+//! Rekor bundle if present (SET, body) or `require_tlog` → payload → digest →
+//! docker-reference.
+//!
+//! Keyless: certificate parse → chain to a configured Fulcio root (`UntrustedRoot`) →
+//! Rekor bundle: parse (`Malformed`), SET (`UntrustedRoot` for an unknown log, `Tampered`),
+//! body vs this signature (`Tampered`) → validity of the chain at the verified
+//! integratedTime, or at `now` without one (`Expired`) → `require_tlog` → code-signing
+//! EKU → signature over the payload with the leaf key (`Tampered`) → SCT if
+//! `require_sct` → identity (`IdentityNotTrusted`) → payload → digest
+//! (`DigestMismatch`) → docker-reference (`IdentityNotTrusted`).
+//!
+//! # Precedence among rejections
+//!
+//! When no signature is trusted, the reason reported is the highest of all signatures'
+//! first failures, in this order: DigestMismatch > IdentityNotTrusted > Expired >
+//! Tampered > UntrustedRoot > UnsupportedAlgorithm > Malformed. The order ranks how much
+//! of the signature was authentic when it failed: a digest mismatch comes from an
+//! otherwise trusted signature, a malformed one proved nothing. Ties keep the first.
+#![deny(clippy::indexing_slicing)]
+
+use std::time::SystemTime;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+
+use crate::oci::Digest;
+use crate::verify::{Rejection, Signer, Verdict, VerifierKind};
+
+pub mod bundle;
+pub mod cert;
+pub mod key;
+pub mod layer;
+pub mod merkle;
+pub mod payload;
+pub mod policy;
+pub mod rekor;
+pub mod sct;
+
+pub use bundle::SigstoreBundle;
+pub use cert::{LeafIdentity, ParsedCertificate};
+pub use key::{KeyKind, PublicKey, SignatureDigest};
+pub use layer::SignatureLayer;
+pub use payload::{DockerReferenceCheck, SimpleSigning};
+pub use policy::{CosignPolicy, KeylessIdentity, Matcher, PolicyError, TrustedKey, TrustedRoot};
+
+/// Most signatures considered for one image; the rest are ignored (and the caller should
+/// not fetch them). A `.sig` manifest normally has one to a few layers.
+pub const MAX_SIGNATURES: usize = 64;
+
+/// Verifies an image's cosign signatures, legacy `.sig` layers and Sigstore bundles
+/// alike: trusted if ANY one signature satisfies ALL of the policy by itself; otherwise
+/// the most informative rejection (see the module docs); `NoSignature` when there is
+/// none. Bundles whose statement is not a cosign image signature (attestations attached
+/// as other referrers) do not count as signatures.
+pub fn verify(
+    layers: &[SignatureLayer],
+    bundles: &[SigstoreBundle],
+    image: &Digest,
+    image_repository: &str,
+    policy: &CosignPolicy,
+    now: SystemTime,
+) -> Verdict {
+    let mut best: Option<Rejection> = None;
+    for layer in layers.iter().take(MAX_SIGNATURES) {
+        match verify_layer(layer, image, image_repository, policy, now) {
+            Ok(signer) => return Verdict::Trusted(signer),
+            Err(rejection) => best = Some(more_informative(best, rejection)),
+        }
+    }
+    let signature_bundles = bundles.iter().filter(|b| bundle::is_image_signature(b));
+    for b in signature_bundles.take(MAX_SIGNATURES) {
+        match bundle::verify_bundle(b, image, policy, now) {
+            Ok(signer) => return Verdict::Trusted(signer),
+            Err(rejection) => best = Some(more_informative(best, rejection)),
+        }
+    }
+    Verdict::Rejected(best.unwrap_or_else(|| Rejection::NoSignature(image.clone())))
+}
+
+/// Verifies one signature layer against the whole policy.
+///
+/// # Errors
+///
+/// The first check that fails, as a [`Rejection`].
+pub fn verify_layer(
+    layer: &SignatureLayer,
+    image: &Digest,
+    image_repository: &str,
+    policy: &CosignPolicy,
+    now: SystemTime,
+) -> Result<Signer, Rejection> {
+    layer
+        .check_limits()
+        .map_err(|e| Rejection::Malformed(e.to_string()))?;
+    if layer.media_type != layer::SIMPLE_SIGNING_MEDIA_TYPE {
+        return Err(Rejection::Malformed(format!(
+            "signature layer media type {:?} is not simple signing",
+            layer.media_type
+        )));
+    }
+    let signature = decode_signature(&layer.signature_b64)?;
+    let mut best: Option<Rejection> = None;
+    if !policy.keys.is_empty() {
+        match verify_with_key(layer, &signature, image, image_repository, policy) {
+            Ok(signer) => return Ok(signer),
+            Err(r) => best = Some(more_informative(best, r)),
+        }
+    }
+    if layer.certificate_pem.is_some() && !policy.identities.is_empty() {
+        match verify_keyless(layer, &signature, image, image_repository, policy, now) {
+            Ok(signer) => return Ok(signer),
+            Err(r) => best = Some(more_informative(best, r)),
+        }
+    }
+    Err(best.unwrap_or_else(|| {
+        Rejection::UntrustedRoot(if layer.certificate_pem.is_some() {
+            "keyless signature, but the policy trusts no keyless identity".to_owned()
+        } else {
+            "key-based signature, but the policy trusts no key".to_owned()
+        })
+    }))
+}
+
+/// Decodes the signature annotation (standard base64, cosign
+/// `pkg/oci/static/signature.go`).
+///
+/// # Errors
+///
+/// `Malformed` when it is not base64 or empty.
+pub fn decode_signature(signature_b64: &str) -> Result<Vec<u8>, Rejection> {
+    let sig = B64
+        .decode(signature_b64.trim().as_bytes())
+        .map_err(|e| Rejection::Malformed(format!("signature annotation is not base64: {e}")))?;
+    if sig.is_empty() {
+        return Err(Rejection::Malformed("empty signature".to_owned()));
+    }
+    Ok(sig)
+}
+
+/// Key-based verification (cosign `verify --key`): the signature must verify over the
+/// exact payload bytes under one configured key.
+fn verify_with_key(
+    layer: &SignatureLayer,
+    signature: &[u8],
+    image: &Digest,
+    image_repository: &str,
+    policy: &CosignPolicy,
+) -> Result<Signer, Rejection> {
+    let trusted = check_key_signature(&policy.keys, &layer.payload, signature)?;
+    check_tlog(
+        layer,
+        signature,
+        rekor::LoggedSigner::SpkiDer(trusted.key.spki_der()),
+        policy,
+        policy.require_tlog,
+    )?;
+    let signed = check_payload(layer, image, image_repository, policy)?;
+    Ok(Signer {
+        verifier: VerifierKind::Cosign,
+        identity: trusted.name.clone(),
+        issuer: None,
+        matched: trusted.name.clone(),
+        signed_digest: signed.manifest_digest,
+    })
+}
+
+/// Finds the trusted key whose signature over `payload` verifies (cosign
+/// `pkg/cosign/verify.go` `VerifyImageSignature`: the payload bytes as stored, not a
+/// re-serialization).
+///
+/// # Errors
+///
+/// `UntrustedRoot` when no configured key verifies it (vectors C01c, C05b; a payload
+/// altered after signing looks the same, C06).
+pub fn check_key_signature<'a>(
+    keys: &'a [TrustedKey],
+    payload: &[u8],
+    signature: &[u8],
+) -> Result<&'a TrustedKey, Rejection> {
+    keys.iter()
+        .find(|k| k.key.verify_message(k.digest, payload, signature).is_ok())
+        .ok_or_else(|| {
+            Rejection::UntrustedRoot(
+                "signature does not verify under any trusted key (or the payload was altered)"
+                    .to_owned(),
+            )
+        })
+}
+
+/// Verifies the layer's Rekor bundle if present: SET under a configured log key, then the
+/// entry body against this very signature. Returns the verified integratedTime, or
+/// `None` without a bundle.
+fn check_tlog(
+    layer: &SignatureLayer,
+    signature: &[u8],
+    signer: rekor::LoggedSigner<'_>,
+    policy: &CosignPolicy,
+    require_tlog: bool,
+) -> Result<Option<SystemTime>, Rejection> {
+    let Some(json) = &layer.bundle_json else {
+        if require_tlog {
+            return Err(Rejection::UntrustedRoot(
+                "no transparency log entry for the signature, and the policy requires one"
+                    .to_owned(),
+            ));
+        }
+        return Ok(None);
+    };
+    let bundle = rekor::RekorBundle::parse(json.as_bytes())?;
+    let integrated = rekor::verify_set(&bundle, &policy.rekor_keys)?;
+    rekor::check_entry_body(&bundle.payload, &layer.payload, signature, signer)?;
+    Ok(Some(integrated))
+}
+
+/// Keyless verification (cosign `verify --certificate-identity ... --certificate-oidc-issuer`).
+fn verify_keyless(
+    layer: &SignatureLayer,
+    signature: &[u8],
+    image: &Digest,
+    image_repository: &str,
+    policy: &CosignPolicy,
+    now: SystemTime,
+) -> Result<Signer, Rejection> {
+    let leaf_pem = layer.certificate_pem.as_deref().unwrap_or_default();
+    let leaf = ParsedCertificate::from_pem_many(leaf_pem.as_bytes())
+        .map_err(|e| Rejection::Malformed(format!("certificate annotation: {e}")))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Rejection::Malformed("certificate annotation is empty".to_owned()))?;
+    let annotated_chain = match &layer.chain_pem {
+        Some(pem) => ParsedCertificate::from_pem_many(pem.as_bytes())
+            .map_err(|e| Rejection::Malformed(format!("chain annotation: {e}")))?,
+        None => Vec::new(),
+    };
+    let candidates: Vec<&ParsedCertificate> = annotated_chain
+        .iter()
+        .chain(policy.fulcio_intermediates.iter())
+        .collect();
+    let path = cert::build_chain(&leaf, &candidates, &policy.fulcio_roots)?;
+
+    // Without a tlog the certificate is judged at the current time (cosign
+    // pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when there is no bundle).
+    // `require_tlog` is applied after the validity check, so that a certificate without
+    // a log entry reports why it fails at `now` (vector K01g).
+    let logged = check_tlog(
+        layer,
+        signature,
+        rekor::LoggedSigner::CertificateDer(leaf.der()),
+        policy,
+        false,
+    )?;
+    let at = logged.unwrap_or(now);
+    cert::check_validity(&path, at)?;
+    if logged.is_none() && policy.require_tlog {
+        return Err(Rejection::UntrustedRoot(
+            "no transparency log entry for the certificate, and the policy requires one".to_owned(),
+        ));
+    }
+    cert::check_code_signing(&leaf)?;
+    check_leaf_signature(&leaf, &layer.payload, signature)?;
+    if policy.require_sct {
+        let issuer = path.get(1).copied().unwrap_or(&leaf);
+        sct::verify_embedded_sct(&leaf, issuer, &policy.ct_log_keys)?;
+    }
+    let identity = cert::leaf_identity(&leaf)?;
+    check_identity(&identity, &policy.identities)?;
+    let signed = check_payload(layer, image, image_repository, policy)?;
+    Ok(Signer {
+        verifier: VerifierKind::Cosign,
+        identity: identity
+            .subject_alternative_names
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        issuer: identity.issuer,
+        matched: path
+            .last()
+            .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
+            .unwrap_or_default(),
+        signed_digest: signed.manifest_digest,
+    })
+}
+
+/// Verifies the payload signature with the certificate's key (cosign
+/// `pkg/cosign/verify.go` `ValidateAndUnpackCert` loads it with `crypto.SHA256`). The
+/// `sigstore` crate's identity checks skip this; here it is required.
+///
+/// # Errors
+///
+/// `Tampered`: the certificate is trusted but did not sign these bytes;
+/// `UnsupportedAlgorithm` for a key we cannot verify with.
+pub fn check_leaf_signature(
+    leaf: &ParsedCertificate,
+    payload: &[u8],
+    signature: &[u8],
+) -> Result<(), Rejection> {
+    leaf.public_key()?
+        .verify_message(SignatureDigest::Sha256, payload, signature)
+        .map_err(|e| match e {
+            key::SignatureError::Invalid => Rejection::Tampered(
+                "signature does not verify with the certificate's key".to_owned(),
+            ),
+            key::SignatureError::UnsupportedAlgorithm(a) => Rejection::UnsupportedAlgorithm(a),
+        })
+}
+
+/// Matches the leaf's SANs and OIDC issuer against the accepted identities (cosign
+/// `pkg/cosign/verify.go` `CheckCertificatePolicy`).
+///
+/// # Errors
+///
+/// `IdentityNotTrusted` when no identity matches (vectors K01b, K01c).
+pub fn check_identity(
+    identity: &LeafIdentity,
+    accepted: &[KeylessIdentity],
+) -> Result<(), Rejection> {
+    if accepted.iter().any(|a| {
+        a.matches(
+            &identity.subject_alternative_names,
+            identity.issuer.as_deref(),
+        )
+    }) {
+        Ok(())
+    } else {
+        Err(Rejection::IdentityNotTrusted(format!(
+            "certificate identity {:?} (issuer {:?}) is not an accepted signer",
+            identity.subject_alternative_names, identity.issuer
+        )))
+    }
+}
+
+/// Parses the (authenticated) payload and checks digest and docker-reference.
+fn check_payload(
+    layer: &SignatureLayer,
+    image: &Digest,
+    image_repository: &str,
+    policy: &CosignPolicy,
+) -> Result<SimpleSigning, Rejection> {
+    let signed = payload::parse_simple_signing(&layer.payload)?;
+    payload::check_manifest_digest(&signed, image)?;
+    payload::check_docker_reference(&signed, image_repository, &policy.docker_reference)?;
+    Ok(signed)
+}
+
+/// The more informative of two rejections (module docs, "Precedence"); ties keep `best`.
+pub fn more_informative(best: Option<Rejection>, candidate: Rejection) -> Rejection {
+    match best {
+        Some(best) if rank(&best) >= rank(&candidate) => best,
+        _ => candidate,
+    }
+}
+
+fn rank(rejection: &Rejection) -> u8 {
+    match rejection {
+        Rejection::DigestMismatch { .. } => 7,
+        Rejection::IdentityNotTrusted(_) => 6,
+        Rejection::Expired(_) => 5,
+        Rejection::Tampered(_) => 4,
+        Rejection::UntrustedRoot(_) => 3,
+        Rejection::UnsupportedAlgorithm(_) => 2,
+        Rejection::Malformed(_) => 1,
+        Rejection::NoSignature(_) => 0,
+    }
+}
+
+/// Fuzz entry point: parses arbitrary bytes as every input this module reads from a
+/// registry (payload, annotations, Rekor bundle, certificates, SCT list, checkpoint) and
+/// runs a full verification with an empty policy. Must return, never panic.
+pub fn fuzz_signature(data: &[u8]) {
+    let _ = payload::parse_simple_signing(data);
+    let _ = rekor::RekorBundle::parse(data);
+    let _ = sct::parse_sct_list(data);
+    let _ = ParsedCertificate::from_pem_many(data);
+    let _ = ParsedCertificate::from_der(data);
+    let _ = PublicKey::from_spki_der(data);
+    let _ = merkle::Checkpoint::parse(data);
+    let bundle = SigstoreBundle {
+        json: data.to_vec(),
+    };
+    let _ = bundle::is_image_signature(&bundle);
+    let _ = bundle::verify_bundle(
+        &bundle,
+        &Digest::sha256(data),
+        &CosignPolicy::default(),
+        SystemTime::UNIX_EPOCH,
+    );
+    let text = String::from_utf8_lossy(data);
+    let _ = decode_signature(&text);
+    if let Ok(annotations) =
+        serde_json::from_slice::<std::collections::BTreeMap<String, String>>(data)
+    {
+        if let Ok(layer) = SignatureLayer::from_annotations(
+            layer::SIMPLE_SIGNING_MEDIA_TYPE,
+            &annotations,
+            data.to_vec(),
+        ) {
+            let image = Digest::sha256(data);
+            let policy = CosignPolicy {
+                identities: vec![KeylessIdentity {
+                    subject: Matcher::Exact(String::new()),
+                    issuer: None,
+                }],
+                ..CosignPolicy::default()
+            };
+            let _ = verify(
+                &[layer],
+                &[],
+                &image,
+                "example.com/app",
+                &policy,
+                SystemTime::UNIX_EPOCH,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod keyless_tests;
+#[cfg(test)]
+mod tests;

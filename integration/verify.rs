@@ -1,0 +1,324 @@
+//! `crigate verify` end to end: images in the real registry, signed by the project's own
+//! signer (signer.rs) in both cosign storage formats, each failure reason produced for
+//! real and reported as itself, with the exit code the README documents.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::daemon::crigate_binary;
+use crate::harness::{Registry, TestImage};
+use crate::signer::{push_legacy, KeySigner};
+
+const TRUSTED: i32 = 0;
+const REJECTED: i32 = 1;
+const ERROR: i32 = 2;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    registry: Registry,
+    signer: KeySigner,
+    key: PathBuf,
+}
+
+impl Fixture {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::start().await.unwrap();
+        let signer = KeySigner::generate();
+        let key = dir.path().join("cosign.pub");
+        std::fs::write(&key, signer.public_pem()).unwrap();
+        Self {
+            _dir: dir,
+            registry,
+            signer,
+            key,
+        }
+    }
+
+    /// Pushes a fresh image as `repo:v1` and returns its digest.
+    async fn image(&self, repo: &str) -> (String, TestImage) {
+        let image = TestImage::builder()
+            .label(&format!("repo={repo}"))
+            .build()
+            .unwrap();
+        let digest = self.registry.push(repo, "v1", &image).await.unwrap();
+        (digest, image)
+    }
+
+    fn reference(&self, repo: &str) -> String {
+        format!("{}/{repo}:v1", self.registry.host())
+    }
+
+    /// Runs `crigate verify IMAGE --key KEY --plain-http --output json [extra]`.
+    fn verify(&self, image: &str, extra: &[&str]) -> (i32, Value) {
+        verify_with_key(image, &self.key, extra)
+    }
+}
+
+fn verify_with_key(image: &str, key: &Path, extra: &[&str]) -> (i32, Value) {
+    let output = Command::new(crigate_binary())
+        .args([
+            "--log-format",
+            "text",
+            "verify",
+            image,
+            "--plain-http",
+            "--insecure-ignore-tlog",
+            "--output",
+            "json",
+            "--key",
+        ])
+        .arg(key)
+        .args(extra)
+        .output()
+        .unwrap();
+    let code = output.status.code().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let json = serde_json::from_str(&stdout).unwrap_or_else(|_| {
+        assert_eq!(
+            code,
+            ERROR,
+            "no JSON on stdout: {stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Value::Null
+    });
+    (code, json)
+}
+
+fn reason(json: &Value) -> &str {
+    json["reason"]["code"].as_str().unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_signature_is_trusted_and_pinned() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    f.signer.sign_legacy(&f.registry, "app", &digest).await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["result"], "trusted");
+    assert_eq!(json["digest"], digest.as_str());
+    assert_eq!(json["verifier"], "cosign");
+    assert_eq!(json["signer"]["matched"], f.key.display().to_string());
+    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+    assert_eq!(
+        json["pinned"],
+        format!("{}/app@{digest}", f.registry.host())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_referrer_is_trusted_on_a_registry_without_the_referrers_api() {
+    let f = Fixture::new().await;
+    let (digest, image) = f.image("bundled").await;
+    f.signer
+        .sign_bundle(
+            &f.registry,
+            "bundled",
+            &digest,
+            image.manifest_size() as u64,
+            image.manifest_media_type(),
+        )
+        .await;
+    let (code, json) = f.verify(&f.reference("bundled"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsigned_image_is_rejected_with_no_signature() {
+    let f = Fixture::new().await;
+    f.image("plain").await;
+    let (code, json) = f.verify(&f.reference("plain"), &[]);
+    assert_eq!((code, reason(&json)), (REJECTED, "no_signature"), "{json}");
+    assert_eq!(json["result"], "rejected");
+    assert!(json["pinned"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_by_another_key_is_untrusted() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    KeySigner::generate()
+        .sign_legacy(&f.registry, "app", &digest)
+        .await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!(
+        (code, reason(&json)),
+        (REJECTED, "untrusted_root"),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_copied_from_another_image_is_a_digest_mismatch() {
+    let f = Fixture::new().await;
+    let (signed, _) = f.image("app").await;
+    let (other, _) = f.image("app2").await;
+    // A genuine signature for `app`, stored under `app2`'s signature tag.
+    let reference = format!("{}/app2", f.registry.host());
+    let signature = f.signer.legacy(KeySigner::payload(&reference, &signed));
+    push_legacy(&f.registry, "app2", &other, &[signature]).await;
+    let (code, json) = f.verify(&f.reference("app2"), &[]);
+    assert_eq!(
+        (code, reason(&json)),
+        (REJECTED, "digest_mismatch"),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payload_altered_after_signing_is_rejected() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    let reference = format!("{}/app", f.registry.host());
+    let mut signature = f.signer.legacy(KeySigner::payload(&reference, &digest));
+    // Same meaning, one byte more: the signature no longer covers the payload. With a
+    // key-based signature this cannot be told from a signature by another key.
+    signature.payload.push(b' ');
+    push_legacy(&f.registry, "app", &digest, &[signature]).await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!(code, REJECTED, "{json}");
+    assert!(
+        ["tampered", "untrusted_root"].contains(&reason(&json)),
+        "{json}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signature_for_another_repository_is_not_trusted_unless_relaxed() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    let signature = f
+        .signer
+        .legacy(KeySigner::payload("registry.example/other-app", &digest));
+    push_legacy(&f.registry, "app", &digest, &[signature]).await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!(
+        (code, reason(&json)),
+        (REJECTED, "identity_not_trusted"),
+        "{json}"
+    );
+    let (code, json) = f.verify(&f.reference("app"), &["--docker-reference", "not-checked"]);
+    assert_eq!(code, TRUSTED, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_signature_annotation_is_malformed() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    let reference = format!("{}/app", f.registry.host());
+    let mut signature = f.signer.legacy(KeySigner::payload(&reference, &digest));
+    signature.annotations.insert(
+        "dev.cosignproject.cosign/signature".into(),
+        "%%% not base64 %%%".into(),
+    );
+    push_legacy(&f.registry, "app", &digest, &[signature]).await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!((code, reason(&json)), (REJECTED, "malformed"), "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_good_signature_among_bad_ones_is_enough() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    let reference = format!("{}/app", f.registry.host());
+    let stranger = KeySigner::generate().legacy(KeySigner::payload(&reference, &digest));
+    let good = f.signer.legacy(KeySigner::payload(&reference, &digest));
+    push_legacy(&f.registry, "app", &digest, &[stranger, good]).await;
+    let (code, json) = f.verify(&f.reference("app"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manifest() {
+    let f = Fixture::new().await;
+    let (manifest, image) = f.image("multi").await;
+    let index = f
+        .registry
+        .push_index(
+            "multi",
+            "v1",
+            &[(
+                &manifest,
+                image.manifest_media_type(),
+                image.manifest_size(),
+            )],
+        )
+        .await
+        .unwrap();
+    // Signed on the index.
+    f.signer.sign_legacy(&f.registry, "multi", &index).await;
+    let (code, json) = f.verify(&f.reference("multi"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["digest"], index.as_str());
+    assert_eq!(json["signer"]["signed_digest"], index.as_str());
+
+    // An unsigned index whose manifest for this node's platform is signed: trusted, and
+    // pinned to the platform manifest, the digest the signature covers.
+    let (platform_manifest, image) = f.image("multi2").await;
+    let arch = crigate::verify::engine::oci_architecture();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": image.manifest_media_type(),
+            "digest": platform_manifest,
+            "size": image.manifest_size(),
+            "platform": {"os": "linux", "architecture": arch},
+        }],
+    }))
+    .unwrap();
+    let index_digest = f
+        .registry
+        .push_manifest(
+            "multi2",
+            "v1",
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await
+        .unwrap();
+    let (code, json) = f.verify(&f.reference("multi2"), &[]);
+    assert_eq!((code, reason(&json)), (REJECTED, "no_signature"), "{json}");
+    f.signer
+        .sign_legacy(&f.registry, "multi2", &platform_manifest)
+        .await;
+    let (code, json) = f.verify(&f.reference("multi2"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["digest"], index_digest.as_str());
+    assert_eq!(json["signer"]["signed_digest"], platform_manifest.as_str());
+    assert_eq!(
+        json["pinned"],
+        format!("{}/multi2@{platform_manifest}", f.registry.host())
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_registry_is_an_error_not_a_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("cosign.pub");
+    std::fs::write(&key, KeySigner::generate().public_pem()).unwrap();
+    let port = crate::harness::process::free_port().unwrap();
+    let (code, _) = verify_with_key(
+        &format!("127.0.0.1:{port}/app:v1"),
+        &key,
+        &["--timeout", "5s"],
+    );
+    assert_eq!(code, ERROR);
+}
+
+#[test]
+fn verify_without_trust_material_is_a_usage_error() {
+    let output = Command::new(crigate_binary())
+        .args(["verify", "127.0.0.1:1/app:v1"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(ERROR));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--key"), "{stderr}");
+}

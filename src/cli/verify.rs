@@ -1,0 +1,348 @@
+//! `crigate verify IMAGE`: verify one image with the daemon's engine, from the command
+//! line, with flags named as cosign names them.
+//!
+//! Exit codes: 0 the image is trusted, 1 it is not (the reason is printed), 2 the
+//! verification could not finish (registry unreachable, bad flags or files).
+//!
+//! `--output json` prints one object, documented in the README ("`crigate verify`
+//! JSON"); fields are added in later versions, never renamed.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use serde::Serialize;
+
+use crate::oci::ImageRef;
+use crate::registry::{Client, RegistryConfig};
+use crate::verify::cache::{CacheConfig, Fingerprint, Source, VerdictCache};
+use crate::verify::cosign::{
+    CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, TrustedKey, TrustedRoot,
+};
+use crate::verify::engine::{Engine, Outcome, Requirement};
+use crate::verify::{Rejection, Verdict};
+
+use super::{EXIT_DENIED, EXIT_OK};
+
+/// Version of the JSON output format.
+const JSON_VERSION: u32 = 1;
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Exit codes: 0 trusted, 1 not trusted, 2 error.")]
+pub struct Args {
+    /// The image: a tag or a digest reference (`registry/repo:tag`, `repo@sha256:…`).
+    #[arg(value_name = "IMAGE", value_parser = parse_image)]
+    pub image: ImageRef,
+
+    /// A cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519). Repeatable; any one
+    /// key may sign.
+    #[arg(long = "key", value_name = "FILE")]
+    pub keys: Vec<PathBuf>,
+
+    /// The keyless signer's identity (certificate SAN), exactly.
+    #[arg(
+        long,
+        value_name = "IDENTITY",
+        conflicts_with = "certificate_identity_regexp"
+    )]
+    pub certificate_identity: Option<String>,
+
+    /// The keyless signer's identity, as a regular expression matched against the whole SAN.
+    #[arg(long, value_name = "REGEX")]
+    pub certificate_identity_regexp: Option<String>,
+
+    /// The OIDC issuer of the keyless certificate, exactly.
+    #[arg(
+        long,
+        value_name = "URL",
+        conflicts_with = "certificate_oidc_issuer_regexp"
+    )]
+    pub certificate_oidc_issuer: Option<String>,
+
+    /// The OIDC issuer, as a regular expression matched against the whole issuer.
+    #[arg(long, value_name = "REGEX")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+
+    /// Sigstore trust material in `trusted_root.json` form: Fulcio CAs, Rekor and CT log
+    /// keys. Required for keyless signatures (crigate fetches no trust material).
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+
+    /// Accept signatures without a verified Rekor entry (cosign's flag of the same name).
+    #[arg(long)]
+    pub insecure_ignore_tlog: bool,
+
+    /// Accept keyless certificates without an embedded SCT (cosign's flag of the same name).
+    #[arg(long)]
+    pub insecure_ignore_sct: bool,
+
+    /// How the signed docker-reference must relate to IMAGE's repository. cosign itself
+    /// does not compare it; crigate does unless told not to.
+    #[arg(long, value_enum, default_value_t = ReferenceCheck::MatchRepository)]
+    pub docker_reference: ReferenceCheck,
+
+    /// Talk plain HTTP to IMAGE's registry (as notation names it), for a local registry
+    /// without TLS.
+    #[arg(long)]
+    pub plain_http: bool,
+
+    /// A CA certificate (PEM) to trust for the registry's TLS, beside the system roots.
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// A docker-style `config.json` with registry credentials.
+    #[arg(long, value_name = "FILE")]
+    pub docker_config: Option<PathBuf>,
+
+    /// Bound on the whole verification, registry included.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    pub timeout: Duration,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReferenceCheck {
+    /// The signed reference names the same repository (tag or digest ignored).
+    MatchRepository,
+    /// Not compared, as cosign does.
+    NotChecked,
+}
+
+/// What `--output json` prints.
+#[derive(Debug, Serialize)]
+struct Report<'a> {
+    version: u32,
+    image: String,
+    digest: String,
+    /// `trusted` or `rejected`.
+    result: &'static str,
+    /// The verifier that established trust (`cosign`), when trusted.
+    verifier: Option<String>,
+    signer: Option<SignerReport<'a>>,
+    /// The reference the runtime would be given: the repository at the signed digest.
+    pinned: Option<String>,
+    reason: Option<ReasonReport>,
+    cached: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct SignerReport<'a> {
+    identity: &'a str,
+    issuer: Option<&'a str>,
+    matched: &'a str,
+    signed_digest: String,
+}
+
+#[derive(Debug, Serialize)]
+struct ReasonReport {
+    code: &'static str,
+    message: String,
+}
+
+/// Verifies the image and prints the outcome.
+///
+/// # Errors
+///
+/// Bad flags or files, or a verification that could not finish.
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    let policy = policy(&args)?;
+    let mut registry = RegistryConfig {
+        ca_file: args.ca_file.clone(),
+        docker_config: args.docker_config.clone(),
+        ..RegistryConfig::default()
+    };
+    if args.plain_http {
+        registry.plain_http.push(args.image.registry().to_owned());
+    }
+    let client = Client::new(registry).context("cannot set up the registry client")?;
+    let cache = VerdictCache::open(CacheConfig {
+        positive_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        max_entries: 16,
+        path: None,
+    })
+    .context("cannot set up the verdict cache")?;
+    let engine = Engine::new(client, Arc::new(cache), args.timeout);
+    let requirement = Requirement {
+        cosign: Arc::new(policy),
+        fingerprint: Fingerprint::of(b"crigate verify"),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let outcome = runtime
+        .block_on(engine.verify(&args.image, &requirement, None))
+        .with_context(|| format!("cannot verify {}", args.image))?;
+    print(&outcome, args.output)?;
+    Ok(ExitCode::from(match outcome.verdict {
+        Verdict::Trusted(_) => EXIT_OK,
+        Verdict::Rejected(_) => EXIT_DENIED,
+    }))
+}
+
+/// The cosign policy the flags describe.
+fn policy(args: &Args) -> anyhow::Result<CosignPolicy> {
+    let mut policy = CosignPolicy {
+        require_tlog: !args.insecure_ignore_tlog,
+        require_sct: !args.insecure_ignore_sct,
+        docker_reference: match args.docker_reference {
+            ReferenceCheck::MatchRepository => DockerReferenceCheck::MatchRepository,
+            ReferenceCheck::NotChecked => DockerReferenceCheck::NotChecked,
+        },
+        ..CosignPolicy::default()
+    };
+    for path in &args.keys {
+        let pem = read_bounded(path)?;
+        let key = TrustedKey::from_pem(path.display().to_string(), &pem)
+            .with_context(|| format!("--key {}", path.display()))?;
+        policy.keys.push(key);
+    }
+    let subject = match (
+        &args.certificate_identity,
+        &args.certificate_identity_regexp,
+    ) {
+        (Some(exact), _) => Some(Matcher::Exact(exact.clone())),
+        (None, Some(regex)) => {
+            Some(Matcher::regex(regex).context("--certificate-identity-regexp")?)
+        }
+        (None, None) => None,
+    };
+    let issuer = match (
+        &args.certificate_oidc_issuer,
+        &args.certificate_oidc_issuer_regexp,
+    ) {
+        (Some(exact), _) => Some(Matcher::Exact(exact.clone())),
+        (None, Some(regex)) => {
+            Some(Matcher::regex(regex).context("--certificate-oidc-issuer-regexp")?)
+        }
+        (None, None) => None,
+    };
+    match (subject, issuer) {
+        (Some(subject), issuer) => policy.identities.push(KeylessIdentity { subject, issuer }),
+        (None, Some(_)) => bail!("--certificate-oidc-issuer needs --certificate-identity or --certificate-identity-regexp"),
+        (None, None) => {}
+    }
+    if let Some(path) = &args.trusted_root {
+        let json = read_bounded(path)?;
+        let root = TrustedRoot::from_json(&json)
+            .with_context(|| format!("--trusted-root {}", path.display()))?;
+        policy.add_trusted_root(root);
+    }
+    if policy.keys.is_empty() && policy.identities.is_empty() {
+        bail!("nothing to verify against: give --key FILE, or --certificate-identity[-regexp] with --trusted-root FILE");
+    }
+    if !policy.identities.is_empty() && policy.fulcio_roots.is_empty() {
+        bail!("keyless verification needs Fulcio roots: give --trusted-root FILE (crigate fetches no trust material)");
+    }
+    Ok(policy)
+}
+
+/// Reads a key or trust file, refusing anything larger than trust material can be.
+fn read_bounded(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    const MAX_TRUST_FILE_BYTES: u64 = 4 * 1024 * 1024;
+    let len = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .len();
+    if len > MAX_TRUST_FILE_BYTES {
+        bail!(
+            "{} is {len} bytes, larger than any key or trusted root ({MAX_TRUST_FILE_BYTES})",
+            path.display()
+        );
+    }
+    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+fn print(outcome: &Outcome, output: Output) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let text = match output {
+        Output::Json => {
+            let report = report(outcome);
+            let mut text = serde_json::to_string_pretty(&report)?;
+            text.push('\n');
+            text
+        }
+        Output::Text => text(outcome),
+    };
+    match stdout.write_all(text.as_bytes()) {
+        // A closed pipe (`| head`) ends the command quietly.
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("cannot write to stdout"),
+    }
+}
+
+fn report(outcome: &Outcome) -> Report<'_> {
+    let (result, verifier, signer, reason) = match &outcome.verdict {
+        Verdict::Trusted(signer) => (
+            "trusted",
+            Some(signer.verifier.to_string()),
+            Some(SignerReport {
+                identity: &signer.identity,
+                issuer: signer.issuer.as_deref(),
+                matched: &signer.matched,
+                signed_digest: signer.signed_digest.to_string(),
+            }),
+            None,
+        ),
+        Verdict::Rejected(rejection) => ("rejected", None, None, Some(reason(rejection))),
+    };
+    Report {
+        version: JSON_VERSION,
+        image: outcome.image.to_string(),
+        digest: outcome.digest.to_string(),
+        result,
+        verifier,
+        signer,
+        pinned: outcome.pinned().map(|p| p.to_string()),
+        reason,
+        cached: outcome.source == Source::Cache,
+    }
+}
+
+fn reason(rejection: &Rejection) -> ReasonReport {
+    ReasonReport {
+        code: rejection.code(),
+        message: rejection.to_string(),
+    }
+}
+
+fn text(outcome: &Outcome) -> String {
+    let mut out = format!(
+        "image:    {}\ndigest:   {}\n",
+        outcome.image, outcome.digest
+    );
+    match &outcome.verdict {
+        Verdict::Trusted(signer) => {
+            out.push_str(&format!("result:   trusted ({})\n", signer.verifier));
+            out.push_str(&format!("signer:   {}\n", signer.identity));
+            if let Some(issuer) = &signer.issuer {
+                out.push_str(&format!("issuer:   {issuer}\n"));
+            }
+            out.push_str(&format!("matched:  {}\n", signer.matched));
+            if let Some(pinned) = outcome.pinned() {
+                out.push_str(&format!("pinned:   {pinned}\n"));
+            }
+        }
+        Verdict::Rejected(rejection) => {
+            out.push_str("result:   rejected\n");
+            out.push_str(&format!("reason:   {} ({})\n", rejection, rejection.code()));
+        }
+    }
+    out
+}
+
+fn parse_image(value: &str) -> Result<ImageRef, String> {
+    value.parse::<ImageRef>().map_err(|e| e.to_string())
+}

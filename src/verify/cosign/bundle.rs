@@ -1,0 +1,668 @@
+//! Sigstore bundles (`application/vnd.dev.sigstore.bundle.v0.3+json`, and
+//! `application/vnd.dev.sigstore.bundle+json;version=0.1|0.2`) as newer cosign attaches
+//! them to an image as OCI referrers (sigstore/protobuf-specs
+//! `protos/sigstore_bundle.proto`).
+//!
+//! What cosign signs in this format for an image (cosign `cmd/cosign/cli/sign/sign.go`,
+//! `signDigestBundle`): an in-toto Statement v1 whose single subject has
+//! `digest: {"sha256": <hex>}` of the image manifest, `predicateType`
+//! `https://sigstore.dev/cosign/sign/v1` and an empty predicate, wrapped in a DSSE
+//! envelope (`payloadType` `application/vnd.in-toto+json`) signed with the Fulcio leaf
+//! or the key, and logged in Rekor v1 as a `dsse` 0.0.1 entry. A `messageSignature`
+//! bundle (`cosign sign-blob`) states nothing about an image and is refused.
+//!
+//! Checks, in order: bundle parse → verification material → DSSE signature over PAE
+//! (DSSE protocol spec, "Signature definition") → tlog entry: SET and/or inclusion proof
+//! with checkpoint, body vs this envelope → keyless chain, validity at the verified
+//! integratedTime, code signing, SCT, identity → statement subject vs image digest.
+//! The statement carries no docker-reference, so `DockerReferenceCheck` does not apply.
+#![deny(clippy::indexing_slicing)]
+
+use std::time::SystemTime;
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::{Deserialize, Deserializer};
+use sha2::{Digest as _, Sha256};
+
+use super::cert::{self, ParsedCertificate};
+use super::merkle;
+use super::policy::{CosignPolicy, TrustedKey};
+use super::rekor::{self, RekorBundle, RekorPayload};
+use super::{check_identity, sct};
+use crate::oci::{Digest, DigestAlgorithm};
+use crate::verify::{Rejection, Signer, VerifierKind};
+
+/// The largest bundle we parse (a keyless bundle with proof and checkpoint is ~6 KiB).
+pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
+/// Most tlog entries considered in one bundle.
+pub const MAX_TLOG_ENTRIES: usize = 8;
+/// The predicate type of a cosign image signature in bundle form.
+pub const COSIGN_SIGN_PREDICATE_TYPE: &str = "https://sigstore.dev/cosign/sign/v1";
+/// DSSE payload type of an in-toto statement.
+pub const IN_TOTO_PAYLOAD_TYPE: &str = "application/vnd.in-toto+json";
+const IN_TOTO_STATEMENT_V1: &str = "https://in-toto.io/Statement/v1";
+
+/// A Sigstore bundle's bytes, as fetched from a referrer's layer (digest-checked by the
+/// caller). Parsed during verification, so a bad bundle is a `Malformed` rejection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SigstoreBundle {
+    pub json: Vec<u8>,
+}
+
+/// The bundle versions we read, by media type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Version {
+    V01,
+    V02,
+    V03,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireBundle {
+    media_type: String,
+    verification_material: WireMaterial,
+    dsse_envelope: Option<WireEnvelope>,
+    message_signature: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireMaterial {
+    certificate: Option<WireRaw>,
+    x509_certificate_chain: Option<WireChain>,
+    public_key: Option<serde_json::Value>,
+    #[serde(default)]
+    tlog_entries: Vec<WireTlogEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRaw {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+struct WireChain {
+    certificates: Vec<WireRaw>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTlogEntry {
+    #[serde(deserialize_with = "int64")]
+    log_index: i64,
+    log_id: WireLogId,
+    kind_version: WireKindVersion,
+    #[serde(deserialize_with = "int64")]
+    integrated_time: i64,
+    inclusion_promise: Option<WirePromise>,
+    inclusion_proof: Option<WireProof>,
+    canonicalized_body: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireLogId {
+    key_id: String,
+}
+
+#[derive(Deserialize)]
+struct WireKindVersion {
+    kind: String,
+    version: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WirePromise {
+    signed_entry_timestamp: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireProof {
+    #[serde(deserialize_with = "int64")]
+    log_index: i64,
+    root_hash: String,
+    #[serde(deserialize_with = "int64")]
+    tree_size: i64,
+    #[serde(default)]
+    hashes: Vec<String>,
+    checkpoint: Option<WireCheckpoint>,
+}
+
+#[derive(Deserialize)]
+struct WireCheckpoint {
+    envelope: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireEnvelope {
+    payload: String,
+    payload_type: String,
+    signatures: Vec<WireDsseSignature>,
+}
+
+#[derive(Deserialize)]
+struct WireDsseSignature {
+    sig: String,
+}
+
+#[derive(Deserialize)]
+struct WireDsseBody {
+    #[serde(rename = "apiVersion")]
+    api_version: String,
+    kind: String,
+    spec: WireDsseSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDsseSpec {
+    payload_hash: WireHash,
+    signatures: Vec<WireDsseBodySignature>,
+}
+
+#[derive(Deserialize)]
+struct WireHash {
+    algorithm: String,
+    value: String,
+}
+
+#[derive(Deserialize)]
+struct WireDsseBodySignature {
+    signature: String,
+    verifier: String,
+}
+
+#[derive(Deserialize)]
+struct WireStatement {
+    #[serde(rename = "_type")]
+    kind: String,
+    #[serde(rename = "predicateType")]
+    predicate_type: String,
+    subject: Vec<WireSubject>,
+}
+
+#[derive(Deserialize)]
+struct WireSubject {
+    digest: std::collections::BTreeMap<String, String>,
+}
+
+/// protobuf JSON writes int64 as a string; accept a number too.
+fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Int {
+        Number(i64),
+        Text(String),
+    }
+    match Int::deserialize(d)? {
+        Int::Number(n) => Ok(n),
+        Int::Text(s) => s.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+fn malformed(what: &str) -> impl Fn(base64::DecodeError) -> Rejection + '_ {
+    move |e| Rejection::Malformed(format!("bundle {what}: {e}"))
+}
+
+/// DSSE pre-authentication encoding (DSSE protocol spec, "Signature definition"):
+/// `"DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, lengths as ASCII decimal.
+pub fn pae(payload_type: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        payload.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Whether the bundle is a cosign image signature (and not, say, an SBOM attestation
+/// attached as another referrer): its DSSE statement's predicateType. Used only to skip
+/// bundles that make no claim to be signatures; skipping can only lower trust.
+pub fn is_image_signature(bundle: &SigstoreBundle) -> bool {
+    let Ok(wire) = serde_json::from_slice::<WireBundle>(&bundle.json) else {
+        return true; // Let verification report it as malformed.
+    };
+    let Some(envelope) = wire.dsse_envelope else {
+        return true;
+    };
+    let Ok(payload) = B64.decode(envelope.payload.as_bytes()) else {
+        return true;
+    };
+    match serde_json::from_slice::<WireStatement>(&payload) {
+        Ok(statement) => statement.predicate_type == COSIGN_SIGN_PREDICATE_TYPE,
+        Err(_) => true,
+    }
+}
+
+/// Verifies one bundle against the whole policy.
+///
+/// # Errors
+///
+/// The first failing check, as a [`Rejection`].
+pub fn verify_bundle(
+    bundle: &SigstoreBundle,
+    image: &Digest,
+    policy: &CosignPolicy,
+    now: SystemTime,
+) -> Result<Signer, Rejection> {
+    if bundle.json.len() > MAX_BUNDLE_BYTES {
+        return Err(Rejection::Malformed(format!(
+            "bundle is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+            bundle.json.len()
+        )));
+    }
+    let wire: WireBundle = serde_json::from_slice(&bundle.json)
+        .map_err(|e| Rejection::Malformed(format!("bundle: {e}")))?;
+    let version = match wire.media_type.as_str() {
+        "application/vnd.dev.sigstore.bundle+json;version=0.1" => Version::V01,
+        "application/vnd.dev.sigstore.bundle+json;version=0.2" => Version::V02,
+        "application/vnd.dev.sigstore.bundle.v0.3+json"
+        | "application/vnd.dev.sigstore.bundle+json;version=0.3" => Version::V03,
+        other => {
+            return Err(Rejection::UnsupportedAlgorithm(format!(
+                "bundle media type {other}"
+            )))
+        }
+    };
+    if wire.message_signature.is_some() {
+        return Err(Rejection::UnsupportedAlgorithm(
+            "messageSignature bundle: not a cosign image signature (DSSE statement expected)"
+                .to_owned(),
+        ));
+    }
+    let envelope = wire
+        .dsse_envelope
+        .ok_or_else(|| Rejection::Malformed("bundle has no content".to_owned()))?;
+    if envelope.payload_type != IN_TOTO_PAYLOAD_TYPE {
+        return Err(Rejection::UnsupportedAlgorithm(format!(
+            "DSSE payload type {}",
+            envelope.payload_type
+        )));
+    }
+    // sigstore_bundle.proto: a bundle's DSSE envelope carries exactly one signature.
+    let [dsse_sig] = envelope.signatures.as_slice() else {
+        return Err(Rejection::Malformed(
+            "DSSE envelope must carry exactly one signature".to_owned(),
+        ));
+    };
+    let payload = B64
+        .decode(envelope.payload.as_bytes())
+        .map_err(malformed("DSSE payload"))?;
+    let signature = B64
+        .decode(dsse_sig.sig.as_bytes())
+        .map_err(malformed("DSSE signature"))?;
+    let signed = pae(&envelope.payload_type, &payload);
+
+    let material = &wire.verification_material;
+    let leaf_der = match (&material.certificate, &material.x509_certificate_chain) {
+        (Some(raw), _) => Some(
+            B64.decode(raw.raw_bytes.as_bytes())
+                .map_err(malformed("certificate"))?,
+        ),
+        (None, Some(chain)) => match chain.certificates.first() {
+            Some(raw) => Some(
+                B64.decode(raw.raw_bytes.as_bytes())
+                    .map_err(malformed("certificate"))?,
+            ),
+            None => {
+                return Err(Rejection::Malformed(
+                    "bundle certificate chain is empty".to_owned(),
+                ))
+            }
+        },
+        (None, None) => None,
+    };
+    let chain_extra: Vec<ParsedCertificate> = match &material.x509_certificate_chain {
+        Some(chain) => chain
+            .certificates
+            .iter()
+            .skip(1)
+            .take(cert::MAX_PEM_CERTIFICATES)
+            .map(|raw| {
+                let der = B64
+                    .decode(raw.raw_bytes.as_bytes())
+                    .map_err(malformed("chain certificate"))?;
+                ParsedCertificate::from_der(&der)
+                    .map_err(|e| Rejection::Malformed(format!("chain certificate: {e}")))
+            })
+            .collect::<Result<_, _>>()?,
+        None => Vec::new(),
+    };
+
+    match leaf_der {
+        Some(der) => {
+            let leaf = ParsedCertificate::from_der(&der)
+                .map_err(|e| Rejection::Malformed(format!("bundle certificate: {e}")))?;
+            verify_keyless(
+                &leaf,
+                &chain_extra,
+                &signed,
+                &signature,
+                &payload,
+                version,
+                &wire.verification_material,
+                image,
+                policy,
+                now,
+            )
+        }
+        None if material.public_key.is_some() => {
+            let trusted = super::check_key_signature(&policy.keys, &signed, &signature)?;
+            let logged = check_tlog_entries(
+                &material.tlog_entries,
+                version,
+                &payload,
+                &signature,
+                Verifier::SpkiDer(trusted.key.spki_der()),
+                policy,
+            )?;
+            if logged.is_none() && policy.require_tlog {
+                return Err(Rejection::UntrustedRoot(
+                    "bundle has no verified transparency log entry".to_owned(),
+                ));
+            }
+            let digest = check_statement(&payload, image)?;
+            Ok(key_signer(trusted, digest))
+        }
+        None => Err(Rejection::Malformed(
+            "bundle has no verification material".to_owned(),
+        )),
+    }
+}
+
+fn key_signer(trusted: &TrustedKey, signed_digest: Digest) -> Signer {
+    Signer {
+        verifier: VerifierKind::Cosign,
+        identity: trusted.name.clone(),
+        issuer: None,
+        matched: trusted.name.clone(),
+        signed_digest,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn verify_keyless(
+    leaf: &ParsedCertificate,
+    chain_extra: &[ParsedCertificate],
+    signed: &[u8],
+    signature: &[u8],
+    payload: &[u8],
+    version: Version,
+    material: &WireMaterial,
+    image: &Digest,
+    policy: &CosignPolicy,
+    now: SystemTime,
+) -> Result<Signer, Rejection> {
+    if policy.identities.is_empty() {
+        return Err(Rejection::UntrustedRoot(
+            "keyless bundle, but the policy trusts no keyless identity".to_owned(),
+        ));
+    }
+    let candidates: Vec<&ParsedCertificate> = chain_extra
+        .iter()
+        .chain(policy.fulcio_intermediates.iter())
+        .collect();
+    let path = cert::build_chain(leaf, &candidates, &policy.fulcio_roots)?;
+    let logged = check_tlog_entries(
+        &material.tlog_entries,
+        version,
+        payload,
+        signature,
+        Verifier::CertificateDer(leaf.der()),
+        policy,
+    )?;
+    let at = logged
+        .as_ref()
+        .and_then(|e| e.integrated_time)
+        .unwrap_or(now);
+    cert::check_validity(&path, at)?;
+    if logged.is_none() && policy.require_tlog {
+        return Err(Rejection::UntrustedRoot(
+            "bundle has no verified transparency log entry".to_owned(),
+        ));
+    }
+    cert::check_code_signing(leaf)?;
+    super::check_leaf_signature(leaf, signed, signature)?;
+    if policy.require_sct {
+        let issuer = path.get(1).copied().unwrap_or(leaf);
+        sct::verify_embedded_sct(leaf, issuer, &policy.ct_log_keys)?;
+    }
+    let identity = cert::leaf_identity(leaf)?;
+    check_identity(&identity, &policy.identities)?;
+    let signed_digest = check_statement(payload, image)?;
+    Ok(Signer {
+        verifier: VerifierKind::Cosign,
+        identity: identity
+            .subject_alternative_names
+            .first()
+            .cloned()
+            .unwrap_or_default(),
+        issuer: identity.issuer,
+        matched: path
+            .last()
+            .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
+            .unwrap_or_default(),
+        signed_digest,
+    })
+}
+
+/// Who the tlog entry must name as the signer.
+#[derive(Clone, Copy)]
+enum Verifier<'a> {
+    CertificateDer(&'a [u8]),
+    SpkiDer(&'a [u8]),
+}
+
+/// Verifies the bundle's first tlog entry that is from a configured log. v0.1 bundles
+/// must carry an inclusion promise (SET); v0.2 and later an inclusion proof with a
+/// checkpoint (sigstore_bundle.proto, "VerificationMaterial"). The integratedTime is
+/// returned only when a SET covers it: the Merkle leaf does not include the time, so
+/// with a proof alone the certificate is judged at `now`.
+fn check_tlog_entries(
+    entries: &[WireTlogEntry],
+    version: Version,
+    payload: &[u8],
+    signature: &[u8],
+    verifier: Verifier<'_>,
+    policy: &CosignPolicy,
+) -> Result<Option<TlogEvidence>, Rejection> {
+    let Some(entry) = entries.iter().take(MAX_TLOG_ENTRIES).next() else {
+        return Ok(None);
+    };
+    if entry.kind_version.kind != "dsse" || entry.kind_version.version != "0.0.1" {
+        return Err(Rejection::UnsupportedAlgorithm(format!(
+            "tlog entry kind {} {} (dsse 0.0.1 is supported)",
+            entry.kind_version.kind, entry.kind_version.version
+        )));
+    }
+    let body = B64
+        .decode(entry.canonicalized_body.as_bytes())
+        .map_err(malformed("tlog body"))?;
+    if body.len() > rekor::MAX_ENTRY_BODY_BYTES {
+        return Err(Rejection::Malformed("tlog body over its limit".to_owned()));
+    }
+    let key_id = B64
+        .decode(entry.log_id.key_id.as_bytes())
+        .map_err(malformed("log id"))?;
+    let mut time = None;
+    match (&entry.inclusion_promise, version) {
+        (Some(promise), _) => {
+            let rekor_bundle = RekorBundle {
+                signed_entry_timestamp: B64
+                    .decode(promise.signed_entry_timestamp.as_bytes())
+                    .map_err(malformed("SET"))?,
+                payload: RekorPayload {
+                    body: B64.encode(&body),
+                    integrated_time: entry.integrated_time,
+                    log_index: entry.log_index,
+                    log_id: hex::encode(&key_id),
+                },
+            };
+            time = Some(rekor::verify_set(&rekor_bundle, &policy.rekor_keys)?);
+        }
+        (None, Version::V01) => {
+            return Err(Rejection::Malformed(
+                "v0.1 bundle tlog entry without inclusion promise".to_owned(),
+            ))
+        }
+        (None, _) => {}
+    }
+    match (&entry.inclusion_proof, version) {
+        (Some(proof), _) => check_inclusion_proof(proof, &body, policy)?,
+        (None, Version::V01) => {}
+        (None, _) => {
+            return Err(Rejection::Malformed(
+                "bundle tlog entry without inclusion proof".to_owned(),
+            ))
+        }
+    }
+    check_dsse_body(&body, payload, signature, verifier)?;
+    Ok(Some(TlogEvidence {
+        integrated_time: time,
+    }))
+}
+
+/// A verified tlog entry for the signature, and its integratedTime if a SET covers it.
+struct TlogEvidence {
+    integrated_time: Option<SystemTime>,
+}
+
+/// RFC 6962 §2.1.1 audit path from the entry's leaf hash to the checkpoint's root, and
+/// the checkpoint signed by a configured Rekor key.
+fn check_inclusion_proof(
+    proof: &WireProof,
+    body: &[u8],
+    policy: &CosignPolicy,
+) -> Result<(), Rejection> {
+    let to_hash = |s: &str| -> Result<[u8; 32], Rejection> {
+        B64.decode(s.as_bytes())
+            .ok()
+            .and_then(|v| <[u8; 32]>::try_from(v).ok())
+            .ok_or_else(|| Rejection::Malformed("inclusion proof hash".to_owned()))
+    };
+    if proof.hashes.len() > merkle::MAX_PROOF_HASHES {
+        return Err(Rejection::Malformed("inclusion proof too long".to_owned()));
+    }
+    let hashes = proof
+        .hashes
+        .iter()
+        .map(|h| to_hash(h))
+        .collect::<Result<Vec<_>, _>>()?;
+    let root = to_hash(&proof.root_hash)?;
+    let index = u64::try_from(proof.log_index)
+        .map_err(|_| Rejection::Malformed("negative log index".to_owned()))?;
+    let size = u64::try_from(proof.tree_size)
+        .map_err(|_| Rejection::Malformed("negative tree size".to_owned()))?;
+    merkle::verify_inclusion(index, size, &merkle::leaf_hash(body), &hashes, &root)?;
+    let checkpoint = proof
+        .checkpoint
+        .as_ref()
+        .ok_or_else(|| Rejection::Malformed("inclusion proof without checkpoint".to_owned()))?;
+    let checkpoint = merkle::Checkpoint::parse(checkpoint.envelope.as_bytes())?;
+    checkpoint.verify(&policy.rekor_keys)?;
+    if checkpoint.root_hash != root || checkpoint.tree_size != size {
+        return Err(Rejection::Tampered(
+            "checkpoint does not commit to the proof's root".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The Rekor `dsse` 0.0.1 body must log this envelope: payloadHash = SHA-256 of the
+/// payload, and a signature equal to ours whose verifier is our certificate or key
+/// (Rekor `pkg/types/dsse/v0.0.1`). `envelopeHash` is not compared: Rekor hashes the
+/// envelope as submitted, which the bundle does not reproduce byte for byte.
+fn check_dsse_body(
+    body: &[u8],
+    payload: &[u8],
+    signature: &[u8],
+    verifier: Verifier<'_>,
+) -> Result<(), Rejection> {
+    let entry: WireDsseBody = serde_json::from_slice(body)
+        .map_err(|e| Rejection::Malformed(format!("tlog dsse body: {e}")))?;
+    if entry.kind != "dsse" || entry.api_version != "0.0.1" {
+        return Err(Rejection::Tampered(
+            "tlog body kind differs from the entry's kindVersion".to_owned(),
+        ));
+    }
+    let hash = &entry.spec.payload_hash;
+    if hash.algorithm != "sha256"
+        || !hash
+            .value
+            .eq_ignore_ascii_case(&hex::encode(Sha256::digest(payload)))
+    {
+        return Err(Rejection::Tampered(
+            "tlog entry logs another payload".to_owned(),
+        ));
+    }
+    let ours = entry.spec.signatures.iter().any(|s| {
+        let sig_ok = B64
+            .decode(s.signature.as_bytes())
+            .is_ok_and(|v| v == signature);
+        let verifier_ok = B64
+            .decode(s.verifier.as_bytes())
+            .ok()
+            .and_then(|pem_bytes| pem::parse(pem_bytes).ok())
+            .is_some_and(|block| match verifier {
+                Verifier::CertificateDer(der) => {
+                    block.tag() == "CERTIFICATE" && block.contents() == der
+                }
+                Verifier::SpkiDer(der) => block.tag() == "PUBLIC KEY" && block.contents() == der,
+            });
+        sig_ok && verifier_ok
+    });
+    if ours {
+        Ok(())
+    } else {
+        Err(Rejection::Tampered(
+            "tlog entry logs another signature or signer".to_owned(),
+        ))
+    }
+}
+
+/// The in-toto statement must be a cosign image signature whose subject is the image:
+/// `_type` Statement v1, `predicateType` `https://sigstore.dev/cosign/sign/v1`, and a
+/// subject digest equal to the image digest.
+///
+/// # Errors
+///
+/// `Malformed` for another statement type or predicate; `DigestMismatch` when no subject
+/// names the image.
+pub fn check_statement(payload: &[u8], image: &Digest) -> Result<Digest, Rejection> {
+    let statement: WireStatement = serde_json::from_slice(payload)
+        .map_err(|e| Rejection::Malformed(format!("in-toto statement: {e}")))?;
+    if statement.kind != IN_TOTO_STATEMENT_V1
+        || statement.predicate_type != COSIGN_SIGN_PREDICATE_TYPE
+    {
+        return Err(Rejection::Malformed(format!(
+            "statement {} / {} is not a cosign image signature",
+            statement.kind, statement.predicate_type
+        )));
+    }
+    let algorithm = match image.algorithm() {
+        DigestAlgorithm::Sha256 => "sha256",
+        DigestAlgorithm::Sha512 => "sha512",
+    };
+    let mut first = None;
+    for subject in &statement.subject {
+        if let Some(hex_digest) = subject.digest.get(algorithm) {
+            if hex_digest == image.encoded() {
+                return Ok(image.clone());
+            }
+            first.get_or_insert_with(|| format!("{algorithm}:{hex_digest}"));
+        }
+    }
+    Err(Rejection::DigestMismatch {
+        signed: first.unwrap_or_else(|| "(no subject digest)".to_owned()),
+        image: image.clone(),
+    })
+}

@@ -1,0 +1,450 @@
+//! X.509 for keyless signatures: the Fulcio leaf, its path to a configured root (RFC 5280
+//! §6.1, reduced to what Fulcio issues), validity, code-signing purpose, and the signer
+//! identity Fulcio records (SAN and the OIDC issuer extensions of Fulcio
+//! `docs/oid-info.md`).
+#![deny(clippy::indexing_slicing)]
+
+use std::time::SystemTime;
+
+use x509_cert::der::asn1::{ObjectIdentifier, OctetString, Utf8StringRef};
+use x509_cert::der::{Decode, Encode};
+use x509_cert::ext::pkix::name::GeneralName;
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
+use x509_cert::Certificate;
+
+use super::key::{KeyError, PublicKey};
+use super::policy::FulcioCa;
+use crate::verify::Rejection;
+
+/// Most certificates read from one PEM value (leaf, chain annotation, a roots file).
+pub const MAX_PEM_CERTIFICATES: usize = 16;
+/// Longest path from leaf to root, both counted. Fulcio's is 3.
+pub const MAX_CHAIN_DEPTH: usize = 5;
+/// Most issuer candidates tried while building one path, so that a chain annotation
+/// full of look-alike certificates cannot make path building expensive.
+pub const MAX_PATH_CANDIDATES: usize = 64;
+
+/// Fulcio `docs/oid-info.md`: 1.3.6.1.4.1.57264.1.1, issuer as raw bytes (deprecated).
+pub const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
+/// Fulcio `docs/oid-info.md`: 1.3.6.1.4.1.57264.1.8, issuer as a DER UTF8String.
+pub const OID_ISSUER_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.8");
+/// RFC 6962 §3.3: the embedded SCT list extension.
+pub const OID_SCT_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
+/// RFC 5280 §4.2.1.12: id-kp-codeSigning.
+const OID_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+
+/// Extensions whose criticality we understand; any other critical extension rejects
+/// (RFC 5280 §4.2: "A certificate-using system MUST reject the certificate if it
+/// encounters a critical extension it does not recognize").
+const KNOWN_CRITICAL: [ObjectIdentifier; 4] = [
+    ObjectIdentifier::new_unwrap("2.5.29.15"), // keyUsage
+    ObjectIdentifier::new_unwrap("2.5.29.17"), // subjectAltName
+    ObjectIdentifier::new_unwrap("2.5.29.19"), // basicConstraints
+    ObjectIdentifier::new_unwrap("2.5.29.37"), // extKeyUsage
+];
+
+/// A parsed certificate with the encodings the checks need.
+#[derive(Clone, Debug)]
+pub struct ParsedCertificate {
+    cert: Certificate,
+    der: Vec<u8>,
+    tbs_der: Vec<u8>,
+    key: Result<PublicKey, String>,
+}
+
+/// Who a leaf certificate names: every SAN value (email, URI, DNS) and the OIDC issuer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeafIdentity {
+    pub subject_alternative_names: Vec<String>,
+    pub issuer: Option<String>,
+}
+
+/// Why a PEM value does not hold certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum CertificateError {
+    #[error("not PEM")]
+    Pem(#[source] pem::PemError),
+    #[error("PEM block {0:?} is not a CERTIFICATE")]
+    Label(String),
+    #[error("no certificate found")]
+    Empty,
+    #[error("more than {MAX_PEM_CERTIFICATES} certificates")]
+    TooMany,
+    #[error("certificate is not valid DER")]
+    Der(#[source] x509_cert::der::Error),
+    #[error("certificate key")]
+    Key(#[source] KeyError),
+}
+
+// === impl ParsedCertificate ===
+
+impl ParsedCertificate {
+    /// Parses one DER certificate.
+    ///
+    /// # Errors
+    ///
+    /// Not DER, or not a certificate.
+    pub fn from_der(der: &[u8]) -> Result<Self, CertificateError> {
+        let cert = Certificate::from_der(der).map_err(CertificateError::Der)?;
+        let tbs_der = cert
+            .tbs_certificate()
+            .to_der()
+            .map_err(CertificateError::Der)?;
+        let key = PublicKey::from_spki(cert.tbs_certificate().subject_public_key_info())
+            .map_err(|e| e.to_string());
+        Ok(Self {
+            cert,
+            der: der.to_vec(),
+            tbs_der,
+            key,
+        })
+    }
+
+    /// Parses every `CERTIFICATE` block of a PEM value, at most [`MAX_PEM_CERTIFICATES`].
+    ///
+    /// # Errors
+    ///
+    /// Bad PEM, another label, no block, too many, or a certificate that does not parse.
+    pub fn from_pem_many(pem_bytes: &[u8]) -> Result<Vec<Self>, CertificateError> {
+        let blocks = pem::parse_many(pem_bytes).map_err(CertificateError::Pem)?;
+        if blocks.is_empty() {
+            return Err(CertificateError::Empty);
+        }
+        if blocks.len() > MAX_PEM_CERTIFICATES {
+            return Err(CertificateError::TooMany);
+        }
+        blocks
+            .iter()
+            .map(|block| {
+                if block.tag() == "CERTIFICATE" {
+                    Self::from_der(block.contents())
+                } else {
+                    Err(CertificateError::Label(block.tag().to_owned()))
+                }
+            })
+            .collect()
+    }
+
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    pub(crate) fn tbs_der(&self) -> &[u8] {
+        &self.tbs_der
+    }
+
+    pub(crate) fn inner(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The certificate's public key.
+    ///
+    /// # Errors
+    ///
+    /// `UnsupportedAlgorithm` for a key kind we cannot verify with.
+    pub fn public_key(&self) -> Result<&PublicKey, Rejection> {
+        self.key
+            .as_ref()
+            .map_err(|e| Rejection::UnsupportedAlgorithm(format!("certificate key: {e}")))
+    }
+
+    /// The DER `SubjectPublicKeyInfo` (for RFC 6962 §3.2 `issuer_key_hash`).
+    pub(crate) fn spki_der(&self) -> Result<Vec<u8>, Rejection> {
+        self.cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .map_err(|e| Rejection::Malformed(format!("certificate key encoding: {e}")))
+    }
+
+    fn subject_der(&self) -> Option<Vec<u8>> {
+        self.cert.tbs_certificate().subject().to_der().ok()
+    }
+
+    fn issuer_der(&self) -> Option<Vec<u8>> {
+        self.cert.tbs_certificate().issuer().to_der().ok()
+    }
+
+    fn is_self_issued(&self) -> bool {
+        self.subject_der().is_some() && self.subject_der() == self.issuer_der()
+    }
+
+    /// Whether `issuer` may have issued this certificate: names chain (RFC 5280 §6.1.3
+    /// (a)(4)), `issuer` is a CA (§4.2.1.9) allowed to sign certificates (§4.2.1.3), and
+    /// its key verifies this certificate's signature (§6.1.3 (a)(1)).
+    fn is_issued_by(&self, issuer: &ParsedCertificate) -> bool {
+        if self.issuer_der().is_none() || self.issuer_der() != issuer.subject_der() {
+            return false;
+        }
+        if !issuer.is_ca() {
+            return false;
+        }
+        let Ok(key) = issuer.public_key() else {
+            return false;
+        };
+        let Some(signature) = self.cert.signature().as_bytes() else {
+            return false;
+        };
+        key.verify_x509(
+            self.cert.signature_algorithm().oid,
+            &self.tbs_der,
+            signature,
+        )
+        .is_ok()
+    }
+
+    fn is_ca(&self) -> bool {
+        let tbs = self.cert.tbs_certificate();
+        let ca = matches!(tbs.get_extension::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca);
+        // RFC 5280 §4.2.1.3: keyCertSign must be set when keyUsage is present.
+        let may_sign = match tbs.get_extension::<KeyUsage>() {
+            Ok(Some((_, ku))) => ku.key_cert_sign(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        ca && may_sign
+    }
+
+    fn path_len_constraint(&self) -> Option<u8> {
+        match self
+            .cert
+            .tbs_certificate()
+            .get_extension::<BasicConstraints>()
+        {
+            Ok(Some((_, bc))) => bc.path_len_constraint,
+            _ => None,
+        }
+    }
+
+    fn unknown_critical_extension(&self) -> Option<ObjectIdentifier> {
+        self.cert
+            .tbs_certificate()
+            .extensions()?
+            .iter()
+            .find(|e| e.critical && !KNOWN_CRITICAL.contains(&e.extn_id))
+            .map(|e| e.extn_id)
+    }
+
+    fn validity(&self) -> (SystemTime, SystemTime) {
+        let v = self.cert.tbs_certificate().validity();
+        (v.not_before.to_system_time(), v.not_after.to_system_time())
+    }
+
+    fn extension_value(&self, oid: ObjectIdentifier) -> Option<&[u8]> {
+        self.cert
+            .tbs_certificate()
+            .extensions()?
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .map(|e| e.extn_value.as_bytes())
+    }
+
+    /// The embedded SCT list's TLS bytes (RFC 6962 §3.3: an OCTET STRING inside the
+    /// extension value).
+    pub(crate) fn sct_list(&self) -> Result<Option<Vec<u8>>, Rejection> {
+        let Some(value) = self.extension_value(OID_SCT_LIST) else {
+            return Ok(None);
+        };
+        let inner = OctetString::from_der(value)
+            .map_err(|e| Rejection::Malformed(format!("SCT list extension: {e}")))?;
+        Ok(Some(inner.as_bytes().to_vec()))
+    }
+}
+
+/// Builds the path from `leaf` to one of `roots`, through `intermediates` (untrusted
+/// candidates: the chain annotation and configured intermediates). A self-issued
+/// candidate among the intermediates is never an anchor: the chain annotation's own root
+/// earns no trust by being present (vector K01d). Returns the path, leaf first, anchor
+/// last. A root counts only for leaves whose notBefore lies in its `validFor`.
+///
+/// # Errors
+///
+/// `UntrustedRoot` when no path of at most [`MAX_CHAIN_DEPTH`] certificates reaches a
+/// configured root, or a certificate on it has an unknown critical extension.
+pub fn build_chain<'a>(
+    leaf: &'a ParsedCertificate,
+    intermediates: &[&'a ParsedCertificate],
+    roots: &'a [FulcioCa],
+) -> Result<Vec<&'a ParsedCertificate>, Rejection> {
+    let mut path = vec![leaf];
+    let mut budget = MAX_PATH_CANDIDATES;
+    if extend_path(&mut path, intermediates, roots, &mut budget) {
+        if let Some(oid) = path.iter().find_map(|c| c.unknown_critical_extension()) {
+            return Err(Rejection::UntrustedRoot(format!(
+                "certificate has unknown critical extension {oid}"
+            )));
+        }
+        Ok(path)
+    } else {
+        Err(Rejection::UntrustedRoot(
+            "certificate does not chain to a configured Fulcio root".to_owned(),
+        ))
+    }
+}
+
+/// Depth-first search for an anchor above the last certificate of `path`.
+fn extend_path<'a>(
+    path: &mut Vec<&'a ParsedCertificate>,
+    intermediates: &[&'a ParsedCertificate],
+    roots: &'a [FulcioCa],
+    budget: &mut usize,
+) -> bool {
+    let Some(&current) = path.last() else {
+        return false;
+    };
+    // Intermediates below position k in the path (leaf excluded), for pathLenConstraint.
+    let fits_path_len = |issuer: &ParsedCertificate, below: usize| {
+        // RFC 5280 §4.2.1.9: pathLenConstraint counts non-self-issued intermediates below.
+        issuer
+            .path_len_constraint()
+            .is_none_or(|max| below <= usize::from(max))
+    };
+    let below = path.len().saturating_sub(1);
+    // trusted_root.json validFor of a CA bounds when the certificates it issued start.
+    let leaf_start = path.first().map(|leaf| leaf.validity().0);
+    for root in roots {
+        let in_window = leaf_start.is_some_and(|t| root.valid_for.contains(t));
+        let anchor = &root.certificate;
+        if !in_window || !spend(budget) {
+            continue;
+        }
+        if current.is_issued_by(anchor) && fits_path_len(anchor, below) {
+            path.push(anchor);
+            return true;
+        }
+    }
+    if path.len() >= MAX_CHAIN_DEPTH.saturating_sub(1) {
+        return false;
+    }
+    for &candidate in intermediates {
+        let already = path.iter().any(|c| c.der == candidate.der);
+        if already || candidate.is_self_issued() {
+            continue;
+        }
+        if !spend(budget) {
+            return false;
+        }
+        if current.is_issued_by(candidate) && fits_path_len(candidate, below) {
+            path.push(candidate);
+            if extend_path(path, intermediates, roots, budget) {
+                return true;
+            }
+            path.pop();
+        }
+    }
+    false
+}
+
+/// Takes one candidate from the budget; false once it is spent.
+fn spend(budget: &mut usize) -> bool {
+    match budget.checked_sub(1) {
+        Some(left) => {
+            *budget = left;
+            true
+        }
+        None => false,
+    }
+}
+
+/// Checks that every certificate on the path is valid at `at` (RFC 5280 §6.1.3 (a)(2)).
+/// For keyless signatures `at` is the verified Rekor integratedTime, else the current
+/// time (cosign `pkg/cosign/verify.go`, `CheckExpiry`).
+///
+/// # Errors
+///
+/// `Expired` naming the first certificate outside its validity at `at`.
+pub fn check_validity(path: &[&ParsedCertificate], at: SystemTime) -> Result<(), Rejection> {
+    for cert in path {
+        let (not_before, not_after) = cert.validity();
+        if at < not_before || at > not_after {
+            return Err(Rejection::Expired(format!(
+                "certificate {} is valid {} to {}, not at {}",
+                cert.inner().tbs_certificate().subject(),
+                fmt_time(not_before),
+                fmt_time(not_after),
+                fmt_time(at),
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// An instant as RFC 3339 for messages.
+pub(crate) fn fmt_time(t: SystemTime) -> String {
+    x509_cert::der::DateTime::from_system_time(t)
+        .map_or_else(|_| format!("{t:?}"), |d| d.to_string())
+}
+
+/// Checks that the leaf is a code-signing certificate: extendedKeyUsage includes
+/// id-kp-codeSigning and keyUsage, if present, has digitalSignature (Fulcio issues both;
+/// cosign `pkg/cosign/verify.go` requires `ExtKeyUsageCodeSigning`).
+///
+/// # Errors
+///
+/// `UntrustedRoot`: the certificate is not trusted for signing code.
+pub fn check_code_signing(leaf: &ParsedCertificate) -> Result<(), Rejection> {
+    let tbs = leaf.inner().tbs_certificate();
+    let eku = matches!(tbs.get_extension::<ExtendedKeyUsage>(), Ok(Some((_, eku))) if eku.0.contains(&OID_CODE_SIGNING));
+    let ku = match tbs.get_extension::<KeyUsage>() {
+        Ok(Some((_, ku))) => ku.digital_signature(),
+        Ok(None) => true,
+        Err(_) => false,
+    };
+    if eku && ku {
+        Ok(())
+    } else {
+        Err(Rejection::UntrustedRoot(
+            "certificate is not for code signing (extendedKeyUsage codeSigning)".to_owned(),
+        ))
+    }
+}
+
+/// Reads the SANs and the OIDC issuer of a Fulcio leaf: 1.3.6.1.4.1.57264.1.8 (a DER
+/// UTF8String) if present, else the deprecated 1.3.6.1.4.1.57264.1.1 (raw UTF-8 bytes),
+/// Fulcio `docs/oid-info.md`.
+///
+/// # Errors
+///
+/// `Malformed` when the SAN or an issuer extension does not decode.
+pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection> {
+    let tbs = leaf.inner().tbs_certificate();
+    let mut names = Vec::new();
+    match tbs.get_extension::<SubjectAltName>() {
+        Ok(Some((_, san))) => {
+            for name in san.0 {
+                match name {
+                    GeneralName::Rfc822Name(s)
+                    | GeneralName::DnsName(s)
+                    | GeneralName::UniformResourceIdentifier(s) => names.push(s.to_string()),
+                    // Fulcio puts usernames in an otherName (1.3.6.1.4.1.57264.1.7) as a
+                    // UTF8String; other kinds name nothing we match on.
+                    GeneralName::OtherName(other) => {
+                        if let Ok(s) = other.value.decode_as::<Utf8StringRef<'_>>() {
+                            names.push(s.as_str().to_owned());
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(None) => {}
+        Err(e) => return Err(Rejection::Malformed(format!("subjectAltName: {e}"))),
+    }
+    let issuer = if let Some(value) = leaf.extension_value(OID_ISSUER_V2) {
+        let s = Utf8StringRef::from_der(value)
+            .map_err(|e| Rejection::Malformed(format!("OIDC issuer extension: {e}")))?;
+        Some(s.as_str().to_owned())
+    } else if let Some(value) = leaf.extension_value(OID_ISSUER_V1) {
+        Some(
+            std::str::from_utf8(value)
+                .map_err(|e| Rejection::Malformed(format!("OIDC issuer extension: {e}")))?
+                .to_owned(),
+        )
+    } else {
+        None
+    };
+    Ok(LeafIdentity {
+        subject_alternative_names: names,
+        issuer,
+    })
+}

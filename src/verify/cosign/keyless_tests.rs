@@ -1,0 +1,996 @@
+//! Keyless verification (legacy layers and Sigstore bundles) against a Sigstore built in the test: a Fulcio-like root and
+//! intermediate issuing a leaf with SAN and issuer extensions, a Rekor key signing SETs,
+//! a CT log key signing an embedded SCT. Each failure reason is produced for real.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use rcgen::{
+    BasicConstraints as RcBasicConstraints, CertificateParams, CustomExtension, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
+    SigningKey, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+};
+use sha2::{Digest as _, Sha256};
+
+use super::cert::{build_chain, ParsedCertificate};
+use crate::oci::Digest;
+use crate::verify::cosign::key::PublicKey;
+use crate::verify::cosign::layer::{SignatureLayer, SIMPLE_SIGNING_MEDIA_TYPE};
+use crate::verify::cosign::policy::{CosignPolicy, FulcioCa, KeylessIdentity, Matcher, TrustedKey};
+use crate::verify::cosign::rekor::RekorPayload;
+use crate::verify::cosign::{bundle, merkle, sct, verify, SigstoreBundle};
+use crate::verify::{Rejection, Verdict};
+
+const SAN: &str = "builder@example.com";
+const ISSUER: &str = "https://issuer.example.com";
+const REPO: &str = "registry.example.com/app";
+/// The leaf is valid for ten minutes from this instant (2025-01-01T00:00:00Z).
+const NOT_BEFORE_UNIX: u64 = 1_735_689_600;
+
+fn at(offset_secs: u64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(NOT_BEFORE_UNIX + offset_secs)
+}
+
+fn image() -> Digest {
+    Digest::sha256(b"image manifest")
+}
+
+fn payload_for(digest: &Digest) -> Vec<u8> {
+    format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{REPO}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    )
+    .into_bytes()
+}
+
+fn ca_params(cn: &str) -> CertificateParams {
+    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name
+        .push(DnType::OrganizationName, "sigstore.test");
+    p.distinguished_name.push(DnType::CommonName, cn);
+    p.is_ca = IsCa::Ca(RcBasicConstraints::Unconstrained);
+    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    p.not_before = rcgen::date_time_ymd(2024, 1, 1);
+    p.not_after = rcgen::date_time_ymd(2034, 1, 1);
+    p
+}
+
+/// How the leaf is made.
+#[derive(Clone)]
+struct LeafSpec {
+    sans: Vec<SanType>,
+    /// (OID, extension content) for the issuer: .1.8 DER UTF8String or .1.1 raw bytes.
+    issuer_ext: Option<(Vec<u64>, Vec<u8>)>,
+    code_signing: bool,
+    with_sct: bool,
+    /// Sign the SCT over another TBS (a tampered SCT).
+    sct_over_other_tbs: bool,
+}
+
+impl Default for LeafSpec {
+    fn default() -> Self {
+        Self {
+            sans: vec![SanType::Rfc822Name(SAN.try_into().unwrap())],
+            issuer_ext: Some((vec![1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8_der(ISSUER))),
+            code_signing: true,
+            with_sct: true,
+            sct_over_other_tbs: false,
+        }
+    }
+}
+
+fn utf8_der(s: &str) -> Vec<u8> {
+    let mut v = vec![0x0c, s.len() as u8];
+    v.extend_from_slice(s.as_bytes());
+    v
+}
+
+struct Sigstore {
+    root_pem: String,
+    intermediate_pem: String,
+    leaf_pem: String,
+    leaf_key: KeyPair,
+    rekor_key: KeyPair,
+    ct_key: KeyPair,
+}
+
+impl Sigstore {
+    fn new(spec: LeafSpec) -> Self {
+        let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let root_params = ca_params("test-root");
+        let root = root_params.self_signed(&root_key).unwrap();
+        let root_issuer = Issuer::new(root_params, root_key);
+        let inter_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        let inter_params = ca_params("test-intermediate");
+        let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+        let inter_spki = inter_key.subject_public_key_info();
+        let inter_issuer = Issuer::new(inter_params, inter_key);
+
+        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let ct_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        leaf_params.subject_alt_names = spec.sans.clone();
+        leaf_params.serial_number = Some(rcgen::SerialNumber::from(42u64));
+        leaf_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
+        leaf_params.not_after = rcgen::date_time_ymd(2025, 1, 1) + Duration::from_secs(600);
+        leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if spec.code_signing {
+            leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        } else {
+            leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        }
+        if let Some((oid, content)) = &spec.issuer_ext {
+            leaf_params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(oid, content.clone()));
+        }
+        let precert = leaf_params.signed_by(&leaf_key, &inter_issuer).unwrap();
+        let leaf = if spec.with_sct {
+            // RFC 6962 §3.2: sign the precertificate TBS (no SCT extension) with the
+            // issuer's key hash, then embed the SCT as the last extension.
+            let parsed = ParsedCertificate::from_der(precert.der()).unwrap();
+            let mut tbs = parsed.tbs_der().to_vec();
+            if spec.sct_over_other_tbs {
+                tbs.push(0);
+            }
+            let issuer_key_hash: [u8; 32] = Sha256::digest(&inter_spki).into();
+            let log_id: [u8; 32] = Sha256::digest(ct_key.subject_public_key_info()).into();
+            let mut unsigned = sct::Sct {
+                log_id,
+                timestamp_ms: NOT_BEFORE_UNIX * 1000 + 1000,
+                extensions: vec![],
+                hash_algorithm: 4,
+                signature_algorithm: 3,
+                signature: vec![],
+            };
+            let message = sct::signed_entry(&unsigned, &issuer_key_hash, &tbs).unwrap();
+            unsigned.signature = ct_key.sign(&message).unwrap();
+            let mut one = vec![0u8];
+            one.extend_from_slice(&unsigned.log_id);
+            one.extend_from_slice(&unsigned.timestamp_ms.to_be_bytes());
+            one.extend_from_slice(&[0, 0, 4, 3]);
+            one.extend_from_slice(&(unsigned.signature.len() as u16).to_be_bytes());
+            one.extend_from_slice(&unsigned.signature);
+            let mut list = ((one.len() + 2) as u16).to_be_bytes().to_vec();
+            list.extend_from_slice(&(one.len() as u16).to_be_bytes());
+            list.extend_from_slice(&one);
+            let mut octet = vec![0x04, list.len() as u8];
+            octet.extend_from_slice(&list);
+            leaf_params
+                .custom_extensions
+                .push(CustomExtension::from_oid_content(
+                    &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+                    octet,
+                ));
+            let leaf = leaf_params.signed_by(&leaf_key, &inter_issuer).unwrap();
+            let reparsed = ParsedCertificate::from_der(leaf.der()).unwrap();
+            assert_eq!(
+                sct::precertificate_tbs(&reparsed).unwrap(),
+                parsed.tbs_der(),
+                "TBS reconstruction"
+            );
+            leaf
+        } else {
+            precert
+        };
+        Self {
+            root_pem: to_pem(root.der()),
+            intermediate_pem: to_pem(inter.der()),
+            leaf_pem: to_pem(leaf.der()),
+            leaf_key,
+            rekor_key: KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+            ct_key,
+        }
+    }
+
+    fn policy(&self) -> CosignPolicy {
+        let mut policy = CosignPolicy {
+            require_sct: true,
+            require_tlog: true,
+            rekor_keys: vec![
+                PublicKey::from_spki_der(&self.rekor_key.subject_public_key_info())
+                    .unwrap()
+                    .into(),
+            ],
+            ct_log_keys: vec![
+                PublicKey::from_spki_der(&self.ct_key.subject_public_key_info())
+                    .unwrap()
+                    .into(),
+            ],
+            identities: vec![KeylessIdentity {
+                subject: Matcher::Exact(SAN.to_owned()),
+                issuer: Some(Matcher::Exact(ISSUER.to_owned())),
+            }],
+            ..CosignPolicy::default()
+        };
+        policy
+            .add_fulcio_roots_pem(self.root_pem.as_bytes())
+            .unwrap();
+        policy
+    }
+
+    fn sign(&self, payload: &[u8]) -> Vec<u8> {
+        self.leaf_key.sign(payload).unwrap()
+    }
+
+    /// A hashedrekord 0.0.1 entry for (payload, signature, leaf) and its SET.
+    fn bundle(&self, payload: &[u8], signature: &[u8], integrated_time: i64, kind: &str) -> String {
+        let body = serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": kind,
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
+                "signature": {
+                    "content": B64.encode(signature),
+                    "publicKey": {"content": B64.encode(self.leaf_pem.as_bytes())}
+                }
+            }
+        });
+        let entry = RekorPayload {
+            body: B64.encode(serde_json::to_vec(&body).unwrap()),
+            integrated_time,
+            log_index: 7,
+            log_id: hex::encode(Sha256::digest(self.rekor_key.subject_public_key_info())),
+        };
+        let set = self
+            .rekor_key
+            .sign(&serde_json_canonicalizer::to_vec(&entry).unwrap())
+            .unwrap();
+        serde_json::json!({"SignedEntryTimestamp": B64.encode(set), "Payload": entry}).to_string()
+    }
+
+    /// A complete, valid layer for `image()`, logged 60 s into the leaf's validity.
+    fn layer(&self) -> SignatureLayer {
+        let payload = payload_for(&image());
+        let signature = self.sign(&payload);
+        let bundle = self.bundle(
+            &payload,
+            &signature,
+            (NOT_BEFORE_UNIX + 60) as i64,
+            "hashedrekord",
+        );
+        SignatureLayer {
+            payload,
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+            signature_b64: B64.encode(&signature),
+            certificate_pem: Some(self.leaf_pem.clone()),
+            chain_pem: Some(format!("{}{}", self.intermediate_pem, self.root_pem)),
+            bundle_json: Some(bundle),
+        }
+    }
+}
+
+fn to_pem(der: &[u8]) -> String {
+    pem::encode(&pem::Pem::new("CERTIFICATE", der.to_vec()))
+}
+
+fn run(layer: &SignatureLayer, policy: &CosignPolicy, now: SystemTime) -> Verdict {
+    verify(
+        std::slice::from_ref(layer),
+        &[],
+        &image(),
+        REPO,
+        policy,
+        now,
+    )
+}
+
+fn rejected(v: &Verdict) -> &Rejection {
+    match v {
+        Verdict::Rejected(r) => r,
+        Verdict::Trusted(s) => panic!("unexpectedly trusted: {s:?}"),
+    }
+}
+
+#[test]
+fn generated_keyless_signature_is_trusted_long_after_the_leaf_expired() {
+    let s = Sigstore::new(LeafSpec::default());
+    let v = run(&s.layer(), &s.policy(), at(10 * 365 * 86_400));
+    let Verdict::Trusted(signer) = v else {
+        panic!("{v:?}")
+    };
+    assert_eq!(signer.identity, SAN);
+    assert_eq!(signer.issuer.as_deref(), Some(ISSUER));
+}
+
+#[test]
+fn legacy_issuer_extension_is_read() {
+    let s = Sigstore::new(LeafSpec {
+        issuer_ext: Some((
+            vec![1, 3, 6, 1, 4, 1, 57264, 1, 1],
+            ISSUER.as_bytes().to_vec(),
+        )),
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        run(&s.layer(), &s.policy(), at(0)),
+        Verdict::Trusted(_)
+    ));
+}
+
+#[test]
+fn uri_san_matches_a_regex_identity() {
+    let s = Sigstore::new(LeafSpec {
+        sans: vec![SanType::URI(
+            "https://github.com/org/repo/.github/workflows/release.yml@refs/tags/v1"
+                .try_into()
+                .unwrap(),
+        )],
+        ..LeafSpec::default()
+    });
+    let mut policy = s.policy();
+    policy.identities = vec![KeylessIdentity {
+        subject: Matcher::regex(r"https://github\.com/org/repo/\.github/workflows/.*").unwrap(),
+        issuer: Some(Matcher::regex(r"https://issuer\.example\.(com|org)").unwrap()),
+    }];
+    assert!(matches!(
+        run(&s.layer(), &policy, at(0)),
+        Verdict::Trusted(_)
+    ));
+}
+
+#[test]
+fn other_root_and_annotation_root_are_untrusted() {
+    let s = Sigstore::new(LeafSpec::default());
+    let other = Sigstore::new(LeafSpec::default());
+    let mut policy = s.policy();
+    policy.fulcio_roots = other.policy().fulcio_roots;
+    // The chain annotation carries the real root; it earns no trust by being there.
+    let r = rejected(&run(&s.layer(), &policy, at(0))).clone();
+    assert!(matches!(r, Rejection::UntrustedRoot(_)), "{r:?}");
+}
+
+#[test]
+fn leaf_without_code_signing_is_untrusted() {
+    let s = Sigstore::new(LeafSpec {
+        code_signing: false,
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        rejected(&run(&s.layer(), &s.policy(), at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+}
+
+#[test]
+fn other_subject_or_issuer_is_identity_not_trusted() {
+    let s = Sigstore::new(LeafSpec::default());
+    for (subject, issuer) in [
+        ("someone@example.com", ISSUER),
+        (SAN, "https://other.example.com"),
+    ] {
+        let mut policy = s.policy();
+        policy.identities = vec![KeylessIdentity {
+            subject: Matcher::Exact(subject.to_owned()),
+            issuer: Some(Matcher::Exact(issuer.to_owned())),
+        }];
+        let v = run(&s.layer(), &policy, at(0));
+        assert!(
+            matches!(rejected(&v), Rejection::IdentityNotTrusted(_)),
+            "{subject} {issuer}: {v:?}"
+        );
+    }
+    // A leaf without an issuer extension fails a policy that requires an issuer.
+    let s = Sigstore::new(LeafSpec {
+        issuer_ext: None,
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        rejected(&run(&s.layer(), &s.policy(), at(0))),
+        Rejection::IdentityNotTrusted(_)
+    ));
+}
+
+#[test]
+fn payload_for_another_image_is_digest_mismatch() {
+    let s = Sigstore::new(LeafSpec::default());
+    let v = verify(
+        &[s.layer()],
+        &[],
+        &Digest::sha256(b"other"),
+        REPO,
+        &s.policy(),
+        at(0),
+    );
+    assert!(matches!(rejected(&v), Rejection::DigestMismatch { .. }));
+}
+
+#[test]
+fn no_bundle_judges_the_leaf_now_and_requires_tlog() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut layer = s.layer();
+    layer.bundle_json = None;
+    let mut policy = s.policy();
+    policy.require_tlog = false;
+    assert!(matches!(run(&layer, &policy, at(30)), Verdict::Trusted(_)));
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(601))),
+        Rejection::Expired(_)
+    ));
+    policy.require_tlog = true;
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(30))),
+        Rejection::UntrustedRoot(_)
+    ));
+}
+
+#[test]
+fn integrated_time_outside_validity_is_expired() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut layer = s.layer();
+    let sig = B64.decode(&layer.signature_b64).unwrap();
+    layer.bundle_json = Some(s.bundle(
+        &layer.payload,
+        &sig,
+        (NOT_BEFORE_UNIX + 3600) as i64,
+        "hashedrekord",
+    ));
+    assert!(matches!(
+        rejected(&run(&layer, &s.policy(), at(0))),
+        Rejection::Expired(_)
+    ));
+}
+
+#[test]
+fn altered_payload_set_or_body_is_tampered() {
+    let s = Sigstore::new(LeafSpec::default());
+    let policy = s.policy();
+    // Payload changed after signing: the logged hash no longer matches.
+    let mut layer = s.layer();
+    layer.payload = payload_for(&image()).iter().chain(b" ").copied().collect();
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+    // Same, without a log: the leaf's signature does not verify.
+    layer.bundle_json = None;
+    let relaxed = CosignPolicy {
+        require_tlog: false,
+        ..s.policy()
+    };
+    assert!(matches!(
+        rejected(&run(&layer, &relaxed, at(0))),
+        Rejection::Tampered(_)
+    ));
+    // SET over other bytes.
+    let mut layer = s.layer();
+    let bundle = layer
+        .bundle_json
+        .take()
+        .unwrap()
+        .replace("\"logIndex\":7", "\"logIndex\":8");
+    layer.bundle_json = Some(bundle);
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+    // A correctly signed entry for another signature.
+    let mut layer = s.layer();
+    let other_sig = s.sign(b"something else");
+    layer.bundle_json = Some(s.bundle(
+        &layer.payload,
+        &other_sig,
+        (NOT_BEFORE_UNIX + 60) as i64,
+        "hashedrekord",
+    ));
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+}
+
+#[test]
+fn sct_missing_unknown_or_bad_is_rejected_when_required() {
+    let no_sct = Sigstore::new(LeafSpec {
+        with_sct: false,
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        rejected(&run(&no_sct.layer(), &no_sct.policy(), at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+    let mut relaxed = no_sct.policy();
+    relaxed.require_sct = false;
+    assert!(matches!(
+        run(&no_sct.layer(), &relaxed, at(0)),
+        Verdict::Trusted(_)
+    ));
+
+    let s = Sigstore::new(LeafSpec::default());
+    let mut unknown_log = s.policy();
+    unknown_log.ct_log_keys = no_sct.policy().ct_log_keys;
+    assert!(matches!(
+        rejected(&run(&s.layer(), &unknown_log, at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+
+    let bad = Sigstore::new(LeafSpec {
+        sct_over_other_tbs: true,
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        rejected(&run(&bad.layer(), &bad.policy(), at(0))),
+        Rejection::Tampered(_)
+    ));
+}
+
+#[test]
+fn unknown_rekor_kind_is_unsupported_and_garbage_is_malformed() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut layer = s.layer();
+    let sig = B64.decode(&layer.signature_b64).unwrap();
+    layer.bundle_json = Some(s.bundle(
+        &layer.payload,
+        &sig,
+        (NOT_BEFORE_UNIX + 60) as i64,
+        "intoto",
+    ));
+    assert!(matches!(
+        rejected(&run(&layer, &s.policy(), at(0))),
+        Rejection::UnsupportedAlgorithm(_)
+    ));
+
+    let mut layer = s.layer();
+    layer.certificate_pem =
+        Some("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".to_owned());
+    assert!(matches!(
+        rejected(&run(&layer, &s.policy(), at(0))),
+        Rejection::Malformed(_)
+    ));
+    let mut layer = s.layer();
+    layer.bundle_json = Some("{".to_owned());
+    assert!(matches!(
+        rejected(&run(&layer, &s.policy(), at(0))),
+        Rejection::Malformed(_)
+    ));
+}
+
+#[test]
+fn chain_building_needs_a_ca_issuer_and_stays_bounded() {
+    let s = Sigstore::new(LeafSpec::default());
+    let leaf = ParsedCertificate::from_pem_many(s.leaf_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let inter = ParsedCertificate::from_pem_many(s.intermediate_pem.as_bytes())
+        .unwrap()
+        .remove(0);
+    let roots: Vec<FulcioCa> = ParsedCertificate::from_pem_many(s.root_pem.as_bytes())
+        .unwrap()
+        .into_iter()
+        .map(FulcioCa::from)
+        .collect();
+    let path = build_chain(&leaf, &[&inter], &roots).unwrap();
+    assert_eq!(path.len(), 3);
+    // Without the intermediate there is no path.
+    assert!(matches!(
+        build_chain(&leaf, &[], &roots),
+        Err(Rejection::UntrustedRoot(_))
+    ));
+    // The leaf cannot act as an intermediate for itself.
+    assert!(build_chain(&leaf, &[&leaf, &inter], &roots).is_ok());
+    // The intermediate as an anchor works too (configured intermediates as roots).
+    assert_eq!(
+        build_chain(&leaf, &[], &[FulcioCa::from(inter.clone())])
+            .unwrap()
+            .len(),
+        2
+    );
+    // The leaf as a "root" does not issue itself: it is no CA.
+    assert!(build_chain(&leaf, &[], &[FulcioCa::from(leaf.clone())]).is_err());
+}
+
+#[test]
+fn generated_rsa_and_ed25519_keys_verify_key_based_signatures() {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::{Ed25519KeyPair, KeyPair as _, RsaKeyPair, RSA_PKCS1_SHA256};
+
+    let payload = payload_for(&image());
+    let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
+    let mut rsa_sig = vec![0; rsa.public_modulus_len()];
+    rsa.sign(
+        &RSA_PKCS1_SHA256,
+        &SystemRandom::new(),
+        &payload,
+        &mut rsa_sig,
+    )
+    .unwrap();
+    let rsa_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        rsa.public_key().as_der().unwrap().as_ref().to_vec(),
+    ));
+    let ed = Ed25519KeyPair::generate().unwrap();
+    let ed_sig = ed.sign(&payload).as_ref().to_vec();
+    let ed_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        ed.public_key().as_der().unwrap().as_ref().to_vec(),
+    ));
+    for (name, pem_text, sig) in [("rsa", rsa_pem, rsa_sig), ("ed25519", ed_pem, ed_sig)] {
+        let policy = CosignPolicy {
+            keys: vec![TrustedKey::from_pem(name, pem_text.as_bytes()).unwrap()],
+            ..CosignPolicy::default()
+        };
+        let layer = SignatureLayer {
+            payload: payload.clone(),
+            media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+            signature_b64: B64.encode(&sig),
+            certificate_pem: None,
+            chain_pem: None,
+            bundle_json: None,
+        };
+        let v = run(&layer, &policy, at(0));
+        assert!(
+            matches!(v, Verdict::Trusted(ref s) if s.identity == name),
+            "{name}: {v:?}"
+        );
+        let mut altered = layer.clone();
+        altered.payload.push(b' ');
+        assert!(
+            matches!(
+                rejected(&run(&altered, &policy, at(0))),
+                Rejection::UntrustedRoot(_)
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
+    let s = Sigstore::new(LeafSpec::default());
+    let payload = payload_for(&image());
+    let signature = s.sign(&payload);
+    let key_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        s.leaf_key.subject_public_key_info(),
+    ));
+    let mut policy = s.policy();
+    policy.identities.clear();
+    policy.keys = vec![TrustedKey::from_pem("k", key_pem.as_bytes()).unwrap()];
+    // A bundle naming the certificate, not the key: the logged signer differs.
+    let layer = SignatureLayer {
+        payload: payload.clone(),
+        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+        signature_b64: B64.encode(&signature),
+        certificate_pem: None,
+        chain_pem: None,
+        bundle_json: Some(s.bundle(
+            &payload,
+            &signature,
+            (NOT_BEFORE_UNIX + 60) as i64,
+            "hashedrekord",
+        )),
+    };
+    assert!(matches!(
+        rejected(&run(&layer, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+}
+
+// === Sigstore bundles (v0.3, DSSE) ===
+
+const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
+
+fn statement(digest: &Digest, predicate_type: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"digest": {"sha256": digest.encoded()}}],
+        "predicateType": predicate_type,
+        "predicate": {}
+    }))
+    .unwrap()
+}
+
+impl Sigstore {
+    /// A v0.3 bundle as cosign `sign --new-bundle-format` writes it: DSSE over an in-toto
+    /// statement, a `dsse` 0.0.1 entry with SET, and an inclusion proof (leaf 2 of 5)
+    /// with a checkpoint signed by the Rekor key.
+    fn sigstore_bundle(&self, payload: &[u8]) -> serde_json::Value {
+        let signature = self.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, payload));
+        let body = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "0.0.1",
+            "kind": "dsse",
+            "spec": {
+                "envelopeHash": {"algorithm": "sha256", "value": "00"},
+                "payloadHash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))},
+                "signatures": [{"signature": B64.encode(&signature), "verifier": B64.encode(self.leaf_pem.as_bytes())}]
+            }
+        }))
+        .unwrap();
+        let key_id: [u8; 32] = Sha256::digest(self.rekor_key.subject_public_key_info()).into();
+        let leaves: Vec<[u8; 32]> = [&b"a"[..], b"b", &body, b"d", b"e"]
+            .iter()
+            .map(|l| merkle::leaf_hash(l))
+            .collect();
+        let root = merkle::reference::mth(&leaves);
+        let proof = merkle::reference::path(2, &leaves);
+        let text = format!("rekor.test - 1\n5\n{}\n", B64.encode(root));
+        let mut note_sig = key_id[..4].to_vec();
+        note_sig.extend(self.rekor_key.sign(text.as_bytes()).unwrap());
+        let checkpoint = format!("{text}\n\u{2014} rekor.test {}\n", B64.encode(note_sig));
+        let integrated_time = (NOT_BEFORE_UNIX + 60) as i64;
+        let entry = RekorPayload {
+            body: B64.encode(&body),
+            integrated_time,
+            log_index: 2,
+            log_id: hex::encode(key_id),
+        };
+        let set = self
+            .rekor_key
+            .sign(&serde_json_canonicalizer::to_vec(&entry).unwrap())
+            .unwrap();
+        let leaf_der = pem::parse(self.leaf_pem.as_bytes())
+            .unwrap()
+            .into_contents();
+        serde_json::json!({
+            "mediaType": BUNDLE_V03,
+            "verificationMaterial": {
+                "certificate": {"rawBytes": B64.encode(leaf_der)},
+                "tlogEntries": [{
+                    "logIndex": "2",
+                    "logId": {"keyId": B64.encode(key_id)},
+                    "kindVersion": {"kind": "dsse", "version": "0.0.1"},
+                    "integratedTime": integrated_time.to_string(),
+                    "inclusionPromise": {"signedEntryTimestamp": B64.encode(set)},
+                    "inclusionProof": {
+                        "logIndex": "2",
+                        "rootHash": B64.encode(root),
+                        "treeSize": "5",
+                        "hashes": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+                        "checkpoint": {"envelope": checkpoint}
+                    },
+                    "canonicalizedBody": B64.encode(&body)
+                }]
+            },
+            "dsseEnvelope": {
+                "payload": B64.encode(payload),
+                "payloadType": bundle::IN_TOTO_PAYLOAD_TYPE,
+                "signatures": [{"sig": B64.encode(&signature), "keyid": ""}]
+            }
+        })
+    }
+
+    /// The policy for bundles: the same trust, plus the Fulcio intermediate as a known
+    /// intermediate (a v0.3 bundle carries only the leaf).
+    fn bundle_policy(&self) -> CosignPolicy {
+        let mut policy = self.policy();
+        policy.fulcio_intermediates =
+            ParsedCertificate::from_pem_many(self.intermediate_pem.as_bytes()).unwrap();
+        policy
+    }
+}
+
+fn run_bundle(bundle: &serde_json::Value, policy: &CosignPolicy, now: SystemTime) -> Verdict {
+    let b = SigstoreBundle {
+        json: serde_json::to_vec(bundle).unwrap(),
+    };
+    verify(&[], std::slice::from_ref(&b), &image(), REPO, policy, now)
+}
+
+#[test]
+fn generated_v03_bundle_with_set_proof_and_checkpoint_is_trusted() {
+    let s = Sigstore::new(LeafSpec::default());
+    let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let v = run_bundle(&b, &s.bundle_policy(), at(10 * 365 * 86_400));
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == SAN),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn bundle_for_another_image_is_digest_mismatch() {
+    let s = Sigstore::new(LeafSpec::default());
+    let b = s.sigstore_bundle(&statement(
+        &Digest::sha256(b"other"),
+        bundle::COSIGN_SIGN_PREDICATE_TYPE,
+    ));
+    assert!(matches!(
+        rejected(&run_bundle(&b, &s.bundle_policy(), at(0))),
+        Rejection::DigestMismatch { .. }
+    ));
+}
+
+#[test]
+fn bundle_with_bad_proof_checkpoint_or_envelope_is_rejected() {
+    let s = Sigstore::new(LeafSpec::default());
+    let policy = s.bundle_policy();
+    let good = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let entry = "/verificationMaterial/tlogEntries/0";
+
+    // An audit path hash flipped: the proof does not reach the root.
+    let mut b = good.clone();
+    let h = b
+        .pointer_mut(&format!("{entry}/inclusionProof/hashes/0"))
+        .unwrap();
+    let mut raw = B64.decode(h.as_str().unwrap()).unwrap();
+    raw[0] ^= 1;
+    *h = serde_json::Value::String(B64.encode(raw));
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+
+    // A checkpoint from an unknown log.
+    let other = Sigstore::new(LeafSpec::default());
+    let mut b = good.clone();
+    let foreign = other.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    *b.pointer_mut(&format!("{entry}/inclusionProof/checkpoint"))
+        .unwrap() = foreign
+        .pointer(&format!("{entry}/inclusionProof/checkpoint"))
+        .unwrap()
+        .clone();
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+
+    // The envelope's payload swapped after signing.
+    let mut b = good.clone();
+    *b.pointer_mut("/dsseEnvelope/payload").unwrap() =
+        serde_json::Value::String(B64.encode(statement(
+            &Digest::sha256(b"other"),
+            bundle::COSIGN_SIGN_PREDICATE_TYPE,
+        )));
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
+
+    // v0.2 requires an inclusion proof.
+    let mut b = good.clone();
+    b["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.2".into();
+    b.pointer_mut(entry)
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionProof");
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::Malformed(_)
+    ));
+}
+
+#[test]
+fn bundle_without_set_is_judged_now() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    b.pointer_mut("/verificationMaterial/tlogEntries/0")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionPromise");
+    assert!(matches!(
+        run_bundle(&b, &s.bundle_policy(), at(30)),
+        Verdict::Trusted(_)
+    ));
+    assert!(matches!(
+        rejected(&run_bundle(&b, &s.bundle_policy(), at(601))),
+        Rejection::Expired(_)
+    ));
+}
+
+#[test]
+fn message_signature_bundle_is_unsupported_and_attestations_are_not_signatures() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let object = b.as_object_mut().unwrap();
+    object.remove("dsseEnvelope");
+    object.insert(
+        "messageSignature".to_owned(),
+        serde_json::json!({"messageDigest": {"algorithm": "SHA2_256", "digest": ""}, "signature": ""}),
+    );
+    assert!(matches!(
+        rejected(&run_bundle(&b, &s.bundle_policy(), at(0))),
+        Rejection::UnsupportedAlgorithm(_)
+    ));
+    let sbom = s.sigstore_bundle(&statement(&image(), "https://cyclonedx.org/bom"));
+    assert!(matches!(
+        rejected(&run_bundle(&sbom, &s.bundle_policy(), at(0))),
+        Rejection::NoSignature(_)
+    ));
+    let garbage = serde_json::json!({"mediaType": BUNDLE_V03});
+    assert!(matches!(
+        rejected(&run_bundle(&garbage, &s.bundle_policy(), at(0))),
+        Rejection::Malformed(_)
+    ));
+}
+
+#[test]
+fn root_outside_its_valid_for_window_is_not_an_anchor() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut policy = s.policy();
+    policy.fulcio_roots[0].valid_for.end = Some(at(0) - Duration::from_secs(1));
+    assert!(matches!(
+        rejected(&run(&s.layer(), &policy, at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+    policy.fulcio_roots[0].valid_for.end = Some(at(0));
+    assert!(matches!(
+        run(&s.layer(), &policy, at(0)),
+        Verdict::Trusted(_)
+    ));
+}
+
+#[test]
+fn v01_bundle_with_certificate_chain_and_promise_only_is_trusted() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    b["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+    let leaf = b["verificationMaterial"]["certificate"]["rawBytes"].clone();
+    let inter = B64.encode(
+        pem::parse(s.intermediate_pem.as_bytes())
+            .unwrap()
+            .into_contents(),
+    );
+    let material = b["verificationMaterial"].as_object_mut().unwrap();
+    material.remove("certificate");
+    material.insert(
+        "x509CertificateChain".to_owned(),
+        serde_json::json!({"certificates": [{"rawBytes": leaf}, {"rawBytes": inter}]}),
+    );
+    b.pointer_mut("/verificationMaterial/tlogEntries/0")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionProof");
+    // No configured intermediate: the bundle's chain supplies it, the root is ours.
+    let v = run_bundle(&b, &s.policy(), at(10 * 365 * 86_400));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // v0.1 requires the inclusion promise.
+    b.pointer_mut("/verificationMaterial/tlogEntries/0")
+        .unwrap()
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionPromise");
+    assert!(matches!(
+        rejected(&run_bundle(&b, &s.policy(), at(0))),
+        Rejection::Malformed(_)
+    ));
+}
+
+#[test]
+fn key_based_bundle_verifies_under_a_trusted_key() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let material = b["verificationMaterial"].as_object_mut().unwrap();
+    material.remove("certificate");
+    material.remove("tlogEntries");
+    material.insert(
+        "publicKey".to_owned(),
+        serde_json::json!({"hint": "release-key"}),
+    );
+    let key_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        s.leaf_key.subject_public_key_info(),
+    ));
+    let mut policy = CosignPolicy {
+        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
+        ..CosignPolicy::default()
+    };
+    let v = run_bundle(&b, &policy, at(0));
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
+        "{v:?}"
+    );
+    policy.require_tlog = true;
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+    policy.require_tlog = false;
+    policy.keys = vec![TrustedKey::from_pem(
+        "other",
+        pem::encode(&pem::Pem::new(
+            "PUBLIC KEY",
+            s.rekor_key.subject_public_key_info(),
+        ))
+        .as_bytes(),
+    )
+    .unwrap()];
+    assert!(matches!(
+        rejected(&run_bundle(&b, &policy, at(0))),
+        Rejection::UntrustedRoot(_)
+    ));
+}

@@ -1,0 +1,510 @@
+//! What a cosign signature must satisfy: trusted keys, keyless identities, and the
+//! Sigstore trust material (Fulcio CAs, Rekor keys, CT log keys), read from PEM files or
+//! a Sigstore `trusted_root.json` (sigstore/protobuf-specs
+//! `protos/sigstore_trustroot.proto`, `TrustedRoot`).
+#![deny(clippy::indexing_slicing)]
+
+use std::time::{Duration, SystemTime};
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine as _;
+use serde::Deserialize;
+
+use super::cert::{CertificateError, ParsedCertificate};
+use super::key::{KeyError, PublicKey, SignatureDigest};
+use super::payload::DockerReferenceCheck;
+
+/// The largest `trusted_root.json` we read (the public-good one is ~7 KiB).
+pub const MAX_TRUSTED_ROOT_BYTES: usize = 1024 * 1024;
+/// The largest identity regex, compiled (regex crate size limit), so a policy cannot
+/// make matching expensive.
+pub const MAX_REGEX_BYTES: usize = 64 * 1024;
+
+/// The cosign part of a policy. Trusted when ANY one signature satisfies ALL of it.
+#[derive(Clone, Debug, Default)]
+pub struct CosignPolicy {
+    /// Keys for key-based signatures (`cosign verify --key`).
+    pub keys: Vec<TrustedKey>,
+    /// Accepted keyless signers (`--certificate-identity[-regexp]`,
+    /// `--certificate-oidc-issuer[-regexp]`); one must match.
+    pub identities: Vec<KeylessIdentity>,
+    /// Fulcio roots: the only trust anchors for keyless certificates.
+    pub fulcio_roots: Vec<FulcioCa>,
+    /// Fulcio intermediates known in advance (a `trusted_root.json` chain); the chain
+    /// annotation can add more, never a root.
+    pub fulcio_intermediates: Vec<ParsedCertificate>,
+    /// Rekor public keys; an entry's `logID` selects one.
+    pub rekor_keys: Vec<LogKey>,
+    /// Certificate transparency log keys; an SCT's `LogID` selects one.
+    pub ct_log_keys: Vec<LogKey>,
+    /// Require an embedded SCT from a configured CT log on keyless certificates (cosign's
+    /// default; `--insecure-ignore-sct` turns it off).
+    pub require_sct: bool,
+    /// Require a verified Rekor entry (cosign's default; `--insecure-ignore-tlog` turns it
+    /// off). Without one, a keyless certificate is judged at the current time.
+    pub require_tlog: bool,
+    /// How the signed `docker-reference` must relate to the admitted repository.
+    pub docker_reference: DockerReferenceCheck,
+}
+
+/// When a piece of trust material may be used (`validFor` of `trusted_root.json`,
+/// sigstore_common.proto `TimeRange`); both ends inclusive, absent ends open.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ValidFor {
+    pub start: Option<SystemTime>,
+    pub end: Option<SystemTime>,
+}
+
+/// A transparency log (Rekor or CT) key and the times its entries may carry.
+#[derive(Clone, Debug)]
+pub struct LogKey {
+    pub key: PublicKey,
+    pub valid_for: ValidFor,
+}
+
+/// A Fulcio root and the times at which the certificates it issued may start.
+#[derive(Clone, Debug)]
+pub struct FulcioCa {
+    pub certificate: ParsedCertificate,
+    pub valid_for: ValidFor,
+}
+
+/// A named public key for key-based signatures.
+#[derive(Clone, Debug)]
+pub struct TrustedKey {
+    pub name: String,
+    pub key: PublicKey,
+    /// cosign `--signature-digest-algorithm` (default sha256, whatever the curve).
+    pub digest: SignatureDigest,
+}
+
+/// One accepted keyless signer: a SAN matcher and, optionally, an OIDC issuer matcher.
+#[derive(Clone, Debug)]
+pub struct KeylessIdentity {
+    pub subject: Matcher,
+    pub issuer: Option<Matcher>,
+}
+
+/// An exact string or a regular expression. Regexes are anchored at both ends (cosign's
+/// Go regexps are not; an unanchored `.*@example\.com` also accepts
+/// `x@example.com.evil.org`, so crigate anchors and says so).
+#[derive(Clone, Debug)]
+pub enum Matcher {
+    Exact(String),
+    Regex(regex::Regex),
+}
+
+/// Why policy material cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("key {name}")]
+    Key {
+        name: String,
+        #[source]
+        source: KeyError,
+    },
+    #[error("certificates")]
+    Certificates(#[source] CertificateError),
+    #[error("identity regex {pattern:?}")]
+    Regex {
+        pattern: String,
+        #[source]
+        source: regex::Error,
+    },
+    #[error("trusted_root.json is {len} bytes, over the {MAX_TRUSTED_ROOT_BYTES}-byte limit")]
+    TrustedRootTooLarge { len: usize },
+    #[error("trusted_root.json")]
+    TrustedRootJson(#[source] serde_json::Error),
+    #[error("trusted_root.json mediaType {0:?} is not a Sigstore trusted root")]
+    TrustedRootMediaType(String),
+    #[error("trusted_root.json validFor time {0:?} is not RFC 3339 UTC")]
+    TrustedRootTime(String),
+    #[error("trusted_root.json {what} is not base64")]
+    TrustedRootBase64 {
+        what: &'static str,
+        #[source]
+        source: base64::DecodeError,
+    },
+}
+
+/// The trust material of a `trusted_root.json`.
+#[derive(Clone, Debug, Default)]
+pub struct TrustedRoot {
+    pub fulcio_roots: Vec<FulcioCa>,
+    pub fulcio_intermediates: Vec<ParsedCertificate>,
+    pub rekor_keys: Vec<LogKey>,
+    pub ct_log_keys: Vec<LogKey>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTrustedRoot {
+    media_type: String,
+    #[serde(default)]
+    tlogs: Vec<WireLog>,
+    #[serde(default)]
+    certificate_authorities: Vec<WireCa>,
+    #[serde(default)]
+    ctlogs: Vec<WireLog>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireLog {
+    public_key: WireLogKey,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireLogKey {
+    raw_bytes: String,
+    valid_for: Option<WireRange>,
+}
+
+#[derive(Deserialize)]
+struct WireRange {
+    start: Option<String>,
+    end: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireRaw {
+    raw_bytes: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireCa {
+    cert_chain: WireChain,
+    valid_for: Option<WireRange>,
+}
+
+#[derive(Deserialize)]
+struct WireChain {
+    certificates: Vec<WireRaw>,
+}
+
+// === impl TrustedKey ===
+
+impl TrustedKey {
+    /// A key from its PEM file, with cosign's default digest (SHA-256).
+    ///
+    /// # Errors
+    ///
+    /// The PEM is not a supported public key.
+    pub fn from_pem(name: impl Into<String>, pem_bytes: &[u8]) -> Result<Self, PolicyError> {
+        let name = name.into();
+        let key = PublicKey::from_pem(pem_bytes).map_err(|source| PolicyError::Key {
+            name: name.clone(),
+            source,
+        })?;
+        Ok(Self {
+            name,
+            key,
+            digest: SignatureDigest::Sha256,
+        })
+    }
+}
+
+// === impl Matcher ===
+
+impl Matcher {
+    /// An anchored regex matcher.
+    ///
+    /// # Errors
+    ///
+    /// The pattern does not compile within [`MAX_REGEX_BYTES`].
+    pub fn regex(pattern: &str) -> Result<Self, PolicyError> {
+        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(MAX_REGEX_BYTES)
+            .build()
+            .map(Matcher::Regex)
+            .map_err(|source| PolicyError::Regex {
+                pattern: pattern.to_owned(),
+                source,
+            })
+    }
+
+    pub fn matches(&self, value: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => s == value,
+            Matcher::Regex(r) => r.is_match(value),
+        }
+    }
+}
+
+// === impl KeylessIdentity ===
+
+impl KeylessIdentity {
+    /// Whether a leaf with these SANs and issuer is this signer. A required issuer must
+    /// be present in the certificate.
+    pub fn matches(&self, sans: &[String], issuer: Option<&str>) -> bool {
+        let subject_ok = sans.iter().any(|s| self.subject.matches(s));
+        let issuer_ok = match (&self.issuer, issuer) {
+            (None, _) => true,
+            (Some(m), Some(i)) => m.matches(i),
+            (Some(_), None) => false,
+        };
+        subject_ok && issuer_ok
+    }
+}
+
+// === impl TrustedRoot ===
+
+impl TrustedRoot {
+    /// Reads a Sigstore `trusted_root.json` (media type
+    /// `application/vnd.dev.sigstore.trustedroot+json;version=0.1` or `0.2`). Each CA's
+    /// chain lists the issuing certificate first and the root last
+    /// (`sigstore_trustroot.proto`, `CertificateAuthority.cert_chain`).
+    ///
+    /// `validFor` is kept with each key and CA: a Rekor key counts only for entries
+    /// integrated inside it, a CT key for SCTs stamped inside it, a CA for leaves whose
+    /// notBefore lies inside it (sigstore-go `pkg/root/trusted_root.go` semantics).
+    ///
+    /// # Errors
+    ///
+    /// Over the limit, not the expected JSON, or a key or certificate that does not parse.
+    pub fn from_json(json: &[u8]) -> Result<Self, PolicyError> {
+        if json.len() > MAX_TRUSTED_ROOT_BYTES {
+            return Err(PolicyError::TrustedRootTooLarge { len: json.len() });
+        }
+        let wire: WireTrustedRoot =
+            serde_json::from_slice(json).map_err(PolicyError::TrustedRootJson)?;
+        if !wire
+            .media_type
+            .starts_with("application/vnd.dev.sigstore.trustedroot")
+        {
+            return Err(PolicyError::TrustedRootMediaType(wire.media_type));
+        }
+        let decode = |what: &'static str, raw: &WireRaw| {
+            B64.decode(raw.raw_bytes.as_bytes())
+                .map_err(|source| PolicyError::TrustedRootBase64 { what, source })
+        };
+        let mut root = TrustedRoot::default();
+        let log_key = |what: &'static str, log: &WireLog| -> Result<LogKey, PolicyError> {
+            let der = B64
+                .decode(log.public_key.raw_bytes.as_bytes())
+                .map_err(|source| PolicyError::TrustedRootBase64 { what, source })?;
+            let key = PublicKey::from_spki_der(&der).map_err(|source| PolicyError::Key {
+                name: what.to_owned(),
+                source,
+            })?;
+            Ok(LogKey {
+                key,
+                valid_for: ValidFor::from_wire(log.public_key.valid_for.as_ref())?,
+            })
+        };
+        for log in &wire.tlogs {
+            root.rekor_keys.push(log_key("tlog key", log)?);
+        }
+        for log in &wire.ctlogs {
+            root.ct_log_keys.push(log_key("ctlog key", log)?);
+        }
+        for ca in &wire.certificate_authorities {
+            let valid_for = ValidFor::from_wire(ca.valid_for.as_ref())?;
+            let count = ca.cert_chain.certificates.len();
+            for (i, raw) in ca.cert_chain.certificates.iter().enumerate() {
+                let der = decode("certificate", raw)?;
+                let cert = ParsedCertificate::from_der(&der).map_err(PolicyError::Certificates)?;
+                if i + 1 == count {
+                    root.fulcio_roots.push(FulcioCa {
+                        certificate: cert,
+                        valid_for,
+                    });
+                } else {
+                    root.fulcio_intermediates.push(cert);
+                }
+            }
+        }
+        Ok(root)
+    }
+}
+
+// === impl ValidFor ===
+
+impl ValidFor {
+    /// Whether `t` lies in the range.
+    pub fn contains(&self, t: SystemTime) -> bool {
+        self.start.is_none_or(|s| t >= s) && self.end.is_none_or(|e| t <= e)
+    }
+
+    fn from_wire(range: Option<&WireRange>) -> Result<Self, PolicyError> {
+        let Some(range) = range else {
+            return Ok(Self::default());
+        };
+        Ok(Self {
+            start: range.start.as_deref().map(parse_rfc3339_utc).transpose()?,
+            end: range.end.as_deref().map(parse_rfc3339_utc).transpose()?,
+        })
+    }
+}
+
+/// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form protobuf JSON writes for a
+/// `google.protobuf.Timestamp`.
+fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
+    let bad = || PolicyError::TrustedRootTime(s.to_owned());
+    let body = s.strip_suffix('Z').ok_or_else(bad)?;
+    let (date, clock) = body.split_once('T').ok_or_else(bad)?;
+    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
+    let mut d = date.split('-').map(str::parse::<u16>);
+    let mut c = clock.split(':').map(str::parse::<u8>);
+    let mut next_d = || d.next().and_then(Result::ok).ok_or_else(bad);
+    let (year, month, day) = (next_d()?, next_d()?, next_d()?);
+    let mut next_c = || c.next().and_then(Result::ok).ok_or_else(bad);
+    let (hour, minute, second) = (next_c()?, next_c()?, next_c()?);
+    let month = u8::try_from(month).map_err(|_| bad())?;
+    let day = u8::try_from(day).map_err(|_| bad())?;
+    let dt =
+        x509_cert::der::DateTime::new(year, month, day, hour, minute, second).map_err(|_| bad())?;
+    let nanos = if fraction.is_empty() {
+        0
+    } else if fraction.len() <= 9 && fraction.bytes().all(|b| b.is_ascii_digit()) {
+        format!("{fraction:0<9}")
+            .parse::<u32>()
+            .map_err(|_| bad())?
+    } else {
+        return Err(bad());
+    };
+    Ok(dt.to_system_time() + Duration::from_nanos(u64::from(nanos)))
+}
+
+// === impl LogKey / FulcioCa ===
+
+impl From<PublicKey> for LogKey {
+    fn from(key: PublicKey) -> Self {
+        Self {
+            key,
+            valid_for: ValidFor::default(),
+        }
+    }
+}
+
+impl From<ParsedCertificate> for FulcioCa {
+    fn from(certificate: ParsedCertificate) -> Self {
+        Self {
+            certificate,
+            valid_for: ValidFor::default(),
+        }
+    }
+}
+
+// === impl CosignPolicy ===
+
+impl CosignPolicy {
+    /// Adds every root, intermediate and key of a trusted root to this policy.
+    pub fn add_trusted_root(&mut self, root: TrustedRoot) {
+        self.fulcio_roots.extend(root.fulcio_roots);
+        self.fulcio_intermediates.extend(root.fulcio_intermediates);
+        self.rekor_keys.extend(root.rekor_keys);
+        self.ct_log_keys.extend(root.ct_log_keys);
+    }
+
+    /// Adds the certificates of a PEM file as Fulcio roots.
+    ///
+    /// # Errors
+    ///
+    /// The file does not hold certificates.
+    pub fn add_fulcio_roots_pem(&mut self, pem_bytes: &[u8]) -> Result<(), PolicyError> {
+        let certs =
+            ParsedCertificate::from_pem_many(pem_bytes).map_err(PolicyError::Certificates)?;
+        self.fulcio_roots
+            .extend(certs.into_iter().map(FulcioCa::from));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_good_trusted_root_loads() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/cosign/trust/trusted_root.json"
+        );
+        let json = std::fs::read(path).unwrap_or_else(|e| panic!("{path} missing: {e}"));
+        let root = TrustedRoot::from_json(&json).unwrap();
+        assert_eq!(root.fulcio_roots.len(), 2);
+        assert_eq!(root.fulcio_intermediates.len(), 1);
+        assert!(root.rekor_keys.iter().any(|k| hex::encode(k.key.key_id())
+            == "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"));
+        assert!(!root.ct_log_keys.is_empty());
+        // The test CT log of 2021 stopped at 2022-10-31T23:59:59.999Z.
+        let ended = root
+            .ct_log_keys
+            .iter()
+            .filter_map(|k| k.valid_for.end)
+            .min()
+            .unwrap();
+        assert_eq!(
+            ended,
+            std::time::UNIX_EPOCH + Duration::from_millis(1_667_260_799_999)
+        );
+    }
+
+    #[test]
+    fn valid_for_parses_and_bounds() {
+        let t = parse_rfc3339_utc("2021-01-12T11:53:27.000Z").unwrap();
+        assert_eq!(
+            t,
+            std::time::UNIX_EPOCH + Duration::from_secs(1_610_452_407)
+        );
+        for bad in [
+            "2021-01-12T11:53:27",
+            "2021-01-12 11:53:27Z",
+            "2021-13-12T11:53:27Z",
+            "x",
+        ] {
+            assert!(parse_rfc3339_utc(bad).is_err(), "{bad}");
+        }
+        let range = ValidFor {
+            start: Some(t),
+            end: Some(t + Duration::from_secs(10)),
+        };
+        assert!(range.contains(t) && range.contains(t + Duration::from_secs(10)));
+        assert!(
+            !range.contains(t - Duration::from_secs(1))
+                && !range.contains(t + Duration::from_secs(11))
+        );
+        assert!(ValidFor::default().contains(t));
+    }
+
+    #[test]
+    fn trusted_root_of_another_type_or_size_is_refused() {
+        assert!(matches!(
+            TrustedRoot::from_json(br#"{"mediaType":"application/json"}"#),
+            Err(PolicyError::TrustedRootMediaType(_))
+        ));
+        let big = vec![b' '; MAX_TRUSTED_ROOT_BYTES + 1];
+        assert!(matches!(
+            TrustedRoot::from_json(&big),
+            Err(PolicyError::TrustedRootTooLarge { .. })
+        ));
+    }
+
+    #[test]
+    fn regex_matchers_are_anchored() {
+        let m = Matcher::regex(r".*@example\.com").unwrap();
+        assert!(m.matches("a@example.com"));
+        assert!(!m.matches("a@example.com.evil.org"));
+        assert!(matches!(
+            Matcher::regex("("),
+            Err(PolicyError::Regex { .. })
+        ));
+    }
+
+    #[test]
+    fn required_issuer_must_be_present() {
+        let id = KeylessIdentity {
+            subject: Matcher::Exact("a@b".to_owned()),
+            issuer: Some(Matcher::Exact("https://issuer".to_owned())),
+        };
+        let sans = vec!["a@b".to_owned()];
+        assert!(id.matches(&sans, Some("https://issuer")));
+        assert!(!id.matches(&sans, None));
+        assert!(!id.matches(&sans, Some("https://other")));
+        assert!(!id.matches(&["c@d".to_owned()], Some("https://issuer")));
+    }
+}

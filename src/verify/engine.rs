@@ -1,0 +1,372 @@
+//! The verification engine: from an image reference to a verdict, through the registry,
+//! the verifiers and the verdict cache. The daemon and `crigate verify` share it.
+//!
+//! One verification:
+//!
+//! 1. **Resolve** the reference to a digest (a tag is read once; everything after names
+//!    the digest).
+//! 2. **Cache**: a verdict for (digest, policy fingerprint) still in its TTL answers at
+//!    once; concurrent callers for the same key share one verification.
+//! 3. **Discover** signatures through the registry client (size- and time-bounded,
+//!    every byte digest-checked): cosign's `sha256-<hex>.sig` tag, and Sigstore bundles
+//!    attached as OCI referrers.
+//! 4. **Verify** with the policy's verifier.
+//! 5. **Multi-arch**: a signature on an image index covers the platform manifests it
+//!    lists; a signature on a platform manifest covers that manifest. When the index
+//!    itself carries no trusted signature, the engine verifies the manifest of this
+//!    node's platform, and the decision is pinned to whichever digest the trusted
+//!    signature covers ([`Signer::signed_digest`]), so the runtime fetches exactly that.
+//!
+//! Errors (registry unreachable, response over a limit, verification over its time
+//! budget) are `Err` and never cached; the policy decides what they mean (`on_error`).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::oci::descriptor::OCI_MANIFEST;
+use crate::oci::manifest::Manifest;
+use crate::oci::{Descriptor, Digest, ImageRef, Repository};
+use crate::registry::{self, Client, Credentials};
+use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyError};
+use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
+use crate::verify::cosign::{self, CosignPolicy, SignatureLayer};
+use crate::verify::{Rejection, Signer, Verdict};
+
+/// The simple-signing payload of a cosign signature is a few hundred bytes; a larger
+/// layer blob is not a cosign signature.
+pub const MAX_SIGNATURE_BLOB_BYTES: usize = 64 * 1024;
+
+/// Media types of Sigstore bundles (`application/vnd.dev.sigstore.bundle+json;version=0.1`,
+/// `application/vnd.dev.sigstore.bundle.v0.3+json`, …), as artifact types of referrers.
+const SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+
+/// A verification that cannot finish.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error("verification of {image} took longer than {after:?}")]
+    Timeout { image: String, after: Duration },
+    #[error("verification of {image} ended without a result")]
+    Aborted { image: String },
+}
+
+/// What the engine needs to know to verify.
+#[derive(Clone)]
+pub struct Requirement {
+    pub cosign: Arc<CosignPolicy>,
+    /// The hash of the policy's effective content; verdicts are cached under it.
+    pub fingerprint: Fingerprint,
+}
+
+/// The result of verifying one image reference.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// The reference as asked for.
+    pub image: ImageRef,
+    /// The digest the reference resolved to.
+    pub digest: Digest,
+    pub verdict: Verdict,
+    /// Whether the verdict came from the cache.
+    pub source: Source,
+}
+
+/// The verification engine. Cheap to share behind an `Arc`.
+pub struct Engine {
+    registry: Client,
+    cache: Arc<VerdictCache>,
+    /// Bound on one verification, registry round trips included. kubelet gives PullImage
+    /// no deadline of its own, so this is what keeps a stuck registry from holding a pull.
+    timeout: Duration,
+    /// The platform of this node, for choosing a manifest from an index.
+    platform: (String, String),
+}
+
+// === impl Outcome ===
+
+impl Outcome {
+    /// The reference to hand to the runtime: the image's repository at the digest the
+    /// trusted signature covers. `None` unless the verdict is trusted.
+    pub fn pinned(&self) -> Option<ImageRef> {
+        match &self.verdict {
+            Verdict::Trusted(signer) => Some(self.image.with_digest(signer.signed_digest.clone())),
+            Verdict::Rejected(_) => None,
+        }
+    }
+}
+
+// === impl Engine ===
+
+impl Engine {
+    pub fn new(registry: Client, cache: Arc<VerdictCache>, timeout: Duration) -> Self {
+        Self {
+            registry,
+            cache,
+            timeout,
+            platform: ("linux".to_owned(), oci_architecture().to_owned()),
+        }
+    }
+
+    /// Verifies `image` against `requirement`, with `credentials` for the registry (a CRI
+    /// request's, or none).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons this caller's wait; a verification already started
+    /// finishes in its own task and its verdict is cached.
+    ///
+    /// # Errors
+    ///
+    /// The registry could not answer, or the verification exceeded its time budget.
+    pub async fn verify(
+        &self,
+        image: &ImageRef,
+        requirement: &Requirement,
+        credentials: Option<Credentials>,
+    ) -> Result<Outcome, Error> {
+        let registry = match credentials {
+            Some(credentials) => self.registry.with_credentials(credentials),
+            None => self.registry.clone(),
+        };
+        let timed_out = || Error::Timeout {
+            image: image.to_string(),
+            after: self.timeout,
+        };
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let descriptor = tokio::time::timeout_at(deadline, registry.resolve(image))
+            .await
+            .map_err(|_| timed_out())??;
+        let key = CacheKey {
+            digest: descriptor.digest.clone(),
+            fingerprint: requirement.fingerprint,
+        };
+        let job = Job {
+            registry,
+            repo: image.repo().clone(),
+            repository: image.repo().to_string(),
+            descriptor: descriptor.clone(),
+            policy: requirement.cosign.clone(),
+            platform: self.platform.clone(),
+        };
+        let (verdict, source) =
+            tokio::time::timeout_at(deadline, self.cache.get_or_verify(key, move || job.run()))
+                .await
+                .map_err(|_| timed_out())?
+                .map_err(|error| match error {
+                    VerifyError::Verify(error) => error,
+                    VerifyError::Aborted => Error::Aborted {
+                        image: image.to_string(),
+                    },
+                })?;
+        Ok(Outcome {
+            image: image.clone(),
+            digest: descriptor.digest,
+            verdict,
+            source,
+        })
+    }
+
+    /// The cache, for lookups that must not touch the registry.
+    pub fn cache(&self) -> &VerdictCache {
+        &self.cache
+    }
+}
+
+/// One uncached verification, owned so it can run in a task of its own.
+struct Job {
+    registry: Client,
+    repo: Repository,
+    repository: String,
+    descriptor: Descriptor,
+    policy: Arc<CosignPolicy>,
+    platform: (String, String),
+}
+
+// === impl Job ===
+
+impl Job {
+    async fn run(self) -> Result<Verdict, Error> {
+        let verdict = self.verify_digest(&self.descriptor.digest).await?;
+        let untrusted_index = self.descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
+        if !untrusted_index {
+            return Ok(verdict);
+        }
+        // Multi-arch: the index carries no trusted signature; this node's platform
+        // manifest may carry one of its own.
+        let Some(platform) = self.platform_manifest().await? else {
+            return Ok(verdict);
+        };
+        match self.verify_digest(&platform.digest).await? {
+            trusted @ Verdict::Trusted(_) => Ok(trusted),
+            // Report what was found on the index: that is what was asked for.
+            Verdict::Rejected(_) => Ok(verdict),
+        }
+    }
+
+    /// Verifies the signatures attached to `digest`.
+    async fn verify_digest(&self, digest: &Digest) -> Result<Verdict, Error> {
+        let (layers, mut malformed) = self.cosign_layers(digest).await?;
+        let (bundles, bundle_malformed) = self.sigstore_bundles(digest).await?;
+        malformed = malformed.or(bundle_malformed);
+        if layers.is_empty() && bundles.is_empty() {
+            if let Some(reason) = malformed {
+                return Ok(Verdict::Rejected(Rejection::Malformed(reason)));
+            }
+        }
+        let verdict = cosign::verify(
+            &layers,
+            &bundles,
+            digest,
+            &self.repository,
+            &self.policy,
+            SystemTime::now(),
+        );
+        Ok(match verdict {
+            Verdict::Rejected(Rejection::NoSignature(_)) if malformed.is_some() => {
+                Verdict::Rejected(Rejection::Malformed(malformed.unwrap_or_default()))
+            }
+            other => other,
+        })
+    }
+
+    /// The layers of cosign's `.sig` manifest for `digest`, each blob digest-checked, and
+    /// the first reason a layer was not a usable signature.
+    async fn cosign_layers(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Vec<SignatureLayer>, Option<String>), Error> {
+        let Some(fetched) = self.registry.cosign_signature(&self.repo, digest).await? else {
+            return Ok((Vec::new(), None));
+        };
+        let Manifest::Image(manifest) = fetched.manifest else {
+            return Ok((
+                Vec::new(),
+                Some("cosign signature tag holds an index".to_owned()),
+            ));
+        };
+        let mut layers = Vec::new();
+        let mut malformed = None;
+        for layer in manifest.layers.iter().take(cosign::MAX_SIGNATURES) {
+            if usize::try_from(layer.size).map_or(true, |size| size > MAX_SIGNATURE_BLOB_BYTES) {
+                malformed.get_or_insert_with(|| {
+                    format!("signature layer {} is {} bytes, over the {MAX_SIGNATURE_BLOB_BYTES}-byte limit", layer.digest, layer.size)
+                });
+                continue;
+            }
+            let blob = self
+                .registry
+                .blob(&self.repo, &layer.digest, MAX_SIGNATURE_BLOB_BYTES)
+                .await?;
+            match SignatureLayer::from_annotations(
+                &layer.media_type,
+                &layer.annotations,
+                blob.to_vec(),
+            ) {
+                Ok(signature) => layers.push(signature),
+                Err(error) => {
+                    malformed.get_or_insert_with(|| {
+                        format!("signature layer {}: {error}", layer.digest)
+                    });
+                }
+            }
+        }
+        Ok((layers, malformed))
+    }
+
+    /// Sigstore bundles attached to `digest` as OCI referrers (newer cosign releases
+    /// write signatures this way), each the single layer of a referrer manifest whose
+    /// artifact type is a Sigstore bundle media type.
+    async fn sigstore_bundles(
+        &self,
+        digest: &Digest,
+    ) -> Result<(Vec<SigstoreBundle>, Option<String>), Error> {
+        let referrers = self.registry.referrers(&self.repo, digest, None).await?;
+        let mut bundles = Vec::new();
+        let mut malformed = None;
+        let is_bundle =
+            |t: Option<&str>| t.is_some_and(|t| t.starts_with(SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX));
+        for referrer in referrers
+            .iter()
+            .filter(|r| is_bundle(r.artifact_type.as_deref()))
+            .take(cosign::MAX_SIGNATURES)
+        {
+            let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
+            let Manifest::Image(manifest) = fetched.manifest else {
+                malformed.get_or_insert_with(|| {
+                    format!("Sigstore bundle referrer {} is an index", referrer.digest)
+                });
+                continue;
+            };
+            let Some(layer) = manifest
+                .layers
+                .iter()
+                .find(|l| is_bundle(Some(&l.media_type)))
+            else {
+                malformed.get_or_insert_with(|| {
+                    format!(
+                        "Sigstore bundle referrer {} has no bundle layer",
+                        referrer.digest
+                    )
+                });
+                continue;
+            };
+            if usize::try_from(layer.size).map_or(true, |size| size > MAX_BUNDLE_BYTES) {
+                malformed.get_or_insert_with(|| {
+                    format!(
+                        "Sigstore bundle {} is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+                        layer.digest, layer.size
+                    )
+                });
+                continue;
+            }
+            let json = self
+                .registry
+                .blob(&self.repo, &layer.digest, MAX_BUNDLE_BYTES)
+                .await?;
+            bundles.push(SigstoreBundle {
+                json: json.to_vec(),
+            });
+        }
+        Ok((bundles, malformed))
+    }
+
+    /// This node's platform manifest in the index, if the index lists one.
+    async fn platform_manifest(&self) -> Result<Option<Descriptor>, Error> {
+        let fetched = self
+            .registry
+            .manifest(&self.repo, &self.descriptor.digest)
+            .await?;
+        let Manifest::Index(index) = fetched.manifest else {
+            return Ok(None);
+        };
+        let (os, architecture) = &self.platform;
+        Ok(index.manifests.into_iter().find(|m| {
+            m.platform
+                .as_ref()
+                .is_some_and(|p| &p.os == os && &p.architecture == architecture)
+                && (m.media_type == OCI_MANIFEST
+                    || crate::oci::descriptor::is_manifest(&m.media_type))
+        }))
+    }
+}
+
+/// This machine's architecture, as OCI names it (image spec, "Properties", `architecture`
+/// takes Go's GOARCH values).
+pub fn oci_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        "loongarch64" => "loong64",
+        other => other,
+    }
+}
+
+/// The trusted signer of a verdict, if any.
+pub fn signer(verdict: &Verdict) -> Option<&Signer> {
+    match verdict {
+        Verdict::Trusted(signer) => Some(signer),
+        Verdict::Rejected(_) => None,
+    }
+}
