@@ -11,6 +11,7 @@ mod daemon;
 mod harness;
 mod harness_tests;
 mod lifecycle;
+mod notation;
 mod proxy;
 mod registry_client;
 mod signer;

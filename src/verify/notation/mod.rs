@@ -1,1 +1,760 @@
-//! Notation signature verification (in progress).
+//! Notation (Notary Project) signature verification, as pure functions over bytes
+//! already fetched: envelopes, the image descriptor, the artifact's repository, and a
+//! [`NotationConfig`] (trust policy document and trust stores) loaded from disk once.
+//!
+//! Owns: JWS and COSE envelope parsing ([`jws`], [`cose`]), the payload
+//! ([`payload`]), certificate chains ([`chain`]), RFC 3161 timestamps ([`timestamp`]),
+//! trust policy documents ([`trustpolicy`]) and trust stores ([`truststore`]).
+//! Leaves to others: finding and fetching signature manifests and envelope blobs
+//! (`registry`), and what a [`Verdict`] means for a CRI call (`policy`).
+//!
+//! Implements (notaryproject/specifications): `signature-specification.md` (payload,
+//! signed attributes, algorithm and certificate requirements),
+//! `signature-envelope-jws.md`, `signature-envelope-cose.md`, `signing-scheme.md`, and
+//! `trust-store-trust-policy.md` (trust store layout, trust policy 1.0, verification
+//! levels, the signature verification steps). Check order follows notation-go's
+//! `verifier.go`: integrity, authenticity (trust store, then trusted identity), expiry,
+//! authentic timestamp, revocation; the target descriptor is compared last.
+//!
+//! Revocation: offline CRLs only ([`revocation`], files in `crl/`); no OCSP and no CRL
+//! fetching. A signing certificate that names CRL or OCSP locations and has no usable
+//! configured CRL has an undeterminable status, which the spec treats as a revocation
+//! failure (enforced under `strict`, logged under `permissive`/`audit`, not checked
+//! with `"revocation": "skip"`). A listed certificate is revoked unless its entry's
+//! invalidity date is after an authentic signing time (the signing authority's time or
+//! a verified timestamp), as in notation-core-go; the unauthenticated `signingTime`
+//! never saves it. The TSA chain's revocation is not evaluated. Verification plugins are not
+//! supported: a signature that names one is rejected, as the spec requires of
+//! implementations without plugins.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use crate::oci::Descriptor;
+use crate::verify::{Rejection, Signer, Verdict, VerifierKind};
+
+pub(crate) mod cbor;
+pub mod chain;
+pub mod cose;
+pub mod crypto;
+pub mod envelope;
+pub mod jws;
+pub mod payload;
+pub mod revocation;
+pub mod time;
+pub mod timestamp;
+pub(crate) mod tlv;
+pub mod trustpolicy;
+pub mod truststore;
+
+use chain::{Cert, ChainError};
+use envelope::{Envelope, EnvelopeError, SigningScheme, MEDIA_TYPE_COSE, MEDIA_TYPE_JWS};
+pub use revocation::{CrlError, CrlParseError, CrlSet};
+use time::Moment;
+use timestamp::TimestampError;
+pub use trustpolicy::{Action, Check, LevelName, PolicyError, TrustPolicy, TrustPolicyDocument};
+use trustpolicy::{StoreKind, TimestampOption, TrustedIdentities};
+pub use truststore::{StoreError, TrustStore};
+
+/// Most envelopes examined for one image. Further ones are not verified (and counted in
+/// the [`Outcome`]); the registry client decides which come first.
+pub const MAX_SIGNATURES: usize = 32;
+
+/// The trust policy file name notation-go reads first.
+pub const OCI_POLICY_FILE: &str = "trustpolicy.oci.json";
+/// The trust policy file name notation-go falls back to.
+pub const POLICY_FILE: &str = "trustpolicy.json";
+/// The trust store directory, holding `x509/`.
+pub const TRUST_STORE_DIR: &str = "truststore";
+/// crigate's directory of CRL files next to the trust store (not a Notation layout:
+/// Notation fetches CRLs, crigate reads them offline).
+pub const CRL_DIR: &str = "crl";
+
+/// A validated trust policy document and the trust stores it names.
+#[derive(Clone, Debug)]
+pub struct NotationConfig {
+    policy: TrustPolicyDocument,
+    store: TrustStore,
+    crls: CrlSet,
+}
+
+/// Why a Notation configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no trust policy in {0}: write {OCI_POLICY_FILE} or {POLICY_FILE} there")]
+    NoPolicyFile(PathBuf),
+    #[error("cannot read trust policy {path}")]
+    ReadPolicy {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("trust policy {path} is a symlink or not a regular file")]
+    PolicyNotRegularFile { path: PathBuf },
+    #[error("trust policy {path} is invalid")]
+    Policy {
+        path: PathBuf,
+        #[source]
+        source: PolicyError,
+    },
+    #[error(transparent)]
+    TrustStore(#[from] StoreError),
+    #[error(transparent)]
+    Crl(#[from] CrlError),
+}
+
+/// A verdict and how it was reached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verification {
+    pub verdict: Verdict,
+    pub outcome: Outcome,
+}
+
+/// What verification did, for audit records and `policy explain`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// The trust policy statement that applied, if one did.
+    pub policy: Option<String>,
+    pub level: Option<LevelName>,
+    /// The statement's level is `skip`: no signature was fetched or verified, and the
+    /// verdict is `Trusted` only because the spec says "return success".
+    pub skipped: bool,
+    /// The subject DN of the signing certificate of the signature that established
+    /// trust.
+    pub signer_subject: Option<String>,
+    /// Failures of checks the level only logs (permissive, audit, `log` overrides), for
+    /// the signature that established trust.
+    pub logged: Vec<LoggedFailure>,
+    /// Why each rejected signature was rejected, by envelope index.
+    pub rejected: Vec<(usize, Rejection)>,
+    /// Envelopes past [`MAX_SIGNATURES`], not examined.
+    pub not_examined: usize,
+}
+
+/// A failed check the verification level did not enforce.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedFailure {
+    pub check: Check,
+    pub rejection: Rejection,
+}
+
+// === impl NotationConfig ===
+
+impl NotationConfig {
+    /// Reads `dir/trustpolicy.oci.json` (or, if absent, `dir/trustpolicy.json`), the
+    /// stores it names under `dir/truststore/`, and CRL files in `dir/crl/` if that
+    /// directory exists.
+    ///
+    /// Blocking file I/O: call it from `spawn_blocking` on an async runtime.
+    ///
+    /// # Errors
+    ///
+    /// No policy file, an invalid policy, a named store that is missing, empty or
+    /// unreadable, or an unreadable CRL.
+    pub fn load(dir: &Path) -> Result<Self, Error> {
+        let oci = dir.join(OCI_POLICY_FILE);
+        let path = if oci.exists() {
+            oci
+        } else {
+            dir.join(POLICY_FILE)
+        };
+        let meta = match std::fs::symlink_metadata(&path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(Error::NoPolicyFile(dir.to_path_buf()))
+            }
+            Err(source) => return Err(Error::ReadPolicy { path, source }),
+        };
+        // notation-go: "trust policy is not a regular file (symlinks are not supported)".
+        if !meta.is_file() {
+            return Err(Error::PolicyNotRegularFile { path });
+        }
+        let bytes = read_limited(&path, trustpolicy::MAX_TRUST_POLICY_BYTES)?;
+        let policy =
+            TrustPolicyDocument::parse(&bytes).map_err(|source| Error::Policy { path, source })?;
+        let config = Self::new(policy, &dir.join(TRUST_STORE_DIR))?;
+        let crl_dir = dir.join(CRL_DIR);
+        if crl_dir.is_dir() {
+            return Ok(config.with_crls(CrlSet::load_dir(&crl_dir)?));
+        }
+        Ok(config)
+    }
+
+    /// Uses `crls` for revocation checking, replacing any loaded before.
+    pub fn with_crls(mut self, crls: CrlSet) -> Self {
+        self.crls = crls;
+        self
+    }
+
+    /// A configuration from a parsed policy and a trust store root (the directory that
+    /// holds `x509/`).
+    ///
+    /// # Errors
+    ///
+    /// A store the policy names is missing, empty or unreadable.
+    pub fn new(policy: TrustPolicyDocument, trust_store_root: &Path) -> Result<Self, Error> {
+        let refs: Vec<_> = policy
+            .policies()
+            .iter()
+            .flat_map(|p| p.trust_stores.iter())
+            .collect();
+        let store = TrustStore::load(trust_store_root, refs)?;
+        Ok(Self {
+            policy,
+            store,
+            crls: CrlSet::default(),
+        })
+    }
+
+    pub fn policy(&self) -> &TrustPolicyDocument {
+        &self.policy
+    }
+}
+
+/// Verifies the Notation signatures of one image.
+///
+/// `envelopes` are `(media type, bytes)` of the signature manifests' layers;
+/// `target` is the image manifest descriptor the reference resolved to;
+/// `repository` is `registry/repository` (a tag or digest suffix is ignored) and selects
+/// the trust policy statement; `now` is the verification time.
+///
+/// Trusted if any signature passes every enforced check. Otherwise the rejection of the
+/// signature that got furthest through the checks; [`Rejection::NoSignature`] when there
+/// are no envelopes. A `skip` statement yields `Trusted` without looking at signatures,
+/// with [`Outcome::skipped`] set and an identity saying so. Under `audit` (or an
+/// `authenticity: log` override) a signature from an untrusted signer is `Trusted` with
+/// the failure in [`Outcome::logged`], as the spec's level table says; callers that
+/// must not admit such images check `outcome.logged`.
+///
+/// CPU-bound (RSA and ECDSA verifications): call it from `spawn_blocking`.
+pub fn verify<M, B>(
+    envelopes: &[(M, B)],
+    target: &Descriptor,
+    repository: &str,
+    config: &NotationConfig,
+    now: SystemTime,
+) -> Verification
+where
+    M: AsRef<str>,
+    B: AsRef<[u8]>,
+{
+    let mut outcome = Outcome::default();
+    // Trust policy spec, "Selecting a trust policy based on artifact URI": "if there is
+    // no applicable trust policy then implementations ... MUST consider the artifact as
+    // untrusted and fail signature verification."
+    let Some(policy) = config.policy.select(repository) else {
+        let rejection =
+            Rejection::UntrustedRoot(format!("no trust policy statement applies to {repository}"));
+        return Verification {
+            verdict: Verdict::Rejected(rejection),
+            outcome,
+        };
+    };
+    outcome.policy = Some(policy.name.clone());
+    outcome.level = Some(policy.level.name);
+    // Trust policy spec, "Signature Verification" step 2: "If signatureVerification level
+    // is set to skip in the trust policy, return success."
+    if policy.level.name == LevelName::Skip {
+        outcome.skipped = true;
+        let signer = Signer {
+            verifier: VerifierKind::Notation,
+            identity: format!("(verification skipped by trust policy {})", policy.name),
+            issuer: None,
+            matched: policy.name.clone(),
+            signed_digest: target.digest.clone(),
+        };
+        return Verification {
+            verdict: Verdict::Trusted(signer),
+            outcome,
+        };
+    }
+    if envelopes.is_empty() {
+        return Verification {
+            verdict: Verdict::Rejected(Rejection::NoSignature(target.digest.clone())),
+            outcome,
+        };
+    }
+    outcome.not_examined = envelopes.len().saturating_sub(MAX_SIGNATURES);
+    let now = Moment::from_system_time(now);
+    let mut best: Option<Failure> = None;
+    // A signature that passed with logged failures is kept in case no signature passes
+    // cleanly; the first clean pass ends the search.
+    let mut passed: Option<(String, Vec<LoggedFailure>)> = None;
+    for (index, (media_type, bytes)) in envelopes.iter().take(MAX_SIGNATURES).enumerate() {
+        let mut logged = Vec::new();
+        match verify_one(
+            media_type.as_ref(),
+            bytes.as_ref(),
+            target,
+            policy,
+            config,
+            now,
+            &mut logged,
+        ) {
+            Ok(subject) => {
+                let clean = logged.is_empty();
+                if passed.is_none() || clean {
+                    passed = Some((subject, logged));
+                }
+                if clean {
+                    break;
+                }
+            }
+            Err(failure) => {
+                outcome.rejected.push((index, failure.rejection.clone()));
+                if best.as_ref().is_none_or(|b| failure.stage > b.stage) {
+                    best = Some(failure);
+                }
+            }
+        }
+    }
+    if let Some((subject, logged)) = passed {
+        outcome.signer_subject = Some(subject.clone());
+        outcome.logged = logged;
+        let signer = Signer {
+            verifier: VerifierKind::Notation,
+            identity: subject,
+            issuer: None,
+            matched: policy.name.clone(),
+            signed_digest: target.digest.clone(),
+        };
+        return Verification {
+            verdict: Verdict::Trusted(signer),
+            outcome,
+        };
+    }
+    let rejection = best.map_or_else(
+        || Rejection::NoSignature(target.digest.clone()),
+        |f| f.rejection,
+    );
+    Verification {
+        verdict: Verdict::Rejected(rejection),
+        outcome,
+    }
+}
+
+/// How far a rejected signature got; the furthest is the most informative.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Stage {
+    Parse,
+    Integrity,
+    Authenticity,
+    Identity,
+    Expiry,
+    AuthenticTimestamp,
+    Revocation,
+    Target,
+}
+
+struct Failure {
+    stage: Stage,
+    rejection: Rejection,
+}
+
+/// Runs the checks on one envelope; `Ok` holds the signer's subject.
+fn verify_one(
+    media_type: &str,
+    bytes: &[u8],
+    target: &Descriptor,
+    policy: &TrustPolicy,
+    config: &NotationConfig,
+    now: Moment,
+    logged: &mut Vec<LoggedFailure>,
+) -> Result<String, Failure> {
+    let store = &config.store;
+    let fail = |stage: Stage| move |rejection: Rejection| Failure { stage, rejection };
+
+    // --- Integrity: always enforced (trust policy spec, "Validate Integrity"). ---
+    // "Validate that signature envelope can be parsed successfully based on the
+    // signature envelope type specified in the blobs[0].mediaType attribute".
+    let envelope = parse_envelope(media_type, bytes).map_err(fail(Stage::Parse))?;
+    let chain = envelope
+        .cert_chain
+        .iter()
+        .map(|der| Cert::from_der(der))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| fail(Stage::Parse)(chain_rejection(e)))?;
+    let leaf = chain.first().ok_or_else(|| {
+        fail(Stage::Parse)(Rejection::Malformed("certificate chain is empty".into()))
+    })?;
+    check_signature(&envelope, leaf).map_err(fail(Stage::Integrity))?;
+    let payload_bytes = match &envelope.payload {
+        envelope::Payload::Bytes(bytes) => bytes.clone(),
+        envelope::Payload::Base64Url(text) => {
+            jws::decode_payload(text).map_err(|e| fail(Stage::Integrity)(envelope_rejection(e)))?
+        }
+    };
+    let (scheme, signing_time) = envelope::check_headers(&envelope.headers)
+        .map_err(|e| fail(Stage::Integrity)(envelope_rejection(e)))?;
+    // Trust policy spec, "Validate Authenticity": "validate that the signature envelope
+    // contains a complete certificate chain that starts from a code signing certificate
+    // and terminates with a root certificate" - checked with the signing time, as
+    // notation-core-go does while validating the envelope.
+    chain::validate_signing_chain(&chain, signing_time)
+        .map_err(|e| fail(Stage::Integrity)(chain_rejection(e)))?;
+    let payload = payload::Payload::parse(&payload_bytes)
+        .map_err(|e| fail(Stage::Integrity)(Rejection::Malformed(e.to_string())))?;
+
+    let mut check = |check: Check,
+                     stage: Stage,
+                     result: Result<(), Rejection>|
+     -> Result<(), Failure> {
+        match (result, policy.level.action(check)) {
+            (Ok(()), _) | (Err(_), Action::Skip) => Ok(()),
+            (Err(rejection), Action::Enforce) => Err(Failure { stage, rejection }),
+            (Err(rejection), Action::Log) => {
+                tracing::debug!(policy = %policy.name, ?check, %rejection, "notation check failure logged, not enforced");
+                logged.push(LoggedFailure { check, rejection });
+                Ok(())
+            }
+        }
+    };
+
+    // --- Authenticity: trust store, then trusted identity. ---
+    if policy.level.action(Check::Authenticity) != Action::Skip {
+        check(
+            Check::Authenticity,
+            Stage::Authenticity,
+            check_trust_store(&chain, scheme, policy, store),
+        )?;
+        check(
+            Check::Authenticity,
+            Stage::Identity,
+            check_identity(leaf, policy),
+        )?;
+    }
+    // --- Expiry (trust policy spec, "Validate Expiry"). ---
+    if policy.level.action(Check::Expiry) != Action::Skip {
+        check(Check::Expiry, Stage::Expiry, check_expiry(&envelope, now))?;
+    }
+    // --- Authentic timestamp. ---
+    let mut authentic_time = None;
+    if policy.level.action(Check::AuthenticTimestamp) != Action::Skip {
+        let result = check_authentic_timestamp(
+            &envelope,
+            &chain,
+            scheme,
+            signing_time,
+            policy,
+            store,
+            target,
+            now,
+        )
+        .map(|time| authentic_time = time);
+        check(Check::AuthenticTimestamp, Stage::AuthenticTimestamp, result)?;
+    }
+    // --- Revocation: offline CRLs only; see the module docs. ---
+    if policy.level.action(Check::Revocation) != Action::Skip {
+        check(
+            Check::Revocation,
+            Stage::Revocation,
+            check_revocation(&chain, &config.crls, now, authentic_time),
+        )?;
+    }
+    // --- Target: the signed descriptor must be the image's. ---
+    payload.check_target(target).map_err(fail(Stage::Target))?;
+    Ok(leaf.subject())
+}
+
+fn parse_envelope(media_type: &str, bytes: &[u8]) -> Result<Envelope, Rejection> {
+    let parsed = match media_type {
+        MEDIA_TYPE_JWS => jws::parse(bytes),
+        MEDIA_TYPE_COSE => cose::parse(bytes),
+        other => {
+            return Err(Rejection::Malformed(format!(
+                "{other:?} is not a Notary Project envelope media type"
+            )))
+        }
+    };
+    parsed.map_err(envelope_rejection)
+}
+
+/// Trust policy spec, "Validate Integrity": "Determine the signing algorithm
+/// (hash+encryption) from the signing certificate and validate that the signing
+/// algorithm satisfies algorithm requirements", then verify with it.
+fn check_signature(envelope: &Envelope, leaf: &Cert) -> Result<(), Rejection> {
+    let key = leaf.public_key().map_err(chain_rejection)?;
+    let expected = crypto::SignatureAlgorithm::for_key(&key).ok_or_else(|| {
+        Rejection::UnsupportedAlgorithm(format!(
+            "signing key of {} bits has no Notary Project algorithm",
+            key.bits()
+        ))
+    })?;
+    if expected != envelope.alg {
+        return Err(Rejection::UnsupportedAlgorithm(format!(
+            "envelope uses {} but the signing key requires {}",
+            envelope.alg.name(),
+            expected.name()
+        )));
+    }
+    envelope
+        .alg
+        .verify(&key, &envelope.signing_input, &envelope.signature)
+        .map_err(|e| Rejection::Tampered(format!("envelope signature: {e}")))
+}
+
+/// Trust policy spec, "Validate Authenticity": the chain must "lead to a trusted
+/// certificate present in the named store". notation-core-go's `VerifyAuthenticity`:
+/// some certificate of the (already validated) chain equals a store certificate.
+/// Signing scheme spec: `notary.x509` anchors in `ca` stores, `notary.x509.signingAuthority`
+/// in `signingAuthority` stores.
+fn check_trust_store(
+    chain: &[Cert],
+    scheme: SigningScheme,
+    policy: &TrustPolicy,
+    store: &TrustStore,
+) -> Result<(), Rejection> {
+    let kind = match scheme {
+        SigningScheme::X509 => StoreKind::Ca,
+        SigningScheme::X509SigningAuthority => StoreKind::SigningAuthority,
+    };
+    let trusted = policy
+        .stores(kind)
+        .flat_map(|s| store.certs(s))
+        .any(|anchor| chain.iter().any(|cert| cert.der() == anchor.der()));
+    if trusted {
+        Ok(())
+    } else {
+        Err(Rejection::UntrustedRoot(format!(
+            "chain of {} does not lead to a certificate in the {} stores of trust policy {}",
+            chain.first().map(Cert::subject).unwrap_or_default(),
+            kind.dir_name(),
+            policy.name
+        )))
+    }
+}
+
+/// Trust policy spec, "Validate Authenticity": "If trustedIdentities is *, any signing
+/// certificate issued by a CA in trustStore is allowed ... Else validate if the X.509
+/// subject (x509.subject) in the trustedIdentities list matches".
+fn check_identity(leaf: &Cert, policy: &TrustPolicy) -> Result<(), Rejection> {
+    match &policy.identities {
+        TrustedIdentities::Any => Ok(()),
+        TrustedIdentities::Subjects(dns) => {
+            let subject = leaf.subject_attributes();
+            if dns.iter().any(|dn| dn.matches(&subject)) {
+                Ok(())
+            } else {
+                Err(Rejection::IdentityNotTrusted(format!(
+                    "{} is not a trusted identity of trust policy {}",
+                    leaf.subject(),
+                    policy.name
+                )))
+            }
+        }
+    }
+}
+
+/// Signature spec, "Expiry": "The artifact is considered expired when the current time
+/// is greater than or equal to expiry time".
+fn check_expiry(envelope: &Envelope, now: Moment) -> Result<(), Rejection> {
+    match envelope.headers.expiry {
+        Some(expiry) if now >= expiry => {
+            Err(Rejection::Expired(format!("signature expired at {expiry}")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Trust policy spec, "Validate Trusted Timestamp", with notation-go's
+/// `verifyTimestamp` option: a `notary.x509` signature under a policy with a `tsa`
+/// store needs a verified RFC 3161 timestamp whose range lies within every chain
+/// certificate's validity; without a `tsa` store (or with `afterCertExpiry` while the
+/// chain is unexpired) the chain must be valid now. A `notary.x509.signingAuthority`
+/// signature's authentic signing time was already checked against the chain.
+///
+/// Returns the authentic signing time established, if any (the latest instant of a
+/// timestamp's range, or the signing authority's time).
+#[allow(clippy::too_many_arguments)]
+fn check_authentic_timestamp(
+    envelope: &Envelope,
+    chain: &[Cert],
+    scheme: SigningScheme,
+    signing_time: Moment,
+    policy: &TrustPolicy,
+    store: &TrustStore,
+    target: &Descriptor,
+    now: Moment,
+) -> Result<Option<Moment>, Rejection> {
+    if scheme == SigningScheme::X509SigningAuthority {
+        return Ok(Some(signing_time));
+    }
+    let anchors: Vec<Cert> = policy
+        .stores(StoreKind::Tsa)
+        .flat_map(|s| store.certs(s))
+        .cloned()
+        .collect();
+    let mut use_timestamp = policy.stores(StoreKind::Tsa).next().is_some();
+    if use_timestamp && policy.verify_timestamp == TimestampOption::AfterCertExpiry {
+        use_timestamp = chain.iter().any(|cert| now > cert.not_after());
+    }
+    if !use_timestamp {
+        // Signature spec, "Other requirements" 4: "In the absence of an Authentic
+        // Timestamp, each and every certificate in the certificate chain ... must be
+        // valid ... at the time of signature verification."
+        for cert in chain {
+            cert.check_valid_at(now).map_err(chain_rejection)?;
+        }
+        return Ok(None);
+    }
+    // notation-go: "no timestamp countersignature was found in the signature envelope".
+    // The vectors (N26b) class a missing countersignature as no-signature.
+    let Some(token) = &envelope.timestamp else {
+        return Err(Rejection::NoSignature(target.digest.clone()));
+    };
+    let range =
+        timestamp::verify(token, &envelope.signature, &anchors).map_err(timestamp_rejection)?;
+    // "Validate that the time range from timeStampLowerLimit to timeStampUpperLimit
+    // timestamp is entirely within the signing certificate and certificate chain's
+    // validity period."
+    for cert in chain {
+        if range.earliest < cert.not_before() || range.latest > cert.not_after() {
+            return Err(Rejection::Expired(format!(
+                "timestamp {} is not within the validity of {} ({} to {})",
+                range.gen_time,
+                cert.subject(),
+                cert.not_before(),
+                cert.not_after()
+            )));
+        }
+    }
+    Ok(Some(range.latest))
+}
+
+/// Trust policy spec, "Certificate Revocation Evaluation": "Starting from Root to leaf
+/// certificate, for each certificate in the certificate chain": one without OCSP or CRL
+/// information "is considered valid (not revoked)"; for the others crigate uses the
+/// configured CRLs, and "If the revocation status of any of the certificates is revoked
+/// or cannot be determined (revocation unavailable), fail this step."
+fn check_revocation(
+    chain: &[Cert],
+    crls: &CrlSet,
+    now: Moment,
+    signed_at: Option<Moment>,
+) -> Result<(), Rejection> {
+    for (index, cert) in chain.iter().enumerate().rev() {
+        let issuer = chain.get(index + 1).unwrap_or(cert);
+        match crls.status(cert, issuer, now, signed_at) {
+            revocation::Status::Good => {}
+            revocation::Status::Revoked { subject, at } => {
+                return Err(Rejection::UntrustedRoot(format!(
+                    "certificate {subject} was revoked at {at}"
+                )));
+            }
+            revocation::Status::Unknown { subject, reason } => {
+                return Err(Rejection::UntrustedRoot(format!(
+                    "revocation status of {subject} cannot be determined: {reason} \
+                     (put a current CRL in the crl directory, or set the trust policy override \
+                     \"revocation\" to \"log\" or \"skip\")"
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn envelope_rejection(error: EnvelopeError) -> Rejection {
+    match error {
+        EnvelopeError::Malformed(m) => Rejection::Malformed(m),
+        EnvelopeError::Unsupported(m) => Rejection::UnsupportedAlgorithm(m),
+    }
+}
+
+fn chain_rejection(error: ChainError) -> Rejection {
+    let message = error.to_string();
+    match error {
+        ChainError::Malformed(_)
+        | ChainError::TooLarge(_)
+        | ChainError::Empty
+        | ChainError::TooLong(_) => Rejection::Malformed(message),
+        ChainError::Key { .. } => Rejection::UnsupportedAlgorithm(message),
+        ChainError::NotValidAt { .. } => Rejection::Expired(message),
+        ChainError::NotIssuedBy { .. }
+        | ChainError::RootNotSelfSigned(_)
+        | ChainError::SelfSignedInChain(_)
+        | ChainError::Requirement { .. }
+        | ChainError::NoIssuer(_) => Rejection::UntrustedRoot(message),
+    }
+}
+
+fn timestamp_rejection(error: TimestampError) -> Rejection {
+    let message = format!("timestamp: {error}");
+    match error {
+        TimestampError::TooLarge(_)
+        | TimestampError::Malformed(_)
+        | TimestampError::NotTstInfo(_)
+        | TimestampError::SignerCount(_)
+        | TimestampError::MissingAttribute(_)
+        | TimestampError::SignerCertificateMissing => Rejection::Malformed(message),
+        TimestampError::UnsupportedHash(_) | TimestampError::Algorithm(_) => {
+            Rejection::UnsupportedAlgorithm(message)
+        }
+        TimestampError::ImprintMismatch
+        | TimestampError::AttributeMismatch(_)
+        | TimestampError::BadSignature => Rejection::Tampered(message),
+        TimestampError::Chain(chain) => match chain_rejection(chain) {
+            Rejection::Expired(m) => Rejection::Expired(format!("timestamp: {m}")),
+            Rejection::UntrustedRoot(m) => Rejection::UntrustedRoot(format!("timestamp: {m}")),
+            other => other,
+        },
+    }
+}
+
+fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, Error> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+        .map_err(|source| Error::ReadPolicy {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    if bytes.len() > limit {
+        return Err(Error::Policy {
+            path: path.to_path_buf(),
+            source: PolicyError::TooLarge(bytes.len()),
+        });
+    }
+    Ok(bytes)
+}
+
+/// Fuzz entry point: parses `data` as a JWS and as a COSE envelope and runs every
+/// parse-level step on what parses (headers, certificates, payload, timestamp token).
+/// Must return for any input, never panic.
+pub fn fuzz_envelope(data: &[u8]) {
+    for parsed in [jws::parse(data), cose::parse(data)] {
+        let Ok(envelope) = parsed else { continue };
+        let _ = envelope::check_headers(&envelope.headers);
+        let chain: Vec<Cert> = envelope
+            .cert_chain
+            .iter()
+            .filter_map(|der| Cert::from_der(der).ok())
+            .collect();
+        if let Some(leaf) = chain.first() {
+            let _ = check_signature(&envelope, leaf);
+            let _ = leaf.subject_attributes();
+        }
+        let _ = chain::validate_signing_chain(&chain, Moment::from_unix_seconds(0));
+        if let envelope::Payload::Base64Url(text) = &envelope.payload {
+            if let Ok(bytes) = jws::decode_payload(text) {
+                let _ = payload::Payload::parse(&bytes);
+            }
+        }
+        if let Some(token) = &envelope.timestamp {
+            let _ = timestamp::verify(token, &envelope.signature, &chain);
+        }
+    }
+    let _ = timestamp::verify(data, b"", &[]);
+}
+
+/// Fuzz entry point: parses `data` as a trust policy document and, if valid, selects a
+/// statement. Must return for any input, never panic.
+pub fn fuzz_trust_policy(data: &[u8]) {
+    if let Ok(document) = TrustPolicyDocument::parse(data) {
+        let _ = document.select("registry.example.com/app@sha256:00");
+        let _ = document.select("*");
+    }
+}
+
+#[cfg(test)]
+mod tests;

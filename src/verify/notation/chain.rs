@@ -1,0 +1,694 @@
+//! X.509 certificates and the chain rules of the Notary Project signature spec
+//! ("Certificate Requirements"): the signing chain carried in an envelope, and the
+//! timestamping chain built from an RFC 3161 token to a `tsa` trust store.
+//!
+//! Only Basic Constraints, Key Usage and Extended Key Usage are honoured; other
+//! extensions are not evaluated (signature spec, "Other requirements" 2).
+#![deny(clippy::indexing_slicing)]
+
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode, Tagged};
+use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::Certificate;
+
+use super::crypto::{CryptoError, PublicKey, X509Algorithm};
+use super::time::Moment;
+use super::tlv::{self, DerReader};
+
+/// Largest certificate accepted; real code-signing and TSA certificates are 1-2 KiB.
+pub const MAX_CERT_BYTES: usize = 64 * 1024;
+/// Most certificates in a chain, envelope or built (leaf, intermediates, root).
+pub const MAX_CHAIN_LEN: usize = 10;
+
+const EKU_ANY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
+const EKU_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
+const EKU_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
+const EKU_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+const EKU_EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
+const EKU_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
+const EKU_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
+const CRL_DISTRIBUTION_POINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.31");
+const AUTHORITY_INFO_ACCESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+
+/// The X.520 attribute types the trust policy's `x509.subject` may name, with the
+/// short names RFC 4514 3 gives them.
+const SUBJECT_ATTRIBUTES: &[(&str, &str)] = &[
+    ("2.5.4.6", "C"),
+    ("2.5.4.8", "ST"),
+    ("2.5.4.7", "L"),
+    ("2.5.4.10", "O"),
+    ("2.5.4.11", "OU"),
+    ("2.5.4.3", "CN"),
+    ("2.5.4.5", "SERIALNUMBER"),
+    ("2.5.4.9", "STREET"),
+    ("2.5.4.17", "POSTALCODE"),
+];
+
+/// A parsed certificate with the exact bytes it was read from.
+#[derive(Clone, Debug)]
+pub(crate) struct Cert {
+    der: Vec<u8>,
+    tbs: Vec<u8>,
+    cert: Certificate,
+}
+
+/// Which chain a rule was applied to, for messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    CodeSigning,
+    Timestamping,
+}
+
+/// Why a chain does not meet the Notary Project certificate requirements.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ChainError {
+    #[error("certificate is not valid X.509 DER: {0}")]
+    Malformed(String),
+    #[error("certificate is {0} bytes, over the {MAX_CERT_BYTES}-byte limit")]
+    TooLarge(usize),
+    #[error("certificate chain is empty")]
+    Empty,
+    #[error("certificate chain has {0} certificates, over the limit of {MAX_CHAIN_LEN}")]
+    TooLong(usize),
+    #[error("certificate {subject:?} is not issued by {issuer:?}")]
+    NotIssuedBy { subject: String, issuer: String },
+    #[error("last certificate {0:?} of the chain is not a self-signed root")]
+    RootNotSelfSigned(String),
+    #[error("certificate {0:?} is self-signed but not the last of the chain")]
+    SelfSignedInChain(String),
+    #[error("certificate {subject:?} does not meet the {purpose:?} requirements: {reason}")]
+    Requirement {
+        subject: String,
+        purpose: Purpose,
+        reason: &'static str,
+    },
+    #[error("certificate {subject:?} key: {source}")]
+    Key {
+        subject: String,
+        #[source]
+        source: CryptoError,
+    },
+    #[error("certificate {subject:?} is not valid at {at} (valid {not_before} to {not_after})")]
+    NotValidAt {
+        subject: String,
+        at: Moment,
+        not_before: Moment,
+        not_after: Moment,
+    },
+    #[error("no issuer of {0:?} in the token or the trust store")]
+    NoIssuer(String),
+}
+
+// === impl Cert ===
+
+impl Cert {
+    /// Parses one DER certificate.
+    ///
+    /// # Errors
+    ///
+    /// Over [`MAX_CERT_BYTES`], or not a DER certificate.
+    pub(crate) fn from_der(der: &[u8]) -> Result<Self, ChainError> {
+        if der.len() > MAX_CERT_BYTES {
+            return Err(ChainError::TooLarge(der.len()));
+        }
+        let outer =
+            tlv::single(der, tlv::SEQUENCE).map_err(|e| ChainError::Malformed(e.to_string()))?;
+        let tbs = DerReader::new(outer.value)
+            .read(tlv::SEQUENCE)
+            .map_err(|e| ChainError::Malformed(e.to_string()))?;
+        let cert = Certificate::from_der(der).map_err(|e| ChainError::Malformed(e.to_string()))?;
+        Ok(Self {
+            der: der.to_vec(),
+            tbs: tbs.raw.to_vec(),
+            cert,
+        })
+    }
+
+    pub(crate) fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The subject as an RFC 4514 string, most specific attribute first.
+    pub(crate) fn subject(&self) -> String {
+        self.cert.tbs_certificate().subject().to_string()
+    }
+
+    /// The subject's attributes that `x509.subject` identities can name, by short name,
+    /// in certificate order. Values of other string types are left out.
+    pub(crate) fn subject_attributes(&self) -> Vec<(&'static str, String)> {
+        let mut attributes = Vec::new();
+        for atv in self.cert.tbs_certificate().subject().iter() {
+            let oid = atv.oid.to_string();
+            let Some((_, name)) = SUBJECT_ATTRIBUTES.iter().find(|(o, _)| *o == oid) else {
+                continue;
+            };
+            if let Some(value) = directory_string(&atv.value) {
+                attributes.push((*name, value));
+            }
+        }
+        attributes
+    }
+
+    pub(crate) fn not_before(&self) -> Moment {
+        time_to_moment(self.cert.tbs_certificate().validity().not_before)
+    }
+
+    pub(crate) fn not_after(&self) -> Moment {
+        time_to_moment(self.cert.tbs_certificate().validity().not_after)
+    }
+
+    /// Notary Project signing time rule: `notBefore <= t <= notAfter`.
+    pub(crate) fn check_valid_at(&self, at: Moment) -> Result<(), ChainError> {
+        if at < self.not_before() || at > self.not_after() {
+            return Err(ChainError::NotValidAt {
+                subject: self.subject(),
+                at,
+                not_before: self.not_before(),
+                not_after: self.not_after(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(crate) fn public_key(&self) -> Result<PublicKey, ChainError> {
+        PublicKey::from_spki(self.cert.tbs_certificate().subject_public_key_info()).map_err(
+            |source| ChainError::Key {
+                subject: self.subject(),
+                source,
+            },
+        )
+    }
+
+    /// Whether `issuer` issued this certificate: the names link and `issuer`'s key
+    /// verifies the signature. Names alone are not enough (N13's leaf and root share a
+    /// subject).
+    pub(crate) fn is_issued_by(&self, issuer: &Cert) -> bool {
+        let names_link = match (
+            self.cert.tbs_certificate().issuer().to_der(),
+            issuer.cert.tbs_certificate().subject().to_der(),
+        ) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if !names_link {
+            return false;
+        }
+        let Ok(key) = issuer.public_key() else {
+            return false;
+        };
+        let Ok(alg) = X509Algorithm::from_identifier(self.cert.signature_algorithm(), None) else {
+            return false;
+        };
+        let Some(signature) = self.cert.signature().as_bytes() else {
+            return false;
+        };
+        alg.verify(&key, &self.tbs, signature).is_ok()
+    }
+
+    pub(crate) fn is_self_signed(&self) -> bool {
+        self.is_issued_by(self)
+    }
+
+    /// Whether the certificate names CRL or OCSP locations (RFC 5280 4.2.1.13,
+    /// 4.2.2.1), which is what makes revocation checkable.
+    pub(crate) fn has_revocation_info(&self) -> bool {
+        self.cert
+            .tbs_certificate()
+            .extensions()
+            .is_some_and(|exts| {
+                exts.iter().any(|e| {
+                    e.extn_id == CRL_DISTRIBUTION_POINTS || e.extn_id == AUTHORITY_INFO_ACCESS
+                })
+            })
+    }
+
+    /// Whether basicConstraints marks this certificate as a CA.
+    pub(crate) fn is_ca(&self) -> bool {
+        matches!(
+            self.cert.tbs_certificate().get_extension::<BasicConstraints>(),
+            Ok(Some((_, bc))) if bc.ca
+        )
+    }
+
+    pub(crate) fn issuer_der(&self) -> Result<Vec<u8>, der::Error> {
+        self.cert.tbs_certificate().issuer().to_der()
+    }
+
+    pub(crate) fn serial(&self) -> &[u8] {
+        self.cert.tbs_certificate().serial_number().as_bytes()
+    }
+
+    pub(crate) fn issuer_and_serial_match(&self, issuer_der: &[u8], serial: &[u8]) -> bool {
+        let tbs = self.cert.tbs_certificate();
+        tbs.issuer().to_der().is_ok_and(|i| i == issuer_der)
+            && tbs.serial_number().as_bytes() == serial
+    }
+
+    pub(crate) fn subject_key_identifier(&self) -> Option<Vec<u8>> {
+        self.cert
+            .tbs_certificate()
+            .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+            .ok()
+            .flatten()
+            .map(|(_, ski)| ski.0.as_bytes().to_vec())
+    }
+
+    fn requirement(&self, purpose: Purpose, reason: &'static str) -> ChainError {
+        ChainError::Requirement {
+            subject: self.subject(),
+            purpose,
+            reason,
+        }
+    }
+
+    fn basic_constraints(
+        &self,
+        purpose: Purpose,
+    ) -> Result<Option<(bool, BasicConstraints)>, ChainError> {
+        self.cert
+            .tbs_certificate()
+            .get_extension::<BasicConstraints>()
+            .map_err(|_| self.requirement(purpose, "basicConstraints is malformed or repeated"))
+    }
+
+    fn key_usage(&self, purpose: Purpose) -> Result<Option<(bool, KeyUsage)>, ChainError> {
+        self.cert
+            .tbs_certificate()
+            .get_extension::<KeyUsage>()
+            .map_err(|_| self.requirement(purpose, "keyUsage is malformed or repeated"))
+    }
+
+    fn extended_key_usage(
+        &self,
+        purpose: Purpose,
+    ) -> Result<Option<Vec<ObjectIdentifier>>, ChainError> {
+        self.cert
+            .tbs_certificate()
+            .get_extension::<ExtendedKeyUsage>()
+            .map(|found| found.map(|(_, eku)| eku.0))
+            .map_err(|_| self.requirement(purpose, "extendedKeyUsage is malformed or repeated"))
+    }
+
+    /// Signature spec, "Leaf Certificates".
+    fn check_leaf(&self, purpose: Purpose) -> Result<(), ChainError> {
+        // "Basic Constraints: ... If present, the cA field MUST be set to false."
+        if let Some((_, bc)) = self.basic_constraints(purpose)? {
+            if bc.ca {
+                return Err(self.requirement(purpose, "leaf basicConstraints has cA set"));
+            }
+        }
+        match (purpose, self.key_usage(purpose)?) {
+            // "Key Usage: The keyUsage extension MUST be present and MUST be marked
+            // critical. Bit positions for digitalSignature MUST be set. The Bit positions
+            // for keyEncipherment, dataEncipherment, keyAgreement, keyCertSign,
+            // encipherOnly, decipherOnly and cRLSign MUST NOT be set."
+            (Purpose::CodeSigning, None) => {
+                return Err(self.requirement(purpose, "keyUsage is missing"))
+            }
+            (Purpose::CodeSigning, Some((false, _))) => {
+                return Err(self.requirement(purpose, "keyUsage is not critical"));
+            }
+            (_, Some((_, ku))) => {
+                if !ku.0.contains(KeyUsages::DigitalSignature) {
+                    return Err(self.requirement(purpose, "keyUsage lacks digitalSignature"));
+                }
+                let forbidden = KeyUsages::KeyEncipherment
+                    | KeyUsages::DataEncipherment
+                    | KeyUsages::KeyAgreement
+                    | KeyUsages::KeyCertSign
+                    | KeyUsages::CRLSign
+                    | KeyUsages::EncipherOnly
+                    | KeyUsages::DecipherOnly;
+                if purpose == Purpose::CodeSigning && !(ku.0 & forbidden).is_empty() {
+                    return Err(self
+                        .requirement(purpose, "keyUsage sets a bit other than digitalSignature"));
+                }
+            }
+            // RFC 3161 2.3 leaves keyUsage of a TSA certificate to the CA.
+            (Purpose::Timestamping, None) => {}
+        }
+        let eku = self.extended_key_usage(purpose)?;
+        match purpose {
+            // "For signing certificate: If present, the value MAY contain
+            // id-kp-codeSigning and MUST NOT contain anyExtendedKeyUsage, serverAuth,
+            // clientAuth, emailProtection and timeStamping." (notation-core-go also
+            // refuses OCSPSigning.)
+            Purpose::CodeSigning => {
+                let forbidden = [
+                    EKU_ANY,
+                    EKU_SERVER_AUTH,
+                    EKU_CLIENT_AUTH,
+                    EKU_EMAIL_PROTECTION,
+                    EKU_TIME_STAMPING,
+                    EKU_OCSP_SIGNING,
+                ];
+                if eku
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|oid| forbidden.contains(oid))
+                {
+                    return Err(self.requirement(
+                        purpose,
+                        "extendedKeyUsage names a non-code-signing purpose",
+                    ));
+                }
+            }
+            // "For timestamping certificate: If present, the value MUST contain
+            // id-kp-timeStamping and MUST NOT contain anyExtendedKeyUsage, serverAuth,
+            // clientAuth, emailProtection and codeSigning." RFC 3161 2.3 makes the
+            // extension itself mandatory for a TSA ("MUST contain only one instance of the
+            // extended key usage field extension with KeyPurposeID having value
+            // id-kp-timeStamping").
+            Purpose::Timestamping => {
+                let eku =
+                    eku.ok_or_else(|| self.requirement(purpose, "extendedKeyUsage is missing"))?;
+                if !eku.contains(&EKU_TIME_STAMPING) {
+                    return Err(self.requirement(purpose, "extendedKeyUsage lacks timeStamping"));
+                }
+                let forbidden = [
+                    EKU_ANY,
+                    EKU_SERVER_AUTH,
+                    EKU_CLIENT_AUTH,
+                    EKU_EMAIL_PROTECTION,
+                    EKU_CODE_SIGNING,
+                ];
+                if eku.iter().any(|oid| forbidden.contains(oid)) {
+                    return Err(self.requirement(
+                        purpose,
+                        "extendedKeyUsage names a non-timestamping purpose",
+                    ));
+                }
+            }
+        }
+        // "Key Length: ... RSA ... 2048 bits or higher ... ECDSA ... 256 bits or higher."
+        let key = self.public_key()?;
+        if (key.is_rsa() && key.bits() < 2048) || (!key.is_rsa() && key.bits() < 256) {
+            return Err(self.requirement(purpose, "key is shorter than the spec allows"));
+        }
+        Ok(())
+    }
+
+    /// Signature spec, "Root and Intermediate CA Certificates". `below` is how many CA
+    /// certificates sit between this one and the leaf.
+    fn check_ca(&self, purpose: Purpose, below: usize) -> Result<(), ChainError> {
+        // "The basicConstraints extension MUST be present and MUST be marked as
+        // critical. The cA field MUST be set true. The pathLenConstraint field is
+        // OPTIONAL. If present, it MUST be verified against the depth of the chain below
+        // that CA certificate."
+        match self.basic_constraints(purpose)? {
+            Some((true, bc)) if bc.ca => {
+                if bc
+                    .path_len_constraint
+                    .is_some_and(|max| usize::from(max) < below)
+                {
+                    return Err(self.requirement(purpose, "pathLenConstraint is exceeded"));
+                }
+            }
+            _ => {
+                return Err(
+                    self.requirement(purpose, "CA basicConstraints must be critical with cA set")
+                )
+            }
+        }
+        // "The keyUsage extension MUST be present and MUST be marked critical. Bit
+        // positions for keyCertSign MUST be set."
+        match self.key_usage(purpose)? {
+            Some((true, ku)) if ku.0.contains(KeyUsages::KeyCertSign) => Ok(()),
+            _ => Err(self.requirement(purpose, "CA keyUsage must be critical with keyCertSign")),
+        }
+    }
+}
+
+/// Validates the envelope's ordered chain (leaf first) against the Notary Project
+/// certificate requirements, each certificate valid at `signing_time`.
+///
+/// # Errors
+///
+/// The first rule the chain breaks.
+pub(crate) fn validate_signing_chain(
+    chain: &[Cert],
+    signing_time: Moment,
+) -> Result<(), ChainError> {
+    validate_ordered_chain(chain, Purpose::CodeSigning)?;
+    // Signature spec, "Other requirements" 3: "The certificates in the certificate chain
+    // MUST be valid at signing time."
+    for cert in chain {
+        cert.check_valid_at(signing_time)?;
+    }
+    Ok(())
+}
+
+fn validate_ordered_chain(chain: &[Cert], purpose: Purpose) -> Result<(), ChainError> {
+    if chain.len() > MAX_CHAIN_LEN {
+        return Err(ChainError::TooLong(chain.len()));
+    }
+    let (leaf, issuers) = chain.split_first().ok_or(ChainError::Empty)?;
+    // Signature spec, "Other requirements" 1: "Valid certificate chain MUST contain a
+    // root certificate. If the certificate chain contains only a root certificate then
+    // the root certificate MUST meet Leaf Certificates requirements".
+    if issuers.is_empty() {
+        if !leaf.is_self_signed() {
+            return Err(ChainError::RootNotSelfSigned(leaf.subject()));
+        }
+        return leaf.check_leaf(purpose);
+    }
+    leaf.check_leaf(purpose)?;
+    // "the certificate containing the public key used to digitally sign the payload must
+    // be the first certificate, followed by the intermediate and root certificates in
+    // the correct order."
+    for (index, pair) in chain.windows(2).enumerate() {
+        let [cert, issuer] = pair else { continue };
+        if cert.is_self_signed() {
+            return Err(ChainError::SelfSignedInChain(cert.subject()));
+        }
+        if !cert.is_issued_by(issuer) {
+            return Err(ChainError::NotIssuedBy {
+                subject: cert.subject(),
+                issuer: issuer.subject(),
+            });
+        }
+        issuer.check_ca(purpose, index)?;
+    }
+    let root = issuers.last().ok_or(ChainError::Empty)?;
+    if !root.is_self_signed() {
+        return Err(ChainError::RootNotSelfSigned(root.subject()));
+    }
+    Ok(())
+}
+
+/// Builds the TSA's chain from its certificate through the token's certificates to a
+/// certificate of the `tsa` trust store, and validates it at `gen_time` (the token's
+/// genTime, as notation-go verifies with `CurrentTime: genTime`).
+///
+/// # Errors
+///
+/// No path to a trusted certificate, or a certificate on the path breaks a rule.
+pub(crate) fn build_timestamping_chain(
+    tsa: &Cert,
+    token_certs: &[Cert],
+    anchors: &[Cert],
+    gen_time: Moment,
+) -> Result<Vec<Cert>, ChainError> {
+    let mut chain = vec![tsa.clone()];
+    loop {
+        let current = chain.last().ok_or(ChainError::Empty)?;
+        if anchors.iter().any(|anchor| anchor.der == current.der) {
+            break;
+        }
+        if chain.len() >= MAX_CHAIN_LEN {
+            return Err(ChainError::TooLong(chain.len() + 1));
+        }
+        let next = anchors
+            .iter()
+            .chain(token_certs.iter())
+            .find(|candidate| candidate.der != current.der && current.is_issued_by(candidate))
+            .cloned();
+        match next {
+            Some(issuer) => chain.push(issuer),
+            None => return Err(ChainError::NoIssuer(current.subject())),
+        }
+    }
+    let (leaf, issuers) = chain.split_first().ok_or(ChainError::Empty)?;
+    leaf.check_leaf(Purpose::Timestamping)?;
+    for (below, ca) in issuers.iter().enumerate() {
+        ca.check_ca(Purpose::Timestamping, below)?;
+    }
+    for cert in &chain {
+        cert.check_valid_at(gen_time)?;
+    }
+    Ok(chain)
+}
+
+fn time_to_moment(time: x509_cert::time::Time) -> Moment {
+    let seconds = i64::try_from(time.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
+    Moment::from_unix_seconds(seconds)
+}
+
+/// The text of a DirectoryString or PrintableString/IA5String attribute value.
+fn directory_string(value: &der::Any) -> Option<String> {
+    let bytes = value.value();
+    match value.tag() {
+        der::Tag::Utf8String | der::Tag::PrintableString | der::Tag::Ia5String => {
+            std::str::from_utf8(bytes).ok().map(str::to_owned)
+        }
+        // TeletexString: treated as Latin-1, as most decoders do.
+        der::Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        der::Tag::BmpString => {
+            let units: Vec<u16> = bytes
+                .chunks_exact(2)
+                .map(|pair| {
+                    u16::from_be_bytes([pair.first().copied()?, pair.get(1).copied()?]).into()
+                })
+                .collect::<Option<Vec<u16>>>()?;
+            String::from_utf16(&units).ok()
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn store_cert(path: &str) -> Cert {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/vectors/notation/truststore/x509");
+        let bytes = std::fs::read(dir.join(path)).unwrap();
+        let der =
+            crate::verify::notation::truststore::certificates_in_file(Path::new(path), &bytes)
+                .unwrap();
+        Cert::from_der(&der[0]).unwrap()
+    }
+
+    /// The N13 envelope's x5c: a leaf and a root CA with the same subject.
+    fn n13_chain() -> Vec<Cert> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../shared/vectors/notation/jws/notation-test-root/ca_valid_sig_env.json");
+        let envelope: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        use base64::Engine as _;
+        envelope["header"]["x5c"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let der = base64::engine::general_purpose::STANDARD
+                    .decode(c.as_str().unwrap())
+                    .unwrap();
+                Cert::from_der(&der).unwrap()
+            })
+            .collect()
+    }
+
+    fn at(text: &str) -> Moment {
+        Moment::parse_rfc3339(text).unwrap()
+    }
+
+    #[test]
+    fn a_leaf_and_root_with_one_subject_link_by_signature() {
+        let chain = n13_chain();
+        assert_eq!(chain[0].subject(), chain[1].subject());
+        assert!(chain[0].is_issued_by(&chain[1]));
+        assert!(!chain[0].is_self_signed());
+        assert!(chain[1].is_self_signed());
+        validate_signing_chain(&chain, at("2021-01-01T00:00:00Z")).unwrap();
+    }
+
+    #[test]
+    fn chain_order_and_completeness_are_enforced() {
+        let chain = n13_chain();
+        let reversed = vec![chain[1].clone(), chain[0].clone()];
+        assert!(validate_signing_chain(&reversed, at("2021-01-01T00:00:00Z")).is_err());
+        // A leaf alone is not a chain ending at a root.
+        assert!(matches!(
+            validate_signing_chain(&chain[..1], at("2021-01-01T00:00:00Z")),
+            Err(ChainError::RootNotSelfSigned(_))
+        ));
+        // A CA certificate used as a one-certificate chain fails the leaf rules.
+        assert!(matches!(
+            validate_signing_chain(&chain[1..], at("2021-01-01T00:00:00Z")),
+            Err(ChainError::Requirement { .. })
+        ));
+        // An unrelated root after the leaf.
+        let unrelated = vec![chain[0].clone(), store_cert("ca/e2e/e2e.crt")];
+        assert!(matches!(
+            validate_signing_chain(&unrelated, at("2023-01-01T00:00:00Z")),
+            Err(ChainError::NotIssuedBy { .. })
+        ));
+        assert!(matches!(
+            validate_signing_chain(&[], at("2023-01-01T00:00:00Z")),
+            Err(ChainError::Empty)
+        ));
+    }
+
+    #[test]
+    fn validity_bounds_are_inclusive() {
+        let cert = store_cert("ca/e2e-expired/expired_e2e.crt");
+        let not_before = cert.not_before();
+        let not_after = cert.not_after();
+        let second = std::time::Duration::from_secs(1);
+        assert!(cert.check_valid_at(not_before.minus(second)).is_err());
+        assert!(cert.check_valid_at(not_before).is_ok());
+        assert!(cert.check_valid_at(not_after).is_ok());
+        assert!(matches!(
+            cert.check_valid_at(not_after.plus(second)),
+            Err(ChainError::NotValidAt { .. })
+        ));
+    }
+
+    #[test]
+    fn chain_length_limit_holds_at_its_edge() {
+        let leaf = store_cert("ca/e2e/e2e.crt");
+        let chain = |n: usize| vec![leaf.clone(); n];
+        // Within the limit the chain is refused for its content, past it for its length.
+        assert!(!matches!(
+            validate_signing_chain(&chain(MAX_CHAIN_LEN - 1), at("2023-01-01T00:00:00Z")),
+            Err(ChainError::TooLong(_))
+        ));
+        assert!(!matches!(
+            validate_signing_chain(&chain(MAX_CHAIN_LEN), at("2023-01-01T00:00:00Z")),
+            Err(ChainError::TooLong(_))
+        ));
+        assert!(matches!(
+            validate_signing_chain(&chain(MAX_CHAIN_LEN + 1), at("2023-01-01T00:00:00Z")),
+            Err(ChainError::TooLong(_))
+        ));
+    }
+
+    #[test]
+    fn certificate_size_limit_holds_at_its_edge() {
+        for len in [MAX_CERT_BYTES - 1, MAX_CERT_BYTES] {
+            assert!(
+                matches!(
+                    Cert::from_der(&vec![0u8; len]),
+                    Err(ChainError::Malformed(_))
+                ),
+                "{len}"
+            );
+        }
+        assert!(matches!(
+            Cert::from_der(&vec![0u8; MAX_CERT_BYTES + 1]),
+            Err(ChainError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn subject_attributes_use_short_names() {
+        let cert = store_cert("ca/e2e/e2e.crt");
+        let attributes = cert.subject_attributes();
+        assert!(attributes.contains(&("CN", "e2e".to_owned())));
+        assert!(attributes.contains(&("C", "US".to_owned())));
+        assert_eq!(attributes.len(), 5);
+    }
+
+    #[test]
+    fn a_tsa_root_is_not_a_code_signing_leaf() {
+        let root = store_cert("tsa/globalsign-r6/globalsignRoot.cer");
+        assert!(matches!(
+            validate_signing_chain(std::slice::from_ref(&root), at("2020-01-01T00:00:00Z")),
+            Err(ChainError::Requirement { .. })
+        ));
+    }
+}

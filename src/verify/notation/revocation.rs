@@ -1,0 +1,359 @@
+//! Offline CRL checking: certificate revocation lists configured as files, never
+//! fetched (trust store and trust policy spec, "Certificate Revocation Evaluation",
+//! "CRLs"). OCSP is not implemented.
+//!
+//! Follows notation-core-go `revocation/internal/crl/crl.go` where the spec is silent:
+//! the CRL must verify with the issuer's key and have a `nextUpdate` not yet passed; an
+//! entry whose invalidity date is after the authentic signing time does not revoke; a
+//! `removeFromCRL` entry does not revoke.
+//!
+//! Supported: base CRLs signed by the certificate's issuer (the next certificate of the
+//! envelope's chain), with an issuing distribution point that does not narrow the scope
+//! beyond user certificates. Not supported, and so "revocation unavailable" for the
+//! certificates they would cover: delta CRLs, indirect or reason-partitioned CRLs, and
+//! CRLs or entries with other critical extensions.
+#![deny(clippy::indexing_slicing)]
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use const_oid::ObjectIdentifier;
+use der::{Decode, Encode};
+use x509_cert::crl::CertificateList;
+
+use super::chain::Cert;
+use super::crypto::X509Algorithm;
+use super::time::Moment;
+use super::tlv::{self, DerReader};
+
+/// Largest CRL file read. CRLs of public CAs reach a few MiB.
+pub const MAX_CRL_FILE_BYTES: u64 = 16 * 1024 * 1024;
+/// Most CRL files read from one directory.
+pub const MAX_CRL_FILES: usize = 256;
+
+const PEM_BEGIN: &str = "-----BEGIN X509 CRL-----";
+const PEM_END: &str = "-----END X509 CRL-----";
+const DELTA_CRL_INDICATOR: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.27");
+const ISSUING_DISTRIBUTION_POINT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.28");
+const REASON_CODE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.21");
+const INVALIDITY_DATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.24");
+/// CRLReason `removeFromCRL` (RFC 5280 5.3.1).
+const REMOVE_FROM_CRL: u8 = 8;
+
+/// The configured CRLs, parsed; signatures are checked against the issuer at use.
+#[derive(Clone, Debug, Default)]
+pub struct CrlSet {
+    crls: Vec<Crl>,
+}
+
+#[derive(Clone, Debug)]
+struct Crl {
+    tbs: Vec<u8>,
+    list: CertificateList,
+}
+
+/// Why CRL files could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlError {
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is a symlink, which is not supported")]
+    Symlink { path: PathBuf },
+    #[error("{path} is over the {MAX_CRL_FILE_BYTES}-byte limit")]
+    TooLarge { path: PathBuf },
+    #[error("{path} has more than {MAX_CRL_FILES} entries")]
+    TooManyFiles { path: PathBuf },
+    #[error("{path} is not a DER or PEM X.509 CRL")]
+    Malformed {
+        path: PathBuf,
+        #[source]
+        source: CrlParseError,
+    },
+}
+
+/// Why bytes are not CRLs.
+#[derive(Debug, thiserror::Error)]
+pub enum CrlParseError {
+    #[error("PEM: {0}")]
+    Pem(&'static str),
+    #[error("not a DER CertificateList: {0}")]
+    Structure(&'static str),
+    #[error(transparent)]
+    Der(#[from] der::Error),
+}
+
+/// The revocation status of one certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    Good,
+    Revoked {
+        subject: String,
+        at: Moment,
+    },
+    Unknown {
+        subject: String,
+        reason: &'static str,
+    },
+}
+
+// === impl CrlSet ===
+
+impl CrlSet {
+    /// Reads every `.crl` and `.pem` file of `dir` (DER, or PEM `X509 CRL` blocks).
+    ///
+    /// # Errors
+    ///
+    /// A file is unreadable, a symlink, over the limit, or not a CRL.
+    pub fn load_dir(dir: &Path) -> Result<Self, CrlError> {
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| CrlError::Io { path, source }
+        };
+        let mut paths = Vec::new();
+        for (count, entry) in fs::read_dir(dir).map_err(io(dir))?.enumerate() {
+            if count >= MAX_CRL_FILES {
+                return Err(CrlError::TooManyFiles {
+                    path: dir.to_path_buf(),
+                });
+            }
+            paths.push(entry.map_err(io(dir))?.path());
+        }
+        paths.sort();
+        let mut set = Self::default();
+        for path in paths {
+            let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+            if meta.file_type().is_symlink() {
+                return Err(CrlError::Symlink { path });
+            }
+            let extension = path
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or_default();
+            if !meta.is_file() || !matches!(extension, "crl" | "pem") {
+                continue;
+            }
+            let mut bytes = Vec::new();
+            fs::File::open(&path)
+                .and_then(|f| f.take(MAX_CRL_FILE_BYTES + 1).read_to_end(&mut bytes))
+                .map_err(io(&path))?;
+            if bytes.len() as u64 > MAX_CRL_FILE_BYTES {
+                return Err(CrlError::TooLarge { path });
+            }
+            set.add(&bytes)
+                .map_err(|source| CrlError::Malformed { path, source })?;
+        }
+        Ok(set)
+    }
+
+    /// Adds the CRLs in `bytes` (one DER CRL, or PEM `X509 CRL` blocks).
+    ///
+    /// # Errors
+    ///
+    /// The bytes are not CRLs.
+    pub fn add(&mut self, bytes: &[u8]) -> Result<(), CrlParseError> {
+        let text = std::str::from_utf8(bytes)
+            .ok()
+            .filter(|t| t.contains(PEM_BEGIN));
+        let ders = match text {
+            Some(text) => pem_blocks(text)?,
+            None => vec![bytes.to_vec()],
+        };
+        for der in ders {
+            let structure =
+                |_| CrlParseError::Structure("expected SEQUENCE { tbsCertList SEQUENCE, ... }");
+            let outer = tlv::single(&der, tlv::SEQUENCE).map_err(structure)?;
+            let tbs = DerReader::new(outer.value)
+                .read(tlv::SEQUENCE)
+                .map_err(structure)?;
+            let list = CertificateList::from_der(&der)?;
+            self.crls.push(Crl {
+                tbs: tbs.raw.to_vec(),
+                list,
+            });
+        }
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.crls.is_empty()
+    }
+
+    /// The status of `cert`, issued by `issuer`, at `now`; `signed_at` is the authentic
+    /// signing time, if one was established. A certificate that names no CRL or OCSP
+    /// location "is considered valid (not revoked)".
+    pub(crate) fn status(
+        &self,
+        cert: &Cert,
+        issuer: &Cert,
+        now: Moment,
+        signed_at: Option<Moment>,
+    ) -> Status {
+        if !cert.has_revocation_info() {
+            return Status::Good;
+        }
+        let unknown = |reason| Status::Unknown {
+            subject: cert.subject(),
+            reason,
+        };
+        let Ok(issuer_name) = cert.issuer_der() else {
+            return unknown("issuer name cannot be encoded");
+        };
+        let Ok(key) = issuer.public_key() else {
+            return unknown("issuer key is unusable");
+        };
+        let mut reason = "no configured CRL from its issuer";
+        for crl in &self.crls {
+            let tbs = &crl.list.tbs_cert_list;
+            if tbs.issuer.to_der().ok().as_deref() != Some(issuer_name.as_slice()) {
+                continue;
+            }
+            // RFC 5280 6.3.3 (f): the CRL signature verifies with the issuer's key.
+            let verified = X509Algorithm::from_identifier(&crl.list.signature_algorithm, None)
+                .ok()
+                .zip(crl.list.signature.as_bytes())
+                .is_some_and(|(alg, sig)| alg.verify(&key, &crl.tbs, sig).is_ok());
+            if !verified {
+                reason = "a CRL from its issuer's name does not verify with the issuer's key";
+                continue;
+            }
+            let extensions = tbs.crl_extensions.as_deref().unwrap_or_default();
+            if extensions.iter().any(|e| e.extn_id == DELTA_CRL_INDICATOR) {
+                reason = "only a delta CRL is configured";
+                continue;
+            }
+            // RFC 5280 5.2: a CRL with an unrecognised critical extension must not be
+            // used to determine status. The issuing distribution point is understood when
+            // it does not narrow the CRL below what `cert` needs (RFC 5280 5.2.5).
+            let unusable = extensions.iter().any(|e| {
+                if e.extn_id == ISSUING_DISTRIBUTION_POINT {
+                    !idp_covers(e.extn_value.as_bytes(), cert.is_ca())
+                } else {
+                    e.critical
+                }
+            });
+            if unusable {
+                reason = "the CRL's scope or a critical extension is not supported";
+                continue;
+            }
+            // RFC 5280 6.3.3 (a): a CRL past its nextUpdate is not current.
+            let this_update = time(tbs.this_update);
+            let current =
+                this_update <= now && tbs.next_update.is_some_and(|next| now <= time(next));
+            if !current {
+                reason = "the configured CRL is not current";
+                continue;
+            }
+            let serial = cert.serial();
+            for entry in tbs.revoked_certificates.as_deref().unwrap_or_default() {
+                if entry.serial_number.as_bytes() != serial {
+                    continue;
+                }
+                let entry_extensions = entry.crl_entry_extensions.as_deref().unwrap_or_default();
+                let mut invalidity = None;
+                let mut removed = false;
+                for ext in entry_extensions {
+                    match ext.extn_id {
+                        INVALIDITY_DATE => {
+                            let parsed =
+                                tlv::single(ext.extn_value.as_bytes(), tlv::GENERALIZED_TIME)
+                                    .ok()
+                                    .and_then(|t| std::str::from_utf8(t.value).ok())
+                                    .and_then(|text| Moment::parse_generalized_time(text).ok());
+                            match parsed {
+                                Some(date) => invalidity = Some(date),
+                                None => {
+                                    return unknown("its CRL entry has a malformed invalidity date")
+                                }
+                            }
+                        }
+                        REASON_CODE => {
+                            // CRLReason ::= ENUMERATED
+                            removed = ext.extn_value.as_bytes() == [0x0a, 0x01, REMOVE_FROM_CRL];
+                        }
+                        _ if ext.critical => {
+                            return unknown(
+                                "its CRL entry has a critical extension crigate does not process",
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                // notation-core-go: "signing time is before the invalidity date which means
+                // the certificate is not revoked at the time of signing".
+                let signed_before_invalid = signed_at
+                    .zip(invalidity)
+                    .is_some_and(|(signed, invalid)| signed < invalid);
+                if removed || signed_before_invalid {
+                    return Status::Good;
+                }
+                return Status::Revoked {
+                    subject: cert.subject(),
+                    at: time(entry.revocation_date),
+                };
+            }
+            return Status::Good;
+        }
+        unknown(reason)
+    }
+}
+
+/// Whether an IssuingDistributionPoint (RFC 5280 5.2.5) leaves `cert` in scope: no
+/// `onlyContainsCACerts` for a leaf, no `onlyContainsUserCerts` for a CA, and no
+/// reason partitioning, indirect CRL or attribute-certificate scope.
+fn idp_covers(der: &[u8], cert_is_ca: bool) -> bool {
+    let Ok(seq) = tlv::single(der, tlv::SEQUENCE) else {
+        return false;
+    };
+    let mut reader = DerReader::new(seq.value);
+    let true_flag = [0xff];
+    while let Some(tag) = reader.peek_tag() {
+        let Ok(field) = reader.read_any() else {
+            return false;
+        };
+        match tag {
+            0xa0 => {}
+            0x81 if field.value == true_flag && cert_is_ca => return false,
+            0x81 => {}
+            0x82 if field.value == true_flag && !cert_is_ca => return false,
+            0x82 => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn time(time: x509_cert::time::Time) -> Moment {
+    Moment::from_unix_seconds(i64::try_from(time.to_unix_duration().as_secs()).unwrap_or(i64::MAX))
+}
+
+fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, CrlParseError> {
+    use base64::Engine as _;
+    let mut blocks = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let after = rest
+            .get(start + PEM_BEGIN.len()..)
+            .ok_or(CrlParseError::Pem("truncated block"))?;
+        let end = after
+            .find(PEM_END)
+            .ok_or(CrlParseError::Pem("block has no END line"))?;
+        let body: String = after
+            .get(..end)
+            .ok_or(CrlParseError::Pem("truncated block"))?
+            .chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect();
+        blocks.push(
+            base64::engine::general_purpose::STANDARD
+                .decode(body)
+                .map_err(|_| CrlParseError::Pem("body is not base64"))?,
+        );
+        rest = after.get(end + PEM_END.len()..).unwrap_or_default();
+    }
+    Ok(blocks)
+}

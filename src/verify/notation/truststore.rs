@@ -1,0 +1,228 @@
+//! Notation trust stores on disk: `truststore/x509/{ca,signingAuthority,tsa}/<name>/`
+//! holding `.pem`, `.crt` or `.cer` files, each one or more PEM certificates or one DER
+//! certificate (trust store and trust policy spec, "Trust Store").
+//!
+//! Reading happens once, when the configuration loads; verification never touches the
+//! file system.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use super::chain::{Cert, ChainError};
+use super::trustpolicy::StoreRef;
+
+/// Largest certificate file read; a PEM bundle of a few dozen certificates is < 100 KiB.
+pub const MAX_CERT_FILE_BYTES: u64 = 1024 * 1024;
+/// Most certificates in one named store.
+pub const MAX_CERTS_PER_STORE: usize = 256;
+/// Most directory entries examined in one named store.
+pub const MAX_ENTRIES_PER_STORE: usize = 1024;
+
+const PEM_BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+const PEM_END: &str = "-----END CERTIFICATE-----";
+
+/// The certificates of the named stores a trust policy uses.
+#[derive(Clone, Debug, Default)]
+pub struct TrustStore {
+    stores: BTreeMap<StoreRef, Vec<Cert>>,
+}
+
+/// Why a trust store could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(
+        "trust store {store} ({path}) does not exist: create it or remove it from the trust policy"
+    )]
+    Missing { store: String, path: PathBuf },
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is a symlink; the trust store spec does not allow symlinks")]
+    Symlink { path: PathBuf },
+    #[error("trust store {store} ({path}) holds no certificates")]
+    Empty { store: String, path: PathBuf },
+    #[error("{path} is {size} bytes, over the limit of {MAX_CERT_FILE_BYTES}")]
+    FileTooLarge { path: PathBuf, size: u64 },
+    #[error("trust store {store} has more than {MAX_CERTS_PER_STORE} certificates or {MAX_ENTRIES_PER_STORE} entries")]
+    TooManyCertificates { store: String },
+    #[error("{path}: {reason}")]
+    Pem { path: PathBuf, reason: &'static str },
+    #[error("{path}: not a certificate")]
+    Certificate {
+        path: PathBuf,
+        #[source]
+        source: ChainError,
+    },
+}
+
+// === impl TrustStore ===
+
+impl TrustStore {
+    /// Reads the named stores `refs` under `root` (the directory holding `x509/`).
+    ///
+    /// # Errors
+    ///
+    /// A store is missing, empty, a symlink, or holds a file that is not certificates.
+    pub fn load<'a>(
+        root: &Path,
+        refs: impl IntoIterator<Item = &'a StoreRef>,
+    ) -> Result<Self, StoreError> {
+        let mut stores = BTreeMap::new();
+        for store in refs {
+            if stores.contains_key(store) {
+                continue;
+            }
+            let dir = root
+                .join("x509")
+                .join(store.kind.dir_name())
+                .join(&store.name);
+            let certs = load_named_store(store, &dir)?;
+            stores.insert(store.clone(), certs);
+        }
+        Ok(Self { stores })
+    }
+
+    /// The certificates of one named store (empty if it was not loaded).
+    pub(crate) fn certs(&self, store: &StoreRef) -> &[Cert] {
+        self.stores.get(store).map_or(&[], Vec::as_slice)
+    }
+}
+
+fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| StoreError::Io { path, source }
+    };
+    let meta = match fs::symlink_metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(StoreError::Missing {
+                store: store.to_string(),
+                path: dir.to_path_buf(),
+            });
+        }
+        Err(e) => return Err(io(dir)(e)),
+    };
+    // Trust store spec: "Symlinks are not supported for the named store directories or
+    // certificate files. Implementation MUST validate that the named store directory or
+    // certificate files are not symlinks, and fail if it does not meet this condition."
+    if meta.file_type().is_symlink() {
+        return Err(StoreError::Symlink {
+            path: dir.to_path_buf(),
+        });
+    }
+    let mut paths = Vec::new();
+    for (count, entry) in fs::read_dir(dir).map_err(io(dir))?.enumerate() {
+        if count >= MAX_ENTRIES_PER_STORE {
+            return Err(StoreError::TooManyCertificates {
+                store: store.to_string(),
+            });
+        }
+        paths.push(entry.map_err(io(dir))?.path());
+    }
+    paths.sort();
+    let mut certs = Vec::new();
+    for path in paths {
+        let meta = fs::symlink_metadata(&path).map_err(io(&path))?;
+        if meta.file_type().is_symlink() {
+            return Err(StoreError::Symlink { path });
+        }
+        if meta.is_dir() {
+            // "Any additional sub directories under names stores and certificates in it
+            // are ignored. NOTE: Implementation SHOULD warn".
+            tracing::warn!(path = %path.display(), "sub directory of a trust store is ignored");
+            continue;
+        }
+        // "Files with extension .pem, .crt and .cer".
+        let extension = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default();
+        if !matches!(extension, "pem" | "crt" | "cer") {
+            continue;
+        }
+        if meta.len() > MAX_CERT_FILE_BYTES {
+            return Err(StoreError::FileTooLarge {
+                path,
+                size: meta.len(),
+            });
+        }
+        let mut bytes = Vec::new();
+        fs::File::open(&path)
+            .and_then(|f| f.take(MAX_CERT_FILE_BYTES + 1).read_to_end(&mut bytes))
+            .map_err(io(&path))?;
+        if bytes.len() as u64 > MAX_CERT_FILE_BYTES {
+            return Err(StoreError::FileTooLarge {
+                path,
+                size: bytes.len() as u64,
+            });
+        }
+        for der in certificates_in_file(&path, &bytes)? {
+            let cert = Cert::from_der(&der).map_err(|source| StoreError::Certificate {
+                path: path.clone(),
+                source,
+            })?;
+            certs.push(cert);
+            if certs.len() > MAX_CERTS_PER_STORE {
+                return Err(StoreError::TooManyCertificates {
+                    store: store.to_string(),
+                });
+            }
+        }
+    }
+    if certs.is_empty() {
+        return Err(StoreError::Empty {
+            store: store.to_string(),
+            path: dir.to_path_buf(),
+        });
+    }
+    Ok(certs)
+}
+
+/// The DER certificates in a file: every PEM `CERTIFICATE` block, or the file itself
+/// when it is not PEM ("certificate(s) in DER (binary) format or PEM format").
+pub(crate) fn certificates_in_file(path: &Path, bytes: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+    let pem = |reason| StoreError::Pem {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let Ok(text) = std::str::from_utf8(bytes) else {
+        return Ok(vec![bytes.to_vec()]);
+    };
+    if !text.contains("-----BEGIN") {
+        return Ok(vec![bytes.to_vec()]);
+    }
+    let mut certs = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find(PEM_BEGIN) {
+        let after_begin = rest
+            .get(start + PEM_BEGIN.len()..)
+            .ok_or_else(|| pem("truncated PEM block"))?;
+        let end = after_begin
+            .find(PEM_END)
+            .ok_or_else(|| pem("PEM block has no END line"))?;
+        let body = after_begin
+            .get(..end)
+            .ok_or_else(|| pem("truncated PEM block"))?;
+        let base64: String = body.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        certs.push(
+            STANDARD
+                .decode(base64)
+                .map_err(|_| pem("PEM body is not base64"))?,
+        );
+        rest = after_begin.get(end + PEM_END.len()..).unwrap_or_default();
+    }
+    if certs.is_empty() {
+        return Err(pem("PEM file has no CERTIFICATE block"));
+    }
+    Ok(certs)
+}
