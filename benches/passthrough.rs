@@ -148,11 +148,9 @@ async fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4000);
     let env = Env::start().await.expect("harness");
-    let crigate = Crigate::start(
-        env.dir(),
-        Options::new(env.dir(), env.containerd.socket(), ""),
-    )
-    .unwrap();
+    let mut options = Options::new(env.dir(), env.containerd.socket(), "");
+    options.env.push(("RUST_LOG".into(), "info".into()));
+    let crigate = Crigate::start(env.dir(), options).unwrap();
     let (_relay, relay_socket) = start_relay(env.dir(), env.containerd.socket());
 
     // 50 containers in one pod, created (not started): enough for ListContainers to carry

@@ -213,3 +213,129 @@ pub async fn push_referrer(
         .await
         .unwrap();
 }
+
+/// A Sigstore of the test's own: a Fulcio-like CA issuing short-lived leaf certificates
+/// with a SAN and the OIDC issuer extension (1.3.6.1.4.1.57264.1.8), and a Rekor-like
+/// log key signing SignedEntryTimestamps over hashedrekord 0.0.1 entries.
+pub struct KeylessSigner {
+    pub root_pem: String,
+    root_issuer: rcgen::Issuer<'static, KeyPair>,
+    pub rekor_key: KeyPair,
+}
+
+/// One keyless signing identity: a leaf certificate and its key.
+pub struct KeylessLeaf {
+    pub leaf_pem: String,
+    key: KeyPair,
+    /// Unix seconds of the leaf's notBefore.
+    pub not_before: i64,
+}
+
+impl KeylessSigner {
+    pub fn generate() -> Self {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "crigate-test-fulcio");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        params.not_before = rcgen::date_time_ymd(2024, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        let root = params.self_signed(&key).unwrap();
+        Self {
+            root_pem: pem::encode(&pem::Pem::new("CERTIFICATE", root.der().to_vec())),
+            root_issuer: rcgen::Issuer::new(params, key),
+            rekor_key: KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap(),
+        }
+    }
+
+    /// A leaf for `san` (an e-mail) and `issuer`, valid ten minutes from `not_before`
+    /// (Unix seconds).
+    pub fn leaf(&self, san: &str, issuer: &str, not_before: i64) -> KeylessLeaf {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::Rfc822Name(san.try_into().unwrap())];
+        let start = time::OffsetDateTime::from_unix_timestamp(not_before).unwrap();
+        params.not_before = start;
+        params.not_after = start + std::time::Duration::from_secs(600);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        let mut issuer_der = vec![0x0c, issuer.len() as u8];
+        issuer_der.extend_from_slice(issuer.as_bytes());
+        params
+            .custom_extensions
+            .push(rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                issuer_der,
+            ));
+        let leaf = params.signed_by(&key, &self.root_issuer).unwrap();
+        KeylessLeaf {
+            leaf_pem: pem::encode(&pem::Pem::new("CERTIFICATE", leaf.der().to_vec())),
+            key,
+            not_before,
+        }
+    }
+
+    /// A legacy signature by `leaf` over `payload`, with a Rekor bundle logged at
+    /// `integrated_time` (Unix seconds).
+    pub fn legacy(
+        &self,
+        leaf: &KeylessLeaf,
+        payload: Vec<u8>,
+        integrated_time: i64,
+    ) -> LegacySignature {
+        let signature = leaf.key.sign(&payload).unwrap();
+        let body = json!({
+            "apiVersion": "0.0.1",
+            "kind": "hashedrekord",
+            "spec": {
+                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))}},
+                "signature": {
+                    "content": B64.encode(&signature),
+                    "publicKey": {"content": B64.encode(leaf.leaf_pem.as_bytes())}
+                }
+            }
+        });
+        let entry = json!({
+            "body": B64.encode(serde_json::to_vec(&body).unwrap()),
+            "integratedTime": integrated_time,
+            "logIndex": 1,
+            "logID": hex::encode(Sha256::digest(self.rekor_key.subject_public_key_info())),
+        });
+        let set = self
+            .rekor_key
+            .sign(&serde_json_canonicalizer::to_vec(&entry).unwrap())
+            .unwrap();
+        let bundle = json!({"SignedEntryTimestamp": B64.encode(set), "Payload": entry}).to_string();
+        let mut annotations = BTreeMap::new();
+        annotations.insert(
+            "dev.cosignproject.cosign/signature".to_owned(),
+            B64.encode(&signature),
+        );
+        annotations.insert(
+            "dev.sigstore.cosign/certificate".to_owned(),
+            leaf.leaf_pem.clone(),
+        );
+        annotations.insert(
+            "dev.sigstore.cosign/chain".to_owned(),
+            self.root_pem.clone(),
+        );
+        annotations.insert("dev.sigstore.cosign/bundle".to_owned(), bundle);
+        LegacySignature {
+            payload,
+            annotations,
+        }
+    }
+
+    /// The Rekor public key, PEM.
+    pub fn rekor_pem(&self) -> String {
+        pem::encode(&pem::Pem::new(
+            "PUBLIC KEY",
+            self.rekor_key.subject_public_key_info(),
+        ))
+    }
+}

@@ -322,3 +322,213 @@ fn verify_without_trust_material_is_a_usage_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--key"), "{stderr}");
 }
+
+mod keyless {
+    //! Keyless signatures through the engine, against the real registry, with the test's
+    //! own Fulcio-like CA and Rekor key (signer.rs).
+
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use crigate::oci::ImageRef;
+    use crigate::registry::{Client, RegistryConfig};
+    use crigate::verify::cache::{CacheConfig, Fingerprint, VerdictCache};
+    use crigate::verify::cosign::{CosignPolicy, KeylessIdentity, Matcher, PublicKey};
+    use crigate::verify::engine::{Engine, Requirement};
+    use crigate::verify::{Rejection, Verdict};
+
+    use crate::harness::{Registry, TestImage};
+    use crate::signer::{push_legacy, KeySigner, KeylessSigner};
+
+    const SAN: &str = "release@example.com";
+    const ISSUER: &str = "https://issuer.example.com";
+
+    fn engine(registry: &Registry) -> Engine {
+        let config = RegistryConfig {
+            plain_http: vec![registry.host()],
+            ..RegistryConfig::default()
+        };
+        let cache = VerdictCache::open(CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        })
+        .unwrap();
+        Engine::new(
+            Client::new(config).unwrap(),
+            Arc::new(cache),
+            Duration::from_secs(10),
+        )
+    }
+
+    fn policy(sigstore: &KeylessSigner, san: &str) -> Requirement {
+        let mut policy = CosignPolicy {
+            require_tlog: true,
+            require_sct: false,
+            identities: vec![KeylessIdentity {
+                subject: Matcher::Exact(san.to_owned()),
+                issuer: Some(Matcher::Exact(ISSUER.to_owned())),
+            }],
+            rekor_keys: vec![PublicKey::from_pem(sigstore.rekor_pem().as_bytes())
+                .unwrap()
+                .into()],
+            ..CosignPolicy::default()
+        };
+        policy
+            .add_fulcio_roots_pem(sigstore.root_pem.as_bytes())
+            .unwrap();
+        Requirement {
+            cosign: Arc::new(policy),
+            fingerprint: Fingerprint::of(san.as_bytes()),
+        }
+    }
+
+    fn now() -> i64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64
+    }
+
+    /// Pushes a fresh image as `repo:v1`, signs it keyless with a leaf issued
+    /// `age_secs` ago and logged one minute into the leaf's life, and verifies it.
+    async fn sign_and_verify(
+        registry: &Registry,
+        sigstore: &KeylessSigner,
+        repo: &str,
+        requirement: &Requirement,
+        age_secs: i64,
+        alter: impl FnOnce(&mut crate::signer::LegacySignature),
+    ) -> Verdict {
+        let image = TestImage::builder()
+            .label(&format!("repo={repo}"))
+            .build()
+            .unwrap();
+        let digest = registry.push(repo, "v1", &image).await.unwrap();
+        let leaf = sigstore.leaf(SAN, ISSUER, now() - age_secs);
+        let payload = KeySigner::payload(&format!("{}/{repo}", registry.host()), &digest);
+        let mut signature = sigstore.legacy(&leaf, payload, leaf.not_before + 60);
+        alter(&mut signature);
+        push_legacy(registry, repo, &digest, &[signature]).await;
+        let image: ImageRef = format!("{}/{repo}:v1", registry.host()).parse().unwrap();
+        engine(registry)
+            .verify(&image, requirement, None)
+            .await
+            .unwrap()
+            .verdict
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keyless_signature_is_trusted_long_after_its_certificate_expired() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        // Issued two hours ago, valid ten minutes: expired now, valid when logged.
+        let verdict = sign_and_verify(
+            &registry,
+            &sigstore,
+            "app",
+            &policy(&sigstore, SAN),
+            7200,
+            |_| {},
+        )
+        .await;
+        match verdict {
+            Verdict::Trusted(signer) => {
+                assert_eq!(signer.identity, SAN);
+                assert_eq!(signer.issuer.as_deref(), Some(ISSUER));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn other_identity_is_not_trusted() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let requirement = policy(&sigstore, "someone-else@example.com");
+        let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 60, |_| {}).await;
+        assert!(
+            matches!(verdict, Verdict::Rejected(Rejection::IdentityNotTrusted(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn certificate_from_another_ca_is_untrusted() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let stranger = KeylessSigner::generate();
+        let mut requirement = policy(&stranger, SAN);
+        // Trust the stranger's CA but the signer's Rekor key: only the chain fails.
+        let mut cosign = (*requirement.cosign).clone();
+        cosign.rekor_keys = vec![PublicKey::from_pem(sigstore.rekor_pem().as_bytes())
+            .unwrap()
+            .into()];
+        requirement.cosign = Arc::new(cosign);
+        let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 60, |_| {}).await;
+        assert!(
+            matches!(verdict, Verdict::Rejected(Rejection::UntrustedRoot(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn payload_altered_after_signing_is_tampered() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let verdict = sign_and_verify(
+            &registry,
+            &sigstore,
+            "app",
+            &policy(&sigstore, SAN),
+            60,
+            |s| {
+                s.payload.push(b' ');
+            },
+        )
+        .await;
+        assert!(
+            matches!(verdict, Verdict::Rejected(Rejection::Tampered(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn expired_certificate_without_a_log_entry_is_expired() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let mut requirement = policy(&sigstore, SAN);
+        let mut cosign = (*requirement.cosign).clone();
+        cosign.require_tlog = false;
+        requirement.cosign = Arc::new(cosign);
+        let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 7200, |s| {
+            s.annotations.remove("dev.sigstore.cosign/bundle");
+        })
+        .await;
+        assert!(
+            matches!(verdict, Verdict::Rejected(Rejection::Expired(_))),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_entry_signed_by_another_log_is_untrusted() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let mut requirement = policy(&sigstore, SAN);
+        let mut cosign = (*requirement.cosign).clone();
+        cosign.rekor_keys =
+            vec![
+                PublicKey::from_pem(KeylessSigner::generate().rekor_pem().as_bytes())
+                    .unwrap()
+                    .into(),
+            ];
+        requirement.cosign = Arc::new(cosign);
+        let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 60, |_| {}).await;
+        assert!(
+            matches!(verdict, Verdict::Rejected(Rejection::UntrustedRoot(_))),
+            "{verdict:?}"
+        );
+    }
+}

@@ -213,19 +213,29 @@ impl Job {
                 return Ok(Verdict::Rejected(Rejection::Malformed(reason)));
             }
         }
-        let verdict = cosign::verify(
-            &layers,
-            &bundles,
-            digest,
-            &self.repository,
-            &self.policy,
-            SystemTime::now(),
-        );
-        Ok(match verdict {
-            Verdict::Rejected(Rejection::NoSignature(_)) if malformed.is_some() => {
-                Verdict::Rejected(Rejection::Malformed(malformed.unwrap_or_default()))
+        // Signature checks are CPU work (about a millisecond for a keyless chain); keep
+        // them off the thread that relays CRI calls.
+        let (policy, repository) = (self.policy.clone(), self.repository.clone());
+        let signed = digest.clone();
+        let verdict = tokio::task::spawn_blocking(move || {
+            cosign::verify(
+                &layers,
+                &bundles,
+                &signed,
+                &repository,
+                &policy,
+                SystemTime::now(),
+            )
+        })
+        .await
+        .map_err(|_| Error::Aborted {
+            image: format!("{}@{digest}", self.repository),
+        })?;
+        Ok(match (verdict, malformed) {
+            (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
+                Verdict::Rejected(Rejection::Malformed(reason))
             }
-            other => other,
+            (verdict, _) => verdict,
         })
     }
 
