@@ -379,7 +379,8 @@ mod keyless {
             .add_fulcio_roots_pem(sigstore.root_pem.as_bytes())
             .unwrap();
         Requirement {
-            cosign: Arc::new(policy),
+            cosign: Some(Arc::new(policy)),
+            notation: None,
             fingerprint: Fingerprint::of(san.as_bytes()),
         }
     }
@@ -461,11 +462,11 @@ mod keyless {
         let stranger = KeylessSigner::generate();
         let mut requirement = policy(&stranger, SAN);
         // Trust the stranger's CA but the signer's Rekor key: only the chain fails.
-        let mut cosign = (*requirement.cosign).clone();
+        let mut cosign = CosignPolicy::clone(requirement.cosign.as_ref().unwrap());
         cosign.rekor_keys = vec![PublicKey::from_pem(sigstore.rekor_pem().as_bytes())
             .unwrap()
             .into()];
-        requirement.cosign = Arc::new(cosign);
+        requirement.cosign = Some(Arc::new(cosign));
         let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 60, |_| {}).await;
         assert!(
             matches!(verdict, Verdict::Rejected(Rejection::UntrustedRoot(_))),
@@ -499,9 +500,9 @@ mod keyless {
         let registry = Registry::start().await.unwrap();
         let sigstore = KeylessSigner::generate();
         let mut requirement = policy(&sigstore, SAN);
-        let mut cosign = (*requirement.cosign).clone();
+        let mut cosign = CosignPolicy::clone(requirement.cosign.as_ref().unwrap());
         cosign.require_tlog = false;
-        requirement.cosign = Arc::new(cosign);
+        requirement.cosign = Some(Arc::new(cosign));
         let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 7200, |s| {
             s.annotations.remove("dev.sigstore.cosign/bundle");
         })
@@ -517,14 +518,14 @@ mod keyless {
         let registry = Registry::start().await.unwrap();
         let sigstore = KeylessSigner::generate();
         let mut requirement = policy(&sigstore, SAN);
-        let mut cosign = (*requirement.cosign).clone();
+        let mut cosign = CosignPolicy::clone(requirement.cosign.as_ref().unwrap());
         cosign.rekor_keys =
             vec![
                 PublicKey::from_pem(KeylessSigner::generate().rekor_pem().as_bytes())
                     .unwrap()
                     .into(),
             ];
-        requirement.cosign = Arc::new(cosign);
+        requirement.cosign = Some(Arc::new(cosign));
         let verdict = sign_and_verify(&registry, &sigstore, "app", &requirement, 60, |_| {}).await;
         assert!(
             matches!(verdict, Verdict::Rejected(Rejection::UntrustedRoot(_))),

@@ -40,6 +40,16 @@ pub fn cosign_signature(data: &[u8]) {
     crate::verify::cosign::fuzz_signature(data);
 }
 
+/// Parses `data` as a Notation JWS and COSE envelope.
+pub fn notation_envelope(data: &[u8]) {
+    crate::verify::notation::fuzz_envelope(data);
+}
+
+/// Parses `data` as a Notation trust policy document.
+pub fn trust_policy(data: &[u8]) {
+    crate::verify::notation::fuzz_trust_policy(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -60,6 +70,8 @@ mod tests {
         ("image_reference", super::image_reference),
         ("manifest", super::manifest),
         ("cosign_signature", super::cosign_signature),
+        ("notation_envelope", super::notation_envelope),
+        ("trust_policy", super::trust_policy),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

@@ -22,6 +22,7 @@ use crate::verify::cosign::{
     CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, TrustedKey, TrustedRoot,
 };
 use crate::verify::engine::{Engine, Outcome, Requirement};
+use crate::verify::notation::NotationConfig;
 use crate::verify::{Rejection, Verdict};
 
 use super::{EXIT_DENIED, EXIT_OK};
@@ -83,6 +84,11 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = ReferenceCheck::MatchRepository)]
     pub docker_reference: ReferenceCheck,
 
+    /// A Notation configuration directory as the notation CLI lays it out
+    /// (`trustpolicy.json` or `trustpolicy.oci.json`, `truststore/x509/...`), used as it is.
+    #[arg(long, value_name = "DIR")]
+    pub notation_dir: Option<PathBuf>,
+
     /// Talk plain HTTP to IMAGE's registry (as notation names it), for a local registry
     /// without TLS.
     #[arg(long)]
@@ -127,7 +133,7 @@ struct Report<'a> {
     digest: String,
     /// `trusted` or `rejected`.
     result: &'static str,
-    /// The verifier that established trust (`cosign`), when trusted.
+    /// The verifier that established trust (`cosign` or `notation`), when trusted.
     verifier: Option<String>,
     signer: Option<SignerReport<'a>>,
     /// The reference the runtime would be given: the repository at the signed digest.
@@ -156,7 +162,21 @@ struct ReasonReport {
 ///
 /// Bad flags or files, or a verification that could not finish.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let policy = policy(&args)?;
+    let cosign = policy(&args)?;
+    let notation = match &args.notation_dir {
+        Some(dir) => {
+            Some(Arc::new(NotationConfig::load(dir).with_context(|| {
+                format!("--notation-dir {}", dir.display())
+            })?))
+        }
+        None => None,
+    };
+    if cosign.is_none() && notation.is_none() {
+        bail!(
+            "nothing to verify against: give --key FILE, --certificate-identity[-regexp] with --trusted-root FILE, \
+             or --notation-dir DIR"
+        );
+    }
     let mut registry = RegistryConfig {
         ca_file: args.ca_file.clone(),
         docker_config: args.docker_config.clone(),
@@ -175,7 +195,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     .context("cannot set up the verdict cache")?;
     let engine = Engine::new(client, Arc::new(cache), args.timeout);
     let requirement = Requirement {
-        cosign: Arc::new(policy),
+        cosign: cosign.map(Arc::new),
+        notation,
         fingerprint: Fingerprint::of(b"crigate verify"),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -192,8 +213,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// The cosign policy the flags describe.
-fn policy(args: &Args) -> anyhow::Result<CosignPolicy> {
+/// The cosign policy the flags describe, if they describe one.
+fn policy(args: &Args) -> anyhow::Result<Option<CosignPolicy>> {
     let mut policy = CosignPolicy {
         require_tlog: !args.insecure_ignore_tlog,
         require_sct: !args.insecure_ignore_sct,
@@ -241,12 +262,12 @@ fn policy(args: &Args) -> anyhow::Result<CosignPolicy> {
         policy.add_trusted_root(root);
     }
     if policy.keys.is_empty() && policy.identities.is_empty() {
-        bail!("nothing to verify against: give --key FILE, or --certificate-identity[-regexp] with --trusted-root FILE");
+        return Ok(None);
     }
     if !policy.identities.is_empty() && policy.fulcio_roots.is_empty() {
         bail!("keyless verification needs Fulcio roots: give --trusted-root FILE (crigate fetches no trust material)");
     }
-    Ok(policy)
+    Ok(Some(policy))
 }
 
 /// Reads a key or trust file, refusing anything larger than trust material can be.

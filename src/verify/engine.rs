@@ -30,6 +30,7 @@ use crate::registry::{self, Client, Credentials};
 use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyError};
 use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
 use crate::verify::cosign::{self, CosignPolicy, SignatureLayer};
+use crate::verify::notation::{self, NotationConfig};
 use crate::verify::{Rejection, Signer, Verdict};
 
 /// The simple-signing payload of a cosign signature is a few hundred bytes; a larger
@@ -39,6 +40,10 @@ pub const MAX_SIGNATURE_BLOB_BYTES: usize = 64 * 1024;
 /// Media types of Sigstore bundles (`application/vnd.dev.sigstore.bundle+json;version=0.1`,
 /// `application/vnd.dev.sigstore.bundle.v0.3+json`, …), as artifact types of referrers.
 const SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bundle";
+
+/// The artifact type of Notation signatures (Notary Project signature specification,
+/// "Storage").
+const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
 
 /// A verification that cannot finish.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +56,12 @@ pub enum Error {
     Aborted { image: String },
 }
 
-/// What the engine needs to know to verify.
+/// What the engine needs to know to verify: the verifiers that may establish trust (any
+/// one suffices) and the fingerprint of the policy they come from.
 #[derive(Clone)]
 pub struct Requirement {
-    pub cosign: Arc<CosignPolicy>,
+    pub cosign: Option<Arc<CosignPolicy>>,
+    pub notation: Option<Arc<NotationConfig>>,
     /// The hash of the policy's effective content; verdicts are cached under it.
     pub fingerprint: Fingerprint,
 }
@@ -145,7 +152,8 @@ impl Engine {
             repo: image.repo().clone(),
             repository: image.repo().to_string(),
             descriptor: descriptor.clone(),
-            policy: requirement.cosign.clone(),
+            cosign: requirement.cosign.clone(),
+            notation: requirement.notation.clone(),
             platform: self.platform.clone(),
         };
         let (verdict, source) =
@@ -178,7 +186,8 @@ struct Job {
     repo: Repository,
     repository: String,
     descriptor: Descriptor,
-    policy: Arc<CosignPolicy>,
+    cosign: Option<Arc<CosignPolicy>>,
+    notation: Option<Arc<NotationConfig>>,
     platform: (String, String),
 }
 
@@ -186,7 +195,7 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Result<Verdict, Error> {
-        let verdict = self.verify_digest(&self.descriptor.digest).await?;
+        let verdict = self.verify_target(&self.descriptor).await?;
         let untrusted_index = self.descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
         if !untrusted_index {
             return Ok(verdict);
@@ -196,15 +205,117 @@ impl Job {
         let Some(platform) = self.platform_manifest().await? else {
             return Ok(verdict);
         };
-        match self.verify_digest(&platform.digest).await? {
+        match self.verify_target(&platform).await? {
             trusted @ Verdict::Trusted(_) => Ok(trusted),
             // Report what was found on the index: that is what was asked for.
             Verdict::Rejected(_) => Ok(verdict),
         }
     }
 
-    /// Verifies the signatures attached to `digest`.
-    async fn verify_digest(&self, digest: &Digest) -> Result<Verdict, Error> {
+    /// Verifies the signatures attached to `target` with every configured verifier:
+    /// trusted if any verifier trusts it; otherwise the first rejection that found a
+    /// signature, or `NoSignature` when no verifier found one.
+    async fn verify_target(&self, target: &Descriptor) -> Result<Verdict, Error> {
+        let mut rejections = Vec::new();
+        if let Some(policy) = &self.cosign {
+            match self.verify_cosign(policy, &target.digest).await? {
+                trusted @ Verdict::Trusted(_) => return Ok(trusted),
+                Verdict::Rejected(rejection) => rejections.push(rejection),
+            }
+        }
+        if let Some(config) = &self.notation {
+            match self.verify_notation(config, target).await? {
+                trusted @ Verdict::Trusted(_) => return Ok(trusted),
+                Verdict::Rejected(rejection) => rejections.push(rejection),
+            }
+        }
+        let found = rejections
+            .iter()
+            .position(|r| !matches!(r, Rejection::NoSignature(_)));
+        Ok(Verdict::Rejected(match found {
+            Some(index) => rejections.swap_remove(index),
+            None => Rejection::NoSignature(target.digest.clone()),
+        }))
+    }
+
+    /// Verifies the Notation signatures attached to `target` (OCI referrers of artifact
+    /// type `application/vnd.cncf.notary.signature`, Notary Project signature
+    /// specification, "Storage").
+    async fn verify_notation(
+        &self,
+        config: &Arc<NotationConfig>,
+        target: &Descriptor,
+    ) -> Result<Verdict, Error> {
+        let referrers = self
+            .registry
+            .referrers(&self.repo, &target.digest, Some(NOTATION_ARTIFACT_TYPE))
+            .await?;
+        let mut envelopes = Vec::new();
+        let mut malformed = None;
+        for referrer in referrers.iter().take(notation::MAX_SIGNATURES) {
+            let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
+            let Manifest::Image(manifest) = fetched.manifest else {
+                malformed.get_or_insert_with(|| {
+                    format!("Notation signature {} is an index", referrer.digest)
+                });
+                continue;
+            };
+            // Signature specification, "Storage": exactly one layer, the envelope.
+            let [layer] = manifest.layers.as_slice() else {
+                malformed.get_or_insert_with(|| {
+                    format!(
+                        "Notation signature {} has {} layers, not one",
+                        referrer.digest,
+                        manifest.layers.len()
+                    )
+                });
+                continue;
+            };
+            if usize::try_from(layer.size)
+                .map_or(true, |size| size > notation::envelope::MAX_ENVELOPE_BYTES)
+            {
+                malformed.get_or_insert_with(|| {
+                    format!(
+                        "Notation envelope {} is {} bytes, over the limit",
+                        layer.digest, layer.size
+                    )
+                });
+                continue;
+            }
+            let envelope = self
+                .registry
+                .blob(
+                    &self.repo,
+                    &layer.digest,
+                    notation::envelope::MAX_ENVELOPE_BYTES,
+                )
+                .await?;
+            envelopes.push((layer.media_type.clone(), envelope.to_vec()));
+        }
+        if envelopes.is_empty() {
+            return Ok(Verdict::Rejected(match malformed {
+                Some(reason) => Rejection::Malformed(reason),
+                None => Rejection::NoSignature(target.digest.clone()),
+            }));
+        }
+        let (config, target, repository) =
+            (config.clone(), target.clone(), self.repository.clone());
+        let verification = tokio::task::spawn_blocking(move || {
+            notation::verify(&envelopes, &target, &repository, &config, SystemTime::now())
+        })
+        .await
+        .map_err(|_| Error::Aborted {
+            image: self.repository.clone(),
+        })?;
+        Ok(verification.verdict)
+    }
+
+    /// Verifies the cosign signatures attached to `digest`.
+    async fn verify_cosign(
+        &self,
+        policy: &Arc<CosignPolicy>,
+        digest: &Digest,
+    ) -> Result<Verdict, Error> {
         let (layers, mut malformed) = self.cosign_layers(digest).await?;
         let (bundles, bundle_malformed) = self.sigstore_bundles(digest).await?;
         malformed = malformed.or(bundle_malformed);
@@ -215,7 +326,7 @@ impl Job {
         }
         // Signature checks are CPU work (about a millisecond for a keyless chain); keep
         // them off the thread that relays CRI calls.
-        let (policy, repository) = (self.policy.clone(), self.repository.clone());
+        let (policy, repository) = (policy.clone(), self.repository.clone());
         let signed = digest.clone();
         let verdict = tokio::task::spawn_blocking(move || {
             cosign::verify(
