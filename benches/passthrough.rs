@@ -49,6 +49,18 @@ struct Sample {
     p50: Duration,
     p99: Duration,
     per_second: f64,
+    calls: usize,
+}
+
+/// CPU time (user + system) a process has used, from /proc (clock ticks of 10 ms).
+fn cpu_time(pid: u32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the 12th and
+    // 13th of them (proc(5): fields 14 and 15).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
 }
 
 struct Relay(Child);
@@ -130,6 +142,7 @@ async fn measure(socket: &Path, call: Call, callers: usize, calls: usize) -> Sam
         p50: at(0.50),
         p99: at(0.99),
         per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        calls: latencies.len() + 50,
     }
 }
 
@@ -185,6 +198,7 @@ async fn main() {
     println!("\n| call | callers | path | p50 µs | p99 µs | calls/s |");
     println!("|---|---|---|---|---|---|");
     let mut ratios = Vec::new();
+    let mut cpu_per_call = Vec::new();
     for call in [Call::Version, Call::ListContainers] {
         let calls = if call == Call::Version {
             scale
@@ -194,9 +208,16 @@ async fn main() {
         for callers in [1, 16] {
             let mut samples = Vec::new();
             for (name, socket) in &paths {
+                let cpu_before = cpu_time(crigate.pid().as_raw() as u32);
                 let sample = measure(socket, call, callers, calls).await;
                 if *name == "crigate" {
                     rss_peak.fetch_max(crigate.rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    let cpu = cpu_time(crigate.pid().as_raw() as u32) - cpu_before;
+                    cpu_per_call.push((
+                        call,
+                        callers,
+                        cpu.as_secs_f64() * 1e6 / sample.calls as f64,
+                    ));
                 }
                 println!(
                     "| {call:?} | {callers} | {name} | {:.0} | {:.0} | {:.0} |",
@@ -221,6 +242,11 @@ async fn main() {
     println!("|---|---|---|---|");
     for (call, callers, latency, throughput) in &ratios {
         println!("| {call:?} | {callers} | {latency:.2} | {throughput:.2} |");
+    }
+    println!("\n| call | callers | crigate CPU per call µs |");
+    println!("|---|---|---|");
+    for (call, callers, us) in &cpu_per_call {
+        println!("| {call:?} | {callers} | {us:.1} |");
     }
     let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
     println!(

@@ -12,6 +12,8 @@ mod harness;
 mod harness_tests;
 mod lifecycle;
 mod notation;
+mod notation_e2e;
+mod notation_signer;
 mod proxy;
 mod registry_client;
 mod signer;

@@ -47,6 +47,10 @@ impl Fixture {
         (digest, image)
     }
 
+    fn dir_path(&self) -> &Path {
+        self._dir.path()
+    }
+
     fn reference(&self, repo: &str) -> String {
         format!("{}/{repo}:v1", self.registry.host())
     }
@@ -532,4 +536,56 @@ mod keyless {
             "{verdict:?}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_verifiers_are_used_and_selectable() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    f.signer.sign_legacy(&f.registry, "app", &digest).await;
+    let other = f.dir_path().join("other.pub");
+    std::fs::write(&other, KeySigner::generate().public_pem()).unwrap();
+    let config = f.dir_path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[registry]\nplain_http = [\"{host}\"]\n\n[verifiers.release]\nkind = \"cosign\"\nkeys = [\"{key}\"]\nrequire_tlog = false\n\n\
+             [verifiers.stranger]\nkind = \"cosign\"\nkeys = [\"{other}\"]\nrequire_tlog = false\n",
+            host = f.registry.host(),
+            key = f.key.display(),
+            other = other.display()
+        ),
+    )
+    .unwrap();
+    let run = |extra: &[&str]| {
+        let output = Command::new(crigate_binary())
+            .args([
+                "verify",
+                &f.reference("app"),
+                "--output",
+                "json",
+                "--config",
+            ])
+            .arg(&config)
+            .args(extra)
+            .output()
+            .unwrap();
+        let json: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|_| {
+            Value::String(String::from_utf8_lossy(&output.stderr).into_owned())
+        });
+        (output.status.code().unwrap(), json)
+    };
+    let (code, json) = run(&[]);
+    assert_eq!(
+        code, TRUSTED,
+        "any configured verifier may establish trust: {json}"
+    );
+    let (code, json) = run(&["--verifier", "stranger"]);
+    assert_eq!(
+        (code, reason(&json)),
+        (REJECTED, "untrusted_root"),
+        "{json}"
+    );
+    let (code, _) = run(&["--verifier", "nonexistent"]);
+    assert_eq!(code, ERROR);
 }

@@ -15,6 +15,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
+use crate::config::Config;
 use crate::oci::ImageRef;
 use crate::registry::{Client, RegistryConfig};
 use crate::verify::cache::{CacheConfig, Fingerprint, Source, VerdictCache};
@@ -22,6 +23,7 @@ use crate::verify::cosign::{
     CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, TrustedKey, TrustedRoot,
 };
 use crate::verify::engine::{Engine, Outcome, Requirement};
+use crate::verify::material;
 use crate::verify::notation::NotationConfig;
 use crate::verify::{Rejection, Verdict};
 
@@ -36,6 +38,20 @@ pub struct Args {
     /// The image: a tag or a digest reference (`registry/repo:tag`, `repo@sha256:…`).
     #[arg(value_name = "IMAGE", value_parser = parse_image)]
     pub image: ImageRef,
+
+    /// crigate's configuration file: its `[registry]`, `[verify]` and `[verifiers.*]`
+    /// sections are used, as the daemon uses them. Without it, the flags below say what to
+    /// trust, as cosign's and notation's do.
+    #[arg(
+        long,
+        value_name = "FILE",
+        conflicts_with_all = ["keys", "certificate_identity", "certificate_identity_regexp", "trusted_root", "notation_dir"]
+    )]
+    pub config: Option<PathBuf>,
+
+    /// With --config: use only this verifier (repeatable). Default: all configured ones.
+    #[arg(long = "verifier", value_name = "NAME", requires = "config")]
+    pub verifiers: Vec<String>,
 
     /// A cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519). Repeatable; any one
     /// key may sign.
@@ -102,7 +118,7 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
 
-    /// Bound on the whole verification, registry included.
+    /// Bound on the whole verification, registry included (with --config: `verify.timeout`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub timeout: Duration,
 
@@ -162,26 +178,30 @@ struct ReasonReport {
 ///
 /// Bad flags or files, or a verification that could not finish.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let cosign = policy(&args)?;
-    let notation = match &args.notation_dir {
-        Some(dir) => {
-            Some(Arc::new(NotationConfig::load(dir).with_context(|| {
-                format!("--notation-dir {}", dir.display())
-            })?))
+    let (requirement, mut registry, timeout) = match &args.config {
+        Some(path) => {
+            let config = Config::load(path)?;
+            let requirement = material::requirement(&config.verifiers, &args.verifiers)?;
+            if requirement.cosign.is_none() && requirement.notation.is_none() {
+                bail!(
+                    "{} configures no verifier: add a [verifiers.<name>] section",
+                    path.display()
+                );
+            }
+            (requirement, config.registry, config.verify.timeout)
         }
-        None => None,
+        None => (
+            requirement_from_flags(&args)?,
+            RegistryConfig::default(),
+            args.timeout,
+        ),
     };
-    if cosign.is_none() && notation.is_none() {
-        bail!(
-            "nothing to verify against: give --key FILE, --certificate-identity[-regexp] with --trusted-root FILE, \
-             or --notation-dir DIR"
-        );
+    if args.ca_file.is_some() {
+        registry.ca_file.clone_from(&args.ca_file);
     }
-    let mut registry = RegistryConfig {
-        ca_file: args.ca_file.clone(),
-        docker_config: args.docker_config.clone(),
-        ..RegistryConfig::default()
-    };
+    if args.docker_config.is_some() {
+        registry.docker_config.clone_from(&args.docker_config);
+    }
     if args.plain_http {
         registry.plain_http.push(args.image.registry().to_owned());
     }
@@ -193,12 +213,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         path: None,
     })
     .context("cannot set up the verdict cache")?;
-    let engine = Engine::new(client, Arc::new(cache), args.timeout);
-    let requirement = Requirement {
-        cosign: cosign.map(Arc::new),
-        notation,
-        fingerprint: Fingerprint::of(b"crigate verify"),
-    };
+    let engine = Engine::new(client, Arc::new(cache), timeout);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -211,6 +226,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         Verdict::Trusted(_) => EXIT_OK,
         Verdict::Rejected(_) => EXIT_DENIED,
     }))
+}
+
+/// What the flags say to trust.
+fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
+    let cosign = policy(args)?;
+    let notation = match &args.notation_dir {
+        Some(dir) => {
+            Some(Arc::new(NotationConfig::load(dir).with_context(|| {
+                format!("--notation-dir {}", dir.display())
+            })?))
+        }
+        None => None,
+    };
+    if cosign.is_none() && notation.is_none() {
+        bail!(
+            "nothing to verify against: give --key FILE, --certificate-identity[-regexp] with --trusted-root FILE, \
+             --notation-dir DIR, or --config FILE"
+        );
+    }
+    Ok(Requirement {
+        cosign: cosign.map(Arc::new),
+        notation,
+        fingerprint: Fingerprint::of(b"crigate verify"),
+    })
 }
 
 /// The cosign policy the flags describe, if they describe one.

@@ -5,10 +5,13 @@
 //! unknown key is an error naming the key and its line, so a typo never silently falls
 //! back to a default.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::registry::RegistryConfig;
 
 /// The largest configuration file crigate reads. A config is a few kilobytes; anything
 /// this large is a mistake (a wrong path), not a config.
@@ -22,6 +25,114 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     pub cri: CriConfig,
+    /// How registries are reached (`[registry]`).
+    pub registry: RegistryConfig,
+    /// The verdict cache (`[cache]`).
+    pub cache: CacheSettings,
+    /// Verification limits (`[verify]`).
+    pub verify: VerifySettings,
+    /// Named trust material (`[verifiers.<name>]`): each a cosign or a Notation verifier.
+    pub verifiers: BTreeMap<String, VerifierConfig>,
+}
+
+/// The `[cache]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheSettings {
+    /// How long a trusted verdict is reused. Default 1 h.
+    #[serde(with = "humantime_serde")]
+    pub positive_ttl: Duration,
+    /// How long a rejection is reused. Default 5 min, so a newly signed image is picked
+    /// up soon.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Most verdicts kept. Default 100,000.
+    pub max_entries: usize,
+    /// Where verdicts persist across restarts. Default
+    /// `/var/lib/crigate/verdicts.jsonl` (systemd's `StateDirectory=crigate`).
+    pub path: Option<PathBuf>,
+}
+
+/// The `[verify]` section.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifySettings {
+    /// Bound on one verification, registry round trips included. Default 30 s.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+/// One named verifier: where its trust material is.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum VerifierConfig {
+    /// cosign signatures, key-based and keyless.
+    Cosign {
+        /// cosign public keys (PEM); any one may sign.
+        #[serde(default)]
+        keys: Vec<PathBuf>,
+        /// Accepted keyless signers; any one may sign.
+        #[serde(default)]
+        identities: Vec<IdentityConfig>,
+        /// Sigstore trust material in `trusted_root.json` form.
+        trusted_root: Option<PathBuf>,
+        /// Require a verified Rekor entry (cosign's default). Default true.
+        #[serde(default = "yes")]
+        require_tlog: bool,
+        /// Require an embedded SCT on keyless certificates (cosign's default). Default true.
+        #[serde(default = "yes")]
+        require_sct: bool,
+        /// How the signed docker-reference must relate to the image's repository:
+        /// `match-repository` (default) or `not-checked` (cosign's behaviour).
+        #[serde(default)]
+        docker_reference: DockerReference,
+    },
+    /// Notation signatures, with a Notation configuration directory as the notation CLI
+    /// lays it out (`trustpolicy.json`, `truststore/x509/...`).
+    Notation { dir: PathBuf },
+}
+
+/// A keyless signer: the certificate SAN and OIDC issuer, each exact or a regular
+/// expression matched against the whole value.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentityConfig {
+    pub subject: Option<String>,
+    pub subject_regexp: Option<String>,
+    pub issuer: Option<String>,
+    pub issuer_regexp: Option<String>,
+}
+
+/// See [`VerifierConfig::Cosign`]'s `docker_reference`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DockerReference {
+    #[default]
+    MatchRepository,
+    NotChecked,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        Self {
+            positive_ttl: Duration::from_secs(3600),
+            negative_ttl: Duration::from_secs(300),
+            max_entries: 100_000,
+            path: Some(PathBuf::from("/var/lib/crigate/verdicts.jsonl")),
+        }
+    }
+}
+
+impl Default for VerifySettings {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(30),
+        }
+    }
 }
 
 /// The `[cri]` section: where crigate listens and where the runtime is.
@@ -158,6 +269,59 @@ impl Config {
         if cri.max_message_bytes < 1024 {
             return Err(invalid("cri.max_message_bytes", "must be at least 1024"));
         }
+        if file.cache.max_entries == 0 {
+            return Err(invalid("cache.max_entries", "must be at least 1"));
+        }
+        if file.verify.timeout.is_zero() {
+            return Err(invalid("verify.timeout", "must be more than zero"));
+        }
+        for (name, verifier) in &file.verifiers {
+            let name_ok = !name.is_empty()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !name_ok {
+                return Err(Error::Invalid {
+                    path: origin.to_owned(),
+                    key: "verifiers",
+                    reason: format!("verifier name {name:?} must be letters, digits, '-' or '_'"),
+                });
+            }
+            if let VerifierConfig::Cosign {
+                keys, identities, ..
+            } = verifier
+            {
+                if keys.is_empty() && identities.is_empty() {
+                    return Err(Error::Invalid {
+                        path: origin.to_owned(),
+                        key: "verifiers",
+                        reason: format!(
+                            "verifier {name:?} trusts nothing: give keys or identities"
+                        ),
+                    });
+                }
+                for identity in identities {
+                    if identity.subject.is_some() == identity.subject_regexp.is_some() {
+                        return Err(Error::Invalid {
+                            path: origin.to_owned(),
+                            key: "verifiers",
+                            reason: format!(
+                                "verifier {name:?}: each identity needs exactly one of subject or subject_regexp"
+                            ),
+                        });
+                    }
+                    if identity.issuer.is_some() && identity.issuer_regexp.is_some() {
+                        return Err(Error::Invalid {
+                            path: origin.to_owned(),
+                            key: "verifiers",
+                            reason: format!(
+                                "verifier {name:?}: give issuer or issuer_regexp, not both"
+                            ),
+                        });
+                    }
+                }
+            }
+        }
         Ok(Self {
             cri: CriConfig {
                 listen: cri.listen,
@@ -171,6 +335,10 @@ impl Config {
                 max_concurrent_streams: cri.max_concurrent_streams,
                 max_message_bytes: cri.max_message_bytes,
             },
+            registry: file.registry,
+            cache: file.cache,
+            verify: file.verify,
+            verifiers: file.verifiers,
         })
     }
 }
@@ -189,6 +357,14 @@ mod file {
     pub(super) struct File {
         #[serde(default)]
         pub(super) cri: Cri,
+        #[serde(default)]
+        pub(super) registry: crate::registry::RegistryConfig,
+        #[serde(default)]
+        pub(super) cache: super::CacheSettings,
+        #[serde(default)]
+        pub(super) verify: super::VerifySettings,
+        #[serde(default)]
+        pub(super) verifiers: std::collections::BTreeMap<String, super::VerifierConfig>,
     }
 
     #[derive(Deserialize)]

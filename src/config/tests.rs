@@ -162,3 +162,96 @@ fn missing_file_names_the_path() {
         "{err}"
     );
 }
+
+#[test]
+fn verifiers_registry_cache_and_verify_sections_parse() {
+    let config = parse(
+        r#"
+[registry]
+plain_http = ["127.0.0.1:5000"]
+request_timeout = "3s"
+
+[cache]
+positive_ttl = "2h"
+negative_ttl = "1m"
+max_entries = 500
+path = "/var/lib/crigate/v.jsonl"
+
+[verify]
+timeout = "10s"
+
+[verifiers.release]
+kind = "cosign"
+keys = ["/etc/crigate/keys/release.pub"]
+require_tlog = false
+
+[verifiers.ci]
+kind = "cosign"
+identities = [{ subject_regexp = ".*@example\\.com", issuer = "https://token.actions.githubusercontent.com" }]
+trusted_root = "/etc/crigate/sigstore/trusted_root.json"
+
+[verifiers.notary]
+kind = "notation"
+dir = "/etc/crigate/notation"
+"#,
+    )
+    .unwrap();
+    assert_eq!(config.registry.plain_http, ["127.0.0.1:5000"]);
+    assert_eq!(config.registry.request_timeout, Duration::from_secs(3));
+    assert_eq!(config.cache.positive_ttl, Duration::from_secs(7200));
+    assert_eq!(config.cache.max_entries, 500);
+    assert_eq!(config.verify.timeout, Duration::from_secs(10));
+    assert_eq!(config.verifiers.len(), 3);
+    match &config.verifiers["release"] {
+        VerifierConfig::Cosign {
+            keys,
+            require_tlog,
+            require_sct,
+            docker_reference,
+            ..
+        } => {
+            assert_eq!(keys.len(), 1);
+            assert!(!require_tlog);
+            assert!(require_sct, "cosign's default");
+            assert_eq!(*docker_reference, DockerReference::MatchRepository);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        config.verifiers["notary"],
+        VerifierConfig::Notation { .. }
+    ));
+}
+
+#[test]
+fn defaults_without_verification_sections() {
+    let config = parse("").unwrap();
+    assert!(config.verifiers.is_empty());
+    assert_eq!(config.cache.max_entries, 100_000);
+    assert_eq!(config.cache.negative_ttl, Duration::from_secs(300));
+    assert_eq!(config.verify.timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn verifier_mistakes_are_named() {
+    for (text, needle) in [
+        ("[verifiers.x]\nkind = \"gpg\"\n", "gpg"),
+        ("[verifiers.x]\nkind = \"cosign\"\n", "trusts nothing"),
+        ("[verifiers.x]\nkind = \"cosign\"\nkeys = [\"/k\"]\nkee = 1\n", "kee"),
+        (
+            "[verifiers.x]\nkind = \"cosign\"\nidentities = [{ issuer = \"https://i\" }]\n",
+            "exactly one of subject",
+        ),
+        (
+            "[verifiers.x]\nkind = \"cosign\"\nidentities = [{ subject = \"a\", subject_regexp = \"b\" }]\n",
+            "exactly one of subject",
+        ),
+        ("[verifiers.\"bad name\"]\nkind = \"notation\"\ndir = \"/d\"\n", "bad name"),
+        ("[verifiers.n]\nkind = \"notation\"\n", "dir"),
+        ("[cache]\nmax_entries = 0\n", "cache.max_entries"),
+        ("[registry]\nplain_htp = []\n", "plain_htp"),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(err.contains(needle), "{text:?}: {err}");
+    }
+}

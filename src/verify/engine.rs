@@ -292,12 +292,8 @@ impl Job {
                 .await?;
             envelopes.push((layer.media_type.clone(), envelope.to_vec()));
         }
-        if envelopes.is_empty() {
-            return Ok(Verdict::Rejected(match malformed {
-                Some(reason) => Rejection::Malformed(reason),
-                None => Rejection::NoSignature(target.digest.clone()),
-            }));
-        }
+        // The verifier is consulted even with no envelope: the trust policy decides what
+        // no signature means (a `skip` level trusts, a missing policy rejects).
         let (config, target, repository) =
             (config.clone(), target.clone(), self.repository.clone());
         let verification = tokio::task::spawn_blocking(move || {
@@ -307,7 +303,12 @@ impl Job {
         .map_err(|_| Error::Aborted {
             image: self.repository.clone(),
         })?;
-        Ok(verification.verdict)
+        Ok(match (verification.verdict, malformed) {
+            (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
+                Verdict::Rejected(Rejection::Malformed(reason))
+            }
+            (verdict, _) => verdict,
+        })
     }
 
     /// Verifies the cosign signatures attached to `digest`.

@@ -14,6 +14,7 @@ use crate::oci::Digest;
 pub mod cache;
 pub mod cosign;
 pub mod engine;
+pub mod material;
 pub mod notation;
 
 /// The outcome of verifying one digest.

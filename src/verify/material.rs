@@ -1,0 +1,223 @@
+//! Trust material named in the configuration (`[verifiers.<name>]`), read from its files
+//! into the forms the verifiers take, and the fingerprint of what was read.
+//!
+//! Reading happens at start-up and on reload (blocking file I/O), never on the decision
+//! path. The fingerprint covers the configuration of each verifier and the bytes of every
+//! file it names, so changing a key file or a trust policy invalidates cached verdicts.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{DockerReference, IdentityConfig, VerifierConfig};
+use crate::verify::cache::Fingerprint;
+use crate::verify::cosign::{
+    CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, PolicyError, TrustedKey,
+    TrustedRoot,
+};
+use crate::verify::engine::Requirement;
+use crate::verify::notation::{self, NotationConfig};
+
+/// The largest key, certificate or trusted-root file read.
+const MAX_TRUST_FILE_BYTES: u64 = 4 * 1024 * 1024;
+
+/// Why a verifier's trust material cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("verifier {verifier:?}: cannot read {path}")]
+    Read {
+        verifier: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("verifier {verifier:?}: {path} is larger than {MAX_TRUST_FILE_BYTES} bytes")]
+    TooLarge { verifier: String, path: PathBuf },
+    #[error("verifier {verifier:?}: {path}")]
+    Cosign {
+        verifier: String,
+        path: PathBuf,
+        #[source]
+        source: Box<PolicyError>,
+    },
+    #[error("verifier {verifier:?}: invalid identity regular expression")]
+    Regex {
+        verifier: String,
+        #[source]
+        source: Box<PolicyError>,
+    },
+    #[error("verifier {verifier:?}: keyless identities need Fulcio roots: set trusted_root")]
+    NoFulcioRoots { verifier: String },
+    #[error("verifier {verifier:?}: Notation configuration {dir}")]
+    Notation {
+        verifier: String,
+        dir: PathBuf,
+        #[source]
+        source: Box<notation::Error>,
+    },
+    #[error("no verifier named {0:?} in the configuration")]
+    Unknown(String),
+}
+
+/// Reads the verifiers named in `names` (all of them when `names` is empty) into one
+/// requirement: any of them may establish trust.
+///
+/// # Errors
+///
+/// A file cannot be read or does not hold what it should; a name is not configured.
+pub fn requirement(
+    verifiers: &std::collections::BTreeMap<String, VerifierConfig>,
+    names: &[String],
+) -> Result<Requirement, Error> {
+    let selected: Vec<(&String, &VerifierConfig)> = if names.is_empty() {
+        verifiers.iter().collect()
+    } else {
+        names
+            .iter()
+            .map(|n| {
+                verifiers
+                    .get_key_value(n)
+                    .ok_or_else(|| Error::Unknown(n.clone()))
+            })
+            .collect::<Result<_, _>>()?
+    };
+    let mut hasher = Sha256::new();
+    let mut cosign: Option<CosignPolicy> = None;
+    let mut notation: Option<NotationConfig> = None;
+    for (name, verifier) in selected {
+        hasher.update(name.as_bytes());
+        hasher.update(format!("{verifier:?}").as_bytes());
+        match verifier {
+            VerifierConfig::Cosign {
+                keys,
+                identities,
+                trusted_root,
+                require_tlog,
+                require_sct,
+                docker_reference,
+            } => {
+                let policy = cosign.get_or_insert_with(CosignPolicy::default);
+                // Several cosign verifiers merge into one policy; its strictest settings win.
+                policy.require_tlog |= *require_tlog;
+                policy.require_sct |= *require_sct;
+                policy.docker_reference = match docker_reference {
+                    DockerReference::MatchRepository => DockerReferenceCheck::MatchRepository,
+                    DockerReference::NotChecked => DockerReferenceCheck::NotChecked,
+                };
+                for path in keys {
+                    let pem = read(name, path, &mut hasher)?;
+                    let key = TrustedKey::from_pem(path.display().to_string(), &pem).map_err(
+                        |source| Error::Cosign {
+                            verifier: name.clone(),
+                            path: path.clone(),
+                            source: Box::new(source),
+                        },
+                    )?;
+                    policy.keys.push(key);
+                }
+                for identity in identities {
+                    policy.identities.push(keyless(name, identity)?);
+                }
+                if let Some(path) = trusted_root {
+                    let json = read(name, path, &mut hasher)?;
+                    let root = TrustedRoot::from_json(&json).map_err(|source| Error::Cosign {
+                        verifier: name.clone(),
+                        path: path.clone(),
+                        source: Box::new(source),
+                    })?;
+                    policy.add_trusted_root(root);
+                }
+                if !identities.is_empty() && policy.fulcio_roots.is_empty() {
+                    return Err(Error::NoFulcioRoots {
+                        verifier: name.clone(),
+                    });
+                }
+            }
+            VerifierConfig::Notation { dir } => {
+                let config = NotationConfig::load(dir).map_err(|source| Error::Notation {
+                    verifier: name.clone(),
+                    dir: dir.clone(),
+                    source: Box::new(source),
+                })?;
+                // The effective content of a Notation verifier is its trust policy
+                // document and trust store files.
+                hash_tree(dir, &mut hasher);
+                notation = Some(config);
+            }
+        }
+    }
+    Ok(Requirement {
+        cosign: cosign.map(Arc::new),
+        notation: notation.map(Arc::new),
+        fingerprint: Fingerprint::new(hasher.finalize().into()),
+    })
+}
+
+fn keyless(verifier: &str, identity: &IdentityConfig) -> Result<KeylessIdentity, Error> {
+    let regex = |pattern: &str| {
+        Matcher::regex(pattern).map_err(|source| Error::Regex {
+            verifier: verifier.to_owned(),
+            source: Box::new(source),
+        })
+    };
+    // Config validation guarantees exactly one of subject and subject_regexp.
+    let subject = match (&identity.subject, &identity.subject_regexp) {
+        (Some(exact), _) => Matcher::Exact(exact.clone()),
+        (None, Some(pattern)) => regex(pattern)?,
+        (None, None) => Matcher::Exact(String::new()),
+    };
+    let issuer = match (&identity.issuer, &identity.issuer_regexp) {
+        (Some(exact), _) => Some(Matcher::Exact(exact.clone())),
+        (None, Some(pattern)) => Some(regex(pattern)?),
+        (None, None) => None,
+    };
+    Ok(KeylessIdentity { subject, issuer })
+}
+
+/// Reads a trust file, bounded, and adds its bytes to the fingerprint.
+fn read(verifier: &str, path: &Path, hasher: &mut Sha256) -> Result<Vec<u8>, Error> {
+    let error = |source| Error::Read {
+        verifier: verifier.to_owned(),
+        path: path.to_owned(),
+        source,
+    };
+    let len = std::fs::metadata(path).map_err(error)?.len();
+    if len > MAX_TRUST_FILE_BYTES {
+        return Err(Error::TooLarge {
+            verifier: verifier.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(error)?;
+    hasher.update(path.as_os_str().as_encoded_bytes());
+    hasher.update(&bytes);
+    Ok(bytes)
+}
+
+/// Adds every regular file under `dir` (sorted, bounded in size) to the fingerprint.
+/// [`NotationConfig::load`] has already read and validated them.
+fn hash_tree(dir: &Path, hasher: &mut Sha256) {
+    let mut stack = vec![dir.to_owned()];
+    let mut files = Vec::new();
+    while let Some(next) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&next) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => files.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    files.sort();
+    for file in files.iter().take(10_000) {
+        let small = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX_TRUST_FILE_BYTES);
+        if let (true, Ok(bytes)) = (small, std::fs::read(file)) {
+            hasher.update(file.as_os_str().as_encoded_bytes());
+            hasher.update(&bytes);
+        }
+    }
+}
