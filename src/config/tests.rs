@@ -255,3 +255,12 @@ fn verifier_mistakes_are_named() {
         assert!(err.contains(needle), "{text:?}: {err}");
     }
 }
+
+#[test]
+fn shipped_default_config_parses() {
+    let text = include_str!("../../packaging/config.toml");
+    let config = Config::parse(text, Path::new("packaging/config.toml")).unwrap();
+    assert_eq!(config.cri.listen, Path::new("/run/crigate/crigate.sock"));
+    assert_eq!(config.cri.other_services, MethodPolicy::Deny);
+    assert_eq!(config.cache.positive_ttl, Duration::from_secs(3600));
+}

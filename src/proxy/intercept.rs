@@ -42,6 +42,56 @@ pub enum DecodeError {
     MissingImage(&'static str),
 }
 
+/// Decodes a PullImageRequest of the CRI module `$cri` into a [`RequestContext`]. One
+/// macro serves both API versions: their messages have the same fields under the same
+/// numbers but are distinct types.
+macro_rules! decode_pull {
+    ($cri:ident, $api:expr, $message:expr, $caller:expr, $user_specified:expr) => {{
+        let request = decode_message::<$cri::PullImageRequest>($message, "PullImageRequest")?;
+        let image = request
+            .image
+            .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
+        let pod = request.sandbox_config.and_then(|c| c.metadata);
+        Ok(RequestContext {
+            phase: Phase::Pull,
+            api: $api,
+            user_specified_image: ($user_specified)(&image),
+            image: image.image,
+            namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+            pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+            pod_uid: pod.and_then(|m| non_empty(m.uid)),
+            container_name: None,
+            pod_sandbox_id: None,
+            caller: $caller,
+        })
+    }};
+}
+
+/// As [`decode_pull`], for CreateContainerRequest.
+macro_rules! decode_create {
+    ($cri:ident, $api:expr, $message:expr, $caller:expr, $user_specified:expr) => {{
+        let request =
+            decode_message::<$cri::CreateContainerRequest>($message, "CreateContainerRequest")?;
+        let config = request.config.unwrap_or_default();
+        let image = config
+            .image
+            .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
+        let pod = request.sandbox_config.and_then(|c| c.metadata);
+        Ok(RequestContext {
+            phase: Phase::Create,
+            api: $api,
+            user_specified_image: ($user_specified)(&image),
+            image: image.image,
+            namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
+            pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
+            pod_uid: pod.and_then(|m| non_empty(m.uid)),
+            container_name: config.metadata.and_then(|m| non_empty(m.name)),
+            pod_sandbox_id: non_empty(request.pod_sandbox_id),
+            caller: $caller,
+        })
+    }};
+}
+
 /// Decodes an intercepted unary request body into the context the decision needs.
 ///
 /// # Errors
@@ -55,88 +105,40 @@ pub fn decode(
 ) -> Result<RequestContext, DecodeError> {
     let message = unframe(body)?;
     match (method.api, method.phase) {
-        (ApiVersion::V1, Phase::Pull) => {
-            let request = decode_message::<v1::PullImageRequest>(message, "PullImageRequest")?;
-            let image = request
-                .image
-                .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
-            let pod = request.sandbox_config.and_then(|c| c.metadata);
-            Ok(RequestContext {
-                phase: Phase::Pull,
-                api: ApiVersion::V1,
-                image: image.image,
-                user_specified_image: non_empty(image.user_specified_image),
-                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
-                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
-                pod_uid: pod.and_then(|m| non_empty(m.uid)),
-                container_name: None,
-                pod_sandbox_id: None,
-                caller,
-            })
-        }
+        (ApiVersion::V1, Phase::Pull) => decode_pull!(
+            v1,
+            ApiVersion::V1,
+            message,
+            caller,
+            |image: &v1::ImageSpec| { non_empty(image.user_specified_image.clone()) }
+        ),
         (ApiVersion::V1, Phase::Create) => {
-            let request =
-                decode_message::<v1::CreateContainerRequest>(message, "CreateContainerRequest")?;
-            let config = request.config.unwrap_or_default();
-            let image = config
-                .image
-                .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
-            let pod = request.sandbox_config.and_then(|c| c.metadata);
-            Ok(RequestContext {
-                phase: Phase::Create,
-                api: ApiVersion::V1,
-                image: image.image,
-                user_specified_image: non_empty(image.user_specified_image),
-                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
-                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
-                pod_uid: pod.and_then(|m| non_empty(m.uid)),
-                container_name: config.metadata.and_then(|m| non_empty(m.name)),
-                pod_sandbox_id: non_empty(request.pod_sandbox_id),
+            decode_create!(
+                v1,
+                ApiVersion::V1,
+                message,
                 caller,
-            })
+                |image: &v1::ImageSpec| { non_empty(image.user_specified_image.clone()) }
+            )
         }
+        // runtime.v1alpha2 predates `user_specified_image`.
         (ApiVersion::V1Alpha2, Phase::Pull) => {
-            let request =
-                decode_message::<v1alpha2::PullImageRequest>(message, "PullImageRequest")?;
-            let image = request
-                .image
-                .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
-            let pod = request.sandbox_config.and_then(|c| c.metadata);
-            Ok(RequestContext {
-                phase: Phase::Pull,
-                api: ApiVersion::V1Alpha2,
-                image: image.image,
-                user_specified_image: None,
-                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
-                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
-                pod_uid: pod.and_then(|m| non_empty(m.uid)),
-                container_name: None,
-                pod_sandbox_id: None,
+            decode_pull!(
+                v1alpha2,
+                ApiVersion::V1Alpha2,
+                message,
                 caller,
-            })
+                |_: &v1alpha2::ImageSpec| None
+            )
         }
         (ApiVersion::V1Alpha2, Phase::Create) => {
-            let request = decode_message::<v1alpha2::CreateContainerRequest>(
+            decode_create!(
+                v1alpha2,
+                ApiVersion::V1Alpha2,
                 message,
-                "CreateContainerRequest",
-            )?;
-            let config = request.config.unwrap_or_default();
-            let image = config
-                .image
-                .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
-            let pod = request.sandbox_config.and_then(|c| c.metadata);
-            Ok(RequestContext {
-                phase: Phase::Create,
-                api: ApiVersion::V1Alpha2,
-                image: image.image,
-                user_specified_image: None,
-                namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
-                pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
-                pod_uid: pod.and_then(|m| non_empty(m.uid)),
-                container_name: config.metadata.and_then(|m| non_empty(m.name)),
-                pod_sandbox_id: non_empty(request.pod_sandbox_id),
                 caller,
-            })
+                |_: &v1alpha2::ImageSpec| None
+            )
         }
     }
 }
@@ -146,46 +148,37 @@ pub fn decode(
 ///
 /// `body` must be a body [`decode`] accepted for the same method.
 pub fn pin(method: Intercepted, body: &[u8], image: &str) -> Bytes {
-    let image = image.to_owned();
+    // A message that sets only the image, for each method and version.
+    macro_rules! overlay {
+        ($cri:ident, Pull) => {
+            $cri::PullImageRequest {
+                image: Some($cri::ImageSpec {
+                    image: image.to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+        ($cri:ident, Create) => {
+            $cri::CreateContainerRequest {
+                config: Some($cri::ContainerConfig {
+                    image: Some($cri::ImageSpec {
+                        image: image.to_owned(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }
+            .encode_to_vec()
+        };
+    }
     let overlay = match (method.api, method.phase) {
-        (ApiVersion::V1, Phase::Pull) => v1::PullImageRequest {
-            image: Some(v1::ImageSpec {
-                image,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec(),
-        (ApiVersion::V1, Phase::Create) => v1::CreateContainerRequest {
-            config: Some(v1::ContainerConfig {
-                image: Some(v1::ImageSpec {
-                    image,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec(),
-        (ApiVersion::V1Alpha2, Phase::Pull) => v1alpha2::PullImageRequest {
-            image: Some(v1alpha2::ImageSpec {
-                image,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec(),
-        (ApiVersion::V1Alpha2, Phase::Create) => v1alpha2::CreateContainerRequest {
-            config: Some(v1alpha2::ContainerConfig {
-                image: Some(v1alpha2::ImageSpec {
-                    image,
-                    ..Default::default()
-                }),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
-        .encode_to_vec(),
+        (ApiVersion::V1, Phase::Pull) => overlay!(v1, Pull),
+        (ApiVersion::V1, Phase::Create) => overlay!(v1, Create),
+        (ApiVersion::V1Alpha2, Phase::Pull) => overlay!(v1alpha2, Pull),
+        (ApiVersion::V1Alpha2, Phase::Create) => overlay!(v1alpha2, Create),
     };
     let original = body.get(PREFIX_LEN..).unwrap_or_default();
     frame_parts(&[original, &overlay])
