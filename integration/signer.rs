@@ -288,10 +288,21 @@ impl KeylessSigner {
         payload: Vec<u8>,
         integrated_time: i64,
     ) -> LegacySignature {
+        self.legacy_logged_as(leaf, payload, integrated_time, "hashedrekord")
+    }
+
+    /// As [`KeylessSigner::legacy`], with the Rekor entry logged as `kind`.
+    pub fn legacy_logged_as(
+        &self,
+        leaf: &KeylessLeaf,
+        payload: Vec<u8>,
+        integrated_time: i64,
+        kind: &str,
+    ) -> LegacySignature {
         let signature = leaf.key.sign(&payload).unwrap();
         let body = json!({
             "apiVersion": "0.0.1",
-            "kind": "hashedrekord",
+            "kind": kind,
             "spec": {
                 "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(&payload))}},
                 "signature": {

@@ -518,6 +518,79 @@ mod keyless {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn log_entry_of_a_kind_crigate_does_not_verify_is_unsupported() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let image = TestImage::builder().label("kind").build().unwrap();
+        let digest = registry.push("app", "v1", &image).await.unwrap();
+        let leaf = sigstore.leaf(SAN, ISSUER, now() - 60);
+        let payload = KeySigner::payload(&format!("{}/app", registry.host()), &digest);
+        let signature = sigstore.legacy_logged_as(&leaf, payload, leaf.not_before + 30, "intoto");
+        push_legacy(&registry, "app", &digest, &[signature]).await;
+        let image: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+        let requirement = policy(&sigstore, SAN);
+        let verdict = engine(&registry)
+            .verify(&image, &requirement, None)
+            .await
+            .unwrap()
+            .verdict;
+        assert!(
+            matches!(
+                verdict,
+                Verdict::Rejected(Rejection::UnsupportedAlgorithm(_))
+            ),
+            "{verdict:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn signature_blob_over_the_size_limit_is_an_error_not_a_verdict() {
+        let registry = Registry::start().await.unwrap();
+        let image = TestImage::builder().label("big").build().unwrap();
+        let digest = registry.push("app", "v1", &image).await.unwrap();
+        // A 1 MiB "payload" whose descriptor claims 300 bytes: the read stops at crigate's
+        // signature blob limit, whatever the descriptor said.
+        let blob = vec![b'x'; 1024 * 1024];
+        let blob_digest = registry.push_blob("app", &blob).await.unwrap();
+        let config = registry.push_blob("app", b"{}").await.unwrap();
+        let manifest = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+            "layers": [{
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "digest": blob_digest,
+                "size": 300,
+                "annotations": {"dev.cosignproject.cosign/signature": "MEUCIQ=="},
+            }],
+        }))
+        .unwrap();
+        let tag = format!("{}.sig", digest.replace(':', "-"));
+        registry
+            .push_manifest(
+                "app",
+                &tag,
+                "application/vnd.oci.image.manifest.v1+json",
+                &manifest,
+            )
+            .await
+            .unwrap();
+        let sigstore = KeylessSigner::generate();
+        let image: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+        let error = engine(&registry)
+            .verify(&image, &policy(&sigstore, SAN), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                crigate::verify::engine::Error::Registry(crigate::registry::Error::TooLarge { .. })
+            ),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn log_entry_signed_by_another_log_is_untrusted() {
         let registry = Registry::start().await.unwrap();
         let sigstore = KeylessSigner::generate();
