@@ -32,6 +32,7 @@ pub mod config;
 pub mod decision;
 pub mod fuzzing;
 pub mod oci;
+pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod systemd;
