@@ -282,3 +282,46 @@ fn help_and_version_work() {
         .unwrap();
     assert_eq!(usage.status.code(), Some(2));
 }
+
+/// The units in systemd/ pass `systemd-analyze verify` with no warning, and the service's
+/// sandboxing keeps `systemd-analyze security` exposure at "OK" (under 3.0). The units
+/// name /usr/bin/crigate; the check runs on copies pointing at the binary under test.
+#[test]
+fn systemd_units_verify_cleanly_and_stay_sandboxed() {
+    let dir = tempfile::tempdir().unwrap();
+    let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
+    for unit in ["crigate.socket", "crigate.service"] {
+        let text = std::fs::read_to_string(units.join(unit)).unwrap();
+        let text = text.replace("/usr/bin/crigate", &crigate_binary().display().to_string());
+        std::fs::write(dir.path().join(unit), text).unwrap();
+    }
+    let output = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(dir.path().join("crigate.socket"))
+        .arg(dir.path().join("crigate.service"))
+        .output()
+        .expect("systemd-analyze (integration/setup installs systemd)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(
+        stderr.trim().is_empty(),
+        "warnings count as failures:\n{stderr}"
+    );
+
+    let output = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(dir.path().join("crigate.service"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let exposure: f64 = stdout
+        .lines()
+        .find_map(|l| {
+            l.split("Overall exposure level for crigate.service:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
+    assert!(exposure < 3.0, "exposure {exposure}:\n{stdout}");
+}

@@ -82,7 +82,10 @@ fn documented_ack_entries_match_the_system_images() {
         assert!(p.matches(&image(name), None), "{name}");
     }
     assert!(
-        !p.matches(&image("registry.cn-hangzhou.aliyuncs.com/acs/sub/x:1"), None),
+        !p.matches(
+            &image("registry.cn-hangzhou.aliyuncs.com/acs/sub/x:1"),
+            None
+        ),
         "trailing star stops at /"
     );
     assert!(!p.matches(&image("registry.cn-hangzhou.aliyuncs.com/other/x:1"), None));
