@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::policy::model::{Policies, PolicyConfig};
 use crate::registry::RegistryConfig;
+use crate::verify::cache::Fingerprint;
 
 /// The largest configuration file crigate reads. A config is a few kilobytes; anything
 /// this large is a mistake (a wrong path), not a config.
@@ -33,6 +35,9 @@ pub struct Config {
     pub verify: VerifySettings,
     /// Named trust material (`[verifiers.<name>]`): each a cosign or a Notation verifier.
     pub verifiers: BTreeMap<String, VerifierConfig>,
+    /// Namespace policies (`[[policies]]`), checked against `verifiers`. The daemon does
+    /// not apply them yet.
+    pub policies: Vec<PolicyConfig>,
 }
 
 /// The `[cache]` section.
@@ -191,6 +196,12 @@ pub enum Error {
         #[source]
         source: Box<toml::de::Error>,
     },
+    #[error("{path}: {source}")]
+    Policy {
+        path: PathBuf,
+        #[source]
+        source: crate::policy::model::Error,
+    },
     #[error("{path}: {key}: {reason}")]
     Invalid {
         path: PathBuf,
@@ -275,6 +286,17 @@ impl Config {
         if file.verify.timeout.is_zero() {
             return Err(invalid("verify.timeout", "must be more than zero"));
         }
+        // The structure and the verifier references are checked here; the fingerprints are
+        // computed when the verifiers' files are read.
+        let names: BTreeMap<String, Fingerprint> = file
+            .verifiers
+            .keys()
+            .map(|name| (name.clone(), Fingerprint::of(name.as_bytes())))
+            .collect();
+        Policies::new(&file.policies, &names).map_err(|source| Error::Policy {
+            path: origin.to_owned(),
+            source,
+        })?;
         for (name, verifier) in &file.verifiers {
             let name_ok = !name.is_empty()
                 && name
@@ -339,6 +361,7 @@ impl Config {
             cache: file.cache,
             verify: file.verify,
             verifiers: file.verifiers,
+            policies: file.policies,
         })
     }
 }
@@ -365,6 +388,8 @@ mod file {
         pub(super) verify: super::VerifySettings,
         #[serde(default)]
         pub(super) verifiers: std::collections::BTreeMap<String, super::VerifierConfig>,
+        #[serde(default)]
+        pub(super) policies: Vec<crate::policy::model::PolicyConfig>,
     }
 
     #[derive(Deserialize)]

@@ -264,3 +264,25 @@ fn shipped_default_config_parses() {
     assert_eq!(config.cri.other_services, MethodPolicy::Deny);
     assert_eq!(config.cache.positive_ttl, Duration::from_secs(3600));
 }
+
+#[test]
+fn policies_are_read_and_checked_against_the_verifiers() {
+    let base = "[verifiers.release]\nkind = \"cosign\"\nkeys = [\"/k.pub\"]\n";
+    let config = parse(&format!(
+        "{base}\n[[policies]]\nname = \"prod\"\nnamespaces = [\"prod\", \"prod-*\"]\nverifiers = [\"release\"]\n\
+         allowlist = [{{ pattern = \"registry*.*.aliyuncs.com/acs/*\" }}]\n\n\
+         [[policies]]\nname = \"default\"\nnamespaces = [\"*\"]\nmode = \"audit\"\nverifiers = [\"release\"]\non_error = \"allow\"\n"
+    ))
+    .unwrap();
+    assert_eq!(config.policies.len(), 2);
+    let err = parse(&format!(
+        "{base}\n[[policies]]\nname = \"prod\"\nnamespaces = [\"prod\"]\nverifiers = [\"relase\"]\n"
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("relase") && err.contains("prod"), "{err}");
+    let err = parse("[[policies]]\nname = \"p\"\nnamespaces = [\"x\"]\nmode = \"block\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("block"), "{err}");
+}

@@ -4,3 +4,4 @@
 //! Built so far: [`allowlist`], the kritis `AdmissionAllowlist` semantics.
 
 pub mod allowlist;
+pub mod model;
