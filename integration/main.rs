@@ -8,6 +8,7 @@
 
 mod client;
 mod daemon;
+mod enforce;
 mod harness;
 mod harness_tests;
 mod lifecycle;

@@ -7,8 +7,18 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use crate::config::Config;
-use crate::decision::AllowAll;
-use crate::proxy::{self, Listener};
+use std::collections::BTreeMap;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+
+use crate::decision::{AllowAll, Decide};
+use crate::policy::decider::{PolicyDecider, RuntimeImages};
+use crate::policy::model::Policies;
+use crate::proxy::{self, BuildError, Listener};
+use crate::registry;
+use crate::verify::cache::{CacheConfig, VerdictCache};
+use crate::verify::engine::Engine;
+use crate::verify::material;
 
 use super::{EXIT_CONFIG, EXIT_OK};
 
@@ -47,11 +57,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
-        let listener = Listener::open(&config.cri).context("cannot open the CRI socket")?;
-        proxy::serve(listener, config, args.config, Arc::new(AllowAll))
-            .await
-            .context("serving CRI")
+    let listener = runtime
+        .block_on(async { Listener::open(&config.cri) })
+        .context("cannot open the CRI socket")?;
+    let served = runtime.block_on(async {
+        proxy::serve(listener, config, args.config, Box::new(decide_for)).await
+    });
+    match served {
+        Ok(()) => Ok(ExitCode::from(EXIT_OK)),
+        // The configuration's trust material or policies cannot be used: restarting
+        // will not help, so say so with EX_CONFIG.
+        Err(proxy::server::Error::Decide(error)) => {
+            eprintln!("error: cannot set up the decision policy: {error}");
+            let mut source = error.source();
+            while let Some(cause) = source {
+                eprintln!("  caused by: {cause}");
+                source = cause.source();
+            }
+            Ok(ExitCode::from(EXIT_CONFIG))
+        }
+        Err(error) => Err(anyhow::Error::new(error).context("serving CRI")),
+    }
+}
+
+/// The decision seam a configuration asks for: its policies over its verifiers, or,
+/// with no `[[policies]]`, allow-and-record.
+fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
+    if config.policies.is_empty() {
+        tracing::warn!("no [[policies]] configured: every PullImage and CreateContainer is allowed and recorded");
+        return Ok(Arc::new(AllowAll));
+    }
+    let client = registry::Client::new(config.registry.clone())?;
+    if let Some(dir) = config.cache.path.as_deref().and_then(Path::parent) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)?;
+        }
+    }
+    let cache = VerdictCache::open(CacheConfig {
+        positive_ttl: config.cache.positive_ttl,
+        negative_ttl: config.cache.negative_ttl,
+        max_entries: config.cache.max_entries,
+        path: config.cache.path.clone(),
     })?;
-    Ok(ExitCode::from(EXIT_OK))
+    let engine = Arc::new(Engine::new(client, Arc::new(cache), config.verify.timeout));
+    let mut verifiers = BTreeMap::new();
+    let mut fingerprints = BTreeMap::new();
+    for name in config.verifiers.keys() {
+        let requirement = material::requirement(&config.verifiers, std::slice::from_ref(name))?;
+        fingerprints.insert(name.clone(), requirement.fingerprint);
+        verifiers.insert(name.clone(), requirement);
+    }
+    let policies = Policies::new(&config.policies, &fingerprints)?;
+    let runtime = RuntimeImages::new(config.cri.upstream.clone())?;
+    Ok(Arc::new(PolicyDecider::new(
+        policies, verifiers, engine, runtime,
+    )))
 }

@@ -4,4 +4,5 @@
 //! Built so far: [`allowlist`], the kritis `AdmissionAllowlist` semantics.
 
 pub mod allowlist;
+pub mod decider;
 pub mod model;

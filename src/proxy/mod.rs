@@ -15,4 +15,4 @@ pub mod service;
 pub mod status;
 pub mod upstream;
 
-pub use server::{serve, Listener};
+pub use server::{serve, BuildDecide, BuildError, Listener};

@@ -53,6 +53,8 @@ pub enum Error {
     Activation(#[from] systemd::ActivationError),
     #[error("cannot install signal handlers")]
     Signals(#[source] io::Error),
+    #[error("cannot set up the decision policy")]
+    Decide(#[source] BuildError),
 }
 
 /// Where the listening socket came from; decides whether crigate removes it at exit.
@@ -163,17 +165,32 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
 /// # Errors
 ///
 /// Signal handlers cannot be installed.
+/// Builds the decision seam from a configuration; called at start and on every reload.
+pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + Send + Sync;
+
+/// Why the decision seam could not be built from a configuration.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
 pub async fn serve(
     listener: Listener,
     config: Config,
     config_path: PathBuf,
-    decide: Arc<dyn Decide>,
+    build: Box<BuildDecide>,
 ) -> Result<(), Error> {
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
 
     let startup = config.cri.clone();
+    let decide = match build(&config) {
+        Ok(decide) => decide,
+        Err(error) => {
+            if let Origin::Bound(path) = &listener.origin {
+                let _ = std::fs::remove_file(path);
+            }
+            return Err(Error::Decide(error));
+        }
+    };
     let proxy = Arc::new(Proxy::new(config.cri, decide));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -205,7 +222,7 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = hangup.recv() => reload(&proxy, &config_path, &startup),
+            _ = hangup.recv() => reload(&proxy, &config_path, &startup, &build),
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
@@ -274,11 +291,18 @@ async fn serve_connection(
 }
 
 /// Applies a re-read configuration, or keeps the running one if it does not validate.
-fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig) {
+fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig, build: &BuildDecide) {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(path = %path.display(), error = %error, "configuration reload refused; keeping the running configuration");
+            return;
+        }
+    };
+    let decide = match build(&config) {
+        Ok(decide) => decide,
+        Err(error) => {
+            tracing::error!(path = %path.display(), error = format!("{error:#}"), "configuration reload refused; keeping the running configuration");
             return;
         }
     };
@@ -307,7 +331,11 @@ fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig) {
     } else {
         Arc::new(Upstream::new(cri.upstream.clone(), cri.connect_timeout))
     };
-    proxy.replace(State { cri, upstream });
+    proxy.replace(State {
+        cri,
+        upstream,
+        decide,
+    });
     systemd::notify_reloaded();
     tracing::info!(path = %path.display(), "configuration reloaded");
 }

@@ -24,13 +24,13 @@ const GRPC_PREFIX_LEN: usize = 5;
 /// The proxy's shared state: what the running configuration says, and the seam.
 pub struct Proxy {
     state: ArcSwap<State>,
-    decide: Arc<dyn Decide>,
 }
 
 /// What a SIGHUP may replace as one unit.
 pub struct State {
     pub cri: CriConfig,
     pub upstream: Arc<Upstream>,
+    pub decide: Arc<dyn Decide>,
 }
 
 // === impl Proxy ===
@@ -39,8 +39,11 @@ impl Proxy {
     pub fn new(cri: CriConfig, decide: Arc<dyn Decide>) -> Self {
         let upstream = Arc::new(Upstream::new(cri.upstream.clone(), cri.connect_timeout));
         Self {
-            state: ArcSwap::from_pointee(State { cri, upstream }),
-            decide,
+            state: ArcSwap::from_pointee(State {
+                cri,
+                upstream,
+                decide,
+            }),
         }
     }
 
@@ -109,7 +112,7 @@ impl Proxy {
             image = %context.image,
         );
         async {
-            match self.decide.decide(&context).await {
+            match state.decide.decide(&context).await {
                 Decision::Allow { pin: None } => {
                     forward(state, Request::from_parts(parts, ProxyBody::full(body))).await
                 }

@@ -1,0 +1,268 @@
+//! Enforcement through `crigate serve` with real containerd and the real registry:
+//! policies by namespace, enforce and audit modes, allowlists, pinned pulls, and the
+//! CreateContainer gate for images that never passed PullImage.
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+use tonic::transport::Channel;
+use tonic::Code;
+
+use crate::daemon::{Crigate, Options};
+use crate::harness::{container_config, cri_channel, Env, TestImage};
+use crate::signer::KeySigner;
+
+struct Node {
+    env: Env,
+    crigate: Crigate,
+    signed: String,
+    unsigned: String,
+}
+
+/// containerd, a registry holding a signed `app:v1` and an unsigned `unsigned:v1`, and
+/// crigate enforcing: `prod` enforces, `staging` audits, `tools` allowlists the unsigned
+/// image; no other namespace has a policy.
+async fn node() -> Node {
+    let env = Env::start().await.unwrap();
+    let signer = KeySigner::generate();
+    signer
+        .sign_legacy(&env.registry, "app", &env.app_digest)
+        .await;
+    let unsigned_image = TestImage::builder().label("unsigned").build().unwrap();
+    env.registry
+        .push("unsigned", "v1", &unsigned_image)
+        .await
+        .unwrap();
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, signer.public_pem()).unwrap();
+    let host = env.registry.host();
+    let extra = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+
+[cache]
+path = "{cache}"
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{key}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release"]
+
+[[policies]]
+name = "staging"
+namespaces = ["staging"]
+mode = "audit"
+verifiers = ["release"]
+
+[[policies]]
+name = "tools"
+namespaces = ["tools"]
+verifiers = ["release"]
+allowlist = [{{ pattern = "{host}/unsigned*" }}]
+"#,
+        cache = env.dir().join("verdicts.jsonl").display(),
+        key = key.display(),
+    );
+    // The [cri] section comes first in Options::new; append the rest after it.
+    let options = Options::new(env.dir(), env.containerd.socket(), &extra);
+    let crigate = Crigate::start(env.dir(), options).unwrap();
+    Node {
+        signed: env.app_ref(),
+        unsigned: format!("{host}/unsigned:v1"),
+        env,
+        crigate,
+    }
+}
+
+fn pull(image: &str, namespace: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: Some(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "web".into(),
+                uid: format!("uid-{namespace}"),
+                namespace: namespace.into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+async fn images(socket: &std::path::Path) -> ImageServiceClient<Channel> {
+    ImageServiceClient::new(cri_channel(socket).await.unwrap())
+}
+
+async fn present(node: &Node, image: &str) -> bool {
+    let mut direct = images(node.env.containerd.socket()).await;
+    direct
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: image.to_owned(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enforce_allows_signed_pinned_and_denies_unsigned() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+
+    let pulled = client
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!pulled.image_ref.is_empty());
+    // The pull was pinned to the verified digest.
+    let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
+    assert!(
+        present(&node, &pinned).await,
+        "the runtime did not pull {pinned}"
+    );
+
+    let denied = client
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let message = denied.message();
+    assert!(
+        message.contains("namespace prod") && message.contains("no_signature"),
+        "{message}"
+    );
+    assert!(
+        message.contains("unsigned@sha256:"),
+        "the denial names the digest: {message}"
+    );
+    assert!(
+        !present(&node, &node.unsigned).await,
+        "a denied image reached the runtime"
+    );
+
+    let logs = node.crigate.logs();
+    assert!(logs.contains("decision=\"deny\""), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_mode_allows_and_records_what_enforce_would_do() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap();
+    assert!(present(&node, &node.unsigned).await);
+    let logs = node.crigate.logs();
+    assert!(logs.contains("decision=\"audit-deny\""), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allowlisted_image_is_allowed_without_a_signature() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    client
+        .pull_image(pull(&node.unsigned, "tools"))
+        .await
+        .unwrap();
+    assert!(
+        node.crigate.logs().contains("allowlisted by"),
+        "{}",
+        node.crigate.logs()
+    );
+    // The same image in an enforcing namespace without that entry is still denied.
+    let denied = client
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespace_without_a_policy_is_denied() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    let denied = client
+        .pull_image(pull(&node.signed, "elsewhere"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(
+        denied.message().contains("no policy covers namespace"),
+        "{}",
+        denied.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_container_gates_images_pulled_behind_crigates_back() {
+    let node = node().await;
+    // Both images pulled straight into containerd: no PullImage through crigate.
+    let mut direct = images(node.env.containerd.socket()).await;
+    let unsigned_id = direct
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let signed_id = direct
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+
+    let channel = cri_channel(&node.crigate.socket).await.unwrap();
+    let mut runtime = RuntimeServiceClient::new(channel);
+    let sandbox = node.env.pod_config("static-web", "prod").unwrap();
+    let pod = runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let create = |name: &str, image: &str| CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config(name, image, &["/pause"])),
+        sandbox_config: Some(sandbox.clone()),
+    };
+    // kubelet passes the image id PullImage returned; a static pod may name the image.
+    let denied = runtime
+        .create_container(create("bad", &unsigned_id))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let denied = runtime
+        .create_container(create("bad2", &node.unsigned))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    runtime
+        .create_container(create("good", &signed_id))
+        .await
+        .unwrap();
+    runtime
+        .create_container(create("good2", &node.signed))
+        .await
+        .unwrap();
+}
