@@ -1,5 +1,6 @@
-//! The cluster-in-a-box demo: a registry, containerd and crigate on this machine, and a
-//! pod run through crigate the way kubelet would run it. Started by `integration/demo`.
+//! The cluster-in-a-box demo: a registry, containerd and crigate on this machine, a
+//! signed and an unsigned image, and pods run through crigate the way kubelet runs them.
+//! Started by `integration/demo`.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -11,15 +12,37 @@
 mod daemon;
 #[path = "harness/mod.rs"]
 mod harness;
+#[path = "signer.rs"]
+mod signer;
 
 use anyhow::Context;
 use k8s_cri::v1::*;
 
 use daemon::{Crigate, Options};
-use harness::{container_config, cri_channel, Env};
+use harness::{container_config, cri_channel, Env, TestImage};
+use signer::KeySigner;
 
 fn step(text: &str) {
     println!("\n==> {text}");
+}
+
+fn pull(image: &str, namespace: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: Some(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "demo".into(),
+                uid: "demo-uid".into(),
+                namespace: namespace.into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+    }
 }
 
 #[tokio::main]
@@ -28,56 +51,87 @@ async fn main() -> anyhow::Result<()> {
     let env = Env::start()
         .await
         .context("starting the registry and containerd")?;
-    println!("    registry   http://{}", env.registry.host());
+    let host = env.registry.host();
+    println!("    registry   http://{host}");
     println!("    containerd {}", env.containerd.socket().display());
-    println!("    image      {} = {}", env.app_ref(), env.app_digest);
 
-    step("starting crigate in front of containerd");
+    step("pushing a signed and an unsigned image");
+    let signer = KeySigner::generate();
+    signer
+        .sign_legacy(&env.registry, "app", &env.app_digest)
+        .await;
+    let unsigned = TestImage::builder().label("unsigned").build()?;
+    let unsigned_digest = env.registry.push("unsigned", "v1", &unsigned).await?;
+    let signed_ref = env.app_ref();
+    let unsigned_ref = format!("{host}/unsigned:v1");
+    println!(
+        "    signed     {signed_ref} = {} (cosign, key-based)",
+        env.app_digest
+    );
+    println!("    unsigned   {unsigned_ref} = {unsigned_digest}");
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, signer.public_pem())?;
+
+    step("starting crigate in front of containerd, enforcing in namespace prod");
+    let policy = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+
+[cache]
+path = "{cache}"
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{key}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+mode = "enforce"
+verifiers = ["release"]
+"#,
+        cache = env.dir().join("verdicts.jsonl").display(),
+        key = key.display(),
+    );
+    println!(
+        "{}",
+        policy
+            .lines()
+            .map(|l| format!("    | {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     let crigate = Crigate::start(
         env.dir(),
-        Options::new(env.dir(), env.containerd.socket(), ""),
+        Options::new(env.dir(), env.containerd.socket(), &policy),
     )?;
     println!(
         "    crigate    {} (ready in {:?})",
         crigate.socket.display(),
         crigate.ready_after
     );
-    println!(
-        "    kubelet would use: containerRuntimeEndpoint: unix://{}",
-        crigate.socket.display()
-    );
 
     let channel = cri_channel(&crigate.socket).await?;
     let mut runtime = runtime_service_client::RuntimeServiceClient::new(channel.clone());
     let mut images = image_service_client::ImageServiceClient::new(channel);
 
-    let version = runtime
-        .version(VersionRequest {
-            version: "v1".into(),
-        })
-        .await?
-        .into_inner();
-    println!(
-        "    runtime    {} {} via crigate",
-        version.runtime_name, version.runtime_version
-    );
-
-    let sandbox = env.pod_config("demo", "default")?;
-    step(&format!("PullImage {} through crigate", env.app_ref()));
+    step("PullImage of the signed image in prod, through crigate");
     let pulled = images
-        .pull_image(PullImageRequest {
-            image: Some(ImageSpec {
-                image: env.app_ref(),
-                ..Default::default()
-            }),
-            auth: None,
-            sandbox_config: Some(sandbox.clone()),
-        })
+        .pull_image(pull(&signed_ref, "prod"))
         .await?
         .into_inner();
-    println!("    image_ref  {}", pulled.image_ref);
+    println!("    allowed: image_ref {}", pulled.image_ref);
 
-    step("RunPodSandbox, CreateContainer, StartContainer through crigate");
+    step("PullImage of the unsigned image in prod, through crigate");
+    match images.pull_image(pull(&unsigned_ref, "prod")).await {
+        Ok(_) => anyhow::bail!("the unsigned image was allowed"),
+        Err(status) => println!("    denied: {:?}: {}", status.code(), status.message()),
+    }
+
+    step("running a pod from the signed image");
+    let sandbox = env.pod_config("demo", "prod")?;
     let pod = runtime
         .run_pod_sandbox(RunPodSandboxRequest {
             config: Some(sandbox.clone()),
@@ -89,8 +143,8 @@ async fn main() -> anyhow::Result<()> {
     let container = runtime
         .create_container(CreateContainerRequest {
             pod_sandbox_id: pod.clone(),
-            config: Some(container_config("app", &env.app_ref(), &["/pause"])),
-            sandbox_config: Some(sandbox),
+            config: Some(container_config("app", &pulled.image_ref, &["/pause"])),
+            sandbox_config: Some(sandbox.clone()),
         })
         .await?
         .into_inner()
@@ -106,26 +160,53 @@ async fn main() -> anyhow::Result<()> {
             cmd: vec![
                 "/bin/tool".into(),
                 "echo".into(),
-                "hello from a container started through crigate".into(),
+                "hello from a verified container".into(),
             ],
             timeout: 10,
         })
         .await?
         .into_inner();
-    print!("    exec       {}", String::from_utf8_lossy(&exec.stdout));
+    print!("    running: {}", String::from_utf8_lossy(&exec.stdout));
 
-    step("crigate's decisions (PullImage and CreateContainer are gated)");
+    step("the unsigned image pulled behind crigate's back, straight into containerd");
+    let mut direct =
+        image_service_client::ImageServiceClient::new(cri_channel(env.containerd.socket()).await?);
+    let sneaked = direct
+        .pull_image(pull(&unsigned_ref, "prod"))
+        .await?
+        .into_inner()
+        .image_ref;
+    println!("    containerd has it: {sneaked}");
+    println!("    CreateContainer with it through crigate, as a static pod would:");
+    match runtime
+        .create_container(CreateContainerRequest {
+            pod_sandbox_id: pod.clone(),
+            config: Some(container_config("sneaky", &sneaked, &["/pause"])),
+            sandbox_config: Some(sandbox),
+        })
+        .await
+    {
+        Ok(_) => anyhow::bail!("the unsigned image was started"),
+        Err(status) => println!("    denied: {:?}: {}", status.code(), status.message()),
+    }
+
+    step("crigate's decisions");
     for line in crigate
         .logs()
         .lines()
         .filter(|l| l.contains("crigate::decision"))
     {
-        println!("    {line}");
+        let event = line.split("crigate::decision:").nth(1).unwrap_or(line);
+        let fields: Vec<&str> = event
+            .split_whitespace()
+            .filter(|f| {
+                ["phase=", "namespace=", "subject=", "decision=", "policy="]
+                    .iter()
+                    .any(|k| f.starts_with(k))
+            })
+            .collect();
+        println!("    {}", fields.join(" "));
     }
-    println!(
-        "\n    Signature verification is not built yet: every gated call is allowed and recorded.\n    \
-         See README.md, \"What is built\"."
-    );
 
     step("cleaning up");
     runtime

@@ -352,7 +352,7 @@ fn deny(
         container = request.container_name.as_deref().unwrap_or(""),
         image = %request.image,
         subject,
-        policy = policy.map_or("", |p| p.name.as_str()),
+        policy = %policy.map_or("", |p| p.name.as_str()),
         caller_pid = request.caller.pid.unwrap_or(0),
         caller_uid = request.caller.uid,
         decision = "deny",
