@@ -266,3 +266,124 @@ async fn create_container_gates_images_pulled_behind_crigates_back() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registry_outage_follows_each_on_error_choice() {
+    let env = Env::start().await.unwrap();
+    // A second registry, which the test can take down.
+    let registry = crate::harness::Registry::start().await.unwrap();
+    let image = TestImage::builder().label("outage").build().unwrap();
+    registry.push("app", "v1", &image).await.unwrap();
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, KeySigner::generate().public_pem()).unwrap();
+    let extra = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+connect_timeout = "1s"
+request_timeout = "2s"
+
+[cache]
+path = "{cache}"
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{key}"]
+require_tlog = false
+
+[[policies]]
+name = "strict"
+namespaces = ["strict"]
+verifiers = ["release"]
+
+[[policies]]
+name = "lenient"
+namespaces = ["lenient"]
+verifiers = ["release"]
+on_error = "allow"
+"#,
+        host = registry.host(),
+        cache = env.dir().join("verdicts.jsonl").display(),
+        key = key.display(),
+    );
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), env.containerd.socket(), &extra),
+    )
+    .unwrap();
+    let image = format!("{}/app:v1", registry.host());
+    drop(registry);
+
+    let mut client = images(&crigate.socket).await;
+    let denied = client.pull_image(pull(&image, "strict")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("could not verify"),
+        "{}",
+        denied.message()
+    );
+    // Fail open: crigate lets the call through (the runtime then fails on its own).
+    let passed = client.pull_image(pull(&image, "lenient")).await;
+    assert!(
+        passed
+            .as_ref()
+            .err()
+            .is_none_or(|s| s.code() != Code::PermissionDenied),
+        "{passed:?}"
+    );
+    let logs = crigate.logs();
+    assert!(logs.contains("decision=\"error-allow\""), "{logs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_tightens_a_policy_while_calls_are_made() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    // staging audits: the unsigned image is allowed.
+    client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap();
+
+    // Calls keep coming while the policy is tightened; none may fail for any other
+    // reason than the decision.
+    let socket = node.crigate.socket.clone();
+    let signed = node.signed.clone();
+    let background = tokio::spawn(async move {
+        let mut client = images(&socket).await;
+        for _ in 0..40 {
+            client.pull_image(pull(&signed, "prod")).await.unwrap();
+        }
+    });
+    let config = std::fs::read_to_string(&node.crigate.config_path).unwrap();
+    let tightened = config.replace("mode = \"audit\"", "mode = \"enforce\"");
+    assert_ne!(config, tightened);
+    node.crigate.write_config(&tightened);
+    node.crigate.signal(nix::sys::signal::Signal::SIGHUP);
+    node.crigate
+        .wait_log("configuration reloaded", std::time::Duration::from_secs(10))
+        .unwrap();
+    background.await.unwrap();
+
+    let denied = client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    // A policy that does not load is refused and the tightened one stays.
+    node.crigate
+        .write_config(&tightened.replace("verifiers = [\"release\"]", "verifiers = [\"missing\"]"));
+    node.crigate.signal(nix::sys::signal::Signal::SIGHUP);
+    node.crigate
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    let denied = client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+}
