@@ -387,3 +387,120 @@ async fn reload_tightens_a_policy_while_calls_are_made() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
 }
+
+fn crigate_cli(args: &[&str], config: &std::path::Path) -> (i32, String) {
+    let output = std::process::Command::new(crate::daemon::crigate_binary())
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap(), format!("{stdout}{stderr}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_explain_traces_each_decision_without_pulling() {
+    let node = node().await;
+    let config = &node.crigate.config_path;
+    let explain = |image: &str, namespace: &str| {
+        let (code, out) = crigate_cli(
+            &[
+                "policy",
+                "explain",
+                image,
+                "--namespace",
+                namespace,
+                "--output",
+                "json",
+            ],
+            config,
+        );
+        let json: serde_json::Value =
+            serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+        (code, json)
+    };
+    let (code, json) = explain(&node.signed, "prod");
+    assert_eq!(code, 0, "{json}");
+    assert_eq!(json["version"], 1);
+    assert_eq!(json["policy"], "prod");
+    assert_eq!(json["decision"], "allow");
+    assert_eq!(json["checks"][0]["verifier"], "release");
+    assert_eq!(json["checks"][0]["result"], "trusted");
+    let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
+    assert_eq!(json["pinned"], pinned.as_str());
+    assert!(
+        !present(&node, &pinned).await,
+        "explain pulled into the runtime"
+    );
+
+    let (code, json) = explain(&node.unsigned, "prod");
+    assert_eq!(code, 1, "{json}");
+    assert_eq!(json["decision"], "deny");
+    assert_eq!(json["checks"][0]["detail"], "no_signature");
+
+    let (code, json) = explain(&node.unsigned, "staging");
+    assert_eq!(
+        (code, json["decision"].as_str()),
+        (0, Some("audit-deny")),
+        "{json}"
+    );
+    let (code, json) = explain(&node.unsigned, "tools");
+    assert_eq!(code, 0, "{json}");
+    assert!(
+        json["allowlisted_by"]
+            .as_str()
+            .unwrap()
+            .ends_with("/unsigned*"),
+        "{json}"
+    );
+    let (code, json) = explain(&node.signed, "elsewhere");
+    assert_eq!(
+        (code, json["policy"].clone()),
+        (1, serde_json::Value::Null),
+        "{json}"
+    );
+
+    // An allowlisted image needs no registry: this tag does not exist there, so any
+    // registry call would have failed the decision (on_error = "deny").
+    let (code, out) = crigate_cli(
+        &[
+            "policy",
+            "explain",
+            &format!("{}/unsigned:v9", node.env.registry.host()),
+            "--namespace",
+            "tools",
+        ],
+        config,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("allowlist:"), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_check_reports_problems_with_their_location() {
+    let node = node().await;
+    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: 1 verifier(s), 3 policy(ies)"), "{out}");
+
+    let broken = node.env.dir().join("broken.toml");
+    let text = std::fs::read_to_string(&node.crigate.config_path).unwrap();
+    std::fs::write(&broken, text.replace("release.pub", "missing.pub")).unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("missing.pub") && out.contains("release"),
+        "{out}"
+    );
+
+    std::fs::write(
+        &broken,
+        text.replace("mode = \"audit\"", "mode = \"audti\""),
+    )
+    .unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("audti") && out.contains("line"), "{out}");
+}

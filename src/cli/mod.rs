@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
+pub mod policy;
 pub mod serve;
 pub mod verify;
 
@@ -47,6 +48,8 @@ pub enum Command {
     Serve(serve::Args),
     /// Verify one image's signatures, as the daemon would.
     Verify(Box<verify::Args>),
+    /// Check the configuration's policies, or explain a decision.
+    Policy(Box<policy::Args>),
 }
 
 /// Runs the parsed command.
@@ -58,5 +61,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Verify(args) => verify::run(*args),
+        Command::Policy(args) => policy::run(*args),
     }
 }

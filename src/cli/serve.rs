@@ -87,7 +87,6 @@ fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
         tracing::warn!("no [[policies]] configured: every PullImage and CreateContainer is allowed and recorded");
         return Ok(Arc::new(AllowAll));
     }
-    let client = registry::Client::new(config.registry.clone())?;
     if let Some(dir) = config.cache.path.as_deref().and_then(Path::parent) {
         if !dir.exists() {
             std::fs::DirBuilder::new()
@@ -96,12 +95,29 @@ fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
                 .create(dir)?;
         }
     }
-    let cache = VerdictCache::open(CacheConfig {
+    let cache = CacheConfig {
         positive_ttl: config.cache.positive_ttl,
         negative_ttl: config.cache.negative_ttl,
         max_entries: config.cache.max_entries,
         path: config.cache.path.clone(),
-    })?;
+    };
+    let runtime = RuntimeImages::new(config.cri.upstream.clone())?;
+    Ok(Arc::new(policy_decider(config, cache, Some(runtime))?))
+}
+
+/// The policy decider of `config`, with a verdict cache set up as `cache` says.
+///
+/// # Errors
+///
+/// The registry client, the cache file, a verifier's trust material or the policies
+/// cannot be set up.
+pub fn policy_decider(
+    config: &Config,
+    cache: CacheConfig,
+    runtime: Option<RuntimeImages>,
+) -> Result<PolicyDecider, BuildError> {
+    let client = registry::Client::new(config.registry.clone())?;
+    let cache = VerdictCache::open(cache)?;
     let engine = Arc::new(Engine::new(client, Arc::new(cache), config.verify.timeout));
     let mut verifiers = BTreeMap::new();
     let mut fingerprints = BTreeMap::new();
@@ -111,8 +127,5 @@ fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
         verifiers.insert(name.clone(), requirement);
     }
     let policies = Policies::new(&config.policies, &fingerprints)?;
-    let runtime = RuntimeImages::new(config.cri.upstream.clone())?;
-    Ok(Arc::new(PolicyDecider::new(
-        policies, verifiers, engine, runtime,
-    )))
+    Ok(PolicyDecider::new(policies, verifiers, engine, runtime))
 }

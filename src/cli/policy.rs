@@ -1,0 +1,238 @@
+//! `crigate policy check` and `crigate policy explain`: the configuration's policies as
+//! the daemon would apply them, from the command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::serve::policy_decider;
+use super::{EXIT_DENIED, EXIT_ERROR, EXIT_OK};
+use crate::config::Config;
+use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
+use crate::policy::decider::Explanation;
+use crate::verify::cache::CacheConfig;
+use crate::verify::material;
+
+/// Version of the `policy explain --output json` format.
+const JSON_VERSION: u32 = 1;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Validate the configuration and everything it names (trust policies, trust stores,
+    /// keys, trusted roots); print each problem. Exit 1 if there is any.
+    Check(CheckArgs),
+    /// Show how the daemon would decide IMAGE for a pod in NAMESPACE: which policy,
+    /// which allowlist entry or verifier, which signature, and why. Pulls nothing into the
+    /// runtime. Exit 0 the pod would be allowed, 1 denied, 2 error.
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        default_value = "/etc/crigate/config.toml"
+    )]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExplainArgs {
+    /// The image, as a pod spec names it.
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+
+    /// The pod's namespace.
+    #[arg(long, short, value_name = "NAMESPACE")]
+    pub namespace: String,
+
+    /// The configuration file.
+    #[arg(
+        long,
+        short,
+        value_name = "FILE",
+        default_value = "/etc/crigate/config.toml"
+    )]
+    pub config: PathBuf,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    version: u32,
+    #[serde(flatten)]
+    explanation: &'a Explanation,
+}
+
+/// Runs `crigate policy`.
+///
+/// # Errors
+///
+/// The explanation could not be computed (bad configuration, no async runtime).
+pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Command::Check(args) => check(&args),
+        Command::Explain(args) => explain(&args),
+    }
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let config = match Config::load(&args.config) {
+        Ok(config) => config,
+        Err(error) => {
+            println!("error: {error}");
+            return Ok(ExitCode::from(EXIT_DENIED));
+        }
+    };
+    let mut problems = 0usize;
+    for name in config.verifiers.keys() {
+        if let Err(error) = material::requirement(&config.verifiers, std::slice::from_ref(name)) {
+            problems += 1;
+            println!("error: {}: {error}", args.config.display());
+            let mut source = std::error::Error::source(&error);
+            while let Some(cause) = source {
+                println!("  caused by: {cause}");
+                source = cause.source();
+            }
+        }
+    }
+    if problems > 0 {
+        return Ok(ExitCode::from(EXIT_DENIED));
+    }
+    let default = config
+        .policies
+        .iter()
+        .any(|p| p.namespaces.iter().any(|n| n == "*"));
+    println!(
+        "ok: {} verifier(s), {} policy(ies){}",
+        config.verifiers.len(),
+        config.policies.len(),
+        if config.policies.is_empty() {
+            "; no [[policies]]: the daemon allows and records every call"
+        } else if default {
+            ""
+        } else {
+            "; no default policy (namespaces = [\"*\"]): namespaces no policy covers are denied"
+        }
+    );
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.config)?;
+    if config.policies.is_empty() {
+        anyhow::bail!(
+            "{} has no [[policies]]: the daemon allows and records every call",
+            args.config.display()
+        );
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let explanation = runtime.block_on(async {
+        // A private, in-memory cache: explaining never reads or writes the daemon's.
+        let cache = CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        };
+        let decider = policy_decider(&config, cache, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let request = RequestContext {
+            phase: Phase::Pull,
+            api: ApiVersion::V1,
+            image: args.image.clone(),
+            user_specified_image: Some(args.image.clone()),
+            namespace: Some(args.namespace.clone()),
+            pod_name: None,
+            pod_uid: None,
+            container_name: None,
+            pod_sandbox_id: None,
+            caller: Caller {
+                pid: Some(std::process::id() as i32),
+                uid: nix::unistd::getuid().as_raw(),
+                gid: nix::unistd::getgid().as_raw(),
+            },
+        };
+        anyhow::Ok(decider.explain(&request).await)
+    })?;
+    let text = match args.output {
+        Output::Json => {
+            let mut text = serde_json::to_string_pretty(&Report {
+                version: JSON_VERSION,
+                explanation: &explanation,
+            })?;
+            text.push('\n');
+            text
+        }
+        Output::Text => text(&explanation),
+    };
+    {
+        use std::io::Write;
+        if let Err(error) = std::io::stdout().lock().write_all(text.as_bytes()) {
+            if error.kind() != std::io::ErrorKind::BrokenPipe {
+                return Err(error).context("cannot write to stdout");
+            }
+        }
+    }
+    Ok(ExitCode::from(match explanation.decision {
+        "deny" => EXIT_DENIED,
+        "allow" | "audit-deny" | "error-allow" | "audit-error" => EXIT_OK,
+        _ => EXIT_ERROR,
+    }))
+}
+
+fn text(e: &Explanation) -> String {
+    let mut out = format!("image:      {}\nnamespace:  {}\n", e.image, e.namespace);
+    match (&e.policy, e.mode) {
+        (Some(policy), Some(mode)) => out.push_str(&format!("policy:     {policy} ({mode})\n")),
+        _ => out.push_str("policy:     none\n"),
+    }
+    if let Some(entry) = &e.allowlisted_by {
+        out.push_str(&format!("allowlist:  {entry}\n"));
+    }
+    for check in &e.checks {
+        out.push_str(&format!(
+            "verifier:   {} on {}{}: {} {}\n",
+            check.verifier,
+            check.image,
+            check
+                .digest
+                .as_deref()
+                .map(|d| format!(" ({d})"))
+                .unwrap_or_default(),
+            check.result,
+            check.detail
+        ));
+    }
+    out.push_str(&format!(
+        "decision:   {}\nreason:     {}\n",
+        e.decision, e.reason
+    ));
+    if let Some(pinned) = &e.pinned {
+        out.push_str(&format!("pinned:     {pinned}\n"));
+    }
+    out
+}
