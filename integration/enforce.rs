@@ -504,3 +504,30 @@ async fn policy_check_reports_problems_with_their_location() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audti") && out.contains("line"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_the_config_file_is_applied_without_a_signal() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap();
+    let config = std::fs::read_to_string(&node.crigate.config_path).unwrap();
+    node.crigate
+        .write_config(&config.replace("mode = \"audit\"", "mode = \"enforce\""));
+    node.crigate
+        .wait_log(
+            "configuration file changed",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    node.crigate
+        .wait_log("configuration reloaded", std::time::Duration::from_secs(10))
+        .unwrap();
+    let denied = client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}

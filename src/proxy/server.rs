@@ -165,6 +165,16 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
 /// # Errors
 ///
 /// Signal handlers cannot be installed.
+/// How often the configuration file is checked for changes.
+const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What identifies a version of the configuration file: its modification time and size
+/// (`None` while it cannot be read, e.g. mid-replacement by an editor or ConfigMap).
+fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
 /// Builds the decision seam from a configuration; called at start and on every reload.
 pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + Send + Sync;
 
@@ -209,8 +219,20 @@ pub async fn serve(
     );
     systemd::notify_ready();
 
+    // The configuration file is also watched: a change is applied like a SIGHUP.
+    let mut watch = tokio::time::interval(CONFIG_POLL_INTERVAL);
+    watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seen = file_stamp(&config_path);
     loop {
         tokio::select! {
+            _ = watch.tick() => {
+                let now = file_stamp(&config_path);
+                if now != seen {
+                    seen = now;
+                    tracing::info!(path = %config_path.display(), "configuration file changed");
+                    reload(&proxy, &config_path, &startup, &build);
+                }
+            }
             accepted = listener.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Some(caller) = caller(&stream) else { continue };
@@ -222,7 +244,10 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
-            _ = hangup.recv() => reload(&proxy, &config_path, &startup, &build),
+            _ = hangup.recv() => {
+                seen = file_stamp(&config_path);
+                reload(&proxy, &config_path, &startup, &build);
+            }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
         }
