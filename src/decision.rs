@@ -9,6 +9,8 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
+use crate::registry::Credentials;
+
 /// The CRI call being decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Phase {
@@ -56,6 +58,10 @@ pub struct RequestContext {
     pub container_name: Option<String>,
     pub pod_sandbox_id: Option<String>,
     pub caller: Caller,
+    /// PullImage only: the registry credentials kubelet sent with the pull (the pod's
+    /// image pull secret), for verification to read the same registry. `Debug` never
+    /// shows them.
+    pub credentials: Option<Credentials>,
 }
 
 /// What to do with an intercepted call.

@@ -175,6 +175,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 uid: nix::unistd::getuid().as_raw(),
                 gid: nix::unistd::getgid().as_raw(),
             },
+            credentials: None,
         };
         anyhow::Ok(decider.explain(&request).await)
     })?;

@@ -23,6 +23,7 @@ use serde::Serialize;
 use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::decision::{BoxFuture, Decide, Decision, Phase, RequestContext};
 use crate::oci::ImageRef;
+use crate::registry::Credentials;
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -213,7 +214,15 @@ impl PolicyDecider {
         }
         let mut rejection = None;
         for image in &images {
-            match self.verify(policy, image, &mut trace.checks).await {
+            match self
+                .verify(
+                    policy,
+                    image,
+                    request.credentials.as_ref(),
+                    &mut trace.checks,
+                )
+                .await
+            {
                 Ok(Ok(outcome)) => {
                     let pinned = outcome.pinned().map(|p| p.to_string());
                     trace.subject = pinned.clone().unwrap_or_else(|| image.to_string());
@@ -281,6 +290,7 @@ impl PolicyDecider {
         &self,
         policy: &Policy,
         image: &ImageRef,
+        credentials: Option<&Credentials>,
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<Outcome, (String, String)>, String> {
         let mut rejections = Vec::new();
@@ -293,7 +303,11 @@ impl PolicyDecider {
                 fingerprint: policy.fingerprint,
                 ..requirement.clone()
             };
-            let outcome = match self.engine.verify(image, &requirement, None).await {
+            let outcome = match self
+                .engine
+                .verify(image, &requirement, credentials.cloned())
+                .await
+            {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     let error = format!("{error:#}");

@@ -18,6 +18,7 @@ use prost::Message;
 
 use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
 use crate::proxy::methods::Intercepted;
+use crate::registry::{Credentials, CriAuth};
 
 /// Bytes before each message: compressed flag and big-endian length.
 const PREFIX_LEN: usize = 5;
@@ -40,6 +41,8 @@ pub enum DecodeError {
     },
     #[error("{0} carries no image")]
     MissingImage(&'static str),
+    #[error("PullImageRequest credentials are invalid: {0}")]
+    Credentials(String),
 }
 
 /// Decodes a PullImageRequest of the CRI module `$cri` into a [`RequestContext`]. One
@@ -52,6 +55,19 @@ macro_rules! decode_pull {
             .image
             .ok_or(DecodeError::MissingImage("PullImageRequest"))?;
         let pod = request.sandbox_config.and_then(|c| c.metadata);
+        let credentials = match &request.auth {
+            Some(auth) => Some(
+                Credentials::from_cri(CriAuth {
+                    username: &auth.username,
+                    password: &auth.password,
+                    auth: &auth.auth,
+                    identity_token: &auth.identity_token,
+                    registry_token: &auth.registry_token,
+                })
+                .map_err(|e| DecodeError::Credentials(e.to_string()))?,
+            ),
+            None => None,
+        };
         Ok(RequestContext {
             phase: Phase::Pull,
             api: $api,
@@ -63,6 +79,7 @@ macro_rules! decode_pull {
             container_name: None,
             pod_sandbox_id: None,
             caller: $caller,
+            credentials,
         })
     }};
 }
@@ -88,6 +105,7 @@ macro_rules! decode_create {
             container_name: config.metadata.and_then(|m| non_empty(m.name)),
             pod_sandbox_id: non_empty(request.pod_sandbox_id),
             caller: $caller,
+            credentials: None,
         })
     }};
 }

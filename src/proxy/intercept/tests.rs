@@ -244,3 +244,45 @@ fn pin_works_for_every_gated_method() {
         "b"
     );
 }
+
+#[test]
+fn pull_credentials_are_carried_and_never_printed() {
+    let body = framed(&v1_pull("registry.example/private:v1").encode_to_vec());
+    let ctx = decode(PULL, &body, CALLER).unwrap();
+    assert!(matches!(
+        ctx.credentials,
+        Some(crate::registry::Credentials::Basic { ref username, .. }) if username == "u"
+    ));
+    let printed = format!("{ctx:?}");
+    assert!(
+        !printed.contains("secret"),
+        "the password leaked into Debug: {printed}"
+    );
+}
+
+#[test]
+fn malformed_pull_credentials_are_refused() {
+    let mut request = v1_pull("registry.example/private:v1");
+    request.auth = Some(v1::AuthConfig {
+        auth: "%%% not base64".into(),
+        ..Default::default()
+    });
+    let body = framed(&request.encode_to_vec());
+    assert!(matches!(
+        decode(PULL, &body, CALLER),
+        Err(DecodeError::Credentials(_))
+    ));
+    // Create carries none.
+    let create = v1::CreateContainerRequest {
+        config: Some(v1::ContainerConfig {
+            image: Some(v1::ImageSpec {
+                image: "x".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let ctx = decode(CREATE, &framed(&create.encode_to_vec()), CALLER).unwrap();
+    assert_eq!(ctx.credentials, None);
+}
