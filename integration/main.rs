@@ -11,6 +11,7 @@ mod daemon;
 mod enforce;
 mod harness;
 mod harness_tests;
+mod import;
 mod lifecycle;
 mod notation;
 mod notation_e2e;

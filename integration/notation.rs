@@ -92,7 +92,7 @@ fn notation_config_dir_verifies_a_cose_signature_and_rejects_another_image() {
     ));
 }
 
-mod registry {
+pub(crate) mod registry {
     //! `crigate verify --notation-dir` against the real registry, with OCI layouts the
     //! notation CLI signed (third-party vectors), pushed as the notation CLI pushes them
     //! to a registry without the referrers API: the image, the signature manifest with
@@ -109,7 +109,7 @@ mod registry {
 
     /// Pushes every blob and manifest of the OCI layout `name` to `repo`: the image as
     /// `v1`, the rest by digest, indexes under their `ref.name` tag.
-    async fn push_layout(registry: &Registry, repo: &str, name: &str) -> String {
+    pub(crate) async fn push_layout(registry: &Registry, repo: &str, name: &str) -> String {
         let layout = vectors().join("oci-layout").join(name);
         let index: Value =
             serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
+pub mod import;
 pub mod policy;
 pub mod serve;
 pub mod verify;
@@ -50,6 +51,8 @@ pub enum Command {
     Verify(Box<verify::Args>),
     /// Check the configuration's policies, or explain a decision.
     Policy(Box<policy::Args>),
+    /// Turn Ratify or kritis resources into crigate configuration and trust files.
+    Import(import::Args),
 }
 
 /// Runs the parsed command.
@@ -62,5 +65,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::run(args),
         Command::Verify(args) => verify::run(*args),
         Command::Policy(args) => policy::run(*args),
+        Command::Import(args) => import::run(args),
     }
 }
