@@ -167,7 +167,7 @@ impl Credentials {
     }
 
     /// A hash naming these credentials in the token cache.
-    pub(super) fn fingerprint(&self) -> [u8; 32] {
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
         let mut hash = Sha256::new();
         match self {
             Self::Anonymous => hash.update(b"anonymous"),

@@ -20,8 +20,11 @@
 //! Errors (registry unreachable, response over a limit, verification over its time
 //! budget) are `Err` and never cached; the policy decides what they mean (`on_error`).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use tokio::sync::OnceCell;
 
 use crate::oci::descriptor::OCI_MANIFEST;
 use crate::oci::manifest::Manifest;
@@ -87,6 +90,8 @@ pub struct Engine {
     timeout: Duration,
     /// The platform of this node, for choosing a manifest from an index.
     platform: (String, String),
+    /// Tag resolutions under way, by (reference, credentials fingerprint).
+    resolving: Mutex<HashMap<ResolveKey, Arc<OnceCell<Descriptor>>>>,
 }
 
 // === impl Outcome ===
@@ -111,6 +116,7 @@ impl Engine {
             cache,
             timeout,
             platform: ("linux".to_owned(), oci_architecture().to_owned()),
+            resolving: Mutex::new(HashMap::new()),
         }
     }
 
@@ -131,6 +137,7 @@ impl Engine {
         requirement: &Requirement,
         credentials: Option<Credentials>,
     ) -> Result<Outcome, Error> {
+        let credentials_id = credentials.as_ref().map(Credentials::fingerprint);
         let registry = match credentials {
             Some(credentials) => self.registry.with_credentials(credentials),
             None => self.registry.clone(),
@@ -140,18 +147,30 @@ impl Engine {
             after: self.timeout,
         };
         let deadline = tokio::time::Instant::now() + self.timeout;
-        let descriptor = tokio::time::timeout_at(deadline, registry.resolve(image))
-            .await
-            .map_err(|_| timed_out())??;
+        // A digest reference goes straight to the cache; a tag is resolved on every call
+        // (it may have moved), concurrent resolves of one tag sharing one request.
+        let (digest, descriptor) = match image.digest() {
+            Some(digest) => (digest.clone(), None),
+            None => {
+                let descriptor = tokio::time::timeout_at(
+                    deadline,
+                    self.resolve_shared(&registry, image, credentials_id),
+                )
+                .await
+                .map_err(|_| timed_out())??;
+                (descriptor.digest.clone(), Some(descriptor))
+            }
+        };
         let key = CacheKey {
-            digest: descriptor.digest.clone(),
+            digest: digest.clone(),
             fingerprint: requirement.fingerprint,
         };
         let job = Job {
             registry,
             repo: image.repo().clone(),
             repository: image.repo().to_string(),
-            descriptor: descriptor.clone(),
+            digest: digest.clone(),
+            descriptor,
             cosign: requirement.cosign.clone(),
             notation: requirement.notation.clone(),
             platform: self.platform.clone(),
@@ -168,10 +187,43 @@ impl Engine {
                 })?;
         Ok(Outcome {
             image: image.clone(),
-            digest: descriptor.digest,
+            digest,
             verdict,
             source,
         })
+    }
+
+    /// Resolves `image`'s tag, sharing one registry request among concurrent callers
+    /// with the same credentials. Nothing is kept once the request is answered.
+    async fn resolve_shared(
+        &self,
+        registry: &Client,
+        image: &ImageRef,
+        credentials: Option<[u8; 32]>,
+    ) -> Result<Descriptor, Error> {
+        let key = (image.to_string(), credentials);
+        let cell = self
+            .resolving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let result = cell
+            .get_or_try_init(|| registry.resolve(image))
+            .await
+            .cloned();
+        let mut resolving = self
+            .resolving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if resolving
+            .get(&key)
+            .is_some_and(|current| Arc::ptr_eq(current, &cell))
+        {
+            resolving.remove(&key);
+        }
+        Ok(result?)
     }
 
     /// The cache, for lookups that must not touch the registry.
@@ -180,12 +232,18 @@ impl Engine {
     }
 }
 
+/// A tag resolution in flight: the reference and the fingerprint of the credentials.
+type ResolveKey = (String, Option<[u8; 32]>);
+
 /// One uncached verification, owned so it can run in a task of its own.
 struct Job {
     registry: Client,
     repo: Repository,
     repository: String,
-    descriptor: Descriptor,
+    digest: Digest,
+    /// The resolved descriptor; `None` for a digest reference, whose manifest is fetched
+    /// only when there is something to verify.
+    descriptor: Option<Descriptor>,
     cosign: Option<Arc<CosignPolicy>>,
     notation: Option<Arc<NotationConfig>>,
     platform: (String, String),
@@ -195,14 +253,23 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Result<Verdict, Error> {
-        let verdict = self.verify_target(&self.descriptor).await?;
-        let untrusted_index = self.descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
+        let descriptor = match &self.descriptor {
+            Some(descriptor) => descriptor.clone(),
+            None => {
+                self.registry
+                    .manifest(&self.repo, &self.digest)
+                    .await?
+                    .descriptor
+            }
+        };
+        let verdict = self.verify_target(&descriptor).await?;
+        let untrusted_index = descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
         if !untrusted_index {
             return Ok(verdict);
         }
         // Multi-arch: the index carries no trusted signature; this node's platform
         // manifest may carry one of its own.
-        let Some(platform) = self.platform_manifest().await? else {
+        let Some(platform) = self.platform_manifest(&descriptor).await? else {
             return Ok(verdict);
         };
         match self.verify_target(&platform).await? {
@@ -317,8 +384,9 @@ impl Job {
         policy: &Arc<CosignPolicy>,
         digest: &Digest,
     ) -> Result<Verdict, Error> {
-        let (layers, mut malformed) = self.cosign_layers(digest).await?;
-        let (bundles, bundle_malformed) = self.sigstore_bundles(digest).await?;
+        // Both storage formats at once: two lookups, one round trip of waiting.
+        let ((layers, mut malformed), (bundles, bundle_malformed)) =
+            tokio::try_join!(self.cosign_layers(digest), self.sigstore_bundles(digest))?;
         malformed = malformed.or(bundle_malformed);
         if layers.is_empty() && bundles.is_empty() {
             if let Some(reason) = malformed {
@@ -453,11 +521,8 @@ impl Job {
     }
 
     /// This node's platform manifest in the index, if the index lists one.
-    async fn platform_manifest(&self) -> Result<Option<Descriptor>, Error> {
-        let fetched = self
-            .registry
-            .manifest(&self.repo, &self.descriptor.digest)
-            .await?;
+    async fn platform_manifest(&self, index: &Descriptor) -> Result<Option<Descriptor>, Error> {
+        let fetched = self.registry.manifest(&self.repo, &index.digest).await?;
         let Manifest::Index(index) = fetched.manifest else {
             return Ok(None);
         };

@@ -220,3 +220,53 @@ proptest! {
         prop_assert!(parsed.matches_str(&name));
     }
 }
+
+/// The index must find exactly what a scan of every entry in order finds.
+#[test]
+fn index_agrees_with_a_scan_in_order() {
+    let patterns = [
+        "registry*.*.aliyuncs.com/acs/*",
+        "nginx:v0.1.0",
+        "docker.io/library/nginx:v0.1.0",
+        "a.com/nginx*",
+        "*",
+        "registry.example/tools/*",
+        "registry.example/tools/x:1",
+        "org/app:*",
+    ];
+    let entries: Vec<Entry> = patterns
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Entry {
+            pattern: pattern(p),
+            namespace: (i % 3 == 2).then(|| "ns".to_owned()),
+        })
+        .collect();
+    let allowlist = Allowlist::new(entries.clone());
+    for name in [
+        "registry.cn-hangzhou.aliyuncs.com/acs/pause:3.2",
+        "nginx:v0.1.0",
+        "a.com/nginx:v1",
+        "a.com/nginx/x:v1",
+        "registry.example/tools/x:1",
+        "docker.io/org/app:2",
+        "unrelated.example/x:1",
+    ] {
+        for namespace in [Some("ns"), Some("other"), None] {
+            let image = image(name);
+            let scanned = entries.iter().find(|e| {
+                let in_scope = match (&e.namespace, namespace) {
+                    (None, _) => true,
+                    (Some(l), Some(n)) => l == n,
+                    (Some(_), None) => false,
+                };
+                in_scope && e.pattern.matches(&image, None)
+            });
+            assert_eq!(
+                allowlist.find(&image, None, namespace),
+                scanned,
+                "{name} in {namespace:?}"
+            );
+        }
+    }
+}

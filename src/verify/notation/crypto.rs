@@ -7,7 +7,6 @@
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use rsa::pkcs1::DecodeRsaPublicKey;
-use rsa::traits::PublicKeyParts;
 use sha2::{Digest as _, Sha256, Sha384, Sha512};
 use signature::hazmat::PrehashVerifier;
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -32,20 +31,6 @@ const ID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101
 const ID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
 const ID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
 
-/// The DigestInfo prefixes of RSASSA-PKCS1-v1_5 (RFC 8017 9.2, note 1).
-const SHA256_DIGEST_INFO: &[u8] = &[
-    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
-    0x00, 0x04, 0x20,
-];
-const SHA384_DIGEST_INFO: &[u8] = &[
-    0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05,
-    0x00, 0x04, 0x30,
-];
-const SHA512_DIGEST_INFO: &[u8] = &[
-    0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05,
-    0x00, 0x04, 0x40,
-];
-
 /// A hash function the Notary Project accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HashAlgorithm {
@@ -69,7 +54,12 @@ pub enum SignatureAlgorithm {
 /// A public key taken from a certificate.
 #[derive(Clone, Debug)]
 pub(crate) enum PublicKey {
-    Rsa { key: rsa::PublicKey, bits: usize },
+    /// `RSAPublicKey` DER (PKCS #1), as the certificate carries it; verified with
+    /// aws-lc-rs, which takes it as is.
+    Rsa {
+        pkcs1: Vec<u8>,
+        bits: usize,
+    },
     P256(p256::ecdsa::VerifyingKey),
     P384(p384::ecdsa::VerifyingKey),
     P521(p521::ecdsa::VerifyingKey),
@@ -126,18 +116,6 @@ impl HashAlgorithm {
             Self::Sha256 => 32,
             Self::Sha384 => 48,
             Self::Sha512 => 64,
-        }
-    }
-
-    fn pkcs1(self) -> rsa::Pkcs1v15Sign {
-        let prefix = match self {
-            Self::Sha256 => SHA256_DIGEST_INFO,
-            Self::Sha384 => SHA384_DIGEST_INFO,
-            Self::Sha512 => SHA512_DIGEST_INFO,
-        };
-        rsa::Pkcs1v15Sign {
-            hash_len: Some(self.len()),
-            prefix: prefix.into(),
         }
     }
 }
@@ -208,14 +186,14 @@ impl SignatureAlgorithm {
         signature: &[u8],
     ) -> Result<(), CryptoError> {
         match (self, key) {
-            (Self::Ps256, PublicKey::Rsa { key, .. }) => {
-                verify_pss(key, HashAlgorithm::Sha256, 32, message, signature)
+            (Self::Ps256, PublicKey::Rsa { pkcs1, .. }) => {
+                verify_pss(pkcs1, HashAlgorithm::Sha256, 32, message, signature)
             }
-            (Self::Ps384, PublicKey::Rsa { key, .. }) => {
-                verify_pss(key, HashAlgorithm::Sha384, 48, message, signature)
+            (Self::Ps384, PublicKey::Rsa { pkcs1, .. }) => {
+                verify_pss(pkcs1, HashAlgorithm::Sha384, 48, message, signature)
             }
-            (Self::Ps512, PublicKey::Rsa { key, .. }) => {
-                verify_pss(key, HashAlgorithm::Sha512, 64, message, signature)
+            (Self::Ps512, PublicKey::Rsa { pkcs1, .. }) => {
+                verify_pss(pkcs1, HashAlgorithm::Sha512, 64, message, signature)
             }
             (Self::Es256, PublicKey::P256(_))
             | (Self::Es384, PublicKey::P384(_))
@@ -250,11 +228,15 @@ impl PublicKey {
             .ok_or(CryptoError::MalformedKey)?;
         match spki.algorithm.oid {
             RSA_ENCRYPTION => {
-                let key =
-                    rsa::PublicKey::from_pkcs1_der(bits).map_err(|_| CryptoError::MalformedKey)?;
-                let n = key.n_bytes();
-                let bits = bit_length(&n);
-                Ok(Self::Rsa { key, bits })
+                // Structure only (modulus and exponent); the arithmetic checks are
+                // aws-lc-rs's, at verification.
+                let key = rsa::pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(bits)
+                    .map_err(|_| CryptoError::MalformedKey)?;
+                let modulus_bits = bit_length(key.modulus.as_bytes());
+                Ok(Self::Rsa {
+                    pkcs1: bits.to_vec(),
+                    bits: modulus_bits,
+                })
             }
             EC_PUBLIC_KEY => {
                 let curve = spki
@@ -353,11 +335,18 @@ impl X509Algorithm {
     ) -> Result<(), CryptoError> {
         let digest = self.hash().digest(message);
         match (self, key) {
-            (Self::RsaPkcs1(hash), PublicKey::Rsa { key, .. }) => key
-                .verify(hash.pkcs1(), &digest, signature)
-                .map_err(|_| CryptoError::BadSignature),
-            (Self::RsaPss { hash, salt_len }, PublicKey::Rsa { key, .. }) => {
-                verify_pss(key, hash, salt_len, message, signature)
+            (Self::RsaPkcs1(hash), PublicKey::Rsa { pkcs1, .. }) => {
+                let algorithm: &'static aws_lc_rs::signature::RsaParameters = match hash {
+                    HashAlgorithm::Sha256 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA256,
+                    HashAlgorithm::Sha384 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA384,
+                    HashAlgorithm::Sha512 => &aws_lc_rs::signature::RSA_PKCS1_2048_8192_SHA512,
+                };
+                aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, pkcs1)
+                    .verify(message, signature)
+                    .map_err(|_| CryptoError::BadSignature)
+            }
+            (Self::RsaPss { hash, salt_len }, PublicKey::Rsa { pkcs1, .. }) => {
+                verify_pss(pkcs1, hash, salt_len, message, signature)
             }
             (Self::Ecdsa(_), _) if !key.is_rsa() => {
                 let fixed = ecdsa_der_to_fixed(signature, key)?;
@@ -370,13 +359,27 @@ impl X509Algorithm {
     }
 }
 
+/// RSASSA-PSS with MGF1 over the same hash. With the salt as long as the hash (what
+/// JWS, COSE and almost every X.509 PSS signature use) aws-lc-rs verifies it; another
+/// salt length falls back to the `rsa` crate, which takes it as a parameter.
 fn verify_pss(
-    key: &rsa::PublicKey,
+    pkcs1: &[u8],
     hash: HashAlgorithm,
     salt_len: usize,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), CryptoError> {
+    if salt_len == hash.len() {
+        let algorithm: &'static aws_lc_rs::signature::RsaParameters = match hash {
+            HashAlgorithm::Sha256 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
+            HashAlgorithm::Sha384 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA384,
+            HashAlgorithm::Sha512 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA512,
+        };
+        return aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, pkcs1)
+            .verify(message, signature)
+            .map_err(|_| CryptoError::BadSignature);
+    }
+    let key = rsa::PublicKey::from_pkcs1_der(pkcs1).map_err(|_| CryptoError::MalformedKey)?;
     let digest = hash.digest(message);
     let result = match hash {
         HashAlgorithm::Sha256 => key.verify(
