@@ -223,21 +223,45 @@ impl Allowlist {
         &self.entries
     }
 
-    /// The first entry that exempts `image` in `namespace`, if any.
+    /// The first entry (in the order given) that exempts `image` in `namespace`. Only
+    /// the entries the index names as candidates are matched.
     pub fn find(
         &self,
         image: &ImageRef,
         as_requested: Option<&str>,
         namespace: Option<&str>,
     ) -> Option<&Entry> {
-        self.entries.iter().find(|entry| {
-            let in_scope = match (&entry.namespace, namespace) {
-                (None, _) => true,
-                (Some(limited), Some(ns)) => limited == ns,
-                (Some(_), None) => false,
-            };
-            in_scope && entry.pattern.matches(image, as_requested)
-        })
+        let mut names = forms(image);
+        names.extend(as_requested.map(str::to_owned));
+        let mut candidates: Vec<usize> = Vec::new();
+        for name in &names {
+            if let Some(found) = self.exact.get(name) {
+                candidates.extend(found);
+            }
+            // Every prefix of the name at a character boundary, the empty one included.
+            let ends = name
+                .char_indices()
+                .map(|(i, _)| i)
+                .chain(std::iter::once(name.len()));
+            for end in ends {
+                if let Some(found) = name.get(..end).and_then(|prefix| self.prefixed.get(prefix)) {
+                    candidates.extend(found);
+                }
+            }
+        }
+        candidates.sort_unstable();
+        candidates.dedup();
+        candidates
+            .into_iter()
+            .filter_map(|index| self.entries.get(index))
+            .find(|entry| {
+                let in_scope = match (&entry.namespace, namespace) {
+                    (None, _) => true,
+                    (Some(limited), Some(ns)) => limited == ns,
+                    (Some(_), None) => false,
+                };
+                in_scope && entry.pattern.matches(image, as_requested)
+            })
     }
 }
 

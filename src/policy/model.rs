@@ -111,6 +111,9 @@ pub struct Policy {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Policies {
     policies: Vec<Policy>,
+    /// Exact namespace names -> policy index: an exact name beats every glob, so these
+    /// answer without looking at the globs.
+    exact: std::collections::HashMap<String, usize>,
 }
 
 /// A namespace name or glob.
@@ -250,11 +253,24 @@ impl Policies {
                 fingerprint,
             });
         }
-        Ok(Self { policies })
+        let mut exact = std::collections::HashMap::new();
+        for (index, policy) in policies.iter().enumerate() {
+            for pattern in policy.namespaces.iter().filter(|p| !p.source.contains('*')) {
+                exact.insert(pattern.source.clone(), index);
+            }
+        }
+        Ok(Self { policies, exact })
     }
 
     /// The policy governing `namespace` (module docs), or `None` when none does.
     pub fn select(&self, namespace: &str) -> Option<&Policy> {
+        if let Some(policy) = self
+            .exact
+            .get(namespace)
+            .and_then(|i| self.policies.get(*i))
+        {
+            return Some(policy);
+        }
         let mut best: Option<(usize, &Policy)> = None;
         for policy in &self.policies {
             for pattern in &policy.namespaces {
@@ -295,13 +311,15 @@ impl NamespacePattern {
 /// `*` matches any run of namespace characters; all else matches itself.
 fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
     let name_char = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
-    // reachable[j]: the pattern so far can end at name position j.
+    // reachable[j]: the pattern so far can end at name position j. Two buffers, swapped
+    // per pattern character.
     let mut reachable = vec![false; name.len() + 1];
+    let mut next = vec![false; name.len() + 1];
     if let Some(first) = reachable.first_mut() {
         *first = true;
     }
     for &p in pattern {
-        let mut next = vec![false; name.len() + 1];
+        next.iter_mut().for_each(|slot| *slot = false);
         if p == b'*' {
             let mut run = false;
             for (j, slot) in next.iter_mut().enumerate() {
@@ -318,7 +336,7 @@ fn glob_matches(pattern: &[u8], name: &[u8]) -> bool {
                 }
             }
         }
-        reachable = next;
+        std::mem::swap(&mut reachable, &mut next);
     }
     reachable.last().copied().unwrap_or(false)
 }
