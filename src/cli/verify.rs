@@ -7,6 +7,7 @@
 //! `--output json` prints one object, documented in the README ("`crigate verify`
 //! JSON"); fields are added in later versions, never renamed.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -15,16 +16,12 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::config::Config;
+use crate::config::{Config, DockerReference, IdentityConfig, VerifierConfig};
 use crate::oci::ImageRef;
 use crate::registry::{Client, RegistryConfig};
-use crate::verify::cache::{CacheConfig, Fingerprint, Source, VerdictCache};
-use crate::verify::cosign::{
-    CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, TrustedKey, TrustedRoot,
-};
+use crate::verify::cache::{CacheConfig, Source, VerdictCache};
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::material;
-use crate::verify::notation::NotationConfig;
 use crate::verify::{Rejection, Verdict};
 
 use super::{EXIT_DENIED, EXIT_OK};
@@ -228,100 +225,62 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }))
 }
 
-/// What the flags say to trust.
+/// What the flags say to trust: the verifiers they describe, read by the same loader as
+/// the `[verifiers.*]` sections of the config.
 fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
-    let cosign = policy(args)?;
-    let notation = match &args.notation_dir {
-        Some(dir) => {
-            Some(Arc::new(NotationConfig::load(dir).with_context(|| {
-                format!("--notation-dir {}", dir.display())
-            })?))
+    let mut verifiers = BTreeMap::new();
+    let subject = (
+        args.certificate_identity.clone(),
+        args.certificate_identity_regexp.clone(),
+    );
+    let issuer = (
+        args.certificate_oidc_issuer.clone(),
+        args.certificate_oidc_issuer_regexp.clone(),
+    );
+    let identities = match (subject, issuer) {
+        ((None, None), (None, None)) => Vec::new(),
+        ((None, None), _) => {
+            bail!("--certificate-oidc-issuer needs --certificate-identity or --certificate-identity-regexp")
         }
-        None => None,
+        ((subject, subject_regexp), (issuer, issuer_regexp)) => vec![IdentityConfig {
+            subject,
+            subject_regexp,
+            issuer,
+            issuer_regexp,
+        }],
     };
-    if cosign.is_none() && notation.is_none() {
+    if !args.keys.is_empty() || !identities.is_empty() {
+        if !identities.is_empty() && args.trusted_root.is_none() {
+            bail!("keyless verification needs Fulcio roots: give --trusted-root FILE (crigate fetches no trust material)");
+        }
+        verifiers.insert(
+            "flags".to_owned(),
+            VerifierConfig::Cosign {
+                keys: args.keys.clone(),
+                identities,
+                trusted_root: args.trusted_root.clone(),
+                require_tlog: !args.insecure_ignore_tlog,
+                require_sct: !args.insecure_ignore_sct,
+                docker_reference: match args.docker_reference {
+                    ReferenceCheck::MatchRepository => DockerReference::MatchRepository,
+                    ReferenceCheck::NotChecked => DockerReference::NotChecked,
+                },
+            },
+        );
+    }
+    if let Some(dir) = &args.notation_dir {
+        verifiers.insert(
+            "notation-dir".to_owned(),
+            VerifierConfig::Notation { dir: dir.clone() },
+        );
+    }
+    if verifiers.is_empty() {
         bail!(
             "nothing to verify against: give --key FILE, --certificate-identity[-regexp] with --trusted-root FILE, \
              --notation-dir DIR, or --config FILE"
         );
     }
-    Ok(Requirement {
-        cosign: cosign.map(Arc::new),
-        notation,
-        fingerprint: Fingerprint::of(b"crigate verify"),
-    })
-}
-
-/// The cosign policy the flags describe, if they describe one.
-fn policy(args: &Args) -> anyhow::Result<Option<CosignPolicy>> {
-    let mut policy = CosignPolicy {
-        require_tlog: !args.insecure_ignore_tlog,
-        require_sct: !args.insecure_ignore_sct,
-        docker_reference: match args.docker_reference {
-            ReferenceCheck::MatchRepository => DockerReferenceCheck::MatchRepository,
-            ReferenceCheck::NotChecked => DockerReferenceCheck::NotChecked,
-        },
-        ..CosignPolicy::default()
-    };
-    for path in &args.keys {
-        let pem = read_bounded(path)?;
-        let key = TrustedKey::from_pem(path.display().to_string(), &pem)
-            .with_context(|| format!("--key {}", path.display()))?;
-        policy.keys.push(key);
-    }
-    let subject = match (
-        &args.certificate_identity,
-        &args.certificate_identity_regexp,
-    ) {
-        (Some(exact), _) => Some(Matcher::Exact(exact.clone())),
-        (None, Some(regex)) => {
-            Some(Matcher::regex(regex).context("--certificate-identity-regexp")?)
-        }
-        (None, None) => None,
-    };
-    let issuer = match (
-        &args.certificate_oidc_issuer,
-        &args.certificate_oidc_issuer_regexp,
-    ) {
-        (Some(exact), _) => Some(Matcher::Exact(exact.clone())),
-        (None, Some(regex)) => {
-            Some(Matcher::regex(regex).context("--certificate-oidc-issuer-regexp")?)
-        }
-        (None, None) => None,
-    };
-    match (subject, issuer) {
-        (Some(subject), issuer) => policy.identities.push(KeylessIdentity { subject, issuer }),
-        (None, Some(_)) => bail!("--certificate-oidc-issuer needs --certificate-identity or --certificate-identity-regexp"),
-        (None, None) => {}
-    }
-    if let Some(path) = &args.trusted_root {
-        let json = read_bounded(path)?;
-        let root = TrustedRoot::from_json(&json)
-            .with_context(|| format!("--trusted-root {}", path.display()))?;
-        policy.add_trusted_root(root);
-    }
-    if policy.keys.is_empty() && policy.identities.is_empty() {
-        return Ok(None);
-    }
-    if !policy.identities.is_empty() && policy.fulcio_roots.is_empty() {
-        bail!("keyless verification needs Fulcio roots: give --trusted-root FILE (crigate fetches no trust material)");
-    }
-    Ok(Some(policy))
-}
-
-/// Reads a key or trust file, refusing anything larger than trust material can be.
-fn read_bounded(path: &std::path::Path) -> anyhow::Result<Vec<u8>> {
-    const MAX_TRUST_FILE_BYTES: u64 = 4 * 1024 * 1024;
-    let len = std::fs::metadata(path)
-        .with_context(|| format!("cannot read {}", path.display()))?
-        .len();
-    if len > MAX_TRUST_FILE_BYTES {
-        bail!(
-            "{} is {len} bytes, larger than any key or trusted root ({MAX_TRUST_FILE_BYTES})",
-            path.display()
-        );
-    }
-    std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    Ok(material::requirement(&verifiers, &[])?)
 }
 
 fn print(outcome: &Outcome, output: Output) -> anyhow::Result<()> {
