@@ -1,8 +1,15 @@
-//! Records the git commit the binary is built from, for `crigate --version`.
+//! Compiles crigate's own protobuf packages (`proto/`) and records the git commit the
+//! binary is built from, for `crigate --version`.
 
 use std::process::Command;
 
-fn main() {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tonic_prost_build::configure()
+        .build_server(true)
+        .build_client(true)
+        .compile_protos(&["proto/crigate/audit/v1/audit.proto"], &["proto"])?;
+    println!("cargo:rerun-if-changed=proto");
+
     let sha = Command::new("git")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
@@ -16,4 +23,5 @@ fn main() {
     // Rebuild when HEAD moves; these paths may be absent outside a git checkout.
     println!("cargo:rerun-if-changed=.git/HEAD");
     println!("cargo:rerun-if-changed=.git/refs/heads");
+    Ok(())
 }

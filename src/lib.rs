@@ -15,6 +15,7 @@
 //!
 //! Module map (dependencies point one way: `cli -> proxy -> decision`):
 //!
+//! - [`audit`]: the record of each decision, written to journald and the spool.
 //! - [`cli`]: the `crigate` command line, one module per command.
 //! - [`config`]: the TOML configuration file, parsed into validated types.
 //! - [`proxy`]: the unix-socket HTTP/2 server, the passthrough, the interception of the
@@ -27,6 +28,7 @@
 //! - [`oci`]: value types shared by every module (digests, references, media types).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
+pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod decision;

@@ -10,9 +10,10 @@ use serde::Serialize;
 
 use super::serve::policy_decider;
 use super::{EXIT_DENIED, EXIT_ERROR, EXIT_OK};
+use crate::audit::Auditor;
 use crate::config::Config;
 use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
-use crate::policy::decider::Explanation;
+use crate::policy::decider::{Conclusion, Explanation};
 use crate::verify::cache::CacheConfig;
 use crate::verify::material;
 
@@ -159,7 +160,8 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             max_entries: 16,
             path: None,
         };
-        let decider = policy_decider(&config, cache, None).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let decider = policy_decider(&config, cache, None, Auditor::discard())
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let request = RequestContext {
             phase: Phase::Pull,
             api: ApiVersion::V1,
@@ -198,10 +200,15 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // The pod's fate: allowed (audit mode included), denied, or refused because trust
+    // could not be decided (as `crigate verify` exits 2 for an unreachable registry).
     Ok(ExitCode::from(match explanation.decision {
-        "deny" => EXIT_DENIED,
-        "allow" | "audit-deny" | "error-allow" | "audit-error" => EXIT_OK,
-        _ => EXIT_ERROR,
+        Conclusion::Allow
+        | Conclusion::AuditDeny
+        | Conclusion::ErrorAllow
+        | Conclusion::AuditError => EXIT_OK,
+        Conclusion::Deny => EXIT_DENIED,
+        Conclusion::ErrorDeny => EXIT_ERROR,
     }))
 }
 

@@ -11,8 +11,9 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
-use crate::decision::{AllowAll, Decide};
-use crate::policy::decider::{PolicyDecider, RuntimeImages};
+use crate::audit::{self, Auditor};
+use crate::decision::Decide;
+use crate::policy::decider::{AllowAndRecord, PolicyDecider, RuntimeImages};
 use crate::policy::model::Policies;
 use crate::proxy::{self, BuildError, Listener};
 use crate::registry;
@@ -60,8 +61,12 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let listener = runtime
         .block_on(async { Listener::open(&config.cri) })
         .context("cannot open the CRI socket")?;
+    // One auditor for the daemon's life: deciders are rebuilt on reload, the record
+    // trail is not. `[audit]` changes apply at the next start.
+    let auditor = auditor_for(&config);
     let served = runtime.block_on(async {
-        proxy::serve(listener, config, args.config, Box::new(decide_for)).await
+        let build = move |config: &Config| decide_for(config, &auditor);
+        proxy::serve(listener, config, args.config, Box::new(build)).await
     });
     match served {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),
@@ -80,12 +85,30 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The auditor `[audit]` asks for.
+fn auditor_for(config: &Config) -> Auditor {
+    let node = config.audit.node.clone().unwrap_or_else(audit::node_name);
+    let mut sinks: Vec<Arc<dyn audit::Sink>> = Vec::new();
+    if config.audit.journald {
+        if !config.audit.journal_socket.exists() {
+            tracing::warn!(
+                socket = %config.audit.journal_socket.display(),
+                "journald socket not found; each audit record will fail to reach journald until it appears"
+            );
+        }
+        sinks.push(Arc::new(audit::journald::Journald::new(
+            config.audit.journal_socket.clone(),
+        )));
+    }
+    Auditor::new(node, sinks)
+}
+
 /// The decision seam a configuration asks for: its policies over its verifiers, or,
 /// with no `[[policies]]`, allow-and-record.
-fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
+fn decide_for(config: &Config, auditor: &Auditor) -> Result<Arc<dyn Decide>, BuildError> {
     if config.policies.is_empty() {
         tracing::warn!("no [[policies]] configured: every PullImage and CreateContainer is allowed and recorded");
-        return Ok(Arc::new(AllowAll));
+        return Ok(Arc::new(AllowAndRecord::new(auditor.clone())));
     }
     if let Some(dir) = config.cache.path.as_deref().and_then(Path::parent) {
         if !dir.exists() {
@@ -102,7 +125,12 @@ fn decide_for(config: &Config) -> Result<Arc<dyn Decide>, BuildError> {
         path: config.cache.path.clone(),
     };
     let runtime = RuntimeImages::new(config.cri.upstream.clone())?;
-    Ok(Arc::new(policy_decider(config, cache, Some(runtime))?))
+    Ok(Arc::new(policy_decider(
+        config,
+        cache,
+        Some(runtime),
+        auditor.clone(),
+    )?))
 }
 
 /// The policy decider of `config`, with a verdict cache set up as `cache` says.
@@ -115,6 +143,7 @@ pub fn policy_decider(
     config: &Config,
     cache: CacheConfig,
     runtime: Option<RuntimeImages>,
+    auditor: Auditor,
 ) -> Result<PolicyDecider, BuildError> {
     let client = registry::Client::new(config.registry.clone())?;
     let cache = VerdictCache::open(cache)?;
@@ -127,5 +156,7 @@ pub fn policy_decider(
         verifiers.insert(name.clone(), requirement);
     }
     let policies = Policies::new(&config.policies, &fingerprints)?;
-    Ok(PolicyDecider::new(policies, verifiers, engine, runtime))
+    Ok(PolicyDecider::new(
+        policies, verifiers, engine, runtime, auditor,
+    ))
 }

@@ -35,9 +35,22 @@ pub struct Config {
     pub verify: VerifySettings,
     /// Named trust material (`[verifiers.<name>]`): each a cosign or a Notation verifier.
     pub verifiers: BTreeMap<String, VerifierConfig>,
-    /// Namespace policies (`[[policies]]`), checked against `verifiers`. The daemon does
-    /// not apply them yet.
+    /// Namespace policies (`[[policies]]`), checked against `verifiers`.
     pub policies: Vec<PolicyConfig>,
+    /// Where audit records go (`[audit]`).
+    pub audit: AuditSettings,
+}
+
+/// The `[audit]` section: where the record of each decision is written.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditSettings {
+    /// The node name records carry. Default: the host name (kubelet's default node name).
+    pub node: Option<String>,
+    /// Write each record to journald through its native protocol. Default true.
+    pub journald: bool,
+    /// journald's native-protocol socket. Default `/run/systemd/journal/socket`.
+    pub journal_socket: PathBuf,
 }
 
 /// The `[cache]` section.
@@ -56,6 +69,16 @@ pub struct CacheSettings {
     /// Where verdicts persist across restarts. Default
     /// `/var/lib/crigate/verdicts.jsonl` (systemd's `StateDirectory=crigate`).
     pub path: Option<PathBuf>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            node: None,
+            journald: true,
+            journal_socket: PathBuf::from(crate::audit::journald::DEFAULT_SOCKET),
+        }
+    }
 }
 
 /// The `[verify]` section.
@@ -283,6 +306,15 @@ impl Config {
         if file.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));
         }
+        if file.audit.node.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "audit.node",
+                "must not be empty; leave it out for the host name",
+            ));
+        }
+        if !file.audit.journal_socket.is_absolute() {
+            return Err(invalid("audit.journal_socket", "must be an absolute path"));
+        }
         if file.verify.timeout.is_zero() {
             return Err(invalid("verify.timeout", "must be more than zero"));
         }
@@ -362,6 +394,7 @@ impl Config {
             verify: file.verify,
             verifiers: file.verifiers,
             policies: file.policies,
+            audit: file.audit,
         })
     }
 }
@@ -390,6 +423,8 @@ mod file {
         pub(super) verifiers: std::collections::BTreeMap<String, super::VerifierConfig>,
         #[serde(default)]
         pub(super) policies: Vec<crate::policy::model::PolicyConfig>,
+        #[serde(default)]
+        pub(super) audit: super::AuditSettings,
     }
 
     #[derive(Deserialize)]

@@ -12,6 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -21,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use serde::Serialize;
 
 use super::model::{Mode, OnError, Policies, Policy, Require};
+use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
 use crate::decision::{BoxFuture, Decide, Decision, Phase, RequestContext};
 use crate::oci::ImageRef;
 use crate::registry::Credentials;
@@ -36,6 +38,8 @@ pub struct PolicyDecider {
     engine: Arc<Engine>,
     /// The runtime, to resolve CreateContainer's image; `None` outside the daemon.
     runtime: Option<RuntimeImages>,
+    /// Where each decision's record goes.
+    auditor: Auditor,
 }
 
 /// Looks images up in the runtime through CRI ImageStatus.
@@ -84,7 +88,7 @@ impl RuntimeImages {
 }
 
 /// The trace of one decision: what `crigate policy explain` prints and what the daemon
-/// acts on.
+/// acts on and records.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Explanation {
     pub phase: String,
@@ -98,14 +102,37 @@ pub struct Explanation {
     pub allowlisted_by: Option<String>,
     /// Each verification made, in order.
     pub checks: Vec<CheckTrace>,
-    /// `allow`, `deny`, `audit-deny` (audit mode, enforce would deny), `error-allow`
-    /// (`on_error = "allow"`), or `audit-error`.
-    pub decision: &'static str,
+    pub decision: Conclusion,
+    /// A stable code for the reason (README.md lists them): `signed`, `allowlisted`, a
+    /// rejection's code such as `no_signature`, or an error's such as `registry_error`.
+    pub reason_code: &'static str,
     pub reason: String,
     /// The image the decision is about: `repo@digest` once resolved.
     pub subject: String,
     /// For an allowed pull: the reference the runtime is given.
     pub pinned: Option<String>,
+    /// The verifier that established trust, or the last one that rejected the image.
+    pub verifier: Option<String>,
+    /// The trusted signer's identity.
+    pub signer: Option<String>,
+}
+
+/// What a decision concluded, and so what happens to the call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conclusion {
+    /// Trusted, allowlisted, or the policy is off.
+    Allow,
+    /// Not trusted under an enforcing policy (or no policy covers the namespace).
+    Deny,
+    /// Not trusted under an auditing policy: allowed, recorded as what enforce would do.
+    AuditDeny,
+    /// Trust could not be decided; the policy's `on_error = "allow"` let the call go.
+    ErrorAllow,
+    /// Trust could not be decided; refused (`on_error = "deny"`, the default).
+    ErrorDeny,
+    /// Trust could not be decided under an auditing policy: allowed.
+    AuditError,
 }
 
 /// One verification within a decision.
@@ -121,6 +148,20 @@ pub struct CheckTrace {
     pub cached: bool,
 }
 
+/// Why an image was not trusted, for the trace.
+struct Rejected {
+    subject: String,
+    verifier: Option<String>,
+    code: &'static str,
+    reason: String,
+}
+
+/// Why trust could not be decided, for the trace.
+struct Undecided {
+    code: &'static str,
+    reason: String,
+}
+
 // === impl Explanation ===
 
 impl Explanation {
@@ -134,22 +175,76 @@ impl Explanation {
             fingerprint: None,
             allowlisted_by: None,
             checks: Vec::new(),
-            decision: "deny",
+            decision: Conclusion::Deny,
+            reason_code: "",
             reason: String::new(),
             subject: request.image.clone(),
             pinned: None,
+            verifier: None,
+            signer: None,
         }
     }
 
-    fn conclude(mut self, decision: &'static str, reason: String) -> Self {
+    fn conclude(mut self, decision: Conclusion, code: &'static str, reason: String) -> Self {
         self.decision = decision;
+        self.reason_code = code;
         self.reason = reason;
         self
     }
 
     /// Whether the call goes ahead.
     pub fn allows(&self) -> bool {
-        self.decision != "deny"
+        self.decision.allows()
+    }
+
+    /// Whether every verdict the decision used came from the verdict cache.
+    pub fn cached(&self) -> bool {
+        !self.checks.is_empty() && self.checks.iter().all(|c| c.cached)
+    }
+}
+
+// === impl Conclusion ===
+
+impl Conclusion {
+    /// Whether the call goes ahead.
+    pub fn allows(self) -> bool {
+        match self {
+            Conclusion::Allow
+            | Conclusion::AuditDeny
+            | Conclusion::ErrorAllow
+            | Conclusion::AuditError => true,
+            Conclusion::Deny | Conclusion::ErrorDeny => false,
+        }
+    }
+
+    /// The audit record's decision kind.
+    pub fn kind(self) -> DecisionKind {
+        match self {
+            Conclusion::Allow => DecisionKind::Allow,
+            Conclusion::Deny => DecisionKind::Deny,
+            Conclusion::AuditDeny => DecisionKind::AuditDeny,
+            Conclusion::ErrorAllow | Conclusion::ErrorDeny | Conclusion::AuditError => {
+                DecisionKind::Error
+            }
+        }
+    }
+
+    /// The stable text form (`policy explain`'s `decision`).
+    pub fn code(self) -> &'static str {
+        match self {
+            Conclusion::Allow => "allow",
+            Conclusion::Deny => "deny",
+            Conclusion::AuditDeny => "audit-deny",
+            Conclusion::ErrorAllow => "error-allow",
+            Conclusion::ErrorDeny => "error-deny",
+            Conclusion::AuditError => "audit-error",
+        }
+    }
+}
+
+impl std::fmt::Display for Conclusion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
     }
 }
 
@@ -161,12 +256,14 @@ impl PolicyDecider {
         verifiers: BTreeMap<String, Requirement>,
         engine: Arc<Engine>,
         runtime: Option<RuntimeImages>,
+        auditor: Auditor,
     ) -> Self {
         Self {
             policies,
             verifiers,
             engine,
             runtime,
+            auditor,
         }
     }
 
@@ -179,7 +276,7 @@ impl PolicyDecider {
             let reason = format!(
                 "no policy covers namespace {namespace:?}; add one to [[policies]] or a default (namespaces = [\"*\"])"
             );
-            return trace.conclude("deny", reason);
+            return trace.conclude(Conclusion::Deny, "no_policy", reason);
         };
         trace.policy = Some(policy.name.clone());
         trace.mode = Some(match policy.mode {
@@ -189,28 +286,39 @@ impl PolicyDecider {
         });
         trace.fingerprint = Some(policy.fingerprint.to_string());
         if policy.mode == Mode::Off {
-            return trace.conclude("allow", "policy mode is off".to_owned());
+            let reason = "policy mode is off".to_owned();
+            return trace.conclude(Conclusion::Allow, "mode_off", reason);
         }
         let images = match self.images(request).await {
             Ok(images) => images,
-            Err(reason) => return on_error(trace, policy, reason),
+            Err(undecided) => return on_error(trace, policy, undecided),
         };
         let requested = request
             .user_specified_image
             .as_deref()
             .or(Some(request.image.as_str()));
         // Allowlisted: no verification, but the decision is still recorded.
-        if let Some(entry) = images
-            .iter()
-            .find_map(|image| policy.allowlist.find(image, requested, Some(&namespace)))
-        {
+        if let Some((image, entry)) = images.iter().find_map(|image| {
+            policy
+                .allowlist
+                .find(image, requested, Some(&namespace))
+                .map(|entry| (image, entry))
+        }) {
             trace.allowlisted_by = Some(entry.pattern.as_str().to_owned());
+            if image.digest().is_some() {
+                trace.subject = image.to_string();
+            }
             let reason = format!("allowlisted by {:?}", entry.pattern.as_str());
-            return trace.conclude("allow", reason);
+            return trace.conclude(Conclusion::Allow, "allowlisted", reason);
         }
         if images.is_empty() {
-            let reason = format!("image {} is not known to the runtime", request.image);
-            return self.rejected(trace, policy, reason);
+            let rejected = Rejected {
+                subject: request.image.clone(),
+                verifier: None,
+                code: "image_unknown",
+                reason: format!("image {} is not known to the runtime", request.image),
+            };
+            return self.rejected(trace, policy, rejected);
         }
         let mut rejection = None;
         for image in &images {
@@ -223,45 +331,57 @@ impl PolicyDecider {
                 )
                 .await
             {
-                Ok(Ok(outcome)) => {
+                Ok(Ok((verifier, outcome))) => {
                     let pinned = outcome.pinned().map(|p| p.to_string());
                     trace.subject = pinned.clone().unwrap_or_else(|| image.to_string());
                     if request.phase == Phase::Pull {
                         trace.pinned = pinned;
                     }
+                    if let Verdict::Trusted(signer) = &outcome.verdict {
+                        trace.signer = Some(signer.identity.clone());
+                    }
+                    trace.verifier = Some(verifier);
                     let reason = format!("signed ({})", signer_text(&outcome));
-                    return trace.conclude("allow", reason);
+                    return trace.conclude(Conclusion::Allow, "signed", reason);
                 }
-                Ok(Err((subject, reason))) => rejection = Some((subject, reason)),
-                Err(error) => {
+                Ok(Err(rejected)) => rejection = Some(rejected),
+                Err(undecided) => {
                     trace.subject = image.to_string();
-                    return on_error(trace, policy, error);
+                    return on_error(trace, policy, undecided);
                 }
             }
         }
-        let (subject, reason) =
-            rejection.unwrap_or_else(|| (request.image.clone(), "not trusted".to_owned()));
-        trace.subject = subject;
-        self.rejected(trace, policy, reason)
+        let rejected = rejection.unwrap_or_else(|| Rejected {
+            subject: request.image.clone(),
+            verifier: None,
+            code: "not_trusted",
+            reason: "not trusted".to_owned(),
+        });
+        self.rejected(trace, policy, rejected)
     }
 
-    fn rejected(&self, trace: Explanation, policy: &Policy, reason: String) -> Explanation {
-        let reason = format!("{reason} under policy {:?}", policy.name);
+    fn rejected(&self, mut trace: Explanation, policy: &Policy, rejected: Rejected) -> Explanation {
+        let reason = format!("{} under policy {:?}", rejected.reason, policy.name);
+        trace.subject = rejected.subject;
+        trace.verifier = rejected.verifier;
         match policy.mode {
-            Mode::Audit => trace.conclude("audit-deny", reason),
-            Mode::Enforce | Mode::Off => trace.conclude("deny", reason),
+            Mode::Audit => trace.conclude(Conclusion::AuditDeny, rejected.code, reason),
+            Mode::Enforce | Mode::Off => trace.conclude(Conclusion::Deny, rejected.code, reason),
         }
     }
 
     /// The image references to decide on: the requested one for a pull; for a create,
     /// the repository digests the runtime has for the container's image.
-    async fn images(&self, request: &RequestContext) -> Result<Vec<ImageRef>, String> {
+    async fn images(&self, request: &RequestContext) -> Result<Vec<ImageRef>, Undecided> {
         let parse = || {
             request
                 .image
                 .parse::<ImageRef>()
                 .map(|image| vec![image])
-                .map_err(|e| format!("cannot parse image {:?}: {e}", request.image))
+                .map_err(|e| Undecided {
+                    code: "invalid_image",
+                    reason: format!("cannot parse image {:?}: {e}", request.image),
+                })
         };
         match (request.phase, &self.runtime) {
             (Phase::Pull, _) | (Phase::Create, None) => parse(),
@@ -269,12 +389,13 @@ impl PolicyDecider {
                 let digests = runtime
                     .repo_digests(&request.image)
                     .await
-                    .map_err(|status| {
-                        format!(
+                    .map_err(|status| Undecided {
+                        code: "runtime_error",
+                        reason: format!(
                             "cannot look up image {} in the runtime: {}",
                             request.image,
                             status.message()
-                        )
+                        ),
                     })?;
                 Ok(digests
                     .iter()
@@ -284,7 +405,7 @@ impl PolicyDecider {
         }
     }
 
-    /// `Ok(Ok(outcome))` trusted, `Ok(Err((subject, reason)))` rejected, `Err` could not
+    /// `Ok(Ok((verifier, outcome)))` trusted, `Ok(Err(_))` rejected, `Err` could not
     /// decide. Each verification is added to `checks`.
     async fn verify(
         &self,
@@ -292,12 +413,15 @@ impl PolicyDecider {
         image: &ImageRef,
         credentials: Option<&Credentials>,
         checks: &mut Vec<CheckTrace>,
-    ) -> Result<Result<Outcome, (String, String)>, String> {
+    ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
         let mut rejections = Vec::new();
         let mut trusted = None;
         for name in &policy.verifiers {
             let Some(requirement) = self.verifiers.get(name) else {
-                return Err(format!("verifier {name:?} is not loaded"));
+                return Err(Undecided {
+                    code: "verifier_not_loaded",
+                    reason: format!("verifier {name:?} is not loaded"),
+                });
             };
             let requirement = Requirement {
                 fingerprint: policy.fingerprint,
@@ -310,16 +434,19 @@ impl PolicyDecider {
             {
                 Ok(outcome) => outcome,
                 Err(error) => {
-                    let error = format!("{error:#}");
+                    let reason = format!("{error:#}");
                     checks.push(CheckTrace {
                         image: image.to_string(),
                         verifier: name.clone(),
                         result: "error",
-                        detail: error.clone(),
+                        detail: reason.clone(),
                         digest: None,
                         cached: false,
                     });
-                    return Err(error);
+                    return Err(Undecided {
+                        code: "verification_error",
+                        reason,
+                    });
                 }
             };
             let cached = outcome.source == Source::Cache;
@@ -334,9 +461,9 @@ impl PolicyDecider {
                         cached,
                     });
                     if policy.require == Require::Any {
-                        return Ok(Ok(outcome));
+                        return Ok(Ok((name.clone(), outcome)));
                     }
-                    trusted.get_or_insert(outcome);
+                    trusted.get_or_insert((name.clone(), outcome));
                 }
                 Verdict::Rejected(rejection) => {
                     checks.push(CheckTrace {
@@ -347,8 +474,12 @@ impl PolicyDecider {
                         digest: Some(outcome.digest.to_string()),
                         cached,
                     });
-                    let subject = image.with_digest(outcome.digest.clone()).to_string();
-                    rejections.push((subject, rejection_text(rejection, name)));
+                    rejections.push(Rejected {
+                        subject: image.with_digest(outcome.digest.clone()).to_string(),
+                        verifier: Some(name.clone()),
+                        code: rejection.code(),
+                        reason: rejection_text(rejection, name),
+                    });
                     if policy.require == Require::All {
                         break;
                     }
@@ -356,29 +487,39 @@ impl PolicyDecider {
             }
         }
         match (trusted, rejections.pop()) {
-            (Some(outcome), None) => Ok(Ok(outcome)),
+            (Some(trusted), None) => Ok(Ok(trusted)),
             (_, Some(rejection)) => Ok(Err(rejection)),
-            (None, None) => Ok(Err((
-                image.to_string(),
-                "no verifier configured".to_owned(),
-            ))),
+            (None, None) => Ok(Err(Rejected {
+                subject: image.to_string(),
+                verifier: None,
+                code: "no_verifier",
+                reason: "no verifier configured".to_owned(),
+            })),
         }
     }
 }
 
-fn on_error(trace: Explanation, policy: &Policy, reason: String) -> Explanation {
+fn on_error(trace: Explanation, policy: &Policy, undecided: Undecided) -> Explanation {
+    let Undecided { code, reason } = undecided;
     match (policy.mode, policy.on_error) {
-        (Mode::Audit, _) => trace.conclude("audit-error", reason),
-        (_, OnError::Allow) => trace.conclude("error-allow", reason),
-        (_, OnError::Deny) => trace.conclude("deny", format!("could not verify: {reason}")),
+        (Mode::Audit, _) => trace.conclude(Conclusion::AuditError, code, reason),
+        (_, OnError::Allow) => trace.conclude(Conclusion::ErrorAllow, code, reason),
+        (_, OnError::Deny) => trace.conclude(
+            Conclusion::ErrorDeny,
+            code,
+            format!("could not verify: {reason}"),
+        ),
     }
 }
 
 impl Decide for PolicyDecider {
     fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
         Box::pin(async move {
+            let started = Instant::now();
             let trace = self.explain(request).await;
-            record(request, &trace);
+            let record = audit_record(self.auditor.node(), request, &trace, started.elapsed());
+            let id = record.id.clone();
+            self.auditor.record(record).await;
             if trace.allows() {
                 Decision::Allow {
                     pin: trace.pinned.clone(),
@@ -386,11 +527,40 @@ impl Decide for PolicyDecider {
             } else {
                 Decision::Deny {
                     message: format!(
-                        "denied {} in namespace {}: {}",
+                        "denied {} in namespace {}: {} (audit id {id})",
                         trace.subject, trace.namespace, trace.reason
                     ),
                 }
             }
+        })
+    }
+}
+
+/// Allows every call and records each one: the daemon's decider while no
+/// `[[policies]]` are configured. Never the state of an enforcing node.
+pub struct AllowAndRecord {
+    auditor: Auditor,
+}
+
+// === impl AllowAndRecord ===
+
+impl AllowAndRecord {
+    pub fn new(auditor: Auditor) -> Self {
+        Self { auditor }
+    }
+}
+
+impl Decide for AllowAndRecord {
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
+        Box::pin(async move {
+            let trace = Explanation::new(request).conclude(
+                Conclusion::Allow,
+                "no_policies",
+                "no [[policies]] configured: every call is allowed".to_owned(),
+            );
+            let record = audit_record(self.auditor.node(), request, &trace, Duration::ZERO);
+            self.auditor.record(record).await;
+            Decision::Allow { pin: None }
         })
     }
 }
@@ -406,24 +576,53 @@ fn signer_text(outcome: &Outcome) -> String {
     }
 }
 
-/// Logs a decision: one `info` event, target `crigate::decision`.
-fn record(request: &RequestContext, trace: &Explanation) {
-    tracing::info!(
-        target: "crigate::decision",
-        phase = %request.phase,
-        api = %request.api,
-        namespace = %trace.namespace,
-        pod = request.pod_name.as_deref().unwrap_or(""),
-        container = request.container_name.as_deref().unwrap_or(""),
-        image = %request.image,
-        subject = %trace.subject,
-        policy = %trace.policy.as_deref().unwrap_or(""),
-        fingerprint = %trace.fingerprint.as_deref().unwrap_or(""),
-        cached = trace.checks.iter().all(|c| c.cached) && !trace.checks.is_empty(),
-        caller_pid = request.caller.pid.unwrap_or(0),
-        caller_uid = request.caller.uid,
-        decision = trace.decision,
-        reason = %trace.reason,
-        "decision"
-    );
+/// The audit record of a decision.
+pub fn audit_record(
+    node: &str,
+    request: &RequestContext,
+    trace: &Explanation,
+    latency: Duration,
+) -> AuditRecord {
+    let digest = trace
+        .subject
+        .parse::<ImageRef>()
+        .ok()
+        .and_then(|image| image.digest().map(ToString::to_string))
+        .unwrap_or_default();
+    let mut record = AuditRecord {
+        id: audit::new_id(),
+        time_unix_nanos: audit::now_unix_nanos(),
+        node: node.to_owned(),
+        api_version: request.api.to_string(),
+        namespace: trace.namespace.clone(),
+        pod_name: request.pod_name.clone().unwrap_or_default(),
+        pod_uid: request.pod_uid.clone().unwrap_or_default(),
+        container_name: request.container_name.clone().unwrap_or_default(),
+        image: request.image.clone(),
+        user_specified_image: request.user_specified_image.clone().unwrap_or_default(),
+        subject: trace.subject.clone(),
+        digest,
+        pinned: trace.pinned.clone().unwrap_or_default(),
+        verifier: trace.verifier.clone().unwrap_or_default(),
+        signer: trace.signer.clone().unwrap_or_default(),
+        allowlisted_by: trace.allowlisted_by.clone().unwrap_or_default(),
+        policy: trace.policy.clone().unwrap_or_default(),
+        mode: trace.mode.unwrap_or_default().to_owned(),
+        fingerprint: trace.fingerprint.clone().unwrap_or_default(),
+        reason_code: trace.reason_code.to_owned(),
+        reason: trace.reason.clone(),
+        cached: trace.cached(),
+        latency_micros: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        caller_pid: request.caller.pid.unwrap_or(0),
+        caller_uid: request.caller.uid,
+        ..Default::default()
+    };
+    record.set_phase(request.phase.into());
+    record.set_decision(trace.decision.kind());
+    record.set_action(if trace.allows() {
+        audit::Action::Forward
+    } else {
+        audit::Action::Refuse
+    });
+    record
 }

@@ -1,0 +1,375 @@
+//! Audit records: one per decision the node daemon makes, written where it cannot be lost
+//! silently.
+//!
+//! A record ([`AuditRecord`], the protobuf message of `proto/crigate/audit/v1/audit.proto`)
+//! is built once per decision and handed to an [`Auditor`], which writes it to every
+//! configured [`Sink`]: journald through the native protocol ([`journald`]), whose send
+//! errors crigate sees (unlike a `tracing` subscriber, which drops them), and the node's
+//! spool for the aggregator. The same record is also the `crigate::decision` diagnostic
+//! event.
+//!
+//! This module owns the record's shape, its journald field names (`CRIGATE_*`) and the
+//! `MESSAGE_ID` of each decision kind (`systemd/crigate.catalog` documents them). It
+//! leaves deciding to `policy` and transport to the sinks.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crate::decision::BoxFuture;
+
+pub mod journald;
+
+/// The generated protobuf types of `crigate.audit.v1`.
+#[allow(clippy::all, clippy::pedantic, missing_docs)]
+pub mod proto {
+    tonic::include_proto!("crigate.audit.v1");
+}
+
+pub use proto::{Action, AuditRecord, DecisionKind, Phase};
+
+/// `MESSAGE_ID` of an allow record (systemd.journal-fields(7): 128 bits, lowercase hex).
+pub const MESSAGE_ID_ALLOW: &str = "3fb621940c274b8eb30ef145ef968802";
+/// `MESSAGE_ID` of a deny record.
+pub const MESSAGE_ID_DENY: &str = "7a2ebb9fe19c45a383ed8d0fb600298f";
+/// `MESSAGE_ID` of an audit-deny record (audit mode: enforce would have denied).
+pub const MESSAGE_ID_AUDIT_DENY: &str = "60fa4af0d481443ba79b74f2926d11a1";
+/// `MESSAGE_ID` of an error record (trust could not be decided).
+pub const MESSAGE_ID_ERROR: &str = "b54ce20cf7584ba785218f34c2f1fb46";
+
+/// Why a record could not be written to one sink.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot send the audit record to journald at {socket}: {source}")]
+    Journald {
+        socket: Box<std::path::Path>,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("journald at {socket} did not take the audit record within {timeout:?}")]
+    JournaldTimeout {
+        socket: Box<std::path::Path>,
+        timeout: Duration,
+    },
+    #[error("cannot append the audit record to the spool: {0}")]
+    Spool(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+/// A destination for audit records.
+///
+/// `write` returns once the record is as durable as the sink makes it (sent to journald;
+/// fsynced in the spool). The future may be dropped by a caller that went away; an
+/// [`Auditor`] runs each write as a task of its own so a record is never half-written
+/// for that reason.
+pub trait Sink: Send + Sync + 'static {
+    /// A short name for diagnostics and metrics (`journald`, `spool`).
+    fn name(&self) -> &'static str;
+    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<(), Error>>;
+}
+
+/// Writes each record to every sink, and counts what could not be written.
+///
+/// Cheap to clone; one is made at start-up and shared by every decider the daemon
+/// builds, across reloads.
+#[derive(Clone)]
+pub struct Auditor {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: Box<str>,
+    sinks: Vec<Arc<dyn Sink>>,
+    failures: AtomicU64,
+}
+
+/// How writing a record went.
+#[derive(Debug, Default)]
+pub struct Written {
+    /// The sinks that failed, with their errors; every other sink has the record.
+    pub failed: Vec<(&'static str, Error)>,
+}
+
+// === impl Auditor ===
+
+impl Auditor {
+    /// An auditor for `node` writing to `sinks`.
+    pub fn new(node: impl Into<Box<str>>, sinks: Vec<Arc<dyn Sink>>) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                node: node.into(),
+                sinks,
+                failures: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// An auditor that writes nowhere but the diagnostic event (commands other than
+    /// `serve`, and tests).
+    pub fn discard() -> Self {
+        Self::new(node_name(), Vec::new())
+    }
+
+    /// The node name records carry.
+    pub fn node(&self) -> &str {
+        &self.inner.node
+    }
+
+    /// How many sink writes have failed since start.
+    pub fn failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    /// Writes `record` to every sink, concurrently, and emits the `crigate::decision`
+    /// event. A sink's failure is logged at `error` and counted, and does not change the
+    /// decision: journald restarting must not stop every pod on the node, and the other
+    /// sinks still hold the record.
+    ///
+    /// # Cancel safety
+    ///
+    /// Each sink write runs as a spawned task: dropping this future does not stop a
+    /// write that has begun.
+    pub async fn record(&self, record: AuditRecord) -> Written {
+        decision_event(&record);
+        let record = Arc::new(record);
+        let tasks: Vec<_> = self
+            .inner
+            .sinks
+            .iter()
+            .map(|sink| {
+                let name = sink.name();
+                (name, tokio::spawn(sink.write(Arc::clone(&record))))
+            })
+            .collect();
+        let mut written = Written::default();
+        for (name, task) in tasks {
+            let result = match task.await {
+                Ok(result) => result,
+                Err(join) => Err(Error::Spool(Box::new(join))),
+            };
+            if let Err(error) = result {
+                self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    sink = name,
+                    id = %record.id,
+                    error = %error,
+                    "audit record not written"
+                );
+                written.failed.push((name, error));
+            }
+        }
+        written
+    }
+}
+
+impl fmt::Debug for Auditor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auditor")
+            .field("node", &self.inner.node)
+            .field(
+                "sinks",
+                &self
+                    .inner
+                    .sinks
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A new record id: a UUIDv7 (RFC 9562), unique and ordered by time, so an index on it
+/// stays append-mostly.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Nanoseconds since the Unix epoch, now.
+pub fn now_unix_nanos() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// This machine's host name, the default node name.
+pub fn node_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|name| name.into_string().ok())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown-node".to_owned())
+}
+
+// === impl DecisionKind ===
+
+impl DecisionKind {
+    /// The stable value of `CRIGATE_DECISION` and of the JSON and metric labels.
+    pub fn code(self) -> &'static str {
+        match self {
+            DecisionKind::Unspecified => "unspecified",
+            DecisionKind::Allow => "allow",
+            DecisionKind::Deny => "deny",
+            DecisionKind::AuditDeny => "audit-deny",
+            DecisionKind::Error => "error",
+        }
+    }
+
+    /// The journald `MESSAGE_ID` of records of this kind.
+    pub fn message_id(self) -> &'static str {
+        match self {
+            DecisionKind::Allow => MESSAGE_ID_ALLOW,
+            DecisionKind::Deny => MESSAGE_ID_DENY,
+            DecisionKind::AuditDeny => MESSAGE_ID_AUDIT_DENY,
+            DecisionKind::Error | DecisionKind::Unspecified => MESSAGE_ID_ERROR,
+        }
+    }
+
+    /// The parse of [`DecisionKind::code`].
+    pub fn from_code(code: &str) -> Option<Self> {
+        Some(match code {
+            "allow" => DecisionKind::Allow,
+            "deny" => DecisionKind::Deny,
+            "audit-deny" => DecisionKind::AuditDeny,
+            "error" => DecisionKind::Error,
+            _ => return None,
+        })
+    }
+}
+
+// === impl Action ===
+
+impl Action {
+    /// The stable value of `CRIGATE_ACTION`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Action::Unspecified => "unspecified",
+            Action::Forward => "forward",
+            Action::Refuse => "refuse",
+        }
+    }
+}
+
+// === impl Phase ===
+
+impl Phase {
+    /// The stable value of `CRIGATE_PHASE`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Phase::Unspecified => "unspecified",
+            Phase::Pull => "pull",
+            Phase::Create => "create",
+        }
+    }
+}
+
+impl From<crate::decision::Phase> for Phase {
+    fn from(phase: crate::decision::Phase) -> Self {
+        match phase {
+            crate::decision::Phase::Pull => Phase::Pull,
+            crate::decision::Phase::Create => Phase::Create,
+        }
+    }
+}
+
+// === impl AuditRecord ===
+
+impl AuditRecord {
+    /// One line for people: what was decided on what, and why.
+    pub fn summary(&self) -> String {
+        let subject = if self.subject.is_empty() {
+            &self.image
+        } else {
+            &self.subject
+        };
+        format!(
+            "{} {} {} in namespace {}: {}",
+            self.decision().code(),
+            self.phase().code(),
+            subject,
+            self.namespace,
+            self.reason
+        )
+    }
+}
+
+/// The one `info` event per decision, target `crigate::decision`, from the record.
+fn decision_event(record: &AuditRecord) {
+    tracing::info!(
+        target: "crigate::decision",
+        id = %record.id,
+        phase = record.phase().code(),
+        api = %record.api_version,
+        decision = record.decision().code(),
+        action = record.action().code(),
+        namespace = %record.namespace,
+        pod = %record.pod_name,
+        container = %record.container_name,
+        image = %record.image,
+        subject = %record.subject,
+        verifier = %record.verifier,
+        signer = %record.signer,
+        policy = %record.policy,
+        fingerprint = %record.fingerprint,
+        reason_code = %record.reason_code,
+        reason = %record.reason,
+        cached = record.cached,
+        latency_us = record.latency_micros,
+        caller_pid = record.caller_pid,
+        caller_uid = record.caller_uid,
+        "decision"
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_codes_round_trip_and_have_distinct_message_ids() {
+        let kinds = [
+            DecisionKind::Allow,
+            DecisionKind::Deny,
+            DecisionKind::AuditDeny,
+            DecisionKind::Error,
+        ];
+        let mut ids = std::collections::BTreeSet::new();
+        for kind in kinds {
+            assert_eq!(DecisionKind::from_code(kind.code()), Some(kind));
+            let id = kind.message_id();
+            assert_eq!(id.len(), 32);
+            assert!(id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)));
+            ids.insert(id);
+        }
+        assert_eq!(ids.len(), kinds.len());
+    }
+
+    #[test]
+    fn message_ids_are_those_of_the_shipped_catalog() {
+        let catalog = include_str!("../../systemd/crigate.catalog");
+        for id in [
+            MESSAGE_ID_ALLOW,
+            MESSAGE_ID_DENY,
+            MESSAGE_ID_AUDIT_DENY,
+            MESSAGE_ID_ERROR,
+        ] {
+            assert!(
+                catalog.contains(&format!("-- {id}\n")),
+                "{id} not in catalog"
+            );
+        }
+    }
+
+    #[test]
+    fn record_ids_are_unique_and_ordered_by_time() {
+        let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(sorted.len(), ids.len());
+        assert_eq!(sorted, ids);
+    }
+}
