@@ -9,6 +9,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::daemon::{Crigate, Options};
+use crate::harness::journald::Journald;
 use crate::harness::{container_config, cri_channel, Env, TestImage};
 use crate::signer::KeySigner;
 
@@ -23,6 +24,11 @@ struct Node {
 /// crigate enforcing: `prod` enforces, `staging` audits, `tools` allowlists the unsigned
 /// image; no other namespace has a policy.
 async fn node() -> Node {
+    node_with("").await
+}
+
+/// [`node`], with `more` appended to crigate's config.
+async fn node_with(more: &str) -> Node {
     let env = Env::start().await.unwrap();
     let signer = KeySigner::generate();
     signer
@@ -65,6 +71,8 @@ name = "tools"
 namespaces = ["tools"]
 verifiers = ["release"]
 allowlist = [{{ pattern = "{host}/unsigned*" }}]
+
+{more}
 "#,
         cache = env.dir().join("verdicts.jsonl").display(),
         key = key.display(),
@@ -530,4 +538,109 @@ async fn editing_the_config_file_is_applied_without_a_signal() {
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_audit_records_in_journald() {
+    let mut journald = Journald::start().unwrap();
+    let node_name = format!("audit-node-{}", std::process::id());
+    let node = node_with(&format!(
+        "[audit]\nnode = \"{node_name}\"\njournal_socket = \"{}\"\n",
+        journald.socket().display()
+    ))
+    .await;
+    let mut client = images(&node.crigate.socket).await;
+    client.pull_image(pull(&node.signed, "prod")).await.unwrap();
+    let denied = client
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap_err();
+    client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap();
+    client.pull_image(pull(&node.signed, "prod")).await.unwrap();
+
+    // The denial kubelet shows names the audit record it can be found by.
+    let message = denied.message();
+    let id = message
+        .rsplit_once("(audit id ")
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("no audit id in {message:?}"));
+
+    let ours = format!("CRIGATE_NODE={node_name}");
+    journald
+        .wait_for(&["SYSLOG_IDENTIFIER=crigate", &ours], 4)
+        .unwrap();
+    let field = |entry: &serde_json::Value, name: &str| entry[name].as_str().map(str::to_owned);
+
+    // The incident responder's query.
+    let denies = journald
+        .query(&[&ours, "CRIGATE_DECISION=deny", "CRIGATE_NAMESPACE=prod"])
+        .unwrap();
+    assert_eq!(denies.len(), 1, "{denies:?}");
+    let deny = &denies[0];
+    assert_eq!(field(deny, "CRIGATE_ID").as_deref(), Some(id));
+    assert_eq!(
+        field(deny, "MESSAGE_ID").as_deref(),
+        Some(crigate::audit::MESSAGE_ID_DENY)
+    );
+    assert_eq!(field(deny, "CRIGATE_ACTION").as_deref(), Some("refuse"));
+    assert_eq!(field(deny, "CRIGATE_PHASE").as_deref(), Some("pull"));
+    assert_eq!(field(deny, "CRIGATE_REASON_CODE").as_deref(), Some("no_signature"));
+    assert_eq!(field(deny, "CRIGATE_POLICY").as_deref(), Some("prod"));
+    assert_eq!(field(deny, "CRIGATE_POD").as_deref(), Some("web"));
+    assert_eq!(field(deny, "CRIGATE_POD_UID").as_deref(), Some("uid-prod"));
+    assert_eq!(field(deny, "CRIGATE_IMAGE"), Some(node.unsigned.clone()));
+    assert!(field(deny, "CRIGATE_DIGEST").unwrap().starts_with("sha256:"));
+    assert!(!field(deny, "CRIGATE_FINGERPRINT").unwrap().is_empty());
+    // The caller is this test process, from the socket's peer credentials.
+    assert_eq!(
+        field(deny, "CRIGATE_CALLER_PID"),
+        Some(std::process::id().to_string())
+    );
+    assert_eq!(field(deny, "CRIGATE_CALLER_UID").as_deref(), Some("0"));
+
+    let allows = journald
+        .query(&[&ours, "CRIGATE_DECISION=allow"])
+        .unwrap();
+    assert_eq!(allows.len(), 2, "{allows:?}");
+    let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
+    for allow in &allows {
+        assert_eq!(
+            field(allow, "MESSAGE_ID").as_deref(),
+            Some(crigate::audit::MESSAGE_ID_ALLOW)
+        );
+        assert_eq!(field(allow, "CRIGATE_VERIFIER").as_deref(), Some("release"));
+        assert!(!field(allow, "CRIGATE_SIGNER").unwrap().is_empty());
+        assert_eq!(field(allow, "CRIGATE_PINNED"), Some(pinned.clone()));
+        assert_eq!(field(allow, "CRIGATE_DIGEST"), Some(node.env.app_digest.clone()));
+    }
+    // The second pull of the same image was decided from the verdict cache.
+    let cached: Vec<_> = allows
+        .iter()
+        .map(|a| field(a, "CRIGATE_CACHED").unwrap())
+        .collect();
+    assert_eq!(cached, ["false", "true"]);
+
+    let audit = journald
+        .query(&[&ours, "CRIGATE_DECISION=audit-deny"])
+        .unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!(field(&audit[0], "CRIGATE_ACTION").as_deref(), Some("forward"));
+    assert_eq!(
+        field(&audit[0], "MESSAGE_ID").as_deref(),
+        Some(crigate::audit::MESSAGE_ID_AUDIT_DENY)
+    );
+
+    // journald gone: the decision stands, and the lost record is reported.
+    journald.stop();
+    let denied = client
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    node.crigate
+        .wait_log("audit record not written", std::time::Duration::from_secs(5))
+        .unwrap();
 }

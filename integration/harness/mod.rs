@@ -17,6 +17,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod image;
+pub mod journald;
 pub mod process;
 pub mod registry;
 
