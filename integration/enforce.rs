@@ -22,7 +22,8 @@ struct Node {
 
 /// containerd, a registry holding a signed `app:v1` and an unsigned `unsigned:v1`, and
 /// crigate enforcing: `prod` enforces, `staging` audits, `tools` allowlists the unsigned
-/// image; no other namespace has a policy.
+/// image, `secure` trusts only another key than the one `app:v1` is signed with; no other
+/// namespace has a policy.
 async fn node() -> Node {
     node_with("").await
 }
@@ -41,6 +42,8 @@ async fn node_with(more: &str) -> Node {
         .unwrap();
     let key = env.dir().join("release.pub");
     std::fs::write(&key, signer.public_pem()).unwrap();
+    let other_key = env.dir().join("other.pub");
+    std::fs::write(&other_key, KeySigner::generate().public_pem()).unwrap();
     let host = env.registry.host();
     let extra = format!(
         r#"
@@ -72,10 +75,21 @@ namespaces = ["tools"]
 verifiers = ["release"]
 allowlist = [{{ pattern = "{host}/unsigned*" }}]
 
+[verifiers.other]
+kind = "cosign"
+keys = ["{other_key}"]
+require_tlog = false
+
+[[policies]]
+name = "secure"
+namespaces = ["secure"]
+verifiers = ["other"]
+
 {more}
 "#,
         cache = env.dir().join("verdicts.jsonl").display(),
         key = key.display(),
+        other_key = other_key.display(),
     );
     // The [cri] section comes first in Options::new; append the rest after it.
     let options = Options::new(env.dir(), env.containerd.socket(), &extra);
@@ -340,7 +354,11 @@ on_error = "allow"
         "{passed:?}"
     );
     let logs = crigate.logs();
-    assert!(logs.contains("decision=\"error-allow\""), "{logs}");
+    // Recorded as an error decision whose call went ahead.
+    assert!(
+        logs.contains("decision=\"error\" action=\"forward\""),
+        "{logs}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -491,7 +509,7 @@ async fn policy_check_reports_problems_with_their_location() {
     let node = node().await;
     let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
     assert_eq!(code, 0, "{out}");
-    assert!(out.starts_with("ok: 1 verifier(s), 3 policy(ies)"), "{out}");
+    assert!(out.starts_with("ok: 2 verifier(s), 4 policy(ies)"), "{out}");
 
     let broken = node.env.dir().join("broken.toml");
     let text = std::fs::read_to_string(&node.crigate.config_path).unwrap();
@@ -587,12 +605,17 @@ async fn decisions_are_audit_records_in_journald() {
     );
     assert_eq!(field(deny, "CRIGATE_ACTION").as_deref(), Some("refuse"));
     assert_eq!(field(deny, "CRIGATE_PHASE").as_deref(), Some("pull"));
-    assert_eq!(field(deny, "CRIGATE_REASON_CODE").as_deref(), Some("no_signature"));
+    assert_eq!(
+        field(deny, "CRIGATE_REASON_CODE").as_deref(),
+        Some("no_signature")
+    );
     assert_eq!(field(deny, "CRIGATE_POLICY").as_deref(), Some("prod"));
     assert_eq!(field(deny, "CRIGATE_POD").as_deref(), Some("web"));
     assert_eq!(field(deny, "CRIGATE_POD_UID").as_deref(), Some("uid-prod"));
     assert_eq!(field(deny, "CRIGATE_IMAGE"), Some(node.unsigned.clone()));
-    assert!(field(deny, "CRIGATE_DIGEST").unwrap().starts_with("sha256:"));
+    assert!(field(deny, "CRIGATE_DIGEST")
+        .unwrap()
+        .starts_with("sha256:"));
     assert!(!field(deny, "CRIGATE_FINGERPRINT").unwrap().is_empty());
     // The caller is this test process, from the socket's peer credentials.
     assert_eq!(
@@ -601,9 +624,7 @@ async fn decisions_are_audit_records_in_journald() {
     );
     assert_eq!(field(deny, "CRIGATE_CALLER_UID").as_deref(), Some("0"));
 
-    let allows = journald
-        .query(&[&ours, "CRIGATE_DECISION=allow"])
-        .unwrap();
+    let allows = journald.query(&[&ours, "CRIGATE_DECISION=allow"]).unwrap();
     assert_eq!(allows.len(), 2, "{allows:?}");
     let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
     for allow in &allows {
@@ -614,7 +635,10 @@ async fn decisions_are_audit_records_in_journald() {
         assert_eq!(field(allow, "CRIGATE_VERIFIER").as_deref(), Some("release"));
         assert!(!field(allow, "CRIGATE_SIGNER").unwrap().is_empty());
         assert_eq!(field(allow, "CRIGATE_PINNED"), Some(pinned.clone()));
-        assert_eq!(field(allow, "CRIGATE_DIGEST"), Some(node.env.app_digest.clone()));
+        assert_eq!(
+            field(allow, "CRIGATE_DIGEST"),
+            Some(node.env.app_digest.clone())
+        );
     }
     // The second pull of the same image was decided from the verdict cache.
     let cached: Vec<_> = allows
@@ -627,7 +651,10 @@ async fn decisions_are_audit_records_in_journald() {
         .query(&[&ours, "CRIGATE_DECISION=audit-deny"])
         .unwrap();
     assert_eq!(audit.len(), 1, "{audit:?}");
-    assert_eq!(field(&audit[0], "CRIGATE_ACTION").as_deref(), Some("forward"));
+    assert_eq!(
+        field(&audit[0], "CRIGATE_ACTION").as_deref(),
+        Some("forward")
+    );
     assert_eq!(
         field(&audit[0], "MESSAGE_ID").as_deref(),
         Some(crigate::audit::MESSAGE_ID_AUDIT_DENY)
@@ -641,6 +668,111 @@ async fn decisions_are_audit_records_in_journald() {
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied);
     node.crigate
-        .wait_log("audit record not written", std::time::Duration::from_secs(5))
+        .wait_log(
+            "audit record not written",
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_rejects_it() {
+    let node = node().await;
+    // Pulled and allowed for prod, through crigate.
+    let mut client = images(&node.crigate.socket).await;
+    let image_id = client
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+
+    let mut runtime = RuntimeServiceClient::new(cri_channel(&node.crigate.socket).await.unwrap());
+    let mut create_in = async |namespace: &str, name: &str| {
+        let sandbox = node.env.pod_config(name, namespace).unwrap();
+        let pod = runtime
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(sandbox.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        runtime
+            .create_container(CreateContainerRequest {
+                pod_sandbox_id: pod,
+                config: Some(container_config("c", &image_id, &["/pause"])),
+                sandbox_config: Some(sandbox),
+            })
+            .await
+    };
+    create_in("prod", "web-prod").await.unwrap();
+    // The image is on the node and was allowed for prod; secure's policy trusts another
+    // key, so the same image id is refused there.
+    let denied = create_in("secure", "web-secure").await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let message = denied.message();
+    assert!(
+        message.contains("namespace secure") && message.contains("\"secure\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("untrusted_root") || message.contains("not trusted"),
+        "{message}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn static_pod_creation_without_any_pull_is_gated() {
+    let node = node().await;
+    // Images already on the node (baked into the node image, or loaded with ctr): the
+    // runtime has them, and no PullImage ever reaches crigate.
+    let mut direct = images(node.env.containerd.socket()).await;
+    for image in [&node.unsigned, &node.signed] {
+        direct.pull_image(pull(image, "kube-system")).await.unwrap();
+    }
+    // kubelet starts a static pod from a manifest file: a sandbox annotated as such, then
+    // CreateContainer naming the image as the manifest does.
+    let mut sandbox = node.env.pod_config("static-etcd", "prod").unwrap();
+    sandbox
+        .annotations
+        .insert("kubernetes.io/config.source".into(), "file".into());
+    let mut runtime = RuntimeServiceClient::new(cri_channel(&node.crigate.socket).await.unwrap());
+    let pod = runtime
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let create = |name: &str, image: &str| CreateContainerRequest {
+        pod_sandbox_id: pod.clone(),
+        config: Some(container_config(name, image, &["/pause"])),
+        sandbox_config: Some(sandbox.clone()),
+    };
+    let denied = runtime
+        .create_container(create("unsigned", &node.unsigned))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("no_signature"),
+        "{}",
+        denied.message()
+    );
+    let created = runtime
+        .create_container(create("signed", &node.signed))
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    runtime
+        .start_container(StartContainerRequest {
+            container_id: created,
+        })
+        .await
         .unwrap();
 }

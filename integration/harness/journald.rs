@@ -87,7 +87,10 @@ impl Journald {
                 return Ok(entries);
             }
             if Instant::now() > deadline {
-                bail!("journald holds {} entries for {matches:?}, expected {count}", entries.len());
+                bail!(
+                    "journald holds {} entries for {matches:?}, expected {count}",
+                    entries.len()
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
