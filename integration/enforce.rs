@@ -776,3 +776,201 @@ async fn static_pod_creation_without_any_pull_is_gated() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_pull_is_found_by_the_requested_tag() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    let image_ref = client
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    // kubelet's IfNotPresent check: ImageStatus of the name in the pod spec. The runtime
+    // learns the name from containerd's image event, so allow it a moment.
+    let status = |image: String| ImageStatusRequest {
+        image: Some(ImageSpec {
+            image,
+            ..Default::default()
+        }),
+        verbose: false,
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let found = loop {
+        let found = client
+            .image_status(status(node.signed.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .image;
+        if found.is_some() || std::time::Instant::now() > deadline {
+            break found;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    let found = found.unwrap_or_else(|| panic!("ImageStatus({}) found nothing", node.signed));
+    // The same image PullImage returned, known by the tag and the verified digest.
+    assert_eq!(found.id, image_ref);
+    assert!(found.repo_tags.contains(&node.signed), "{found:?}");
+    let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
+    assert!(found.repo_digests.contains(&pinned), "{found:?}");
+}
+
+/// A TCP relay in front of a registry that holds back the first request asking for a
+/// cosign `.sig` tag: it reports it on `paused`, and forwards it once `resume` fires.
+/// It is how a test gets between crigate's tag resolution and the runtime's pull.
+async fn sig_pausing_relay(
+    upstream: String,
+) -> (
+    String,
+    tokio::sync::mpsc::Receiver<()>,
+    std::sync::Arc<tokio::sync::Notify>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let (paused_tx, paused) = tokio::sync::mpsc::channel(1);
+    let resume = std::sync::Arc::new(tokio::sync::Notify::new());
+    let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let resume_all = resume.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&upstream).await.unwrap();
+            let (mut client_read, mut client_write) = client.into_split();
+            let (mut server_read, mut server_write) = server.into_split();
+            let (paused_tx, resume, armed) = (paused_tx.clone(), resume_all.clone(), armed.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0; 65536];
+                while let Ok(n) = client_read.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let chunk = &buf[..n];
+                    if chunk.windows(4).any(|w| w == b".sig")
+                        && armed.swap(false, std::sync::atomic::Ordering::SeqCst)
+                    {
+                        let notified = resume.notified();
+                        paused_tx.send(()).await.unwrap();
+                        notified.await;
+                    }
+                    if server_write.write_all(chunk).await.is_err() {
+                        break;
+                    }
+                }
+            });
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_read, &mut client_write).await;
+            });
+        }
+    });
+    (host, paused, resume)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_moved_after_verification_cannot_bring_other_bytes() {
+    let env = Env::start().await.unwrap();
+    let other = TestImage::builder().label("moved").build().unwrap();
+    // Everyone, crigate and the runtime, reaches the registry through the relay, so the
+    // image is named, and signed, by the relay's address.
+    let (host, mut paused, resume) = sig_pausing_relay(env.registry.host()).await;
+    let signer = KeySigner::generate();
+    let signature = signer.legacy(KeySigner::payload(&format!("{host}/app"), &env.app_digest));
+    crate::signer::push_legacy(&env.registry, "app", &env.app_digest, &[signature]).await;
+    let containerd = crate::harness::Containerd::launch(&host).await.unwrap();
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, signer.public_pem()).unwrap();
+    let extra = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{key}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release"]
+"#,
+        key = key.display(),
+    );
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), containerd.socket(), &extra),
+    )
+    .unwrap();
+    let requested = format!("{host}/app:{}", crate::harness::APP_TAG);
+
+    let mut client = images(&crigate.socket).await;
+    let pulling = tokio::spawn({
+        let requested = requested.clone();
+        async move { client.pull_image(pull(&requested, "prod")).await }
+    });
+    // crigate has resolved the tag and is fetching the signature: move the tag now.
+    paused.recv().await.unwrap();
+    let moved = env
+        .registry
+        .push("app", crate::harness::APP_TAG, &other)
+        .await
+        .unwrap();
+    resume.notify_one();
+    pulling.await.unwrap().unwrap();
+
+    // The runtime holds what was verified, not what the tag names now.
+    let mut direct = images(containerd.socket()).await;
+    let status = |image: String| ImageStatusRequest {
+        image: Some(ImageSpec {
+            image,
+            ..Default::default()
+        }),
+        verbose: false,
+    };
+    let verified = format!("{host}/app@{}", env.app_digest);
+    let held = direct
+        .image_status(status(verified.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap_or_else(|| panic!("the runtime does not hold {verified}"));
+    assert!(
+        direct
+            .image_status(status(format!("{host}/app@{moved}")))
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .is_none(),
+        "the moved tag's bytes reached the runtime"
+    );
+    // The requested name points at the verified image.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let by_tag = direct
+            .image_status(status(requested.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .image;
+        if let Some(by_tag) = by_tag {
+            assert_eq!(by_tag.id, held.id);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{requested} never named"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // The next pull of the tag resolves it again, to the unsigned image: denied.
+    let mut client = images(&crigate.socket).await;
+    let denied = client
+        .pull_image(pull(&requested, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(denied.message().contains(&moved), "{}", denied.message());
+}

@@ -4,6 +4,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
@@ -14,8 +15,9 @@ pin_project_lite::pin_project! {
         /// Frames (data and trailers) passed on as they arrive; HTTP/2 flow control of
         /// both connections bounds what is buffered in between.
         Relay { #[pin] body: Incoming },
-        /// A body crigate has in memory: an intercepted request, or nothing.
-        Full { data: Option<Bytes> },
+        /// A body crigate has in memory: an intercepted request, a response it read
+        /// whole (with the runtime's trailers), or nothing.
+        Full { data: Option<Bytes>, trailers: Option<HeaderMap> },
     }
 }
 
@@ -29,11 +31,23 @@ impl ProxyBody {
     pub fn full(data: Bytes) -> Self {
         ProxyBody::Full {
             data: (!data.is_empty()).then_some(data),
+            trailers: None,
+        }
+    }
+
+    /// A body read whole, sent again as its data and then its trailers.
+    pub fn with_trailers(data: Bytes, trailers: Option<HeaderMap>) -> Self {
+        ProxyBody::Full {
+            data: (!data.is_empty()).then_some(data),
+            trailers,
         }
     }
 
     pub fn empty() -> Self {
-        ProxyBody::Full { data: None }
+        ProxyBody::Full {
+            data: None,
+            trailers: None,
+        }
     }
 }
 
@@ -47,21 +61,26 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             ProxyBodyProj::Relay { body } => body.poll_frame(cx),
-            ProxyBodyProj::Full { data } => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            ProxyBodyProj::Full { data, trailers } => Poll::Ready(
+                data.take()
+                    .map(Frame::data)
+                    .or_else(|| trailers.take().map(Frame::trailers))
+                    .map(Ok),
+            ),
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Relay { body } => body.is_end_stream(),
-            ProxyBody::Full { data } => data.is_none(),
+            ProxyBody::Full { data, trailers } => data.is_none() && trailers.is_none(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             ProxyBody::Relay { body } => body.size_hint(),
-            ProxyBody::Full { data } => {
+            ProxyBody::Full { data, .. } => {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }

@@ -10,6 +10,7 @@
 pub mod body;
 pub mod intercept;
 pub mod methods;
+pub mod names;
 pub mod server;
 pub mod service;
 pub mod status;

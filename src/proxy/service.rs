@@ -12,9 +12,11 @@ use tracing::Instrument;
 
 use crate::config::{CriConfig, MethodPolicy};
 use crate::decision::{Caller, Decide, Decision, Phase};
+use crate::oci::ImageRef;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::intercept;
 use crate::proxy::methods::{route, Intercepted, Route};
+use crate::proxy::names;
 use crate::proxy::status::ProxyError;
 use crate::proxy::upstream::Upstream;
 
@@ -120,7 +122,11 @@ impl Proxy {
                     let pinned = intercept::pin(method, &body, &image);
                     // The body changed length; a stale content-length would break the stream.
                     parts.headers.remove(http::header::CONTENT_LENGTH);
-                    forward(state, Request::from_parts(parts, ProxyBody::full(pinned))).await
+                    let request = Request::from_parts(parts, ProxyBody::full(pinned));
+                    match method.phase {
+                        Phase::Pull => pull_pinned(state, request, &context.image, &image).await,
+                        Phase::Create => forward(state, request).await,
+                    }
                 }
                 Decision::Deny { message } => Err(ProxyError::Denied(message)),
             }
@@ -141,6 +147,55 @@ where
     let request = Request::from_parts(parts, body.into_proxy_body());
     let response = state.upstream.send(request).await?;
     Ok(response.map(ProxyBody::relay))
+}
+
+/// Forwards a pinned PullImage and, once the runtime has pulled, names the pinned image
+/// as the caller asked for it ([`names`]), so ImageStatus of the requested name finds it.
+/// The runtime's answer is read whole (a PullImage response is one small message) and
+/// relayed unchanged; a naming failure is logged and does not fail the pull.
+async fn pull_pinned(
+    state: &State,
+    request: Request<ProxyBody>,
+    requested: &str,
+    pinned: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let response = forward(state, request).await?;
+    let (parts, body) = response.into_parts();
+    let limit = state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN);
+    let collected =
+        Limited::new(body, limit)
+            .collect()
+            .await
+            .map_err(|error| ProxyError::UpstreamReset {
+                socket: state.upstream.socket().into(),
+                reason: error.to_string(),
+            })?;
+    let trailers = collected.trailers().cloned();
+    let ok = parts
+        .headers
+        .get("grpc-status")
+        .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
+        .is_some_and(|status| status == "0");
+    if let Some(name) = ok.then(|| tag_name(requested)).flatten() {
+        let timeout = state.cri.connect_timeout.saturating_mul(2);
+        match names::name_image(&state.cri.upstream, &name, pinned, timeout).await {
+            Ok(()) => tracing::debug!(%name, %pinned, "named the pinned image as requested"),
+            Err(error) => {
+                tracing::warn!(%name, %pinned, %error, "cannot name the pulled image as requested; kubelet may pull it again")
+            }
+        }
+    }
+    Ok(Response::from_parts(
+        parts,
+        ProxyBody::with_trailers(collected.to_bytes(), trailers),
+    ))
+}
+
+/// The name containerd's CRI plugin gives a pull of `requested` (its repoTag): the
+/// normalized `repo:tag`, or none when the reference carries a digest.
+fn tag_name(requested: &str) -> Option<String> {
+    let image = requested.parse::<ImageRef>().ok()?;
+    (image.digest().is_none() && image.tag().is_some()).then(|| image.to_string())
 }
 
 /// The URI for the upstream request: the client's path and authority, `localhost` when

@@ -25,6 +25,8 @@ pub enum ProxyError {
         socket: Box<Path>,
         timeout: Duration,
     },
+    #[error("the container runtime at {socket} broke off its answer: {reason}")]
+    UpstreamReset { socket: Box<Path>, reason: String },
     #[error("invalid {method} request: {source}")]
     InvalidRequest {
         method: &'static str,
@@ -57,9 +59,9 @@ impl ProxyError {
     /// marks a decision, which kubelet reports in pod events and retries with back-off.
     pub fn code(&self) -> Code {
         match self {
-            ProxyError::UpstreamUnavailable { .. } | ProxyError::UpstreamConnectTimeout { .. } => {
-                Code::Unavailable
-            }
+            ProxyError::UpstreamUnavailable { .. }
+            | ProxyError::UpstreamConnectTimeout { .. }
+            | ProxyError::UpstreamReset { .. } => Code::Unavailable,
             ProxyError::InvalidRequest { .. } => Code::InvalidArgument,
             ProxyError::RequestTooLarge { .. } => Code::ResourceExhausted,
             ProxyError::RequestAborted { .. } => Code::Cancelled,

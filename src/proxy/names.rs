@@ -1,0 +1,146 @@
+//! Naming a pinned pull's image in the runtime as the caller asked for it.
+//!
+//! An allowed PullImage is forwarded pinned to `repo@sha256:…`, so the runtime records the
+//! image under its digest and id only. kubelet then asks ImageStatus for the name it pulled
+//! (`repo:tag`) before starting the next pod with `imagePullPolicy: IfNotPresent`; without
+//! that name it would pull again, every time. After the runtime reports the pinned pull
+//! done, crigate gives the image the requested tag through containerd's images API, as
+//! containerd's CRI plugin does for a pull it makes itself (`createImageReference` in
+//! `pkg/cri/server/image_pull.go`: same target descriptor, label
+//! `io.cri-containerd.image=managed`). The CRI plugin learns of the new name from
+//! containerd's `/images/create` event. The tag names exactly the bytes that were
+//! verified: its target is the pinned image's descriptor, never a registry lookup.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{
+    CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
+};
+use hyper_util::rt::TokioIo;
+use tonic::transport::Endpoint;
+use tonic::{Code, Request};
+
+/// The containerd namespace of the CRI plugin's images (fixed in containerd 1.6 and 1.7;
+/// `k8s.io` is also 2.x's default).
+pub const CRI_NAMESPACE: &str = "k8s.io";
+
+/// The label containerd's CRI plugin puts on images it manages; ImageStatus and ListImages
+/// show only images carrying it.
+const CRI_IMAGE_LABEL: (&str, &str) = ("io.cri-containerd.image", "managed");
+
+/// Why the requested name could not be given.
+#[derive(Debug, thiserror::Error)]
+pub enum NameError {
+    #[error("cannot reach containerd's images API at {socket}: {source}")]
+    Connect {
+        socket: Box<Path>,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("containerd has no image {name}: {status}")]
+    Missing { name: String, status: tonic::Status },
+    #[error("containerd refused to name {name}: {status}")]
+    Refused { name: String, status: tonic::Status },
+    #[error("containerd did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Gives the image the runtime holds as `pinned` the name `name` as well.
+///
+/// # Errors
+///
+/// containerd cannot be reached, does not have `pinned`, or refuses the name; the pull
+/// itself has succeeded either way.
+pub async fn name_image(
+    socket: &Path,
+    name: &str,
+    pinned: &str,
+    timeout: Duration,
+) -> Result<(), NameError> {
+    tokio::time::timeout(timeout, name_image_inner(socket.to_owned(), name, pinned))
+        .await
+        .map_err(|_| NameError::Timeout(timeout))?
+}
+
+async fn name_image_inner(socket: PathBuf, name: &str, pinned: &str) -> Result<(), NameError> {
+    let connect_error = |source| NameError::Connect {
+        socket: socket.clone().into_boxed_path(),
+        source,
+    };
+    let connector_socket = socket.clone();
+    let channel = Endpoint::try_from("http://localhost")
+        .map_err(connect_error)?
+        .connect_with_connector(tower::service_fn(move |_| {
+            let socket = connector_socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        }))
+        .await
+        .map_err(connect_error)?;
+    let mut images = ImagesClient::new(channel);
+    let target = images
+        .get(namespaced(GetImageRequest {
+            name: pinned.to_owned(),
+        }))
+        .await
+        .map_err(|status| NameError::Missing {
+            name: pinned.to_owned(),
+            status,
+        })?
+        .into_inner()
+        .image
+        .and_then(|image| image.target)
+        .ok_or_else(|| NameError::Missing {
+            name: pinned.to_owned(),
+            status: tonic::Status::not_found("no target descriptor"),
+        })?;
+    let image = Image {
+        name: name.to_owned(),
+        labels: HashMap::from([(CRI_IMAGE_LABEL.0.to_owned(), CRI_IMAGE_LABEL.1.to_owned())]),
+        target: Some(target),
+        ..Default::default()
+    };
+    let refused = |status| NameError::Refused {
+        name: name.to_owned(),
+        status,
+    };
+    match images
+        .create(namespaced(CreateImageRequest {
+            image: Some(image.clone()),
+            ..Default::default()
+        }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // The name exists (an earlier pull, or the tag moved): point it at what was
+        // verified now.
+        Err(status) if status.code() == Code::AlreadyExists => images
+            .update(namespaced(UpdateImageRequest {
+                image: Some(image),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["target".to_owned(), format!("labels.{}", CRI_IMAGE_LABEL.0)],
+                }),
+                ..Default::default()
+            }))
+            .await
+            .map(|_| ())
+            .map_err(refused),
+        Err(status) => Err(refused(status)),
+    }
+}
+
+/// `message` as a request in the CRI plugin's containerd namespace.
+fn namespaced<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert(
+        "containerd-namespace",
+        tonic::metadata::MetadataValue::from_static(CRI_NAMESPACE),
+    );
+    request
+}
