@@ -72,9 +72,17 @@ async fn main() -> anyhow::Result<()> {
     let key = env.dir().join("release.pub");
     std::fs::write(&key, signer.public_pem())?;
 
+    step("starting journald (private to this demo) for crigate's audit records");
+    let journald = harness::journald::Journald::start()?;
+    println!("    journald   {}", journald.socket().display());
+
     step("starting crigate in front of containerd, enforcing in namespace prod");
     let policy = format!(
         r#"
+[audit]
+node = "demo-node"
+journal_socket = "{journal}"
+
 [registry]
 plain_http = ["{host}"]
 
@@ -94,6 +102,7 @@ verifiers = ["release"]
 "#,
         cache = env.dir().join("verdicts.jsonl").display(),
         key = key.display(),
+        journal = journald.socket().display(),
     );
     println!(
         "{}",
@@ -190,22 +199,36 @@ verifiers = ["release"]
         Err(status) => println!("    denied: {:?}: {}", status.code(), status.message()),
     }
 
-    step("crigate's decisions");
-    for line in crigate
-        .logs()
-        .lines()
-        .filter(|l| l.contains("crigate::decision"))
-    {
-        let event = line.split("crigate::decision:").nth(1).unwrap_or(line);
-        let fields: Vec<&str> = event
-            .split_whitespace()
-            .filter(|f| {
-                ["phase=", "namespace=", "subject=", "decision=", "policy="]
-                    .iter()
-                    .any(|k| f.starts_with(k))
-            })
-            .collect();
-        println!("    {}", fields.join(" "));
+    step("the audit records in journald: journalctl SYSLOG_IDENTIFIER=crigate CRIGATE_NODE=demo-node");
+    let records = journald.wait_for(&["SYSLOG_IDENTIFIER=crigate", "CRIGATE_NODE=demo-node"], 4)?;
+    for record in &records {
+        let field = |name: &str| record[name].as_str().unwrap_or("-").to_owned();
+        println!(
+            "    {:<10} {:<6} {:<6} {} ({}) id {}",
+            field("CRIGATE_DECISION"),
+            field("CRIGATE_PHASE"),
+            field("CRIGATE_NAMESPACE"),
+            field("CRIGATE_SUBJECT"),
+            field("CRIGATE_REASON_CODE"),
+            field("CRIGATE_ID"),
+        );
+    }
+    let denials = journald.query(&[
+        "CRIGATE_NODE=demo-node",
+        "CRIGATE_DECISION=deny",
+        "CRIGATE_NAMESPACE=prod",
+    ])?;
+    println!(
+        "    journalctl CRIGATE_DECISION=deny CRIGATE_NAMESPACE=prod finds {} denials; one in full:",
+        denials.len()
+    );
+    if let Some(denial) = denials.first().and_then(|d| d.as_object()) {
+        for (name, value) in denial
+            .iter()
+            .filter(|(k, _)| k.starts_with("CRIGATE_") || k.as_str() == "MESSAGE_ID")
+        {
+            println!("      {name}={}", value.as_str().unwrap_or_default());
+        }
     }
 
     step("cleaning up");
