@@ -1,0 +1,222 @@
+//! What a decision adds to the two gated calls, measured against the real containerd in
+//! one run: PullImage and CreateContainer made directly on containerd's socket and
+//! through `crigate serve` enforcing a policy, alternately, so both see the same machine.
+//!
+//! Through crigate each call pays the whole decision path: decoding, policy selection,
+//! the verdict (cached after the first call, as on a node that runs one image many
+//! times), for CreateContainer the runtime ImageStatus that resolves the image id to its
+//! digests, the audit record written to a real journald, and the proxy hop. The target:
+//! the added p50 under 5% of a direct CreateContainer's p50.
+//!
+//! Run: `cargo bench --bench enforcement` (root; `integration/setup` installs what it
+//! needs). `CRIGATE_BENCH_CALLS` sets the calls per path (default 200).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_methods
+)]
+
+#[path = "../integration/daemon.rs"]
+mod daemon;
+#[path = "../integration/harness/mod.rs"]
+mod harness;
+#[path = "../integration/signer.rs"]
+mod signer;
+
+use std::time::{Duration, Instant};
+
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::*;
+
+use daemon::{Crigate, Options};
+use harness::journald::Journald;
+use harness::{container_config, cri_channel, Env};
+use signer::KeySigner;
+
+fn p50(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn p99(samples: &mut [Duration]) -> Duration {
+    samples.sort();
+    samples[(samples.len() * 99 / 100).min(samples.len() - 1)]
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn report(call: &str, direct: &mut [Duration], crigate: &mut [Duration], target: Option<f64>) {
+    let (d50, c50) = (p50(direct), p50(crigate));
+    let added = us(c50) - us(d50);
+    let ratio = added / us(d50);
+    let verdict = match target {
+        Some(t) if ratio <= t => format!("target <= {:.0}%: met", t * 100.0),
+        Some(t) => format!("target <= {:.0}%: MISSED", t * 100.0),
+        None => "reported".to_owned(),
+    };
+    println!(
+        "{call:<16} direct p50 {:>8.0} µs p99 {:>8.0} | crigate p50 {:>8.0} µs p99 {:>8.0} | added p50 {:>6.0} µs = {:>5.1}% of direct ({verdict})",
+        us(d50),
+        us(p99(direct)),
+        us(c50),
+        us(p99(crigate)),
+        added,
+        ratio * 100.0
+    );
+}
+
+fn pull(image: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        auth: None,
+        sandbox_config: Some(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: "bench".into(),
+                uid: "bench-uid".into(),
+                namespace: "prod".into(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; `cargo test --benches` passes nothing and only builds.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let calls: usize = std::env::var("CRIGATE_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let env = Env::start().await.expect("harness");
+    let journald = Journald::start().expect("journald");
+    let signer = KeySigner::generate();
+    signer
+        .sign_legacy(&env.registry, "app", &env.app_digest)
+        .await;
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, signer.public_pem()).unwrap();
+    let config = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+
+[cache]
+path = "{cache}"
+
+[audit]
+node = "bench"
+journal_socket = "{journal}"
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{key}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release"]
+"#,
+        host = env.registry.host(),
+        cache = env.dir().join("verdicts.jsonl").display(),
+        journal = journald.socket().display(),
+        key = key.display(),
+    );
+    let mut options = Options::new(env.dir(), env.containerd.socket(), &config);
+    options.env.push(("RUST_LOG".into(), "warn".into()));
+    let crigate = Crigate::start(env.dir(), options).unwrap();
+
+    let direct_channel = cri_channel(env.containerd.socket()).await.unwrap();
+    let crigate_channel = cri_channel(&crigate.socket).await.unwrap();
+    let mut images = [
+        ImageServiceClient::new(direct_channel.clone()),
+        ImageServiceClient::new(crigate_channel.clone()),
+    ];
+    let mut runtimes = [
+        RuntimeServiceClient::new(direct_channel),
+        RuntimeServiceClient::new(crigate_channel),
+    ];
+    let image = env.app_ref();
+    // First pull through crigate verifies and caches the verdict; the runtime now holds it.
+    let image_id = images[1]
+        .pull_image(pull(&image))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+
+    let mut pulls = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    for _ in 0..calls {
+        for (path, client) in images.iter_mut().enumerate() {
+            let started = Instant::now();
+            client.pull_image(pull(&image)).await.unwrap();
+            pulls[path].push(started.elapsed());
+        }
+    }
+
+    let sandbox = env.pod_config("bench", "prod").unwrap();
+    let pod = runtimes[0]
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(sandbox.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id;
+    let mut creates = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    for i in 0..calls {
+        for (path, client) in runtimes.iter_mut().enumerate() {
+            // kubelet names the image by the id PullImage returned.
+            let request = CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(container_config(
+                    &format!("c{i}-{path}"),
+                    &image_id,
+                    &["/pause"],
+                )),
+                sandbox_config: Some(sandbox.clone()),
+            };
+            let started = Instant::now();
+            let id = client
+                .create_container(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .container_id;
+            creates[path].push(started.elapsed());
+            client
+                .remove_container(RemoveContainerRequest { container_id: id })
+                .await
+                .unwrap();
+        }
+    }
+    let recorded = journald
+        .wait_for(
+            &["SYSLOG_IDENTIFIER=crigate", "CRIGATE_NODE=bench"],
+            2 * calls + 1,
+        )
+        .map(|r| r.len())
+        .unwrap_or(0);
+
+    println!("enforcement cost, {calls} calls per path, cached verdict, audit records to journald");
+    let [direct_pull, crigate_pull] = &mut pulls;
+    report("PullImage", direct_pull, crigate_pull, None);
+    let [direct_create, crigate_create] = &mut creates;
+    report("CreateContainer", direct_create, crigate_create, Some(0.05));
+    println!(
+        "audit records in journald: {recorded} (expected {})",
+        2 * calls + 1
+    );
+}
