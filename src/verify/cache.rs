@@ -110,7 +110,7 @@ struct State {
 }
 
 /// A [`CacheKey`] as the map holds it: the digest as bytes.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 struct SlotKey {
     digest: RawDigest,
     fingerprint: Fingerprint,
@@ -118,7 +118,7 @@ struct SlotKey {
 
 /// A digest's hash bytes. sha512 digests are rare in registries; boxing them keeps every
 /// key at the size of a sha256 one.
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, PartialEq, Eq)]
 enum RawDigest {
     Sha256([u8; 32]),
     Sha512(Box<[u8; 64]>),
@@ -509,6 +509,19 @@ impl Slot {
 
 // === impl SlotKey ===
 
+impl std::hash::Hash for SlotKey {
+    /// The bytes alone, in one write each: the derived impl adds a discriminant and
+    /// length prefixes to hash, which a lookup pays for on every call. Equal keys still
+    /// hash equally; the input lengths (64 or 96 bytes) keep the two kinds apart.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.digest {
+            RawDigest::Sha256(bytes) => state.write(bytes),
+            RawDigest::Sha512(bytes) => state.write(bytes.as_slice()),
+        }
+        state.write(&self.fingerprint.0);
+    }
+}
+
 impl SlotKey {
     fn new(key: &CacheKey) -> Self {
         let encoded = key.digest.encoded().as_bytes();
@@ -525,14 +538,12 @@ impl SlotKey {
 
 /// The bytes of the lowercase hex in `encoded`. `Digest` guarantees its encoded part is
 /// lowercase hex of its algorithm's length (OCI image spec, "Digests"), so nothing is
-/// left over or short; this only decodes, it does not check.
+/// left over or short; this only decodes, it does not check. It runs on every lookup.
 fn decode_hex<const N: usize>(encoded: &[u8]) -> [u8; N] {
+    // '0'..='9' are 0x30..=0x39 (bit 6 clear), 'a'..='f' are 0x61..=0x66 (bit 6 set):
+    // the low four bits, plus 9 for a letter.
     fn nibble(c: u8) -> u8 {
-        match c {
-            b'0'..=b'9' => c - b'0',
-            b'a'..=b'f' => c - b'a' + 10,
-            _ => 0,
-        }
+        (c & 0x0f) + 9 * (c >> 6)
     }
     let mut out = [0u8; N];
     for (byte, pair) in out.iter_mut().zip(encoded.chunks_exact(2)) {
@@ -564,9 +575,9 @@ impl StoredVerdict {
         match self {
             StoredVerdict::Trusted(signer) => Verdict::Trusted(Signer {
                 verifier: signer.verifier,
-                identity: signer.identity.to_string(),
-                issuer: signer.issuer.as_deref().map(str::to_owned),
-                matched: signer.matched.to_string(),
+                identity: String::from(&*signer.identity),
+                issuer: signer.issuer.as_deref().map(String::from),
+                matched: String::from(&*signer.matched),
                 signed_digest: match &signer.signed_digest {
                     Some(signed) => Digest::clone(signed),
                     None => digest.clone(),

@@ -395,3 +395,18 @@ async fn a_full_cache_evicts_expired_entries_before_the_oldest() {
     assert!(cache.get(&k).is_some());
     assert!(cache.len() <= 64);
 }
+
+#[test]
+fn digest_bytes_decode_every_hex_digit() {
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    for chunk in bytes.chunks(32) {
+        let encoded = hex::encode(chunk);
+        assert_eq!(decode_hex::<32>(encoded.as_bytes()).as_slice(), chunk);
+    }
+    let digest = Digest::compute(crate::oci::DigestAlgorithm::Sha512, b"x");
+    let key = SlotKey::new(&CacheKey {
+        digest: digest.clone(),
+        fingerprint: Fingerprint::of(b"p"),
+    });
+    assert_eq!(key.digest.to_digest(), Some(digest));
+}
