@@ -10,13 +10,19 @@
 //!   verification runs as a task of its own, so a caller that gives up (kubelet's
 //!   deadline) does not cancel it for the others, and its result still lands here.
 //! - **Bounded**: at most `max_entries` verdicts; past that, expired entries go first,
-//!   then the oldest.
+//!   then the oldest (a thirty-second of the bound at once, so that a full cache scans
+//!   its entries once per that many new verdicts, not on every one).
+//! - **Compact**: 100,000 verdicts must fit in 64 MiB (README, "Performance"). A settled
+//!   verdict is kept inline in the map: the digest as bytes, not hex; no eviction queue
+//!   (a sequence number orders entries); the issuer and trust-material name, which most
+//!   verdicts of one policy share, stored once. The single-flight cell exists only while
+//!   a verification is in flight.
 //! - **Persisted**: each new verdict is appended to a JSON-lines file, which is read back
 //!   at start (entries already expired are dropped) and compacted when it grows. The file
 //!   is trusted state: whoever can write it can make crigate allow an image, so it lives
 //!   in a root-only directory (`StateDirectory=crigate`, mode 0700).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -27,8 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use tokio::sync::OnceCell;
 
-use super::Verdict;
-use crate::oci::Digest;
+use super::{Rejection, Signer, Verdict, VerifierKind};
+use crate::oci::{Digest, DigestAlgorithm};
 
 /// The largest cache file read back at start. 100,000 verdicts are ~40 MiB of JSON; a
 /// larger file is not one crigate wrote.
@@ -90,14 +96,68 @@ pub enum VerifyError<E> {
 /// The verdict cache. Cheap to share behind an `Arc`.
 pub struct VerdictCache {
     config: CacheConfig,
-    state: Mutex<State>,
+    /// Shared with the verification tasks, which settle their slot when done.
+    state: Arc<Mutex<State>>,
     file: Option<Arc<CacheFile>>,
 }
 
 struct State {
-    slots: HashMap<CacheKey, Arc<OnceCell<Entry>>>,
-    /// Keys in insertion order, for eviction; may hold keys already removed.
-    order: VecDeque<CacheKey>,
+    slots: HashMap<SlotKey, Slot>,
+    /// The sequence number of the next slot: insertion order, for eviction.
+    next_seq: u64,
+    /// Issuers and trust-material names of stored verdicts, each kept once.
+    shared: HashSet<Arc<str>>,
+}
+
+/// A [`CacheKey`] as the map holds it: the digest as bytes.
+#[derive(Clone, PartialEq, Eq)]
+struct SlotKey {
+    digest: RawDigest,
+    fingerprint: Fingerprint,
+}
+
+/// A digest's hash bytes. sha512 digests are rare in registries; boxing them keeps every
+/// key at the size of a sha256 one.
+#[derive(Clone, PartialEq, Eq)]
+enum RawDigest {
+    Sha256([u8; 32]),
+    Sha512(Box<[u8; 64]>),
+}
+
+struct Slot {
+    /// Insertion order: lower is older.
+    seq: u64,
+    state: SlotState,
+}
+
+enum SlotState {
+    /// A verification in flight (or one whose callers all left before it settled);
+    /// concurrent callers wait on the cell.
+    Pending(Arc<OnceCell<Entry>>),
+    /// A verdict, settled.
+    Ready(Stored),
+}
+
+/// An [`Entry`] as the map holds it.
+struct Stored {
+    expires: u64,
+    verdict: StoredVerdict,
+}
+
+enum StoredVerdict {
+    Trusted(StoredSigner),
+    /// Rejections are few next to trusted verdicts; boxed, they do not widen every slot.
+    Rejected(Box<Rejection>),
+}
+
+/// A [`Signer`] as the map holds it.
+struct StoredSigner {
+    verifier: VerifierKind,
+    identity: Box<str>,
+    issuer: Option<Arc<str>>,
+    matched: Arc<str>,
+    /// `None` when it is the key's digest, as it is unless an index was signed.
+    signed_digest: Option<Box<Digest>>,
 }
 
 /// The persistence file, appended to by the one task that made each verdict.
@@ -133,14 +193,20 @@ impl VerdictCache {
     pub fn open(config: CacheConfig) -> Result<Self, Error> {
         let mut state = State {
             slots: HashMap::new(),
-            order: VecDeque::new(),
+            next_seq: 0,
+            shared: HashSet::new(),
         };
         let mut file = None;
         if let Some(path) = &config.path {
             let loaded = load(path)?;
             let now = now_secs();
             for line in loaded.into_iter().filter(|l| l.entry.expires > now) {
-                state.insert(line.key, line.entry, config.max_entries);
+                let stored = state.store(&line.key.digest, line.entry);
+                state.insert(
+                    SlotKey::new(&line.key),
+                    SlotState::Ready(stored),
+                    config.max_entries,
+                );
             }
             file = Some(Arc::new(CacheFile {
                 path: path.clone(),
@@ -149,16 +215,25 @@ impl VerdictCache {
         }
         Ok(Self {
             config,
-            state: Mutex::new(state),
+            state: Arc::new(Mutex::new(state)),
             file,
         })
     }
 
     /// The unexpired verdict for `key`, if any. Never waits for a verification.
     pub fn get(&self, key: &CacheKey) -> Option<Verdict> {
-        let slot = self.lock().slots.get(key).cloned()?;
-        let entry = slot.get()?;
-        (entry.expires > now_secs()).then(|| entry.verdict.clone())
+        let slot_key = SlotKey::new(key);
+        let now = now_secs();
+        let state = self.lock();
+        match &state.slots.get(&slot_key)?.state {
+            SlotState::Ready(stored) => {
+                (stored.expires > now).then(|| stored.verdict.to_verdict(&key.digest))
+            }
+            SlotState::Pending(cell) => {
+                let entry = cell.get()?;
+                (entry.expires > now).then(|| entry.verdict.clone())
+            }
+        }
     }
 
     /// The verdict for `key`: from the cache, or from `verify`, run once however many
@@ -183,47 +258,66 @@ impl VerdictCache {
         Fut: Future<Output = Result<Verdict, E>> + Send + 'static,
         E: Send + 'static,
     {
-        let slot = {
+        let slot_key = SlotKey::new(&key);
+        let now = now_secs();
+        let cell = {
             let mut state = self.lock();
-            let now = now_secs();
-            match state.slots.get(&key) {
-                Some(slot) if slot.get().is_some_and(|e| e.expires > now) => {
-                    if let Some(entry) = slot.get() {
+            let pending = match state.slots.get(&slot_key).map(|slot| &slot.state) {
+                Some(SlotState::Ready(stored)) if stored.expires > now => {
+                    return Ok((stored.verdict.to_verdict(&key.digest), Source::Cache));
+                }
+                Some(SlotState::Pending(cell)) => match cell.get() {
+                    Some(entry) if entry.expires > now => {
                         return Ok((entry.verdict.clone(), Source::Cache));
                     }
-                    slot.clone()
-                }
-                // Pending (another caller is verifying): wait for it below.
-                Some(slot) if slot.get().is_none() => slot.clone(),
-                // Expired, or absent: a new slot.
-                _ => {
-                    let slot = Arc::new(OnceCell::new());
-                    state.insert_slot(key.clone(), slot.clone(), self.config.max_entries);
-                    slot
+                    // Another caller is verifying, or one failed: wait for it, or
+                    // take over, below.
+                    None => Some(cell.clone()),
+                    Some(_) => None,
+                },
+                // Expired, or absent.
+                _ => None,
+            };
+            match pending {
+                Some(cell) => cell,
+                None => {
+                    let cell = Arc::new(OnceCell::new());
+                    state.insert(
+                        slot_key.clone(),
+                        SlotState::Pending(cell.clone()),
+                        self.config.max_entries,
+                    );
+                    cell
                 }
             }
         };
         let (positive, negative) = (self.config.positive_ttl, self.config.negative_ttl);
         let file = self.file.clone();
+        let state = self.state.clone();
         let task = tokio::spawn(async move {
-            slot.get_or_try_init(|| async move {
-                let verdict = verify().await?;
-                let ttl = match verdict {
-                    Verdict::Trusted(_) => positive,
-                    Verdict::Rejected(_) => negative,
-                };
-                let entry = Entry {
-                    verdict,
-                    expires: now_secs().saturating_add(ttl.as_secs()),
-                };
-                // Runs once per verification, whoever waits for it.
-                if let Some(file) = &file {
-                    file.append(&key, &entry);
-                }
-                Ok(entry)
-            })
-            .await
-            .cloned()
+            let entry = cell
+                .get_or_try_init(|| async {
+                    let verdict = verify().await?;
+                    let ttl = match verdict {
+                        Verdict::Trusted(_) => positive,
+                        Verdict::Rejected(_) => negative,
+                    };
+                    let entry = Entry {
+                        verdict,
+                        expires: now_secs().saturating_add(ttl.as_secs()),
+                    };
+                    // Runs once per verification, whoever waits for it.
+                    if let Some(file) = &file {
+                        file.append(&key, &entry);
+                    }
+                    Ok(entry)
+                })
+                .await?
+                .clone();
+            // Every waiter tries; the first replaces the cell with the stored verdict,
+            // unless the slot was evicted or replaced meanwhile.
+            lock(&state).settle(&slot_key, &key.digest, &cell);
+            Ok(entry)
         });
         let entry = match task.await {
             Ok(Ok(entry)) => entry,
@@ -263,11 +357,15 @@ impl VerdictCache {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // The state is a map and a queue; a panic mid-update leaves both usable.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.state)
     }
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    // The state is a map and a set; a panic mid-update leaves both usable.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 // === impl CacheFile ===
@@ -305,36 +403,187 @@ impl CacheFile {
 // === impl State ===
 
 impl State {
-    fn insert(&mut self, key: CacheKey, entry: Entry, max: usize) {
-        let slot = Arc::new(OnceCell::new_with(Some(entry)));
-        self.insert_slot(key, slot, max);
-    }
-
-    fn insert_slot(&mut self, key: CacheKey, slot: Arc<OnceCell<Entry>>, max: usize) {
-        if self.slots.insert(key.clone(), slot).is_none() {
-            self.order.push_back(key);
-        }
+    fn insert(&mut self, key: SlotKey, state: SlotState, max: usize) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.slots.insert(key, Slot { seq, state });
         if self.slots.len() > max {
             self.evict(max);
         }
-        // Keys of replaced or evicted slots linger in `order`; keep it from growing
-        // without bound.
-        if self.order.len() > 2 * max.max(16) {
-            let slots = &self.slots;
-            self.order.retain(|k| slots.contains_key(k));
+    }
+
+    /// Brings the cache back under `max`: expired entries first, then the oldest, down
+    /// to `max - max / 32` so that the next inserts do not scan again.
+    fn evict(&mut self, max: usize) {
+        let now = now_secs();
+        self.slots.retain(|_, slot| !slot.is_expired(now));
+        if self.slots.len() > max {
+            let excess = self.slots.len() - (max - max / 32);
+            let mut seqs: Vec<u64> = self.slots.values().map(|slot| slot.seq).collect();
+            // Sequence numbers are unique: exactly `excess` slots are at or below this.
+            let (_, &mut newest_out, _) = seqs.select_nth_unstable(excess.saturating_sub(1));
+            self.slots.retain(|_, slot| slot.seq > newest_out);
+        }
+        self.shared.retain(|s| Arc::strong_count(s) > 1);
+    }
+
+    /// Replaces the pending `cell` of `key` with its verdict, if the slot still holds it.
+    fn settle(&mut self, key: &SlotKey, digest: &Digest, cell: &Arc<OnceCell<Entry>>) {
+        let Some(entry) = cell.get() else { return };
+        let current = self.slots.get(key).map(|slot| &slot.state);
+        if !matches!(current, Some(SlotState::Pending(c)) if Arc::ptr_eq(c, cell)) {
+            return;
+        }
+        let stored = self.store(digest, entry.clone());
+        if let Some(slot) = self.slots.get_mut(key) {
+            slot.state = SlotState::Ready(stored);
         }
     }
 
-    /// Brings the cache back under `max`: expired entries first, then the oldest.
-    fn evict(&mut self, max: usize) {
-        let now = now_secs();
-        self.slots
-            .retain(|_, slot| slot.get().is_none_or(|e| e.expires > now));
-        while self.slots.len() > max {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
+    /// `entry` as the map keeps it, for the key whose digest is `digest`.
+    fn store(&mut self, digest: &Digest, entry: Entry) -> Stored {
+        let verdict = match entry.verdict {
+            Verdict::Trusted(signer) => StoredVerdict::Trusted(StoredSigner {
+                verifier: signer.verifier,
+                identity: signer.identity.into_boxed_str(),
+                issuer: signer.issuer.map(|issuer| self.share(issuer)),
+                matched: self.share(signer.matched),
+                signed_digest: (signer.signed_digest != *digest)
+                    .then(|| Box::new(signer.signed_digest)),
+            }),
+            Verdict::Rejected(rejection) => StoredVerdict::Rejected(Box::new(rejection)),
+        };
+        // Unused shared strings go at eviction; a cache that never fills drops them here.
+        if self.shared.len() > 2 * self.slots.len() + 64 {
+            self.shared.retain(|s| Arc::strong_count(s) > 1);
+        }
+        Stored {
+            expires: entry.expires,
+            verdict,
+        }
+    }
+
+    /// The one shared copy of `text`.
+    fn share(&mut self, text: String) -> Arc<str> {
+        if let Some(shared) = self.shared.get(text.as_str()) {
+            return shared.clone();
+        }
+        let shared: Arc<str> = Arc::from(text);
+        self.shared.insert(shared.clone());
+        shared
+    }
+
+    /// Each settled verdict with its key, for the persistence file.
+    fn lines(&self) -> impl Iterator<Item = Line> + '_ {
+        self.slots.iter().filter_map(|(key, slot)| {
+            let digest = key.digest.to_digest()?;
+            let entry = match &slot.state {
+                SlotState::Ready(stored) => Entry {
+                    verdict: stored.verdict.to_verdict(&digest),
+                    expires: stored.expires,
+                },
+                SlotState::Pending(cell) => cell.get()?.clone(),
             };
-            self.slots.remove(&oldest);
+            Some(Line {
+                key: CacheKey {
+                    digest,
+                    fingerprint: key.fingerprint,
+                },
+                entry,
+            })
+        })
+    }
+}
+
+// === impl Slot ===
+
+impl Slot {
+    /// Whether this slot holds a verdict past its TTL; pending slots have none yet.
+    fn is_expired(&self, now: u64) -> bool {
+        match &self.state {
+            SlotState::Ready(stored) => stored.expires <= now,
+            SlotState::Pending(cell) => cell.get().is_some_and(|e| e.expires <= now),
+        }
+    }
+}
+
+// === impl SlotKey ===
+
+impl std::hash::Hash for SlotKey {
+    /// The bytes alone, in one write each: the derived impl adds a discriminant and
+    /// length prefixes to hash, which a lookup pays for on every call. Equal keys still
+    /// hash equally; the input lengths (64 or 96 bytes) keep the two kinds apart.
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match &self.digest {
+            RawDigest::Sha256(bytes) => state.write(bytes),
+            RawDigest::Sha512(bytes) => state.write(bytes.as_slice()),
+        }
+        state.write(&self.fingerprint.0);
+    }
+}
+
+impl SlotKey {
+    fn new(key: &CacheKey) -> Self {
+        let encoded = key.digest.encoded().as_bytes();
+        let digest = match key.digest.algorithm() {
+            DigestAlgorithm::Sha256 => RawDigest::Sha256(decode_hex(encoded)),
+            DigestAlgorithm::Sha512 => RawDigest::Sha512(Box::new(decode_hex(encoded))),
+        };
+        Self {
+            digest,
+            fingerprint: key.fingerprint,
+        }
+    }
+}
+
+/// The bytes of the lowercase hex in `encoded`. `Digest` guarantees its encoded part is
+/// lowercase hex of its algorithm's length (OCI image spec, "Digests"), so nothing is
+/// left over or short; this only decodes, it does not check. It runs on every lookup.
+fn decode_hex<const N: usize>(encoded: &[u8]) -> [u8; N] {
+    // '0'..='9' are 0x30..=0x39 (bit 6 clear), 'a'..='f' are 0x61..=0x66 (bit 6 set):
+    // the low four bits, plus 9 for a letter.
+    fn nibble(c: u8) -> u8 {
+        (c & 0x0f) + 9 * (c >> 6)
+    }
+    let mut out = [0u8; N];
+    for (byte, pair) in out.iter_mut().zip(encoded.chunks_exact(2)) {
+        if let [high, low] = pair {
+            *byte = (nibble(*high) << 4) | nibble(*low);
+        }
+    }
+    out
+}
+
+// === impl RawDigest ===
+
+impl RawDigest {
+    /// The digest these bytes came from; `None` cannot happen for bytes of a `Digest`.
+    fn to_digest(&self) -> Option<Digest> {
+        let text = match self {
+            RawDigest::Sha256(bytes) => format!("sha256:{}", hex::encode(bytes)),
+            RawDigest::Sha512(bytes) => format!("sha512:{}", hex::encode(bytes.as_slice())),
+        };
+        text.parse().ok()
+    }
+}
+
+// === impl StoredVerdict ===
+
+impl StoredVerdict {
+    /// The verdict, for a key whose digest is `digest`.
+    fn to_verdict(&self, digest: &Digest) -> Verdict {
+        match self {
+            StoredVerdict::Trusted(signer) => Verdict::Trusted(Signer {
+                verifier: signer.verifier,
+                identity: String::from(&*signer.identity),
+                issuer: signer.issuer.as_deref().map(String::from),
+                matched: String::from(&*signer.matched),
+                signed_digest: match &signer.signed_digest {
+                    Some(signed) => Digest::clone(signed),
+                    None => digest.clone(),
+                },
+            }),
+            StoredVerdict::Rejected(rejection) => Verdict::Rejected(Rejection::clone(rejection)),
         }
     }
 }
@@ -382,16 +631,10 @@ fn rewrite(path: &Path, state: &State) -> Result<File, Error> {
     };
     let tmp = path.with_extension("tmp");
     let mut out = Vec::new();
-    for (key, slot) in &state.slots {
-        if let Some(entry) = slot.get() {
-            let line = Line {
-                key: key.clone(),
-                entry: entry.clone(),
-            };
-            if let Ok(text) = serde_json::to_string(&line) {
-                out.extend_from_slice(text.as_bytes());
-                out.push(b'\n');
-            }
+    for line in state.lines() {
+        if let Ok(text) = serde_json::to_string(&line) {
+            out.extend_from_slice(text.as_bytes());
+            out.push(b'\n');
         }
     }
     let mut options = OpenOptions::new();

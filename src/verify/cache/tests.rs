@@ -318,3 +318,95 @@ fn fingerprint_round_trips_as_hex() {
     assert_eq!(Fingerprint::try_from(text).unwrap(), f);
     assert!(Fingerprint::try_from("zz".to_owned()).is_err());
 }
+
+#[tokio::test]
+async fn stored_verdicts_keep_every_field_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    // A platform manifest trusted through its index (signed digest differs from the key),
+    // a sha512 key, and a rejection: each kept in its compact form, then read back.
+    let platform = key(1);
+    let index = Digest::sha256(b"index");
+    let mut through_index = trusted(&platform);
+    if let Verdict::Trusted(signer) = &mut through_index {
+        signer.signed_digest = index.clone();
+    }
+    let long = CacheKey {
+        digest: Digest::compute(crate::oci::DigestAlgorithm::Sha512, b"long"),
+        fingerprint: Fingerprint::of(b"policy-a"),
+    };
+    let rejected = CacheKey {
+        digest: Digest::sha256(b"rejected"),
+        fingerprint: Fingerprint::of(b"policy-a"),
+    };
+    let mismatch = Verdict::Rejected(Rejection::DigestMismatch {
+        signed: index.to_string(),
+        image: rejected.digest.clone(),
+    });
+    let cases = [
+        (platform, through_index),
+        (long.clone(), trusted(&long)),
+        (rejected, mismatch),
+    ];
+    let runs = Arc::new(AtomicUsize::new(0));
+    {
+        let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+        for (k, verdict) in &cases {
+            cache
+                .get_or_verify(k.clone(), counted(&runs, verdict.clone(), Duration::ZERO))
+                .await
+                .unwrap();
+            assert_eq!(cache.get(k).as_ref(), Some(verdict));
+        }
+    }
+    let cache = VerdictCache::open(config(Some(path))).unwrap();
+    for (k, verdict) in &cases {
+        assert_eq!(cache.get(k).as_ref(), Some(verdict), "{k:?} changed");
+    }
+    assert!(cache.get(&key(2)).is_none());
+}
+
+#[tokio::test]
+async fn a_full_cache_evicts_expired_entries_before_the_oldest() {
+    let mut small = config(None);
+    small.max_entries = 64;
+    small.negative_ttl = Duration::ZERO;
+    let cache = VerdictCache::open(small).unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let rejected = |k: &CacheKey| Verdict::Rejected(Rejection::NoSignature(k.digest.clone()));
+    // The oldest entry is trusted, then 63 rejections that expire at once.
+    for n in 0..64 {
+        let k = key(n);
+        let verdict = if n == 0 { trusted(&k) } else { rejected(&k) };
+        cache
+            .get_or_verify(k.clone(), counted(&runs, verdict, Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    let k = key(64);
+    cache
+        .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+        .await
+        .unwrap();
+    assert!(
+        cache.get(&key(0)).is_some(),
+        "the oldest went before expired ones"
+    );
+    assert!(cache.get(&k).is_some());
+    assert!(cache.len() <= 64);
+}
+
+#[test]
+fn digest_bytes_decode_every_hex_digit() {
+    let bytes: Vec<u8> = (0..=255u8).collect();
+    for chunk in bytes.chunks(32) {
+        let encoded = hex::encode(chunk);
+        assert_eq!(decode_hex::<32>(encoded.as_bytes()).as_slice(), chunk);
+    }
+    let digest = Digest::compute(crate::oci::DigestAlgorithm::Sha512, b"x");
+    let key = SlotKey::new(&CacheKey {
+        digest: digest.clone(),
+        fingerprint: Fingerprint::of(b"p"),
+    });
+    assert_eq!(key.digest.to_digest(), Some(digest));
+}

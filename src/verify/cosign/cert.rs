@@ -9,7 +9,10 @@ use std::time::SystemTime;
 use x509_cert::der::asn1::{ObjectIdentifier, OctetString, Utf8StringRef};
 use x509_cert::der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName};
+use x509_cert::ext::pkix::{
+    AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage, SubjectAltName,
+    SubjectKeyIdentifier,
+};
 use x509_cert::Certificate;
 
 use super::key::{KeyError, PublicKey};
@@ -50,6 +53,11 @@ pub struct ParsedCertificate {
     der: Vec<u8>,
     tbs_der: Vec<u8>,
     key: Result<PublicKey, String>,
+    /// The authorityKeyIdentifier's keyIdentifier (RFC 5280 §4.2.1.1), if present and
+    /// readable; used only to order issuer candidates.
+    authority_key_id: Option<Box<[u8]>>,
+    /// The subjectKeyIdentifier (RFC 5280 §4.2.1.2), likewise.
+    subject_key_id: Option<Box<[u8]>>,
 }
 
 /// Who a leaf certificate names: every SAN value (email, URI, DNS) and the OIDC issuer.
@@ -92,11 +100,22 @@ impl ParsedCertificate {
             .map_err(CertificateError::Der)?;
         let key = PublicKey::from_spki(cert.tbs_certificate().subject_public_key_info())
             .map_err(|e| e.to_string());
+        let tbs = cert.tbs_certificate();
+        let authority_key_id = match tbs.get_extension::<AuthorityKeyIdentifier>() {
+            Ok(Some((_, aki))) => aki.key_identifier.map(|id| id.into_bytes()),
+            _ => None,
+        };
+        let subject_key_id = match tbs.get_extension::<SubjectKeyIdentifier>() {
+            Ok(Some((_, ski))) => Some(ski.0.into_bytes()),
+            _ => None,
+        };
         Ok(Self {
             cert,
             der: der.to_vec(),
             tbs_der,
             key,
+            authority_key_id,
+            subject_key_id,
         })
     }
 
@@ -191,6 +210,20 @@ impl ParsedCertificate {
             signature,
         )
         .is_ok()
+    }
+
+    /// The order in which to try `issuer` as this certificate's issuer: 0 when its
+    /// subjectKeyIdentifier is this certificate's authorityKeyIdentifier, 1 when either
+    /// is absent, 2 when they differ. RFC 5280 §4.2.1.1 has the AKI identify the key
+    /// that signed, "to facilitate chain building"; RFC 4158 §3.5.12 sorts on it. A
+    /// mismatch is tried last, not skipped (as Go's `x509.CertPool` does), so ordering
+    /// changes the cost of path building, never its outcome.
+    pub(super) fn issuer_rank(&self, issuer: &ParsedCertificate) -> u8 {
+        match (&self.authority_key_id, &issuer.subject_key_id) {
+            (Some(aki), Some(ski)) if aki == ski => 0,
+            (Some(_), Some(_)) => 2,
+            _ => 1,
+        }
     }
 
     fn is_ca(&self) -> bool {
@@ -302,7 +335,11 @@ fn extend_path<'a>(
     let below = path.len().saturating_sub(1);
     // trusted_root.json validFor of a CA bounds when the certificates it issued start.
     let leaf_start = path.first().map(|leaf| leaf.validity().0);
-    for root in roots {
+    // Likely issuers first: a root with the issuer's name but another key (a re-keyed
+    // Fulcio root) would otherwise cost a signature check that cannot succeed.
+    let mut ranked: Vec<&FulcioCa> = roots.iter().collect();
+    ranked.sort_by_key(|root| current.issuer_rank(&root.certificate));
+    for root in ranked {
         let in_window = leaf_start.is_some_and(|t| root.valid_for.contains(t));
         let anchor = &root.certificate;
         if !in_window || !spend(budget) {
@@ -316,7 +353,9 @@ fn extend_path<'a>(
     if path.len() >= MAX_CHAIN_DEPTH.saturating_sub(1) {
         return false;
     }
-    for &candidate in intermediates {
+    let mut candidates = intermediates.to_vec();
+    candidates.sort_by_key(|candidate| current.issuer_rank(candidate));
+    for candidate in candidates {
         let already = path.iter().any(|c| c.der == candidate.der);
         if already || candidate.is_self_issued() {
             continue;

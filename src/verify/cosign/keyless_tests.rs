@@ -994,3 +994,45 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
         Rejection::UntrustedRoot(_)
     ));
 }
+
+#[test]
+fn issuers_are_tried_by_key_identifier_first_and_a_mismatch_last() {
+    let with_id = |id: u8| {
+        let mut params = ca_params("test-root");
+        params.key_identifier_method = rcgen::KeyIdMethod::PreSpecified(vec![id; 20]);
+        params
+    };
+    let root_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let root_pem = root_key.serialize_pem();
+    let root = with_id(1).self_signed(&root_key).unwrap();
+    // Another root with the same name (a re-keyed root, say) and its own identifier.
+    let decoy_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let decoy = with_id(9).self_signed(&decoy_key).unwrap();
+    let inter_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+    let mut inter_params = ca_params("test-intermediate");
+    inter_params.use_authority_key_identifier_extension = true;
+    let inter = inter_params
+        .signed_by(&inter_key, &Issuer::new(with_id(1), root_key))
+        .unwrap();
+    // Signed by the root's key, but naming another key identifier.
+    let misnamed = inter_params
+        .signed_by(
+            &inter_key,
+            &Issuer::new(with_id(2), KeyPair::from_pem(&root_pem).unwrap()),
+        )
+        .unwrap();
+
+    let parse = |der: &[u8]| ParsedCertificate::from_der(der).unwrap();
+    let (root, decoy) = (parse(root.der()), parse(decoy.der()));
+    let (inter, misnamed) = (parse(inter.der()), parse(misnamed.der()));
+    assert_eq!(inter.issuer_rank(&root), 0);
+    assert_eq!(inter.issuer_rank(&decoy), 2);
+    let roots = [FulcioCa::from(decoy.clone()), FulcioCa::from(root.clone())];
+    let path = build_chain(&inter, &[], &roots).unwrap();
+    assert_eq!(path[1].der(), root.der());
+    // A mismatched identifier orders the candidate last; it does not exclude it.
+    assert_eq!(misnamed.issuer_rank(&root), 2);
+    let path = build_chain(&misnamed, &[], &roots).unwrap();
+    assert_eq!(path[1].der(), root.der());
+    assert!(build_chain(&misnamed, &[], &roots[..1]).is_err());
+}

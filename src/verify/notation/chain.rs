@@ -6,8 +6,12 @@
 //! extensions are not evaluated (signature spec, "Other requirements" 2).
 #![deny(clippy::indexing_slicing)]
 
+use std::fmt::Write as _;
+
 use const_oid::ObjectIdentifier;
+use der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
 use der::{Decode, Encode, Tagged};
+use x509_cert::attr::AttributeTypeAndValue;
 use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
 use x509_cert::Certificate;
 
@@ -31,25 +35,30 @@ const CRL_DISTRIBUTION_POINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("
 const AUTHORITY_INFO_ACCESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
 
 /// The X.520 attribute types the trust policy's `x509.subject` may name, with the
-/// short names RFC 4514 3 gives them.
-const SUBJECT_ATTRIBUTES: &[(&str, &str)] = &[
-    ("2.5.4.6", "C"),
-    ("2.5.4.8", "ST"),
-    ("2.5.4.7", "L"),
-    ("2.5.4.10", "O"),
-    ("2.5.4.11", "OU"),
-    ("2.5.4.3", "CN"),
-    ("2.5.4.5", "SERIALNUMBER"),
-    ("2.5.4.9", "STREET"),
-    ("2.5.4.17", "POSTALCODE"),
+/// short names RFC 4514 3 gives them. These are also the names x509-cert's `Display`
+/// gives them (the shortest in `const_oid::db`, uppercased), which
+/// [`Cert::subject`] relies on to format them without searching that database.
+const SUBJECT_ATTRIBUTES: &[(ObjectIdentifier, &str)] = &[
+    (ObjectIdentifier::new_unwrap("2.5.4.6"), "C"),
+    (ObjectIdentifier::new_unwrap("2.5.4.8"), "ST"),
+    (ObjectIdentifier::new_unwrap("2.5.4.7"), "L"),
+    (ObjectIdentifier::new_unwrap("2.5.4.10"), "O"),
+    (ObjectIdentifier::new_unwrap("2.5.4.11"), "OU"),
+    (ObjectIdentifier::new_unwrap("2.5.4.3"), "CN"),
+    (ObjectIdentifier::new_unwrap("2.5.4.5"), "SERIALNUMBER"),
+    (ObjectIdentifier::new_unwrap("2.5.4.9"), "STREET"),
+    (ObjectIdentifier::new_unwrap("2.5.4.17"), "POSTALCODE"),
 ];
 
-/// A parsed certificate with the exact bytes it was read from.
+/// A parsed certificate with the exact bytes it was read from, and its public key, read
+/// once: a chain uses each key for up to three checks (envelope or issued certificate,
+/// key length, self-signature).
 #[derive(Clone, Debug)]
 pub(crate) struct Cert {
     der: Vec<u8>,
     tbs: Vec<u8>,
     cert: Certificate,
+    key: Result<PublicKey, CryptoError>,
 }
 
 /// Which chain a rule was applied to, for messages.
@@ -117,10 +126,41 @@ impl Cert {
             .read(tlv::SEQUENCE)
             .map_err(|e| ChainError::Malformed(e.to_string()))?;
         let cert = Certificate::from_der(der).map_err(|e| ChainError::Malformed(e.to_string()))?;
+        let key = PublicKey::from_spki(cert.tbs_certificate().subject_public_key_info());
         Ok(Self {
             der: der.to_vec(),
             tbs: tbs.raw.to_vec(),
             cert,
+            key,
+        })
+    }
+
+    /// A certificate already decoded (from a CMS `SignedData`), encoded once for its
+    /// exact bytes rather than decoded again.
+    ///
+    /// # Errors
+    ///
+    /// Over [`MAX_CERT_BYTES`] once encoded, or not encodable.
+    pub(crate) fn from_certificate(cert: Certificate) -> Result<Self, ChainError> {
+        let der = cert
+            .to_der()
+            .map_err(|e| ChainError::Malformed(e.to_string()))?;
+        if der.len() > MAX_CERT_BYTES {
+            return Err(ChainError::TooLarge(der.len()));
+        }
+        let outer =
+            tlv::single(&der, tlv::SEQUENCE).map_err(|e| ChainError::Malformed(e.to_string()))?;
+        let tbs = DerReader::new(outer.value)
+            .read(tlv::SEQUENCE)
+            .map_err(|e| ChainError::Malformed(e.to_string()))?
+            .raw
+            .to_vec();
+        let key = PublicKey::from_spki(cert.tbs_certificate().subject_public_key_info());
+        Ok(Self {
+            der,
+            tbs,
+            cert,
+            key,
         })
     }
 
@@ -128,9 +168,24 @@ impl Cert {
         &self.der
     }
 
-    /// The subject as an RFC 4514 string, most specific attribute first.
+    /// The subject as an RFC 4514 string, most specific attribute first, exactly as
+    /// x509-cert's `Display` writes it. That looks each attribute type up by a linear
+    /// search of the whole OID database; the common types are written here directly.
     pub(crate) fn subject(&self) -> String {
-        self.cert.tbs_certificate().subject().to_string()
+        let mut out = String::new();
+        // RFC 4514 2.1: the RDNs in reverse order, comma-separated; within one, "+".
+        let rdns: Vec<_> = self.cert.tbs_certificate().subject().iter_rdn().collect();
+        for (i, rdn) in rdns.iter().rev().enumerate() {
+            for (j, atv) in rdn.iter().enumerate() {
+                if i > 0 && j == 0 {
+                    out.push(',');
+                } else if j > 0 {
+                    out.push('+');
+                }
+                write_attribute(&mut out, atv);
+            }
+        }
+        out
     }
 
     /// The subject's attributes that `x509.subject` identities can name, by short name,
@@ -138,8 +193,7 @@ impl Cert {
     pub(crate) fn subject_attributes(&self) -> Vec<(&'static str, String)> {
         let mut attributes = Vec::new();
         for atv in self.cert.tbs_certificate().subject().iter() {
-            let oid = atv.oid.to_string();
-            let Some((_, name)) = SUBJECT_ATTRIBUTES.iter().find(|(o, _)| *o == oid) else {
+            let Some((_, name)) = SUBJECT_ATTRIBUTES.iter().find(|(o, _)| *o == atv.oid) else {
                 continue;
             };
             if let Some(value) = directory_string(&atv.value) {
@@ -170,13 +224,11 @@ impl Cert {
         Ok(())
     }
 
-    pub(crate) fn public_key(&self) -> Result<PublicKey, ChainError> {
-        PublicKey::from_spki(self.cert.tbs_certificate().subject_public_key_info()).map_err(
-            |source| ChainError::Key {
-                subject: self.subject(),
-                source,
-            },
-        )
+    pub(crate) fn public_key(&self) -> Result<&PublicKey, ChainError> {
+        self.key.as_ref().map_err(|source| ChainError::Key {
+            subject: self.subject(),
+            source: source.clone(),
+        })
     }
 
     /// Whether `issuer` issued this certificate: the names link and `issuer`'s key
@@ -202,11 +254,31 @@ impl Cert {
         let Some(signature) = self.cert.signature().as_bytes() else {
             return false;
         };
-        alg.verify(&key, &self.tbs, signature).is_ok()
+        alg.verify(key, &self.tbs, signature).is_ok()
     }
 
     pub(crate) fn is_self_signed(&self) -> bool {
         self.is_issued_by(self)
+    }
+
+    /// Whether this is a self-signed CA certificate, as notation-core-go's `isSelfSigned`
+    /// judges certificates inside a chain: with Go's `CheckSignatureFrom`, which refuses
+    /// a signer that is a version 3 certificate without basicConstraints, has cA unset
+    /// (RFC 5280 4.2.1.9), or has keyUsage without keyCertSign (4.2.1.3), before any
+    /// signature arithmetic. A leaf (which the signing chain rules forbid to be a CA)
+    /// therefore costs no signature check here, even when it shares its issuer's name.
+    fn is_self_signed_ca(&self) -> bool {
+        let tbs = self.cert.tbs_certificate();
+        let may_sign = match tbs.get_extension::<BasicConstraints>() {
+            Ok(Some((_, bc))) => bc.ca,
+            Ok(None) => tbs.version() != x509_cert::Version::V3,
+            Err(_) => false,
+        } && match tbs.get_extension::<KeyUsage>() {
+            Ok(Some((_, ku))) => ku.0.contains(KeyUsages::KeyCertSign),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        may_sign && self.is_self_signed()
     }
 
     /// Whether the certificate names CRL or OCSP locations (RFC 5280 4.2.1.13,
@@ -458,7 +530,7 @@ fn validate_ordered_chain(chain: &[Cert], purpose: Purpose) -> Result<(), ChainE
     // the correct order."
     for (index, pair) in chain.windows(2).enumerate() {
         let [cert, issuer] = pair else { continue };
-        if cert.is_self_signed() {
+        if cert.is_self_signed_ca() {
             return Err(ChainError::SelfSignedInChain(cert.subject()));
         }
         if !cert.is_issued_by(issuer) {
@@ -483,13 +555,13 @@ fn validate_ordered_chain(chain: &[Cert], purpose: Purpose) -> Result<(), ChainE
 /// # Errors
 ///
 /// No path to a trusted certificate, or a certificate on the path breaks a rule.
-pub(crate) fn build_timestamping_chain(
-    tsa: &Cert,
-    token_certs: &[Cert],
-    anchors: &[Cert],
+pub(crate) fn build_timestamping_chain<'a>(
+    tsa: &'a Cert,
+    token_certs: &'a [Cert],
+    anchors: &[&'a Cert],
     gen_time: Moment,
-) -> Result<Vec<Cert>, ChainError> {
-    let mut chain = vec![tsa.clone()];
+) -> Result<Vec<&'a Cert>, ChainError> {
+    let mut chain = vec![tsa];
     loop {
         let current = chain.last().ok_or(ChainError::Empty)?;
         if anchors.iter().any(|anchor| anchor.der == current.der) {
@@ -500,9 +572,9 @@ pub(crate) fn build_timestamping_chain(
         }
         let next = anchors
             .iter()
+            .copied()
             .chain(token_certs.iter())
-            .find(|candidate| candidate.der != current.der && current.is_issued_by(candidate))
-            .cloned();
+            .find(|candidate| candidate.der != current.der && current.is_issued_by(candidate));
         match next {
             Some(issuer) => chain.push(issuer),
             None => return Err(ChainError::NoIssuer(current.subject())),
@@ -517,6 +589,45 @@ pub(crate) fn build_timestamping_chain(
         cert.check_valid_at(gen_time)?;
     }
     Ok(chain)
+}
+
+/// Appends one attribute as x509-cert's `Display` for `AttributeTypeAndValue` writes it
+/// (RFC 4514 2.3, 2.4): `NAME=value` with the special characters escaped, for the types
+/// of [`SUBJECT_ATTRIBUTES`] with a string value; anything else through that `Display`.
+fn write_attribute(out: &mut String, atv: &AttributeTypeAndValue) {
+    let name = SUBJECT_ATTRIBUTES
+        .iter()
+        .find(|(oid, _)| *oid == atv.oid)
+        .map(|(_, name)| *name);
+    let value = match atv.value.tag() {
+        der::Tag::PrintableString => PrintableStringRef::try_from(&atv.value)
+            .ok()
+            .map(|s| s.as_str()),
+        der::Tag::Utf8String => Utf8StringRef::try_from(&atv.value).ok().map(|s| s.as_str()),
+        der::Tag::Ia5String => Ia5StringRef::try_from(&atv.value).ok().map(|s| s.as_str()),
+        _ => None,
+    };
+    let (Some(name), Some(value)) = (name, value) else {
+        let _ = write!(out, "{atv}");
+        return;
+    };
+    out.push_str(name);
+    out.push('=');
+    let mut chars = value.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '#' if i == 0 => out.push_str("\\#"),
+            ' ' if i == 0 || chars.peek().is_none() => out.push_str("\\ "),
+            '"' | '+' | ',' | ';' | '<' | '>' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\x00'..='\x1f' | '\x7f' => {
+                let _ = write!(out, "\\{:02x}", c as u8);
+            }
+            _ => out.push(c),
+        }
+    }
 }
 
 fn time_to_moment(time: x509_cert::time::Time) -> Moment {
@@ -690,5 +801,85 @@ mod tests {
             validate_signing_chain(std::slice::from_ref(&root), at("2020-01-01T00:00:00Z")),
             Err(ChainError::Requirement { .. })
         ));
+    }
+
+    #[test]
+    fn subject_is_written_as_x509_cert_displays_it() {
+        use rcgen::{CertificateParams, DistinguishedName, DnType, DnValue, KeyPair};
+        let mut certs = n13_chain();
+        certs.push(store_cert("ca/e2e/e2e.crt"));
+        certs.push(store_cert("tsa/globalsign-r6/globalsignRoot.cer"));
+        let oid = |arcs: &[u64]| DnType::CustomDnType(arcs.to_vec());
+        let names: Vec<Vec<(DnType, DnValue)>> = vec![
+            vec![
+                (DnType::CountryName, "US".into()),
+                (DnType::StateOrProvinceName, "WA".into()),
+                (DnType::LocalityName, "Seattle".into()),
+                (DnType::OrganizationName, "Example, Inc.".into()),
+                (DnType::OrganizationalUnitName, "Build+Release".into()),
+                (DnType::CommonName, "#lead <a>;\"b\"\\c trail ".into()),
+            ],
+            vec![
+                (oid(&[2, 5, 4, 5]), "12345".into()),
+                (oid(&[2, 5, 4, 9]), " 1 Main St".into()),
+                (oid(&[2, 5, 4, 17]), "98101".into()),
+                (DnType::CommonName, "ctl\u{1}\u{7f}".into()),
+            ],
+            // Types outside the table (email, domainComponent, an unknown OID) and a
+            // string type it does not write itself.
+            vec![
+                (
+                    oid(&[1, 2, 840, 113549, 1, 9, 1]),
+                    DnValue::Ia5String("a@example.com".try_into().unwrap()),
+                ),
+                (oid(&[0, 9, 2342, 19200300, 100, 1, 25]), "example".into()),
+                (oid(&[1, 2, 3, 4]), "x".into()),
+                (
+                    DnType::CommonName,
+                    DnValue::BmpString("bmp".try_into().unwrap()),
+                ),
+                (
+                    DnType::OrganizationName,
+                    DnValue::PrintableString("Printable".try_into().unwrap()),
+                ),
+            ],
+        ];
+        for attributes in names {
+            let mut params = CertificateParams::default();
+            params.distinguished_name = DistinguishedName::new();
+            for (kind, value) in attributes {
+                params.distinguished_name.push(kind, value);
+            }
+            let key = KeyPair::generate().unwrap();
+            let cert = params.self_signed(&key).unwrap();
+            certs.push(Cert::from_der(cert.der()).unwrap());
+        }
+        for cert in &certs {
+            let expected = cert.cert.tbs_certificate().subject().to_string();
+            assert_eq!(cert.subject(), expected);
+        }
+    }
+
+    #[test]
+    fn a_self_signed_ca_inside_a_chain_is_refused() {
+        let chain = n13_chain();
+        let root_twice = vec![chain[0].clone(), chain[1].clone(), chain[1].clone()];
+        assert!(matches!(
+            validate_signing_chain(&root_twice, at("2021-01-01T00:00:00Z")),
+            Err(ChainError::SelfSignedInChain(_))
+        ));
+        // The N13 leaf shares its issuer's name but is no CA: not self-signed, and no
+        // signature check is spent finding that out.
+        assert!(!chain[0].is_self_signed_ca());
+        assert!(chain[1].is_self_signed_ca());
+    }
+
+    #[test]
+    fn token_certificates_keep_their_bytes() {
+        for cert in [store_cert("ca/e2e/e2e.crt"), n13_chain().remove(0)] {
+            let again = Cert::from_certificate(cert.cert.clone()).unwrap();
+            assert_eq!(again.der(), cert.der());
+            assert_eq!(again.tbs, cert.tbs);
+        }
     }
 }

@@ -474,7 +474,7 @@ fn parse_envelope(media_type: &str, bytes: &[u8]) -> Result<Envelope, Rejection>
 /// algorithm satisfies algorithm requirements", then verify with it.
 fn check_signature(envelope: &Envelope, leaf: &Cert) -> Result<(), Rejection> {
     let key = leaf.public_key().map_err(chain_rejection)?;
-    let expected = crypto::SignatureAlgorithm::for_key(&key).ok_or_else(|| {
+    let expected = crypto::SignatureAlgorithm::for_key(key).ok_or_else(|| {
         Rejection::UnsupportedAlgorithm(format!(
             "signing key of {} bits has no Notary Project algorithm",
             key.bits()
@@ -489,7 +489,7 @@ fn check_signature(envelope: &Envelope, leaf: &Cert) -> Result<(), Rejection> {
     }
     envelope
         .alg
-        .verify(&key, &envelope.signing_input, &envelope.signature)
+        .verify(key, &envelope.signing_input, &envelope.signature)
         .map_err(|e| Rejection::Tampered(format!("envelope signature: {e}")))
 }
 
@@ -579,10 +579,9 @@ fn check_authentic_timestamp(
     if scheme == SigningScheme::X509SigningAuthority {
         return Ok(Some(signing_time));
     }
-    let anchors: Vec<Cert> = policy
+    let anchors: Vec<&Cert> = policy
         .stores(StoreKind::Tsa)
         .flat_map(|s| store.certs(s))
-        .cloned()
         .collect();
     let mut use_timestamp = policy.stores(StoreKind::Tsa).next().is_some();
     if use_timestamp && policy.verify_timestamp == TimestampOption::AfterCertExpiry {
@@ -741,7 +740,8 @@ pub fn fuzz_envelope(data: &[u8]) {
             }
         }
         if let Some(token) = &envelope.timestamp {
-            let _ = timestamp::verify(token, &envelope.signature, &chain);
+            let anchors: Vec<&Cert> = chain.iter().collect();
+            let _ = timestamp::verify(token, &envelope.signature, &anchors);
         }
     }
     let _ = timestamp::verify(data, b"", &[]);

@@ -216,7 +216,7 @@ impl CrlSet {
             let verified = X509Algorithm::from_identifier(&crl.list.signature_algorithm, None)
                 .ok()
                 .zip(crl.list.signature.as_bytes())
-                .is_some_and(|(alg, sig)| alg.verify(&key, &crl.tbs, sig).is_ok());
+                .is_some_and(|(alg, sig)| alg.verify(key, &crl.tbs, sig).is_ok());
             if !verified {
                 reason = "a CRL from its issuer's name does not verify with the issuer's key";
                 continue;

@@ -81,7 +81,7 @@ pub(crate) enum TimestampError {
 pub(crate) fn verify(
     token: &[u8],
     signature: &[u8],
-    anchors: &[Cert],
+    anchors: &[&Cert],
 ) -> Result<TimestampRange, TimestampError> {
     if token.len() > MAX_TIMESTAMP_BYTES {
         return Err(TimestampError::TooLarge(token.len()));
@@ -94,7 +94,7 @@ pub(crate) fn verify(
             content_info.content_type
         )));
     }
-    let signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
+    let mut signed_data: SignedData = content_info.content.decode_as().map_err(malformed)?;
     // RFC 3161 2.4.2: eContentType is id-ct-TSTInfo and eContent the DER TSTInfo.
     let encap = &signed_data.encap_content_info;
     if encap.econtent_type != ID_CT_TST_INFO {
@@ -123,15 +123,16 @@ pub(crate) fn verify(
     let [signer] = signers.as_slice() else {
         return Err(TimestampError::SignerCount(signers.len()));
     };
-    let token_certs: Vec<Cert> = match &signed_data.certificates {
+    // Decoded with the token already: encoded once for their bytes, not decoded again.
+    let token_certs: Vec<Cert> = match signed_data.certificates.take() {
         Some(set) => set
             .0
-            .iter()
+            .into_vec()
+            .into_iter()
             .filter_map(|choice| match choice {
-                CertificateChoices::Certificate(cert) => cert.to_der().ok(),
+                CertificateChoices::Certificate(cert) => Some(Cert::from_certificate(cert)),
                 CertificateChoices::Other(_) => None,
             })
-            .map(|der| Cert::from_der(&der))
             .collect::<Result<_, _>>()
             .map_err(TimestampError::Chain)?,
         None => Vec::new(),
@@ -192,7 +193,7 @@ pub(crate) fn verify(
         .map_err(|e| TimestampError::Algorithm(e.to_string()))?;
     let key = tsa_cert.public_key().map_err(TimestampError::Chain)?;
     algorithm
-        .verify(&key, &signed_attrs_der, signer.signature.as_bytes())
+        .verify(key, &signed_attrs_der, signer.signature.as_bytes())
         .map_err(|_| TimestampError::BadSignature)?;
 
     // "Validate that timestamp certificate and certificate chain leads to a trusted TSA
