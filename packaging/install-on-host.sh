@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Installs or updates crigate on the node this pod runs on, then stays to keep the node's
+# config in step with the ConfigMap. It is the entrypoint of the installer image
+# (packaging/Containerfile.installer), run by the DaemonSet in packaging/kubernetes/.
+#
+# crigate itself runs under the host's systemd, never in this pod: kubelet needs the CRI
+# socket before it can start any pod. This pod only copies files onto the host and asks
+# the host's systemd (through nsenter into PID 1's namespaces; the pod has hostPID) to
+# start or restart the units. A rolling update of the DaemonSet is how a node is updated.
+#
+# Steps, each done only when the content differs from what the host has:
+#   1. the binary to ${CRIGATE_BIN_DIR}/crigate (written beside it, then renamed, so a
+#      running crigate is never overwritten in place);
+#   2. crigate.socket and crigate.service to /etc/systemd/system, ExecStart pointing at
+#      that binary;
+#   3. config.toml (and trustpolicy.json, if the ConfigMap has it) to /etc/crigate, each
+#      checked with `crigate policy check` on the host first; the Notation trust store
+#      directories;
+#   4. systemctl daemon-reload; enable --now crigate.socket crigate.service; restart
+#      crigate.service when the binary or a unit changed (the socket stays, so kubelet's
+#      calls queue during the restart), else reload it when the trust policy changed;
+#   5. mark the pod ready, then every CRIGATE_SYNC_SECONDS copy a changed config again
+#      (crigate reloads its config file by itself; a changed trust policy gets
+#      systemctl reload) until the pod is stopped.
+#
+# Environment (defaults in brackets):
+#   CRIGATE_HOST_ROOT    where the host's directories are mounted [/host]
+#   CRIGATE_BIN_DIR      host directory for the binary; must be mounted [/usr/local/bin]
+#   CRIGATE_SOURCE_DIR   the image's files: bin/crigate, systemd/, config.toml [/opt/crigate]
+#   CRIGATE_CONFIG_DIR   the ConfigMap's mount: config.toml, trustpolicy.json [/etc/crigate-config]
+#   CRIGATE_READY_FILE   created once installed, for the readiness probe [/tmp/crigate-installed]
+#   CRIGATE_SYNC_SECONDS seconds between config checks; 0 exits after installing [30]
+set -euo pipefail
+
+host_root=${CRIGATE_HOST_ROOT:-/host}
+bin_dir=${CRIGATE_BIN_DIR:-/usr/local/bin}
+source_dir=${CRIGATE_SOURCE_DIR:-/opt/crigate}
+config_dir=${CRIGATE_CONFIG_DIR:-/etc/crigate-config}
+ready_file=${CRIGATE_READY_FILE:-/tmp/crigate-installed}
+sync_seconds=${CRIGATE_SYNC_SECONDS:-30}
+
+unit_dir=/etc/systemd/system
+etc_dir=/etc/crigate
+
+log() { printf 'install-on-host: %s\n' "$*" >&2; }
+
+# Runs a command in the host's namespaces, where systemd and the host's files are.
+on_host() { nsenter -t 1 -m -u -i -n -p -- "$@"; }
+
+# install_file SRC DEST MODE: makes host path DEST (under host_root) hold SRC's bytes
+# with MODE, written to a temporary file in DEST's directory and renamed over DEST, so
+# no reader sees half a file. Succeeds if DEST changed, fails if it already matched.
+install_file() {
+  local src=$1 dest=$2 mode=$3 tmp
+  if [ -f "${host_root}${dest}" ] && cmp -s "$src" "${host_root}${dest}"; then
+    chmod "$mode" "${host_root}${dest}"
+    return 1
+  fi
+  mkdir -p "${host_root}$(dirname "$dest")"
+  tmp=$(mktemp "${host_root}$(dirname "$dest")/.$(basename "$dest").XXXXXX")
+  cp "$src" "$tmp"
+  chmod "$mode" "$tmp"
+  mv -f "$tmp" "${host_root}${dest}"
+  log "wrote ${dest}"
+}
+
+# install_checked SRC DEST CONFIG: like install_file, but first stages SRC on the host
+# and has the installed crigate check CONFIG (with the staged file in place of DEST) so
+# a ConfigMap that does not validate never replaces a working file.
+install_checked() {
+  local src=$1 dest=$2 config=$3 staged
+  if [ -f "${host_root}${dest}" ] && cmp -s "$src" "${host_root}${dest}"; then
+    return 1
+  fi
+  staged="${dest}.staged"
+  mkdir -p "${host_root}$(dirname "$dest")"
+  cp "$src" "${host_root}${staged}"
+  chmod 0644 "${host_root}${staged}"
+  if [ "$dest" = "${etc_dir}/config.toml" ]; then
+    config=$staged
+  elif [ -f "${host_root}${dest}" ]; then
+    # A trust policy is checked in its place: keep the old one aside to put it back.
+    cp -p "${host_root}${dest}" "${host_root}${dest}.previous"
+    cp "$src" "${host_root}${dest}"
+  else
+    cp "$src" "${host_root}${dest}"
+  fi
+  if ! on_host "${bin_dir}/crigate" policy check --config "$config" >&2; then
+    log "error: ${src} does not validate (crigate policy check above); ${dest} is unchanged"
+    rm -f "${host_root}${staged}"
+    if [ -f "${host_root}${dest}.previous" ]; then
+      mv -f "${host_root}${dest}.previous" "${host_root}${dest}"
+    elif [ "$dest" != "${etc_dir}/config.toml" ]; then
+      rm -f "${host_root}${dest}"
+    fi
+    return 2
+  fi
+  rm -f "${host_root}${dest}.previous"
+  mv -f "${host_root}${staged}" "${host_root}${dest}"
+  log "wrote ${dest}"
+}
+
+# sync_config: copies the ConfigMap's files to the host when they changed. Fails if one
+# does not validate. crigate sees a changed config file by itself, but reads the trust
+# policy only when it loads its config: a new trust policy sets reload_needed.
+reload_needed=0
+sync_config() {
+  local status=0 rc
+  if [ -f "${config_dir}/config.toml" ]; then
+    rc=0
+    install_checked "${config_dir}/config.toml" "${etc_dir}/config.toml" "${etc_dir}/config.toml" || rc=$?
+    [ "$rc" -le 1 ] || status=1
+  elif [ ! -f "${host_root}${etc_dir}/config.toml" ]; then
+    install_file "${source_dir}/config.toml" "${etc_dir}/config.toml" 0644 || true
+  fi
+  if [ -f "${config_dir}/trustpolicy.json" ]; then
+    rc=0
+    install_checked "${config_dir}/trustpolicy.json" "${etc_dir}/notation/trustpolicy.json" \
+      "${etc_dir}/config.toml" || rc=$?
+    [ "$rc" != 0 ] || reload_needed=1
+    [ "$rc" -le 1 ] || status=1
+  fi
+  return "$status"
+}
+
+# --- 0. refuse to shadow the Debian package ---------------------------------------
+# Units in /etc/systemd/system override the package's in /usr/lib/systemd/system, and two
+# binaries would drift apart: a node is managed by one of the two.
+if on_host test -e /var/lib/dpkg/info/crigate.list; then
+  log "error: the crigate Debian package is installed on this node; remove it or the DaemonSet"
+  exit 1
+fi
+
+# --- 1. binary -------------------------------------------------------------------
+changed=0
+install_file "${source_dir}/bin/crigate" "${bin_dir}/crigate" 0755 && changed=1
+on_host "${bin_dir}/crigate" --version >&2
+
+# --- 2. units --------------------------------------------------------------------
+rendered=$(mktemp -d)
+trap 'rm -rf "$rendered"' EXIT
+for unit in crigate.socket crigate.service; do
+  {
+    echo "# Written by crigate's installer DaemonSet (packaging/install-on-host.sh): edits are"
+    echo "# overwritten at its next start. Override with a drop-in in ${unit}.d/ instead."
+    sed "s|/usr/bin/crigate|${bin_dir}/crigate|g" "${source_dir}/systemd/${unit}"
+  } >"${rendered}/${unit}"
+  install_file "${rendered}/${unit}" "${unit_dir}/${unit}" 0644 && changed=1
+done
+
+# --- 3. configuration and trust store layout -------------------------------------
+for store in ca signingAuthority tsa; do
+  mkdir -p "${host_root}${etc_dir}/notation/truststore/x509/${store}"
+done
+chmod 0755 "${host_root}${etc_dir}"
+sync_config
+
+# --- 4. systemd --------------------------------------------------------------------
+was_active=0
+on_host systemctl is-active --quiet crigate.service && was_active=1
+on_host systemctl daemon-reload
+on_host systemctl enable --now crigate.socket crigate.service
+if [ "$changed" = 1 ] && [ "$was_active" = 1 ]; then
+  log "binary or units changed: restarting crigate.service"
+  on_host systemctl restart crigate.service
+elif [ "$reload_needed" = 1 ] && [ "$was_active" = 1 ]; then
+  on_host systemctl reload crigate.service
+fi
+reload_needed=0
+for unit in crigate.socket crigate.service; do
+  if ! on_host systemctl is-active --quiet "$unit"; then
+    on_host systemctl status --no-pager "$unit" >&2 || true
+    log "error: ${unit} is not active"
+    exit 1
+  fi
+done
+
+# --- 5. ready; keep the config in step ------------------------------------------------
+touch "$ready_file"
+log "crigate is installed and active"
+[ "$sync_seconds" = 0 ] && exit 0
+trap 'exit 0' TERM INT
+while true; do
+  sleep "$sync_seconds" &
+  wait $!
+  sync_config || true
+  if [ "$reload_needed" = 1 ]; then
+    on_host systemctl reload crigate.service || log "error: reloading crigate.service failed"
+    reload_needed=0
+  fi
+done
