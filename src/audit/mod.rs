@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::decision::BoxFuture;
 
 pub mod journald;
+pub mod spool;
 
 /// The generated protobuf types of `crigate.audit.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
