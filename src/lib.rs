@@ -28,6 +28,7 @@
 //! - [`oci`]: value types shared by every module (digests, references, media types).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
+pub mod aggregator;
 pub mod audit;
 pub mod cli;
 pub mod config;

@@ -21,6 +21,7 @@ use crate::decision::BoxFuture;
 
 pub mod journald;
 pub mod spool;
+pub mod tls;
 
 /// The generated protobuf types of `crigate.audit.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

@@ -1,0 +1,126 @@
+//! The `AuditIngest` gRPC service: batches from authenticated nodes, stored, then
+//! acknowledged by id.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::storage::Store;
+use super::tls::Peer;
+use crate::audit::proto::audit_ingest_server::AuditIngest;
+use crate::audit::proto::{ShipRequest, ShipResponse};
+
+/// Most records in one batch. The shipper sends up to 500; a larger batch is refused
+/// rather than held in memory and in one transaction.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
+/// Largest ShipRequest decoded: a full batch of records at the spool's record limit
+/// would be larger, but real records are a few hundred bytes; the shipper bounds its
+/// batches by bytes to stay well under this.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Answers queued per stream before the service stops reading the node's batches.
+const RESPONSE_QUEUE: usize = 4;
+
+/// The ingest service.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    store: Store,
+    tracker: TaskTracker,
+}
+
+// === impl Ingest ===
+
+impl Ingest {
+    pub fn new(store: Store, tracker: TaskTracker) -> Self {
+        Self { store, tracker }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditIngest for Ingest {
+    type ShipStream = ReceiverStream<Result<ShipResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(node))]
+    async fn ship(
+        &self,
+        request: Request<Streaming<ShipRequest>>,
+    ) -> Result<Response<Self::ShipStream>, Status> {
+        let Some(peer) = request.extensions().get::<Peer>().cloned() else {
+            return Err(Status::unauthenticated("no client certificate"));
+        };
+        tracing::Span::current().record("node", peer.node.as_str());
+        tracing::debug!(addr = %peer.addr, "ingest stream opened");
+        let mut inbound = request.into_inner();
+        let (answers, stream) = mpsc::channel(RESPONSE_QUEUE);
+        let store = self.store.clone();
+        self.tracker.spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = %peer.node, %status, "ingest stream ended");
+                        break;
+                    }
+                };
+                let answer = accept(&store, &peer, batch).await;
+                let refused = answer.is_err();
+                if answers.send(answer).await.is_err() || refused {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// Checks and stores one batch.
+async fn accept(store: &Store, peer: &Peer, batch: ShipRequest) -> Result<ShipResponse, Status> {
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        return Err(Status::invalid_argument(format!(
+            "batch of {} records; at most {MAX_BATCH_RECORDS}",
+            batch.records.len()
+        )));
+    }
+    for record in &batch.records {
+        // The certificate is the node's identity; a node may only report its own
+        // decisions.
+        if record.node != peer.node {
+            tracing::warn!(
+                node = %peer.node,
+                record_node = %record.node,
+                id = %record.id,
+                addr = %peer.addr,
+                "refused a record naming another node"
+            );
+            return Err(Status::permission_denied(format!(
+                "record {} names node {:?}, but the client certificate is for {:?}",
+                record.id, record.node, peer.node
+            )));
+        }
+        if uuid::Uuid::parse_str(&record.id).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "record id {:?} is not a UUID",
+                record.id
+            )));
+        }
+    }
+    let count = batch.records.len();
+    match store.insert(batch.records).await {
+        Ok(ids) => {
+            tracing::debug!(node = %peer.node, batch = batch.batch, count, "batch stored");
+            Ok(ShipResponse {
+                batch: batch.batch,
+                ids,
+            })
+        }
+        Err(error) => {
+            tracing::error!(node = %peer.node, %error, "cannot store audit records");
+            Err(Status::unavailable(
+                "the aggregator cannot store records now",
+            ))
+        }
+    }
+}
