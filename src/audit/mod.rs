@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::decision::BoxFuture;
 
 pub mod journald;
+pub mod shipper;
 pub mod spool;
 pub mod tls;
 

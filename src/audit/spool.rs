@@ -292,13 +292,10 @@ impl Spool {
         self.shared.lock().ack
     }
 
-    /// Waits until a group commit has completed after this call began.
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancel safe: nothing is consumed.
-    pub async fn appended(&self) {
-        self.shared.appended.notified().await;
+    /// Completes after the next group commit. Create it (and `enable` it) before
+    /// reading, so that a commit between the read and the wait is not missed.
+    pub fn appended(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.appended.notified()
     }
 
     /// Reads up to `max_records` records (and about `max_bytes`) of durable data from
