@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 use crate::telemetry::LogFormat;
 
 pub mod aggregator;
+pub mod audit;
 pub mod import;
 pub mod policy;
 pub mod serve;
@@ -57,6 +58,8 @@ pub enum Command {
     /// Run the cluster audit aggregator: receive every node's audit records over mutual
     /// TLS, store them, answer queries.
     Aggregator(aggregator::Args),
+    /// Search the cluster aggregator's audit records.
+    Audit(audit::Args),
 }
 
 /// Runs the parsed command.
@@ -71,5 +74,6 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Policy(args) => policy::run(*args),
         Command::Import(args) => import::run(args),
         Command::Aggregator(args) => aggregator::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }
