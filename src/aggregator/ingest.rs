@@ -3,6 +3,7 @@
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -28,13 +29,20 @@ const RESPONSE_QUEUE: usize = 4;
 pub struct Ingest {
     store: Store,
     tracker: TaskTracker,
+    cancel: CancellationToken,
 }
 
 // === impl Ingest ===
 
 impl Ingest {
-    pub fn new(store: Store, tracker: TaskTracker) -> Self {
-        Self { store, tracker }
+    /// Streams are tasks on `tracker`; on `cancel` each ends with UNAVAILABLE once its
+    /// current batch is stored, so that the node reconnects to the next aggregator.
+    pub fn new(store: Store, tracker: TaskTracker, cancel: CancellationToken) -> Self {
+        Self {
+            store,
+            tracker,
+            cancel,
+        }
     }
 }
 
@@ -55,9 +63,19 @@ impl AuditIngest for Ingest {
         let mut inbound = request.into_inner();
         let (answers, stream) = mpsc::channel(RESPONSE_QUEUE);
         let store = self.store.clone();
+        let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
             loop {
-                let batch = match inbound.message().await {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = answers
+                            .send(Err(Status::unavailable("the aggregator is shutting down")))
+                            .await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                let batch = match next {
                     Ok(Some(batch)) => batch,
                     Ok(None) => break,
                     Err(status) => {

@@ -171,7 +171,7 @@ impl Aggregator {
             self.config.retention_interval,
             cancel.clone(),
         ));
-        let ingest = ingest::Ingest::new(self.store.clone(), tracker.clone());
+        let ingest = ingest::Ingest::new(self.store.clone(), tracker.clone(), cancel.clone());
         tracing::info!(
             ingest = ?ingest_addr,
             query = ?query_addr,
