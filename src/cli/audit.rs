@@ -110,21 +110,19 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
 
 /// Follows every page of the query.
 async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<RecordJson>> {
+    // hyper-rustls sets ALPN (http/1.1) itself.
     let tls = match &args.ca_file {
-        Some(ca_file) => crate::audit::tls::client_config(ca_file, None, &[b"http/1.1"])
+        Some(ca_file) => crate::audit::tls::client_config(ca_file, None, &[])
             .with_context(|| format!("--ca-file {}", ca_file.display()))?,
         None => {
             let mut roots = rustls::RootCertStore::empty();
             for cert in rustls_native_certs::load_native_certs().certs {
                 let _ = roots.add(cert);
             }
-            let mut config =
-                rustls::ClientConfig::builder_with_provider(crate::audit::tls::provider())
-                    .with_safe_default_protocol_versions()?
-                    .with_root_certificates(roots)
-                    .with_no_client_auth();
-            config.alpn_protocols = vec![b"http/1.1".to_vec()];
-            config
+            rustls::ClientConfig::builder_with_provider(crate::audit::tls::provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots)
+                .with_no_client_auth()
         }
     };
     let https = hyper_rustls::HttpsConnectorBuilder::new()
