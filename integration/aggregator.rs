@@ -583,6 +583,33 @@ async fn aggregator_refuses_unauthenticated_nodes_and_queries() {
     });
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(stdout.lines().count(), 2, "{stdout}"); // header and one record
+
+    // Metrics count what was stored and refused, behind the same token.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("{}/metrics", aggregator.query_url());
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let metrics = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "crigate_aggregator_records_total{result=\"stored\"} 2",
+        "crigate_aggregator_batches_refused_total{reason=\"node_mismatch\"} 1",
+        "crigate_aggregator_node_last_seen_timestamp_seconds{node=\"node-cn\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
 }
 
 #[test]

@@ -7,6 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
+use std::sync::Arc;
+
+use super::metrics::{Metrics, Refusal};
 use super::storage::Store;
 use super::tls::Peer;
 use crate::audit::proto::audit_ingest_server::AuditIngest;
@@ -28,6 +31,7 @@ const RESPONSE_QUEUE: usize = 4;
 #[derive(Clone, Debug)]
 pub struct Ingest {
     store: Store,
+    metrics: Arc<Metrics>,
     tracker: TaskTracker,
     cancel: CancellationToken,
 }
@@ -37,9 +41,15 @@ pub struct Ingest {
 impl Ingest {
     /// Streams are tasks on `tracker`; on `cancel` each ends with UNAVAILABLE once its
     /// current batch is stored, so that the node reconnects to the next aggregator.
-    pub fn new(store: Store, tracker: TaskTracker, cancel: CancellationToken) -> Self {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
         Self {
             store,
+            metrics,
             tracker,
             cancel,
         }
@@ -63,6 +73,7 @@ impl AuditIngest for Ingest {
         let mut inbound = request.into_inner();
         let (answers, stream) = mpsc::channel(RESPONSE_QUEUE);
         let store = self.store.clone();
+        let metrics = Arc::clone(&self.metrics);
         let cancel = self.cancel.clone();
         self.tracker.spawn(async move {
             loop {
@@ -83,7 +94,7 @@ impl AuditIngest for Ingest {
                         break;
                     }
                 };
-                let answer = accept(&store, &peer, batch).await;
+                let answer = accept(&store, &metrics, &peer, batch).await;
                 let refused = answer.is_err();
                 if answers.send(answer).await.is_err() || refused {
                     break;
@@ -95,8 +106,14 @@ impl AuditIngest for Ingest {
 }
 
 /// Checks and stores one batch.
-async fn accept(store: &Store, peer: &Peer, batch: ShipRequest) -> Result<ShipResponse, Status> {
+async fn accept(
+    store: &Store,
+    metrics: &Metrics,
+    peer: &Peer,
+    batch: ShipRequest,
+) -> Result<ShipResponse, Status> {
     if batch.records.len() > MAX_BATCH_RECORDS {
+        metrics.refused(Refusal::Invalid);
         return Err(Status::invalid_argument(format!(
             "batch of {} records; at most {MAX_BATCH_RECORDS}",
             batch.records.len()
@@ -113,12 +130,14 @@ async fn accept(store: &Store, peer: &Peer, batch: ShipRequest) -> Result<ShipRe
                 addr = %peer.addr,
                 "refused a record naming another node"
             );
+            metrics.refused(Refusal::NodeMismatch);
             return Err(Status::permission_denied(format!(
                 "record {} names node {:?}, but the client certificate is for {:?}",
                 record.id, record.node, peer.node
             )));
         }
         if uuid::Uuid::parse_str(&record.id).is_err() {
+            metrics.refused(Refusal::Invalid);
             return Err(Status::invalid_argument(format!(
                 "record id {:?} is not a UUID",
                 record.id
@@ -126,16 +145,19 @@ async fn accept(store: &Store, peer: &Peer, batch: ShipRequest) -> Result<ShipRe
         }
     }
     let count = batch.records.len();
-    match store.insert(batch.records).await {
-        Ok(ids) => {
+    let records = Arc::new(batch.records);
+    match store.insert(Arc::clone(&records)).await {
+        Ok(new) => {
             tracing::debug!(node = %peer.node, batch = batch.batch, count, "batch stored");
+            metrics.batch_stored(&peer.node, &records, &new);
             Ok(ShipResponse {
                 batch: batch.batch,
-                ids,
+                ids: records.iter().map(|r| r.id.clone()).collect(),
             })
         }
         Err(error) => {
             tracing::error!(node = %peer.node, %error, "cannot store audit records");
+            metrics.refused(Refusal::Storage);
             Err(Status::unavailable(
                 "the aggregator cannot store records now",
             ))

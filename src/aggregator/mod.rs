@@ -11,7 +11,7 @@
 //!   else CN), which every record of its stream must carry.
 //! - [`ingest`]: the gRPC service (`proto/crigate/audit/v1/ingest.proto`).
 //! - [`storage`]: versioned schema, idempotent inserts keyed by record id, retention.
-//! - [`query`]: the HTTP JSON endpoint.
+//! - [`query`]: the HTTP JSON endpoint, and `/metrics` ([`metrics`]).
 //!
 //! It leaves producing records to the node ([`crate::audit`]).
 
@@ -32,6 +32,7 @@ use crate::registry::Secret;
 
 pub mod config;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod storage;
 pub mod tls;
@@ -156,7 +157,12 @@ impl Aggregator {
             cancel.clone(),
             tracker.clone(),
         ));
-        let service = QueryServiceHandle(query::QueryService::new(self.store.clone(), self.token));
+        let metrics = Arc::new(metrics::Metrics::default());
+        let service = QueryServiceHandle(query::QueryService::new(
+            self.store.clone(),
+            self.token,
+            Arc::clone(&metrics),
+        ));
         tracker.spawn(serve_query(
             self.query_listener,
             self.query_tls,
@@ -171,7 +177,8 @@ impl Aggregator {
             self.config.retention_interval,
             cancel.clone(),
         ));
-        let ingest = ingest::Ingest::new(self.store.clone(), tracker.clone(), cancel.clone());
+        let ingest =
+            ingest::Ingest::new(self.store.clone(), metrics, tracker.clone(), cancel.clone());
         tracing::info!(
             ingest = ?ingest_addr,
             query = ?query_addr,

@@ -1,4 +1,5 @@
-//! The query endpoint: `GET /v1/records`, HTTP/1.1 over TLS, bearer token.
+//! The query endpoint: `GET /v1/records` and `GET /metrics` ([`super::metrics`]),
+//! HTTP/1.1 over TLS, bearer token.
 //!
 //! Parameters (all optional): `since` (nanoseconds since the Unix epoch), `decision`
 //! (`allow`, `deny`, `audit-deny`, `error`), `namespace`, `node` (exact), `image` (a
@@ -18,12 +19,15 @@ use http_body_util::Full;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
+use super::metrics::Metrics;
 use super::storage::{self, Query, Store};
 use crate::audit::{AuditRecord, DecisionKind};
 use crate::registry::Secret;
 
 /// The path of the records query.
 pub const RECORDS_PATH: &str = "/v1/records";
+/// The path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
 
 /// Version of the JSON format, in every answer.
 pub const FORMAT_VERSION: u32 = 1;
@@ -75,13 +79,18 @@ pub struct RecordJson {
 pub struct QueryService {
     store: Store,
     token: Secret,
+    metrics: Arc<Metrics>,
 }
 
 // === impl QueryService ===
 
 impl QueryService {
-    pub fn new(store: Store, token: Secret) -> Arc<Self> {
-        Arc::new(Self { store, token })
+    pub fn new(store: Store, token: Secret, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            token,
+            metrics,
+        })
     }
 
     /// Answers one HTTP request.
@@ -96,7 +105,8 @@ impl QueryService {
         &self,
         request: Request<B>,
     ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
-        if request.uri().path() != RECORDS_PATH {
+        let path = request.uri().path();
+        if path != RECORDS_PATH && path != METRICS_PATH {
             return Err(error(
                 StatusCode::NOT_FOUND,
                 "no such endpoint; try GET /v1/records",
@@ -116,6 +126,14 @@ impl QueryService {
                 header::HeaderValue::from_static("Bearer"),
             );
             return Err(response);
+        }
+        if request.uri().path() == METRICS_PATH {
+            let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return Ok(response);
         }
         let query = parse_query(request.uri().query().unwrap_or(""))
             .map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))?;
@@ -248,6 +266,7 @@ mod tests {
         QueryService::new(
             Store::open(&dir.join("audit.db")).unwrap(),
             Secret::new("s3cret-token"),
+            Arc::default(),
         )
     }
 
@@ -277,10 +296,22 @@ mod tests {
             assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
         }
         let response = service
+            .clone()
             .handle(get("/v1/records", Some("s3cret-token")))
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
+        for (token, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("s3cret-token"), StatusCode::OK),
+        ] {
+            let response = service
+                .clone()
+                .handle(get("/metrics", token))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+        }
     }
 
     #[test]

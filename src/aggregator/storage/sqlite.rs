@@ -91,13 +91,13 @@ impl Store {
         })
     }
 
-    /// Stores `records` (those already stored are left as they are) and returns their
-    /// ids once the transaction is durable.
+    /// Stores `records` (those already stored are left as they are) and returns, once
+    /// the transaction is durable, whether each was new.
     ///
     /// # Errors
     ///
     /// The database refused the transaction.
-    pub async fn insert(&self, records: Vec<AuditRecord>) -> Result<Vec<String>, Error> {
+    pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
         let inner = Arc::clone(&self.inner);
         tokio::task::spawn_blocking(move || inner.insert(records))
             .await
@@ -186,8 +186,9 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn insert(&self, records: Vec<AuditRecord>) -> Result<Vec<String>, Error> {
+    fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
         let received = crate::audit::now_unix_nanos();
+        let mut new = Vec::with_capacity(records.len());
         let mut conn = self.writer();
         let tx = conn.transaction().map_err(|e| self.error(e))?;
         {
@@ -200,8 +201,8 @@ impl Inner {
                      ON CONFLICT (id) DO NOTHING",
                 )
                 .map_err(|e| self.error(e))?;
-            for record in &records {
-                statement
+            for record in records.iter() {
+                let changed = statement
                     .execute(params![
                         record.id,
                         record.time_unix_nanos,
@@ -214,10 +215,11 @@ impl Inner {
                         record.encode_to_vec(),
                     ])
                     .map_err(|e| self.error(e))?;
+                new.push(changed == 1);
             }
         }
         tx.commit().map_err(|e| self.error(e))?;
-        Ok(records.into_iter().map(|r| r.id).collect())
+        Ok(new)
     }
 
     fn query(&self, query: &Query) -> Result<Page, Error> {
@@ -335,9 +337,10 @@ mod tests {
         let batch: Vec<_> = (0..10)
             .map(|n| record("node-1", "prod", DecisionKind::Allow, n))
             .collect();
-        let ids = store.insert(batch.clone()).await.unwrap();
-        assert_eq!(ids.len(), 10);
-        assert_eq!(store.insert(batch).await.unwrap(), ids);
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        let batch = Arc::new(batch);
+        assert_eq!(store.insert(batch.clone()).await.unwrap(), vec![true; 10]);
+        assert_eq!(store.insert(batch).await.unwrap(), vec![false; 10]);
         assert_eq!(store.ids().unwrap(), ids);
     }
 
@@ -348,7 +351,7 @@ mod tests {
         let r = record("node-1", "prod", DecisionKind::Deny, 1);
         Store::open(&path)
             .unwrap()
-            .insert(vec![r.clone()])
+            .insert(Arc::new(vec![r.clone()]))
             .await
             .unwrap();
         let store = Store::open(&path).unwrap();
@@ -375,7 +378,7 @@ mod tests {
             let node = if n % 2 == 0 { "node-a" } else { "node-b" };
             all.push(record(node, "prod", decision, 1000 + n));
         }
-        store.insert(all.clone()).await.unwrap();
+        store.insert(Arc::new(all.clone())).await.unwrap();
         let denies = store
             .query(Query {
                 decision: Some(DecisionKind::Deny),
@@ -427,7 +430,10 @@ mod tests {
         let store = Store::open(&dir.path().join("audit.db")).unwrap();
         let old = record("n", "ns", DecisionKind::Allow, 10);
         let new = record("n", "ns", DecisionKind::Allow, 20);
-        store.insert(vec![old, new.clone()]).await.unwrap();
+        store
+            .insert(Arc::new(vec![old, new.clone()]))
+            .await
+            .unwrap();
         assert_eq!(store.delete_before(20).await.unwrap(), 1);
         assert_eq!(store.ids().unwrap(), vec![new.id]);
     }
