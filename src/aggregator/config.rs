@@ -185,6 +185,17 @@ token_file = "/etc/crigate-aggregator/token"
     }
 
     #[test]
+    fn the_kubernetes_configmap_holds_a_valid_config() {
+        let manifest: serde_yaml_ng::Value = serde_yaml_ng::from_str(include_str!(
+            "../../packaging/kubernetes/aggregator/configmap.yaml"
+        ))
+        .unwrap();
+        let text = manifest["data"]["aggregator.toml"].as_str().unwrap();
+        let config = AggregatorConfig::parse(text, Path::new("configmap.yaml")).unwrap();
+        assert_eq!(config.query_listen.port(), 7444);
+    }
+
+    #[test]
     fn zero_retention_is_refused() {
         let zero = format!("{MINIMAL}\nretention = \"0s\"\n");
         assert!(matches!(
