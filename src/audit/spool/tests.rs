@@ -286,3 +286,35 @@ async fn reads_stop_at_the_byte_budget_and_resume() {
     let second = spool.read(first.next, usize::MAX, usize::MAX).unwrap();
     assert_eq!(second.records.len(), 7);
 }
+
+#[tokio::test]
+async fn a_drop_is_reported_to_journald_with_its_message_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("journal.socket");
+    let journal = std::os::unix::net::UnixDatagram::bind(&socket).unwrap();
+    journal
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .unwrap();
+    let size = frame_len(&record(0));
+    let spool = Spool::open(SpoolConfig {
+        dir: dir.path().join("spool"),
+        max_bytes: 2 * size,
+        segment_bytes: size,
+        journal_socket: Some(socket),
+    })
+    .unwrap();
+    for n in 0..3 {
+        spool.append(&record(n)).await.unwrap();
+    }
+    assert_eq!(spool.dropped_records(), 1);
+    let mut buf = vec![0; 4096];
+    let n = journal.recv(&mut buf).unwrap();
+    let entry = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(
+        entry.contains(&format!("MESSAGE_ID={MESSAGE_ID_SPOOL_DROPPED}\n")),
+        "{entry}"
+    );
+    assert!(entry.contains("CRIGATE_SPOOL_DROPPED=1\n"), "{entry}");
+    assert!(include_str!("../../../systemd/crigate.catalog")
+        .contains(&format!("-- {MESSAGE_ID_SPOOL_DROPPED}\n")));
+}
