@@ -103,10 +103,16 @@ struct Aggregator {
     ingest_port: u16,
     query_port: u16,
     database: PathBuf,
+    /// The PostgreSQL connection string, when the aggregator stores there.
+    postgres: Option<String>,
 }
 
 impl Aggregator {
     fn configure(dir: &Path, pki: &Pki) -> Self {
+        Self::configure_with(dir, pki, None)
+    }
+
+    fn configure_with(dir: &Path, pki: &Pki, postgres: Option<String>) -> Self {
         let ingest_port = free_port().unwrap();
         let query_port = free_port().unwrap();
         let database = dir.join("db/audit.db");
@@ -116,12 +122,16 @@ impl Aggregator {
             format!(
                 "listen = \"127.0.0.1:{ingest_port}\"\nquery_listen = \"127.0.0.1:{query_port}\"\n\
                  cert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
-                 token_file = \"{}\"\ndatabase = \"{}\"\ndrain_timeout = \"2s\"\n",
+                 token_file = \"{}\"\ndatabase = \"{}\"\ndrain_timeout = \"2s\"\n{}",
                 pki.path("server.pem").display(),
                 pki.path("server.key").display(),
                 pki.path("ca.pem").display(),
                 pki.path("token").display(),
-                database.display()
+                database.display(),
+                postgres
+                    .as_ref()
+                    .map(|p| format!("postgres = \"{p}\"\n"))
+                    .unwrap_or_default()
             ),
         )
         .unwrap();
@@ -132,6 +142,7 @@ impl Aggregator {
             ingest_port,
             query_port,
             database,
+            postgres,
         }
     }
 
@@ -175,6 +186,9 @@ impl Aggregator {
 
     /// The ids stored, read from the database (the aggregator keeps running).
     fn stored_ids(&self) -> Vec<String> {
+        if let Some(url) = &self.postgres {
+            return pg_ids(url);
+        }
         let Ok(conn) = rusqlite::Connection::open(&self.database) else {
             return Vec::new();
         };
@@ -189,6 +203,9 @@ impl Aggregator {
     }
 
     fn count(&self) -> usize {
+        if let Some(url) = &self.postgres {
+            return pg_ids(url).len();
+        }
         let Ok(conn) = rusqlite::Connection::open(&self.database) else {
             return 0;
         };
@@ -331,34 +348,50 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_restart_mid_stream_stores_every_record_once() {
-    let began = Instant::now();
     let tmp = temp_dir("restart");
     let pki = Pki::new(&tmp.path().join("pki"));
     pki.leaf("node-1", &[NODE], NODE, false);
-    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    let aggregator = Aggregator::configure(tmp.path(), &pki);
+    restart_mid_stream(tmp.path(), &pki, aggregator, DECISIONS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_on_postgresql_stores_every_record_once() {
+    let tmp = temp_dir("postgres");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let postgres = Postgres::start(tmp.path());
+    let aggregator = Aggregator::configure_with(tmp.path(), &pki, Some(postgres.url()));
+    restart_mid_stream(tmp.path(), &pki, aggregator, DECISIONS).await;
+}
+
+/// Makes `decisions` decisions while the aggregator is stopped and restarted, and
+/// checks that each is stored once and listed once by `crigate audit query`.
+async fn restart_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregator, decisions: usize) {
+    let began = Instant::now();
     aggregator.start();
-    let spool = tmp.path().join("spool");
-    let node = start_node(&tmp.path().join("node"), &pki, &aggregator, &spool);
+    let spool = tmp.join("spool");
+    let node = start_node(&tmp.join("node"), pki, &aggregator, &spool);
 
     let socket = node.socket.clone();
-    let producing = tokio::spawn(async move { decide(&socket, "restart", DECISIONS).await });
+    let producing = tokio::spawn(async move { decide(&socket, "restart", decisions).await });
     // Stop the aggregator once shipping is under way, keep it down while decisions
     // pile up in the spool, then start it again on the same database.
-    tokio::task::block_in_place(|| aggregator.wait_count(DECISIONS / 5, CONVERGE)).unwrap();
+    tokio::task::block_in_place(|| aggregator.wait_count(decisions / 5, CONVERGE)).unwrap();
     aggregator.stop();
     let at_stop = aggregator.count();
     tokio::time::sleep(Duration::from_secs(2)).await;
     aggregator.start();
     producing.await.unwrap();
     let produced_in = began.elapsed();
-    tokio::task::block_in_place(|| aggregator.wait_count(DECISIONS, CONVERGE)).unwrap();
+    tokio::task::block_in_place(|| aggregator.wait_count(decisions, CONVERGE)).unwrap();
     assert!(
-        at_stop < DECISIONS,
+        at_stop < decisions,
         "the aggregator stopped after the stream ended"
     );
 
     let produced = logged_ids(&node.logs());
-    assert_eq!(produced.len(), DECISIONS);
+    assert_eq!(produced.len(), decisions);
     assert_exactly_once(&produced, &aggregator);
 
     // `crigate audit query` follows every page and returns each record once.
@@ -366,7 +399,7 @@ async fn aggregator_restart_mid_stream_stores_every_record_once() {
     let (code, stdout, stderr) = tokio::task::block_in_place(|| {
         query(
             &aggregator,
-            &pki,
+            pki,
             &[
                 "--token-file",
                 token.to_str().unwrap(),
@@ -390,7 +423,7 @@ async fn aggregator_restart_mid_stream_stores_every_record_once() {
     sorted.sort();
     assert_eq!(listed, sorted);
     eprintln!(
-        "{DECISIONS} decisions in {produced_in:?}; all stored after {:?}; {at_stop} stored when the aggregator stopped",
+        "{decisions} decisions in {produced_in:?}; all stored after {:?}; {at_stop} stored when the aggregator stopped",
         began.elapsed()
     );
 }
@@ -639,4 +672,109 @@ fn aggregator_with_an_invalid_config_exits_78() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(78));
+}
+
+/// A PostgreSQL 15 server (Debian's) in a temp dir, on a unix socket only, stopped on
+/// drop.
+struct Postgres {
+    root: PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    fn start(dir: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root).unwrap();
+        // The server runs as postgres: it must reach and own its directory.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let user = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("the postgres user (apt-get install postgresql)");
+        nix::unistd::chown(&root, Some(user.uid), Some(user.gid)).unwrap();
+        let port = free_port().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data = root.join("data");
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            root.join("server.log").to_str().unwrap(),
+            "-o",
+            &format!("-k {} -c listen_addresses='' -p {port}", root.display()),
+            "-w",
+            "start",
+        ]);
+        Self { root, port }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.root.display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The ids stored in PostgreSQL, read on a thread of its own (callers block).
+fn pg_ids(url: &str) -> Vec<String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            else {
+                return Vec::new();
+            };
+            tokio::spawn(connection);
+            client
+                .query("SELECT id FROM records ORDER BY id", &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                .unwrap_or_default()
+        })
+    })
+    .join()
+    .unwrap()
 }

@@ -28,9 +28,15 @@ pub struct AggregatorConfig {
     pub client_ca_file: PathBuf,
     /// A file holding the query endpoint's bearer token (surrounding whitespace ignored).
     pub token_file: PathBuf,
-    /// The SQLite database. Default `/var/lib/crigate-aggregator/audit.db`.
+    /// The SQLite database. Default `/var/lib/crigate-aggregator/audit.db`. Unused when
+    /// `postgres` is set.
     #[serde(default = "default_database")]
     pub database: PathBuf,
+    /// A PostgreSQL connection string (`host=/run/postgresql dbname=crigate
+    /// user=crigate`) to store records there instead of SQLite. It may hold a password:
+    /// it is never logged. Without TLS: use a unix socket or loopback.
+    #[serde(default, deserialize_with = "secret")]
+    pub postgres: Option<crate::registry::Secret>,
     /// Records older than this are deleted. Default 30 days.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
@@ -117,11 +123,27 @@ impl AggregatorConfig {
         if config.handshake_timeout.is_zero() {
             return Err(invalid("handshake_timeout", "must be more than zero"));
         }
+        if config
+            .postgres
+            .as_ref()
+            .is_some_and(|p| p.expose().trim().is_empty())
+        {
+            return Err(invalid(
+                "postgres",
+                "must not be empty; leave it out for SQLite",
+            ));
+        }
         if config.listen == config.query_listen {
             return Err(invalid("query_listen", "must differ from listen"));
         }
         Ok(config)
     }
+}
+
+fn secret<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<crate::registry::Secret>, D::Error> {
+    Ok(Option::<String>::deserialize(deserializer)?.map(crate::registry::Secret::new))
 }
 
 fn default_listen() -> SocketAddr {
@@ -193,6 +215,21 @@ token_file = "/etc/crigate-aggregator/token"
         let text = manifest["data"]["aggregator.toml"].as_str().unwrap();
         let config = AggregatorConfig::parse(text, Path::new("configmap.yaml")).unwrap();
         assert_eq!(config.query_listen.port(), 7444);
+    }
+
+    #[test]
+    fn a_postgres_connection_string_is_kept_secret() {
+        let with = format!("{MINIMAL}\npostgres = \"host=/run/postgresql password=hunter2\"\n");
+        let config = AggregatorConfig::parse(&with, Path::new("a.toml")).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let empty = format!("{MINIMAL}\npostgres = \" \"\n");
+        assert!(matches!(
+            AggregatorConfig::parse(&empty, Path::new("a.toml")),
+            Err(Error::Invalid {
+                key: "postgres",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use std::sync::Arc;
 
 use super::metrics::{Metrics, Refusal};
-use super::storage::Store;
+use super::storage::Storage;
 use super::tls::Peer;
 use crate::audit::proto::audit_ingest_server::AuditIngest;
 use crate::audit::proto::{ShipRequest, ShipResponse};
@@ -30,7 +30,7 @@ const RESPONSE_QUEUE: usize = 4;
 /// The ingest service.
 #[derive(Clone, Debug)]
 pub struct Ingest {
-    store: Store,
+    store: Storage,
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     cancel: CancellationToken,
@@ -42,7 +42,7 @@ impl Ingest {
     /// Streams are tasks on `tracker`; on `cancel` each ends with UNAVAILABLE once its
     /// current batch is stored, so that the node reconnects to the next aggregator.
     pub fn new(
-        store: Store,
+        store: Storage,
         metrics: Arc<Metrics>,
         tracker: TaskTracker,
         cancel: CancellationToken,
@@ -107,7 +107,7 @@ impl AuditIngest for Ingest {
 
 /// Checks and stores one batch.
 async fn accept(
-    store: &Store,
+    store: &Storage,
     metrics: &Metrics,
     peer: &Peer,
     batch: ShipRequest,

@@ -88,7 +88,7 @@ pub struct Aggregator {
     config: AggregatorConfig,
     ingest_tls: TlsAcceptor,
     query_tls: TlsAcceptor,
-    store: storage::Store,
+    store: storage::Storage,
     token: Secret,
     ingest_listener: TcpListener,
     query_listener: TcpListener,
@@ -110,10 +110,17 @@ impl Aggregator {
         )?);
         let query_tls = TlsAcceptor::from(tls::query_config(&config.cert_file, &config.key_file)?);
         let token = read_token(&config.token_file)?;
-        let path = config.database.clone();
-        let store = tokio::task::spawn_blocking(move || storage::Store::open(&path))
-            .await
-            .map_err(|e| Error::Storage(storage::Error::Task(e)))??;
+        let store = match &config.postgres {
+            Some(url) => storage::Storage::Postgres(storage::postgres::Store::connect(url).await?),
+            None => {
+                let path = config.database.clone();
+                storage::Storage::Sqlite(
+                    tokio::task::spawn_blocking(move || storage::Store::open(&path))
+                        .await
+                        .map_err(|e| Error::Storage(storage::Error::Task(e)))??,
+                )
+            }
+        };
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
@@ -182,7 +189,7 @@ impl Aggregator {
         tracing::info!(
             ingest = ?ingest_addr,
             query = ?query_addr,
-            database = %self.config.database.display(),
+            database = if self.config.postgres.is_some() { "postgresql" } else { "sqlite" },
             "aggregator serving"
         );
         let served = tonic::transport::Server::builder()
@@ -305,7 +312,7 @@ async fn serve_query(
 
 /// Deletes records older than `retention` every `interval`.
 async fn retain(
-    store: storage::Store,
+    store: storage::Storage,
     retention: Duration,
     interval: Duration,
     cancel: CancellationToken,

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::metrics::Metrics;
-use super::storage::{self, Query, Store};
+use super::storage::{self, Query, Storage};
 use crate::audit::{AuditRecord, DecisionKind};
 use crate::registry::Secret;
 
@@ -77,7 +77,7 @@ pub struct RecordJson {
 
 /// What the query handler needs.
 pub struct QueryService {
-    store: Store,
+    store: Storage,
     token: Secret,
     metrics: Arc<Metrics>,
 }
@@ -85,7 +85,7 @@ pub struct QueryService {
 // === impl QueryService ===
 
 impl QueryService {
-    pub fn new(store: Store, token: Secret, metrics: Arc<Metrics>) -> Arc<Self> {
+    pub fn new(store: Storage, token: Secret, metrics: Arc<Metrics>) -> Arc<Self> {
         Arc::new(Self {
             store,
             token,
@@ -264,7 +264,7 @@ mod tests {
 
     fn service(dir: &std::path::Path) -> Arc<QueryService> {
         QueryService::new(
-            Store::open(&dir.join("audit.db")).unwrap(),
+            Storage::Sqlite(storage::Store::open(&dir.join("audit.db")).unwrap()),
             Secret::new("s3cret-token"),
             Arc::default(),
         )

@@ -1,11 +1,21 @@
-//! Where the aggregator keeps records: the query model shared by every backend, and the
-//! SQLite backend ([`sqlite`]).
+//! Where the aggregator keeps records: the query model shared by every backend, the
+//! SQLite backend ([`sqlite`], the default) and the PostgreSQL one ([`postgres`]).
+
+use std::sync::Arc;
 
 use crate::audit::{AuditRecord, DecisionKind};
 
+pub mod postgres;
 pub mod sqlite;
 
 pub use sqlite::Store;
+
+/// The configured backend.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
+}
 
 /// Most records one query page returns.
 pub const MAX_PAGE: usize = 1000;
@@ -41,6 +51,50 @@ pub enum Error {
     },
     #[error("the database task failed")]
     Task(#[source] tokio::task::JoinError),
+    #[error("postgresql")]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error("postgresql did not answer within {0:?}")]
+    PostgresTimeout(std::time::Duration),
+}
+
+// === impl Storage ===
+
+impl Storage {
+    /// Stores `records`, returning whether each was new; see [`sqlite::Store::insert`].
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the transaction.
+    pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
+        match self {
+            Storage::Sqlite(store) => store.insert(records).await,
+            Storage::Postgres(store) => store.insert(records).await,
+        }
+    }
+
+    /// One page of records matching `query`.
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the query.
+    pub async fn query(&self, query: Query) -> Result<Page, Error> {
+        match self {
+            Storage::Sqlite(store) => store.query(query).await,
+            Storage::Postgres(store) => store.query(query).await,
+        }
+    }
+
+    /// Deletes records decided before `unix_nanos`.
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the delete.
+    pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
+        match self {
+            Storage::Sqlite(store) => store.delete_before(unix_nanos).await,
+            Storage::Postgres(store) => store.delete_before(unix_nanos).await,
+        }
+    }
 }
 
 /// A query over stored records: every filter that is set must match.
