@@ -139,14 +139,16 @@ struct Shared {
     appended: Notify,
 }
 
-/// What the writer and readers share. Sizes are of durable data only: a reader never
-/// sees a frame before its fsync.
+/// What the writer and readers share.
 #[derive(Debug)]
 struct State {
-    /// Segment number to durable length.
+    /// Segment number to length written (what counts against the bound).
     segments: BTreeMap<u64, u64>,
     /// The segment the writer appends to.
     active: u64,
+    /// How much of the active segment is fsynced; every other segment is fsynced
+    /// whole. A reader never sees a frame before its fsync.
+    active_durable: u64,
     /// The first record not acknowledged.
     ack: Position,
 }
@@ -241,6 +243,7 @@ impl Spool {
             state: Mutex::new(State {
                 segments,
                 active,
+                active_durable: 0,
                 ack,
             }),
             dropped: AtomicU64::new(0),
@@ -326,7 +329,11 @@ impl Spool {
                 let state = self.shared.lock();
                 match state.segments.get(&at.segment) {
                     Some(len) => (
-                        *len,
+                        if at.segment == state.active {
+                            state.active_durable.min(*len)
+                        } else {
+                            *len
+                        },
                         state
                             .segments
                             .range(at.segment + 1..)
@@ -545,8 +552,12 @@ impl Writer {
         Ok(())
     }
 
+    /// fsyncs the active segment and lets readers see what it holds.
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file.sync_data()?;
+        let mut state = self.shared.lock();
+        state.active_durable = state.segments.get(&state.active).copied().unwrap_or(0);
+        Ok(())
     }
 
     /// fsyncs the active segment and starts the next one.
@@ -560,6 +571,7 @@ impl Writer {
         self.file = create_segment(&self.shared.dir, next)?;
         let mut state = self.shared.lock();
         state.active = next;
+        state.active_durable = 0;
         state.segments.insert(next, 0);
         Ok(())
     }
