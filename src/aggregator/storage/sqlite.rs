@@ -4,7 +4,7 @@
 //! Ingest is `INSERT ... ON CONFLICT(id) DO NOTHING` in one transaction per batch with
 //! `synchronous = FULL`, so a batch acknowledged to a node is on disk, and a record
 //! delivered twice (at-least-once) is stored once. The schema is versioned: each entry
-//! of [`MIGRATIONS`] runs once, in order, recorded in `schema_version`.
+//! of `MIGRATIONS` runs once, in order, recorded in `schema_version`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
