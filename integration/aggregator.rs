@@ -502,7 +502,13 @@ async fn ship_as(
         .context("connect")?;
     let mut client = AuditIngestClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(ShipRequest { batch: 1, records }).await?;
+    tx.send(ShipRequest {
+        batch: 1,
+        records,
+        spool_dropped_records: 3,
+        spool_depth_bytes: 1024,
+    })
+    .await?;
     let mut answers = client.ship(ReceiverStream::new(rx)).await?.into_inner();
     match answers.message().await? {
         Some(answer) if answer.batch == 1 => Ok(()),
@@ -640,6 +646,7 @@ async fn aggregator_refuses_unauthenticated_nodes_and_queries() {
         "crigate_aggregator_records_total{result=\"stored\"} 2",
         "crigate_aggregator_batches_refused_total{reason=\"node_mismatch\"} 1",
         "crigate_aggregator_node_last_seen_timestamp_seconds{node=\"node-cn\"}",
+        "crigate_spool_dropped_records_total{node=\"node-cn\"} 3",
     ] {
         assert!(metrics.contains(line), "{line} not in\n{metrics}");
     }

@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use std::sync::Arc;
 
-use super::metrics::{Metrics, Refusal};
+use super::metrics::{Metrics, Refusal, SpoolReport};
 use super::storage::Storage;
 use super::tls::Peer;
 use crate::audit::proto::audit_ingest_server::AuditIngest;
@@ -145,11 +145,15 @@ async fn accept(
         }
     }
     let count = batch.records.len();
+    let spool = SpoolReport {
+        dropped_records: batch.spool_dropped_records,
+        depth_bytes: batch.spool_depth_bytes,
+    };
     let records = Arc::new(batch.records);
     match store.insert(Arc::clone(&records)).await {
         Ok(new) => {
             tracing::debug!(node = %peer.node, batch = batch.batch, count, "batch stored");
-            metrics.batch_stored(&peer.node, &records, &new);
+            metrics.batch_stored(&peer.node, &records, &new, spool);
             Ok(ShipResponse {
                 batch: batch.batch,
                 ids: records.iter().map(|r| r.id.clone()).collect(),

@@ -7,6 +7,9 @@
 //! - `crigate_aggregator_batches_refused_total{reason}`: `node_mismatch`, `invalid`,
 //!   `storage`.
 //! - `crigate_aggregator_node_last_seen_timestamp_seconds{node}`: last batch per node.
+//! - `crigate_spool_dropped_records_total{node}` and `crigate_spool_depth_bytes{node}`:
+//!   each node's spool, as its last batch reported it (the drop count restarts with the
+//!   node daemon).
 //!
 //! Label values come from nodes, so each family holds at most [`MAX_SERIES`] series;
 //! past that, new label values count under `_other`.
@@ -44,7 +47,21 @@ struct State {
     stored: u64,
     duplicate: u64,
     refused: BTreeMap<Refusal, u64>,
-    last_seen: BTreeMap<String, f64>,
+    last_seen: BTreeMap<String, NodeState>,
+}
+
+#[derive(Debug, Default)]
+struct NodeState {
+    seen: f64,
+    spool_dropped: u64,
+    spool_depth: u64,
+}
+
+/// What a node reported of its spool with a batch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SpoolReport {
+    pub dropped_records: u64,
+    pub depth_bytes: u64,
 }
 
 // === impl Refusal ===
@@ -64,7 +81,13 @@ impl Refusal {
 impl Metrics {
     /// Counts a stored batch from `node`; `new[i]` says whether `records[i]` was stored
     /// now rather than by an earlier delivery.
-    pub fn batch_stored(&self, node: &str, records: &[AuditRecord], new: &[bool]) {
+    pub fn batch_stored(
+        &self,
+        node: &str,
+        records: &[AuditRecord],
+        new: &[bool],
+        spool: SpoolReport,
+    ) {
         let now = crate::audit::now_unix_nanos() as f64 / 1e9;
         let mut state = self.lock();
         for (record, new) in records.iter().zip(new) {
@@ -87,7 +110,14 @@ impl Metrics {
         } else {
             OVERFLOW.to_owned()
         };
-        state.last_seen.insert(node, now);
+        state.last_seen.insert(
+            node,
+            NodeState {
+                seen: now,
+                spool_dropped: spool.dropped_records,
+                spool_depth: spool.depth_bytes,
+            },
+        );
     }
 
     /// Counts a refused batch.
@@ -144,11 +174,34 @@ impl Metrics {
         }
         out.push_str("# HELP crigate_aggregator_node_last_seen_timestamp_seconds When each node's last batch was stored.\n");
         out.push_str("# TYPE crigate_aggregator_node_last_seen_timestamp_seconds gauge\n");
-        for (node, seen) in &state.last_seen {
+        for (node, node_state) in &state.last_seen {
             let _ = writeln!(
                 out,
-                "crigate_aggregator_node_last_seen_timestamp_seconds{{node=\"{}\"}} {seen:.3}",
-                escape(node)
+                "crigate_aggregator_node_last_seen_timestamp_seconds{{node=\"{}\"}} {:.3}",
+                escape(node),
+                node_state.seen
+            );
+        }
+        out.push_str("# HELP crigate_spool_dropped_records_total Unshipped records a node's spool dropped to stay within its bound, as last reported.\n");
+        out.push_str("# TYPE crigate_spool_dropped_records_total counter\n");
+        for (node, node_state) in &state.last_seen {
+            let _ = writeln!(
+                out,
+                "crigate_spool_dropped_records_total{{node=\"{}\"}} {}",
+                escape(node),
+                node_state.spool_dropped
+            );
+        }
+        out.push_str(
+            "# HELP crigate_spool_depth_bytes Bytes in a node's spool, as last reported.\n",
+        );
+        out.push_str("# TYPE crigate_spool_depth_bytes gauge\n");
+        for (node, node_state) in &state.last_seen {
+            let _ = writeln!(
+                out,
+                "crigate_spool_depth_bytes{{node=\"{}\"}} {}",
+                escape(node),
+                node_state.spool_depth
             );
         }
         out
@@ -192,7 +245,15 @@ mod tests {
             record("prod", DecisionKind::Deny),
             record("evil\"\n", DecisionKind::Allow),
         ];
-        metrics.batch_stored("node-1", &records, &[true, false, true]);
+        metrics.batch_stored(
+            "node-1",
+            &records,
+            &[true, false, true],
+            SpoolReport {
+                dropped_records: 7,
+                depth_bytes: 4096,
+            },
+        );
         metrics.refused(Refusal::NodeMismatch);
         let text = metrics.render();
         assert!(text.contains("crigate_decisions_total{decision=\"deny\",namespace=\"prod\"} 1"));
@@ -200,6 +261,8 @@ mod tests {
         assert!(text.contains("crigate_aggregator_records_total{result=\"duplicate\"} 1"));
         assert!(text.contains("reason=\"node_mismatch\"} 1"));
         assert!(text.contains("node_last_seen_timestamp_seconds{node=\"node-1\"}"));
+        assert!(text.contains("crigate_spool_dropped_records_total{node=\"node-1\"} 7"));
+        assert!(text.contains("crigate_spool_depth_bytes{node=\"node-1\"} 4096"));
     }
 
     #[test]
@@ -210,6 +273,7 @@ mod tests {
                 "node-1",
                 &[record(&format!("ns-{n}"), DecisionKind::Allow)],
                 &[true],
+                SpoolReport::default(),
             );
         }
         let state = metrics.lock();

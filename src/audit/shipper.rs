@@ -270,6 +270,8 @@ impl Shipper {
             let request = ShipRequest {
                 batch: number,
                 records: batch.records,
+                spool_dropped_records: self.spool.dropped_records(),
+                spool_depth_bytes: self.spool.depth_bytes(),
             };
             if requests.send(request).await.is_err() {
                 return Err(Error::Closed);
