@@ -7,7 +7,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)
-        .compile_protos(&["proto/crigate/audit/v1/audit.proto"], &["proto"])?;
+        .compile_protos(
+            &[
+                "proto/crigate/audit/v1/audit.proto",
+                "proto/crigate/audit/v1/ingest.proto",
+            ],
+            &["proto"],
+        )?;
     println!("cargo:rerun-if-changed=proto");
 
     let sha = Command::new("git")

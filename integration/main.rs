@@ -6,6 +6,7 @@
 // Test code may block its own thread while it waits for a process.
 #![allow(clippy::disallowed_methods)]
 
+mod aggregator;
 mod client;
 mod daemon;
 mod enforce;

@@ -50,6 +50,21 @@ pub fn trust_policy(data: &[u8]) {
     crate::verify::notation::fuzz_trust_policy(data);
 }
 
+/// Parses `data` as a spool segment; every record that parses must frame and parse back
+/// to itself, and the parser must never claim more bytes than it was given.
+pub fn spool_segment(data: &[u8]) {
+    use crate::audit::spool::frame;
+    let parsed = frame::parse(data, usize::MAX, usize::MAX);
+    assert!(parsed.consumed <= data.len());
+    assert_eq!(frame::valid_prefix(data), parsed.consumed);
+    for record in &parsed.records {
+        if let Ok(bytes) = frame::encode(record) {
+            let again = frame::parse(&bytes, usize::MAX, usize::MAX);
+            assert_eq!(again.records.as_slice(), std::slice::from_ref(record));
+        }
+    }
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -72,6 +87,7 @@ mod tests {
         ("cosign_signature", super::cosign_signature),
         ("notation_envelope", super::notation_envelope),
         ("trust_policy", super::trust_policy),
+        ("spool_segment", super::spool_segment),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

@@ -15,7 +15,10 @@
 //!
 //! Module map (dependencies point one way: `cli -> proxy -> decision`):
 //!
-//! - [`audit`]: the record of each decision, written to journald and the spool.
+//! - [`audit`]: the record of each decision, written to journald and the spool, and
+//!   shipped from the spool to the aggregator.
+//! - [`aggregator`]: `crigate aggregator`, which stores every node's records and
+//!   answers queries (`cli -> aggregator -> audit`).
 //! - [`cli`]: the `crigate` command line, one module per command.
 //! - [`config`]: the TOML configuration file, parsed into validated types.
 //! - [`proxy`]: the unix-socket HTTP/2 server, the passthrough, the interception of the
@@ -28,6 +31,7 @@
 //! - [`oci`]: value types shared by every module (digests, references, media types).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
+pub mod aggregator;
 pub mod audit;
 pub mod cli;
 pub mod config;

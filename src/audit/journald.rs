@@ -78,6 +78,18 @@ impl Journald {
     }
 }
 
+/// Sends one entry from a thread that is not an async worker (the spool's writer),
+/// waiting at most [`SEND_TIMEOUT`] for room in journald's socket buffer.
+///
+/// # Errors
+///
+/// journald's socket is missing, refuses the datagram or stays full.
+pub fn send_blocking(socket: &Path, entry: &[u8]) -> std::io::Result<()> {
+    let sender = std::os::unix::net::UnixDatagram::unbound()?;
+    sender.set_write_timeout(Some(SEND_TIMEOUT))?;
+    sender.send_to(entry, socket).map(|_| ())
+}
+
 impl Sink for Journald {
     fn name(&self) -> &'static str {
         "journald"

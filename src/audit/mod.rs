@@ -20,6 +20,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::decision::BoxFuture;
 
 pub mod journald;
+pub mod shipper;
+pub mod spool;
+pub mod tls;
 
 /// The generated protobuf types of `crigate.audit.v1`.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]

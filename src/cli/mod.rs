@@ -2,7 +2,7 @@
 //! code.
 //!
 //! Exit codes: 0 success; 1 denied (for commands that decide); 2 error, including bad
-//! usage; 78 (EX_CONFIG) `serve` started with an invalid configuration.
+//! usage; 78 (EX_CONFIG) `serve` or `aggregator` started with an invalid configuration.
 
 use std::process::ExitCode;
 
@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 
 use crate::telemetry::LogFormat;
 
+pub mod aggregator;
+pub mod audit;
 pub mod import;
 pub mod policy;
 pub mod serve;
@@ -53,6 +55,11 @@ pub enum Command {
     Policy(Box<policy::Args>),
     /// Turn Ratify or kritis resources into crigate configuration and trust files.
     Import(import::Args),
+    /// Run the cluster audit aggregator: receive every node's audit records over mutual
+    /// TLS, store them, answer queries.
+    Aggregator(aggregator::Args),
+    /// Search the cluster aggregator's audit records.
+    Audit(audit::Args),
 }
 
 /// Runs the parsed command.
@@ -66,5 +73,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::run(*args),
         Command::Policy(args) => policy::run(*args),
         Command::Import(args) => import::run(args),
+        Command::Aggregator(args) => aggregator::run(args),
+        Command::Audit(args) => audit::run(args),
     }
 }

@@ -11,6 +11,10 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::shipper::Shipper;
+use crate::audit::spool::{Spool, SpoolConfig};
 use crate::audit::{self, Auditor};
 use crate::decision::Decide;
 use crate::policy::decider::{AllowAndRecord, PolicyDecider, RuntimeImages};
@@ -63,10 +67,24 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot open the CRI socket")?;
     // One auditor for the daemon's life: deciders are rebuilt on reload, the record
     // trail is not. `[audit]` changes apply at the next start.
-    let auditor = auditor_for(&config);
+    let (auditor, shipper) = match auditor_for(&config) {
+        Ok(built) => built,
+        Err(error) => {
+            eprintln!("error: [audit]: {:#}", anyhow::Error::new(error));
+            return Ok(ExitCode::from(EXIT_CONFIG));
+        }
+    };
+    let stop_shipping = CancellationToken::new();
     let served = runtime.block_on(async {
+        let shipping = shipper.map(|shipper| tokio::spawn(shipper.run(stop_shipping.clone())));
         let build = move |config: &Config| decide_for(config, &auditor);
-        proxy::serve(listener, config, args.config, Box::new(build)).await
+        let served = proxy::serve(listener, config, args.config, Box::new(build)).await;
+        // Whatever was not acknowledged stays in the spool for the next start.
+        stop_shipping.cancel();
+        if let Some(task) = shipping {
+            let _ = task.await;
+        }
+        served
     });
     match served {
         Ok(()) => Ok(ExitCode::from(EXIT_OK)),
@@ -85,8 +103,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The auditor `[audit]` asks for.
-fn auditor_for(config: &Config) -> Auditor {
+/// Why `[audit]` could not be set up.
+#[derive(Debug, thiserror::Error)]
+enum AuditSetupError {
+    #[error("cannot open the spool")]
+    Spool(#[from] audit::spool::Error),
+    #[error("cannot set up shipping to the aggregator")]
+    Shipper(#[from] audit::shipper::Error),
+}
+
+/// The auditor `[audit]` asks for, and the shipper of its spool when an aggregator is
+/// configured.
+fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetupError> {
     let node = config.audit.node.clone().unwrap_or_else(audit::node_name);
     let mut sinks: Vec<Arc<dyn audit::Sink>> = Vec::new();
     if config.audit.journald {
@@ -100,7 +128,30 @@ fn auditor_for(config: &Config) -> Auditor {
             config.audit.journal_socket.clone(),
         )));
     }
-    Auditor::new(node, sinks)
+    let mut shipper = None;
+    if let (Some(url), Some(ca_file), Some(cert_file), Some(key_file)) = (
+        &config.audit.aggregator,
+        &config.audit.ca_file,
+        &config.audit.cert_file,
+        &config.audit.key_file,
+    ) {
+        let mut spool_config =
+            SpoolConfig::new(&config.audit.spool_dir, config.audit.spool_max_bytes);
+        if config.audit.journald {
+            spool_config.journal_socket = Some(config.audit.journal_socket.clone());
+        }
+        let spool = Spool::open(spool_config)?;
+        shipper = Some(Shipper::new(
+            spool.clone(),
+            url.clone(),
+            config.audit.server_name.as_deref(),
+            ca_file,
+            cert_file,
+            key_file,
+        )?);
+        sinks.push(Arc::new(spool));
+    }
+    Ok((Auditor::new(node, sinks), shipper))
 }
 
 /// The decision seam a configuration asks for: its policies over its verifiers, or,

@@ -51,7 +51,27 @@ pub struct AuditSettings {
     pub journald: bool,
     /// journald's native-protocol socket. Default `/run/systemd/journal/socket`.
     pub journal_socket: PathBuf,
+    /// The cluster aggregator, `https://host:port`. When set, every record is also
+    /// spooled on disk and shipped there; unset (the default), nothing is spooled.
+    pub aggregator: Option<crate::audit::shipper::AggregatorUrl>,
+    /// CA bundle (PEM) the aggregator's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// This node's client certificate chain and key (PEM). The certificate's first DNS
+    /// SAN (else its CN) must equal `node`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// The name the aggregator's certificate is checked against. Default: the host of
+    /// `aggregator`.
+    pub server_name: Option<String>,
+    /// Where records wait for the aggregator. Default `/var/lib/crigate/spool`.
+    pub spool_dir: PathBuf,
+    /// Bound on the spool's size on disk. Default 256 MiB. When full, the oldest
+    /// segment is dropped, counted, logged and reported to journald.
+    pub spool_max_bytes: u64,
 }
+
+/// Smallest `spool_max_bytes`: room for a few segments of the largest records.
+pub const MIN_SPOOL_BYTES: u64 = 1024 * 1024;
 
 /// The `[cache]` section.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -77,6 +97,13 @@ impl Default for AuditSettings {
             node: None,
             journald: true,
             journal_socket: PathBuf::from(crate::audit::journald::DEFAULT_SOCKET),
+            aggregator: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+            server_name: None,
+            spool_dir: PathBuf::from("/var/lib/crigate/spool"),
+            spool_max_bytes: crate::audit::spool::DEFAULT_MAX_BYTES,
         }
     }
 }
@@ -314,6 +341,29 @@ impl Config {
         }
         if !file.audit.journal_socket.is_absolute() {
             return Err(invalid("audit.journal_socket", "must be an absolute path"));
+        }
+        if !file.audit.spool_dir.is_absolute() {
+            return Err(invalid("audit.spool_dir", "must be an absolute path"));
+        }
+        if file.audit.spool_max_bytes < MIN_SPOOL_BYTES {
+            return Err(invalid(
+                "audit.spool_max_bytes",
+                "must be at least 1048576 (1 MiB)",
+            ));
+        }
+        if file.audit.aggregator.is_some() {
+            for (key, value) in [
+                ("audit.ca_file", &file.audit.ca_file),
+                ("audit.cert_file", &file.audit.cert_file),
+                ("audit.key_file", &file.audit.key_file),
+            ] {
+                if value.is_none() {
+                    return Err(invalid(
+                        key,
+                        "required with audit.aggregator: the aggregator accepts nodes by client certificate",
+                    ));
+                }
+            }
         }
         if file.verify.timeout.is_zero() {
             return Err(invalid("verify.timeout", "must be more than zero"));

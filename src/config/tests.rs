@@ -286,3 +286,35 @@ fn policies_are_read_and_checked_against_the_verifiers() {
         .to_string();
     assert!(err.contains("block"), "{err}");
 }
+
+#[test]
+fn an_aggregator_needs_its_tls_files_and_a_valid_url() {
+    let origin = Path::new("c.toml");
+    let with = |audit: &str| Config::parse(&format!("[audit]\n{audit}\n"), origin);
+    let config = with(
+        "aggregator = \"https://agg.example:7443\"\nca_file = \"/ca.pem\"\ncert_file = \"/n.pem\"\nkey_file = \"/n.key\"",
+    )
+    .unwrap();
+    assert_eq!(config.audit.aggregator.unwrap().port(), 7443);
+    assert_eq!(config.audit.spool_max_bytes, 256 * 1024 * 1024);
+    assert!(matches!(
+        with("aggregator = \"https://agg.example:7443\"\nca_file = \"/ca.pem\""),
+        Err(Error::Invalid {
+            key: "audit.cert_file",
+            ..
+        })
+    ));
+    assert!(matches!(
+        with("aggregator = \"http://agg.example:7443\""),
+        Err(Error::Parse { .. })
+    ));
+}
+
+#[test]
+fn spool_bound_edges() {
+    let origin = Path::new("c.toml");
+    let with = |n: u64| Config::parse(&format!("[audit]\nspool_max_bytes = {n}\n"), origin);
+    assert!(with(MIN_SPOOL_BYTES - 1).is_err());
+    assert!(with(MIN_SPOOL_BYTES).is_ok());
+    assert!(with(MIN_SPOOL_BYTES + 1).is_ok());
+}

@@ -1,0 +1,787 @@
+//! The cluster audit pipeline with real processes: `crigate serve` spooling and shipping
+//! to `crigate aggregator` over mutual TLS, and `crigate audit query` reading it back.
+//!
+//! Decisions are made without containerd: with no `[[policies]]`, crigate allows and
+//! records every PullImage, then forwards it to a runtime socket that does not exist, so
+//! each call returns quickly (UNAVAILABLE) after its record is fsynced in the spool.
+//! Every record id the node produced is read from crigate's decision log
+//! (`crigate::decision` events) and compared with the ids the aggregator stored.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::StreamExt;
+use k8s_cri::v1::PullImageRequest;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crigate::audit::proto::audit_ingest_client::AuditIngestClient;
+use crigate::audit::proto::{AuditRecord, ShipRequest};
+
+use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::harness::process::free_port;
+use crate::harness::{cri::image_spec, cri_channel};
+
+/// Decisions per scenario.
+const DECISIONS: usize = 10_000;
+/// Concurrent CRI calls while producing decisions.
+const CONCURRENCY: usize = 32;
+/// Time for the aggregator to hold every record once production is over.
+const CONVERGE: Duration = Duration::from_secs(120);
+const NODE: &str = "node-1";
+const TOKEN: &str = "query-token-0123456789";
+
+/// Certificates for one test: a cluster CA, the aggregator's server certificate, node
+/// client certificates, and a second CA nobody trusts.
+struct Pki {
+    dir: PathBuf,
+    ca: Issuer<'static, KeyPair>,
+    other_ca: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        let (ca, ca_pem) = Self::ca("crigate test cluster CA");
+        std::fs::write(dir.join("ca.pem"), ca_pem).unwrap();
+        let (other_ca, _) = Self::ca("some other CA");
+        let pki = Self {
+            dir: dir.to_owned(),
+            ca,
+            other_ca,
+        };
+        pki.leaf("server", &["localhost", "127.0.0.1"], "aggregator", false);
+        std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+        pki
+    }
+
+    fn ca(cn: &str) -> (Issuer<'static, KeyPair>, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        (Issuer::new(params, key), cert.pem())
+    }
+
+    /// Writes `<name>.pem` and `<name>.key`, signed by the cluster CA (or the other one).
+    fn leaf(&self, name: &str, sans: &[&str], cn: &str, other_ca: bool) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        let issuer = if other_ca { &self.other_ca } else { &self.ca };
+        let cert = params.signed_by(&key, issuer).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.join(format!("{name}.pem")),
+            self.dir.join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        (cert_path, key_path)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+/// A running `crigate aggregator`.
+struct Aggregator {
+    child: Option<Child>,
+    config: PathBuf,
+    log: PathBuf,
+    ingest_port: u16,
+    query_port: u16,
+    database: PathBuf,
+    /// The PostgreSQL connection string, when the aggregator stores there.
+    postgres: Option<String>,
+}
+
+impl Aggregator {
+    fn configure(dir: &Path, pki: &Pki) -> Self {
+        Self::configure_with(dir, pki, None)
+    }
+
+    fn configure_with(dir: &Path, pki: &Pki, postgres: Option<String>) -> Self {
+        let ingest_port = free_port().unwrap();
+        let query_port = free_port().unwrap();
+        let database = dir.join("db/audit.db");
+        let config = dir.join("aggregator.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "listen = \"127.0.0.1:{ingest_port}\"\nquery_listen = \"127.0.0.1:{query_port}\"\n\
+                 cert_file = \"{}\"\nkey_file = \"{}\"\nclient_ca_file = \"{}\"\n\
+                 token_file = \"{}\"\ndatabase = \"{}\"\ndrain_timeout = \"2s\"\n{}",
+                pki.path("server.pem").display(),
+                pki.path("server.key").display(),
+                pki.path("ca.pem").display(),
+                pki.path("token").display(),
+                database.display(),
+                postgres
+                    .as_ref()
+                    .map(|p| format!("postgres = \"{p}\"\n"))
+                    .unwrap_or_default()
+            ),
+        )
+        .unwrap();
+        Self {
+            child: None,
+            config,
+            log: dir.join("aggregator.log"),
+            ingest_port,
+            query_port,
+            database,
+            postgres,
+        }
+    }
+
+    fn start(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let child = Command::new(crigate_binary())
+            .args(["--log-format", "text", "aggregator", "--config"])
+            .arg(&self.config)
+            .env("RUST_LOG", "crigate=debug,info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.query_port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "aggregator did not start:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(&mut self) {
+        let mut child = self.child.take().expect("running");
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+        let status = child.wait().unwrap();
+        assert!(status.success(), "aggregator exited with {status}");
+    }
+
+    fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The ids stored, read from the database (the aggregator keeps running).
+    fn stored_ids(&self) -> Vec<String> {
+        if let Some(url) = &self.postgres {
+            return pg_ids(url);
+        }
+        let Ok(conn) = rusqlite::Connection::open(&self.database) else {
+            return Vec::new();
+        };
+        let Ok(mut statement) = conn.prepare("SELECT id FROM records ORDER BY id") else {
+            return Vec::new();
+        };
+        statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn count(&self) -> usize {
+        if let Some(url) = &self.postgres {
+            return pg_ids(url).len();
+        }
+        let Ok(conn) = rusqlite::Connection::open(&self.database) else {
+            return 0;
+        };
+        conn.query_row("SELECT COUNT(*) FROM records", [], |row| {
+            row.get::<_, i64>(0)
+        })
+        .map(|n| n as usize)
+        .unwrap_or(0)
+    }
+
+    /// Waits until `count` records are stored.
+    fn wait_count(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let stored = self.count();
+            if stored >= count {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{stored} of {count} records stored after {timeout:?}:\n{}",
+                    tail(&self.logs())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn query_url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.query_port)
+    }
+}
+
+impl Drop for Aggregator {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// A `crigate serve` in `dir` shipping to `aggregator`, spooling in `spool`.
+fn start_node(dir: &Path, pki: &Pki, aggregator: &Aggregator, spool: &Path) -> Crigate {
+    std::fs::create_dir_all(dir).unwrap();
+    let (cert, key) = (pki.path("node-1.pem"), pki.path("node-1.key"));
+    let extra = format!(
+        "[audit]\nnode = \"{NODE}\"\njournald = false\n\
+         aggregator = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n\
+         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nspool_dir = \"{}\"\n",
+        aggregator.ingest_port,
+        pki.path("ca.pem").display(),
+        cert.display(),
+        key.display(),
+        spool.display()
+    );
+    // No runtime listens here: each gated call is decided, recorded, then fails fast.
+    let options = Options::new(dir, &dir.join("no-runtime.sock"), &extra);
+    Crigate::start(dir, options).unwrap()
+}
+
+/// Makes `count` PullImage calls through crigate, `CONCURRENCY` at a time, and returns
+/// once each has been answered (so its record is in the spool).
+async fn decide(socket: &Path, tag: &str, count: usize) {
+    let channel = cri_channel(socket).await.unwrap();
+    let client = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel);
+    futures_util::stream::iter(0..count)
+        .map(|n| {
+            let mut client = client.clone();
+            let image = format!("127.0.0.1:5000/{tag}:{n}");
+            async move {
+                let request = PullImageRequest {
+                    image: Some(image_spec(&image)),
+                    ..Default::default()
+                };
+                // The runtime is absent: an error, after the decision was recorded.
+                let status = client.pull_image(request).await.unwrap_err();
+                assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            }
+        })
+        .buffer_unordered(CONCURRENCY)
+        .collect::<()>()
+        .await;
+}
+
+/// The record ids in crigate's decision log.
+fn logged_ids(logs: &str) -> Vec<String> {
+    logs.lines()
+        .filter(|line| line.contains("crigate::decision"))
+        .filter_map(|line| {
+            let at = line.find(" id=")? + 4;
+            line[at..].split_whitespace().next().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// Every id the node produced is stored, once, and nothing else is.
+fn assert_exactly_once(produced: &[String], aggregator: &Aggregator) {
+    let produced_set: BTreeSet<&String> = produced.iter().collect();
+    assert_eq!(produced_set.len(), produced.len(), "ids repeat in the log");
+    let stored = aggregator.stored_ids();
+    let stored_set: BTreeSet<&String> = stored.iter().collect();
+    assert_eq!(stored_set.len(), stored.len(), "an id is stored twice");
+    let missing: Vec<_> = produced_set.difference(&stored_set).take(5).collect();
+    let extra: Vec<_> = stored_set.difference(&produced_set).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, unexpected {extra:?}"
+    );
+}
+
+/// `crigate audit query` with `args`; its exit code, stdout and stderr.
+fn query(aggregator: &Aggregator, pki: &Pki, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(crigate_binary())
+        .args(["audit", "query", "--aggregator"])
+        .arg(aggregator.query_url())
+        .arg("--ca-file")
+        .arg(pki.path("ca.pem"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("crigate-agg-{name}-"))
+        .tempdir()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_restart_mid_stream_stores_every_record_once() {
+    let tmp = temp_dir("restart");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let aggregator = Aggregator::configure(tmp.path(), &pki);
+    restart_mid_stream(tmp.path(), &pki, aggregator, DECISIONS).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_on_postgresql_stores_every_record_once() {
+    let tmp = temp_dir("postgres");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let postgres = Postgres::start(tmp.path());
+    let aggregator = Aggregator::configure_with(tmp.path(), &pki, Some(postgres.url()));
+    restart_mid_stream(tmp.path(), &pki, aggregator, DECISIONS).await;
+}
+
+/// Makes `decisions` decisions while the aggregator is stopped and restarted, and
+/// checks that each is stored once and listed once by `crigate audit query`.
+async fn restart_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregator, decisions: usize) {
+    let began = Instant::now();
+    aggregator.start();
+    let spool = tmp.join("spool");
+    let node = start_node(&tmp.join("node"), pki, &aggregator, &spool);
+
+    let socket = node.socket.clone();
+    let producing = tokio::spawn(async move { decide(&socket, "restart", decisions).await });
+    // Stop the aggregator once shipping is under way, keep it down while decisions
+    // pile up in the spool, then start it again on the same database.
+    tokio::task::block_in_place(|| aggregator.wait_count(decisions / 5, CONVERGE)).unwrap();
+    aggregator.stop();
+    let at_stop = aggregator.count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    aggregator.start();
+    producing.await.unwrap();
+    let produced_in = began.elapsed();
+    tokio::task::block_in_place(|| aggregator.wait_count(decisions, CONVERGE)).unwrap();
+    assert!(
+        at_stop < decisions,
+        "the aggregator stopped after the stream ended"
+    );
+
+    let produced = logged_ids(&node.logs());
+    assert_eq!(produced.len(), decisions);
+    assert_exactly_once(&produced, &aggregator);
+
+    // `crigate audit query` follows every page and returns each record once.
+    let token = pki.path("token");
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        query(
+            &aggregator,
+            pki,
+            &[
+                "--token-file",
+                token.to_str().unwrap(),
+                "--node",
+                NODE,
+                "--output",
+                "json",
+            ],
+        )
+    });
+    assert_eq!(code, 0, "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(report["version"], 1);
+    let listed: Vec<String> = report["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = produced.clone();
+    sorted.sort();
+    assert_eq!(listed, sorted);
+    eprintln!(
+        "{decisions} decisions in {produced_in:?}; all stored after {:?}; {at_stop} stored when the aggregator stopped",
+        began.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_stream_resumes_from_its_spool() {
+    let began = Instant::now();
+    let tmp = temp_dir("kill");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    aggregator.start();
+    let spool = tmp.path().join("spool");
+    let half = DECISIONS / 2;
+
+    // A backlog: the aggregator is down while the first half is decided.
+    aggregator.stop();
+    let mut first = start_node(&tmp.path().join("node-a"), &pki, &aggregator, &spool);
+    decide(&first.socket, "kill-a", half).await;
+    aggregator.start();
+    // SIGKILL the node while the backlog is being shipped.
+    let at_kill = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + CONVERGE;
+        loop {
+            let stored = aggregator.count();
+            if stored > 0 {
+                return stored;
+            }
+            assert!(Instant::now() < deadline, "nothing shipped");
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    });
+    first.signal(Signal::SIGKILL);
+    first.wait_exit(Duration::from_secs(10)).unwrap();
+    assert!(
+        at_kill < half,
+        "the stream was over before the kill ({at_kill})"
+    );
+
+    let second = start_node(&tmp.path().join("node-b"), &pki, &aggregator, &spool);
+    decide(&second.socket, "kill-b", half).await;
+    tokio::task::block_in_place(|| aggregator.wait_count(DECISIONS, CONVERGE)).unwrap();
+    let mut produced = logged_ids(&first.logs());
+    produced.extend(logged_ids(&second.logs()));
+    assert_eq!(produced.len(), DECISIONS);
+    assert_exactly_once(&produced, &aggregator);
+    eprintln!(
+        "{DECISIONS} decisions, node killed with {at_kill} of {half} stored; all stored once after {:?}",
+        began.elapsed()
+    );
+}
+
+/// Opens an ingest stream as a client with `identity` (certificate and key), sends
+/// `records`, and returns the first answer's error, if any.
+async fn ship_as(
+    aggregator: &Aggregator,
+    pki: &Pki,
+    identity: Option<(&Path, &Path)>,
+    records: Vec<AuditRecord>,
+) -> anyhow::Result<()> {
+    let config = crigate::audit::tls::client_config(&pki.path("ca.pem"), identity, &[b"h2"])?;
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let port = aggregator.ingest_port;
+    let connector = tower::service_fn(move |_: http::Uri| {
+        let tls = tls.clone();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = tls.connect(name, tcp).await?;
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(stream))
+        }
+    });
+    let channel = tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(connector)
+        .await
+        .context("connect")?;
+    let mut client = AuditIngestClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(ShipRequest {
+        batch: 1,
+        records,
+        spool_dropped_records: 3,
+        spool_depth_bytes: 1024,
+    })
+    .await?;
+    let mut answers = client.ship(ReceiverStream::new(rx)).await?.into_inner();
+    match answers.message().await? {
+        Some(answer) if answer.batch == 1 => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+fn record(node: &str) -> AuditRecord {
+    AuditRecord {
+        id: crigate::audit::new_id(),
+        node: node.to_owned(),
+        namespace: "prod".to_owned(),
+        image: "registry.example/app:v1".to_owned(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_refuses_unauthenticated_nodes_and_queries() {
+    let tmp = temp_dir("refuse");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let good = pki.leaf("node-1", &[NODE], "ignored-cn", false);
+    let cn_only = pki.leaf("cn-node", &[], "node-cn", false);
+    let foreign = pki.leaf("foreign", &[NODE], NODE, true);
+    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    aggregator.start();
+    let as_path = |(c, k): &(PathBuf, PathBuf)| (c.clone(), k.clone());
+    let (good_cert, good_key) = as_path(&good);
+
+    // The node's own records are stored.
+    ship_as(
+        &aggregator,
+        &pki,
+        Some((&good_cert, &good_key)),
+        vec![record(NODE)],
+    )
+    .await
+    .unwrap();
+    // With no DNS SAN, the CN names the node.
+    ship_as(
+        &aggregator,
+        &pki,
+        Some((&cn_only.0, &cn_only.1)),
+        vec![record("node-cn")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(aggregator.count(), 2);
+
+    // No client certificate: the handshake fails.
+    let error = ship_as(&aggregator, &pki, None, vec![record(NODE)])
+        .await
+        .unwrap_err();
+    eprintln!("no client certificate: {error:#}");
+    // A certificate from a CA the aggregator does not trust.
+    let error = ship_as(
+        &aggregator,
+        &pki,
+        Some((&foreign.0, &foreign.1)),
+        vec![record(NODE)],
+    )
+    .await
+    .unwrap_err();
+    eprintln!("foreign CA: {error:#}");
+    // A record naming another node than the certificate: PERMISSION_DENIED.
+    let error = ship_as(
+        &aggregator,
+        &pki,
+        Some((&good_cert, &good_key)),
+        vec![record(NODE), record("node-2")],
+    )
+    .await
+    .unwrap_err();
+    let status = error
+        .downcast_ref::<tonic::Status>()
+        .expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+    assert_eq!(aggregator.count(), 2, "a refused batch was stored");
+    let logs = aggregator.logs();
+    assert!(
+        logs.contains("refused a record naming another node"),
+        "{logs}"
+    );
+    assert!(
+        logs.matches("TLS handshake failed").count() >= 2,
+        "{}",
+        tail(&logs)
+    );
+
+    // Queries: no token, a wrong token, the right one.
+    let (code, _, stderr) = tokio::task::block_in_place(|| query(&aggregator, &pki, &[]));
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("--token-file"), "{stderr}");
+    let wrong = tmp.path().join("wrong-token");
+    std::fs::write(&wrong, "query-token-0123456788").unwrap();
+    let (code, _, stderr) = tokio::task::block_in_place(|| {
+        query(
+            &aggregator,
+            &pki,
+            &["--token-file", wrong.to_str().unwrap()],
+        )
+    });
+    assert_eq!(code, 2, "{stderr}");
+    let token = pki.path("token");
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        query(
+            &aggregator,
+            &pki,
+            &["--token-file", token.to_str().unwrap(), "--node", NODE],
+        )
+    });
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(stdout.lines().count(), 2, "{stdout}"); // header and one record
+
+    // Metrics count what was stored and refused, behind the same token.
+    let ca = reqwest::Certificate::from_pem(&std::fs::read(pki.path("ca.pem")).unwrap()).unwrap();
+    let http = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let url = format!("{}/metrics", aggregator.query_url());
+    let refused = http.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), reqwest::StatusCode::UNAUTHORIZED);
+    let metrics = http
+        .get(&url)
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "crigate_aggregator_records_total{result=\"stored\"} 2",
+        "crigate_aggregator_batches_refused_total{reason=\"node_mismatch\"} 1",
+        "crigate_aggregator_node_last_seen_timestamp_seconds{node=\"node-cn\"}",
+        "crigate_spool_dropped_records_total{node=\"node-cn\"} 3",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+}
+
+#[test]
+fn aggregator_with_an_invalid_config_exits_78() {
+    let tmp = temp_dir("config");
+    let config = tmp.path().join("aggregator.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:1\"\nlisen = 1\n").unwrap();
+    let status = Command::new(crigate_binary())
+        .args(["aggregator", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(78));
+    // Files the config names that cannot be used are configuration errors too.
+    std::fs::write(
+        &config,
+        "cert_file = \"/nonexistent.pem\"\nkey_file = \"/nonexistent.key\"\n\
+         client_ca_file = \"/nonexistent-ca.pem\"\ntoken_file = \"/nonexistent\"\n\
+         listen = \"127.0.0.1:0\"\nquery_listen = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let status = Command::new(crigate_binary())
+        .args(["aggregator", "--config"])
+        .arg(&config)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(78));
+}
+
+/// A PostgreSQL 15 server (Debian's) in a temp dir, on a unix socket only, stopped on
+/// drop.
+struct Postgres {
+    root: PathBuf,
+    port: u16,
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+impl Postgres {
+    fn start(dir: &Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let root = dir.join("pg");
+        std::fs::create_dir_all(&root).unwrap();
+        // The server runs as postgres: it must reach and own its directory.
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let user = nix::unistd::User::from_name("postgres")
+            .unwrap()
+            .expect("the postgres user (apt-get install postgresql)");
+        nix::unistd::chown(&root, Some(user.uid), Some(user.gid)).unwrap();
+        let port = free_port().unwrap();
+        let run = |args: &[&str]| {
+            let out = Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let data = root.join("data");
+        run(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            data.to_str().unwrap(),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+        ]);
+        run(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().unwrap(),
+            "-l",
+            root.join("server.log").to_str().unwrap(),
+            "-o",
+            &format!("-k {} -c listen_addresses='' -p {port}", root.display()),
+            "-w",
+            "start",
+        ]);
+        Self { root, port }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host={} port={} user=postgres dbname=postgres",
+            self.root.display(),
+            self.port
+        )
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(format!("{PG_BIN}/pg_ctl"))
+            .arg("-D")
+            .arg(self.root.join("data"))
+            .args(["-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The ids stored in PostgreSQL, read on a thread of its own (callers block).
+fn pg_ids(url: &str) -> Vec<String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let Ok((client, connection)) =
+                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
+            else {
+                return Vec::new();
+            };
+            tokio::spawn(connection);
+            client
+                .query("SELECT id FROM records ORDER BY id", &[])
+                .await
+                .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect())
+                .unwrap_or_default()
+        })
+    })
+    .join()
+    .unwrap()
+}

@@ -1,0 +1,170 @@
+//! The `AuditIngest` gRPC service: batches from authenticated nodes, stored, then
+//! acknowledged by id.
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status, Streaming};
+
+use std::sync::Arc;
+
+use super::metrics::{Metrics, Refusal, SpoolReport};
+use super::storage::Storage;
+use super::tls::Peer;
+use crate::audit::proto::audit_ingest_server::AuditIngest;
+use crate::audit::proto::{ShipRequest, ShipResponse};
+
+/// Most records in one batch. The shipper sends up to 500; a larger batch is refused
+/// rather than held in memory and in one transaction.
+pub const MAX_BATCH_RECORDS: usize = 1000;
+
+/// Largest ShipRequest decoded: a full batch of records at the spool's record limit
+/// would be larger, but real records are a few hundred bytes; the shipper bounds its
+/// batches by bytes to stay well under this.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Answers queued per stream before the service stops reading the node's batches.
+const RESPONSE_QUEUE: usize = 4;
+
+/// The ingest service.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    store: Storage,
+    metrics: Arc<Metrics>,
+    tracker: TaskTracker,
+    cancel: CancellationToken,
+}
+
+// === impl Ingest ===
+
+impl Ingest {
+    /// Streams are tasks on `tracker`; on `cancel` each ends with UNAVAILABLE once its
+    /// current batch is stored, so that the node reconnects to the next aggregator.
+    pub fn new(
+        store: Storage,
+        metrics: Arc<Metrics>,
+        tracker: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Self {
+        Self {
+            store,
+            metrics,
+            tracker,
+            cancel,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AuditIngest for Ingest {
+    type ShipStream = ReceiverStream<Result<ShipResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(node))]
+    async fn ship(
+        &self,
+        request: Request<Streaming<ShipRequest>>,
+    ) -> Result<Response<Self::ShipStream>, Status> {
+        let Some(peer) = request.extensions().get::<Peer>().cloned() else {
+            return Err(Status::unauthenticated("no client certificate"));
+        };
+        tracing::Span::current().record("node", peer.node.as_str());
+        tracing::debug!(addr = %peer.addr, "ingest stream opened");
+        let mut inbound = request.into_inner();
+        let (answers, stream) = mpsc::channel(RESPONSE_QUEUE);
+        let store = self.store.clone();
+        let metrics = Arc::clone(&self.metrics);
+        let cancel = self.cancel.clone();
+        self.tracker.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    () = cancel.cancelled() => {
+                        let _ = answers
+                            .send(Err(Status::unavailable("the aggregator is shutting down")))
+                            .await;
+                        break;
+                    }
+                    next = inbound.message() => next,
+                };
+                let batch = match next {
+                    Ok(Some(batch)) => batch,
+                    Ok(None) => break,
+                    Err(status) => {
+                        tracing::debug!(node = %peer.node, %status, "ingest stream ended");
+                        break;
+                    }
+                };
+                let answer = accept(&store, &metrics, &peer, batch).await;
+                let refused = answer.is_err();
+                if answers.send(answer).await.is_err() || refused {
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(stream)))
+    }
+}
+
+/// Checks and stores one batch.
+async fn accept(
+    store: &Storage,
+    metrics: &Metrics,
+    peer: &Peer,
+    batch: ShipRequest,
+) -> Result<ShipResponse, Status> {
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        metrics.refused(Refusal::Invalid);
+        return Err(Status::invalid_argument(format!(
+            "batch of {} records; at most {MAX_BATCH_RECORDS}",
+            batch.records.len()
+        )));
+    }
+    for record in &batch.records {
+        // The certificate is the node's identity; a node may only report its own
+        // decisions.
+        if record.node != peer.node {
+            tracing::warn!(
+                node = %peer.node,
+                record_node = %record.node,
+                id = %record.id,
+                addr = %peer.addr,
+                "refused a record naming another node"
+            );
+            metrics.refused(Refusal::NodeMismatch);
+            return Err(Status::permission_denied(format!(
+                "record {} names node {:?}, but the client certificate is for {:?}",
+                record.id, record.node, peer.node
+            )));
+        }
+        if uuid::Uuid::parse_str(&record.id).is_err() {
+            metrics.refused(Refusal::Invalid);
+            return Err(Status::invalid_argument(format!(
+                "record id {:?} is not a UUID",
+                record.id
+            )));
+        }
+    }
+    let count = batch.records.len();
+    let spool = SpoolReport {
+        dropped_records: batch.spool_dropped_records,
+        depth_bytes: batch.spool_depth_bytes,
+    };
+    let records = Arc::new(batch.records);
+    match store.insert(Arc::clone(&records)).await {
+        Ok(new) => {
+            tracing::debug!(node = %peer.node, batch = batch.batch, count, "batch stored");
+            metrics.batch_stored(&peer.node, &records, &new, spool);
+            Ok(ShipResponse {
+                batch: batch.batch,
+                ids: records.iter().map(|r| r.id.clone()).collect(),
+            })
+        }
+        Err(error) => {
+            tracing::error!(node = %peer.node, %error, "cannot store audit records");
+            metrics.refused(Refusal::Storage);
+            Err(Status::unavailable(
+                "the aggregator cannot store records now",
+            ))
+        }
+    }
+}

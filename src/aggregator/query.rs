@@ -1,0 +1,330 @@
+//! The query endpoint: `GET /v1/records` and `GET /metrics` ([`super::metrics`]),
+//! HTTP/1.1 over TLS, bearer token.
+//!
+//! Parameters (all optional): `since` (nanoseconds since the Unix epoch), `decision`
+//! (`allow`, `deny`, `audit-deny`, `error`), `namespace`, `node` (exact), `image` (a
+//! substring of the image or the resolved subject), `limit` (1 to 1000, default 100),
+//! `page_token` (the previous page's `next_page_token`). An unknown parameter is an
+//! error, so a typo never widens a query.
+//!
+//! The answer is [`RecordsPage`] as JSON (version 1: fields are added, never renamed).
+//! Errors are `{"error": "..."}` with a 4xx or 5xx status; details are logged, not sent.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use super::metrics::Metrics;
+use super::storage::{self, Query, Storage};
+use crate::audit::{AuditRecord, DecisionKind};
+use crate::registry::Secret;
+
+/// The path of the records query.
+pub const RECORDS_PATH: &str = "/v1/records";
+/// The path of the Prometheus metrics.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// Version of the JSON format, in every answer.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One page of records.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecordsPage {
+    pub version: u32,
+    pub records: Vec<RecordJson>,
+    /// Pass as `page_token` for the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// An audit record in JSON: the protobuf's fields, enums as their stable codes.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RecordJson {
+    pub id: String,
+    pub time_unix_nanos: i64,
+    pub node: String,
+    pub phase: String,
+    pub decision: String,
+    pub action: String,
+    pub api_version: String,
+    pub namespace: String,
+    pub pod_name: String,
+    pub pod_uid: String,
+    pub container_name: String,
+    pub image: String,
+    pub user_specified_image: String,
+    pub subject: String,
+    pub digest: String,
+    pub pinned: String,
+    pub verifier: String,
+    pub signer: String,
+    pub allowlisted_by: String,
+    pub policy: String,
+    pub mode: String,
+    pub fingerprint: String,
+    pub reason_code: String,
+    pub reason: String,
+    pub cached: bool,
+    pub latency_micros: u64,
+    pub caller_pid: i32,
+    pub caller_uid: u32,
+}
+
+/// What the query handler needs.
+pub struct QueryService {
+    store: Storage,
+    token: Secret,
+    metrics: Arc<Metrics>,
+}
+
+// === impl QueryService ===
+
+impl QueryService {
+    pub fn new(store: Storage, token: Secret, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            token,
+            metrics,
+        })
+    }
+
+    /// Answers one HTTP request.
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        request: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(self.answer(request).await.unwrap_or_else(|e| e))
+    }
+
+    async fn answer<B>(
+        &self,
+        request: Request<B>,
+    ) -> Result<Response<Full<Bytes>>, Response<Full<Bytes>>> {
+        let path = request.uri().path();
+        if path != RECORDS_PATH && path != METRICS_PATH {
+            return Err(error(
+                StatusCode::NOT_FOUND,
+                "no such endpoint; try GET /v1/records",
+            ));
+        }
+        if request.method() != Method::GET {
+            return Err(error(StatusCode::METHOD_NOT_ALLOWED, "use GET"));
+        }
+        if !self.authorized(&request) {
+            tracing::warn!(
+                path = RECORDS_PATH,
+                "query refused: missing or wrong bearer token"
+            );
+            let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return Err(response);
+        }
+        if request.uri().path() == METRICS_PATH {
+            let mut response = Response::new(Full::new(Bytes::from(self.metrics.render())));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            return Ok(response);
+        }
+        let query = parse_query(request.uri().query().unwrap_or(""))
+            .map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))?;
+        let page = self.store.query(query).await.map_err(|e| {
+            tracing::error!(error = %e, "query failed");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the query failed; see the aggregator's log",
+            )
+        })?;
+        let body = RecordsPage {
+            version: FORMAT_VERSION,
+            records: page.records.iter().map(RecordJson::from).collect(),
+            next_page_token: page.next_after_id,
+        };
+        Ok(json(StatusCode::OK, &body))
+    }
+
+    /// The request carries `Authorization: Bearer <token>` with the configured token,
+    /// compared in constant time.
+    fn authorized<B>(&self, request: &Request<B>) -> bool {
+        let Some(value) = request.headers().get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(given) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        bool::from(given.ct_eq(self.token.expose().as_bytes()))
+    }
+}
+
+/// Parses the query string into a [`Query`]; the error is for the client.
+fn parse_query(raw: &str) -> Result<Query, String> {
+    let mut query = Query {
+        limit: storage::DEFAULT_PAGE,
+        ..Default::default()
+    };
+    for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        let value = value.into_owned();
+        match &*key {
+            "since" => {
+                query.since_unix_nanos =
+                    Some(value.parse().map_err(|_| {
+                        "since: expected nanoseconds since the Unix epoch".to_owned()
+                    })?);
+            }
+            "decision" => {
+                query.decision = Some(DecisionKind::from_code(&value).ok_or_else(|| {
+                    "decision: expected allow, deny, audit-deny or error".to_owned()
+                })?);
+            }
+            "namespace" => query.namespace = Some(value),
+            "node" => query.node = Some(value),
+            "image" => query.image = Some(value),
+            "limit" => {
+                query.limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=storage::MAX_PAGE).contains(n))
+                    .ok_or_else(|| format!("limit: expected 1 to {}", storage::MAX_PAGE))?;
+            }
+            "page_token" => {
+                uuid::Uuid::parse_str(&value)
+                    .map_err(|_| "page_token: not a token from a previous page".to_owned())?;
+                query.after_id = Some(value);
+            }
+            other => return Err(format!("unknown parameter {other:?}")),
+        }
+    }
+    Ok(query)
+}
+
+fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Full<Bytes>> {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Full<Bytes>> {
+    json(status, &serde_json::json!({ "error": message }))
+}
+
+// === impl RecordJson ===
+
+impl From<&AuditRecord> for RecordJson {
+    fn from(r: &AuditRecord) -> Self {
+        Self {
+            id: r.id.clone(),
+            time_unix_nanos: r.time_unix_nanos,
+            node: r.node.clone(),
+            phase: r.phase().code().to_owned(),
+            decision: r.decision().code().to_owned(),
+            action: r.action().code().to_owned(),
+            api_version: r.api_version.clone(),
+            namespace: r.namespace.clone(),
+            pod_name: r.pod_name.clone(),
+            pod_uid: r.pod_uid.clone(),
+            container_name: r.container_name.clone(),
+            image: r.image.clone(),
+            user_specified_image: r.user_specified_image.clone(),
+            subject: r.subject.clone(),
+            digest: r.digest.clone(),
+            pinned: r.pinned.clone(),
+            verifier: r.verifier.clone(),
+            signer: r.signer.clone(),
+            allowlisted_by: r.allowlisted_by.clone(),
+            policy: r.policy.clone(),
+            mode: r.mode.clone(),
+            fingerprint: r.fingerprint.clone(),
+            reason_code: r.reason_code.clone(),
+            reason: r.reason.clone(),
+            cached: r.cached,
+            latency_micros: r.latency_micros,
+            caller_pid: r.caller_pid,
+            caller_uid: r.caller_uid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(dir: &std::path::Path) -> Arc<QueryService> {
+        QueryService::new(
+            Storage::Sqlite(storage::Store::open(&dir.join("audit.db")).unwrap()),
+            Secret::new("s3cret-token"),
+            Arc::default(),
+        )
+    }
+
+    fn get(uri: &str, token: Option<&str>) -> Request<()> {
+        let mut builder = Request::get(uri);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_token_is_required_and_compared_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let service = service(dir.path());
+        for token in [
+            None,
+            Some("wrong"),
+            Some("s3cret-toke"),
+            Some("s3cret-token2"),
+        ] {
+            let response = service
+                .clone()
+                .handle(get("/v1/records", token))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{token:?}");
+        }
+        let response = service
+            .clone()
+            .handle(get("/v1/records", Some("s3cret-token")))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        for (token, status) in [
+            (None, StatusCode::UNAUTHORIZED),
+            (Some("s3cret-token"), StatusCode::OK),
+        ] {
+            let response = service
+                .clone()
+                .handle(get("/metrics", token))
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+        }
+    }
+
+    #[test]
+    fn parameters_parse_and_typos_are_refused() {
+        let query = parse_query("since=5&decision=deny&namespace=prod&limit=1000").unwrap();
+        assert_eq!(query.since_unix_nanos, Some(5));
+        assert_eq!(query.decision, Some(DecisionKind::Deny));
+        assert_eq!(query.limit, 1000);
+        assert!(parse_query("limit=0").is_err());
+        assert!(parse_query("limit=1001").is_err());
+        assert!(parse_query("limit=1").is_ok());
+        assert!(parse_query("decison=deny").is_err());
+        assert!(parse_query("decision=maybe").is_err());
+        assert!(parse_query("page_token=x").is_err());
+    }
+}

@@ -1,0 +1,122 @@
+//! Where the aggregator keeps records: the query model shared by every backend, the
+//! SQLite backend ([`sqlite`], the default) and the PostgreSQL one ([`postgres`]).
+
+use std::sync::Arc;
+
+use crate::audit::{AuditRecord, DecisionKind};
+
+pub mod postgres;
+pub mod sqlite;
+
+pub use sqlite::Store;
+
+/// The configured backend.
+#[derive(Clone, Debug)]
+pub enum Storage {
+    Sqlite(sqlite::Store),
+    Postgres(postgres::Store),
+}
+
+/// Most records one query page returns.
+pub const MAX_PAGE: usize = 1000;
+/// Records per page when the query names no limit.
+pub const DEFAULT_PAGE: usize = 100;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("database {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("cannot create the database directory {path}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("database {path} has schema version {found}, newer than this build's {known}")]
+    NewerSchema {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("stored record {id} cannot be decoded")]
+    Corrupt {
+        id: String,
+        #[source]
+        source: prost::DecodeError,
+    },
+    #[error("the database task failed")]
+    Task(#[source] tokio::task::JoinError),
+    #[error("postgresql")]
+    Postgres(#[source] tokio_postgres::Error),
+    #[error("postgresql did not answer within {0:?}")]
+    PostgresTimeout(std::time::Duration),
+}
+
+// === impl Storage ===
+
+impl Storage {
+    /// Stores `records`, returning whether each was new; see [`sqlite::Store::insert`].
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the transaction.
+    pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
+        match self {
+            Storage::Sqlite(store) => store.insert(records).await,
+            Storage::Postgres(store) => store.insert(records).await,
+        }
+    }
+
+    /// One page of records matching `query`.
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the query.
+    pub async fn query(&self, query: Query) -> Result<Page, Error> {
+        match self {
+            Storage::Sqlite(store) => store.query(query).await,
+            Storage::Postgres(store) => store.query(query).await,
+        }
+    }
+
+    /// Deletes records decided before `unix_nanos`.
+    ///
+    /// # Errors
+    ///
+    /// The backend refused the delete.
+    pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
+        match self {
+            Storage::Sqlite(store) => store.delete_before(unix_nanos).await,
+            Storage::Postgres(store) => store.delete_before(unix_nanos).await,
+        }
+    }
+}
+
+/// A query over stored records: every filter that is set must match.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    /// Records decided at or after this time, nanoseconds since the Unix epoch.
+    pub since_unix_nanos: Option<i64>,
+    pub decision: Option<DecisionKind>,
+    pub namespace: Option<String>,
+    pub node: Option<String>,
+    /// A substring of the image as sent or of the resolved subject.
+    pub image: Option<String>,
+    /// Records per page, 1 to [`MAX_PAGE`].
+    pub limit: usize,
+    /// Records with ids after this one (the previous page's last id).
+    pub after_id: Option<String>,
+}
+
+/// One page of a query's answer, in id (time) order.
+#[derive(Debug, Default)]
+pub struct Page {
+    pub records: Vec<AuditRecord>,
+    /// The id to continue after, when more records match.
+    pub next_after_id: Option<String>,
+}

@@ -1,0 +1,440 @@
+//! The SQLite backend: one file in WAL mode, a writer connection and a reader
+//! connection, each used from the blocking pool only.
+//!
+//! Ingest is `INSERT ... ON CONFLICT(id) DO NOTHING` in one transaction per batch with
+//! `synchronous = FULL`, so a batch acknowledged to a node is on disk, and a record
+//! delivered twice (at-least-once) is stored once. The schema is versioned: each entry
+//! of `MIGRATIONS` runs once, in order, recorded in `schema_version`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use prost::Message;
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Error, Page, Query};
+use crate::audit::AuditRecord;
+
+/// The schema, one migration per version (version = index + 1). Never edit one that
+/// shipped; add the next.
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE records (
+    id TEXT PRIMARY KEY NOT NULL,
+    time_unix_nanos INTEGER NOT NULL,
+    received_unix_nanos INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    image TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    record BLOB NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX records_by_time ON records (time_unix_nanos);
+CREATE INDEX records_by_node ON records (node, id);
+CREATE INDEX records_by_namespace ON records (namespace, id);
+"];
+
+/// How long a statement waits for the other connection's lock (a retention delete,
+/// a checkpoint) before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The record store. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    reader: Mutex<Connection>,
+}
+
+// === impl Store ===
+
+impl Store {
+    /// Opens (creating) the database at `path` and brings its schema up to date.
+    /// Blocking: call before serving or from `spawn_blocking`.
+    ///
+    /// # Errors
+    ///
+    /// The file cannot be opened, or its schema is newer than this build knows.
+    pub fn open(path: &Path) -> Result<Self, Error> {
+        let fail = |source| Error::Sqlite {
+            path: path.display().to_string(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Dir {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
+        let mut writer = Connection::open(path).map_err(fail)?;
+        writer.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        writer
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(fail)?;
+        writer
+            .pragma_update(None, "synchronous", "FULL")
+            .map_err(fail)?;
+        migrate(&mut writer, path)?;
+        let reader = Connection::open(path).map_err(fail)?;
+        reader.busy_timeout(BUSY_TIMEOUT).map_err(fail)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Mutex::new(writer),
+                reader: Mutex::new(reader),
+            }),
+        })
+    }
+
+    /// Stores `records` (those already stored are left as they are) and returns, once
+    /// the transaction is durable, whether each was new.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the transaction.
+    pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.insert(records))
+            .await
+            .map_err(Error::Task)?
+    }
+
+    /// One page of records matching `query`.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the query, or a stored record does not decode.
+    pub async fn query(&self, query: Query) -> Result<Page, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || inner.query(&query))
+            .await
+            .map_err(Error::Task)?
+    }
+
+    /// Deletes records decided before `unix_nanos`, returning how many went.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the delete.
+    pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            inner
+                .writer()
+                .execute(
+                    "DELETE FROM records WHERE time_unix_nanos < ?1",
+                    params![unix_nanos],
+                )
+                .map_err(|source| inner.error(source))
+        })
+        .await
+        .map_err(Error::Task)?
+    }
+
+    /// Every stored id, in order (tests and diagnostics). Blocking.
+    ///
+    /// # Errors
+    ///
+    /// The database refused the query.
+    pub fn ids(&self) -> Result<Vec<String>, Error> {
+        let conn = self.inner.reader();
+        let mut statement = conn
+            .prepare("SELECT id FROM records ORDER BY id")
+            .map_err(|source| self.inner.error(source))?;
+        let rows = statement
+            .query_map([], |row| row.get::<_, String>(0))
+            .map_err(|source| self.inner.error(source))?;
+        rows.collect::<Result<Vec<_>, _>>()
+            .map_err(|source| self.inner.error(source))
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn error(&self, source: rusqlite::Error) -> Error {
+        Error::Sqlite {
+            path: self.path.display().to_string(),
+            source,
+        }
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Connection> {
+        // A panic mid-statement leaves SQLite's own state consistent; the connection
+        // is still usable.
+        self.writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
+        let received = crate::audit::now_unix_nanos();
+        let mut new = Vec::with_capacity(records.len());
+        let mut conn = self.writer();
+        let tx = conn.transaction().map_err(|e| self.error(e))?;
+        {
+            let mut statement = tx
+                .prepare_cached(
+                    "INSERT INTO records
+                       (id, time_unix_nanos, received_unix_nanos, node, decision, namespace,
+                        image, subject, record)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (id) DO NOTHING",
+                )
+                .map_err(|e| self.error(e))?;
+            for record in records.iter() {
+                let changed = statement
+                    .execute(params![
+                        record.id,
+                        record.time_unix_nanos,
+                        received,
+                        record.node,
+                        record.decision().code(),
+                        record.namespace,
+                        record.image,
+                        record.subject,
+                        record.encode_to_vec(),
+                    ])
+                    .map_err(|e| self.error(e))?;
+                new.push(changed == 1);
+            }
+        }
+        tx.commit().map_err(|e| self.error(e))?;
+        Ok(new)
+    }
+
+    fn query(&self, query: &Query) -> Result<Page, Error> {
+        let limit = query.limit.clamp(1, super::MAX_PAGE);
+        let conn = self.reader();
+        let mut statement = conn
+            .prepare_cached(
+                "SELECT id, record FROM records
+                 WHERE (?1 IS NULL OR id > ?1)
+                   AND (?2 IS NULL OR time_unix_nanos >= ?2)
+                   AND (?3 IS NULL OR decision = ?3)
+                   AND (?4 IS NULL OR namespace = ?4)
+                   AND (?5 IS NULL OR node = ?5)
+                   AND (?6 IS NULL OR instr(image, ?6) > 0 OR instr(subject, ?6) > 0)
+                 ORDER BY id
+                 LIMIT ?7",
+            )
+            .map_err(|e| self.error(e))?;
+        let rows = statement
+            .query_map(
+                params![
+                    query.after_id,
+                    query.since_unix_nanos,
+                    query.decision.map(|d| d.code()),
+                    query.namespace,
+                    query.node,
+                    query.image,
+                    // One more than asked, to know whether another page follows.
+                    i64::try_from(limit + 1).unwrap_or(i64::MAX),
+                ],
+                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            )
+            .map_err(|e| self.error(e))?;
+        let mut page = Page::default();
+        for row in rows {
+            let (id, blob) = row.map_err(|e| self.error(e))?;
+            if page.records.len() == limit {
+                page.next_after_id = page.records.last().map(|r| r.id.clone());
+                break;
+            }
+            let record = AuditRecord::decode(blob.as_slice()).map_err(|source| Error::Corrupt {
+                id: id.clone(),
+                source,
+            })?;
+            page.records.push(record);
+        }
+        Ok(page)
+    }
+}
+
+/// Brings the schema of `conn` to the last of [`MIGRATIONS`].
+fn migrate(conn: &mut Connection, path: &Path) -> Result<(), Error> {
+    let fail = |source| Error::Sqlite {
+        path: path.display().to_string(),
+        source,
+    };
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        .map_err(fail)?;
+    let current: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+            row.get::<_, Option<i64>>(0)
+        })
+        .optional()
+        .map_err(fail)?
+        .flatten()
+        .unwrap_or(0);
+    let known = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+    if current > known {
+        return Err(Error::NewerSchema {
+            path: path.display().to_string(),
+            found: current,
+            known,
+        });
+    }
+    for (version, sql) in (1..)
+        .zip(MIGRATIONS)
+        .skip(usize::try_from(current).unwrap_or(0))
+    {
+        let tx = conn.transaction().map_err(fail)?;
+        tx.execute_batch(sql).map_err(fail)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            params![version],
+        )
+        .map_err(fail)?;
+        tx.commit().map_err(fail)?;
+        tracing::info!(database = %path.display(), version, "database schema migrated");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregator::storage::Query;
+    use crate::audit::{new_id, DecisionKind};
+
+    fn record(node: &str, namespace: &str, decision: DecisionKind, time: i64) -> AuditRecord {
+        let mut record = AuditRecord {
+            id: new_id(),
+            node: node.to_owned(),
+            namespace: namespace.to_owned(),
+            image: format!("registry.example/{namespace}/app:v1"),
+            time_unix_nanos: time,
+            ..Default::default()
+        };
+        record.set_decision(decision);
+        record
+    }
+
+    #[tokio::test]
+    async fn a_record_delivered_twice_is_stored_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let batch: Vec<_> = (0..10)
+            .map(|n| record("node-1", "prod", DecisionKind::Allow, n))
+            .collect();
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        let batch = Arc::new(batch);
+        assert_eq!(store.insert(batch.clone()).await.unwrap(), vec![true; 10]);
+        assert_eq!(store.insert(batch).await.unwrap(), vec![false; 10]);
+        assert_eq!(store.ids().unwrap(), ids);
+    }
+
+    #[tokio::test]
+    async fn reopening_keeps_records_and_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let r = record("node-1", "prod", DecisionKind::Deny, 1);
+        Store::open(&path)
+            .unwrap()
+            .insert(Arc::new(vec![r.clone()]))
+            .await
+            .unwrap();
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.ids().unwrap(), vec![r.id]);
+        let versions: i64 = store
+            .inner
+            .reader()
+            .query_row("SELECT COUNT(*) FROM schema_version", [], |row| row.get(0))
+            .unwrap();
+        assert_eq!(versions, MIGRATIONS.len() as i64);
+    }
+
+    #[tokio::test]
+    async fn queries_filter_and_page_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let mut all = Vec::new();
+        for n in 0..25 {
+            let decision = if n % 5 == 0 {
+                DecisionKind::Deny
+            } else {
+                DecisionKind::Allow
+            };
+            let node = if n % 2 == 0 { "node-a" } else { "node-b" };
+            all.push(record(node, "prod", decision, 1000 + n));
+        }
+        store.insert(Arc::new(all.clone())).await.unwrap();
+        let denies = store
+            .query(Query {
+                decision: Some(DecisionKind::Deny),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(denies.records.len(), 5);
+        assert!(denies.next_after_id.is_none());
+
+        // Pages of 10 cover everything once, in id order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .query(Query {
+                    limit: 10,
+                    after_id: after.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.records.iter().map(|r| r.id.clone()));
+            match page.next_after_id {
+                Some(id) => after = Some(id),
+                None => break,
+            }
+        }
+        let expected: Vec<_> = all.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(seen, expected);
+
+        let recent_b = store
+            .query(Query {
+                since_unix_nanos: Some(1020),
+                node: Some("node-b".to_owned()),
+                image: Some("prod/app".to_owned()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(recent_b.records.len(), 2); // 1021, 1023
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_only_older_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let old = record("n", "ns", DecisionKind::Allow, 10);
+        let new = record("n", "ns", DecisionKind::Allow, 20);
+        store
+            .insert(Arc::new(vec![old, new.clone()]))
+            .await
+            .unwrap();
+        assert_eq!(store.delete_before(20).await.unwrap(), 1);
+        assert_eq!(store.ids().unwrap(), vec![new.id]);
+    }
+}
