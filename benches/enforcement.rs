@@ -5,8 +5,14 @@
 //! Through crigate each call pays the whole decision path: decoding, policy selection,
 //! the verdict (cached after the first call, as on a node that runs one image many
 //! times), for CreateContainer the runtime ImageStatus that resolves the image id to its
-//! digests, the audit record written to a real journald, and the proxy hop. The target:
-//! the added p50 under 5% of a direct CreateContainer's p50.
+//! digests, the audit record written to a real journald and appended (fsynced) to the
+//! spool, and the proxy hop. The target: the added p50 under 5% of a direct
+//! CreateContainer's p50. For scale it also times, directly on containerd, the
+//! ImageStatus that resolution makes and a Version call (the cost of one hop).
+//!
+//! The spool is on because an aggregator is configured; none listens at that address, so
+//! the shipper only retries with backoff while every record waits in the spool, which is
+//! the node's behaviour when its aggregator is away and costs the decision path the same.
 //!
 //! Run: `cargo bench --bench enforcement` (root; `integration/setup` installs what it
 //! needs). `CRIGATE_BENCH_CALLS` sets the calls per path (default 200).
@@ -106,6 +112,17 @@ async fn main() {
         .await;
     let key = env.dir().join("release.pub");
     std::fs::write(&key, signer.public_pem()).unwrap();
+    // The node's client certificate, self-issued: nothing verifies it, as no aggregator
+    // answers; the shipper only needs material it can load.
+    let node_cert = rcgen::generate_simple_self_signed(vec!["bench".to_owned()]).unwrap();
+    let (cert, node_key) = (env.dir().join("node.pem"), env.dir().join("node.key"));
+    std::fs::write(&cert, node_cert.cert.pem()).unwrap();
+    std::fs::write(&node_key, node_cert.signing_key.serialize_pem()).unwrap();
+    let unused_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let config = format!(
         r#"
 [registry]
@@ -117,6 +134,11 @@ path = "{cache}"
 [audit]
 node = "bench"
 journal_socket = "{journal}"
+aggregator = "https://127.0.0.1:{unused_port}"
+ca_file = "{cert}"
+cert_file = "{cert}"
+key_file = "{node_key}"
+spool_dir = "{spool}"
 
 [verifiers.release]
 kind = "cosign"
@@ -132,6 +154,9 @@ verifiers = ["release"]
         cache = env.dir().join("verdicts.jsonl").display(),
         journal = journald.socket().display(),
         key = key.display(),
+        cert = cert.display(),
+        node_key = node_key.display(),
+        spool = env.dir().join("spool").display(),
     );
     let mut options = Options::new(env.dir(), env.containerd.socket(), &config);
     options.env.push(("RUST_LOG".into(), "warn".into()));
@@ -202,6 +227,34 @@ verifiers = ["release"]
                 .unwrap();
         }
     }
+    // The pieces, directly on containerd: the lookup resolution makes, and one hop.
+    let (mut statuses, mut versions) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
+    for _ in 0..calls {
+        let started = Instant::now();
+        images[0]
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: image_id.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap();
+        statuses.push(started.elapsed());
+        let started = Instant::now();
+        runtimes[0]
+            .version(VersionRequest::default())
+            .await
+            .unwrap();
+        versions.push(started.elapsed());
+    }
+    let spooled: u64 = std::fs::read_dir(env.dir().join("spool"))
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
     let recorded = journald
         .wait_for(
             &["SYSLOG_IDENTIFIER=crigate", "CRIGATE_NODE=bench"],
@@ -216,7 +269,12 @@ verifiers = ["release"]
     let [direct_create, crigate_create] = &mut creates;
     report("CreateContainer", direct_create, crigate_create, Some(0.05));
     println!(
-        "audit records in journald: {recorded} (expected {})",
+        "direct ImageStatus by id p50 {:>6.0} µs, direct Version p50 {:>6.0} µs",
+        us(p50(&mut statuses)),
+        us(p50(&mut versions))
+    );
+    println!(
+        "audit records in journald: {recorded} (expected {}); spool: {spooled} bytes",
         2 * calls + 1
     );
 }
