@@ -25,6 +25,7 @@
 //!   two gated methods, the upstream connection, and the server's lifecycle.
 //! - [`decision`]: the seam between the proxy and whatever decides (policy and
 //!   verification plug in here); the proxy knows nothing else of them.
+//! - [`tcp`]: the accept step of the aggregator's TCP ports.
 //! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
 //! - [`verify`]: signature verification and its vocabulary ([`verify::Verdict`],
 //!   [`verify::Rejection`]).
@@ -42,6 +43,7 @@ pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod systemd;
+pub mod tcp;
 pub mod telemetry;
 pub mod verify;
 
