@@ -1,5 +1,5 @@
-//! The step every TCP accept loop shares: the aggregator's ingest and query ports. (The
-//! CRI socket is a unix socket; `proxy::server` has its own.)
+//! The step every TCP accept loop shares: the aggregator's ingest and query ports and the
+//! node's metrics port. (The CRI socket is a unix socket; `proxy::server` has its own.)
 
 use std::net::SocketAddr;
 use std::time::Duration;
