@@ -280,6 +280,18 @@ fn start_node(dir: &Path, pki: &Pki, aggregator: &Aggregator, spool: &Path) -> C
 /// A `crigate serve` in `dir` named `node` (with the certificate `<node>.pem`), shipping
 /// to the aggregator address `127.0.0.1:port`, spooling in `spool`.
 fn start_node_as(dir: &Path, pki: &Pki, node: &str, port: u16, spool: &Path) -> Crigate {
+    start_node_with(dir, pki, node, port, spool, "")
+}
+
+/// [`start_node_as`] with `more` appended to the config.
+fn start_node_with(
+    dir: &Path,
+    pki: &Pki,
+    node: &str,
+    port: u16,
+    spool: &Path,
+    more: &str,
+) -> Crigate {
     std::fs::create_dir_all(dir).unwrap();
     let (cert, key) = (
         pki.path(&format!("{node}.pem")),
@@ -288,7 +300,7 @@ fn start_node_as(dir: &Path, pki: &Pki, node: &str, port: u16, spool: &Path) -> 
     let extra = format!(
         "[audit]\nnode = \"{node}\"\njournald = false\n\
          aggregator = \"https://127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\
-         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nspool_dir = \"{}\"\n",
+         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nspool_dir = \"{}\"\n{more}",
         pki.path("ca.pem").display(),
         cert.display(),
         key.display(),
@@ -468,8 +480,45 @@ async fn node_killed_mid_stream_resumes_from_its_spool() {
 
     // A backlog: the aggregator is down while the first half is decided.
     aggregator.stop();
-    let mut first = start_node(&tmp.path().join("node-a"), &pki, &aggregator, &spool);
+    let metrics_port = free_port().unwrap();
+    let mut first = start_node_with(
+        &tmp.path().join("node-a"),
+        &pki,
+        NODE,
+        aggregator.ingest_port,
+        &spool,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
     decide(&first.socket, "kill-a", half).await;
+    // The node's own metrics show the backlog waiting in its spool.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| {
+        metrics.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    assert!(
+        value("crigate_spool_depth_bytes").is_some_and(|depth| depth > 0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crigate_spool_dropped_records_total"),
+        Some(0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crigate_decisions_total{decision=\"allow\",namespace=\"\"}"),
+        Some(half as u64),
+        "{metrics}"
+    );
     aggregator.start();
     // SIGKILL the node while the backlog is being shipped.
     let at_kill = tokio::task::block_in_place(|| {
