@@ -10,6 +10,8 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -147,6 +149,12 @@ impl Aggregator {
     }
 
     fn start(&mut self) {
+        self.spawn();
+        self.wait_ready();
+    }
+
+    /// Starts the process without waiting for it to listen.
+    fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -162,6 +170,10 @@ impl Aggregator {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Waits until the query port accepts connections (storage is open by then).
+    fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", self.query_port)).is_err() {
             assert!(
@@ -178,6 +190,13 @@ impl Aggregator {
         kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
         let status = child.wait().unwrap();
         assert!(status.success(), "aggregator exited with {status}");
+    }
+
+    /// SIGKILL: no drain, in-flight batches and transactions cut off.
+    fn kill(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 
     fn logs(&self) -> String {
@@ -255,13 +274,33 @@ fn tail(text: &str) -> String {
 
 /// A `crigate serve` in `dir` shipping to `aggregator`, spooling in `spool`.
 fn start_node(dir: &Path, pki: &Pki, aggregator: &Aggregator, spool: &Path) -> Crigate {
+    start_node_as(dir, pki, NODE, aggregator.ingest_port, spool)
+}
+
+/// A `crigate serve` in `dir` named `node` (with the certificate `<node>.pem`), shipping
+/// to the aggregator address `127.0.0.1:port`, spooling in `spool`.
+fn start_node_as(dir: &Path, pki: &Pki, node: &str, port: u16, spool: &Path) -> Crigate {
+    start_node_with(dir, pki, node, port, spool, "")
+}
+
+/// [`start_node_as`] with `more` appended to the config.
+fn start_node_with(
+    dir: &Path,
+    pki: &Pki,
+    node: &str,
+    port: u16,
+    spool: &Path,
+    more: &str,
+) -> Crigate {
     std::fs::create_dir_all(dir).unwrap();
-    let (cert, key) = (pki.path("node-1.pem"), pki.path("node-1.key"));
+    let (cert, key) = (
+        pki.path(&format!("{node}.pem")),
+        pki.path(&format!("{node}.key")),
+    );
     let extra = format!(
-        "[audit]\nnode = \"{NODE}\"\njournald = false\n\
-         aggregator = \"https://127.0.0.1:{}\"\nserver_name = \"localhost\"\n\
-         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nspool_dir = \"{}\"\n",
-        aggregator.ingest_port,
+        "[audit]\nnode = \"{node}\"\njournald = false\n\
+         aggregator = \"https://127.0.0.1:{port}\"\nserver_name = \"localhost\"\n\
+         ca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\nspool_dir = \"{}\"\n{more}",
         pki.path("ca.pem").display(),
         cert.display(),
         key.display(),
@@ -441,8 +480,45 @@ async fn node_killed_mid_stream_resumes_from_its_spool() {
 
     // A backlog: the aggregator is down while the first half is decided.
     aggregator.stop();
-    let mut first = start_node(&tmp.path().join("node-a"), &pki, &aggregator, &spool);
+    let metrics_port = free_port().unwrap();
+    let mut first = start_node_with(
+        &tmp.path().join("node-a"),
+        &pki,
+        NODE,
+        aggregator.ingest_port,
+        &spool,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
     decide(&first.socket, "kill-a", half).await;
+    // The node's own metrics show the backlog waiting in its spool.
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| {
+        metrics.lines().find_map(|line| {
+            line.strip_prefix(series)?
+                .strip_prefix(' ')?
+                .parse::<u64>()
+                .ok()
+        })
+    };
+    assert!(
+        value("crigate_spool_depth_bytes").is_some_and(|depth| depth > 0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crigate_spool_dropped_records_total"),
+        Some(0),
+        "{metrics}"
+    );
+    assert_eq!(
+        value("crigate_decisions_total{decision=\"allow\",namespace=\"\"}"),
+        Some(half as u64),
+        "{metrics}"
+    );
     aggregator.start();
     // SIGKILL the node while the backlog is being shipped.
     let at_kill = tokio::task::block_in_place(|| {
@@ -474,6 +550,153 @@ async fn node_killed_mid_stream_resumes_from_its_spool() {
         "{DECISIONS} decisions, node killed with {at_kill} of {half} stored; all stored once after {:?}",
         began.elapsed()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replica_killed_mid_stream_on_postgresql_stores_every_record_once() {
+    let began = Instant::now();
+    let tmp = temp_dir("replicas");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let nodes = [NODE, "node-2"];
+    for node in nodes {
+        pki.leaf(node, &[node], node, false);
+    }
+    let postgres = Postgres::start(tmp.path());
+    let mut replicas = [tmp.path().join("replica-a"), tmp.path().join("replica-b")].map(|dir| {
+        std::fs::create_dir_all(&dir).unwrap();
+        Aggregator::configure_with(&dir, &pki, Some(postgres.url()))
+    });
+    // Both replicas start together on the empty database, as a Deployment's do: one
+    // creates the schema, the other waits for it.
+    for replica in &mut replicas {
+        replica.spawn();
+    }
+    for replica in &replicas {
+        replica.wait_ready();
+    }
+    let service = Service::start(replicas.each_ref().map(|r| r.ingest_port)).await;
+
+    // Two nodes behind the one address; the Service spreads their streams over both
+    // replicas, which insert into the same tables concurrently.
+    let per_node = DECISIONS / nodes.len();
+    let mut producing = Vec::new();
+    let mut daemons = Vec::new();
+    for node in nodes {
+        let dir = tmp.path().join(node);
+        let daemon = start_node_as(&dir, &pki, node, service.port, &dir.join("spool"));
+        let socket = daemon.socket.clone();
+        producing.push(tokio::spawn(async move {
+            decide(&socket, node, per_node).await;
+        }));
+        daemons.push(daemon);
+    }
+
+    // Once shipping is under way, SIGKILL the replica carrying the most streams.
+    tokio::task::block_in_place(|| replicas[0].wait_count(DECISIONS / 5, CONVERGE)).unwrap();
+    let open = service.open();
+    let victim = usize::from(open[1] > open[0]);
+    let survivor = 1 - victim;
+    assert!(open[victim] > 0, "no stream through the Service: {open:?}");
+    let relayed_before = service.relayed()[survivor];
+    replicas[victim].kill();
+    let at_kill = replicas[survivor].count();
+    let still_deciding = producing.iter().any(|task| !task.is_finished());
+    assert!(
+        at_kill < DECISIONS,
+        "the stream was over before the kill ({at_kill})"
+    );
+
+    for task in producing {
+        task.await.unwrap();
+    }
+    tokio::task::block_in_place(|| replicas[survivor].wait_count(DECISIONS, CONVERGE)).unwrap();
+    // The streams cut off by the kill came back through the Service, to the survivor.
+    assert!(
+        service.relayed()[survivor] > relayed_before,
+        "no stream failed over: {:?}",
+        service.relayed()
+    );
+    let mut produced = Vec::new();
+    for daemon in &daemons {
+        let ids = logged_ids(&daemon.logs());
+        assert_eq!(ids.len(), per_node);
+        produced.extend(ids);
+    }
+    assert_exactly_once(&produced, &replicas[survivor]);
+    eprintln!(
+        "{DECISIONS} decisions from {} nodes; replica {victim} killed with {at_kill} stored \
+         (nodes still deciding: {still_deciding}, streams open {open:?}); \
+         all stored once after {:?}",
+        nodes.len(),
+        began.elapsed()
+    );
+}
+
+/// Stands in for the Kubernetes Service in front of the aggregator replicas: a TCP relay
+/// that sends each new connection to the next replica in turn, skipping one that refuses
+/// connections (as a Service stops routing to an endpoint that is gone). Bytes are
+/// relayed untouched: TLS runs end to end between node and replica.
+struct Service {
+    port: u16,
+    /// Per replica: connections relayed so far, and those open now.
+    relayed: Arc<[AtomicUsize; 2]>,
+    open: Arc<[AtomicUsize; 2]>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl Service {
+    async fn start(replicas: [u16; 2]) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let relayed: Arc<[AtomicUsize; 2]> = Arc::default();
+        let open: Arc<[AtomicUsize; 2]> = Arc::default();
+        let (relayed_, open_) = (Arc::clone(&relayed), Arc::clone(&open));
+        let accept = tokio::spawn(async move {
+            let mut next = 0;
+            loop {
+                let Ok((mut client, _)) = listener.accept().await else {
+                    continue;
+                };
+                let first = next;
+                next = (next + 1) % replicas.len();
+                let (relayed, open) = (Arc::clone(&relayed_), Arc::clone(&open_));
+                tokio::spawn(async move {
+                    for n in (0..replicas.len()).map(|i| (first + i) % replicas.len()) {
+                        let Ok(mut upstream) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", replicas[n])).await
+                        else {
+                            continue;
+                        };
+                        relayed[n].fetch_add(1, Ordering::SeqCst);
+                        open[n].fetch_add(1, Ordering::SeqCst);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+                        open[n].fetch_sub(1, Ordering::SeqCst);
+                        return;
+                    }
+                });
+            }
+        });
+        Self {
+            port,
+            relayed,
+            open,
+            accept,
+        }
+    }
+
+    fn relayed(&self) -> [usize; 2] {
+        self.relayed.each_ref().map(|n| n.load(Ordering::SeqCst))
+    }
+
+    fn open(&self) -> [usize; 2] {
+        self.open.each_ref().map(|n| n.load(Ordering::SeqCst))
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
 }
 
 /// Opens an ingest stream as a client with `identity` (certificate and key), sends

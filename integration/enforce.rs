@@ -974,3 +974,107 @@ verifiers = ["release"]
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert!(denied.message().contains(&moved), "{}", denied.message());
 }
+
+/// The text of `GET url` over plain HTTP, and its status.
+async fn scrape(url: &str) -> (reqwest::StatusCode, String) {
+    let response = reqwest::get(url).await.unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+/// The value of the series `line` (name and labels exactly) in exposition `text`.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_metrics_count_decisions_by_result_and_namespace() {
+    let port = crate::harness::process::free_port().unwrap();
+    let node = node_with(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).await;
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let (status, before) = scrape(&url).await;
+    assert_eq!(status, reqwest::StatusCode::OK);
+    assert!(before.contains("crigate_build_info{version=\""), "{before}");
+    let timed = |text: &str| {
+        sample(
+            text,
+            "crigate_decision_duration_seconds_count{phase=\"pull\"}",
+        )
+    };
+    assert_eq!(timed(&before), Some(0.0), "{before}");
+
+    let mut client = images(&node.crigate.socket).await;
+    // Allowed twice (the second from the verdict cache), denied once, audit-denied once.
+    for _ in 0..2 {
+        client.pull_image(pull(&node.signed, "prod")).await.unwrap();
+    }
+    let denied = client
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap();
+
+    let (_, text) = scrape(&url).await;
+    for (series, value) in [
+        (
+            "crigate_decisions_total{decision=\"allow\",namespace=\"prod\"}",
+            2.0,
+        ),
+        (
+            "crigate_decisions_total{decision=\"deny\",namespace=\"prod\"}",
+            1.0,
+        ),
+        (
+            "crigate_decisions_total{decision=\"audit-deny\",namespace=\"staging\"}",
+            1.0,
+        ),
+        (
+            "crigate_decision_duration_seconds_count{phase=\"pull\"}",
+            4.0,
+        ),
+        (
+            "crigate_decision_duration_seconds_bucket{phase=\"pull\",le=\"+Inf\"}",
+            4.0,
+        ),
+        (
+            "crigate_decision_duration_seconds_count{phase=\"create\"}",
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    assert!(
+        !text.contains("decision=\"deny\",namespace=\"staging\""),
+        "{text}"
+    );
+    let hits = sample(
+        &text,
+        "crigate_verdict_cache_requests_total{result=\"hit\"}",
+    )
+    .unwrap();
+    let misses = sample(
+        &text,
+        "crigate_verdict_cache_requests_total{result=\"miss\"}",
+    )
+    .unwrap();
+    assert!(hits >= 1.0 && misses >= 2.0, "hits {hits}, misses {misses}");
+    let sum = sample(
+        &text,
+        "crigate_decision_duration_seconds_sum{phase=\"pull\"}",
+    )
+    .unwrap();
+    assert!(sum > 0.0, "{text}");
+    assert!(
+        text.contains("crigate_audit_write_failures_total{sink=\"journald\"}"),
+        "{text}"
+    );
+
+    // Only GET /metrics is served.
+    let (status, _) = scrape(&format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+}

@@ -25,7 +25,10 @@
 //!   two gated methods, the upstream connection, and the server's lifecycle.
 //! - [`decision`]: the seam between the proxy and whatever decides (policy and
 //!   verification plug in here); the proxy knows nothing else of them.
+//! - [`tcp`]: the accept step of the aggregator's and the metrics endpoint's TCP ports.
 //! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
+//! - [`metrics`]: the Prometheus text format, the bounded decision counters and the
+//!   plain-HTTP endpoint shared by the node daemon and the aggregator.
 //! - [`verify`]: signature verification and its vocabulary ([`verify::Verdict`],
 //!   [`verify::Rejection`]).
 //! - [`oci`]: value types shared by every module (digests, references, media types).
@@ -37,11 +40,13 @@ pub mod cli;
 pub mod config;
 pub mod decision;
 pub mod fuzzing;
+pub mod metrics;
 pub mod oci;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
 pub mod systemd;
+pub mod tcp;
 pub mod telemetry;
 pub mod verify;
 

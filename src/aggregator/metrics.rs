@@ -12,20 +12,17 @@
 //!   node daemon).
 //!
 //! Label values come from nodes, so each family holds at most [`MAX_SERIES`] series;
-//! past that, new label values count under `_other`.
+//! past that, new label values count under `_other` (the exposition and the bound are
+//! [`crate::metrics`], shared with the node daemon).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
 
 use crate::audit::AuditRecord;
-
-/// Most series per labelled family: far above a cluster's namespaces or nodes, low
-/// enough that a node sending made-up namespaces cannot exhaust memory.
-pub const MAX_SERIES: usize = 10_000;
-
-/// The label value series past [`MAX_SERIES`] are counted under.
-const OVERFLOW: &str = "_other";
+pub use crate::metrics::MAX_SERIES;
+use crate::metrics::OVERFLOW;
+use crate::metrics::{self as exposition, escape, family, DecisionCounts, Kind};
 
 /// Why a batch was refused, as a metric label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -38,12 +35,12 @@ pub enum Refusal {
 /// The aggregator's counters.
 #[derive(Debug, Default)]
 pub struct Metrics {
+    decisions: DecisionCounts,
     state: Mutex<State>,
 }
 
 #[derive(Debug, Default)]
 struct State {
-    decisions: BTreeMap<(&'static str, String), u64>,
     stored: u64,
     duplicate: u64,
     refused: BTreeMap<Refusal, u64>,
@@ -96,14 +93,7 @@ impl Metrics {
                 continue;
             }
             state.stored += 1;
-            let decision = record.decision().code();
-            let key = (decision, record.namespace.clone());
-            let key = if state.decisions.contains_key(&key) || state.decisions.len() < MAX_SERIES {
-                key
-            } else {
-                (decision, OVERFLOW.to_owned())
-            };
-            *state.decisions.entry(key).or_default() += 1;
+            self.decisions.add(record.decision(), &record.namespace);
         }
         let node = if state.last_seen.contains_key(node) || state.last_seen.len() < MAX_SERIES {
             node.to_owned()
@@ -127,29 +117,17 @@ impl Metrics {
 
     /// The exposition text.
     pub fn render(&self) -> String {
-        let state = self.lock();
         let mut out = String::new();
-        out.push_str("# HELP crigate_build_info The crigate version serving.\n");
-        out.push_str("# TYPE crigate_build_info gauge\n");
-        let _ = writeln!(
-            out,
-            "crigate_build_info{{version=\"{}\",git_sha=\"{}\"}} 1",
-            escape(env!("CARGO_PKG_VERSION")),
-            escape(env!("CRIGATE_GIT_SHA"))
+        exposition::build_info(&mut out);
+        self.decisions
+            .render(&mut out, "Decisions stored, by decision and namespace.");
+        let state = self.lock();
+        family(
+            &mut out,
+            "crigate_aggregator_records_total",
+            Kind::Counter,
+            "Records received, stored now or already stored.",
         );
-        out.push_str(
-            "# HELP crigate_decisions_total Decisions stored, by decision and namespace.\n",
-        );
-        out.push_str("# TYPE crigate_decisions_total counter\n");
-        for ((decision, namespace), count) in &state.decisions {
-            let _ = writeln!(
-                out,
-                "crigate_decisions_total{{decision=\"{decision}\",namespace=\"{}\"}} {count}",
-                escape(namespace)
-            );
-        }
-        out.push_str("# HELP crigate_aggregator_records_total Records received, stored now or already stored.\n");
-        out.push_str("# TYPE crigate_aggregator_records_total counter\n");
         let _ = writeln!(
             out,
             "crigate_aggregator_records_total{{result=\"stored\"}} {}",
@@ -160,10 +138,12 @@ impl Metrics {
             "crigate_aggregator_records_total{{result=\"duplicate\"}} {}",
             state.duplicate
         );
-        out.push_str(
-            "# HELP crigate_aggregator_batches_refused_total Batches refused, by reason.\n",
+        family(
+            &mut out,
+            "crigate_aggregator_batches_refused_total",
+            Kind::Counter,
+            "Batches refused, by reason.",
         );
-        out.push_str("# TYPE crigate_aggregator_batches_refused_total counter\n");
         for reason in [Refusal::NodeMismatch, Refusal::Invalid, Refusal::Storage] {
             let _ = writeln!(
                 out,
@@ -172,8 +152,12 @@ impl Metrics {
                 state.refused.get(&reason).copied().unwrap_or(0)
             );
         }
-        out.push_str("# HELP crigate_aggregator_node_last_seen_timestamp_seconds When each node's last batch was stored.\n");
-        out.push_str("# TYPE crigate_aggregator_node_last_seen_timestamp_seconds gauge\n");
+        family(
+            &mut out,
+            "crigate_aggregator_node_last_seen_timestamp_seconds",
+            Kind::Gauge,
+            "When each node's last batch was stored.",
+        );
         for (node, node_state) in &state.last_seen {
             let _ = writeln!(
                 out,
@@ -182,8 +166,12 @@ impl Metrics {
                 node_state.seen
             );
         }
-        out.push_str("# HELP crigate_spool_dropped_records_total Unshipped records a node's spool dropped to stay within its bound, as last reported.\n");
-        out.push_str("# TYPE crigate_spool_dropped_records_total counter\n");
+        family(
+            &mut out,
+            "crigate_spool_dropped_records_total",
+            Kind::Counter,
+            "Unshipped records a node's spool dropped to stay within its bound, as last reported.",
+        );
         for (node, node_state) in &state.last_seen {
             let _ = writeln!(
                 out,
@@ -192,10 +180,12 @@ impl Metrics {
                 node_state.spool_dropped
             );
         }
-        out.push_str(
-            "# HELP crigate_spool_depth_bytes Bytes in a node's spool, as last reported.\n",
+        family(
+            &mut out,
+            "crigate_spool_depth_bytes",
+            Kind::Gauge,
+            "Bytes in a node's spool, as last reported.",
         );
-        out.push_str("# TYPE crigate_spool_depth_bytes gauge\n");
         for (node, node_state) in &state.last_seen {
             let _ = writeln!(
                 out,
@@ -213,14 +203,6 @@ impl Metrics {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
-}
-
-/// A label value escaped as the exposition format requires: `\\`, `\"` and `\n`.
-fn escape(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -276,11 +258,7 @@ mod tests {
                 SpoolReport::default(),
             );
         }
-        let state = metrics.lock();
-        assert_eq!(state.decisions.len(), MAX_SERIES + 1);
-        assert_eq!(
-            state.decisions.get(&("allow", OVERFLOW.to_owned())),
-            Some(&5)
-        );
+        assert_eq!(metrics.decisions.series(), MAX_SERIES + 1);
+        assert_eq!(metrics.decisions.count(DecisionKind::Allow, OVERFLOW), 5);
     }
 }

@@ -222,16 +222,8 @@ async fn accept_ingest(
     tracker: TaskTracker,
 ) {
     loop {
-        let (tcp, addr) = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept an ingest connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "ingest").await else {
+            break;
         };
         let acceptor = acceptor.clone();
         let conns = conns.clone();
@@ -267,16 +259,8 @@ async fn serve_query(
     tracker: TaskTracker,
 ) {
     loop {
-        let (tcp, addr) = tokio::select! {
-            () = cancel.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot accept a query connection");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "query").await else {
+            break;
         };
         let acceptor = acceptor.clone();
         let service = service.clone();

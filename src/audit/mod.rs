@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::decision::BoxFuture;
 
 pub mod journald;
+pub mod metrics;
 pub mod shipper;
 pub mod spool;
 pub mod tls;
@@ -84,6 +85,7 @@ struct Inner {
     node: Box<str>,
     sinks: Vec<Arc<dyn Sink>>,
     failures: AtomicU64,
+    metrics: Arc<metrics::NodeMetrics>,
 }
 
 /// How writing a record went.
@@ -98,11 +100,13 @@ pub struct Written {
 impl Auditor {
     /// An auditor for `node` writing to `sinks`.
     pub fn new(node: impl Into<Box<str>>, sinks: Vec<Arc<dyn Sink>>) -> Self {
+        let names: Vec<&'static str> = sinks.iter().map(|sink| sink.name()).collect();
         Self {
             inner: Arc::new(Inner {
                 node: node.into(),
                 sinks,
                 failures: AtomicU64::new(0),
+                metrics: Arc::new(metrics::NodeMetrics::new(&names)),
             }),
         }
     }
@@ -116,6 +120,11 @@ impl Auditor {
     /// The node name records carry.
     pub fn node(&self) -> &str {
         &self.inner.node
+    }
+
+    /// The counters of every decision recorded through this auditor.
+    pub fn metrics(&self) -> &Arc<metrics::NodeMetrics> {
+        &self.inner.metrics
     }
 
     /// How many sink writes have failed since start.
@@ -134,6 +143,7 @@ impl Auditor {
     /// write that has begun.
     pub async fn record(&self, record: AuditRecord) -> Written {
         decision_event(&record);
+        self.inner.metrics.decided(&record);
         let record = Arc::new(record);
         let tasks: Vec<_> = self
             .inner
@@ -145,13 +155,14 @@ impl Auditor {
             })
             .collect();
         let mut written = Written::default();
-        for (name, task) in tasks {
+        for (index, (name, task)) in tasks.into_iter().enumerate() {
             let result = match task.await {
                 Ok(result) => result,
                 Err(join) => Err(Error::Spool(Box::new(join))),
             };
             if let Err(error) = result {
                 self.inner.failures.fetch_add(1, Ordering::Relaxed);
+                self.inner.metrics.sink_failed(index);
                 tracing::error!(
                     sink = name,
                     id = %record.id,

@@ -74,14 +74,40 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_CONFIG));
         }
     };
-    let stop_shipping = CancellationToken::new();
+    // `[metrics]`, like `[audit]`, applies at start.
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => Some(
+            runtime
+                .block_on(tokio::net::TcpListener::bind(addr))
+                .with_context(|| {
+                    format!("cannot listen for metrics on {addr}: change [metrics] listen")
+                })?,
+        ),
+        None => None,
+    };
+    let stop_background = CancellationToken::new();
     let served = runtime.block_on(async {
-        let shipping = shipper.map(|shipper| tokio::spawn(shipper.run(stop_shipping.clone())));
+        let shipping = shipper.map(|shipper| tokio::spawn(shipper.run(stop_background.clone())));
+        let serving_metrics = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving metrics");
+            }
+            let metrics = Arc::clone(auditor.metrics());
+            tokio::spawn(crate::metrics::serve(
+                listener,
+                move || metrics.render(),
+                stop_background.clone(),
+            ))
+        });
         let build = move |config: &Config| decide_for(config, &auditor);
         let served = proxy::serve(listener, config, args.config, Box::new(build)).await;
-        // Whatever was not acknowledged stays in the spool for the next start.
-        stop_shipping.cancel();
+        // Whatever was not acknowledged stays in the spool for the next start; the metrics
+        // endpoint closes with the proxy.
+        stop_background.cancel();
         if let Some(task) = shipping {
+            let _ = task.await;
+        }
+        if let Some(task) = serving_metrics {
             let _ = task.await;
         }
         served
@@ -129,6 +155,7 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
         )));
     }
     let mut shipper = None;
+    let mut watched = None;
     if let (Some(url), Some(ca_file), Some(cert_file), Some(key_file)) = (
         &config.audit.aggregator,
         &config.audit.ca_file,
@@ -149,9 +176,14 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
             cert_file,
             key_file,
         )?);
-        sinks.push(Arc::new(spool));
+        sinks.push(Arc::new(spool.clone()));
+        watched = Some(spool);
     }
-    Ok((Auditor::new(node, sinks), shipper))
+    let auditor = Auditor::new(node, sinks);
+    if let Some(spool) = watched {
+        auditor.metrics().watch_spool(spool);
+    }
+    Ok((auditor, shipper))
 }
 
 /// The decision seam a configuration asks for: its policies over its verifiers, or,
@@ -197,7 +229,7 @@ pub fn policy_decider(
     auditor: Auditor,
 ) -> Result<PolicyDecider, BuildError> {
     let client = registry::Client::new(config.registry.clone())?;
-    let cache = VerdictCache::open(cache)?;
+    let cache = VerdictCache::open(cache)?.with_stats(auditor.metrics().cache_stats());
     let engine = Arc::new(Engine::new(client, Arc::new(cache), config.verify.timeout));
     let mut verifiers = BTreeMap::new();
     let mut fingerprints = BTreeMap::new();

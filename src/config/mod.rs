@@ -39,6 +39,18 @@ pub struct Config {
     pub policies: Vec<PolicyConfig>,
     /// Where audit records go (`[audit]`).
     pub audit: AuditSettings,
+    /// The Prometheus endpoint (`[metrics]`).
+    pub metrics: MetricsSettings,
+}
+
+/// The `[metrics]` section: the node daemon's Prometheus endpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Address of the plain-HTTP `GET /metrics` endpoint, such as `127.0.0.1:9464`.
+    /// Unset (the default), no port is opened. The metrics name namespaces and carry no
+    /// authentication: keep it on loopback unless the network is trusted.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 /// The `[audit]` section: where the record of each decision is written.
@@ -445,6 +457,7 @@ impl Config {
             verifiers: file.verifiers,
             policies: file.policies,
             audit: file.audit,
+            metrics: file.metrics,
         })
     }
 }
@@ -475,6 +488,8 @@ mod file {
         pub(super) policies: Vec<crate::policy::model::PolicyConfig>,
         #[serde(default)]
         pub(super) audit: super::AuditSettings,
+        #[serde(default)]
+        pub(super) metrics: super::MetricsSettings,
     }
 
     #[derive(Deserialize)]

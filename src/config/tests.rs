@@ -318,3 +318,40 @@ fn spool_bound_edges() {
     assert!(with(MIN_SPOOL_BYTES).is_ok());
     assert!(with(MIN_SPOOL_BYTES + 1).is_ok());
 }
+
+#[test]
+fn metrics_are_off_unless_an_address_is_given() {
+    assert_eq!(parse("").unwrap().metrics.listen, None);
+    let shipped = include_str!("../../packaging/config.toml");
+    let config = Config::parse(shipped, Path::new("packaging/config.toml")).unwrap();
+    assert_eq!(
+        config.metrics.listen, None,
+        "the shipped config opens a port"
+    );
+    let config = parse("[metrics]\nlisten = \"127.0.0.1:9464\"\n").unwrap();
+    assert_eq!(
+        config.metrics.listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let config = parse("[metrics]\nlisten = \"[::1]:9464\"\n").unwrap();
+    assert_eq!(config.metrics.listen, Some("[::1]:9464".parse().unwrap()));
+}
+
+#[test]
+fn metrics_keys_are_checked() {
+    // An unknown key in [metrics] is named with its line.
+    let err =
+        parse("[metrics]\nlisten = \"127.0.0.1:9464\"\nlistn = \"127.0.0.1:1\"\n").unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, Error::Parse { .. }), "{text}");
+    assert!(text.contains("listn") && text.contains("line 3"), "{text}");
+    // A host name or a missing port is not an address.
+    for bad in ["localhost:9464", "127.0.0.1", "9464"] {
+        let err = parse(&format!("[metrics]\nlisten = \"{bad}\"\n")).unwrap_err();
+        assert!(matches!(err, Error::Parse { .. }), "{bad}: {err}");
+    }
+    assert!(matches!(
+        parse("[metrics]\nlisten = 9464\n"),
+        Err(Error::Parse { .. })
+    ));
+}

@@ -27,6 +27,7 @@ use std::fs::{File, OpenOptions};
 use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +72,15 @@ pub enum Source {
     Verified,
 }
 
+/// Lookups of [`VerdictCache::get_or_verify`] answered from the cache (hits) and sent to
+/// verification (misses, including callers that waited for a verification already in
+/// flight). Shared across the caches a daemon builds on each reload.
+#[derive(Debug, Default)]
+pub struct CacheStats {
+    hits: AtomicU64,
+    misses: AtomicU64,
+}
+
 /// Why the persistence file could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -96,6 +106,7 @@ pub enum VerifyError<E> {
 /// The verdict cache. Cheap to share behind an `Arc`.
 pub struct VerdictCache {
     config: CacheConfig,
+    stats: Arc<CacheStats>,
     /// Shared with the verification tasks, which settle their slot when done.
     state: Arc<Mutex<State>>,
     file: Option<Arc<CacheFile>>,
@@ -181,6 +192,20 @@ struct Line {
     entry: Entry,
 }
 
+// === impl CacheStats ===
+
+impl CacheStats {
+    /// Lookups answered from the cache.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// Lookups that went to verification.
+    pub fn misses(&self) -> u64 {
+        self.misses.load(Ordering::Relaxed)
+    }
+}
+
 // === impl VerdictCache ===
 
 impl VerdictCache {
@@ -215,9 +240,17 @@ impl VerdictCache {
         }
         Ok(Self {
             config,
+            stats: Arc::default(),
             state: Arc::new(Mutex::new(state)),
             file,
         })
+    }
+
+    /// The cache counting its hits and misses into `stats`.
+    #[must_use]
+    pub fn with_stats(mut self, stats: Arc<CacheStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The unexpired verdict for `key`, if any. Never waits for a verification.
@@ -264,10 +297,12 @@ impl VerdictCache {
             let mut state = self.lock();
             let pending = match state.slots.get(&slot_key).map(|slot| &slot.state) {
                 Some(SlotState::Ready(stored)) if stored.expires > now => {
+                    self.stats.hits.fetch_add(1, Ordering::Relaxed);
                     return Ok((stored.verdict.to_verdict(&key.digest), Source::Cache));
                 }
                 Some(SlotState::Pending(cell)) => match cell.get() {
                     Some(entry) if entry.expires > now => {
+                        self.stats.hits.fetch_add(1, Ordering::Relaxed);
                         return Ok((entry.verdict.clone(), Source::Cache));
                     }
                     // Another caller is verifying, or one failed: wait for it, or
@@ -291,6 +326,7 @@ impl VerdictCache {
                 }
             }
         };
+        self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let (positive, negative) = (self.config.positive_ttl, self.config.negative_ttl);
         let file = self.file.clone();
         let state = self.state.clone();

@@ -191,7 +191,26 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Key of the session advisory lock held while migrating (any constant will do; this is
+/// "crigate" in ASCII): replicas started together on one database take turns, so a
+/// migration runs once and no replica fails on a table another just created.
+const MIGRATION_LOCK: i64 = 0x0063_7269_6761_7465;
+
 async fn migrate(client: &mut Client) -> Result<(), Error> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(Error::Postgres)?;
+    let migrated = migrate_locked(client).await;
+    // On error the connection is dropped, which releases the lock as well.
+    client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(Error::Postgres)?;
+    migrated
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<(), Error> {
     client
         .batch_execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
         .await

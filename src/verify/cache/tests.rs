@@ -410,3 +410,28 @@ fn digest_bytes_decode_every_hex_digit() {
     });
     assert_eq!(key.digest.to_digest(), Some(digest));
 }
+
+#[tokio::test]
+async fn hits_and_misses_are_counted_across_caches() {
+    let stats = Arc::new(CacheStats::default());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(1);
+    // A reload builds a new cache; the counters carry on.
+    for _ in 0..2 {
+        let cache = VerdictCache::open(config(None))
+            .unwrap()
+            .with_stats(Arc::clone(&stats));
+        for _ in 0..3 {
+            cache
+                .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+                .await
+                .unwrap();
+        }
+        // A failed verification is a miss too.
+        let failed = cache
+            .get_or_verify(key(2), || async { Err::<Verdict, _>("registry down") })
+            .await;
+        assert!(failed.is_err());
+    }
+    assert_eq!((stats.hits(), stats.misses()), (4, 4));
+}

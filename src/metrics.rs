@@ -1,0 +1,434 @@
+//! Prometheus metrics shared by the node daemon ([`crate::audit::metrics`]) and the
+//! aggregator ([`crate::aggregator::metrics`]): the text exposition format 0.0.4, the
+//! bounded `crigate_decisions_total{decision,namespace}` counters both serve, a
+//! fixed-bucket histogram, and a plain HTTP endpoint for the node.
+//!
+//! Counting is cheap enough for the decision path: histograms are atomics, and the
+//! decision counters take one short lock and allocate only for a namespace not seen
+//! before. Rendering happens per scrape and may allocate freely.
+//!
+//! Label values that come from outside (namespaces, node names) are bounded: each
+//! labelled family holds at most [`MAX_SERIES`] series, and values past that count under
+//! [`OVERFLOW`].
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::audit::DecisionKind;
+
+/// Most series per labelled family: far above a cluster's namespaces or nodes, low
+/// enough that made-up namespaces cannot exhaust memory.
+pub const MAX_SERIES: usize = 10_000;
+
+/// The label value that series past [`MAX_SERIES`] are counted under.
+pub const OVERFLOW: &str = "_other";
+
+/// The path metrics are served at.
+pub const METRICS_PATH: &str = "/metrics";
+
+/// The exposition format's content type.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4";
+
+/// Upper bounds, in microseconds, of the decision duration buckets: from a cached
+/// verdict (well under a millisecond) to a verification near its 30 s default timeout.
+pub const DURATION_BUCKETS_MICROS: [u64; 15] = [
+    500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000,
+    2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Scrapes served at once; more connections wait in the listen queue. A scraper needs
+/// one.
+const MAX_CONNECTIONS: usize = 8;
+/// Time a client has to send its request headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a metric family is, for its `# TYPE` line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+/// Decisions counted by decision kind and namespace, at most [`MAX_SERIES`] series.
+#[derive(Debug, Default)]
+pub struct DecisionCounts {
+    state: Mutex<DecisionState>,
+}
+
+#[derive(Debug, Default)]
+struct DecisionState {
+    /// Per namespace, a count per [`DecisionKind`], indexed by [`kind_index`].
+    namespaces: HashMap<Box<str>, [u64; KINDS.len()]>,
+    /// Non-zero counts, the series rendered.
+    series: usize,
+}
+
+/// Every decision kind, in the order series are rendered (by code).
+const KINDS: [DecisionKind; 5] = [
+    DecisionKind::Allow,
+    DecisionKind::AuditDeny,
+    DecisionKind::Deny,
+    DecisionKind::Error,
+    DecisionKind::Unspecified,
+];
+
+/// A histogram with [`DURATION_BUCKETS_MICROS`], rendered in seconds.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative), the last one above every bound (`+Inf`).
+    buckets: [AtomicU64; DURATION_BUCKETS_MICROS.len() + 1],
+    sum_micros: AtomicU64,
+}
+
+// === impl Kind ===
+
+impl Kind {
+    fn code(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+// === impl DecisionCounts ===
+
+impl DecisionCounts {
+    /// Counts one decision of `kind` in `namespace`.
+    pub fn add(&self, kind: DecisionKind, namespace: &str) {
+        self.add_n(kind, namespace, 1);
+    }
+
+    /// Counts `n` decisions of `kind` in `namespace`.
+    pub fn add_n(&self, kind: DecisionKind, namespace: &str, n: u64) {
+        let at = kind_index(kind);
+        let mut state = lock(&self.state);
+        let DecisionState { namespaces, series } = &mut *state;
+        // The common case, a series already counting: one lookup, no allocation.
+        if let Some(count) = namespaces
+            .get_mut(namespace)
+            .map(|counts| &mut counts[at])
+            .filter(|count| **count > 0)
+        {
+            *count = count.saturating_add(n);
+            return;
+        }
+        // A new series, or one past the bound.
+        let namespace = if *series < MAX_SERIES {
+            namespace
+        } else {
+            OVERFLOW
+        };
+        if !namespaces.contains_key(namespace) {
+            namespaces.insert(namespace.into(), [0; KINDS.len()]);
+        }
+        if let Some(counts) = namespaces.get_mut(namespace) {
+            if counts[at] == 0 {
+                *series += 1;
+            }
+            counts[at] = counts[at].saturating_add(n);
+        }
+    }
+
+    /// How many series the family holds.
+    pub fn series(&self) -> usize {
+        lock(&self.state).series
+    }
+
+    /// The count of `kind` in `namespace` (for tests and checks).
+    pub fn count(&self, kind: DecisionKind, namespace: &str) -> u64 {
+        lock(&self.state)
+            .namespaces
+            .get(namespace)
+            .map_or(0, |counts| counts[kind_index(kind)])
+    }
+
+    /// Appends `crigate_decisions_total` with `help`.
+    pub fn render(&self, out: &mut String, help: &str) {
+        family(out, "crigate_decisions_total", Kind::Counter, help);
+        let state = lock(&self.state);
+        let mut namespaces: Vec<_> = state.namespaces.iter().collect();
+        namespaces.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (at, kind) in KINDS.iter().enumerate() {
+            for (namespace, counts) in &namespaces {
+                let count = counts[at];
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "crigate_decisions_total{{decision=\"{}\",namespace=\"{}\"}} {count}",
+                        kind.code(),
+                        escape(namespace)
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// The index of `kind` in [`KINDS`].
+fn kind_index(kind: DecisionKind) -> usize {
+    match kind {
+        DecisionKind::Allow => 0,
+        DecisionKind::AuditDeny => 1,
+        DecisionKind::Deny => 2,
+        DecisionKind::Error => 3,
+        DecisionKind::Unspecified => 4,
+    }
+}
+
+// === impl Histogram ===
+
+impl Histogram {
+    /// Counts one observation of `duration`.
+    pub fn observe(&self, duration: Duration) {
+        self.observe_micros(u64::try_from(duration.as_micros()).unwrap_or(u64::MAX));
+    }
+
+    /// Counts one observation of `micros` microseconds.
+    pub fn observe_micros(&self, micros: u64) {
+        let at = DURATION_BUCKETS_MICROS.partition_point(|bound| *bound < micros);
+        if let Some(bucket) = self.buckets.get(at) {
+            bucket.fetch_add(1, Ordering::Relaxed);
+        }
+        self.sum_micros.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Appends the series of `name` with `labels` (`key="value"` pairs, already escaped,
+    /// possibly empty). The family header is the caller's.
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0u64;
+        for (at, bucket) in self.buckets.iter().enumerate() {
+            cumulative += bucket.load(Ordering::Relaxed);
+            match DURATION_BUCKETS_MICROS.get(at) {
+                Some(bound) => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels}{sep}le=\"{}\"}} {cumulative}",
+                        *bound as f64 / 1e6
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {cumulative}"
+                    );
+                }
+            }
+        }
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {cumulative}");
+    }
+}
+
+/// Appends a family's `# HELP` and `# TYPE` lines.
+pub fn family(out: &mut String, name: &str, kind: Kind, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {}", kind.code());
+}
+
+/// Appends `crigate_build_info{version,git_sha} 1`.
+pub fn build_info(out: &mut String) {
+    family(
+        out,
+        "crigate_build_info",
+        Kind::Gauge,
+        "The crigate version serving.",
+    );
+    let _ = writeln!(
+        out,
+        "crigate_build_info{{version=\"{}\",git_sha=\"{}\"}} 1",
+        escape(env!("CARGO_PKG_VERSION")),
+        escape(env!("CRIGATE_GIT_SHA"))
+    );
+}
+
+/// A label value escaped as the exposition format requires: `\\`, `\"` and `\n`.
+pub fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until `cancel`, answering
+/// with `render()`. Anything else is a 404 or 405. At most [`MAX_CONNECTIONS`]
+/// connections are served at once.
+///
+/// # Cancel safety
+///
+/// Dropping the future stops accepting; connections in progress are tasks of their own
+/// and end with `cancel`.
+pub async fn serve<R>(listener: TcpListener, render: R, cancel: CancellationToken)
+where
+    R: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    let tracker = TaskTracker::new();
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let permit = tokio::select! {
+            () = cancel.cancelled() => break,
+            permit = Arc::clone(&permits).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        };
+        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "metrics").await else {
+            break;
+        };
+        let render = render.clone();
+        let cancel = cancel.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let handler = hyper::service::service_fn(move |request: Request<_>| {
+                let render = render.clone();
+                async move { Ok::<_, Infallible>(answer(&request, &render)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(tcp), handler);
+            tokio::pin!(conn);
+            tokio::select! {
+                result = conn.as_mut() => {
+                    if let Err(error) = result {
+                        tracing::debug!(%addr, %error, "metrics connection ended");
+                    }
+                }
+                () = cancel.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+                }
+            }
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// The answer to one request for the metrics endpoint.
+fn answer<B>(request: &Request<B>, render: &impl Fn() -> String) -> Response<Full<Bytes>> {
+    let (status, body, content_type) = if request.uri().path() != METRICS_PATH {
+        (
+            StatusCode::NOT_FOUND,
+            "try GET /metrics\n".to_owned(),
+            "text/plain",
+        )
+    } else if request.method() != Method::GET {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET\n".to_owned(),
+            "text/plain",
+        )
+    } else {
+        (StatusCode::OK, render(), CONTENT_TYPE)
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Counters stay meaningful after a panic elsewhere.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_series_are_bounded_and_escaped() {
+        let counts = DecisionCounts::default();
+        for n in 0..MAX_SERIES + 5 {
+            counts.add(DecisionKind::Allow, &format!("ns-{n}"));
+        }
+        // A known series keeps counting under its own name.
+        counts.add(DecisionKind::Allow, "ns-0");
+        assert_eq!(counts.series(), MAX_SERIES + 1);
+        assert_eq!(counts.count(DecisionKind::Allow, OVERFLOW), 5);
+        assert_eq!(counts.count(DecisionKind::Allow, "ns-0"), 2);
+        let other = DecisionCounts::default();
+        other.add(DecisionKind::Deny, "evil\"\n");
+        let mut text = String::new();
+        other.render(&mut text, "Decisions.");
+        assert!(
+            text.contains("crigate_decisions_total{decision=\"deny\",namespace=\"evil\\\"\\n\"} 1"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_at_their_bounds() {
+        let histogram = Histogram::default();
+        // At the bound, 1 above it, and above every bound.
+        for micros in [500, 501, 40_000_000] {
+            histogram.observe_micros(micros);
+        }
+        let mut text = String::new();
+        histogram.render(&mut text, "d", "phase=\"pull\"");
+        assert!(
+            text.contains("d_bucket{phase=\"pull\",le=\"0.0005\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_bucket{phase=\"pull\",le=\"0.001\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_bucket{phase=\"pull\",le=\"30\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("d_bucket{phase=\"pull\",le=\"+Inf\"} 3\n"),
+            "{text}"
+        );
+        assert!(text.contains("d_count{phase=\"pull\"} 3\n"), "{text}");
+        assert!(text.contains("d_sum{phase=\"pull\"} 40.001001\n"), "{text}");
+        assert_eq!(histogram.count(), 3);
+    }
+
+    #[test]
+    fn only_get_metrics_is_answered() {
+        let render = || "x 1\n".to_owned();
+        let get = |method: Method, path: &str| {
+            let request = Request::builder()
+                .method(method)
+                .uri(path)
+                .body(())
+                .unwrap();
+            answer(&request, &render).status()
+        };
+        assert_eq!(get(Method::GET, "/metrics"), StatusCode::OK);
+        assert_eq!(
+            get(Method::POST, "/metrics"),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+        assert_eq!(get(Method::GET, "/"), StatusCode::NOT_FOUND);
+    }
+}
