@@ -233,6 +233,12 @@ async fn accept_ingest(
                 }
             },
         };
+        // Each answer is a small write that the node waits for before its next batch:
+        // with Nagle's algorithm it would wait for the node's delayed ACK (40 ms on
+        // Linux) on every batch.
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, %error, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         tracker.spawn(async move {
@@ -278,6 +284,9 @@ async fn serve_query(
                 }
             },
         };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%addr, %error, "cannot set TCP_NODELAY");
+        }
         let acceptor = acceptor.clone();
         let service = service.clone();
         let cancel = cancel.clone();
