@@ -2,23 +2,25 @@
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
 //! One connection (tokio-postgres, no TLS: reach the server over a unix socket or
-//! loopback). Each batch is one transaction of `INSERT ... ON CONFLICT (id) DO NOTHING`,
-//! committed before the batch is acknowledged. Ids use the "C" collation so that their
+//! loopback). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING` statement, its
+//! rows as arrays, committed before the batch is acknowledged. Ids use the "C" collation so that their
 //! order is the bytes' order (UUIDv7: time order), whatever the database's locale.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{Error, Page, Query};
 use crate::audit::AuditRecord;
 use crate::registry::Secret;
 
 /// The schema, one migration per version; never edit one that shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE records (
     id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     time_unix_nanos BIGINT NOT NULL,
@@ -35,6 +37,18 @@ CREATE INDEX records_by_node ON records (node, id);
 CREATE INDEX records_by_namespace ON records (namespace, id);
 "#];
 
+/// A batch of records as one statement: the columns as arrays ($3 is the time of
+/// receipt, shared), answering with the ids that were new.
+const INSERT: &str = "
+INSERT INTO records
+  (id, time_unix_nanos, received_unix_nanos, node, decision, namespace, image, subject, record)
+SELECT id, time_unix_nanos, $3::bigint, node, decision, namespace, image, subject, record
+FROM unnest($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::bytea[])
+  AS batch (id, time_unix_nanos, node, decision, namespace, image, subject, record)
+ON CONFLICT (id) DO NOTHING
+RETURNING id";
+
 /// Time to connect and each statement's limit (`statement_timeout`).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,6 +56,8 @@ pub const TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Clone)]
 pub struct Store {
     client: Arc<Mutex<Client>>,
+    /// [`INSERT`], prepared once on the connection.
+    insert: Statement,
 }
 
 // === impl Store ===
@@ -70,53 +86,70 @@ impl Store {
             .await
             .map_err(Error::Postgres)?;
         migrate(&mut client).await?;
+        let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
         Ok(Self {
             client: Arc::new(Mutex::new(client)),
+            insert,
         })
     }
 
-    /// As [`super::sqlite::Store::insert`].
+    /// As [`super::sqlite::Store::insert`]. The batch is one statement, so one round
+    /// trip: its rows travel as arrays that the server unnests, and the statement
+    /// commits (durably, `synchronous_commit` being on by default) before it returns.
     ///
     /// # Errors
     ///
-    /// The server refused the transaction.
+    /// The server refused the statement.
     pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
         let received = crate::audit::now_unix_nanos();
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.map_err(Error::Postgres)?;
-        let statement = tx
-            .prepare(
-                "INSERT INTO records
-                   (id, time_unix_nanos, received_unix_nanos, node, decision, namespace,
-                    image, subject, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO NOTHING",
+        // A record delivered twice within one batch is stored by its first copy; the
+        // statement must not see an id twice.
+        let mut seen = HashSet::with_capacity(records.len());
+        let first: Vec<bool> = records.iter().map(|r| seen.insert(r.id.as_str())).collect();
+        let batch = || {
+            records
+                .iter()
+                .zip(&first)
+                .filter(|(_, f)| **f)
+                .map(|(r, _)| r)
+        };
+        let ids: Vec<&str> = batch().map(|r| r.id.as_str()).collect();
+        let times: Vec<i64> = batch().map(|r| r.time_unix_nanos).collect();
+        let nodes: Vec<&str> = batch().map(|r| r.node.as_str()).collect();
+        let decisions: Vec<&str> = batch().map(|r| r.decision().code()).collect();
+        let namespaces: Vec<&str> = batch().map(|r| r.namespace.as_str()).collect();
+        let images: Vec<&str> = batch().map(|r| r.image.as_str()).collect();
+        let subjects: Vec<&str> = batch().map(|r| r.subject.as_str()).collect();
+        let blobs: Vec<Vec<u8>> = batch().map(|r| r.encode_to_vec()).collect();
+        let client = self.client.lock().await;
+        let stored = client
+            .query(
+                &self.insert,
+                &[
+                    &ids,
+                    &times,
+                    &received,
+                    &nodes,
+                    &decisions,
+                    &namespaces,
+                    &images,
+                    &subjects,
+                    &blobs,
+                ],
             )
             .await
             .map_err(Error::Postgres)?;
-        let mut new = Vec::with_capacity(records.len());
-        for record in records.iter() {
-            let changed = tx
-                .execute(
-                    &statement,
-                    &[
-                        &record.id,
-                        &record.time_unix_nanos,
-                        &received,
-                        &record.node,
-                        &record.decision().code(),
-                        &record.namespace,
-                        &record.image,
-                        &record.subject,
-                        &record.encode_to_vec(),
-                    ],
-                )
-                .await
-                .map_err(Error::Postgres)?;
-            new.push(changed == 1);
-        }
-        tx.commit().await.map_err(Error::Postgres)?;
-        Ok(new)
+        drop(client);
+        let stored = stored
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<HashSet<String>, _>>()
+            .map_err(Error::Postgres)?;
+        Ok(records
+            .iter()
+            .zip(first)
+            .map(|(r, first)| first && stored.contains(&r.id))
+            .collect())
     }
 
     /// As [`super::sqlite::Store::query`].
