@@ -35,7 +35,11 @@ CREATE TABLE records (
 CREATE INDEX records_by_time ON records (time_unix_nanos);
 CREATE INDEX records_by_node ON records (node, id);
 CREATE INDEX records_by_namespace ON records (namespace, id);
-"#];
+"#,
+    "
+CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
+",
+];
 
 /// A batch of records as one statement: the columns as arrays ($3 is the time of
 /// receipt, shared), answering with the ids that were new.
@@ -171,6 +175,7 @@ impl Store {
                    AND ($4::text IS NULL OR namespace = $4)
                    AND ($5::text IS NULL OR node = $5)
                    AND ($6::text IS NULL OR strpos(image, $6) > 0 OR strpos(subject, $6) > 0)
+                   AND ($8::bigint IS NULL OR time_unix_nanos < $8)
                  ORDER BY id
                  LIMIT $7",
                 &[
@@ -181,6 +186,7 @@ impl Store {
                     &query.node,
                     &query.image,
                     &fetch,
+                    &query.until_unix_nanos,
                 ],
             )
             .await
