@@ -1,17 +1,19 @@
 //! The PostgreSQL backend: the same schema, migrations and queries as [`super::sqlite`],
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
-//! One connection (tokio-postgres, no TLS: reach the server over a unix socket or
-//! loopback). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING` statement, its
-//! rows as arrays, committed before the batch is acknowledged. Ids use the "C" collation so that their
-//! order is the bytes' order (UUIDv7: time order), whatever the database's locale.
+//! [`CONNECTIONS`] connections (tokio-postgres, no TLS: reach the server over a unix
+//! socket or loopback). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
+//! statement, its rows as arrays, committed before the batch is acknowledged. Ids use
+//! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
+//! whatever the database's locale.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, MutexGuard};
 use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{Error, Page, Query};
@@ -56,11 +58,23 @@ RETURNING id";
 /// Time to connect and each statement's limit (`statement_timeout`).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections to the server. Batches from different nodes are stored at once, each on
+/// its own connection: while one waits for its commit to reach the disk the server
+/// works on the next, and commits waiting together share a WAL flush.
+pub const CONNECTIONS: usize = 4;
+
 /// The PostgreSQL store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    client: Arc<Mutex<Client>>,
-    /// [`INSERT`], prepared once on the connection.
+    connections: Arc<[Mutex<Connection>]>,
+    /// Where the next wait for a busy connection starts, so waiters spread out.
+    next: Arc<AtomicUsize>,
+}
+
+/// One connection and its prepared statements.
+struct Connection {
+    client: Client,
+    /// [`INSERT`].
     insert: Statement,
 }
 
@@ -75,26 +89,32 @@ impl Store {
     ///
     /// The server cannot be reached, or the schema is newer than this build knows.
     pub async fn connect(url: &Secret) -> Result<Self, Error> {
-        let connecting = tokio_postgres::connect(url.expose(), NoTls);
-        let (mut client, connection) = tokio::time::timeout(TIMEOUT, connecting)
-            .await
-            .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
-            .map_err(Error::Postgres)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "postgresql connection ended");
+        let mut connections = Vec::with_capacity(CONNECTIONS);
+        for n in 0..CONNECTIONS {
+            let mut client = connect_one(url).await?;
+            if n == 0 {
+                migrate(&mut client).await?;
             }
-        });
-        client
-            .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
-            .await
-            .map_err(Error::Postgres)?;
-        migrate(&mut client).await?;
-        let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
+            let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
+            connections.push(Mutex::new(Connection { client, insert }));
+        }
         Ok(Self {
-            client: Arc::new(Mutex::new(client)),
-            insert,
+            connections: connections.into(),
+            next: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// A free connection, or else the next one in turn once it is free.
+    async fn connection(&self) -> MutexGuard<'_, Connection> {
+        for connection in self.connections.iter() {
+            if let Ok(guard) = connection.try_lock() {
+                return guard;
+            }
+        }
+        let next = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        // `next` is below the length, which is CONNECTIONS, not zero.
+        #[allow(clippy::indexing_slicing)]
+        self.connections[next].lock().await
     }
 
     /// As [`super::sqlite::Store::insert`]. The batch is one statement, so one round
@@ -125,10 +145,11 @@ impl Store {
         let images: Vec<&str> = batch().map(|r| r.image.as_str()).collect();
         let subjects: Vec<&str> = batch().map(|r| r.subject.as_str()).collect();
         let blobs: Vec<Vec<u8>> = batch().map(|r| r.encode_to_vec()).collect();
-        let client = self.client.lock().await;
-        let stored = client
+        let connection = self.connection().await;
+        let stored = connection
+            .client
             .query(
-                &self.insert,
+                &connection.insert,
                 &[
                     &ids,
                     &times,
@@ -143,7 +164,7 @@ impl Store {
             )
             .await
             .map_err(Error::Postgres)?;
-        drop(client);
+        drop(connection);
         let stored = stored
             .iter()
             .map(|row| row.try_get::<_, String>(0))
@@ -165,8 +186,9 @@ impl Store {
         let limit = query.limit.clamp(1, super::MAX_PAGE);
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
-        let client = self.client.lock().await;
-        let rows = client
+        let connection = self.connection().await;
+        let rows = connection
+            .client
             .query(
                 "SELECT id, record FROM records
                  WHERE ($1::text IS NULL OR id > $1)
@@ -212,8 +234,9 @@ impl Store {
     ///
     /// The server refused the delete.
     pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
-        let client = self.client.lock().await;
-        let deleted = client
+        let connection = self.connection().await;
+        let deleted = connection
+            .client
             .execute(
                 "DELETE FROM records WHERE time_unix_nanos < $1",
                 &[&unix_nanos],
@@ -228,6 +251,25 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("postgres::Store").finish_non_exhaustive()
     }
+}
+
+/// One connection, with the statement timeout set.
+async fn connect_one(url: &Secret) -> Result<Client, Error> {
+    let connecting = tokio_postgres::connect(url.expose(), NoTls);
+    let (client, connection) = tokio::time::timeout(TIMEOUT, connecting)
+        .await
+        .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
+        .map_err(Error::Postgres)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::error!(%error, "postgresql connection ended");
+        }
+    });
+    client
+        .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
+        .await
+        .map_err(Error::Postgres)?;
+    Ok(client)
 }
 
 async fn migrate(client: &mut Client) -> Result<(), Error> {
