@@ -124,7 +124,8 @@ impl Store {
 
     /// As [`super::sqlite::Store::insert`]. The batch is one statement, so one round
     /// trip: its rows travel as arrays that the server unnests, and the statement
-    /// commits (durably, `synchronous_commit` being on by default) before it returns.
+    /// commits (durably: each connection sets `synchronous_commit = on`) before it
+    /// returns.
     ///
     /// # Errors
     ///
@@ -135,13 +136,16 @@ impl Store {
         // statement must not see an id twice.
         let mut seen = HashSet::with_capacity(records.len());
         let first: Vec<bool> = records.iter().map(|r| seen.insert(r.id.as_str())).collect();
-        let batch = || {
-            records
-                .iter()
-                .zip(&first)
-                .filter(|(_, f)| **f)
-                .map(|(r, _)| r)
-        };
+        // Rows in id order, so that statements on other connections (or replicas) that
+        // share ids wait for each other's rows in the same order rather than deadlock.
+        let mut rows: Vec<&AuditRecord> = records
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(r, _)| r)
+            .collect();
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let batch = || rows.iter();
         let ids: Vec<&str> = batch().map(|r| r.id.as_str()).collect();
         let times: Vec<i64> = batch().map(|r| r.time_unix_nanos).collect();
         let nodes: Vec<&str> = batch().map(|r| r.node.as_str()).collect();
@@ -258,7 +262,7 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// One connection, with the statement timeout set.
+/// One connection, with the statement timeout and durable commits set.
 async fn connect_one(url: &Secret) -> Result<Client, Error> {
     let connecting = tokio_postgres::connect(url.expose(), NoTls);
     let (client, connection) = tokio::time::timeout(TIMEOUT, connecting)
@@ -271,7 +275,12 @@ async fn connect_one(url: &Secret) -> Result<Client, Error> {
         }
     });
     client
-        .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
+        // A batch is acknowledged once its statement returns: it must be on disk by then,
+        // whatever the server's default.
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET synchronous_commit = on",
+            TIMEOUT.as_millis()
+        ))
         .await
         .map_err(Error::Postgres)?;
     Ok(client)
