@@ -266,12 +266,18 @@ impl Inner {
 /// terms: SQLite plans a statement once, whatever it is bound to, and cannot serve a
 /// `(?1 IS NULL OR namespace = ?1)` term from an index, so such a statement scanned
 /// every record in id order to find a namespace's last hour.
+///
+/// The ids are chosen first, in a subquery, and only their records are read: filtered
+/// by namespace and time, the subquery reads the (namespace, id, time) index alone, in
+/// id order, testing the time there, and no record it does not return. Read through
+/// the (namespace, time) index instead, every record of the window would be sorted to
+/// find the oldest page: half a second for a window of days over 10 million records.
 fn select<'q>(
     query: &'q Query,
     decision: Option<&'q &'static str>,
     fetch: &'q i64,
 ) -> (String, Vec<&'q dyn rusqlite::ToSql>) {
-    let mut sql = String::from("SELECT id, record FROM records WHERE true");
+    let mut sql = String::from("SELECT id FROM records WHERE true");
     let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
     if let Some(after) = &query.after_id {
         sql.push_str(" AND id > ?");
@@ -304,6 +310,7 @@ fn select<'q>(
     }
     sql.push_str(" ORDER BY id LIMIT ?");
     params.push(fetch);
+    let sql = format!("SELECT id, record FROM records WHERE id IN ({sql}) ORDER BY id");
     (sql, params)
 }
 
@@ -475,7 +482,7 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_and_time_window_is_read_from_an_index() {
+    fn a_namespace_and_time_window_is_read_from_an_index_alone() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("audit.db")).unwrap();
         let query = Query {
@@ -494,9 +501,9 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(
-            plan.iter().any(|step| step.contains(
-                "USING INDEX records_by_namespace_time (namespace=? AND time_unix_nanos>?)"
-            )),
+            plan.iter().any(
+                |step| step.contains("USING COVERING INDEX records_by_namespace (namespace=?)")
+            ),
             "{plan:?}"
         );
     }
