@@ -739,6 +739,51 @@ async fn ship_as(
     }
 }
 
+/// The PostgreSQL store sends a batch as one statement: a record repeated within the
+/// batch, or a batch delivered again, is stored once and reported new once; and a
+/// namespace's time window reads back exactly its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_postgresql_store_reports_each_record_new_once() {
+    use crigate::aggregator::storage::{postgres, Query};
+    let tmp = temp_dir("postgres-store");
+    let server = Postgres::start(tmp.path());
+    let store = postgres::Store::connect(&crigate::registry::Secret::new(server.url()))
+        .await
+        .unwrap();
+    let records: Vec<AuditRecord> = (0..10)
+        .map(|n| AuditRecord {
+            time_unix_nanos: 1000 + n,
+            ..record(NODE)
+        })
+        .collect();
+    let (a, b) = (records[0].clone(), records[1].clone());
+    let batch = std::sync::Arc::new(vec![a.clone(), b.clone(), a.clone()]);
+    assert_eq!(
+        store.insert(batch.clone()).await.unwrap(),
+        vec![true, true, false]
+    );
+    assert_eq!(store.insert(batch).await.unwrap(), vec![false; 3]);
+    let all = std::sync::Arc::new(records.clone());
+    let new = store.insert(all).await.unwrap();
+    assert_eq!(new, [vec![false; 2], vec![true; 8]].concat());
+    let mut ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
+    ids.sort();
+    assert_eq!(pg_ids(&server.url()), ids);
+
+    let window = store
+        .query(Query {
+            namespace: Some("prod".to_owned()),
+            since_unix_nanos: Some(1003),
+            until_unix_nanos: Some(1006),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let times: Vec<i64> = window.records.iter().map(|r| r.time_unix_nanos).collect();
+    assert_eq!(times, vec![1003, 1004, 1005]);
+}
+
 fn record(node: &str) -> AuditRecord {
     AuditRecord {
         id: crigate::audit::new_id(),

@@ -1,7 +1,8 @@
 //! The query endpoint: `GET /v1/records` and `GET /metrics` ([`super::metrics`]),
 //! HTTP/1.1 over TLS, bearer token.
 //!
-//! Parameters (all optional): `since` (nanoseconds since the Unix epoch), `decision`
+//! Parameters (all optional): `since` and `until` (nanoseconds since the Unix epoch; a
+//! record decided at `since` is in, one at `until` is not), `decision`
 //! (`allow`, `deny`, `audit-deny`, `error`), `namespace`, `node` (exact), `image` (a
 //! substring of the image or the resolved subject), `limit` (1 to 1000, default 100),
 //! `page_token` (the previous page's `next_page_token`). An unknown parameter is an
@@ -180,6 +181,12 @@ fn parse_query(raw: &str) -> Result<Query, String> {
                         "since: expected nanoseconds since the Unix epoch".to_owned()
                     })?);
             }
+            "until" => {
+                query.until_unix_nanos =
+                    Some(value.parse().map_err(|_| {
+                        "until: expected nanoseconds since the Unix epoch".to_owned()
+                    })?);
+            }
             "decision" => {
                 query.decision = Some(DecisionKind::from_code(&value).ok_or_else(|| {
                     "decision: expected allow, deny, audit-deny or error".to_owned()
@@ -316,8 +323,10 @@ mod tests {
 
     #[test]
     fn parameters_parse_and_typos_are_refused() {
-        let query = parse_query("since=5&decision=deny&namespace=prod&limit=1000").unwrap();
+        let query = parse_query("since=5&until=9&decision=deny&namespace=prod&limit=1000").unwrap();
         assert_eq!(query.since_unix_nanos, Some(5));
+        assert_eq!(query.until_unix_nanos, Some(9));
+        assert!(parse_query("until=soon").is_err());
         assert_eq!(query.decision, Some(DecisionKind::Deny));
         assert_eq!(query.limit, 1000);
         assert!(parse_query("limit=0").is_err());

@@ -55,6 +55,9 @@ pub struct QueryArgs {
     /// Only records of this age or younger: `30m`, `1h`, `7d`.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub since: Option<Duration>,
+    /// Only records older than this: `10m`, `1d` (with --since, a window).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub until: Option<Duration>,
     /// Only this decision: allow, deny, audit-deny or error.
     #[arg(long, value_parser = parse_decision)]
     pub decision: Option<DecisionKind>,
@@ -131,14 +134,17 @@ async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<
         .enable_http1()
         .build();
     let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
-    let since = args.since.map(|ago| {
-        let at = SystemTime::now()
+    let now = SystemTime::now();
+    let ago = |ago: Duration| {
+        let at = now
             .checked_sub(ago)
             .unwrap_or(UNIX_EPOCH)
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         i64::try_from(at.as_nanos()).unwrap_or(i64::MAX)
-    });
+    };
+    let since = args.since.map(ago);
+    let until = args.until.map(ago);
     let mut records = Vec::new();
     let mut page_token: Option<String> = None;
     loop {
@@ -150,6 +156,9 @@ async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<
             query.append_pair("limit", &PAGE_SIZE.to_string());
             if let Some(since) = since {
                 query.append_pair("since", &since.to_string());
+            }
+            if let Some(until) = until {
+                query.append_pair("until", &until.to_string());
             }
             if let Some(decision) = args.decision {
                 query.append_pair("decision", decision.code());

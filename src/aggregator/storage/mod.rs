@@ -102,6 +102,8 @@ impl Storage {
 pub struct Query {
     /// Records decided at or after this time, nanoseconds since the Unix epoch.
     pub since_unix_nanos: Option<i64>,
+    /// Records decided before this time, nanoseconds since the Unix epoch.
+    pub until_unix_nanos: Option<i64>,
     pub decision: Option<DecisionKind>,
     pub namespace: Option<String>,
     pub node: Option<String>,

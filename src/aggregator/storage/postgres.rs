@@ -1,24 +1,28 @@
 //! The PostgreSQL backend: the same schema, migrations and queries as [`super::sqlite`],
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
-//! One connection (tokio-postgres, no TLS: reach the server over a unix socket or
-//! loopback). Each batch is one transaction of `INSERT ... ON CONFLICT (id) DO NOTHING`,
-//! committed before the batch is acknowledged. Ids use the "C" collation so that their
-//! order is the bytes' order (UUIDv7: time order), whatever the database's locale.
+//! [`CONNECTIONS`] connections (tokio-postgres, no TLS: reach the server over a unix
+//! socket or loopback). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
+//! statement, its rows as arrays, committed before the batch is acknowledged. Ids use
+//! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
+//! whatever the database's locale.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
-use tokio::sync::Mutex;
-use tokio_postgres::{Client, NoTls};
+use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::{Client, NoTls, Statement};
 
 use super::{Error, Page, Query};
 use crate::audit::AuditRecord;
 use crate::registry::Secret;
 
 /// The schema, one migration per version; never edit one that shipped.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE records (
     id TEXT COLLATE "C" PRIMARY KEY NOT NULL,
     time_unix_nanos BIGINT NOT NULL,
@@ -33,15 +37,50 @@ CREATE TABLE records (
 CREATE INDEX records_by_time ON records (time_unix_nanos);
 CREATE INDEX records_by_node ON records (node, id);
 CREATE INDEX records_by_namespace ON records (namespace, id);
-"#];
+"#,
+    // 2: a namespace's time window. (namespace, time) serves a bounded window; with the
+    // time in (namespace, id), a scan in id order checks `since` in the index and
+    // reads only the records it returns.
+    "
+DROP INDEX records_by_namespace;
+CREATE INDEX records_by_namespace ON records (namespace, id, time_unix_nanos);
+CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
+",
+];
+
+/// A batch of records as one statement: the columns as arrays ($3 is the time of
+/// receipt, shared), answering with the ids that were new.
+const INSERT: &str = "
+INSERT INTO records
+  (id, time_unix_nanos, received_unix_nanos, node, decision, namespace, image, subject, record)
+SELECT id, time_unix_nanos, $3::bigint, node, decision, namespace, image, subject, record
+FROM unnest($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+            $8::text[], $9::bytea[])
+  AS batch (id, time_unix_nanos, node, decision, namespace, image, subject, record)
+ON CONFLICT (id) DO NOTHING
+RETURNING id";
 
 /// Time to connect and each statement's limit (`statement_timeout`).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections to the server. Batches from different nodes are stored at once, each on
+/// its own connection: while one waits for its commit to reach the disk the server
+/// works on the next, and commits waiting together share a WAL flush.
+pub const CONNECTIONS: usize = 4;
+
 /// The PostgreSQL store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    client: Arc<Mutex<Client>>,
+    connections: Arc<[Mutex<Connection>]>,
+    /// Where the next wait for a busy connection starts, so waiters spread out.
+    next: Arc<AtomicUsize>,
+}
+
+/// One connection and its prepared statements.
+struct Connection {
+    client: Client,
+    /// [`INSERT`].
+    insert: Statement,
 }
 
 // === impl Store ===
@@ -55,68 +94,96 @@ impl Store {
     ///
     /// The server cannot be reached, or the schema is newer than this build knows.
     pub async fn connect(url: &Secret) -> Result<Self, Error> {
-        let connecting = tokio_postgres::connect(url.expose(), NoTls);
-        let (mut client, connection) = tokio::time::timeout(TIMEOUT, connecting)
-            .await
-            .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
-            .map_err(Error::Postgres)?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::error!(%error, "postgresql connection ended");
+        let mut connections = Vec::with_capacity(CONNECTIONS);
+        for n in 0..CONNECTIONS {
+            let mut client = connect_one(url).await?;
+            if n == 0 {
+                migrate(&mut client).await?;
             }
-        });
-        client
-            .batch_execute(&format!("SET statement_timeout = {}", TIMEOUT.as_millis()))
-            .await
-            .map_err(Error::Postgres)?;
-        migrate(&mut client).await?;
+            let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
+            connections.push(Mutex::new(Connection { client, insert }));
+        }
         Ok(Self {
-            client: Arc::new(Mutex::new(client)),
+            connections: connections.into(),
+            next: Arc::new(AtomicUsize::new(0)),
         })
     }
 
-    /// As [`super::sqlite::Store::insert`].
+    /// A free connection, or else the next one in turn once it is free.
+    async fn connection(&self) -> MutexGuard<'_, Connection> {
+        for connection in self.connections.iter() {
+            if let Ok(guard) = connection.try_lock() {
+                return guard;
+            }
+        }
+        let next = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+        // `next` is below the length, which is CONNECTIONS, not zero.
+        #[allow(clippy::indexing_slicing)]
+        self.connections[next].lock().await
+    }
+
+    /// As [`super::sqlite::Store::insert`]. The batch is one statement, so one round
+    /// trip: its rows travel as arrays that the server unnests, and the statement
+    /// commits (durably: each connection sets `synchronous_commit = on`) before it
+    /// returns.
     ///
     /// # Errors
     ///
-    /// The server refused the transaction.
+    /// The server refused the statement.
     pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
         let received = crate::audit::now_unix_nanos();
-        let mut client = self.client.lock().await;
-        let tx = client.transaction().await.map_err(Error::Postgres)?;
-        let statement = tx
-            .prepare(
-                "INSERT INTO records
-                   (id, time_unix_nanos, received_unix_nanos, node, decision, namespace,
-                    image, subject, record)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO NOTHING",
+        // A record delivered twice within one batch is stored by its first copy; the
+        // statement must not see an id twice.
+        let mut seen = HashSet::with_capacity(records.len());
+        let first: Vec<bool> = records.iter().map(|r| seen.insert(r.id.as_str())).collect();
+        // Rows in id order, so that statements on other connections (or replicas) that
+        // share ids wait for each other's rows in the same order rather than deadlock.
+        let mut rows: Vec<&AuditRecord> = records
+            .iter()
+            .zip(&first)
+            .filter(|(_, f)| **f)
+            .map(|(r, _)| r)
+            .collect();
+        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        let batch = || rows.iter();
+        let ids: Vec<&str> = batch().map(|r| r.id.as_str()).collect();
+        let times: Vec<i64> = batch().map(|r| r.time_unix_nanos).collect();
+        let nodes: Vec<&str> = batch().map(|r| r.node.as_str()).collect();
+        let decisions: Vec<&str> = batch().map(|r| r.decision().code()).collect();
+        let namespaces: Vec<&str> = batch().map(|r| r.namespace.as_str()).collect();
+        let images: Vec<&str> = batch().map(|r| r.image.as_str()).collect();
+        let subjects: Vec<&str> = batch().map(|r| r.subject.as_str()).collect();
+        let blobs: Vec<Vec<u8>> = batch().map(|r| r.encode_to_vec()).collect();
+        let connection = self.connection().await;
+        let stored = connection
+            .client
+            .query(
+                &connection.insert,
+                &[
+                    &ids,
+                    &times,
+                    &received,
+                    &nodes,
+                    &decisions,
+                    &namespaces,
+                    &images,
+                    &subjects,
+                    &blobs,
+                ],
             )
             .await
             .map_err(Error::Postgres)?;
-        let mut new = Vec::with_capacity(records.len());
-        for record in records.iter() {
-            let changed = tx
-                .execute(
-                    &statement,
-                    &[
-                        &record.id,
-                        &record.time_unix_nanos,
-                        &received,
-                        &record.node,
-                        &record.decision().code(),
-                        &record.namespace,
-                        &record.image,
-                        &record.subject,
-                        &record.encode_to_vec(),
-                    ],
-                )
-                .await
-                .map_err(Error::Postgres)?;
-            new.push(changed == 1);
-        }
-        tx.commit().await.map_err(Error::Postgres)?;
-        Ok(new)
+        drop(connection);
+        let stored = stored
+            .iter()
+            .map(|row| row.try_get::<_, String>(0))
+            .collect::<Result<HashSet<String>, _>>()
+            .map_err(Error::Postgres)?;
+        Ok(records
+            .iter()
+            .zip(first)
+            .map(|(r, first)| first && stored.contains(&r.id))
+            .collect())
     }
 
     /// As [`super::sqlite::Store::query`].
@@ -128,8 +195,9 @@ impl Store {
         let limit = query.limit.clamp(1, super::MAX_PAGE);
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
-        let client = self.client.lock().await;
-        let rows = client
+        let connection = self.connection().await;
+        let rows = connection
+            .client
             .query(
                 "SELECT id, record FROM records
                  WHERE ($1::text IS NULL OR id > $1)
@@ -138,6 +206,7 @@ impl Store {
                    AND ($4::text IS NULL OR namespace = $4)
                    AND ($5::text IS NULL OR node = $5)
                    AND ($6::text IS NULL OR strpos(image, $6) > 0 OR strpos(subject, $6) > 0)
+                   AND ($8::bigint IS NULL OR time_unix_nanos < $8)
                  ORDER BY id
                  LIMIT $7",
                 &[
@@ -148,6 +217,7 @@ impl Store {
                     &query.node,
                     &query.image,
                     &fetch,
+                    &query.until_unix_nanos,
                 ],
             )
             .await
@@ -173,8 +243,9 @@ impl Store {
     ///
     /// The server refused the delete.
     pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
-        let client = self.client.lock().await;
-        let deleted = client
+        let connection = self.connection().await;
+        let deleted = connection
+            .client
             .execute(
                 "DELETE FROM records WHERE time_unix_nanos < $1",
                 &[&unix_nanos],
@@ -195,6 +266,30 @@ impl std::fmt::Debug for Store {
 /// "crigate" in ASCII): replicas started together on one database take turns, so a
 /// migration runs once and no replica fails on a table another just created.
 const MIGRATION_LOCK: i64 = 0x0063_7269_6761_7465;
+
+/// One connection, with the statement timeout and durable commits set.
+async fn connect_one(url: &Secret) -> Result<Client, Error> {
+    let connecting = tokio_postgres::connect(url.expose(), NoTls);
+    let (client, connection) = tokio::time::timeout(TIMEOUT, connecting)
+        .await
+        .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
+        .map_err(Error::Postgres)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::error!(%error, "postgresql connection ended");
+        }
+    });
+    client
+        // A batch is acknowledged once its statement returns: it must be on disk by then,
+        // whatever the server's default.
+        .batch_execute(&format!(
+            "SET statement_timeout = {}; SET synchronous_commit = on",
+            TIMEOUT.as_millis()
+        ))
+        .await
+        .map_err(Error::Postgres)?;
+    Ok(client)
+}
 
 async fn migrate(client: &mut Client) -> Result<(), Error> {
     client

@@ -18,7 +18,8 @@ use crate::audit::AuditRecord;
 
 /// The schema, one migration per version (version = index + 1). Never edit one that
 /// shipped; add the next.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE records (
     id TEXT PRIMARY KEY NOT NULL,
     time_unix_nanos INTEGER NOT NULL,
@@ -33,7 +34,16 @@ CREATE TABLE records (
 CREATE INDEX records_by_time ON records (time_unix_nanos);
 CREATE INDEX records_by_node ON records (node, id);
 CREATE INDEX records_by_namespace ON records (namespace, id);
-"];
+",
+    // 2: a namespace's time window. (namespace, time) serves a bounded window; with the
+    // time in (namespace, id), a scan in id order checks `since` in the index and
+    // reads only the records it returns.
+    "
+DROP INDEX records_by_namespace;
+CREATE INDEX records_by_namespace ON records (namespace, id, time_unix_nanos);
+CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
+",
+];
 
 /// How long a statement waits for the other connection's lock (a retention delete,
 /// a checkpoint) before failing.
@@ -224,34 +234,16 @@ impl Inner {
 
     fn query(&self, query: &Query) -> Result<Page, Error> {
         let limit = query.limit.clamp(1, super::MAX_PAGE);
+        // One more than asked, to know whether another page follows.
+        let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
+        let decision = query.decision.map(|d| d.code());
+        let (sql, params) = select(query, decision.as_ref(), &fetch);
         let conn = self.reader();
-        let mut statement = conn
-            .prepare_cached(
-                "SELECT id, record FROM records
-                 WHERE (?1 IS NULL OR id > ?1)
-                   AND (?2 IS NULL OR time_unix_nanos >= ?2)
-                   AND (?3 IS NULL OR decision = ?3)
-                   AND (?4 IS NULL OR namespace = ?4)
-                   AND (?5 IS NULL OR node = ?5)
-                   AND (?6 IS NULL OR instr(image, ?6) > 0 OR instr(subject, ?6) > 0)
-                 ORDER BY id
-                 LIMIT ?7",
-            )
-            .map_err(|e| self.error(e))?;
+        let mut statement = conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
         let rows = statement
-            .query_map(
-                params![
-                    query.after_id,
-                    query.since_unix_nanos,
-                    query.decision.map(|d| d.code()),
-                    query.namespace,
-                    query.node,
-                    query.image,
-                    // One more than asked, to know whether another page follows.
-                    i64::try_from(limit + 1).unwrap_or(i64::MAX),
-                ],
-                |row| Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?)),
-            )
+            .query_map(params.as_slice(), |row| {
+                Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
+            })
             .map_err(|e| self.error(e))?;
         let mut page = Page::default();
         for row in rows {
@@ -268,6 +260,58 @@ impl Inner {
         }
         Ok(page)
     }
+}
+
+/// The statement of `query` and its parameters. Only the filters that are set become
+/// terms: SQLite plans a statement once, whatever it is bound to, and cannot serve a
+/// `(?1 IS NULL OR namespace = ?1)` term from an index, so such a statement scanned
+/// every record in id order to find a namespace's last hour.
+///
+/// The ids are chosen first, in a subquery, and only their records are read: filtered
+/// by namespace and time, the subquery reads the (namespace, id, time) index alone, in
+/// id order, testing the time there, and no record it does not return. Read through
+/// the (namespace, time) index instead, every record of the window would be sorted to
+/// find the oldest page: half a second for a window of days over 10 million records.
+fn select<'q>(
+    query: &'q Query,
+    decision: Option<&'q &'static str>,
+    fetch: &'q i64,
+) -> (String, Vec<&'q dyn rusqlite::ToSql>) {
+    let mut sql = String::from("SELECT id FROM records WHERE true");
+    let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    if let Some(after) = &query.after_id {
+        sql.push_str(" AND id > ?");
+        params.push(after);
+    }
+    if let Some(since) = &query.since_unix_nanos {
+        sql.push_str(" AND time_unix_nanos >= ?");
+        params.push(since);
+    }
+    if let Some(until) = &query.until_unix_nanos {
+        sql.push_str(" AND time_unix_nanos < ?");
+        params.push(until);
+    }
+    if let Some(decision) = decision {
+        sql.push_str(" AND decision = ?");
+        params.push(decision);
+    }
+    if let Some(namespace) = &query.namespace {
+        sql.push_str(" AND namespace = ?");
+        params.push(namespace);
+    }
+    if let Some(node) = &query.node {
+        sql.push_str(" AND node = ?");
+        params.push(node);
+    }
+    if let Some(image) = &query.image {
+        sql.push_str(" AND (instr(image, ?) > 0 OR instr(subject, ?) > 0)");
+        params.push(image);
+        params.push(image);
+    }
+    sql.push_str(" ORDER BY id LIMIT ?");
+    params.push(fetch);
+    let sql = format!("SELECT id, record FROM records WHERE id IN ({sql}) ORDER BY id");
+    (sql, params)
 }
 
 /// Brings the schema of `conn` to the last of [`MIGRATIONS`].
@@ -422,6 +466,46 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(recent_b.records.len(), 2); // 1021, 1023
+
+        let window = store
+            .query(Query {
+                since_unix_nanos: Some(1005),
+                until_unix_nanos: Some(1010),
+                namespace: Some("prod".to_owned()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let times: Vec<i64> = window.records.iter().map(|r| r.time_unix_nanos).collect();
+        assert_eq!(times, vec![1005, 1006, 1007, 1008, 1009]);
+    }
+
+    #[test]
+    fn a_namespace_and_time_window_is_read_from_an_index_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let query = Query {
+            namespace: Some("prod".to_owned()),
+            since_unix_nanos: Some(1000),
+            limit: 100,
+            ..Default::default()
+        };
+        let fetch = 101;
+        let (sql, params) = select(&query, None, &fetch);
+        let conn = store.inner.reader();
+        let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let plan: Vec<String> = statement
+            .query_map(params.as_slice(), |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            plan.iter().any(
+                |step| step.contains("USING COVERING INDEX records_by_namespace (namespace=?)")
+            ),
+            "{plan:?}"
+        );
     }
 
     #[tokio::test]
