@@ -8,7 +8,6 @@
 //! itself is made in [`status`]. [`server`] owns the socket and the lifecycle.
 
 pub mod body;
-pub mod coalesce;
 pub mod intercept;
 pub mod methods;
 pub mod names;

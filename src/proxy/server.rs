@@ -18,7 +18,6 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CriConfig};
 use crate::decision::{Caller, Decide};
-use crate::proxy::coalesce::Coalesce;
 use crate::proxy::service::{Proxy, State};
 use crate::proxy::upstream::Upstream;
 use crate::systemd;
@@ -301,7 +300,7 @@ async fn serve_connection(
         let proxy = proxy.clone();
         async move { Ok::<_, Infallible>(proxy.call(request, caller).await) }
     });
-    let connection = http.serve_connection(TokioIo::new(Coalesce::new(stream)), service);
+    let connection = http.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -15,7 +15,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::UnixStream;
 
 use crate::proxy::body::ProxyBody;
-use crate::proxy::coalesce::Coalesce;
 use crate::proxy::status::ProxyError;
 
 /// One HTTP/2 connection; `generation` tells connections apart when one is dropped.
@@ -117,7 +116,7 @@ impl Upstream {
             // grpc-go's server sends no limit; hyper's client would otherwise cap the
             // header block at 16 KiB, below what a large grpc-message trailer may need.
             .max_header_list_size(1024 * 1024)
-            .handshake(TokioIo::new(Coalesce::new(stream)))
+            .handshake(TokioIo::new(stream))
             .await
             .map_err(|error| self.unavailable(&error))?;
         let socket = self.socket.clone();
