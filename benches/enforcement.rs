@@ -123,8 +123,16 @@ async fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let config = format!(
-        r#"
+    let spool_keys = format!(
+        "aggregator = \"https://127.0.0.1:{unused_port}\"\nca_file = \"{cert}\"\n\
+         cert_file = \"{cert}\"\nkey_file = \"{node_key}\"\nspool_dir = \"{spool}\"\n",
+        cert = cert.display(),
+        node_key = node_key.display(),
+        spool = env.dir().join("spool").display(),
+    );
+    let config = |dir: &std::path::Path, spool: &str| {
+        format!(
+            r#"
 [registry]
 plain_http = ["{host}"]
 
@@ -134,12 +142,7 @@ path = "{cache}"
 [audit]
 node = "bench"
 journal_socket = "{journal}"
-aggregator = "https://127.0.0.1:{unused_port}"
-ca_file = "{cert}"
-cert_file = "{cert}"
-key_file = "{node_key}"
-spool_dir = "{spool}"
-
+{spool}
 [verifiers.release]
 kind = "cosign"
 keys = ["{key}"]
@@ -150,38 +153,46 @@ name = "prod"
 namespaces = ["prod"]
 verifiers = ["release"]
 "#,
-        host = env.registry.host(),
-        cache = env.dir().join("verdicts.jsonl").display(),
-        journal = journald.socket().display(),
-        key = key.display(),
-        cert = cert.display(),
-        node_key = node_key.display(),
-        spool = env.dir().join("spool").display(),
-    );
-    let mut options = Options::new(env.dir(), env.containerd.socket(), &config);
-    options.env.push(("RUST_LOG".into(), "warn".into()));
-    let crigate = Crigate::start(env.dir(), options).unwrap();
+            host = env.registry.host(),
+            cache = dir.join("verdicts.jsonl").display(),
+            journal = journald.socket().display(),
+            key = key.display(),
+        )
+    };
+    let start = |dir: &std::path::Path, spool: &str| {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut options = Options::new(dir, env.containerd.socket(), &config(dir, spool));
+        options.env.push(("RUST_LOG".into(), "warn".into()));
+        Crigate::start(dir, options).unwrap()
+    };
+    // The node as shipped with an aggregator (journald and spool), and without one.
+    let spooling = start(&env.dir().join("spooling"), &spool_keys);
+    let journal_only = start(&env.dir().join("journal-only"), "");
 
     let direct_channel = cri_channel(env.containerd.socket()).await.unwrap();
-    let crigate_channel = cri_channel(&crigate.socket).await.unwrap();
+    let spooling_channel = cri_channel(&spooling.socket).await.unwrap();
+    let journal_channel = cri_channel(&journal_only.socket).await.unwrap();
     let mut images = [
         ImageServiceClient::new(direct_channel.clone()),
-        ImageServiceClient::new(crigate_channel.clone()),
+        ImageServiceClient::new(spooling_channel.clone()),
+        ImageServiceClient::new(journal_channel.clone()),
     ];
     let mut runtimes = [
         RuntimeServiceClient::new(direct_channel),
-        RuntimeServiceClient::new(crigate_channel),
+        RuntimeServiceClient::new(spooling_channel),
+        RuntimeServiceClient::new(journal_channel),
     ];
     let image = env.app_ref();
-    // First pull through crigate verifies and caches the verdict; the runtime now holds it.
+    // A first pull through each crigate verifies and caches the verdict.
     let image_id = images[1]
         .pull_image(pull(&image))
         .await
         .unwrap()
         .into_inner()
         .image_ref;
+    images[2].pull_image(pull(&image)).await.unwrap();
 
-    let mut pulls = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    let mut pulls: [Vec<Duration>; 3] = Default::default();
     for _ in 0..calls {
         for (path, client) in images.iter_mut().enumerate() {
             let started = Instant::now();
@@ -200,7 +211,7 @@ verifiers = ["release"]
         .unwrap()
         .into_inner()
         .pod_sandbox_id;
-    let mut creates = [Vec::with_capacity(calls), Vec::with_capacity(calls)];
+    let mut creates: [Vec<Duration>; 3] = Default::default();
     for i in 0..calls {
         for (path, client) in runtimes.iter_mut().enumerate() {
             // kubelet names the image by the id PullImage returned.
@@ -258,16 +269,39 @@ verifiers = ["release"]
     let recorded = journald
         .wait_for(
             &["SYSLOG_IDENTIFIER=crigate", "CRIGATE_NODE=bench"],
-            2 * calls + 1,
+            2 * (2 * calls + 1),
         )
-        .map(|r| r.len())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    // The time each decision took before its record was written, as the record says.
+    let mut decide_us: Vec<u64> = recorded
+        .iter()
+        .filter(|r| r["CRIGATE_PHASE"] == "create")
+        .filter_map(|r| r["CRIGATE_LATENCY_US"].as_str()?.parse().ok())
+        .collect();
+    decide_us.sort_unstable();
+    let recorded = recorded.len();
 
-    println!("enforcement cost, {calls} calls per path, cached verdict, audit records to journald");
-    let [direct_pull, crigate_pull] = &mut pulls;
-    report("PullImage", direct_pull, crigate_pull, None);
-    let [direct_create, crigate_create] = &mut creates;
-    report("CreateContainer", direct_create, crigate_create, Some(0.05));
+    println!("enforcement cost, {calls} calls per path, cached verdict");
+    let [direct_pull, spooling_pull, journal_pull] = &mut pulls;
+    let [direct_create, spooling_create, journal_create] = &mut creates;
+    println!("records to journald and the spool (a node with an aggregator):");
+    report("PullImage", &mut direct_pull.clone(), spooling_pull, None);
+    report(
+        "CreateContainer",
+        &mut direct_create.clone(),
+        spooling_create,
+        Some(0.05),
+    );
+    println!("records to journald only (no aggregator configured):");
+    report("PullImage", direct_pull, journal_pull, None);
+    report("CreateContainer", direct_create, journal_create, Some(0.05));
+    println!(
+        "CreateContainer decision before its record (CRIGATE_LATENCY_US) p50 {} µs",
+        decide_us
+            .get(decide_us.len() / 2)
+            .copied()
+            .unwrap_or_default()
+    );
     println!(
         "direct ImageStatus by id p50 {:>6.0} µs, direct Version p50 {:>6.0} µs",
         us(p50(&mut statuses)),
@@ -275,6 +309,6 @@ verifiers = ["release"]
     );
     println!(
         "audit records in journald: {recorded} (expected {}); spool: {spooled} bytes",
-        2 * calls + 1
+        2 * (2 * calls + 1)
     );
 }
