@@ -469,21 +469,38 @@ async fn restart_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregator, d
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_killed_mid_stream_resumes_from_its_spool() {
-    let began = Instant::now();
     let tmp = temp_dir("kill");
     let pki = Pki::new(&tmp.path().join("pki"));
     pki.leaf("node-1", &[NODE], NODE, false);
-    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    let aggregator = Aggregator::configure(tmp.path(), &pki);
+    node_killed_mid_stream(tmp.path(), &pki, aggregator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_killed_mid_stream_on_postgresql_resumes_from_its_spool() {
+    let tmp = temp_dir("kill-postgres");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let postgres = Postgres::start(tmp.path());
+    let aggregator = Aggregator::configure_with(tmp.path(), &pki, Some(postgres.url()));
+    node_killed_mid_stream(tmp.path(), &pki, aggregator).await;
+}
+
+/// Decides half of the decisions while the aggregator is down, SIGKILLs the node while
+/// it ships that backlog, decides the other half on a restarted node sharing the spool,
+/// and checks that each decision is stored once.
+async fn node_killed_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregator) {
+    let began = Instant::now();
     aggregator.start();
-    let spool = tmp.path().join("spool");
+    let spool = tmp.join("spool");
     let half = DECISIONS / 2;
 
     // A backlog: the aggregator is down while the first half is decided.
     aggregator.stop();
     let metrics_port = free_port().unwrap();
     let mut first = start_node_with(
-        &tmp.path().join("node-a"),
-        &pki,
+        &tmp.join("node-a"),
+        pki,
         NODE,
         aggregator.ingest_port,
         &spool,
@@ -539,7 +556,7 @@ async fn node_killed_mid_stream_resumes_from_its_spool() {
         "the stream was over before the kill ({at_kill})"
     );
 
-    let second = start_node(&tmp.path().join("node-b"), &pki, &aggregator, &spool);
+    let second = start_node(&tmp.join("node-b"), pki, &aggregator, &spool);
     decide(&second.socket, "kill-b", half).await;
     tokio::task::block_in_place(|| aggregator.wait_count(DECISIONS, CONVERGE)).unwrap();
     let mut produced = logged_ids(&first.logs());
