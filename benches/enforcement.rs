@@ -30,12 +30,16 @@ mod harness;
 #[path = "../integration/signer.rs"]
 mod signer;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 
+use crigate::audit::journald::Journald as JournaldSink;
+use crigate::audit::spool::{Spool, SpoolConfig};
+use crigate::audit::{new_id, AuditRecord, Auditor, DecisionKind, Sink};
 use daemon::{Crigate, Options};
 use harness::journald::Journald;
 use harness::{container_config, cri_channel, Env};
@@ -73,6 +77,31 @@ fn report(call: &str, direct: &mut [Duration], crigate: &mut [Duration], target:
         added,
         ratio * 100.0
     );
+}
+
+/// p50 and p99 of one audit record written through `sinks` (as the decision path writes
+/// it: every sink concurrently, returning when all have it), over `count` records.
+async fn record_cost(sinks: Vec<Arc<dyn Sink>>, count: usize) -> (Duration, Duration) {
+    let auditor = Auditor::new("bench", sinks);
+    let mut samples = Vec::with_capacity(count);
+    for n in 0..count {
+        let mut record = AuditRecord {
+            id: new_id(),
+            time_unix_nanos: crigate::audit::now_unix_nanos(),
+            node: "bench".to_owned(),
+            namespace: "prod".to_owned(),
+            image: format!("registry.example/app:v{n}"),
+            subject: format!("registry.example/app@sha256:{n:064x}"),
+            reason: "signed by the release key".to_owned(),
+            ..Default::default()
+        };
+        record.set_decision(DecisionKind::Allow);
+        let started = Instant::now();
+        let written = auditor.record(record).await;
+        samples.push(started.elapsed());
+        assert!(written.failed.is_empty(), "a sink failed");
+    }
+    (p50(&mut samples), p99(&mut samples))
 }
 
 fn pull(image: &str) -> PullImageRequest {
@@ -307,6 +336,29 @@ verifiers = ["release"]
         us(p50(&mut statuses)),
         us(p50(&mut versions))
     );
+    // The node-side cost of one audit record alone, in this process, on the same journald
+    // and disk: what the decision path waits for after deciding.
+    let records = calls * 2;
+    let journal_sink = || -> Arc<dyn Sink> { Arc::new(JournaldSink::new(journald.socket())) };
+    let spool_sink = |name: &str| -> Arc<dyn Sink> {
+        let config = SpoolConfig::new(env.dir().join(name), 64 << 20);
+        Arc::new(Spool::open(config).unwrap())
+    };
+    for (what, sinks) in [
+        ("journald", vec![journal_sink()]),
+        ("spool", vec![spool_sink("spool-alone")]),
+        (
+            "journald + spool",
+            vec![journal_sink(), spool_sink("spool-both")],
+        ),
+    ] {
+        let (p50, p99) = record_cost(sinks, records).await;
+        println!(
+            "one audit record, {what:<16} p50 {:>6.0} µs p99 {:>6.0} µs ({records} records)",
+            us(p50),
+            us(p99)
+        );
+    }
     println!(
         "audit records in journald: {recorded} (expected {}); spool: {spooled} bytes",
         2 * (2 * calls + 1)
