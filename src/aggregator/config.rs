@@ -218,6 +218,20 @@ token_file = "/etc/crigate-aggregator/token"
     }
 
     #[test]
+    fn the_kubernetes_postgresql_variant_holds_a_valid_config() {
+        let text = include_str!("../../packaging/kubernetes/aggregator-postgres/aggregator.toml");
+        let config = AggregatorConfig::parse(text, Path::new("aggregator.toml")).unwrap();
+        assert!(config.postgres.is_some());
+        // Its generated Secret is the one the Deployment mounts.
+        let kustomization =
+            include_str!("../../packaging/kubernetes/aggregator-postgres/kustomization.yaml");
+        let deployment =
+            include_str!("../../packaging/kubernetes/aggregator-postgres/deployment.yaml");
+        assert!(kustomization.contains("name: crigate-aggregator-config"));
+        assert!(deployment.contains("secretName: crigate-aggregator-config"));
+    }
+
+    #[test]
     fn a_postgres_connection_string_is_kept_secret() {
         let with = format!("{MINIMAL}\npostgres = \"host=/run/postgresql password=hunter2\"\n");
         let config = AggregatorConfig::parse(&with, Path::new("a.toml")).unwrap();
