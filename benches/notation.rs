@@ -14,8 +14,9 @@
 //! N10 (JWS, self-signed RSA-2048), N11a (COSE, same signer), N13a (JWS PS384, RSA-3072
 //! leaf and root CA), N20 and N21 (JWS and COSE, RFC 3161 timestamp from a GlobalSign
 //! TSA chain). Reports medians per call and the ratio cold / primitives (target <= 1.5),
-//! then each primitive's own median, alone, with aws-lc-rs and with the pure-Rust `rsa`
-//! crate that `verify::notation::crypto` uses, to show where the gap comes from.
+//! then each primitive's own median, alone, with aws-lc-rs (what `verify::notation::crypto`
+//! uses) and with the pure-Rust `rsa` crate (its fallback for RSASSA-PSS salts other than
+//! the hash length), to show what each costs.
 //!
 //! Run: `cargo bench --bench notation`. `CRIGATE_BENCH_RUNS` sets the number of runs
 //! (median taken, default 9) and `CRIGATE_BENCH_RUN_MS` the length of one run (default
@@ -108,9 +109,9 @@ impl Primitive {
             .is_ok()
     }
 
-    /// The same check with the pure-Rust `rsa` crate, which crigate's
-    /// `verify::notation::crypto` uses: key parsed from PKCS#1, message hashed, then
-    /// verified.
+    /// The same check with the pure-Rust `rsa` crate, `verify::notation::crypto`'s
+    /// fallback for RSASSA-PSS salts other than the hash length: key parsed from PKCS#1,
+    /// message hashed, then verified.
     fn verify_rsa_crate(&self) -> bool {
         use rsa::pkcs1::DecodeRsaPublicKey as _;
         let key = rsa::PublicKey::from_pkcs1_der(&self.key).unwrap();
@@ -847,9 +848,9 @@ fn main() {
     }
     println!();
     println!(
-        "Each primitive alone, median µs: with aws-lc-rs (the floor above) and with the \
-         pure-Rust `rsa` crate that crigate's verify::notation::crypto calls (key parse + \
-         hash + verify)"
+        "Each primitive alone, median µs: with aws-lc-rs (the floor above, and what \
+         verify::notation::crypto uses) and with the pure-Rust `rsa` crate (its fallback for \
+         RSASSA-PSS salts other than the hash length; key parse + hash + verify)"
     );
     println!();
     println!("| case | primitive check | aws-lc-rs µs | rsa crate µs | rsa / aws-lc |");
