@@ -815,6 +815,37 @@ async fn pinned_pull_is_found_by_the_requested_tag() {
     assert!(found.repo_tags.contains(&node.signed), "{found:?}");
     let pinned = format!("{}/app@{}", node.env.registry.host(), node.env.app_digest);
     assert!(found.repo_digests.contains(&pinned), "{found:?}");
+
+    // Pulling the same tag again, as kubelet does with `imagePullPolicy: Always`, finds
+    // the name already right and leaves containerd's record of it untouched.
+    let named_at = || async {
+        use containerd_client::services::v1::images_client::ImagesClient;
+        use containerd_client::services::v1::GetImageRequest;
+        let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
+        let mut request = tonic::Request::new(GetImageRequest {
+            name: node.signed.clone(),
+        });
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", "k8s.io".parse().unwrap());
+        let image = ImagesClient::new(channel)
+            .get(request)
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap();
+        image.updated_at.unwrap()
+    };
+    let before = named_at().await;
+    let again = client
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert_eq!(again, image_ref);
+    assert_eq!(named_at().await, before, "a repeated pull rewrote the name");
 }
 
 /// A TCP relay in front of a registry that holds back the first request asking for a

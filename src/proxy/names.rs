@@ -12,15 +12,13 @@
 //! verified: its target is the pinned image's descriptor, never a registry lookup.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
 };
-use hyper_util::rt::TokioIo;
-use tonic::transport::Endpoint;
+use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 /// The containerd namespace of the CRI plugin's images (fixed in containerd 1.6 and 1.7;
@@ -34,12 +32,8 @@ const CRI_IMAGE_LABEL: (&str, &str) = ("io.cri-containerd.image", "managed");
 /// Why the requested name could not be given.
 #[derive(Debug, thiserror::Error)]
 pub enum NameError {
-    #[error("cannot reach containerd's images API at {socket}: {source}")]
-    Connect {
-        socket: Box<Path>,
-        #[source]
-        source: tonic::transport::Error,
-    },
+    #[error("cannot reach containerd's images API: {0}")]
+    Unreachable(tonic::Status),
     #[error("containerd has no image {name}: {status}")]
     Missing { name: String, status: tonic::Status },
     #[error("containerd refused to name {name}: {status}")]
@@ -48,50 +42,38 @@ pub enum NameError {
     Timeout(Duration),
 }
 
-/// Gives the image the runtime holds as `pinned` the name `name` as well.
+/// Gives the image the runtime holds as `pinned` the name `name` as well, through
+/// `channel` (the runtime's socket). A name that already points at that image with the
+/// CRI label is left as it is, so a repeated pull writes nothing.
 ///
 /// # Errors
 ///
 /// containerd cannot be reached, does not have `pinned`, or refuses the name; the pull
 /// itself has succeeded either way.
 pub async fn name_image(
-    socket: &Path,
+    channel: Channel,
     name: &str,
     pinned: &str,
     timeout: Duration,
 ) -> Result<(), NameError> {
-    tokio::time::timeout(timeout, name_image_inner(socket.to_owned(), name, pinned))
+    tokio::time::timeout(timeout, name_image_inner(channel, name, pinned))
         .await
         .map_err(|_| NameError::Timeout(timeout))?
 }
 
-async fn name_image_inner(socket: PathBuf, name: &str, pinned: &str) -> Result<(), NameError> {
-    let connect_error = |source| NameError::Connect {
-        socket: socket.clone().into_boxed_path(),
-        source,
-    };
-    let connector_socket = socket.clone();
-    let channel = Endpoint::try_from("http://localhost")
-        .map_err(connect_error)?
-        .connect_with_connector(tower::service_fn(move |_| {
-            let socket = connector_socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        }))
-        .await
-        .map_err(connect_error)?;
+async fn name_image_inner(channel: Channel, name: &str, pinned: &str) -> Result<(), NameError> {
     let mut images = ImagesClient::new(channel);
     let target = images
         .get(namespaced(GetImageRequest {
             name: pinned.to_owned(),
         }))
         .await
-        .map_err(|status| NameError::Missing {
-            name: pinned.to_owned(),
-            status,
+        .map_err(|status| match status.code() {
+            Code::Unavailable => NameError::Unreachable(status),
+            _ => NameError::Missing {
+                name: pinned.to_owned(),
+                status,
+            },
         })?
         .into_inner()
         .image
@@ -100,6 +82,21 @@ async fn name_image_inner(socket: PathBuf, name: &str, pinned: &str) -> Result<(
             name: pinned.to_owned(),
             status: tonic::Status::not_found("no target descriptor"),
         })?;
+    if let Ok(existing) = images
+        .get(namespaced(GetImageRequest {
+            name: name.to_owned(),
+        }))
+        .await
+    {
+        let named = existing.into_inner().image.is_some_and(|image| {
+            image.target.as_ref() == Some(&target)
+                && image.labels.get(CRI_IMAGE_LABEL.0).map(String::as_str)
+                    == Some(CRI_IMAGE_LABEL.1)
+        });
+        if named {
+            return Ok(());
+        }
+    }
     let image = Image {
         name: name.to_owned(),
         labels: HashMap::from([(CRI_IMAGE_LABEL.0.to_owned(), CRI_IMAGE_LABEL.1.to_owned())]),

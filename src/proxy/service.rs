@@ -178,7 +178,7 @@ async fn pull_pinned(
         .is_some_and(|status| status == "0");
     if let Some(name) = ok.then(|| tag_name(requested)).flatten() {
         let timeout = state.cri.connect_timeout.saturating_mul(2);
-        match names::name_image(&state.cri.upstream, &name, pinned, timeout).await {
+        match names::name_image(state.upstream.native(), &name, pinned, timeout).await {
             Ok(()) => tracing::debug!(%name, %pinned, "named the pinned image as requested"),
             Err(error) => {
                 tracing::warn!(%name, %pinned, %error, "cannot name the pulled image as requested; kubelet may pull it again")

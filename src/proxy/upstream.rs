@@ -35,6 +35,9 @@ pub struct Upstream {
     generations: AtomicU64,
     /// Serialises reconnection so that a burst of calls makes one connection, not many.
     connecting: tokio::sync::Mutex<()>,
+    /// A gRPC client of the runtime's own (non-CRI) services on the same socket, made on
+    /// first use and reconnecting by itself.
+    native: std::sync::OnceLock<tonic::transport::Channel>,
 }
 
 // === impl Upstream ===
@@ -47,11 +50,32 @@ impl Upstream {
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
             connecting: tokio::sync::Mutex::new(()),
+            native: std::sync::OnceLock::new(),
         }
     }
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// A channel to the runtime's own gRPC services (containerd's images API), shared by
+    /// every caller; it connects when first used.
+    pub fn native(&self) -> tonic::transport::Channel {
+        self.native
+            .get_or_init(|| {
+                let socket = self.socket.clone();
+                tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_timeout(self.connect_timeout)
+                    .connect_with_connector_lazy(tower::service_fn(move |_| {
+                        let socket = socket.clone();
+                        async move {
+                            Ok::<_, std::io::Error>(TokioIo::new(
+                                UnixStream::connect(socket).await?,
+                            ))
+                        }
+                    }))
+            })
+            .clone()
     }
 
     /// Sends `request` to the runtime and returns its response head; the body streams.
