@@ -27,6 +27,9 @@
     clippy::disallowed_methods
 )]
 
+#[path = "../integration/harness/mod.rs"]
+mod harness;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -40,6 +43,7 @@ use crigate::aggregator::storage::{self, Storage};
 use crigate::audit::proto::audit_ingest_client::AuditIngestClient;
 use crigate::audit::proto::ShipRequest;
 use crigate::audit::{AuditRecord, DecisionKind};
+use harness::postgres::Postgres;
 
 const NODES: usize = 50;
 const NAMESPACES: usize = 50;
@@ -49,7 +53,6 @@ const QUERIES: usize = 50;
 /// The page size `crigate audit query` asks for.
 const QUERY_PAGE: usize = 1000;
 const HISTORY: Duration = Duration::from_secs(10 * 24 * 3600);
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -154,113 +157,25 @@ impl Pki {
 
 // === databases ===
 
-/// A PostgreSQL 15 server (Debian's) in a temp dir, on a unix socket only, stopped on
-/// drop; as `integration/aggregator.rs` starts it.
-struct Postgres {
-    root: PathBuf,
-    port: u16,
+/// A fresh, empty database `name` on `postgres`; its connection string.
+async fn create_database(postgres: &Postgres, name: &str) -> String {
+    let client = pg_connect(&postgres.url()).await;
+    // Each its own statement: neither may run in a transaction block.
+    for sql in [
+        format!("DROP DATABASE IF EXISTS {name}"),
+        format!("CREATE DATABASE {name}"),
+    ] {
+        client.batch_execute(&sql).await.unwrap();
+    }
+    postgres.url_for(name)
 }
 
-impl Postgres {
-    fn available() -> bool {
-        Path::new(PG_BIN).join("initdb").exists()
-            && nix::unistd::User::from_name("postgres")
-                .ok()
-                .flatten()
-                .is_some()
-            && nix::unistd::geteuid().is_root()
-    }
-
-    fn start(dir: &Path) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let root = dir.join("pg");
-        std::fs::create_dir_all(&root).unwrap();
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let user = nix::unistd::User::from_name("postgres").unwrap().unwrap();
-        nix::unistd::chown(&root, Some(user.uid), Some(user.gid)).unwrap();
-        let port = free_port();
-        let data = root.join("data");
-        run_as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            data.to_str().unwrap(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        // Debian's defaults otherwise, as the packaged server runs; a larger WAL keeps
-        // checkpoints out of the short ingest measurements.
-        run_as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            root.join("server.log").to_str().unwrap(),
-            "-o",
-            &format!(
-                "-k {} -c listen_addresses='' -p {port} -c max_wal_size=4GB",
-                root.display()
-            ),
-            "-w",
-            "start",
-        ]);
-        Self { root, port }
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!(
-            "host={} port={} user=postgres dbname={database}",
-            self.root.display(),
-            self.port
-        )
-    }
-
-    async fn create_database(&self, name: &str) -> String {
-        let client = pg_connect(&self.url("postgres")).await;
-        // Each its own statement: neither may run in a transaction block.
-        for sql in [
-            format!("DROP DATABASE IF EXISTS {name}"),
-            format!("CREATE DATABASE {name}"),
-        ] {
-            client.batch_execute(&sql).await.unwrap();
-        }
-        self.url(name)
-    }
-
-    async fn drop_database(&self, name: &str) {
-        let client = pg_connect(&self.url("postgres")).await;
-        client
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await
-            .unwrap();
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.root.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
-}
-
-fn run_as_postgres(args: &[&str]) {
-    let out = Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .args(args)
-        .output()
+async fn drop_database(postgres: &Postgres, name: &str) {
+    let client = pg_connect(&postgres.url()).await;
+    client
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 async fn pg_connect(url: &str) -> tokio_postgres::Client {
@@ -291,14 +206,6 @@ impl Database {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 // === the aggregator process ===
 
 /// A running `crigate aggregator`, stopped (SIGTERM) on drop.
@@ -310,8 +217,8 @@ struct Aggregator {
 
 impl Aggregator {
     fn start(dir: &Path, pki: &Pki, database: &Database) -> Self {
-        let ingest_port = free_port();
-        let query_port = free_port();
+        let ingest_port = harness::process::free_port().unwrap();
+        let query_port = harness::process::free_port().unwrap();
         let config = dir.join("aggregator.toml");
         let store = match database {
             Database::Sqlite(path) => format!("database = \"{}\"\n", path.display()),
@@ -421,7 +328,8 @@ async fn connect(pki: &Pki, port: u16, node: &str) -> AuditIngestClient<tonic::t
 /// [`BATCH`] with one in flight. Connections are made and records built before the
 /// clock starts.
 async fn e2e_rate(aggregator: &Aggregator, pki: &Pki, nodes: usize, records: usize) -> f64 {
-    let per_node = records / nodes / BATCH * BATCH;
+    // Whole batches, at least one per node, as a shipper sends them.
+    let per_node = (records / nodes / BATCH).max(1) * BATCH;
     let mut ready = Vec::new();
     for i in 0..nodes {
         let node = node_name(i);
@@ -471,7 +379,7 @@ async fn ingest(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres
     let mut fresh = async || {
         n += 1;
         match postgres {
-            Some(pg) => Database::Postgres(pg.create_database(&format!("ingest{n}")).await),
+            Some(pg) => Database::Postgres(create_database(pg, &format!("ingest{n}")).await),
             None => Database::Sqlite(dir.join(format!("ingest{n}/audit.db"))),
         }
     };
@@ -496,7 +404,7 @@ async fn ingest(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres
     }
     if let Some(pg) = postgres {
         for i in 1..=n {
-            pg.drop_database(&format!("ingest{i}")).await;
+            drop_database(pg, &format!("ingest{i}")).await;
         }
     } else {
         for i in 1..=n {
@@ -743,7 +651,7 @@ async fn query(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres>
     let started = Instant::now();
     let database = match postgres {
         Some(pg) => {
-            let url = pg.create_database("query").await;
+            let url = create_database(pg, "query").await;
             fill_postgres(&url, total, end).await;
             Database::Postgres(url)
         }
@@ -811,7 +719,7 @@ async fn query(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres>
     }
     drop(aggregator);
     match postgres {
-        Some(pg) => pg.drop_database("query").await,
+        Some(pg) => drop_database(pg, "query").await,
         None => {
             let _ = std::fs::remove_dir_all(dir.join("query"));
         }
@@ -850,7 +758,7 @@ fn main() {
     println!("load average at start: {}", load_average());
     let postgres = selected
         .contains(&"postgresql")
-        .then(|| Postgres::start(tmp.path()));
+        .then(|| Postgres::start_with(tmp.path(), "-c max_wal_size=4GB").unwrap());
     if only.is_empty() || only == "ingest" {
         println!("\nIngest, {ingest_records} records per measurement, batches of {BATCH}:\n");
         println!("| database | nodes | raw records/s | end to end records/s | e2e / raw (target >= 0.70) | absolute target | load average |");

@@ -26,6 +26,7 @@ use crigate::audit::proto::audit_ingest_client::AuditIngestClient;
 use crigate::audit::proto::{AuditRecord, ShipRequest};
 
 use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::harness::postgres::Postgres;
 use crate::harness::process::free_port;
 use crate::harness::{cri::image_spec, cri_channel};
 
@@ -399,7 +400,7 @@ async fn aggregator_on_postgresql_stores_every_record_once() {
     let tmp = temp_dir("postgres");
     let pki = Pki::new(&tmp.path().join("pki"));
     pki.leaf("node-1", &[NODE], NODE, false);
-    let postgres = Postgres::start(tmp.path());
+    let postgres = Postgres::start(tmp.path()).unwrap();
     let aggregator = Aggregator::configure_with(tmp.path(), &pki, Some(postgres.url()));
     restart_mid_stream(tmp.path(), &pki, aggregator, DECISIONS).await;
 }
@@ -481,7 +482,7 @@ async fn node_killed_mid_stream_on_postgresql_resumes_from_its_spool() {
     let tmp = temp_dir("kill-postgres");
     let pki = Pki::new(&tmp.path().join("pki"));
     pki.leaf("node-1", &[NODE], NODE, false);
-    let postgres = Postgres::start(tmp.path());
+    let postgres = Postgres::start(tmp.path()).unwrap();
     let aggregator = Aggregator::configure_with(tmp.path(), &pki, Some(postgres.url()));
     node_killed_mid_stream(tmp.path(), &pki, aggregator).await;
 }
@@ -578,7 +579,7 @@ async fn replica_killed_mid_stream_on_postgresql_stores_every_record_once() {
     for node in nodes {
         pki.leaf(node, &[node], node, false);
     }
-    let postgres = Postgres::start(tmp.path());
+    let postgres = Postgres::start(tmp.path()).unwrap();
     let mut replicas = [tmp.path().join("replica-a"), tmp.path().join("replica-b")].map(|dir| {
         std::fs::create_dir_all(&dir).unwrap();
         Aggregator::configure_with(&dir, &pki, Some(postgres.url()))
@@ -763,7 +764,7 @@ async fn ship_as(
 async fn aggregator_postgresql_store_reports_each_record_new_once() {
     use crigate::aggregator::storage::{postgres, Query};
     let tmp = temp_dir("postgres-store");
-    let server = Postgres::start(tmp.path());
+    let server = Postgres::start(tmp.path()).unwrap();
     let store = postgres::Store::connect(&crigate::registry::Secret::new(server.url()))
         .await
         .unwrap();
@@ -964,85 +965,6 @@ fn aggregator_with_an_invalid_config_exits_78() {
         .status()
         .unwrap();
     assert_eq!(status.code(), Some(78));
-}
-
-/// A PostgreSQL 15 server (Debian's) in a temp dir, on a unix socket only, stopped on
-/// drop.
-struct Postgres {
-    root: PathBuf,
-    port: u16,
-}
-
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-impl Postgres {
-    fn start(dir: &Path) -> Self {
-        use std::os::unix::fs::PermissionsExt;
-        let root = dir.join("pg");
-        std::fs::create_dir_all(&root).unwrap();
-        // The server runs as postgres: it must reach and own its directory.
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let user = nix::unistd::User::from_name("postgres")
-            .unwrap()
-            .expect("the postgres user (apt-get install postgresql)");
-        nix::unistd::chown(&root, Some(user.uid), Some(user.gid)).unwrap();
-        let port = free_port().unwrap();
-        let run = |args: &[&str]| {
-            let out = Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .args(args)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{args:?}: {}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        let data = root.join("data");
-        run(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            data.to_str().unwrap(),
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-        ]);
-        run(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            data.to_str().unwrap(),
-            "-l",
-            root.join("server.log").to_str().unwrap(),
-            "-o",
-            &format!("-k {} -c listen_addresses='' -p {port}", root.display()),
-            "-w",
-            "start",
-        ]);
-        Self { root, port }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host={} port={} user=postgres dbname=postgres",
-            self.root.display(),
-            self.port
-        )
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(format!("{PG_BIN}/pg_ctl"))
-            .arg("-D")
-            .arg(self.root.join("data"))
-            .args(["-m", "immediate", "stop"])
-            .output();
-    }
 }
 
 /// The ids stored in PostgreSQL, read on a thread of its own (callers block).

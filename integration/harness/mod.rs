@@ -6,6 +6,7 @@
 //! - [`containerd`]: [`Containerd`], a private containerd 1.6 with its CRI plugin.
 //! - [`cri`]: [`CriClient`] over a unix socket, and pod and container config builders.
 //! - [`process`]: free ports, logs, and the teardown of processes and mounts.
+//! - [`postgres`]: [`postgres::Postgres`], a private PostgreSQL 15 server.
 //!
 //! [`Env::start`] wires them together. Nothing here depends on the test crate: benches and demos
 //! include this module with `#[path = "../integration/harness/mod.rs"] mod harness;`.
@@ -18,6 +19,7 @@ pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod journald;
+pub mod postgres;
 pub mod process;
 pub mod registry;
 
