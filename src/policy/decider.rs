@@ -14,7 +14,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -25,6 +24,7 @@ use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
 use crate::decision::{BoxFuture, Decide, Decision, Phase, RequestContext};
 use crate::oci::ImageRef;
+use crate::proxy::upstream::unix_channel;
 use crate::registry::Credentials;
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
@@ -57,16 +57,7 @@ impl RuntimeImages {
     ///
     /// Never in practice: the endpoint is a constant URI.
     pub fn new(socket: PathBuf) -> Result<Self, tonic::transport::Error> {
-        let channel = Endpoint::try_from("http://localhost")?.connect_with_connector_lazy(
-            tower::service_fn(move |_| {
-                let socket = socket.clone();
-                async move {
-                    Ok::<_, std::io::Error>(TokioIo::new(
-                        tokio::net::UnixStream::connect(socket).await?,
-                    ))
-                }
-            }),
-        );
+        let channel = unix_channel(Endpoint::try_from("http://localhost")?, socket);
         Ok(Self { channel })
     }
 

@@ -63,17 +63,9 @@ impl Upstream {
     pub fn native(&self) -> tonic::transport::Channel {
         self.native
             .get_or_init(|| {
-                let socket = self.socket.clone();
-                tonic::transport::Endpoint::from_static("http://localhost")
-                    .connect_timeout(self.connect_timeout)
-                    .connect_with_connector_lazy(tower::service_fn(move |_| {
-                        let socket = socket.clone();
-                        async move {
-                            Ok::<_, std::io::Error>(TokioIo::new(
-                                UnixStream::connect(socket).await?,
-                            ))
-                        }
-                    }))
+                let endpoint = tonic::transport::Endpoint::from_static("http://localhost")
+                    .connect_timeout(self.connect_timeout);
+                unix_channel(endpoint, self.socket.clone())
             })
             .clone()
     }
@@ -184,4 +176,16 @@ impl Upstream {
             reason: error.to_string(),
         }
     }
+}
+
+/// A gRPC channel through `endpoint`'s settings to the unix socket `socket`, connecting on
+/// first use and again after the connection breaks.
+pub fn unix_channel(
+    endpoint: tonic::transport::Endpoint,
+    socket: PathBuf,
+) -> tonic::transport::Channel {
+    endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
+        let socket = socket.clone();
+        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
+    }))
 }
