@@ -68,15 +68,6 @@ fn now_nanos() -> i64 {
         .as_nanos() as i64
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 /// A record as a node makes it: time-ordered id, a few hundred bytes.
 fn record(node: &str, n: usize) -> AuditRecord {
     let mut record = AuditRecord {
@@ -399,7 +390,7 @@ async fn ingest(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres
             "| {backend} | {nodes} | {raw:.0} | {e2e:.0} | {ratio:.2} ({}) | {} | {} |",
             verdict(ratio >= 0.70),
             verdict(e2e >= target),
-            load_average()
+            harness::process::load_average()
         );
     }
     if let Some(pg) = postgres {
@@ -714,7 +705,7 @@ async fn query(backend: &str, dir: &Path, pki: &Pki, postgres: Option<&Postgres>
             l.p50.as_secs_f64() * 1e3,
             l.p99.as_secs_f64() * 1e3,
             verdict(l.p99 < Duration::from_millis(100)),
-            load_average()
+            harness::process::load_average()
         );
     }
     drop(aggregator);
@@ -755,7 +746,10 @@ fn main() {
             println!("PostgreSQL 15 or the postgres user missing, or not root: SQLite only");
         }
     }
-    println!("load average at start: {}", load_average());
+    println!(
+        "load average at start: {}",
+        harness::process::load_average()
+    );
     let postgres = selected
         .contains(&"postgresql")
         .then(|| Postgres::start_with(tmp.path(), "-c max_wal_size=4GB").unwrap());

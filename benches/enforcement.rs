@@ -41,8 +41,9 @@ use crigate::audit::journald::Journald as JournaldSink;
 use crigate::audit::spool::{Spool, SpoolConfig};
 use crigate::audit::{new_id, AuditRecord, Auditor, DecisionKind, Sink};
 use daemon::{Crigate, Options};
+use harness::cri::{create_pause, pull_request};
 use harness::journald::Journald;
-use harness::{container_config, cri_channel, Env};
+use harness::{cri_channel, Env};
 use signer::KeySigner;
 
 fn p50(samples: &mut [Duration]) -> Duration {
@@ -105,22 +106,7 @@ async fn record_cost(sinks: Vec<Arc<dyn Sink>>, count: usize) -> (Duration, Dura
 }
 
 fn pull(image: &str) -> PullImageRequest {
-    PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.to_owned(),
-            ..Default::default()
-        }),
-        auth: None,
-        sandbox_config: Some(PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "bench".into(),
-                uid: "bench-uid".into(),
-                namespace: "prod".into(),
-                attempt: 0,
-            }),
-            ..Default::default()
-        }),
-    }
+    pull_request(image, "bench", "prod")
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -231,28 +217,18 @@ verifiers = ["release"]
     }
 
     let sandbox = env.pod_config("bench", "prod").unwrap();
-    let pod = runtimes[0]
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: String::new(),
-        })
+    let pod = env
+        .containerd_cri()
         .await
         .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
+        .run_pod(&sandbox)
+        .await
+        .unwrap();
     let mut creates: [Vec<Duration>; 3] = Default::default();
     for i in 0..calls {
         for (path, client) in runtimes.iter_mut().enumerate() {
             // kubelet names the image by the id PullImage returned.
-            let request = CreateContainerRequest {
-                pod_sandbox_id: pod.clone(),
-                config: Some(container_config(
-                    &format!("c{i}-{path}"),
-                    &image_id,
-                    &["/pause"],
-                )),
-                sandbox_config: Some(sandbox.clone()),
-            };
+            let request = create_pause(&pod, &sandbox, &format!("c{i}-{path}"), &image_id);
             let started = Instant::now();
             let id = client
                 .create_container(request)

@@ -1336,7 +1336,7 @@ fn main() {
     c.final_summary();
 
     // The summary: this binary's own timing, after criterion, in one run.
-    let load_before = loadavg();
+    let load_before = harness::process::load_average();
     let cache_results = measure_cache(&verdicts, &keys);
     let c01_result = measure_cold("C01 key-based P-256", &c01, &c01_primitives, 2000, 9);
     let k01_result = measure_cold(
@@ -1363,7 +1363,7 @@ fn main() {
         "machine: {cores} cores ({}), one current-thread tokio runtime as `crigate serve`; \
          load average before the summary {load_before}, after {}",
         std::env::consts::ARCH,
-        loadavg()
+        harness::process::load_average()
     );
 
     println!("\n### 1. Cached verdict lookup ({} entries, random key order unless said, median of 5 x 1M)", cache_results.entries);
@@ -1570,13 +1570,4 @@ fn main() {
             .join(", "),
         if one_each { "met" } else { "MISSED" }
     );
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -27,22 +27,7 @@ fn step(text: &str) {
 }
 
 fn pull(image: &str, namespace: &str) -> PullImageRequest {
-    PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.to_owned(),
-            ..Default::default()
-        }),
-        auth: None,
-        sandbox_config: Some(PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "demo".into(),
-                uid: "demo-uid".into(),
-                namespace: namespace.into(),
-                attempt: 0,
-            }),
-            ..Default::default()
-        }),
-    }
+    harness::cri::pull_request(image, "demo", namespace)
 }
 
 #[tokio::main]

@@ -3,14 +3,14 @@
 //! CreateContainer gate for images that never passed PullImage.
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::daemon::{Crigate, Options};
+use crate::harness::cri::{create_pause, pull_request, CriClient};
 use crate::harness::journald::Journald;
-use crate::harness::{container_config, cri_channel, Env, TestImage};
+use crate::harness::{cri_channel, Env, TestImage};
 use crate::signer::KeySigner;
 
 struct Node {
@@ -103,22 +103,7 @@ verifiers = ["other"]
 }
 
 fn pull(image: &str, namespace: &str) -> PullImageRequest {
-    PullImageRequest {
-        image: Some(ImageSpec {
-            image: image.to_owned(),
-            ..Default::default()
-        }),
-        auth: None,
-        sandbox_config: Some(PodSandboxConfig {
-            metadata: Some(PodSandboxMetadata {
-                name: "web".into(),
-                uid: format!("uid-{namespace}"),
-                namespace: namespace.into(),
-                attempt: 0,
-            }),
-            ..Default::default()
-        }),
-    }
+    pull_request(image, "web", namespace)
 }
 
 async fn images(socket: &std::path::Path) -> ImageServiceClient<Channel> {
@@ -251,23 +236,11 @@ async fn create_container_gates_images_pulled_behind_crigates_back() {
         .into_inner()
         .image_ref;
 
-    let channel = cri_channel(&node.crigate.socket).await.unwrap();
-    let mut runtime = RuntimeServiceClient::new(channel);
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
     let sandbox = node.env.pod_config("static-web", "prod").unwrap();
-    let pod = runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let create = |name: &str, image: &str| CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(container_config(name, image, &["/pause"])),
-        sandbox_config: Some(sandbox.clone()),
-    };
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    let mut runtime = cri.runtime;
+    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
     // kubelet passes the image id PullImage returned; a static pod may name the image.
     let denied = runtime
         .create_container(create("bad", &unsigned_id))
@@ -687,24 +660,12 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
         .into_inner()
         .image_ref;
 
-    let mut runtime = RuntimeServiceClient::new(cri_channel(&node.crigate.socket).await.unwrap());
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
     let mut create_in = async |namespace: &str, name: &str| {
         let sandbox = node.env.pod_config(name, namespace).unwrap();
-        let pod = runtime
-            .run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(sandbox.clone()),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .pod_sandbox_id;
-        runtime
-            .create_container(CreateContainerRequest {
-                pod_sandbox_id: pod,
-                config: Some(container_config("c", &image_id, &["/pause"])),
-                sandbox_config: Some(sandbox),
-            })
+        let pod = cri.run_pod(&sandbox).await.unwrap();
+        cri.runtime
+            .create_container(create_pause(&pod, &sandbox, "c", &image_id))
             .await
     };
     create_in("prod", "web-prod").await.unwrap();
@@ -738,21 +699,10 @@ async fn static_pod_creation_without_any_pull_is_gated() {
     sandbox
         .annotations
         .insert("kubernetes.io/config.source".into(), "file".into());
-    let mut runtime = RuntimeServiceClient::new(cri_channel(&node.crigate.socket).await.unwrap());
-    let pod = runtime
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .pod_sandbox_id;
-    let create = |name: &str, image: &str| CreateContainerRequest {
-        pod_sandbox_id: pod.clone(),
-        config: Some(container_config(name, image, &["/pause"])),
-        sandbox_config: Some(sandbox.clone()),
-    };
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    let mut runtime = cri.runtime;
+    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
     let denied = runtime
         .create_container(create("unsigned", &node.unsigned))
         .await

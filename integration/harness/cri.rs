@@ -116,6 +116,39 @@ pub fn container_config(name: &str, image: &str, command: &[&str]) -> ContainerC
     }
 }
 
+/// A `CreateContainerRequest` in pod `pod_id` (configured as `pod_config`) for a container
+/// named `name` that runs `/pause` from `image`, as kubelet sends it.
+pub fn create_pause(
+    pod_id: &str,
+    pod_config: &PodSandboxConfig,
+    name: &str,
+    image: &str,
+) -> CreateContainerRequest {
+    CreateContainerRequest {
+        pod_sandbox_id: pod_id.to_string(),
+        config: Some(container_config(name, image, &["/pause"])),
+        sandbox_config: Some(pod_config.clone()),
+    }
+}
+
+/// A `PullImageRequest` for `image` on behalf of pod `pod` in `namespace` (pod uid
+/// `uid-<namespace>`), with no credentials, as kubelet sends it.
+pub fn pull_request(image: &str, pod: &str, namespace: &str) -> PullImageRequest {
+    PullImageRequest {
+        image: Some(image_spec(image)),
+        auth: None,
+        sandbox_config: Some(PodSandboxConfig {
+            metadata: Some(PodSandboxMetadata {
+                name: pod.to_string(),
+                uid: format!("uid-{namespace}"),
+                namespace: namespace.to_string(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+    }
+}
+
 /// An `ImageSpec` for `image`.
 pub fn image_spec(image: &str) -> ImageSpec {
     ImageSpec {

@@ -85,6 +85,17 @@ pub fn find_in_path(name: &str) -> Option<PathBuf> {
         })
 }
 
+/// The 1, 5 and 15 minute load averages, as `/proc/loadavg` gives them (empty if it cannot
+/// be read): benchmarks print them beside their figures.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
 /// before (so two tests of one process never race for the same port).
 ///
