@@ -81,7 +81,78 @@ pub enum Decision {
 /// away); anything that must happen regardless belongs before the first await or in a
 /// task of its own.
 pub trait Decide: Send + Sync + 'static {
-    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision>;
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided>;
+
+    /// Told after the runtime pulled `pinned` (`repo@sha256:…`, a reference this seam
+    /// allowed) and answered with `image_id`, the id kubelet will name the image by in
+    /// CreateContainer. An implementation may remember it to resolve that id without
+    /// asking the runtime again.
+    fn pulled(&self, pinned: &str, image_id: &str) {
+        let _ = (pinned, image_id);
+    }
+}
+
+/// A decision, and the wait until its record is durable.
+///
+/// The proxy may start acting on an allow before `durable` completes (the record has
+/// been handed to the kernel by then, so a crash of crigate does not lose it), but answers
+/// the caller only after it: no caller learns of a decision whose record could still be
+/// lost.
+#[must_use]
+pub struct Decided {
+    pub decision: Decision,
+    pub durable: Durable,
+}
+
+/// Completes once a decision's record is as durable as its sinks make it.
+#[must_use]
+pub struct Durable(Option<BoxFuture<'static, ()>>);
+
+// === impl Durable ===
+
+impl Durable {
+    /// Nothing left to wait for.
+    pub fn now() -> Self {
+        Self(None)
+    }
+
+    /// Durable once `future` completes.
+    pub fn after(future: impl Future<Output = ()> + Send + 'static) -> Self {
+        Self(Some(Box::pin(future)))
+    }
+
+    /// Waits until the record is durable.
+    pub async fn wait(self) {
+        if let Some(future) = self.0 {
+            future.await;
+        }
+    }
+}
+
+impl Default for Durable {
+    fn default() -> Self {
+        Self::now()
+    }
+}
+
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Durable(pending)"
+        } else {
+            "Durable(now)"
+        })
+    }
+}
+
+impl Decided {
+    /// A decision whose record needs no further wait.
+    pub fn now(decision: Decision) -> Self {
+        Self {
+            decision,
+            durable: Durable::now(),
+        }
+    }
 }
 
 /// A boxed future, as [`Decide`] returns.
@@ -95,7 +166,7 @@ pub struct AllowAll;
 // === impl AllowAll ===
 
 impl Decide for AllowAll {
-    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         tracing::info!(
             target: "crigate::decision",
             phase = %request.phase,
@@ -109,7 +180,9 @@ impl Decide for AllowAll {
             decision = "allow",
             "decision"
         );
-        Box::pin(std::future::ready(Decision::Allow { pin: None }))
+        Box::pin(std::future::ready(Decided::now(Decision::Allow {
+            pin: None,
+        })))
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::{AuditRecord, DecisionKind, Error, Sink};
+use super::{AuditRecord, DecisionKind, Durability, Error, Sink};
 use crate::decision::BoxFuture;
 
 /// Where journald listens for native-protocol entries.
@@ -38,6 +38,8 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct Journald {
     socket: Arc<Path>,
+    /// One unbound, non-blocking datagram socket for every send, made on first use.
+    sender: Arc<std::sync::OnceLock<std::os::unix::net::UnixDatagram>>,
 }
 
 // === impl Journald ===
@@ -47,6 +49,7 @@ impl Journald {
     pub fn new(socket: impl Into<PathBuf>) -> Self {
         Self {
             socket: Arc::from(socket.into().into_boxed_path()),
+            sender: Arc::default(),
         }
     }
 
@@ -66,6 +69,15 @@ impl Journald {
             socket: Box::from(&*self.socket),
             source,
         };
+        // Mostly journald's buffer has room and the datagram goes at once; a full
+        // buffer is waited for (bounded) below.
+        if let Some(sender) = self.sender() {
+            match sender.send_to(entry, &*self.socket) {
+                Ok(_) => return Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => return Err(io(error)),
+            }
+        }
         let socket = UnixDatagram::unbound().map_err(io)?;
         match tokio::time::timeout(SEND_TIMEOUT, socket.send_to(entry, &*self.socket)).await {
             Ok(Ok(_)) => Ok(()),
@@ -75,6 +87,19 @@ impl Journald {
                 timeout: SEND_TIMEOUT,
             }),
         }
+    }
+}
+
+impl Journald {
+    /// The shared non-blocking sender; `None` if it cannot be made (then each send makes
+    /// its own).
+    fn sender(&self) -> Option<&std::os::unix::net::UnixDatagram> {
+        if let Some(sender) = self.sender.get() {
+            return Some(sender);
+        }
+        let sender = std::os::unix::net::UnixDatagram::unbound().ok()?;
+        sender.set_nonblocking(true).ok()?;
+        Some(self.sender.get_or_init(|| sender))
     }
 }
 
@@ -95,9 +120,13 @@ impl Sink for Journald {
         "journald"
     }
 
-    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<(), Error>> {
+    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, Error>> {
         let this = self.clone();
-        Box::pin(async move { this.send(&entry(&record)).await })
+        Box::pin(async move {
+            this.send(&entry(&record)).await?;
+            // journald owns the record once it has the datagram.
+            Ok(Box::pin(std::future::ready(Ok(()))) as Durability)
+        })
     }
 }
 

@@ -17,7 +17,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::decision::BoxFuture;
+use tokio::sync::oneshot;
+
+use crate::decision::{BoxFuture, Durable};
 
 pub mod journald;
 pub mod metrics;
@@ -58,18 +60,24 @@ pub enum Error {
     },
     #[error("cannot append the audit record to the spool: {0}")]
     Spool(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the {sink} writer stopped before it finished with the audit record")]
+    Lost { sink: &'static str },
 }
+
+/// The wait, after a sink has taken a record, until the record is durable.
+pub type Durability = BoxFuture<'static, Result<(), Error>>;
 
 /// A destination for audit records.
 ///
-/// `write` returns once the record is as durable as the sink makes it (sent to journald;
-/// fsynced in the spool). The future may be dropped by a caller that went away; an
-/// [`Auditor`] runs each write as a task of its own so a record is never half-written
-/// for that reason.
+/// `write` returns once the record is written, that is handed to the kernel (sent to
+/// journald; written to the spool's file), so that no crash of crigate can lose it, with
+/// the wait until it is as durable as the sink makes it (at once for journald; fsynced
+/// for the spool). The future may be dropped by a caller that went away; an [`Auditor`]
+/// runs each write as a task of its own so a record is never half-written for that reason.
 pub trait Sink: Send + Sync + 'static {
     /// A short name for diagnostics and metrics (`journald`, `spool`).
     fn name(&self) -> &'static str;
-    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<(), Error>>;
+    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, Error>>;
 }
 
 /// Writes each record to every sink, and counts what could not be written.
@@ -91,8 +99,12 @@ struct Inner {
 /// How writing a record went.
 #[derive(Debug, Default)]
 pub struct Written {
-    /// The sinks that failed, with their errors; every other sink has the record.
+    /// The sinks that could not take the record, with their errors; every other sink has
+    /// it written.
     pub failed: Vec<(&'static str, Error)>,
+    /// Completes once every sink that took the record has made it durable (a failure
+    /// at that stage is logged and counted like any other).
+    pub durable: Durable,
 }
 
 // === impl Auditor ===
@@ -133,46 +145,92 @@ impl Auditor {
     }
 
     /// Writes `record` to every sink, concurrently, and emits the `crigate::decision`
-    /// event. A sink's failure is logged at `error` and counted, and does not change the
-    /// decision: journald restarting must not stop every pod on the node, and the other
-    /// sinks still hold the record.
+    /// event. Returns once every sink has written the record, with the wait until each
+    /// has made it durable. A sink's failure is logged at `error` and counted, and does
+    /// not change the decision: journald restarting must not stop every pod on the node,
+    /// and the other sinks still hold the record.
     ///
     /// # Cancel safety
     ///
-    /// Each sink write runs as a spawned task: dropping this future does not stop a
-    /// write that has begun.
+    /// Each sink write runs as a spawned task: dropping this future, or the wait for
+    /// durability, does not stop a write that has begun.
     pub async fn record(&self, record: AuditRecord) -> Written {
         decision_event(&record);
         self.inner.metrics.decided(&record);
         let record = Arc::new(record);
-        let tasks: Vec<_> = self
+        let stages: Vec<_> = self
             .inner
             .sinks
             .iter()
-            .map(|sink| {
-                let name = sink.name();
-                (name, tokio::spawn(sink.write(Arc::clone(&record))))
+            .enumerate()
+            .map(|(index, sink)| {
+                let (taken, written) = oneshot::channel();
+                let task = tokio::spawn(write_to(
+                    Arc::clone(&self.inner),
+                    index,
+                    Arc::clone(&record),
+                    taken,
+                ));
+                (sink.name(), written, task)
             })
             .collect();
         let mut written = Written::default();
-        for (index, (name, task)) in tasks.into_iter().enumerate() {
-            let result = match task.await {
-                Ok(result) => result,
-                Err(join) => Err(Error::Spool(Box::new(join))),
-            };
-            if let Err(error) = result {
-                self.inner.failures.fetch_add(1, Ordering::Relaxed);
-                self.inner.metrics.sink_failed(index);
-                tracing::error!(
-                    sink = name,
-                    id = %record.id,
-                    error = %error,
-                    "audit record not written"
-                );
-                written.failed.push((name, error));
+        let mut tasks = Vec::with_capacity(stages.len());
+        for (name, taken, task) in stages {
+            match taken.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => written.failed.push((name, error)),
+                // The task ended without a word: it panicked, and is counted below.
+                Err(_) => written.failed.push((name, Error::Lost { sink: name })),
+            }
+            tasks.push((name, task));
+        }
+        let inner = Arc::clone(&self.inner);
+        let id = record.id.clone();
+        written.durable = Durable::after(async move {
+            for (index, (name, task)) in tasks.into_iter().enumerate() {
+                if task.await.is_err() {
+                    inner.failed(index, &id, &Error::Lost { sink: name });
+                }
+            }
+        });
+        written
+    }
+}
+
+/// One sink's write of `record`: says on `taken` when the record is written (or why it
+/// is not), then waits until it is durable. Every failure is logged and counted here.
+async fn write_to(
+    inner: Arc<Inner>,
+    index: usize,
+    record: Arc<AuditRecord>,
+    taken: oneshot::Sender<Result<(), Error>>,
+) {
+    let Some(sink) = inner.sinks.get(index).cloned() else {
+        return;
+    };
+    match sink.write(Arc::clone(&record)).await {
+        Ok(durability) => {
+            let _ = taken.send(Ok(()));
+            if let Err(error) = durability.await {
+                inner.failed(index, &record.id, &error);
             }
         }
-        written
+        Err(error) => {
+            inner.failed(index, &record.id, &error);
+            let _ = taken.send(Err(error));
+        }
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    fn failed(&self, index: usize, id: &str, error: &Error) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        self.metrics.sink_failed(index);
+        let sink = self.sinks.get(index).map_or("unknown", |sink| sink.name());
+        tracing::error!(sink, id, error = %error, "audit record not written");
     }
 }
 
@@ -385,5 +443,88 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), ids.len());
         assert_eq!(sorted, ids);
+    }
+
+    /// A sink that takes each record at once and makes it durable when told to: a
+    /// stand-in for a disk whose flush is slow or fails, which a test cannot time.
+    struct GatedSink {
+        release: Arc<tokio::sync::Notify>,
+        fail: bool,
+    }
+
+    impl Sink for GatedSink {
+        fn name(&self) -> &'static str {
+            "gated"
+        }
+
+        fn write(&self, _: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, Error>> {
+            let release = Arc::clone(&self.release);
+            let fail = self.fail;
+            Box::pin(async move {
+                Ok(Box::pin(async move {
+                    release.notified().await;
+                    if fail {
+                        Err(Error::Lost { sink: "gated" })
+                    } else {
+                        Ok(())
+                    }
+                }) as Durability)
+            })
+        }
+    }
+
+    fn record() -> AuditRecord {
+        AuditRecord {
+            id: new_id(),
+            ..Default::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_record_is_returned_written_and_its_durability_awaited_apart() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let auditor = Auditor::new(
+            "node",
+            vec![Arc::new(GatedSink {
+                release: Arc::clone(&release),
+                fail: false,
+            })],
+        );
+        let written = auditor.record(record()).await;
+        assert!(written.failed.is_empty());
+        let mut durable = tokio::spawn(written.durable.wait());
+        // Not durable until the sink says so.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), &mut durable)
+                .await
+                .is_err()
+        );
+        release.notify_one();
+        tokio::time::timeout(Duration::from_secs(5), durable)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(auditor.failures(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_failure_to_make_a_record_durable_is_counted_even_if_nobody_waits() {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let auditor = Auditor::new(
+            "node",
+            vec![Arc::new(GatedSink {
+                release: Arc::clone(&release),
+                fail: true,
+            })],
+        );
+        let written = auditor.record(record()).await;
+        assert!(written.failed.is_empty(), "the record was written");
+        drop(written);
+        release.notify_one();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while auditor.failures() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(auditor.failures(), 1);
     }
 }

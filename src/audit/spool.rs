@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use super::{AuditRecord, Error as SinkError, Sink};
+use super::{AuditRecord, Durability, Error as SinkError, Sink};
 use crate::decision::BoxFuture;
 
 /// `MESSAGE_ID` of the journald record written when the spool dropped records to stay
@@ -155,7 +155,10 @@ struct State {
 
 struct Append {
     frame: Vec<u8>,
-    done: oneshot::Sender<Result<(), Error>>,
+    /// Told once the frame is written to the segment (or why it is not).
+    written: oneshot::Sender<Result<(), Error>>,
+    /// Told once the segment is fsynced with the frame in it.
+    durable: oneshot::Sender<Result<(), Error>>,
 }
 
 // === impl SpoolConfig ===
@@ -271,13 +274,37 @@ impl Spool {
     ///
     /// The record is too large, or the disk refused it.
     pub async fn append(&self, record: &AuditRecord) -> Result<(), Error> {
+        self.append_written(record).await?.await
+    }
+
+    /// Appends `record`, returning once it is written to the active segment (in the
+    /// kernel's page cache: a crash of crigate no longer loses it) with the wait until
+    /// it is fsynced.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Spool::append`].
+    ///
+    /// # Errors
+    ///
+    /// The record is too large, or the disk refused it.
+    pub async fn append_written(
+        &self,
+        record: &AuditRecord,
+    ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send + 'static, Error> {
         let frame = frame::encode(record)?;
-        let (done, wait) = oneshot::channel();
+        let (written, was_written) = oneshot::channel();
+        let (durable, is_durable) = oneshot::channel();
         self.queue
-            .send(Append { frame, done })
+            .send(Append {
+                frame,
+                written,
+                durable,
+            })
             .await
             .map_err(|_| Error::WriterGone)?;
-        wait.await.map_err(|_| Error::WriterGone)?
+        was_written.await.map_err(|_| Error::WriterGone)??;
+        Ok(async move { is_durable.await.map_err(|_| Error::WriterGone)? })
     }
 
     /// Unacknowledged records lost to the bound since the spool opened.
@@ -447,12 +474,12 @@ impl Sink for Spool {
         "spool"
     }
 
-    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<(), SinkError>> {
+    fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, SinkError>> {
         let this = self.clone();
+        let failed = |error: Error| SinkError::Spool(Box::new(error));
         Box::pin(async move {
-            this.append(&record)
-                .await
-                .map_err(|error| SinkError::Spool(Box::new(error)))
+            let durable = this.append_written(&record).await.map_err(failed)?;
+            Ok(Box::pin(async move { durable.await.map_err(failed) }) as Durability)
         })
     }
 }
@@ -495,28 +522,35 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let mut results = Vec::with_capacity(group.len());
-            let mut wrote = false;
-            for append in &group {
-                let result = self.write_frame(&append.frame);
-                wrote |= result.is_ok();
-                results.push(result);
-            }
-            if wrote {
-                if let Err(error) = self.sync() {
-                    for result in &mut results {
-                        if result.is_ok() {
-                            *result = Err(Error::Io {
-                                path: self.shared.dir.clone(),
-                                source: io::Error::new(error.kind(), error.to_string()),
-                            });
-                        }
+            // Each caller hears as soon as its frame is in the file, and again once the
+            // group's one fsync has made it durable.
+            let mut waiting = Vec::with_capacity(group.len());
+            for Append {
+                frame,
+                written,
+                durable,
+            } in group
+            {
+                match self.write_frame(&frame) {
+                    Ok(()) => {
+                        let _ = written.send(Ok(()));
+                        waiting.push(durable);
+                    }
+                    // The caller stops at `written`; `durable` is never awaited.
+                    Err(error) => {
+                        let _ = written.send(Err(error));
                     }
                 }
             }
-            for (append, result) in group.into_iter().zip(results) {
-                // The caller may have gone away (kubelet's deadline); the record stays.
-                let _ = append.done.send(result);
+            if !waiting.is_empty() {
+                let synced = self.sync();
+                for durable in waiting {
+                    // The caller may have gone away (kubelet's deadline); the record stays.
+                    let _ = durable.send(synced.as_ref().map(|_| ()).map_err(|error| Error::Io {
+                        path: self.shared.dir.clone(),
+                        source: io::Error::new(error.kind(), error.to_string()),
+                    }));
+                }
             }
             self.shared.appended.notify_waiters();
         }

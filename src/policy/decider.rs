@@ -7,11 +7,15 @@
 //! - **CreateContainer**: the container's image (a name, or the image id PullImage
 //!   returned) is resolved through the runtime's ImageStatus to the repository digests
 //!   it was pulled as, and one of them must be trusted under the pod's policy. An image
-//!   pulled behind crigate's back, or allowed in another namespace, gets no pass.
+//!   pulled behind crigate's back, or allowed in another namespace, gets no pass. An
+//!   image id that a pinned pull through this daemon was answered with resolves to the
+//!   pinned reference without asking the runtime (ids are content addresses; see
+//!   [`RuntimeImages`]), but only to allow: any other outcome is decided again on the
+//!   runtime's answer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
@@ -22,8 +26,8 @@ use serde::Serialize;
 
 use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
-use crate::decision::{BoxFuture, Decide, Decision, Phase, RequestContext};
-use crate::oci::ImageRef;
+use crate::decision::{BoxFuture, Decide, Decided, Decision, Phase, RequestContext};
+use crate::oci::{Digest, ImageRef};
 use crate::proxy::upstream::unix_channel;
 use crate::registry::Credentials;
 use crate::verify::cache::Source;
@@ -42,10 +46,57 @@ pub struct PolicyDecider {
     auditor: Auditor,
 }
 
-/// Looks images up in the runtime through CRI ImageStatus.
+/// Looks images up in the runtime through CRI ImageStatus, and remembers the image ids
+/// the runtime answered pinned pulls with.
 #[derive(Clone)]
 pub struct RuntimeImages {
     channel: Channel,
+    pulled: Arc<Mutex<PulledIds>>,
+}
+
+/// How many image ids [`PulledIds`] remembers; the oldest is forgotten first.
+const MAX_PULLED_IDS: usize = 4096;
+/// How many pinned references one image id keeps (one content pulled from many places).
+const MAX_REFS_PER_ID: usize = 8;
+
+/// Image ids (`sha256:…` of the image's config) and the pinned references
+/// (`repo@sha256:…`) the runtime pulled them as.
+///
+/// An image id is content-addressed: the config it names lists the digests of every
+/// layer (`rootfs.diff_ids`, which the runtime checks as it unpacks), so a container
+/// created from the id runs the content of the manifest pulled by digest, whatever else
+/// happened to the image's names since. A name is never remembered: it can be moved.
+#[derive(Default)]
+struct PulledIds {
+    by_id: HashMap<Digest, Vec<ImageRef>>,
+    order: VecDeque<Digest>,
+}
+
+// === impl PulledIds ===
+
+impl PulledIds {
+    fn remember(&mut self, id: Digest, pinned: ImageRef) {
+        if let Some(refs) = self.by_id.get_mut(&id) {
+            if !refs.contains(&pinned) {
+                if refs.len() == MAX_REFS_PER_ID {
+                    refs.remove(0);
+                }
+                refs.push(pinned);
+            }
+            return;
+        }
+        if self.order.len() == MAX_PULLED_IDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.by_id.remove(&oldest);
+            }
+        }
+        self.order.push_back(id.clone());
+        self.by_id.insert(id, vec![pinned]);
+    }
+
+    fn get(&self, id: &Digest) -> Option<Vec<ImageRef>> {
+        self.by_id.get(id).cloned()
+    }
 }
 
 // === impl RuntimeImages ===
@@ -58,7 +109,30 @@ impl RuntimeImages {
     /// Never in practice: the endpoint is a constant URI.
     pub fn new(socket: PathBuf) -> Result<Self, tonic::transport::Error> {
         let channel = unix_channel(Endpoint::try_from("http://localhost")?, socket);
-        Ok(Self { channel })
+        Ok(Self {
+            channel,
+            pulled: Arc::default(),
+        })
+    }
+
+    /// Remembers that the runtime pulled `pinned` as image `image_id`. Ignored unless
+    /// `pinned` carries a digest and `image_id` is a content address.
+    pub fn remember(&self, pinned: &str, image_id: &str) {
+        let (Ok(pinned), Ok(id)) = (pinned.parse::<ImageRef>(), image_id.parse::<Digest>()) else {
+            return;
+        };
+        if pinned.digest().is_none() {
+            return;
+        }
+        if let Ok(mut pulled) = self.pulled.lock() {
+            pulled.remember(id, pinned);
+        }
+    }
+
+    /// The pinned references `image` (an image id) was pulled as, if remembered.
+    fn pulled_as(&self, image: &str) -> Option<Vec<ImageRef>> {
+        let id = image.parse::<Digest>().ok()?;
+        self.pulled.lock().ok()?.get(&id)
     }
 
     /// The repository digests (`repo@sha256:…`) the runtime knows `image` by.
@@ -280,10 +354,34 @@ impl PolicyDecider {
             let reason = "policy mode is off".to_owned();
             return trace.conclude(Conclusion::Allow, "mode_off", reason);
         }
+        // An image id a pinned pull of this node answered with resolves without a runtime
+        // round trip; only to allow, though: anything else is decided on what the
+        // runtime says the image is now, as for any other image.
+        if let Some(images) = (request.phase == Phase::Create)
+            .then(|| self.runtime.as_ref()?.pulled_as(&request.image))
+            .flatten()
+        {
+            let judged = self.judge(trace.clone(), policy, request, &images).await;
+            if judged.decision == Conclusion::Allow {
+                return judged;
+            }
+        }
         let images = match self.images(request).await {
             Ok(images) => images,
             Err(undecided) => return on_error(trace, policy, undecided),
         };
+        self.judge(trace, policy, request, &images).await
+    }
+
+    /// Decides `request` on `images`, the references its image resolved to.
+    async fn judge(
+        &self,
+        mut trace: Explanation,
+        policy: &Policy,
+        request: &RequestContext,
+        images: &[ImageRef],
+    ) -> Explanation {
+        let namespace = trace.namespace.clone();
         let requested = request
             .user_specified_image
             .as_deref()
@@ -312,7 +410,7 @@ impl PolicyDecider {
             return self.rejected(trace, policy, rejected);
         }
         let mut rejection = None;
-        for image in &images {
+        for image in images {
             match self
                 .verify(
                     policy,
@@ -504,14 +602,20 @@ fn on_error(trace: Explanation, policy: &Policy, undecided: Undecided) -> Explan
 }
 
 impl Decide for PolicyDecider {
-    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
+    fn pulled(&self, pinned: &str, image_id: &str) {
+        if let Some(runtime) = &self.runtime {
+            runtime.remember(pinned, image_id);
+        }
+    }
+
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         Box::pin(async move {
             let started = Instant::now();
             let trace = self.explain(request).await;
             let record = audit_record(self.auditor.node(), request, &trace, started.elapsed());
             let id = record.id.clone();
-            self.auditor.record(record).await;
-            if trace.allows() {
+            let written = self.auditor.record(record).await;
+            let decision = if trace.allows() {
                 Decision::Allow {
                     pin: trace.pinned.clone(),
                 }
@@ -522,6 +626,10 @@ impl Decide for PolicyDecider {
                         trace.subject, trace.namespace, trace.reason
                     ),
                 }
+            };
+            Decided {
+                decision,
+                durable: written.durable,
             }
         })
     }
@@ -542,7 +650,7 @@ impl AllowAndRecord {
 }
 
 impl Decide for AllowAndRecord {
-    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decision> {
+    fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         Box::pin(async move {
             let trace = Explanation::new(request).conclude(
                 Conclusion::Allow,
@@ -550,8 +658,11 @@ impl Decide for AllowAndRecord {
                 "no [[policies]] configured: every call is allowed".to_owned(),
             );
             let record = audit_record(self.auditor.node(), request, &trace, Duration::ZERO);
-            self.auditor.record(record).await;
-            Decision::Allow { pin: None }
+            let written = self.auditor.record(record).await;
+            Decided {
+                decision: Decision::Allow { pin: None },
+                durable: written.durable,
+            }
         })
     }
 }
@@ -616,4 +727,153 @@ pub fn audit_record(
         audit::Action::Refuse
     });
     record
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::decision::{ApiVersion, Caller};
+    use crate::verify::cache::CacheConfig;
+
+    const KEY: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/cosign/key/hello-world/ecdsa-p256.pub"
+    );
+    /// A registry nothing listens on: verification there fails at once.
+    const REGISTRY: &str = "127.0.0.1:1";
+
+    fn id() -> String {
+        format!("sha256:{}", "c".repeat(64))
+    }
+
+    fn pinned() -> String {
+        format!("{REGISTRY}/app@sha256:{}", "d".repeat(64))
+    }
+
+    /// `prod` allowlists `app` (no registry call to allow it), `secure` does not; the
+    /// runtime's socket does not exist, so any question to it fails.
+    fn decider(dir: &Path) -> PolicyDecider {
+        let text = format!(
+            r#"
+[registry]
+plain_http = ["{REGISTRY}"]
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release"]
+allowlist = [{{ pattern = "{REGISTRY}/app*" }}]
+
+[[policies]]
+name = "secure"
+namespaces = ["secure"]
+verifiers = ["release"]
+"#
+        );
+        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let cache = CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        };
+        let runtime = RuntimeImages::new(dir.join("missing.sock")).unwrap();
+        crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
+            .unwrap()
+    }
+
+    fn create(image: &str, namespace: &str) -> RequestContext {
+        RequestContext {
+            phase: Phase::Create,
+            api: ApiVersion::V1,
+            image: image.to_owned(),
+            user_specified_image: None,
+            namespace: Some(namespace.to_owned()),
+            pod_name: Some("web".to_owned()),
+            pod_uid: None,
+            container_name: Some("app".to_owned()),
+            pod_sandbox_id: None,
+            caller: Caller {
+                pid: None,
+                uid: 0,
+                gid: 0,
+            },
+            credentials: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_image_id_a_pinned_pull_answered_with_resolves_without_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider(dir.path());
+        // Not yet pulled through crigate: only the runtime can say what the id is.
+        let before = decider.explain(&create(&id(), "prod")).await;
+        assert_eq!(before.decision, Conclusion::ErrorDeny, "{before:?}");
+        assert_eq!(before.reason_code, "runtime_error");
+
+        decider.pulled(&pinned(), &id());
+        let after = decider.explain(&create(&id(), "prod")).await;
+        assert_eq!(after.decision, Conclusion::Allow, "{after:?}");
+        assert_eq!(after.reason_code, "allowlisted");
+        assert_eq!(after.subject, pinned());
+    }
+
+    #[tokio::test]
+    async fn a_remembered_id_that_would_not_be_allowed_is_decided_by_the_runtime() {
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider(dir.path());
+        decider.pulled(&pinned(), &id());
+        // secure does not allowlist the image and its registry is down: the remembered
+        // reference is not enough, and the decision falls to the runtime's answer.
+        let trace = decider.explain(&create(&id(), "secure")).await;
+        assert_eq!(trace.decision, Conclusion::ErrorDeny, "{trace:?}");
+        assert_eq!(trace.reason_code, "runtime_error");
+    }
+
+    #[tokio::test]
+    async fn names_and_undigested_pulls_are_never_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider(dir.path());
+        let tag = format!("{REGISTRY}/app:v1");
+        // A name as the image id, and a pull without a digest: both ignored.
+        decider.pulled(&pinned(), &tag);
+        decider.pulled(&tag, &id());
+        for image in [tag.as_str(), id().as_str()] {
+            let trace = decider.explain(&create(image, "prod")).await;
+            assert_eq!(trace.reason_code, "runtime_error", "{image}: {trace:?}");
+        }
+    }
+
+    #[test]
+    fn pulled_ids_keep_a_bounded_number_oldest_first() {
+        let mut pulled = PulledIds::default();
+        let digest = |n: usize| format!("sha256:{n:064x}").parse::<Digest>().unwrap();
+        let image = |n: usize| {
+            format!("{REGISTRY}/app@sha256:{n:064x}")
+                .parse::<ImageRef>()
+                .unwrap()
+        };
+        for n in 0..=MAX_PULLED_IDS {
+            pulled.remember(digest(n), image(n));
+        }
+        assert!(pulled.get(&digest(0)).is_none(), "the oldest is forgotten");
+        assert_eq!(pulled.get(&digest(1)), Some(vec![image(1)]));
+        assert_eq!(pulled.by_id.len(), MAX_PULLED_IDS);
+        // One id pulled as many references keeps the newest few, each once.
+        for n in 0..MAX_REFS_PER_ID + 2 {
+            pulled.remember(digest(1), image(100 + n));
+            pulled.remember(digest(1), image(100 + n));
+        }
+        let refs = pulled.get(&digest(1)).unwrap();
+        assert_eq!(refs.len(), MAX_REFS_PER_ID);
+        assert_eq!(refs.last(), Some(&image(100 + MAX_REFS_PER_ID + 1)));
+    }
 }

@@ -11,7 +11,7 @@ use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::config::{CriConfig, MethodPolicy};
-use crate::decision::{Caller, Decide, Decision, Phase};
+use crate::decision::{Caller, Decide, Decided, Decision, Durable, Phase};
 use crate::oci::ImageRef;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::intercept;
@@ -114,9 +114,13 @@ impl Proxy {
             image = %context.image,
         );
         async {
-            match state.decide.decide(&context).await {
+            let Decided { decision, durable } = state.decide.decide(&context).await;
+            // The runtime may start on an allowed call while its record is made durable;
+            // the caller hears the answer only once it is.
+            match decision {
                 Decision::Allow { pin: None } => {
-                    forward(state, Request::from_parts(parts, ProxyBody::full(body))).await
+                    let request = Request::from_parts(parts, ProxyBody::full(body));
+                    durable_then(durable, forward(state, request)).await
                 }
                 Decision::Allow { pin: Some(image) } => {
                     let pinned = intercept::pin(method, &body, &image);
@@ -124,16 +128,28 @@ impl Proxy {
                     parts.headers.remove(http::header::CONTENT_LENGTH);
                     let request = Request::from_parts(parts, ProxyBody::full(pinned));
                     match method.phase {
-                        Phase::Pull => pull_pinned(state, request, &context.image, &image).await,
-                        Phase::Create => forward(state, request).await,
+                        Phase::Pull => {
+                            let call = pull_pinned(state, request, &context.image, &image);
+                            durable_then(durable, call).await
+                        }
+                        Phase::Create => durable_then(durable, forward(state, request)).await,
                     }
                 }
-                Decision::Deny { message } => Err(ProxyError::Denied(message)),
+                Decision::Deny { message } => {
+                    durable.wait().await;
+                    Err(ProxyError::Denied(message))
+                }
             }
         }
         .instrument(span)
         .await
     }
+}
+
+/// The outcome of `call`, once `durable` has completed too.
+async fn durable_then<T>(durable: Durable, call: impl std::future::Future<Output = T>) -> T {
+    let (outcome, ()) = tokio::join!(call, durable.wait());
+    outcome
 }
 
 /// Sends a request to the runtime and relays its answer. Request and response heads
@@ -149,7 +165,8 @@ where
     Ok(response.map(ProxyBody::relay))
 }
 
-/// Forwards a pinned PullImage and, once the runtime has pulled, names the pinned image
+/// Forwards a pinned PullImage and, once the runtime has pulled, tells the decision seam
+/// the image id the runtime answered with ([`Decide::pulled`]) and names the pinned image
 /// as the caller asked for it ([`names`]), so ImageStatus of the requested name finds it.
 /// The runtime's answer is read whole (a PullImage response is one small message) and
 /// relayed unchanged; a naming failure is logged and does not fail the pull.
@@ -171,11 +188,17 @@ async fn pull_pinned(
                 reason: error.to_string(),
             })?;
     let trailers = collected.trailers().cloned();
+    let body = collected.to_bytes();
     let ok = parts
         .headers
         .get("grpc-status")
         .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
         .is_some_and(|status| status == "0");
+    if ok {
+        if let Some(image_id) = intercept::pulled_image_ref(&body) {
+            state.decide.pulled(pinned, &image_id);
+        }
+    }
     if let Some(name) = ok.then(|| tag_name(requested)).flatten() {
         let timeout = state.cri.connect_timeout.saturating_mul(2);
         match names::name_image(state.upstream.native(), &name, pinned, timeout).await {
@@ -187,7 +210,7 @@ async fn pull_pinned(
     }
     Ok(Response::from_parts(
         parts,
-        ProxyBody::with_trailers(collected.to_bytes(), trailers),
+        ProxyBody::with_trailers(body, trailers),
     ))
 }
 
