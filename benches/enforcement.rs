@@ -10,8 +10,9 @@
 //! is answered once it is also fsynced, the fsync overlapping the runtime's work), and
 //! the proxy hop. The target: the added p50 under 5% of a direct CreateContainer's p50.
 //! For scale it also times, directly on containerd, the ImageStatus that resolving an
-//! image id no pull through crigate answered with takes, and a Version call (the cost
-//! of one hop).
+//! image id no pull through crigate answered with takes, and a Version call; and the
+//! same calls through `socat`, a byte-level relay, for what an extra hop alone costs
+//! them on this machine.
 //!
 //! The spool is on because an aggregator is configured; none listens at that address, so
 //! the shipper only retries with backoff while every record waits in the spool, which is
@@ -46,6 +47,7 @@ use crigate::audit::{new_id, AuditRecord, Auditor, DecisionKind, Sink};
 use daemon::{Crigate, Options};
 use harness::cri::{create_pause, pull_request};
 use harness::journald::Journald;
+use harness::process::Relay;
 use harness::{cri_channel, Env};
 use signer::KeySigner;
 
@@ -63,8 +65,8 @@ fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
-fn report(call: &str, direct: &mut [Duration], crigate: &mut [Duration], target: Option<f64>) {
-    let (d50, c50) = (p50(direct), p50(crigate));
+fn report(call: &str, direct: &mut [Duration], through: &mut [Duration], target: Option<f64>) {
+    let (d50, c50) = (p50(direct), p50(through));
     let added = us(c50) - us(d50);
     let ratio = added / us(d50);
     let verdict = match target {
@@ -73,11 +75,11 @@ fn report(call: &str, direct: &mut [Duration], crigate: &mut [Duration], target:
         None => "reported".to_owned(),
     };
     println!(
-        "{call:<16} direct p50 {:>8.0} µs p99 {:>8.0} | crigate p50 {:>8.0} µs p99 {:>8.0} | added p50 {:>6.0} µs = {:>5.1}% of direct ({verdict})",
+        "{call:<16} direct p50 {:>8.0} µs p99 {:>8.0} | through p50 {:>8.0} µs p99 {:>8.0} | added p50 {:>6.0} µs = {:>5.1}% of direct ({verdict})",
         us(d50),
         us(p99(direct)),
         us(c50),
-        us(p99(crigate)),
+        us(p99(through)),
         added,
         ratio * 100.0
     );
@@ -198,15 +200,20 @@ verifiers = ["release"]
     let direct_channel = cri_channel(env.containerd.socket()).await.unwrap();
     let spooling_channel = cri_channel(&spooling.socket).await.unwrap();
     let journal_channel = cri_channel(&journal_only.socket).await.unwrap();
+    // A byte relay in front of containerd: what any extra hop costs these calls here.
+    let relay = Relay::start(env.dir(), env.containerd.socket()).expect("relay");
+    let relay_channel = cri_channel(&relay.socket).await.unwrap();
     let mut images = [
         ImageServiceClient::new(direct_channel.clone()),
         ImageServiceClient::new(spooling_channel.clone()),
         ImageServiceClient::new(journal_channel.clone()),
+        ImageServiceClient::new(relay_channel.clone()),
     ];
     let mut runtimes = [
         RuntimeServiceClient::new(direct_channel),
         RuntimeServiceClient::new(spooling_channel),
         RuntimeServiceClient::new(journal_channel),
+        RuntimeServiceClient::new(relay_channel),
     ];
     let image = env.app_ref();
     // A first pull through each crigate verifies and caches the verdict.
@@ -218,7 +225,7 @@ verifiers = ["release"]
         .image_ref;
     images[2].pull_image(pull(&image)).await.unwrap();
 
-    let mut pulls: [Vec<Duration>; 3] = Default::default();
+    let mut pulls: [Vec<Duration>; 4] = Default::default();
     for _ in 0..calls {
         for (path, client) in images.iter_mut().enumerate() {
             let started = Instant::now();
@@ -235,7 +242,7 @@ verifiers = ["release"]
         .run_pod(&sandbox)
         .await
         .unwrap();
-    let mut creates: [Vec<Duration>; 3] = Default::default();
+    let mut creates: [Vec<Duration>; 4] = Default::default();
     for i in 0..calls {
         for (path, client) in runtimes.iter_mut().enumerate() {
             // kubelet names the image by the id PullImage returned.
@@ -298,8 +305,8 @@ verifiers = ["release"]
     let recorded = recorded.len();
 
     println!("enforcement cost, {calls} calls per path, cached verdict");
-    let [direct_pull, spooling_pull, journal_pull] = &mut pulls;
-    let [direct_create, spooling_create, journal_create] = &mut creates;
+    let [direct_pull, spooling_pull, journal_pull, relay_pull] = &mut pulls;
+    let [direct_create, spooling_create, journal_create, relay_create] = &mut creates;
     println!("records to journald and the spool (a node with an aggregator):");
     report("PullImage", &mut direct_pull.clone(), spooling_pull, None);
     report(
@@ -309,8 +316,16 @@ verifiers = ["release"]
         Some(0.05),
     );
     println!("records to journald only (no aggregator configured):");
-    report("PullImage", direct_pull, journal_pull, None);
-    report("CreateContainer", direct_create, journal_create, Some(0.05));
+    report("PullImage", &mut direct_pull.clone(), journal_pull, None);
+    report(
+        "CreateContainer",
+        &mut direct_create.clone(),
+        journal_create,
+        Some(0.05),
+    );
+    println!("through a byte relay (socat), no crigate: the cost of the hop alone:");
+    report("PullImage", direct_pull, relay_pull, None);
+    report("CreateContainer", direct_create, relay_create, None);
     println!(
         "CreateContainer decision before its record (CRIGATE_LATENCY_US) p50 {} µs",
         decide_us

@@ -26,7 +26,6 @@ mod daemon;
 mod harness;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,6 +34,7 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 use daemon::{Crigate, Options};
+use harness::process::Relay;
 use harness::{container_config, cri_channel, Env};
 
 const CONTAINERS: usize = 50;
@@ -61,32 +61,6 @@ fn cpu_time(pid: u32) -> Duration {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
     Duration::from_millis(ticks * 10)
-}
-
-struct Relay(Child);
-
-impl Drop for Relay {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_relay(dir: &Path, upstream: &Path) -> (Relay, PathBuf) {
-    let socket = dir.join("relay.sock");
-    let child = Command::new("socat")
-        .arg(format!("UNIX-LISTEN:{},fork,reuseaddr", socket.display()))
-        .arg(format!("UNIX-CONNECT:{}", upstream.display()))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("socat (run integration/setup)");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !socket.exists() {
-        assert!(Instant::now() < deadline, "socat did not listen");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (Relay(child), socket)
 }
 
 async fn one(client: &mut RuntimeServiceClient<Channel>, call: Call) {
@@ -164,7 +138,8 @@ async fn main() {
     let mut options = Options::new(env.dir(), env.containerd.socket(), "");
     options.env.push(("RUST_LOG".into(), "info".into()));
     let crigate = Crigate::start(env.dir(), options).unwrap();
-    let (_relay, relay_socket) = start_relay(env.dir(), env.containerd.socket());
+    let relay = Relay::start(env.dir(), env.containerd.socket()).expect("relay");
+    let relay_socket = relay.socket.clone();
 
     // 50 containers in one pod, created (not started): enough for ListContainers to carry
     // a realistic payload.

@@ -218,6 +218,44 @@ pub fn sweep_abandoned(prefix: &'static str) {
     }
 }
 
+/// A byte-level unix-socket relay (`socat`) in front of another socket: the cheapest
+/// possible hop, and so the floor for any proxy on the same cores. Killed when dropped.
+pub struct Relay {
+    child: Child,
+    pub socket: PathBuf,
+}
+
+impl Relay {
+    /// A relay listening on `relay.sock` in `dir` and forwarding each connection to
+    /// `upstream`.
+    pub fn start(dir: &Path, upstream: &Path) -> Result<Self> {
+        let socket = dir.join("relay.sock");
+        let child = Command::new("socat")
+            .arg(format!("UNIX-LISTEN:{},fork,reuseaddr", socket.display()))
+            .arg(format!("UNIX-CONNECT:{}", upstream.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context("socat (run integration/setup)")?;
+        let mut relay = Self { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !relay.socket.exists() {
+            if Instant::now() > deadline {
+                kill_child(&mut relay.child);
+                bail!("socat did not listen on {}", relay.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(relay)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        kill_child(&mut self.child);
+    }
+}
+
 /// Sends SIGKILL to our child and reaps it. Never fails: used on teardown.
 pub fn kill_child(child: &mut Child) {
     if matches!(child.try_wait(), Ok(None)) {
