@@ -39,6 +39,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod files;
 pub mod fuzzing;
 pub mod metrics;
 pub mod oci;

@@ -90,12 +90,13 @@ impl AggregatorConfig {
             path: path.to_owned(),
             source,
         };
-        if std::fs::metadata(path).map_err(read)?.len() > MAX_CONFIG_BYTES {
-            return Err(Error::TooLarge {
+        let bytes = crate::files::read_bounded(path, MAX_CONFIG_BYTES)
+            .map_err(read)?
+            .ok_or_else(|| Error::TooLarge {
                 path: path.to_owned(),
-            });
-        }
-        let text = std::fs::read_to_string(path).map_err(read)?;
+            })?;
+        let text = String::from_utf8(bytes)
+            .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::parse(&text, path)
     }
 

@@ -480,16 +480,19 @@ mod tests {
         }
     }
 
+    /// An auditor writing to one [`GatedSink`], and the sink's release.
+    fn gated(fail: bool) -> (Auditor, Arc<tokio::sync::Notify>) {
+        let release = Arc::new(tokio::sync::Notify::new());
+        let sink = GatedSink {
+            release: Arc::clone(&release),
+            fail,
+        };
+        (Auditor::new("node", vec![Arc::new(sink)]), release)
+    }
+
     #[tokio::test]
     async fn a_record_is_returned_written_and_its_durability_awaited_apart() {
-        let release = Arc::new(tokio::sync::Notify::new());
-        let auditor = Auditor::new(
-            "node",
-            vec![Arc::new(GatedSink {
-                release: Arc::clone(&release),
-                fail: false,
-            })],
-        );
+        let (auditor, release) = gated(false);
         let written = auditor.record(record()).await;
         assert!(written.failed.is_empty());
         let mut durable = tokio::spawn(written.durable.wait());
@@ -509,14 +512,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_failure_to_make_a_record_durable_is_counted_even_if_nobody_waits() {
-        let release = Arc::new(tokio::sync::Notify::new());
-        let auditor = Auditor::new(
-            "node",
-            vec![Arc::new(GatedSink {
-                release: Arc::clone(&release),
-                fail: true,
-            })],
-        );
+        let (auditor, release) = gated(true);
         let written = auditor.record(record()).await;
         assert!(written.failed.is_empty(), "the record was written");
         drop(written);

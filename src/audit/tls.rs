@@ -4,7 +4,6 @@
 //! Every file is read through a size limit; every configuration uses the aws-lc-rs
 //! provider and rustls' safe default protocol versions (TLS 1.2 and 1.3).
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -68,17 +67,11 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, Error> {
         path: path.to_owned(),
         source,
     };
-    let file = std::fs::File::open(path).map_err(io)?;
-    let mut pem = Vec::new();
-    file.take(MAX_PEM_BYTES + 1)
-        .read_to_end(&mut pem)
-        .map_err(io)?;
-    if pem.len() as u64 > MAX_PEM_BYTES {
-        return Err(Error::TooLarge {
+    crate::files::read_bounded(path, MAX_PEM_BYTES)
+        .map_err(io)?
+        .ok_or_else(|| Error::TooLarge {
             path: path.to_owned(),
-        });
-    }
-    Ok(pem)
+        })
 }
 
 /// The certificates of a PEM file, at least one.

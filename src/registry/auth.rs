@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Read as _;
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -419,14 +418,9 @@ impl DockerAuths {
             path: path.to_owned(),
             reason,
         };
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let mut bytes = Vec::new();
-        file.take(MAX_DOCKER_CONFIG_BYTES + 1)
-            .read_to_end(&mut bytes)
-            .map_err(|e| fail(e.to_string()))?;
-        if bytes.len() as u64 > MAX_DOCKER_CONFIG_BYTES {
-            return Err(fail(format!("larger than {MAX_DOCKER_CONFIG_BYTES} bytes")));
-        }
+        let bytes = crate::files::read_bounded(path, MAX_DOCKER_CONFIG_BYTES)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("larger than {MAX_DOCKER_CONFIG_BYTES} bytes")))?;
         Self::parse(&bytes).map_err(fail)
     }
 

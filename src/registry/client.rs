@@ -2,7 +2,6 @@
 //! the manifest and blob endpoints (OCI distribution spec v1.1, "Pulling manifests",
 //! "Pulling blobs").
 
-use std::io::Read as _;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -702,14 +701,9 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
             path: path.to_owned(),
             reason,
         };
-        let file = std::fs::File::open(path).map_err(|e| fail(e.to_string()))?;
-        let mut pem = Vec::new();
-        file.take(MAX_CA_FILE_BYTES + 1)
-            .read_to_end(&mut pem)
-            .map_err(|e| fail(e.to_string()))?;
-        if pem.len() as u64 > MAX_CA_FILE_BYTES {
-            return Err(fail(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
-        }
+        let pem = crate::files::read_bounded(path, MAX_CA_FILE_BYTES)
+            .map_err(|e| fail(e.to_string()))?
+            .ok_or_else(|| fail(format!("larger than {MAX_CA_FILE_BYTES} bytes")))?;
         let certs = CertificateDer::pem_slice_iter(&pem)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| fail(e.to_string()))?;

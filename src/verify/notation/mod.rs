@@ -700,21 +700,16 @@ fn timestamp_rejection(error: TimestampError) -> Rejection {
 }
 
 fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, Error> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(limit as u64 + 1).read_to_end(&mut bytes))
+    crate::files::read_bounded(path, limit as u64)
         .map_err(|source| Error::ReadPolicy {
             path: path.to_path_buf(),
             source,
-        })?;
-    if bytes.len() > limit {
-        return Err(Error::Policy {
+        })?
+        .ok_or_else(|| Error::Policy {
             path: path.to_path_buf(),
-            source: PolicyError::TooLarge(bytes.len()),
-        });
-    }
-    Ok(bytes)
+            // At least this many: reading stopped one byte past the limit.
+            source: PolicyError::TooLarge(limit.saturating_add(1)),
+        })
 }
 
 /// Fuzz entry point: parses `data` as a JWS and as a COSE envelope and runs every

@@ -15,7 +15,6 @@
 #![deny(clippy::indexing_slicing)]
 
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use const_oid::ObjectIdentifier;
@@ -137,13 +136,11 @@ impl CrlSet {
             if !meta.is_file() || !matches!(extension, "crl" | "pem") {
                 continue;
             }
-            let mut bytes = Vec::new();
-            fs::File::open(&path)
-                .and_then(|f| f.take(MAX_CRL_FILE_BYTES + 1).read_to_end(&mut bytes))
-                .map_err(io(&path))?;
-            if bytes.len() as u64 > MAX_CRL_FILE_BYTES {
+            let Some(bytes) =
+                crate::files::read_bounded(&path, MAX_CRL_FILE_BYTES).map_err(io(&path))?
+            else {
                 return Err(CrlError::TooLarge { path });
-            }
+            };
             set.add(&bytes)
                 .map_err(|source| CrlError::Malformed { path, source })?;
         }
