@@ -64,7 +64,11 @@ impl Proxy {
         let state = self.state.load_full();
         let path = request.uri().path_and_query().map_or("", |pq| pq.as_str());
         let result = match route(path) {
-            Route::Intercept(method) => self.intercept(&state, method, request, caller).await,
+            // Boxed: the intercepted path's state is large, and every forwarded call's
+            // future would otherwise carry (and copy) room for it.
+            Route::Intercept(method) => {
+                Box::pin(self.intercept(&state, method, request, caller)).await
+            }
             Route::Known => forward(&state, request).await,
             Route::UnknownCri => match state.cri.unknown_methods {
                 MethodPolicy::Forward => forward(&state, request).await,
