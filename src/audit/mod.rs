@@ -176,19 +176,22 @@ impl Auditor {
             .collect();
         let mut written = Written::default();
         let mut tasks = Vec::with_capacity(stages.len());
-        for (name, taken, task) in stages {
+        for (index, (name, taken, task)) in stages.into_iter().enumerate() {
             match taken.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => tasks.push((index, name, task)),
                 Ok(Err(error)) => written.failed.push((name, error)),
-                // The task ended without a word: it panicked, and is counted below.
-                Err(_) => written.failed.push((name, Error::Lost { sink: name })),
+                // The task ended without a word: it panicked before writing.
+                Err(_) => {
+                    let error = Error::Lost { sink: name };
+                    self.inner.failed(index, &record.id, &error);
+                    written.failed.push((name, error));
+                }
             }
-            tasks.push((name, task));
         }
         let inner = Arc::clone(&self.inner);
         let id = record.id.clone();
         written.durable = Durable::after(async move {
-            for (index, (name, task)) in tasks.into_iter().enumerate() {
+            for (index, name, task) in tasks {
                 if task.await.is_err() {
                     inner.failed(index, &id, &Error::Lost { sink: name });
                 }
