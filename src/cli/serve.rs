@@ -17,7 +17,7 @@ use crate::audit::shipper::Shipper;
 use crate::audit::spool::{Spool, SpoolConfig};
 use crate::audit::{self, Auditor};
 use crate::decision::Decide;
-use crate::policy::decider::{AllowAndRecord, PolicyDecider, RuntimeImages};
+use crate::policy::decider::{AllowAndRecord, PolicyDecider, PulledImages, RuntimeImages};
 use crate::policy::model::Policies;
 use crate::proxy::{self, BuildError, Listener};
 use crate::registry;
@@ -99,7 +99,10 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 stop_background.clone(),
             ))
         });
-        let build = move |config: &Config| decide_for(config, &auditor);
+        // Image ids pulled through this daemon outlive reloads: kubelet does not pull a
+        // present image again, so a fresh memory would never learn them.
+        let pulled = PulledImages::default();
+        let build = move |config: &Config| decide_for(config, &auditor, &pulled);
         let served = proxy::serve(listener, config, args.config, Box::new(build)).await;
         // Whatever was not acknowledged stays in the spool for the next start; the metrics
         // endpoint closes with the proxy.
@@ -188,7 +191,11 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
 
 /// The decision seam a configuration asks for: its policies over its verifiers, or,
 /// with no `[[policies]]`, allow-and-record.
-fn decide_for(config: &Config, auditor: &Auditor) -> Result<Arc<dyn Decide>, BuildError> {
+fn decide_for(
+    config: &Config,
+    auditor: &Auditor,
+    pulled: &PulledImages,
+) -> Result<Arc<dyn Decide>, BuildError> {
     if config.policies.is_empty() {
         tracing::warn!("no [[policies]] configured: every PullImage and CreateContainer is allowed and recorded");
         return Ok(Arc::new(AllowAndRecord::new(auditor.clone())));
@@ -207,7 +214,7 @@ fn decide_for(config: &Config, auditor: &Auditor) -> Result<Arc<dyn Decide>, Bui
         max_entries: config.cache.max_entries,
         path: config.cache.path.clone(),
     };
-    let runtime = RuntimeImages::new(config.cri.upstream.clone())?;
+    let runtime = RuntimeImages::new(config.cri.upstream.clone(), pulled.clone())?;
     Ok(Arc::new(policy_decider(
         config,
         cache,

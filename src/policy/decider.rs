@@ -51,8 +51,14 @@ pub struct PolicyDecider {
 #[derive(Clone)]
 pub struct RuntimeImages {
     channel: Channel,
-    pulled: Arc<Mutex<PulledIds>>,
+    pulled: PulledImages,
 }
+
+/// The image ids pinned pulls were answered with ([`PulledIds`]), shared by every
+/// [`RuntimeImages`] made from it: the daemon makes one at start and keeps it across
+/// reloads, since what the runtime pulled does not change with the policies.
+#[derive(Clone, Default)]
+pub struct PulledImages(Arc<Mutex<PulledIds>>);
 
 /// How many image ids [`PulledIds`] remembers; the oldest is forgotten first.
 const MAX_PULLED_IDS: usize = 4096;
@@ -102,17 +108,15 @@ impl PulledIds {
 // === impl RuntimeImages ===
 
 impl RuntimeImages {
-    /// A client of the runtime's CRI socket; connects on first use.
+    /// A client of the runtime's CRI socket, connecting on first use, that remembers
+    /// pulled image ids in `pulled`.
     ///
     /// # Errors
     ///
     /// Never in practice: the endpoint is a constant URI.
-    pub fn new(socket: PathBuf) -> Result<Self, tonic::transport::Error> {
+    pub fn new(socket: PathBuf, pulled: PulledImages) -> Result<Self, tonic::transport::Error> {
         let channel = unix_channel(Endpoint::try_from("http://localhost")?, socket);
-        Ok(Self {
-            channel,
-            pulled: Arc::default(),
-        })
+        Ok(Self { channel, pulled })
     }
 
     /// Remembers that the runtime pulled `pinned` as image `image_id`. Ignored unless
@@ -124,7 +128,7 @@ impl RuntimeImages {
         if pinned.digest().is_none() {
             return;
         }
-        if let Ok(mut pulled) = self.pulled.lock() {
+        if let Ok(mut pulled) = self.pulled.0.lock() {
             pulled.remember(id, pinned);
         }
     }
@@ -132,7 +136,7 @@ impl RuntimeImages {
     /// The pinned references `image` (an image id) was pulled as, if remembered.
     fn pulled_as(&self, image: &str) -> Option<Vec<ImageRef>> {
         let id = image.parse::<Digest>().ok()?;
-        self.pulled.lock().ok()?.get(&id)
+        self.pulled.0.lock().ok()?.get(&id)
     }
 
     /// The repository digests (`repo@sha256:…`) the runtime knows `image` by.
@@ -756,6 +760,11 @@ mod tests {
     /// `prod` allowlists `app` (no registry call to allow it), `secure` does not; the
     /// runtime's socket does not exist, so any question to it fails.
     fn decider(dir: &Path) -> PolicyDecider {
+        decider_remembering(dir, PulledImages::default())
+    }
+
+    /// [`decider`], remembering pulled image ids in `pulled`.
+    fn decider_remembering(dir: &Path, pulled: PulledImages) -> PolicyDecider {
         let text = format!(
             r#"
 [registry]
@@ -785,7 +794,7 @@ verifiers = ["release"]
             max_entries: 16,
             path: None,
         };
-        let runtime = RuntimeImages::new(dir.join("missing.sock")).unwrap();
+        let runtime = RuntimeImages::new(dir.join("missing.sock"), pulled).unwrap();
         crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
             .unwrap()
     }
@@ -824,6 +833,20 @@ verifiers = ["release"]
         assert_eq!(after.decision, Conclusion::Allow, "{after:?}");
         assert_eq!(after.reason_code, "allowlisted");
         assert_eq!(after.subject, pinned());
+    }
+
+    #[tokio::test]
+    async fn remembered_ids_outlive_a_rebuilt_decider_sharing_the_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let pulled = PulledImages::default();
+        decider_remembering(dir.path(), pulled.clone()).pulled(&pinned(), &id());
+        // A reload builds a new decider; the daemon hands it the same memory.
+        let reloaded = decider_remembering(dir.path(), pulled);
+        let trace = reloaded.explain(&create(&id(), "prod")).await;
+        assert_eq!(trace.decision, Conclusion::Allow, "{trace:?}");
+        // A decider with a memory of its own knows nothing of it.
+        let fresh = decider(dir.path()).explain(&create(&id(), "prod")).await;
+        assert_eq!(fresh.reason_code, "runtime_error", "{fresh:?}");
     }
 
     #[tokio::test]
