@@ -20,6 +20,20 @@ pub fn read_bounded(path: &Path, max: u64) -> io::Result<Option<Vec<u8>>> {
     Ok((bytes.len() as u64 <= max).then_some(bytes))
 }
 
+/// [`read_bounded`], as UTF-8 text; text that is not UTF-8 is an
+/// [`io::ErrorKind::InvalidData`] error.
+///
+/// # Errors
+///
+/// The file cannot be opened or read, or is not UTF-8.
+pub fn read_bounded_text(path: &Path, max: u64) -> io::Result<Option<String>> {
+    read_bounded(path, max)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        })
+        .transpose()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -33,6 +47,21 @@ mod tests {
         assert_eq!(read_bounded(&path, 17).unwrap(), Some(vec![7u8; 16]));
         assert_eq!(read_bounded(&path, 15).unwrap(), None);
         assert_eq!(read_bounded(&path, 0).unwrap(), None);
+    }
+
+    #[test]
+    fn text_is_bounded_alike_and_must_be_utf8() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "héllo").unwrap();
+        assert_eq!(
+            read_bounded_text(&path, 6).unwrap().as_deref(),
+            Some("héllo")
+        );
+        assert_eq!(read_bounded_text(&path, 5).unwrap(), None);
+        std::fs::write(&path, [0xff, 0xfe]).unwrap();
+        let error = read_bounded_text(&path, 6).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
     }
 
     #[test]

@@ -90,13 +90,11 @@ impl AggregatorConfig {
             path: path.to_owned(),
             source,
         };
-        let bytes = crate::files::read_bounded(path, MAX_CONFIG_BYTES)
+        let text = crate::files::read_bounded_text(path, MAX_CONFIG_BYTES)
             .map_err(read)?
             .ok_or_else(|| Error::TooLarge {
                 path: path.to_owned(),
             })?;
-        let text = String::from_utf8(bytes)
-            .map_err(|e| read(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
         Self::parse(&text, path)
     }
 

@@ -88,9 +88,7 @@ impl Journald {
             }),
         }
     }
-}
 
-impl Journald {
     /// The shared non-blocking sender; `None` if it cannot be made (then each send makes
     /// its own).
     fn sender(&self) -> Option<&std::os::unix::net::UnixDatagram> {

@@ -215,7 +215,6 @@ fn frame_parts(parts: &[&[u8]]) -> Bytes {
     out.freeze()
 }
 
-/// The one message of a unary request body.
 /// The `image_ref` of a PullImage response body (one uncompressed gRPC message; the
 /// field is the same in `runtime.v1` and `runtime.v1alpha2`), if it has one.
 pub fn pulled_image_ref(body: &[u8]) -> Option<String> {
@@ -224,6 +223,7 @@ pub fn pulled_image_ref(body: &[u8]) -> Option<String> {
     non_empty(response.image_ref)
 }
 
+/// The one message of a unary request body.
 fn unframe(body: &[u8]) -> Result<&[u8], DecodeError> {
     let (prefix, message) = body
         .split_first_chunk::<PREFIX_LEN>()

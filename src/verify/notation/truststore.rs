@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use base64::engine::general_purpose::STANDARD;
@@ -156,16 +155,15 @@ fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreErro
                 size: meta.len(),
             });
         }
-        let mut bytes = Vec::new();
-        fs::File::open(&path)
-            .and_then(|f| f.take(MAX_CERT_FILE_BYTES + 1).read_to_end(&mut bytes))
-            .map_err(io(&path))?;
-        if bytes.len() as u64 > MAX_CERT_FILE_BYTES {
+        // The file may have grown since its size was read; reading stops one byte over.
+        let Some(bytes) =
+            crate::files::read_bounded(&path, MAX_CERT_FILE_BYTES).map_err(io(&path))?
+        else {
             return Err(StoreError::FileTooLarge {
                 path,
-                size: bytes.len() as u64,
+                size: MAX_CERT_FILE_BYTES + 1,
             });
-        }
+        };
         for der in certificates_in_file(&path, &bytes)? {
             let cert = Cert::from_der(&der).map_err(|source| StoreError::Certificate {
                 path: path.clone(),
