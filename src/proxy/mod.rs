@@ -1,16 +1,22 @@
-//! The CRI proxy: a unix-socket HTTP/2 server in front of the runtime's CRI socket.
+//! The CRI proxy: a unix-socket HTTP/2 endpoint in front of the runtime's CRI socket.
 //!
-//! Calls are routed by their `:path` ([`methods`]). PullImage and CreateContainer, on
-//! both `runtime.v1` and `runtime.v1alpha2`, are read whole, decoded ([`intercept`]) and
-//! put to the [`Decide`](crate::decision::Decide) seam; everything else is relayed as
-//! HTTP/2 frames, headers, body and trailers untouched ([`body`]), over one shared,
-//! self-healing connection to the runtime ([`upstream`]). Every answer crigate gives
-//! itself is made in [`status`]. [`server`] owns the socket and the lifecycle.
+//! Each client connection is relayed frame by frame to a runtime connection of its own
+//! ([`relay`], with the framing in [`frame`]). Calls are routed by their `:path`
+//! ([`methods`]): ordinary calls pass as frames, body and trailers untouched. PullImage
+//! and CreateContainer, on both `runtime.v1` and `runtime.v1alpha2`, are answered by
+//! crigate: read whole, decoded ([`intercept`]), put to the
+//! [`Decide`](crate::decision::Decide) seam and forwarded ([`service`]) over one shared,
+//! self-healing connection to the runtime ([`upstream`]); so are refused methods, and
+//! every call while the runtime is unreachable. Every answer crigate gives itself is made
+//! in [`status`]. [`server`] owns the socket and the lifecycle.
 
 pub mod body;
+pub mod frame;
+pub mod hpack;
 pub mod intercept;
 pub mod methods;
 pub mod names;
+pub mod relay;
 pub mod server;
 pub mod service;
 pub mod status;

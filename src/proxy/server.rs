@@ -1,16 +1,12 @@
 //! The listening socket, the accept loop, and the server's lifecycle: readiness,
 //! configuration reload on SIGHUP, and draining on SIGTERM.
 
-use std::convert::Infallible;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http2;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, CriConfig};
 use crate::decision::{Caller, Decide};
+use crate::proxy::relay;
 use crate::proxy::service::{Proxy, State};
 use crate::proxy::upstream::Upstream;
 use crate::systemd;
@@ -204,12 +201,6 @@ pub async fn serve(
     let proxy = Arc::new(Proxy::new(config.cri, decide));
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let mut http = http2::Builder::new(TokioExecutor::new());
-    http.timer(TokioTimer::new())
-        // A CRI runtime sends no `date` header; neither does crigate.
-        .auto_date_header(false)
-        .max_concurrent_streams(startup.max_concurrent_streams)
-        .max_header_list_size(1024 * 1024);
 
     tracing::info!(
         listen = %startup.listen.display(),
@@ -236,7 +227,7 @@ pub async fn serve(
             accepted = listener.listener.accept() => match accepted {
                 Ok((stream, _)) => {
                     let Some(caller) = caller(&stream) else { continue };
-                    tracker.spawn(serve_connection(http.clone(), stream, caller, proxy.clone(), shutdown.clone()));
+                    tracker.spawn(relay::serve(stream, caller, proxy.clone(), shutdown.clone()));
                 }
                 Err(error) => {
                     // Out of descriptors or memory: pause rather than spin.
@@ -286,32 +277,6 @@ fn caller(stream: &UnixStream) -> Option<Caller> {
             tracing::warn!(%error, "cannot read peer credentials; closing the connection");
             None
         }
-    }
-}
-
-async fn serve_connection(
-    http: http2::Builder<TokioExecutor>,
-    stream: UnixStream,
-    caller: Caller,
-    proxy: Arc<Proxy>,
-    shutdown: CancellationToken,
-) {
-    let service = service_fn(move |request| {
-        let proxy = proxy.clone();
-        async move { Ok::<_, Infallible>(proxy.call(request, caller).await) }
-    });
-    let connection = http.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        () = shutdown.cancelled() => {
-            // GOAWAY: the client opens no new calls here; open ones run to completion.
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
-    };
-    if let Err(error) = result {
-        tracing::debug!(%error, pid = caller.pid, "client connection ended with an error");
     }
 }
 

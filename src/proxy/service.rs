@@ -7,7 +7,6 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::config::{CriConfig, MethodPolicy};
@@ -21,7 +20,7 @@ use crate::proxy::status::ProxyError;
 use crate::proxy::upstream::Upstream;
 
 /// The gRPC length prefix before each message.
-const GRPC_PREFIX_LEN: usize = 5;
+pub(crate) const GRPC_PREFIX_LEN: usize = 5;
 
 /// The proxy's shared state: what the running configuration says, and the seam.
 pub struct Proxy {
@@ -60,7 +59,7 @@ impl Proxy {
     }
 
     /// Answers one call from a CRI client.
-    pub async fn call(&self, request: Request<Incoming>, caller: Caller) -> Response<ProxyBody> {
+    pub async fn call(&self, request: Request<ProxyBody>, caller: Caller) -> Response<ProxyBody> {
         let state = self.state.load_full();
         let path = request.uri().path_and_query().map_or("", |pq| pq.as_str());
         let result = match route(path) {
@@ -93,7 +92,7 @@ impl Proxy {
         &self,
         state: &State,
         method: Intercepted,
-        request: Request<Incoming>,
+        request: Request<ProxyBody>,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let name = match method.phase {
@@ -158,13 +157,13 @@ async fn durable_then<T>(durable: Durable, call: impl std::future::Future<Output
 
 /// Sends a request to the runtime and relays its answer. Request and response heads
 /// pass unchanged but for the URI, which gets an `:authority` if the client sent none.
-async fn forward<B>(state: &State, request: Request<B>) -> Result<Response<ProxyBody>, ProxyError>
-where
-    B: IntoProxyBody,
-{
+async fn forward(
+    state: &State,
+    request: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let (mut parts, body) = request.into_parts();
     parts.uri = upstream_uri(&parts.uri);
-    let request = Request::from_parts(parts, body.into_proxy_body());
+    let request = Request::from_parts(parts, body);
     let response = state.upstream.send(request).await?;
     Ok(response.map(ProxyBody::relay))
 }
@@ -243,7 +242,7 @@ fn upstream_uri(uri: &Uri) -> Uri {
 
 /// Reads a whole request body, refusing one over `limit` bytes.
 async fn read_body(
-    body: Incoming,
+    body: ProxyBody,
     limit: usize,
     method: &'static str,
 ) -> Result<Bytes, ProxyError> {
@@ -259,22 +258,5 @@ async fn read_body(
             method,
             reason: error.to_string(),
         }),
-    }
-}
-
-/// Bodies that can be sent upstream.
-trait IntoProxyBody {
-    fn into_proxy_body(self) -> ProxyBody;
-}
-
-impl IntoProxyBody for Incoming {
-    fn into_proxy_body(self) -> ProxyBody {
-        ProxyBody::relay(self)
-    }
-}
-
-impl IntoProxyBody for ProxyBody {
-    fn into_proxy_body(self) -> ProxyBody {
-        self
     }
 }

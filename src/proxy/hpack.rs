@@ -1,0 +1,765 @@
+//! HPACK decoding (RFC 7541) of the header blocks clients send.
+//!
+//! The relay decodes every request header block to route it, so the decoder is on the
+//! path of every call: strings are borrowed from the block unless Huffman-coded, and the
+//! Huffman code is decoded as the canonical code it is (RFC 7541 Appendix B), a few
+//! comparisons per bit with no allocation.
+
+use std::collections::VecDeque;
+use std::sync::LazyLock;
+
+/// The dynamic table size every peer starts with (RFC 9113 §6.5.2).
+pub const DEFAULT_TABLE_SIZE: usize = 4096;
+
+/// Why a header block cannot be decoded: a COMPRESSION_ERROR (RFC 9113 §4.3).
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("header block ends inside a field")]
+    Truncated,
+    #[error("integer too large")]
+    Overflow,
+    #[error("index {0} is in neither table")]
+    Index(usize),
+    #[error("invalid Huffman-coded string")]
+    Huffman,
+    #[error("table size update after a field, or above the size allowed")]
+    SizeUpdate,
+}
+
+/// A decoder for one direction of one connection: the dynamic table follows every block
+/// decoded, in order.
+pub struct Decoder {
+    /// Newest first.
+    entries: VecDeque<Entry>,
+    size: usize,
+    max_size: usize,
+    /// The largest size the peer may set: this side's SETTINGS_HEADER_TABLE_SIZE.
+    allowed: usize,
+    name: Vec<u8>,
+    value: Vec<u8>,
+}
+
+struct Entry {
+    field: Box<[u8]>,
+    name_len: usize,
+}
+
+impl Entry {
+    fn name(&self) -> &[u8] {
+        &self.field[..self.name_len]
+    }
+
+    fn value(&self) -> &[u8] {
+        &self.field[self.name_len..]
+    }
+
+    /// Its size as RFC 7541 §4.1 counts it.
+    fn size(&self) -> usize {
+        self.field.len() + 32
+    }
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            size: 0,
+            max_size: DEFAULT_TABLE_SIZE,
+            allowed: DEFAULT_TABLE_SIZE,
+            name: Vec::new(),
+            value: Vec::new(),
+        }
+    }
+
+    /// Sets the largest table size the encoder may ask for.
+    pub fn set_allowed_size(&mut self, allowed: usize) {
+        self.allowed = allowed;
+    }
+
+    /// Decodes one complete header block, calling `field` with each name and value.
+    ///
+    /// # Errors
+    ///
+    /// See [`Error`]; the table is then out of step with the encoder's, and the
+    /// connection must end.
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), Error> {
+        let mut name_buf = std::mem::take(&mut self.name);
+        let mut value_buf = std::mem::take(&mut self.value);
+        let result = self.decode_into(block, &mut field, &mut name_buf, &mut value_buf);
+        self.name = name_buf;
+        self.value = value_buf;
+        result
+    }
+
+    fn decode_into(
+        &mut self,
+        block: &[u8],
+        field: &mut impl FnMut(&[u8], &[u8]),
+        name_buf: &mut Vec<u8>,
+        value_buf: &mut Vec<u8>,
+    ) -> Result<(), Error> {
+        let mut pos = 0;
+        let mut fields_seen = false;
+        while let Some(&first) = block.get(pos) {
+            if first & 0x80 != 0 {
+                // Indexed field (§6.1).
+                let index = integer(block, &mut pos, 7)?;
+                let (name, value) = self.get(index)?;
+                field(name, value);
+                fields_seen = true;
+            } else if first & 0xe0 == 0x20 {
+                // Dynamic table size update (§6.3), only at the start of a block (§4.2).
+                let size = integer(block, &mut pos, 5)?;
+                if fields_seen || size > self.allowed {
+                    return Err(Error::SizeUpdate);
+                }
+                self.max_size = size;
+                self.evict(0);
+            } else {
+                // Literal with incremental indexing (§6.2.1), without indexing (§6.2.2)
+                // or never indexed (§6.2.3).
+                let indexing = first & 0xc0 == 0x40;
+                let index = integer(block, &mut pos, if indexing { 6 } else { 4 })?;
+                let name: &[u8] = if index == 0 {
+                    string(block, &mut pos, name_buf)?
+                } else {
+                    name_buf.clear();
+                    name_buf.extend_from_slice(self.get(index)?.0);
+                    name_buf
+                };
+                let value = string(block, &mut pos, value_buf)?;
+                field(name, value);
+                if indexing {
+                    self.insert(name, value);
+                }
+                fields_seen = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, index: usize) -> Result<(&[u8], &[u8]), Error> {
+        if let Some(&(name, value)) = index.checked_sub(1).and_then(|i| STATIC_TABLE.get(i)) {
+            return Ok((name.as_bytes(), value.as_bytes()));
+        }
+        let entry = index
+            .checked_sub(STATIC_TABLE.len() + 1)
+            .and_then(|i| self.entries.get(i))
+            .ok_or(Error::Index(index))?;
+        Ok((entry.name(), entry.value()))
+    }
+
+    fn insert(&mut self, name: &[u8], value: &[u8]) {
+        let mut field = Vec::with_capacity(name.len() + value.len());
+        field.extend_from_slice(name);
+        field.extend_from_slice(value);
+        let entry = Entry {
+            field: field.into_boxed_slice(),
+            name_len: name.len(),
+        };
+        let size = entry.size();
+        // An entry larger than the table empties it and is not added (§4.4).
+        self.evict(size);
+        if size <= self.max_size {
+            self.size += size;
+            self.entries.push_front(entry);
+        }
+    }
+
+    /// Evicts the oldest entries until `room` more bytes fit.
+    fn evict(&mut self, room: usize) {
+        while self.size + room > self.max_size {
+            match self.entries.pop_back() {
+                Some(entry) => self.size -= entry.size(),
+                None => break,
+            }
+        }
+    }
+}
+
+/// Reads an integer with an N-bit prefix (RFC 7541 §5.1).
+fn integer(block: &[u8], pos: &mut usize, prefix_bits: u8) -> Result<usize, Error> {
+    let max = (1usize << prefix_bits) - 1;
+    let first = *block.get(*pos).ok_or(Error::Truncated)?;
+    *pos += 1;
+    let mut value = usize::from(first) & max;
+    if value < max {
+        return Ok(value);
+    }
+    let mut shift = 0;
+    loop {
+        let byte = *block.get(*pos).ok_or(Error::Truncated)?;
+        *pos += 1;
+        // Four continuation bytes carry 28 bits: more than any length or index here.
+        if shift > 21 {
+            return Err(Error::Overflow);
+        }
+        value += usize::from(byte & 0x7f) << shift;
+        shift += 7;
+        if byte & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+}
+
+/// Reads a string literal (RFC 7541 §5.2): a slice of `block`, or the Huffman decoding
+/// of one in `buf`.
+fn string<'a>(block: &'a [u8], pos: &mut usize, buf: &'a mut Vec<u8>) -> Result<&'a [u8], Error> {
+    let huffman = block.get(*pos).ok_or(Error::Truncated)? & 0x80 != 0;
+    let len = integer(block, pos, 7)?;
+    let end = pos.checked_add(len).ok_or(Error::Truncated)?;
+    let raw = block.get(*pos..end).ok_or(Error::Truncated)?;
+    *pos = end;
+    if !huffman {
+        return Ok(raw);
+    }
+    buf.clear();
+    huffman_decode(raw, buf)?;
+    Ok(buf)
+}
+
+/// The Huffman code as a canonical code: per code length, the first code and how many
+/// symbols have that length, and the symbols in code order.
+struct Canonical {
+    first: [u32; 31],
+    count: [u32; 31],
+    offset: [usize; 31],
+    symbols: Vec<u16>,
+}
+
+static CANONICAL: LazyLock<Canonical> = LazyLock::new(|| {
+    let mut symbols: Vec<u16> = (0..HUFFMAN.len() as u16).collect();
+    symbols.sort_by_key(|&s| (HUFFMAN[usize::from(s)].1, HUFFMAN[usize::from(s)].0));
+    let mut canonical = Canonical {
+        first: [0; 31],
+        count: [0; 31],
+        offset: [0; 31],
+        symbols: Vec::with_capacity(symbols.len()),
+    };
+    for (i, &symbol) in symbols.iter().enumerate() {
+        let (code, len) = HUFFMAN[usize::from(symbol)];
+        let len = usize::from(len);
+        if canonical.count[len] == 0 {
+            canonical.first[len] = code;
+            canonical.offset[len] = i;
+        }
+        canonical.count[len] += 1;
+    }
+    canonical.symbols = symbols;
+    canonical
+});
+
+/// Decodes a Huffman-coded string (RFC 7541 §5.2): padding of at most 7 bits, all ones,
+/// and no EOS symbol.
+fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
+    let table = &*CANONICAL;
+    let mut code: u32 = 0;
+    let mut len = 0;
+    for &byte in src {
+        for bit in (0..8).rev() {
+            code = code << 1 | u32::from(byte >> bit & 1);
+            len += 1;
+            if len > 30 {
+                return Err(Error::Huffman);
+            }
+            let rank = code.wrapping_sub(table.first[len]);
+            if code >= table.first[len] && rank < table.count[len] {
+                match table.symbols[table.offset[len] + rank as usize] {
+                    256 => return Err(Error::Huffman),
+                    symbol => out.push(symbol as u8),
+                }
+                code = 0;
+                len = 0;
+            }
+        }
+    }
+    if len > 7 || code != (1 << len) - 1 {
+        return Err(Error::Huffman);
+    }
+    Ok(())
+}
+
+/// The static table (RFC 7541 Appendix A).
+static STATIC_TABLE: [(&str, &str); 61] = [
+    (":authority", ""),
+    (":method", "GET"),
+    (":method", "POST"),
+    (":path", "/"),
+    (":path", "/index.html"),
+    (":scheme", "http"),
+    (":scheme", "https"),
+    (":status", "200"),
+    (":status", "204"),
+    (":status", "206"),
+    (":status", "304"),
+    (":status", "400"),
+    (":status", "404"),
+    (":status", "500"),
+    ("accept-charset", ""),
+    ("accept-encoding", "gzip, deflate"),
+    ("accept-language", ""),
+    ("accept-ranges", ""),
+    ("accept", ""),
+    ("access-control-allow-origin", ""),
+    ("age", ""),
+    ("allow", ""),
+    ("authorization", ""),
+    ("cache-control", ""),
+    ("content-disposition", ""),
+    ("content-encoding", ""),
+    ("content-language", ""),
+    ("content-length", ""),
+    ("content-location", ""),
+    ("content-range", ""),
+    ("content-type", ""),
+    ("cookie", ""),
+    ("date", ""),
+    ("etag", ""),
+    ("expect", ""),
+    ("expires", ""),
+    ("from", ""),
+    ("host", ""),
+    ("if-match", ""),
+    ("if-modified-since", ""),
+    ("if-none-match", ""),
+    ("if-range", ""),
+    ("if-unmodified-since", ""),
+    ("last-modified", ""),
+    ("link", ""),
+    ("location", ""),
+    ("max-forwards", ""),
+    ("proxy-authenticate", ""),
+    ("proxy-authorization", ""),
+    ("range", ""),
+    ("referer", ""),
+    ("refresh", ""),
+    ("retry-after", ""),
+    ("server", ""),
+    ("set-cookie", ""),
+    ("strict-transport-security", ""),
+    ("transfer-encoding", ""),
+    ("user-agent", ""),
+    ("vary", ""),
+    ("via", ""),
+    ("www-authenticate", ""),
+];
+
+/// The Huffman code (RFC 7541 Appendix B): each symbol's code, right-aligned, and its
+/// length in bits; symbol 256 is EOS.
+static HUFFMAN: [(u32, u8); 257] = [
+    (0x1ff8, 13),
+    (0x7fffd8, 23),
+    (0xfffffe2, 28),
+    (0xfffffe3, 28),
+    (0xfffffe4, 28),
+    (0xfffffe5, 28),
+    (0xfffffe6, 28),
+    (0xfffffe7, 28),
+    (0xfffffe8, 28),
+    (0xffffea, 24),
+    (0x3ffffffc, 30),
+    (0xfffffe9, 28),
+    (0xfffffea, 28),
+    (0x3ffffffd, 30),
+    (0xfffffeb, 28),
+    (0xfffffec, 28),
+    (0xfffffed, 28),
+    (0xfffffee, 28),
+    (0xfffffef, 28),
+    (0xffffff0, 28),
+    (0xffffff1, 28),
+    (0xffffff2, 28),
+    (0x3ffffffe, 30),
+    (0xffffff3, 28),
+    (0xffffff4, 28),
+    (0xffffff5, 28),
+    (0xffffff6, 28),
+    (0xffffff7, 28),
+    (0xffffff8, 28),
+    (0xffffff9, 28),
+    (0xffffffa, 28),
+    (0xffffffb, 28),
+    (0x14, 6),
+    (0x3f8, 10),
+    (0x3f9, 10),
+    (0xffa, 12),
+    (0x1ff9, 13),
+    (0x15, 6),
+    (0xf8, 8),
+    (0x7fa, 11),
+    (0x3fa, 10),
+    (0x3fb, 10),
+    (0xf9, 8),
+    (0x7fb, 11),
+    (0xfa, 8),
+    (0x16, 6),
+    (0x17, 6),
+    (0x18, 6),
+    (0x0, 5),
+    (0x1, 5),
+    (0x2, 5),
+    (0x19, 6),
+    (0x1a, 6),
+    (0x1b, 6),
+    (0x1c, 6),
+    (0x1d, 6),
+    (0x1e, 6),
+    (0x1f, 6),
+    (0x5c, 7),
+    (0xfb, 8),
+    (0x7ffc, 15),
+    (0x20, 6),
+    (0xffb, 12),
+    (0x3fc, 10),
+    (0x1ffa, 13),
+    (0x21, 6),
+    (0x5d, 7),
+    (0x5e, 7),
+    (0x5f, 7),
+    (0x60, 7),
+    (0x61, 7),
+    (0x62, 7),
+    (0x63, 7),
+    (0x64, 7),
+    (0x65, 7),
+    (0x66, 7),
+    (0x67, 7),
+    (0x68, 7),
+    (0x69, 7),
+    (0x6a, 7),
+    (0x6b, 7),
+    (0x6c, 7),
+    (0x6d, 7),
+    (0x6e, 7),
+    (0x6f, 7),
+    (0x70, 7),
+    (0x71, 7),
+    (0x72, 7),
+    (0xfc, 8),
+    (0x73, 7),
+    (0xfd, 8),
+    (0x1ffb, 13),
+    (0x7fff0, 19),
+    (0x1ffc, 13),
+    (0x3ffc, 14),
+    (0x22, 6),
+    (0x7ffd, 15),
+    (0x3, 5),
+    (0x23, 6),
+    (0x4, 5),
+    (0x24, 6),
+    (0x5, 5),
+    (0x25, 6),
+    (0x26, 6),
+    (0x27, 6),
+    (0x6, 5),
+    (0x74, 7),
+    (0x75, 7),
+    (0x28, 6),
+    (0x29, 6),
+    (0x2a, 6),
+    (0x7, 5),
+    (0x2b, 6),
+    (0x76, 7),
+    (0x2c, 6),
+    (0x8, 5),
+    (0x9, 5),
+    (0x2d, 6),
+    (0x77, 7),
+    (0x78, 7),
+    (0x79, 7),
+    (0x7a, 7),
+    (0x7b, 7),
+    (0x7ffe, 15),
+    (0x7fc, 11),
+    (0x3ffd, 14),
+    (0x1ffd, 13),
+    (0xffffffc, 28),
+    (0xfffe6, 20),
+    (0x3fffd2, 22),
+    (0xfffe7, 20),
+    (0xfffe8, 20),
+    (0x3fffd3, 22),
+    (0x3fffd4, 22),
+    (0x3fffd5, 22),
+    (0x7fffd9, 23),
+    (0x3fffd6, 22),
+    (0x7fffda, 23),
+    (0x7fffdb, 23),
+    (0x7fffdc, 23),
+    (0x7fffdd, 23),
+    (0x7fffde, 23),
+    (0xffffeb, 24),
+    (0x7fffdf, 23),
+    (0xffffec, 24),
+    (0xffffed, 24),
+    (0x3fffd7, 22),
+    (0x7fffe0, 23),
+    (0xffffee, 24),
+    (0x7fffe1, 23),
+    (0x7fffe2, 23),
+    (0x7fffe3, 23),
+    (0x7fffe4, 23),
+    (0x1fffdc, 21),
+    (0x3fffd8, 22),
+    (0x7fffe5, 23),
+    (0x3fffd9, 22),
+    (0x7fffe6, 23),
+    (0x7fffe7, 23),
+    (0xffffef, 24),
+    (0x3fffda, 22),
+    (0x1fffdd, 21),
+    (0xfffe9, 20),
+    (0x3fffdb, 22),
+    (0x3fffdc, 22),
+    (0x7fffe8, 23),
+    (0x7fffe9, 23),
+    (0x1fffde, 21),
+    (0x7fffea, 23),
+    (0x3fffdd, 22),
+    (0x3fffde, 22),
+    (0xfffff0, 24),
+    (0x1fffdf, 21),
+    (0x3fffdf, 22),
+    (0x7fffeb, 23),
+    (0x7fffec, 23),
+    (0x1fffe0, 21),
+    (0x1fffe1, 21),
+    (0x3fffe0, 22),
+    (0x1fffe2, 21),
+    (0x7fffed, 23),
+    (0x3fffe1, 22),
+    (0x7fffee, 23),
+    (0x7fffef, 23),
+    (0xfffea, 20),
+    (0x3fffe2, 22),
+    (0x3fffe3, 22),
+    (0x3fffe4, 22),
+    (0x7ffff0, 23),
+    (0x3fffe5, 22),
+    (0x3fffe6, 22),
+    (0x7ffff1, 23),
+    (0x3ffffe0, 26),
+    (0x3ffffe1, 26),
+    (0xfffeb, 20),
+    (0x7fff1, 19),
+    (0x3fffe7, 22),
+    (0x7ffff2, 23),
+    (0x3fffe8, 22),
+    (0x1ffffec, 25),
+    (0x3ffffe2, 26),
+    (0x3ffffe3, 26),
+    (0x3ffffe4, 26),
+    (0x7ffffde, 27),
+    (0x7ffffdf, 27),
+    (0x3ffffe5, 26),
+    (0xfffff1, 24),
+    (0x1ffffed, 25),
+    (0x7fff2, 19),
+    (0x1fffe3, 21),
+    (0x3ffffe6, 26),
+    (0x7ffffe0, 27),
+    (0x7ffffe1, 27),
+    (0x3ffffe7, 26),
+    (0x7ffffe2, 27),
+    (0xfffff2, 24),
+    (0x1fffe4, 21),
+    (0x1fffe5, 21),
+    (0x3ffffe8, 26),
+    (0x3ffffe9, 26),
+    (0xffffffd, 28),
+    (0x7ffffe3, 27),
+    (0x7ffffe4, 27),
+    (0x7ffffe5, 27),
+    (0xfffec, 20),
+    (0xfffff3, 24),
+    (0xfffed, 20),
+    (0x1fffe6, 21),
+    (0x3fffe9, 22),
+    (0x1fffe7, 21),
+    (0x1fffe8, 21),
+    (0x7ffff3, 23),
+    (0x3fffea, 22),
+    (0x3fffeb, 22),
+    (0x1ffffee, 25),
+    (0x1ffffef, 25),
+    (0xfffff4, 24),
+    (0xfffff5, 24),
+    (0x3ffffea, 26),
+    (0x7ffff4, 23),
+    (0x3ffffeb, 26),
+    (0x7ffffe6, 27),
+    (0x3ffffec, 26),
+    (0x3ffffed, 26),
+    (0x7ffffe7, 27),
+    (0x7ffffe8, 27),
+    (0x7ffffe9, 27),
+    (0x7ffffea, 27),
+    (0x7ffffeb, 27),
+    (0xffffffe, 28),
+    (0x7ffffec, 27),
+    (0x7ffffed, 27),
+    (0x7ffffee, 27),
+    (0x7ffffef, 27),
+    (0x7fffff0, 27),
+    (0x3ffffee, 26),
+    (0x3fffffff, 30),
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_all(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, Error> {
+        let mut fields = Vec::new();
+        decoder.decode(block, |n, v| {
+            fields.push((
+                String::from_utf8_lossy(n).into_owned(),
+                String::from_utf8_lossy(v).into_owned(),
+            ));
+        })?;
+        Ok(fields)
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn the_code_is_canonical() {
+        // Within each length the codes are consecutive, and each length's first code
+        // follows from the previous length's last: what the decoder relies on.
+        let table = &*CANONICAL;
+        let mut next = 0u32;
+        for len in 1..=30 {
+            next <<= 1;
+            if table.count[len] > 0 {
+                assert_eq!(table.first[len], next, "length {len}");
+                for (i, &symbol) in table.symbols[table.offset[len]..][..table.count[len] as usize]
+                    .iter()
+                    .enumerate()
+                {
+                    assert_eq!(HUFFMAN[usize::from(symbol)].0, next + i as u32);
+                }
+                next += table.count[len];
+            }
+        }
+    }
+
+    #[test]
+    fn every_octet_round_trips_through_the_code() {
+        // A Huffman encoder, for the test only.
+        let src: Vec<u8> = (0..=255)
+            .chain(b"/runtime.v1.ImageService/PullImage".iter().copied())
+            .collect();
+        let (mut acc, mut bits, mut out) = (0u64, 0, Vec::new());
+        for &b in &src {
+            let (code, len) = HUFFMAN[usize::from(b)];
+            acc = acc << len | u64::from(code);
+            bits += len;
+            while bits >= 8 {
+                out.push((acc >> (bits - 8)) as u8);
+                bits -= 8;
+            }
+        }
+        if bits > 0 {
+            out.push((acc << (8 - bits)) as u8 | ((1u8 << (8 - bits)) - 1));
+        }
+        let mut decoded = Vec::new();
+        huffman_decode(&out, &mut decoded).unwrap();
+        assert_eq!(decoded, src);
+    }
+
+    #[test]
+    fn rfc_7541_request_examples_with_huffman_coding() {
+        // RFC 7541 C.4.1 to C.4.3: three requests on one connection.
+        let mut decoder = Decoder::new();
+        let first = hex::decode("828684418cf1e3c2e5f23a6ba0ab90f4ff").unwrap();
+        assert_eq!(
+            decode_all(&mut decoder, &first).unwrap(),
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com")
+            ])
+        );
+        let second = hex::decode("828684be5886a8eb10649cbf").unwrap();
+        assert_eq!(
+            decode_all(&mut decoder, &second).unwrap(),
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "http"),
+                (":path", "/"),
+                (":authority", "www.example.com"),
+                ("cache-control", "no-cache")
+            ])
+        );
+        let third = hex::decode("828785bf408825a849e95ba97d7f8925a849e95bb8e8b4bf").unwrap();
+        assert_eq!(
+            decode_all(&mut decoder, &third).unwrap(),
+            pairs(&[
+                (":method", "GET"),
+                (":scheme", "https"),
+                (":path", "/index.html"),
+                (":authority", "www.example.com"),
+                ("custom-key", "custom-value")
+            ])
+        );
+        assert_eq!(decoder.size, 164);
+    }
+
+    #[test]
+    fn entries_are_evicted_oldest_first() {
+        let mut decoder = Decoder::new();
+        // Size update to 100 bytes, then three literals with incremental indexing of
+        // 40 bytes each (4 + 4 + 32): the third evicts the first.
+        let mut block = vec![0x3f, 0x45];
+        for name in [b"aaaa", b"bbbb", b"cccc"] {
+            block.extend_from_slice(&[0x40, 0x04]);
+            block.extend_from_slice(name);
+            block.extend_from_slice(&[0x04]);
+            block.extend_from_slice(b"vvvv");
+        }
+        decode_all(&mut decoder, &block).unwrap();
+        assert_eq!(decoder.size, 80);
+        assert_eq!(
+            decode_all(&mut decoder, &[0xbe]).unwrap(),
+            pairs(&[("cccc", "vvvv")])
+        );
+        assert_eq!(
+            decode_all(&mut decoder, &[0xbf]).unwrap(),
+            pairs(&[("bbbb", "vvvv")])
+        );
+        assert_eq!(decode_all(&mut decoder, &[0xc0]), Err(Error::Index(64)));
+    }
+
+    #[test]
+    fn damaged_blocks_are_errors_not_panics() {
+        let mut decoder = Decoder::new();
+        for block in [
+            &[0x80][..],                           // index 0
+            &[0xff, 0x80],                         // truncated integer
+            &[0xff, 0xff, 0xff, 0xff, 0xff, 0x0f], // integer overflow
+            &[0xbe],                               // empty dynamic table
+            &[0x40, 0x85, 0xff],                   // truncated string
+            &[0x82, 0x3f, 0x01],                   // size update after a field
+            &[0x3f, 0xe2, 0x1f],                   // size update above the allowed size
+            &[0x40, 0x81, 0x00, 0x00],             // Huffman padding of zeros
+        ] {
+            assert!(decode_all(&mut decoder, block).is_err(), "{block:02x?}");
+        }
+    }
+}

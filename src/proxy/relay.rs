@@ -1,0 +1,1503 @@
+//! One client connection, relayed to the runtime frame by frame.
+//!
+//! Each client connection gets a connection of its own to the runtime. Frames pass
+//! between the two as they are, with four exceptions:
+//!
+//! - **Request header blocks are decoded and encoded again.** crigate must read every
+//!   request's `:path` to route it, and a block it has decoded is sent on as literals
+//!   that never touch the runtime's HPACK table ([`frame::encode_field`]). The runtime so
+//!   sees exactly the fields crigate routed on, and streams crigate answers itself need
+//!   not reach the runtime at all.
+//! - **Streams crigate answers itself are "local".** Gated methods (PullImage,
+//!   CreateContainer), methods the configuration refuses, and every stream while the
+//!   runtime is unreachable are read whole and handed to [`Proxy::call`], the same code
+//!   that decides, records and forwards; its answer is framed here. A local stream never
+//!   opens on the runtime connection (skipping its id is allowed: RFC 9113 §5.1.1).
+//! - **Flow control is kept true for both peers.** Request bytes of local streams are
+//!   given back to the client at once. Response bytes crigate sends on local streams use
+//!   up the client's connection window behind the runtime's back, so as many bytes are
+//!   withheld from the client's next connection WINDOW_UPDATEs to the runtime, and any
+//!   runtime DATA that would overrun the client's real window waits here.
+//! - **Connection shutdown is crigate's.** It sends its own GOAWAY in two steps (a
+//!   GOAWAY naming the largest stream id, a PING, then the real last stream id, as
+//!   RFC 9113 §6.8 suggests), so a stream in flight is never refused unprocessed. If the
+//!   runtime connection is lost, open streams get UNAVAILABLE, later streams are answered
+//!   by [`Proxy::call`] (which reconnects by itself), and once the runtime accepts
+//!   connections again the client is moved to a fresh connection that is relayed.
+//!
+//! Response header blocks from the runtime are never decoded: the client's HPACK decoder
+//! follows the runtime's encoder unchanged, and blocks crigate adds never touch its table.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MethodPolicy;
+use crate::decision::{Caller, Phase};
+use crate::proxy::body::ProxyBody;
+use crate::proxy::frame::{self, code, flag, kind, setting, Head};
+use crate::proxy::hpack;
+use crate::proxy::methods::{route, Route};
+use crate::proxy::service::{Proxy, GRPC_PREFIX_LEN};
+use crate::proxy::status::ProxyError;
+
+/// The opaque data of the PING that times crigate's final GOAWAY.
+const GOAWAY_PING: [u8; 8] = *b"crigate\x01";
+
+/// How often a connection without a runtime checks whether the runtime is back.
+const PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The largest header block accepted, as encoded (the same bound the runtime's own
+/// settings imply for kubelet: grpc-go allows 16 MiB headers, crigate far less).
+const MAX_HEADER_BLOCK: usize = 1 << 20;
+
+/// The largest HPACK table a client may make crigate keep, whatever the runtime allows.
+const MAX_HPACK_TABLE: u32 = 1 << 16;
+
+/// How many ids of local streams are remembered, so that a late frame of one is never
+/// sent to the runtime, which has not seen that stream.
+const REMEMBERED_LOCAL: usize = 4096;
+
+/// Bytes read at a time from either socket.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Relays one accepted client connection until either side closes it, or until it has
+/// been drained after `shutdown`.
+pub async fn serve(
+    client: UnixStream,
+    caller: Caller,
+    proxy: Arc<Proxy>,
+    shutdown: CancellationToken,
+) {
+    let state = proxy.state();
+    let socket: Box<Path> = state.cri.upstream.clone().into_boxed_path();
+    let upstream = match tokio::time::timeout(
+        state.cri.connect_timeout,
+        UnixStream::connect(&socket),
+    )
+    .await
+    {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(upstream = %socket.display(), %error, "runtime unreachable; answering this connection's calls locally");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(upstream = %socket.display(), "runtime connect timed out; answering this connection's calls locally");
+            None
+        }
+    };
+    let (events, mut inbox) = mpsc::channel(64);
+    let mut relay = Relay::new(proxy, caller, socket, events);
+    let result = relay.run(client, upstream, &mut inbox, shutdown).await;
+    match result {
+        Ok(()) => tracing::debug!(pid = caller.pid, "client connection closed"),
+        Err(error) => tracing::debug!(pid = caller.pid, %error, "client connection ended"),
+    }
+}
+
+/// A connection-level error: crigate sends GOAWAY with `code` and closes.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason} (HTTP/2 error {code:#x})")]
+struct Fatal {
+    code: u32,
+    reason: &'static str,
+}
+
+fn fatal(code: u32, reason: &'static str) -> Fatal {
+    Fatal { code, reason }
+}
+
+/// Why the relay stopped early.
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error(transparent)]
+    Protocol(#[from] Fatal),
+    #[error("client socket: {0}")]
+    Client(#[source] std::io::Error),
+}
+
+/// What a local stream's task reports to the connection.
+enum Event {
+    /// The response head; `true` when there is no body and no trailers to follow.
+    Head(http::response::Parts, bool),
+    /// A piece of the body; the sender is told once it has been framed.
+    Data(Bytes, oneshot::Sender<()>),
+    Trailers(HeaderMap),
+    /// The body ended without trailers.
+    End,
+    /// The response broke off: reset the stream with this code.
+    Reset(u32),
+}
+
+/// What a local stream still has to send, in order.
+enum Out {
+    Block {
+        block: Vec<u8>,
+        end: bool,
+    },
+    Data {
+        data: Bytes,
+        end: bool,
+        sent: Option<oneshot::Sender<()>>,
+    },
+    Reset(u32),
+}
+
+/// A stream crigate answers itself.
+struct Local {
+    request: Option<RequestHead>,
+    body: BytesMut,
+    /// The client has sent END_STREAM, or the stream was reset.
+    request_done: bool,
+    /// The request passed `cri.max_message_bytes`: the rest of it is not read.
+    too_large: bool,
+    task: Option<AbortHandle>,
+    /// What the client lets crigate send on this stream.
+    window: i64,
+    outbox: VecDeque<Out>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A request's pseudo-header fields and its regular fields.
+struct RequestHead {
+    method: Vec<u8>,
+    authority: Option<Vec<u8>>,
+    path: Vec<u8>,
+    headers: HeaderMap,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum GoAway {
+    None,
+    /// GOAWAY with the largest stream id and a PING were sent; the PING's ACK is awaited.
+    Announced,
+    /// The final GOAWAY was sent; streams above this id are ignored.
+    Final(u32),
+}
+
+/// Decoded header fields, kept in one reused buffer.
+#[derive(Default)]
+struct Fields {
+    arena: Vec<u8>,
+    /// Start of the name, start of the value, end of the value.
+    spans: Vec<(usize, usize, usize)>,
+    /// Encoded size as RFC 9113 §6.5.2 counts it (name + value + 32 per field).
+    size: usize,
+}
+
+impl Fields {
+    fn clear(&mut self) {
+        self.arena.clear();
+        self.spans.clear();
+        self.size = 0;
+    }
+
+    fn push(&mut self, name: &[u8], value: &[u8]) {
+        let start = self.arena.len();
+        self.arena.extend_from_slice(name);
+        let middle = self.arena.len();
+        self.arena.extend_from_slice(value);
+        self.spans.push((start, middle, self.arena.len()));
+        self.size += name.len() + value.len() + 32;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.spans
+            .iter()
+            .map(|&(a, b, c)| (&self.arena[a..b], &self.arena[b..c]))
+    }
+}
+
+/// The request line of a header block, checked as RFC 9113 §8.3.1 requires.
+struct Pseudo<'a> {
+    method: &'a [u8],
+    scheme: &'a [u8],
+    authority: Option<&'a [u8]>,
+    path: &'a [u8],
+}
+
+/// Checks a request's header block (RFC 9113 §8.2, §8.3.1): pseudo-header fields first,
+/// each once, the required ones present; lowercase names; no connection-specific fields;
+/// no NUL, CR or LF anywhere.
+fn request_line(fields: &Fields) -> Result<Pseudo<'_>, &'static str> {
+    let (mut method, mut scheme, mut authority, mut path) = (None, None, None, None);
+    let mut regular = false;
+    for (name, value) in fields.iter() {
+        check_value(value)?;
+        if let Some(pseudo) = name.strip_prefix(b":") {
+            if regular {
+                return Err("pseudo-header field after a regular field");
+            }
+            let slot = match pseudo {
+                b"method" => &mut method,
+                b"scheme" => &mut scheme,
+                b"authority" => &mut authority,
+                b"path" => &mut path,
+                _ => return Err("unknown pseudo-header field in a request"),
+            };
+            if slot.replace(value).is_some() {
+                return Err("repeated pseudo-header field");
+            }
+        } else {
+            regular = true;
+            check_regular(name, value)?;
+        }
+    }
+    let (Some(method), Some(scheme), Some(path)) = (method, scheme, path) else {
+        return Err("request without :method, :scheme or :path");
+    };
+    if path.is_empty() {
+        return Err("empty :path");
+    }
+    Ok(Pseudo {
+        method,
+        scheme,
+        authority,
+        path,
+    })
+}
+
+/// Checks a trailer block: regular fields only.
+fn trailer_fields(fields: &Fields) -> Result<(), &'static str> {
+    for (name, value) in fields.iter() {
+        check_value(value)?;
+        if name.starts_with(b":") {
+            return Err("pseudo-header field in trailers");
+        }
+        check_regular(name, value)?;
+    }
+    Ok(())
+}
+
+fn check_value(value: &[u8]) -> Result<(), &'static str> {
+    if value.iter().any(|b| matches!(b, 0 | b'\r' | b'\n')) {
+        return Err("NUL, CR or LF in a field value");
+    }
+    Ok(())
+}
+
+fn check_regular(name: &[u8], value: &[u8]) -> Result<(), &'static str> {
+    if name.is_empty()
+        || name
+            .iter()
+            .any(|&b| b.is_ascii_uppercase() || b <= b' ' || b == b':' || b >= 0x7f)
+    {
+        return Err("invalid field name");
+    }
+    match name {
+        b"connection" | b"proxy-connection" | b"keep-alive" | b"transfer-encoding" | b"upgrade" => {
+            Err("connection-specific field")
+        }
+        b"te" if value != b"trailers" => Err("te other than \"trailers\""),
+        _ => Ok(()),
+    }
+}
+
+struct Relay {
+    proxy: Arc<Proxy>,
+    caller: Caller,
+    socket: Box<Path>,
+    events: mpsc::Sender<(u32, Event)>,
+    /// The runtime connection is up.
+    linked: bool,
+    /// The runtime sent GOAWAY: new streams are answered locally.
+    upstream_draining: bool,
+    /// Nothing more can be sent correctly: close both sides.
+    broken: bool,
+    preface: bool,
+
+    decoder: hpack::Decoder,
+    fields: Fields,
+    encoded: Vec<u8>,
+    /// A client header block still waiting for CONTINUATION frames.
+    block: Option<(Head, Vec<u8>)>,
+    last_stream: u32,
+    /// Streams open on the runtime connection, and whether their response has started.
+    open: HashMap<u32, bool>,
+    local: HashMap<u32, Local>,
+    /// Recent ids of streams that never reached the runtime.
+    never_forwarded: BTreeSet<u32>,
+
+    client_initial_window: i64,
+    client_max_frame: usize,
+    /// The client's real connection window for what it receives.
+    client_window: i64,
+    /// Bytes crigate sent the client on local streams that the runtime has not yet been
+    /// told are gone from the client's window.
+    debt: i64,
+    /// Runtime frames waiting for the client's window (in order, from the first DATA
+    /// that did not fit).
+    held: VecDeque<Bytes>,
+    /// Frames of crigate's own waiting for a runtime header block to be complete.
+    injected: VecDeque<Bytes>,
+    /// A runtime header block is open in what was received.
+    upstream_block_open: bool,
+    /// A runtime header block is open in what was written to the client.
+    written_block_open: bool,
+    upstream_max_frame: usize,
+    upstream_settings_seen: bool,
+    /// Client SETTINGS the runtime has not acknowledged yet.
+    unacked_settings: u32,
+    goaway: GoAway,
+    shutting_down: bool,
+
+    to_client: BytesMut,
+    to_upstream: BytesMut,
+}
+
+impl Relay {
+    fn new(
+        proxy: Arc<Proxy>,
+        caller: Caller,
+        socket: Box<Path>,
+        events: mpsc::Sender<(u32, Event)>,
+    ) -> Self {
+        let decoder = hpack::Decoder::new();
+        Self {
+            proxy,
+            caller,
+            socket,
+            events,
+            linked: false,
+            upstream_draining: false,
+            broken: false,
+            preface: false,
+            decoder,
+            fields: Fields::default(),
+            encoded: Vec::new(),
+            block: None,
+            last_stream: 0,
+            open: HashMap::new(),
+            local: HashMap::new(),
+            never_forwarded: BTreeSet::new(),
+            client_initial_window: frame::DEFAULT_WINDOW,
+            client_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            client_window: frame::DEFAULT_WINDOW,
+            debt: 0,
+            held: VecDeque::new(),
+            injected: VecDeque::new(),
+            upstream_block_open: false,
+            written_block_open: false,
+            upstream_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            upstream_settings_seen: false,
+            unacked_settings: 0,
+            goaway: GoAway::None,
+            shutting_down: false,
+            to_client: BytesMut::with_capacity(READ_CHUNK),
+            to_upstream: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    async fn run(
+        &mut self,
+        client: UnixStream,
+        upstream: Option<UnixStream>,
+        inbox: &mut mpsc::Receiver<(u32, Event)>,
+        shutdown: CancellationToken,
+    ) -> Result<(), Error> {
+        let (mut client_rd, mut client_wr) = client.into_split();
+        let mut upstream = upstream.map(UnixStream::into_split);
+        self.linked = upstream.is_some();
+        if !self.linked {
+            // crigate is the server here: its SETTINGS are the server preface.
+            self.inject_settings();
+        }
+        let mut from_client = BytesMut::with_capacity(READ_CHUNK);
+        let mut from_upstream = BytesMut::with_capacity(READ_CHUNK);
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let mut probe = tokio::time::interval(PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            self.flush_local();
+            if !self.to_upstream.is_empty() {
+                if let Some((_, writer)) = upstream.as_mut() {
+                    if let Err(error) = writer.write_all(&self.to_upstream).await {
+                        upstream = None;
+                        self.orphan(&error.to_string());
+                    }
+                }
+                self.to_upstream.clear();
+            }
+            if !self.to_client.is_empty() {
+                client_wr
+                    .write_all(&self.to_client)
+                    .await
+                    .map_err(Error::Client)?;
+                self.to_client.clear();
+            }
+            if self.finished() {
+                let _ = client_wr.shutdown().await;
+                return Ok(());
+            }
+            reserve(&mut from_client);
+            reserve(&mut from_upstream);
+            let probing = upstream.is_none() && self.goaway == GoAway::None;
+            tokio::select! {
+                read = client_rd.read_buf(&mut from_client) => match read {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {
+                        if let Err(error) = self.on_client_bytes(&mut from_client) {
+                            self.fail(&error);
+                            let _ = client_wr.write_all(&self.to_client).await;
+                            return Err(error.into());
+                        }
+                    }
+                    Err(error) => return Err(Error::Client(error)),
+                },
+                read = read_upstream(&mut upstream, &mut from_upstream) => match read {
+                    Ok(0) => {
+                        upstream = None;
+                        self.orphan("the runtime closed the connection");
+                    }
+                    Ok(_) => self.on_upstream_bytes(&mut from_upstream),
+                    Err(error) => {
+                        upstream = None;
+                        self.orphan(&error.to_string());
+                    }
+                },
+                Some((stream, event)) = inbox.recv() => self.on_event(stream, event),
+                () = &mut cancelled, if !self.shutting_down => {
+                    self.shutting_down = true;
+                    self.go_away();
+                }
+                _ = probe.tick(), if probing => {
+                    if UnixStream::connect(&self.socket).await.is_ok() {
+                        tracing::debug!(upstream = %self.socket.display(), "runtime is back; moving the client to a relayed connection");
+                        self.go_away();
+                    }
+                }
+            }
+            if self.broken {
+                let _ = client_wr.write_all(&self.to_client).await;
+                return Ok(());
+            }
+        }
+    }
+
+    fn finished(&self) -> bool {
+        matches!(self.goaway, GoAway::Final(_))
+            && self.open.is_empty()
+            && self.local.is_empty()
+            && self.held.is_empty()
+            && self.injected.is_empty()
+    }
+
+    /// Sends GOAWAY for a connection error and stops.
+    fn fail(&mut self, error: &Fatal) {
+        if !self.written_block_open {
+            frame::put_goaway(&mut self.to_client, self.last_stream, error.code);
+        }
+    }
+
+    // --- from the client ---
+
+    fn on_client_bytes(&mut self, buf: &mut BytesMut) -> Result<(), Fatal> {
+        if !self.preface {
+            if buf.len() < frame::PREFACE.len() {
+                return if frame::PREFACE.starts_with(buf) {
+                    Ok(())
+                } else {
+                    Err(fatal(code::PROTOCOL_ERROR, "not an HTTP/2 client preface"))
+                };
+            }
+            let preface = buf.split_to(frame::PREFACE.len());
+            if preface[..] != *frame::PREFACE {
+                return Err(fatal(code::PROTOCOL_ERROR, "not an HTTP/2 client preface"));
+            }
+            self.preface = true;
+            if self.linked {
+                self.to_upstream.extend_from_slice(&preface);
+            }
+        }
+        while let Some(head) = frame::Head::parse(buf) {
+            // The runtime (or crigate, when it is the server) allows frames up to its
+            // SETTINGS_MAX_FRAME_SIZE; the 24-bit length bounds what is buffered.
+            if buf.len() < frame::HEAD_LEN + head.len {
+                buf.reserve(frame::HEAD_LEN + head.len - buf.len());
+                break;
+            }
+            let bytes = buf.split_to(frame::HEAD_LEN + head.len).freeze();
+            self.on_client_frame(head, bytes)?;
+        }
+        Ok(())
+    }
+
+    fn on_client_frame(&mut self, head: Head, bytes: Bytes) -> Result<(), Fatal> {
+        let payload = &bytes[frame::HEAD_LEN..];
+        if let Some((open, _)) = &self.block {
+            if head.kind != kind::CONTINUATION || head.stream != open.stream {
+                return Err(fatal(
+                    code::PROTOCOL_ERROR,
+                    "frame inside a header block; CONTINUATION expected",
+                ));
+            }
+        }
+        match head.kind {
+            kind::DATA => self.on_client_data(head, &bytes)?,
+            kind::HEADERS => {
+                if head.stream == 0 {
+                    return Err(fatal(code::PROTOCOL_ERROR, "HEADERS on stream 0"));
+                }
+                let fragment = frame::header_fragment(&head, payload)
+                    .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed HEADERS frame"))?;
+                if head.has(flag::END_HEADERS) {
+                    let fragment = fragment.to_vec();
+                    self.on_client_block(head, &fragment)?;
+                } else {
+                    self.block = Some((head, fragment.to_vec()));
+                }
+            }
+            kind::CONTINUATION => {
+                let Some((first, mut block)) = self.block.take() else {
+                    return Err(fatal(code::PROTOCOL_ERROR, "CONTINUATION without HEADERS"));
+                };
+                block.extend_from_slice(payload);
+                if block.len() > MAX_HEADER_BLOCK {
+                    return Err(fatal(code::ENHANCE_YOUR_CALM, "header block too large"));
+                }
+                if head.has(flag::END_HEADERS) {
+                    self.on_client_block(first, &block)?;
+                } else {
+                    self.block = Some((first, block));
+                }
+            }
+            kind::RST_STREAM => {
+                if self.local.remove(&head.stream).is_some() {
+                    tracing::debug!(
+                        stream = head.stream,
+                        "client cancelled a call crigate was answering"
+                    );
+                } else if self.forwardable(head.stream) {
+                    self.open.remove(&head.stream);
+                    self.to_upstream.extend_from_slice(&bytes);
+                }
+            }
+            kind::SETTINGS => self.on_client_settings(head, &bytes)?,
+            kind::PUSH_PROMISE => {
+                return Err(fatal(code::PROTOCOL_ERROR, "PUSH_PROMISE from a client"))
+            }
+            kind::PING => {
+                let opaque: [u8; 8] = payload
+                    .try_into()
+                    .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "PING of the wrong size"))?;
+                if head.has(flag::ACK) && opaque == GOAWAY_PING {
+                    if self.goaway == GoAway::Announced {
+                        self.goaway = GoAway::Final(self.last_stream);
+                        let mut goaway = BytesMut::new();
+                        frame::put_goaway(&mut goaway, self.last_stream, code::NO_ERROR);
+                        self.inject(goaway.freeze());
+                    }
+                } else if self.linked {
+                    self.to_upstream.extend_from_slice(&bytes);
+                } else if !head.has(flag::ACK) {
+                    let mut pong = BytesMut::new();
+                    frame::put_ping(&mut pong, true, opaque);
+                    self.inject(pong.freeze());
+                }
+            }
+            kind::WINDOW_UPDATE => self.on_client_window_update(head, &bytes)?,
+            kind::PRIORITY => {
+                if self.forwardable(head.stream) {
+                    self.to_upstream.extend_from_slice(&bytes);
+                }
+            }
+            kind::GOAWAY => {
+                if self.linked {
+                    self.to_upstream.extend_from_slice(&bytes);
+                }
+            }
+            _ => {
+                // Unknown frame types are ignored by peers that do not know them
+                // (RFC 9113 §4.1); the runtime may know them.
+                if self.linked && (head.stream == 0 || self.forwardable(head.stream)) {
+                    self.to_upstream.extend_from_slice(&bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether frames of a client stream go to the runtime: it is up, and the stream is
+    /// not one crigate answers or answered itself.
+    fn forwardable(&self, stream: u32) -> bool {
+        self.linked
+            && !self.local.contains_key(&stream)
+            && !self.never_forwarded.contains(&stream)
+            && stream <= self.last_stream
+    }
+
+    fn on_client_data(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
+        if head.stream == 0 {
+            return Err(fatal(code::PROTOCOL_ERROR, "DATA on stream 0"));
+        }
+        if self.forwardable(head.stream) {
+            self.to_upstream.extend_from_slice(bytes);
+            return Ok(());
+        }
+        // Not for the runtime: the bytes are given back to the client's window at once.
+        let len = head.len as u32;
+        if len > 0 {
+            let mut update = BytesMut::new();
+            frame::put_window_update(&mut update, 0, len);
+            if let Some(local) = self.local.get(&head.stream) {
+                if !local.request_done && !local.too_large && !head.has(flag::END_STREAM) {
+                    frame::put_window_update(&mut update, head.stream, len);
+                }
+            }
+            self.inject(update.freeze());
+        }
+        let limit = self.proxy.state().cri.max_message_bytes + GRPC_PREFIX_LEN;
+        let Some(local) = self.local.get_mut(&head.stream) else {
+            return Ok(());
+        };
+        if local.request_done || local.too_large {
+            local.request_done |= head.has(flag::END_STREAM);
+            return Ok(());
+        }
+        let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
+            .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
+        let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
+        if local.body.len() + data.len() > limit {
+            local.too_large = true;
+            local.request_done = head.has(flag::END_STREAM);
+            local.body = BytesMut::new();
+            self.start(head.stream);
+            return Ok(());
+        }
+        local.body.extend_from_slice(data);
+        if head.has(flag::END_STREAM) {
+            local.request_done = true;
+            self.start(head.stream);
+        }
+        Ok(())
+    }
+
+    fn on_client_settings(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
+        if head.stream != 0 {
+            return Err(fatal(code::PROTOCOL_ERROR, "SETTINGS on a stream"));
+        }
+        if head.has(flag::ACK) {
+            // Acknowledges the runtime's SETTINGS, or crigate's own when it is the server.
+            if self.linked {
+                self.to_upstream.extend_from_slice(bytes);
+            }
+            return Ok(());
+        }
+        let params = frame::settings(&bytes[frame::HEAD_LEN..])
+            .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "SETTINGS of the wrong size"))?;
+        for (id, value) in params {
+            match id {
+                setting::INITIAL_WINDOW_SIZE => {
+                    let value = i64::from(value);
+                    if value > frame::MAX_WINDOW {
+                        return Err(fatal(code::FLOW_CONTROL_ERROR, "initial window too large"));
+                    }
+                    let delta = value - self.client_initial_window;
+                    self.client_initial_window = value;
+                    for local in self.local.values_mut() {
+                        local.window += delta;
+                    }
+                }
+                setting::MAX_FRAME_SIZE => {
+                    if !(frame::DEFAULT_MAX_FRAME_SIZE..=frame::MAX_FRAME_SIZE_LIMIT)
+                        .contains(&value)
+                    {
+                        return Err(fatal(code::PROTOCOL_ERROR, "invalid maximum frame size"));
+                    }
+                    self.client_max_frame = value as usize;
+                }
+                _ => {}
+            }
+        }
+        if self.linked {
+            self.unacked_settings += 1;
+            self.to_upstream.extend_from_slice(bytes);
+        } else {
+            let mut ack = BytesMut::new();
+            frame::put_settings_ack(&mut ack);
+            self.inject(ack.freeze());
+        }
+        Ok(())
+    }
+
+    fn on_client_window_update(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
+        let increment = frame::u31(&bytes[frame::HEAD_LEN..])
+            .filter(|_| head.len == 4)
+            .ok_or_else(|| fatal(code::FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size"))?;
+        if head.stream == 0 {
+            self.client_window += i64::from(increment);
+            if self.client_window > frame::MAX_WINDOW {
+                return Err(fatal(
+                    code::FLOW_CONTROL_ERROR,
+                    "connection window overflow",
+                ));
+            }
+            // What crigate sent on local streams is kept from the runtime's count.
+            let repaid = self.debt.min(i64::from(increment));
+            self.debt -= repaid;
+            let forwarded = i64::from(increment) - repaid;
+            if self.linked && forwarded > 0 {
+                frame::put_window_update(&mut self.to_upstream, 0, forwarded as u32);
+            }
+            self.release_held();
+        } else if let Some(local) = self.local.get_mut(&head.stream) {
+            local.window = (local.window + i64::from(increment)).min(frame::MAX_WINDOW);
+        } else if self.forwardable(head.stream) {
+            self.to_upstream.extend_from_slice(bytes);
+        }
+        Ok(())
+    }
+
+    /// A complete header block from the client: a new request, or trailers.
+    fn on_client_block(&mut self, head: Head, block: &[u8]) -> Result<(), Fatal> {
+        let stream = head.stream;
+        let end_stream = head.has(flag::END_STREAM);
+        self.fields.clear();
+        let fields = &mut self.fields;
+        self.decoder
+            .decode(block, |name, value| fields.push(name, value))
+            .map_err(|_| fatal(code::COMPRESSION_ERROR, "undecodable header block"))?;
+        if self.fields.size > MAX_HEADER_BLOCK {
+            return Err(fatal(code::ENHANCE_YOUR_CALM, "header list too large"));
+        }
+        if stream > self.last_stream {
+            if stream.is_multiple_of(2) {
+                return Err(fatal(code::PROTOCOL_ERROR, "client opened an even stream"));
+            }
+            self.last_stream = stream;
+            self.on_request(stream, end_stream);
+            return Ok(());
+        }
+        // A second block on an open stream: trailers, which must end it.
+        if !end_stream {
+            return Err(fatal(
+                code::PROTOCOL_ERROR,
+                "second header block without END_STREAM",
+            ));
+        }
+        if let Err(reason) = trailer_fields(&self.fields) {
+            tracing::debug!(stream, reason, "malformed request trailers");
+            self.refuse(stream, code::PROTOCOL_ERROR);
+            return Ok(());
+        }
+        if let Some(local) = self.local.get_mut(&stream) {
+            if !local.request_done {
+                local.request_done = true;
+                self.start(stream);
+            }
+        } else if self.forwardable(stream) {
+            self.encoded.clear();
+            for (name, value) in self.fields.iter() {
+                frame::encode_field(&mut self.encoded, name, value);
+            }
+            frame::put_header_block(
+                &mut self.to_upstream,
+                stream,
+                &self.encoded,
+                true,
+                self.upstream_max_frame,
+            );
+        }
+        Ok(())
+    }
+
+    fn on_request(&mut self, stream: u32, end_stream: bool) {
+        if let GoAway::Final(last) = self.goaway {
+            if stream > last {
+                // Sent before the client saw the final GOAWAY: it retries it elsewhere.
+                self.remember_local(stream);
+                return;
+            }
+        }
+        let state = self.proxy.state();
+        let pseudo = match request_line(&self.fields) {
+            Ok(pseudo) => pseudo,
+            Err(reason) => {
+                tracing::debug!(stream, reason, "malformed request");
+                self.refuse(stream, code::PROTOCOL_ERROR);
+                return;
+            }
+        };
+        if self.open.len() + self.local.len() >= state.cri.max_concurrent_streams as usize {
+            self.refuse(stream, code::REFUSED_STREAM);
+            return;
+        }
+        let relayed = self.linked
+            && !self.upstream_draining
+            && match std::str::from_utf8(pseudo.path).map(route) {
+                Ok(Route::Known) => true,
+                Ok(Route::UnknownCri) => state.cri.unknown_methods == MethodPolicy::Forward,
+                Ok(Route::Other) => state.cri.other_services == MethodPolicy::Forward,
+                Ok(Route::Intercept(_)) | Err(_) => false,
+            };
+        if relayed {
+            let encoded = &mut self.encoded;
+            encoded.clear();
+            frame::encode_field(encoded, b":method", pseudo.method);
+            frame::encode_field(encoded, b":scheme", pseudo.scheme);
+            // The runtime requires an authority; kubelet and crictl send `localhost`.
+            frame::encode_field(
+                encoded,
+                b":authority",
+                pseudo.authority.unwrap_or(b"localhost"),
+            );
+            frame::encode_field(encoded, b":path", pseudo.path);
+            for (name, value) in self.fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+                frame::encode_field(encoded, name, value);
+            }
+            frame::put_header_block(
+                &mut self.to_upstream,
+                stream,
+                encoded,
+                end_stream,
+                self.upstream_max_frame,
+            );
+            self.open.insert(stream, false);
+            return;
+        }
+        let request = match request_head(&pseudo, &self.fields) {
+            Ok(request) => request,
+            Err(reason) => {
+                tracing::debug!(stream, reason, "request crigate cannot represent");
+                self.refuse(stream, code::PROTOCOL_ERROR);
+                return;
+            }
+        };
+        self.remember_local(stream);
+        self.local.insert(
+            stream,
+            Local {
+                request: Some(request),
+                body: BytesMut::new(),
+                request_done: end_stream,
+                too_large: false,
+                task: None,
+                window: self.client_initial_window,
+                outbox: VecDeque::new(),
+            },
+        );
+        if end_stream {
+            self.start(stream);
+        }
+    }
+
+    /// Resets a stream the runtime never saw.
+    fn refuse(&mut self, stream: u32, error: u32) {
+        self.local.remove(&stream);
+        self.remember_local(stream);
+        let mut reset = BytesMut::new();
+        frame::put_rst_stream(&mut reset, stream, error);
+        self.inject(reset.freeze());
+    }
+
+    fn remember_local(&mut self, stream: u32) {
+        self.never_forwarded.insert(stream);
+        if self.never_forwarded.len() > REMEMBERED_LOCAL {
+            self.never_forwarded.pop_first();
+        }
+    }
+
+    /// Hands a complete local request to [`Proxy::call`] on a task of its own.
+    fn start(&mut self, stream: u32) {
+        let Some(local) = self.local.get_mut(&stream) else {
+            return;
+        };
+        let Some(head) = local.request.take() else {
+            return;
+        };
+        let body = std::mem::take(&mut local.body).freeze();
+        let events = self.events.clone();
+        let too_large = local.too_large;
+        let proxy = self.proxy.clone();
+        let caller = self.caller;
+        let task = tokio::spawn(async move {
+            let response = if too_large {
+                let limit = proxy.state().cri.max_message_bytes;
+                let method = match std::str::from_utf8(&head.path).map(route) {
+                    Ok(Route::Intercept(method)) => match method.phase {
+                        Phase::Pull => "PullImage",
+                        Phase::Create => "CreateContainer",
+                    },
+                    _ => "gRPC",
+                };
+                ProxyError::RequestTooLarge { method, limit }.into_response()
+            } else {
+                match head.into_request(body) {
+                    Ok(request) => proxy.call(request, caller).await,
+                    Err(reason) => {
+                        let _ = events
+                            .send((stream, Event::Reset(code::PROTOCOL_ERROR)))
+                            .await;
+                        tracing::debug!(stream, reason, "request crigate cannot represent");
+                        return;
+                    }
+                }
+            };
+            answer(stream, response, &events).await;
+        });
+        local.task = Some(task.abort_handle());
+    }
+
+    // --- local answers ---
+
+    fn on_event(&mut self, stream: u32, event: Event) {
+        let Some(local) = self.local.get_mut(&stream) else {
+            return;
+        };
+        match event {
+            Event::Head(parts, end) => {
+                let mut block = Vec::new();
+                frame::encode_field(&mut block, b":status", parts.status.as_str().as_bytes());
+                encode_headers(&mut block, &parts.headers);
+                local.outbox.push_back(Out::Block { block, end });
+            }
+            Event::Data(data, sent) => local.outbox.push_back(Out::Data {
+                data,
+                end: false,
+                sent: Some(sent),
+            }),
+            Event::Trailers(trailers) => {
+                let mut block = Vec::new();
+                encode_headers(&mut block, &trailers);
+                local.outbox.push_back(Out::Block { block, end: true });
+            }
+            Event::End => local.outbox.push_back(Out::Data {
+                data: Bytes::new(),
+                end: true,
+                sent: None,
+            }),
+            Event::Reset(error) => local.outbox.push_back(Out::Reset(error)),
+        }
+    }
+
+    /// Frames what local streams have to send, as far as the client's windows allow.
+    fn flush_local(&mut self) {
+        if self.written_block_open {
+            return;
+        }
+        while let Some(frame) = self.injected.pop_front() {
+            self.to_client.extend_from_slice(&frame);
+        }
+        let mut done = Vec::new();
+        for (&stream, local) in &mut self.local {
+            let mut finished = false;
+            while let Some(out) = local.outbox.front_mut() {
+                match out {
+                    Out::Block { block, end } => {
+                        frame::put_header_block(
+                            &mut self.to_client,
+                            stream,
+                            block,
+                            *end,
+                            self.client_max_frame,
+                        );
+                        finished = *end;
+                    }
+                    Out::Data { data, end, sent } => {
+                        let room = local.window.min(self.client_window).max(0) as usize;
+                        let n = data.len().min(room).min(self.client_max_frame);
+                        if n == 0 && !data.is_empty() {
+                            break;
+                        }
+                        let chunk = data.split_to(n);
+                        let last = data.is_empty();
+                        let flags = if last && *end { flag::END_STREAM } else { 0 };
+                        frame::put(&mut self.to_client, kind::DATA, flags, stream, &chunk);
+                        local.window -= n as i64;
+                        self.client_window -= n as i64;
+                        self.debt += n as i64;
+                        if !last {
+                            continue;
+                        }
+                        if let Some(sent) = sent.take() {
+                            let _ = sent.send(());
+                        }
+                        finished = *end;
+                    }
+                    Out::Reset(error) => {
+                        frame::put_rst_stream(&mut self.to_client, stream, *error);
+                        finished = true;
+                        local.request_done = true;
+                    }
+                }
+                local.outbox.pop_front();
+                if finished {
+                    break;
+                }
+            }
+            if finished {
+                if !local.request_done {
+                    // The answer is complete; the rest of the request is not wanted
+                    // (RFC 9113 §8.1).
+                    frame::put_rst_stream(&mut self.to_client, stream, code::NO_ERROR);
+                }
+                done.push(stream);
+            }
+        }
+        for stream in done {
+            self.local.remove(&stream);
+        }
+    }
+
+    /// Sends a frame of crigate's own to the client, after any open runtime header block.
+    fn inject(&mut self, frame: Bytes) {
+        if self.written_block_open || !self.injected.is_empty() {
+            self.injected.push_back(frame);
+        } else {
+            self.to_client.extend_from_slice(&frame);
+        }
+    }
+
+    fn inject_settings(&mut self) {
+        let streams = self.proxy.state().cri.max_concurrent_streams;
+        let mut settings = BytesMut::new();
+        frame::put_settings(&mut settings, &[(setting::MAX_CONCURRENT_STREAMS, streams)]);
+        self.inject(settings.freeze());
+    }
+
+    /// Starts the two-step GOAWAY, once.
+    fn go_away(&mut self) {
+        if self.goaway != GoAway::None {
+            return;
+        }
+        self.goaway = GoAway::Announced;
+        let mut frames = BytesMut::new();
+        frame::put_goaway(&mut frames, (1 << 31) - 1, code::NO_ERROR);
+        frame::put_ping(&mut frames, false, GOAWAY_PING);
+        self.inject(frames.freeze());
+    }
+
+    // --- from the runtime ---
+
+    fn on_upstream_bytes(&mut self, buf: &mut BytesMut) {
+        while let Some(head) = frame::Head::parse(buf) {
+            if buf.len() < frame::HEAD_LEN + head.len {
+                buf.reserve(frame::HEAD_LEN + head.len - buf.len());
+                break;
+            }
+            let bytes = buf.split_to(frame::HEAD_LEN + head.len).freeze();
+            self.on_upstream_frame(head, bytes);
+        }
+    }
+
+    fn on_upstream_frame(&mut self, head: Head, bytes: Bytes) {
+        match head.kind {
+            kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => {
+                self.upstream_block_open = !head.has(flag::END_HEADERS);
+                if head.kind == kind::HEADERS {
+                    if head.has(flag::END_STREAM) {
+                        self.open.remove(&head.stream);
+                    } else if let Some(started) = self.open.get_mut(&head.stream) {
+                        *started = true;
+                    }
+                }
+                self.relay_to_client(head, bytes);
+            }
+            kind::DATA => {
+                if head.has(flag::END_STREAM) {
+                    self.open.remove(&head.stream);
+                }
+                self.relay_to_client(head, bytes);
+            }
+            kind::RST_STREAM => {
+                self.open.remove(&head.stream);
+                self.relay_to_client(head, bytes);
+            }
+            kind::SETTINGS => {
+                if head.has(flag::ACK) {
+                    self.unacked_settings = self.unacked_settings.saturating_sub(1);
+                    self.relay_to_client(head, bytes);
+                } else {
+                    let bytes = self.upstream_settings(bytes);
+                    self.relay_to_client(head, bytes);
+                }
+            }
+            kind::GOAWAY => {
+                let last = frame::u31(&bytes[frame::HEAD_LEN..]).unwrap_or(0);
+                tracing::debug!(last_stream = last, "the runtime is closing the connection");
+                self.upstream_draining = true;
+                let refused: Vec<u32> = self.open.keys().copied().filter(|&s| s > last).collect();
+                for stream in refused {
+                    // Not processed by the runtime: the client may retry it.
+                    self.open.remove(&stream);
+                    self.refuse(stream, code::REFUSED_STREAM);
+                }
+                self.go_away();
+            }
+            _ => self.relay_to_client(head, bytes),
+        }
+    }
+
+    /// Reads the runtime's SETTINGS, and lowers its stream limit to crigate's.
+    fn upstream_settings(&mut self, bytes: Bytes) -> Bytes {
+        let Ok(params) = frame::settings(&bytes[frame::HEAD_LEN..]) else {
+            // The client will reject it as the runtime sent it.
+            return bytes;
+        };
+        let ours = self.proxy.state().cri.max_concurrent_streams;
+        let mut rewritten = Vec::new();
+        let mut limited = false;
+        for (id, value) in params {
+            let value = match id {
+                setting::HEADER_TABLE_SIZE => {
+                    self.decoder
+                        .set_allowed_size(value.min(MAX_HPACK_TABLE) as usize);
+                    value
+                }
+                setting::MAX_FRAME_SIZE => {
+                    self.upstream_max_frame = value
+                        .clamp(frame::DEFAULT_MAX_FRAME_SIZE, frame::MAX_FRAME_SIZE_LIMIT)
+                        as usize;
+                    value
+                }
+                setting::MAX_CONCURRENT_STREAMS => {
+                    limited = true;
+                    value.min(ours)
+                }
+                _ => value,
+            };
+            rewritten.push((id, value));
+        }
+        if !limited && !self.upstream_settings_seen {
+            rewritten.push((setting::MAX_CONCURRENT_STREAMS, ours));
+        }
+        self.upstream_settings_seen = true;
+        let mut out = BytesMut::new();
+        frame::put_settings(&mut out, &rewritten);
+        out.freeze()
+    }
+
+    /// Passes a runtime frame to the client, or holds it (and all after it) while the
+    /// client's window cannot take it.
+    fn relay_to_client(&mut self, head: Head, bytes: Bytes) {
+        if self.held.is_empty() && self.fits(&head) {
+            self.write_upstream_frame(&head, &bytes);
+        } else {
+            self.held.push_back(bytes);
+        }
+    }
+
+    fn fits(&self, head: &Head) -> bool {
+        head.kind != kind::DATA || self.client_window >= head.len as i64
+    }
+
+    fn write_upstream_frame(&mut self, head: &Head, bytes: &[u8]) {
+        match head.kind {
+            kind::DATA => self.client_window -= head.len as i64,
+            kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => {
+                self.written_block_open = !head.has(flag::END_HEADERS);
+            }
+            _ => {}
+        }
+        self.to_client.extend_from_slice(bytes);
+    }
+
+    fn release_held(&mut self) {
+        while let Some(bytes) = self.held.front() {
+            let Some(head) = Head::parse(bytes) else {
+                self.held.pop_front();
+                continue;
+            };
+            if !self.fits(&head) {
+                break;
+            }
+            if let Some(bytes) = self.held.pop_front() {
+                self.write_upstream_frame(&head, &bytes);
+            }
+        }
+    }
+
+    /// The runtime connection is gone: open streams get UNAVAILABLE, and from now on
+    /// crigate answers everything on this connection itself.
+    fn orphan(&mut self, reason: &str) {
+        if !self.linked {
+            return;
+        }
+        self.linked = false;
+        self.to_upstream.clear();
+        tracing::warn!(upstream = %self.socket.display(), reason, open_calls = self.open.len(), "lost the runtime connection");
+        if self.upstream_block_open {
+            // The runtime stopped inside a header block: nothing more can be sent.
+            self.broken = true;
+            return;
+        }
+        let error = ProxyError::UpstreamReset {
+            socket: self.socket.clone(),
+            reason: reason.to_owned(),
+        };
+        let response = error.into_response();
+        let mut frames = BytesMut::new();
+        for _ in 0..std::mem::take(&mut self.unacked_settings) {
+            frame::put_settings_ack(&mut frames);
+        }
+        let open: Vec<(u32, bool)> = self.open.drain().collect();
+        for (stream, started) in open {
+            self.remember_local(stream);
+            let mut block = Vec::new();
+            if !started {
+                frame::encode_field(&mut block, b":status", b"200");
+                encode_headers(&mut block, response.headers());
+            } else {
+                for (name, value) in response.headers() {
+                    if name.as_str().starts_with("grpc-") {
+                        frame::encode_field(&mut block, name.as_str().as_bytes(), value.as_bytes());
+                    }
+                }
+            }
+            frame::put_header_block(&mut frames, stream, &block, true, self.client_max_frame);
+        }
+        // Behind any runtime frames still held for the client's window.
+        let mut frames = frames.freeze();
+        while let Some(head) = Head::parse(&frames) {
+            let one = frames.split_to(frame::HEAD_LEN + head.len);
+            self.relay_to_client(head, one);
+        }
+    }
+}
+
+fn reserve(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
+async fn read_upstream(
+    upstream: &mut Option<(OwnedReadHalf, OwnedWriteHalf)>,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    match upstream {
+        Some((reader, _)) => reader.read_buf(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn encode_headers(block: &mut Vec<u8>, headers: &HeaderMap) {
+    for (name, value) in headers {
+        frame::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+    }
+}
+
+fn request_head(pseudo: &Pseudo<'_>, fields: &Fields) -> Result<RequestHead, &'static str> {
+    let mut headers = HeaderMap::new();
+    for (name, value) in fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
+        let name = HeaderName::from_bytes(name).map_err(|_| "invalid field name")?;
+        let value = HeaderValue::from_bytes(value).map_err(|_| "invalid field value")?;
+        headers.append(name, value);
+    }
+    Ok(RequestHead {
+        method: pseudo.method.to_vec(),
+        authority: pseudo.authority.map(<[u8]>::to_vec),
+        path: pseudo.path.to_vec(),
+        headers,
+    })
+}
+
+impl RequestHead {
+    fn into_request(self, body: Bytes) -> Result<Request<ProxyBody>, &'static str> {
+        let method = Method::from_bytes(&self.method).map_err(|_| "invalid :method")?;
+        let mut uri = Uri::builder();
+        if let Some(authority) = self.authority {
+            uri = uri.scheme("http").authority(authority);
+        }
+        let uri = uri
+            .path_and_query(self.path)
+            .build()
+            .map_err(|_| "invalid :path or :authority")?;
+        let mut request = Request::new(ProxyBody::full(body));
+        *request.method_mut() = method;
+        *request.uri_mut() = uri;
+        *request.version_mut() = http::Version::HTTP_2;
+        *request.headers_mut() = self.headers;
+        Ok(request)
+    }
+}
+
+/// Streams a local answer to the connection as events.
+async fn answer(
+    stream: u32,
+    response: http::Response<ProxyBody>,
+    events: &mpsc::Sender<(u32, Event)>,
+) {
+    let (parts, mut body) = response.into_parts();
+    let end = http_body::Body::is_end_stream(&body);
+    if events
+        .send((stream, Event::Head(parts, end)))
+        .await
+        .is_err()
+        || end
+    {
+        return;
+    }
+    loop {
+        let event = match body.frame().await {
+            None => Event::End,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => {
+                    let (sent, framed) = oneshot::channel();
+                    if events
+                        .send((stream, Event::Data(data, sent)))
+                        .await
+                        .is_err()
+                        || framed.await.is_err()
+                    {
+                        return;
+                    }
+                    continue;
+                }
+                Err(frame) => match frame.into_trailers() {
+                    Ok(trailers) => Event::Trailers(trailers),
+                    Err(_) => continue,
+                },
+            },
+            Some(Err(error)) => {
+                tracing::debug!(stream, %error, "the runtime broke off an answer");
+                Event::Reset(code::INTERNAL_ERROR)
+            }
+        };
+        let _ = events.send((stream, event)).await;
+        return;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(list: &[(&str, &str)]) -> Fields {
+        let mut fields = Fields::default();
+        for (name, value) in list {
+            fields.push(name.as_bytes(), value.as_bytes());
+        }
+        fields
+    }
+
+    const GOOD: &[(&str, &str)] = &[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/runtime.v1.RuntimeService/Version"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ];
+
+    #[test]
+    fn a_grpc_request_line_is_read() {
+        let fields = fields(GOOD);
+        let pseudo = request_line(&fields).unwrap();
+        assert_eq!(pseudo.path, b"/runtime.v1.RuntimeService/Version");
+        assert_eq!(pseudo.authority, Some(&b"localhost"[..]));
+    }
+
+    #[test]
+    fn malformed_requests_are_refused() {
+        let cases: &[(&[(&str, &str)], &str)] = &[
+            (
+                &[(":method", "POST"), (":scheme", "http")],
+                "request without :method, :scheme or :path",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/runtime.v1.RuntimeService/Version"),
+                    (":path", "/runtime.v1.ImageService/PullImage"),
+                ],
+                "repeated pseudo-header field",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    ("content-type", "application/grpc"),
+                    (":path", "/a/b"),
+                    (":scheme", "http"),
+                ],
+                "pseudo-header field after a regular field",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/a/b"),
+                    ("Upper", "x"),
+                ],
+                "invalid field name",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/a/b"),
+                    ("connection", "close"),
+                ],
+                "connection-specific field",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/a/b"),
+                    ("x", "a\nb"),
+                ],
+                "NUL, CR or LF in a field value",
+            ),
+            (
+                &[(":method", "POST"), (":scheme", "http"), (":path", "")],
+                "empty :path",
+            ),
+            (
+                &[
+                    (":method", "POST"),
+                    (":scheme", "http"),
+                    (":path", "/a/b"),
+                    (":status", "200"),
+                ],
+                "unknown pseudo-header field in a request",
+            ),
+        ];
+        for (list, reason) in cases {
+            let fields = fields(list);
+            assert_eq!(request_line(&fields).err(), Some(*reason), "{list:?}");
+        }
+    }
+
+    #[test]
+    fn trailers_carry_no_pseudo_headers() {
+        assert!(trailer_fields(&fields(&[("grpc-status", "0")])).is_ok());
+        assert!(trailer_fields(&fields(&[(":path", "/x")])).is_err());
+    }
+
+    #[test]
+    fn a_local_request_keeps_its_fields_and_body() {
+        let fields = fields(GOOD);
+        let pseudo = request_line(&fields).unwrap();
+        let head = request_head(&pseudo, &fields).unwrap();
+        let request = head.into_request(Bytes::from_static(b"body")).unwrap();
+        assert_eq!(request.method(), Method::POST);
+        assert_eq!(
+            request.uri(),
+            "http://localhost/runtime.v1.RuntimeService/Version"
+        );
+        assert_eq!(request.headers()["te"], "trailers");
+        assert_eq!(request.headers().len(), 2);
+    }
+}
