@@ -19,6 +19,7 @@ mod notation_e2e;
 mod notation_signer;
 mod proxy;
 mod registry_client;
+mod relay;
 mod signer;
 mod standin;
 mod transparency;

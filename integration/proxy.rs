@@ -18,13 +18,13 @@ const RESOURCE_EXHAUSTED: i32 = 8;
 const UNIMPLEMENTED: i32 = 12;
 const UNAVAILABLE: i32 = 14;
 
-struct Setup {
+pub struct Setup {
     _dir: tempfile::TempDir,
-    standin: StandIn,
-    crigate: Crigate,
+    pub standin: StandIn,
+    pub crigate: Crigate,
 }
 
-fn setup(extra: &str) -> Setup {
+pub fn setup(extra: &str) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let standin = StandIn::start(&dir.path().join("upstream.sock"));
     let crigate =
@@ -225,7 +225,7 @@ async fn containerd_native_api_is_refused_by_default() {
 
 /// A PullImageRequest as a newer kubelet might send it: with a field this build of the
 /// CRI types does not know (field 99), which must reach the runtime.
-fn pull_body(image: &str, namespace: &str) -> Bytes {
+pub fn pull_body(image: &str, namespace: &str) -> Bytes {
     let mut message = k8s_cri::v1::PullImageRequest {
         image: Some(k8s_cri::v1::ImageSpec {
             image: image.into(),

@@ -65,6 +65,8 @@ impl StandIn {
                     let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .auto_date_header(false)
                         .max_concurrent_streams(None)
+                        // As grpc-go, which allows 16 MiB of headers.
+                        .max_header_list_size(16 << 20)
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
