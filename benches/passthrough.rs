@@ -12,7 +12,8 @@
 //! crigate's RSS idle and under load (targets < 20 MiB and < 40 MiB).
 //!
 //! Run: `cargo bench --bench passthrough` (root; `integration/setup` installs socat and
-//! containerd). `CRIGATE_BENCH_CALLS` scales the number of calls per measurement.
+//! containerd). `CRIGATE_BENCH_CALLS` scales the number of calls per measurement. The
+//! three paths take turns in rounds, so drift in the machine's speed hits them alike.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -43,13 +44,6 @@ const CONTAINERS: usize = 50;
 enum Call {
     Version,
     ListContainers,
-}
-
-struct Sample {
-    p50: Duration,
-    p99: Duration,
-    per_second: f64,
-    calls: usize,
 }
 
 /// CPU time (user + system) a process has used, from /proc (clock ticks of 10 ms).
@@ -83,14 +77,29 @@ async fn one(client: &mut RuntimeServiceClient<Channel>, call: Call) {
     }
 }
 
-async fn measure(socket: &Path, call: Call, callers: usize, calls: usize) -> Sample {
+/// Calls made on one path in one round: every latency, and the wall time they took.
+struct Round {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+/// A client on `socket`, its connection made and warmed up (with the runtime).
+async fn connect(socket: &Path, call: Call) -> RuntimeServiceClient<Channel> {
     let channel = cri_channel(socket).await.unwrap();
-    let client = RuntimeServiceClient::new(channel);
-    // Warm up the connection and the runtime.
+    let mut client = RuntimeServiceClient::new(channel);
     for _ in 0..50 {
-        one(&mut client.clone(), call).await;
+        one(&mut client, call).await;
     }
-    let per_caller = calls / callers;
+    client
+}
+
+async fn round(
+    client: &RuntimeServiceClient<Channel>,
+    call: Call,
+    callers: usize,
+    calls: usize,
+) -> Round {
+    let per_caller = (calls / callers).max(1);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for _ in 0..callers {
@@ -109,16 +118,39 @@ async fn measure(socket: &Path, call: Call, callers: usize, calls: usize) -> Sam
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
-    let elapsed = started.elapsed();
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Sample {
-        p50: at(0.50),
-        p99: at(0.99),
-        per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        calls: latencies.len() + 50,
+    Round {
+        latencies,
+        elapsed: started.elapsed(),
     }
 }
+
+/// One path's rounds, summed.
+#[derive(Default)]
+struct Sample {
+    latencies: Vec<Duration>,
+    elapsed: Duration,
+}
+
+impl Sample {
+    fn add(&mut self, round: Round) {
+        self.latencies.extend(round.latencies);
+        self.elapsed += round.elapsed;
+    }
+
+    fn at(&mut self, q: f64) -> Duration {
+        self.latencies.sort_unstable();
+        let n = self.latencies.len();
+        self.latencies[((n as f64 * q) as usize).min(n - 1)]
+    }
+
+    fn per_second(&self) -> f64 {
+        self.latencies.len() as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+/// Rounds per measurement: the paths take turns, in a rotating order, so that a machine
+/// whose speed drifts during the run slows all three alike.
+const ROUNDS: usize = 8;
 
 fn us(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
@@ -181,42 +213,60 @@ async fn main() {
             scale / 4
         };
         for callers in [1, 16] {
-            let mut samples = Vec::new();
-            for (name, socket) in &paths {
-                let cpu_before = cpu_time(crigate.pid().as_raw() as u32);
-                let sample = measure(socket, call, callers, calls).await;
-                if *name == "crigate" {
-                    rss_peak.fetch_max(crigate.rss_bytes(), std::sync::atomic::Ordering::Relaxed);
-                    let cpu = cpu_time(crigate.pid().as_raw() as u32) - cpu_before;
-                    cpu_per_call.push((
-                        call,
-                        callers,
-                        cpu.as_secs_f64() * 1e6 / sample.calls as f64,
-                    ));
+            let mut clients = Vec::new();
+            for (_, socket) in &paths {
+                clients.push(connect(socket, call).await);
+            }
+            let mut samples: [Sample; 3] = Default::default();
+            // crigate's CPU over all rounds: it idles while the other paths are measured.
+            let cpu_before = cpu_time(crigate.pid().as_raw() as u32);
+            for r in 0..ROUNDS {
+                for i in 0..paths.len() {
+                    let path = (i + r) % paths.len();
+                    let measured = round(&clients[path], call, callers, calls / ROUNDS).await;
+                    if paths[path].0 == "crigate" {
+                        rss_peak
+                            .fetch_max(crigate.rss_bytes(), std::sync::atomic::Ordering::Relaxed);
+                    }
+                    samples[path].add(measured);
                 }
+            }
+            let mut p50 = [0.0; 3];
+            for (i, (name, _)) in paths.iter().enumerate() {
+                let sample = &mut samples[i];
+                p50[i] = us(sample.at(0.50));
                 println!(
                     "| {call:?} | {callers} | {name} | {:.0} | {:.0} | {:.0} |",
-                    us(sample.p50),
-                    us(sample.p99),
-                    sample.per_second
+                    p50[i],
+                    us(sample.at(0.99)),
+                    sample.per_second()
                 );
-                samples.push(sample);
             }
-            let (direct, relay, crigate) = (&samples[0], &samples[1], &samples[2]);
-            let relay_added = us(relay.p50) - us(direct.p50);
-            let crigate_added = us(crigate.p50) - us(direct.p50);
+            let cpu = cpu_time(crigate.pid().as_raw() as u32) - cpu_before;
+            let crigate_calls = samples[2].latencies.len();
+            cpu_per_call.push((
+                call,
+                callers,
+                cpu.as_secs_f64() * 1e6 / crigate_calls as f64,
+            ));
+            let relay_added = p50[1] - p50[0];
+            let crigate_added = p50[2] - p50[0];
             ratios.push((
                 call,
                 callers,
+                crigate_added,
+                relay_added,
                 crigate_added / relay_added.max(1.0),
-                crigate.per_second / relay.per_second,
+                samples[2].per_second() / samples[1].per_second(),
             ));
         }
     }
-    println!("\n| call | callers | crigate added p50 / relay added p50 (target <= 1.5) | crigate calls/s / relay calls/s (target >= 0.9 at 16) |");
-    println!("|---|---|---|---|");
-    for (call, callers, latency, throughput) in &ratios {
-        println!("| {call:?} | {callers} | {latency:.2} | {throughput:.2} |");
+    println!("\n| call | callers | crigate added p50 µs | relay added p50 µs | crigate added / relay added (target <= 1.5) | crigate calls/s / relay calls/s (target >= 0.9 at 16) |");
+    println!("|---|---|---|---|---|---|");
+    for (call, callers, crigate_added, relay_added, latency, throughput) in &ratios {
+        println!(
+            "| {call:?} | {callers} | {crigate_added:.0} | {relay_added:.0} | {latency:.2} | {throughput:.2} |"
+        );
     }
     println!("\n| call | callers | crigate CPU per call µs |");
     println!("|---|---|---|");

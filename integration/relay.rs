@@ -261,3 +261,66 @@ async fn a_header_block_over_several_frames_reaches_the_runtime_whole() {
         assert_eq!(request.headers["x-small"], "1");
     }
 }
+
+/// Reads frames from `stream` until it closes, returning (type, payload) of each; fails
+/// if it is not closed within 3 s.
+async fn frames_until_closed(stream: &mut UnixStream) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), stream.read_to_end(&mut bytes))
+        .await
+        .expect("connection not closed")
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut rest = &bytes[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        let Some(payload) = rest.get(9..9 + len) else {
+            break;
+        };
+        frames.push((rest[3], payload.to_vec()));
+        rest = &rest[9 + len..];
+    }
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_header_block_ends_that_connection_only() {
+    use tokio::io::AsyncWriteExt;
+    let s = setup("");
+    let mut stream = UnixStream::connect(&s.crigate.socket).await.unwrap();
+    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
+                                                           // HEADERS, END_HEADERS, stream 1: an indexed field with index 0, which HPACK forbids.
+    bytes.extend_from_slice(&[0, 0, 1, 1, 4, 0, 0, 0, 1, 0x80]);
+    stream.write_all(&bytes).await.unwrap();
+    let frames = frames_until_closed(&mut stream).await;
+    let goaway = frames
+        .iter()
+        .find(|(kind, _)| *kind == 7)
+        .expect("no GOAWAY");
+    // COMPRESSION_ERROR (RFC 9113 §4.3).
+    assert_eq!(goaway.1[4..8], [0, 0, 0, 9]);
+    assert!(s.standin.seen().is_empty());
+
+    // Not HTTP/2 at all: closed with GOAWAY, PROTOCOL_ERROR, and no answer.
+    let mut stream = UnixStream::connect(&s.crigate.socket).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let frames = frames_until_closed(&mut stream).await;
+    assert!(frames.iter().all(|(kind, _)| *kind != 1), "{frames:?}");
+    let goaway = frames
+        .iter()
+        .find(|(kind, _)| *kind == 7)
+        .expect("no GOAWAY");
+    assert_eq!(goaway.1[4..8], [0, 0, 0, 1]);
+    assert!(s.standin.seen().is_empty());
+
+    // Everyone else is served as before.
+    let response = call(&s.crigate.socket, standin::ECHO, &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(response.grpc_status(), Some(OK));
+}

@@ -65,6 +65,11 @@ pub fn spool_segment(data: &[u8]) {
     }
 }
 
+/// Decodes `data` as a client's HPACK header blocks and checks each as a request.
+pub fn header_blocks(data: &[u8]) {
+    crate::proxy::relay::fuzz_header_blocks(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -88,6 +93,7 @@ mod tests {
         ("notation_envelope", super::notation_envelope),
         ("trust_policy", super::trust_policy),
         ("spool_segment", super::spool_segment),
+        ("header_blocks", super::header_blocks),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

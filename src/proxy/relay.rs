@@ -1379,6 +1379,39 @@ async fn answer(
     }
 }
 
+/// Decodes `data` as header blocks a client sends on one connection (each after a
+/// two-byte length), checks each as a request, and re-encodes what would be relayed:
+/// it must decode back to the same fields.
+#[doc(hidden)]
+pub fn fuzz_header_blocks(data: &[u8]) {
+    let mut decoder = hpack::Decoder::new();
+    let mut fields = Fields::default();
+    let mut rest = data;
+    while let [high, low, tail @ ..] = rest {
+        let len = usize::from(u16::from_be_bytes([*high, *low])).min(tail.len());
+        let (block, tail) = tail.split_at(len);
+        rest = tail;
+        fields.clear();
+        if decoder.decode(block, |n, v| fields.push(n, v)).is_err() {
+            return;
+        }
+        let Ok(pseudo) = request_line(&fields) else {
+            continue;
+        };
+        let mut encoded = Vec::new();
+        for (name, value) in fields.iter() {
+            frame::encode_field(&mut encoded, name, value);
+        }
+        let mut again = Fields::default();
+        let decoded = hpack::Decoder::new().decode(&encoded, |n, v| again.push(n, v));
+        assert!(decoded.is_ok());
+        assert!(again.iter().eq(fields.iter()));
+        if let Ok(head) = request_head(&pseudo, &fields) {
+            let _ = head.into_request(Bytes::new());
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
