@@ -20,6 +20,19 @@ pub struct RawResponse {
 }
 
 impl RawResponse {
+    /// Reads a response whole.
+    pub async fn read(response: http::Response<hyper::body::Incoming>) -> anyhow::Result<Self> {
+        let (parts, body) = response.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        Ok(RawResponse {
+            status: parts.status,
+            headers: parts.headers,
+            body: collected.to_bytes(),
+            trailers,
+        })
+    }
+
     /// The gRPC status code: from the trailers, or from the headers of a Trailers-Only
     /// response.
     pub fn grpc_status(&self) -> Option<i32> {
@@ -66,16 +79,7 @@ pub async fn call_with_authority(
             HeaderValue::from_str(value)?,
         );
     }
-    let response = sender.send_request(request).await?;
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await?;
-    let trailers = collected.trailers().cloned();
-    Ok(RawResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: collected.to_bytes(),
-        trailers,
-    })
+    RawResponse::read(sender.send_request(request).await?).await
 }
 
 /// Makes one call on `socket` as kubelet does (`:authority` localhost).

@@ -62,16 +62,16 @@ async fn send(
     request: Request<Full<Bytes>>,
 ) -> anyhow::Result<RawResponse> {
     sender.ready().await?;
-    let response = sender.send_request(request).await?;
-    let (parts, body) = response.into_parts();
-    let collected = body.collect().await?;
-    let trailers = collected.trailers().cloned();
-    Ok(RawResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: collected.to_bytes(),
-        trailers,
-    })
+    RawResponse::read(sender.send_request(request).await?).await
+}
+
+/// Sends `request` on a task of its own, on the same connection as `sender`.
+fn spawn_send(
+    sender: &SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> JoinHandle<anyhow::Result<RawResponse>> {
+    let mut sender = sender.clone();
+    tokio::spawn(async move { send(&mut sender, request).await })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -92,15 +92,11 @@ async fn answers_crigate_frames_itself_share_the_client_window_with_relayed_data
     // the gated calls' answers (framed by crigate, not the runtime) need as well.
     let pulls: Vec<_> = (0..20)
         .map(|i| {
-            let mut sender = sender.clone();
-            tokio::spawn(async move {
-                let body = pull_body(&format!("reg/app:{i}"), "ns");
-                send(
-                    &mut sender,
-                    request("/runtime.v1.ImageService/PullImage", &[], body),
-                )
-                .await
-            })
+            let body = pull_body(&format!("reg/app:{i}"), "ns");
+            spawn_send(
+                &sender,
+                request("/runtime.v1.ImageService/PullImage", &[], body),
+            )
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -140,16 +136,10 @@ async fn a_runtime_lost_mid_call_fails_it_unavailable_and_the_connection_keeps_s
     let crigate =
         Crigate::start(dir.path(), Options::new(dir.path(), &standin.socket, "")).unwrap();
     let (mut sender, _connection) = connect(&crigate.socket, 1 << 20).await;
-    let slow = {
-        let mut sender = sender.clone();
-        tokio::spawn(async move {
-            send(
-                &mut sender,
-                request(standin::SLOW, &[("x-delay-ms", "5000")], Bytes::new()),
-            )
-            .await
-        })
-    };
+    let slow = spawn_send(
+        &sender,
+        request(standin::SLOW, &[("x-delay-ms", "5000")], Bytes::new()),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     drop(standin);
     let response = tokio::time::timeout(Duration::from_secs(3), slow)
@@ -212,14 +202,10 @@ async fn the_configured_stream_limit_is_what_clients_are_told() {
     let started = Instant::now();
     let calls: Vec<_> = (0..3)
         .map(|_| {
-            let mut sender = sender.clone();
-            tokio::spawn(async move {
-                send(
-                    &mut sender,
-                    request(standin::SLOW, &[("x-delay-ms", "500")], Bytes::new()),
-                )
-                .await
-            })
+            spawn_send(
+                &sender,
+                request(standin::SLOW, &[("x-delay-ms", "500")], Bytes::new()),
+            )
         })
         .collect();
     for call in calls {
@@ -284,23 +270,29 @@ async fn frames_until_closed(stream: &mut UnixStream) -> Vec<(u8, Vec<u8>)> {
     frames
 }
 
+/// The error code of the GOAWAY among `frames`.
+fn goaway_error(frames: &[(u8, Vec<u8>)]) -> u32 {
+    let (_, payload) = frames
+        .iter()
+        .find(|(kind, _)| *kind == 7)
+        .expect("no GOAWAY");
+    u32::from_be_bytes(payload[4..8].try_into().unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_header_block_ends_that_connection_only() {
     use tokio::io::AsyncWriteExt;
     let s = setup("");
     let mut stream = UnixStream::connect(&s.crigate.socket).await.unwrap();
     let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]); // SETTINGS
-                                                           // HEADERS, END_HEADERS, stream 1: an indexed field with index 0, which HPACK forbids.
+    // An empty SETTINGS.
+    bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // HEADERS, END_HEADERS, stream 1: an indexed field with index 0, which HPACK forbids.
     bytes.extend_from_slice(&[0, 0, 1, 1, 4, 0, 0, 0, 1, 0x80]);
     stream.write_all(&bytes).await.unwrap();
     let frames = frames_until_closed(&mut stream).await;
-    let goaway = frames
-        .iter()
-        .find(|(kind, _)| *kind == 7)
-        .expect("no GOAWAY");
     // COMPRESSION_ERROR (RFC 9113 §4.3).
-    assert_eq!(goaway.1[4..8], [0, 0, 0, 9]);
+    assert_eq!(goaway_error(&frames), 9);
     assert!(s.standin.seen().is_empty());
 
     // Not HTTP/2 at all: closed with GOAWAY, PROTOCOL_ERROR, and no answer.
@@ -311,11 +303,7 @@ async fn a_damaged_header_block_ends_that_connection_only() {
         .unwrap();
     let frames = frames_until_closed(&mut stream).await;
     assert!(frames.iter().all(|(kind, _)| *kind != 1), "{frames:?}");
-    let goaway = frames
-        .iter()
-        .find(|(kind, _)| *kind == 7)
-        .expect("no GOAWAY");
-    assert_eq!(goaway.1[4..8], [0, 0, 0, 1]);
+    assert_eq!(goaway_error(&frames), 1);
     assert!(s.standin.seen().is_empty());
 
     // Everyone else is served as before.
