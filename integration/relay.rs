@@ -190,6 +190,36 @@ async fn a_client_is_moved_to_a_relayed_connection_once_the_runtime_is_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_goaway_lets_calls_finish_and_moves_the_client() {
+    let s = setup("");
+    let (mut sender, connection) = connect(&s.crigate.socket, 1 << 20).await;
+    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
+        .await
+        .unwrap();
+    assert_eq!(response.grpc_status(), Some(OK));
+    let slow = spawn_send(
+        &sender,
+        request(standin::SLOW, &[("x-delay-ms", "700")], Bytes::new()),
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.standin.go_away();
+    // The call the runtime had taken finishes; then crigate closes the client's
+    // connection, and a new one is relayed to the runtime's new connection.
+    let response = slow.await.unwrap().unwrap();
+    assert_eq!(response.grpc_status(), Some(OK));
+    tokio::time::timeout(Duration::from_secs(3), connection)
+        .await
+        .expect("client connection not closed")
+        .unwrap()
+        .unwrap();
+    let response = call(&s.crigate.socket, standin::ECHO, &[], Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(response.grpc_status(), Some(OK));
+    assert_eq!(s.standin.seen_on(standin::ECHO).len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_configured_stream_limit_is_what_clients_are_told() {
     let s = setup("max_concurrent_streams = 2");
     let (mut sender, _connection) = connect(&s.crigate.socket, 1 << 20).await;

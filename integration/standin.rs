@@ -42,6 +42,9 @@ pub struct StandIn {
     seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
     connections: Arc<Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// Tells every open connection to shut down gracefully (GOAWAY), as a runtime that
+    /// is stopping does.
+    going_away: Arc<tokio::sync::Notify>,
 }
 
 impl StandIn {
@@ -52,23 +55,31 @@ impl StandIn {
         let recorded = seen.clone();
         let connections = Arc::new(Mutex::new(Vec::new()));
         let tasks = connections.clone();
+        let going_away = Arc::new(tokio::sync::Notify::new());
+        let notified = going_away.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let recorded = recorded.clone();
+                let notified = notified.clone();
                 let connection = tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request| {
                         handle(request, recorded.clone())
                     });
-                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    let connection = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         .auto_date_header(false)
                         .max_concurrent_streams(None)
                         // As grpc-go, which allows 16 MiB of headers.
                         .max_header_list_size(16 << 20)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                        .serve_connection(TokioIo::new(stream), service);
+                    tokio::pin!(connection);
+                    tokio::select! {
+                        _ = connection.as_mut() => return,
+                        () = notified.notified() => connection.as_mut().graceful_shutdown(),
+                    }
+                    let _ = connection.await;
                 });
                 tasks.lock().unwrap().push(connection);
             }
@@ -78,7 +89,14 @@ impl StandIn {
             seen,
             task,
             connections,
+            going_away,
         }
+    }
+
+    /// Sends GOAWAY on every open connection; calls in flight finish, and new
+    /// connections are still accepted.
+    pub fn go_away(&self) {
+        self.going_away.notify_waiters();
     }
 
     /// Every request received so far.
