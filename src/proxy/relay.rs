@@ -359,6 +359,8 @@ struct Relay {
     unacked_settings: u32,
     goaway: GoAway,
     shutting_down: bool,
+    /// `cri.max_concurrent_streams` when the connection opened: what its SETTINGS said.
+    max_streams: u32,
 
     to_client: BytesMut,
     to_upstream: BytesMut,
@@ -372,7 +374,9 @@ impl Relay {
         events: mpsc::Sender<(u32, Event)>,
     ) -> Self {
         let decoder = hpack::Decoder::new();
+        let max_streams = proxy.state().cri.max_concurrent_streams;
         Self {
+            max_streams,
             proxy,
             caller,
             socket,
@@ -838,7 +842,7 @@ impl Relay {
                 return;
             }
         };
-        if self.open.len() + self.local.len() >= state.cri.max_concurrent_streams as usize {
+        if self.open.len() + self.local.len() >= self.max_streams as usize {
             self.refuse(stream, code::REFUSED_STREAM);
             return;
         }
@@ -1069,9 +1073,11 @@ impl Relay {
     }
 
     fn inject_settings(&mut self) {
-        let streams = self.proxy.state().cri.max_concurrent_streams;
         let mut settings = BytesMut::new();
-        frame::put_settings(&mut settings, &[(setting::MAX_CONCURRENT_STREAMS, streams)]);
+        frame::put_settings(
+            &mut settings,
+            &[(setting::MAX_CONCURRENT_STREAMS, self.max_streams)],
+        );
         self.inject(settings.freeze());
     }
 
@@ -1154,7 +1160,7 @@ impl Relay {
             // The client will reject it as the runtime sent it.
             return bytes;
         };
-        let ours = self.proxy.state().cri.max_concurrent_streams;
+        let ours = self.max_streams;
         let mut rewritten = Vec::new();
         let mut limited = false;
         for (id, value) in params {

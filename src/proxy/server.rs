@@ -301,10 +301,6 @@ fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig, build: &BuildDecide) 
         ("cri.listen", cri.listen != startup.listen),
         ("cri.socket_mode", cri.socket_mode != startup.socket_mode),
         ("cri.socket_group", cri.socket_group != startup.socket_group),
-        (
-            "cri.max_concurrent_streams",
-            cri.max_concurrent_streams != startup.max_concurrent_streams,
-        ),
     ] {
         if changed {
             tracing::warn!(
