@@ -1,7 +1,8 @@
 //! One client connection, relayed to the runtime frame by frame.
 //!
 //! Each client connection gets a connection of its own to the runtime. Frames pass
-//! between the two as they are, with four exceptions:
+//! between the two as they are (the runtime's SETTINGS with `max_concurrent_streams`
+//! lowered to crigate's), with four exceptions:
 //!
 //! - **Request header blocks are decoded and encoded again.** crigate must read every
 //!   request's `:path` to route it, and a block it has decoded is sent on as literals
