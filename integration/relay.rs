@@ -65,6 +65,13 @@ async fn send(
     RawResponse::read(sender.send_request(request).await?).await
 }
 
+/// A call of the stand-in's echo method on `sender`'s connection.
+async fn echo(sender: &mut SendRequest<Full<Bytes>>) -> RawResponse {
+    send(sender, request(standin::ECHO, &[], Bytes::new()))
+        .await
+        .unwrap()
+}
+
 /// Sends `request` on a task of its own, on the same connection as `sender`.
 fn spawn_send(
     sender: &SendRequest<Full<Bytes>>,
@@ -122,9 +129,7 @@ async fn answers_crigate_frames_itself_share_the_client_window_with_relayed_data
     }
     // Neither peer saw a flow-control error: the connection is still up and usable.
     assert!(!connection.is_finished());
-    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
-        .await
-        .unwrap();
+    let response = echo(&mut sender).await;
     assert_eq!(response.grpc_status(), Some(OK));
 }
 
@@ -154,9 +159,7 @@ async fn a_runtime_lost_mid_call_fails_it_unavailable_and_the_connection_keeps_s
         response.grpc_message()
     );
     // The same connection answers the next call itself.
-    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
-        .await
-        .unwrap();
+    let response = echo(&mut sender).await;
     assert_eq!(response.grpc_status(), Some(UNAVAILABLE));
     assert!(
         response.grpc_message().contains(&socket),
@@ -171,9 +174,7 @@ async fn a_client_is_moved_to_a_relayed_connection_once_the_runtime_is_back() {
     let upstream = dir.path().join("late.sock");
     let crigate = Crigate::start(dir.path(), Options::new(dir.path(), &upstream, "")).unwrap();
     let (mut sender, connection) = connect(&crigate.socket, 1 << 20).await;
-    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
-        .await
-        .unwrap();
+    let response = echo(&mut sender).await;
     assert_eq!(response.grpc_status(), Some(UNAVAILABLE));
     let standin = StandIn::start(&upstream);
     // crigate sends GOAWAY once the runtime accepts connections; the client closes.
@@ -193,9 +194,7 @@ async fn a_client_is_moved_to_a_relayed_connection_once_the_runtime_is_back() {
 async fn a_runtime_goaway_lets_calls_finish_and_moves_the_client() {
     let s = setup("");
     let (mut sender, connection) = connect(&s.crigate.socket, 1 << 20).await;
-    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
-        .await
-        .unwrap();
+    let response = echo(&mut sender).await;
     assert_eq!(response.grpc_status(), Some(OK));
     let slow = spawn_send(
         &sender,
@@ -225,9 +224,7 @@ async fn the_configured_stream_limit_is_what_clients_are_told() {
     let (mut sender, _connection) = connect(&s.crigate.socket, 1 << 20).await;
     // One call first, so the client has read the server's SETTINGS (a client may open
     // streams before it has; those over the limit are refused, REFUSED_STREAM).
-    let response = send(&mut sender, request(standin::ECHO, &[], Bytes::new()))
-        .await
-        .unwrap();
+    let response = echo(&mut sender).await;
     assert_eq!(response.grpc_status(), Some(OK));
     let started = Instant::now();
     let calls: Vec<_> = (0..3)
