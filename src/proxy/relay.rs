@@ -37,8 +37,8 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Uri};
 use http_body_util::BodyExt;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::unix::AsyncFd;
+use tokio::io::Interest;
 use tokio::net::UnixStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
@@ -419,8 +419,14 @@ impl Relay {
         inbox: &mut mpsc::Receiver<(u32, Event)>,
         shutdown: CancellationToken,
     ) -> Result<(), Error> {
-        let (mut client_rd, mut client_wr) = client.into_split();
-        let mut upstream = upstream.map(UnixStream::into_split);
+        let client = Socket::new(client).map_err(Error::Client)?;
+        let mut upstream = upstream.and_then(|stream| match Socket::new(stream) {
+            Ok(socket) => Some(socket),
+            Err(error) => {
+                tracing::debug!(%error, "cannot register the runtime connection");
+                None
+            }
+        });
         self.linked = upstream.is_some();
         if !self.linked {
             // crigate is the server here: its SETTINGS are the server preface.
@@ -435,8 +441,8 @@ impl Relay {
         loop {
             self.flush_local();
             if !self.to_upstream.is_empty() {
-                if let Some((_, writer)) = upstream.as_mut() {
-                    if let Err(error) = writer.write_all(&self.to_upstream).await {
+                if let Some(socket) = upstream.as_ref() {
+                    if let Err(error) = socket.write_all(&self.to_upstream).await {
                         upstream = None;
                         self.orphan(&error.to_string());
                     }
@@ -444,32 +450,32 @@ impl Relay {
                 self.to_upstream.clear();
             }
             if !self.to_client.is_empty() {
-                client_wr
+                client
                     .write_all(&self.to_client)
                     .await
                     .map_err(Error::Client)?;
                 self.to_client.clear();
             }
             if self.finished() {
-                let _ = client_wr.shutdown().await;
+                let _ = client.shutdown_write();
                 return Ok(());
             }
             reserve(&mut from_client);
             reserve(&mut from_upstream);
             let probing = upstream.is_none() && self.goaway == GoAway::None;
             tokio::select! {
-                read = client_rd.read_buf(&mut from_client) => match read {
+                read = client.read(&mut from_client) => match read {
                     Ok(0) => return Ok(()),
                     Ok(_) => {
                         if let Err(error) = self.on_client_bytes(&mut from_client) {
                             self.fail(&error);
-                            let _ = client_wr.write_all(&self.to_client).await;
+                            let _ = client.write_all(&self.to_client).await;
                             return Err(error.into());
                         }
                     }
                     Err(error) => return Err(Error::Client(error)),
                 },
-                read = read_upstream(&mut upstream, &mut from_upstream) => match read {
+                read = read_upstream(&upstream, &mut from_upstream) => match read {
                     Ok(0) => {
                         upstream = None;
                         self.orphan("the runtime closed the connection");
@@ -493,7 +499,7 @@ impl Relay {
                 }
             }
             if self.broken {
-                let _ = client_wr.write_all(&self.to_client).await;
+                let _ = client.write_all(&self.to_client).await;
                 return Ok(());
             }
         }
@@ -1288,14 +1294,91 @@ fn reserve(buf: &mut BytesMut) {
     }
 }
 
-async fn read_upstream(
-    upstream: &mut Option<(OwnedReadHalf, OwnedWriteHalf)>,
-    buf: &mut BytesMut,
-) -> std::io::Result<usize> {
+async fn read_upstream(upstream: &Option<Socket>, buf: &mut BytesMut) -> std::io::Result<usize> {
     match upstream {
-        Some((reader, _)) => reader.read_buf(buf).await,
+        Some(socket) => socket.read(buf).await,
         None => std::future::pending().await,
     }
+}
+
+/// A unix stream the runtime watches for reading only. Registered for writing too (as
+/// tokio's `UnixStream` is), every write would wake the runtime again once the peer had
+/// read it (an edge-triggered EPOLLOUT): a third of the relay's wake-ups. A write that
+/// finds the socket full waits on a duplicate of the descriptor registered for writing
+/// just for that wait.
+struct Socket {
+    fd: AsyncFd<std::os::unix::net::UnixStream>,
+    /// Reads land here first: reading into a buffer's spare capacity would need it
+    /// initialised on every read.
+    scratch: std::sync::Mutex<Vec<u8>>,
+}
+
+impl Socket {
+    fn new(stream: UnixStream) -> std::io::Result<Self> {
+        let stream = stream.into_std()?;
+        Ok(Self {
+            fd: register(stream, Interest::READABLE)?,
+            scratch: std::sync::Mutex::new(vec![0; READ_CHUNK]),
+        })
+    }
+
+    /// Reads what is there into `buf`; `Ok(0)` when the peer closed.
+    async fn read(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
+        loop {
+            let mut ready = self.fd.readable().await?;
+            // Only the connection's own task reads: the lock is never contended.
+            let mut scratch = self
+                .scratch
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match ready.try_io(|fd| std::io::Read::read(&mut fd.get_ref(), &mut scratch)) {
+                Ok(Ok(n)) => {
+                    if n > 0 && n < scratch.len() {
+                        // A stream socket read short is drained: wait for the next edge.
+                        ready.clear_ready();
+                    }
+                    buf.extend_from_slice(&scratch[..n]);
+                    return Ok(n);
+                }
+                Ok(Err(error)) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Ok(Err(error)) => return Err(error),
+                Err(_would_block) => {}
+            }
+        }
+    }
+
+    async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        use std::io::{ErrorKind, Write};
+        while !data.is_empty() {
+            match (&mut self.fd.get_ref()).write(data) {
+                Ok(0) => return Err(ErrorKind::WriteZero.into()),
+                Ok(n) => data = &data[n..],
+                Err(error) if error.kind() == ErrorKind::WouldBlock => {
+                    let waiter = register(self.fd.get_ref().try_clone()?, Interest::WRITABLE)?;
+                    let _ready = waiter.writable().await?;
+                }
+                Err(error) if error.kind() == ErrorKind::Interrupted => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown_write(&self) -> std::io::Result<()> {
+        self.fd.get_ref().shutdown(std::net::Shutdown::Write)
+    }
+}
+
+/// Registers `stream` with the runtime's reactor for `interest` only.
+#[allow(unsafe_code)]
+fn register(
+    stream: std::os::unix::net::UnixStream,
+    interest: Interest,
+) -> std::io::Result<AsyncFd<std::os::unix::net::UnixStream>> {
+    // SAFETY: the `AsyncFd` takes `stream` by value and owns it until it is dropped, so
+    // its descriptor stays open and names the same socket for as long as it is
+    // registered: what `register_with_interest` requires.
+    Ok(unsafe { AsyncFd::register_with_interest(stream, interest) }?)
 }
 
 fn encode_headers(block: &mut Vec<u8>, headers: &HeaderMap) {
