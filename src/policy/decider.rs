@@ -54,7 +54,7 @@ pub struct RuntimeImages {
     pulled: PulledImages,
 }
 
-/// The image ids pinned pulls were answered with ([`PulledIds`]), shared by every
+/// The image ids pinned pulls were answered with, shared by every
 /// [`RuntimeImages`] made from it: the daemon makes one at start and keeps it across
 /// reloads, since what the runtime pulled does not change with the policies.
 #[derive(Clone, Default)]

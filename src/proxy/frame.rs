@@ -1,8 +1,7 @@
-//! HTTP/2 frames and header fields, as far as the relay ([`super::relay`]) reads and
-//! writes them: the frame layout of RFC 9113 §4.1 and §6, and a stateless HPACK encoder
-//! (RFC 7541 §5, §6.2.3).
+//! HTTP/2 frames, as far as the relay ([`super::relay`]) reads and writes them: the
+//! frame layout of RFC 9113 §4.1 and §6.
 
-use bytes::{BufMut, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 
 /// The client connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -53,7 +52,6 @@ pub mod code {
     pub const FLOW_CONTROL_ERROR: u32 = 0x3;
     pub const FRAME_SIZE_ERROR: u32 = 0x6;
     pub const REFUSED_STREAM: u32 = 0x7;
-    pub const CANCEL: u32 = 0x8;
     pub const COMPRESSION_ERROR: u32 = 0x9;
     pub const ENHANCE_YOUR_CALM: u32 = 0xb;
 }
@@ -93,6 +91,18 @@ impl Head {
     pub fn has(&self, flag: u8) -> bool {
         self.flags & flag != 0
     }
+}
+
+/// Takes the first whole frame off `buf`. With only part of one there, returns `None`
+/// and makes room for the rest: the 24-bit length bounds what is buffered.
+pub fn next(buf: &mut BytesMut) -> Option<(Head, Bytes)> {
+    let head = Head::parse(buf)?;
+    let len = HEAD_LEN + head.len;
+    if buf.len() < len {
+        buf.reserve(len - buf.len());
+        return None;
+    }
+    Some((head, buf.split_to(len).freeze()))
 }
 
 /// Appends a frame with `payload` to `out`. `payload` must fit a frame (checked by the
@@ -219,70 +229,22 @@ pub fn u31(payload: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b) & 0x7fff_ffff)
 }
 
-/// Appends one field to a header block as a literal that is never indexed, with a literal
-/// name and no Huffman coding (RFC 7541 §6.2.3). Such a block leaves the peer's dynamic
-/// table untouched, so it can be put in any order among the blocks of another encoder,
-/// and "never indexed" keeps any sensitivity the field had (RFC 7541 §7.1.3).
-pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
-    out.push(0x10);
-    encode_string(out, name);
-    encode_string(out, value);
-}
-
-fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
-    encode_integer(out, 7, 0, s.len());
-    out.extend_from_slice(s);
-}
-
-/// An integer with an N-bit prefix (RFC 7541 §5.1).
-fn encode_integer(out: &mut Vec<u8>, prefix_bits: u8, first: u8, value: usize) {
-    let max = (1usize << prefix_bits) - 1;
-    if value < max {
-        out.push(first | value as u8);
-        return;
-    }
-    out.push(first | max as u8);
-    let mut rest = value - max;
-    while rest >= 128 {
-        out.push((rest % 128 + 128) as u8);
-        rest /= 128;
-    }
-    out.push(rest as u8);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn integers_use_the_prefix_then_continuation_bytes() {
-        // RFC 7541 C.1.1 and C.1.2.
-        let mut out = Vec::new();
-        encode_integer(&mut out, 5, 0, 10);
-        assert_eq!(out, [0x0a]);
-        out.clear();
-        encode_integer(&mut out, 5, 0, 1337);
-        assert_eq!(out, [0x1f, 0x9a, 0x0a]);
-    }
-
-    #[test]
-    fn encoded_fields_decode_and_leave_the_table_empty() {
-        let mut block = Vec::new();
-        encode_field(&mut block, b":path", b"/runtime.v1.RuntimeService/Version");
-        encode_field(&mut block, b"x-long", &[b'v'; 300]);
-        let mut decoder = crate::proxy::hpack::Decoder::new();
-        let mut decode = |block: &[u8]| {
-            let mut fields = Vec::new();
-            decoder
-                .decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))
-                .unwrap();
-            fields
-        };
-        let fields = decode(&block);
-        assert_eq!(fields[0].0, b":path");
-        assert_eq!(fields[1].1.len(), 300);
-        // The same block decodes the same again: nothing was added to the table.
-        assert_eq!(decode(&block), fields);
+    fn whole_frames_are_taken_and_a_partial_one_waits() {
+        let mut buf = BytesMut::new();
+        put_ping(&mut buf, false, [7; 8]);
+        let whole = buf.len();
+        put_ping(&mut buf, true, [8; 8]);
+        buf.truncate(whole + 5);
+        let (head, bytes) = next(&mut buf).unwrap();
+        assert_eq!((head.kind, head.len, bytes.len()), (kind::PING, 8, whole));
+        assert_eq!(next(&mut buf), None);
+        assert_eq!(buf.len(), 5);
+        assert!(buf.capacity() >= HEAD_LEN + 8);
     }
 
     #[test]

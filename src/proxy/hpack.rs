@@ -1,4 +1,5 @@
-//! HPACK decoding (RFC 7541) of the header blocks clients send.
+//! HPACK (RFC 7541): decoding the header blocks clients send, and encoding header
+//! blocks that leave the peer's table alone.
 //!
 //! The relay decodes every request header block to route it, so the decoder is on the
 //! path of every call: strings are borrowed from the block unless Huffman-coded, and the
@@ -185,6 +186,37 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Appends one field to a header block as a literal that is never indexed, with a literal
+/// name and no Huffman coding (RFC 7541 §6.2.3). Such a block leaves the peer's dynamic
+/// table untouched, so it can be put in any order among the blocks of another encoder,
+/// and "never indexed" keeps any sensitivity the field had (RFC 7541 §7.1.3).
+pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.push(0x10);
+    encode_string(out, name);
+    encode_string(out, value);
+}
+
+fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
+    encode_integer(out, 7, 0, s.len());
+    out.extend_from_slice(s);
+}
+
+/// An integer with an N-bit prefix (RFC 7541 §5.1).
+fn encode_integer(out: &mut Vec<u8>, prefix_bits: u8, first: u8, value: usize) {
+    let max = (1usize << prefix_bits) - 1;
+    if value < max {
+        out.push(first | value as u8);
+        return;
+    }
+    out.push(first | max as u8);
+    let mut rest = value - max;
+    while rest >= 128 {
+        out.push((rest % 128 + 128) as u8);
+        rest /= 128;
+    }
+    out.push(rest as u8);
 }
 
 /// Reads an integer with an N-bit prefix (RFC 7541 §5.1).
@@ -635,6 +667,37 @@ mod tests {
         list.iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn integers_use_the_prefix_then_continuation_bytes() {
+        // RFC 7541 C.1.1 and C.1.2.
+        let mut out = Vec::new();
+        encode_integer(&mut out, 5, 0, 10);
+        assert_eq!(out, [0x0a]);
+        out.clear();
+        encode_integer(&mut out, 5, 0, 1337);
+        assert_eq!(out, [0x1f, 0x9a, 0x0a]);
+    }
+
+    #[test]
+    fn encoded_fields_decode_and_leave_the_table_empty() {
+        let mut block = Vec::new();
+        encode_field(&mut block, b":path", b"/runtime.v1.RuntimeService/Version");
+        encode_field(&mut block, b"x-long", &[b'v'; 300]);
+        let mut decoder = Decoder::new();
+        let mut decode = |block: &[u8]| {
+            let mut fields = Vec::new();
+            decoder
+                .decode(block, |n, v| fields.push((n.to_vec(), v.to_vec())))
+                .unwrap();
+            fields
+        };
+        let fields = decode(&block);
+        assert_eq!(fields[0].0, b":path");
+        assert_eq!(fields[1].1.len(), 300);
+        // The same block decodes the same again: nothing was added to the table.
+        assert_eq!(decode(&block), fields);
     }
 
     #[test]

@@ -26,6 +26,16 @@ pub struct Intercepted {
     pub phase: Phase,
 }
 
+impl Intercepted {
+    /// The method's name, as messages about it give it.
+    pub fn name(self) -> &'static str {
+        match self.phase {
+            Phase::Pull => "PullImage",
+            Phase::Create => "CreateContainer",
+        }
+    }
+}
+
 pub const V1_PULL_IMAGE: &str = "/runtime.v1.ImageService/PullImage";
 pub const V1_CREATE_CONTAINER: &str = "/runtime.v1.RuntimeService/CreateContainer";
 pub const V1ALPHA2_PULL_IMAGE: &str = "/runtime.v1alpha2.ImageService/PullImage";

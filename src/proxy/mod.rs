@@ -1,7 +1,7 @@
 //! The CRI proxy: a unix-socket HTTP/2 endpoint in front of the runtime's CRI socket.
 //!
 //! Each client connection is relayed frame by frame to a runtime connection of its own
-//! ([`relay`], with the framing in [`frame`]). Calls are routed by their `:path`
+//! ([`relay`], with the framing in [`frame`] and header blocks in [`hpack`]). Calls are routed by their `:path`
 //! ([`methods`]): ordinary calls pass as frames, body and trailers untouched. PullImage
 //! and CreateContainer, on both `runtime.v1` and `runtime.v1alpha2`, are answered by
 //! crigate: read whole, decoded ([`intercept`]), put to the

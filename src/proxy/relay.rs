@@ -6,7 +6,7 @@
 //!
 //! - **Request header blocks are decoded and encoded again.** crigate must read every
 //!   request's `:path` to route it, and a block it has decoded is sent on as literals
-//!   that never touch the runtime's HPACK table ([`frame::encode_field`]). The runtime so
+//!   that never touch the runtime's HPACK table ([`hpack::encode_field`]). The runtime so
 //!   sees exactly the fields crigate routed on, and streams crigate answers itself need
 //!   not reach the runtime at all.
 //! - **Streams crigate answers itself are "local".** Gated methods (PullImage,
@@ -45,7 +45,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MethodPolicy;
-use crate::decision::{Caller, Phase};
+use crate::decision::Caller;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::frame::{self, code, flag, kind, setting, Head};
 use crate::proxy::hpack;
@@ -540,14 +540,7 @@ impl Relay {
                 self.to_upstream.extend_from_slice(&preface);
             }
         }
-        while let Some(head) = frame::Head::parse(buf) {
-            // The runtime (or crigate, when it is the server) allows frames up to its
-            // SETTINGS_MAX_FRAME_SIZE; the 24-bit length bounds what is buffered.
-            if buf.len() < frame::HEAD_LEN + head.len {
-                buf.reserve(frame::HEAD_LEN + head.len - buf.len());
-                break;
-            }
-            let bytes = buf.split_to(frame::HEAD_LEN + head.len).freeze();
+        while let Some((head, bytes)) = frame::next(buf) {
             self.on_client_frame(head, bytes)?;
         }
         Ok(())
@@ -819,7 +812,7 @@ impl Relay {
         } else if self.forwardable(stream) {
             self.encoded.clear();
             for (name, value) in self.fields.iter() {
-                frame::encode_field(&mut self.encoded, name, value);
+                hpack::encode_field(&mut self.encoded, name, value);
             }
             frame::put_header_block(
                 &mut self.to_upstream,
@@ -864,17 +857,17 @@ impl Relay {
         if relayed {
             let encoded = &mut self.encoded;
             encoded.clear();
-            frame::encode_field(encoded, b":method", pseudo.method);
-            frame::encode_field(encoded, b":scheme", pseudo.scheme);
+            hpack::encode_field(encoded, b":method", pseudo.method);
+            hpack::encode_field(encoded, b":scheme", pseudo.scheme);
             // The runtime requires an authority; kubelet and crictl send `localhost`.
-            frame::encode_field(
+            hpack::encode_field(
                 encoded,
                 b":authority",
                 pseudo.authority.unwrap_or(b"localhost"),
             );
-            frame::encode_field(encoded, b":path", pseudo.path);
+            hpack::encode_field(encoded, b":path", pseudo.path);
             for (name, value) in self.fields.iter().filter(|(n, _)| !n.starts_with(b":")) {
-                frame::encode_field(encoded, name, value);
+                hpack::encode_field(encoded, name, value);
             }
             frame::put_header_block(
                 &mut self.to_upstream,
@@ -945,10 +938,7 @@ impl Relay {
             let response = if too_large {
                 let limit = proxy.state().cri.max_message_bytes;
                 let method = match std::str::from_utf8(&head.path).map(route) {
-                    Ok(Route::Intercept(method)) => match method.phase {
-                        Phase::Pull => "PullImage",
-                        Phase::Create => "CreateContainer",
-                    },
+                    Ok(Route::Intercept(method)) => method.name(),
                     _ => "gRPC",
                 };
                 ProxyError::RequestTooLarge { method, limit }.into_response()
@@ -978,7 +968,7 @@ impl Relay {
         match event {
             Event::Head(parts, end) => {
                 let mut block = Vec::new();
-                frame::encode_field(&mut block, b":status", parts.status.as_str().as_bytes());
+                hpack::encode_field(&mut block, b":status", parts.status.as_str().as_bytes());
                 encode_headers(&mut block, &parts.headers);
                 local.outbox.push_back(Out::Block { block, end });
             }
@@ -1103,12 +1093,7 @@ impl Relay {
     // --- from the runtime ---
 
     fn on_upstream_bytes(&mut self, buf: &mut BytesMut) {
-        while let Some(head) = frame::Head::parse(buf) {
-            if buf.len() < frame::HEAD_LEN + head.len {
-                buf.reserve(frame::HEAD_LEN + head.len - buf.len());
-                break;
-            }
-            let bytes = buf.split_to(frame::HEAD_LEN + head.len).freeze();
+        while let Some((head, bytes)) = frame::next(buf) {
             self.on_upstream_frame(head, bytes);
         }
     }
@@ -1268,12 +1253,12 @@ impl Relay {
             self.remember_local(stream);
             let mut block = Vec::new();
             if !started {
-                frame::encode_field(&mut block, b":status", b"200");
+                hpack::encode_field(&mut block, b":status", b"200");
                 encode_headers(&mut block, response.headers());
             } else {
                 for (name, value) in response.headers() {
                     if name.as_str().starts_with("grpc-") {
-                        frame::encode_field(&mut block, name.as_str().as_bytes(), value.as_bytes());
+                        hpack::encode_field(&mut block, name.as_str().as_bytes(), value.as_bytes());
                     }
                 }
             }
@@ -1383,7 +1368,7 @@ fn register(
 
 fn encode_headers(block: &mut Vec<u8>, headers: &HeaderMap) {
     for (name, value) in headers {
-        frame::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
+        hpack::encode_field(block, name.as_str().as_bytes(), value.as_bytes());
     }
 }
 
@@ -1490,7 +1475,7 @@ pub fn fuzz_header_blocks(data: &[u8]) {
         };
         let mut encoded = Vec::new();
         for (name, value) in fields.iter() {
-            frame::encode_field(&mut encoded, name, value);
+            hpack::encode_field(&mut encoded, name, value);
         }
         let mut again = Fields::default();
         let decoded = hpack::Decoder::new().decode(&encoded, |n, v| again.push(n, v));

@@ -95,10 +95,7 @@ impl Proxy {
         request: Request<ProxyBody>,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let name = match method.phase {
-            Phase::Pull => "PullImage",
-            Phase::Create => "CreateContainer",
-        };
+        let name = method.name();
         let (mut parts, body) = request.into_parts();
         let limit = state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN);
         let body = read_body(body, limit, name).await?;
