@@ -69,6 +69,17 @@ pub async fn call_with_authority(
     let (mut sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await?;
     tokio::spawn(connection);
+    let request = grpc_request(authority, path, headers, body)?;
+    RawResponse::read(sender.send_request(request).await?).await
+}
+
+/// A gRPC request as CRI clients send it, with extra headers and a raw body.
+pub fn grpc_request(
+    authority: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> anyhow::Result<Request<Full<Bytes>>> {
     let mut request = Request::post(format!("http://{authority}{path}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -79,7 +90,7 @@ pub async fn call_with_authority(
             HeaderValue::from_str(value)?,
         );
     }
-    RawResponse::read(sender.send_request(request).await?).await
+    Ok(request)
 }
 
 /// Makes one call on `socket` as kubelet does (`:authority` localhost).

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request};
+use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::client::{call, RawResponse};
+use crate::client::{call, grpc_request, RawResponse};
 use crate::daemon::{Crigate, Options};
 use crate::proxy::{pull_body, setup};
 use crate::standin::{self, StandIn};
@@ -43,18 +43,7 @@ async fn connect(
 }
 
 fn request(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
-    let mut request = Request::post(format!("http://localhost{path}"))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(Full::new(body))
-        .unwrap();
-    for (name, value) in headers {
-        request.headers_mut().insert(
-            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-            HeaderValue::from_str(value).unwrap(),
-        );
-    }
-    request
+    grpc_request("localhost", path, headers, body).unwrap()
 }
 
 async fn send(
