@@ -389,6 +389,20 @@ async fn malformed_intercepted_request_is_invalid_argument() {
         s.standin.seen().is_empty(),
         "a malformed request reached the runtime"
     );
+    // CreateContainer is decided on a stream open on the runtime: the runtime had each
+    // request's head, never its message, and the stream was cancelled.
+    let mut cancelled = s.standin.cancelled();
+    for _ in 0..100 {
+        if cancelled.len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        cancelled = s.standin.cancelled();
+    }
+    assert_eq!(cancelled.len(), 5, "{cancelled:?}");
+    assert!(cancelled.iter().all(
+        |c| c.path == "/runtime.v1alpha2.RuntimeService/CreateContainer" && c.body.is_empty()
+    ));
     // Still serving.
     let response = call(&s.crigate.socket, standin::ECHO, &[], Bytes::new())
         .await

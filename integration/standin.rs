@@ -34,6 +34,8 @@ pub struct Seen {
     pub authority: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The client cancelled the request before its body was complete.
+    pub cancelled: bool,
 }
 
 /// A running stand-in runtime.
@@ -99,9 +101,17 @@ impl StandIn {
         self.going_away.notify_waiters();
     }
 
-    /// Every request received so far.
+    /// Every request received whole so far.
     pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|s| !s.cancelled).cloned().collect()
+    }
+
+    /// The requests whose head arrived but which the client cancelled before their body
+    /// was complete.
+    pub fn cancelled(&self) -> Vec<Seen> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter().filter(|s| s.cancelled).cloned().collect()
     }
 
     /// Requests received for `path`.
@@ -129,17 +139,19 @@ async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let (parts, body) = request.into_parts();
     let path = parts.uri.path().to_owned();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let collected = body.collect().await.map(|c| c.to_bytes()).ok();
     seen.lock().unwrap().push(Seen {
         path: path.clone(),
         authority: parts.uri.authority().map(|a| a.to_string()),
         headers: parts.headers.clone(),
-        body: body.clone(),
+        body: collected.clone().unwrap_or_default(),
+        cancelled: collected.is_none(),
     });
+    // A request whose body never came whole was never a call a runtime could act on: a
+    // gRPC server decodes the request message before it runs any method.
+    let Some(body) = collected else {
+        return Ok(Response::new(Full::new(Bytes::new()).boxed()));
+    };
     let header = |name: &str| {
         parts
             .headers

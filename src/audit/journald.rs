@@ -118,6 +118,19 @@ impl Sink for Journald {
         "journald"
     }
 
+    fn write_now(&self, record: &Arc<AuditRecord>) -> Option<Result<Option<Durability>, Error>> {
+        let sender = self.sender()?;
+        match sender.send_to(&entry(record), &*self.socket) {
+            // journald owns the record once it has the datagram.
+            Ok(_) => Some(Ok(None)),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => None,
+            Err(source) => Some(Err(Error::Journald {
+                socket: Box::from(&*self.socket),
+                source,
+            })),
+        }
+    }
+
     fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, Error>> {
         let this = self.clone();
         Box::pin(async move {

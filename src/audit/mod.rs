@@ -78,6 +78,15 @@ pub trait Sink: Send + Sync + 'static {
     /// A short name for diagnostics and metrics (`journald`, `spool`).
     fn name(&self) -> &'static str;
     fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, Error>>;
+
+    /// Writes `record` from the calling thread if that needs no wait (journald's socket
+    /// has room; the spool's segment needs no rotation and no other write is under way),
+    /// as `write` would; `None`, having written nothing, when it would have to wait.
+    /// `Some(Ok(None))`: the record is as durable as this sink makes it already.
+    fn write_now(&self, record: &Arc<AuditRecord>) -> Option<Result<Option<Durability>, Error>> {
+        let _ = record;
+        None
+    }
 }
 
 /// Writes each record to every sink, and counts what could not be written.
@@ -152,31 +161,51 @@ impl Auditor {
     ///
     /// # Cancel safety
     ///
-    /// Each sink write runs as a spawned task: dropping this future, or the wait for
-    /// durability, does not stop a write that has begun.
+    /// A sink that can take the record at once ([`Sink::write_now`]) does so before this
+    /// future first returns; every other sink write, and every wait for durability, runs
+    /// as a spawned task: dropping this future, or the wait for durability, does not stop
+    /// a write that has begun.
     pub async fn record(&self, record: AuditRecord) -> Written {
         decision_event(&record);
         self.inner.metrics.decided(&record);
         let record = Arc::new(record);
-        let stages: Vec<_> = self
-            .inner
-            .sinks
-            .iter()
-            .enumerate()
-            .map(|(index, sink)| {
-                let (taken, written) = oneshot::channel();
-                let task = tokio::spawn(write_to(
-                    Arc::clone(&self.inner),
-                    index,
-                    Arc::clone(&record),
-                    taken,
-                ));
-                (sink.name(), written, task)
-            })
-            .collect();
         let mut written = Written::default();
+        let mut pending = Vec::new();
+        let mut stages = Vec::new();
+        for (index, sink) in self.inner.sinks.iter().enumerate() {
+            match sink.write_now(&record) {
+                Some(Ok(None)) => {}
+                Some(Ok(Some(durability))) => pending.push((index, durability)),
+                Some(Err(error)) => {
+                    self.inner.failed(index, &record.id, &error);
+                    written.failed.push((sink.name(), error));
+                }
+                None => {
+                    let (taken, was_taken) = oneshot::channel();
+                    let task = tokio::spawn(write_to(
+                        Arc::clone(&self.inner),
+                        index,
+                        Arc::clone(&record),
+                        taken,
+                    ));
+                    stages.push((index, sink.name(), was_taken, task));
+                }
+            }
+        }
+        // The waits of the sinks written at once, watched whether or not anyone waits.
+        let watched = (!pending.is_empty()).then(|| {
+            let inner = Arc::clone(&self.inner);
+            let id = record.id.clone();
+            tokio::spawn(async move {
+                for (index, durability) in pending {
+                    if let Err(error) = durability.await {
+                        inner.failed(index, &id, &error);
+                    }
+                }
+            })
+        });
         let mut tasks = Vec::with_capacity(stages.len());
-        for (index, (name, taken, task)) in stages.into_iter().enumerate() {
+        for (index, name, taken, task) in stages {
             match taken.await {
                 Ok(Ok(())) => tasks.push((index, name, task)),
                 Ok(Err(error)) => written.failed.push((name, error)),
@@ -188,9 +217,15 @@ impl Auditor {
                 }
             }
         }
+        if watched.is_none() && tasks.is_empty() {
+            return written;
+        }
         let inner = Arc::clone(&self.inner);
         let id = record.id.clone();
         written.durable = Durable::after(async move {
+            if let Some(watched) = watched {
+                let _ = watched.await;
+            }
             for (index, name, task) in tasks {
                 if task.await.is_err() {
                     inner.failed(index, &id, &Error::Lost { sink: name });

@@ -16,9 +16,13 @@
 //! is found and cut off when the spool opens (the record's decision never returned, so
 //! nobody was told it was recorded).
 //!
-//! Writes go to one writer thread through a bounded channel. The thread writes every
-//! record that is waiting, fsyncs once, then completes each writer (group commit): many
-//! concurrent decisions share one fsync.
+//! A record is written to the active segment by the task that appends it, when the
+//! segment has room and no other write is under way: a write to the page cache, with no
+//! hop to another thread on the decision's path. Only the fsync is left to the writer
+//! thread, which takes every wait that is pending, fsyncs once, then completes each
+//! (group commit): many concurrent decisions share one fsync. A record that needs the
+//! segment rotated or old segments dropped first, or that finds another write under way,
+//! goes to the writer thread through a bounded channel, and is written there.
 //!
 //! The spool is bounded by `spool_max_bytes`. When a record would not fit, the oldest
 //! segment is deleted whole, acknowledged or not: the newest records are the ones an
@@ -125,7 +129,7 @@ pub struct Batch {
 #[derive(Clone)]
 pub struct Spool {
     shared: Arc<Shared>,
-    queue: mpsc::Sender<Append>,
+    queue: mpsc::Sender<Message>,
 }
 
 struct Shared {
@@ -133,11 +137,16 @@ struct Shared {
     max_bytes: u64,
     segment_bytes: u64,
     journal_socket: Option<PathBuf>,
+    /// The active segment, appended to under this lock (taken before `state`).
+    file: Mutex<File>,
     state: Mutex<State>,
     dropped: AtomicU64,
     /// Woken after each group commit, for the shipper.
     appended: Notify,
 }
+
+/// The wait until an appended record is fsynced.
+pub type Fsynced = BoxFuture<'static, Result<(), Error>>;
 
 /// What the writer and readers share.
 #[derive(Debug)]
@@ -153,12 +162,18 @@ struct State {
     ack: Position,
 }
 
-struct Append {
-    frame: Vec<u8>,
-    /// Told once the frame is written to the segment (or why it is not).
-    written: oneshot::Sender<Result<(), Error>>,
-    /// Told once the segment is fsynced with the frame in it.
-    durable: oneshot::Sender<Result<(), Error>>,
+/// What the writer thread is asked to do.
+enum Message {
+    /// Write a frame, then fsync.
+    Append {
+        frame: Vec<u8>,
+        /// Told once the frame is written to the segment (or why it is not).
+        written: oneshot::Sender<Result<(), Error>>,
+        /// Told once the segment is fsynced with the frame in it.
+        durable: oneshot::Sender<Result<(), Error>>,
+    },
+    /// A frame was written in place: fsync, then tell this sender.
+    Sync(oneshot::Sender<Result<(), Error>>),
 }
 
 // === impl SpoolConfig ===
@@ -237,12 +252,17 @@ impl Spool {
             }
         }
         let file = create_segment(&dir, active)?;
+        let sync_file = file.try_clone().map_err(|source| Error::Io {
+            path: segment_path(&dir, active),
+            source,
+        })?;
         segments.insert(active, 0);
         let shared = Arc::new(Shared {
             dir,
             max_bytes: config.max_bytes,
             segment_bytes: config.segment_bytes.max(1),
             journal_socket: config.journal_socket,
+            file: Mutex::new(file),
             state: Mutex::new(State {
                 segments,
                 active,
@@ -255,7 +275,7 @@ impl Spool {
         let (queue, receiver) = mpsc::channel(WRITE_QUEUE);
         let writer = Writer {
             shared: Arc::clone(&shared),
-            file,
+            sync_file,
         };
         std::thread::Builder::new()
             .name("crigate-spool".to_owned())
@@ -288,15 +308,15 @@ impl Spool {
     /// # Errors
     ///
     /// The record is too large, or the disk refused it.
-    pub async fn append_written(
-        &self,
-        record: &AuditRecord,
-    ) -> Result<impl std::future::Future<Output = Result<(), Error>> + Send + 'static, Error> {
+    pub async fn append_written(&self, record: &AuditRecord) -> Result<Fsynced, Error> {
         let frame = frame::encode(record)?;
-        let (written, was_written) = oneshot::channel();
+        if let Some(written) = self.append_in_place(&frame) {
+            return written;
+        }
         let (durable, is_durable) = oneshot::channel();
+        let (written, was_written) = oneshot::channel();
         self.queue
-            .send(Append {
+            .send(Message::Append {
                 frame,
                 written,
                 durable,
@@ -304,7 +324,58 @@ impl Spool {
             .await
             .map_err(|_| Error::WriterGone)?;
         was_written.await.map_err(|_| Error::WriterGone)??;
-        Ok(async move { is_durable.await.map_err(|_| Error::WriterGone)? })
+        Ok(Box::pin(async move {
+            is_durable.await.map_err(|_| Error::WriterGone)?
+        }))
+    }
+
+    /// Appends `frame` from the calling thread, as [`Spool::append_written`] does, if
+    /// that needs no wait ([`Spool::write_in_place`]); `None`, having written nothing,
+    /// when it would.
+    fn append_in_place(&self, frame: &[u8]) -> Option<Result<Fsynced, Error>> {
+        if let Err(error) = self.write_in_place(frame)? {
+            return Some(Err(error));
+        }
+        let (durable, is_durable) = oneshot::channel();
+        // The fsync is asked for now, so that it happens whether or not anyone waits.
+        let unsent = match self.queue.try_send(Message::Sync(durable)) {
+            Ok(()) => None,
+            Err(mpsc::error::TrySendError::Full(message)) => Some((self.queue.clone(), message)),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Some(Err(Error::WriterGone)),
+        };
+        Some(Ok(Box::pin(async move {
+            if let Some((queue, message)) = unsent {
+                queue.send(message).await.map_err(|_| Error::WriterGone)?;
+            }
+            is_durable.await.map_err(|_| Error::WriterGone)?
+        })))
+    }
+
+    /// Writes `frame` to the active segment from the calling thread, if that needs no
+    /// rotation, no dropping and no wait for another write (a write to the page cache);
+    /// `None` when it does.
+    fn write_in_place(&self, frame: &[u8]) -> Option<Result<(), Error>> {
+        let mut file = self.shared.file.try_lock().ok()?;
+        let size = frame.len() as u64;
+        let active = {
+            let state = self.shared.lock();
+            let active_len = state.segments.get(&state.active).copied().unwrap_or(0);
+            let total: u64 = state.segments.values().sum();
+            let rotate = active_len > 0 && active_len + size > self.shared.segment_bytes;
+            if rotate || total + size > self.shared.max_bytes {
+                return None;
+            }
+            state.active
+        };
+        if let Err(source) = file.write_all(frame) {
+            let path = segment_path(&self.shared.dir, active);
+            return Some(Err(Error::Io { path, source }));
+        }
+        let mut state = self.shared.lock();
+        if let Some(len) = state.segments.get_mut(&active) {
+            *len += size;
+        }
+        Some(Ok(()))
     }
 
     /// Unacknowledged records lost to the bound since the spool opened.
@@ -474,6 +545,23 @@ impl Sink for Spool {
         "spool"
     }
 
+    fn write_now(
+        &self,
+        record: &Arc<AuditRecord>,
+    ) -> Option<Result<Option<Durability>, SinkError>> {
+        let failed = |error: Error| SinkError::Spool(Box::new(error));
+        let frame = match frame::encode(record) {
+            Ok(frame) => frame,
+            Err(error) => return Some(Err(failed(error))),
+        };
+        Some(match self.append_in_place(&frame)? {
+            Ok(fsynced) => Ok(Some(
+                Box::pin(async move { fsynced.await.map_err(failed) }) as Durability
+            )),
+            Err(error) => Err(failed(error)),
+        })
+    }
+
     fn write(&self, record: Arc<AuditRecord>) -> BoxFuture<'static, Result<Durability, SinkError>> {
         let this = self.clone();
         let failed = |error: Error| SinkError::Spool(Box::new(error));
@@ -504,16 +592,17 @@ impl Shared {
     }
 }
 
-/// The writer thread: owns the active segment.
+/// The writer thread: rotates and trims the spool, and fsyncs for every writer.
 struct Writer {
     shared: Arc<Shared>,
-    file: File,
+    /// A duplicate descriptor of the active segment, fsynced without holding its lock.
+    sync_file: File,
 }
 
 // === impl Writer ===
 
 impl Writer {
-    fn run(mut self, mut receiver: mpsc::Receiver<Append>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<Message>) {
         while let Some(first) = receiver.blocking_recv() {
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
@@ -525,13 +614,24 @@ impl Writer {
             // Each caller hears as soon as its frame is in the file, and again once the
             // group's one fsync has made it durable.
             let mut waiting = Vec::with_capacity(group.len());
-            for Append {
-                frame,
-                written,
-                durable,
-            } in group
-            {
-                match self.write_frame(&frame) {
+            for message in group {
+                let (frame, written, durable) = match message {
+                    Message::Sync(durable) => {
+                        waiting.push(durable);
+                        continue;
+                    }
+                    Message::Append {
+                        frame,
+                        written,
+                        durable,
+                    } => (frame, written, durable),
+                };
+                let shared = Arc::clone(&self.shared);
+                let mut file = shared
+                    .file
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                match self.write_frame(&mut file, &frame) {
                     Ok(()) => {
                         let _ = written.send(Ok(()));
                         waiting.push(durable);
@@ -556,8 +656,9 @@ impl Writer {
         }
     }
 
-    /// Appends one frame to the active segment (not yet fsynced), making room first.
-    fn write_frame(&mut self, frame: &[u8]) -> Result<(), Error> {
+    /// Appends one frame to the active segment, `file` (not yet fsynced), making room
+    /// first.
+    fn write_frame(&mut self, file: &mut File, frame: &[u8]) -> Result<(), Error> {
         let size = frame.len() as u64;
         if size > self.shared.max_bytes {
             return Err(Error::SpoolTooSmall {
@@ -570,13 +671,12 @@ impl Writer {
             state.segments.get(&state.active).copied().unwrap_or(0)
         };
         if active_len > 0 && active_len + size > self.shared.segment_bytes {
-            self.rotate()?;
+            self.rotate(file)?;
         }
-        self.make_room(size)?;
+        self.make_room(file, size)?;
         let active = self.shared.lock().active;
         let path = segment_path(&self.shared.dir, active);
-        self.file
-            .write_all(frame)
+        file.write_all(frame)
             .map_err(|source| Error::Io { path, source })?;
         let mut state = self.shared.lock();
         let active = state.active;
@@ -586,23 +686,39 @@ impl Writer {
         Ok(())
     }
 
-    /// fsyncs the active segment and lets readers see what it holds.
+    /// fsyncs the active segment and lets readers see what it held before the fsync.
+    /// Only this thread rotates, so the segment cannot change under it; frames written
+    /// in place meanwhile wait for the next fsync.
     fn sync(&mut self) -> io::Result<()> {
-        self.file.sync_data()?;
+        let (active, len) = {
+            let state = self.shared.lock();
+            (
+                state.active,
+                state.segments.get(&state.active).copied().unwrap_or(0),
+            )
+        };
+        self.sync_file.sync_data()?;
         let mut state = self.shared.lock();
-        state.active_durable = state.segments.get(&state.active).copied().unwrap_or(0);
+        if state.active == active {
+            state.active_durable = state.active_durable.max(len);
+        }
         Ok(())
     }
 
-    /// fsyncs the active segment and starts the next one.
-    fn rotate(&mut self) -> Result<(), Error> {
+    /// fsyncs the active segment, `file`, and starts the next one.
+    fn rotate(&mut self, file: &mut File) -> Result<(), Error> {
         let active = self.shared.lock().active;
-        self.file.sync_data().map_err(|source| Error::Io {
+        file.sync_data().map_err(|source| Error::Io {
             path: segment_path(&self.shared.dir, active),
             source,
         })?;
         let next = active + 1;
-        self.file = create_segment(&self.shared.dir, next)?;
+        let created = create_segment(&self.shared.dir, next)?;
+        self.sync_file = created.try_clone().map_err(|source| Error::Io {
+            path: segment_path(&self.shared.dir, next),
+            source,
+        })?;
+        *file = created;
         let mut state = self.shared.lock();
         state.active = next;
         state.active_durable = 0;
@@ -612,7 +728,7 @@ impl Writer {
 
     /// Deletes the oldest segments until `size` more bytes fit in the bound, counting the
     /// unacknowledged records they held.
-    fn make_room(&mut self, size: u64) -> Result<(), Error> {
+    fn make_room(&mut self, file: &mut File, size: u64) -> Result<(), Error> {
         let mut dropped = 0u64;
         loop {
             let (total, oldest, active, ack) = {
@@ -630,7 +746,7 @@ impl Writer {
             let Some(oldest) = oldest else { break };
             if oldest == active {
                 // Only the active segment is left: close it so that it can go.
-                self.rotate()?;
+                self.rotate(file)?;
                 continue;
             }
             let path = segment_path(&self.shared.dir, oldest);

@@ -45,12 +45,12 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MethodPolicy;
-use crate::decision::Caller;
+use crate::decision::{Caller, Phase};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::frame::{self, code, flag, kind, setting, Head};
 use crate::proxy::hpack;
-use crate::proxy::methods::{route, Route};
-use crate::proxy::service::{Proxy, GRPC_PREFIX_LEN};
+use crate::proxy::methods::{route, Intercepted, Route};
+use crate::proxy::service::{Gated, Proxy, GRPC_PREFIX_LEN};
 use crate::proxy::status::ProxyError;
 
 /// The opaque data of the PING that times crigate's final GOAWAY.
@@ -140,6 +140,13 @@ enum Event {
     End,
     /// The response broke off: reset the stream with this code.
     Reset(u32),
+    /// A gated call is allowed as sent: its held request goes to the runtime.
+    Allowed,
+    /// The record of a gated call's decision is durable: the runtime's answer may pass.
+    Durable,
+    /// crigate answers a gated call itself: the stream is taken from the runtime, and
+    /// the answer follows as the events above.
+    Answering,
 }
 
 /// What a local stream still has to send, in order.
@@ -171,6 +178,35 @@ struct Local {
 }
 
 impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(task) = &self.task {
+            task.abort();
+        }
+    }
+}
+
+/// A gated call (CreateContainer) open on the runtime while crigate decides it. Its
+/// request header block went to the runtime at once, so the stream takes its place in
+/// the connection's order of stream ids; its DATA frames wait here, unchanged, until the
+/// call is allowed. Held bytes stay counted against the client's connection window, as
+/// the runtime will count them once it has them; bytes of a call that never reaches the
+/// runtime are given back to the client.
+struct Gate {
+    method: Intercepted,
+    /// The request as [`Proxy::gate`] reads it, until the decision starts.
+    request: Option<RequestHead>,
+    body: BytesMut,
+    /// The client's frames, as received, for the runtime.
+    frames: Vec<Bytes>,
+    /// The flow-controlled length of the held DATA frames.
+    held: u32,
+    too_large: bool,
+    task: Option<AbortHandle>,
+    /// Allowed and sent on; the runtime's answer waits for the record to be durable.
+    forwarded: bool,
+}
+
+impl Drop for Gate {
     fn drop(&mut self) {
         if let Some(task) = &self.task {
             task.abort();
@@ -335,6 +371,9 @@ struct Relay {
     /// Streams open on the runtime connection, and whether their response has started.
     open: HashMap<u32, bool>,
     local: HashMap<u32, Local>,
+    /// Gated calls open on the runtime whose decision, or whose record's durability, is
+    /// awaited.
+    gates: HashMap<u32, Gate>,
     /// Recent ids of streams that never reached the runtime.
     never_forwarded: BTreeSet<u32>,
 
@@ -393,6 +432,7 @@ impl Relay {
             last_stream: 0,
             open: HashMap::new(),
             local: HashMap::new(),
+            gates: HashMap::new(),
             never_forwarded: BTreeSet::new(),
             client_initial_window: frame::DEFAULT_WINDOW,
             client_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
@@ -486,7 +526,13 @@ impl Relay {
                         self.orphan(&error.to_string());
                     }
                 },
-                Some((stream, event)) = inbox.recv() => self.on_event(stream, event),
+                Some((stream, event)) = inbox.recv() => {
+                    self.on_event(stream, event);
+                    // Whatever else local streams have ready goes out in the same write.
+                    while let Ok((stream, event)) = inbox.try_recv() {
+                        self.on_event(stream, event);
+                    }
+                }
                 () = &mut cancelled, if !self.shutting_down => {
                     self.shutting_down = true;
                     self.go_away();
@@ -509,6 +555,7 @@ impl Relay {
         matches!(self.goaway, GoAway::Final(_))
             && self.open.is_empty()
             && self.local.is_empty()
+            && self.gates.is_empty()
             && self.held.is_empty()
             && self.injected.is_empty()
     }
@@ -593,6 +640,7 @@ impl Relay {
                     );
                 } else if self.forwardable(head.stream) {
                     self.open.remove(&head.stream);
+                    self.drop_gate(head.stream);
                     self.to_upstream.extend_from_slice(&bytes);
                 }
             }
@@ -654,6 +702,13 @@ impl Relay {
         if head.stream == 0 {
             return Err(fatal(code::PROTOCOL_ERROR, "DATA on stream 0"));
         }
+        if self
+            .gates
+            .get(&head.stream)
+            .is_some_and(|gate| !gate.forwarded)
+        {
+            return self.on_gated_data(head, bytes);
+        }
         if self.forwardable(head.stream) {
             self.to_upstream.extend_from_slice(bytes);
             return Ok(());
@@ -692,6 +747,37 @@ impl Relay {
         if head.has(flag::END_STREAM) {
             local.request_done = true;
             self.start(head.stream);
+        }
+        Ok(())
+    }
+
+    /// Holds a DATA frame of a gated call until its decision.
+    fn on_gated_data(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
+        let stream = head.stream;
+        let limit = self.proxy.state().cri.max_message_bytes + GRPC_PREFIX_LEN;
+        let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
+            .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
+        let Some(gate) = self.gates.get_mut(&stream) else {
+            return Ok(());
+        };
+        if gate.task.is_some() {
+            // After END_STREAM: the client broke the protocol; the stream's fate is decided.
+            return Ok(());
+        }
+        gate.held += head.len as u32;
+        gate.frames.push(bytes.clone());
+        let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
+        if gate.body.len() + data.len() > limit {
+            gate.too_large = true;
+            gate.body = BytesMut::new();
+            gate.frames = Vec::new();
+            self.gate_to_local(stream, head.has(flag::END_STREAM));
+            self.start(stream);
+            return Ok(());
+        }
+        gate.body.extend_from_slice(data);
+        if head.has(flag::END_STREAM) {
+            self.decide_gate(stream);
         }
         Ok(())
     }
@@ -814,13 +900,20 @@ impl Relay {
             for (name, value) in self.fields.iter() {
                 hpack::encode_field(&mut self.encoded, name, value);
             }
-            frame::put_header_block(
-                &mut self.to_upstream,
-                stream,
-                &self.encoded,
-                true,
-                self.upstream_max_frame,
-            );
+            let gate = self.gates.get_mut(&stream).filter(|gate| !gate.forwarded);
+            let mut trailers = BytesMut::new();
+            let out = if gate.is_some() {
+                &mut trailers
+            } else {
+                &mut self.to_upstream
+            };
+            frame::put_header_block(out, stream, &self.encoded, true, self.upstream_max_frame);
+            if let Some(gate) = gate {
+                if gate.task.is_none() {
+                    gate.frames.push(trailers.freeze());
+                    self.decide_gate(stream);
+                }
+            }
         }
         Ok(())
     }
@@ -846,15 +939,32 @@ impl Relay {
             self.refuse(stream, code::REFUSED_STREAM);
             return;
         }
-        let relayed = self.linked
-            && !self.upstream_draining
-            && match std::str::from_utf8(pseudo.path).map(route) {
+        let routed = std::str::from_utf8(pseudo.path).map(route);
+        let up = self.linked && !self.upstream_draining;
+        let relayed = up
+            && match routed {
                 Ok(Route::Known) => true,
                 Ok(Route::UnknownCri) => state.cri.unknown_methods == MethodPolicy::Forward,
                 Ok(Route::Other) => state.cri.other_services == MethodPolicy::Forward,
                 Ok(Route::Intercept(_)) | Err(_) => false,
             };
-        if relayed {
+        // CreateContainer is decided on a stream already open on the runtime, so an
+        // allowed call's request and answer pass as relayed frames. PullImage stays
+        // local: crigate reads its answer (the image id) and names the pulled image.
+        let gated = match routed {
+            Ok(Route::Intercept(method)) if up && !end_stream && method.phase == Phase::Create => {
+                match request_head(&pseudo, &self.fields) {
+                    Ok(request) => Some((method, request)),
+                    Err(reason) => {
+                        tracing::debug!(stream, reason, "request crigate cannot represent");
+                        self.refuse(stream, code::PROTOCOL_ERROR);
+                        return;
+                    }
+                }
+            }
+            _ => None,
+        };
+        if relayed || gated.is_some() {
             let encoded = &mut self.encoded;
             encoded.clear();
             hpack::encode_field(encoded, b":method", pseudo.method);
@@ -877,6 +987,21 @@ impl Relay {
                 self.upstream_max_frame,
             );
             self.open.insert(stream, false);
+            if let Some((method, request)) = gated {
+                self.gates.insert(
+                    stream,
+                    Gate {
+                        method,
+                        request: Some(request),
+                        body: BytesMut::new(),
+                        frames: Vec::new(),
+                        held: 0,
+                        too_large: false,
+                        task: None,
+                        forwarded: false,
+                    },
+                );
+            }
             return;
         }
         let request = match request_head(&pseudo, &self.fields) {
@@ -908,6 +1033,7 @@ impl Relay {
     /// Resets a stream the runtime never saw.
     fn refuse(&mut self, stream: u32, error: u32) {
         self.local.remove(&stream);
+        self.drop_gate(stream);
         self.remember_local(stream);
         let mut reset = BytesMut::new();
         frame::put_rst_stream(&mut reset, stream, error);
@@ -959,9 +1085,146 @@ impl Relay {
         local.task = Some(task.abort_handle());
     }
 
+    /// Starts deciding a gated call whose request is complete.
+    fn decide_gate(&mut self, stream: u32) {
+        let Some(gate) = self.gates.get_mut(&stream) else {
+            return;
+        };
+        let Some(head) = gate.request.take() else {
+            return;
+        };
+        let body = std::mem::take(&mut gate.body).freeze();
+        let (events, proxy, caller, method) = (
+            self.events.clone(),
+            self.proxy.clone(),
+            self.caller,
+            gate.method,
+        );
+        let task = tokio::spawn(async move {
+            let request = match head.into_request(body) {
+                Ok(request) => request,
+                Err(reason) => {
+                    tracing::debug!(stream, reason, "request crigate cannot represent");
+                    let _ = events.send((stream, Event::Answering)).await;
+                    let _ = events
+                        .send((stream, Event::Reset(code::PROTOCOL_ERROR)))
+                        .await;
+                    return;
+                }
+            };
+            match proxy.gate(method, request, caller).await {
+                Gated::Forward(durable) => {
+                    if events.send((stream, Event::Allowed)).await.is_ok() {
+                        durable.wait().await;
+                        let _ = events.send((stream, Event::Durable)).await;
+                    }
+                }
+                Gated::Answer(response) => {
+                    if events.send((stream, Event::Answering)).await.is_ok() {
+                        answer(stream, response.await, &events).await;
+                    }
+                }
+            }
+        });
+        gate.task = Some(task.abort_handle());
+    }
+
+    /// Forgets a gated call, giving back to the client's connection window what it sent
+    /// that never reached the runtime.
+    fn drop_gate(&mut self, stream: u32) -> Option<Gate> {
+        let mut gate = self.gates.remove(&stream)?;
+        if gate.forwarded {
+            // Nothing of it is held back any more.
+            self.release_held();
+        } else if gate.held > 0 {
+            let mut update = BytesMut::new();
+            frame::put_window_update(&mut update, 0, std::mem::take(&mut gate.held));
+            self.inject(update.freeze());
+        }
+        Some(gate)
+    }
+
+    /// Takes a gated call back from the runtime (RST_STREAM CANCEL: it never saw the
+    /// request's body) for crigate to answer as a local stream; its decision task, if
+    /// started, carries on as that stream's.
+    fn gate_to_local(&mut self, stream: u32, request_done: bool) {
+        let Some(mut gate) = self.drop_gate(stream) else {
+            return;
+        };
+        let started = self.open.remove(&stream);
+        if self.linked && started.is_some() {
+            frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
+        }
+        self.remember_local(stream);
+        match started {
+            // The runtime answered already (it may refuse a call before its body): that
+            // answer stands, and the decision's is not wanted.
+            None | Some(true) => {
+                if started == Some(true) {
+                    let mut reset = BytesMut::new();
+                    frame::put_rst_stream(&mut reset, stream, code::CANCEL);
+                    self.relay_to_client(
+                        Head {
+                            len: 4,
+                            kind: kind::RST_STREAM,
+                            flags: 0,
+                            stream,
+                        },
+                        reset.freeze(),
+                    );
+                }
+            }
+            Some(false) => {
+                self.local.insert(
+                    stream,
+                    Local {
+                        request: gate.request.take(),
+                        body: std::mem::take(&mut gate.body),
+                        request_done,
+                        too_large: gate.too_large,
+                        task: gate.task.take(),
+                        window: self.client_initial_window,
+                        outbox: VecDeque::new(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Whether the runtime's frames for `stream` wait for its decision's record.
+    fn awaiting_record(&self, stream: u32) -> bool {
+        self.gates.get(&stream).is_some_and(|gate| gate.forwarded)
+    }
+
     // --- local answers ---
 
     fn on_event(&mut self, stream: u32, event: Event) {
+        match event {
+            Event::Allowed => {
+                let linked = self.linked && self.open.contains_key(&stream);
+                if let Some(gate) = self.gates.get_mut(&stream).filter(|_| linked) {
+                    for frame in gate.frames.drain(..) {
+                        self.to_upstream.extend_from_slice(&frame);
+                    }
+                    gate.held = 0;
+                    gate.forwarded = true;
+                }
+                return;
+            }
+            Event::Durable => {
+                if self.gates.get(&stream).is_some_and(|gate| gate.forwarded) {
+                    self.drop_gate(stream);
+                }
+                return;
+            }
+            Event::Answering => {
+                if self.gates.contains_key(&stream) {
+                    self.gate_to_local(stream, true);
+                }
+                return;
+            }
+            _ => {}
+        }
         let Some(local) = self.local.get_mut(&stream) else {
             return;
         };
@@ -988,6 +1251,7 @@ impl Relay {
                 sent: None,
             }),
             Event::Reset(error) => local.outbox.push_back(Out::Reset(error)),
+            Event::Allowed | Event::Durable | Event::Answering => {}
         }
     }
 
@@ -1099,6 +1363,20 @@ impl Relay {
     }
 
     fn on_upstream_frame(&mut self, head: Head, bytes: Bytes) {
+        let ends = match head.kind {
+            kind::HEADERS | kind::DATA => head.has(flag::END_STREAM),
+            kind::RST_STREAM => true,
+            _ => false,
+        };
+        if ends
+            && self
+                .gates
+                .get(&head.stream)
+                .is_some_and(|gate| !gate.forwarded)
+        {
+            // The runtime ended a gated call before it had the body: its answer stands.
+            self.drop_gate(head.stream);
+        }
         match head.kind {
             kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => {
                 self.upstream_block_open = !head.has(flag::END_HEADERS);
@@ -1185,10 +1463,11 @@ impl Relay {
         out.freeze()
     }
 
-    /// Passes a runtime frame to the client, or holds it (and all after it) while the
-    /// client's window cannot take it.
+    /// Passes a runtime frame to the client, or holds it (and all after it, keeping the
+    /// order of header blocks the client's HPACK decoder follows) while the client's
+    /// window cannot take it or while it answers a call whose record is not yet durable.
     fn relay_to_client(&mut self, head: Head, bytes: Bytes) {
-        if self.held.is_empty() && self.fits(&head) {
+        if self.held.is_empty() && self.fits(&head) && !self.awaiting_record(head.stream) {
             self.write_upstream_frame(&head, &bytes);
         } else {
             self.held.push_back(bytes);
@@ -1216,7 +1495,7 @@ impl Relay {
                 self.held.pop_front();
                 continue;
             };
-            if !self.fits(&head) {
+            if !self.fits(&head) || self.awaiting_record(head.stream) {
                 break;
             }
             if let Some(bytes) = self.held.pop_front() {
@@ -1247,6 +1526,17 @@ impl Relay {
         let mut frames = BytesMut::new();
         for _ in 0..std::mem::take(&mut self.unacked_settings) {
             frame::put_settings_ack(&mut frames);
+        }
+        // Calls still being decided never reach the runtime; those already sent on keep
+        // their gate until their record is durable.
+        let deciding: Vec<u32> = self
+            .gates
+            .iter()
+            .filter(|(_, gate)| !gate.forwarded)
+            .map(|(&stream, _)| stream)
+            .collect();
+        for stream in deciding {
+            self.drop_gate(stream);
         }
         let open: Vec<(u32, bool)> = self.open.drain().collect();
         for (stream, started) in open {
@@ -1423,20 +1713,28 @@ async fn answer(
     {
         return;
     }
+    // The body is read on while the connection frames what came before, but never more
+    // than one piece ahead of it: what a slow client has not taken stays in the runtime.
+    let mut framing: Option<oneshot::Receiver<()>> = None;
     loop {
         let event = match body.frame().await {
             None => Event::End,
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
+                    if let Some(framed) = framing.take() {
+                        if framed.await.is_err() {
+                            return;
+                        }
+                    }
                     let (sent, framed) = oneshot::channel();
                     if events
                         .send((stream, Event::Data(data, sent)))
                         .await
                         .is_err()
-                        || framed.await.is_err()
                     {
                         return;
                     }
+                    framing = Some(framed);
                     continue;
                 }
                 Err(frame) => match frame.into_trailers() {
@@ -1486,6 +1784,9 @@ pub fn fuzz_header_blocks(data: &[u8]) {
         }
     }
 }
+
+#[cfg(test)]
+mod gate_tests;
 
 #[cfg(test)]
 mod tests {

@@ -10,7 +10,9 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use tracing::Instrument;
 
 use crate::config::{CriConfig, MethodPolicy};
-use crate::decision::{Caller, Decide, Decided, Decision, Durable, Phase};
+use crate::decision::{
+    BoxFuture, Caller, Decide, Decided, Decision, Durable, Phase, RequestContext,
+};
 use crate::oci::ImageRef;
 use crate::proxy::body::ProxyBody;
 use crate::proxy::intercept;
@@ -95,54 +97,129 @@ impl Proxy {
         request: Request<ProxyBody>,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        let name = method.name();
-        let (mut parts, body) = request.into_parts();
-        let limit = state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN);
-        let body = read_body(body, limit, name).await?;
-        let context = intercept::decode(method, &body, caller).map_err(|source| {
-            ProxyError::InvalidRequest {
-                method: name,
-                source,
-            }
-        })?;
-        let span = tracing::info_span!(
-            "cri",
-            method = name,
-            api = %context.api,
-            namespace = context.namespace.as_deref().unwrap_or(""),
-            pod = context.pod_name.as_deref().unwrap_or(""),
-            image = %context.image,
-        );
+        let (parts, body) = request.into_parts();
+        let body = read_body(body, body_limit(state), method.name()).await?;
+        let (context, span) = read_request(method, &body, caller)?;
         async {
-            let Decided { decision, durable } = state.decide.decide(&context).await;
-            // The runtime may start on an allowed call while its record is made durable;
-            // the caller hears the answer only once it is.
-            match decision {
-                Decision::Allow { pin: None } => {
-                    let request = Request::from_parts(parts, ProxyBody::full(body));
-                    durable_then(durable, forward(state, request)).await
-                }
-                Decision::Allow { pin: Some(image) } => {
-                    let pinned = intercept::pin(method, &body, &image);
-                    // The body changed length; a stale content-length would break the stream.
-                    parts.headers.remove(http::header::CONTENT_LENGTH);
-                    let request = Request::from_parts(parts, ProxyBody::full(pinned));
-                    match method.phase {
-                        Phase::Pull => {
-                            let call = pull_pinned(state, request, &context.image, &image);
-                            durable_then(durable, call).await
-                        }
-                        Phase::Create => durable_then(durable, forward(state, request)).await,
-                    }
-                }
-                Decision::Deny { message } => {
-                    durable.wait().await;
-                    Err(ProxyError::Denied(message))
-                }
-            }
+            let decided = state.decide.decide(&context).await;
+            act(state, method, parts, body, &context.image, decided).await
         }
         .instrument(span)
         .await
+    }
+
+    /// Decides a gated call whose stream the relay has already opened on the runtime,
+    /// holding back its body: the body goes on unchanged if it is allowed as sent, and
+    /// anything else is answered by crigate (a denial, a request it cannot read, or a
+    /// call allowed only with its image pinned, which is sent anew).
+    pub(crate) async fn gate(
+        &self,
+        method: Intercepted,
+        request: Request<ProxyBody>,
+        caller: Caller,
+    ) -> Gated {
+        let state = self.state.load_full();
+        let (parts, body) = request.into_parts();
+        let read = match read_body(body, body_limit(&state), method.name()).await {
+            Ok(body) => read_request(method, &body, caller).map(|read| (body, read)),
+            Err(error) => Err(error),
+        };
+        let (body, (context, span)) = match read {
+            Ok(read) => read,
+            Err(error) => {
+                tracing::debug!(%error, "answered by crigate");
+                return Gated::Answer(Box::pin(std::future::ready(error.into_response())));
+            }
+        };
+        let decided = state.decide.decide(&context).instrument(span.clone()).await;
+        if decided.decision == (Decision::Allow { pin: None }) {
+            return Gated::Forward(decided.durable);
+        }
+        Gated::Answer(Box::pin(
+            async move {
+                act(&state, method, parts, body, &context.image, decided)
+                    .await
+                    .unwrap_or_else(|error| {
+                        tracing::debug!(%error, "answered by crigate");
+                        error.into_response()
+                    })
+            }
+            .instrument(span),
+        ))
+    }
+}
+
+/// What becomes of a call [`Proxy::gate`] decided.
+pub(crate) enum Gated {
+    /// Allowed as the caller sent it: its bytes go on to the runtime, and the caller
+    /// hears the runtime's answer once the decision's record is durable.
+    Forward(Durable),
+    /// Answered by crigate, with this response.
+    Answer(BoxFuture<'static, Response<ProxyBody>>),
+}
+
+/// The most a gated request body may hold, its gRPC prefix included.
+fn body_limit(state: &State) -> usize {
+    state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN)
+}
+
+/// Decodes a gated request, with the span its decision is made in.
+fn read_request(
+    method: Intercepted,
+    body: &[u8],
+    caller: Caller,
+) -> Result<(RequestContext, tracing::Span), ProxyError> {
+    let name = method.name();
+    let context =
+        intercept::decode(method, body, caller).map_err(|source| ProxyError::InvalidRequest {
+            method: name,
+            source,
+        })?;
+    let span = tracing::info_span!(
+        "cri",
+        method = name,
+        api = %context.api,
+        namespace = context.namespace.as_deref().unwrap_or(""),
+        pod = context.pod_name.as_deref().unwrap_or(""),
+        image = %context.image,
+    );
+    Ok((context, span))
+}
+
+/// Acts on the decision on a gated call: forwards it (pinned, if so decided) or refuses
+/// it. The runtime may start on an allowed call while its record is made durable; the
+/// caller hears the answer only once it is.
+async fn act(
+    state: &State,
+    method: Intercepted,
+    mut parts: http::request::Parts,
+    body: Bytes,
+    requested: &str,
+    decided: Decided,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let Decided { decision, durable } = decided;
+    match decision {
+        Decision::Allow { pin: None } => {
+            let request = Request::from_parts(parts, ProxyBody::full(body));
+            durable_then(durable, forward(state, request)).await
+        }
+        Decision::Allow { pin: Some(image) } => {
+            let pinned = intercept::pin(method, &body, &image);
+            // The body changed length; a stale content-length would break the stream.
+            parts.headers.remove(http::header::CONTENT_LENGTH);
+            let request = Request::from_parts(parts, ProxyBody::full(pinned));
+            match method.phase {
+                Phase::Pull => {
+                    let call = pull_pinned(state, request, requested, &image);
+                    durable_then(durable, call).await
+                }
+                Phase::Create => durable_then(durable, forward(state, request)).await,
+            }
+        }
+        Decision::Deny { message } => {
+            durable.wait().await;
+            Err(ProxyError::Denied(message))
+        }
     }
 }
 
@@ -178,15 +255,13 @@ async fn pull_pinned(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let response = forward(state, request).await?;
     let (parts, body) = response.into_parts();
-    let limit = state.cri.max_message_bytes.saturating_add(GRPC_PREFIX_LEN);
-    let collected =
-        Limited::new(body, limit)
-            .collect()
-            .await
-            .map_err(|error| ProxyError::UpstreamReset {
-                socket: state.upstream.socket().into(),
-                reason: error.to_string(),
-            })?;
+    let collected = Limited::new(body, body_limit(state))
+        .collect()
+        .await
+        .map_err(|error| ProxyError::UpstreamReset {
+            socket: state.upstream.socket().into(),
+            reason: error.to_string(),
+        })?;
     let trailers = collected.trailers().cloned();
     let body = collected.to_bytes();
     let ok = parts

@@ -1,0 +1,327 @@
+//! The CreateContainer gate on a relayed stream, in process. The runtime here is a small
+//! HTTP/2 server on a unix socket and the decision seam is the test's own: what these
+//! tests show is timing that only a seam the test controls can produce (a record whose
+//! durability is held back) and what the runtime receives of a call crigate takes back.
+//! The same gate against the real containerd is shown by `integration/enforce.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::convert::Infallible;
+use std::sync::Mutex;
+
+use http::{HeaderMap, Response};
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use k8s_cri::v1;
+use prost::Message;
+use tokio::net::UnixListener;
+use tokio::sync::Notify;
+
+use super::*;
+use crate::config::Config;
+use crate::decision::{BoxFuture, Decide, Decided, Decision, Durable, RequestContext};
+
+const CREATE: &str = "/runtime.v1.RuntimeService/CreateContainer";
+const IMAGE: &str =
+    "registry.example/app@sha256:1111111111111111111111111111111111111111111111111111111111111111";
+const PINNED: &str =
+    "registry.example/app@sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+/// A decision the test chooses, whose record becomes durable when the test says so.
+struct Chosen {
+    decision: Decision,
+    durable: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+impl Decide for Chosen {
+    fn decide<'a>(&'a self, _: &'a RequestContext) -> BoxFuture<'a, Decided> {
+        let held = self.durable.lock().unwrap().take();
+        let decision = self.decision.clone();
+        Box::pin(async move {
+            Decided {
+                decision,
+                durable: match held {
+                    Some(held) => Durable::after(async move {
+                        let _ = held.await;
+                    }),
+                    None => Durable::now(),
+                },
+            }
+        })
+    }
+}
+
+/// One request as the runtime got it: its body, or `None` if it was cancelled first.
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    body: Option<Bytes>,
+}
+
+/// The runtime: answers every call with a CreateContainerResponse and records what came.
+struct Runtime {
+    socket: std::path::PathBuf,
+    received: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+}
+
+impl Runtime {
+    fn start(dir: &Path) -> Self {
+        let socket = dir.join("runtime.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let (log, notify) = (received.clone(), arrived.clone());
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (log, notify) = (log.clone(), notify.clone());
+                let service =
+                    hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let (log, notify) = (log.clone(), notify.clone());
+                        async move {
+                            let path = request.uri().path().to_owned();
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .ok()
+                                .map(|b| b.to_bytes());
+                            log.lock().unwrap().push(Received { path, body });
+                            notify.notify_waiters();
+                            let message = v1::CreateContainerResponse {
+                                container_id: "c-1".to_owned(),
+                            };
+                            let mut trailers = HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let mut response = Response::new(ProxyBody::with_trailers(
+                                grpc(&message.encode_to_vec()),
+                                Some(trailers),
+                            ));
+                            response
+                                .headers_mut()
+                                .insert("content-type", "application/grpc".parse().unwrap());
+                            Ok::<_, Infallible>(response)
+                        }
+                    });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service),
+                );
+            }
+        });
+        Self {
+            socket,
+            received,
+            arrived,
+        }
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until `n` requests have come, whole or cancelled.
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let arrived = self.arrived.notified();
+                let received = self.received();
+                if received.len() >= n {
+                    return received;
+                }
+                arrived.await;
+            }
+        })
+        .await
+        .expect("the runtime never got the requests")
+    }
+}
+
+fn grpc(message: &[u8]) -> Bytes {
+    let mut framed = BytesMut::new();
+    framed.extend_from_slice(&[0]);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    framed.freeze()
+}
+
+fn create_request() -> Bytes {
+    let request = v1::CreateContainerRequest {
+        pod_sandbox_id: "sandbox-1".to_owned(),
+        config: Some(v1::ContainerConfig {
+            metadata: Some(v1::ContainerMetadata {
+                name: "app".to_owned(),
+                attempt: 0,
+            }),
+            image: Some(v1::ImageSpec {
+                image: IMAGE.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        sandbox_config: Some(v1::PodSandboxConfig {
+            metadata: Some(v1::PodSandboxMetadata {
+                name: "web".to_owned(),
+                uid: "uid-1".to_owned(),
+                namespace: "prod".to_owned(),
+                attempt: 0,
+            }),
+            ..Default::default()
+        }),
+    };
+    grpc(&request.encode_to_vec())
+}
+
+/// crigate's relay in front of `runtime`, deciding with `decide`, and a client
+/// connection to it.
+async fn connect(
+    dir: &Path,
+    runtime: &Runtime,
+    decide: Chosen,
+) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
+    let text = format!(
+        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
+        dir.join("crigate.sock").display(),
+        runtime.socket.display()
+    );
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(decide)));
+    let (client, served) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    tokio::spawn(serve(served, caller, proxy, CancellationToken::new()));
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn create_call(body: Bytes) -> Request<ProxyBody> {
+    Request::builder()
+        .method("POST")
+        .uri(format!("http://localhost{CREATE}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(ProxyBody::full(body))
+        .unwrap()
+}
+
+/// The answer's body and its grpc-status and grpc-message, from headers or trailers.
+async fn read_answer(response: Response<hyper::body::Incoming>) -> (Bytes, String, String) {
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned().unwrap_or_default();
+    let field = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .or_else(|| trailers.get(name))
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    };
+    let (status, message) = (field("grpc-status"), field("grpc-message"));
+    (collected.to_bytes(), status, message)
+}
+
+#[tokio::test]
+async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_the_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let (durable, held) = oneshot::channel();
+    let decide = Chosen {
+        decision: Decision::Allow { pin: None },
+        durable: Mutex::new(Some(held)),
+    };
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let request = create_request();
+    let call = tokio::spawn(client.send_request(create_call(request.clone())));
+
+    // The runtime has the caller's bytes, unchanged, while the record is not durable.
+    let received = runtime.wait_for(1).await;
+    assert_eq!(received[0].path, CREATE);
+    assert_eq!(received[0].body.as_ref(), Some(&request));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !call.is_finished(),
+        "answered before the record was durable"
+    );
+
+    durable.send(()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (body, status, _) = read_answer(response).await;
+    assert_eq!(status, "0");
+    let answer = v1::CreateContainerResponse::decode(&body[5..]).unwrap();
+    assert_eq!(answer.container_id, "c-1");
+}
+
+#[tokio::test]
+async fn a_denied_create_is_cancelled_on_the_runtime_before_its_body() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen {
+        decision: Decision::Deny {
+            message: "crigate denied it".to_owned(),
+        },
+        durable: Mutex::new(None),
+    };
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let response = client
+        .send_request(create_call(create_request()))
+        .await
+        .unwrap();
+    let (_, status, message) = read_answer(response).await;
+    assert_eq!(status, "7", "PERMISSION_DENIED");
+    assert!(message.contains("crigate%20denied%20it"), "{message}");
+    let received = runtime.wait_for(1).await;
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].path, CREATE);
+    assert!(received[0].body.is_none(), "the runtime got the body");
+    // The connection goes on serving: the same call again is denied the same way.
+    let response = client
+        .send_request(create_call(create_request()))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(response).await.1, "7");
+}
+
+#[tokio::test]
+async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen {
+        decision: Decision::Allow {
+            pin: Some(PINNED.to_owned()),
+        },
+        durable: Mutex::new(None),
+    };
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let response = client
+        .send_request(create_call(create_request()))
+        .await
+        .unwrap();
+    let (body, status, _) = read_answer(response).await;
+    assert_eq!(status, "0");
+    assert_eq!(
+        v1::CreateContainerResponse::decode(&body[5..])
+            .unwrap()
+            .container_id,
+        "c-1"
+    );
+    let received = runtime.wait_for(2).await;
+    let (cancelled, whole): (Vec<_>, Vec<_>) = received.iter().partition(|r| r.body.is_none());
+    assert_eq!((cancelled.len(), whole.len()), (1, 1), "{received:?}");
+    let sent = whole[0].body.as_ref().unwrap();
+    let request = v1::CreateContainerRequest::decode(&sent[5..]).unwrap();
+    let config = request.config.unwrap();
+    assert_eq!(config.image.unwrap().image, PINNED);
+    assert_eq!(config.metadata.unwrap().name, "app");
+    assert_eq!(request.pod_sandbox_id, "sandbox-1");
+}
