@@ -80,6 +80,8 @@ pub struct Allowlist {
     exact: HashMap<String, Vec<usize>>,
     /// Literal prefix of each pattern with `*` -> entry indexes.
     prefixed: HashMap<String, Vec<usize>>,
+    /// The lengths of those prefixes: the only prefixes of a name worth looking up.
+    prefix_lens: Vec<usize>,
 }
 
 // === impl NamePattern ===
@@ -212,10 +214,14 @@ impl Allowlist {
                     .push(index),
             }
         }
+        let mut prefix_lens: Vec<usize> = prefixed.keys().map(String::len).collect();
+        prefix_lens.sort_unstable();
+        prefix_lens.dedup();
         Self {
             entries,
             exact,
             prefixed,
+            prefix_lens,
         }
     }
 
@@ -238,12 +244,13 @@ impl Allowlist {
             if let Some(found) = self.exact.get(name) {
                 candidates.extend(found);
             }
-            // Every prefix of the name at a character boundary, the empty one included.
-            let ends = name
-                .char_indices()
-                .map(|(i, _)| i)
-                .chain(std::iter::once(name.len()));
-            for end in ends {
+            // Every prefix of the name as long as some pattern's, the empty one included
+            // (`get` refuses a length inside a character).
+            for &end in self
+                .prefix_lens
+                .iter()
+                .take_while(|&&end| end <= name.len())
+            {
                 if let Some(found) = name.get(..end).and_then(|prefix| self.prefixed.get(prefix)) {
                     candidates.extend(found);
                 }

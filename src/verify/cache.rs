@@ -269,6 +269,14 @@ impl VerdictCache {
         }
     }
 
+    /// As [`VerdictCache::get`], counted as a hit when it finds one: the lookup
+    /// [`VerdictCache::get_or_verify`] would make, without preparing a verification.
+    pub fn hit(&self, key: &CacheKey) -> Option<Verdict> {
+        let verdict = self.get(key)?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(verdict)
+    }
+
     /// The verdict for `key`: from the cache, or from `verify`, run once however many
     /// callers ask concurrently. A verification error is returned to every waiting
     /// caller and not cached; the next call tries again.

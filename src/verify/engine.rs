@@ -137,6 +137,21 @@ impl Engine {
         requirement: &Requirement,
         credentials: Option<Credentials>,
     ) -> Result<Outcome, Error> {
+        // A digest already decided under this requirement needs nothing else.
+        if let Some(digest) = image.digest() {
+            let key = CacheKey {
+                digest: digest.clone(),
+                fingerprint: requirement.fingerprint,
+            };
+            if let Some(verdict) = self.cache.hit(&key) {
+                return Ok(Outcome {
+                    image: image.clone(),
+                    digest: digest.clone(),
+                    verdict,
+                    source: Source::Cache,
+                });
+            }
+        }
         let credentials_id = credentials.as_ref().map(Credentials::fingerprint);
         let registry = match credentials {
             Some(credentials) => self.registry.with_credentials(credentials),
