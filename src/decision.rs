@@ -121,6 +121,11 @@ impl Durable {
         Self(Some(Box::pin(future)))
     }
 
+    /// Whether there is nothing left to wait for.
+    pub fn is_now(&self) -> bool {
+        self.0.is_none()
+    }
+
     /// Waits until the record is durable.
     pub async fn wait(self) {
         if let Some(future) = self.0 {

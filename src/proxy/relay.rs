@@ -30,6 +30,7 @@
 //! follows the runtime's encoder unchanged, and blocks crigate adds never touch its table.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,13 +141,10 @@ enum Event {
     End,
     /// The response broke off: reset the stream with this code.
     Reset(u32),
-    /// A gated call is allowed as sent: its held request goes to the runtime.
-    Allowed,
+    /// A gated call is decided (or its request could not be represented).
+    Gated(Result<Gated, &'static str>),
     /// The record of a gated call's decision is durable: the runtime's answer may pass.
     Durable,
-    /// crigate answers a gated call itself: the stream is taken from the runtime, and
-    /// the answer follows as the events above.
-    Answering,
 }
 
 /// What a local stream still has to send, in order.
@@ -200,6 +198,8 @@ struct Gate {
     frames: Vec<Bytes>,
     /// The flow-controlled length of the held DATA frames.
     held: u32,
+    /// The client ended the request: what follows is not part of it.
+    complete: bool,
     too_large: bool,
     task: Option<AbortHandle>,
     /// Allowed and sent on; the runtime's answer waits for the record to be durable.
@@ -374,6 +374,8 @@ struct Relay {
     /// Gated calls open on the runtime whose decision, or whose record's durability, is
     /// awaited.
     gates: HashMap<u32, Gate>,
+    /// Gated calls whose request is complete, decided once what was read is written.
+    to_decide: Vec<u32>,
     /// Recent ids of streams that never reached the runtime.
     never_forwarded: BTreeSet<u32>,
 
@@ -433,6 +435,7 @@ impl Relay {
             open: HashMap::new(),
             local: HashMap::new(),
             gates: HashMap::new(),
+            to_decide: Vec::new(),
             never_forwarded: BTreeSet::new(),
             client_initial_window: frame::DEFAULT_WINDOW,
             client_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
@@ -495,6 +498,15 @@ impl Relay {
                     .await
                     .map_err(Error::Client)?;
                 self.to_client.clear();
+            }
+            if !self.to_decide.is_empty() {
+                // Decided after their header blocks went out, so the runtime opens their
+                // streams while crigate decides; what the decisions allow is written at
+                // the top of the loop.
+                for stream in std::mem::take(&mut self.to_decide) {
+                    self.decide_gate(stream);
+                }
+                continue;
             }
             if self.finished() {
                 let _ = client.shutdown_write();
@@ -760,7 +772,7 @@ impl Relay {
         let Some(gate) = self.gates.get_mut(&stream) else {
             return Ok(());
         };
-        if gate.task.is_some() {
+        if gate.complete {
             // After END_STREAM: the client broke the protocol; the stream's fate is decided.
             return Ok(());
         }
@@ -777,7 +789,8 @@ impl Relay {
         }
         gate.body.extend_from_slice(data);
         if head.has(flag::END_STREAM) {
-            self.decide_gate(stream);
+            gate.complete = true;
+            self.to_decide.push(stream);
         }
         Ok(())
     }
@@ -909,9 +922,10 @@ impl Relay {
             };
             frame::put_header_block(out, stream, &self.encoded, true, self.upstream_max_frame);
             if let Some(gate) = gate {
-                if gate.task.is_none() {
+                if !gate.complete {
+                    gate.complete = true;
                     gate.frames.push(trailers.freeze());
-                    self.decide_gate(stream);
+                    self.to_decide.push(stream);
                 }
             }
         }
@@ -996,6 +1010,7 @@ impl Relay {
                         body: BytesMut::new(),
                         frames: Vec::new(),
                         held: 0,
+                        complete: false,
                         too_large: false,
                         task: None,
                         forwarded: false,
@@ -1094,39 +1109,77 @@ impl Relay {
             return;
         };
         let body = std::mem::take(&mut gate.body).freeze();
-        let (events, proxy, caller, method) = (
-            self.events.clone(),
-            self.proxy.clone(),
-            self.caller,
-            gate.method,
-        );
-        let task = tokio::spawn(async move {
-            let request = match head.into_request(body) {
-                Ok(request) => request,
-                Err(reason) => {
-                    tracing::debug!(stream, reason, "request crigate cannot represent");
-                    let _ = events.send((stream, Event::Answering)).await;
-                    let _ = events
-                        .send((stream, Event::Reset(code::PROTOCOL_ERROR)))
-                        .await;
+        let (proxy, caller, method) = (self.proxy.clone(), self.caller, gate.method);
+        let mut decision = Box::pin(async move {
+            let request = head.into_request(body)?;
+            Ok(proxy.gate(method, request, caller).await)
+        });
+        // With the verdict cached and sinks that take the record at once, the decision
+        // completes in its first poll, and the call goes on in this same turn. Otherwise
+        // it goes on in a task of its own, which polls it again with its own waker.
+        let waker = futures_util::task::noop_waker();
+        match decision
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(&waker))
+        {
+            std::task::Poll::Ready(outcome) => self.on_gated(stream, outcome),
+            std::task::Poll::Pending => {
+                let events = self.events.clone();
+                let task = tokio::spawn(async move {
+                    let outcome = decision.await;
+                    let _ = events.send((stream, Event::Gated(outcome))).await;
+                });
+                gate.task = Some(task.abort_handle());
+            }
+        }
+    }
+
+    /// Acts on the decision on a gated call.
+    fn on_gated(&mut self, stream: u32, outcome: Result<Gated, &'static str>) {
+        if !self.gates.contains_key(&stream) {
+            // Reset by the client, or ended by the runtime, meanwhile.
+            return;
+        }
+        match outcome {
+            Ok(Gated::Forward(durable)) => {
+                let linked = self.linked && self.open.contains_key(&stream);
+                let Some(gate) = self.gates.get_mut(&stream).filter(|_| linked) else {
                     return;
+                };
+                for frame in gate.frames.drain(..) {
+                    self.to_upstream.extend_from_slice(&frame);
                 }
-            };
-            match proxy.gate(method, request, caller).await {
-                Gated::Forward(durable) => {
-                    if events.send((stream, Event::Allowed)).await.is_ok() {
+                gate.held = 0;
+                gate.forwarded = true;
+                if durable.is_now() {
+                    self.drop_gate(stream);
+                } else {
+                    let events = self.events.clone();
+                    let task = tokio::spawn(async move {
                         durable.wait().await;
                         let _ = events.send((stream, Event::Durable)).await;
-                    }
-                }
-                Gated::Answer(response) => {
-                    if events.send((stream, Event::Answering)).await.is_ok() {
-                        answer(stream, response.await, &events).await;
-                    }
+                    });
+                    gate.task = Some(task.abort_handle());
                 }
             }
-        });
-        gate.task = Some(task.abort_handle());
+            Ok(Gated::Answer(response)) => {
+                self.gate_to_local(stream, true);
+                if let Some(local) = self.local.get_mut(&stream) {
+                    let events = self.events.clone();
+                    let task = tokio::spawn(async move {
+                        answer(stream, response.await, &events).await;
+                    });
+                    local.task = Some(task.abort_handle());
+                }
+            }
+            Err(reason) => {
+                tracing::debug!(stream, reason, "request crigate cannot represent");
+                self.gate_to_local(stream, true);
+                if let Some(local) = self.local.get_mut(&stream) {
+                    local.outbox.push_back(Out::Reset(code::PROTOCOL_ERROR));
+                }
+            }
+        }
     }
 
     /// Forgets a gated call, giving back to the client's connection window what it sent
@@ -1200,26 +1253,13 @@ impl Relay {
 
     fn on_event(&mut self, stream: u32, event: Event) {
         match event {
-            Event::Allowed => {
-                let linked = self.linked && self.open.contains_key(&stream);
-                if let Some(gate) = self.gates.get_mut(&stream).filter(|_| linked) {
-                    for frame in gate.frames.drain(..) {
-                        self.to_upstream.extend_from_slice(&frame);
-                    }
-                    gate.held = 0;
-                    gate.forwarded = true;
-                }
+            Event::Gated(outcome) => {
+                self.on_gated(stream, outcome);
                 return;
             }
             Event::Durable => {
                 if self.gates.get(&stream).is_some_and(|gate| gate.forwarded) {
                     self.drop_gate(stream);
-                }
-                return;
-            }
-            Event::Answering => {
-                if self.gates.contains_key(&stream) {
-                    self.gate_to_local(stream, true);
                 }
                 return;
             }
@@ -1251,7 +1291,7 @@ impl Relay {
                 sent: None,
             }),
             Event::Reset(error) => local.outbox.push_back(Out::Reset(error)),
-            Event::Allowed | Event::Durable | Event::Answering => {}
+            Event::Gated(_) | Event::Durable => {}
         }
     }
 

@@ -30,13 +30,18 @@ const PINNED: &str =
 struct Chosen {
     decision: Decision,
     durable: Mutex<Option<oneshot::Receiver<()>>>,
+    /// How long deciding takes (a verification the cache does not answer).
+    takes: Duration,
 }
 
 impl Decide for Chosen {
     fn decide<'a>(&'a self, _: &'a RequestContext) -> BoxFuture<'a, Decided> {
         let held = self.durable.lock().unwrap().take();
-        let decision = self.decision.clone();
+        let (decision, takes) = (self.decision.clone(), self.takes);
         Box::pin(async move {
+            if !takes.is_zero() {
+                tokio::time::sleep(takes).await;
+            }
             Decided {
                 decision,
                 durable: match held {
@@ -235,6 +240,7 @@ async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_
     let decide = Chosen {
         decision: Decision::Allow { pin: None },
         durable: Mutex::new(Some(held)),
+        takes: Duration::ZERO,
     };
     let mut client = connect(dir.path(), &runtime, decide).await;
     let request = create_request();
@@ -271,6 +277,7 @@ async fn a_denied_create_is_cancelled_on_the_runtime_before_its_body() {
             message: "crigate denied it".to_owned(),
         },
         durable: Mutex::new(None),
+        takes: Duration::ZERO,
     };
     let mut client = connect(dir.path(), &runtime, decide).await;
     let response = client
@@ -301,6 +308,7 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
             pin: Some(PINNED.to_owned()),
         },
         durable: Mutex::new(None),
+        takes: Duration::ZERO,
     };
     let mut client = connect(dir.path(), &runtime, decide).await;
     let response = client
@@ -324,4 +332,35 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
     assert_eq!(config.image.unwrap().image, PINNED);
     assert_eq!(config.metadata.unwrap().name, "app");
     assert_eq!(request.pod_sandbox_id, "sandbox-1");
+}
+
+#[tokio::test]
+async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let (durable, held) = oneshot::channel();
+    let decide = Chosen {
+        decision: Decision::Allow { pin: None },
+        durable: Mutex::new(Some(held)),
+        takes: Duration::from_millis(300),
+    };
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let request = create_request();
+    let call = tokio::spawn(client.send_request(create_call(request.clone())));
+    // The head reaches the runtime at once; the body only once the call is allowed.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(runtime.received().is_empty(), "{:?}", runtime.received());
+    let received = runtime.wait_for(1).await;
+    assert_eq!(received[0].body.as_ref(), Some(&request));
+    assert!(
+        !call.is_finished(),
+        "answered before the record was durable"
+    );
+    durable.send(()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(read_answer(response).await.1, "0");
 }
