@@ -3,8 +3,10 @@
 //! A gRPC request body is length-prefixed messages (gRPC over HTTP/2, "Length-Prefixed
 //! Message": a compressed flag byte, a 4-byte big-endian length, the message). A unary
 //! call carries exactly one. crigate decodes only the fields it reads, with the CRI types
-//! of `k8s-cri`, and forwards the caller's bytes, never a re-encoding: prost drops fields
-//! it does not know, and a newer kubelet sends fields this build does not know.
+//! of `k8s-cri` (for CreateContainer, the three small messages it reads, found on the wire
+//! without decoding the container's whole config: [`CreateFields`]), and forwards the
+//! caller's bytes, never a re-encoding: prost drops fields it does not know, and a newer
+//! kubelet sends fields this build does not know.
 //!
 //! Pinning appends a second, partial encoding of the same message to the original one.
 //! Protocol Buffers parsers merge concatenated messages (Protocol Buffers encoding guide,
@@ -84,16 +86,19 @@ macro_rules! decode_pull {
     }};
 }
 
-/// As [`decode_pull`], for CreateContainerRequest.
+/// As [`decode_pull`], for CreateContainerRequest: only the fields the decision reads are
+/// decoded ([`CreateFields`]), each with the CRI type of `$cri`.
 macro_rules! decode_create {
     ($cri:ident, $api:expr, $message:expr, $caller:expr, $user_specified:expr) => {{
-        let request =
-            decode_message::<$cri::CreateContainerRequest>($message, "CreateContainerRequest")?;
-        let config = request.config.unwrap_or_default();
-        let image = config
+        let request = CreateFields::<
+            $cri::ImageSpec,
+            $cri::ContainerMetadata,
+            $cri::PodSandboxMetadata,
+        >::read($message)?;
+        let image = request
             .image
             .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
-        let pod = request.sandbox_config.and_then(|c| c.metadata);
+        let pod = request.pod;
         Ok(RequestContext {
             phase: Phase::Create,
             api: $api,
@@ -102,12 +107,177 @@ macro_rules! decode_create {
             namespace: pod.as_ref().and_then(|m| non_empty(m.namespace.clone())),
             pod_name: pod.as_ref().and_then(|m| non_empty(m.name.clone())),
             pod_uid: pod.and_then(|m| non_empty(m.uid)),
-            container_name: config.metadata.and_then(|m| non_empty(m.name)),
+            container_name: request.container.and_then(|m| non_empty(m.name)),
             pod_sandbox_id: non_empty(request.pod_sandbox_id),
             caller: $caller,
             credentials: None,
         })
     }};
+}
+
+/// The fields of a CreateContainerRequest a decision reads, taken from the wire without
+/// building the rest: a container's config (mounts, environment, security context) is
+/// large, and decoding it whole was most of what deciding a cached image cost.
+///
+/// The fields are read as every protobuf parser reads them (Protocol Buffers encoding
+/// guide, "Last One Wins"): a message field that occurs more than once is merged, a
+/// string takes its last value. So the image read here is the one the runtime's parser
+/// takes from the same bytes. Fields the decision does not read are skipped unchecked;
+/// the runtime judges them.
+///
+/// Field numbers (cri-api `api.proto`, the same in `runtime.v1` and `runtime.v1alpha2`):
+/// CreateContainerRequest `pod_sandbox_id = 1`, `config = 2`, `sandbox_config = 3`;
+/// ContainerConfig `metadata = 1`, `image = 2`; PodSandboxConfig `metadata = 1`.
+struct CreateFields<I, C, P> {
+    pod_sandbox_id: String,
+    image: Option<I>,
+    container: Option<C>,
+    pod: Option<P>,
+}
+
+impl<I, C, P> CreateFields<I, C, P>
+where
+    I: Message + Default,
+    C: Message + Default,
+    P: Message + Default,
+{
+    fn read(message: &[u8]) -> Result<Self, DecodeError> {
+        let invalid = |reason: &str| DecodeError::Protobuf {
+            message: "CreateContainerRequest",
+            reason: reason.to_owned(),
+        };
+        let mut fields = Self {
+            pod_sandbox_id: String::new(),
+            image: None,
+            container: None,
+            pod: None,
+        };
+        for field in Wire(message) {
+            match field.map_err(invalid)? {
+                (1, Value::Bytes(id)) => {
+                    fields.pod_sandbox_id = std::str::from_utf8(id)
+                        .map_err(|_| invalid("pod_sandbox_id is not UTF-8"))?
+                        .to_owned();
+                }
+                (2, Value::Bytes(config)) => {
+                    for field in Wire(config) {
+                        match field.map_err(invalid)? {
+                            (1, Value::Bytes(metadata)) => merge(&mut fields.container, metadata)?,
+                            (2, Value::Bytes(image)) => merge(&mut fields.image, image)?,
+                            (1 | 2, _) => {
+                                return Err(invalid("ContainerConfig field of the wrong wire type"))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (3, Value::Bytes(sandbox)) => {
+                    for field in Wire(sandbox) {
+                        match field.map_err(invalid)? {
+                            (1, Value::Bytes(metadata)) => merge(&mut fields.pod, metadata)?,
+                            (1, _) => {
+                                return Err(invalid(
+                                    "PodSandboxConfig field of the wrong wire type",
+                                ))
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                (1..=3, _) => {
+                    return Err(invalid(
+                        "CreateContainerRequest field of the wrong wire type",
+                    ))
+                }
+                _ => {}
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Merges one occurrence of an embedded message into what earlier ones made.
+fn merge<M: Message + Default>(into: &mut Option<M>, bytes: &[u8]) -> Result<(), DecodeError> {
+    into.get_or_insert_with(M::default)
+        .merge(bytes)
+        .map_err(|error| DecodeError::Protobuf {
+            message: "CreateContainerRequest",
+            reason: error.to_string(),
+        })
+}
+
+/// The fields of one protobuf message as they come on the wire (Protocol Buffers
+/// encoding guide, "Message Structure"): each a key (field number and wire type) and a
+/// value. Groups (wire types 3 and 4, deprecated, unused by CRI) are refused.
+struct Wire<'a>(&'a [u8]);
+
+/// One field's value.
+enum Value<'a> {
+    Varint,
+    Fixed,
+    Bytes(&'a [u8]),
+}
+
+impl<'a> Iterator for Wire<'a> {
+    type Item = Result<(u64, Value<'a>), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let field = (|| {
+            let key = varint(&mut self.0)?;
+            let number = key >> 3;
+            if number == 0 || number > MAX_FIELD_NUMBER {
+                return Err("invalid field number");
+            }
+            let value = match key & 7 {
+                0 => varint(&mut self.0).map(|_| Value::Varint)?,
+                1 => take(&mut self.0, 8).map(|_| Value::Fixed)?,
+                2 => {
+                    let len =
+                        usize::try_from(varint(&mut self.0)?).map_err(|_| "length too large")?;
+                    Value::Bytes(take(&mut self.0, len)?)
+                }
+                5 => take(&mut self.0, 4).map(|_| Value::Fixed)?,
+                _ => return Err("unsupported wire type"),
+            };
+            Ok((number, value))
+        })();
+        if field.is_err() {
+            // Nothing after a broken field can be read.
+            self.0 = &[];
+        }
+        Some(field)
+    }
+}
+
+/// The largest field number protobuf allows (2^29 - 1).
+const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
+
+/// Reads a base-128 varint of at most ten bytes.
+fn varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
+    let mut value = 0u64;
+    for (i, &byte) in buf.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            if i == 9 && byte > 1 {
+                return Err("varint overflows 64 bits");
+            }
+            *buf = buf.get(i + 1..).unwrap_or_default();
+            return Ok(value);
+        }
+    }
+    Err("truncated or overlong varint")
+}
+
+/// Takes `len` bytes off the front of `buf`.
+fn take<'a>(buf: &mut &'a [u8], len: usize) -> Result<&'a [u8], &'static str> {
+    let (taken, rest) = buf
+        .split_at_checked(len)
+        .ok_or("field runs past the end of the message")?;
+    *buf = rest;
+    Ok(taken)
 }
 
 /// Decodes an intercepted unary request body into the context the decision needs.

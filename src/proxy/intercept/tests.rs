@@ -286,3 +286,129 @@ fn malformed_pull_credentials_are_refused() {
     let ctx = decode(CREATE, &framed(&create.encode_to_vec()), CALLER).unwrap();
     assert_eq!(ctx.credentials, None);
 }
+
+type V1Fields = CreateFields<v1::ImageSpec, v1::ContainerMetadata, v1::PodSandboxMetadata>;
+
+/// Whatever a full decode accepts, the fields read from the wire are the ones it has.
+fn agrees_with_the_full_decode(bytes: &[u8]) {
+    let fast = V1Fields::read(bytes);
+    let Ok(full) = v1::CreateContainerRequest::decode(bytes) else {
+        return;
+    };
+    let fast = fast
+        .unwrap_or_else(|e| panic!("the full decode accepted what the wire reader refused: {e}"));
+    let config = full.config.clone();
+    assert_eq!(fast.pod_sandbox_id, full.pod_sandbox_id);
+    assert_eq!(fast.image, config.as_ref().and_then(|c| c.image.clone()));
+    assert_eq!(fast.container, config.and_then(|c| c.metadata));
+    assert_eq!(fast.pod, full.sandbox_config.and_then(|s| s.metadata));
+}
+
+fn create_request(
+    id: String,
+    name: Option<String>,
+    image: Option<(String, String)>,
+    namespace: Option<String>,
+    labels: Vec<(String, String)>,
+) -> v1::CreateContainerRequest {
+    v1::CreateContainerRequest {
+        pod_sandbox_id: id,
+        config: Some(v1::ContainerConfig {
+            metadata: name.map(|name| v1::ContainerMetadata { name, attempt: 3 }),
+            image: image.map(|(image, user_specified_image)| v1::ImageSpec {
+                image,
+                user_specified_image,
+                ..Default::default()
+            }),
+            labels: labels.into_iter().collect(),
+            envs: vec![v1::KeyValue {
+                key: "A".into(),
+                value: "b".into(),
+            }],
+            ..Default::default()
+        }),
+        sandbox_config: namespace.map(|namespace| v1::PodSandboxConfig {
+            metadata: Some(v1::PodSandboxMetadata {
+                namespace,
+                name: "web".into(),
+                ..Default::default()
+            }),
+            hostname: "h".into(),
+            ..Default::default()
+        }),
+    }
+}
+
+fn arb_create() -> impl Strategy<Value = v1::CreateContainerRequest> {
+    (
+        "[a-z0-9]{0,12}",
+        proptest::option::of("[a-z0-9-]{0,12}"),
+        proptest::option::of(("[a-z0-9./:@-]{0,40}", "[a-z0-9./:-]{0,20}")),
+        proptest::option::of("[a-z0-9-]{0,12}"),
+        proptest::collection::vec(("[a-z]{1,8}", "[a-z]{0,8}"), 0..3),
+    )
+        .prop_map(|(id, name, image, namespace, labels)| {
+            create_request(id, name, image, namespace, labels)
+        })
+}
+
+use proptest::prelude::*;
+
+proptest! {
+    /// Several encodings in a row are one message merged (how a pin is appended, and how
+    /// a crafted request might try to show crigate and the runtime different images).
+    #[test]
+    fn the_wire_reader_reads_merged_requests_as_a_full_decode_does(
+        parts in proptest::collection::vec(arb_create(), 1..4),
+        tail in proptest::collection::vec(any::<u8>(), 0..8),
+    ) {
+        let mut bytes: Vec<u8> = parts.iter().flat_map(Message::encode_to_vec).collect();
+        agrees_with_the_full_decode(&bytes);
+        bytes.extend_from_slice(&tail);
+        agrees_with_the_full_decode(&bytes);
+    }
+
+    #[test]
+    fn the_wire_reader_agrees_with_a_full_decode_on_any_bytes(
+        bytes in proptest::collection::vec(any::<u8>(), 0..256),
+    ) {
+        agrees_with_the_full_decode(&bytes);
+    }
+
+    #[test]
+    fn the_wire_reader_agrees_on_damaged_requests(
+        request in arb_create(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+    ) {
+        let mut bytes = request.encode_to_vec();
+        if !bytes.is_empty() {
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+        }
+        agrees_with_the_full_decode(&bytes);
+    }
+}
+
+#[test]
+fn the_wire_reader_refuses_what_cannot_be_read() {
+    for (bytes, why) in [
+        (&b"\x12\x05\x0a\x03ab"[..], "config runs past the end"),
+        (b"\x0a\x02\xff\xfe", "pod_sandbox_id is not UTF-8"),
+        (b"\x10\x01", "config as a varint"),
+        (b"\x12\x02\x10\x01", "image as a varint"),
+        (b"\x1a\x02\x08\x01", "sandbox metadata as a varint"),
+        (b"\x0b\x0c", "a group"),
+        (
+            b"\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80\x01",
+            "an overlong key",
+        ),
+        (b"\x00", "field number zero"),
+    ] {
+        assert!(V1Fields::read(bytes).is_err(), "{why}");
+        assert!(
+            v1::CreateContainerRequest::decode(bytes).is_err(),
+            "{why}: the full decode takes it"
+        );
+    }
+}
