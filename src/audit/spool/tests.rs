@@ -59,11 +59,10 @@ async fn records_survive_reopening_and_resume_after_the_cursor() {
     assert_eq!(spool.dropped_records(), 0);
 }
 
-#[tokio::test]
-async fn concurrent_appends_are_all_durable() {
-    let dir = tempfile::tempdir().unwrap();
-    let spool = open(dir.path(), 1 << 24, 1 << 20);
-    let tasks: Vec<_> = (0..200)
+/// Appends `n` records from as many tasks, each returning once its record is durable;
+/// the ids, sorted.
+async fn append_concurrently(spool: &Spool, n: usize) -> Vec<String> {
+    let tasks: Vec<_> = (0..n)
         .map(|n| {
             let spool = spool.clone();
             tokio::spawn(async move {
@@ -78,9 +77,21 @@ async fn concurrent_appends_are_all_durable() {
         expected.push(task.await.unwrap());
     }
     expected.sort();
-    let mut got = ids(&read_all(&spool));
+    expected
+}
+
+fn sorted_ids(spool: &Spool) -> Vec<String> {
+    let mut got = ids(&read_all(spool));
     got.sort();
-    assert_eq!(got, expected);
+    got
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = open(dir.path(), 1 << 24, 1 << 20);
+    let expected = append_concurrently(&spool, 200).await;
+    assert_eq!(sorted_ids(&spool), expected);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,32 +100,13 @@ async fn appends_written_in_place_and_by_the_writer_interleave_without_loss() {
     // Small segments: many appends find a rotation due and go to the writer thread,
     // while others are written in place beside them.
     let spool = open(dir.path(), 1 << 24, 2048);
-    let tasks: Vec<_> = (0..400)
-        .map(|n| {
-            let spool = spool.clone();
-            tokio::spawn(async move {
-                let r = record(n);
-                let durable = spool.append_written(&r).await.unwrap();
-                durable.await.unwrap();
-                r.id
-            })
-        })
-        .collect();
-    let mut expected = Vec::new();
-    for task in tasks {
-        expected.push(task.await.unwrap());
-    }
-    expected.sort();
-    let mut got = ids(&read_all(&spool));
-    got.sort();
-    assert_eq!(got, expected);
+    let expected = append_concurrently(&spool, 400).await;
+    assert_eq!(sorted_ids(&spool), expected);
     assert!(spool.depth_bytes() > 0);
     drop(spool);
     // What was acknowledged as durable is what a restart finds, whole.
     let reopened = open(dir.path(), 1 << 24, 2048);
-    let mut again = ids(&read_all(&reopened));
-    again.sort();
-    assert_eq!(again, expected);
+    assert_eq!(sorted_ids(&reopened), expected);
 }
 
 #[tokio::test]

@@ -34,6 +34,28 @@ struct Chosen {
     takes: Duration,
 }
 
+impl Chosen {
+    /// `decision`, made in `takes`, its record durable once the returned sender fires.
+    fn held(decision: Decision, takes: Duration) -> (Self, oneshot::Sender<()>) {
+        let (durable, held) = oneshot::channel();
+        let chosen = Self {
+            decision,
+            durable: Mutex::new(Some(held)),
+            takes,
+        };
+        (chosen, durable)
+    }
+
+    /// `decision`, made at once, its record durable at once.
+    fn at_once(decision: Decision) -> Self {
+        Self {
+            decision,
+            durable: Mutex::new(None),
+            takes: Duration::ZERO,
+        }
+    }
+}
+
 impl Decide for Chosen {
     fn decide<'a>(&'a self, _: &'a RequestContext) -> BoxFuture<'a, Decided> {
         let held = self.durable.lock().unwrap().take();
@@ -232,16 +254,29 @@ async fn read_answer(response: Response<hyper::body::Incoming>) -> (Bytes, Strin
     (collected.to_bytes(), status, message)
 }
 
+type Call = tokio::task::JoinHandle<Result<Response<hyper::body::Incoming>, hyper::Error>>;
+
+/// Checks that `call` has no answer yet, makes its record durable, and reads the answer.
+async fn answered_once_durable(call: Call, durable: oneshot::Sender<()>) -> (Bytes, String) {
+    assert!(
+        !call.is_finished(),
+        "answered before the record was durable"
+    );
+    durable.send(()).unwrap();
+    let response = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let (body, status, _) = read_answer(response).await;
+    (body, status)
+}
+
 #[tokio::test]
 async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let (durable, held) = oneshot::channel();
-    let decide = Chosen {
-        decision: Decision::Allow { pin: None },
-        durable: Mutex::new(Some(held)),
-        takes: Duration::ZERO,
-    };
+    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::ZERO);
     let mut client = connect(dir.path(), &runtime, decide).await;
     let request = create_request();
     let call = tokio::spawn(client.send_request(create_call(request.clone())));
@@ -251,18 +286,7 @@ async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_
     assert_eq!(received[0].path, CREATE);
     assert_eq!(received[0].body.as_ref(), Some(&request));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert!(
-        !call.is_finished(),
-        "answered before the record was durable"
-    );
-
-    durable.send(()).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let (body, status, _) = read_answer(response).await;
+    let (body, status) = answered_once_durable(call, durable).await;
     assert_eq!(status, "0");
     let answer = v1::CreateContainerResponse::decode(&body[5..]).unwrap();
     assert_eq!(answer.container_id, "c-1");
@@ -272,13 +296,9 @@ async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_
 async fn a_denied_create_is_cancelled_on_the_runtime_before_its_body() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let decide = Chosen {
-        decision: Decision::Deny {
-            message: "crigate denied it".to_owned(),
-        },
-        durable: Mutex::new(None),
-        takes: Duration::ZERO,
-    };
+    let decide = Chosen::at_once(Decision::Deny {
+        message: "crigate denied it".to_owned(),
+    });
     let mut client = connect(dir.path(), &runtime, decide).await;
     let response = client
         .send_request(create_call(create_request()))
@@ -303,13 +323,9 @@ async fn a_denied_create_is_cancelled_on_the_runtime_before_its_body() {
 async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let decide = Chosen {
-        decision: Decision::Allow {
-            pin: Some(PINNED.to_owned()),
-        },
-        durable: Mutex::new(None),
-        takes: Duration::ZERO,
-    };
+    let decide = Chosen::at_once(Decision::Allow {
+        pin: Some(PINNED.to_owned()),
+    });
     let mut client = connect(dir.path(), &runtime, decide).await;
     let response = client
         .send_request(create_call(create_request()))
@@ -338,12 +354,7 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
 async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let (durable, held) = oneshot::channel();
-    let decide = Chosen {
-        decision: Decision::Allow { pin: None },
-        durable: Mutex::new(Some(held)),
-        takes: Duration::from_millis(300),
-    };
+    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::from_millis(300));
     let mut client = connect(dir.path(), &runtime, decide).await;
     let request = create_request();
     let call = tokio::spawn(client.send_request(create_call(request.clone())));
@@ -352,15 +363,5 @@ async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
     assert!(runtime.received().is_empty(), "{:?}", runtime.received());
     let received = runtime.wait_for(1).await;
     assert_eq!(received[0].body.as_ref(), Some(&request));
-    assert!(
-        !call.is_finished(),
-        "answered before the record was durable"
-    );
-    durable.send(()).unwrap();
-    let response = tokio::time::timeout(Duration::from_secs(5), call)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(read_answer(response).await.1, "0");
+    assert_eq!(answered_once_durable(call, durable).await.1, "0");
 }
