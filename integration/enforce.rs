@@ -685,6 +685,45 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_requests_larger_than_the_runtimes_windows_are_gated_alike() {
+    let node = node().await;
+    let mut direct = images(node.env.containerd.socket()).await;
+    for image in [&node.unsigned, &node.signed] {
+        direct.pull_image(pull(image, "prod")).await.unwrap();
+    }
+    // kubelet passes the pod's annotations in every CreateContainer; one as large as a
+    // big pod's last-applied-configuration makes the request larger than the 64 KiB
+    // windows containerd's gRPC server starts a connection and a stream with.
+    let mut sandbox = node.env.pod_config("large", "prod").unwrap();
+    sandbox.annotations.insert(
+        "kubectl.kubernetes.io/last-applied-configuration".into(),
+        "x".repeat(200 * 1024),
+    );
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    let mut runtime = cri.runtime;
+    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
+    let denied = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        runtime.create_container(create("unsigned", &node.unsigned)),
+    )
+    .await
+    .expect("a large denied CreateContainer stalled")
+    .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let created = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        runtime.create_container(create("signed", &node.signed)),
+    )
+    .await
+    .expect("a large allowed CreateContainer stalled")
+    .unwrap()
+    .into_inner()
+    .container_id;
+    assert!(!created.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_pod_creation_without_any_pull_is_gated() {
     let node = node().await;
     // Images already on the node (baked into the node image, or loaded with ctr): the

@@ -71,6 +71,17 @@ const MAX_HPACK_TABLE: u32 = 1 << 16;
 /// sent to the runtime, which has not seen that stream.
 const REMEMBERED_LOCAL: usize = 4096;
 
+/// The most request bytes one gated call holds back from the runtime. What is held counts
+/// against the client's windows for the stream and the connection, and only the runtime
+/// gives those back, once it has the bytes: a body that could not be sent whole within
+/// them would wait forever. A larger request is taken back and decided as a local call.
+const GATE_HOLD: u32 = 16 * 1024;
+
+/// The most request bytes all gated calls of a connection hold back together: well under
+/// the 65,535 bytes every HTTP/2 connection window starts with (RFC 9113 §6.9.2), which
+/// a runtime need not raise, so that what is held never starves the calls that are not.
+const GATES_HOLD: u32 = 32 * 1024;
+
 /// Bytes read at a time from either socket.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -396,6 +407,8 @@ struct Relay {
     /// A runtime header block is open in what was written to the client.
     written_block_open: bool,
     upstream_max_frame: usize,
+    /// The runtime's SETTINGS_INITIAL_WINDOW_SIZE: the client's window for a new stream.
+    upstream_initial_window: u32,
     upstream_settings_seen: bool,
     /// Client SETTINGS the runtime has not acknowledged yet.
     unacked_settings: u32,
@@ -446,6 +459,7 @@ impl Relay {
             upstream_block_open: false,
             written_block_open: false,
             upstream_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
+            upstream_initial_window: frame::DEFAULT_WINDOW as u32,
             upstream_settings_seen: false,
             unacked_settings: 0,
             goaway: GoAway::None,
@@ -776,7 +790,19 @@ impl Relay {
             // After END_STREAM: the client broke the protocol; the stream's fate is decided.
             return Ok(());
         }
-        gate.held += head.len as u32;
+        let len = head.len as u32;
+        let per_gate = GATE_HOLD.min(self.upstream_initial_window / 2);
+        let all: u32 = self.gates.values().map(|gate| gate.held).sum();
+        let Some(gate) = self.gates.get_mut(&stream) else {
+            return Ok(());
+        };
+        if gate.held + len > per_gate || all + len > GATES_HOLD {
+            // Too much to hold back: decided as a local call, whose bytes crigate takes
+            // and gives back to the client's windows itself.
+            self.gate_to_local(stream, false);
+            return self.on_client_data(head, bytes);
+        }
+        gate.held += len;
         gate.frames.push(bytes.clone());
         let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
         if gate.body.len() + data.len() > limit {
@@ -1201,6 +1227,10 @@ impl Relay {
     /// request's body) for crigate to answer as a local stream; its decision task, if
     /// started, carries on as that stream's.
     fn gate_to_local(&mut self, stream: u32, request_done: bool) {
+        let held = self
+            .gates
+            .get(&stream)
+            .map_or(0, |gate| if gate.forwarded { 0 } else { gate.held });
         let Some(mut gate) = self.drop_gate(stream) else {
             return;
         };
@@ -1228,6 +1258,12 @@ impl Relay {
                 }
             }
             Some(false) => {
+                if !request_done && held > 0 {
+                    // The stream's window too, as for the rest of a local request.
+                    let mut update = BytesMut::new();
+                    frame::put_window_update(&mut update, stream, held);
+                    self.inject(update.freeze());
+                }
                 self.local.insert(
                     stream,
                     Local {
@@ -1489,6 +1525,10 @@ impl Relay {
                 setting::MAX_CONCURRENT_STREAMS => {
                     limited = true;
                     value.min(ours)
+                }
+                setting::INITIAL_WINDOW_SIZE => {
+                    self.upstream_initial_window = value;
+                    value
                 }
                 _ => value,
             };

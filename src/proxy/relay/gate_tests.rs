@@ -131,6 +131,9 @@ impl Runtime {
                     });
                 tokio::spawn(
                     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        // grpc-go's windows, as containerd serves CRI with them.
+                        .initial_stream_window_size(65_535)
+                        .initial_connection_window_size(65_535)
                         .serve_connection(TokioIo::new(stream), service),
                 );
             }
@@ -172,6 +175,16 @@ fn grpc(message: &[u8]) -> Bytes {
 }
 
 fn create_request() -> Bytes {
+    create_request_annotated(0)
+}
+
+/// A CreateContainerRequest whose pod carries `annotation` bytes of annotations (kubelet
+/// passes the pod's annotations, which may be large, in the sandbox config).
+fn create_request_annotated(annotation: usize) -> Bytes {
+    let mut annotations = std::collections::HashMap::new();
+    if annotation > 0 {
+        annotations.insert("example.com/large".to_owned(), "x".repeat(annotation));
+    }
     let request = v1::CreateContainerRequest {
         pod_sandbox_id: "sandbox-1".to_owned(),
         config: Some(v1::ContainerConfig {
@@ -192,6 +205,7 @@ fn create_request() -> Bytes {
                 namespace: "prod".to_owned(),
                 attempt: 0,
             }),
+            annotations,
             ..Default::default()
         }),
     };
@@ -364,4 +378,42 @@ async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
     let received = runtime.wait_for(1).await;
     assert_eq!(received[0].body.as_ref(), Some(&request));
     assert_eq!(answered_once_durable(call, durable).await.1, "0");
+}
+
+#[tokio::test]
+async fn creates_larger_than_the_runtimes_windows_are_decided_and_pass_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen::at_once(Decision::Allow { pin: None });
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    // Sizes around the runtime's 65,535-byte stream and connection windows, and several
+    // calls at once, whose bodies together are more than the connection window.
+    for size in [10_000, 60_000, 70_000, 300_000] {
+        let request = create_request_annotated(size);
+        let calls: Vec<_> = (0..8)
+            .map(|_| tokio::spawn(client.send_request(create_call(request.clone()))))
+            .collect();
+        for call in calls {
+            let response = tokio::time::timeout(Duration::from_secs(5), call)
+                .await
+                .unwrap_or_else(|_| panic!("a {size}-byte annotation stalled the call"))
+                .unwrap()
+                .unwrap();
+            assert_eq!(read_answer(response).await.1, "0", "{size}");
+        }
+    }
+    let whole: Vec<_> = runtime
+        .received()
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(whole.len(), 32);
+    for size in [10_000, 60_000, 70_000, 300_000] {
+        let expected = create_request_annotated(size);
+        assert_eq!(
+            whole.iter().filter(|b| **b == expected).count(),
+            8,
+            "{size}"
+        );
+    }
 }
