@@ -89,6 +89,8 @@ struct Runtime {
     socket: std::path::PathBuf,
     received: Arc<Mutex<Vec<Received>>>,
     arrived: Arc<Notify>,
+    /// The accepting task and every connection's, so the runtime can be made to vanish.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 impl Runtime {
@@ -98,7 +100,9 @@ impl Runtime {
         let received = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
         let (log, notify) = (received.clone(), arrived.clone());
-        tokio::spawn(async move {
+        let tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let connections = tasks.clone();
+        let accepting = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let (log, notify) = (log.clone(), notify.clone());
                 let service =
@@ -129,19 +133,30 @@ impl Runtime {
                             Ok::<_, Infallible>(response)
                         }
                     });
-                tokio::spawn(
+                let connection = tokio::spawn(
                     hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                         // grpc-go's windows, as containerd serves CRI with them.
                         .initial_stream_window_size(65_535)
                         .initial_connection_window_size(65_535)
                         .serve_connection(TokioIo::new(stream), service),
                 );
+                connections.lock().unwrap().push(connection.abort_handle());
             }
         });
+        tasks.lock().unwrap().push(accepting.abort_handle());
         Self {
             socket,
             received,
             arrived,
+            tasks,
+        }
+    }
+
+    /// Gone as a crashed runtime is: its socket file, its listener and its connections.
+    fn stop(&self) {
+        let _ = std::fs::remove_file(&self.socket);
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
         }
     }
 
@@ -416,4 +431,38 @@ async fn creates_larger_than_the_runtimes_windows_are_decided_and_pass_whole() {
             "{size}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    // The decision outlasts the runtime by far; its record never becomes durable.
+    let (decide, _durable_never) =
+        Chosen::held(Decision::Allow { pin: None }, Duration::from_secs(2));
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let call = tokio::spawn(client.send_request(create_call(create_request())));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    runtime.stop();
+    let response = tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .expect("the call hung once the runtime was gone")
+        .unwrap()
+        .unwrap();
+    let (_, status, message) = read_answer(response).await;
+    assert_eq!(status, "14", "UNAVAILABLE: {message}");
+    assert!(message.contains("runtime.sock"), "{message}");
+    assert!(
+        runtime.received().iter().all(|r| r.body.is_none()),
+        "the runtime got the body"
+    );
+    // The connection is still served: crigate answers while the runtime is away.
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send_request(create_call(create_request())),
+    )
+    .await
+    .expect("the connection stopped serving")
+    .unwrap();
+    assert_eq!(read_answer(response).await.1, "14");
 }
