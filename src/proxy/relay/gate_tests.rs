@@ -439,7 +439,7 @@ async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serve
     let runtime = Runtime::start(dir.path());
     // The decision outlasts the runtime by far; its record never becomes durable.
     let (decide, _durable_never) =
-        Chosen::held(Decision::Allow { pin: None }, Duration::from_secs(2));
+        Chosen::held(Decision::Allow { pin: None }, Duration::from_secs(1));
     let mut client = connect(dir.path(), &runtime, decide).await;
     let call = tokio::spawn(client.send_request(create_call(create_request())));
     tokio::time::sleep(Duration::from_millis(100)).await;
