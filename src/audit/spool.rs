@@ -357,25 +357,14 @@ impl Spool {
     fn write_in_place(&self, frame: &[u8]) -> Option<Result<(), Error>> {
         let mut file = self.shared.file.try_lock().ok()?;
         let size = frame.len() as u64;
-        let active = {
+        {
             let state = self.shared.lock();
-            let active_len = state.segments.get(&state.active).copied().unwrap_or(0);
             let total: u64 = state.segments.values().sum();
-            let rotate = active_len > 0 && active_len + size > self.shared.segment_bytes;
-            if rotate || total + size > self.shared.max_bytes {
+            if self.shared.rotation_due(&state, size) || total + size > self.shared.max_bytes {
                 return None;
             }
-            state.active
-        };
-        if let Err(source) = file.write_all(frame) {
-            let path = segment_path(&self.shared.dir, active);
-            return Some(Err(Error::Io { path, source }));
         }
-        let mut state = self.shared.lock();
-        if let Some(len) = state.segments.get_mut(&active) {
-            *len += size;
-        }
-        Some(Ok(()))
+        Some(self.shared.append_to_active(&mut file, frame))
     }
 
     /// Unacknowledged records lost to the bound since the spool opened.
@@ -584,6 +573,28 @@ impl std::fmt::Debug for Spool {
 // === impl Shared ===
 
 impl Shared {
+    /// Whether a frame of `size` bytes must go into a new segment: it would take the
+    /// active one past `segment_bytes`, and the active one is not empty.
+    fn rotation_due(&self, state: &State, size: u64) -> bool {
+        let active_len = state.segments.get(&state.active).copied().unwrap_or(0);
+        active_len > 0 && active_len + size > self.segment_bytes
+    }
+
+    /// Appends `frame` to the active segment, `file`, and counts it. The caller holds
+    /// `file` locked, so the active segment cannot change meanwhile (only the writer
+    /// thread rotates, under that lock).
+    fn append_to_active(&self, file: &mut File, frame: &[u8]) -> Result<(), Error> {
+        let active = self.lock().active;
+        file.write_all(frame).map_err(|source| Error::Io {
+            path: segment_path(&self.dir, active),
+            source,
+        })?;
+        if let Some(len) = self.lock().segments.get_mut(&active) {
+            *len += frame.len() as u64;
+        }
+        Ok(())
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves plain numbers behind, still usable.
         self.state
@@ -666,24 +677,12 @@ impl Writer {
                 max: self.shared.max_bytes,
             });
         }
-        let active_len = {
-            let state = self.shared.lock();
-            state.segments.get(&state.active).copied().unwrap_or(0)
-        };
-        if active_len > 0 && active_len + size > self.shared.segment_bytes {
+        let rotation_due = self.shared.rotation_due(&self.shared.lock(), size);
+        if rotation_due {
             self.rotate(file)?;
         }
         self.make_room(file, size)?;
-        let active = self.shared.lock().active;
-        let path = segment_path(&self.shared.dir, active);
-        file.write_all(frame)
-            .map_err(|source| Error::Io { path, source })?;
-        let mut state = self.shared.lock();
-        let active = state.active;
-        if let Some(len) = state.segments.get_mut(&active) {
-            *len += size;
-        }
-        Ok(())
+        self.shared.append_to_active(file, frame)
     }
 
     /// fsyncs the active segment and lets readers see what it held before the fsync.
