@@ -211,7 +211,6 @@ struct Gate {
     held: u32,
     /// The client ended the request: what follows is not part of it.
     complete: bool,
-    too_large: bool,
     task: Option<AbortHandle>,
     /// Allowed and sent on; the runtime's answer waits for the record to be durable.
     forwarded: bool,
@@ -783,6 +782,9 @@ impl Relay {
         let limit = self.proxy.state().cri.max_message_bytes + GRPC_PREFIX_LEN;
         let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
             .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
+        let len = head.len as u32;
+        let per_gate = GATE_HOLD.min(self.upstream_initial_window / 2);
+        let all: u32 = self.gates.values().map(|gate| gate.held).sum();
         let Some(gate) = self.gates.get_mut(&stream) else {
             return Ok(());
         };
@@ -790,29 +792,19 @@ impl Relay {
             // After END_STREAM: the client broke the protocol; the stream's fate is decided.
             return Ok(());
         }
-        let len = head.len as u32;
-        let per_gate = GATE_HOLD.min(self.upstream_initial_window / 2);
-        let all: u32 = self.gates.values().map(|gate| gate.held).sum();
-        let Some(gate) = self.gates.get_mut(&stream) else {
-            return Ok(());
-        };
-        if gate.held + len > per_gate || all + len > GATES_HOLD {
-            // Too much to hold back: decided as a local call, whose bytes crigate takes
-            // and gives back to the client's windows itself.
+        let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
+        if gate.held + len > per_gate
+            || all + len > GATES_HOLD
+            || gate.body.len() + data.len() > limit
+        {
+            // Too much to hold back, or more than may be decoded: a local call, whose
+            // bytes crigate takes and gives back to the client's windows itself, and
+            // which refuses a request over the limit.
             self.gate_to_local(stream, false);
             return self.on_client_data(head, bytes);
         }
         gate.held += len;
         gate.frames.push(bytes.clone());
-        let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
-        if gate.body.len() + data.len() > limit {
-            gate.too_large = true;
-            gate.body = BytesMut::new();
-            gate.frames = Vec::new();
-            self.gate_to_local(stream, head.has(flag::END_STREAM));
-            self.start(stream);
-            return Ok(());
-        }
         gate.body.extend_from_slice(data);
         if head.has(flag::END_STREAM) {
             gate.complete = true;
@@ -1037,7 +1029,6 @@ impl Relay {
                         frames: Vec::new(),
                         held: 0,
                         complete: false,
-                        too_large: false,
                         task: None,
                         forwarded: false,
                     },
@@ -1110,7 +1101,7 @@ impl Relay {
                 };
                 ProxyError::RequestTooLarge { method, limit }.into_response()
             } else {
-                match head.into_request(body) {
+                match head.into_request(ProxyBody::full(body)) {
                     Ok(request) => proxy.call(request, caller).await,
                     Err(reason) => {
                         let _ = events
@@ -1211,13 +1202,13 @@ impl Relay {
     /// Forgets a gated call, giving back to the client's connection window what it sent
     /// that never reached the runtime.
     fn drop_gate(&mut self, stream: u32) -> Option<Gate> {
-        let mut gate = self.gates.remove(&stream)?;
+        let gate = self.gates.remove(&stream)?;
         if gate.forwarded {
             // Nothing of it is held back any more.
             self.release_held();
         } else if gate.held > 0 {
             let mut update = BytesMut::new();
-            frame::put_window_update(&mut update, 0, std::mem::take(&mut gate.held));
+            frame::put_window_update(&mut update, 0, gate.held);
             self.inject(update.freeze());
         }
         Some(gate)
@@ -1227,13 +1218,11 @@ impl Relay {
     /// request's body) for crigate to answer as a local stream; its decision task, if
     /// started, carries on as that stream's.
     fn gate_to_local(&mut self, stream: u32, request_done: bool) {
-        let held = self
-            .gates
-            .get(&stream)
-            .map_or(0, |gate| if gate.forwarded { 0 } else { gate.held });
         let Some(mut gate) = self.drop_gate(stream) else {
             return;
         };
+        // What the client sent that the runtime never had (none once forwarded).
+        let held = gate.held;
         let started = self.open.remove(&stream);
         if self.linked && started.is_some() {
             frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
@@ -1270,7 +1259,7 @@ impl Relay {
                         request: gate.request.take(),
                         body: std::mem::take(&mut gate.body),
                         request_done,
-                        too_large: gate.too_large,
+                        too_large: false,
                         task: gate.task.take(),
                         window: self.client_initial_window,
                         outbox: VecDeque::new(),
@@ -1758,7 +1747,7 @@ fn request_head(pseudo: &Pseudo<'_>, fields: &Fields) -> Result<RequestHead, &'s
 }
 
 impl RequestHead {
-    fn into_request(self, body: Bytes) -> Result<Request<ProxyBody>, &'static str> {
+    fn into_request<B>(self, body: B) -> Result<Request<B>, &'static str> {
         let method = Method::from_bytes(&self.method).map_err(|_| "invalid :method")?;
         let mut uri = Uri::builder();
         if let Some(authority) = self.authority {
@@ -1768,7 +1757,7 @@ impl RequestHead {
             .path_and_query(self.path)
             .build()
             .map_err(|_| "invalid :path or :authority")?;
-        let mut request = Request::new(ProxyBody::full(body));
+        let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.version_mut() = http::Version::HTTP_2;

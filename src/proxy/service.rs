@@ -109,22 +109,19 @@ impl Proxy {
     }
 
     /// Decides a gated call whose stream the relay has already opened on the runtime,
-    /// holding back its body: the body goes on unchanged if it is allowed as sent, and
-    /// anything else is answered by crigate (a denial, a request it cannot read, or a
-    /// call allowed only with its image pinned, which is sent anew).
+    /// holding back its body (read whole, and within `max_message_bytes`): the body goes
+    /// on unchanged if it is allowed as sent, and anything else is answered by crigate (a
+    /// denial, a request it cannot read, or a call allowed only with its image pinned,
+    /// which is sent anew).
     pub(crate) async fn gate(
         &self,
         method: Intercepted,
-        request: Request<ProxyBody>,
+        request: Request<Bytes>,
         caller: Caller,
     ) -> Gated {
         let state = self.state.load_full();
         let (parts, body) = request.into_parts();
-        let read = match read_body(body, body_limit(&state), method.name()).await {
-            Ok(body) => read_request(method, &body, caller).map(|read| (body, read)),
-            Err(error) => Err(error),
-        };
-        let (body, (context, span)) = match read {
+        let (context, span) = match read_request(method, &body, caller) {
             Ok(read) => read,
             Err(error) => {
                 tracing::debug!(%error, "answered by crigate");

@@ -234,8 +234,18 @@ async fn connect(
     runtime: &Runtime,
     decide: Chosen,
 ) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
+    connect_with(dir, runtime, decide, "").await
+}
+
+/// As [`connect`], with more keys of `[cri]`.
+async fn connect_with(
+    dir: &Path,
+    runtime: &Runtime,
+    decide: Chosen,
+    cri: &str,
+) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
     let text = format!(
-        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
+        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n{cri}\n",
         dir.join("crigate.sock").display(),
         runtime.socket.display()
     );
@@ -465,4 +475,28 @@ async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serve
     .expect("the connection stopped serving")
     .unwrap();
     assert_eq!(read_answer(response).await.1, "14");
+}
+
+#[tokio::test]
+async fn a_create_over_the_message_limit_is_refused_and_never_reaches_the_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen::at_once(Decision::Allow { pin: None });
+    let mut client = connect_with(dir.path(), &runtime, decide, "max_message_bytes = 4096").await;
+    let small = create_request_annotated(1_000);
+    let large = create_request_annotated(5_000);
+    let response = client.send_request(create_call(large)).await.unwrap();
+    let (_, status, message) = read_answer(response).await;
+    assert_eq!(status, "8", "RESOURCE_EXHAUSTED: {message}");
+    let response = client
+        .send_request(create_call(small.clone()))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(response).await.1, "0");
+    let whole: Vec<_> = runtime
+        .received()
+        .into_iter()
+        .filter_map(|r| r.body)
+        .collect();
+    assert_eq!(whole, vec![small]);
 }
