@@ -1010,9 +1010,20 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_metrics_count_decisions_by_result_and_namespace() {
-    let port = crate::harness::process::free_port().unwrap();
-    let node = node_with(&format!("[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).await;
-    let url = format!("http://127.0.0.1:{port}/metrics");
+    // Port 0: the kernel picks a free port as crigate binds it, and crigate logs it. A
+    // port found free beforehand can be taken meanwhile by any outgoing connection.
+    let node = node_with("[metrics]\nlisten = \"127.0.0.1:0\"\n").await;
+    node.crigate
+        .wait_log("serving metrics", std::time::Duration::from_secs(10))
+        .unwrap();
+    let logs = node.crigate.logs();
+    let addr = logs
+        .lines()
+        .find(|line| line.contains("serving metrics"))
+        .and_then(|line| line.split("addr=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{logs}"));
+    let url = format!("http://{addr}/metrics");
     let (status, before) = scrape(&url).await;
     assert_eq!(status, reqwest::StatusCode::OK);
     assert!(before.contains("crigate_build_info{version=\""), "{before}");
@@ -1095,6 +1106,6 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
     );
 
     // Only GET /metrics is served.
-    let (status, _) = scrape(&format!("http://127.0.0.1:{port}/")).await;
+    let (status, _) = scrape(&format!("http://{addr}/")).await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
 }
