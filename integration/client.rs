@@ -7,8 +7,10 @@ use std::path::Path;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::UnixStream;
+use tokio::task::JoinHandle;
 
 /// Everything a response carried.
 #[derive(Debug)]
@@ -101,4 +103,33 @@ pub async fn call(
     body: Bytes,
 ) -> anyhow::Result<RawResponse> {
     call_with_authority(socket, "localhost", path, headers, body).await
+}
+
+/// One client connection whose windows are `window` bytes and stay so.
+pub async fn connect(
+    socket: &Path,
+    window: u32,
+) -> (
+    SendRequest<Full<Bytes>>,
+    JoinHandle<Result<(), hyper::Error>>,
+) {
+    let stream = UnixStream::connect(socket).await.unwrap();
+    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+        .initial_stream_window_size(window)
+        .initial_connection_window_size(window)
+        .adaptive_window(false)
+        .max_header_list_size(16 << 20)
+        .handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    (sender, tokio::spawn(connection))
+}
+
+/// One call on `sender`'s connection, read whole.
+pub async fn send(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<RawResponse> {
+    sender.ready().await?;
+    RawResponse::read(sender.send_request(request).await?).await
 }

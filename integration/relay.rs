@@ -1,20 +1,18 @@
 //! The frame relay's own duties, against the stand-in runtime (standin.rs says why a
 //! stand-in: a runtime that answers slowly, sends 4 MiB on request or vanishes mid-call).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use prost::Message;
 use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::client::{call, grpc_request, RawResponse};
+use crate::client::{call, connect, grpc_request, send, RawResponse};
 use crate::daemon::{Crigate, Options};
 use crate::proxy::{pull_body, setup};
 use crate::standin::{self, StandIn};
@@ -22,36 +20,8 @@ use crate::standin::{self, StandIn};
 const OK: i32 = 0;
 const UNAVAILABLE: i32 = 14;
 
-/// One client connection whose windows are `window` bytes and stay so.
-async fn connect(
-    socket: &Path,
-    window: u32,
-) -> (
-    SendRequest<Full<Bytes>>,
-    JoinHandle<Result<(), hyper::Error>>,
-) {
-    let stream = UnixStream::connect(socket).await.unwrap();
-    let (sender, connection) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
-        .initial_stream_window_size(window)
-        .initial_connection_window_size(window)
-        .adaptive_window(false)
-        .max_header_list_size(16 << 20)
-        .handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
-    (sender, tokio::spawn(connection))
-}
-
 fn request(path: &str, headers: &[(&str, &str)], body: Bytes) -> Request<Full<Bytes>> {
     grpc_request("localhost", path, headers, body).unwrap()
-}
-
-async fn send(
-    sender: &mut SendRequest<Full<Bytes>>,
-    request: Request<Full<Bytes>>,
-) -> anyhow::Result<RawResponse> {
-    sender.ready().await?;
-    RawResponse::read(sender.send_request(request).await?).await
 }
 
 /// A call of the stand-in's echo method on `sender`'s connection.
