@@ -427,3 +427,27 @@ fn upload_location_accepts_relative_and_absolute_urls_with_queries() {
         "http://127.0.0.1:5000/v2/app/blobs/uploads/u2?digest=sha256%3A00"
     );
 }
+
+#[test]
+fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ports: Vec<u16> = (0..200)
+        .map(|_| harness::process::free_port().unwrap())
+        .collect();
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
+    for port in ports {
+        assert!(
+            port < ephemeral_low,
+            "{port} is in the range the kernel gives outgoing connections"
+        );
+        // Nothing holds it: the process it is meant for can bind it.
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
+}

@@ -99,15 +99,27 @@ pub fn load_average() -> String {
 /// A TCP port on 127.0.0.1 that was free a moment ago and that this process has not handed out
 /// before (so two tests of one process never race for the same port).
 ///
+/// The port is drawn below the kernel's ephemeral range (`ip_local_port_range`), from which
+/// the kernel takes the local port of every outgoing connection and of every bind to port 0:
+/// a port drawn from that range could be taken by any connection on the machine between this
+/// call and the bind of the process it is meant for.
+///
 /// # Errors
 ///
 /// When no port can be bound.
 pub fn free_port() -> Result<u16> {
     static HANDED_OUT: OnceLock<Mutex<BTreeSet<u16>>> = OnceLock::new();
     let handed_out = HANDED_OUT.get_or_init(Default::default);
-    for _ in 0..64 {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0 to find a free port")?;
+    let ephemeral_low = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let below = (ephemeral_low > FIRST_TEST_PORT + 1000).then_some(FIRST_TEST_PORT..ephemeral_low);
+    for _ in 0..256 {
+        let candidate = below.clone().map_or(0, fastrand::u16);
+        let Ok(listener) = TcpListener::bind(("127.0.0.1", candidate)) else {
+            continue;
+        };
         let port = listener.local_addr()?.port();
         let mut seen = handed_out
             .lock()
@@ -118,6 +130,10 @@ pub fn free_port() -> Result<u16> {
     }
     bail!("found no free TCP port on 127.0.0.1 not already handed out by this process")
 }
+
+/// The lowest port [`free_port`] hands out, above the well-known and most registered
+/// service ports.
+const FIRST_TEST_PORT: u16 = 20_000;
 
 /// The last `lines` lines of a log file, or a note saying why it could not be read.
 pub fn log_tail(path: &Path, lines: usize) -> String {
