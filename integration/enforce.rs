@@ -1109,3 +1109,103 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
     let (status, _) = scrape(&format!("http://{addr}/")).await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_content() {
+    use containerd_client::services::v1::images_client::ImagesClient;
+    use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
+    let node = node().await;
+    let mut direct = images(node.env.containerd.socket()).await;
+    let unsigned_id = direct
+        .pull_image(pull(&node.unsigned, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    // Someone with the runtime's own API (an image import, `ctr images tag`) names the
+    // unsigned content after the signed image's digest.
+    let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
+    let mut native = ImagesClient::new(channel);
+    fn namespaced<T>(request: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", "k8s.io".parse().unwrap());
+        request
+    }
+    let target = native
+        .get(namespaced(GetImageRequest {
+            name: node.unsigned.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .target;
+    let forged = node.env.app_digest_ref();
+    native
+        .create(namespaced(CreateImageRequest {
+            image: Some(Image {
+                name: forged.clone(),
+                labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
+                target,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    // The CRI plugin learns of the name from containerd's event.
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = direct
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: unsigned_id.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .map(|image| image.repo_digests)
+            .unwrap_or_default();
+        if listed.contains(&forged) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // The runtime now lists the signed digest among the unsigned image's own.
+    assert!(listed.contains(&forged), "{listed:?}");
+
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+    let sandbox = node.env.pod_config("forged", "prod").unwrap();
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    let mut runtime = cri.runtime;
+    for image in [&unsigned_id, &forged] {
+        let denied = runtime
+            .create_container(create_pause(&pod, &sandbox, "bad", image))
+            .await
+            .unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{image}: {denied:?}");
+        assert!(
+            denied.message().contains("no_signature"),
+            "{}",
+            denied.message()
+        );
+    }
+    // The signed image itself is still allowed, resolved through the same store.
+    direct.pull_image(pull(&node.signed, "prod")).await.unwrap();
+    runtime
+        .create_container(create_pause(&pod, &sandbox, "good", &node.signed))
+        .await
+        .unwrap();
+    let log = node.crigate.logs();
+    assert!(
+        log.contains("a runtime name claims a digest whose content is not this image"),
+        "{log}"
+    );
+}

@@ -18,16 +18,21 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::ReadContentRequest;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::{Channel, Endpoint};
+use tonic::Code;
 
 use serde::Serialize;
 
 use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
 use crate::decision::{BoxFuture, Decide, Decided, Decision, Phase, RequestContext};
+use crate::oci::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ImageRef};
+use crate::proxy::names::namespaced;
 use crate::proxy::upstream::unix_channel;
 use crate::registry::Credentials;
 use crate::verify::cache::Source;
@@ -139,7 +144,16 @@ impl RuntimeImages {
         self.pulled.0.lock().ok()?.get(&id)
     }
 
-    /// The repository digests (`repo@sha256:…`) the runtime knows `image` by.
+    /// The repository digests (`repo@sha256:…`) the runtime knows `image` by, each kept
+    /// only if the content it names leads to the image's id.
+    ///
+    /// CRI ImageStatus lists as repository digests the names of the image that carry a
+    /// digest, as names: containerd does not check that a record named `repo@sha256:D`
+    /// has target D, and an image import, `ctr images tag` or its images API can give
+    /// any content such a name. So the name's digest is looked up in the runtime's
+    /// content store (content-addressed, and checked again here) and must be the image's
+    /// manifest, or an index listing it: a manifest whose config is the image's id. A
+    /// name that fails this is left out, and logged.
     async fn repo_digests(&self, image: &str) -> Result<Vec<String>, tonic::Status> {
         let mut client = ImageServiceClient::new(self.channel.clone());
         let response = client
@@ -152,9 +166,101 @@ impl RuntimeImages {
             })
             .await?
             .into_inner();
-        Ok(response.image.map(|i| i.repo_digests).unwrap_or_default())
+        let Some(found) = response.image else {
+            return Ok(Vec::new());
+        };
+        let Ok(id) = found.id.parse::<Digest>() else {
+            tracing::warn!(image, id = %found.id, "the runtime's image id is not a digest; none of its names is taken");
+            return Ok(Vec::new());
+        };
+        let mut confirmed = Vec::with_capacity(found.repo_digests.len());
+        for name in found.repo_digests {
+            let Some(digest) = name
+                .parse::<ImageRef>()
+                .ok()
+                .and_then(|reference| reference.digest().cloned())
+            else {
+                continue;
+            };
+            if self.leads_to(&digest, &id).await? {
+                confirmed.push(name);
+            } else {
+                tracing::warn!(
+                    image,
+                    %id,
+                    name,
+                    "a runtime name claims a digest whose content is not this image; the name is not taken as the image's digest"
+                );
+            }
+        }
+        Ok(confirmed)
+    }
+
+    /// Whether the manifest stored under `digest`, or one listed by the index stored
+    /// there, has the config `id`.
+    async fn leads_to(&self, digest: &Digest, id: &Digest) -> Result<bool, tonic::Status> {
+        match self.stored_manifest(digest).await? {
+            Some(Manifest::Image(manifest)) => Ok(manifest.config.digest == *id),
+            Some(Manifest::Index(index)) => {
+                // The runtime holds the manifests of the platforms it pulled; the others
+                // are not in its store and are skipped.
+                for child in index.manifests.iter().take(MAX_INDEX_MANIFESTS) {
+                    if let Some(Manifest::Image(manifest)) =
+                        self.stored_manifest(&child.digest).await?
+                    {
+                        if manifest.config.digest == *id {
+                            return Ok(true);
+                        }
+                    }
+                }
+                Ok(false)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// The manifest or index in the runtime's content store under `digest`, its bytes
+    /// checked against the digest; `None` when the store does not hold it, or holds
+    /// something that is not a manifest or index of at most [`MAX_MANIFEST_BYTES`].
+    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, tonic::Status> {
+        let absent = |status: &tonic::Status| status.code() == Code::NotFound;
+        let mut content = ContentClient::new(self.channel.clone());
+        let mut stream = match content
+            .read(namespaced(ReadContentRequest {
+                digest: digest.to_string(),
+                offset: 0,
+                size: 0,
+            }))
+            .await
+        {
+            Ok(response) => response.into_inner(),
+            Err(status) if absent(&status) => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let mut bytes = Vec::new();
+        loop {
+            match stream.message().await {
+                Ok(Some(chunk)) => {
+                    if bytes.len().saturating_add(chunk.data.len()) > MAX_MANIFEST_BYTES {
+                        return Ok(None);
+                    }
+                    bytes.extend_from_slice(&chunk.data);
+                }
+                Ok(None) => break,
+                Err(status) if absent(&status) => return Ok(None),
+                Err(status) => return Err(status),
+            }
+        }
+        if digest.check(&bytes).is_err() {
+            tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
+            return Ok(None);
+        }
+        Ok(Manifest::parse(None, &bytes).ok())
     }
 }
+
+/// How many of an index's manifests [`RuntimeImages::leads_to`] looks at.
+const MAX_INDEX_MANIFESTS: usize = 64;
 
 /// The trace of one decision: what `crigate policy explain` prints and what the daemon
 /// acts on and records.

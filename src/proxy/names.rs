@@ -133,7 +133,7 @@ async fn name_image_inner(channel: Channel, name: &str, pinned: &str) -> Result<
 }
 
 /// `message` as a request in the CRI plugin's containerd namespace.
-fn namespaced<T>(message: T) -> Request<T> {
+pub(crate) fn namespaced<T>(message: T) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert(
         "containerd-namespace",
