@@ -189,7 +189,7 @@ impl Database {
         match self {
             Database::Sqlite(path) => Storage::Sqlite(storage::Store::open(path).unwrap()),
             Database::Postgres(url) => Storage::Postgres(
-                storage::postgres::Store::connect(&crigate::registry::Secret::new(url))
+                storage::postgres::Store::connect(&crigate::registry::Secret::new(url), None)
                     .await
                     .unwrap(),
             ),
@@ -494,7 +494,7 @@ async fn fill_postgres(url: &str, total: usize, end: i64) {
     use tokio_postgres::binary_copy::BinaryCopyInWriter;
     use tokio_postgres::types::Type;
     drop(
-        storage::postgres::Store::connect(&crigate::registry::Secret::new(url))
+        storage::postgres::Store::connect(&crigate::registry::Secret::new(url), None)
             .await
             .unwrap(),
     );

@@ -765,7 +765,7 @@ async fn aggregator_postgresql_store_reports_each_record_new_once() {
     use crigate::aggregator::storage::{postgres, Query};
     let tmp = temp_dir("postgres-store");
     let server = Postgres::start(tmp.path()).unwrap();
-    let store = postgres::Store::connect(&crigate::registry::Secret::new(server.url()))
+    let store = postgres::Store::connect(&crigate::registry::Secret::new(server.url()), None)
         .await
         .unwrap();
     let records: Vec<AuditRecord> = (0..10)
@@ -991,4 +991,122 @@ fn pg_ids(url: &str) -> Vec<String> {
     })
     .join()
     .unwrap()
+}
+
+/// With `sslmode=require` the store's connections are TLS, and the server must prove
+/// the name connected to with a certificate from the configured CA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_over_tls_verifies_the_server() {
+    use crigate::aggregator::storage::postgres::Store;
+    use crigate::registry::Secret;
+    let tmp = temp_dir("postgres-tls");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let server = Postgres::start_tls(
+        &tmp.path().join("trusted"),
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+    )
+    .unwrap();
+    let url = Secret::new(server.tls_url_for("postgres"));
+    let ca = pki.path("ca.pem");
+    // The server refuses TCP connections without TLS, so a store that connects at all
+    // connected over TLS.
+    let plain = Secret::new(url.expose().replace("sslmode=require", "sslmode=disable"));
+    let refused = Store::connect(&plain, None).await.err().unwrap();
+    assert!(
+        format!("{refused:?}").contains("no encryption"),
+        "{refused:?}"
+    );
+
+    let store = Store::connect(&url, Some(&ca)).await.unwrap();
+    let stored = record(NODE);
+    assert_eq!(
+        store
+            .insert(std::sync::Arc::new(vec![stored.clone()]))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    assert_eq!(pg_ids(&server.url()), vec![stored.id]);
+
+    // A server certificate from a CA that is not the configured one, or not in the
+    // system's roots when none is configured: refused.
+    let another_ca = Pki::new(&tmp.path().join("another-pki")).path("ca.pem");
+    for ca_file in [Some(another_ca.as_path()), None] {
+        let untrusted = Store::connect(&url, ca_file).await.err().unwrap();
+        assert!(
+            format!("{untrusted:?}").contains("InvalidCertificate"),
+            "{ca_file:?}: {untrusted:?}"
+        );
+    }
+
+    // A certificate from the right CA for another name.
+    pki.leaf("elsewhere", &["db.example"], "db.example", false);
+    let elsewhere = Postgres::start_tls(
+        &tmp.path().join("elsewhere"),
+        &pki.path("elsewhere.pem"),
+        &pki.path("elsewhere.key"),
+    )
+    .unwrap();
+    let wrong_name = Store::connect(&Secret::new(elsewhere.tls_url_for("postgres")), Some(&ca))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        format!("{wrong_name:?}").contains("NotValidForName"),
+        "{wrong_name:?}"
+    );
+
+    // A server that offers no TLS.
+    let plain_server =
+        Postgres::start_with(&tmp.path().join("plain"), "-c listen_addresses=127.0.0.1").unwrap();
+    let no_tls = Store::connect(
+        &Secret::new(plain_server.tls_url_for("postgres")),
+        Some(&ca),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        format!("{no_tls:?}").contains("server does not support TLS"),
+        "{no_tls:?}"
+    );
+
+    // A CA file without sslmode=require would not be used: a configuration error.
+    let unused = Store::connect(&Secret::new(server.url()), Some(&ca))
+        .await
+        .err()
+        .unwrap();
+    assert!(unused.to_string().contains("sslmode=require"), "{unused}");
+}
+
+/// The aggregator stores over TLS to PostgreSQL when its config says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregator_stores_in_postgresql_over_tls() {
+    let tmp = temp_dir("postgres-tls-aggregator");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf("node-1", &[NODE], NODE, false);
+    let server =
+        Postgres::start_tls(tmp.path(), &pki.path("server.pem"), &pki.path("server.key")).unwrap();
+    let mut aggregator =
+        Aggregator::configure_with(tmp.path(), &pki, Some(server.tls_url_for("postgres")));
+    let mut config = std::fs::read_to_string(&aggregator.config).unwrap();
+    config.push_str(&format!(
+        "postgres_ca_file = \"{}\"\n",
+        pki.path("ca.pem").display()
+    ));
+    std::fs::write(&aggregator.config, config).unwrap();
+    // The test reads the table over the server's unix socket.
+    aggregator.postgres = Some(server.url());
+    aggregator.start();
+    let node = start_node(
+        &tmp.path().join("node"),
+        &pki,
+        &aggregator,
+        &tmp.path().join("spool"),
+    );
+    decide(&node.socket, "tls", 20).await;
+    tokio::task::block_in_place(|| aggregator.wait_count(20, CONVERGE)).unwrap();
+    let produced = logged_ids(&node.logs());
+    assert_exactly_once(&produced, &aggregator);
 }

@@ -35,8 +35,19 @@ impl Postgres {
         Self::start_with(dir, "")
     }
 
+    /// As [`Postgres::start`], also listening on 127.0.0.1 for TLS connections only
+    /// (`hostssl`; a TCP connection without TLS is rejected), with the server
+    /// certificate and key in `cert` and `key` (PEM).
+    pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Result<Self> {
+        Self::start_inner(dir, "", Some((cert, key)))
+    }
+
     /// As [`Postgres::start`], with extra server options (`-c name=value ...`).
     pub fn start_with(dir: &Path, options: &str) -> Result<Self> {
+        Self::start_inner(dir, options, None)
+    }
+
+    fn start_inner(dir: &Path, options: &str, tls: Option<(&Path, &Path)>) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let root = dir.join("pg");
         std::fs::create_dir_all(&root)?;
@@ -57,6 +68,31 @@ impl Postgres {
             "-U",
             "postgres",
         ])?;
+        let mut options = options.to_owned();
+        let mut listen = String::new();
+        if let Some((cert, key)) = tls {
+            // The server reads its key only if the postgres user owns it, mode 0600.
+            for (from, name) in [(cert, "server.crt"), (key, "server.key")] {
+                let to = root.join(name);
+                std::fs::copy(from, &to)?;
+                nix::unistd::chown(&to, Some(user.uid), Some(user.gid))?;
+                std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
+            }
+            let hba = Path::new(data).join("pg_hba.conf");
+            let rest = std::fs::read_to_string(&hba)?;
+            std::fs::write(
+                &hba,
+                format!(
+                    "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{rest}"
+                ),
+            )?;
+            options.push_str(&format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                root.join("server.crt").display(),
+                root.join("server.key").display()
+            ));
+            listen.push_str("127.0.0.1");
+        }
         let log = root.join("server.log");
         run_as_postgres(&[
             &format!("{PG_BIN}/pg_ctl"),
@@ -66,7 +102,7 @@ impl Postgres {
             log.to_str().context("non-UTF-8 temp dir")?,
             "-o",
             &format!(
-                "-k {} -c listen_addresses='' -p {port} {options}",
+                "-k {} -c listen_addresses='{listen}' -p {port} {options}",
                 root.display()
             ),
             "-w",
@@ -80,6 +116,15 @@ impl Postgres {
         format!(
             "host={} port={} user=postgres dbname={database}",
             self.root.display(),
+            self.port
+        )
+    }
+
+    /// A connection string for `database` as the superuser over TCP and TLS
+    /// (`sslmode=require`), for a server started with [`Postgres::start_tls`].
+    pub fn tls_url_for(&self, database: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname={database} sslmode=require",
             self.port
         )
     }

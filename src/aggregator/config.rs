@@ -34,9 +34,15 @@ pub struct AggregatorConfig {
     pub database: PathBuf,
     /// A PostgreSQL connection string (`host=/run/postgresql dbname=crigate
     /// user=crigate`) to store records there instead of SQLite. It may hold a password:
-    /// it is never logged. Without TLS: use a unix socket or loopback.
+    /// it is never logged. With `sslmode=require` the connection is TLS and the server's
+    /// certificate and name are verified; otherwise it is not encrypted (use a unix
+    /// socket or loopback).
     #[serde(default, deserialize_with = "secret")]
     pub postgres: Option<crate::registry::Secret>,
+    /// The CA bundle (PEM) that PostgreSQL's server certificate must chain to, with
+    /// `sslmode=require`. Default: the system's trust store.
+    #[serde(default)]
+    pub postgres_ca_file: Option<PathBuf>,
     /// Records older than this are deleted. Default 30 days.
     #[serde(default = "default_retention", with = "humantime_serde")]
     pub retention: Duration,
@@ -221,13 +227,21 @@ token_file = "/etc/crigate-aggregator/token"
         let text = include_str!("../../packaging/kubernetes/aggregator-postgres/aggregator.toml");
         let config = AggregatorConfig::parse(text, Path::new("aggregator.toml")).unwrap();
         assert!(config.postgres.is_some());
-        // Its generated Secret is the one the Deployment mounts.
+        // TLS to the server, with the CA the Deployment mounts.
+        assert!(config
+            .postgres
+            .as_ref()
+            .is_some_and(|url| url.expose().contains("sslmode=require")));
+        let ca = config.postgres_ca_file.unwrap();
         let kustomization =
             include_str!("../../packaging/kubernetes/aggregator-postgres/kustomization.yaml");
         let deployment =
             include_str!("../../packaging/kubernetes/aggregator-postgres/deployment.yaml");
         assert!(kustomization.contains("name: crigate-aggregator-config"));
         assert!(deployment.contains("secretName: crigate-aggregator-config"));
+        assert!(ca.starts_with("/etc/crigate/postgres-ca"));
+        assert!(deployment.contains("mountPath: /etc/crigate/postgres-ca"));
+        assert!(deployment.contains("name: crigate-aggregator-postgres-ca"));
     }
 
     #[test]

@@ -111,7 +111,9 @@ impl Aggregator {
         let query_tls = TlsAcceptor::from(tls::query_config(&config.cert_file, &config.key_file)?);
         let token = read_token(&config.token_file)?;
         let store = match &config.postgres {
-            Some(url) => storage::Storage::Postgres(storage::postgres::Store::connect(url).await?),
+            Some(url) => storage::Storage::Postgres(
+                storage::postgres::Store::connect(url, config.postgres_ca_file.as_deref()).await?,
+            ),
             None => {
                 let path = config.database.clone();
                 storage::Storage::Sqlite(

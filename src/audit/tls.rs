@@ -148,3 +148,28 @@ pub fn client_config(
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
+
+/// A client configuration that verifies servers against `ca_file`, or against the
+/// system's trust store when none is given; no client certificate, no ALPN.
+///
+/// # Errors
+///
+/// `ca_file` cannot be used.
+pub fn server_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    match ca_file {
+        Some(ca_file) => client_config(ca_file, None, &[]),
+        None => {
+            let mut roots = RootCertStore::empty();
+            for cert in rustls_native_certs::load_native_certs().certs {
+                // A system certificate that is not a usable anchor is skipped, as every
+                // TLS client does with the system store.
+                let _ = roots.add(cert);
+            }
+            Ok(rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .map_err(Error::Config)?
+                .with_root_certificates(roots)
+                .with_no_client_auth())
+        }
+    }
+}

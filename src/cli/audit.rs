@@ -114,20 +114,12 @@ fn query(args: QueryArgs) -> anyhow::Result<ExitCode> {
 /// Follows every page of the query.
 async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<RecordJson>> {
     // hyper-rustls sets ALPN (http/1.1) itself.
-    let tls = match &args.ca_file {
-        Some(ca_file) => crate::audit::tls::client_config(ca_file, None, &[])
-            .with_context(|| format!("--ca-file {}", ca_file.display()))?,
-        None => {
-            let mut roots = rustls::RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                let _ = roots.add(cert);
-            }
-            rustls::ClientConfig::builder_with_provider(crate::audit::tls::provider())
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots)
-                .with_no_client_auth()
-        }
-    };
+    let tls =
+        crate::audit::tls::server_client_config(args.ca_file.as_deref()).with_context(|| {
+            args.ca_file
+                .as_ref()
+                .map_or_else(String::new, |f| format!("--ca-file {}", f.display()))
+        })?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only()

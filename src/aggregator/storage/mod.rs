@@ -53,6 +53,10 @@ pub enum Error {
     Task(#[source] tokio::task::JoinError),
     #[error("postgresql")]
     Postgres(#[source] tokio_postgres::Error),
+    #[error("postgresql: invalid connection string: {0}")]
+    PostgresConfig(String),
+    #[error("postgresql: TLS material")]
+    PostgresTls(#[source] crate::audit::tls::Error),
     #[error("postgresql did not answer within {0:?}")]
     PostgresTimeout(std::time::Duration),
 }

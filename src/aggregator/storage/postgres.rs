@@ -1,20 +1,24 @@
 //! The PostgreSQL backend: the same schema, migrations and queries as [`super::sqlite`],
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
-//! [`CONNECTIONS`] connections (tokio-postgres, no TLS: reach the server over a unix
-//! socket or loopback). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
+//! [`CONNECTIONS`] connections (tokio-postgres; TLS with `sslmode=require`, see
+//! [`tls`]). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
 //! statement, its rows as arrays, committed before the batch is acknowledged. Ids use
 //! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
 //! whatever the database's locale.
 
 use std::collections::HashSet;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{Mutex, MutexGuard};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
+
+mod tls;
 
 use super::{Error, Page, Query};
 use crate::audit::AuditRecord;
@@ -90,13 +94,38 @@ impl Store {
     /// dbname=crigate user=crigate`), which may hold a password and is never logged,
     /// and brings the schema up to date.
     ///
+    /// With `sslmode=require` the connection is TLS, and the server's certificate is
+    /// verified against `ca_file` (or the system's roots) and its name against the host
+    /// (libpq's `verify-full`); with any other `sslmode` it is not encrypted, and
+    /// `ca_file` must not be given.
+    ///
     /// # Errors
     ///
-    /// The server cannot be reached, or the schema is newer than this build knows.
-    pub async fn connect(url: &Secret) -> Result<Self, Error> {
+    /// The connection string is invalid, `ca_file` cannot be used or is given without
+    /// `sslmode=require`, the server cannot be reached or its certificate is not trusted,
+    /// or the schema is newer than this build knows.
+    pub async fn connect(url: &Secret, ca_file: Option<&Path>) -> Result<Self, Error> {
+        let config = url
+            .expose()
+            .parse::<tokio_postgres::Config>()
+            // The message names the key or value at fault, never the string itself.
+            .map_err(|error| Error::PostgresConfig(error.to_string()))?;
+        let tls = match (config.get_ssl_mode(), ca_file) {
+            (SslMode::Require, ca_file) => Some(tls::MakeRustls::new(
+                crate::audit::tls::server_client_config(ca_file).map_err(Error::PostgresTls)?,
+            )),
+            (_, None) => None,
+            (_, Some(_)) => {
+                return Err(Error::PostgresConfig(
+                    "a CA file for PostgreSQL is given, but the connection string does not \
+                     set sslmode=require: the connection would not use it"
+                        .to_owned(),
+                ))
+            }
+        };
         let mut connections = Vec::with_capacity(CONNECTIONS);
         for n in 0..CONNECTIONS {
-            let mut client = connect_one(url).await?;
+            let mut client = connect_one(&config, tls.clone()).await?;
             if n == 0 {
                 migrate(&mut client).await?;
             }
@@ -268,17 +297,14 @@ impl std::fmt::Debug for Store {
 const MIGRATION_LOCK: i64 = 0x0063_7269_6761_7465;
 
 /// One connection, with the statement timeout and durable commits set.
-async fn connect_one(url: &Secret) -> Result<Client, Error> {
-    let connecting = tokio_postgres::connect(url.expose(), NoTls);
-    let (client, connection) = tokio::time::timeout(TIMEOUT, connecting)
-        .await
-        .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
-        .map_err(Error::Postgres)?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::error!(%error, "postgresql connection ended");
-        }
-    });
+async fn connect_one(
+    config: &tokio_postgres::Config,
+    tls: Option<tls::MakeRustls>,
+) -> Result<Client, Error> {
+    let client = match tls {
+        Some(tls) => spawn_connection(config.connect(tls)).await?,
+        None => spawn_connection(config.connect(NoTls)).await?,
+    };
     client
         // A batch is acknowledged once its statement returns: it must be on disk by then,
         // whatever the server's default.
@@ -288,6 +314,28 @@ async fn connect_one(url: &Secret) -> Result<Client, Error> {
         ))
         .await
         .map_err(Error::Postgres)?;
+    Ok(client)
+}
+
+/// Connects, and runs the connection on a task of its own.
+async fn spawn_connection<S, T>(
+    connecting: impl std::future::Future<
+        Output = Result<(Client, tokio_postgres::Connection<S, T>), tokio_postgres::Error>,
+    >,
+) -> Result<Client, Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (client, connection) = tokio::time::timeout(TIMEOUT, connecting)
+        .await
+        .map_err(|_| Error::PostgresTimeout(TIMEOUT))?
+        .map_err(Error::Postgres)?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            tracing::error!(%error, "postgresql connection ended");
+        }
+    });
     Ok(client)
 }
 
