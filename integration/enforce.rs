@@ -16,6 +16,8 @@ use crate::signer::KeySigner;
 struct Node {
     env: Env,
     crigate: Crigate,
+    /// The key `app:v1` is signed with, which the policies trust.
+    signer: KeySigner,
     signed: String,
     unsigned: String,
 }
@@ -99,6 +101,7 @@ verifiers = ["other"]
         unsigned: format!("{host}/unsigned:v1"),
         env,
         crigate,
+        signer,
     }
 }
 
@@ -1208,4 +1211,52 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
         log.contains("a runtime name claims a digest whose content is not this image"),
         "{log}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_manifest() {
+    let node = node().await;
+    let image = TestImage::builder().label("multi").build().unwrap();
+    let manifest = node
+        .env
+        .registry
+        .push("multi", "amd", &image)
+        .await
+        .unwrap();
+    let index = node
+        .env
+        .registry
+        .push_index(
+            "multi",
+            "v1",
+            &[(
+                &manifest,
+                image.manifest_media_type(),
+                image.manifest_size(),
+            )],
+        )
+        .await
+        .unwrap();
+    node.signer
+        .sign_legacy(&node.env.registry, "multi", &index)
+        .await;
+    let reference = format!("{}/multi:v1", node.env.registry.host());
+    let mut direct = images(node.env.containerd.socket()).await;
+    let id = direct
+        .pull_image(pull(&reference, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+    let sandbox = node.env.pod_config("multi", "prod").unwrap();
+    let pod = cri.run_pod(&sandbox).await.unwrap();
+    let mut runtime = cri.runtime;
+    // The runtime knows the image as `multi@<index>`: the index is in its content store
+    // and lists the manifest whose config is the image id.
+    runtime
+        .create_container(create_pause(&pod, &sandbox, "multi", &id))
+        .await
+        .unwrap();
 }
