@@ -3,6 +3,7 @@
 //! CreateContainer gate for images that never passed PullImage.
 
 use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -113,9 +114,10 @@ async fn images(socket: &std::path::Path) -> ImageServiceClient<Channel> {
     ImageServiceClient::new(cri_channel(socket).await.unwrap())
 }
 
-async fn present(node: &Node, image: &str) -> bool {
-    let mut direct = images(node.env.containerd.socket()).await;
-    direct
+/// What containerd itself answers to ImageStatus of `image`.
+async fn status(node: &Node, image: &str) -> Option<Image> {
+    images(node.env.containerd.socket())
+        .await
         .image_status(ImageStatusRequest {
             image: Some(ImageSpec {
                 image: image.to_owned(),
@@ -127,7 +129,48 @@ async fn present(node: &Node, image: &str) -> bool {
         .unwrap()
         .into_inner()
         .image
-        .is_some()
+}
+
+async fn present(node: &Node, image: &str) -> bool {
+    status(node, image).await.is_some()
+}
+
+/// Pulls `image` straight into containerd, bypassing crigate; returns its image id.
+async fn pulled_directly(node: &Node, image: &str) -> String {
+    images(node.env.containerd.socket())
+        .await
+        .pull_image(pull(image, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref
+}
+
+/// A pod run through crigate, with crigate's runtime service to create its containers.
+struct Pod {
+    runtime: RuntimeServiceClient<Channel>,
+    sandbox: PodSandboxConfig,
+    id: String,
+}
+
+impl Pod {
+    async fn run(node: &Node, sandbox: PodSandboxConfig) -> Self {
+        let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+        let id = cri.run_pod(&sandbox).await.unwrap();
+        Self {
+            runtime: cri.runtime,
+            sandbox,
+            id,
+        }
+    }
+
+    /// CreateContainer through crigate: a container `name` running `image`; its id.
+    async fn create(&mut self, name: &str, image: &str) -> Result<String, tonic::Status> {
+        self.runtime
+            .create_container(create_pause(&self.id, &self.sandbox, name, image))
+            .await
+            .map(|response| response.into_inner().container_id)
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -225,44 +268,16 @@ async fn namespace_without_a_policy_is_denied() {
 async fn create_container_gates_images_pulled_behind_crigates_back() {
     let node = node().await;
     // Both images pulled straight into containerd: no PullImage through crigate.
-    let mut direct = images(node.env.containerd.socket()).await;
-    let unsigned_id = direct
-        .pull_image(pull(&node.unsigned, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
-    let signed_id = direct
-        .pull_image(pull(&node.signed, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
-
-    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
-    let sandbox = node.env.pod_config("static-web", "prod").unwrap();
-    let pod = cri.run_pod(&sandbox).await.unwrap();
-    let mut runtime = cri.runtime;
-    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let signed_id = pulled_directly(&node, &node.signed).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("static-web", "prod").unwrap()).await;
     // kubelet passes the image id PullImage returned; a static pod may name the image.
-    let denied = runtime
-        .create_container(create("bad", &unsigned_id))
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    let denied = runtime
-        .create_container(create("bad2", &node.unsigned))
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    runtime
-        .create_container(create("good", &signed_id))
-        .await
-        .unwrap();
-    runtime
-        .create_container(create("good2", &node.signed))
-        .await
-        .unwrap();
+    for (name, image) in [("bad", &unsigned_id), ("bad2", &node.unsigned)] {
+        let denied = pod.create(name, image).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    }
+    pod.create("good", &signed_id).await.unwrap();
+    pod.create("good2", &node.signed).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -702,13 +717,10 @@ async fn create_requests_larger_than_the_runtimes_windows_are_gated_alike() {
         "kubectl.kubernetes.io/last-applied-configuration".into(),
         "x".repeat(200 * 1024),
     );
-    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
-    let pod = cri.run_pod(&sandbox).await.unwrap();
-    let mut runtime = cri.runtime;
-    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
+    let mut pod = Pod::run(&node, sandbox).await;
     let denied = tokio::time::timeout(
         std::time::Duration::from_secs(20),
-        runtime.create_container(create("unsigned", &node.unsigned)),
+        pod.create("unsigned", &node.unsigned),
     )
     .await
     .expect("a large denied CreateContainer stalled")
@@ -716,13 +728,11 @@ async fn create_requests_larger_than_the_runtimes_windows_are_gated_alike() {
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     let created = tokio::time::timeout(
         std::time::Duration::from_secs(20),
-        runtime.create_container(create("signed", &node.signed)),
+        pod.create("signed", &node.signed),
     )
     .await
     .expect("a large allowed CreateContainer stalled")
-    .unwrap()
-    .into_inner()
-    .container_id;
+    .unwrap();
     assert!(!created.is_empty());
 }
 
@@ -741,27 +751,16 @@ async fn static_pod_creation_without_any_pull_is_gated() {
     sandbox
         .annotations
         .insert("kubernetes.io/config.source".into(), "file".into());
-    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
-    let pod = cri.run_pod(&sandbox).await.unwrap();
-    let mut runtime = cri.runtime;
-    let create = |name: &str, image: &str| create_pause(&pod, &sandbox, name, image);
-    let denied = runtime
-        .create_container(create("unsigned", &node.unsigned))
-        .await
-        .unwrap_err();
+    let mut pod = Pod::run(&node, sandbox).await;
+    let denied = pod.create("unsigned", &node.unsigned).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert!(
         denied.message().contains("no_signature"),
         "{}",
         denied.message()
     );
-    let created = runtime
-        .create_container(create("signed", &node.signed))
-        .await
-        .unwrap()
-        .into_inner()
-        .container_id;
-    runtime
+    let created = pod.create("signed", &node.signed).await.unwrap();
+    pod.runtime
         .start_container(StartContainerRequest {
             container_id: created,
         })
@@ -1118,13 +1117,7 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
     use containerd_client::services::v1::images_client::ImagesClient;
     use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
     let node = node().await;
-    let mut direct = images(node.env.containerd.socket()).await;
-    let unsigned_id = direct
-        .pull_image(pull(&node.unsigned, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
     // Someone with the runtime's own API (an image import, `ctr images tag`) names the
     // unsigned content after the signed image's digest.
     let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
@@ -1162,18 +1155,8 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
     // The CRI plugin learns of the name from containerd's event.
     let mut listed = Vec::new();
     for _ in 0..50 {
-        listed = direct
-            .image_status(ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: unsigned_id.clone(),
-                    ..Default::default()
-                }),
-                verbose: false,
-            })
+        listed = status(&node, &unsigned_id)
             .await
-            .unwrap()
-            .into_inner()
-            .image
             .map(|image| image.repo_digests)
             .unwrap_or_default();
         if listed.contains(&forged) {
@@ -1184,15 +1167,9 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
     // The runtime now lists the signed digest among the unsigned image's own.
     assert!(listed.contains(&forged), "{listed:?}");
 
-    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
-    let sandbox = node.env.pod_config("forged", "prod").unwrap();
-    let pod = cri.run_pod(&sandbox).await.unwrap();
-    let mut runtime = cri.runtime;
+    let mut pod = Pod::run(&node, node.env.pod_config("forged", "prod").unwrap()).await;
     for image in [&unsigned_id, &forged] {
-        let denied = runtime
-            .create_container(create_pause(&pod, &sandbox, "bad", image))
-            .await
-            .unwrap_err();
+        let denied = pod.create("bad", image).await.unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{image}: {denied:?}");
         assert!(
             denied.message().contains("no_signature"),
@@ -1201,11 +1178,8 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
         );
     }
     // The signed image itself is still allowed, resolved through the same store.
-    direct.pull_image(pull(&node.signed, "prod")).await.unwrap();
-    runtime
-        .create_container(create_pause(&pod, &sandbox, "good", &node.signed))
-        .await
-        .unwrap();
+    pulled_directly(&node, &node.signed).await;
+    pod.create("good", &node.signed).await.unwrap();
     let log = node.crigate.logs();
     assert!(
         log.contains("a runtime name claims a digest whose content is not this image"),
@@ -1241,22 +1215,9 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
         .sign_legacy(&node.env.registry, "multi", &index)
         .await;
     let reference = format!("{}/multi:v1", node.env.registry.host());
-    let mut direct = images(node.env.containerd.socket()).await;
-    let id = direct
-        .pull_image(pull(&reference, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
-
-    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
-    let sandbox = node.env.pod_config("multi", "prod").unwrap();
-    let pod = cri.run_pod(&sandbox).await.unwrap();
-    let mut runtime = cri.runtime;
+    let id = pulled_directly(&node, &reference).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("multi", "prod").unwrap()).await;
     // The runtime knows the image as `multi@<index>`: the index is in its content store
     // and lists the manifest whose config is the image id.
-    runtime
-        .create_container(create_pause(&pod, &sandbox, "multi", &id))
-        .await
-        .unwrap();
+    pod.create("multi", &id).await.unwrap();
 }
