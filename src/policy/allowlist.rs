@@ -237,6 +237,9 @@ impl Allowlist {
         as_requested: Option<&str>,
         namespace: Option<&str>,
     ) -> Option<&Entry> {
+        if self.entries.is_empty() {
+            return None;
+        }
         let mut names = forms(image);
         names.extend(as_requested.map(str::to_owned));
         let mut candidates: Vec<usize> = Vec::new();
