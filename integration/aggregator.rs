@@ -1110,3 +1110,43 @@ async fn aggregator_stores_in_postgresql_over_tls() {
     let produced = logged_ids(&node.logs());
     assert_exactly_once(&produced, &aggregator);
 }
+
+/// A restart of PostgreSQL closes every connection of the store; the store opens them
+/// again as they are used, and goes on storing without the aggregator restarting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_store_connects_again_after_the_server_restarts() {
+    use crigate::aggregator::storage::postgres::Store;
+    let tmp = temp_dir("postgres-restart");
+    let server = Postgres::start(tmp.path()).unwrap();
+    let store = Store::connect(&crigate::registry::Secret::new(server.url()), None)
+        .await
+        .unwrap();
+    let before = record(NODE);
+    let one = |record: &AuditRecord| std::sync::Arc::new(vec![record.clone()]);
+    assert_eq!(store.insert(one(&before)).await.unwrap(), vec![true]);
+
+    tokio::task::block_in_place(|| server.restart()).unwrap();
+    // A batch sent on a connection before the store sees it closed fails, unacknowledged
+    // (its node sends it again); the store does not stay broken.
+    let after = record(NODE);
+    let mut stored = None;
+    for _ in 0..50 {
+        match store.insert(one(&after)).await {
+            Ok(new) => {
+                stored = Some(new);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert_eq!(stored, Some(vec![true]), "the store did not recover");
+    // Every connection is usable again: as many batches at once as there are
+    // connections, each on its own.
+    let batches: Vec<AuditRecord> = (0..8).map(|_| record(NODE)).collect();
+    let results =
+        futures_util::future::join_all(batches.iter().map(|r| store.insert(one(r)))).await;
+    for result in results {
+        assert_eq!(result.unwrap(), vec![true]);
+    }
+    assert_eq!(pg_ids(&server.url()).len(), 10);
+}

@@ -129,6 +129,24 @@ impl Postgres {
         )
     }
 
+    /// Restarts the server with a fast shutdown, which closes every connection; it comes
+    /// back on the same port with the same options.
+    pub fn restart(&self) -> Result<()> {
+        let data = self.root.join("data");
+        let log = self.root.join("server.log");
+        run_as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            data.to_str().context("non-UTF-8 temp dir")?,
+            "-l",
+            log.to_str().context("non-UTF-8 temp dir")?,
+            "-m",
+            "fast",
+            "-w",
+            "restart",
+        ])
+    }
+
     /// The connection string of the `postgres` database.
     pub fn url(&self) -> String {
         self.url_for("postgres")

@@ -78,6 +78,14 @@ pub struct Store {
     connections: Arc<[Mutex<Connection>]>,
     /// Where the next wait for a busy connection starts, so waiters spread out.
     next: Arc<AtomicUsize>,
+    /// Where a closed connection is opened again.
+    server: Arc<Server>,
+}
+
+/// The server and how to reach it.
+struct Server {
+    config: tokio_postgres::Config,
+    tls: Option<tls::MakeRustls>,
 }
 
 /// One connection and its prepared statements.
@@ -85,6 +93,21 @@ struct Connection {
     client: Client,
     /// [`INSERT`].
     insert: Statement,
+}
+
+// === impl Connection ===
+
+impl Connection {
+    /// Connects, migrating the schema first if `migrate_first`, and prepares the
+    /// statements.
+    async fn open(server: &Server, migrate_first: bool) -> Result<Self, Error> {
+        let mut client = connect_one(&server.config, server.tls.clone()).await?;
+        if migrate_first {
+            migrate(&mut client).await?;
+        }
+        let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
+        Ok(Self { client, insert })
+    }
 }
 
 // === impl Store ===
@@ -123,32 +146,40 @@ impl Store {
                 ))
             }
         };
+        let server = Server { config, tls };
         let mut connections = Vec::with_capacity(CONNECTIONS);
         for n in 0..CONNECTIONS {
-            let mut client = connect_one(&config, tls.clone()).await?;
-            if n == 0 {
-                migrate(&mut client).await?;
-            }
-            let insert = client.prepare(INSERT).await.map_err(Error::Postgres)?;
-            connections.push(Mutex::new(Connection { client, insert }));
+            // The first brings the schema up to date before any statement is prepared.
+            connections.push(Mutex::new(Connection::open(&server, n == 0).await?));
         }
         Ok(Self {
             connections: connections.into(),
             next: Arc::new(AtomicUsize::new(0)),
+            server: Arc::new(server),
         })
     }
 
-    /// A free connection, or else the next one in turn once it is free.
-    async fn connection(&self) -> MutexGuard<'_, Connection> {
-        for connection in self.connections.iter() {
-            if let Ok(guard) = connection.try_lock() {
-                return guard;
+    /// A free connection, or else the next one in turn once it is free; opened again
+    /// if the server closed it (a restart, a failover, a network cut), so the store
+    /// recovers without the aggregator restarting. A batch that failed on the closed
+    /// connection was not acknowledged, and its node sends it again.
+    async fn connection(&self) -> Result<MutexGuard<'_, Connection>, Error> {
+        let mut guard = 'found: {
+            for connection in self.connections.iter() {
+                if let Ok(guard) = connection.try_lock() {
+                    break 'found guard;
+                }
             }
+            let next = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
+            // `next` is below the length, which is CONNECTIONS, not zero.
+            #[allow(clippy::indexing_slicing)]
+            self.connections[next].lock().await
+        };
+        if guard.client.is_closed() {
+            tracing::warn!("the postgresql connection was closed; connecting again");
+            *guard = Connection::open(&self.server, false).await?;
         }
-        let next = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
-        // `next` is below the length, which is CONNECTIONS, not zero.
-        #[allow(clippy::indexing_slicing)]
-        self.connections[next].lock().await
+        Ok(guard)
     }
 
     /// As [`super::sqlite::Store::insert`]. The batch is one statement, so one round
@@ -183,7 +214,7 @@ impl Store {
         let images: Vec<&str> = batch().map(|r| r.image.as_str()).collect();
         let subjects: Vec<&str> = batch().map(|r| r.subject.as_str()).collect();
         let blobs: Vec<Vec<u8>> = batch().map(|r| r.encode_to_vec()).collect();
-        let connection = self.connection().await;
+        let connection = self.connection().await?;
         let stored = connection
             .client
             .query(
@@ -224,7 +255,7 @@ impl Store {
         let limit = query.limit.clamp(1, super::MAX_PAGE);
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
-        let connection = self.connection().await;
+        let connection = self.connection().await?;
         let rows = connection
             .client
             .query(
@@ -272,7 +303,7 @@ impl Store {
     ///
     /// The server refused the delete.
     pub async fn delete_before(&self, unix_nanos: i64) -> Result<usize, Error> {
-        let connection = self.connection().await;
+        let connection = self.connection().await?;
         let deleted = connection
             .client
             .execute(
