@@ -1221,3 +1221,50 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
     // and lists the manifest whose config is the image id.
     pod.create("multi", &id).await.unwrap();
 }
+
+/// `user_specified_image` is the caller's word: naming an allowlisted image there does
+/// not exempt another image. The allowlist sees the names the runtime has for the image
+/// a create runs, and the reference a pull fetches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_allowlisted_name_claimed_for_another_image_exempts_nothing() {
+    let node = node().await;
+    let other = TestImage::builder().label("other").build().unwrap();
+    node.env.registry.push("other", "v1", &other).await.unwrap();
+    let other_ref = format!("{}/other:v1", node.env.registry.host());
+    let claiming = |image: &str| {
+        let mut request = pull(image, "tools");
+        if let Some(spec) = request.image.as_mut() {
+            spec.user_specified_image = node.unsigned.clone();
+        }
+        request
+    };
+    // `tools` allowlists `<registry>/unsigned*`; `other` is unsigned and not allowlisted.
+    let denied = images(&node.crigate.socket)
+        .await
+        .pull_image(claiming(&other_ref))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+
+    let other_id = pulled_directly(&node, &other_ref).await;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("claims", "tools").unwrap()).await;
+    let mut request = create_pause(&pod.id, &pod.sandbox, "other", &other_id);
+    if let Some(spec) = request
+        .config
+        .as_mut()
+        .and_then(|config| config.image.as_mut())
+    {
+        spec.user_specified_image = node.unsigned.clone();
+    }
+    let denied = pod.runtime.create_container(request).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("no_signature"),
+        "{}",
+        denied.message()
+    );
+    // The allowlisted image itself is exempt by the runtime's own name for it, with or
+    // without the caller saying so (kubelet before 1.28 does not).
+    pod.create("unsigned", &unsigned_id).await.unwrap();
+}

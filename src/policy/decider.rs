@@ -144,8 +144,8 @@ impl RuntimeImages {
         self.pulled.0.lock().ok()?.get(&id)
     }
 
-    /// The repository digests (`repo@sha256:…`) the runtime knows `image` by, each kept
-    /// only if the content it names leads to the image's id.
+    /// What the runtime knows `image` by: its repository digests (`repo@sha256:…`), each
+    /// kept only if the content it names leads to the image's id, and its repository tags.
     ///
     /// CRI ImageStatus lists as repository digests the names of the image that carry a
     /// digest, as names: containerd does not check that a record named `repo@sha256:D`
@@ -154,7 +154,7 @@ impl RuntimeImages {
     /// content store (content-addressed, and checked again here) and must be the image's
     /// manifest, or an index listing it: a manifest whose config is the image's id. A
     /// name that fails this is left out, and logged.
-    async fn repo_digests(&self, image: &str) -> Result<Vec<String>, tonic::Status> {
+    async fn names(&self, image: &str) -> Result<RuntimeNames, tonic::Status> {
         let mut client = ImageServiceClient::new(self.channel.clone());
         let response = client
             .image_status(ImageStatusRequest {
@@ -167,11 +167,11 @@ impl RuntimeImages {
             .await?
             .into_inner();
         let Some(found) = response.image else {
-            return Ok(Vec::new());
+            return Ok(RuntimeNames::default());
         };
         let Ok(id) = found.id.parse::<Digest>() else {
             tracing::warn!(image, id = %found.id, "the runtime's image id is not a digest; none of its names is taken");
-            return Ok(Vec::new());
+            return Ok(RuntimeNames::default());
         };
         let mut confirmed = Vec::with_capacity(found.repo_digests.len());
         for name in found.repo_digests {
@@ -193,7 +193,10 @@ impl RuntimeImages {
                 );
             }
         }
-        Ok(confirmed)
+        Ok(RuntimeNames {
+            digests: confirmed,
+            tags: found.repo_tags,
+        })
     }
 
     /// Whether the manifest stored under `digest`, or one listed by the index stored
@@ -257,6 +260,31 @@ impl RuntimeImages {
         }
         Ok(Manifest::parse(None, &bytes).ok())
     }
+}
+
+/// The names the runtime knows an image by.
+#[derive(Default)]
+struct RuntimeNames {
+    /// Repository digests, each confirmed to lead to the image.
+    digests: Vec<String>,
+    /// Repository tags (`repo:tag`): names, which point where the runtime was last told.
+    tags: Vec<String>,
+}
+
+/// What a request's image is decided on.
+#[derive(Default)]
+struct Subject {
+    /// The references whose signatures are verified: the requested one for a pull; for a
+    /// create, the repository digests the runtime confirmed for the container's image.
+    images: Vec<ImageRef>,
+    /// Further names an allowlist entry may match: for a create, the repository tags the
+    /// runtime has for the image.
+    tags: Vec<ImageRef>,
+    /// The image as the request named it, for allowlist patterns written for an
+    /// unnormalised form: a pull's reference, which is what is fetched. A create's
+    /// `user_specified_image` is the caller's word, not the runtime's, and is not used:
+    /// any CRI client could name an allowlisted image there and run another.
+    requested: Option<String>,
 }
 
 /// How many of an index's manifests [`RuntimeImages::leads_to`] looks at.
@@ -471,36 +499,37 @@ impl PolicyDecider {
             .then(|| self.runtime.as_ref()?.pulled_as(&request.image))
             .flatten()
         {
-            let judged = self.judge(trace.clone(), policy, request, &images).await;
+            let subject = Subject {
+                images,
+                ..Subject::default()
+            };
+            let judged = self.judge(trace.clone(), policy, request, &subject).await;
             if judged.decision == Conclusion::Allow {
                 return judged;
             }
         }
-        let images = match self.images(request).await {
-            Ok(images) => images,
+        let subject = match self.subject(request).await {
+            Ok(subject) => subject,
             Err(undecided) => return on_error(trace, policy, undecided),
         };
-        self.judge(trace, policy, request, &images).await
+        self.judge(trace, policy, request, &subject).await
     }
 
-    /// Decides `request` on `images`, the references its image resolved to.
+    /// Decides `request` on `subject`, what its image resolved to.
     async fn judge(
         &self,
         mut trace: Explanation,
         policy: &Policy,
         request: &RequestContext,
-        images: &[ImageRef],
+        subject: &Subject,
     ) -> Explanation {
         let namespace = trace.namespace.clone();
-        let requested = request
-            .user_specified_image
-            .as_deref()
-            .or(Some(request.image.as_str()));
+        let images = subject.images.as_slice();
         // Allowlisted: no verification, but the decision is still recorded.
-        if let Some((image, entry)) = images.iter().find_map(|image| {
+        if let Some((image, entry)) = images.iter().chain(&subject.tags).find_map(|image| {
             policy
                 .allowlist
-                .find(image, requested, Some(&namespace))
+                .find(image, subject.requested.as_deref(), Some(&namespace))
                 .map(|entry| (image, entry))
         }) {
             trace.allowlisted_by = Some(entry.pattern.as_str().to_owned());
@@ -569,14 +598,18 @@ impl PolicyDecider {
         }
     }
 
-    /// The image references to decide on: the requested one for a pull; for a create,
-    /// the repository digests the runtime has for the container's image.
-    async fn images(&self, request: &RequestContext) -> Result<Vec<ImageRef>, Undecided> {
+    /// What to decide `request` on: the requested reference for a pull; for a create,
+    /// the names the runtime has for the container's image.
+    async fn subject(&self, request: &RequestContext) -> Result<Subject, Undecided> {
         let parse = || {
             request
                 .image
                 .parse::<ImageRef>()
-                .map(|image| vec![image])
+                .map(|image| Subject {
+                    images: vec![image],
+                    tags: Vec::new(),
+                    requested: Some(request.image.clone()),
+                })
                 .map_err(|e| Undecided {
                     code: "invalid_image",
                     reason: format!("cannot parse image {:?}: {e}", request.image),
@@ -585,8 +618,8 @@ impl PolicyDecider {
         match (request.phase, &self.runtime) {
             (Phase::Pull, _) | (Phase::Create, None) => parse(),
             (Phase::Create, Some(runtime)) => {
-                let digests = runtime
-                    .repo_digests(&request.image)
+                let names = runtime
+                    .names(&request.image)
                     .await
                     .map_err(|status| Undecided {
                         code: "runtime_error",
@@ -596,10 +629,14 @@ impl PolicyDecider {
                             status.message()
                         ),
                     })?;
-                Ok(digests
-                    .iter()
-                    .filter_map(|d| d.parse::<ImageRef>().ok())
-                    .collect())
+                let parsed = |names: &[String]| -> Vec<ImageRef> {
+                    names.iter().filter_map(|n| n.parse().ok()).collect()
+                };
+                Ok(Subject {
+                    images: parsed(&names.digests),
+                    tags: parsed(&names.tags),
+                    requested: None,
+                })
             }
         }
     }
