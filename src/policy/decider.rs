@@ -544,7 +544,10 @@ impl PolicyDecider {
                 subject: request.image.clone(),
                 verifier: None,
                 code: "image_unknown",
-                reason: format!("image {} is not known to the runtime", request.image),
+                reason: format!(
+                    "the runtime has no image {}, or no repository digest for it that leads to its content",
+                    request.image
+                ),
             };
             return self.rejected(trace, policy, rejected);
         }
