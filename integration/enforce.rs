@@ -1268,3 +1268,50 @@ async fn an_allowlisted_name_claimed_for_another_image_exempts_nothing() {
     // without the caller saying so (kubelet before 1.28 does not).
     pod.create("unsigned", &unsigned_id).await.unwrap();
 }
+
+/// An image the runtime knows only by a tag (imported, or its digest name deleted) has no
+/// digest to verify: refused where it must be signed, allowed where its tag is
+/// allowlisted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused() {
+    use containerd_client::services::v1::images_client::ImagesClient;
+    use containerd_client::services::v1::DeleteImageRequest;
+    let node = node().await;
+    let id = pulled_directly(&node, &node.unsigned).await;
+    let digest_name = status(&node, &id)
+        .await
+        .unwrap()
+        .repo_digests
+        .into_iter()
+        .next()
+        .unwrap();
+    let mut request = tonic::Request::new(DeleteImageRequest {
+        name: digest_name,
+        sync: true,
+        ..Default::default()
+    });
+    request
+        .metadata_mut()
+        .insert("containerd-namespace", "k8s.io".parse().unwrap());
+    let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
+    ImagesClient::new(channel).delete(request).await.unwrap();
+    for _ in 0..50 {
+        if status(&node, &id).await.unwrap().repo_digests.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(status(&node, &id).await.unwrap().repo_digests.is_empty());
+
+    let mut prod = Pod::run(&node, node.env.pod_config("tag-only", "prod").unwrap()).await;
+    let denied = prod.create("app", &id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("no repository digest"),
+        "{}",
+        denied.message()
+    );
+    // `tools` allowlists `<registry>/unsigned*`: the runtime's tag for the image matches.
+    let mut tools = Pod::run(&node, node.env.pod_config("tag-only", "tools").unwrap()).await;
+    tools.create("app", &id).await.unwrap();
+}
