@@ -173,17 +173,26 @@ impl RuntimeImages {
             tracing::warn!(image, id = %found.id, "the runtime's image id is not a digest; none of its names is taken");
             return Ok(RuntimeNames::default());
         };
-        let mut confirmed = Vec::with_capacity(found.repo_digests.len());
+        // One content read per digest, however many repositories name it.
+        let mut leads: HashMap<Digest, bool> = HashMap::new();
+        let mut digests = Vec::with_capacity(found.repo_digests.len());
         for name in found.repo_digests {
-            let Some(digest) = name
-                .parse::<ImageRef>()
-                .ok()
-                .and_then(|reference| reference.digest().cloned())
-            else {
+            let Some((reference, digest)) = name.parse::<ImageRef>().ok().and_then(|reference| {
+                let digest = reference.digest()?.clone();
+                Some((reference, digest))
+            }) else {
                 continue;
             };
-            if self.leads_to(&digest, &id).await? {
-                confirmed.push(name);
+            let confirmed = match leads.get(&digest) {
+                Some(&confirmed) => confirmed,
+                None => {
+                    let confirmed = self.leads_to(&digest, &id).await?;
+                    leads.insert(digest, confirmed);
+                    confirmed
+                }
+            };
+            if confirmed {
+                digests.push(reference);
             } else {
                 tracing::warn!(
                     image,
@@ -194,8 +203,12 @@ impl RuntimeImages {
             }
         }
         Ok(RuntimeNames {
-            digests: confirmed,
-            tags: found.repo_tags,
+            digests,
+            tags: found
+                .repo_tags
+                .into_iter()
+                .filter_map(|tag| tag.parse().ok())
+                .collect(),
         })
     }
 
@@ -266,9 +279,9 @@ impl RuntimeImages {
 #[derive(Default)]
 struct RuntimeNames {
     /// Repository digests, each confirmed to lead to the image.
-    digests: Vec<String>,
+    digests: Vec<ImageRef>,
     /// Repository tags (`repo:tag`): names, which point where the runtime was last told.
-    tags: Vec<String>,
+    tags: Vec<ImageRef>,
 }
 
 /// What a request's image is decided on.
@@ -632,12 +645,9 @@ impl PolicyDecider {
                             status.message()
                         ),
                     })?;
-                let parsed = |names: &[String]| -> Vec<ImageRef> {
-                    names.iter().filter_map(|n| n.parse().ok()).collect()
-                };
                 Ok(Subject {
-                    images: parsed(&names.digests),
-                    tags: parsed(&names.tags),
+                    images: names.digests,
+                    tags: names.tags,
                     requested: None,
                 })
             }
