@@ -158,18 +158,23 @@ pub fn client_config(
 pub fn server_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
     match ca_file {
         Some(ca_file) => client_config(ca_file, None, &[]),
-        None => {
-            let mut roots = RootCertStore::empty();
-            for cert in rustls_native_certs::load_native_certs().certs {
-                // A system certificate that is not a usable anchor is skipped, as every
-                // TLS client does with the system store.
-                let _ = roots.add(cert);
-            }
-            Ok(rustls::ClientConfig::builder_with_provider(provider())
-                .with_safe_default_protocol_versions()
-                .map_err(Error::Config)?
-                .with_root_certificates(roots)
-                .with_no_client_auth())
-        }
+        None => Ok(rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(Error::Config)?
+            .with_root_certificates(system_roots())
+            .with_no_client_auth()),
     }
+}
+
+/// The system's trust anchors. A certificate that cannot be loaded or used is skipped,
+/// as every TLS client does with the system store, and logged.
+pub fn system_roots() -> RootCertStore {
+    let mut roots = RootCertStore::empty();
+    let native = rustls_native_certs::load_native_certs();
+    for error in &native.errors {
+        tracing::warn!(%error, "some system root certificates could not be loaded");
+    }
+    let (added, ignored) = roots.add_parsable_certificates(native.certs);
+    tracing::debug!(added, ignored, "system root certificates loaded");
+    roots
 }

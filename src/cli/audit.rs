@@ -116,9 +116,10 @@ async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<
     // hyper-rustls sets ALPN (http/1.1) itself.
     let tls =
         crate::audit::tls::server_client_config(args.ca_file.as_deref()).with_context(|| {
-            args.ca_file
-                .as_ref()
-                .map_or_else(String::new, |f| format!("--ca-file {}", f.display()))
+            args.ca_file.as_ref().map_or_else(
+                || "the system's trust store".to_owned(),
+                |f| format!("--ca-file {}", f.display()),
+            )
         })?;
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)

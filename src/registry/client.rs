@@ -689,13 +689,7 @@ fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
 /// The TLS settings: the system's roots plus those of `ca_file`, with aws-lc-rs (the
 /// provider is named because more than one is compiled in).
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
-    let mut roots = rustls::RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        tracing::warn!(%error, "some system root certificates could not be loaded");
-    }
-    let (added, ignored) = roots.add_parsable_certificates(native.certs);
-    tracing::debug!(added, ignored, "system root certificates loaded");
+    let mut roots = crate::audit::tls::system_roots();
     if let Some(path) = ca_file {
         let fail = |reason: String| Error::CaFile {
             path: path.to_owned(),
@@ -714,12 +708,13 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
             roots.add(cert).map_err(|e| fail(e.to_string()))?;
         }
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    Ok(rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Tls)?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crate::audit::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(Error::Tls)?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 #[cfg(test)]
