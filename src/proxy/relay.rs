@@ -1207,9 +1207,7 @@ impl Relay {
             // Nothing of it is held back any more.
             self.release_held();
         } else if gate.held > 0 {
-            let mut update = BytesMut::new();
-            frame::put_window_update(&mut update, 0, gate.held);
-            self.inject(update.freeze());
+            self.give_back(0, gate.held);
         }
         Some(gate)
     }
@@ -1249,9 +1247,7 @@ impl Relay {
             Some(false) => {
                 if !request_done && held > 0 {
                     // The stream's window too, as for the rest of a local request.
-                    let mut update = BytesMut::new();
-                    frame::put_window_update(&mut update, stream, held);
-                    self.inject(update.freeze());
+                    self.give_back(stream, held);
                 }
                 self.local.insert(
                     stream,
@@ -1396,6 +1392,14 @@ impl Relay {
         } else {
             self.to_client.extend_from_slice(&frame);
         }
+    }
+
+    /// Gives the client back `increment` bytes of window on `stream` (0: the connection)
+    /// for bytes the runtime never had.
+    fn give_back(&mut self, stream: u32, increment: u32) {
+        let mut update = BytesMut::new();
+        frame::put_window_update(&mut update, stream, increment);
+        self.inject(update.freeze());
     }
 
     fn inject_settings(&mut self) {
