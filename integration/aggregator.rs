@@ -998,6 +998,7 @@ fn pg_ids(url: &str) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgresql_over_tls_verifies_the_server() {
     use crigate::aggregator::storage::postgres::Store;
+    use crigate::aggregator::storage::Error as StorageError;
     use crigate::registry::Secret;
     let tmp = temp_dir("postgres-tls");
     let pki = Pki::new(&tmp.path().join("pki"));
@@ -1009,14 +1010,21 @@ async fn postgresql_over_tls_verifies_the_server() {
     .unwrap();
     let url = Secret::new(server.tls_url_for("postgres"));
     let ca = pki.path("ca.pem");
+    // Why the store cannot connect with `url` and `ca_file`.
+    async fn refused(url: &str, ca_file: Option<&Path>) -> StorageError {
+        Store::connect(&Secret::new(url.to_owned()), ca_file)
+            .await
+            .err()
+            .unwrap()
+    }
     // The server refuses TCP connections without TLS, so a store that connects at all
     // connected over TLS.
-    let plain = Secret::new(url.expose().replace("sslmode=require", "sslmode=disable"));
-    let refused = Store::connect(&plain, None).await.err().unwrap();
-    assert!(
-        format!("{refused:?}").contains("no encryption"),
-        "{refused:?}"
-    );
+    let plain = refused(
+        &url.expose().replace("sslmode=require", "sslmode=disable"),
+        None,
+    )
+    .await;
+    assert!(format!("{plain:?}").contains("no encryption"), "{plain:?}");
 
     let store = Store::connect(&url, Some(&ca)).await.unwrap();
     let stored = record(NODE);
@@ -1033,7 +1041,7 @@ async fn postgresql_over_tls_verifies_the_server() {
     // system's roots when none is configured: refused.
     let another_ca = Pki::new(&tmp.path().join("another-pki")).path("ca.pem");
     for ca_file in [Some(another_ca.as_path()), None] {
-        let untrusted = Store::connect(&url, ca_file).await.err().unwrap();
+        let untrusted = refused(url.expose(), ca_file).await;
         assert!(
             format!("{untrusted:?}").contains("InvalidCertificate"),
             "{ca_file:?}: {untrusted:?}"
@@ -1048,10 +1056,7 @@ async fn postgresql_over_tls_verifies_the_server() {
         &pki.path("elsewhere.key"),
     )
     .unwrap();
-    let wrong_name = Store::connect(&Secret::new(elsewhere.tls_url_for("postgres")), Some(&ca))
-        .await
-        .err()
-        .unwrap();
+    let wrong_name = refused(&elsewhere.tls_url_for("postgres"), Some(&ca)).await;
     assert!(
         format!("{wrong_name:?}").contains("NotValidForName"),
         "{wrong_name:?}"
@@ -1060,23 +1065,14 @@ async fn postgresql_over_tls_verifies_the_server() {
     // A server that offers no TLS.
     let plain_server =
         Postgres::start_with(&tmp.path().join("plain"), "-c listen_addresses=127.0.0.1").unwrap();
-    let no_tls = Store::connect(
-        &Secret::new(plain_server.tls_url_for("postgres")),
-        Some(&ca),
-    )
-    .await
-    .err()
-    .unwrap();
+    let no_tls = refused(&plain_server.tls_url_for("postgres"), Some(&ca)).await;
     assert!(
         format!("{no_tls:?}").contains("server does not support TLS"),
         "{no_tls:?}"
     );
 
     // A CA file without sslmode=require would not be used: a configuration error.
-    let unused = Store::connect(&Secret::new(server.url()), Some(&ca))
-        .await
-        .err()
-        .unwrap();
+    let unused = refused(&server.url(), Some(&ca)).await;
     assert!(unused.to_string().contains("sslmode=require"), "{unused}");
 }
 

@@ -705,9 +705,8 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_requests_larger_than_the_runtimes_windows_are_gated_alike() {
     let node = node().await;
-    let mut direct = images(node.env.containerd.socket()).await;
     for image in [&node.unsigned, &node.signed] {
-        direct.pull_image(pull(image, "prod")).await.unwrap();
+        pulled_directly(&node, image).await;
     }
     // kubelet passes the pod's annotations in every CreateContainer; one as large as a
     // big pod's last-applied-configuration makes the request larger than the 64 KiB
@@ -741,9 +740,8 @@ async fn static_pod_creation_without_any_pull_is_gated() {
     let node = node().await;
     // Images already on the node (baked into the node image, or loaded with ctr): the
     // runtime has them, and no PullImage ever reaches crigate.
-    let mut direct = images(node.env.containerd.socket()).await;
     for image in [&node.unsigned, &node.signed] {
-        direct.pull_image(pull(image, "kube-system")).await.unwrap();
+        pulled_directly(&node, image).await;
     }
     // kubelet starts a static pod from a manifest file: a sandbox annotated as such, then
     // CreateContainer naming the image as the manifest does.
