@@ -1189,8 +1189,7 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
 async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_manifest() {
     let node = node().await;
     let image = TestImage::builder().label("multi").build().unwrap();
-    let manifest = node
-        .env
+    node.env
         .registry
         .push("multi", "amd", &image)
         .await
@@ -1198,15 +1197,7 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
     let index = node
         .env
         .registry
-        .push_index(
-            "multi",
-            "v1",
-            &[(
-                &manifest,
-                image.manifest_media_type(),
-                image.manifest_size(),
-            )],
-        )
+        .push_index("multi", "v1", &[&image])
         .await
         .unwrap();
     node.signer

@@ -121,14 +121,7 @@ async fn a_multi_arch_index_resolves_to_the_index() {
     let amd_digest = registry.push("multi", "amd64", &amd).await.unwrap();
     let arm_digest = registry.push("multi", "arm64", &arm).await.unwrap();
     let index_digest = registry
-        .push_index(
-            "multi",
-            "v1",
-            &[
-                (&amd_digest, OCI_MANIFEST, amd.manifest_size()),
-                (&arm_digest, OCI_MANIFEST, arm.manifest_size()),
-            ],
-        )
+        .push_index("multi", "v1", &[&amd, &arm])
         .await
         .unwrap();
     let client = client_for(&registry.host());

@@ -241,18 +241,10 @@ async fn one_good_signature_among_bad_ones_is_enough() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manifest() {
     let f = Fixture::new().await;
-    let (manifest, image) = f.image("multi").await;
+    let (_, image) = f.image("multi").await;
     let index = f
         .registry
-        .push_index(
-            "multi",
-            "v1",
-            &[(
-                &manifest,
-                image.manifest_media_type(),
-                image.manifest_size(),
-            )],
-        )
+        .push_index("multi", "v1", &[&image])
         .await
         .unwrap();
     // Signed on the index.

@@ -251,8 +251,8 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Pushes an OCI image index of `manifests` (each `(digest, media_type, size)`) under
-    /// `reference`; returns its digest.
+    /// Pushes an OCI image index listing the manifests of `manifests` (pushed to `repo`
+    /// already) under `reference`; returns its digest.
     ///
     /// # Errors
     ///
@@ -261,12 +261,16 @@ impl Registry {
         &self,
         repo: &str,
         reference: &str,
-        manifests: &[(&str, &str, usize)],
+        manifests: &[&TestImage],
     ) -> Result<String> {
         let descriptors: Vec<serde_json::Value> = manifests
             .iter()
-            .map(|(digest, media_type, size)| {
-                serde_json::json!({ "mediaType": media_type, "digest": digest, "size": size })
+            .map(|image| {
+                serde_json::json!({
+                    "mediaType": image.manifest_media_type(),
+                    "digest": image.manifest_digest(),
+                    "size": image.manifest_size(),
+                })
             })
             .collect();
         let index = serde_json::to_vec(&serde_json::json!({
