@@ -15,6 +15,12 @@
 //! same calls through `socat`, a byte-level relay, for what an extra hop alone costs
 //! them on this machine.
 //!
+//! CreateContainer is measured twice: with a minimal request (host network, one command),
+//! and with one shaped as kubelet sends it for a pod under the `restricted` Pod Security
+//! Standard (service-link variables, the service-account, hosts and termination-log
+//! mounts, limits, a security context with the runtime's seccomp profile), which costs
+//! the runtime more to turn into a container.
+//!
 //! The spool is on because an aggregator is configured; none listens at that address, so
 //! the shipper only retries with backoff while every record waits in the spool, which is
 //! the node's behaviour when its aggregator is away and costs the decision path the same.
@@ -46,7 +52,7 @@ use crigate::audit::journald::Journald as JournaldSink;
 use crigate::audit::spool::{Spool, SpoolConfig};
 use crigate::audit::{new_id, AuditRecord, Auditor, DecisionKind, Sink};
 use daemon::{Crigate, Options};
-use harness::cri::{create_pause, pull_request};
+use harness::cri::{create_pause, kubelet_create, pull_request};
 use harness::journald::Journald;
 use harness::process::Relay;
 use harness::{cri_channel, Env};
@@ -117,6 +123,46 @@ async fn record_cost(sinks: Vec<Arc<dyn Sink>>, count: usize) -> [Duration; 3] {
         p99(&mut written_after),
         p50(&mut durable_after),
     ]
+}
+
+/// `calls` CreateContainers on each path, each removed again, in rounds that start with a
+/// different path each time; `request(i, path)` is the `i`th call's on `path`.
+async fn create_each(
+    runtimes: &mut [RuntimeServiceClient<tonic::transport::Channel>; 4],
+    calls: usize,
+    request: impl Fn(usize, usize) -> CreateContainerRequest,
+) -> [Vec<Duration>; 4] {
+    let mut creates: [Vec<Duration>; 4] = Default::default();
+    for i in 0..calls {
+        for path in (0..4).map(|n| (n + i) % 4) {
+            let client = &mut runtimes[path];
+            let request = request(i, path);
+            let started = Instant::now();
+            let id = client
+                .create_container(request)
+                .await
+                .unwrap()
+                .into_inner()
+                .container_id;
+            creates[path].push(started.elapsed());
+            client
+                .remove_container(RemoveContainerRequest { container_id: id })
+                .await
+                .unwrap();
+        }
+    }
+    creates
+}
+
+/// Reports `creates[path]` against the direct calls, `creates[0]`, with the target.
+fn report_creates(creates: &mut [Vec<Duration>; 4], path: usize) {
+    let mut direct = creates[0].clone();
+    report(
+        "CreateContainer",
+        &mut direct,
+        &mut creates[path],
+        Some(0.05),
+    );
 }
 
 fn pull(image: &str) -> PullImageRequest {
@@ -246,26 +292,15 @@ verifiers = ["release"]
         .run_pod(&sandbox)
         .await
         .unwrap();
-    let mut creates: [Vec<Duration>; 4] = Default::default();
-    for i in 0..calls {
-        for path in (0..4).map(|n| (n + i) % 4) {
-            let client = &mut runtimes[path];
-            // kubelet names the image by the id PullImage returned.
-            let request = create_pause(&pod, &sandbox, &format!("c{i}-{path}"), &image_id);
-            let started = Instant::now();
-            let id = client
-                .create_container(request)
-                .await
-                .unwrap()
-                .into_inner()
-                .container_id;
-            creates[path].push(started.elapsed());
-            client
-                .remove_container(RemoveContainerRequest { container_id: id })
-                .await
-                .unwrap();
-        }
-    }
+    // kubelet names the image by the id PullImage returned.
+    let minimal =
+        |i: usize, path: usize| create_pause(&pod, &sandbox, &format!("c{i}-{path}"), &image_id);
+    let mut creates = create_each(&mut runtimes, calls, minimal).await;
+    let pod_dir = env.dir().join("kubelet-pod");
+    let kubelet_shaped = |i: usize, path: usize| {
+        kubelet_create(&pod, &sandbox, &format!("k{i}-{path}"), &image_id, &pod_dir).unwrap()
+    };
+    let mut kubelet_creates = create_each(&mut runtimes, calls, kubelet_shaped).await;
     // The pieces, directly on containerd: the lookup resolution makes, and one hop.
     let (mut statuses, mut versions) = (Vec::with_capacity(calls), Vec::with_capacity(calls));
     for _ in 0..calls {
@@ -297,7 +332,7 @@ verifiers = ["release"]
     let recorded = journald
         .wait_for(
             &["SYSLOG_IDENTIFIER=crigate", "CRIGATE_NODE=bench"],
-            2 * (2 * calls + 1),
+            2 * (3 * calls + 1),
         )
         .unwrap_or_default();
     // The time each decision took before its record was written, as the record says.
@@ -311,26 +346,32 @@ verifiers = ["release"]
 
     println!("enforcement cost, {calls} calls per path, cached verdict");
     let [direct_pull, spooling_pull, journal_pull, relay_pull] = &mut pulls;
-    let [direct_create, spooling_create, journal_create, relay_create] = &mut creates;
     println!("records to journald and the spool (a node with an aggregator):");
     report("PullImage", &mut direct_pull.clone(), spooling_pull, None);
-    report(
-        "CreateContainer",
-        &mut direct_create.clone(),
-        spooling_create,
-        Some(0.05),
-    );
+    report_creates(&mut creates, 1);
     println!("records to journald only (no aggregator configured):");
     report("PullImage", &mut direct_pull.clone(), journal_pull, None);
-    report(
-        "CreateContainer",
-        &mut direct_create.clone(),
-        journal_create,
-        Some(0.05),
-    );
+    report_creates(&mut creates, 2);
     println!("through a byte relay (socat), no crigate: the cost of the hop alone:");
     report("PullImage", direct_pull, relay_pull, None);
-    report("CreateContainer", direct_create, relay_create, None);
+    report(
+        "CreateContainer",
+        &mut creates[0].clone(),
+        &mut creates[3],
+        None,
+    );
+    println!("CreateContainer as kubelet sends it (restricted pod: env, mounts, limits, seccomp):");
+    for (path, what) in [(1, "journald + spool"), (2, "journald only")] {
+        println!("  records to {what}:");
+        report_creates(&mut kubelet_creates, path);
+    }
+    println!("  through a byte relay (socat):");
+    report(
+        "CreateContainer",
+        &mut kubelet_creates[0].clone(),
+        &mut kubelet_creates[3],
+        None,
+    );
     println!(
         "CreateContainer decision before its record (CRIGATE_LATENCY_US) p50 {} µs",
         decide_us
@@ -369,6 +410,6 @@ verifiers = ["release"]
     }
     println!(
         "audit records in journald: {recorded} (expected {}); spool: {spooled} bytes",
-        2 * (2 * calls + 1)
+        2 * (3 * calls + 1)
     );
 }

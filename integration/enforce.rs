@@ -9,7 +9,7 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 use crate::daemon::{Crigate, Options};
-use crate::harness::cri::{create_pause, pull_request, CriClient};
+use crate::harness::cri::{create_pause, kubelet_create, pull_request, CriClient};
 use crate::harness::journald::Journald;
 use crate::harness::{cri_channel, Env, TestImage};
 use crate::signer::KeySigner;
@@ -1303,4 +1303,110 @@ async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused
     // `tools` allowlists `<registry>/unsigned*`: the runtime's tag for the image matches.
     let mut tools = Pod::run(&node, node.env.pod_config("tag-only", "tools").unwrap()).await;
     tools.create("app", &id).await.unwrap();
+}
+
+/// The runtime's own account of container `id`: the CRI config it was created from and
+/// the OCI runtime spec made for it (containerd's verbose ContainerStatus), with `id`
+/// itself, which the spec repeats, replaced by `<id>`.
+async fn runtime_view(
+    runtime: &mut RuntimeServiceClient<Channel>,
+    id: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let status = runtime
+        .container_status(ContainerStatusRequest {
+            container_id: id.to_owned(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info = status.info.get("info").expect("containerd's verbose info");
+    let info: serde_json::Value = serde_json::from_str(&info.replace(id, "<id>")).unwrap();
+    (info["config"].clone(), info["runtimeSpec"].clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
+    let node = node().await;
+    let image_id = images(&node.crigate.socket)
+        .await
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let sandbox = node.env.pod_config("web", "prod").unwrap();
+    let mut pod = Pod::run(&node, sandbox).await;
+    let request = kubelet_create(
+        &pod.id,
+        &pod.sandbox,
+        "app",
+        &image_id,
+        &node.env.dir().join("kubelet-pod"),
+    )
+    .unwrap();
+    let mut direct =
+        RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap());
+
+    // The same request through crigate, then (that container removed, so the name is
+    // free again) straight to containerd.
+    let through = pod
+        .runtime
+        .create_container(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let (through_config, through_spec) = runtime_view(&mut direct, &through).await;
+    direct
+        .remove_container(RemoveContainerRequest {
+            container_id: through,
+        })
+        .await
+        .unwrap();
+    let made = direct
+        .create_container(request.clone())
+        .await
+        .unwrap()
+        .into_inner()
+        .container_id;
+    let (direct_config, direct_spec) = runtime_view(&mut direct, &made).await;
+
+    // What the request asked for is in the runtime's view, so the comparison below is of
+    // something: the variables, the mounts, the limits, the security context.
+    let config = request.config.unwrap();
+    assert_eq!(
+        through_config["envs"].as_array().map(Vec::len),
+        Some(config.envs.len()),
+        "{through_config}"
+    );
+    let env = through_spec["process"]["env"].to_string();
+    assert!(
+        env.contains("REDIS_PORT_6379_TCP_ADDR=10.96.97.180"),
+        "{env}"
+    );
+    let mounts = through_spec["mounts"].to_string();
+    assert!(
+        mounts.contains("/var/run/secrets/kubernetes.io/serviceaccount")
+            && mounts.contains("/dev/termination-log"),
+        "{mounts}"
+    );
+    // The limits are in the config (this VM's containerd runs without cgroups, so its
+    // spec leaves them out); the masked paths and no_new_privs in the spec.
+    assert_eq!(
+        through_config["linux"]["resources"]["memory_limit_in_bytes"],
+        serde_json::json!(256 << 20),
+        "{through_config}"
+    );
+    let masked = through_spec["linux"]["maskedPaths"].to_string();
+    assert!(masked.contains("/sys/devices/virtual/powercap"), "{masked}");
+    assert_eq!(through_spec["process"]["noNewPrivileges"], true);
+    assert!(
+        through_spec["linux"]["seccomp"].is_object(),
+        "{through_spec}"
+    );
+    assert_eq!(through_spec["process"]["user"]["uid"], 65_532);
+    // And crigate changed nothing of it.
+    assert_eq!(through_config, direct_config);
+    assert_eq!(through_spec, direct_spec);
 }

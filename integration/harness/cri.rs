@@ -9,12 +9,13 @@ use anyhow::{Context as _, Result};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ExecSyncResponse,
-    Image, ImageSpec, ImageStatusRequest, LinuxContainerConfig, LinuxContainerSecurityContext,
-    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption,
+    security_profile, Capability, ContainerConfig, ContainerMetadata, CreateContainerRequest,
+    ExecSyncRequest, ExecSyncResponse, Image, ImageSpec, ImageStatusRequest, Int64Value, KeyValue,
+    LinuxContainerConfig, LinuxContainerResources, LinuxContainerSecurityContext,
+    LinuxPodSandboxConfig, LinuxSandboxSecurityContext, Mount, NamespaceMode, NamespaceOption,
     PodSandboxConfig, PodSandboxMetadata, PullImageRequest, RemoveContainerRequest,
-    RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopContainerRequest,
-    StopPodSandboxRequest, VersionRequest, VersionResponse,
+    RemovePodSandboxRequest, RunPodSandboxRequest, SecurityProfile, StartContainerRequest,
+    StopContainerRequest, StopPodSandboxRequest, VersionRequest, VersionResponse,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -129,6 +130,186 @@ pub fn create_pause(
         config: Some(container_config(name, image, &["/pause"])),
         sandbox_config: Some(pod_config.clone()),
     }
+}
+
+/// A `CreateContainerRequest` shaped like the one kubelet sends for a container of a
+/// Deployment's pod under the `restricted` Pod Security Standard: the labels and
+/// annotations kubelet sets, the service links of a namespace with three Services
+/// (`enableServiceLinks` is on by default) and a few of the application's own variables,
+/// the mounts of the service-account token, `/etc/hosts` and the termination log (their
+/// host paths made under `host_dir`), CPU and memory limits, and a security context that
+/// drops every capability, runs as a non-root user with `no_new_privs` and the runtime's
+/// default seccomp profile, and names the paths kubelet masks and makes read-only for the
+/// default `procMount`. What kubelet derives it from: `generateContainerConfig` and
+/// `generateLinuxContainerConfig` in kubelet's `kuberuntime` package.
+///
+/// # Errors
+///
+/// When the mounts' host paths cannot be made.
+pub fn kubelet_create(
+    pod_id: &str,
+    pod_config: &PodSandboxConfig,
+    name: &str,
+    image: &str,
+    host_dir: &Path,
+) -> Result<CreateContainerRequest> {
+    let pod = pod_config.metadata.clone().unwrap_or_default();
+    let token_dir = host_dir.join("volumes/kubernetes.io~projected/kube-api-access-7xk2p");
+    let termination_log = host_dir.join(format!("containers/{name}/3f9c2a1b"));
+    let etc_hosts = host_dir.join("etc-hosts");
+    for dir in [&token_dir, &host_dir.join(format!("containers/{name}"))] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (file, contents) in [
+        (token_dir.join("token"), "eyJhbGciOiJSUzI1NiJ9.e30.c2ln"),
+        (token_dir.join("namespace"), pod.namespace.as_str()),
+        (termination_log.clone(), ""),
+        (etc_hosts.clone(), "127.0.0.1\tlocalhost\n"),
+    ] {
+        std::fs::write(&file, contents).with_context(|| format!("writing {}", file.display()))?;
+    }
+    let mount = |container_path: &str, host_path: &Path, readonly: bool| Mount {
+        container_path: container_path.to_string(),
+        host_path: host_path.display().to_string(),
+        readonly,
+        ..Default::default()
+    };
+    let mut envs: Vec<KeyValue> = [
+        ("LOG_LEVEL", "info"),
+        ("HTTP_PORT", "8080"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://otel-collector.observability:4317",
+        ),
+    ]
+    .iter()
+    .map(|(key, value)| KeyValue {
+        key: (*key).to_string(),
+        value: (*value).to_string(),
+    })
+    .collect();
+    for (service, ip, port) in [
+        ("KUBERNETES", "10.96.0.1", 443),
+        ("FRONTEND", "10.96.14.7", 80),
+        ("BACKEND", "10.96.201.33", 8080),
+        ("REDIS", "10.96.97.180", 6379),
+    ] {
+        let url = format!("tcp://{ip}:{port}");
+        let prefix = format!("{service}_PORT_{port}_TCP");
+        for (key, value) in [
+            (format!("{service}_SERVICE_HOST"), ip.to_string()),
+            (format!("{service}_SERVICE_PORT"), port.to_string()),
+            (format!("{service}_PORT"), url.clone()),
+            (prefix.clone(), url),
+            (format!("{prefix}_PROTO"), "tcp".to_string()),
+            (format!("{prefix}_PORT"), port.to_string()),
+            (format!("{prefix}_ADDR"), ip.to_string()),
+        ] {
+            envs.push(KeyValue { key, value });
+        }
+    }
+    let strings = |pairs: &[(&str, &str)]| -> std::collections::HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+            .collect()
+    };
+    let labels = strings(&[
+        ("io.kubernetes.container.name", name),
+        ("io.kubernetes.pod.name", &pod.name),
+        ("io.kubernetes.pod.namespace", &pod.namespace),
+        ("io.kubernetes.pod.uid", &pod.uid),
+    ]);
+    let annotations = strings(&[
+        ("io.kubernetes.container.hash", "6f1ce5ea"),
+        (
+            "io.kubernetes.container.ports",
+            r#"[{"name":"http","containerPort":8080,"protocol":"TCP"}]"#,
+        ),
+        ("io.kubernetes.container.restartCount", "0"),
+        (
+            "io.kubernetes.container.terminationMessagePath",
+            "/dev/termination-log",
+        ),
+        ("io.kubernetes.container.terminationMessagePolicy", "File"),
+        ("io.kubernetes.pod.terminationGracePeriod", "30"),
+    ]);
+    let paths = |list: &[&str]| list.iter().map(|p| (*p).to_string()).collect();
+    let config = ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.to_string(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.to_string(),
+            user_specified_image: image.to_string(),
+            ..Default::default()
+        }),
+        command: vec!["/pause".to_string()],
+        envs,
+        mounts: vec![
+            mount(
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+                &token_dir,
+                true,
+            ),
+            mount("/etc/hosts", &etc_hosts, false),
+            mount("/dev/termination-log", &termination_log, false),
+        ],
+        labels,
+        annotations,
+        log_path: format!("{name}/0.log"),
+        linux: Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 50_000,
+                cpu_shares: 102,
+                memory_limit_in_bytes: 256 << 20,
+                oom_score_adj: 968,
+                ..Default::default()
+            }),
+            security_context: Some(LinuxContainerSecurityContext {
+                capabilities: Some(Capability {
+                    drop_capabilities: vec!["ALL".to_string()],
+                    ..Default::default()
+                }),
+                namespace_options: Some(host_network_namespaces()),
+                run_as_user: Some(Int64Value { value: 65_532 }),
+                no_new_privs: true,
+                masked_paths: paths(&[
+                    "/proc/asound",
+                    "/proc/acpi",
+                    "/proc/kcore",
+                    "/proc/keys",
+                    "/proc/latency_stats",
+                    "/proc/timer_list",
+                    "/proc/timer_stats",
+                    "/proc/sched_debug",
+                    "/proc/scsi",
+                    "/sys/firmware",
+                    "/sys/devices/virtual/powercap",
+                ]),
+                readonly_paths: paths(&[
+                    "/proc/bus",
+                    "/proc/fs",
+                    "/proc/irq",
+                    "/proc/sys",
+                    "/proc/sysrq-trigger",
+                ]),
+                seccomp: Some(SecurityProfile {
+                    profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }),
+        ..Default::default()
+    };
+    Ok(CreateContainerRequest {
+        pod_sandbox_id: pod_id.to_string(),
+        config: Some(config),
+        sandbox_config: Some(pod_config.clone()),
+    })
 }
 
 /// A `PullImageRequest` for `image` on behalf of pod `pod` in `namespace` (pod uid
