@@ -125,6 +125,34 @@ async fn record_cost(sinks: Vec<Arc<dyn Sink>>, count: usize) -> [Duration; 3] {
     ]
 }
 
+/// CPU time a process has run so far, all its threads (from each one's
+/// `/proc/PID/task/TID/schedstat`, in nanoseconds; a thread that ended is not counted).
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos: u64 = tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    Duration::from_nanos(nanos)
+}
+
+/// The CPU time each of `pids` used while `work` ran.
+async fn cpu_during<T>(
+    pids: &[u32],
+    work: impl std::future::Future<Output = T>,
+) -> (T, Vec<Duration>) {
+    let before: Vec<Duration> = pids.iter().map(|&pid| cpu_time(pid)).collect();
+    let out = work.await;
+    let used = pids
+        .iter()
+        .zip(before)
+        .map(|(&pid, before)| cpu_time(pid).saturating_sub(before))
+        .collect();
+    (out, used)
+}
+
 /// `calls` CreateContainers on each path, each removed again, in rounds that start with a
 /// different path each time; `request(i, path)` is the `i`th call's on `path`.
 async fn create_each(
@@ -295,7 +323,15 @@ verifiers = ["release"]
     // kubelet names the image by the id PullImage returned.
     let minimal =
         |i: usize, path: usize| create_pause(&pod, &sandbox, &format!("c{i}-{path}"), &image_id);
-    let mut creates = create_each(&mut runtimes, calls, minimal).await;
+    // Whose CPU a create costs: the two crigates (each serves only its own path's calls),
+    // journald (a record from each) and containerd (every path's calls).
+    let pids = [
+        spooling.pid().as_raw() as u32,
+        journal_only.pid().as_raw() as u32,
+        journald.pid(),
+        env.containerd.pid().unwrap(),
+    ];
+    let (mut creates, cpu) = cpu_during(&pids, create_each(&mut runtimes, calls, minimal)).await;
     let pod_dir = env.dir().join("kubelet-pod");
     let kubelet_shaped = |i: usize, path: usize| {
         kubelet_create(&pod, &sandbox, &format!("k{i}-{path}"), &image_id, &pod_dir).unwrap()
@@ -371,6 +407,15 @@ verifiers = ["release"]
         &mut kubelet_creates[0].clone(),
         &mut kubelet_creates[3],
         None,
+    );
+    let per = |used: Duration, calls: usize| us(used) / calls as f64;
+    println!(
+        "CPU per minimal CreateContainer and its removal: crigate with spool {:.0} µs, \
+         crigate journald only {:.0} µs, containerd {:.0} µs; journald per record {:.0} µs",
+        per(cpu[0], calls),
+        per(cpu[1], calls),
+        per(cpu[3], 4 * calls),
+        per(cpu[2], 2 * calls),
     );
     println!(
         "CreateContainer decision before its record (CRIGATE_LATENCY_US) p50 {} µs",

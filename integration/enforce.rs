@@ -1410,3 +1410,41 @@ async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
     assert_eq!(through_config, direct_config);
     assert_eq!(through_spec, direct_spec);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_naming_its_image_is_pinned_to_the_image_decided_on() {
+    let node = node().await;
+    let image_id = images(&node.crigate.socket)
+        .await
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let short_id = image_id.trim_start_matches("sha256:")[..12].to_owned();
+    let sandbox = node.env.pod_config("web", "prod").unwrap();
+    let mut pod = Pod::run(&node, sandbox).await;
+    let mut direct =
+        RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap());
+    // By tag and by a short id, names the runtime would look up again as it creates: the
+    // runtime is given the image id they led to. By id, as kubelet names it, the request
+    // goes on as sent.
+    for (name, image) in [
+        ("by-tag", node.signed.as_str()),
+        ("by-short-id", short_id.as_str()),
+        ("by-id", image_id.as_str()),
+    ] {
+        let id = pod.create(name, image).await.unwrap();
+        let (config, _) = runtime_view(&mut direct, &id).await;
+        assert_eq!(
+            config["image"]["image"],
+            image_id.as_str(),
+            "{name}: {config}"
+        );
+        assert_eq!(config["metadata"]["name"], name, "{config}");
+    }
+    // An unsigned image named by its tag is still refused, not pinned.
+    pulled_directly(&node, &node.unsigned).await;
+    let denied = pod.create("unsigned", &node.unsigned).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}

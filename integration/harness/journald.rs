@@ -48,6 +48,11 @@ impl Journald {
         Ok(journald)
     }
 
+    /// journald's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The native-protocol socket, as a path usable outside the namespace.
     pub fn socket(&self) -> PathBuf {
         PathBuf::from(format!(

@@ -11,7 +11,8 @@
 //!   image id that a pinned pull through this daemon was answered with resolves to the
 //!   pinned reference without asking the runtime (ids are content addresses; see
 //!   [`RuntimeImages`]), but only to allow: any other outcome is decided again on the
-//!   runtime's answer.
+//!   runtime's answer. An allowed create that named its image by anything but its id is
+//!   pinned to the id the name led to, so a name moved after the decision changes nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -203,6 +204,7 @@ impl RuntimeImages {
             }
         }
         Ok(RuntimeNames {
+            id: Some(id),
             digests,
             tags: found
                 .repo_tags
@@ -278,6 +280,8 @@ impl RuntimeImages {
 /// The names the runtime knows an image by.
 #[derive(Default)]
 struct RuntimeNames {
+    /// The image's id (the digest of its config), as the runtime resolved the name to it.
+    id: Option<Digest>,
     /// Repository digests, each confirmed to lead to the image.
     digests: Vec<ImageRef>,
     /// Repository tags (`repo:tag`): names, which point where the runtime was last told.
@@ -287,6 +291,8 @@ struct RuntimeNames {
 /// What a request's image is decided on.
 #[derive(Default)]
 struct Subject {
+    /// For a create, the id of the image the runtime resolved the request's image to.
+    id: Option<Digest>,
     /// The references whose signatures are verified: the requested one for a pull; for a
     /// create, the repository digests the runtime confirmed for the container's image.
     images: Vec<ImageRef>,
@@ -325,7 +331,8 @@ pub struct Explanation {
     pub reason: String,
     /// The image the decision is about: `repo@digest` once resolved.
     pub subject: String,
-    /// For an allowed pull: the reference the runtime is given.
+    /// For an allowed pull, the reference the runtime is given; for an allowed create
+    /// that named its image otherwise, the image id the runtime is given.
     pub pinned: Option<String>,
     /// The verifier that established trust, or the last one that rejected the image.
     pub verifier: Option<String>,
@@ -525,7 +532,17 @@ impl PolicyDecider {
             Ok(subject) => subject,
             Err(undecided) => return on_error(trace, policy, undecided),
         };
-        self.judge(trace, policy, request, &subject).await
+        let mut judged = self.judge(trace, policy, request, &subject).await;
+        // A create that names its image (`repo:tag`, a short id) is allowed for the image
+        // the name led to now; the runtime resolves the name again when it creates, and a
+        // name can be moved in between. Pinned to the image's id, the content-addressed
+        // form kubelet itself sends, it creates from the image that was decided on.
+        if let Some(id) = subject.id.as_ref().map(Digest::to_string) {
+            if judged.decision == Conclusion::Allow && id != request.image {
+                judged.pinned = Some(id);
+            }
+        }
+        judged
     }
 
     /// Decides `request` on `subject`, what its image resolved to.
@@ -622,6 +639,7 @@ impl PolicyDecider {
                 .image
                 .parse::<ImageRef>()
                 .map(|image| Subject {
+                    id: None,
                     images: vec![image],
                     tags: Vec::new(),
                     requested: Some(request.image.clone()),
@@ -646,6 +664,7 @@ impl PolicyDecider {
                         ),
                     })?;
                 Ok(Subject {
+                    id: names.id,
                     images: names.digests,
                     tags: names.tags,
                     requested: None,
