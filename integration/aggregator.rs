@@ -1076,6 +1076,114 @@ async fn postgresql_over_tls_verifies_the_server() {
     assert!(unused.to_string().contains("sslmode=require"), "{unused}");
 }
 
+/// libpq's own TLS keys, as operators copy connection strings from `psql`: `verify-full`
+/// and `verify-ca` with the CA bundle in `sslrootcert`, in the keyword form and the URI
+/// form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_connection_strings_take_libpqs_tls_keys() {
+    use crigate::aggregator::storage::postgres::Store;
+    use crigate::aggregator::storage::Error as StorageError;
+    use crigate::registry::Secret;
+    let tmp = temp_dir("postgres-libpq-tls");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let ca = pki.path("ca.pem").display().to_string();
+    let server = Postgres::start_tls(
+        &tmp.path().join("trusted"),
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+    )
+    .unwrap();
+    // A certificate from the right CA, for a name that is not the host connected to.
+    pki.leaf("elsewhere", &["db.example"], "db.example", false);
+    let elsewhere = Postgres::start_tls(
+        &tmp.path().join("elsewhere"),
+        &pki.path("elsewhere.pem"),
+        &pki.path("elsewhere.key"),
+    )
+    .unwrap();
+    let another_ca = Pki::new(&tmp.path().join("another-pki"))
+        .path("ca.pem")
+        .display()
+        .to_string();
+    async fn connect(url: String, ca_file: Option<&Path>) -> Result<Store, StorageError> {
+        Store::connect(&Secret::new(url), ca_file).await
+    }
+    // Both servers accept TCP clients over TLS only: a store that connects is on TLS.
+    let with = |server: &Postgres, tls: &str| {
+        server
+            .tls_url_for("postgres")
+            .replace("sslmode=require", tls)
+    };
+
+    connect(
+        with(&server, &format!("sslmode=verify-full sslrootcert='{ca}'")),
+        None,
+    )
+    .await
+    .unwrap();
+    let port = with(&server, "")
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("port="))
+        .unwrap()
+        .to_owned();
+    let uri = format!(
+        "postgresql://postgres@127.0.0.1:{port}/postgres?sslmode=verify-full&sslrootcert={}",
+        ca.replace('/', "%2F")
+    );
+    connect(uri, None).await.unwrap();
+
+    // verify-ca takes the right CA's certificate for another name; verify-full does not.
+    connect(
+        with(&elsewhere, &format!("sslmode=verify-ca sslrootcert={ca}")),
+        None,
+    )
+    .await
+    .unwrap();
+    let wrong_name = connect(
+        with(&elsewhere, &format!("sslmode=verify-full sslrootcert={ca}")),
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(
+        format!("{wrong_name:?}").contains("NotValidForName"),
+        "{wrong_name:?}"
+    );
+    // verify-ca still checks the chain: another CA's bundle, or the system's roots.
+    for root in [another_ca.as_str(), "system"] {
+        let untrusted = connect(
+            with(&elsewhere, &format!("sslmode=verify-ca sslrootcert={root}")),
+            None,
+        )
+        .await
+        .err()
+        .unwrap();
+        assert!(
+            format!("{untrusted:?}").contains("InvalidCertificate"),
+            "{root}: {untrusted:?}"
+        );
+    }
+
+    // One CA bundle, named once, and used.
+    let twice = connect(
+        with(&server, &format!("sslmode=verify-full sslrootcert={ca}")),
+        Some(Path::new(&ca)),
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(twice.to_string().contains("given twice"), "{twice}");
+    let unused = connect(
+        with(&server, &format!("sslmode=prefer sslrootcert={ca}")),
+        None,
+    )
+    .await
+    .err()
+    .unwrap();
+    assert!(unused.to_string().contains("would not use it"), "{unused}");
+}
+
 /// The aggregator stores over TLS to PostgreSQL when its config says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_stores_in_postgresql_over_tls() {

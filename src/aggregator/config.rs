@@ -33,14 +33,16 @@ pub struct AggregatorConfig {
     #[serde(default = "default_database")]
     pub database: PathBuf,
     /// A PostgreSQL connection string (`host=/run/postgresql dbname=crigate
-    /// user=crigate`) to store records there instead of SQLite. It may hold a password:
-    /// it is never logged. With `sslmode=require` the connection is TLS and the server's
-    /// certificate and name are verified; otherwise it is not encrypted (use a unix
-    /// socket or loopback).
+    /// user=crigate`, or a `postgresql://` URI) to store records there instead of
+    /// SQLite. It may hold a password: it is never logged. With `sslmode=require` or
+    /// `verify-full` the connection is TLS and the server's certificate and name are
+    /// verified, with `verify-ca` its certificate only; otherwise it is not encrypted
+    /// (use a unix socket or loopback).
     #[serde(default, deserialize_with = "secret")]
     pub postgres: Option<crate::registry::Secret>,
-    /// The CA bundle (PEM) that PostgreSQL's server certificate must chain to, with
-    /// `sslmode=require`. Default: the system's trust store.
+    /// The CA bundle (PEM) that PostgreSQL's server certificate must chain to, with a
+    /// TLS `sslmode`; or name it in the connection string as libpq's `sslrootcert`.
+    /// Default: the system's trust store.
     #[serde(default)]
     pub postgres_ca_file: Option<PathBuf>,
     /// Records older than this are deleted. Default 30 days.

@@ -1,8 +1,8 @@
 //! The PostgreSQL backend: the same schema, migrations and queries as [`super::sqlite`],
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
-//! [`CONNECTIONS`] connections (tokio-postgres; TLS with `sslmode=require`, see
-//! [`tls`]). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
+//! [`CONNECTIONS`] connections (tokio-postgres; TLS with `sslmode=require`,
+//! `verify-full` or `verify-ca`, see [`conninfo`] and [`tls`]). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
 //! statement, its rows as arrays, committed before the batch is acknowledged. Ids use
 //! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
 //! whatever the database's locale.
@@ -15,10 +15,12 @@ use std::time::Duration;
 
 use prost::Message;
 use tokio::sync::{Mutex, MutexGuard};
-use tokio_postgres::config::SslMode;
 use tokio_postgres::{Client, NoTls, Statement};
 
+mod conninfo;
 mod tls;
+
+use conninfo::RootCert;
 
 use super::{Error, Page, Query};
 use crate::audit::AuditRecord;
@@ -114,34 +116,50 @@ impl Connection {
 
 impl Store {
     /// Connects with a libpq-style connection string (`host=/run/postgresql
-    /// dbname=crigate user=crigate`), which may hold a password and is never logged,
-    /// and brings the schema up to date.
+    /// dbname=crigate user=crigate`, or a `postgresql://` URI), which may hold a password
+    /// and is never logged, and brings the schema up to date.
     ///
-    /// With `sslmode=require` the connection is TLS, and the server's certificate is
-    /// verified against `ca_file` (or the system's roots) and its name against the host
-    /// (libpq's `verify-full`); with any other `sslmode` it is not encrypted, and
-    /// `ca_file` must not be given.
+    /// With `sslmode=require`, `verify-full` or `verify-ca` the connection is TLS, and
+    /// the server's certificate is verified against the CA bundle (`ca_file`, or the
+    /// string's `sslrootcert`) or else the system's roots, and but for `verify-ca` its
+    /// name against the host (libpq's `verify-full`: crigate's `require` checks as much);
+    /// with any other `sslmode` it is not encrypted, and no CA bundle may be given.
     ///
     /// # Errors
     ///
-    /// The connection string is invalid, `ca_file` cannot be used or is given without
-    /// `sslmode=require`, the server cannot be reached or its certificate is not trusted,
-    /// or the schema is newer than this build knows.
+    /// The connection string is invalid, names a CA bundle twice (`sslrootcert` and
+    /// `ca_file`) or without a TLS `sslmode`, the bundle cannot be used, the server
+    /// cannot be reached or its certificate is not trusted, or the schema is newer than
+    /// this build knows.
     pub async fn connect(url: &Secret, ca_file: Option<&Path>) -> Result<Self, Error> {
-        let config = url
-            .expose()
+        let conninfo = conninfo::split(url.expose())
+            .map_err(|error| Error::PostgresConfig(error.to_string()))?;
+        let config = conninfo
+            .rest
             .parse::<tokio_postgres::Config>()
             // The message names the key or value at fault, never the string itself.
             .map_err(|error| Error::PostgresConfig(error.to_string()))?;
-        let tls = match (config.get_ssl_mode(), ca_file) {
-            (SslMode::Require, ca_file) => Some(tls::MakeRustls::new(
-                crate::audit::tls::server_client_config(ca_file).map_err(Error::PostgresTls)?,
+        let ca_file = match (&conninfo.root_cert, ca_file) {
+            (Some(_), Some(_)) => {
+                return Err(Error::PostgresConfig(
+                    "the CA bundle for PostgreSQL is given twice, as postgres_ca_file and as \
+                     the connection string's sslrootcert: keep one"
+                        .to_owned(),
+                ))
+            }
+            (Some(RootCert::File(path)), None) => Some(path.as_path()),
+            (Some(RootCert::System) | None, ca_file) => ca_file,
+        };
+        let tls = match (conninfo.verify, ca_file) {
+            (Some(verify), ca_file) => Some(tls::MakeRustls::new(
+                tls::client_config(verify, ca_file).map_err(Error::PostgresTls)?,
             )),
-            (_, None) => None,
-            (_, Some(_)) => {
+            (None, None) => None,
+            (None, Some(_)) => {
                 return Err(Error::PostgresConfig(
                     "a CA file for PostgreSQL is given, but the connection string does not \
-                     set sslmode=require: the connection would not use it"
+                     set sslmode=require, verify-ca or verify-full: the connection would not \
+                     use it"
                         .to_owned(),
                 ))
             }

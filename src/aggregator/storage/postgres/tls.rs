@@ -3,20 +3,107 @@
 //! The connection string's `sslmode` decides whether TLS is used (PostgreSQL's
 //! protocol, "SSL Session Encryption": the client asks with an SSLRequest and the
 //! server agrees or not). When it is, the server's certificate is always verified
-//! against the configured CA bundle or the system's roots, and its name against the
-//! `host` connected to: what libpq calls `sslmode=verify-full`.
+//! against the configured CA bundle or the system's roots, and, unless the string says
+//! `sslmode=verify-ca`, its name against the `host` connected to (see
+//! [`super::conninfo`]).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use std::path::Path;
+
 use futures_util::future::BoxFuture;
-use rustls::pki_types::{InvalidDnsNameError, ServerName};
-use rustls::ClientConfig;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, InvalidDnsNameError, ServerName, UnixTime};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_postgres::tls::{ChannelBinding, MakeTlsConnect, TlsConnect, TlsStream};
 use tokio_rustls::TlsConnector;
+
+use super::conninfo::Verify;
+use crate::audit::tls::{self as pipeline, Error};
+
+/// The client configuration that checks the server as `verify` says, against the CA
+/// bundle `ca_file` or else the system's trust store.
+///
+/// # Errors
+///
+/// `ca_file` cannot be used.
+pub fn client_config(verify: Verify, ca_file: Option<&Path>) -> Result<ClientConfig, Error> {
+    match verify {
+        Verify::Full => pipeline::server_client_config(ca_file),
+        Verify::Chain => {
+            let roots = match ca_file {
+                Some(ca_file) => pipeline::roots(ca_file)?,
+                None => pipeline::system_roots(),
+            };
+            let provider = pipeline::provider();
+            let chain =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(Error::Verifier)?;
+            Ok(ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(Error::Config)?
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
+                .with_no_client_auth())
+        }
+    }
+}
+
+/// libpq's `verify-ca`: the certificate must chain to a trusted CA, be within its
+/// validity and be signed as the handshake says; the name in it is not compared with
+/// the host. rustls checks the chain first and the name last, so a name mismatch is
+/// the only error this lets through, and only after every other check passed.
+#[derive(Debug)]
+struct ChainOnly(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for ChainOnly {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            verified => verified,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, signature)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        signature: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, signature)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
 
 /// Makes a verifying TLS connection for each PostgreSQL host.
 #[derive(Clone)]
