@@ -1305,6 +1305,22 @@ async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused
     tools.create("app", &id).await.unwrap();
 }
 
+/// Pulls `image` through crigate for a pod in `prod`, as kubelet does; its image id.
+async fn pulled_through_crigate(node: &Node, image: &str) -> String {
+    images(&node.crigate.socket)
+        .await
+        .pull_image(pull(image, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref
+}
+
+/// containerd's own runtime service, bypassing crigate.
+async fn direct_runtime(node: &Node) -> RuntimeServiceClient<Channel> {
+    RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap())
+}
+
 /// The runtime's own account of container `id`: the CRI config it was created from and
 /// the OCI runtime spec made for it (containerd's verbose ContainerStatus), with `id`
 /// itself, which the spec repeats, replaced by `<id>`.
@@ -1328,13 +1344,7 @@ async fn runtime_view(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
     let node = node().await;
-    let image_id = images(&node.crigate.socket)
-        .await
-        .pull_image(pull(&node.signed, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image_id = pulled_through_crigate(&node, &node.signed).await;
     let sandbox = node.env.pod_config("web", "prod").unwrap();
     let mut pod = Pod::run(&node, sandbox).await;
     let request = kubelet_create(
@@ -1345,8 +1355,7 @@ async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
         &node.env.dir().join("kubelet-pod"),
     )
     .unwrap();
-    let mut direct =
-        RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap());
+    let mut direct = direct_runtime(&node).await;
 
     // The same request through crigate, then (that container removed, so the name is
     // free again) straight to containerd.
@@ -1414,18 +1423,11 @@ async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_naming_its_image_is_pinned_to_the_image_decided_on() {
     let node = node().await;
-    let image_id = images(&node.crigate.socket)
-        .await
-        .pull_image(pull(&node.signed, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref;
+    let image_id = pulled_through_crigate(&node, &node.signed).await;
     let short_id = image_id.trim_start_matches("sha256:")[..12].to_owned();
     let sandbox = node.env.pod_config("web", "prod").unwrap();
     let mut pod = Pod::run(&node, sandbox).await;
-    let mut direct =
-        RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap());
+    let mut direct = direct_runtime(&node).await;
     // By tag and by a short id, names the runtime would look up again as it creates: the
     // runtime is given the image id they led to. By id, as kubelet names it, the request
     // goes on as sent.
