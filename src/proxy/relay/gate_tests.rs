@@ -332,6 +332,31 @@ async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_
 }
 
 #[tokio::test]
+async fn an_answer_whose_record_is_already_durable_passes_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::ZERO);
+    // The record is durable (its fsync done) before the runtime has even seen the call,
+    // as it mostly is before a runtime answers: nothing waits for it, and the answer
+    // is relayed as it comes.
+    durable.send(()).unwrap();
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    for _ in 0..3 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.send_request(create_call(create_request())),
+        )
+        .await
+        .expect("the answer was held")
+        .unwrap();
+        let (body, status, _) = read_answer(response).await;
+        assert_eq!(status, "0");
+        let answer = v1::CreateContainerResponse::decode(&body[5..]).unwrap();
+        assert_eq!(answer.container_id, "c-1");
+    }
+}
+
+#[tokio::test]
 async fn a_denied_create_is_cancelled_on_the_runtime_before_its_body() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
