@@ -993,6 +993,18 @@ fn pg_ids(url: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// A PostgreSQL server in `dir` taking TCP clients over TLS only, with a certificate
+/// from `pki`'s CA for `db.example`: not the name of the loopback address it is reached at.
+fn start_elsewhere(dir: &Path, pki: &Pki) -> Postgres {
+    pki.leaf("elsewhere", &["db.example"], "db.example", false);
+    Postgres::start_tls(
+        &dir.join("elsewhere"),
+        &pki.path("elsewhere.pem"),
+        &pki.path("elsewhere.key"),
+    )
+    .unwrap()
+}
+
 /// With `sslmode=require` the store's connections are TLS, and the server must prove
 /// the name connected to with a certificate from the configured CA.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1049,13 +1061,7 @@ async fn postgresql_over_tls_verifies_the_server() {
     }
 
     // A certificate from the right CA for another name.
-    pki.leaf("elsewhere", &["db.example"], "db.example", false);
-    let elsewhere = Postgres::start_tls(
-        &tmp.path().join("elsewhere"),
-        &pki.path("elsewhere.pem"),
-        &pki.path("elsewhere.key"),
-    )
-    .unwrap();
+    let elsewhere = start_elsewhere(tmp.path(), &pki);
     let wrong_name = refused(&elsewhere.tls_url_for("postgres"), Some(&ca)).await;
     assert!(
         format!("{wrong_name:?}").contains("NotValidForName"),
@@ -1094,13 +1100,7 @@ async fn postgresql_connection_strings_take_libpqs_tls_keys() {
     )
     .unwrap();
     // A certificate from the right CA, for a name that is not the host connected to.
-    pki.leaf("elsewhere", &["db.example"], "db.example", false);
-    let elsewhere = Postgres::start_tls(
-        &tmp.path().join("elsewhere"),
-        &pki.path("elsewhere.pem"),
-        &pki.path("elsewhere.key"),
-    )
-    .unwrap();
+    let elsewhere = start_elsewhere(tmp.path(), &pki);
     let another_ca = Pki::new(&tmp.path().join("another-pki"))
         .path("ca.pem")
         .display()

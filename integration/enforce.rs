@@ -135,15 +135,20 @@ async fn present(node: &Node, image: &str) -> bool {
     status(node, image).await.is_some()
 }
 
-/// Pulls `image` straight into containerd, bypassing crigate; returns its image id.
-async fn pulled_directly(node: &Node, image: &str) -> String {
-    images(node.env.containerd.socket())
+/// Pulls `image` for a pod in `prod` through the CRI socket `socket`; its image id.
+async fn pulled_on(socket: &std::path::Path, image: &str) -> String {
+    images(socket)
         .await
         .pull_image(pull(image, "prod"))
         .await
         .unwrap()
         .into_inner()
         .image_ref
+}
+
+/// Pulls `image` straight into containerd, bypassing crigate; returns its image id.
+async fn pulled_directly(node: &Node, image: &str) -> String {
+    pulled_on(node.env.containerd.socket(), image).await
 }
 
 /// A pod run through crigate, with crigate's runtime service to create its containers.
@@ -1307,13 +1312,7 @@ async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused
 
 /// Pulls `image` through crigate for a pod in `prod`, as kubelet does; its image id.
 async fn pulled_through_crigate(node: &Node, image: &str) -> String {
-    images(&node.crigate.socket)
-        .await
-        .pull_image(pull(image, "prod"))
-        .await
-        .unwrap()
-        .into_inner()
-        .image_ref
+    pulled_on(&node.crigate.socket, image).await
 }
 
 /// containerd's own runtime service, bypassing crigate.
