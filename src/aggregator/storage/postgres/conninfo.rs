@@ -315,6 +315,84 @@ mod tests {
         assert_eq!(ok("sslmode=allow").rest, "sslmode=allow");
     }
 
+    /// A keyword string of `pairs`, each value quoted when it must be.
+    fn keyword_string(pairs: &[(&str, String)]) -> String {
+        pairs
+            .iter()
+            .map(|(key, value)| {
+                if value.is_empty() || value.contains([' ', '\'', '\\']) {
+                    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+                    format!("{key}='{escaped}'")
+                } else {
+                    format!("{key}={value}")
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    proptest::proptest! {
+        /// Strings of libpq keywords, the TLS ones among them: each is split or refused,
+        /// and what is split keeps every other parameter's value and takes the TLS keys
+        /// out, as the values written say.
+        #[test]
+        fn keyword_strings_split_as_their_pairs_say(
+            pairs in proptest::collection::vec(
+                (
+                    proptest::sample::select(vec!["host", "dbname", "password", SSLMODE, SSLROOTCERT]),
+                    proptest::sample::select(vec!["verify-ca", "verify-full", "require", "prefer", "system", "/etc/ca.pem", "a b", "it's", r"back\slash", ""]),
+                ),
+                0..6,
+            ),
+        ) {
+            let pairs: Vec<(&str, String)> =
+                pairs.into_iter().map(|(k, v)| (k, v.to_owned())).collect();
+            let conninfo = keyword_string(&pairs);
+            let value = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| v.as_str());
+            let count = |key: &str| pairs.iter().filter(|(k, _)| *k == key).count();
+            match split(&conninfo) {
+                Ok(split) => {
+                    proptest::prop_assert!(count(SSLMODE) <= 1 && count(SSLROOTCERT) <= 1);
+                    let verify = match value(SSLMODE) {
+                        Some("verify-full" | "require") => Some(Verify::Full),
+                        Some("verify-ca") => Some(Verify::Chain),
+                        _ => None,
+                    };
+                    proptest::prop_assert_eq!(split.verify, verify);
+                    proptest::prop_assert_eq!(split.root_cert.is_some(), value(SSLROOTCERT).is_some());
+                    // The rest holds every other pair, parsed back to the same values.
+                    let kept: Vec<(String, String)> = keyword_pairs(&split.rest)
+                        .unwrap()
+                        .into_iter()
+                        .map(|p| (p.key.into_owned(), p.value.into_owned()))
+                        .collect();
+                    let mut expected: Vec<(String, String)> = pairs
+                        .iter()
+                        .filter(|(k, _)| *k != SSLROOTCERT && (*k != SSLMODE || verify.is_none()))
+                        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+                        .collect();
+                    if verify.is_some() {
+                        expected.push((SSLMODE.to_owned(), "require".to_owned()));
+                    }
+                    proptest::prop_assert_eq!(kept, expected);
+                }
+                Err(Error::Repeated(_)) => {
+                    proptest::prop_assert!(count(SSLMODE) > 1 || count(SSLROOTCERT) > 1);
+                }
+                Err(Error::RootCertUnused) => {
+                    proptest::prop_assert!(value(SSLROOTCERT).is_some());
+                }
+                Err(error) => proptest::prop_assert!(false, "{conninfo}: {error}"),
+            }
+        }
+
+        #[test]
+        fn arbitrary_strings_never_panic(conninfo in ".{0,64}") {
+            let _ = split(&conninfo);
+            let _ = split(&format!("postgres://db?{conninfo}"));
+        }
+    }
+
     #[test]
     fn no_message_repeats_the_string() {
         for conninfo in [
