@@ -1169,6 +1169,84 @@ async fn postgresql_connection_strings_take_libpqs_tls_keys() {
     assert!(unused.contains("would not use it"), "{unused}");
 }
 
+/// A server that authenticates clients by certificate takes the one the connection
+/// string's `sslcert` and `sslkey` name, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_client_certificates_come_from_sslcert_and_sslkey() {
+    use crigate::aggregator::storage::postgres::Store;
+    use crigate::registry::Secret;
+    let tmp = temp_dir("postgres-client-cert");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let ca = pki.path("ca.pem").display().to_string();
+    let server = Postgres::start_tls_client_certs(
+        tmp.path(),
+        &pki.path("server.pem"),
+        &pki.path("server.key"),
+        &pki.path("ca.pem"),
+    )
+    .unwrap();
+    // Certificates for the user the connection logs in as, from the CA the server
+    // trusts and from another one; and one from the right CA for another user.
+    let (cert, key) = pki.leaf("pg-client", &[], "postgres", false);
+    let (stranger, stranger_key) = pki.leaf("pg-stranger", &[], "postgres", true);
+    let (other_user, other_user_key) = pki.leaf("pg-other-user", &[], "someone", false);
+    let with = |identity: &str| {
+        format!(
+            "{} sslrootcert={ca} {identity}",
+            server
+                .tls_url_for("postgres")
+                .replace("sslmode=require", "sslmode=verify-full")
+        )
+    };
+    let connect = |url: String| async move { Store::connect(&Secret::new(url), None).await };
+
+    let store = connect(with(&format!(
+        "sslcert={} sslkey={}",
+        cert.display(),
+        key.display()
+    )))
+    .await
+    .unwrap();
+    let stored = record(NODE);
+    assert_eq!(
+        store
+            .insert(std::sync::Arc::new(vec![stored.clone()]))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    // No certificate, another CA's, another user's: each refused by the server.
+    for (identity, why) in [
+        (String::new(), "requires a valid client certificate"),
+        (
+            format!(
+                "sslcert={} sslkey={}",
+                stranger.display(),
+                stranger_key.display()
+            ),
+            "UnknownCA",
+        ),
+        (
+            format!(
+                "sslcert={} sslkey={}",
+                other_user.display(),
+                other_user_key.display()
+            ),
+            "certificate authentication failed",
+        ),
+    ] {
+        let refused = connect(with(&identity)).await.err().unwrap();
+        let refused = format!("{refused:?}");
+        assert!(refused.contains(why), "{identity}: {refused}");
+    }
+    // A certificate without its key is a configuration error, before any connection.
+    let half = connect(with(&format!("sslcert={}", cert.display())))
+        .await
+        .err()
+        .unwrap();
+    assert!(half.to_string().contains("go together"), "{half}");
+}
+
 /// The aggregator stores over TLS to PostgreSQL when its config says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_stores_in_postgresql_over_tls() {

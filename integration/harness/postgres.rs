@@ -39,15 +39,32 @@ impl Postgres {
     /// (`hostssl`; a TCP connection without TLS is rejected), with the server
     /// certificate and key in `cert` and `key` (PEM).
     pub fn start_tls(dir: &Path, cert: &Path, key: &Path) -> Result<Self> {
-        Self::start_inner(dir, "", Some((cert, key)))
+        Self::start_inner(dir, "", Some((cert, key)), None)
+    }
+
+    /// As [`Postgres::start_tls`], authenticating TCP clients by certificate instead:
+    /// each must present one from `client_ca` whose common name is the user it logs in
+    /// as (`pg_hba.conf` method `cert`).
+    pub fn start_tls_client_certs(
+        dir: &Path,
+        cert: &Path,
+        key: &Path,
+        client_ca: &Path,
+    ) -> Result<Self> {
+        Self::start_inner(dir, "", Some((cert, key)), Some(client_ca))
     }
 
     /// As [`Postgres::start`], with extra server options (`-c name=value ...`).
     pub fn start_with(dir: &Path, options: &str) -> Result<Self> {
-        Self::start_inner(dir, options, None)
+        Self::start_inner(dir, options, None, None)
     }
 
-    fn start_inner(dir: &Path, options: &str, tls: Option<(&Path, &Path)>) -> Result<Self> {
+    fn start_inner(
+        dir: &Path,
+        options: &str,
+        tls: Option<(&Path, &Path)>,
+        client_ca: Option<&Path>,
+    ) -> Result<Self> {
         use std::os::unix::fs::PermissionsExt;
         let root = dir.join("pg");
         std::fs::create_dir_all(&root)?;
@@ -78,12 +95,22 @@ impl Postgres {
                 nix::unistd::chown(&to, Some(user.uid), Some(user.gid))?;
                 std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))?;
             }
+            let method = match client_ca {
+                Some(client_ca) => {
+                    let to = root.join("client-ca.crt");
+                    std::fs::copy(client_ca, &to)?;
+                    nix::unistd::chown(&to, Some(user.uid), Some(user.gid))?;
+                    options.push_str(&format!(" -c ssl_ca_file={}", to.display()));
+                    "cert"
+                }
+                None => "trust",
+            };
             let hba = Path::new(data).join("pg_hba.conf");
             let rest = std::fs::read_to_string(&hba)?;
             std::fs::write(
                 &hba,
                 format!(
-                    "hostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n{rest}"
+                    "hostssl all all 127.0.0.1/32 {method}\nhostnossl all all 127.0.0.1/32 reject\n{rest}"
                 ),
             )?;
             options.push_str(&format!(

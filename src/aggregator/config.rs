@@ -36,8 +36,8 @@ pub struct AggregatorConfig {
     /// user=crigate`, or a `postgresql://` URI) to store records there instead of
     /// SQLite. It may hold a password: it is never logged. With `sslmode=require` or
     /// `verify-full` the connection is TLS and the server's certificate and name are
-    /// verified, with `verify-ca` its certificate only; otherwise it is not encrypted
-    /// (use a unix socket or loopback).
+    /// verified, with `verify-ca` its certificate only, and `sslcert`/`sslkey` name a
+    /// client certificate; otherwise it is not encrypted (use a unix socket or loopback).
     #[serde(default, deserialize_with = "secret")]
     pub postgres: Option<crate::registry::Secret>,
     /// The CA bundle (PEM) that PostgreSQL's server certificate must chain to, with a

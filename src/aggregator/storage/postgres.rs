@@ -123,7 +123,9 @@ impl Store {
     /// the server's certificate is verified against the CA bundle (`ca_file`, or the
     /// string's `sslrootcert`) or else the system's roots, and but for `verify-ca` its
     /// name against the host (libpq's `verify-full`: crigate's `require` checks as much);
-    /// with any other `sslmode` it is not encrypted, and no CA bundle may be given.
+    /// the string's `sslcert` and `sslkey` are presented to a server that authenticates
+    /// clients by certificate. With any other `sslmode` it is not encrypted, and no
+    /// certificate may be given.
     ///
     /// # Errors
     ///
@@ -150,9 +152,13 @@ impl Store {
             (Some(RootCert::File(path)), None) => Some(path.as_path()),
             (Some(RootCert::System) | None, ca_file) => ca_file,
         };
+        let identity = conninfo
+            .identity
+            .as_ref()
+            .map(|(cert, key)| (cert.as_path(), key.as_path()));
         let tls = match (conninfo.verify, ca_file) {
             (Some(verify), ca_file) => Some(tls::MakeRustls::new(
-                tls::client_config(verify, ca_file).map_err(Error::PostgresTls)?,
+                tls::client_config(verify, ca_file, identity).map_err(Error::PostgresTls)?,
             )),
             (None, None) => None,
             (None, Some(_)) => {

@@ -4,9 +4,10 @@
 //! console), where a verified connection is written `sslmode=verify-full` or
 //! `sslmode=verify-ca`, with the CA bundle in `sslrootcert` (PostgreSQL documentation,
 //! libpq, "Parameter Key Words" and "SSL Support"). tokio-postgres knows only `disable`,
-//! `prefer` and `require`, and refuses `sslrootcert` as an unknown option. So those two
-//! keys are taken out of the string here, in either of libpq's two forms, and the rest
-//! is left byte for byte for tokio-postgres to parse:
+//! `prefer` and `require`, and refuses `sslrootcert` as an unknown option, and the client
+//! certificate's `sslcert` and `sslkey` too. So those keys are taken out of the string
+//! here, in either of libpq's two forms, and the rest is left byte for byte for
+//! tokio-postgres to parse:
 //!
 //! - keyword/value: `host=db user=crigate sslmode=verify-full sslrootcert='/etc/ca.pem'`;
 //!   spaces around `=` optional, a value single-quoted to hold spaces, `\'` and `\\`
@@ -46,6 +47,9 @@ pub struct ConnInfo {
     pub verify: Option<Verify>,
     /// `sslrootcert`, when given.
     pub root_cert: Option<RootCert>,
+    /// `sslcert` and `sslkey`: the client certificate (PEM) and its key, presented to
+    /// a server that authenticates clients by certificate.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 /// Why a connection string's TLS keys cannot be used. The connection string may hold a
@@ -65,18 +69,27 @@ pub enum Error {
          the connection would not use it"
     )]
     RootCertUnused,
+    #[error("sslcert and sslkey go together: the client certificate and its key")]
+    HalfIdentity,
+    #[error(
+        "sslcert is given, but sslmode is not require, verify-ca or verify-full: \
+         the connection would not use it"
+    )]
+    IdentityUnused,
 }
 
 const SSLMODE: &str = "sslmode";
 const SSLROOTCERT: &str = "sslrootcert";
+const SSLCERT: &str = "sslcert";
+const SSLKEY: &str = "sslkey";
 
-/// Takes `sslmode` (when `verify-ca`, `verify-full` or `require`) and `sslrootcert` out
-/// of `conninfo`.
+/// Takes `sslmode` (when `verify-ca`, `verify-full` or `require`), `sslrootcert`,
+/// `sslcert` and `sslkey` out of `conninfo`.
 ///
 /// # Errors
 ///
-/// The string is malformed where its keys are read, sets a key twice, or names a root
-/// certificate that no TLS mode would use.
+/// The string is malformed where its keys are read, sets a key twice, names a
+/// certificate that no TLS mode would use, or a client certificate without its key.
 pub fn split(conninfo: &str) -> Result<ConnInfo, Error> {
     let uri = ["postgresql://", "postgres://"]
         .iter()
@@ -86,11 +99,13 @@ pub fn split(conninfo: &str) -> Result<ConnInfo, Error> {
     } else {
         keyword_pairs(conninfo)?
     };
-    let (mut mode, mut root_cert) = (None, None);
+    let (mut mode, mut root_cert, mut cert, mut key) = (None, None, None, None);
     for pair in &pairs {
         let (slot, key) = match pair.key.as_ref() {
             SSLMODE => (&mut mode, SSLMODE),
             SSLROOTCERT => (&mut root_cert, SSLROOTCERT),
+            SSLCERT => (&mut cert, SSLCERT),
+            SSLKEY => (&mut key, SSLKEY),
             _ => continue,
         };
         if slot.replace(pair.value.as_ref()).is_some() {
@@ -110,10 +125,18 @@ pub fn split(conninfo: &str) -> Result<ConnInfo, Error> {
     if root_cert.is_some() && verify.is_none() {
         return Err(Error::RootCertUnused);
     }
+    let identity = match (cert, key) {
+        (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+        (None, None) => None,
+        _ => return Err(Error::HalfIdentity),
+    };
+    if identity.is_some() && verify.is_none() {
+        return Err(Error::IdentityUnused);
+    }
     let mut kept: Vec<&str> = pairs
         .iter()
         .filter(|pair| match pair.key.as_ref() {
-            SSLROOTCERT => false,
+            SSLROOTCERT | SSLCERT | SSLKEY => false,
             SSLMODE => verify.is_none(),
             _ => true,
         })
@@ -136,6 +159,7 @@ pub fn split(conninfo: &str) -> Result<ConnInfo, Error> {
         rest,
         verify,
         root_cert,
+        identity,
     })
 }
 
@@ -288,6 +312,32 @@ mod tests {
     }
 
     #[test]
+    fn sslcert_and_sslkey_are_taken_out_together() {
+        let split = ok("host=db sslcert=/c.pem sslmode=verify-full sslkey='/k ey.pem'");
+        assert_eq!(split.rest, "host=db sslmode=require");
+        assert_eq!(split.identity, Some(("/c.pem".into(), "/k ey.pem".into())));
+        let uri = ok("postgres://db/x?sslkey=%2Fk.pem&sslmode=require&sslcert=%2Fc.pem");
+        assert_eq!(uri.rest, "postgres://db/x?sslmode=require");
+        assert_eq!(uri.identity, Some(("/c.pem".into(), "/k.pem".into())));
+        assert_eq!(
+            split_err("sslmode=require sslcert=/c.pem"),
+            Error::HalfIdentity
+        );
+        assert_eq!(
+            split_err("sslmode=require sslkey=/k.pem"),
+            Error::HalfIdentity
+        );
+        assert_eq!(
+            split_err("sslcert=/c.pem sslkey=/k.pem"),
+            Error::IdentityUnused
+        );
+    }
+
+    fn split_err(conninfo: &str) -> Error {
+        split(conninfo).unwrap_err()
+    }
+
+    #[test]
     fn unusable_tls_keys_are_refused_by_name() {
         for (conninfo, error) in [
             ("host=db sslrootcert=/ca.pem", Error::RootCertUnused),
@@ -339,7 +389,7 @@ mod tests {
         fn keyword_strings_split_as_their_pairs_say(
             pairs in proptest::collection::vec(
                 (
-                    proptest::sample::select(vec!["host", "dbname", "password", SSLMODE, SSLROOTCERT]),
+                    proptest::sample::select(vec!["host", "dbname", "password", SSLMODE, SSLROOTCERT, SSLCERT, SSLKEY]),
                     proptest::sample::select(vec!["verify-ca", "verify-full", "require", "prefer", "system", "/etc/ca.pem", "a b", "it's", r"back\slash", ""]),
                 ),
                 0..6,
@@ -352,7 +402,7 @@ mod tests {
             let count = |key: &str| pairs.iter().filter(|(k, _)| *k == key).count();
             match split(&conninfo) {
                 Ok(split) => {
-                    proptest::prop_assert!(count(SSLMODE) <= 1 && count(SSLROOTCERT) <= 1);
+                    proptest::prop_assert!([SSLMODE, SSLROOTCERT, SSLCERT, SSLKEY].iter().all(|k| count(k) <= 1));
                     let verify = match value(SSLMODE) {
                         Some("verify-full" | "require") => Some(Verify::Full),
                         Some("verify-ca") => Some(Verify::Chain),
@@ -360,6 +410,7 @@ mod tests {
                     };
                     proptest::prop_assert_eq!(split.verify, verify);
                     proptest::prop_assert_eq!(split.root_cert.is_some(), value(SSLROOTCERT).is_some());
+                    proptest::prop_assert_eq!(split.identity.is_some(), value(SSLCERT).is_some());
                     // The rest holds every other pair, parsed back to the same values.
                     let kept: Vec<(String, String)> = keyword_pairs(&split.rest)
                         .unwrap()
@@ -368,7 +419,7 @@ mod tests {
                         .collect();
                     let mut expected: Vec<(String, String)> = pairs
                         .iter()
-                        .filter(|(k, _)| *k != SSLROOTCERT && (*k != SSLMODE || verify.is_none()))
+                        .filter(|(k, _)| ![SSLROOTCERT, SSLCERT, SSLKEY].contains(k) && (*k != SSLMODE || verify.is_none()))
                         .map(|(k, v)| ((*k).to_owned(), v.clone()))
                         .collect();
                     if verify.is_some() {
@@ -377,7 +428,13 @@ mod tests {
                     proptest::prop_assert_eq!(kept, expected);
                 }
                 Err(Error::Repeated(_)) => {
-                    proptest::prop_assert!(count(SSLMODE) > 1 || count(SSLROOTCERT) > 1);
+                    proptest::prop_assert!([SSLMODE, SSLROOTCERT, SSLCERT, SSLKEY].iter().any(|k| count(k) > 1));
+                }
+                Err(Error::HalfIdentity) => {
+                    proptest::prop_assert!(value(SSLCERT).is_some() != value(SSLKEY).is_some());
+                }
+                Err(Error::IdentityUnused) => {
+                    proptest::prop_assert!(value(SSLCERT).is_some());
                 }
                 Err(Error::RootCertUnused) => {
                     proptest::prop_assert!(value(SSLROOTCERT).is_some());

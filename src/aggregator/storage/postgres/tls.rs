@@ -27,31 +27,41 @@ use super::conninfo::Verify;
 use crate::audit::tls::{self as pipeline, Error};
 
 /// The client configuration that checks the server as `verify` says, against the CA
-/// bundle `ca_file` or else the system's trust store.
+/// bundle `ca_file` or else the system's trust store, and presents `identity` (a
+/// certificate file and its key file) when given.
 ///
 /// # Errors
 ///
-/// `ca_file` cannot be used.
-pub fn client_config(verify: Verify, ca_file: Option<&Path>) -> Result<ClientConfig, Error> {
-    match verify {
-        Verify::Full => pipeline::server_client_config(ca_file),
+/// A file cannot be used.
+pub fn client_config(
+    verify: Verify,
+    ca_file: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, Error> {
+    let roots = match ca_file {
+        Some(ca_file) => pipeline::roots(ca_file)?,
+        None => pipeline::system_roots(),
+    };
+    let provider = pipeline::provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)?;
+    let builder = match verify {
+        Verify::Full => builder.with_root_certificates(roots),
         Verify::Chain => {
-            let roots = match ca_file {
-                Some(ca_file) => pipeline::roots(ca_file)?,
-                None => pipeline::system_roots(),
-            };
-            let provider = pipeline::provider();
-            let chain =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(Error::Verifier)?;
-            Ok(ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(Error::Config)?
+            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .map_err(Error::Verifier)?;
+            builder
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
-                .with_no_client_auth())
         }
+    };
+    match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(pipeline::certificates(cert)?, pipeline::private_key(key)?)
+            .map_err(Error::Config),
+        None => Ok(builder.with_no_client_auth()),
     }
 }
 
