@@ -993,6 +993,28 @@ fn pg_ids(url: &str) -> Vec<String> {
     .unwrap()
 }
 
+/// Stores one new record through `store`, checking it is new; the record.
+async fn stores_a_record(store: &crigate::aggregator::storage::postgres::Store) -> AuditRecord {
+    let stored = record(NODE);
+    assert_eq!(
+        store
+            .insert(std::sync::Arc::new(vec![stored.clone()]))
+            .await
+            .unwrap(),
+        vec![true]
+    );
+    stored
+}
+
+/// A temporary directory named after `name`, certificates in it, and the path of
+/// their CA bundle as a connection string names it.
+fn tls_test_dir(name: &str) -> (tempfile::TempDir, Pki, String) {
+    let tmp = temp_dir(name);
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let ca = pki.path("ca.pem").display().to_string();
+    (tmp, pki, ca)
+}
+
 /// A PostgreSQL server in `dir` taking TCP clients over TLS only, with a certificate
 /// from `pki`'s CA for `db.example`: not the name of the loopback address it is reached at.
 fn start_elsewhere(dir: &Path, pki: &Pki) -> Postgres {
@@ -1039,14 +1061,7 @@ async fn postgresql_over_tls_verifies_the_server() {
     assert!(format!("{plain:?}").contains("no encryption"), "{plain:?}");
 
     let store = Store::connect(&url, Some(&ca)).await.unwrap();
-    let stored = record(NODE);
-    assert_eq!(
-        store
-            .insert(std::sync::Arc::new(vec![stored.clone()]))
-            .await
-            .unwrap(),
-        vec![true]
-    );
+    let stored = stores_a_record(&store).await;
     assert_eq!(pg_ids(&server.url()), vec![stored.id]);
 
     // A server certificate from a CA that is not the configured one, or not in the
@@ -1090,9 +1105,7 @@ async fn postgresql_connection_strings_take_libpqs_tls_keys() {
     use crigate::aggregator::storage::postgres::Store;
     use crigate::aggregator::storage::Error as StorageError;
     use crigate::registry::Secret;
-    let tmp = temp_dir("postgres-libpq-tls");
-    let pki = Pki::new(&tmp.path().join("pki"));
-    let ca = pki.path("ca.pem").display().to_string();
+    let (tmp, pki, ca) = tls_test_dir("postgres-libpq-tls");
     let server = Postgres::start_tls(
         &tmp.path().join("trusted"),
         &pki.path("server.pem"),
@@ -1175,9 +1188,7 @@ async fn postgresql_connection_strings_take_libpqs_tls_keys() {
 async fn postgresql_client_certificates_come_from_sslcert_and_sslkey() {
     use crigate::aggregator::storage::postgres::Store;
     use crigate::registry::Secret;
-    let tmp = temp_dir("postgres-client-cert");
-    let pki = Pki::new(&tmp.path().join("pki"));
-    let ca = pki.path("ca.pem").display().to_string();
+    let (tmp, pki, ca) = tls_test_dir("postgres-client-cert");
     let server = Postgres::start_tls_client_certs(
         tmp.path(),
         &pki.path("server.pem"),
@@ -1207,14 +1218,7 @@ async fn postgresql_client_certificates_come_from_sslcert_and_sslkey() {
     )))
     .await
     .unwrap();
-    let stored = record(NODE);
-    assert_eq!(
-        store
-            .insert(std::sync::Arc::new(vec![stored.clone()]))
-            .await
-            .unwrap(),
-        vec![true]
-    );
+    stores_a_record(&store).await;
     // No certificate, another CA's, another user's: each refused by the server.
     for (identity, why) in [
         (String::new(), "requires a valid client certificate"),
