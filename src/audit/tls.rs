@@ -124,6 +124,49 @@ pub fn roots(path: &Path) -> Result<RootCertStore, Error> {
     Ok(roots)
 }
 
+/// The start of every client configuration: the pipeline's provider and rustls' safe
+/// default protocol versions.
+///
+/// # Errors
+///
+/// The provider supports none of those versions.
+pub fn client_builder(
+) -> Result<rustls::ConfigBuilder<rustls::ClientConfig, rustls::WantsVerifier>, Error> {
+    rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Config)
+}
+
+/// Finishes a client configuration, presenting `identity` (certificate and key files)
+/// when given.
+///
+/// # Errors
+///
+/// A file cannot be used.
+pub fn with_identity(
+    builder: rustls::ConfigBuilder<rustls::ClientConfig, rustls::client::WantsClientCert>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<rustls::ClientConfig, Error> {
+    match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
+            .map_err(Error::Config),
+        None => Ok(builder.with_no_client_auth()),
+    }
+}
+
+/// The trust anchors of the CA bundle `ca_file`, or else the system's.
+///
+/// # Errors
+///
+/// As [`roots`].
+pub fn trust_anchors(ca_file: Option<&Path>) -> Result<RootCertStore, Error> {
+    match ca_file {
+        Some(ca_file) => roots(ca_file),
+        None => Ok(system_roots()),
+    }
+}
+
 /// A client configuration trusting `ca_file`, presenting `identity` (certificate and
 /// key files) when given, offering `alpn`.
 ///
@@ -135,16 +178,8 @@ pub fn client_config(
     identity: Option<(&Path, &Path)>,
     alpn: &[&[u8]],
 ) -> Result<rustls::ClientConfig, Error> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Config)?
-        .with_root_certificates(roots(ca_file)?);
-    let mut config = match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(certificates(cert)?, private_key(key)?)
-            .map_err(Error::Config)?,
-        None => builder.with_no_client_auth(),
-    };
+    let builder = client_builder()?.with_root_certificates(roots(ca_file)?);
+    let mut config = with_identity(builder, identity)?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
 }
@@ -156,14 +191,8 @@ pub fn client_config(
 ///
 /// `ca_file` cannot be used.
 pub fn server_client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
-    match ca_file {
-        Some(ca_file) => client_config(ca_file, None, &[]),
-        None => Ok(rustls::ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(Error::Config)?
-            .with_root_certificates(system_roots())
-            .with_no_client_auth()),
-    }
+    let builder = client_builder()?.with_root_certificates(trust_anchors(ca_file)?);
+    with_identity(builder, None)
 }
 
 /// The system's trust anchors. A certificate that cannot be loaded or used is skipped,

@@ -38,31 +38,20 @@ pub fn client_config(
     ca_file: Option<&Path>,
     identity: Option<(&Path, &Path)>,
 ) -> Result<ClientConfig, Error> {
-    let roots = match ca_file {
-        Some(ca_file) => pipeline::roots(ca_file)?,
-        None => pipeline::system_roots(),
-    };
-    let provider = pipeline::provider();
-    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
-        .with_safe_default_protocol_versions()
-        .map_err(Error::Config)?;
+    let roots = pipeline::trust_anchors(ca_file)?;
     let builder = match verify {
-        Verify::Full => builder.with_root_certificates(roots),
+        Verify::Full => pipeline::client_builder()?.with_root_certificates(roots),
         Verify::Chain => {
-            let chain = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
-                .build()
-                .map_err(Error::Verifier)?;
-            builder
+            let chain =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), pipeline::provider())
+                    .build()
+                    .map_err(Error::Verifier)?;
+            pipeline::client_builder()?
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(ChainOnly(chain)))
         }
     };
-    match identity {
-        Some((cert, key)) => builder
-            .with_client_auth_cert(pipeline::certificates(cert)?, pipeline::private_key(key)?)
-            .map_err(Error::Config),
-        None => Ok(builder.with_no_client_auth()),
-    }
+    pipeline::with_identity(builder, identity)
 }
 
 /// libpq's `verify-ca`: the certificate must chain to a trusted CA, be within its
