@@ -2,6 +2,7 @@
 //! policies by namespace, enforce and audit modes, allowlists, pinned pulls, and the
 //! CreateContainer gate for images that never passed PullImage.
 
+use containerd_client::services::v1::images_client::ImagesClient;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::*;
@@ -149,6 +150,20 @@ async fn pulled_on(socket: &std::path::Path, image: &str) -> String {
 /// Pulls `image` straight into containerd, bypassing crigate; returns its image id.
 async fn pulled_directly(node: &Node, image: &str) -> String {
     pulled_on(node.env.containerd.socket(), image).await
+}
+
+/// containerd's own images API (not CRI), bypassing crigate.
+async fn containerd_images(node: &Node) -> ImagesClient<Channel> {
+    ImagesClient::new(cri_channel(node.env.containerd.socket()).await.unwrap())
+}
+
+/// `message` as a request in the CRI plugin's containerd namespace, `k8s.io`.
+fn in_cri_namespace<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("containerd-namespace", "k8s.io".parse().unwrap());
+    request
 }
 
 /// A pod run through crigate, with crigate's runtime service to create its containers.
@@ -813,17 +828,12 @@ async fn pinned_pull_is_found_by_the_requested_tag() {
     // Pulling the same tag again, as kubelet does with `imagePullPolicy: Always`, finds
     // the name already right and leaves containerd's record of it untouched.
     let named_at = || async {
-        use containerd_client::services::v1::images_client::ImagesClient;
         use containerd_client::services::v1::GetImageRequest;
-        let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
-        let mut request = tonic::Request::new(GetImageRequest {
-            name: node.signed.clone(),
-        });
-        request
-            .metadata_mut()
-            .insert("containerd-namespace", "k8s.io".parse().unwrap());
-        let image = ImagesClient::new(channel)
-            .get(request)
+        let image = containerd_images(&node)
+            .await
+            .get(in_cri_namespace(GetImageRequest {
+                name: node.signed.clone(),
+            }))
             .await
             .unwrap()
             .into_inner()
@@ -1117,23 +1127,14 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_content() {
-    use containerd_client::services::v1::images_client::ImagesClient;
     use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
     let node = node().await;
     let unsigned_id = pulled_directly(&node, &node.unsigned).await;
     // Someone with the runtime's own API (an image import, `ctr images tag`) names the
     // unsigned content after the signed image's digest.
-    let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
-    let mut native = ImagesClient::new(channel);
-    fn namespaced<T>(request: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(request);
-        request
-            .metadata_mut()
-            .insert("containerd-namespace", "k8s.io".parse().unwrap());
-        request
-    }
+    let mut native = containerd_images(&node).await;
     let target = native
-        .get(namespaced(GetImageRequest {
+        .get(in_cri_namespace(GetImageRequest {
             name: node.unsigned.clone(),
         }))
         .await
@@ -1144,7 +1145,7 @@ async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_conten
         .target;
     let forged = node.env.app_digest_ref();
     native
-        .create(namespaced(CreateImageRequest {
+        .create(in_cri_namespace(CreateImageRequest {
             image: Some(Image {
                 name: forged.clone(),
                 labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
@@ -1268,7 +1269,6 @@ async fn an_allowlisted_name_claimed_for_another_image_exempts_nothing() {
 /// allowlisted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused() {
-    use containerd_client::services::v1::images_client::ImagesClient;
     use containerd_client::services::v1::DeleteImageRequest;
     let node = node().await;
     let id = pulled_directly(&node, &node.unsigned).await;
@@ -1279,16 +1279,15 @@ async fn an_image_known_only_by_a_tag_is_allowlisted_by_it_and_otherwise_refused
         .into_iter()
         .next()
         .unwrap();
-    let mut request = tonic::Request::new(DeleteImageRequest {
-        name: digest_name,
-        sync: true,
-        ..Default::default()
-    });
-    request
-        .metadata_mut()
-        .insert("containerd-namespace", "k8s.io".parse().unwrap());
-    let channel = cri_channel(node.env.containerd.socket()).await.unwrap();
-    ImagesClient::new(channel).delete(request).await.unwrap();
+    containerd_images(&node)
+        .await
+        .delete(in_cri_namespace(DeleteImageRequest {
+            name: digest_name,
+            sync: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
     for _ in 0..50 {
         if status(&node, &id).await.unwrap().repo_digests.is_empty() {
             break;
