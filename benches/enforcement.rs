@@ -54,7 +54,7 @@ use crigate::audit::{new_id, AuditRecord, Auditor, DecisionKind, Sink};
 use daemon::{Crigate, Options};
 use harness::cri::{create_pause, kubelet_create, pull_request};
 use harness::journald::Journald;
-use harness::process::Relay;
+use harness::process::{cpu_time, Relay};
 use harness::{cri_channel, Env};
 use signer::KeySigner;
 
@@ -123,19 +123,6 @@ async fn record_cost(sinks: Vec<Arc<dyn Sink>>, count: usize) -> [Duration; 3] {
         p99(&mut written_after),
         p50(&mut durable_after),
     ]
-}
-
-/// CPU time a process has run so far, all its threads (from each one's
-/// `/proc/PID/task/TID/schedstat`, in nanoseconds; a thread that ended is not counted).
-fn cpu_time(pid: u32) -> Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
-    let nanos: u64 = tasks
-        .filter_map(|task| {
-            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
-            stat.split_whitespace().next()?.parse::<u64>().ok()
-        })
-        .sum();
-    Duration::from_nanos(nanos)
 }
 
 /// The CPU time each of `pids` used while `work` ran.

@@ -35,7 +35,7 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 
 use daemon::{Crigate, Options};
-use harness::process::Relay;
+use harness::process::{cpu_time, Relay};
 use harness::{container_config, cri_channel, Env};
 
 const CONTAINERS: usize = 50;
@@ -44,17 +44,6 @@ const CONTAINERS: usize = 50;
 enum Call {
     Version,
     ListContainers,
-}
-
-/// CPU time (user + system) a process has used, from /proc (clock ticks of 10 ms).
-fn cpu_time(pid: u32) -> Duration {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the parenthesised command name; utime and stime are the 12th and
-    // 13th of them (proc(5): fields 14 and 15).
-    let rest = &stat[stat.rfind(')').unwrap() + 2..];
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
 }
 
 async fn one(client: &mut RuntimeServiceClient<Channel>, call: Call) {

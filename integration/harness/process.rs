@@ -569,3 +569,16 @@ fn unescape_mountinfo(escaped: &str) -> String {
     }
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// CPU time a process has run so far, all its threads (from each one's
+/// `/proc/PID/task/TID/schedstat`, in nanoseconds; a thread that ended is not counted).
+pub fn cpu_time(pid: u32) -> std::time::Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let nanos: u64 = tasks
+        .filter_map(|task| {
+            let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
+            stat.split_whitespace().next()?.parse::<u64>().ok()
+        })
+        .sum();
+    std::time::Duration::from_nanos(nanos)
+}
