@@ -537,8 +537,9 @@ impl PolicyDecider {
         // the name led to now; the runtime resolves the name again when it creates, and a
         // name can be moved in between. Pinned to the image's id, the content-addressed
         // form kubelet itself sends, it creates from the image that was decided on.
-        if let Some(id) = subject.id.as_ref().map(Digest::to_string) {
-            if judged.decision == Conclusion::Allow && id != request.image {
+        if let Some(id) = subject.id.filter(|_| judged.decision == Conclusion::Allow) {
+            let id = id.to_string();
+            if id != request.image {
                 judged.pinned = Some(id);
             }
         }
