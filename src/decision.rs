@@ -105,6 +105,13 @@ pub struct Decided {
 }
 
 /// Completes once a decision's record is as durable as its sinks make it.
+///
+/// The wait does work of its own (a sink's failure to make the record durable is
+/// counted as it completes), so it is not lost with the `Durable`: dropped before it
+/// completed, it goes on as a task of the runtime it was dropped in. Until someone polls
+/// it, nothing wakes for it, so a caller that looks only once it has to answer (the
+/// relay, when the runtime's answer arrives) costs no wake-up when the record is durable
+/// by then.
 #[must_use]
 pub struct Durable(Option<BoxFuture<'static, ()>>);
 
@@ -128,8 +135,31 @@ impl Durable {
 
     /// Waits until the record is durable.
     pub async fn wait(self) {
-        if let Some(future) = self.0 {
-            future.await;
+        self.await;
+    }
+}
+
+impl Future for Durable {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let Some(future) = self.0.as_mut() else {
+            return std::task::Poll::Ready(());
+        };
+        std::task::ready!(future.as_mut().poll(cx));
+        self.0 = None;
+        std::task::Poll::Ready(())
+    }
+}
+
+impl Drop for Durable {
+    fn drop(&mut self) {
+        if let Some(future) = self.0.take() {
+            // Outside a runtime (a runtime shutting down drops its tasks' state) there is
+            // nothing left to run it on.
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                drop(runtime.spawn(future));
+            }
         }
     }
 }
@@ -210,5 +240,61 @@ impl fmt::Display for ApiVersion {
             ApiVersion::V1 => "runtime.v1",
             ApiVersion::V1Alpha2 => "runtime.v1alpha2",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use tokio::sync::oneshot;
+
+    use super::*;
+
+    /// A wait that completes once `release` fires, and then sets `finished`.
+    fn durable_on(release: oneshot::Receiver<()>, finished: &Arc<AtomicBool>) -> Durable {
+        let finished = Arc::clone(finished);
+        Durable::after(async move {
+            let _ = release.await;
+            finished.store(true, Ordering::SeqCst);
+        })
+    }
+
+    #[tokio::test]
+    async fn a_wait_dropped_before_it_completed_runs_to_its_end() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (release, released) = oneshot::channel();
+        drop(durable_on(released, &finished));
+        release.send(()).unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !finished.load(Ordering::SeqCst) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            finished.load(Ordering::SeqCst),
+            "the dropped wait never ran"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_wait_completes_when_its_future_does_and_not_before() {
+        let finished = Arc::new(AtomicBool::new(false));
+        let (release, released) = oneshot::channel();
+        let mut durable = durable_on(released, &finished);
+        assert!(!durable.is_now());
+        let early = tokio::time::timeout(Duration::from_millis(50), &mut durable).await;
+        assert!(early.is_err(), "completed before its future");
+        release.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), &mut durable)
+            .await
+            .unwrap();
+        assert!(finished.load(Ordering::SeqCst));
+        // Polled again once complete, it stays complete.
+        tokio::time::timeout(Duration::from_secs(5), &mut durable)
+            .await
+            .unwrap();
+        assert!(Durable::now().is_now());
     }
 }

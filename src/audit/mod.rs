@@ -162,9 +162,10 @@ impl Auditor {
     /// # Cancel safety
     ///
     /// A sink that can take the record at once ([`Sink::write_now`]) does so before this
-    /// future first returns; every other sink write, and every wait for durability, runs
-    /// as a spawned task: dropping this future, or the wait for durability, does not stop
-    /// a write that has begun.
+    /// future first returns; every other sink write runs as a spawned task, and a wait
+    /// for durability goes on by itself once dropped ([`Durable`]): dropping this
+    /// future, or the wait for durability, does not stop a write that has begun, nor the
+    /// counting of its failure.
     pub async fn record(&self, record: AuditRecord) -> Written {
         decision_event(&record);
         self.inner.metrics.decided(&record);
@@ -192,11 +193,13 @@ impl Auditor {
                 }
             }
         }
-        // The waits of the sinks written at once, watched whether or not anyone waits.
-        let watched = (!pending.is_empty()).then(|| {
+        // The waits of the sinks written at once, counted as they complete: a `Durable`
+        // goes on by itself if dropped (this future dropped below, say), and wakes
+        // nobody before it is polled.
+        let at_once = (!pending.is_empty()).then(|| {
             let inner = Arc::clone(&self.inner);
             let id = record.id.clone();
-            tokio::spawn(async move {
+            Durable::after(async move {
                 for (index, durability) in pending {
                     if let Err(error) = durability.await {
                         inner.failed(index, &id, &error);
@@ -217,21 +220,24 @@ impl Auditor {
                 }
             }
         }
-        if watched.is_none() && tasks.is_empty() {
-            return written;
-        }
-        let inner = Arc::clone(&self.inner);
-        let id = record.id.clone();
-        written.durable = Durable::after(async move {
-            if let Some(watched) = watched {
-                let _ = watched.await;
+        written.durable = match (at_once, tasks.is_empty()) {
+            (None, true) => Durable::now(),
+            (Some(at_once), true) => at_once,
+            (at_once, false) => {
+                let inner = Arc::clone(&self.inner);
+                let id = record.id.clone();
+                Durable::after(async move {
+                    if let Some(at_once) = at_once {
+                        at_once.await;
+                    }
+                    for (index, name, task) in tasks {
+                        if task.await.is_err() {
+                            inner.failed(index, &id, &Error::Lost { sink: name });
+                        }
+                    }
+                })
             }
-            for (index, name, task) in tasks {
-                if task.await.is_err() {
-                    inner.failed(index, &id, &Error::Lost { sink: name });
-                }
-            }
-        });
+        };
         written
     }
 }

@@ -337,10 +337,21 @@ impl Spool {
             return Some(Err(error));
         }
         let (durable, is_durable) = oneshot::channel();
-        // The fsync is asked for now, so that it happens whether or not anyone waits.
+        // The fsync is asked for now, so that it happens whether or not anyone waits, and
+        // however late the wait is first polled.
         let unsent = match self.queue.try_send(Message::Sync(durable)) {
             Ok(()) => None,
-            Err(mpsc::error::TrySendError::Full(message)) => Some((self.queue.clone(), message)),
+            Err(mpsc::error::TrySendError::Full(message)) => {
+                let queue = self.queue.clone();
+                match tokio::runtime::Handle::try_current() {
+                    // A send that fails finds the writer gone, which the wait reports.
+                    Ok(runtime) => {
+                        drop(runtime.spawn(async move { queue.send(message).await }));
+                        None
+                    }
+                    Err(_) => Some((queue, message)),
+                }
+            }
             Err(mpsc::error::TrySendError::Closed(_)) => return Some(Err(Error::WriterGone)),
         };
         Some(Ok(Box::pin(async move {

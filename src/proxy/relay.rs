@@ -32,6 +32,7 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,7 +47,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::MethodPolicy;
-use crate::decision::{Caller, Phase};
+use crate::decision::{Caller, Durable, Phase};
 use crate::proxy::body::ProxyBody;
 use crate::proxy::frame::{self, code, flag, kind, setting, Head};
 use crate::proxy::hpack;
@@ -214,6 +215,10 @@ struct Gate {
     task: Option<AbortHandle>,
     /// Allowed and sent on; the runtime's answer waits for the record to be durable.
     forwarded: bool,
+    /// The wait for the record, looked at once the runtime answers (by then the record
+    /// is nearly always durable, and nothing had to wake for it); a task waits for it
+    /// when it is not.
+    durable: Option<Durable>,
 }
 
 impl Drop for Gate {
@@ -1031,6 +1036,7 @@ impl Relay {
                         complete: false,
                         task: None,
                         forwarded: false,
+                        durable: None,
                     },
                 );
             }
@@ -1171,12 +1177,7 @@ impl Relay {
                 if durable.is_now() {
                     self.drop_gate(stream);
                 } else {
-                    let events = self.events.clone();
-                    let task = tokio::spawn(async move {
-                        durable.wait().await;
-                        let _ = events.send((stream, Event::Durable)).await;
-                    });
-                    gate.task = Some(task.abort_handle());
+                    gate.durable = Some(durable);
                 }
             }
             Ok(Gated::Answer(response)) => {
@@ -1266,8 +1267,33 @@ impl Relay {
     }
 
     /// Whether the runtime's frames for `stream` wait for its decision's record.
-    fn awaiting_record(&self, stream: u32) -> bool {
-        self.gates.get(&stream).is_some_and(|gate| gate.forwarded)
+    /// Whether what the runtime sends on `stream` must wait for the record of its
+    /// decision. The first time it is asked of a record not yet durable, a task starts
+    /// waiting for it ([`Event::Durable`] ends the wait); a record found durable ends it
+    /// at once. Never releases held frames itself: its callers are the ones that do.
+    fn awaiting_record(&mut self, stream: u32) -> bool {
+        let Some(gate) = self.gates.get_mut(&stream).filter(|gate| gate.forwarded) else {
+            return false;
+        };
+        let Some(mut durable) = gate.durable.take() else {
+            // Already waited for by a task.
+            return true;
+        };
+        let waker = futures_util::task::noop_waker();
+        if Pin::new(&mut durable)
+            .poll(&mut std::task::Context::from_waker(&waker))
+            .is_ready()
+        {
+            self.gates.remove(&stream);
+            return false;
+        }
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            durable.await;
+            let _ = events.send((stream, Event::Durable)).await;
+        });
+        gate.task = Some(task.abort_handle());
+        true
     }
 
     // --- local answers ---
