@@ -507,3 +507,115 @@ async fn runtime_restart_is_survived_without_restarting_crigate() {
     assert_eq!(version.runtime_name, "containerd");
     assert_eq!(crigate.pid(), pid, "crigate was restarted");
 }
+
+/// Frames of one raw HTTP/2 connection: kind, flags, stream and payload.
+type Frames = Vec<(u8, u8, u32, Vec<u8>)>;
+
+/// A CRI Version call on a new connection to `socket`, made frame by frame as a client
+/// does (its SETTINGS and PINGs acknowledged), and every frame received until the
+/// call's trailers.
+async fn raw_version_call(socket: &std::path::Path) -> Frames {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
+        let len = payload.len().to_be_bytes();
+        let mut out = vec![len[5], len[6], len[7], kind, flags];
+        out.extend_from_slice(&stream.to_be_bytes());
+        out.extend_from_slice(payload);
+        out
+    };
+    // Literal fields without indexing, new names, no Huffman coding (RFC 7541 §6.2.2).
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/runtime.v1.RuntimeService/Version"),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend(frame(4, 0, 0, &[]));
+    hello.extend(frame(1, 0x4, 1, &block));
+    // An empty VersionRequest in its gRPC frame, ending the stream.
+    hello.extend(frame(0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    stream.write_all(&hello).await.unwrap();
+
+    let mut frames = Frames::new();
+    let mut buf = Vec::new();
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            while buf.len() >= 9 {
+                let len =
+                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+                if buf.len() < 9 + len {
+                    break;
+                }
+                let (kind, flags) = (buf[3], buf[4]);
+                let id = u32::from_be_bytes(buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
+                let payload = buf[9..9 + len].to_vec();
+                buf.drain(..9 + len);
+                match (kind, flags & 0x1) {
+                    (4, 0) => stream.write_all(&frame(4, 0x1, 0, &[])).await.unwrap(),
+                    (6, 0) => stream.write_all(&frame(6, 0x1, 0, &payload)).await.unwrap(),
+                    _ => {}
+                }
+                let trailers = kind == 1 && id == 1 && flags & 0x1 != 0;
+                frames.push((kind, flags, id, payload));
+                if trailers {
+                    return;
+                }
+            }
+            let mut chunk = [0u8; 16 * 1024];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert_ne!(n, 0, "the connection closed before the call's trailers");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("no trailers for the Version call");
+    frames
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
+    let (env, crigate) = setup().await;
+    let direct = raw_version_call(env.containerd.socket()).await;
+    let proxied = raw_version_call(&crigate.socket).await;
+    let pings = |frames: &Frames| {
+        frames
+            .iter()
+            .filter(|(kind, flags, _, _)| *kind == 6 && flags & 0x1 == 0)
+            .count()
+    };
+    // containerd's gRPC server follows a request body with a PING (its window sizing)
+    // and a WINDOW_UPDATE: what this test is about.
+    assert!(pings(&direct) > 0, "containerd sent no PING: {direct:?}");
+    assert_eq!(pings(&proxied), 0, "a PING reached the client: {proxied:?}");
+    let window_updates = |frames: &Frames| {
+        frames
+            .iter()
+            .filter(|(kind, _, stream, _)| *kind == 8 && *stream == 0)
+            .count()
+    };
+    assert!(
+        window_updates(&proxied) >= window_updates(&direct),
+        "the runtime's WINDOW_UPDATE was not passed on: {proxied:?}"
+    );
+    // The call itself: the same response message, ended by trailers.
+    let message = |frames: &Frames| -> Vec<u8> {
+        frames
+            .iter()
+            .filter(|(kind, _, stream, _)| *kind == 0 && *stream == 1)
+            .flat_map(|(_, _, _, payload)| payload.clone())
+            .collect()
+    };
+    assert!(!message(&direct).is_empty());
+    assert_eq!(message(&proxied), message(&direct));
+}

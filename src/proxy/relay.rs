@@ -2,7 +2,7 @@
 //!
 //! Each client connection gets a connection of its own to the runtime. Frames pass
 //! between the two as they are (the runtime's SETTINGS with `max_concurrent_streams`
-//! lowered to crigate's), with four exceptions:
+//! lowered to crigate's), with five exceptions:
 //!
 //! - **Request header blocks are decoded and encoded again.** crigate must read every
 //!   request's `:path` to route it, and a block it has decoded is sent on as literals
@@ -25,6 +25,13 @@
 //!   runtime connection is lost, open streams get UNAVAILABLE, later streams are answered
 //!   by [`Proxy::call`] (which reconnects by itself), and once the runtime accepts
 //!   connections again the client is moved to a fresh connection that is relayed.
+//! - **The runtime's PINGs are answered here.** A PING is a connection's own, hop by hop
+//!   (RFC 9113 §6.7: it belongs to no stream), and the runtime's measure the connection
+//!   it has, the one to crigate. grpc-go, containerd's server, sends one with a
+//!   WINDOW_UPDATE after nearly every request body, to size its windows (BDP
+//!   estimation); relayed, each would cost the client a reply and crigate a wake-up and
+//!   two more writes per call, for an answer crigate can give at once. The client's own
+//!   PINGs still go to the runtime, and their ACKs back.
 //!
 //! Response header blocks from the runtime are never decoded: the client's HPACK decoder
 //! follows the runtime's encoder unchanged, and blocks crigate adds never touch its table.
@@ -1515,6 +1522,15 @@ impl Relay {
                 }
                 self.go_away();
             }
+            kind::PING if !head.has(flag::ACK) => {
+                match <[u8; 8]>::try_from(&bytes[frame::HEAD_LEN..]) {
+                    // Written between whole frames: crigate sends the runtime only whole
+                    // header blocks.
+                    Ok(opaque) => frame::put_ping(&mut self.to_upstream, true, opaque),
+                    // Malformed: the client rejects it as it would the runtime's own.
+                    Err(_) => self.relay_to_client(head, bytes),
+                }
+            }
             _ => self.relay_to_client(head, bytes),
         }
     }
@@ -1886,6 +1902,8 @@ pub fn fuzz_header_blocks(data: &[u8]) {
 
 #[cfg(test)]
 mod gate_tests;
+#[cfg(test)]
+mod ping_tests;
 
 #[cfg(test)]
 mod tests {
