@@ -252,6 +252,9 @@ verifiers = ["release"]
     let start = |dir: &std::path::Path, spool: &str| {
         std::fs::create_dir_all(dir).unwrap();
         let mut options = Options::new(dir, env.containerd.socket(), &config(dir, spool));
+        // The daemon as shipped writes diagnostics to the journal that holds its records,
+        // and so no per-decision diagnostic (`crigate::decision`); here they go to a file,
+        // where that event would be written: `warn` leaves it out, as shipped.
         options.env.push(("RUST_LOG".into(), "warn".into()));
         Crigate::start(dir, options).unwrap()
     };

@@ -6,6 +6,7 @@
 
 use std::io::IsTerminal;
 use std::path::Path;
+use std::sync::OnceLock;
 
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -13,6 +14,14 @@ use tracing_subscriber::EnvFilter;
 
 /// Where the journal's native protocol socket lives.
 const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
+
+/// How [`init`] chose to write diagnostics; unset until it has.
+static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+
+/// The journal socket diagnostics are sent to, if they go to journald.
+pub fn journal_socket() -> Option<&'static Path> {
+    (FORMAT.get() == Some(&LogFormat::Journald)).then(|| Path::new(JOURNALD_SOCKET))
+}
 
 /// How diagnostics are written.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,5 +69,6 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<()> {
             .with(tracing_journald::layer()?.with_syslog_identifier("crigate".to_owned()))
             .try_init()?,
     }
+    let _ = FORMAT.set(format);
     Ok(())
 }

@@ -101,6 +101,8 @@ pub struct Auditor {
 struct Inner {
     node: Box<str>,
     sinks: Vec<Arc<dyn Sink>>,
+    /// Whether each record is also the `crigate::decision` diagnostic event.
+    decision_events: bool,
     failures: AtomicU64,
     metrics: Arc<metrics::NodeMetrics>,
 }
@@ -121,11 +123,25 @@ pub struct Written {
 impl Auditor {
     /// An auditor for `node` writing to `sinks`.
     pub fn new(node: impl Into<Box<str>>, sinks: Vec<Arc<dyn Sink>>) -> Self {
+        Self::build(node.into(), sinks, true)
+    }
+
+    /// An auditor for `node` writing to `sinks` that emits no `crigate::decision`
+    /// diagnostic event: for a daemon whose diagnostics go to the journal that one of
+    /// `sinks` already writes each record to, where the event would be the same
+    /// decision a second time (for whoever reads the journal, and for journald, whose
+    /// work per entry is about what the whole decision costs crigate).
+    pub fn without_decision_events(node: impl Into<Box<str>>, sinks: Vec<Arc<dyn Sink>>) -> Self {
+        Self::build(node.into(), sinks, false)
+    }
+
+    fn build(node: Box<str>, sinks: Vec<Arc<dyn Sink>>, decision_events: bool) -> Self {
         let names: Vec<&'static str> = sinks.iter().map(|sink| sink.name()).collect();
         Self {
             inner: Arc::new(Inner {
-                node: node.into(),
+                node,
                 sinks,
+                decision_events,
                 failures: AtomicU64::new(0),
                 metrics: Arc::new(metrics::NodeMetrics::new(&names)),
             }),
@@ -154,7 +170,7 @@ impl Auditor {
     }
 
     /// Writes `record` to every sink, concurrently, and emits the `crigate::decision`
-    /// event. Returns once every sink has written the record, with the wait until each
+    /// event (unless built [without](Auditor::without_decision_events)). Returns once every sink has written the record, with the wait until each
     /// has made it durable. A sink's failure is logged at `error` and counted, and does
     /// not change the decision: journald restarting must not stop every pod on the node,
     /// and the other sinks still hold the record.
@@ -167,7 +183,9 @@ impl Auditor {
     /// future, or the wait for durability, does not stop a write that has begun, nor the
     /// counting of its failure.
     pub async fn record(&self, record: AuditRecord) -> Written {
-        decision_event(&record);
+        if self.inner.decision_events {
+            decision_event(&record);
+        }
         self.inner.metrics.decided(&record);
         let record = Arc::new(record);
         let mut written = Written::default();
@@ -552,6 +570,43 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(auditor.failures(), 0);
+    }
+
+    /// What a diagnostics subscriber writes, shared with the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The `crigate::decision` events `auditor` emits while recording one record.
+    async fn decision_events(auditor: &Auditor) -> usize {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _default = tracing::subscriber::set_default(subscriber);
+        let _ = auditor.record(record()).await;
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        text.lines()
+            .filter(|line| line.contains("crigate::decision"))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn each_record_is_a_diagnostic_event_unless_the_auditor_is_built_without() {
+        assert_eq!(decision_events(&Auditor::new("node", Vec::new())).await, 1);
+        let quiet = Auditor::without_decision_events("node", Vec::new());
+        assert_eq!(decision_events(&quiet).await, 0);
     }
 
     #[tokio::test]

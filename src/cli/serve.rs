@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 
-use crate::config::Config;
+use crate::config::{AuditSettings, Config};
 use std::collections::BTreeMap;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -182,11 +182,21 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
         sinks.push(Arc::new(spool.clone()));
         watched = Some(spool);
     }
-    let auditor = Auditor::new(node, sinks);
+    let auditor = if repeats_records(&config.audit, crate::telemetry::journal_socket()) {
+        Auditor::without_decision_events(node, sinks)
+    } else {
+        Auditor::new(node, sinks)
+    };
     if let Some(spool) = watched {
         auditor.metrics().watch_spool(spool);
     }
     Ok((auditor, shipper))
+}
+
+/// Whether diagnostics sent to `diagnostics` (the journal socket they go to, if any)
+/// would repeat each decision in the journal that `audit` writes every record to.
+fn repeats_records(audit: &AuditSettings, diagnostics: Option<&Path>) -> bool {
+    audit.journald && diagnostics == Some(audit.journal_socket.as_path())
 }
 
 /// The decision seam a configuration asks for: its policies over its verifiers, or,
@@ -249,4 +259,29 @@ pub fn policy_decider(
     Ok(PolicyDecider::new(
         policies, verifiers, engine, runtime, auditor,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_are_not_repeated_in_the_journal_that_holds_their_records() {
+        let audit = AuditSettings::default();
+        let journal = audit.journal_socket.clone();
+        assert!(audit.journald);
+        assert!(repeats_records(&audit, Some(&journal)));
+        // Diagnostics on stderr, or in another journal: the event is the only copy there.
+        assert!(!repeats_records(&audit, None));
+        assert!(!repeats_records(
+            &audit,
+            Some(Path::new("/run/other/socket"))
+        ));
+        // No record goes to journald at all.
+        let off = AuditSettings {
+            journald: false,
+            ..AuditSettings::default()
+        };
+        assert!(!repeats_records(&off, Some(&journal)));
+    }
 }
