@@ -324,7 +324,15 @@ verifiers = ["release"]
     let (mut creates, cpu) = cpu_during(&pids, create_each(&mut runtimes, calls, minimal)).await;
     let pod_dir = env.dir().join("kubelet-pod");
     let kubelet_shaped = |i: usize, path: usize| {
-        kubelet_create(&pod, &sandbox, &format!("k{i}-{path}"), &image_id, &pod_dir).unwrap()
+        kubelet_create(
+            &pod,
+            &sandbox,
+            &format!("k{i}-{path}"),
+            &image_id,
+            &image,
+            &pod_dir,
+        )
+        .unwrap()
     };
     let mut kubelet_creates = create_each(&mut runtimes, calls, kubelet_shaped).await;
     // The pieces, directly on containerd: the lookup resolution makes, and one hop.

@@ -1350,6 +1350,7 @@ async fn a_kubelet_shaped_create_reaches_the_runtime_as_sent() {
         &pod.sandbox,
         "app",
         &image_id,
+        &node.signed,
         &node.env.dir().join("kubelet-pod"),
     )
     .unwrap();

@@ -140,7 +140,9 @@ pub fn create_pause(
 /// host paths made under `host_dir`), CPU and memory limits, and a security context that
 /// drops every capability, runs as a non-root user with `no_new_privs` and the runtime's
 /// default seccomp profile, and names the paths kubelet masks and makes read-only for the
-/// default `procMount`. What kubelet derives it from: `generateContainerConfig` and
+/// default `procMount`. As kubelet does, it names the image by `image_id` (the id
+/// PullImage returned) and carries the pod spec's `image:` as `user_specified_image`.
+/// What kubelet derives it from: `generateContainerConfig` and
 /// `generateLinuxContainerConfig` in kubelet's `kuberuntime` package.
 ///
 /// # Errors
@@ -150,7 +152,8 @@ pub fn kubelet_create(
     pod_id: &str,
     pod_config: &PodSandboxConfig,
     name: &str,
-    image: &str,
+    image_id: &str,
+    user_specified: &str,
     host_dir: &Path,
 ) -> Result<CreateContainerRequest> {
     let pod = pod_config.metadata.clone().unwrap_or_default();
@@ -241,8 +244,8 @@ pub fn kubelet_create(
             attempt: 0,
         }),
         image: Some(ImageSpec {
-            image: image.to_string(),
-            user_specified_image: image.to_string(),
+            image: image_id.to_string(),
+            user_specified_image: user_specified.to_string(),
             ..Default::default()
         }),
         command: vec!["/pause".to_string()],
