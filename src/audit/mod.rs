@@ -170,10 +170,11 @@ impl Auditor {
     }
 
     /// Writes `record` to every sink, concurrently, and emits the `crigate::decision`
-    /// event (unless built [without](Auditor::without_decision_events)). Returns once every sink has written the record, with the wait until each
-    /// has made it durable. A sink's failure is logged at `error` and counted, and does
-    /// not change the decision: journald restarting must not stop every pod on the node,
-    /// and the other sinks still hold the record.
+    /// event (unless built [without](Auditor::without_decision_events)). Returns once
+    /// every sink has written the record, with the wait until each has made it durable.
+    /// A sink's failure is logged at `error` and counted, and does not change the
+    /// decision: journald restarting must not stop every pod on the node, and the other
+    /// sinks still hold the record.
     ///
     /// # Cancel safety
     ///

@@ -1273,7 +1273,6 @@ impl Relay {
         }
     }
 
-    /// Whether the runtime's frames for `stream` wait for its decision's record.
     /// Whether what the runtime sends on `stream` must wait for the record of its
     /// decision. The first time it is asked of a record not yet durable, a task starts
     /// waiting for it ([`Event::Durable`] ends the wait); a record found durable ends it
