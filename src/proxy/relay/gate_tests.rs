@@ -227,6 +227,32 @@ fn create_request_annotated(annotation: usize) -> Bytes {
     grpc(&request.encode_to_vec())
 }
 
+/// crigate's relay serving one end of a socket pair in front of the runtime at
+/// `upstream`, deciding with `decide`, with more keys of `[cri]`; the other end, for the
+/// client.
+pub(super) fn relay_to(
+    dir: &Path,
+    upstream: &Path,
+    decide: Arc<dyn Decide>,
+    cri: &str,
+) -> UnixStream {
+    let text = format!(
+        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n{cri}\n",
+        dir.join("crigate.sock").display(),
+        upstream.display()
+    );
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, decide));
+    let (client, served) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    tokio::spawn(serve(served, caller, proxy, CancellationToken::new()));
+    client
+}
+
 /// crigate's relay in front of `runtime`, deciding with `decide`, and a client
 /// connection to it.
 async fn connect(
@@ -244,20 +270,7 @@ async fn connect_with(
     decide: Chosen,
     cri: &str,
 ) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
-    let text = format!(
-        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n{cri}\n",
-        dir.join("crigate.sock").display(),
-        runtime.socket.display()
-    );
-    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(decide)));
-    let (client, served) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
-    tokio::spawn(serve(served, caller, proxy, CancellationToken::new()));
+    let client = relay_to(dir, &runtime.socket, Arc::new(decide), cri);
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
             .await
@@ -291,6 +304,22 @@ async fn read_answer(response: Response<hyper::body::Incoming>) -> (Bytes, Strin
     };
     let (status, message) = (field("grpc-status"), field("grpc-message"));
     (collected.to_bytes(), status, message)
+}
+
+/// The answer to a create sent on `client`, which must come within five seconds
+/// (`held` says what it means if it does not).
+async fn answer_in_time(
+    client: &mut hyper::client::conn::http2::SendRequest<ProxyBody>,
+    held: &str,
+) -> (Bytes, String, String) {
+    let response = tokio::time::timeout(
+        Duration::from_secs(5),
+        client.send_request(create_call(create_request())),
+    )
+    .await
+    .expect(held)
+    .unwrap();
+    read_answer(response).await
 }
 
 type Call = tokio::task::JoinHandle<Result<Response<hyper::body::Incoming>, hyper::Error>>;
@@ -342,14 +371,7 @@ async fn an_answer_whose_record_is_already_durable_passes_at_once() {
     durable.send(()).unwrap();
     let mut client = connect(dir.path(), &runtime, decide).await;
     for _ in 0..3 {
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            client.send_request(create_call(create_request())),
-        )
-        .await
-        .expect("the answer was held")
-        .unwrap();
-        let (body, status, _) = read_answer(response).await;
+        let (body, status, _) = answer_in_time(&mut client, "the answer was held").await;
         assert_eq!(status, "0");
         let answer = v1::CreateContainerResponse::decode(&body[5..]).unwrap();
         assert_eq!(answer.container_id, "c-1");
@@ -492,14 +514,8 @@ async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serve
         "the runtime got the body"
     );
     // The connection is still served: crigate answers while the runtime is away.
-    let response = tokio::time::timeout(
-        Duration::from_secs(5),
-        client.send_request(create_call(create_request())),
-    )
-    .await
-    .expect("the connection stopped serving")
-    .unwrap();
-    assert_eq!(read_answer(response).await.1, "14");
+    let (_, status, _) = answer_in_time(&mut client, "the connection stopped serving").await;
+    assert_eq!(status, "14");
 }
 
 #[tokio::test]

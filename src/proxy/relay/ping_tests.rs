@@ -7,11 +7,9 @@
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 
+use super::gate_tests::relay_to;
 use super::*;
-use crate::config::Config;
 use crate::decision::AllowAll;
-
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// Frames read from `stream` (kind, flags, payload) until `until` completes, each
 /// SETTINGS acknowledged as a client does; PINGs are left unanswered.
@@ -57,22 +55,9 @@ async fn a_runtime_ping_is_answered_by_crigate_and_never_reaches_the_client() {
         matches!(pong, Ok(Ok(_)))
     });
 
-    let text = format!(
-        "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
-        dir.path().join("crigate.sock").display(),
-        socket.display()
-    );
-    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(AllowAll)));
-    let (mut client, served) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
-    tokio::spawn(serve(served, caller, proxy, CancellationToken::new()));
+    let mut client = relay_to(dir.path(), &socket, Arc::new(AllowAll), "");
     // The client preface, with an empty SETTINGS.
-    let mut hello = BytesMut::from(PREFACE);
+    let mut hello = BytesMut::from(frame::PREFACE);
     frame::put_settings(&mut hello, &[]);
     client.write_all(&hello).await.unwrap();
 
