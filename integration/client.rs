@@ -133,3 +133,30 @@ pub async fn send(
     sender.ready().await?;
     RawResponse::read(sender.send_request(request).await?).await
 }
+
+/// The client connection preface (RFC 9113 §3.4), for tests that write frames by hand.
+pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// A frame as read off the wire: type, flags, stream id and payload.
+pub type RawFrame = (u8, u8, u32, Vec<u8>);
+
+/// A frame of type `kind` with `flags` on `stream`, carrying `payload`, as it goes on
+/// the wire (RFC 9113 §4.1).
+pub fn encode_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len().to_be_bytes();
+    let mut out = vec![len[5], len[6], len[7], kind, flags];
+    out.extend_from_slice(&stream.to_be_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Takes the first whole frame off the front of `buf`; `None` while it holds none.
+pub fn next_frame(buf: &mut Vec<u8>) -> Option<RawFrame> {
+    let head = buf.get(..9)?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let (kind, flags) = (head[3], head[4]);
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let payload = buf.get(9..9 + len)?.to_vec();
+    buf.drain(..9 + len);
+    Some((kind, flags, stream, payload))
+}

@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::UnixStream;
 use tokio::task::JoinHandle;
 
-use crate::client::{call, connect, grpc_request, send, RawResponse};
+use crate::client::{call, connect, grpc_request, next_frame, send, RawResponse, PREFACE};
 use crate::daemon::{Crigate, Options};
 use crate::proxy::{pull_body, setup};
 use crate::standin::{self, StandIn};
@@ -243,17 +243,9 @@ async fn frames_until_closed(stream: &mut UnixStream) -> Vec<(u8, Vec<u8>)> {
         .await
         .expect("connection not closed")
         .unwrap();
-    let mut frames = Vec::new();
-    let mut rest = &bytes[..];
-    while rest.len() >= 9 {
-        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
-        let Some(payload) = rest.get(9..9 + len) else {
-            break;
-        };
-        frames.push((rest[3], payload.to_vec()));
-        rest = &rest[9 + len..];
-    }
-    frames
+    std::iter::from_fn(|| next_frame(&mut bytes))
+        .map(|(kind, _, _, payload)| (kind, payload))
+        .collect()
 }
 
 /// The error code of the GOAWAY among `frames`.
@@ -270,7 +262,7 @@ async fn a_damaged_header_block_ends_that_connection_only() {
     use tokio::io::AsyncWriteExt;
     let s = setup("");
     let mut stream = UnixStream::connect(&s.crigate.socket).await.unwrap();
-    let mut bytes = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    let mut bytes = PREFACE.to_vec();
     // An empty SETTINGS.
     bytes.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
     // HEADERS, END_HEADERS, stream 1: an indexed field with index 0, which HPACK forbids.

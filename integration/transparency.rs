@@ -7,6 +7,7 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 
+use crate::client::{encode_frame, next_frame, RawFrame, PREFACE};
 use crate::daemon::{Crigate, Options};
 use crate::harness::{container_config, cri_channel, Env};
 
@@ -508,21 +509,14 @@ async fn runtime_restart_is_survived_without_restarting_crigate() {
     assert_eq!(crigate.pid(), pid, "crigate was restarted");
 }
 
-/// Frames of one raw HTTP/2 connection: kind, flags, stream and payload.
-type Frames = Vec<(u8, u8, u32, Vec<u8>)>;
+/// Frames of one raw HTTP/2 connection.
+type Frames = Vec<RawFrame>;
 
 /// A CRI Version call on a new connection to `socket`, made frame by frame as a client
 /// does (its SETTINGS and PINGs acknowledged), and every frame received until the
 /// call's trailers.
 async fn raw_version_call(socket: &std::path::Path) -> Frames {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let frame = |kind: u8, flags: u8, stream: u32, payload: &[u8]| {
-        let len = payload.len().to_be_bytes();
-        let mut out = vec![len[5], len[6], len[7], kind, flags];
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    };
     // Literal fields without indexing, new names, no Huffman coding (RFC 7541 §6.2.2).
     let mut block = Vec::new();
     for (name, value) in [
@@ -539,11 +533,11 @@ async fn raw_version_call(socket: &std::path::Path) -> Frames {
         block.push(value.len() as u8);
         block.extend_from_slice(value.as_bytes());
     }
-    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
-    hello.extend(frame(4, 0, 0, &[]));
-    hello.extend(frame(1, 0x4, 1, &block));
+    let mut hello = PREFACE.to_vec();
+    hello.extend(encode_frame(4, 0, 0, &[]));
+    hello.extend(encode_frame(1, 0x4, 1, &block));
     // An empty VersionRequest in its gRPC frame, ending the stream.
-    hello.extend(frame(0, 0x1, 1, &[0, 0, 0, 0, 0]));
+    hello.extend(encode_frame(0, 0x1, 1, &[0, 0, 0, 0, 0]));
     let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
     stream.write_all(&hello).await.unwrap();
 
@@ -551,19 +545,16 @@ async fn raw_version_call(socket: &std::path::Path) -> Frames {
     let mut buf = Vec::new();
     tokio::time::timeout(std::time::Duration::from_secs(10), async {
         loop {
-            while buf.len() >= 9 {
-                let len =
-                    usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
-                if buf.len() < 9 + len {
-                    break;
-                }
-                let (kind, flags) = (buf[3], buf[4]);
-                let id = u32::from_be_bytes(buf[5..9].try_into().unwrap()) & 0x7fff_ffff;
-                let payload = buf[9..9 + len].to_vec();
-                buf.drain(..9 + len);
+            while let Some((kind, flags, id, payload)) = next_frame(&mut buf) {
                 match (kind, flags & 0x1) {
-                    (4, 0) => stream.write_all(&frame(4, 0x1, 0, &[])).await.unwrap(),
-                    (6, 0) => stream.write_all(&frame(6, 0x1, 0, &payload)).await.unwrap(),
+                    (4, 0) => stream
+                        .write_all(&encode_frame(4, 0x1, 0, &[]))
+                        .await
+                        .unwrap(),
+                    (6, 0) => stream
+                        .write_all(&encode_frame(6, 0x1, 0, &payload))
+                        .await
+                        .unwrap(),
                     _ => {}
                 }
                 let trailers = kind == 1 && id == 1 && flags & 0x1 != 0;
