@@ -203,7 +203,8 @@ impl Drop for Local {
 }
 
 /// A gated call (CreateContainer) open on the runtime while crigate decides it. Its
-/// request header block went to the runtime at once, so the stream takes its place in
+/// request header block is written to the runtime in the turn it was read in (with the
+/// body, when the decision is made in its first poll), so the stream takes its place in
 /// the connection's order of stream ids; its DATA frames wait here, unchanged, until the
 /// call is allowed. Held bytes stay counted against the client's connection window, as
 /// the runtime will count them once it has them; bytes of a call that never reaches the
@@ -396,7 +397,7 @@ struct Relay {
     /// Gated calls open on the runtime whose decision, or whose record's durability, is
     /// awaited.
     gates: HashMap<u32, Gate>,
-    /// Gated calls whose request is complete, decided once what was read is written.
+    /// Gated calls whose request is complete, decided before what was read is written.
     to_decide: Vec<u32>,
     /// Recent ids of streams that never reached the runtime.
     never_forwarded: BTreeSet<u32>,
@@ -507,6 +508,14 @@ impl Relay {
         let mut probe = tokio::time::interval(PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Decided before what was read is written: a decision made in its first poll
+            // (a cached verdict) sends its stream's header block and body to the runtime
+            // in one write, one wake-up of the runtime rather than two. A decision that
+            // has to wait goes on in a task, and the header block goes out now, so the
+            // runtime opens the stream while crigate decides.
+            for stream in std::mem::take(&mut self.to_decide) {
+                self.decide_gate(stream);
+            }
             self.flush_local();
             if !self.to_upstream.is_empty() {
                 if let Some(socket) = upstream.as_ref() {
@@ -523,15 +532,6 @@ impl Relay {
                     .await
                     .map_err(Error::Client)?;
                 self.to_client.clear();
-            }
-            if !self.to_decide.is_empty() {
-                // Decided after their header blocks went out, so the runtime opens their
-                // streams while crigate decides; what the decisions allow is written at
-                // the top of the loop.
-                for stream in std::mem::take(&mut self.to_decide) {
-                    self.decide_gate(stream);
-                }
-                continue;
             }
             if self.finished() {
                 let _ = client.shutdown_write();

@@ -32,6 +32,9 @@ struct Chosen {
     durable: Mutex<Option<oneshot::Receiver<()>>>,
     /// How long deciding takes (a verification the cache does not answer).
     takes: Duration,
+    /// How long the first poll keeps the thread busy (a decision made at once that costs
+    /// CPU).
+    blocks: Duration,
 }
 
 impl Chosen {
@@ -42,6 +45,7 @@ impl Chosen {
             decision,
             durable: Mutex::new(Some(held)),
             takes,
+            blocks: Duration::ZERO,
         };
         (chosen, durable)
     }
@@ -52,6 +56,15 @@ impl Chosen {
             decision,
             durable: Mutex::new(None),
             takes: Duration::ZERO,
+            blocks: Duration::ZERO,
+        }
+    }
+
+    /// `decision`, made at once in a first poll that keeps the thread busy for `blocks`.
+    fn busy(decision: Decision, blocks: Duration) -> Self {
+        Self {
+            blocks,
+            ..Self::at_once(decision)
         }
     }
 }
@@ -59,8 +72,11 @@ impl Chosen {
 impl Decide for Chosen {
     fn decide<'a>(&'a self, _: &'a RequestContext) -> BoxFuture<'a, Decided> {
         let held = self.durable.lock().unwrap().take();
-        let (decision, takes) = (self.decision.clone(), self.takes);
+        let (decision, takes, blocks) = (self.decision.clone(), self.takes, self.blocks);
         Box::pin(async move {
+            // Blocking on purpose: the stand-in for a first poll that costs CPU.
+            #[allow(clippy::disallowed_methods)]
+            std::thread::sleep(blocks);
             if !takes.is_zero() {
                 tokio::time::sleep(takes).await;
             }
@@ -540,4 +556,71 @@ async fn a_create_over_the_message_limit_is_refused_and_never_reaches_the_runtim
         .filter_map(|r| r.body)
         .collect();
     assert_eq!(whole, vec![small]);
+}
+
+#[tokio::test]
+async fn a_create_decided_in_its_first_poll_reaches_the_runtime_in_one_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("runtime.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    // The runtime, on a thread of its own so that it reads whenever bytes arrive: for
+    // each frame of stream 1, the number of the read that completed it.
+    let runtime = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut settings = BytesMut::new();
+        frame::put_settings(&mut settings, &[]);
+        stream.write_all(&settings).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let (mut buf, mut chunk, mut seen) = (BytesMut::new(), vec![0; 65_536], Vec::new());
+        for read in 0.. {
+            let n = stream.read(&mut chunk).unwrap();
+            assert_ne!(n, 0, "crigate closed the runtime connection");
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.starts_with(frame::PREFACE) {
+                let _ = buf.split_to(frame::PREFACE.len());
+            }
+            while let Some((head, _)) = frame::next(&mut buf) {
+                if head.kind == kind::SETTINGS && !head.has(flag::ACK) {
+                    let mut ack = BytesMut::new();
+                    frame::put_settings_ack(&mut ack);
+                    stream.write_all(&ack).unwrap();
+                }
+                if head.stream == 1 {
+                    seen.push((read, head.kind));
+                    if head.kind == kind::DATA && head.has(flag::END_STREAM) {
+                        return seen;
+                    }
+                }
+            }
+        }
+        unreachable!()
+    });
+    // Deciding keeps crigate's thread busy long enough for the runtime to read anything
+    // written before the decision on its own.
+    let decide = Chosen::busy(Decision::Allow { pin: None }, Duration::from_millis(100));
+    let client = relay_to(dir.path(), &socket, Arc::new(decide), "");
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let call = tokio::spawn(sender.send_request(create_call(create_request())));
+    let seen = tokio::task::spawn_blocking(move || runtime.join().unwrap())
+        .await
+        .unwrap();
+    call.abort();
+    let reads: BTreeSet<usize> = seen.iter().map(|(read, _)| *read).collect();
+    assert_eq!(
+        seen.first().map(|(_, kind)| *kind),
+        Some(kind::HEADERS),
+        "{seen:?}"
+    );
+    assert_eq!(
+        reads.len(),
+        1,
+        "head and body came in separate writes: {seen:?}"
+    );
 }
