@@ -9,8 +9,9 @@
 //! A failed send is an error the [`super::Auditor`] sees and counts; `tracing-journald`
 //! drops them, which is why diagnostics go there and audit records come here.
 
+use std::os::unix::net::UnixDatagram as UnixDatagramStd;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::net::UnixDatagram;
@@ -38,8 +39,11 @@ pub const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 #[derive(Clone, Debug)]
 pub struct Journald {
     socket: Arc<Path>,
-    /// One unbound, non-blocking datagram socket for every send, made on first use.
-    sender: Arc<std::sync::OnceLock<std::os::unix::net::UnixDatagram>>,
+    /// One non-blocking datagram socket connected to journald's, for every send: the
+    /// socket's path is looked up once, not per record. Made on first use, and again
+    /// when journald's socket was replaced (a journald restarted without socket
+    /// activation binds a new one at the same path).
+    sender: Arc<Mutex<Option<UnixDatagramStd>>>,
 }
 
 // === impl Journald ===
@@ -71,12 +75,10 @@ impl Journald {
         };
         // Mostly journald's buffer has room and the datagram goes at once; a full
         // buffer is waited for (bounded) below.
-        if let Some(sender) = self.sender() {
-            match sender.send_to(entry, &*self.socket) {
-                Ok(_) => return Ok(()),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => return Err(io(error)),
-            }
+        match self.send_now(entry) {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(error) => return Err(io(error)),
         }
         let socket = UnixDatagram::unbound().map_err(io)?;
         match tokio::time::timeout(SEND_TIMEOUT, socket.send_to(entry, &*self.socket)).await {
@@ -89,16 +91,37 @@ impl Journald {
         }
     }
 
-    /// The shared non-blocking sender; `None` if it cannot be made (then each send makes
-    /// its own).
-    fn sender(&self) -> Option<&std::os::unix::net::UnixDatagram> {
-        if let Some(sender) = self.sender.get() {
-            return Some(sender);
+    /// Sends one entry through the shared connected socket without waiting:
+    /// `WouldBlock` when journald's buffer is full.
+    fn send_now(&self, entry: &[u8]) -> std::io::Result<()> {
+        let mut sender = self.sender.lock().unwrap_or_else(PoisonError::into_inner);
+        let sent = match &*sender {
+            Some(connected) => connected.send(entry),
+            None => sender.insert(connect(&self.socket)?).send(entry),
+        };
+        match sent {
+            // The socket it was connected to is gone: journald was restarted and bound
+            // a new one. Connect to that, and send once more.
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::NotConnected
+                ) =>
+            {
+                *sender = None;
+                sender.insert(connect(&self.socket)?).send(entry).map(drop)
+            }
+            other => other.map(drop),
         }
-        let sender = std::os::unix::net::UnixDatagram::unbound().ok()?;
-        sender.set_nonblocking(true).ok()?;
-        Some(self.sender.get_or_init(|| sender))
     }
+}
+
+/// A non-blocking datagram socket connected to `socket`.
+fn connect(socket: &Path) -> std::io::Result<UnixDatagramStd> {
+    let sender = UnixDatagramStd::unbound()?;
+    sender.connect(socket)?;
+    sender.set_nonblocking(true)?;
+    Ok(sender)
 }
 
 /// Sends one entry from a thread that is not an async worker (the spool's writer),
@@ -119,10 +142,9 @@ impl Sink for Journald {
     }
 
     fn write_now(&self, record: &Arc<AuditRecord>) -> Option<Result<Option<Durability>, Error>> {
-        let sender = self.sender()?;
-        match sender.send_to(&entry(record), &*self.socket) {
+        match self.send_now(&entry(record)) {
             // journald owns the record once it has the datagram.
-            Ok(_) => Some(Ok(None)),
+            Ok(()) => Some(Ok(None)),
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => None,
             Err(source) => Some(Err(Error::Journald {
                 socket: Box::from(&*self.socket),
@@ -381,5 +403,58 @@ mod tests {
         let mut buf = vec![0; 65536];
         let n = receiver.recv(&mut buf).await.unwrap();
         assert_eq!(&buf[..n], &sent[..]);
+    }
+
+    #[tokio::test]
+    async fn records_reach_a_journal_socket_bound_again_at_the_same_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let journald = Journald::new(&path);
+        let mut buf = vec![0; 65536];
+        for restart in 0..3u8 {
+            // journald restarted outside socket activation: a new socket at the old path.
+            let _ = std::fs::remove_file(&path);
+            let receiver = UnixDatagram::bind(&path).unwrap();
+            for record in 0..2u8 {
+                let sent = [
+                    b"CRIGATE_TEST=".as_slice(),
+                    &[b'a' + restart, b'0' + record],
+                ]
+                .concat();
+                let write = journald.write_now(&Arc::new(record_with_id(&sent)));
+                match write {
+                    Some(Ok(None)) => {}
+                    Some(Err(error)) => panic!("restart {restart}: {error}"),
+                    _ => panic!("restart {restart}: not written at once"),
+                }
+                let n = receiver.recv(&mut buf).await.unwrap();
+                assert_eq!(
+                    parse(&buf[..n])
+                        .into_iter()
+                        .find(|(name, _)| name == "CRIGATE_ID")
+                        .unwrap()
+                        .1,
+                    sent,
+                    "restart {restart}, record {record}"
+                );
+            }
+            drop(receiver);
+        }
+        // And with no socket at all, the write is an error naming it.
+        std::fs::remove_file(&path).unwrap();
+        match journald.write_now(&Arc::new(record())) {
+            Some(Err(error)) => assert!(
+                error.to_string().contains(&*path.to_string_lossy()),
+                "{error}"
+            ),
+            _ => panic!("a write to a missing socket was not an error"),
+        }
+    }
+
+    fn record_with_id(id: &[u8]) -> AuditRecord {
+        AuditRecord {
+            id: String::from_utf8(id.to_vec()).unwrap(),
+            ..record()
+        }
     }
 }
