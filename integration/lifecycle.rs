@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::call;
 use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +160,73 @@ async fn sighup_applies_a_valid_config_and_keeps_the_running_one_otherwise() {
         echo().await.unwrap().grpc_status(),
         Some(12),
         "running config was not kept"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_naming_another_runtime_socket_moves_open_client_connections_to_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = StandIn::start(&dir.path().join("first.sock"));
+    let second = StandIn::start(&dir.path().join("second.sock"));
+    let options = Options::new(dir.path(), &first.socket, "");
+    let base = options.config.clone();
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    // One channel throughout, as kubelet keeps one connection for as long as it runs.
+    let channel = crate::harness::cri_channel(&crigate.socket).await.unwrap();
+    let client = tonic::client::Grpc::new(channel);
+    let echo = || {
+        let mut client = client.clone();
+        async move {
+            client.ready().await.unwrap();
+            client
+                .unary::<_, Bytes, _>(
+                    tonic::Request::new(Bytes::from_static(b"ping")),
+                    http::uri::PathAndQuery::from_static(standin::ECHO),
+                    RawCodec,
+                )
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    assert_eq!(echo().await.unwrap(), Bytes::from_static(b"ping"));
+    assert_eq!(first.seen_on(standin::ECHO).len(), 1);
+
+    let path = |standin: &StandIn| standin.socket.display().to_string();
+    crigate.write_config(&base.replace(&path(&first), &path(&second)));
+    crigate.signal(Signal::SIGHUP);
+    crigate
+        .wait_log("configuration reloaded", Duration::from_secs(5))
+        .unwrap();
+    // Every call on the channel is answered while it moves, and soon by the new runtime.
+    let started = Instant::now();
+    while second.seen_on(standin::ECHO).is_empty() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the open connection still reaches {}",
+            path(&first)
+        );
+        // tonic fails a call it had queued on the connection as that connection closes,
+        // before sending any of it, where grpc-go (kubelet) retries such a call by
+        // itself: retried here once, as grpc-go would.
+        let answer = match echo().await {
+            Err(status) if status.code() == tonic::Code::Cancelled => echo().await,
+            answer => answer,
+        };
+        assert_eq!(answer.unwrap(), Bytes::from_static(b"ping"));
+    }
+    let on_first = first.seen_on(standin::ECHO).len();
+    for _ in 0..3 {
+        assert_eq!(echo().await.unwrap(), Bytes::from_static(b"ping"));
+    }
+    assert_eq!(first.seen_on(standin::ECHO).len(), on_first);
+    assert_eq!(second.seen_on(standin::ECHO).len(), 4);
+    // No call was cut off on either runtime while the connection moved.
+    assert!(first.cancelled().is_empty(), "{:?}", first.cancelled());
+    assert!(second.cancelled().is_empty(), "{:?}", second.cancelled());
+    assert!(
+        crigate.logs().contains("runtime socket changed"),
+        "{}",
+        crigate.logs()
     );
 }
 

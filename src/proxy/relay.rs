@@ -120,8 +120,12 @@ pub async fn serve(
         }
     };
     let (events, mut inbox) = mpsc::channel(64);
+    let moved = state.runtime_moved.clone();
+    drop(state);
     let mut relay = Relay::new(proxy, caller, socket, events);
-    let result = relay.run(client, upstream, &mut inbox, shutdown).await;
+    let result = relay
+        .run(client, upstream, &mut inbox, shutdown, moved)
+        .await;
     match result {
         Ok(()) => tracing::debug!(pid = caller.pid, "client connection closed"),
         Err(error) => tracing::debug!(pid = caller.pid, %error, "client connection ended"),
@@ -487,6 +491,7 @@ impl Relay {
         upstream: Option<UnixStream>,
         inbox: &mut mpsc::Receiver<(u32, Event)>,
         shutdown: CancellationToken,
+        moved: CancellationToken,
     ) -> Result<(), Error> {
         let client = Socket::new(client).map_err(Error::Client)?;
         let mut upstream = upstream.and_then(|stream| match Socket::new(stream) {
@@ -505,6 +510,8 @@ impl Relay {
         let mut from_upstream = BytesMut::with_capacity(READ_CHUNK);
         let cancelled = shutdown.cancelled();
         tokio::pin!(cancelled);
+        let moved = moved.cancelled_owned();
+        tokio::pin!(moved);
         let mut probe = tokio::time::interval(PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -572,6 +579,10 @@ impl Relay {
                 }
                 () = &mut cancelled, if !self.shutting_down => {
                     self.shutting_down = true;
+                    self.go_away();
+                }
+                () = &mut moved, if self.goaway == GoAway::None => {
+                    tracing::debug!(upstream = %self.socket.display(), "the configured runtime socket changed; moving the client to a connection relayed to the new one");
                     self.go_away();
                 }
                 _ = probe.tick(), if probing => {

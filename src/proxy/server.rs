@@ -310,18 +310,35 @@ fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig, build: &BuildDecide) 
         }
     }
     let running = proxy.state();
-    let upstream = if cri.upstream == running.cri.upstream
-        && cri.connect_timeout == running.cri.connect_timeout
-    {
+    let moved = cri.upstream != running.cri.upstream;
+    let upstream = if !moved && cri.connect_timeout == running.cri.connect_timeout {
         running.upstream.clone()
     } else {
         Arc::new(Upstream::new(cri.upstream.clone(), cri.connect_timeout))
     };
+    let runtime_moved = if moved {
+        CancellationToken::new()
+    } else {
+        running.runtime_moved.clone()
+    };
+    let socket = cri.upstream.clone();
     proxy.replace(State {
         cri,
         upstream,
         decide,
+        runtime_moved,
     });
+    if moved {
+        // Open client connections (kubelet keeps one for as long as it runs) are sent
+        // GOAWAY: their calls in flight finish on the old socket, and the clients
+        // reconnect to crigate, which relays them to the new one.
+        tracing::info!(
+            from = %running.cri.upstream.display(),
+            to = %socket.display(),
+            "runtime socket changed; moving open client connections to it"
+        );
+        running.runtime_moved.cancel();
+    }
     systemd::notify_reloaded();
     tracing::info!(path = %path.display(), "configuration reloaded");
 }

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::config::{CriConfig, MethodPolicy};
@@ -34,6 +35,9 @@ pub struct State {
     pub cri: CriConfig,
     pub upstream: Arc<Upstream>,
     pub decide: Arc<dyn Decide>,
+    /// Cancelled once a reload names another runtime socket than `cri.upstream`: the
+    /// client connections relayed to this one then move to the new one.
+    pub runtime_moved: CancellationToken,
 }
 
 // === impl Proxy ===
@@ -46,6 +50,7 @@ impl Proxy {
                 cri,
                 upstream,
                 decide,
+                runtime_moved: CancellationToken::new(),
             }),
         }
     }
