@@ -355,7 +355,7 @@ fn help_and_version_work() {
 /// sandboxing keeps `systemd-analyze security` exposure at "OK" (under 3.0). The units
 /// name /usr/bin/crigate; the check runs on copies pointing at the binary under test.
 #[test]
-fn systemd_units_verify_cleanly_and_stay_sandboxed() {
+fn systemd_units_verify_cleanly_stay_sandboxed_and_let_journald_keep_every_record() {
     let dir = tempfile::tempdir().unwrap();
     let units = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd");
     for unit in ["crigate.socket", "crigate.service"] {
@@ -392,4 +392,18 @@ fn systemd_units_verify_cleanly_and_stay_sandboxed() {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{stdout}"));
     assert!(exposure < 3.0, "exposure {exposure}:\n{stdout}");
+
+    // journald's rate limit drops entries without telling their sender, so the unit
+    // turns it off for the audit records; verify above checked that this systemd knows
+    // the directive.
+    let service = std::fs::read_to_string(units.join("crigate.service")).unwrap();
+    let directives: Vec<&str> = service
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .collect();
+    assert!(
+        directives.contains(&"LogRateLimitIntervalSec=0"),
+        "journald may rate-limit the audit records:\n{service}"
+    );
 }
