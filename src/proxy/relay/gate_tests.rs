@@ -286,7 +286,17 @@ async fn connect_with(
     decide: Chosen,
     cri: &str,
 ) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
-    let client = relay_to(dir, &runtime.socket, Arc::new(decide), cri);
+    client_to(dir, &runtime.socket, decide, cri).await
+}
+
+/// An HTTP/2 client of crigate's relay in front of the runtime at `upstream`.
+async fn client_to(
+    dir: &Path,
+    upstream: &Path,
+    decide: Chosen,
+    cri: &str,
+) -> hyper::client::conn::http2::SendRequest<ProxyBody> {
+    let client = relay_to(dir, upstream, Arc::new(decide), cri);
     let (sender, connection) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
             .await
@@ -601,12 +611,7 @@ async fn a_create_decided_in_its_first_poll_reaches_the_runtime_in_one_write() {
     // Deciding keeps crigate's thread busy long enough for the runtime to read anything
     // written before the decision on its own.
     let decide = Chosen::busy(Decision::Allow { pin: None }, Duration::from_millis(100));
-    let client = relay_to(dir.path(), &socket, Arc::new(decide), "");
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(client))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = client_to(dir.path(), &socket, decide, "").await;
     let call = tokio::spawn(sender.send_request(create_call(create_request())));
     let seen = tokio::task::spawn_blocking(move || runtime.join().unwrap())
         .await
