@@ -37,6 +37,18 @@ fn verify(image: &str, dir: &Path) -> (i32, Value) {
     (code, json)
 }
 
+/// As [`verify`], with `--offline-revocation`.
+fn verify_offline(image: &str, dir: &Path) -> (i32, Value) {
+    let output = Command::new(crigate_binary())
+        .args(["--log-format", "json", "verify", image, "--plain-http"])
+        .args(["--output", "json", "--offline-revocation", "--notation-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let json = serde_json::from_slice(&output.stdout).unwrap();
+    (output.status.code().unwrap(), json)
+}
+
 /// The reason code of a report, or `trusted`.
 fn outcome(json: &Value) -> &str {
     match json["result"].as_str() {
@@ -844,4 +856,250 @@ fn notation_ratify_sample_ca_loads_as_a_ca_store_and_its_policy_applies() {
         );
         assert_eq!(result.outcome.policy.as_deref(), Some("default"));
     }
+}
+
+/// `python3 -m http.server` serving a directory on loopback: a CRL distribution point
+/// as a CA runs one, a static file over plain HTTP.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(root: &Path) -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(root)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .split_whitespace()
+            .skip_while(|word| *word != "port")
+            .nth(1)
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("unexpected http.server banner: {line:?}"));
+        Self { child, port }
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_distribution_point() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CRL CA");
+    let www = tempfile::tempdir().unwrap();
+    let mut server = FileServer::start(www.path());
+    let url = format!("http://127.0.0.1:{}/ca.crl", server.port);
+    const SERIAL: u64 = 4242;
+    let leaf = ca.leaf_with_crl_point(KeyKind::P256, "crl signer", &url, SERIAL);
+    let target = push_image(&registry, "crl").await;
+    let envelope = leaf.sign(&target, &SignOptions::new(Format::Cose));
+    push_signatures(&registry, "crl", &target, &[envelope]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(dir.path(), &strict("ca:e2e"), &[ca_store("ca", "e2e", &ca)]);
+    let image = format!("{}/crl:v1", registry.host());
+    let message = |json: &Value| json["reason"]["message"].as_str().unwrap_or("").to_owned();
+
+    // Nothing published yet: the status cannot be determined, which strict enforces.
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains(&format!("fetching {url}: answered 404 Not Found")),
+        "{json}"
+    );
+
+    // The CA publishes a CRL that does not list the leaf.
+    std::fs::write(www.path().join("ca.crl"), ca.crl(&[7, 8])).unwrap();
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+
+    // Without fetching, only the (absent) configured CRLs count.
+    let (code, json) = verify_offline(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("no CRL from its issuer, configured or fetched"),
+        "{json}"
+    );
+
+    // The CA revokes the leaf.
+    std::fs::write(www.path().join("ca.crl"), ca.crl(&[7, SERIAL])).unwrap();
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("CN=crl signer was revoked"),
+        "{json}"
+    );
+
+    // The distribution point is down.
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains(&format!("fetching {url}: ")),
+        "{json}"
+    );
+}
+
+/// `openssl ocsp` as a CA runs it: a responder on loopback answering from an `openssl ca`
+/// index (`V` valid, `R` revoked, serials it does not list unknown), signing with the
+/// CA's own key, answers valid for a day.
+struct OcspResponder {
+    child: std::process::Child,
+}
+
+impl OcspResponder {
+    fn start(dir: &Path, ca: &NotationCa, port: u16, valid: &[u64], revoked: &[u64]) -> Self {
+        let serial = |n: u64| {
+            let hex = format!("{n:X}");
+            if hex.len() % 2 == 1 {
+                format!("0{hex}")
+            } else {
+                hex
+            }
+        };
+        let mut index = String::new();
+        for n in valid {
+            index.push_str(&format!(
+                "V\t360101000000Z\t\t{}\tunknown\t/CN=leaf\n",
+                serial(*n)
+            ));
+        }
+        for n in revoked {
+            index.push_str(&format!(
+                "R\t360101000000Z\t260102000000Z\t{}\tunknown\t/CN=leaf\n",
+                serial(*n)
+            ));
+        }
+        std::fs::write(dir.join("index.txt"), index).unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.join("ca.key"), ca.key_pem()).unwrap();
+        let log = dir.join("ocsp.log");
+        let child = Command::new("openssl")
+            .args(["ocsp", "-index", "index.txt", "-port", &port.to_string()])
+            .args([
+                "-rsigner", "ca.pem", "-rkey", "ca.key", "-CA", "ca.pem", "-ndays", "1",
+            ])
+            .current_dir(dir)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        // It says "ACCEPT [::]:PORT" once it listens. A probe connection would not do: the
+        // responder serves one connection at a time and waits on an idle one.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("ACCEPT")
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl ocsp did not listen"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Self { child }
+    }
+}
+
+impl Drop for OcspResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before_its_crl() {
+    const GOOD: u64 = 4301;
+    const REVOKED: u64 = 4302;
+    const UNLISTED: u64 = 4303;
+    const UNLISTED_WITH_CRL: u64 = 4304;
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e OCSP CA");
+    let work = tempfile::tempdir().unwrap();
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let responder = OcspResponder::start(work.path(), &ca, port, &[GOOD], &[REVOKED]);
+    let ocsp_url = format!("http://127.0.0.1:{port}");
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("ca.crl"), ca.crl(&[REVOKED])).unwrap();
+    let crl_server = FileServer::start(www.path());
+    let crl_url = format!("http://127.0.0.1:{}/ca.crl", crl_server.port);
+    let policy = strict("ca:e2e");
+    let stores = [ca_store("ca", "e2e", &ca)];
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(dir.path(), &policy, &stores);
+    let message = |json: &Value| json["reason"]["message"].as_str().unwrap_or("").to_owned();
+    // One image per signing certificate.
+    let mut images = Vec::new();
+    for (repo, serial, crl) in [
+        ("ocsp-good", GOOD, None),
+        ("ocsp-revoked", REVOKED, None),
+        ("ocsp-unlisted", UNLISTED, None),
+        ("ocsp-fallback", UNLISTED_WITH_CRL, Some(crl_url.as_str())),
+    ] {
+        let leaf = ca.leaf_with_ocsp(KeyKind::P256, repo, serial, &ocsp_url, crl);
+        let target = push_image(&registry, repo).await;
+        let envelope = leaf.sign(&target, &SignOptions::new(Format::Jws));
+        push_signatures(&registry, repo, &target, &[envelope]).await;
+        images.push(format!("{}/{repo}:v1", registry.host()));
+    }
+
+    let (code, json) = verify(&images[0], dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+
+    let (code, json) = verify(&images[1], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("CN=ocsp-revoked was revoked"),
+        "{json}"
+    );
+
+    // The responder does not know the certificate, and there is nothing to fall back on.
+    let (code, json) = verify(&images[2], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains(&format!(
+            "OCSP {ocsp_url}: the responder does not know the certificate"
+        )),
+        "{json}"
+    );
+
+    // The responder does not know it; its CRL distribution point settles it.
+    let (code, json) = verify(&images[3], dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+
+    // Offline, a certificate with only a responder cannot be checked.
+    let (code, json) = verify_offline(&images[0], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("OCSP responders were not asked"),
+        "{json}"
+    );
+
+    // The responder is down.
+    drop(responder);
+    let (code, json) = verify(&images[0], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains(&format!("OCSP {ocsp_url}: ")),
+        "{json}"
+    );
 }

@@ -259,6 +259,95 @@ impl NotationCa {
     /// A code-signing leaf `C=US,ST=WA,O=crigate test,CN=<cn>` valid from `not_before`
     /// to `not_after` (Unix seconds).
     pub fn leaf(&self, kind: KeyKind, cn: &str, not_before: i64, not_after: i64) -> NotationLeaf {
+        self.leaf_with(kind, cn, not_before, not_after, |_| {})
+    }
+
+    /// A current leaf (as [`current_leaf`](Self::current_leaf)) with serial number
+    /// `serial` whose CRL distribution point is `crl_url`.
+    pub fn leaf_with_crl_point(
+        &self,
+        kind: KeyKind,
+        cn: &str,
+        crl_url: &str,
+        serial: u64,
+    ) -> NotationLeaf {
+        self.leaf_with(kind, cn, ymd(2026, 1, 1), ymd(2036, 1, 1), |params| {
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![crl_url.to_owned()],
+            }];
+        })
+    }
+
+    /// A current leaf with serial number `serial` whose authority information access
+    /// names the OCSP responder `ocsp_url`, and whose CRL distribution point is
+    /// `crl_url` if given.
+    pub fn leaf_with_ocsp(
+        &self,
+        kind: KeyKind,
+        cn: &str,
+        serial: u64,
+        ocsp_url: &str,
+        crl_url: Option<&str>,
+    ) -> NotationLeaf {
+        self.leaf_with(kind, cn, ymd(2026, 1, 1), ymd(2036, 1, 1), |params| {
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            // AuthorityInfoAccessSyntax ::= SEQUENCE OF AccessDescription { id-ad-ocsp,
+            // uniformResourceIdentifier [6] } (RFC 5280 4.2.2.1), short lengths only.
+            let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+            let uri = [&[0x86, ocsp_url.len() as u8][..], ocsp_url.as_bytes()].concat();
+            let entry = [&[0x30, (oid.len() + uri.len()) as u8][..], &oid, &uri].concat();
+            let syntax = [&[0x30, entry.len() as u8][..], &entry].concat();
+            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
+                syntax,
+            )];
+            if let Some(url) = crl_url {
+                params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                    uris: vec![url.to_owned()],
+                }];
+            }
+        })
+    }
+
+    /// The CA's private key, PEM (PKCS#8).
+    pub fn key_pem(&self) -> String {
+        self.issuer.key().serialize_pem()
+    }
+
+    /// A DER CRL from this CA listing the serial numbers `revoked`, issued 2026-01-01
+    /// and next updated 2099-01-01.
+    pub fn crl(&self, revoked: &[u64]) -> Vec<u8> {
+        rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2026, 1, 1),
+            next_update: rcgen::date_time_ymd(2099, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: revoked
+                .iter()
+                .map(|serial| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(*serial),
+                    revocation_time: rcgen::date_time_ymd(2026, 1, 2),
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .unwrap()
+        .der()
+        .to_vec()
+    }
+
+    fn leaf_with(
+        &self,
+        kind: KeyKind,
+        cn: &str,
+        not_before: i64,
+        not_after: i64,
+        extra: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> NotationLeaf {
         let (key, pkcs8, rcgen_alg) = match kind {
             KeyKind::Rsa2048 | KeyKind::Rsa3072 => {
                 let size = if kind == KeyKind::Rsa2048 {
@@ -304,6 +393,7 @@ impl NotationCa {
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
         params.not_before = OffsetDateTime::from_unix_timestamp(not_before).unwrap();
         params.not_after = OffsetDateTime::from_unix_timestamp(not_after).unwrap();
+        extra(&mut params);
         let cert = params.signed_by(&public, &self.issuer).unwrap();
         NotationLeaf {
             key,

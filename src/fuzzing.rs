@@ -45,6 +45,12 @@ pub fn notation_envelope(data: &[u8]) {
     crate::verify::notation::fuzz_envelope(data);
 }
 
+/// Reads `data` as revocation material from the network: an OCSP answer, a CRL, a
+/// certificate's revocation locations.
+pub fn revocation(data: &[u8]) {
+    crate::verify::notation::fuzz_revocation(data);
+}
+
 /// Parses `data` as a Notation trust policy document.
 pub fn trust_policy(data: &[u8]) {
     crate::verify::notation::fuzz_trust_policy(data);
@@ -94,6 +100,7 @@ mod tests {
         ("trust_policy", super::trust_policy),
         ("spool_segment", super::spool_segment),
         ("header_blocks", super::header_blocks),
+        ("revocation", super::revocation),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

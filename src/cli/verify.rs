@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, value_name = "DIR")]
     pub notation_dir: Option<PathBuf>,
 
+    /// Check Notation certificates' revocation with the CRLs in the directory's `crl/`
+    /// only, never asking a certificate's OCSP responder or CRL distribution point.
+    #[arg(long, requires = "notation_dir")]
+    pub offline_revocation: bool,
+
     /// Talk plain HTTP to IMAGE's registry (as notation names it), for a local registry
     /// without TLS.
     #[arg(long)]
@@ -271,7 +276,10 @@ fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
     if let Some(dir) = &args.notation_dir {
         verifiers.insert(
             "notation-dir".to_owned(),
-            VerifierConfig::Notation { dir: dir.clone() },
+            VerifierConfig::Notation {
+                dir: dir.clone(),
+                online_revocation: !args.offline_revocation,
+            },
         );
     }
     if verifiers.is_empty() {

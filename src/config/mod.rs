@@ -156,7 +156,14 @@ pub enum VerifierConfig {
     },
     /// Notation signatures, with a Notation configuration directory as the notation CLI
     /// lays it out (`trustpolicy.json`, `truststore/x509/...`).
-    Notation { dir: PathBuf },
+    Notation {
+        dir: PathBuf,
+        /// Ask the `http` OCSP responders and CRL distribution points of signing
+        /// certificates that no CRL in `dir/crl/` covers, as the notation CLI does.
+        /// Default true.
+        #[serde(default = "yes")]
+        online_revocation: bool,
+    },
 }
 
 /// A keyless signer: the certificate SAN and OIDC issuer, each exact or a regular

@@ -217,9 +217,26 @@ dir = "/etc/crigate/notation"
         }
         other => panic!("{other:?}"),
     }
+    assert!(
+        matches!(
+            config.verifiers["notary"],
+            VerifierConfig::Notation {
+                online_revocation: true,
+                ..
+            }
+        ),
+        "CRLs are fetched unless turned off, as the notation CLI fetches them"
+    );
+    let offline = parse(
+        "[verifiers.notary]\nkind = \"notation\"\ndir = \"/etc/notation\"\nonline_revocation = false\n",
+    )
+    .unwrap();
     assert!(matches!(
-        config.verifiers["notary"],
-        VerifierConfig::Notation { .. }
+        offline.verifiers["notary"],
+        VerifierConfig::Notation {
+            online_revocation: false,
+            ..
+        }
     ));
 }
 

@@ -33,7 +33,7 @@ use crate::registry::{self, Client, Credentials};
 use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyError};
 use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
 use crate::verify::cosign::{self, CosignPolicy, SignatureLayer};
-use crate::verify::notation::{self, NotationConfig};
+use crate::verify::notation::{self, Fetched, NotationConfig, RevocationFetcher};
 use crate::verify::{Rejection, Signer, Verdict};
 
 /// The simple-signing payload of a cosign signature is a few hundred bytes; a larger
@@ -92,6 +92,9 @@ pub struct Engine {
     platform: (String, String),
     /// Tag resolutions under way, by (reference, credentials fingerprint).
     resolving: Mutex<HashMap<ResolveKey, Arc<OnceCell<Descriptor>>>>,
+    /// CRLs and OCSP answers fetched for Notation signing certificates, kept until their
+    /// `nextUpdate`.
+    revocation: Arc<RevocationFetcher>,
 }
 
 // === impl Outcome ===
@@ -117,6 +120,7 @@ impl Engine {
             timeout,
             platform: ("linux".to_owned(), oci_architecture().to_owned()),
             resolving: Mutex::new(HashMap::new()),
+            revocation: Arc::new(RevocationFetcher::default()),
         }
     }
 
@@ -189,6 +193,7 @@ impl Engine {
             cosign: requirement.cosign.clone(),
             notation: requirement.notation.clone(),
             platform: self.platform.clone(),
+            revocation: self.revocation.clone(),
         };
         let (verdict, source) =
             tokio::time::timeout_at(deadline, self.cache.get_or_verify(key, move || job.run()))
@@ -262,6 +267,7 @@ struct Job {
     cosign: Option<Arc<CosignPolicy>>,
     notation: Option<Arc<NotationConfig>>,
     platform: (String, String),
+    revocation: Arc<RevocationFetcher>,
 }
 
 // === impl Job ===
@@ -376,20 +382,68 @@ impl Job {
         }
         // The verifier is consulted even with no envelope: the trust policy decides what
         // no signature means (a `skip` level trusts, a missing policy rejects).
-        let (config, target, repository) =
-            (config.clone(), target.clone(), self.repository.clone());
-        let verification = tokio::task::spawn_blocking(move || {
-            notation::verify(&envelopes, &target, &repository, &config, SystemTime::now())
-        })
-        .await
-        .map_err(|_| Error::Aborted {
-            image: self.repository.clone(),
-        })?;
+        let envelopes = Arc::new(envelopes);
+        let mut fetched = Fetched::default();
+        let mut verification = self
+            .notation_pass(config, target, &envelopes, fetched.clone())
+            .await?;
+        // A certificate of a trusted chain waits on revocation sources not at hand: ask
+        // them (or take their answers from memory) and run the checks again. OCSP
+        // responders come first, a certificate's CRLs once its responders gave nothing:
+        // at most two rounds.
+        let mut asked: Vec<notation::Wanted> = Vec::new();
+        for _ in 0..2 {
+            let new: Vec<_> = verification
+                .outcome
+                .revocation_wanted
+                .iter()
+                .filter(|wanted| !asked.contains(wanted))
+                .cloned()
+                .collect();
+            if !config.online_revocation() || new.is_empty() {
+                break;
+            }
+            fetched.merge(self.revocation.fetch(&new, SystemTime::now()).await);
+            asked.extend(new);
+            verification = self
+                .notation_pass(config, target, &envelopes, fetched.clone())
+                .await?;
+        }
         Ok(match (verification.verdict, malformed) {
             (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
                 Verdict::Rejected(Rejection::Malformed(reason))
             }
             (verdict, _) => verdict,
+        })
+    }
+
+    /// One run of the Notation checks over `envelopes`, off the async threads.
+    async fn notation_pass(
+        &self,
+        config: &Arc<NotationConfig>,
+        target: &Descriptor,
+        envelopes: &Arc<Vec<(String, Vec<u8>)>>,
+        fetched: Fetched,
+    ) -> Result<notation::Verification, Error> {
+        let (config, target, repository, envelopes) = (
+            config.clone(),
+            target.clone(),
+            self.repository.clone(),
+            envelopes.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            notation::verify_fetched(
+                &envelopes,
+                &target,
+                &repository,
+                &config,
+                &fetched,
+                SystemTime::now(),
+            )
+        })
+        .await
+        .map_err(|_| Error::Aborted {
+            image: self.repository.clone(),
         })
     }
 

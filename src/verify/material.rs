@@ -134,12 +134,17 @@ pub fn requirement(
                     });
                 }
             }
-            VerifierConfig::Notation { dir } => {
-                let config = NotationConfig::load(dir).map_err(|source| Error::Notation {
-                    verifier: name.clone(),
-                    dir: dir.clone(),
-                    source: Box::new(source),
-                })?;
+            VerifierConfig::Notation {
+                dir,
+                online_revocation,
+            } => {
+                let config = NotationConfig::load(dir)
+                    .map_err(|source| Error::Notation {
+                        verifier: name.clone(),
+                        dir: dir.clone(),
+                        source: Box::new(source),
+                    })?
+                    .with_online_revocation(*online_revocation);
                 // The effective content of a Notation verifier is its trust policy
                 // document and trust store files.
                 hash_tree(dir, &mut hasher);

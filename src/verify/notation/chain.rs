@@ -12,7 +12,11 @@ use const_oid::ObjectIdentifier;
 use der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
 use der::{Decode, Encode, Tagged};
 use x509_cert::attr::AttributeTypeAndValue;
-use x509_cert::ext::pkix::{BasicConstraints, ExtendedKeyUsage, KeyUsage, KeyUsages};
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{
+    AuthorityInfoAccessSyntax, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage,
+    KeyUsages,
+};
 use x509_cert::Certificate;
 
 use super::crypto::{CryptoError, PublicKey, X509Algorithm};
@@ -31,8 +35,8 @@ const EKU_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1
 const EKU_EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 const EKU_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 const EKU_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
-const CRL_DISTRIBUTION_POINTS: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.31");
-const AUTHORITY_INFO_ACCESS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.1.1");
+/// `id-ad-ocsp` (RFC 5280 4.2.2.1).
+const ID_AD_OCSP: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.48.1");
 
 /// The X.520 attribute types the trust policy's `x509.subject` may name, with the
 /// short names RFC 4514 3 gives them. These are also the names x509-cert's `Display`
@@ -49,6 +53,23 @@ const SUBJECT_ATTRIBUTES: &[(ObjectIdentifier, &str)] = &[
     (ObjectIdentifier::new_unwrap("2.5.4.9"), "STREET"),
     (ObjectIdentifier::new_unwrap("2.5.4.17"), "POSTALCODE"),
 ];
+
+/// A certificate's revocation locations ([`Cert::revocation_info`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(crate) struct RevocationInfo {
+    /// CRL distribution point URIs, in the certificate's order.
+    pub crl: Vec<String>,
+    /// OCSP responder URIs.
+    pub ocsp: Vec<String>,
+}
+
+impl RevocationInfo {
+    /// Whether the certificate names any location: without one it "is considered
+    /// valid (not revoked)" (trust policy spec, "Certificate Revocation Evaluation").
+    pub(crate) fn is_empty(&self) -> bool {
+        self.crl.is_empty() && self.ocsp.is_empty()
+    }
+}
 
 /// A parsed certificate with the exact bytes it was read from, and its public key, read
 /// once: a chain uses each key for up to three checks (envelope or issued certificate,
@@ -168,6 +189,20 @@ impl Cert {
         &self.der
     }
 
+    pub(crate) fn certificate(&self) -> &Certificate {
+        &self.cert
+    }
+
+    /// The bits of the subject public key (the BIT STRING's contents), as OCSP hashes
+    /// them (RFC 6960 4.1.1 `issuerKeyHash`).
+    pub(crate) fn public_key_bits(&self) -> &[u8] {
+        self.cert
+            .tbs_certificate()
+            .subject_public_key_info()
+            .subject_public_key
+            .raw_bytes()
+    }
+
     /// The subject as an RFC 4514 string, most specific attribute first, exactly as
     /// x509-cert's `Display` writes it. That looks each attribute type up by a linear
     /// search of the whole OID database; the common types are written here directly.
@@ -281,17 +316,47 @@ impl Cert {
         may_sign && self.is_self_signed()
     }
 
-    /// Whether the certificate names CRL or OCSP locations (RFC 5280 4.2.1.13,
-    /// 4.2.2.1), which is what makes revocation checkable.
-    pub(crate) fn has_revocation_info(&self) -> bool {
-        self.cert
-            .tbs_certificate()
-            .extensions()
-            .is_some_and(|exts| {
-                exts.iter().any(|e| {
-                    e.extn_id == CRL_DISTRIBUTION_POINTS || e.extn_id == AUTHORITY_INFO_ACCESS
-                })
-            })
+    /// Where the certificate's revocation status is published, read as Go's
+    /// `crypto/x509` reads it (notation-core-go checks revocation from its
+    /// `CRLDistributionPoints` and `OCSPServer`): the URIs among the full names of the CRL
+    /// distribution points (RFC 5280 4.2.1.13), and the URIs of the authority
+    /// information access entries whose method is `id-ad-ocsp` (4.2.2.1). An access entry
+    /// that only names the issuer's certificate (`id-ad-caIssuers`) makes nothing
+    /// checkable.
+    ///
+    /// # Errors
+    ///
+    /// Either extension is malformed (Go refuses such a certificate outright).
+    pub(crate) fn revocation_info(&self) -> Result<RevocationInfo, &'static str> {
+        let tbs = self.cert.tbs_certificate();
+        let mut info = RevocationInfo::default();
+        let uri = |name: &GeneralName| match name {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        };
+        match tbs.get_extension::<CrlDistributionPoints>() {
+            Ok(Some((_, points))) => {
+                for point in points.0 {
+                    if let Some(DistributionPointName::FullName(names)) = point.distribution_point {
+                        info.crl.extend(names.iter().filter_map(uri));
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(_) => return Err("its CRL distribution points extension is malformed"),
+        }
+        match tbs.get_extension::<AuthorityInfoAccessSyntax>() {
+            Ok(Some((_, access))) => info.ocsp.extend(
+                access
+                    .0
+                    .iter()
+                    .filter(|entry| entry.access_method == ID_AD_OCSP)
+                    .filter_map(|entry| uri(&entry.access_location)),
+            ),
+            Ok(None) => {}
+            Err(_) => return Err("its authority information access extension is malformed"),
+        }
+        Ok(info)
     }
 
     /// Whether basicConstraints marks this certificate as a CA.

@@ -16,9 +16,13 @@
 //! `verifier.go`: integrity, authenticity (trust store, then trusted identity), expiry,
 //! authentic timestamp, revocation; the target descriptor is compared last.
 //!
-//! Revocation: offline CRLs only ([`revocation`], files in `crl/`); no OCSP and no CRL
-//! fetching. A signing certificate that names CRL or OCSP locations and has no usable
-//! configured CRL has an undeterminable status, which the spec treats as a revocation
+//! Revocation: CRL files in `crl/` ([`revocation`]) and, unless turned off, OCSP
+//! ([`ocsp`]) and CRLs fetched from the certificates' `http` distribution points
+//! ([`fetch`]). The checks run with what is at hand; a certificate of a chain that passed
+//! every earlier check, whose status that does not settle, names the sources to ask
+//! ([`Outcome::revocation_wanted`]), and the caller runs the checks again with their
+//! answers ([`verify_fetched`]). A signing certificate that names CRL or OCSP locations and has
+//! no usable CRL has an undeterminable status, which the spec treats as a revocation
 //! failure (enforced under `strict`, logged under `permissive`/`audit`, not checked
 //! with `"revocation": "skip"`). A listed certificate is revoked unless its entry's
 //! invalidity date is after an authentic signing time (the signing authority's time or
@@ -27,6 +31,7 @@
 //! supported: a signature that names one is rejected, as the spec requires of
 //! implementations without plugins.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -38,7 +43,9 @@ pub mod chain;
 pub mod cose;
 pub mod crypto;
 pub mod envelope;
+pub mod fetch;
 pub mod jws;
+pub mod ocsp;
 pub mod payload;
 pub mod revocation;
 pub mod time;
@@ -49,6 +56,7 @@ pub mod truststore;
 
 use chain::{Cert, ChainError};
 use envelope::{Envelope, EnvelopeError, SigningScheme, MEDIA_TYPE_COSE, MEDIA_TYPE_JWS};
+pub use fetch::RevocationFetcher;
 pub use revocation::{CrlError, CrlParseError, CrlSet};
 use time::Moment;
 use timestamp::TimestampError;
@@ -67,7 +75,8 @@ pub const POLICY_FILE: &str = "trustpolicy.json";
 /// The trust store directory, holding `x509/`.
 pub const TRUST_STORE_DIR: &str = "truststore";
 /// crigate's directory of CRL files next to the trust store (not a Notation layout:
-/// Notation fetches CRLs, crigate reads them offline).
+/// Notation only fetches CRLs). They are used before any fetched one, so a node that
+/// cannot reach a distribution point can still check revocation.
 pub const CRL_DIR: &str = "crl";
 
 /// A validated trust policy document and the trust stores it names.
@@ -76,6 +85,10 @@ pub struct NotationConfig {
     policy: TrustPolicyDocument,
     store: TrustStore,
     crls: CrlSet,
+    /// Ask certificates' `http` OCSP responders and fetch CRLs from their `http`
+    /// distribution points when the configured CRLs do not settle a status, as the
+    /// notation CLI does. On unless turned off.
+    online_revocation: bool,
 }
 
 /// Why a Notation configuration could not be loaded.
@@ -129,6 +142,9 @@ pub struct Outcome {
     pub rejected: Vec<(usize, Rejection)>,
     /// Envelopes past [`MAX_SIGNATURES`], not examined.
     pub not_examined: usize,
+    /// OCSP responders and CRL distribution points (`http`) of certificates whose
+    /// revocation status nothing at hand settled ([`verify_fetched`]).
+    pub revocation_wanted: Vec<Wanted>,
 }
 
 /// A failed check the verification level did not enforce.
@@ -203,11 +219,23 @@ impl NotationConfig {
             policy,
             store,
             crls: CrlSet::default(),
+            online_revocation: true,
         })
     }
 
     pub fn policy(&self) -> &TrustPolicyDocument {
         &self.policy
+    }
+
+    /// Whether OCSP responders and CRL distribution points may be asked (otherwise only
+    /// the configured CRLs are used).
+    pub fn with_online_revocation(mut self, online: bool) -> Self {
+        self.online_revocation = online;
+        self
+    }
+
+    pub fn online_revocation(&self) -> bool {
+        self.online_revocation
     }
 }
 
@@ -232,6 +260,34 @@ pub fn verify<M, B>(
     target: &Descriptor,
     repository: &str,
     config: &NotationConfig,
+    now: SystemTime,
+) -> Verification
+where
+    M: AsRef<str>,
+    B: AsRef<[u8]>,
+{
+    verify_fetched(
+        envelopes,
+        target,
+        repository,
+        config,
+        &Fetched::default(),
+        now,
+    )
+}
+
+/// As [`verify`], with OCSP answers and CRLs fetched for this verification besides the
+/// configured CRLs. A certificate whose status nothing at hand settles puts the `http`
+/// sources it names in [`Outcome::revocation_wanted`]: the caller may fetch them and
+/// verify again. Only certificates of chains that passed the authenticity, identity, expiry
+/// and timestamp checks are asked about, so an untrusted envelope cannot make crigate
+/// fetch a URL of its choosing.
+pub fn verify_fetched<M, B>(
+    envelopes: &[(M, B)],
+    target: &Descriptor,
+    repository: &str,
+    config: &NotationConfig,
+    fetched: &Fetched,
     now: SystemTime,
 ) -> Verification
 where
@@ -280,17 +336,23 @@ where
     // A signature that passed with logged failures is kept in case no signature passes
     // cleanly; the first clean pass ends the search.
     let mut passed: Option<(String, Vec<LoggedFailure>)> = None;
+    let mut notes = Notes {
+        fetched,
+        logged: Vec::new(),
+        revocation_wanted: Vec::new(),
+    };
     for (index, (media_type, bytes)) in envelopes.iter().take(MAX_SIGNATURES).enumerate() {
-        let mut logged = Vec::new();
-        match verify_one(
+        let verified = verify_one(
             media_type.as_ref(),
             bytes.as_ref(),
             target,
             policy,
             config,
             now,
-            &mut logged,
-        ) {
+            &mut notes,
+        );
+        let logged = std::mem::take(&mut notes.logged);
+        match verified {
             Ok(subject) => {
                 let clean = logged.is_empty();
                 if passed.is_none() || clean {
@@ -308,6 +370,7 @@ where
             }
         }
     }
+    outcome.revocation_wanted = notes.revocation_wanted;
     if let Some((subject, logged)) = passed {
         outcome.signer_subject = Some(subject.clone());
         outcome.logged = logged;
@@ -351,6 +414,54 @@ struct Failure {
     rejection: Rejection,
 }
 
+/// What one verification carries from envelope to envelope.
+struct Notes<'a> {
+    fetched: &'a Fetched,
+    /// The current envelope's failures that the level only logs.
+    logged: Vec<LoggedFailure>,
+    /// Sources a certificate's status waits on, without repeats.
+    revocation_wanted: Vec<Wanted>,
+}
+
+/// A revocation source a certificate's status waits on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Wanted {
+    /// An `http` CRL distribution point.
+    Crl(String),
+    /// An `http` OCSP responder, and the DER `OCSPRequest` that names the certificate.
+    Ocsp { url: String, request: Vec<u8> },
+}
+
+/// Revocation material fetched for one verification: CRLs, OCSP answers by request,
+/// and the sources that gave nothing, with the reason (named in a rejection).
+#[derive(Clone, Debug, Default)]
+pub struct Fetched {
+    pub crls: CrlSet,
+    pub ocsp: Vec<(Wanted, bytes::Bytes)>,
+    pub failures: Vec<(Wanted, String)>,
+}
+
+// === impl Wanted ===
+
+impl Wanted {
+    pub fn url(&self) -> &str {
+        match self {
+            Self::Crl(url) | Self::Ocsp { url, .. } => url,
+        }
+    }
+}
+
+// === impl Fetched ===
+
+impl Fetched {
+    /// Adds what `more` holds.
+    pub fn merge(&mut self, more: Fetched) {
+        self.crls.extend(&more.crls);
+        self.ocsp.extend(more.ocsp);
+        self.failures.extend(more.failures);
+    }
+}
+
 /// Runs the checks on one envelope; `Ok` holds the signer's subject.
 fn verify_one(
     media_type: &str,
@@ -359,7 +470,7 @@ fn verify_one(
     policy: &TrustPolicy,
     config: &NotationConfig,
     now: Moment,
-    logged: &mut Vec<LoggedFailure>,
+    notes: &mut Notes<'_>,
 ) -> Result<String, Failure> {
     let store = &config.store;
     let fail = |stage: Stage| move |rejection: Rejection| Failure { stage, rejection };
@@ -404,7 +515,7 @@ fn verify_one(
             (Err(rejection), Action::Enforce) => Err(Failure { stage, rejection }),
             (Err(rejection), Action::Log) => {
                 tracing::debug!(policy = %policy.name, ?check, %rejection, "notation check failure logged, not enforced");
-                logged.push(LoggedFailure { check, rejection });
+                notes.logged.push(LoggedFailure { check, rejection });
                 Ok(())
             }
         }
@@ -443,12 +554,20 @@ fn verify_one(
         .map(|time| authentic_time = time);
         check(Check::AuthenticTimestamp, Stage::AuthenticTimestamp, result)?;
     }
-    // --- Revocation: offline CRLs only; see the module docs. ---
+    // --- Revocation: configured CRLs, OCSP, fetched CRLs; see the module docs. ---
     if policy.level.action(Check::Revocation) != Action::Skip {
+        let result = check_revocation(&chain, &config.crls, notes.fetched, now, authentic_time);
+        if let Err(unsettled) = &result {
+            for wanted in &unsettled.wanted {
+                if !notes.revocation_wanted.contains(wanted) {
+                    notes.revocation_wanted.push(wanted.clone());
+                }
+            }
+        }
         check(
             Check::Revocation,
             Stage::Revocation,
-            check_revocation(&chain, &config.crls, now, authentic_time),
+            result.map_err(|unsettled| unsettled.rejection),
         )?;
     }
     // --- Target: the signed descriptor must be the image's. ---
@@ -620,36 +739,160 @@ fn check_authentic_timestamp(
     Ok(Some(range.latest))
 }
 
+/// A revocation check that failed, and the sources that could settle it.
+struct Unsettled {
+    rejection: Rejection,
+    wanted: Vec<Wanted>,
+}
+
 /// Trust policy spec, "Certificate Revocation Evaluation": "Starting from Root to leaf
-/// certificate, for each certificate in the certificate chain": one without OCSP or CRL
-/// information "is considered valid (not revoked)"; for the others crigate uses the
-/// configured CRLs, and "If the revocation status of any of the certificates is revoked
-/// or cannot be determined (revocation unavailable), fail this step."
+/// certificate, for each certificate in the certificate chain" (but the root, which
+/// notation-core-go deems never revoked): one without OCSP or CRL information "is
+/// considered valid (not revoked)"; "If both OCSP URLs and CDP URLs are present, then
+/// OCSP is preferred over CRLs. If revocation status cannot be determined using OCSP
+/// ... then fallback to using CRLs"; and "If the revocation status of any of the
+/// certificates is revoked or cannot be determined (revocation unavailable), fail this
+/// step." CRL files the operator configured come first, so a node that has them needs
+/// no network. The sources not yet asked are returned as wanted: OCSP responders first,
+/// a certificate's distribution points once its responders gave no answer.
 fn check_revocation(
     chain: &[Cert],
-    crls: &CrlSet,
+    configured: &CrlSet,
+    fetched: &Fetched,
     now: Moment,
     signed_at: Option<Moment>,
-) -> Result<(), Rejection> {
-    for (index, cert) in chain.iter().enumerate().rev() {
-        let issuer = chain.get(index + 1).unwrap_or(cert);
-        match crls.status(cert, issuer, now, signed_at) {
-            revocation::Status::Good => {}
-            revocation::Status::Revoked { subject, at } => {
-                return Err(Rejection::UntrustedRoot(format!(
-                    "certificate {subject} was revoked at {at}"
-                )));
+) -> Result<(), Unsettled> {
+    let mut unsettled: Option<Unsettled> = None;
+    for (index, cert) in chain.iter().enumerate().rev().skip(1) {
+        let Some(issuer) = chain.get(index + 1) else {
+            continue;
+        };
+        match cert_status(cert, issuer, configured, fetched, now, signed_at) {
+            CertStatus::Good => {}
+            CertStatus::Revoked(message) => {
+                return Err(Unsettled {
+                    rejection: Rejection::UntrustedRoot(message),
+                    wanted: Vec::new(),
+                })
             }
-            revocation::Status::Unknown { subject, reason } => {
-                return Err(Rejection::UntrustedRoot(format!(
-                    "revocation status of {subject} cannot be determined: {reason} \
-                     (put a current CRL in the crl directory, or set the trust policy override \
-                     \"revocation\" to \"log\" or \"skip\")"
-                )));
-            }
+            CertStatus::Unknown { message, wanted } => match &mut unsettled {
+                // The first certificate from the root names the rejection; every one
+                // says what it waits on.
+                Some(first) => first.wanted.extend(wanted),
+                None => {
+                    unsettled = Some(Unsettled {
+                        rejection: Rejection::UntrustedRoot(message),
+                        wanted,
+                    })
+                }
+            },
         }
     }
-    Ok(())
+    unsettled.map_or(Ok(()), Err)
+}
+
+enum CertStatus {
+    Good,
+    Revoked(String),
+    Unknown {
+        message: String,
+        wanted: Vec<Wanted>,
+    },
+}
+
+/// The status of one certificate of the chain; see [`check_revocation`].
+fn cert_status(
+    cert: &Cert,
+    issuer: &Cert,
+    configured: &CrlSet,
+    fetched: &Fetched,
+    now: Moment,
+    signed_at: Option<Moment>,
+) -> CertStatus {
+    let revoked = |subject: String, at: Moment| {
+        CertStatus::Revoked(format!("certificate {subject} was revoked at {at}"))
+    };
+    match CrlSet::status(&[configured], cert, issuer, now, signed_at) {
+        revocation::Status::Good => return CertStatus::Good,
+        revocation::Status::Revoked { subject, at } => return revoked(subject, at),
+        revocation::Status::Unknown { .. } => {}
+    }
+    let mut notes = Vec::new();
+    let mut wanted = Vec::new();
+    let responders: Vec<String> = cert
+        .revocation_info()
+        .map(|info| info.ocsp)
+        .unwrap_or_default();
+    let request = ocsp::request(cert, issuer);
+    for url in &responders {
+        if !revocation::is_http(url) {
+            notes.push(format!("OCSP {url}: not an http URL"));
+            continue;
+        }
+        let request = match &request {
+            Ok(request) => request,
+            Err(reason) => {
+                notes.push(format!("OCSP: {reason}"));
+                break;
+            }
+        };
+        let source = Wanted::Ocsp {
+            url: url.clone(),
+            request: request.clone(),
+        };
+        if let Some((_, response)) = fetched.ocsp.iter().find(|(asked, _)| *asked == source) {
+            match ocsp::answer(response, cert, issuer, now, signed_at) {
+                Ok(ocsp::Answer::Good) => return CertStatus::Good,
+                Ok(ocsp::Answer::Revoked { at }) => return revoked(cert.subject(), at),
+                Err(reason) => notes.push(format!("OCSP {url}: {reason}")),
+            }
+        } else if let Some((_, error)) = fetched.failures.iter().find(|(asked, _)| *asked == source)
+        {
+            notes.push(format!("OCSP {url}: {error}"));
+        } else {
+            wanted.push(source);
+        }
+    }
+    if !wanted.is_empty() {
+        // Responders not asked yet: their answer may settle it without any CRL.
+        return CertStatus::Unknown {
+            message: format!(
+                "revocation status of {} cannot be determined: its OCSP responders were not \
+                 asked (online revocation checking is off)",
+                cert.subject()
+            ),
+            wanted,
+        };
+    }
+    let (subject, reason, fetch) =
+        match CrlSet::status(&[configured, &fetched.crls], cert, issuer, now, signed_at) {
+            revocation::Status::Good => return CertStatus::Good,
+            revocation::Status::Revoked { subject, at } => return revoked(subject, at),
+            revocation::Status::Unknown {
+                subject,
+                reason,
+                fetch,
+            } => (subject, reason, fetch),
+        };
+    let mut message = format!("revocation status of {subject} cannot be determined: {reason}");
+    for note in &notes {
+        let _ = write!(message, "; {note}");
+    }
+    for url in &fetch {
+        let source = Wanted::Crl(url.clone());
+        match fetched.failures.iter().find(|(asked, _)| *asked == source) {
+            Some((_, error)) => {
+                let _ = write!(message, "; fetching {url}: {error}");
+            }
+            None => wanted.push(source),
+        }
+    }
+    message.push_str(
+        " (put a current CRL in the crl directory, let crigate reach the certificate's \
+         http OCSP responder or CRL distribution point, or set the trust policy override \
+         \"revocation\" to \"log\" or \"skip\")",
+    );
+    CertStatus::Unknown { message, wanted }
 }
 
 fn envelope_rejection(error: EnvelopeError) -> Rejection {
@@ -710,6 +953,23 @@ fn read_limited(path: &Path, limit: usize) -> Result<Vec<u8>, Error> {
             // At least this many: reading stopped one byte past the limit.
             source: PolicyError::TooLarge(limit.saturating_add(1)),
         })
+}
+
+/// Fuzzing entry point: reads `data` as the revocation material crigate takes from the
+/// network: an OCSP answer (checked against each certificate it carries), a
+/// certificate's revocation locations and OCSP request, and CRLs. Must return for any
+/// input, never panic.
+pub fn fuzz_revocation(data: &[u8]) {
+    let now = Moment::from_unix_seconds(1_767_225_600);
+    ocsp::fuzz_answer(data, now);
+    if let Ok(cert) = Cert::from_der(data) {
+        let _ = cert.revocation_info();
+        let _ = ocsp::request(&cert, &cert);
+    }
+    let mut crls = CrlSet::default();
+    if crls.add(data).is_ok() {
+        let _ = crls.next_update();
+    }
 }
 
 /// Fuzz entry point: parses `data` as a JWS and as a COSE envelope and runs every

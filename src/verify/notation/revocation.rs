@@ -1,6 +1,6 @@
-//! Offline CRL checking: certificate revocation lists configured as files, never
-//! fetched (trust store and trust policy spec, "Certificate Revocation Evaluation",
-//! "CRLs"). OCSP is not implemented.
+//! CRL checking (trust store and trust policy spec, "Certificate Revocation Evaluation",
+//! "CRLs"), with lists configured as files or fetched ([`super::fetch`]). OCSP is not
+//! implemented.
 //!
 //! Follows notation-core-go `revocation/internal/crl/crl.go` where the spec is silent:
 //! the CRL must verify with the issuer's key and have a `nextUpdate` not yet passed; an
@@ -16,6 +16,7 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
@@ -40,10 +41,10 @@ const INVALIDITY_DATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.2
 /// CRLReason `removeFromCRL` (RFC 5280 5.3.1).
 const REMOVE_FROM_CRL: u8 = 8;
 
-/// The configured CRLs, parsed; signatures are checked against the issuer at use.
+/// CRLs, parsed; signatures are checked against the issuer at use. Cloning shares them.
 #[derive(Clone, Debug, Default)]
 pub struct CrlSet {
-    crls: Vec<Crl>,
+    crls: Vec<Arc<Crl>>,
 }
 
 #[derive(Clone, Debug)]
@@ -97,6 +98,9 @@ pub(crate) enum Status {
     Unknown {
         subject: String,
         reason: &'static str,
+        /// The certificate's `http` CRL distribution points, where a current CRL may be
+        /// fetched (trust policy spec: "support only HTTP CRL URLs").
+        fetch: Vec<String>,
     },
 }
 
@@ -168,10 +172,10 @@ impl CrlSet {
                 .read(tlv::SEQUENCE)
                 .map_err(structure)?;
             let list = CertificateList::from_der(&der)?;
-            self.crls.push(Crl {
+            self.crls.push(Arc::new(Crl {
                 tbs: tbs.raw.to_vec(),
                 list,
-            });
+            }));
         }
         Ok(())
     }
@@ -180,31 +184,63 @@ impl CrlSet {
         self.crls.is_empty()
     }
 
-    /// The status of `cert`, issued by `issuer`, at `now`; `signed_at` is the authentic
-    /// signing time, if one was established. A certificate that names no CRL or OCSP
-    /// location "is considered valid (not revoked)".
+    /// Adds every CRL of `other`.
+    pub fn extend(&mut self, other: &CrlSet) {
+        self.crls.extend(other.crls.iter().cloned());
+    }
+
+    /// The `nextUpdate` of the CRLs, earliest first: how long they can be used.
+    pub(crate) fn next_update(&self) -> Option<Moment> {
+        self.crls
+            .iter()
+            .filter_map(|crl| crl.list.tbs_cert_list.next_update.map(time))
+            .min()
+    }
+
+    /// The status of `cert`, issued by `issuer`, at `now`, from the CRLs of `sets` in
+    /// order; `signed_at` is the authentic signing time, if one was established. A
+    /// certificate that names no CRL or OCSP location "is considered valid (not
+    /// revoked)".
     pub(crate) fn status(
-        &self,
+        sets: &[&CrlSet],
         cert: &Cert,
         issuer: &Cert,
         now: Moment,
         signed_at: Option<Moment>,
     ) -> Status {
-        if !cert.has_revocation_info() {
-            return Status::Good;
-        }
+        let (info, malformed) = match cert.revocation_info() {
+            Ok(info) => (info, None),
+            Err(reason) => (Default::default(), Some(reason)),
+        };
+        let fetch: Vec<String> = info
+            .crl
+            .iter()
+            .filter(|url| is_http(url))
+            .cloned()
+            .collect();
         let unknown = |reason| Status::Unknown {
             subject: cert.subject(),
             reason,
+            fetch: fetch.clone(),
         };
+        if let Some(reason) = malformed {
+            return unknown(reason);
+        }
+        if info.is_empty() {
+            return Status::Good;
+        }
         let Ok(issuer_name) = cert.issuer_der() else {
             return unknown("issuer name cannot be encoded");
         };
         let Ok(key) = issuer.public_key() else {
             return unknown("issuer key is unusable");
         };
-        let mut reason = "no configured CRL from its issuer";
-        for crl in &self.crls {
+        let mut reason = match (info.crl.is_empty(), fetch.is_empty()) {
+            (true, _) => "no OCSP answer settled it, and it names no CRL distribution point",
+            (false, true) => "no configured CRL from its issuer, and none of its CRL distribution points is an http URL",
+            (false, false) => "no CRL from its issuer, configured or fetched",
+        };
+        for crl in sets.iter().flat_map(|set| set.crls.iter()) {
             let tbs = &crl.list.tbs_cert_list;
             if tbs.issuer.to_der().ok().as_deref() != Some(issuer_name.as_slice()) {
                 continue;
@@ -220,7 +256,7 @@ impl CrlSet {
             }
             let extensions = tbs.crl_extensions.as_deref().unwrap_or_default();
             if extensions.iter().any(|e| e.extn_id == DELTA_CRL_INDICATOR) {
-                reason = "only a delta CRL is configured";
+                reason = "only a delta CRL from its issuer was found";
                 continue;
             }
             // RFC 5280 5.2: a CRL with an unrecognised critical extension must not be
@@ -242,7 +278,7 @@ impl CrlSet {
             let current =
                 this_update <= now && tbs.next_update.is_some_and(|next| now <= time(next));
             if !current {
-                reason = "the configured CRL is not current";
+                reason = "its issuer's CRL is past its nextUpdate";
                 continue;
             }
             let serial = cert.serial();
@@ -322,6 +358,12 @@ fn idp_covers(der: &[u8], cert_is_ca: bool) -> bool {
         }
     }
     true
+}
+
+/// Whether `url` is an `http` URL: the only scheme Notation fetches CRLs over.
+pub(crate) fn is_http(url: &str) -> bool {
+    url.get(..7)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("http://"))
 }
 
 fn time(time: x509_cert::time::Time) -> Moment {

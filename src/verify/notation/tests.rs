@@ -950,6 +950,17 @@ mod ecdsa {
     const LEAF_SERIAL: u64 = 42;
 
     fn crl_fixture() -> CrlFixture {
+        crl_fixture_with(|params| {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![CRL_URL.into()],
+            }];
+        })
+    }
+
+    const CRL_URL: &str = "http://crl.example.com/ca.crl";
+
+    /// As [`crl_fixture`], with the leaf's revocation locations set by `locations`.
+    fn crl_fixture_with(locations: impl FnOnce(&mut rcgen::CertificateParams)) -> CrlFixture {
         let ca_key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params
@@ -970,9 +981,7 @@ mod ecdsa {
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
         params.serial_number = Some(rcgen::SerialNumber::from(LEAF_SERIAL));
-        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
-            uris: vec!["http://crl.example.com/ca.crl".into()],
-        }];
+        locations(&mut params);
         let leaf = params.signed_by(&key, &ca).unwrap();
 
         let store = tempfile::tempdir().unwrap();
@@ -1115,6 +1124,181 @@ mod ecdsa {
         let result = verify_with(&fixture, skipped);
         assert!(matches!(result.verdict, Verdict::Trusted(_)));
         assert!(result.outcome.logged.is_empty());
+    }
+
+    fn rejection_message(result: &Verification) -> String {
+        match &result.verdict {
+            Verdict::Rejected(Rejection::UntrustedRoot(message)) => message.clone(),
+            other => panic!("expected an untrusted-root rejection, got {other:?}"),
+        }
+    }
+
+    fn verify_fetched_with(fixture: &CrlFixture, fetched: &Fetched) -> Verification {
+        let target = n01_target();
+        let envelopes = [(
+            MEDIA_TYPE_JWS,
+            jws(&fixture.signer, "ES256", &target, false),
+        )];
+        let config = config_with(fixture, "", CrlSet::default());
+        verify_fetched(
+            &envelopes,
+            &target,
+            "r.example/a",
+            &config,
+            fetched,
+            at(NOW),
+        )
+    }
+
+    #[test]
+    fn a_trusted_chain_asks_for_its_distribution_points_and_is_judged_by_what_was_fetched() {
+        let fixture = crl_fixture();
+        let result = verify_fetched_with(&fixture, &Fetched::default());
+        assert_eq!(
+            result.outcome.revocation_wanted,
+            [Wanted::Crl(CRL_URL.to_owned())]
+        );
+        assert!(
+            rejection_message(&result).contains("no CRL from its issuer, configured or fetched")
+        );
+
+        let good = Fetched {
+            crls: crl(&fixture, (2027, 1, 1), &[7]),
+            ..Fetched::default()
+        };
+        let result = verify_fetched_with(&fixture, &good);
+        assert!(
+            matches!(result.verdict, Verdict::Trusted(_)),
+            "{:?}",
+            result.verdict
+        );
+        assert!(result.outcome.revocation_wanted.is_empty());
+
+        let revoked = Fetched {
+            crls: crl(&fixture, (2027, 1, 1), &[LEAF_SERIAL]),
+            ..Fetched::default()
+        };
+        let result = verify_fetched_with(&fixture, &revoked);
+        assert!(rejection_message(&result).contains("crigate test leaf was revoked"));
+
+        let failed = Fetched {
+            failures: vec![(
+                Wanted::Crl(CRL_URL.to_owned()),
+                "answered 404 Not Found, not 200 OK".to_owned(),
+            )],
+            ..Fetched::default()
+        };
+        let message = rejection_message(&verify_fetched_with(&fixture, &failed));
+        assert!(
+            message.contains(&format!("fetching {CRL_URL}: answered 404 Not Found")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_untrusted_chain_asks_for_no_distribution_point() {
+        let fixture = crl_fixture();
+        // The trust store holds another CA: authenticity fails before revocation, and
+        // the envelope's CRL location is never a URL crigate is asked to fetch.
+        let other = crl_fixture();
+        let target = n01_target();
+        let envelopes = [(
+            MEDIA_TYPE_JWS,
+            jws(&fixture.signer, "ES256", &target, false),
+        )];
+        let config = config_with(&other, "", CrlSet::default());
+        let result = verify_fetched(
+            &envelopes,
+            &target,
+            "r.example/a",
+            &config,
+            &Fetched::default(),
+            at(NOW),
+        );
+        assert!(matches!(
+            result.verdict,
+            Verdict::Rejected(Rejection::UntrustedRoot(_))
+        ));
+        assert!(
+            result.outcome.revocation_wanted.is_empty(),
+            "{:?}",
+            result.outcome
+        );
+    }
+
+    /// An authority information access extension (RFC 5280 4.2.2.1) with one URI entry.
+    fn aia(method: &[u8], uri: &str) -> rcgen::CustomExtension {
+        let location = [&[0x86, uri.len() as u8][..], uri.as_bytes()].concat();
+        let oid = [&[0x06, method.len() as u8][..], method].concat();
+        let entry = [
+            &[0x30, (oid.len() + location.len()) as u8][..],
+            &oid,
+            &location,
+        ]
+        .concat();
+        let syntax = [&[0x30, entry.len() as u8][..], &entry].concat();
+        rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], syntax)
+    }
+
+    /// `id-ad-caIssuers` and `id-ad-ocsp`, DER content octets.
+    const CA_ISSUERS: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x02];
+    const OCSP: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+
+    #[test]
+    fn revocation_locations_are_read_as_notation_reads_them() {
+        // Only the issuer's certificate location: nothing to check, as in Go, where such a
+        // certificate has neither OCSPServer nor CRLDistributionPoints.
+        let fixture = crl_fixture_with(|params| {
+            params.custom_extensions = vec![aia(CA_ISSUERS, "http://ca.example.com/ca.cer")];
+        });
+        let result = verify_fetched_with(&fixture, &Fetched::default());
+        assert!(
+            matches!(result.verdict, Verdict::Trusted(_)),
+            "{:?}",
+            result.verdict
+        );
+
+        // An OCSP responder only: it is the source asked for, with the request naming
+        // the leaf.
+        let fixture = crl_fixture_with(|params| {
+            params.custom_extensions = vec![aia(OCSP, "http://ocsp.example.com")];
+        });
+        let result = verify_fetched_with(&fixture, &Fetched::default());
+        assert!(rejection_message(&result).contains("its OCSP responders were not asked"));
+        match result.outcome.revocation_wanted.as_slice() {
+            [Wanted::Ocsp { url, request }] => {
+                assert_eq!(url, "http://ocsp.example.com");
+                assert!(!request.is_empty());
+            }
+            other => panic!("{other:?}"),
+        }
+        // Its responder failed: with no distribution point there is nothing else.
+        let failed = Fetched {
+            failures: vec![(
+                result.outcome.revocation_wanted[0].clone(),
+                "no answer within 2s".to_owned(),
+            )],
+            ..Fetched::default()
+        };
+        let result = verify_fetched_with(&fixture, &failed);
+        let message = rejection_message(&result);
+        assert!(
+            message.contains("no OCSP answer settled it, and it names no CRL distribution point")
+                && message.contains("OCSP http://ocsp.example.com: no answer within 2s"),
+            "{message}"
+        );
+        assert!(result.outcome.revocation_wanted.is_empty());
+
+        // A distribution point Notation would not fetch.
+        let fixture = crl_fixture_with(|params| {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec!["ldap://ldap.example.com/cn=CA?certificateRevocationList".into()],
+            }];
+        });
+        let result = verify_fetched_with(&fixture, &Fetched::default());
+        assert!(rejection_message(&result)
+            .contains("none of its CRL distribution points is an http URL"));
+        assert!(result.outcome.revocation_wanted.is_empty());
     }
 
     /// A `notary.x509.signingAuthority` JWS, authentic signing time 2025-06-01.

@@ -1,0 +1,328 @@
+//! Revocation material fetched over HTTP: CRLs from the distribution points
+//! certificates name, and OCSP answers from their responders, each kept until its
+//! `nextUpdate`.
+//!
+//! Trust policy spec, "Certificate Revocation Evaluation": implementations "support only
+//! HTTP CRL URLs"; a CRL download that does not finish "within the timeout threshold" (5
+//! seconds by default), or an OCSP answer not within 2 seconds, leaves the status
+//! "revocation unavailable". As notation-core-go does (`revocation/crl/fetcher.go`,
+//! `revocation/internal/ocsp/ocsp.go`): a CRL is at most 32 MiB and only a `200 OK`
+//! answer is one; every distribution point of a certificate is fetched; an OCSP request
+//! goes by GET when its base64 form is under 255 bytes and by POST otherwise, and the
+//! answer, any 2xx, is at most 20 KiB; a cached CRL, keyed by its URL, is used until its
+//! `nextUpdate` and then fetched again. Redirects to `http` URLs are followed, as Go's
+//! HTTP client follows them.
+//!
+//! Nothing fetched is trusted here: [`super::revocation`] and [`super::ocsp`] check each
+//! CRL and answer against the issuer when it is used.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use super::ocsp::{self, MAX_OCSP_RESPONSE_BYTES};
+use super::revocation::{is_http, CrlSet};
+use super::time::Moment;
+use super::{Fetched, Wanted};
+
+/// How long one CRL download may take, connection included (the spec's default).
+pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one OCSP answer may take (the spec's default).
+pub const OCSP_TIMEOUT: Duration = Duration::from_secs(2);
+/// Largest CRL downloaded (notation-core-go's `maxCRLSize`).
+pub const MAX_FETCHED_CRL_BYTES: usize = 32 * 1024 * 1024;
+/// Most bytes of CRLs kept in memory; past it, those that expire first are dropped.
+pub const MAX_CACHED_CRL_BYTES: usize = 64 * 1024 * 1024;
+/// Most sources asked for one verification (a chain holds at most ten certificates,
+/// each usually naming one responder and one distribution point).
+pub const MAX_FETCHES: usize = 16;
+/// Most redirects followed for one distribution point.
+const MAX_REDIRECTS: usize = 5;
+
+/// Fetches CRLs and OCSP answers over HTTP and keeps them in memory, shared by every
+/// verification.
+pub struct RevocationFetcher {
+    client: Client<HttpConnector, Full<Bytes>>,
+    timeout: Duration,
+    ocsp_timeout: Duration,
+    max_bytes: usize,
+    cache: Mutex<HashMap<Wanted, Cached>>,
+}
+
+#[derive(Clone)]
+struct Cached {
+    crls: CrlSet,
+    /// An OCSP answer; empty for a CRL.
+    answer: Bytes,
+    next_update: Moment,
+    bytes: usize,
+}
+
+/// Why a distribution point gave no CRL.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("not an http URL (Notation fetches CRLs over http only)")]
+    NotHttp,
+    #[error("not a valid URL")]
+    BadUrl,
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Http(String),
+    #[error("answered {0}, not 200 OK")]
+    Status(StatusCode),
+    #[error("answered {0}")]
+    OcspStatus(StatusCode),
+    #[error("more than {MAX_REDIRECTS} redirects")]
+    TooManyRedirects,
+    #[error("the answer is over the size limit ({0} bytes)")]
+    TooLarge(usize),
+    #[error("not a DER or PEM X.509 CRL: {0}")]
+    Malformed(String),
+    #[error("the CRL has no nextUpdate")]
+    NoNextUpdate,
+}
+
+// === impl RevocationFetcher ===
+
+impl Default for RevocationFetcher {
+    fn default() -> Self {
+        Self::new(FETCH_TIMEOUT, OCSP_TIMEOUT)
+    }
+}
+
+impl RevocationFetcher {
+    /// A fetcher whose CRL downloads each take at most `timeout`, and OCSP answers
+    /// `ocsp_timeout`.
+    pub fn new(timeout: Duration, ocsp_timeout: Duration) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(timeout));
+        Self {
+            client: Client::builder(TokioExecutor::new()).build(connector),
+            timeout,
+            ocsp_timeout,
+            max_bytes: MAX_FETCHED_CRL_BYTES,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Asks the sources `wanted` (the first [`MAX_FETCHES`]), all at once, taking what
+    /// memory holds while current; the sources that gave nothing, with the reason.
+    pub async fn fetch(&self, wanted: &[Wanted], now: SystemTime) -> Fetched {
+        let now = Moment::from_system_time(now);
+        let wanted = &wanted[..wanted.len().min(MAX_FETCHES)];
+        let results =
+            futures_util::future::join_all(wanted.iter().map(|source| self.get(source, now))).await;
+        let mut fetched = Fetched::default();
+        for (source, result) in wanted.iter().zip(results) {
+            match (source, result) {
+                (Wanted::Crl(_), Ok(cached)) => fetched.crls.extend(&cached.crls),
+                (Wanted::Ocsp { .. }, Ok(cached)) => {
+                    fetched.ocsp.push((source.clone(), cached.answer));
+                }
+                (_, Err(error)) => {
+                    tracing::warn!(url = %source.url(), %error, "cannot fetch revocation information for a Notation signing certificate");
+                    fetched.failures.push((source.clone(), error.to_string()));
+                }
+            }
+        }
+        fetched
+    }
+
+    /// What `source` gives, from memory while it is before its `nextUpdate`.
+    async fn get(&self, source: &Wanted, now: Moment) -> Result<Cached, FetchError> {
+        if let Some(cached) = self.cached(source, now) {
+            return Ok(cached);
+        }
+        let fetched = match source {
+            Wanted::Crl(url) => {
+                let bytes = tokio::time::timeout(
+                    self.timeout,
+                    self.send(Method::GET, url, Bytes::new(), Kind::Crl),
+                )
+                .await
+                .map_err(|_elapsed| FetchError::Timeout(self.timeout))??;
+                let mut crls = CrlSet::default();
+                crls.add(&bytes)
+                    .map_err(|error| FetchError::Malformed(error.to_string()))?;
+                let next_update = crls.next_update().ok_or(FetchError::NoNextUpdate)?;
+                tracing::debug!(url, bytes = bytes.len(), %next_update, "fetched a CRL");
+                Cached {
+                    crls,
+                    answer: Bytes::new(),
+                    next_update,
+                    bytes: bytes.len(),
+                }
+            }
+            Wanted::Ocsp { url, request } => {
+                let answer = tokio::time::timeout(self.ocsp_timeout, self.ask(url, request))
+                    .await
+                    .map_err(|_elapsed| FetchError::Timeout(self.ocsp_timeout))??;
+                // An answer without nextUpdate is used once and not kept.
+                let next_update = ocsp::next_update(&answer).unwrap_or(now);
+                Cached {
+                    crls: CrlSet::default(),
+                    bytes: answer.len(),
+                    answer,
+                    next_update,
+                }
+            }
+        };
+        self.keep(source, &fetched);
+        Ok(fetched)
+    }
+
+    /// Sends the OCSP request `request` to `url` (RFC 6960 A.1): by GET, the request's
+    /// base64 escaped into the path, when that is under 255 bytes; by POST otherwise.
+    async fn ask(&self, url: &str, request: &[u8]) -> Result<Bytes, FetchError> {
+        use base64::Engine as _;
+        let encoded = base64::engine::general_purpose::STANDARD.encode(request);
+        let escaped =
+            percent_encoding::utf8_percent_encode(&encoded, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        if encoded.len() < 255 && escaped.len() < 255 {
+            let get = format!("{}/{escaped}", url.trim_end_matches('/'));
+            return self.send(Method::GET, &get, Bytes::new(), Kind::Ocsp).await;
+        }
+        self.send(
+            Method::POST,
+            url,
+            Bytes::copy_from_slice(request),
+            Kind::Ocsp,
+        )
+        .await
+    }
+
+    fn cached(&self, source: &Wanted, now: Moment) -> Option<Cached> {
+        let cache = self.cache.lock().ok()?;
+        cache
+            .get(source)
+            .filter(|cached| now < cached.next_update)
+            .cloned()
+    }
+
+    fn keep(&self, source: &Wanted, fetched: &Cached) {
+        let Ok(mut cache) = self.cache.lock() else {
+            return;
+        };
+        cache.insert(source.clone(), fetched.clone());
+        // Over the bound, the CRLs that are due to be fetched again first go first.
+        while cache.values().map(|c| c.bytes).sum::<usize>() > MAX_CACHED_CRL_BYTES {
+            let Some(first) = cache
+                .iter()
+                .min_by_key(|(_, cached)| cached.next_update)
+                .map(|(url, _)| url.clone())
+            else {
+                break;
+            };
+            cache.remove(&first);
+        }
+    }
+
+    /// Sends `body` to `url` with `method`, following redirects to `http` URLs, and
+    /// reads the answer: a CRL, which must come with `200 OK`, or an OCSP responder's,
+    /// which may be any 2xx; each within its size limit.
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        body: Bytes,
+        kind: Kind,
+    ) -> Result<Bytes, FetchError> {
+        let (ocsp, limit) = match kind {
+            Kind::Crl => (false, self.max_bytes),
+            Kind::Ocsp => (true, MAX_OCSP_RESPONSE_BYTES),
+        };
+        let mut uri: Uri = url.parse().map_err(|_| FetchError::BadUrl)?;
+        for _ in 0..=MAX_REDIRECTS {
+            if !is_http(&uri.to_string()) {
+                return Err(FetchError::NotHttp);
+            }
+            let mut request = http::Request::builder()
+                .method(method.clone())
+                .uri(uri.clone());
+            if method == Method::POST {
+                request = request.header(header::CONTENT_TYPE, "application/ocsp-request");
+            }
+            let request = request
+                .body(Full::new(body.clone()))
+                .map_err(|_| FetchError::BadUrl)?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|error| FetchError::Http(error_chain(&error)))?;
+            let status = response.status();
+            if status.is_redirection() {
+                let location = response
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|value| value.to_str().ok())
+                    .ok_or(FetchError::Status(status))?;
+                uri = redirect(&uri, location).ok_or(FetchError::BadUrl)?;
+                continue;
+            }
+            if ocsp && !status.is_success() {
+                return Err(FetchError::OcspStatus(status));
+            }
+            if !ocsp && status != StatusCode::OK {
+                return Err(FetchError::Status(status));
+            }
+            let declared = response
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.parse::<u64>().ok());
+            if declared.is_some_and(|len| len > limit as u64) {
+                return Err(FetchError::TooLarge(limit));
+            }
+            let body = Limited::new(response.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|error| {
+                    if error.is::<http_body_util::LengthLimitError>() {
+                        FetchError::TooLarge(limit)
+                    } else {
+                        FetchError::Http(error.to_string())
+                    }
+                })?;
+            return Ok(body.to_bytes());
+        }
+        Err(FetchError::TooManyRedirects)
+    }
+}
+
+/// What is fetched.
+#[derive(Clone, Copy)]
+enum Kind {
+    Crl,
+    Ocsp,
+}
+
+/// The URL a redirect's `Location` names, absolute or relative to `base`.
+fn redirect(base: &Uri, location: &str) -> Option<Uri> {
+    let base = url::Url::parse(&base.to_string()).ok()?;
+    base.join(location).ok()?.as_str().parse().ok()
+}
+
+/// An error and its causes, as one line: hyper's own message is only the outermost.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests;

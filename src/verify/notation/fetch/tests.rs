@@ -1,0 +1,319 @@
+//! The fetcher against a real HTTP server on loopback; its handler plays the
+//! distribution point, including the faults a CA's server can have (missing file, slow
+//! answer, oversized or malformed body, redirects).
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::*;
+
+type Handler = Arc<
+    dyn Fn(String) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync,
+>;
+
+/// An HTTP/1.1 server on 127.0.0.1 answering with `handler(path)`, counting requests.
+struct Server {
+    base: String,
+    requests: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start<F, Fut>(handler: F) -> Self
+    where
+        F: Fn(String) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response<Full<Bytes>>> + Send + 'static,
+    {
+        let handler: Handler = Arc::new(move |path| Box::pin(handler(path)));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counter = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (handler, counter) = (handler.clone(), counter.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        let answer = handler(request.uri().path().to_owned());
+                        async move { Ok::<_, Infallible>(answer.await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            base,
+            requests,
+            task,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    Response::builder()
+        .status(status)
+        .body(Full::new(body.into()))
+        .unwrap()
+}
+
+/// A DER CRL from a fresh CA, listing nothing, next updated on 2099-01-01.
+fn crl_der() -> Vec<u8> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![rcgen::KeyUsagePurpose::CrlSign];
+    let ca = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+    rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2099, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: Vec::new(),
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca)
+    .unwrap()
+    .der()
+    .to_vec()
+}
+
+fn crl(url: &str) -> [Wanted; 1] {
+    [Wanted::Crl(url.to_owned())]
+}
+
+fn year(year: u64) -> SystemTime {
+    // Close enough to 1 January of `year` for these tests.
+    UNIX_EPOCH + Duration::from_secs((year - 1970) * 365 * 86_400 + (year - 1969) / 4 * 86_400)
+}
+
+#[tokio::test]
+async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
+    let der = Bytes::from(crl_der());
+    let server = Server::start(move |_| {
+        let der = der.clone();
+        async move { respond(StatusCode::OK, der) }
+    })
+    .await;
+    let fetcher = RevocationFetcher::default();
+    let url = server.url("/ca.crl");
+    for _ in 0..3 {
+        let fetched = fetcher.fetch(&crl(&url), year(2030)).await;
+        assert!(fetched.failures.is_empty(), "{:?}", fetched.failures);
+        assert!(!fetched.crls.is_empty());
+    }
+    assert_eq!(server.requests(), 1, "a current CRL is taken from memory");
+    let fetched = fetcher.fetch(&crl(&url), year(2100)).await;
+    assert!(!fetched.crls.is_empty());
+    assert_eq!(
+        server.requests(),
+        2,
+        "a CRL past its nextUpdate is fetched again"
+    );
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_http_url_is_followed() {
+    let der = Bytes::from(crl_der());
+    let server = Server::start(move |path| {
+        let der = der.clone();
+        async move {
+            match path.as_str() {
+                "/old.crl" => Response::builder()
+                    .status(StatusCode::MOVED_PERMANENTLY)
+                    .header("location", "/new.crl")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+                "/tls.crl" => Response::builder()
+                    .status(StatusCode::FOUND)
+                    .header("location", "https://crl.example.com/ca.crl")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap(),
+                _ => respond(StatusCode::OK, der),
+            }
+        }
+    })
+    .await;
+    let fetcher = RevocationFetcher::default();
+    let fetched = fetcher
+        .fetch(&crl(&server.url("/old.crl")), year(2030))
+        .await;
+    assert!(fetched.failures.is_empty(), "{:?}", fetched.failures);
+    assert!(!fetched.crls.is_empty());
+    let fetched = fetcher
+        .fetch(&crl(&server.url("/tls.crl")), year(2030))
+        .await;
+    assert!(fetched.crls.is_empty());
+    assert!(
+        fetched.failures[0].1.contains("not an http URL"),
+        "{:?}",
+        fetched.failures
+    );
+}
+
+#[tokio::test]
+async fn each_failing_distribution_point_is_named_with_its_reason() {
+    let server = Server::start(|path| async move {
+        match path.as_str() {
+            "/missing.crl" => respond(StatusCode::NOT_FOUND, "no such file"),
+            "/empty.crl" => respond(StatusCode::NO_CONTENT, ""),
+            "/garbage.crl" => respond(StatusCode::OK, "<html>maintenance</html>"),
+            "/huge.crl" => respond(StatusCode::OK, vec![0x30; 4096]),
+            _ => {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                respond(StatusCode::OK, "late")
+            }
+        }
+    })
+    .await;
+    let mut fetcher = RevocationFetcher::new(Duration::from_millis(300), OCSP_TIMEOUT);
+    fetcher.max_bytes = 1024;
+    // Nothing listens on this port any more.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let refused = format!("http://{}/ca.crl", closed.local_addr().unwrap());
+    drop(closed);
+    let urls = [
+        server.url("/missing.crl"),
+        server.url("/empty.crl"),
+        server.url("/garbage.crl"),
+        server.url("/huge.crl"),
+        server.url("/slow.crl"),
+        "https://crl.example.com/ca.crl".to_owned(),
+        "http://[not a host/ca.crl".to_owned(),
+        refused.clone(),
+    ];
+    let started = std::time::Instant::now();
+    let wanted: Vec<Wanted> = urls.iter().cloned().map(Wanted::Crl).collect();
+    let fetched = fetcher.fetch(&wanted, year(2030)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "the slow distribution point is given up after the timeout, in parallel with the rest"
+    );
+    assert!(fetched.crls.is_empty());
+    let reasons: Vec<(&str, &str)> = fetched
+        .failures
+        .iter()
+        .map(|(source, reason)| (source.url(), reason.as_str()))
+        .collect();
+    let expect = [
+        (urls[0].as_str(), "answered 404 Not Found, not 200 OK"),
+        (urls[1].as_str(), "answered 204 No Content, not 200 OK"),
+        (urls[2].as_str(), "not a DER or PEM X.509 CRL"),
+        (urls[3].as_str(), "over the size limit (1024 bytes)"),
+        (urls[4].as_str(), "no answer within 300ms"),
+        (urls[5].as_str(), "not an http URL"),
+        (urls[6].as_str(), "not a valid URL"),
+        (refused.as_str(), "onnect"),
+    ];
+    assert_eq!(reasons.len(), expect.len(), "{reasons:?}");
+    for ((url, reason), (expected_url, expected)) in reasons.iter().zip(expect) {
+        assert_eq!(*url, expected_url);
+        assert!(
+            reason.contains(expected),
+            "{url}: {reason} (expected {expected})"
+        );
+    }
+    // Nothing was kept: the next verification tries again.
+    let again = fetcher.fetch(&wanted[..1], year(2030)).await;
+    assert_eq!(again.failures.len(), 1);
+}
+
+#[tokio::test]
+async fn at_most_sixteen_distribution_points_are_fetched_for_one_verification() {
+    let der = Bytes::from(crl_der());
+    let server = Server::start(move |_| {
+        let der = der.clone();
+        async move { respond(StatusCode::OK, der) }
+    })
+    .await;
+    let wanted: Vec<Wanted> = (0..40)
+        .map(|n| Wanted::Crl(server.url(&format!("/{n}.crl"))))
+        .collect();
+    let fetched = RevocationFetcher::default()
+        .fetch(&wanted, year(2030))
+        .await;
+    assert!(fetched.failures.is_empty());
+    assert_eq!(server.requests(), MAX_FETCHES);
+}
+
+#[tokio::test]
+async fn an_ocsp_request_goes_by_get_when_short_and_by_post_otherwise() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}/ocsp", listener.local_addr().unwrap());
+    let task = tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+                    let log = log.clone();
+                    async move {
+                        let method = request.method().clone();
+                        let path = request.uri().path().to_owned();
+                        let kind = request
+                            .headers()
+                            .get("content-type")
+                            .map(|v| v.to_str().unwrap_or_default().to_owned());
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        log.lock().unwrap().push((method, path, kind, body));
+                        Ok::<_, Infallible>(respond(StatusCode::OK, "answer"))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    let fetcher = RevocationFetcher::default();
+    let short = Wanted::Ocsp {
+        url: base.clone(),
+        request: vec![0x30, 0xfb, 0xff],
+    };
+    let long = Wanted::Ocsp {
+        url: base.clone(),
+        request: vec![0x30; 200],
+    };
+    let fetched = fetcher.fetch(&[short], year(2030)).await;
+    assert_eq!(fetched.ocsp[0].1, "answer");
+    let fetched = fetcher.fetch(std::slice::from_ref(&long), year(2030)).await;
+    assert_eq!(fetched.ocsp[0].1, "answer");
+    // An answer without a readable nextUpdate is not kept: asked again.
+    fetcher.fetch(&[long], year(2030)).await;
+    task.abort();
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3);
+    // base64 "MPv/" with '+', '/' and '=' escaped, as Go's url.QueryEscape does.
+    assert_eq!(seen[0].0, http::Method::GET);
+    assert_eq!(seen[0].1, "/ocsp/MPv%2F");
+    assert_eq!(seen[1].0, http::Method::POST);
+    assert_eq!(seen[1].1, "/ocsp");
+    assert_eq!(seen[1].2.as_deref(), Some("application/ocsp-request"));
+    assert_eq!(seen[1].3, vec![0x30; 200]);
+}
