@@ -279,9 +279,9 @@ where
 /// As [`verify`], with OCSP answers and CRLs fetched for this verification besides the
 /// configured CRLs. A certificate whose status nothing at hand settles puts the `http`
 /// sources it names in [`Outcome::revocation_wanted`]: the caller may fetch them and
-/// verify again. Only certificates of chains that passed the authenticity, identity, expiry
-/// and timestamp checks are asked about, so an untrusted envelope cannot make crigate
-/// fetch a URL of its choosing.
+/// verify again. Only certificates of chains the trust store vouched for (authenticity
+/// and identity checked and passed, not skipped or only logged) are asked about, so an
+/// untrusted envelope cannot make crigate fetch a URL of its choosing.
 pub fn verify_fetched<M, B>(
     envelopes: &[(M, B)],
     target: &Descriptor,
@@ -522,17 +522,16 @@ fn verify_one(
     };
 
     // --- Authenticity: trust store, then trusted identity. ---
+    // Only a chain the trust store vouched for may send crigate to a URL for its
+    // revocation status: under `audit` or an `authenticity` override a chain from anyone
+    // gets that far.
+    let mut vouched = false;
     if policy.level.action(Check::Authenticity) != Action::Skip {
-        check(
-            Check::Authenticity,
-            Stage::Authenticity,
-            check_trust_store(&chain, scheme, policy, store),
-        )?;
-        check(
-            Check::Authenticity,
-            Stage::Identity,
-            check_identity(leaf, policy),
-        )?;
+        let trusted = check_trust_store(&chain, scheme, policy, store);
+        let identified = check_identity(leaf, policy);
+        vouched = trusted.is_ok() && identified.is_ok();
+        check(Check::Authenticity, Stage::Authenticity, trusted)?;
+        check(Check::Authenticity, Stage::Identity, identified)?;
     }
     // --- Expiry (trust policy spec, "Validate Expiry"). ---
     if policy.level.action(Check::Expiry) != Action::Skip {
@@ -557,7 +556,7 @@ fn verify_one(
     // --- Revocation: configured CRLs, OCSP, fetched CRLs; see the module docs. ---
     if policy.level.action(Check::Revocation) != Action::Skip {
         let result = check_revocation(&chain, &config.crls, notes.fetched, now, authentic_time);
-        if let Err(unsettled) = &result {
+        if let (Err(unsettled), true) = (&result, vouched) {
             for wanted in &unsettled.wanted {
                 if !notes.revocation_wanted.contains(wanted) {
                     notes.revocation_wanted.push(wanted.clone());

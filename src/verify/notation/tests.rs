@@ -1226,6 +1226,77 @@ mod ecdsa {
         );
     }
 
+    #[test]
+    fn a_chain_trusted_only_for_the_audit_log_asks_for_no_distribution_point() {
+        // Under `audit` a chain from another CA passes with its authenticity failure
+        // logged, and reaches the revocation check; its CRL location is still not asked.
+        let fixture = crl_fixture();
+        let other = crl_fixture();
+        let target = n01_target();
+        let envelopes = [(
+            MEDIA_TYPE_JWS,
+            jws(&fixture.signer, "ES256", &target, false),
+        )];
+        for level in ["audit", "strict"] {
+            let extra = if level == "strict" {
+                r#","override":{"authenticity":"log"}"#
+            } else {
+                ""
+            };
+            let config = NotationConfig::new(
+                TrustPolicyDocument::parse(policy_json(level, extra, r#""ca:crl""#).as_bytes())
+                    .unwrap(),
+                other.store.path(),
+            )
+            .unwrap();
+            let result = verify_fetched(
+                &envelopes,
+                &target,
+                "r.example/a",
+                &config,
+                &Fetched::default(),
+                at(NOW),
+            );
+            // It got as far as the revocation check: logged as passed under `audit`,
+            // rejected there under `strict`.
+            let reached = match &result.verdict {
+                Verdict::Trusted(_) => result
+                    .outcome
+                    .logged
+                    .iter()
+                    .any(|failure| failure.check == Check::Revocation),
+                Verdict::Rejected(Rejection::UntrustedRoot(message)) => {
+                    message.contains("revocation status")
+                }
+                Verdict::Rejected(_) => false,
+            };
+            assert!(reached, "{level}: {:?}", result);
+            assert!(
+                result.outcome.revocation_wanted.is_empty(),
+                "{level}: {:?}",
+                result.outcome
+            );
+        }
+        // The same chain trusted by the store asks for it.
+        let config = config_with(
+            &fixture,
+            r#","override":{"authenticity":"log"}"#,
+            CrlSet::default(),
+        );
+        let result = verify_fetched(
+            &envelopes,
+            &target,
+            "r.example/a",
+            &config,
+            &Fetched::default(),
+            at(NOW),
+        );
+        assert_eq!(
+            result.outcome.revocation_wanted,
+            [Wanted::Crl(CRL_URL.to_owned())]
+        );
+    }
+
     /// An authority information access extension (RFC 5280 4.2.2.1) with one URI entry.
     fn aia(method: &[u8], uri: &str) -> rcgen::CustomExtension {
         let location = [&[0x86, uri.len() as u8][..], uri.as_bytes()].concat();
