@@ -9,6 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::daemon::crigate_binary;
+use crate::harness::process::{free_port, kill_child};
 use crate::harness::{Registry, TestImage};
 use crate::notation_signer::{
     push_signatures, statement, trust_policy, trust_policy_of, write_notation_dir, ymd, Alg,
@@ -892,8 +893,7 @@ impl FileServer {
 
 impl Drop for FileServer {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_child(&mut self.child);
     }
 }
 
@@ -1018,8 +1018,7 @@ impl OcspResponder {
 
 impl Drop for OcspResponder {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_child(&mut self.child);
     }
 }
 
@@ -1032,10 +1031,7 @@ async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before
     let registry = Registry::start().await.unwrap();
     let ca = NotationCa::generate("crigate e2e OCSP CA");
     let work = tempfile::tempdir().unwrap();
-    let port = {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        listener.local_addr().unwrap().port()
-    };
+    let port = free_port().unwrap();
     let responder = OcspResponder::start(work.path(), &ca, port, &[GOOD], &[REVOKED]);
     let ocsp_url = format!("http://127.0.0.1:{port}");
     let www = tempfile::tempdir().unwrap();

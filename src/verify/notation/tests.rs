@@ -1052,22 +1052,35 @@ mod ecdsa {
     }
 
     fn verify_with(fixture: &CrlFixture, config: NotationConfig) -> Verification {
+        verify_under(fixture, &config, &Fetched::default())
+    }
+
+    /// `fixture`'s leaf signs the target; verified under `config` with `fetched`.
+    fn verify_under(
+        fixture: &CrlFixture,
+        config: &NotationConfig,
+        fetched: &Fetched,
+    ) -> Verification {
         let target = n01_target();
         let envelopes = [(
             MEDIA_TYPE_JWS,
             jws(&fixture.signer, "ES256", &target, false),
         )];
-        verify(&envelopes, &target, "r.example/a", &config, at(NOW))
+        verify_fetched(&envelopes, &target, "r.example/a", config, fetched, at(NOW))
     }
 
     fn config_with(fixture: &CrlFixture, extra: &str, crls: CrlSet) -> NotationConfig {
-        let policy = policy_json("strict", extra, r#""ca:crl""#);
+        config_at("strict", fixture, extra).with_crls(crls)
+    }
+
+    /// A `level` policy (with `extra` statement keys) trusting `fixture`'s CA.
+    fn config_at(level: &str, fixture: &CrlFixture, extra: &str) -> NotationConfig {
+        let policy = policy_json(level, extra, r#""ca:crl""#);
         NotationConfig::new(
             TrustPolicyDocument::parse(policy.as_bytes()).unwrap(),
             fixture.store.path(),
         )
         .unwrap()
-        .with_crls(crls)
     }
 
     #[test]
@@ -1134,19 +1147,10 @@ mod ecdsa {
     }
 
     fn verify_fetched_with(fixture: &CrlFixture, fetched: &Fetched) -> Verification {
-        let target = n01_target();
-        let envelopes = [(
-            MEDIA_TYPE_JWS,
-            jws(&fixture.signer, "ES256", &target, false),
-        )];
-        let config = config_with(fixture, "", CrlSet::default());
-        verify_fetched(
-            &envelopes,
-            &target,
-            "r.example/a",
-            &config,
+        verify_under(
+            fixture,
+            &config_with(fixture, "", CrlSet::default()),
             fetched,
-            at(NOW),
         )
     }
 
@@ -1201,20 +1205,7 @@ mod ecdsa {
         // The trust store holds another CA: authenticity fails before revocation, and
         // the envelope's CRL location is never a URL crigate is asked to fetch.
         let other = crl_fixture();
-        let target = n01_target();
-        let envelopes = [(
-            MEDIA_TYPE_JWS,
-            jws(&fixture.signer, "ES256", &target, false),
-        )];
-        let config = config_with(&other, "", CrlSet::default());
-        let result = verify_fetched(
-            &envelopes,
-            &target,
-            "r.example/a",
-            &config,
-            &Fetched::default(),
-            at(NOW),
-        );
+        let result = verify_with(&fixture, config_with(&other, "", CrlSet::default()));
         assert!(matches!(
             result.verdict,
             Verdict::Rejected(Rejection::UntrustedRoot(_))
@@ -1232,31 +1223,9 @@ mod ecdsa {
         // logged, and reaches the revocation check; its CRL location is still not asked.
         let fixture = crl_fixture();
         let other = crl_fixture();
-        let target = n01_target();
-        let envelopes = [(
-            MEDIA_TYPE_JWS,
-            jws(&fixture.signer, "ES256", &target, false),
-        )];
-        for level in ["audit", "strict"] {
-            let extra = if level == "strict" {
-                r#","override":{"authenticity":"log"}"#
-            } else {
-                ""
-            };
-            let config = NotationConfig::new(
-                TrustPolicyDocument::parse(policy_json(level, extra, r#""ca:crl""#).as_bytes())
-                    .unwrap(),
-                other.store.path(),
-            )
-            .unwrap();
-            let result = verify_fetched(
-                &envelopes,
-                &target,
-                "r.example/a",
-                &config,
-                &Fetched::default(),
-                at(NOW),
-            );
+        let log_authenticity = r#","override":{"authenticity":"log"}"#;
+        for (level, extra) in [("audit", ""), ("strict", log_authenticity)] {
+            let result = verify_with(&fixture, config_at(level, &other, extra));
             // It got as far as the revocation check: logged as passed under `audit`,
             // rejected there under `strict`.
             let reached = match &result.verdict {
@@ -1278,19 +1247,7 @@ mod ecdsa {
             );
         }
         // The same chain trusted by the store asks for it.
-        let config = config_with(
-            &fixture,
-            r#","override":{"authenticity":"log"}"#,
-            CrlSet::default(),
-        );
-        let result = verify_fetched(
-            &envelopes,
-            &target,
-            "r.example/a",
-            &config,
-            &Fetched::default(),
-            at(NOW),
-        );
+        let result = verify_with(&fixture, config_at("strict", &fixture, log_authenticity));
         assert_eq!(
             result.outcome.revocation_wanted,
             [Wanted::Crl(CRL_URL.to_owned())]
