@@ -389,10 +389,11 @@ impl Job {
             .await?;
         // A certificate of a trusted chain waits on revocation sources not at hand: ask
         // them (or take their answers from memory) and run the checks again. OCSP
-        // responders come first, a certificate's CRLs once its responders gave nothing:
-        // at most two rounds.
+        // responders come first, a certificate's CRLs once its responders gave nothing,
+        // and delta CRLs once a complete CRL names them: at most three rounds, each
+        // bounded by the fetch timeouts and all by the verification's.
         let mut asked: Vec<notation::Wanted> = Vec::new();
-        for _ in 0..2 {
+        for _ in 0..3 {
             let new: Vec<_> = verification
                 .outcome
                 .revocation_wanted

@@ -12,10 +12,11 @@ use const_oid::ObjectIdentifier;
 use der::asn1::{Ia5StringRef, PrintableStringRef, Utf8StringRef};
 use der::{Decode, Encode, Tagged};
 use x509_cert::attr::AttributeTypeAndValue;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{
-    AuthorityInfoAccessSyntax, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage, KeyUsage,
-    KeyUsages,
+    AuthorityInfoAccessSyntax, BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage,
+    FreshestCrl, KeyUsage, KeyUsages,
 };
 use x509_cert::Certificate;
 
@@ -54,6 +55,26 @@ const SUBJECT_ATTRIBUTES: &[(ObjectIdentifier, &str)] = &[
     (ObjectIdentifier::new_unwrap("2.5.4.17"), "POSTALCODE"),
 ];
 
+/// The URIs among the full names of distribution points (RFC 5280 4.2.1.13), as Go's
+/// `crypto/x509` collects them.
+pub(crate) fn distribution_point_uris(points: &[DistributionPoint]) -> Vec<String> {
+    points
+        .iter()
+        .filter_map(|point| match &point.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names.iter().filter_map(uri)),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+fn uri(name: &GeneralName) -> Option<String> {
+    match name {
+        GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+        _ => None,
+    }
+}
+
 /// A certificate's revocation locations ([`Cert::revocation_info`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct RevocationInfo {
@@ -61,6 +82,8 @@ pub(crate) struct RevocationInfo {
     pub crl: Vec<String>,
     /// OCSP responder URIs.
     pub ocsp: Vec<String>,
+    /// Delta CRL locations of the FreshestCRL extension (RFC 5280 4.2.1.15).
+    pub delta: Vec<String>,
 }
 
 impl RevocationInfo {
@@ -330,20 +353,15 @@ impl Cert {
     pub(crate) fn revocation_info(&self) -> Result<RevocationInfo, &'static str> {
         let tbs = self.cert.tbs_certificate();
         let mut info = RevocationInfo::default();
-        let uri = |name: &GeneralName| match name {
-            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
-            _ => None,
-        };
         match tbs.get_extension::<CrlDistributionPoints>() {
-            Ok(Some((_, points))) => {
-                for point in points.0 {
-                    if let Some(DistributionPointName::FullName(names)) = point.distribution_point {
-                        info.crl.extend(names.iter().filter_map(uri));
-                    }
-                }
-            }
+            Ok(Some((_, points))) => info.crl = distribution_point_uris(&points.0),
             Ok(None) => {}
             Err(_) => return Err("its CRL distribution points extension is malformed"),
+        }
+        match tbs.get_extension::<FreshestCrl>() {
+            Ok(Some((_, points))) => info.delta = distribution_point_uris(&points.0),
+            Ok(None) => {}
+            Err(_) => return Err("its FreshestCRL extension is malformed"),
         }
         match tbs.get_extension::<AuthorityInfoAccessSyntax>() {
             Ok(Some((_, access))) => info.ocsp.extend(

@@ -1,17 +1,22 @@
 //! CRL checking (trust store and trust policy spec, "Certificate Revocation Evaluation",
-//! "CRLs"), with lists configured as files or fetched ([`super::fetch`]). OCSP is not
-//! implemented.
+//! "CRLs"), with lists configured as files or fetched ([`super::fetch`]); OCSP comes
+//! first where a certificate names a responder ([`super::ocsp`]).
 //!
 //! Follows notation-core-go `revocation/internal/crl/crl.go` where the spec is silent:
 //! the CRL must verify with the issuer's key and have a `nextUpdate` not yet passed; an
 //! entry whose invalidity date is after the authentic signing time does not revoke; a
 //! `removeFromCRL` entry does not revoke.
 //!
-//! Supported: base CRLs signed by the certificate's issuer (the next certificate of the
-//! envelope's chain), with an issuing distribution point that does not narrow the scope
-//! beyond user certificates. Not supported, and so "revocation unavailable" for the
-//! certificates they would cover: delta CRLs, indirect or reason-partitioned CRLs, and
-//! CRLs or entries with other critical extensions.
+//! Supported: complete CRLs signed by the certificate's issuer (the next certificate of
+//! the envelope's chain), with an issuing distribution point that does not narrow the
+//! scope beyond user certificates; and delta CRLs ("MUST support BaseCRLs and Delta
+//! CRLs"): where the complete CRL (RFC 5280 5.2.6) or the certificate (4.2.1.15) names a
+//! FreshestCRL location, the status needs a current delta CRL made against a complete
+//! CRL no newer than the one at hand (5.2.4), and what the delta lists comes first ("If
+//! the delta CRL cannot be retrieved for some reason, the revocation result will be
+//! 'revocation unavailable'"). Not supported, and so "revocation unavailable" for the
+//! certificates they would cover: indirect or reason-partitioned CRLs, and CRLs or
+//! entries with other critical extensions.
 #![deny(clippy::indexing_slicing)]
 
 use std::fs;
@@ -21,6 +26,7 @@ use std::sync::Arc;
 use const_oid::ObjectIdentifier;
 use der::{Decode, Encode};
 use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::FreshestCrl;
 
 use super::chain::Cert;
 use super::crypto::X509Algorithm;
@@ -35,6 +41,8 @@ pub const MAX_CRL_FILES: usize = 256;
 const PEM_BEGIN: &str = "-----BEGIN X509 CRL-----";
 const PEM_END: &str = "-----END X509 CRL-----";
 const DELTA_CRL_INDICATOR: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.27");
+const CRL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.20");
+const FRESHEST_CRL: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.46");
 const ISSUING_DISTRIBUTION_POINT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.28");
 const REASON_CODE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.21");
 const INVALIDITY_DATE: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.24");
@@ -240,99 +248,225 @@ impl CrlSet {
             (false, true) => "no configured CRL from its issuer, and none of its CRL distribution points is an http URL",
             (false, false) => "no CRL from its issuer, configured or fetched",
         };
-        for crl in sets.iter().flat_map(|set| set.crls.iter()) {
-            let tbs = &crl.list.tbs_cert_list;
-            if tbs.issuer.to_der().ok().as_deref() != Some(issuer_name.as_slice()) {
-                continue;
-            }
-            // RFC 5280 6.3.3 (f): the CRL signature verifies with the issuer's key.
-            let verified = X509Algorithm::from_identifier(&crl.list.signature_algorithm, None)
-                .ok()
-                .zip(crl.list.signature.as_bytes())
-                .is_some_and(|(alg, sig)| alg.verify(key, &crl.tbs, sig).is_ok());
-            if !verified {
-                reason = "a CRL from its issuer's name does not verify with the issuer's key";
-                continue;
-            }
-            let extensions = tbs.crl_extensions.as_deref().unwrap_or_default();
-            if extensions.iter().any(|e| e.extn_id == DELTA_CRL_INDICATOR) {
-                reason = "only a delta CRL from its issuer was found";
-                continue;
-            }
-            // RFC 5280 5.2: a CRL with an unrecognised critical extension must not be
-            // used to determine status. The issuing distribution point is understood when
-            // it does not narrow the CRL below what `cert` needs (RFC 5280 5.2.5).
-            let unusable = extensions.iter().any(|e| {
-                if e.extn_id == ISSUING_DISTRIBUTION_POINT {
-                    !idp_covers(e.extn_value.as_bytes(), cert.is_ca())
-                } else {
-                    e.critical
-                }
-            });
-            if unusable {
-                reason = "the CRL's scope or a critical extension is not supported";
-                continue;
-            }
-            // RFC 5280 6.3.3 (a): a CRL past its nextUpdate is not current.
-            let this_update = time(tbs.this_update);
-            let current =
-                this_update <= now && tbs.next_update.is_some_and(|next| now <= time(next));
-            if !current {
-                reason = "its issuer's CRL is past its nextUpdate";
-                continue;
-            }
-            let serial = cert.serial();
-            for entry in tbs.revoked_certificates.as_deref().unwrap_or_default() {
-                if entry.serial_number.as_bytes() != serial {
+        let crls = || sets.iter().flat_map(|set| set.crls.iter());
+        let judge = |crl: &Crl| judge(crl, &issuer_name, key, cert.is_ca(), now);
+        for crl in crls() {
+            match judge(crl) {
+                Err(why) => {
+                    reason = why;
                     continue;
                 }
-                let entry_extensions = entry.crl_entry_extensions.as_deref().unwrap_or_default();
-                let mut invalidity = None;
-                let mut removed = false;
-                for ext in entry_extensions {
-                    match ext.extn_id {
-                        INVALIDITY_DATE => {
-                            let parsed =
-                                tlv::single(ext.extn_value.as_bytes(), tlv::GENERALIZED_TIME)
-                                    .ok()
-                                    .and_then(|t| std::str::from_utf8(t.value).ok())
-                                    .and_then(|text| Moment::parse_generalized_time(text).ok());
-                            match parsed {
-                                Some(date) => invalidity = Some(date),
-                                None => {
-                                    return unknown("its CRL entry has a malformed invalidity date")
-                                }
-                            }
+                Ok(Kind::Delta { .. }) => {
+                    reason = "only a delta CRL from its issuer was found";
+                    continue;
+                }
+                Ok(Kind::Base { number }) => {
+                    // RFC 5280 5.2.6 and 4.2.1.15: a delta CRL is published beside this
+                    // one, and may list what was revoked since: the status needs it.
+                    let mut points = freshest(&crl.list.tbs_cert_list);
+                    points.extend(info.delta.iter().cloned());
+                    if !points.is_empty() {
+                        // RFC 5280 5.2.4: a delta applies to a complete CRL numbered at
+                        // least its BaseCRLNumber; the newest such delta is used.
+                        let delta = number.as_deref().and_then(|base| {
+                            crls()
+                                .filter_map(|d| match judge(d) {
+                                    Ok(Kind::Delta { number, base: from })
+                                        if le(&from, base) && lt(base, &number) =>
+                                    {
+                                        Some((number, d))
+                                    }
+                                    _ => None,
+                                })
+                                .max_by(|(a, _), (b, _)| cmp(a, b))
+                        });
+                        let Some((_, delta)) = delta else {
+                            return Status::Unknown {
+                                subject: cert.subject(),
+                                reason: "its issuer's CRL names a delta CRL, and no current one \
+                                         is at hand",
+                                fetch: points.into_iter().filter(|url| is_http(url)).collect(),
+                            };
+                        };
+                        // What the delta says is newer than the base.
+                        match listed(delta, cert, signed_at) {
+                            Ok(Some(status)) => return status,
+                            Ok(None) => {}
+                            Err(why) => return unknown(why),
                         }
-                        REASON_CODE => {
-                            // CRLReason ::= ENUMERATED
-                            removed = ext.extn_value.as_bytes() == [0x0a, 0x01, REMOVE_FROM_CRL];
-                        }
-                        _ if ext.critical => {
-                            return unknown(
-                                "its CRL entry has a critical extension crigate does not process",
-                            );
-                        }
-                        _ => {}
                     }
+                    return match listed(crl, cert, signed_at) {
+                        Ok(status) => status.unwrap_or(Status::Good),
+                        Err(why) => unknown(why),
+                    };
                 }
-                // notation-core-go: "signing time is before the invalidity date which means
-                // the certificate is not revoked at the time of signing".
-                let signed_before_invalid = signed_at
-                    .zip(invalidity)
-                    .is_some_and(|(signed, invalid)| signed < invalid);
-                if removed || signed_before_invalid {
-                    return Status::Good;
-                }
-                return Status::Revoked {
-                    subject: cert.subject(),
-                    at: time(entry.revocation_date),
-                };
             }
-            return Status::Good;
         }
         unknown(reason)
     }
+}
+
+/// What a CRL from the issuer is, once it proved usable.
+enum Kind {
+    /// A complete CRL, with its CRL number.
+    Base { number: Option<Vec<u8>> },
+    /// A delta CRL: its CRL number, and the BaseCRLNumber of its delta indicator.
+    Delta { number: Vec<u8>, base: Vec<u8> },
+}
+
+/// Whether `crl` may determine a status for a certificate of `issuer_name` at `now`
+/// (RFC 5280 6.3.3): it names that issuer, its signature verifies with the issuer's
+/// key, it has no critical extension crigate does not process, its scope covers the
+/// certificate, and it is current.
+fn judge(
+    crl: &Crl,
+    issuer_name: &[u8],
+    key: &super::crypto::PublicKey,
+    cert_is_ca: bool,
+    now: Moment,
+) -> Result<Kind, &'static str> {
+    let tbs = &crl.list.tbs_cert_list;
+    if tbs.issuer.to_der().ok().as_deref() != Some(issuer_name) {
+        return Err("no CRL from its issuer, configured or fetched");
+    }
+    // RFC 5280 6.3.3 (f): the CRL signature verifies with the issuer's key.
+    let verified = X509Algorithm::from_identifier(&crl.list.signature_algorithm, None)
+        .ok()
+        .zip(crl.list.signature.as_bytes())
+        .is_some_and(|(alg, sig)| alg.verify(key, &crl.tbs, sig).is_ok());
+    if !verified {
+        return Err("a CRL from its issuer's name does not verify with the issuer's key");
+    }
+    let extensions = tbs.crl_extensions.as_deref().unwrap_or_default();
+    // RFC 5280 5.2: a CRL with an unrecognised critical extension must not be used to
+    // determine status. The issuing distribution point is understood when it does not
+    // narrow the CRL below what the certificate needs (RFC 5280 5.2.5).
+    let unusable = extensions.iter().any(|e| match e.extn_id {
+        ISSUING_DISTRIBUTION_POINT => !idp_covers(e.extn_value.as_bytes(), cert_is_ca),
+        DELTA_CRL_INDICATOR => false,
+        _ => e.critical,
+    });
+    if unusable {
+        return Err("the CRL's scope or a critical extension is not supported");
+    }
+    // RFC 5280 6.3.3 (a): a CRL past its nextUpdate is not current.
+    let current =
+        time(tbs.this_update) <= now && tbs.next_update.is_some_and(|next| now <= time(next));
+    if !current {
+        return Err("its issuer's CRL is past its nextUpdate");
+    }
+    let integer = |oid| {
+        extensions
+            .iter()
+            .find(|e| e.extn_id == oid)
+            .and_then(|e| tlv::single(e.extn_value.as_bytes(), tlv::INTEGER).ok())
+            .map(|value| unsigned(value.value).to_vec())
+    };
+    let number = integer(CRL_NUMBER);
+    if extensions.iter().any(|e| e.extn_id == DELTA_CRL_INDICATOR) {
+        return match (number, integer(DELTA_CRL_INDICATOR)) {
+            (Some(number), Some(base)) => Ok(Kind::Delta { number, base }),
+            _ => Err("a delta CRL from its issuer lacks its CRL number or base number"),
+        };
+    }
+    Ok(Kind::Base { number })
+}
+
+/// The URIs of a CRL's FreshestCRL extension (RFC 5280 5.2.6): where its delta CRLs are.
+fn freshest(tbs: &x509_cert::crl::TbsCertList) -> Vec<String> {
+    let Some(extension) = tbs
+        .crl_extensions
+        .iter()
+        .flatten()
+        .find(|e| e.extn_id == FRESHEST_CRL)
+    else {
+        return Vec::new();
+    };
+    match FreshestCrl::from_der(extension.extn_value.as_bytes()) {
+        Ok(points) => super::chain::distribution_point_uris(&points.0),
+        // Malformed: a delta exists but cannot be found; the base alone must not do.
+        Err(_) => vec![String::new()],
+    }
+}
+
+/// What `crl` says of `cert`: `None` if it does not list it. An entry whose reason is
+/// `removeFromCRL`, or whose invalidity date is after the authentic signing time, leaves
+/// it good.
+///
+/// # Errors
+///
+/// The entry cannot be read (a malformed invalidity date, an unknown critical
+/// extension).
+fn listed(
+    crl: &Crl,
+    cert: &Cert,
+    signed_at: Option<Moment>,
+) -> Result<Option<Status>, &'static str> {
+    let serial = cert.serial();
+    let tbs = &crl.list.tbs_cert_list;
+    let Some(entry) = tbs
+        .revoked_certificates
+        .iter()
+        .flatten()
+        .find(|entry| entry.serial_number.as_bytes() == serial)
+    else {
+        return Ok(None);
+    };
+    let mut invalidity = None;
+    let mut removed = false;
+    for ext in entry.crl_entry_extensions.iter().flatten() {
+        match ext.extn_id {
+            INVALIDITY_DATE => {
+                let parsed = tlv::single(ext.extn_value.as_bytes(), tlv::GENERALIZED_TIME)
+                    .ok()
+                    .and_then(|t| std::str::from_utf8(t.value).ok())
+                    .and_then(|text| Moment::parse_generalized_time(text).ok());
+                match parsed {
+                    Some(date) => invalidity = Some(date),
+                    None => return Err("its CRL entry has a malformed invalidity date"),
+                }
+            }
+            REASON_CODE => {
+                // CRLReason ::= ENUMERATED
+                removed = ext.extn_value.as_bytes() == [0x0a, 0x01, REMOVE_FROM_CRL];
+            }
+            _ if ext.critical => {
+                return Err("its CRL entry has a critical extension crigate does not process")
+            }
+            _ => {}
+        }
+    }
+    // notation-core-go: "signing time is before the invalidity date which means the
+    // certificate is not revoked at the time of signing".
+    let signed_before_invalid = signed_at
+        .zip(invalidity)
+        .is_some_and(|(signed, invalid)| signed < invalid);
+    if removed || signed_before_invalid {
+        return Ok(Some(Status::Good));
+    }
+    Ok(Some(Status::Revoked {
+        subject: cert.subject(),
+        at: time(entry.revocation_date),
+    }))
+}
+
+/// An INTEGER's content octets without the leading zero octets of a positive value.
+fn unsigned(bytes: &[u8]) -> &[u8] {
+    let zeros = bytes.iter().take_while(|b| **b == 0).count();
+    bytes.get(zeros..).unwrap_or_default()
+}
+
+/// Compares two unsigned big-endian numbers without leading zeros.
+fn cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    a.len().cmp(&b.len()).then_with(|| a.cmp(b))
+}
+
+fn le(a: &[u8], b: &[u8]) -> bool {
+    cmp(a, b) != std::cmp::Ordering::Greater
+}
+
+fn lt(a: &[u8], b: &[u8]) -> bool {
+    cmp(a, b) == std::cmp::Ordering::Less
 }
 
 /// Whether an IssuingDistributionPoint (RFC 5280 5.2.5) leaves `cert` in scope: no

@@ -1254,6 +1254,260 @@ mod ecdsa {
         );
     }
 
+    /// A CRL as [`built_crl`] writes it.
+    #[derive(Clone, Default)]
+    struct Built<'a> {
+        number: u64,
+        /// The BaseCRLNumber of a delta CRL.
+        delta_of: Option<u64>,
+        /// A FreshestCRL location.
+        freshest: Option<&'a str>,
+        /// Serial numbers and CRLReason codes.
+        revoked: &'a [(u64, u8)],
+        next_update: Option<Ymd>,
+    }
+
+    const DELTA_URL: &str = "http://crl.example.com/delta.crl";
+    /// CRLReason `certificateHold` and `removeFromCRL` (RFC 5280 5.3.1).
+    const HOLD: u8 = 6;
+    const REMOVE: u8 = 8;
+
+    /// A CRL signed by the fixture's CA, built with x509-cert's types: rcgen writes
+    /// neither delta CRLs nor the FreshestCRL extension.
+    fn built_crl(fixture: &CrlFixture, built: Built<'_>) -> CrlSet {
+        use der::asn1::{BitString, Ia5String, OctetString, UtcTime};
+        use der::{Decode as _, Encode as _};
+        use rcgen::SigningKey as _;
+        use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+        use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+        use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+        use x509_cert::ext::pkix::FreshestCrl;
+        use x509_cert::ext::Extension;
+        use x509_cert::serial_number::SerialNumber;
+        use x509_cert::spki::AlgorithmIdentifierOwned;
+        use x509_cert::time::Time;
+
+        let integer = |n: u64| {
+            let bytes = n.to_be_bytes();
+            let start = bytes.iter().position(|b| *b != 0).unwrap_or(7);
+            let mut value = bytes[start..].to_vec();
+            if value[0] & 0x80 != 0 {
+                value.insert(0, 0);
+            }
+            value
+        };
+        let extension = |oid: &str, critical: bool, value: Vec<u8>| Extension {
+            extn_id: const_oid::ObjectIdentifier::new_unwrap(oid),
+            critical,
+            extn_value: OctetString::new(value).unwrap(),
+        };
+        let der_integer = |n: u64| {
+            let value = integer(n);
+            [&[0x02, value.len() as u8][..], &value].concat()
+        };
+        let mut extensions = vec![extension("2.5.29.20", false, der_integer(built.number))];
+        if let Some(base) = built.delta_of {
+            extensions.push(extension("2.5.29.27", true, der_integer(base)));
+        }
+        if let Some(url) = built.freshest {
+            let points = FreshestCrl(vec![DistributionPoint {
+                distribution_point: Some(DistributionPointName::FullName(vec![
+                    GeneralName::UniformResourceIdentifier(Ia5String::new(url).unwrap()),
+                ])),
+                reasons: None,
+                crl_issuer: None,
+            }]);
+            extensions.push(extension("2.5.29.46", false, points.to_der().unwrap()));
+        }
+        let time = |(y, m, d): Ymd| {
+            let unix = Moment::parse_rfc3339(&format!("{y:04}-{m:02}-{d:02}T00:00:00Z"))
+                .unwrap()
+                .unix_seconds() as u64;
+            Time::UtcTime(UtcTime::from_unix_duration(Duration::from_secs(unix)).unwrap())
+        };
+        let revoked: Vec<RevokedCert> = built
+            .revoked
+            .iter()
+            .map(|(serial, reason)| RevokedCert {
+                serial_number: SerialNumber::new(&integer(*serial)).unwrap(),
+                revocation_date: time((2025, 3, 1)),
+                crl_entry_extensions: Some(vec![extension(
+                    "2.5.29.21",
+                    false,
+                    vec![0x0a, 0x01, *reason],
+                )]),
+            })
+            .collect();
+        let algorithm = AlgorithmIdentifierOwned {
+            oid: const_oid::ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2"),
+            parameters: None,
+        };
+        let ca = x509_cert::Certificate::from_der(fixture.ca.der()).unwrap();
+        let tbs = TbsCertList {
+            version: x509_cert::Version::V2,
+            signature: algorithm.clone(),
+            issuer: ca.tbs_certificate().subject().clone(),
+            this_update: time((2025, 1, 1)),
+            next_update: Some(time(built.next_update.unwrap_or((2027, 1, 1)))),
+            revoked_certificates: (!revoked.is_empty()).then_some(revoked),
+            crl_extensions: Some(extensions),
+        };
+        let signature = fixture.ca.key().sign(&tbs.to_der().unwrap()).unwrap();
+        let list = CertificateList {
+            tbs_cert_list: tbs,
+            signature_algorithm: algorithm,
+            signature: BitString::from_bytes(&signature).unwrap(),
+        };
+        let mut set = CrlSet::default();
+        set.add(&list.to_der().unwrap()).unwrap();
+        set
+    }
+
+    fn with_crls(sets: &[&CrlSet]) -> Fetched {
+        let mut fetched = Fetched::default();
+        for set in sets {
+            fetched.crls.extend(set);
+        }
+        fetched
+    }
+
+    #[test]
+    fn a_complete_crl_that_names_a_delta_crl_is_read_with_it() {
+        let fixture = crl_fixture();
+        let base = built_crl(
+            &fixture,
+            Built {
+                number: 10,
+                freshest: Some(DELTA_URL),
+                ..Built::default()
+            },
+        );
+        // The base alone: what was revoked since it was issued is in the delta.
+        let result = verify_fetched_with(&fixture, &with_crls(&[&base]));
+        assert!(
+            rejection_message(&result).contains("names a delta CRL, and no current one"),
+            "{result:?}"
+        );
+        assert_eq!(
+            result.outcome.revocation_wanted,
+            [Wanted::Crl(DELTA_URL.to_owned())]
+        );
+
+        let delta = |built: Built<'_>| {
+            built_crl(
+                &fixture,
+                Built {
+                    delta_of: Some(10),
+                    ..built
+                },
+            )
+        };
+        // The delta lists the leaf: revoked, though the base does not.
+        let listing = delta(Built {
+            number: 11,
+            revoked: &[(LEAF_SERIAL, 1)],
+            ..Built::default()
+        });
+        let result = verify_fetched_with(&fixture, &with_crls(&[&base, &listing]));
+        assert!(
+            rejection_message(&result).contains("was revoked"),
+            "{result:?}"
+        );
+
+        // The delta does not list it: good.
+        let clean = delta(Built {
+            number: 11,
+            revoked: &[(7, 1)],
+            ..Built::default()
+        });
+        let result = verify_fetched_with(&fixture, &with_crls(&[&base, &clean]));
+        assert!(matches!(result.verdict, Verdict::Trusted(_)), "{result:?}");
+
+        // On hold in the base, released in the delta: good.
+        let held = built_crl(
+            &fixture,
+            Built {
+                number: 10,
+                freshest: Some(DELTA_URL),
+                revoked: &[(LEAF_SERIAL, HOLD)],
+                ..Built::default()
+            },
+        );
+        let released = delta(Built {
+            number: 11,
+            revoked: &[(LEAF_SERIAL, REMOVE)],
+            ..Built::default()
+        });
+        let result = verify_fetched_with(&fixture, &with_crls(&[&held]));
+        assert!(rejection_message(&result).contains("names a delta CRL"));
+        let result = verify_fetched_with(&fixture, &with_crls(&[&held, &released]));
+        assert!(matches!(result.verdict, Verdict::Trusted(_)), "{result:?}");
+
+        // A delta made against a later complete CRL, or one past its nextUpdate, does
+        // not apply.
+        let later = built_crl(
+            &fixture,
+            Built {
+                number: 13,
+                delta_of: Some(12),
+                ..Built::default()
+            },
+        );
+        let stale = delta(Built {
+            number: 11,
+            next_update: Some((2025, 6, 1)),
+            ..Built::default()
+        });
+        for unusable in [&later, &stale] {
+            let result = verify_fetched_with(&fixture, &with_crls(&[&base, unusable]));
+            assert!(
+                rejection_message(&result).contains("names a delta CRL, and no current one"),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_certificate_that_names_a_delta_crl_is_read_with_it() {
+        // FreshestCRL in the certificate (RFC 5280 4.2.1.15), none in the complete CRL.
+        let fixture = crl_fixture_with(|params| {
+            params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+                uris: vec![CRL_URL.into()],
+            }];
+            let uri = [&[0x86, DELTA_URL.len() as u8][..], DELTA_URL.as_bytes()].concat();
+            let names = [&[0xa0, uri.len() as u8][..], &uri].concat();
+            let point = [&[0xa0, names.len() as u8][..], &names].concat();
+            let sequence = [&[0x30, point.len() as u8][..], &point].concat();
+            let syntax = [&[0x30, sequence.len() as u8][..], &sequence].concat();
+            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
+                &[2, 5, 29, 46],
+                syntax,
+            )];
+        });
+        let base = built_crl(
+            &fixture,
+            Built {
+                number: 3,
+                ..Built::default()
+            },
+        );
+        let result = verify_fetched_with(&fixture, &with_crls(&[&base]));
+        assert_eq!(
+            result.outcome.revocation_wanted,
+            [Wanted::Crl(DELTA_URL.to_owned())]
+        );
+        let delta = built_crl(
+            &fixture,
+            Built {
+                number: 4,
+                delta_of: Some(3),
+                ..Built::default()
+            },
+        );
+        let result = verify_fetched_with(&fixture, &with_crls(&[&base, &delta]));
+        assert!(matches!(result.verdict, Verdict::Trusted(_)), "{result:?}");
+    }
+
     /// An authority information access extension (RFC 5280 4.2.2.1) with one URI entry.
     fn aia(method: &[u8], uri: &str) -> rcgen::CustomExtension {
         let location = [&[0x86, uri.len() as u8][..], uri.as_bytes()].concat();
