@@ -6,6 +6,9 @@
 //! - `crigate_decision_duration_seconds{phase}`: time to decide, registry round trips
 //!   and verification included (the record's `latency_micros`), `pull` or `create`.
 //! - `crigate_verdict_cache_requests_total{result="hit"|"miss"}`: verdict cache lookups.
+//! - `crigate_revocation_requests_total{source="crl"|"ocsp",result="cached"|"fetched"|"error"}`:
+//!   revocation information for Notation signing certificates, taken from memory,
+//!   fetched, or not obtained (an unreachable responder or distribution point).
 //! - `crigate_spool_depth_bytes`, `crigate_spool_dropped_records_total`: the spool, when
 //!   an aggregator is configured.
 //! - `crigate_audit_write_failures_total{sink}`: records a sink (`journald`, `spool`)
@@ -24,6 +27,7 @@ use super::spool::Spool;
 use super::{AuditRecord, Phase};
 use crate::metrics::{self as exposition, family, DecisionCounts, Histogram, Kind};
 use crate::verify::cache::CacheStats;
+use crate::verify::notation::fetch::RevocationStats;
 
 /// The node daemon's counters. One per daemon, shared by every decider across reloads.
 #[derive(Debug)]
@@ -32,6 +36,7 @@ pub struct NodeMetrics {
     /// Per phase: pull, create.
     durations: [Histogram; 2],
     cache: Arc<CacheStats>,
+    revocation: Arc<RevocationStats>,
     /// Per sink, in the auditor's order: its name and failed writes.
     sink_failures: Box<[(&'static str, AtomicU64)]>,
     spool: OnceLock<Spool>,
@@ -46,6 +51,7 @@ impl NodeMetrics {
             decisions: DecisionCounts::default(),
             durations: Default::default(),
             cache: Arc::default(),
+            revocation: Arc::default(),
             sink_failures: sinks
                 .iter()
                 .map(|name| (*name, AtomicU64::new(0)))
@@ -57,6 +63,11 @@ impl NodeMetrics {
     /// The verdict cache counters, for each cache the daemon builds.
     pub fn cache_stats(&self) -> Arc<CacheStats> {
         Arc::clone(&self.cache)
+    }
+
+    /// The revocation fetch counters, for each verification engine the daemon builds.
+    pub fn revocation_stats(&self) -> Arc<RevocationStats> {
+        Arc::clone(&self.revocation)
     }
 
     /// Reports `spool`'s depth and drops from now on. Only the first spool given counts.
@@ -128,6 +139,18 @@ impl NodeMetrics {
             "crigate_verdict_cache_requests_total{{result=\"miss\"}} {}",
             self.cache.misses()
         );
+        family(
+            &mut out,
+            "crigate_revocation_requests_total",
+            Kind::Counter,
+            "Revocation information for Notation signing certificates, by source and result.",
+        );
+        for (source, result, count) in self.revocation.counts() {
+            let _ = writeln!(
+                out,
+                "crigate_revocation_requests_total{{source=\"{source}\",result=\"{result}\"}} {count}"
+            );
+        }
         if let Some(spool) = self.spool.get() {
             family(
                 &mut out,
@@ -200,6 +223,7 @@ mod tests {
             "crigate_verdict_cache_requests_total{result=\"miss\"} 0\n",
             "crigate_audit_write_failures_total{sink=\"journald\"} 1\n",
             "crigate_audit_write_failures_total{sink=\"spool\"} 0\n",
+            "crigate_revocation_requests_total{source=\"ocsp\",result=\"error\"} 0\n",
             "crigate_build_info{",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");

@@ -247,7 +247,10 @@ pub fn policy_decider(
 ) -> Result<PolicyDecider, BuildError> {
     let client = registry::Client::new(config.registry.clone())?;
     let cache = VerdictCache::open(cache)?.with_stats(auditor.metrics().cache_stats());
-    let engine = Arc::new(Engine::new(client, Arc::new(cache), config.verify.timeout));
+    let engine = Arc::new(
+        Engine::new(client, Arc::new(cache), config.verify.timeout)
+            .with_revocation_stats(auditor.metrics().revocation_stats()),
+    );
     let mut verifiers = BTreeMap::new();
     let mut fingerprints = BTreeMap::new();
     for name in config.verifiers.keys() {

@@ -124,6 +124,12 @@ impl Engine {
         }
     }
 
+    /// Counts the engine's revocation fetches in `stats` (the node's metrics).
+    pub fn with_revocation_stats(mut self, stats: Arc<notation::fetch::RevocationStats>) -> Self {
+        self.revocation = Arc::new(RevocationFetcher::default().with_stats(stats));
+        self
+    }
+
     /// Verifies `image` against `requirement`, with `credentials` for the registry (a CRI
     /// request's, or none).
     ///

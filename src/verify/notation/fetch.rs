@@ -17,7 +17,8 @@
 //! CRL and answer against the issuer when it is used.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -54,7 +55,19 @@ pub struct RevocationFetcher {
     ocsp_timeout: Duration,
     max_bytes: usize,
     cache: Mutex<HashMap<Wanted, Cached>>,
+    stats: Arc<RevocationStats>,
 }
+
+/// What the fetcher did, for the node's metrics: per source kind (`crl`, `ocsp`), the
+/// answers taken from memory, fetched, and not obtained.
+#[derive(Debug, Default)]
+pub struct RevocationStats {
+    counts: [[AtomicU64; 3]; 2],
+}
+
+/// The source kinds and results [`RevocationStats::counts`] reports, in its order.
+pub const SOURCES: [&str; 2] = ["crl", "ocsp"];
+pub const RESULTS: [&str; 3] = ["cached", "fetched", "error"];
 
 #[derive(Clone)]
 struct Cached {
@@ -110,7 +123,14 @@ impl RevocationFetcher {
             ocsp_timeout,
             max_bytes: MAX_FETCHED_CRL_BYTES,
             cache: Mutex::new(HashMap::new()),
+            stats: Arc::default(),
         }
+    }
+
+    /// Counts what it does in `stats`.
+    pub fn with_stats(mut self, stats: Arc<RevocationStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// Asks the sources `wanted` (the first [`MAX_FETCHES`]), all at once, taking what
@@ -122,9 +142,16 @@ impl RevocationFetcher {
             futures_util::future::join_all(wanted.iter().map(|source| self.get(source, now))).await;
         let mut fetched = Fetched::default();
         for (source, result) in wanted.iter().zip(results) {
+            let kind = usize::from(matches!(source, Wanted::Ocsp { .. }));
+            let outcome = match &result {
+                Ok((_, true)) => 0,
+                Ok((_, false)) => 1,
+                Err(_) => 2,
+            };
+            self.stats.add(kind, outcome);
             match (source, result) {
-                (Wanted::Crl(_), Ok(cached)) => fetched.crls.extend(&cached.crls),
-                (Wanted::Ocsp { .. }, Ok(cached)) => {
+                (Wanted::Crl(_), Ok((cached, _))) => fetched.crls.extend(&cached.crls),
+                (Wanted::Ocsp { .. }, Ok((cached, _))) => {
                     fetched.ocsp.push((source.clone(), cached.answer));
                 }
                 (_, Err(error)) => {
@@ -136,10 +163,11 @@ impl RevocationFetcher {
         fetched
     }
 
-    /// What `source` gives, from memory while it is before its `nextUpdate`.
-    async fn get(&self, source: &Wanted, now: Moment) -> Result<Cached, FetchError> {
+    /// What `source` gives, from memory while it is before its `nextUpdate` (and then
+    /// `true`).
+    async fn get(&self, source: &Wanted, now: Moment) -> Result<(Cached, bool), FetchError> {
         if let Some(cached) = self.cached(source, now) {
-            return Ok(cached);
+            return Ok((cached, true));
         }
         let fetched = match source {
             Wanted::Crl(url) => {
@@ -176,7 +204,7 @@ impl RevocationFetcher {
             }
         };
         self.keep(source, &fetched);
-        Ok(fetched)
+        Ok((fetched, false))
     }
 
     /// Sends the OCSP request `request` to `url` (RFC 6960 A.1): by GET, the request's
@@ -296,6 +324,30 @@ impl RevocationFetcher {
             return Ok(body.to_bytes());
         }
         Err(FetchError::TooManyRedirects)
+    }
+}
+
+// === impl RevocationStats ===
+
+impl RevocationStats {
+    fn add(&self, source: usize, result: usize) {
+        if let Some(count) = self.counts.get(source).and_then(|row| row.get(result)) {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `(source, result, count)` for every pair of [`SOURCES`] and [`RESULTS`].
+    pub fn counts(&self) -> Vec<(&'static str, &'static str, u64)> {
+        SOURCES
+            .iter()
+            .zip(&self.counts)
+            .flat_map(|(source, row)| {
+                RESULTS
+                    .iter()
+                    .zip(row)
+                    .map(move |(result, count)| (*source, *result, count.load(Ordering::Relaxed)))
+            })
+            .collect()
     }
 }
 

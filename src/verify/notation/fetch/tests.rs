@@ -120,7 +120,8 @@ async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
         async move { respond(StatusCode::OK, der) }
     })
     .await;
-    let fetcher = RevocationFetcher::default();
+    let stats = Arc::new(RevocationStats::default());
+    let fetcher = RevocationFetcher::default().with_stats(stats.clone());
     let url = server.url("/ca.crl");
     for _ in 0..3 {
         let fetched = fetcher.fetch(&crl(&url), year(2030)).await;
@@ -135,6 +136,18 @@ async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
         2,
         "a CRL past its nextUpdate is fetched again"
     );
+    let counts = stats.counts();
+    for (source, result, count) in [
+        ("crl", "cached", 2),
+        ("crl", "fetched", 2),
+        ("crl", "error", 0),
+        ("ocsp", "fetched", 0),
+    ] {
+        assert!(
+            counts.contains(&(source, result, count)),
+            "{source} {result} {count}: {counts:?}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -191,7 +204,9 @@ async fn each_failing_distribution_point_is_named_with_its_reason() {
         }
     })
     .await;
-    let mut fetcher = RevocationFetcher::new(Duration::from_millis(300), OCSP_TIMEOUT);
+    let stats = Arc::new(RevocationStats::default());
+    let mut fetcher =
+        RevocationFetcher::new(Duration::from_millis(300), OCSP_TIMEOUT).with_stats(stats.clone());
     fetcher.max_bytes = 1024;
     // Nothing listens on this port any more.
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -241,6 +256,11 @@ async fn each_failing_distribution_point_is_named_with_its_reason() {
     // Nothing was kept: the next verification tries again.
     let again = fetcher.fetch(&wanted[..1], year(2030)).await;
     assert_eq!(again.failures.len(), 1);
+    assert!(
+        stats.counts().contains(&("crl", "error", 9)),
+        "{:?}",
+        stats.counts()
+    );
 }
 
 #[tokio::test]
