@@ -1449,3 +1449,61 @@ async fn a_create_naming_its_image_is_pinned_to_the_image_decided_on() {
     let denied = pod.create("unsigned", &node.unsigned).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_responder() {
+    use crate::harness::process::free_port;
+    use crate::notation_e2e::{ca_store, push_image, strict, OcspResponder};
+    use crate::notation_signer::{
+        push_signatures, write_notation_dir, Format, KeyKind, NotationCa, SignOptions,
+    };
+    const GOOD: u64 = 5101;
+    const REVOKED: u64 = 5102;
+    let ca = NotationCa::generate("crigate enforce OCSP CA");
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let _responder = OcspResponder::start(work.path(), &ca, port, &[GOOD], &[REVOKED]);
+    let notation = work.path().join("notation");
+    std::fs::create_dir(&notation).unwrap();
+    write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
+    let node = node_with(&format!(
+        "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
+         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\"]\n",
+        notation.display()
+    ))
+    .await;
+    let registry = &node.env.registry;
+    let mut signed = Vec::new();
+    for (repo, serial) in [("ocsp-good", GOOD), ("ocsp-revoked", REVOKED)] {
+        let leaf = ca.leaf_with_ocsp(
+            KeyKind::P256,
+            repo,
+            serial,
+            &format!("http://127.0.0.1:{port}"),
+            None,
+        );
+        let target = push_image(registry, repo).await;
+        let envelope = leaf.sign(&target, &SignOptions::new(Format::Cose));
+        push_signatures(registry, repo, &target, &[envelope]).await;
+        signed.push(format!("{}/{repo}:v1", registry.host()));
+    }
+    let mut client = images(&node.crigate.socket).await;
+    client
+        .pull_image(pull(&signed[0], "notary"))
+        .await
+        .expect("a signature whose certificate the responder calls good");
+    let denied = client
+        .pull_image(pull(&signed[1], "notary"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("CN=ocsp-revoked was revoked"),
+        "{}",
+        denied.message()
+    );
+    assert!(
+        !present(&node, &signed[1]).await,
+        "an image signed with a revoked certificate reached the runtime"
+    );
+}

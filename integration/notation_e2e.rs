@@ -59,7 +59,7 @@ fn outcome(json: &Value) -> &str {
 }
 
 /// Pushes a fresh image `repo:v1` and returns its descriptor.
-async fn push_image(registry: &Registry, repo: &str) -> Target {
+pub(crate) async fn push_image(registry: &Registry, repo: &str) -> Target {
     let image = TestImage::builder().label(repo).build().unwrap();
     let digest = registry.push(repo, "v1", &image).await.unwrap();
     Target::new(
@@ -70,7 +70,7 @@ async fn push_image(registry: &Registry, repo: &str) -> Target {
 }
 
 /// A CA store named `name` holding `ca`.
-fn ca_store<'a>(kind: &'a str, name: &'a str, ca: &'a NotationCa) -> StoreFile<'a> {
+pub(crate) fn ca_store<'a>(kind: &'a str, name: &'a str, ca: &'a NotationCa) -> StoreFile<'a> {
     StoreFile {
         kind,
         name,
@@ -104,7 +104,7 @@ async fn scenario(
 
 /// A strict policy over every repository trusting `store` (`ca:…` or `signingAuthority:…`)
 /// and any identity.
-fn strict(store: &str) -> Value {
+pub(crate) fn strict(store: &str) -> Value {
     trust_policy("crigate-e2e", &["*"], "strict", &[store], &["*"])
 }
 
@@ -958,12 +958,18 @@ async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_di
 /// `openssl ocsp` as a CA runs it: a responder on loopback answering from an `openssl ca`
 /// index (`V` valid, `R` revoked, serials it does not list unknown), signing with the
 /// CA's own key, answers valid for a day.
-struct OcspResponder {
+pub(crate) struct OcspResponder {
     child: std::process::Child,
 }
 
 impl OcspResponder {
-    fn start(dir: &Path, ca: &NotationCa, port: u16, valid: &[u64], revoked: &[u64]) -> Self {
+    pub(crate) fn start(
+        dir: &Path,
+        ca: &NotationCa,
+        port: u16,
+        valid: &[u64],
+        revoked: &[u64],
+    ) -> Self {
         let serial = |n: u64| {
             let hex = format!("{n:X}");
             if hex.len() % 2 == 1 {
