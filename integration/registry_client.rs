@@ -1224,3 +1224,196 @@ async fn documents_of_the_wrong_kind_are_refused_where_a_kind_is_required() {
         "{signature:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Through a forward proxy: tinyproxy, as a node's egress proxy would be.
+// ---------------------------------------------------------------------------------------
+
+/// tinyproxy on loopback, logging every request line; with `BasicAuth` when `auth` is
+/// given.
+struct Tinyproxy {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Tinyproxy {
+    fn start(auth: Option<(&str, &str)>) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = crate::harness::process::free_port().unwrap();
+        let log = dir.path().join("tinyproxy.log");
+        let mut conf = format!(
+            "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\n\
+             MaxClients 20\nAllow 127.0.0.1\nDisableViaHeader Yes\n",
+            log.display()
+        );
+        if let Some((user, password)) = auth {
+            conf.push_str(&format!("BasicAuth {user} {password}\n"));
+        }
+        let conf_path = dir.path().join("tinyproxy.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = std::process::Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tinyproxy (integration/setup installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("Accepting connections")
+        {
+            assert!(Instant::now() < deadline, "tinyproxy did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self { child, port, dir }
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tinyproxy.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        crate::harness::process::kill_child(&mut self.child);
+    }
+}
+
+fn proxies() -> hyper_util::client::proxy::matcher::Builder {
+    hyper_util::client::proxy::matcher::Matcher::builder()
+}
+
+#[tokio::test]
+async fn a_plain_http_registry_is_asked_through_the_http_proxy() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("proxied").build().unwrap();
+    let pushed = registry.push("app", "v1", &image).await.unwrap();
+    let proxy = Tinyproxy::start(None);
+    let config = RegistryConfig {
+        plain_http: vec![registry.host()],
+        ..RegistryConfig::default()
+    };
+    let client = Client::with_proxies(config, proxies().http(proxy.url()).build()).unwrap();
+    let by_tag: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    assert_eq!(
+        client.resolve(&by_tag).await.unwrap().digest,
+        digest(&pushed)
+    );
+    // The proxy was asked in absolute form, as RFC 9112 3.2.2 has it for a proxy.
+    let log = proxy.log();
+    assert!(
+        log.contains(&format!(
+            "GET http://{}/v2/app/manifests/v1",
+            registry.host()
+        )),
+        "{log}"
+    );
+}
+
+#[tokio::test]
+async fn an_https_registry_is_reached_through_a_connect_tunnel_with_the_proxy_credentials() {
+    let tls = TestTls::new();
+    let server = StandIn::start_tls(&tls, |_request| async move {
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(None),
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = || RegistryConfig {
+        ca_file: Some(tls.write_ca(dir.path())),
+        ..RegistryConfig::default()
+    };
+    let proxy = Tinyproxy::start(Some(("node", "s3cret")));
+    let with_credentials = format!("http://node:s3cret@127.0.0.1:{}", proxy.port);
+    let client = Client::with_proxies(config(), proxies().https(with_credentials).build()).unwrap();
+    let descriptor = client.resolve(&image).await.unwrap();
+    assert_eq!(descriptor.digest, Digest::sha256(&manifest_json(None)));
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("CONNECT {} HTTP/1.1", server.host())),
+        "{}",
+        proxy.log()
+    );
+    // Without the credentials the proxy refuses the tunnel (407), and the registry is
+    // out of reach.
+    let client = Client::with_proxies(config(), proxies().https(proxy.url()).build()).unwrap();
+    let result = client.resolve(&image).await;
+    assert!(
+        matches!(result, Err(Error::Unreachable { .. })),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_proxy_hosts_are_reached_directly_and_a_dead_proxy_leaves_the_others_unreachable() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("direct").build().unwrap();
+    registry.push("app", "v1", &image).await.unwrap();
+    let by_tag: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    let dead = format!(
+        "http://127.0.0.1:{}",
+        crate::harness::process::free_port().unwrap()
+    );
+    let config = || RegistryConfig {
+        plain_http: vec![registry.host()],
+        ..RegistryConfig::default()
+    };
+    let direct = proxies().http(dead.clone()).no("127.0.0.1").build();
+    Client::with_proxies(config(), direct)
+        .unwrap()
+        .resolve(&by_tag)
+        .await
+        .unwrap();
+    let proxied = proxies().http(dead.clone()).build();
+    let result = Client::with_proxies(config(), proxied)
+        .unwrap()
+        .resolve(&by_tag)
+        .await;
+    match result {
+        Err(Error::Unreachable { ref source, .. }) => {
+            let chain = format!("{source:?}");
+            assert!(chain.contains("to the proxy 127.0.0.1:"), "{chain}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn crigate_reads_its_proxies_from_the_environment() {
+    // `crigate verify` against a registry address, with HTTP_PROXY naming a proxy that
+    // is not there: the error names the proxy, so the variable was read.
+    let dead = crate::harness::process::free_port().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("release.pub");
+    std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
+    let output = std::process::Command::new(crate::daemon::crigate_binary())
+        .args(["verify", "127.0.0.1:1/app:v1", "--plain-http", "--key"])
+        .arg(&key)
+        .env("HTTP_PROXY", format!("http://127.0.0.1:{dead}"))
+        .env_remove("NO_PROXY")
+        .env_remove("no_proxy")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "{all}");
+    assert!(
+        all.contains(&format!("to the proxy 127.0.0.1:{dead}")),
+        "{all}"
+    );
+}

@@ -25,6 +25,7 @@
 //!   two gated methods, the upstream connection, and the server's lifecycle.
 //! - [`decision`]: the seam between the proxy and whatever decides (policy and
 //!   verification plug in here); the proxy knows nothing else of them.
+//! - [`egress`]: outbound HTTP connections, direct or through the environment's proxy.
 //! - [`tcp`]: the accept step of the aggregator's and the metrics endpoint's TCP ports.
 //! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
 //! - [`metrics`]: the Prometheus text format, the bounded decision counters and the
@@ -39,6 +40,7 @@ pub mod audit;
 pub mod cli;
 pub mod config;
 pub mod decision;
+pub mod egress;
 pub mod files;
 pub mod fuzzing;
 pub mod metrics;

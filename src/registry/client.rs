@@ -14,6 +14,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::CertificateDer;
@@ -24,6 +25,7 @@ use super::auth::{
     MAX_TOKEN_RESPONSE_BYTES,
 };
 use super::{Error, RegistryConfig};
+use crate::egress;
 use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
 
 /// The largest CA file read: a bundle of a few hundred certificates.
@@ -40,7 +42,8 @@ const USER_AGENT_VALUE: &str = concat!("crigate/", env!("CARGO_PKG_VERSION"));
 /// `client_id` is required).
 const OAUTH_CLIENT_ID: &str = "crigate";
 
-type HttpClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+type HttpClient =
+    hyper_util::client::legacy::Client<HttpsConnector<egress::Connector>, Full<Bytes>>;
 
 /// A registry client. Cheap to clone; clones share connections and the token cache.
 ///
@@ -102,6 +105,16 @@ impl Client {
     /// [`Error::CaFile`], [`Error::DockerConfig`] when a configured file cannot be read or
     /// parsed; [`Error::Tls`] when the TLS configuration cannot be built.
     pub fn new(config: RegistryConfig) -> Result<Self, Error> {
+        Self::with_proxies(config, Matcher::from_env())
+    }
+
+    /// As [`Client::new`], through the proxies `proxies` names rather than those of the
+    /// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::new`].
+    pub fn with_proxies(config: RegistryConfig, proxies: Matcher) -> Result<Self, Error> {
         let docker_auths = match &config.docker_config {
             Some(path) => DockerAuths::load(path)?,
             None => DockerAuths::default(),
@@ -117,7 +130,7 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(connector);
+            .wrap_connector(egress::Connector::new(connector, proxies));
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
         Ok(Self {
             shared: Arc::new(Shared {

@@ -32,6 +32,7 @@ use super::ocsp::{self, MAX_OCSP_RESPONSE_BYTES};
 use super::revocation::{is_http, CrlSet};
 use super::time::Moment;
 use super::{Fetched, Wanted};
+use crate::egress;
 
 /// How long one CRL download may take, connection included (the spec's default).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -50,7 +51,7 @@ const MAX_REDIRECTS: usize = 5;
 /// Fetches CRLs and OCSP answers over HTTP and keeps them in memory, shared by every
 /// verification.
 pub struct RevocationFetcher {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<egress::Connector, Full<Bytes>>,
     timeout: Duration,
     ocsp_timeout: Duration,
     max_bytes: usize,
@@ -118,7 +119,8 @@ impl RevocationFetcher {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
         Self {
-            client: Client::builder(TokioExecutor::new()).build(connector),
+            client: Client::builder(TokioExecutor::new())
+                .build(egress::Connector::from_env(connector)),
             timeout,
             ocsp_timeout,
             max_bytes: MAX_FETCHED_CRL_BYTES,

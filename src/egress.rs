@@ -1,0 +1,159 @@
+//! Outbound HTTP connections (registries, OCSP responders, CRL distribution points):
+//! direct, or through the proxy `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` name, read as
+//! curl and Go read them (hyper-util's `Matcher`).
+//!
+//! An `https` destination behind a proxy is reached through a `CONNECT` tunnel (RFC 9110
+//! 9.3.6), credentials in the proxy URL sent as `Proxy-Authorization: Basic`; TLS then
+//! runs end to end through the tunnel, so the proxy sees only the host and port. A plain
+//! `http` destination is asked of the proxy itself, with the request line in absolute
+//! form (RFC 9112 3.2.2), as HTTP clients do; such requests carry no proxy credentials.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use http::uri::Scheme;
+use http::Uri;
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper_util::client::legacy::connect::proxy::Tunnel;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::client::proxy::matcher::Matcher;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tower::ServiceExt as _;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A connector that goes through the configured proxy where one applies.
+#[derive(Clone)]
+pub struct Connector {
+    direct: HttpConnector,
+    proxies: Arc<Matcher>,
+}
+
+/// A connection made by [`Connector`].
+pub struct Stream {
+    io: TokioIo<TcpStream>,
+    /// Connected to an HTTP proxy for an `http` destination: requests go in absolute form.
+    absolute_form: bool,
+}
+
+// === impl Connector ===
+
+impl Connector {
+    /// Connects with `direct`, through the proxies `proxies` names.
+    pub fn new(direct: HttpConnector, proxies: Matcher) -> Self {
+        Self {
+            direct,
+            proxies: Arc::new(proxies),
+        }
+    }
+
+    /// Connects with `direct`, through the proxies the environment names.
+    pub fn from_env(direct: HttpConnector) -> Self {
+        Self::new(direct, Matcher::from_env())
+    }
+}
+
+impl tower::Service<Uri> for Connector {
+    type Response = Stream;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Stream, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, dst: Uri) -> Self::Future {
+        let direct = self.direct.clone();
+        let proxy = self.proxies.intercept(&dst);
+        Box::pin(async move {
+            let Some(proxy) = proxy else {
+                let io = direct.oneshot(dst).await?;
+                return Ok(Stream {
+                    io,
+                    absolute_form: false,
+                });
+            };
+            if dst.scheme() == Some(&Scheme::HTTPS) {
+                let mut tunnel = Tunnel::new(proxy.uri().clone(), direct);
+                if let Some(auth) = proxy.basic_auth() {
+                    tunnel = tunnel.with_auth(auth.clone());
+                }
+                let io = tunnel.oneshot(dst).await.map_err(|error| {
+                    format!("through the proxy {}: {error:?}", redacted(proxy.uri()))
+                })?;
+                return Ok(Stream {
+                    io,
+                    absolute_form: false,
+                });
+            }
+            let io = direct
+                .oneshot(proxy.uri().clone())
+                .await
+                .map_err(|error| format!("to the proxy {}: {error}", redacted(proxy.uri())))?;
+            Ok(Stream {
+                io,
+                absolute_form: true,
+            })
+        })
+    }
+}
+
+/// A proxy URL without the credentials it may carry, for messages.
+fn redacted(uri: &Uri) -> String {
+    let host = uri.host().unwrap_or_default();
+    match uri.port_u16() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+// === impl Stream ===
+
+impl Connection for Stream {
+    fn connected(&self) -> Connected {
+        self.io.connected().proxy(self.absolute_form)
+    }
+}
+
+impl Read for Stream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl Write for Stream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
