@@ -1390,30 +1390,40 @@ async fn no_proxy_hosts_are_reached_directly_and_a_dead_proxy_leaves_the_others_
     }
 }
 
-#[test]
-fn crigate_reads_its_proxies_from_the_environment() {
-    // `crigate verify` against a registry address, with HTTP_PROXY naming a proxy that
-    // is not there: the error names the proxy, so the variable was read.
-    let dead = crate::harness::process::free_port().unwrap();
+/// `crigate verify IMAGE` with `HTTP_PROXY` naming a proxy that is not there; stdout
+/// and stderr together.
+fn verify_through_a_dead_proxy(image: &str, dead: u16) -> String {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("release.pub");
     std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
     let output = std::process::Command::new(crate::daemon::crigate_binary())
-        .args(["verify", "127.0.0.1:1/app:v1", "--plain-http", "--key"])
+        .args(["verify", image, "--plain-http", "--key"])
         .arg(&key)
         .env("HTTP_PROXY", format!("http://127.0.0.1:{dead}"))
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
         .output()
         .unwrap();
-    let all = format!(
+    assert!(!output.status.success());
+    format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(!output.status.success(), "{all}");
+    )
+}
+
+#[test]
+fn crigate_reads_its_proxies_from_the_environment_and_keeps_loopback_direct() {
+    let dead = crate::harness::process::free_port().unwrap();
+    // A registry elsewhere (TEST-NET-1, never reached): the error names the proxy, so
+    // the variable was read.
+    let elsewhere = verify_through_a_dead_proxy("192.0.2.1:5000/app:v1", dead);
     assert!(
-        all.contains(&format!("to the proxy 127.0.0.1:{dead}")),
-        "{all}"
+        elsewhere.contains(&format!("to the proxy 127.0.0.1:{dead}")),
+        "{elsewhere}"
     );
+    // A loopback registry is reached directly, as containerd (Go) reaches it.
+    let local = verify_through_a_dead_proxy("127.0.0.1:1/app:v1", dead);
+    assert!(!local.contains("to the proxy"), "{local}");
+    assert!(local.contains("127.0.0.1:1"), "{local}");
 }

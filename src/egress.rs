@@ -1,6 +1,8 @@
 //! Outbound HTTP connections (registries, OCSP responders, CRL distribution points):
 //! direct, or through the proxy `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` name, read as
-//! curl and Go read them (hyper-util's `Matcher`).
+//! curl and Go read them (hyper-util's `Matcher`). As Go's `httpproxy` (and so
+//! containerd) does, `localhost` and loopback addresses are never sent to a proxy named
+//! by the environment.
 //!
 //! An `https` destination behind a proxy is reached through a `CONNECT` tunnel (RFC 9110
 //! 9.3.6), credentials in the proxy URL sent as `Proxy-Authorization: Basic`; TLS then
@@ -30,6 +32,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub struct Connector {
     direct: HttpConnector,
     proxies: Arc<Matcher>,
+    /// Connect to `localhost` and loopback addresses directly, whatever `proxies` says.
+    loopback_direct: bool,
 }
 
 /// A connection made by [`Connector`].
@@ -47,12 +51,17 @@ impl Connector {
         Self {
             direct,
             proxies: Arc::new(proxies),
+            loopback_direct: false,
         }
     }
 
-    /// Connects with `direct`, through the proxies the environment names.
+    /// Connects with `direct`, through the proxies the environment names, and to
+    /// loopback destinations directly.
     pub fn from_env(direct: HttpConnector) -> Self {
-        Self::new(direct, Matcher::from_env())
+        Self {
+            loopback_direct: true,
+            ..Self::new(direct, Matcher::from_env())
+        }
     }
 }
 
@@ -67,7 +76,11 @@ impl tower::Service<Uri> for Connector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let direct = self.direct.clone();
-        let proxy = self.proxies.intercept(&dst);
+        let proxy = if self.loopback_direct && is_loopback(dst.host()) {
+            None
+        } else {
+            self.proxies.intercept(&dst)
+        };
         Box::pin(async move {
             let Some(proxy) = proxy else {
                 let io = direct.oneshot(dst).await?;
@@ -99,6 +112,18 @@ impl tower::Service<Uri> for Connector {
             })
         })
     }
+}
+
+/// Whether `host` is `localhost` or a loopback address (Go's `httpproxy.useProxy`).
+fn is_loopback(host: Option<&str>) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A proxy URL without the credentials it may carry, for messages.
@@ -155,5 +180,34 @@ impl Write for Stream {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback;
+
+    #[test]
+    fn loopback_destinations_are_recognised_as_go_recognises_them() {
+        for host in [
+            "localhost",
+            "LOCALHOST",
+            "127.0.0.1",
+            "127.9.8.7",
+            "[::1]",
+            "::1",
+        ] {
+            assert!(is_loopback(Some(host)), "{host}");
+        }
+        for host in [
+            "registry.example",
+            "10.0.0.1",
+            "[fd00::2]",
+            "localhost.example",
+            "",
+        ] {
+            assert!(!is_loopback(Some(host)), "{host}");
+        }
+        assert!(!is_loopback(None));
     }
 }

@@ -105,32 +105,39 @@ impl Client {
     /// [`Error::CaFile`], [`Error::DockerConfig`] when a configured file cannot be read or
     /// parsed; [`Error::Tls`] when the TLS configuration cannot be built.
     pub fn new(config: RegistryConfig) -> Result<Self, Error> {
-        Self::with_proxies(config, Matcher::from_env())
+        Self::build(config, egress::Connector::from_env)
     }
 
-    /// As [`Client::new`], through the proxies `proxies` names rather than those of the
-    /// environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`).
+    /// As [`Client::new`], through the proxies `proxies` names (loopback included) rather
+    /// than those of the environment (`HTTP_PROXY`, `HTTPS_PROXY`, `NO_PROXY`).
     ///
     /// # Errors
     ///
     /// As [`Client::new`].
     pub fn with_proxies(config: RegistryConfig, proxies: Matcher) -> Result<Self, Error> {
+        Self::build(config, |direct| egress::Connector::new(direct, proxies))
+    }
+
+    fn build(
+        config: RegistryConfig,
+        connector: impl FnOnce(HttpConnector) -> egress::Connector,
+    ) -> Result<Self, Error> {
         let docker_auths = match &config.docker_config {
             Some(path) => DockerAuths::load(path)?,
             None => DockerAuths::default(),
         };
         let tls = tls_config(config.ca_file.as_deref())?;
-        let mut connector = HttpConnector::new();
-        connector.enforce_http(false);
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
+        let mut direct = HttpConnector::new();
+        direct.enforce_http(false);
+        direct.set_connect_timeout(Some(config.connect_timeout));
+        direct.set_nodelay(true);
         // Plain HTTP is let through the connector; `check_scheme` allows it per host.
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
             .enable_http1()
             .enable_http2()
-            .wrap_connector(egress::Connector::new(connector, proxies));
+            .wrap_connector(connector(direct));
         let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
         Ok(Self {
             shared: Arc::new(Shared {
