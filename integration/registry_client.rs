@@ -1057,10 +1057,10 @@ impl TestTls {
     }
 }
 
-#[tokio::test]
-async fn https_registries_are_trusted_through_the_configured_ca_only() {
-    let tls = TestTls::new();
-    let server = StandIn::start_tls(&tls, |_request| async move {
+/// An HTTPS stand-in with `tls`'s certificate that answers every request with one
+/// manifest, and the image `app:v1` on it.
+async fn tls_registry(tls: &TestTls) -> (StandIn, ImageRef) {
+    let server = StandIn::start_tls(tls, |_request| async move {
         respond(
             StatusCode::OK,
             &[("content-type", OCI_MANIFEST)],
@@ -1068,7 +1068,14 @@ async fn https_registries_are_trusted_through_the_configured_ca_only() {
         )
     })
     .await;
-    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let image = format!("{}/app:v1", server.host()).parse().unwrap();
+    (server, image)
+}
+
+#[tokio::test]
+async fn https_registries_are_trusted_through_the_configured_ca_only() {
+    let tls = TestTls::new();
+    let (_server, image) = tls_registry(&tls).await;
     let dir = tempfile::tempdir().unwrap();
     let trusting = Client::new(RegistryConfig {
         ca_file: Some(tls.write_ca(dir.path())),
@@ -1320,15 +1327,7 @@ async fn a_plain_http_registry_is_asked_through_the_http_proxy() {
 #[tokio::test]
 async fn an_https_registry_is_reached_through_a_connect_tunnel_with_the_proxy_credentials() {
     let tls = TestTls::new();
-    let server = StandIn::start_tls(&tls, |_request| async move {
-        respond(
-            StatusCode::OK,
-            &[("content-type", OCI_MANIFEST)],
-            manifest_json(None),
-        )
-    })
-    .await;
-    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let (server, image) = tls_registry(&tls).await;
     let dir = tempfile::tempdir().unwrap();
     let config = || RegistryConfig {
         ca_file: Some(tls.write_ca(dir.path())),
