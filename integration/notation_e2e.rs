@@ -1005,6 +1005,8 @@ impl OcspResponder {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
+        // Owned from here on: a failed wait below still stops it.
+        let responder = Self { child };
         // It says "ACCEPT [::]:PORT" once it listens. A probe connection would not do: the
         // responder serves one connection at a time and waits on an idle one.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -1018,7 +1020,7 @@ impl OcspResponder {
             );
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
-        Self { child }
+        responder
     }
 }
 

@@ -1267,6 +1267,8 @@ impl Tinyproxy {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("tinyproxy (integration/setup installs it)");
+        // Owned from here on: a failed wait below still stops it.
+        let proxy = Self { child, port, dir };
         let deadline = Instant::now() + Duration::from_secs(10);
         while !std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -1275,7 +1277,7 @@ impl Tinyproxy {
             assert!(Instant::now() < deadline, "tinyproxy did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { child, port, dir }
+        proxy
     }
 
     fn url(&self) -> String {
