@@ -29,6 +29,7 @@ use super::proto::audit_ingest_client::AuditIngestClient;
 use super::proto::ShipRequest;
 use super::spool::{self, Spool};
 use super::tls;
+use crate::telemetry::ErrorChain;
 
 /// Most records per batch: large enough that a backlog drains quickly, small enough that
 /// one batch is one short SQLite transaction.
@@ -199,7 +200,7 @@ impl Shipper {
             if let Err(error) = result {
                 tracing::warn!(
                     aggregator = %self.url,
-                    error = %DisplayChain(&error),
+                    error = %ErrorChain(&error),
                     "audit shipping interrupted; reconnecting"
                 );
             }
@@ -337,21 +338,6 @@ impl Backoff {
 
     fn reset(&mut self) {
         self.window = BACKOFF_MIN;
-    }
-}
-
-/// An error with its causes, `a: b: c`.
-struct DisplayChain<'a>(&'a dyn std::error::Error);
-
-impl std::fmt::Display for DisplayChain<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)?;
-        let mut source = self.0.source();
-        while let Some(cause) = source {
-            write!(f, ": {cause}")?;
-            source = cause.source();
-        }
-        Ok(())
     }
 }
 

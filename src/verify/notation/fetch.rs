@@ -33,6 +33,7 @@ use super::revocation::{is_http, CrlSet};
 use super::time::Moment;
 use super::{Fetched, Wanted};
 use crate::egress;
+use crate::telemetry::ErrorChain;
 
 /// How long one CRL download may take, connection included (the spec's default).
 pub const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -288,7 +289,7 @@ impl RevocationFetcher {
                 .client
                 .request(request)
                 .await
-                .map_err(|error| FetchError::Http(error_chain(&error)))?;
+                .map_err(|error| FetchError::Http(ErrorChain(&error).to_string()))?;
             let status = response.status();
             if status.is_redirection() {
                 let location = response
@@ -364,18 +365,6 @@ enum Kind {
 fn redirect(base: &Uri, location: &str) -> Option<Uri> {
     let base = url::Url::parse(&base.to_string()).ok()?;
     base.join(location).ok()?.as_str().parse().ok()
-}
-
-/// An error and its causes, as one line: hyper's own message is only the outermost.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut message = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
 }
 
 #[cfg(test)]
