@@ -56,8 +56,15 @@ pub struct RevocationFetcher {
     timeout: Duration,
     ocsp_timeout: Duration,
     max_bytes: usize,
-    cache: Mutex<HashMap<Wanted, Cached>>,
+    cache: Mutex<Memory>,
     stats: Arc<RevocationStats>,
+}
+
+/// What the fetcher keeps, and its size in bytes.
+#[derive(Default)]
+struct Memory {
+    entries: HashMap<Wanted, Cached>,
+    bytes: usize,
 }
 
 /// What the fetcher did, for the node's metrics: per source kind (`crl`, `ocsp`), the
@@ -125,7 +132,7 @@ impl RevocationFetcher {
             timeout,
             ocsp_timeout,
             max_bytes: MAX_FETCHED_CRL_BYTES,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::default(),
             stats: Arc::default(),
         }
     }
@@ -206,7 +213,7 @@ impl RevocationFetcher {
                 }
             }
         };
-        self.keep(source, &fetched);
+        self.keep(source, &fetched, now);
         Ok((fetched, false))
     }
 
@@ -234,26 +241,38 @@ impl RevocationFetcher {
     fn cached(&self, source: &Wanted, now: Moment) -> Option<Cached> {
         let cache = self.cache.lock().ok()?;
         cache
+            .entries
             .get(source)
             .filter(|cached| now < cached.next_update)
             .cloned()
     }
 
-    fn keep(&self, source: &Wanted, fetched: &Cached) {
+    fn keep(&self, source: &Wanted, fetched: &Cached, now: Moment) {
+        // Already at its nextUpdate (an OCSP answer without one, a stale CRL): it would
+        // never be served from memory.
+        if fetched.next_update <= now {
+            return;
+        }
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
-        cache.insert(source.clone(), fetched.clone());
+        if let Some(old) = cache.entries.insert(source.clone(), fetched.clone()) {
+            cache.bytes = cache.bytes.saturating_sub(old.bytes);
+        }
+        cache.bytes = cache.bytes.saturating_add(fetched.bytes);
         // Over the bound, the CRLs that are due to be fetched again first go first.
-        while cache.values().map(|c| c.bytes).sum::<usize>() > MAX_CACHED_CRL_BYTES {
+        while cache.bytes > MAX_CACHED_CRL_BYTES {
             let Some(first) = cache
+                .entries
                 .iter()
                 .min_by_key(|(_, cached)| cached.next_update)
-                .map(|(url, _)| url.clone())
+                .map(|(source, _)| source.clone())
             else {
                 break;
             };
-            cache.remove(&first);
+            if let Some(removed) = cache.entries.remove(&first) {
+                cache.bytes = cache.bytes.saturating_sub(removed.bytes);
+            }
         }
     }
 
