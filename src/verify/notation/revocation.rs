@@ -19,6 +19,7 @@
 //! entries with other critical extensions.
 #![deny(clippy::indexing_slicing)]
 
+use std::cell::OnceCell;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -248,10 +249,17 @@ impl CrlSet {
             (false, true) => "no configured CRL from its issuer, and none of its CRL distribution points is an http URL",
             (false, false) => "no CRL from its issuer, configured or fetched",
         };
-        let crls = || sets.iter().flat_map(|set| set.crls.iter());
+        // Each CRL is judged (its signature verified) at most once, when first needed:
+        // the search for a delta goes over the same CRLs as the search for a base.
+        let crls: Vec<Judged<'_>> = sets
+            .iter()
+            .flat_map(|set| set.crls.iter())
+            .map(|crl| (crl.as_ref(), OnceCell::new()))
+            .collect();
         let judge = |crl: &Crl| judge(crl, &issuer_name, key, cert.is_ca(), now);
-        for crl in crls() {
-            match judge(crl) {
+        for entry in &crls {
+            let crl = entry.0;
+            match judged(entry, judge) {
                 Err(why) => {
                     reason = why;
                     continue;
@@ -262,19 +270,26 @@ impl CrlSet {
                 }
                 Ok(Kind::Base { number }) => {
                     // RFC 5280 5.2.6 and 4.2.1.15: a delta CRL is published beside this
-                    // one, and may list what was revoked since: the status needs it.
-                    let mut points = freshest(&crl.list.tbs_cert_list);
+                    // one, and may list what was revoked since: the status needs it. An
+                    // unreadable FreshestCRL extension still says a delta exists.
+                    let (mut points, delta_named) = match freshest(&crl.list.tbs_cert_list) {
+                        Ok(points) => {
+                            let named = !points.is_empty();
+                            (points, named)
+                        }
+                        Err(_) => (Vec::new(), true),
+                    };
                     points.extend(info.delta.iter().cloned());
-                    if !points.is_empty() {
+                    if delta_named || !points.is_empty() {
                         // RFC 5280 5.2.4: a delta applies to a complete CRL numbered at
                         // least its BaseCRLNumber; the newest such delta is used.
                         let delta = number.as_deref().and_then(|base| {
-                            crls()
-                                .filter_map(|d| match judge(d) {
+                            crls.iter()
+                                .filter_map(|d| match judged(d, judge) {
                                     Ok(Kind::Delta { number, base: from })
-                                        if le(&from, base) && lt(base, &number) =>
+                                        if le(from, base) && lt(base, number) =>
                                     {
-                                        Some((number, d))
+                                        Some((number, d.0))
                                     }
                                     _ => None,
                                 })
@@ -304,6 +319,17 @@ impl CrlSet {
         }
         unknown(reason)
     }
+}
+
+/// A CRL and, once judged, what [`judge`] said of it.
+type Judged<'a> = (&'a Crl, OnceCell<Result<Kind, &'static str>>);
+
+/// What `judge` says of `entry`'s CRL, judged on the first call only.
+fn judged<'e>(
+    entry: &'e Judged<'_>,
+    judge: impl Fn(&Crl) -> Result<Kind, &'static str>,
+) -> &'e Result<Kind, &'static str> {
+    entry.1.get_or_init(|| judge(entry.0))
 }
 
 /// What a CRL from the issuer is, once it proved usable.
@@ -373,20 +399,21 @@ fn judge(
 }
 
 /// The URIs of a CRL's FreshestCRL extension (RFC 5280 5.2.6): where its delta CRLs are.
-fn freshest(tbs: &x509_cert::crl::TbsCertList) -> Vec<String> {
+///
+/// # Errors
+///
+/// The extension is malformed: a delta exists, but where is unknown.
+fn freshest(tbs: &x509_cert::crl::TbsCertList) -> Result<Vec<String>, der::Error> {
     let Some(extension) = tbs
         .crl_extensions
         .iter()
         .flatten()
         .find(|e| e.extn_id == FRESHEST_CRL)
     else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    match FreshestCrl::from_der(extension.extn_value.as_bytes()) {
-        Ok(points) => super::chain::distribution_point_uris(&points.0),
-        // Malformed: a delta exists but cannot be found; the base alone must not do.
-        Err(_) => vec![String::new()],
-    }
+    FreshestCrl::from_der(extension.extn_value.as_bytes())
+        .map(|points| super::chain::distribution_point_uris(&points.0))
 }
 
 /// What `crl` says of `cert`: `None` if it does not list it. An entry whose reason is
