@@ -4,13 +4,12 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
@@ -20,11 +19,19 @@ type Handler = Arc<
     dyn Fn(String) -> Pin<Box<dyn Future<Output = Response<Full<Bytes>>> + Send>> + Send + Sync,
 >;
 
-/// An HTTP/1.1 server on 127.0.0.1 answering with `handler(path)`, counting requests.
+/// An HTTP/1.1 server on 127.0.0.1 answering with `handler(path)`, keeping each request.
 struct Server {
     base: String,
-    requests: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// A request the server received.
+struct Seen {
+    method: http::Method,
+    path: String,
+    content_type: Option<String>,
+    body: Bytes,
 }
 
 impl Server {
@@ -36,16 +43,29 @@ impl Server {
         let handler: Handler = Arc::new(move |path| Box::pin(handler(path)));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let requests = Arc::new(AtomicUsize::new(0));
-        let counter = requests.clone();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (handler, counter) = (handler.clone(), counter.clone());
+                let (handler, log) = (handler.clone(), log.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        let answer = handler(request.uri().path().to_owned());
-                        async move { Ok::<_, Infallible>(answer.await) }
+                        let (handler, log) = (handler.clone(), log.clone());
+                        async move {
+                            let (parts, body) = request.into_parts();
+                            let body = body.collect().await.unwrap().to_bytes();
+                            let path = parts.uri.path().to_owned();
+                            log.lock().unwrap().push(Seen {
+                                method: parts.method,
+                                path: path.clone(),
+                                content_type: parts
+                                    .headers
+                                    .get("content-type")
+                                    .map(|v| v.to_str().unwrap().to_owned()),
+                                body,
+                            });
+                            Ok::<_, Infallible>(handler(path).await)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -53,11 +73,7 @@ impl Server {
                 });
             }
         });
-        Self {
-            base,
-            requests,
-            task,
-        }
+        Self { base, seen, task }
     }
 
     fn url(&self, path: &str) -> String {
@@ -65,7 +81,7 @@ impl Server {
     }
 
     fn requests(&self) -> usize {
-        self.requests.load(Ordering::SeqCst)
+        self.seen.lock().unwrap().len()
     }
 }
 
@@ -283,34 +299,8 @@ async fn at_most_sixteen_distribution_points_are_fetched_for_one_verification() 
 
 #[tokio::test]
 async fn an_ocsp_request_goes_by_get_when_short_and_by_post_otherwise() {
-    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let log = seen.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}/ocsp", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let log = log.clone();
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request: Request<Incoming>| {
-                    let log = log.clone();
-                    async move {
-                        let method = request.method().clone();
-                        let path = request.uri().path().to_owned();
-                        let kind = request
-                            .headers()
-                            .get("content-type")
-                            .map(|v| v.to_str().unwrap_or_default().to_owned());
-                        let body = request.into_body().collect().await.unwrap().to_bytes();
-                        log.lock().unwrap().push((method, path, kind, body));
-                        Ok::<_, Infallible>(respond(StatusCode::OK, "answer"))
-                    }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
+    let server = Server::start(|_| async { respond(StatusCode::OK, "answer") }).await;
+    let base = server.url("/ocsp");
     let fetcher = RevocationFetcher::default();
     let short = Wanted::Ocsp {
         url: base.clone(),
@@ -326,14 +316,16 @@ async fn an_ocsp_request_goes_by_get_when_short_and_by_post_otherwise() {
     assert_eq!(fetched.ocsp[0].1, "answer");
     // An answer without a readable nextUpdate is not kept: asked again.
     fetcher.fetch(&[long], year(2030)).await;
-    task.abort();
-    let seen = seen.lock().unwrap();
+    let seen = server.seen.lock().unwrap();
     assert_eq!(seen.len(), 3);
     // base64 "MPv/" with '+', '/' and '=' escaped, as Go's url.QueryEscape does.
-    assert_eq!(seen[0].0, http::Method::GET);
-    assert_eq!(seen[0].1, "/ocsp/MPv%2F");
-    assert_eq!(seen[1].0, http::Method::POST);
-    assert_eq!(seen[1].1, "/ocsp");
-    assert_eq!(seen[1].2.as_deref(), Some("application/ocsp-request"));
-    assert_eq!(seen[1].3, vec![0x30; 200]);
+    assert_eq!(seen[0].method, http::Method::GET);
+    assert_eq!(seen[0].path, "/ocsp/MPv%2F");
+    assert_eq!(seen[1].method, http::Method::POST);
+    assert_eq!(seen[1].path, "/ocsp");
+    assert_eq!(
+        seen[1].content_type.as_deref(),
+        Some("application/ocsp-request")
+    );
+    assert_eq!(seen[1].body, vec![0x30; 200]);
 }
