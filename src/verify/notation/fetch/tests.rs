@@ -123,6 +123,16 @@ fn crl(url: &str) -> [Wanted; 1] {
     [Wanted::Crl(url.to_owned())]
 }
 
+/// A server answering every path with one current CRL.
+async fn crl_server() -> Server {
+    let der = Bytes::from(crl_der());
+    Server::start(move |_| {
+        let der = der.clone();
+        async move { respond(StatusCode::OK, der) }
+    })
+    .await
+}
+
 fn year(year: u64) -> SystemTime {
     // Close enough to 1 January of `year` for these tests.
     UNIX_EPOCH + Duration::from_secs((year - 1970) * 365 * 86_400 + (year - 1969) / 4 * 86_400)
@@ -130,12 +140,7 @@ fn year(year: u64) -> SystemTime {
 
 #[tokio::test]
 async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
-    let der = Bytes::from(crl_der());
-    let server = Server::start(move |_| {
-        let der = der.clone();
-        async move { respond(StatusCode::OK, der) }
-    })
-    .await;
+    let server = crl_server().await;
     let stats = Arc::new(RevocationStats::default());
     let fetcher = RevocationFetcher::default().with_stats(stats.clone());
     let url = server.url("/ca.crl");
@@ -281,12 +286,7 @@ async fn each_failing_distribution_point_is_named_with_its_reason() {
 
 #[tokio::test]
 async fn at_most_sixteen_distribution_points_are_fetched_for_one_verification() {
-    let der = Bytes::from(crl_der());
-    let server = Server::start(move |_| {
-        let der = der.clone();
-        async move { respond(StatusCode::OK, der) }
-    })
-    .await;
+    let server = crl_server().await;
     let wanted: Vec<Wanted> = (0..40)
         .map(|n| Wanted::Crl(server.url(&format!("/{n}.crl"))))
         .collect();
