@@ -1507,3 +1507,123 @@ async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_re
         "an image signed with a revoked certificate reached the runtime"
     );
 }
+
+/// CreateContainer of a pause container running the signed image, with an image volume
+/// of `image` at `/models`. containerd 1.6 predates `Mount.image` and ignores it, so the
+/// mount also names a host directory for it to mount; what crigate decides on is the
+/// image.
+fn create_with_volume(node: &Node, pod: &Pod, name: &str, image: &str) -> CreateContainerRequest {
+    let source = node.env.dir().join("volume-source");
+    std::fs::create_dir_all(&source).unwrap();
+    let mut request = create_pause(&pod.id, &pod.sandbox, name, &node.signed);
+    request.config.as_mut().unwrap().mounts.push(Mount {
+        container_path: "/models".to_owned(),
+        host_path: source.display().to_string(),
+        readonly: true,
+        image: Some(ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_volumes_are_gated_like_the_containers_own_image() {
+    let journald = Journald::start().unwrap();
+    let node_name = format!("volume-node-{}", std::process::id());
+    let node = node_with(&format!(
+        "[audit]\nnode = \"{node_name}\"\njournal_socket = \"{}\"\n",
+        journald.socket().display()
+    ))
+    .await;
+    // Both images straight into containerd, as an image volume's content may have come.
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let signed_id = pulled_directly(&node, &node.signed).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("web", "prod").unwrap()).await;
+
+    // By id, as kubelet names a volume's image, and by name: the unsigned one refused.
+    let mut denials = Vec::new();
+    for (name, image) in [("bad", &unsigned_id), ("bad2", &node.unsigned)] {
+        let request = create_with_volume(&node, &pod, name, image);
+        let denied = pod.runtime.create_container(request).await.unwrap_err();
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        let message = denied.message().to_owned();
+        assert!(
+            message.contains("unsigned@sha256:")
+                && message.contains("(image volume at /models) in namespace prod"),
+            "{message}"
+        );
+        denials.push(message);
+    }
+    // Signed, by id and by tag: created.
+    for (name, image) in [("good", &signed_id), ("good2", &node.signed)] {
+        let request = create_with_volume(&node, &pod, name, image);
+        pod.runtime.create_container(request).await.unwrap();
+    }
+    // Under an auditing policy the unsigned volume goes ahead, recorded.
+    let mut staging = Pod::run(&node, node.env.pod_config("web-s", "staging").unwrap()).await;
+    let request = create_with_volume(&node, &staging, "audited", &unsigned_id);
+    staging.runtime.create_container(request).await.unwrap();
+
+    // Ten records: the container's image and its volume's, for each of the five creates.
+    let ours = format!("CRIGATE_NODE={node_name}");
+    journald
+        .wait_for(&["SYSLOG_IDENTIFIER=crigate", &ours], 10)
+        .unwrap();
+    let field = |entry: &serde_json::Value, name: &str| entry[name].as_str().map(str::to_owned);
+    let volume_records = journald
+        .query(&[&ours, "CRIGATE_VOLUME_PATH=/models"])
+        .unwrap();
+    assert_eq!(volume_records.len(), 5, "{volume_records:?}");
+    let by_container = |name: &str| {
+        volume_records
+            .iter()
+            .find(|r| field(r, "CRIGATE_CONTAINER").as_deref() == Some(name))
+            .unwrap_or_else(|| panic!("no volume record for {name}: {volume_records:?}"))
+    };
+    for (name, denial) in ["bad", "bad2"].into_iter().zip(&denials) {
+        let record = by_container(name);
+        assert_eq!(field(record, "CRIGATE_DECISION").as_deref(), Some("deny"));
+        assert_eq!(field(record, "CRIGATE_PHASE").as_deref(), Some("create"));
+        assert_eq!(
+            field(record, "CRIGATE_REASON_CODE").as_deref(),
+            Some("no_signature")
+        );
+        let id = field(record, "CRIGATE_ID").unwrap();
+        assert!(denial.ends_with(&format!("(audit id {id})")), "{denial}");
+    }
+    assert_eq!(
+        field(by_container("bad"), "CRIGATE_IMAGE"),
+        Some(unsigned_id.clone())
+    );
+    for name in ["good", "good2"] {
+        let record = by_container(name);
+        assert_eq!(field(record, "CRIGATE_DECISION").as_deref(), Some("allow"));
+        assert_eq!(
+            field(record, "CRIGATE_DIGEST"),
+            Some(node.env.app_digest.clone())
+        );
+    }
+    // The volume named by its tag was given to the runtime as the image id it led to.
+    assert_eq!(
+        field(by_container("good2"), "CRIGATE_PINNED"),
+        Some(signed_id)
+    );
+    assert_eq!(field(by_container("good"), "CRIGATE_PINNED"), None);
+    assert_eq!(
+        field(by_container("audited"), "CRIGATE_DECISION").as_deref(),
+        Some("audit-deny")
+    );
+    // The containers' own images were decided too, in records without a volume path.
+    let all = journald.query(&[&ours]).unwrap();
+    let own: Vec<_> = all
+        .iter()
+        .filter(|r| field(r, "CRIGATE_VOLUME_PATH").is_none())
+        .collect();
+    assert_eq!(own.len(), 5, "{all:?}");
+    assert!(own
+        .iter()
+        .all(|r| field(r, "CRIGATE_DECISION").as_deref() == Some("allow")));
+}

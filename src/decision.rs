@@ -62,6 +62,38 @@ pub struct RequestContext {
     /// image pull secret), for verification to read the same registry. `Debug` never
     /// shows them.
     pub credentials: Option<Credentials>,
+    /// CreateContainer only: the container's image volumes, in the order of its mounts.
+    pub image_volumes: Vec<ImageVolume>,
+}
+
+/// A mount of a CreateContainer whose source is an image (CRI v1 `Mount.image`, filled
+/// by kubelet for a pod's `image` volumes, Kubernetes KEP-4639): the runtime mounts the
+/// image's content into the container, so it is decided as the container's own image is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageVolume {
+    /// The mount's position in `ContainerConfig.mounts`, counting every mount.
+    pub mount: usize,
+    /// `Mount.container_path`: where the content appears in the container.
+    pub container_path: String,
+    /// `Mount.image.image`: the image as the caller named it (kubelet sends the image id
+    /// its pull returned).
+    pub image: String,
+    /// `Mount.image.user_specified_image`, when sent.
+    pub user_specified_image: Option<String>,
+}
+
+// === impl RequestContext ===
+
+impl RequestContext {
+    /// The same call, asking about `volume`'s image in place of the container's.
+    pub fn for_volume(&self, volume: &ImageVolume) -> Self {
+        Self {
+            image: volume.image.clone(),
+            user_specified_image: volume.user_specified_image.clone(),
+            image_volumes: Vec::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// What to do with an intercepted call.
@@ -69,10 +101,33 @@ pub struct RequestContext {
 pub enum Decision {
     /// Forward the call. With `pin`, the forwarded request names that image reference
     /// (`repo@sha256:…`) instead of the one the caller sent, so the runtime fetches or runs
-    /// exactly what was decided on.
-    Allow { pin: Option<String> },
+    /// exactly what was decided on. Each of `volumes` names the image id an image volume's
+    /// mount is given instead of the name the caller sent (CreateContainer only).
+    Allow {
+        pin: Option<String>,
+        volumes: Vec<VolumePin>,
+    },
     /// Refuse the call; the caller receives `message` (kubelet shows it in pod events).
     Deny { message: String },
+}
+
+/// The image id an image volume is pinned to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VolumePin {
+    /// [`ImageVolume::mount`].
+    pub mount: usize,
+    /// The image id (`sha256:…`).
+    pub image: String,
+}
+
+impl Decision {
+    /// Allow the call exactly as the caller sent it.
+    pub fn allow() -> Self {
+        Decision::Allow {
+            pin: None,
+            volumes: Vec::new(),
+        }
+    }
 }
 
 /// Decides intercepted calls. Implementations must be cheap to call concurrently.
@@ -126,6 +181,19 @@ impl Durable {
     /// Durable once `future` completes.
     pub fn after(future: impl Future<Output = ()> + Send + 'static) -> Self {
         Self(Some(Box::pin(future)))
+    }
+
+    /// Durable once each of `durables` is.
+    pub fn all(durables: Vec<Durable>) -> Self {
+        let mut waiting: Vec<Durable> = durables.into_iter().filter(|d| !d.is_now()).collect();
+        if waiting.len() <= 1 {
+            return waiting.pop().unwrap_or_else(Self::now);
+        }
+        Self::after(async move {
+            for durable in waiting {
+                durable.await;
+            }
+        })
     }
 
     /// Whether there is nothing left to wait for.
@@ -215,9 +283,7 @@ impl Decide for AllowAll {
             decision = "allow",
             "decision"
         );
-        Box::pin(std::future::ready(Decided::now(Decision::Allow {
-            pin: None,
-        })))
+        Box::pin(std::future::ready(Decided::now(Decision::allow())))
     }
 }
 

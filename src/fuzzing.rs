@@ -1,10 +1,11 @@
 //! Entry points for the fuzz targets in `fuzz/`. Each takes arbitrary bytes and must
 //! return, never panic.
 
-use crate::decision::{ApiVersion, Caller, Phase};
+use crate::decision::{ApiVersion, Caller, Phase, VolumePin};
 use crate::proxy::{intercept, methods};
 
-/// Decodes `data` as the body of each intercepted method, and pins what decodes.
+/// Decodes `data` as the body of each intercepted method, and pins what decodes: its
+/// image, and for a create each of its image volumes.
 pub fn intercepted_request(data: &[u8]) {
     let caller = Caller {
         pid: None,
@@ -19,6 +20,27 @@ pub fn intercepted_request(data: &[u8]) {
                 // Pinning a body that decoded must yield one that decodes to the pin.
                 let context = intercept::decode(method, &pinned, caller);
                 assert!(matches!(context, Ok(ref c) if c.image == "example.com/app@sha256:00"));
+                let Ok(context) = intercept::decode(method, data, caller) else {
+                    continue;
+                };
+                let pins: Vec<VolumePin> = context
+                    .image_volumes
+                    .iter()
+                    .map(|volume| VolumePin {
+                        mount: volume.mount,
+                        image: "sha256:01".to_owned(),
+                    })
+                    .collect();
+                if pins.is_empty() {
+                    continue;
+                }
+                // Every volume pinned: the same mounts, each now naming the pin.
+                let repinned = intercept::pin_volumes(data, &pins)
+                    .and_then(|body| intercept::decode(method, &body, caller));
+                assert!(matches!(repinned, Ok(ref c)
+                    if c.image == context.image
+                        && c.image_volumes.len() == pins.len()
+                        && c.image_volumes.iter().all(|v| v.image == "sha256:01")));
             }
         }
     }

@@ -74,6 +74,9 @@ pub struct RecordJson {
     pub latency_micros: u64,
     pub caller_pid: i32,
     pub caller_uid: u32,
+    /// Absent from an aggregator that predates image volumes.
+    #[serde(default)]
+    pub volume_path: String,
 }
 
 /// What the query handler needs.
@@ -260,6 +263,7 @@ impl From<&AuditRecord> for RecordJson {
             cached: r.cached,
             latency_micros: r.latency_micros,
             caller_pid: r.caller_pid,
+            volume_path: r.volume_path.clone(),
             caller_uid: r.caller_uid,
         }
     }
@@ -319,6 +323,24 @@ mod tests {
                 .unwrap();
             assert_eq!(response.status(), status);
         }
+    }
+
+    #[test]
+    fn an_image_volumes_path_is_in_the_json_and_optional_when_read() {
+        let record = AuditRecord {
+            id: "01".to_owned(),
+            volume_path: "/models".to_owned(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(RecordJson::from(&record)).unwrap();
+        assert_eq!(json["volume_path"], "/models");
+        // An aggregator that predates image volumes sends no such field.
+        let mut old = json.clone();
+        old.as_object_mut().unwrap().remove("volume_path");
+        let read: RecordJson = serde_json::from_value(old).unwrap();
+        assert_eq!(read.volume_path, "");
+        let read: RecordJson = serde_json::from_value(json).unwrap();
+        assert_eq!(read.volume_path, "/models");
     }
 
     #[test]

@@ -178,7 +178,7 @@ pub fn entry(record: &AuditRecord) -> Vec<u8> {
     field(&mut out, "MESSAGE_ID", decision.message_id());
     field(&mut out, "PRIORITY", priority(decision));
     field(&mut out, "SYSLOG_IDENTIFIER", SYSLOG_IDENTIFIER);
-    let text_fields: [(&str, &str); 22] = [
+    let text_fields: [(&str, &str); 23] = [
         ("CRIGATE_ID", &record.id),
         ("CRIGATE_NODE", &record.node),
         ("CRIGATE_PHASE", record.phase().code()),
@@ -189,6 +189,7 @@ pub fn entry(record: &AuditRecord) -> Vec<u8> {
         ("CRIGATE_POD", &record.pod_name),
         ("CRIGATE_POD_UID", &record.pod_uid),
         ("CRIGATE_CONTAINER", &record.container_name),
+        ("CRIGATE_VOLUME_PATH", &record.volume_path),
         ("CRIGATE_IMAGE", &record.image),
         ("CRIGATE_USER_IMAGE", &record.user_specified_image),
         ("CRIGATE_SUBJECT", &record.subject),

@@ -418,8 +418,13 @@ impl AuditRecord {
         } else {
             &self.subject
         };
+        let volume = if self.volume_path.is_empty() {
+            String::new()
+        } else {
+            format!(" (image volume at {})", self.volume_path)
+        };
         format!(
-            "{} {} {} in namespace {}: {}",
+            "{} {} {}{volume} in namespace {}: {}",
             self.decision().code(),
             self.phase().code(),
             subject,
@@ -441,6 +446,7 @@ fn decision_event(record: &AuditRecord) {
         namespace = record.namespace.as_str(),
         pod = record.pod_name.as_str(),
         container = record.container_name.as_str(),
+        volume_path = record.volume_path.as_str(),
         image = %record.image,
         subject = %record.subject,
         verifier = record.verifier.as_str(),

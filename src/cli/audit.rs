@@ -233,18 +233,21 @@ fn table(records: &[RecordJson]) -> String {
         .map(|r| {
             let time = UNIX_EPOCH
                 + Duration::from_nanos(u64::try_from(r.time_unix_nanos).unwrap_or_default());
-            let image = if r.subject.is_empty() {
-                &r.image
+            let mut image = if r.subject.is_empty() {
+                r.image.clone()
             } else {
-                &r.subject
+                r.subject.clone()
             };
+            if !r.volume_path.is_empty() {
+                image = format!("{image} (image volume at {})", r.volume_path);
+            }
             [
                 humantime::format_rfc3339_seconds(time).to_string(),
                 r.node.clone(),
                 r.decision.clone(),
                 r.phase.clone(),
                 r.namespace.clone(),
-                image.clone(),
+                image,
                 r.reason_code.clone(),
             ]
         })

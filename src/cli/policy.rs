@@ -178,6 +178,7 @@ fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {
                 gid: nix::unistd::getgid().as_raw(),
             },
             credentials: None,
+            image_volumes: Vec::new(),
         };
         anyhow::Ok(decider.explain(&request).await)
     })?;

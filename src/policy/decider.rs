@@ -30,7 +30,9 @@ use serde::Serialize;
 
 use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
-use crate::decision::{BoxFuture, Decide, Decided, Decision, Phase, RequestContext};
+use crate::decision::{
+    BoxFuture, Decide, Decided, Decision, Durable, ImageVolume, Phase, RequestContext, VolumePin,
+};
 use crate::oci::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ImageRef};
 use crate::proxy::names::namespaced;
@@ -792,26 +794,85 @@ impl Decide for PolicyDecider {
         Box::pin(async move {
             let started = Instant::now();
             let trace = self.explain(request).await;
-            let record = audit_record(self.auditor.node(), request, &trace, started.elapsed());
-            let id = record.id.clone();
-            let written = self.auditor.record(record).await;
-            let decision = if trace.allows() {
-                Decision::Allow {
-                    pin: trace.pinned.clone(),
+            let (id, durable) = self.record(request, None, &trace, started).await;
+            if !trace.allows() {
+                return Decided {
+                    decision: denial(&trace, None, &id),
+                    durable,
+                };
+            }
+            if request.image_volumes.is_empty() {
+                return Decided {
+                    decision: Decision::Allow {
+                        pin: trace.pinned,
+                        volumes: Vec::new(),
+                    },
+                    durable,
+                };
+            }
+            // Each image volume is decided as the container's own image is, under the
+            // same policy, with a record of its own; the first refusal refuses the call.
+            let mut durables = vec![durable];
+            let mut volumes = Vec::new();
+            for volume in &request.image_volumes {
+                let started = Instant::now();
+                let asked = request.for_volume(volume);
+                let judged = self.explain(&asked).await;
+                let (id, durable) = self.record(&asked, Some(volume), &judged, started).await;
+                durables.push(durable);
+                if !judged.allows() {
+                    return Decided {
+                        decision: denial(&judged, Some(volume), &id),
+                        durable: Durable::all(durables),
+                    };
                 }
-            } else {
-                Decision::Deny {
-                    message: format!(
-                        "denied {} in namespace {}: {} (audit id {id})",
-                        trace.subject, trace.namespace, trace.reason
-                    ),
+                if let Some(image) = judged.pinned {
+                    volumes.push(VolumePin {
+                        mount: volume.mount,
+                        image,
+                    });
                 }
-            };
+            }
             Decided {
-                decision,
-                durable: written.durable,
+                decision: Decision::Allow {
+                    pin: trace.pinned,
+                    volumes,
+                },
+                durable: Durable::all(durables),
             }
         })
+    }
+}
+
+impl PolicyDecider {
+    /// Writes the record of one decision; its id, and the wait for it to be durable.
+    async fn record(
+        &self,
+        request: &RequestContext,
+        volume: Option<&ImageVolume>,
+        trace: &Explanation,
+        started: Instant,
+    ) -> (String, Durable) {
+        let mut record = audit_record(self.auditor.node(), request, trace, started.elapsed());
+        if let Some(volume) = volume {
+            record.volume_path.clone_from(&volume.container_path);
+        }
+        let id = record.id.clone();
+        let written = self.auditor.record(record).await;
+        (id, written.durable)
+    }
+}
+
+/// The refusal of a call whose image, or image volume `volume`, `trace` did not allow.
+fn denial(trace: &Explanation, volume: Option<&ImageVolume>, id: &str) -> Decision {
+    let volume = volume
+        .map(|v| format!(" (image volume at {})", v.container_path))
+        .unwrap_or_default();
+    Decision::Deny {
+        message: format!(
+            "denied {}{volume} in namespace {}: {} (audit id {id})",
+            trace.subject, trace.namespace, trace.reason
+        ),
     }
 }
 
@@ -832,16 +893,34 @@ impl AllowAndRecord {
 impl Decide for AllowAndRecord {
     fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         Box::pin(async move {
-            let trace = Explanation::new(request).conclude(
-                Conclusion::Allow,
-                "no_policies",
-                "no [[policies]] configured: every call is allowed".to_owned(),
+            let allowed = |request: &RequestContext| {
+                Explanation::new(request).conclude(
+                    Conclusion::Allow,
+                    "no_policies",
+                    "no [[policies]] configured: every call is allowed".to_owned(),
+                )
+            };
+            let record = audit_record(
+                self.auditor.node(),
+                request,
+                &allowed(request),
+                Duration::ZERO,
             );
-            let record = audit_record(self.auditor.node(), request, &trace, Duration::ZERO);
-            let written = self.auditor.record(record).await;
+            let mut durables = vec![self.auditor.record(record).await.durable];
+            for volume in &request.image_volumes {
+                let asked = request.for_volume(volume);
+                let mut record = audit_record(
+                    self.auditor.node(),
+                    &asked,
+                    &allowed(&asked),
+                    Duration::ZERO,
+                );
+                record.volume_path.clone_from(&volume.container_path);
+                durables.push(self.auditor.record(record).await.durable);
+            }
             Decided {
-                decision: Decision::Allow { pin: None },
-                durable: written.durable,
+                decision: Decision::allow(),
+                durable: Durable::all(durables),
             }
         })
     }
@@ -992,6 +1071,7 @@ verifiers = ["release"]
                 gid: 0,
             },
             credentials: None,
+            image_volumes: Vec::new(),
         }
     }
 
@@ -1009,6 +1089,83 @@ verifiers = ["release"]
         assert_eq!(after.decision, Conclusion::Allow, "{after:?}");
         assert_eq!(after.reason_code, "allowlisted");
         assert_eq!(after.subject, pinned());
+    }
+
+    /// A create of `image` in `namespace` mounting each of `volumes` as an image volume.
+    fn with_volumes(image: &str, namespace: &str, volumes: &[&str]) -> RequestContext {
+        RequestContext {
+            image_volumes: volumes
+                .iter()
+                .enumerate()
+                .map(|(mount, image)| ImageVolume {
+                    mount,
+                    container_path: format!("/v{mount}"),
+                    image: (*image).to_owned(),
+                    user_specified_image: None,
+                })
+                .collect(),
+            ..create(image, namespace)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_create_is_refused_for_the_first_image_volume_its_policy_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider(dir.path());
+        decider.pulled(&pinned(), &id());
+        let unknown = format!("sha256:{}", "d".repeat(64));
+        // The container's image and the first volume resolve (remembered, allowlisted);
+        // the second volume's image only the runtime could resolve, and it is down.
+        let request = with_volumes(&id(), "prod", &[&id(), &unknown, &unknown]);
+        let decided = decider.decide(&request).await;
+        let Decision::Deny { message } = decided.decision else {
+            panic!("allowed: {:?}", decided.decision);
+        };
+        assert!(
+            message.starts_with(&format!(
+                "denied {unknown} (image volume at /v1) in namespace prod: could not verify"
+            )),
+            "{message}"
+        );
+        // The same create without that volume goes ahead as sent: nothing to pin.
+        let request = with_volumes(&id(), "prod", &[&id()]);
+        assert_eq!(decider.decide(&request).await.decision, Decision::allow());
+    }
+
+    #[tokio::test]
+    async fn without_policies_each_image_volume_is_recorded_beside_the_container() {
+        struct Collect(Mutex<Vec<AuditRecord>>);
+        impl crate::audit::Sink for Collect {
+            fn name(&self) -> &'static str {
+                "collect"
+            }
+            fn write(
+                &self,
+                record: Arc<AuditRecord>,
+            ) -> BoxFuture<'static, Result<crate::audit::Durability, crate::audit::Error>>
+            {
+                self.0.lock().unwrap().push((*record).clone());
+                Box::pin(std::future::ready(Ok(
+                    Box::pin(std::future::ready(Ok(()))) as crate::audit::Durability
+                )))
+            }
+        }
+        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        let decider = AllowAndRecord::new(Auditor::new("node", vec![sink.clone()]));
+        let request = with_volumes("app:v1", "prod", &["models:v1", "plugins:v1"]);
+        let decided = decider.decide(&request).await;
+        assert_eq!(decided.decision, Decision::allow());
+        decided.durable.wait().await;
+        let records = sink.0.lock().unwrap();
+        let seen: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.image.as_str(), r.volume_path.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [("app:v1", ""), ("models:v1", "/v0"), ("plugins:v1", "/v1")]
+        );
+        assert!(records.iter().all(|r| r.reason_code == "no_policies"));
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use k8s_cri::{v1, v1alpha2};
 use prost::Message;
 
-use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
+use crate::decision::{ApiVersion, Caller, ImageVolume, Phase, RequestContext, VolumePin};
 use crate::proxy::methods::Intercepted;
 use crate::registry::{Credentials, CriAuth};
 
@@ -82,6 +82,7 @@ macro_rules! decode_pull {
             pod_sandbox_id: None,
             caller: $caller,
             credentials,
+            image_volumes: Vec::new(),
         })
     }};
 }
@@ -99,6 +100,19 @@ macro_rules! decode_create {
             .image
             .ok_or(DecodeError::MissingImage("CreateContainerRequest"))?;
         let pod = request.pod;
+        let image_volumes = request
+            .mounts
+            .into_iter()
+            .filter_map(|mount| {
+                let image = mount.image?;
+                Some(ImageVolume {
+                    mount: mount.index,
+                    container_path: mount.container_path,
+                    user_specified_image: ($user_specified)(&image),
+                    image: non_empty(image.image)?,
+                })
+            })
+            .collect();
         Ok(RequestContext {
             phase: Phase::Create,
             api: $api,
@@ -111,6 +125,7 @@ macro_rules! decode_create {
             pod_sandbox_id: non_empty(request.pod_sandbox_id),
             caller: $caller,
             credentials: None,
+            image_volumes,
         })
     }};
 }
@@ -127,13 +142,30 @@ macro_rules! decode_create {
 ///
 /// Field numbers (cri-api `api.proto`, the same in `runtime.v1` and `runtime.v1alpha2`):
 /// CreateContainerRequest `pod_sandbox_id = 1`, `config = 2`, `sandbox_config = 3`;
-/// ContainerConfig `metadata = 1`, `image = 2`; PodSandboxConfig `metadata = 1`.
+/// ContainerConfig `metadata = 1`, `image = 2`, `mounts = 7`; Mount `container_path = 1`,
+/// `image = 9` (`runtime.v1` only, Kubernetes 1.31 and later); PodSandboxConfig
+/// `metadata = 1`. A mount's `image` is read in both versions, so that no runtime reading
+/// `runtime.v1alpha2` bytes as `runtime.v1` can mount an image that was not decided on.
 struct CreateFields<I, C, P> {
     pod_sandbox_id: String,
     image: Option<I>,
     container: Option<C>,
     pod: Option<P>,
+    mounts: Vec<MountFields<I>>,
 }
+
+/// The fields of one `Mount` a decision reads.
+struct MountFields<I> {
+    /// Its position among the container's mounts.
+    index: usize,
+    container_path: String,
+    image: Option<I>,
+}
+
+/// ContainerConfig `mounts`.
+const CONFIG_MOUNTS: u64 = 7;
+/// Mount `image`.
+const MOUNT_IMAGE: u64 = 9;
 
 impl<I, C, P> CreateFields<I, C, P>
 where
@@ -151,7 +183,11 @@ where
             image: None,
             container: None,
             pod: None,
+            mounts: Vec::new(),
         };
+        // Mounts are a repeated field: every occurrence, in any occurrence of the
+        // config, is one more mount.
+        let mut mounts = 0usize;
         for field in Wire(message) {
             match field.map_err(invalid)? {
                 (1, Value::Bytes(id)) => {
@@ -164,7 +200,13 @@ where
                         match field.map_err(invalid)? {
                             (1, Value::Bytes(metadata)) => merge(&mut fields.container, metadata)?,
                             (2, Value::Bytes(image)) => merge(&mut fields.image, image)?,
-                            (1 | 2, _) => {
+                            (CONFIG_MOUNTS, Value::Bytes(mount)) => {
+                                if let Some(mount) = MountFields::read(mounts, mount)? {
+                                    fields.mounts.push(mount);
+                                }
+                                mounts = mounts.saturating_add(1);
+                            }
+                            (1 | 2 | CONFIG_MOUNTS, _) => {
                                 return Err(invalid("ContainerConfig field of the wrong wire type"))
                             }
                             _ => {}
@@ -193,6 +235,35 @@ where
             }
         }
         Ok(fields)
+    }
+}
+
+impl<I: Message + Default> MountFields<I> {
+    /// Reads the mount at `index`; `None` when it has no image.
+    fn read(index: usize, message: &[u8]) -> Result<Option<Self>, DecodeError> {
+        let invalid = |reason: &str| DecodeError::Protobuf {
+            message: "CreateContainerRequest",
+            reason: format!("mount {index}: {reason}"),
+        };
+        let mut container_path = String::new();
+        let mut image = None;
+        for field in Wire(message) {
+            match field.map_err(invalid)? {
+                (1, Value::Bytes(path)) => {
+                    container_path = std::str::from_utf8(path)
+                        .map_err(|_| invalid("container_path is not UTF-8"))?
+                        .to_owned();
+                }
+                (MOUNT_IMAGE, Value::Bytes(spec)) => merge(&mut image, spec)?,
+                (1 | MOUNT_IMAGE, _) => return Err(invalid("Mount field of the wrong wire type")),
+                _ => {}
+            }
+        }
+        Ok(image.map(|image| Self {
+            index,
+            container_path,
+            image: Some(image),
+        }))
     }
 }
 
@@ -249,6 +320,30 @@ impl<'a> Iterator for Wire<'a> {
             self.0 = &[];
         }
         Some(field)
+    }
+}
+
+/// [`Wire`], with each field's own bytes (key, length and value) as they came.
+struct Spans<'a> {
+    wire: Wire<'a>,
+}
+
+impl<'a> Spans<'a> {
+    fn new(message: &'a [u8]) -> Self {
+        Self {
+            wire: Wire(message),
+        }
+    }
+}
+
+impl<'a> Iterator for Spans<'a> {
+    type Item = Result<(u64, Value<'a>, &'a [u8]), &'static str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let before = self.wire.0;
+        let field = self.wire.next()?;
+        let taken = before.len().saturating_sub(self.wire.0.len());
+        Some(field.map(|(number, value)| (number, value, before.get(..taken).unwrap_or_default())))
     }
 }
 
@@ -370,6 +465,85 @@ pub fn pin(method: Intercepted, body: &[u8], image: &str) -> Bytes {
     };
     let original = body.get(PREFIX_LEN..).unwrap_or_default();
     frame_parts(&[original, &overlay])
+}
+
+/// Returns a CreateContainerRequest body with each pinned image volume's image replaced:
+/// the mount's own bytes followed by a partial `Mount` that sets only `image.image`, which
+/// merges over them as [`pin`]'s overlay does. A mount is one element of a repeated field,
+/// so an overlay after the whole message would add a mount rather than change one; the
+/// overlay goes inside the mount, and the lengths of the mount and of the config that
+/// holds it are written anew. Every other byte is the caller's.
+///
+/// # Errors
+///
+/// `body` is not one that [`decode`] accepted, or a pin names no mount of it.
+pub fn pin_volumes(body: &[u8], pins: &[VolumePin]) -> Result<Bytes, DecodeError> {
+    let invalid = |reason: &str| DecodeError::Protobuf {
+        message: "CreateContainerRequest",
+        reason: reason.to_owned(),
+    };
+    let message = unframe(body)?;
+    let mut out = Vec::with_capacity(message.len().saturating_add(pins.len() * 96));
+    let mut mounts = 0usize;
+    let mut pinned = 0usize;
+    for field in Spans::new(message) {
+        let (number, value, raw) = field.map_err(invalid)?;
+        let (2, Value::Bytes(config)) = (number, value) else {
+            out.extend_from_slice(raw);
+            continue;
+        };
+        let mut rewritten = Vec::with_capacity(config.len().saturating_add(pins.len() * 96));
+        let before = pinned;
+        for field in Spans::new(config) {
+            let (number, value, raw) = field.map_err(invalid)?;
+            let (CONFIG_MOUNTS, Value::Bytes(mount)) = (number, value) else {
+                rewritten.extend_from_slice(raw);
+                continue;
+            };
+            match pins.iter().find(|pin| pin.mount == mounts) {
+                Some(pin) => {
+                    let overlay = v1::Mount {
+                        image: Some(v1::ImageSpec {
+                            image: pin.image.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }
+                    .encode_to_vec();
+                    put_bytes_field(&mut rewritten, CONFIG_MOUNTS, &[mount, &overlay]);
+                    pinned += 1;
+                }
+                None => rewritten.extend_from_slice(raw),
+            }
+            mounts = mounts.saturating_add(1);
+        }
+        if pinned == before {
+            out.extend_from_slice(raw);
+        } else {
+            put_bytes_field(&mut out, 2, &[&rewritten]);
+        }
+    }
+    if pinned != pins.len() {
+        return Err(invalid(
+            "an image volume to pin is not among the request's mounts",
+        ));
+    }
+    Ok(frame_parts(&[&out]))
+}
+
+/// Appends a length-delimited field `number` holding `parts`, concatenated.
+fn put_bytes_field(out: &mut Vec<u8>, number: u64, parts: &[&[u8]]) {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    prost::encoding::encode_key(
+        // Field numbers here are constants well inside protobuf's range.
+        u32::try_from(number).unwrap_or(u32::MAX),
+        prost::encoding::WireType::LengthDelimited,
+        out,
+    );
+    prost::encoding::encode_varint(len as u64, out);
+    for part in parts {
+        out.extend_from_slice(part);
+    }
 }
 
 /// One uncompressed gRPC message made of `parts`, concatenated.

@@ -134,7 +134,7 @@ impl Proxy {
             }
         };
         let decided = state.decide.decide(&context).instrument(span.clone()).await;
-        if decided.decision == (Decision::Allow { pin: None }) {
+        if decided.decision == Decision::allow() {
             return Gated::Forward(decided.durable);
         }
         Gated::Answer(Box::pin(
@@ -201,11 +201,30 @@ async fn act(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Decided { decision, durable } = decided;
     match decision {
-        Decision::Allow { pin: None } => {
+        Decision::Allow { pin, volumes } if !volumes.is_empty() => {
+            // Each pinned mount is rewritten in place; the image, if pinned too, is then
+            // set over the rewritten request.
+            let body = intercept::pin_volumes(&body, &volumes).map_err(|source| {
+                ProxyError::InvalidRequest {
+                    method: method.name(),
+                    source,
+                }
+            })?;
+            let body = match pin {
+                Some(image) => intercept::pin(method, &body, &image),
+                None => body,
+            };
+            parts.headers.remove(http::header::CONTENT_LENGTH);
             let request = Request::from_parts(parts, ProxyBody::full(body));
             durable_then(durable, forward(state, request)).await
         }
-        Decision::Allow { pin: Some(image) } => {
+        Decision::Allow { pin: None, .. } => {
+            let request = Request::from_parts(parts, ProxyBody::full(body));
+            durable_then(durable, forward(state, request)).await
+        }
+        Decision::Allow {
+            pin: Some(image), ..
+        } => {
             let pinned = intercept::pin(method, &body, &image);
             // The body changed length; a stale content-length would break the stream.
             parts.headers.remove(http::header::CONTENT_LENGTH);

@@ -300,8 +300,22 @@ fn agrees_with_the_full_decode(bytes: &[u8]) {
     let config = full.config.clone();
     assert_eq!(fast.pod_sandbox_id, full.pod_sandbox_id);
     assert_eq!(fast.image, config.as_ref().and_then(|c| c.image.clone()));
-    assert_eq!(fast.container, config.and_then(|c| c.metadata));
+    assert_eq!(fast.container, config.clone().and_then(|c| c.metadata));
     assert_eq!(fast.pod, full.sandbox_config.and_then(|s| s.metadata));
+    let volumes: Vec<(usize, String, Option<v1::ImageSpec>)> = config
+        .map(|c| c.mounts)
+        .unwrap_or_default()
+        .into_iter()
+        .enumerate()
+        .filter(|(_, m)| m.image.is_some())
+        .map(|(i, m)| (i, m.container_path, m.image))
+        .collect();
+    let fast_volumes: Vec<(usize, String, Option<v1::ImageSpec>)> = fast
+        .mounts
+        .into_iter()
+        .map(|m| (m.index, m.container_path, m.image))
+        .collect();
+    assert_eq!(fast_volumes, volumes);
 }
 
 fn create_request(
@@ -310,6 +324,7 @@ fn create_request(
     image: Option<(String, String)>,
     namespace: Option<String>,
     labels: Vec<(String, String)>,
+    mounts: Vec<(String, Option<String>)>,
 ) -> v1::CreateContainerRequest {
     v1::CreateContainerRequest {
         pod_sandbox_id: id,
@@ -325,6 +340,10 @@ fn create_request(
                 key: "A".into(),
                 value: "b".into(),
             }],
+            mounts: mounts
+                .into_iter()
+                .map(|(container_path, image)| mount(&container_path, image.as_deref()))
+                .collect(),
             ..Default::default()
         }),
         sandbox_config: namespace.map(|namespace| v1::PodSandboxConfig {
@@ -346,10 +365,185 @@ fn arb_create() -> impl Strategy<Value = v1::CreateContainerRequest> {
         proptest::option::of(("[a-z0-9./:@-]{0,40}", "[a-z0-9./:-]{0,20}")),
         proptest::option::of("[a-z0-9-]{0,12}"),
         proptest::collection::vec(("[a-z]{1,8}", "[a-z]{0,8}"), 0..3),
+        proptest::collection::vec(
+            ("/[a-z]{0,8}", proptest::option::of("[a-z0-9:@-]{0,20}")),
+            0..3,
+        ),
     )
-        .prop_map(|(id, name, image, namespace, labels)| {
-            create_request(id, name, image, namespace, labels)
+        .prop_map(|(id, name, image, namespace, labels, mounts)| {
+            create_request(id, name, image, namespace, labels, mounts)
         })
+}
+
+/// A mount of `container_path`: an image volume of `image`, else a host path.
+fn mount(container_path: &str, image: Option<&str>) -> v1::Mount {
+    v1::Mount {
+        container_path: container_path.into(),
+        host_path: if image.is_none() {
+            "/srv".into()
+        } else {
+            String::new()
+        },
+        readonly: true,
+        image: image.map(|image| v1::ImageSpec {
+            image: image.into(),
+            user_specified_image: format!("registry.example/{image}"),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn create_with_mounts(mounts: Vec<v1::Mount>) -> v1::CreateContainerRequest {
+    v1::CreateContainerRequest {
+        pod_sandbox_id: "sb".into(),
+        config: Some(v1::ContainerConfig {
+            image: Some(v1::ImageSpec {
+                image: "app:v1".into(),
+                ..Default::default()
+            }),
+            command: vec!["/pause".into()],
+            mounts,
+            ..Default::default()
+        }),
+        sandbox_config: Some(sandbox("prod")),
+    }
+}
+
+#[test]
+fn image_volumes_are_read_from_the_mounts_in_both_api_versions() {
+    let id = format!("sha256:{}", "a".repeat(64));
+    let request = create_with_mounts(vec![
+        mount("/etc/hosts", None),
+        mount("/models", Some(&id)),
+        mount("/plugins", Some("plugins:v2")),
+        // An image spec without an image names nothing the runtime could mount.
+        mount("/empty", Some("")),
+    ]);
+    let body = framed(&request.encode_to_vec());
+    for method in [CREATE, ALPHA_CREATE] {
+        let ctx = decode(method, &body, CALLER).unwrap();
+        assert_eq!(ctx.image, "app:v1");
+        assert_eq!(
+            ctx.image_volumes,
+            vec![
+                ImageVolume {
+                    mount: 1,
+                    container_path: "/models".into(),
+                    image: id.clone(),
+                    user_specified_image: (method == CREATE)
+                        .then(|| format!("registry.example/{id}")),
+                },
+                ImageVolume {
+                    mount: 2,
+                    container_path: "/plugins".into(),
+                    image: "plugins:v2".into(),
+                    user_specified_image: (method == CREATE)
+                        .then(|| "registry.example/plugins:v2".to_owned()),
+                },
+            ],
+            "{method:?}"
+        );
+    }
+    let pull = decode(PULL, &framed(&v1_pull("a").encode_to_vec()), CALLER).unwrap();
+    assert!(pull.image_volumes.is_empty());
+}
+
+#[test]
+fn mounts_are_counted_across_every_occurrence_of_the_config() {
+    // Two encodings in a row merge: the second config's mounts follow the first's.
+    let mut message = create_with_mounts(vec![mount("/a", None)]).encode_to_vec();
+    message.extend(create_with_mounts(vec![mount("/b", Some("late:v1"))]).encode_to_vec());
+    let ctx = decode(CREATE, &framed(&message), CALLER).unwrap();
+    let full = v1::CreateContainerRequest::decode(&message[..]).unwrap();
+    let mounts = full.config.unwrap().mounts;
+    assert_eq!(mounts.len(), 2);
+    assert_eq!(ctx.image_volumes.len(), 1);
+    assert_eq!(ctx.image_volumes[0].mount, 1);
+    assert_eq!(mounts[1].image.as_ref().unwrap().image, "late:v1");
+}
+
+#[test]
+fn pin_volumes_replaces_only_the_pinned_mounts_images() {
+    let id = format!("sha256:{}", "b".repeat(64));
+    let request = create_with_mounts(vec![
+        mount("/etc/hosts", None),
+        mount("/models", Some("models:v1")),
+        mount("/plugins", Some("plugins:v2")),
+    ]);
+    let mut message = request.encode_to_vec();
+    // Field 99, varint 7: a field a newer kubelet might send.
+    message.extend_from_slice(&[0x98, 0x06, 0x07]);
+    let body = framed(&message);
+    let pins = [VolumePin {
+        mount: 2,
+        image: id.clone(),
+    }];
+    let pinned = pin_volumes(&body, &pins).unwrap();
+
+    let full = v1::CreateContainerRequest::decode(&pinned[PREFIX_LEN..]).unwrap();
+    let mut expected = request.clone();
+    let mounts = &mut expected.config.as_mut().unwrap().mounts;
+    mounts[2].image.as_mut().unwrap().image = id.clone();
+    assert_eq!(full, expected);
+    // The unknown field still travels, once, at the end.
+    assert!(pinned.ends_with(&[0x98, 0x06, 0x07]));
+    let ctx = decode(CREATE, &pinned, CALLER).unwrap();
+    assert_eq!(ctx.image_volumes[0].image, "models:v1");
+    assert_eq!(ctx.image_volumes[1].image, id);
+    assert_eq!(
+        ctx.image_volumes[1].user_specified_image.as_deref(),
+        Some("registry.example/plugins:v2")
+    );
+
+    // The container's image is pinned over the rewritten request as over any other.
+    let both = pin(CREATE, &pinned, "sha256:cc");
+    let ctx = decode(CREATE, &both, CALLER).unwrap();
+    assert_eq!(ctx.image, "sha256:cc");
+    assert_eq!(ctx.image_volumes[1].image, id);
+
+    // Nothing pinned: the caller's bytes.
+    assert_eq!(pin_volumes(&body, &[]).unwrap()[..], body[..]);
+}
+
+#[test]
+fn pin_volumes_pins_a_mount_of_a_later_config_occurrence() {
+    let mut message = create_with_mounts(vec![mount("/a", Some("first:v1"))]).encode_to_vec();
+    message.extend(create_with_mounts(vec![mount("/b", Some("second:v1"))]).encode_to_vec());
+    let pins = [VolumePin {
+        mount: 1,
+        image: "sha256:dd".into(),
+    }];
+    let pinned = pin_volumes(&framed(&message), &pins).unwrap();
+    let ctx = decode(CREATE, &pinned, CALLER).unwrap();
+    let images: Vec<&str> = ctx.image_volumes.iter().map(|v| v.image.as_str()).collect();
+    assert_eq!(images, ["first:v1", "sha256:dd"]);
+}
+
+#[test]
+fn pin_volumes_refuses_a_pin_for_a_mount_the_request_lacks() {
+    let body = framed(&create_with_mounts(vec![mount("/a", Some("x:v1"))]).encode_to_vec());
+    let pins = [VolumePin {
+        mount: 5,
+        image: "sha256:ee".into(),
+    }];
+    assert!(matches!(
+        pin_volumes(&body, &pins),
+        Err(DecodeError::Protobuf { .. })
+    ));
+}
+
+#[test]
+fn a_mount_image_of_the_wrong_wire_type_is_refused() {
+    // Config (2) holding a mount (7) whose image (9) is a varint.
+    let bytes = b"\x12\x04\x3a\x02\x48\x01";
+    assert!(V1Fields::read(bytes).is_err());
+    assert!(v1::CreateContainerRequest::decode(&bytes[..]).is_err());
+    let body = framed(bytes);
+    assert!(matches!(
+        decode(CREATE, &body, CALLER),
+        Err(DecodeError::Protobuf { .. })
+    ));
 }
 
 use proptest::prelude::*;
@@ -366,6 +560,29 @@ proptest! {
         agrees_with_the_full_decode(&bytes);
         bytes.extend_from_slice(&tail);
         agrees_with_the_full_decode(&bytes);
+    }
+
+    /// Pinning an image volume changes that mount's image and nothing else, however the
+    /// request's mounts are spread over merged encodings.
+    #[test]
+    fn pinned_volumes_differ_from_the_request_only_in_their_images(
+        parts in proptest::collection::vec(arb_create(), 1..3),
+        choose in any::<prop::sample::Index>(),
+    ) {
+        let message: Vec<u8> = parts.iter().flat_map(Message::encode_to_vec).collect();
+        let body = framed(&message);
+        let volumes = V1Fields::read(&message).unwrap().mounts;
+        prop_assume!(!volumes.is_empty());
+        let chosen = &volumes[choose.index(volumes.len())];
+        let pins = [VolumePin { mount: chosen.index, image: "sha256:99".into() }];
+        let pinned = pin_volumes(&body, &pins).unwrap();
+        let mut expected = v1::CreateContainerRequest::decode(&message[..]).unwrap();
+        let mounts = &mut expected.config.as_mut().unwrap().mounts;
+        mounts[chosen.index].image.as_mut().unwrap().image = "sha256:99".into();
+        prop_assert_eq!(
+            v1::CreateContainerRequest::decode(&pinned[PREFIX_LEN..]).unwrap(),
+            expected
+        );
     }
 
     #[test]

@@ -370,7 +370,7 @@ async fn answered_once_durable(call: Call, durable: oneshot::Sender<()>) -> (Byt
 async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_the_record() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::ZERO);
+    let (decide, durable) = Chosen::held(Decision::allow(), Duration::ZERO);
     let mut client = connect(dir.path(), &runtime, decide).await;
     let request = create_request();
     let call = tokio::spawn(client.send_request(create_call(request.clone())));
@@ -390,7 +390,7 @@ async fn an_allowed_create_reaches_the_runtime_at_once_and_its_answer_waits_for_
 async fn an_answer_whose_record_is_already_durable_passes_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::ZERO);
+    let (decide, durable) = Chosen::held(Decision::allow(), Duration::ZERO);
     // The record is durable (its fsync done) before the runtime has even seen the call,
     // as it mostly is before a runtime answers: nothing waits for it, and the answer
     // is relayed as it comes.
@@ -437,6 +437,7 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
     let runtime = Runtime::start(dir.path());
     let decide = Chosen::at_once(Decision::Allow {
         pin: Some(PINNED.to_owned()),
+        volumes: Vec::new(),
     });
     let mut client = connect(dir.path(), &runtime, decide).await;
     let response = client
@@ -463,10 +464,59 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
 }
 
 #[tokio::test]
+async fn a_create_whose_image_volume_is_pinned_reaches_the_runtime_with_that_mount_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let volume_id = format!("sha256:{}", "3".repeat(64));
+    let decide = Chosen::at_once(Decision::Allow {
+        pin: Some(PINNED.to_owned()),
+        volumes: vec![crate::decision::VolumePin {
+            mount: 1,
+            image: volume_id.clone(),
+        }],
+    });
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let mut request = v1::CreateContainerRequest::decode(&create_request()[5..]).unwrap();
+    let volume = |path: &str, image: &str| v1::Mount {
+        container_path: path.to_owned(),
+        readonly: true,
+        image: Some(v1::ImageSpec {
+            image: image.to_owned(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mounts = vec![
+        volume("/models", "models:v1"),
+        volume("/plugins", "plugins:v1"),
+    ];
+    request.config.as_mut().unwrap().mounts = mounts.clone();
+    let response = client
+        .send_request(create_call(grpc(&request.encode_to_vec())))
+        .await
+        .unwrap();
+    assert_eq!(read_answer(response).await.1, "0");
+    let received = runtime.wait_for(2).await;
+    let sent = received
+        .iter()
+        .find_map(|r| r.body.as_ref())
+        .expect("the runtime got the request");
+    let sent = v1::CreateContainerRequest::decode(&sent[5..]).unwrap();
+    let config = sent.config.unwrap();
+    assert_eq!(config.image.unwrap().image, PINNED);
+    // Only the pinned mount's image changed; the mounts are as many as were sent.
+    assert_eq!(
+        config.mounts,
+        vec![mounts[0].clone(), volume("/plugins", &volume_id)]
+    );
+    assert_eq!(sent.pod_sandbox_id, "sandbox-1");
+}
+
+#[tokio::test]
 async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let (decide, durable) = Chosen::held(Decision::Allow { pin: None }, Duration::from_millis(300));
+    let (decide, durable) = Chosen::held(Decision::allow(), Duration::from_millis(300));
     let mut client = connect(dir.path(), &runtime, decide).await;
     let request = create_request();
     let call = tokio::spawn(client.send_request(create_call(request.clone())));
@@ -482,7 +532,7 @@ async fn a_create_whose_decision_takes_time_is_held_until_it_is_made() {
 async fn creates_larger_than_the_runtimes_windows_are_decided_and_pass_whole() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let decide = Chosen::at_once(Decision::Allow { pin: None });
+    let decide = Chosen::at_once(Decision::allow());
     let mut client = connect(dir.path(), &runtime, decide).await;
     // Sizes around the runtime's 65,535-byte stream and connection windows, and several
     // calls at once, whose bodies together are more than the connection window.
@@ -521,8 +571,7 @@ async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serve
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
     // The decision outlasts the runtime by far; its record never becomes durable.
-    let (decide, _durable_never) =
-        Chosen::held(Decision::Allow { pin: None }, Duration::from_secs(1));
+    let (decide, _durable_never) = Chosen::held(Decision::allow(), Duration::from_secs(1));
     let mut client = connect(dir.path(), &runtime, decide).await;
     let call = tokio::spawn(client.send_request(create_call(create_request())));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -548,7 +597,7 @@ async fn a_runtime_lost_while_a_create_is_decided_fails_it_unavailable_and_serve
 async fn a_create_over_the_message_limit_is_refused_and_never_reaches_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let runtime = Runtime::start(dir.path());
-    let decide = Chosen::at_once(Decision::Allow { pin: None });
+    let decide = Chosen::at_once(Decision::allow());
     let mut client = connect_with(dir.path(), &runtime, decide, "max_message_bytes = 4096").await;
     let small = create_request_annotated(1_000);
     let large = create_request_annotated(5_000);
@@ -610,7 +659,7 @@ async fn a_create_decided_in_its_first_poll_reaches_the_runtime_in_one_write() {
     });
     // Deciding keeps crigate's thread busy long enough for the runtime to read anything
     // written before the decision on its own.
-    let decide = Chosen::busy(Decision::Allow { pin: None }, Duration::from_millis(100));
+    let decide = Chosen::busy(Decision::allow(), Duration::from_millis(100));
     let mut sender = client_to(dir.path(), &socket, decide, "").await;
     let call = tokio::spawn(sender.send_request(create_call(create_request())));
     let seen = tokio::task::spawn_blocking(move || runtime.join().unwrap())
