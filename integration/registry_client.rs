@@ -475,6 +475,53 @@ async fn referrers_api_pages_are_followed_and_filtered_client_side() {
 }
 
 #[tokio::test]
+async fn a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema() {
+    // A registry (or a proxy before it) that answers the referrers path with a page of
+    // its own under 200 OK. The stand-in serves the referrers tag as such a registry's
+    // clients push it.
+    let subject = Digest::sha256(b"subject");
+    let tag = subject.tag_form();
+    let tagged = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(7, NOTATION)]}),
+    )
+    .unwrap();
+    let untyped = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(8, NOTATION)]}),
+    )
+    .unwrap();
+    for (content_type, body) in [
+        (
+            "text/html; charset=utf-8",
+            b"<html>not found</html>".to_vec(),
+        ),
+        ("application/json", untyped),
+    ] {
+        let (tag, tagged) = (tag.clone(), tagged.clone());
+        let server = StandIn::start(move |request| {
+            let (tag, tagged, body) = (tag.clone(), tagged.clone(), body.clone());
+            async move {
+                let path = request.uri().path();
+                if path.contains("/referrers/") {
+                    respond(StatusCode::OK, &[("content-type", content_type)], body)
+                } else if path.ends_with(&format!("/manifests/{tag}")) {
+                    respond(StatusCode::OK, &[("content-type", OCI_INDEX)], tagged)
+                } else {
+                    respond(StatusCode::NOT_FOUND, &[], Vec::new())
+                }
+            }
+        })
+        .await;
+        let found = server
+            .client()
+            .referrers(&server.repo(), &subject, Some(NOTATION))
+            .await
+            .unwrap_or_else(|e| panic!("{content_type}: {e}"));
+        let digests: Vec<Digest> = found.iter().map(|d| d.digest.clone()).collect();
+        assert_eq!(digests, vec![Digest::sha256(&[7])], "{content_type}");
+    }
+}
+
+#[tokio::test]
 async fn referrers_api_stops_at_the_page_limit() {
     let server = StandIn::start(|request| async move {
         let next = format!(

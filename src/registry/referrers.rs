@@ -24,8 +24,13 @@ const COSIGN_SIGNATURE_SUFFIX: &str = ".sig";
 impl Client {
     /// The descriptors of manifests whose `subject` is `subject`, optionally only those of
     /// `artifact_type`. Asks the referrers API, following `Link` pages up to the configured
-    /// count; on 404 (a registry without the API) reads the referrers tag schema instead,
-    /// the `<alg>-<hex>` tag holding an image index. No referrers is an empty list.
+    /// count. A registry without the API answers 404 (OCI distribution spec v1.1,
+    /// "Listing Referrers"); one whose first answer is not an image index by its
+    /// `Content-Type` (a catch-all page, a JSON error under `200 OK`) is taken not to have
+    /// it either, as the ORAS client Notation uses takes it (`referrersByAPI` in oras-go).
+    /// Either way the referrers tag schema is read instead: the `<alg>-<hex>` tag holding
+    /// an image index, which is where those clients push to such a registry. No
+    /// referrers is an empty list.
     ///
     /// # Errors
     ///
@@ -39,11 +44,12 @@ impl Client {
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, Error> {
         match self.referrers_api(repo, subject, artifact_type).await {
-            Err(Error::NotFound { .. }) => {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) | Err(Error::NotFound { .. }) => {
                 tracing::debug!(%repo, %subject, "no referrers API, reading the referrers tag");
                 self.referrers_tag(repo, subject, artifact_type).await
             }
-            other => other,
+            Err(error) => Err(error),
         }
     }
 
@@ -75,13 +81,14 @@ impl Client {
         }
     }
 
-    /// `GET /v2/<name>/referrers/<digest>[?artifactType=...]`, every page.
+    /// `GET /v2/<name>/referrers/<digest>[?artifactType=...]`, every page; `None` when
+    /// the first answer is no image index by its `Content-Type`.
     async fn referrers_api(
         &self,
         repo: &Repository,
         subject: &Digest,
         artifact_type: Option<&str>,
-    ) -> Result<Vec<Descriptor>, Error> {
+    ) -> Result<Option<Vec<Descriptor>>, Error> {
         let limit = self.config().max_referrer_pages;
         let mut url = self.endpoint(repo, &format!("referrers/{subject}"))?;
         if let Some(artifact_type) = artifact_type {
@@ -101,6 +108,13 @@ impl Client {
                     limit: MAX_MANIFEST_BYTES,
                 })
                 .await?;
+            if page == 1 && !is_index_type(&fetched.headers) {
+                tracing::debug!(
+                    content_type = ?fetched.headers.get(CONTENT_TYPE),
+                    "the referrers API answered with no image index"
+                );
+                return Ok(None);
+            }
             let index = index(&fetched.headers, &fetched.body, &what)?;
             let filtered = filters_applied(&fetched.headers);
             tracing::debug!(page, referrers = index.len(), filtered, "referrers page");
@@ -108,7 +122,7 @@ impl Client {
             // filter, and says so by leaving it out of OCI-Filters-Applied; filter here.
             found.extend(index.into_iter().filter(|d| matches(d, artifact_type)));
             let Some(next) = next_link(&fetched.headers) else {
-                return Ok(found);
+                return Ok(Some(found));
             };
             let next = fetched.url.join(&next).map_err(|e| Error::Malformed {
                 what: what.clone(),
@@ -202,6 +216,16 @@ fn next_in_link_value(value: &str) -> Option<String> {
         }
         rest = more;
     }
+}
+
+/// Whether an answer's `Content-Type` is the OCI image index media type, parameters
+/// aside.
+fn is_index_type(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|media_type| media_type.trim().eq_ignore_ascii_case(OCI_INDEX))
 }
 
 /// Whether the registry says it applied the `artifactType` filter.
