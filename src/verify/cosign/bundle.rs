@@ -479,6 +479,17 @@ fn check_tlog_entries(
         return Ok(None);
     };
     if entry.kind_version.kind != "dsse" || entry.kind_version.version != "0.0.1" {
+        // A policy that does not require the log (`require_tlog = false`, cosign's
+        // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as a
+        // Rekor v2 `dsse` 0.0.2 entry: the signature is judged as if it had none.
+        if !policy.require_tlog {
+            tracing::debug!(
+                kind = %entry.kind_version.kind,
+                version = %entry.kind_version.version,
+                "tlog entry of a kind not read, and the policy does not require one"
+            );
+            return Ok(None);
+        }
         return Err(Rejection::UnsupportedAlgorithm(format!(
             "tlog entry kind {} {} (dsse 0.0.1 is supported)",
             entry.kind_version.kind, entry.kind_version.version

@@ -996,6 +996,44 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
 }
 
 #[test]
+fn a_tlog_entry_of_an_unread_kind_counts_as_none() {
+    // A key-based bundle logged in a Rekor v2 log: a `dsse` 0.0.2 entry, which is not
+    // read here.
+    let s = Sigstore::new(LeafSpec::default());
+    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let material = b["verificationMaterial"].as_object_mut().unwrap();
+    material.remove("certificate");
+    material.insert(
+        "publicKey".to_owned(),
+        serde_json::json!({"hint": "release-key"}),
+    );
+    b["verificationMaterial"]["tlogEntries"][0]["kindVersion"]["version"] =
+        serde_json::json!("0.0.2");
+    let key_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        s.leaf_key.subject_public_key_info(),
+    ));
+    let mut policy = CosignPolicy {
+        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
+        ..CosignPolicy::default()
+    };
+    // Not required: judged by the key alone.
+    let v = run_bundle(&b, &policy, at(0));
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
+        "{v:?}"
+    );
+    // Required: refused, saying which kind it could not read.
+    policy.require_tlog = true;
+    let verdict = run_bundle(&b, &policy, at(0));
+    let rejection = rejected(&verdict);
+    assert!(
+        matches!(rejection, Rejection::UnsupportedAlgorithm(ref why) if why.contains("dsse 0.0.2")),
+        "{rejection:?}"
+    );
+}
+
+#[test]
 fn issuers_are_tried_by_key_identifier_first_and_a_mismatch_last() {
     let with_id = |id: u8| {
         let mut params = ca_params("test-root");
