@@ -13,6 +13,10 @@
 //! `nextUpdate` and then fetched again. Redirects to `http` URLs are followed, as Go's
 //! HTTP client follows them.
 //!
+//! Each source is asked once at a time: verifications that want it while it is being
+//! fetched (a node starting many pods whose images one CA's certificates signed) wait
+//! for that fetch and share its answer, or its failure, rather than sending their own.
+//!
 //! Nothing fetched is trusted here: [`super::revocation`] and [`super::ocsp`] check each
 //! CRL and answer against the issuer when it is used.
 
@@ -57,8 +61,13 @@ pub struct RevocationFetcher {
     ocsp_timeout: Duration,
     max_bytes: usize,
     cache: Mutex<Memory>,
+    /// The fetch under way for each source, which later askers wait for.
+    flights: Mutex<HashMap<Wanted, Arc<Flight>>>,
     stats: Arc<RevocationStats>,
 }
+
+/// One fetch of a source, and its outcome once settled.
+type Flight = tokio::sync::OnceCell<Result<Cached, Arc<FetchError>>>;
 
 /// What the fetcher keeps, and its size in bytes.
 #[derive(Default)]
@@ -133,6 +142,7 @@ impl RevocationFetcher {
             ocsp_timeout,
             max_bytes: MAX_FETCHED_CRL_BYTES,
             cache: Mutex::default(),
+            flights: Mutex::default(),
             stats: Arc::default(),
         }
     }
@@ -173,12 +183,46 @@ impl RevocationFetcher {
         fetched
     }
 
-    /// What `source` gives, from memory while it is before its `nextUpdate` (and then
-    /// `true`).
-    async fn get(&self, source: &Wanted, now: Moment) -> Result<(Cached, bool), FetchError> {
+    /// What `source` gives, from memory while it is before its `nextUpdate`, or from a
+    /// fetch another verification has under way (and then `true`).
+    async fn get(&self, source: &Wanted, now: Moment) -> Result<(Cached, bool), Arc<FetchError>> {
         if let Some(cached) = self.cached(source, now) {
             return Ok((cached, true));
         }
+        let Some(flight) = self
+            .flights
+            .lock()
+            .ok()
+            .map(|mut flights| Arc::clone(flights.entry(source.clone()).or_default()))
+        else {
+            return self
+                .fetch_one(source, now)
+                .await
+                .map(|c| (c, false))
+                .map_err(Arc::new);
+        };
+        // The asker whose fetch settles the flight (the first, or the next one if the
+        // first went away before it was done) also ends it; those who waited share it.
+        let mut fetched_here = false;
+        let outcome = flight
+            .get_or_init(|| {
+                fetched_here = true;
+                async { self.fetch_one(source, now).await.map_err(Arc::new) }
+            })
+            .await
+            .clone();
+        if fetched_here {
+            if let Ok(mut flights) = self.flights.lock() {
+                if flights.get(source).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
+                    flights.remove(source);
+                }
+            }
+        }
+        outcome.map(|cached| (cached, !fetched_here))
+    }
+
+    /// Fetches `source` and keeps what it gives.
+    async fn fetch_one(&self, source: &Wanted, now: Moment) -> Result<Cached, FetchError> {
         let fetched = match source {
             Wanted::Crl(url) => {
                 let bytes = tokio::time::timeout(
@@ -214,7 +258,7 @@ impl RevocationFetcher {
             }
         };
         self.keep(source, &fetched, now);
-        Ok((fetched, false))
+        Ok(fetched)
     }
 
     /// Sends the OCSP request `request` to `url` (RFC 6960 A.1): by GET, the request's

@@ -172,6 +172,57 @@ async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
 }
 
 #[tokio::test]
+async fn verifications_wanting_a_source_at_once_share_one_fetch_and_its_failure() {
+    // A slow distribution point: every verification asks while the first fetch is on.
+    let der = Bytes::from(crl_der());
+    let server = Server::start(move |path| {
+        let der = der.clone();
+        async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if path == "/ca.crl" {
+                respond(StatusCode::OK, der)
+            } else {
+                respond(StatusCode::NOT_FOUND, "")
+            }
+        }
+    })
+    .await;
+    let fetcher = RevocationFetcher::default();
+    let (good, missing) = (server.url("/ca.crl"), server.url("/gone.crl"));
+    let wanted: Vec<[Wanted; 1]> = (0..8)
+        .map(|i| crl(if i % 2 == 0 { &good } else { &missing }))
+        .collect();
+    let asks = wanted.iter().map(|w| fetcher.fetch(w, year(2030)));
+    let answers = futures_util::future::join_all(asks).await;
+    for (i, fetched) in answers.iter().enumerate() {
+        if i % 2 == 0 {
+            assert!(!fetched.crls.is_empty() && fetched.failures.is_empty());
+        } else {
+            assert!(fetched.crls.is_empty());
+            assert!(
+                fetched.failures[0].1.contains("404"),
+                "{:?}",
+                fetched.failures
+            );
+        }
+    }
+    assert_eq!(server.requests(), 2, "one request per source");
+    // A failure is not kept: the next verification asks again.
+    let fetched = fetcher.fetch(&crl(&missing), year(2030)).await;
+    assert_eq!(fetched.failures.len(), 1);
+    assert_eq!(server.requests(), 3);
+    // And a fetch abandoned by its verification (a timeout) is taken over by the next.
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(50),
+        fetcher.fetch(&crl(&missing), year(2030)),
+    )
+    .await;
+    assert!(abandoned.is_err());
+    let fetched = fetcher.fetch(&crl(&missing), year(2030)).await;
+    assert_eq!(fetched.failures.len(), 1, "{:?}", fetched.failures);
+}
+
+#[tokio::test]
 async fn a_redirect_to_an_http_url_is_followed() {
     let der = Bytes::from(crl_der());
     let server = Server::start(move |path| {
