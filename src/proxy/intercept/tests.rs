@@ -216,16 +216,8 @@ fn pin_replaces_only_the_image_and_keeps_unknown_fields() {
 #[test]
 fn pin_works_for_every_gated_method() {
     let create = v1::CreateContainerRequest {
-        pod_sandbox_id: "sb".into(),
-        config: Some(v1::ContainerConfig {
-            image: Some(v1::ImageSpec {
-                image: "app:v1".into(),
-                ..Default::default()
-            }),
-            command: vec!["/pause".into()],
-            ..Default::default()
-        }),
         sandbox_config: None,
+        ..create_with_mounts(Vec::new())
     };
     let body = framed(&create.encode_to_vec());
     for method in [CREATE, ALPHA_CREATE] {

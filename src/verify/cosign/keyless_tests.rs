@@ -950,13 +950,13 @@ fn v01_bundle_with_certificate_chain_and_promise_only_is_trusted() {
     ));
 }
 
-#[test]
-fn key_based_bundle_verifies_under_a_trusted_key() {
+/// A bundle signed with the leaf's key and naming it by a hint instead of a certificate
+/// (`cosign sign --key`), and a policy trusting that key as `release`.
+fn key_based_bundle() -> (Sigstore, serde_json::Value, CosignPolicy) {
     let s = Sigstore::new(LeafSpec::default());
     let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
     let material = b["verificationMaterial"].as_object_mut().unwrap();
     material.remove("certificate");
-    material.remove("tlogEntries");
     material.insert(
         "publicKey".to_owned(),
         serde_json::json!({"hint": "release-key"}),
@@ -965,10 +965,20 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
         "PUBLIC KEY",
         s.leaf_key.subject_public_key_info(),
     ));
-    let mut policy = CosignPolicy {
+    let policy = CosignPolicy {
         keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
         ..CosignPolicy::default()
     };
+    (s, b, policy)
+}
+
+#[test]
+fn key_based_bundle_verifies_under_a_trusted_key() {
+    let (s, mut b, mut policy) = key_based_bundle();
+    b["verificationMaterial"]
+        .as_object_mut()
+        .unwrap()
+        .remove("tlogEntries");
     let v = run_bundle(&b, &policy, at(0));
     assert!(
         matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
@@ -999,24 +1009,9 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
 fn a_tlog_entry_of_an_unread_kind_counts_as_none() {
     // A key-based bundle logged in a Rekor v2 log: a `dsse` 0.0.2 entry, which is not
     // read here.
-    let s = Sigstore::new(LeafSpec::default());
-    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
-    let material = b["verificationMaterial"].as_object_mut().unwrap();
-    material.remove("certificate");
-    material.insert(
-        "publicKey".to_owned(),
-        serde_json::json!({"hint": "release-key"}),
-    );
+    let (_, mut b, mut policy) = key_based_bundle();
     b["verificationMaterial"]["tlogEntries"][0]["kindVersion"]["version"] =
         serde_json::json!("0.0.2");
-    let key_pem = pem::encode(&pem::Pem::new(
-        "PUBLIC KEY",
-        s.leaf_key.subject_public_key_info(),
-    ));
-    let mut policy = CosignPolicy {
-        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
-        ..CosignPolicy::default()
-    };
     // Not required: judged by the key alone.
     let v = run_bundle(&b, &policy, at(0));
     assert!(
