@@ -43,6 +43,8 @@ pub enum DecodeError {
     },
     #[error("{0} carries no image")]
     MissingImage(&'static str),
+    #[error("CreateContainerRequest mounts more than {MAX_IMAGE_VOLUMES} images")]
+    TooManyImageVolumes,
     #[error("PullImageRequest credentials are invalid: {0}")]
     Credentials(String),
 }
@@ -164,6 +166,9 @@ struct MountFields<I> {
 
 /// ContainerConfig `mounts`.
 const CONFIG_MOUNTS: u64 = 7;
+/// Most image volumes one CreateContainer may mount. Each is decided and recorded on its
+/// own; kubelet sends one per `image` volume of the pod that the container mounts.
+pub const MAX_IMAGE_VOLUMES: usize = 64;
 /// Mount `image`.
 const MOUNT_IMAGE: u64 = 9;
 
@@ -202,6 +207,9 @@ where
                             (2, Value::Bytes(image)) => merge(&mut fields.image, image)?,
                             (CONFIG_MOUNTS, Value::Bytes(mount)) => {
                                 if let Some(mount) = MountFields::read(mounts, mount)? {
+                                    if fields.mounts.len() == MAX_IMAGE_VOLUMES {
+                                        return Err(DecodeError::TooManyImageVolumes);
+                                    }
                                     fields.mounts.push(mount);
                                 }
                                 mounts = mounts.saturating_add(1);

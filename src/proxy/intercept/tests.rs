@@ -287,6 +287,16 @@ fn agrees_with_the_full_decode(bytes: &[u8]) {
     let Ok(full) = v1::CreateContainerRequest::decode(bytes) else {
         return;
     };
+    let images = full
+        .config
+        .iter()
+        .flat_map(|c| &c.mounts)
+        .filter(|m| m.image.is_some())
+        .count();
+    if images > MAX_IMAGE_VOLUMES {
+        assert!(matches!(fast, Err(DecodeError::TooManyImageVolumes)));
+        return;
+    }
     let fast = fast
         .unwrap_or_else(|e| panic!("the full decode accepted what the wire reader refused: {e}"));
     let config = full.config.clone();
@@ -439,6 +449,23 @@ fn image_volumes_are_read_from_the_mounts_in_both_api_versions() {
     }
     let pull = decode(PULL, &framed(&v1_pull("a").encode_to_vec()), CALLER).unwrap();
     assert!(pull.image_volumes.is_empty());
+}
+
+#[test]
+fn a_create_mounting_more_images_than_the_bound_is_refused() {
+    let mounts = |n: usize| {
+        (0..n)
+            .map(|i| mount(&format!("/v{i}"), Some("vol:v1")))
+            .collect::<Vec<_>>()
+    };
+    let at_bound = framed(&create_with_mounts(mounts(MAX_IMAGE_VOLUMES)).encode_to_vec());
+    let ctx = decode(CREATE, &at_bound, CALLER).unwrap();
+    assert_eq!(ctx.image_volumes.len(), MAX_IMAGE_VOLUMES);
+    let over = framed(&create_with_mounts(mounts(MAX_IMAGE_VOLUMES + 1)).encode_to_vec());
+    assert_eq!(
+        decode(CREATE, &over, CALLER),
+        Err(DecodeError::TooManyImageVolumes)
+    );
 }
 
 #[test]
