@@ -8,8 +8,11 @@
 //! `digest: {"sha256": <hex>}` of the image manifest, `predicateType`
 //! `https://sigstore.dev/cosign/sign/v1` and an empty predicate, wrapped in a DSSE
 //! envelope (`payloadType` `application/vnd.in-toto+json`) signed with the Fulcio leaf
-//! or the key, and logged in Rekor v1 as a `dsse` 0.0.1 entry. A `messageSignature`
-//! bundle (`cosign sign-blob`) states nothing about an image and is refused.
+//! or the key, and logged in Rekor v1 as a `dsse` 0.0.1 entry, or in a Rekor v2 log as a
+//! `dsse` 0.0.2 entry (rekor-tiles; no SET, no integratedTime: an inclusion proof whose
+//! checkpoint the log signs with Ed25519, and RFC 3161 timestamps for the time, which are
+//! not read here). A `messageSignature` bundle (`cosign sign-blob`) states nothing about
+//! an image and is refused.
 //!
 //! Checks, in order: bundle parse → verification material → DSSE signature over PAE
 //! (DSSE protocol spec, "Signature definition") → tlog entry: SET and/or inclusion proof
@@ -75,6 +78,9 @@ struct WireMaterial {
     public_key: Option<serde_json::Value>,
     #[serde(default)]
     tlog_entries: Vec<WireTlogEntry>,
+    /// RFC 3161 timestamps over the signature (`timestampVerificationData`), the time
+    /// evidence of a bundle logged in Rekor v2. Not read; only its presence is noted.
+    timestamp_verification_data: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -93,9 +99,11 @@ struct WireChain {
 struct WireTlogEntry {
     #[serde(deserialize_with = "int64")]
     log_index: i64,
-    log_id: WireLogId,
+    /// Needed for a SET; Rekor v2 entries, which have none, may leave it out.
+    log_id: Option<WireLogId>,
     kind_version: WireKindVersion,
-    #[serde(deserialize_with = "int64")]
+    /// Absent, or 0, in a Rekor v2 entry: that log states no time.
+    #[serde(default, deserialize_with = "int64")]
     integrated_time: i64,
     inclusion_promise: Option<WirePromise>,
     inclusion_proof: Option<WireProof>,
@@ -176,6 +184,49 @@ struct WireHash {
 struct WireDsseBodySignature {
     signature: String,
     verifier: String,
+}
+
+/// A Rekor v2 `dsse` 0.0.2 body (rekor-tiles `api/proto/rekor/v2/dsse.proto`,
+/// `DSSELogEntryV002`, in protobuf JSON: hash algorithms by enum name, bytes in base64).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDsseBodyV002 {
+    api_version: String,
+    kind: String,
+    spec: WireSpecV002,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSpecV002 {
+    dsse_v002: WireDsseV002,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireDsseV002 {
+    payload_hash: WireHashV002,
+    #[serde(default)]
+    signatures: Vec<WireSignatureV002>,
+}
+
+#[derive(Deserialize)]
+struct WireHashV002 {
+    algorithm: String,
+    digest: String,
+}
+
+#[derive(Deserialize)]
+struct WireSignatureV002 {
+    content: String,
+    verifier: WireVerifierV002,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireVerifierV002 {
+    public_key: Option<WireRaw>,
+    x509_certificate: Option<WireRaw>,
 }
 
 #[derive(Deserialize)]
@@ -424,7 +475,22 @@ fn verify_keyless(
         .as_ref()
         .and_then(|e| e.integrated_time)
         .unwrap_or(now);
-    cert::check_validity(&path, at)?;
+    cert::check_validity(&path, at).map_err(|rejection| {
+        // A Rekor v2 entry carries no time: the certificate's validity at signing is
+        // shown by the bundle's RFC 3161 timestamps, which are not read.
+        let timestamped = material
+            .timestamp_verification_data
+            .as_ref()
+            .is_some_and(|data| !data["rfc3161Timestamps"].as_array().is_none_or(Vec::is_empty));
+        match rejection {
+            Rejection::Expired(why) if timestamped && at == now => {
+                Rejection::UnsupportedAlgorithm(format!(
+                    "{why}; the bundle shows the signing time only by RFC 3161 timestamps (as Rekor v2 entries need), which are not read"
+                ))
+            }
+            other => other,
+        }
+    })?;
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(
             "bundle has no verified transparency log entry".to_owned(),
@@ -478,7 +544,15 @@ fn check_tlog_entries(
     let Some(entry) = entries.iter().take(MAX_TLOG_ENTRIES).next() else {
         return Ok(None);
     };
-    if entry.kind_version.kind != "dsse" || entry.kind_version.version != "0.0.1" {
+    let kind = match (
+        entry.kind_version.kind.as_str(),
+        entry.kind_version.version.as_str(),
+    ) {
+        ("dsse", "0.0.1") => EntryKind::DsseV001,
+        ("dsse", "0.0.2") => EntryKind::DsseV002,
+        _ => EntryKind::Other,
+    };
+    if kind == EntryKind::Other {
         // A policy that does not require the log (`require_tlog = false`, cosign's
         // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as a
         // Rekor v2 `dsse` 0.0.2 entry: the signature is judged as if it had none.
@@ -491,7 +565,7 @@ fn check_tlog_entries(
             return Ok(None);
         }
         return Err(Rejection::UnsupportedAlgorithm(format!(
-            "tlog entry kind {} {} (dsse 0.0.1 is supported)",
+            "tlog entry kind {} {} (dsse 0.0.1 and 0.0.2 are supported)",
             entry.kind_version.kind, entry.kind_version.version
         )));
     }
@@ -501,12 +575,19 @@ fn check_tlog_entries(
     if body.len() > rekor::MAX_ENTRY_BODY_BYTES {
         return Err(Rejection::Malformed("tlog body over its limit".to_owned()));
     }
-    let key_id = B64
-        .decode(entry.log_id.key_id.as_bytes())
-        .map_err(malformed("log id"))?;
     let mut time = None;
     match (&entry.inclusion_promise, version) {
         (Some(promise), _) => {
+            let key_id = entry
+                .log_id
+                .as_ref()
+                .ok_or_else(|| {
+                    Rejection::Malformed("tlog entry with a SET but no log id".to_owned())
+                })
+                .and_then(|id| {
+                    B64.decode(id.key_id.as_bytes())
+                        .map_err(malformed("log id"))
+                })?;
             let rekor_bundle = RekorBundle {
                 signed_entry_timestamp: B64
                     .decode(promise.signed_entry_timestamp.as_bytes())
@@ -529,6 +610,12 @@ fn check_tlog_entries(
     }
     match (&entry.inclusion_proof, version) {
         (Some(proof), _) => check_inclusion_proof(proof, &body, policy)?,
+        // A Rekor v2 entry is logged only by its proof: there is no SET to stand for it.
+        (None, _) if kind == EntryKind::DsseV002 => {
+            return Err(Rejection::Malformed(
+                "Rekor v2 tlog entry without inclusion proof".to_owned(),
+            ))
+        }
         (None, Version::V01) => {}
         (None, _) => {
             return Err(Rejection::Malformed(
@@ -536,10 +623,25 @@ fn check_tlog_entries(
             ))
         }
     }
-    check_dsse_body(&body, payload, signature, verifier)?;
+    match kind {
+        EntryKind::DsseV002 => check_dsse_body_v002(&body, payload, signature, verifier)?,
+        EntryKind::DsseV001 | EntryKind::Other => {
+            check_dsse_body(&body, payload, signature, verifier)?;
+        }
+    }
     Ok(Some(TlogEvidence {
         integrated_time: time,
     }))
+}
+
+/// The tlog entry kinds read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum EntryKind {
+    /// Rekor v1 `dsse` 0.0.1.
+    DsseV001,
+    /// Rekor v2 `dsse` 0.0.2.
+    DsseV002,
+    Other,
 }
 
 /// A verified tlog entry for the signature, and its integratedTime if a SET covers it.
@@ -630,6 +732,49 @@ fn check_dsse_body(
                 Verifier::SpkiDer(der) => block.tag() == "PUBLIC KEY" && block.contents() == der,
             });
         sig_ok && verifier_ok
+    });
+    if ours {
+        Ok(())
+    } else {
+        Err(Rejection::Tampered(
+            "tlog entry logs another signature or signer".to_owned(),
+        ))
+    }
+}
+
+/// The Rekor v2 `dsse` 0.0.2 body must log this envelope: `payloadHash` the SHA-256 of
+/// the payload, and a signature whose `content` is ours and whose verifier is our
+/// certificate or key, as DER (rekor-tiles `pkg/types/dsse`). The DSSE envelope is not
+/// in the body; the payload hash and the signature bind it.
+fn check_dsse_body_v002(
+    body: &[u8],
+    payload: &[u8],
+    signature: &[u8],
+    verifier: Verifier<'_>,
+) -> Result<(), Rejection> {
+    let entry: WireDsseBodyV002 = serde_json::from_slice(body)
+        .map_err(|e| Rejection::Malformed(format!("tlog dsse 0.0.2 body: {e}")))?;
+    if entry.kind != "dsse" || entry.api_version != "0.0.2" {
+        return Err(Rejection::Tampered(
+            "tlog body kind differs from the entry's kindVersion".to_owned(),
+        ));
+    }
+    let bytes = |text: &str| B64.decode(text.as_bytes()).ok();
+    let hash = &entry.spec.dsse_v002.payload_hash;
+    if hash.algorithm != "SHA2_256"
+        || bytes(&hash.digest).as_deref() != Some(Sha256::digest(payload).as_slice())
+    {
+        return Err(Rejection::Tampered(
+            "tlog entry logs another payload".to_owned(),
+        ));
+    }
+    let ours = entry.spec.dsse_v002.signatures.iter().any(|s| {
+        let (named, expected) = match verifier {
+            Verifier::CertificateDer(der) => (s.verifier.x509_certificate.as_ref(), der),
+            Verifier::SpkiDer(der) => (s.verifier.public_key.as_ref(), der),
+        };
+        let named = named.and_then(|raw| bytes(&raw.raw_bytes));
+        bytes(&s.content).as_deref() == Some(signature) && named.as_deref() == Some(expected)
     });
     if ours {
         Ok(())

@@ -190,6 +190,11 @@ impl PublicKey {
         self.kind
     }
 
+    /// The key as its `subjectPublicKey` bits (for Ed25519, the 32 bytes of RFC 8032).
+    pub fn raw(&self) -> &[u8] {
+        &self.raw
+    }
+
     /// The DER `SubjectPublicKeyInfo`.
     pub fn spki_der(&self) -> &[u8] {
         &self.spki_der

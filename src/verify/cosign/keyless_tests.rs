@@ -9,7 +9,7 @@ use base64::Engine as _;
 use rcgen::{
     BasicConstraints as RcBasicConstraints, CertificateParams, CustomExtension, DnType,
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData, SanType,
-    SigningKey, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384,
+    SigningKey, PKCS_ECDSA_P256_SHA256, PKCS_ECDSA_P384_SHA384, PKCS_ED25519,
 };
 use sha2::{Digest as _, Sha256};
 
@@ -950,6 +950,214 @@ fn v01_bundle_with_certificate_chain_and_promise_only_is_trusted() {
     ));
 }
 
+// === Rekor v2 entries ===
+
+/// The name a test Rekor v2 log signs its checkpoints under (its origin).
+const LOG_V2: &str = "log2099-1.rekor.test";
+
+/// A test Rekor v2 log: an Ed25519 key, as the public-good instances have.
+fn log_v2() -> KeyPair {
+    KeyPair::generate_for(&PKCS_ED25519).unwrap()
+}
+
+impl Sigstore {
+    /// A v0.3 bundle logged in a Rekor v2 log with the key `log` (signing its checkpoints
+    /// as [`LOG_V2`]): a `dsse` 0.0.2 entry with an inclusion proof (leaf 2 of 5) and a
+    /// checkpoint whose signature carries the C2SP signed-note key ID; no SET, no
+    /// integratedTime, no log id. Signed with the leaf's key; `key_based` names it by a
+    /// public key (`cosign sign --key`) instead of the certificate.
+    fn rekor_v2_bundle(&self, payload: &[u8], log: &KeyPair, key_based: bool) -> serde_json::Value {
+        let signature = self.sign(&bundle::pae(bundle::IN_TOTO_PAYLOAD_TYPE, payload));
+        let leaf_der = pem::parse(self.leaf_pem.as_bytes())
+            .unwrap()
+            .into_contents();
+        let (verifier, material) = if key_based {
+            let spki = self.leaf_key.subject_public_key_info();
+            (
+                serde_json::json!({"publicKey": {"rawBytes": B64.encode(spki)}, "keyDetails": "PKIX_ECDSA_P256_SHA_256"}),
+                serde_json::json!({"publicKey": {"hint": "release-key"}}),
+            )
+        } else {
+            (
+                serde_json::json!({"x509Certificate": {"rawBytes": B64.encode(&leaf_der)}, "keyDetails": "PKIX_ECDSA_P256_SHA_256"}),
+                serde_json::json!({"certificate": {"rawBytes": B64.encode(&leaf_der)}}),
+            )
+        };
+        let body = serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "0.0.2",
+            "kind": "dsse",
+            "spec": {"dsseV002": {
+                "payloadHash": {"algorithm": "SHA2_256", "digest": B64.encode(Sha256::digest(payload))},
+                "signatures": [{"content": B64.encode(&signature), "verifier": verifier}]
+            }}
+        }))
+        .unwrap();
+        let leaves: Vec<[u8; 32]> = [&b"a"[..], b"b", &body, b"d", b"e"]
+            .iter()
+            .map(|l| merkle::leaf_hash(l))
+            .collect();
+        let root = merkle::reference::mth(&leaves);
+        let proof = merkle::reference::path(2, &leaves);
+        let text = format!("{LOG_V2}\n5\n{}\n", B64.encode(root));
+        let mut note_sig = merkle::note_key_id(LOG_V2, log.public_key_raw()).to_vec();
+        note_sig.extend(log.sign(text.as_bytes()).unwrap());
+        let checkpoint = format!("{text}\n\u{2014} {LOG_V2} {}\n", B64.encode(note_sig));
+        let mut material = material;
+        material["tlogEntries"] = serde_json::json!([{
+            "logIndex": "2",
+            "kindVersion": {"kind": "dsse", "version": "0.0.2"},
+            "inclusionProof": {
+                "logIndex": "2",
+                "rootHash": B64.encode(root),
+                "treeSize": "5",
+                "hashes": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+                "checkpoint": {"envelope": checkpoint}
+            },
+            "canonicalizedBody": B64.encode(&body)
+        }]);
+        material["timestampVerificationData"] =
+            serde_json::json!({"rfc3161Timestamps": [{"signedTimestamp": "MAA="}]});
+        serde_json::json!({
+            "mediaType": BUNDLE_V03,
+            "verificationMaterial": material,
+            "dsseEnvelope": {
+                "payload": B64.encode(payload),
+                "payloadType": bundle::IN_TOTO_PAYLOAD_TYPE,
+                "signatures": [{"sig": B64.encode(&signature), "keyid": ""}]
+            }
+        })
+    }
+}
+
+/// A policy trusting the leaf's key as `release`, the log `log`, and requiring the log.
+fn key_policy_with_log(s: &Sigstore, log: &KeyPair) -> CosignPolicy {
+    let key_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        s.leaf_key.subject_public_key_info(),
+    ));
+    CosignPolicy {
+        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
+        rekor_keys: vec![PublicKey::from_spki_der(&log.subject_public_key_info())
+            .unwrap()
+            .into()],
+        require_tlog: true,
+        ..CosignPolicy::default()
+    }
+}
+
+#[test]
+fn a_rekor_v2_entry_is_verified_by_its_proof_and_its_signed_note_checkpoint() {
+    let s = Sigstore::new(LeafSpec::default());
+    let log = log_v2();
+    let payload = statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE);
+    let policy = key_policy_with_log(&s, &log);
+    let b = s.rekor_v2_bundle(&payload, &log, true);
+    let v = run_bundle(&b, &policy, at(10 * 365 * 86_400));
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
+        "{v:?}"
+    );
+
+    // The key ID binds the key name: the same signature under another name is from no
+    // configured log (C2SP signed-note: a signature matching a known key's ID but not
+    // its name is from an unknown key).
+    let mut renamed = b.clone();
+    let checkpoint = &mut renamed["verificationMaterial"]["tlogEntries"][0]["inclusionProof"]
+        ["checkpoint"]["envelope"];
+    *checkpoint = serde_json::json!(checkpoint.as_str().unwrap().replace(
+        &format!("\u{2014} {LOG_V2} "),
+        "\u{2014} other.example/log "
+    ));
+    let verdict = run_bundle(&renamed, &policy, at(0));
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("checkpoint")),
+        "{verdict:?}"
+    );
+    // Another log's key.
+    let verdict = run_bundle(&b, &key_policy_with_log(&s, &log_v2()), at(0));
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(_)),
+        "{verdict:?}"
+    );
+
+    // The body must log this payload and this signer; the entry must have its proof.
+    let entry = |b: &serde_json::Value| b["verificationMaterial"]["tlogEntries"][0].clone();
+    let body_of = |b: &serde_json::Value| -> serde_json::Value {
+        serde_json::from_slice(
+            &B64.decode(entry(b)["canonicalizedBody"].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    for (field, value) in [
+        (
+            "payloadHash",
+            serde_json::json!({"algorithm": "SHA2_256", "digest": B64.encode([0u8; 32])}),
+        ),
+        (
+            "payloadHash",
+            serde_json::json!({"algorithm": "SHA2_384", "digest": B64.encode(Sha256::digest(&payload))}),
+        ),
+    ] {
+        let mut tampered = b.clone();
+        let mut body = body_of(&b);
+        body["spec"]["dsseV002"][field] = value;
+        tampered["verificationMaterial"]["tlogEntries"][0]["canonicalizedBody"] =
+            serde_json::json!(B64.encode(serde_json::to_vec(&body).unwrap()));
+        // The proof no longer covers the changed body: refused at the proof or the body.
+        let verdict = run_bundle(&tampered, &policy, at(0));
+        assert!(
+            matches!(rejected(&verdict), Rejection::Tampered(_)),
+            "{verdict:?}"
+        );
+    }
+    // Logged as signed by the certificate, where the bundle is key-based.
+    let keyless_body = s.rekor_v2_bundle(&payload, &log, false);
+    let mut mixed = b.clone();
+    mixed["verificationMaterial"]["tlogEntries"] =
+        keyless_body["verificationMaterial"]["tlogEntries"].clone();
+    let verdict = run_bundle(&mixed, &policy, at(0));
+    assert!(
+        matches!(rejected(&verdict), Rejection::Tampered(ref why) if why.contains("signer")),
+        "{verdict:?}"
+    );
+    let mut unproven = b.clone();
+    unproven["verificationMaterial"]["tlogEntries"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("inclusionProof");
+    let verdict = run_bundle(&unproven, &policy, at(0));
+    assert!(
+        matches!(rejected(&verdict), Rejection::Malformed(_)),
+        "{verdict:?}"
+    );
+}
+
+#[test]
+fn a_keyless_rekor_v2_bundle_needs_the_timestamps_that_are_not_read() {
+    let s = Sigstore::new(LeafSpec::default());
+    let log = log_v2();
+    let b = s.rekor_v2_bundle(
+        &statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE),
+        &log,
+        false,
+    );
+    let mut policy = s.bundle_policy();
+    policy.require_sct = false;
+    policy.rekor_keys = vec![PublicKey::from_spki_der(&log.subject_public_key_info())
+        .unwrap()
+        .into()];
+    // Within the certificate's ten minutes the entry and the chain suffice.
+    let v = run_bundle(&b, &policy, at(60));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // Later, only the RFC 3161 timestamps could show it was valid when used.
+    let verdict = run_bundle(&b, &policy, at(10 * 365 * 86_400));
+    assert!(
+        matches!(rejected(&verdict), Rejection::UnsupportedAlgorithm(ref why) if why.contains("RFC 3161")),
+        "{verdict:?}"
+    );
+}
+
 /// A bundle signed with the leaf's key and naming it by a hint instead of a certificate
 /// (`cosign sign --key`), and a policy trusting that key as `release`.
 fn key_based_bundle() -> (Sigstore, serde_json::Value, CosignPolicy) {
@@ -1007,11 +1215,10 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
 
 #[test]
 fn a_tlog_entry_of_an_unread_kind_counts_as_none() {
-    // A key-based bundle logged in a Rekor v2 log: a `dsse` 0.0.2 entry, which is not
-    // read here.
+    // A key-based bundle whose entry is of a kind not read here (`intoto` 0.0.2).
     let (_, mut b, mut policy) = key_based_bundle();
-    b["verificationMaterial"]["tlogEntries"][0]["kindVersion"]["version"] =
-        serde_json::json!("0.0.2");
+    b["verificationMaterial"]["tlogEntries"][0]["kindVersion"] =
+        serde_json::json!({"kind": "intoto", "version": "0.0.2"});
     // Not required: judged by the key alone.
     let v = run_bundle(&b, &policy, at(0));
     assert!(
@@ -1023,7 +1230,7 @@ fn a_tlog_entry_of_an_unread_kind_counts_as_none() {
     let verdict = run_bundle(&b, &policy, at(0));
     let rejection = rejected(&verdict);
     assert!(
-        matches!(rejection, Rejection::UnsupportedAlgorithm(ref why) if why.contains("dsse 0.0.2")),
+        matches!(rejection, Rejection::UnsupportedAlgorithm(ref why) if why.contains("intoto 0.0.2")),
         "{rejection:?}"
     );
 }

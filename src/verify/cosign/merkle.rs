@@ -8,7 +8,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 
-use super::key::SignatureDigest;
+use super::key::{KeyKind, PublicKey, SignatureDigest};
 use super::policy::LogKey;
 use crate::verify::Rejection;
 
@@ -33,6 +33,8 @@ pub struct Checkpoint {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct NoteSignature {
+    /// The key name the signature line gives.
+    name: String,
     key_hint: [u8; 4],
     signature: Vec<u8>,
 }
@@ -159,12 +161,13 @@ impl Checkpoint {
             let rest = line
                 .strip_prefix("\u{2014} ")
                 .ok_or_else(|| bad("signature line"))?;
-            let (_name, sig_b64) = rest.rsplit_once(' ').ok_or_else(|| bad("signature line"))?;
+            let (name, sig_b64) = rest.rsplit_once(' ').ok_or_else(|| bad("signature line"))?;
             let raw = B64.decode(sig_b64).map_err(|_| bad("signature base64"))?;
             let (hint, signature) = raw
                 .split_first_chunk::<4>()
                 .ok_or_else(|| bad("short signature"))?;
             signatures.push(NoteSignature {
+                name: name.to_owned(),
                 key_hint: *hint,
                 signature: signature.to_vec(),
             });
@@ -181,8 +184,12 @@ impl Checkpoint {
         })
     }
 
-    /// Verifies that a configured log key signed this checkpoint. The key hint is the
-    /// first 4 bytes of SHA-256 of the key's DER SPKI (Rekor `pkg/util/signed_note.go`).
+    /// Verifies that a configured log key signed this checkpoint. A signature names its
+    /// key by a 4-byte key ID: for Rekor v1's logs, the first 4 bytes of SHA-256 of the
+    /// key's DER SPKI (Rekor `pkg/util/signed_note.go`; also the C2SP signed-note ID of
+    /// an ECDSA key); for an Ed25519 log (Rekor v2), the C2SP signed-note ID, which also
+    /// binds the key name the signature line gives (C2SP `signed-note.md`, "Ed25519
+    /// signatures": `SHA-256(key name || 0x0A || 0x01 || public key)[:4]`).
     ///
     /// # Errors
     ///
@@ -192,7 +199,7 @@ impl Checkpoint {
         let mut known = false;
         for sig in &self.signatures {
             for key in log_keys.iter().map(|k| &k.key) {
-                if key.key_id().get(..4) != Some(sig.key_hint.as_slice()) {
+                if !names(key, sig) {
                     continue;
                 }
                 known = true;
@@ -214,6 +221,25 @@ impl Checkpoint {
             ))
         }
     }
+}
+
+/// Whether `sig`'s key ID (and, for Ed25519, its key name) is that of `key`.
+fn names(key: &PublicKey, sig: &NoteSignature) -> bool {
+    if key.key_id().get(..4) == Some(sig.key_hint.as_slice()) {
+        return true;
+    }
+    key.kind() == KeyKind::Ed25519 && note_key_id(&sig.name, key.raw()) == sig.key_hint
+}
+
+/// The C2SP signed-note key ID of an Ed25519 key named `name`.
+pub(crate) fn note_key_id(name: &str, ed25519: &[u8]) -> [u8; 4] {
+    let mut hash = Sha256::new();
+    hash.update(name.as_bytes());
+    hash.update([0x0a, 0x01]);
+    hash.update(ed25519);
+    let digest: [u8; 32] = hash.finalize().into();
+    let [a, b, c, d, ..] = digest;
+    [a, b, c, d]
 }
 
 /// RFC 6962 §2.1 reference computations for tests: the tree hash and audit path.
@@ -261,7 +287,21 @@ mod tests {
 
     use super::reference::{mth, path};
     use super::*;
-    use crate::verify::cosign::key::PublicKey;
+
+    #[test]
+    fn the_signed_note_key_id_of_an_ed25519_key_is_the_one_its_log_publishes() {
+        // The verifier key of sum.golang.org, as Go publishes it (its default GOSUMDB,
+        // golang.org/x/mod/sumdb/note format `<name>+<hex key ID>+<base64(0x01 || key)>`).
+        let vkey = "sum.golang.org+033de0ae+Ac4zctda0e5eza+HJyk9SxEdh+s3Ux18htTTAD8OuAn8";
+        let mut parts = vkey.splitn(3, '+');
+        let (name, id, key) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            B64.decode(parts.next().unwrap()).unwrap(),
+        );
+        assert_eq!(key[0], 0x01, "an Ed25519 key");
+        assert_eq!(hex::encode(note_key_id(name, &key[1..])), id);
+    }
 
     #[test]
     fn every_leaf_of_every_small_tree_verifies() {

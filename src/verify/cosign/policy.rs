@@ -416,7 +416,10 @@ impl CosignPolicy {
 
 #[cfg(test)]
 mod tests {
+    use rcgen::PublicKeyData as _;
+
     use super::*;
+    use crate::verify::cosign::key::KeyKind;
 
     #[test]
     fn public_good_trusted_root_loads() {
@@ -442,6 +445,44 @@ mod tests {
             ended,
             std::time::UNIX_EPOCH + Duration::from_millis(1_667_260_799_999)
         );
+    }
+
+    #[test]
+    fn a_trusted_root_with_rekor_v2_and_timestamp_authorities_loads() {
+        // The public-good root from 2025 on lists Rekor v2 logs (Ed25519 keys, with a
+        // checkpoint key ID) beside the v1 log, and timestamp authorities.
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/cosign/trust/trusted_root.json"
+        );
+        let mut root: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        root["tlogs"]
+            .as_array_mut()
+            .unwrap()
+            .push(serde_json::json!({
+                "baseUrl": "https://log2099-1.rekor.test",
+                "hashAlgorithm": "SHA2_256",
+                "publicKey": {
+                    "rawBytes": B64.encode(ed25519.subject_public_key_info()),
+                    "keyDetails": "PKIX_ED25519",
+                    "validFor": {"start": "2099-01-01T00:00:00Z"}
+                },
+                "logId": {"keyId": B64.encode([7u8; 32])},
+                "checkpointKeyId": {"keyId": B64.encode([7u8; 4])}
+            }));
+        root["timestampAuthorities"] = serde_json::json!([{
+            "subject": {"organization": "test", "commonName": "test tsa"},
+            "uri": "https://timestamp.test/api/v1/timestamp",
+            "certChain": {"certificates": []},
+            "validFor": {"start": "2099-01-01T00:00:00Z"}
+        }]);
+        let root = TrustedRoot::from_json(&serde_json::to_vec(&root).unwrap()).unwrap();
+        assert!(root
+            .rekor_keys
+            .iter()
+            .any(|k| k.key.kind() == KeyKind::Ed25519 && k.valid_for.start.is_some()));
     }
 
     #[test]
