@@ -1250,10 +1250,12 @@ async fn documents_of_the_wrong_kind_are_refused_where_a_kind_is_required() {
         async move {
             let path = request.uri().path().to_owned();
             if path.contains("/referrers/") {
-                // The referrers API must answer an index; this one answers a manifest.
+                // The referrers API must answer an index; this one says it sends one and
+                // sends a manifest. (An answer that does not even say so is taken as no
+                // referrers API: a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema.)
                 respond(
                     StatusCode::OK,
-                    &[("content-type", OCI_MANIFEST)],
+                    &[("content-type", OCI_INDEX)],
                     manifest_json(None),
                 )
             } else if path.ends_with(".sig") {
@@ -1269,7 +1271,7 @@ async fn documents_of_the_wrong_kind_are_refused_where_a_kind_is_required() {
     let subject = Digest::sha256(b"s");
     let referrers = client.referrers(&server.repo(), &subject, None).await;
     assert!(
-        matches!(referrers, Err(Error::UnexpectedKind { .. })),
+        matches!(referrers, Err(Error::Manifest { .. })),
         "{referrers:?}"
     );
     let signature = client.cosign_signature(&server.repo(), &subject).await;
