@@ -10,14 +10,15 @@
 //! envelope (`payloadType` `application/vnd.in-toto+json`) signed with the Fulcio leaf
 //! or the key, and logged in Rekor v1 as a `dsse` 0.0.1 entry, or in a Rekor v2 log as a
 //! `dsse` 0.0.2 entry (rekor-tiles; no SET, no integratedTime: an inclusion proof whose
-//! checkpoint the log signs with Ed25519, and RFC 3161 timestamps for the time, which are
-//! not read here). A `messageSignature` bundle (`cosign sign-blob`) states nothing about
+//! checkpoint the log signs with Ed25519, and RFC 3161 timestamps from a timestamp
+//! authority for the time). A `messageSignature` bundle (`cosign sign-blob`) states nothing about
 //! an image and is refused.
 //!
 //! Checks, in order: bundle parse → verification material → DSSE signature over PAE
 //! (DSSE protocol spec, "Signature definition") → tlog entry: SET and/or inclusion proof
 //! with checkpoint, body vs this envelope → keyless chain, validity at the verified
-//! integratedTime, code signing, SCT, identity → statement subject vs image digest.
+//! integratedTime (or else at each verified RFC 3161 genTime), code signing, SCT,
+//! identity → statement subject vs image digest.
 //! The statement carries no docker-reference, so `DockerReferenceCheck` does not apply.
 #![deny(clippy::indexing_slicing)]
 
@@ -79,7 +80,7 @@ struct WireMaterial {
     #[serde(default)]
     tlog_entries: Vec<WireTlogEntry>,
     /// RFC 3161 timestamps over the signature (`timestampVerificationData`), the time
-    /// evidence of a bundle logged in Rekor v2. Not read; only its presence is noted.
+    /// evidence of a bundle logged in Rekor v2 ([`signed_times`]).
     timestamp_verification_data: Option<serde_json::Value>,
 }
 
@@ -471,26 +472,19 @@ fn verify_keyless(
         Verifier::CertificateDer(leaf.der()),
         policy,
     )?;
-    let at = logged
-        .as_ref()
-        .and_then(|e| e.integrated_time)
-        .unwrap_or(now);
-    cert::check_validity(&path, at).map_err(|rejection| {
-        // A Rekor v2 entry carries no time: the certificate's validity at signing is
-        // shown by the bundle's RFC 3161 timestamps, which are not read.
-        let timestamped = material
-            .timestamp_verification_data
-            .as_ref()
-            .is_some_and(|data| !data["rfc3161Timestamps"].as_array().is_none_or(Vec::is_empty));
-        match rejection {
-            Rejection::Expired(why) if timestamped && at == now => {
-                Rejection::UnsupportedAlgorithm(format!(
-                    "{why}; the bundle shows the signing time only by RFC 3161 timestamps (as Rekor v2 entries need), which are not read"
-                ))
+    // When the certificate was used: the SET's integratedTime (Rekor v1); else the
+    // genTime of each RFC 3161 timestamp from a configured authority (Rekor v2 entries
+    // carry no time); else now.
+    let stamped = signed_times(material, signature, policy)?;
+    match logged.as_ref().and_then(|e| e.integrated_time) {
+        Some(at) => cert::check_validity(&path, at)?,
+        None if !stamped.is_empty() => {
+            for at in &stamped {
+                cert::check_validity(&path, *at)?;
             }
-            other => other,
         }
-    })?;
+        None => cert::check_validity(&path, now)?,
+    }
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(
             "bundle has no verified transparency log entry".to_owned(),
@@ -519,6 +513,101 @@ fn verify_keyless(
             .unwrap_or_default(),
         signed_digest,
     })
+}
+
+/// Most RFC 3161 timestamps read from one bundle.
+const MAX_TIMESTAMPS: usize = 8;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireTimestampData {
+    #[serde(default)]
+    rfc3161_timestamps: Vec<WireSignedTimestamp>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct WireSignedTimestamp {
+    signed_timestamp: String,
+}
+
+/// The genTimes of the bundle's RFC 3161 timestamps (`timestampVerificationData`,
+/// sigstore_bundle.proto; each a DER TimeStampResp over the signature bytes, as
+/// sigstore-go requests it) that verify against a configured timestamp authority, at a
+/// time within that authority's `validFor`. Empty when the bundle has none.
+///
+/// # Errors
+///
+/// `Malformed` for unreadable timestamp data; `UntrustedRoot` when the bundle has
+/// timestamps and none verifies (each one's reason given).
+fn signed_times(
+    material: &WireMaterial,
+    signature: &[u8],
+    policy: &CosignPolicy,
+) -> Result<Vec<SystemTime>, Rejection> {
+    let Some(data) = &material.timestamp_verification_data else {
+        return Ok(Vec::new());
+    };
+    let data: WireTimestampData = serde_json::from_value(data.clone())
+        .map_err(|e| Rejection::Malformed(format!("bundle timestampVerificationData: {e}")))?;
+    if data.rfc3161_timestamps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut times = Vec::new();
+    let mut failures = Vec::new();
+    for stamp in data.rfc3161_timestamps.iter().take(MAX_TIMESTAMPS) {
+        let response = B64
+            .decode(stamp.signed_timestamp.as_bytes())
+            .map_err(malformed("RFC 3161 timestamp"))?;
+        match verify_timestamp(&response, signature, policy) {
+            Ok(at) => times.push(at),
+            Err(why) => failures.push(why),
+        }
+    }
+    if times.is_empty() {
+        return Err(Rejection::UntrustedRoot(format!(
+            "no RFC 3161 timestamp of the bundle is from a configured timestamp authority: {}",
+            if failures.is_empty() {
+                "none is configured".to_owned()
+            } else {
+                failures.join("; ")
+            }
+        )));
+    }
+    Ok(times)
+}
+
+/// The genTime of one TimeStampResp over `signature`, from a configured authority.
+fn verify_timestamp(
+    response: &[u8],
+    signature: &[u8],
+    policy: &CosignPolicy,
+) -> Result<SystemTime, String> {
+    use crate::verify::notation::timestamp;
+    let token = timestamp::token_of_response(response).map_err(|e| e.to_string())?;
+    if policy.timestamp_authorities.is_empty() {
+        return Err("no timestamp authority is configured".to_owned());
+    }
+    let mut last = String::new();
+    for tsa in &policy.timestamp_authorities {
+        let Some(root) = tsa.chain.last() else {
+            continue;
+        };
+        match timestamp::verify_with(token, signature, &[root], &tsa.chain) {
+            Ok(range) => {
+                let at = range.gen_time.to_system_time();
+                if tsa.valid_for.contains(at) {
+                    return Ok(at);
+                }
+                last = format!(
+                    "genTime {} is outside the authority's validFor",
+                    cert::fmt_time(at)
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
 }
 
 /// Who the tlog entry must name as the signer.

@@ -17,7 +17,9 @@ use super::cert::{build_chain, ParsedCertificate};
 use crate::oci::Digest;
 use crate::verify::cosign::key::PublicKey;
 use crate::verify::cosign::layer::{SignatureLayer, SIMPLE_SIGNING_MEDIA_TYPE};
-use crate::verify::cosign::policy::{CosignPolicy, FulcioCa, KeylessIdentity, Matcher, TrustedKey};
+use crate::verify::cosign::policy::{
+    CosignPolicy, FulcioCa, KeylessIdentity, Matcher, TimestampAuthority, TrustedKey, ValidFor,
+};
 use crate::verify::cosign::rekor::RekorPayload;
 use crate::verify::cosign::{bundle, merkle, sct, verify, SigstoreBundle};
 use crate::verify::{Rejection, Verdict};
@@ -65,6 +67,8 @@ struct LeafSpec {
     with_sct: bool,
     /// Sign the SCT over another TBS (a tampered SCT).
     sct_over_other_tbs: bool,
+    /// Valid for ten minutes around the present, instead of from 2025-01-01.
+    valid_now: bool,
 }
 
 impl Default for LeafSpec {
@@ -75,6 +79,7 @@ impl Default for LeafSpec {
             code_signing: true,
             with_sct: true,
             sct_over_other_tbs: false,
+            valid_now: false,
         }
     }
 }
@@ -111,8 +116,13 @@ impl Sigstore {
         let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf_params.subject_alt_names = spec.sans.clone();
         leaf_params.serial_number = Some(rcgen::SerialNumber::from(42u64));
-        leaf_params.not_before = rcgen::date_time_ymd(2025, 1, 1);
-        leaf_params.not_after = rcgen::date_time_ymd(2025, 1, 1) + Duration::from_secs(600);
+        let start = if spec.valid_now {
+            time::OffsetDateTime::now_utc() - Duration::from_secs(300)
+        } else {
+            rcgen::date_time_ymd(2025, 1, 1)
+        };
+        leaf_params.not_before = start;
+        leaf_params.not_after = start + Duration::from_secs(600);
         leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         if spec.code_signing {
             leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
@@ -1015,8 +1025,6 @@ impl Sigstore {
             },
             "canonicalizedBody": B64.encode(&body)
         }]);
-        material["timestampVerificationData"] =
-            serde_json::json!({"rfc3161Timestamps": [{"signedTimestamp": "MAA="}]});
         serde_json::json!({
             "mediaType": BUNDLE_V03,
             "verificationMaterial": material,
@@ -1133,29 +1141,224 @@ fn a_rekor_v2_entry_is_verified_by_its_proof_and_its_signed_note_checkpoint() {
     );
 }
 
+/// A timestamp authority run with `openssl ts` in `dir`: a root, and a TSA certificate it
+/// issued with the critical timeStamping usage RFC 3161 2.3 requires.
+struct OpensslTsa {
+    dir: std::path::PathBuf,
+    /// TSA certificate first, root last, as a trusted root lists them.
+    chain_der: Vec<Vec<u8>>,
+}
+
+impl OpensslTsa {
+    fn start(dir: &std::path::Path) -> Self {
+        let run = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ];
+        run(&[
+            &["req", "-x509"][..],
+            &ec,
+            &[
+                "-keyout",
+                "root.key",
+                "-out",
+                "root.pem",
+                "-subj",
+                "/O=crigate test/CN=test tsa root",
+                "-days",
+                "2",
+                "-addext",
+                "keyUsage = critical, keyCertSign, cRLSign",
+            ],
+        ]
+        .concat());
+        run(&[
+            &["req", "-new"][..],
+            &ec,
+            &[
+                "-keyout",
+                "tsa.key",
+                "-out",
+                "tsa.csr",
+                "-subj",
+                "/O=crigate test/CN=test tsa",
+            ],
+        ]
+        .concat());
+        std::fs::write(
+            dir.join("tsa.ext"),
+            "basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+             extendedKeyUsage = critical, timeStamping\nsubjectKeyIdentifier = hash\n\
+             authorityKeyIdentifier = keyid\n",
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "tsa.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "tsa.ext",
+            "-out",
+            "tsa.pem",
+        ]);
+        std::fs::write(dir.join("serial"), "01\n").unwrap();
+        std::fs::write(
+            dir.join("ts.cnf"),
+            "[tsa]\ndefault_tsa = test\n[test]\nserial = ./serial\nsigner_cert = ./tsa.pem\n\
+             signer_key = ./tsa.key\nsigner_digest = sha256\ndefault_policy = 1.2.3.4.1\n\
+             digests = sha256\naccuracy = secs:1\ness_cert_id_alg = sha256\n",
+        )
+        .unwrap();
+        let der = |file: &str| {
+            pem::parse(std::fs::read(dir.join(file)).unwrap())
+                .unwrap()
+                .into_contents()
+        };
+        Self {
+            dir: dir.to_owned(),
+            chain_der: vec![der("tsa.pem"), der("root.pem")],
+        }
+    }
+
+    /// A TimeStampResp over `data`, as a Sigstore client requests it (SHA-256, the TSA's
+    /// certificate included).
+    fn stamp(&self, data: &[u8]) -> Vec<u8> {
+        std::fs::write(self.dir.join("data.bin"), data).unwrap();
+        for args in [
+            &[
+                "ts",
+                "-query",
+                "-data",
+                "data.bin",
+                "-sha256",
+                "-cert",
+                "-no_nonce",
+                "-out",
+                "q.tsq",
+            ][..],
+            &[
+                "ts",
+                "-reply",
+                "-queryfile",
+                "q.tsq",
+                "-config",
+                "ts.cnf",
+                "-out",
+                "r.tsr",
+            ][..],
+        ] {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(&self.dir)
+                .output()
+                .expect("openssl");
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        }
+        std::fs::read(self.dir.join("r.tsr")).unwrap()
+    }
+
+    fn authority(&self, valid_for: ValidFor) -> TimestampAuthority {
+        TimestampAuthority {
+            chain: self
+                .chain_der
+                .iter()
+                .map(|der| crate::verify::notation::chain::Cert::from_der(der).unwrap())
+                .collect(),
+            valid_for,
+        }
+    }
+}
+
 #[test]
-fn a_keyless_rekor_v2_bundle_needs_the_timestamps_that_are_not_read() {
-    let s = Sigstore::new(LeafSpec::default());
+fn a_keyless_rekor_v2_bundle_is_judged_at_the_time_its_rfc3161_timestamp_gives() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsa = OpensslTsa::start(dir.path());
+    let s = Sigstore::new(LeafSpec {
+        valid_now: true,
+        ..LeafSpec::default()
+    });
     let log = log_v2();
-    let b = s.rekor_v2_bundle(
+    let mut b = s.rekor_v2_bundle(
         &statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE),
         &log,
         false,
     );
+    let signature = B64
+        .decode(b["dsseEnvelope"]["signatures"][0]["sig"].as_str().unwrap())
+        .unwrap();
+    let stamp = |data: &[u8]| serde_json::json!({"rfc3161Timestamps": [{"signedTimestamp": B64.encode(tsa.stamp(data))}]});
+    b["verificationMaterial"]["timestampVerificationData"] = stamp(&signature);
     let mut policy = s.bundle_policy();
     policy.require_sct = false;
     policy.rekor_keys = vec![PublicKey::from_spki_der(&log.subject_public_key_info())
         .unwrap()
         .into()];
-    // Within the certificate's ten minutes the entry and the chain suffice.
-    let v = run_bundle(&b, &policy, at(60));
-    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
-    // Later, only the RFC 3161 timestamps could show it was valid when used.
-    let verdict = run_bundle(&b, &policy, at(10 * 365 * 86_400));
+    policy.timestamp_authorities = vec![tsa.authority(ValidFor::default())];
+    // A day later the ten-minute certificate has long expired; the timestamp shows it
+    // was valid when it signed.
+    let later = SystemTime::now() + Duration::from_secs(86_400);
+    let v = run_bundle(&b, &policy, later);
     assert!(
-        matches!(rejected(&verdict), Rejection::UnsupportedAlgorithm(ref why) if why.contains("RFC 3161")),
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == SAN),
+        "{v:?}"
+    );
+
+    // Without the authority configured, nothing shows when it signed.
+    let mut untrusted = policy.clone();
+    untrusted.timestamp_authorities.clear();
+    let verdict = run_bundle(&b, &untrusted, later);
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("RFC 3161")),
         "{verdict:?}"
     );
+    // A timestamp over other bytes than the signature vouches for nothing.
+    let mut other = b.clone();
+    other["verificationMaterial"]["timestampVerificationData"] = stamp(b"other bytes");
+    let verdict = run_bundle(&other, &policy, later);
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("imprint")),
+        "{verdict:?}"
+    );
+    // An authority whose validFor ended before the timestamp's genTime.
+    let mut ended = policy.clone();
+    ended.timestamp_authorities = vec![tsa.authority(ValidFor {
+        start: None,
+        end: Some(SystemTime::now() - Duration::from_secs(3600)),
+    })];
+    let verdict = run_bundle(&b, &ended, later);
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("validFor")),
+        "{verdict:?}"
+    );
+    // Without any timestamp, the certificate is judged now: expired.
+    let mut bare = b.clone();
+    bare["verificationMaterial"]
+        .as_object_mut()
+        .unwrap()
+        .remove("timestampVerificationData");
+    assert!(matches!(
+        rejected(&run_bundle(&bare, &policy, later)),
+        Rejection::Expired(_)
+    ));
 }
 
 /// A bundle signed with the leaf's key and naming it by a hint instead of a certificate

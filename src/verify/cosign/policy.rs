@@ -13,6 +13,7 @@ use serde::Deserialize;
 use super::cert::{CertificateError, ParsedCertificate};
 use super::key::{KeyError, PublicKey, SignatureDigest};
 use super::payload::DockerReferenceCheck;
+use crate::verify::notation::chain::Cert;
 
 /// The largest `trusted_root.json` we read (the public-good one is ~7 KiB).
 pub const MAX_TRUSTED_ROOT_BYTES: usize = 1024 * 1024;
@@ -37,6 +38,9 @@ pub struct CosignPolicy {
     pub rekor_keys: Vec<LogKey>,
     /// Certificate transparency log keys; an SCT's `LogID` selects one.
     pub ct_log_keys: Vec<LogKey>,
+    /// Timestamp authorities whose RFC 3161 timestamps in a bundle establish when a
+    /// keyless certificate was used (the time evidence of a Rekor v2 entry).
+    pub timestamp_authorities: Vec<TimestampAuthority>,
     /// Require an embedded SCT from a configured CT log on keyless certificates (cosign's
     /// default; `--insecure-ignore-sct` turns it off).
     pub require_sct: bool,
@@ -59,6 +63,15 @@ pub struct ValidFor {
 #[derive(Clone, Debug)]
 pub struct LogKey {
     pub key: PublicKey,
+    pub valid_for: ValidFor,
+}
+
+/// A timestamp authority of a `trusted_root.json` (sigstore_trustroot.proto
+/// `CertificateAuthority` under `timestamp_authorities`): its chain, TSA certificate
+/// first and root last, and when its timestamps may fall.
+#[derive(Clone, Debug)]
+pub struct TimestampAuthority {
+    pub(crate) chain: Vec<Cert>,
     pub valid_for: ValidFor,
 }
 
@@ -117,6 +130,8 @@ pub enum PolicyError {
     TrustedRootJson(#[source] serde_json::Error),
     #[error("trusted_root.json mediaType {0:?} is not a Sigstore trusted root")]
     TrustedRootMediaType(String),
+    #[error("trusted_root.json timestamp authority: {0}")]
+    TimestampAuthority(String),
     #[error("trusted_root.json validFor time {0:?} is not RFC 3339 UTC")]
     TrustedRootTime(String),
     #[error("trusted_root.json {what} is not base64")]
@@ -134,6 +149,7 @@ pub struct TrustedRoot {
     pub fulcio_intermediates: Vec<ParsedCertificate>,
     pub rekor_keys: Vec<LogKey>,
     pub ct_log_keys: Vec<LogKey>,
+    pub timestamp_authorities: Vec<TimestampAuthority>,
 }
 
 #[derive(Deserialize)]
@@ -146,6 +162,8 @@ struct WireTrustedRoot {
     certificate_authorities: Vec<WireCa>,
     #[serde(default)]
     ctlogs: Vec<WireLog>,
+    #[serde(default)]
+    timestamp_authorities: Vec<WireCa>,
 }
 
 #[derive(Deserialize)]
@@ -301,6 +319,26 @@ impl TrustedRoot {
         for log in &wire.ctlogs {
             root.ct_log_keys.push(log_key("ctlog key", log)?);
         }
+        for tsa in &wire.timestamp_authorities {
+            let chain = tsa
+                .cert_chain
+                .certificates
+                .iter()
+                .map(|raw| {
+                    let der = decode("timestamp authority certificate", raw)?;
+                    Cert::from_der(&der).map_err(|e| PolicyError::TimestampAuthority(e.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if chain.is_empty() {
+                return Err(PolicyError::TimestampAuthority(
+                    "a timestamp authority lists no certificate".to_owned(),
+                ));
+            }
+            root.timestamp_authorities.push(TimestampAuthority {
+                chain,
+                valid_for: ValidFor::from_wire(tsa.valid_for.as_ref())?,
+            });
+        }
         for ca in &wire.certificate_authorities {
             let valid_for = ValidFor::from_wire(ca.valid_for.as_ref())?;
             let count = ca.cert_chain.certificates.len();
@@ -398,6 +436,8 @@ impl CosignPolicy {
         self.fulcio_intermediates.extend(root.fulcio_intermediates);
         self.rekor_keys.extend(root.rekor_keys);
         self.ct_log_keys.extend(root.ct_log_keys);
+        self.timestamp_authorities
+            .extend(root.timestamp_authorities);
     }
 
     /// Adds the certificates of a PEM file as Fulcio roots.
@@ -458,6 +498,10 @@ mod tests {
         let mut root: serde_json::Value =
             serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
         let ed25519 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let tsa_cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&ed25519)
+            .unwrap();
         root["tlogs"]
             .as_array_mut()
             .unwrap()
@@ -475,7 +519,7 @@ mod tests {
         root["timestampAuthorities"] = serde_json::json!([{
             "subject": {"organization": "test", "commonName": "test tsa"},
             "uri": "https://timestamp.test/api/v1/timestamp",
-            "certChain": {"certificates": []},
+            "certChain": {"certificates": [{"rawBytes": B64.encode(tsa_cert.der())}]},
             "validFor": {"start": "2099-01-01T00:00:00Z"}
         }]);
         let root = TrustedRoot::from_json(&serde_json::to_vec(&root).unwrap()).unwrap();
@@ -483,6 +527,16 @@ mod tests {
             .rekor_keys
             .iter()
             .any(|k| k.key.kind() == KeyKind::Ed25519 && k.valid_for.start.is_some()));
+        assert_eq!(root.timestamp_authorities.len(), 1);
+        assert_eq!(root.timestamp_authorities[0].chain.len(), 1);
+        // An authority without a certificate is a broken root, not an empty one.
+        let mut broken: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        broken["timestampAuthorities"] = serde_json::json!([{"certChain": {"certificates": []}}]);
+        assert!(matches!(
+            TrustedRoot::from_json(&serde_json::to_vec(&broken).unwrap()),
+            Err(PolicyError::TimestampAuthority(_))
+        ));
     }
 
     #[test]

@@ -30,6 +30,18 @@ impl Moment {
         }
     }
 
+    /// The same instant as a `SystemTime` (saturating at what one can hold).
+    pub fn to_system_time(self) -> SystemTime {
+        let nanos = |n: i128| u64::try_from(n.unsigned_abs()).unwrap_or(u64::MAX);
+        if self.0 >= 0 {
+            UNIX_EPOCH + Duration::from_nanos(nanos(self.0))
+        } else {
+            UNIX_EPOCH
+                .checked_sub(Duration::from_nanos(nanos(self.0)))
+                .unwrap_or(UNIX_EPOCH)
+        }
+    }
+
     /// Parses RFC 3339 `date-time`, with `Z` or a numeric offset and optional fraction.
     ///
     /// # Errors

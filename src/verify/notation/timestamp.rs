@@ -83,6 +83,22 @@ pub(crate) fn verify(
     signature: &[u8],
     anchors: &[&Cert],
 ) -> Result<TimestampRange, TimestampError> {
+    verify_with(token, signature, anchors, &[])
+}
+
+/// [`verify`], with `known` certificates beside those the token carries: a TSA chain
+/// the verifier was given (a Sigstore trusted root's `timestampAuthorities`), for a
+/// token that carries none or only part of it.
+///
+/// # Errors
+///
+/// As [`verify`].
+pub(crate) fn verify_with(
+    token: &[u8],
+    signature: &[u8],
+    anchors: &[&Cert],
+    known: &[Cert],
+) -> Result<TimestampRange, TimestampError> {
     if token.len() > MAX_TIMESTAMP_BYTES {
         return Err(TimestampError::TooLarge(token.len()));
     }
@@ -124,7 +140,7 @@ pub(crate) fn verify(
         return Err(TimestampError::SignerCount(signers.len()));
     };
     // Decoded with the token already: encoded once for their bytes, not decoded again.
-    let token_certs: Vec<Cert> = match signed_data.certificates.take() {
+    let mut token_certs: Vec<Cert> = match signed_data.certificates.take() {
         Some(set) => set
             .0
             .into_vec()
@@ -137,6 +153,7 @@ pub(crate) fn verify(
             .map_err(TimestampError::Chain)?,
         None => Vec::new(),
     };
+    token_certs.extend(known.iter().cloned());
     let tsa_cert = match &signer.sid {
         SignerIdentifier::IssuerAndSerialNumber(isn) => {
             let issuer = isn.issuer.to_der().map_err(malformed)?;
@@ -215,6 +232,38 @@ pub(crate) fn verify(
         earliest: tst.gen_time.minus(accuracy),
         latest: tst.gen_time.plus(accuracy),
     })
+}
+
+/// The TimeStampToken of a TimeStampResp (RFC 3161 2.4.2): the token when the status is
+/// `granted` (0) or `grantedWithMods` (1).
+///
+/// # Errors
+///
+/// Not a TimeStampResp, another status, or no token.
+pub(crate) fn token_of_response(response: &[u8]) -> Result<&[u8], TimestampError> {
+    let malformed = |e: TlvError| TimestampError::Malformed(format!("TimeStampResp: {e}"));
+    if response.len() > MAX_TIMESTAMP_BYTES {
+        return Err(TimestampError::TooLarge(response.len()));
+    }
+    let resp = tlv::single(response, tlv::SEQUENCE).map_err(malformed)?;
+    let mut fields = DerReader::new(resp.value);
+    // PKIStatusInfo ::= SEQUENCE { status PKIStatus, statusString, failInfo }
+    let status_info = fields.read(tlv::SEQUENCE).map_err(malformed)?;
+    let status = DerReader::new(status_info.value)
+        .read(tlv::INTEGER)
+        .map_err(malformed)?;
+    if !matches!(status.value, [0] | [1]) {
+        return Err(TimestampError::Malformed(format!(
+            "TimeStampResp status {:02x?} is not granted",
+            status.value
+        )));
+    }
+    let token = fields
+        .read_optional(tlv::SEQUENCE)
+        .map_err(malformed)?
+        .ok_or_else(|| TimestampError::Malformed("TimeStampResp carries no token".into()))?;
+    fields.finish().map_err(malformed)?;
+    Ok(token.raw)
 }
 
 /// The fields of TSTInfo (RFC 3161 2.4.2) crigate uses.
