@@ -472,18 +472,20 @@ fn verify_keyless(
         Verifier::CertificateDer(leaf.der()),
         policy,
     )?;
-    // When the certificate was used: the SET's integratedTime (Rekor v1); else the
-    // genTime of each RFC 3161 timestamp from a configured authority (Rekor v2 entries
-    // carry no time); else now.
-    let stamped = signed_times(material, signature, policy)?;
+    // When the certificate was used: the SET's integratedTime (Rekor v1), and the
+    // timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
+    // from a configured authority (Rekor v2 entries carry no time); else now.
     match logged.as_ref().and_then(|e| e.integrated_time) {
         Some(at) => cert::check_validity(&path, at)?,
-        None if !stamped.is_empty() => {
+        None => {
+            let stamped = signed_times(material, signature, policy)?;
+            if stamped.is_empty() {
+                cert::check_validity(&path, now)?;
+            }
             for at in &stamped {
                 cert::check_validity(&path, *at)?;
             }
         }
-        None => cert::check_validity(&path, now)?,
     }
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(

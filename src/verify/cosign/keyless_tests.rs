@@ -1349,6 +1349,15 @@ fn a_keyless_rekor_v2_bundle_is_judged_at_the_time_its_rfc3161_timestamp_gives()
         matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("validFor")),
         "{verdict:?}"
     );
+    // A bundle whose entry has a SET is judged at the SET's time; timestamps beside it
+    // (cosign with a TSA and a Rekor v1 log) are not consulted, so a trusted root that
+    // names no authority still accepts it.
+    let v1_signer = Sigstore::new(LeafSpec::default());
+    let mut v1 =
+        v1_signer.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    v1["verificationMaterial"]["timestampVerificationData"] = stamp(b"not this signature");
+    let v = run_bundle(&v1, &v1_signer.bundle_policy(), at(10 * 365 * 86_400));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
     // Without any timestamp, the certificate is judged now: expired.
     let mut bare = b.clone();
     bare["verificationMaterial"]
