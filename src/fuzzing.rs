@@ -62,7 +62,7 @@ pub fn cosign_signature(data: &[u8]) {
     crate::verify::cosign::fuzz_signature(data);
 }
 
-/// Parses `data` as a Notation JWS and COSE envelope.
+/// Parses `data` as a Notation JWS and COSE envelope, and as an RFC 3161 TimeStampResp.
 pub fn notation_envelope(data: &[u8]) {
     crate::verify::notation::fuzz_envelope(data);
 }

@@ -999,6 +999,10 @@ pub fn fuzz_envelope(data: &[u8]) {
         }
     }
     let _ = timestamp::verify(data, b"", &[]);
+    // A Sigstore bundle's timestamp: a TimeStampResp around the token.
+    if let Ok(token) = timestamp::token_of_response(data) {
+        let _ = timestamp::verify(token, b"", &[]);
+    }
 }
 
 /// Fuzz entry point: parses `data` as a trust policy document and, if valid, selects a

@@ -436,6 +436,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_timestamp_response_gives_its_token_only_when_granted() {
+        let tlv = |tag: u8, content: &[u8]| [&[tag, content.len() as u8][..], content].concat();
+        let token = tlv(0x30, &tlv(0x06, &[0x2a, 0x03]));
+        let response = |status: u8, token: Option<&[u8]>| {
+            let status = tlv(0x30, &tlv(0x02, &[status]));
+            tlv(
+                0x30,
+                &[status.as_slice(), token.unwrap_or_default()].concat(),
+            )
+        };
+        for granted in [0, 1] {
+            assert_eq!(
+                token_of_response(&response(granted, Some(&token))).unwrap(),
+                token.as_slice()
+            );
+        }
+        // rejection (2), waiting (3), revocationWarning (4): no timestamp.
+        for other in [2, 3, 4] {
+            assert!(token_of_response(&response(other, Some(&token))).is_err());
+        }
+        assert!(token_of_response(&response(0, None)).is_err());
+        let whole = response(0, Some(&token));
+        for len in 0..whole.len() {
+            assert!(token_of_response(&whole[..len]).is_err(), "{len} bytes");
+        }
+        let mut trailing = whole.clone();
+        trailing.push(0);
+        assert!(token_of_response(&trailing).is_err());
+    }
+
+    #[test]
     fn accuracy_combines_its_parts() {
         // seconds 1, millis 500
         assert_eq!(
