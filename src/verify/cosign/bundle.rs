@@ -645,8 +645,8 @@ fn check_tlog_entries(
     };
     if kind == EntryKind::Other {
         // A policy that does not require the log (`require_tlog = false`, cosign's
-        // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as a
-        // Rekor v2 `dsse` 0.0.2 entry: the signature is judged as if it had none.
+        // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as an
+        // `intoto` entry: the signature is judged as if it had none.
         if !policy.require_tlog {
             tracing::debug!(
                 kind = %entry.kind_version.kind,
