@@ -709,12 +709,7 @@ impl Sigstore {
         }))
         .unwrap();
         let key_id: [u8; 32] = Sha256::digest(self.rekor_key.subject_public_key_info()).into();
-        let leaves: Vec<[u8; 32]> = [&b"a"[..], b"b", &body, b"d", b"e"]
-            .iter()
-            .map(|l| merkle::leaf_hash(l))
-            .collect();
-        let root = merkle::reference::mth(&leaves);
-        let proof = merkle::reference::path(2, &leaves);
+        let (root, proof) = tree_around(&body);
         let text = format!("rekor.test - 1\n5\n{}\n", B64.encode(root));
         let mut note_sig = key_id[..4].to_vec();
         note_sig.extend(self.rekor_key.sign(text.as_bytes()).unwrap());
@@ -743,21 +738,11 @@ impl Sigstore {
                     "kindVersion": {"kind": "dsse", "version": "0.0.1"},
                     "integratedTime": integrated_time.to_string(),
                     "inclusionPromise": {"signedEntryTimestamp": B64.encode(set)},
-                    "inclusionProof": {
-                        "logIndex": "2",
-                        "rootHash": B64.encode(root),
-                        "treeSize": "5",
-                        "hashes": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-                        "checkpoint": {"envelope": checkpoint}
-                    },
+                    "inclusionProof": proof_json(&root, &proof, &checkpoint),
                     "canonicalizedBody": B64.encode(&body)
                 }]
             },
-            "dsseEnvelope": {
-                "payload": B64.encode(payload),
-                "payloadType": bundle::IN_TOTO_PAYLOAD_TYPE,
-                "signatures": [{"sig": B64.encode(&signature), "keyid": ""}]
-            }
+            "dsseEnvelope": envelope_json(payload, &signature)
         })
     }
 
@@ -769,6 +754,38 @@ impl Sigstore {
             ParsedCertificate::from_pem_many(self.intermediate_pem.as_bytes()).unwrap();
         policy
     }
+}
+
+/// The root of a five-leaf tree whose leaf 2 is `body`, and that leaf's audit path.
+fn tree_around(body: &[u8]) -> ([u8; 32], Vec<[u8; 32]>) {
+    let leaves: Vec<[u8; 32]> = [&b"a"[..], b"b", body, b"d", b"e"]
+        .iter()
+        .map(|l| merkle::leaf_hash(l))
+        .collect();
+    (
+        merkle::reference::mth(&leaves),
+        merkle::reference::path(2, &leaves),
+    )
+}
+
+/// A bundle's inclusion proof of leaf 2 of a five-leaf tree, with its checkpoint.
+fn proof_json(root: &[u8; 32], proof: &[[u8; 32]], checkpoint: &str) -> serde_json::Value {
+    serde_json::json!({
+        "logIndex": "2",
+        "rootHash": B64.encode(root),
+        "treeSize": "5",
+        "hashes": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
+        "checkpoint": {"envelope": checkpoint}
+    })
+}
+
+/// A bundle's DSSE envelope of an in-toto `payload` with one signature.
+fn envelope_json(payload: &[u8], signature: &[u8]) -> serde_json::Value {
+    serde_json::json!({
+        "payload": B64.encode(payload),
+        "payloadType": bundle::IN_TOTO_PAYLOAD_TYPE,
+        "signatures": [{"sig": B64.encode(signature), "keyid": ""}]
+    })
 }
 
 fn run_bundle(bundle: &serde_json::Value, policy: &CosignPolicy, now: SystemTime) -> Verdict {
@@ -1002,12 +1019,7 @@ impl Sigstore {
             }}
         }))
         .unwrap();
-        let leaves: Vec<[u8; 32]> = [&b"a"[..], b"b", &body, b"d", b"e"]
-            .iter()
-            .map(|l| merkle::leaf_hash(l))
-            .collect();
-        let root = merkle::reference::mth(&leaves);
-        let proof = merkle::reference::path(2, &leaves);
+        let (root, proof) = tree_around(&body);
         let text = format!("{LOG_V2}\n5\n{}\n", B64.encode(root));
         let mut note_sig = merkle::note_key_id(LOG_V2, log.public_key_raw()).to_vec();
         note_sig.extend(log.sign(text.as_bytes()).unwrap());
@@ -1016,23 +1028,13 @@ impl Sigstore {
         material["tlogEntries"] = serde_json::json!([{
             "logIndex": "2",
             "kindVersion": {"kind": "dsse", "version": "0.0.2"},
-            "inclusionProof": {
-                "logIndex": "2",
-                "rootHash": B64.encode(root),
-                "treeSize": "5",
-                "hashes": proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
-                "checkpoint": {"envelope": checkpoint}
-            },
+            "inclusionProof": proof_json(&root, &proof, &checkpoint),
             "canonicalizedBody": B64.encode(&body)
         }]);
         serde_json::json!({
             "mediaType": BUNDLE_V03,
             "verificationMaterial": material,
-            "dsseEnvelope": {
-                "payload": B64.encode(payload),
-                "payloadType": bundle::IN_TOTO_PAYLOAD_TYPE,
-                "signatures": [{"sig": B64.encode(&signature), "keyid": ""}]
-            }
+            "dsseEnvelope": envelope_json(payload, &signature)
         })
     }
 }
