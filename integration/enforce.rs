@@ -1627,3 +1627,37 @@ async fn image_volumes_are_gated_like_the_containers_own_image() {
         .iter()
         .all(|r| field(r, "CRIGATE_DECISION").as_deref() == Some("allow")));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_volume_sent_over_runtime_v1alpha2_is_gated_too() {
+    use prost::Message as _;
+
+    let node = node().await;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let signed_id = pulled_directly(&node, &node.signed).await;
+    let pod = Pod::run(&node, node.env.pod_config("old-api", "prod").unwrap()).await;
+    // runtime.v1alpha2's Mount has no image field; the same bytes read as runtime.v1
+    // mount one, so crigate decides it on either version.
+    let call = |name: &str, image: &str| {
+        let body = crate::standin::grpc_frame(
+            &create_with_volume(&node, &pod, name, image).encode_to_vec(),
+        );
+        crate::client::call(
+            &node.crigate.socket,
+            "/runtime.v1alpha2.RuntimeService/CreateContainer",
+            &[],
+            body,
+        )
+    };
+    let denied = call("unsigned-volume", &unsigned_id).await.unwrap();
+    assert_eq!(denied.grpc_status(), Some(Code::PermissionDenied as i32));
+    assert!(
+        denied
+            .grpc_message()
+            .contains("(image volume at /models) in namespace prod"),
+        "{}",
+        denied.grpc_message()
+    );
+    let allowed = call("signed-volume", &signed_id).await.unwrap();
+    assert_eq!(allowed.grpc_status(), Some(0), "{}", allowed.grpc_message());
+}
