@@ -201,40 +201,32 @@ async fn act(
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Decided { decision, durable } = decided;
     match decision {
-        Decision::Allow { pin, volumes } if !volumes.is_empty() => {
-            // Each pinned mount is rewritten in place; the image, if pinned too, is then
-            // set over the rewritten request.
-            let body = intercept::pin_volumes(&body, &volumes).map_err(|source| {
-                ProxyError::InvalidRequest {
-                    method: method.name(),
-                    source,
-                }
-            })?;
-            let body = match pin {
-                Some(image) => intercept::pin(method, &body, &image),
-                None => body,
-            };
-            parts.headers.remove(http::header::CONTENT_LENGTH);
+        Decision::Allow { pin, volumes } => {
+            // Each pinned image volume is rewritten in place, then the image, if pinned,
+            // is set over the request.
+            let mut body = body;
+            if !volumes.is_empty() {
+                body = intercept::pin_volumes(&body, &volumes).map_err(|source| {
+                    ProxyError::InvalidRequest {
+                        method: method.name(),
+                        source,
+                    }
+                })?;
+            }
+            if let Some(image) = &pin {
+                body = intercept::pin(method, &body, image);
+            }
+            if pin.is_some() || !volumes.is_empty() {
+                // The body changed length; a stale content-length would break the stream.
+                parts.headers.remove(http::header::CONTENT_LENGTH);
+            }
             let request = Request::from_parts(parts, ProxyBody::full(body));
-            durable_then(durable, forward(state, request)).await
-        }
-        Decision::Allow { pin: None, .. } => {
-            let request = Request::from_parts(parts, ProxyBody::full(body));
-            durable_then(durable, forward(state, request)).await
-        }
-        Decision::Allow {
-            pin: Some(image), ..
-        } => {
-            let pinned = intercept::pin(method, &body, &image);
-            // The body changed length; a stale content-length would break the stream.
-            parts.headers.remove(http::header::CONTENT_LENGTH);
-            let request = Request::from_parts(parts, ProxyBody::full(pinned));
-            match method.phase {
-                Phase::Pull => {
+            match (method.phase, pin) {
+                (Phase::Pull, Some(image)) => {
                     let call = pull_pinned(state, request, requested, &image);
                     durable_then(durable, call).await
                 }
-                Phase::Create => durable_then(durable, forward(state, request)).await,
+                _ => durable_then(durable, forward(state, request)).await,
             }
         }
         Decision::Deny { message } => {
