@@ -106,12 +106,11 @@ macro_rules! decode_create {
             .mounts
             .into_iter()
             .filter_map(|mount| {
-                let image = mount.image?;
                 Some(ImageVolume {
                     mount: mount.index,
                     container_path: mount.container_path,
-                    user_specified_image: ($user_specified)(&image),
-                    image: non_empty(image.image)?,
+                    user_specified_image: ($user_specified)(&mount.image),
+                    image: non_empty(mount.image.image)?,
                 })
             })
             .collect();
@@ -156,12 +155,12 @@ struct CreateFields<I, C, P> {
     mounts: Vec<MountFields<I>>,
 }
 
-/// The fields of one `Mount` a decision reads.
+/// The fields a decision reads of one `Mount` that has an image.
 struct MountFields<I> {
     /// Its position among the container's mounts.
     index: usize,
     container_path: String,
-    image: Option<I>,
+    image: I,
 }
 
 /// ContainerConfig `mounts`.
@@ -270,7 +269,7 @@ impl<I: Message + Default> MountFields<I> {
         Ok(image.map(|image| Self {
             index,
             container_path,
-            image: Some(image),
+            image,
         }))
     }
 }

@@ -315,7 +315,7 @@ fn agrees_with_the_full_decode(bytes: &[u8]) {
     let fast_volumes: Vec<(usize, String, Option<v1::ImageSpec>)> = fast
         .mounts
         .into_iter()
-        .map(|m| (m.index, m.container_path, m.image))
+        .map(|m| (m.index, m.container_path, Some(m.image)))
         .collect();
     assert_eq!(fast_volumes, volumes);
 }
