@@ -794,7 +794,8 @@ impl Decide for PolicyDecider {
         Box::pin(async move {
             let started = Instant::now();
             let trace = self.explain(request).await;
-            let (id, durable) = self.record(request, None, &trace, started).await;
+            let (id, durable) =
+                write_record(&self.auditor, request, None, &trace, started.elapsed()).await;
             if !trace.allows() {
                 return Decided {
                     decision: denial(&trace, None, &id),
@@ -818,7 +819,14 @@ impl Decide for PolicyDecider {
                 let started = Instant::now();
                 let asked = request.for_volume(volume);
                 let judged = self.explain(&asked).await;
-                let (id, durable) = self.record(&asked, Some(volume), &judged, started).await;
+                let (id, durable) = write_record(
+                    &self.auditor,
+                    &asked,
+                    Some(volume),
+                    &judged,
+                    started.elapsed(),
+                )
+                .await;
                 durables.push(durable);
                 if !judged.allows() {
                     return Decided {
@@ -844,23 +852,22 @@ impl Decide for PolicyDecider {
     }
 }
 
-impl PolicyDecider {
-    /// Writes the record of one decision; its id, and the wait for it to be durable.
-    async fn record(
-        &self,
-        request: &RequestContext,
-        volume: Option<&ImageVolume>,
-        trace: &Explanation,
-        started: Instant,
-    ) -> (String, Durable) {
-        let mut record = audit_record(self.auditor.node(), request, trace, started.elapsed());
-        if let Some(volume) = volume {
-            record.volume_path.clone_from(&volume.container_path);
-        }
-        let id = record.id.clone();
-        let written = self.auditor.record(record).await;
-        (id, written.durable)
+/// Writes the record of one decision, about `request`'s image or, for `volume`, that
+/// image volume's; its id, and the wait for it to be durable.
+async fn write_record(
+    auditor: &Auditor,
+    request: &RequestContext,
+    volume: Option<&ImageVolume>,
+    trace: &Explanation,
+    latency: Duration,
+) -> (String, Durable) {
+    let mut record = audit_record(auditor.node(), request, trace, latency);
+    if let Some(volume) = volume {
+        record.volume_path.clone_from(&volume.container_path);
     }
+    let id = record.id.clone();
+    let written = auditor.record(record).await;
+    (id, written.durable)
 }
 
 /// The refusal of a call whose image, or image volume `volume`, `trace` did not allow.
@@ -900,23 +907,21 @@ impl Decide for AllowAndRecord {
                     "no [[policies]] configured: every call is allowed".to_owned(),
                 )
             };
-            let record = audit_record(
-                self.auditor.node(),
+            let (_, durable) = write_record(
+                &self.auditor,
                 request,
+                None,
                 &allowed(request),
                 Duration::ZERO,
-            );
-            let mut durables = vec![self.auditor.record(record).await.durable];
+            )
+            .await;
+            let mut durables = vec![durable];
             for volume in &request.image_volumes {
                 let asked = request.for_volume(volume);
-                let mut record = audit_record(
-                    self.auditor.node(),
-                    &asked,
-                    &allowed(&asked),
-                    Duration::ZERO,
-                );
-                record.volume_path.clone_from(&volume.container_path);
-                durables.push(self.auditor.record(record).await.durable);
+                let trace = allowed(&asked);
+                let (_, durable) =
+                    write_record(&self.auditor, &asked, Some(volume), &trace, Duration::ZERO).await;
+                durables.push(durable);
             }
             Decided {
                 decision: Decision::allow(),
