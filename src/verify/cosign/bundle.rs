@@ -639,11 +639,11 @@ fn check_tlog_entries(
         entry.kind_version.kind.as_str(),
         entry.kind_version.version.as_str(),
     ) {
-        ("dsse", "0.0.1") => EntryKind::DsseV001,
-        ("dsse", "0.0.2") => EntryKind::DsseV002,
-        _ => EntryKind::Other,
+        ("dsse", "0.0.1") => Some(EntryKind::DsseV001),
+        ("dsse", "0.0.2") => Some(EntryKind::DsseV002),
+        _ => None,
     };
-    if kind == EntryKind::Other {
+    let Some(kind) = kind else {
         // A policy that does not require the log (`require_tlog = false`, cosign's
         // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as an
         // `intoto` entry: the signature is judged as if it had none.
@@ -659,7 +659,7 @@ fn check_tlog_entries(
             "tlog entry kind {} {} (dsse 0.0.1 and 0.0.2 are supported)",
             entry.kind_version.kind, entry.kind_version.version
         )));
-    }
+    };
     let body = B64
         .decode(entry.canonicalized_body.as_bytes())
         .map_err(malformed("tlog body"))?;
@@ -714,12 +714,7 @@ fn check_tlog_entries(
             ))
         }
     }
-    match kind {
-        EntryKind::DsseV002 => check_dsse_body_v002(&body, payload, signature, verifier)?,
-        EntryKind::DsseV001 | EntryKind::Other => {
-            check_dsse_body(&body, payload, signature, verifier)?;
-        }
-    }
+    check_dsse_body(kind, &body, payload, signature, verifier)?;
     Ok(Some(TlogEvidence {
         integrated_time: time,
     }))
@@ -732,7 +727,6 @@ enum EntryKind {
     DsseV001,
     /// Rekor v2 `dsse` 0.0.2.
     DsseV002,
-    Other,
 }
 
 /// A verified tlog entry for the signature, and its integratedTime if a SET covers it.
@@ -781,48 +775,39 @@ fn check_inclusion_proof(
     Ok(())
 }
 
-/// The Rekor `dsse` 0.0.1 body must log this envelope: payloadHash = SHA-256 of the
-/// payload, and a signature equal to ours whose verifier is our certificate or key
-/// (Rekor `pkg/types/dsse/v0.0.1`). `envelopeHash` is not compared: Rekor hashes the
-/// envelope as submitted, which the bundle does not reproduce byte for byte.
+/// The `dsse` body of `kind` must log this envelope: a payload hash that is the SHA-256
+/// of the payload, and a signature equal to ours whose verifier is our certificate or
+/// key. Rekor v1's `dsse` 0.0.1 (Rekor `pkg/types/dsse/v0.0.1`) also has an
+/// `envelopeHash`, not compared: Rekor hashes the envelope as submitted, which the bundle
+/// does not reproduce byte for byte. Rekor v2's `dsse` 0.0.2 (rekor-tiles
+/// `pkg/types/dsse`) has no envelope: the payload hash and the signature bind it.
 fn check_dsse_body(
+    kind: EntryKind,
     body: &[u8],
     payload: &[u8],
     signature: &[u8],
     verifier: Verifier<'_>,
 ) -> Result<(), Rejection> {
-    let entry: WireDsseBody = serde_json::from_slice(body)
-        .map_err(|e| Rejection::Malformed(format!("tlog dsse body: {e}")))?;
-    if entry.kind != "dsse" || entry.api_version != "0.0.1" {
+    let (logged, version) = match kind {
+        EntryKind::DsseV001 => (LoggedDsse::v001(body)?, "0.0.1"),
+        EntryKind::DsseV002 => (LoggedDsse::v002(body)?, "0.0.2"),
+    };
+    if logged.kind != "dsse" || logged.api_version != version {
         return Err(Rejection::Tampered(
             "tlog body kind differs from the entry's kindVersion".to_owned(),
         ));
     }
-    let hash = &entry.spec.payload_hash;
-    if hash.algorithm != "sha256"
-        || !hash
-            .value
-            .eq_ignore_ascii_case(&hex::encode(Sha256::digest(payload)))
-    {
+    if logged.payload_sha256.as_deref() != Some(Sha256::digest(payload).as_slice()) {
         return Err(Rejection::Tampered(
             "tlog entry logs another payload".to_owned(),
         ));
     }
-    let ours = entry.spec.signatures.iter().any(|s| {
-        let sig_ok = B64
-            .decode(s.signature.as_bytes())
-            .is_ok_and(|v| v == signature);
-        let verifier_ok = B64
-            .decode(s.verifier.as_bytes())
-            .ok()
-            .and_then(|pem_bytes| pem::parse(pem_bytes).ok())
-            .is_some_and(|block| match verifier {
-                Verifier::CertificateDer(der) => {
-                    block.tag() == "CERTIFICATE" && block.contents() == der
-                }
-                Verifier::SpkiDer(der) => block.tag() == "PUBLIC KEY" && block.contents() == der,
-            });
-        sig_ok && verifier_ok
+    let ours = logged.signatures.iter().any(|s| {
+        let signer = match verifier {
+            Verifier::CertificateDer(der) => s.certificate.as_deref() == Some(der),
+            Verifier::SpkiDer(der) => s.key.as_deref() == Some(der),
+        };
+        s.signature.as_deref() == Some(signature) && signer
     });
     if ours {
         Ok(())
@@ -833,46 +818,85 @@ fn check_dsse_body(
     }
 }
 
-/// The Rekor v2 `dsse` 0.0.2 body must log this envelope: `payloadHash` the SHA-256 of
-/// the payload, and a signature whose `content` is ours and whose verifier is our
-/// certificate or key, as DER (rekor-tiles `pkg/types/dsse`). The DSSE envelope is not
-/// in the body; the payload hash and the signature bind it.
-fn check_dsse_body_v002(
-    body: &[u8],
-    payload: &[u8],
-    signature: &[u8],
-    verifier: Verifier<'_>,
-) -> Result<(), Rejection> {
-    let entry: WireDsseBodyV002 = serde_json::from_slice(body)
-        .map_err(|e| Rejection::Malformed(format!("tlog dsse 0.0.2 body: {e}")))?;
-    if entry.kind != "dsse" || entry.api_version != "0.0.2" {
-        return Err(Rejection::Tampered(
-            "tlog body kind differs from the entry's kindVersion".to_owned(),
-        ));
+/// What a `dsse` tlog body logs, read from either version's form. Fields that do not
+/// decode are `None`, and so match nothing.
+struct LoggedDsse {
+    kind: String,
+    api_version: String,
+    /// The payload hash, when its algorithm is SHA-256.
+    payload_sha256: Option<Vec<u8>>,
+    signatures: Vec<LoggedSignature>,
+}
+
+/// One signature of a `dsse` body, and the certificate or key (DER) it names.
+struct LoggedSignature {
+    signature: Option<Vec<u8>>,
+    certificate: Option<Vec<u8>>,
+    key: Option<Vec<u8>>,
+}
+
+impl LoggedDsse {
+    /// `dsse` 0.0.1: the hash in hex under `sha256`, each signature in base64 with its
+    /// verifier a base64 PEM block.
+    fn v001(body: &[u8]) -> Result<Self, Rejection> {
+        let entry: WireDsseBody = serde_json::from_slice(body)
+            .map_err(|e| Rejection::Malformed(format!("tlog dsse body: {e}")))?;
+        let hash = &entry.spec.payload_hash;
+        Ok(Self {
+            payload_sha256: (hash.algorithm == "sha256")
+                .then(|| hex::decode(&hash.value).ok())
+                .flatten(),
+            signatures: entry
+                .spec
+                .signatures
+                .iter()
+                .map(|s| {
+                    let block = B64
+                        .decode(s.verifier.as_bytes())
+                        .ok()
+                        .and_then(|pem_bytes| pem::parse(pem_bytes).ok());
+                    let tagged = |tag: &str| {
+                        block
+                            .as_ref()
+                            .filter(|b| b.tag() == tag)
+                            .map(|b| b.contents().to_vec())
+                    };
+                    LoggedSignature {
+                        signature: B64.decode(s.signature.as_bytes()).ok(),
+                        certificate: tagged("CERTIFICATE"),
+                        key: tagged("PUBLIC KEY"),
+                    }
+                })
+                .collect(),
+            kind: entry.kind,
+            api_version: entry.api_version,
+        })
     }
-    let bytes = |text: &str| B64.decode(text.as_bytes()).ok();
-    let hash = &entry.spec.dsse_v002.payload_hash;
-    if hash.algorithm != "SHA2_256"
-        || bytes(&hash.digest).as_deref() != Some(Sha256::digest(payload).as_slice())
-    {
-        return Err(Rejection::Tampered(
-            "tlog entry logs another payload".to_owned(),
-        ));
-    }
-    let ours = entry.spec.dsse_v002.signatures.iter().any(|s| {
-        let (named, expected) = match verifier {
-            Verifier::CertificateDer(der) => (s.verifier.x509_certificate.as_ref(), der),
-            Verifier::SpkiDer(der) => (s.verifier.public_key.as_ref(), der),
-        };
-        let named = named.and_then(|raw| bytes(&raw.raw_bytes));
-        bytes(&s.content).as_deref() == Some(signature) && named.as_deref() == Some(expected)
-    });
-    if ours {
-        Ok(())
-    } else {
-        Err(Rejection::Tampered(
-            "tlog entry logs another signature or signer".to_owned(),
-        ))
+
+    /// `dsse` 0.0.2, in protobuf JSON: the hash in base64 under `SHA2_256`, each
+    /// signature's `content` in base64 with its verifier's certificate or key as DER.
+    fn v002(body: &[u8]) -> Result<Self, Rejection> {
+        let entry: WireDsseBodyV002 = serde_json::from_slice(body)
+            .map_err(|e| Rejection::Malformed(format!("tlog dsse 0.0.2 body: {e}")))?;
+        let bytes = |text: &str| B64.decode(text.as_bytes()).ok();
+        let raw = |raw: &Option<WireRaw>| raw.as_ref().and_then(|r| bytes(&r.raw_bytes));
+        let dsse = &entry.spec.dsse_v002;
+        Ok(Self {
+            payload_sha256: (dsse.payload_hash.algorithm == "SHA2_256")
+                .then(|| bytes(&dsse.payload_hash.digest))
+                .flatten(),
+            signatures: dsse
+                .signatures
+                .iter()
+                .map(|s| LoggedSignature {
+                    signature: bytes(&s.content),
+                    certificate: raw(&s.verifier.x509_certificate),
+                    key: raw(&s.verifier.public_key),
+                })
+                .collect(),
+            kind: entry.kind,
+            api_version: entry.api_version,
+        })
     }
 }
 
