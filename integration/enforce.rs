@@ -13,7 +13,7 @@ use crate::daemon::{Crigate, Options};
 use crate::harness::cri::{create_pause, kubelet_create, pull_request, CriClient};
 use crate::harness::journald::Journald;
 use crate::harness::{cri_channel, Env, TestImage};
-use crate::signer::KeySigner;
+use crate::signer::{push_legacy, KeySigner};
 
 struct Node {
     env: Env,
@@ -34,7 +34,13 @@ async fn node() -> Node {
 
 /// [`node`], with `more` appended to crigate's config.
 async fn node_with(more: &str) -> Node {
+    node_configured(|_| String::new(), more).await
+}
+
+/// [`node_with`], with what `registry` gives for the env added to crigate's `[registry]`.
+async fn node_configured(registry: impl FnOnce(&Env) -> String, more: &str) -> Node {
     let env = Env::start().await.unwrap();
+    let registry = registry(&env);
     let signer = KeySigner::generate();
     signer
         .sign_legacy(&env.registry, "app", &env.app_digest)
@@ -53,6 +59,7 @@ async fn node_with(more: &str) -> Node {
         r#"
 [registry]
 plain_http = ["{host}"]
+{registry}
 
 [cache]
 path = "{cache}"
@@ -1660,4 +1667,122 @@ async fn an_image_volume_sent_over_runtime_v1alpha2_is_gated_too() {
     );
     let allowed = call("signed-volume", &signed_id).await.unwrap();
     assert_eq!(allowed.grpc_status(), Some(0), "{}", allowed.grpc_message());
+}
+
+/// A registry name no resolver answers (RFC 6761): reached only through its mirror.
+const MIRRORED: &str = "registry.invalid";
+
+/// A hosts directory, as containerd's `config_path` reads it, in which the local
+/// registry mirrors [`MIRRORED`] and is itself plain HTTP. Host tables rather than a
+/// bare `server`, which containerd 1.6 ignores in a file without them.
+fn mirror_hosts_dir(env: &Env) -> std::path::PathBuf {
+    let hosts = env.dir().join("certs.d");
+    let local = env.registry.host();
+    for (dir, capabilities) in [
+        (local.as_str(), ""),
+        (MIRRORED, "  capabilities = [\"pull\", \"resolve\"]\n"),
+    ] {
+        std::fs::create_dir_all(hosts.join(dir)).unwrap();
+        std::fs::write(
+            hosts.join(dir).join("hosts.toml"),
+            format!("[host.\"http://{local}\"]\n{capabilities}"),
+        )
+        .unwrap();
+    }
+    hosts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runtime_pulls_them() {
+    let mut node = node_configured(
+        |env| format!("hosts_dir = \"{}\"", mirror_hosts_dir(env).display()),
+        "",
+    )
+    .await;
+    // containerd reads the same directory.
+    let hosts = node.env.dir().join("certs.d");
+    node.env.containerd.stop().await.unwrap();
+    node.env.containerd.use_hosts_dir(&hosts).unwrap();
+    node.env.containerd.start().await.unwrap();
+    // cosign signs the name the image is pulled by, which the verifier holds the
+    // signature to (`docker_reference = "match-repository"`): the mirrored registry's,
+    // never the mirror's.
+    let payload = KeySigner::payload(&format!("{MIRRORED}/app"), &node.env.app_digest);
+    let signature = node.signer.legacy(payload);
+    push_legacy(
+        &node.env.registry,
+        "app",
+        &node.env.app_digest,
+        &[signature],
+    )
+    .await;
+    let mut client = images(&node.crigate.socket).await;
+
+    // The signed image, its signature on the mirror: verified, pinned, pulled by the
+    // runtime from the mirror, run.
+    let signed = format!("{MIRRORED}/app:v1");
+    let pulled = client
+        .pull_image(pull(&signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    let pinned = format!("{MIRRORED}/app@{}", node.env.app_digest);
+    assert!(
+        present(&node, &pinned).await,
+        "the runtime did not pull {pinned}"
+    );
+    assert!(
+        present(&node, &signed).await,
+        "the pull is named as requested"
+    );
+    let mut pod = Pod::run(&node, node.env.pod_config("mirrored", "prod").unwrap()).await;
+    pod.create("web", &pulled.image_ref).await.unwrap();
+
+    // The unsigned image: refused for what it is (no signature), not for the registry
+    // crigate cannot reach.
+    let unsigned = format!("{MIRRORED}/unsigned:v1");
+    let denied = client
+        .pull_image(pull(&unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("no_signature"),
+        "{}",
+        denied.message()
+    );
+    assert!(!present(&node, &unsigned).await);
+    // Pulled through the mirror behind crigate's back: refused at CreateContainer.
+    let unsigned_id = pulled_directly(&node, &unsigned).await;
+    let refused = pod.create("bad", &unsigned_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("no_signature"),
+        "{}",
+        refused.message()
+    );
+
+    // A hosts file crigate cannot read: `policy check` names it, and a reload keeps the
+    // hosts crigate runs with.
+    let broken = hosts.join("broken.example");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::write(
+        broken.join("hosts.toml"),
+        "[host.\"https://m.example\"]\n  capabilities = [\"fetch\"]\n",
+    )
+    .unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("broken.example/hosts.toml") && out.contains("\"fetch\""),
+        "{out}"
+    );
+    node.crigate.signal(nix::sys::signal::Signal::SIGHUP);
+    node.crigate
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    client.pull_image(pull(&signed, "prod")).await.unwrap();
 }

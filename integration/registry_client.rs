@@ -1477,3 +1477,269 @@ fn crigate_reads_its_proxies_from_the_environment_and_keeps_loopback_direct() {
     assert!(!local.contains("to the proxy"), "{local}");
     assert!(local.contains("127.0.0.1:1"), "{local}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Registry hosts (containerd's hosts.toml): mirrors asked before the registry.
+// ---------------------------------------------------------------------------------------
+
+/// A hosts directory holding `<dir>/hosts.toml` for each `(dir, contents)`.
+fn hosts_dir(files: &[(&str, String)]) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    for (dir, contents) in files {
+        std::fs::create_dir_all(root.path().join(dir)).unwrap();
+        std::fs::write(root.path().join(dir).join("hosts.toml"), contents).unwrap();
+    }
+    root
+}
+
+fn client_with_hosts(root: &tempfile::TempDir) -> Client {
+    Client::new(RegistryConfig {
+        hosts_dir: Some(root.path().display().to_string()),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+}
+
+/// A name no resolver answers (RFC 6761, `.invalid`): a registry crigate cannot reach.
+const UNREACHABLE: &str = "registry.invalid";
+
+#[tokio::test]
+async fn a_registry_reached_only_through_its_mirror_is_read_there() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("mirrored").build().unwrap();
+    let pushed = registry.push("team/app", "v1", &image).await.unwrap();
+    let subject = (pushed.as_str(), image.manifest_size());
+    let (signature, signature_size) =
+        push_artifact(&registry, "team/app", subject, NOTATION, b"jws").await;
+    // This registry has no referrers API: the referrers go in the tag schema's index.
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{"mediaType": OCI_MANIFEST, "digest": signature, "size": signature_size, "artifactType": NOTATION}],
+    }))
+    .unwrap();
+    registry
+        .push_manifest("team/app", &digest(&pushed).tag_form(), OCI_INDEX, &index)
+        .await
+        .unwrap();
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "[host.\"http://{}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            registry.host()
+        ),
+    )]);
+    let client = client_with_hosts(&root);
+    let image_ref: ImageRef = format!("{UNREACHABLE}/team/app:v1").parse().unwrap();
+    // The real registry takes containerd's `ns` parameter, and serves the tag, the
+    // manifest, a blob and the referrers under the mirrored registry's name.
+    let resolved = client.resolve_manifest(&image_ref).await.unwrap();
+    assert_eq!(resolved.descriptor.digest, digest(&pushed));
+    let repo = image_ref.repo();
+    let by_digest = client.manifest(repo, &digest(&pushed)).await.unwrap();
+    assert_eq!(by_digest.raw, resolved.raw);
+    let Manifest::Image(manifest) = &by_digest.manifest else {
+        panic!("an image manifest")
+    };
+    let config = client
+        .blob(repo, &manifest.config.digest, MAX_MANIFEST_BYTES)
+        .await
+        .unwrap();
+    assert_eq!(Digest::sha256(&config), manifest.config.digest);
+    let referrers = client
+        .referrers(repo, &digest(&pushed), Some(NOTATION))
+        .await
+        .unwrap();
+    assert_eq!(referrers.len(), 1);
+    assert_eq!(referrers[0].digest, digest(&signature));
+
+    // Without the hosts directory the registry itself is asked, and cannot be reached.
+    let direct = Client::new(RegistryConfig::default()).unwrap();
+    let unreachable = direct.resolve(&image_ref).await;
+    assert!(
+        matches!(unreachable, Err(Error::Unreachable { .. })),
+        "{unreachable:?}"
+    );
+}
+
+/// A stand-in that records `METHOD path?query header` of each request and answers with
+/// `answer`.
+async fn recording<F>(answer: F) -> (StandIn, Arc<Mutex<Vec<String>>>)
+where
+    F: Fn(&Request<Incoming>) -> Response<Body> + Send + Sync + 'static,
+{
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = Arc::clone(&seen);
+    let answer = Arc::new(answer);
+    let server = StandIn::start(move |request| {
+        let log = Arc::clone(&log);
+        let answer = Arc::clone(&answer);
+        async move {
+            let header = request
+                .headers()
+                .get("x-mirror-team")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_owned();
+            log.lock()
+                .unwrap()
+                .push(format!("{} {} {header}", request.method(), request.uri()));
+            answer(&request)
+        }
+    })
+    .await;
+    (server, seen)
+}
+
+#[tokio::test]
+async fn mirrors_are_asked_in_order_and_give_way_when_they_lack_or_fail() {
+    let manifest = manifest_json(None);
+    let manifest_digest = Digest::sha256(&manifest);
+    let served = manifest.clone();
+    // The registry's own server: has everything.
+    let (origin, origin_seen) = recording(move |_| {
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            served.clone(),
+        )
+    })
+    .await;
+    // A mirror that has nothing, and one that fails.
+    let (empty, empty_seen) = recording(|_| respond(StatusCode::NOT_FOUND, &[], "")).await;
+    let (broken, broken_seen) =
+        recording(|_| respond(StatusCode::INTERNAL_SERVER_ERROR, &[], "")).await;
+    // A pull-only mirror: never asked to resolve a tag.
+    let (pull_only, pull_only_seen) = recording(|_| respond(StatusCode::NOT_FOUND, &[], "")).await;
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "server = \"http://{origin}\"\n\
+             [host.\"http://{empty}\"]\n  [host.\"http://{empty}\".header]\n    x-mirror-team = \"blue\"\n\
+             [host.\"http://{pull_only}/base\"]\n  capabilities = [\"pull\"]\n\
+             [host.\"http://{broken}\"]\n",
+            origin = origin.host(),
+            empty = empty.host(),
+            pull_only = pull_only.host(),
+            broken = broken.host(),
+        ),
+    )]);
+    let client = client_with_hosts(&root);
+    let image: ImageRef = format!("{UNREACHABLE}/app:v1").parse().unwrap();
+    let resolved = client.resolve(&image).await.unwrap();
+    assert_eq!(resolved.digest, manifest_digest);
+    let ns = format!("ns={UNREACHABLE}");
+    assert_eq!(
+        *empty_seen.lock().unwrap(),
+        [format!("GET /v2/app/manifests/v1?{ns} blue")],
+        "the first mirror is asked first, with containerd's ns parameter and its header"
+    );
+    assert!(pull_only_seen.lock().unwrap().is_empty());
+    assert_eq!(
+        *broken_seen.lock().unwrap(),
+        [format!("GET /v2/app/manifests/v1?{ns} -")]
+    );
+    assert_eq!(origin_seen.lock().unwrap().len(), 1);
+
+    // By digest the pull-only mirror is asked too, under its path.
+    let by_digest = client
+        .manifest(image.repo(), &manifest_digest)
+        .await
+        .unwrap();
+    assert_eq!(by_digest.descriptor.digest, manifest_digest);
+    assert_eq!(
+        pull_only_seen.lock().unwrap().as_slice(),
+        [format!(
+            "GET /base/v2/app/manifests/{manifest_digest}?{ns} -"
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_host_that_says_not_there_outweighs_one_that_cannot_be_asked() {
+    let (empty, _) = recording(|_| respond(StatusCode::NOT_FOUND, &[], "")).await;
+    let (broken, _) = recording(|_| respond(StatusCode::BAD_GATEWAY, &[], "")).await;
+    let image: ImageRef = format!("{UNREACHABLE}/app:v1").parse().unwrap();
+    // The mirror has no such tag and the registry cannot be reached: "not found", which
+    // a policy's `on_error = "allow"` does not let through as an outage.
+    let root = hosts_dir(&[(UNREACHABLE, format!("[host.\"http://{}\"]\n", empty.host()))]);
+    let missing = client_with_hosts(&root).resolve(&image).await;
+    assert!(
+        matches!(missing, Err(Error::NotFound { .. })),
+        "{missing:?}"
+    );
+    // No signature on the mirror, the registry unreachable: no signature.
+    let referrers = client_with_hosts(&root)
+        .referrers(image.repo(), &Digest::sha256(b"x"), None)
+        .await
+        .unwrap();
+    assert!(referrers.is_empty());
+    let sig = client_with_hosts(&root)
+        .cosign_signature(image.repo(), &Digest::sha256(b"x"))
+        .await
+        .unwrap();
+    assert!(sig.is_none());
+
+    // Every host failed: the first failure is the error, naming the mirror.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!("[host.\"http://{}\"]\n", broken.host()),
+    )]);
+    let failed = client_with_hosts(&root).resolve(&image).await;
+    let Err(Error::Status { what, code: 502 }) = &failed else {
+        panic!("{failed:?}")
+    };
+    assert!(what.contains(&format!("from {}", broken.host())), "{what}");
+
+    // No host may resolve: said so, never a silent fallback to the registry.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "server = \"http://{}\"\ncapabilities = [\"pull\"]\n[host.\"http://{}\"]\n  capabilities = [\"pull\"]\n",
+            empty.host(),
+            broken.host()
+        ),
+    )]);
+    let refused = client_with_hosts(&root).resolve(&image).await;
+    assert!(
+        matches!(&refused, Err(Error::NoHost { registry, .. }) if registry == UNREACHABLE),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test]
+async fn referrers_are_read_from_the_first_host_that_has_some() {
+    let subject = Digest::sha256(b"subject");
+    let index = |manifests: Vec<serde_json::Value>| {
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": manifests}),
+        )
+        .unwrap()
+    };
+    let none = index(vec![]);
+    let some = index(vec![referrer(7, NOTATION)]);
+    let (mirror, mirror_seen) =
+        recording(move |_| respond(StatusCode::OK, &[("content-type", OCI_INDEX)], none.clone()))
+            .await;
+    let (origin, _) =
+        recording(move |_| respond(StatusCode::OK, &[("content-type", OCI_INDEX)], some.clone()))
+            .await;
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{}\"]\n",
+            origin.host(),
+            mirror.host()
+        ),
+    )]);
+    let repo: Repository = format!("{UNREACHABLE}/app").parse().unwrap();
+    let found = client_with_hosts(&root)
+        .referrers(&repo, &subject, Some(NOTATION))
+        .await
+        .unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].digest, Digest::sha256(&[7]));
+    assert_eq!(mirror_seen.lock().unwrap().len(), 1);
+}

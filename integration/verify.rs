@@ -654,3 +654,28 @@ async fn config_file_verifiers_are_used_and_selectable() {
     let (code, _) = run(&["--verifier", "nonexistent"]);
     assert_eq!(code, ERROR);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_verified_through_the_mirror_its_hosts_dir_names() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("app").await;
+    // Signed under the name it is pulled by; the registry of that name is unreachable
+    // (RFC 6761 `.invalid`) and mirrored by the local one.
+    let mirrored = "registry.invalid";
+    let payload = KeySigner::payload(&format!("{mirrored}/app"), &digest);
+    push_legacy(&f.registry, "app", &digest, &[f.signer.legacy(payload)]).await;
+    let hosts = f.dir_path().join("certs.d");
+    std::fs::create_dir_all(hosts.join(mirrored)).unwrap();
+    std::fs::write(
+        hosts.join(mirrored).join("hosts.toml"),
+        format!("[host.\"http://{}\"]\n", f.registry.host()),
+    )
+    .unwrap();
+    let image = format!("{mirrored}/app:v1");
+    let (code, json) = f.verify(&image, &["--hosts-dir", hosts.to_str().unwrap()]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["pinned"], format!("{mirrored}/app@{digest}"));
+    // Without it the registry itself is asked, and cannot be reached.
+    let (code, json) = f.verify(&image, &[]);
+    assert_eq!(code, ERROR, "{json}");
+}

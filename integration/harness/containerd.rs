@@ -94,7 +94,7 @@ impl Containerd {
         }
         let config = path.join("containerd.toml");
         let socket = path.join("containerd.sock");
-        std::fs::write(&config, config_toml(&path, &socket, registry_host))
+        std::fs::write(&config, config_toml(&path, &socket, registry_host, None))
             .with_context(|| format!("writing {}", config.display()))?;
         Ok(Self {
             child: None,
@@ -116,6 +116,26 @@ impl Containerd {
         let mut containerd = Self::new(registry_host)?;
         containerd.start().await?;
         Ok(containerd)
+    }
+
+    /// Has the CRI plugin read its registry hosts from `hosts_dir` (its
+    /// `registry.config_path`, `<host>/hosts.toml`) rather than from the mirror entry that
+    /// makes the local registry plain HTTP, which containerd refuses beside `config_path`.
+    /// `hosts_dir` must then name the local registry's plain-HTTP host itself. Takes
+    /// effect at the next [`Containerd::start`].
+    ///
+    /// # Errors
+    ///
+    /// When the config cannot be written.
+    pub fn use_hosts_dir(&mut self, hosts_dir: &Path) -> Result<()> {
+        let config = config_toml(
+            &self.path,
+            &self.socket,
+            &self.registry_host,
+            Some(hosts_dir),
+        );
+        std::fs::write(&self.config, config)
+            .with_context(|| format!("writing {}", self.config.display()))
     }
 
     /// Starts containerd (again, after [`Containerd::stop`]: same root and state, so it finds its
@@ -316,7 +336,7 @@ fn toml_string(value: &str) -> String {
     out
 }
 
-fn config_toml(dir: &Path, socket: &Path, registry_host: &str) -> String {
+fn config_toml(dir: &Path, socket: &Path, registry_host: &str, hosts_dir: Option<&Path>) -> String {
     let at = |sub: &str| toml_string(&dir.join(sub).display().to_string());
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
     let socket_path = socket.display().to_string();
@@ -364,9 +384,7 @@ disabled_plugins = [{disabled}]
       [{cri}.containerd.runtimes.runc.options]
         Root = {runc_root}
 
-  [{cri}.registry.mirrors.{mirror}]
-    endpoint = [{endpoint}]
-"#,
+{registry}"#,
         root = at("root"),
         state = at("state"),
         tmp = at("tmp"),
@@ -378,7 +396,16 @@ disabled_plugins = [{disabled}]
         cni_bin = at("cni/bin"),
         cni_conf = at("cni/net.d"),
         runc_root = at("runc"),
-        mirror = toml_string(registry_host),
-        endpoint = toml_string(&format!("http://{registry_host}")),
+        registry = match hosts_dir {
+            Some(hosts_dir) => format!(
+                "  [{cri}.registry]\n    config_path = {}\n",
+                toml_string(&hosts_dir.display().to_string())
+            ),
+            None => format!(
+                "  [{cri}.registry.mirrors.{}]\n    endpoint = [{}]\n",
+                toml_string(registry_host),
+                toml_string(&format!("http://{registry_host}"))
+            ),
+        },
     )
 }

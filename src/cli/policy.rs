@@ -14,6 +14,7 @@ use crate::audit::Auditor;
 use crate::config::Config;
 use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
 use crate::policy::decider::{Conclusion, Explanation};
+use crate::registry;
 use crate::verify::cache::CacheConfig;
 use crate::verify::material;
 
@@ -107,16 +108,23 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let mut problems = 0usize;
+    let mut report = |error: &dyn std::error::Error| {
+        problems += 1;
+        println!("error: {}: {error}", args.config.display());
+        let mut source = error.source();
+        while let Some(cause) = source {
+            println!("  caused by: {cause}");
+            source = cause.source();
+        }
+    };
     for name in config.verifiers.keys() {
         if let Err(error) = material::requirement(&config.verifiers, std::slice::from_ref(name)) {
-            problems += 1;
-            println!("error: {}: {error}", args.config.display());
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                println!("  caused by: {cause}");
-                source = cause.source();
-            }
+            report(&error);
         }
+    }
+    // The registry's files: CA bundle, credentials, the hosts directory.
+    if let Err(error) = registry::Client::new(config.registry.clone()) {
+        report(&error);
     }
     if problems > 0 {
         return Ok(ExitCode::from(EXIT_DENIED));

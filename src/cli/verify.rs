@@ -120,6 +120,11 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub docker_config: Option<PathBuf>,
 
+    /// containerd's registry hosts directory (`<host>/hosts.toml`; its CRI plugin's
+    /// `registry.config_path`): ask the mirrors it names, as containerd does.
+    #[arg(long, value_name = "DIR")]
+    pub hosts_dir: Option<String>,
+
     /// Bound on the whole verification, registry included (with --config: `verify.timeout`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub timeout: Duration,
@@ -203,6 +208,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.docker_config.is_some() {
         registry.docker_config.clone_from(&args.docker_config);
+    }
+    if args.hosts_dir.is_some() {
+        registry.hosts_dir.clone_from(&args.hosts_dir);
     }
     if args.plain_http {
         registry.plain_http.push(args.image.registry().to_owned());

@@ -2,7 +2,8 @@
 //! the manifest and blob endpoints (OCI distribution spec v1.1, "Pulling manifests",
 //! "Pulling blobs").
 
-use std::path::Path;
+use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use super::auth::{
     Challenge, Credentials, DockerAuths, Secret, TokenCache, TokenKey, TokenResponse,
     MAX_TOKEN_RESPONSE_BYTES,
 };
+use super::hosts::{self, Capability, Host, HostsConfig, Scheme};
 use super::{Error, RegistryConfig};
 use crate::egress;
 use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
@@ -73,6 +75,7 @@ pub struct FetchedManifest {
 struct Shared {
     http: HttpClient,
     config: RegistryConfig,
+    hosts: HostsConfig,
     tokens: TokenCache,
     docker_auths: DockerAuths,
 }
@@ -84,9 +87,11 @@ pub(super) struct Fetched {
     pub(super) body: Bytes,
 }
 
-/// One GET (or the token POST) as the client sends it.
+/// One GET as the client sends it.
 pub(super) struct Fetch<'a> {
     pub(super) repo: &'a Repository,
+    /// Where it is sent.
+    pub(super) host: &'a Host,
     pub(super) url: Url,
     pub(super) accept: Option<&'static str>,
     /// What is fetched, for errors: `manifest docker.io/library/nginx@sha256:…`.
@@ -126,7 +131,12 @@ impl Client {
             Some(path) => DockerAuths::load(path)?,
             None => DockerAuths::default(),
         };
-        let tls = tls_config(config.ca_file.as_deref())?;
+        let hosts = match &config.hosts_dir {
+            Some(roots) => HostsConfig::load(roots)?,
+            None => HostsConfig::default(),
+        };
+        let ca_files = config.ca_file.iter().chain(&hosts.ca_files);
+        let tls = tls_config(ca_files)?;
         let mut direct = HttpConnector::new();
         direct.enforce_http(false);
         direct.set_connect_timeout(Some(config.connect_timeout));
@@ -143,6 +153,7 @@ impl Client {
             shared: Arc::new(Shared {
                 http,
                 config,
+                hosts,
                 tokens: TokenCache::default(),
                 docker_auths,
             }),
@@ -178,17 +189,23 @@ impl Client {
         Ok(self.resolve_manifest(image).await?.descriptor)
     }
 
-    /// As [`Client::resolve`], also returning the document and its bytes.
+    /// As [`Client::resolve`], also returning the document and its bytes. A tag is
+    /// resolved on the hosts that may resolve ([`Client::hosts`]), the first that has it
+    /// giving the answer.
     ///
     /// # Errors
     ///
     /// As [`Client::resolve`].
     pub async fn resolve_manifest(&self, image: &ImageRef) -> Result<FetchedManifest, Error> {
+        let repo = image.repo();
         match image.digest() {
-            Some(digest) => self.manifest(image.repo(), digest).await,
+            Some(digest) => self.manifest(repo, digest).await,
             None => {
-                let reference = image.manifest_reference();
-                self.fetch_manifest(image.repo(), &reference, None).await
+                let reference = &image.manifest_reference();
+                self.ask_hosts(repo, Capability::Resolve, |host| async move {
+                    self.fetch_manifest(&host, repo, reference, None).await
+                })
+                .await
             }
         }
     }
@@ -207,8 +224,12 @@ impl Client {
         repo: &Repository,
         digest: &Digest,
     ) -> Result<FetchedManifest, Error> {
-        self.fetch_manifest(repo, &digest.to_string(), Some(digest))
-            .await
+        let reference = &digest.to_string();
+        self.ask_hosts(repo, Capability::Pull, |host| async move {
+            self.fetch_manifest(&host, repo, reference, Some(digest))
+                .await
+        })
+        .await
     }
 
     /// The blob `digest` of `repo`, at most `limit` bytes, checked against the digest.
@@ -225,11 +246,25 @@ impl Client {
         digest: &Digest,
         limit: usize,
     ) -> Result<Bytes, Error> {
-        let what = format!("blob {repo}@{digest}");
-        let url = self.endpoint(repo, &format!("blobs/{digest}"))?;
+        self.ask_hosts(repo, Capability::Pull, |host| async move {
+            self.blob_on(&host, repo, digest, limit).await
+        })
+        .await
+    }
+
+    async fn blob_on(
+        &self,
+        host: &Host,
+        repo: &Repository,
+        digest: &Digest,
+        limit: usize,
+    ) -> Result<Bytes, Error> {
+        let what = describe(host, format!("blob {repo}@{digest}"));
+        let url = self.endpoint(host, repo, &format!("blobs/{digest}"))?;
         let fetched = self
             .get(Fetch {
                 repo,
+                host,
                 url,
                 accept: None,
                 what: what.clone(),
@@ -243,20 +278,22 @@ impl Client {
         Ok(fetched.body)
     }
 
-    /// Fetches a manifest by tag or digest. With `expected`, the bytes must hash to it;
-    /// without, their SHA-256 is the digest.
+    /// Fetches a manifest by tag or digest from `host`. With `expected`, the bytes must
+    /// hash to it; without, their SHA-256 is the digest.
     pub(super) async fn fetch_manifest(
         &self,
+        host: &Host,
         repo: &Repository,
         reference: &str,
         expected: Option<&Digest>,
     ) -> Result<FetchedManifest, Error> {
         let separator = if expected.is_some() { "@" } else { ":" };
-        let what = format!("manifest {repo}{separator}{reference}");
-        let url = self.endpoint(repo, &format!("manifests/{reference}"))?;
+        let what = describe(host, format!("manifest {repo}{separator}{reference}"));
+        let url = self.endpoint(host, repo, &format!("manifests/{reference}"))?;
         let fetched = self
             .get(Fetch {
                 repo,
+                host,
                 url,
                 accept: Some(MANIFEST_ACCEPT),
                 what: what.clone(),
@@ -299,19 +336,94 @@ impl Client {
         })
     }
 
-    /// `<scheme>://<api host>/v2/<repo path>/<rest>`.
-    pub(super) fn endpoint(&self, repo: &Repository, rest: &str) -> Result<Url, Error> {
-        let host = repo.api_host();
-        let scheme = if self.plain_http_allowed(host) {
-            "http"
+    /// Asks the hosts `repo` is reached through that may be asked for `capability`, in
+    /// order ([`Client::hosts`]), until one has what is asked for. When none has it, the
+    /// first "not there" is the answer, and only when no host could answer is the first
+    /// failure the error (as containerd returns it): a host that cannot be reached never
+    /// turns another's "not there" into an error a policy's `on_error` could let through.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHost`]; the first host's failure when every host failed.
+    pub(super) async fn ask_hosts<T, F, Fut>(
+        &self,
+        repo: &Repository,
+        capability: Capability,
+        mut ask: F,
+    ) -> Result<T, Error>
+    where
+        T: Answer,
+        F: FnMut(Host) -> Fut,
+        Fut: Future<Output = Result<T, Error>>,
+    {
+        let (first, rest) = self.hosts(repo, capability)?;
+        let mut best = ask(first).await;
+        for host in rest {
+            if rank(&best) == Rank::Found {
+                break;
+            }
+            if let Err(error) = &best {
+                tracing::debug!(%error, "registry host failed, asking the next");
+            }
+            let authority = host.authority.clone();
+            let answer = ask(host).await;
+            if rank(&answer) > rank(&best) {
+                best = answer;
+            } else if let Err(error) = &answer {
+                tracing::debug!(host = %authority, %error, "registry host failed");
+            }
+        }
+        best
+    }
+
+    /// The hosts `repo` is reached through that may be asked for `capability`, in the
+    /// order to ask them: the mirrors the hosts directory names for its registry
+    /// (`[registry] hosts_dir`, containerd's `hosts.toml`), then the registry itself, or
+    /// the registry alone. HTTPS for the registry unless it is listed in `plain_http`.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::NoHost`] when no host may be asked for `capability`.
+    pub(super) fn hosts(
+        &self,
+        repo: &Repository,
+        capability: Capability,
+    ) -> Result<(Host, Vec<Host>), Error> {
+        let scheme = if self.plain_http_allowed(repo.api_host()) {
+            Scheme::Http
         } else {
-            "https"
+            Scheme::Https
         };
-        let text = format!("{scheme}://{host}/v2/{}/{rest}", repo.path());
-        Url::parse(&text).map_err(|e| Error::Malformed {
+        let mut hosts = self
+            .shared
+            .hosts
+            .hosts(repo, scheme)
+            .into_iter()
+            .filter(|host| host.can(capability));
+        let first = hosts.next().ok_or_else(|| Error::NoHost {
+            registry: repo.domain().to_owned(),
+            capability,
+        })?;
+        Ok((first, hosts.collect()))
+    }
+
+    /// `<host prefix>/<repo path>/<rest>`, with `ns=<registry>` for a mirror.
+    pub(super) fn endpoint(
+        &self,
+        host: &Host,
+        repo: &Repository,
+        rest: &str,
+    ) -> Result<Url, Error> {
+        let text = format!("{}/{}/{rest}", host.prefix, repo.path());
+        let mut url = Url::parse(&text).map_err(|e| Error::Malformed {
             what: format!("URL {text}"),
             reason: e.to_string(),
-        })
+        })?;
+        // containerd sends a mirror the registry it stands in for (`addNamespace`).
+        if let Some(namespace) = &host.namespace {
+            url.query_pairs_mut().append_pair("ns", namespace);
+        }
+        Ok(url)
     }
 
     fn plain_http_allowed(&self, authority: &str) -> bool {
@@ -320,13 +432,15 @@ impl Client {
             .plain_http
             .iter()
             .any(|host| host == authority)
+            || self.shared.hosts.allows_plain_http(authority)
     }
 
-    /// Only https, or http to a host listed in `plain_http`.
+    /// Only https, or http to a host listed in `plain_http` or named with `http://` in
+    /// the hosts directory.
     fn check_scheme(&self, url: &Url) -> Result<(), Error> {
         match url.scheme() {
             "https" => Ok(()),
-            "http" if self.plain_http_allowed(&authority(url)) => Ok(()),
+            "http" if self.plain_http_allowed(&hosts::authority(url)) => Ok(()),
             _ => Err(Error::InsecureScheme {
                 url: url.to_string(),
             }),
@@ -355,12 +469,12 @@ impl Client {
     /// Every [`Error`] a single fetch can end in.
     pub(super) async fn get(&self, fetch: Fetch<'_>) -> Result<Fetched, Error> {
         let config = &self.shared.config;
-        let registry = fetch.repo.domain();
+        let registry = fetch.host.credentials_key.as_str();
         let credentials = self.credentials_for(registry);
         let scope = format!("repository:{}:pull", fetch.repo.path());
         let origin = fetch.url.origin();
         let key = TokenKey {
-            registry: fetch.repo.api_host().to_owned(),
+            registry: fetch.host.authority.clone(),
             scope: scope.clone(),
             credentials: credentials.fingerprint(),
         };
@@ -383,15 +497,16 @@ impl Client {
             // redirects (blob storage).
             let auth = authorization.as_ref().filter(|_| url.origin() == origin);
             let response = self
-                .send(
-                    Method::GET,
-                    &url,
-                    fetch.accept,
-                    auth,
-                    None,
-                    &fetch.what,
+                .send(Send {
+                    method: Method::GET,
+                    url: &url,
+                    accept: fetch.accept,
+                    authorization: auth,
+                    form: None,
+                    headers: Some(&fetch.host.headers).filter(|_| url.origin() == origin),
+                    what: &fetch.what,
                     registry,
-                )
+                })
                 .await?;
             let status = response.status();
             if status.is_redirection() {
@@ -439,7 +554,7 @@ impl Client {
                 }
                 let challenge = challenge(response.headers(), &fetch.what)?;
                 let (header, token) = self
-                    .answer(&challenge, &credentials, fetch.repo, &scope, &fetch.what)
+                    .answer(&challenge, &credentials, registry, &scope, &fetch.what)
                     .await?;
                 // Cached under the scope this request looks tokens up by, whatever scope
                 // the challenge named, so the next request finds it.
@@ -475,7 +590,7 @@ impl Client {
         &self,
         challenge: &Challenge,
         credentials: &Credentials,
-        repo: &Repository,
+        registry: &str,
         scope: &str,
         what: &str,
     ) -> Result<(Secret, Option<(Secret, Duration)>), Error> {
@@ -484,7 +599,7 @@ impl Client {
                 .basic_header()
                 .map(|header| (header, None))
                 .ok_or_else(|| Error::Unauthorized {
-                    registry: repo.domain().to_owned(),
+                    registry: registry.to_owned(),
                     what: what.to_owned(),
                     status: StatusCode::UNAUTHORIZED.as_u16(),
                 }),
@@ -496,7 +611,7 @@ impl Client {
                 // The challenge's scope is what the registry wants; ours is the fallback.
                 let scope = asked.as_deref().unwrap_or(scope);
                 let (token, lifetime) = self
-                    .token(realm, service.as_deref(), scope, credentials, repo)
+                    .token(realm, service.as_deref(), scope, credentials, registry)
                     .await?;
                 let header = Secret::new(format!("Bearer {}", token.expose()));
                 Ok((header, Some((token, lifetime))))
@@ -512,7 +627,7 @@ impl Client {
         service: Option<&str>,
         scope: &str,
         credentials: &Credentials,
-        repo: &Repository,
+        registry: &str,
     ) -> Result<(Secret, Duration), Error> {
         let what = format!("token from {realm}");
         let mut url = Url::parse(realm).map_err(|e| Error::Malformed {
@@ -521,7 +636,6 @@ impl Client {
         })?;
         // Credentials go to the realm only over HTTPS (or to an allowed plain-HTTP host).
         self.check_scheme(&url)?;
-        let registry = repo.domain();
         let (method, body, authorization) = match credentials {
             Credentials::IdentityToken(refresh) => {
                 let form = url::form_urlencoded::Serializer::new(String::new())
@@ -545,15 +659,16 @@ impl Client {
             }
         };
         let response = self
-            .send(
+            .send(Send {
                 method,
-                &url,
-                None,
-                authorization.as_ref(),
-                body.as_ref(),
-                &what,
+                url: &url,
+                accept: None,
+                authorization: authorization.as_ref(),
+                form: body.as_ref(),
+                headers: None,
+                what: &what,
                 registry,
-            )
+            })
             .await?;
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
@@ -576,17 +691,17 @@ impl Client {
     }
 
     /// Sends one request and waits for its headers within the request timeout.
-    #[allow(clippy::too_many_arguments)] // One private call site shape; a struct adds nothing.
-    async fn send(
-        &self,
-        method: Method,
-        url: &Url,
-        accept: Option<&'static str>,
-        authorization: Option<&Secret>,
-        form: Option<&Secret>,
-        what: &str,
-        registry: &str,
-    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+    async fn send(&self, send: Send<'_>) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let Send {
+            method,
+            url,
+            accept,
+            authorization,
+            form,
+            headers,
+            what,
+            registry,
+        } = send;
         let malformed = |reason: String| Error::Malformed {
             what: format!("request {url}"),
             reason,
@@ -597,6 +712,9 @@ impl Client {
             .header(USER_AGENT, USER_AGENT_VALUE);
         if let Some(accept) = accept {
             request = request.header(ACCEPT, accept);
+        }
+        for (name, value) in headers.into_iter().flatten() {
+            request = request.header(name, value);
         }
         if let Some(authorization) = authorization {
             let mut value = HeaderValue::from_str(authorization.expose())
@@ -673,12 +791,65 @@ impl Client {
     }
 }
 
-/// `host[:port]` of a URL, as written in image references (IPv6 in brackets).
-fn authority(url: &Url) -> String {
-    let host = url.host_str().unwrap_or_default();
-    match url.port() {
-        Some(port) => format!("{host}:{port}"),
-        None => host.to_owned(),
+/// One request as [`Client::send`] sends it.
+struct Send<'a> {
+    method: Method,
+    url: &'a Url,
+    accept: Option<&'static str>,
+    authorization: Option<&'a Secret>,
+    /// A form body (the OAuth2 token POST).
+    form: Option<&'a Secret>,
+    /// A host's own headers (`hosts.toml` `header`), sent before crigate's.
+    headers: Option<&'a HeaderMap>,
+    what: &'a str,
+    registry: &'a str,
+}
+
+/// What one host's answer is, for deciding whether to ask the next: a manifest or blob
+/// is never absent short of a 404; a list or an option may be empty.
+pub(super) trait Answer {
+    fn is_absent(&self) -> bool {
+        false
+    }
+}
+
+impl Answer for FetchedManifest {}
+impl Answer for Bytes {}
+
+impl<T> Answer for Vec<T> {
+    fn is_absent(&self) -> bool {
+        self.is_empty()
+    }
+}
+
+impl<T> Answer for Option<T> {
+    fn is_absent(&self) -> bool {
+        self.is_none()
+    }
+}
+
+/// How far an answer goes, for [`Client::ask_hosts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Rank {
+    Failed,
+    Absent,
+    Found,
+}
+
+fn rank<T: Answer>(answer: &Result<T, Error>) -> Rank {
+    match answer {
+        Ok(found) if !found.is_absent() => Rank::Found,
+        Ok(_) => Rank::Absent,
+        Err(error) if error.is_not_found() => Rank::Absent,
+        Err(_) => Rank::Failed,
+    }
+}
+
+/// `what` of a request, naming the host when it is a mirror.
+pub(super) fn describe(host: &Host, what: String) -> String {
+    match &host.namespace {
+        Some(_) => format!("{what} from {}", host.authority),
+        None => what,
     }
 }
 
@@ -708,9 +879,11 @@ fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
 
 /// The TLS settings: the system's roots plus those of `ca_file`, with aws-lc-rs (the
 /// provider is named because more than one is compiled in).
-fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+fn tls_config<'a>(
+    ca_files: impl IntoIterator<Item = &'a PathBuf>,
+) -> Result<rustls::ClientConfig, Error> {
     let mut roots = crate::audit::tls::system_roots();
-    if let Some(path) = ca_file {
+    for path in ca_files {
         let fail = |reason: String| Error::CaFile {
             path: path.to_owned(),
             reason,

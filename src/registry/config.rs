@@ -34,6 +34,7 @@ pub const DEFAULT_MAX_REFERRER_PAGES: usize = 16;
 /// plain_http = ["127.0.0.1:5000"]
 /// ca_file = "/etc/crigate/registry-ca.pem"
 /// docker_config = "/root/.docker/config.json"
+/// hosts_dir = "/etc/containerd/certs.d"
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -61,6 +62,11 @@ pub struct RegistryConfig {
     /// A Docker-style `config.json` whose `auths` supply credentials for registries the
     /// CRI request gave none for. Default: none.
     pub docker_config: Option<PathBuf>,
+    /// containerd's registry hosts directory (the CRI plugin's `registry.config_path`,
+    /// `:`-separated roots of `<host>/hosts.toml`): the mirrors each registry is reached
+    /// through, asked in containerd's order before the registry itself. Read at start and
+    /// on reload. Default: none (every registry is reached directly).
+    pub hosts_dir: Option<String>,
 }
 
 // === impl RegistryConfig ===
@@ -76,6 +82,7 @@ impl Default for RegistryConfig {
             plain_http: Vec::new(),
             ca_file: None,
             docker_config: None,
+            hosts_dir: None,
         }
     }
 }

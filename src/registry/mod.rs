@@ -3,8 +3,9 @@
 //!
 //! What it owns: the HTTP side of the OCI distribution spec v1.1 ("Pulling manifests",
 //! "Pulling blobs", "Listing referrers" and its tag-schema fallback), the distribution
-//! token authentication spec, cosign's legacy `sha256-<hex>.sig` tag, and the limits and
-//! timeouts that keep a hostile or broken registry from stalling or flooding the node.
+//! token authentication spec, cosign's legacy `sha256-<hex>.sig` tag, the mirrors of
+//! containerd's registry host configuration (`hosts.toml`), and the limits and timeouts
+//! that keep a hostile or broken registry from stalling or flooding the node.
 //! What it leaves: deciding what a signature means ([`crate::verify`]); parsing the
 //! documents ([`crate::oci::manifest`]).
 //!
@@ -23,6 +24,7 @@
 mod auth;
 mod client;
 mod config;
+mod hosts;
 mod referrers;
 
 use std::path::PathBuf;
@@ -36,6 +38,7 @@ pub use config::{
     RegistryConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REDIRECTS,
     DEFAULT_MAX_REFERRER_PAGES, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use hosts::{Capability, HostsError, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
 pub use referrers::{next_link, ARTIFACT_TYPE_FILTER};
 
 use crate::oci::{DigestMismatch, ManifestError};
@@ -107,6 +110,13 @@ pub enum Error {
     CaFile { path: PathBuf, reason: String },
     #[error("building the registry TLS configuration failed")]
     Tls(#[source] rustls::Error),
+    #[error("registry hosts directory")]
+    Hosts(#[from] HostsError),
+    #[error("no host of registry {registry} may {capability} (hosts.toml capabilities)")]
+    NoHost {
+        registry: String,
+        capability: Capability,
+    },
 }
 
 // === impl Error ===
@@ -135,6 +145,8 @@ impl Error {
             Self::DockerConfig { .. } => "registry_docker_config",
             Self::CaFile { .. } => "registry_ca_file",
             Self::Tls(_) => "registry_tls",
+            Self::Hosts(_) => "registry_hosts",
+            Self::NoHost { .. } => "registry_no_host",
         }
     }
 

@@ -6,7 +6,8 @@
 use http::header::{CONTENT_TYPE, LINK};
 use http::HeaderMap;
 
-use super::client::{Fetch, FetchedManifest};
+use super::client::{describe, Fetch, FetchedManifest};
+use super::hosts::{Capability, Host};
 use super::{Client, Error};
 use crate::oci::descriptor::OCI_INDEX;
 use crate::oci::{Descriptor, Digest, Manifest, Repository, MAX_MANIFEST_BYTES};
@@ -30,7 +31,8 @@ impl Client {
     /// it either, as the ORAS client Notation uses takes it (`referrersByAPI` in oras-go).
     /// Either way the referrers tag schema is read instead: the `<alg>-<hex>` tag holding
     /// an image index, which is where those clients push to such a registry. No
-    /// referrers is an empty list.
+    /// referrers is an empty list. Each host that may pull is asked in turn (a mirror
+    /// first, [`Client::hosts`]) until one has a referrer of that type.
     ///
     /// # Errors
     ///
@@ -43,11 +45,24 @@ impl Client {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, Error> {
-        match self.referrers_api(repo, subject, artifact_type).await {
+        self.ask_hosts(repo, Capability::Pull, |host| async move {
+            self.referrers_on(&host, repo, subject, artifact_type).await
+        })
+        .await
+    }
+
+    async fn referrers_on(
+        &self,
+        host: &Host,
+        repo: &Repository,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>, Error> {
+        match self.referrers_api(host, repo, subject, artifact_type).await {
             Ok(Some(found)) => Ok(found),
             Ok(None) | Err(Error::NotFound { .. }) => {
                 tracing::debug!(%repo, %subject, "no referrers API, reading the referrers tag");
-                self.referrers_tag(repo, subject, artifact_type).await
+                self.referrers_tag(host, repo, subject, artifact_type).await
             }
             Err(error) => Err(error),
         }
@@ -55,7 +70,8 @@ impl Client {
 
     /// cosign's legacy signature manifest for `image`: the manifest tagged
     /// `sha256-<hex>.sig`, or `None` when there is no such tag. The returned descriptor
-    /// carries the digest of the bytes read.
+    /// carries the digest of the bytes read. Asked of each host that may pull in turn,
+    /// as [`Client::referrers`].
     ///
     /// # Errors
     ///
@@ -66,8 +82,20 @@ impl Client {
         repo: &Repository,
         image: &Digest,
     ) -> Result<Option<FetchedManifest>, Error> {
+        self.ask_hosts(repo, Capability::Pull, |host| async move {
+            self.cosign_signature_on(&host, repo, image).await
+        })
+        .await
+    }
+
+    async fn cosign_signature_on(
+        &self,
+        host: &Host,
+        repo: &Repository,
+        image: &Digest,
+    ) -> Result<Option<FetchedManifest>, Error> {
         let tag = format!("{}{COSIGN_SIGNATURE_SUFFIX}", image.tag_form());
-        match self.fetch_manifest(repo, &tag, None).await {
+        match self.fetch_manifest(host, repo, &tag, None).await {
             Ok(fetched) => match fetched.manifest {
                 Manifest::Image(_) => Ok(Some(fetched)),
                 Manifest::Index(_) => Err(Error::UnexpectedKind {
@@ -85,12 +113,13 @@ impl Client {
     /// the first answer is no image index by its `Content-Type`.
     async fn referrers_api(
         &self,
+        host: &Host,
         repo: &Repository,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Option<Vec<Descriptor>>, Error> {
         let limit = self.config().max_referrer_pages;
-        let mut url = self.endpoint(repo, &format!("referrers/{subject}"))?;
+        let mut url = self.endpoint(host, repo, &format!("referrers/{subject}"))?;
         if let Some(artifact_type) = artifact_type {
             url.query_pairs_mut()
                 .append_pair("artifactType", artifact_type);
@@ -98,10 +127,11 @@ impl Client {
         let origin = url.origin();
         let mut found = Vec::new();
         for page in 1..=limit {
-            let what = format!("referrers of {repo}@{subject} (page {page})");
+            let what = describe(host, format!("referrers of {repo}@{subject} (page {page})"));
             let fetched = self
                 .get(Fetch {
                     repo,
+                    host,
                     url,
                     accept: Some(OCI_INDEX),
                     what: what.clone(),
@@ -147,12 +177,13 @@ impl Client {
     /// v1.1, "Referrers Tag Schema"), filtered here.
     async fn referrers_tag(
         &self,
+        host: &Host,
         repo: &Repository,
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, Error> {
         let tag = subject.tag_form();
-        match self.fetch_manifest(repo, &tag, None).await {
+        match self.fetch_manifest(host, repo, &tag, None).await {
             Ok(fetched) => match fetched.manifest {
                 Manifest::Index(index) => Ok(index
                     .manifests

@@ -1,5 +1,11 @@
 use super::*;
 
+/// The URL `rest` of `repo` has on the first host that may pull it.
+fn endpoint(client: &Client, repo: &Repository, rest: &str) -> Url {
+    let (first, _) = client.hosts(repo, Capability::Pull).unwrap();
+    client.endpoint(&first, repo, rest).unwrap()
+}
+
 #[test]
 fn plain_http_is_allowed_only_for_listed_hosts() {
     let client = Client::new(RegistryConfig {
@@ -9,16 +15,16 @@ fn plain_http_is_allowed_only_for_listed_hosts() {
     .unwrap();
     let repo: Repository = "127.0.0.1:5000/app".parse().unwrap();
     assert_eq!(
-        client.endpoint(&repo, "manifests/v1").unwrap().as_str(),
+        endpoint(&client, &repo, "manifests/v1").as_str(),
         "http://127.0.0.1:5000/v2/app/manifests/v1"
     );
     let hub: Repository = "nginx".parse().unwrap();
     assert_eq!(
-        client.endpoint(&hub, "manifests/latest").unwrap().as_str(),
+        endpoint(&client, &hub, "manifests/latest").as_str(),
         "https://registry-1.docker.io/v2/library/nginx/manifests/latest"
     );
     let v6: Repository = "[::1]:5000/app".parse().unwrap();
-    assert_eq!(client.endpoint(&v6, "x").unwrap().scheme(), "http");
+    assert_eq!(endpoint(&client, &v6, "x").scheme(), "http");
     for (url, ok) in [
         ("http://127.0.0.1:5000/v2/", true),
         ("http://127.0.0.1:5001/v2/", false),

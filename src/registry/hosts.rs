@@ -1,0 +1,529 @@
+//! Where a registry is reached: the hosts containerd's registry host configuration
+//! (`hosts.toml` under the CRI plugin's `config_path`, containerd `docs/hosts.md`) names
+//! for it, in the order containerd tries them, so that crigate asks the mirrors the
+//! runtime pulls through, with their capabilities, paths and headers.
+//!
+//! The layout read, as containerd's `remotes/docker/config` reads it:
+//!
+//! - Each root (`config_path` is a `:`-separated list) holds one directory per registry
+//!   host as image references write it: `docker.io`, `127.0.0.1_5000_` or `127.0.0.1:5000`
+//!   for a host with a port (the `_` form first), and `_default` for every host without a
+//!   directory of its own. The first root with a matching directory is the one used.
+//! - A directory's `hosts.toml` lists `[host."URL"]` tables, tried in file order, then the
+//!   registry itself: the top-level `server`, or, without one, `https://<host>/v2`
+//!   (`registry-1.docker.io` for `docker.io`). A directory without `hosts.toml` names the
+//!   registry alone, with its `*.crt` files as CAs.
+//! - A host URL without a scheme is HTTPS; its path has `/v2` appended unless it already
+//!   ends in `/v2` or `override_path = true`. `capabilities` (`pull`, `resolve`, `push`)
+//!   default to all three; `header` adds headers to every request to that host.
+//!
+//! Applied differently, and logged when a file asks for it: `ca` files are trusted for
+//! every registry (as `[registry] ca_file` is); `skip_verify = true` is not honoured (the
+//! host's certificate is verified like any other); `client` certificates are not sent.
+#![deny(clippy::indexing_slicing)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::Deserialize;
+use url::Url;
+
+use crate::oci::Repository;
+
+/// The file each host directory may hold.
+pub const HOSTS_FILE: &str = "hosts.toml";
+/// The directory used for registries without one of their own.
+const DEFAULT_DIR: &str = "_default";
+/// The largest `hosts.toml` read.
+pub const MAX_HOSTS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// Why the hosts configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum HostsError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is larger than {MAX_HOSTS_FILE_BYTES} bytes")]
+    TooLarge { path: PathBuf },
+    #[error("{path}: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// What a host is asked for (containerd `HostCapabilities`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capability {
+    /// Content by digest: manifests, blobs, referrers.
+    Pull,
+    /// A tag resolved to a digest. containerd resolves tags only on hosts that can pull too.
+    Resolve,
+}
+
+/// One host a registry is reached through.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Host {
+    /// `scheme://authority/path`: API paths (`<repository>/manifests/<ref>`) follow it.
+    pub(super) prefix: String,
+    /// `host[:port]`, as image references write it.
+    pub(super) authority: String,
+    pull: bool,
+    resolve: bool,
+    /// Sent with every request to this host.
+    pub(super) headers: HeaderMap,
+    /// The registry this host stands in for, sent as the `ns` query parameter as
+    /// containerd sends it to a mirror; `None` for the registry itself.
+    pub(super) namespace: Option<String>,
+    /// The name credentials are looked up by: the registry's domain for the registry
+    /// itself, the host's authority for a mirror.
+    pub(super) credentials_key: String,
+}
+
+impl std::fmt::Display for Capability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Pull => "pull",
+            Self::Resolve => "resolve",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// The hosts configuration of every root, read once.
+#[derive(Debug, Default)]
+pub struct HostsConfig {
+    /// Per root, in order: directory name to what it says.
+    roots: Vec<BTreeMap<String, Directory>>,
+    /// CA files named by `ca` keys or found as `*.crt`, trusted for every registry.
+    pub(super) ca_files: Vec<PathBuf>,
+    /// Authorities some host names with `http://`.
+    plain_http: BTreeSet<String>,
+}
+
+/// One host directory: the hosts before the registry, then the registry's own entry.
+#[derive(Clone, Debug, Default)]
+struct Directory {
+    mirrors: Vec<Entry>,
+    server: Entry,
+}
+
+/// A host as a file gives it; `url: None` is the registry itself, named by the reference.
+#[derive(Clone, Debug, Default)]
+struct Entry {
+    url: Option<Url>,
+    pull: bool,
+    resolve: bool,
+    headers: HeaderMap,
+}
+
+/// `hosts.toml`. Keys containerd knows and crigate does not use are accepted (and logged
+/// when they ask for something crigate does not do); others are ignored, as containerd
+/// ignores them.
+#[derive(Deserialize, Default)]
+struct HostsFile {
+    server: Option<String>,
+    #[serde(flatten)]
+    settings: Settings,
+    #[serde(default)]
+    host: BTreeMap<String, toml::Spanned<Settings>>,
+}
+
+#[derive(Deserialize, Default)]
+struct Settings {
+    capabilities: Option<Vec<String>>,
+    ca: Option<OneOrMany>,
+    client: Option<toml::Value>,
+    skip_verify: Option<bool>,
+    #[serde(default)]
+    header: BTreeMap<String, OneOrMany>,
+    #[serde(default)]
+    override_path: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+// === impl HostsConfig ===
+
+impl HostsConfig {
+    /// Reads the roots of a `config_path` value (`:`-separated). A root that does not
+    /// exist holds nothing, as for containerd.
+    ///
+    /// # Errors
+    ///
+    /// A directory or file that cannot be read, a `hosts.toml` that does not parse or
+    /// names an unknown capability, a bad URL or header.
+    pub fn load(config_path: &str) -> Result<Self, HostsError> {
+        let mut config = Self::default();
+        for root in config_path.split(':').filter(|root| !root.is_empty()) {
+            let root = Path::new(root);
+            let entries = match std::fs::read_dir(root) {
+                Ok(entries) => entries,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    tracing::debug!(root = %root.display(), "no registry hosts directory");
+                    config.roots.push(BTreeMap::new());
+                    continue;
+                }
+                Err(source) => {
+                    return Err(HostsError::Read {
+                        path: root.to_owned(),
+                        source,
+                    })
+                }
+            };
+            let mut directories = BTreeMap::new();
+            for entry in entries {
+                let entry = entry.map_err(|source| HostsError::Read {
+                    path: root.to_owned(),
+                    source,
+                })?;
+                let path = entry.path();
+                if !path.is_dir() {
+                    continue;
+                }
+                let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                    continue;
+                };
+                let directory = config.load_directory(&path)?;
+                directories.insert(name, directory);
+            }
+            config.roots.push(directories);
+        }
+        Ok(config)
+    }
+
+    /// Whether some host names `authority` with `http://`.
+    pub(super) fn allows_plain_http(&self, authority: &str) -> bool {
+        self.plain_http.contains(authority)
+    }
+
+    /// The hosts `repo` is reached through, in the order to try them.
+    /// `registry_scheme` is the scheme for the registry itself when no file names its URL.
+    pub(super) fn hosts(&self, repo: &Repository, registry_scheme: Scheme) -> Vec<Host> {
+        let domain = repo.domain();
+        let directory = self.directory(domain);
+        let own = Entry::everything();
+        let (mirrors, server) = match directory {
+            Some(directory) => (directory.mirrors.as_slice(), &directory.server),
+            None => (&[][..], &own),
+        };
+        mirrors
+            .iter()
+            .chain(std::iter::once(server))
+            .map(|entry| entry.host(repo, registry_scheme))
+            .collect()
+    }
+
+    /// The directory of the first root that has one for `domain` (containerd
+    /// `hostDirFromRoots`, `hostPaths`).
+    fn directory(&self, domain: &str) -> Option<&Directory> {
+        let underscored = domain
+            .rsplit_once(':')
+            .filter(|(host, _)| !host.is_empty())
+            .map(|(host, port)| format!("{host}_{port}_"));
+        let names = underscored
+            .iter()
+            .map(String::as_str)
+            .chain([domain, DEFAULT_DIR]);
+        self.roots
+            .iter()
+            .find_map(|root| names.clone().find_map(|name| root.get(name)))
+    }
+
+    fn load_directory(&mut self, dir: &Path) -> Result<Directory, HostsError> {
+        let file = dir.join(HOSTS_FILE);
+        let text = match crate::files::read_bounded(&file, MAX_HOSTS_FILE_BYTES) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => return Err(HostsError::TooLarge { path: file }),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return self.load_cert_files(dir);
+            }
+            Err(source) => return Err(HostsError::Read { path: file, source }),
+        };
+        let invalid = |reason: String| HostsError::Invalid {
+            path: file.clone(),
+            reason,
+        };
+        let text = String::from_utf8(text).map_err(|_| invalid("not UTF-8".to_owned()))?;
+        // containerd falls back to the certificate files when hosts.toml is empty.
+        if text.trim().is_empty() {
+            return self.load_cert_files(dir);
+        }
+        let parsed: HostsFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        let mut hosts: Vec<_> = parsed.host.into_iter().collect();
+        // containerd sorts the host tables by their place in the file.
+        hosts.sort_by_key(|(_, settings)| settings.span().start);
+        let mut mirrors = Vec::with_capacity(hosts.len());
+        for (name, settings) in hosts {
+            let url = host_url(&name, settings.get_ref().override_path)
+                .map_err(|reason| invalid(format!("host {name:?}: {reason}")))?;
+            let entry = self
+                .entry(dir, &file, Some(url), settings.get_ref())
+                .map_err(|reason| invalid(format!("host {name:?}: {reason}")))?;
+            mirrors.push(entry);
+        }
+        let server = match &parsed.server {
+            Some(server) => {
+                let url = host_url(server, parsed.settings.override_path)
+                    .map_err(|reason| invalid(format!("server {server:?}: {reason}")))?;
+                self.entry(dir, &file, Some(url), &parsed.settings)
+                    .map_err(invalid)?
+            }
+            // Without `server` the registry itself comes last, able to do everything
+            // whatever the top-level capabilities say (containerd `parseHostsFile`).
+            None => {
+                let mut entry = self
+                    .entry(dir, &file, None, &parsed.settings)
+                    .map_err(invalid)?;
+                entry.pull = true;
+                entry.resolve = true;
+                entry
+            }
+        };
+        Ok(Directory { mirrors, server })
+    }
+
+    /// A directory without `hosts.toml`: the registry alone, its `*.crt` files as CAs
+    /// (containerd `loadCertFiles`).
+    fn load_cert_files(&mut self, dir: &Path) -> Result<Directory, HostsError> {
+        let read = |source| HostsError::Read {
+            path: dir.to_owned(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(read)? {
+            names.push(entry.map_err(read)?.path());
+        }
+        names.sort();
+        for path in names {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("crt") => self.ca_files.push(path),
+                Some("cert") => tracing::warn!(
+                    file = %path.display(),
+                    "registry client certificates are not sent by crigate"
+                ),
+                _ => {}
+            }
+        }
+        Ok(Directory {
+            mirrors: Vec::new(),
+            server: Entry::everything(),
+        })
+    }
+
+    /// The entry for one host table, its CA files kept and what is not applied logged.
+    fn entry(
+        &mut self,
+        dir: &Path,
+        file: &Path,
+        url: Option<Url>,
+        settings: &Settings,
+    ) -> Result<Entry, String> {
+        let (pull, resolve) = capabilities(settings.capabilities.as_deref())?;
+        let mut headers = HeaderMap::new();
+        for (name, values) in &settings.header {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("header name {name:?} is not valid"))?;
+            for value in values.as_slice() {
+                let value = HeaderValue::from_str(value)
+                    .map_err(|_| format!("header {name}: value {value:?} is not valid"))?;
+                headers.append(name.clone(), value);
+            }
+        }
+        for ca in settings.ca.iter().flat_map(OneOrMany::as_slice) {
+            let path = Path::new(ca);
+            self.ca_files.push(if path.is_absolute() {
+                path.to_owned()
+            } else {
+                dir.join(path)
+            });
+        }
+        let name = url.as_ref().map_or("the registry", Url::as_str);
+        if settings.client.is_some() {
+            tracing::warn!(file = %file.display(), host = name,
+                "registry client certificates are not sent by crigate");
+        }
+        if settings.skip_verify == Some(true) {
+            tracing::warn!(file = %file.display(), host = name,
+                "skip_verify is not honoured: crigate verifies this host's certificate");
+        }
+        if let Some(url) = &url {
+            if url.scheme() == "http" {
+                self.plain_http.insert(authority(url));
+            }
+        }
+        Ok(Entry {
+            url,
+            pull,
+            resolve,
+            headers,
+        })
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// The registry itself with every capability.
+    fn everything() -> Self {
+        Self {
+            url: None,
+            pull: true,
+            resolve: true,
+            headers: HeaderMap::new(),
+        }
+    }
+
+    fn host(&self, repo: &Repository, registry_scheme: Scheme) -> Host {
+        let domain = repo.domain();
+        match &self.url {
+            Some(url) => {
+                let authority = authority(url);
+                let path = url.path().trim_end_matches('/');
+                // containerd `isProxy`: any host but the registry's own is a mirror, and
+                // docker.io's API host is docker.io's own.
+                let is_registry = authority == domain || authority == repo.api_host();
+                Host {
+                    prefix: format!("{}://{authority}{path}", url.scheme()),
+                    credentials_key: if is_registry {
+                        domain.to_owned()
+                    } else {
+                        authority.clone()
+                    },
+                    namespace: (!is_registry).then(|| domain.to_owned()),
+                    authority,
+                    pull: self.pull,
+                    resolve: self.resolve,
+                    headers: self.headers.clone(),
+                }
+            }
+            None => {
+                let authority = repo.api_host().to_owned();
+                let scheme_text = match registry_scheme {
+                    Scheme::Http => "http",
+                    Scheme::Https => "https",
+                };
+                Host {
+                    prefix: format!("{scheme_text}://{authority}/v2"),
+                    authority,
+                    pull: self.pull,
+                    resolve: self.resolve,
+                    headers: self.headers.clone(),
+                    namespace: None,
+                    credentials_key: domain.to_owned(),
+                }
+            }
+        }
+    }
+}
+
+// === impl Host ===
+
+impl Host {
+    /// Whether this host is asked for `capability`.
+    pub fn can(&self, capability: Capability) -> bool {
+        match capability {
+            Capability::Pull => self.pull,
+            Capability::Resolve => self.pull && self.resolve,
+        }
+    }
+}
+
+impl OneOrMany {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            Self::One(one) => std::slice::from_ref(one),
+            Self::Many(many) => many,
+        }
+    }
+}
+
+/// `(pull, resolve)` of a `capabilities` list; all when absent. `push` is known and
+/// unused (crigate never pushes).
+fn capabilities(names: Option<&[String]>) -> Result<(bool, bool), String> {
+    let Some(names) = names else {
+        return Ok((true, true));
+    };
+    let (mut pull, mut resolve) = (false, false);
+    for name in names {
+        match name.as_str() {
+            "pull" => pull = true,
+            "resolve" => resolve = true,
+            "push" => {}
+            other => return Err(format!("unknown capability {other:?}")),
+        }
+    }
+    Ok((pull, resolve))
+}
+
+/// A host URL as containerd forms it (`parseHostConfig`): HTTPS when no scheme is given,
+/// the path cleaned, `/v2` appended unless it already ends in `/v2` or `override_path`.
+fn host_url(text: &str, override_path: bool) -> Result<Url, String> {
+    let with_scheme = if text.contains("://") {
+        text.to_owned()
+    } else {
+        format!("https://{text}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("scheme {other:?} is neither http nor https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("a host URL has no query, fragment or credentials".to_owned());
+    }
+    let path = clean_path(url.path());
+    let path = if override_path || path.ends_with("/v2") {
+        path
+    } else {
+        format!("{}/v2", path.trim_end_matches('/'))
+    };
+    url.set_path(&path);
+    Ok(url)
+}
+
+/// Go's `path.Clean` for an absolute URL path: `.` and empty segments dropped, `..`
+/// removing the one before it.
+fn clean_path(path: &str) -> String {
+    let mut segments: Vec<&str> = Vec::new();
+    for segment in path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            other => segments.push(other),
+        }
+    }
+    if segments.is_empty() {
+        String::new()
+    } else {
+        format!("/{}", segments.join("/"))
+    }
+}
+
+/// `host[:port]` of a URL, as image references write it (IPv6 in brackets).
+pub(super) fn authority(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

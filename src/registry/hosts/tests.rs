@@ -1,0 +1,287 @@
+use super::*;
+
+/// A hosts directory with `files` (relative path, contents) written into it.
+fn root(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (path, contents) in files {
+        let path = dir.path().join(path);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, contents).unwrap();
+    }
+    dir
+}
+
+fn load(roots: &[&tempfile::TempDir]) -> Result<HostsConfig, HostsError> {
+    let joined: Vec<String> = roots
+        .iter()
+        .map(|root| root.path().display().to_string())
+        .collect();
+    HostsConfig::load(&joined.join(":"))
+}
+
+fn prefixes(config: &HostsConfig, repo: &str) -> Vec<String> {
+    let repo: Repository = repo.parse().unwrap();
+    config
+        .hosts(&repo, Scheme::Https)
+        .into_iter()
+        .map(|host| host.prefix)
+        .collect()
+}
+
+#[test]
+fn mirrors_come_in_file_order_then_the_registry_itself() {
+    let dir = root(&[(
+        "docker.io/hosts.toml",
+        r#"
+[host."https://zeta.mirror"]
+  capabilities = ["pull", "resolve"]
+
+[host."http://10.0.0.1:5000/cache"]
+  capabilities = ["pull"]
+  [host."http://10.0.0.1:5000/cache".header]
+    x-team = ["a", "b"]
+"#,
+    )]);
+    let config = load(&[&dir]).unwrap();
+    let repo: Repository = "nginx".parse().unwrap();
+    let hosts = config.hosts(&repo, Scheme::Https);
+    let order: Vec<_> = hosts.iter().map(|h| h.prefix.as_str()).collect();
+    // Not sorted by name: "zeta" was written first. Without `server`, Docker Hub's API
+    // host comes last.
+    assert_eq!(
+        order,
+        [
+            "https://zeta.mirror/v2",
+            "http://10.0.0.1:5000/cache/v2",
+            "https://registry-1.docker.io/v2",
+        ]
+    );
+    let [zeta, cache, hub] = hosts.as_slice() else {
+        panic!("three hosts")
+    };
+    assert!(zeta.can(Capability::Resolve) && zeta.can(Capability::Pull));
+    assert!(!cache.can(Capability::Resolve) && cache.can(Capability::Pull));
+    assert!(hub.can(Capability::Resolve));
+    // A mirror is told whose content is asked for, and has credentials of its own.
+    assert_eq!(zeta.namespace.as_deref(), Some("docker.io"));
+    assert_eq!(zeta.credentials_key, "zeta.mirror");
+    assert_eq!(hub.namespace, None);
+    assert_eq!(hub.credentials_key, "docker.io");
+    let values: Vec<_> = cache.headers.get_all("x-team").iter().collect();
+    assert_eq!(values, ["a", "b"]);
+    assert!(config.allows_plain_http("10.0.0.1:5000"));
+    assert!(!config.allows_plain_http("zeta.mirror"));
+    // Another registry is reached directly.
+    assert_eq!(
+        prefixes(&config, "quay.io/app"),
+        ["https://quay.io/v2".to_owned()]
+    );
+}
+
+#[test]
+fn host_urls_are_formed_as_containerd_forms_them() {
+    for (text, override_path, expected) in [
+        ("mirror.example", false, "https://mirror.example/v2"),
+        (
+            "https://mirror.example/",
+            false,
+            "https://mirror.example/v2",
+        ),
+        (
+            "https://mirror.example/sub",
+            false,
+            "https://mirror.example/sub/v2",
+        ),
+        (
+            "https://mirror.example/sub/v2",
+            false,
+            "https://mirror.example/sub/v2",
+        ),
+        (
+            "https://mirror.example/a/./b/../c",
+            false,
+            "https://mirror.example/a/c/v2",
+        ),
+        // containerd appends /v2 to a path that holds it elsewhere.
+        (
+            "https://mirror.example/v2/ns",
+            false,
+            "https://mirror.example/v2/ns/v2",
+        ),
+        (
+            "https://mirror.example/v2/ns",
+            true,
+            "https://mirror.example/v2/ns",
+        ),
+        ("http://127.0.0.1:5000", false, "http://127.0.0.1:5000/v2"),
+        ("http://[::1]:5000", false, "http://[::1]:5000/v2"),
+    ] {
+        let url = host_url(text, override_path).unwrap();
+        assert_eq!(url.as_str().trim_end_matches('/'), expected, "{text}");
+    }
+    for bad in [
+        "ftp://mirror.example",
+        "https://",
+        "https://u:p@mirror",
+        "https://m/?q=1",
+    ] {
+        assert!(host_url(bad, false).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn a_port_directory_is_found_in_either_form_and_default_last() {
+    let first = root(&[
+        (
+            "127.0.0.1_5000_/hosts.toml",
+            "[host.\"http://10.0.0.1:1\"]\n",
+        ),
+        ("_default/hosts.toml", "[host.\"http://10.0.0.3:1\"]\n"),
+    ]);
+    let second = root(&[
+        (
+            "127.0.0.1:6000/hosts.toml",
+            "[host.\"http://10.0.0.2:1\"]\n",
+        ),
+        ("quay.io/hosts.toml", "[host.\"http://10.0.0.4:1\"]\n"),
+    ]);
+    let config = load(&[&first, &second]).unwrap();
+    assert_eq!(
+        prefixes(&config, "127.0.0.1:5000/app")[0],
+        "http://10.0.0.1:1/v2"
+    );
+    // The first root with any match wins, `_default` included: quay.io's own directory
+    // in the second root is not reached, as in containerd's `hostDirFromRoots`.
+    assert_eq!(prefixes(&config, "quay.io/app")[0], "http://10.0.0.3:1/v2");
+    assert_eq!(
+        prefixes(&config, "127.0.0.1:6000/app")[0],
+        "http://10.0.0.3:1/v2"
+    );
+    let alone = load(&[&second]).unwrap();
+    assert_eq!(
+        prefixes(&alone, "127.0.0.1:6000/app"),
+        ["http://10.0.0.2:1/v2", "https://127.0.0.1:6000/v2"]
+    );
+    // `_default` stands in for every registry, each reached itself last.
+    assert_eq!(
+        prefixes(&config, "ghcr.io/app"),
+        ["http://10.0.0.3:1/v2", "https://ghcr.io/v2"]
+    );
+}
+
+#[test]
+fn an_explicit_server_is_used_as_written_with_its_capabilities() {
+    let dir = root(&[(
+        "docker.io/hosts.toml",
+        "server = \"https://docker.io\"\ncapabilities = [\"pull\"]\n\
+         [host.\"https://mirror.example\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+    )]);
+    let config = load(&[&dir]).unwrap();
+    let repo: Repository = "nginx".parse().unwrap();
+    let hosts = config.hosts(&repo, Scheme::Https);
+    assert_eq!(hosts[1].prefix, "https://docker.io/v2");
+    assert!(!hosts[1].can(Capability::Resolve));
+    // docker.io is Docker Hub's own name, not a mirror of it.
+    assert_eq!(hosts[1].namespace, None);
+    // A resolve-only host resolves nothing: containerd resolves on hosts that pull.
+    let dir = root(&[(
+        "quay.io/hosts.toml",
+        "[host.\"https://m.example\"]\n  capabilities = [\"resolve\"]\n",
+    )]);
+    let config = load(&[&dir]).unwrap();
+    let repo: Repository = "quay.io/app".parse().unwrap();
+    let first = &config.hosts(&repo, Scheme::Https)[0];
+    assert!(!first.can(Capability::Resolve) && !first.can(Capability::Pull));
+}
+
+#[test]
+fn the_registry_alone_gets_the_scheme_it_is_given() {
+    let config = HostsConfig::default();
+    let repo: Repository = "127.0.0.1:5000/app".parse().unwrap();
+    let hosts = config.hosts(&repo, Scheme::Http);
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0].prefix, "http://127.0.0.1:5000/v2");
+}
+
+#[test]
+fn a_directory_without_hosts_toml_names_the_registry_and_its_ca_files() {
+    let dir = root(&[
+        ("registry.example/ca.crt", "not read here"),
+        ("registry.example/client.cert", ""),
+        ("registry.example/notes.txt", ""),
+        ("blank.example/hosts.toml", "\n  \n"),
+        ("blank.example/extra.crt", ""),
+        (
+            "m.example/hosts.toml",
+            "[host.\"https://mirror.example\"]\n  ca = \"mirror-ca.pem\"\n\
+             [host.\"https://other.example\"]\n  ca = [\"/abs/a.pem\", \"b.pem\"]\n",
+        ),
+    ]);
+    let config = load(&[&dir]).unwrap();
+    assert_eq!(
+        prefixes(&config, "registry.example/app"),
+        ["https://registry.example/v2"]
+    );
+    let mut cas: Vec<_> = config.ca_files.clone();
+    cas.sort();
+    let mut expected = vec![
+        dir.path().join("blank.example/extra.crt"),
+        dir.path().join("m.example/mirror-ca.pem"),
+        PathBuf::from("/abs/a.pem"),
+        dir.path().join("m.example/b.pem"),
+        dir.path().join("registry.example/ca.crt"),
+    ];
+    expected.sort();
+    assert_eq!(cas, expected);
+}
+
+#[test]
+fn a_missing_root_holds_nothing() {
+    let config = HostsConfig::load("/nonexistent/crigate/certs.d").unwrap();
+    assert_eq!(prefixes(&config, "quay.io/a"), ["https://quay.io/v2"]);
+}
+
+#[test]
+fn bad_files_are_refused_naming_the_file_and_what_is_wrong() {
+    for (contents, needle) in [
+        (
+            "[host.\"https://m\"]\n  capabilities = [\"pull\", \"fetch\"]\n",
+            "\"fetch\"",
+        ),
+        ("[host.\"https://m\"\n", "hosts.toml"),
+        ("[host.\"ftp://m\"]\n", "neither http nor https"),
+        (
+            "[host.\"https://m\"]\n  header = { \"bad header\" = \"x\" }\n",
+            "bad header",
+        ),
+        (
+            "[host.\"https://m\"]\n  header = { \"x-a\" = \"line\\nbreak\" }\n",
+            "x-a",
+        ),
+        ("server = \"https://\"\n", "server"),
+        (
+            "[host.\"https://m\"]\n  override_path = \"yes\"\n",
+            "hosts.toml",
+        ),
+    ] {
+        let dir = root(&[("quay.io/hosts.toml", contents)]);
+        let error = load(&[&dir]).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("quay.io/hosts.toml"), "{text}");
+        assert!(text.contains(needle), "{contents:?}: {text}");
+    }
+}
+
+#[test]
+fn keys_crigate_does_not_apply_are_accepted() {
+    let dir = root(&[(
+        "quay.io/hosts.toml",
+        "[host.\"https://m.example\"]\n  skip_verify = true\n  client = [[\"c.pem\", \"k.pem\"]]\n\
+           dial_timeout = \"3s\"\n",
+    )]);
+    let config = load(&[&dir]).unwrap();
+    assert_eq!(
+        prefixes(&config, "quay.io/a"),
+        ["https://m.example/v2", "https://quay.io/v2"]
+    );
+}
