@@ -1672,38 +1672,51 @@ async fn an_image_volume_sent_over_runtime_v1alpha2_is_gated_too() {
 /// A registry name no resolver answers (RFC 6761): reached only through its mirror.
 const MIRRORED: &str = "registry.invalid";
 
-/// A hosts directory, as containerd's `config_path` reads it, in which the local
-/// registry mirrors [`MIRRORED`] and is itself plain HTTP. Host tables rather than a
-/// bare `server`, which containerd 1.6 ignores in a file without them.
-fn mirror_hosts_dir(env: &Env) -> std::path::PathBuf {
-    let hosts = env.dir().join("certs.d");
-    let local = env.registry.host();
-    for (dir, capabilities) in [
-        (local.as_str(), ""),
-        (MIRRORED, "  capabilities = [\"pull\", \"resolve\"]\n"),
-    ] {
-        std::fs::create_dir_all(hosts.join(dir)).unwrap();
-        std::fs::write(
-            hosts.join(dir).join("hosts.toml"),
-            format!("[host.\"http://{local}\"]\n{capabilities}"),
-        )
-        .unwrap();
-    }
-    hosts
+/// Writes `<hosts>/<dir>/hosts.toml`: the local registry, plain HTTP, with `capabilities`.
+/// Host tables rather than a bare `server`, which containerd 1.6 ignores in a file
+/// without them.
+fn write_hosts(hosts: &std::path::Path, dir: &str, local: &str, capabilities: &str) {
+    std::fs::create_dir_all(hosts.join(dir)).unwrap();
+    std::fs::write(
+        hosts.join(dir).join("hosts.toml"),
+        format!("[host.\"http://{local}\"]\n{capabilities}"),
+    )
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runtime_pulls_them() {
+    // A hosts directory, as containerd's `config_path` reads it, that names the local
+    // registry as plain HTTP; crigate and containerd read the same one.
     let mut node = node_configured(
-        |env| format!("hosts_dir = \"{}\"", mirror_hosts_dir(env).display()),
+        |env| {
+            let hosts = env.dir().join("certs.d");
+            write_hosts(&hosts, &env.registry.host(), &env.registry.host(), "");
+            format!("hosts_dir = \"{}\"", hosts.display())
+        },
         "",
     )
     .await;
-    // containerd reads the same directory.
     let hosts = node.env.dir().join("certs.d");
     node.env.containerd.stop().await.unwrap();
     node.env.containerd.use_hosts_dir(&hosts).unwrap();
     node.env.containerd.start().await.unwrap();
+    // The local registry becomes the mirror of one crigate cannot reach. containerd reads
+    // the directory at each pull; crigate notices the change without a signal.
+    let local = node.env.registry.host();
+    write_hosts(
+        &hosts,
+        MIRRORED,
+        &local,
+        "  capabilities = [\"pull\", \"resolve\"]\n",
+    );
+    let noticed = std::time::Duration::from_secs(10);
+    node.crigate
+        .wait_log("registry hosts directory changed", noticed)
+        .unwrap();
+    node.crigate
+        .wait_log("configuration reloaded", noticed)
+        .unwrap();
     // cosign signs the name the image is pulled by, which the verifier holds the
     // signature to (`docker_reference = "match-repository"`): the mirrored registry's,
     // never the mirror's.
@@ -1762,8 +1775,8 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
         refused.message()
     );
 
-    // A hosts file crigate cannot read: `policy check` names it, and a reload keeps the
-    // hosts crigate runs with.
+    // A hosts file crigate cannot read: `policy check` names it, and the daemon keeps
+    // the hosts it runs with.
     let broken = hosts.join("broken.example");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(
@@ -1777,7 +1790,6 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
         out.contains("broken.example/hosts.toml") && out.contains("\"fetch\""),
         "{out}"
     );
-    node.crigate.signal(nix::sys::signal::Signal::SIGHUP);
     node.crigate
         .wait_log(
             "configuration reload refused",

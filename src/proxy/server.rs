@@ -17,6 +17,7 @@ use crate::decision::{Caller, Decide};
 use crate::proxy::relay;
 use crate::proxy::service::{Proxy, State};
 use crate::proxy::upstream::Upstream;
+use crate::registry::RegistryConfig;
 use crate::systemd;
 
 /// Why the server could not start.
@@ -189,6 +190,7 @@ pub async fn serve(
     let mut hangup = signal(SignalKind::hangup()).map_err(Error::Signals)?;
 
     let startup = config.cri.clone();
+    let mut registry = config.registry.clone();
     let decide = match build(&config) {
         Ok(decide) => decide,
         Err(error) => {
@@ -210,18 +212,26 @@ pub async fn serve(
     );
     systemd::notify_ready();
 
-    // The configuration file is also watched: a change is applied like a SIGHUP.
+    // The configuration file is also watched, and the registry hosts directory it names
+    // (containerd reads that at each pull): a change is applied like a SIGHUP.
     let mut watch = tokio::time::interval(CONFIG_POLL_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = file_stamp(&config_path);
+    let mut hosts_seen = registry.hosts_stamp();
     loop {
         tokio::select! {
             _ = watch.tick() => {
                 let now = file_stamp(&config_path);
-                if now != seen {
+                let hosts_now = registry.hosts_stamp();
+                if now != seen || hosts_now != hosts_seen {
+                    if now != seen {
+                        tracing::info!(path = %config_path.display(), "configuration file changed");
+                    } else {
+                        tracing::info!(hosts_dir = ?registry.hosts_dir, "registry hosts directory changed");
+                    }
                     seen = now;
-                    tracing::info!(path = %config_path.display(), "configuration file changed");
-                    reload(&proxy, &config_path, &startup, &build);
+                    reload(&proxy, &config_path, &startup, &build, &mut registry);
+                    hosts_seen = registry.hosts_stamp();
                 }
             }
             accepted = listener.listener.accept() => match accepted {
@@ -237,7 +247,8 @@ pub async fn serve(
             },
             _ = hangup.recv() => {
                 seen = file_stamp(&config_path);
-                reload(&proxy, &config_path, &startup, &build);
+                reload(&proxy, &config_path, &startup, &build, &mut registry);
+                hosts_seen = registry.hosts_stamp();
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -281,7 +292,14 @@ fn caller(stream: &UnixStream) -> Option<Caller> {
 }
 
 /// Applies a re-read configuration, or keeps the running one if it does not validate.
-fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig, build: &BuildDecide) {
+/// `registry` becomes the registry settings applied.
+fn reload(
+    proxy: &Proxy,
+    path: &Path,
+    startup: &CriConfig,
+    build: &BuildDecide,
+    registry: &mut RegistryConfig,
+) {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
@@ -296,6 +314,7 @@ fn reload(proxy: &Proxy, path: &Path, startup: &CriConfig, build: &BuildDecide) 
             return;
         }
     };
+    *registry = config.registry;
     let cri = config.cri;
     for (key, changed) in [
         ("cri.listen", cri.listen != startup.listen),

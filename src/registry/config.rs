@@ -71,6 +71,14 @@ pub struct RegistryConfig {
 
 // === impl RegistryConfig ===
 
+impl RegistryConfig {
+    /// What identifies the current contents of `hosts_dir`, to notice an edit (containerd
+    /// reads it at each pull); `None` without one.
+    pub fn hosts_stamp(&self) -> Option<super::HostsStamp> {
+        self.hosts_dir.as_deref().map(super::hosts::stamp)
+    }
+}
+
 impl Default for RegistryConfig {
     fn default() -> Self {
         Self {

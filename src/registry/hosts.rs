@@ -24,6 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::Deserialize;
@@ -154,6 +155,49 @@ enum OneOrMany {
     Many(Vec<String>),
 }
 
+/// What identifies a version of a hosts directory, for noticing a change: the
+/// modification time and size of each root, each host directory and each file in one.
+#[derive(Debug, PartialEq, Eq)]
+pub struct HostsStamp(Vec<(PathBuf, Option<(SystemTime, u64)>)>);
+
+/// The [`HostsStamp`] of a `config_path` value. Reads directory metadata only.
+pub fn stamp(config_path: &str) -> HostsStamp {
+    let one = |path: &Path| {
+        let meta = std::fs::metadata(path).ok()?;
+        Some((meta.modified().ok()?, meta.len()))
+    };
+    let sorted = |dir: &Path| {
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|entry| entry.path())
+            .collect();
+        paths.sort();
+        paths
+    };
+    let mut seen = Vec::new();
+    for root in roots(config_path) {
+        seen.push((root.to_owned(), one(root)));
+        for dir in sorted(root).into_iter().filter(|path| path.is_dir()) {
+            seen.push((dir.clone(), one(&dir)));
+            for file in sorted(&dir) {
+                let stamp = one(&file);
+                seen.push((file, stamp));
+            }
+        }
+    }
+    HostsStamp(seen)
+}
+
+/// The roots of a `config_path` value (`:`-separated, as containerd splits it).
+fn roots(config_path: &str) -> impl Iterator<Item = &Path> {
+    config_path
+        .split(':')
+        .filter(|root| !root.is_empty())
+        .map(Path::new)
+}
+
 // === impl HostsConfig ===
 
 impl HostsConfig {
@@ -166,8 +210,7 @@ impl HostsConfig {
     /// names an unknown capability, a bad URL or header.
     pub fn load(config_path: &str) -> Result<Self, HostsError> {
         let mut config = Self::default();
-        for root in config_path.split(':').filter(|root| !root.is_empty()) {
-            let root = Path::new(root);
+        for root in roots(config_path) {
             let entries = match std::fs::read_dir(root) {
                 Ok(entries) => entries,
                 Err(error) if error.kind() == std::io::ErrorKind::NotFound => {

@@ -38,7 +38,7 @@ pub use config::{
     RegistryConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REDIRECTS,
     DEFAULT_MAX_REFERRER_PAGES, DEFAULT_REQUEST_TIMEOUT,
 };
-pub use hosts::{Capability, HostsError, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
+pub use hosts::{Capability, HostsError, HostsStamp, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
 pub use referrers::{next_link, ARTIFACT_TYPE_FILTER};
 
 use crate::oci::{DigestMismatch, ManifestError};

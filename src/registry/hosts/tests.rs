@@ -285,3 +285,29 @@ fn keys_crigate_does_not_apply_are_accepted() {
         ["https://m.example/v2", "https://quay.io/v2"]
     );
 }
+
+#[test]
+fn the_stamp_changes_when_a_host_directory_or_file_does() {
+    let dir = root(&[("quay.io/hosts.toml", "[host.\"https://a.example\"]\n")]);
+    let path = dir.path().display().to_string();
+    let first = stamp(&path);
+    assert_eq!(first, stamp(&path));
+    // Another size: a changed modification time alone may fall in the same tick.
+    std::fs::write(
+        dir.path().join("quay.io/hosts.toml"),
+        "[host.\"https://bb.example\"]\n",
+    )
+    .unwrap();
+    let edited = stamp(&path);
+    assert_ne!(first, edited);
+    std::fs::write(dir.path().join("quay.io/ca.crt"), "").unwrap();
+    let added = stamp(&path);
+    assert_ne!(edited, added);
+    std::fs::create_dir(dir.path().join("ghcr.io")).unwrap();
+    assert_ne!(added, stamp(&path));
+    // A root that does not exist yet is stamped as absent, and noticed when it appears.
+    let missing = dir.path().join("later");
+    let absent = stamp(&missing.display().to_string());
+    std::fs::create_dir(&missing).unwrap();
+    assert_ne!(absent, stamp(&missing.display().to_string()));
+}
