@@ -9,7 +9,7 @@ use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::registry::Credentials;
+use crate::registry::CriCredentials;
 
 /// The CRI call being decided.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -61,7 +61,7 @@ pub struct RequestContext {
     /// PullImage only: the registry credentials kubelet sent with the pull (the pod's
     /// image pull secret), for verification to read the same registry. `Debug` never
     /// shows them.
-    pub credentials: Option<Credentials>,
+    pub credentials: Option<CriCredentials>,
     /// CreateContainer only: the container's image volumes, in the order of its mounts.
     pub image_volumes: Vec<ImageVolume>,
 }

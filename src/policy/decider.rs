@@ -37,7 +37,7 @@ use crate::oci::manifest::{Manifest, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ImageRef};
 use crate::proxy::names::namespaced;
 use crate::proxy::upstream::unix_channel;
-use crate::registry::Credentials;
+use crate::registry::CriCredentials;
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -682,7 +682,7 @@ impl PolicyDecider {
         &self,
         policy: &Policy,
         image: &ImageRef,
-        credentials: Option<&Credentials>,
+        credentials: Option<&CriCredentials>,
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
         let mut rejections = Vec::new();

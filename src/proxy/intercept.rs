@@ -20,7 +20,7 @@ use prost::Message;
 
 use crate::decision::{ApiVersion, Caller, ImageVolume, Phase, RequestContext, VolumePin};
 use crate::proxy::methods::Intercepted;
-use crate::registry::{Credentials, CriAuth};
+use crate::registry::{CriAuth, CriCredentials};
 
 /// Bytes before each message: compressed flag and big-endian length.
 const PREFIX_LEN: usize = 5;
@@ -61,10 +61,11 @@ macro_rules! decode_pull {
         let pod = request.sandbox_config.and_then(|c| c.metadata);
         let credentials = match &request.auth {
             Some(auth) => Some(
-                Credentials::from_cri(CriAuth {
+                CriCredentials::from_cri(CriAuth {
                     username: &auth.username,
                     password: &auth.password,
                     auth: &auth.auth,
+                    server_address: &auth.server_address,
                     identity_token: &auth.identity_token,
                     registry_token: &auth.registry_token,
                 })

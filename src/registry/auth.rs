@@ -58,8 +58,19 @@ pub struct CriAuth<'a> {
     pub username: &'a str,
     pub password: &'a str,
     pub auth: &'a str,
+    pub server_address: &'a str,
     pub identity_token: &'a str,
     pub registry_token: &'a str,
+}
+
+/// The credentials of a CRI request, and the registry host they are for when the request
+/// names one (`AuthConfig.server_address`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CriCredentials {
+    pub credentials: Credentials,
+    /// `host[:port]` of the server address; `None` when the request gave none, and the
+    /// credentials go to every host the image is fetched from (a mirror included).
+    pub host: Option<String>,
 }
 
 /// A `WWW-Authenticate` challenge crigate can answer.
@@ -129,6 +140,72 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+// === impl CriCredentials ===
+
+impl CriCredentials {
+    /// The credentials of a CRI `AuthConfig` ([`Credentials::from_cri`]) and the host its
+    /// `server_address` names, as containerd's `ParseAuth` reads it: the host of the
+    /// address parsed as a URL, so an address without a scheme names no host and its
+    /// credentials go nowhere.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::InvalidCredentials`] when `auth` is not base64 of `user:password` or the
+    /// server address does not parse.
+    pub fn from_cri(auth: CriAuth<'_>) -> Result<Self, Error> {
+        let credentials = Credentials::from_cri(auth)?;
+        let address = auth.server_address;
+        let host = if address.is_empty() {
+            None
+        } else if address.contains("://") || address.starts_with("//") {
+            let absolute = if address.starts_with("//") {
+                format!("https:{address}")
+            } else {
+                address.to_owned()
+            };
+            let url = url::Url::parse(&absolute).map_err(|_| Error::InvalidCredentials {
+                reason: "server_address is not a URL",
+            })?;
+            Some(super::hosts::authority(&url))
+        } else {
+            Some(String::new())
+        };
+        Ok(Self { credentials, host })
+    }
+
+    /// What is sent to `authority`: the credentials, or none when they are for another
+    /// host.
+    pub(super) fn for_host(&self, authority: &str) -> Credentials {
+        match &self.host {
+            Some(host) if host != authority => Credentials::Anonymous,
+            _ => self.credentials.clone(),
+        }
+    }
+
+    /// A hash naming these credentials and their host.
+    pub(crate) fn fingerprint(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        hash.update(self.credentials.fingerprint());
+        match &self.host {
+            Some(host) => {
+                hash.update(b"host\0");
+                hash.update(host.as_bytes());
+            }
+            None => hash.update(b"any host"),
+        }
+        hash.finalize().into()
+    }
+}
+
+impl From<Credentials> for CriCredentials {
+    fn from(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            host: None,
+        }
     }
 }
 

@@ -22,8 +22,8 @@ use rustls_pki_types::CertificateDer;
 use url::Url;
 
 use super::auth::{
-    Challenge, Credentials, DockerAuths, Secret, TokenCache, TokenKey, TokenResponse,
-    MAX_TOKEN_RESPONSE_BYTES,
+    Challenge, Credentials, CriCredentials, DockerAuths, Secret, TokenCache, TokenKey,
+    TokenResponse, MAX_TOKEN_RESPONSE_BYTES,
 };
 use super::hosts::{self, Capability, Host, HostsConfig, Scheme};
 use super::{Error, RegistryConfig};
@@ -60,7 +60,7 @@ type HttpClient =
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<Shared>,
-    credentials: Option<Credentials>,
+    credentials: Option<CriCredentials>,
 }
 
 /// A manifest or index fetched by digest: its descriptor, the parsed document, and the
@@ -164,10 +164,10 @@ impl Client {
     /// This client, authenticating with `credentials` (from a CRI `PullImageRequest`)
     /// instead of the Docker config's. Shares connections and the token cache; tokens are
     /// cached per credentials.
-    pub fn with_credentials(&self, credentials: Credentials) -> Self {
+    pub fn with_credentials(&self, credentials: impl Into<CriCredentials>) -> Self {
         Self {
             shared: Arc::clone(&self.shared),
-            credentials: Some(credentials),
+            credentials: Some(credentials.into()),
         }
     }
 
@@ -447,15 +447,16 @@ impl Client {
         }
     }
 
-    /// The credentials for `registry`: the CRI request's, else the Docker config's, else
-    /// none.
-    fn credentials_for(&self, registry: &str) -> Credentials {
+    /// The credentials for `host`: the CRI request's (none when they name another host,
+    /// as containerd's `ParseAuth` withholds them), else the Docker config's for the
+    /// host's name, else none.
+    fn credentials_for(&self, host: &Host) -> Credentials {
         match &self.credentials {
-            Some(credentials) => credentials.clone(),
+            Some(credentials) => credentials.for_host(&host.authority),
             None => self
                 .shared
                 .docker_auths
-                .credentials(registry)
+                .credentials(&host.credentials_key)
                 .cloned()
                 .unwrap_or_default(),
         }
@@ -470,7 +471,7 @@ impl Client {
     pub(super) async fn get(&self, fetch: Fetch<'_>) -> Result<Fetched, Error> {
         let config = &self.shared.config;
         let registry = fetch.host.credentials_key.as_str();
-        let credentials = self.credentials_for(registry);
+        let credentials = self.credentials_for(fetch.host);
         let scope = format!("repository:{}:pull", fetch.repo.path());
         let origin = fetch.url.origin();
         let key = TokenKey {

@@ -31,7 +31,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{
-    Challenge, Credentials, CriAuth, Secret, MAX_DOCKER_CONFIG_BYTES, MAX_TOKEN_RESPONSE_BYTES,
+    Challenge, Credentials, CriAuth, CriCredentials, Secret, MAX_DOCKER_CONFIG_BYTES,
+    MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use client::{Client, FetchedManifest, MAX_CA_FILE_BYTES};
 pub use config::{

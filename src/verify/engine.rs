@@ -29,7 +29,7 @@ use tokio::sync::OnceCell;
 use crate::oci::descriptor::OCI_MANIFEST;
 use crate::oci::manifest::Manifest;
 use crate::oci::{Descriptor, Digest, ImageRef, Repository};
-use crate::registry::{self, Client, Credentials};
+use crate::registry::{self, Client, CriCredentials};
 use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyError};
 use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
 use crate::verify::cosign::{self, CosignPolicy, SignatureLayer};
@@ -145,7 +145,7 @@ impl Engine {
         &self,
         image: &ImageRef,
         requirement: &Requirement,
-        credentials: Option<Credentials>,
+        credentials: Option<CriCredentials>,
     ) -> Result<Outcome, Error> {
         // A digest already decided under this requirement needs nothing else.
         if let Some(digest) = image.digest() {
@@ -162,7 +162,7 @@ impl Engine {
                 });
             }
         }
-        let credentials_id = credentials.as_ref().map(Credentials::fingerprint);
+        let credentials_id = credentials.as_ref().map(CriCredentials::fingerprint);
         let registry = match credentials {
             Some(credentials) => self.registry.with_credentials(credentials),
             None => self.registry.clone(),

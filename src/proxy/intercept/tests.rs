@@ -35,6 +35,7 @@ fn v1_pull(image: &str) -> v1::PullImageRequest {
         auth: Some(v1::AuthConfig {
             username: "u".into(),
             password: "secret".into(),
+            server_address: "https://registry.example".into(),
             ..Default::default()
         }),
         sandbox_config: Some(sandbox("prod")),
@@ -241,10 +242,13 @@ fn pin_works_for_every_gated_method() {
 fn pull_credentials_are_carried_and_never_printed() {
     let body = framed(&v1_pull("registry.example/private:v1").encode_to_vec());
     let ctx = decode(PULL, &body, CALLER).unwrap();
+    let credentials = ctx.credentials.as_ref().unwrap();
     assert!(matches!(
-        ctx.credentials,
-        Some(crate::registry::Credentials::Basic { ref username, .. }) if username == "u"
+        credentials.credentials,
+        crate::registry::Credentials::Basic { ref username, .. } if username == "u"
     ));
+    // The host they are for is carried too: only it gets them.
+    assert_eq!(credentials.host.as_deref(), Some("registry.example"));
     let printed = format!("{ctx:?}");
     assert!(
         !printed.contains("secret"),

@@ -73,29 +73,97 @@ fn a_ca_file_with_a_certificate_is_accepted() {
     .is_ok());
 }
 
+/// The credentials `client` sends to each host `repo` is fetched from, in order.
+fn credentials_sent(client: &Client, repo: &str) -> Vec<Credentials> {
+    let repo: Repository = repo.parse().unwrap();
+    let (first, rest) = client.hosts(&repo, Capability::Pull).unwrap();
+    std::iter::once(first)
+        .chain(rest)
+        .map(|host| client.credentials_for(&host))
+        .collect()
+}
+
+fn basic(username: &str) -> Credentials {
+    Credentials::Basic {
+        username: username.to_owned(),
+        password: Secret::new("p"),
+    }
+}
+
 #[test]
 fn credentials_come_from_the_request_before_the_docker_config() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("config.json");
     std::fs::write(
         &path,
-        r#"{"auths":{"ghcr.io":{"username":"file","password":"p"}}}"#,
+        r#"{"auths":{"ghcr.io":{"username":"file","password":"p"},
+                     "mirror.example":{"username":"mirror","password":"p"}}}"#,
+    )
+    .unwrap();
+    let hosts = dir.path().join("certs.d");
+    std::fs::create_dir_all(hosts.join("ghcr.io")).unwrap();
+    std::fs::write(
+        hosts.join("ghcr.io/hosts.toml"),
+        "[host.\"https://mirror.example\"]\n",
     )
     .unwrap();
     let client = Client::new(RegistryConfig {
         docker_config: Some(path),
+        hosts_dir: Some(hosts.display().to_string()),
         ..RegistryConfig::default()
     })
     .unwrap();
-    assert!(
-        matches!(client.credentials_for("ghcr.io"), Credentials::Basic { ref username, .. } if username == "file")
+    // The Docker config's credentials go by the name of the host asked: a mirror's own.
+    assert_eq!(
+        credentials_sent(&client, "ghcr.io/app"),
+        [basic("mirror"), basic("file")]
     );
-    assert!(client.credentials_for("quay.io").is_anonymous());
-    let scoped = client.with_credentials(Credentials::RegistryToken(Secret::new("t")));
-    assert!(matches!(
-        scoped.credentials_for("ghcr.io"),
-        Credentials::RegistryToken(_)
-    ));
+    assert_eq!(
+        credentials_sent(&client, "quay.io/app"),
+        [Credentials::Anonymous]
+    );
+    // A request's credentials without a server address go to every host, as containerd
+    // sends them.
+    let request = client.with_credentials(basic("request"));
+    assert_eq!(
+        credentials_sent(&request, "ghcr.io/app"),
+        [basic("request"), basic("request")]
+    );
+    // With one, only to that host (containerd `ParseAuth`), never the Docker config's
+    // in their place.
+    let scoped = |address: &str| {
+        let credentials = CriCredentials::from_cri(super::super::CriAuth {
+            username: "request",
+            password: "p",
+            server_address: address,
+            ..super::super::CriAuth::default()
+        })
+        .unwrap();
+        credentials_sent(&client.with_credentials(credentials), "ghcr.io/app")
+    };
+    assert_eq!(
+        scoped("https://ghcr.io"),
+        [Credentials::Anonymous, basic("request")]
+    );
+    assert_eq!(
+        scoped("https://mirror.example/v2/"),
+        [basic("request"), Credentials::Anonymous]
+    );
+    // An address without a scheme names no host: containerd sends the credentials
+    // nowhere.
+    assert_eq!(
+        scoped("ghcr.io"),
+        [Credentials::Anonymous, Credentials::Anonymous]
+    );
+    let bad = CriCredentials::from_cri(super::super::CriAuth {
+        username: "request",
+        server_address: "https://[bad",
+        ..super::super::CriAuth::default()
+    });
+    assert!(
+        matches!(bad, Err(Error::InvalidCredentials { .. })),
+        "{bad:?}"
+    );
 }
 
 #[test]
