@@ -1107,3 +1107,71 @@ async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before
         "{json}"
     );
 }
+
+/// notation-go `verifyTimestamp`: a timestamp's TSA chain is checked for revocation
+/// (here by the TSA's OCSP responder) after the timestamp itself. A revoked TSA saves no
+/// expired signing certificate, whenever the revocation took effect (after the timestamp
+/// here), nor does one whose status cannot be determined.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_a_timestamp_from_a_revoked_tsa_saves_nothing() {
+    const GOOD: u64 = 4401;
+    const REVOKED: u64 = 4402;
+    const UNLISTED: u64 = 4403;
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CA");
+    let tsa_root = NotationCa::generate("crigate e2e TSA root");
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let responder = OcspResponder::start(work.path(), &tsa_root, port, &[GOOD], &[REVOKED]);
+    let ocsp_url = format!("http://127.0.0.1:{port}");
+    let policy = trust_policy(
+        "crigate-e2e",
+        &["*"],
+        "strict",
+        &["ca:e2e", "tsa:e2e-tsa"],
+        &["*"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(dir.path(), &policy, &ca_and_tsa(&ca, &tsa_root.cert_pem));
+    // Expired since 2025-06-01: only an authentic timestamp saves it.
+    let leaf = ca.leaf(KeyKind::P256, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
+    let mut images = Vec::new();
+    for (repo, serial) in [
+        ("tsa-good", GOOD),
+        ("tsa-revoked", REVOKED),
+        ("tsa-unlisted", UNLISTED),
+    ] {
+        let tsa = NotationTsa::with_ocsp(&tsa_root, repo, serial, &ocsp_url);
+        let target = push_image(&registry, repo).await;
+        let envelope = timestamped(&leaf, &tsa, Format::Jws, &target, ymd(2025, 3, 1));
+        push_signatures(&registry, repo, &target, &[envelope]).await;
+        images.push(format!("{}/{repo}:v1", registry.host()));
+    }
+    let message = |json: &Value| json["reason"]["message"].as_str().unwrap_or("").to_owned();
+
+    let (code, json) = verify(&images[0], dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+
+    let (code, json) = verify(&images[1], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("timestamp: TSA chain: certificate")
+            && message(&json).contains("CN=tsa-revoked was revoked"),
+        "{json}"
+    );
+
+    let (code, json) = verify(&images[2], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        message(&json).contains("TSA chain: revocation status of")
+            && message(&json).contains("the responder does not know the certificate")
+            && message(&json).contains("\"authenticTimestamp\" to \"log\""),
+        "{json}"
+    );
+
+    // The responder down: the TSA's status cannot be determined, so nothing is saved.
+    drop(responder);
+    let (code, json) = verify(&images[0], dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(message(&json).contains("TSA chain"), "{json}");
+}

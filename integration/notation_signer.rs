@@ -292,16 +292,7 @@ impl NotationCa {
     ) -> NotationLeaf {
         self.leaf_with(kind, cn, ymd(2026, 1, 1), ymd(2036, 1, 1), |params| {
             params.serial_number = Some(rcgen::SerialNumber::from(serial));
-            // AuthorityInfoAccessSyntax ::= SEQUENCE OF AccessDescription { id-ad-ocsp,
-            // uniformResourceIdentifier [6] } (RFC 5280 4.2.2.1), short lengths only.
-            let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
-            let uri = [&[0x86, ocsp_url.len() as u8][..], ocsp_url.as_bytes()].concat();
-            let entry = [&[0x30, (oid.len() + uri.len()) as u8][..], &oid, &uri].concat();
-            let syntax = [&[0x30, entry.len() as u8][..], &entry].concat();
-            params.custom_extensions = vec![rcgen::CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 5, 5, 7, 1, 1],
-                syntax,
-            )];
+            params.custom_extensions = vec![ocsp_access(ocsp_url)];
             if let Some(url) = crl_url {
                 params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
                     uris: vec![url.to_owned()],
@@ -813,6 +804,17 @@ pub fn statement(
     statement
 }
 
+/// An authority information access extension naming `url` as the OCSP responder:
+/// AuthorityInfoAccessSyntax ::= SEQUENCE OF AccessDescription { id-ad-ocsp,
+/// uniformResourceIdentifier [6] } (RFC 5280 4.2.2.1), short lengths only.
+fn ocsp_access(url: &str) -> rcgen::CustomExtension {
+    let oid = [0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x30, 0x01];
+    let uri = [&[0x86, url.len() as u8][..], url.as_bytes()].concat();
+    let entry = [&[0x30, (oid.len() + uri.len()) as u8][..], &oid, &uri].concat();
+    let syntax = [&[0x30, entry.len() as u8][..], &entry].concat();
+    rcgen::CustomExtension::from_oid_content(&[1, 3, 6, 1, 5, 5, 7, 1, 1], syntax)
+}
+
 /// A time-stamping authority: a root CA (the `tsa` trust store entry) and a TSA
 /// certificate with EKU timeStamping, both ECDSA P-256, valid 2024 to 2040. Tokens are
 /// RFC 3161 TimeStampTokens (CMS SignedData over a TSTInfo), assembled as DER here.
@@ -829,6 +831,24 @@ pub struct NotationTsa {
 impl NotationTsa {
     pub fn generate(cn: &str) -> Self {
         let root = NotationCa::generate(&format!("{cn} root"));
+        Self::issued_by(&root, cn, |_| {})
+    }
+
+    /// A TSA certificate issued by `root` with serial number `serial`, naming `ocsp_url`
+    /// as its OCSP responder (the authority information access of
+    /// [`NotationCa::leaf_with_ocsp`]).
+    pub fn with_ocsp(root: &NotationCa, cn: &str, serial: u64, ocsp_url: &str) -> Self {
+        Self::issued_by(root, cn, |params| {
+            params.serial_number = Some(rcgen::SerialNumber::from(serial));
+            params.custom_extensions = vec![ocsp_access(ocsp_url)];
+        })
+    }
+
+    fn issued_by(
+        root: &NotationCa,
+        cn: &str,
+        more: impl FnOnce(&mut rcgen::CertificateParams),
+    ) -> Self {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
@@ -844,11 +864,12 @@ impl NotationTsa {
         params.is_ca = rcgen::IsCa::ExplicitNoCa;
         params.not_before = rcgen::date_time_ymd(2024, 1, 1);
         params.not_after = rcgen::date_time_ymd(2040, 1, 1);
+        more(&mut params);
         let subject_key_id = params.key_identifier(&key);
         let cert = params.signed_by(&key, &root.issuer).unwrap();
         Self {
-            root_pem: root.cert_pem,
-            root_der: root.cert_der,
+            root_pem: root.cert_pem.clone(),
+            root_der: root.cert_der.clone(),
             cert_der: cert.der().to_vec(),
             subject_key_id,
             key,

@@ -287,6 +287,7 @@ fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
             VerifierConfig::Notation {
                 dir: dir.clone(),
                 online_revocation: !args.offline_revocation,
+                timestamp_revocation: true,
             },
         );
     }

@@ -163,6 +163,12 @@ pub enum VerifierConfig {
         /// Default true.
         #[serde(default = "yes")]
         online_revocation: bool,
+        /// Check the revocation of a timestamp's TSA chain (OCSP, CRLs), as notation-go
+        /// does; a revoked or undeterminable TSA certificate fails the authentic
+        /// timestamp check. Default true; off only for nodes that can neither reach the
+        /// TSA's responders nor hold its CRL.
+        #[serde(default = "yes")]
+        timestamp_revocation: bool,
     },
 }
 

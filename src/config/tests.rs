@@ -227,14 +227,26 @@ dir = "/etc/crigate/notation"
         ),
         "CRLs are fetched unless turned off, as the notation CLI fetches them"
     );
+    assert!(
+        matches!(
+            config.verifiers["notary"],
+            VerifierConfig::Notation {
+                timestamp_revocation: true,
+                ..
+            }
+        ),
+        "TSA chains are checked unless turned off, as notation-go checks them"
+    );
     let offline = parse(
-        "[verifiers.notary]\nkind = \"notation\"\ndir = \"/etc/notation\"\nonline_revocation = false\n",
+        "[verifiers.notary]\nkind = \"notation\"\ndir = \"/etc/notation\"\nonline_revocation = false\n\
+         timestamp_revocation = false\n",
     )
     .unwrap();
     assert!(matches!(
         offline.verifiers["notary"],
         VerifierConfig::Notation {
             online_revocation: false,
+            timestamp_revocation: false,
             ..
         }
     ));

@@ -137,6 +137,7 @@ pub fn requirement(
             VerifierConfig::Notation {
                 dir,
                 online_revocation,
+                timestamp_revocation,
             } => {
                 let config = NotationConfig::load(dir)
                     .map_err(|source| Error::Notation {
@@ -144,7 +145,8 @@ pub fn requirement(
                         dir: dir.clone(),
                         source: Box::new(source),
                     })?
-                    .with_online_revocation(*online_revocation);
+                    .with_online_revocation(*online_revocation)
+                    .with_timestamp_revocation(*timestamp_revocation);
                 // The effective content of a Notation verifier is its trust policy
                 // document and trust store files.
                 hash_tree(dir, &mut hasher);

@@ -596,8 +596,8 @@ fn verify_timestamp(
             continue;
         };
         match timestamp::verify_with(token, signature, &[root], &tsa.chain) {
-            Ok(range) => {
-                let at = range.gen_time.to_system_time();
+            Ok(verified) => {
+                let at = verified.range.gen_time.to_system_time();
                 if tsa.valid_for.contains(at) {
                     return Ok(at);
                 }

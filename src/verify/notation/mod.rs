@@ -27,7 +27,11 @@
 //! with `"revocation": "skip"`). A listed certificate is revoked unless its entry's
 //! invalidity date is after an authentic signing time (the signing authority's time or
 //! a verified timestamp), as in notation-core-go; the unauthenticated `signingTime`
-//! never saves it. The TSA chain's revocation is not evaluated. Verification plugins are not
+//! never saves it. The chain of a verified timestamp's TSA is checked the same way (from
+//! the same sources) as part of the authentic timestamp check, as notation-go checks it
+//! (`verifyTimestamp`): a revoked or undeterminable TSA certificate fails that check,
+//! whatever the revocation time and whatever `"revocation"` says; `timestamp_revocation =
+//! false` turns it off for nodes with neither network nor the TSA's CRL. Verification plugins are not
 //! supported: a signature that names one is rejected, as the spec requires of
 //! implementations without plugins.
 
@@ -89,6 +93,9 @@ pub struct NotationConfig {
     /// distribution points when the configured CRLs do not settle a status, as the
     /// notation CLI does. On unless turned off.
     online_revocation: bool,
+    /// Check the revocation of a verified timestamp's TSA chain, as notation-go does. On
+    /// unless turned off.
+    timestamp_revocation: bool,
 }
 
 /// Why a Notation configuration could not be loaded.
@@ -220,6 +227,7 @@ impl NotationConfig {
             store,
             crls: CrlSet::default(),
             online_revocation: true,
+            timestamp_revocation: true,
         })
     }
 
@@ -236,6 +244,13 @@ impl NotationConfig {
 
     pub fn online_revocation(&self) -> bool {
         self.online_revocation
+    }
+
+    /// Whether a verified timestamp's TSA chain is checked for revocation (as notation-go
+    /// checks it, with no way to turn it off).
+    pub fn with_timestamp_revocation(mut self, check: bool) -> Self {
+        self.timestamp_revocation = check;
+        self
     }
 }
 
@@ -540,6 +555,10 @@ fn verify_one(
     // --- Authentic timestamp. ---
     let mut authentic_time = None;
     if policy.level.action(Check::AuthenticTimestamp) != Action::Skip {
+        let tsa_revocation = config
+            .timestamp_revocation
+            .then_some((&config.crls, notes.fetched));
+        let mut wanted = Vec::new();
         let result = check_authentic_timestamp(
             &envelope,
             &chain,
@@ -549,13 +568,28 @@ fn verify_one(
             store,
             target,
             now,
+            tsa_revocation,
+            &mut wanted,
         )
         .map(|time| authentic_time = time);
+        // The TSA chain reached the policy's `tsa` store: its sources may be asked.
+        for source in wanted {
+            if !notes.revocation_wanted.contains(&source) {
+                notes.revocation_wanted.push(source);
+            }
+        }
         check(Check::AuthenticTimestamp, Stage::AuthenticTimestamp, result)?;
     }
     // --- Revocation: configured CRLs, OCSP, fetched CRLs; see the module docs. ---
     if policy.level.action(Check::Revocation) != Action::Skip {
-        let result = check_revocation(&chain, &config.crls, notes.fetched, now, authentic_time);
+        let result = check_revocation(
+            &chain,
+            &config.crls,
+            notes.fetched,
+            now,
+            authentic_time,
+            Purpose::Signing,
+        );
         if let (Err(unsettled), true) = (&result, vouched) {
             for wanted in &unsettled.wanted {
                 if !notes.revocation_wanted.contains(wanted) {
@@ -681,6 +715,10 @@ fn check_expiry(envelope: &Envelope, now: Moment) -> Result<(), Rejection> {
 /// chain is unexpired) the chain must be valid now. A `notary.x509.signingAuthority`
 /// signature's authentic signing time was already checked against the chain.
 ///
+/// With `revocation`, the timestamp's TSA chain must not be revoked nor of unknown
+/// status (notation-go `verifyTimestamp`, checked last); the sources that could settle
+/// an unknown status are added to `wanted`.
+///
 /// Returns the authentic signing time established, if any (the latest instant of a
 /// timestamp's range, or the signing authority's time).
 #[allow(clippy::too_many_arguments)]
@@ -693,6 +731,8 @@ fn check_authentic_timestamp(
     store: &TrustStore,
     target: &Descriptor,
     now: Moment,
+    revocation: Option<(&CrlSet, &Fetched)>,
+    wanted: &mut Vec<Wanted>,
 ) -> Result<Option<Moment>, Rejection> {
     if scheme == SigningScheme::X509SigningAuthority {
         return Ok(Some(signing_time));
@@ -719,8 +759,9 @@ fn check_authentic_timestamp(
     let Some(token) = &envelope.timestamp else {
         return Err(Rejection::NoSignature(target.digest.clone()));
     };
-    let range =
+    let verified =
         timestamp::verify(token, &envelope.signature, &anchors).map_err(timestamp_rejection)?;
+    let range = verified.range;
     // "Validate that the time range from timeStampLowerLimit to timeStampUpperLimit
     // timestamp is entirely within the signing certificate and certificate chain's
     // validity period."
@@ -735,7 +776,36 @@ fn check_authentic_timestamp(
             )));
         }
     }
+    // notation-go checks the TSA chain last, with no signing time: a revocation counts
+    // whenever it took effect.
+    if let Some((configured, fetched)) = revocation {
+        check_revocation(
+            &verified.chain,
+            configured,
+            fetched,
+            now,
+            None,
+            Purpose::Timestamping,
+        )
+        .map_err(|unsettled| {
+            wanted.extend(unsettled.wanted);
+            match unsettled.rejection {
+                Rejection::UntrustedRoot(m) => {
+                    Rejection::UntrustedRoot(format!("timestamp: TSA chain: {m}"))
+                }
+                other => other,
+            }
+        })?;
+    }
     Ok(Some(range.latest))
+}
+
+/// What a chain checked for revocation is for: it names the setting that relaxes the
+/// check in an undeterminable status's message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Signing,
+    Timestamping,
 }
 
 /// A revocation check that failed, and the sources that could settle it.
@@ -760,13 +830,14 @@ fn check_revocation(
     fetched: &Fetched,
     now: Moment,
     signed_at: Option<Moment>,
+    purpose: Purpose,
 ) -> Result<(), Unsettled> {
     let mut unsettled: Option<Unsettled> = None;
     for (index, cert) in chain.iter().enumerate().rev().skip(1) {
         let Some(issuer) = chain.get(index + 1) else {
             continue;
         };
-        match cert_status(cert, issuer, configured, fetched, now, signed_at) {
+        match cert_status(cert, issuer, configured, fetched, now, signed_at, purpose) {
             CertStatus::Good => {}
             CertStatus::Revoked(message) => {
                 return Err(Unsettled {
@@ -807,6 +878,7 @@ fn cert_status(
     fetched: &Fetched,
     now: Moment,
     signed_at: Option<Moment>,
+    purpose: Purpose,
 ) -> CertStatus {
     let revoked = |subject: String, at: Moment| {
         CertStatus::Revoked(format!("certificate {subject} was revoked at {at}"))
@@ -886,11 +958,18 @@ fn cert_status(
             None => wanted.push(source),
         }
     }
-    message.push_str(
-        " (put a current CRL in the crl directory, let crigate reach the certificate's \
-         http OCSP responder or CRL distribution point, or set the trust policy override \
-         \"revocation\" to \"log\" or \"skip\")",
-    );
+    message.push_str(match purpose {
+        Purpose::Signing => {
+            " (put a current CRL in the crl directory, let crigate reach the certificate's \
+             http OCSP responder or CRL distribution point, or set the trust policy \
+             override \"revocation\" to \"log\" or \"skip\")"
+        }
+        Purpose::Timestamping => {
+            " (put a current CRL in the crl directory, let crigate reach the certificate's \
+             http OCSP responder or CRL distribution point, set the trust policy override \
+             \"authenticTimestamp\" to \"log\", or turn timestamp_revocation off)"
+        }
+    });
     CertStatus::Unknown { message, wanted }
 }
 

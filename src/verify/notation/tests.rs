@@ -91,6 +91,43 @@ fn class(verdict: &Verdict) -> String {
     }
 }
 
+/// The envelopes, target, configuration (its trust policy and trust store) and
+/// verification instant of a `cases.json` entry.
+fn vector_case(
+    dir: &Path,
+    case: &Value,
+) -> (
+    Vec<(String, Vec<u8>)>,
+    Descriptor,
+    NotationConfig,
+    SystemTime,
+) {
+    let id = case["id"].as_str().unwrap();
+    let target = descriptor(&case["target"]);
+    let envelopes = match case["kind"].as_str().unwrap() {
+        "notation-oci-layout" => layout_envelopes(
+            &dir.join(case["oci_layout"].as_str().unwrap()),
+            &target.digest,
+        ),
+        "notation-envelope" => vec![(
+            case["envelope_media_type"].as_str().unwrap().to_owned(),
+            std::fs::read(dir.join(case["envelope"].as_str().unwrap())).unwrap(),
+        )],
+        other => panic!("{id}: unknown kind {other}"),
+    };
+    let policy = case["trust_policy"].as_str().unwrap();
+    let bytes = std::fs::read(dir.join(policy)).unwrap();
+    let document =
+        TrustPolicyDocument::parse(&bytes).unwrap_or_else(|e| panic!("{id}: {policy}: {e}"));
+    let config = NotationConfig::new(
+        document,
+        &dir.join(case["trust_store_root"].as_str().unwrap()),
+    )
+    .unwrap();
+    let now = at(case["verify_at"].as_str().unwrap());
+    (envelopes, target, config, now)
+}
+
 #[test]
 fn every_notation_vector_case_has_its_expected_result() {
     let dir = vectors();
@@ -104,28 +141,11 @@ fn every_notation_vector_case_has_its_expected_result() {
             continue;
         }
         count += 1;
-        let target = descriptor(&case["target"]);
-        let envelopes = match case["kind"].as_str().unwrap() {
-            "notation-oci-layout" => layout_envelopes(
-                &dir.join(case["oci_layout"].as_str().unwrap()),
-                &target.digest,
-            ),
-            "notation-envelope" => vec![(
-                case["envelope_media_type"].as_str().unwrap().to_owned(),
-                std::fs::read(dir.join(case["envelope"].as_str().unwrap())).unwrap(),
-            )],
-            other => panic!("{id}: unknown kind {other}"),
-        };
-        let policy = case["trust_policy"].as_str().unwrap();
-        let bytes = std::fs::read(dir.join(policy)).unwrap();
-        let document =
-            TrustPolicyDocument::parse(&bytes).unwrap_or_else(|e| panic!("{id}: {policy}: {e}"));
-        let config = NotationConfig::new(
-            document,
-            &dir.join(case["trust_store_root"].as_str().unwrap()),
-        )
-        .unwrap();
-        let now = at(case["verify_at"].as_str().unwrap());
+        let (envelopes, target, config, now) = vector_case(&dir, case);
+        // MANIFEST.md: "The expected results assume revocation checking of the TSA
+        // chain is either off or succeeds" (the GlobalSign TSA of N20-N25 names OCSP
+        // responders, which cannot be reached here).
+        let config = config.with_timestamp_revocation(false);
         let result = verify(
             &envelopes,
             &target,
@@ -155,6 +175,99 @@ fn every_notation_vector_case_has_its_expected_result() {
         "vector cases failed:\n{}",
         failures.join("\n")
     );
+}
+
+/// N20 (a JWS timestamped by GlobalSign, whose TSA certificates name OCSP responders)
+/// with the TSA chain checked for revocation, as notation-go checks it: nothing here
+/// reaches GlobalSign, so the timestamp is not authentic.
+#[test]
+fn a_timestamp_whose_tsa_revocation_cannot_be_determined_is_not_authentic() {
+    let dir = vectors();
+    let cases: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("cases.json")).unwrap()).unwrap();
+    let case = cases["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|case| case["id"] == "N20")
+        .unwrap();
+    let (envelopes, target, config, now) = vector_case(&dir, case);
+    let repo = "registry.example.com/app";
+    let rejection = |result: &Verification| match &result.verdict {
+        Verdict::Rejected(rejection) => rejection.to_string(),
+        Verdict::Trusted(_) => panic!("trusted: {:?}", result.outcome),
+    };
+
+    // Online: the TSA's responders are named for the caller to ask.
+    let online = verify(&envelopes, &target, repo, &config, now);
+    let message = rejection(&online);
+    assert!(
+        message.contains("timestamp: TSA chain: revocation status of CN=GlobalSign"),
+        "{message}"
+    );
+    assert!(!online.outcome.revocation_wanted.is_empty());
+    assert!(online
+        .outcome
+        .revocation_wanted
+        .iter()
+        .all(|wanted| matches!(wanted, Wanted::Ocsp { url, .. } if url.contains("globalsign"))));
+    // Asked, and unanswered (no network): still not authentic, and the answer says so.
+    let fetched = Fetched {
+        failures: online
+            .outcome
+            .revocation_wanted
+            .iter()
+            .map(|wanted| (wanted.clone(), "connection refused".to_owned()))
+            .collect(),
+        ..Fetched::default()
+    };
+    let asked = verify_fetched(&envelopes, &target, repo, &config, &fetched, now);
+    let message = rejection(&asked);
+    assert!(
+        message.contains("connection refused")
+            && message.contains("\"authenticTimestamp\" to \"log\""),
+        "{message}"
+    );
+
+    // Not the signing chain's revocation check: "revocation": "skip" leaves it on, and
+    // only the authentic timestamp check's own level or the setting turns it off.
+    let with_override = |name: &str, value: &str| {
+        let mut policy: Value = serde_json::from_slice(
+            &std::fs::read(dir.join(case["trust_policy"].as_str().unwrap())).unwrap(),
+        )
+        .unwrap();
+        policy["trustPolicies"][0]["signatureVerification"]["override"] =
+            serde_json::json!({ name: value });
+        let document = TrustPolicyDocument::parse(&serde_json::to_vec(&policy).unwrap()).unwrap();
+        NotationConfig::new(
+            document,
+            &dir.join(case["trust_store_root"].as_str().unwrap()),
+        )
+        .unwrap()
+    };
+    let skipped = with_override("revocation", "skip");
+    assert!(matches!(
+        verify(&envelopes, &target, repo, &skipped, now).verdict,
+        Verdict::Rejected(_)
+    ));
+    let logged = verify(
+        &envelopes,
+        &target,
+        repo,
+        &with_override("authenticTimestamp", "log"),
+        now,
+    );
+    assert!(matches!(logged.verdict, Verdict::Trusted(_)), "{logged:?}");
+    assert!(logged
+        .outcome
+        .logged
+        .iter()
+        .any(|failure| failure.rejection.to_string().contains("TSA chain")));
+    let off = config.with_timestamp_revocation(false);
+    assert!(matches!(
+        verify(&envelopes, &target, repo, &off, now).verdict,
+        Verdict::Trusted(_)
+    ));
 }
 
 fn n04_envelope() -> Vec<(String, Vec<u8>)> {

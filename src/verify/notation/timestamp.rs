@@ -3,8 +3,8 @@
 //!
 //! Follows the Notary Project trust store and trust policy spec, "Signature
 //! Verification", step "Validate Trusted Timestamp" for `notary.x509`, and RFC 3161
-//! 2.4.2 / RFC 5652 5.4 for the token itself. Revocation of the TSA chain is not
-//! evaluated (see the module docs of `notation`).
+//! 2.4.2 / RFC 5652 5.4 for the token itself. The TSA chain it returns is checked for
+//! revocation by the caller (see the module docs of `notation`).
 #![deny(clippy::indexing_slicing)]
 
 use std::time::Duration;
@@ -42,6 +42,14 @@ pub(crate) struct TimestampRange {
     pub latest: Moment,
 }
 
+/// A verified token: the interval it attests and the chain its TSA certificate was
+/// verified with, TSA certificate first, the trusted certificate it reached last.
+#[derive(Clone, Debug)]
+pub(crate) struct VerifiedTimestamp {
+    pub range: TimestampRange,
+    pub chain: Vec<Cert>,
+}
+
 /// Why a timestamp token does not establish an authentic signing time.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum TimestampError {
@@ -72,7 +80,7 @@ pub(crate) enum TimestampError {
 }
 
 /// Verifies `token` as a countersignature of `signature` and returns the time range
-/// it attests.
+/// it attests, with the TSA chain.
 ///
 /// # Errors
 ///
@@ -82,7 +90,7 @@ pub(crate) fn verify(
     token: &[u8],
     signature: &[u8],
     anchors: &[&Cert],
-) -> Result<TimestampRange, TimestampError> {
+) -> Result<VerifiedTimestamp, TimestampError> {
     verify_with(token, signature, anchors, &[])
 }
 
@@ -98,7 +106,7 @@ pub(crate) fn verify_with(
     signature: &[u8],
     anchors: &[&Cert],
     known: &[Cert],
-) -> Result<TimestampRange, TimestampError> {
+) -> Result<VerifiedTimestamp, TimestampError> {
     if token.len() > MAX_TIMESTAMP_BYTES {
         return Err(TimestampError::TooLarge(token.len()));
     }
@@ -215,8 +223,12 @@ pub(crate) fn verify_with(
 
     // "Validate that timestamp certificate and certificate chain leads to a trusted TSA
     // certificate as per value configured in trustStore" - judged at genTime.
-    chain::build_timestamping_chain(tsa_cert, &token_certs, anchors, tst.gen_time)
-        .map_err(TimestampError::Chain)?;
+    let chain: Vec<Cert> =
+        chain::build_timestamping_chain(tsa_cert, &token_certs, anchors, tst.gen_time)
+            .map_err(TimestampError::Chain)?
+            .into_iter()
+            .cloned()
+            .collect();
 
     // "If the accuracy is explicitly specified in TSTInfo.accuracy, use that value. If
     // the accuracy is not explicitly specified and TSTInfo.policy is the baseline
@@ -227,10 +239,13 @@ pub(crate) fn verify_with(
         None if tst.policy == BASELINE_TIMESTAMP_POLICY => Duration::from_secs(1),
         None => Duration::ZERO,
     };
-    Ok(TimestampRange {
-        gen_time: tst.gen_time,
-        earliest: tst.gen_time.minus(accuracy),
-        latest: tst.gen_time.plus(accuracy),
+    Ok(VerifiedTimestamp {
+        range: TimestampRange {
+            gen_time: tst.gen_time,
+            earliest: tst.gen_time.minus(accuracy),
+            latest: tst.gen_time.plus(accuracy),
+        },
+        chain,
     })
 }
 
