@@ -437,17 +437,20 @@ fn free_ports_are_distinct_bindable_and_outside_the_ephemeral_range() {
         .unwrap()
         .parse()
         .unwrap();
-    let ports: Vec<u16> = (0..200)
-        .map(|_| harness::process::free_port().unwrap())
-        .collect();
-    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
-    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
-    for port in ports {
+    let mut ports = Vec::new();
+    for _ in 0..200 {
+        let port = harness::process::free_port().unwrap();
         assert!(
             port < ephemeral_low,
             "{port} is in the range the kernel gives outgoing connections"
         );
-        // Nothing holds it: the process it is meant for can bind it.
-        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        // Nothing holds it: the process it is meant for can bind it, as it does at once
+        // (a port is free only until some process on the machine takes it).
+        if let Err(error) = std::net::TcpListener::bind(("127.0.0.1", port)) {
+            panic!("{port} was handed out but cannot be bound: {error}");
+        }
+        ports.push(port);
     }
+    let distinct: std::collections::BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
 }

@@ -72,6 +72,9 @@ pub struct PulledImages(Arc<Mutex<PulledIds>>);
 const MAX_PULLED_IDS: usize = 4096;
 /// How many pinned references one image id keeps (one content pulled from many places).
 const MAX_REFS_PER_ID: usize = 8;
+/// How many repositories' pull credentials [`PulledIds`] keeps; the oldest is forgotten
+/// first.
+const MAX_CREDENTIALS: usize = 1024;
 
 /// Image ids (`sha256:…` of the image's config) and the pinned references
 /// (`repo@sha256:…`) the runtime pulled them as.
@@ -80,10 +83,18 @@ const MAX_REFS_PER_ID: usize = 8;
 /// layer (`rootfs.diff_ids`, which the runtime checks as it unpacks), so a container
 /// created from the id runs the content of the manifest pulled by digest, whatever else
 /// happened to the image's names since. A name is never remembered: it can be moved.
+///
+/// It also keeps, per repository, the credentials of the last PullImage of it that
+/// carried some (kubelet sends a pod's pull secrets with PullImage only): a container
+/// created from the image later, once its verdict has expired, is verified again with
+/// them, where a private registry would refuse an anonymous look at its signatures. They
+/// are kept in memory only, and used only to read signatures.
 #[derive(Default)]
 struct PulledIds {
     by_id: HashMap<Digest, Vec<ImageRef>>,
     order: VecDeque<Digest>,
+    credentials: HashMap<String, CriCredentials>,
+    credentials_order: VecDeque<String>,
 }
 
 // === impl PulledIds ===
@@ -110,6 +121,23 @@ impl PulledIds {
 
     fn get(&self, id: &Digest) -> Option<Vec<ImageRef>> {
         self.by_id.get(id).cloned()
+    }
+
+    /// Keeps `credentials` for `repository` (`domain/path`), replacing earlier ones.
+    fn remember_credentials(&mut self, repository: String, credentials: CriCredentials) {
+        if self
+            .credentials
+            .insert(repository.clone(), credentials)
+            .is_some()
+        {
+            return;
+        }
+        if self.credentials_order.len() == MAX_CREDENTIALS {
+            if let Some(oldest) = self.credentials_order.pop_front() {
+                self.credentials.remove(&oldest);
+            }
+        }
+        self.credentials_order.push_back(repository);
     }
 }
 
@@ -139,6 +167,19 @@ impl RuntimeImages {
         if let Ok(mut pulled) = self.pulled.0.lock() {
             pulled.remember(id, pinned);
         }
+    }
+
+    /// Keeps the credentials a pull of `image` came with, for verifying it later.
+    fn remember_credentials(&self, image: &ImageRef, credentials: &CriCredentials) {
+        if let Ok(mut pulled) = self.pulled.0.lock() {
+            pulled.remember_credentials(image.repo().to_string(), credentials.clone());
+        }
+    }
+
+    /// The credentials the last pull of `image`'s repository came with, if any.
+    fn credentials_for(&self, image: &ImageRef) -> Option<CriCredentials> {
+        let pulled = self.pulled.0.lock().ok()?;
+        pulled.credentials.get(&image.repo().to_string()).cloned()
     }
 
     /// The pinned references `image` (an image id) was pulled as, if remembered.
@@ -534,6 +575,11 @@ impl PolicyDecider {
             Ok(subject) => subject,
             Err(undecided) => return on_error(trace, policy, undecided),
         };
+        if let (Some(credentials), Some(runtime)) = (&request.credentials, &self.runtime) {
+            for image in &subject.images {
+                runtime.remember_credentials(image, credentials);
+            }
+        }
         let mut judged = self.judge(trace, policy, request, &subject).await;
         // A create that names its image (`repo:tag`, a short id) is allowed for the image
         // the name led to now; the runtime resolves the name again when it creates, and a
@@ -586,13 +632,15 @@ impl PolicyDecider {
         }
         let mut rejection = None;
         for image in images {
+            // A pull's own credentials; for a create, those a pull of the repository
+            // came with.
+            let remembered = match (&request.credentials, &self.runtime) {
+                (None, Some(runtime)) => runtime.credentials_for(image),
+                _ => None,
+            };
+            let credentials = request.credentials.as_ref().or(remembered.as_ref());
             match self
-                .verify(
-                    policy,
-                    image,
-                    request.credentials.as_ref(),
-                    &mut trace.checks,
-                )
+                .verify(policy, image, credentials, &mut trace.checks)
                 .await
             {
                 Ok(Ok((verifier, outcome))) => {
@@ -1078,6 +1126,96 @@ verifiers = ["release"]
             credentials: None,
             image_volumes: Vec::new(),
         }
+    }
+
+    /// A registry on loopback that refuses anonymous requests with a Basic challenge and
+    /// answers 404 to authorised ones, recording whether each request was authorised.
+    async fn private_registry() -> (String, Arc<Mutex<Vec<bool>>>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&request).to_ascii_lowercase();
+                // user:pass
+                let authorised = text.contains("authorization: basic dxnlcjpwyxnz");
+                log.lock().unwrap().push(authorised);
+                let answer = if authorised {
+                    "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                } else {
+                    "HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Basic realm=\"r\"\r\n\
+                     content-length: 0\r\nconnection: close\r\n\r\n"
+                };
+                let _ = stream.write_all(answer.as_bytes()).await;
+            }
+        });
+        (host, seen)
+    }
+
+    #[tokio::test]
+    async fn a_create_is_verified_with_the_credentials_its_repositorys_pull_came_with() {
+        let (host, seen) = private_registry().await;
+        let text = format!(
+            r#"
+[registry]
+plain_http = ["{host}"]
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[[policies]]
+name = "secure"
+namespaces = ["secure"]
+verifiers = ["release"]
+"#
+        );
+        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        let cache = CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let runtime =
+            RuntimeImages::new(dir.path().join("missing.sock"), PulledImages::default()).unwrap();
+        let decider =
+            crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
+                .unwrap();
+        let pinned = format!("{host}/app@sha256:{}", "d".repeat(64));
+        decider.pulled(&pinned, &id());
+        let authorised = || seen.lock().unwrap().iter().filter(|a| **a).count();
+
+        // Before any pull with credentials: the registry is asked anonymously.
+        decider.explain(&create(&id(), "secure")).await;
+        assert!(!seen.lock().unwrap().is_empty());
+        assert_eq!(authorised(), 0);
+
+        // A pull of the repository with the pod's pull secret...
+        let mut pull = create(&pinned, "secure");
+        pull.phase = Phase::Pull;
+        pull.credentials = Some(CriCredentials::from(crate::registry::Credentials::Basic {
+            username: "user".to_owned(),
+            password: crate::registry::Secret::new("pass"),
+        }));
+        decider.explain(&pull).await;
+        let after_pull = authorised();
+        assert!(after_pull > 0);
+        // ...lends it to a later create of an image from that repository.
+        decider.explain(&create(&id(), "secure")).await;
+        assert!(authorised() > after_pull, "{:?}", seen.lock().unwrap());
     }
 
     #[tokio::test]
