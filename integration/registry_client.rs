@@ -1743,3 +1743,48 @@ async fn referrers_are_read_from_the_first_host_that_has_some() {
     assert_eq!(found[0].digest, Digest::sha256(&[7]));
     assert_eq!(mirror_seen.lock().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
+    let tls = TestTls::new();
+    let (mirror, _) = tls_registry(&tls).await;
+    let image: ImageRef = format!("{UNREACHABLE}/app:v1").parse().unwrap();
+    let expected = Digest::sha256(&manifest_json(None));
+    // `ca` relative to the host directory, as containerd reads it.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "[host.\"https://{}\"]\n  ca = \"mirror-ca.pem\"\n",
+            mirror.host()
+        ),
+    )]);
+    std::fs::write(
+        root.path().join(UNREACHABLE).join("mirror-ca.pem"),
+        &tls.ca_pem,
+    )
+    .unwrap();
+    let resolved = client_with_hosts(&root).resolve(&image).await.unwrap();
+    assert_eq!(resolved.digest, expected);
+
+    // A directory without hosts.toml: its `*.crt` files are CAs of the registry itself.
+    let host = mirror.host();
+    let direct: ImageRef = format!("{host}/app:v1").parse().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(host.replace(':', "_") + "_");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), &tls.ca_pem).unwrap();
+    let resolved = client_with_hosts(&root).resolve(&direct).await.unwrap();
+    assert_eq!(resolved.digest, expected);
+
+    // Without the CA, the mirror's certificate is not trusted: it cannot be asked, and
+    // the registry behind it cannot be reached either.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!("[host.\"https://{}\"]\n", mirror.host()),
+    )]);
+    let refused = client_with_hosts(&root).resolve(&image).await;
+    assert!(
+        matches!(refused, Err(Error::Unreachable { .. })),
+        "{refused:?}"
+    );
+}
