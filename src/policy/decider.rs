@@ -1095,7 +1095,13 @@ namespaces = ["secure"]
 verifiers = ["release"]
 "#
         );
-        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+        decider_from(dir, &text, pulled)
+    }
+
+    /// The decider of the config `text`, caching nothing, whose runtime socket in `dir`
+    /// does not exist, remembering pulled image ids in `pulled`.
+    fn decider_from(dir: &Path, text: &str, pulled: PulledImages) -> PolicyDecider {
+        let config = Config::parse(text, Path::new("test.toml")).unwrap();
         let cache = CacheConfig {
             positive_ttl: Duration::ZERO,
             negative_ttl: Duration::ZERO,
@@ -1181,19 +1187,8 @@ namespaces = ["secure"]
 verifiers = ["release"]
 "#
         );
-        let config = Config::parse(&text, Path::new("test.toml")).unwrap();
-        let cache = CacheConfig {
-            positive_ttl: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
-            max_entries: 16,
-            path: None,
-        };
         let dir = tempfile::tempdir().unwrap();
-        let runtime =
-            RuntimeImages::new(dir.path().join("missing.sock"), PulledImages::default()).unwrap();
-        let decider =
-            crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
-                .unwrap();
+        let decider = decider_from(dir.path(), &text, PulledImages::default());
         let pinned = format!("{host}/app@sha256:{}", "d".repeat(64));
         decider.pulled(&pinned, &id());
         let authorised = || seen.lock().unwrap().iter().filter(|a| **a).count();
