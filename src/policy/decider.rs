@@ -34,7 +34,7 @@ use crate::decision::{
     BoxFuture, Decide, Decided, Decision, Durable, ImageVolume, Phase, RequestContext, VolumePin,
 };
 use crate::oci::manifest::{Manifest, MAX_MANIFEST_BYTES};
-use crate::oci::{Digest, ImageRef};
+use crate::oci::{Digest, ImageRef, Repository};
 use crate::proxy::names::namespaced;
 use crate::proxy::upstream::unix_channel;
 use crate::registry::CriCredentials;
@@ -89,55 +89,68 @@ const MAX_CREDENTIALS: usize = 1024;
 /// created from the image later, once its verdict has expired, is verified again with
 /// them, where a private registry would refuse an anonymous look at its signatures. They
 /// are kept in memory only, and used only to read signatures.
-#[derive(Default)]
 struct PulledIds {
-    by_id: HashMap<Digest, Vec<ImageRef>>,
-    order: VecDeque<Digest>,
-    credentials: HashMap<String, CriCredentials>,
-    credentials_order: VecDeque<String>,
+    by_id: Recent<Digest, Vec<ImageRef>>,
+    credentials: Recent<Repository, CriCredentials>,
+}
+
+/// A map that keeps at most `limit` keys, forgetting the one inserted first.
+struct Recent<K, V> {
+    map: HashMap<K, V>,
+    order: VecDeque<K>,
+    limit: usize,
 }
 
 // === impl PulledIds ===
 
+impl Default for PulledIds {
+    fn default() -> Self {
+        Self {
+            by_id: Recent::new(MAX_PULLED_IDS),
+            credentials: Recent::new(MAX_CREDENTIALS),
+        }
+    }
+}
+
 impl PulledIds {
     fn remember(&mut self, id: Digest, pinned: ImageRef) {
-        if let Some(refs) = self.by_id.get_mut(&id) {
-            if !refs.contains(&pinned) {
-                if refs.len() == MAX_REFS_PER_ID {
-                    refs.remove(0);
-                }
-                refs.push(pinned);
+        self.by_id.admit(&id);
+        let refs = self.by_id.map.entry(id).or_default();
+        if !refs.contains(&pinned) {
+            if refs.len() == MAX_REFS_PER_ID {
+                refs.remove(0);
             }
-            return;
+            refs.push(pinned);
         }
-        if self.order.len() == MAX_PULLED_IDS {
-            if let Some(oldest) = self.order.pop_front() {
-                self.by_id.remove(&oldest);
-            }
-        }
-        self.order.push_back(id.clone());
-        self.by_id.insert(id, vec![pinned]);
     }
 
     fn get(&self, id: &Digest) -> Option<Vec<ImageRef>> {
-        self.by_id.get(id).cloned()
+        self.by_id.map.get(id).cloned()
+    }
+}
+
+// === impl Recent ===
+
+impl<K: Clone + Eq + std::hash::Hash, V> Recent<K, V> {
+    fn new(limit: usize) -> Self {
+        Self {
+            map: HashMap::new(),
+            order: VecDeque::new(),
+            limit,
+        }
     }
 
-    /// Keeps `credentials` for `repository` (`domain/path`), replacing earlier ones.
-    fn remember_credentials(&mut self, repository: String, credentials: CriCredentials) {
-        if self
-            .credentials
-            .insert(repository.clone(), credentials)
-            .is_some()
-        {
+    /// Makes room for `key` if it is new, forgetting the oldest key at the limit.
+    fn admit(&mut self, key: &K) {
+        if self.map.contains_key(key) {
             return;
         }
-        if self.credentials_order.len() == MAX_CREDENTIALS {
-            if let Some(oldest) = self.credentials_order.pop_front() {
-                self.credentials.remove(&oldest);
+        if self.order.len() == self.limit {
+            if let Some(oldest) = self.order.pop_front() {
+                self.map.remove(&oldest);
             }
         }
-        self.credentials_order.push_back(repository);
+        self.order.push_back(key.clone());
     }
 }
 
@@ -169,17 +182,20 @@ impl RuntimeImages {
         }
     }
 
-    /// Keeps the credentials a pull of `image` came with, for verifying it later.
+    /// Keeps the credentials a pull of `image` came with, replacing earlier ones of its
+    /// repository, for verifying it later.
     fn remember_credentials(&self, image: &ImageRef, credentials: &CriCredentials) {
         if let Ok(mut pulled) = self.pulled.0.lock() {
-            pulled.remember_credentials(image.repo().to_string(), credentials.clone());
+            let repo = image.repo().clone();
+            pulled.credentials.admit(&repo);
+            pulled.credentials.map.insert(repo, credentials.clone());
         }
     }
 
     /// The credentials the last pull of `image`'s repository came with, if any.
     fn credentials_for(&self, image: &ImageRef) -> Option<CriCredentials> {
         let pulled = self.pulled.0.lock().ok()?;
-        pulled.credentials.get(&image.repo().to_string()).cloned()
+        pulled.credentials.map.get(image.repo()).cloned()
     }
 
     /// The pinned references `image` (an image id) was pulled as, if remembered.
@@ -1360,7 +1376,7 @@ verifiers = ["release"]
         }
         assert!(pulled.get(&digest(0)).is_none(), "the oldest is forgotten");
         assert_eq!(pulled.get(&digest(1)), Some(vec![image(1)]));
-        assert_eq!(pulled.by_id.len(), MAX_PULLED_IDS);
+        assert_eq!(pulled.by_id.map.len(), MAX_PULLED_IDS);
         // One id pulled as many references keeps the newest few, each once.
         for n in 0..MAX_REFS_PER_ID + 2 {
             pulled.remember(digest(1), image(100 + n));

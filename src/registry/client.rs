@@ -357,20 +357,14 @@ impl Client {
         Fut: Future<Output = Result<T, Error>>,
     {
         let (first, rest) = self.hosts(repo, capability)?;
-        let mut best = ask(first).await;
+        let mut best = ask_logged(&mut ask, first).await;
         for host in rest {
             if rank(&best) == Rank::Found {
                 break;
             }
-            if let Err(error) = &best {
-                tracing::debug!(%error, "registry host failed, asking the next");
-            }
-            let authority = host.authority.clone();
-            let answer = ask(host).await;
+            let answer = ask_logged(&mut ask, host).await;
             if rank(&answer) > rank(&best) {
                 best = answer;
-            } else if let Err(error) = &answer {
-                tracing::debug!(host = %authority, %error, "registry host failed");
             }
         }
         best
@@ -800,7 +794,7 @@ struct Send<'a> {
     authorization: Option<&'a Secret>,
     /// A form body (the OAuth2 token POST).
     form: Option<&'a Secret>,
-    /// A host's own headers (`hosts.toml` `header`), sent before crigate's.
+    /// A host's own headers (`hosts.toml` `header`), sent with crigate's.
     headers: Option<&'a HeaderMap>,
     what: &'a str,
     registry: &'a str,
@@ -827,6 +821,22 @@ impl<T> Answer for Option<T> {
     fn is_absent(&self) -> bool {
         self.is_none()
     }
+}
+
+/// `ask`'s answer from `host`, a failure logged with the host's name.
+async fn ask_logged<T, F, Fut>(ask: &mut F, host: Host) -> Result<T, Error>
+where
+    F: FnMut(Host) -> Fut,
+    Fut: Future<Output = Result<T, Error>>,
+{
+    let authority = host.authority.clone();
+    let answer = ask(host).await;
+    if let Err(error) = &answer {
+        if !error.is_not_found() {
+            tracing::debug!(host = %authority, %error, "registry host failed");
+        }
+    }
+    answer
 }
 
 /// How far an answer goes, for [`Client::ask_hosts`].

@@ -573,11 +573,7 @@ fn verify_one(
         )
         .map(|time| authentic_time = time);
         // The TSA chain reached the policy's `tsa` store: its sources may be asked.
-        for source in wanted {
-            if !notes.revocation_wanted.contains(&source) {
-                notes.revocation_wanted.push(source);
-            }
-        }
+        want(&mut notes.revocation_wanted, wanted);
         check(Check::AuthenticTimestamp, Stage::AuthenticTimestamp, result)?;
     }
     // --- Revocation: configured CRLs, OCSP, fetched CRLs; see the module docs. ---
@@ -591,11 +587,10 @@ fn verify_one(
             Purpose::Signing,
         );
         if let (Err(unsettled), true) = (&result, vouched) {
-            for wanted in &unsettled.wanted {
-                if !notes.revocation_wanted.contains(wanted) {
-                    notes.revocation_wanted.push(wanted.clone());
-                }
-            }
+            want(
+                &mut notes.revocation_wanted,
+                unsettled.wanted.iter().cloned(),
+            );
         }
         check(
             Check::Revocation,
@@ -800,6 +795,15 @@ fn check_authentic_timestamp(
     Ok(Some(range.latest))
 }
 
+/// Adds `sources` to `wanted`, each once.
+fn want(wanted: &mut Vec<Wanted>, sources: impl IntoIterator<Item = Wanted>) {
+    for source in sources {
+        if !wanted.contains(&source) {
+            wanted.push(source);
+        }
+    }
+}
+
 /// What a chain checked for revocation is for: it names the setting that relaxes the
 /// check in an undeterminable status's message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -958,18 +962,17 @@ fn cert_status(
             None => wanted.push(source),
         }
     }
-    message.push_str(match purpose {
-        Purpose::Signing => {
-            " (put a current CRL in the crl directory, let crigate reach the certificate's \
-             http OCSP responder or CRL distribution point, or set the trust policy \
-             override \"revocation\" to \"log\" or \"skip\")"
-        }
+    let relax = match purpose {
+        Purpose::Signing => "\"revocation\" to \"log\" or \"skip\"",
         Purpose::Timestamping => {
-            " (put a current CRL in the crl directory, let crigate reach the certificate's \
-             http OCSP responder or CRL distribution point, set the trust policy override \
-             \"authenticTimestamp\" to \"log\", or turn timestamp_revocation off)"
+            "\"authenticTimestamp\" to \"log\", or turn timestamp_revocation off"
         }
-    });
+    };
+    let _ = write!(
+        message,
+        " (put a current CRL in the crl directory, let crigate reach the certificate's http \
+         OCSP responder or CRL distribution point, or set the trust policy override {relax})"
+    );
     CertStatus::Unknown { message, wanted }
 }
 
