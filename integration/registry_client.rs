@@ -22,7 +22,7 @@ use hyper::body::{Frame, Incoming};
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 
-use crate::harness::{Registry, TestImage};
+use crate::harness::{Registry, RegistryTls, TestImage};
 
 /// The Notary Project signature artifact type, used as a referrer's `artifactType`.
 const NOTATION: &str = "application/vnd.cncf.notary.signature";
@@ -1061,6 +1061,11 @@ struct TestTls {
     ca_pem: String,
     server_cert: rustls_pki_types::CertificateDer<'static>,
     server_key: Vec<u8>,
+    server_pem: String,
+    server_key_pem: String,
+    /// A client certificate the CA issued, and its key.
+    client_pem: String,
+    client_key_pem: String,
 }
 
 impl TestTls {
@@ -1077,10 +1082,20 @@ impl TestTls {
             .unwrap()
             .signed_by(&server_key, &ca)
             .unwrap();
+        let client_key = rcgen::KeyPair::generate().unwrap();
+        let mut client_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        client_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "crigate test node");
+        let client = client_params.signed_by(&client_key, &ca).unwrap();
         Self {
             ca_pem: ca.pem(),
             server_cert: server.der().clone(),
             server_key: server_key.serialize_der(),
+            server_pem: server.pem(),
+            server_key_pem: server_key.serialize_pem(),
+            client_pem: client.pem(),
+            client_key_pem: client_key.serialize_pem(),
         }
     }
 
@@ -1776,6 +1791,28 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
     let resolved = client_with_hosts(&root).resolve(&direct).await.unwrap();
     assert_eq!(resolved.digest, expected);
 
+    // The CA is trusted for the host whose table names it, not for every registry: the
+    // same server, named as a registry of its own, is not trusted through it.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!(
+            "[host.\"https://{}\"]\n  ca = \"mirror-ca.pem\"\n",
+            mirror.host()
+        ),
+    )]);
+    std::fs::write(
+        root.path().join(UNREACHABLE).join("mirror-ca.pem"),
+        &tls.ca_pem,
+    )
+    .unwrap();
+    let client = client_with_hosts(&root);
+    assert_eq!(client.resolve(&image).await.unwrap().digest, expected);
+    let elsewhere = client.resolve(&direct).await;
+    assert!(
+        matches!(elsewhere, Err(Error::Unreachable { .. })),
+        "{elsewhere:?}"
+    );
+
     // Without the CA, the mirror's certificate is not trusted: it cannot be asked, and
     // the registry behind it cannot be reached either.
     let root = hosts_dir(&[(
@@ -1787,4 +1824,95 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
         matches!(refused, Err(Error::Unreachable { .. })),
         "{refused:?}"
     );
+}
+
+#[tokio::test]
+async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_hosts_toml_names() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("mutual-tls").build().unwrap();
+    let pushed = registry.push("team/app", "v1", &image).await.unwrap();
+    let tls = TestTls::new();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, contents: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    // The real registry, serving the same storage over TLS to clients the CA vouches for.
+    let mirror = registry
+        .serve_tls(&RegistryTls {
+            certificate: write("server.pem", &tls.server_pem),
+            key: write("server-key.pem", &tls.server_key_pem),
+            client_ca: Some(write("ca.pem", &tls.ca_pem)),
+        })
+        .await
+        .unwrap();
+    let image_ref: ImageRef = format!("{UNREACHABLE}/team/app:v1").parse().unwrap();
+    let with_client = |client: &str| {
+        let root = hosts_dir(&[(
+            UNREACHABLE,
+            format!(
+                "[host.\"https://{}\"]\n  ca = \"ca.pem\"\n  client = {client}\n",
+                mirror.host()
+            ),
+        )]);
+        let dir = root.path().join(UNREACHABLE);
+        std::fs::write(dir.join("ca.pem"), &tls.ca_pem).unwrap();
+        std::fs::write(dir.join("node.pem"), &tls.client_pem).unwrap();
+        std::fs::write(dir.join("node-key.pem"), &tls.client_key_pem).unwrap();
+        let both = format!("{}{}", tls.client_pem, tls.client_key_pem);
+        std::fs::write(dir.join("node-both.pem"), both).unwrap();
+        root
+    };
+
+    // A [certificate, key] pair, and one file holding both: the tag, the manifest and a
+    // blob are read through the mirror.
+    for client in ["[[\"node.pem\", \"node-key.pem\"]]", "\"node-both.pem\""] {
+        let root = with_client(client);
+        let client = client_with_hosts(&root);
+        let resolved = client.resolve_manifest(&image_ref).await.unwrap();
+        assert_eq!(resolved.descriptor.digest, digest(&pushed));
+        let Manifest::Image(manifest) = &resolved.manifest else {
+            panic!("an image manifest")
+        };
+        let config = client
+            .blob(
+                image_ref.repo(),
+                &manifest.config.digest,
+                MAX_MANIFEST_BYTES,
+            )
+            .await
+            .unwrap();
+        assert_eq!(&config[..], image.config());
+    }
+
+    // Without a client certificate the registry ends the handshake.
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!("[host.\"https://{}\"]\n  ca = \"ca.pem\"\n", mirror.host()),
+    )]);
+    std::fs::write(root.path().join(UNREACHABLE).join("ca.pem"), &tls.ca_pem).unwrap();
+    let refused = client_with_hosts(&root).resolve(&image_ref).await;
+    assert!(
+        matches!(refused, Err(Error::Unreachable { .. })),
+        "{refused:?}"
+    );
+
+    // A key that is not the certificate's is refused when the client is built, naming
+    // the certificate.
+    let root = with_client("[[\"node.pem\", \"wrong-key.pem\"]]");
+    let dir = root.path().join(UNREACHABLE);
+    std::fs::write(dir.join("wrong-key.pem"), &tls.server_key_pem).unwrap();
+    let error = Client::new(RegistryConfig {
+        hosts_dir: Some(root.path().display().to_string()),
+        ..RegistryConfig::default()
+    })
+    .err()
+    .unwrap();
+    let text = error.to_string();
+    assert!(
+        matches!(&error, Error::ClientCertificate { path, .. } if path == &dir.join("node.pem")),
+        "{text}"
+    );
+    assert!(text.contains("do not go together"), "{text}");
 }

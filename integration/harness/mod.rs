@@ -38,7 +38,7 @@ pub use self::cri::{container_config, cri_channel, pod_sandbox_config, CriClient
 #[allow(unused_imports)]
 pub use self::image::{sha256_digest, TestImage};
 #[allow(unused_imports)]
-pub use self::registry::Registry;
+pub use self::registry::{Registry, RegistryTls};
 
 /// Repository and tag of the sandbox (pause) image containerd is configured with.
 pub const PAUSE_REPO: &str = "pause";

@@ -31,6 +31,16 @@ const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
 
+/// The TLS files of a registry served over HTTPS (distribution's `http.tls`).
+pub struct RegistryTls {
+    /// Its certificate chain (PEM).
+    pub certificate: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA whose certificates it asks clients for (`clientcas`); `None`: it asks none.
+    pub client_ca: Option<PathBuf>,
+}
+
 /// A running `docker-registry serve`, killed on drop.
 pub struct Registry {
     child: Child,
@@ -51,6 +61,23 @@ impl Registry {
     ///
     /// When `docker-registry` is missing or does not answer within 10 s; the error quotes its log.
     pub async fn start() -> Result<Self> {
+        Self::spawn(None, None).await
+    }
+
+    /// Another `docker-registry serve` over this registry's storage, serving it over TLS
+    /// (`http.tls`): the same repositories, reached through HTTPS and, when `tls` names a
+    /// client CA, only by clients presenting a certificate it issued. Its `url` and
+    /// `http` are plain HTTP and do not reach it: read it through the client under test.
+    ///
+    /// # Errors
+    ///
+    /// As [`Registry::start`]; readiness is a TCP connection, as a TLS handshake would
+    /// need the client certificate.
+    pub async fn serve_tls(&self, tls: &RegistryTls) -> Result<Self> {
+        Self::spawn(Some(&self.dir.path().join("storage")), Some(tls)).await
+    }
+
+    async fn spawn(storage: Option<&Path>, tls: Option<&RegistryTls>) -> Result<Self> {
         process::require(&["docker-registry"], false)?;
         process::sweep_abandoned(DIR_PREFIX);
         let dir = tempfile::Builder::new()
@@ -64,18 +91,23 @@ impl Registry {
             .build()
             .context("building the registry HTTP client")?;
         let log = dir.path().join("registry.log");
+        let storage = storage.map_or_else(|| dir.path().join("storage"), Path::to_owned);
 
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             let port = process::free_port()?;
             let config = dir.path().join("config.yml");
-            std::fs::write(&config, config_yaml(&dir.path().join("storage"), port))
+            std::fs::write(&config, config_yaml(&storage, port, tls))
                 .context("writing the registry config")?;
             let mut child = process::spawn_logged(
                 Command::new("docker-registry").arg("serve").arg(&config),
                 &log,
             )?;
-            match wait_ready(&http, port, &mut child, &log).await {
+            let ready = match tls {
+                None => wait_ready(&http, port, &mut child, &log).await,
+                Some(_) => wait_listening(port, &mut child, &log).await,
+            };
+            match ready {
                 Ok(()) => {
                     return Ok(Self {
                         child,
@@ -375,8 +407,8 @@ pub fn upload_location(base: &str, location: &str) -> Result<Url> {
         .with_context(|| format!("registry: bad upload Location {location:?}"))
 }
 
-fn config_yaml(storage: &Path, port: u16) -> String {
-    format!(
+fn config_yaml(storage: &Path, port: u16, tls: Option<&RegistryTls>) -> String {
+    let mut yaml = format!(
         "version: 0.1\n\
          log:\n  level: info\n  formatter: text\n\
          storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
@@ -384,7 +416,44 @@ fn config_yaml(storage: &Path, port: u16) -> String {
          http:\n  addr: 127.0.0.1:{port}\n  secret: crigate-integration\n  \
          headers:\n    X-Content-Type-Options: [nosniff]\n",
         storage = storage.display(),
-    )
+    );
+    if let Some(tls) = tls {
+        yaml += &format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            tls.certificate.display(),
+            tls.key.display()
+        );
+        if let Some(ca) = &tls.client_ca {
+            yaml += &format!("    clientcas:\n      - {}\n", ca.display());
+        }
+    }
+    yaml
+}
+
+/// Waits until the registry accepts TCP connections on `port`.
+async fn wait_listening(port: u16, child: &mut Child, log: &Path) -> Result<()> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().context("checking the registry process")? {
+            bail!(
+                "docker-registry exited during start-up ({status}); {}",
+                process::log_tail(log, LOG_TAIL_LINES)
+            );
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "docker-registry did not listen on 127.0.0.1:{port} within {READY_TIMEOUT:?}; {}",
+                process::log_tail(log, LOG_TAIL_LINES)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn wait_ready(

@@ -3,7 +3,7 @@
 //! "Pulling blobs").
 
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +17,11 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
+use rustls::client::ResolvesClientCert;
+use rustls::sign::CertifiedKey;
+use rustls::SignatureScheme;
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::CertificateDer;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use url::Url;
 
 use super::auth::{
@@ -74,6 +77,8 @@ pub struct FetchedManifest {
 
 struct Shared {
     http: HttpClient,
+    /// One client per [`HostsConfig::tls`] entry, for the hosts that name TLS files.
+    host_http: Vec<HttpClient>,
     config: RegistryConfig,
     hosts: HostsConfig,
     tokens: TokenCache,
@@ -135,23 +140,36 @@ impl Client {
             Some(roots) => HostsConfig::load(roots)?,
             None => HostsConfig::default(),
         };
-        let ca_files = config.ca_file.iter().chain(&hosts.ca_files);
-        let tls = tls_config(ca_files)?;
         let mut direct = HttpConnector::new();
         direct.enforce_http(false);
         direct.set_connect_timeout(Some(config.connect_timeout));
         direct.set_nodelay(true);
+        let connector = connector(direct);
         // Plain HTTP is let through the connector; `check_scheme` allows it per host.
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .enable_http2()
-            .wrap_connector(connector(direct));
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https);
+        let client = |tls| {
+            let https = hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(tls)
+                .https_or_http()
+                .enable_http1()
+                .enable_http2()
+                .wrap_connector(connector.clone());
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https)
+        };
+        let http = client(tls_config(config.ca_file.iter(), &[])?);
+        let host_http = hosts
+            .tls
+            .iter()
+            .map(|own| {
+                Ok(client(tls_config(
+                    config.ca_file.iter().chain(&own.ca),
+                    &own.client,
+                )?))
+            })
+            .collect::<Result<_, Error>>()?;
         Ok(Self {
             shared: Arc::new(Shared {
                 http,
+                host_http,
                 config,
                 hosts,
                 tokens: TokenCache::default(),
@@ -501,6 +519,7 @@ impl Client {
                     headers: Some(&fetch.host.headers).filter(|_| url.origin() == origin),
                     what: &fetch.what,
                     registry,
+                    tls: fetch.host.tls,
                 })
                 .await?;
             let status = response.status();
@@ -549,7 +568,7 @@ impl Client {
                 }
                 let challenge = challenge(response.headers(), &fetch.what)?;
                 let (header, token) = self
-                    .answer(&challenge, &credentials, registry, &scope, &fetch.what)
+                    .answer(&challenge, &credentials, registry, &scope, &fetch)
                     .await?;
                 // Cached under the scope this request looks tokens up by, whatever scope
                 // the challenge named, so the next request finds it.
@@ -587,8 +606,9 @@ impl Client {
         credentials: &Credentials,
         registry: &str,
         scope: &str,
-        what: &str,
+        fetch: &Fetch<'_>,
     ) -> Result<(Secret, Option<(Secret, Duration)>), Error> {
+        let what = &fetch.what;
         match challenge {
             Challenge::Basic => credentials
                 .basic_header()
@@ -606,7 +626,14 @@ impl Client {
                 // The challenge's scope is what the registry wants; ours is the fallback.
                 let scope = asked.as_deref().unwrap_or(scope);
                 let (token, lifetime) = self
-                    .token(realm, service.as_deref(), scope, credentials, registry)
+                    .token(
+                        realm,
+                        service.as_deref(),
+                        scope,
+                        credentials,
+                        registry,
+                        fetch.host,
+                    )
                     .await?;
                 let header = Secret::new(format!("Bearer {}", token.expose()));
                 Ok((header, Some((token, lifetime))))
@@ -623,6 +650,7 @@ impl Client {
         scope: &str,
         credentials: &Credentials,
         registry: &str,
+        host: &Host,
     ) -> Result<(Secret, Duration), Error> {
         let what = format!("token from {realm}");
         let mut url = Url::parse(realm).map_err(|e| Error::Malformed {
@@ -663,6 +691,7 @@ impl Client {
                 headers: None,
                 what: &what,
                 registry,
+                tls: host.tls,
             })
             .await?;
         let status = response.status();
@@ -696,6 +725,7 @@ impl Client {
             headers,
             what,
             registry,
+            tls,
         } = send;
         let malformed = |reason: String| Error::Malformed {
             what: format!("request {url}"),
@@ -726,7 +756,10 @@ impl Client {
         };
         let request = request.body(body).map_err(|e| malformed(e.to_string()))?;
         let after = self.shared.config.request_timeout;
-        match tokio::time::timeout(after, self.shared.http.request(request)).await {
+        let http = tls
+            .and_then(|index| self.shared.host_http.get(index))
+            .unwrap_or(&self.shared.http);
+        match tokio::time::timeout(after, http.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(source)) => Err(Error::Unreachable {
                 registry: registry.to_owned(),
@@ -798,6 +831,9 @@ struct Send<'a> {
     headers: Option<&'a HeaderMap>,
     what: &'a str,
     registry: &'a str,
+    /// The host's own TLS settings ([`Host::tls`]), also for its redirects and token realm,
+    /// as containerd gives a host's client to both.
+    tls: Option<usize>,
 }
 
 /// What one host's answer is, for deciding whether to ask the next: a manifest or blob
@@ -888,10 +924,13 @@ fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
     }))
 }
 
-/// The TLS settings: the system's roots plus those of `ca_file`, with aws-lc-rs (the
-/// provider is named because more than one is compiled in).
+/// The TLS settings: the system's roots plus those of `ca_files`, and the client
+/// certificates of `client` (certificate file, key file or `None` when the certificate's
+/// file holds the key), with aws-lc-rs (the provider is named because more than one is
+/// compiled in).
 fn tls_config<'a>(
     ca_files: impl IntoIterator<Item = &'a PathBuf>,
+    client: &[(PathBuf, Option<PathBuf>)],
 ) -> Result<rustls::ClientConfig, Error> {
     let mut roots = crate::audit::tls::system_roots();
     for path in ca_files {
@@ -899,26 +938,103 @@ fn tls_config<'a>(
             path: path.to_owned(),
             reason,
         };
-        let pem = crate::files::read_bounded(path, MAX_CA_FILE_BYTES)
-            .map_err(|e| fail(e.to_string()))?
-            .ok_or_else(|| fail(format!("larger than {MAX_CA_FILE_BYTES} bytes")))?;
-        let certs = CertificateDer::pem_slice_iter(&pem)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| fail(e.to_string()))?;
-        if certs.is_empty() {
-            return Err(fail("no PEM certificates in the file".to_owned()));
-        }
+        let certs = pem_certificates(path).map_err(fail)?;
         for cert in certs {
             roots.add(cert).map_err(|e| fail(e.to_string()))?;
         }
     }
-    Ok(
-        rustls::ClientConfig::builder_with_provider(crate::audit::tls::provider())
-            .with_safe_default_protocol_versions()
-            .map_err(Error::Tls)?
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-    )
+    let provider = crate::audit::tls::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_root_certificates(roots);
+    if client.is_empty() {
+        return Ok(builder.with_no_client_auth());
+    }
+    let keys = client
+        .iter()
+        .map(|(cert, key)| certified_key(cert, key.as_deref(), &provider))
+        .collect::<Result<_, _>>()?;
+    Ok(builder.with_client_cert_resolver(Arc::new(ClientCertificates(keys))))
+}
+
+/// The certificates of a PEM file of at most [`MAX_CA_FILE_BYTES`]; at least one.
+fn pem_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = crate::files::read_bounded(path, MAX_CA_FILE_BYTES)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("larger than {MAX_CA_FILE_BYTES} bytes"))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    if certs.is_empty() {
+        return Err("no PEM certificates in the file".to_owned());
+    }
+    Ok(certs)
+}
+
+/// A client certificate chain and its private key, which must belong together.
+fn certified_key(
+    cert: &Path,
+    key: Option<&Path>,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Arc<CertifiedKey>, Error> {
+    let fail = |path: &Path, reason: String| Error::ClientCertificate {
+        path: path.to_owned(),
+        reason,
+    };
+    let chain = pem_certificates(cert).map_err(|reason| fail(cert, reason))?;
+    let key_path = key.unwrap_or(cert);
+    let pem = crate::files::read_bounded(key_path, MAX_CA_FILE_BYTES)
+        .map_err(|e| fail(key_path, e.to_string()))?
+        .ok_or_else(|| fail(key_path, format!("larger than {MAX_CA_FILE_BYTES} bytes")))?;
+    let private = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| fail(key_path, format!("no private key in the file: {e}")))?;
+    let certified = CertifiedKey::from_der(chain, private, provider).map_err(|e| {
+        fail(
+            cert,
+            format!("the certificate and its key do not go together: {e}"),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
+
+/// The client certificates of a host, offered as Go's TLS client offers a list of them
+/// (`crypto/tls` `getClientCertificate`): the first one issued by a CA the server names
+/// whose key can sign in a scheme the server accepts, else the first whose key can.
+#[derive(Debug)]
+struct ClientCertificates(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesClientCert for ClientCertificates {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        let can_sign = |key: &&Arc<CertifiedKey>| key.key.choose_scheme(sigschemes).is_some();
+        let hinted = |key: &&Arc<CertifiedKey>| {
+            key.cert.iter().any(|cert| {
+                let Ok((_, parsed)) = x509_parser::parse_x509_certificate(cert) else {
+                    return false;
+                };
+                let issuer = parsed.issuer().as_raw();
+                // The hint is a DER Name, with or without its outer SEQUENCE header.
+                root_hint_subjects.iter().any(|hint| {
+                    issuer == *hint || (issuer.ends_with(hint) && issuer.len() - hint.len() <= 4)
+                })
+            })
+        };
+        let mut usable = self.0.iter().filter(can_sign);
+        self.0
+            .iter()
+            .filter(can_sign)
+            .find(hinted)
+            .or_else(|| usable.next())
+            .cloned()
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.0.is_empty()
+    }
 }
 
 #[cfg(test)]

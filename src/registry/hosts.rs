@@ -17,9 +17,15 @@
 //!   ends in `/v2` or `override_path = true`. `capabilities` (`pull`, `resolve`, `push`)
 //!   default to all three; `header` adds headers to every request to that host.
 //!
-//! Applied differently, and logged when a file asks for it: `ca` files are trusted for
-//! every registry (as `[registry] ca_file` is); `skip_verify = true` is not honoured (the
-//! host's certificate is verified like any other); `client` certificates are not sent.
+//! - `ca` (a file or a list) and `client` (a file holding certificate and key, a list of
+//!   them, or a list of `[certificate, key]` pairs), relative to the host directory, apply
+//!   to that host alone: its certificate is checked against the system's roots, `[registry]
+//!   ca_file` and its own `ca` files, and it is offered its `client` certificates. A
+//!   directory without `hosts.toml` gives its `*.crt` files as CAs and each `*.cert` with
+//!   the `*.key` of the same name (or alone, holding both) as a client certificate.
+//!
+//! Applied differently, and logged when a file asks for it: `skip_verify = true` is not
+//! honoured (the host's certificate is verified like any other).
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,6 +86,18 @@ pub struct Host {
     /// The name credentials are looked up by: the registry's domain for the registry
     /// itself, the host's authority for a mirror.
     pub(super) credentials_key: String,
+    /// Index of this host's own TLS files in [`HostsConfig::tls`]; `None`: the client's.
+    pub(super) tls: Option<usize>,
+}
+
+/// The TLS files of a host (containerd `hostConfig.caCerts`, `clientPairs`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct HostTls {
+    /// CA files trusted for this host, besides the system's roots and `[registry] ca_file`.
+    pub(super) ca: Vec<PathBuf>,
+    /// Client certificates offered to this host: a certificate file and its key file, or
+    /// `None` when the key is in the certificate's file.
+    pub(super) client: Vec<(PathBuf, Option<PathBuf>)>,
 }
 
 impl std::fmt::Display for Capability {
@@ -102,8 +120,8 @@ pub enum Scheme {
 pub struct HostsConfig {
     /// Per root, in order: directory name to what it says.
     roots: Vec<BTreeMap<String, Directory>>,
-    /// CA files named by `ca` keys or found as `*.crt`, trusted for every registry.
-    pub(super) ca_files: Vec<PathBuf>,
+    /// The distinct TLS files hosts name, each host pointing at one by index.
+    pub(super) tls: Vec<HostTls>,
     /// Authorities some host names with `http://`.
     plain_http: BTreeSet<String>,
 }
@@ -122,6 +140,7 @@ struct Entry {
     pull: bool,
     resolve: bool,
     headers: HeaderMap,
+    tls: Option<usize>,
 }
 
 /// `hosts.toml`. Keys containerd knows and crigate does not use are accepted (and logged
@@ -337,8 +356,9 @@ impl HostsConfig {
         Ok(Directory { mirrors, server })
     }
 
-    /// A directory without `hosts.toml`: the registry alone, its `*.crt` files as CAs
-    /// (containerd `loadCertFiles`).
+    /// A directory without `hosts.toml`: the registry alone, its `*.crt` files as CAs and
+    /// its `*.cert` files as client certificates, each with the `*.key` file of the same
+    /// name when there is one (containerd `loadCertFiles`).
     fn load_cert_files(&mut self, dir: &Path) -> Result<Directory, HostsError> {
         let read = |source| HostsError::Read {
             path: dir.to_owned(),
@@ -349,20 +369,45 @@ impl HostsConfig {
             names.push(entry.map_err(read)?.path());
         }
         names.sort();
-        for path in names {
+        let mut tls = HostTls::default();
+        for path in names.into_iter().filter(|path| !path.is_dir()) {
             match path.extension().and_then(|e| e.to_str()) {
-                Some("crt") => self.ca_files.push(path),
-                Some("cert") => tracing::warn!(
-                    file = %path.display(),
-                    "registry client certificates are not sent by crigate"
-                ),
+                Some("crt") => tls.ca.push(path),
+                Some("cert") => {
+                    let key = path.with_extension("key");
+                    let key = match std::fs::symlink_metadata(&key) {
+                        Ok(_) => Some(key),
+                        Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+                        Err(source) => return Err(HostsError::Read { path: key, source }),
+                    };
+                    tls.client.push((path, key));
+                }
                 _ => {}
             }
         }
         Ok(Directory {
             mirrors: Vec::new(),
-            server: Entry::everything(),
+            server: Entry {
+                tls: self.intern(tls),
+                ..Entry::everything()
+            },
         })
+    }
+
+    /// The index of `tls` in [`HostsConfig::tls`], added if new; `None` when it names
+    /// no file.
+    fn intern(&mut self, tls: HostTls) -> Option<usize> {
+        if tls == HostTls::default() {
+            return None;
+        }
+        let index = match self.tls.iter().position(|known| *known == tls) {
+            Some(index) => index,
+            None => {
+                self.tls.push(tls);
+                self.tls.len() - 1
+            }
+        };
+        Some(index)
     }
 
     /// The entry for one host table, its CA files kept and what is not applied logged.
@@ -384,19 +429,30 @@ impl HostsConfig {
                 headers.append(name.clone(), value);
             }
         }
-        for ca in settings.ca.iter().flat_map(OneOrMany::as_slice) {
-            let path = Path::new(ca);
-            self.ca_files.push(if path.is_absolute() {
+        let absolute = |name: &str| {
+            let path = Path::new(name);
+            if path.is_absolute() {
                 path.to_owned()
             } else {
                 dir.join(path)
-            });
-        }
+            }
+        };
+        let tls = HostTls {
+            ca: settings
+                .ca
+                .iter()
+                .flat_map(OneOrMany::as_slice)
+                .map(|name| absolute(name))
+                .collect(),
+            client: match &settings.client {
+                Some(client) => client_files(client)?
+                    .into_iter()
+                    .map(|(cert, key)| (absolute(cert), key.map(absolute)))
+                    .collect(),
+                None => Vec::new(),
+            },
+        };
         let name = url.as_ref().map_or("the registry", Url::as_str);
-        if settings.client.is_some() {
-            tracing::warn!(file = %file.display(), host = name,
-                "registry client certificates are not sent by crigate");
-        }
         if settings.skip_verify == Some(true) {
             tracing::warn!(file = %file.display(), host = name,
                 "skip_verify is not honoured: crigate verifies this host's certificate");
@@ -411,6 +467,7 @@ impl HostsConfig {
             pull,
             resolve,
             headers,
+            tls: self.intern(tls),
         })
     }
 }
@@ -425,6 +482,7 @@ impl Entry {
             pull: true,
             resolve: true,
             headers: HeaderMap::new(),
+            tls: None,
         }
     }
 
@@ -449,6 +507,7 @@ impl Entry {
                     pull: self.pull,
                     resolve: self.resolve,
                     headers: self.headers.clone(),
+                    tls: self.tls,
                 }
             }
             None => {
@@ -465,6 +524,7 @@ impl Entry {
                     headers: self.headers.clone(),
                     namespace: None,
                     credentials_key: domain.to_owned(),
+                    tls: self.tls,
                 }
             }
         }
@@ -508,6 +568,30 @@ fn capabilities(names: Option<&[String]>) -> Result<(bool, bool), String> {
         }
     }
     Ok((pull, resolve))
+}
+
+/// The `(certificate, key)` files of a `client` value: a file holding both, a list of
+/// such files, or a list of `[certificate, key]` pairs (containerd `parseHostConfig`).
+fn client_files(value: &toml::Value) -> Result<Vec<(&str, Option<&str>)>, String> {
+    const EXPECTED: &str =
+        "client must be a file, a list of files, or a list of [certificate, key] pairs";
+    match value {
+        toml::Value::String(both) => Ok(vec![(both.as_str(), None)]),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|item| match item {
+                toml::Value::String(both) => Ok((both.as_str(), None)),
+                toml::Value::Array(pair) => match pair.as_slice() {
+                    [toml::Value::String(cert), toml::Value::String(key)] => {
+                        Ok((cert.as_str(), Some(key.as_str())))
+                    }
+                    _ => Err(format!("{EXPECTED}, not {item}")),
+                },
+                other => Err(format!("{EXPECTED}, not {other}")),
+            })
+            .collect(),
+        other => Err(format!("{EXPECTED}, not {other}")),
+    }
 }
 
 /// A host URL as containerd forms it (`parseHostConfig`): HTTPS when no scheme is given,

@@ -109,6 +109,8 @@ pub enum Error {
     DockerConfig { path: PathBuf, reason: String },
     #[error("registry CA file {path}: {reason}")]
     CaFile { path: PathBuf, reason: String },
+    #[error("registry client certificate {path}: {reason}")]
+    ClientCertificate { path: PathBuf, reason: String },
     #[error("building the registry TLS configuration failed")]
     Tls(#[source] rustls::Error),
     #[error("registry hosts directory")]
@@ -145,6 +147,7 @@ impl Error {
             Self::InvalidCredentials { .. } => "registry_invalid_credentials",
             Self::DockerConfig { .. } => "registry_docker_config",
             Self::CaFile { .. } => "registry_ca_file",
+            Self::ClientCertificate { .. } => "registry_client_certificate",
             Self::Tls(_) => "registry_tls",
             Self::Hosts(_) => "registry_hosts",
             Self::NoHost { .. } => "registry_no_host",

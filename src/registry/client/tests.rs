@@ -201,3 +201,71 @@ fn pem(der: &[u8]) -> String {
         lines.join("\n")
     )
 }
+
+/// A client certificate issued by a CA named `ca`, with a key of `algorithm`: the
+/// certificate and key files in `dir`, and the CA's subject as DER.
+fn issued_by(
+    dir: &Path,
+    ca: &str,
+    algorithm: &'static rcgen::SignatureAlgorithm,
+) -> (PathBuf, PathBuf, Vec<u8>) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, ca);
+    let ca_cert =
+        rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+            .unwrap();
+    let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+    let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+        .unwrap()
+        .signed_by(&key, &ca_cert)
+        .unwrap();
+    let (cert_path, key_path) = (dir.join(format!("{ca}.pem")), dir.join(format!("{ca}.key")));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let (_, parsed) = x509_parser::parse_x509_certificate(ca_cert.der()).unwrap();
+    (cert_path, key_path, parsed.subject().as_raw().to_vec())
+}
+
+#[test]
+fn of_several_client_certificates_the_one_the_server_can_accept_is_offered() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a_cert, a_key, a_subject) = issued_by(dir.path(), "ca-a", &rcgen::PKCS_ECDSA_P256_SHA256);
+    let (b_cert, b_key, b_subject) = issued_by(dir.path(), "ca-b", &rcgen::PKCS_ED25519);
+    let provider = crate::audit::tls::provider();
+    let keys = [(&a_cert, &a_key), (&b_cert, &b_key)]
+        .into_iter()
+        .map(|(cert, key)| certified_key(cert, Some(key), &provider).unwrap())
+        .collect();
+    let certificates = ClientCertificates(keys);
+    let offered = |hints: &[&[u8]], schemes: &[SignatureScheme]| {
+        let chosen = certificates.resolve(hints, schemes)?;
+        Some(if Arc::ptr_eq(&chosen, &certificates.0[0]) {
+            "a"
+        } else {
+            "b"
+        })
+    };
+    let both = [
+        SignatureScheme::ECDSA_NISTP256_SHA256,
+        SignatureScheme::ED25519,
+    ];
+    // No CA named: the first.
+    assert_eq!(offered(&[], &both), Some("a"));
+    // The CA the server names, as a whole Name or without its SEQUENCE header.
+    assert_eq!(offered(&[&b_subject], &both), Some("b"));
+    assert_eq!(offered(&[&b_subject[2..]], &both), Some("b"));
+    assert_eq!(offered(&[&a_subject, &b_subject], &both), Some("a"));
+    // A CA nobody's issuer: the first that can sign.
+    assert_eq!(offered(&[b"unknown"], &both), Some("a"));
+    // Only a scheme the second key signs in.
+    assert_eq!(
+        offered(&[&a_subject], &[SignatureScheme::ED25519]),
+        Some("b")
+    );
+    // No scheme either key signs in: nothing is offered.
+    assert_eq!(offered(&[], &[SignatureScheme::RSA_PSS_SHA256]), None);
+    assert!(certificates.has_certs());
+}

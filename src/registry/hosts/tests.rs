@@ -203,36 +203,104 @@ fn the_registry_alone_gets_the_scheme_it_is_given() {
     assert_eq!(hosts[0].prefix, "http://127.0.0.1:5000/v2");
 }
 
+/// The TLS files of each host of `repo`, in the order the hosts are asked.
+fn tls_files(config: &HostsConfig, repo: &str) -> Vec<Option<HostTls>> {
+    let repo: Repository = repo.parse().unwrap();
+    config
+        .hosts(&repo, Scheme::Https)
+        .into_iter()
+        .map(|host| host.tls.map(|index| config.tls[index].clone()))
+        .collect()
+}
+
 #[test]
-fn a_directory_without_hosts_toml_names_the_registry_and_its_ca_files() {
+fn each_host_gets_the_ca_and_client_files_its_table_names() {
+    let dir = root(&[
+        (
+            "m.example/hosts.toml",
+            "ca = \"own-ca.pem\"\n\
+             client = \"/etc/own-client.pem\"\n\
+             [host.\"https://mirror.example\"]\n  ca = \"mirror-ca.pem\"\n\
+             [host.\"https://other.example\"]\n  ca = [\"/abs/a.pem\", \"b.pem\"]\n\
+               client = [\"both.pem\", [\"c.pem\", \"/abs/k.pem\"]]\n\
+             [host.\"https://plain.example\"]\n\
+             [host.\"https://same.example\"]\n  ca = \"mirror-ca.pem\"\n",
+        ),
+        (
+            "n.example/hosts.toml",
+            "[host.\"https://mirror.example\"]\n",
+        ),
+    ]);
+    let config = load(&[&dir]).unwrap();
+    let m = dir.path().join("m.example");
+    let mirror = HostTls {
+        ca: vec![m.join("mirror-ca.pem")],
+        client: vec![],
+    };
+    assert_eq!(
+        tls_files(&config, "m.example/app"),
+        [
+            Some(mirror.clone()),
+            Some(HostTls {
+                ca: vec![PathBuf::from("/abs/a.pem"), m.join("b.pem")],
+                client: vec![
+                    (m.join("both.pem"), None),
+                    (m.join("c.pem"), Some(PathBuf::from("/abs/k.pem"))),
+                ],
+            }),
+            None,
+            Some(mirror),
+            // The top-level keys are the registry's own.
+            Some(HostTls {
+                ca: vec![m.join("own-ca.pem")],
+                client: vec![(PathBuf::from("/etc/own-client.pem"), None)],
+            }),
+        ]
+    );
+    // Hosts with the same files share one entry (and so one connection pool).
+    assert_eq!(config.tls.len(), 3);
+    // Another registry's hosts, the same mirror included, trust none of them.
+    assert_eq!(tls_files(&config, "n.example/app"), [None, None]);
+    assert_eq!(tls_files(&config, "quay.io/app"), [None]);
+}
+
+#[test]
+fn a_directory_without_hosts_toml_names_the_registry_and_its_certificate_files() {
     let dir = root(&[
         ("registry.example/ca.crt", "not read here"),
         ("registry.example/client.cert", ""),
+        ("registry.example/client.key", ""),
+        ("registry.example/solo.cert", ""),
         ("registry.example/notes.txt", ""),
         ("blank.example/hosts.toml", "\n  \n"),
         ("blank.example/extra.crt", ""),
-        (
-            "m.example/hosts.toml",
-            "[host.\"https://mirror.example\"]\n  ca = \"mirror-ca.pem\"\n\
-             [host.\"https://other.example\"]\n  ca = [\"/abs/a.pem\", \"b.pem\"]\n",
-        ),
+        ("bare.example/notes.txt", ""),
     ]);
     let config = load(&[&dir]).unwrap();
     assert_eq!(
         prefixes(&config, "registry.example/app"),
         ["https://registry.example/v2"]
     );
-    let mut cas: Vec<_> = config.ca_files.clone();
-    cas.sort();
-    let mut expected = vec![
-        dir.path().join("blank.example/extra.crt"),
-        dir.path().join("m.example/mirror-ca.pem"),
-        PathBuf::from("/abs/a.pem"),
-        dir.path().join("m.example/b.pem"),
-        dir.path().join("registry.example/ca.crt"),
-    ];
-    expected.sort();
-    assert_eq!(cas, expected);
+    let r = dir.path().join("registry.example");
+    assert_eq!(
+        tls_files(&config, "registry.example/app"),
+        [Some(HostTls {
+            ca: vec![r.join("ca.crt")],
+            client: vec![
+                (r.join("client.cert"), Some(r.join("client.key"))),
+                (r.join("solo.cert"), None),
+            ],
+        })]
+    );
+    // An empty hosts.toml is read as no hosts.toml, as containerd reads it.
+    assert_eq!(
+        tls_files(&config, "blank.example/app"),
+        [Some(HostTls {
+            ca: vec![dir.path().join("blank.example/extra.crt")],
+            client: vec![],
+        })]
+    );
+    assert_eq!(tls_files(&config, "bare.example/app"), [None]);
 }
 
 #[test]
@@ -263,6 +331,15 @@ fn bad_files_are_refused_naming_the_file_and_what_is_wrong() {
             "[host.\"https://m\"]\n  override_path = \"yes\"\n",
             "hosts.toml",
         ),
+        ("client = 5\n", "client must be a file"),
+        (
+            "[host.\"https://m\"]\n  client = [[\"c.pem\"]]\n",
+            "[\"c.pem\"]",
+        ),
+        (
+            "[host.\"https://m\"]\n  client = [[\"c.pem\", \"k.pem\", \"x.pem\"]]\n",
+            "host \"https://m\": client must be",
+        ),
     ] {
         let dir = root(&[("quay.io/hosts.toml", contents)]);
         let error = load(&[&dir]).unwrap_err();
@@ -276,8 +353,7 @@ fn bad_files_are_refused_naming_the_file_and_what_is_wrong() {
 fn keys_crigate_does_not_apply_are_accepted() {
     let dir = root(&[(
         "quay.io/hosts.toml",
-        "[host.\"https://m.example\"]\n  skip_verify = true\n  client = [[\"c.pem\", \"k.pem\"]]\n\
-           dial_timeout = \"3s\"\n",
+        "[host.\"https://m.example\"]\n  skip_verify = true\n  dial_timeout = \"3s\"\n",
     )]);
     let config = load(&[&dir]).unwrap();
     assert_eq!(
