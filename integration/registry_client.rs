@@ -1916,3 +1916,88 @@ async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_host
     );
     assert!(text.contains("do not go together"), "{text}");
 }
+
+#[tokio::test]
+async fn a_tag_is_resolved_by_head_and_read_only_when_the_head_names_no_digest() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("head").build().unwrap();
+    let pushed = registry.push("app", "v1", &image).await.unwrap();
+    let client = client_for(&registry.host());
+    let tag: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    assert_eq!(client.resolve_digest(&tag).await.unwrap(), digest(&pushed));
+    // A digest reference names its digest: nothing is asked.
+    let pinned = tag.with_digest(Digest::sha256(b"elsewhere"));
+    let unreachable = Client::new(RegistryConfig::default()).unwrap();
+    assert_eq!(
+        unreachable.resolve_digest(&pinned).await.unwrap(),
+        Digest::sha256(b"elsewhere")
+    );
+
+    let manifest = manifest_json(None);
+    let computed = Digest::sha256(&manifest);
+    let named = Digest::sha256(b"what the header names").to_string();
+    // (what a HEAD is answered with, the digest resolved, the requests made)
+    let cases = [
+        (
+            StatusCode::OK,
+            Some(named.as_str()),
+            Some(named.parse().unwrap()),
+            vec!["HEAD"],
+        ),
+        (
+            StatusCode::OK,
+            None,
+            Some(computed.clone()),
+            vec!["HEAD", "GET"],
+        ),
+        (
+            StatusCode::OK,
+            Some("sha256:XYZ"),
+            Some(computed.clone()),
+            vec!["HEAD", "GET"],
+        ),
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            None,
+            Some(computed.clone()),
+            vec!["HEAD", "GET"],
+        ),
+        (StatusCode::NOT_FOUND, None, None, vec!["HEAD"]),
+    ];
+    for (status, header, expected, methods) in cases {
+        let served = manifest.clone();
+        let header = header.map(str::to_owned);
+        let (server, seen) = recording(move |request| {
+            let mut headers = vec![("content-type", OCI_MANIFEST)];
+            if let Some(header) = &header {
+                headers.push(("docker-content-digest", header.as_str()));
+            }
+            if request.method() == http::Method::HEAD {
+                respond(status, &headers, Bytes::new())
+            } else {
+                respond(StatusCode::OK, &headers, served.clone())
+            }
+        })
+        .await;
+        let tag: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+        let resolved = client_for(&server.host()).resolve_digest(&tag).await;
+        match &expected {
+            Some(expected) => assert_eq!(
+                resolved.as_ref().ok(),
+                Some(expected),
+                "{status} {resolved:?}"
+            ),
+            None => assert!(
+                matches!(resolved, Err(Error::NotFound { .. })),
+                "{status} {resolved:?}"
+            ),
+        }
+        let asked: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|line| line.split(' ').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(asked, methods, "{status}");
+    }
+}

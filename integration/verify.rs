@@ -328,7 +328,7 @@ mod keyless {
 
     use crigate::oci::ImageRef;
     use crigate::registry::{Client, RegistryConfig};
-    use crigate::verify::cache::{CacheConfig, Fingerprint, VerdictCache};
+    use crigate::verify::cache::{CacheConfig, Fingerprint, Source, VerdictCache};
     use crigate::verify::cosign::{CosignPolicy, KeylessIdentity, Matcher, PublicKey};
     use crigate::verify::engine::{Engine, Requirement};
     use crigate::verify::{Rejection, Verdict};
@@ -340,13 +340,18 @@ mod keyless {
     const ISSUER: &str = "https://issuer.example.com";
 
     fn engine(registry: &Registry) -> Engine {
+        engine_keeping(registry, Duration::ZERO)
+    }
+
+    /// An engine whose cache keeps verdicts for `ttl`.
+    fn engine_keeping(registry: &Registry, ttl: Duration) -> Engine {
         let config = RegistryConfig {
             plain_http: vec![registry.host()],
             ..RegistryConfig::default()
         };
         let cache = VerdictCache::open(CacheConfig {
-            positive_ttl: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
+            positive_ttl: ttl,
+            negative_ttl: ttl,
             max_entries: 16,
             path: None,
         })
@@ -414,6 +419,74 @@ mod keyless {
             .await
             .unwrap()
             .verdict
+    }
+
+    /// `METHOD path` of the requests for manifests of `repo` in the registry's access log,
+    /// once there are at least `count` (the log line follows the answer).
+    async fn manifest_requests(registry: &Registry, repo: &str, count: usize) -> Vec<String> {
+        let prefix = format!("/v2/{repo}/manifests/");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = std::fs::read_to_string(registry.log_path()).unwrap();
+            let requests: Vec<String> = log
+                .lines()
+                .filter_map(|line| {
+                    let (_, request) = line.split_once('"')?;
+                    let mut words = request.split(' ');
+                    let (method, path) = (words.next()?, words.next()?);
+                    path.starts_with(&prefix)
+                        .then(|| format!("{method} {path}"))
+                })
+                .collect();
+            if requests.len() >= count || std::time::Instant::now() > deadline {
+                return requests;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_tag_whose_verdict_is_cached_costs_one_head_and_no_manifest_read() {
+        let registry = Registry::start().await.unwrap();
+        let sigstore = KeylessSigner::generate();
+        let image = TestImage::builder().label("head").build().unwrap();
+        let digest = registry.push("app", "v1", &image).await.unwrap();
+        let leaf = sigstore.leaf(SAN, ISSUER, now() - 60);
+        let payload = KeySigner::payload(&format!("{}/app", registry.host()), &digest);
+        let signature = sigstore.legacy(&leaf, payload, leaf.not_before + 60);
+        push_legacy(&registry, "app", &digest, &[signature]).await;
+        let pushed = manifest_requests(&registry, "app", 0).await.len();
+        let engine = engine_keeping(&registry, Duration::from_secs(3600));
+        let requirement = policy(&sigstore, SAN);
+        let tag: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+
+        // A miss: the tag resolved by a HEAD, the manifest read by its digest.
+        let first = engine.verify(&tag, &requirement, None).await.unwrap();
+        assert!(matches!(first.verdict, Verdict::Trusted(_)), "{first:?}");
+        assert_eq!(
+            (first.digest.to_string(), first.source),
+            (digest.clone(), Source::Verified)
+        );
+        let requests = manifest_requests(&registry, "app", pushed + 2).await;
+        let missed = &requests[pushed..];
+        assert_eq!(missed[0], "HEAD /v2/app/manifests/v1", "{missed:?}");
+        assert!(
+            missed.contains(&format!("GET /v2/app/manifests/{digest}")),
+            "{missed:?}"
+        );
+        assert!(
+            !missed.iter().any(|r| r == "GET /v2/app/manifests/v1"),
+            "{missed:?}"
+        );
+
+        // A hit: one HEAD, and nothing read.
+        let second = engine.verify(&tag, &requirement, None).await.unwrap();
+        assert_eq!(
+            (second.digest.to_string(), second.source),
+            (digest, Source::Cache)
+        );
+        let after = manifest_requests(&registry, "app", requests.len() + 1).await;
+        assert_eq!(after[requests.len()..], ["HEAD /v2/app/manifests/v1"]);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

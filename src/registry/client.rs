@@ -41,6 +41,8 @@ pub(super) const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+
      application/vnd.oci.image.index.v1+json, \
      application/vnd.docker.distribution.manifest.v2+json, \
      application/vnd.docker.distribution.manifest.list.v2+json";
+/// The header naming a manifest's digest (OCI distribution spec, "Pulling manifests").
+const DOCKER_CONTENT_DIGEST: &str = "docker-content-digest";
 /// Sent with every request.
 const USER_AGENT_VALUE: &str = concat!("crigate/", env!("CARGO_PKG_VERSION"));
 /// The OAuth2 client id sent when exchanging a refresh token (token spec, "OAuth2 Token":
@@ -94,6 +96,8 @@ pub(super) struct Fetched {
 
 /// One GET as the client sends it.
 pub(super) struct Fetch<'a> {
+    /// `GET`, or `HEAD` for the headers alone.
+    pub(super) method: Method,
     pub(super) repo: &'a Repository,
     /// Where it is sent.
     pub(super) host: &'a Host,
@@ -228,6 +232,82 @@ impl Client {
         }
     }
 
+    /// The digest `image` names: its own, or the one its tag points at on the first host
+    /// that may resolve it and has it. A tag is resolved as containerd's resolver resolves
+    /// it: a `HEAD` of the manifest and its `Docker-Content-Digest` header (OCI
+    /// distribution spec, "Checking if content exists in the registry"), and a GET and
+    /// the digest of the bytes read when the header is missing or malformed or the HEAD
+    /// is refused. A HEAD transfers no manifest and is not counted as a pull by registries
+    /// that limit pulls (Docker Hub counts manifest GETs).
+    ///
+    /// Taking the header is safe because the digest is only a name here: a tag's target
+    /// is the registry's to choose anyway, and whatever is verified or run under the
+    /// digest is fetched by it and checked against it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::resolve`].
+    #[tracing::instrument(name = "registry", skip_all, fields(image = %image))]
+    pub async fn resolve_digest(&self, image: &ImageRef) -> Result<Digest, Error> {
+        if let Some(digest) = image.digest() {
+            return Ok(digest.clone());
+        }
+        let repo = image.repo();
+        let reference = &image.manifest_reference();
+        self.ask_hosts(repo, Capability::Resolve, |host| async move {
+            match self.head_manifest(&host, repo, reference).await? {
+                Some(digest) => Ok(digest),
+                None => Ok(self
+                    .fetch_manifest(&host, repo, reference, None)
+                    .await?
+                    .descriptor
+                    .digest),
+            }
+        })
+        .await
+    }
+
+    /// The digest a HEAD of manifest `reference` names in `Docker-Content-Digest`;
+    /// `None` when the answer has no well-formed one or the HEAD is refused with a status
+    /// other than 401, 403 and 404.
+    async fn head_manifest(
+        &self,
+        host: &Host,
+        repo: &Repository,
+        reference: &str,
+    ) -> Result<Option<Digest>, Error> {
+        let what = describe(host, format!("manifest {repo}:{reference}"));
+        let url = self.endpoint(host, repo, &format!("manifests/{reference}"))?;
+        let headed = self
+            .get(Fetch {
+                method: Method::HEAD,
+                repo,
+                host,
+                url,
+                accept: Some(MANIFEST_ACCEPT),
+                what,
+                limit: MAX_MANIFEST_BYTES,
+            })
+            .await;
+        let fetched = match headed {
+            Ok(fetched) => fetched,
+            Err(Error::Status { what, code }) => {
+                tracing::debug!(%what, code, "HEAD refused; reading the manifest instead");
+                return Ok(None);
+            }
+            Err(error) => return Err(error),
+        };
+        let digest = fetched
+            .headers
+            .get(DOCKER_CONTENT_DIGEST)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.parse::<Digest>().ok());
+        if digest.is_none() {
+            tracing::debug!(url = %fetched.url, "no usable Docker-Content-Digest; reading the manifest instead");
+        }
+        Ok(digest)
+    }
+
     /// The manifest or index `digest` of `repo`, checked against the digest before it is
     /// parsed.
     ///
@@ -281,6 +361,7 @@ impl Client {
         let url = self.endpoint(host, repo, &format!("blobs/{digest}"))?;
         let fetched = self
             .get(Fetch {
+                method: Method::GET,
                 repo,
                 host,
                 url,
@@ -310,6 +391,7 @@ impl Client {
         let url = self.endpoint(host, repo, &format!("manifests/{reference}"))?;
         let fetched = self
             .get(Fetch {
+                method: Method::GET,
                 repo,
                 host,
                 url,
@@ -474,8 +556,8 @@ impl Client {
         }
     }
 
-    /// GETs `fetch.url`: authenticates on a 401 challenge (once), follows redirects within
-    /// the configured bound, and reads the body within `fetch.limit`.
+    /// GETs (or HEADs) `fetch.url`: authenticates on a 401 challenge (once), follows
+    /// redirects within the configured bound, and reads the body within `fetch.limit`.
     ///
     /// # Errors
     ///
@@ -511,7 +593,7 @@ impl Client {
             let auth = authorization.as_ref().filter(|_| url.origin() == origin);
             let response = self
                 .send(Send {
-                    method: Method::GET,
+                    method: fetch.method.clone(),
                     url: &url,
                     accept: fetch.accept,
                     authorization: auth,
@@ -845,6 +927,7 @@ pub(super) trait Answer {
 }
 
 impl Answer for FetchedManifest {}
+impl Answer for Digest {}
 impl Answer for Bytes {}
 
 impl<T> Answer for Vec<T> {

@@ -12,8 +12,10 @@
 //! Rules it keeps:
 //!
 //! - Every fetched manifest and blob is hashed and compared with the digest asked for
-//!   before it is parsed or returned. A tag resolves to the digest of the bytes read; the
-//!   `Docker-Content-Digest` header is never used.
+//!   before it is parsed or returned. [`Client::resolve`] gives a tag the digest of the
+//!   bytes read. [`Client::resolve_digest`], as containerd's resolver, takes a HEAD's
+//!   `Docker-Content-Digest` header: a name only, under which content is then fetched and
+//!   checked like any other.
 //! - Every body is read through a limit whatever `Content-Length` says, within a timeout;
 //!   connecting and awaiting headers have timeouts of their own ([`RegistryConfig`]).
 //! - HTTPS, except for hosts the configuration lists; a redirect never goes from HTTPS to

@@ -4,7 +4,7 @@
 #![deny(clippy::indexing_slicing)]
 
 use http::header::{CONTENT_TYPE, LINK};
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 
 use super::client::{describe, Fetch, FetchedManifest};
 use super::hosts::{Capability, Host};
@@ -130,6 +130,7 @@ impl Client {
             let what = describe(host, format!("referrers of {repo}@{subject} (page {page})"));
             let fetched = self
                 .get(Fetch {
+                    method: Method::GET,
                     repo,
                     host,
                     url,

@@ -91,7 +91,7 @@ pub struct Engine {
     /// The platform of this node, for choosing a manifest from an index.
     platform: (String, String),
     /// Tag resolutions under way, by (reference, credentials fingerprint).
-    resolving: Mutex<HashMap<ResolveKey, Arc<OnceCell<Descriptor>>>>,
+    resolving: Mutex<HashMap<ResolveKey, Arc<OnceCell<Digest>>>>,
     /// CRLs and OCSP answers fetched for Notation signing certificates, kept until their
     /// `nextUpdate`.
     revocation: Arc<RevocationFetcher>,
@@ -174,17 +174,14 @@ impl Engine {
         let deadline = tokio::time::Instant::now() + self.timeout;
         // A digest reference goes straight to the cache; a tag is resolved on every call
         // (it may have moved), concurrent resolves of one tag sharing one request.
-        let (digest, descriptor) = match image.digest() {
-            Some(digest) => (digest.clone(), None),
-            None => {
-                let descriptor = tokio::time::timeout_at(
-                    deadline,
-                    self.resolve_shared(&registry, image, credentials_id),
-                )
-                .await
-                .map_err(|_| timed_out())??;
-                (descriptor.digest.clone(), Some(descriptor))
-            }
+        let digest = match image.digest() {
+            Some(digest) => digest.clone(),
+            None => tokio::time::timeout_at(
+                deadline,
+                self.resolve_shared(&registry, image, credentials_id),
+            )
+            .await
+            .map_err(|_| timed_out())??,
         };
         let key = CacheKey {
             digest: digest.clone(),
@@ -195,7 +192,6 @@ impl Engine {
             repo: image.repo().clone(),
             repository: image.repo().to_string(),
             digest: digest.clone(),
-            descriptor,
             cosign: requirement.cosign.clone(),
             notation: requirement.notation.clone(),
             platform: self.platform.clone(),
@@ -226,7 +222,7 @@ impl Engine {
         registry: &Client,
         image: &ImageRef,
         credentials: Option<[u8; 32]>,
-    ) -> Result<Descriptor, Error> {
+    ) -> Result<Digest, Error> {
         let key = (image.to_string(), credentials);
         let cell = self
             .resolving
@@ -236,7 +232,7 @@ impl Engine {
             .or_default()
             .clone();
         let result = cell
-            .get_or_try_init(|| registry.resolve(image))
+            .get_or_try_init(|| registry.resolve_digest(image))
             .await
             .cloned();
         let mut resolving = self
@@ -267,9 +263,6 @@ struct Job {
     repo: Repository,
     repository: String,
     digest: Digest,
-    /// The resolved descriptor; `None` for a digest reference, whose manifest is fetched
-    /// only when there is something to verify.
-    descriptor: Option<Descriptor>,
     cosign: Option<Arc<CosignPolicy>>,
     notation: Option<Arc<NotationConfig>>,
     platform: (String, String),
@@ -280,15 +273,13 @@ struct Job {
 
 impl Job {
     async fn run(self) -> Result<Verdict, Error> {
-        let descriptor = match &self.descriptor {
-            Some(descriptor) => descriptor.clone(),
-            None => {
-                self.registry
-                    .manifest(&self.repo, &self.digest)
-                    .await?
-                    .descriptor
-            }
-        };
+        // The manifest is fetched by the digest and checked against it, whatever resolved
+        // the tag: its type and size are those of the bytes.
+        let descriptor = self
+            .registry
+            .manifest(&self.repo, &self.digest)
+            .await?
+            .descriptor;
         let verdict = self.verify_target(&descriptor).await?;
         let untrusted_index = descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
         if !untrusted_index {
