@@ -1684,6 +1684,72 @@ fn write_hosts(hosts: &std::path::Path, dir: &str, local: &str, capabilities: &s
     .unwrap();
 }
 
+/// Signs the local registry's `app` for [`MIRRORED`], then, through crigate, pulls and runs
+/// `MIRRORED/app:v1` and is refused `MIRRORED/unsigned:v1`, pulled through crigate or behind
+/// its back: what a node whose runtime reaches [`MIRRORED`] through the local registry
+/// must see. Returns the image client and the signed reference.
+async fn mirrored_images_are_enforced(node: &Node) -> (ImageServiceClient<Channel>, String) {
+    // cosign signs the name the image is pulled by, which the verifier holds the
+    // signature to (`docker_reference = "match-repository"`): the mirrored registry's,
+    // never the mirror's.
+    let payload = KeySigner::payload(&format!("{MIRRORED}/app"), &node.env.app_digest);
+    let signature = node.signer.legacy(payload);
+    push_legacy(
+        &node.env.registry,
+        "app",
+        &node.env.app_digest,
+        &[signature],
+    )
+    .await;
+    let mut client = images(&node.crigate.socket).await;
+
+    // The signed image, its signature on the mirror: verified, pinned, pulled by the
+    // runtime from the mirror, run.
+    let signed = format!("{MIRRORED}/app:v1");
+    let pulled = client
+        .pull_image(pull(&signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    let pinned = format!("{MIRRORED}/app@{}", node.env.app_digest);
+    assert!(
+        present(node, &pinned).await,
+        "the runtime did not pull {pinned}"
+    );
+    assert!(
+        present(node, &signed).await,
+        "the pull is named as requested"
+    );
+    let mut pod = Pod::run(node, node.env.pod_config("mirrored", "prod").unwrap()).await;
+    pod.create("web", &pulled.image_ref).await.unwrap();
+
+    // The unsigned image: refused for what it is (no signature), not for the registry
+    // crigate cannot reach.
+    let unsigned = format!("{MIRRORED}/unsigned:v1");
+    let denied = client
+        .pull_image(pull(&unsigned, "prod"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("no_signature"),
+        "{}",
+        denied.message()
+    );
+    assert!(!present(node, &unsigned).await);
+    // Pulled through the mirror behind crigate's back: refused at CreateContainer.
+    let unsigned_id = pulled_directly(node, &unsigned).await;
+    let refused = pod.create("bad", &unsigned_id).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("no_signature"),
+        "{}",
+        refused.message()
+    );
+
+    (client, signed)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runtime_pulls_them() {
     // A hosts directory, as containerd's `config_path` reads it, that names the local
@@ -1717,63 +1783,7 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
     node.crigate
         .wait_log("configuration reloaded", noticed)
         .unwrap();
-    // cosign signs the name the image is pulled by, which the verifier holds the
-    // signature to (`docker_reference = "match-repository"`): the mirrored registry's,
-    // never the mirror's.
-    let payload = KeySigner::payload(&format!("{MIRRORED}/app"), &node.env.app_digest);
-    let signature = node.signer.legacy(payload);
-    push_legacy(
-        &node.env.registry,
-        "app",
-        &node.env.app_digest,
-        &[signature],
-    )
-    .await;
-    let mut client = images(&node.crigate.socket).await;
-
-    // The signed image, its signature on the mirror: verified, pinned, pulled by the
-    // runtime from the mirror, run.
-    let signed = format!("{MIRRORED}/app:v1");
-    let pulled = client
-        .pull_image(pull(&signed, "prod"))
-        .await
-        .unwrap()
-        .into_inner();
-    let pinned = format!("{MIRRORED}/app@{}", node.env.app_digest);
-    assert!(
-        present(&node, &pinned).await,
-        "the runtime did not pull {pinned}"
-    );
-    assert!(
-        present(&node, &signed).await,
-        "the pull is named as requested"
-    );
-    let mut pod = Pod::run(&node, node.env.pod_config("mirrored", "prod").unwrap()).await;
-    pod.create("web", &pulled.image_ref).await.unwrap();
-
-    // The unsigned image: refused for what it is (no signature), not for the registry
-    // crigate cannot reach.
-    let unsigned = format!("{MIRRORED}/unsigned:v1");
-    let denied = client
-        .pull_image(pull(&unsigned, "prod"))
-        .await
-        .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(
-        denied.message().contains("no_signature"),
-        "{}",
-        denied.message()
-    );
-    assert!(!present(&node, &unsigned).await);
-    // Pulled through the mirror behind crigate's back: refused at CreateContainer.
-    let unsigned_id = pulled_directly(&node, &unsigned).await;
-    let refused = pod.create("bad", &unsigned_id).await.unwrap_err();
-    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert!(
-        refused.message().contains("no_signature"),
-        "{}",
-        refused.message()
-    );
+    let (mut client, signed) = mirrored_images_are_enforced(&node).await;
 
     // A hosts file crigate cannot read: `policy check` names it, and the daemon keeps
     // the hosts it runs with.
@@ -1797,4 +1807,62 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
         )
         .unwrap();
     client.pull_image(pull(&signed, "prod")).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_where_it_pulls_them()
+{
+    // crigate reads the runtime's own config file, whose older `registry.mirrors` table
+    // names the local registry as plain HTTP.
+    let mut node = node_configured(
+        |env| {
+            format!(
+                "containerd_config = \"{}\"",
+                env.containerd.config_path().display()
+            )
+        },
+        "",
+    )
+    .await;
+    // The local registry becomes the mirror of one crigate cannot reach. containerd reads
+    // it at start; crigate notices the file changed without a signal.
+    let local = node.env.registry.host();
+    node.env.containerd.stop().await.unwrap();
+    node.env
+        .containerd
+        .use_mirrors(&[(MIRRORED, &format!("http://{local}"))])
+        .unwrap();
+    node.env.containerd.start().await.unwrap();
+    let noticed = std::time::Duration::from_secs(10);
+    node.crigate
+        .wait_log("registry hosts directory changed", noticed)
+        .unwrap();
+    node.crigate
+        .wait_log("configuration reloaded", noticed)
+        .unwrap();
+    mirrored_images_are_enforced(&node).await;
+
+    // A containerd config crigate cannot read: `policy check` names it, and the daemon
+    // keeps the hosts it runs with.
+    let config = node.env.containerd.config_path().to_owned();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&format!("\"http://{local}\""), "\"ftp://nowhere\""),
+    )
+    .unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&config.display().to_string()) && out.contains("\"ftp://nowhere\""),
+        "{out}"
+    );
+    node.crigate
+        .wait_log("configuration reload refused", noticed)
+        .unwrap();
+    let mut client = images(&node.crigate.socket).await;
+    client
+        .pull_image(pull(&format!("{MIRRORED}/app:v1"), "prod"))
+        .await
+        .unwrap();
 }

@@ -1886,6 +1886,37 @@ async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_host
         assert_eq!(&config[..], image.config());
     }
 
+    // The same mirror named in containerd's own config: `registry.mirrors`, and the TLS
+    // files of `registry.configs` for the mirror's host.
+    let node = tempfile::tempdir().unwrap();
+    let put = |name: &str, contents: &str| {
+        let path = node.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path.display().to_string()
+    };
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\".registry";
+    let containerd_config = put(
+        "config.toml",
+        &format!(
+            "version = 2\n[{cri}.mirrors.\"{UNREACHABLE}\"]\n  endpoint = [\"https://{host}\"]\n\
+             [{cri}.configs.\"{host}\".tls]\n  ca_file = \"{ca}\"\n  cert_file = \"{cert}\"\n  \
+             key_file = \"{key}\"\n",
+            host = mirror.host(),
+            ca = put("ca.pem", &tls.ca_pem),
+            cert = put("node.pem", &tls.client_pem),
+            key = put("node-key.pem", &tls.client_key_pem),
+        ),
+    );
+    let client = Client::new(RegistryConfig {
+        containerd_config: Some(containerd_config.into()),
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let resolved = client.resolve(&image_ref).await.unwrap();
+    assert_eq!(resolved.digest, digest(&pushed));
+
     // Without a client certificate the registry ends the handshake.
     let root = hosts_dir(&[(
         UNREACHABLE,

@@ -94,8 +94,11 @@ impl Containerd {
         }
         let config = path.join("containerd.toml");
         let socket = path.join("containerd.sock");
-        std::fs::write(&config, config_toml(&path, &socket, registry_host, None))
-            .with_context(|| format!("writing {}", config.display()))?;
+        std::fs::write(
+            &config,
+            config_toml(&path, &socket, registry_host, Hosts::Mirrors(&[])),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
         Ok(Self {
             child: None,
             registry_host: registry_host.to_string(),
@@ -132,7 +135,25 @@ impl Containerd {
             &self.path,
             &self.socket,
             &self.registry_host,
-            Some(hosts_dir),
+            Hosts::Dir(hosts_dir),
+        );
+        std::fs::write(&self.config, config)
+            .with_context(|| format!("writing {}", self.config.display()))
+    }
+
+    /// Has the CRI plugin reach each `(registry, endpoint)` registry through that endpoint
+    /// too (its older `registry.mirrors` table), besides the local registry's own plain-HTTP
+    /// entry. Takes effect at the next [`Containerd::start`].
+    ///
+    /// # Errors
+    ///
+    /// When the config cannot be written.
+    pub fn use_mirrors(&mut self, mirrors: &[(&str, &str)]) -> Result<()> {
+        let config = config_toml(
+            &self.path,
+            &self.socket,
+            &self.registry_host,
+            Hosts::Mirrors(mirrors),
         );
         std::fs::write(&self.config, config)
             .with_context(|| format!("writing {}", self.config.display()))
@@ -336,7 +357,16 @@ fn toml_string(value: &str) -> String {
     out
 }
 
-fn config_toml(dir: &Path, socket: &Path, registry_host: &str, hosts_dir: Option<&Path>) -> String {
+/// Where the CRI plugin finds its registry hosts.
+enum Hosts<'a> {
+    /// Its `registry.mirrors` table: the local registry as plain HTTP, and these
+    /// `(registry, endpoint)` mirrors.
+    Mirrors(&'a [(&'a str, &'a str)]),
+    /// A hosts directory (`registry.config_path`).
+    Dir(&'a Path),
+}
+
+fn config_toml(dir: &Path, socket: &Path, registry_host: &str, hosts: Hosts<'_>) -> String {
     let at = |sub: &str| toml_string(&dir.join(sub).display().to_string());
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
     let socket_path = socket.display().to_string();
@@ -396,16 +426,26 @@ disabled_plugins = [{disabled}]
         cni_bin = at("cni/bin"),
         cni_conf = at("cni/net.d"),
         runc_root = at("runc"),
-        registry = match hosts_dir {
-            Some(hosts_dir) => format!(
+        registry = match hosts {
+            Hosts::Dir(hosts_dir) => format!(
                 "  [{cri}.registry]\n    config_path = {}\n",
                 toml_string(&hosts_dir.display().to_string())
             ),
-            None => format!(
-                "  [{cri}.registry.mirrors.{}]\n    endpoint = [{}]\n",
-                toml_string(registry_host),
-                toml_string(&format!("http://{registry_host}"))
-            ),
+            Hosts::Mirrors(mirrors) =>
+                std::iter::once((registry_host, format!("http://{registry_host}")))
+                    .chain(
+                        mirrors
+                            .iter()
+                            .map(|(registry, endpoint)| (*registry, (*endpoint).to_owned()))
+                    )
+                    .map(|(registry, endpoint)| {
+                        format!(
+                            "  [{cri}.registry.mirrors.{}]\n    endpoint = [{}]\n",
+                            toml_string(registry),
+                            toml_string(&endpoint)
+                        )
+                    })
+                    .collect::<String>(),
         },
     )
 }

@@ -543,6 +543,14 @@ impl DockerAuths {
         Ok(Self { by_registry })
     }
 
+    /// Adds `credentials` for the registry `key` names (a host, or a `config.json` style
+    /// key), unless there are some for it already.
+    pub(super) fn add_missing(&mut self, key: &str, credentials: Credentials) {
+        self.by_registry
+            .entry(registry_key(key))
+            .or_insert(credentials);
+    }
+
     /// The credentials for `registry` (a reference's domain), if the file has any.
     pub(super) fn credentials(&self, registry: &str) -> Option<&Credentials> {
         self.by_registry.get(registry)

@@ -28,7 +28,8 @@ use super::auth::{
     Challenge, Credentials, CriCredentials, DockerAuths, Secret, TokenCache, TokenKey,
     TokenResponse, MAX_TOKEN_RESPONSE_BYTES,
 };
-use super::hosts::{self, Capability, Host, HostsConfig, Scheme};
+use super::containerd::ContainerdRegistry;
+use super::hosts::{self, Capability, Host, HostsConfig, HostsError, Scheme};
 use super::{Error, RegistryConfig};
 use crate::egress;
 use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
@@ -136,13 +137,34 @@ impl Client {
         config: RegistryConfig,
         connector: impl FnOnce(HttpConnector) -> egress::Connector,
     ) -> Result<Self, Error> {
-        let docker_auths = match &config.docker_config {
+        let mut docker_auths = match &config.docker_config {
             Some(path) => DockerAuths::load(path)?,
             None => DockerAuths::default(),
         };
-        let hosts = match &config.hosts_dir {
-            Some(roots) => HostsConfig::load(roots)?,
-            None => HostsConfig::default(),
+        let hosts = match (&config.hosts_dir, &config.containerd_config) {
+            (Some(_), Some(path)) => {
+                return Err(Error::Hosts(HostsError::Invalid {
+                    path: path.clone(),
+                    reason: "hosts_dir and containerd_config both name the registry hosts: \
+                             set one"
+                        .to_owned(),
+                }))
+            }
+            (Some(roots), None) => HostsConfig::load(roots)?,
+            (None, Some(path)) => {
+                let registry = ContainerdRegistry::load(path)?;
+                let credentials = registry.credentials().map_err(|reason| {
+                    Error::Hosts(HostsError::Invalid {
+                        path: path.clone(),
+                        reason,
+                    })
+                })?;
+                for (host, credentials) in credentials {
+                    docker_auths.add_missing(host, credentials);
+                }
+                HostsConfig::from_containerd(path, &registry)?
+            }
+            (None, None) => HostsConfig::default(),
         };
         let mut direct = HttpConnector::new();
         direct.enforce_http(false);

@@ -67,15 +67,26 @@ pub struct RegistryConfig {
     /// through, asked in containerd's order before the registry itself. Read at start and
     /// on reload. Default: none (every registry is reached directly).
     pub hosts_dir: Option<String>,
+    /// containerd's config file, for nodes whose CRI plugin names its registries there:
+    /// its `registry.config_path` is read as `hosts_dir` is, or, without one, its older
+    /// `registry.mirrors` and the `tls` of `registry.configs`; the `auth` of
+    /// `registry.configs` supplies credentials after `docker_config`'s. Read at start and on
+    /// reload. Not with `hosts_dir`. Default: none.
+    pub containerd_config: Option<PathBuf>,
 }
 
 // === impl RegistryConfig ===
 
 impl RegistryConfig {
-    /// What identifies the current contents of `hosts_dir`, to notice an edit (containerd
-    /// reads it at each pull); `None` without one.
+    /// What identifies the current contents of `hosts_dir` or `containerd_config` (and the
+    /// hosts directory it names), to notice an edit (containerd reads them at each pull);
+    /// `None` without either.
     pub fn hosts_stamp(&self) -> Option<super::HostsStamp> {
-        self.hosts_dir.as_deref().map(super::hosts::stamp)
+        match (&self.hosts_dir, &self.containerd_config) {
+            (Some(roots), _) => Some(super::hosts::stamp(roots)),
+            (None, Some(path)) => Some(super::hosts::stamp_containerd(path)),
+            (None, None) => None,
+        }
     }
 }
 
@@ -91,6 +102,7 @@ impl Default for RegistryConfig {
             ca_file: None,
             docker_config: None,
             hosts_dir: None,
+            containerd_config: None,
         }
     }
 }

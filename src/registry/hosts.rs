@@ -124,6 +124,19 @@ pub struct HostsConfig {
     pub(super) tls: Vec<HostTls>,
     /// Authorities some host names with `http://`.
     plain_http: BTreeSet<String>,
+    /// containerd's older `registry.mirrors`, used instead of the roots when its config
+    /// file has no `config_path`.
+    mirrors: Option<Mirrors>,
+}
+
+/// The endpoints of containerd's `registry.mirrors` (CRI plugin `registryEndpoints`).
+#[derive(Debug, Default)]
+struct Mirrors {
+    /// Per registry as image references write it, `*` for every other: endpoint URLs with
+    /// their scheme and a path (`/v2` when none was written).
+    endpoints: BTreeMap<String, Vec<Url>>,
+    /// The [`HostsConfig::tls`] index of each endpoint host with `configs."<host>".tls`.
+    tls: BTreeMap<String, usize>,
 }
 
 /// One host directory: the hosts before the registry, then the registry's own entry.
@@ -209,6 +222,19 @@ pub fn stamp(config_path: &str) -> HostsStamp {
     HostsStamp(seen)
 }
 
+/// The [`HostsStamp`] of a containerd config file: the file's, and that of the hosts
+/// directory its `config_path` names, if it can be read and names one.
+pub fn stamp_containerd(path: &Path) -> HostsStamp {
+    let meta = std::fs::metadata(path)
+        .ok()
+        .and_then(|meta| Some((meta.modified().ok()?, meta.len())));
+    let mut seen = vec![(path.to_owned(), meta)];
+    if let Ok(registry) = super::containerd::ContainerdRegistry::load(path) {
+        seen.extend(stamp(&registry.config_path).0);
+    }
+    HostsStamp(seen)
+}
+
 /// The roots of a `config_path` value (`:`-separated, as containerd splits it).
 fn roots(config_path: &str) -> impl Iterator<Item = &Path> {
     config_path
@@ -265,14 +291,68 @@ impl HostsConfig {
         Ok(config)
     }
 
+    /// The hosts of containerd's config file: its `config_path` roots when it has one (as
+    /// [`HostsConfig::load`]), else its `registry.mirrors`, with the TLS files
+    /// `registry.configs` names per endpoint host.
+    ///
+    /// # Errors
+    ///
+    /// As [`HostsConfig::load`]; an endpoint that is not a URL; a `tls` table with a
+    /// certificate and no key or a key and no certificate.
+    pub(super) fn from_containerd(
+        path: &Path,
+        registry: &super::containerd::ContainerdRegistry,
+    ) -> Result<Self, HostsError> {
+        if !registry.config_path.is_empty() {
+            return Self::load(&registry.config_path);
+        }
+        let invalid = |reason: String| HostsError::Invalid {
+            path: path.to_owned(),
+            reason,
+        };
+        let mut config = Self::default();
+        let mut mirrors = Mirrors::default();
+        for (registry_host, mirror) in &registry.mirrors {
+            let mut urls = Vec::with_capacity(mirror.endpoint.len());
+            for endpoint in &mirror.endpoint {
+                let url = endpoint_url(endpoint).map_err(|reason| {
+                    invalid(format!(
+                        "mirrors.{registry_host:?}: endpoint {endpoint:?}: {reason}"
+                    ))
+                })?;
+                if url.scheme() == "http" {
+                    config.plain_http.insert(authority(&url));
+                }
+                urls.push(url);
+            }
+            mirrors.endpoints.insert(registry_host.clone(), urls);
+        }
+        for (host, settings) in &registry.configs {
+            let Some(tls) = &settings.tls else { continue };
+            let files = tls.files(host).map_err(invalid)?;
+            if tls.insecure_skip_verify {
+                tracing::warn!(file = %path.display(), host = %host,
+                    "insecure_skip_verify is not honoured: crigate verifies this host's certificate");
+            }
+            if let Some(index) = config.intern(files) {
+                mirrors.tls.insert(host.clone(), index);
+            }
+        }
+        config.mirrors = Some(mirrors);
+        Ok(config)
+    }
+
     /// Whether some host names `authority` with `http://`.
     pub(super) fn allows_plain_http(&self, authority: &str) -> bool {
-        self.plain_http.contains(authority)
+        self.plain_http.contains(authority) || (self.mirrors.is_some() && is_local(authority))
     }
 
     /// The hosts `repo` is reached through, in the order to try them.
     /// `registry_scheme` is the scheme for the registry itself when no file names its URL.
     pub(super) fn hosts(&self, repo: &Repository, registry_scheme: Scheme) -> Vec<Host> {
+        if let Some(mirrors) = &self.mirrors {
+            return mirrors.hosts(repo);
+        }
         let domain = repo.domain();
         let directory = self.directory(domain);
         let own = Entry::everything();
@@ -470,6 +550,83 @@ impl HostsConfig {
             tls: self.intern(tls),
         })
     }
+}
+
+// === impl Mirrors ===
+
+impl Mirrors {
+    /// The registry's endpoints, or those of `*`, then the registry itself unless an
+    /// endpoint is it: over HTTP when it is a loopback host, as containerd's CRI plugin
+    /// reaches it (`defaultScheme`).
+    fn hosts(&self, repo: &Repository) -> Vec<Host> {
+        let domain = repo.domain();
+        let endpoints = self
+            .endpoints
+            .get(domain)
+            .or_else(|| self.endpoints.get("*"))
+            .map_or(&[][..], Vec::as_slice);
+        let mut urls = endpoints.to_vec();
+        if !endpoints.iter().any(|url| authority(url) == domain) {
+            let own = repo.api_host();
+            let scheme = if is_local(own) { "http" } else { "https" };
+            if let Ok(url) = Url::parse(&format!("{scheme}://{own}/v2")) {
+                urls.push(url);
+            }
+        }
+        urls.into_iter()
+            .map(|url| {
+                let tls = self.tls.get(&authority(&url)).copied();
+                Entry {
+                    url: Some(url),
+                    tls,
+                    ..Entry::everything()
+                }
+                .host(repo, Scheme::Https)
+            })
+            .collect()
+    }
+}
+
+/// An endpoint of `registry.mirrors` as containerd's CRI plugin reads it
+/// (`addDefaultScheme`, `registryHosts`): without a scheme, HTTP for a loopback host and
+/// HTTPS for others; an empty path is `/v2`, any other is used as written.
+fn endpoint_url(endpoint: &str) -> Result<Url, String> {
+    let with_scheme = if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        let host = endpoint.split('/').next().unwrap_or_default();
+        let scheme = if is_local(host) { "http" } else { "https" };
+        format!("{scheme}://{endpoint}")
+    };
+    let mut url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
+    match url.scheme() {
+        "http" | "https" => {}
+        other => return Err(format!("scheme {other:?} is neither http nor https")),
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("no host".to_owned());
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err("an endpoint has no query, fragment or credentials".to_owned());
+    }
+    if url.path().is_empty() || url.path() == "/" {
+        url.set_path("/v2");
+    }
+    Ok(url)
+}
+
+/// Whether `authority` (`host[:port]`) is `localhost` or a loopback address (containerd
+/// `isLocalHost`).
+fn is_local(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 // === impl Entry ===

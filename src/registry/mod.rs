@@ -26,6 +26,7 @@
 mod auth;
 mod client;
 mod config;
+mod containerd;
 mod hosts;
 mod referrers;
 
@@ -41,6 +42,7 @@ pub use config::{
     RegistryConfig, DEFAULT_BODY_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_REDIRECTS,
     DEFAULT_MAX_REFERRER_PAGES, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use containerd::MAX_CONTAINERD_CONFIG_BYTES;
 pub use hosts::{Capability, HostsError, HostsStamp, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
 pub use referrers::{next_link, ARTIFACT_TYPE_FILTER};
 

@@ -269,3 +269,49 @@ fn of_several_client_certificates_the_one_the_server_can_accept_is_offered() {
     assert_eq!(offered(&[], &[SignatureScheme::RSA_PSS_SHA256]), None);
     assert!(certificates.has_certs());
 }
+
+#[test]
+fn containerds_registry_credentials_come_after_the_docker_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = dir.path().join("config.json");
+    std::fs::write(
+        &docker,
+        r#"{"auths":{"ghcr.io":{"username":"file","password":"p"}}}"#,
+    )
+    .unwrap();
+    let containerd = dir.path().join("config.toml");
+    let configs = "plugins.\"io.containerd.grpc.v1.cri\".registry.configs";
+    std::fs::write(
+        &containerd,
+        format!(
+            "version = 2\n[{configs}.\"ghcr.io\".auth]\n  username = \"runtime\"\n  password = \"p\"\n\
+             [{configs}.\"registry-1.docker.io\".auth]\n  username = \"hub\"\n  password = \"p\"\n"
+        ),
+    )
+    .unwrap();
+    let client = Client::new(RegistryConfig {
+        docker_config: Some(docker),
+        containerd_config: Some(containerd.clone()),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert_eq!(credentials_sent(&client, "ghcr.io/app"), [basic("file")]);
+    // containerd keys Docker Hub by its API host; the registry is docker.io.
+    assert_eq!(
+        credentials_sent(&client, "docker.io/library/app"),
+        [basic("hub")]
+    );
+    assert_eq!(
+        credentials_sent(&client, "quay.io/app"),
+        [Credentials::Anonymous]
+    );
+    // Not beside a hosts directory: one of them names the hosts.
+    let both = Client::new(RegistryConfig {
+        containerd_config: Some(containerd),
+        hosts_dir: Some(dir.path().display().to_string()),
+        ..RegistryConfig::default()
+    });
+    let error = both.err().unwrap();
+    let error = std::error::Error::source(&error).unwrap().to_string();
+    assert!(error.contains("hosts_dir and containerd_config"), "{error}");
+}

@@ -387,3 +387,127 @@ fn the_stamp_changes_when_a_host_directory_or_file_does() {
     std::fs::create_dir(&missing).unwrap();
     assert_ne!(absent, stamp(&missing.display().to_string()));
 }
+
+/// The hosts of a containerd config file with `text`.
+fn from_containerd(text: &str) -> Result<HostsConfig, HostsError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let registry = super::super::containerd::ContainerdRegistry::load(&path)?;
+    HostsConfig::from_containerd(&path, &registry)
+}
+
+#[test]
+fn containerd_mirrors_are_asked_as_its_cri_plugin_asks_them() {
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\".registry";
+    let config = from_containerd(&format!(
+        "version = 2\n\
+         [{cri}.mirrors.\"docker.io\"]\n  \
+           endpoint = [\"https://mirror.example\", \"mirror2.example:5000/path\", \"localhost:5000\"]\n\
+         [{cri}.mirrors.\"*\"]\n  endpoint = [\"https://all.example\"]\n\
+         [{cri}.mirrors.\"self.example\"]\n  \
+           endpoint = [\"https://other.example\", \"https://self.example/v2\"]\n\
+         [{cri}.configs.\"mirror.example\".tls]\n  ca_file = \"/ca.pem\"\n\
+         [{cri}.configs.\"other.example\".tls]\n  insecure_skip_verify = true\n"
+    ))
+    .unwrap();
+    // Endpoints in order, a scheme by the host when none is written (HTTP for loopback),
+    // `/v2` for an empty path only, then the registry itself.
+    assert_eq!(
+        prefixes(&config, "docker.io/library/app"),
+        [
+            "https://mirror.example/v2",
+            "https://mirror2.example:5000/path",
+            "http://localhost:5000/v2",
+            "https://registry-1.docker.io/v2",
+        ]
+    );
+    let repo: Repository = "docker.io/library/app".parse().unwrap();
+    let hosts = config.hosts(&repo, Scheme::Https);
+    let namespaces: Vec<_> = hosts.iter().map(|h| h.namespace.as_deref()).collect();
+    assert_eq!(
+        namespaces,
+        [
+            Some("docker.io"),
+            Some("docker.io"),
+            Some("docker.io"),
+            None
+        ]
+    );
+    assert_eq!(
+        tls_files(&config, "docker.io/library/app"),
+        [
+            Some(HostTls {
+                ca: vec![PathBuf::from("/ca.pem")],
+                client: vec![],
+            }),
+            None,
+            None,
+            None,
+        ]
+    );
+    // `*` for a registry without endpoints of its own.
+    assert_eq!(
+        prefixes(&config, "quay.io/a"),
+        ["https://all.example/v2", "https://quay.io/v2"]
+    );
+    assert_eq!(
+        prefixes(&config, "127.0.0.1:5000/a"),
+        ["https://all.example/v2", "http://127.0.0.1:5000/v2"]
+    );
+    // A registry among its own endpoints is not asked twice.
+    assert_eq!(
+        prefixes(&config, "self.example/a"),
+        ["https://other.example/v2", "https://self.example/v2"]
+    );
+    // Plain HTTP where an endpoint says so, and for loopback registries.
+    assert!(config.allows_plain_http("localhost:5000"));
+    assert!(config.allows_plain_http("127.0.0.1:5000"));
+    assert!(config.allows_plain_http("[::1]:5000"));
+    assert!(!config.allows_plain_http("quay.io"));
+    assert!(!config.allows_plain_http("mirror.example"));
+}
+
+#[test]
+fn a_containerd_config_path_is_read_instead_of_its_mirrors() {
+    let dir = root(&[(
+        "quay.io/hosts.toml",
+        "[host.\"https://from-hosts.example\"]\n",
+    )]);
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\".registry";
+    let config = from_containerd(&format!(
+        "version = 2\n[{cri}]\n  config_path = \"{}\"\n\
+         [{cri}.mirrors.\"quay.io\"]\n  endpoint = [\"https://ignored.example\"]\n",
+        dir.path().display()
+    ))
+    .unwrap();
+    assert_eq!(
+        prefixes(&config, "quay.io/a"),
+        ["https://from-hosts.example/v2", "https://quay.io/v2"]
+    );
+    assert!(!config.allows_plain_http("127.0.0.1:5000"));
+    // Without a registry table: every registry reached directly.
+    let config = from_containerd("version = 2\n").unwrap();
+    assert_eq!(prefixes(&config, "quay.io/a"), ["https://quay.io/v2"]);
+}
+
+#[test]
+fn bad_containerd_registry_settings_are_refused_naming_them() {
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\".registry";
+    for (text, needle) in [
+        (
+            format!("version = 2\n[{cri}.mirrors.\"a.example\"]\n  endpoint = [\"ftp://m\"]\n"),
+            "mirrors.\"a.example\": endpoint \"ftp://m\"",
+        ),
+        (
+            format!("version = 2\n[{cri}.configs.\"m\".tls]\n  cert_file = \"/c.pem\"\n"),
+            "without a key_file",
+        ),
+    ] {
+        let error = from_containerd(&text).unwrap_err().to_string();
+        assert!(
+            error.contains("config.toml") && error.contains(needle),
+            "{error}"
+        );
+    }
+}
