@@ -1684,6 +1684,17 @@ fn write_hosts(hosts: &std::path::Path, dir: &str, local: &str, capabilities: &s
     .unwrap();
 }
 
+/// Waits until the daemon has noticed a change to its registry hosts and reloaded.
+fn hosts_change_is_applied(node: &Node) {
+    let noticed = std::time::Duration::from_secs(10);
+    node.crigate
+        .wait_log("registry hosts directory changed", noticed)
+        .unwrap();
+    node.crigate
+        .wait_log("configuration reloaded", noticed)
+        .unwrap();
+}
+
 /// Signs the local registry's `app` for [`MIRRORED`], then, through crigate, pulls and runs
 /// `MIRRORED/app:v1` and is refused `MIRRORED/unsigned:v1`, pulled through crigate or behind
 /// its back: what a node whose runtime reaches [`MIRRORED`] through the local registry
@@ -1776,13 +1787,7 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
         &local,
         "  capabilities = [\"pull\", \"resolve\"]\n",
     );
-    let noticed = std::time::Duration::from_secs(10);
-    node.crigate
-        .wait_log("registry hosts directory changed", noticed)
-        .unwrap();
-    node.crigate
-        .wait_log("configuration reloaded", noticed)
-        .unwrap();
+    hosts_change_is_applied(&node);
     let (mut client, signed) = mirrored_images_are_enforced(&node).await;
 
     // A hosts file crigate cannot read: `policy check` names it, and the daemon keeps
@@ -1833,14 +1838,8 @@ async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_wh
         .use_mirrors(&[(MIRRORED, &format!("http://{local}"))])
         .unwrap();
     node.env.containerd.start().await.unwrap();
-    let noticed = std::time::Duration::from_secs(10);
-    node.crigate
-        .wait_log("registry hosts directory changed", noticed)
-        .unwrap();
-    node.crigate
-        .wait_log("configuration reloaded", noticed)
-        .unwrap();
-    mirrored_images_are_enforced(&node).await;
+    hosts_change_is_applied(&node);
+    let (mut client, signed) = mirrored_images_are_enforced(&node).await;
 
     // A containerd config crigate cannot read: `policy check` names it, and the daemon
     // keeps the hosts it runs with.
@@ -1858,11 +1857,10 @@ async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_wh
         "{out}"
     );
     node.crigate
-        .wait_log("configuration reload refused", noticed)
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
         .unwrap();
-    let mut client = images(&node.crigate.socket).await;
-    client
-        .pull_image(pull(&format!("{MIRRORED}/app:v1"), "prod"))
-        .await
-        .unwrap();
+    client.pull_image(pull(&signed, "prod")).await.unwrap();
 }

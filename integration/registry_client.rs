@@ -1765,40 +1765,12 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
     let (mirror, _) = tls_registry(&tls).await;
     let image: ImageRef = format!("{UNREACHABLE}/app:v1").parse().unwrap();
     let expected = Digest::sha256(&manifest_json(None));
+    let host = mirror.host();
+    let direct: ImageRef = format!("{host}/app:v1").parse().unwrap();
     // `ca` relative to the host directory, as containerd reads it.
     let root = hosts_dir(&[(
         UNREACHABLE,
-        format!(
-            "[host.\"https://{}\"]\n  ca = \"mirror-ca.pem\"\n",
-            mirror.host()
-        ),
-    )]);
-    std::fs::write(
-        root.path().join(UNREACHABLE).join("mirror-ca.pem"),
-        &tls.ca_pem,
-    )
-    .unwrap();
-    let resolved = client_with_hosts(&root).resolve(&image).await.unwrap();
-    assert_eq!(resolved.digest, expected);
-
-    // A directory without hosts.toml: its `*.crt` files are CAs of the registry itself.
-    let host = mirror.host();
-    let direct: ImageRef = format!("{host}/app:v1").parse().unwrap();
-    let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join(host.replace(':', "_") + "_");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("ca.crt"), &tls.ca_pem).unwrap();
-    let resolved = client_with_hosts(&root).resolve(&direct).await.unwrap();
-    assert_eq!(resolved.digest, expected);
-
-    // The CA is trusted for the host whose table names it, not for every registry: the
-    // same server, named as a registry of its own, is not trusted through it.
-    let root = hosts_dir(&[(
-        UNREACHABLE,
-        format!(
-            "[host.\"https://{}\"]\n  ca = \"mirror-ca.pem\"\n",
-            mirror.host()
-        ),
+        format!("[host.\"https://{host}\"]\n  ca = \"mirror-ca.pem\"\n"),
     )]);
     std::fs::write(
         root.path().join(UNREACHABLE).join("mirror-ca.pem"),
@@ -1806,12 +1778,23 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
     )
     .unwrap();
     let client = client_with_hosts(&root);
-    assert_eq!(client.resolve(&image).await.unwrap().digest, expected);
+    let resolved = client.resolve(&image).await.unwrap();
+    assert_eq!(resolved.digest, expected);
+    // The CA is trusted for the host whose table names it, not for every registry: the
+    // same server, named as a registry of its own, is not trusted through it.
     let elsewhere = client.resolve(&direct).await;
     assert!(
         matches!(elsewhere, Err(Error::Unreachable { .. })),
         "{elsewhere:?}"
     );
+
+    // A directory without hosts.toml: its `*.crt` files are CAs of the registry itself.
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join(host.replace(':', "_") + "_");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("ca.crt"), &tls.ca_pem).unwrap();
+    let resolved = client_with_hosts(&root).resolve(&direct).await.unwrap();
+    assert_eq!(resolved.digest, expected);
 
     // Without the CA, the mirror's certificate is not trusted: it cannot be asked, and
     // the registry behind it cannot be reached either.

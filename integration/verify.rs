@@ -729,7 +729,7 @@ async fn config_file_verifiers_are_used_and_selectable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_image_is_verified_through_the_mirror_its_hosts_dir_names() {
+async fn an_image_is_verified_through_the_mirror_its_hosts_dir_or_containerd_config_names() {
     let f = Fixture::new().await;
     let (digest, _) = f.image("app").await;
     // Signed under the name it is pulled by; the registry of that name is unreachable
@@ -748,7 +748,24 @@ async fn an_image_is_verified_through_the_mirror_its_hosts_dir_names() {
     let (code, json) = f.verify(&image, &["--hosts-dir", hosts.to_str().unwrap()]);
     assert_eq!(code, TRUSTED, "{json}");
     assert_eq!(json["pinned"], format!("{mirrored}/app@{digest}"));
-    // Without it the registry itself is asked, and cannot be reached.
+    // The same mirror in containerd's own config file.
+    let containerd = f.dir_path().join("containerd.toml");
+    std::fs::write(
+        &containerd,
+        format!(
+            "version = 2\n[plugins.\"io.containerd.grpc.v1.cri\".registry.mirrors.\"{mirrored}\"]\n  \
+             endpoint = [\"http://{}\"]\n",
+            f.registry.host()
+        ),
+    )
+    .unwrap();
+    let (code, json) = f.verify(
+        &image,
+        &["--containerd-config", containerd.to_str().unwrap()],
+    );
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["pinned"], format!("{mirrored}/app@{digest}"));
+    // Without either the registry itself is asked, and cannot be reached.
     let (code, json) = f.verify(&image, &[]);
     assert_eq!(code, ERROR, "{json}");
 }

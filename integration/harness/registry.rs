@@ -103,11 +103,8 @@ impl Registry {
                 Command::new("docker-registry").arg("serve").arg(&config),
                 &log,
             )?;
-            let ready = match tls {
-                None => wait_ready(&http, port, &mut child, &log).await,
-                Some(_) => wait_listening(port, &mut child, &log).await,
-            };
-            match ready {
+            let probe = tls.is_none().then_some(&http);
+            match wait_ready(probe, port, &mut child, &log).await {
                 Ok(()) => {
                     return Ok(Self {
                         child,
@@ -430,34 +427,10 @@ fn config_yaml(storage: &Path, port: u16, tls: Option<&RegistryTls>) -> String {
     yaml
 }
 
-/// Waits until the registry accepts TCP connections on `port`.
-async fn wait_listening(port: u16, child: &mut Child, log: &Path) -> Result<()> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Some(status) = child.try_wait().context("checking the registry process")? {
-            bail!(
-                "docker-registry exited during start-up ({status}); {}",
-                process::log_tail(log, LOG_TAIL_LINES)
-            );
-        }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "docker-registry did not listen on 127.0.0.1:{port} within {READY_TIMEOUT:?}; {}",
-                process::log_tail(log, LOG_TAIL_LINES)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
+/// Waits until the registry answers `GET /v2/` with `http`, or, without a client (a TLS
+/// registry that may want a client certificate), accepts TCP connections on `port`.
 async fn wait_ready(
-    http: &reqwest::Client,
+    http: Option<&reqwest::Client>,
     port: u16,
     child: &mut Child,
     log: &Path,
@@ -471,13 +444,21 @@ async fn wait_ready(
                 process::log_tail(log, LOG_TAIL_LINES)
             );
         }
-        let answer = http.get(&url).timeout(Duration::from_secs(1)).send().await;
-        if answer.is_ok_and(|r| r.status() == StatusCode::OK) {
+        let ready = match http {
+            Some(http) => {
+                let answer = http.get(&url).timeout(Duration::from_secs(1)).send().await;
+                answer.is_ok_and(|r| r.status() == StatusCode::OK)
+            }
+            None => tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok(),
+        };
+        if ready {
             return Ok(());
         }
         if Instant::now() > deadline {
             bail!(
-                "docker-registry did not answer GET {url} within {READY_TIMEOUT:?}; {}",
+                "docker-registry was not ready on 127.0.0.1:{port} within {READY_TIMEOUT:?}; {}",
                 process::log_tail(log, LOG_TAIL_LINES)
             );
         }

@@ -122,8 +122,13 @@ pub struct Args {
 
     /// containerd's registry hosts directory (`<host>/hosts.toml`; its CRI plugin's
     /// `registry.config_path`): ask the mirrors it names, as containerd does.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", conflicts_with = "containerd_config")]
     pub hosts_dir: Option<String>,
+
+    /// containerd's config file: ask the mirrors its CRI plugin names (`registry.mirrors`
+    /// or `registry.config_path`), with the TLS files and credentials of `registry.configs`.
+    #[arg(long, value_name = "FILE")]
+    pub containerd_config: Option<PathBuf>,
 
     /// Bound on the whole verification, registry included (with --config: `verify.timeout`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
@@ -211,6 +216,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
     if args.hosts_dir.is_some() {
         registry.hosts_dir.clone_from(&args.hosts_dir);
+        registry.containerd_config = None;
+    }
+    if args.containerd_config.is_some() {
+        registry
+            .containerd_config
+            .clone_from(&args.containerd_config);
+        registry.hosts_dir = None;
     }
     if args.plain_http {
         registry.plain_http.push(args.image.registry().to_owned());

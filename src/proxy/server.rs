@@ -191,6 +191,8 @@ pub async fn serve(
 
     let startup = config.cri.clone();
     let mut registry = config.registry.clone();
+    // Stamped before the files are read, so that an edit while they are read is noticed.
+    let mut hosts_seen = registry.hosts_stamp();
     let decide = match build(&config) {
         Ok(decide) => decide,
         Err(error) => {
@@ -217,7 +219,6 @@ pub async fn serve(
     let mut watch = tokio::time::interval(CONFIG_POLL_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = file_stamp(&config_path);
-    let mut hosts_seen = registry.hosts_stamp();
     loop {
         tokio::select! {
             _ = watch.tick() => {
@@ -230,8 +231,8 @@ pub async fn serve(
                         tracing::info!(hosts_dir = ?registry.hosts_dir, "registry hosts directory changed");
                     }
                     seen = now;
-                    reload(&proxy, &config_path, &startup, &build, &mut registry);
-                    hosts_seen = registry.hosts_stamp();
+                    hosts_seen = hosts_now;
+                    reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
                 }
             }
             accepted = listener.listener.accept() => match accepted {
@@ -247,8 +248,8 @@ pub async fn serve(
             },
             _ = hangup.recv() => {
                 seen = file_stamp(&config_path);
-                reload(&proxy, &config_path, &startup, &build, &mut registry);
                 hosts_seen = registry.hosts_stamp();
+                reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -293,6 +294,30 @@ fn caller(stream: &UnixStream) -> Option<Caller> {
 
 /// Applies a re-read configuration, or keeps the running one if it does not validate.
 /// `registry` becomes the registry settings applied.
+/// [`reload`], with `hosts_seen` (stamped before the reload reads the registry's files)
+/// stamped anew when the reload moved the registry to other hosts files.
+fn reload_watched(
+    proxy: &Proxy,
+    path: &Path,
+    startup: &CriConfig,
+    build: &BuildDecide,
+    registry: &mut RegistryConfig,
+    hosts_seen: &mut Option<crate::registry::HostsStamp>,
+) {
+    let source = (
+        registry.hosts_dir.clone(),
+        registry.containerd_config.clone(),
+    );
+    reload(proxy, path, startup, build, registry);
+    if (
+        registry.hosts_dir.clone(),
+        registry.containerd_config.clone(),
+    ) != source
+    {
+        *hosts_seen = registry.hosts_stamp();
+    }
+}
+
 fn reload(
     proxy: &Proxy,
     path: &Path,

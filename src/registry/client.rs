@@ -95,7 +95,7 @@ pub(super) struct Fetched {
     pub(super) body: Bytes,
 }
 
-/// One GET as the client sends it.
+/// One GET (or HEAD) as the client sends it.
 pub(super) struct Fetch<'a> {
     /// `GET`, or `HEAD` for the headers alone.
     pub(super) method: Method,

@@ -490,7 +490,7 @@ impl HostsConfig {
         Some(index)
     }
 
-    /// The entry for one host table, its CA files kept and what is not applied logged.
+    /// The entry for one host table, its TLS files interned and what is not applied logged.
     fn entry(
         &mut self,
         dir: &Path,
@@ -591,24 +591,8 @@ impl Mirrors {
 /// (`addDefaultScheme`, `registryHosts`): without a scheme, HTTP for a loopback host and
 /// HTTPS for others; an empty path is `/v2`, any other is used as written.
 fn endpoint_url(endpoint: &str) -> Result<Url, String> {
-    let with_scheme = if endpoint.contains("://") {
-        endpoint.to_owned()
-    } else {
-        let host = endpoint.split('/').next().unwrap_or_default();
-        let scheme = if is_local(host) { "http" } else { "https" };
-        format!("{scheme}://{endpoint}")
-    };
-    let mut url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
-    match url.scheme() {
-        "http" | "https" => {}
-        other => return Err(format!("scheme {other:?} is neither http nor https")),
-    }
-    if url.host_str().is_none_or(str::is_empty) {
-        return Err("no host".to_owned());
-    }
-    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
-        return Err("an endpoint has no query, fragment or credentials".to_owned());
-    }
+    let host = endpoint.split('/').next().unwrap_or_default();
+    let mut url = base_url(endpoint, if is_local(host) { "http" } else { "https" })?;
     if url.path().is_empty() || url.path() == "/" {
         url.set_path("/v2");
     }
@@ -754,12 +738,26 @@ fn client_files(value: &toml::Value) -> Result<Vec<(&str, Option<&str>)>, String
 /// A host URL as containerd forms it (`parseHostConfig`): HTTPS when no scheme is given,
 /// the path cleaned, `/v2` appended unless it already ends in `/v2` or `override_path`.
 fn host_url(text: &str, override_path: bool) -> Result<Url, String> {
+    let mut url = base_url(text, "https")?;
+    let path = clean_path(url.path());
+    let path = if override_path || path.ends_with("/v2") {
+        path
+    } else {
+        format!("{}/v2", path.trim_end_matches('/'))
+    };
+    url.set_path(&path);
+    Ok(url)
+}
+
+/// `text` as an http or https URL with a host and nothing but a path after it, `scheme`
+/// added when it has none.
+fn base_url(text: &str, scheme: &str) -> Result<Url, String> {
     let with_scheme = if text.contains("://") {
         text.to_owned()
     } else {
-        format!("https://{text}")
+        format!("{scheme}://{text}")
     };
-    let mut url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
+    let url = Url::parse(&with_scheme).map_err(|e| e.to_string())?;
     match url.scheme() {
         "http" | "https" => {}
         other => return Err(format!("scheme {other:?} is neither http nor https")),
@@ -770,13 +768,6 @@ fn host_url(text: &str, override_path: bool) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
         return Err("a host URL has no query, fragment or credentials".to_owned());
     }
-    let path = clean_path(url.path());
-    let path = if override_path || path.ends_with("/v2") {
-        path
-    } else {
-        format!("{}/v2", path.trim_end_matches('/'))
-    };
-    url.set_path(&path);
     Ok(url)
 }
 
