@@ -566,8 +566,13 @@ impl Mirrors {
             .or_else(|| self.endpoints.get("*"))
             .map_or(&[][..], Vec::as_slice);
         let mut urls = endpoints.to_vec();
-        if !endpoints.iter().any(|url| authority(url) == domain) {
-            let own = repo.api_host();
+        let own = repo.api_host();
+        // containerd compares with the domain alone, and so asks Docker Hub twice when
+        // `registry-1.docker.io` is one of its endpoints.
+        if !endpoints
+            .iter()
+            .any(|url| authority(url) == domain || authority(url) == own)
+        {
             let scheme = if is_local(own) { "http" } else { "https" };
             if let Ok(url) = Url::parse(&format!("{scheme}://{own}/v2")) {
                 urls.push(url);

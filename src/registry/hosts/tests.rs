@@ -455,7 +455,16 @@ fn containerd_mirrors_are_asked_as_its_cri_plugin_asks_them() {
         prefixes(&config, "127.0.0.1:5000/a"),
         ["https://all.example/v2", "http://127.0.0.1:5000/v2"]
     );
-    // A registry among its own endpoints is not asked twice.
+    // A registry among its own endpoints is not asked twice, Docker Hub by its API host
+    // included.
+    let hub = from_containerd(&format!(
+        "version = 2\n[{cri}.mirrors.\"docker.io\"]\n  endpoint = [\"https://registry-1.docker.io\"]\n"
+    ))
+    .unwrap();
+    assert_eq!(
+        prefixes(&hub, "docker.io/library/app"),
+        ["https://registry-1.docker.io/v2"]
+    );
     assert_eq!(
         prefixes(&config, "self.example/a"),
         ["https://other.example/v2", "https://self.example/v2"]
