@@ -228,7 +228,7 @@ pub async fn serve(
                     if now != seen {
                         tracing::info!(path = %config_path.display(), "configuration file changed");
                     } else {
-                        tracing::info!(hosts_dir = ?registry.hosts_dir, "registry hosts directory changed");
+                        tracing::info!(hosts_dir = ?registry.hosts_dir, containerd_config = ?registry.containerd_config, "registry hosts directory changed");
                     }
                     seen = now;
                     hosts_seen = hosts_now;
@@ -292,8 +292,6 @@ fn caller(stream: &UnixStream) -> Option<Caller> {
     }
 }
 
-/// Applies a re-read configuration, or keeps the running one if it does not validate.
-/// `registry` becomes the registry settings applied.
 /// [`reload`], with `hosts_seen` (stamped before the reload reads the registry's files)
 /// stamped anew when the reload moved the registry to other hosts files.
 fn reload_watched(
@@ -304,20 +302,18 @@ fn reload_watched(
     registry: &mut RegistryConfig,
     hosts_seen: &mut Option<crate::registry::HostsStamp>,
 ) {
-    let source = (
+    let (dir, containerd) = (
         registry.hosts_dir.clone(),
         registry.containerd_config.clone(),
     );
     reload(proxy, path, startup, build, registry);
-    if (
-        registry.hosts_dir.clone(),
-        registry.containerd_config.clone(),
-    ) != source
-    {
+    if registry.hosts_dir != dir || registry.containerd_config != containerd {
         *hosts_seen = registry.hosts_stamp();
     }
 }
 
+/// Applies a re-read configuration, or keeps the running one if it does not validate.
+/// `registry` becomes the registry settings applied.
 fn reload(
     proxy: &Proxy,
     path: &Path,
