@@ -1695,6 +1695,27 @@ fn hosts_change_is_applied(node: &Node) {
         .unwrap();
 }
 
+/// After a registry hosts file was broken: `policy check` fails naming the file and what
+/// is wrong (`named`), the daemon refuses the reload, and `signed` is still pulled through
+/// the hosts it runs with.
+async fn bad_hosts_are_named_and_the_running_ones_kept(
+    node: &Node,
+    client: &mut ImageServiceClient<Channel>,
+    signed: &str,
+    named: [&str; 2],
+) {
+    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
+    assert_eq!(code, 1, "{out}");
+    assert!(named.iter().all(|name| out.contains(name)), "{out}");
+    node.crigate
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    client.pull_image(pull(signed, "prod")).await.unwrap();
+}
+
 /// Signs the local registry's `app` for [`MIRRORED`], then, through crigate, pulls and runs
 /// `MIRRORED/app:v1` and is refused `MIRRORED/unsigned:v1`, pulled through crigate or behind
 /// its back: what a node whose runtime reaches [`MIRRORED`] through the local registry
@@ -1799,19 +1820,13 @@ async fn images_of_a_registry_mirrored_in_hosts_toml_are_verified_where_the_runt
         "[host.\"https://m.example\"]\n  capabilities = [\"fetch\"]\n",
     )
     .unwrap();
-    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains("broken.example/hosts.toml") && out.contains("\"fetch\""),
-        "{out}"
-    );
-    node.crigate
-        .wait_log(
-            "configuration reload refused",
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-    client.pull_image(pull(&signed, "prod")).await.unwrap();
+    bad_hosts_are_named_and_the_running_ones_kept(
+        &node,
+        &mut client,
+        &signed,
+        ["broken.example/hosts.toml", "\"fetch\""],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1850,17 +1865,12 @@ async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_wh
         text.replace(&format!("\"http://{local}\""), "\"ftp://nowhere\""),
     )
     .unwrap();
-    let (code, out) = crigate_cli(&["policy", "check"], &node.crigate.config_path);
-    assert_eq!(code, 1, "{out}");
-    assert!(
-        out.contains(&config.display().to_string()) && out.contains("\"ftp://nowhere\""),
-        "{out}"
-    );
-    node.crigate
-        .wait_log(
-            "configuration reload refused",
-            std::time::Duration::from_secs(10),
-        )
-        .unwrap();
-    client.pull_image(pull(&signed, "prod")).await.unwrap();
+    let named = config.display().to_string();
+    bad_hosts_are_named_and_the_running_ones_kept(
+        &node,
+        &mut client,
+        &signed,
+        [named.as_str(), "\"ftp://nowhere\""],
+    )
+    .await;
 }
