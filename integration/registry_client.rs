@@ -1932,6 +1932,88 @@ async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_host
 }
 
 #[tokio::test]
+async fn a_mirror_whose_certificate_is_not_checked_is_asked_only_when_the_operator_honours_it() {
+    let registry = Registry::start().await.unwrap();
+    let image = TestImage::builder().label("skip-verify").build().unwrap();
+    let pushed = registry.push("team/app", "v1", &image).await.unwrap();
+    let tls = TestTls::new();
+    let files = tempfile::tempdir().unwrap();
+    let write = |name: &str, contents: &str| {
+        let path = files.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        path
+    };
+    // The real registry over TLS, with a certificate no CA crigate is given vouches for.
+    let mirror = registry
+        .serve_tls(&RegistryTls {
+            certificate: write("server.pem", &tls.server_pem),
+            key: write("server-key.pem", &tls.server_key_pem),
+            client_ca: None,
+        })
+        .await
+        .unwrap();
+    let host = mirror.host();
+    let image_ref: ImageRef = format!("{UNREACHABLE}/team/app:v1").parse().unwrap();
+    let direct: ImageRef = format!("{host}/team/app:v1").parse().unwrap();
+    let root = hosts_dir(&[(
+        UNREACHABLE,
+        format!("[host.\"https://{host}\"]\n  skip_verify = true\n"),
+    )]);
+    let cri = "plugins.\"io.containerd.grpc.v1.cri\".registry";
+    let containerd_config = write(
+        "config.toml",
+        &format!(
+            "version = 2\n[{cri}.mirrors.\"{UNREACHABLE}\"]\n  endpoint = [\"https://{host}\"]\n\
+             [{cri}.configs.\"{host}\".tls]\n  insecure_skip_verify = true\n"
+        ),
+    );
+    let client = |honour_skip_verify: bool, from_containerd: bool| {
+        Client::new(RegistryConfig {
+            hosts_dir: (!from_containerd).then(|| root.path().display().to_string()),
+            containerd_config: from_containerd.then(|| containerd_config.clone()),
+            honour_skip_verify,
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(2),
+            ..RegistryConfig::default()
+        })
+        .unwrap()
+    };
+    for from_containerd in [false, true] {
+        // By default the certificate is checked: the mirror cannot be asked.
+        let refused = client(false, from_containerd).resolve(&image_ref).await;
+        assert!(
+            matches!(refused, Err(Error::Unreachable { .. })),
+            "{refused:?}"
+        );
+        // Honoured, the mirror is read as containerd reads it: the tag, the manifest by
+        // digest and a blob, each checked against its digest as always.
+        let honoured = client(true, from_containerd);
+        let resolved = honoured.resolve_manifest(&image_ref).await.unwrap();
+        assert_eq!(resolved.descriptor.digest, digest(&pushed));
+        let Manifest::Image(manifest) = &resolved.manifest else {
+            panic!("an image manifest")
+        };
+        let config = honoured
+            .blob(
+                image_ref.repo(),
+                &manifest.config.digest,
+                MAX_MANIFEST_BYTES,
+            )
+            .await
+            .unwrap();
+        assert_eq!(&config[..], image.config());
+    }
+    // Only for the host whose table asks: the same server named as a registry of its own
+    // is checked, and refused. (With containerd's mirrors, a loopback registry itself is
+    // asked over plain HTTP, so this is shown with a hosts directory.)
+    let elsewhere = client(true, false).resolve(&direct).await;
+    assert!(
+        matches!(elsewhere, Err(Error::Unreachable { .. })),
+        "{elsewhere:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_tag_is_resolved_by_head_and_read_only_when_the_head_names_no_digest() {
     let registry = Registry::start().await.unwrap();
     let image = TestImage::builder().label("head").build().unwrap();

@@ -130,6 +130,12 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub containerd_config: Option<PathBuf>,
 
+    /// Reach a mirror whose `hosts.toml` sets `skip_verify` (or whose containerd
+    /// `registry.configs` TLS sets `insecure_skip_verify`) without checking its
+    /// certificate, as containerd does (with --config: `registry.honour_skip_verify`).
+    #[arg(long)]
+    pub honour_skip_verify: bool,
+
     /// Bound on the whole verification, registry included (with --config: `verify.timeout`).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
     pub timeout: Duration,
@@ -223,6 +229,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             .containerd_config
             .clone_from(&args.containerd_config);
         registry.hosts_dir = None;
+    }
+    if args.honour_skip_verify {
+        registry.honour_skip_verify = true;
     }
     if args.plain_http {
         registry.plain_http.push(args.image.registry().to_owned());

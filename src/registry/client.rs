@@ -181,7 +181,17 @@ impl Client {
                 .wrap_connector(connector.clone());
             hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(https)
         };
-        let http = client(tls_config(config.ca_file.iter(), &[])?);
+        for host in &hosts.skip_verify {
+            if config.honour_skip_verify {
+                tracing::warn!(host = %host,
+                    "skip_verify honoured: this host's certificate is not checked");
+            } else {
+                tracing::warn!(host = %host,
+                    "skip_verify is not honoured: this host's certificate is checked \
+                     ([registry] honour_skip_verify is off)");
+            }
+        }
+        let http = client(tls_config(config.ca_file.iter(), &[], false)?);
         let host_http = hosts
             .tls
             .iter()
@@ -189,6 +199,7 @@ impl Client {
                 Ok(client(tls_config(
                     config.ca_file.iter().chain(&own.ca),
                     &own.client,
+                    own.skip_verify && config.honour_skip_verify,
                 )?))
             })
             .collect::<Result<_, Error>>()?;
@@ -1032,10 +1043,11 @@ fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
 /// The TLS settings: the system's roots plus those of `ca_files`, and the client
 /// certificates of `client` (certificate file, key file or `None` when the certificate's
 /// file holds the key), with aws-lc-rs (the provider is named because more than one is
-/// compiled in).
+/// compiled in). With `skip_verify`, the server's certificate is taken unchecked.
 fn tls_config<'a>(
     ca_files: impl IntoIterator<Item = &'a PathBuf>,
     client: &[(PathBuf, Option<PathBuf>)],
+    skip_verify: bool,
 ) -> Result<rustls::ClientConfig, Error> {
     let mut roots = crate::audit::tls::system_roots();
     for path in ca_files {
@@ -1051,8 +1063,14 @@ fn tls_config<'a>(
     let provider = crate::audit::tls::provider();
     let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
-        .map_err(Error::Tls)?
-        .with_root_certificates(roots);
+        .map_err(Error::Tls)?;
+    let builder = if skip_verify {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(UncheckedCertificate(Arc::clone(&provider))))
+    } else {
+        builder.with_root_certificates(roots)
+    };
     if client.is_empty() {
         return Ok(builder.with_no_client_auth());
     }
@@ -1061,6 +1079,57 @@ fn tls_config<'a>(
         .map(|(cert, key)| certified_key(cert, key.as_deref(), &provider))
         .collect::<Result<_, _>>()?;
     Ok(builder.with_client_cert_resolver(Arc::new(ClientCertificates(keys))))
+}
+
+/// A server certificate taken without checking who issued it, for what name or until
+/// when, as Go's `InsecureSkipVerify` takes it; the handshake must still be signed by its
+/// key, so the connection is to whoever holds that key.
+#[derive(Debug)]
+struct UncheckedCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for UncheckedCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls_pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// The certificates of a PEM file of at most [`MAX_CA_FILE_BYTES`]; at least one.

@@ -35,6 +35,7 @@ pub const DEFAULT_MAX_REFERRER_PAGES: usize = 16;
 /// ca_file = "/etc/crigate/registry-ca.pem"
 /// docker_config = "/root/.docker/config.json"
 /// hosts_dir = "/etc/containerd/certs.d"
+/// honour_skip_verify = false
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -73,6 +74,14 @@ pub struct RegistryConfig {
     /// `registry.configs` supplies credentials after `docker_config`'s. Read at start and on
     /// reload. Not with `hosts_dir`. Default: none.
     pub containerd_config: Option<PathBuf>,
+    /// Whether a host whose table in `hosts_dir` sets `skip_verify = true` (or whose
+    /// `registry.configs` TLS in `containerd_config` sets `insecure_skip_verify = true`)
+    /// is reached without checking its certificate, as containerd reaches it. Signatures
+    /// are verified all the same, so what runs is still what was signed; what is given up
+    /// is the secrecy of the credentials sent to that host and its token service. Default
+    /// false: its certificate is checked, and a host whose certificate no trusted CA
+    /// vouches for is unreachable.
+    pub honour_skip_verify: bool,
 }
 
 // === impl RegistryConfig ===
@@ -103,6 +112,7 @@ impl Default for RegistryConfig {
             docker_config: None,
             hosts_dir: None,
             containerd_config: None,
+            honour_skip_verify: false,
         }
     }
 }

@@ -183,7 +183,11 @@ impl TlsSettings {
             }
             (cert, key) => vec![(PathBuf::from(cert), Some(PathBuf::from(key)))],
         };
-        Ok(HostTls { ca, client })
+        Ok(HostTls {
+            ca,
+            client,
+            skip_verify: self.insecure_skip_verify,
+        })
     }
 }
 

@@ -24,8 +24,9 @@
 //!   directory without `hosts.toml` gives its `*.crt` files as CAs and each `*.cert` with
 //!   the `*.key` of the same name (or alone, holding both) as a client certificate.
 //!
-//! Applied differently, and logged when a file asks for it: `skip_verify = true` is not
-//! honoured (the host's certificate is verified like any other).
+//! `skip_verify = true` is recorded with the host's TLS files and honoured only when the
+//! operator allows it (`[registry] honour_skip_verify`); otherwise the host's certificate
+//! is verified like any other. Either way the client logs each such host at start.
 #![deny(clippy::indexing_slicing)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -98,6 +99,9 @@ pub(super) struct HostTls {
     /// Client certificates offered to this host: a certificate file and its key file, or
     /// `None` when the key is in the certificate's file.
     pub(super) client: Vec<(PathBuf, Option<PathBuf>)>,
+    /// The host's table asks that its certificate not be checked (`skip_verify`, or
+    /// `insecure_skip_verify` in containerd's `registry.configs`).
+    pub(super) skip_verify: bool,
 }
 
 impl std::fmt::Display for Capability {
@@ -124,6 +128,9 @@ pub struct HostsConfig {
     pub(super) tls: Vec<HostTls>,
     /// Authorities some host names with `http://`.
     plain_http: BTreeSet<String>,
+    /// The hosts whose table sets `skip_verify`, as `<file>: <host>`, for the client to log
+    /// what it does with them.
+    pub(super) skip_verify: Vec<String>,
     /// containerd's older `registry.mirrors`, used instead of the roots when its config
     /// file has no `config_path`.
     mirrors: Option<Mirrors>,
@@ -330,9 +337,11 @@ impl HostsConfig {
         for (host, settings) in &registry.configs {
             let Some(tls) = &settings.tls else { continue };
             let files = tls.files(host).map_err(invalid)?;
-            if tls.insecure_skip_verify {
-                tracing::warn!(file = %path.display(), host = %host,
-                    "insecure_skip_verify is not honoured: crigate verifies this host's certificate");
+            if files.skip_verify {
+                config.skip_verify.push(format!(
+                    "{}: configs.{host:?}.tls.insecure_skip_verify",
+                    path.display()
+                ));
             }
             if let Some(index) = config.intern(files) {
                 mirrors.tls.insert(host.clone(), index);
@@ -531,11 +540,11 @@ impl HostsConfig {
                     .collect(),
                 None => Vec::new(),
             },
+            skip_verify: settings.skip_verify == Some(true),
         };
-        let name = url.as_ref().map_or("the registry", Url::as_str);
-        if settings.skip_verify == Some(true) {
-            tracing::warn!(file = %file.display(), host = name,
-                "skip_verify is not honoured: crigate verifies this host's certificate");
+        if tls.skip_verify {
+            let name = url.as_ref().map_or("the registry", Url::as_str);
+            self.skip_verify.push(format!("{}: {name}", file.display()));
         }
         if let Some(url) = &url {
             if url.scheme() == "http" {

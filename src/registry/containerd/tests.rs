@@ -119,7 +119,8 @@ fn tls_files_need_both_halves_of_a_client_pair() {
         tls("/ca.pem", "/c.pem", "/k.pem").files("h").unwrap(),
         HostTls {
             ca: vec![PathBuf::from("/ca.pem")],
-            client: vec![(PathBuf::from("/c.pem"), Some(PathBuf::from("/k.pem")))]
+            client: vec![(PathBuf::from("/c.pem"), Some(PathBuf::from("/k.pem")))],
+            skip_verify: false,
         }
     );
     assert_eq!(tls("", "", "").files("h").unwrap(), HostTls::default());

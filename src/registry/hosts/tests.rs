@@ -236,6 +236,7 @@ fn each_host_gets_the_ca_and_client_files_its_table_names() {
     let mirror = HostTls {
         ca: vec![m.join("mirror-ca.pem")],
         client: vec![],
+        skip_verify: false,
     };
     assert_eq!(
         tls_files(&config, "m.example/app"),
@@ -247,6 +248,7 @@ fn each_host_gets_the_ca_and_client_files_its_table_names() {
                     (m.join("both.pem"), None),
                     (m.join("c.pem"), Some(PathBuf::from("/abs/k.pem"))),
                 ],
+                skip_verify: false,
             }),
             None,
             Some(mirror),
@@ -254,6 +256,7 @@ fn each_host_gets_the_ca_and_client_files_its_table_names() {
             Some(HostTls {
                 ca: vec![m.join("own-ca.pem")],
                 client: vec![(PathBuf::from("/etc/own-client.pem"), None)],
+                skip_verify: false,
             }),
         ]
     );
@@ -290,6 +293,7 @@ fn a_directory_without_hosts_toml_names_the_registry_and_its_certificate_files()
                 (r.join("client.cert"), Some(r.join("client.key"))),
                 (r.join("solo.cert"), None),
             ],
+            skip_verify: false,
         })]
     );
     // An empty hosts.toml is read as no hosts.toml, as containerd reads it.
@@ -298,6 +302,7 @@ fn a_directory_without_hosts_toml_names_the_registry_and_its_certificate_files()
         [Some(HostTls {
             ca: vec![dir.path().join("blank.example/extra.crt")],
             client: vec![],
+            skip_verify: false,
         })]
     );
     assert_eq!(tls_files(&config, "bare.example/app"), [None]);
@@ -350,7 +355,7 @@ fn bad_files_are_refused_naming_the_file_and_what_is_wrong() {
 }
 
 #[test]
-fn keys_crigate_does_not_apply_are_accepted() {
+fn keys_crigate_does_not_apply_are_accepted_and_skip_verify_is_recorded() {
     let dir = root(&[(
         "quay.io/hosts.toml",
         "[host.\"https://m.example\"]\n  skip_verify = true\n  dial_timeout = \"3s\"\n",
@@ -359,6 +364,22 @@ fn keys_crigate_does_not_apply_are_accepted() {
     assert_eq!(
         prefixes(&config, "quay.io/a"),
         ["https://m.example/v2", "https://quay.io/v2"]
+    );
+    // `skip_verify` belongs to the mirror alone, and is named for the client to log.
+    assert_eq!(
+        tls_files(&config, "quay.io/a"),
+        [
+            Some(HostTls {
+                skip_verify: true,
+                ..HostTls::default()
+            }),
+            None
+        ]
+    );
+    let file = dir.path().join("quay.io/hosts.toml");
+    assert_eq!(
+        config.skip_verify,
+        [format!("{}: https://m.example/v2", file.display())]
     );
 }
 
@@ -440,6 +461,7 @@ fn containerd_mirrors_are_asked_as_its_cri_plugin_asks_them() {
             Some(HostTls {
                 ca: vec![PathBuf::from("/ca.pem")],
                 client: vec![],
+                skip_verify: false,
             }),
             None,
             None,
@@ -469,6 +491,20 @@ fn containerd_mirrors_are_asked_as_its_cri_plugin_asks_them() {
         prefixes(&config, "self.example/a"),
         ["https://other.example/v2", "https://self.example/v2"]
     );
+    // `insecure_skip_verify` goes with the TLS of the host it names.
+    assert_eq!(
+        tls_files(&config, "self.example/a"),
+        [
+            Some(HostTls {
+                skip_verify: true,
+                ..HostTls::default()
+            }),
+            None
+        ]
+    );
+    assert_eq!(config.skip_verify.len(), 1);
+    assert!(config.skip_verify[0]
+        .ends_with("config.toml: configs.\"other.example\".tls.insecure_skip_verify"));
     // Plain HTTP where an endpoint says so, and for loopback registries.
     assert!(config.allows_plain_http("localhost:5000"));
     assert!(config.allows_plain_http("127.0.0.1:5000"));
