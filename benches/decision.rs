@@ -1,7 +1,8 @@
 //! The cost of one policy decision, the registry and runtime aside: parse the image
 //! reference, select the namespace's policy among 100, look the image up in an
 //! allowlist of 10, 1,000 and 10,000 entries (a miss, the worst case: every index probe
-//! runs), and read the cached verdict. Target: under 5 µs at 10,000 entries, and a cost
+//! runs), and read the cached verdict (its key derived from the policy, the verifier and
+//! the image's repository). Target: under 5 µs at 10,000 entries, and a cost
 //! that grows no faster than logarithmically with the number of entries.
 //!
 //! Run: `cargo bench --bench decision`.
@@ -57,27 +58,35 @@ fn measure(allowlist: usize) -> f64 {
     })
     .unwrap();
     let digest: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
-    let fingerprint = policies.select("ns-42").unwrap().fingerprint;
-    let key = CacheKey {
-        digest: digest.clone(),
-        fingerprint,
+    // The key as the decider builds it: the policy's fingerprint scoped to the verifier's,
+    // then to the image's repository.
+    let requirement = Fingerprint::of(b"release");
+    let requested = "registry.example.com/payments/api:v1.2.3";
+    let key_of = |image: &ImageRef| {
+        let policy = policies.select("ns-42").unwrap().fingerprint;
+        CacheKey::new(
+            &image.repo().to_string(),
+            digest.clone(),
+            policy.scoped(requirement.as_bytes()),
+        )
     };
+    let key = key_of(&requested.parse().unwrap());
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
+    let signed = digest.clone();
     runtime
-        .block_on(cache.get_or_verify(key.clone(), move || async move {
+        .block_on(cache.get_or_verify(key, move || async move {
             Ok::<_, ()>(Verdict::Trusted(Signer {
                 verifier: VerifierKind::Cosign,
                 identity: "release".into(),
                 issuer: None,
                 matched: "release".into(),
-                signed_digest: digest,
+                signed_digest: signed,
             }))
         }))
         .unwrap();
 
-    let requested = "registry.example.com/payments/api:v1.2.3";
     let decide = || {
         let image: ImageRef = black_box(requested).parse().unwrap();
         let policy = policies.select(black_box("ns-42")).unwrap();
@@ -85,7 +94,7 @@ fn measure(allowlist: usize) -> f64 {
             .allowlist
             .find(&image, Some(requested), Some("ns-42"));
         assert!(exempt.is_none());
-        black_box(cache.get(&key)).is_some()
+        black_box(cache.get(&key_of(&image))).is_some()
     };
     let iterations = 20_000;
     let mut rounds: Vec<f64> = (0..7)

@@ -730,6 +730,83 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_verifier_and_each_repository_has_its_own_verdict() {
+    let node = node_with(
+        r#"
+[[policies]]
+name = "both"
+namespaces = ["both"]
+verifiers = ["release", "other"]
+require = "all"
+
+[[policies]]
+name = "either"
+namespaces = ["either"]
+verifiers = ["other", "release"]
+"#,
+    )
+    .await;
+    let mut client = images(&node.crigate.socket).await;
+    let registry = &node.env.registry;
+    let host = registry.host();
+
+    // `app:v1` is signed by the release key only. Under `require = "all"`, the release
+    // key's trust does not answer for the other key: denied, and not pulled.
+    let denied = client
+        .pull_image(pull(&node.signed, "both"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("\"both\""),
+        "{}",
+        denied.message()
+    );
+    // Under `require = "any"`, the other key's rejection does not stand for the release
+    // key's verdict: allowed.
+    client
+        .pull_image(pull(&node.signed, "either"))
+        .await
+        .unwrap();
+    // And the first answer is still the same on a second asking, now from the cache.
+    let again = client
+        .pull_image(pull(&node.signed, "both"))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::PermissionDenied, "{again:?}");
+
+    // The same bytes in another repository, with the signature made for `app` copied
+    // beside them: allowed in prod as `app`, but the signature names `app`, so as `copy`
+    // they are refused, the verdict on `app` notwithstanding.
+    registry
+        .push("copy", "v1", &node.env.app_image)
+        .await
+        .unwrap();
+    let signature = node.signer.legacy(KeySigner::payload(
+        &format!("{host}/app"),
+        &node.env.app_digest,
+    ));
+    push_legacy(registry, "copy", &node.env.app_digest, &[signature]).await;
+    client.pull_image(pull(&node.signed, "prod")).await.unwrap();
+    for copy in [
+        format!("{host}/copy:v1"),
+        format!("{host}/copy@{}", node.env.app_digest),
+    ] {
+        let refused = client.pull_image(pull(&copy, "prod")).await.unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Code::PermissionDenied,
+            "{copy}: {refused:?}"
+        );
+        assert!(
+            refused.message().contains("copy@sha256:"),
+            "{}",
+            refused.message()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_requests_larger_than_the_runtimes_windows_are_gated_alike() {
     let node = node().await;
     for image in [&node.unsigned, &node.signed] {

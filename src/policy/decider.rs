@@ -758,8 +758,12 @@ impl PolicyDecider {
                     reason: format!("verifier {name:?} is not loaded"),
                 });
             };
+            // Each verifier's verdicts are its own: under `require = "all"` one verifier's
+            // trust must not answer for another's.
             let requirement = Requirement {
-                fingerprint: policy.fingerprint,
+                fingerprint: policy
+                    .fingerprint
+                    .scoped(requirement.fingerprint.as_bytes()),
                 ..requirement.clone()
             };
             let outcome = match self

@@ -46,7 +46,10 @@ const MAX_FILE_BYTES: u64 = 128 * 1024 * 1024;
 #[serde(try_from = "String", into = "String")]
 pub struct Fingerprint([u8; 32]);
 
-/// What the cache is keyed by.
+/// What the cache is keyed by: a digest, and the fingerprint of everything else the
+/// verdict depends on. Build it with [`CacheKey::new`], which takes the repository into
+/// account: the same bytes can be trusted in one repository and not in another (a Notation
+/// trust policy is selected by repository; a cosign signature names its repository).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct CacheKey {
     pub digest: Digest,
@@ -190,6 +193,19 @@ struct Line {
     key: CacheKey,
     #[serde(flatten)]
     entry: Entry,
+}
+
+// === impl CacheKey ===
+
+impl CacheKey {
+    /// The key of a verdict on `digest` in `repository` (`registry/path`, as the image is
+    /// pulled by) under the requirement whose fingerprint is `requirement`.
+    pub fn new(repository: &str, digest: Digest, requirement: Fingerprint) -> Self {
+        Self {
+            digest,
+            fingerprint: requirement.scoped(repository.as_bytes()),
+        }
+    }
 }
 
 // === impl CacheStats ===
@@ -704,10 +720,25 @@ impl Fingerprint {
         Self(bytes)
     }
 
+    /// The hash's bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
     /// The SHA-256 of `content`.
     pub fn of(content: &[u8]) -> Self {
         use sha2::Digest as _;
         Self(sha2::Sha256::digest(content).into())
+    }
+
+    /// This fingerprint narrowed to `scope`: the SHA-256 of its bytes followed by
+    /// `scope`'s. Distinct scopes give distinct fingerprints; the same scope, the same one.
+    pub fn scoped(&self, scope: &[u8]) -> Self {
+        use sha2::Digest as _;
+        let mut hasher = sha2::Sha256::new();
+        hasher.update(self.0);
+        hasher.update(scope);
+        Self(hasher.finalize().into())
     }
 }
 

@@ -65,7 +65,9 @@ pub enum Error {
 pub struct Requirement {
     pub cosign: Option<Arc<CosignPolicy>>,
     pub notation: Option<Arc<NotationConfig>>,
-    /// The hash of the policy's effective content; verdicts are cached under it.
+    /// The hash of what the verifiers check against (their configuration and trust
+    /// material, and the policy they serve); verdicts are cached under it and the image's
+    /// repository.
     pub fingerprint: Fingerprint,
 }
 
@@ -148,11 +150,9 @@ impl Engine {
         credentials: Option<CriCredentials>,
     ) -> Result<Outcome, Error> {
         // A digest already decided under this requirement needs nothing else.
+        let repository = image.repo().to_string();
         if let Some(digest) = image.digest() {
-            let key = CacheKey {
-                digest: digest.clone(),
-                fingerprint: requirement.fingerprint,
-            };
+            let key = CacheKey::new(&repository, digest.clone(), requirement.fingerprint);
             if let Some(verdict) = self.cache.hit(&key) {
                 return Ok(Outcome {
                     image: image.clone(),
@@ -183,14 +183,11 @@ impl Engine {
             .await
             .map_err(|_| timed_out())??,
         };
-        let key = CacheKey {
-            digest: digest.clone(),
-            fingerprint: requirement.fingerprint,
-        };
+        let key = CacheKey::new(&repository, digest.clone(), requirement.fingerprint);
         let job = Job {
             registry,
             repo: image.repo().clone(),
-            repository: image.repo().to_string(),
+            repository,
             digest: digest.clone(),
             cosign: requirement.cosign.clone(),
             notation: requirement.notation.clone(),

@@ -435,3 +435,24 @@ async fn hits_and_misses_are_counted_across_caches() {
     }
     assert_eq!((stats.hits(), stats.misses()), (4, 4));
 }
+
+#[test]
+fn a_key_names_the_repository_and_the_requirement() {
+    let digest = Digest::sha256(b"image");
+    let policy = Fingerprint::of(b"policy");
+    let release = policy.scoped(Fingerprint::of(b"release").as_bytes());
+    let other = policy.scoped(Fingerprint::of(b"other").as_bytes());
+    let key =
+        |repository: &str, requirement| CacheKey::new(repository, digest.clone(), requirement);
+    // The same inputs, the same key: a verdict is found again.
+    assert_eq!(key("r.example/app", release), key("r.example/app", release));
+    // Another verifier of the same policy, another repository holding the same bytes: other
+    // keys, so neither verdict answers for the other.
+    assert_ne!(key("r.example/app", release), key("r.example/app", other));
+    assert_ne!(
+        key("r.example/app", release),
+        key("r.example/copy", release)
+    );
+    assert_ne!(release, policy);
+    assert_eq!(key("r.example/app", release).digest, digest);
+}
