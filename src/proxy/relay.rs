@@ -275,13 +275,19 @@ impl Fields {
         self.size = 0;
     }
 
+    /// Adds a field, counting its size; past [`MAX_HEADER_BLOCK`] it is counted and not
+    /// kept (the block is refused once decoded), so a block of one-byte references to a
+    /// large table entry cannot grow the arena beyond the limit.
     fn push(&mut self, name: &[u8], value: &[u8]) {
+        self.size = self.size.saturating_add(name.len() + value.len() + 32);
+        if self.size > MAX_HEADER_BLOCK {
+            return;
+        }
         let start = self.arena.len();
         self.arena.extend_from_slice(name);
         let middle = self.arena.len();
         self.arena.extend_from_slice(value);
         self.spans.push((start, middle, self.arena.len()));
-        self.size += name.len() + value.len() + 32;
     }
 
     fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
@@ -635,7 +641,18 @@ impl Relay {
                 self.to_upstream.extend_from_slice(&preface);
             }
         }
-        while let Some((head, bytes)) = frame::next(buf) {
+        // A frame longer than the runtime's SETTINGS_MAX_FRAME_SIZE (which the client was
+        // given) is refused before it is buffered (RFC 9113 §4.2).
+        while let Some(head) = Head::parse(buf) {
+            if head.len > self.upstream_max_frame {
+                return Err(fatal(
+                    code::FRAME_SIZE_ERROR,
+                    "frame larger than SETTINGS_MAX_FRAME_SIZE",
+                ));
+            }
+            let Some((head, bytes)) = frame::next(buf) else {
+                break;
+            };
             self.on_client_frame(head, bytes)?;
         }
         Ok(())
@@ -659,6 +676,9 @@ impl Relay {
                 }
                 let fragment = frame::header_fragment(&head, payload)
                     .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed HEADERS frame"))?;
+                if fragment.len() > MAX_HEADER_BLOCK {
+                    return Err(fatal(code::ENHANCE_YOUR_CALM, "header block too large"));
+                }
                 if head.has(flag::END_HEADERS) {
                     let fragment = fragment.to_vec();
                     self.on_client_block(head, &fragment)?;
@@ -2020,6 +2040,95 @@ mod tests {
     fn trailers_carry_no_pseudo_headers() {
         assert!(trailer_fields(&fields(&[("grpc-status", "0")])).is_ok());
         assert!(trailer_fields(&fields(&[(":path", "/x")])).is_err());
+    }
+
+    /// A relay whose runtime is not there, fed bytes by hand.
+    fn detached_relay() -> Relay {
+        let text = "[cri]\nlisten = \"/nonexistent/crigate.sock\"\n\
+                    upstream = \"/nonexistent/runtime.sock\"\n";
+        let config = crate::config::Config::parse(text, Path::new("test.toml")).unwrap();
+        let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+        let (events, _) = mpsc::channel(1);
+        let caller = Caller {
+            pid: None,
+            uid: 0,
+            gid: 0,
+        };
+        Relay::new(proxy, caller, Path::new("/nonexistent").into(), events)
+    }
+
+    fn hello() -> BytesMut {
+        let mut buf = BytesMut::from(frame::PREFACE);
+        frame::put_settings(&mut buf, &[]);
+        buf
+    }
+
+    #[test]
+    fn a_header_block_expanding_past_the_limit_is_refused_without_being_kept() {
+        // A 4,000-byte field added to the HPACK table (RFC 7541 §6.2.1), then 12,000
+        // one-byte references to it (index 62, §6.1): a 16 KB frame that names 48 MB of
+        // fields.
+        let mut block = vec![0x40, 0x01, b'x', 0x7f];
+        let mut rest = 4000 - 127;
+        while rest >= 128 {
+            block.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        block.push(rest as u8);
+        block.extend(std::iter::repeat_n(b'a', 4000));
+        block.extend(std::iter::repeat_n(0xbe, 12_000));
+        let mut buf = hello();
+        frame::put(&mut buf, kind::HEADERS, flag::END_HEADERS, 1, &block);
+        let mut relay = detached_relay();
+        let refused = relay.on_client_bytes(&mut buf).err().unwrap();
+        assert_eq!(
+            (refused.code, refused.reason),
+            (code::ENHANCE_YOUR_CALM, "header list too large")
+        );
+        assert!(
+            relay.fields.arena.capacity() <= 2 * MAX_HEADER_BLOCK,
+            "{} bytes kept",
+            relay.fields.arena.capacity()
+        );
+    }
+
+    #[test]
+    fn a_frame_longer_than_the_runtime_accepts_is_refused_before_it_is_read() {
+        let mut buf = hello();
+        // The head of a HEADERS frame of 16 MiB, the most a length can say; its payload
+        // need never arrive.
+        buf.extend_from_slice(&[
+            0xff,
+            0xff,
+            0xff,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            0,
+            0,
+            0,
+            1,
+        ]);
+        let mut relay = detached_relay();
+        let refused = relay.on_client_bytes(&mut buf).err().unwrap();
+        assert_eq!(refused.code, code::FRAME_SIZE_ERROR);
+        assert!(
+            buf.capacity() < 1 << 20,
+            "{} bytes reserved",
+            buf.capacity()
+        );
+        // Before the runtime's SETTINGS, the limit is the default of 16,384 bytes: a frame
+        // of that length is read (one of an unknown type, ignored), one byte more is not.
+        let mut relay = detached_relay();
+        let mut buf = hello();
+        frame::put(&mut buf, 0xfa, 0, 0, &[0; 16_384]);
+        relay
+            .on_client_bytes(&mut buf)
+            .map_err(|e| e.reason)
+            .unwrap();
+        assert!(buf.is_empty());
+        frame::put(&mut buf, 0xfa, 0, 0, &[0; 16_385]);
+        let refused = relay.on_client_bytes(&mut buf).err().unwrap();
+        assert_eq!(refused.code, code::FRAME_SIZE_ERROR);
     }
 
     #[test]
