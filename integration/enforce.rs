@@ -1301,6 +1301,88 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
     pod.create("multi", &id).await.unwrap();
 }
 
+/// An index that is not itself signed is trusted for a create only through the manifest in
+/// it that the runtime holds for the container's image: a signed manifest for a platform
+/// the runtime did not pick (here a variant no node has) vouches for nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_index_is_trusted_for_a_create_only_through_the_manifest_the_runtime_holds() {
+    use crate::harness::image::{oci_arch, OCI_INDEX};
+    let node = node().await;
+    let registry = &node.env.registry;
+    let host = registry.host();
+    let signed = TestImage::builder()
+        .label("signed-variant")
+        .build()
+        .unwrap();
+    let unsigned = TestImage::builder()
+        .label("unsigned-plain")
+        .build()
+        .unwrap();
+    registry.push("mixed", "signed", &signed).await.unwrap();
+    registry.push("mixed", "unsigned", &unsigned).await.unwrap();
+    node.signer
+        .sign_legacy(registry, "mixed", signed.manifest_digest())
+        .await;
+    let entry = |image: &TestImage, platform: serde_json::Value| {
+        serde_json::json!({
+            "mediaType": image.manifest_media_type(),
+            "digest": image.manifest_digest(),
+            "size": image.manifest_size(),
+            "platform": platform,
+        })
+    };
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry(&signed, serde_json::json!({"os": "linux", "architecture": oci_arch(), "variant": "v9"})),
+            entry(&unsigned, serde_json::json!({"os": "linux", "architecture": oci_arch()})),
+        ],
+    }))
+    .unwrap();
+    registry
+        .push_manifest("mixed", "v1", OCI_INDEX, &index)
+        .await
+        .unwrap();
+    // Pulled behind crigate's back: the runtime skips the variant it does not run and
+    // holds the unsigned manifest, known by the index's digest.
+    let id = pulled_directly(&node, &format!("{host}/mixed:v1")).await;
+    assert_eq!(id, unsigned.config_digest());
+
+    let mut pod = Pod::run(&node, node.env.pod_config("mixed", "prod").unwrap()).await;
+    let denied = pod.create("mixed", &id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let message = denied.message();
+    assert!(message.contains("no_signature"), "{message}");
+    assert!(
+        message.contains(&format!("mixed@{}", unsigned.manifest_digest())),
+        "the denial names the manifest the runtime holds: {message}"
+    );
+
+    // The other way round: the manifest the runtime holds is signed, and the one listed
+    // first for this architecture is not. Allowed, through the runtime's manifest.
+    registry.push("held", "signed", &unsigned).await.unwrap();
+    registry.push("held", "unsigned", &signed).await.unwrap();
+    node.signer
+        .sign_legacy(registry, "held", unsigned.manifest_digest())
+        .await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            entry(&signed, serde_json::json!({"os": "linux", "architecture": oci_arch(), "variant": "v9"})),
+            entry(&unsigned, serde_json::json!({"os": "linux", "architecture": oci_arch()})),
+        ],
+    }))
+    .unwrap();
+    registry
+        .push_manifest("held", "v1", OCI_INDEX, &index)
+        .await
+        .unwrap();
+    let id = pulled_directly(&node, &format!("{host}/held:v1")).await;
+    pod.create("held", &id).await.unwrap();
+}
+
 /// `user_specified_image` is the caller's word: naming an allowlisted image there does
 /// not exempt another image. The allowlist sees the names the runtime has for the image
 /// a create runs, and the reference a pull fetches.

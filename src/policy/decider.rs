@@ -234,8 +234,9 @@ impl RuntimeImages {
             return Ok(RuntimeNames::default());
         };
         // One content read per digest, however many repositories name it.
-        let mut leads: HashMap<Digest, bool> = HashMap::new();
+        let mut leads: HashMap<Digest, Option<Digest>> = HashMap::new();
         let mut digests = Vec::with_capacity(found.repo_digests.len());
+        let mut platforms = HashMap::new();
         for name in found.repo_digests {
             let Some((reference, digest)) = name.parse::<ImageRef>().ok().and_then(|reference| {
                 let digest = reference.digest()?.clone();
@@ -243,15 +244,18 @@ impl RuntimeImages {
             }) else {
                 continue;
             };
-            let confirmed = match leads.get(&digest) {
-                Some(&confirmed) => confirmed,
+            let lead = match leads.get(&digest) {
+                Some(lead) => lead.clone(),
                 None => {
-                    let confirmed = self.leads_to(&digest, &id).await?;
-                    leads.insert(digest, confirmed);
-                    confirmed
+                    let lead = self.leads_to(&digest, &id).await?;
+                    leads.insert(digest.clone(), lead.clone());
+                    lead
                 }
             };
-            if confirmed {
+            if let Some(manifest) = lead {
+                if manifest != digest {
+                    platforms.insert(digest, manifest);
+                }
                 digests.push(reference);
             } else {
                 tracing::warn!(
@@ -265,6 +269,7 @@ impl RuntimeImages {
         Ok(RuntimeNames {
             id: Some(id),
             digests,
+            platforms,
             tags: found
                 .repo_tags
                 .into_iter()
@@ -273,11 +278,17 @@ impl RuntimeImages {
         })
     }
 
-    /// Whether the manifest stored under `digest`, or one listed by the index stored
-    /// there, has the config `id`.
-    async fn leads_to(&self, digest: &Digest, id: &Digest) -> Result<bool, tonic::Status> {
+    /// The manifest with the config `id` that `digest` leads to: the one stored under
+    /// `digest`, or one listed by the index stored there; `None` when neither has it.
+    async fn leads_to(
+        &self,
+        digest: &Digest,
+        id: &Digest,
+    ) -> Result<Option<Digest>, tonic::Status> {
         match self.stored_manifest(digest).await? {
-            Some(Manifest::Image(manifest)) => Ok(manifest.config.digest == *id),
+            Some(Manifest::Image(manifest)) => {
+                Ok((manifest.config.digest == *id).then(|| digest.clone()))
+            }
             Some(Manifest::Index(index)) => {
                 // The runtime holds the manifests of the platforms it pulled; the others
                 // are not in its store and are skipped.
@@ -286,13 +297,13 @@ impl RuntimeImages {
                         self.stored_manifest(&child.digest).await?
                     {
                         if manifest.config.digest == *id {
-                            return Ok(true);
+                            return Ok(Some(child.digest.clone()));
                         }
                     }
                 }
-                Ok(false)
+                Ok(None)
             }
-            None => Ok(false),
+            None => Ok(None),
         }
     }
 
@@ -343,6 +354,9 @@ struct RuntimeNames {
     id: Option<Digest>,
     /// Repository digests, each confirmed to lead to the image.
     digests: Vec<ImageRef>,
+    /// For each of those digests that is an index: the manifest in it that leads to the
+    /// image, the platform the runtime holds.
+    platforms: HashMap<Digest, Digest>,
     /// Repository tags (`repo:tag`): names, which point where the runtime was last told.
     tags: Vec<ImageRef>,
 }
@@ -355,6 +369,10 @@ struct Subject {
     /// The references whose signatures are verified: the requested one for a pull; for a
     /// create, the repository digests the runtime confirmed for the container's image.
     images: Vec<ImageRef>,
+    /// For a create, of those that are indexes: the manifest in each that leads to the
+    /// container's image. Trust in an index's signature covers it; trust found on another
+    /// of its manifests (the engine's platform match) does not.
+    platforms: HashMap<Digest, Digest>,
     /// Further names an allowlist entry may match: for a create, the repository tags the
     /// runtime has for the image.
     tags: Vec<ImageRef>,
@@ -655,8 +673,9 @@ impl PolicyDecider {
                 _ => None,
             };
             let credentials = request.credentials.as_ref().or(remembered.as_ref());
+            let platform = image.digest().and_then(|d| subject.platforms.get(d));
             match self
-                .verify(policy, image, credentials, &mut trace.checks)
+                .verify_as_run(policy, image, platform, credentials, &mut trace.checks)
                 .await
             {
                 Ok(Ok((verifier, outcome))) => {
@@ -706,10 +725,9 @@ impl PolicyDecider {
                 .image
                 .parse::<ImageRef>()
                 .map(|image| Subject {
-                    id: None,
                     images: vec![image],
-                    tags: Vec::new(),
                     requested: Some(request.image.clone()),
+                    ..Subject::default()
                 })
                 .map_err(|e| Undecided {
                     code: "invalid_image",
@@ -733,11 +751,47 @@ impl PolicyDecider {
                 Ok(Subject {
                     id: names.id,
                     images: names.digests,
+                    platforms: names.platforms,
                     tags: names.tags,
                     requested: None,
                 })
             }
         }
+    }
+
+    /// As [`PolicyDecider::verify`], for an image named by an index whose manifest
+    /// `platform` is the one the runtime holds: trusted when the index's own signature is,
+    /// or that manifest's. Trust the engine found on another manifest of the index (its
+    /// match for this node's platform, which need not be the runtime's choice) is not
+    /// taken; `platform` is then verified on its own.
+    async fn verify_as_run(
+        &self,
+        policy: &Policy,
+        image: &ImageRef,
+        platform: Option<&Digest>,
+        credentials: Option<&CriCredentials>,
+        checks: &mut Vec<CheckTrace>,
+    ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
+        let first = self.verify(policy, image, credentials, checks).await?;
+        let Some(platform) = platform else {
+            return Ok(first);
+        };
+        let covers = |outcome: &Outcome| {
+            crate::verify::engine::signer(&outcome.verdict).is_some_and(|signer| {
+                Some(&signer.signed_digest) == image.digest() || signer.signed_digest == *platform
+            })
+        };
+        if first.as_ref().is_ok_and(|(_, outcome)| covers(outcome)) {
+            return Ok(first);
+        }
+        let manifest = image.with_digest(platform.clone());
+        let second = self.verify(policy, &manifest, credentials, checks).await?;
+        Ok(match (first, second) {
+            (_, trusted @ Ok(_)) => trusted,
+            // Nothing trusted: what was found on the index is what was asked for.
+            (rejected @ Err(_), Err(_)) => rejected,
+            (Ok(_), rejected @ Err(_)) => rejected,
+        })
     }
 
     /// `Ok(Ok((verifier, outcome)))` trusted, `Ok(Err(_))` rejected, `Err` could not
