@@ -13,8 +13,10 @@
 //! entry does not depend on how a pod spec spelled the image: the full form crigate
 //! normalises to (`docker.io/library/nginx:v0.1.0`), the familiar Docker Hub form
 //! (`nginx:v0.1.0`, and `org/app:1` for `docker.io/org/app:1`), and, for a reference
-//! with both a tag and a digest, each of those with the tag alone and with the digest
-//! alone. A pattern without `*` is itself normalised when it parses as a reference, so
+//! with both a tag and a digest, each of those with the digest alone. Not with the tag
+//! alone: the runtime fetches the digest and ignores the tag, so `app:v1` allowlisted must
+//! not admit `app:v1@sha256:<anything>` (with immutable tags, `app:v1` names one image).
+//! A pattern without `*` is itself normalised when it parses as a reference, so
 //! `nginx:v0.1.0`, `docker.io/nginx:v0.1.0` and `docker.io/library/nginx:v0.1.0` are the
 //! same entry. A pattern matches the image if it matches any form.
 //!
@@ -278,8 +280,7 @@ impl Allowlist {
 /// The forms an image is matched in (module docs).
 fn forms(image: &ImageRef) -> Vec<String> {
     let mut names = vec![image.to_string()];
-    if let (Some(tag), Some(digest)) = (image.tag(), image.digest()) {
-        names.push(format!("{}:{tag}", image.repo()));
+    if let (Some(_), Some(digest)) = (image.tag(), image.digest()) {
         names.push(format!("{}@{digest}", image.repo()));
     }
     let familiar: Vec<String> = names

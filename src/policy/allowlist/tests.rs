@@ -166,8 +166,16 @@ fn docker_hub_spellings_are_one_image() {
 fn tag_and_digest_forms() {
     let digest = format!("sha256:{}", "a".repeat(64));
     let both = image(&format!("registry.example/app:v1@{digest}"));
-    assert!(pattern("registry.example/app:v1").matches(&both, None));
+    // The digest is what is fetched: a tag allowlisted does not admit any digest written
+    // beside it, in any of its spellings.
+    assert!(!pattern("registry.example/app:v1").matches(&both, None));
+    let written = format!("registry.example/app:v1@{digest}");
+    assert!(!pattern("registry.example/app:v1").matches(&both, Some(&written)));
+    let hub = image(&format!("docker.io/library/nginx:1.25@{digest}"));
+    assert!(!pattern("nginx:1.25").matches(&hub, None));
+    assert!(pattern(&format!("nginx@{digest}")).matches(&hub, None));
     assert!(pattern(&format!("registry.example/app@{digest}")).matches(&both, None));
+    assert!(pattern(&format!("registry.example/app:v1@{digest}")).matches(&both, None));
     assert!(pattern("registry.example/app*").matches(&both, None));
     let pinned = image(&format!("registry.example/app@{digest}"));
     assert!(!pattern("registry.example/app:v1").matches(&pinned, None));
