@@ -110,6 +110,77 @@ fn kritis_ack_resources_import_and_say_what_was_left_out() {
     );
 }
 
+/// Names become file names and TOML keys. A dotted name Kubernetes accepts is imported
+/// as it is; a name or trust store that would leave the output directory, or that
+/// Kubernetes would refuse, is left out, and nothing is written outside the directory.
+#[test]
+fn resource_names_are_used_only_as_kubernetes_and_notation_allow_them() {
+    let fixture_text = std::fs::read_to_string(fixture("ratify-aks-verify-config.yaml")).unwrap();
+    let certificate = fixture_text.split("\n---\n").next().unwrap().to_owned() + "\n";
+    let verifier = |name: &str, store: &str| {
+        format!(
+            "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: Verifier\nmetadata:\n  \
+             name: {name}\nspec:\n  name: notation\n  parameters:\n    verificationCertStores:\n      \
+             {store:?}:\n        - certstore-inline\n    trustPolicyDoc:\n      version: \"1.0\"\n      \
+             trustPolicies:\n        - name: default\n          registryScopes: [\"*\"]\n          \
+             signatureVerification:\n            level: strict\n          trustStores: [\"ca:{store}\"]\n          \
+             trustedIdentities: [\"*\"]\n"
+        )
+    };
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let resources = root.path().join("resources.yaml");
+    let text = [
+        certificate,
+        verifier("notation.example", "certs"),
+        verifier("escape-store", "../../../../../../escaped"),
+        verifier("\"../../escaped-name\"", "certs"),
+        verifier("Upper", "certs"),
+    ]
+    .concat();
+    std::fs::write(&resources, text).unwrap();
+    let (code, report) = crigate(&[
+        "import",
+        "ratify",
+        resources.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1, "{report}");
+    assert!(
+        report.contains(
+            "mapped:   Verifier notation.example (notation): [verifiers.notation_example]"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("Verifier escape-store")
+            && report.contains("trust store name \"../../../../../../escaped\""),
+        "{report}"
+    );
+    assert!(
+        report.contains("metadata.name \"../../escaped-name\" must start and end"),
+        "{report}"
+    );
+    assert!(report.contains("metadata.name \"Upper\""), "{report}");
+    // Nothing beside the output directory; the dotted name is one verifier, under a name
+    // crigate accepts.
+    let beside: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(beside.len(), 2, "{beside:?}");
+    let config = out.join("config.toml");
+    let (code, report) = crigate(&["policy", "check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{report}");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("[verifiers.notation_example]"), "{text}");
+    assert!(
+        text.contains("verifiers = [\"notation_example\"]"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kritis_authority_with_a_pkix_key_becomes_a_verifier_and_a_namespace_policy() {
     let registry = Registry::start().await.unwrap();

@@ -62,6 +62,7 @@ struct Import {
 /// produced does not load (a bug).
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     let mut documents = Vec::new();
+    let mut misnamed = Vec::new();
     for file in &args.files {
         let len = std::fs::metadata(file)
             .with_context(|| format!("cannot read {}", file.display()))?
@@ -77,18 +78,35 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         for document in serde_yaml_ng::Deserializer::from_str(&text) {
             let value = <Value as serde::Deserialize>::deserialize(document)
                 .with_context(|| format!("{} is not valid YAML", file.display()))?;
-            if !value.is_null() {
-                documents.push((file.clone(), value));
+            if value.is_null() {
+                continue;
             }
+            // Names become file names and TOML keys: only the ones Kubernetes itself
+            // accepts are used.
+            let (kind, name) = kind_of(&value);
+            let namespace = value["metadata"]["namespace"].as_str();
+            if let Err(reason) = object_name(name, 253, true)
+                .map_err(|r| format!("metadata.name {name:?} {r}"))
+                .and_then(|()| match namespace {
+                    Some(ns) => object_name(ns, 63, false)
+                        .map_err(|r| format!("metadata.namespace {ns:?} {r}")),
+                    None => Ok(()),
+                })
+            {
+                misnamed.push(format!("{kind} ({}): {reason}", file.display()));
+                continue;
+            }
+            documents.push((file.clone(), value));
         }
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("cannot create {}", args.out.display()))?;
     let out = std::fs::canonicalize(&args.out)?;
-    let import = match args.kind {
+    let mut import = match args.kind {
         Kind::Ratify => ratify(&documents, &out)?,
         Kind::Kritis => kritis(&documents, &out)?,
     };
+    import.left_out.extend(misnamed);
     let config_path = out.join("config.toml");
     Config::parse(&import.config, &config_path)
         .context("the imported configuration does not load (a crigate bug)")?;
@@ -115,6 +133,40 @@ fn kind_of(value: &Value) -> (&str, &str) {
         .and_then(Value::as_str)
         .unwrap_or("");
     (kind, name)
+}
+
+/// Whether `name` is a Kubernetes object name: a DNS subdomain (RFC 1123; lowercase
+/// letters, digits, `-` and, with `dots`, `.`, starting and ending with a letter or digit)
+/// of at most `max` characters, as the API server requires of `metadata.name` (253) and
+/// of a namespace, a DNS label (63, no dots).
+fn object_name(name: &str, max: usize, dots: bool) -> Result<(), &'static str> {
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let bytes = name.as_bytes();
+    match (bytes.first(), bytes.last()) {
+        (Some(&first), Some(&last)) if alphanumeric(first) && alphanumeric(last) => {}
+        _ => return Err("must start and end with a lowercase letter or digit"),
+    }
+    if bytes.len() > max {
+        return Err("is too long for a Kubernetes name");
+    }
+    if !bytes
+        .iter()
+        .all(|&c| alphanumeric(c) || c == b'-' || (dots && c == b'.'))
+    {
+        return Err(if dots {
+            "may hold only lowercase letters, digits, '-' and '.'"
+        } else {
+            "may hold only lowercase letters, digits and '-'"
+        });
+    }
+    Ok(())
+}
+
+/// A Kubernetes object name as a crigate verifier or policy name, which allow letters,
+/// digits, `-` and `_`: its dots become `_`, which no Kubernetes name holds, so distinct
+/// names stay distinct.
+fn config_name(name: &str) -> String {
+    name.replace('.', "_")
 }
 
 fn header(kind: &str) -> String {
@@ -181,16 +233,17 @@ fn ratify(documents: &[(PathBuf, Value)], out: &Path) -> anyhow::Result<Import> 
                 }
                 match notation_verifier(name, doc, &stores, out) {
                     Ok(dir) => {
+                        let key = config_name(name);
                         let _ = write!(
                             import.config,
-                            "\n[verifiers.{name}]\nkind = \"notation\"\ndir = \"{}\"\n",
+                            "\n[verifiers.{key}]\nkind = \"notation\"\ndir = \"{}\"\n",
                             dir.display()
                         );
                         import.mapped.push(format!(
-                            "Verifier {name} (notation): trust policy and trust stores in {}",
+                            "Verifier {name} (notation): [verifiers.{key}], trust policy and trust stores in {}",
                             dir.display()
                         ));
-                        verifiers.push(name.to_owned());
+                        verifiers.push(key);
                     }
                     Err(reason) => import.left_out.push(format!("Verifier {name} ({}): {reason}", file.display())),
                 }
@@ -226,6 +279,24 @@ fn ratify(documents: &[(PathBuf, Value)], out: &Path) -> anyhow::Result<Import> 
     Ok(import)
 }
 
+/// Checks a Notation trust store name: letters, digits, `_`, `.` and `-`, and not a
+/// directory's own or parent's name.
+fn store_name(name: &str) -> Result<(), String> {
+    let valid = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "trust store name {name:?} may hold only letters, digits, '_', '.' and '-'"
+        ))
+    }
+}
+
 /// Writes the Notation configuration directory of a Ratify notation verifier.
 fn notation_verifier(
     name: &str,
@@ -256,6 +327,15 @@ fn notation_verifier(
             .flatten()
         {
             if let Some((kind, store)) = store.as_str().and_then(|s| s.split_once(':')) {
+                // The trust store types and the name rule of the Notation trust policy
+                // (trust-store-trust-policy.md, "Trust Store"; notation-go
+                // `IsValidFileName`), so the store is a directory under its type's.
+                if !matches!(kind, "ca" | "signingAuthority" | "tsa") {
+                    return Err(format!(
+                        "trust store type {kind:?} is not ca, signingAuthority or tsa"
+                    ));
+                }
+                store_name(store)?;
                 referenced.push((kind.to_owned(), store.to_owned()));
             }
         }
@@ -267,6 +347,7 @@ fn notation_verifier(
         let store = store
             .as_str()
             .ok_or("a verificationCertStores key is not a string")?;
+        store_name(store)?;
         let kinds: Vec<&str> = referenced
             .iter()
             .filter(|(_, s)| s == store)
@@ -316,9 +397,10 @@ fn kritis(documents: &[(PathBuf, Value)], out: &Path) -> anyhow::Result<Import> 
                     let _ = write!(
                         import.config,
                         "\n# kritis verified attestations in Grafeas; crigate verifies cosign signatures in the\n\
-                         # registry made with this key pair.\n[verifiers.{name}]\nkind = \"cosign\"\nkeys = [\"{}\"]\n\
+                         # registry made with this key pair.\n[verifiers.{key}]\nkind = \"cosign\"\nkeys = [\"{}\"]\n\
                          require_tlog = false\n",
-                        path.display()
+                        path.display(),
+                        key = config_name(name),
                     );
                     import.mapped.push(format!(
                         "AttestationAuthority {name}: PKIX key in {}",
@@ -382,12 +464,13 @@ fn kritis(documents: &[(PathBuf, Value)], out: &Path) -> anyhow::Result<Import> 
         }
         let list = required
             .iter()
-            .map(|v| format!("{v:?}"))
+            .map(|v| format!("{:?}", config_name(v)))
             .collect::<Vec<_>>()
             .join(", ");
+        let policy = config_name(&format!("{namespace}-{name}"));
         let _ = write!(
             import.config,
-            "\n[[policies]]\nname = \"{namespace}-{name}\"\nnamespaces = [{namespace:?}]\nmode = \"enforce\"\n\
+            "\n[[policies]]\nname = \"{policy}\"\nnamespaces = [{namespace:?}]\nmode = \"enforce\"\n\
              verifiers = [{list}]\nrequire = \"all\"\nallowlist = [\n{allowlist}]\n"
         );
         import.mapped.push(format!(
