@@ -94,7 +94,10 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
     let mut headers = SignedHeaders::default();
     let mut alg = None;
     for (label, value) in &protected_map {
-        headers.present.push(label_name(label));
+        match label {
+            Label::Int(n) => headers.present_labels.push(*n),
+            Label::Text(text) => headers.present.push((*text).to_owned()),
+        }
         match label {
             Label::Int(LABEL_ALG) => {
                 let id = int(value).ok_or_else(|| malformed("alg is not an integer".into()))?;
@@ -108,9 +111,12 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
                     return Err(malformed("crit is not an array".into()));
                 };
                 for entry in list {
-                    let label = to_label(entry)
-                        .ok_or_else(|| malformed("crit entry is not a label".into()))?;
-                    headers.critical.push(label_name(&label));
+                    match to_label(entry)
+                        .ok_or_else(|| malformed("crit entry is not a label".into()))?
+                    {
+                        Label::Int(n) => headers.critical_labels.push(n),
+                        Label::Text(text) => headers.critical.push(text.to_owned()),
+                    }
                 }
             }
             Label::Int(LABEL_CONTENT_TYPE) => {
@@ -307,6 +313,75 @@ mod tests {
         assert_eq!(env.cert_chain, vec![vec![0x30, 0x00]]);
         assert_eq!(env.headers.critical, vec![HEADER_SIGNING_SCHEME.to_owned()]);
         assert!(env.signing_input.starts_with(&[0x84, 0x6a]));
+    }
+
+    /// A crit entry: an integer label or a text one.
+    enum Crit<'a> {
+        Int(u8),
+        Text(&'a str),
+    }
+
+    fn put_text(out: &mut Vec<u8>, text: &str) {
+        cbor::encode_head(3, text.len() as u64, out);
+        out.extend_from_slice(text.as_bytes());
+    }
+
+    /// Notation's protected header (alg, crit, content type, signing scheme and time),
+    /// `crit` listing the signing scheme and `crit`, and the text headers `extra`.
+    fn notation_protected(crit: &[Crit<'_>], extra: &[(&str, &str)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        cbor::encode_head(5, 5 + extra.len() as u64, &mut out);
+        out.extend([0x01, 0x38, 0x24, 0x02]);
+        cbor::encode_head(4, 1 + crit.len() as u64, &mut out);
+        put_text(&mut out, HEADER_SIGNING_SCHEME);
+        for entry in crit {
+            match entry {
+                Crit::Int(n) => out.push(*n),
+                Crit::Text(text) => put_text(&mut out, text),
+            }
+        }
+        out.push(0x03);
+        put_text(&mut out, super::super::envelope::PAYLOAD_CONTENT_TYPE);
+        put_text(&mut out, HEADER_SIGNING_SCHEME);
+        put_text(&mut out, "notary.x509");
+        put_text(&mut out, super::super::envelope::HEADER_SIGNING_TIME);
+        out.extend([0xc1, 0x19, 0x03, 0xe8]);
+        for (name, value) in extra {
+            put_text(&mut out, name);
+            put_text(&mut out, value);
+        }
+        out
+    }
+
+    #[test]
+    fn integer_and_text_labels_are_told_apart_in_crit() {
+        let check = |crit: &[Crit<'_>], extra: &[(&str, &str)]| {
+            let env = parse(&envelope(&notation_protected(crit, extra))).unwrap();
+            super::super::envelope::check_headers(&env.headers).map(|_| ())
+        };
+        assert_eq!(check(&[], &[]), Ok(()));
+        // alg (1) and content type (3) may be critical: they are processed.
+        assert_eq!(check(&[Crit::Int(1), Crit::Int(3)], &[]), Ok(()));
+        // The text label "1" is not alg: absent, it is a critical header missing.
+        assert!(matches!(
+            check(&[Crit::Text("1")], &[]),
+            Err(EnvelopeError::Malformed(m)) if m.contains("\"1\" is not present")
+        ));
+        // Present, it and "cty" are extensions crigate does not know.
+        for name in ["1", "3", "cty"] {
+            assert!(
+                matches!(
+                    check(&[Crit::Text(name)], &[(name, "x")]),
+                    Err(EnvelopeError::Unsupported(_))
+                ),
+                "{name}"
+            );
+        }
+        // An integer label listed and absent is missing, as a text one is.
+        assert!(matches!(
+            check(&[Crit::Int(7)], &[]),
+            Err(EnvelopeError::Malformed(_))
+        ));
     }
 
     #[test]

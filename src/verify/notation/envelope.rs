@@ -66,10 +66,15 @@ pub(crate) struct SignedHeaders {
     pub signing_time: Option<Moment>,
     pub authentic_signing_time: Option<Moment>,
     pub expiry: Option<Moment>,
-    /// Names listed in `crit`; COSE integer labels appear as their decimal text.
+    /// Names listed in `crit` (JWS names, COSE text labels).
     pub critical: Vec<String>,
     /// Every protected header name present, known or not.
     pub present: Vec<String>,
+    /// COSE integer labels listed in `crit`, kept apart from text labels: the text label
+    /// `"1"` is not `alg`.
+    pub critical_labels: Vec<i64>,
+    /// Every COSE integer label present in the protected header.
+    pub present_labels: Vec<i64>,
     pub verification_plugin: Option<String>,
 }
 
@@ -168,6 +173,13 @@ pub(crate) fn check_headers(
             )));
         }
     }
+    for label in &headers.critical_labels {
+        if !headers.present_labels.contains(label) {
+            return Err(malformed(format!(
+                "critical header label {label} is not present"
+            )));
+        }
+    }
     // Signature spec, "Guidelines for implementations": an implementation that does not
     // implement the plugin protocol "MUST fail signature verification if it cannot
     // perform the equivalent verification logic".
@@ -194,21 +206,23 @@ pub(crate) fn check_headers(
             )));
         }
     }
+    // COSE labels 1 (alg) and 3 (content type) may be marked critical too (RFC 9052
+    // 3.1); they are processed. No other integer label is.
+    for label in &headers.critical_labels {
+        if !matches!(label, 1 | 3) {
+            return Err(EnvelopeError::Unsupported(format!(
+                "critical header label {label} is not understood"
+            )));
+        }
+    }
     Ok((scheme, signing_time))
 }
 
-/// Critical header names this verifier processes. COSE labels 1 (alg) and 3 (content
-/// type) may be marked critical too.
+/// Critical header names this verifier processes.
 fn understood(name: &str) -> bool {
     matches!(
         name,
-        HEADER_SIGNING_SCHEME
-            | HEADER_EXPIRY
-            | HEADER_AUTHENTIC_SIGNING_TIME
-            | HEADER_SIGNING_TIME
-            | "1"
-            | "3"
-            | "cty"
+        HEADER_SIGNING_SCHEME | HEADER_EXPIRY | HEADER_AUTHENTIC_SIGNING_TIME | HEADER_SIGNING_TIME
     )
 }
 
