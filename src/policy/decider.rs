@@ -383,6 +383,9 @@ struct Subject {
     requested: Option<String>,
 }
 
+/// The reason code of a request whose image reference does not parse.
+const INVALID_IMAGE: &str = "invalid_image";
+
 /// How many of an index's manifests [`RuntimeImages::leads_to`] looks at.
 const MAX_INDEX_MANIFESTS: usize = 64;
 
@@ -607,6 +610,18 @@ impl PolicyDecider {
         }
         let subject = match self.subject(request).await {
             Ok(subject) => subject,
+            // A reference crigate cannot parse (a digest algorithm it does not know, say)
+            // is the request's, not an outage: refused whatever `on_error` says, as
+            // anything unverifiable is.
+            Err(undecided) if undecided.code == INVALID_IMAGE => {
+                let rejected = Rejected {
+                    subject: request.image.clone(),
+                    verifier: None,
+                    code: INVALID_IMAGE,
+                    reason: undecided.reason,
+                };
+                return self.rejected(trace, policy, rejected);
+            }
             Err(undecided) => return on_error(trace, policy, undecided),
         };
         if let (Some(credentials), Some(runtime)) = (&request.credentials, &self.runtime) {
@@ -730,7 +745,7 @@ impl PolicyDecider {
                     ..Subject::default()
                 })
                 .map_err(|e| Undecided {
-                    code: "invalid_image",
+                    code: INVALID_IMAGE,
                     reason: format!("cannot parse image {:?}: {e}", request.image),
                 })
         };
@@ -1418,6 +1433,49 @@ verifiers = ["release"]
             let trace = decider.explain(&create(image, "prod")).await;
             assert_eq!(trace.reason_code, "runtime_error", "{image}: {trace:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_reference_that_does_not_parse_is_refused_whatever_on_error_says() {
+        let text = format!(
+            r#"
+[verifiers.release]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[[policies]]
+name = "lenient"
+namespaces = ["lenient"]
+verifiers = ["release"]
+on_error = "allow"
+
+[[policies]]
+name = "watching"
+namespaces = ["watching"]
+mode = "audit"
+verifiers = ["release"]
+"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider_from(dir.path(), &text, PulledImages::default());
+        // sha384 is a digest the runtime accepts and crigate does not verify.
+        let image = format!("{REGISTRY}/app@sha384:{}", "a".repeat(96));
+        for (namespace, conclusion) in [
+            ("lenient", Conclusion::Deny),
+            ("watching", Conclusion::AuditDeny),
+        ] {
+            let mut pull = create(&image, namespace);
+            pull.phase = Phase::Pull;
+            let trace = decider.explain(&pull).await;
+            assert_eq!(trace.decision, conclusion, "{trace:?}");
+            assert_eq!(trace.reason_code, "invalid_image");
+        }
+        // An outage, by contrast, is what on_error decides.
+        let mut pull = create(&format!("{REGISTRY}/app:v1"), "lenient");
+        pull.phase = Phase::Pull;
+        let trace = decider.explain(&pull).await;
+        assert_eq!(trace.decision, Conclusion::ErrorAllow, "{trace:?}");
     }
 
     #[test]
