@@ -317,6 +317,21 @@ fn verify_without_trust_material_is_a_usage_error() {
     assert_eq!(output.status.code(), Some(ERROR));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--key"), "{stderr}");
+    // A keyless identity without its issuer, as cosign refuses it.
+    let root = tempfile::NamedTempFile::new().unwrap();
+    let output = Command::new(crigate_binary())
+        .args(["verify", "127.0.0.1:1/app:v1", "--certificate-identity"])
+        .arg("release@example.com")
+        .arg("--trusted-root")
+        .arg(root.path())
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(ERROR));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("needs --certificate-oidc-issuer"),
+        "{stderr}"
+    );
 }
 
 mod keyless {

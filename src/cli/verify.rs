@@ -276,6 +276,9 @@ fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
         ((None, None), _) => {
             bail!("--certificate-oidc-issuer needs --certificate-identity or --certificate-identity-regexp")
         }
+        (_, (None, None)) => {
+            bail!("--certificate-identity needs --certificate-oidc-issuer or --certificate-oidc-issuer-regexp, as cosign's does")
+        }
         ((subject, subject_regexp), (issuer, issuer_regexp)) => vec![IdentityConfig {
             subject,
             subject_regexp,

@@ -437,12 +437,15 @@ impl Config {
                             ),
                         });
                     }
-                    if identity.issuer.is_some() && identity.issuer_regexp.is_some() {
+                    // As cosign requires `--certificate-oidc-issuer[-regexp]`: without one,
+                    // the subject would be taken from any OIDC provider Fulcio trusts.
+                    if identity.issuer.is_some() == identity.issuer_regexp.is_some() {
                         return Err(Error::Invalid {
                             path: origin.to_owned(),
                             key: "verifiers",
                             reason: format!(
-                                "verifier {name:?}: give issuer or issuer_regexp, not both"
+                                "verifier {name:?}: each identity needs exactly one of issuer or \
+                                 issuer_regexp (issuer_regexp = \".*\" accepts every issuer)"
                             ),
                         });
                     }

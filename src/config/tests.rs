@@ -275,6 +275,15 @@ fn verifier_mistakes_are_named() {
             "[verifiers.x]\nkind = \"cosign\"\nidentities = [{ subject = \"a\", subject_regexp = \"b\" }]\n",
             "exactly one of subject",
         ),
+        (
+            "[verifiers.x]\nkind = \"cosign\"\nidentities = [{ subject = \"a@example.com\" }]\n",
+            "exactly one of issuer or issuer_regexp",
+        ),
+        (
+            "[verifiers.x]\nkind = \"cosign\"\nidentities = [{ subject = \"a\", issuer = \"https://i\", \
+             issuer_regexp = \".*\" }]\n",
+            "exactly one of issuer or issuer_regexp",
+        ),
         ("[verifiers.\"bad name\"]\nkind = \"notation\"\ndir = \"/d\"\n", "bad name"),
         ("[verifiers.n]\nkind = \"notation\"\n", "dir"),
         ("[cache]\nmax_entries = 0\n", "cache.max_entries"),
