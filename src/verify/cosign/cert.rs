@@ -31,6 +31,9 @@ pub const MAX_PATH_CANDIDATES: usize = 64;
 pub const OID_ISSUER_V1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.1");
 /// Fulcio `docs/oid-info.md`: 1.3.6.1.4.1.57264.1.8, issuer as a DER UTF8String.
 pub const OID_ISSUER_V2: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.8");
+/// Fulcio's otherName SAN for a username (Fulcio `docs/oid-info.md`, 1.3.6.1.4.1.57264.1.7).
+pub const OID_OTHERNAME_USERNAME: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.3.6.1.4.1.57264.1.7");
 /// RFC 6962 §3.3: the embedded SCT list extension.
 pub const OID_SCT_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
 /// RFC 5280 §4.2.1.12: id-kp-codeSigning.
@@ -455,9 +458,10 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
                     GeneralName::Rfc822Name(s)
                     | GeneralName::DnsName(s)
                     | GeneralName::UniformResourceIdentifier(s) => names.push(s.to_string()),
-                    // Fulcio puts usernames in an otherName (1.3.6.1.4.1.57264.1.7) as a
-                    // UTF8String; other kinds name nothing we match on.
-                    GeneralName::OtherName(other) => {
+                    // Fulcio puts usernames in an otherName of its own type as a
+                    // UTF8String, the only otherName sigstore reads as a name
+                    // (`cryptoutils.UnmarshalOtherNameSAN`); other types name nothing.
+                    GeneralName::OtherName(other) if other.type_id == OID_OTHERNAME_USERNAME => {
                         if let Ok(s) = other.value.decode_as::<Utf8StringRef<'_>>() {
                             names.push(s.as_str().to_owned());
                         }

@@ -340,6 +340,30 @@ fn uri_san_matches_a_regex_identity() {
 }
 
 #[test]
+fn only_fulcios_username_other_name_is_a_subject() {
+    let signed_as = |oid: Vec<u64>| {
+        let s = Sigstore::new(LeafSpec {
+            sans: vec![SanType::OtherName((oid, "release".into()))],
+            ..LeafSpec::default()
+        });
+        let mut policy = s.policy();
+        policy.identities = vec![KeylessIdentity {
+            subject: Matcher::Exact("release".to_owned()),
+            issuer: Some(Matcher::Exact(ISSUER.to_owned())),
+        }];
+        run(&s.layer(), &policy, at(0))
+    };
+    // Fulcio's username SAN (1.3.6.1.4.1.57264.1.7) names the signer.
+    assert!(matches!(
+        signed_as(vec![1, 3, 6, 1, 4, 1, 57264, 1, 7]),
+        Verdict::Trusted(_)
+    ));
+    // The same text in an otherName of another type names no one.
+    let r = rejected(&signed_as(vec![1, 3, 6, 1, 4, 1, 99999, 1])).clone();
+    assert!(matches!(r, Rejection::IdentityNotTrusted(_)), "{r:?}");
+}
+
+#[test]
 fn other_root_and_annotation_root_are_untrusted() {
     let s = Sigstore::new(LeafSpec::default());
     let other = Sigstore::new(LeafSpec::default());
