@@ -741,6 +741,38 @@ async fn config_file_verifiers_are_used_and_selectable() {
     );
     let (code, _) = run(&["--verifier", "nonexistent"]);
     assert_eq!(code, ERROR);
+
+    // Each verifier is asked on its own: `stranger`'s relaxed docker_reference does not
+    // apply to `release`'s key. A signature by that key naming another repository is
+    // refused by `release`, and `stranger` has no signature of its own key.
+    let (digest, _) = f.image("copied").await;
+    let signature = f
+        .signer
+        .legacy(KeySigner::payload("registry.example/other-app", &digest));
+    push_legacy(&f.registry, "copied", &digest, &[signature]).await;
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}docker_reference = \"not-checked\"\n"),
+    )
+    .unwrap();
+    let output = Command::new(crigate_binary())
+        .args([
+            "verify",
+            &f.reference("copied"),
+            "--output",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let json: Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        (output.status.code(), reason(&json)),
+        (Some(REJECTED), "identity_not_trusted"),
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -196,20 +196,30 @@ struct ReasonReport {
 ///
 /// Bad flags or files, or a verification that could not finish.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let (requirement, mut registry, timeout) = match &args.config {
+    // Each configured verifier on its own, as a policy listing them asks each: one's trust
+    // material never vouches under another's rules.
+    let (requirements, mut registry, timeout) = match &args.config {
         Some(path) => {
             let config = Config::load(path)?;
-            let requirement = material::requirement(&config.verifiers, &args.verifiers)?;
-            if requirement.cosign.is_none() && requirement.notation.is_none() {
+            let names: Vec<&String> = if args.verifiers.is_empty() {
+                config.verifiers.keys().collect()
+            } else {
+                args.verifiers.iter().collect()
+            };
+            if names.is_empty() {
                 bail!(
                     "{} configures no verifier: add a [verifiers.<name>] section",
                     path.display()
                 );
             }
-            (requirement, config.registry, config.verify.timeout)
+            let requirements = names
+                .into_iter()
+                .map(|name| material::requirement(&config.verifiers, std::slice::from_ref(name)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (requirements, config.registry, config.verify.timeout)
         }
         None => (
-            requirement_from_flags(&args)?,
+            vec![requirement_from_flags(&args)?],
             RegistryConfig::default(),
             args.timeout,
         ),
@@ -249,9 +259,26 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let outcome = runtime
-        .block_on(engine.verify(&args.image, &requirement, None))
-        .with_context(|| format!("cannot verify {}", args.image))?;
+    // Trusted by the first verifier that trusts it; otherwise the first rejection.
+    let mut rejected = None;
+    let mut trusted = None;
+    for requirement in &requirements {
+        let outcome = runtime
+            .block_on(engine.verify(&args.image, requirement, None))
+            .with_context(|| format!("cannot verify {}", args.image))?;
+        match outcome.verdict {
+            Verdict::Trusted(_) => {
+                trusted = Some(outcome);
+                break;
+            }
+            Verdict::Rejected(_) => {
+                rejected.get_or_insert(outcome);
+            }
+        }
+    }
+    let Some(outcome) = trusted.or(rejected) else {
+        bail!("no verifier to verify with");
+    };
     print(&outcome, args.output)?;
     Ok(ExitCode::from(match outcome.verdict {
         Verdict::Trusted(_) => EXIT_OK,

@@ -58,14 +58,19 @@ pub enum Error {
     },
     #[error("no verifier named {0:?} in the configuration")]
     Unknown(String),
+    #[error("verifiers {0} are of one kind and cannot be read as one: read each on its own")]
+    Merged(String),
 }
 
 /// Reads the verifiers named in `names` (all of them when `names` is empty) into one
-/// requirement: any of them may establish trust.
+/// requirement: any of them may establish trust. At most one of each kind: two cosign
+/// verifiers' keys, identities and roots, or two Notation directories, do not merge into
+/// one without one vouching under the other's rules, so each is a requirement of its own.
 ///
 /// # Errors
 ///
-/// A file cannot be read or does not hold what it should; a name is not configured.
+/// A file cannot be read or does not hold what it should; a name is not configured; two
+/// verifiers of one kind are named.
 pub fn requirement(
     verifiers: &std::collections::BTreeMap<String, VerifierConfig>,
     names: &[String],
@@ -85,6 +90,16 @@ pub fn requirement(
     let mut hasher = Sha256::new();
     let mut cosign: Option<CosignPolicy> = None;
     let mut notation: Option<NotationConfig> = None;
+    let kinds = |cosign: bool| {
+        selected
+            .iter()
+            .filter(|(_, v)| matches!(v, VerifierConfig::Cosign { .. }) == cosign)
+            .count()
+    };
+    if kinds(true) > 1 || kinds(false) > 1 {
+        let names: Vec<&str> = selected.iter().map(|(n, _)| n.as_str()).collect();
+        return Err(Error::Merged(names.join(", ")));
+    }
     for (name, verifier) in selected {
         hasher.update(name.as_bytes());
         hasher.update(format!("{verifier:?}").as_bytes());
@@ -98,9 +113,8 @@ pub fn requirement(
                 docker_reference,
             } => {
                 let policy = cosign.get_or_insert_with(CosignPolicy::default);
-                // Several cosign verifiers merge into one policy; its strictest settings win.
-                policy.require_tlog |= *require_tlog;
-                policy.require_sct |= *require_sct;
+                policy.require_tlog = *require_tlog;
+                policy.require_sct = *require_sct;
                 policy.docker_reference = match docker_reference {
                     DockerReference::MatchRepository => DockerReferenceCheck::MatchRepository,
                     DockerReference::NotChecked => DockerReferenceCheck::NotChecked,
@@ -226,5 +240,46 @@ fn hash_tree(dir: &Path, hasher: &mut Sha256) {
             hasher.update(file.as_os_str().as_encoded_bytes());
             hasher.update(&bytes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::DockerReference;
+
+    #[test]
+    fn verifiers_of_one_kind_are_not_read_as_one() {
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/cosign/key/hello-world/ecdsa-p256.pub"
+        );
+        let cosign = |docker_reference| VerifierConfig::Cosign {
+            keys: vec![PathBuf::from(key)],
+            identities: Vec::new(),
+            trusted_root: None,
+            require_tlog: false,
+            require_sct: true,
+            docker_reference,
+        };
+        let verifiers: BTreeMap<String, VerifierConfig> = [
+            ("a".to_owned(), cosign(DockerReference::MatchRepository)),
+            ("b".to_owned(), cosign(DockerReference::NotChecked)),
+        ]
+        .into();
+        let error = requirement(&verifiers, &[]).err().unwrap();
+        assert!(
+            matches!(&error, Error::Merged(names) if names == "a, b"),
+            "{error}"
+        );
+        // One at a time, each keeps its own settings.
+        let a = requirement(&verifiers, &["a".to_owned()]).unwrap();
+        let b = requirement(&verifiers, &["b".to_owned()]).unwrap();
+        let check = |r: &Requirement| r.cosign.as_ref().unwrap().docker_reference.clone();
+        assert_eq!(check(&a), DockerReferenceCheck::MatchRepository);
+        assert_eq!(check(&b), DockerReferenceCheck::NotChecked);
+        assert_ne!(a.fingerprint, b.fingerprint);
     }
 }
