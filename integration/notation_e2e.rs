@@ -463,6 +463,18 @@ async fn notation_levels_enforce_or_log_as_the_spec_says() {
         logged,
         "permissive should log the expiry failure:\n{stderr}"
     );
+    // And the admission despite it is said at warn, for the node's log.
+    let warned = stderr
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .any(|event| {
+            event["level"] == "WARN"
+                && event["message"]
+                    == "Notation signature accepted with a failure its trust policy level only logs"
+                && event["check"] == "Expiry"
+                && event["policy"].is_string()
+        });
+    assert!(warned, "{stderr}");
 
     // permissive still enforces authenticity.
     let result = scenario(

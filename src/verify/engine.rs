@@ -404,6 +404,21 @@ impl Job {
                 .notation_pass(config, target, &envelopes, fetched.clone())
                 .await?;
         }
+        // Trusted under a level that only logs some checks (`permissive`, `audit`, or a
+        // `log` override), as the trust policy says: the image is admitted, and what was
+        // only logged is said here.
+        if matches!(verification.verdict, Verdict::Trusted(_)) {
+            for failure in &verification.outcome.logged {
+                tracing::warn!(
+                    repository = %self.repository,
+                    digest = %target.digest,
+                    policy = verification.outcome.policy.as_deref().unwrap_or(""),
+                    check = ?failure.check,
+                    failure = %failure.rejection,
+                    "Notation signature accepted with a failure its trust policy level only logs"
+                );
+            }
+        }
         Ok(match (verification.verdict, malformed) {
             (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
                 Verdict::Rejected(Rejection::Malformed(reason))

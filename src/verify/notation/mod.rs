@@ -266,8 +266,9 @@ impl NotationConfig {
 /// are no envelopes. A `skip` statement yields `Trusted` without looking at signatures,
 /// with [`Outcome::skipped`] set and an identity saying so. Under `audit` (or an
 /// `authenticity: log` override) a signature from an untrusted signer is `Trusted` with
-/// the failure in [`Outcome::logged`], as the spec's level table says; callers that
-/// must not admit such images check `outcome.logged`.
+/// the failure in [`Outcome::logged`], as the spec's level table says ("audit: ...
+/// only enforces signature integrity"); the engine admits it, as notation and Ratify
+/// do, and logs each such failure.
 ///
 /// CPU-bound (RSA and ECDSA verifications): call it from `spawn_blocking`.
 pub fn verify<M, B>(
