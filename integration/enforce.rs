@@ -1383,6 +1383,43 @@ async fn an_unsigned_index_is_trusted_for_a_create_only_through_the_manifest_the
     pod.create("held", &id).await.unwrap();
 }
 
+/// A manifest without `mediaType` (OCI has it as SHOULD), pulled behind crigate's back,
+/// is read as the type the runtime's record gives it: a signed one is allowed at create,
+/// an unsigned one refused for its signature, not for being unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_without_a_media_type_is_read_as_the_runtime_read_it() {
+    use crate::harness::image::OCI_MANIFEST;
+    let node = node().await;
+    let registry = &node.env.registry;
+    let host = registry.host();
+    let untyped = |image: &TestImage| {
+        let mut manifest: serde_json::Value = serde_json::from_slice(image.manifest()).unwrap();
+        manifest.as_object_mut().unwrap().remove("mediaType");
+        serde_json::to_vec(&manifest).unwrap()
+    };
+    let mut pod = Pod::run(&node, node.env.pod_config("untyped", "prod").unwrap()).await;
+    for (repo, signed) in [("untyped-signed", true), ("untyped-unsigned", false)] {
+        let image = TestImage::builder().label(repo).build().unwrap();
+        registry.push(repo, "full", &image).await.unwrap();
+        let bytes = untyped(&image);
+        let digest = registry
+            .push_manifest(repo, "v1", OCI_MANIFEST, &bytes)
+            .await
+            .unwrap();
+        if signed {
+            node.signer.sign_legacy(registry, repo, &digest).await;
+        }
+        let id = pulled_directly(&node, &format!("{host}/{repo}:v1")).await;
+        let created = pod.create(repo, &id).await;
+        if signed {
+            created.unwrap();
+        } else {
+            let denied = created.unwrap_err();
+            assert!(denied.message().contains("no_signature"), "{denied:?}");
+        }
+    }
+}
+
 /// `user_specified_image` is the caller's word: naming an allowlisted image there does
 /// not exempt another image. The allowlist sees the names the runtime has for the image
 /// a create runs, and the reference a pull fetches.

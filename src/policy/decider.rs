@@ -20,7 +20,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use containerd_client::services::v1::content_client::ContentClient;
-use containerd_client::services::v1::ReadContentRequest;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::{Channel, Endpoint};
@@ -33,7 +34,7 @@ use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
 use crate::decision::{
     BoxFuture, Decide, Decided, Decision, Durable, ImageVolume, Phase, RequestContext, VolumePin,
 };
-use crate::oci::manifest::{Manifest, MAX_MANIFEST_BYTES};
+use crate::oci::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ImageRef, Repository};
 use crate::proxy::names::namespaced;
 use crate::proxy::upstream::unix_channel;
@@ -247,7 +248,7 @@ impl RuntimeImages {
             let lead = match leads.get(&digest) {
                 Some(lead) => lead.clone(),
                 None => {
-                    let lead = self.leads_to(&digest, &id).await?;
+                    let lead = self.leads_to(&name, &digest, &id).await?;
                     leads.insert(digest.clone(), lead.clone());
                     lead
                 }
@@ -278,14 +279,16 @@ impl RuntimeImages {
         })
     }
 
-    /// The manifest with the config `id` that `digest` leads to: the one stored under
-    /// `digest`, or one listed by the index stored there; `None` when neither has it.
+    /// The manifest with the config `id` that `digest`, the target of the image record
+    /// `name`, leads to: the one stored under `digest`, or one listed by the index stored
+    /// there; `None` when neither has it.
     async fn leads_to(
         &self,
+        name: &str,
         digest: &Digest,
         id: &Digest,
     ) -> Result<Option<Digest>, tonic::Status> {
-        match self.stored_manifest(digest).await? {
+        match self.stored_manifest(digest, Typed::Record(name)).await? {
             Some(Manifest::Image(manifest)) => {
                 Ok((manifest.config.digest == *id).then(|| digest.clone()))
             }
@@ -293,8 +296,9 @@ impl RuntimeImages {
                 // The runtime holds the manifests of the platforms it pulled; the others
                 // are not in its store and are skipped.
                 for child in index.manifests.iter().take(MAX_INDEX_MANIFESTS) {
-                    if let Some(Manifest::Image(manifest)) =
-                        self.stored_manifest(&child.digest).await?
+                    if let Some(Manifest::Image(manifest)) = self
+                        .stored_manifest(&child.digest, Typed::As(&child.media_type))
+                        .await?
                     {
                         if manifest.config.digest == *id {
                             return Ok(Some(child.digest.clone()));
@@ -310,7 +314,11 @@ impl RuntimeImages {
     /// The manifest or index in the runtime's content store under `digest`, its bytes
     /// checked against the digest; `None` when the store does not hold it, or holds
     /// something that is not a manifest or index of at most [`MAX_MANIFEST_BYTES`].
-    async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>, tonic::Status> {
+    async fn stored_manifest(
+        &self,
+        digest: &Digest,
+        typed: Typed<'_>,
+    ) -> Result<Option<Manifest>, tonic::Status> {
         let absent = |status: &tonic::Status| status.code() == Code::NotFound;
         let mut content = ContentClient::new(self.channel.clone());
         let mut stream = match content
@@ -343,8 +351,48 @@ impl RuntimeImages {
             tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
             return Ok(None);
         }
-        Ok(Manifest::parse(None, &bytes).ok())
+        match Manifest::parse(None, &bytes) {
+            // A document without `mediaType` (the OCI image spec has it as SHOULD) is
+            // read as the type its descriptor gives it, as the runtime read it.
+            Err(ManifestError::MissingMediaType) => {
+                let media_type = match typed {
+                    Typed::As(media_type) => Some(media_type.to_owned()),
+                    Typed::Record(name) => self.record_media_type(name).await?,
+                };
+                Ok(media_type
+                    .and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok()))
+            }
+            parsed => Ok(parsed.ok()),
+        }
     }
+
+    /// The media type of the target of the runtime's image record `name`, if it has one.
+    async fn record_media_type(&self, name: &str) -> Result<Option<String>, tonic::Status> {
+        let mut images = ImagesClient::new(self.channel.clone());
+        match images
+            .get(namespaced(GetImageRequest {
+                name: name.to_owned(),
+            }))
+            .await
+        {
+            Ok(response) => Ok(response
+                .into_inner()
+                .image
+                .and_then(|image| image.target)
+                .map(|target| target.media_type)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(status),
+        }
+    }
+}
+
+/// Where the type of a stored manifest comes from, when its document does not say.
+#[derive(Clone, Copy)]
+enum Typed<'a> {
+    /// The target of this image record.
+    Record(&'a str),
+    /// This media type, from the index that lists it.
+    As(&'a str),
 }
 
 /// The names the runtime knows an image by.
