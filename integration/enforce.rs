@@ -1323,27 +1323,33 @@ async fn an_unsigned_index_is_trusted_for_a_create_only_through_the_manifest_the
     node.signer
         .sign_legacy(registry, "mixed", signed.manifest_digest())
         .await;
-    let entry = |image: &TestImage, platform: serde_json::Value| {
-        serde_json::json!({
-            "mediaType": image.manifest_media_type(),
-            "digest": image.manifest_digest(),
-            "size": image.manifest_size(),
-            "platform": platform,
-        })
-    };
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            entry(&signed, serde_json::json!({"os": "linux", "architecture": oci_arch(), "variant": "v9"})),
-            entry(&unsigned, serde_json::json!({"os": "linux", "architecture": oci_arch()})),
-        ],
-    }))
-    .unwrap();
-    registry
-        .push_manifest("mixed", "v1", OCI_INDEX, &index)
-        .await
+    // The same index in `repo`: `signed`'s manifest for a variant no node runs first, then
+    // `unsigned`'s for this node's platform.
+    let (signed_ref, unsigned_ref) = (&signed, &unsigned);
+    let push_index = |repo: &'static str| async move {
+        let entry = |image: &TestImage, platform: serde_json::Value| {
+            serde_json::json!({
+                "mediaType": image.manifest_media_type(),
+                "digest": image.manifest_digest(),
+                "size": image.manifest_size(),
+                "platform": platform,
+            })
+        };
+        let index = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [
+                entry(signed_ref, serde_json::json!({"os": "linux", "architecture": oci_arch(), "variant": "v9"})),
+                entry(unsigned_ref, serde_json::json!({"os": "linux", "architecture": oci_arch()})),
+            ],
+        }))
         .unwrap();
+        registry
+            .push_manifest(repo, "v1", OCI_INDEX, &index)
+            .await
+            .unwrap();
+    };
+    push_index("mixed").await;
     // Pulled behind crigate's back: the runtime skips the variant it does not run and
     // holds the unsigned manifest, known by the index's digest.
     let id = pulled_directly(&node, &format!("{host}/mixed:v1")).await;
@@ -1366,19 +1372,7 @@ async fn an_unsigned_index_is_trusted_for_a_create_only_through_the_manifest_the
     node.signer
         .sign_legacy(registry, "held", unsigned.manifest_digest())
         .await;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [
-            entry(&signed, serde_json::json!({"os": "linux", "architecture": oci_arch(), "variant": "v9"})),
-            entry(&unsigned, serde_json::json!({"os": "linux", "architecture": oci_arch()})),
-        ],
-    }))
-    .unwrap();
-    registry
-        .push_manifest("held", "v1", OCI_INDEX, &index)
-        .await
-        .unwrap();
+    push_index("held").await;
     let id = pulled_directly(&node, &format!("{host}/held:v1")).await;
     pod.create("held", &id).await.unwrap();
 }

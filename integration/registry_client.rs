@@ -1809,27 +1809,80 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
     );
 }
 
-#[tokio::test]
-async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_hosts_toml_names() {
-    let registry = Registry::start().await.unwrap();
-    let image = TestImage::builder().label("mutual-tls").build().unwrap();
-    let pushed = registry.push("team/app", "v1", &image).await.unwrap();
-    let tls = TestTls::new();
-    let files = tempfile::tempdir().unwrap();
-    let write = |name: &str, contents: &str| {
-        let path = files.path().join(name);
-        std::fs::write(&path, contents).unwrap();
-        path
+/// The real registry holding `team/app:v1`, and the same storage served over TLS with
+/// the test CA's server certificate, asking clients for one the CA vouches for when
+/// `client_ca`.
+struct TlsMirror {
+    registry: Registry,
+    mirror: Registry,
+    image: TestImage,
+    pushed: String,
+    tls: TestTls,
+    /// The TLS files, and room for more.
+    files: tempfile::TempDir,
+}
+
+impl TlsMirror {
+    async fn start(label: &str, client_ca: bool) -> Self {
+        let registry = Registry::start().await.unwrap();
+        let image = TestImage::builder().label(label).build().unwrap();
+        let pushed = registry.push("team/app", "v1", &image).await.unwrap();
+        let tls = TestTls::new();
+        let files = tempfile::tempdir().unwrap();
+        let write = |name: &str, contents: &str| {
+            let path = files.path().join(name);
+            std::fs::write(&path, contents).unwrap();
+            path
+        };
+        let mirror = registry
+            .serve_tls(&RegistryTls {
+                certificate: write("server.pem", &tls.server_pem),
+                key: write("server-key.pem", &tls.server_key_pem),
+                client_ca: client_ca.then(|| write("ca.pem", &tls.ca_pem)),
+            })
+            .await
+            .unwrap();
+        Self {
+            registry,
+            mirror,
+            image,
+            pushed,
+            tls,
+            files,
+        }
+    }
+}
+
+/// Reads `image_ref` through `client`: its tag resolves to `pushed`, and the manifest and
+/// the config blob are `image`'s.
+async fn read_through(client: &Client, image_ref: &ImageRef, pushed: &str, image: &TestImage) {
+    let resolved = client.resolve_manifest(image_ref).await.unwrap();
+    assert_eq!(resolved.descriptor.digest, digest(pushed));
+    let Manifest::Image(manifest) = &resolved.manifest else {
+        panic!("an image manifest")
     };
-    // The real registry, serving the same storage over TLS to clients the CA vouches for.
-    let mirror = registry
-        .serve_tls(&RegistryTls {
-            certificate: write("server.pem", &tls.server_pem),
-            key: write("server-key.pem", &tls.server_key_pem),
-            client_ca: Some(write("ca.pem", &tls.ca_pem)),
-        })
+    let config = client
+        .blob(
+            image_ref.repo(),
+            &manifest.config.digest,
+            MAX_MANIFEST_BYTES,
+        )
         .await
         .unwrap();
+    assert_eq!(&config[..], image.config());
+}
+
+#[tokio::test]
+async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_hosts_toml_names() {
+    // The real registry, serving the same storage over TLS to clients the CA vouches for.
+    let TlsMirror {
+        registry: _registry,
+        mirror,
+        image,
+        pushed,
+        tls,
+        files: _files,
+    } = TlsMirror::start("mutual-tls", true).await;
     let image_ref: ImageRef = format!("{UNREACHABLE}/team/app:v1").parse().unwrap();
     let with_client = |client: &str| {
         let root = hosts_dir(&[(
@@ -1852,21 +1905,7 @@ async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_host
     // blob are read through the mirror.
     for client in ["[[\"node.pem\", \"node-key.pem\"]]", "\"node-both.pem\""] {
         let root = with_client(client);
-        let client = client_with_hosts(&root);
-        let resolved = client.resolve_manifest(&image_ref).await.unwrap();
-        assert_eq!(resolved.descriptor.digest, digest(&pushed));
-        let Manifest::Image(manifest) = &resolved.manifest else {
-            panic!("an image manifest")
-        };
-        let config = client
-            .blob(
-                image_ref.repo(),
-                &manifest.config.digest,
-                MAX_MANIFEST_BYTES,
-            )
-            .await
-            .unwrap();
-        assert_eq!(&config[..], image.config());
+        read_through(&client_with_hosts(&root), &image_ref, &pushed, &image).await;
     }
 
     // The same mirror named in containerd's own config: `registry.mirrors`, and the TLS
@@ -1933,25 +1972,20 @@ async fn a_mirror_that_asks_for_a_client_certificate_is_offered_the_one_its_host
 
 #[tokio::test]
 async fn a_mirror_whose_certificate_is_not_checked_is_asked_only_when_the_operator_honours_it() {
-    let registry = Registry::start().await.unwrap();
-    let image = TestImage::builder().label("skip-verify").build().unwrap();
-    let pushed = registry.push("team/app", "v1", &image).await.unwrap();
-    let tls = TestTls::new();
-    let files = tempfile::tempdir().unwrap();
+    // The real registry over TLS, with a certificate no CA crigate is given vouches for.
+    let TlsMirror {
+        registry: _registry,
+        mirror,
+        image,
+        pushed,
+        files,
+        ..
+    } = TlsMirror::start("skip-verify", false).await;
     let write = |name: &str, contents: &str| {
         let path = files.path().join(name);
         std::fs::write(&path, contents).unwrap();
         path
     };
-    // The real registry over TLS, with a certificate no CA crigate is given vouches for.
-    let mirror = registry
-        .serve_tls(&RegistryTls {
-            certificate: write("server.pem", &tls.server_pem),
-            key: write("server-key.pem", &tls.server_key_pem),
-            client_ca: None,
-        })
-        .await
-        .unwrap();
     let host = mirror.host();
     let image_ref: ImageRef = format!("{UNREACHABLE}/team/app:v1").parse().unwrap();
     let direct: ImageRef = format!("{host}/team/app:v1").parse().unwrap();
@@ -1987,21 +2021,7 @@ async fn a_mirror_whose_certificate_is_not_checked_is_asked_only_when_the_operat
         );
         // Honoured, the mirror is read as containerd reads it: the tag, the manifest by
         // digest and a blob, each checked against its digest as always.
-        let honoured = client(true, from_containerd);
-        let resolved = honoured.resolve_manifest(&image_ref).await.unwrap();
-        assert_eq!(resolved.descriptor.digest, digest(&pushed));
-        let Manifest::Image(manifest) = &resolved.manifest else {
-            panic!("an image manifest")
-        };
-        let config = honoured
-            .blob(
-                image_ref.repo(),
-                &manifest.config.digest,
-                MAX_MANIFEST_BYTES,
-            )
-            .await
-            .unwrap();
-        assert_eq!(&config[..], image.config());
+        read_through(&client(true, from_containerd), &image_ref, &pushed, &image).await;
     }
     // Only for the host whose table asks: the same server named as a registry of its own
     // is checked, and refused. (With containerd's mirrors, a loopback registry itself is
