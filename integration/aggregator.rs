@@ -1321,3 +1321,86 @@ async fn postgresql_store_connects_again_after_the_server_restarts() {
     }
     assert_eq!(pg_ids(&server.url()).len(), 10);
 }
+
+/// Unmounts a scratch file system when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// A full disk that cuts a record's write short leaves no partial frame in the spool: the
+/// records appended before and after it are read, and survive reopening. The disk is a
+/// real one, a 64 KiB tmpfs, filled up.
+#[tokio::test]
+async fn a_spool_write_the_disk_cut_short_leaves_the_records_around_it_readable() {
+    use std::io::Write as _;
+
+    use crigate::audit::spool::{Spool, SpoolConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let mount = dir.path().join("small");
+    std::fs::create_dir(&mount).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount a tmpfs (needs root)");
+    let _mounted = Mounted(mount.clone());
+    let config = SpoolConfig {
+        dir: mount.join("spool"),
+        max_bytes: 1 << 20,
+        segment_bytes: 1 << 20,
+        journal_socket: None,
+    };
+    let record = |image: String| AuditRecord {
+        id: crigate::audit::new_id(),
+        node: "node-1".to_owned(),
+        image,
+        ..Default::default()
+    };
+    let before = record("127.0.0.1:5000/before:v1".to_owned());
+    let spool = Spool::open(config.clone()).unwrap();
+    spool.append(&before).await.unwrap();
+
+    // Every page of the file system taken, but for the room left in the last page of
+    // the spool's segment: a record larger than that room is written in part, then the
+    // disk refuses the rest.
+    let filler = mount.join("filler");
+    let mut file = std::fs::File::create(&filler).unwrap();
+    for chunk in [4096, 1] {
+        while file.write(&vec![0; chunk]).is_ok_and(|n| n > 0) {}
+    }
+    drop(file);
+    let cut_short = record(format!("127.0.0.1:5000/{}:v1", "x".repeat(6000)));
+    assert!(spool.append(&cut_short).await.is_err());
+    std::fs::remove_file(&filler).unwrap();
+
+    let after: Vec<AuditRecord> = (0..2)
+        .map(|n| record(format!("127.0.0.1:5000/after-{n}:v1")))
+        .collect();
+    for record in &after {
+        spool.append(record).await.unwrap();
+    }
+    let expected: Vec<String> = [&before]
+        .into_iter()
+        .chain(&after)
+        .map(|r| r.id.clone())
+        .collect();
+    let ids = |spool: &Spool| -> Vec<String> {
+        spool
+            .read(spool.cursor(), usize::MAX, usize::MAX)
+            .unwrap()
+            .records
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
+    };
+    assert_eq!(ids(&spool), expected);
+    assert_eq!(spool.dropped_records(), 0);
+    drop(spool);
+    let reopened = Spool::open(config).unwrap();
+    assert_eq!(ids(&reopened), expected);
+}

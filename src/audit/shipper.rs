@@ -259,6 +259,9 @@ impl Shipper {
                 spool.read(position, BATCH_RECORDS, BATCH_BYTES)
             })
             .await??;
+            // Past what was read, records or not: a corrupt frame skipped is not read
+            // (and counted as dropped) again.
+            position = batch.next;
             if batch.records.is_empty() {
                 tokio::select! {
                     () = appended => {}

@@ -160,6 +160,9 @@ struct State {
     active_durable: u64,
     /// The first record not acknowledged.
     ack: Position,
+    /// A failed write left bytes past the active segment's counted length that could
+    /// not be cut off: the next frame goes into a new segment.
+    torn: bool,
 }
 
 /// What the writer thread is asked to do.
@@ -268,6 +271,7 @@ impl Spool {
                 active,
                 active_durable: 0,
                 ack,
+                torn: false,
             }),
             dropped: AtomicU64::new(0),
             appended: Notify::new(),
@@ -588,18 +592,33 @@ impl Shared {
     /// active one past `segment_bytes`, and the active one is not empty.
     fn rotation_due(&self, state: &State, size: u64) -> bool {
         let active_len = state.segments.get(&state.active).copied().unwrap_or(0);
-        active_len > 0 && active_len + size > self.segment_bytes
+        state.torn || (active_len > 0 && active_len + size > self.segment_bytes)
     }
 
     /// Appends `frame` to the active segment, `file`, and counts it. The caller holds
     /// `file` locked, so the active segment cannot change meanwhile (only the writer
     /// thread rotates, under that lock).
+    ///
+    /// A write that fails (a full disk) may have put part of the frame in the file; it
+    /// is cut back to the length counted, so that the next frame starts where readers
+    /// look for one. Should that fail too, the segment takes no more frames.
     fn append_to_active(&self, file: &mut File, frame: &[u8]) -> Result<(), Error> {
-        let active = self.lock().active;
-        file.write_all(frame).map_err(|source| Error::Io {
-            path: segment_path(&self.dir, active),
-            source,
-        })?;
+        let (active, counted) = {
+            let state = self.lock();
+            let counted = state.segments.get(&state.active).copied().unwrap_or(0);
+            (state.active, counted)
+        };
+        if let Err(source) = file.write_all(frame) {
+            if let Err(error) = file.set_len(counted) {
+                tracing::error!(segment = active, %error,
+                    "a failed spool write could not be cut off; the next record starts a new segment");
+                self.lock().torn = true;
+            }
+            return Err(Error::Io {
+                path: segment_path(&self.dir, active),
+                source,
+            });
+        }
         if let Some(len) = self.lock().segments.get_mut(&active) {
             *len += frame.len() as u64;
         }
@@ -732,6 +751,7 @@ impl Writer {
         let mut state = self.shared.lock();
         state.active = next;
         state.active_durable = 0;
+        state.torn = false;
         state.segments.insert(next, 0);
         Ok(())
     }
