@@ -304,6 +304,31 @@ fn shipped_default_config_parses() {
 }
 
 #[test]
+fn the_shipped_config_suggests_no_path_the_unit_hides() {
+    // The unit's ProtectHome=yes makes /root, /home and /run/user empty to the daemon: a
+    // file suggested there, uncommented, would stop it at its next start.
+    let unit = include_str!("../../systemd/crigate.service");
+    assert!(unit.lines().any(|l| l == "ProtectHome=yes"), "{unit}");
+    for (name, text) in [
+        (
+            "packaging/config.toml",
+            include_str!("../../packaging/config.toml"),
+        ),
+        (
+            "packaging/kubernetes/20-configmap.yaml",
+            include_str!("../../packaging/kubernetes/20-configmap.yaml"),
+        ),
+    ] {
+        for hidden in ["\"/root/", "\"/home/", "\"/run/user/"] {
+            assert!(
+                !text.contains(hidden),
+                "{name} suggests a path under {hidden}"
+            );
+        }
+    }
+}
+
+#[test]
 fn policies_are_read_and_checked_against_the_verifiers() {
     let base = "[verifiers.release]\nkind = \"cosign\"\nkeys = [\"/k.pub\"]\n";
     let config = parse(&format!(

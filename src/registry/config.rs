@@ -33,7 +33,7 @@ pub const DEFAULT_MAX_REFERRER_PAGES: usize = 16;
 /// max_referrer_pages = 16
 /// plain_http = ["127.0.0.1:5000"]
 /// ca_file = "/etc/crigate/registry-ca.pem"
-/// docker_config = "/root/.docker/config.json"
+/// docker_config = "/var/lib/kubelet/config.json"
 /// hosts_dir = "/etc/containerd/certs.d"
 /// honour_skip_verify = false
 /// ```
