@@ -576,6 +576,41 @@ async fn editing_the_config_file_is_applied_without_a_signal() {
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 }
 
+/// A refused reload is tried again for a few polls: a file the new configuration names,
+/// written just after it (a key, as an installer writes files one by one), is picked up
+/// without another edit of the configuration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refused_for_a_file_not_yet_written_is_applied_once_it_is() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    let key = node.env.dir().join("late.pub");
+    let config = std::fs::read_to_string(&node.crigate.config_path).unwrap();
+    node.crigate.write_config(&format!(
+        "{}\n[verifiers.late]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n",
+        config.replace("mode = \"audit\"", "mode = \"enforce\""),
+        key.display()
+    ));
+    node.crigate
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    std::fs::write(&key, KeySigner::generate().public_pem()).unwrap();
+    node.crigate
+        .wait_log("configuration reloaded", std::time::Duration::from_secs(10))
+        .unwrap();
+    assert!(node
+        .crigate
+        .logs()
+        .contains("trying the refused configuration again"));
+    let denied = client
+        .pull_image(pull(&node.unsigned, "staging"))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_are_audit_records_in_journald() {
     let mut journald = Journald::start().unwrap();

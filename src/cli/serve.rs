@@ -45,6 +45,8 @@ pub struct Args {
 ///
 /// The socket cannot be opened or signal handlers installed.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
+    // Stamped before it is read, so that an edit while crigate starts is applied.
+    let config_seen = proxy::server::file_stamp(&args.config);
     let config = match Config::load(&args.config) {
         Ok(config) => config,
         Err(error) => {
@@ -103,7 +105,8 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // present image again, so a fresh memory would never learn them.
         let pulled = PulledImages::default();
         let build = move |config: &Config| decide_for(config, &auditor, &pulled);
-        let served = proxy::serve(listener, config, args.config, Box::new(build)).await;
+        let served =
+            proxy::serve(listener, config, args.config, config_seen, Box::new(build)).await;
         // Whatever was not acknowledged stays in the spool for the next start; the metrics
         // endpoint closes with the proxy.
         stop_background.cancel();

@@ -166,12 +166,19 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
 /// How often the configuration file is checked for changes.
 const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
 
+/// How many more polls a refused reload is tried again at, with no further change: a
+/// file the configuration names (a key, a trust policy) may have been caught mid-write.
+const RELOAD_RETRIES: u32 = 3;
+
 /// What identifies a version of the configuration file: its modification time and size
 /// (`None` while it cannot be read, e.g. mid-replacement by an editor or ConfigMap).
-fn file_stamp(path: &Path) -> Option<(std::time::SystemTime, u64)> {
+pub fn file_stamp(path: &Path) -> FileStamp {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
+
+/// What identifies a version of the configuration file: its modification time and size.
+pub type FileStamp = Option<(std::time::SystemTime, u64)>;
 
 /// Builds the decision seam from a configuration; called at start and on every reload.
 pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + Send + Sync;
@@ -183,6 +190,7 @@ pub async fn serve(
     listener: Listener,
     config: Config,
     config_path: PathBuf,
+    config_seen: FileStamp,
     build: Box<BuildDecide>,
 ) -> Result<(), Error> {
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
@@ -218,7 +226,9 @@ pub async fn serve(
     // (containerd reads that at each pull): a change is applied like a SIGHUP.
     let mut watch = tokio::time::interval(CONFIG_POLL_INTERVAL);
     watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut seen = file_stamp(&config_path);
+    // The stamp the caller took before it read the file: an edit since is noticed.
+    let mut seen = config_seen;
+    let mut retries = 0;
     loop {
         tokio::select! {
             _ = watch.tick() => {
@@ -232,7 +242,14 @@ pub async fn serve(
                     }
                     seen = now;
                     hosts_seen = hosts_now;
-                    reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
+                    let applied = reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
+                    retries = if applied { 0 } else { RELOAD_RETRIES };
+                } else if retries > 0 {
+                    retries -= 1;
+                    tracing::info!(path = %config_path.display(), "trying the refused configuration again");
+                    if reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen) {
+                        retries = 0;
+                    }
                 }
             }
             accepted = listener.listener.accept() => match accepted {
@@ -249,6 +266,7 @@ pub async fn serve(
             _ = hangup.recv() => {
                 seen = file_stamp(&config_path);
                 hosts_seen = registry.hosts_stamp();
+                retries = 0;
                 reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
             }
             _ = terminate.recv() => break,
@@ -301,38 +319,39 @@ fn reload_watched(
     build: &BuildDecide,
     registry: &mut RegistryConfig,
     hosts_seen: &mut Option<crate::registry::HostsStamp>,
-) {
+) -> bool {
     let (dir, containerd) = (
         registry.hosts_dir.clone(),
         registry.containerd_config.clone(),
     );
-    reload(proxy, path, startup, build, registry);
+    let applied = reload(proxy, path, startup, build, registry);
     if registry.hosts_dir != dir || registry.containerd_config != containerd {
         *hosts_seen = registry.hosts_stamp();
     }
+    applied
 }
 
-/// Applies a re-read configuration, or keeps the running one if it does not validate.
-/// `registry` becomes the registry settings applied.
+/// Applies a re-read configuration, or keeps the running one if it does not validate
+/// (`false`). `registry` becomes the registry settings applied.
 fn reload(
     proxy: &Proxy,
     path: &Path,
     startup: &CriConfig,
     build: &BuildDecide,
     registry: &mut RegistryConfig,
-) {
+) -> bool {
     let config = match Config::load(path) {
         Ok(config) => config,
         Err(error) => {
             tracing::error!(path = %path.display(), error = %error, "configuration reload refused; keeping the running configuration");
-            return;
+            return false;
         }
     };
     let decide = match build(&config) {
         Ok(decide) => decide,
         Err(error) => {
             tracing::error!(path = %path.display(), error = format!("{error:#}"), "configuration reload refused; keeping the running configuration");
-            return;
+            return false;
         }
     };
     *registry = config.registry;
@@ -381,4 +400,5 @@ fn reload(
     }
     systemd::notify_reloaded();
     tracing::info!(path = %path.display(), "configuration reloaded");
+    true
 }
