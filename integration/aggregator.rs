@@ -1404,3 +1404,56 @@ async fn a_spool_write_the_disk_cut_short_leaves_the_records_around_it_readable(
     let reopened = Spool::open(config).unwrap();
     assert_eq!(ids(&reopened), expected);
 }
+
+/// A query client that finishes the TLS handshake and then sends nothing is closed by the
+/// aggregator, as is one that keeps a connection open after its answer: connections do
+/// not pile up until the process runs out of descriptors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_connection_that_sends_nothing_is_closed() {
+    use rustls_pki_types::pem::PemObject as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let tmp = temp_dir("idle-query");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    aggregator.start();
+    let mut roots = rustls::RootCertStore::empty();
+    let ca = std::fs::read(pki.path("ca.pem")).unwrap();
+    for cert in rustls_pki_types::CertificateDer::pem_slice_iter(&ca) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let connect = || async {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", aggregator.query_port))
+            .await
+            .unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    };
+    let closed_within = |limit: Duration| {
+        move |mut stream: tokio_rustls::client::TlsStream<tokio::net::TcpStream>| async move {
+            let started = Instant::now();
+            let mut rest = Vec::new();
+            let read = tokio::time::timeout(limit, stream.read_to_end(&mut rest)).await;
+            assert!(read.is_ok(), "still open after {limit:?}");
+            started.elapsed()
+        }
+    };
+    // Silent from the start.
+    let silent = connect().await;
+    let waited = closed_within(Duration::from_secs(30))(silent).await;
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+    // One request answered, then silence on the kept-alive connection.
+    let mut kept = connect().await;
+    kept.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let waited = closed_within(Duration::from_secs(30))(kept).await;
+    assert!(waited < Duration::from_secs(20), "{waited:?}");
+}

@@ -19,7 +19,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -44,6 +44,10 @@ const MAX_TOKEN_BYTES: u64 = 4096;
 
 /// Authenticated connections waiting for the gRPC server to take them.
 const ACCEPT_QUEUE: usize = 64;
+
+/// Time a query client has to send a request's headers, the first or, on a kept-alive
+/// connection, the next: a connection that sends nothing is closed, not kept forever.
+const QUERY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why the aggregator could not start or serve.
 #[derive(Debug, thiserror::Error)]
@@ -288,6 +292,8 @@ async fn serve_query(
             let handler =
                 hyper::service::service_fn(move |request| Arc::clone(&service.0).handle(request));
             let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(QUERY_HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), handler);
             tokio::pin!(conn);
             tokio::select! {
