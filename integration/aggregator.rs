@@ -873,6 +873,26 @@ async fn aggregator_refuses_unauthenticated_nodes_and_queries() {
         .expect("a gRPC status");
     assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
     assert_eq!(aggregator.count(), 2, "a refused batch was stored");
+    // A record larger than a node's spool holds: INVALID_ARGUMENT, nothing stored.
+    let mut oversized = record(NODE);
+    oversized.image = "x".repeat(crigate::audit::spool::MAX_RECORD_BYTES);
+    let error = ship_as(
+        &aggregator,
+        &pki,
+        Some((&good_cert, &good_key)),
+        vec![record(NODE), oversized],
+    )
+    .await
+    .unwrap_err();
+    let status = error
+        .downcast_ref::<tonic::Status>()
+        .expect("a gRPC status");
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("limit of a node's spool"),
+        "{status:?}"
+    );
+    assert_eq!(aggregator.count(), 2, "a refused batch was stored");
     let logs = aggregator.logs();
     assert!(
         logs.contains("refused a record naming another node"),

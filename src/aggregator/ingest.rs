@@ -136,6 +136,17 @@ async fn accept(
                 record.id, record.node, peer.node
             )));
         }
+        // A node's spool holds no record larger than this; a larger one is not a
+        // decision record, and would make every query page that holds it huge.
+        let size = prost::Message::encoded_len(record);
+        if size > crate::audit::spool::MAX_RECORD_BYTES {
+            metrics.refused(Refusal::Invalid);
+            return Err(Status::invalid_argument(format!(
+                "record {} is {size} bytes, more than the {}-byte limit of a node's spool",
+                record.id,
+                crate::audit::spool::MAX_RECORD_BYTES
+            )));
+        }
         if uuid::Uuid::parse_str(&record.id).is_err() {
             metrics.refused(Refusal::Invalid);
             return Err(Status::invalid_argument(format!(
