@@ -281,6 +281,34 @@ mod tests {
     use super::*;
     use crate::audit::{Action, Phase};
 
+    #[tokio::test]
+    async fn a_full_journal_socket_is_waited_on_until_it_has_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.sock");
+        let receiver = UnixDatagramStd::bind(&path).unwrap();
+        // journald's queue full: datagrams sent until the kernel says "again".
+        let filler = connect(&path).unwrap();
+        let mut queued = 0;
+        while filler.send(b"MESSAGE=filler\n").is_ok() {
+            queued += 1;
+        }
+        assert!(queued > 0);
+        // journald reads one, 50 ms on (a thread of its own, not an async worker).
+        #[allow(clippy::disallowed_methods)]
+        let reader = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            let mut buf = [0u8; 64];
+            receiver.recv(&mut buf).unwrap();
+            receiver
+        });
+        let journald = Journald::new(&path);
+        let started = std::time::Instant::now();
+        journald.send(b"MESSAGE=record\n").await.unwrap();
+        let waited = started.elapsed();
+        assert!(waited < SEND_TIMEOUT / 2, "{waited:?}");
+        drop(reader.join().unwrap());
+    }
+
     /// Parses native-protocol entries as journald does (journald-native.c): text fields
     /// up to `=`, binary fields with their length.
     fn parse(mut entry: &[u8]) -> Vec<(String, Vec<u8>)> {
