@@ -12,10 +12,12 @@ use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn socket_is_ready_fast_with_mode_0660_in_a_created_directory() {
+async fn socket_is_ready_fast_with_mode_0660_and_its_group_in_a_created_directory() {
     let dir = tempfile::tempdir().unwrap();
     let standin = StandIn::start(&dir.path().join("upstream.sock"));
-    let mut options = Options::new(dir.path(), &standin.socket, "");
+    // A group other than root's, to see it given the socket and its directory.
+    let group = nix::unistd::Group::from_name("daemon").unwrap().unwrap();
+    let mut options = Options::new(dir.path(), &standin.socket, "socket_group = \"daemon\"\n");
     let socket = dir.path().join("run/crigate/crigate.sock");
     options.config = options.config.replace(
         &options.socket.display().to_string(),
@@ -30,6 +32,15 @@ async fn socket_is_ready_fast_with_mode_0660_in_a_created_directory() {
     );
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o660, "socket mode {mode:o}");
+    use std::os::unix::fs::MetadataExt as _;
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().gid(),
+        group.gid.as_raw()
+    );
+    // The directory crigate made: the group may pass through it to the socket.
+    let parent = std::fs::metadata(socket.parent().unwrap()).unwrap();
+    assert_eq!(parent.gid(), group.gid.as_raw());
+    assert_eq!(parent.permissions().mode() & 0o777, 0o750);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -105,7 +105,8 @@ impl Listener {
 
 fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
     let path = &cri.listen;
-    if let Some(parent) = path.parent().filter(|p| !p.exists()) {
+    let created = path.parent().filter(|p| !p.exists());
+    if let Some(parent) = created {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o750)
@@ -149,6 +150,17 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
             .ok_or_else(|| Error::UnknownGroup(group.clone()))?
             .gid;
         std::os::unix::fs::chown(path, None, Some(gid.as_raw())).map_err(permissions)?;
+        // A directory crigate made for the socket lets the group through to it, as
+        // crigate.socket's DirectoryMode does (the umask may have narrowed it).
+        if let Some(parent) = created {
+            let directory = |source| Error::Permissions {
+                path: parent.to_owned(),
+                source,
+            };
+            std::os::unix::fs::chown(parent, None, Some(gid.as_raw())).map_err(directory)?;
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o750))
+                .map_err(directory)?;
+        }
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cri.socket_mode))
         .map_err(permissions)?;
