@@ -8,8 +8,8 @@
 //! before. Rendering happens per scrape and may allocate freely.
 //!
 //! Label values that come from outside (namespaces, node names) are bounded: each
-//! labelled family holds at most [`MAX_SERIES`] series, and values past that count under
-//! [`OVERFLOW`].
+//! labelled family holds at most [`MAX_SERIES`] series of values of at most
+//! [`MAX_LABEL_BYTES`], and values past either bound count under [`OVERFLOW`].
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -33,7 +33,13 @@ use crate::audit::DecisionKind;
 /// enough that made-up namespaces cannot exhaust memory.
 pub const MAX_SERIES: usize = 10_000;
 
-/// The label value that series past [`MAX_SERIES`] are counted under.
+/// The longest label value kept as its own series: a Kubernetes node name (a DNS
+/// subdomain, 253), longer than any namespace (a DNS label, 63). Without it, a few
+/// thousand made-up values of a record's size would hold gigabytes.
+pub const MAX_LABEL_BYTES: usize = 253;
+
+/// The label value that series past [`MAX_SERIES`], or values longer than
+/// [`MAX_LABEL_BYTES`], are counted under.
 pub const OVERFLOW: &str = "_other";
 
 /// The path metrics are served at.
@@ -117,6 +123,11 @@ impl DecisionCounts {
     /// Counts `n` decisions of `kind` in `namespace`.
     pub fn add_n(&self, kind: DecisionKind, namespace: &str, n: u64) {
         let at = kind_index(kind);
+        let namespace = if namespace.len() > MAX_LABEL_BYTES {
+            OVERFLOW
+        } else {
+            namespace
+        };
         let mut state = lock(&self.state);
         let DecisionState { namespaces, series } = &mut *state;
         // The common case, a series already counting: one lookup, no allocation.
@@ -373,6 +384,13 @@ mod tests {
         assert_eq!(counts.series(), MAX_SERIES + 1);
         assert_eq!(counts.count(DecisionKind::Allow, OVERFLOW), 5);
         assert_eq!(counts.count(DecisionKind::Allow, "ns-0"), 2);
+        // A value longer than any namespace or node name is not a series of its own.
+        let long = DecisionCounts::default();
+        long.add(DecisionKind::Deny, &"a".repeat(MAX_LABEL_BYTES));
+        long.add(DecisionKind::Deny, &"a".repeat(MAX_LABEL_BYTES + 1));
+        long.add(DecisionKind::Deny, &"b".repeat(200_000));
+        assert_eq!(long.series(), 2);
+        assert_eq!(long.count(DecisionKind::Deny, OVERFLOW), 2);
         let other = DecisionCounts::default();
         other.add(DecisionKind::Deny, "evil\"\n");
         let mut text = String::new();
