@@ -9,6 +9,10 @@
 //! runs end to end through the tunnel, so the proxy sees only the host and port. A plain
 //! `http` destination is asked of the proxy itself, with the request line in absolute
 //! form (RFC 9112 3.2.2), as HTTP clients do; such requests carry no proxy credentials.
+//!
+//! Proxies are spoken to in plain HTTP: a proxy named `https://` (TLS to the proxy
+//! itself) is refused, request by request, before anything is sent, rather than given its
+//! credentials and `CONNECT` in the clear.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -89,6 +93,14 @@ impl tower::Service<Uri> for Connector {
                     absolute_form: false,
                 });
             };
+            if proxy.uri().scheme() != Some(&Scheme::HTTP) {
+                return Err(format!(
+                    "the proxy {} is not an http:// proxy; crigate speaks to proxies in plain \
+                     HTTP only (TLS to the proxy itself is not built)",
+                    redacted(proxy.uri())
+                )
+                .into());
+            }
             if dst.scheme() == Some(&Scheme::HTTPS) {
                 let mut tunnel = Tunnel::new(proxy.uri().clone(), direct);
                 if let Some(auth) = proxy.basic_auth() {
@@ -185,7 +197,34 @@ impl Write for Stream {
 
 #[cfg(test)]
 mod tests {
-    use super::is_loopback;
+    use super::*;
+
+    #[tokio::test]
+    async fn an_https_proxy_is_refused_before_anything_is_sent_to_it() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut direct = HttpConnector::new();
+        direct.enforce_http(false);
+        let proxies = Matcher::builder()
+            .https(format!("https://node:s3cret@127.0.0.1:{port}"))
+            .build();
+        let mut connector = Connector::new(direct, proxies);
+        let error = match tower::Service::call(
+            &mut connector,
+            "https://registry.example/".parse().unwrap(),
+        )
+        .await
+        {
+            Ok(_) => panic!("connected through an https:// proxy"),
+            Err(error) => error.to_string(),
+        };
+        assert!(error.contains("not an http:// proxy"), "{error}");
+        assert!(!error.contains("s3cret"), "{error}");
+        // Nothing reached the proxy: no connection is waiting to be accepted.
+        let accepted =
+            tokio::time::timeout(std::time::Duration::from_millis(200), listener.accept()).await;
+        assert!(accepted.is_err(), "the proxy was connected to");
+    }
 
     #[test]
     fn loopback_destinations_are_recognised_as_go_recognises_them() {
