@@ -317,9 +317,9 @@ fn decode_basic(auth: &str) -> Result<Credentials, Error> {
 // === impl Challenge ===
 
 impl Challenge {
-    /// Parses one `WWW-Authenticate` value holding one challenge: `Bearer` or `Basic`, then
+    /// Parses the first challenge of a `WWW-Authenticate` value: `Bearer` or `Basic`, then
     /// `name=value` parameters separated by commas, values a token or a quoted string
-    /// (RFC 7235 section 2.1, "auth-param").
+    /// (RFC 7235 section 2.1, "auth-param"); another challenge after it is left.
     ///
     /// # Errors
     ///
@@ -372,10 +372,18 @@ fn parse_auth_params(input: &str) -> Result<Vec<(String, String)>, String> {
         while let Some(c) = chars.next_if(|c| *c != '=' && *c != ',' && !c.is_whitespace()) {
             name.push(c);
         }
+        let spaced = chars.next_if(|c| c.is_whitespace()).is_some();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
-        if chars.next() != Some('=') {
+        if chars.peek() != Some(&'=') {
+            // A token, a space and no `=`: the scheme of the next challenge in the same
+            // header (RFC 7235 section 4.1 allows several); this one ends here, as
+            // containerd's parser ends it.
+            if spaced && !name.is_empty() && chars.peek().is_some_and(|c| *c != ',') {
+                return Ok(params);
+            }
             return Err(format!("parameter {name:?} has no value"));
         }
+        chars.next();
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         let mut value = String::new();
         if chars.next_if_eq(&'"').is_some() {

@@ -32,6 +32,19 @@ fn bearer_challenges_parse() {
             },
         ),
         (r#"Basic realm="Registry Realm""#, Challenge::Basic),
+        // Two challenges in one header (RFC 7235 section 4.1): the first is taken.
+        (
+            r#"Bearer realm="https://a.example/t",service="r", Basic realm="x""#,
+            Challenge::Bearer {
+                realm: "https://a.example/t".into(),
+                service: Some("r".into()),
+                scope: None,
+            },
+        ),
+        (
+            r#"Basic realm="x", Bearer realm="https://a.example/t""#,
+            Challenge::Basic,
+        ),
     ];
     for (header, expected) in cases {
         assert_eq!(Challenge::parse(header).unwrap(), expected, "{header}");
