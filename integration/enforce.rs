@@ -547,6 +547,25 @@ async fn policy_check_reports_problems_with_their_location() {
     let (code, out) = crigate_cli(&["policy", "check"], &broken);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audti") && out.contains("line"), "{out}");
+
+    // The aggregator's TLS material unusable (a public key given as its CA): the daemon
+    // would not start, so the check says so.
+    let dir = node.env.dir().display().to_string();
+    std::fs::write(
+        &broken,
+        format!(
+            "{text}\n[audit]\naggregator = \"https://aggregator.example:7443\"\n\
+             ca_file = \"{dir}/release.pub\"\ncert_file = \"{dir}/missing-node.pem\"\n\
+             key_file = \"{dir}/missing-node.key\"\nspool_dir = \"{dir}/spool\"\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("TLS material") && out.contains("release.pub holds no PEM certificate"),
+        "{out}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

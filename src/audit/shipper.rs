@@ -172,16 +172,29 @@ impl Shipper {
         cert_file: &std::path::Path,
         key_file: &std::path::Path,
     ) -> Result<Self, Error> {
-        let name = server_name.unwrap_or(url.host()).to_owned();
-        let server_name =
-            ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
-        let config = tls::client_config(ca_file, Some((cert_file, key_file)), &[tls::ALPN_H2])?;
+        let (server_name, config) = connection(&url, server_name, ca_file, cert_file, key_file)?;
         Ok(Self {
             spool,
             url,
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
         })
+    }
+
+    /// Checks the settings [`Shipper::new`] takes, without a spool: the files load and the
+    /// server name is valid, as `crigate policy check` needs to say before a start does.
+    ///
+    /// # Errors
+    ///
+    /// As [`Shipper::new`].
+    pub fn check(
+        url: &AggregatorUrl,
+        server_name: Option<&str>,
+        ca_file: &std::path::Path,
+        cert_file: &std::path::Path,
+        key_file: &std::path::Path,
+    ) -> Result<(), Error> {
+        connection(url, server_name, ca_file, cert_file, key_file).map(drop)
     }
 
     /// Ships until `cancel`, reconnecting after each failure.
@@ -311,6 +324,20 @@ impl Shipper {
             );
         }
     }
+}
+
+/// The server name and TLS settings for reaching the aggregator at `url`.
+fn connection(
+    url: &AggregatorUrl,
+    server_name: Option<&str>,
+    ca_file: &std::path::Path,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> Result<(ServerName<'static>, rustls::ClientConfig), Error> {
+    let name = server_name.unwrap_or(url.host()).to_owned();
+    let server_name = ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
+    let config = tls::client_config(ca_file, Some((cert_file, key_file)), &[tls::ALPN_H2])?;
+    Ok((server_name, config))
 }
 
 /// Exponential backoff with jitter: each wait is drawn from the upper half of a window
