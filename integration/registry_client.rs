@@ -1458,15 +1458,28 @@ async fn no_proxy_hosts_are_reached_directly_and_a_dead_proxy_leaves_the_others_
 /// `crigate verify IMAGE` with `HTTP_PROXY` naming a proxy that is not there; stdout
 /// and stderr together.
 fn verify_through_a_dead_proxy(image: &str, dead: u16) -> String {
+    verify_with_proxy_env(
+        image,
+        &[("HTTP_PROXY", &format!("http://127.0.0.1:{dead}"))],
+    )
+}
+
+/// `crigate verify IMAGE` (within a second) with only the proxy variables `env` set;
+/// stdout and stderr together.
+fn verify_with_proxy_env(image: &str, env: &[(&str, &str)]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("release.pub");
     std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
     let output = std::process::Command::new(crate::daemon::crigate_binary())
-        .args(["verify", image, "--plain-http", "--key"])
+        .args(["verify", image, "--plain-http", "--timeout", "1s", "--key"])
         .arg(&key)
-        .env("HTTP_PROXY", format!("http://127.0.0.1:{dead}"))
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")
+        .env_remove("HTTPS_PROXY")
+        .env_remove("https_proxy")
+        .env_remove("ALL_PROXY")
+        .env_remove("all_proxy")
+        .envs(env.iter().copied())
         .output()
         .unwrap();
     assert!(!output.status.success());
@@ -1491,6 +1504,17 @@ fn crigate_reads_its_proxies_from_the_environment_and_keeps_loopback_direct() {
     let local = verify_through_a_dead_proxy("127.0.0.1:1/app:v1", dead);
     assert!(!local.contains("to the proxy"), "{local}");
     assert!(local.contains("127.0.0.1:1"), "{local}");
+    // NO_PROXY as Go reads it: `*` and a range cover addresses too; ALL_PROXY, which Go
+    // does not read, names no proxy.
+    let proxy = format!("http://127.0.0.1:{dead}");
+    for env in [
+        vec![("HTTP_PROXY", proxy.as_str()), ("NO_PROXY", "*")],
+        vec![("HTTP_PROXY", proxy.as_str()), ("no_proxy", "192.0.2.0/24")],
+        vec![("ALL_PROXY", proxy.as_str())],
+    ] {
+        let direct = verify_with_proxy_env("192.0.2.1:5000/app:v1", &env);
+        assert!(!direct.contains("to the proxy"), "{env:?}: {direct}");
+    }
 }
 
 // ---------------------------------------------------------------------------------------

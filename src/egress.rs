@@ -1,8 +1,11 @@
 //! Outbound HTTP connections (registries, OCSP responders, CRL distribution points):
-//! direct, or through the proxy `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` name, read as
-//! curl and Go read them (hyper-util's `Matcher`). As Go's `httpproxy` (and so
-//! containerd) does, `localhost` and loopback addresses are never sent to a proxy named
-//! by the environment.
+//! direct, or through the proxy `HTTP_PROXY`, `HTTPS_PROXY` and `NO_PROXY` name (or their
+//! lowercase forms), read as Go's `httpproxy` package reads them, and so as containerd
+//! does: `ALL_PROXY` is not read; `NO_PROXY` is `*`, or a comma-separated list of IP
+//! addresses, CIDR ranges and host names, a name matching itself and its subdomains
+//! (`.corp.example` and `*.corp.example` its subdomains only), and an entry with a port
+//! matching that port only; `localhost` and loopback addresses are never sent to a proxy
+//! named by the environment.
 //!
 //! An `https` destination behind a proxy is reached through a `CONNECT` tunnel (RFC 9110
 //! 9.3.6), credentials in the proxy URL sent as `Proxy-Authorization: Basic`; TLS then
@@ -38,6 +41,21 @@ pub struct Connector {
     proxies: Arc<Matcher>,
     /// Connect to `localhost` and loopback addresses directly, whatever `proxies` says.
     loopback_direct: bool,
+    /// Destinations reached directly, whatever `proxies` says (the environment's
+    /// `NO_PROXY`).
+    no_proxy: Arc<NoProxy>,
+}
+
+/// `NO_PROXY` as Go's `httpproxy` reads it (`Config.useProxy`).
+#[derive(Debug, Default)]
+struct NoProxy {
+    /// `*`: no destination goes through a proxy.
+    all: bool,
+    ips: Vec<(std::net::IpAddr, Option<u16>)>,
+    cidrs: Vec<(std::net::IpAddr, u8)>,
+    /// A name with a leading `.`, its port, and whether the name itself (without the
+    /// dot) matches too.
+    domains: Vec<(String, Option<u16>, bool)>,
 }
 
 /// A connection made by [`Connector`].
@@ -56,15 +74,28 @@ impl Connector {
             direct,
             proxies: Arc::new(proxies),
             loopback_direct: false,
+            no_proxy: Arc::default(),
         }
     }
 
     /// Connects with `direct`, through the proxies the environment names, and to
-    /// loopback destinations directly.
+    /// loopback destinations and those `NO_PROXY` names directly.
     pub fn from_env(direct: HttpConnector) -> Self {
+        let var = |names: [&str; 2]| {
+            names
+                .into_iter()
+                .filter_map(|name| std::env::var(name).ok())
+                .find(|value| !value.is_empty())
+                .unwrap_or_default()
+        };
+        let proxies = Matcher::builder()
+            .http(var(["HTTP_PROXY", "http_proxy"]))
+            .https(var(["HTTPS_PROXY", "https_proxy"]))
+            .build();
         Self {
             loopback_direct: true,
-            ..Self::new(direct, Matcher::from_env())
+            no_proxy: Arc::new(NoProxy::parse(&var(["NO_PROXY", "no_proxy"]))),
+            ..Self::new(direct, proxies)
         }
     }
 }
@@ -80,11 +111,12 @@ impl tower::Service<Uri> for Connector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let direct = self.direct.clone();
-        let proxy = if self.loopback_direct && is_loopback(dst.host()) {
-            None
-        } else {
-            self.proxies.intercept(&dst)
-        };
+        let proxy =
+            if (self.loopback_direct && is_loopback(dst.host())) || self.no_proxy.matches(&dst) {
+                None
+            } else {
+                self.proxies.intercept(&dst)
+            };
         Box::pin(async move {
             let Some(proxy) = proxy else {
                 let io = direct.oneshot(dst).await?;
@@ -136,6 +168,110 @@ fn is_loopback(host: Option<&str>) -> bool {
         || bare
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+// === impl NoProxy ===
+
+impl NoProxy {
+    /// Reads a `NO_PROXY` value; entries that are none of the kinds are ignored, as Go
+    /// ignores them.
+    fn parse(value: &str) -> Self {
+        let mut no_proxy = Self::default();
+        if value.trim() == "*" {
+            no_proxy.all = true;
+            return no_proxy;
+        }
+        for entry in value.split(',') {
+            let entry = entry.trim().to_ascii_lowercase();
+            if entry.is_empty() {
+                continue;
+            }
+            if entry == "*" {
+                no_proxy.all = true;
+                continue;
+            }
+            if let Some((ip, bits)) = entry.split_once('/') {
+                if let (Ok(ip), Ok(bits)) = (ip.parse(), bits.parse::<u8>()) {
+                    no_proxy.cidrs.push((ip, bits));
+                }
+                continue;
+            }
+            if let Ok(ip) = entry.parse() {
+                no_proxy.ips.push((ip, None));
+                continue;
+            }
+            // host:port, [ipv6]:port, or a bare name.
+            let (host, port) = match entry.rsplit_once(':') {
+                Some((host, port)) if !host.is_empty() => match port.parse::<u16>() {
+                    Ok(port) => (
+                        host.trim_start_matches('[').trim_end_matches(']'),
+                        Some(port),
+                    ),
+                    Err(_) => continue,
+                },
+                _ => (entry.as_str(), None),
+            };
+            if let Ok(ip) = host.parse() {
+                no_proxy.ips.push((ip, port));
+                continue;
+            }
+            let host = host.strip_prefix('*').unwrap_or(host);
+            let (name, itself) = match host.strip_prefix('.') {
+                Some(_) => (host.to_owned(), false),
+                None => (format!(".{host}"), true),
+            };
+            if name.len() > 1 {
+                no_proxy.domains.push((name, port, itself));
+            }
+        }
+        no_proxy
+    }
+
+    /// Whether `dst` is reached directly.
+    fn matches(&self, dst: &Uri) -> bool {
+        if self.all {
+            return true;
+        }
+        let Some(host) = dst.host() else {
+            return false;
+        };
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        let port = dst.port_u16().or(match dst.scheme_str() {
+            Some("https") => Some(443),
+            Some("http") => Some(80),
+            _ => None,
+        });
+        let port_ok = |wanted: &Option<u16>| wanted.is_none() || *wanted == port;
+        if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+            return self.ips.iter().any(|(known, p)| *known == ip && port_ok(p))
+                || self
+                    .cidrs
+                    .iter()
+                    .any(|(net, bits)| in_cidr(ip, *net, *bits));
+        }
+        self.domains.iter().any(|(name, p, itself)| {
+            (host.ends_with(name.as_str()) || (*itself && host == name[1..])) && port_ok(p)
+        })
+    }
+}
+
+/// Whether `ip` is in `net`/`bits`.
+fn in_cidr(ip: std::net::IpAddr, net: std::net::IpAddr, bits: u8) -> bool {
+    use std::net::IpAddr;
+    match (ip, net) {
+        (IpAddr::V4(ip), IpAddr::V4(net)) if bits <= 32 => {
+            let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+            u32::from(ip) & mask == u32::from(net) & mask
+        }
+        (IpAddr::V6(ip), IpAddr::V6(net)) if bits <= 128 => {
+            let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+            u128::from(ip) & mask == u128::from(net) & mask
+        }
+        _ => false,
+    }
 }
 
 /// A proxy URL without the credentials it may carry, for messages.
@@ -198,6 +334,42 @@ impl Write for Stream {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn no_proxy_is_read_as_go_reads_it() {
+        let no = |value: &str, url: &str| NoProxy::parse(value).matches(&url.parse().unwrap());
+        // `*` covers names and addresses alike.
+        assert!(no("*", "https://10.0.0.5:5000/"));
+        assert!(no("a.example, *", "https://registry.example/"));
+        // A name: itself and its subdomains; `.name` and `*.name`: subdomains only.
+        assert!(no("corp.example", "https://corp.example/"));
+        assert!(no("corp.example", "https://r.corp.example/"));
+        assert!(!no("corp.example", "https://notcorp.example/"));
+        for entry in [".corp.example", "*.corp.example"] {
+            assert!(no(entry, "https://r.corp.example/"), "{entry}");
+            assert!(!no(entry, "https://corp.example/"), "{entry}");
+        }
+        // With a port, that port only (a URL without one has its scheme's).
+        assert!(no(
+            "registry.internal:5000",
+            "https://registry.internal:5000/"
+        ));
+        assert!(!no("registry.internal:5000", "https://registry.internal/"));
+        assert!(no("registry.internal:443", "https://registry.internal/"));
+        // Addresses, with or without a port, and ranges.
+        assert!(no("10.0.0.5", "https://10.0.0.5:5000/"));
+        assert!(no("10.0.0.5:5000", "https://10.0.0.5:5000/"));
+        assert!(!no("10.0.0.5:5001", "https://10.0.0.5:5000/"));
+        assert!(no("10.0.0.0/8", "https://10.200.0.5/"));
+        assert!(!no("10.0.0.0/8", "https://11.0.0.5/"));
+        assert!(no("fd00::/8", "https://[fd00::2]:5000/"));
+        assert!(no("[fd00::2]:5000", "https://[fd00::2]:5000/"));
+        // Case, spaces and empty entries.
+        assert!(no(" , CORP.example ,", "https://R.Corp.Example/"));
+        assert!(!no("", "https://registry.example/"));
+        // A name is not an address's: `corp.example` says nothing of 10.0.0.5.
+        assert!(!no("corp.example", "https://10.0.0.5/"));
+    }
 
     #[tokio::test]
     async fn an_https_proxy_is_refused_before_anything_is_sent_to_it() {
