@@ -44,7 +44,7 @@ pub struct RecordsPage {
 }
 
 /// An audit record in JSON: the protobuf's fields, enums as their stable codes.
-#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RecordJson {
     pub id: String,
     pub time_unix_nanos: i64,

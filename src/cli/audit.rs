@@ -227,6 +227,23 @@ fn print(records: &[RecordJson], output: Output) -> anyhow::Result<()> {
     }
 }
 
+/// `text` with its control characters escaped (`\u{1b}`), so that a value a node sent
+/// cannot move the cursor, recolour or rewrite the responder's terminal.
+fn printable(text: &str) -> String {
+    if !text.chars().any(char::is_control) {
+        return text.to_owned();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
 fn table(records: &[RecordJson]) -> String {
     let rows: Vec<[String; 7]> = records
         .iter()
@@ -250,6 +267,7 @@ fn table(records: &[RecordJson]) -> String {
                 image,
                 r.reason_code.clone(),
             ]
+            .map(|cell| printable(&cell))
         })
         .collect();
     let header = [
@@ -309,4 +327,25 @@ fn parse_https_url(value: &str) -> Result<url::Url, String> {
         return Err("expected https://host:port".to_owned());
     }
     Ok(url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_table_escapes_control_characters_a_node_sent() {
+        let record = RecordJson {
+            node: "node-1".to_owned(),
+            namespace: "prod\u{1b}[2J".to_owned(),
+            image: "registry.example/app:v1\r\nforged line".to_owned(),
+            ..RecordJson::default()
+        };
+        let text = table(&[record]);
+        assert!(!text.contains('\u{1b}') && !text.contains('\r'), "{text:?}");
+        assert!(text.contains("prod\\u{1b}[2J"), "{text}");
+        assert!(text.contains("app:v1\\u{d}\\u{a}forged line"), "{text}");
+        // One header and one row.
+        assert_eq!(text.lines().count(), 2, "{text}");
+    }
 }
