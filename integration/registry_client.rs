@@ -1388,6 +1388,19 @@ async fn a_plain_http_registry_is_asked_through_the_http_proxy() {
         )),
         "{log}"
     );
+
+    // A proxy that wants credentials gets those of its URL, as Go's transport sends them.
+    let guarded = Tinyproxy::start(Some(("node", "s3cret")));
+    let with_credentials = format!("http://node:s3cret@127.0.0.1:{}", guarded.port);
+    let config = RegistryConfig {
+        plain_http: vec![registry.host()],
+        ..RegistryConfig::default()
+    };
+    let client = Client::with_proxies(config, proxies().http(with_credentials).build()).unwrap();
+    assert_eq!(
+        client.resolve(&by_tag).await.unwrap().digest,
+        digest(&pushed)
+    );
 }
 
 #[tokio::test]

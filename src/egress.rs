@@ -11,7 +11,9 @@
 //! 9.3.6), credentials in the proxy URL sent as `Proxy-Authorization: Basic`; TLS then
 //! runs end to end through the tunnel, so the proxy sees only the host and port. A plain
 //! `http` destination is asked of the proxy itself, with the request line in absolute
-//! form (RFC 9112 3.2.2), as HTTP clients do; such requests carry no proxy credentials.
+//! form (RFC 9112 3.2.2), as HTTP clients do, with the proxy URL's credentials as
+//! `Proxy-Authorization` ([`Connector::proxy_authorization`], which the request's sender
+//! adds, as Go's transport does).
 //!
 //! Proxies are spoken to in plain HTTP: a proxy named `https://` (TLS to the proxy
 //! itself) is refused, request by request, before anything is sent, rather than given its
@@ -100,6 +102,33 @@ impl Connector {
     }
 }
 
+impl Connector {
+    /// The proxy intercepting `dst`, if one does; `None` for destinations reached directly.
+    fn proxy_for(&self, dst: &Uri) -> Option<hyper_util::client::proxy::matcher::Intercept> {
+        if (self.loopback_direct && is_loopback(dst.host())) || self.no_proxy.matches(dst) {
+            None
+        } else {
+            self.proxies.intercept(dst)
+        }
+    }
+
+    /// The `Proxy-Authorization` a request to `dst` carries: for a plain `http`
+    /// destination asked of a proxy whose URL holds credentials (RFC 9110 11.7.2); `None`
+    /// otherwise (an `https` destination's go in its tunnel's `CONNECT`).
+    pub fn proxy_authorization(&self, dst: &Uri) -> Option<http::HeaderValue> {
+        if dst.scheme() != Some(&Scheme::HTTP) {
+            return None;
+        }
+        let proxy = self.proxy_for(dst)?;
+        if proxy.uri().scheme() != Some(&Scheme::HTTP) {
+            return None;
+        }
+        let mut value = proxy.basic_auth()?.clone();
+        value.set_sensitive(true);
+        Some(value)
+    }
+}
+
 impl tower::Service<Uri> for Connector {
     type Response = Stream;
     type Error = BoxError;
@@ -111,12 +140,7 @@ impl tower::Service<Uri> for Connector {
 
     fn call(&mut self, dst: Uri) -> Self::Future {
         let direct = self.direct.clone();
-        let proxy =
-            if (self.loopback_direct && is_loopback(dst.host())) || self.no_proxy.matches(&dst) {
-                None
-            } else {
-                self.proxies.intercept(&dst)
-            };
+        let proxy = self.proxy_for(&dst);
         Box::pin(async move {
             let Some(proxy) = proxy else {
                 let io = direct.oneshot(dst).await?;

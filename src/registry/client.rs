@@ -80,6 +80,8 @@ pub struct FetchedManifest {
 
 struct Shared {
     http: HttpClient,
+    /// The connector the clients use, asked for a proxy's credentials per request.
+    egress: egress::Connector,
     /// One client per [`HostsConfig::tls`] entry, for the hosts that name TLS files.
     host_http: Vec<HttpClient>,
     config: RegistryConfig,
@@ -171,6 +173,7 @@ impl Client {
         direct.set_connect_timeout(Some(config.connect_timeout));
         direct.set_nodelay(true);
         let connector = connector(direct);
+        let egress = connector.clone();
         // Plain HTTP is let through the connector; `check_scheme` allows it per host.
         let client = |tls| {
             let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -206,6 +209,7 @@ impl Client {
         Ok(Self {
             shared: Arc::new(Shared {
                 http,
+                egress,
                 host_http,
                 config,
                 hosts,
@@ -869,6 +873,14 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
+        if let Some(value) = url
+            .as_str()
+            .parse::<http::Uri>()
+            .ok()
+            .and_then(|uri| self.shared.egress.proxy_authorization(&uri))
+        {
+            request = request.header(http::header::PROXY_AUTHORIZATION, value);
+        }
         let request = request.body(body).map_err(|e| malformed(e.to_string()))?;
         let after = self.shared.config.request_timeout;
         let http = tls

@@ -57,6 +57,8 @@ const MAX_REDIRECTS: usize = 5;
 /// verification.
 pub struct RevocationFetcher {
     client: Client<egress::Connector, Full<Bytes>>,
+    /// The connector `client` uses, asked for a proxy's credentials per request.
+    egress: egress::Connector,
     timeout: Duration,
     ocsp_timeout: Duration,
     max_bytes: usize,
@@ -135,9 +137,10 @@ impl RevocationFetcher {
     pub fn new(timeout: Duration, ocsp_timeout: Duration) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(timeout));
+        let egress = egress::Connector::from_env(connector);
         Self {
-            client: Client::builder(TokioExecutor::new())
-                .build(egress::Connector::from_env(connector)),
+            client: Client::builder(TokioExecutor::new()).build(egress.clone()),
+            egress,
             timeout,
             ocsp_timeout,
             max_bytes: MAX_FETCHED_CRL_BYTES,
@@ -344,6 +347,9 @@ impl RevocationFetcher {
                 .uri(uri.clone());
             if method == Method::POST {
                 request = request.header(header::CONTENT_TYPE, "application/ocsp-request");
+            }
+            if let Some(value) = self.egress.proxy_authorization(&uri) {
+                request = request.header(header::PROXY_AUTHORIZATION, value);
             }
             let request = request
                 .body(Full::new(body.clone()))
