@@ -201,10 +201,6 @@ impl NoProxy {
     /// ignores them.
     fn parse(value: &str) -> Self {
         let mut no_proxy = Self::default();
-        if value.trim() == "*" {
-            no_proxy.all = true;
-            return no_proxy;
-        }
         for entry in value.split(',') {
             let entry = entry.trim().to_ascii_lowercase();
             if entry.is_empty() {

@@ -29,6 +29,7 @@ use super::proto::audit_ingest_client::AuditIngestClient;
 use super::proto::ShipRequest;
 use super::spool::{self, Spool};
 use super::tls;
+use crate::config::Shipping;
 use crate::telemetry::ErrorChain;
 
 /// Most records per batch: large enough that a backlog drains quickly, small enough that
@@ -164,18 +165,11 @@ impl Shipper {
     /// # Errors
     ///
     /// A file cannot be used, or the server name is invalid.
-    pub fn new(
-        spool: Spool,
-        url: AggregatorUrl,
-        server_name: Option<&str>,
-        ca_file: &std::path::Path,
-        cert_file: &std::path::Path,
-        key_file: &std::path::Path,
-    ) -> Result<Self, Error> {
-        let (server_name, config) = connection(&url, server_name, ca_file, cert_file, key_file)?;
+    pub fn new(spool: Spool, to: &Shipping<'_>) -> Result<Self, Error> {
+        let (server_name, config) = connection(to)?;
         Ok(Self {
             spool,
-            url,
+            url: to.url.clone(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
         })
@@ -187,14 +181,8 @@ impl Shipper {
     /// # Errors
     ///
     /// As [`Shipper::new`].
-    pub fn check(
-        url: &AggregatorUrl,
-        server_name: Option<&str>,
-        ca_file: &std::path::Path,
-        cert_file: &std::path::Path,
-        key_file: &std::path::Path,
-    ) -> Result<(), Error> {
-        connection(url, server_name, ca_file, cert_file, key_file).map(drop)
+    pub fn check(to: &Shipping<'_>) -> Result<(), Error> {
+        connection(to).map(drop)
     }
 
     /// Ships until `cancel`, reconnecting after each failure.
@@ -326,17 +314,15 @@ impl Shipper {
     }
 }
 
-/// The server name and TLS settings for reaching the aggregator at `url`.
-fn connection(
-    url: &AggregatorUrl,
-    server_name: Option<&str>,
-    ca_file: &std::path::Path,
-    cert_file: &std::path::Path,
-    key_file: &std::path::Path,
-) -> Result<(ServerName<'static>, rustls::ClientConfig), Error> {
-    let name = server_name.unwrap_or(url.host()).to_owned();
+/// The server name and TLS settings for reaching the aggregator.
+fn connection(to: &Shipping<'_>) -> Result<(ServerName<'static>, rustls::ClientConfig), Error> {
+    let name = to.server_name.unwrap_or(to.url.host()).to_owned();
     let server_name = ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
-    let config = tls::client_config(ca_file, Some((cert_file, key_file)), &[tls::ALPN_H2])?;
+    let config = tls::client_config(
+        to.ca_file,
+        Some((to.cert_file, to.key_file)),
+        &[tls::ALPN_H2],
+    )?;
     Ok((server_name, config))
 }
 

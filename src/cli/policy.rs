@@ -127,21 +127,12 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         report(&error);
     }
     // The aggregator's: CA, client certificate and key, server name.
-    if let (Some(url), Some(ca_file), Some(cert_file), Some(key_file)) = (
-        &config.audit.aggregator,
-        &config.audit.ca_file,
-        &config.audit.cert_file,
-        &config.audit.key_file,
-    ) {
-        if let Err(error) = crate::audit::shipper::Shipper::check(
-            url,
-            config.audit.server_name.as_deref(),
-            ca_file,
-            cert_file,
-            key_file,
-        ) {
-            report(&error);
-        }
+    if let Some(Err(error)) = config
+        .audit
+        .shipping()
+        .map(|to| crate::audit::shipper::Shipper::check(&to))
+    {
+        report(&error);
     }
     if problems > 0 {
         return Ok(ExitCode::from(EXIT_DENIED));

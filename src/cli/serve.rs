@@ -162,26 +162,14 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
     }
     let mut shipper = None;
     let mut watched = None;
-    if let (Some(url), Some(ca_file), Some(cert_file), Some(key_file)) = (
-        &config.audit.aggregator,
-        &config.audit.ca_file,
-        &config.audit.cert_file,
-        &config.audit.key_file,
-    ) {
+    if let Some(to) = config.audit.shipping() {
         let mut spool_config =
             SpoolConfig::new(&config.audit.spool_dir, config.audit.spool_max_bytes);
         if config.audit.journald {
             spool_config.journal_socket = Some(config.audit.journal_socket.clone());
         }
         let spool = Spool::open(spool_config)?;
-        shipper = Some(Shipper::new(
-            spool.clone(),
-            url.clone(),
-            config.audit.server_name.as_deref(),
-            ca_file,
-            cert_file,
-            key_file,
-        )?);
+        shipper = Some(Shipper::new(spool.clone(), &to)?);
         sinks.push(Arc::new(spool.clone()));
         watched = Some(spool);
     }

@@ -82,6 +82,30 @@ pub struct AuditSettings {
     pub spool_max_bytes: u64,
 }
 
+/// Where records are shipped and the files to reach it: [`AuditSettings::shipping`].
+#[derive(Clone, Copy, Debug)]
+pub struct Shipping<'a> {
+    pub url: &'a crate::audit::shipper::AggregatorUrl,
+    pub server_name: Option<&'a str>,
+    pub ca_file: &'a std::path::Path,
+    pub cert_file: &'a std::path::Path,
+    pub key_file: &'a std::path::Path,
+}
+
+impl AuditSettings {
+    /// The aggregator and its TLS files, when all four are set: records are spooled and
+    /// shipped only then.
+    pub fn shipping(&self) -> Option<Shipping<'_>> {
+        Some(Shipping {
+            url: self.aggregator.as_ref()?,
+            server_name: self.server_name.as_deref(),
+            ca_file: self.ca_file.as_deref()?,
+            cert_file: self.cert_file.as_deref()?,
+            key_file: self.key_file.as_deref()?,
+        })
+    }
+}
+
 /// Smallest `spool_max_bytes`: room for a few segments of the largest records.
 pub const MIN_SPOOL_BYTES: u64 = 1024 * 1024;
 

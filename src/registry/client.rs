@@ -873,11 +873,9 @@ impl Client {
             }
             None => Full::new(Bytes::new()),
         };
-        if let Some(value) = url
-            .as_str()
-            .parse::<http::Uri>()
-            .ok()
-            .and_then(|uri| self.shared.egress.proxy_authorization(&uri))
+        if let Some(value) = request
+            .uri_ref()
+            .and_then(|uri| self.shared.egress.proxy_authorization(uri))
         {
             request = request.header(http::header::PROXY_AUTHORIZATION, value);
         }
