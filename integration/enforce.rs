@@ -934,8 +934,8 @@ async fn pinned_pull_is_found_by_the_requested_tag() {
         .unwrap()
         .into_inner()
         .image_ref;
-    // kubelet's IfNotPresent check: ImageStatus of the name in the pod spec. The runtime
-    // learns the name from containerd's image event, so allow it a moment.
+    // kubelet's IfNotPresent check, and the conformance suite's "pull, then create by
+    // tag": ImageStatus of the requested name, asked the moment the pull is answered.
     let status = |image: String| ImageStatusRequest {
         image: Some(ImageSpec {
             image,
@@ -943,19 +943,12 @@ async fn pinned_pull_is_found_by_the_requested_tag() {
         }),
         verbose: false,
     };
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    let found = loop {
-        let found = client
-            .image_status(status(node.signed.clone()))
-            .await
-            .unwrap()
-            .into_inner()
-            .image;
-        if found.is_some() || std::time::Instant::now() > deadline {
-            break found;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    };
+    let found = client
+        .image_status(status(node.signed.clone()))
+        .await
+        .unwrap()
+        .into_inner()
+        .image;
     let found = found.unwrap_or_else(|| panic!("ImageStatus({}) found nothing", node.signed));
     // The same image PullImage returned, known by the tag and the verified digest.
     assert_eq!(found.id, image_ref);
@@ -988,6 +981,32 @@ async fn pinned_pull_is_found_by_the_requested_tag() {
         .image_ref;
     assert_eq!(again, image_ref);
     assert_eq!(named_at().await, before, "a repeated pull rewrote the name");
+
+    // Each new tag of the signed image is found the moment its pull is answered.
+    for n in 0..12 {
+        let tag = format!("v1-copy{n}");
+        node.env
+            .registry
+            .tag("app", &node.env.app_digest.to_string(), &tag)
+            .await
+            .unwrap();
+        let name = format!("{}/app:{tag}", node.env.registry.host());
+        let pulled = client
+            .pull_image(pull(&name, "prod"))
+            .await
+            .unwrap()
+            .into_inner()
+            .image_ref;
+        assert_eq!(pulled, image_ref);
+        let found = client
+            .image_status(status(name.clone()))
+            .await
+            .unwrap()
+            .into_inner()
+            .image;
+        let found = found.unwrap_or_else(|| panic!("ImageStatus({name}) found nothing"));
+        assert!(found.repo_tags.contains(&name), "{found:?}");
+    }
 }
 
 /// A TCP relay in front of a registry that holds back the first request asking for a

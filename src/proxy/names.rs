@@ -8,8 +8,13 @@
 //! containerd's CRI plugin does for a pull it makes itself (`createImageReference` in
 //! `pkg/cri/server/image_pull.go`: same target descriptor, label
 //! `io.cri-containerd.image=managed`). The CRI plugin learns of the new name from
-//! containerd's `/images/create` event. The tag names exactly the bytes that were
-//! verified: its target is the pinned image's descriptor, never a registry lookup.
+//! containerd's `/images/create` event, handled on a goroutine of its own after the
+//! images API has answered (`pkg/cri/server/events.go`); a pull the runtime makes itself
+//! updates that view before it answers. So crigate waits, briefly, until the runtime's
+//! ImageStatus finds the image by the new name before the pull is answered: a client that
+//! asks at once (crictl, the conformance suite's "pull, then create by tag") finds it, as
+//! it would without crigate. The tag names exactly the bytes that were verified: its
+//! target is the pinned image's descriptor, never a registry lookup.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -18,6 +23,8 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{
     CreateImageRequest, GetImageRequest, Image, UpdateImageRequest,
 };
+use k8s_cri::v1::image_service_client::ImageServiceClient;
+use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
@@ -40,7 +47,23 @@ pub enum NameError {
     Refused { name: String, status: tonic::Status },
     #[error("containerd did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the runtime's ImageStatus did not find {name} as image {id} within {timeout:?}")]
+    NotSeen {
+        name: String,
+        id: String,
+        timeout: Duration,
+    },
 }
+
+/// How long a pull's answer waits for the runtime's ImageStatus to find the new name.
+/// containerd handles the image event within milliseconds; a runtime that never does
+/// (one without the CRI plugin's event handling) costs each pull this much once.
+pub const SEEN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The first pause between ImageStatus calls while waiting; it doubles up to
+/// [`MAX_SEEN_INTERVAL`].
+const FIRST_SEEN_INTERVAL: Duration = Duration::from_millis(1);
+const MAX_SEEN_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Gives the image the runtime holds as `pinned` the name `name` as well, through
 /// `channel` (the runtime's socket). A name that already points at that image with the
@@ -130,6 +153,54 @@ async fn name_image_inner(channel: Channel, name: &str, pinned: &str) -> Result<
             .map_err(refused),
         Err(status) => Err(refused(status)),
     }
+}
+
+/// Waits until the runtime's CRI ImageStatus of `name` answers with image `id`, asking
+/// again with growing pauses, for at most `timeout`. A runtime that does not serve
+/// `runtime.v1` ImageService (UNIMPLEMENTED) is not waited for.
+///
+/// # Errors
+///
+/// ImageStatus failed otherwise, or did not find `name` as `id` in time.
+pub async fn await_seen(
+    channel: Channel,
+    name: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<(), NameError> {
+    let not_seen = || NameError::NotSeen {
+        name: name.to_owned(),
+        id: id.to_owned(),
+        timeout,
+    };
+    let mut client = ImageServiceClient::new(channel);
+    let ask = async {
+        let mut pause = FIRST_SEEN_INTERVAL;
+        loop {
+            let found = client
+                .image_status(ImageStatusRequest {
+                    image: Some(ImageSpec {
+                        image: name.to_owned(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                })
+                .await;
+            match found {
+                Ok(answer) if answer.get_ref().image.as_ref().is_some_and(|i| i.id == id) => {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(status) if status.code() == Code::Unimplemented => return Ok(()),
+                Err(status) => return Err(NameError::Unreachable(status)),
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(MAX_SEEN_INTERVAL);
+        }
+    };
+    tokio::time::timeout(timeout, ask)
+        .await
+        .map_err(|_| not_seen())?
 }
 
 /// `message` as a request in the CRI plugin's containerd namespace.

@@ -282,15 +282,24 @@ async fn pull_pinned(
         .get("grpc-status")
         .or_else(|| trailers.as_ref().and_then(|t| t.get("grpc-status")))
         .is_some_and(|status| status == "0");
-    if ok {
-        if let Some(image_id) = intercept::pulled_image_ref(&body) {
-            state.decide.pulled(pinned, &image_id);
-        }
+    let image_id = ok.then(|| intercept::pulled_image_ref(&body)).flatten();
+    if let Some(image_id) = &image_id {
+        state.decide.pulled(pinned, image_id);
     }
     if let Some(name) = ok.then(|| tag_name(requested)).flatten() {
         let timeout = state.cri.connect_timeout.saturating_mul(2);
         match names::name_image(state.upstream.native(), &name, pinned, timeout).await {
-            Ok(()) => tracing::debug!(%name, %pinned, "named the pinned image as requested"),
+            Ok(()) => {
+                tracing::debug!(%name, %pinned, "named the pinned image as requested");
+                if let Some(id) = &image_id {
+                    if let Err(error) =
+                        names::await_seen(state.upstream.native(), &name, id, names::SEEN_TIMEOUT)
+                            .await
+                    {
+                        tracing::warn!(%name, %pinned, %error, "the runtime does not list the pulled image by its requested name yet");
+                    }
+                }
+            }
             Err(error) => {
                 tracing::warn!(%name, %pinned, %error, "cannot name the pulled image as requested; kubelet may pull it again")
             }
