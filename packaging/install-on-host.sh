@@ -12,7 +12,8 @@
 #   1. the binary to ${CRIGATE_BIN_DIR}/crigate (written beside it, then renamed, so a
 #      running crigate is never overwritten in place);
 #   2. crigate.socket and crigate.service to /etc/systemd/system, ExecStart pointing at
-#      that binary;
+#      that binary; the journald catalog to /usr/local/lib/systemd/catalog, then
+#      journalctl --update-catalog;
 #   3. config.toml (and trustpolicy.json, if the ConfigMap has it) to /etc/crigate, each
 #      checked with `crigate policy check` on the host first; the Notation trust store
 #      directories;
@@ -40,6 +41,9 @@ ready_file=${CRIGATE_READY_FILE:-/tmp/crigate-installed}
 sync_seconds=${CRIGATE_SYNC_SECONDS:-30}
 
 unit_dir=/etc/systemd/system
+# journalctl reads catalogs here as well as from /usr/lib/systemd/catalog, which belongs
+# to the host's packages.
+catalog_dir=/usr/local/lib/systemd/catalog
 etc_dir=/etc/crigate
 
 log() { printf 'install-on-host: %s\n' "$*" >&2; }
@@ -52,6 +56,9 @@ on_host() { nsenter -t 1 -m -u -i -n -p -- "$@"; }
 # no reader sees half a file. Succeeds if DEST changed, fails if it already matched.
 install_file() {
   local src=$1 dest=$2 mode=$3 tmp
+  # Called as a condition, where errexit does not hold: a missing SRC would install an
+  # empty file.
+  [ -f "$src" ] || { log "error: ${src} is missing"; exit 1; }
   if [ -f "${host_root}${dest}" ] && cmp -s "$src" "${host_root}${dest}"; then
     chmod "$mode" "${host_root}${dest}"
     return 1
@@ -147,6 +154,10 @@ for unit in crigate.socket crigate.service; do
   } >"${rendered}/${unit}"
   install_file "${rendered}/${unit}" "${unit_dir}/${unit}" 0644 && changed=1
 done
+# The catalog explains crigate's audit records in `journalctl -x`; crigate does not read it.
+if install_file "${source_dir}/systemd/crigate.catalog" "${catalog_dir}/crigate.catalog" 0644; then
+  on_host journalctl --update-catalog || log "warning: journalctl --update-catalog failed"
+fi
 
 # --- 3. configuration and trust store layout -------------------------------------
 for store in ca signingAuthority tsa; do
