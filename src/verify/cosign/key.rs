@@ -4,13 +4,29 @@
 //! PKCS#1 (`RSA PUBLIC KEY`), which is what `cosign generate-key-pair` and KMS exports
 //! write. Verification runs on aws-lc-rs, the backend the `sigstore` crate uses.
 //!
+//! Which hash a cosign signature over a payload uses depends on the cosign version.
+//! Before 2.5, cosign hashed with SHA-256 whatever the key (vector C02: P-384 with
+//! SHA-256), unless `--signature-digest-algorithm` said otherwise. From 2.5 on, and in v3,
+//! cosign loads a key file's signer with sigstore's `LoadDefaultSignerVerifier`
+//! (sigstore/cosign `pkg/cosign/keys.go`, `LoadPrivateKey`, with `GetDefaultLoadOptions`
+//! adding `WithED25519ph`), which signs with the algorithm sigstore's registry pairs with
+//! the key (sigstore/sigstore `pkg/signature/algorithm_registry.go`,
+//! `GetDefaultPublicKeyDetails`): P-256 with SHA-256, P-384 with SHA-384, P-521 with
+//! SHA-512, RSA with PKCS#1 v1.5 and SHA-256, Ed25519 as Ed25519ph (prehashed with
+//! SHA-512, `pkg/signature/ed25519ph.go`), or pure Ed25519 where cosign keeps the old
+//! behaviour (no tlog upload). Keyless signing with `--signing-algorithm` signs the same
+//! way with the ephemeral key, and sigstore-go verifies a certificate's signature with the
+//! key's default hash and, for P-384 and P-521, SHA-256 as well (`pkg/verify/signature.go`,
+//! `compatSignatureVerifier`). [`AcceptedDigests`] states which of these a check accepts.
+//!
 //! Why not `sigstore::crypto::CosignVerificationKey`: its auto-detection binds P-384 to
-//! SHA-384, while cosign hashes with SHA-256 whatever the curve unless told otherwise
-//! (`cosign verify --signature-digest-algorithm`, default `sha256`; vector C02).
+//! SHA-384 alone, which refuses what older cosign signed (C02). Pure Ed25519 and ECDSA
+//! and RSA verify on aws-lc-rs; Ed25519ph, which aws-lc-rs does not offer, on
+//! ed25519-dalek.
 #![deny(clippy::indexing_slicing)]
 
 use aws_lc_rs::signature::{self as alg, UnparsedPublicKey, VerificationAlgorithm};
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha512};
 use x509_cert::der::asn1::{AnyRef, BitString, ObjectIdentifier};
 use x509_cert::der::{Decode, Encode};
 use x509_cert::spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
@@ -53,15 +69,42 @@ pub enum KeyKind {
     Ed25519,
 }
 
-/// The hash cosign applies to the payload before an ECDSA or RSA signature: cosign's
-/// `--signature-digest-algorithm` (default `sha256`, also for P-384 keys). Ed25519 signs
-/// the message itself and ignores it.
+/// A hash applied to the message before an ECDSA or RSA signature (cosign's
+/// `--signature-digest-algorithm` values we verify). Pure Ed25519 signs the message itself
+/// and ignores it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum SignatureDigest {
     #[default]
     Sha256,
     Sha384,
     Sha512,
+}
+
+/// Which hashes a cosign signature over a payload may have been made with (module docs).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum AcceptedDigests {
+    /// No digest set by the operator: SHA-256, as cosign before 2.5 signed with any key,
+    /// or the key's default in sigstore's algorithm registry, as cosign 2.5 and later sign
+    /// (P-384 SHA-384, P-521 SHA-512; P-256 and RSA SHA-256 either way). An Ed25519 key
+    /// accepts pure Ed25519 and Ed25519ph.
+    #[default]
+    CosignDefaults,
+    /// A digest set by the operator (cosign `verify --signature-digest-algorithm`): ECDSA
+    /// and RSA signatures over that hash only. An Ed25519 key accepts pure Ed25519, which
+    /// takes no digest, and Ed25519ph only when the digest is SHA-512, its one hash.
+    Only(SignatureDigest),
+}
+
+/// One way cosign may have signed: what [`AcceptedDigests`] expands to for a key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CosignScheme {
+    /// ASN.1 DER ECDSA or RSASSA-PKCS1-v1_5 over the digest of the message.
+    Hashed(SignatureDigest),
+    /// Ed25519 over the message itself (RFC 8032 §5.1).
+    PureEd25519,
+    /// Ed25519ph over SHA-512 of the message, empty context (RFC 8032 §5.1; sigstore
+    /// signs with Go's `ed25519.Options{Hash: crypto.SHA512}`).
+    Ed25519ph,
 }
 
 /// Why bytes are not a usable public key.
@@ -205,9 +248,33 @@ impl PublicKey {
         Sha256::digest(&self.spki_der).into()
     }
 
-    /// Verifies a cosign signature over `message`: ASN.1 DER ECDSA or RSASSA-PKCS1-v1_5
-    /// over `digest(message)`, or pure Ed25519 over `message` (cosign
-    /// `pkg/signature/keys.go` loads verifiers with `crypto.SHA256` by default).
+    /// Verifies a cosign signature over `message` made by any scheme `accepted` allows for
+    /// this key ([`AcceptedDigests`]). Every scheme tried is a full signature check under
+    /// this key; none is weaker than SHA-256.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` when no accepted scheme verifies it.
+    pub fn verify_cosign(
+        &self,
+        accepted: AcceptedDigests,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        let verified = cosign_schemes(self.kind, accepted)
+            .iter()
+            .any(|scheme| self.verify_scheme(*scheme, message, signature).is_ok());
+        if verified {
+            Ok(())
+        } else {
+            Err(SignatureError::Invalid)
+        }
+    }
+
+    /// Verifies one signature scheme over `message`: ASN.1 DER ECDSA or
+    /// RSASSA-PKCS1-v1_5 over `digest(message)`, or pure Ed25519 over `message` (what
+    /// transparency logs and X.509 structures sign with; cosign payloads go through
+    /// [`Self::verify_cosign`]).
     ///
     /// # Errors
     ///
@@ -262,6 +329,50 @@ impl PublicKey {
         self.verify_message(digest, message, signature)
     }
 
+    fn verify_scheme(
+        &self,
+        scheme: CosignScheme,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), SignatureError> {
+        match (scheme, self.kind) {
+            (
+                CosignScheme::Hashed(digest),
+                KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::Rsa,
+            ) => self.verify_message(digest, message, signature),
+            (CosignScheme::PureEd25519, KeyKind::Ed25519) => {
+                self.verify_with(&alg::ED25519, message, signature)
+            }
+            (CosignScheme::Ed25519ph, KeyKind::Ed25519) => {
+                self.verify_ed25519ph(message, signature)
+            }
+            (CosignScheme::Hashed(_), KeyKind::Ed25519)
+            | (
+                CosignScheme::PureEd25519 | CosignScheme::Ed25519ph,
+                KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::Rsa,
+            ) => Err(SignatureError::UnsupportedAlgorithm(format!(
+                "{scheme:?} with a {:?} key",
+                self.kind
+            ))),
+        }
+    }
+
+    /// Ed25519ph (RFC 8032 §5.1 with `PH` = SHA-512 and an empty context), strict: a
+    /// non-canonical `S` or a small-order `R` or key is refused.
+    fn verify_ed25519ph(&self, message: &[u8], signature: &[u8]) -> Result<(), SignatureError> {
+        let raw: &[u8; 32] = self
+            .raw
+            .as_slice()
+            .try_into()
+            .map_err(|_| SignatureError::Invalid)?;
+        let key =
+            ed25519_dalek::VerifyingKey::from_bytes(raw).map_err(|_| SignatureError::Invalid)?;
+        let signature =
+            ed25519_dalek::Signature::from_slice(signature).map_err(|_| SignatureError::Invalid)?;
+        key.verify_prehashed_strict(Sha512::new_with_prefix(message), None, &signature)
+            .map_err(|_| SignatureError::Invalid)
+    }
+
     fn verify_with(
         &self,
         algorithm: &'static dyn VerificationAlgorithm,
@@ -271,6 +382,34 @@ impl PublicKey {
         UnparsedPublicKey::new(algorithm, &self.raw)
             .verify(message, signature)
             .map_err(|_| SignatureError::Invalid)
+    }
+}
+
+/// The schemes `accepted` allows for a key of `kind`, the newest cosign's first.
+fn cosign_schemes(kind: KeyKind, accepted: AcceptedDigests) -> &'static [CosignScheme] {
+    use CosignScheme::{Ed25519ph, Hashed, PureEd25519};
+    use SignatureDigest::{Sha256 as S256, Sha384 as S384, Sha512 as S512};
+    match (accepted, kind) {
+        // sigstore `GetDefaultPublicKeyDetails`, then SHA-256 as cosign before 2.5 and
+        // sigstore-go's compatibility verifier for P-384 and P-521.
+        (AcceptedDigests::CosignDefaults, KeyKind::EcdsaP256 | KeyKind::Rsa) => &[Hashed(S256)],
+        (AcceptedDigests::CosignDefaults, KeyKind::EcdsaP384) => &[Hashed(S384), Hashed(S256)],
+        (AcceptedDigests::CosignDefaults, KeyKind::EcdsaP521) => &[Hashed(S512), Hashed(S256)],
+        (AcceptedDigests::CosignDefaults, KeyKind::Ed25519)
+        | (AcceptedDigests::Only(S512), KeyKind::Ed25519) => &[Ed25519ph, PureEd25519],
+        (AcceptedDigests::Only(S256 | S384), KeyKind::Ed25519) => &[PureEd25519],
+        (
+            AcceptedDigests::Only(S256),
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::Rsa,
+        ) => &[Hashed(S256)],
+        (
+            AcceptedDigests::Only(S384),
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::Rsa,
+        ) => &[Hashed(S384)],
+        (
+            AcceptedDigests::Only(S512),
+            KeyKind::EcdsaP256 | KeyKind::EcdsaP384 | KeyKind::EcdsaP521 | KeyKind::Rsa,
+        ) => &[Hashed(S512)],
     }
 }
 

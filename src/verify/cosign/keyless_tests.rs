@@ -69,6 +69,9 @@ struct LeafSpec {
     sct_over_other_tbs: bool,
     /// Valid for ten minutes around the present, instead of from 2025-01-01.
     valid_now: bool,
+    /// The leaf key's algorithm, which [`Sigstore::sign`] signs the payload with
+    /// (`cosign sign --signing-algorithm`).
+    leaf_alg: &'static rcgen::SignatureAlgorithm,
 }
 
 impl Default for LeafSpec {
@@ -80,6 +83,7 @@ impl Default for LeafSpec {
             with_sct: true,
             sct_over_other_tbs: false,
             valid_now: false,
+            leaf_alg: &PKCS_ECDSA_P256_SHA256,
         }
     }
 }
@@ -111,7 +115,7 @@ impl Sigstore {
         let inter_spki = inter_key.subject_public_key_info();
         let inter_issuer = Issuer::new(inter_params, inter_key);
 
-        let leaf_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let leaf_key = KeyPair::generate_for(spec.leaf_alg).unwrap();
         let ct_key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
         let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         leaf_params.subject_alt_names = spec.sans.clone();
@@ -225,11 +229,23 @@ impl Sigstore {
 
     /// A hashedrekord 0.0.1 entry for (payload, signature, leaf) and its SET.
     fn bundle(&self, payload: &[u8], signature: &[u8], integrated_time: i64, kind: &str) -> String {
+        let hash = serde_json::json!({"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))});
+        self.bundle_logging(hash, signature, integrated_time, kind)
+    }
+
+    /// [`Self::bundle`] with the entry's `data.hash` given.
+    fn bundle_logging(
+        &self,
+        hash: serde_json::Value,
+        signature: &[u8],
+        integrated_time: i64,
+        kind: &str,
+    ) -> String {
         let body = serde_json::json!({
             "apiVersion": "0.0.1",
             "kind": kind,
             "spec": {
-                "data": {"hash": {"algorithm": "sha256", "value": hex::encode(Sha256::digest(payload))}},
+                "data": {"hash": hash},
                 "signature": {
                     "content": B64.encode(signature),
                     "publicKey": {"content": B64.encode(self.leaf_pem.as_bytes())}
@@ -251,8 +267,13 @@ impl Sigstore {
 
     /// A complete, valid layer for `image()`, logged 60 s into the leaf's validity.
     fn layer(&self) -> SignatureLayer {
+        self.layer_signed_by(|payload| self.sign(payload))
+    }
+
+    /// [`Self::layer`] with the payload signed by `sign`.
+    fn layer_signed_by(&self, sign: impl Fn(&[u8]) -> Vec<u8>) -> SignatureLayer {
         let payload = payload_for(&image());
-        let signature = self.sign(&payload);
+        let signature = sign(&payload);
         let bundle = self.bundle(
             &payload,
             &signature,
@@ -301,6 +322,99 @@ fn generated_keyless_signature_is_trusted_long_after_the_leaf_expired() {
     };
     assert_eq!(signer.identity, SAN);
     assert_eq!(signer.issuer.as_deref(), Some(ISSUER));
+}
+
+#[test]
+fn keyless_leaves_sign_with_their_default_hash_or_sha256() {
+    use rcgen::{PKCS_ECDSA_P521_SHA256, PKCS_ECDSA_P521_SHA384, PKCS_ECDSA_P521_SHA512};
+    // `cosign sign --signing-algorithm`: the ephemeral key signs as sigstore's default
+    // signer for it does (P-384 SHA-384, P-521 SHA-512); older clients signed SHA-256;
+    // rcgen signs Ed25519 pure.
+    for alg in [
+        &PKCS_ECDSA_P384_SHA384,
+        &PKCS_ECDSA_P521_SHA512,
+        &PKCS_ECDSA_P521_SHA256,
+        &PKCS_ED25519,
+    ] {
+        let s = Sigstore::new(LeafSpec {
+            leaf_alg: alg,
+            ..LeafSpec::default()
+        });
+        let v = run(&s.layer(), &s.policy(), at(0));
+        assert!(matches!(v, Verdict::Trusted(_)), "{alg:?}: {v:?}");
+        let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+        let v = run_bundle(&b, &s.bundle_policy(), at(0));
+        assert!(matches!(v, Verdict::Trusted(_)), "{alg:?} bundle: {v:?}");
+    }
+    // An Ed25519 leaf signing Ed25519ph, as sigstore's default signer with WithED25519ph.
+    let s = Sigstore::new(LeafSpec {
+        leaf_alg: &PKCS_ED25519,
+        ..LeafSpec::default()
+    });
+    // The seed of an RFC 8410 PKCS#8 Ed25519 key: bytes 16..48, in v1 and v2 alike.
+    let pkcs8 = s.leaf_key.serialize_der();
+    let seed: [u8; 32] = pkcs8[16..48].try_into().unwrap();
+    let signer = ed25519_dalek::SigningKey::from_bytes(&seed);
+    assert!(s
+        .leaf_key
+        .subject_public_key_info()
+        .ends_with(signer.verifying_key().as_bytes()));
+    let prehashed = s.layer_signed_by(|payload| {
+        signer
+            .sign_prehashed(sha2::Sha512::new_with_prefix(payload), None)
+            .unwrap()
+            .to_bytes()
+            .to_vec()
+    });
+    let v = run(&prehashed, &s.policy(), at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "Ed25519ph: {v:?}");
+    // Neither the key's default nor SHA-256: P-521 over SHA-384 is not this signature.
+    let s = Sigstore::new(LeafSpec {
+        leaf_alg: &PKCS_ECDSA_P521_SHA384,
+        ..LeafSpec::default()
+    });
+    assert!(matches!(
+        rejected(&run(&s.layer(), &s.policy(), at(0))),
+        Rejection::Tampered(_)
+    ));
+}
+
+#[test]
+fn a_rekor_entry_may_log_the_payload_under_sha256_sha384_or_sha512() {
+    // cosign logs the digest it signed: for a P-384 key from 2.5 on, SHA-384.
+    let s = Sigstore::new(LeafSpec {
+        leaf_alg: &PKCS_ECDSA_P384_SHA384,
+        ..LeafSpec::default()
+    });
+    let payload = payload_for(&image());
+    let signature = s.sign(&payload);
+    let logging = |algorithm: &str, value: String| {
+        let mut layer = s.layer_signed_by(|_| signature.clone());
+        layer.bundle_json = Some(s.bundle_logging(
+            serde_json::json!({"algorithm": algorithm, "value": value}),
+            &signature,
+            (NOT_BEFORE_UNIX + 60) as i64,
+            "hashedrekord",
+        ));
+        run(&layer, &s.policy(), at(0))
+    };
+    let sha384 = |m: &[u8]| hex::encode(sha2::Sha384::digest(m));
+    for (algorithm, value) in [
+        ("sha256", hex::encode(Sha256::digest(&payload))),
+        ("sha384", sha384(&payload)),
+        ("sha512", hex::encode(sha2::Sha512::digest(&payload))),
+    ] {
+        let v = logging(algorithm, value);
+        assert!(matches!(v, Verdict::Trusted(_)), "{algorithm}: {v:?}");
+    }
+    assert!(matches!(
+        rejected(&logging("sha384", sha384(b"another payload"))),
+        Rejection::Tampered(_)
+    ));
+    assert!(matches!(
+        rejected(&logging("sha1", "00".repeat(20))),
+        Rejection::UnsupportedAlgorithm(_)
+    ));
 }
 
 #[test]

@@ -57,7 +57,7 @@ pub mod sct;
 
 pub use bundle::SigstoreBundle;
 pub use cert::{LeafIdentity, ParsedCertificate};
-pub use key::{KeyKind, PublicKey, SignatureDigest};
+pub use key::{AcceptedDigests, KeyKind, PublicKey, SignatureDigest};
 pub use layer::SignatureLayer;
 pub use payload::{DockerReferenceCheck, SimpleSigning};
 pub use policy::{CosignPolicy, KeylessIdentity, Matcher, PolicyError, TrustedKey, TrustedRoot};
@@ -185,7 +185,8 @@ fn verify_with_key(
 
 /// Finds the trusted key whose signature over `payload` verifies (cosign
 /// `pkg/cosign/verify.go` `VerifyImageSignature`: the payload bytes as stored, not a
-/// re-serialization).
+/// re-serialization), with a hash the key accepts ([`TrustedKey::digests`]: SHA-256 as
+/// older cosign signs, or the key's sigstore default as cosign 2.5 and later sign).
 ///
 /// # Errors
 ///
@@ -197,7 +198,7 @@ pub fn check_key_signature<'a>(
     signature: &[u8],
 ) -> Result<&'a TrustedKey, Rejection> {
     keys.iter()
-        .find(|k| k.key.verify_message(k.digest, payload, signature).is_ok())
+        .find(|k| k.key.verify_cosign(k.digests, payload, signature).is_ok())
         .ok_or_else(|| {
             Rejection::UntrustedRoot(
                 "signature does not verify under any trusted key (or the payload was altered)"
@@ -300,8 +301,13 @@ fn verify_keyless(
     })
 }
 
-/// Verifies the payload signature with the certificate's key (cosign
-/// `pkg/cosign/verify.go` `ValidateAndUnpackCert` loads it with `crypto.SHA256`). The
+/// Verifies the payload signature with the certificate's key. cosign before 2.5 signed
+/// with SHA-256 and verifies so (`pkg/cosign/verify.go` `ValidateAndUnpackCert` loads the
+/// key with `crypto.SHA256`); a Fulcio key made with `cosign sign --signing-algorithm`
+/// signs with its sigstore default hash (P-384 SHA-384, P-521 SHA-512, Ed25519ph), which
+/// sigstore-go accepts beside SHA-256 (`pkg/verify/signature.go`,
+/// `compatSignatureVerifier`). Both are accepted ([`AcceptedDigests::CosignDefaults`]);
+/// cosign's `--signature-digest-algorithm` applies to keys, not certificates. The
 /// `sigstore` crate's identity checks skip this; here it is required.
 ///
 /// # Errors
@@ -314,7 +320,7 @@ pub fn check_leaf_signature(
     signature: &[u8],
 ) -> Result<(), Rejection> {
     leaf.public_key()?
-        .verify_message(SignatureDigest::Sha256, payload, signature)
+        .verify_cosign(AcceptedDigests::CosignDefaults, payload, signature)
         .map_err(|e| match e {
             key::SignatureError::Invalid => Rejection::Tampered(
                 "signature does not verify with the certificate's key".to_owned(),
@@ -433,6 +439,8 @@ pub fn fuzz_signature(data: &[u8]) {
     }
 }
 
+#[cfg(test)]
+mod digest_tests;
 #[cfg(test)]
 mod keyless_tests;
 #[cfg(test)]

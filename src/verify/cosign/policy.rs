@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use super::cert::{CertificateError, ParsedCertificate};
-use super::key::{KeyError, PublicKey, SignatureDigest};
+use super::key::{AcceptedDigests, KeyError, PublicKey, SignatureDigest};
 use super::payload::DockerReferenceCheck;
 use crate::verify::notation::chain::Cert;
 
@@ -87,8 +87,10 @@ pub struct FulcioCa {
 pub struct TrustedKey {
     pub name: String,
     pub key: PublicKey,
-    /// cosign `--signature-digest-algorithm` (default sha256, whatever the curve).
-    pub digest: SignatureDigest,
+    /// The hashes its signatures may use: every one some cosign version signs with for
+    /// this key (SHA-256, or the key's sigstore default), unless the operator set one
+    /// (cosign `--signature-digest-algorithm`, [`TrustedKey::with_digest`]).
+    pub digests: AcceptedDigests,
 }
 
 /// One accepted keyless signer: a SAN matcher and, optionally, an OIDC issuer matcher.
@@ -206,7 +208,8 @@ struct WireChain {
 // === impl TrustedKey ===
 
 impl TrustedKey {
-    /// A key from its PEM file, with cosign's default digest (SHA-256).
+    /// A key from its PEM file, accepting the hashes any cosign version signs with
+    /// ([`AcceptedDigests::CosignDefaults`]).
     ///
     /// # Errors
     ///
@@ -220,8 +223,18 @@ impl TrustedKey {
         Ok(Self {
             name,
             key,
-            digest: SignatureDigest::Sha256,
+            digests: AcceptedDigests::CosignDefaults,
         })
+    }
+
+    /// This key with a digest set by the operator (cosign `verify
+    /// --signature-digest-algorithm`): only signatures over that hash verify.
+    #[must_use]
+    pub fn with_digest(self, digest: SignatureDigest) -> Self {
+        Self {
+            digests: AcceptedDigests::Only(digest),
+            ..self
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
+use sha2::{Digest as _, Sha256, Sha384, Sha512};
 
 use super::key::SignatureDigest;
 use super::layer::MAX_BUNDLE_JSON_BYTES;
@@ -190,9 +190,10 @@ pub fn verify_set(bundle: &RekorBundle, rekor_keys: &[LogKey]) -> Result<SystemT
 }
 
 /// Checks that the logged entry is this signature: body kind `hashedrekord` or `rekord`
-/// 0.0.1, data hash = SHA-256 of the payload, signature = the layer's signature, and the
-/// public key = the signing certificate (or key). cosign `pkg/cosign/verify.go`
-/// `VerifyBundle` compares exactly these (the `sigstore` crate does not).
+/// 0.0.1, data hash = the payload's SHA-256, SHA-384 or SHA-512 as the entry names it,
+/// signature = the layer's signature, and the public key = the signing certificate (or
+/// key). cosign `pkg/cosign/verify.go` `VerifyBundle` compares exactly these (the
+/// `sigstore` crate does not).
 ///
 /// # Errors
 ///
@@ -234,16 +235,20 @@ pub fn check_entry_body(
     let hash = spec.data.hash.ok_or_else(|| {
         Rejection::UnsupportedAlgorithm("Rekor entry without a data hash".to_owned())
     })?;
-    if hash.algorithm != "sha256" {
-        return Err(Rejection::UnsupportedAlgorithm(format!(
-            "Rekor data hash {}",
-            hash.algorithm
-        )));
-    }
-    if !hash
-        .value
-        .eq_ignore_ascii_case(&hex::encode(Sha256::digest(signed_payload)))
-    {
+    // Rekor `hashedrekord_v0_0_1_schema.json`: sha256, sha384 or sha512. cosign logs the
+    // digest it signed, which from 2.5 on is the key's default hash (`key` module docs):
+    // SHA-384 for P-384, SHA-512 for P-521 and Ed25519ph.
+    let ours = match hash.algorithm.as_str() {
+        "sha256" => hex::encode(Sha256::digest(signed_payload)),
+        "sha384" => hex::encode(Sha384::digest(signed_payload)),
+        "sha512" => hex::encode(Sha512::digest(signed_payload)),
+        other => {
+            return Err(Rejection::UnsupportedAlgorithm(format!(
+                "Rekor data hash {other}"
+            )))
+        }
+    };
+    if !hash.value.eq_ignore_ascii_case(&ours) {
         return Err(Rejection::Tampered(
             "Rekor entry logs another payload".to_owned(),
         ));
