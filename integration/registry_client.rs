@@ -521,6 +521,85 @@ async fn a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema() {
     }
 }
 
+/// Stand-in (a real registry answers the spec's 404): registries and proxies that answer
+/// the referrers path with other codes have no API either, and the tag schema is read; a
+/// server error stays an error.
+#[tokio::test]
+async fn referrers_answered_with_a_no_api_status_fall_back_to_the_tag_schema() {
+    let subject = Digest::sha256(b"subject");
+    let tag = subject.tag_form();
+    let tagged = serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(9, NOTATION)]}),
+    )
+    .unwrap();
+    for code in [400, 405, 406, 501, 500] {
+        let (tag, tagged) = (tag.clone(), tagged.clone());
+        let server = StandIn::start(move |request| {
+            let (tag, tagged) = (tag.clone(), tagged.clone());
+            async move {
+                let path = request.uri().path();
+                if path.contains("/referrers/") {
+                    respond(StatusCode::from_u16(code).unwrap(), &[], Vec::new())
+                } else if path.ends_with(&format!("/manifests/{tag}")) {
+                    respond(StatusCode::OK, &[("content-type", OCI_INDEX)], tagged)
+                } else {
+                    respond(StatusCode::NOT_FOUND, &[], Vec::new())
+                }
+            }
+        })
+        .await;
+        let found = server
+            .client()
+            .referrers(&server.repo(), &subject, Some(NOTATION))
+            .await;
+        if code == 500 {
+            assert!(
+                matches!(found, Err(Error::Status { code: 500, .. })),
+                "{found:?}"
+            );
+            continue;
+        }
+        let digests: Vec<Digest> = found
+            .unwrap_or_else(|e| panic!("HTTP {code}: {e}"))
+            .iter()
+            .map(|d| d.digest.clone())
+            .collect();
+        assert_eq!(digests, vec![Digest::sha256(&[9])], "HTTP {code}");
+    }
+}
+
+/// Stand-in: a registry (GitLab's) that answers the `sha256-<hex>` tag with the manifest
+/// of that digest holds no referrers index there: no referrers, not an error.
+#[tokio::test]
+async fn a_referrers_tag_answered_with_the_image_itself_means_no_referrers() {
+    let subject = Digest::sha256(b"subject");
+    let tag = subject.tag_form();
+    let image = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256(b"c").to_string(), "size": 1},
+        "layers": [],
+    }))
+    .unwrap();
+    let server = StandIn::start(move |request| {
+        let (tag, image) = (tag.clone(), image.clone());
+        async move {
+            if request.uri().path().ends_with(&format!("/manifests/{tag}")) {
+                respond(StatusCode::OK, &[("content-type", OCI_MANIFEST)], image)
+            } else {
+                respond(StatusCode::NOT_FOUND, &[], Vec::new())
+            }
+        }
+    })
+    .await;
+    let found = server
+        .client()
+        .referrers(&server.repo(), &subject, None)
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+}
+
 #[tokio::test]
 async fn referrers_api_stops_at_the_page_limit() {
     let server = StandIn::start(|request| async move {

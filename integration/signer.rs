@@ -28,6 +28,7 @@ pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 const EMPTY_CONFIG: &str = "application/vnd.oci.empty.v1+json";
+pub const COSIGN_SIG_ARTIFACT: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
 /// A cosign key pair.
 pub struct KeySigner {
@@ -134,6 +135,147 @@ impl KeySigner {
             json!({"mediaType": image_media_type, "digest": image_digest, "size": image_size});
         push_referrer(registry, repo, image_digest, BUNDLE_V03, &bundle, subject).await;
     }
+
+    /// Signs `repo@image_digest` as cosign v3 stores a bundle on a registry without the
+    /// referrers API: the referrer manifest `WriteReferrer` writes (empty config, the
+    /// bundle's artifact type, the predicate type annotation), listed in the referrers
+    /// tag schema index the way go-containerregistry lists it, by its config's media type
+    /// (`application/vnd.oci.empty.v1+json`). Keeps the index's other entries.
+    pub async fn sign_bundle_as_cosign_lists_it(
+        &self,
+        registry: &Registry,
+        repo: &str,
+        image_digest: &str,
+        image_size: u64,
+        image_media_type: &str,
+    ) {
+        let bundle = self.bundle(registry, repo, image_digest);
+        let empty = b"{}";
+        let config_digest = registry.push_blob(repo, empty).await.unwrap();
+        let blob_digest = registry.push_blob(repo, &bundle).await.unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": BUNDLE_V03,
+            "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": empty.len()},
+            "layers": [{"mediaType": BUNDLE_V03, "digest": blob_digest, "size": bundle.len()}],
+            "subject": {"mediaType": image_media_type, "digest": image_digest, "size": image_size},
+            "annotations": {
+                "dev.sigstore.bundle.content": "dsse-envelope",
+                "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
+            },
+        });
+        list_referrer(registry, repo, image_digest, &manifest, EMPTY_CONFIG).await;
+    }
+
+    /// Signs `repo@image_digest` in the legacy simple-signing format stored as an OCI
+    /// referrer, as `cosign sign --registry-referrers-mode=oci-1-1` does without the new
+    /// bundle format (`WriteSignaturesExperimentalOCI`: the `.sig` manifest with the
+    /// config media type `application/vnd.dev.cosign.artifact.sig.v1+json` and a
+    /// subject, no tag), listed by that type in the referrers tag schema index.
+    pub async fn sign_legacy_as_referrer(
+        &self,
+        registry: &Registry,
+        repo: &str,
+        image_digest: &str,
+        image_size: u64,
+        image_media_type: &str,
+    ) {
+        let reference = format!("{}/{repo}", registry.host());
+        let signature = self.legacy(Self::payload(&reference, image_digest));
+        let config = b"{}";
+        let config_digest = registry.push_blob(repo, config).await.unwrap();
+        let layer_digest = registry.push_blob(repo, &signature.payload).await.unwrap();
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": COSIGN_SIG_ARTIFACT, "digest": config_digest, "size": config.len()},
+            "layers": [{
+                "mediaType": SIMPLE_SIGNING,
+                "digest": layer_digest,
+                "size": signature.payload.len(),
+                "annotations": signature.annotations,
+            }],
+            "subject": {"mediaType": image_media_type, "digest": image_digest, "size": image_size},
+        });
+        list_referrer(registry, repo, image_digest, &manifest, COSIGN_SIG_ARTIFACT).await;
+    }
+
+    /// A Sigstore bundle v0.3 (key-based, no tlog entry) signing `repo@image_digest`.
+    fn bundle(&self, registry: &Registry, repo: &str, image_digest: &str) -> Vec<u8> {
+        let statement = serde_json::to_vec(&json!({
+            "_type": "https://in-toto.io/Statement/v1",
+            "subject": [{
+                "name": format!("{}/{repo}", registry.host()),
+                "digest": {"sha256": image_digest.trim_start_matches("sha256:")}
+            }],
+            "predicateType": "https://sigstore.dev/cosign/sign/v1",
+            "predicate": {}
+        }))
+        .unwrap();
+        let payload_type = "application/vnd.in-toto+json";
+        let pae = format!(
+            "DSSEv1 {} {} {} ",
+            payload_type.len(),
+            payload_type,
+            statement.len()
+        );
+        let mut message = pae.into_bytes();
+        message.extend_from_slice(&statement);
+        serde_json::to_vec(&json!({
+            "mediaType": BUNDLE_V03,
+            "verificationMaterial": {"publicKey": {"hint": "test-key"}},
+            "dsseEnvelope": {
+                "payload": B64.encode(&statement),
+                "payloadType": payload_type,
+                "signatures": [{"sig": B64.encode(self.sign(&message)), "keyid": ""}]
+            }
+        }))
+        .unwrap()
+    }
+}
+
+/// Pushes `manifest` by its digest and adds it to the referrers tag schema index of
+/// `image_digest` (created if missing), listed with `artifact_type`; returns the
+/// manifest's digest.
+pub async fn list_referrer(
+    registry: &Registry,
+    repo: &str,
+    image_digest: &str,
+    manifest: &serde_json::Value,
+    artifact_type: &str,
+) -> String {
+    let manifest = serde_json::to_vec(manifest).unwrap();
+    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
+    registry
+        .push_manifest(repo, &manifest_digest, OCI_MANIFEST, &manifest)
+        .await
+        .unwrap();
+    let tag = image_digest.replace(':', "-");
+    let mut entries = match registry.manifest(repo, &tag).await {
+        Ok((_, index)) => serde_json::from_slice::<serde_json::Value>(&index).unwrap()["manifests"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default(),
+        Err(_) => Vec::new(),
+    };
+    entries.push(json!({
+        "mediaType": OCI_MANIFEST,
+        "digest": manifest_digest,
+        "size": manifest.len(),
+        "artifactType": artifact_type,
+    }));
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": entries,
+    }))
+    .unwrap();
+    registry
+        .push_manifest(repo, &tag, OCI_INDEX, &index)
+        .await
+        .unwrap();
+    manifest_digest
 }
 
 /// Pushes a `.sig` manifest holding `signatures` as layers, replacing any earlier one.

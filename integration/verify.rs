@@ -133,6 +133,97 @@ async fn bundle_referrer_is_trusted_on_a_registry_without_the_referrers_api() {
     assert_eq!(json["signer"]["signed_digest"], digest.as_str());
 }
 
+/// cosign v3's default on a registry without the referrers API (distribution, GHCR,
+/// Docker Hub): the referrers index lists the bundle by its config's empty media type.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bundle_referrer_listed_by_its_empty_config_type_is_trusted() {
+    let f = Fixture::new().await;
+    let (digest, image) = f.image("listed").await;
+    let (code, json) = f.verify(&f.reference("listed"), &[]);
+    assert_eq!(code, REJECTED, "{json}");
+    f.signer
+        .sign_bundle_as_cosign_lists_it(
+            &f.registry,
+            "listed",
+            &digest,
+            image.manifest_size() as u64,
+            image.manifest_media_type(),
+        )
+        .await;
+    let (code, json) = f.verify(&f.reference("listed"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+}
+
+/// `cosign sign --registry-referrers-mode=oci-1-1` in the legacy format: a simple-signing
+/// manifest attached as a referrer, with no `.sig` tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn legacy_signature_stored_as_a_referrer_is_trusted() {
+    let f = Fixture::new().await;
+    let (digest, image) = f.image("oci11").await;
+    f.signer
+        .sign_legacy_as_referrer(
+            &f.registry,
+            "oci11",
+            &digest,
+            image.manifest_size() as u64,
+            image.manifest_media_type(),
+        )
+        .await;
+    let (code, json) = f.verify(&f.reference("oci11"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+    // Signed by another key: found, and not trusted.
+    let stranger = KeySigner::generate();
+    let (other, other_image) = f.image("oci11-other").await;
+    stranger
+        .sign_legacy_as_referrer(
+            &f.registry,
+            "oci11-other",
+            &other,
+            other_image.manifest_size() as u64,
+            other_image.manifest_media_type(),
+        )
+        .await;
+    let (code, json) = f.verify(&f.reference("oci11-other"), &[]);
+    assert_eq!(code, REJECTED, "{json}");
+    assert_ne!(reason(&json), "no_signature", "{json}");
+}
+
+/// One of cosign's two places failing (a referrer listed but gone) does not hide a
+/// trusted signature in the other; with nothing trusted, the failure is the outcome.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_referrers_lookup_hides_no_tagged_signature_and_is_reported_otherwise() {
+    let f = Fixture::new().await;
+    for repo in ["tagged", "untagged"] {
+        let (digest, image) = f.image(repo).await;
+        f.signer
+            .sign_bundle_as_cosign_lists_it(
+                &f.registry,
+                repo,
+                &digest,
+                image.manifest_size() as u64,
+                image.manifest_media_type(),
+            )
+            .await;
+        let (_, index) = f
+            .registry
+            .manifest(repo, &digest.replace(':', "-"))
+            .await
+            .unwrap();
+        let index: Value = serde_json::from_slice(&index).unwrap();
+        let listed = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+        f.registry.delete_manifest(repo, &listed).await.unwrap();
+        if repo == "tagged" {
+            f.signer.sign_legacy(&f.registry, repo, &digest).await;
+        }
+    }
+    let (code, json) = f.verify(&f.reference("tagged"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    let (code, json) = f.verify(&f.reference("untagged"), &[]);
+    assert_eq!(code, ERROR, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_image_is_rejected_with_no_signature() {
     let f = Fixture::new().await;

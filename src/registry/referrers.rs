@@ -19,6 +19,8 @@ pub const ARTIFACT_TYPE_FILTER: &str = "artifactType";
 const FILTERS_APPLIED: &str = "oci-filters-applied";
 /// The suffix of cosign's signature tag, `sha256-<hex>.sig`.
 const COSIGN_SIGNATURE_SUFFIX: &str = ".sig";
+/// HTTP statuses of a referrers request that mean the registry has no referrers API.
+const NO_REFERRERS_API: [u16; 4] = [400, 405, 406, 501];
 
 // === impl Client ===
 
@@ -30,14 +32,15 @@ impl Client {
     /// `Content-Type` (a catch-all page, a JSON error under `200 OK`) is taken not to have
     /// it either, as the ORAS client Notation uses takes it (`referrersByAPI` in oras-go).
     /// Either way the referrers tag schema is read instead: the `<alg>-<hex>` tag holding
-    /// an image index, which is where those clients push to such a registry. No
-    /// referrers is an empty list. Each host that may pull is asked in turn (a mirror
+    /// an image index, which is where those clients push to such a registry (an image
+    /// manifest there is no index of referrers: none). No referrers is an empty list. Each host that may pull is asked in turn (a mirror
     /// first, [`Client::hosts`]) until one has a referrer of that type.
     ///
     /// # Errors
     ///
-    /// [`Error::TooManyPages`]; [`Error::UnexpectedKind`] when an answer is not an index;
-    /// fetch errors other than the 404s that mean "none".
+    /// [`Error::TooManyPages`]; [`Error::UnexpectedKind`] when an API answer is not an
+    /// index; fetch errors other than those that mean "none" (a 404, and for the API the
+    /// statuses of [`NO_REFERRERS_API`]).
     #[tracing::instrument(name = "registry", skip_all, fields(%repo, %subject, artifact_type))]
     pub async fn referrers(
         &self,
@@ -62,6 +65,13 @@ impl Client {
             Ok(Some(found)) => Ok(found),
             Ok(None) | Err(Error::NotFound { .. }) => {
                 tracing::debug!(%repo, %subject, "no referrers API, reading the referrers tag");
+                self.referrers_tag(host, repo, subject, artifact_type).await
+            }
+            // Registries without the API answer its path with other codes than the
+            // spec's 404: 400 and 406 (Artifactory, read as "no API" by go-containerregistry,
+            // which cosign uses), 405 and 501 (proxies and servers with no such route).
+            Err(Error::Status { code, .. }) if NO_REFERRERS_API.contains(&code) => {
+                tracing::debug!(%repo, %subject, code, "the referrers API is not served, reading the referrers tag");
                 self.referrers_tag(host, repo, subject, artifact_type).await
             }
             Err(error) => Err(error),
@@ -191,11 +201,12 @@ impl Client {
                     .into_iter()
                     .filter(|d| matches(d, artifact_type))
                     .collect()),
-                Manifest::Image(_) => Err(Error::UnexpectedKind {
-                    what: format!("referrers tag {repo}:{tag}"),
-                    found: "image manifest",
-                    expected: "image index",
-                }),
+                // Some registries (GitLab's) answer a `sha256-<hex>` tag with the manifest
+                // of that digest; no client wrote a referrers index there.
+                Manifest::Image(_) => {
+                    tracing::debug!(%repo, %tag, "the referrers tag holds an image manifest, not an index: no referrers");
+                    Ok(Vec::new())
+                }
             },
             Err(Error::NotFound { .. }) => Ok(Vec::new()),
             Err(error) => Err(error),

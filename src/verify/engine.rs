@@ -9,7 +9,7 @@
 //!    once; concurrent callers for the same key share one verification.
 //! 3. **Discover** signatures through the registry client (size- and time-bounded,
 //!    every byte digest-checked): cosign's `sha256-<hex>.sig` tag, and Sigstore bundles
-//!    attached as OCI referrers.
+//!    and simple-signing manifests attached as OCI referrers.
 //! 4. **Verify** with the policy's verifier.
 //! 5. **Multi-arch**: a signature on an image index covers the platform manifests it
 //!    lists; a signature on a platform manifest covers that manifest. When the index
@@ -47,6 +47,65 @@ const SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX: &str = "application/vnd.dev.sigstore.bu
 /// The artifact type of Notation signatures (Notary Project signature specification,
 /// "Storage").
 const NOTATION_ARTIFACT_TYPE: &str = "application/vnd.cncf.notary.signature";
+
+/// The artifact type of cosign's simple-signing signatures stored as OCI 1.1 referrers
+/// (cosign `ArtifactType("sig")`, the config media type of the manifest
+/// `WriteSignaturesExperimentalOCI` writes).
+const COSIGN_SIG_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
+
+/// The descriptor annotation in which cosign names a bundle referrer's predicate type
+/// (`WriteAttestationNewBundleFormat`).
+const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
+
+/// The empty descriptor's media type (OCI image spec v1.1, "Guidance for an Empty
+/// Descriptor").
+const OCI_EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
+
+/// What a referrer is to cosign, by its artifact type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ReferrerKind {
+    Bundle,
+    SimpleSigning,
+    /// Listed with no artifact type, or the empty one: its manifest tells.
+    Unknown,
+    Other,
+}
+
+/// What cosign stores as referrers of an image, read from the registry.
+#[derive(Default)]
+struct Referred {
+    layers: Vec<SignatureLayer>,
+    bundles: Vec<SigstoreBundle>,
+    malformed: Option<String>,
+}
+
+fn is_bundle_type(media_type: &str) -> bool {
+    media_type.starts_with(SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX)
+}
+
+/// A referrer's kind by an artifact type (or a config media type standing for one).
+fn artifact_kind(artifact_type: &str) -> ReferrerKind {
+    match artifact_type {
+        t if is_bundle_type(t) => ReferrerKind::Bundle,
+        COSIGN_SIG_ARTIFACT_TYPE => ReferrerKind::SimpleSigning,
+        "" | OCI_EMPTY_MEDIA_TYPE => ReferrerKind::Unknown,
+        _ => ReferrerKind::Other,
+    }
+}
+
+/// A referrer's kind by its descriptor; a bundle whose descriptor names another
+/// predicate than cosign's signing one is no signature.
+fn cosign_referrer(referrer: &Descriptor) -> ReferrerKind {
+    let kind = artifact_kind(referrer.artifact_type.as_deref().unwrap_or_default());
+    let attestation = referrer
+        .annotations
+        .get(BUNDLE_PREDICATE_ANNOTATION)
+        .is_some_and(|p| p != cosign::bundle::COSIGN_SIGN_PREDICATE_TYPE);
+    match kind {
+        ReferrerKind::Bundle | ReferrerKind::Unknown if attestation => ReferrerKind::Other,
+        kind => kind,
+    }
+}
 
 /// A verification that cannot finish.
 #[derive(Debug, thiserror::Error)]
@@ -463,11 +522,33 @@ impl Job {
         policy: &Arc<CosignPolicy>,
         digest: &Digest,
     ) -> Result<Verdict, Error> {
-        // Both storage formats at once: two lookups, one round trip of waiting.
-        let ((layers, mut malformed), (bundles, bundle_malformed)) =
-            tokio::try_join!(self.cosign_layers(digest), self.sigstore_bundles(digest))?;
-        malformed = malformed.or(bundle_malformed);
+        // Both places cosign stores signatures at once: two lookups, one round trip of
+        // waiting. A lookup that fails does not hide what the other found: a signature
+        // found and trusted is trusted however the other lookup went; otherwise its
+        // error is the outcome, since the signature it would have found is unknown.
+        let (tagged, referred) =
+            tokio::join!(self.cosign_layers(digest), self.cosign_referrers(digest));
+        let (mut layers, mut bundles, mut malformed, mut failed) =
+            (Vec::new(), Vec::new(), None, None);
+        match tagged {
+            Ok((found, reason)) => (layers, malformed) = (found, reason),
+            Err(error) => failed = Some(error),
+        }
+        match referred {
+            Ok(found) => {
+                layers.extend(found.layers);
+                bundles = found.bundles;
+                malformed = malformed.or(found.malformed);
+            }
+            Err(error) => {
+                tracing::debug!(%error, %digest, "cosign referrers lookup failed");
+                failed.get_or_insert(error);
+            }
+        }
         if layers.is_empty() && bundles.is_empty() {
+            if let Some(error) = failed {
+                return Err(error);
+            }
             if let Some(reason) = malformed {
                 return Ok(Verdict::Rejected(Rejection::Malformed(reason)));
             }
@@ -490,12 +571,14 @@ impl Job {
         .map_err(|_| Error::Aborted {
             image: format!("{}@{digest}", self.repository),
         })?;
-        Ok(match (verdict, malformed) {
-            (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
-                Verdict::Rejected(Rejection::Malformed(reason))
+        match (verdict, failed, malformed) {
+            (trusted @ Verdict::Trusted(_), _, _) => Ok(trusted),
+            (Verdict::Rejected(_), Some(error), _) => Err(error),
+            (Verdict::Rejected(Rejection::NoSignature(_)), None, Some(reason)) => {
+                Ok(Verdict::Rejected(Rejection::Malformed(reason)))
             }
-            (verdict, _) => verdict,
-        })
+            (verdict, None, _) => Ok(verdict),
+        }
     }
 
     /// The layers of cosign's `.sig` manifest for `digest`, each blob digest-checked, and
@@ -515,7 +598,24 @@ impl Job {
         };
         let mut layers = Vec::new();
         let mut malformed = None;
-        for layer in manifest.layers.iter().take(cosign::MAX_SIGNATURES) {
+        self.signature_layers(&manifest.layers, &mut layers, &mut malformed)
+            .await?;
+        Ok((layers, malformed))
+    }
+
+    /// Reads `descriptors` as cosign signature layers (simple-signing payloads with their
+    /// annotations) into `layers`, at most [`cosign::MAX_SIGNATURES`] in all; the first
+    /// reason a layer is not a usable signature goes to `malformed`.
+    async fn signature_layers(
+        &self,
+        descriptors: &[Descriptor],
+        layers: &mut Vec<SignatureLayer>,
+        malformed: &mut Option<String>,
+    ) -> Result<(), Error> {
+        for layer in descriptors {
+            if layers.len() >= cosign::MAX_SIGNATURES {
+                break;
+            }
             if usize::try_from(layer.size).map_or(true, |size| size > MAX_SIGNATURE_BLOB_BYTES) {
                 malformed.get_or_insert_with(|| {
                     format!("signature layer {} is {} bytes, over the {MAX_SIGNATURE_BLOB_BYTES}-byte limit", layer.digest, layer.size)
@@ -539,64 +639,103 @@ impl Job {
                 }
             }
         }
-        Ok((layers, malformed))
+        Ok(())
     }
 
-    /// Sigstore bundles attached to `digest` as OCI referrers (newer cosign releases
-    /// write signatures this way), each the single layer of a referrer manifest whose
-    /// artifact type is a Sigstore bundle media type.
-    async fn sigstore_bundles(
-        &self,
-        digest: &Digest,
-    ) -> Result<(Vec<SigstoreBundle>, Option<String>), Error> {
+    /// cosign signatures attached to `digest` as OCI referrers: Sigstore bundles (what
+    /// cosign v3 writes by default, `--new-bundle-format`), each the single bundle layer
+    /// of a manifest whose artifact type is a bundle media type; and simple-signing
+    /// manifests (cosign's `--registry-referrers-mode=oci-1-1` with the legacy format),
+    /// whose config media type is [`COSIGN_SIG_ARTIFACT_TYPE`] and whose layers are read
+    /// as the `.sig` tag's are.
+    ///
+    /// A referrer is judged by its descriptor's artifact type where that names one. The
+    /// referrers tag schema index go-containerregistry (cosign's registry library) keeps
+    /// on a registry without the referrers API lists each referrer with its config's media
+    /// type as artifact type (`commitSubjectReferrers` callers in `pkg/v1/remote/write.go`),
+    /// which for a bundle is the empty descriptor's type; such a referrer, or one listed
+    /// with no artifact type at all, is judged by its manifest. Bundles whose descriptor
+    /// names a predicate other than cosign's signing one (attestations, through the
+    /// `dev.sigstore.bundle.predicateType` annotation cosign sets) are left unread. At most
+    /// [`cosign::MAX_SIGNATURES`] referrer manifests are read.
+    async fn cosign_referrers(&self, digest: &Digest) -> Result<Referred, Error> {
         let referrers = self.registry.referrers(&self.repo, digest, None).await?;
-        let mut bundles = Vec::new();
-        let mut malformed = None;
-        let is_bundle =
-            |t: Option<&str>| t.is_some_and(|t| t.starts_with(SIGSTORE_BUNDLE_MEDIA_TYPE_PREFIX));
-        for referrer in referrers
+        let mut found = Referred::default();
+        let wanted = referrers
             .iter()
-            .filter(|r| is_bundle(r.artifact_type.as_deref()))
-            .take(cosign::MAX_SIGNATURES)
-        {
+            .filter(|r| cosign_referrer(r) != ReferrerKind::Other)
+            .take(cosign::MAX_SIGNATURES);
+        for referrer in wanted {
             let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
             let Manifest::Image(manifest) = fetched.manifest else {
-                malformed.get_or_insert_with(|| {
-                    format!("Sigstore bundle referrer {} is an index", referrer.digest)
-                });
+                if cosign_referrer(referrer) != ReferrerKind::Unknown {
+                    found.malformed.get_or_insert_with(|| {
+                        format!("cosign referrer {} is an index", referrer.digest)
+                    });
+                }
                 continue;
             };
-            let Some(layer) = manifest
-                .layers
-                .iter()
-                .find(|l| is_bundle(Some(&l.media_type)))
-            else {
-                malformed.get_or_insert_with(|| {
-                    format!(
-                        "Sigstore bundle referrer {} has no bundle layer",
-                        referrer.digest
-                    )
-                });
-                continue;
+            let kind = match cosign_referrer(referrer) {
+                ReferrerKind::Unknown => artifact_kind(
+                    manifest
+                        .artifact_type
+                        .as_deref()
+                        .unwrap_or(&manifest.config.media_type),
+                ),
+                kind => kind,
             };
-            if usize::try_from(layer.size).map_or(true, |size| size > MAX_BUNDLE_BYTES) {
-                malformed.get_or_insert_with(|| {
-                    format!(
-                        "Sigstore bundle {} is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
-                        layer.digest, layer.size
+            match kind {
+                ReferrerKind::Bundle => {
+                    self.bundle_layer(referrer, &manifest.layers, &mut found)
+                        .await?
+                }
+                ReferrerKind::SimpleSigning => {
+                    self.signature_layers(
+                        &manifest.layers,
+                        &mut found.layers,
+                        &mut found.malformed,
                     )
-                });
-                continue;
+                    .await?;
+                }
+                ReferrerKind::Unknown | ReferrerKind::Other => {}
             }
-            let json = self
-                .registry
-                .blob(&self.repo, &layer.digest, MAX_BUNDLE_BYTES)
-                .await?;
-            bundles.push(SigstoreBundle {
-                json: json.to_vec(),
-            });
         }
-        Ok((bundles, malformed))
+        Ok(found)
+    }
+
+    /// The bundle layer of a bundle referrer's manifest, read into `found`.
+    async fn bundle_layer(
+        &self,
+        referrer: &Descriptor,
+        layers: &[Descriptor],
+        found: &mut Referred,
+    ) -> Result<(), Error> {
+        let Some(layer) = layers.iter().find(|l| is_bundle_type(&l.media_type)) else {
+            found.malformed.get_or_insert_with(|| {
+                format!(
+                    "Sigstore bundle referrer {} has no bundle layer",
+                    referrer.digest
+                )
+            });
+            return Ok(());
+        };
+        if usize::try_from(layer.size).map_or(true, |size| size > MAX_BUNDLE_BYTES) {
+            found.malformed.get_or_insert_with(|| {
+                format!(
+                    "Sigstore bundle {} is {} bytes, over the {MAX_BUNDLE_BYTES}-byte limit",
+                    layer.digest, layer.size
+                )
+            });
+            return Ok(());
+        }
+        let json = self
+            .registry
+            .blob(&self.repo, &layer.digest, MAX_BUNDLE_BYTES)
+            .await?;
+        found.bundles.push(SigstoreBundle {
+            json: json.to_vec(),
+        });
+        Ok(())
     }
 
     /// This node's platform manifest in the index, if the index lists one.
