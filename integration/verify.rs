@@ -866,6 +866,55 @@ async fn config_file_verifiers_are_used_and_selectable() {
     );
 }
 
+/// A mirror whose referrers of the image are other artifacts (an SBOM) does not hide the
+/// cosign bundle the registry itself holds: the registry is asked next.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mirror_holding_other_referrers_does_not_hide_the_registrys_signature() {
+    let f = Fixture::new().await;
+    let mirror = Registry::start().await.unwrap();
+    let (digest, image) = f.image("app").await;
+    assert_eq!(mirror.push("app", "v1", &image).await.unwrap(), digest);
+    let subject = serde_json::json!({
+        "mediaType": image.manifest_media_type(),
+        "digest": digest,
+        "size": image.manifest_size(),
+    });
+    crate::signer::push_referrer(
+        &mirror,
+        "app",
+        &digest,
+        "application/spdx+json",
+        b"{}",
+        subject,
+    )
+    .await;
+    f.signer
+        .sign_bundle(
+            &f.registry,
+            "app",
+            &digest,
+            image.manifest_size() as u64,
+            image.manifest_media_type(),
+        )
+        .await;
+    let hosts = f.dir_path().join("certs.d");
+    let upstream = f.registry.host();
+    std::fs::create_dir_all(hosts.join(&upstream)).unwrap();
+    std::fs::write(
+        hosts.join(&upstream).join("hosts.toml"),
+        format!(
+            "server = \"http://{upstream}\"\n[host.\"http://{}\"]\n",
+            mirror.host()
+        ),
+    )
+    .unwrap();
+    let (code, json) = f.verify(
+        &f.reference("app"),
+        &["--hosts-dir", hosts.to_str().unwrap()],
+    );
+    assert_eq!(code, TRUSTED, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_is_verified_through_the_mirror_its_hosts_dir_or_containerd_config_names() {
     let f = Fixture::new().await;

@@ -54,6 +54,31 @@ impl Client {
         .await
     }
 
+    /// The descriptors of manifests whose `subject` is `subject` and that `keep` keeps, as
+    /// [`Client::referrers`] finds them, for a kind of referrer no single artifact type
+    /// names: a host whose referrers `keep` keeps none of counts as having none, so the
+    /// next host is asked (a mirror holding other artifacts hides nothing upstream).
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::referrers`].
+    #[tracing::instrument(name = "registry", skip_all, fields(%repo, %subject))]
+    pub async fn referrers_where<K>(
+        &self,
+        repo: &Repository,
+        subject: &Digest,
+        keep: K,
+    ) -> Result<Vec<Descriptor>, Error>
+    where
+        K: Fn(&Descriptor) -> bool + Copy,
+    {
+        self.ask_hosts(repo, Capability::Pull, |host| async move {
+            let found = self.referrers_on(&host, repo, subject, None).await?;
+            Ok(found.into_iter().filter(|d| keep(d)).collect::<Vec<_>>())
+        })
+        .await
+    }
+
     async fn referrers_on(
         &self,
         host: &Host,

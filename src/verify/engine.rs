@@ -659,13 +659,14 @@ impl Job {
     /// `dev.sigstore.bundle.predicateType` annotation cosign sets) are left unread. At most
     /// [`cosign::MAX_SIGNATURES`] referrer manifests are read.
     async fn cosign_referrers(&self, digest: &Digest) -> Result<Referred, Error> {
-        let referrers = self.registry.referrers(&self.repo, digest, None).await?;
+        let referrers = self
+            .registry
+            .referrers_where(&self.repo, digest, |r| {
+                cosign_referrer(r) != ReferrerKind::Other
+            })
+            .await?;
         let mut found = Referred::default();
-        let wanted = referrers
-            .iter()
-            .filter(|r| cosign_referrer(r) != ReferrerKind::Other)
-            .take(cosign::MAX_SIGNATURES);
-        for referrer in wanted {
+        for referrer in referrers.iter().take(cosign::MAX_SIGNATURES) {
             let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
             let Manifest::Image(manifest) = fetched.manifest else {
                 if cosign_referrer(referrer) != ReferrerKind::Unknown {
