@@ -587,7 +587,7 @@ fn signed_times(
 }
 
 /// The genTime of one TimeStampResp over `signature`, from a configured authority.
-fn verify_timestamp(
+pub(super) fn verify_timestamp(
     response: &[u8],
     signature: &[u8],
     policy: &CosignPolicy,

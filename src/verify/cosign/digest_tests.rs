@@ -106,6 +106,7 @@ fn layer(signature: &[u8]) -> SignatureLayer {
         signature_b64: B64.encode(signature),
         certificate_pem: None,
         chain_pem: None,
+        rfc3161_timestamp_json: None,
         bundle_json: None,
     }
 }

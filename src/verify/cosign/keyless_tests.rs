@@ -286,6 +286,7 @@ impl Sigstore {
             signature_b64: B64.encode(&signature),
             certificate_pem: Some(self.leaf_pem.clone()),
             chain_pem: Some(format!("{}{}", self.intermediate_pem, self.root_pem)),
+            rfc3161_timestamp_json: None,
             bundle_json: Some(bundle),
         }
     }
@@ -765,6 +766,7 @@ fn generated_rsa_and_ed25519_keys_verify_key_based_signatures() {
             signature_b64: B64.encode(&sig),
             certificate_pem: None,
             chain_pem: None,
+            rfc3161_timestamp_json: None,
             bundle_json: None,
         };
         let v = run(&layer, &policy, at(0));
@@ -803,6 +805,7 @@ fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
         signature_b64: B64.encode(&signature),
         certificate_pem: None,
         chain_pem: None,
+        rfc3161_timestamp_json: None,
         bundle_json: Some(s.bundle(
             &payload,
             &signature,
@@ -1627,4 +1630,71 @@ fn issuers_are_tried_by_key_identifier_first_and_a_mismatch_last() {
     let path = build_chain(&misnamed, &[], &roots).unwrap();
     assert_eq!(path[1].der(), root.der());
     assert!(build_chain(&misnamed, &[], &roots[..1]).is_err());
+}
+
+/// `cosign sign --timestamp-server-url --tlog-upload=false`: a `.sig` layer with no Rekor
+/// bundle and an RFC 3161 timestamp over the signature, judged at the timestamp's time.
+#[test]
+fn a_legacy_layer_without_a_log_entry_is_judged_at_its_rfc3161_timestamp() {
+    let dir = tempfile::tempdir().unwrap();
+    let tsa = OpensslTsa::start(dir.path());
+    let s = Sigstore::new(LeafSpec {
+        valid_now: true,
+        ..LeafSpec::default()
+    });
+    let annotation = |response: &[u8]| {
+        Some(serde_json::json!({"SignedRFC3161Timestamp": B64.encode(response)}).to_string())
+    };
+    let mut layer = s.layer();
+    layer.bundle_json = None;
+    let signature = B64.decode(&layer.signature_b64).unwrap();
+    layer.rfc3161_timestamp_json = annotation(&tsa.stamp(&signature));
+    let mut policy = s.policy();
+    policy.require_tlog = false;
+    policy.require_sct = false;
+    policy.timestamp_authorities = vec![tsa.authority(ValidFor::default())];
+    // A day later the ten-minute certificate has expired; the timestamp shows it was
+    // valid when it signed.
+    let later = SystemTime::now() + Duration::from_secs(86_400);
+    let v = run(&layer, &policy, later);
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == SAN),
+        "{v:?}"
+    );
+    // Without the timestamp: judged now, expired.
+    let mut bare = layer.clone();
+    bare.rfc3161_timestamp_json = None;
+    assert!(matches!(
+        rejected(&run(&bare, &policy, later)),
+        Rejection::Expired(_)
+    ));
+    // No authority configured, or a timestamp over other bytes: not trusted.
+    let mut untrusted = policy.clone();
+    untrusted.timestamp_authorities.clear();
+    let verdict = run(&layer, &untrusted, later);
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("RFC 3161")),
+        "{verdict:?}"
+    );
+    let mut other = layer.clone();
+    other.rfc3161_timestamp_json = annotation(&tsa.stamp(b"other bytes"));
+    let verdict = run(&other, &policy, later);
+    assert!(
+        matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("imprint")),
+        "{verdict:?}"
+    );
+    // An unreadable annotation is malformed.
+    let mut garbage = layer.clone();
+    garbage.rfc3161_timestamp_json = Some("{\"SignedRFC3161Timestamp\": 7}".to_owned());
+    assert!(matches!(
+        rejected(&run(&garbage, &policy, later)),
+        Rejection::Malformed(_)
+    ));
+    // A layer with a SET is judged at the SET's time; a timestamp beside it is not
+    // consulted.
+    let v1 = Sigstore::new(LeafSpec::default());
+    let mut beside = v1.layer();
+    beside.rfc3161_timestamp_json = annotation(&tsa.stamp(b"not this signature"));
+    let v = run(&beside, &v1.policy(), at(30));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
 }

@@ -16,6 +16,10 @@ pub const CERTIFICATE_ANNOTATION: &str = "dev.sigstore.cosign/certificate";
 pub const CHAIN_ANNOTATION: &str = "dev.sigstore.cosign/chain";
 /// Annotation holding the Rekor bundle (SignedEntryTimestamp and entry) as JSON.
 pub const BUNDLE_ANNOTATION: &str = "dev.sigstore.cosign/bundle";
+/// Annotation holding an RFC 3161 timestamp over the signature, as JSON
+/// `{"SignedRFC3161Timestamp": "<base64 DER TimeStampResp>"}` (cosign
+/// `pkg/cosign/bundle/tsa.go`, written by `cosign sign --timestamp-server-url`).
+pub const RFC3161_TIMESTAMP_ANNOTATION: &str = "dev.sigstore.cosign/rfc3161timestamp";
 
 /// The largest simple-signing payload blob we verify. cosign's payloads are under 1 KiB
 /// plus whatever `-a key=value` annotations the signer added; 64 KiB leaves room.
@@ -41,6 +45,8 @@ pub struct SignatureLayer {
     pub chain_pem: Option<String>,
     /// `dev.sigstore.cosign/bundle`.
     pub bundle_json: Option<String>,
+    /// `dev.sigstore.cosign/rfc3161timestamp`.
+    pub rfc3161_timestamp_json: Option<String>,
 }
 
 /// Why a layer is not a cosign signature we can verify.
@@ -86,6 +92,7 @@ impl SignatureLayer {
             certificate_pem: annotations.get(CERTIFICATE_ANNOTATION).cloned(),
             chain_pem: annotations.get(CHAIN_ANNOTATION).cloned(),
             bundle_json: annotations.get(BUNDLE_ANNOTATION).cloned(),
+            rfc3161_timestamp_json: annotations.get(RFC3161_TIMESTAMP_ANNOTATION).cloned(),
         };
         layer.check_limits()?;
         Ok(layer)
@@ -118,6 +125,11 @@ impl SignatureLayer {
             (
                 "bundle annotation",
                 self.bundle_json.as_ref().map_or(0, String::len),
+                MAX_BUNDLE_JSON_BYTES,
+            ),
+            (
+                "RFC 3161 timestamp annotation",
+                self.rfc3161_timestamp_json.as_ref().map_or(0, String::len),
                 MAX_BUNDLE_JSON_BYTES,
             ),
         ];

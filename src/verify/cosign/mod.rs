@@ -269,7 +269,15 @@ fn verify_keyless(
         policy,
         false,
     )?;
-    let at = logged.unwrap_or(now);
+    // When the certificate was used: the SET's integratedTime; without one, the genTime
+    // of the layer's RFC 3161 timestamp from a configured authority (`cosign sign
+    // --timestamp-server-url`, typically with `--tlog-upload=false`; cosign
+    // `VerifyRFC3161Timestamp` checks it over the raw signature bytes); else now. As for
+    // bundles, a SET's time stands and a timestamp beside it is not consulted.
+    let at = match logged {
+        Some(at) => at,
+        None => layer_timestamp(layer, signature, policy)?.unwrap_or(now),
+    };
     cert::check_validity(&path, at)?;
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(
@@ -299,6 +307,38 @@ fn verify_keyless(
             .unwrap_or_default(),
         signed_digest: signed.manifest_digest,
     })
+}
+
+/// The genTime of the layer's RFC 3161 timestamp annotation, verified over `signature`
+/// against the policy's timestamp authorities; `None` when the layer has none.
+///
+/// # Errors
+///
+/// `Malformed` for an unreadable annotation; `UntrustedRoot` when the timestamp does not
+/// verify against a configured authority (or none is configured).
+fn layer_timestamp(
+    layer: &SignatureLayer,
+    signature: &[u8],
+    policy: &CosignPolicy,
+) -> Result<Option<SystemTime>, Rejection> {
+    #[derive(serde::Deserialize)]
+    struct Annotation {
+        #[serde(rename = "SignedRFC3161Timestamp")]
+        signed_rfc3161_timestamp: String,
+    }
+    let Some(json) = &layer.rfc3161_timestamp_json else {
+        return Ok(None);
+    };
+    let annotation: Annotation = serde_json::from_str(json)
+        .map_err(|e| Rejection::Malformed(format!("RFC 3161 timestamp annotation: {e}")))?;
+    let response = base64::engine::general_purpose::STANDARD
+        .decode(annotation.signed_rfc3161_timestamp.as_bytes())
+        .map_err(|e| Rejection::Malformed(format!("RFC 3161 timestamp annotation: {e}")))?;
+    bundle::verify_timestamp(&response, signature, policy)
+        .map(Some)
+        .map_err(|why| {
+            Rejection::UntrustedRoot(format!("RFC 3161 timestamp of the signature: {why}"))
+        })
 }
 
 /// Verifies the payload signature with the certificate's key. cosign before 2.5 signed

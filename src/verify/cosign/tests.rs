@@ -100,6 +100,7 @@ fn run_case(dir: &Path, case: &Value) -> Verdict {
                 signature_b64: read_string(dir, case["signature"].as_str().unwrap()),
                 certificate_pem: None,
                 chain_pem: None,
+                rfc3161_timestamp_json: None,
                 bundle_json: None,
             }
         }
@@ -151,6 +152,7 @@ fn run_case(dir: &Path, case: &Value) -> Verdict {
                 certificate_pem: file_or("certificate", layer::CERTIFICATE_ANNOTATION),
                 chain_pem: file_or("chain", layer::CHAIN_ANNOTATION),
                 // With per-file inputs, an absent "bundle" means no bundle (K01g).
+                rfc3161_timestamp_json: None,
                 bundle_json: if has_files {
                     case["bundle"].as_str().map(|p| read_string(dir, p))
                 } else {
@@ -261,6 +263,7 @@ fn c01_layer(dir: &Path, payload: &str) -> SignatureLayer {
         signature_b64: read_string(dir, "cosign/key/hello-world/ecdsa-p256.sig"),
         certificate_pem: None,
         chain_pem: None,
+        rfc3161_timestamp_json: None,
         bundle_json: None,
     }
 }
