@@ -383,6 +383,57 @@ async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manif
         json["pinned"],
         format!("{}/multi2@{platform_manifest}", f.registry.host())
     );
+
+    // An index listing a signed build for a variant of this architecture first (on
+    // amd64 `v3`, on arm64 `v9`) and the unsigned baseline after it: the runtime pulls
+    // the baseline, so that is the manifest verified, and it is not signed.
+    let variant = if arch == "arm64" { "v9" } else { "v3" };
+    let build = |label: &str| TestImage::builder().label(label).build().unwrap();
+    let (variant_image, baseline_image) = (build("variant"), build("baseline"));
+    let variant_manifest = f
+        .registry
+        .push("multi3", "variant", &variant_image)
+        .await
+        .unwrap();
+    let baseline = f
+        .registry
+        .push("multi3", "baseline", &baseline_image)
+        .await
+        .unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": variant_image.manifest_media_type(),
+            "digest": variant_manifest,
+            "size": variant_image.manifest_size(),
+            "platform": {"os": "linux", "architecture": arch, "variant": variant},
+        }, {
+            "mediaType": baseline_image.manifest_media_type(),
+            "digest": baseline,
+            "size": baseline_image.manifest_size(),
+            "platform": {"os": "linux", "architecture": arch},
+        }],
+    }))
+    .unwrap();
+    f.registry
+        .push_manifest(
+            "multi3",
+            "v1",
+            "application/vnd.oci.image.index.v1+json",
+            &index,
+        )
+        .await
+        .unwrap();
+    f.signer
+        .sign_legacy(&f.registry, "multi3", &variant_manifest)
+        .await;
+    let (code, json) = f.verify(&f.reference("multi3"), &[]);
+    assert_eq!((code, reason(&json)), (REJECTED, "no_signature"), "{json}");
+    f.signer.sign_legacy(&f.registry, "multi3", &baseline).await;
+    let (code, json) = f.verify(&f.reference("multi3"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+    assert_eq!(json["signer"]["signed_digest"], baseline.as_str());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -747,12 +747,26 @@ impl Job {
         };
         let (os, architecture) = &self.platform;
         Ok(index.manifests.into_iter().find(|m| {
-            m.platform
-                .as_ref()
-                .is_some_and(|p| &p.os == os && &p.architecture == architecture)
-                && (m.media_type == OCI_MANIFEST
-                    || crate::oci::descriptor::is_manifest(&m.media_type))
+            m.platform.as_ref().is_some_and(|p| {
+                &p.os == os
+                    && &p.architecture == architecture
+                    && runs_variant(architecture, p.variant.as_deref())
+            }) && (m.media_type == OCI_MANIFEST
+                || crate::oci::descriptor::is_manifest(&m.media_type))
         }))
+    }
+}
+
+/// Whether a manifest for `variant` of `architecture` is the one containerd's default
+/// platform matcher picks for this node (containerd/platforms `Normalize` and `Only`): for
+/// amd64 the baseline only (no variant, or `v1`, which it normalizes away), so an index
+/// listing an `amd64/v3` build first is answered with the plain one, as the runtime
+/// pulls it; for arm64, `v8` or none. Other architectures' variants are not told apart.
+fn runs_variant(architecture: &str, variant: Option<&str>) -> bool {
+    match (architecture, variant.unwrap_or_default()) {
+        ("amd64", "" | "v1") | ("arm64", "" | "v8" | "8" | "v8.0") => true,
+        ("amd64" | "arm64", _) => false,
+        _ => true,
     }
 }
 
