@@ -4,7 +4,7 @@
 //! authenticate"), and the cache of bearer tokens.
 #![deny(clippy::indexing_slicing)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::sync::Mutex;
@@ -106,10 +106,31 @@ struct CachedToken {
     expires: Instant,
 }
 
-/// Credentials per registry domain from a Docker `config.json`.
+/// Credentials from a Docker `config.json` (and containerd's `registry.configs`), looked
+/// up as kubelet's credential keyring looks up a pull secret's keys (kubelet
+/// `pkg/credentialprovider/keyring.go`): a key names a host, which may hold `*` and `?`
+/// globs one label at a time (`*.azurecr.io`), a port, and a path prefix
+/// (`registry.example/team-a`); an image matches a key whose host matches its registry's,
+/// whose port is its port, and whose path is a prefix of its repository path. Of several
+/// matches the most specific key answers (kubelet tries them in reverse lexicographic
+/// order). Entries with no credentials in them (what `docker login` leaves in `auths`
+/// when a `credsStore` or `credHelpers` program holds the secret) are not kept.
 #[derive(Clone, Default)]
 pub(super) struct DockerAuths {
-    by_registry: HashMap<String, Credentials>,
+    /// Most specific first.
+    entries: Vec<AuthEntry>,
+}
+
+#[derive(Clone)]
+struct AuthEntry {
+    /// The normalized key, `host[:port][/path]`: what the order is taken on.
+    key: String,
+    /// Host labels, each possibly a glob.
+    labels: Vec<String>,
+    port: Option<String>,
+    /// The path prefix, without its leading `/`.
+    path: String,
+    credentials: Credentials,
 }
 
 /// A token endpoint's answer (token spec, "Token Response Fields"; OAuth2 answers use
@@ -513,7 +534,11 @@ impl DockerAuths {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
-            auths: HashMap<String, Entry>,
+            auths: BTreeMap<String, Entry>,
+            #[serde(default, rename = "credsStore")]
+            creds_store: Option<String>,
+            #[serde(default, rename = "credHelpers")]
+            cred_helpers: BTreeMap<String, String>,
         }
         #[derive(Deserialize)]
         struct Entry {
@@ -529,7 +554,15 @@ impl DockerAuths {
             registrytoken: String,
         }
         let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-        let mut by_registry = HashMap::new();
+        if file.creds_store.is_some() || !file.cred_helpers.is_empty() {
+            tracing::warn!(
+                creds_store = ?file.creds_store,
+                cred_helpers = ?file.cred_helpers.keys().collect::<Vec<_>>(),
+                "the docker config names credential helper programs, which crigate does not run: \
+                 registries whose secrets only they hold are asked anonymously"
+            );
+        }
+        let mut auths = Self::default();
         for (key, entry) in file.auths {
             // docker's client: an `identitytoken` is the refresh token to use, whatever
             // `auth` holds; else `auth` (base64 `user:password`); else the plain fields.
@@ -546,37 +579,149 @@ impl DockerAuths {
                 })
             }
             .map_err(|e| format!("auths.{key:?}: {e}"))?;
-            by_registry.insert(registry_key(&key), credentials);
+            auths.add_missing(&key, credentials);
         }
-        Ok(Self { by_registry })
+        Ok(auths)
     }
 
-    /// Adds `credentials` for the registry `key` names (a host, or a `config.json` style
-    /// key), unless there are some for it already.
+    /// Adds `credentials` for `key` (a host, or a `config.json` style key), unless there
+    /// are some for that key already; credentials that are none are not added.
     pub(super) fn add_missing(&mut self, key: &str, credentials: Credentials) {
-        self.by_registry
-            .entry(registry_key(key))
-            .or_insert(credentials);
+        if credentials.is_anonymous() {
+            return;
+        }
+        let Some(entry) = AuthEntry::new(key, credentials) else {
+            tracing::warn!(key, "a docker config key that names no registry is ignored");
+            return;
+        };
+        if self.entries.iter().any(|e| e.key == entry.key) {
+            return;
+        }
+        // Reverse lexicographic, as kubelet orders its keys: a longer key sharing a
+        // prefix comes first.
+        let at = self
+            .entries
+            .iter()
+            .position(|e| e.key < entry.key)
+            .unwrap_or(self.entries.len());
+        self.entries.insert(at, entry);
     }
 
-    /// The credentials for `registry` (a reference's domain), if the file has any.
-    pub(super) fn credentials(&self, registry: &str) -> Option<&Credentials> {
-        self.by_registry.get(registry)
+    /// The credentials for the repository `path` in `registry` (a reference's domain,
+    /// `host[:port]`), if some key matches.
+    pub(super) fn credentials(&self, registry: &str, path: &str) -> Option<&Credentials> {
+        let registry = normalize_host(registry);
+        let (host, port) = split_port(&registry);
+        let labels: Vec<&str> = host.split('.').collect();
+        self.entries
+            .iter()
+            .find(|e| e.matches(&labels, port, path))
+            .map(|e| &e.credentials)
     }
 }
 
-/// The registry domain a `config.json` key names: the scheme and path are dropped, and
-/// Docker Hub's names (`https://index.docker.io/v1/`) become `docker.io`.
-fn registry_key(key: &str) -> String {
-    let host = key
-        .strip_prefix("https://")
-        .or_else(|| key.strip_prefix("http://"))
-        .unwrap_or(key);
-    let host = host.split('/').next().unwrap_or_default();
-    match host {
-        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
-        other => other.to_owned(),
+// === impl AuthEntry ===
+
+impl AuthEntry {
+    /// Reads a key: the scheme and a trailing `/` dropped, Docker Hub's names
+    /// (`https://index.docker.io/v1/`) read as `docker.io`.
+    fn new(key: &str, credentials: Credentials) -> Option<Self> {
+        let bare = key
+            .strip_prefix("https://")
+            .or_else(|| key.strip_prefix("http://"))
+            .unwrap_or(key)
+            .trim_end_matches('/');
+        let (authority, path) = bare.split_once('/').unwrap_or((bare, ""));
+        let authority = normalize_host(authority);
+        // Docker Hub's login key names its v1 API, not a repository path.
+        let path = if authority == "docker.io" && path == "v1" {
+            ""
+        } else {
+            path
+        };
+        if authority.is_empty() {
+            return None;
+        }
+        let (host, port) = split_port(&authority);
+        let key = if path.is_empty() {
+            authority.clone()
+        } else {
+            format!("{authority}/{path}")
+        };
+        Some(Self {
+            key,
+            labels: host.split('.').map(str::to_owned).collect(),
+            port: port.map(str::to_owned),
+            path: path.to_owned(),
+            credentials,
+        })
     }
+
+    /// kubelet's `URLsMatch`: as many labels, each matching its glob; the same port; the
+    /// key's path a prefix of the repository's.
+    fn matches(&self, labels: &[&str], port: Option<&str>, path: &str) -> bool {
+        self.labels.len() == labels.len()
+            && self
+                .labels
+                .iter()
+                .zip(labels)
+                .all(|(glob, label)| glob_matches(glob, label))
+            && self.port.as_deref() == port
+            && path.starts_with(&self.path)
+    }
+}
+
+/// Docker Hub's registry names read as `docker.io`, lowercased as hosts compare.
+fn normalize_host(authority: &str) -> String {
+    let authority = authority.to_ascii_lowercase();
+    match authority.as_str() {
+        "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
+        _ => authority,
+    }
+}
+
+/// `host[:port]` split at the port; an IPv6 literal's colons are its own.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host.ends_with(']')) =>
+        {
+            (host, Some(port))
+        }
+        _ => (authority, None),
+    }
+}
+
+/// A shell glob over one host label: `*` any run of characters, `?` one character, the
+/// rest itself (Go's `filepath.Match`, which kubelet uses, without character classes).
+fn glob_matches(glob: &str, text: &str) -> bool {
+    let (glob, text) = (glob.as_bytes(), text.as_bytes());
+    let (mut g, mut t) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while t < text.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, t));
+                g += 1;
+            }
+            Some(&c) if c == b'?' || Some(&c) == text.get(t) => {
+                g += 1;
+                t += 1;
+            }
+            _ => match star {
+                Some((sg, st)) => {
+                    g = sg + 1;
+                    t = st + 1;
+                    star = Some((sg, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob.get(g..)
+        .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
 #[cfg(test)]

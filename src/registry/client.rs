@@ -578,16 +578,16 @@ impl Client {
         }
     }
 
-    /// The credentials for `host`: the CRI request's (none when they name another host,
-    /// as containerd's `ParseAuth` withholds them), else the Docker config's for the
-    /// host's name, else none.
-    fn credentials_for(&self, host: &Host) -> Credentials {
+    /// The credentials for `repo` on `host`: the CRI request's (none when they name
+    /// another host, as containerd's `ParseAuth` withholds them), else the Docker
+    /// config's best match for the host's name and the repository's path, else none.
+    fn credentials_for(&self, host: &Host, repo: &Repository) -> Credentials {
         match &self.credentials {
             Some(credentials) => credentials.for_host(&host.authority),
             None => self
                 .shared
                 .docker_auths
-                .credentials(&host.credentials_key)
+                .credentials(&host.credentials_key, repo.path())
                 .cloned()
                 .unwrap_or_default(),
         }
@@ -602,7 +602,7 @@ impl Client {
     pub(super) async fn get(&self, fetch: Fetch<'_>) -> Result<Fetched, Error> {
         let config = &self.shared.config;
         let registry = fetch.host.credentials_key.as_str();
-        let credentials = self.credentials_for(fetch.host);
+        let credentials = self.credentials_for(fetch.host, fetch.repo);
         let scope = format!("repository:{}:pull", fetch.repo.path());
         let origin = fetch.url.origin();
         let key = TokenKey {
@@ -778,41 +778,84 @@ impl Client {
         })?;
         // Credentials go to the realm only over HTTPS (or to an allowed plain-HTTP host).
         self.check_scheme(&url)?;
-        let (method, body, authorization) = match credentials {
-            Credentials::IdentityToken(refresh) => {
-                let form = url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "refresh_token")
-                    .append_pair("refresh_token", refresh.expose())
-                    .append_pair("service", service.unwrap_or_default())
-                    .append_pair("scope", scope)
-                    .append_pair("client_id", OAUTH_CLIENT_ID)
-                    .finish();
-                (Method::POST, Some(Secret::new(form)), None)
+        let posted = url.clone();
+        // A challenge may ask for several scopes, space-separated (token spec, "Requesting
+        // a Token"): a GET names each in a `scope` parameter of its own, as containerd's
+        // `FetchToken` does; the OAuth2 form keeps them in one.
+        {
+            let mut query = url.query_pairs_mut();
+            if let Some(service) = service {
+                query.append_pair("service", service);
             }
-            Credentials::Anonymous | Credentials::Basic { .. } | Credentials::RegistryToken(_) => {
-                {
-                    let mut query = url.query_pairs_mut();
-                    if let Some(service) = service {
-                        query.append_pair("service", service);
-                    }
-                    query.append_pair("scope", scope);
-                }
-                (Method::GET, None, credentials.basic_header())
+            for scope in scope.split(' ').filter(|s| !s.is_empty()) {
+                query.append_pair("scope", scope);
+            }
+        }
+        let get_token = |authorization: Option<Secret>| {
+            let (url, what) = (&url, &what);
+            async move {
+                self.send(Send {
+                    method: Method::GET,
+                    url,
+                    accept: None,
+                    authorization: authorization.as_ref(),
+                    form: None,
+                    headers: None,
+                    what,
+                    registry,
+                    tls: host.tls,
+                })
+                .await
             }
         };
-        let response = self
-            .send(Send {
-                method,
-                url: &url,
-                accept: None,
-                authorization: authorization.as_ref(),
-                form: body.as_ref(),
-                headers: None,
-                what: &what,
-                registry,
-                tls: host.tls,
-            })
-            .await?;
+        let response = match credentials {
+            Credentials::IdentityToken(refresh) => {
+                let form = Secret::new(
+                    url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("grant_type", "refresh_token")
+                        .append_pair("refresh_token", refresh.expose())
+                        .append_pair("service", service.unwrap_or_default())
+                        .append_pair("scope", scope)
+                        .append_pair("client_id", OAUTH_CLIENT_ID)
+                        .finish(),
+                );
+                let response = self
+                    .send(Send {
+                        method: Method::POST,
+                        url: &posted,
+                        accept: None,
+                        authorization: None,
+                        form: Some(&form),
+                        headers: None,
+                        what: &what,
+                        registry,
+                        tls: host.tls,
+                    })
+                    .await?;
+                // Registries without the OAuth2 POST answer 400, 401 or 404 (containerd's
+                // `doBearerAuth` names ACR, Artifactory and GCR); then the token is asked
+                // for by GET, the refresh token as Basic credentials with no user name.
+                if matches!(response.status().as_u16(), 400 | 401 | 404) {
+                    tracing::debug!(%realm, status = response.status().as_u16(), "no OAuth2 token endpoint; asking by GET");
+                    let basic = Credentials::Basic {
+                        username: String::new(),
+                        password: Secret::new(refresh.expose()),
+                    }
+                    .basic_header();
+                    get_token(basic).await?
+                } else {
+                    response
+                }
+            }
+            // A user name without a secret is no credentials (containerd sends such a
+            // token request anonymously).
+            Credentials::Basic { password, .. } if password.expose().is_empty() => {
+                get_token(None).await?
+            }
+            Credentials::Anonymous | Credentials::Basic { .. } | Credentials::RegistryToken(_) => {
+                get_token(credentials.basic_header()).await?
+            }
+        };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(Error::Unauthorized {

@@ -216,22 +216,103 @@ fn docker_config_auths_are_read_per_registry() {
     );
     let auths = DockerAuths::parse(file.as_bytes()).unwrap();
     assert!(
-        matches!(auths.credentials("docker.io"), Some(Credentials::Basic { username, .. }) if username == "hub")
+        matches!(auths.credentials("docker.io", "library/alpine"), Some(Credentials::Basic { username, .. }) if username == "hub")
     );
     assert!(
-        matches!(auths.credentials("ghcr.io"), Some(Credentials::Basic { username, .. }) if username == "u")
+        matches!(auths.credentials("ghcr.io", "org/app"), Some(Credentials::Basic { username, .. }) if username == "u")
     );
     assert!(matches!(
-        auths.credentials("quay.io"),
+        auths.credentials("quay.io", "org/app"),
         Some(Credentials::IdentityToken(_))
     ));
-    assert!(matches!(
-        auths.credentials("127.0.0.1:5000"),
-        Some(Credentials::Anonymous)
-    ));
-    assert!(auths.credentials("example.com").is_none());
+    // An entry with nothing in it (a credential store holds the secret) is no
+    // credentials: it hides none configured elsewhere for that host.
+    assert!(auths.credentials("127.0.0.1:5000", "app").is_none());
+    let mut merged = auths.clone();
+    merged.add_missing("127.0.0.1:5000", basic("containerd"));
+    assert!(
+        matches!(merged.credentials("127.0.0.1:5000", "app"), Some(Credentials::Basic { username, .. }) if username == "containerd")
+    );
+    assert!(auths.credentials("example.com", "app").is_none());
     assert!(DockerAuths::parse(br#"{"auths": {"x": {"auth": "%%%"}}}"#).is_err());
     assert!(DockerAuths::parse(b"42").is_err());
+}
+
+fn basic(username: &str) -> Credentials {
+    Credentials::Basic {
+        username: username.to_owned(),
+        password: Secret::new("p"),
+    }
+}
+
+fn user(credentials: Option<&Credentials>) -> Option<&str> {
+    match credentials {
+        Some(Credentials::Basic { username, .. }) => Some(username),
+        _ => None,
+    }
+}
+
+/// kubelet's keyring rules, as a pull secret in `/var/lib/kubelet/config.json` is read:
+/// path prefixes, the most specific key first, globs per host label, ports.
+#[test]
+fn docker_config_keys_match_as_kubelet_matches_them() {
+    let file = format!(
+        r#"{{"auths": {{
+            "registry.example": {{"auth": "{}"}},
+            "registry.example/team-a": {{"auth": "{}"}},
+            "https://registry.example/team-a/deep/": {{"auth": "{}"}},
+            "*.azurecr.io": {{"auth": "{}"}},
+            "registry.example:5000": {{"auth": "{}"}},
+            "docker.io/library": {{"auth": "{}"}},
+            "https://index.docker.io/v1/": {{"auth": "{}"}}
+        }}}}"#,
+        b64("any:p"),
+        b64("team-a:p"),
+        b64("deep:p"),
+        b64("acr:p"),
+        b64("port:p"),
+        b64("official:p"),
+        b64("hub:p"),
+    );
+    let auths = DockerAuths::parse(file.as_bytes()).unwrap();
+    let who = |registry: &str, path: &str| user(auths.credentials(registry, path));
+    assert_eq!(who("registry.example", "team-b/app"), Some("any"));
+    assert_eq!(who("registry.example", "team-a/app"), Some("team-a"));
+    assert_eq!(who("registry.example", "team-a/deep/app"), Some("deep"));
+    assert_eq!(who("REGISTRY.example", "team-a/app"), Some("team-a"));
+    assert_eq!(who("registry.example:5000", "team-a/app"), Some("port"));
+    assert_eq!(who("registry.example:5001", "app"), None);
+    assert_eq!(who("myreg.azurecr.io", "app"), Some("acr"));
+    // A glob stands for one label, not several.
+    assert_eq!(who("a.b.azurecr.io", "app"), None);
+    assert_eq!(who("docker.io", "library/alpine"), Some("official"));
+    assert_eq!(who("docker.io", "someone/app"), Some("hub"));
+    // The same every time the file is read, whatever order a map gives.
+    for _ in 0..8 {
+        let again = DockerAuths::parse(file.as_bytes()).unwrap();
+        assert_eq!(
+            user(again.credentials("registry.example", "team-a/app")),
+            Some("team-a")
+        );
+    }
+}
+
+#[test]
+fn host_label_globs() {
+    for (glob, text, matches) in [
+        ("*", "anything", true),
+        ("*", "", true),
+        ("a*c", "abbbc", true),
+        ("a*c", "abbbd", false),
+        ("a?c", "abc", true),
+        ("a?c", "ac", false),
+        ("*io", "azurecr-io", true),
+        ("exact", "exact", true),
+        ("exact", "exacts", false),
+        ("**", "x", true),
+    ] {
+        assert_eq!(glob_matches(glob, text), matches, "{glob} {text}");
+    }
 }
 
 #[test]

@@ -79,7 +79,7 @@ fn credentials_sent(client: &Client, repo: &str) -> Vec<Credentials> {
     let (first, rest) = client.hosts(&repo, Capability::Pull).unwrap();
     std::iter::once(first)
         .chain(rest)
-        .map(|host| client.credentials_for(&host))
+        .map(|host| client.credentials_for(&host, &repo))
         .collect()
 }
 
