@@ -1414,6 +1414,55 @@ fn base64_encode(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
+/// Stand-in for a rate-limited registry (Docker Hub answers 429): a request answered 429
+/// or 408 is asked again after the `Retry-After` named, a bounded number of times.
+#[tokio::test]
+async fn a_busy_registry_is_asked_again_a_bounded_number_of_times() {
+    for (busy_answers, ok) in [(2usize, true), (100, false)] {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        let server = StandIn::start(move |_request| {
+            let counted = Arc::clone(&counted);
+            async move {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                if n < busy_answers {
+                    let status = if n.is_multiple_of(2) {
+                        StatusCode::TOO_MANY_REQUESTS
+                    } else {
+                        StatusCode::REQUEST_TIMEOUT
+                    };
+                    return respond(status, &[("retry-after", "0")], "");
+                }
+                respond(
+                    StatusCode::OK,
+                    &[("content-type", OCI_MANIFEST)],
+                    manifest_json(None),
+                )
+            }
+        })
+        .await;
+        let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+        let result = server.client().resolve(&image).await;
+        if ok {
+            assert!(result.is_ok(), "{result:?}");
+            assert_eq!(requests.load(Ordering::SeqCst), 3);
+        } else {
+            assert!(
+                matches!(
+                    result,
+                    Err(Error::Status {
+                        code: 429 | 408,
+                        ..
+                    })
+                ),
+                "{result:?}"
+            );
+            // The HEAD and its GET fallback, each asked four times at most.
+            assert!(requests.load(Ordering::SeqCst) <= 8, "{requests:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_refused_registry_token_is_unauthorized_without_a_token_request() {
     let token_requests = Arc::new(AtomicUsize::new(0));

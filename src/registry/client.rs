@@ -621,6 +621,7 @@ impl Client {
                 .map(|token| Secret::new(format!("Bearer {}", token.expose()))),
         };
         let mut authenticated = false;
+        let mut busy = 0;
         let mut url = fetch.url.clone();
         let mut visited = vec![url.clone()];
         loop {
@@ -695,6 +696,19 @@ impl Client {
                     self.shared.tokens.insert(key.clone(), token, lifetime);
                 }
                 authorization = Some(header);
+                continue;
+            }
+            // A registry that is busy (429, Docker Hub's rate limit) or timed the request
+            // out (408) is asked again, as containerd's resolver asks it
+            // (`retryRequest`), after the `Retry-After` it names (at most
+            // MAX_RETRY_AFTER) or a short pause.
+            if matches!(status.as_u16(), 408 | 429) && busy < MAX_BUSY_RETRIES {
+                busy += 1;
+                let pause = retry_after(response.headers())
+                    .unwrap_or(BUSY_PAUSE * busy)
+                    .min(MAX_RETRY_AFTER);
+                tracing::debug!(status = status.as_u16(), ?pause, what = %fetch.what, "registry busy; asking again");
+                tokio::time::sleep(pause).await;
                 continue;
             }
             return match status {
@@ -1010,6 +1024,25 @@ pub(super) trait Answer {
     fn is_absent(&self) -> bool {
         false
     }
+}
+
+/// How many times a request answered 408 or 429 is asked again.
+const MAX_BUSY_RETRIES: u32 = 3;
+/// The pause before asking a busy registry again when it names none, times the attempt.
+const BUSY_PAUSE: Duration = Duration::from_millis(100);
+/// The longest `Retry-After` waited for; a registry asking for longer is failed sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// A `Retry-After` header in seconds (RFC 9110 §10.2.3; an HTTP date is not read).
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
 }
 
 impl Answer for FetchedManifest {}
