@@ -255,7 +255,9 @@ impl Relay {
             .context("socat (run integration/setup)")?;
         let mut relay = Self { child, socket };
         let deadline = Instant::now() + Duration::from_secs(5);
-        while !relay.socket.exists() {
+        // Listening, not only bound: socat creates the file at bind(2), and a connection
+        // made before its listen(2) is refused.
+        while std::os::unix::net::UnixStream::connect(&relay.socket).is_err() {
             if Instant::now() > deadline {
                 kill_child(&mut relay.child);
                 bail!("socat did not listen on {}", relay.socket.display());
