@@ -102,35 +102,7 @@ impl KeySigner {
         image_size: u64,
         image_media_type: &str,
     ) {
-        let statement = serde_json::to_vec(&json!({
-            "_type": "https://in-toto.io/Statement/v1",
-            "subject": [{
-                "name": format!("{}/{repo}", registry.host()),
-                "digest": {"sha256": image_digest.trim_start_matches("sha256:")}
-            }],
-            "predicateType": "https://sigstore.dev/cosign/sign/v1",
-            "predicate": {}
-        }))
-        .unwrap();
-        let payload_type = "application/vnd.in-toto+json";
-        let pae = format!(
-            "DSSEv1 {} {} {} ",
-            payload_type.len(),
-            payload_type,
-            statement.len()
-        );
-        let mut message = pae.into_bytes();
-        message.extend_from_slice(&statement);
-        let bundle = serde_json::to_vec(&json!({
-            "mediaType": BUNDLE_V03,
-            "verificationMaterial": {"publicKey": {"hint": "test-key"}},
-            "dsseEnvelope": {
-                "payload": B64.encode(&statement),
-                "payloadType": payload_type,
-                "signatures": [{"sig": B64.encode(self.sign(&message)), "keyid": ""}]
-            }
-        }))
-        .unwrap();
+        let bundle = self.bundle(registry, repo, image_digest);
         let subject =
             json!({"mediaType": image_media_type, "digest": image_digest, "size": image_size});
         push_referrer(registry, repo, image_digest, BUNDLE_V03, &bundle, subject).await;

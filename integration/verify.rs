@@ -936,7 +936,26 @@ async fn a_mirror_holding_other_referrers_does_not_hide_the_registrys_signature(
         &digest,
         "application/spdx+json",
         b"{}",
-        subject,
+        subject.clone(),
+    )
+    .await;
+    // And one listed by its config's empty type, as go-containerregistry lists what it
+    // pushes: only its manifest says it is no signature.
+    let empty = mirror.push_blob("app", b"{}").await.unwrap();
+    let sbom = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": "application/vnd.cyclonedx+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2}],
+        "subject": subject,
+    });
+    crate::signer::list_referrer(
+        &mirror,
+        "app",
+        &digest,
+        &sbom,
+        "application/vnd.oci.empty.v1+json",
     )
     .await;
     f.signer

@@ -851,9 +851,8 @@ impl PolicyDecider {
         let second = self.verify(policy, &manifest, credentials, checks).await?;
         Ok(match (first, second) {
             (_, trusted @ Ok(_)) => trusted,
-            // Nothing trusted: what was found on the index is what was asked for.
-            (rejected @ Err(_), Err(_)) => rejected,
-            (Ok(_), rejected @ Err(_)) => rejected,
+            // Nothing trusted: the manifest the runtime holds is what would run.
+            (_, rejected @ Err(_)) => rejected,
         })
     }
 

@@ -47,6 +47,8 @@ pub enum NameError {
     Refused { name: String, status: tonic::Status },
     #[error("containerd did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the runtime's ImageStatus failed: {0}")]
+    ImageStatus(tonic::Status),
     #[error("the runtime's ImageStatus did not find {name} as image {id} within {timeout:?}")]
     NotSeen {
         name: String,
@@ -192,7 +194,7 @@ pub async fn await_seen(
                 }
                 Ok(_) => {}
                 Err(status) if status.code() == Code::Unimplemented => return Ok(()),
-                Err(status) => return Err(NameError::Unreachable(status)),
+                Err(status) => return Err(NameError::ImageStatus(status)),
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(MAX_SEEN_INTERVAL);

@@ -296,7 +296,10 @@ async fn pull_pinned(
                         names::await_seen(state.upstream.native(), &name, id, names::SEEN_TIMEOUT)
                             .await
                     {
-                        tracing::warn!(%name, %pinned, %error, "the runtime does not list the pulled image by its requested name yet");
+                        tracing::warn!(
+                            %name, %pinned, %error,
+                            "the runtime does not list the pulled image by its requested name yet"
+                        );
                     }
                 }
             }

@@ -623,8 +623,8 @@ impl DockerAuths {
 // === impl AuthEntry ===
 
 impl AuthEntry {
-    /// Reads a key: the scheme and a trailing `/` dropped, Docker Hub's names
-    /// (`https://index.docker.io/v1/`) read as `docker.io`.
+    /// Reads a key: the scheme, a trailing `/` and a leading API version path dropped,
+    /// Docker Hub's names (`https://index.docker.io/v1/`) read as `docker.io`.
     fn new(key: &str, credentials: Credentials) -> Option<Self> {
         let bare = key
             .strip_prefix("https://")
@@ -633,11 +633,15 @@ impl AuthEntry {
             .trim_end_matches('/');
         let (authority, path) = bare.split_once('/').unwrap_or((bare, ""));
         let authority = normalize_host(authority);
-        // Docker Hub's login key names its v1 API, not a repository path.
-        let path = if authority == "docker.io" && path == "v1" {
-            ""
-        } else {
-            path
+        // A key's `/v1/` or `/v2/` names the registry API, not a repository path (kubelet
+        // reads `registry.example/v2/team` as `registry.example/team`, as docker's
+        // `ResolveAuthConfig` does).
+        let path = match path {
+            "v1" | "v2" => "",
+            _ => path
+                .strip_prefix("v1/")
+                .or_else(|| path.strip_prefix("v2/"))
+                .unwrap_or(path),
         };
         if authority.is_empty() {
             return None;

@@ -328,6 +328,12 @@ impl Client {
             .await;
         let fetched = match headed {
             Ok(fetched) => fetched,
+            // Busy after its retries: a GET would count against the same limit.
+            Err(
+                error @ Error::Status {
+                    code: 408 | 429, ..
+                },
+            ) => return Err(error),
             Err(Error::Status { what, code }) => {
                 tracing::debug!(%what, code, "HEAD refused; reading the manifest instead");
                 return Ok(None);
@@ -700,16 +706,17 @@ impl Client {
             }
             // A registry that is busy (429, Docker Hub's rate limit) or timed the request
             // out (408) is asked again, as containerd's resolver asks it
-            // (`retryRequest`), after the `Retry-After` it names (at most
-            // MAX_RETRY_AFTER) or a short pause.
+            // (`retryRequest`), after the `Retry-After` it names or a short pause; one
+            // that asks for longer than MAX_RETRY_AFTER is answered with its status at
+            // once, since the verification's time budget would end first.
             if matches!(status.as_u16(), 408 | 429) && busy < MAX_BUSY_RETRIES {
                 busy += 1;
-                let pause = retry_after(response.headers())
-                    .unwrap_or(BUSY_PAUSE * busy)
-                    .min(MAX_RETRY_AFTER);
-                tracing::debug!(status = status.as_u16(), ?pause, what = %fetch.what, "registry busy; asking again");
-                tokio::time::sleep(pause).await;
-                continue;
+                let pause = retry_after(response.headers()).unwrap_or(BUSY_PAUSE * busy);
+                if pause <= MAX_RETRY_AFTER {
+                    tracing::debug!(status = status.as_u16(), ?pause, what = %fetch.what, "registry busy; asking again");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
             }
             return match status {
                 s if s.is_success() => {
@@ -805,7 +812,7 @@ impl Client {
                 query.append_pair("scope", scope);
             }
         }
-        let get_token = |authorization: Option<Secret>| {
+        let ask_for_token = |authorization: Option<Secret>| {
             let (url, what) = (&url, &what);
             async move {
                 self.send(Send {
@@ -856,7 +863,7 @@ impl Client {
                         password: Secret::new(refresh.expose()),
                     }
                     .basic_header();
-                    get_token(basic).await?
+                    ask_for_token(basic).await?
                 } else {
                     response
                 }
@@ -864,10 +871,10 @@ impl Client {
             // A user name without a secret is no credentials (containerd sends such a
             // token request anonymously).
             Credentials::Basic { password, .. } if password.expose().is_empty() => {
-                get_token(None).await?
+                ask_for_token(None).await?
             }
             Credentials::Anonymous | Credentials::Basic { .. } | Credentials::RegistryToken(_) => {
-                get_token(credentials.basic_header()).await?
+                ask_for_token(credentials.basic_header()).await?
             }
         };
         let status = response.status();
@@ -1030,7 +1037,7 @@ pub(super) trait Answer {
 const MAX_BUSY_RETRIES: u32 = 3;
 /// The pause before asking a busy registry again when it names none, times the attempt.
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
-/// The longest `Retry-After` waited for; a registry asking for longer is failed sooner.
+/// The longest `Retry-After` waited for; a registry asking for longer is not asked again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// A `Retry-After` header in seconds (RFC 9110 §10.2.3; an HTTP date is not read).

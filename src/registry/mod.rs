@@ -44,7 +44,7 @@ pub use config::{
 };
 pub use containerd::MAX_CONTAINERD_CONFIG_BYTES;
 pub use hosts::{Capability, HostsError, HostsStamp, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
-pub use referrers::{next_link, ARTIFACT_TYPE_FILTER};
+pub use referrers::{next_link, Wanted, ARTIFACT_TYPE_FILTER, MAX_MANIFESTS_READ};
 
 use crate::oci::{DigestMismatch, ManifestError};
 

@@ -19,6 +19,19 @@ pub const ARTIFACT_TYPE_FILTER: &str = "artifactType";
 const FILTERS_APPLIED: &str = "oci-filters-applied";
 /// The suffix of cosign's signature tag, `sha256-<hex>.sig`.
 const COSIGN_SIGNATURE_SUFFIX: &str = ".sig";
+/// Whether a referrer is wanted, for [`Client::referrers_where`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wanted {
+    Yes,
+    No,
+    /// Its descriptor does not say: its manifest's type decides.
+    ByManifest,
+}
+
+/// The most referrer manifests [`Client::referrers_where`] reads from one host to learn
+/// their types.
+pub const MAX_MANIFESTS_READ: usize = 64;
+
 /// HTTP statuses of a referrers request that mean the registry has no referrers API.
 const NO_REFERRERS_API: [u16; 4] = [400, 405, 406, 501];
 
@@ -33,8 +46,9 @@ impl Client {
     /// it either, as the ORAS client Notation uses takes it (`referrersByAPI` in oras-go).
     /// Either way the referrers tag schema is read instead: the `<alg>-<hex>` tag holding
     /// an image index, which is where those clients push to such a registry (an image
-    /// manifest there is no index of referrers: none). No referrers is an empty list. Each host that may pull is asked in turn (a mirror
-    /// first, [`Client::hosts`]) until one has a referrer of that type.
+    /// manifest there is no index of referrers: none). No referrers is an empty list.
+    /// Each host that may pull is asked in turn (a mirror first, [`Client::hosts`]) until
+    /// one has a referrer of that type.
     ///
     /// # Errors
     ///
@@ -54,27 +68,55 @@ impl Client {
         .await
     }
 
-    /// The descriptors of manifests whose `subject` is `subject` and that `keep` keeps, as
+    /// The descriptors of manifests whose `subject` is `subject` that `want` wants, as
     /// [`Client::referrers`] finds them, for a kind of referrer no single artifact type
-    /// names: a host whose referrers `keep` keeps none of counts as having none, so the
-    /// next host is asked (a mirror holding other artifacts hides nothing upstream).
+    /// names. A descriptor `want` cannot judge ([`Wanted::ByManifest`]: listed with no
+    /// artifact type, or the empty one) is judged again with its manifest's own artifact
+    /// type (or config media type), read from the same host, at most
+    /// [`MAX_MANIFESTS_READ`] per host; it is returned with that type. A host holding
+    /// none that `want` wants counts as having none, so the next host is asked: a mirror
+    /// holding other artifacts hides nothing upstream.
     ///
     /// # Errors
     ///
-    /// As [`Client::referrers`].
+    /// As [`Client::referrers`]; a manifest that cannot be read.
     #[tracing::instrument(name = "registry", skip_all, fields(%repo, %subject))]
-    pub async fn referrers_where<K>(
+    pub async fn referrers_where<W>(
         &self,
         repo: &Repository,
         subject: &Digest,
-        keep: K,
+        want: W,
     ) -> Result<Vec<Descriptor>, Error>
     where
-        K: Fn(&Descriptor) -> bool + Copy,
+        W: Fn(&Descriptor) -> Wanted + Copy,
     {
         self.ask_hosts(repo, Capability::Pull, |host| async move {
-            let found = self.referrers_on(&host, repo, subject, None).await?;
-            Ok(found.into_iter().filter(|d| keep(d)).collect::<Vec<_>>())
+            let listed = self.referrers_on(&host, repo, subject, None).await?;
+            let mut found = Vec::new();
+            let mut read = 0;
+            for mut descriptor in listed {
+                match want(&descriptor) {
+                    Wanted::Yes => found.push(descriptor),
+                    Wanted::No => {}
+                    Wanted::ByManifest if read < MAX_MANIFESTS_READ => {
+                        read += 1;
+                        let digest = descriptor.digest.to_string();
+                        let fetched = self
+                            .fetch_manifest(&host, repo, &digest, Some(&descriptor.digest))
+                            .await?;
+                        let Manifest::Image(manifest) = fetched.manifest else {
+                            continue;
+                        };
+                        descriptor.artifact_type =
+                            Some(manifest.artifact_type.unwrap_or(manifest.config.media_type));
+                        if want(&descriptor) == Wanted::Yes {
+                            found.push(descriptor);
+                        }
+                    }
+                    Wanted::ByManifest => {}
+                }
+            }
+            Ok(found)
         })
         .await
     }

@@ -29,6 +29,7 @@ use tokio::sync::OnceCell;
 use crate::oci::descriptor::OCI_MANIFEST;
 use crate::oci::manifest::Manifest;
 use crate::oci::{Descriptor, Digest, ImageRef, Repository};
+use crate::registry::Wanted;
 use crate::registry::{self, Client, CriCredentials};
 use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyError};
 use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
@@ -604,8 +605,9 @@ impl Job {
     }
 
     /// Reads `descriptors` as cosign signature layers (simple-signing payloads with their
-    /// annotations) into `layers`, at most [`cosign::MAX_SIGNATURES`] in all; the first
-    /// reason a layer is not a usable signature goes to `malformed`.
+    /// annotations) into `layers` until it holds [`cosign::MAX_SIGNATURES`] (the `.sig`
+    /// tag and the referrers each fill a list of their own); the first reason a layer is
+    /// not a usable signature goes to `malformed`.
     async fn signature_layers(
         &self,
         descriptors: &[Descriptor],
@@ -661,31 +663,22 @@ impl Job {
     async fn cosign_referrers(&self, digest: &Digest) -> Result<Referred, Error> {
         let referrers = self
             .registry
-            .referrers_where(&self.repo, digest, |r| {
-                cosign_referrer(r) != ReferrerKind::Other
+            .referrers_where(&self.repo, digest, |r| match cosign_referrer(r) {
+                ReferrerKind::Bundle | ReferrerKind::SimpleSigning => Wanted::Yes,
+                ReferrerKind::Unknown => Wanted::ByManifest,
+                ReferrerKind::Other => Wanted::No,
             })
             .await?;
         let mut found = Referred::default();
         for referrer in referrers.iter().take(cosign::MAX_SIGNATURES) {
             let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
             let Manifest::Image(manifest) = fetched.manifest else {
-                if cosign_referrer(referrer) != ReferrerKind::Unknown {
-                    found.malformed.get_or_insert_with(|| {
-                        format!("cosign referrer {} is an index", referrer.digest)
-                    });
-                }
+                found.malformed.get_or_insert_with(|| {
+                    format!("cosign referrer {} is an index", referrer.digest)
+                });
                 continue;
             };
-            let kind = match cosign_referrer(referrer) {
-                ReferrerKind::Unknown => artifact_kind(
-                    manifest
-                        .artifact_type
-                        .as_deref()
-                        .unwrap_or(&manifest.config.media_type),
-                ),
-                kind => kind,
-            };
-            match kind {
+            match cosign_referrer(referrer) {
                 ReferrerKind::Bundle => {
                     self.bundle_layer(referrer, &manifest.layers, &mut found)
                         .await?

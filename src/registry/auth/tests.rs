@@ -264,7 +264,9 @@ fn docker_config_keys_match_as_kubelet_matches_them() {
             "*.azurecr.io": {{"auth": "{}"}},
             "registry.example:5000": {{"auth": "{}"}},
             "docker.io/library": {{"auth": "{}"}},
-            "https://index.docker.io/v1/": {{"auth": "{}"}}
+            "https://index.docker.io/v1/": {{"auth": "{}"}},
+            "https://other.example/v2/": {{"auth": "{}"}},
+            "https://other.example/v2/team-c": {{"auth": "{}"}}
         }}}}"#,
         b64("any:p"),
         b64("team-a:p"),
@@ -273,6 +275,8 @@ fn docker_config_keys_match_as_kubelet_matches_them() {
         b64("port:p"),
         b64("official:p"),
         b64("hub:p"),
+        b64("other:p"),
+        b64("team-c:p"),
     );
     let auths = DockerAuths::parse(file.as_bytes()).unwrap();
     let who = |registry: &str, path: &str| user(auths.credentials(registry, path));
@@ -287,12 +291,30 @@ fn docker_config_keys_match_as_kubelet_matches_them() {
     assert_eq!(who("a.b.azurecr.io", "app"), None);
     assert_eq!(who("docker.io", "library/alpine"), Some("official"));
     assert_eq!(who("docker.io", "someone/app"), Some("hub"));
-    // The same every time the file is read, whatever order a map gives.
-    for _ in 0..8 {
-        let again = DockerAuths::parse(file.as_bytes()).unwrap();
+    // An API version path names the host.
+    assert_eq!(who("other.example", "app"), Some("other"));
+    assert_eq!(who("other.example", "team-c/app"), Some("team-c"));
+    // The most specific key answers, in whatever order the keys were added.
+    let keys = ["registry.example", "registry.example/team-a", "*.example"];
+    for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+        let mut auths = DockerAuths::default();
+        for i in order {
+            auths.add_missing(keys[i], basic(keys[i]));
+        }
         assert_eq!(
-            user(again.credentials("registry.example", "team-a/app")),
-            Some("team-a")
+            user(auths.credentials("registry.example", "team-a/app")),
+            Some("registry.example/team-a"),
+            "{order:?}"
+        );
+        assert_eq!(
+            user(auths.credentials("registry.example", "team-b/app")),
+            Some("registry.example"),
+            "{order:?}"
+        );
+        assert_eq!(
+            user(auths.credentials("cdn.example", "app")),
+            Some("*.example"),
+            "{order:?}"
         );
     }
 }

@@ -22,8 +22,8 @@
 //! The statement carries no docker-reference, so `DockerReferenceCheck` does not apply.
 //!
 //! The DSSE signature's hash follows the rule of `.sig` layers ([`super::key`] module
-//! docs): SHA-256, or the key's default in sigstore's algorithm registry, unless the
-//! operator set a digest for a key. An Ed25519 signature may be pure or Ed25519ph: cosign
+//! docs): SHA-256, or the key's default in sigstore's algorithm registry (a key fixed
+//! to one digest, [`super::policy::TrustedKey::with_digest`], takes that one). An Ed25519 signature may be pure or Ed25519ph: cosign
 //! v3 signs a bundle with a key file's default signer, Ed25519ph (cosign
 //! `internal/key/svkeypair.go`, `SignData`), while sigstore-go verifies a certificate's
 //! DSSE signature as pure Ed25519 (`pkg/verify/signature.go`, `compatSignatureVerifier`).

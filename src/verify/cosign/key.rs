@@ -83,13 +83,14 @@ pub enum SignatureDigest {
 /// Which hashes a cosign signature over a payload may have been made with (module docs).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AcceptedDigests {
-    /// No digest set by the operator: SHA-256, as cosign before 2.5 signed with any key,
+    /// No digest fixed: SHA-256, as cosign before 2.5 signed with any key,
     /// or the key's default in sigstore's algorithm registry, as cosign 2.5 and later sign
     /// (P-384 SHA-384, P-521 SHA-512; P-256 and RSA SHA-256 either way). An Ed25519 key
     /// accepts pure Ed25519 and Ed25519ph.
     #[default]
     CosignDefaults,
-    /// A digest set by the operator (cosign `verify --signature-digest-algorithm`): ECDSA
+    /// One digest fixed, as cosign `verify --signature-digest-algorithm` fixes it (no
+    /// configuration key sets this yet; [`super::policy::TrustedKey::with_digest`]): ECDSA
     /// and RSA signatures over that hash only. An Ed25519 key accepts pure Ed25519, which
     /// takes no digest, and Ed25519ph only when the digest is SHA-512, its one hash.
     Only(SignatureDigest),

@@ -30,6 +30,9 @@ pub const MAX_SIGNATURE_B64_BYTES: usize = 4 * 1024;
 pub const MAX_CERTIFICATES_PEM_BYTES: usize = 64 * 1024;
 /// The largest Rekor bundle annotation: a hashedrekord body with a certificate is ~3 KiB.
 pub const MAX_BUNDLE_JSON_BYTES: usize = 64 * 1024;
+/// The largest RFC 3161 timestamp annotation: a TimeStampResp carrying the TSA's chain is
+/// a few KiB, base64 in JSON a third more.
+pub const MAX_TIMESTAMP_JSON_BYTES: usize = 64 * 1024;
 
 /// One signature as stored in a `.sig` manifest layer. The payload is the layer blob,
 /// already fetched by the caller and checked against the layer descriptor's digest.
@@ -130,7 +133,7 @@ impl SignatureLayer {
             (
                 "RFC 3161 timestamp annotation",
                 self.rfc3161_timestamp_json.as_ref().map_or(0, String::len),
-                MAX_BUNDLE_JSON_BYTES,
+                MAX_TIMESTAMP_JSON_BYTES,
             ),
         ];
         for (what, len, limit) in checks {

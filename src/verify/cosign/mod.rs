@@ -258,10 +258,10 @@ fn verify_keyless(
         .collect();
     let path = cert::build_chain(&leaf, &candidates, &policy.fulcio_roots)?;
 
-    // Without a tlog the certificate is judged at the current time (cosign
-    // pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when there is no bundle).
+    // Without a tlog entry or a timestamp the certificate is judged at the current time
+    // (cosign pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when neither is there).
     // `require_tlog` is applied after the validity check, so that a certificate without
-    // a log entry reports why it fails at `now` (vector K01g).
+    // a log entry reports why it fails at that time (vector K01g).
     let logged = check_tlog(
         layer,
         signature,
@@ -310,12 +310,13 @@ fn verify_keyless(
 }
 
 /// The genTime of the layer's RFC 3161 timestamp annotation, verified over `signature`
-/// against the policy's timestamp authorities; `None` when the layer has none.
+/// against the policy's timestamp authorities; `None` when the layer has none, or the
+/// policy names no authority.
 ///
 /// # Errors
 ///
 /// `Malformed` for an unreadable annotation; `UntrustedRoot` when the timestamp does not
-/// verify against a configured authority (or none is configured).
+/// verify against a configured authority.
 fn layer_timestamp(
     layer: &SignatureLayer,
     signature: &[u8],
@@ -329,6 +330,15 @@ fn layer_timestamp(
     let Some(json) = &layer.rfc3161_timestamp_json else {
         return Ok(None);
     };
+    // Without an authority to check it against, a timestamp shows nothing, and the
+    // signature is judged as one without (cosign asks for TSA roots only when the
+    // operator gives them).
+    if policy.timestamp_authorities.is_empty() {
+        tracing::debug!(
+            "a signature's RFC 3161 timestamp is not read: no timestamp authority is configured"
+        );
+        return Ok(None);
+    }
     let annotation: Annotation = serde_json::from_str(json)
         .map_err(|e| Rejection::Malformed(format!("RFC 3161 timestamp annotation: {e}")))?;
     let response = base64::engine::general_purpose::STANDARD

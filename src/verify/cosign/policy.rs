@@ -88,8 +88,8 @@ pub struct TrustedKey {
     pub name: String,
     pub key: PublicKey,
     /// The hashes its signatures may use: every one some cosign version signs with for
-    /// this key (SHA-256, or the key's sigstore default), unless the operator set one
-    /// (cosign `--signature-digest-algorithm`, [`TrustedKey::with_digest`]).
+    /// this key (SHA-256, or the key's sigstore default), unless one is fixed
+    /// ([`TrustedKey::with_digest`]; no configuration key fixes one yet).
     pub digests: AcceptedDigests,
 }
 
@@ -227,8 +227,8 @@ impl TrustedKey {
         })
     }
 
-    /// This key with a digest set by the operator (cosign `verify
-    /// --signature-digest-algorithm`): only signatures over that hash verify.
+    /// This key fixed to one digest, as cosign `verify --signature-digest-algorithm`
+    /// fixes it: only signatures over that hash verify.
     #[must_use]
     pub fn with_digest(self, digest: SignatureDigest) -> Self {
         Self {
