@@ -985,6 +985,41 @@ async fn a_mirror_holding_other_referrers_does_not_hide_the_registrys_signature(
     assert_eq!(code, TRUSTED, "{json}");
 }
 
+/// A mirror without the image and a registry that cannot be reached: the answer is the
+/// mirror's "not there", and the registry's failure, which may have hidden the image, is
+/// said in a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_host_behind_a_mirrors_not_found_is_warned_of() {
+    let f = Fixture::new().await;
+    let mirrored = "registry.invalid";
+    let hosts = f.dir_path().join("certs.d");
+    std::fs::create_dir_all(hosts.join(mirrored)).unwrap();
+    std::fs::write(
+        hosts.join(mirrored).join("hosts.toml"),
+        format!("[host.\"http://{}\"]\n", f.registry.host()),
+    )
+    .unwrap();
+    let output = Command::new(crigate_binary())
+        .args([
+            "--log-format",
+            "text",
+            "verify",
+            &format!("{mirrored}/absent:v1"),
+        ])
+        .args(["--plain-http", "--insecure-ignore-tlog", "--key"])
+        .arg(&f.key)
+        .args(["--hosts-dir", hosts.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_ne!(output.status.code(), Some(TRUSTED), "{stderr}");
+    assert!(
+        stderr.contains("a registry host failed and another had nothing"),
+        "{stderr}"
+    );
+    assert!(stderr.contains(mirrored), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_is_verified_through_the_mirror_its_hosts_dir_or_containerd_config_names() {
     let f = Fixture::new().await;

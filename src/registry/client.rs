@@ -500,15 +500,21 @@ impl Client {
         Fut: Future<Output = Result<T, Error>>,
     {
         let (first, rest) = self.hosts(repo, capability)?;
-        let mut best = ask_logged(&mut ask, first).await;
+        let mut failed = None;
+        let mut best = ask_logged(&mut ask, first, &mut failed).await;
         for host in rest {
             if rank(&best) == Rank::Found {
                 break;
             }
-            let answer = ask_logged(&mut ask, host).await;
+            let answer = ask_logged(&mut ask, host, &mut failed).await;
             if rank(&answer) > rank(&best) {
                 best = answer;
             }
+        }
+        // One host's "not there" stands over another's failure; the failure may have
+        // hidden what is asked for (a signature behind refused credentials), so say so.
+        if let (Rank::Absent, Some((host, error))) = (rank(&best), failed) {
+            tracing::warn!(%repo, %host, %error, "a registry host failed and another had nothing: answered as nothing");
         }
         best
     }
@@ -1068,8 +1074,13 @@ impl<T> Answer for Option<T> {
     }
 }
 
-/// `ask`'s answer from `host`, a failure logged with the host's name.
-async fn ask_logged<T, F, Fut>(ask: &mut F, host: Host) -> Result<T, Error>
+/// `ask`'s answer from `host`, a failure logged with the host's name and, if it is the
+/// first, kept in `failed` with it.
+async fn ask_logged<T, F, Fut>(
+    ask: &mut F,
+    host: Host,
+    failed: &mut Option<(String, String)>,
+) -> Result<T, Error>
 where
     F: FnMut(Host) -> Fut,
     Fut: Future<Output = Result<T, Error>>,
@@ -1079,6 +1090,7 @@ where
     if let Err(error) = &answer {
         if !error.is_not_found() {
             tracing::debug!(host = %authority, %error, "registry host failed");
+            failed.get_or_insert_with(|| (authority, error.to_string()));
         }
     }
     answer
