@@ -480,7 +480,6 @@ async fn a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema() {
     // its own under 200 OK. The stand-in serves the referrers tag as such a registry's
     // clients push it.
     let subject = Digest::sha256(b"subject");
-    let tag = subject.tag_form();
     let tagged = serde_json::to_vec(
         &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(7, NOTATION)]}),
     )
@@ -496,19 +495,12 @@ async fn a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema() {
         ),
         ("application/json", untyped),
     ] {
-        let (tag, tagged) = (tag.clone(), tagged.clone());
-        let server = StandIn::start(move |request| {
-            let (tag, tagged, body) = (tag.clone(), tagged.clone(), body.clone());
-            async move {
-                let path = request.uri().path();
-                if path.contains("/referrers/") {
-                    respond(StatusCode::OK, &[("content-type", content_type)], body)
-                } else if path.ends_with(&format!("/manifests/{tag}")) {
-                    respond(StatusCode::OK, &[("content-type", OCI_INDEX)], tagged)
-                } else {
-                    respond(StatusCode::NOT_FOUND, &[], Vec::new())
-                }
-            }
+        let server = referrers_stand_in(&subject, tagged.clone(), move || {
+            respond(
+                StatusCode::OK,
+                &[("content-type", content_type)],
+                body.clone(),
+            )
         })
         .await;
         let found = server
@@ -521,31 +513,44 @@ async fn a_referrers_answer_that_is_no_index_falls_back_to_the_tag_schema() {
     }
 }
 
+/// A stand-in registry whose referrers API answers `answer()` and whose referrers tag for
+/// `subject` holds the index `tagged`; anything else is 404.
+async fn referrers_stand_in(
+    subject: &Digest,
+    tagged: Vec<u8>,
+    answer: impl Fn() -> Response<Body> + Send + Sync + 'static,
+) -> StandIn {
+    let tag = subject.tag_form();
+    let answer = Arc::new(answer);
+    StandIn::start(move |request| {
+        let (tag, tagged, answer) = (tag.clone(), tagged.clone(), Arc::clone(&answer));
+        async move {
+            let path = request.uri().path();
+            if path.contains("/referrers/") {
+                answer()
+            } else if path.ends_with(&format!("/manifests/{tag}")) {
+                respond(StatusCode::OK, &[("content-type", OCI_INDEX)], tagged)
+            } else {
+                respond(StatusCode::NOT_FOUND, &[], Vec::new())
+            }
+        }
+    })
+    .await
+}
+
 /// Stand-in (a real registry answers the spec's 404): registries and proxies that answer
 /// the referrers path with other codes have no API either, and the tag schema is read; a
 /// server error stays an error.
 #[tokio::test]
 async fn referrers_answered_with_a_no_api_status_fall_back_to_the_tag_schema() {
     let subject = Digest::sha256(b"subject");
-    let tag = subject.tag_form();
     let tagged = serde_json::to_vec(
         &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [referrer(9, NOTATION)]}),
     )
     .unwrap();
     for code in [400, 405, 406, 501, 500] {
-        let (tag, tagged) = (tag.clone(), tagged.clone());
-        let server = StandIn::start(move |request| {
-            let (tag, tagged) = (tag.clone(), tagged.clone());
-            async move {
-                let path = request.uri().path();
-                if path.contains("/referrers/") {
-                    respond(StatusCode::from_u16(code).unwrap(), &[], Vec::new())
-                } else if path.ends_with(&format!("/manifests/{tag}")) {
-                    respond(StatusCode::OK, &[("content-type", OCI_INDEX)], tagged)
-                } else {
-                    respond(StatusCode::NOT_FOUND, &[], Vec::new())
-                }
-            }
+        let server = referrers_stand_in(&subject, tagged.clone(), move || {
+            respond(StatusCode::from_u16(code).unwrap(), &[], Vec::new())
         })
         .await;
         let found = server
@@ -1281,26 +1286,7 @@ async fn identity_tokens_are_exchanged_at_the_token_endpoint() {
             }
             return respond(StatusCode::UNAUTHORIZED, &[], "");
         }
-        if request
-            .headers()
-            .get("authorization")
-            .is_some_and(|v| v == "Bearer tok-2")
-        {
-            return respond(
-                StatusCode::OK,
-                &[("content-type", OCI_MANIFEST)],
-                manifest_json(None),
-            );
-        }
-        let realm = format!(
-            "Bearer realm=\"http://{}/token\",service=\"standin\"",
-            request.headers().get("host").unwrap().to_str().unwrap()
-        );
-        respond(
-            StatusCode::UNAUTHORIZED,
-            &[("www-authenticate", &realm)],
-            "",
-        )
+        manifest_behind_bearer(&request, |token| token == "tok-2", "")
     })
     .await;
     let client = server.client().with_credentials(
@@ -1353,25 +1339,10 @@ async fn token_requests_fall_back_to_get_split_scopes_and_drop_empty_secrets() {
                 };
                 return respond(StatusCode::OK, &[], format!(r#"{{"token":"{token}"}}"#));
             }
-            let bearer = request
-                .headers()
-                .get("authorization")
-                .map(|v| v.to_str().unwrap().to_owned());
-            if bearer.is_some_and(|b| b.starts_with("Bearer tok-")) {
-                return respond(
-                    StatusCode::OK,
-                    &[("content-type", OCI_MANIFEST)],
-                    manifest_json(None),
-                );
-            }
-            let realm = format!(
-                "Bearer realm=\"http://{}/token\",service=\"standin\",scope=\"repository:app:pull repository:base:pull\"",
-                request.headers().get("host").unwrap().to_str().unwrap()
-            );
-            respond(
-                StatusCode::UNAUTHORIZED,
-                &[("www-authenticate", &realm)],
-                "",
+            manifest_behind_bearer(
+                &request,
+                |token| token.starts_with("tok-"),
+                ",scope=\"repository:app:pull repository:base:pull\"",
             )
         }
     })
@@ -1407,6 +1378,37 @@ async fn token_requests_fall_back_to_get_split_scopes_and_drop_empty_secrets() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].1, None, "{seen:?}");
+}
+
+/// A stand-in registry's answer to a request for a manifest: the manifest when the request
+/// carries a bearer token `accepted` accepts, else a 401 challenge naming the stand-in's
+/// `/token` realm, service `standin`, and `more` after them.
+fn manifest_behind_bearer<B>(
+    request: &Request<B>,
+    accepted: impl Fn(&str) -> bool,
+    more: &str,
+) -> Response<Body> {
+    let bearer = request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    if bearer.is_some_and(accepted) {
+        return respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(None),
+        );
+    }
+    let realm = format!(
+        "Bearer realm=\"http://{}/token\",service=\"standin\"{more}",
+        request.headers().get("host").unwrap().to_str().unwrap()
+    );
+    respond(
+        StatusCode::UNAUTHORIZED,
+        &[("www-authenticate", &realm)],
+        "",
+    )
 }
 
 fn base64_encode(bytes: &[u8]) -> String {

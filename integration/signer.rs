@@ -21,7 +21,7 @@ use rcgen::{KeyPair, PublicKeyData, SigningKey, PKCS_ECDSA_P256_SHA256};
 use serde_json::json;
 use sha2::{Digest as _, Sha256};
 
-use crate::harness::Registry;
+use crate::harness::{Registry, TestImage};
 
 pub const SIMPLE_SIGNING: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
 pub const BUNDLE_V03: &str = "application/vnd.dev.sigstore.bundle.v0.3+json";
@@ -94,18 +94,18 @@ impl KeySigner {
     }
 
     /// Signs `repo@image_digest` as a Sigstore bundle referrer (key-based, no tlog entry).
-    pub async fn sign_bundle(
-        &self,
-        registry: &Registry,
-        repo: &str,
-        image_digest: &str,
-        image_size: u64,
-        image_media_type: &str,
-    ) {
+    pub async fn sign_bundle(&self, registry: &Registry, repo: &str, image: &TestImage) {
+        let image_digest = image.manifest_digest();
         let bundle = self.bundle(registry, repo, image_digest);
-        let subject =
-            json!({"mediaType": image_media_type, "digest": image_digest, "size": image_size});
-        push_referrer(registry, repo, image_digest, BUNDLE_V03, &bundle, subject).await;
+        push_referrer(
+            registry,
+            repo,
+            image_digest,
+            BUNDLE_V03,
+            &bundle,
+            subject_of(image),
+        )
+        .await;
     }
 
     /// Signs `repo@image_digest` as cosign v3 stores a bundle on a registry without the
@@ -117,10 +117,9 @@ impl KeySigner {
         &self,
         registry: &Registry,
         repo: &str,
-        image_digest: &str,
-        image_size: u64,
-        image_media_type: &str,
+        image: &TestImage,
     ) {
+        let image_digest = image.manifest_digest();
         let bundle = self.bundle(registry, repo, image_digest);
         let empty = b"{}";
         let config_digest = registry.push_blob(repo, empty).await.unwrap();
@@ -131,7 +130,7 @@ impl KeySigner {
             "artifactType": BUNDLE_V03,
             "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": empty.len()},
             "layers": [{"mediaType": BUNDLE_V03, "digest": blob_digest, "size": bundle.len()}],
-            "subject": {"mediaType": image_media_type, "digest": image_digest, "size": image_size},
+            "subject": subject_of(image),
             "annotations": {
                 "dev.sigstore.bundle.content": "dsse-envelope",
                 "dev.sigstore.bundle.predicateType": "https://sigstore.dev/cosign/sign/v1",
@@ -149,10 +148,9 @@ impl KeySigner {
         &self,
         registry: &Registry,
         repo: &str,
-        image_digest: &str,
-        image_size: u64,
-        image_media_type: &str,
+        image: &TestImage,
     ) {
+        let image_digest = image.manifest_digest();
         let reference = format!("{}/{repo}", registry.host());
         let signature = self.legacy(Self::payload(&reference, image_digest));
         let config = b"{}";
@@ -168,7 +166,7 @@ impl KeySigner {
                 "size": signature.payload.len(),
                 "annotations": signature.annotations,
             }],
-            "subject": {"mediaType": image_media_type, "digest": image_digest, "size": image_size},
+            "subject": subject_of(image),
         });
         list_referrer(registry, repo, image_digest, &manifest, COSIGN_SIG_ARTIFACT).await;
     }
@@ -205,6 +203,15 @@ impl KeySigner {
         }))
         .unwrap()
     }
+}
+
+/// The descriptor of `image`'s manifest, as a referrer's `subject` names it.
+pub fn subject_of(image: &TestImage) -> serde_json::Value {
+    json!({
+        "mediaType": image.manifest_media_type(),
+        "digest": image.manifest_digest(),
+        "size": image.manifest_size(),
+    })
 }
 
 /// Pushes `manifest` by its digest and adds it to the referrers tag schema index of

@@ -59,6 +59,25 @@ impl Fixture {
     fn verify(&self, image: &str, extra: &[&str]) -> (i32, Value) {
         verify_with_key(image, &self.key, extra)
     }
+
+    /// A containerd hosts directory in which `mirrored` is mirrored by this registry.
+    fn mirror_hosts_dir(&self, mirrored: &str) -> PathBuf {
+        let hosts = self.dir_path().join("certs.d");
+        std::fs::create_dir_all(hosts.join(mirrored)).unwrap();
+        std::fs::write(
+            hosts.join(mirrored).join("hosts.toml"),
+            format!("[host.\"http://{}\"]\n", self.registry.host()),
+        )
+        .unwrap();
+        hosts
+    }
+
+    /// Asserts that `repo:v1` verifies as trusted by a signature on `digest`.
+    fn assert_trusted(&self, repo: &str, digest: &str) {
+        let (code, json) = self.verify(&self.reference(repo), &[]);
+        assert_eq!(code, TRUSTED, "{json}");
+        assert_eq!(json["signer"]["signed_digest"], digest);
+    }
 }
 
 fn verify_with_key(image: &str, key: &Path, extra: &[&str]) -> (i32, Value) {
@@ -119,18 +138,8 @@ async fn legacy_signature_is_trusted_and_pinned() {
 async fn bundle_referrer_is_trusted_on_a_registry_without_the_referrers_api() {
     let f = Fixture::new().await;
     let (digest, image) = f.image("bundled").await;
-    f.signer
-        .sign_bundle(
-            &f.registry,
-            "bundled",
-            &digest,
-            image.manifest_size() as u64,
-            image.manifest_media_type(),
-        )
-        .await;
-    let (code, json) = f.verify(&f.reference("bundled"), &[]);
-    assert_eq!(code, TRUSTED, "{json}");
-    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+    f.signer.sign_bundle(&f.registry, "bundled", &image).await;
+    f.assert_trusted("bundled", &digest);
 }
 
 /// cosign v3's default on a registry without the referrers API (distribution, GHCR,
@@ -142,17 +151,9 @@ async fn bundle_referrer_listed_by_its_empty_config_type_is_trusted() {
     let (code, json) = f.verify(&f.reference("listed"), &[]);
     assert_eq!(code, REJECTED, "{json}");
     f.signer
-        .sign_bundle_as_cosign_lists_it(
-            &f.registry,
-            "listed",
-            &digest,
-            image.manifest_size() as u64,
-            image.manifest_media_type(),
-        )
+        .sign_bundle_as_cosign_lists_it(&f.registry, "listed", &image)
         .await;
-    let (code, json) = f.verify(&f.reference("listed"), &[]);
-    assert_eq!(code, TRUSTED, "{json}");
-    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+    f.assert_trusted("listed", &digest);
 }
 
 /// `cosign sign --registry-referrers-mode=oci-1-1` in the legacy format: a simple-signing
@@ -162,28 +163,14 @@ async fn legacy_signature_stored_as_a_referrer_is_trusted() {
     let f = Fixture::new().await;
     let (digest, image) = f.image("oci11").await;
     f.signer
-        .sign_legacy_as_referrer(
-            &f.registry,
-            "oci11",
-            &digest,
-            image.manifest_size() as u64,
-            image.manifest_media_type(),
-        )
+        .sign_legacy_as_referrer(&f.registry, "oci11", &image)
         .await;
-    let (code, json) = f.verify(&f.reference("oci11"), &[]);
-    assert_eq!(code, TRUSTED, "{json}");
-    assert_eq!(json["signer"]["signed_digest"], digest.as_str());
+    f.assert_trusted("oci11", &digest);
     // Signed by another key: found, and not trusted.
     let stranger = KeySigner::generate();
-    let (other, other_image) = f.image("oci11-other").await;
+    let (_, other_image) = f.image("oci11-other").await;
     stranger
-        .sign_legacy_as_referrer(
-            &f.registry,
-            "oci11-other",
-            &other,
-            other_image.manifest_size() as u64,
-            other_image.manifest_media_type(),
-        )
+        .sign_legacy_as_referrer(&f.registry, "oci11-other", &other_image)
         .await;
     let (code, json) = f.verify(&f.reference("oci11-other"), &[]);
     assert_eq!(code, REJECTED, "{json}");
@@ -198,13 +185,7 @@ async fn a_failed_referrers_lookup_hides_no_tagged_signature_and_is_reported_oth
     for repo in ["tagged", "untagged"] {
         let (digest, image) = f.image(repo).await;
         f.signer
-            .sign_bundle_as_cosign_lists_it(
-                &f.registry,
-                repo,
-                &digest,
-                image.manifest_size() as u64,
-                image.manifest_media_type(),
-            )
+            .sign_bundle_as_cosign_lists_it(&f.registry, repo, &image)
             .await;
         let (_, index) = f
             .registry
@@ -958,15 +939,7 @@ async fn a_mirror_holding_other_referrers_does_not_hide_the_registrys_signature(
         "application/vnd.oci.empty.v1+json",
     )
     .await;
-    f.signer
-        .sign_bundle(
-            &f.registry,
-            "app",
-            &digest,
-            image.manifest_size() as u64,
-            image.manifest_media_type(),
-        )
-        .await;
+    f.signer.sign_bundle(&f.registry, "app", &image).await;
     let hosts = f.dir_path().join("certs.d");
     let upstream = f.registry.host();
     std::fs::create_dir_all(hosts.join(&upstream)).unwrap();
@@ -992,13 +965,7 @@ async fn a_mirror_holding_other_referrers_does_not_hide_the_registrys_signature(
 async fn a_failed_host_behind_a_mirrors_not_found_is_warned_of() {
     let f = Fixture::new().await;
     let mirrored = "registry.invalid";
-    let hosts = f.dir_path().join("certs.d");
-    std::fs::create_dir_all(hosts.join(mirrored)).unwrap();
-    std::fs::write(
-        hosts.join(mirrored).join("hosts.toml"),
-        format!("[host.\"http://{}\"]\n", f.registry.host()),
-    )
-    .unwrap();
+    let hosts = f.mirror_hosts_dir(mirrored);
     let output = Command::new(crigate_binary())
         .args([
             "--log-format",
@@ -1029,13 +996,7 @@ async fn an_image_is_verified_through_the_mirror_its_hosts_dir_or_containerd_con
     let mirrored = "registry.invalid";
     let payload = KeySigner::payload(&format!("{mirrored}/app"), &digest);
     push_legacy(&f.registry, "app", &digest, &[f.signer.legacy(payload)]).await;
-    let hosts = f.dir_path().join("certs.d");
-    std::fs::create_dir_all(hosts.join(mirrored)).unwrap();
-    std::fs::write(
-        hosts.join(mirrored).join("hosts.toml"),
-        format!("[host.\"http://{}\"]\n", f.registry.host()),
-    )
-    .unwrap();
+    let hosts = f.mirror_hosts_dir(mirrored);
     let image = format!("{mirrored}/app:v1");
     let (code, json) = f.verify(&image, &["--hosts-dir", hosts.to_str().unwrap()]);
     assert_eq!(code, TRUSTED, "{json}");
