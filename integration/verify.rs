@@ -205,6 +205,20 @@ async fn a_failed_referrers_lookup_hides_no_tagged_signature_and_is_reported_oth
     assert_eq!(code, ERROR, "{json}");
 }
 
+/// `--signature-digest-algorithm`, as cosign's flag: a P-256 signature over SHA-256 (the
+/// test signer's) verifies with the hash named `sha256`, and not with `sha384`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fixed_signature_digest_is_the_only_one_accepted() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("fixed").await;
+    f.signer.sign_legacy(&f.registry, "fixed", &digest).await;
+    let image = f.reference("fixed");
+    let (code, json) = f.verify(&image, &["--signature-digest-algorithm", "sha256"]);
+    assert_eq!(code, TRUSTED, "{json}");
+    let (code, json) = f.verify(&image, &["--signature-digest-algorithm", "sha384"]);
+    assert_eq!(code, REJECTED, "{json}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsigned_image_is_rejected_with_no_signature() {
     let f = Fixture::new().await;

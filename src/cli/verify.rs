@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use serde::Serialize;
 
-use crate::config::{Config, DockerReference, IdentityConfig, VerifierConfig};
+use crate::config::{Config, DockerReference, IdentityConfig, SignatureDigestName, VerifierConfig};
 use crate::oci::ImageRef;
 use crate::registry::{Client, RegistryConfig};
 use crate::verify::cache::{CacheConfig, Source, VerdictCache};
@@ -96,6 +96,11 @@ pub struct Args {
     /// does not compare it; crigate does unless told not to.
     #[arg(long, value_enum, default_value_t = ReferenceCheck::MatchRepository)]
     pub docker_reference: ReferenceCheck,
+
+    /// The one hash `--key` signatures are made over (cosign's flag of the same name).
+    /// Unset: SHA-256 or the key's own hash, as older and newer cosign sign.
+    #[arg(long, value_enum, value_name = "ALGORITHM", requires = "keys")]
+    pub signature_digest_algorithm: Option<SignatureDigestName>,
 
     /// A Notation configuration directory as the notation CLI lays it out
     /// (`trustpolicy.json` or `trustpolicy.oci.json`, `truststore/x509/...`), used as it is.
@@ -329,6 +334,7 @@ fn requirement_from_flags(args: &Args) -> anyhow::Result<Requirement> {
                     ReferenceCheck::MatchRepository => DockerReference::MatchRepository,
                     ReferenceCheck::NotChecked => DockerReference::NotChecked,
                 },
+                signature_digest: args.signature_digest_algorithm,
             },
         );
     }

@@ -177,6 +177,12 @@ pub enum VerifierConfig {
         /// `match-repository` (default) or `not-checked` (cosign's behaviour).
         #[serde(default)]
         docker_reference: DockerReference,
+        /// The one hash key-based signatures are made over (`sha256`, `sha384`,
+        /// `sha512`), as cosign's `--signature-digest-algorithm` fixes it. Unset
+        /// (default): SHA-256 or the key's own hash in sigstore's algorithm registry,
+        /// whichever the signature was made with, as older and newer cosign sign.
+        #[serde(default)]
+        signature_digest: Option<SignatureDigestName>,
     },
     /// Notation signatures, with a Notation configuration directory as the notation CLI
     /// lays it out (`trustpolicy.json`, `truststore/x509/...`).
@@ -214,6 +220,15 @@ pub enum DockerReference {
     #[default]
     MatchRepository,
     NotChecked,
+}
+
+/// See [`VerifierConfig::Cosign`]'s `signature_digest`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SignatureDigestName {
+    Sha256,
+    Sha384,
+    Sha512,
 }
 
 fn yes() -> bool {

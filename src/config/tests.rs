@@ -184,6 +184,7 @@ timeout = "10s"
 kind = "cosign"
 keys = ["/etc/crigate/keys/release.pub"]
 require_tlog = false
+signature_digest = "sha384"
 
 [verifiers.ci]
 kind = "cosign"
@@ -208,8 +209,10 @@ dir = "/etc/crigate/notation"
             require_tlog,
             require_sct,
             docker_reference,
+            signature_digest,
             ..
         } => {
+            assert_eq!(*signature_digest, Some(SignatureDigestName::Sha384));
             assert_eq!(keys.len(), 1);
             assert!(!require_tlog);
             assert!(require_sct, "cosign's default");
@@ -288,6 +291,10 @@ fn verifier_mistakes_are_named() {
         ("[verifiers.n]\nkind = \"notation\"\n", "dir"),
         ("[cache]\nmax_entries = 0\n", "cache.max_entries"),
         ("[registry]\nplain_htp = []\n", "plain_htp"),
+        (
+            "[verifiers.x]\nkind = \"cosign\"\nkeys = [\"/k\"]\nsignature_digest = \"md5\"\n",
+            "md5",
+        ),
     ] {
         let err = parse(text).unwrap_err().to_string();
         assert!(err.contains(needle), "{text:?}: {err}");

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use sha2::{Digest as _, Sha256};
 
-use crate::config::{DockerReference, IdentityConfig, VerifierConfig};
+use crate::config::{DockerReference, IdentityConfig, SignatureDigestName, VerifierConfig};
 use crate::verify::cache::Fingerprint;
 use crate::verify::cosign::{
-    CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, PolicyError, TrustedKey,
-    TrustedRoot,
+    CosignPolicy, DockerReferenceCheck, KeylessIdentity, Matcher, PolicyError, SignatureDigest,
+    TrustedKey, TrustedRoot,
 };
 use crate::verify::engine::Requirement;
 use crate::verify::notation::{self, NotationConfig};
@@ -111,6 +111,7 @@ pub fn requirement(
                 require_tlog,
                 require_sct,
                 docker_reference,
+                signature_digest,
             } => {
                 let policy = cosign.get_or_insert_with(CosignPolicy::default);
                 policy.require_tlog = *require_tlog;
@@ -128,6 +129,18 @@ pub fn requirement(
                             source: Box::new(source),
                         },
                     )?;
+                    let key = match signature_digest {
+                        None => key,
+                        Some(SignatureDigestName::Sha256) => {
+                            key.with_digest(SignatureDigest::Sha256)
+                        }
+                        Some(SignatureDigestName::Sha384) => {
+                            key.with_digest(SignatureDigest::Sha384)
+                        }
+                        Some(SignatureDigestName::Sha512) => {
+                            key.with_digest(SignatureDigest::Sha512)
+                        }
+                    };
                     policy.keys.push(key);
                 }
                 for identity in identities {
@@ -263,6 +276,7 @@ mod tests {
             require_tlog: false,
             require_sct: true,
             docker_reference,
+            signature_digest: None,
         };
         let verifiers: BTreeMap<String, VerifierConfig> = [
             ("a".to_owned(), cosign(DockerReference::MatchRepository)),
@@ -281,5 +295,35 @@ mod tests {
         assert_eq!(check(&a), DockerReferenceCheck::MatchRepository);
         assert_eq!(check(&b), DockerReferenceCheck::NotChecked);
         assert_ne!(a.fingerprint, b.fingerprint);
+    }
+
+    #[test]
+    fn a_fixed_signature_digest_reaches_each_key() {
+        use crate::config::SignatureDigestName;
+        use crate::verify::cosign::{AcceptedDigests, SignatureDigest};
+        let key = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/vectors/cosign/key/hello-world/ecdsa-p256.pub"
+        );
+        let cosign = |signature_digest| VerifierConfig::Cosign {
+            keys: vec![PathBuf::from(key)],
+            identities: Vec::new(),
+            trusted_root: None,
+            require_tlog: false,
+            require_sct: true,
+            docker_reference: DockerReference::MatchRepository,
+            signature_digest,
+        };
+        let digests = |config: VerifierConfig| {
+            let verifiers = BTreeMap::from([("v".to_owned(), config)]);
+            let requirement = requirement(&verifiers, &[]).unwrap();
+            let policy = requirement.cosign.unwrap();
+            (policy.keys[0].digests, requirement.fingerprint)
+        };
+        let (unset, unset_fingerprint) = digests(cosign(None));
+        assert_eq!(unset, AcceptedDigests::CosignDefaults);
+        let (fixed, fixed_fingerprint) = digests(cosign(Some(SignatureDigestName::Sha384)));
+        assert_eq!(fixed, AcceptedDigests::Only(SignatureDigest::Sha384));
+        assert_ne!(unset_fingerprint, fixed_fingerprint);
     }
 }
