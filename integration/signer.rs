@@ -290,8 +290,9 @@ pub async fn push_legacy(
         .unwrap();
 }
 
-/// Pushes an artifact manifest with `subject`, and the referrers tag schema index that
-/// lists it (OCI distribution spec, "Referrers Tag Schema").
+/// Pushes an artifact manifest with `subject` whose one layer is `blob`, and lists it in
+/// the referrers tag schema index (OCI distribution spec, "Referrers Tag Schema"), as
+/// [`list_referrer`] does.
 pub async fn push_referrer(
     registry: &Registry,
     repo: &str,
@@ -303,36 +304,15 @@ pub async fn push_referrer(
     let empty = b"{}";
     let config_digest = registry.push_blob(repo, empty).await.unwrap();
     let blob_digest = registry.push_blob(repo, blob).await.unwrap();
-    let manifest = serde_json::to_vec(&json!({
+    let manifest = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "artifactType": artifact_type,
         "config": {"mediaType": EMPTY_CONFIG, "digest": config_digest, "size": empty.len()},
         "layers": [{"mediaType": artifact_type, "digest": blob_digest, "size": blob.len()}],
         "subject": subject,
-    }))
-    .unwrap();
-    let manifest_digest = format!("sha256:{}", hex::encode(Sha256::digest(&manifest)));
-    registry
-        .push_manifest(repo, &manifest_digest, OCI_MANIFEST, &manifest)
-        .await
-        .unwrap();
-    let index = serde_json::to_vec(&json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": OCI_MANIFEST,
-            "digest": manifest_digest,
-            "size": manifest.len(),
-            "artifactType": artifact_type,
-        }],
-    }))
-    .unwrap();
-    let tag = image_digest.replace(':', "-");
-    registry
-        .push_manifest(repo, &tag, OCI_INDEX, &index)
-        .await
-        .unwrap();
+    });
+    list_referrer(registry, repo, image_digest, &manifest, artifact_type).await;
 }
 
 /// A Sigstore of the test's own: a Fulcio-like CA issuing short-lived leaf certificates

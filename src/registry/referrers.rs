@@ -10,7 +10,7 @@ use super::client::{describe, Fetch, FetchedManifest};
 use super::hosts::{Capability, Host};
 use super::{Client, Error};
 use crate::oci::descriptor::OCI_INDEX;
-use crate::oci::{Descriptor, Digest, Manifest, Repository, MAX_MANIFEST_BYTES};
+use crate::oci::{Descriptor, Digest, ImageManifest, Manifest, Repository, MAX_MANIFEST_BYTES};
 
 /// The filter name a registry lists in `OCI-Filters-Applied` when it applied the
 /// `artifactType` query (OCI distribution spec v1.1, "Listing Referrers").
@@ -73,9 +73,10 @@ impl Client {
     /// names. A descriptor `want` cannot judge ([`Wanted::ByManifest`]: listed with no
     /// artifact type, or the empty one) is judged again with its manifest's own artifact
     /// type (or config media type), read from the same host, at most
-    /// [`MAX_MANIFESTS_READ`] per host; it is returned with that type. A host holding
-    /// none that `want` wants counts as having none, so the next host is asked: a mirror
-    /// holding other artifacts hides nothing upstream.
+    /// [`MAX_MANIFESTS_READ`] per host; it is returned with that type and the manifest
+    /// read, which the caller need not fetch again. A host holding none that `want`
+    /// wants counts as having none, so the next host is asked: a mirror holding other
+    /// artifacts hides nothing upstream.
     ///
     /// # Errors
     ///
@@ -86,7 +87,7 @@ impl Client {
         repo: &Repository,
         subject: &Digest,
         want: W,
-    ) -> Result<Vec<Descriptor>, Error>
+    ) -> Result<Vec<(Descriptor, Option<ImageManifest>)>, Error>
     where
         W: Fn(&Descriptor) -> Wanted + Copy,
     {
@@ -96,7 +97,7 @@ impl Client {
             let mut read = 0;
             for mut descriptor in listed {
                 match want(&descriptor) {
-                    Wanted::Yes => found.push(descriptor),
+                    Wanted::Yes => found.push((descriptor, None)),
                     Wanted::No => {}
                     Wanted::ByManifest if read < MAX_MANIFESTS_READ => {
                         read += 1;
@@ -107,10 +108,14 @@ impl Client {
                         let Manifest::Image(manifest) = fetched.manifest else {
                             continue;
                         };
-                        descriptor.artifact_type =
-                            Some(manifest.artifact_type.unwrap_or(manifest.config.media_type));
+                        descriptor.artifact_type = Some(
+                            manifest
+                                .artifact_type
+                                .clone()
+                                .unwrap_or_else(|| manifest.config.media_type.clone()),
+                        );
                         if want(&descriptor) == Wanted::Yes {
-                            found.push(descriptor);
+                            found.push((descriptor, Some(manifest)));
                         }
                     }
                     Wanted::ByManifest => {}

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::OnceCell;
 
-use crate::oci::descriptor::OCI_MANIFEST;
+use crate::oci::descriptor::{OCI_EMPTY, OCI_MANIFEST};
 use crate::oci::manifest::Manifest;
 use crate::oci::{Descriptor, Digest, ImageRef, Repository};
 use crate::registry::Wanted;
@@ -58,10 +58,6 @@ const COSIGN_SIG_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.
 /// (`WriteAttestationNewBundleFormat`).
 const BUNDLE_PREDICATE_ANNOTATION: &str = "dev.sigstore.bundle.predicateType";
 
-/// The empty descriptor's media type (OCI image spec v1.1, "Guidance for an Empty
-/// Descriptor").
-const OCI_EMPTY_MEDIA_TYPE: &str = "application/vnd.oci.empty.v1+json";
-
 /// What a referrer is to cosign, by its artifact type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ReferrerKind {
@@ -89,7 +85,7 @@ fn artifact_kind(artifact_type: &str) -> ReferrerKind {
     match artifact_type {
         t if is_bundle_type(t) => ReferrerKind::Bundle,
         COSIGN_SIG_ARTIFACT_TYPE => ReferrerKind::SimpleSigning,
-        "" | OCI_EMPTY_MEDIA_TYPE => ReferrerKind::Unknown,
+        "" | OCI_EMPTY => ReferrerKind::Unknown,
         _ => ReferrerKind::Other,
     }
 }
@@ -659,7 +655,7 @@ impl Job {
     /// with no artifact type at all, is judged by its manifest. Bundles whose descriptor
     /// names a predicate other than cosign's signing one (attestations, through the
     /// `dev.sigstore.bundle.predicateType` annotation cosign sets) are left unread. At most
-    /// [`cosign::MAX_SIGNATURES`] referrer manifests are read.
+    /// [`cosign::MAX_SIGNATURES`] referrers are read, each manifest once.
     async fn cosign_referrers(&self, digest: &Digest) -> Result<Referred, Error> {
         let referrers = self
             .registry
@@ -670,17 +666,27 @@ impl Job {
             })
             .await?;
         let mut found = Referred::default();
-        for referrer in referrers.iter().take(cosign::MAX_SIGNATURES) {
-            let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
-            let Manifest::Image(manifest) = fetched.manifest else {
-                found.malformed.get_or_insert_with(|| {
-                    format!("cosign referrer {} is an index", referrer.digest)
-                });
-                continue;
+        for (referrer, read) in referrers.into_iter().take(cosign::MAX_SIGNATURES) {
+            let manifest = match read {
+                Some(manifest) => manifest,
+                None => match self
+                    .registry
+                    .manifest(&self.repo, &referrer.digest)
+                    .await?
+                    .manifest
+                {
+                    Manifest::Image(manifest) => manifest,
+                    Manifest::Index(_) => {
+                        found.malformed.get_or_insert_with(|| {
+                            format!("cosign referrer {} is an index", referrer.digest)
+                        });
+                        continue;
+                    }
+                },
             };
-            match cosign_referrer(referrer) {
+            match cosign_referrer(&referrer) {
                 ReferrerKind::Bundle => {
-                    self.bundle_layer(referrer, &manifest.layers, &mut found)
+                    self.bundle_layer(&referrer, &manifest.layers, &mut found)
                         .await?
                 }
                 ReferrerKind::SimpleSigning => {

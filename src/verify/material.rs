@@ -130,16 +130,8 @@ pub fn requirement(
                         },
                     )?;
                     let key = match signature_digest {
+                        Some(name) => key.with_digest(signature_digest_of(*name)),
                         None => key,
-                        Some(SignatureDigestName::Sha256) => {
-                            key.with_digest(SignatureDigest::Sha256)
-                        }
-                        Some(SignatureDigestName::Sha384) => {
-                            key.with_digest(SignatureDigest::Sha384)
-                        }
-                        Some(SignatureDigestName::Sha512) => {
-                            key.with_digest(SignatureDigest::Sha512)
-                        }
                     };
                     policy.keys.push(key);
                 }
@@ -256,6 +248,15 @@ fn hash_tree(dir: &Path, hasher: &mut Sha256) {
     }
 }
 
+/// The hash a cosign verifier's `signature_digest` names.
+fn signature_digest_of(name: SignatureDigestName) -> SignatureDigest {
+    match name {
+        SignatureDigestName::Sha256 => SignatureDigest::Sha256,
+        SignatureDigestName::Sha384 => SignatureDigest::Sha384,
+        SignatureDigestName::Sha512 => SignatureDigest::Sha512,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -263,21 +264,29 @@ mod tests {
     use super::*;
     use crate::config::DockerReference;
 
-    #[test]
-    fn verifiers_of_one_kind_are_not_read_as_one() {
+    /// A cosign verifier trusting a key of the shared vectors, with these settings.
+    fn cosign_verifier(
+        docker_reference: DockerReference,
+        signature_digest: Option<SignatureDigestName>,
+    ) -> VerifierConfig {
         let key = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../shared/vectors/cosign/key/hello-world/ecdsa-p256.pub"
         );
-        let cosign = |docker_reference| VerifierConfig::Cosign {
+        VerifierConfig::Cosign {
             keys: vec![PathBuf::from(key)],
             identities: Vec::new(),
             trusted_root: None,
             require_tlog: false,
             require_sct: true,
             docker_reference,
-            signature_digest: None,
-        };
+            signature_digest,
+        }
+    }
+
+    #[test]
+    fn verifiers_of_one_kind_are_not_read_as_one() {
+        let cosign = |docker_reference| cosign_verifier(docker_reference, None);
         let verifiers: BTreeMap<String, VerifierConfig> = [
             ("a".to_owned(), cosign(DockerReference::MatchRepository)),
             ("b".to_owned(), cosign(DockerReference::NotChecked)),
@@ -299,21 +308,9 @@ mod tests {
 
     #[test]
     fn a_fixed_signature_digest_reaches_each_key() {
-        use crate::config::SignatureDigestName;
-        use crate::verify::cosign::{AcceptedDigests, SignatureDigest};
-        let key = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../shared/vectors/cosign/key/hello-world/ecdsa-p256.pub"
-        );
-        let cosign = |signature_digest| VerifierConfig::Cosign {
-            keys: vec![PathBuf::from(key)],
-            identities: Vec::new(),
-            trusted_root: None,
-            require_tlog: false,
-            require_sct: true,
-            docker_reference: DockerReference::MatchRepository,
-            signature_digest,
-        };
+        use crate::verify::cosign::AcceptedDigests;
+        let cosign =
+            |signature_digest| cosign_verifier(DockerReference::MatchRepository, signature_digest);
         let digests = |config: VerifierConfig| {
             let verifiers = BTreeMap::from([("v".to_owned(), config)]);
             let requirement = requirement(&verifiers, &[]).unwrap();

@@ -89,8 +89,8 @@ pub enum AcceptedDigests {
     /// accepts pure Ed25519 and Ed25519ph.
     #[default]
     CosignDefaults,
-    /// One digest fixed, as cosign `verify --signature-digest-algorithm` fixes it (no
-    /// configuration key sets this yet; [`super::policy::TrustedKey::with_digest`]): ECDSA
+    /// One digest fixed, as cosign `verify --signature-digest-algorithm` fixes it (a
+    /// cosign verifier's `signature_digest`, [`super::policy::TrustedKey::with_digest`]): ECDSA
     /// and RSA signatures over that hash only. An Ed25519 key accepts pure Ed25519, which
     /// takes no digest, and Ed25519ph only when the digest is SHA-512, its one hash.
     Only(SignatureDigest),

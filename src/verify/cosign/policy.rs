@@ -89,7 +89,7 @@ pub struct TrustedKey {
     pub key: PublicKey,
     /// The hashes its signatures may use: every one some cosign version signs with for
     /// this key (SHA-256, or the key's sigstore default), unless one is fixed
-    /// ([`TrustedKey::with_digest`]; no configuration key fixes one yet).
+    /// ([`TrustedKey::with_digest`]; a cosign verifier's `signature_digest`).
     pub digests: AcceptedDigests,
 }
 
