@@ -3,8 +3,7 @@
 //!
 //! The relay decodes every request header block to route it, so the decoder is on the
 //! path of every call: strings are borrowed from the block unless Huffman-coded, and the
-//! Huffman code is decoded as the canonical code it is (RFC 7541 Appendix B), a few
-//! comparisons per bit with no allocation.
+//! Huffman code (RFC 7541 Appendix B) is decoded four bits at a time through a table.
 
 use std::collections::VecDeque;
 use std::sync::LazyLock;
@@ -260,65 +259,114 @@ fn string<'a>(block: &'a [u8], pos: &mut usize, buf: &'a mut Vec<u8>) -> Result<
     Ok(buf)
 }
 
-/// The Huffman code as a canonical code: per code length, the first code and how many
-/// symbols have that length, and the symbols in code order.
-struct Canonical {
-    first: [u32; 31],
-    count: [u32; 31],
-    offset: [usize; 31],
-    symbols: Vec<u16>,
+/// One step of the Huffman decoder: where four bits lead from a node of the code's tree.
+/// The shortest code has five bits, so four bits complete at most one symbol.
+#[derive(Clone, Copy, Default)]
+struct Step {
+    /// The node reached: the root again once a symbol is complete.
+    next: u8,
+    /// A symbol completed in these bits.
+    emit: bool,
+    symbol: u8,
+    /// The bits complete EOS, which a string must never contain.
+    eos: bool,
 }
 
-static CANONICAL: LazyLock<Canonical> = LazyLock::new(|| {
-    let mut symbols: Vec<u16> = (0..HUFFMAN.len() as u16).collect();
-    symbols.sort_by_key(|&s| (HUFFMAN[usize::from(s)].1, HUFFMAN[usize::from(s)].0));
-    let mut canonical = Canonical {
-        first: [0; 31],
-        count: [0; 31],
-        offset: [0; 31],
-        symbols: Vec::with_capacity(symbols.len()),
-    };
-    for (i, &symbol) in symbols.iter().enumerate() {
-        let (code, len) = HUFFMAN[usize::from(symbol)];
-        let len = usize::from(len);
-        if canonical.count[len] == 0 {
-            canonical.first[len] = code;
-            canonical.offset[len] = i;
+/// The Huffman code (RFC 7541 Appendix B) as a table driven four bits at a time, in the
+/// manner of nghttp2's decoder: a string costs two lookups a byte. A code of 257 symbols
+/// has 256 inner nodes, so a node fits a byte; node 0 is the root.
+struct Nibbles {
+    steps: Vec<[Step; 16]>,
+    /// The nodes a string may end on: the root, or at most seven bits of the EOS code's
+    /// leading ones, the only padding §5.2 allows.
+    ends: [bool; 256],
+}
+
+#[derive(Clone, Copy)]
+enum Child {
+    Empty,
+    Node(u8),
+    Leaf(u16),
+}
+
+static NIBBLES: LazyLock<Nibbles> = LazyLock::new(|| {
+    let mut tree: Vec<[Child; 2]> = vec![[Child::Empty; 2]];
+    for (symbol, &(code, len)) in (0u16..).zip(HUFFMAN.iter()) {
+        let mut node = 0usize;
+        for bit in (0..len).rev() {
+            let side = (code >> bit & 1) as usize;
+            if bit == 0 {
+                tree[node][side] = Child::Leaf(symbol);
+            } else {
+                node = match tree[node][side] {
+                    Child::Node(next) => usize::from(next),
+                    _ => {
+                        tree.push([Child::Empty; 2]);
+                        let next = tree.len() - 1;
+                        tree[node][side] = Child::Node(next as u8);
+                        next
+                    }
+                };
+            }
         }
-        canonical.count[len] += 1;
     }
-    canonical.symbols = symbols;
-    canonical
+    let mut steps = vec![[Step::default(); 16]; tree.len()];
+    for (node, row) in steps.iter_mut().enumerate() {
+        for (nibble, step) in row.iter_mut().enumerate() {
+            let mut at = node;
+            for bit in (0..4).rev() {
+                match tree[at][nibble >> bit & 1] {
+                    Child::Node(next) => at = usize::from(next),
+                    Child::Leaf(256) | Child::Empty => {
+                        step.eos = true;
+                        at = 0;
+                    }
+                    Child::Leaf(symbol) => {
+                        step.emit = true;
+                        step.symbol = symbol as u8;
+                        at = 0;
+                    }
+                }
+            }
+            step.next = at as u8;
+        }
+    }
+    let mut ends = [false; 256];
+    let mut node = 0usize;
+    ends[0] = true;
+    for _ in 0..7 {
+        let Child::Node(next) = tree[node][1] else {
+            break;
+        };
+        node = usize::from(next);
+        ends[node] = true;
+    }
+    Nibbles { steps, ends }
 });
 
 /// Decodes a Huffman-coded string (RFC 7541 §5.2): padding of at most 7 bits, all ones,
 /// and no EOS symbol.
 fn huffman_decode(src: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
-    let table = &*CANONICAL;
-    let mut code: u32 = 0;
-    let mut len = 0;
+    let table = &*NIBBLES;
+    out.reserve(src.len() * 8 / 5);
+    let mut node = 0u8;
     for &byte in src {
-        for bit in (0..8).rev() {
-            code = code << 1 | u32::from(byte >> bit & 1);
-            len += 1;
-            if len > 30 {
+        for nibble in [byte >> 4, byte & 0x0f] {
+            let step = table.steps[usize::from(node)][usize::from(nibble)];
+            if step.eos {
                 return Err(Error::Huffman);
             }
-            let rank = code.wrapping_sub(table.first[len]);
-            if code >= table.first[len] && rank < table.count[len] {
-                match table.symbols[table.offset[len] + rank as usize] {
-                    256 => return Err(Error::Huffman),
-                    symbol => out.push(symbol as u8),
-                }
-                code = 0;
-                len = 0;
+            if step.emit {
+                out.push(step.symbol);
             }
+            node = step.next;
         }
     }
-    if len > 7 || code != (1 << len) - 1 {
-        return Err(Error::Huffman);
+    if table.ends[usize::from(node)] {
+        Ok(())
+    } else {
+        Err(Error::Huffman)
     }
-    Ok(())
 }
 
 /// The static table (RFC 7541 Appendix A).
@@ -701,24 +749,31 @@ mod tests {
     }
 
     #[test]
-    fn the_code_is_canonical() {
-        // Within each length the codes are consecutive, and each length's first code
-        // follows from the previous length's last: what the decoder relies on.
-        let table = &*CANONICAL;
-        let mut next = 0u32;
-        for len in 1..=30 {
-            next <<= 1;
-            if table.count[len] > 0 {
-                assert_eq!(table.first[len], next, "length {len}");
-                for (i, &symbol) in table.symbols[table.offset[len]..][..table.count[len] as usize]
-                    .iter()
-                    .enumerate()
-                {
-                    assert_eq!(HUFFMAN[usize::from(symbol)].0, next + i as u32);
-                }
-                next += table.count[len];
-            }
-        }
+    fn the_table_has_one_node_per_inner_node_of_the_code() {
+        // 257 symbols in a complete prefix code: 256 inner nodes, every one reached.
+        let table = &*NIBBLES;
+        assert_eq!(table.steps.len(), 256);
+        assert_eq!(table.ends.iter().filter(|&&end| end).count(), 8);
+    }
+
+    #[test]
+    fn padding_is_at_most_seven_ones_and_eos_is_refused() {
+        let mut out = Vec::new();
+        // 'a' is 00011 (five bits): three ones of padding end the byte.
+        assert_eq!(huffman_decode(&[0b0001_1111], &mut out), Ok(()));
+        assert_eq!(out, b"a");
+        // A whole byte of ones is eight bits of padding.
+        out.clear();
+        assert_eq!(
+            huffman_decode(&[0b0001_1111, 0xff], &mut out),
+            Err(Error::Huffman)
+        );
+        // The 30-bit EOS code, then padding.
+        out.clear();
+        assert_eq!(
+            huffman_decode(&[0xff, 0xff, 0xff, 0xff], &mut out),
+            Err(Error::Huffman)
+        );
     }
 
     #[test]
