@@ -83,6 +83,7 @@ fn measure(allowlist: usize) -> f64 {
                 issuer: None,
                 matched: "release".into(),
                 signed_digest: signed,
+                valid_until: None,
             }))
         }))
         .unwrap();

@@ -559,6 +559,7 @@ fn signer_for(kind: SignerKind, i: usize, digest: &Digest) -> Signer {
                 // As `verify_keyless` builds it, `format!` capacity and all.
                 matched: format!("fulcio root {}", "O=sigstore.dev,CN=sigstore"),
                 signed_digest: digest.clone(),
+                valid_until: None,
             }
         }
         SignerKind::Key => Signer {
@@ -567,6 +568,7 @@ fn signer_for(kind: SignerKind, i: usize, digest: &Digest) -> Signer {
             issuer: None,
             matched: "/etc/crigate/keys/release.pub".to_owned(),
             signed_digest: digest.clone(),
+            valid_until: None,
         },
     }
 }

@@ -358,14 +358,20 @@ impl VerdictCache {
             let entry = cell
                 .get_or_try_init(|| async {
                     let verdict = verify().await?;
-                    let ttl = match verdict {
-                        Verdict::Trusted(_) => positive,
-                        Verdict::Rejected(_) => negative,
+                    let now = now_secs();
+                    let expires = match &verdict {
+                        // A trusted verdict ends where the signature's trust ends, if
+                        // that comes before the TTL: an expired signature is not
+                        // admitted from the cache.
+                        Verdict::Trusted(signer) => {
+                            let ttl = now.saturating_add(positive.as_secs());
+                            signer
+                                .valid_until
+                                .map_or(ttl, |until| ttl.min(unix_secs(until)))
+                        }
+                        Verdict::Rejected(_) => now.saturating_add(negative.as_secs()),
                     };
-                    let entry = Entry {
-                        verdict,
-                        expires: now_secs().saturating_add(ttl.as_secs()),
-                    };
+                    let entry = Entry { verdict, expires };
                     // Runs once per verification, whoever waits for it.
                     if let Some(file) = &file {
                         file.append(&key, &entry);
@@ -642,6 +648,8 @@ impl StoredVerdict {
                     Some(signed) => Digest::clone(signed),
                     None => digest.clone(),
                 },
+                // The entry's own expiry already ends where the signature's trust ends.
+                valid_until: None,
             }),
             StoredVerdict::Rejected(rejection) => Verdict::Rejected(Rejection::clone(rejection)),
         }
@@ -708,9 +716,12 @@ fn rewrite(path: &Path, state: &State) -> Result<File, Error> {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    unix_secs(SystemTime::now())
+}
+
+/// Whole seconds since the Unix epoch, rounded down (0 before it).
+fn unix_secs(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 // === impl Fingerprint ===

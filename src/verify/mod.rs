@@ -47,6 +47,12 @@ pub struct Signer {
     /// The digest the signature covers (an index digest for a platform manifest
     /// covered through its index).
     pub signed_digest: Digest,
+    /// When this trust must be judged again whatever the cache's TTL: a Notation
+    /// signature's `io.cncf.notary.expiry`, or the end of its chain's validity when no
+    /// authentic timestamp vouches for the signing time. `None` when nothing in the
+    /// signature ends it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub valid_until: Option<std::time::SystemTime>,
 }
 
 /// Why no signature established trust: one variant per reason an operator acts on.

@@ -19,6 +19,7 @@ fn trusted(key: &CacheKey) -> Verdict {
         issuer: Some("https://token.actions.githubusercontent.com".into()),
         matched: "keyless".into(),
         signed_digest: key.digest.clone(),
+        valid_until: None,
     })
 }
 
@@ -101,6 +102,50 @@ async fn rejection_is_cached_for_the_negative_ttl_only() {
         runs.load(Ordering::SeqCst),
         1,
         "a fresh rejection was not cached"
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_verdict_is_kept_no_longer_than_its_signature_holds() {
+    // A signature that expired (or whose chain ran out) is judged again, however long
+    // the TTL; one that holds past the TTL is kept for the TTL.
+    let cache = VerdictCache::open(config(None)).unwrap();
+    let k = key(9);
+    let ended = |at: SystemTime| match trusted(&k) {
+        Verdict::Trusted(signer) => Verdict::Trusted(Signer {
+            valid_until: Some(at),
+            ..signer
+        }),
+        rejected => rejected,
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    for _ in 0..2 {
+        let past = ended(SystemTime::now() - Duration::from_secs(1));
+        let (_, source) = cache
+            .get_or_verify(k.clone(), counted(&runs, past, Duration::ZERO))
+            .await
+            .unwrap();
+        assert_eq!(source, Source::Verified);
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        2,
+        "an ended verdict was served"
+    );
+
+    let k = key(10);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let later = ended(SystemTime::now() + Duration::from_secs(7 * 24 * 3600));
+    for _ in 0..2 {
+        cache
+            .get_or_verify(k.clone(), counted(&runs, later.clone(), Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        1,
+        "a verdict holding past the TTL was not kept"
     );
 }
 

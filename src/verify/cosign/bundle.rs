@@ -445,6 +445,7 @@ fn key_signer(trusted: &TrustedKey, signed_digest: Digest) -> Signer {
         issuer: None,
         matched: trusted.name.clone(),
         signed_digest,
+        valid_until: None,
     }
 }
 
@@ -521,6 +522,7 @@ fn verify_keyless(
             .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
             .unwrap_or_default(),
         signed_digest,
+        valid_until: None,
     })
 }
 

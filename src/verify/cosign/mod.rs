@@ -180,6 +180,7 @@ fn verify_with_key(
         issuer: None,
         matched: trusted.name.clone(),
         signed_digest: signed.manifest_digest,
+        valid_until: None,
     })
 }
 
@@ -306,6 +307,7 @@ fn verify_keyless(
             .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
             .unwrap_or_default(),
         signed_digest: signed.manifest_digest,
+        valid_until: None,
     })
 }
 

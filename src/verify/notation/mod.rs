@@ -334,6 +334,7 @@ where
             issuer: None,
             matched: policy.name.clone(),
             signed_digest: target.digest.clone(),
+            valid_until: None,
         };
         return Verification {
             verdict: Verdict::Trusted(signer),
@@ -351,7 +352,7 @@ where
     let mut best: Option<Failure> = None;
     // A signature that passed with logged failures is kept in case no signature passes
     // cleanly; the first clean pass ends the search.
-    let mut passed: Option<(String, Vec<LoggedFailure>)> = None;
+    let mut passed: Option<(Passed, Vec<LoggedFailure>)> = None;
     let mut notes = Notes {
         fetched,
         logged: Vec::new(),
@@ -369,10 +370,10 @@ where
         );
         let logged = std::mem::take(&mut notes.logged);
         match verified {
-            Ok(subject) => {
+            Ok(pass) => {
                 let clean = logged.is_empty();
                 if passed.is_none() || clean {
-                    passed = Some((subject, logged));
+                    passed = Some((pass, logged));
                 }
                 if clean {
                     break;
@@ -387,15 +388,16 @@ where
         }
     }
     outcome.revocation_wanted = notes.revocation_wanted;
-    if let Some((subject, logged)) = passed {
-        outcome.signer_subject = Some(subject.clone());
+    if let Some((pass, logged)) = passed {
+        outcome.signer_subject = Some(pass.subject.clone());
         outcome.logged = logged;
         let signer = Signer {
             verifier: VerifierKind::Notation,
-            identity: subject,
+            identity: pass.subject,
             issuer: None,
             matched: policy.name.clone(),
             signed_digest: target.digest.clone(),
+            valid_until: pass.until.map(Moment::to_system_time),
         };
         return Verification {
             verdict: Verdict::Trusted(signer),
@@ -487,7 +489,7 @@ fn verify_one(
     config: &NotationConfig,
     now: Moment,
     notes: &mut Notes<'_>,
-) -> Result<String, Failure> {
+) -> Result<Passed, Failure> {
     let store = &config.store;
     let fail = |stage: Stage| move |rejection: Rejection| Failure { stage, rejection };
 
@@ -601,7 +603,29 @@ fn verify_one(
     }
     // --- Target: the signed descriptor must be the image's. ---
     payload.check_target(target).map_err(fail(Stage::Target))?;
-    Ok(leaf.subject())
+    // What was checked against `now` stops holding at these times: the signature's
+    // expiry, and the chain's validity where no authentic timestamp fixed the time it
+    // is judged at.
+    let mut until = None;
+    if policy.level.action(Check::Expiry) == Action::Enforce {
+        until = envelope.headers.expiry;
+    }
+    if authentic_time.is_none() && policy.level.action(Check::AuthenticTimestamp) == Action::Enforce
+    {
+        let chain_ends = chain.iter().map(Cert::not_after).min();
+        until = until.into_iter().chain(chain_ends).min();
+    }
+    Ok(Passed {
+        subject: leaf.subject(),
+        until,
+    })
+}
+
+/// A signature that passed every enforced check.
+struct Passed {
+    subject: String,
+    /// When a check made against the verification time would first fail.
+    until: Option<Moment>,
 }
 
 fn parse_envelope(media_type: &str, bytes: &[u8]) -> Result<Envelope, Rejection> {

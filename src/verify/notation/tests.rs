@@ -354,6 +354,65 @@ fn strict_enforces_expiry_and_an_override_logs_it() {
     ));
 }
 
+/// The signer's `valid_until`, which a trusted verdict must carry.
+fn valid_until(verdict: &Verdict) -> SystemTime {
+    match verdict {
+        Verdict::Trusted(signer) => signer.valid_until.expect("an end of trust"),
+        rejected => panic!("not trusted: {rejected:?}"),
+    }
+}
+
+#[test]
+fn a_trusted_verdict_ends_when_the_signature_expires_or_its_chain_does() {
+    // N04 carries an expiry: trusted just before it, and the verdict says until when.
+    let strict = config_from_json(&policy_json("strict", "", r#""ca:e2e""#));
+    let check = |when: SystemTime| {
+        verify(&n04_envelope(), &n01_target(), "r.example/a", &strict, when).verdict
+    };
+    let until = valid_until(&check(at("2023-06-27T05:21:00Z")));
+    assert!(matches!(
+        check(until - Duration::from_secs(1)),
+        Verdict::Trusted(_)
+    ));
+    assert!(matches!(
+        check(until),
+        Verdict::Rejected(Rejection::Expired(_))
+    ));
+    // An expiry that is only logged ends nothing.
+    let logged = config_from_json(&policy_json(
+        "strict",
+        r#","override":{"expiry":"log"}"#,
+        r#""ca:e2e""#,
+    ));
+    let result = verify(
+        &n04_envelope(),
+        &n01_target(),
+        "r.example/a",
+        &logged,
+        at("2023-06-27T05:21:00Z"),
+    );
+    assert!(
+        matches!(&result.verdict, Verdict::Trusted(s) if s.valid_until.is_none_or(|t| t > until))
+    );
+
+    // N26 has no expiry and no timestamp: its chain, valid now, must still be valid
+    // when it is judged again (notAfter is the last valid instant).
+    let config = config_from_json(&policy_json("strict", "", r#""ca:alpine-2023""#));
+    let envelope =
+        std::fs::read(vectors().join("notation/jws/timestamp/withoutTimestamp.sig")).unwrap();
+    let (_, target, _) = n20();
+    let envelopes = [(MEDIA_TYPE_JWS, envelope)];
+    let check =
+        |when: SystemTime| verify(&envelopes, &target, "r.example/a", &config, when).verdict;
+    let until = valid_until(&check(at(NOW)));
+    let last = check(until);
+    assert!(matches!(last, Verdict::Trusted(_)), "{last:?}");
+    assert!(matches!(
+        check(until + Duration::from_secs(1)),
+        Verdict::Rejected(_)
+    ));
+}
+
 #[test]
 fn permissive_logs_expiry_but_enforces_authenticity() {
     let permissive = config_from_json(&policy_json("permissive", "", r#""ca:e2e""#));
