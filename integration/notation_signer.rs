@@ -840,7 +840,7 @@ impl NotationTsa {
     pub fn with_ocsp(root: &NotationCa, cn: &str, serial: u64, ocsp_url: &str) -> Self {
         Self::issued_by(root, cn, |params| {
             params.serial_number = Some(rcgen::SerialNumber::from(serial));
-            params.custom_extensions = vec![ocsp_access(ocsp_url)];
+            params.custom_extensions.push(ocsp_access(ocsp_url));
         })
     }
 
@@ -858,7 +858,14 @@ impl NotationTsa {
             .distinguished_name
             .push(rcgen::DnType::CommonName, cn);
         params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::TimeStamping];
+        // RFC 3161 2.3: extendedKeyUsage critical, timeStamping alone. rcgen writes the
+        // extension non-critical, so it is written here: SEQUENCE { id-kp-timeStamping }.
+        let mut eku = rcgen::CustomExtension::from_oid_content(
+            &[2, 5, 29, 37],
+            vec![0x30, 10, 0x06, 8, 0x2b, 6, 1, 5, 5, 7, 3, 8],
+        );
+        eku.set_criticality(true);
+        params.custom_extensions.push(eku);
         // rcgen writes the subject key identifier (which the token's sid names) only with
         // basicConstraints present.
         params.is_ca = rcgen::IsCa::ExplicitNoCa;

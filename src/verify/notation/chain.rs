@@ -32,7 +32,6 @@ pub const MAX_CHAIN_LEN: usize = 10;
 const EKU_ANY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const EKU_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
 const EKU_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
-const EKU_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
 const EKU_EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 const EKU_TIME_STAMPING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.8");
 const EKU_OCSP_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.9");
@@ -325,7 +324,7 @@ impl Cert {
     /// (RFC 5280 4.2.1.9), or has keyUsage without keyCertSign (4.2.1.3), before any
     /// signature arithmetic. A leaf (which the signing chain rules forbid to be a CA)
     /// therefore costs no signature check here, even when it shares its issuer's name.
-    fn is_self_signed_ca(&self) -> bool {
+    pub(crate) fn is_self_signed_ca(&self) -> bool {
         let tbs = self.cert.tbs_certificate();
         let may_sign = match tbs.get_extension::<BasicConstraints>() {
             Ok(Some((_, bc))) => bc.ca,
@@ -433,14 +432,16 @@ impl Cert {
             .map_err(|_| self.requirement(purpose, "keyUsage is malformed or repeated"))
     }
 
+    /// The extendedKeyUsage extension, if present: whether it is critical, and its
+    /// purposes.
     fn extended_key_usage(
         &self,
         purpose: Purpose,
-    ) -> Result<Option<Vec<ObjectIdentifier>>, ChainError> {
+    ) -> Result<Option<(bool, Vec<ObjectIdentifier>)>, ChainError> {
         self.cert
             .tbs_certificate()
             .get_extension::<ExtendedKeyUsage>()
-            .map(|found| found.map(|(_, eku)| eku.0))
+            .map(|found| found.map(|(critical, eku)| (critical, eku.0)))
             .map_err(|_| self.requirement(purpose, "extendedKeyUsage is malformed or repeated"))
     }
 
@@ -479,8 +480,11 @@ impl Cert {
                         .requirement(purpose, "keyUsage sets a bit other than digitalSignature"));
                 }
             }
-            // RFC 3161 2.3 leaves keyUsage of a TSA certificate to the CA.
-            (Purpose::Timestamping, None) => {}
+            // notation-core-go `validateTimestampingKeyUsagePresent`: a TSA certificate
+            // carries keyUsage too.
+            (Purpose::Timestamping, None) => {
+                return Err(self.requirement(purpose, "keyUsage is missing"))
+            }
         }
         let eku = self.extended_key_usage(purpose)?;
         match purpose {
@@ -498,6 +502,7 @@ impl Cert {
                     EKU_OCSP_SIGNING,
                 ];
                 if eku
+                    .map(|(_, purposes)| purposes)
                     .unwrap_or_default()
                     .iter()
                     .any(|oid| forbidden.contains(oid))
@@ -508,30 +513,21 @@ impl Cert {
                     ));
                 }
             }
-            // "For timestamping certificate: If present, the value MUST contain
-            // id-kp-timeStamping and MUST NOT contain anyExtendedKeyUsage, serverAuth,
-            // clientAuth, emailProtection and codeSigning." RFC 3161 2.3 makes the
-            // extension itself mandatory for a TSA ("MUST contain only one instance of the
-            // extended key usage field extension with KeyPurposeID having value
-            // id-kp-timeStamping").
+            // RFC 3161 2.3: "The corresponding certificate MUST contain only one instance
+            // of the extended key usage field extension as defined in [RFC2459] Section
+            // 4.2.1.13 with KeyPurposeID having value: id-kp-timeStamping. This extension
+            // MUST be critical." (notation-core-go
+            // `validateTimestampingExtendedKeyUsage`: that purpose alone.)
             Purpose::Timestamping => {
-                let eku =
+                let (critical, purposes) =
                     eku.ok_or_else(|| self.requirement(purpose, "extendedKeyUsage is missing"))?;
-                if !eku.contains(&EKU_TIME_STAMPING) {
-                    return Err(self.requirement(purpose, "extendedKeyUsage lacks timeStamping"));
+                if purposes != [EKU_TIME_STAMPING] {
+                    return Err(
+                        self.requirement(purpose, "extendedKeyUsage is not timeStamping alone")
+                    );
                 }
-                let forbidden = [
-                    EKU_ANY,
-                    EKU_SERVER_AUTH,
-                    EKU_CLIENT_AUTH,
-                    EKU_EMAIL_PROTECTION,
-                    EKU_CODE_SIGNING,
-                ];
-                if eku.iter().any(|oid| forbidden.contains(oid)) {
-                    return Err(self.requirement(
-                        purpose,
-                        "extendedKeyUsage names a non-timestamping purpose",
-                    ));
+                if !critical {
+                    return Err(self.requirement(purpose, "extendedKeyUsage is not critical"));
                 }
             }
         }
@@ -963,6 +959,50 @@ mod tests {
             let again = Cert::from_certificate(cert.cert.clone()).unwrap();
             assert_eq!(again.der(), cert.der());
             assert_eq!(again.tbs, cert.tbs);
+        }
+    }
+
+    #[test]
+    fn a_tsa_leaf_has_keyusage_and_a_critical_timestamping_purpose_alone() {
+        // RFC 3161 2.3 and notation-core-go's timestamping leaf rules.
+        use rcgen::{CertificateParams, CustomExtension, DnType, KeyPair, KeyUsagePurpose};
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // The extension written by hand: rcgen marks extendedKeyUsage non-critical.
+        // The extension written by hand: rcgen marks extendedKeyUsage non-critical.
+        const TIME_STAMPING: [u8; 10] = [0x06, 8, 0x2b, 6, 1, 5, 5, 7, 3, 8];
+        const OCSP_SIGNING: [u8; 10] = [0x06, 8, 0x2b, 6, 1, 5, 5, 7, 3, 9];
+        let eku = |critical: bool, purposes: &[[u8; 10]]| {
+            let mut der = vec![0x30, (purposes.len() * 10) as u8];
+            der.extend(purposes.iter().flatten());
+            let mut ext = CustomExtension::from_oid_content(&[2, 5, 29, 37], der);
+            ext.set_criticality(critical);
+            ext
+        };
+        let leaf = |key_usage: bool, eku: CustomExtension| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, "tsa");
+            if key_usage {
+                params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            }
+            params.custom_extensions = vec![eku];
+            Cert::from_der(params.self_signed(&key).unwrap().der()).unwrap()
+        };
+        assert!(leaf(true, eku(true, &[TIME_STAMPING]))
+            .check_leaf(Purpose::Timestamping)
+            .is_ok());
+        for (cert, why) in [
+            (
+                leaf(false, eku(true, &[TIME_STAMPING])),
+                "keyUsage is missing",
+            ),
+            (leaf(true, eku(false, &[TIME_STAMPING])), "not critical"),
+            (
+                leaf(true, eku(true, &[TIME_STAMPING, OCSP_SIGNING])),
+                "not timeStamping alone",
+            ),
+        ] {
+            let error = cert.check_leaf(Purpose::Timestamping).unwrap_err();
+            assert!(error.to_string().contains(why), "{error}");
         }
     }
 }

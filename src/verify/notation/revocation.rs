@@ -257,67 +257,84 @@ impl CrlSet {
             .map(|crl| (crl.as_ref(), OnceCell::new()))
             .collect();
         let judge = |crl: &Crl| judge(crl, &issuer_name, key, cert.is_ca(), now);
+        // The newest complete CRL from the issuer settles the status (RFC 5280 5.2.3: a
+        // CRL's number tells which of two supersedes the other; without numbers, the
+        // later thisUpdate): an older one still before its nextUpdate must not hide a
+        // revocation the newer lists.
+        let mut newest: Option<(&Crl, &Option<Vec<u8>>)> = None;
         for entry in &crls {
-            let crl = entry.0;
             match judged(entry, judge) {
-                Err(why) => {
-                    reason = why;
-                    continue;
-                }
-                Ok(Kind::Delta { .. }) => {
-                    reason = "only a delta CRL from its issuer was found";
-                    continue;
-                }
+                Err(why) => reason = why,
+                Ok(Kind::Delta { .. }) => reason = "only a delta CRL from its issuer was found",
                 Ok(Kind::Base { number }) => {
-                    // RFC 5280 5.2.6 and 4.2.1.15: a delta CRL is published beside this
-                    // one, and may list what was revoked since: the status needs it. An
-                    // unreadable FreshestCRL extension still says a delta exists.
-                    let (mut points, delta_named) = match freshest(&crl.list.tbs_cert_list) {
-                        Ok(points) => {
-                            let named = !points.is_empty();
-                            (points, named)
-                        }
-                        Err(_) => (Vec::new(), true),
-                    };
-                    points.extend(info.delta.iter().cloned());
-                    if delta_named || !points.is_empty() {
-                        // RFC 5280 5.2.4: a delta applies to a complete CRL numbered at
-                        // least its BaseCRLNumber; the newest such delta is used.
-                        let delta = number.as_deref().and_then(|base| {
-                            crls.iter()
-                                .filter_map(|d| match judged(d, judge) {
-                                    Ok(Kind::Delta { number, base: from })
-                                        if le(from, base) && lt(base, number) =>
-                                    {
-                                        Some((number, d.0))
-                                    }
-                                    _ => None,
-                                })
-                                .max_by(|(a, _), (b, _)| cmp(a, b))
-                        });
-                        let Some((_, delta)) = delta else {
-                            return Status::Unknown {
-                                subject: cert.subject(),
-                                reason: "its issuer's CRL names a delta CRL, and no current one \
-                                         is at hand",
-                                fetch: points.into_iter().filter(|url| is_http(url)).collect(),
-                            };
-                        };
-                        // What the delta says is newer than the base.
-                        match listed(delta, cert, signed_at) {
-                            Ok(Some(status)) => return status,
-                            Ok(None) => {}
-                            Err(why) => return unknown(why),
-                        }
+                    if newest.is_none_or(|(best, best_number)| {
+                        supersedes((entry.0, number), (best, best_number))
+                    }) {
+                        newest = Some((entry.0, number));
                     }
-                    return match listed(crl, cert, signed_at) {
-                        Ok(status) => status.unwrap_or(Status::Good),
-                        Err(why) => unknown(why),
-                    };
                 }
             }
         }
-        unknown(reason)
+        let Some((crl, number)) = newest else {
+            return unknown(reason);
+        };
+        // RFC 5280 5.2.6 and 4.2.1.15: a delta CRL is published beside this
+        // one, and may list what was revoked since: the status needs it. An
+        // unreadable FreshestCRL extension still says a delta exists.
+        let (mut points, delta_named) = match freshest(&crl.list.tbs_cert_list) {
+            Ok(points) => {
+                let named = !points.is_empty();
+                (points, named)
+            }
+            Err(_) => (Vec::new(), true),
+        };
+        points.extend(info.delta.iter().cloned());
+        if delta_named || !points.is_empty() {
+            // RFC 5280 5.2.4: a delta applies to a complete CRL numbered at
+            // least its BaseCRLNumber; the newest such delta is used.
+            let delta = number.as_deref().and_then(|base| {
+                crls.iter()
+                    .filter_map(|d| match judged(d, judge) {
+                        Ok(Kind::Delta { number, base: from })
+                            if le(from, base) && lt(base, number) =>
+                        {
+                            Some((number, d.0))
+                        }
+                        _ => None,
+                    })
+                    .max_by(|(a, _), (b, _)| cmp(a, b))
+            });
+            let Some((_, delta)) = delta else {
+                return Status::Unknown {
+                    subject: cert.subject(),
+                    reason: "its issuer's CRL names a delta CRL, and no current one \
+                                 is at hand",
+                    fetch: points.into_iter().filter(|url| is_http(url)).collect(),
+                };
+            };
+            // What the delta says is newer than the base.
+            match listed(delta, cert, signed_at) {
+                Ok(Some(status)) => return status,
+                Ok(None) => {}
+                Err(why) => return unknown(why),
+            }
+        }
+        match listed(crl, cert, signed_at) {
+            Ok(status) => status.unwrap_or(Status::Good),
+            Err(why) => unknown(why),
+        }
+    }
+}
+
+/// Whether the first complete CRL supersedes the second: by CRL number where both have
+/// one, else by thisUpdate.
+fn supersedes(
+    (crl, number): (&Crl, &Option<Vec<u8>>),
+    (other, other_number): (&Crl, &Option<Vec<u8>>),
+) -> bool {
+    match (number, other_number) {
+        (Some(a), Some(b)) => lt(b, a),
+        _ => time(other.list.tbs_cert_list.this_update) < time(crl.list.tbs_cert_list.this_update),
     }
 }
 

@@ -1544,6 +1544,47 @@ mod ecdsa {
     }
 
     #[test]
+    fn the_newest_complete_crl_decides_whichever_is_read_first() {
+        // Two current CRLs from the issuer: the older does not list the leaf, the newer
+        // (a higher CRL number) does. In either order the leaf is revoked.
+        let fixture = crl_fixture();
+        let older = built_crl(
+            &fixture,
+            Built {
+                number: 1,
+                ..Built::default()
+            },
+        );
+        let newer = built_crl(
+            &fixture,
+            Built {
+                number: 2,
+                revoked: &[(LEAF_SERIAL, 1)],
+                ..Built::default()
+            },
+        );
+        for sets in [[&older, &newer], [&newer, &older]] {
+            let result = verify_fetched_with(&fixture, &with_crls(&sets));
+            assert!(
+                rejection_message(&result).contains("was revoked"),
+                "{result:?}"
+            );
+        }
+        // The same among the configured CRL files.
+        let mut both = older.clone();
+        both.extend(&newer);
+        let result = verify_under(
+            &fixture,
+            &config_with(&fixture, "", both),
+            &Fetched::default(),
+        );
+        assert!(
+            rejection_message(&result).contains("was revoked"),
+            "{result:?}"
+        );
+    }
+
+    #[test]
     fn a_complete_crl_that_names_a_delta_crl_is_read_with_it() {
         let fixture = crl_fixture();
         let base = built_crl(
@@ -2007,4 +2048,71 @@ fn store_ref(value: &str) -> trustpolicy::StoreRef {
         TrustPolicyDocument::parse(policy_json("strict", "", &format!("\"{value}\"")).as_bytes())
             .unwrap();
     document.policies()[0].trust_stores[0].clone()
+}
+
+#[test]
+fn a_trust_store_holds_only_what_notation_admits_to_one() {
+    // notation-go truststore.go: CA or self-signed certificates in every store, and only
+    // self-signed root CAs in a tsa store. A leaf issued by a CA anchors nothing.
+    let ca_params = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign];
+        params
+    };
+    let leaf_params = |name: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![rcgen::KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::CodeSigning];
+        params
+    };
+    let key = || rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let root = rcgen::CertifiedIssuer::self_signed(ca_params("root"), key()).unwrap();
+    let intermediate =
+        rcgen::CertifiedIssuer::signed_by(ca_params("intermediate"), key(), &root).unwrap();
+    let leaf = leaf_params("leaf").signed_by(&key(), &root).unwrap();
+    let self_signed = leaf_params("self-signed").self_signed(&key()).unwrap();
+
+    let load = |store: &str, pem: String| {
+        let store = match store.split_once(':') {
+            Some(("tsa", name)) => trustpolicy::StoreRef {
+                kind: trustpolicy::StoreKind::Tsa,
+                name: name.into(),
+            },
+            _ => store_ref(store),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp
+            .path()
+            .join("x509")
+            .join(store.kind.dir_name())
+            .join(&store.name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("c.pem"), pem).unwrap();
+        TrustStore::load(tmp.path(), [&store]).map(|_| ())
+    };
+    for store in ["ca:s", "signingAuthority:s"] {
+        assert!(load(store, root.pem()).is_ok(), "{store}");
+        assert!(load(store, intermediate.pem()).is_ok(), "{store}");
+        assert!(load(store, self_signed.pem()).is_ok(), "{store}");
+        let refused = load(store, root.pem() + &leaf.pem());
+        assert!(
+            matches!(&refused, Err(StoreError::NotAnAnchor { subject, .. }) if subject == "CN=leaf"),
+            "{store}: {refused:?}"
+        );
+    }
+    assert!(load("tsa:s", root.pem()).is_ok());
+    for pem in [intermediate.pem(), self_signed.pem(), leaf.pem()] {
+        let refused = load("tsa:s", pem);
+        assert!(
+            matches!(refused, Err(StoreError::NotARoot { .. })),
+            "{refused:?}"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 
 use super::chain::{Cert, ChainError};
-use super::trustpolicy::StoreRef;
+use super::trustpolicy::{StoreKind, StoreRef};
 
 /// Largest certificate file read; a PEM bundle of a few dozen certificates is < 100 KiB.
 pub const MAX_CERT_FILE_BYTES: u64 = 1024 * 1024;
@@ -61,6 +61,10 @@ pub enum StoreError {
         #[source]
         source: ChainError,
     },
+    #[error("{path}: {subject} is neither a CA certificate nor self-signed; a trust store holds the certificates signatures chain up to")]
+    NotAnAnchor { path: PathBuf, subject: String },
+    #[error("{path}: {subject} is not a self-signed root CA certificate, which is all a tsa trust store may hold")]
+    NotARoot { path: PathBuf, subject: String },
 }
 
 // === impl TrustStore ===
@@ -169,6 +173,7 @@ fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreErro
                 path: path.clone(),
                 source,
             })?;
+            check_anchor(store.kind, &cert, &path)?;
             certs.push(cert);
             if certs.len() > MAX_CERTS_PER_STORE {
                 return Err(StoreError::TooManyCertificates {
@@ -184,6 +189,26 @@ fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreErro
         });
     }
     Ok(certs)
+}
+
+/// What notation-go admits to a trust store (`truststore.go`): in every store a CA
+/// certificate or a self-signed one (`ValidateCertificates`), and in a `tsa` store only
+/// self-signed root CAs (`isRootCACertificate`). Anything else makes the store fail to
+/// load, as it fails notation's verification, rather than anchor a chain.
+fn check_anchor(kind: StoreKind, cert: &Cert, path: &Path) -> Result<(), StoreError> {
+    let error = |root: bool| {
+        let (path, subject) = (path.to_path_buf(), cert.subject());
+        Err(if root {
+            StoreError::NotARoot { path, subject }
+        } else {
+            StoreError::NotAnAnchor { path, subject }
+        })
+    };
+    match kind {
+        StoreKind::Tsa if !cert.is_self_signed_ca() => error(true),
+        _ if !cert.is_ca() && !cert.is_self_signed() => error(false),
+        _ => Ok(()),
+    }
 }
 
 /// The DER certificates in a file: every PEM `CERTIFICATE` block, or the file itself
