@@ -38,14 +38,22 @@ async fn ratify_aks_configuration_imports_and_applies() {
         "--out",
         dir,
     ]);
-    assert_eq!(code, 0, "{report}");
+    // Everything is mapped, but no Ratify Policy is given, and Ratify's default denies an
+    // image one of whose signatures fails where crigate admits it: reported, exit 1.
+    assert_eq!(code, 1, "{report}");
     assert!(
-        report.contains("Verifier verifier-notary-inline"),
+        report.contains("mapped:   Verifier verifier-notary-inline"),
         "{report}"
     );
-    let store = out
-        .path()
-        .join("notation/verifier-notary-inline/truststore/x509/ca/certs/certstore-inline.pem");
+    assert!(
+        report.contains("left out: Ratify Policy: none given"),
+        "{report}"
+    );
+    assert_eq!(report.matches("left out:").count(), 1, "{report}");
+    // The store has no namespace: it is taken to be where Ratify runs.
+    let store = out.path().join(
+        "notation/verifier-notary-inline/truststore/x509/ca/certs/gatekeeper-system_certstore-inline.pem",
+    );
     assert!(std::fs::read_to_string(&store)
         .unwrap()
         .contains("BEGIN CERTIFICATE"));
@@ -92,7 +100,7 @@ fn kritis_ack_resources_import_and_say_what_was_left_out() {
         "{report}"
     );
     assert!(
-        report.contains("GenericAttestationPolicy demo-gap"),
+        report.contains("left out: GenericAttestationPolicy default/demo-gap"),
         "{report}"
     );
     assert!(
@@ -193,6 +201,7 @@ async fn kritis_authority_with_a_pkix_key_becomes_a_verifier_and_a_namespace_pol
 kind: AttestationAuthority
 metadata:
   name: release
+  namespace: prod
 spec:
   noteReference: namespaces/release
   publicKeyData: {key}
@@ -247,7 +256,7 @@ spec:
     ]);
     assert_eq!(code, 0, "{report}");
     assert!(
-        report.contains("policy:     prod-prod-gap (enforce)"),
+        report.contains("policy:     prod_prod-gap (enforce)"),
         "{report}"
     );
     let (code, report) = crigate(&[

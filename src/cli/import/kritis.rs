@@ -1,0 +1,339 @@
+//! kritis resources (`kritis.grafeas.io`) as crigate configuration.
+//!
+//! - An `AttestationAuthority` with a PKIX public key becomes a cosign verifier named
+//!   `<namespace>_<name>`: kritis verified attestations in Grafeas, crigate verifies cosign
+//!   signatures in the registry made with the same key pair.
+//! - The `GenericAttestationPolicy`s of a namespace become one policy for it. kritis looks
+//!   their authorities up in the policy's own namespace (`getAttestationAuthoritiesForGAP`
+//!   uses `gap.Namespace`) and admits an image that all authorities of any one of them
+//!   attest (`ReviewGAP`, pkg/kritis/review/review.go).
+//! - `AdmissionAllowlist` entries go into every policy's allowlist.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::path::Path;
+
+use base64::Engine as _;
+use serde_yaml_ng::Value;
+
+use super::{
+    config_name, header, namespaced_config_name, toml_string, write_file, Import, Resource,
+};
+
+/// Imports the kritis `resources` into `out`.
+///
+/// # Errors
+///
+/// A file cannot be written.
+pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Import> {
+    let mut import = Import {
+        config: header("kritis"),
+        ..Import::default()
+    };
+    // (namespace, name) -> crigate verifier name.
+    let mut authorities: BTreeMap<(String, String), String> = BTreeMap::new();
+    let mut allowlist = String::new();
+    for resource in resources {
+        let Resource { file, name, .. } = resource;
+        match resource.kind.as_str() {
+            "AttestationAuthority" => {
+                let pem = match authority_key(&resource.value) {
+                    Ok(pem) => pem,
+                    Err(reason) => {
+                        import.left_out.push(format!(
+                            "AttestationAuthority {name} ({}): {reason}",
+                            file.display()
+                        ));
+                        continue;
+                    }
+                };
+                let Some(namespace) = &resource.namespace else {
+                    import.left_out.push(format!(
+                        "AttestationAuthority {name} ({}): no metadata.namespace: kubectl applies it to \
+                         the namespace of its context, which the file does not say, and kritis looks \
+                         an authority up in its GenericAttestationPolicy's namespace; add \
+                         metadata.namespace",
+                        file.display()
+                    ));
+                    continue;
+                };
+                let key = (namespace.clone(), name.clone());
+                if authorities.contains_key(&key) {
+                    import.left_out.push(format!(
+                        "AttestationAuthority {namespace}/{name} ({}): defined twice; the first was \
+                         imported",
+                        file.display()
+                    ));
+                    continue;
+                }
+                let path = out.join("keys").join(namespace).join(format!("{name}.pub"));
+                write_file(&path, pem.as_bytes())?;
+                let verifier = namespaced_config_name(namespace, name);
+                let _ = write!(
+                    import.config,
+                    "\n# kritis verified attestations in Grafeas; crigate verifies cosign signatures in the\n\
+                     # registry made with this key pair.\n[verifiers.{verifier}]\nkind = \"cosign\"\n\
+                     keys = [{}]\nrequire_tlog = false\n",
+                    toml_string(&path.display().to_string()),
+                );
+                import.mapped.push(format!(
+                    "AttestationAuthority {namespace}/{name}: [verifiers.{verifier}], PKIX key in {}",
+                    path.display()
+                ));
+                authorities.insert(key, verifier);
+            }
+            "AdmissionAllowlist" => {
+                for entry in resource.value["spec"]["patterns"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                {
+                    let Some(pattern) = entry["namePattern"].as_str() else {
+                        import.left_out.push(format!(
+                            "AdmissionAllowlist {name}: an entry has no namePattern"
+                        ));
+                        continue;
+                    };
+                    let namespace = entry["namespace"]
+                        .as_str()
+                        .map(|ns| format!(", namespace = {}", toml_string(ns)))
+                        .unwrap_or_default();
+                    let _ = writeln!(
+                        allowlist,
+                        "  {{ pattern = {}{namespace} }},",
+                        toml_string(pattern)
+                    );
+                    import
+                        .mapped
+                        .push(format!("AdmissionAllowlist {name}: {pattern}"));
+                }
+            }
+            "GenericAttestationPolicy" => {}
+            other => import.left_out.push(format!(
+                "{other} {name} ({}): not a kritis resource crigate imports",
+                file.display()
+            )),
+        }
+    }
+    let namespaces = policies_by_namespace(resources, &authorities, &mut import);
+    let mut policies = 0;
+    for (namespace, Namespace { gaps, complete }) in namespaces {
+        if !complete {
+            if !gaps.is_empty() {
+                let names = gaps.iter().map(|g| g.name.as_str()).collect::<Vec<_>>();
+                import.left_out.push(format!(
+                    "namespace {namespace}: no policy written, because one of its \
+                     GenericAttestationPolicies could not be imported (above); one from {} alone would \
+                     not decide as kritis does: write it by hand",
+                    names.join(", ")
+                ));
+            }
+            continue;
+        }
+        let names = gaps.iter().map(|g| g.name.as_str()).collect::<Vec<_>>();
+        let Some((verifiers, require)) = requirement(&gaps) else {
+            let each = gaps
+                .iter()
+                .map(|g| format!("{} (all of {:?})", g.name, g.verifiers))
+                .collect::<Vec<_>>()
+                .join(", ");
+            import.left_out.push(format!(
+                "namespace {namespace}: GenericAttestationPolicies {each}: kritis admits an image that \
+                 all authorities of any one of them attest, which a crigate policy (any or all of one \
+                 list of verifiers) cannot state; no policy written for {namespace}, write it by hand"
+            ));
+            continue;
+        };
+        let list = verifiers
+            .iter()
+            .map(|v| format!("{v:?}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let policy = format!(
+            "{namespace}_{}",
+            names
+                .iter()
+                .map(|n| config_name(n))
+                .collect::<Vec<_>>()
+                .join("_")
+        );
+        let _ = write!(
+            import.config,
+            "\n# kritis GenericAttestationPolicy {} in namespace {namespace}: kritis admits an image\n\
+             # that all authorities of any one of them attest.\n\
+             [[policies]]\nname = \"{policy}\"\nnamespaces = [\"{namespace}\"]\nmode = \"enforce\"\n\
+             verifiers = [{list}]\nrequire = \"{require}\"\nallowlist = [\n{allowlist}]\n",
+            names.join(", ")
+        );
+        import.mapped.push(format!(
+            "GenericAttestationPolicy {} (namespace {namespace}): [[policies]] {policy}, {require} of {list}",
+            names.join(", ")
+        ));
+        policies += 1;
+    }
+    if policies == 0 && !allowlist.is_empty() {
+        // crigate keeps allowlists in policies; with none to attach them to, leave them
+        // ready to paste.
+        let commented: String = allowlist
+            .lines()
+            .map(|l| format!("#   {}\n", l.trim()))
+            .collect();
+        let _ = write!(
+            import.config,
+            "\n# No policy could be imported; the allowlist entries, for a policy of your own:\n# allowlist = [\n{commented}# ]\n"
+        );
+        import
+            .left_out
+            .push("the allowlist entries: no policy to attach them to (written commented out in config.toml)".to_owned());
+    }
+    Ok(import)
+}
+
+/// A GenericAttestationPolicy whose authorities were all imported.
+#[derive(Debug)]
+struct Gap {
+    name: String,
+    /// The crigate verifiers of its authorities; kritis requires all of them.
+    verifiers: BTreeSet<String>,
+}
+
+/// The GenericAttestationPolicies of one namespace.
+#[derive(Debug)]
+struct Namespace {
+    /// Those whose authorities were all imported.
+    gaps: Vec<Gap>,
+    /// Whether all of them were: kritis decides over all of a namespace's policies, so a
+    /// policy from some of them would decide otherwise.
+    complete: bool,
+}
+
+/// The GenericAttestationPolicies of each namespace. Reports each policy left out.
+fn policies_by_namespace(
+    resources: &[Resource],
+    authorities: &BTreeMap<(String, String), String>,
+    import: &mut Import,
+) -> BTreeMap<String, Namespace> {
+    let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
+    for resource in resources {
+        if resource.kind != "GenericAttestationPolicy" {
+            continue;
+        }
+        let Resource { file, name, .. } = resource;
+        let Some(namespace) = &resource.namespace else {
+            import.left_out.push(format!(
+                "GenericAttestationPolicy {name} ({}): no metadata.namespace: kubectl applies it to the \
+                 namespace of its context, which the file does not say; add metadata.namespace",
+                file.display()
+            ));
+            continue;
+        };
+        let spec = &resource.value["spec"];
+        // The field's name before and after kritis renamed whitelist to allowlist.
+        for field in ["admissionAllowlistPatterns", "admissionWhitelistPatterns"] {
+            if spec[field].as_sequence().is_some_and(|p| !p.is_empty()) {
+                import.left_out.push(format!(
+                    "GenericAttestationPolicy {namespace}/{name} ({}): spec.{field} is not imported: \
+                     kritis admits the images they match in {namespace} unverified, crigate verifies \
+                     them; add them to the policy's allowlist if you rely on them",
+                    file.display()
+                ));
+            }
+        }
+        let required: Vec<&str> = spec["attestationAuthorityNames"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|a| !authorities.contains_key(&(namespace.clone(), (*a).to_owned())))
+            .collect();
+        let entry = namespaces
+            .entry(namespace.clone())
+            .or_insert_with(|| Namespace {
+                gaps: Vec::new(),
+                complete: true,
+            });
+        if required.is_empty() || !missing.is_empty() {
+            import.left_out.push(if required.is_empty() {
+                format!(
+                    "GenericAttestationPolicy {namespace}/{name} ({}): names no attestationAuthorityNames",
+                    file.display()
+                )
+            } else {
+                format!(
+                    "GenericAttestationPolicy {namespace}/{name} ({}): needs authorities {missing:?} in \
+                     namespace {namespace} (kritis looks them up in the policy's namespace), which could \
+                     not be imported",
+                    file.display()
+                )
+            });
+            entry.complete = false;
+            continue;
+        }
+        entry.gaps.push(Gap {
+            name: name.clone(),
+            verifiers: required
+                .iter()
+                .filter_map(|a| authorities.get(&(namespace.clone(), (*a).to_owned())))
+                .cloned()
+                .collect(),
+        });
+    }
+    namespaces
+}
+
+/// The verifiers and `require` of one crigate policy deciding as kritis decides over
+/// `gaps`: an image is admitted when all authorities of any one GAP attest it. That is one
+/// list's "all" when a single GAP's set is contained in every other's (it alone decides),
+/// or "any" when each GAP that matters has one authority; otherwise `None`.
+fn requirement(gaps: &[Gap]) -> Option<(BTreeSet<String>, &'static str)> {
+    // A GAP whose authorities include all of another's admits nothing the other does not.
+    let mut minimal: Vec<&BTreeSet<String>> = Vec::new();
+    for gap in gaps {
+        let set = &gap.verifiers;
+        let redundant = gaps
+            .iter()
+            .any(|other| other.verifiers.is_subset(set) && other.verifiers != *set);
+        if !redundant && !minimal.contains(&set) {
+            minimal.push(set);
+        }
+    }
+    match minimal.as_slice() {
+        [only] => Some(((*only).clone(), "all")),
+        sets if sets.iter().all(|s| s.len() == 1) => {
+            Some((sets.iter().flat_map(|s| s.iter().cloned()).collect(), "any"))
+        }
+        _ => None,
+    }
+}
+
+/// The PEM public key of a kritis AttestationAuthority, if it holds a usable PKIX key.
+fn authority_key(doc: &Value) -> Result<String, String> {
+    let data = doc["spec"]["publicKeyData"]
+        .as_str()
+        .ok_or("no spec.publicKeyData")?;
+    // kritis decodes with Go's base64.StdEncoding, which skips '\r' and '\n', so a value
+    // wrapped over several lines is one key.
+    let data: String = data.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(data.trim())
+        .map_err(|_| {
+            "spec.publicKeyData is not base64 (is the key material redacted?)".to_owned()
+        })?;
+    let text =
+        String::from_utf8(bytes).map_err(|_| "spec.publicKeyData is not PEM text".to_owned())?;
+    if text.contains("BEGIN PGP PUBLIC KEY BLOCK") {
+        return Err(
+            "PGP keys are not supported: crigate verifies cosign signatures (PKIX keys)".to_owned(),
+        );
+    }
+    if !text.contains("-----BEGIN PUBLIC KEY-----") {
+        return Err("spec.publicKeyData is not a PEM public key".to_owned());
+    }
+    crate::verify::cosign::TrustedKey::from_pem("kritis", text.as_bytes())
+        .map_err(|e| format!("unusable key: {e}"))?;
+    Ok(text)
+}

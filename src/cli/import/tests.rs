@@ -1,0 +1,645 @@
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde_yaml_ng::Value;
+
+use super::{import, Args, Import, Kind, DEFAULT_RATIFY_NAMESPACE};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures")
+        .join(name)
+}
+
+/// The "Ratify Sample" CA certificate of the AKS fixture's inline CertificateStore.
+fn sample_certificate() -> String {
+    let text = std::fs::read_to_string(fixture("ratify-aks-verify-config.yaml")).unwrap();
+    let first = serde_yaml_ng::Deserializer::from_str(&text).next().unwrap();
+    let store = <Value as serde::Deserialize>::deserialize(first).unwrap();
+    store["spec"]["parameters"]["value"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn indent(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// A test's directory (kept alive while the test runs), its output directory and the
+/// result of the import.
+struct Run {
+    _dir: tempfile::TempDir,
+    out: PathBuf,
+    result: anyhow::Result<(Import, PathBuf)>,
+}
+
+impl Run {
+    fn import(&self) -> &Import {
+        match &self.result {
+            Ok((import, _)) => import,
+            Err(e) => panic!("import failed: {e:#}"),
+        }
+    }
+
+    fn config(&self) -> String {
+        std::fs::read_to_string(self.out.join("config.toml")).unwrap()
+    }
+
+    fn left_out(&self, fragment: &str) -> bool {
+        self.import().left_out.iter().any(|l| l.contains(fragment))
+    }
+
+    fn mapped(&self, fragment: &str) -> bool {
+        self.import().mapped.iter().any(|l| l.contains(fragment))
+    }
+}
+
+fn run_with(kind: Kind, resources: &str, ratify_namespace: &str) -> Run {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("resources.yaml");
+    std::fs::write(&file, resources).unwrap();
+    let out = dir.path().join("out");
+    let args = Args {
+        kind,
+        files: vec![file],
+        out: out.clone(),
+        ratify_namespace: ratify_namespace.to_owned(),
+    };
+    let result = import(&args);
+    Run {
+        _dir: dir,
+        out,
+        result,
+    }
+}
+
+fn run(kind: Kind, resources: &str) -> Run {
+    run_with(kind, resources, DEFAULT_RATIFY_NAMESPACE)
+}
+
+fn certificate_store(name: &str, namespace: Option<&str>) -> String {
+    let namespace = namespace
+        .map(|ns| format!("  namespace: {ns}\n"))
+        .unwrap_or_default();
+    format!(
+        "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: CertificateStore\nmetadata:\n  \
+         name: {name}\n{namespace}spec:\n  provider: inline\n  parameters:\n    value: |\n{}",
+        indent(&sample_certificate(), 6)
+    )
+}
+
+fn key_management_provider(name: &str, kind: &str, content_type: &str) -> String {
+    format!(
+        "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: KeyManagementProvider\nmetadata:\n  \
+         name: {name}\nspec:\n  type: {kind}\n  parameters:\n    contentType: {content_type}\n    value: |\n{}",
+        indent(&sample_certificate(), 6)
+    )
+}
+
+/// A notation Verifier: `spec_type` is its `type:` or `name:` line, `cert_stores` the
+/// body of `verificationCertStores` (indented by 6), `trust_stores` its trust policy's.
+fn verifier(name: &str, spec_type: &str, cert_stores: &str, trust_stores: &str) -> String {
+    format!(
+        "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: Verifier\nmetadata:\n  name: {name}\n\
+         spec:\n  {spec_type}\n  artifactTypes: application/vnd.cncf.notary.signature\n  parameters:\n    \
+         verificationCertStores:\n{cert_stores}    trustPolicyDoc:\n      version: \"1.0\"\n      \
+         trustPolicies:\n        - name: default\n          registryScopes: [\"*\"]\n          \
+         signatureVerification:\n            level: strict\n          trustStores: [{trust_stores}]\n          \
+         trustedIdentities: [\"*\"]\n"
+    )
+}
+
+/// The AKS fixture's Verifier shape: flat `certs: [members]`, trust store `ca:certs`.
+fn flat_verifier(name: &str, members: &[&str]) -> String {
+    let members: String = members.iter().map(|m| format!("        - {m}\n")).collect();
+    verifier(
+        name,
+        "name: notation",
+        &format!("      certs:\n{members}"),
+        "\"ca:certs\"",
+    )
+}
+
+const ANY_POLICY: &str =
+    "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: Policy\nmetadata:\n  \
+     name: ratify-policy\nspec:\n  type: config-policy\n  parameters:\n    \
+     artifactVerificationPolicies:\n      default: any\n";
+
+// --- --out ---
+
+#[test]
+fn out_directory_holding_files_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let stale = out.join("notation/verifier-notary-inline/truststore/x509/ca/certs/old.pem");
+    std::fs::create_dir_all(stale.parent().unwrap()).unwrap();
+    std::fs::write(&stale, sample_certificate()).unwrap();
+    let args = Args {
+        kind: Kind::Ratify,
+        files: vec![fixture("ratify-aks-verify-config.yaml")],
+        out: out.clone(),
+        ratify_namespace: DEFAULT_RATIFY_NAMESPACE.to_owned(),
+    };
+    let error = import(&args).unwrap_err().to_string();
+    assert!(error.contains("is not empty"), "{error}");
+    assert!(error.contains("stay trusted"), "{error}");
+    assert!(stale.exists());
+    assert!(!out.join("config.toml").exists());
+}
+
+#[test]
+fn empty_out_directory_is_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = Args {
+        kind: Kind::Ratify,
+        files: vec![fixture("ratify-aks-verify-config.yaml")],
+        out: dir.path().to_owned(),
+        ratify_namespace: DEFAULT_RATIFY_NAMESPACE.to_owned(),
+    };
+    let (import, config) = import(&args).unwrap();
+    assert!(config.exists());
+    assert!(import.mapped.iter().any(|l| l.contains("Verifier")));
+}
+
+#[test]
+fn refused_verifier_leaves_no_file() {
+    // A member that names no store, and a store whose "certificate" crigate cannot read:
+    // the first is refused before writing, the second after loading what was written.
+    let broken = "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: CertificateStore\n\
+                  metadata:\n  name: broken\nspec:\n  provider: inline\n  parameters:\n    value: |\n      \
+                  -----BEGIN CERTIFICATE-----\n      bm90IGEgY2VydGlmaWNhdGU=\n      -----END CERTIFICATE-----\n";
+    let resources = [
+        broken.to_owned(),
+        flat_verifier("missing-member", &["nowhere"]),
+        flat_verifier("unreadable", &["broken"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.left_out("Verifier missing-member"));
+    assert!(run.left_out("Verifier unreadable"));
+    assert!(run.left_out("none of it was kept"));
+    assert!(!run.out.join("notation/missing-member").exists());
+    assert!(!run.out.join("notation/unreadable").exists());
+    assert!(!run.config().contains("[verifiers."));
+}
+
+// --- kind: List ---
+
+fn list(items: Vec<Value>) -> Value {
+    let mut list = serde_yaml_ng::Mapping::new();
+    list.insert("apiVersion".into(), "v1".into());
+    list.insert("kind".into(), "List".into());
+    list.insert("items".into(), Value::Sequence(items));
+    Value::Mapping(list)
+}
+
+fn documents(text: &str) -> Vec<Value> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|d| <Value as serde::Deserialize>::deserialize(d).unwrap())
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+#[test]
+fn kubectl_list_is_read_as_its_items_nested_too() {
+    let store = documents(&certificate_store("certstore-inline", None));
+    let verifier = documents(&flat_verifier("from-a-list", &["certstore-inline"]));
+    let nested = list(vec![list(verifier)]);
+    let text =
+        serde_yaml_ng::to_string(&list(store.into_iter().chain([nested]).collect())).unwrap();
+    let run = run(Kind::Ratify, &text);
+    assert!(
+        run.mapped("Verifier from-a-list (notation)"),
+        "{:?}",
+        run.import()
+    );
+    assert!(!run.left_out("metadata.name"), "{:?}", run.import());
+    assert!(run
+        .out
+        .join(
+            "notation/from-a-list/truststore/x509/ca/certs/gatekeeper-system_certstore-inline.pem"
+        )
+        .exists());
+}
+
+#[test]
+fn lists_nested_past_the_bound_are_reported() {
+    let mut value = list(documents(&certificate_store("deep", None)));
+    for _ in 0..super::MAX_LIST_DEPTH {
+        value = list(vec![value]);
+    }
+    let run = run(Kind::Ratify, &serde_yaml_ng::to_string(&value).unwrap());
+    assert!(run.left_out("nested more than"), "{:?}", run.import());
+    assert!(!run.mapped("deep"));
+}
+
+// --- Verifier type, KeyManagementProvider, grouped verificationCertStores ---
+
+#[test]
+fn verifier_type_notation_and_notaryv2_name_are_notation() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        verifier(
+            "by-type",
+            "type: notation",
+            "      certs:\n        - certstore-inline\n",
+            "\"ca:certs\"",
+        ),
+        verifier(
+            "by-v1alpha1-name",
+            "name: notaryv2",
+            "      certs:\n        - certstore-inline\n",
+            "\"ca:certs\"",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.mapped("Verifier by-type (notation)"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.mapped("Verifier by-v1alpha1-name (notation)"));
+}
+
+#[test]
+fn inline_key_management_provider_fills_a_grouped_trust_store() {
+    let resources = [
+        key_management_provider("kmp-inline", "inline", "certificate"),
+        key_management_provider("kmp-akv", "azurekeyvault", "certificate"),
+        verifier(
+            "grouped",
+            "type: notation",
+            "      ca:\n        ca-certs:\n          - kmp-inline\n",
+            "\"ca:ca-certs\"",
+        ),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.mapped("Verifier grouped (notation)"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.mapped("KeyManagementProvider gatekeeper-system/kmp-inline"));
+    assert!(run.left_out("type \"azurekeyvault\" is not supported"));
+    let pem = run
+        .out
+        .join("notation/grouped/truststore/x509/ca/ca-certs/gatekeeper-system_kmp-inline.pem");
+    assert_eq!(std::fs::read_to_string(pem).unwrap(), sample_certificate());
+    assert_eq!(run.import().left_out.len(), 1, "{:?}", run.import());
+}
+
+#[test]
+fn trust_store_the_policy_names_but_nothing_fills_refuses_the_verifier() {
+    // Grouped form whose type key is not a trust store name: `ca:certs` stays empty.
+    let resources = [
+        certificate_store("certstore-inline", None),
+        verifier(
+            "unfilled",
+            "type: notation",
+            "      ca:\n        ca-certs:\n          - certstore-inline\n",
+            "\"ca:certs\"",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.left_out("trust store ca:certs, which verificationCertStores does not fill"));
+    assert!(run.left_out("no verifier could be imported"));
+    assert!(!run.out.join("notation/unfilled").exists());
+}
+
+#[test]
+fn grouped_and_flat_forms_mixed_are_refused() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        verifier(
+            "mixed",
+            "type: notation",
+            "      ca:\n        certs:\n          - certstore-inline\n      certs:\n        - certstore-inline\n",
+            "\"ca:certs\"",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.left_out("mixes the grouped form"), "{:?}", run.import());
+}
+
+// --- namespaces of certificate stores ---
+
+#[test]
+fn namespace_qualified_member_names_that_namespaces_store() {
+    let resources = [
+        certificate_store("certs-a", Some("security")),
+        flat_verifier("qualified", &["security/certs-a"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.mapped("Verifier qualified (notation)"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run
+        .out
+        .join("notation/qualified/truststore/x509/ca/certs/security_certs-a.pem")
+        .exists());
+}
+
+#[test]
+fn unqualified_member_is_looked_up_where_ratify_runs() {
+    let resources = [
+        certificate_store("certs-a", Some("security")),
+        flat_verifier("unqualified", &["certs-a"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out("write security/certs-a, or pass --ratify-namespace security"),
+        "{:?}",
+        run.import()
+    );
+    let elsewhere = run_with(Kind::Ratify, &resources, "security");
+    assert!(elsewhere.mapped("Verifier unqualified (notation)"));
+}
+
+#[test]
+fn same_named_stores_in_two_namespaces_make_an_unqualified_member_ambiguous() {
+    let resources = [
+        certificate_store("certs-a", Some("team-a")),
+        certificate_store("certs-a", Some("team-b")),
+        flat_verifier("ambiguous", &["certs-a"]),
+        flat_verifier("exact", &["team-b/certs-a"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out("\"certs-a\" is ambiguous"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.mapped("Verifier exact (notation)"));
+    assert!(!run.out.join("notation/ambiguous").exists());
+}
+
+// --- Ratify Policy ---
+
+#[test]
+fn aks_fixture_reports_ratify_default_policy() {
+    let run = run(
+        Kind::Ratify,
+        &std::fs::read_to_string(fixture("ratify-aks-verify-config.yaml")).unwrap(),
+    );
+    assert!(run.mapped("Verifier verifier-notary-inline (notation)"));
+    assert_eq!(run.import().left_out.len(), 1, "{:?}", run.import());
+    assert!(run.left_out("Ratify Policy: none given"));
+    assert!(run.left_out("default \"all\""));
+}
+
+#[test]
+fn config_policy_any_is_what_crigate_does() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.import().left_out.is_empty(), "{:?}", run.import());
+    assert!(run.mapped("Policy ratify-policy (config-policy)"));
+}
+
+#[test]
+fn config_policy_all_for_notation_signatures_is_reported() {
+    let policy = ANY_POLICY.replace(
+        "default: any",
+        "\"application/vnd.cncf.notary.signature\": all\n      default: any",
+    );
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]),
+        policy,
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.left_out("config-policy application/vnd.cncf.notary.signature \"all\""));
+}
+
+#[test]
+fn skip_level_statement_is_reported() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]).replace(
+            "          trustedIdentities: [\"*\"]\n",
+            "          trustedIdentities: [\"*\"]\n        - name: unsigned-ok\n          \
+             registryScopes: [\"registry.example/tools\"]\n          signatureVerification:\n            \
+             level: skip\n",
+        ),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.mapped("Verifier v (notation)"), "{:?}", run.import());
+    assert!(run.left_out("trust policy \"unsigned-ok\" has signatureVerification level \"skip\""));
+}
+
+// --- kritis ---
+
+fn public_key() -> String {
+    rcgen::KeyPair::generate().unwrap().public_key_pem()
+}
+
+fn authority(name: &str, namespace: Option<&str>, key: &str) -> String {
+    let namespace = namespace
+        .map(|ns| format!("  namespace: {ns}\n"))
+        .unwrap_or_default();
+    format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  name: {name}\n\
+         {namespace}spec:\n  noteReference: namespaces/{name}\n  publicKeyData: {}\n",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    )
+}
+
+fn gap(name: &str, namespace: Option<&str>, authorities: &[&str]) -> String {
+    let namespace = namespace
+        .map(|ns| format!("  namespace: {ns}\n"))
+        .unwrap_or_default();
+    let names: String = authorities.iter().map(|a| format!("  - {a}\n")).collect();
+    format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: GenericAttestationPolicy\nmetadata:\n  \
+         name: {name}\n{namespace}spec:\n  attestationAuthorityNames:\n{names}"
+    )
+}
+
+#[test]
+fn two_single_authority_gaps_in_a_namespace_become_one_any_policy() {
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        authority("b", Some("prod"), &public_key()),
+        gap("g1", Some("prod"), &["a"]),
+        gap("g2", Some("prod"), &["b"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(run.import().left_out.is_empty(), "{:?}", run.import());
+    let config = run.config();
+    assert!(config.contains("name = \"prod_g1_g2\""), "{config}");
+    assert!(
+        config.contains("verifiers = [\"prod_a\", \"prod_b\"]\nrequire = \"any\""),
+        "{config}"
+    );
+}
+
+#[test]
+fn gap_whose_authorities_include_anothers_adds_nothing() {
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        authority("b", Some("prod"), &public_key()),
+        gap("both", Some("prod"), &["a", "b"]),
+        gap("one", Some("prod"), &["a"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    let config = run.config();
+    assert!(
+        config.contains("verifiers = [\"prod_a\"]\nrequire = \"all\""),
+        "{config}"
+    );
+}
+
+#[test]
+fn gaps_crigate_cannot_state_are_refused_not_merged() {
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        authority("b", Some("prod"), &public_key()),
+        authority("c", Some("prod"), &public_key()),
+        gap("ab", Some("prod"), &["a", "b"]),
+        gap("bc", Some("prod"), &["b", "c"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("namespace prod: GenericAttestationPolicies"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("cannot state"));
+    assert!(!run.config().contains("[[policies]]"));
+}
+
+#[test]
+fn same_named_authorities_in_two_namespaces_stay_apart() {
+    let (key_a, key_b) = (public_key(), public_key());
+    let resources = [
+        authority("release", Some("team-a"), &key_a),
+        authority("release", Some("team-b"), &key_b),
+        gap("gap", Some("team-a"), &["release"]),
+        gap("gap", Some("team-b"), &["release"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(run.import().left_out.is_empty(), "{:?}", run.import());
+    let config = run.config();
+    assert!(config.contains("[verifiers.team-a_release]"), "{config}");
+    assert!(config.contains("[verifiers.team-b_release]"), "{config}");
+    assert!(
+        config.contains("verifiers = [\"team-b_release\"]"),
+        "{config}"
+    );
+    let read = |ns: &str| std::fs::read_to_string(run.out.join(format!("keys/{ns}/release.pub")));
+    assert_eq!(read("team-a").unwrap(), key_a);
+    assert_eq!(read("team-b").unwrap(), key_b);
+}
+
+#[test]
+fn authority_without_namespace_is_reported() {
+    let resources = [
+        authority("release", None, &public_key()),
+        gap("gap", Some("prod"), &["release"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("AttestationAuthority release"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("no metadata.namespace"));
+    assert!(run.left_out("needs authorities [\"release\"] in namespace prod"));
+    assert!(!run.out.join("keys").exists());
+}
+
+#[test]
+fn public_key_data_wrapped_over_lines_decodes() {
+    let encoded = base64::engine::general_purpose::STANDARD.encode(public_key());
+    let wrapped: String = encoded
+        .as_bytes()
+        .chunks(64)
+        .map(|c| format!("    {}\n", std::str::from_utf8(c).unwrap()))
+        .collect();
+    let resources = format!(
+        "apiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  name: wrapped\n  \
+         namespace: prod\nspec:\n  noteReference: namespaces/wrapped\n  publicKeyData: |\n{wrapped}"
+    );
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.mapped("AttestationAuthority prod/wrapped"),
+        "{:?}",
+        run.import()
+    );
+}
+
+#[test]
+fn gap_without_namespace_is_reported_not_put_in_default() {
+    let resources = [
+        authority("release", Some("default"), &public_key()),
+        gap("gap", None, &["release"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("GenericAttestationPolicy gap"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("kubectl applies it to the namespace of its context"));
+    assert!(!run.config().contains("[[policies]]"));
+}
+
+#[test]
+fn gap_admission_allowlist_patterns_are_reported() {
+    let resources = [
+        authority("release", Some("prod"), &public_key()),
+        gap("gap", Some("prod"), &["release"]),
+        "  admissionAllowlistPatterns:\n  - namePattern: registry.example/tools/*\n".to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("spec.admissionAllowlistPatterns is not imported"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.config().contains("name = \"prod_gap\""));
+}
+
+#[test]
+fn namespace_with_a_gap_that_cannot_be_imported_gets_no_policy() {
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        gap("good", Some("prod"), &["a"]),
+        gap("broken", Some("prod"), &["absent"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("GenericAttestationPolicy prod/broken"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("one from good alone would not decide as kritis does"));
+    assert!(!run.config().contains("[[policies]]"));
+}
