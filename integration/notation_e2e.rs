@@ -549,6 +549,49 @@ async fn notation_skip_level_trusts_an_unsigned_image() {
     assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
 }
 
+/// notation-go's `SkipVerify` comes before any lookup: a repository under `skip` is
+/// trusted without asking the registry for signatures, so a signature listing that
+/// cannot be read (here: the referrers index names a manifest that is gone) refuses
+/// nothing. Under `strict` the same listing is an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_skip_level_asks_the_registry_for_no_signature() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CA");
+    let leaf = ca.current_leaf(KeyKind::P256, "signer");
+    let repo = "skip-broken";
+    let target = push_image(&registry, repo).await;
+    let envelope = leaf.sign(&target, &SignOptions::new(Format::Jws));
+    push_signatures(&registry, repo, &target, &[envelope]).await;
+    let (_, index) = registry
+        .manifest(repo, &target.digest.replace(':', "-"))
+        .await
+        .unwrap();
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let listed = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    registry.delete_manifest(repo, &listed).await.unwrap();
+
+    let image = format!("{}/{repo}:v1", registry.host());
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(
+        dir.path(),
+        &skip_one(&registry, repo),
+        &[ca_store("ca", "e2e", &ca)],
+    );
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(dir.path(), &strict("ca:e2e"), &[ca_store("ca", "e2e", &ca)]);
+    let output = Command::new(crigate_binary())
+        .args(["verify", &image, "--plain-http", "--notation-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(&listed), "{stderr}");
+}
+
 /// Signing scheme spec: under `notary.x509.signingAuthority` the signing time is
 /// authentic, so the chain is judged at that time, not now.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -384,6 +384,20 @@ impl Job {
         config: &Arc<NotationConfig>,
         target: &Descriptor,
     ) -> Result<Verdict, Error> {
+        // Trust policy spec, "Signature Verification" step 2: a `skip` statement succeeds
+        // without looking for signatures, so the registry is not asked (notation-go's
+        // `SkipVerify` comes before any lookup): an image of a skipped repository on a
+        // registry without the referrers API, or one that is down, is not refused.
+        let skipped = config
+            .policy()
+            .select(&self.repository)
+            .is_some_and(|policy| policy.level.name == notation::LevelName::Skip);
+        if skipped {
+            let pass = self
+                .notation_pass(config, target, &Arc::new(Vec::new()), Fetched::default())
+                .await?;
+            return Ok(pass.verdict);
+        }
         let referrers = self
             .registry
             .referrers(&self.repo, &target.digest, Some(NOTATION_ARTIFACT_TYPE))

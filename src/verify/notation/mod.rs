@@ -176,7 +176,9 @@ impl NotationConfig {
     /// unreadable, or an unreadable CRL.
     pub fn load(dir: &Path) -> Result<Self, Error> {
         let oci = dir.join(OCI_POLICY_FILE);
-        let path = if oci.exists() {
+        // Present even as a dangling symlink: then refused below, as notation-go refuses
+        // it, rather than passed over for the other file.
+        let path = if std::fs::symlink_metadata(&oci).is_ok() {
             oci
         } else {
             dir.join(POLICY_FILE)
@@ -704,6 +706,13 @@ fn check_identity(leaf: &Cert, policy: &TrustPolicy) -> Result<(), Rejection> {
         TrustedIdentities::Any => Ok(()),
         TrustedIdentities::Subjects(dns) => {
             let subject = leaf.subject_attributes();
+            if let Some(kind) = trustpolicy::repeated_list_attribute(&subject) {
+                return Err(Rejection::IdentityNotTrusted(format!(
+                    "{} names {kind} more than once, which matches no trusted identity \
+                     (notation reads it as a multi-valued RDN, which it does not support)",
+                    leaf.subject()
+                )));
+            }
             if dns.iter().any(|dn| dn.matches(&subject)) {
                 Ok(())
             } else {

@@ -656,6 +656,19 @@ fn load_reads_the_notation_layout_and_prefers_the_oci_file() {
         result.outcome.signer_subject.as_deref(),
         Some("CN=alpine,O=Notary,L=Seattle,ST=WA,C=US")
     );
+
+    // A dangling symlink in the OCI file's place is refused, not passed over for the
+    // other file (notation-go checks the OCI file with Lstat).
+    std::fs::remove_file(tmp.path().join(OCI_POLICY_FILE)).unwrap();
+    std::os::unix::fs::symlink(
+        tmp.path().join("gone.json"),
+        tmp.path().join(OCI_POLICY_FILE),
+    )
+    .unwrap();
+    assert!(matches!(
+        NotationConfig::load(tmp.path()),
+        Err(Error::PolicyNotRegularFile { .. })
+    ));
 }
 
 #[test]

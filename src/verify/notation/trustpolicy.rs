@@ -169,7 +169,7 @@ pub enum PolicyError {
         value: String,
         reason: &'static str,
     },
-    #[error("registry scope {0:?} appears in more than one trust policy statement")]
+    #[error("registry scope {0:?} appears more than once in the trust policy statements")]
     ScopeInMultiplePolicies(String),
 }
 
@@ -215,9 +215,13 @@ impl TrustPolicyDocument {
             // Trust policy spec, "Registry Scopes Constraints": "There can only be one
             // trust policy that uses a global scope"; notation-go: "one registry scope
             // value can only be associated with one statement".
-            for scope in policy.scope_values() {
-                if policies.iter().any(|p| p.scope_values().contains(&scope)) {
-                    return Err(PolicyError::ScopeInMultiplePolicies(scope.to_owned()));
+            let scopes = policy.scope_values();
+            for (i, scope) in scopes.iter().enumerate() {
+                // Named twice in one statement, or in an earlier one.
+                if scopes.iter().take(i).any(|s| s == scope)
+                    || policies.iter().any(|p| p.scope_values().contains(scope))
+                {
+                    return Err(PolicyError::ScopeInMultiplePolicies((*scope).to_owned()));
                 }
             }
             policies.push(policy);
@@ -641,6 +645,22 @@ impl fmt::Display for DistinguishedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.raw)
     }
+}
+
+/// The first attribute type a certificate subject (short name, value pairs) names more
+/// than once among those Go's `pkix.Name` keeps as lists (C, ST, L, O, OU, STREET,
+/// POSTALCODE). notation-go matches identities against the subject as
+/// `pkix.Name.String` writes it, where such values share one multi-valued RDN, which its
+/// `ParseDistinguishedName` refuses: a leaf with such a subject matches no identity.
+pub fn repeated_list_attribute<'a>(subject: &[(&'a str, String)]) -> Option<&'a str> {
+    const LISTS: [&str; 7] = ["C", "ST", "L", "O", "OU", "STREET", "POSTALCODE"];
+    subject
+        .iter()
+        .enumerate()
+        .find(|(i, (kind, _))| {
+            LISTS.contains(kind) && subject.iter().skip(i + 1).any(|(k, _)| k == kind)
+        })
+        .map(|(_, (kind, _))| *kind)
 }
 
 /// Splits on commas that are not escaped; refuses unescaped `+` and `;`.

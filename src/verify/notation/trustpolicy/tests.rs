@@ -275,6 +275,18 @@ fn registry_scope_rules() {
         parse(&doc(&format!("{g1},{g2}"))),
         Err(PolicyError::ScopeInMultiplePolicies(_))
     ));
+    // Nor twice in one statement (notation-go: "contains duplicate registry scope").
+    let twice = statement(
+        r#""twice""#,
+        r#"["r.example.com/x", "r.example.com/x"]"#,
+        r#"{"level":"strict"}"#,
+        r#"["ca:a"]"#,
+        r#"["*"]"#,
+    );
+    assert!(matches!(
+        parse(&doc(&twice)),
+        Err(PolicyError::ScopeInMultiplePolicies(scope)) if scope == "r.example.com/x"
+    ));
 }
 
 #[test]
@@ -527,6 +539,18 @@ fn dn_matching_is_an_attribute_subset() {
     assert!(!DistinguishedName::parse("C=US, ST=WA, O=Notary")
         .unwrap()
         .matches(&twice));
+    // An OU the identity does not name, twice: notation-go matches no identity then,
+    // since Go writes the two values as one multi-valued RDN. A repeated CN is one value
+    // to Go, and not a list.
+    assert_eq!(repeated_list_attribute(&subject), None);
+    let mut units = subject.clone();
+    units.push(("OU", "a".to_owned()));
+    assert_eq!(repeated_list_attribute(&units), None);
+    units.push(("OU", "b".to_owned()));
+    assert_eq!(repeated_list_attribute(&units), Some("OU"));
+    let mut names = subject.clone();
+    names.push(("CN", "again".to_owned()));
+    assert_eq!(repeated_list_attribute(&names), None);
 }
 
 #[test]
