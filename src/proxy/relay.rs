@@ -1728,9 +1728,6 @@ async fn read_upstream(upstream: &Option<Socket>, buf: &mut BytesMut) -> std::io
 /// just for that wait.
 struct Socket {
     fd: AsyncFd<std::os::unix::net::UnixStream>,
-    /// Reads land here first: reading into a buffer's spare capacity would need it
-    /// initialised on every read.
-    scratch: std::sync::Mutex<Vec<u8>>,
 }
 
 impl Socket {
@@ -1738,26 +1735,23 @@ impl Socket {
         let stream = stream.into_std()?;
         Ok(Self {
             fd: register(stream, Interest::READABLE)?,
-            scratch: std::sync::Mutex::new(vec![0; READ_CHUNK]),
         })
     }
 
-    /// Reads what is there into `buf`; `Ok(0)` when the peer closed.
+    /// Reads what is there into `buf`'s spare capacity (which the caller reserved);
+    /// `Ok(0)` when the peer closed.
     async fn read(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         loop {
             let mut ready = self.fd.readable().await?;
-            // Only the connection's own task reads: the lock is never contended.
-            let mut scratch = self
-                .scratch
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            match ready.try_io(|fd| std::io::Read::read(&mut fd.get_ref(), &mut scratch)) {
+            // A read into no room would look like the peer closing.
+            reserve(buf);
+            let room = buf.capacity() - buf.len();
+            match ready.try_io(|fd| read_into(fd.get_ref(), buf)) {
                 Ok(Ok(n)) => {
-                    if n > 0 && n < scratch.len() {
+                    if n > 0 && n < room {
                         // A stream socket read short is drained: wait for the next edge.
                         ready.clear_ready();
                     }
-                    buf.extend_from_slice(&scratch[..n]);
                     return Ok(n);
                 }
                 Ok(Err(error)) if error.kind() == std::io::ErrorKind::Interrupted => {}
@@ -1787,6 +1781,29 @@ impl Socket {
     fn shutdown_write(&self) -> std::io::Result<()> {
         self.fd.get_ref().shutdown(std::net::Shutdown::Write)
     }
+}
+
+/// One read(2) from `stream` straight into `buf`'s spare capacity, with no copy through
+/// an initialised buffer (the frames split from `buf` then go out as they came in).
+#[allow(unsafe_code)]
+fn read_into(
+    stream: &std::os::unix::net::UnixStream,
+    buf: &mut BytesMut,
+) -> std::io::Result<usize> {
+    use std::os::fd::AsRawFd;
+    let spare = buf.spare_capacity_mut();
+    let room = spare.len();
+    // SAFETY: `spare` is memory `buf` owns and no one else refers to while it is
+    // borrowed here; read(2) writes at most `room` bytes into it and touches nothing
+    // else.
+    let read = unsafe { libc::read(stream.as_raw_fd(), spare.as_mut_ptr().cast(), room) };
+    let Ok(read) = usize::try_from(read) else {
+        return Err(std::io::Error::last_os_error());
+    };
+    // SAFETY: read(2) initialised the first `read` bytes of the spare capacity, and
+    // reports no more than it was given room for.
+    unsafe { buf.set_len(buf.len() + read.min(room)) };
+    Ok(read)
 }
 
 /// Registers `stream` with the runtime's reactor for `interest` only.
