@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -229,8 +229,9 @@ impl Spool {
         }
         // Only the last segment can end in a torn frame: a segment is fsynced before the
         // writer moves to the next one.
+        let mut lost = 0;
         if let Some((&last, len)) = segments.iter_mut().next_back() {
-            *len = recover_tail(&segment_path(&dir, last), *len)?;
+            (*len, lost) = recover_tail(&segment_path(&dir, last), *len)?;
         }
         // Segment numbers only grow, across restarts too: the cursor may name a segment
         // already deleted, and everything before it is acknowledged.
@@ -273,7 +274,7 @@ impl Spool {
                 ack,
                 torn: false,
             }),
-            dropped: AtomicU64::new(0),
+            dropped: AtomicU64::new(lost),
             appended: Notify::new(),
         });
         let (queue, receiver) = mpsc::channel(WRITE_QUEUE);
@@ -879,6 +880,13 @@ pub mod frame {
         Checksum,
         #[error("frame payload is not an audit record: {0}")]
         Decode(prost::DecodeError),
+        /// A zero length with a zero checksum (the CRC-32 of nothing) is what a stretch of
+        /// zeros reads as, as a file system leaves blocks never written; every record
+        /// encodes to some bytes.
+        #[error("frame holds no record")]
+        Empty,
+        #[error("frame holds a record without an id")]
+        NoId,
     }
 
     /// Frames parsed from the front of a buffer.
@@ -925,6 +933,9 @@ pub mod frame {
         if len > MAX_RECORD_BYTES {
             return Err(FrameError::TooLarge { declared: len });
         }
+        if len == 0 {
+            return Err(FrameError::Empty);
+        }
         let Some(payload) = rest.get(..len) else {
             return Err(FrameError::Truncated {
                 missing: len - rest.len(),
@@ -951,6 +962,10 @@ pub mod frame {
                 }
             };
             match AuditRecord::decode(payload) {
+                Ok(record) if record.id.is_empty() => {
+                    parsed.error = Some(FrameError::NoId);
+                    break;
+                }
                 Ok(record) => parsed.records.push(record),
                 Err(error) => {
                     parsed.error = Some(FrameError::Decode(error));
@@ -967,6 +982,43 @@ pub mod frame {
     /// corrupt tail begins.
     pub fn valid_prefix(data: &[u8]) -> usize {
         parse(data, usize::MAX, usize::MAX).consumed
+    }
+
+    /// The whole, valid frames found in damaged data, in order.
+    #[derive(Debug, Default)]
+    pub struct Salvaged {
+        /// The frames, back to back.
+        pub frames: Vec<u8>,
+        pub records: u64,
+        /// Damaged stretches passed over: each lost at least one record.
+        pub skipped: u64,
+    }
+
+    /// Searches `data`, which starts with a damaged frame, for the valid frames after
+    /// it: at each offset a frame must have a length that fits, a matching checksum and
+    /// a record with an id, else the search moves on a byte.
+    pub fn salvage(data: &[u8]) -> Salvaged {
+        let mut salvaged = Salvaged::default();
+        let mut at = 0;
+        let mut in_damage = false;
+        while let Some(rest) = data.get(at..).filter(|rest| !rest.is_empty()) {
+            let parsed = parse(rest, 1, usize::MAX);
+            if parsed.records.is_empty() {
+                if !in_damage {
+                    salvaged.skipped += 1;
+                    in_damage = true;
+                }
+                at += 1;
+                continue;
+            }
+            in_damage = false;
+            salvaged
+                .frames
+                .extend_from_slice(rest.get(..parsed.consumed).unwrap_or_default());
+            salvaged.records += 1;
+            at += parsed.consumed;
+        }
+        salvaged
     }
 }
 
@@ -1037,31 +1089,55 @@ fn read_range(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
     Ok(data)
 }
 
-/// Cuts `path` after its last valid frame, returning the new length.
-fn recover_tail(path: &Path, len: u64) -> Result<u64, Error> {
+/// Cuts `path` after its last valid frame, returning the new length and how many
+/// records were lost.
+///
+/// A crash tears at most the last frame. Anything else wrong (a frame damaged on disk,
+/// or a stretch of zeros where blocks were never written) may have whole records after
+/// it: those are moved up behind the valid prefix, so that one damaged frame costs one
+/// record, not every record after it. Each one lost is counted and logged.
+fn recover_tail(path: &Path, len: u64) -> Result<(u64, u64), Error> {
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
     let data = read_range(path, 0, usize::try_from(len).unwrap_or(usize::MAX))?;
-    let valid = frame::valid_prefix(&data) as u64;
-    if valid < len {
+    let valid = frame::valid_prefix(&data);
+    if valid as u64 >= len {
+        return Ok((len, 0));
+    }
+    let damaged = data.get(valid..).unwrap_or_default();
+    let salvaged = frame::salvage(damaged);
+    // A torn last frame is the one loss a crash causes, and holds no record that was
+    // reported durable; anything else lost at least the frame that is damaged.
+    let torn = salvaged.frames.is_empty()
+        && matches!(
+            frame::next(damaged),
+            Err(frame::FrameError::Truncated { .. })
+        );
+    let lost = if torn { 0 } else { salvaged.skipped.max(1) };
+    if torn {
         tracing::warn!(
             segment = %path.display(),
-            cut_bytes = len - valid,
-            "spool segment ends in a partial or corrupt frame; cutting it off"
+            cut_bytes = len - valid as u64,
+            "spool segment ends in a partial frame; cutting it off"
         );
-        let file = OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?;
-        file.set_len(valid)
-            .and_then(|()| file.sync_all())
-            .map_err(|source| Error::Io {
-                path: path.to_owned(),
-                source,
-            })?;
+    } else {
+        tracing::error!(
+            segment = %path.display(),
+            damaged_bytes = damaged.len() - salvaged.frames.len(),
+            kept = salvaged.records,
+            lost,
+            "spool segment is damaged; keeping the whole records after the damage"
+        );
     }
-    Ok(valid)
+    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+    let new_len = (valid + salvaged.frames.len()) as u64;
+    file.write_all_at(&salvaged.frames, valid as u64)
+        .and_then(|()| file.set_len(new_len))
+        .and_then(|()| file.sync_all())
+        .map_err(io)?;
+    Ok((new_len, lost))
 }
 
 fn read_ack(dir: &Path) -> Option<Position> {

@@ -281,6 +281,54 @@ fn frame_parser_rejects_what_it_cannot_trust() {
         frame::next(&at_limit),
         Err(frame::FrameError::Truncated { .. })
     ));
+    // Zeros read as a frame of length 0 with the CRC-32 of nothing, which is 0.
+    assert_eq!(frame::next(&[0; 16]), Err(frame::FrameError::Empty));
+    assert!(frame::parse(&[0; 16], usize::MAX, usize::MAX)
+        .records
+        .is_empty());
+    // A record needs its id.
+    let nameless = frame::encode(&AuditRecord::default()).unwrap_or_default();
+    let mut no_id = record(0);
+    no_id.id.clear();
+    for data in [nameless, frame::encode(&no_id).unwrap()] {
+        let parsed = frame::parse(&data, usize::MAX, usize::MAX);
+        assert!(parsed.records.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn records_after_damage_in_the_last_segment_are_kept_and_the_loss_counted() {
+    // Records 0-5 in one segment; then record 2's frame is damaged, and a stretch of
+    // zeros (blocks a file system never wrote) follows record 3. Records 0, 1, 3, 4 and 5
+    // are read after reopening; the damaged frame and the zeros count as lost.
+    let dir = tempfile::tempdir().unwrap();
+    let written: Vec<AuditRecord> = (0..6).map(record).collect();
+    {
+        let spool = open(dir.path(), 1 << 20, 1 << 20);
+        for r in &written {
+            spool.append(r).await.unwrap();
+        }
+    }
+    let segment = segment_path(dir.path(), 1);
+    let data = fs::read(&segment).unwrap();
+    let size = frame_len(&written[0]) as usize;
+    let mut damaged = data[..2 * size].to_vec();
+    let mut third = data[2 * size..3 * size].to_vec();
+    third[size / 2] ^= 0xff;
+    damaged.extend(third);
+    damaged.extend(&data[3 * size..4 * size]);
+    damaged.extend([0u8; 64]);
+    damaged.extend(&data[4 * size..]);
+    fs::write(&segment, &damaged).unwrap();
+
+    let spool = open(dir.path(), 1 << 20, 1 << 20);
+    let expected: Vec<String> = [0, 1, 3, 4, 5]
+        .iter()
+        .map(|&i| written[i].id.clone())
+        .collect();
+    assert_eq!(ids(&read_all(&spool)), expected);
+    assert_eq!(spool.dropped_records(), 2);
+    assert_eq!(fs::metadata(&segment).unwrap().len(), 5 * size as u64);
 }
 
 #[test]
