@@ -250,9 +250,10 @@ pub fn policy_decider(
         verifiers.insert(name.clone(), requirement);
     }
     let policies = Policies::new(&config.policies, &fingerprints)?;
-    Ok(PolicyDecider::new(
-        policies, verifiers, engine, runtime, auditor,
-    ))
+    Ok(
+        PolicyDecider::new(policies, verifiers, engine, runtime, auditor)
+            .with_record_failure(config.audit.on_record_failure),
+    )
 }
 
 #[cfg(test)]

@@ -80,6 +80,22 @@ pub struct AuditSettings {
     /// Bound on the spool's size on disk. Default 256 MiB. When full, the oldest
     /// segment is dropped, counted, logged and reported to journald.
     pub spool_max_bytes: u64,
+    /// What a call crigate would allow becomes when its record could not be written to
+    /// every sink (journald, the spool). Default `allow`: the failure is logged and
+    /// counted, and the decision stands.
+    pub on_record_failure: RecordFailure,
+}
+
+/// `[audit] on_record_failure`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RecordFailure {
+    /// The decision stands; the failure is logged and counted (the default, so that a
+    /// full disk or a restarting journald does not stop the node's pods).
+    #[default]
+    Allow,
+    /// A call that would be allowed is denied: nothing runs that is not recorded.
+    Deny,
 }
 
 /// Where records are shipped and the files to reach it: [`AuditSettings::shipping`].
@@ -140,6 +156,7 @@ impl Default for AuditSettings {
             server_name: None,
             spool_dir: PathBuf::from("/var/lib/crigate/spool"),
             spool_max_bytes: crate::audit::spool::DEFAULT_MAX_BYTES,
+            on_record_failure: RecordFailure::Allow,
         }
     }
 }

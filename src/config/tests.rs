@@ -381,6 +381,22 @@ fn an_aggregator_needs_its_tls_files_and_a_valid_url() {
 }
 
 #[test]
+fn an_unrecorded_call_is_allowed_unless_the_operator_says_deny() {
+    let origin = Path::new("c.toml");
+    let with = |value: &str| {
+        Config::parse(&format!("[audit]\non_record_failure = {value}\n"), origin)
+            .map(|c| c.audit.on_record_failure)
+    };
+    assert_eq!(
+        parse("").unwrap().audit.on_record_failure,
+        RecordFailure::Allow
+    );
+    assert_eq!(with("\"allow\"").unwrap(), RecordFailure::Allow);
+    assert_eq!(with("\"deny\"").unwrap(), RecordFailure::Deny);
+    assert!(matches!(with("\"block\""), Err(Error::Parse { .. })));
+}
+
+#[test]
 fn spool_bound_edges() {
     let origin = Path::new("c.toml");
     let with = |n: u64| Config::parse(&format!("[audit]\nspool_max_bytes = {n}\n"), origin);

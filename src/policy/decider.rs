@@ -31,6 +31,7 @@ use serde::Serialize;
 
 use super::model::{Mode, OnError, Policies, Policy, Require};
 use crate::audit::{self, AuditRecord, Auditor, DecisionKind};
+use crate::config::RecordFailure;
 use crate::decision::{
     BoxFuture, Decide, Decided, Decision, Durable, ImageVolume, Phase, RequestContext, VolumePin,
 };
@@ -53,6 +54,8 @@ pub struct PolicyDecider {
     runtime: Option<RuntimeImages>,
     /// Where each decision's record goes.
     auditor: Auditor,
+    /// What an allowed call becomes when its record could not be written everywhere.
+    on_record_failure: RecordFailure,
 }
 
 /// Looks images up in the runtime through CRI ImageStatus, and remembers the image ids
@@ -615,7 +618,46 @@ impl PolicyDecider {
             engine,
             runtime,
             auditor,
+            on_record_failure: RecordFailure::Allow,
         }
+    }
+
+    /// What an allowed call becomes when its record could not be written to every sink
+    /// (`[audit] on_record_failure`).
+    pub fn with_record_failure(mut self, on_record_failure: RecordFailure) -> Self {
+        self.on_record_failure = on_record_failure;
+        self
+    }
+
+    /// The refusal of a call `trace` allowed, when `[audit] on_record_failure = "deny"`
+    /// and a sink could not take its record.
+    fn unrecorded(
+        &self,
+        trace: &Explanation,
+        volume: Option<&ImageVolume>,
+        id: &str,
+        failed: &[(&'static str, crate::audit::Error)],
+    ) -> Option<Decision> {
+        if self.on_record_failure == RecordFailure::Allow || failed.is_empty() {
+            return None;
+        }
+        let volume = volume
+            .map(|v| format!(" (image volume at {})", v.container_path))
+            .unwrap_or_default();
+        let failures = failed
+            .iter()
+            .map(|(sink, error)| format!("{sink}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        tracing::error!(audit_id = id, image = %trace.subject, namespace = %trace.namespace, %failures,
+            "an allowed call is denied: its audit record could not be written (on_record_failure = \"deny\")");
+        Some(Decision::Deny {
+            message: format!(
+                "denied {}{volume} in namespace {}: its audit record could not be written \
+                 ({failures}), and [audit] on_record_failure is \"deny\" (audit id {id})",
+                trace.subject, trace.namespace
+            ),
+        })
     }
 
     /// Decides `request` and says why. Makes registry calls (verification) and, for
@@ -978,13 +1020,17 @@ impl Decide for PolicyDecider {
         Box::pin(async move {
             let started = Instant::now();
             let trace = self.explain(request).await;
-            let (id, durable) =
+            let (id, written) =
                 write_record(&self.auditor, request, None, &trace, started.elapsed()).await;
+            let durable = written.durable;
             if !trace.allows() {
                 return Decided {
                     decision: denial(&trace, None, &id),
                     durable,
                 };
+            }
+            if let Some(decision) = self.unrecorded(&trace, None, &id, &written.failed) {
+                return Decided { decision, durable };
             }
             if request.image_volumes.is_empty() {
                 return Decided {
@@ -1003,7 +1049,7 @@ impl Decide for PolicyDecider {
                 let started = Instant::now();
                 let asked = request.for_volume(volume);
                 let judged = self.explain(&asked).await;
-                let (id, durable) = write_record(
+                let (id, written) = write_record(
                     &self.auditor,
                     &asked,
                     Some(volume),
@@ -1011,10 +1057,17 @@ impl Decide for PolicyDecider {
                     started.elapsed(),
                 )
                 .await;
-                durables.push(durable);
+                durables.push(written.durable);
                 if !judged.allows() {
                     return Decided {
                         decision: denial(&judged, Some(volume), &id),
+                        durable: Durable::all(durables),
+                    };
+                }
+                if let Some(decision) = self.unrecorded(&judged, Some(volume), &id, &written.failed)
+                {
+                    return Decided {
+                        decision,
                         durable: Durable::all(durables),
                     };
                 }
@@ -1037,21 +1090,20 @@ impl Decide for PolicyDecider {
 }
 
 /// Writes the record of one decision, about `request`'s image or, for `volume`, that
-/// image volume's; its id, and the wait for it to be durable.
+/// image volume's; its id, and what became of it.
 async fn write_record(
     auditor: &Auditor,
     request: &RequestContext,
     volume: Option<&ImageVolume>,
     trace: &Explanation,
     latency: Duration,
-) -> (String, Durable) {
+) -> (String, audit::Written) {
     let mut record = audit_record(auditor.node(), request, trace, latency);
     if let Some(volume) = volume {
         record.volume_path.clone_from(&volume.container_path);
     }
     let id = record.id.clone();
-    let written = auditor.record(record).await;
-    (id, written.durable)
+    (id, auditor.record(record).await)
 }
 
 /// The refusal of a call whose image, or image volume `volume`, `trace` did not allow.
@@ -1091,7 +1143,7 @@ impl Decide for AllowAndRecord {
                     "no [[policies]] configured: every call is allowed".to_owned(),
                 )
             };
-            let (_, durable) = write_record(
+            let (_, written) = write_record(
                 &self.auditor,
                 request,
                 None,
@@ -1099,13 +1151,13 @@ impl Decide for AllowAndRecord {
                 Duration::ZERO,
             )
             .await;
-            let mut durables = vec![durable];
+            let mut durables = vec![written.durable];
             for volume in &request.image_volumes {
                 let asked = request.for_volume(volume);
                 let trace = allowed(&asked);
-                let (_, durable) =
+                let (_, written) =
                     write_record(&self.auditor, &asked, Some(volume), &trace, Duration::ZERO).await;
-                durables.push(durable);
+                durables.push(written.durable);
             }
             Decided {
                 decision: Decision::allow(),
@@ -1440,6 +1492,63 @@ verifiers = ["release"]
             [("app:v1", ""), ("models:v1", "/v0"), ("plugins:v1", "/v1")]
         );
         assert!(records.iter().all(|r| r.reason_code == "no_policies"));
+    }
+
+    #[tokio::test]
+    async fn an_unrecorded_allow_is_denied_only_when_the_operator_chose_so() {
+        /// A sink that cannot take any record, as a full disk would leave the spool.
+        struct Full;
+        impl crate::audit::Sink for Full {
+            fn name(&self) -> &'static str {
+                "spool"
+            }
+            fn write(
+                &self,
+                _record: Arc<AuditRecord>,
+            ) -> BoxFuture<'static, Result<crate::audit::Durability, crate::audit::Error>>
+            {
+                Box::pin(std::future::ready(Err(crate::audit::Error::Lost {
+                    sink: "spool",
+                })))
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let mut pull = create(&format!("{REGISTRY}/app:v1"), "prod");
+        pull.phase = Phase::Pull;
+        let with = |on_failure| {
+            let decider = decider(dir.path());
+            PolicyDecider {
+                auditor: Auditor::new("node", vec![Arc::new(Full)]),
+                ..decider
+            }
+            .with_record_failure(on_failure)
+        };
+        // The allowlisted pull is allowed, record or not, by default...
+        let decided = with(RecordFailure::Allow).decide(&pull).await;
+        assert!(
+            matches!(decided.decision, Decision::Allow { .. }),
+            "{:?}",
+            decided.decision
+        );
+        // ...and denied, saying why, when every call must be recorded.
+        let decided = with(RecordFailure::Deny).decide(&pull).await;
+        let Decision::Deny { message } = decided.decision else {
+            panic!("{:?}", decided.decision)
+        };
+        assert!(
+            message.contains("audit record could not be written")
+                && message.contains("on_record_failure")
+                && message.contains("audit id "),
+            "{message}"
+        );
+        // A call denied anyway says why it was denied, not that its record failed.
+        let mut other = create("127.0.0.1:1/other:v1", "prod");
+        other.phase = Phase::Pull;
+        let decided = with(RecordFailure::Deny).decide(&other).await;
+        let Decision::Deny { message } = decided.decision else {
+            panic!("{:?}", decided.decision)
+        };
+        assert!(!message.contains("on_record_failure"), "{message}");
     }
 
     #[tokio::test]
