@@ -549,13 +549,7 @@ fn store_type(kind: &str) -> Result<(), String> {
 /// directory's own or parent's name (notation-go `IsValidFileName`), so the store is a
 /// directory under its type's.
 fn store_name(name: &str) -> Result<(), String> {
-    let valid = !name.is_empty()
-        && name != "."
-        && name != ".."
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'));
-    if valid {
+    if crate::verify::notation::trustpolicy::is_store_name(name) {
         Ok(())
     } else {
         Err(format!(

@@ -312,6 +312,15 @@ fn policy_json(level: &str, extra: &str, stores: &str) -> String {
     )
 }
 
+/// `strict` over `ca:e2e`, with the expiry check only logged.
+fn expiry_logged() -> NotationConfig {
+    config_from_json(&policy_json(
+        "strict",
+        r#","override":{"expiry":"log"}"#,
+        r#""ca:e2e""#,
+    ))
+}
+
 const NOW: &str = "2026-01-01T00:00:00Z";
 
 #[test]
@@ -329,11 +338,7 @@ fn strict_enforces_expiry_and_an_override_logs_it() {
         Verdict::Rejected(Rejection::Expired(_))
     ));
 
-    let overridden = config_from_json(&policy_json(
-        "strict",
-        r#","override":{"expiry":"log"}"#,
-        r#""ca:e2e""#,
-    ));
+    let overridden = expiry_logged();
     let result = verify(
         &n04_envelope(),
         &n01_target(),
@@ -379,11 +384,7 @@ fn a_trusted_verdict_ends_when_the_signature_expires_or_its_chain_does() {
         Verdict::Rejected(Rejection::Expired(_))
     ));
     // An expiry that is only logged ends nothing.
-    let logged = config_from_json(&policy_json(
-        "strict",
-        r#","override":{"expiry":"log"}"#,
-        r#""ca:e2e""#,
-    ));
+    let logged = expiry_logged();
     let result = verify(
         &n04_envelope(),
         &n01_target(),

@@ -536,6 +536,18 @@ impl VerificationLevel {
     }
 }
 
+/// Whether `name` may name a trust store: notation-go's "Named store name needs to follow
+/// [a-zA-Z0-9_.-]+ format" (`IsValidFileName`), and not `.` or `..`, so that it is one
+/// directory under its type's.
+pub fn is_store_name(name: &str) -> bool {
+    !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 // === impl StoreRef ===
 
 impl StoreRef {
@@ -547,15 +559,7 @@ impl StoreRef {
             "tsa" => StoreKind::Tsa,
             _ => return None,
         };
-        // notation-go: "Named store name needs to follow [a-zA-Z0-9_.-]+ format" (which
-        // also keeps the name a single path component).
-        let valid = !name.is_empty()
-            && name != "."
-            && name != ".."
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
-        valid.then(|| Self {
+        is_store_name(name).then(|| Self {
             kind,
             name: name.to_owned(),
         })
