@@ -1722,7 +1722,8 @@ fn verify_with_proxy_env(image: &str, env: &[(&str, &str)]) -> String {
     let key = dir.path().join("release.pub");
     std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
     let output = std::process::Command::new(crate::daemon::crigate_binary())
-        .args(["verify", image, "--plain-http", "--timeout", "1s", "--key"])
+        .args(["verify", image, "--plain-http", "--timeout", "1s"])
+        .args(["--insecure-ignore-tlog", "--key"])
         .arg(&key)
         .env_remove("NO_PROXY")
         .env_remove("no_proxy")

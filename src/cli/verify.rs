@@ -84,7 +84,9 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     pub trusted_root: Option<PathBuf>,
 
-    /// Accept signatures without a verified Rekor entry (cosign's flag of the same name).
+    /// Do not consult the transparency log at all (cosign's flag of the same name): Rekor
+    /// bundles and tlog entries are ignored; a key is judged alone, a keyless signature
+    /// by an RFC 3161 timestamp.
     #[arg(long)]
     pub insecure_ignore_tlog: bool,
 

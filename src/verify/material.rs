@@ -49,6 +49,20 @@ pub enum Error {
     },
     #[error("verifier {verifier:?}: keyless identities need Fulcio roots: set trusted_root")]
     NoFulcioRoots { verifier: String },
+    #[error(
+        "verifier {verifier:?}: require_tlog needs transparency log keys, and none is \
+         configured, so every signature would be denied: set trusted_root to a \
+         trusted_root.json that lists tlogs, or set require_tlog = false (cosign's \
+         --insecure-ignore-tlog)"
+    )]
+    NoRekorKeys { verifier: String },
+    #[error(
+        "verifier {verifier:?}: keyless identities with require_sct need certificate \
+         transparency log keys, and none is configured, so every keyless signature would \
+         be denied: set trusted_root to a trusted_root.json that lists ctlogs, or set \
+         require_sct = false (cosign's --insecure-ignore-sct)"
+    )]
+    NoCtLogKeys { verifier: String },
     #[error("verifier {verifier:?}: Notation configuration {dir}")]
     Notation {
         verifier: String,
@@ -149,6 +163,20 @@ pub fn requirement(
                 }
                 if !identities.is_empty() && policy.fulcio_roots.is_empty() {
                     return Err(Error::NoFulcioRoots {
+                        verifier: name.clone(),
+                    });
+                }
+                // Material the settings ask for and nothing supplies would deny every
+                // signature at run time ("not a configured transparency log"): refuse it
+                // here, saying what to add. crigate fetches no trust material, so a
+                // trusted_root.json is where Rekor and CT log keys come from.
+                if *require_tlog && policy.rekor_keys.is_empty() {
+                    return Err(Error::NoRekorKeys {
+                        verifier: name.clone(),
+                    });
+                }
+                if !identities.is_empty() && *require_sct && policy.ct_log_keys.is_empty() {
+                    return Err(Error::NoCtLogKeys {
                         verifier: name.clone(),
                     });
                 }
@@ -322,5 +350,76 @@ mod tests {
         let (fixed, fixed_fingerprint) = digests(cosign(Some(SignatureDigestName::Sha384)));
         assert_eq!(fixed, AcceptedDigests::Only(SignatureDigest::Sha384));
         assert_ne!(unset_fingerprint, fixed_fingerprint);
+    }
+
+    const TRUSTED_ROOT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/vectors/cosign/trust/trusted_root.json"
+    );
+
+    fn load(config: VerifierConfig) -> Result<Requirement, Error> {
+        requirement(&BTreeMap::from([("release".to_owned(), config)]), &[])
+    }
+
+    #[test]
+    fn a_verifier_requiring_the_log_without_log_keys_is_refused_at_load() {
+        let keys_only = |require_tlog, trusted_root: Option<&str>| {
+            let mut config = cosign_verifier(DockerReference::MatchRepository, None);
+            if let VerifierConfig::Cosign {
+                require_tlog: tlog,
+                trusted_root: root,
+                ..
+            } = &mut config
+            {
+                *tlog = require_tlog;
+                *root = trusted_root.map(PathBuf::from);
+            }
+            config
+        };
+        // Every signature would be denied as "not a configured transparency log".
+        let error = load(keys_only(true, None)).err().unwrap();
+        assert!(
+            matches!(&error, Error::NoRekorKeys { verifier } if verifier == "release"),
+            "{error}"
+        );
+        let text = error.to_string();
+        assert!(
+            text.contains("trusted_root") && text.contains("require_tlog = false"),
+            "{text}"
+        );
+        assert!(load(keys_only(false, None)).is_ok());
+        assert!(load(keys_only(true, Some(TRUSTED_ROOT))).is_ok());
+    }
+
+    #[test]
+    fn keyless_identities_requiring_scts_without_ct_log_keys_are_refused_at_load() {
+        let mut root: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(TRUSTED_ROOT).unwrap()).unwrap();
+        root["ctlogs"] = serde_json::json!([]);
+        let dir = tempfile::tempdir().unwrap();
+        let no_ctlogs = dir.path().join("trusted_root.json");
+        std::fs::write(&no_ctlogs, serde_json::to_vec(&root).unwrap()).unwrap();
+        let keyless = |trusted_root: &Path, require_sct| VerifierConfig::Cosign {
+            keys: Vec::new(),
+            identities: vec![IdentityConfig {
+                subject: Some("release@example.com".to_owned()),
+                subject_regexp: None,
+                issuer: Some("https://issuer.example.com".to_owned()),
+                issuer_regexp: None,
+            }],
+            trusted_root: Some(trusted_root.to_owned()),
+            require_tlog: true,
+            require_sct,
+            docker_reference: DockerReference::MatchRepository,
+            signature_digest: None,
+        };
+        let error = load(keyless(&no_ctlogs, true)).err().unwrap();
+        assert!(
+            matches!(&error, Error::NoCtLogKeys { verifier } if verifier == "release"),
+            "{error}"
+        );
+        assert!(error.to_string().contains("require_sct = false"), "{error}");
+        assert!(load(keyless(&no_ctlogs, false)).is_ok());
+        assert!(load(keyless(Path::new(TRUSTED_ROOT), true)).is_ok());
     }
 }

@@ -15,10 +15,13 @@
 //! an image and is refused.
 //!
 //! Checks, in order: bundle parse → verification material → DSSE signature over PAE
-//! (DSSE protocol spec, "Signature definition") → tlog entry: SET and/or inclusion proof
-//! with checkpoint, body vs this envelope → keyless chain, validity at the verified
-//! integratedTime (or else at each verified RFC 3161 genTime), code signing, SCT,
-//! identity → statement subject vs image digest.
+//! (DSSE protocol spec, "Signature definition") → with `require_tlog`, a tlog entry from
+//! a configured log: SET and/or inclusion proof with checkpoint, body vs this envelope
+//! → keyless: the time it signed (the verified integratedTime, else each verified
+//! RFC 3161 genTime; none is a refusal), chain through a Fulcio CA valid at that time,
+//! validity at that time, code signing, SCT, identity → statement subject vs image
+//! digest. Without `require_tlog` the tlog entries are not read (cosign
+//! `--insecure-ignore-tlog`).
 //! The statement carries no docker-reference, so `DockerReferenceCheck` does not apply.
 //!
 //! The DSSE signature's hash follows the rule of `.sig` layers ([`super::key`] module
@@ -302,7 +305,9 @@ pub fn is_image_signature(bundle: &SigstoreBundle) -> bool {
     }
 }
 
-/// Verifies one bundle against the whole policy.
+/// Verifies one bundle against the whole policy. No check uses the current time: a
+/// keyless certificate is judged at the time the log or a timestamp authority vouches
+/// for, and a key at none.
 ///
 /// # Errors
 ///
@@ -311,7 +316,6 @@ pub fn verify_bundle(
     bundle: &SigstoreBundle,
     image: &Digest,
     policy: &CosignPolicy,
-    now: SystemTime,
 ) -> Result<Signer, Rejection> {
     if bundle.json.len() > MAX_BUNDLE_BYTES {
         return Err(Rejection::Malformed(format!(
@@ -380,22 +384,23 @@ pub fn verify_bundle(
         },
         (None, None) => None,
     };
-    let chain_extra: Vec<ParsedCertificate> = match &material.x509_certificate_chain {
-        Some(chain) => chain
+    // The rest of a v0.1/v0.2 `x509CertificateChain` must parse, and lends no trust: a
+    // path runs through the certificates of a configured CA only (sigstore-go
+    // `FulcioCertificateAuthority.Verify`).
+    if let Some(chain) = &material.x509_certificate_chain {
+        for raw in chain
             .certificates
             .iter()
             .skip(1)
             .take(cert::MAX_PEM_CERTIFICATES)
-            .map(|raw| {
-                let der = B64
-                    .decode(raw.raw_bytes.as_bytes())
-                    .map_err(malformed("chain certificate"))?;
-                ParsedCertificate::from_der(&der)
-                    .map_err(|e| Rejection::Malformed(format!("chain certificate: {e}")))
-            })
-            .collect::<Result<_, _>>()?,
-        None => Vec::new(),
-    };
+        {
+            let der = B64
+                .decode(raw.raw_bytes.as_bytes())
+                .map_err(malformed("chain certificate"))?;
+            ParsedCertificate::from_der(&der)
+                .map_err(|e| Rejection::Malformed(format!("chain certificate: {e}")))?;
+        }
+    }
 
     match leaf_der {
         Some(der) => {
@@ -403,7 +408,6 @@ pub fn verify_bundle(
                 .map_err(|e| Rejection::Malformed(format!("bundle certificate: {e}")))?;
             verify_keyless(
                 &leaf,
-                &chain_extra,
                 &signed,
                 &signature,
                 &payload,
@@ -411,23 +415,26 @@ pub fn verify_bundle(
                 &wire.verification_material,
                 image,
                 policy,
-                now,
             )
         }
         None if material.public_key.is_some() => {
             let trusted = super::check_key_signature(&policy.keys, &signed, &signature)?;
-            let logged = check_tlog_entries(
-                &material.tlog_entries,
-                version,
-                &payload,
-                &signature,
-                Verifier::SpkiDer(trusted.key.spki_der()),
-                policy,
-            )?;
-            if logged.is_none() && policy.require_tlog {
-                return Err(Rejection::UntrustedRoot(
-                    "bundle has no verified transparency log entry".to_owned(),
-                ));
+            // Without `require_tlog` the entries are not read (cosign
+            // `--insecure-ignore-tlog`): for a key, the time does not matter.
+            if policy.require_tlog {
+                let logged = check_tlog_entries(
+                    &material.tlog_entries,
+                    version,
+                    &payload,
+                    &signature,
+                    Verifier::SpkiDer(trusted.key.spki_der()),
+                    policy,
+                )?;
+                if logged.is_none() {
+                    return Err(Rejection::UntrustedRoot(
+                        "bundle has no verified transparency log entry".to_owned(),
+                    ));
+                }
             }
             let digest = check_statement(&payload, image)?;
             Ok(key_signer(trusted, digest))
@@ -452,7 +459,6 @@ fn key_signer(trusted: &TrustedKey, signed_digest: Digest) -> Signer {
 #[allow(clippy::too_many_arguments)]
 fn verify_keyless(
     leaf: &ParsedCertificate,
-    chain_extra: &[ParsedCertificate],
     signed: &[u8],
     signature: &[u8],
     payload: &[u8],
@@ -460,46 +466,58 @@ fn verify_keyless(
     material: &WireMaterial,
     image: &Digest,
     policy: &CosignPolicy,
-    now: SystemTime,
 ) -> Result<Signer, Rejection> {
     if policy.identities.is_empty() {
         return Err(Rejection::UntrustedRoot(
             "keyless bundle, but the policy trusts no keyless identity".to_owned(),
         ));
     }
-    let candidates: Vec<&ParsedCertificate> = chain_extra
-        .iter()
-        .chain(policy.fulcio_intermediates.iter())
-        .collect();
-    let path = cert::build_chain(leaf, &candidates, &policy.fulcio_roots)?;
-    let logged = check_tlog_entries(
-        &material.tlog_entries,
-        version,
-        payload,
-        signature,
-        Verifier::CertificateDer(leaf.der()),
-        policy,
-    )?;
+    // Without `require_tlog` the entries are not read (cosign `--insecure-ignore-tlog`).
+    let logged = if policy.require_tlog {
+        let logged = check_tlog_entries(
+            &material.tlog_entries,
+            version,
+            payload,
+            signature,
+            Verifier::CertificateDer(leaf.der()),
+            policy,
+        )?;
+        if logged.is_none() {
+            return Err(Rejection::UntrustedRoot(
+                "bundle has no verified transparency log entry".to_owned(),
+            ));
+        }
+        logged
+    } else {
+        None
+    };
     // When the certificate was used: the SET's integratedTime (Rekor v1), and the
     // timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
-    // from a configured authority (Rekor v2 entries carry no time); else now.
-    match logged.as_ref().and_then(|e| e.integrated_time) {
-        Some(at) => cert::check_validity(&path, at)?,
-        None => {
-            let stamped = signed_times(material, signature, policy)?;
-            if stamped.is_empty() {
-                cert::check_validity(&path, now)?;
-            }
-            for at in &stamped {
-                cert::check_validity(&path, *at)?;
-            }
-        }
-    }
-    if logged.is_none() && policy.require_tlog {
+    // from a configured authority (Rekor v2 entries carry no time). Never now: an
+    // inclusion proof shows that the entry is logged, not when (sigstore-go takes no time
+    // from it, `pkg/verify/tlog.go`), and cosign verifies a keyless bundle only with an
+    // integrated or a signed timestamp (`pkg/cosign/verify.go`, `verificationOptions`:
+    // `WithIntegratedTimestamps(1)` unless signed timestamps are used).
+    let times = match logged.as_ref().and_then(|e| e.integrated_time) {
+        Some(at) => vec![at],
+        None => signed_times(material, signature, policy)?,
+    };
+    if times.is_empty() {
         return Err(Rejection::UntrustedRoot(
-            "bundle has no verified transparency log entry".to_owned(),
+            "keyless bundle has no trusted time: a Fulcio certificate needs the integrated \
+             time of a tlog entry's SET or a verified RFC 3161 timestamp"
+                .to_owned(),
         ));
     }
+    // sigstore-go `pkg/verify/signed_entity.go`: the leaf must chain to a CA valid at,
+    // and be valid at, every verified time.
+    let mut first_path = None;
+    for at in &times {
+        let path = cert::trusted_chain(leaf, &[], policy, *at)?;
+        cert::check_validity(&path, *at)?;
+        first_path.get_or_insert(path);
+    }
+    let path = first_path.unwrap_or_default();
     cert::check_code_signing(leaf)?;
     super::check_leaf_signature(leaf, signed, signature)?;
     if policy.require_sct {
@@ -628,11 +646,15 @@ enum Verifier<'a> {
     SpkiDer(&'a [u8]),
 }
 
-/// Verifies the bundle's first tlog entry that is from a configured log. v0.1 bundles
-/// must carry an inclusion promise (SET); v0.2 and later an inclusion proof with a
-/// checkpoint (sigstore_bundle.proto, "VerificationMaterial"). The integratedTime is
-/// returned only when a SET covers it: the Merkle leaf does not include the time, so
-/// with a proof alone the certificate is judged at `now`.
+/// Verifies the bundle's tlog entries, at most [`MAX_TLOG_ENTRIES`], in order, and
+/// returns the first that verifies: one from a log the policy does not configure (or of
+/// a kind not read, or that fails) is passed over, as sigstore-go `pkg/verify/tlog.go`
+/// (`VerifyArtifactTransparencyLog`) skips entries its trusted root cannot verify.
+/// `None` when the bundle has no entry.
+///
+/// # Errors
+///
+/// When no entry verifies, the most informative of their rejections.
 fn check_tlog_entries(
     entries: &[WireTlogEntry],
     version: Version,
@@ -641,9 +663,38 @@ fn check_tlog_entries(
     verifier: Verifier<'_>,
     policy: &CosignPolicy,
 ) -> Result<Option<TlogEvidence>, Rejection> {
-    let Some(entry) = entries.iter().take(MAX_TLOG_ENTRIES).next() else {
-        return Ok(None);
-    };
+    let mut best = None;
+    for entry in entries.iter().take(MAX_TLOG_ENTRIES) {
+        match check_tlog_entry(entry, version, payload, signature, verifier, policy) {
+            Ok(evidence) => return Ok(Some(evidence)),
+            Err(rejection) => {
+                tracing::debug!(
+                    log_index = entry.log_index,
+                    %rejection,
+                    "tlog entry passed over"
+                );
+                best = Some(super::more_informative(best, rejection));
+            }
+        }
+    }
+    match best {
+        Some(rejection) => Err(rejection),
+        None => Ok(None),
+    }
+}
+
+/// Verifies one tlog entry. v0.1 bundles must carry an inclusion promise (SET); v0.2
+/// and later an inclusion proof with a checkpoint (sigstore_bundle.proto,
+/// "VerificationMaterial"). The integratedTime is returned only when a SET covers it:
+/// the Merkle leaf does not include the time, so a proof alone gives none.
+fn check_tlog_entry(
+    entry: &WireTlogEntry,
+    version: Version,
+    payload: &[u8],
+    signature: &[u8],
+    verifier: Verifier<'_>,
+    policy: &CosignPolicy,
+) -> Result<TlogEvidence, Rejection> {
     let kind = match (
         entry.kind_version.kind.as_str(),
         entry.kind_version.version.as_str(),
@@ -653,17 +704,8 @@ fn check_tlog_entries(
         _ => None,
     };
     let Some(kind) = kind else {
-        // A policy that does not require the log (`require_tlog = false`, cosign's
-        // `--insecure-ignore-tlog`) loses nothing by an entry it cannot read, such as an
-        // `intoto` entry: the signature is judged as if it had none.
-        if !policy.require_tlog {
-            tracing::debug!(
-                kind = %entry.kind_version.kind,
-                version = %entry.kind_version.version,
-                "tlog entry of a kind not read, and the policy does not require one"
-            );
-            return Ok(None);
-        }
+        // Only a policy that requires the log reads entries; one that does not
+        // (`require_tlog = false`) never gets here, whatever their kind.
         return Err(Rejection::UnsupportedAlgorithm(format!(
             "tlog entry kind {} {} (dsse 0.0.1 and 0.0.2 are supported)",
             entry.kind_version.kind, entry.kind_version.version
@@ -724,9 +766,9 @@ fn check_tlog_entries(
         }
     }
     check_dsse_body(kind, &body, payload, signature, verifier)?;
-    Ok(Some(TlogEvidence {
+    Ok(TlogEvidence {
         integrated_time: time,
-    }))
+    })
 }
 
 /// The tlog entry kinds read.

@@ -16,7 +16,7 @@ use x509_cert::ext::pkix::{
 use x509_cert::Certificate;
 
 use super::key::{KeyError, PublicKey};
-use super::policy::FulcioCa;
+use super::policy::{CosignPolicy, FulcioCa};
 use crate::verify::Rejection;
 
 /// Most certificates read from one PEM value (leaf, chain annotation, a roots file).
@@ -187,7 +187,7 @@ impl ParsedCertificate {
         self.cert.tbs_certificate().issuer().to_der().ok()
     }
 
-    fn is_self_issued(&self) -> bool {
+    pub(crate) fn is_self_issued(&self) -> bool {
         self.subject_der().is_some() && self.subject_der() == self.issuer_der()
     }
 
@@ -287,42 +287,130 @@ impl ParsedCertificate {
     }
 }
 
-/// Builds the path from `leaf` to one of `roots`, through `intermediates` (untrusted
-/// candidates: the chain annotation and configured intermediates). A self-issued
-/// candidate among the intermediates is never an anchor: the chain annotation's own root
-/// earns no trust by being present (vector K01d). Returns the path, leaf first, anchor
-/// last. A root counts only for leaves whose notBefore lies in its `validFor`.
+/// Builds the path from `leaf` to the root of one CA of `cas`, through that CA's own
+/// intermediates and `configured` (intermediates configured apart from any CA,
+/// [`CosignPolicy::fulcio_intermediates`]).
+/// Each CA is tried as a unit, as sigstore-go `pkg/root/certificate_authority.go`
+/// (`FulcioCertificateAuthority.Verify`) pools only the CA's own intermediates under
+/// its own root: one CA's intermediate is no candidate under another CA's root, though
+/// that root signed it. A self-issued intermediate is never an anchor. Returns the path,
+/// leaf first, root last.
+///
+/// `validFor` is not looked at here: [`trusted_chain`] keeps the CAs whose window holds
+/// the time the signature was made, and is what verification calls.
 ///
 /// # Errors
 ///
 /// `UntrustedRoot` when no path of at most [`MAX_CHAIN_DEPTH`] certificates reaches a
-/// configured root, or a certificate on it has an unknown critical extension.
+/// root of `cas`, or a certificate on it has an unknown critical extension.
 pub fn build_chain<'a>(
     leaf: &'a ParsedCertificate,
-    intermediates: &[&'a ParsedCertificate],
-    roots: &'a [FulcioCa],
+    configured: &[&'a ParsedCertificate],
+    cas: &'a [FulcioCa],
 ) -> Result<Vec<&'a ParsedCertificate>, Rejection> {
-    let mut path = vec![leaf];
-    let mut budget = MAX_PATH_CANDIDATES;
-    if extend_path(&mut path, intermediates, roots, &mut budget) {
-        if let Some(oid) = path.iter().find_map(|c| c.unknown_critical_extension()) {
-            return Err(Rejection::UntrustedRoot(format!(
-                "certificate has unknown critical extension {oid}"
-            )));
-        }
-        Ok(path)
-    } else {
-        Err(Rejection::UntrustedRoot(
+    match chain_through(leaf, configured, &[], cas.iter()) {
+        Some(path) => checked(path),
+        None => Err(Rejection::UntrustedRoot(
             "certificate does not chain to a configured Fulcio root".to_owned(),
-        ))
+        )),
     }
 }
 
-/// Depth-first search for an anchor above the last certificate of `path`.
+/// The path of a keyless `leaf` that signed at `at` (the verified integrated time, or
+/// RFC 3161 time): [`build_chain`] through the CAs of `policy` whose `validFor` holds
+/// `at` (sigstore-go `FulcioCertificateAuthority.Verify`: the observer timestamp must
+/// lie in the CA's validity period), with the policy's configured intermediates.
+///
+/// # Errors
+///
+/// `UntrustedRoot` when no CA is valid at `at`, or none of those issued the leaf.
+pub fn trusted_chain<'a>(
+    leaf: &'a ParsedCertificate,
+    supplied: &[&'a ParsedCertificate],
+    policy: &'a CosignPolicy,
+    at: SystemTime,
+) -> Result<Vec<&'a ParsedCertificate>, Rejection> {
+    let configured: Vec<&ParsedCertificate> = policy.fulcio_intermediates.iter().collect();
+    let mut in_window = policy
+        .fulcio_roots
+        .iter()
+        .filter(|ca| ca.valid_for.contains(at))
+        .peekable();
+    if in_window.peek().is_none() {
+        return Err(Rejection::UntrustedRoot(format!(
+            "no configured Fulcio CA is valid at {}, when the signature was made \
+             (trusted_root.json validFor)",
+            fmt_time(at)
+        )));
+    }
+    match chain_through(leaf, &configured, supplied, in_window) {
+        Some(path) => checked(path),
+        None => Err(Rejection::UntrustedRoot(format!(
+            "certificate does not chain to a configured Fulcio CA valid at {}",
+            fmt_time(at)
+        ))),
+    }
+}
+
+/// The first path from `leaf` to a root of `cas`, each CA searched with its own
+/// intermediates and `configured` (and `supplied`, the signature's own, for a CA that
+/// takes them: [`FulcioCa::supplied_intermediates`]), within one budget of
+/// [`MAX_PATH_CANDIDATES`].
+fn chain_through<'a>(
+    leaf: &'a ParsedCertificate,
+    configured: &[&'a ParsedCertificate],
+    supplied: &[&'a ParsedCertificate],
+    cas: impl Iterator<Item = &'a FulcioCa>,
+) -> Option<Vec<&'a ParsedCertificate>> {
+    // Likely CAs first: one holding the leaf's issuer by key identifier. A re-keyed
+    // Fulcio root or intermediate of the same name would otherwise cost signature
+    // checks that cannot succeed.
+    let mut cas: Vec<&FulcioCa> = cas.collect();
+    cas.sort_by_key(|ca| {
+        std::iter::once(&ca.certificate)
+            .chain(&ca.intermediates)
+            .map(|issuer| leaf.issuer_rank(issuer))
+            .min()
+    });
+    let mut budget = MAX_PATH_CANDIDATES;
+    for ca in cas {
+        let supplied = if ca.supplied_intermediates {
+            supplied
+        } else {
+            &[]
+        };
+        let candidates: Vec<&ParsedCertificate> = ca
+            .intermediates
+            .iter()
+            .chain(configured.iter().copied())
+            .chain(supplied.iter().copied())
+            .collect();
+        let mut path = vec![leaf];
+        if extend_path(&mut path, &candidates, &ca.certificate, &mut budget) {
+            return Some(path);
+        }
+        if budget == 0 {
+            break;
+        }
+    }
+    None
+}
+
+/// The path, unless a certificate on it has a critical extension we do not know.
+fn checked(path: Vec<&ParsedCertificate>) -> Result<Vec<&ParsedCertificate>, Rejection> {
+    match path.iter().find_map(|c| c.unknown_critical_extension()) {
+        Some(oid) => Err(Rejection::UntrustedRoot(format!(
+            "certificate has unknown critical extension {oid}"
+        ))),
+        None => Ok(path),
+    }
+}
+
+/// Depth-first search for `root` above the last certificate of `path`.
 fn extend_path<'a>(
     path: &mut Vec<&'a ParsedCertificate>,
     intermediates: &[&'a ParsedCertificate],
-    roots: &'a [FulcioCa],
+    root: &'a ParsedCertificate,
     budget: &mut usize,
 ) -> bool {
     let Some(&current) = path.last() else {
@@ -336,22 +424,12 @@ fn extend_path<'a>(
             .is_none_or(|max| below <= usize::from(max))
     };
     let below = path.len().saturating_sub(1);
-    // trusted_root.json validFor of a CA bounds when the certificates it issued start.
-    let leaf_start = path.first().map(|leaf| leaf.validity().0);
-    // Likely issuers first: a root with the issuer's name but another key (a re-keyed
-    // Fulcio root) would otherwise cost a signature check that cannot succeed.
-    let mut ranked: Vec<&FulcioCa> = roots.iter().collect();
-    ranked.sort_by_key(|root| current.issuer_rank(&root.certificate));
-    for root in ranked {
-        let in_window = leaf_start.is_some_and(|t| root.valid_for.contains(t));
-        let anchor = &root.certificate;
-        if !in_window || !spend(budget) {
-            continue;
-        }
-        if current.is_issued_by(anchor) && fits_path_len(anchor, below) {
-            path.push(anchor);
-            return true;
-        }
+    if !spend(budget) {
+        return false;
+    }
+    if current.is_issued_by(root) && fits_path_len(root, below) {
+        path.push(root);
+        return true;
     }
     if path.len() >= MAX_CHAIN_DEPTH.saturating_sub(1) {
         return false;
@@ -368,7 +446,7 @@ fn extend_path<'a>(
         }
         if current.is_issued_by(candidate) && fits_path_len(candidate, below) {
             path.push(candidate);
-            if extend_path(path, intermediates, roots, budget) {
+            if extend_path(path, intermediates, root, budget) {
                 return true;
             }
             path.pop();
@@ -389,8 +467,9 @@ fn spend(budget: &mut usize) -> bool {
 }
 
 /// Checks that every certificate on the path is valid at `at` (RFC 5280 §6.1.3 (a)(2)).
-/// For keyless signatures `at` is the verified Rekor integratedTime, else the current
-/// time (cosign `pkg/cosign/verify.go`, `CheckExpiry`).
+/// For keyless signatures `at` is the verified Rekor integratedTime or RFC 3161 time;
+/// a legacy layer with neither is judged at the current time (cosign
+/// `pkg/cosign/verify.go`, `CheckExpiry`).
 ///
 /// # Errors
 ///

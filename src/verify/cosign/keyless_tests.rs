@@ -13,12 +13,13 @@ use rcgen::{
 };
 use sha2::{Digest as _, Sha256};
 
-use super::cert::{build_chain, ParsedCertificate};
+use super::cert::{self, build_chain, ParsedCertificate};
 use crate::oci::Digest;
 use crate::verify::cosign::key::PublicKey;
 use crate::verify::cosign::layer::{SignatureLayer, SIMPLE_SIGNING_MEDIA_TYPE};
 use crate::verify::cosign::policy::{
-    CosignPolicy, FulcioCa, KeylessIdentity, Matcher, TimestampAuthority, TrustedKey, ValidFor,
+    CosignPolicy, FulcioCa, KeylessIdentity, Matcher, TimestampAuthority, TrustedKey, TrustedRoot,
+    ValidFor,
 };
 use crate::verify::cosign::rekor::RekorPayload;
 use crate::verify::cosign::{bundle, merkle, sct, verify, SigstoreBundle};
@@ -96,6 +97,8 @@ fn utf8_der(s: &str) -> Vec<u8> {
 
 struct Sigstore {
     root_pem: String,
+    /// The root's key, to issue more intermediates ([`Sigstore::another_intermediate`]).
+    root_issuer: Issuer<'static, KeyPair>,
     intermediate_pem: String,
     leaf_pem: String,
     leaf_key: KeyPair,
@@ -189,6 +192,7 @@ impl Sigstore {
         };
         Self {
             root_pem: to_pem(root.der()),
+            root_issuer,
             intermediate_pem: to_pem(inter.der()),
             leaf_pem: to_pem(leaf.der()),
             leaf_key,
@@ -217,14 +221,37 @@ impl Sigstore {
             }],
             ..CosignPolicy::default()
         };
+        // The root and the intermediate that issues the leaves, as one PEM list: one CA
+        // with no validFor. The chain annotation does not supply the intermediate.
         policy
-            .add_fulcio_roots_pem(self.root_pem.as_bytes())
+            .add_fulcio_roots_pem(format!("{}{}", self.root_pem, self.intermediate_pem).as_bytes())
             .unwrap();
         policy
     }
 
     fn sign(&self, payload: &[u8]) -> Vec<u8> {
         self.leaf_key.sign(payload).unwrap()
+    }
+
+    /// Another intermediate of the same root (a re-keyed Fulcio intermediate), PEM. It
+    /// did not issue the leaf.
+    fn another_intermediate(&self, cn: &str) -> String {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
+        to_pem(
+            ca_params(cn)
+                .signed_by(&key, &self.root_issuer)
+                .unwrap()
+                .der(),
+        )
+    }
+
+    /// [`Self::layer`] with its Rekor entry integrated at `t`.
+    fn layer_logged_at(&self, t: SystemTime) -> SignatureLayer {
+        let mut layer = self.layer();
+        let signature = B64.decode(&layer.signature_b64).unwrap();
+        let unix = t.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        layer.bundle_json = Some(self.bundle(&layer.payload, &signature, unix, "hashedrekord"));
+        layer
     }
 
     /// A hashedrekord 0.0.1 entry for (payload, signature, leaf) and its SET.
@@ -344,7 +371,7 @@ fn keyless_leaves_sign_with_their_default_hash_or_sha256() {
         let v = run(&s.layer(), &s.policy(), at(0));
         assert!(matches!(v, Verdict::Trusted(_)), "{alg:?}: {v:?}");
         let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
-        let v = run_bundle(&b, &s.bundle_policy(), at(0));
+        let v = run_bundle(&b, &s.policy(), at(0));
         assert!(matches!(v, Verdict::Trusted(_)), "{alg:?} bundle: {v:?}");
     }
     // An Ed25519 leaf signing Ed25519ph, as sigstore's default signer with WithED25519ph.
@@ -886,15 +913,6 @@ impl Sigstore {
             "dsseEnvelope": envelope_json(payload, &signature)
         })
     }
-
-    /// The policy for bundles: the same trust, plus the Fulcio intermediate as a known
-    /// intermediate (a v0.3 bundle carries only the leaf).
-    fn bundle_policy(&self) -> CosignPolicy {
-        let mut policy = self.policy();
-        policy.fulcio_intermediates =
-            ParsedCertificate::from_pem_many(self.intermediate_pem.as_bytes()).unwrap();
-        policy
-    }
 }
 
 /// The root of a five-leaf tree whose leaf 2 is `body`, and that leaf's audit path.
@@ -940,7 +958,7 @@ fn run_bundle(bundle: &serde_json::Value, policy: &CosignPolicy, now: SystemTime
 fn generated_v03_bundle_with_set_proof_and_checkpoint_is_trusted() {
     let s = Sigstore::new(LeafSpec::default());
     let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
-    let v = run_bundle(&b, &s.bundle_policy(), at(10 * 365 * 86_400));
+    let v = run_bundle(&b, &s.policy(), at(10 * 365 * 86_400));
     assert!(
         matches!(v, Verdict::Trusted(ref signer) if signer.identity == SAN),
         "{v:?}"
@@ -955,7 +973,7 @@ fn bundle_for_another_image_is_digest_mismatch() {
         bundle::COSIGN_SIGN_PREDICATE_TYPE,
     ));
     assert!(matches!(
-        rejected(&run_bundle(&b, &s.bundle_policy(), at(0))),
+        rejected(&run_bundle(&b, &s.policy(), at(0))),
         Rejection::DigestMismatch { .. }
     ));
 }
@@ -963,7 +981,7 @@ fn bundle_for_another_image_is_digest_mismatch() {
 #[test]
 fn bundle_with_bad_proof_checkpoint_or_envelope_is_rejected() {
     let s = Sigstore::new(LeafSpec::default());
-    let policy = s.bundle_policy();
+    let policy = s.policy();
     let good = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
     let entry = "/verificationMaterial/tlogEntries/0";
 
@@ -1021,7 +1039,9 @@ fn bundle_with_bad_proof_checkpoint_or_envelope_is_rejected() {
 }
 
 #[test]
-fn bundle_without_set_is_judged_now() {
+fn a_keyless_bundle_without_a_set_or_a_timestamp_has_no_trusted_time_and_is_refused() {
+    // An inclusion proof shows the entry is logged, not when (sigstore-go takes no time
+    // from it); cosign requires an integrated time or a signed timestamp for keyless.
     let s = Sigstore::new(LeafSpec::default());
     let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
     b.pointer_mut("/verificationMaterial/tlogEntries/0")
@@ -1029,14 +1049,14 @@ fn bundle_without_set_is_judged_now() {
         .as_object_mut()
         .unwrap()
         .remove("inclusionPromise");
-    assert!(matches!(
-        run_bundle(&b, &s.bundle_policy(), at(30)),
-        Verdict::Trusted(_)
-    ));
-    assert!(matches!(
-        rejected(&run_bundle(&b, &s.bundle_policy(), at(601))),
-        Rejection::Expired(_)
-    ));
+    // Even while the certificate is valid now, now is not when it signed.
+    for now in [at(30), at(601)] {
+        let v = run_bundle(&b, &s.policy(), now);
+        assert!(
+            matches!(rejected(&v), Rejection::UntrustedRoot(ref why) if why.contains("time")),
+            "{v:?}"
+        );
+    }
 }
 
 #[test]
@@ -1050,59 +1070,75 @@ fn message_signature_bundle_is_unsupported_and_attestations_are_not_signatures()
         serde_json::json!({"messageDigest": {"algorithm": "SHA2_256", "digest": ""}, "signature": ""}),
     );
     assert!(matches!(
-        rejected(&run_bundle(&b, &s.bundle_policy(), at(0))),
+        rejected(&run_bundle(&b, &s.policy(), at(0))),
         Rejection::UnsupportedAlgorithm(_)
     ));
     let sbom = s.sigstore_bundle(&statement(&image(), "https://cyclonedx.org/bom"));
     assert!(matches!(
-        rejected(&run_bundle(&sbom, &s.bundle_policy(), at(0))),
+        rejected(&run_bundle(&sbom, &s.policy(), at(0))),
         Rejection::NoSignature(_)
     ));
     let garbage = serde_json::json!({"mediaType": BUNDLE_V03});
     assert!(matches!(
-        rejected(&run_bundle(&garbage, &s.bundle_policy(), at(0))),
+        rejected(&run_bundle(&garbage, &s.policy(), at(0))),
         Rejection::Malformed(_)
     ));
 }
 
 #[test]
-fn root_outside_its_valid_for_window_is_not_an_anchor() {
+fn a_ca_vouches_only_for_signatures_made_inside_its_valid_for() {
+    // The layer's entry was integrated at at(60); both ends of validFor are inclusive.
     let s = Sigstore::new(LeafSpec::default());
     let mut policy = s.policy();
-    policy.fulcio_roots[0].valid_for.end = Some(at(0) - Duration::from_secs(1));
-    assert!(matches!(
-        rejected(&run(&s.layer(), &policy, at(0))),
-        Rejection::UntrustedRoot(_)
-    ));
-    policy.fulcio_roots[0].valid_for.end = Some(at(0));
-    assert!(matches!(
-        run(&s.layer(), &policy, at(0)),
-        Verdict::Trusted(_)
-    ));
+    for (start, end, trusted) in [
+        (None, Some(at(59)), false),
+        (None, Some(at(60)), true),
+        (Some(at(60)), None, true),
+        (Some(at(61)), None, false),
+    ] {
+        policy.fulcio_roots[0].valid_for = ValidFor { start, end };
+        let v = run(&s.layer(), &policy, at(0));
+        match trusted {
+            true => assert!(matches!(v, Verdict::Trusted(_)), "{start:?} {end:?}: {v:?}"),
+            false => assert!(
+                matches!(rejected(&v), Rejection::UntrustedRoot(_)),
+                "{start:?} {end:?}: {v:?}"
+            ),
+        }
+    }
+}
+
+impl Sigstore {
+    /// A v0.1 bundle as older cosign wrote it: the leaf and the Fulcio intermediate in
+    /// `x509CertificateChain`, a tlog entry with its inclusion promise and no proof.
+    fn v01_bundle_with_chain(&self) -> serde_json::Value {
+        let mut b = self.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+        b["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
+        let leaf = b["verificationMaterial"]["certificate"]["rawBytes"].clone();
+        let inter = B64.encode(
+            pem::parse(self.intermediate_pem.as_bytes())
+                .unwrap()
+                .into_contents(),
+        );
+        let material = b["verificationMaterial"].as_object_mut().unwrap();
+        material.remove("certificate");
+        material.insert(
+            "x509CertificateChain".to_owned(),
+            serde_json::json!({"certificates": [{"rawBytes": leaf}, {"rawBytes": inter}]}),
+        );
+        b.pointer_mut("/verificationMaterial/tlogEntries/0")
+            .unwrap()
+            .as_object_mut()
+            .unwrap()
+            .remove("inclusionProof");
+        b
+    }
 }
 
 #[test]
 fn v01_bundle_with_certificate_chain_and_promise_only_is_trusted() {
     let s = Sigstore::new(LeafSpec::default());
-    let mut b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
-    b["mediaType"] = "application/vnd.dev.sigstore.bundle+json;version=0.1".into();
-    let leaf = b["verificationMaterial"]["certificate"]["rawBytes"].clone();
-    let inter = B64.encode(
-        pem::parse(s.intermediate_pem.as_bytes())
-            .unwrap()
-            .into_contents(),
-    );
-    let material = b["verificationMaterial"].as_object_mut().unwrap();
-    material.remove("certificate");
-    material.insert(
-        "x509CertificateChain".to_owned(),
-        serde_json::json!({"certificates": [{"rawBytes": leaf}, {"rawBytes": inter}]}),
-    );
-    b.pointer_mut("/verificationMaterial/tlogEntries/0")
-        .unwrap()
-        .as_object_mut()
-        .unwrap()
-        .remove("inclusionProof");
+    let mut b = s.v01_bundle_with_chain();
     // No configured intermediate: the bundle's chain supplies it, the root is ours.
     let v = run_bundle(&b, &s.policy(), at(10 * 365 * 86_400));
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
@@ -1450,7 +1486,7 @@ fn a_keyless_rekor_v2_bundle_is_judged_at_the_time_its_rfc3161_timestamp_gives()
         .unwrap();
     let stamp = |data: &[u8]| serde_json::json!({"rfc3161Timestamps": [{"signedTimestamp": B64.encode(tsa.stamp(data))}]});
     b["verificationMaterial"]["timestampVerificationData"] = stamp(&signature);
-    let mut policy = s.bundle_policy();
+    let mut policy = s.policy();
     policy.require_sct = false;
     policy.rekor_keys = vec![PublicKey::from_spki_der(&log.subject_public_key_info())
         .unwrap()
@@ -1499,18 +1535,22 @@ fn a_keyless_rekor_v2_bundle_is_judged_at_the_time_its_rfc3161_timestamp_gives()
     let mut v1 =
         v1_signer.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
     v1["verificationMaterial"]["timestampVerificationData"] = stamp(b"not this signature");
-    let v = run_bundle(&v1, &v1_signer.bundle_policy(), at(10 * 365 * 86_400));
+    let v = run_bundle(&v1, &v1_signer.policy(), at(10 * 365 * 86_400));
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
-    // Without any timestamp, the certificate is judged now: expired.
+    // Without any timestamp nothing shows when it signed: refused, even while the
+    // certificate is still valid now.
     let mut bare = b.clone();
     bare["verificationMaterial"]
         .as_object_mut()
         .unwrap()
         .remove("timestampVerificationData");
-    assert!(matches!(
-        rejected(&run_bundle(&bare, &policy, later)),
-        Rejection::Expired(_)
-    ));
+    for now in [SystemTime::now(), later] {
+        let verdict = run_bundle(&bare, &policy, now);
+        assert!(
+            matches!(rejected(&verdict), Rejection::UntrustedRoot(ref why) if why.contains("time")),
+            "{verdict:?}"
+        );
+    }
 }
 
 /// A bundle signed with the leaf's key and naming it by a hint instead of a certificate
@@ -1702,4 +1742,192 @@ fn a_legacy_layer_without_a_log_entry_is_judged_at_its_rfc3161_timestamp() {
     beside.rfc3161_timestamp_json = annotation(&tsa.stamp(b"not this signature"));
     let v = run(&beside, &v1.policy(), at(30));
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+}
+
+// === Fulcio CAs as units (sigstore-go pkg/root/certificate_authority.go) ===
+
+/// A `trusted_root.json` listing these Fulcio CAs: each its chain (PEM, issuing
+/// certificate first, root last) and the ends of its validFor.
+fn trusted_root_of(cas: &[(&[&str], Option<SystemTime>, Option<SystemTime>)]) -> TrustedRoot {
+    let cas: Vec<serde_json::Value> = cas
+        .iter()
+        .map(|(chain, start, end)| {
+            let certificates: Vec<serde_json::Value> = chain
+                .iter()
+                .map(|text| {
+                    let der = pem::parse(text.as_bytes()).unwrap().into_contents();
+                    serde_json::json!({"rawBytes": B64.encode(der)})
+                })
+                .collect();
+            let mut valid_for = serde_json::Map::new();
+            for (name, t) in [("start", start), ("end", end)] {
+                if let Some(t) = t {
+                    valid_for.insert(name.to_owned(), cert::fmt_time(*t).into());
+                }
+            }
+            serde_json::json!({"certChain": {"certificates": certificates}, "validFor": valid_for})
+        })
+        .collect();
+    let json = serde_json::json!({
+        "mediaType": "application/vnd.dev.sigstore.trustedroot+json;version=0.1",
+        "certificateAuthorities": cas,
+    });
+    TrustedRoot::from_json(&serde_json::to_vec(&json).unwrap()).unwrap()
+}
+
+/// `s.policy()` trusting exactly the Fulcio CAs of `root`.
+fn policy_with_cas(s: &Sigstore, root: TrustedRoot) -> CosignPolicy {
+    let mut policy = s.policy();
+    policy.fulcio_roots.clear();
+    policy.fulcio_intermediates.clear();
+    policy.add_trusted_root(root);
+    policy
+}
+
+#[test]
+fn a_leaf_is_trusted_only_through_the_ca_whose_valid_for_holds_its_signing_time() {
+    // I_old (the builder's intermediate) issued the leaf; I_new is another intermediate
+    // of the same root. CA_old = {I_old, R} until t1, CA_new = {I_new, R} from t1.
+    let s = Sigstore::new(LeafSpec::default());
+    let i_new = s.another_intermediate("test-intermediate-2");
+    let t1 = at(300);
+    let later = at(10 * 365 * 86_400);
+    let policy = policy_with_cas(
+        &s,
+        trusted_root_of(&[
+            (&[&s.intermediate_pem, &s.root_pem], None, Some(t1)),
+            (&[&i_new, &s.root_pem], Some(t1), None),
+        ]),
+    );
+    // Logged before t1: CA_old vouches for it.
+    let v = run(&s.layer_logged_at(at(60)), &policy, later);
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // Logged after t1: only CA_new may vouch, and I_old is none of its certificates,
+    // though R signed it and the chain annotation carries it.
+    let v = run(&s.layer_logged_at(at(400)), &policy, later);
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+    // The intermediates swapped between the two CAs: the other way round.
+    let swapped = policy_with_cas(
+        &s,
+        trusted_root_of(&[
+            (&[&i_new, &s.root_pem], None, Some(t1)),
+            (&[&s.intermediate_pem, &s.root_pem], Some(t1), None),
+        ]),
+    );
+    let v = run(&s.layer_logged_at(at(400)), &swapped, later);
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    let v = run(&s.layer_logged_at(at(60)), &swapped, later);
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+}
+
+#[test]
+fn intermediates_the_signature_supplies_earn_no_trust() {
+    let s = Sigstore::new(LeafSpec::default());
+    let i_new = s.another_intermediate("test-intermediate-2");
+    let only_new = policy_with_cas(&s, trusted_root_of(&[(&[&i_new, &s.root_pem], None, None)]));
+    // The chain annotation carries I_old, which issued the leaf and which R signed.
+    let layer = s.layer();
+    assert!(layer
+        .chain_pem
+        .as_deref()
+        .unwrap()
+        .contains(s.intermediate_pem.trim()));
+    let v = run(&layer, &only_new, at(0));
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+    // So does a v0.1 bundle's x509CertificateChain.
+    let b = s.v01_bundle_with_chain();
+    let v = run_bundle(&b, &only_new, at(0));
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+    // A CA that lists I_old itself trusts both; the signature's copy is the same bytes.
+    let with_old = policy_with_cas(
+        &s,
+        trusted_root_of(&[(&[&s.intermediate_pem, &s.root_pem], None, None)]),
+    );
+    let v = run(&layer, &with_old, at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    let v = run_bundle(&b, &with_old, at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+}
+
+#[test]
+fn a_tlog_entry_from_a_log_not_configured_is_passed_over() {
+    let s = Sigstore::new(LeafSpec::default());
+    let other = Sigstore::new(LeafSpec::default());
+    let signed = statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE);
+    let foreign = other.sigstore_bundle(&signed)["verificationMaterial"]["tlogEntries"][0].clone();
+    let mut b = s.sigstore_bundle(&signed);
+    let good = b["verificationMaterial"]["tlogEntries"][0].clone();
+    b["verificationMaterial"]["tlogEntries"] = serde_json::json!([foreign, good]);
+    let v = run_bundle(&b, &s.policy(), at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // Alone, the foreign entry shows nothing.
+    b["verificationMaterial"]["tlogEntries"] = serde_json::json!([foreign]);
+    let v = run_bundle(&b, &s.policy(), at(0));
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+}
+
+#[test]
+fn without_require_tlog_a_key_based_signature_ignores_the_log() {
+    // cosign --insecure-ignore-tlog: the log material is not read, whatever it holds.
+    let s = Sigstore::new(LeafSpec::default());
+    let payload = payload_for(&image());
+    let signature = s.sign(&payload);
+    let key_pem = pem::encode(&pem::Pem::new(
+        "PUBLIC KEY",
+        s.leaf_key.subject_public_key_info(),
+    ));
+    let mut policy = CosignPolicy {
+        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
+        require_tlog: false,
+        ..CosignPolicy::default()
+    };
+    let mut layer = SignatureLayer {
+        payload: payload.clone(),
+        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
+        signature_b64: B64.encode(&signature),
+        certificate_pem: None,
+        chain_pem: None,
+        rfc3161_timestamp_json: None,
+        // Logged by a log the policy does not configure.
+        bundle_json: Some(s.bundle(
+            &payload,
+            &signature,
+            (NOT_BEFORE_UNIX + 60) as i64,
+            "hashedrekord",
+        )),
+    };
+    let v = run(&layer, &policy, at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    layer.bundle_json = Some("{".to_owned());
+    let v = run(&layer, &policy, at(0));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    policy.require_tlog = true;
+    let v = run(&layer, &policy, at(0));
+    assert!(matches!(rejected(&v), Rejection::Malformed(_)), "{v:?}");
+    // A key-based bundle whose entry is from a log the policy does not configure.
+    let (_, b, policy) = key_based_bundle();
+    assert!(!policy.require_tlog && policy.rekor_keys.is_empty());
+    let v = run_bundle(&b, &policy, at(0));
+    assert!(
+        matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn without_require_tlog_a_keyless_signature_needs_another_time() {
+    let s = Sigstore::new(LeafSpec::default());
+    let mut policy = s.policy();
+    policy.require_tlog = false;
+    // A legacy layer: its SET is not read, so the certificate is judged now, as cosign
+    // judges it with --insecure-ignore-tlog.
+    let layer = s.layer();
+    let v = run(&layer, &policy, at(30));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    let v = run(&layer, &policy, at(10 * 365 * 86_400));
+    assert!(matches!(rejected(&v), Rejection::Expired(_)), "{v:?}");
+    // A bundle: without the log, only an RFC 3161 timestamp could say when it signed.
+    let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+    let v = run_bundle(&b, &policy, at(30));
+    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
 }

@@ -17,16 +17,18 @@
 //! # Order of checks for one signature
 //!
 //! Key-based: signature base64 → signature under a trusted key (`UntrustedRoot`) →
-//! Rekor bundle if present (SET, body) or `require_tlog` → payload → digest →
-//! docker-reference.
+//! with `require_tlog`, the Rekor bundle (SET, body; none is `UntrustedRoot`), without
+//! it nothing of the log is read → payload → digest → docker-reference.
 //!
-//! Keyless: certificate parse → chain to a configured Fulcio root (`UntrustedRoot`) →
-//! Rekor bundle: parse (`Malformed`), SET (`UntrustedRoot` for an unknown log, `Tampered`),
-//! body vs this signature (`Tampered`) → validity of the chain at the verified
-//! integratedTime, or at `now` without one (`Expired`) → `require_tlog` → code-signing
-//! EKU → signature over the payload with the leaf key (`Tampered`) → SCT if
-//! `require_sct` → identity (`IdentityNotTrusted`) → payload → digest
-//! (`DigestMismatch`) → docker-reference (`IdentityNotTrusted`).
+//! Keyless: certificate parse → with `require_tlog`, the Rekor bundle if present: parse
+//! (`Malformed`), SET (`UntrustedRoot` for an unknown log, `Tampered`), body vs this
+//! signature (`Tampered`) → the time it signed: the verified integratedTime, else a
+//! verified RFC 3161 timestamp, else `now` → chain to the root of a Fulcio CA valid at
+//! that time, through that CA's own certificates (`UntrustedRoot`) → validity of the
+//! chain at that time (`Expired`) → `require_tlog` → code-signing EKU → signature over
+//! the payload with the leaf key (`Tampered`) → SCT if `require_sct` → identity
+//! (`IdentityNotTrusted`) → payload → digest (`DigestMismatch`) → docker-reference
+//! (`IdentityNotTrusted`).
 //!
 //! # Precedence among rejections
 //!
@@ -88,7 +90,7 @@ pub fn verify(
     }
     let signature_bundles = bundles.iter().filter(|b| bundle::is_image_signature(b));
     for b in signature_bundles.take(MAX_SIGNATURES) {
-        match bundle::verify_bundle(b, image, policy, now) {
+        match bundle::verify_bundle(b, image, policy) {
             Ok(signer) => return Verdict::Trusted(signer),
             Err(rejection) => best = Some(more_informative(best, rejection)),
         }
@@ -166,13 +168,17 @@ fn verify_with_key(
     policy: &CosignPolicy,
 ) -> Result<Signer, Rejection> {
     let trusted = check_key_signature(&policy.keys, &layer.payload, signature)?;
-    check_tlog(
-        layer,
-        signature,
-        rekor::LoggedSigner::SpkiDer(trusted.key.spki_der()),
-        policy,
-        policy.require_tlog,
-    )?;
+    // Without `require_tlog` the log is not consulted (cosign `--insecure-ignore-tlog`
+    // skips `VerifyBundle`): a bundle annotation, good or bad, changes nothing.
+    if policy.require_tlog {
+        let signer = rekor::LoggedSigner::SpkiDer(trusted.key.spki_der());
+        if check_tlog(layer, signature, signer, policy)?.is_none() {
+            return Err(Rejection::UntrustedRoot(
+                "no transparency log entry for the signature, and the policy requires one"
+                    .to_owned(),
+            ));
+        }
+    }
     let signed = check_payload(layer, image, image_repository, policy)?;
     Ok(Signer {
         verifier: VerifierKind::Cosign,
@@ -210,21 +216,15 @@ pub fn check_key_signature<'a>(
 
 /// Verifies the layer's Rekor bundle if present: SET under a configured log key, then the
 /// entry body against this very signature. Returns the verified integratedTime, or
-/// `None` without a bundle.
+/// `None` without a bundle. Called only when the policy consults the log
+/// ([`CosignPolicy::require_tlog`]).
 fn check_tlog(
     layer: &SignatureLayer,
     signature: &[u8],
     signer: rekor::LoggedSigner<'_>,
     policy: &CosignPolicy,
-    require_tlog: bool,
 ) -> Result<Option<SystemTime>, Rejection> {
     let Some(json) = &layer.bundle_json else {
-        if require_tlog {
-            return Err(Rejection::UntrustedRoot(
-                "no transparency log entry for the signature, and the policy requires one"
-                    .to_owned(),
-            ));
-        }
         return Ok(None);
     };
     let bundle = rekor::RekorBundle::parse(json.as_bytes())?;
@@ -248,37 +248,45 @@ fn verify_keyless(
         .into_iter()
         .next()
         .ok_or_else(|| Rejection::Malformed("certificate annotation is empty".to_owned()))?;
-    let annotated_chain = match &layer.chain_pem {
+    // The chain annotation is read as cosign reads it (`sig.Chain()`: one that does not
+    // parse is an error). Its intermediates may complete a path only to a root
+    // configured as PEM, as legacy cosign takes them; a `trusted_root.json` CA is
+    // reached through its own intermediates alone (sigstore-go
+    // `FulcioCertificateAuthority.Verify`), so a retired intermediate the signer
+    // attaches does not make its leaf trusted. A self-issued certificate in it is never
+    // an anchor.
+    let chain = match &layer.chain_pem {
         Some(pem) => ParsedCertificate::from_pem_many(pem.as_bytes())
             .map_err(|e| Rejection::Malformed(format!("chain annotation: {e}")))?,
         None => Vec::new(),
     };
-    let candidates: Vec<&ParsedCertificate> = annotated_chain
-        .iter()
-        .chain(policy.fulcio_intermediates.iter())
-        .collect();
-    let path = cert::build_chain(&leaf, &candidates, &policy.fulcio_roots)?;
+    let supplied: Vec<&ParsedCertificate> = chain.iter().collect();
 
-    // Without a tlog entry or a timestamp the certificate is judged at the current time
-    // (cosign pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when neither is there).
-    // `require_tlog` is applied after the validity check, so that a certificate without
-    // a log entry reports why it fails at that time (vector K01g).
-    let logged = check_tlog(
-        layer,
-        signature,
-        rekor::LoggedSigner::CertificateDer(leaf.der()),
-        policy,
-        false,
-    )?;
+    // The log is consulted only with `require_tlog` (cosign `--insecure-ignore-tlog`
+    // skips `VerifyBundle`). `require_tlog` itself is applied after the validity check,
+    // so that a certificate without a log entry reports why it fails at the time it is
+    // judged (vector K01g).
+    let logged = if policy.require_tlog {
+        check_tlog(
+            layer,
+            signature,
+            rekor::LoggedSigner::CertificateDer(leaf.der()),
+            policy,
+        )?
+    } else {
+        None
+    };
     // When the certificate was used: the SET's integratedTime; without one, the genTime
     // of the layer's RFC 3161 timestamp from a configured authority (`cosign sign
     // --timestamp-server-url`, typically with `--tlog-upload=false`; cosign
-    // `VerifyRFC3161Timestamp` checks it over the raw signature bytes); else now. As for
+    // `VerifyRFC3161Timestamp` checks it over the raw signature bytes); else now (cosign
+    // pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when neither is there). As for
     // bundles, a SET's time stands and a timestamp beside it is not consulted.
     let at = match logged {
         Some(at) => at,
         None => layer_timestamp(layer, signature, policy)?.unwrap_or(now),
     };
+    let path = cert::trusted_chain(&leaf, &supplied, policy, at)?;
     cert::check_validity(&path, at)?;
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(
@@ -455,12 +463,7 @@ pub fn fuzz_signature(data: &[u8]) {
         json: data.to_vec(),
     };
     let _ = bundle::is_image_signature(&bundle);
-    let _ = bundle::verify_bundle(
-        &bundle,
-        &Digest::sha256(data),
-        &CosignPolicy::default(),
-        SystemTime::UNIX_EPOCH,
-    );
+    let _ = bundle::verify_bundle(&bundle, &Digest::sha256(data), &CosignPolicy::default());
     let text = String::from_utf8_lossy(data);
     let _ = decode_signature(&text);
     if let Ok(annotations) =

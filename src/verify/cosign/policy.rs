@@ -29,10 +29,19 @@ pub struct CosignPolicy {
     /// Accepted keyless signers (`--certificate-identity[-regexp]`,
     /// `--certificate-oidc-issuer[-regexp]`); one must match.
     pub identities: Vec<KeylessIdentity>,
-    /// Fulcio roots: the only trust anchors for keyless certificates.
+    /// Fulcio certificate authorities, each a unit of root, own intermediates and
+    /// `validFor`: the only trust anchors for keyless certificates. A leaf is trusted
+    /// through one CA whose `validFor` holds the time it signed, by a path through that
+    /// CA's certificates (and [`Self::fulcio_intermediates`]) to its root; certificates
+    /// the signature carries (the chain annotation, a bundle's `x509CertificateChain`)
+    /// earn nothing (sigstore-go `pkg/root/certificate_authority.go`,
+    /// `FulcioCertificateAuthority.Verify`).
     pub fulcio_roots: Vec<FulcioCa>,
-    /// Fulcio intermediates known in advance (a `trusted_root.json` chain); the chain
-    /// annotation can add more, never a root.
+    /// Fulcio intermediates configured apart from a CA's chain: those of PEM files
+    /// ([`Self::add_fulcio_roots_pem`]), which with the PEM roots form one CA with no
+    /// `validFor`, as a PEM list of roots and intermediates is one to cosign
+    /// (`SIGSTORE_ROOT_FILE`). Any CA may chain through them. A `trusted_root.json`
+    /// leaves this empty: each of its CAs keeps its own in [`FulcioCa::intermediates`].
     pub fulcio_intermediates: Vec<ParsedCertificate>,
     /// Rekor public keys; an entry's `logID` selects one.
     pub rekor_keys: Vec<LogKey>,
@@ -44,8 +53,15 @@ pub struct CosignPolicy {
     /// Require an embedded SCT from a configured CT log on keyless certificates (cosign's
     /// default; `--insecure-ignore-sct` turns it off).
     pub require_sct: bool,
-    /// Require a verified Rekor entry (cosign's default; `--insecure-ignore-tlog` turns it
-    /// off). Without one, a keyless certificate is judged at the current time.
+    /// Require a verified Rekor entry (cosign's default). `false` is cosign's
+    /// `--insecure-ignore-tlog`: the transparency log is not consulted at all, and a Rekor
+    /// bundle or tlog entry beside the signature is ignored, whatever it holds. A
+    /// key-based signature is then judged by its key alone. A keyless one still needs to
+    /// show when it signed, which without the log only an RFC 3161 timestamp from a
+    /// configured authority can: a bundle without one is refused (cosign
+    /// `pkg/cosign/verify.go`, sigstore-go `pkg/verify`); a legacy `.sig` layer without
+    /// one is judged at the current time, as cosign judges it (`CheckExpiry(cert,
+    /// time.Now())`), which a short-lived Fulcio certificate does not survive.
     pub require_tlog: bool,
     /// How the signed `docker-reference` must relate to the admitted repository.
     pub docker_reference: DockerReferenceCheck,
@@ -75,11 +91,25 @@ pub struct TimestampAuthority {
     pub valid_for: ValidFor,
 }
 
-/// A Fulcio root and the times at which the certificates it issued may start.
+/// A Fulcio certificate authority (sigstore_trustroot.proto `CertificateAuthority`
+/// under `certificate_authorities`): trusted as a unit, for signatures made inside its
+/// `validFor`, through its own certificates only.
 #[derive(Clone, Debug)]
 pub struct FulcioCa {
+    /// The root: the last certificate of the CA's `cert_chain`, the trust anchor.
     pub certificate: ParsedCertificate,
+    /// The rest of the CA's `cert_chain`, issuing certificate first.
+    pub intermediates: Vec<ParsedCertificate>,
+    /// When the signatures it vouches for may have been made: the verified integrated
+    /// time or RFC 3161 time must lie inside it.
     pub valid_for: ValidFor,
+    /// Whether the intermediates a legacy signature layer carries (its
+    /// `dev.sigstore.cosign/chain` annotation) may complete a path to this root: for a
+    /// root configured as PEM, which cosign reads as `SIGSTORE_ROOT_FILE` and then takes
+    /// the annotation's intermediates as untrusted path candidates (the chain still has
+    /// to end at this root); never for a `trusted_root.json` CA, which names its own
+    /// intermediates and the window they serve in.
+    pub supplied_intermediates: bool,
 }
 
 /// A named public key for key-based signatures.
@@ -147,8 +177,8 @@ pub enum PolicyError {
 /// The trust material of a `trusted_root.json`.
 #[derive(Clone, Debug, Default)]
 pub struct TrustedRoot {
+    /// One per `certificateAuthorities` entry, with its own intermediates.
     pub fulcio_roots: Vec<FulcioCa>,
-    pub fulcio_intermediates: Vec<ParsedCertificate>,
     pub rekor_keys: Vec<LogKey>,
     pub ct_log_keys: Vec<LogKey>,
     pub timestamp_authorities: Vec<TimestampAuthority>,
@@ -290,8 +320,10 @@ impl TrustedRoot {
     /// (`sigstore_trustroot.proto`, `CertificateAuthority.cert_chain`).
     ///
     /// `validFor` is kept with each key and CA: a Rekor key counts only for entries
-    /// integrated inside it, a CT key for SCTs stamped inside it, a CA for leaves whose
-    /// notBefore lies inside it (sigstore-go `pkg/root/trusted_root.go` semantics).
+    /// integrated inside it, a CT key for SCTs stamped inside it, a CA for signatures
+    /// whose verified time lies inside it (sigstore-go `pkg/root/trusted_root.go` and
+    /// `pkg/root/certificate_authority.go` semantics). Each CA keeps its intermediates:
+    /// they are not pooled with another CA's.
     ///
     /// # Errors
     ///
@@ -354,19 +386,24 @@ impl TrustedRoot {
         }
         for ca in &wire.certificate_authorities {
             let valid_for = ValidFor::from_wire(ca.valid_for.as_ref())?;
-            let count = ca.cert_chain.certificates.len();
-            for (i, raw) in ca.cert_chain.certificates.iter().enumerate() {
-                let der = decode("certificate", raw)?;
-                let cert = ParsedCertificate::from_der(&der).map_err(PolicyError::Certificates)?;
-                if i + 1 == count {
-                    root.fulcio_roots.push(FulcioCa {
-                        certificate: cert,
-                        valid_for,
-                    });
-                } else {
-                    root.fulcio_intermediates.push(cert);
-                }
-            }
+            let mut chain = ca
+                .cert_chain
+                .certificates
+                .iter()
+                .map(|raw| {
+                    let der = decode("certificate", raw)?;
+                    ParsedCertificate::from_der(&der).map_err(PolicyError::Certificates)
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let Some(certificate) = chain.pop() else {
+                return Err(PolicyError::Certificates(CertificateError::Empty));
+            };
+            root.fulcio_roots.push(FulcioCa {
+                certificate,
+                intermediates: chain,
+                valid_for,
+                supplied_intermediates: false,
+            });
         }
         Ok(root)
     }
@@ -431,11 +468,15 @@ impl From<PublicKey> for LogKey {
     }
 }
 
+/// A root alone, as a PEM file configures one: a CA with no intermediates of its own and
+/// no `validFor`, completed by the intermediates a legacy signature carries.
 impl From<ParsedCertificate> for FulcioCa {
     fn from(certificate: ParsedCertificate) -> Self {
         Self {
             certificate,
+            intermediates: Vec::new(),
             valid_for: ValidFor::default(),
+            supplied_intermediates: true,
         }
     }
 }
@@ -443,17 +484,21 @@ impl From<ParsedCertificate> for FulcioCa {
 // === impl CosignPolicy ===
 
 impl CosignPolicy {
-    /// Adds every root, intermediate and key of a trusted root to this policy.
+    /// Adds every CA and key of a trusted root to this policy.
     pub fn add_trusted_root(&mut self, root: TrustedRoot) {
         self.fulcio_roots.extend(root.fulcio_roots);
-        self.fulcio_intermediates.extend(root.fulcio_intermediates);
         self.rekor_keys.extend(root.rekor_keys);
         self.ct_log_keys.extend(root.ct_log_keys);
         self.timestamp_authorities
             .extend(root.timestamp_authorities);
     }
 
-    /// Adds the certificates of a PEM file as Fulcio roots.
+    /// Adds the certificates of a PEM file to the Fulcio CA that PEM files make: its
+    /// self-issued certificates as roots ([`Self::fulcio_roots`], no `validFor`), the
+    /// others as its intermediates ([`Self::fulcio_intermediates`]), as cosign reads
+    /// `SIGSTORE_ROOT_FILE` (`fulcioroots`: self-signed to the root pool, the rest to the
+    /// intermediate pool). A legacy signature's chain annotation may supply an
+    /// intermediate to these roots, as cosign's legacy verification takes it.
     ///
     /// # Errors
     ///
@@ -461,8 +506,13 @@ impl CosignPolicy {
     pub fn add_fulcio_roots_pem(&mut self, pem_bytes: &[u8]) -> Result<(), PolicyError> {
         let certs =
             ParsedCertificate::from_pem_many(pem_bytes).map_err(PolicyError::Certificates)?;
-        self.fulcio_roots
-            .extend(certs.into_iter().map(FulcioCa::from));
+        for cert in certs {
+            if cert.is_self_issued() {
+                self.fulcio_roots.push(FulcioCa::from(cert));
+            } else {
+                self.fulcio_intermediates.push(cert);
+            }
+        }
         Ok(())
     }
 }
@@ -482,8 +532,18 @@ mod tests {
         );
         let json = std::fs::read(path).unwrap_or_else(|e| panic!("{path} missing: {e}"));
         let root = TrustedRoot::from_json(&json).unwrap();
+        // Two CAs: the 2021-03 root alone, and the 2021-10 root with its intermediate.
         assert_eq!(root.fulcio_roots.len(), 2);
-        assert_eq!(root.fulcio_intermediates.len(), 1);
+        let intermediates: Vec<usize> = root
+            .fulcio_roots
+            .iter()
+            .map(|ca| ca.intermediates.len())
+            .collect();
+        assert_eq!(intermediates, [0, 1]);
+        assert!(root
+            .fulcio_roots
+            .iter()
+            .all(|ca| ca.valid_for.start.is_some()));
         assert!(root.rekor_keys.iter().any(|k| hex::encode(k.key.key_id())
             == "c0d23d6ad406973f9559f3ba2d1ca01f84147d8ffc5b8445c224f98b9591801d"));
         assert!(!root.ct_log_keys.is_empty());

@@ -79,7 +79,22 @@ fn repository_of_payload(payload: &[u8]) -> String {
         .to_owned()
 }
 
+/// Runs a case with its PEM roots (`fulcio_roots`), the trust material every keyless
+/// case names.
 fn run_case(dir: &Path, case: &Value) -> Verdict {
+    run_case_with(dir, case, false, |_| {})
+}
+
+/// Runs a case; a keyless one with its `trusted_root.json` (each CA with its own
+/// intermediates and validFor) when `trusted_root` and the case names one, else with its
+/// PEM roots, which the signature's chain annotation completes. `edit` has the last word
+/// on the policy.
+fn run_case_with(
+    dir: &Path,
+    case: &Value,
+    trusted_root: bool,
+    edit: impl FnOnce(&mut CosignPolicy),
+) -> Verdict {
     let id = case["id"].as_str().unwrap();
     let payload = read(dir, case["payload"].as_str().unwrap());
     let image: Digest = case["image_digest"].as_str().unwrap().parse().unwrap();
@@ -105,10 +120,20 @@ fn run_case(dir: &Path, case: &Value) -> Verdict {
             }
         }
         "cosign-keyless" => {
-            for root in case["fulcio_roots"].as_array().unwrap() {
-                policy
-                    .add_fulcio_roots_pem(&read(dir, root.as_str().unwrap()))
-                    .unwrap();
+            // The case's Fulcio CAs (MANIFEST.md: "roots ... (or trusted_root.json)").
+            match case["trusted_root"].as_str().filter(|_| trusted_root) {
+                Some(path) => {
+                    policy.fulcio_roots = TrustedRoot::from_json(&read(dir, path))
+                        .unwrap()
+                        .fulcio_roots;
+                }
+                None => {
+                    for root in case["fulcio_roots"].as_array().unwrap() {
+                        policy
+                            .add_fulcio_roots_pem(&read(dir, root.as_str().unwrap()))
+                            .unwrap();
+                    }
+                }
             }
             policy.rekor_keys.push(
                 PublicKey::from_pem(&read(dir, case["rekor_public_key"].as_str().unwrap()))
@@ -162,6 +187,7 @@ fn run_case(dir: &Path, case: &Value) -> Verdict {
         }
         other => panic!("{id}: unknown cosign case kind {other}"),
     };
+    edit(&mut policy);
     let repository = repository_of_payload(&payload);
     verify(&[layer], &[], &image, &repository, &policy, now)
 }
@@ -179,10 +205,18 @@ fn every_cosign_vector_gives_its_expected_class() {
         }
         let id = case["id"].as_str().unwrap();
         let expected = case["expected"].as_str().unwrap();
-        let verdict = run_case(&dir, case);
-        let got = class(&verdict);
-        if got != expected && Some(got) != also_accepted(case) {
-            failures.push(format!("{id}: expected {expected}, got {got}: {verdict:?}"));
+        // Keyless cases with their PEM roots, and again with their trusted_root.json.
+        for trusted_root in [false, true] {
+            if trusted_root && case["trusted_root"].is_null() {
+                continue;
+            }
+            let verdict = run_case_with(&dir, case, trusted_root, |_| {});
+            let got = class(&verdict);
+            if got != expected && Some(got) != also_accepted(case) {
+                failures.push(format!(
+                    "{id} (trusted_root.json: {trusted_root}): expected {expected}, got {got}: {verdict:?}"
+                ));
+            }
         }
         ran += 1;
     }
@@ -254,6 +288,35 @@ fn k01a_verifies_with_trusted_root_json_instead_of_pem_files() {
         time("2026-01-01T00:00:00Z"),
     );
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+}
+
+#[test]
+fn k01a_pem_roots_take_the_annotations_intermediate_and_a_trusted_root_does_not() {
+    // K01a's leaf is issued by sigstore-intermediate, which only its chain annotation
+    // carries. Its two PEM roots take it, as legacy cosign does with
+    // SIGSTORE_ROOT_FILE; a trusted_root.json CA without that intermediate does not
+    // (sigstore-go `FulcioCertificateAuthority.Verify`).
+    let dir = vectors_dir();
+    let index: Value = serde_json::from_slice(&read(&dir, "cases.json")).unwrap();
+    let case = index["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "K01a")
+        .unwrap()
+        .clone();
+    let v = run_case(&dir, &case);
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // The same roots as trusted_root.json CAs without their intermediate.
+    let v = run_case_with(&dir, &case, true, |policy| {
+        for ca in &mut policy.fulcio_roots {
+            ca.intermediates.clear();
+        }
+    });
+    assert!(
+        matches!(v, Verdict::Rejected(Rejection::UntrustedRoot(_))),
+        "{v:?}"
+    );
 }
 
 fn c01_layer(dir: &Path, payload: &str) -> SignatureLayer {
