@@ -86,6 +86,16 @@ pub enum Error {
         want: usize,
         ids: usize,
     },
+    #[error(
+        "the client certificate {cert} names node {named:?}, but this node's records carry \
+         {node:?}: the aggregator would refuse every record (set [audit] node, or issue the \
+         certificate with a DNS SAN of {node:?})"
+    )]
+    NodeMismatch {
+        cert: std::path::PathBuf,
+        named: Option<String>,
+        node: String,
+    },
     #[error("spool")]
     Spool(#[from] spool::Error),
     #[error("a spool task failed")]
@@ -165,8 +175,8 @@ impl Shipper {
     /// # Errors
     ///
     /// A file cannot be used, or the server name is invalid.
-    pub fn new(spool: Spool, to: &Shipping<'_>) -> Result<Self, Error> {
-        let (server_name, config) = connection(to)?;
+    pub fn new(spool: Spool, to: &Shipping<'_>, node: &str) -> Result<Self, Error> {
+        let (server_name, config) = connection(to, node)?;
         Ok(Self {
             spool,
             url: to.url.clone(),
@@ -181,8 +191,8 @@ impl Shipper {
     /// # Errors
     ///
     /// As [`Shipper::new`].
-    pub fn check(to: &Shipping<'_>) -> Result<(), Error> {
-        connection(to).map(drop)
+    pub fn check(to: &Shipping<'_>, node: &str) -> Result<(), Error> {
+        connection(to, node).map(drop)
     }
 
     /// Ships until `cancel`, reconnecting after each failure.
@@ -314,8 +324,15 @@ impl Shipper {
     }
 }
 
-/// The server name and TLS settings for reaching the aggregator.
-fn connection(to: &Shipping<'_>) -> Result<(ServerName<'static>, rustls::ClientConfig), Error> {
+/// The server name and TLS settings for reaching the aggregator, as `node`.
+///
+/// The aggregator takes only records of the node the client certificate names (its first
+/// DNS SAN, else its CN): a certificate naming another node than the records carry would
+/// leave every record in the spool, so it is refused here, at start.
+fn connection(
+    to: &Shipping<'_>,
+    node: &str,
+) -> Result<(ServerName<'static>, rustls::ClientConfig), Error> {
     let name = to.server_name.unwrap_or(to.url.host()).to_owned();
     let server_name = ServerName::try_from(name.clone()).map_err(|_| Error::ServerName(name))?;
     let config = tls::client_config(
@@ -323,6 +340,16 @@ fn connection(to: &Shipping<'_>) -> Result<(ServerName<'static>, rustls::ClientC
         Some((to.cert_file, to.key_file)),
         &[tls::ALPN_H2],
     )?;
+    let named = tls::certificates(to.cert_file)?
+        .first()
+        .and_then(|cert| crate::aggregator::tls::node_name(cert));
+    if named.as_deref() != Some(node) {
+        return Err(Error::NodeMismatch {
+            cert: to.cert_file.to_path_buf(),
+            named,
+            node: node.to_owned(),
+        });
+    }
     Ok((server_name, config))
 }
 
@@ -396,5 +423,33 @@ mod tests {
         assert_eq!(backoff.window, BACKOFF_MAX);
         backoff.reset();
         assert_eq!(backoff.window, BACKOFF_MIN);
+    }
+
+    #[test]
+    fn a_client_certificate_naming_another_node_is_refused_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["node-a".to_owned()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let (cert_file, key_file) = (dir.path().join("node.pem"), dir.path().join("node.key"));
+        std::fs::write(&cert_file, cert.pem()).unwrap();
+        std::fs::write(&key_file, key.serialize_pem()).unwrap();
+        let url = AggregatorUrl::try_from("https://agg.example:7443".to_owned()).unwrap();
+        let to = Shipping {
+            url: &url,
+            server_name: None,
+            ca_file: &cert_file,
+            cert_file: &cert_file,
+            key_file: &key_file,
+        };
+        assert!(Shipper::check(&to, "node-a").is_ok());
+        let error = Shipper::check(&to, "node-b").unwrap_err();
+        assert!(
+            matches!(&error, Error::NodeMismatch { named: Some(named), node, .. }
+                if named == "node-a" && node == "node-b"),
+            "{error}"
+        );
     }
 }

@@ -169,7 +169,7 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
             spool_config.journal_socket = Some(config.audit.journal_socket.clone());
         }
         let spool = Spool::open(spool_config)?;
-        shipper = Some(Shipper::new(spool.clone(), &to)?);
+        shipper = Some(Shipper::new(spool.clone(), &to, &node)?);
         sinks.push(Arc::new(spool.clone()));
         watched = Some(spool);
     }
