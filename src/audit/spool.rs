@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -229,13 +229,16 @@ impl Spool {
         }
         // Only the last segment can end in a torn frame: a segment is fsynced before the
         // writer moves to the next one.
+        let file_ack = read_ack(&dir);
         let mut lost = 0;
         if let Some((&last, len)) = segments.iter_mut().next_back() {
-            (*len, lost) = recover_tail(&segment_path(&dir, last), *len)?;
+            let shipped = file_ack
+                .filter(|ack| ack.segment == last)
+                .map_or(0, |ack| ack.offset);
+            (*len, lost) = recover_tail(&segment_path(&dir, last), *len, shipped)?;
         }
         // Segment numbers only grow, across restarts too: the cursor may name a segment
         // already deleted, and everything before it is acknowledged.
-        let file_ack = read_ack(&dir);
         let last = segments.keys().next_back().copied().unwrap_or(0);
         let active = last.max(file_ack.map_or(0, |a| a.segment)) + 1;
         let mut ack = file_ack.unwrap_or_default();
@@ -495,16 +498,26 @@ impl Spool {
                 Some(frame::FrameError::Truncated { .. })
                     if window_end < durable && parsed.consumed > 0 => {}
                 Some(error) => {
-                    let lost = count_frames(data.get(parsed.consumed..).unwrap_or_default()).max(1);
-                    self.shared.dropped.fetch_add(lost, Ordering::Relaxed);
+                    // Damage: read on from the next whole frame after it in this window;
+                    // with none, from where a frame that ends past the window could
+                    // start, or at the end of what is durable.
+                    let rest = data.get(parsed.consumed..).unwrap_or_default();
+                    let skip = match frame::next_valid(rest) {
+                        Some(skip) => skip as u64,
+                        None if window_end < durable => (window_end - at.offset)
+                            .saturating_sub((FRAME_HEADER_BYTES + MAX_RECORD_BYTES) as u64)
+                            .max(1),
+                        None => durable - at.offset,
+                    };
+                    self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(
                         segment = at.segment,
                         offset = at.offset,
-                        lost,
+                        skipped_bytes = skip,
                         %error,
-                        "corrupt spool frame: skipping the rest of the segment"
+                        "corrupt spool frame: the record it held is lost; reading on after it"
                     );
-                    at.offset = durable;
+                    at.offset += skip;
                     batch.next = at;
                 }
             }
@@ -984,41 +997,14 @@ pub mod frame {
         parse(data, usize::MAX, usize::MAX).consumed
     }
 
-    /// The whole, valid frames found in damaged data, in order.
-    #[derive(Debug, Default)]
-    pub struct Salvaged {
-        /// The frames, back to back.
-        pub frames: Vec<u8>,
-        pub records: u64,
-        /// Damaged stretches passed over: each lost at least one record.
-        pub skipped: u64,
-    }
-
-    /// Searches `data`, which starts with a damaged frame, for the valid frames after
-    /// it: at each offset a frame must have a length that fits, a matching checksum and
-    /// a record with an id, else the search moves on a byte.
-    pub fn salvage(data: &[u8]) -> Salvaged {
-        let mut salvaged = Salvaged::default();
-        let mut at = 0;
-        let mut in_damage = false;
-        while let Some(rest) = data.get(at..).filter(|rest| !rest.is_empty()) {
-            let parsed = parse(rest, 1, usize::MAX);
-            if parsed.records.is_empty() {
-                if !in_damage {
-                    salvaged.skipped += 1;
-                    in_damage = true;
-                }
-                at += 1;
-                continue;
-            }
-            in_damage = false;
-            salvaged
-                .frames
-                .extend_from_slice(rest.get(..parsed.consumed).unwrap_or_default());
-            salvaged.records += 1;
-            at += parsed.consumed;
-        }
-        salvaged
+    /// Where the next whole, valid frame starts in `data`, which starts with a damaged
+    /// one: at each later offset a frame must have a length that fits, a matching
+    /// checksum and a record with an id.
+    pub fn next_valid(data: &[u8]) -> Option<usize> {
+        (1..data.len()).find(|&at| {
+            data.get(at..)
+                .is_some_and(|rest| !parse(rest, 1, usize::MAX).records.is_empty())
+        })
     }
 }
 
@@ -1089,14 +1075,15 @@ fn read_range(path: &Path, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
     Ok(data)
 }
 
-/// Cuts `path` after its last valid frame, returning the new length and how many
-/// records were lost.
+/// Cuts `path` after its last whole, valid frame, returning the new length and how many
+/// unshipped records were lost (`shipped`: the cursor's offset in this segment).
 ///
-/// A crash tears at most the last frame. Anything else wrong (a frame damaged on disk,
-/// or a stretch of zeros where blocks were never written) may have whole records after
-/// it: those are moved up behind the valid prefix, so that one damaged frame costs one
-/// record, not every record after it. Each one lost is counted and logged.
-fn recover_tail(path: &Path, len: u64) -> Result<(u64, u64), Error> {
+/// A crash tears at most the last frame, which is cut off. Damage anywhere else (a frame
+/// damaged on disk, or a stretch of zeros where blocks were never written) is left where
+/// it is, with the whole frames after it: the shipper passes over it (counting what it
+/// held) and reads on, and every offset, the cursor's too, keeps naming the same bytes.
+/// Only what follows the last whole frame is cut.
+fn recover_tail(path: &Path, len: u64, shipped: u64) -> Result<(u64, u64), Error> {
     let io = |source| Error::Io {
         path: path.to_owned(),
         source,
@@ -1106,38 +1093,53 @@ fn recover_tail(path: &Path, len: u64) -> Result<(u64, u64), Error> {
     if valid as u64 >= len {
         return Ok((len, 0));
     }
-    let damaged = data.get(valid..).unwrap_or_default();
-    let salvaged = frame::salvage(damaged);
-    // A torn last frame is the one loss a crash causes, and holds no record that was
-    // reported durable; anything else lost at least the frame that is damaged.
-    let torn = salvaged.frames.is_empty()
-        && matches!(
-            frame::next(damaged),
-            Err(frame::FrameError::Truncated { .. })
-        );
-    let lost = if torn { 0 } else { salvaged.skipped.max(1) };
-    if torn {
-        tracing::warn!(
-            segment = %path.display(),
-            cut_bytes = len - valid as u64,
-            "spool segment ends in a partial frame; cutting it off"
-        );
-    } else {
+    // The end of the last whole frame, past any damage.
+    let (mut end, mut at) = (valid, valid);
+    while let Some(rest) = data.get(at..).filter(|rest| !rest.is_empty()) {
+        let whole = frame::valid_prefix(rest);
+        if whole > 0 {
+            at += whole;
+            end = at;
+            continue;
+        }
+        match frame::next_valid(rest) {
+            Some(skip) => at += skip,
+            None => break,
+        }
+    }
+    let cut = data.get(end..).unwrap_or_default();
+    let torn = matches!(frame::next(cut), Err(frame::FrameError::Truncated { .. }));
+    // What is cut held a record unless it is a torn last frame; one already shipped
+    // is no loss.
+    let lost = u64::from(!torn && end as u64 >= shipped);
+    if end > valid {
         tracing::error!(
             segment = %path.display(),
-            damaged_bytes = damaged.len() - salvaged.frames.len(),
-            kept = salvaged.records,
-            lost,
-            "spool segment is damaged; keeping the whole records after the damage"
+            damaged_at = valid,
+            "spool segment is damaged; the records after the damage are kept and shipped"
         );
     }
-    let file = OpenOptions::new().write(true).open(path).map_err(io)?;
-    let new_len = (valid + salvaged.frames.len()) as u64;
-    file.write_all_at(&salvaged.frames, valid as u64)
-        .and_then(|()| file.set_len(new_len))
-        .and_then(|()| file.sync_all())
-        .map_err(io)?;
-    Ok((new_len, lost))
+    if (end as u64) < len {
+        if torn {
+            tracing::warn!(
+                segment = %path.display(),
+                cut_bytes = len - end as u64,
+                "spool segment ends in a partial frame; cutting it off"
+            );
+        } else {
+            tracing::error!(
+                segment = %path.display(),
+                cut_bytes = len - end as u64,
+                lost,
+                "spool segment ends in a damaged frame; cutting it off"
+            );
+        }
+        let file = OpenOptions::new().write(true).open(path).map_err(io)?;
+        file.set_len(end as u64)
+            .and_then(|()| file.sync_all())
+            .map_err(io)?;
+    }
+    Ok((end as u64, lost))
 }
 
 fn read_ack(dir: &Path) -> Option<Position> {

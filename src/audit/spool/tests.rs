@@ -319,16 +319,35 @@ async fn records_after_damage_in_the_last_segment_are_kept_and_the_loss_counted(
     damaged.extend(&data[3 * size..4 * size]);
     damaged.extend([0u8; 64]);
     damaged.extend(&data[4 * size..]);
+    // And a torn frame at the end, which is cut off.
+    damaged.extend(&data[..size / 2]);
     fs::write(&segment, &damaged).unwrap();
 
+    let expected =
+        |from: &[usize]| -> Vec<String> { from.iter().map(|&i| written[i].id.clone()).collect() };
+    {
+        let spool = open(dir.path(), 1 << 20, 1 << 20);
+        assert_eq!(ids(&read_all(&spool)), expected(&[0, 1, 3, 4, 5]));
+        assert_eq!(spool.dropped_records(), 2);
+        // The damage stays where it is, so every offset names the same bytes.
+        assert_eq!(
+            fs::metadata(&segment).unwrap().len(),
+            (damaged.len() - size / 2) as u64
+        );
+    }
+    // With the cursor past the damage (records 0-3 shipped), the records after it are
+    // read from where the cursor says, and the damage shipped before is no loss.
+    write_ack(
+        dir.path(),
+        Position {
+            segment: 1,
+            offset: (4 * size) as u64,
+        },
+    )
+    .unwrap();
     let spool = open(dir.path(), 1 << 20, 1 << 20);
-    let expected: Vec<String> = [0, 1, 3, 4, 5]
-        .iter()
-        .map(|&i| written[i].id.clone())
-        .collect();
-    assert_eq!(ids(&read_all(&spool)), expected);
-    assert_eq!(spool.dropped_records(), 2);
-    assert_eq!(fs::metadata(&segment).unwrap().len(), 5 * size as u64);
+    assert_eq!(ids(&read_all(&spool)), expected(&[4, 5]));
+    assert_eq!(spool.dropped_records(), 1, "the zeros after the cursor");
 }
 
 #[test]
