@@ -127,14 +127,11 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         report(&error);
     }
     // The aggregator's: CA, client certificate and key, server name.
-    if let Some(Err(error)) = config.audit.shipping().map(|to| {
-        let node = config
-            .audit
-            .node
-            .clone()
-            .unwrap_or_else(crate::audit::node_name);
-        crate::audit::shipper::Shipper::check(&to, &node)
-    }) {
+    if let Some(Err(error)) = config
+        .audit
+        .shipping()
+        .map(|to| crate::audit::shipper::Shipper::check(&to, &config.audit.node_name()))
+    {
         report(&error);
     }
     if problems > 0 {

@@ -147,7 +147,7 @@ enum AuditSetupError {
 /// The auditor `[audit]` asks for, and the shipper of its spool when an aggregator is
 /// configured.
 fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetupError> {
-    let node = config.audit.node.clone().unwrap_or_else(audit::node_name);
+    let node = config.audit.node_name();
     let mut sinks: Vec<Arc<dyn audit::Sink>> = Vec::new();
     if config.audit.journald {
         if !config.audit.journal_socket.exists() {

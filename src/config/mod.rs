@@ -109,6 +109,11 @@ pub struct Shipping<'a> {
 }
 
 impl AuditSettings {
+    /// The node records carry: `node`, or the host name (kubelet's default node name).
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(crate::audit::node_name)
+    }
+
     /// The aggregator and its TLS files, when all four are set: records are spooled and
     /// shipped only then.
     pub fn shipping(&self) -> Option<Shipping<'_>> {

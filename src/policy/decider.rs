@@ -630,34 +630,27 @@ impl PolicyDecider {
     }
 
     /// The refusal of a call `trace` allowed, when `[audit] on_record_failure = "deny"`
-    /// and a sink could not take its record.
-    fn unrecorded(
+    /// and a sink could not take its record (`written`): recorded as a denial of its own,
+    /// which the sinks that work take, so that no record says the call went ahead.
+    async fn refuse_unrecorded(
         &self,
-        trace: &Explanation,
+        request: &RequestContext,
         volume: Option<&ImageVolume>,
-        id: &str,
-        failed: &[(&'static str, crate::audit::Error)],
-    ) -> Option<Decision> {
-        if self.on_record_failure == RecordFailure::Allow || failed.is_empty() {
-            return None;
-        }
-        let volume = volume
-            .map(|v| format!(" (image volume at {})", v.container_path))
-            .unwrap_or_default();
-        let failures = failed
-            .iter()
-            .map(|(sink, error)| format!("{sink}: {error}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        tracing::error!(audit_id = id, image = %trace.subject, namespace = %trace.namespace, %failures,
-            "an allowed call is denied: its audit record could not be written (on_record_failure = \"deny\")");
-        Some(Decision::Deny {
-            message: format!(
-                "denied {}{volume} in namespace {}: its audit record could not be written \
-                 ({failures}), and [audit] on_record_failure is \"deny\" (audit id {id})",
-                trace.subject, trace.namespace
+        trace: &Explanation,
+        failures: Option<String>,
+    ) -> Option<(Decision, Durable)> {
+        let failures = failures.filter(|_| self.on_record_failure == RecordFailure::Deny)?;
+        let refused = trace.clone().conclude(
+            Conclusion::Deny,
+            "record_failed",
+            format!(
+                "its audit record could not be written ({failures}), and [audit] \
+                 on_record_failure is \"deny\""
             ),
-        })
+        );
+        let (id, refusal) =
+            write_record(&self.auditor, request, volume, &refused, Duration::ZERO).await;
+        Some((denial(&refused, volume, &id), refusal.durable))
     }
 
     /// Decides `request` and says why. Makes registry calls (verification) and, for
@@ -1022,6 +1015,7 @@ impl Decide for PolicyDecider {
             let trace = self.explain(request).await;
             let (id, written) =
                 write_record(&self.auditor, request, None, &trace, started.elapsed()).await;
+            let failed = failures(&written);
             let durable = written.durable;
             if !trace.allows() {
                 return Decided {
@@ -1029,8 +1023,13 @@ impl Decide for PolicyDecider {
                     durable,
                 };
             }
-            if let Some(decision) = self.unrecorded(&trace, None, &id, &written.failed) {
-                return Decided { decision, durable };
+            if let Some((decision, refusal)) =
+                self.refuse_unrecorded(request, None, &trace, failed).await
+            {
+                return Decided {
+                    decision,
+                    durable: Durable::all(vec![durable, refusal]),
+                };
             }
             if request.image_volumes.is_empty() {
                 return Decided {
@@ -1057,15 +1056,20 @@ impl Decide for PolicyDecider {
                     started.elapsed(),
                 )
                 .await;
-                durables.push(written.durable);
                 if !judged.allows() {
+                    durables.push(written.durable);
                     return Decided {
                         decision: denial(&judged, Some(volume), &id),
                         durable: Durable::all(durables),
                     };
                 }
-                if let Some(decision) = self.unrecorded(&judged, Some(volume), &id, &written.failed)
-                {
+                let failed = failures(&written);
+                durables.push(written.durable);
+                let refused = self
+                    .refuse_unrecorded(&asked, Some(volume), &judged, failed)
+                    .await;
+                if let Some((decision, refusal)) = refused {
+                    durables.push(refusal);
                     return Decided {
                         decision,
                         durable: Durable::all(durables),
@@ -1104,6 +1108,18 @@ async fn write_record(
     }
     let id = record.id.clone();
     (id, auditor.record(record).await)
+}
+
+/// What the sinks that could not take a record said, if any failed.
+fn failures(written: &audit::Written) -> Option<String> {
+    (!written.failed.is_empty()).then(|| {
+        written
+            .failed
+            .iter()
+            .map(|(sink, error)| format!("{sink}: {error}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
 }
 
 /// The refusal of a call whose image, or image volume `volume`, `trace` did not allow.
@@ -1458,24 +1474,26 @@ verifiers = ["release"]
         assert_eq!(decider.decide(&request).await.decision, Decision::allow());
     }
 
+    /// A sink that keeps every record it is given.
+    struct Collect(Mutex<Vec<AuditRecord>>);
+
+    impl crate::audit::Sink for Collect {
+        fn name(&self) -> &'static str {
+            "collect"
+        }
+        fn write(
+            &self,
+            record: Arc<AuditRecord>,
+        ) -> BoxFuture<'static, Result<crate::audit::Durability, crate::audit::Error>> {
+            self.0.lock().unwrap().push((*record).clone());
+            Box::pin(std::future::ready(Ok(
+                Box::pin(std::future::ready(Ok(()))) as crate::audit::Durability
+            )))
+        }
+    }
+
     #[tokio::test]
     async fn without_policies_each_image_volume_is_recorded_beside_the_container() {
-        struct Collect(Mutex<Vec<AuditRecord>>);
-        impl crate::audit::Sink for Collect {
-            fn name(&self) -> &'static str {
-                "collect"
-            }
-            fn write(
-                &self,
-                record: Arc<AuditRecord>,
-            ) -> BoxFuture<'static, Result<crate::audit::Durability, crate::audit::Error>>
-            {
-                self.0.lock().unwrap().push((*record).clone());
-                Box::pin(std::future::ready(Ok(
-                    Box::pin(std::future::ready(Ok(()))) as crate::audit::Durability
-                )))
-            }
-        }
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let decider = AllowAndRecord::new(Auditor::new("node", vec![sink.clone()]));
         let request = with_volumes("app:v1", "prod", &["models:v1", "plugins:v1"]);
@@ -1515,10 +1533,12 @@ verifiers = ["release"]
         let dir = tempfile::tempdir().unwrap();
         let mut pull = create(&format!("{REGISTRY}/app:v1"), "prod");
         pull.phase = Phase::Pull;
+        // journald takes the records, the spool takes none.
+        let journal = Arc::new(Collect(Mutex::new(Vec::new())));
         let with = |on_failure| {
             let decider = decider(dir.path());
             PolicyDecider {
-                auditor: Auditor::new("node", vec![Arc::new(Full)]),
+                auditor: Auditor::new("node", vec![journal.clone(), Arc::new(Full)]),
                 ..decider
             }
             .with_record_failure(on_failure)
@@ -1530,15 +1550,26 @@ verifiers = ["release"]
             "{:?}",
             decided.decision
         );
-        // ...and denied, saying why, when every call must be recorded.
+        // ...and denied, saying why, when every call must be recorded: the denial is a
+        // record of its own, which journald has, and the one kubelet is told of.
+        journal.0.lock().unwrap().clear();
         let decided = with(RecordFailure::Deny).decide(&pull).await;
         let Decision::Deny { message } = decided.decision else {
             panic!("{:?}", decided.decision)
         };
         assert!(
             message.contains("audit record could not be written")
-                && message.contains("on_record_failure")
-                && message.contains("audit id "),
+                && message.contains("on_record_failure"),
+            "{message}"
+        );
+        let records = journal.0.lock().unwrap().clone();
+        let kinds: Vec<(&str, &str)> = records
+            .iter()
+            .map(|r| (r.decision().code(), r.reason_code.as_str()))
+            .collect();
+        assert_eq!(kinds, [("allow", "allowlisted"), ("deny", "record_failed")]);
+        assert!(
+            message.ends_with(&format!("(audit id {})", records[1].id)),
             "{message}"
         );
         // A call denied anyway says why it was denied, not that its record failed.

@@ -90,7 +90,8 @@ const GATE_HOLD: u32 = 16 * 1024;
 /// a runtime need not raise, so that what is held never starves the calls that are not.
 const GATES_HOLD: u32 = 32 * 1024;
 
-/// Bytes read at a time from either socket.
+/// Room made in a read buffer when it runs low: a read takes what fits in the spare
+/// capacity.
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Relays one accepted client connection until either side closes it, or until it has
@@ -1738,7 +1739,7 @@ impl Socket {
         })
     }
 
-    /// Reads what is there into `buf`'s spare capacity (which the caller reserved);
+    /// Reads what is there into `buf`'s spare capacity, made first if it is low;
     /// `Ok(0)` when the peer closed.
     async fn read(&self, buf: &mut BytesMut) -> std::io::Result<usize> {
         loop {

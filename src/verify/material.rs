@@ -51,16 +51,17 @@ pub enum Error {
     NoFulcioRoots { verifier: String },
     #[error(
         "verifier {verifier:?}: require_tlog needs transparency log keys, and none is \
-         configured, so every signature would be denied: set trusted_root to a \
-         trusted_root.json that lists tlogs, or set require_tlog = false (cosign's \
-         --insecure-ignore-tlog)"
+         configured, so every signature would be denied: set trusted_root (crigate \
+         verify --trusted-root) to a trusted_root.json that lists tlogs, or set \
+         require_tlog = false (--insecure-ignore-tlog, as cosign names it)"
     )]
     NoRekorKeys { verifier: String },
     #[error(
         "verifier {verifier:?}: keyless identities with require_sct need certificate \
          transparency log keys, and none is configured, so every keyless signature would \
-         be denied: set trusted_root to a trusted_root.json that lists ctlogs, or set \
-         require_sct = false (cosign's --insecure-ignore-sct)"
+         be denied: set trusted_root (crigate verify --trusted-root) to a \
+         trusted_root.json that lists ctlogs, or set require_sct = false \
+         (--insecure-ignore-sct, as cosign names it)"
     )]
     NoCtLogKeys { verifier: String },
     #[error("verifier {verifier:?}: Notation configuration {dir}")]

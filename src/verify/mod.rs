@@ -49,8 +49,9 @@ pub struct Signer {
     pub signed_digest: Digest,
     /// When this trust must be judged again whatever the cache's TTL: a Notation
     /// signature's `io.cncf.notary.expiry`, or the end of its chain's validity when no
-    /// authentic timestamp vouches for the signing time. `None` when nothing in the
-    /// signature ends it.
+    /// authentic timestamp vouches for the signing time; for a cosign keyless layer
+    /// judged at the current time (no log entry, no timestamp), the end of its chain.
+    /// `None` when nothing in the signature ends it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub valid_until: Option<std::time::SystemTime>,
 }

@@ -266,6 +266,11 @@ impl ParsedCertificate {
         (v.not_before.to_system_time(), v.not_after.to_system_time())
     }
 
+    /// The last instant the certificate is valid.
+    pub(crate) fn not_after(&self) -> SystemTime {
+        self.validity().1
+    }
+
     fn extension_value(&self, oid: ObjectIdentifier) -> Option<&[u8]> {
         self.cert
             .tbs_certificate()

@@ -1139,7 +1139,8 @@ impl Sigstore {
 fn v01_bundle_with_certificate_chain_and_promise_only_is_trusted() {
     let s = Sigstore::new(LeafSpec::default());
     let mut b = s.v01_bundle_with_chain();
-    // No configured intermediate: the bundle's chain supplies it, the root is ours.
+    // The chain the bundle carries is read (it must parse) and lends nothing: the path
+    // runs through the intermediate the policy's CA names.
     let v = run_bundle(&b, &s.policy(), at(10 * 365 * 86_400));
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
     // v0.1 requires the inclusion promise.
@@ -1923,7 +1924,17 @@ fn without_require_tlog_a_keyless_signature_needs_another_time() {
     // judges it with --insecure-ignore-tlog.
     let layer = s.layer();
     let v = run(&layer, &policy, at(30));
-    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    // Judged now, the verdict ends with the leaf's ten minutes.
+    assert!(
+        matches!(&v, Verdict::Trusted(signer) if signer.valid_until == Some(at(600))),
+        "{v:?}"
+    );
+    // With the log's time, nothing in the signature ends it.
+    let v = run(&layer, &s.policy(), at(30));
+    assert!(
+        matches!(&v, Verdict::Trusted(signer) if signer.valid_until.is_none()),
+        "{v:?}"
+    );
     let v = run(&layer, &policy, at(10 * 365 * 86_400));
     assert!(matches!(rejected(&v), Rejection::Expired(_)), "{v:?}");
     // A bundle: without the log, only an RFC 3161 timestamp could say when it signed.

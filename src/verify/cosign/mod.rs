@@ -282,12 +282,19 @@ fn verify_keyless(
     // `VerifyRFC3161Timestamp` checks it over the raw signature bytes); else now (cosign
     // pkg/cosign/verify.go: CheckExpiry(cert, time.Now()) when neither is there). As for
     // bundles, a SET's time stands and a timestamp beside it is not consulted.
-    let at = match logged {
-        Some(at) => at,
-        None => layer_timestamp(layer, signature, policy)?.unwrap_or(now),
+    let stamped = match logged {
+        Some(at) => Some(at),
+        None => layer_timestamp(layer, signature, policy)?,
     };
+    let at = stamped.unwrap_or(now);
     let path = cert::trusted_chain(&leaf, &supplied, policy, at)?;
     cert::check_validity(&path, at)?;
+    // Judged at the current time, the trust ends with the chain: a verdict is not kept
+    // past the Fulcio certificate's few minutes.
+    let valid_until = match stamped {
+        Some(_) => None,
+        None => path.iter().map(|cert| cert.not_after()).min(),
+    };
     if logged.is_none() && policy.require_tlog {
         return Err(Rejection::UntrustedRoot(
             "no transparency log entry for the certificate, and the policy requires one".to_owned(),
@@ -315,7 +322,7 @@ fn verify_keyless(
             .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
             .unwrap_or_default(),
         signed_digest: signed.manifest_digest,
-        valid_until: None,
+        valid_until,
     })
 }
 

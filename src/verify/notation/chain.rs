@@ -968,7 +968,6 @@ mod tests {
         use rcgen::{CertificateParams, CustomExtension, DnType, KeyPair, KeyUsagePurpose};
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
         // The extension written by hand: rcgen marks extendedKeyUsage non-critical.
-        // The extension written by hand: rcgen marks extendedKeyUsage non-critical.
         const TIME_STAMPING: [u8; 10] = [0x06, 8, 0x2b, 6, 1, 5, 5, 7, 3, 8];
         const OCSP_SIGNING: [u8; 10] = [0x06, 8, 0x2b, 6, 1, 5, 5, 7, 3, 9];
         let eku = |critical: bool, purposes: &[[u8; 10]]| {
