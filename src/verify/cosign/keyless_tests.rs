@@ -813,19 +813,15 @@ fn generated_rsa_and_ed25519_keys_verify_key_based_signatures() {
     }
 }
 
-#[test]
-fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
-    let s = Sigstore::new(LeafSpec::default());
+/// A layer signed with the leaf's key used as a plain key (no certificate), with a
+/// hashedrekord bundle of the signature; and that key, trusted as `release`.
+fn key_signed_layer(s: &Sigstore) -> (SignatureLayer, TrustedKey) {
     let payload = payload_for(&image());
     let signature = s.sign(&payload);
     let key_pem = pem::encode(&pem::Pem::new(
         "PUBLIC KEY",
         s.leaf_key.subject_public_key_info(),
     ));
-    let mut policy = s.policy();
-    policy.identities.clear();
-    policy.keys = vec![TrustedKey::from_pem("k", key_pem.as_bytes()).unwrap()];
-    // A bundle naming the certificate, not the key: the logged signer differs.
     let layer = SignatureLayer {
         payload: payload.clone(),
         media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
@@ -840,6 +836,18 @@ fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
             "hashedrekord",
         )),
     };
+    let key = TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap();
+    (layer, key)
+}
+
+#[test]
+fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
+    let s = Sigstore::new(LeafSpec::default());
+    let (layer, key) = key_signed_layer(&s);
+    let mut policy = s.policy();
+    policy.identities.clear();
+    policy.keys = vec![key];
+    // The bundle names the certificate, not the key: the logged signer differs.
     assert!(matches!(
         rejected(&run(&layer, &policy, at(0))),
         Rejection::Tampered(_)
@@ -1871,31 +1879,12 @@ fn a_tlog_entry_from_a_log_not_configured_is_passed_over() {
 fn without_require_tlog_a_key_based_signature_ignores_the_log() {
     // cosign --insecure-ignore-tlog: the log material is not read, whatever it holds.
     let s = Sigstore::new(LeafSpec::default());
-    let payload = payload_for(&image());
-    let signature = s.sign(&payload);
-    let key_pem = pem::encode(&pem::Pem::new(
-        "PUBLIC KEY",
-        s.leaf_key.subject_public_key_info(),
-    ));
+    // Logged by a log the policy does not configure.
+    let (mut layer, key) = key_signed_layer(&s);
     let mut policy = CosignPolicy {
-        keys: vec![TrustedKey::from_pem("release", key_pem.as_bytes()).unwrap()],
+        keys: vec![key],
         require_tlog: false,
         ..CosignPolicy::default()
-    };
-    let mut layer = SignatureLayer {
-        payload: payload.clone(),
-        media_type: SIMPLE_SIGNING_MEDIA_TYPE.to_owned(),
-        signature_b64: B64.encode(&signature),
-        certificate_pem: None,
-        chain_pem: None,
-        rfc3161_timestamp_json: None,
-        // Logged by a log the policy does not configure.
-        bundle_json: Some(s.bundle(
-            &payload,
-            &signature,
-            (NOT_BEFORE_UNIX + 60) as i64,
-            "hashedrekord",
-        )),
     };
     let v = run(&layer, &policy, at(0));
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");

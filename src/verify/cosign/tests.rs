@@ -79,6 +79,18 @@ fn repository_of_payload(payload: &[u8]) -> String {
         .to_owned()
 }
 
+/// The case `id` of cases.json.
+fn vector_case(dir: &Path, id: &str) -> Value {
+    let index: Value = serde_json::from_slice(&read(dir, "cases.json")).unwrap();
+    index["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == id)
+        .unwrap_or_else(|| panic!("cases.json has no case {id}"))
+        .clone()
+}
+
 /// Runs a case with its PEM roots (`fulcio_roots`), the trust material every keyless
 /// case names.
 fn run_case(dir: &Path, case: &Value) -> Verdict {
@@ -231,14 +243,8 @@ fn every_cosign_vector_gives_its_expected_class() {
 #[test]
 fn k01a_signer_carries_identity_issuer_and_digest() {
     let dir = vectors_dir();
-    let index: Value = serde_json::from_slice(&read(&dir, "cases.json")).unwrap();
-    let case = index["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "K01a")
-        .unwrap();
-    let Verdict::Trusted(signer) = run_case(&dir, case) else {
+    let case = vector_case(&dir, "K01a");
+    let Verdict::Trusted(signer) = run_case(&dir, &case) else {
         panic!("K01a not trusted");
     };
     assert_eq!(signer.identity, "sozercan@gmail.com");
@@ -297,14 +303,7 @@ fn k01a_pem_roots_take_the_annotations_intermediate_and_a_trusted_root_does_not(
     // SIGSTORE_ROOT_FILE; a trusted_root.json CA without that intermediate does not
     // (sigstore-go `FulcioCertificateAuthority.Verify`).
     let dir = vectors_dir();
-    let index: Value = serde_json::from_slice(&read(&dir, "cases.json")).unwrap();
-    let case = index["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["id"] == "K01a")
-        .unwrap()
-        .clone();
+    let case = vector_case(&dir, "K01a");
     let v = run_case(&dir, &case);
     assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
     // The same roots as trusted_root.json CAs without their intermediate.
