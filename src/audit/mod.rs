@@ -71,8 +71,9 @@ pub type Durability = BoxFuture<'static, Result<(), Error>>;
 ///
 /// `write` returns once the record is written, that is handed to the kernel (sent to
 /// journald; written to the spool's file), so that no crash of crigate can lose it, with
-/// the wait until it is as durable as the sink makes it (at once for journald; fsynced
-/// for the spool). The future may be dropped by a caller that went away; an [`Auditor`]
+/// the wait until it is as durable as the sink makes it (at once for journald, which
+/// syncs its journal files on its own schedule, `SyncIntervalSec=`; fsynced for the
+/// spool). The future may be dropped by a caller that went away; an [`Auditor`]
 /// runs each write as a task of its own so a record is never half-written for that reason.
 pub trait Sink: Send + Sync + 'static {
     /// A short name for diagnostics and metrics (`journald`, `spool`).
