@@ -171,6 +171,18 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
         ));
         policies += 1;
     }
+    if policies > 0 {
+        // kritis reviews only namespaces that have a GenericAttestationPolicy: crigate
+        // denies a namespace no policy covers. Left to the operator, commented out.
+        let _ = write!(
+            import.config,
+            "\n# kritis admits pods in namespaces without a GenericAttestationPolicy (grafeas/kritis\n\
+             # pkg/kritis/review/review.go); crigate denies a namespace no policy covers. To keep\n\
+             # kritis' behaviour there, uncomment (\"off\" admits and records; \"audit\" also\n\
+             # verifies, recording what enforce would do):\n\
+             # [[policies]]\n# name = \"kritis-unreviewed\"\n# namespaces = [\"*\"]\n# mode = \"off\"\n"
+        );
+    }
     if policies == 0 && !allowlist.is_empty() {
         // crigate keeps allowlists in policies; with none to attach them to, leave them
         // ready to paste.

@@ -491,6 +491,15 @@ fn two_single_authority_gaps_in_a_namespace_become_one_any_policy() {
         config.contains("verifiers = [\"prod_a\", \"prod_b\"]\nrequire = \"any\""),
         "{config}"
     );
+    // The other namespaces, which kritis never reviews, are the operator's choice: a
+    // default policy is offered commented out, and the config loads as it is.
+    assert!(
+        config.contains("# [[policies]]\n# name = \"kritis-unreviewed\"\n# namespaces = [\"*\"]\n# mode = \"off\"\n"),
+        "{config}"
+    );
+    let parsed =
+        crate::config::Config::parse(&config, std::path::Path::new("config.toml")).unwrap();
+    assert_eq!(parsed.policies.len(), 1);
 }
 
 #[test]
