@@ -419,23 +419,15 @@ pub fn verify_bundle(
         }
         None if material.public_key.is_some() => {
             let trusted = super::check_key_signature(&policy.keys, &signed, &signature)?;
-            // Without `require_tlog` the entries are not read (cosign
-            // `--insecure-ignore-tlog`): for a key, the time does not matter.
-            if policy.require_tlog {
-                let logged = check_tlog_entries(
-                    &material.tlog_entries,
-                    version,
-                    &payload,
-                    &signature,
-                    Verifier::SpkiDer(trusted.key.spki_der()),
-                    policy,
-                )?;
-                if logged.is_none() {
-                    return Err(Rejection::UntrustedRoot(
-                        "bundle has no verified transparency log entry".to_owned(),
-                    ));
-                }
-            }
+            // For a key, the time does not matter: only that the entry verifies.
+            required_tlog_entry(
+                &material.tlog_entries,
+                version,
+                &payload,
+                &signature,
+                Verifier::SpkiDer(trusted.key.spki_der()),
+                policy,
+            )?;
             let digest = check_statement(&payload, image)?;
             Ok(key_signer(trusted, digest))
         }
@@ -472,25 +464,14 @@ fn verify_keyless(
             "keyless bundle, but the policy trusts no keyless identity".to_owned(),
         ));
     }
-    // Without `require_tlog` the entries are not read (cosign `--insecure-ignore-tlog`).
-    let logged = if policy.require_tlog {
-        let logged = check_tlog_entries(
-            &material.tlog_entries,
-            version,
-            payload,
-            signature,
-            Verifier::CertificateDer(leaf.der()),
-            policy,
-        )?;
-        if logged.is_none() {
-            return Err(Rejection::UntrustedRoot(
-                "bundle has no verified transparency log entry".to_owned(),
-            ));
-        }
-        logged
-    } else {
-        None
-    };
+    let logged = required_tlog_entry(
+        &material.tlog_entries,
+        version,
+        payload,
+        signature,
+        Verifier::CertificateDer(leaf.der()),
+        policy,
+    )?;
     // When the certificate was used: the SET's integratedTime (Rekor v1), and the
     // timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
     // from a configured authority (Rekor v2 entries carry no time). Never now: an
@@ -646,16 +627,18 @@ enum Verifier<'a> {
     SpkiDer(&'a [u8]),
 }
 
-/// Verifies the bundle's tlog entries, at most [`MAX_TLOG_ENTRIES`], in order, and
-/// returns the first that verifies: one from a log the policy does not configure (or of
-/// a kind not read, or that fails) is passed over, as sigstore-go `pkg/verify/tlog.go`
-/// (`VerifyArtifactTransparencyLog`) skips entries its trusted root cannot verify.
-/// `None` when the bundle has no entry.
+/// The tlog entry the policy requires ([`CosignPolicy::require_tlog`]): the first of the
+/// bundle's entries, at most [`MAX_TLOG_ENTRIES`], that verifies. One from a log the
+/// policy does not configure (or of a kind not read, or that fails) is passed over, as
+/// sigstore-go `pkg/verify/tlog.go` (`VerifyArtifactTransparencyLog`) skips entries its
+/// trusted root cannot verify. `None` when the policy does not require the log: the
+/// entries are then not read (cosign `--insecure-ignore-tlog`).
 ///
 /// # Errors
 ///
-/// When no entry verifies, the most informative of their rejections.
-fn check_tlog_entries(
+/// When no entry verifies, the most informative of their rejections; with no entry at
+/// all, `UntrustedRoot`.
+fn required_tlog_entry(
     entries: &[WireTlogEntry],
     version: Version,
     payload: &[u8],
@@ -663,6 +646,9 @@ fn check_tlog_entries(
     verifier: Verifier<'_>,
     policy: &CosignPolicy,
 ) -> Result<Option<TlogEvidence>, Rejection> {
+    if !policy.require_tlog {
+        return Ok(None);
+    }
     let mut best = None;
     for entry in entries.iter().take(MAX_TLOG_ENTRIES) {
         match check_tlog_entry(entry, version, payload, signature, verifier, policy) {
@@ -677,10 +663,9 @@ fn check_tlog_entries(
             }
         }
     }
-    match best {
-        Some(rejection) => Err(rejection),
-        None => Ok(None),
-    }
+    Err(best.unwrap_or_else(|| {
+        Rejection::UntrustedRoot("bundle has no verified transparency log entry".to_owned())
+    }))
 }
 
 /// Verifies one tlog entry. v0.1 bundles must carry an inclusion promise (SET); v0.2
