@@ -1242,6 +1242,60 @@ async fn https_registries_are_trusted_through_the_configured_ca_only() {
     );
 }
 
+/// A registry on the node's loopback that no configuration names is read over plain
+/// HTTP when it speaks plain HTTP and over HTTPS when it speaks TLS, as the runtime
+/// reaches it.
+#[tokio::test]
+async fn an_unconfigured_loopback_registry_is_read_over_either_scheme() {
+    let plain = StandIn::start(|_request| async move {
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(None),
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", plain.host()).parse().unwrap();
+    let client = Client::new(RegistryConfig::default()).unwrap();
+    let descriptor = client.resolve(&image).await.unwrap();
+    assert_eq!(descriptor.digest, Digest::sha256(&manifest_json(None)));
+
+    // `localhost` names the same loopback registry.
+    let named: ImageRef = format!("localhost:{}/app:v1", plain.addr.port())
+        .parse()
+        .unwrap();
+    assert_eq!(
+        client.resolve(&named).await.unwrap().digest,
+        descriptor.digest
+    );
+
+    // A TLS registry is read over HTTPS once the plain request fails.
+    let tls = TestTls::new();
+    let (_server, image) = tls_registry(&tls).await;
+    let dir = tempfile::tempdir().unwrap();
+    let trusting = Client::new(RegistryConfig {
+        ca_file: Some(tls.write_ca(dir.path())),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        trusting.resolve(&image).await.unwrap().digest,
+        Digest::sha256(&manifest_json(None))
+    );
+    // When both fail, the failure reported is the HTTPS host's: here its certificate.
+    let error = client.resolve(&image).await.unwrap_err();
+    let mut chain = format!("{error}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        matches!(&error, Error::Unreachable { .. }) && chain.contains("certificate"),
+        "{chain}"
+    );
+}
+
 #[tokio::test]
 async fn https_never_redirects_to_plain_http() {
     let tls = TestTls::new();

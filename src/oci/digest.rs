@@ -95,9 +95,26 @@ impl Digest {
         &self.encoded
     }
 
-    /// The tag form used by the referrers tag schema and by cosign: `sha256-<hex>`.
+    /// The tag form cosign names its signatures by: `<algorithm>-<hex>` (`sha256-<hex>`).
     pub fn tag_form(&self) -> String {
         format!("{}-{}", self.algorithm, self.encoded)
+    }
+
+    /// The tag of the referrers tag schema (OCI distribution spec 1.1, "Referrers Tag
+    /// Schema"): `<alg>-<ref>`, the encoded part cut to 64 characters and any character a
+    /// tag cannot hold replaced with `-`. The same as [`Digest::tag_form`] for sha256.
+    pub fn referrers_tag(&self) -> String {
+        let encoded: String = self.encoded.chars().take(64).collect();
+        format!("{}-{encoded}", self.algorithm)
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect()
     }
 }
 
@@ -229,6 +246,16 @@ mod tests {
             digest.tag_form(),
             "sha256-e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
+        assert_eq!(digest.referrers_tag(), digest.tag_form());
+    }
+
+    #[test]
+    fn a_sha512_referrers_tag_is_cut_to_64_characters_of_its_digest() {
+        let hex = "ab".repeat(64);
+        let digest: Digest = format!("sha512:{hex}").parse().unwrap();
+        assert_eq!(digest.referrers_tag(), format!("sha512-{}", &hex[..64]));
+        assert!(digest.referrers_tag().len() <= 128);
+        assert_eq!(digest.tag_form(), format!("sha512-{hex}"));
     }
 
     #[test]

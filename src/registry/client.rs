@@ -501,14 +501,18 @@ impl Client {
     {
         let (first, rest) = self.hosts(repo, capability)?;
         let mut failed = None;
+        let mut probe = first.probe;
         let mut best = ask_logged(&mut ask, first, &mut failed).await;
         for host in rest {
             if rank(&best) == Rank::Found {
                 break;
             }
+            let next_probe = host.probe;
             let answer = ask_logged(&mut ask, host, &mut failed).await;
-            if rank(&answer) > rank(&best) {
+            // A plain-HTTP probe's failure gives way to the HTTPS host's.
+            if rank(&answer) > rank(&best) || (probe && rank(&answer) == rank(&best)) {
                 best = answer;
+                probe = next_probe;
             }
         }
         // One host's "not there" stands over another's failure; the failure may have
@@ -579,11 +583,18 @@ impl Client {
     }
 
     /// Only https, or http to a host listed in `plain_http` or named with `http://` in
-    /// the hosts directory.
-    fn check_scheme(&self, url: &Url) -> Result<(), Error> {
+    /// the hosts directory; asking `host`, a loopback registry no file names over plain
+    /// HTTP ([`hosts::loopback_http`]), http to loopback hosts too.
+    fn check_scheme(&self, url: &Url, host: &Host) -> Result<(), Error> {
+        let authority = hosts::authority(url);
         match url.scheme() {
             "https" => Ok(()),
-            "http" if self.plain_http_allowed(&hosts::authority(url)) => Ok(()),
+            "http"
+                if self.plain_http_allowed(&authority)
+                    || (host.probe && hosts::loopback_http(&authority)) =>
+            {
+                Ok(())
+            }
             _ => Err(Error::InsecureScheme {
                 url: url.to_string(),
             }),
@@ -637,7 +648,7 @@ impl Client {
         let mut url = fetch.url.clone();
         let mut visited = vec![url.clone()];
         loop {
-            self.check_scheme(&url)?;
+            self.check_scheme(&url, fetch.host)?;
             // Credentials go to the registry's own origin only, never to where it
             // redirects (blob storage).
             let auth = authorization.as_ref().filter(|_| url.origin() == origin);
@@ -804,7 +815,7 @@ impl Client {
             reason: e.to_string(),
         })?;
         // Credentials go to the realm only over HTTPS (or to an allowed plain-HTTP host).
-        self.check_scheme(&url)?;
+        self.check_scheme(&url, host)?;
         let posted = url.clone();
         // A challenge may ask for several scopes, space-separated (token spec, "Requesting
         // a Token"): a GET names each in a `scope` parameter of its own, as containerd's
@@ -1086,11 +1097,14 @@ where
     Fut: Future<Output = Result<T, Error>>,
 {
     let authority = host.authority.clone();
+    let probe = host.probe;
     let answer = ask(host).await;
     if let Err(error) = &answer {
         if !error.is_not_found() {
-            tracing::debug!(host = %authority, %error, "registry host failed");
-            failed.get_or_insert_with(|| (authority, error.to_string()));
+            tracing::debug!(host = %authority, %error, probe, "registry host failed");
+            if !probe {
+                failed.get_or_insert_with(|| (authority, error.to_string()));
+            }
         }
     }
     answer

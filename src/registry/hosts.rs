@@ -89,6 +89,10 @@ pub struct Host {
     pub(super) credentials_key: String,
     /// Index of this host's own TLS files in [`HostsConfig::tls`]; `None`: the client's.
     pub(super) tls: Option<usize>,
+    /// A first try over plain HTTP at a loopback registry no file gives a URL
+    /// ([`loopback_http`]): when it fails and the HTTPS host after it fails too, the
+    /// HTTPS failure is the one reported.
+    pub(super) probe: bool,
 }
 
 /// The TLS files of a host (containerd `hostConfig.caCerts`, `clientPairs`).
@@ -369,11 +373,22 @@ impl HostsConfig {
             Some(directory) => (directory.mirrors.as_slice(), &directory.server),
             None => (&[][..], &own),
         };
-        mirrors
+        let mut hosts: Vec<Host> = mirrors
             .iter()
             .chain(std::iter::once(server))
             .map(|entry| entry.host(repo, registry_scheme))
-            .collect()
+            .collect();
+        if server.url.is_none()
+            && registry_scheme == Scheme::Https
+            && loopback_http(repo.api_host())
+        {
+            // Plain HTTP first, the usual scheme of a registry on the node itself; a TLS
+            // port answers a plain request with an error at once.
+            let mut probe = server.host(repo, Scheme::Http);
+            probe.probe = true;
+            hosts.insert(hosts.len() - 1, probe);
+        }
+        hosts
     }
 
     /// The directory of the first root that has one for `domain` (containerd
@@ -613,6 +628,20 @@ fn endpoint_url(endpoint: &str) -> Result<Url, String> {
     Ok(url)
 }
 
+/// Whether a registry at `authority` that no file gives a URL is also asked over plain
+/// HTTP: a loopback host on a port other than 443. containerd's `ConfigureHosts` reaches
+/// such a registry over HTTPS, or over HTTP when it answers in plain HTTP; its CRI
+/// plugin's `registry.mirrors` mode over HTTP only. Either way the runtime pulls from a
+/// plain-HTTP registry on the node, and crigate must read the same registry. What is
+/// read from it is judged by digests and signatures, never by the transport.
+pub(super) fn loopback_http(authority: &str) -> bool {
+    let port = authority
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    is_local(authority) && port.is_some_and(|port| port != "443")
+}
+
 /// Whether `authority` (`host[:port]`) is `localhost` or a loopback address (containerd
 /// `isLocalHost`).
 fn is_local(authority: &str) -> bool {
@@ -663,6 +692,7 @@ impl Entry {
                     resolve: self.resolve,
                     headers: self.headers.clone(),
                     tls: self.tls,
+                    probe: false,
                 }
             }
             None => {
@@ -680,6 +710,7 @@ impl Entry {
                     namespace: None,
                     credentials_key: domain.to_owned(),
                     tls: self.tls,
+                    probe: false,
                 }
             }
         }

@@ -265,7 +265,7 @@ impl Client {
         subject: &Digest,
         artifact_type: Option<&str>,
     ) -> Result<Vec<Descriptor>, Error> {
-        let tag = subject.tag_form();
+        let tag = subject.referrers_tag();
         match self.fetch_manifest(host, repo, &tag, None).await {
             Ok(fetched) => match fetched.manifest {
                 Manifest::Index(index) => Ok(index

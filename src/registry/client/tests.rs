@@ -27,13 +27,78 @@ fn plain_http_is_allowed_only_for_listed_hosts() {
     assert_eq!(endpoint(&client, &v6, "x").scheme(), "http");
     for (url, ok) in [
         ("http://127.0.0.1:5000/v2/", true),
-        ("http://127.0.0.1:5001/v2/", false),
+        ("http://192.0.2.1:5000/v2/", false),
         ("https://127.0.0.1:5001/v2/", true),
         ("http://[::1]:5000/v2/", true),
         ("ftp://127.0.0.1:5000/v2/", false),
     ] {
         let url = Url::parse(url).unwrap();
-        assert_eq!(client.check_scheme(&url).is_ok(), ok, "{url}");
+        let (host, _) = client.hosts(&repo, Capability::Pull).unwrap();
+        assert_eq!(client.check_scheme(&url, &host).is_ok(), ok, "{url}");
+    }
+}
+
+/// The URLs of the hosts `repo` is read from, in the order they are asked.
+fn host_prefixes(client: &Client, repo: &str) -> Vec<String> {
+    let repo: Repository = repo.parse().unwrap();
+    let (first, rest) = client.hosts(&repo, Capability::Pull).unwrap();
+    std::iter::once(first)
+        .chain(rest)
+        .map(|h| h.prefix)
+        .collect()
+}
+
+#[test]
+fn a_loopback_registry_no_file_names_is_asked_over_plain_http_then_https() {
+    let client = Client::new(RegistryConfig::default()).unwrap();
+    for (repo, prefixes) in [
+        (
+            "127.0.0.1:5001/app",
+            &["http://127.0.0.1:5001/v2", "https://127.0.0.1:5001/v2"][..],
+        ),
+        (
+            "localhost:5000/app",
+            &["http://localhost:5000/v2", "https://localhost:5000/v2"],
+        ),
+        (
+            "[::1]:5000/app",
+            &["http://[::1]:5000/v2", "https://[::1]:5000/v2"],
+        ),
+        // The HTTPS port, no port, and hosts off the node: HTTPS only.
+        ("localhost:443/app", &["https://localhost:443/v2"]),
+        ("localhost/app", &["https://localhost/v2"]),
+        ("192.0.2.1:5000/app", &["https://192.0.2.1:5000/v2"]),
+        (
+            "registry.example:5000/app",
+            &["https://registry.example:5000/v2"],
+        ),
+    ] {
+        assert_eq!(host_prefixes(&client, repo), prefixes, "{repo}");
+    }
+    // Listed in `plain_http`: plain HTTP only.
+    let listed = Client::new(RegistryConfig {
+        plain_http: vec!["127.0.0.1:5001".into()],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert_eq!(
+        host_prefixes(&listed, "127.0.0.1:5001/app"),
+        ["http://127.0.0.1:5001/v2"]
+    );
+    // Asking that probe, plain HTTP reaches loopback hosts only (its token realm, its
+    // redirects); asking any other host, only the listed ones.
+    let repo: Repository = "127.0.0.1:5001/app".parse().unwrap();
+    let (probe, rest) = client.hosts(&repo, Capability::Pull).unwrap();
+    let https = &rest[0];
+    for (url, ok) in [
+        ("http://127.0.0.1:5001/v2/", true),
+        ("http://localhost:8080/token", true),
+        ("http://localhost:443/v2/", false),
+        ("http://192.0.2.1:5000/v2/", false),
+    ] {
+        let url = Url::parse(url).unwrap();
+        assert_eq!(client.check_scheme(&url, &probe).is_ok(), ok, "{url}");
+        assert!(client.check_scheme(&url, https).is_err(), "{url}");
     }
 }
 

@@ -158,9 +158,14 @@ fn a_port_directory_is_found_in_either_form_and_default_last() {
         "http://10.0.0.3:1/v2"
     );
     let alone = load(&[&second]).unwrap();
+    // The loopback registry itself, which its file gives no `server`, over either scheme.
     assert_eq!(
         prefixes(&alone, "127.0.0.1:6000/app"),
-        ["http://10.0.0.2:1/v2", "https://127.0.0.1:6000/v2"]
+        [
+            "http://10.0.0.2:1/v2",
+            "http://127.0.0.1:6000/v2",
+            "https://127.0.0.1:6000/v2"
+        ]
     );
     // `_default` stands in for every registry, each reached itself last.
     assert_eq!(
