@@ -1283,6 +1283,67 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_is_allowed_by_a_trusted_name_when_another_cannot_be_checked() {
+    use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
+    let node = node().await;
+    let signed_id = pulled_directly(&node, &node.signed).await;
+    // The same content also named after a registry nothing answers at, a name the
+    // runtime lists first (its names are sorted).
+    let mut native = containerd_images(&node).await;
+    let target = native
+        .get(in_cri_namespace(GetImageRequest {
+            name: node.signed.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .target;
+    let digest = node.env.app_digest_ref();
+    let (_, digest) = digest.split_once('@').unwrap();
+    let away = format!("127.0.0.1:1/app@{digest}");
+    native
+        .create(in_cri_namespace(CreateImageRequest {
+            image: Some(Image {
+                name: away.clone(),
+                labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
+                target,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = status(&node, &signed_id)
+            .await
+            .map(|image| image.repo_digests)
+            .unwrap_or_default();
+        if listed.contains(&away) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed.first(), Some(&away), "{listed:?}");
+
+    // Allowed by the name whose signature is found, under a policy that denies on error.
+    let mut pod = Pod::run(&node, node.env.pod_config("two-names", "prod").unwrap()).await;
+    pod.create("good", &signed_id).await.unwrap();
+    // Under a policy none of whose keys signed it, the name that could not be checked
+    // is the outcome: it may have hidden a signature.
+    let mut pod = Pod::run(&node, node.env.pod_config("two-names", "secure").unwrap()).await;
+    let denied = pod.create("bad", &signed_id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("127.0.0.1:1/app"),
+        "{}",
+        denied.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_content() {
     use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
     let node = node().await;

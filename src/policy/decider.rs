@@ -763,6 +763,10 @@ impl PolicyDecider {
             return self.rejected(trace, policy, rejected);
         }
         let mut rejection = None;
+        // An image the runtime holds under several names is allowed by any name that is
+        // trusted; one that cannot be checked (its registry away) does not stop the
+        // others, but is the outcome when none is trusted, as it may hide a signature.
+        let mut undecided_first = None;
         for image in images {
             // A pull's own credentials; for a create, those a pull of the repository
             // came with.
@@ -791,10 +795,13 @@ impl PolicyDecider {
                 }
                 Ok(Err(rejected)) => rejection = Some(rejected),
                 Err(undecided) => {
-                    trace.subject = image.to_string();
-                    return on_error(trace, policy, undecided);
+                    undecided_first.get_or_insert((image, undecided));
                 }
             }
+        }
+        if let Some((image, undecided)) = undecided_first {
+            trace.subject = image.to_string();
+            return on_error(trace, policy, undecided);
         }
         let rejected = rejection.unwrap_or_else(|| Rejected {
             subject: request.image.clone(),
