@@ -747,6 +747,100 @@ async fn bearer_token_flow_fetches_caches_and_reuses_a_token() {
     );
 }
 
+/// A token realm that redirects is followed, as Go's HTTP client follows it for
+/// containerd: the credentials go along within the realm's origin, never to another.
+#[tokio::test]
+async fn a_redirecting_token_realm_is_followed_without_leaking_credentials() {
+    let leaked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&leaked);
+    let other = StandIn::start(move |request| {
+        let seen = Arc::clone(&seen);
+        async move {
+            if request.headers().contains_key("authorization") {
+                seen.fetch_add(1, Ordering::SeqCst);
+            }
+            respond(StatusCode::OK, &[], r#"{"token":"tok-other"}"#)
+        }
+    })
+    .await;
+    let other_token = format!("http://{}/token", other.host());
+    let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let cell = Arc::clone(&addr_cell);
+    let server = StandIn::start(move |request| {
+        let cell = Arc::clone(&cell);
+        let other_token = other_token.clone();
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let basic = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("user:pass")
+            );
+            match request.uri().path() {
+                "/moved" => respond(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    &[("location", "/token")],
+                    "",
+                ),
+                "/token" if auth == basic => respond(StatusCode::OK, &[], r#"{"token":"tok-own"}"#),
+                "/token" => respond(StatusCode::UNAUTHORIZED, &[], "no"),
+                "/away" => respond(StatusCode::FOUND, &[("location", &other_token)], ""),
+                path => {
+                    if auth == "Bearer tok-own" || auth == "Bearer tok-other" {
+                        return respond(
+                            StatusCode::OK,
+                            &[("content-type", OCI_MANIFEST)],
+                            manifest_json(None),
+                        );
+                    }
+                    let addr = cell.lock().unwrap().unwrap();
+                    let realm = if path.starts_with("/v2/same/") {
+                        "moved"
+                    } else {
+                        "away"
+                    };
+                    let challenge =
+                        format!("Bearer realm=\"http://{addr}/{realm}\",service=\"standin\"");
+                    respond(
+                        StatusCode::UNAUTHORIZED,
+                        &[("www-authenticate", &challenge)],
+                        "",
+                    )
+                }
+            }
+        }
+    })
+    .await;
+    *addr_cell.lock().unwrap() = Some(server.addr);
+    let client = Client::new(RegistryConfig {
+        plain_http: vec![server.host(), other.host()],
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+    .with_credentials(Credentials::Basic {
+        username: "user".into(),
+        password: crigate::registry::Secret::new("pass"),
+    });
+    for repo in ["same", "cross"] {
+        let image: ImageRef = format!("{}/{repo}:v1", server.host()).parse().unwrap();
+        let descriptor = client.resolve(&image).await.unwrap();
+        assert_eq!(
+            descriptor.digest,
+            Digest::sha256(&manifest_json(None)),
+            "{repo}"
+        );
+    }
+    assert_eq!(
+        leaked.load(Ordering::SeqCst),
+        0,
+        "credentials reached another origin"
+    );
+}
+
 #[tokio::test]
 async fn basic_challenge_is_answered_with_basic_credentials() {
     let server = StandIn::start(|request| async move {

@@ -623,7 +623,6 @@ impl Client {
     ///
     /// Every [`Error`] a single fetch can end in.
     pub(super) async fn get(&self, fetch: Fetch<'_>) -> Result<Fetched, Error> {
-        let config = &self.shared.config;
         let registry = fetch.host.credentials_key.as_str();
         let credentials = self.credentials_for(fetch.host, fetch.repo);
         let scope = format!("repository:{}:pull", fetch.repo.path());
@@ -667,32 +666,8 @@ impl Client {
                 .await?;
             let status = response.status();
             if status.is_redirection() {
-                let location = response
-                    .headers()
-                    .get(LOCATION)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| Error::Malformed {
-                        what: fetch.what.clone(),
-                        reason: format!("HTTP {} without a Location", status.as_u16()),
-                    })?;
-                let next = url.join(location).map_err(|e| Error::Malformed {
-                    what: fetch.what.clone(),
-                    reason: format!("bad Location {location:?}: {e}"),
-                })?;
-                if url.scheme() == "https" && next.scheme() != "https" {
-                    return Err(Error::InsecureRedirect {
-                        what: fetch.what,
-                        to: next.to_string(),
-                    });
-                }
-                if visited.len() > config.max_redirects || visited.contains(&next) {
-                    return Err(Error::RedirectLoop {
-                        what: fetch.what,
-                        limit: config.max_redirects,
-                    });
-                }
+                let next = self.redirect(&response, &mut visited, &fetch.what)?;
                 tracing::debug!(from = %url, to = %next, "registry redirect");
-                visited.push(next.clone());
                 url = next;
                 continue;
             }
@@ -831,20 +806,7 @@ impl Client {
         }
         let ask_for_token = |authorization: Option<Secret>| {
             let (url, what) = (&url, &what);
-            async move {
-                self.send(Send {
-                    method: Method::GET,
-                    url,
-                    accept: None,
-                    authorization: authorization.as_ref(),
-                    form: None,
-                    headers: None,
-                    what,
-                    registry,
-                    tls: host.tls,
-                })
-                .await
-            }
+            self.token_by_get(url, authorization, what, registry, host)
         };
         let response = match credentials {
             Credentials::IdentityToken(refresh) => {
@@ -912,6 +874,89 @@ impl Client {
             .read_body(response, MAX_TOKEN_RESPONSE_BYTES, &what)
             .await?;
         TokenResponse::parse(&body)
+    }
+
+    /// GETs a token from `url`, following the realm's redirects as Go's HTTP client,
+    /// and so containerd's `FetchToken`, does: within the configured bound, never from
+    /// HTTPS to plain HTTP, and with `authorization` sent to the realm's own origin only.
+    async fn token_by_get(
+        &self,
+        url: &Url,
+        authorization: Option<Secret>,
+        what: &str,
+        registry: &str,
+        host: &Host,
+    ) -> Result<http::Response<hyper::body::Incoming>, Error> {
+        let origin = url.origin();
+        let mut url = url.clone();
+        let mut visited = vec![url.clone()];
+        loop {
+            let response = self
+                .send(Send {
+                    method: Method::GET,
+                    url: &url,
+                    accept: None,
+                    authorization: authorization.as_ref().filter(|_| url.origin() == origin),
+                    form: None,
+                    headers: None,
+                    what,
+                    registry,
+                    tls: host.tls,
+                })
+                .await?;
+            if !response.status().is_redirection() {
+                return Ok(response);
+            }
+            let next = self.redirect(&response, &mut visited, what)?;
+            self.check_scheme(&next, host)?;
+            tracing::debug!(from = %url, to = %next, "token realm redirect");
+            url = next;
+        }
+    }
+
+    /// Where a redirect `response` to the last of `visited` leads, added to `visited`:
+    /// never from HTTPS to plain HTTP, nor in a loop or past the configured bound.
+    fn redirect(
+        &self,
+        response: &http::Response<hyper::body::Incoming>,
+        visited: &mut Vec<Url>,
+        what: &str,
+    ) -> Result<Url, Error> {
+        let malformed = |reason: String| Error::Malformed {
+            what: what.to_owned(),
+            reason,
+        };
+        let url = visited
+            .last()
+            .ok_or_else(|| malformed("a redirect with no request".to_owned()))?;
+        let location = response
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                malformed(format!(
+                    "HTTP {} without a Location",
+                    response.status().as_u16()
+                ))
+            })?;
+        let next = url
+            .join(location)
+            .map_err(|e| malformed(format!("bad Location {location:?}: {e}")))?;
+        if url.scheme() == "https" && next.scheme() != "https" {
+            return Err(Error::InsecureRedirect {
+                what: what.to_owned(),
+                to: next.to_string(),
+            });
+        }
+        let limit = self.shared.config.max_redirects;
+        if visited.len() > limit || visited.contains(&next) {
+            return Err(Error::RedirectLoop {
+                what: what.to_owned(),
+                limit,
+            });
+        }
+        visited.push(next.clone());
+        Ok(next)
     }
 
     /// Sends one request and waits for its headers within the request timeout.
