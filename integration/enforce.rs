@@ -173,6 +173,49 @@ fn in_cri_namespace<T>(message: T) -> tonic::Request<T> {
     request
 }
 
+/// Gives the content the runtime's image `existing` names the further name `name`
+/// through containerd's own images API (as an image import or `ctr images tag` would),
+/// and waits for the CRI plugin, which learns of it from containerd's event, to list it
+/// among the repository digests of the image `id`; those digests.
+async fn also_named(node: &Node, existing: &str, name: &str, id: &str) -> Vec<String> {
+    use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
+    let mut native = containerd_images(node).await;
+    let target = native
+        .get(in_cri_namespace(GetImageRequest {
+            name: existing.to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .target;
+    native
+        .create(in_cri_namespace(CreateImageRequest {
+            image: Some(Image {
+                name: name.to_owned(),
+                labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
+                target,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let mut listed = Vec::new();
+    for _ in 0..50 {
+        listed = status(node, id)
+            .await
+            .map(|image| image.repo_digests)
+            .unwrap_or_default();
+        if listed.iter().any(|listed| listed == name) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    listed
+}
+
 /// A pod run through crigate, with crigate's runtime service to create its containers.
 struct Pod {
     runtime: RuntimeServiceClient<Channel>,
@@ -1284,48 +1327,14 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_image_is_allowed_by_a_trusted_name_when_another_cannot_be_checked() {
-    use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
     let node = node().await;
     let signed_id = pulled_directly(&node, &node.signed).await;
     // The same content also named after a registry nothing answers at, a name the
     // runtime lists first (its names are sorted).
-    let mut native = containerd_images(&node).await;
-    let target = native
-        .get(in_cri_namespace(GetImageRequest {
-            name: node.signed.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .image
-        .unwrap()
-        .target;
     let digest = node.env.app_digest_ref();
     let (_, digest) = digest.split_once('@').unwrap();
     let away = format!("127.0.0.1:1/app@{digest}");
-    native
-        .create(in_cri_namespace(CreateImageRequest {
-            image: Some(Image {
-                name: away.clone(),
-                labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
-                target,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    let mut listed = Vec::new();
-    for _ in 0..50 {
-        listed = status(&node, &signed_id)
-            .await
-            .map(|image| image.repo_digests)
-            .unwrap_or_default();
-        if listed.contains(&away) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let listed = also_named(&node, &node.signed, &away, &signed_id).await;
     assert_eq!(listed.first(), Some(&away), "{listed:?}");
 
     // Allowed by the name whose signature is found, under a policy that denies on error.
@@ -1345,47 +1354,12 @@ async fn an_image_is_allowed_by_a_trusted_name_when_another_cannot_be_checked() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runtime_name_claiming_a_signed_digest_does_not_vouch_for_other_content() {
-    use containerd_client::services::v1::{CreateImageRequest, GetImageRequest, Image};
     let node = node().await;
     let unsigned_id = pulled_directly(&node, &node.unsigned).await;
     // Someone with the runtime's own API (an image import, `ctr images tag`) names the
     // unsigned content after the signed image's digest.
-    let mut native = containerd_images(&node).await;
-    let target = native
-        .get(in_cri_namespace(GetImageRequest {
-            name: node.unsigned.clone(),
-        }))
-        .await
-        .unwrap()
-        .into_inner()
-        .image
-        .unwrap()
-        .target;
     let forged = node.env.app_digest_ref();
-    native
-        .create(in_cri_namespace(CreateImageRequest {
-            image: Some(Image {
-                name: forged.clone(),
-                labels: [("io.cri-containerd.image".into(), "managed".into())].into(),
-                target,
-                ..Default::default()
-            }),
-            ..Default::default()
-        }))
-        .await
-        .unwrap();
-    // The CRI plugin learns of the name from containerd's event.
-    let mut listed = Vec::new();
-    for _ in 0..50 {
-        listed = status(&node, &unsigned_id)
-            .await
-            .map(|image| image.repo_digests)
-            .unwrap_or_default();
-        if listed.contains(&forged) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let listed = also_named(&node, &node.unsigned, &forged, &unsigned_id).await;
     // The runtime now lists the signed digest among the unsigned image's own.
     assert!(listed.contains(&forged), "{listed:?}");
 
