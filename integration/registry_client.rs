@@ -1220,6 +1220,35 @@ async fn malformed_and_mislabelled_manifests_are_specific_errors() {
     ));
 }
 
+/// A signed Docker schema 1 manifest fetched by the digest its registry names (that of
+/// the payload without its signatures) is refused as schema 1, not as tampered content.
+#[tokio::test]
+async fn a_schema1_manifest_is_refused_as_schema1_before_its_digest_is_checked() {
+    let server = StandIn::start(|_request| async move {
+        respond(
+            StatusCode::OK,
+            &[(
+                "content-type",
+                "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            )],
+            r#"{"schemaVersion": 1, "name": "app", "tag": "v1", "signatures": []}"#,
+        )
+    })
+    .await;
+    let stripped = Digest::sha256(br#"{"schemaVersion": 1, "name": "app", "tag": "v1"}"#);
+    let result = server.client().manifest(&server.repo(), &stripped).await;
+    assert!(
+        matches!(
+            &result,
+            Err(Error::Manifest {
+                source: crigate::oci::ManifestError::UnknownMediaType(media_type),
+                ..
+            }) if media_type.ends_with("v1+prettyjws")
+        ),
+        "{result:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_unreachable_registry_is_unreachable() {
     // A port that was free a moment ago: nothing listens there.

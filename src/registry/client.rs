@@ -32,6 +32,7 @@ use super::containerd::ContainerdRegistry;
 use super::hosts::{self, Capability, Host, HostsConfig, HostsError, Scheme};
 use super::{Error, RegistryConfig};
 use crate::egress;
+use crate::oci::manifest::ManifestError;
 use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
 
 /// The largest CA file read: a bundle of a few hundred certificates.
@@ -443,6 +444,20 @@ impl Client {
                 limit: MAX_MANIFEST_BYTES,
             })
             .await?;
+        let content_type = fetched
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok());
+        // A Docker schema 1 manifest is refused as the kind it is before its digest is
+        // checked: a registry gives a signed one the digest of its payload without the
+        // signatures (containerd strips them to compare), never of the bytes it serves,
+        // and a digest mismatch would read as tampering.
+        if let Some(schema1) = content_type.filter(|t| is_schema1(t)) {
+            return Err(Error::Manifest {
+                what,
+                source: ManifestError::UnknownMediaType(schema1.to_owned()),
+            });
+        }
         // OCI distribution spec, "Pulling manifests": the digest is that of the bytes
         // received; a client that pulls by digest MUST verify it.
         let digest = match expected {
@@ -457,10 +472,6 @@ impl Client {
             }
             None => Digest::sha256(&fetched.body),
         };
-        let content_type = fetched
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok());
         let manifest =
             Manifest::parse(content_type, &fetched.body).map_err(|source| Error::Manifest {
                 what: what.clone(),
@@ -1153,6 +1164,13 @@ where
         }
     }
     answer
+}
+
+/// Whether `content_type` is a Docker image manifest of schema 1, signed or not.
+fn is_schema1(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/vnd.docker.distribution.manifest.v1+json")
+        || essence.eq_ignore_ascii_case("application/vnd.docker.distribution.manifest.v1+prettyjws")
 }
 
 /// How far an answer goes, for [`Client::ask_hosts`].
