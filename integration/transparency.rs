@@ -574,6 +574,89 @@ async fn raw_version_call(socket: &std::path::Path) -> Frames {
     frames
 }
 
+/// A new connection to `socket` that sends `count` PINGs with nothing else after its
+/// SETTINGS, and every frame received until a second after the last PING (or the
+/// connection's end).
+async fn raw_pings(socket: &std::path::Path, count: u8) -> Frames {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::UnixStream::connect(socket).await.unwrap();
+    let mut hello = PREFACE.to_vec();
+    hello.extend(encode_frame(4, 0, 0, &[]));
+    stream.write_all(&hello).await.unwrap();
+    let mut frames = Frames::new();
+    let mut buf = Vec::new();
+    for ping in 1..=count {
+        stream
+            .write_all(&encode_frame(6, 0, 0, &[ping; 8]))
+            .await
+            .unwrap();
+        // Each PING after the answer to the one before, as a client's are spaced.
+        while !frames.iter().any(|(kind, flags, _, payload)| {
+            *kind == 6 && flags & 0x1 != 0 && payload[..] == [ping; 8]
+        }) {
+            let wait = tokio::time::timeout(
+                std::time::Duration::from_secs(5),
+                read_frames(&mut stream, &mut buf, &mut frames),
+            );
+            if matches!(wait.await, Ok(0) | Err(_)) {
+                return frames;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+        while read_frames(&mut stream, &mut buf, &mut frames).await > 0 {}
+    })
+    .await;
+    frames
+}
+
+/// Reads once from `stream` into `buf`, moving the whole frames in it to `frames`; the
+/// bytes read, 0 at the connection's end.
+async fn read_frames(
+    stream: &mut tokio::net::UnixStream,
+    buf: &mut Vec<u8>,
+    frames: &mut Frames,
+) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut chunk = [0u8; 16 * 1024];
+    let n = stream.read(&mut chunk).await.unwrap_or(0);
+    buf.extend_from_slice(&chunk[..n]);
+    while let Some(frame) = next_frame(buf) {
+        frames.push(frame);
+    }
+    n
+}
+
+/// A GOAWAY among `frames`, and its error code.
+fn goaway(frames: &Frames) -> Option<u32> {
+    frames
+        .iter()
+        .find(|(kind, _, _, _)| *kind == 7)
+        .and_then(|(_, _, _, payload)| payload.get(4..8))
+        .map(|code| u32::from_be_bytes(code.try_into().unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_pings_are_answered_by_crigate_and_never_reach_the_runtime() {
+    let (env, crigate) = setup().await;
+    // containerd's gRPC server ends a connection that PINGs it three times with no data
+    // of its own in between (ENHANCE_YOUR_CALM, "too_many_pings").
+    let direct = raw_pings(env.containerd.socket(), 4).await;
+    assert_eq!(goaway(&direct), Some(0xb), "{direct:?}");
+    // Through crigate every PING is answered, with its own data, and the connection
+    // stays.
+    let proxied = raw_pings(&crigate.socket, 4).await;
+    for ping in 1..=4u8 {
+        assert!(
+            proxied.iter().any(|(kind, flags, _, payload)| *kind == 6
+                && flags & 0x1 != 0
+                && payload[..] == [ping; 8]),
+            "PING {ping} unanswered: {proxied:?}"
+        );
+    }
+    assert_eq!(goaway(&proxied), None, "{proxied:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
     let (env, crigate) = setup().await;

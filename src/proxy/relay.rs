@@ -25,13 +25,16 @@
 //!   runtime connection is lost, open streams get UNAVAILABLE, later streams are answered
 //!   by [`Proxy::call`] (which reconnects by itself), and once the runtime accepts
 //!   connections again the client is moved to a fresh connection that is relayed.
-//! - **The runtime's PINGs are answered here.** A PING is a connection's own, hop by hop
-//!   (RFC 9113 §6.7: it belongs to no stream), and the runtime's measure the connection
+//! - **PINGs are answered here, from either side.** A PING is a connection's own, hop by
+//!   hop (RFC 9113 §6.7: it belongs to no stream), and each peer's measure the connection
 //!   it has, the one to crigate. grpc-go, containerd's server, sends one with a
 //!   WINDOW_UPDATE after nearly every request body, to size its windows (BDP
 //!   estimation); relayed, each would cost the client a reply and crigate a wake-up and
-//!   two more writes per call, for an answer crigate can give at once. The client's own
-//!   PINGs still go to the runtime, and their ACKs back.
+//!   two more writes per call, for an answer crigate can give at once. grpc-go clients
+//!   (kubelet, crictl) send one after DATA to size theirs, DATA crigate itself sends
+//!   included (its answers to pulls); relayed, such PINGs reached the runtime with no
+//!   data of its own between them, which grpc-go's server counts as abuse, ending the
+//!   connection with GOAWAY `too_many_pings` after three.
 //!
 //! Response header blocks from the runtime are never decoded: the client's HPACK decoder
 //! follows the runtime's encoder unchanged, and blocks crigate adds never touch its table.
@@ -721,16 +724,15 @@ impl Relay {
                 let opaque: [u8; 8] = payload
                     .try_into()
                     .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "PING of the wrong size"))?;
-                if head.has(flag::ACK) && opaque == GOAWAY_PING {
-                    if self.goaway == GoAway::Announced {
+                if head.has(flag::ACK) {
+                    // Only crigate's own PINGs reach the client, so an ACK answers one.
+                    if opaque == GOAWAY_PING && self.goaway == GoAway::Announced {
                         self.goaway = GoAway::Final(self.last_stream);
                         let mut goaway = BytesMut::new();
                         frame::put_goaway(&mut goaway, self.last_stream, code::NO_ERROR);
                         self.inject(goaway.freeze());
                     }
-                } else if self.linked {
-                    self.to_upstream.extend_from_slice(&bytes);
-                } else if !head.has(flag::ACK) {
+                } else {
                     let mut pong = BytesMut::new();
                     frame::put_ping(&mut pong, true, opaque);
                     self.inject(pong.freeze());
