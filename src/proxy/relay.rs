@@ -964,6 +964,10 @@ impl Relay {
         }
         if let Err(reason) = trailer_fields(&self.fields) {
             tracing::debug!(stream, reason, "malformed request trailers");
+            // The runtime has the call's head: it is ended there too.
+            if self.open.remove(&stream).is_some() && self.linked {
+                frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
+            }
             self.refuse(stream, code::PROTOCOL_ERROR);
             return Ok(());
         }
@@ -1580,8 +1584,9 @@ impl Relay {
         for (id, value) in params {
             let value = match id {
                 setting::HEADER_TABLE_SIZE => {
-                    self.decoder
-                        .set_allowed_size(value.min(MAX_HPACK_TABLE) as usize);
+                    // The client's encoder may use what crigate's decoder allows, no more.
+                    let value = value.min(MAX_HPACK_TABLE);
+                    self.decoder.set_allowed_size(value as usize);
                     value
                 }
                 setting::MAX_FRAME_SIZE => {
@@ -1671,6 +1676,12 @@ impl Relay {
             reason: reason.to_owned(),
         };
         let response = error.into_response();
+        if !self.upstream_settings_seen {
+            // A server's first frame is its SETTINGS (RFC 9113 §3.4): the runtime never
+            // sent the one crigate passes on, so crigate sends its own.
+            self.upstream_settings_seen = true;
+            self.inject_settings();
+        }
         let mut frames = BytesMut::new();
         for _ in 0..std::mem::take(&mut self.unacked_settings) {
             frame::put_settings_ack(&mut frames);
@@ -2149,6 +2160,87 @@ mod tests {
         frame::put(&mut buf, 0xfa, 0, 0, &[0; 16_385]);
         let refused = relay.on_client_bytes(&mut buf).err().unwrap();
         assert_eq!(refused.code, code::FRAME_SIZE_ERROR);
+    }
+
+    #[test]
+    fn malformed_trailers_end_a_relayed_call_on_both_connections() {
+        let block = |list: &[(&str, &str)]| {
+            let mut block = Vec::new();
+            for (name, value) in list {
+                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
+            }
+            block
+        };
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        frame::put(&mut buf, kind::HEADERS, flag::END_HEADERS, 1, &block(GOOD));
+        frame::put(&mut buf, kind::DATA, 0, 1, &[0, 0, 0, 0, 0]);
+        relay.on_client_bytes(&mut buf).unwrap();
+        assert!(relay.open.contains_key(&1));
+        relay.to_upstream.clear();
+        // Trailers may carry no pseudo-header (RFC 9113 §8.1).
+        let trailers = block(&[(":path", "/x")]);
+        let mut buf = BytesMut::new();
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &trailers,
+        );
+        relay.on_client_bytes(&mut buf).unwrap();
+        let mut reset = BytesMut::new();
+        frame::put_rst_stream(&mut reset, 1, code::CANCEL);
+        assert_eq!(&relay.to_upstream[..], &reset[..]);
+        assert!(relay.open.is_empty());
+    }
+
+    /// The SETTINGS frames in `bytes`, each as its parameters.
+    fn settings_frames(mut bytes: BytesMut) -> Vec<Vec<(u16, u32)>> {
+        let mut found = Vec::new();
+        while let Some((head, frame)) = frame::next(&mut bytes) {
+            if head.kind == kind::SETTINGS && !head.has(flag::ACK) {
+                found.push(
+                    frame::settings(&frame[frame::HEAD_LEN..])
+                        .unwrap()
+                        .collect::<Vec<_>>(),
+                );
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn the_runtimes_header_table_size_reaches_the_client_within_crigates_decoder() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = BytesMut::new();
+        frame::put_settings(&mut buf, &[(setting::HEADER_TABLE_SIZE, 1 << 20)]);
+        relay.on_upstream_bytes(&mut buf);
+        let sent = settings_frames(std::mem::take(&mut relay.to_client));
+        assert_eq!(sent.len(), 1, "{sent:?}");
+        assert!(
+            sent[0].contains(&(setting::HEADER_TABLE_SIZE, MAX_HPACK_TABLE)),
+            "{sent:?}"
+        );
+    }
+
+    #[test]
+    fn a_runtime_lost_before_its_settings_leaves_the_client_crigates_own() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        relay.on_client_bytes(&mut buf).unwrap();
+        relay.orphan("closed at once");
+        let mut sent = std::mem::take(&mut relay.to_client);
+        let (head, _) = frame::next(&mut sent.clone()).unwrap();
+        assert_eq!((head.kind, head.has(flag::ACK)), (kind::SETTINGS, false));
+        let first = settings_frames(sent.split_to(frame::HEAD_LEN + head.len));
+        assert_eq!(
+            first,
+            [vec![(setting::MAX_CONCURRENT_STREAMS, relay.max_streams)]]
+        );
     }
 
     #[test]
