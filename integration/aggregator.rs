@@ -800,6 +800,46 @@ async fn aggregator_postgresql_store_reports_each_record_new_once() {
         .unwrap();
     let times: Vec<i64> = window.records.iter().map(|r| r.time_unix_nanos).collect();
     assert_eq!(times, vec![1003, 1004, 1005]);
+
+    // Another node's record under `a`'s id is that node's own: stored, and met once in
+    // pages of one.
+    let taken = AuditRecord {
+        node: "node-2".to_owned(),
+        ..a.clone()
+    };
+    assert_eq!(
+        store
+            .insert(std::sync::Arc::new(vec![taken]))
+            .await
+            .unwrap(),
+        [true]
+    );
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = store
+            .query(Query {
+                limit: 1,
+                after_id: after.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        seen.extend(page.records.iter().map(|r| (r.id.clone(), r.node.clone())));
+        match page.next_after_id {
+            Some(token) => after = Some(token),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 11, "{seen:?}");
+    assert!(seen.contains(&(a.id.clone(), NODE.to_owned())), "{seen:?}");
+    assert!(
+        seen.contains(&(a.id.clone(), "node-2".to_owned())),
+        "{seen:?}"
+    );
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted);
 }
 
 fn record(node: &str) -> AuditRecord {

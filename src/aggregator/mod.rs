@@ -10,7 +10,7 @@
 //! - [`tls`]: server TLS, and the node identity of a client certificate (first DNS SAN,
 //!   else CN), which every record of its stream must carry.
 //! - [`ingest`]: the gRPC service (`proto/crigate/audit/v1/ingest.proto`).
-//! - [`storage`]: versioned schema, idempotent inserts keyed by record id, retention.
+//! - [`storage`]: versioned schema, idempotent inserts keyed by node and record id, retention.
 //! - [`query`]: the HTTP JSON endpoint, and `/metrics` ([`metrics`]).
 //!
 //! It leaves producing records to the node ([`crate::audit`]).

@@ -206,8 +206,15 @@ fn parse_query(raw: &str) -> Result<Query, String> {
                     .ok_or_else(|| format!("limit: expected 1 to {}", storage::MAX_PAGE))?;
             }
             "page_token" => {
-                uuid::Uuid::parse_str(&value)
-                    .map_err(|_| "page_token: not a token from a previous page".to_owned())?;
+                let (id, node) = storage::parse_page_token(&value);
+                let node_ok = node.is_none_or(|node| {
+                    !node.is_empty()
+                        && node.len() <= 253
+                        && node.bytes().all(|b| b.is_ascii_graphic())
+                });
+                if uuid::Uuid::parse_str(id).is_err() || !node_ok {
+                    return Err("page_token: not a token from a previous page".to_owned());
+                }
                 query.after_id = Some(value);
             }
             other => return Err(format!("unknown parameter {other:?}")),
@@ -357,5 +364,19 @@ mod tests {
         assert!(parse_query("decison=deny").is_err());
         assert!(parse_query("decision=maybe").is_err());
         assert!(parse_query("page_token=x").is_err());
+        let id = "01890a5d-ac96-774b-bcce-b302099a8057";
+        for (token, ok) in [
+            (id.to_owned(), true),
+            (format!("{id}/node-a"), true),
+            (format!("{id}/"), false),
+            ("x/node-a".to_owned(), false),
+            (format!("{id}/node%20a"), false),
+        ] {
+            assert_eq!(
+                parse_query(&format!("page_token={token}")).is_ok(),
+                ok,
+                "{token}"
+            );
+        }
     }
 }

@@ -115,14 +115,32 @@ pub struct Query {
     pub image: Option<String>,
     /// Records per page, 1 to [`MAX_PAGE`].
     pub limit: usize,
-    /// Records with ids after this one (the previous page's last id).
+    /// Records after the previous page's last ([`Page::next_after_id`]): a page token.
     pub after_id: Option<String>,
 }
 
-/// One page of a query's answer, in id (time) order.
+/// One page of a query's answer, in id (time) order, then node.
 #[derive(Debug, Default)]
 pub struct Page {
     pub records: Vec<AuditRecord>,
-    /// The id to continue after, when more records match.
+    /// The page token to continue after, when more records match: the last record's
+    /// id and node ([`page_token`]).
     pub next_after_id: Option<String>,
+}
+
+/// The page token of `record`, the last of a page: `<id>/<node>`. Records are keyed by
+/// node and id, and two nodes' records may share an id, so the id alone cannot say
+/// where a page ended. A node name holds no `/` (a Kubernetes node name is a DNS
+/// subdomain).
+pub(crate) fn page_token(record: &AuditRecord) -> String {
+    format!("{}/{}", record.id, record.node)
+}
+
+/// A page token's id and node; a token without a node (as earlier versions gave) is an
+/// id, continued after.
+pub(crate) fn parse_page_token(token: &str) -> (&str, Option<&str>) {
+    match token.split_once('/') {
+        Some((id, node)) => (id, Some(node)),
+        None => (token, None),
+    }
 }

@@ -2,7 +2,7 @@
 //! for clusters that already run PostgreSQL or want the store off the aggregator's disk.
 //!
 //! [`CONNECTIONS`] connections (tokio-postgres; TLS with `sslmode=require`,
-//! `verify-full` or `verify-ca`, see [`conninfo`] and [`tls`]). Each batch is one `INSERT ... ON CONFLICT (id) DO NOTHING`
+//! `verify-full` or `verify-ca`, see [`conninfo`] and [`tls`]). Each batch is one `INSERT ... ON CONFLICT (node, id) DO NOTHING`
 //! statement, its rows as arrays, committed before the batch is acknowledged. Ids use
 //! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
 //! whatever the database's locale.
@@ -52,6 +52,17 @@ DROP INDEX records_by_namespace;
 CREATE INDEX records_by_namespace ON records (namespace, id, time_unix_nanos);
 CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
 ",
+    // 3: a record is its node's: keyed by (node, id), so a node cannot take the id of
+    // another node's record first and have that record dropped as a duplicate. Pages
+    // follow (id, node), which the namespace index now orders by too.
+    "
+ALTER TABLE records DROP CONSTRAINT records_pkey;
+ALTER TABLE records ADD PRIMARY KEY (node, id);
+DROP INDEX records_by_node;
+CREATE INDEX records_by_id ON records (id, node);
+DROP INDEX records_by_namespace;
+CREATE INDEX records_by_namespace ON records (namespace, id, node, time_unix_nanos);
+",
 ];
 
 /// A batch of records as one statement: the columns as arrays ($3 is the time of
@@ -63,7 +74,7 @@ SELECT id, time_unix_nanos, $3::bigint, node, decision, namespace, image, subjec
 FROM unnest($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
             $8::text[], $9::bytea[])
   AS batch (id, time_unix_nanos, node, decision, namespace, image, subject, record)
-ON CONFLICT (id) DO NOTHING
+ON CONFLICT (node, id) DO NOTHING
 RETURNING id";
 
 /// Time to connect and each statement's limit (`statement_timeout`).
@@ -279,22 +290,26 @@ impl Store {
         let limit = query.limit.clamp(1, super::MAX_PAGE);
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
+        let (after_id, after_node) = match query.after_id.as_deref().map(super::parse_page_token) {
+            Some((id, node)) => (Some(id), node),
+            None => (None, None),
+        };
         let connection = self.connection().await?;
         let rows = connection
             .client
             .query(
                 "SELECT id, record FROM records
-                 WHERE ($1::text IS NULL OR id > $1)
+                 WHERE ($1::text IS NULL OR id > $1 OR (id = $1 AND node > $9))
                    AND ($2::bigint IS NULL OR time_unix_nanos >= $2)
                    AND ($3::text IS NULL OR decision = $3)
                    AND ($4::text IS NULL OR namespace = $4)
                    AND ($5::text IS NULL OR node = $5)
                    AND ($6::text IS NULL OR strpos(image, $6) > 0 OR strpos(subject, $6) > 0)
                    AND ($8::bigint IS NULL OR time_unix_nanos < $8)
-                 ORDER BY id
+                 ORDER BY id, node
                  LIMIT $7",
                 &[
-                    &query.after_id,
+                    &after_id,
                     &query.since_unix_nanos,
                     &decision,
                     &query.namespace,
@@ -302,6 +317,7 @@ impl Store {
                     &query.image,
                     &fetch,
                     &query.until_unix_nanos,
+                    &after_node,
                 ],
             )
             .await
@@ -309,7 +325,7 @@ impl Store {
         let mut page = Page::default();
         for row in rows {
             if page.records.len() == limit {
-                page.next_after_id = page.records.last().map(|r| r.id.clone());
+                page.next_after_id = page.records.last().map(super::page_token);
                 break;
             }
             let id: String = row.try_get(0).map_err(Error::Postgres)?;

@@ -1,7 +1,7 @@
 //! The SQLite backend: one file in WAL mode, a writer connection and a reader
 //! connection, each used from the blocking pool only.
 //!
-//! Ingest is `INSERT ... ON CONFLICT(id) DO NOTHING` in one transaction per batch with
+//! Ingest is `INSERT ... ON CONFLICT(node, id) DO NOTHING` in one transaction per batch with
 //! `synchronous = FULL`, so a batch acknowledged to a node is on disk, and a record
 //! delivered twice (at-least-once) is stored once. The schema is versioned: each entry
 //! of `MIGRATIONS` runs once, in order, recorded in `schema_version`.
@@ -41,6 +41,34 @@ CREATE INDEX records_by_namespace ON records (namespace, id);
     "
 DROP INDEX records_by_namespace;
 CREATE INDEX records_by_namespace ON records (namespace, id, time_unix_nanos);
+CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
+",
+    // 3: a record is its node's: keyed by (node, id), so a node cannot take the id of
+    // another node's record first and have that record dropped as a duplicate. SQLite
+    // cannot change a primary key, so the table is rebuilt. Pages follow (id, node),
+    // which the namespace index now orders by too.
+    "
+CREATE TABLE records_v3 (
+    id TEXT NOT NULL,
+    time_unix_nanos INTEGER NOT NULL,
+    received_unix_nanos INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    image TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    record BLOB NOT NULL,
+    PRIMARY KEY (node, id)
+) WITHOUT ROWID;
+INSERT INTO records_v3
+  SELECT id, time_unix_nanos, received_unix_nanos, node, decision, namespace, image,
+         subject, record
+  FROM records;
+DROP TABLE records;
+ALTER TABLE records_v3 RENAME TO records;
+CREATE INDEX records_by_id ON records (id, node);
+CREATE INDEX records_by_time ON records (time_unix_nanos);
+CREATE INDEX records_by_namespace ON records (namespace, id, node, time_unix_nanos);
 CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
 ",
 ];
@@ -208,7 +236,7 @@ impl Inner {
                        (id, time_unix_nanos, received_unix_nanos, node, decision, namespace,
                         image, subject, record)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO NOTHING",
+                     ON CONFLICT (node, id) DO NOTHING",
                 )
                 .map_err(|e| self.error(e))?;
             for record in records.iter() {
@@ -237,7 +265,8 @@ impl Inner {
         // One more than asked, to know whether another page follows.
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
-        let (sql, params) = select(query, decision.as_ref(), &fetch);
+        let after = query.after_id.as_deref().map(super::parse_page_token);
+        let (sql, params) = select(query, &after, decision.as_ref(), &fetch);
         let conn = self.reader();
         let mut statement = conn.prepare_cached(&sql).map_err(|e| self.error(e))?;
         let rows = statement
@@ -249,7 +278,7 @@ impl Inner {
         for row in rows {
             let (id, blob) = row.map_err(|e| self.error(e))?;
             if page.records.len() == limit {
-                page.next_after_id = page.records.last().map(|r| r.id.clone());
+                page.next_after_id = page.records.last().map(super::page_token);
                 break;
             }
             let record = AuditRecord::decode(blob.as_slice()).map_err(|source| Error::Corrupt {
@@ -274,14 +303,27 @@ impl Inner {
 /// find the oldest page: half a second for a window of days over 10 million records.
 fn select<'q>(
     query: &'q Query,
+    after: &'q Option<(&'q str, Option<&'q str>)>,
     decision: Option<&'q &'static str>,
     fetch: &'q i64,
 ) -> (String, Vec<&'q dyn rusqlite::ToSql>) {
-    let mut sql = String::from("SELECT id FROM records WHERE true");
+    let mut sql = String::from("SELECT id, node FROM records WHERE true");
     let mut params: Vec<&dyn rusqlite::ToSql> = Vec::new();
-    if let Some(after) = &query.after_id {
-        sql.push_str(" AND id > ?");
-        params.push(after);
+    if let Some((id, node)) = &after {
+        // The range stays on `id`, which the indexes order by.
+        sql.push_str(" AND id >= ?");
+        params.push(id);
+        match node {
+            Some(node) => {
+                sql.push_str(" AND (id > ? OR node > ?)");
+                params.push(id);
+                params.push(node);
+            }
+            None => {
+                sql.push_str(" AND id > ?");
+                params.push(id);
+            }
+        }
     }
     if let Some(since) = &query.since_unix_nanos {
         sql.push_str(" AND time_unix_nanos >= ?");
@@ -308,9 +350,10 @@ fn select<'q>(
         params.push(image);
         params.push(image);
     }
-    sql.push_str(" ORDER BY id LIMIT ?");
+    sql.push_str(" ORDER BY id, node LIMIT ?");
     params.push(fetch);
-    let sql = format!("SELECT id, record FROM records WHERE id IN ({sql}) ORDER BY id");
+    let sql =
+        format!("SELECT id, record FROM records WHERE (id, node) IN ({sql}) ORDER BY id, node");
     (sql, params)
 }
 
@@ -492,7 +535,7 @@ mod tests {
             ..Default::default()
         };
         let fetch = 101;
-        let (sql, params) = select(&query, None, &fetch);
+        let (sql, params) = select(&query, &None, None, &fetch);
         let conn = store.inner.reader();
         let mut statement = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
         let plan: Vec<String> = statement
@@ -506,6 +549,121 @@ mod tests {
             ),
             "{plan:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_record_is_its_nodes_and_another_node_cannot_take_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let first = record("node-a", "prod", DecisionKind::Deny, 1);
+        let mut taken = record("node-b", "prod", DecisionKind::Allow, 2);
+        taken.id = first.id.clone();
+        let later = record("node-a", "prod", DecisionKind::Allow, 3);
+        // node-b stores node-a's id first; node-a's record is stored all the same.
+        assert_eq!(
+            store.insert(Arc::new(vec![taken.clone()])).await.unwrap(),
+            [true]
+        );
+        assert_eq!(
+            store
+                .insert(Arc::new(vec![first.clone(), later.clone()]))
+                .await
+                .unwrap(),
+            [true, true]
+        );
+        assert_eq!(
+            store.insert(Arc::new(vec![first.clone()])).await.unwrap(),
+            [false]
+        );
+        // Pages of one meet each record once, the two sharing an id in node order.
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .query(Query {
+                    limit: 1,
+                    after_id: after.clone(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.records.iter().map(|r| (r.id.clone(), r.node.clone())));
+            match page.next_after_id {
+                Some(token) => after = Some(token),
+                None => break,
+            }
+        }
+        let mut expected = vec![
+            (first.id.clone(), "node-a".to_owned()),
+            (first.id.clone(), "node-b".to_owned()),
+            (later.id.clone(), "node-a".to_owned()),
+        ];
+        expected.sort();
+        assert_eq!(seen, expected);
+        // A node's query sees its own record under the shared id, not the other's.
+        let a = store
+            .query(Query {
+                node: Some("node-a".to_owned()),
+                decision: Some(DecisionKind::Deny),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(a.records, [first]);
+    }
+
+    #[tokio::test]
+    async fn a_version_2_database_is_migrated_keeping_its_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.db");
+        let kept = record("node-a", "prod", DecisionKind::Deny, 7);
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE schema_version (version INTEGER NOT NULL);
+                 INSERT INTO schema_version VALUES (1), (2);",
+            )
+            .unwrap();
+            for sql in &MIGRATIONS[..2] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.execute(
+                "INSERT INTO records VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    kept.id,
+                    kept.time_unix_nanos,
+                    1,
+                    kept.node,
+                    kept.decision().code(),
+                    kept.namespace,
+                    kept.image,
+                    kept.subject,
+                    kept.encode_to_vec(),
+                ],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let page = store
+            .query(Query {
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.records, std::slice::from_ref(&kept));
+        let mut other = record("node-b", "prod", DecisionKind::Allow, 8);
+        other.id = kept.id.clone();
+        assert_eq!(store.insert(Arc::new(vec![other])).await.unwrap(), [true]);
+        let version: i64 = store
+            .inner
+            .reader()
+            .query_row("SELECT MAX(version) FROM schema_version", [], |row| {
+                row.get(0)
+            })
+            .unwrap();
+        assert_eq!(version, 3);
     }
 
     #[tokio::test]
