@@ -92,7 +92,7 @@ install_checked() {
   else
     cp "$src" "${host_root}${dest}"
   fi
-  if ! on_host "${bin_dir}/crigate" policy check --config "$config" >&2; then
+  if ! on_host "$checker" policy check --config "$config" >&2; then
     log "error: ${src} does not validate (crigate policy check above); ${dest} is unchanged"
     rm -f "${host_root}${staged}"
     if [ -f "${host_root}${dest}.previous" ]; then
@@ -139,9 +139,19 @@ if on_host test -e /var/lib/dpkg/info/crigate.list; then
 fi
 
 # --- 1. binary -------------------------------------------------------------------
+# A new binary is staged beside the installed one, checks the configuration (step 3),
+# and takes its place only once it accepts the node's (step 4): one that exits at start
+# would be restarted in a loop while kubelet's calls wait on the socket.
 changed=0
-install_file "${source_dir}/bin/crigate" "${bin_dir}/crigate" 0755 && changed=1
-on_host "${bin_dir}/crigate" --version >&2
+checker="${bin_dir}/crigate"
+staged=""
+if ! cmp -s "${source_dir}/bin/crigate" "${host_root}${bin_dir}/crigate" 2>/dev/null; then
+  install_file "${source_dir}/bin/crigate" "${bin_dir}/crigate.new" 0755 || true
+  staged="${bin_dir}/crigate.new"
+  checker=$staged
+  changed=1
+fi
+on_host "$checker" --version >&2
 
 # --- 2. units --------------------------------------------------------------------
 rendered=$(mktemp -d)
@@ -165,6 +175,17 @@ for store in ca signingAuthority tsa; do
 done
 chmod 0755 "${host_root}${etc_dir}"
 sync_config
+
+if [ -n "$staged" ]; then
+  if ! on_host "$staged" policy check --config "${etc_dir}/config.toml" >&2; then
+    rm -f "${host_root}${staged}"
+    log "error: the new crigate refuses ${etc_dir}/config.toml (above); the installed crigate is unchanged"
+    exit 1
+  fi
+  mv -f "${host_root}${staged}" "${host_root}${bin_dir}/crigate"
+  log "wrote ${bin_dir}/crigate"
+  checker="${bin_dir}/crigate"
+fi
 
 # --- 4. systemd --------------------------------------------------------------------
 was_active=0
