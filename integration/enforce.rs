@@ -1409,50 +1409,6 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
     pod.create("multi", &id).await.unwrap();
 }
 
-/// An index pulled through crigate by its digest, with only this node's platform manifest
-/// signed: the runtime knows the image by the digest it was asked for, as without crigate,
-/// so kubelet finds it and does not pull again; a container of it is allowed on the
-/// manifest the runtime took from the index.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_index_pulled_by_digest_with_its_platform_manifest_signed_keeps_its_name() {
-    use crate::harness::image::{oci_arch, OCI_INDEX};
-    let node = node().await;
-    let registry = &node.env.registry;
-    let image = TestImage::builder()
-        .label("platform-signed")
-        .build()
-        .unwrap();
-    registry.push("plat", "amd", &image).await.unwrap();
-    node.signer
-        .sign_legacy(registry, "plat", image.manifest_digest())
-        .await;
-    let index = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_INDEX,
-        "manifests": [{
-            "mediaType": image.manifest_media_type(),
-            "digest": image.manifest_digest(),
-            "size": image.manifest_size(),
-            "platform": {"os": "linux", "architecture": oci_arch()},
-        }],
-    }))
-    .unwrap();
-    let index = registry
-        .push_manifest("plat", "v1", OCI_INDEX, &index)
-        .await
-        .unwrap();
-    let requested = format!("{}/plat@{index}", registry.host());
-    let id = pulled_on(&node.crigate.socket, &requested).await;
-    assert_eq!(id, image.config_digest());
-    let found = status(&node, &requested)
-        .await
-        .expect("the image by its requested digest");
-    assert!(found.repo_digests.contains(&requested), "{found:?}");
-
-    let mut pod = Pod::run(&node, node.env.pod_config("plat", "prod").unwrap()).await;
-    pod.create("plat", &id).await.unwrap();
-}
-
 /// An index that is not itself signed is trusted for a create only through the manifest in
 /// it that the runtime holds for the container's image: a signed manifest for a platform
 /// the runtime did not pick (here a variant no node has) vouches for nothing else.

@@ -341,7 +341,7 @@ async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manif
     assert_eq!(json["signer"]["signed_digest"], index.as_str());
 
     // An unsigned index whose manifest for this node's platform is signed: trusted, and
-    // pinned to the index, which leads the runtime to that manifest.
+    // pinned to the platform manifest, the digest the signature covers.
     let (platform_manifest, image) = f.image("multi2").await;
     let arch = crigate::verify::engine::oci_architecture();
     let index = serde_json::to_vec(&serde_json::json!({
@@ -376,7 +376,7 @@ async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manif
     assert_eq!(json["signer"]["signed_digest"], platform_manifest.as_str());
     assert_eq!(
         json["pinned"],
-        format!("{}/multi2@{index_digest}", f.registry.host())
+        format!("{}/multi2@{platform_manifest}", f.registry.host())
     );
 
     // An index listing a signed build for a variant of this architecture first (on

@@ -432,10 +432,6 @@ struct Subject {
     /// `user_specified_image` is the caller's word, not the runtime's, and is not used:
     /// any CRI client could name an allowlisted image there and run another.
     requested: Option<String>,
-    /// The images come from crigate's memory of its own pinned pulls, not from the
-    /// runtime: trust found on a platform manifest of an index, not on the index itself,
-    /// is not taken, as which manifest the runtime took from the index is not known here.
-    remembered: bool,
 }
 
 /// The reason code of a request whose image reference does not parse.
@@ -688,7 +684,6 @@ impl PolicyDecider {
         {
             let subject = Subject {
                 images,
-                remembered: true,
                 ..Subject::default()
             };
             let judged = self.judge(trace.clone(), policy, request, &subject).await;
@@ -785,20 +780,6 @@ impl PolicyDecider {
                 .verify_as_run(policy, image, platform, credentials, &mut trace.checks)
                 .await
             {
-                Ok(Ok((_, outcome)))
-                    if subject.remembered
-                        && crate::verify::engine::signer(&outcome.verdict).is_some_and(
-                            |signer| Some(&signer.signed_digest) != image.digest(),
-                        ) =>
-                {
-                    rejection = Some(Rejected {
-                        subject: image.to_string(),
-                        verifier: None,
-                        code: "not_trusted",
-                        reason: "trusted on a platform manifest the runtime may not hold"
-                            .to_owned(),
-                    });
-                }
                 Ok(Ok((verifier, outcome))) => {
                     let pinned = outcome.pinned().map(|p| p.to_string());
                     trace.subject = pinned.clone().unwrap_or_else(|| image.to_string());
@@ -878,7 +859,6 @@ impl PolicyDecider {
                     platforms: names.platforms,
                     tags: names.tags,
                     requested: None,
-                    remembered: false,
                 })
             }
         }

@@ -159,15 +159,10 @@ pub struct Engine {
 
 impl Outcome {
     /// The reference to hand to the runtime: the image's repository at the digest the
-    /// reference resolved to, which the trusted signature covers, or, for an index whose
-    /// trust was found on this node's platform manifest, which leads to it. The runtime
-    /// then knows the image by the digest it was asked for, as it would have without
-    /// crigate (kubelet finds an image pulled by an index digest by that digest), and a
-    /// container is decided on the manifest the runtime took from the index. `None`
-    /// unless the verdict is trusted.
+    /// trusted signature covers. `None` unless the verdict is trusted.
     pub fn pinned(&self) -> Option<ImageRef> {
         match &self.verdict {
-            Verdict::Trusted(_) => Some(self.image.with_digest(self.digest.clone())),
+            Verdict::Trusted(signer) => Some(self.image.with_digest(signer.signed_digest.clone())),
             Verdict::Rejected(_) => None,
         }
     }
