@@ -206,13 +206,9 @@ fn parse_query(raw: &str) -> Result<Query, String> {
                     .ok_or_else(|| format!("limit: expected 1 to {}", storage::MAX_PAGE))?;
             }
             "page_token" => {
-                let (id, node) = storage::parse_page_token(&value);
-                let node_ok = node.is_none_or(|node| {
-                    !node.is_empty()
-                        && node.len() <= 253
-                        && node.bytes().all(|b| b.is_ascii_graphic())
-                });
-                if uuid::Uuid::parse_str(id).is_err() || !node_ok {
+                // The node part is a bound parameter, whatever name a certificate gave.
+                let (id, _) = storage::parse_page_token(&value);
+                if uuid::Uuid::parse_str(id).is_err() {
                     return Err("page_token: not a token from a previous page".to_owned());
                 }
                 query.after_id = Some(value);
@@ -368,9 +364,8 @@ mod tests {
         for (token, ok) in [
             (id.to_owned(), true),
             (format!("{id}/node-a"), true),
-            (format!("{id}/"), false),
+            (format!("{id}/node%20a"), true),
             ("x/node-a".to_owned(), false),
-            (format!("{id}/node%20a"), false),
         ] {
             assert_eq!(
                 parse_query(&format!("page_token={token}")).is_ok(),

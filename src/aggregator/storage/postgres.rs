@@ -75,7 +75,7 @@ FROM unnest($1::text[], $2::bigint[], $4::text[], $5::text[], $6::text[], $7::te
             $8::text[], $9::bytea[])
   AS batch (id, time_unix_nanos, node, decision, namespace, image, subject, record)
 ON CONFLICT (node, id) DO NOTHING
-RETURNING id";
+RETURNING id, node";
 
 /// Time to connect and each statement's limit (`statement_timeout`).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
@@ -228,18 +228,21 @@ impl Store {
     pub async fn insert(&self, records: Arc<Vec<AuditRecord>>) -> Result<Vec<bool>, Error> {
         let received = crate::audit::now_unix_nanos();
         // A record delivered twice within one batch is stored by its first copy; the
-        // statement must not see an id twice.
+        // statement must not see a key (node, id) twice.
         let mut seen = HashSet::with_capacity(records.len());
-        let first: Vec<bool> = records.iter().map(|r| seen.insert(r.id.as_str())).collect();
-        // Rows in id order, so that statements on other connections (or replicas) that
-        // share ids wait for each other's rows in the same order rather than deadlock.
+        let first: Vec<bool> = records
+            .iter()
+            .map(|r| seen.insert((r.node.as_str(), r.id.as_str())))
+            .collect();
+        // Rows in key order, so that statements on other connections (or replicas) that
+        // share keys wait for each other's rows in the same order rather than deadlock.
         let mut rows: Vec<&AuditRecord> = records
             .iter()
             .zip(&first)
             .filter(|(_, f)| **f)
             .map(|(r, _)| r)
             .collect();
-        rows.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        rows.sort_unstable_by(|a, b| (&a.node, &a.id).cmp(&(&b.node, &b.id)));
         let batch = || rows.iter();
         let ids: Vec<&str> = batch().map(|r| r.id.as_str()).collect();
         let times: Vec<i64> = batch().map(|r| r.time_unix_nanos).collect();
@@ -271,13 +274,13 @@ impl Store {
         drop(connection);
         let stored = stored
             .iter()
-            .map(|row| row.try_get::<_, String>(0))
-            .collect::<Result<HashSet<String>, _>>()
+            .map(|row| Ok((row.try_get::<_, String>(1)?, row.try_get::<_, String>(0)?)))
+            .collect::<Result<HashSet<(String, String)>, _>>()
             .map_err(Error::Postgres)?;
         Ok(records
             .iter()
             .zip(first)
-            .map(|(r, first)| first && stored.contains(&r.id))
+            .map(|(r, first)| first && stored.contains(&(r.node.clone(), r.id.clone())))
             .collect())
     }
 
@@ -447,6 +450,11 @@ async fn migrate_locked(client: &mut Client) -> Result<(), Error> {
         .skip(usize::try_from(current).unwrap_or(0))
     {
         let tx = client.transaction().await.map_err(Error::Postgres)?;
+        // A migration rebuilds keys and indexes over every record: no statement timeout
+        // (the connection's bounds ingest and queries) for it.
+        tx.batch_execute("SET LOCAL statement_timeout = 0")
+            .await
+            .map_err(Error::Postgres)?;
         tx.batch_execute(sql).await.map_err(Error::Postgres)?;
         tx.execute(
             "INSERT INTO schema_version (version) VALUES ($1)",
