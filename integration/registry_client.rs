@@ -1417,6 +1417,22 @@ async fn an_unconfigured_loopback_registry_is_read_over_either_scheme() {
         matches!(&error, Error::Unreachable { .. }) && chain.contains("certificate"),
         "{chain}"
     );
+
+    // A plain-HTTP registry's own refusal is the answer, not the HTTPS host's failure.
+    let refusing = StandIn::start(|_request| async move {
+        respond(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", "Basic realm=\"standin\"")],
+            "",
+        )
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", refusing.host()).parse().unwrap();
+    let refused = client.resolve(&image).await;
+    assert!(
+        matches!(refused, Err(Error::Unauthorized { .. })),
+        "{refused:?}"
+    );
 }
 
 #[tokio::test]

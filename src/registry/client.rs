@@ -495,6 +495,9 @@ impl Client {
     /// first "not there" is the answer, and only when no host could answer is the first
     /// failure the error (as containerd returns it): a host that cannot be reached never
     /// turns another's "not there" into an error a policy's `on_error` could let through.
+    /// A plain-HTTP probe of a loopback registry ([`Host::probe`]) that only found the
+    /// registry does not speak plain HTTP ([`not_plain_http`]) gives way to the HTTPS
+    /// host after it, whose failure is then the one reported.
     ///
     /// # Errors
     ///
@@ -520,8 +523,10 @@ impl Client {
             }
             let next_probe = host.probe;
             let answer = ask_logged(&mut ask, host, &mut failed).await;
-            // A plain-HTTP probe's failure gives way to the HTTPS host's.
-            if rank(&answer) > rank(&best) || (probe && rank(&answer) == rank(&best)) {
+            let gives_way = probe
+                && rank(&answer) == rank(&best)
+                && best.as_ref().err().is_some_and(not_plain_http);
+            if rank(&answer) > rank(&best) || gives_way {
                 best = answer;
                 probe = next_probe;
             }
@@ -1158,12 +1163,22 @@ where
     if let Err(error) = &answer {
         if !error.is_not_found() {
             tracing::debug!(host = %authority, %error, probe, "registry host failed");
-            if !probe {
+            if !(probe && not_plain_http(error)) {
                 failed.get_or_insert_with(|| (authority, error.to_string()));
             }
         }
     }
     answer
+}
+
+/// Whether a plain-HTTP probe's failure says only that the registry does not speak plain
+/// HTTP: no connection, a broken one, or the 400 Go's TLS servers give a plain request.
+/// Any other answer came from a registry that does, and is the one that counts.
+fn not_plain_http(error: &Error) -> bool {
+    matches!(
+        error,
+        Error::Unreachable { .. } | Error::Timeout { .. } | Error::Status { code: 400, .. }
+    )
 }
 
 /// Whether `content_type` is a Docker image manifest of schema 1, signed or not.

@@ -90,8 +90,8 @@ pub struct Host {
     /// Index of this host's own TLS files in [`HostsConfig::tls`]; `None`: the client's.
     pub(super) tls: Option<usize>,
     /// A first try over plain HTTP at a loopback registry no file gives a URL
-    /// ([`loopback_http`]): when it fails and the HTTPS host after it fails too, the
-    /// HTTPS failure is the one reported.
+    /// ([`loopback_http`]): when it finds the registry does not speak plain HTTP and the
+    /// HTTPS host after it fails too, the HTTPS failure is the one reported.
     pub(super) probe: bool,
 }
 

@@ -27,6 +27,8 @@ fn plain_http_is_allowed_only_for_listed_hosts() {
     assert_eq!(endpoint(&client, &v6, "x").scheme(), "http");
     for (url, ok) in [
         ("http://127.0.0.1:5000/v2/", true),
+        // A loopback port not listed, asked from a host that is no probe.
+        ("http://127.0.0.1:5001/v2/", false),
         ("http://192.0.2.1:5000/v2/", false),
         ("https://127.0.0.1:5001/v2/", true),
         ("http://[::1]:5000/v2/", true),
