@@ -1568,6 +1568,9 @@ impl Relay {
                     Err(_) => self.relay_to_client(head, bytes),
                 }
             }
+            // An ACK answers a PING of crigate's connection to the runtime; crigate sends
+            // none (the client's are answered here), so it is nobody's.
+            kind::PING if bytes.len() == frame::HEAD_LEN + 8 => {}
             _ => self.relay_to_client(head, bytes),
         }
     }
@@ -2241,6 +2244,16 @@ mod tests {
             first,
             [vec![(setting::MAX_CONCURRENT_STREAMS, relay.max_streams)]]
         );
+    }
+
+    #[test]
+    fn a_runtime_ping_ack_answers_nothing_of_the_clients_and_is_dropped() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = BytesMut::new();
+        frame::put_ping(&mut buf, true, *b"12345678");
+        relay.on_upstream_bytes(&mut buf);
+        assert!(relay.to_client.is_empty(), "{:?}", relay.to_client);
     }
 
     #[test]
