@@ -9,14 +9,15 @@
 # start or restart the units. A rolling update of the DaemonSet is how a node is updated.
 #
 # Steps, each done only when the content differs from what the host has:
-#   1. the binary to ${CRIGATE_BIN_DIR}/crigate (written beside it, then renamed, so a
-#      running crigate is never overwritten in place);
-#   2. crigate.socket and crigate.service to /etc/systemd/system, ExecStart pointing at
+#   1. the binary staged as ${CRIGATE_BIN_DIR}/crigate.new;
+#   2. config.toml (and trustpolicy.json, if the ConfigMap has it) to /etc/crigate, each
+#      checked with `crigate policy check` (the new binary's) on the host first; the
+#      Notation trust store directories; then the staged binary renamed to
+#      ${CRIGATE_BIN_DIR}/crigate once it accepts the node's config (so a running
+#      crigate is never overwritten in place, nor replaced by one that would not start);
+#   3. crigate.socket and crigate.service to /etc/systemd/system, ExecStart pointing at
 #      that binary; the journald catalog to /usr/local/lib/systemd/catalog, then
 #      journalctl --update-catalog;
-#   3. config.toml (and trustpolicy.json, if the ConfigMap has it) to /etc/crigate, each
-#      checked with `crigate policy check` on the host first; the Notation trust store
-#      directories;
 #   4. systemctl daemon-reload; enable --now crigate.socket crigate.service; restart
 #      crigate.service when the binary or a unit changed (the socket stays, so kubelet's
 #      calls queue during the restart), else reload it when the trust policy changed;
@@ -139,9 +140,10 @@ if on_host test -e /var/lib/dpkg/info/crigate.list; then
 fi
 
 # --- 1. binary -------------------------------------------------------------------
-# A new binary is staged beside the installed one, checks the configuration (step 3),
-# and takes its place only once it accepts the node's (step 4): one that exits at start
-# would be restarted in a loop while kubelet's calls wait on the socket.
+# A new binary is staged beside the installed one, checks the configuration (step 2),
+# and takes its place, and the units are written, only once it accepts the node's: one
+# that exits at start would be restarted in a loop while kubelet's calls wait on the
+# socket.
 changed=0
 checker="${bin_dir}/crigate"
 staged=""
@@ -153,7 +155,30 @@ if ! cmp -s "${source_dir}/bin/crigate" "${host_root}${bin_dir}/crigate" 2>/dev/
 fi
 on_host "$checker" --version >&2
 
-# --- 2. units --------------------------------------------------------------------
+# --- 2. configuration and trust store layout -------------------------------------
+for store in ca signingAuthority tsa; do
+  mkdir -p "${host_root}${etc_dir}/notation/truststore/x509/${store}"
+done
+chmod 0755 "${host_root}${etc_dir}"
+if ! sync_config; then
+  [ -z "$staged" ] || rm -f "${host_root}${staged}"
+  exit 1
+fi
+
+# The new binary, once it accepts the configuration the node now has.
+
+if [ -n "$staged" ]; then
+  if ! on_host "$staged" policy check --config "${etc_dir}/config.toml" >&2; then
+    rm -f "${host_root}${staged}"
+    log "error: the new crigate refuses ${etc_dir}/config.toml (above); the installed crigate is unchanged"
+    exit 1
+  fi
+  mv -f "${host_root}${staged}" "${host_root}${bin_dir}/crigate"
+  log "wrote ${bin_dir}/crigate"
+  checker="${bin_dir}/crigate"
+fi
+
+# --- 3. units --------------------------------------------------------------------
 rendered=$(mktemp -d)
 trap 'rm -rf "$rendered"' EXIT
 for unit in crigate.socket crigate.service; do
@@ -167,24 +192,6 @@ done
 # The catalog explains crigate's audit records in `journalctl -x`; crigate does not read it.
 if install_file "${source_dir}/systemd/crigate.catalog" "${catalog_dir}/crigate.catalog" 0644; then
   on_host journalctl --update-catalog || log "warning: journalctl --update-catalog failed"
-fi
-
-# --- 3. configuration and trust store layout -------------------------------------
-for store in ca signingAuthority tsa; do
-  mkdir -p "${host_root}${etc_dir}/notation/truststore/x509/${store}"
-done
-chmod 0755 "${host_root}${etc_dir}"
-sync_config
-
-if [ -n "$staged" ]; then
-  if ! on_host "$staged" policy check --config "${etc_dir}/config.toml" >&2; then
-    rm -f "${host_root}${staged}"
-    log "error: the new crigate refuses ${etc_dir}/config.toml (above); the installed crigate is unchanged"
-    exit 1
-  fi
-  mv -f "${host_root}${staged}" "${host_root}${bin_dir}/crigate"
-  log "wrote ${bin_dir}/crigate"
-  checker="${bin_dir}/crigate"
 fi
 
 # --- 4. systemd --------------------------------------------------------------------
