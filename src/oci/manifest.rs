@@ -91,12 +91,17 @@ pub enum ManifestError {
     Json(#[source] serde_json::Error),
 }
 
+/// A media type without its parameters (`; charset=utf-8`) and surrounding space.
+pub fn media_type_essence(media_type: &str) -> &str {
+    media_type.split(';').next().unwrap_or_default().trim()
+}
+
 // === impl ManifestKind ===
 
 impl ManifestKind {
     /// The kind a media type names, ignoring parameters (`; charset=utf-8`) and case.
     pub fn from_media_type(media_type: &str) -> Option<Self> {
-        let essence = media_type.split(';').next().unwrap_or_default().trim();
+        let essence = media_type_essence(media_type);
         [
             Self::OciManifest,
             Self::OciIndex,

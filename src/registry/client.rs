@@ -1183,7 +1183,7 @@ fn not_plain_http(error: &Error) -> bool {
 
 /// Whether `content_type` is a Docker image manifest of schema 1, signed or not.
 fn is_schema1(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    let essence = crate::oci::manifest::media_type_essence(content_type);
     essence.eq_ignore_ascii_case("application/vnd.docker.distribution.manifest.v1+json")
         || essence.eq_ignore_ascii_case("application/vnd.docker.distribution.manifest.v1+prettyjws")
 }
