@@ -417,6 +417,27 @@ mod tests {
         record
     }
 
+    /// Every record, read in pages of `limit` that each continue after the last.
+    async fn every_page(store: &Store, limit: usize) -> Vec<AuditRecord> {
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store
+                .query(Query {
+                    limit,
+                    after_id: after.take(),
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.records);
+            match page.next_after_id {
+                Some(token) => after = Some(token),
+                None => return seen,
+            }
+        }
+    }
+
     #[tokio::test]
     async fn a_record_delivered_twice_is_stored_once() {
         let dir = tempfile::tempdir().unwrap();
@@ -478,23 +499,11 @@ mod tests {
         assert!(denies.next_after_id.is_none());
 
         // Pages of 10 cover everything once, in id order.
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .query(Query {
-                    limit: 10,
-                    after_id: after.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            seen.extend(page.records.iter().map(|r| r.id.clone()));
-            match page.next_after_id {
-                Some(id) => after = Some(id),
-                None => break,
-            }
-        }
+        let seen: Vec<_> = every_page(&store, 10)
+            .await
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
         let expected: Vec<_> = all.iter().map(|r| r.id.clone()).collect();
         assert_eq!(seen, expected);
 
@@ -576,23 +585,11 @@ mod tests {
             [false]
         );
         // Pages of one meet each record once, the two sharing an id in node order.
-        let mut seen = Vec::new();
-        let mut after = None;
-        loop {
-            let page = store
-                .query(Query {
-                    limit: 1,
-                    after_id: after.clone(),
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
-            seen.extend(page.records.iter().map(|r| (r.id.clone(), r.node.clone())));
-            match page.next_after_id {
-                Some(token) => after = Some(token),
-                None => break,
-            }
-        }
+        let seen: Vec<_> = every_page(&store, 1)
+            .await
+            .into_iter()
+            .map(|r| (r.id, r.node))
+            .collect();
         let mut expected = vec![
             (first.id.clone(), "node-a".to_owned()),
             (first.id.clone(), "node-b".to_owned()),
