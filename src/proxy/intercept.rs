@@ -287,7 +287,9 @@ fn merge<M: Message + Default>(into: &mut Option<M>, bytes: &[u8]) -> Result<(),
 
 /// The fields of one protobuf message as they come on the wire (Protocol Buffers
 /// encoding guide, "Message Structure"): each a key (field number and wire type) and a
-/// value. Groups (wire types 3 and 4, deprecated, unused by CRI) are refused.
+/// value. A group (wire types 3 and 4, deprecated, unused by CRI) is skipped whole, as
+/// prost and Go's protobuf skip one they do not know, so that what the runtime would
+/// accept is read here too.
 struct Wire<'a>(&'a [u8]);
 
 /// One field's value.
@@ -295,6 +297,7 @@ enum Value<'a> {
     Varint,
     Fixed,
     Bytes(&'a [u8]),
+    Group,
 }
 
 impl<'a> Iterator for Wire<'a> {
@@ -318,7 +321,9 @@ impl<'a> Iterator for Wire<'a> {
                         usize::try_from(varint(&mut self.0)?).map_err(|_| "length too large")?;
                     Value::Bytes(take(&mut self.0, len)?)
                 }
+                3 => skip_group(&mut self.0, number, 1).map(|()| Value::Group)?,
                 5 => take(&mut self.0, 4).map(|_| Value::Fixed)?,
+                4 => return Err("end of a group that did not start"),
                 _ => return Err("unsupported wire type"),
             };
             Ok((number, value))
@@ -359,6 +364,44 @@ impl<'a> Iterator for Spans<'a> {
 const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
 
 /// Reads a base-128 varint of at most ten bytes.
+/// How deep groups may nest: prost's recursion limit.
+const MAX_GROUP_DEPTH: usize = 100;
+
+/// Skips the fields of the group of field `number` that starts `buf`, up to and with the
+/// key that ends it (wire type 4, the same field number), as prost's `skip_field` does;
+/// `depth` is this group's nesting.
+fn skip_group(buf: &mut &[u8], number: u64, depth: usize) -> Result<(), &'static str> {
+    if depth > MAX_GROUP_DEPTH {
+        return Err("groups nested too deep");
+    }
+    loop {
+        let key = varint(buf)?;
+        let inner = key >> 3;
+        if inner == 0 || inner > MAX_FIELD_NUMBER {
+            return Err("invalid field number");
+        }
+        match key & 7 {
+            0 => {
+                varint(buf)?;
+            }
+            1 => {
+                take(buf, 8)?;
+            }
+            2 => {
+                let len = usize::try_from(varint(buf)?).map_err(|_| "length too large")?;
+                take(buf, len)?;
+            }
+            3 => skip_group(buf, inner, depth + 1)?,
+            4 if inner == number => return Ok(()),
+            4 => return Err("end of another field's group"),
+            5 => {
+                take(buf, 4)?;
+            }
+            _ => return Err("unsupported wire type"),
+        }
+    }
+}
+
 fn varint(buf: &mut &[u8]) -> Result<u64, &'static str> {
     let mut value = 0u64;
     for (i, &byte) in buf.iter().enumerate().take(10) {

@@ -652,3 +652,55 @@ fn the_wire_reader_refuses_what_cannot_be_read() {
         );
     }
 }
+
+/// A group (wire types 3 and 4) in a field CRI does not define is skipped whole by the
+/// wire reader, as prost and Go's protobuf skip one, nested groups included; a group
+/// that ends with another field's key, or an end with no start, is refused by both.
+#[test]
+fn unknown_groups_are_skipped_as_protobuf_skips_them() {
+    let request = create_request(
+        "sandbox".into(),
+        Some("web".into()),
+        Some(("registry.example/app:v1".into(), String::new())),
+        Some("prod".into()),
+        Vec::new(),
+        Vec::new(),
+    );
+    let mut bytes = request.encode_to_vec();
+    // Field 15, a group holding a varint (field 1), a nested group (field 2) holding a
+    // fixed32, and a string.
+    bytes.extend_from_slice(&[
+        (15 << 3) | 3,
+        1 << 3,
+        42,
+        (2 << 3) | 3,
+        (1 << 3) | 5,
+        1,
+        2,
+        3,
+        4,
+        (2 << 3) | 4,
+        (3 << 3) | 2,
+        1,
+        b'x',
+        (15 << 3) | 4,
+    ]);
+    let fields = V1Fields::read(&bytes).unwrap();
+    assert_eq!(fields.pod_sandbox_id, "sandbox");
+    assert!(v1::CreateContainerRequest::decode(bytes.as_slice()).is_ok());
+    agrees_with_the_full_decode(&bytes);
+
+    for tail in [
+        &[(15 << 3) | 3, 1 << 3, 42, (14 << 3) | 4][..],
+        &[(15 << 3) | 4][..],
+        &[(15 << 3) | 3, 1 << 3, 42][..],
+    ] {
+        let mut damaged = request.encode_to_vec();
+        damaged.extend_from_slice(tail);
+        assert!(V1Fields::read(&damaged).is_err(), "{tail:?}");
+        assert!(
+            v1::CreateContainerRequest::decode(damaged.as_slice()).is_err(),
+            "{tail:?}"
+        );
+    }
+}
