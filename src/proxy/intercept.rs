@@ -308,25 +308,11 @@ impl<'a> Iterator for Wire<'a> {
             return None;
         }
         let field = (|| {
-            let key = varint(&mut self.0)?;
-            let number = key >> 3;
-            if number == 0 || number > MAX_FIELD_NUMBER {
-                return Err("invalid field number");
+            let (number, wire_type) = key(&mut self.0)?;
+            if wire_type == 4 {
+                return Err("end of a group that did not start");
             }
-            let value = match key & 7 {
-                0 => varint(&mut self.0).map(|_| Value::Varint)?,
-                1 => take(&mut self.0, 8).map(|_| Value::Fixed)?,
-                2 => {
-                    let len =
-                        usize::try_from(varint(&mut self.0)?).map_err(|_| "length too large")?;
-                    Value::Bytes(take(&mut self.0, len)?)
-                }
-                3 => skip_group(&mut self.0, number, 1).map(|()| Value::Group)?,
-                5 => take(&mut self.0, 4).map(|_| Value::Fixed)?,
-                4 => return Err("end of a group that did not start"),
-                _ => return Err("unsupported wire type"),
-            };
-            Ok((number, value))
+            Ok((number, value(&mut self.0, number, wire_type, 1)?))
         })();
         if field.is_err() {
             // Nothing after a broken field can be read.
@@ -367,6 +353,37 @@ const MAX_FIELD_NUMBER: u64 = (1 << 29) - 1;
 /// How deep groups may nest: prost's recursion limit.
 const MAX_GROUP_DEPTH: usize = 100;
 
+/// A field's key from `buf`: its field number (1 to [`MAX_FIELD_NUMBER`]) and wire type.
+fn key(buf: &mut &[u8]) -> Result<(u64, u64), &'static str> {
+    let key = varint(buf)?;
+    let number = key >> 3;
+    if number == 0 || number > MAX_FIELD_NUMBER {
+        return Err("invalid field number");
+    }
+    Ok((number, key & 7))
+}
+
+/// The value of field `number`, of wire type `wire_type` (not 4, a group's end), that
+/// starts `buf`; a group, `depth` deep, is skipped whole.
+fn value<'a>(
+    buf: &mut &'a [u8],
+    number: u64,
+    wire_type: u64,
+    depth: usize,
+) -> Result<Value<'a>, &'static str> {
+    Ok(match wire_type {
+        0 => varint(buf).map(|_| Value::Varint)?,
+        1 => take(buf, 8).map(|_| Value::Fixed)?,
+        2 => {
+            let len = usize::try_from(varint(buf)?).map_err(|_| "length too large")?;
+            Value::Bytes(take(buf, len)?)
+        }
+        3 => skip_group(buf, number, depth).map(|()| Value::Group)?,
+        5 => take(buf, 4).map(|_| Value::Fixed)?,
+        _ => return Err("unsupported wire type"),
+    })
+}
+
 /// Skips the fields of the group of field `number` that starts `buf`, up to and with the
 /// key that ends it (wire type 4, the same field number), as prost's `skip_field` does;
 /// `depth` is this group's nesting.
@@ -375,29 +392,12 @@ fn skip_group(buf: &mut &[u8], number: u64, depth: usize) -> Result<(), &'static
         return Err("groups nested too deep");
     }
     loop {
-        let key = varint(buf)?;
-        let inner = key >> 3;
-        if inner == 0 || inner > MAX_FIELD_NUMBER {
-            return Err("invalid field number");
-        }
-        match key & 7 {
-            0 => {
-                varint(buf)?;
+        match key(buf)? {
+            (inner, 4) if inner == number => return Ok(()),
+            (_, 4) => return Err("end of another field's group"),
+            (inner, wire_type) => {
+                value(buf, inner, wire_type, depth + 1)?;
             }
-            1 => {
-                take(buf, 8)?;
-            }
-            2 => {
-                let len = usize::try_from(varint(buf)?).map_err(|_| "length too large")?;
-                take(buf, len)?;
-            }
-            3 => skip_group(buf, inner, depth + 1)?,
-            4 if inner == number => return Ok(()),
-            4 => return Err("end of another field's group"),
-            5 => {
-                take(buf, 4)?;
-            }
-            _ => return Err("unsupported wire type"),
         }
     }
 }

@@ -635,25 +635,29 @@ fn endpoint_url(endpoint: &str) -> Result<Url, String> {
 /// plain-HTTP registry on the node, and crigate must read the same registry. What is
 /// read from it is judged by digests and signatures, never by the transport.
 pub(super) fn loopback_http(authority: &str) -> bool {
-    let port = authority
-        .rsplit_once(':')
-        .map(|(_, port)| port)
-        .filter(|port| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
-    is_local(authority) && port.is_some_and(|port| port != "443")
+    is_local(authority) && split_port(authority).1.is_some_and(|port| port != "443")
 }
 
 /// Whether `authority` (`host[:port]`) is `localhost` or a loopback address (containerd
 /// `isLocalHost`).
 fn is_local(authority: &str) -> bool {
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    };
+    let host = split_port(authority).0;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `authority` (`host[:port]`, an IPv6 host in brackets) as its host and its port, if it
+/// names one: the digits after the last `:`.
+fn split_port(authority: &str) -> (&str, Option<&str>) {
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+            (host, Some(port))
+        }
+        _ => (authority, None),
+    }
 }
 
 // === impl Entry ===

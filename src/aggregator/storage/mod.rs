@@ -130,8 +130,8 @@ pub struct Page {
 
 /// The page token of `record`, the last of a page: `<id>/<node>`. Records are keyed by
 /// node and id, and two nodes' records may share an id, so the id alone cannot say
-/// where a page ended. A node name holds no `/` (a Kubernetes node name is a DNS
-/// subdomain).
+/// where a page ended. An id holds no `/`, so the first `/` ends it whatever the node
+/// is called.
 pub(crate) fn page_token(record: &AuditRecord) -> String {
     format!("{}/{}", record.id, record.node)
 }
