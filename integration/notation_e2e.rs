@@ -12,7 +12,7 @@ use crate::daemon::crigate_binary;
 use crate::harness::process::{free_port, kill_child};
 use crate::harness::{Registry, TestImage};
 use crate::notation_signer::{
-    push_signatures, statement, trust_policy, trust_policy_of, write_notation_dir, ymd, Alg,
+    push_signatures, statement, trust_policy, trust_policy_of, write_notation_dir, ymd, Alg, Ess,
     Format, KeyKind, NotationCa, NotationLeaf, NotationTsa, Scheme, SignOptions, SignedEnvelope,
     StoreFile, Target,
 };
@@ -686,7 +686,8 @@ async fn notation_one_trusted_signature_among_several_is_enough() {
 }
 
 /// A leaf valid 2025-01-01 to 2025-06-01, signing on 2025-03-01 with an RFC 3161
-/// timestamp from `tsa` made at `stamped_at`.
+/// timestamp from `tsa` made at `stamped_at` (accurate to a second: to be authentic,
+/// at least a second after the signing time).
 fn timestamped(
     leaf: &NotationLeaf,
     tsa: &NotationTsa,
@@ -738,7 +739,15 @@ async fn notation_expired_certificate_with_a_valid_timestamp_is_trusted() {
         let (code, json) = scenario(
             &registry,
             &format!("stamped-{format:?}").to_lowercase(),
-            |target| vec![timestamped(&leaf, &tsa, format, target, ymd(2025, 3, 1))],
+            |target| {
+                vec![timestamped(
+                    &leaf,
+                    &tsa,
+                    format,
+                    target,
+                    ymd(2025, 3, 1) + 60,
+                )]
+            },
             &policy,
             &stores,
         )
@@ -809,6 +818,69 @@ async fn notation_timestamp_that_does_not_save_an_expired_certificate_is_rejecte
         assert_rejected(
             &format!("{format:?}, foreign timestamp"),
             result,
+            "tampered",
+        );
+    }
+}
+
+/// notation-go `verifyTimestamp`: a timestamp countersigns the finished signature, so one
+/// whose range starts before the signing time the signature claims is refused, as is a
+/// token whose signing-certificate attribute (RFC 2634, SHA-1) names another
+/// certificate than the TSA's; one naming it rightly saves the expired certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_a_timestamp_is_held_to_the_signing_time_and_its_named_tsa() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CA");
+    let tsa = NotationTsa::generate("crigate e2e TSA");
+    let leaf = ca.leaf(KeyKind::P256, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
+    let policy = trust_policy(
+        "crigate-e2e",
+        &["*"],
+        "strict",
+        &["ca:e2e", "tsa:e2e-tsa"],
+        &["*"],
+    );
+    let stores = ca_and_tsa(&ca, &tsa.root_pem);
+    for format in [Format::Jws, Format::Cose] {
+        let name = |case: &str| format!("{case}-{format:?}").to_lowercase();
+        let signed = |target: &Target, stamped_at: i64, ess: Ess| {
+            let stamp = |signature: &[u8]| tsa.timestamp_naming(signature, stamped_at, ess.clone());
+            vec![leaf.sign_with_timestamp(
+                target,
+                &SignOptions::new(format).signing_time(ymd(2025, 3, 1)),
+                Some(&stamp),
+            )]
+        };
+        // Stamped a month before the claimed signing time, inside the chain's validity.
+        let early = scenario(
+            &registry,
+            &name("early-stamp"),
+            |target| signed(target, ymd(2025, 2, 1), Ess::V2),
+            &policy,
+            &stores,
+        )
+        .await;
+        assert_rejected(&format!("{format:?}, early timestamp"), early, "tampered");
+        let (code, json) = scenario(
+            &registry,
+            &name("ess-v1"),
+            |target| signed(target, ymd(2025, 3, 1) + 60, Ess::V1),
+            &policy,
+            &stores,
+        )
+        .await;
+        assert_eq!((code, outcome(&json)), (0, "trusted"), "{format:?}: {json}");
+        let other = scenario(
+            &registry,
+            &name("ess-v1-other"),
+            |target| signed(target, ymd(2025, 3, 1) + 60, Ess::V1Hash(vec![0x5a; 20])),
+            &policy,
+            &stores,
+        )
+        .await;
+        assert_rejected(
+            &format!("{format:?}, ESS v1 names another"),
+            other,
             "tampered",
         );
     }
@@ -1198,7 +1270,7 @@ async fn notation_a_timestamp_from_a_revoked_tsa_saves_nothing() {
     ] {
         let tsa = NotationTsa::with_ocsp(&tsa_root, repo, serial, &ocsp_url);
         let target = push_image(&registry, repo).await;
-        let envelope = timestamped(&leaf, &tsa, Format::Jws, &target, ymd(2025, 3, 1));
+        let envelope = timestamped(&leaf, &tsa, Format::Jws, &target, ymd(2025, 3, 1) + 60);
         push_signatures(&registry, repo, &target, &[envelope]).await;
         images.push(format!("{}/{repo}:v1", registry.host()));
     }

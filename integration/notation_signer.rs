@@ -826,6 +826,17 @@ pub struct NotationTsa {
     key: KeyPair,
 }
 
+/// How a timestamp's signed attributes name the TSA certificate.
+#[derive(Clone)]
+pub enum Ess {
+    /// signing-certificate-v2 (RFC 5035) with its SHA-256 hash.
+    V2,
+    /// signing-certificate (RFC 2634) alone, with its SHA-1 hash.
+    V1,
+    /// signing-certificate alone, with this hash.
+    V1Hash(Vec<u8>),
+}
+
 // === impl NotationTsa ===
 
 impl NotationTsa {
@@ -888,6 +899,12 @@ impl NotationTsa {
     /// content-type, message-digest and signing-certificate-v2 (RFC 5035); the TSA
     /// identified by subject key identifier; the TSA certificate and its root included.
     pub fn timestamp(&self, signature: &[u8], gen_time: i64) -> Vec<u8> {
+        self.timestamp_naming(signature, gen_time, Ess::V2)
+    }
+
+    /// [`timestamp`](Self::timestamp), with the TSA certificate named in the signed
+    /// attributes as `ess` says.
+    pub fn timestamp_naming(&self, signature: &[u8], gen_time: i64, ess: Ess) -> Vec<u8> {
         use rcgen::SigningKey as _;
 
         let sha256 = der(0x30, &oid("2.16.840.1.101.3.4.2.1"));
@@ -922,18 +939,32 @@ impl NotationTsa {
             der(0x30, &[oid(type_oid), der(0x31, &value)].concat())
         };
         // signing-certificate-v2: SEQUENCE { SEQUENCE OF ESSCertIDv2 { certHash } },
-        // hashAlgorithm defaulting to SHA-256.
-        let ess_cert_id = der(0x30, &der(0x04, &Sha256::digest(&self.cert_der)));
+        // hashAlgorithm defaulting to SHA-256; signing-certificate (v1): SEQUENCE {
+        // SEQUENCE OF ESSCertID { certHash } }, a SHA-1 hash.
+        let (ess_oid, cert_hash) = match ess {
+            Ess::V2 => (
+                "1.2.840.113549.1.9.16.2.47",
+                Sha256::digest(&self.cert_der).to_vec(),
+            ),
+            Ess::V1 => (
+                "1.2.840.113549.1.9.16.2.12",
+                aws_lc_rs::digest::digest(
+                    &aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                    &self.cert_der,
+                )
+                .as_ref()
+                .to_vec(),
+            ),
+            Ess::V1Hash(hash) => ("1.2.840.113549.1.9.16.2.12", hash),
+        };
+        let ess_cert_id = der(0x30, &der(0x04, &cert_hash));
         let mut attributes = [
             attribute("1.2.840.113549.1.9.3", id_ct_tst_info.clone()),
             attribute(
                 "1.2.840.113549.1.9.4",
                 der(0x04, &Sha256::digest(&tst_info)),
             ),
-            attribute(
-                "1.2.840.113549.1.9.16.2.47",
-                der(0x30, &der(0x30, &ess_cert_id)),
-            ),
+            attribute(ess_oid, der(0x30, &der(0x30, &ess_cert_id))),
         ];
         // DER SET OF: elements in ascending order of their encodings.
         attributes.sort();

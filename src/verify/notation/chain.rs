@@ -475,7 +475,9 @@ impl Cert {
                     | KeyUsages::CRLSign
                     | KeyUsages::EncipherOnly
                     | KeyUsages::DecipherOnly;
-                if purpose == Purpose::CodeSigning && !(ku.0 & forbidden).is_empty() {
+                // The spec's leaf requirements hold for timestamping certificates too
+                // (notation-core-go `validateTimestampingLeafKeyUsage`).
+                if !(ku.0 & forbidden).is_empty() {
                     return Err(self
                         .requirement(purpose, "keyUsage sets a bit other than digitalSignature"));
                 }
@@ -531,10 +533,15 @@ impl Cert {
                 }
             }
         }
-        // "Key Length: ... RSA ... 2048 bits or higher ... ECDSA ... 256 bits or higher."
+        // Signature spec, "Algorithm Selection": RSASSA-PSS with 2048, 3072 or 4096-bit
+        // keys, ECDSA on P-256, P-384 or P-521 (every curve crigate reads), as
+        // notation-core-go `validateSignatureAlgorithm` holds both leaves to.
         let key = self.public_key()?;
-        if (key.is_rsa() && key.bits() < 2048) || (!key.is_rsa() && key.bits() < 256) {
-            return Err(self.requirement(purpose, "key is shorter than the spec allows"));
+        if key.is_rsa() && ![2048, 3072, 4096].contains(&key.bits()) {
+            return Err(self.requirement(
+                purpose,
+                "RSA key is not 2048, 3072 or 4096 bits, as the spec requires",
+            ));
         }
         Ok(())
     }
@@ -963,7 +970,8 @@ mod tests {
     }
 
     #[test]
-    fn a_tsa_leaf_has_keyusage_and_a_critical_timestamping_purpose_alone() {
+    fn a_tsa_leaf_has_digital_signature_alone_a_critical_timestamping_purpose_and_a_listed_key_size(
+    ) {
         // RFC 3161 2.3 and notation-core-go's timestamping leaf rules.
         use rcgen::{CertificateParams, CustomExtension, DnType, KeyPair, KeyUsagePurpose};
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -977,19 +985,66 @@ mod tests {
             ext.set_criticality(critical);
             ext
         };
-        let leaf = |key_usage: bool, eku: CustomExtension| {
+        let leaf_with = |key: &KeyPair, usages: &[KeyUsagePurpose], eku: CustomExtension| {
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.distinguished_name.push(DnType::CommonName, "tsa");
-            if key_usage {
-                params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-            }
+            params.key_usages = usages.to_vec();
             params.custom_extensions = vec![eku];
-            Cert::from_der(params.self_signed(&key).unwrap().der()).unwrap()
+            Cert::from_der(params.self_signed(key).unwrap().der()).unwrap()
+        };
+        let leaf = |key_usage: bool, eku: CustomExtension| {
+            let usages: &[KeyUsagePurpose] = if key_usage {
+                &[KeyUsagePurpose::DigitalSignature]
+            } else {
+                &[]
+            };
+            leaf_with(&key, usages, eku)
         };
         assert!(leaf(true, eku(true, &[TIME_STAMPING]))
             .check_leaf(Purpose::Timestamping)
             .is_ok());
+        // An RSA key of a size the spec does not list (8192 bits), then one it does.
+        let rsa = |size| {
+            use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der};
+            let key = aws_lc_rs::rsa::KeyPair::generate(size).unwrap();
+            let pkcs8 = AsDer::<Pkcs8V1Der>::as_der(&key).unwrap();
+            KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8.as_ref().into(), &rcgen::PKCS_RSA_SHA256)
+                .unwrap()
+        };
+        let digital_signature = [KeyUsagePurpose::DigitalSignature];
+        let rsa_8192 = leaf_with(
+            &rsa(aws_lc_rs::rsa::KeySize::Rsa8192),
+            &digital_signature,
+            eku(true, &[TIME_STAMPING]),
+        );
+        let rsa_2048 = leaf_with(
+            &rsa(aws_lc_rs::rsa::KeySize::Rsa2048),
+            &digital_signature,
+            eku(true, &[TIME_STAMPING]),
+        );
+        assert!(rsa_2048.check_leaf(Purpose::Timestamping).is_ok());
         for (cert, why) in [
+            (rsa_8192, "RSA key is not 2048, 3072 or 4096 bits"),
+            // The spec's leaf key usage rule: digitalSignature alone.
+            (
+                leaf_with(
+                    &key,
+                    &[
+                        KeyUsagePurpose::DigitalSignature,
+                        KeyUsagePurpose::KeyEncipherment,
+                    ],
+                    eku(true, &[TIME_STAMPING]),
+                ),
+                "keyUsage sets a bit other than digitalSignature",
+            ),
+            (
+                leaf_with(
+                    &key,
+                    &[KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::CrlSign],
+                    eku(true, &[TIME_STAMPING]),
+                ),
+                "keyUsage sets a bit other than digitalSignature",
+            ),
             (
                 leaf(false, eku(true, &[TIME_STAMPING])),
                 "keyUsage is missing",

@@ -791,6 +791,14 @@ fn check_authentic_timestamp(
     let verified =
         timestamp::verify(token, &envelope.signature, &anchors).map_err(timestamp_rejection)?;
     let range = verified.range;
+    // notation-go `verifyTimestamp`: the timestamp countersigns the finished signature,
+    // so no instant of its range may come before the signing time the signature claims.
+    if range.earliest < signing_time {
+        return Err(Rejection::Tampered(format!(
+            "timestamp {} (range from {}) is before the signing time {} the signature claims",
+            range.gen_time, range.earliest, signing_time
+        )));
+    }
     // "Validate that the time range from timeStampLowerLimit to timeStampUpperLimit
     // timestamp is entirely within the signing certificate and certificate chain's
     // validity period."

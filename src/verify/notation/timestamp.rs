@@ -367,23 +367,24 @@ fn parse_accuracy(der: &[u8]) -> Result<Duration, TlvError> {
     )
 }
 
-/// ESS signing-certificate-v2 (RFC 5035 3): the first ESSCertIDv2 hashes the TSA
-/// certificate. A token with only the SHA-1 signing-certificate (v1) attribute is
-/// accepted without comparing the hash: crigate does not compute SHA-1.
+/// The ESS attribute that names the TSA certificate, signing-certificate-v2 (RFC 5035 3)
+/// or, where a token has only that, signing-certificate (RFC 2634 5.4): its first
+/// certificate id's hash must be the TSA certificate's (trust policy spec, "Validate
+/// Trusted Timestamp"; tspclient-go reads both). A v1 id hashes with SHA-1, which is
+/// used here for that comparison only.
 fn check_signing_certificate(
     attrs: &x509_cert::attr::Attributes,
     tsa: &Cert,
 ) -> Result<(), TimestampError> {
-    let v2 = attrs.iter().find(|a| a.oid == ID_SIGNING_CERTIFICATE_V2);
-    let Some(v2) = v2 else {
-        return if attrs.iter().any(|a| a.oid == ID_SIGNING_CERTIFICATE) {
-            Ok(())
-        } else {
-            Err(TimestampError::MissingAttribute("signing-certificate"))
-        };
+    let (attribute, name) = match attrs.iter().find(|a| a.oid == ID_SIGNING_CERTIFICATE_V2) {
+        Some(v2) => (v2, "signing-certificate-v2"),
+        None => match attrs.iter().find(|a| a.oid == ID_SIGNING_CERTIFICATE) {
+            Some(v1) => (v1, "signing-certificate"),
+            None => return Err(TimestampError::MissingAttribute("signing-certificate")),
+        },
     };
-    let mismatch = || TimestampError::AttributeMismatch("signing-certificate-v2");
-    let value = v2
+    let mismatch = || TimestampError::AttributeMismatch(name);
+    let value = attribute
         .values
         .iter()
         .next()
@@ -391,7 +392,8 @@ fn check_signing_certificate(
         .to_der()
         .map_err(|_| mismatch())?;
     let bad = |_| mismatch();
-    // SigningCertificateV2 ::= SEQUENCE { certs SEQUENCE OF ESSCertIDv2, ... }
+    // SigningCertificateV2 ::= SEQUENCE { certs SEQUENCE OF ESSCertIDv2, ... }, and
+    // SigningCertificate ::= SEQUENCE { certs SEQUENCE OF ESSCertID, ... }
     let outer = tlv::single(&value, tlv::SEQUENCE).map_err(bad)?;
     let certs = DerReader::new(outer.value)
         .read(tlv::SEQUENCE)
@@ -400,21 +402,33 @@ fn check_signing_certificate(
         .read(tlv::SEQUENCE)
         .map_err(bad)?;
     let mut reader = DerReader::new(first.value);
-    // ESSCertIDv2 ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier DEFAULT sha256,
-    //   certHash OCTET STRING, issuerSerial IssuerSerial OPTIONAL }
-    let hash = match reader.read_optional(tlv::SEQUENCE).map_err(bad)? {
-        Some(alg) => {
-            let alg = spki::AlgorithmIdentifierOwned::from_der(alg.raw).map_err(|_| mismatch())?;
-            HashAlgorithm::from_oid(&alg.oid)
-                .ok_or_else(|| TimestampError::UnsupportedHash(alg.oid.to_string()))?
-        }
-        None => HashAlgorithm::Sha256,
+    let matches = if attribute.oid == ID_SIGNING_CERTIFICATE_V2 {
+        // ESSCertIDv2 ::= SEQUENCE { hashAlgorithm AlgorithmIdentifier DEFAULT sha256,
+        //   certHash OCTET STRING, issuerSerial IssuerSerial OPTIONAL }
+        let hash = match reader.read_optional(tlv::SEQUENCE).map_err(bad)? {
+            Some(alg) => {
+                let alg =
+                    spki::AlgorithmIdentifierOwned::from_der(alg.raw).map_err(|_| mismatch())?;
+                HashAlgorithm::from_oid(&alg.oid)
+                    .ok_or_else(|| TimestampError::UnsupportedHash(alg.oid.to_string()))?
+            }
+            None => HashAlgorithm::Sha256,
+        };
+        let cert_hash = reader.read(tlv::OCTET_STRING).map_err(bad)?;
+        hash.digest(tsa.der()) == cert_hash.value
+    } else {
+        // ESSCertID ::= SEQUENCE { certHash Hash, issuerSerial IssuerSerial OPTIONAL },
+        // Hash ::= OCTET STRING -- SHA1 hash of entire certificate
+        let cert_hash = reader.read(tlv::OCTET_STRING).map_err(bad)?;
+        let sha1 =
+            aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, tsa.der());
+        sha1.as_ref() == cert_hash.value
     };
-    let cert_hash = reader.read(tlv::OCTET_STRING).map_err(bad)?;
-    if hash.digest(tsa.der()) != cert_hash.value {
-        return Err(mismatch());
+    if matches {
+        Ok(())
+    } else {
+        Err(mismatch())
     }
-    Ok(())
 }
 
 /// The exact bytes of the first SignerInfo's signed attributes, re-tagged as the
