@@ -305,9 +305,10 @@ pub fn is_image_signature(bundle: &SigstoreBundle) -> bool {
     }
 }
 
-/// Verifies one bundle against the whole policy. No check uses the current time: a
-/// keyless certificate is judged at the time the log or a timestamp authority vouches
-/// for, and a key at none.
+/// Verifies one bundle against the whole policy. A keyless certificate is judged at the
+/// time the log or a timestamp authority vouches for, and a key at none; `now` counts
+/// only for a keyless bundle with neither under a policy that does not consult the log
+/// (cosign `--insecure-ignore-tlog`, which then verifies at the current time).
 ///
 /// # Errors
 ///
@@ -316,6 +317,7 @@ pub fn verify_bundle(
     bundle: &SigstoreBundle,
     image: &Digest,
     policy: &CosignPolicy,
+    now: SystemTime,
 ) -> Result<Signer, Rejection> {
     if bundle.json.len() > MAX_BUNDLE_BYTES {
         return Err(Rejection::Malformed(format!(
@@ -415,6 +417,7 @@ pub fn verify_bundle(
                 &wire.verification_material,
                 image,
                 policy,
+                now,
             )
         }
         None if material.public_key.is_some() => {
@@ -458,6 +461,7 @@ fn verify_keyless(
     material: &WireMaterial,
     image: &Digest,
     policy: &CosignPolicy,
+    now: SystemTime,
 ) -> Result<Signer, Rejection> {
     if policy.identities.is_empty() {
         return Err(Rejection::UntrustedRoot(
@@ -474,15 +478,22 @@ fn verify_keyless(
     )?;
     // When the certificate was used: the SET's integratedTime (Rekor v1), and the
     // timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
-    // from a configured authority (Rekor v2 entries carry no time). Never now: an
-    // inclusion proof shows that the entry is logged, not when (sigstore-go takes no time
-    // from it, `pkg/verify/tlog.go`), and cosign verifies a keyless bundle only with an
-    // integrated or a signed timestamp (`pkg/cosign/verify.go`, `verificationOptions`:
-    // `WithIntegratedTimestamps(1)` unless signed timestamps are used).
-    let times = match logged.as_ref().and_then(|e| e.integrated_time) {
+    // from a configured authority (Rekor v2 entries carry no time). Where the log is
+    // consulted, never now: an inclusion proof shows that the entry is logged, not when
+    // (sigstore-go takes no time from it, `pkg/verify/tlog.go`), and cosign then verifies
+    // a keyless bundle only with an integrated or a signed timestamp
+    // (`pkg/cosign/verify.go`, `verificationOptions`: `WithIntegratedTimestamps(1)`).
+    // Where it is not (`--insecure-ignore-tlog`) and no timestamp vouches, cosign
+    // verifies at the current time (`WithCurrentTime()`), and so does crigate: the
+    // verdict then ends with the chain.
+    let mut times = match logged.as_ref().and_then(|e| e.integrated_time) {
         Some(at) => vec![at],
         None => signed_times(material, signature, policy)?,
     };
+    let judged_now = times.is_empty() && !policy.require_tlog;
+    if judged_now {
+        times.push(now);
+    }
     if times.is_empty() {
         return Err(Rejection::UntrustedRoot(
             "keyless bundle has no trusted time: a Fulcio certificate needs the integrated \
@@ -521,7 +532,11 @@ fn verify_keyless(
             .map(|root| format!("fulcio root {}", root.inner().tbs_certificate().subject()))
             .unwrap_or_default(),
         signed_digest,
-        valid_until: None,
+        valid_until: if judged_now {
+            path.iter().map(|cert| cert.not_after()).min()
+        } else {
+            None
+        },
     })
 }
 

@@ -852,6 +852,28 @@ fn key_based_signature_with_rekor_bundle_is_checked_against_the_key() {
         rejected(&run(&layer, &policy, at(0))),
         Rejection::Tampered(_)
     ));
+    // Signed with a certificate beside the key (`cosign sign --key --certificate`), the
+    // certificate is what cosign logs: the entry may name it, as the certificate of the
+    // trusted key.
+    let with_certificate = SignatureLayer {
+        certificate_pem: Some(s.leaf_pem.clone()),
+        ..layer.clone()
+    };
+    assert!(
+        matches!(run(&with_certificate, &policy, at(0)), Verdict::Trusted(_)),
+        "{:?}",
+        run(&with_certificate, &policy, at(0))
+    );
+    // A certificate for another key in the layer does not make the logged one the key's.
+    let other = Sigstore::new(LeafSpec::default());
+    let with_other = SignatureLayer {
+        certificate_pem: Some(other.leaf_pem.clone()),
+        ..layer
+    };
+    assert!(matches!(
+        rejected(&run(&with_other, &policy, at(0))),
+        Rejection::Tampered(_)
+    ));
 }
 
 // === Sigstore bundles (v0.3, DSSE) ===
@@ -1905,7 +1927,7 @@ fn without_require_tlog_a_key_based_signature_ignores_the_log() {
 }
 
 #[test]
-fn without_require_tlog_a_keyless_signature_needs_another_time() {
+fn without_require_tlog_a_keyless_signature_is_judged_now() {
     let s = Sigstore::new(LeafSpec::default());
     let mut policy = s.policy();
     policy.require_tlog = false;
@@ -1926,8 +1948,19 @@ fn without_require_tlog_a_keyless_signature_needs_another_time() {
     );
     let v = run(&layer, &policy, at(10 * 365 * 86_400));
     assert!(matches!(rejected(&v), Rejection::Expired(_)), "{v:?}");
-    // A bundle: without the log, only an RFC 3161 timestamp could say when it signed.
+    // A bundle the same: its tlog entry is not read, and with no RFC 3161 timestamp
+    // cosign verifies it at the current time (`WithCurrentTime()`).
     let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
     let v = run_bundle(&b, &policy, at(30));
-    assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+    assert!(
+        matches!(&v, Verdict::Trusted(signer) if signer.valid_until == Some(at(600))),
+        "{v:?}"
+    );
+    let v = run_bundle(&b, &s.policy(), at(30));
+    assert!(
+        matches!(&v, Verdict::Trusted(signer) if signer.valid_until.is_none()),
+        "{v:?}"
+    );
+    let v = run_bundle(&b, &policy, at(601));
+    assert!(matches!(rejected(&v), Rejection::Expired(_)), "{v:?}");
 }

@@ -90,7 +90,7 @@ pub fn verify(
     }
     let signature_bundles = bundles.iter().filter(|b| bundle::is_image_signature(b));
     for b in signature_bundles.take(MAX_SIGNATURES) {
-        match bundle::verify_bundle(b, image, policy) {
+        match bundle::verify_bundle(b, image, policy, now) {
             Ok(signer) => return Verdict::Trusted(signer),
             Err(rejection) => best = Some(more_informative(best, rejection)),
         }
@@ -171,7 +171,15 @@ fn verify_with_key(
     // Without `require_tlog` the log is not consulted (cosign `--insecure-ignore-tlog`
     // skips `VerifyBundle`): a bundle annotation, good or bad, changes nothing.
     if policy.require_tlog {
-        let signer = rekor::LoggedSigner::SpkiDer(trusted.key.spki_der());
+        let spki = trusted.key.spki_der();
+        let certificate = certificate_for_key(layer, spki);
+        let signer = match &certificate {
+            Some(certificate) => rekor::LoggedSigner::KeyOrItsCertificate {
+                spki,
+                certificate: certificate.der(),
+            },
+            None => rekor::LoggedSigner::SpkiDer(spki),
+        };
         if check_tlog(layer, signature, signer, policy)?.is_none() {
             return Err(Rejection::UntrustedRoot(
                 "no transparency log entry for the signature, and the policy requires one"
@@ -188,6 +196,18 @@ fn verify_with_key(
         signed_digest: signed.manifest_digest,
         valid_until: None,
     })
+}
+
+/// The layer's certificate, when it is one for the key with DER SPKI `spki`: the form in
+/// which cosign logs a key signature made with a certificate beside the key. A
+/// certificate for another key, or one that does not parse, is no such form.
+fn certificate_for_key(layer: &SignatureLayer, spki: &[u8]) -> Option<ParsedCertificate> {
+    let pem = layer.certificate_pem.as_deref()?;
+    let leaf = ParsedCertificate::from_pem_many(pem.as_bytes())
+        .ok()?
+        .into_iter()
+        .next()?;
+    (leaf.spki_der().ok()? == spki).then_some(leaf)
 }
 
 /// Finds the trusted key whose signature over `payload` verifies (cosign
@@ -470,7 +490,12 @@ pub fn fuzz_signature(data: &[u8]) {
         json: data.to_vec(),
     };
     let _ = bundle::is_image_signature(&bundle);
-    let _ = bundle::verify_bundle(&bundle, &Digest::sha256(data), &CosignPolicy::default());
+    let _ = bundle::verify_bundle(
+        &bundle,
+        &Digest::sha256(data),
+        &CosignPolicy::default(),
+        SystemTime::UNIX_EPOCH,
+    );
     let text = String::from_utf8_lossy(data);
     let _ = decode_signature(&text);
     if let Ok(annotations) =

@@ -47,6 +47,15 @@ pub struct RekorPayload {
 pub enum LoggedSigner<'a> {
     CertificateDer(&'a [u8]),
     SpkiDer(&'a [u8]),
+    /// A trusted key, logged as itself or as `certificate`, the signature's certificate
+    /// for that key (`cosign sign --key --certificate`, a hardware token's certificate):
+    /// cosign logs the certificate then, and `cosign verify --key` compares the entry
+    /// with it once the key and the certificate's key are equal (`pkg/cosign/verify.go`,
+    /// `keyBytes`).
+    KeyOrItsCertificate {
+        spki: &'a [u8],
+        certificate: &'a [u8],
+    },
 }
 
 #[derive(Deserialize)]
@@ -267,8 +276,17 @@ pub fn check_entry_body(
     let block = pem::parse(&logged_key_pem)
         .map_err(|e| Rejection::Malformed(format!("Rekor entry public key: {e}")))?;
     let same = match (signer, block.tag()) {
-        (LoggedSigner::CertificateDer(der), "CERTIFICATE") => block.contents() == der,
-        (LoggedSigner::SpkiDer(der), "PUBLIC KEY") => block.contents() == der,
+        (
+            LoggedSigner::CertificateDer(der)
+            | LoggedSigner::KeyOrItsCertificate {
+                certificate: der, ..
+            },
+            "CERTIFICATE",
+        )
+        | (
+            LoggedSigner::SpkiDer(der) | LoggedSigner::KeyOrItsCertificate { spki: der, .. },
+            "PUBLIC KEY",
+        ) => block.contents() == der,
         _ => false,
     };
     if same {
