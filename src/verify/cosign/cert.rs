@@ -38,6 +38,8 @@ pub const OID_OTHERNAME_USERNAME: ObjectIdentifier =
 pub const OID_SCT_LIST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.11129.2.4.2");
 /// RFC 5280 §4.2.1.12: id-kp-codeSigning.
 const OID_CODE_SIGNING: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.3");
+/// RFC 5280 §4.2.1.12: anyExtendedKeyUsage.
+const OID_ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 
 /// Extensions whose criticality we understand; any other critical extension rejects
 /// (RFC 5280 §4.2: "A certificate-using system MUST reject the certificate if it
@@ -403,12 +405,36 @@ fn chain_through<'a>(
 
 /// The path, unless a certificate on it has a critical extension we do not know.
 fn checked(path: Vec<&ParsedCertificate>) -> Result<Vec<&ParsedCertificate>, Rejection> {
-    match path.iter().find_map(|c| c.unknown_critical_extension()) {
-        Some(oid) => Err(Rejection::UntrustedRoot(format!(
+    if let Some(oid) = path.iter().find_map(|c| c.unknown_critical_extension()) {
+        return Err(Rejection::UntrustedRoot(format!(
             "certificate has unknown critical extension {oid}"
-        ))),
-        None => Ok(path),
+        )));
     }
+    // cosign verifies a Fulcio chain with Go's `x509.Certificate.Verify` and
+    // `KeyUsages: [CodeSigning]`, which holds every certificate of the chain that names
+    // extended key usages to code signing (or anyExtendedKeyUsage); the leaf is held to
+    // code signing itself by [`check_code_signing`].
+    for ca in path.iter().skip(1) {
+        let allowed = match ca
+            .inner()
+            .tbs_certificate()
+            .get_extension::<ExtendedKeyUsage>()
+        {
+            Ok(None) => true,
+            Ok(Some((_, eku))) => eku
+                .0
+                .iter()
+                .any(|purpose| *purpose == OID_CODE_SIGNING || *purpose == OID_ANY_EKU),
+            Err(_) => false,
+        };
+        if !allowed {
+            return Err(Rejection::UntrustedRoot(format!(
+                "CA certificate {} does not allow code signing (extendedKeyUsage)",
+                ca.inner().tbs_certificate().subject()
+            )));
+        }
+    }
+    Ok(path)
 }
 
 /// Depth-first search for `root` above the last certificate of `path`.

@@ -73,6 +73,9 @@ struct LeafSpec {
     /// The leaf key's algorithm, which [`Sigstore::sign`] signs the payload with
     /// (`cosign sign --signing-algorithm`).
     leaf_alg: &'static rcgen::SignatureAlgorithm,
+    /// The extended key usages the intermediate states (none by default, as Fulcio's
+    /// root does).
+    intermediate_ekus: Vec<ExtendedKeyUsagePurpose>,
 }
 
 impl Default for LeafSpec {
@@ -85,6 +88,7 @@ impl Default for LeafSpec {
             sct_over_other_tbs: false,
             valid_now: false,
             leaf_alg: &PKCS_ECDSA_P256_SHA256,
+            intermediate_ekus: Vec::new(),
         }
     }
 }
@@ -113,7 +117,8 @@ impl Sigstore {
         let root = root_params.self_signed(&root_key).unwrap();
         let root_issuer = Issuer::new(root_params, root_key);
         let inter_key = KeyPair::generate_for(&PKCS_ECDSA_P384_SHA384).unwrap();
-        let inter_params = ca_params("test-intermediate");
+        let mut inter_params = ca_params("test-intermediate");
+        inter_params.extended_key_usages = spec.intermediate_ekus.clone();
         let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
         let inter_spki = inter_key.subject_public_key_info();
         let inter_issuer = Issuer::new(inter_params, inter_key);
@@ -526,6 +531,39 @@ fn leaf_without_code_signing_is_untrusted() {
         rejected(&run(&s.layer(), &s.policy(), at(0))),
         Rejection::UntrustedRoot(_)
     ));
+}
+
+#[test]
+fn an_intermediate_that_names_other_purposes_than_code_signing_is_untrusted() {
+    // Go's x509 Verify with KeyUsages [CodeSigning], as cosign verifies the chain.
+    for (ekus, trusted) in [
+        (vec![ExtendedKeyUsagePurpose::ServerAuth], false),
+        (
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ],
+            false,
+        ),
+        (vec![ExtendedKeyUsagePurpose::CodeSigning], true),
+        (vec![ExtendedKeyUsagePurpose::Any], true),
+    ] {
+        let s = Sigstore::new(LeafSpec {
+            intermediate_ekus: ekus.clone(),
+            ..LeafSpec::default()
+        });
+        let verdict = run(&s.layer(), &s.policy(), at(0));
+        match verdict {
+            Verdict::Trusted(_) => assert!(trusted, "{ekus:?}"),
+            Verdict::Rejected(Rejection::UntrustedRoot(ref why)) => {
+                assert!(
+                    !trusted && why.contains("does not allow code signing"),
+                    "{ekus:?}: {why}"
+                )
+            }
+            other => panic!("{ekus:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]
