@@ -12,9 +12,9 @@ use crate::daemon::crigate_binary;
 use crate::harness::process::{free_port, kill_child};
 use crate::harness::{Registry, TestImage};
 use crate::notation_signer::{
-    push_signatures, statement, trust_policy, trust_policy_of, write_notation_dir, ymd, Alg, Ess,
-    Format, KeyKind, NotationCa, NotationLeaf, NotationTsa, Scheme, SignOptions, SignedEnvelope,
-    StoreFile, Target,
+    long_form_lengths, push_signatures, statement, trust_policy, trust_policy_of,
+    write_notation_dir, ymd, Alg, Ess, Format, KeyKind, NotationCa, NotationLeaf, NotationTsa,
+    Scheme, SignOptions, SignedEnvelope, StoreFile, Target,
 };
 
 /// Runs `crigate verify IMAGE --plain-http --output json --notation-dir DIR`, returning
@@ -882,6 +882,66 @@ async fn notation_a_timestamp_is_held_to_the_signing_time_and_its_named_tsa() {
             &format!("{format:?}, ESS v1 names another"),
             other,
             "tampered",
+        );
+    }
+}
+
+/// A TSA may send its token with lengths in BER's long form; notation converts them to
+/// DER before reading it (tspclient-go `ConvertToDER`), and so does crigate. An
+/// indefinite length, which notation refuses, stays malformed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_a_timestamp_token_with_long_form_lengths_is_read_as_notation_reads_it() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CA");
+    let tsa = NotationTsa::generate("crigate e2e TSA");
+    let leaf = ca.leaf(KeyKind::P256, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
+    let policy = trust_policy(
+        "crigate-e2e",
+        &["*"],
+        "strict",
+        &["ca:e2e", "tsa:e2e-tsa"],
+        &["*"],
+    );
+    let stores = ca_and_tsa(&ca, &tsa.root_pem);
+    let indefinite = |der: Vec<u8>| {
+        // The outer SEQUENCE in the indefinite form: 0x30 0x80, its members, two zeros.
+        let header = match der[1] {
+            short if short < 0x80 => 2,
+            long => 2 + usize::from(long & 0x7f),
+        };
+        [&[0x30, 0x80][..], &der[header..], &[0, 0]].concat()
+    };
+    for format in [Format::Jws, Format::Cose] {
+        let signed = |target: &Target, transform: &dyn Fn(Vec<u8>) -> Vec<u8>| {
+            let stamp =
+                |signature: &[u8]| transform(tsa.timestamp(signature, ymd(2025, 3, 1) + 60));
+            vec![leaf.sign_with_timestamp(
+                target,
+                &SignOptions::new(format).signing_time(ymd(2025, 3, 1)),
+                Some(&stamp),
+            )]
+        };
+        let (code, json) = scenario(
+            &registry,
+            &format!("long-form-{format:?}").to_lowercase(),
+            |target| signed(target, &|der| long_form_lengths(&der)),
+            &policy,
+            &stores,
+        )
+        .await;
+        assert_eq!((code, outcome(&json)), (0, "trusted"), "{format:?}: {json}");
+        let result = scenario(
+            &registry,
+            &format!("indefinite-{format:?}").to_lowercase(),
+            |target| signed(target, &indefinite),
+            &policy,
+            &stores,
+        )
+        .await;
+        assert_rejected(
+            &format!("{format:?}, indefinite length"),
+            result,
+            "malformed",
         );
     }
 }

@@ -1006,6 +1006,43 @@ impl NotationTsa {
     }
 }
 
+/// `der` re-encoded with every length in the four-octet long form, which BER allows and
+/// DER does not (X.690 8.1.3.5, 10.1): what a TSA that does not encode lengths minimally
+/// sends.
+pub fn long_form_lengths(der: &[u8]) -> Vec<u8> {
+    fn element(input: &[u8]) -> (Vec<u8>, &[u8]) {
+        let tag = input[0];
+        let (len, header) = match input[1] {
+            short if short < 0x80 => (usize::from(short), 2),
+            long => {
+                let count = usize::from(long & 0x7f);
+                let len = input[2..2 + count]
+                    .iter()
+                    .fold(0usize, |len, &b| (len << 8) | usize::from(b));
+                (len, 2 + count)
+            }
+        };
+        let (value, rest) = input[header..].split_at(len);
+        let content = if tag & 0x20 != 0 {
+            let mut members = Vec::new();
+            let mut remaining = value;
+            while !remaining.is_empty() {
+                let (member, after) = element(remaining);
+                members.extend(member);
+                remaining = after;
+            }
+            members
+        } else {
+            value.to_vec()
+        };
+        let mut out = vec![tag, 0x84];
+        out.extend((content.len() as u32).to_be_bytes());
+        out.extend(content);
+        (out, rest)
+    }
+    element(der).0
+}
+
 /// A DER TLV with a definite length.
 fn der(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];

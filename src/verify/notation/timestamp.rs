@@ -110,6 +110,9 @@ pub(crate) fn verify_with(
     if token.len() > MAX_TIMESTAMP_BYTES {
         return Err(TimestampError::TooLarge(token.len()));
     }
+    // A token is read as notation reads it: its lengths in minimal form first.
+    let token = &tlv::minimal_lengths(token)
+        .map_err(|e| TimestampError::Malformed(format!("timestamp token: {e}")))?;
     let malformed = |e: der::Error| TimestampError::Malformed(e.to_string());
     let content_info = ContentInfo::from_der(token).map_err(malformed)?;
     if content_info.content_type != ID_SIGNED_DATA {

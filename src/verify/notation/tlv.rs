@@ -40,7 +40,13 @@ pub(crate) enum TlvError {
     UnexpectedTag { expected: u8, found: u8 },
     #[error("{0} bytes follow the end of a DER structure")]
     TrailingBytes(usize),
+    #[error("BER elements nest more than {MAX_DEPTH} deep")]
+    TooDeep,
 }
+
+/// Deepest nesting [`minimal_lengths`] descends into: a timestamp token nests about ten
+/// deep.
+const MAX_DEPTH: usize = 32;
 
 /// One element: its content octets and its whole encoding.
 #[derive(Clone, Copy, Debug)]
@@ -53,13 +59,19 @@ pub(crate) struct Tlv<'a> {
 #[derive(Clone, Debug)]
 pub(crate) struct DerReader<'a> {
     rest: &'a [u8],
+    /// Whether a definite length in more octets than it needs is read (BER) rather than
+    /// refused (DER).
+    lenient: bool,
 }
 
 // === impl DerReader ===
 
 impl<'a> DerReader<'a> {
     pub(crate) fn new(data: &'a [u8]) -> Self {
-        Self { rest: data }
+        Self {
+            rest: data,
+            lenient: false,
+        }
     }
 
     pub(crate) fn peek_tag(&self) -> Option<u8> {
@@ -92,7 +104,7 @@ impl<'a> DerReader<'a> {
                 len = (len << 8) | usize::from(octet);
             }
             // X.690 10.1: the definite form uses the minimum number of octets.
-            if len < 0x80 || octets.first() == Some(&0) {
+            if !self.lenient && (len < 0x80 || octets.first() == Some(&0)) {
                 return Err(TlvError::NonMinimalLength);
             }
             len
@@ -140,6 +152,65 @@ pub(crate) fn single(data: &[u8], tag: u8) -> Result<Tlv<'_>, TlvError> {
     let tlv = reader.read(tag)?;
     reader.finish()?;
     Ok(tlv)
+}
+
+/// Re-encodes one BER element, `ber`, with every length in its minimal form, descending
+/// into constructed elements (bit 6 of the identifier octet, X.690 8.1.2.5). It is the
+/// one BER liberty that notation reads in a timestamp token: its CMS parser converts the
+/// token so before reading it (tspclient-go `internal/encoding/asn1/ber`,
+/// `ConvertToDER`), since a TSA may send lengths in the long form. Indefinite lengths
+/// and high tag numbers stay errors, as there the former does; the content of each
+/// primitive element is kept as it is.
+///
+/// # Errors
+///
+/// `ber` is not one element of definite lengths, or nests more than [`MAX_DEPTH`] deep.
+pub(crate) fn minimal_lengths(ber: &[u8]) -> Result<Vec<u8>, TlvError> {
+    let mut reader = DerReader {
+        rest: ber,
+        lenient: true,
+    };
+    let element = reader.read_any()?;
+    reader.finish()?;
+    let mut out = Vec::with_capacity(ber.len());
+    write_minimal(element, &mut out, 0)?;
+    Ok(out)
+}
+
+fn write_minimal(element: Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<(), TlvError> {
+    let &tag = element.raw.first().ok_or(TlvError::Truncated)?;
+    if tag & 0x20 == 0 {
+        push_header(out, tag, element.value.len());
+        out.extend_from_slice(element.value);
+        return Ok(());
+    }
+    if depth >= MAX_DEPTH {
+        return Err(TlvError::TooDeep);
+    }
+    let mut members = Vec::with_capacity(element.value.len());
+    let mut reader = DerReader {
+        rest: element.value,
+        lenient: true,
+    };
+    while !reader.rest.is_empty() {
+        write_minimal(reader.read_any()?, &mut members, depth + 1)?;
+    }
+    push_header(out, tag, members.len());
+    out.extend_from_slice(&members);
+    Ok(())
+}
+
+/// Appends an identifier octet and a definite length in its minimal form (X.690 10.1).
+fn push_header(out: &mut Vec<u8>, tag: u8, len: usize) {
+    out.push(tag);
+    if len < 0x80 {
+        out.push(len as u8);
+    } else {
+        let octets = len.to_be_bytes();
+        let significant: Vec<u8> = octets.into_iter().skip_while(|&b| b == 0).collect();
+        out.push(0x80 | significant.len() as u8);
+        out.extend_from_slice(&significant);
+    }
 }
 
 #[cfg(test)]
@@ -192,5 +263,53 @@ mod tests {
             TlvError::LengthTooLong(5)
         );
         assert_eq!(single(&[], OCTET_STRING).unwrap_err(), TlvError::Truncated);
+    }
+
+    #[test]
+    fn long_form_lengths_become_minimal_and_der_stays_as_it_is() {
+        // SEQUENCE { OCTET STRING 'aa', SET { INTEGER 1 } } in DER, then with every
+        // length in a long form.
+        let der = [0x30, 0x08, 0x04, 0x01, 0xaa, 0x31, 0x03, 0x02, 0x01, 0x01];
+        assert_eq!(minimal_lengths(&der).unwrap(), der);
+        let ber = [
+            0x30, 0x84, 0, 0, 0, 0x0b, 0x04, 0x81, 0x01, 0xaa, 0x31, 0x82, 0, 0x03, 0x02, 0x01,
+            0x01,
+        ];
+        assert_eq!(minimal_lengths(&ber).unwrap(), der);
+        // A length that needs two octets keeps them.
+        let mut long = vec![0x04, 0x82, 0x00, 0x80];
+        long.extend([7u8; 0x80]);
+        let mut expected = vec![0x04, 0x81, 0x80];
+        expected.extend([7u8; 0x80]);
+        assert_eq!(minimal_lengths(&long).unwrap(), expected);
+    }
+
+    #[test]
+    fn minimal_lengths_refuses_what_notation_refuses_and_bounds_nesting() {
+        // Indefinite length, truncation, trailing bytes, a member running past its parent.
+        assert_eq!(
+            minimal_lengths(&[0x30, 0x80, 0x04, 0x00, 0x00, 0x00]).unwrap_err(),
+            TlvError::IndefiniteLength
+        );
+        assert_eq!(
+            minimal_lengths(&[0x30, 0x03, 0x04]).unwrap_err(),
+            TlvError::Truncated
+        );
+        assert_eq!(
+            minimal_lengths(&[0x04, 0x00, 0x00]).unwrap_err(),
+            TlvError::TrailingBytes(1)
+        );
+        assert_eq!(
+            minimal_lengths(&[0x30, 0x02, 0x04, 0x05]).unwrap_err(),
+            TlvError::Truncated
+        );
+        let mut deep = vec![0x04, 0x00];
+        for _ in 0..40 {
+            let len = deep.len();
+            let mut outer = vec![0x30, 0x82, (len >> 8) as u8, len as u8];
+            outer.extend(deep);
+            deep = outer;
+        }
+        assert_eq!(minimal_lengths(&deep).unwrap_err(), TlvError::TooDeep);
     }
 }
