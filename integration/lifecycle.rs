@@ -11,6 +11,46 @@ use crate::daemon::{crigate_binary, Crigate, Options};
 use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
 
+/// The socket is never seen with the mode the umask gives a new socket, nor without its
+/// group: from the first instant its path exists, it is as configured. Watched through
+/// several starts, polling as fast as the path can be looked up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socket_appears_with_its_mode_and_group_already_set() {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let group = nix::unistd::Group::from_name("daemon").unwrap().unwrap();
+    for round in 0..5 {
+        let run = dir.path().join(format!("round-{round}"));
+        std::fs::create_dir_all(&run).unwrap();
+        let mut options = Options::new(&run, &standin.socket, "socket_group = \"daemon\"\n");
+        options.wait_ready = false;
+        let socket = options.socket.clone();
+        let crigate = Crigate::start(&run, options).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let meta = loop {
+            if let Ok(meta) = std::fs::symlink_metadata(&socket) {
+                break meta;
+            }
+            assert!(Instant::now() < deadline, "no socket after 10 s");
+            std::hint::spin_loop();
+        };
+        assert_eq!(
+            (meta.permissions().mode() & 0o777, meta.gid()),
+            (0o660, group.gid.as_raw()),
+            "round {round}: the socket as first seen"
+        );
+        // Nothing is left beside it.
+        let beside: Vec<_> = std::fs::read_dir(socket.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|name| name.to_string_lossy().starts_with("crigate.sock"))
+            .collect();
+        assert_eq!(beside, [socket.file_name().unwrap()], "round {round}");
+        drop(crigate);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn socket_is_ready_fast_with_mode_0660_and_its_group_in_a_created_directory() {
     let dir = tempfile::tempdir().unwrap();

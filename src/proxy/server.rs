@@ -136,12 +136,36 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
             })
         }
     }
-    let listener = UnixListener::bind(path).map_err(|source| Error::Bind {
+    // The socket appears at `path` only with its group and mode set: it is bound under a
+    // name of its own beside `path`, set up there, then renamed into place (rename(2)
+    // replaces atomically), so no client finds it with the mode the umask gave it.
+    let mut staging_name = path.file_name().unwrap_or_default().to_owned();
+    staging_name.push(format!(".{}", std::process::id()));
+    let staging = path.with_file_name(staging_name);
+    // Left by a crigate of the same pid that died here (a restart in a new PID namespace).
+    let _ = std::fs::remove_file(&staging);
+    let listener = UnixListener::bind(&staging).map_err(|source| Error::Bind {
         path: path.clone(),
         source,
     })?;
+    let placed = set_up_socket(cri, &staging, created)
+        .and_then(|()| {
+            std::fs::rename(&staging, path).map_err(|source| Error::Bind {
+                path: path.clone(),
+                source,
+            })
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&staging);
+        });
+    placed.map(|()| listener)
+}
+
+/// Gives the socket at `path` its configured group (and a directory crigate `created`
+/// for it the same) and mode.
+fn set_up_socket(cri: &CriConfig, path: &Path, created: Option<&Path>) -> Result<(), Error> {
     let permissions = |source| Error::Permissions {
-        path: path.clone(),
+        path: cri.listen.clone(),
         source,
     };
     if let Some(group) = &cri.socket_group {
@@ -163,8 +187,7 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
         }
     }
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(cri.socket_mode))
-        .map_err(permissions)?;
-    Ok(listener)
+        .map_err(permissions)
 }
 
 /// Serves CRI on `listener` until SIGTERM or SIGINT, then drains.
