@@ -473,8 +473,11 @@ fn notation_files(
 /// The certificate store names `verificationCertStores` lists for each trust store the
 /// policy names, by type and name. Two forms (Ratify pkg/verifier/notation
 /// certstoresbytype.go): grouped by trust store type, `{ca: {ca-certs: [store, ...]},
-/// tsa: {...}}` (Ratify 1.2+), or the earlier flat `{certs: [store, ...]}`, whose stores
-/// serve every type the policy names them under.
+/// tsa: {...}}` (Ratify 1.2+), or the earlier flat `{certs: [store, ...]}`, which Ratify
+/// 1.2+ reads as `ca` stores only (`normalizeVerificationCertsStores`: "normalize
+/// <store>:<certs> to ca:<store><certs>"). A policy that names a flat store under
+/// another type (`signingAuthority:certs`, `tsa:certs`) gets no certificates from Ratify
+/// there, and is refused here rather than given them.
 fn cert_store_members(
     parameters: &Value,
     referenced: &BTreeSet<(String, String)>,
@@ -510,12 +513,20 @@ fn cert_store_members(
         } else {
             store_name(key)?;
             let list = store_list(value)?;
-            for (kind, _) in referenced.iter().filter(|(_, name)| name == key) {
-                members
-                    .entry((kind.clone(), key.to_owned()))
-                    .or_default()
-                    .extend(list.iter().cloned());
+            if let Some((kind, _)) = referenced
+                .iter()
+                .find(|(kind, name)| name == key && kind != "ca")
+            {
+                return Err(format!(
+                    "the trust policy names trust store {kind}:{key}, but the flat \
+                     verificationCertStores form fills {key} as a ca store only, as Ratify \
+                     reads it (group it by type, {kind}: {{{key}: [...]}}, to fill it)"
+                ));
             }
+            members
+                .entry(("ca".to_owned(), key.to_owned()))
+                .or_default()
+                .extend(list);
         }
     }
     Ok(members)

@@ -313,6 +313,35 @@ fn trust_store_the_policy_names_but_nothing_fills_refuses_the_verifier() {
 }
 
 #[test]
+fn the_flat_form_fills_ca_stores_only_as_ratify_reads_it() {
+    // Ratify 1.2+ files a flat `certs: [...]` under `ca`; a trust policy that also names
+    // `signingAuthority:certs` or `tsa:certs` gets nothing there from Ratify, so the
+    // verifier is refused rather than given those certificates as other roots.
+    for other in ["signingAuthority", "tsa"] {
+        let resources = [
+            certificate_store("certstore-inline", None),
+            verifier(
+                "flat",
+                "type: notation",
+                "      certs:\n        - certstore-inline\n",
+                &format!("\"ca:certs\", \"{other}:certs\""),
+            ),
+        ]
+        .concat();
+        let run = run(Kind::Ratify, &resources);
+        assert!(
+            run.left_out(&format!(
+                "names trust store {other}:certs, but the flat verificationCertStores form \
+                 fills certs as a ca store only"
+            )),
+            "{other}: {:?}",
+            run.import()
+        );
+        assert!(!run.out.join("notation/flat").exists(), "{other}");
+    }
+}
+
+#[test]
 fn grouped_and_flat_forms_mixed_are_refused() {
     let resources = [
         certificate_store("certstore-inline", None),
