@@ -647,7 +647,34 @@ fn compare_policy(policies: &[&Resource], verifiers: &[Imported], import: &mut I
     let kind = policy.value["spec"]["type"].as_str().unwrap_or(name);
     match kind {
         "config-policy" | "configpolicy" => {
-            let rules = &policy.value["spec"]["parameters"]["artifactVerificationPolicies"];
+            let parameters = &policy.value["spec"]["parameters"];
+            // Ratify pkg/policyprovider/configpolicy: with passthroughEnabled the policy
+            // decides nothing; the Gatekeeper constraint template does.
+            if parameters["passthroughEnabled"].as_bool() == Some(true) {
+                import.left_out.push(format!(
+                    "Policy {name} ({}): passthroughEnabled leaves the decision to a Gatekeeper \
+                     constraint template, which is not imported; crigate admits an image one of \
+                     whose signatures verifies",
+                    file.display()
+                ));
+            }
+            let rules = &parameters["artifactVerificationPolicies"];
+            // Every artifact type the policy names besides `default` is required (Ratify
+            // configpolicy `OverallVerifyResult`: "all" and "any" alike need that type
+            // verified); one no imported verifier checks is a requirement crigate drops.
+            for required in rules
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .filter_map(|(key, _)| key.as_str())
+                .filter(|key| *key != "default" && !artifact_types.contains(key))
+            {
+                import.left_out.push(format!(
+                    "Policy {name} ({}): config-policy requires a verified {required} artifact, \
+                     which no imported verifier checks; crigate does not require it",
+                    file.display()
+                ));
+            }
             for artifact_type in artifact_types {
                 let rule = rules
                     .get(artifact_type)

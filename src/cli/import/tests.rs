@@ -458,6 +458,34 @@ fn config_policy_all_for_notation_signatures_is_reported() {
 }
 
 #[test]
+fn config_policy_requirements_no_verifier_checks_and_passthrough_are_reported() {
+    // Ratify requires a verified SBOM here, and with passthroughEnabled lets a Gatekeeper
+    // template decide: neither is something the imported verifiers carry.
+    let policy = ANY_POLICY.replace(
+        "default: any",
+        "\"application/spdx+json\": all\n      default: any\n    passthroughEnabled: true",
+    );
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]),
+        policy,
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out(
+            "config-policy requires a verified application/spdx+json artifact, which no \
+             imported verifier checks"
+        ),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("passthroughEnabled leaves the decision to a Gatekeeper"));
+    assert!(run.mapped("Verifier v (notation)"));
+    assert_eq!(run.import().left_out.len(), 2, "{:?}", run.import());
+}
+
+#[test]
 fn skip_level_statement_is_reported() {
     let resources = [
         certificate_store("certstore-inline", None),
