@@ -91,8 +91,18 @@ pub(super) fn import(
                     continue;
                 }
                 // Ratify's getCertStoreNamespace: the Verifier's own namespace, else the
-                // one Ratify runs in.
-                let namespace = resource.namespace.as_deref().unwrap_or(ratify_namespace);
+                // one Ratify runs in. A Verifier is cluster-scoped (the CRD's scope), so
+                // Kubernetes keeps no namespace for it, whatever its file says: members
+                // are looked up where Ratify runs.
+                let namespace = ratify_namespace;
+                if let Some(written) = resource.namespace.as_deref().filter(|n| *n != namespace) {
+                    import.left_out.push(format!(
+                        "Verifier {name} ({}): metadata.namespace {written} is not kept for this \
+                         cluster-scoped kind; its certificate stores are looked up in {namespace}, \
+                         where Ratify runs (--ratify-namespace), as Ratify looks them up",
+                        file.display()
+                    ));
+                }
                 let plan = match notation_files(resource, &stores, namespace) {
                     Ok(plan) => plan,
                     Err(reason) => {
@@ -239,13 +249,32 @@ impl Stores {
             let kind = resource.kind.as_str();
             let key_management_provider = match kind {
                 "CertificateStore" => false,
-                "KeyManagementProvider" | "NamespacedKeyManagementProvider" => true,
+                "KeyManagementProvider" => true,
+                // Ratify keymanagementprovider `hasAccessToProvider`: a namespaced provider
+                // serves verifications in its own namespace only, never a cluster-wide
+                // Verifier, the one kind imported.
+                "NamespacedKeyManagementProvider" => {
+                    import.left_out.push(format!(
+                        "{kind} {}/{name} ({}): Ratify lets only its own namespace's \
+                         verifications use it, and no cluster-wide Verifier; NamespacedVerifiers \
+                         are not imported",
+                        resource.namespace.as_deref().unwrap_or(ratify_namespace),
+                        file.display()
+                    ));
+                    continue;
+                }
                 _ => continue,
             };
-            let namespace = resource.namespace.as_deref().unwrap_or(ratify_namespace);
+            // A KeyManagementProvider is cluster-scoped: Ratify names it by its name alone,
+            // which a member without a namespace reaches here in Ratify's namespace.
+            let namespace = if key_management_provider {
+                ratify_namespace
+            } else {
+                resource.namespace.as_deref().unwrap_or(ratify_namespace)
+            };
             match store_certificates(value, key_management_provider) {
                 Ok(pem) => {
-                    let placed = if resource.namespace.is_some() {
+                    let placed = if resource.namespace.is_some() || key_management_provider {
                         String::new()
                     } else {
                         format!(

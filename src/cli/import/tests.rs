@@ -414,6 +414,47 @@ fn same_named_stores_in_two_namespaces_make_an_unqualified_member_ambiguous() {
     assert!(!run.out.join("notation/ambiguous").exists());
 }
 
+#[test]
+fn a_verifier_is_cluster_scoped_so_its_written_namespace_does_not_place_its_members() {
+    // Kubernetes keeps no namespace for a Verifier: Ratify looks its members up where it
+    // runs, not in a namespace its file names.
+    let resources = [
+        certificate_store("certs-a", Some("gatekeeper-system")),
+        certificate_store("certs-a", Some("team-a")),
+        flat_verifier("v", &["certs-a"]).replace(
+            "metadata:\n  name: v\n",
+            "metadata:\n  name: v\n  namespace: team-a\n",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.mapped("Verifier v (notation)"), "{:?}", run.import());
+    assert!(run.left_out("metadata.namespace team-a is not kept for this cluster-scoped kind"));
+    let dir = run.out.join("notation/v/truststore/x509/ca/certs");
+    assert!(dir.join("gatekeeper-system_certs-a.pem").exists());
+    assert!(!dir.join("team-a_certs-a.pem").exists());
+}
+
+#[test]
+fn a_namespaced_key_management_provider_serves_no_cluster_verifier() {
+    let resources = [
+        key_management_provider("kmp-inline", "inline", "certificate").replace(
+            "kind: KeyManagementProvider\nmetadata:\n",
+            "kind: NamespacedKeyManagementProvider\nmetadata:\n  namespace: gatekeeper-system\n",
+        ),
+        flat_verifier("v", &["kmp-inline"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out("NamespacedKeyManagementProvider gatekeeper-system/kmp-inline"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("Ratify lets only its own namespace's verifications use it"));
+    assert!(!run.out.join("notation/v").exists());
+}
+
 // --- Ratify Policy ---
 
 #[test]
