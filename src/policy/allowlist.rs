@@ -283,10 +283,18 @@ fn forms(image: &ImageRef) -> Vec<String> {
     if let (Some(_), Some(digest)) = (image.tag(), image.digest()) {
         names.push(format!("{}@{digest}", image.repo()));
     }
+    // Docker's familiar form (distribution/reference `FamiliarName`): `docker.io/` goes,
+    // and `library/` too, but only from a one-component path: `docker.io/library/a/b` is
+    // not `a/b`, which is `docker.io/a/b`.
     let familiar: Vec<String> = names
         .iter()
         .filter_map(|n| n.strip_prefix("docker.io/"))
-        .map(|n| n.strip_prefix("library/").unwrap_or(n).to_owned())
+        .map(|n| match n.strip_prefix("library/") {
+            Some(rest) if !rest.split(['@', ':']).next().unwrap_or(rest).contains('/') => {
+                rest.to_owned()
+            }
+            _ => n.to_owned(),
+        })
         .collect();
     names.extend(familiar);
     names

@@ -160,6 +160,14 @@ fn docker_hub_spellings_are_one_image() {
     }
     assert!(pattern("nginx*").matches(&image("docker.io/library/nginx:1.25"), None));
     assert!(pattern("org/app:*").matches(&image("docker.io/org/app:1"), None));
+    // `library/` is dropped from a one-component path only (Docker's familiar name):
+    // `docker.io/library/org/app` is not `org/app`, which is `docker.io/org/app`.
+    let nested = image("docker.io/library/org/app:1");
+    for other in ["org/app:1", "org/app:*", "org/*", "docker.io/org/app:1"] {
+        assert!(!pattern(other).matches(&nested, None), "{other}");
+    }
+    assert!(pattern("docker.io/library/org/app:1").matches(&nested, None));
+    assert!(pattern("library/org/app:1").matches(&nested, None));
 }
 
 #[test]
