@@ -94,10 +94,27 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                         ));
                         continue;
                     };
-                    let namespace = entry["namespace"]
-                        .as_str()
-                        .map(|ns| format!(", namespace = {}", toml_string(ns)))
-                        .unwrap_or_default();
+                    // A pattern crigate would refuse is reported (kritis allowlists nothing
+                    // by it either), not left to fail the whole configuration.
+                    if let Err(error) = pattern.parse::<crate::policy::allowlist::NamePattern>() {
+                        import.left_out.push(format!(
+                            "AdmissionAllowlist {name}: namePattern {pattern:?}: {error}"
+                        ));
+                        continue;
+                    }
+                    // An entry limited to a namespace that is not a name would apply
+                    // everywhere if dropped: it is left out instead.
+                    let namespace = match &entry["namespace"] {
+                        Value::Null => String::new(),
+                        Value::String(ns) => format!(", namespace = {}", toml_string(ns)),
+                        other => {
+                            import.left_out.push(format!(
+                                "AdmissionAllowlist {name}: namePattern {pattern:?} has a namespace \
+                                 that is not a string ({other:?}), so it is not allowlisted anywhere"
+                            ));
+                            continue;
+                        }
+                    };
                     let _ = writeln!(
                         allowlist,
                         "  {{ pattern = {}{namespace} }},",

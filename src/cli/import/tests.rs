@@ -750,3 +750,22 @@ fn namespace_with_a_gap_that_cannot_be_imported_gets_no_policy() {
     assert!(run.left_out("one from good alone would not decide as kritis does"));
     assert!(!run.config().contains("[[policies]]"));
 }
+
+#[test]
+fn allowlist_entries_crigate_cannot_take_are_reported_and_the_rest_imported() {
+    // An empty or spaced pattern is no image name, and kritis allowlists nothing by it; an
+    // entry whose namespace is not a string would apply everywhere if that were dropped.
+    let resources = "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AdmissionAllowlist\n\
+                     metadata:\n  name: tools\nspec:\n  patterns:\n  - namePattern: ''\n  \
+                     - namePattern: 'registry.example/a b'\n  \
+                     - namePattern: 'registry.example/numbered/*'\n    namespace: 2024\n  \
+                     - namePattern: 'registry.example/tools/*'\n    namespace: ops\n";
+    let run = run(Kind::Kritis, resources);
+    assert!(run.left_out("namePattern \"\""), "{:?}", run.import());
+    assert!(run.left_out("namePattern \"registry.example/a b\""));
+    assert!(run.left_out("has a namespace that is not a string"));
+    assert!(run.mapped("AdmissionAllowlist tools: registry.example/tools/*"));
+    let config = run.config();
+    assert!(config.contains("pattern = \"registry.example/tools/*\", namespace = \"ops\""));
+    assert!(!config.contains("numbered"), "{config}");
+}
