@@ -130,6 +130,11 @@ pub(super) fn import(
                     "Verifier {name} (notation): [verifiers.{key}], trust policy and trust stores in {}",
                     dir.display()
                 ));
+                for why in &plan.dropped {
+                    import
+                        .left_out
+                        .push(format!("Verifier {name} ({}): {why}", file.display()));
+                }
                 for statement in &plan.skipped {
                     import.left_out.push(format!(
                         "Verifier {name} ({}): trust policy {statement:?} has signatureVerification level \
@@ -436,6 +441,9 @@ struct NotationPlan {
     /// Paths relative to the directory, and contents.
     files: Vec<(PathBuf, Vec<u8>)>,
     skipped: Vec<String>,
+    /// Certificates of a store that Ratify does not trust as anchors, left out, each as
+    /// `store: subject (why)`.
+    dropped: Vec<String>,
 }
 
 /// The Notation trust store types (trust-store-trust-policy.md, "Trust Store").
@@ -455,6 +463,7 @@ fn notation_files(
     // The trust stores the statements name, by type and name (`ca:certs`).
     let mut referenced: BTreeSet<(String, String)> = BTreeSet::new();
     let mut skipped = Vec::new();
+    let mut dropped = Vec::new();
     for statement in policy["trustPolicies"].as_sequence().into_iter().flatten() {
         if statement["signatureVerification"]["level"].as_str() == Some("skip") {
             skipped.push(statement["name"].as_str().unwrap_or("").to_owned());
@@ -486,17 +495,75 @@ fn notation_files(
             })?;
         for member in listed {
             let (store, ns, store_name) = stores.resolve(member, namespace)?;
+            let (pem, left) = anchors_only(&store.pem, kind);
+            dropped.extend(
+                left.into_iter()
+                    .map(|why| format!("{kind}:{name} {ns}/{store_name}: {why}")),
+            );
+            if pem.is_empty() {
+                return Err(format!(
+                    "certificate store {ns}/{store_name} holds no certificate a {kind} trust \
+                     store can anchor in"
+                ));
+            }
             // A namespace holds no `_`, so distinct stores get distinct files.
             files.push((
                 Path::new("truststore/x509")
                     .join(kind)
                     .join(name)
                     .join(format!("{ns}_{store_name}.pem")),
-                store.pem.as_bytes().to_vec(),
+                pem.into_bytes(),
             ));
         }
     }
-    Ok(NotationPlan { files, skipped })
+    Ok(NotationPlan {
+        files,
+        skipped,
+        dropped,
+    })
+}
+
+/// The certificates of `pem` that a trust store of type `kind` anchors in, as PEM, and
+/// why each other one is left out. Ratify hands notation only CA certificates and
+/// self-signed ones (its trust store's `filterValidCerts`), so a leaf pasted into a
+/// store with its chain is passed over there; notation's own trust store also holds a
+/// `tsa` store to self-signed root CAs (`isRootCACertificate`), which a Notation
+/// directory is read by. A block that does not parse is left out the same way.
+fn anchors_only(pem: &str, kind: &str) -> (String, Vec<String>) {
+    use crate::verify::notation::chain::Cert;
+    let mut kept = String::new();
+    let mut dropped = Vec::new();
+    let blocks = match pem::parse_many(pem) {
+        Ok(blocks) => blocks,
+        Err(error) => return (String::new(), vec![format!("not PEM: {error}")]),
+    };
+    for block in blocks.iter().filter(|b| b.tag() == "CERTIFICATE") {
+        let cert = match Cert::from_der(block.contents()) {
+            Ok(cert) => cert,
+            Err(error) => {
+                dropped.push(format!("a certificate that does not parse ({error})"));
+                continue;
+            }
+        };
+        let why = if kind == "tsa" {
+            (!cert.is_self_signed_ca()).then_some("not a self-signed root CA, as a tsa store needs")
+        } else {
+            (!cert.is_ca() && !cert.is_self_signed())
+                .then_some("neither a CA nor self-signed, which Ratify passes over")
+        };
+        match why {
+            Some(why) => dropped.push(format!("{} left out: {why}", cert.subject())),
+            None => kept.push_str(&pem::encode_config(
+                block,
+                pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+            )),
+        }
+    }
+    if dropped.is_empty() {
+        // The store's own text, comments and all, when every certificate stays.
+        return (pem.to_owned(), dropped);
+    }
+    (kept, dropped)
 }
 
 /// The certificate store names `verificationCertStores` lists for each trust store the

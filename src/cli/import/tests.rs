@@ -165,23 +165,33 @@ fn empty_out_directory_is_used() {
 
 #[test]
 fn refused_verifier_leaves_no_file() {
-    // A member that names no store, and a store whose "certificate" crigate cannot read:
-    // the first is refused before writing, the second after loading what was written.
+    // A member that names no store and a store whose "certificate" does not parse are
+    // refused before writing; a trust policy crigate does not load, after loading what
+    // was written.
     let broken = "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: CertificateStore\n\
                   metadata:\n  name: broken\nspec:\n  provider: inline\n  parameters:\n    value: |\n      \
                   -----BEGIN CERTIFICATE-----\n      bm90IGEgY2VydGlmaWNhdGU=\n      -----END CERTIFICATE-----\n";
     let resources = [
         broken.to_owned(),
+        certificate_store("certstore-inline", None),
         flat_verifier("missing-member", &["nowhere"]),
         flat_verifier("unreadable", &["broken"]),
+        flat_verifier("unloadable", &["certstore-inline"])
+            .replace("trustedIdentities: [\"*\"]", "trustedIdentities: [\"CN=no prefix\"]"),
     ]
     .concat();
     let run = run(Kind::Ratify, &resources);
     assert!(run.left_out("Verifier missing-member"));
-    assert!(run.left_out("Verifier unreadable"));
+    assert!(
+        run.left_out("broken holds no certificate a ca trust store can anchor in"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("Verifier unloadable"));
     assert!(run.left_out("none of it was kept"));
-    assert!(!run.out.join("notation/missing-member").exists());
-    assert!(!run.out.join("notation/unreadable").exists());
+    for name in ["missing-member", "unreadable", "unloadable"] {
+        assert!(!run.out.join("notation").join(name).exists(), "{name}");
+    }
     assert!(!run.config().contains("[verifiers."));
 }
 
@@ -768,4 +778,68 @@ fn allowlist_entries_crigate_cannot_take_are_reported_and_the_rest_imported() {
     let config = run.config();
     assert!(config.contains("pattern = \"registry.example/tools/*\", namespace = \"ops\""));
     assert!(!config.contains("numbered"), "{config}");
+}
+
+/// A root CA, an intermediate CA it issued, and a leaf the intermediate issued, as PEM.
+fn pasted_chain() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca = |cn: &str| {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+    };
+    let root_key = KeyPair::generate().unwrap();
+    let root_params = ca("pasted root");
+    let root = root_params.self_signed(&root_key).unwrap();
+    let root_issuer = Issuer::new(root_params, root_key);
+    let inter_key = KeyPair::generate().unwrap();
+    let inter_params = ca("pasted intermediate");
+    let inter = inter_params.signed_by(&inter_key, &root_issuer).unwrap();
+    let inter_issuer = Issuer::new(inter_params, inter_key);
+    let mut leaf_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    leaf_params
+        .distinguished_name
+        .push(DnType::CommonName, "pasted leaf");
+    let leaf = leaf_params
+        .signed_by(&KeyPair::generate().unwrap(), &inter_issuer)
+        .unwrap();
+    (root.pem(), inter.pem(), leaf.pem())
+}
+
+#[test]
+fn a_store_holding_a_whole_chain_keeps_the_certificates_ratify_anchors_in() {
+    // Ratify hands notation only CA and self-signed certificates (filterValidCerts): a
+    // leaf pasted with its chain is passed over, as it is here, and said so; a tsa store
+    // keeps self-signed roots only, as notation's trust store does.
+    let (root, intermediate, leaf) = pasted_chain();
+    let store = format!(
+        "---\napiVersion: config.ratify.deislabs.io/v1beta1\nkind: CertificateStore\nmetadata:\n  \
+         name: chain\nspec:\n  provider: inline\n  parameters:\n    value: |\n{}",
+        indent(&format!("{leaf}{intermediate}{root}"), 6)
+    );
+    let resources = [
+        store,
+        verifier(
+            "v",
+            "type: notation",
+            "      ca:\n        certs:\n          - chain\n      tsa:\n        stamps:\n          - chain\n",
+            "\"ca:certs\", \"tsa:stamps\"",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.mapped("Verifier v (notation)"), "{:?}", run.import());
+    assert!(run.left_out("ca:certs gatekeeper-system/chain: CN=pasted leaf left out"));
+    assert!(run.left_out("tsa:stamps gatekeeper-system/chain: CN=pasted leaf left out"));
+    assert!(run.left_out("tsa:stamps gatekeeper-system/chain: CN=pasted intermediate left out"));
+    let stores = run.out.join("notation/v/truststore/x509");
+    let ca = std::fs::read_to_string(stores.join("ca/certs/gatekeeper-system_chain.pem")).unwrap();
+    let count = |pem: &str| pem.matches("BEGIN CERTIFICATE").count();
+    assert_eq!(count(&ca), 2, "{ca}");
+    assert!(!ca.contains(leaf.lines().nth(1).unwrap()));
+    let tsa =
+        std::fs::read_to_string(stores.join("tsa/stamps/gatekeeper-system_chain.pem")).unwrap();
+    assert_eq!(count(&tsa), 1, "{tsa}");
+    assert!(tsa.contains(root.lines().nth(1).unwrap()));
 }
