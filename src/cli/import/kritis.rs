@@ -37,8 +37,8 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
         let Resource { file, name, .. } = resource;
         match resource.kind.as_str() {
             "AttestationAuthority" => {
-                let pem = match authority_key(&resource.value) {
-                    Ok(pem) => pem,
+                let (pems, unused) = match authority_keys(&resource.value) {
+                    Ok(keys) => keys,
                     Err(reason) => {
                         import.left_out.push(format!(
                             "AttestationAuthority {name} ({}): {reason}",
@@ -66,19 +66,35 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                     ));
                     continue;
                 }
-                let path = out.join("keys").join(namespace).join(format!("{name}.pub"));
-                write_file(&path, pem.as_bytes())?;
+                for why in unused {
+                    import.left_out.push(format!(
+                        "AttestationAuthority {namespace}/{name} ({}): {why}",
+                        file.display()
+                    ));
+                }
+                let mut paths = Vec::new();
+                for (index, pem) in pems.iter().enumerate() {
+                    let file_name = match index {
+                        0 => format!("{name}.pub"),
+                        n => format!("{name}.{n}.pub"),
+                    };
+                    let path = out.join("keys").join(namespace).join(file_name);
+                    write_file(&path, pem.as_bytes())?;
+                    paths.push(path.display().to_string());
+                }
                 let verifier = namespaced_config_name(namespace, name);
+                let keys: Vec<String> = paths.iter().map(|p| toml_string(p)).collect();
                 let _ = write!(
                     import.config,
                     "\n# kritis verified attestations in Grafeas; crigate verifies cosign signatures in the\n\
                      # registry made with this key pair.\n[verifiers.{verifier}]\nkind = \"cosign\"\n\
                      keys = [{}]\nrequire_tlog = false\n",
-                    toml_string(&path.display().to_string()),
+                    keys.join(", "),
                 );
                 import.mapped.push(format!(
-                    "AttestationAuthority {namespace}/{name}: [verifiers.{verifier}], PKIX key in {}",
-                    path.display()
+                    "AttestationAuthority {namespace}/{name}: [verifiers.{verifier}], PKIX key{} in {}",
+                    if paths.len() == 1 { "" } else { "s" },
+                    paths.join(", ")
                 ));
                 authorities.insert(key, verifier);
             }
@@ -340,10 +356,56 @@ fn requirement(gaps: &[Gap]) -> Option<(BTreeSet<String>, &'static str)> {
 }
 
 /// The PEM public key of a kritis AttestationAuthority, if it holds a usable PKIX key.
+/// The PKIX public keys of an AttestationAuthority, as PEM, and why any other key it
+/// lists is not used. Two shapes: Alibaba ACK's kritis, `spec.publicKeyData` (one PEM key,
+/// base64); grafeas kritis v1beta1 (`attestationauthority.go`), `spec.publicKeys`, each
+/// with `keyType` and, for `PKIX`, `pkixPublicKey.publicKeyPem` (PEM text). An
+/// attestation by any one of an authority's keys counts there, as a signature by any key
+/// of a cosign verifier does here.
+fn authority_keys(doc: &Value) -> Result<(Vec<String>, Vec<String>), String> {
+    let spec = &doc["spec"];
+    if spec.get("publicKeyData").is_some() || spec.get("publicKeys").is_none() {
+        return authority_key(doc).map(|pem| (vec![pem], Vec::new()));
+    }
+    let listed = spec["publicKeys"]
+        .as_sequence()
+        .ok_or("spec.publicKeys is not a list")?;
+    let (mut pems, mut unused) = (Vec::new(), Vec::new());
+    for (index, key) in listed.iter().enumerate() {
+        let id = key["keyId"].as_str().unwrap_or("");
+        let which = format!("spec.publicKeys[{index}] {id:?}");
+        let pem = key["pkixPublicKey"]["publicKeyPem"].as_str();
+        match (key["keyType"].as_str(), pem) {
+            (Some("PGP"), _) => unused.push(format!(
+                "{which}: PGP keys are not supported: crigate verifies cosign signatures (PKIX keys)"
+            )),
+            (Some("PKIX") | None, Some(pem)) => match pkix_key(pem) {
+                Ok(pem) => pems.push(pem),
+                Err(why) => unused.push(format!("{which}: {why}")),
+            },
+            (kind, _) => unused.push(format!(
+                "{which}: keyType {} with no pkixPublicKey.publicKeyPem crigate can use",
+                kind.unwrap_or("(none)")
+            )),
+        }
+    }
+    if pems.is_empty() {
+        return Err(format!(
+            "no usable PKIX key in spec.publicKeys{}",
+            if unused.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", unused.join("; "))
+            }
+        ));
+    }
+    Ok((pems, unused))
+}
+
 fn authority_key(doc: &Value) -> Result<String, String> {
     let data = doc["spec"]["publicKeyData"]
         .as_str()
-        .ok_or("no spec.publicKeyData")?;
+        .ok_or("no spec.publicKeyData or spec.publicKeys")?;
     // kritis decodes with Go's base64.StdEncoding, which skips '\r' and '\n', so a value
     // wrapped over several lines is one key.
     let data: String = data.chars().filter(|c| !matches!(c, '\r' | '\n')).collect();
@@ -354,15 +416,20 @@ fn authority_key(doc: &Value) -> Result<String, String> {
         })?;
     let text =
         String::from_utf8(bytes).map_err(|_| "spec.publicKeyData is not PEM text".to_owned())?;
+    pkix_key(&text).map_err(|why| why.replace("the key", "spec.publicKeyData"))
+}
+
+/// `text` if it is one PEM public key crigate verifies cosign signatures with.
+fn pkix_key(text: &str) -> Result<String, String> {
     if text.contains("BEGIN PGP PUBLIC KEY BLOCK") {
         return Err(
             "PGP keys are not supported: crigate verifies cosign signatures (PKIX keys)".to_owned(),
         );
     }
     if !text.contains("-----BEGIN PUBLIC KEY-----") {
-        return Err("spec.publicKeyData is not a PEM public key".to_owned());
+        return Err("the key is not a PEM public key".to_owned());
     }
     crate::verify::cosign::TrustedKey::from_pem("kritis", text.as_bytes())
         .map_err(|e| format!("unusable key: {e}"))?;
-    Ok(text)
+    Ok(text.to_owned())
 }

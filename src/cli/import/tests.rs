@@ -843,3 +843,40 @@ fn a_store_holding_a_whole_chain_keeps_the_certificates_ratify_anchors_in() {
     assert_eq!(count(&tsa), 1, "{tsa}");
     assert!(tsa.contains(root.lines().nth(1).unwrap()));
 }
+
+#[test]
+fn an_upstream_kritis_authority_lists_its_keys_in_public_keys() {
+    // grafeas kritis v1beta1: spec.publicKeys, PKIX keys as PEM text; any one of them
+    // attests. A PGP key beside them is reported.
+    let (first, other) = (public_key(), public_key());
+    let resources = format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  \
+         name: release\n  namespace: prod\nspec:\n  noteReference: projects/p/notes/release\n  \
+         publicKeys:\n  - keyType: PKIX\n    keyId: key-1\n    pkixPublicKey:\n      \
+         signatureAlgorithm: ECDSA_P256_SHA256\n      publicKeyPem: |\n{}  \
+         - keyType: PGP\n    keyId: ABCDEF\n    asciiArmoredPgpPublicKey: LS0tLS1CRUdJTiBQR1A=\n  \
+         - keyType: PKIX\n    keyId: key-2\n    pkixPublicKey:\n      publicKeyPem: |\n{}{}",
+        indent(&first, 8),
+        indent(&other, 8),
+        gap("gap", Some("prod"), &["release"]),
+    );
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.mapped("AttestationAuthority prod/release: [verifiers.prod_release], PKIX keys in"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("spec.publicKeys[1] \"ABCDEF\": PGP keys are not supported"));
+    let keys = run.out.join("keys/prod");
+    assert_eq!(
+        std::fs::read_to_string(keys.join("release.pub")).unwrap(),
+        first
+    );
+    assert_eq!(
+        std::fs::read_to_string(keys.join("release.1.pub")).unwrap(),
+        other
+    );
+    let config = run.config();
+    assert!(config.contains("release.pub\", \""), "{config}");
+    assert!(config.contains("name = \"prod_gap\""), "{config}");
+}
