@@ -695,11 +695,33 @@ fn timestamped(
     target: &Target,
     stamped_at: i64,
 ) -> SignedEnvelope {
-    let stamp = |signature: &[u8]| tsa.timestamp(signature, stamped_at);
+    stamped_with(leaf, format, target, &|signature| {
+        tsa.timestamp(signature, stamped_at)
+    })
+}
+
+/// [`timestamped`], the token made by `stamp` from the raw signature bytes.
+fn stamped_with(
+    leaf: &NotationLeaf,
+    format: Format,
+    target: &Target,
+    stamp: &dyn Fn(&[u8]) -> Vec<u8>,
+) -> SignedEnvelope {
     leaf.sign_with_timestamp(
         target,
         &SignOptions::new(format).signing_time(ymd(2025, 3, 1)),
-        Some(&stamp),
+        Some(stamp),
+    )
+}
+
+/// A strict policy over every repository trusting `ca:e2e` and `tsa:e2e-tsa`.
+fn strict_with_tsa() -> Value {
+    trust_policy(
+        "crigate-e2e",
+        &["*"],
+        "strict",
+        &["ca:e2e", "tsa:e2e-tsa"],
+        &["*"],
     )
 }
 
@@ -724,13 +746,7 @@ async fn notation_expired_certificate_with_a_valid_timestamp_is_trusted() {
     let ca = NotationCa::generate("crigate e2e CA");
     let tsa = NotationTsa::generate("crigate e2e TSA");
     let stores = ca_and_tsa(&ca, &tsa.root_pem);
-    let policy = trust_policy(
-        "crigate-e2e",
-        &["*"],
-        "strict",
-        &["ca:e2e", "tsa:e2e-tsa"],
-        &["*"],
-    );
+    let policy = strict_with_tsa();
     for (format, kind) in [
         (Format::Jws, KeyKind::Rsa2048),
         (Format::Cose, KeyKind::P256),
@@ -767,13 +783,7 @@ async fn notation_timestamp_that_does_not_save_an_expired_certificate_is_rejecte
     let tsa = NotationTsa::generate("crigate e2e TSA");
     let other_tsa = NotationTsa::generate("other TSA");
     let leaf = ca.leaf(KeyKind::P384, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
-    let policy = trust_policy(
-        "crigate-e2e",
-        &["*"],
-        "strict",
-        &["ca:e2e", "tsa:e2e-tsa"],
-        &["*"],
-    );
+    let policy = strict_with_tsa();
     for format in [Format::Jws, Format::Cose] {
         // The TSA does not chain to the tsa store.
         let result = scenario(
@@ -833,23 +843,14 @@ async fn notation_a_timestamp_is_held_to_the_signing_time_and_its_named_tsa() {
     let ca = NotationCa::generate("crigate e2e CA");
     let tsa = NotationTsa::generate("crigate e2e TSA");
     let leaf = ca.leaf(KeyKind::P256, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
-    let policy = trust_policy(
-        "crigate-e2e",
-        &["*"],
-        "strict",
-        &["ca:e2e", "tsa:e2e-tsa"],
-        &["*"],
-    );
+    let policy = strict_with_tsa();
     let stores = ca_and_tsa(&ca, &tsa.root_pem);
     for format in [Format::Jws, Format::Cose] {
         let name = |case: &str| format!("{case}-{format:?}").to_lowercase();
         let signed = |target: &Target, stamped_at: i64, ess: Ess| {
-            let stamp = |signature: &[u8]| tsa.timestamp_naming(signature, stamped_at, ess.clone());
-            vec![leaf.sign_with_timestamp(
-                target,
-                &SignOptions::new(format).signing_time(ymd(2025, 3, 1)),
-                Some(&stamp),
-            )]
+            vec![stamped_with(&leaf, format, target, &|signature| {
+                tsa.timestamp_naming(signature, stamped_at, ess.clone())
+            })]
         };
         // Stamped a month before the claimed signing time, inside the chain's validity.
         let early = scenario(
@@ -895,13 +896,7 @@ async fn notation_a_timestamp_token_with_long_form_lengths_is_read_as_notation_r
     let ca = NotationCa::generate("crigate e2e CA");
     let tsa = NotationTsa::generate("crigate e2e TSA");
     let leaf = ca.leaf(KeyKind::P256, "signer", ymd(2025, 1, 1), ymd(2025, 6, 1));
-    let policy = trust_policy(
-        "crigate-e2e",
-        &["*"],
-        "strict",
-        &["ca:e2e", "tsa:e2e-tsa"],
-        &["*"],
-    );
+    let policy = strict_with_tsa();
     let stores = ca_and_tsa(&ca, &tsa.root_pem);
     let indefinite = |der: Vec<u8>| {
         // The outer SEQUENCE in the indefinite form: 0x30 0x80, its members, two zeros.
@@ -913,13 +908,9 @@ async fn notation_a_timestamp_token_with_long_form_lengths_is_read_as_notation_r
     };
     for format in [Format::Jws, Format::Cose] {
         let signed = |target: &Target, transform: &dyn Fn(Vec<u8>) -> Vec<u8>| {
-            let stamp =
-                |signature: &[u8]| transform(tsa.timestamp(signature, ymd(2025, 3, 1) + 60));
-            vec![leaf.sign_with_timestamp(
-                target,
-                &SignOptions::new(format).signing_time(ymd(2025, 3, 1)),
-                Some(&stamp),
-            )]
+            vec![stamped_with(&leaf, format, target, &|signature| {
+                transform(tsa.timestamp(signature, ymd(2025, 3, 1) + 60))
+            })]
         };
         let (code, json) = scenario(
             &registry,
@@ -1311,13 +1302,7 @@ async fn notation_a_timestamp_from_a_revoked_tsa_saves_nothing() {
     let port = free_port().unwrap();
     let responder = OcspResponder::start(work.path(), &tsa_root, port, &[GOOD], &[REVOKED]);
     let ocsp_url = format!("http://127.0.0.1:{port}");
-    let policy = trust_policy(
-        "crigate-e2e",
-        &["*"],
-        "strict",
-        &["ca:e2e", "tsa:e2e-tsa"],
-        &["*"],
-    );
+    let policy = strict_with_tsa();
     let dir = tempfile::tempdir().unwrap();
     write_notation_dir(dir.path(), &policy, &ca_and_tsa(&ca, &tsa_root.cert_pem));
     // Expired since 2025-06-01: only an authentic timestamp saves it.

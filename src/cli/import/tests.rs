@@ -176,8 +176,10 @@ fn refused_verifier_leaves_no_file() {
         certificate_store("certstore-inline", None),
         flat_verifier("missing-member", &["nowhere"]),
         flat_verifier("unreadable", &["broken"]),
-        flat_verifier("unloadable", &["certstore-inline"])
-            .replace("trustedIdentities: [\"*\"]", "trustedIdentities: [\"CN=no prefix\"]"),
+        flat_verifier("unloadable", &["certstore-inline"]).replace(
+            "trustedIdentities: [\"*\"]",
+            "trustedIdentities: [\"CN=no prefix\"]",
+        ),
     ]
     .concat();
     let run = run(Kind::Ratify, &resources);
@@ -492,19 +494,21 @@ fn config_policy_any_is_what_crigate_does() {
     assert!(run.mapped("Policy ratify-policy (config-policy)"));
 }
 
-#[test]
-fn config_policy_all_for_notation_signatures_is_reported() {
-    let policy = ANY_POLICY.replace(
-        "default: any",
-        "\"application/vnd.cncf.notary.signature\": all\n      default: any",
-    );
+/// One notation Verifier with a config-policy whose `default: any` line is `rules`.
+fn run_with_policy_rules(rules: &str) -> Run {
     let resources = [
         certificate_store("certstore-inline", None),
         flat_verifier("v", &["certstore-inline"]),
-        policy,
+        ANY_POLICY.replace("default: any", rules),
     ]
     .concat();
-    let run = run(Kind::Ratify, &resources);
+    run(Kind::Ratify, &resources)
+}
+
+#[test]
+fn config_policy_all_for_notation_signatures_is_reported() {
+    let run =
+        run_with_policy_rules("\"application/vnd.cncf.notary.signature\": all\n      default: any");
     assert!(run.left_out("config-policy application/vnd.cncf.notary.signature \"all\""));
 }
 
@@ -512,17 +516,9 @@ fn config_policy_all_for_notation_signatures_is_reported() {
 fn config_policy_requirements_no_verifier_checks_and_passthrough_are_reported() {
     // Ratify requires a verified SBOM here, and with passthroughEnabled lets a Gatekeeper
     // template decide: neither is something the imported verifiers carry.
-    let policy = ANY_POLICY.replace(
-        "default: any",
+    let run = run_with_policy_rules(
         "\"application/spdx+json\": all\n      default: any\n    passthroughEnabled: true",
     );
-    let resources = [
-        certificate_store("certstore-inline", None),
-        flat_verifier("v", &["certstore-inline"]),
-        policy,
-    ]
-    .concat();
-    let run = run(Kind::Ratify, &resources);
     assert!(
         run.left_out(
             "config-policy requires a verified application/spdx+json artifact, which no \
