@@ -1133,6 +1133,57 @@ async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_di
     );
 }
 
+/// notation-go `verifyRevocation`: a revoked `notary.x509` signing certificate fails
+/// revocation whatever the time, even when a verified timestamp comes before the key's
+/// invalidity date; only a signing authority's authentic signing time is weighed against
+/// it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_a_timestamp_does_not_save_a_revoked_signing_certificate() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CRL CA");
+    let tsa = NotationTsa::generate("crigate e2e TSA");
+    let www = tempfile::tempdir().unwrap();
+    let server = FileServer::start(www.path());
+    let url = format!("http://127.0.0.1:{}/ca.crl", server.port);
+    const SERIAL: u64 = 4343;
+    let leaf = ca.leaf_with_crl_point(KeyKind::P256, "stamped signer", &url, SERIAL);
+    let target = push_image(&registry, "stamped-revoked").await;
+    let signed_at = ymd(2026, 2, 1);
+    let stamp = |signature: &[u8]| tsa.timestamp(signature, signed_at + 60);
+    let envelope = leaf.sign_with_timestamp(
+        &target,
+        &SignOptions::new(Format::Jws).signing_time(signed_at),
+        Some(&stamp),
+    );
+    push_signatures(&registry, "stamped-revoked", &target, &[envelope]).await;
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(
+        dir.path(),
+        &strict_with_tsa(),
+        &ca_and_tsa(&ca, &tsa.root_pem),
+    );
+    let image = format!("{}/stamped-revoked:v1", registry.host());
+    // Not revoked: trusted, timestamp and all.
+    std::fs::write(www.path().join("ca.crl"), ca.crl(&[7])).unwrap();
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+    // Revoked, the key compromised only from months after the timestamp.
+    std::fs::write(
+        www.path().join("ca.crl"),
+        ca.crl_with_invalidity(&[(SERIAL, Some(ymd(2026, 6, 1)))]),
+    )
+    .unwrap();
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert!(
+        json["reason"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CN=stamped signer was revoked"),
+        "{json}"
+    );
+}
+
 /// `openssl ocsp` as a CA runs it: a responder on loopback answering from an `openssl ca`
 /// index (`V` valid, `R` revoked, serials it does not list unknown), signing with the
 /// CA's own key, answers valid for a day.

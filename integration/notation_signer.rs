@@ -309,6 +309,14 @@ impl NotationCa {
     /// A DER CRL from this CA listing the serial numbers `revoked`, issued 2026-01-01
     /// and next updated 2099-01-01.
     pub fn crl(&self, revoked: &[u64]) -> Vec<u8> {
+        let entries: Vec<(u64, Option<i64>)> = revoked.iter().map(|&s| (s, None)).collect();
+        self.crl_with_invalidity(&entries)
+    }
+
+    /// [`crl`](Self::crl), each serial with the invalidity date (Unix seconds) its entry
+    /// states, if any: when the key is known to have been compromised (RFC 5280 5.3.2).
+    pub fn crl_with_invalidity(&self, revoked: &[(u64, Option<i64>)]) -> Vec<u8> {
+        let at = |unix: i64| OffsetDateTime::from_unix_timestamp(unix).unwrap();
         rcgen::CertificateRevocationListParams {
             this_update: rcgen::date_time_ymd(2026, 1, 1),
             next_update: rcgen::date_time_ymd(2099, 1, 1),
@@ -316,11 +324,11 @@ impl NotationCa {
             issuing_distribution_point: None,
             revoked_certs: revoked
                 .iter()
-                .map(|serial| rcgen::RevokedCertParams {
-                    serial_number: rcgen::SerialNumber::from(*serial),
+                .map(|&(serial, invalid_from)| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from(serial),
                     revocation_time: rcgen::date_time_ymd(2026, 1, 2),
                     reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
+                    invalidity_date: invalid_from.map(at),
                 })
                 .collect(),
             key_identifier_method: rcgen::KeyIdMethod::Sha256,

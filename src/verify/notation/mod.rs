@@ -25,9 +25,10 @@
 //! no usable CRL has an undeterminable status, which the spec treats as a revocation
 //! failure (enforced under `strict`, logged under `permissive`/`audit`, not checked
 //! with `"revocation": "skip"`). A listed certificate is revoked unless its entry's
-//! invalidity date is after an authentic signing time (the signing authority's time or
-//! a verified timestamp), as in notation-core-go; the unauthenticated `signingTime`
-//! never saves it. The chain of a verified timestamp's TSA is checked the same way (from
+//! invalidity date is after the authentic signing time of a `notary.x509.signingAuthority`
+//! signature, as notation-go weighs it (`verifyRevocation`); a `notary.x509` signing
+//! certificate that is listed is revoked whatever its timestamp or claimed
+//! `signingTime` say. The chain of a verified timestamp's TSA is checked the same way (from
 //! the same sources) as part of the authentic timestamp check, as notation-go checks it
 //! (`verifyTimestamp`): a revoked or undeterminable TSA certificate fails that check,
 //! whatever the revocation time and whatever `"revocation"` says; `timestamp_revocation =
@@ -583,12 +584,19 @@ fn verify_one(
     }
     // --- Revocation: configured CRLs, OCSP, fetched CRLs; see the module docs. ---
     if policy.level.action(Check::Revocation) != Action::Skip {
+        // notation-go `verifyRevocation` weighs a revocation's time against the signing
+        // authority's authentic signing time only: a `notary.x509` signing certificate
+        // that is revoked fails, a timestamp notwithstanding.
+        let revocation_time = match scheme {
+            SigningScheme::X509SigningAuthority => authentic_time,
+            SigningScheme::X509 => None,
+        };
         let result = check_revocation(
             &chain,
             &config.crls,
             notes.fetched,
             now,
-            authentic_time,
+            revocation_time,
             Purpose::Signing,
         );
         if let (Err(unsettled), true) = (&result, vouched) {
