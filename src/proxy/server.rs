@@ -2,6 +2,7 @@
 //! configuration reload on SIGHUP, and draining on SIGTERM.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -136,29 +137,54 @@ fn bind(cri: &CriConfig) -> Result<UnixListener, Error> {
             })
         }
     }
-    // The socket appears at `path` only with its group and mode set: it is bound under a
-    // name of its own beside `path`, set up there, then renamed into place (rename(2)
-    // replaces atomically), so no client finds it with the mode the umask gave it.
-    let mut staging_name = path.file_name().unwrap_or_default().to_owned();
-    staging_name.push(format!(".{}", std::process::id()));
-    let staging = path.with_file_name(staging_name);
+    // No client reaches the socket before it has its group and mode: it is bound, not
+    // yet listening (a connect is refused), under a name of its own beside `path`, set
+    // up there, linked to `path` (link(2) never replaces: a socket another crigate
+    // placed meanwhile stays, and this one is refused as in use), and only then listens.
+    let staging = path.with_file_name(format!(".{:x}", std::process::id()));
+    let bind_error = |source| Error::Bind {
+        path: staging.clone(),
+        source,
+    };
     // Left by a crigate of the same pid that died here (a restart in a new PID namespace).
     let _ = std::fs::remove_file(&staging);
-    let listener = UnixListener::bind(&staging).map_err(|source| Error::Bind {
-        path: path.clone(),
-        source,
-    })?;
-    let placed = set_up_socket(cri, &staging, created)
-        .and_then(|()| {
-            std::fs::rename(&staging, path).map_err(|source| Error::Bind {
+    let socket = nix::sys::socket::socket(
+        nix::sys::socket::AddressFamily::Unix,
+        nix::sys::socket::SockType::Stream,
+        nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        None,
+    )
+    .map_err(|e| bind_error(e.into()))?;
+    let address = nix::sys::socket::UnixAddr::new(&staging).map_err(|e| bind_error(e.into()))?;
+    nix::sys::socket::bind(socket.as_raw_fd(), &address).map_err(|e| bind_error(e.into()))?;
+    let placed = set_up_socket(cri, &staging, created).and_then(|()| {
+        std::fs::hard_link(&staging, path).map_err(|source| match source.kind() {
+            io::ErrorKind::AlreadyExists => Error::InUse { path: path.clone() },
+            _ => Error::Bind {
                 path: path.clone(),
                 source,
-            })
+            },
         })
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&staging);
+    });
+    let _ = std::fs::remove_file(&staging);
+    placed?;
+    let listening =
+        nix::sys::socket::listen(&socket, nix::sys::socket::Backlog::MAXCONN).map_err(|e| {
+            Error::Bind {
+                path: path.clone(),
+                source: e.into(),
+            }
         });
-    placed.map(|()| listener)
+    if let Err(error) = listening {
+        let _ = std::fs::remove_file(path);
+        return Err(error);
+    }
+    UnixListener::from_std(std::os::unix::net::UnixListener::from(socket)).map_err(|source| {
+        Error::Bind {
+            path: path.clone(),
+            source,
+        }
+    })
 }
 
 /// Gives the socket at `path` its configured group (and a directory crigate `created`
