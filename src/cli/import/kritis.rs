@@ -73,12 +73,15 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                     ));
                 }
                 let mut paths = Vec::new();
+                // One key is `<name>.pub`; several go in `<name>.d/`. Every file name ends
+                // in `.pub` and every directory in `.d`, so no authority's files can be
+                // another's, whatever dots Kubernetes allows in their names.
+                let keys = out.join("keys").join(namespace);
                 for (index, pem) in pems.iter().enumerate() {
-                    let file_name = match index {
-                        0 => format!("{name}.pub"),
-                        n => format!("{name}.{n}.pub"),
+                    let path = match pems.len() {
+                        1 => keys.join(format!("{name}.pub")),
+                        _ => keys.join(format!("{name}.d")).join(format!("{index}.pub")),
                     };
-                    let path = out.join("keys").join(namespace).join(file_name);
                     write_file(&path, pem.as_bytes())?;
                     paths.push(path.display().to_string());
                 }

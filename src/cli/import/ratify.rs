@@ -273,6 +273,19 @@ impl Stores {
             // A KeyManagementProvider is cluster-scoped: Ratify names it by its name alone,
             // which a member without a namespace reaches here in Ratify's namespace.
             let namespace = if key_management_provider {
+                if let Some(written) = resource
+                    .namespace
+                    .as_deref()
+                    .filter(|n| *n != ratify_namespace)
+                {
+                    import.left_out.push(format!(
+                        "{kind} {name} ({}): metadata.namespace {written} is not kept for this \
+                         cluster-scoped kind; Ratify names it by its name alone, as a member \
+                         without a namespace does here ({ratify_namespace}/{name} would not \
+                         find it)",
+                        file.display()
+                    ));
+                }
                 ratify_namespace
             } else {
                 resource.namespace.as_deref().unwrap_or(ratify_namespace)
@@ -496,16 +509,17 @@ fn notation_files(
         for member in listed {
             let (store, ns, store_name) = stores.resolve(member, namespace)?;
             let (pem, left) = anchors_only(&store.pem, kind);
+            if pem.is_empty() {
+                return Err(format!(
+                    "certificate store {ns}/{store_name} holds no certificate a {kind} trust \
+                     store can anchor in: {}",
+                    left.join("; ")
+                ));
+            }
             dropped.extend(
                 left.into_iter()
                     .map(|why| format!("{kind}:{name} {ns}/{store_name}: {why}")),
             );
-            if pem.is_empty() {
-                return Err(format!(
-                    "certificate store {ns}/{store_name} holds no certificate a {kind} trust \
-                     store can anchor in"
-                ));
-            }
             // A namespace holds no `_`, so distinct stores get distinct files.
             files.push((
                 Path::new("truststore/x509")

@@ -185,7 +185,10 @@ fn refused_verifier_leaves_no_file() {
     let run = run(Kind::Ratify, &resources);
     assert!(run.left_out("Verifier missing-member"));
     assert!(
-        run.left_out("broken holds no certificate a ca trust store can anchor in"),
+        run.left_out(
+            "broken holds no certificate a ca trust store can anchor in: a certificate that \
+             does not parse"
+        ),
         "{:?}",
         run.import()
     );
@@ -445,6 +448,22 @@ fn a_verifier_is_cluster_scoped_so_its_written_namespace_does_not_place_its_memb
     let dir = run.out.join("notation/v/truststore/x509/ca/certs");
     assert!(dir.join("gatekeeper-system_certs-a.pem").exists());
     assert!(!dir.join("team-a_certs-a.pem").exists());
+}
+
+#[test]
+fn a_key_management_provider_is_cluster_scoped_so_its_written_namespace_is_reported() {
+    let resources = [
+        key_management_provider("kmp-inline", "inline", "certificate").replace(
+            "metadata:\n  name: kmp-inline\n",
+            "metadata:\n  name: kmp-inline\n  namespace: team-a\n",
+        ),
+        flat_verifier("v", &["kmp-inline"]),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.mapped("Verifier v (notation)"), "{:?}", run.import());
+    assert!(run.left_out("KeyManagementProvider kmp-inline"));
+    assert!(run.left_out("metadata.namespace team-a is not kept for this cluster-scoped kind"));
 }
 
 #[test]
@@ -863,16 +882,42 @@ fn an_upstream_kritis_authority_lists_its_keys_in_public_keys() {
         run.import()
     );
     assert!(run.left_out("spec.publicKeys[1] \"ABCDEF\": PGP keys are not supported"));
+    let keys = run.out.join("keys/prod/release.d");
+    assert_eq!(std::fs::read_to_string(keys.join("0.pub")).unwrap(), first);
+    assert_eq!(std::fs::read_to_string(keys.join("1.pub")).unwrap(), other);
+    let config = run.config();
+    assert!(config.contains("release.d/0.pub\", \""), "{config}");
+    assert!(config.contains("name = \"prod_gap\""), "{config}");
+}
+
+#[test]
+fn authorities_whose_names_differ_by_a_dot_keep_their_own_keys() {
+    // `release` with two keys and `release.1` with one, in one namespace: each verifier
+    // names its own key files, and no file is written twice.
+    let (first, second, third) = (public_key(), public_key(), public_key());
+    let two = format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  \
+         name: release\n  namespace: prod\nspec:\n  publicKeys:\n  - keyType: PKIX\n    \
+         pkixPublicKey:\n      publicKeyPem: |\n{}  - keyType: PKIX\n    pkixPublicKey:\n      \
+         publicKeyPem: |\n{}",
+        indent(&first, 8),
+        indent(&second, 8),
+    );
+    let resources = [two, authority("release.1", Some("prod"), &third)].concat();
+    let run = run(Kind::Kritis, &resources);
     let keys = run.out.join("keys/prod");
     assert_eq!(
-        std::fs::read_to_string(keys.join("release.pub")).unwrap(),
-        first
+        std::fs::read_to_string(keys.join("release.d/1.pub")).unwrap(),
+        second
     );
     assert_eq!(
         std::fs::read_to_string(keys.join("release.1.pub")).unwrap(),
-        other
+        third
     );
-    let config = run.config();
-    assert!(config.contains("release.pub\", \""), "{config}");
-    assert!(config.contains("name = \"prod_gap\""), "{config}");
+    assert!(
+        run.mapped("AttestationAuthority prod/release.1"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.mapped("AttestationAuthority prod/release:"));
 }
