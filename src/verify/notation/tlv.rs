@@ -177,6 +177,9 @@ pub(crate) fn minimal_lengths(ber: &[u8]) -> Result<Vec<u8>, TlvError> {
     Ok(out)
 }
 
+/// Writes `element` with minimal lengths straight into `out`: each constructed element's
+/// length is counted first ([`minimal_len`]), so no level holds a copy of its members
+/// and memory stays the size of the output, however deep the nesting.
 fn write_minimal(element: Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<(), TlvError> {
     let &tag = element.raw.first().ok_or(TlvError::Truncated)?;
     if tag & 0x20 == 0 {
@@ -187,17 +190,51 @@ fn write_minimal(element: Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<()
     if depth >= MAX_DEPTH {
         return Err(TlvError::TooDeep);
     }
-    let mut members = Vec::with_capacity(element.value.len());
+    push_header(out, tag, members_len(element.value, depth + 1)?);
     let mut reader = DerReader {
         rest: element.value,
         lenient: true,
     };
     while !reader.rest.is_empty() {
-        write_minimal(reader.read_any()?, &mut members, depth + 1)?;
+        write_minimal(reader.read_any()?, out, depth + 1)?;
     }
-    push_header(out, tag, members.len());
-    out.extend_from_slice(&members);
     Ok(())
+}
+
+/// The length of the members `content` holds, each re-encoded with minimal lengths.
+fn members_len(content: &[u8], depth: usize) -> Result<usize, TlvError> {
+    let mut reader = DerReader {
+        rest: content,
+        lenient: true,
+    };
+    let mut len = 0;
+    while !reader.rest.is_empty() {
+        len += minimal_len(reader.read_any()?, depth)?;
+    }
+    Ok(len)
+}
+
+/// The length of `element` re-encoded with minimal lengths, header included.
+fn minimal_len(element: Tlv<'_>, depth: usize) -> Result<usize, TlvError> {
+    let &tag = element.raw.first().ok_or(TlvError::Truncated)?;
+    let content = if tag & 0x20 == 0 {
+        element.value.len()
+    } else if depth >= MAX_DEPTH {
+        return Err(TlvError::TooDeep);
+    } else {
+        members_len(element.value, depth + 1)?
+    };
+    Ok(header_len(content) + content)
+}
+
+/// The length of an identifier octet and a minimal definite length of `len`.
+fn header_len(len: usize) -> usize {
+    let significant = (usize::BITS - len.leading_zeros()).div_ceil(8) as usize;
+    if len < 0x80 {
+        2
+    } else {
+        2 + significant
+    }
 }
 
 /// Appends an identifier octet and a definite length in its minimal form (X.690 10.1).
