@@ -7,7 +7,8 @@
 //!   their authorities up in the policy's own namespace (`getAttestationAuthoritiesForGAP`
 //!   uses `gap.Namespace`) and admits an image that all authorities of any one of them
 //!   attest (`ReviewGAP`, pkg/kritis/review/review.go).
-//! - `AdmissionAllowlist` entries go into every policy's allowlist.
+//! - `AdmissionAllowlist` entries go into every policy's allowlist, and a
+//!   GenericAttestationPolicy's `admissionAllowlistPatterns` too, limited to its namespace.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -151,7 +152,7 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
             )),
         }
     }
-    let namespaces = policies_by_namespace(resources, &authorities, &mut import);
+    let namespaces = policies_by_namespace(resources, &authorities, &mut allowlist, &mut import);
     let mut policies = 0;
     for (namespace, Namespace { gaps, complete }) in namespaces {
         if !complete {
@@ -259,6 +260,7 @@ struct Namespace {
 fn policies_by_namespace(
     resources: &[Resource],
     authorities: &BTreeMap<(String, String), String>,
+    allowlist: &mut String,
     import: &mut Import,
 ) -> BTreeMap<String, Namespace> {
     let mut namespaces: BTreeMap<String, Namespace> = BTreeMap::new();
@@ -276,14 +278,43 @@ fn policies_by_namespace(
             continue;
         };
         let spec = &resource.value["spec"];
-        // The field's name before and after kritis renamed whitelist to allowlist.
+        // The field's name before and after kritis renamed whitelist to allowlist. kritis
+        // admits an image one of its namespace's GAPs allowlists unverified
+        // (`review.go`, `SplitGapAllowedImages`): an entry limited to the namespace.
         for field in ["admissionAllowlistPatterns", "admissionWhitelistPatterns"] {
-            if spec[field].as_sequence().is_some_and(|p| !p.is_empty()) {
-                import.left_out.push(format!(
-                    "GenericAttestationPolicy {namespace}/{name} ({}): spec.{field} is not imported: \
-                     kritis admits the images they match in {namespace} unverified, crigate verifies \
-                     them; add them to the policy's allowlist if you rely on them",
-                    file.display()
+            for entry in spec[field].as_sequence().into_iter().flatten() {
+                let Some(pattern) = entry["namePattern"].as_str() else {
+                    import.left_out.push(format!(
+                        "GenericAttestationPolicy {namespace}/{name}: a spec.{field} entry has no \
+                         namePattern"
+                    ));
+                    continue;
+                };
+                // kritis reads only a trailing `*` as a wildcard; crigate's patterns read
+                // one inside a name too, which would admit more than kritis does.
+                let inner_star = pattern.trim_end_matches('*').contains('*');
+                let parsed = pattern.parse::<crate::policy::allowlist::NamePattern>();
+                if inner_star || parsed.is_err() {
+                    let why = match parsed {
+                        Err(error) => error.to_string(),
+                        Ok(_) => "kritis reads a `*` before its end literally, crigate as a \
+                                  wildcard"
+                            .to_owned(),
+                    };
+                    import.left_out.push(format!(
+                        "GenericAttestationPolicy {namespace}/{name}: spec.{field} namePattern \
+                         {pattern:?} is not imported: {why}"
+                    ));
+                    continue;
+                }
+                let _ = writeln!(
+                    allowlist,
+                    "  {{ pattern = {}, namespace = {} }},",
+                    toml_string(pattern),
+                    toml_string(namespace)
+                );
+                import.mapped.push(format!(
+                    "GenericAttestationPolicy {namespace}/{name}: {pattern} allowlisted in {namespace}"
                 ));
             }
         }

@@ -742,20 +742,36 @@ fn gap_without_namespace_is_reported_not_put_in_default() {
 }
 
 #[test]
-fn gap_admission_allowlist_patterns_are_reported() {
+fn gap_admission_allowlist_patterns_are_allowlisted_in_their_namespace() {
+    // kritis admits what a namespace's GAP allowlists unverified, there only; a `*` before
+    // a pattern's end is literal to kritis and a wildcard to crigate, so it is reported.
     let resources = [
         authority("release", Some("prod"), &public_key()),
         gap("gap", Some("prod"), &["release"]),
-        "  admissionAllowlistPatterns:\n  - namePattern: registry.example/tools/*\n".to_owned(),
+        "  admissionAllowlistPatterns:\n  - namePattern: registry.example/tools/*\n  \
+         - namePattern: registry.example/*/agent:1\n"
+            .to_owned(),
     ]
     .concat();
     let run = run(Kind::Kritis, &resources);
     assert!(
-        run.left_out("spec.admissionAllowlistPatterns is not imported"),
+        run.mapped(
+            "GenericAttestationPolicy prod/gap: registry.example/tools/* allowlisted in prod"
+        ),
         "{:?}",
         run.import()
     );
-    assert!(run.config().contains("name = \"prod_gap\""));
+    assert!(run.left_out(
+        "namePattern \"registry.example/*/agent:1\" is not imported: kritis reads a `*` before \
+         its end literally"
+    ));
+    let config = run.config();
+    assert!(config.contains("name = \"prod_gap\""));
+    assert!(
+        config.contains("{ pattern = \"registry.example/tools/*\", namespace = \"prod\" }"),
+        "{config}"
+    );
+    assert!(!config.contains("agent"), "{config}");
 }
 
 #[test]
