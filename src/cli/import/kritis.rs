@@ -114,19 +114,11 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                         ));
                         continue;
                     };
-                    // A pattern crigate would refuse is reported (kritis allowlists nothing
-                    // by it either), not left to fail the whole configuration.
-                    if let Err(error) = pattern.parse::<crate::policy::allowlist::NamePattern>() {
-                        import.left_out.push(format!(
-                            "AdmissionAllowlist {name}: namePattern {pattern:?}: {error}"
-                        ));
-                        continue;
-                    }
                     // An entry limited to a namespace that is not a name would apply
                     // everywhere if dropped: it is left out instead.
                     let namespace = match &entry["namespace"] {
-                        Value::Null => String::new(),
-                        Value::String(ns) => format!(", namespace = {}", toml_string(ns)),
+                        Value::Null => None,
+                        Value::String(ns) => Some(ns.as_str()),
                         other => {
                             import.left_out.push(format!(
                                 "AdmissionAllowlist {name}: namePattern {pattern:?} has a namespace \
@@ -135,14 +127,14 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                             continue;
                         }
                     };
-                    let _ = writeln!(
-                        allowlist,
-                        "  {{ pattern = {}{namespace} }},",
-                        toml_string(pattern)
-                    );
-                    import
-                        .mapped
-                        .push(format!("AdmissionAllowlist {name}: {pattern}"));
+                    match push_allowlist_entry(&mut allowlist, pattern, namespace) {
+                        Ok(()) => import
+                            .mapped
+                            .push(format!("AdmissionAllowlist {name}: {pattern}")),
+                        Err(error) => import.left_out.push(format!(
+                            "AdmissionAllowlist {name}: namePattern {pattern:?}: {error}"
+                        )),
+                    }
                 }
             }
             "GenericAttestationPolicy" => {}
@@ -292,30 +284,24 @@ fn policies_by_namespace(
                 };
                 // kritis reads only a trailing `*` as a wildcard; crigate's patterns read
                 // one inside a name too, which would admit more than kritis does.
-                let inner_star = pattern.trim_end_matches('*').contains('*');
-                let parsed = pattern.parse::<crate::policy::allowlist::NamePattern>();
-                if inner_star || parsed.is_err() {
-                    let why = match parsed {
-                        Err(error) => error.to_string(),
-                        Ok(_) => "kritis reads a `*` before its end literally, crigate as a \
-                                  wildcard"
+                let placed = if pattern.trim_end_matches('*').contains('*') {
+                    Err(
+                        "kritis reads a `*` before its end literally, crigate as a wildcard"
                             .to_owned(),
-                    };
-                    import.left_out.push(format!(
+                    )
+                } else {
+                    push_allowlist_entry(allowlist, pattern, Some(namespace))
+                };
+                match placed {
+                    Ok(()) => import.mapped.push(format!(
+                        "GenericAttestationPolicy {namespace}/{name}: {pattern} allowlisted in \
+                         {namespace}"
+                    )),
+                    Err(why) => import.left_out.push(format!(
                         "GenericAttestationPolicy {namespace}/{name}: spec.{field} namePattern \
                          {pattern:?} is not imported: {why}"
-                    ));
-                    continue;
+                    )),
                 }
-                let _ = writeln!(
-                    allowlist,
-                    "  {{ pattern = {}, namespace = {} }},",
-                    toml_string(pattern),
-                    toml_string(namespace)
-                );
-                import.mapped.push(format!(
-                    "GenericAttestationPolicy {namespace}/{name}: {pattern} allowlisted in {namespace}"
-                ));
             }
         }
         let required: Vec<&str> = spec["attestationAuthorityNames"]
@@ -390,6 +376,28 @@ fn requirement(gaps: &[Gap]) -> Option<(BTreeSet<String>, &'static str)> {
 }
 
 /// The PEM public key of a kritis AttestationAuthority, if it holds a usable PKIX key.
+/// Appends to `allowlist` the entry for `pattern`, limited to `namespace` if given; or,
+/// leaving it as it was, says why crigate cannot take the pattern (kritis allowlists
+/// nothing by it either), rather than let it fail the whole configuration.
+fn push_allowlist_entry(
+    allowlist: &mut String,
+    pattern: &str,
+    namespace: Option<&str>,
+) -> Result<(), String> {
+    pattern
+        .parse::<crate::policy::allowlist::NamePattern>()
+        .map_err(|error| error.to_string())?;
+    let namespace = namespace
+        .map(|ns| format!(", namespace = {}", toml_string(ns)))
+        .unwrap_or_default();
+    let _ = writeln!(
+        allowlist,
+        "  {{ pattern = {}{namespace} }},",
+        toml_string(pattern)
+    );
+    Ok(())
+}
+
 /// The PKIX public keys of an AttestationAuthority, as PEM, and why any other key it
 /// lists is not used. Two shapes: Alibaba ACK's kritis, `spec.publicKeyData` (one PEM key,
 /// base64); grafeas kritis v1beta1 (`attestationauthority.go`), `spec.publicKeys`, each

@@ -19,6 +19,7 @@ use anyhow::Context as _;
 use serde_yaml_ng::Value;
 
 use super::{config_name, header, object_name, toml_string, write_file, Import, Resource};
+use crate::verify::notation::trustpolicy::StoreKind;
 use crate::verify::notation::NotationConfig;
 
 /// The artifact type of Notation signatures, the one a notation Verifier's
@@ -459,9 +460,6 @@ struct NotationPlan {
     dropped: Vec<String>,
 }
 
-/// The Notation trust store types (trust-store-trust-policy.md, "Trust Store").
-const STORE_TYPES: [&str; 3] = ["ca", "signingAuthority", "tsa"];
-
 /// Plans the Notation configuration directory of a notation Verifier. Nothing is
 /// written: a Verifier that is refused leaves no file behind.
 fn notation_files(
@@ -508,7 +506,7 @@ fn notation_files(
             })?;
         for member in listed {
             let (store, ns, store_name) = stores.resolve(member, namespace)?;
-            let (pem, left) = anchors_only(&store.pem, kind);
+            let (pem, left) = anchors_only(&store.pem, store_type(kind)?);
             if pem.is_empty() {
                 return Err(format!(
                     "certificate store {ns}/{store_name} holds no certificate a {kind} trust \
@@ -543,8 +541,9 @@ fn notation_files(
 /// store with its chain is passed over there; notation's own trust store also holds a
 /// `tsa` store to self-signed root CAs (`isRootCACertificate`), which a Notation
 /// directory is read by. A block that does not parse is left out the same way.
-fn anchors_only(pem: &str, kind: &str) -> (String, Vec<String>) {
+fn anchors_only(pem: &str, kind: StoreKind) -> (String, Vec<String>) {
     use crate::verify::notation::chain::Cert;
+    use crate::verify::notation::truststore::{anchor_refusal, NotAnAnchor};
     let mut kept = String::new();
     let mut dropped = Vec::new();
     let blocks = match pem::parse_many(pem) {
@@ -559,12 +558,10 @@ fn anchors_only(pem: &str, kind: &str) -> (String, Vec<String>) {
                 continue;
             }
         };
-        let why = if kind == "tsa" {
-            (!cert.is_self_signed_ca()).then_some("not a self-signed root CA, as a tsa store needs")
-        } else {
-            (!cert.is_ca() && !cert.is_self_signed())
-                .then_some("neither a CA nor self-signed, which Ratify passes over")
-        };
+        let why = anchor_refusal(kind, &cert).map(|refusal| match refusal {
+            NotAnAnchor::NotARoot => "not a self-signed root CA, as a tsa store needs",
+            NotAnAnchor::Neither => "neither a CA nor self-signed, which Ratify passes over",
+        });
         match why {
             Some(why) => dropped.push(format!("{} left out: {why}", cert.subject())),
             None => kept.push_str(&pem::encode_config(
@@ -656,14 +653,9 @@ fn store_list(list: &Value) -> Result<Vec<String>, String> {
 }
 
 /// Checks a Notation trust store type, which is a directory under `truststore/x509/`.
-fn store_type(kind: &str) -> Result<(), String> {
-    if STORE_TYPES.contains(&kind) {
-        Ok(())
-    } else {
-        Err(format!(
-            "trust store type {kind:?} is not ca, signingAuthority or tsa"
-        ))
-    }
+fn store_type(kind: &str) -> Result<StoreKind, String> {
+    StoreKind::from_dir_name(kind)
+        .ok_or_else(|| format!("trust store type {kind:?} is not ca, signingAuthority or tsa"))
 }
 
 /// Checks a Notation trust store name: letters, digits, `_`, `.` and `-`, and not a

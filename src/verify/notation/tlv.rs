@@ -74,6 +74,14 @@ impl<'a> DerReader<'a> {
         }
     }
 
+    /// A reader of BER's definite lengths: one in more octets than it needs is read.
+    fn lenient(data: &'a [u8]) -> Self {
+        Self {
+            rest: data,
+            lenient: true,
+        }
+    }
+
     pub(crate) fn peek_tag(&self) -> Option<u8> {
         self.rest.first().copied()
     }
@@ -166,10 +174,7 @@ pub(crate) fn single(data: &[u8], tag: u8) -> Result<Tlv<'_>, TlvError> {
 ///
 /// `ber` is not one element of definite lengths, or nests more than [`MAX_DEPTH`] deep.
 pub(crate) fn minimal_lengths(ber: &[u8]) -> Result<Vec<u8>, TlvError> {
-    let mut reader = DerReader {
-        rest: ber,
-        lenient: true,
-    };
+    let mut reader = DerReader::lenient(ber);
     let element = reader.read_any()?;
     reader.finish()?;
     let mut out = Vec::with_capacity(ber.len());
@@ -191,10 +196,7 @@ fn write_minimal(element: Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<()
         return Err(TlvError::TooDeep);
     }
     push_header(out, tag, members_len(element.value, depth + 1)?);
-    let mut reader = DerReader {
-        rest: element.value,
-        lenient: true,
-    };
+    let mut reader = DerReader::lenient(element.value);
     while !reader.rest.is_empty() {
         write_minimal(reader.read_any()?, out, depth + 1)?;
     }
@@ -203,10 +205,7 @@ fn write_minimal(element: Tlv<'_>, out: &mut Vec<u8>, depth: usize) -> Result<()
 
 /// The length of the members `content` holds, each re-encoded with minimal lengths.
 fn members_len(content: &[u8], depth: usize) -> Result<usize, TlvError> {
-    let mut reader = DerReader {
-        rest: content,
-        lenient: true,
-    };
+    let mut reader = DerReader::lenient(content);
     let mut len = 0;
     while !reader.rest.is_empty() {
         len += minimal_len(reader.read_any()?, depth)?;
@@ -227,26 +226,31 @@ fn minimal_len(element: Tlv<'_>, depth: usize) -> Result<usize, TlvError> {
     Ok(header_len(content) + content)
 }
 
+/// How many octets follow the first length octet in the minimal form of `len` (X.690
+/// 10.1): none in the short form, below 0x80.
+fn long_form_octets(len: usize) -> usize {
+    if len < 0x80 {
+        0
+    } else {
+        (usize::BITS - len.leading_zeros()).div_ceil(8) as usize
+    }
+}
+
 /// The length of an identifier octet and a minimal definite length of `len`.
 fn header_len(len: usize) -> usize {
-    let significant = (usize::BITS - len.leading_zeros()).div_ceil(8) as usize;
-    if len < 0x80 {
-        2
-    } else {
-        2 + significant
-    }
+    2 + long_form_octets(len)
 }
 
 /// Appends an identifier octet and a definite length in its minimal form (X.690 10.1).
 fn push_header(out: &mut Vec<u8>, tag: u8, len: usize) {
     out.push(tag);
-    if len < 0x80 {
-        out.push(len as u8);
-    } else {
-        let octets = len.to_be_bytes();
-        let significant: Vec<u8> = octets.into_iter().skip_while(|&b| b == 0).collect();
-        out.push(0x80 | significant.len() as u8);
-        out.extend_from_slice(&significant);
+    match long_form_octets(len) {
+        0 => out.push(len as u8),
+        count => {
+            out.push(0x80 | count as u8);
+            let octets = len.to_be_bytes();
+            out.extend_from_slice(octets.get(octets.len() - count..).unwrap_or_default());
+        }
     }
 }
 

@@ -553,12 +553,7 @@ pub fn is_store_name(name: &str) -> bool {
 impl StoreRef {
     fn parse(value: &str) -> Option<Self> {
         let (kind, name) = value.split_once(':')?;
-        let kind = match kind {
-            "ca" => StoreKind::Ca,
-            "signingAuthority" => StoreKind::SigningAuthority,
-            "tsa" => StoreKind::Tsa,
-            _ => return None,
-        };
+        let kind = StoreKind::from_dir_name(kind)?;
         is_store_name(name).then(|| Self {
             kind,
             name: name.to_owned(),
@@ -575,6 +570,13 @@ impl fmt::Display for StoreRef {
 // === impl StoreKind ===
 
 impl StoreKind {
+    /// The type a directory under `truststore/x509/` holds, if it names one.
+    pub fn from_dir_name(name: &str) -> Option<Self> {
+        [StoreKind::Ca, StoreKind::SigningAuthority, StoreKind::Tsa]
+            .into_iter()
+            .find(|kind| kind.dir_name() == name)
+    }
+
     /// The directory under `truststore/x509/`.
     pub fn dir_name(self) -> &'static str {
         match self {

@@ -191,23 +191,35 @@ fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreErro
     Ok(certs)
 }
 
+/// Why a certificate cannot anchor a trust store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NotAnAnchor {
+    /// Neither a CA certificate nor self-signed (any store).
+    Neither,
+    /// Not a self-signed root CA (a `tsa` store).
+    NotARoot,
+}
+
 /// What notation-go admits to a trust store (`truststore.go`): in every store a CA
 /// certificate or a self-signed one (`ValidateCertificates`), and in a `tsa` store only
-/// self-signed root CAs (`isRootCACertificate`). Anything else makes the store fail to
-/// load, as it fails notation's verification, rather than anchor a chain.
-fn check_anchor(kind: StoreKind, cert: &Cert, path: &Path) -> Result<(), StoreError> {
-    let error = |root: bool| {
-        let (path, subject) = (path.to_path_buf(), cert.subject());
-        Err(if root {
-            StoreError::NotARoot { path, subject }
-        } else {
-            StoreError::NotAnAnchor { path, subject }
-        })
-    };
+/// self-signed root CAs (`isRootCACertificate`); `None` when `cert` is admitted to a
+/// store of `kind`.
+pub(crate) fn anchor_refusal(kind: StoreKind, cert: &Cert) -> Option<NotAnAnchor> {
     match kind {
-        StoreKind::Tsa if !cert.is_self_signed_ca() => error(true),
-        _ if !cert.is_ca() && !cert.is_self_signed() => error(false),
-        _ => Ok(()),
+        StoreKind::Tsa if !cert.is_self_signed_ca() => Some(NotAnAnchor::NotARoot),
+        _ if !cert.is_ca() && !cert.is_self_signed() => Some(NotAnAnchor::Neither),
+        _ => None,
+    }
+}
+
+/// [`anchor_refusal`] as a load error: a certificate that is not admitted makes the store
+/// fail to load, as it fails notation's verification, rather than anchor a chain.
+fn check_anchor(kind: StoreKind, cert: &Cert, path: &Path) -> Result<(), StoreError> {
+    let (path, subject) = (path.to_path_buf(), cert.subject());
+    match anchor_refusal(kind, cert) {
+        Some(NotAnAnchor::NotARoot) => Err(StoreError::NotARoot { path, subject }),
+        Some(NotAnAnchor::Neither) => Err(StoreError::NotAnAnchor { path, subject }),
+        None => Ok(()),
     }
 }
 
