@@ -34,12 +34,21 @@ async fn the_socket_appears_with_its_mode_and_group_already_set() {
             if let Ok(meta) = std::fs::symlink_metadata(&socket) {
                 break meta;
             }
-            // Whatever crigate binds before the socket is in place takes no connection.
+            // Whatever crigate binds takes no connection before the socket is in place
+            // with its mode and group. (A connect that looked the name up just before
+            // crigate unlinked it may still land once it listens: by then the socket is
+            // in place, which is what is checked.)
             for entry in std::fs::read_dir(&parent).into_iter().flatten().flatten() {
                 let staged = entry.path();
-                assert!(
-                    std::os::unix::net::UnixStream::connect(&staged).is_err() || staged == socket,
-                    "round {round}: {} took a connection",
+                if staged == socket || std::os::unix::net::UnixStream::connect(&staged).is_err() {
+                    continue;
+                }
+                let placed = std::fs::symlink_metadata(&socket)
+                    .map(|meta| (meta.permissions().mode() & 0o777, meta.gid()));
+                assert_eq!(
+                    placed.ok(),
+                    Some((0o660, group.gid.as_raw())),
+                    "round {round}: {} took a connection before the socket was in place",
                     staged.display()
                 );
             }
