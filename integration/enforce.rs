@@ -2172,3 +2172,64 @@ async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_wh
     )
     .await;
 }
+
+/// The decisions as a CRI client on gRPC C-core sees them (`grpc_core.rs` says why that
+/// client): a denied pull and a denied create are PERMISSION_DENIED with crigate's
+/// message, allowed ones answer as containerd does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_core_client_is_told_what_was_denied_and_why() {
+    use crate::grpc_core::{self, Call};
+
+    let node = node().await;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let pod = Pod::run(&node, node.env.pod_config("web", "prod").unwrap()).await;
+    let create = |name: &str, image: &str| {
+        Call::new(
+            "/runtime.v1.RuntimeService/CreateContainer",
+            &create_pause(&pod.id, &pod.sandbox, name, image),
+        )
+    };
+    let calls = vec![
+        Call::new(
+            "/runtime.v1.ImageService/PullImage",
+            &pull(&node.unsigned, "prod"),
+        ),
+        Call::new(
+            "/runtime.v1.ImageService/PullImage",
+            &pull(&node.signed, "prod"),
+        ),
+        create("bad", &unsigned_id),
+        create("good", &node.signed),
+    ];
+    let socket = node.crigate.socket.clone();
+    let outcomes = tokio::task::spawn_blocking(move || grpc_core::run(&socket, &calls))
+        .await
+        .unwrap()
+        .unwrap();
+
+    for (what, denied) in [("pull", &outcomes[0][0]), ("create", &outcomes[2][0])] {
+        assert_eq!(denied.code, "PERMISSION_DENIED", "{what}: {denied:?}");
+        let message = denied.details.as_deref().unwrap_or_default();
+        assert!(
+            message.starts_with("crigate: denied ")
+                && message.contains("unsigned@sha256:")
+                && message.contains("namespace prod")
+                && message.contains("audit id"),
+            "{what}: {message}"
+        );
+    }
+    let pulled: PullImageResponse = outcomes[1][0].decode().unwrap();
+    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    let created: CreateContainerResponse = outcomes[3][0].decode().unwrap();
+    let mut runtime =
+        RuntimeServiceClient::new(cri_channel(node.env.containerd.socket()).await.unwrap());
+    let status = runtime
+        .container_status(ContainerStatusRequest {
+            container_id: created.container_id,
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.status.unwrap().metadata.unwrap().name, "good");
+}

@@ -10,6 +10,7 @@ mod aggregator;
 mod client;
 mod daemon;
 mod enforce;
+mod grpc_core;
 mod harness;
 mod harness_tests;
 mod import;
