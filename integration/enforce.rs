@@ -2175,14 +2175,29 @@ async fn images_of_a_registry_mirrored_in_containerds_own_config_are_verified_wh
 
 /// The decisions as a CRI client on gRPC C-core sees them (`grpc_core.rs` says why that
 /// client): a denied pull and a denied create are PERMISSION_DENIED with crigate's
-/// message, allowed ones answer as containerd does.
+/// message, allowed ones answer as containerd does. Once with the authority C-core
+/// sends for a unix socket (its path, percent-encoded), once with the one grpc-go sends
+/// for a socket dialled by its bare path, as older kubelets and crictl do: the path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_grpc_core_client_is_told_what_was_denied_and_why() {
-    use crate::grpc_core::{self, Call};
-
     let node = node().await;
     let unsigned_id = pulled_directly(&node, &node.unsigned).await;
-    let pod = Pod::run(&node, node.env.pod_config("web", "prod").unwrap()).await;
+    for (i, authority) in [None, Some("/run/crigate/crigate.sock")]
+        .into_iter()
+        .enumerate()
+    {
+        told_what_was_denied(&node, &unsigned_id, i, authority).await;
+    }
+}
+
+async fn told_what_was_denied(node: &Node, unsigned_id: &str, i: usize, authority: Option<&str>) {
+    use crate::grpc_core::{self, Call};
+
+    let pod = Pod::run(
+        node,
+        node.env.pod_config(&format!("web{i}"), "prod").unwrap(),
+    )
+    .await;
     let create = |name: &str, image: &str| {
         Call::new(
             "/runtime.v1.RuntimeService/CreateContainer",
@@ -2198,14 +2213,23 @@ async fn a_grpc_core_client_is_told_what_was_denied_and_why() {
             "/runtime.v1.ImageService/PullImage",
             &pull(&node.signed, "prod"),
         ),
-        create("bad", &unsigned_id),
+        create("bad", unsigned_id),
         create("good", &node.signed),
+        Call::new(
+            "/runtime.v1.RuntimeService/Version",
+            &VersionRequest {
+                version: "v1".into(),
+            },
+        ),
     ];
     let socket = node.crigate.socket.clone();
-    let outcomes = tokio::task::spawn_blocking(move || grpc_core::run(&socket, &calls))
-        .await
-        .unwrap()
-        .unwrap();
+    let authority = authority.map(str::to_owned);
+    let outcomes = tokio::task::spawn_blocking(move || {
+        grpc_core::run_as(&socket, authority.as_deref(), &calls)
+    })
+    .await
+    .unwrap()
+    .unwrap();
 
     for (what, denied) in [("pull", &outcomes[0][0]), ("create", &outcomes[2][0])] {
         assert_eq!(denied.code, "PERMISSION_DENIED", "{what}: {denied:?}");
@@ -2232,4 +2256,6 @@ async fn a_grpc_core_client_is_told_what_was_denied_and_why() {
         .unwrap()
         .into_inner();
     assert_eq!(status.status.unwrap().metadata.unwrap().name, "good");
+    let version: VersionResponse = outcomes[4][0].decode().unwrap();
+    assert_eq!(version.runtime_name, "containerd");
 }

@@ -82,8 +82,14 @@ fn python() -> PathBuf {
 /// Runs `calls` in order on one channel to `socket`; for each call, the outcome of each
 /// of its copies.
 pub fn run(socket: &Path, calls: &[Call]) -> Result<Vec<Vec<Outcome>>> {
+    run_as(socket, None, calls)
+}
+
+/// [`run`], with every call's `:authority` set to `authority`.
+pub fn run_as(socket: &Path, authority: Option<&str>, calls: &[Call]) -> Result<Vec<Vec<Outcome>>> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration/grpc_core_client.py");
     let input = json!({
+        "authority": authority,
         "calls": calls.iter().map(|call| json!({
             "method": call.method,
             "request": hex::encode(&call.request),

@@ -3,12 +3,14 @@ apart from the Rust ones crigate and its other tests are built on.
 
 Usage: grpc_core_client.py SOCKET < calls.json > outcomes.json
 
-calls.json: {"calls": [{"method": "/runtime.v1.RuntimeService/Version",
+calls.json: {"authority": "localhost" or null,
+             "calls": [{"method": "/runtime.v1.RuntimeService/Version",
                         "request": "<hex of the encoded request message>",
                         "timeout": 5.0 or null, "metadata": [["key", "value"], ...],
                         "copies": 1}, ...]}
 
-Every call goes on one channel, so later calls meet the header table the earlier ones
+The authority, when given, is sent as it is in every call's `:authority` (C-core's own
+is the socket's path, percent-encoded). Every call goes on one channel, so later calls meet the header table the earlier ones
 filled; a call's copies are in flight at the same time, multiplexed on that channel.
 Messages pass as bytes (no serializer), so the client knows no CRI type and neither adds
 nor drops a field. For each call it prints the outcome of each copy: the status code's
@@ -46,11 +48,14 @@ def outcome_of(future):
 
 def main():
     socket = sys.argv[1]
-    calls = json.load(sys.stdin)["calls"]
+    given = json.load(sys.stdin)
+    calls = given["calls"]
     options = [
         ("grpc.max_receive_message_length", MAX_MESSAGE),
         ("grpc.enable_http_proxy", 0),
     ]
+    if given.get("authority") is not None:
+        options.append(("grpc.default_authority", given["authority"]))
     outcomes = []
     with grpc.insecure_channel("unix://" + socket, options=options) as channel:
         for call in calls:
