@@ -2259,3 +2259,74 @@ async fn told_what_was_denied(node: &Node, unsigned_id: &str, i: usize, authorit
     let version: VersionResponse = outcomes[4][0].decode().unwrap();
     assert_eq!(version.runtime_name, "containerd");
 }
+
+/// A pull by the digest of an index that is not signed itself, whose manifest for this
+/// node's platform is: allowed, and handed to the runtime as asked, so that it holds the
+/// image by the name asked for (kubelet looks that name up before every container, and
+/// pulls again when it finds nothing). The create is decided on the manifest the runtime
+/// picked from the index.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_by_an_index_digest_trusted_through_its_platform_manifest_keeps_that_name() {
+    use crate::harness::image::{oci_arch, OCI_INDEX};
+    let node = node().await;
+    let registry = &node.env.registry;
+    let image = TestImage::builder().label("per-platform").build().unwrap();
+    registry
+        .push("perplatform", "single", &image)
+        .await
+        .unwrap();
+    node.signer
+        .sign_legacy(registry, "perplatform", image.manifest_digest())
+        .await;
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": image.manifest_media_type(),
+            "digest": image.manifest_digest(),
+            "size": image.manifest_size(),
+            "platform": {"os": "linux", "architecture": oci_arch()},
+        }],
+    }))
+    .unwrap();
+    let index_digest = registry
+        .push_manifest("perplatform", "v1", OCI_INDEX, &index)
+        .await
+        .unwrap();
+    let by_digest = format!("{}/perplatform@{index_digest}", registry.host());
+
+    let mut client = images(&node.crigate.socket).await;
+    let pulled = client
+        .pull_image(pull(&by_digest, "prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pulled.image_ref, image.config_digest());
+    let found = client
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: by_digest.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .expect("ImageStatus of the digest pulled finds the image");
+    assert_eq!(found.id, pulled.image_ref);
+    assert!(
+        found.repo_digests.contains(&by_digest),
+        "{:?}",
+        found.repo_digests
+    );
+    let logs = node.crigate.logs();
+    assert!(
+        logs.contains(&format!("perplatform@{}", image.manifest_digest())),
+        "the decision names the signed manifest: {logs}"
+    );
+
+    let mut pod = Pod::run(&node, node.env.pod_config("perplatform", "prod").unwrap()).await;
+    pod.create("perplatform", &pulled.image_ref).await.unwrap();
+}

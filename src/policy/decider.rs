@@ -781,10 +781,21 @@ impl PolicyDecider {
                 .await
             {
                 Ok(Ok((verifier, outcome))) => {
-                    let pinned = outcome.pinned().map(|p| p.to_string());
-                    trace.subject = pinned.clone().unwrap_or_else(|| image.to_string());
-                    if request.phase == Phase::Pull {
-                        trace.pinned = pinned;
+                    let pinned = outcome.pinned();
+                    trace.subject = pinned
+                        .as_ref()
+                        .map_or_else(|| image.to_string(), ToString::to_string);
+                    // A pull that names a digest names content that cannot change. When
+                    // it is an index trusted through this node's platform manifest, the
+                    // runtime pulls the index as asked: pinned to the manifest, it would
+                    // never hold the name asked for, and kubelet, finding no image by
+                    // that name, would pull it again for every container. The manifest
+                    // the runtime picks from the index is checked at CreateContainer, as
+                    // for an image pulled behind crigate's back.
+                    let platform_of_requested = image.digest().is_some()
+                        && pinned.as_ref().and_then(ImageRef::digest) != image.digest();
+                    if request.phase == Phase::Pull && !platform_of_requested {
+                        trace.pinned = pinned.map(|p| p.to_string());
                     }
                     if let Verdict::Trusted(signer) = &outcome.verdict {
                         trace.signer = Some(signer.identity.clone());
