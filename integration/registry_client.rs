@@ -2586,3 +2586,128 @@ async fn a_tag_is_resolved_by_head_and_read_only_when_the_head_names_no_digest()
         assert_eq!(asked, methods, "{status}");
     }
 }
+
+/// A host the registry redirects to that asks for a bearer token of its own, as the
+/// regional Artifact Registry behind registry.k8s.io does: it gets an anonymous one, from
+/// the realm it names; the registry's credentials reach neither it nor its realm; the
+/// token is kept for the next request.
+#[tokio::test]
+async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
+    let manifest = manifest_json(None);
+    let token_requests = Arc::new(AtomicUsize::new(0));
+    let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let (cell, requests, body) = (
+        Arc::clone(&addr_cell),
+        Arc::clone(&token_requests),
+        manifest.clone(),
+    );
+    let target = StandIn::start(move |request| {
+        let (cell, requests, body) = (Arc::clone(&cell), Arc::clone(&requests), body.clone());
+        async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            if request.uri().path() == "/token" {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let query = request.uri().query().unwrap_or_default();
+                if !auth.is_empty() {
+                    return respond(StatusCode::BAD_REQUEST, &[], "credentials leaked to the realm");
+                }
+                if !query.contains("scope=repository%3Amirror%2Fapp%3Apull") {
+                    return respond(StatusCode::BAD_REQUEST, &[], "wrong scope");
+                }
+                return respond(StatusCode::OK, &[], r#"{"token":"anon-tok"}"#);
+            }
+            if auth == "Bearer anon-tok" {
+                return respond(StatusCode::OK, &[("content-type", OCI_MANIFEST)], body);
+            }
+            if !auth.is_empty() {
+                return respond(StatusCode::BAD_REQUEST, &[], "credentials leaked to the target");
+            }
+            let addr = cell.lock().unwrap().unwrap();
+            let challenge = format!(
+                "Bearer realm=\"http://{addr}/token\",service=\"mirror\",scope=\"repository:mirror/app:pull\""
+            );
+            respond(StatusCode::UNAUTHORIZED, &[("www-authenticate", &challenge)], "{}")
+        }
+    })
+    .await;
+    *addr_cell.lock().unwrap() = Some(target.addr);
+    let target_host = target.host();
+    let registry = StandIn::start(move |request| {
+        let location = format!(
+            "http://{target_host}/v2/mirror{}",
+            &request.uri().path()[3..]
+        );
+        async move {
+            respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[("location", &location)],
+                "",
+            )
+        }
+    })
+    .await;
+    let client = Client::new(RegistryConfig {
+        plain_http: vec![registry.host(), target.host()],
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+    .with_credentials(Credentials::Basic {
+        username: "user".into(),
+        password: crigate::registry::Secret::new("pass"),
+    });
+    let image: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    for _ in 0..2 {
+        let resolved = client.resolve(&image).await.unwrap();
+        assert_eq!(resolved.digest, Digest::sha256(&manifest));
+    }
+    assert_eq!(
+        token_requests.load(Ordering::SeqCst),
+        1,
+        "the token is kept"
+    );
+}
+
+/// A redirect target that wants credentials (a Basic challenge) gets none, and the error
+/// names it rather than blaming the registry's credentials.
+#[tokio::test]
+async fn a_redirect_target_that_wants_credentials_is_named_in_the_error() {
+    let target = StandIn::start(|_request| async move {
+        respond(
+            StatusCode::UNAUTHORIZED,
+            &[("www-authenticate", "Basic realm=\"target\"")],
+            "",
+        )
+    })
+    .await;
+    let target_host = target.host();
+    let registry = StandIn::start(move |request| {
+        let location = format!("http://{target_host}{}", request.uri().path());
+        async move {
+            respond(
+                StatusCode::TEMPORARY_REDIRECT,
+                &[("location", &location)],
+                "",
+            )
+        }
+    })
+    .await;
+    let client = Client::new(RegistryConfig {
+        plain_http: vec![registry.host(), target.host()],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let image: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
+    let refused = client.resolve(&image).await;
+    match refused {
+        Err(Error::RedirectRefused { host, status, .. }) => {
+            assert_eq!(host, target.host());
+            assert_eq!(status, 401);
+        }
+        other => panic!("{other:?}"),
+    }
+}

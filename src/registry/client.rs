@@ -659,6 +659,8 @@ impl Client {
                 .map(|token| Secret::new(format!("Bearer {}", token.expose()))),
         };
         let mut authenticated = false;
+        // The anonymous token a host the registry redirected to asked for, and its origin.
+        let mut redirected: Option<(url::Origin, Secret)> = None;
         let mut busy = 0;
         let mut url = fetch.url.clone();
         let mut visited = vec![url.clone()];
@@ -666,7 +668,14 @@ impl Client {
             self.check_scheme(&url, fetch.host)?;
             // Credentials go to the registry's own origin only, never to where it
             // redirects (blob storage).
-            let auth = authorization.as_ref().filter(|_| url.origin() == origin);
+            let auth = if url.origin() == origin {
+                authorization.as_ref()
+            } else {
+                redirected
+                    .as_ref()
+                    .filter(|(at, _)| *at == url.origin())
+                    .map(|(_, token)| token)
+            };
             let response = self
                 .send(Send {
                     method: fetch.method.clone(),
@@ -712,6 +721,31 @@ impl Client {
                 authorization = Some(header);
                 continue;
             }
+            // A host the registry redirected to may want a token of its own (registry.k8s.io
+            // sends every request to a regional Artifact Registry that does). It is asked
+            // for one anonymously, once, as containerd authorizes each redirect: the
+            // registry's credentials are the registry's, never sent where it points.
+            if status == StatusCode::UNAUTHORIZED && url.origin() != origin && redirected.is_none()
+            {
+                if let Ok(Challenge::Bearer {
+                    realm,
+                    service,
+                    scope: asked,
+                }) = challenge(response.headers(), &fetch.what)
+                {
+                    let scope = asked
+                        .or_else(|| repository_scope(&url))
+                        .unwrap_or_else(|| scope.clone());
+                    let token = self
+                        .anonymous_token(&url, &realm, service.as_deref(), &scope, &fetch)
+                        .await?;
+                    redirected = Some((
+                        url.origin(),
+                        Secret::new(format!("Bearer {}", token.expose())),
+                    ));
+                    continue;
+                }
+            }
             // A registry that is busy (429, Docker Hub's rate limit) or timed the request
             // out (408) is asked again, as containerd's resolver asks it
             // (`retryRequest`), after the `Retry-After` it names or a short pause; one
@@ -733,6 +767,14 @@ impl Client {
                     Ok(Fetched { url, headers, body })
                 }
                 StatusCode::NOT_FOUND => Err(Error::NotFound { what: fetch.what }),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN if url.origin() != origin => {
+                    Err(Error::RedirectRefused {
+                        registry: registry.to_owned(),
+                        host: hosts::authority(&url),
+                        what: fetch.what,
+                        status: status.as_u16(),
+                    })
+                }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(Error::Unauthorized {
                     registry: registry.to_owned(),
                     what: fetch.what,
@@ -744,6 +786,33 @@ impl Client {
                 }),
             };
         }
+    }
+
+    /// An anonymous token for `scope` from `realm`, which the host of `url` (one the
+    /// registry redirected to) named in its challenge; kept for that host and scope.
+    async fn anonymous_token(
+        &self,
+        url: &Url,
+        realm: &str,
+        service: Option<&str>,
+        scope: &str,
+        fetch: &Fetch<'_>,
+    ) -> Result<Secret, Error> {
+        let anonymous = Credentials::Anonymous;
+        let key = TokenKey {
+            registry: hosts::authority(url),
+            scope: scope.to_owned(),
+            credentials: anonymous.fingerprint(),
+        };
+        if let Some(token) = self.shared.tokens.get(&key) {
+            return Ok(token);
+        }
+        let registry = fetch.host.credentials_key.as_str();
+        let (token, lifetime) = self
+            .token(realm, service, scope, &anonymous, registry, fetch.host)
+            .await?;
+        self.shared.tokens.insert(key, token.clone(), lifetime);
+        Ok(token)
     }
 
     /// Answers a challenge: the `Authorization` value to retry with, and the token and its
@@ -1215,6 +1284,17 @@ pub(super) fn describe(host: &Host, what: String) -> String {
 
 /// The challenge of a 401: the first `WWW-Authenticate` value that parses, Bearer before
 /// Basic.
+/// The pull scope of the repository a distribution API URL names
+/// (`/v2/<name>/manifests/<reference>`, `/v2/<name>/blobs/<digest>`), for a challenge that
+/// names none.
+fn repository_scope(url: &Url) -> Option<String> {
+    let path = url.path().strip_prefix("/v2/")?;
+    let (name, _) = path
+        .rsplit_once("/manifests/")
+        .or_else(|| path.rsplit_once("/blobs/"))?;
+    (!name.is_empty()).then(|| format!("repository:{name}:pull"))
+}
+
 fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
     let mut first_error = None;
     let mut basic = None;

@@ -75,6 +75,13 @@ pub enum Error {
         what: String,
         status: u16,
     },
+    #[error("registry {registry} sent the request for {what} to {host}, which refused it (HTTP {status}) without a challenge crigate answers anonymously")]
+    RedirectRefused {
+        registry: String,
+        host: String,
+        what: String,
+        status: u16,
+    },
     #[error("{what} answered HTTP {code}")]
     Status { what: String, code: u16 },
     #[error("{what} is malformed: {reason}")]
@@ -137,7 +144,7 @@ impl Error {
             Self::TooLarge { .. } => "registry_too_large",
             Self::DigestMismatch { .. } => "registry_digest_mismatch",
             Self::NotFound { .. } => "registry_not_found",
-            Self::Unauthorized { .. } => "registry_unauthorized",
+            Self::Unauthorized { .. } | Self::RedirectRefused { .. } => "registry_unauthorized",
             Self::Status { .. } => "registry_status",
             Self::Malformed { .. } => "registry_malformed",
             Self::Manifest { .. } => "registry_bad_manifest",
