@@ -2326,6 +2326,16 @@ async fn a_pull_by_an_index_digest_trusted_through_its_platform_manifest_keeps_t
         logs.contains(&format!("perplatform@{}", image.manifest_digest())),
         "the decision names the signed manifest: {logs}"
     );
+    // crigate read the index once (where pulls are counted, each manifest GET is one).
+    let access = std::fs::read_to_string(registry.log_path()).unwrap();
+    let index_gets = access
+        .lines()
+        .filter(|line| {
+            line.contains(&format!("\"GET /v2/perplatform/manifests/{index_digest} "))
+                && line.contains("\"crigate/")
+        })
+        .count();
+    assert_eq!(index_gets, 1, "{access}");
 
     let mut pod = Pod::run(&node, node.env.pod_config("perplatform", "prod").unwrap()).await;
     pod.create("perplatform", &pulled.image_ref).await.unwrap();

@@ -605,6 +605,42 @@ async fn a_referrers_tag_answered_with_the_image_itself_means_no_referrers() {
     assert!(found.is_empty(), "{found:?}");
 }
 
+/// The same registry behaviour for an index: the tag answers with the subject itself, whose
+/// platform manifests are not its referrers.
+#[tokio::test]
+async fn a_referrers_tag_answered_with_the_index_itself_means_no_referrers() {
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": OCI_MANIFEST,
+            "digest": Digest::sha256(b"platform").to_string(),
+            "size": 8,
+            "platform": {"os": "linux", "architecture": "amd64"},
+        }],
+    }))
+    .unwrap();
+    let subject = Digest::sha256(&index);
+    let tag = subject.tag_form();
+    let server = StandIn::start(move |request| {
+        let (tag, index) = (tag.clone(), index.clone());
+        async move {
+            if request.uri().path().ends_with(&format!("/manifests/{tag}")) {
+                respond(StatusCode::OK, &[("content-type", OCI_INDEX)], index)
+            } else {
+                respond(StatusCode::NOT_FOUND, &[], Vec::new())
+            }
+        }
+    })
+    .await;
+    let found = server
+        .client()
+        .referrers(&server.repo(), &subject, None)
+        .await
+        .unwrap();
+    assert!(found.is_empty(), "{found:?}");
+}
+
 #[tokio::test]
 async fn referrers_api_stops_at_the_page_limit() {
     let server = StandIn::start(|request| async move {

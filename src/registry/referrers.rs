@@ -267,6 +267,13 @@ impl Client {
     ) -> Result<Vec<Descriptor>, Error> {
         let tag = subject.referrers_tag();
         match self.fetch_manifest(host, repo, &tag, None).await {
+            // Some registries (GitLab's) answer a `sha256-<hex>` tag with the manifest of
+            // that digest, the subject itself; when the subject is an index, its platform
+            // manifests are not its referrers.
+            Ok(fetched) if fetched.descriptor.digest == *subject => {
+                tracing::debug!(%repo, %tag, "the referrers tag names the subject itself: no referrers");
+                Ok(Vec::new())
+            }
             Ok(fetched) => match fetched.manifest {
                 Manifest::Index(index) => Ok(index
                     .manifests

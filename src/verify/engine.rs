@@ -328,11 +328,8 @@ impl Job {
     async fn run(self) -> Result<Verdict, Error> {
         // The manifest is fetched by the digest and checked against it, whatever resolved
         // the tag: its type and size are those of the bytes.
-        let descriptor = self
-            .registry
-            .manifest(&self.repo, &self.digest)
-            .await?
-            .descriptor;
+        let fetched = self.registry.manifest(&self.repo, &self.digest).await?;
+        let descriptor = fetched.descriptor;
         let verdict = self.verify_target(&descriptor).await?;
         let untrusted_index = descriptor.is_index() && matches!(verdict, Verdict::Rejected(_));
         if !untrusted_index {
@@ -340,7 +337,9 @@ impl Job {
         }
         // Multi-arch: the index carries no trusted signature; this node's platform
         // manifest may carry one of its own.
-        let Some(platform) = self.platform_manifest(&descriptor).await? else {
+        // The index read above, not read again: where pulls are counted (Docker Hub), a
+        // manifest GET is one.
+        let Some(platform) = self.platform_manifest(fetched.manifest) else {
             return Ok(verdict);
         };
         match self.verify_target(&platform).await? {
@@ -753,20 +752,19 @@ impl Job {
     }
 
     /// This node's platform manifest in the index, if the index lists one.
-    async fn platform_manifest(&self, index: &Descriptor) -> Result<Option<Descriptor>, Error> {
-        let fetched = self.registry.manifest(&self.repo, &index.digest).await?;
-        let Manifest::Index(index) = fetched.manifest else {
-            return Ok(None);
+    fn platform_manifest(&self, index: Manifest) -> Option<Descriptor> {
+        let Manifest::Index(index) = index else {
+            return None;
         };
         let (os, architecture) = &self.platform;
-        Ok(index.manifests.into_iter().find(|m| {
+        index.manifests.into_iter().find(|m| {
             m.platform.as_ref().is_some_and(|p| {
                 &p.os == os
                     && &p.architecture == architecture
                     && runs_variant(architecture, p.variant.as_deref())
             }) && (m.media_type == OCI_MANIFEST
                 || crate::oci::descriptor::is_manifest(&m.media_type))
-        }))
+        })
     }
 }
 
