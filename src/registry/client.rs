@@ -590,12 +590,13 @@ impl Client {
     }
 
     fn plain_http_allowed(&self, authority: &str) -> bool {
+        let authority = http_authority(authority);
         self.shared
             .config
             .plain_http
             .iter()
-            .any(|host| host == authority)
-            || self.shared.hosts.allows_plain_http(authority)
+            .any(|host| http_authority(host) == authority)
+            || self.shared.hosts.allows_plain_http(&authority)
     }
 
     /// Only https, or http to a host listed in `plain_http` or named with `http://` in
@@ -1284,6 +1285,16 @@ pub(super) fn describe(host: &Host, what: String) -> String {
 
 /// The challenge of a 401: the first `WWW-Authenticate` value that parses, Bearer before
 /// Basic.
+/// `authority` (`host[:port]`) as a plain-HTTP URL to it holds it: the host lowercased, an
+/// IPv6 literal in its shortest form, port 80 left out; so that a name written in the
+/// config, in an image reference and in a URL compare alike. Unchanged if no URL holds it.
+fn http_authority(authority: &str) -> String {
+    Url::parse(&format!("http://{authority}/"))
+        .ok()
+        .filter(|url| url.path() == "/" && url.username().is_empty())
+        .map_or_else(|| authority.to_owned(), |url| hosts::authority(&url))
+}
+
 /// The pull scope of the repository a distribution API URL names
 /// (`/v2/<name>/manifests/<reference>`, `/v2/<name>/blobs/<digest>`), for a challenge that
 /// names none.

@@ -87,6 +87,38 @@ fn a_loopback_registry_no_file_names_is_asked_over_plain_http_then_https() {
         host_prefixes(&listed, "127.0.0.1:5001/app"),
         ["http://127.0.0.1:5001/v2"]
     );
+    // A name is compared as a URL holds it, however the config or the image writes it.
+    let spelled = Client::new(RegistryConfig {
+        plain_http: vec![
+            "MyReg.Example:5000".into(),
+            "[0:0::1]:5002".into(),
+            "plain.example:80".into(),
+        ],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    for repo in [
+        "myreg.example:5000/app",
+        "MyReg.Example:5000/app",
+        "[::1]:5002/app",
+        "plain.example:80/app",
+    ] {
+        let prefixes = host_prefixes(&spelled, repo);
+        assert!(
+            prefixes.len() == 1 && prefixes[0].starts_with("http://"),
+            "{repo}: {prefixes:?}"
+        );
+        // Requests go to the URL the prefix makes, which the scheme check accepts.
+        let (host, _) = spelled
+            .hosts(&repo.parse().unwrap(), Capability::Pull)
+            .unwrap();
+        let url = Url::parse(&format!("{}/", prefixes[0])).unwrap();
+        assert!(spelled.check_scheme(&url, &host).is_ok(), "{repo}: {url}");
+    }
+    assert_eq!(
+        host_prefixes(&spelled, "myreg.example:5001/app"),
+        ["https://myreg.example:5001/v2"]
+    );
     // Asking that probe, plain HTTP reaches loopback hosts only (its token realm, its
     // redirects); asking any other host, only the listed ones.
     let repo: Repository = "127.0.0.1:5001/app".parse().unwrap();
