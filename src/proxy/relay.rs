@@ -431,6 +431,9 @@ struct Relay {
     injected: VecDeque<Bytes>,
     /// A runtime header block is open in what was received.
     upstream_block_open: bool,
+    /// Streams whose RST_STREAM to the client waits for the runtime's open header block to
+    /// end: a block's frames must be contiguous (RFC 9113 §4.3).
+    resets_after_block: Vec<u32>,
     /// A runtime header block is open in what was written to the client.
     written_block_open: bool,
     upstream_max_frame: usize,
@@ -484,6 +487,7 @@ impl Relay {
             held: VecDeque::new(),
             injected: VecDeque::new(),
             upstream_block_open: false,
+            resets_after_block: Vec::new(),
             written_block_open: false,
             upstream_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
             upstream_initial_window: frame::DEFAULT_WINDOW as u32,
@@ -1278,17 +1282,12 @@ impl Relay {
             // answer stands, and the decision's is not wanted.
             None | Some(true) => {
                 if started == Some(true) {
-                    let mut reset = BytesMut::new();
-                    frame::put_rst_stream(&mut reset, stream, code::CANCEL);
-                    self.relay_to_client(
-                        Head {
-                            len: 4,
-                            kind: kind::RST_STREAM,
-                            flags: 0,
-                            stream,
-                        },
-                        reset.freeze(),
-                    );
+                    // After what the runtime sent of its answer, in its order.
+                    if self.upstream_block_open {
+                        self.resets_after_block.push(stream);
+                    } else {
+                        self.reset_after_runtime_frames(stream);
+                    }
                 }
             }
             Some(false) => {
@@ -1456,6 +1455,20 @@ impl Relay {
         }
     }
 
+    /// Resets `stream` on the client's connection behind the runtime frames already
+    /// received (written or held).
+    fn reset_after_runtime_frames(&mut self, stream: u32) {
+        let mut reset = BytesMut::new();
+        frame::put_rst_stream(&mut reset, stream, code::CANCEL);
+        let head = Head {
+            len: 4,
+            kind: kind::RST_STREAM,
+            flags: 0,
+            stream,
+        };
+        self.relay_to_client(head, reset.freeze());
+    }
+
     /// Sends a frame of crigate's own to the client, after any open runtime header block.
     fn inject(&mut self, frame: Bytes) {
         if self.written_block_open || !self.injected.is_empty() {
@@ -1528,6 +1541,11 @@ impl Relay {
                     }
                 }
                 self.relay_to_client(head, bytes);
+                if !self.upstream_block_open {
+                    for stream in std::mem::take(&mut self.resets_after_block) {
+                        self.reset_after_runtime_frames(stream);
+                    }
+                }
             }
             kind::DATA => {
                 if head.has(flag::END_STREAM) {
@@ -2210,6 +2228,64 @@ mod tests {
         frame::put_rst_stream(&mut reset, 1, code::CANCEL);
         assert_eq!(&relay.to_upstream[..], &reset[..]);
         assert!(relay.open.is_empty());
+    }
+
+    /// A gated call the runtime began to answer, in a header block split over two frames,
+    /// is reset on the client's connection only once that block has ended: no frame of
+    /// crigate's own may come between a block's frames (RFC 9113 §4.3).
+    #[test]
+    fn a_reset_waits_for_the_runtimes_open_header_block_to_end() {
+        let block = |list: &[(&str, &str)]| {
+            let mut block = Vec::new();
+            for (name, value) in list {
+                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
+            }
+            block
+        };
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        let create: Vec<(&str, &str)> = GOOD
+            .iter()
+            .map(|&(name, value)| match name {
+                ":path" => (name, "/runtime.v1.RuntimeService/CreateContainer"),
+                _ => (name, value),
+            })
+            .collect();
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block(&create),
+        );
+        relay.on_client_bytes(&mut buf).unwrap();
+        assert!(relay.gates.contains_key(&1));
+        relay.to_client.clear();
+
+        let answer = block(&[(":status", "200"), ("content-type", "application/grpc")]);
+        let (first, rest) = answer.split_at(4);
+        let mut up = BytesMut::new();
+        frame::put(&mut up, kind::HEADERS, 0, 1, first);
+        relay.on_upstream_bytes(&mut up);
+        relay.gate_to_local(1, false);
+        let mut up = BytesMut::new();
+        frame::put(&mut up, kind::CONTINUATION, flag::END_HEADERS, 1, rest);
+        relay.on_upstream_bytes(&mut up);
+
+        let mut kinds = Vec::new();
+        let mut written = std::mem::take(&mut relay.to_client);
+        while let Some((head, _)) = frame::next(&mut written) {
+            kinds.push((head.kind, head.stream));
+        }
+        assert_eq!(
+            kinds,
+            [
+                (kind::HEADERS, 1),
+                (kind::CONTINUATION, 1),
+                (kind::RST_STREAM, 1)
+            ]
+        );
     }
 
     /// The SETTINGS frames in `bytes`, each as its parameters.
