@@ -1388,7 +1388,7 @@ impl Relay {
 
     /// Frames what local streams have to send, as far as the client's windows allow.
     fn flush_local(&mut self) {
-        if self.written_block_open {
+        if self.written_block_open || self.preface_awaited() {
             return;
         }
         while let Some(frame) = self.injected.pop_front() {
@@ -1469,9 +1469,15 @@ impl Relay {
         self.relay_to_client(head, reset.freeze());
     }
 
+    /// Whether the runtime's SETTINGS, the server preface that must be the first frame the
+    /// client receives (RFC 9113 §3.4), have yet to come; frames of crigate's own wait.
+    fn preface_awaited(&self) -> bool {
+        self.linked && !self.upstream_settings_seen
+    }
+
     /// Sends a frame of crigate's own to the client, after any open runtime header block.
     fn inject(&mut self, frame: Bytes) {
-        if self.written_block_open || !self.injected.is_empty() {
+        if self.written_block_open || self.preface_awaited() || !self.injected.is_empty() {
             self.injected.push_back(frame);
         } else {
             self.to_client.extend_from_slice(&frame);
@@ -1700,9 +1706,16 @@ impl Relay {
         let response = error.into_response();
         if !self.upstream_settings_seen {
             // A server's first frame is its SETTINGS (RFC 9113 §3.4): the runtime never
-            // sent the one crigate passes on, so crigate sends its own.
+            // sent the one crigate passes on, so crigate sends its own, first: before
+            // what it queued meanwhile and what it answers below.
             self.upstream_settings_seen = true;
-            self.inject_settings();
+            let mut first = BytesMut::new();
+            frame::put_settings(
+                &mut first,
+                &[(setting::MAX_CONCURRENT_STREAMS, self.max_streams)],
+            );
+            first.extend_from_slice(&self.to_client);
+            self.to_client = first;
         }
         let mut frames = BytesMut::new();
         for _ in 0..std::mem::take(&mut self.unacked_settings) {
@@ -2286,6 +2299,47 @@ mod tests {
                 (kind::RST_STREAM, 1)
             ]
         );
+    }
+
+    /// Nothing of crigate's own (here the window a local call's body is given back) reaches
+    /// the client before the runtime's SETTINGS, the server preface (RFC 9113 §3.4).
+    #[test]
+    fn nothing_of_crigates_own_precedes_the_runtimes_settings() {
+        let block = |list: &[(&str, &str)]| {
+            let mut block = Vec::new();
+            for (name, value) in list {
+                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
+            }
+            block
+        };
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        let pull: Vec<(&str, &str)> = GOOD
+            .iter()
+            .map(|&(name, value)| match name {
+                ":path" => (name, "/runtime.v1.ImageService/PullImage"),
+                _ => (name, value),
+            })
+            .collect();
+        frame::put(&mut buf, kind::HEADERS, flag::END_HEADERS, 1, &block(&pull));
+        frame::put(&mut buf, kind::DATA, 0, 1, &[0, 0, 0, 0, 2, 10, 0]);
+        relay.on_client_bytes(&mut buf).unwrap();
+        assert!(relay.local.contains_key(&1));
+        relay.flush_local();
+        assert!(relay.to_client.is_empty(), "{:?}", relay.to_client);
+
+        let mut up = BytesMut::new();
+        frame::put_settings(&mut up, &[]);
+        relay.on_upstream_bytes(&mut up);
+        relay.flush_local();
+        let mut kinds = Vec::new();
+        let mut written = std::mem::take(&mut relay.to_client);
+        while let Some((head, _)) = frame::next(&mut written) {
+            kinds.push(head.kind);
+        }
+        assert_eq!(kinds.first(), Some(&kind::SETTINGS), "{kinds:?}");
+        assert!(kinds[1..].contains(&kind::WINDOW_UPDATE), "{kinds:?}");
     }
 
     /// The SETTINGS frames in `bytes`, each as its parameters.
