@@ -374,6 +374,10 @@ fn index(headers: &HeaderMap, body: &[u8], what: &str) -> Result<Vec<Descriptor>
             found: "image manifest",
             expected: "image index",
         }),
+        // An empty object, or one whose `manifests` is null, lists no referrers: some
+        // registries answer a subject they do not hold so (Harbor), and the ORAS client
+        // Notation uses decodes it into an index with none.
+        Err(_) if lists_nothing(body) => Ok(Vec::new()),
         Err(source) => Err(Error::Manifest {
             what: what.to_owned(),
             source,
@@ -381,11 +385,42 @@ fn index(headers: &HeaderMap, body: &[u8], what: &str) -> Result<Vec<Descriptor>
     }
 }
 
+/// Whether `body` is a JSON object with no `manifests` (or a null one), and no field of
+/// an image manifest.
+fn lists_nothing(body: &[u8]) -> bool {
+    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) else {
+        return false;
+    };
+    object
+        .get("manifests")
+        .is_none_or(serde_json::Value::is_null)
+        && !object.contains_key("config")
+        && !object.contains_key("layers")
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;
 
     use super::*;
+
+    #[test]
+    fn an_empty_object_lists_no_referrers_and_an_image_is_still_refused() {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
+        for body in [&b"{}"[..], b"{\"manifests\": null}", b"{\"schemaVersion\": 2}"] {
+            let listed = index(&headers, body, "referrers");
+            assert!(listed.is_ok_and(|l| l.is_empty()), "{body:?}");
+        }
+        for body in [
+            &b"[]"[..],
+            b"not json",
+            b"{\"manifests\": 7}",
+            b"{\"config\": {}, \"layers\": []}",
+        ] {
+            assert!(index(&headers, body, "referrers").is_err(), "{body:?}");
+        }
+    }
 
     fn headers(links: &[&str]) -> HeaderMap {
         let mut headers = HeaderMap::new();
