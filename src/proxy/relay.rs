@@ -1056,7 +1056,7 @@ impl Relay {
             encoded.clear();
             hpack::encode_field(encoded, b":method", pseudo.method);
             hpack::encode_field(encoded, b":scheme", pseudo.scheme);
-            // The runtime requires an authority; kubelet and crictl send `localhost`.
+            // The runtime requires an authority; current kubelets and crictl send `localhost`.
             hpack::encode_field(
                 encoded,
                 b":authority",

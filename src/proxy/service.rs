@@ -322,7 +322,8 @@ fn tag_name(requested: &str) -> Option<String> {
 }
 
 /// The URI for the upstream request: the client's path and authority, `localhost` when
-/// it sent no authority (kubelet and crictl send `localhost`; the runtime requires one).
+/// the request has none: the client sent none, or one the relay could not hold
+/// (current kubelets and crictl send `localhost`; the runtime requires one).
 fn upstream_uri(uri: &Uri) -> Uri {
     let authority = uri
         .authority()
