@@ -552,7 +552,7 @@ impl Client {
         repo: &Repository,
         capability: Capability,
     ) -> Result<(Host, Vec<Host>), Error> {
-        let scheme = if self.plain_http_allowed(repo.api_host()) {
+        let scheme = if self.plain_http_allowed(repo.api_host(), false) {
             Scheme::Http
         } else {
             Scheme::Https
@@ -589,14 +589,19 @@ impl Client {
         Ok(url)
     }
 
-    fn plain_http_allowed(&self, authority: &str) -> bool {
-        let authority = http_authority(authority);
+    /// Whether plain HTTP is allowed to `authority`: a registry's name (its port as
+    /// written) or, when `endpoint`, the authority of a URL about to be asked.
+    fn plain_http_allowed(&self, authority: &str, endpoint: bool) -> bool {
+        let name = http_authority(authority, endpoint);
         self.shared
             .config
             .plain_http
             .iter()
-            .any(|host| http_authority(host) == authority)
-            || self.shared.hosts.allows_plain_http(&authority)
+            .any(|host| http_authority(host, endpoint) == name)
+            || self
+                .shared
+                .hosts
+                .allows_plain_http(&http_authority(authority, true))
     }
 
     /// Only https, or http to a host listed in `plain_http` or named with `http://` in
@@ -607,7 +612,7 @@ impl Client {
         match url.scheme() {
             "https" => Ok(()),
             "http"
-                if self.plain_http_allowed(&authority)
+                if self.plain_http_allowed(&authority, true)
                     || (host.probe && hosts::loopback_http(&authority)) =>
             {
                 Ok(())
@@ -1283,16 +1288,37 @@ pub(super) fn describe(host: &Host, what: String) -> String {
     }
 }
 
-/// The challenge of a 401: the first `WWW-Authenticate` value that parses, Bearer before
-/// Basic.
-/// `authority` (`host[:port]`) as a plain-HTTP URL to it holds it: the host lowercased, an
-/// IPv6 literal in its shortest form, port 80 left out; so that a name written in the
-/// config, in an image reference and in a URL compare alike. Unchanged if no URL holds it.
-fn http_authority(authority: &str) -> String {
-    Url::parse(&format!("http://{authority}/"))
+/// `authority` (`host[:port]`) with its host as a URL holds it (lowercased, an IPv6
+/// literal in its shortest form), so that a name written in the config, in an image
+/// reference and in a URL compare alike. A port written stays, `:80` too, when `endpoint`
+/// is false: `reg` and `reg:80` are different registry names (containerd reads different
+/// hosts directories for them). When `endpoint` is true the name is compared as a plain
+/// HTTP endpoint, where both are port 80, as a URL writes it (without it). Unchanged if
+/// no URL holds it.
+fn http_authority(authority: &str, endpoint: bool) -> String {
+    let Some(url) = Url::parse(&format!("http://{authority}/"))
         .ok()
-        .filter(|url| url.path() == "/" && url.username().is_empty())
-        .map_or_else(|| authority.to_owned(), |url| hosts::authority(&url))
+        .filter(|url| {
+            url.path() == "/"
+                && url.username().is_empty()
+                && url.query().is_none()
+                && url.fragment().is_none()
+        })
+    else {
+        return authority.to_owned();
+    };
+    let written_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    match (
+        endpoint,
+        written_port,
+        url.host_str(),
+        url.port_or_known_default(),
+    ) {
+        (false, true, Some(host), Some(port)) => format!("{host}:{port}"),
+        _ => hosts::authority(&url),
+    }
 }
 
 /// The pull scope of the repository a distribution API URL names
@@ -1306,6 +1332,8 @@ fn repository_scope(url: &Url) -> Option<String> {
     (!name.is_empty()).then(|| format!("repository:{name}:pull"))
 }
 
+/// The challenge of a 401: the first `WWW-Authenticate` value that parses, Bearer before
+/// Basic.
 fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
     let mut first_error = None;
     let mut basic = None;

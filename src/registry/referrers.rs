@@ -408,7 +408,11 @@ mod tests {
     fn an_empty_object_lists_no_referrers_and_an_image_is_still_refused() {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
-        for body in [&b"{}"[..], b"{\"manifests\": null}", b"{\"schemaVersion\": 2}"] {
+        for body in [
+            &b"{}"[..],
+            b"{\"manifests\": null}",
+            b"{\"schemaVersion\": 2}",
+        ] {
             let listed = index(&headers, body, "referrers");
             assert!(listed.is_ok_and(|l| l.is_empty()), "{body:?}");
         }

@@ -115,10 +115,15 @@ fn a_loopback_registry_no_file_names_is_asked_over_plain_http_then_https() {
         let url = Url::parse(&format!("{}/", prefixes[0])).unwrap();
         assert!(spelled.check_scheme(&url, &host).is_ok(), "{repo}: {url}");
     }
-    assert_eq!(
-        host_prefixes(&spelled, "myreg.example:5001/app"),
-        ["https://myreg.example:5001/v2"]
-    );
+    // A port written is part of the name: `plain.example:80` is not `plain.example`,
+    // which the runtime asks over HTTPS.
+    for repo in ["myreg.example:5001/app", "plain.example/app"] {
+        let prefixes = host_prefixes(&spelled, repo);
+        assert!(
+            prefixes.len() == 1 && prefixes[0].starts_with("https://"),
+            "{repo}: {prefixes:?}"
+        );
+    }
     // Asking that probe, plain HTTP reaches loopback hosts only (its token realm, its
     // redirects); asking any other host, only the listed ones.
     let repo: Repository = "127.0.0.1:5001/app".parse().unwrap();
@@ -413,4 +418,21 @@ fn containerds_registry_credentials_come_after_the_docker_configs() {
     let error = both.err().unwrap();
     let error = std::error::Error::source(&error).unwrap().to_string();
     assert!(error.contains("hosts_dir and containerd_config"), "{error}");
+}
+
+#[test]
+fn registry_names_compare_as_urls_hold_them_keeping_a_written_port() {
+    for (written, name, endpoint) in [
+        ("Reg.Example:80", "reg.example:80", "reg.example"),
+        ("reg.example", "reg.example", "reg.example"),
+        ("[0:0::1]:5002", "[::1]:5002", "[::1]:5002"),
+        ("[0:0::1]", "[::1]", "[::1]"),
+        ("reg.example:080", "reg.example:80", "reg.example"),
+        // Not a bare authority: compared as written.
+        ("reg.example?x", "reg.example?x", "reg.example?x"),
+        ("user@reg.example", "user@reg.example", "user@reg.example"),
+    ] {
+        assert_eq!(http_authority(written, false), name, "{written}");
+        assert_eq!(http_authority(written, true), endpoint, "{written}");
+    }
 }
