@@ -2625,20 +2625,29 @@ async fn a_tag_is_resolved_by_head_and_read_only_when_the_head_names_no_digest()
 
 /// A host the registry redirects to that asks for a bearer token of its own, as the
 /// regional Artifact Registry behind registry.k8s.io does: it gets an anonymous one, from
-/// the realm it names; the registry's credentials reach neither it nor its realm; the
-/// token is kept for the next request.
+/// the realm it names; the registry's credentials (here Basic ones, for the registry's own
+/// token) reach neither it nor its realm; the token is kept for the next request, and one
+/// the host stops taking is replaced once.
 #[tokio::test]
 async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
     let manifest = manifest_json(None);
     let token_requests = Arc::new(AtomicUsize::new(0));
+    // The one anonymous token the target takes.
+    let valid = Arc::new(Mutex::new("none issued".to_owned()));
     let addr_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
-    let (cell, requests, body) = (
+    let (cell, requests, taken, body) = (
         Arc::clone(&addr_cell),
         Arc::clone(&token_requests),
+        Arc::clone(&valid),
         manifest.clone(),
     );
     let target = StandIn::start(move |request| {
-        let (cell, requests, body) = (Arc::clone(&cell), Arc::clone(&requests), body.clone());
+        let (cell, requests, taken, body) = (
+            Arc::clone(&cell),
+            Arc::clone(&requests),
+            Arc::clone(&taken),
+            body.clone(),
+        );
         async move {
             let auth = request
                 .headers()
@@ -2647,7 +2656,7 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
                 .unwrap_or_default()
                 .to_owned();
             if request.uri().path() == "/token" {
-                requests.fetch_add(1, Ordering::SeqCst);
+                let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
                 let query = request.uri().query().unwrap_or_default();
                 if !auth.is_empty() {
                     return respond(StatusCode::BAD_REQUEST, &[], "credentials leaked to the realm");
@@ -2655,12 +2664,14 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
                 if !query.contains("scope=repository%3Amirror%2Fapp%3Apull") {
                     return respond(StatusCode::BAD_REQUEST, &[], "wrong scope");
                 }
-                return respond(StatusCode::OK, &[], r#"{"token":"anon-tok"}"#);
+                let token = format!("anon-tok-{n}");
+                *taken.lock().unwrap() = format!("Bearer {token}");
+                return respond(StatusCode::OK, &[], format!(r#"{{"token":"{token}"}}"#));
             }
-            if auth == "Bearer anon-tok" {
+            if auth == *taken.lock().unwrap() {
                 return respond(StatusCode::OK, &[("content-type", OCI_MANIFEST)], body);
             }
-            if !auth.is_empty() {
+            if !auth.is_empty() && !auth.starts_with("Bearer anon-tok-") {
                 return respond(StatusCode::BAD_REQUEST, &[], "credentials leaked to the target");
             }
             let addr = cell.lock().unwrap().unwrap();
@@ -2673,20 +2684,49 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
     .await;
     *addr_cell.lock().unwrap() = Some(target.addr);
     let target_host = target.host();
+    // The registry wants its own token, got with Basic credentials, then redirects.
+    let registry_cell: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+    let cell = Arc::clone(&registry_cell);
     let registry = StandIn::start(move |request| {
-        let location = format!(
-            "http://{target_host}/v2/mirror{}",
-            &request.uri().path()[3..]
-        );
+        let cell = Arc::clone(&cell);
+        let target_host = target_host.clone();
         async move {
+            let auth = request
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default()
+                .to_owned();
+            let path = request.uri().path().to_owned();
+            if path == "/token" {
+                let basic = format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode("user:pass")
+                );
+                if auth != basic {
+                    return respond(StatusCode::UNAUTHORIZED, &[], "no");
+                }
+                return respond(StatusCode::OK, &[], r#"{"token":"reg-tok"}"#);
+            }
+            if auth == "Bearer reg-tok" {
+                let location = format!("http://{target_host}/v2/mirror{}", &path[3..]);
+                return respond(
+                    StatusCode::TEMPORARY_REDIRECT,
+                    &[("location", &location)],
+                    "",
+                );
+            }
+            let addr = cell.lock().unwrap().unwrap();
+            let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"registry\"");
             respond(
-                StatusCode::TEMPORARY_REDIRECT,
-                &[("location", &location)],
-                "",
+                StatusCode::UNAUTHORIZED,
+                &[("www-authenticate", &challenge)],
+                "{}",
             )
         }
     })
     .await;
+    *registry_cell.lock().unwrap() = Some(registry.addr);
     let client = Client::new(RegistryConfig {
         plain_http: vec![registry.host(), target.host()],
         ..RegistryConfig::default()
@@ -2706,6 +2746,11 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
         1,
         "the token is kept"
     );
+    // The target stops taking it: a fresh one is asked for, once.
+    *valid.lock().unwrap() = "revoked".to_owned();
+    let resolved = client.resolve(&image).await.unwrap();
+    assert_eq!(resolved.digest, Digest::sha256(&manifest));
+    assert_eq!(token_requests.load(Ordering::SeqCst), 2);
 }
 
 /// A redirect target that wants credentials (a Basic challenge) gets none, and the error

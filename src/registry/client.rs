@@ -667,6 +667,9 @@ impl Client {
         let mut authenticated = false;
         // The anonymous token a host the registry redirected to asked for, and its origin.
         let mut redirected: Option<(url::Origin, Secret)> = None;
+        // Whether that token came from the cache: one the host refuses is dropped, and a
+        // fresh one asked for, once.
+        let mut redirected_cached = false;
         let mut busy = 0;
         let mut url = fetch.url.clone();
         let mut visited = vec![url.clone()];
@@ -731,7 +734,9 @@ impl Client {
             // sends every request to a regional Artifact Registry that does). It is asked
             // for one anonymously, once, as containerd authorizes each redirect: the
             // registry's credentials are the registry's, never sent where it points.
-            if status == StatusCode::UNAUTHORIZED && url.origin() != origin && redirected.is_none()
+            if status == StatusCode::UNAUTHORIZED
+                && url.origin() != origin
+                && (redirected.is_none() || redirected_cached)
             {
                 if let Ok(Challenge::Bearer {
                     realm,
@@ -742,9 +747,11 @@ impl Client {
                     let scope = asked
                         .or_else(|| repository_scope(&url))
                         .unwrap_or_else(|| scope.clone());
-                    let token = self
-                        .anonymous_token(&url, &realm, service.as_deref(), &scope, &fetch)
+                    let refused = redirected.is_some();
+                    let (token, cached) = self
+                        .anonymous_token(&url, &realm, service.as_deref(), &scope, refused, &fetch)
                         .await?;
+                    redirected_cached = cached;
                     redirected = Some((
                         url.origin(),
                         Secret::new(format!("Bearer {}", token.expose())),
@@ -795,30 +802,34 @@ impl Client {
     }
 
     /// An anonymous token for `scope` from `realm`, which the host of `url` (one the
-    /// registry redirected to) named in its challenge; kept for that host and scope.
+    /// registry redirected to) named in its challenge; kept for that host and scope, and
+    /// whether it was the one kept. `refused`: the one kept was refused, and is dropped.
     async fn anonymous_token(
         &self,
         url: &Url,
         realm: &str,
         service: Option<&str>,
         scope: &str,
+        refused: bool,
         fetch: &Fetch<'_>,
-    ) -> Result<Secret, Error> {
+    ) -> Result<(Secret, bool), Error> {
         let anonymous = Credentials::Anonymous;
         let key = TokenKey {
             registry: hosts::authority(url),
             scope: scope.to_owned(),
             credentials: anonymous.fingerprint(),
         };
-        if let Some(token) = self.shared.tokens.get(&key) {
-            return Ok(token);
+        if refused {
+            self.shared.tokens.remove(&key);
+        } else if let Some(token) = self.shared.tokens.get(&key) {
+            return Ok((token, true));
         }
         let registry = fetch.host.credentials_key.as_str();
         let (token, lifetime) = self
             .token(realm, service, scope, &anonymous, registry, fetch.host)
             .await?;
         self.shared.tokens.insert(key, token.clone(), lifetime);
-        Ok(token)
+        Ok((token, false))
     }
 
     /// Answers a challenge: the `Authorization` value to retry with, and the token and its
