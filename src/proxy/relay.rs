@@ -44,7 +44,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
@@ -440,6 +440,9 @@ struct Relay {
     /// The runtime's SETTINGS_INITIAL_WINDOW_SIZE: the client's window for a new stream.
     upstream_initial_window: u32,
     upstream_settings_seen: bool,
+    /// Until when crigate's own frames wait for the runtime's SETTINGS; a runtime that
+    /// sends none by then (hung, though connected) does not keep them for ever.
+    preface_deadline: Instant,
     /// Client SETTINGS the runtime has not acknowledged yet.
     unacked_settings: u32,
     goaway: GoAway,
@@ -459,7 +462,10 @@ impl Relay {
         events: mpsc::Sender<(u32, Event)>,
     ) -> Self {
         let decoder = hpack::Decoder::new();
-        let max_streams = proxy.state().cri.max_concurrent_streams;
+        let (max_streams, connect_timeout) = {
+            let state = proxy.state();
+            (state.cri.max_concurrent_streams, state.cri.connect_timeout)
+        };
         Self {
             max_streams,
             proxy,
@@ -492,6 +498,7 @@ impl Relay {
             upstream_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
             upstream_initial_window: frame::DEFAULT_WINDOW as u32,
             upstream_settings_seen: false,
+            preface_deadline: Instant::now() + connect_timeout,
             unacked_settings: 0,
             goaway: GoAway::None,
             shutting_down: false,
@@ -600,6 +607,11 @@ impl Relay {
                     tracing::debug!(upstream = %self.socket.display(), "the configured runtime socket changed; moving the client to a connection relayed to the new one");
                     self.go_away();
                 }
+                // Frames of crigate's own that waited for the runtime's SETTINGS in vain
+                // go out at the deadline.
+                () = tokio::time::sleep_until(self.preface_deadline.into()),
+                    if self.preface_awaited()
+                        && (!self.injected.is_empty() || !self.local.is_empty()) => {}
                 _ = probe.tick(), if probing => {
                     if UnixStream::connect(&self.socket).await.is_ok() {
                         tracing::debug!(upstream = %self.socket.display(), "runtime is back; moving the client to a relayed connection");
@@ -1472,7 +1484,7 @@ impl Relay {
     /// Whether the runtime's SETTINGS, the server preface that must be the first frame the
     /// client receives (RFC 9113 §3.4), have yet to come; frames of crigate's own wait.
     fn preface_awaited(&self) -> bool {
-        self.linked && !self.upstream_settings_seen
+        self.linked && !self.upstream_settings_seen && Instant::now() < self.preface_deadline
     }
 
     /// Sends a frame of crigate's own to the client, after any open runtime header block.
@@ -2340,6 +2352,24 @@ mod tests {
         }
         assert_eq!(kinds.first(), Some(&kind::SETTINGS), "{kinds:?}");
         assert!(kinds[1..].contains(&kind::WINDOW_UPDATE), "{kinds:?}");
+    }
+
+    /// A runtime that stays connected but sends no SETTINGS keeps crigate's own frames
+    /// only until the connect timeout has passed.
+    #[test]
+    fn frames_wait_for_the_runtimes_settings_only_until_the_deadline() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        relay.on_client_bytes(&mut buf).unwrap();
+        relay.give_back(0, 100);
+        relay.flush_local();
+        assert!(relay.to_client.is_empty());
+        relay.preface_deadline = Instant::now();
+        relay.flush_local();
+        let mut written = std::mem::take(&mut relay.to_client);
+        let (head, _) = frame::next(&mut written).unwrap();
+        assert_eq!(head.kind, kind::WINDOW_UPDATE);
     }
 
     /// The SETTINGS frames in `bytes`, each as its parameters.
