@@ -124,7 +124,12 @@ async fn images(socket: &std::path::Path) -> ImageServiceClient<Channel> {
 
 /// What containerd itself answers to ImageStatus of `image`.
 async fn status(node: &Node, image: &str) -> Option<Image> {
-    images(node.env.containerd.socket())
+    status_on(node.env.containerd.socket(), image).await
+}
+
+/// What ImageStatus of `image` answers on the CRI socket `socket`.
+async fn status_on(socket: &std::path::Path, image: &str) -> Option<Image> {
+    images(socket)
         .await
         .image_status(ImageStatusRequest {
             image: Some(ImageSpec {
@@ -2302,18 +2307,8 @@ async fn a_pull_by_an_index_digest_trusted_through_its_platform_manifest_keeps_t
         .unwrap()
         .into_inner();
     assert_eq!(pulled.image_ref, image.config_digest());
-    let found = client
-        .image_status(ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: by_digest.clone(),
-                ..Default::default()
-            }),
-            verbose: false,
-        })
+    let found = status_on(&node.crigate.socket, &by_digest)
         .await
-        .unwrap()
-        .into_inner()
-        .image
         .expect("ImageStatus of the digest pulled finds the image");
     assert_eq!(found.id, pulled.image_ref);
     assert!(

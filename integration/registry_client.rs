@@ -387,6 +387,38 @@ impl Drop for StandIn {
     }
 }
 
+/// The request's `Authorization` value, empty when it has none.
+fn authorization(request: &Request<Incoming>) -> String {
+    request
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A client allowed plain HTTP to `hosts`, with the Basic credentials `user:pass`.
+fn client_as_user(hosts: Vec<String>) -> Client {
+    Client::new(RegistryConfig {
+        plain_http: hosts,
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+    .with_credentials(Credentials::Basic {
+        username: "user".into(),
+        password: crigate::registry::Secret::new("pass"),
+    })
+}
+
+/// A 307 to `location`.
+fn redirect_to(location: &str) -> Response<Body> {
+    respond(
+        StatusCode::TEMPORARY_REDIRECT,
+        &[("location", location)],
+        "",
+    )
+}
+
 fn respond(status: StatusCode, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Response<Body> {
     let mut response = Response::builder().status(status);
     for (name, value) in headers {
@@ -575,41 +607,18 @@ async fn referrers_answered_with_a_no_api_status_fall_back_to_the_tag_schema() {
 
 /// Stand-in: a registry (GitLab's) that answers the `sha256-<hex>` tag with the manifest
 /// of that digest holds no referrers index there: no referrers, not an error.
+/// Some registries (GitLab's) answer the referrers tag `sha256-<hex>` with the manifest of
+/// that digest, the subject itself: an image, or an index whose platform manifests are
+/// not its referrers. No referrers either way.
 #[tokio::test]
-async fn a_referrers_tag_answered_with_the_image_itself_means_no_referrers() {
-    let subject = Digest::sha256(b"subject");
-    let tag = subject.tag_form();
-    let image = serde_json::to_vec(&json!({
+async fn a_referrers_tag_answered_with_the_subject_itself_means_no_referrers() {
+    let image = json!({
         "schemaVersion": 2,
         "mediaType": OCI_MANIFEST,
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": Digest::sha256(b"c").to_string(), "size": 1},
         "layers": [],
-    }))
-    .unwrap();
-    let server = StandIn::start(move |request| {
-        let (tag, image) = (tag.clone(), image.clone());
-        async move {
-            if request.uri().path().ends_with(&format!("/manifests/{tag}")) {
-                respond(StatusCode::OK, &[("content-type", OCI_MANIFEST)], image)
-            } else {
-                respond(StatusCode::NOT_FOUND, &[], Vec::new())
-            }
-        }
-    })
-    .await;
-    let found = server
-        .client()
-        .referrers(&server.repo(), &subject, None)
-        .await
-        .unwrap();
-    assert!(found.is_empty(), "{found:?}");
-}
-
-/// The same registry behaviour for an index: the tag answers with the subject itself, whose
-/// platform manifests are not its referrers.
-#[tokio::test]
-async fn a_referrers_tag_answered_with_the_index_itself_means_no_referrers() {
-    let index = serde_json::to_vec(&json!({
+    });
+    let index = json!({
         "schemaVersion": 2,
         "mediaType": OCI_INDEX,
         "manifests": [{
@@ -618,27 +627,34 @@ async fn a_referrers_tag_answered_with_the_index_itself_means_no_referrers() {
             "size": 8,
             "platform": {"os": "linux", "architecture": "amd64"},
         }],
-    }))
-    .unwrap();
-    let subject = Digest::sha256(&index);
-    let tag = subject.tag_form();
-    let server = StandIn::start(move |request| {
-        let (tag, index) = (tag.clone(), index.clone());
-        async move {
-            if request.uri().path().ends_with(&format!("/manifests/{tag}")) {
-                respond(StatusCode::OK, &[("content-type", OCI_INDEX)], index)
-            } else {
-                respond(StatusCode::NOT_FOUND, &[], Vec::new())
+    });
+    let image = serde_json::to_vec(&image).unwrap();
+    let index = serde_json::to_vec(&index).unwrap();
+    for (bytes, media_type, subject) in [
+        // An image manifest under the tag is never a referrers index, whatever its digest.
+        (image.clone(), OCI_MANIFEST, Digest::sha256(b"subject")),
+        (image.clone(), OCI_MANIFEST, Digest::sha256(&image)),
+        (index.clone(), OCI_INDEX, Digest::sha256(&index)),
+    ] {
+        let tag = subject.tag_form();
+        let server = StandIn::start(move |request| {
+            let (tag, bytes) = (tag.clone(), bytes.clone());
+            async move {
+                if request.uri().path().ends_with(&format!("/manifests/{tag}")) {
+                    respond(StatusCode::OK, &[("content-type", media_type)], bytes)
+                } else {
+                    respond(StatusCode::NOT_FOUND, &[], Vec::new())
+                }
             }
-        }
-    })
-    .await;
-    let found = server
-        .client()
-        .referrers(&server.repo(), &subject, None)
-        .await
-        .unwrap();
-    assert!(found.is_empty(), "{found:?}");
+        })
+        .await;
+        let found = server
+            .client()
+            .referrers(&server.repo(), &subject, None)
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "{media_type} {subject}: {found:?}");
+    }
 }
 
 #[tokio::test]
@@ -715,12 +731,7 @@ async fn token_server(token_requests: Arc<AtomicUsize>) -> StandIn {
         let token_requests = Arc::clone(&token_requests);
         let cell = Arc::clone(&cell);
         async move {
-            let auth = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let auth = authorization(&request);
             if request.uri().path() == "/token" {
                 token_requests.fetch_add(1, Ordering::SeqCst);
                 let query = request.uri().query().unwrap_or_default();
@@ -806,12 +817,7 @@ async fn a_redirecting_token_realm_is_followed_without_leaking_credentials() {
         let cell = Arc::clone(&cell);
         let other_token = other_token.clone();
         async move {
-            let auth = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let auth = authorization(&request);
             let basic = format!(
                 "Basic {}",
                 base64::engine::general_purpose::STANDARD.encode("user:pass")
@@ -852,15 +858,7 @@ async fn a_redirecting_token_realm_is_followed_without_leaking_credentials() {
     })
     .await;
     *addr_cell.lock().unwrap() = Some(server.addr);
-    let client = Client::new(RegistryConfig {
-        plain_http: vec![server.host(), other.host()],
-        ..RegistryConfig::default()
-    })
-    .unwrap()
-    .with_credentials(Credentials::Basic {
-        username: "user".into(),
-        password: crigate::registry::Secret::new("pass"),
-    });
+    let client = client_as_user(vec![server.host(), other.host()]);
     for repo in ["same", "cross"] {
         let image: ImageRef = format!("{}/{repo}:v1", server.host()).parse().unwrap();
         let descriptor = client.resolve(&image).await.unwrap();
@@ -1166,13 +1164,7 @@ async fn blob_redirects_to_storage_are_followed_without_credentials() {
     let storage_url = format!("http://{}/storage/blob", storage.host());
     let registry = StandIn::start(move |_request| {
         let location = storage_url.clone();
-        async move {
-            respond(
-                StatusCode::TEMPORARY_REDIRECT,
-                &[("location", &location)],
-                "",
-            )
-        }
+        async move { redirect_to(&location) }
     })
     .await;
     let client = Client::new(RegistryConfig {
@@ -2649,12 +2641,7 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
             body.clone(),
         );
         async move {
-            let auth = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let auth = authorization(&request);
             if request.uri().path() == "/token" {
                 let n = requests.fetch_add(1, Ordering::SeqCst) + 1;
                 let query = request.uri().query().unwrap_or_default();
@@ -2691,12 +2678,7 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
         let cell = Arc::clone(&cell);
         let target_host = target_host.clone();
         async move {
-            let auth = request
-                .headers()
-                .get("authorization")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or_default()
-                .to_owned();
+            let auth = authorization(&request);
             let path = request.uri().path().to_owned();
             if path == "/token" {
                 let basic = format!(
@@ -2710,11 +2692,7 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
             }
             if auth == "Bearer reg-tok" {
                 let location = format!("http://{target_host}/v2/mirror{}", &path[3..]);
-                return respond(
-                    StatusCode::TEMPORARY_REDIRECT,
-                    &[("location", &location)],
-                    "",
-                );
+                return redirect_to(&location);
             }
             let addr = cell.lock().unwrap().unwrap();
             let challenge = format!("Bearer realm=\"http://{addr}/token\",service=\"registry\"");
@@ -2727,15 +2705,7 @@ async fn a_redirect_target_that_asks_for_a_token_gets_an_anonymous_one() {
     })
     .await;
     *registry_cell.lock().unwrap() = Some(registry.addr);
-    let client = Client::new(RegistryConfig {
-        plain_http: vec![registry.host(), target.host()],
-        ..RegistryConfig::default()
-    })
-    .unwrap()
-    .with_credentials(Credentials::Basic {
-        username: "user".into(),
-        password: crigate::registry::Secret::new("pass"),
-    });
+    let client = client_as_user(vec![registry.host(), target.host()]);
     let image: ImageRef = format!("{}/app:v1", registry.host()).parse().unwrap();
     for _ in 0..2 {
         let resolved = client.resolve(&image).await.unwrap();
@@ -2768,13 +2738,7 @@ async fn a_redirect_target_that_wants_credentials_is_named_in_the_error() {
     let target_host = target.host();
     let registry = StandIn::start(move |request| {
         let location = format!("http://{target_host}{}", request.uri().path());
-        async move {
-            respond(
-                StatusCode::TEMPORARY_REDIRECT,
-                &[("location", &location)],
-                "",
-            )
-        }
+        async move { redirect_to(&location) }
     })
     .await;
     let client = Client::new(RegistryConfig {

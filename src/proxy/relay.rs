@@ -2147,6 +2147,28 @@ mod tests {
         Relay::new(proxy, caller, Path::new("/nonexistent").into(), events)
     }
 
+    /// A header block of `list`, as literals.
+    fn block(list: &[(&str, &str)]) -> Vec<u8> {
+        let mut block = Vec::new();
+        for (name, value) in list {
+            hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
+        }
+        block
+    }
+
+    /// The fields of [`GOOD`], calling `path`.
+    fn calling(path: &'static str) -> Vec<(&'static str, &'static str)> {
+        GOOD.iter()
+            .map(|&(name, value)| {
+                if name == ":path" {
+                    (name, path)
+                } else {
+                    (name, value)
+                }
+            })
+            .collect()
+    }
+
     fn hello() -> BytesMut {
         let mut buf = BytesMut::from(frame::PREFACE);
         frame::put_settings(&mut buf, &[]);
@@ -2223,13 +2245,6 @@ mod tests {
 
     #[test]
     fn malformed_trailers_end_a_relayed_call_on_both_connections() {
-        let block = |list: &[(&str, &str)]| {
-            let mut block = Vec::new();
-            for (name, value) in list {
-                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
-            }
-            block
-        };
         let mut relay = detached_relay();
         relay.linked = true;
         let mut buf = hello();
@@ -2260,23 +2275,10 @@ mod tests {
     /// crigate's own may come between a block's frames (RFC 9113 §4.3).
     #[test]
     fn a_reset_waits_for_the_runtimes_open_header_block_to_end() {
-        let block = |list: &[(&str, &str)]| {
-            let mut block = Vec::new();
-            for (name, value) in list {
-                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
-            }
-            block
-        };
         let mut relay = detached_relay();
         relay.linked = true;
         let mut buf = hello();
-        let create: Vec<(&str, &str)> = GOOD
-            .iter()
-            .map(|&(name, value)| match name {
-                ":path" => (name, "/runtime.v1.RuntimeService/CreateContainer"),
-                _ => (name, value),
-            })
-            .collect();
+        let create = calling("/runtime.v1.RuntimeService/CreateContainer");
         frame::put(
             &mut buf,
             kind::HEADERS,
@@ -2317,23 +2319,10 @@ mod tests {
     /// the client before the runtime's SETTINGS, the server preface (RFC 9113 §3.4).
     #[test]
     fn nothing_of_crigates_own_precedes_the_runtimes_settings() {
-        let block = |list: &[(&str, &str)]| {
-            let mut block = Vec::new();
-            for (name, value) in list {
-                hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
-            }
-            block
-        };
         let mut relay = detached_relay();
         relay.linked = true;
         let mut buf = hello();
-        let pull: Vec<(&str, &str)> = GOOD
-            .iter()
-            .map(|&(name, value)| match name {
-                ":path" => (name, "/runtime.v1.ImageService/PullImage"),
-                _ => (name, value),
-            })
-            .collect();
+        let pull = calling("/runtime.v1.ImageService/PullImage");
         frame::put(&mut buf, kind::HEADERS, flag::END_HEADERS, 1, &block(&pull));
         frame::put(&mut buf, kind::DATA, 0, 1, &[0, 0, 0, 0, 2, 10, 0]);
         relay.on_client_bytes(&mut buf).unwrap();
