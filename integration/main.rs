@@ -15,6 +15,7 @@ mod harness;
 mod harness_tests;
 mod import;
 mod lifecycle;
+mod nghttp;
 mod notation;
 mod notation_e2e;
 mod notation_signer;

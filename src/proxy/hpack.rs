@@ -197,6 +197,12 @@ pub fn encode_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
     encode_string(out, value);
 }
 
+/// Appends a dynamic table size update to `size` (RFC 7541 §6.3); it may only begin a
+/// header block.
+pub fn encode_size_update(out: &mut Vec<u8>, size: u32) {
+    encode_integer(out, 5, 0x20, size as usize);
+}
+
 fn encode_string(out: &mut Vec<u8>, s: &[u8]) {
     encode_integer(out, 7, 0, s.len());
     out.extend_from_slice(s);

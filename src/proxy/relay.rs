@@ -445,6 +445,15 @@ struct Relay {
     preface_deadline: Instant,
     /// Client SETTINGS the runtime has not acknowledged yet.
     unacked_settings: u32,
+    /// For each client SETTINGS the runtime has not acknowledged, the
+    /// SETTINGS_HEADER_TABLE_SIZE it set, if any.
+    unacked_table_sizes: VecDeque<Option<u32>>,
+    /// The client decoder's SETTINGS_HEADER_TABLE_SIZE, as acknowledged to it.
+    client_table_size: u32,
+    /// A size the client's decoder was lowered to, which the next header block it gets
+    /// must begin by taking (RFC 7541 §4.2): crigate's own block carries the update when
+    /// it comes before any of the runtime's, which carry their own.
+    table_update_due: Option<u32>,
     goaway: GoAway,
     shutting_down: bool,
     /// `cri.max_concurrent_streams` when the connection opened: what its SETTINGS said.
@@ -500,6 +509,9 @@ impl Relay {
             upstream_settings_seen: false,
             preface_deadline: Instant::now() + connect_timeout,
             unacked_settings: 0,
+            unacked_table_sizes: VecDeque::new(),
+            client_table_size: hpack::DEFAULT_TABLE_SIZE as u32,
+            table_update_due: None,
             goaway: GoAway::None,
             shutting_down: false,
             to_client: BytesMut::with_capacity(READ_CHUNK),
@@ -889,8 +901,10 @@ impl Relay {
         }
         let params = frame::settings(&bytes[frame::HEAD_LEN..])
             .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "SETTINGS of the wrong size"))?;
+        let mut table_size = None;
         for (id, value) in params {
             match id {
+                setting::HEADER_TABLE_SIZE => table_size = Some(value),
                 setting::INITIAL_WINDOW_SIZE => {
                     let value = i64::from(value);
                     if value > frame::MAX_WINDOW {
@@ -915,13 +929,27 @@ impl Relay {
         }
         if self.linked {
             self.unacked_settings += 1;
+            self.unacked_table_sizes.push_back(table_size);
             self.to_upstream.extend_from_slice(bytes);
         } else {
+            // The acknowledgement goes out before any block crigate writes after it.
+            self.client_settings_acknowledged(table_size);
             let mut ack = BytesMut::new();
             frame::put_settings_ack(&mut ack);
             self.inject(ack.freeze());
         }
         Ok(())
+    }
+
+    /// The client has been told its SETTINGS were taken, with `table_size` among them.
+    fn client_settings_acknowledged(&mut self, table_size: Option<u32>) {
+        let Some(size) = table_size else {
+            return;
+        };
+        if size < self.client_table_size {
+            self.table_update_due = Some(self.table_update_due.map_or(size, |due| due.min(size)));
+        }
+        self.client_table_size = size;
     }
 
     fn on_client_window_update(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
@@ -1412,10 +1440,11 @@ impl Relay {
             while let Some(out) = local.outbox.front_mut() {
                 match out {
                     Out::Block { block, end } => {
+                        let block = own_block(&mut self.table_update_due, block);
                         frame::put_header_block(
                             &mut self.to_client,
                             stream,
-                            block,
+                            &block,
                             *end,
                             self.client_max_frame,
                         );
@@ -1675,7 +1704,16 @@ impl Relay {
         match head.kind {
             kind::DATA => self.client_window -= head.len as i64,
             kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => {
+                // The runtime begins its blocks with the update the client's decoder
+                // waits for; crigate's own, put in this order, already carry it.
+                if head.kind != kind::CONTINUATION {
+                    self.table_update_due = None;
+                }
                 self.written_block_open = !head.has(flag::END_HEADERS);
+            }
+            kind::SETTINGS if head.has(flag::ACK) => {
+                let table_size = self.unacked_table_sizes.pop_front().flatten();
+                self.client_settings_acknowledged(table_size);
             }
             _ => {}
         }
@@ -1758,6 +1796,7 @@ impl Relay {
                     }
                 }
             }
+            let block = own_block(&mut self.table_update_due, &block);
             frame::put_header_block(&mut frames, stream, &block, true, self.client_max_frame);
         }
         // Behind any runtime frames still held for the client's window.
@@ -1767,6 +1806,17 @@ impl Relay {
             self.relay_to_client(head, one);
         }
     }
+}
+
+/// A header block of crigate's own, begun with the table size update the client's decoder
+/// waits for, `due`, if it waits for one.
+fn own_block(due: &mut Option<u32>, block: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(block.len() + 6);
+    if let Some(size) = due.take() {
+        hpack::encode_size_update(&mut out, size);
+    }
+    out.extend_from_slice(block);
+    out
 }
 
 fn reserve(buf: &mut BytesMut) {
@@ -2359,6 +2409,53 @@ mod tests {
         let mut written = std::mem::take(&mut relay.to_client);
         let (head, _) = frame::next(&mut written).unwrap();
         assert_eq!(head.kind, kind::WINDOW_UPDATE);
+    }
+
+    /// A client that lowers its decoder's table size must see the next header block begin
+    /// with a size update (RFC 7541 §4.2): crigate's own block carries one when it comes
+    /// first after the acknowledgement; once a runtime block has passed, none is due.
+    #[test]
+    fn a_lowered_header_table_size_is_taken_by_the_next_block_crigate_writes() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = BytesMut::from(frame::PREFACE);
+        frame::put_settings(&mut buf, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        relay.on_client_bytes(&mut buf).unwrap();
+        let mut up = BytesMut::new();
+        frame::put_settings(&mut up, &[]);
+        relay.on_upstream_bytes(&mut up);
+        assert_eq!(
+            relay.table_update_due, None,
+            "not before the acknowledgement"
+        );
+        let mut up = BytesMut::new();
+        frame::put_settings_ack(&mut up);
+        relay.on_upstream_bytes(&mut up);
+        assert_eq!(relay.table_update_due, Some(0));
+
+        let block = own_block(&mut relay.table_update_due, &block(&[(":status", "200")]));
+        let mut decoder = hpack::Decoder::new();
+        decoder.set_allowed_size(0);
+        let mut fields = Vec::new();
+        decoder
+            .decode(&block, |name, value| {
+                fields.push((name.to_vec(), value.to_vec()))
+            })
+            .unwrap();
+        assert_eq!(block[0], 0x20, "a size update to 0 first");
+        assert_eq!(fields, [(b":status".to_vec(), b"200".to_vec())]);
+        assert_eq!(relay.table_update_due, None, "taken once");
+
+        // Lowered again, then a runtime block passes first: it carries its own update.
+        let mut buf = BytesMut::new();
+        frame::put_settings(&mut buf, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        relay.client_table_size = 100;
+        relay.on_client_bytes(&mut buf).unwrap();
+        let mut up = BytesMut::new();
+        frame::put_settings_ack(&mut up);
+        frame::put(&mut up, kind::HEADERS, flag::END_HEADERS, 1, &[0x20, 0x88]);
+        relay.on_upstream_bytes(&mut up);
+        assert_eq!(relay.table_update_due, None);
     }
 
     /// The SETTINGS frames in `bytes`, each as its parameters.
