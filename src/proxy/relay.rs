@@ -44,7 +44,7 @@ use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::uri::Authority;
@@ -440,9 +440,12 @@ struct Relay {
     /// The runtime's SETTINGS_INITIAL_WINDOW_SIZE: the client's window for a new stream.
     upstream_initial_window: u32,
     upstream_settings_seen: bool,
-    /// Until when crigate's own frames wait for the runtime's SETTINGS; a runtime that
-    /// sends none by then (hung, though connected) does not keep them for ever.
-    preface_deadline: Instant,
+    /// How long the runtime has to send its SETTINGS once the client's preface reached it.
+    connect_timeout: Duration,
+    /// Until when crigate's own frames wait for the runtime's SETTINGS (set when the
+    /// client's preface is passed on); a runtime that sends none by then, hung though
+    /// connected, is given up, so that they do not wait for ever.
+    preface_deadline: Option<tokio::time::Instant>,
     /// Client SETTINGS the runtime has not acknowledged yet.
     unacked_settings: u32,
     /// For each client SETTINGS the runtime has not acknowledged, the
@@ -507,7 +510,8 @@ impl Relay {
             upstream_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
             upstream_initial_window: frame::DEFAULT_WINDOW as u32,
             upstream_settings_seen: false,
-            preface_deadline: Instant::now() + connect_timeout,
+            connect_timeout,
+            preface_deadline: None,
             unacked_settings: 0,
             unacked_table_sizes: VecDeque::new(),
             client_table_size: hpack::DEFAULT_TABLE_SIZE as u32,
@@ -619,11 +623,16 @@ impl Relay {
                     tracing::debug!(upstream = %self.socket.display(), "the configured runtime socket changed; moving the client to a connection relayed to the new one");
                     self.go_away();
                 }
-                // Frames of crigate's own that waited for the runtime's SETTINGS in vain
-                // go out at the deadline.
-                () = tokio::time::sleep_until(self.preface_deadline.into()),
+                // A runtime that has not sent its SETTINGS by the deadline, while crigate
+                // has frames of its own waiting for them, is given up: crigate's SETTINGS
+                // go first, then what waited (a server's first frame must be its SETTINGS,
+                // RFC 9113 §3.4, or the client ends the connection).
+                () = sleep_until(self.preface_deadline),
                     if self.preface_awaited()
-                        && (!self.injected.is_empty() || !self.local.is_empty()) => {}
+                        && (!self.injected.is_empty() || !self.local.is_empty()) => {
+                    upstream = None;
+                    self.orphan("the runtime sent no SETTINGS within the connect timeout");
+                }
                 _ = probe.tick(), if probing => {
                     if UnixStream::connect(&self.socket).await.is_ok() {
                         tracing::debug!(upstream = %self.socket.display(), "runtime is back; moving the client to a relayed connection");
@@ -672,6 +681,7 @@ impl Relay {
             self.preface = true;
             if self.linked {
                 self.to_upstream.extend_from_slice(&preface);
+                self.preface_deadline = Some(tokio::time::Instant::now() + self.connect_timeout);
             }
         }
         // A frame longer than the runtime's SETTINGS_MAX_FRAME_SIZE (which the client was
@@ -1513,7 +1523,7 @@ impl Relay {
     /// Whether the runtime's SETTINGS, the server preface that must be the first frame the
     /// client receives (RFC 9113 §3.4), have yet to come; frames of crigate's own wait.
     fn preface_awaited(&self) -> bool {
-        self.linked && !self.upstream_settings_seen && Instant::now() < self.preface_deadline
+        self.linked && !self.upstream_settings_seen
     }
 
     /// Sends a frame of crigate's own to the client, after any open runtime header block.
@@ -1768,6 +1778,17 @@ impl Relay {
             self.to_client = first;
         }
         let mut frames = BytesMut::new();
+        // Its blocks follow the acknowledgements below and every runtime frame held, and
+        // no runtime block follows them: each begins with an update to the smallest table
+        // size due or about to be acknowledged, which whatever the client's decoder then
+        // waits for accepts (RFC 7541 §4.2).
+        let orphan_update = self
+            .unacked_table_sizes
+            .iter()
+            .flatten()
+            .copied()
+            .chain(self.table_update_due)
+            .min();
         for _ in 0..std::mem::take(&mut self.unacked_settings) {
             frame::put_settings_ack(&mut frames);
         }
@@ -1796,7 +1817,8 @@ impl Relay {
                     }
                 }
             }
-            let block = own_block(&mut self.table_update_due, &block);
+            let mut due = orphan_update;
+            let block = own_block(&mut due, &block);
             frame::put_header_block(&mut frames, stream, &block, true, self.client_max_frame);
         }
         // Behind any runtime frames still held for the client's window.
@@ -1817,6 +1839,14 @@ fn own_block(due: &mut Option<u32>, block: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(block);
     out
+}
+
+/// Completes at `deadline`, or never without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
 }
 
 fn reserve(buf: &mut BytesMut) {
@@ -2393,22 +2423,60 @@ mod tests {
         assert!(kinds[1..].contains(&kind::WINDOW_UPDATE), "{kinds:?}");
     }
 
-    /// A runtime that stays connected but sends no SETTINGS keeps crigate's own frames
-    /// only until the connect timeout has passed.
+    /// A runtime given up before its SETTINGS (here as at the deadline for them): crigate's
+    /// own SETTINGS reach the client first, then what waited for them.
     #[test]
-    fn frames_wait_for_the_runtimes_settings_only_until_the_deadline() {
+    fn a_runtime_given_up_before_its_settings_leaves_crigates_first() {
         let mut relay = detached_relay();
         relay.linked = true;
         let mut buf = hello();
         relay.on_client_bytes(&mut buf).unwrap();
+        assert!(relay.preface_deadline.is_some());
         relay.give_back(0, 100);
         relay.flush_local();
         assert!(relay.to_client.is_empty());
-        relay.preface_deadline = Instant::now();
+        relay.orphan("the runtime sent no SETTINGS within the connect timeout");
         relay.flush_local();
+        let mut kinds = Vec::new();
         let mut written = std::mem::take(&mut relay.to_client);
-        let (head, _) = frame::next(&mut written).unwrap();
-        assert_eq!(head.kind, kind::WINDOW_UPDATE);
+        while let Some((head, _)) = frame::next(&mut written) {
+            kinds.push((head.kind, head.has(flag::ACK)));
+        }
+        assert_eq!(kinds.first(), Some(&(kind::SETTINGS, false)), "{kinds:?}");
+        assert!(kinds.contains(&(kind::WINDOW_UPDATE, false)), "{kinds:?}");
+    }
+
+    /// Blocks crigate writes when it gives the runtime up, after acknowledging the client's
+    /// SETTINGS itself, begin with the size update a lowered table asks for.
+    #[test]
+    fn blocks_written_on_giving_the_runtime_up_take_a_lowered_table_size() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = BytesMut::from(frame::PREFACE);
+        frame::put_settings(&mut buf, &[(setting::HEADER_TABLE_SIZE, 0)]);
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block(&calling("/runtime.v1.RuntimeService/Version")),
+        );
+        frame::put(&mut buf, kind::DATA, flag::END_STREAM, 1, &[0, 0, 0, 0, 0]);
+        relay.on_client_bytes(&mut buf).unwrap();
+        let mut up = BytesMut::new();
+        frame::put_settings(&mut up, &[]);
+        relay.on_upstream_bytes(&mut up);
+        relay.to_client.clear();
+        relay.orphan("closed");
+        let mut written = std::mem::take(&mut relay.to_client);
+        let mut blocks = Vec::new();
+        while let Some((head, bytes)) = frame::next(&mut written) {
+            if head.kind == kind::HEADERS {
+                blocks.push(bytes[frame::HEAD_LEN..].to_vec());
+            }
+        }
+        assert_eq!(blocks.len(), 1);
+        assert_eq!(blocks[0][0], 0x20, "a size update to 0 first");
     }
 
     /// A client that lowers its decoder's table size must see the next header block begin
