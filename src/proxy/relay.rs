@@ -1544,12 +1544,18 @@ impl Relay {
     }
 
     fn inject_settings(&mut self) {
+        let settings = self.own_settings();
+        self.inject(settings.freeze());
+    }
+
+    /// crigate's SETTINGS, when it is the server on the client's connection.
+    fn own_settings(&self) -> BytesMut {
         let mut settings = BytesMut::new();
         frame::put_settings(
             &mut settings,
             &[(setting::MAX_CONCURRENT_STREAMS, self.max_streams)],
         );
-        self.inject(settings.freeze());
+        settings
     }
 
     /// Starts the two-step GOAWAY, once.
@@ -1769,11 +1775,7 @@ impl Relay {
             // sent the one crigate passes on, so crigate sends its own, first: before
             // what it queued meanwhile and what it answers below.
             self.upstream_settings_seen = true;
-            let mut first = BytesMut::new();
-            frame::put_settings(
-                &mut first,
-                &[(setting::MAX_CONCURRENT_STREAMS, self.max_streams)],
-            );
+            let mut first = self.own_settings();
             first.extend_from_slice(&self.to_client);
             self.to_client = first;
         }
@@ -2249,6 +2251,12 @@ mod tests {
             .collect()
     }
 
+    /// The frames written to the client so far, taken out.
+    fn written(relay: &mut Relay) -> Vec<(Head, Bytes)> {
+        let mut bytes = std::mem::take(&mut relay.to_client);
+        std::iter::from_fn(|| frame::next(&mut bytes)).collect()
+    }
+
     fn hello() -> BytesMut {
         let mut buf = BytesMut::from(frame::PREFACE);
         frame::put_settings(&mut buf, &[]);
@@ -2380,11 +2388,10 @@ mod tests {
         frame::put(&mut up, kind::CONTINUATION, flag::END_HEADERS, 1, rest);
         relay.on_upstream_bytes(&mut up);
 
-        let mut kinds = Vec::new();
-        let mut written = std::mem::take(&mut relay.to_client);
-        while let Some((head, _)) = frame::next(&mut written) {
-            kinds.push((head.kind, head.stream));
-        }
+        let kinds: Vec<_> = written(&mut relay)
+            .iter()
+            .map(|(head, _)| (head.kind, head.stream))
+            .collect();
         assert_eq!(
             kinds,
             [
@@ -2414,11 +2421,10 @@ mod tests {
         frame::put_settings(&mut up, &[]);
         relay.on_upstream_bytes(&mut up);
         relay.flush_local();
-        let mut kinds = Vec::new();
-        let mut written = std::mem::take(&mut relay.to_client);
-        while let Some((head, _)) = frame::next(&mut written) {
-            kinds.push(head.kind);
-        }
+        let kinds: Vec<_> = written(&mut relay)
+            .iter()
+            .map(|(head, _)| head.kind)
+            .collect();
         assert_eq!(kinds.first(), Some(&kind::SETTINGS), "{kinds:?}");
         assert!(kinds[1..].contains(&kind::WINDOW_UPDATE), "{kinds:?}");
     }
@@ -2437,11 +2443,10 @@ mod tests {
         assert!(relay.to_client.is_empty());
         relay.orphan("the runtime sent no SETTINGS within the connect timeout");
         relay.flush_local();
-        let mut kinds = Vec::new();
-        let mut written = std::mem::take(&mut relay.to_client);
-        while let Some((head, _)) = frame::next(&mut written) {
-            kinds.push((head.kind, head.has(flag::ACK)));
-        }
+        let kinds: Vec<_> = written(&mut relay)
+            .iter()
+            .map(|(head, _)| (head.kind, head.has(flag::ACK)))
+            .collect();
         assert_eq!(kinds.first(), Some(&(kind::SETTINGS, false)), "{kinds:?}");
         assert!(kinds.contains(&(kind::WINDOW_UPDATE, false)), "{kinds:?}");
     }
@@ -2468,13 +2473,11 @@ mod tests {
         relay.on_upstream_bytes(&mut up);
         relay.to_client.clear();
         relay.orphan("closed");
-        let mut written = std::mem::take(&mut relay.to_client);
-        let mut blocks = Vec::new();
-        while let Some((head, bytes)) = frame::next(&mut written) {
-            if head.kind == kind::HEADERS {
-                blocks.push(bytes[frame::HEAD_LEN..].to_vec());
-            }
-        }
+        let blocks: Vec<_> = written(&mut relay)
+            .into_iter()
+            .filter(|(head, _)| head.kind == kind::HEADERS)
+            .map(|(_, bytes)| bytes[frame::HEAD_LEN..].to_vec())
+            .collect();
         assert_eq!(blocks.len(), 1);
         assert_eq!(blocks[0][0], 0x20, "a size update to 0 first");
     }

@@ -86,6 +86,9 @@ struct Shared {
     /// One client per [`HostsConfig::tls`] entry, for the hosts that name TLS files.
     host_http: Vec<HttpClient>,
     config: RegistryConfig,
+    /// `config.plain_http`, each as a registry name and as a URL endpoint
+    /// ([`http_authority`]), normalised once.
+    plain_http: Vec<(String, String)>,
     hosts: HostsConfig,
     tokens: TokenCache,
     docker_auths: DockerAuths,
@@ -212,6 +215,11 @@ impl Client {
                 http,
                 egress,
                 host_http,
+                plain_http: config
+                    .plain_http
+                    .iter()
+                    .map(|host| (http_authority(host, false), http_authority(host, true)))
+                    .collect(),
                 config,
                 hosts,
                 tokens: TokenCache::default(),
@@ -594,10 +602,9 @@ impl Client {
     fn plain_http_allowed(&self, authority: &str, endpoint: bool) -> bool {
         let name = http_authority(authority, endpoint);
         self.shared
-            .config
             .plain_http
             .iter()
-            .any(|host| http_authority(host, endpoint) == name)
+            .any(|(as_name, as_endpoint)| *if endpoint { as_endpoint } else { as_name } == name)
             || self
                 .shared
                 .hosts
