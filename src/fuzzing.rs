@@ -98,6 +98,12 @@ pub fn header_blocks(data: &[u8]) {
     crate::proxy::relay::fuzz_header_blocks(data);
 }
 
+/// Drives one relayed connection with the frames and turns `data` describes
+/// ([`crate::proxy::relay::fuzz`]).
+pub fn relay(data: &[u8]) {
+    crate::proxy::relay::fuzz::run(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -123,6 +129,7 @@ mod tests {
         ("spool_segment", super::spool_segment),
         ("header_blocks", super::header_blocks),
         ("revocation", super::revocation),
+        ("relay", super::relay),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

@@ -24,6 +24,8 @@ pub enum Error {
     Huffman,
     #[error("table size update after a field, or above the size allowed")]
     SizeUpdate,
+    #[error("header list larger than {0} bytes")]
+    ListTooLarge(usize),
 }
 
 /// A decoder for one direction of one connection: the dynamic table follows every block
@@ -88,14 +90,37 @@ impl Decoder {
     ///
     /// See [`Error`]; the table is then out of step with the encoder's, and the
     /// connection must end.
-    pub fn decode(
+    pub fn decode(&mut self, block: &[u8], field: impl FnMut(&[u8], &[u8])) -> Result<(), Error> {
+        self.decode_within(block, usize::MAX, field)
+    }
+
+    /// Decodes as [`Decoder::decode`] does, stopping with [`Error::ListTooLarge`] as soon
+    /// as the fields decoded add up to more than `max_list` bytes, counted as
+    /// SETTINGS_MAX_HEADER_LIST_SIZE counts them (RFC 9113 §6.5.2: name, value and 32
+    /// per field). A few bytes of block can name a large table entry again and again, so
+    /// the work a block costs is bounded here, not only what is kept of it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Decoder::decode`].
+    pub fn decode_within(
         &mut self,
         block: &[u8],
+        max_list: usize,
         mut field: impl FnMut(&[u8], &[u8]),
     ) -> Result<(), Error> {
         let mut name_buf = std::mem::take(&mut self.name);
         let mut value_buf = std::mem::take(&mut self.value);
-        let result = self.decode_into(block, &mut field, &mut name_buf, &mut value_buf);
+        let mut list = 0usize;
+        let mut bounded = |name: &[u8], value: &[u8]| {
+            list = list.saturating_add(name.len() + value.len() + 32);
+            if list > max_list {
+                return Err(Error::ListTooLarge(max_list));
+            }
+            field(name, value);
+            Ok(())
+        };
+        let result = self.decode_into(block, &mut bounded, &mut name_buf, &mut value_buf);
         self.name = name_buf;
         self.value = value_buf;
         result
@@ -104,7 +129,7 @@ impl Decoder {
     fn decode_into(
         &mut self,
         block: &[u8],
-        field: &mut impl FnMut(&[u8], &[u8]),
+        field: &mut impl FnMut(&[u8], &[u8]) -> Result<(), Error>,
         name_buf: &mut Vec<u8>,
         value_buf: &mut Vec<u8>,
     ) -> Result<(), Error> {
@@ -115,7 +140,7 @@ impl Decoder {
                 // Indexed field (§6.1).
                 let index = integer(block, &mut pos, 7)?;
                 let (name, value) = self.get(index)?;
-                field(name, value);
+                field(name, value)?;
                 fields_seen = true;
             } else if first & 0xe0 == 0x20 {
                 // Dynamic table size update (§6.3), only at the start of a block (§4.2).
@@ -138,7 +163,7 @@ impl Decoder {
                     name_buf
                 };
                 let value = string(block, &mut pos, value_buf)?;
-                field(name, value);
+                field(name, value)?;
                 if indexing {
                     self.insert(name, value);
                 }
@@ -721,6 +746,36 @@ mod tests {
         list.iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
             .collect()
+    }
+
+    /// A block that names one large table entry again and again: decoding stops at the
+    /// first field past the bound, having done no more work than the bound allows.
+    #[test]
+    fn decoding_stops_as_soon_as_the_list_passes_its_bound() {
+        // A 4,000-byte value added to the table under a one-byte name, then 12,000
+        // one-byte references to it (index 62): 48 MB of fields in 16 KB.
+        let mut block = Vec::new();
+        encode_field(&mut block, b"x", &[b'a'; 4000]);
+        block[0] = 0x40;
+        let mut literal = Vec::new();
+        encode_field(&mut literal, b"x", &[b'a'; 4000]);
+        block.extend(std::iter::repeat_n(0xbe, 12_000));
+        let mut decoder = Decoder::new();
+        let mut seen = 0usize;
+        let result = decoder.decode_within(&block, 1 << 20, |_, _| seen += 1);
+        assert!(
+            matches!(result, Err(Error::ListTooLarge(1_048_576))),
+            "{result:?}"
+        );
+        // 4,033 bytes a field as SETTINGS_MAX_HEADER_LIST_SIZE counts it.
+        assert_eq!(seen, (1 << 20) / 4033);
+
+        let mut decoder = Decoder::new();
+        let mut seen = 0usize;
+        decoder
+            .decode_within(&literal, 4033, |_, _| seen += 1)
+            .unwrap();
+        assert_eq!(seen, 1, "a list of exactly the bound is decoded");
     }
 
     #[test]

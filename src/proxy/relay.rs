@@ -39,7 +39,7 @@
 //! Response header blocks from the runtime are never decoded: the client's HPACK decoder
 //! follows the runtime's encoder unchanged, and blocks crigate adds never touch its table.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
@@ -79,10 +79,6 @@ const MAX_HEADER_BLOCK: usize = 1 << 20;
 /// The largest HPACK table a client may make crigate keep, whatever the runtime allows.
 const MAX_HPACK_TABLE: u32 = 1 << 16;
 
-/// How many ids of local streams are remembered, so that a late frame of one is never
-/// sent to the runtime, which has not seen that stream.
-const REMEMBERED_LOCAL: usize = 4096;
-
 /// The most request bytes one gated call holds back from the runtime. What is held counts
 /// against the client's windows for the stream and the connection, and only the runtime
 /// gives those back, once it has the bytes: a body that could not be sent whole within
@@ -93,6 +89,21 @@ const GATE_HOLD: u32 = 16 * 1024;
 /// the 65,535 bytes every HTTP/2 connection window starts with (RFC 9113 §6.9.2), which
 /// a runtime need not raise, so that what is held never starves the calls that are not.
 const GATES_HOLD: u32 = 32 * 1024;
+
+/// The most DATA frames one gated call holds back. An empty frame costs no window, so
+/// without a count a client could make crigate hold frames without end; a gRPC client
+/// sends a request of up to [`GATE_HOLD`] bytes in a few.
+const GATE_FRAMES: usize = 64;
+
+/// The most bytes of runtime frames held for the client (waiting for its window, or for
+/// a decision's record) before crigate stops reading the runtime: frames behind held
+/// DATA wait with it, whatever their kind, so the runtime could otherwise fill crigate's
+/// memory with answers the client is not taking.
+const MAX_HELD: usize = 1 << 20;
+
+/// How many requests of the largest size (`cri.max_message_bytes`) the unfinished
+/// requests crigate answers on one connection may hold together.
+const LOCAL_BUFFERED_REQUESTS: usize = 2;
 
 /// Room made in a read buffer when it runs low: a read takes what fits in the spare
 /// capacity.
@@ -263,31 +274,22 @@ enum GoAway {
     Final(u32),
 }
 
-/// Decoded header fields, kept in one reused buffer.
+/// Decoded header fields, kept in one reused buffer. What one block adds is bounded by
+/// the decoding ([`hpack::Decoder::decode_within`]).
 #[derive(Default)]
 struct Fields {
     arena: Vec<u8>,
     /// Start of the name, start of the value, end of the value.
     spans: Vec<(usize, usize, usize)>,
-    /// Encoded size as RFC 9113 §6.5.2 counts it (name + value + 32 per field).
-    size: usize,
 }
 
 impl Fields {
     fn clear(&mut self) {
         self.arena.clear();
         self.spans.clear();
-        self.size = 0;
     }
 
-    /// Adds a field, counting its size; past [`MAX_HEADER_BLOCK`] it is counted and not
-    /// kept (the block is refused once decoded), so a block of one-byte references to a
-    /// large table entry cannot grow the arena beyond the limit.
     fn push(&mut self, name: &[u8], value: &[u8]) {
-        self.size = self.size.saturating_add(name.len() + value.len() + 32);
-        if self.size > MAX_HEADER_BLOCK {
-            return;
-        }
         let start = self.arena.len();
         self.arena.extend_from_slice(name);
         let middle = self.arena.len();
@@ -414,8 +416,6 @@ struct Relay {
     gates: HashMap<u32, Gate>,
     /// Gated calls whose request is complete, decided before what was read is written.
     to_decide: Vec<u32>,
-    /// Recent ids of streams that never reached the runtime.
-    never_forwarded: BTreeSet<u32>,
 
     client_initial_window: i64,
     client_max_frame: usize,
@@ -427,13 +427,15 @@ struct Relay {
     /// Runtime frames waiting for the client's window (in order, from the first DATA
     /// that did not fit).
     held: VecDeque<Bytes>,
+    /// Bytes of the frames in `held`.
+    held_bytes: usize,
     /// Frames of crigate's own waiting for a runtime header block to be complete.
     injected: VecDeque<Bytes>,
     /// A runtime header block is open in what was received.
     upstream_block_open: bool,
     /// Streams whose RST_STREAM to the client waits for the runtime's open header block to
     /// end: a block's frames must be contiguous (RFC 9113 §4.3).
-    resets_after_block: Vec<u32>,
+    resets_after_block: Vec<(u32, u32)>,
     /// A runtime header block is open in what was written to the client.
     written_block_open: bool,
     upstream_max_frame: usize,
@@ -497,12 +499,12 @@ impl Relay {
             local: HashMap::new(),
             gates: HashMap::new(),
             to_decide: Vec::new(),
-            never_forwarded: BTreeSet::new(),
             client_initial_window: frame::DEFAULT_WINDOW,
             client_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
             client_window: frame::DEFAULT_WINDOW,
             debt: 0,
             held: VecDeque::new(),
+            held_bytes: 0,
             injected: VecDeque::new(),
             upstream_block_open: false,
             resets_after_block: Vec::new(),
@@ -597,7 +599,9 @@ impl Relay {
                     }
                     Err(error) => return Err(Error::Client(error)),
                 },
-                read = read_upstream(&upstream, &mut from_upstream) => match read {
+                // Past the bound on what waits for the client, the runtime waits too.
+                read = read_upstream(&upstream, &mut from_upstream),
+                    if self.held_bytes <= MAX_HELD => match read {
                     Ok(0) => {
                         upstream = None;
                         self.orphan("the runtime closed the connection");
@@ -658,8 +662,13 @@ impl Relay {
 
     /// Sends GOAWAY for a connection error and stops.
     fn fail(&mut self, error: &Fatal) {
+        // A GOAWAY's last stream id never grows (RFC 9113 §6.8).
+        let last = match self.goaway {
+            GoAway::Final(last) => last,
+            GoAway::None | GoAway::Announced => self.last_stream,
+        };
         if !self.written_block_open {
-            frame::put_goaway(&mut self.to_client, self.last_stream, error.code);
+            frame::put_goaway(&mut self.to_client, last, error.code);
         }
     }
 
@@ -744,6 +753,17 @@ impl Relay {
                 }
             }
             kind::RST_STREAM => {
+                // Checked here, not left to the runtime: the runtime would end the whole
+                // connection (RFC 9113 §6.4), every call on it.
+                if head.stream == 0 {
+                    return Err(fatal(code::PROTOCOL_ERROR, "RST_STREAM on stream 0"));
+                }
+                if head.len != 4 {
+                    return Err(fatal(
+                        code::FRAME_SIZE_ERROR,
+                        "RST_STREAM of the wrong size",
+                    ));
+                }
                 if self.local.remove(&head.stream).is_some() {
                     tracing::debug!(
                         stream = head.stream,
@@ -779,6 +799,13 @@ impl Relay {
             }
             kind::WINDOW_UPDATE => self.on_client_window_update(head, &bytes)?,
             kind::PRIORITY => {
+                // RFC 9113 §6.3; a stream error may be taken as the connection's (§5.4.1).
+                if head.stream == 0 {
+                    return Err(fatal(code::PROTOCOL_ERROR, "PRIORITY on stream 0"));
+                }
+                if head.len != 5 {
+                    return Err(fatal(code::FRAME_SIZE_ERROR, "PRIORITY of the wrong size"));
+                }
                 if self.forwardable(head.stream) {
                     self.to_upstream.extend_from_slice(&bytes);
                 }
@@ -800,12 +827,11 @@ impl Relay {
     }
 
     /// Whether frames of a client stream go to the runtime: it is up, and the stream is
-    /// not one crigate answers or answered itself.
+    /// open there. Frames on any other stream (one crigate answers, one never opened, one
+    /// the runtime has ended) would be errors to the runtime, and some would end its
+    /// connection (RFC 9113 §5.1), so they stop here.
     fn forwardable(&self, stream: u32) -> bool {
-        self.linked
-            && !self.local.contains_key(&stream)
-            && !self.never_forwarded.contains(&stream)
-            && stream <= self.last_stream
+        self.linked && self.open.contains_key(&stream)
     }
 
     fn on_client_data(&mut self, head: Head, bytes: &Bytes) -> Result<(), Fatal> {
@@ -836,6 +862,10 @@ impl Relay {
             self.inject(update.freeze());
         }
         let limit = self.proxy.state().cri.max_message_bytes + GRPC_PREFIX_LEN;
+        // Requests crigate answers are read whole before they are answered, and their
+        // bytes are given back to the client as they come: what they may buffer together
+        // is bounded here, not by flow control.
+        let buffered: usize = self.local.values().map(|local| local.body.len()).sum();
         let Some(local) = self.local.get_mut(&head.stream) else {
             return Ok(());
         };
@@ -846,6 +876,15 @@ impl Relay {
         let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
             .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
         let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
+        if buffered + data.len() > limit.saturating_mul(LOCAL_BUFFERED_REQUESTS) {
+            tracing::debug!(
+                stream = head.stream,
+                buffered,
+                "unfinished requests crigate answers hold too much; refusing this one"
+            );
+            self.refuse(head.stream, code::ENHANCE_YOUR_CALM);
+            return Ok(());
+        }
         if local.body.len() + data.len() > limit {
             local.too_large = true;
             local.request_done = head.has(flag::END_STREAM);
@@ -881,6 +920,7 @@ impl Relay {
         if gate.held + len > per_gate
             || all + len > GATES_HOLD
             || gate.body.len() + data.len() > limit
+            || gate.frames.len() >= GATE_FRAMES
         {
             // Too much to hold back, or more than may be decoded: a local call, whose
             // bytes crigate takes and gives back to the client's windows itself, and
@@ -889,7 +929,9 @@ impl Relay {
             return self.on_client_data(head, bytes);
         }
         gate.held += len;
-        gate.frames.push(bytes.clone());
+        // A copy: the frame shares the buffer of the read it came in, which it would
+        // keep whole for as long as it is held.
+        gate.frames.push(Bytes::copy_from_slice(bytes));
         gate.body.extend_from_slice(data);
         if head.has(flag::END_STREAM) {
             gate.complete = true;
@@ -997,11 +1039,15 @@ impl Relay {
         self.fields.clear();
         let fields = &mut self.fields;
         self.decoder
-            .decode(block, |name, value| fields.push(name, value))
-            .map_err(|_| fatal(code::COMPRESSION_ERROR, "undecodable header block"))?;
-        if self.fields.size > MAX_HEADER_BLOCK {
-            return Err(fatal(code::ENHANCE_YOUR_CALM, "header list too large"));
-        }
+            .decode_within(block, MAX_HEADER_BLOCK, |name, value| {
+                fields.push(name, value);
+            })
+            .map_err(|error| match error {
+                hpack::Error::ListTooLarge(_) => {
+                    fatal(code::ENHANCE_YOUR_CALM, "header list too large")
+                }
+                _ => fatal(code::COMPRESSION_ERROR, "undecodable header block"),
+            })?;
         if stream > self.last_stream {
             if stream.is_multiple_of(2) {
                 return Err(fatal(code::PROTOCOL_ERROR, "client opened an even stream"));
@@ -1019,11 +1065,17 @@ impl Relay {
         }
         if let Err(reason) = trailer_fields(&self.fields) {
             tracing::debug!(stream, reason, "malformed request trailers");
-            // The runtime has the call's head: it is ended there too.
-            if self.open.remove(&stream).is_some() && self.linked {
-                frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
+            if self.open.remove(&stream).is_some() {
+                // The runtime has the call's head: it is ended there too, and the client
+                // hears of it after what the runtime sent on the stream.
+                if self.linked {
+                    frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
+                }
+                self.drop_gate(stream);
+                self.reset_after_runtime_frames(stream, code::PROTOCOL_ERROR);
+            } else {
+                self.refuse(stream, code::PROTOCOL_ERROR);
             }
-            self.refuse(stream, code::PROTOCOL_ERROR);
             return Ok(());
         }
         if let Some(local) = self.local.get_mut(&stream) {
@@ -1059,7 +1111,6 @@ impl Relay {
         if let GoAway::Final(last) = self.goaway {
             if stream > last {
                 // Sent before the client saw the final GOAWAY: it retries it elsewhere.
-                self.remember_local(stream);
                 return;
             }
         }
@@ -1150,7 +1201,6 @@ impl Relay {
                 return;
             }
         };
-        self.remember_local(stream);
         self.local.insert(
             stream,
             Local {
@@ -1172,17 +1222,9 @@ impl Relay {
     fn refuse(&mut self, stream: u32, error: u32) {
         self.local.remove(&stream);
         self.drop_gate(stream);
-        self.remember_local(stream);
         let mut reset = BytesMut::new();
         frame::put_rst_stream(&mut reset, stream, error);
         self.inject(reset.freeze());
-    }
-
-    fn remember_local(&mut self, stream: u32) {
-        self.never_forwarded.insert(stream);
-        if self.never_forwarded.len() > REMEMBERED_LOCAL {
-            self.never_forwarded.pop_first();
-        }
     }
 
     /// Hands a complete local request to [`Proxy::call`] on a task of its own.
@@ -1326,18 +1368,13 @@ impl Relay {
         if self.linked && started.is_some() {
             frame::put_rst_stream(&mut self.to_upstream, stream, code::CANCEL);
         }
-        self.remember_local(stream);
         match started {
             // The runtime answered already (it may refuse a call before its body): that
             // answer stands, and the decision's is not wanted.
             None | Some(true) => {
                 if started == Some(true) {
                     // After what the runtime sent of its answer, in its order.
-                    if self.upstream_block_open {
-                        self.resets_after_block.push(stream);
-                    } else {
-                        self.reset_after_runtime_frames(stream);
-                    }
+                    self.reset_after_runtime_frames(stream, code::CANCEL);
                 }
             }
             Some(false) => {
@@ -1506,11 +1543,16 @@ impl Relay {
         }
     }
 
-    /// Resets `stream` on the client's connection behind the runtime frames already
-    /// received (written or held).
-    fn reset_after_runtime_frames(&mut self, stream: u32) {
+    /// Resets `stream` on the client's connection with `error`, behind the runtime frames
+    /// already received (written or held), and after the runtime's open header block, if
+    /// one is: the client must not see the stream end before what the runtime sent on it.
+    fn reset_after_runtime_frames(&mut self, stream: u32, error: u32) {
+        if self.upstream_block_open {
+            self.resets_after_block.push((stream, error));
+            return;
+        }
         let mut reset = BytesMut::new();
-        frame::put_rst_stream(&mut reset, stream, code::CANCEL);
+        frame::put_rst_stream(&mut reset, stream, error);
         let head = Head {
             len: 4,
             kind: kind::RST_STREAM,
@@ -1605,8 +1647,8 @@ impl Relay {
                 }
                 self.relay_to_client(head, bytes);
                 if !self.upstream_block_open {
-                    for stream in std::mem::take(&mut self.resets_after_block) {
-                        self.reset_after_runtime_frames(stream);
+                    for (stream, error) in std::mem::take(&mut self.resets_after_block) {
+                        self.reset_after_runtime_frames(stream, error);
                     }
                 }
             }
@@ -1708,6 +1750,7 @@ impl Relay {
         if self.held.is_empty() && self.fits(&head) && !self.awaiting_record(head.stream) {
             self.write_upstream_frame(&head, &bytes);
         } else {
+            self.held_bytes += bytes.len();
             self.held.push_back(bytes);
         }
     }
@@ -1739,6 +1782,7 @@ impl Relay {
     fn release_held(&mut self) {
         while let Some(bytes) = self.held.front() {
             let Some(head) = Head::parse(bytes) else {
+                self.held_bytes -= bytes.len();
                 self.held.pop_front();
                 continue;
             };
@@ -1746,6 +1790,7 @@ impl Relay {
                 break;
             }
             if let Some(bytes) = self.held.pop_front() {
+                self.held_bytes -= bytes.len();
                 self.write_upstream_frame(&head, &bytes);
             }
         }
@@ -1807,7 +1852,6 @@ impl Relay {
         }
         let open: Vec<(u32, bool)> = self.open.drain().collect();
         for (stream, started) in open {
-            self.remember_local(stream);
             let mut block = Vec::new();
             if !started {
                 hpack::encode_field(&mut block, b":status", b"200");
@@ -2082,7 +2126,10 @@ pub fn fuzz_header_blocks(data: &[u8]) {
         let (block, tail) = tail.split_at(len);
         rest = tail;
         fields.clear();
-        if decoder.decode(block, |n, v| fields.push(n, v)).is_err() {
+        if decoder
+            .decode_within(block, MAX_HEADER_BLOCK, |n, v| fields.push(n, v))
+            .is_err()
+        {
             return;
         }
         let Ok(pseudo) = request_line(&fields) else {
@@ -2102,8 +2149,12 @@ pub fn fuzz_header_blocks(data: &[u8]) {
     }
 }
 
+#[doc(hidden)]
+pub mod fuzz;
 #[cfg(test)]
 mod gate_tests;
+#[cfg(test)]
+mod hostile_tests;
 #[cfg(test)]
 mod ping_tests;
 
@@ -2215,10 +2266,17 @@ mod tests {
     }
 
     /// A relay whose runtime is not there, fed bytes by hand.
-    fn detached_relay() -> Relay {
-        let text = "[cri]\nlisten = \"/nonexistent/crigate.sock\"\n\
-                    upstream = \"/nonexistent/runtime.sock\"\n";
-        let config = crate::config::Config::parse(text, Path::new("test.toml")).unwrap();
+    pub(super) fn detached_relay() -> Relay {
+        detached_relay_with("")
+    }
+
+    /// [`detached_relay`], with `cri` lines added to its configuration.
+    pub(super) fn detached_relay_with(cri: &str) -> Relay {
+        let text = format!(
+            "[cri]\nlisten = \"/nonexistent/crigate.sock\"\n\
+             upstream = \"/nonexistent/runtime.sock\"\n{cri}"
+        );
+        let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
         let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
         let (events, _) = mpsc::channel(1);
         let caller = Caller {
@@ -2230,7 +2288,7 @@ mod tests {
     }
 
     /// A header block of `list`, as literals.
-    fn block(list: &[(&str, &str)]) -> Vec<u8> {
+    pub(super) fn block(list: &[(&str, &str)]) -> Vec<u8> {
         let mut block = Vec::new();
         for (name, value) in list {
             hpack::encode_field(&mut block, name.as_bytes(), value.as_bytes());
@@ -2239,7 +2297,7 @@ mod tests {
     }
 
     /// The fields of [`GOOD`], calling `path`.
-    fn calling(path: &'static str) -> Vec<(&'static str, &'static str)> {
+    pub(super) fn calling(path: &'static str) -> Vec<(&'static str, &'static str)> {
         GOOD.iter()
             .map(|&(name, value)| {
                 if name == ":path" {
@@ -2252,12 +2310,12 @@ mod tests {
     }
 
     /// The frames written to the client so far, taken out.
-    fn written(relay: &mut Relay) -> Vec<(Head, Bytes)> {
+    pub(super) fn written(relay: &mut Relay) -> Vec<(Head, Bytes)> {
         let mut bytes = std::mem::take(&mut relay.to_client);
         std::iter::from_fn(|| frame::next(&mut bytes)).collect()
     }
 
-    fn hello() -> BytesMut {
+    pub(super) fn hello() -> BytesMut {
         let mut buf = BytesMut::from(frame::PREFACE);
         frame::put_settings(&mut buf, &[]);
         buf

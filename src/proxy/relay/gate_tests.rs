@@ -5,6 +5,7 @@
 //! The same gate against the real containerd is shown by `integration/enforce.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::sync::Mutex;
 

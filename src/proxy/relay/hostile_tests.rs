@@ -1,0 +1,410 @@
+//! What a client (any process that can open the CRI socket) or a runtime can do to a
+//! relayed connection with frames the other peer would not send: none of it may grow
+//! crigate's memory without bound, stall it, or make it break HTTP/2 towards the other.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixListener;
+
+use super::tests::{block, calling, detached_relay, detached_relay_with, hello, written};
+use super::*;
+
+const CREATE: &str = "/runtime.v1.RuntimeService/CreateContainer";
+const PULL: &str = "/runtime.v1.ImageService/PullImage";
+const VERSION: &str = "/runtime.v1.RuntimeService/Version";
+
+/// The frames crigate sent the runtime, after the client's preface.
+fn sent_upstream(relay: &mut Relay) -> Vec<(Head, Bytes)> {
+    let mut bytes = std::mem::take(&mut relay.to_upstream);
+    if bytes.starts_with(frame::PREFACE) {
+        drop(bytes.split_to(frame::PREFACE.len()));
+    }
+    std::iter::from_fn(|| frame::next(&mut bytes)).collect()
+}
+
+/// A relay linked to a runtime that has sent its SETTINGS, with the client's preface read.
+fn linked_relay() -> Relay {
+    let mut relay = detached_relay();
+    relay.linked = true;
+    relay.on_client_bytes(&mut hello()).unwrap();
+    let mut up = BytesMut::new();
+    frame::put_settings(&mut up, &[]);
+    relay.on_upstream_bytes(&mut up);
+    relay.to_client.clear();
+    relay.to_upstream.clear();
+    relay
+}
+
+/// Empty DATA frames cost no window, so only a count stops a gated call from holding
+/// them without end; and each frame held is a copy, not a share of the read buffer.
+#[test]
+fn empty_data_frames_cannot_keep_a_gate_holding_frames() {
+    let mut relay = linked_relay();
+    let mut buf = BytesMut::new();
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &block(&calling(CREATE)),
+    );
+    frame::put(&mut buf, kind::DATA, 0, 1, &[0, 0, 0, 0, 3]);
+    let read = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.capacity();
+    relay.on_client_bytes(&mut buf).unwrap();
+    let held = relay.gates[&1].frames[0].as_ptr() as usize;
+    assert!(!read.contains(&held), "a held frame shares the read buffer");
+
+    let mut buf = BytesMut::new();
+    for _ in 0..10_000 {
+        frame::put(&mut buf, kind::DATA, 0, 1, &[]);
+    }
+    relay.on_client_bytes(&mut buf).unwrap();
+    assert!(
+        !relay.gates.contains_key(&1),
+        "{} frames held",
+        relay.gates[&1].frames.len()
+    );
+    assert!(
+        relay.local.contains_key(&1),
+        "taken back and answered by crigate"
+    );
+    // The runtime is told to forget the call.
+    let up = sent_upstream(&mut relay);
+    assert!(up
+        .iter()
+        .any(|(head, _)| head.kind == kind::RST_STREAM && head.stream == 1));
+}
+
+/// Frames the runtime would take as connection errors, ending every call on the
+/// connection, end the client's connection at crigate instead.
+#[test]
+fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
+    let cases: [(u8, u32, &[u8], u32, &str); 4] = [
+        (
+            kind::RST_STREAM,
+            0,
+            &[0, 0, 0, 8],
+            code::PROTOCOL_ERROR,
+            "RST_STREAM on stream 0",
+        ),
+        (
+            kind::RST_STREAM,
+            1,
+            &[0, 0, 8],
+            code::FRAME_SIZE_ERROR,
+            "RST_STREAM of the wrong size",
+        ),
+        (
+            kind::PRIORITY,
+            0,
+            &[0, 0, 0, 1, 16],
+            code::PROTOCOL_ERROR,
+            "PRIORITY on stream 0",
+        ),
+        (
+            kind::PRIORITY,
+            1,
+            &[0, 0, 0, 3],
+            code::FRAME_SIZE_ERROR,
+            "PRIORITY of the wrong size",
+        ),
+    ];
+    for (frame_kind, stream, payload, error, reason) in cases {
+        let mut relay = linked_relay();
+        let mut buf = BytesMut::new();
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block(&calling(VERSION)),
+        );
+        frame::put(&mut buf, frame_kind, 0, stream, payload);
+        let refused = relay.on_client_bytes(&mut buf).err().unwrap();
+        assert_eq!((refused.code, refused.reason), (error, reason));
+        let up = sent_upstream(&mut relay);
+        assert!(
+            up.iter().all(|(head, _)| head.kind != frame_kind),
+            "{reason}: forwarded"
+        );
+    }
+}
+
+/// Frames on streams the runtime never opened (an even id, an odd id the client skipped)
+/// or has ended stop at crigate; DATA on them is given back to the client's window.
+#[test]
+fn frames_on_streams_the_runtime_does_not_have_open_stop_at_crigate() {
+    let mut relay = linked_relay();
+    let mut buf = BytesMut::new();
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        5,
+        &block(&calling(VERSION)),
+    );
+    relay.on_client_bytes(&mut buf).unwrap();
+    sent_upstream(&mut relay);
+    // The runtime ends stream 5.
+    let mut up = BytesMut::new();
+    let trailers = block(&[(":status", "200"), ("grpc-status", "0")]);
+    frame::put(
+        &mut up,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        5,
+        &trailers,
+    );
+    relay.on_upstream_bytes(&mut up);
+    relay.to_client.clear();
+
+    let mut buf = BytesMut::new();
+    let trailers = block(&[("grpc-status", "0")]);
+    for stream in [2, 3, 5] {
+        let end = flag::END_HEADERS | flag::END_STREAM;
+        frame::put(&mut buf, kind::HEADERS, end, stream, &trailers);
+        frame::put(&mut buf, kind::WINDOW_UPDATE, 0, stream, &[0, 0, 1, 0]);
+        frame::put(&mut buf, kind::PRIORITY, 0, stream, &[0, 0, 0, 0, 16]);
+        frame::put(&mut buf, kind::RST_STREAM, 0, stream, &[0, 0, 0, 8]);
+    }
+    frame::put(&mut buf, kind::DATA, 0, 3, &[7; 100]);
+    relay.on_client_bytes(&mut buf).unwrap();
+    let up = sent_upstream(&mut relay);
+    assert!(up.is_empty(), "forwarded: {up:?}");
+    let given_back: Vec<_> = written(&mut relay)
+        .into_iter()
+        .filter(|(head, _)| head.kind == kind::WINDOW_UPDATE)
+        .map(|(head, bytes)| (head.stream, frame::u31(&bytes[frame::HEAD_LEN..])))
+        .collect();
+    assert_eq!(given_back, [(0, Some(100))]);
+}
+
+/// A GOAWAY's last stream id never grows (RFC 9113 §6.8): a connection error after the
+/// final GOAWAY names the same stream as it did.
+#[test]
+fn an_error_after_the_final_goaway_names_no_later_stream() {
+    let mut relay = detached_relay();
+    relay.inject_settings();
+    let mut buf = hello();
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &block(&calling(VERSION)),
+    );
+    relay.on_client_bytes(&mut buf).unwrap();
+    relay.go_away();
+    let mut buf = BytesMut::new();
+    frame::put(&mut buf, kind::PING, flag::ACK, 0, &GOAWAY_PING);
+    relay.on_client_bytes(&mut buf).unwrap();
+    assert_eq!(relay.goaway, GoAway::Final(1));
+
+    // A stream opened after the final GOAWAY is ignored; then the client breaks the protocol.
+    let mut buf = BytesMut::new();
+    let end = flag::END_HEADERS | flag::END_STREAM;
+    frame::put(&mut buf, kind::HEADERS, end, 3, &block(&calling(VERSION)));
+    frame::put(&mut buf, kind::PUSH_PROMISE, 0, 3, &[0, 0, 0, 2]);
+    let error = relay.on_client_bytes(&mut buf).err().unwrap();
+    relay.fail(&error);
+    let goaways: Vec<_> = written(&mut relay)
+        .into_iter()
+        .filter(|(head, _)| head.kind == kind::GOAWAY)
+        .map(|(_, bytes)| {
+            let payload = &bytes[frame::HEAD_LEN..];
+            (frame::u31(payload), frame::u31(&payload[4..]))
+        })
+        .collect();
+    assert_eq!(
+        goaways[1..],
+        [
+            (Some(1), Some(code::NO_ERROR)),
+            (Some(1), Some(code::PROTOCOL_ERROR))
+        ]
+    );
+}
+
+/// Requests crigate answers are read whole, their bytes given back as they come: what the
+/// unfinished ones hold together is bounded, and a request that would pass the bound is
+/// reset, while those within it go on.
+#[test]
+fn unfinished_requests_crigate_answers_are_bounded_together() {
+    let mut relay = detached_relay_with("max_message_bytes = 20000\n");
+    relay.inject_settings();
+    let mut buf = hello();
+    for stream in [1, 3] {
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            stream,
+            &block(&calling(PULL)),
+        );
+        frame::put(&mut buf, kind::DATA, 0, stream, &[0; 16_000]);
+        frame::put(&mut buf, kind::DATA, 0, stream, &[0; 4_000]);
+    }
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        5,
+        &block(&calling(PULL)),
+    );
+    frame::put(&mut buf, kind::DATA, 0, 5, &[0; 100]);
+    relay.on_client_bytes(&mut buf).unwrap();
+
+    assert!(relay.local.contains_key(&1) && relay.local.contains_key(&3));
+    assert!(!relay.local.contains_key(&5));
+    let resets: Vec<_> = written(&mut relay)
+        .into_iter()
+        .filter(|(head, _)| head.kind == kind::RST_STREAM)
+        .map(|(head, bytes)| (head.stream, frame::u31(&bytes[frame::HEAD_LEN..])))
+        .collect();
+    assert_eq!(resets, [(5, Some(code::ENHANCE_YOUR_CALM))]);
+}
+
+/// A stream the client breaks (trailers with a pseudo-header) while the runtime's answer
+/// on it waits for the client's window: the client sees that answer, then the reset.
+#[test]
+fn a_reset_of_a_stream_follows_what_the_runtime_sent_on_it() {
+    let mut relay = linked_relay();
+    let mut buf = BytesMut::new();
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &block(&calling(VERSION)),
+    );
+    relay.on_client_bytes(&mut buf).unwrap();
+    let mut up = BytesMut::new();
+    let head = block(&[(":status", "200"), ("content-type", "application/grpc")]);
+    frame::put(&mut up, kind::HEADERS, flag::END_HEADERS, 1, &head);
+    for _ in 0..5 {
+        frame::put(&mut up, kind::DATA, 0, 1, &[1; 16_384]);
+    }
+    relay.on_upstream_bytes(&mut up);
+    assert!(!relay.held.is_empty(), "the client's window is spent");
+    written(&mut relay);
+
+    let mut buf = BytesMut::new();
+    let bad = block(&[(":path", "/x")]);
+    frame::put(
+        &mut buf,
+        kind::HEADERS,
+        flag::END_HEADERS | flag::END_STREAM,
+        1,
+        &bad,
+    );
+    relay.on_client_bytes(&mut buf).unwrap();
+    assert!(
+        written(&mut relay)
+            .iter()
+            .all(|(head, _)| head.kind != kind::RST_STREAM),
+        "reset ahead of the runtime's held DATA"
+    );
+    let up = sent_upstream(&mut relay);
+    assert!(up
+        .iter()
+        .any(|(head, _)| head.kind == kind::RST_STREAM && head.stream == 1));
+
+    let mut buf = BytesMut::new();
+    frame::put_window_update(&mut buf, 0, 1 << 20);
+    relay.on_client_bytes(&mut buf).unwrap();
+    let kinds: Vec<_> = written(&mut relay)
+        .into_iter()
+        .filter(|(head, _)| head.stream == 1)
+        .map(|(head, _)| head.kind)
+        .collect();
+    assert_eq!(kinds, [kind::DATA, kind::DATA, kind::RST_STREAM]);
+    assert_eq!(relay.held_bytes, 0);
+}
+
+/// A runtime whose frames wait for a client that reads but gives no window back (here
+/// frames of a type the client may not know, queued behind held DATA to keep their
+/// order) is not read past a bound, so crigate's memory does not take what the client
+/// does not; once the client gives window back, everything passes.
+#[tokio::test]
+async fn the_runtime_is_not_read_while_too_much_waits_for_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("runtime.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let text = format!(
+        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n",
+        socket.display()
+    );
+    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+    let (mut client, relayed) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
+    let mut hello = hello();
+    frame::put(
+        &mut hello,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        1,
+        &block(&calling(VERSION)),
+    );
+    client.write_all(&hello).await.unwrap();
+    let (runtime, _) = listener.accept().await.unwrap();
+    let (mut runtime_reads, mut runtime) = runtime.into_split();
+    tokio::spawn(async move {
+        let mut sink = vec![0; 1 << 16];
+        while runtime_reads.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let (mut client_reads, mut client_writes) = client.into_split();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        let mut sink = vec![0; 1 << 16];
+        while let Ok(n @ 1..) = client_reads.read(&mut sink).await {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    // Five full DATA frames spend the client's connection window (65,535 bytes); the
+    // fourth waits for it, and 8 MiB of unknown frames wait behind it.
+    let mut answer = BytesMut::new();
+    frame::put_settings(&mut answer, &[]);
+    let head = block(&[(":status", "200"), ("content-type", "application/grpc")]);
+    frame::put(&mut answer, kind::HEADERS, flag::END_HEADERS, 1, &head);
+    for _ in 0..5 {
+        frame::put(&mut answer, kind::DATA, 0, 1, &[1; 16_384]);
+    }
+    for _ in 0..512 {
+        frame::put(&mut answer, 0xfa, 0, 0, &[2; 16_384]);
+    }
+    let total = answer.len();
+    let writer = tokio::spawn(async move {
+        runtime.write_all(&answer).await.unwrap();
+        runtime
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !writer.is_finished(),
+        "crigate read 8 MiB the client cannot take"
+    );
+
+    let mut update = BytesMut::new();
+    frame::put_window_update(&mut update, 0, 1 << 30);
+    client_writes.write_all(&update).await.unwrap();
+    let _runtime = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the runtime is read again once the client takes what waited")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        // The runtime's SETTINGS reach the client rewritten: a few bytes more or less.
+        while received.load(std::sync::atomic::Ordering::Relaxed) + 64 < total {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("everything the runtime sent reaches the client");
+}
