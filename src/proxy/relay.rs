@@ -105,6 +105,21 @@ const MAX_HELD: usize = 1 << 20;
 /// requests crigate answers on one connection may hold together.
 const LOCAL_BUFFERED_REQUESTS: usize = 2;
 
+/// The most frames of crigate's own (answers to PINGs, SETTINGS acknowledgements, window
+/// given back, resets) waiting for the runtime before crigate stops reading the client.
+const MAX_INJECTED: usize = 4096;
+
+/// How long a client has to answer the PING sent with the first GOAWAY before the final
+/// one goes out anyway. A client answers at once; the PING only tells crigate that every
+/// stream the client opened before it has arrived.
+const GOAWAY_ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a call crigate answers itself waits for the client to take the last piece of
+/// its answer (the client's windows) before it is reset. The answer comes over crigate's
+/// one shared runtime connection, where what a client does not take holds back the
+/// other callers' answers.
+const LOCAL_ANSWER_STALL: Duration = Duration::from_secs(30);
+
 /// Room made in a read buffer when it runs low: a read takes what fits in the spare
 /// capacity.
 const READ_CHUNK: usize = 64 * 1024;
@@ -460,6 +475,9 @@ struct Relay {
     /// it comes before any of the runtime's, which carry their own.
     table_update_due: Option<u32>,
     goaway: GoAway,
+    /// When the final GOAWAY goes out if the client has not answered the PING sent with
+    /// the first.
+    goaway_deadline: Option<tokio::time::Instant>,
     shutting_down: bool,
     /// `cri.max_concurrent_streams` when the connection opened: what its SETTINGS said.
     max_streams: u32,
@@ -519,6 +537,7 @@ impl Relay {
             client_table_size: hpack::DEFAULT_TABLE_SIZE as u32,
             table_update_due: None,
             goaway: GoAway::None,
+            goaway_deadline: None,
             shutting_down: false,
             to_client: BytesMut::with_capacity(READ_CHUNK),
             to_upstream: BytesMut::with_capacity(READ_CHUNK),
@@ -588,7 +607,10 @@ impl Relay {
             reserve(&mut from_upstream);
             let probing = upstream.is_none() && self.goaway == GoAway::None;
             tokio::select! {
-                read = client.read(&mut from_client) => match read {
+                // Past the bound on crigate's own frames waiting for the runtime (its
+                // SETTINGS, the end of its header block), the client waits too.
+                read = client.read(&mut from_client),
+                    if self.injected.len() <= MAX_INJECTED => match read {
                     Ok(0) => return Ok(()),
                     Ok(_) => {
                         if let Err(error) = self.on_client_bytes(&mut from_client) {
@@ -636,6 +658,10 @@ impl Relay {
                         && (!self.injected.is_empty() || !self.local.is_empty()) => {
                     upstream = None;
                     self.orphan("the runtime sent no SETTINGS within the connect timeout");
+                }
+                () = sleep_until(self.goaway_deadline), if self.goaway == GoAway::Announced => {
+                    tracing::debug!(pid = self.caller.pid, "the client did not answer the GOAWAY's PING; no new streams are taken");
+                    self.final_goaway();
                 }
                 _ = probe.tick(), if probing => {
                     if UnixStream::connect(&self.socket).await.is_ok() {
@@ -785,11 +811,8 @@ impl Relay {
                     .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "PING of the wrong size"))?;
                 if head.has(flag::ACK) {
                     // Only crigate's own PINGs reach the client, so an ACK answers one.
-                    if opaque == GOAWAY_PING && self.goaway == GoAway::Announced {
-                        self.goaway = GoAway::Final(self.last_stream);
-                        let mut goaway = BytesMut::new();
-                        frame::put_goaway(&mut goaway, self.last_stream, code::NO_ERROR);
-                        self.inject(goaway.freeze());
+                    if opaque == GOAWAY_PING {
+                        self.final_goaway();
                     }
                 } else {
                     let mut pong = BytesMut::new();
@@ -1606,10 +1629,26 @@ impl Relay {
             return;
         }
         self.goaway = GoAway::Announced;
+        self.goaway_deadline = Some(tokio::time::Instant::now() + GOAWAY_ACK_WAIT);
         let mut frames = BytesMut::new();
         frame::put_goaway(&mut frames, (1 << 31) - 1, code::NO_ERROR);
         frame::put_ping(&mut frames, false, GOAWAY_PING);
         self.inject(frames.freeze());
+    }
+
+    /// The second step of [`Relay::go_away`], once the client has answered its PING (so
+    /// every stream it opened before the first GOAWAY has reached crigate), or once it
+    /// has had [`GOAWAY_ACK_WAIT`] to: a client that never answers must not keep the
+    /// connection taking new streams.
+    fn final_goaway(&mut self) {
+        if self.goaway != GoAway::Announced {
+            return;
+        }
+        self.goaway = GoAway::Final(self.last_stream);
+        self.goaway_deadline = None;
+        let mut goaway = BytesMut::new();
+        frame::put_goaway(&mut goaway, self.last_stream, code::NO_ERROR);
+        self.inject(goaway.freeze());
     }
 
     // --- from the runtime ---
@@ -2059,11 +2098,11 @@ impl RequestHead {
 }
 
 /// Streams a local answer to the connection as events.
-async fn answer(
-    stream: u32,
-    response: http::Response<ProxyBody>,
-    events: &mpsc::Sender<(u32, Event)>,
-) {
+async fn answer<B>(stream: u32, response: http::Response<B>, events: &mpsc::Sender<(u32, Event)>)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
     let (parts, mut body) = response.into_parts();
     let end = http_body::Body::is_end_stream(&body);
     if events
@@ -2083,8 +2122,14 @@ async fn answer(
             Some(Ok(frame)) => match frame.into_data() {
                 Ok(data) => {
                     if let Some(framed) = framing.take() {
-                        if framed.await.is_err() {
-                            return;
+                        match tokio::time::timeout(LOCAL_ANSWER_STALL, framed).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                tracing::debug!(stream, "the client took nothing of an answer for too long; resetting it");
+                                let _ = events.send((stream, Event::Reset(code::CANCEL))).await;
+                                return;
+                            }
                         }
                     }
                     let (sent, framed) = oneshot::channel();

@@ -408,3 +408,150 @@ async fn the_runtime_is_not_read_while_too_much_waits_for_the_client() {
     .await
     .expect("everything the runtime sent reaches the client");
 }
+
+/// An answer crigate gives itself comes over its one shared runtime connection, where
+/// what a client leaves untaken holds back everyone's answers: a client that takes
+/// nothing of it for [`LOCAL_ANSWER_STALL`] has the stream reset, and the rest of the
+/// answer is let go.
+#[tokio::test(start_paused = true)]
+async fn an_answer_the_client_takes_nothing_of_is_reset_in_time() {
+    let pieces = [Bytes::from_static(b"one"), Bytes::from_static(b"two")];
+    let body = http_body_util::StreamBody::new(futures_util::stream::iter(
+        pieces.map(|piece| Ok::<_, std::convert::Infallible>(http_body::Frame::data(piece))),
+    ));
+    let (events, mut inbox) = mpsc::channel(8);
+    let started = tokio::time::Instant::now();
+    let answering = tokio::spawn(async move {
+        answer(7, http::Response::new(body), &events).await;
+    });
+    let mut kept = Vec::new();
+    let mut seen = Vec::new();
+    while let Some((stream, event)) = inbox.recv().await {
+        assert_eq!(stream, 7);
+        match event {
+            Event::Head(..) => seen.push("head"),
+            // Never framed: the client's window stays shut.
+            Event::Data(data, sent) => {
+                seen.push("data");
+                assert_eq!(data, "one");
+                kept.push(sent);
+            }
+            Event::Reset(error) => {
+                assert_eq!(error, code::CANCEL);
+                seen.push("reset");
+            }
+            Event::Trailers(_) | Event::End | Event::Gated(_) | Event::Durable => {
+                seen.push("other");
+            }
+        }
+    }
+    answering.await.unwrap();
+    assert_eq!(seen, ["head", "data", "reset"]);
+    assert_eq!(started.elapsed(), LOCAL_ANSWER_STALL);
+}
+
+/// A client that never answers the PING sent with the first GOAWAY still gets the final
+/// one in [`GOAWAY_ACK_WAIT`], and with no stream open the connection then ends: it cannot
+/// keep a connection taking new streams by staying silent.
+#[tokio::test(start_paused = true)]
+async fn a_client_silent_after_the_first_goaway_gets_the_final_one_in_time() {
+    let text = "[cri]\nlisten = \"/nonexistent/crigate.sock\"\n\
+                upstream = \"/nonexistent/runtime.sock\"\n";
+    let config = crate::config::Config::parse(text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+    let (mut client, relayed) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    let shutdown = CancellationToken::new();
+    let relay = tokio::spawn(serve(relayed, caller, proxy, shutdown.clone()));
+    client.write_all(&hello()).await.unwrap();
+    let started = tokio::time::Instant::now();
+    shutdown.cancel();
+    let mut received = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), client.read_to_end(&mut received))
+        .await
+        .expect("the connection ends")
+        .unwrap();
+    relay.await.unwrap();
+    let mut received = BytesMut::from(&received[..]);
+    let goaways: Vec<_> = std::iter::from_fn(|| frame::next(&mut received))
+        .filter(|(head, _)| head.kind == kind::GOAWAY)
+        .map(|(_, bytes)| frame::u31(&bytes[frame::HEAD_LEN..]))
+        .collect();
+    assert_eq!(goaways, [Some((1 << 31) - 1), Some(0)]);
+    assert!(
+        started.elapsed() >= GOAWAY_ACK_WAIT,
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(started.elapsed() < GOAWAY_ACK_WAIT + Duration::from_secs(1));
+}
+
+/// A client that floods PINGs while crigate's answers must wait for the runtime's
+/// SETTINGS (a runtime that accepted the connection but has not spoken) is not read past
+/// a bound; once the runtime is given up, the answers go out and reading goes on.
+#[tokio::test]
+async fn the_client_is_not_read_while_too_much_of_crigates_own_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("runtime.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let text = format!(
+        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n\
+         connect_timeout = \"2s\"\n",
+        socket.display()
+    );
+    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+    let (client, relayed) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
+    // Accepted, read, never answered.
+    let (runtime, _) = listener.accept().await.unwrap();
+    let (mut runtime_reads, _runtime_writes) = runtime.into_split();
+    tokio::spawn(async move {
+        let mut sink = vec![0; 1 << 16];
+        while runtime_reads.read(&mut sink).await.is_ok_and(|n| n > 0) {}
+    });
+    let (mut client_reads, mut client_writes) = client.into_split();
+    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        let mut sink = vec![0; 1 << 16];
+        while let Ok(n @ 1..) = client_reads.read(&mut sink).await {
+            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+
+    let mut flood = hello();
+    let pings = 200_000;
+    for i in 0..pings {
+        frame::put_ping(&mut flood, false, u64::to_be_bytes(i));
+    }
+    let writer = tokio::spawn(async move {
+        client_writes.write_all(&flood).await.unwrap();
+        client_writes
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        !writer.is_finished(),
+        "crigate read {pings} PINGs it could not answer yet"
+    );
+    let _client_writes = tokio::time::timeout(Duration::from_secs(20), writer)
+        .await
+        .expect("the client is read again once the runtime is given up")
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while received.load(std::sync::atomic::Ordering::Relaxed) < pings as usize * 17 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect("every PING is answered");
+}
