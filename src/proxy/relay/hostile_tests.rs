@@ -3,6 +3,7 @@
 //! crigate's memory without bound, stall it, or make it break HTTP/2 towards the other.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,19 +38,106 @@ fn linked_relay() -> Relay {
     relay
 }
 
+/// Puts a request header block calling `path` on `stream`, without END_STREAM.
+fn request(buf: &mut BytesMut, stream: u32, path: &'static str) {
+    frame::put(
+        buf,
+        kind::HEADERS,
+        flag::END_HEADERS,
+        stream,
+        &block(&calling(path)),
+    );
+}
+
+/// The frames of `frame_kind` written to the client so far: each one's stream, and the
+/// first 31-bit number of its payload (a reset's code, a window's increment).
+fn written_of(relay: &mut Relay, frame_kind: u8) -> Vec<(u32, Option<u32>)> {
+    written(relay)
+        .into_iter()
+        .filter(|(head, _)| head.kind == frame_kind)
+        .map(|(head, bytes)| (head.stream, frame::u31(&bytes[frame::HEAD_LEN..])))
+        .collect()
+}
+
+/// A client connection relayed by a running [`serve`] to a runtime the test plays: the
+/// client's end, the runtime's, and the directory of the runtime's socket.
+struct Wired {
+    client: UnixStream,
+    runtime: UnixStream,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts [`serve`] for a new client connection, with `cri` lines added to its
+/// configuration, and accepts its runtime connection once `first` (from the client)
+/// is sent.
+async fn wired(cri: &str, first: &[u8]) -> Wired {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("runtime.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    let text = format!(
+        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n{cri}",
+        socket.display()
+    );
+    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+    let (mut client, relayed) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
+    client.write_all(first).await.unwrap();
+    let (runtime, _) = listener.accept().await.unwrap();
+    Wired {
+        client,
+        runtime,
+        _dir: dir,
+    }
+}
+
+/// Reads `from` to its end, counting the bytes.
+fn count_reads(mut from: impl AsyncReadExt + Unpin + Send + 'static) -> Arc<AtomicUsize> {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counted = received.clone();
+    tokio::spawn(async move {
+        let mut sink = vec![0; 1 << 16];
+        while let Ok(n @ 1..) = from.read(&mut sink).await {
+            counted.fetch_add(n, Ordering::Relaxed);
+        }
+    });
+    received
+}
+
+/// Writes `bytes` to `to` on a task of its own, which ends once all are written.
+fn write_behind<W>(mut to: W, bytes: BytesMut) -> tokio::task::JoinHandle<W>
+where
+    W: AsyncWriteExt + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        to.write_all(&bytes).await.unwrap();
+        to
+    })
+}
+
+/// Waits until `received` has counted `bytes`.
+async fn received_at_least(received: &AtomicUsize, bytes: usize, what: &str) {
+    tokio::time::timeout(Duration::from_secs(20), async {
+        while received.load(Ordering::Relaxed) < bytes {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .expect(what);
+}
+
 /// Empty DATA frames cost no window, so only a count stops a gated call from holding
 /// them without end; and each frame held is a copy, not a share of the read buffer.
 #[test]
 fn empty_data_frames_cannot_keep_a_gate_holding_frames() {
     let mut relay = linked_relay();
     let mut buf = BytesMut::new();
-    frame::put(
-        &mut buf,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        1,
-        &block(&calling(CREATE)),
-    );
+    request(&mut buf, 1, CREATE);
     frame::put(&mut buf, kind::DATA, 0, 1, &[0, 0, 0, 0, 3]);
     let read = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.capacity();
     relay.on_client_bytes(&mut buf).unwrap();
@@ -114,13 +202,7 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
     for (frame_kind, stream, payload, error, reason) in cases {
         let mut relay = linked_relay();
         let mut buf = BytesMut::new();
-        frame::put(
-            &mut buf,
-            kind::HEADERS,
-            flag::END_HEADERS,
-            1,
-            &block(&calling(VERSION)),
-        );
+        request(&mut buf, 1, VERSION);
         frame::put(&mut buf, frame_kind, 0, stream, payload);
         let refused = relay.on_client_bytes(&mut buf).err().unwrap();
         assert_eq!((refused.code, refused.reason), (error, reason));
@@ -138,13 +220,7 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
 fn frames_on_streams_the_runtime_does_not_have_open_stop_at_crigate() {
     let mut relay = linked_relay();
     let mut buf = BytesMut::new();
-    frame::put(
-        &mut buf,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        5,
-        &block(&calling(VERSION)),
-    );
+    request(&mut buf, 5, VERSION);
     relay.on_client_bytes(&mut buf).unwrap();
     sent_upstream(&mut relay);
     // The runtime ends stream 5.
@@ -173,11 +249,7 @@ fn frames_on_streams_the_runtime_does_not_have_open_stop_at_crigate() {
     relay.on_client_bytes(&mut buf).unwrap();
     let up = sent_upstream(&mut relay);
     assert!(up.is_empty(), "forwarded: {up:?}");
-    let given_back: Vec<_> = written(&mut relay)
-        .into_iter()
-        .filter(|(head, _)| head.kind == kind::WINDOW_UPDATE)
-        .map(|(head, bytes)| (head.stream, frame::u31(&bytes[frame::HEAD_LEN..])))
-        .collect();
+    let given_back: Vec<_> = written_of(&mut relay, kind::WINDOW_UPDATE);
     assert_eq!(given_back, [(0, Some(100))]);
 }
 
@@ -188,13 +260,7 @@ fn an_error_after_the_final_goaway_names_no_later_stream() {
     let mut relay = detached_relay();
     relay.inject_settings();
     let mut buf = hello();
-    frame::put(
-        &mut buf,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        1,
-        &block(&calling(VERSION)),
-    );
+    request(&mut buf, 1, VERSION);
     relay.on_client_bytes(&mut buf).unwrap();
     relay.go_away();
     let mut buf = BytesMut::new();
@@ -235,33 +301,17 @@ fn unfinished_requests_crigate_answers_are_bounded_together() {
     relay.inject_settings();
     let mut buf = hello();
     for stream in [1, 3] {
-        frame::put(
-            &mut buf,
-            kind::HEADERS,
-            flag::END_HEADERS,
-            stream,
-            &block(&calling(PULL)),
-        );
+        request(&mut buf, stream, PULL);
         frame::put(&mut buf, kind::DATA, 0, stream, &[0; 16_000]);
         frame::put(&mut buf, kind::DATA, 0, stream, &[0; 4_000]);
     }
-    frame::put(
-        &mut buf,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        5,
-        &block(&calling(PULL)),
-    );
+    request(&mut buf, 5, PULL);
     frame::put(&mut buf, kind::DATA, 0, 5, &[0; 100]);
     relay.on_client_bytes(&mut buf).unwrap();
 
     assert!(relay.local.contains_key(&1) && relay.local.contains_key(&3));
     assert!(!relay.local.contains_key(&5));
-    let resets: Vec<_> = written(&mut relay)
-        .into_iter()
-        .filter(|(head, _)| head.kind == kind::RST_STREAM)
-        .map(|(head, bytes)| (head.stream, frame::u31(&bytes[frame::HEAD_LEN..])))
-        .collect();
+    let resets: Vec<_> = written_of(&mut relay, kind::RST_STREAM);
     assert_eq!(resets, [(5, Some(code::ENHANCE_YOUR_CALM))]);
 }
 
@@ -271,13 +321,7 @@ fn unfinished_requests_crigate_answers_are_bounded_together() {
 fn a_reset_of_a_stream_follows_what_the_runtime_sent_on_it() {
     let mut relay = linked_relay();
     let mut buf = BytesMut::new();
-    frame::put(
-        &mut buf,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        1,
-        &block(&calling(VERSION)),
-    );
+    request(&mut buf, 1, VERSION);
     relay.on_client_bytes(&mut buf).unwrap();
     let mut up = BytesMut::new();
     let head = block(&[(":status", "200"), ("content-type", "application/grpc")]);
@@ -328,46 +372,13 @@ fn a_reset_of_a_stream_follows_what_the_runtime_sent_on_it() {
 /// does not; once the client gives window back, everything passes.
 #[tokio::test]
 async fn the_runtime_is_not_read_while_too_much_waits_for_the_client() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("runtime.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let text = format!(
-        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n",
-        socket.display()
-    );
-    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
-    let (mut client, relayed) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
-    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
     let mut hello = hello();
-    frame::put(
-        &mut hello,
-        kind::HEADERS,
-        flag::END_HEADERS,
-        1,
-        &block(&calling(VERSION)),
-    );
-    client.write_all(&hello).await.unwrap();
-    let (runtime, _) = listener.accept().await.unwrap();
-    let (mut runtime_reads, mut runtime) = runtime.into_split();
-    tokio::spawn(async move {
-        let mut sink = vec![0; 1 << 16];
-        while runtime_reads.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    });
-    let (mut client_reads, mut client_writes) = client.into_split();
-    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = received.clone();
-    tokio::spawn(async move {
-        let mut sink = vec![0; 1 << 16];
-        while let Ok(n @ 1..) = client_reads.read(&mut sink).await {
-            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    request(&mut hello, 1, VERSION);
+    let wired = wired("", &hello).await;
+    let (runtime_reads, runtime) = wired.runtime.into_split();
+    count_reads(runtime_reads);
+    let (client_reads, mut client_writes) = wired.client.into_split();
+    let received = count_reads(client_reads);
 
     // Five full DATA frames spend the client's connection window (65,535 bytes); the
     // fourth waits for it, and 8 MiB of unknown frames wait behind it.
@@ -382,10 +393,7 @@ async fn the_runtime_is_not_read_while_too_much_waits_for_the_client() {
         frame::put(&mut answer, 0xfa, 0, 0, &[2; 16_384]);
     }
     let total = answer.len();
-    let writer = tokio::spawn(async move {
-        runtime.write_all(&answer).await.unwrap();
-        runtime
-    });
+    let writer = write_behind(runtime, answer);
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(
         !writer.is_finished(),
@@ -399,14 +407,13 @@ async fn the_runtime_is_not_read_while_too_much_waits_for_the_client() {
         .await
         .expect("the runtime is read again once the client takes what waited")
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        // The runtime's SETTINGS reach the client rewritten: a few bytes more or less.
-        while received.load(std::sync::atomic::Ordering::Relaxed) + 64 < total {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("everything the runtime sent reaches the client");
+    // The runtime's SETTINGS reach the client rewritten: a few bytes more or less.
+    received_at_least(
+        &received,
+        total - 64,
+        "everything the runtime sent reaches the client",
+    )
+    .await;
 }
 
 /// An answer crigate gives itself comes over its one shared runtime connection, where
@@ -495,49 +502,19 @@ async fn a_client_silent_after_the_first_goaway_gets_the_final_one_in_time() {
 /// a bound; once the runtime is given up, the answers go out and reading goes on.
 #[tokio::test]
 async fn the_client_is_not_read_while_too_much_of_crigates_own_waits() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("runtime.sock");
-    let listener = UnixListener::bind(&socket).unwrap();
-    let text = format!(
-        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n\
-         connect_timeout = \"2s\"\n",
-        socket.display()
-    );
-    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
-    let (client, relayed) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
-    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
     // Accepted, read, never answered.
-    let (runtime, _) = listener.accept().await.unwrap();
-    let (mut runtime_reads, _runtime_writes) = runtime.into_split();
-    tokio::spawn(async move {
-        let mut sink = vec![0; 1 << 16];
-        while runtime_reads.read(&mut sink).await.is_ok_and(|n| n > 0) {}
-    });
-    let (mut client_reads, mut client_writes) = client.into_split();
-    let received = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let counted = received.clone();
-    tokio::spawn(async move {
-        let mut sink = vec![0; 1 << 16];
-        while let Ok(n @ 1..) = client_reads.read(&mut sink).await {
-            counted.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-        }
-    });
+    let wired = wired("connect_timeout = \"2s\"\n", &hello()).await;
+    let (runtime_reads, _runtime_writes) = wired.runtime.into_split();
+    count_reads(runtime_reads);
+    let (client_reads, client_writes) = wired.client.into_split();
+    let received = count_reads(client_reads);
 
-    let mut flood = hello();
+    let mut flood = BytesMut::new();
     let pings = 200_000;
     for i in 0..pings {
         frame::put_ping(&mut flood, false, u64::to_be_bytes(i));
     }
-    let writer = tokio::spawn(async move {
-        client_writes.write_all(&flood).await.unwrap();
-        client_writes
-    });
+    let writer = write_behind(client_writes, flood);
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert!(
         !writer.is_finished(),
@@ -547,11 +524,5 @@ async fn the_client_is_not_read_while_too_much_of_crigates_own_waits() {
         .await
         .expect("the client is read again once the runtime is given up")
         .unwrap();
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while received.load(std::sync::atomic::Ordering::Relaxed) < pings as usize * 17 {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    })
-    .await
-    .expect("every PING is answered");
+    received_at_least(&received, pings as usize * 17, "every PING is answered").await;
 }
