@@ -114,10 +114,11 @@ const MAX_INJECTED: usize = 4096;
 /// stream the client opened before it has arrived.
 const GOAWAY_ACK_WAIT: Duration = Duration::from_secs(5);
 
-/// How long a call crigate answers itself waits for the client to take the last piece of
-/// its answer (the client's windows) before it is reset. The answer comes over crigate's
-/// one shared runtime connection, where what a client does not take holds back the
-/// other callers' answers.
+/// How long the next piece of an answer crigate gives itself waits for the client to take
+/// the piece before it (for the client's windows) before the call is reset. The answer
+/// comes over crigate's one shared runtime connection, where what a client does not take
+/// holds back the other callers' answers; a client that takes a piece (at most 16 KiB)
+/// in this time is never cut off.
 const LOCAL_ANSWER_STALL: Duration = Duration::from_secs(30);
 
 /// Room made in a read buffer when it runs low: a read takes what fits in the spare
@@ -621,7 +622,11 @@ impl Relay {
                     }
                     Err(error) => return Err(Error::Client(error)),
                 },
-                // Past the bound on what waits for the client, the runtime waits too.
+                // Past the bound on what waits for the client, the runtime waits too. A
+                // runtime that in turn stops reading could stall a write to it, and with it
+                // this connection, which only a client that floods frames the runtime must
+                // answer (SETTINGS) while taking nothing can bring about: that client's own
+                // connection, its memory bounded.
                 read = read_upstream(&upstream, &mut from_upstream),
                     if self.held_bytes <= MAX_HELD => match read {
                     Ok(0) => {
@@ -852,7 +857,9 @@ impl Relay {
     /// Whether frames of a client stream go to the runtime: it is up, and the stream is
     /// open there. Frames on any other stream (one crigate answers, one never opened, one
     /// the runtime has ended) would be errors to the runtime, and some would end its
-    /// connection (RFC 9113 §5.1), so they stop here.
+    /// connection (RFC 9113 §5.1), so they stop here. A stream the runtime ended with its
+    /// trailers while the client had not ended its side is closed by the runtime itself
+    /// (grpc-go resets it, NO_ERROR), so the client's END_STREAM is not waited for there.
     fn forwardable(&self, stream: u32) -> bool {
         self.linked && self.open.contains_key(&stream)
     }
@@ -1491,7 +1498,13 @@ impl Relay {
                 end: true,
                 sent: None,
             }),
-            Event::Reset(error) => local.outbox.push_back(Out::Reset(error)),
+            // What is still unsent is not wanted any more: the reset goes first, and does
+            // not wait for the client to take it (crigate's own blocks never touch the
+            // client's HPACK table, so dropping one unsent costs nothing).
+            Event::Reset(error) => {
+                local.outbox.clear();
+                local.outbox.push_back(Out::Reset(error));
+            }
             Event::Gated(_) | Event::Durable => {}
         }
     }

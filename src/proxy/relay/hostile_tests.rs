@@ -526,3 +526,34 @@ async fn the_client_is_not_read_while_too_much_of_crigates_own_waits() {
         .unwrap();
     received_at_least(&received, pings as usize * 17, "every PING is answered").await;
 }
+
+/// A reset of a call crigate answers (its answer stalled, or broken off by the runtime)
+/// reaches the client at once, though the piece before it still waits for the client's
+/// window, and the call is then gone from the connection.
+#[test]
+fn a_reset_answer_leaves_at_once_whatever_waits_before_it() {
+    let mut relay = detached_relay();
+    relay.inject_settings();
+    let mut buf = hello();
+    frame::put_settings(&mut buf, &[(frame::setting::INITIAL_WINDOW_SIZE, 0)]);
+    request(&mut buf, 1, PULL);
+    relay.on_client_bytes(&mut buf).unwrap();
+    let (sent, _framed) = oneshot::channel();
+    let parts = http::Response::new(()).into_parts().0;
+    relay.on_event(1, Event::Head(parts, false));
+    relay.on_event(1, Event::Data(Bytes::from_static(&[0; 64]), sent));
+    relay.flush_local();
+    let kinds: Vec<_> = written(&mut relay).iter().map(|(h, _)| h.kind).collect();
+    assert!(
+        !kinds.contains(&kind::DATA),
+        "the client's window is shut: {kinds:?}"
+    );
+
+    relay.on_event(1, Event::Reset(code::CANCEL));
+    relay.flush_local();
+    assert_eq!(
+        written_of(&mut relay, kind::RST_STREAM),
+        [(1, Some(code::CANCEL))]
+    );
+    assert!(!relay.local.contains_key(&1));
+}
