@@ -109,6 +109,10 @@ const LOCAL_BUFFERED_REQUESTS: usize = 2;
 /// given back, resets) waiting for the runtime before crigate stops reading the client.
 const MAX_INJECTED: usize = 4096;
 
+/// The most answers to the runtime's PINGs kept until the client's preface has gone to
+/// it; a runtime sends none or one before it has heard from the client.
+const MAX_EARLY_PONGS: usize = 8;
+
 /// How long a client has to answer the PING sent with the first GOAWAY before the final
 /// one goes out anyway. A client answers at once; the PING only tells crigate that every
 /// stream the client opened before it has arrived.
@@ -464,6 +468,10 @@ struct Relay {
     /// client's preface is passed on); a runtime that sends none by then, hung though
     /// connected, is given up, so that they do not wait for ever.
     preface_deadline: Option<tokio::time::Instant>,
+    /// The client's first SETTINGS, which end its connection preface, went to the runtime.
+    client_settings_sent: bool,
+    /// Answers to the runtime's PINGs that came before that, waiting for it.
+    early_pongs: Vec<[u8; 8]>,
     /// Client SETTINGS the runtime has not acknowledged yet.
     unacked_settings: u32,
     /// For each client SETTINGS the runtime has not acknowledged, the
@@ -533,6 +541,8 @@ impl Relay {
             upstream_settings_seen: false,
             connect_timeout,
             preface_deadline: None,
+            client_settings_sent: false,
+            early_pongs: Vec::new(),
             unacked_settings: 0,
             unacked_table_sizes: VecDeque::new(),
             client_table_size: hpack::DEFAULT_TABLE_SIZE as u32,
@@ -1013,6 +1023,12 @@ impl Relay {
             self.unacked_settings += 1;
             self.unacked_table_sizes.push_back(table_size);
             self.to_upstream.extend_from_slice(bytes);
+            if !self.client_settings_sent {
+                self.client_settings_sent = true;
+                for opaque in std::mem::take(&mut self.early_pongs) {
+                    frame::put_ping(&mut self.to_upstream, true, opaque);
+                }
+            }
         } else {
             // The acknowledgement goes out before any block crigate writes after it.
             self.client_settings_acknowledged(table_size);
@@ -1739,7 +1755,17 @@ impl Relay {
                 match <[u8; 8]>::try_from(&bytes[frame::HEAD_LEN..]) {
                     // Written between whole frames: crigate sends the runtime only whole
                     // header blocks.
-                    Ok(opaque) => frame::put_ping(&mut self.to_upstream, true, opaque),
+                    Ok(opaque) if self.client_settings_sent => {
+                        frame::put_ping(&mut self.to_upstream, true, opaque);
+                    }
+                    // Nothing may reach the runtime before the client's preface and its
+                    // SETTINGS (RFC 9113 §3.4): the answer waits for them (a runtime
+                    // pings at most a few times before it hears from the client).
+                    Ok(opaque) => {
+                        if self.early_pongs.len() < MAX_EARLY_PONGS {
+                            self.early_pongs.push(opaque);
+                        }
+                    }
                     // Malformed: the client rejects it as it would the runtime's own.
                     Err(_) => self.relay_to_client(head, bytes),
                 }

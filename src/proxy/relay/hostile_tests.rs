@@ -557,3 +557,31 @@ fn a_reset_answer_leaves_at_once_whatever_waits_before_it() {
     );
     assert!(!relay.local.contains_key(&1));
 }
+
+/// Nothing of crigate's own reaches the runtime before the client's connection preface
+/// and its SETTINGS (RFC 9113 §3.4): the answer to a PING the runtime sends first waits
+/// for them. Found by the `relay` fuzz target.
+#[test]
+fn an_answer_to_the_runtimes_first_ping_follows_the_clients_preface() {
+    let mut relay = detached_relay();
+    relay.linked = true;
+    let mut up = BytesMut::new();
+    frame::put_settings(&mut up, &[]);
+    frame::put_ping(&mut up, false, *b"runtime1");
+    relay.on_upstream_bytes(&mut up);
+    assert!(relay.to_upstream.is_empty(), "{:?}", relay.to_upstream);
+
+    relay.on_client_bytes(&mut hello()).unwrap();
+    assert!(relay.to_upstream.starts_with(frame::PREFACE));
+    let sent: Vec<_> = sent_upstream(&mut relay)
+        .into_iter()
+        .map(|(head, bytes)| (head.kind, head.flags, bytes.slice(frame::HEAD_LEN..)))
+        .collect();
+    assert_eq!(
+        sent,
+        [
+            (kind::SETTINGS, 0, Bytes::new()),
+            (kind::PING, flag::ACK, Bytes::from_static(b"runtime1")),
+        ]
+    );
+}
