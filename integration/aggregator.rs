@@ -725,6 +725,28 @@ async fn ship_as(
     identity: Option<(&Path, &Path)>,
     records: Vec<AuditRecord>,
 ) -> anyhow::Result<()> {
+    let mut client = ingest_client(aggregator, pki, identity).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(ShipRequest {
+        batch: 1,
+        records,
+        spool_dropped_records: 3,
+        spool_depth_bytes: 1024,
+    })
+    .await?;
+    let mut answers = client.ship(ReceiverStream::new(rx)).await?.into_inner();
+    match answers.message().await? {
+        Some(answer) if answer.batch == 1 => Ok(()),
+        other => bail!("unexpected answer {other:?}"),
+    }
+}
+
+/// A client of the aggregator's ingest port, with `identity` as its certificate.
+async fn ingest_client(
+    aggregator: &Aggregator,
+    pki: &Pki,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<AuditIngestClient<tonic::transport::Channel>> {
     let config = crigate::audit::tls::client_config(&pki.path("ca.pem"), identity, &[b"h2"])?;
     let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let port = aggregator.ingest_port;
@@ -741,20 +763,7 @@ async fn ship_as(
         .connect_with_connector(connector)
         .await
         .context("connect")?;
-    let mut client = AuditIngestClient::new(channel);
-    let (tx, rx) = tokio::sync::mpsc::channel(1);
-    tx.send(ShipRequest {
-        batch: 1,
-        records,
-        spool_dropped_records: 3,
-        spool_depth_bytes: 1024,
-    })
-    .await?;
-    let mut answers = client.ship(ReceiverStream::new(rx)).await?.into_inner();
-    match answers.message().await? {
-        Some(answer) if answer.batch == 1 => Ok(()),
-        other => bail!("unexpected answer {other:?}"),
-    }
+    Ok(AuditIngestClient::new(channel))
 }
 
 /// The PostgreSQL store sends a batch as one statement: a record repeated within the
@@ -840,6 +849,36 @@ async fn aggregator_postgresql_store_reports_each_record_new_once() {
     let mut sorted = seen.clone();
     sorted.sort();
     assert_eq!(seen, sorted);
+}
+
+/// A node has one ingest stream at a time: a newer one ends the older (ABORTED), so a
+/// node that opens streams without end holds one, and the newer one ships as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_newer_ingest_stream_ends_its_older_one() {
+    let tmp = temp_dir("streams");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    let (cert, key) = pki.leaf("node-1", &[NODE], "ignored-cn", false);
+    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    aggregator.start();
+    let mut older = ingest_client(&aggregator, &pki, Some((&cert, &key)))
+        .await
+        .unwrap();
+    let (_older_batches, rx) = tokio::sync::mpsc::channel::<ShipRequest>(1);
+    let mut older_answers = older
+        .ship(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+
+    ship_as(&aggregator, &pki, Some((&cert, &key)), vec![record(NODE)])
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(10), older_answers.message())
+        .await
+        .expect("the older stream is ended")
+        .unwrap_err();
+    assert_eq!(ended.code(), tonic::Code::Aborted, "{ended:?}");
+    assert_eq!(aggregator.count(), 1);
 }
 
 fn record(node: &str) -> AuditRecord {
@@ -932,6 +971,36 @@ async fn aggregator_refuses_unauthenticated_nodes_and_queries() {
         status.message().contains("limit of a node's spool"),
         "{status:?}"
     );
+    assert_eq!(aggregator.count(), 2, "a refused batch was stored");
+    // An id in another spelling than a node writes (uppercase, braces, no hyphens) would
+    // sort out of time order, and store one record twice: INVALID_ARGUMENT.
+    let canonical = record(NODE);
+    let spellings = [
+        canonical.id.to_uppercase(),
+        format!("{{{}}}", canonical.id),
+        canonical.id.replace('-', ""),
+    ];
+    for id in spellings {
+        let error = ship_as(
+            &aggregator,
+            &pki,
+            Some((&good_cert, &good_key)),
+            vec![AuditRecord {
+                id: id.clone(),
+                ..canonical.clone()
+            }],
+        )
+        .await
+        .unwrap_err();
+        let status = error
+            .downcast_ref::<tonic::Status>()
+            .expect("a gRPC status");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{id}: {status:?}"
+        );
+    }
     assert_eq!(aggregator.count(), 2, "a refused batch was stored");
     let logs = aggregator.logs();
     assert!(

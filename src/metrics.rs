@@ -298,14 +298,9 @@ where
     let tracker = TaskTracker::new();
     let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let permit = tokio::select! {
-            () = cancel.cancelled() => break,
-            permit = Arc::clone(&permits).acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => break,
-            },
-        };
-        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "metrics").await else {
+        let Some((permit, tcp, addr)) =
+            crate::tcp::accept_within(&listener, &permits, &cancel, "metrics").await
+        else {
             break;
         };
         let render = render.clone();

@@ -4,7 +4,10 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 /// Pause after a failed accept (out of file descriptors, say), so a run of failures does
@@ -33,5 +36,60 @@ pub async fn accept(
                 }
             },
         }
+    }
+}
+
+/// As [`accept`], once one of `permits` is free: the connection holds it for as long as
+/// it keeps the permit, and while none is free the listener is not read, so connections
+/// wait in the kernel's backlog, not in crigate's memory.
+///
+/// # Cancel safety
+///
+/// Cancel safe, as [`accept`].
+pub async fn accept_within(
+    listener: &TcpListener,
+    permits: &Arc<Semaphore>,
+    cancel: &CancellationToken,
+    endpoint: &'static str,
+) -> Option<(OwnedSemaphorePermit, TcpStream, SocketAddr)> {
+    let permit = tokio::select! {
+        () = cancel.cancelled() => return None,
+        permit = Arc::clone(permits).acquire_owned() => permit.ok()?,
+    };
+    let (tcp, addr) = accept(listener, cancel, endpoint).await?;
+    Some((permit, tcp, addr))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// With every permit held, the listener is not read: the next connection is taken
+    /// only once a permit is given back.
+    #[tokio::test]
+    async fn a_connection_is_taken_only_with_a_permit() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let permits = Arc::new(Semaphore::new(1));
+        let cancel = CancellationToken::new();
+        let _first_client = TcpStream::connect(addr).await.unwrap();
+        let (first, _, _) = accept_within(&listener, &permits, &cancel, "test")
+            .await
+            .unwrap();
+        let _second_client = TcpStream::connect(addr).await.unwrap();
+        let waiting = tokio::time::timeout(
+            Duration::from_millis(300),
+            accept_within(&listener, &permits, &cancel, "test"),
+        )
+        .await;
+        assert!(waiting.is_err(), "a connection was taken without a permit");
+        drop(first);
+        let (_second, _, _) = tokio::time::timeout(
+            Duration::from_secs(5),
+            accept_within(&listener, &permits, &cancel, "test"),
+        )
+        .await
+        .expect("taken once a permit is free")
+        .unwrap();
     }
 }

@@ -7,7 +7,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tonic::{Request, Response, Status, Streaming};
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use super::metrics::{Metrics, Refusal, SpoolReport};
 use super::storage::Storage;
@@ -21,8 +22,8 @@ pub const MAX_BATCH_RECORDS: usize = 1000;
 
 /// Largest ShipRequest decoded: a full batch of records at the spool's record limit
 /// would be larger, but real records are a few hundred bytes; the shipper bounds its
-/// batches by bytes to stay well under this.
-pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+/// batches to [`crate::audit::shipper::BATCH_BYTES`] and one record, well under this.
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 
 /// Answers queued per stream before the service stops reading the node's batches.
 const RESPONSE_QUEUE: usize = 4;
@@ -34,6 +35,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     cancel: CancellationToken,
+    /// Each node's one open stream: its number and the token that ends it.
+    streams: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
+    opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
 // === impl Ingest ===
@@ -52,6 +56,42 @@ impl Ingest {
             metrics,
             tracker,
             cancel,
+            streams: Arc::default(),
+            opened: Arc::default(),
+        }
+    }
+
+    /// Makes a new stream the node's one open stream, ending the one it had: a node
+    /// ships one batch at a time on one stream, and opens another only when it has given
+    /// the last up (a connection it lost, a reply it waited too long for). So what a node
+    /// holds here (a stream, a partly read batch of up to [`MAX_MESSAGE_BYTES`]) is
+    /// bounded, whatever a node that is not well sends. Returns the stream's number and
+    /// the token that ends it.
+    fn open_stream(&self, node: &str) -> (u64, CancellationToken) {
+        let number = self
+            .opened
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ends = CancellationToken::new();
+        let previous = self
+            .streams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node.to_owned(), (number, ends.clone()));
+        if let Some((_, previous)) = previous {
+            previous.cancel();
+        }
+        (number, ends)
+    }
+
+    /// Forgets the node's stream `number`, unless a newer one has taken its place.
+    fn close_stream(
+        streams: &Mutex<HashMap<String, (u64, CancellationToken)>>,
+        node: &str,
+        number: u64,
+    ) {
+        let mut streams = streams.lock().unwrap_or_else(PoisonError::into_inner);
+        if streams.get(node).is_some_and(|(open, _)| *open == number) {
+            streams.remove(node);
         }
     }
 }
@@ -75,12 +115,21 @@ impl AuditIngest for Ingest {
         let store = self.store.clone();
         let metrics = Arc::clone(&self.metrics);
         let cancel = self.cancel.clone();
+        let (number, replaced) = self.open_stream(&peer.node);
+        let streams = Arc::clone(&self.streams);
         self.tracker.spawn(async move {
             loop {
                 let next = tokio::select! {
                     () = cancel.cancelled() => {
                         let _ = answers
                             .send(Err(Status::unavailable("the aggregator is shutting down")))
+                            .await;
+                        break;
+                    }
+                    () = replaced.cancelled() => {
+                        tracing::debug!(node = %peer.node, "ingest stream replaced by a newer one from the node");
+                        let _ = answers
+                            .send(Err(Status::aborted("a newer stream from this node replaced this one")))
                             .await;
                         break;
                     }
@@ -100,6 +149,7 @@ impl AuditIngest for Ingest {
                     break;
                 }
             }
+            Self::close_stream(&streams, &peer.node, number);
         });
         Ok(Response::new(ReceiverStream::new(stream)))
     }
@@ -125,15 +175,17 @@ async fn accept(
         if record.node != peer.node {
             tracing::warn!(
                 node = %peer.node,
-                record_node = %record.node,
-                id = %record.id,
+                record_node = truncated(&record.node),
+                id = truncated(&record.id),
                 addr = %peer.addr,
                 "refused a record naming another node"
             );
             metrics.refused(Refusal::NodeMismatch);
             return Err(Status::permission_denied(format!(
                 "record {} names node {:?}, but the client certificate is for {:?}",
-                record.id, record.node, peer.node
+                truncated(&record.id),
+                truncated(&record.node),
+                peer.node
             )));
         }
         // A node's spool holds no record larger than this; a larger one is not a
@@ -143,15 +195,20 @@ async fn accept(
             metrics.refused(Refusal::Invalid);
             return Err(Status::invalid_argument(format!(
                 "record {} is {size} bytes, more than the {}-byte limit of a node's spool",
-                record.id,
+                truncated(&record.id),
                 crate::audit::spool::MAX_RECORD_BYTES
             )));
         }
-        if uuid::Uuid::parse_str(&record.id).is_err() {
+        // Ids order records in time (UUIDv7), so they are taken only in the one form a
+        // node writes them: lowercase and hyphenated. Another spelling of a UUID would
+        // sort out of time order, and could store one record twice.
+        let canonical = uuid::Uuid::parse_str(&record.id)
+            .is_ok_and(|id| id.hyphenated().to_string() == record.id);
+        if !canonical {
             metrics.refused(Refusal::Invalid);
             return Err(Status::invalid_argument(format!(
-                "record id {:?} is not a UUID",
-                record.id
+                "record id {:?} is not a UUID in lowercase hyphenated form",
+                truncated(&record.id)
             )));
         }
     }
@@ -177,5 +234,14 @@ async fn accept(
                 "the aggregator cannot store records now",
             ))
         }
+    }
+}
+
+/// A string a node chose, cut to what a log line or an error needs.
+fn truncated(value: &str) -> &str {
+    const SHOWN: usize = 80;
+    match value.char_indices().nth(SHOWN) {
+        Some((end, _)) => value.get(..end).unwrap_or(value),
+        None => value,
     }
 }

@@ -45,6 +45,27 @@ const MAX_TOKEN_BYTES: u64 = 4096;
 /// Authenticated connections waiting for the gRPC server to take them.
 const ACCEPT_QUEUE: usize = 64;
 
+/// Streams one node connection may have open. A node ships on one; a few let a node
+/// open its next while the last ends. (Each node has one stream at a time anyway: see
+/// [`ingest::Ingest`].)
+const INGEST_STREAMS_PER_CONNECTION: u32 = 4;
+
+/// How often an ingest connection is pinged, and how long its answer may take: a node
+/// whose host vanished is found by its silence, and its stream ended.
+const INGEST_KEEPALIVE: Duration = Duration::from_secs(30);
+
+/// TLS handshakes on the ingest port in progress at once. Anyone on the network can
+/// start one; past this, connections wait in the kernel's backlog until one ends.
+const INGEST_HANDSHAKES: usize = 256;
+
+/// Query connections open at once (an operator's `crigate audit query`, a Prometheus
+/// scrape). Anyone on the network can open one; past this, connections wait in the
+/// kernel's backlog.
+const QUERY_CONNECTIONS: usize = 64;
+
+/// The most bytes of a query request's head buffered: a query's URL is short.
+const QUERY_HEAD_BYTES: usize = 64 * 1024;
+
 /// Time a query client has to send a request's headers, the first or, on a kept-alive
 /// connection, the next: a connection that sends nothing is closed, not kept forever.
 const QUERY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -199,6 +220,12 @@ impl Aggregator {
             "aggregator serving"
         );
         let served = tonic::transport::Server::builder()
+            // A node ships on one stream; a few allow a reconnect while an old one ends.
+            .max_concurrent_streams(Some(INGEST_STREAMS_PER_CONNECTION))
+            // A node that vanished (its host powered off) is found by its silence, and
+            // its stream ended, however idle the stream was meant to be.
+            .http2_keepalive_interval(Some(INGEST_KEEPALIVE))
+            .http2_keepalive_timeout(Some(INGEST_KEEPALIVE))
             .add_service(
                 AuditIngestServer::new(ingest).max_decoding_message_size(ingest::MAX_MESSAGE_BYTES),
             )
@@ -227,8 +254,11 @@ async fn accept_ingest(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(INGEST_HANDSHAKES));
     loop {
-        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "ingest").await else {
+        let Some((permit, tcp, addr)) =
+            crate::tcp::accept_within(&listener, &handshakes, &cancel, "ingest").await
+        else {
             break;
         };
         // Each answer is a small write that the node waits for before its next batch:
@@ -240,7 +270,9 @@ async fn accept_ingest(
         let acceptor = acceptor.clone();
         let conns = conns.clone();
         tracker.spawn(async move {
-            match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+            let handshake = tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await;
+            drop(permit);
+            match handshake {
                 Ok(Ok(stream)) => match tls::PeerStream::new(stream, addr) {
                     Some(stream) => {
                         tracing::debug!(node = %stream.peer().node, %addr, "node connected");
@@ -270,8 +302,11 @@ async fn serve_query(
     cancel: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let connections = Arc::new(tokio::sync::Semaphore::new(QUERY_CONNECTIONS));
     loop {
-        let Some((tcp, addr)) = crate::tcp::accept(&listener, &cancel, "query").await else {
+        let Some((permit, tcp, addr)) =
+            crate::tcp::accept_within(&listener, &connections, &cancel, "query").await
+        else {
             break;
         };
         if let Err(error) = tcp.set_nodelay(true) {
@@ -281,6 +316,7 @@ async fn serve_query(
         let service = service.clone();
         let cancel = cancel.clone();
         tracker.spawn(async move {
+            let _permit = permit;
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => {
@@ -294,6 +330,7 @@ async fn serve_query(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(QUERY_HEADER_TIMEOUT)
+                .max_buf_size(QUERY_HEAD_BYTES)
                 .serve_connection(TokioIo::new(stream), handler);
             tokio::pin!(conn);
             tokio::select! {

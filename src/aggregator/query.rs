@@ -84,7 +84,15 @@ pub struct QueryService {
     store: Storage,
     token: Secret,
     metrics: Arc<Metrics>,
+    /// Queries running in the database at once ([`QUERIES`]).
+    running: Arc<tokio::sync::Semaphore>,
 }
+
+/// Queries the database runs at once. A query may read many records (a filter no index
+/// serves), and it runs to its end even when its client has gone; past this, queries
+/// wait their turn, and the database's threads and connections stay free for the nodes'
+/// batches.
+pub const QUERIES: usize = 2;
 
 // === impl QueryService ===
 
@@ -94,6 +102,7 @@ impl QueryService {
             store,
             token,
             metrics,
+            running: Arc::new(tokio::sync::Semaphore::new(QUERIES)),
         })
     }
 
@@ -141,12 +150,28 @@ impl QueryService {
         }
         let query = parse_query(request.uri().query().unwrap_or(""))
             .map_err(|reason| error(StatusCode::BAD_REQUEST, &reason))?;
-        let page = self.store.query(query).await.map_err(|e| {
-            tracing::error!(error = %e, "query failed");
+        let failed = || {
             error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "the query failed; see the aggregator's log",
             )
+        };
+        let permit = Arc::clone(&self.running)
+            .acquire_owned()
+            .await
+            .map_err(|_| failed())?;
+        // A task of its own, holding its turn until the database is done with it, even
+        // if this request is dropped (its client gone) meanwhile.
+        let store = self.store.clone();
+        let page = tokio::spawn(async move {
+            let _permit = permit;
+            store.query(query).await
+        })
+        .await
+        .map_err(|_| failed())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "query failed");
+            failed()
         })?;
         let body = RecordsPage {
             version: FORMAT_VERSION,

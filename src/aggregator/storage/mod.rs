@@ -21,6 +21,11 @@ pub enum Storage {
 pub const MAX_PAGE: usize = 1000;
 /// Records per page when the query names no limit.
 pub const DEFAULT_PAGE: usize = 100;
+/// Encoded bytes of records a page takes before it ends, whatever its limit. A record is
+/// a few hundred bytes, but a node may send up to its spool's limit, 256 KiB, and a
+/// page of [`MAX_PAGE`] such records would be held several times over (records, their
+/// JSON) by the aggregator answering it.
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +131,44 @@ pub struct Page {
     /// The page token to continue after, when more records match: the last record's
     /// id and node ([`page_token`]).
     pub next_after_id: Option<String>,
+}
+
+/// A page being filled from the rows a query read, in order: it takes records up to its
+/// limit and [`MAX_PAGE_BYTES`], and at least one.
+pub(crate) struct PageFill {
+    page: Page,
+    limit: usize,
+    bytes: usize,
+}
+
+impl PageFill {
+    pub(crate) fn new(limit: usize) -> Self {
+        Self {
+            page: Page::default(),
+            limit,
+            bytes: 0,
+        }
+    }
+
+    /// Whether the next row, of `size` encoded bytes, belongs on this page. When it does
+    /// not, the page ends, its token naming where the next one starts.
+    pub(crate) fn takes(&mut self, size: usize) -> bool {
+        let full = self.page.records.len() == self.limit
+            || (!self.page.records.is_empty() && self.bytes + size > MAX_PAGE_BYTES);
+        if full {
+            self.page.next_after_id = self.page.records.last().map(page_token);
+        }
+        !full
+    }
+
+    pub(crate) fn push(&mut self, record: AuditRecord, size: usize) {
+        self.bytes += size;
+        self.page.records.push(record);
+    }
+
+    pub(crate) fn finish(self) -> Page {
+        self.page
+    }
 }
 
 /// The page token of `record`, the last of a page: `<id>/<node>`. Records are keyed by

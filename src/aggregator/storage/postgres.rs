@@ -325,19 +325,18 @@ impl Store {
             )
             .await
             .map_err(Error::Postgres)?;
-        let mut page = Page::default();
+        let mut page = super::PageFill::new(limit);
         for row in rows {
-            if page.records.len() == limit {
-                page.next_after_id = page.records.last().map(super::page_token);
-                break;
-            }
             let id: String = row.try_get(0).map_err(Error::Postgres)?;
             let blob: Vec<u8> = row.try_get(1).map_err(Error::Postgres)?;
+            if !page.takes(blob.len()) {
+                break;
+            }
             let record = AuditRecord::decode(blob.as_slice())
                 .map_err(|source| Error::Corrupt { id, source })?;
-            page.records.push(record);
+            page.push(record, blob.len());
         }
-        Ok(page)
+        Ok(page.finish())
     }
 
     /// As [`super::sqlite::Store::delete_before`].

@@ -274,20 +274,19 @@ impl Inner {
                 Ok((row.get::<_, String>(0)?, row.get::<_, Vec<u8>>(1)?))
             })
             .map_err(|e| self.error(e))?;
-        let mut page = Page::default();
+        let mut page = super::PageFill::new(limit);
         for row in rows {
             let (id, blob) = row.map_err(|e| self.error(e))?;
-            if page.records.len() == limit {
-                page.next_after_id = page.records.last().map(super::page_token);
+            if !page.takes(blob.len()) {
                 break;
             }
             let record = AuditRecord::decode(blob.as_slice()).map_err(|source| Error::Corrupt {
                 id: id.clone(),
                 source,
             })?;
-            page.records.push(record);
+            page.push(record, blob.len());
         }
-        Ok(page)
+        Ok(page.finish())
     }
 }
 
@@ -436,6 +435,39 @@ mod tests {
                 None => return seen,
             }
         }
+    }
+
+    /// Large records (a node may send up to its spool's 256 KiB limit) end a page at its
+    /// byte budget, whatever its record limit; the next page goes on where it ended.
+    #[tokio::test]
+    async fn a_page_of_large_records_ends_at_its_byte_budget_and_the_next_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("audit.db")).unwrap();
+        let batch: Vec<_> = (0..40)
+            .map(|n| AuditRecord {
+                reason: "x".repeat(200 * 1024),
+                ..record("node-1", "prod", DecisionKind::Deny, n)
+            })
+            .collect();
+        let ids: Vec<String> = batch.iter().map(|r| r.id.clone()).collect();
+        store.insert(Arc::new(batch)).await.unwrap();
+        let first = store
+            .query(Query {
+                limit: super::super::MAX_PAGE,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let bytes: usize = first.records.iter().map(prost::Message::encoded_len).sum();
+        assert!(bytes <= super::super::MAX_PAGE_BYTES, "{bytes} bytes");
+        assert_eq!(
+            first.records.len(),
+            super::super::MAX_PAGE_BYTES / (200 * 1024 + 100)
+        );
+        assert!(first.next_after_id.is_some());
+        let all = every_page(&store, super::super::MAX_PAGE).await;
+        let seen: Vec<String> = all.into_iter().map(|r| r.id).collect();
+        assert_eq!(seen, ids);
     }
 
     #[tokio::test]
