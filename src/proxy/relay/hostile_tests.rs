@@ -74,19 +74,7 @@ async fn wired(cri: &str, first: &[u8]) -> Wired {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("runtime.sock");
     let listener = UnixListener::bind(&socket).unwrap();
-    let text = format!(
-        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n{cri}",
-        socket.display()
-    );
-    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
-    let (mut client, relayed) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
-    tokio::spawn(serve(relayed, caller, proxy, CancellationToken::new()));
+    let (mut client, _) = serving(&socket, cri, CancellationToken::new());
     client.write_all(first).await.unwrap();
     let (runtime, _) = listener.accept().await.unwrap();
     Wired {
@@ -94,6 +82,31 @@ async fn wired(cri: &str, first: &[u8]) -> Wired {
         runtime,
         _dir: dir,
     }
+}
+
+/// A client connection [`serve`]d towards the runtime socket `upstream`, with `cri`
+/// lines added to the configuration: the client's end, and the relay's task.
+fn serving(
+    upstream: &Path,
+    cri: &str,
+    shutdown: CancellationToken,
+) -> (UnixStream, tokio::task::JoinHandle<()>) {
+    let text = format!(
+        "[cri]\nlisten = \"/nonexistent/crigate.sock\"\nupstream = \"{}\"\n{cri}",
+        upstream.display()
+    );
+    let config = crate::config::Config::parse(&text, Path::new("test.toml")).unwrap();
+    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
+    let (client, relayed) = UnixStream::pair().unwrap();
+    let caller = Caller {
+        pid: None,
+        uid: 0,
+        gid: 0,
+    };
+    (
+        client,
+        tokio::spawn(serve(relayed, caller, proxy, shutdown)),
+    )
 }
 
 /// Reads `from` to its end, counting the bytes.
@@ -462,18 +475,8 @@ async fn an_answer_the_client_takes_nothing_of_is_reset_in_time() {
 /// keep a connection taking new streams by staying silent.
 #[tokio::test(start_paused = true)]
 async fn a_client_silent_after_the_first_goaway_gets_the_final_one_in_time() {
-    let text = "[cri]\nlisten = \"/nonexistent/crigate.sock\"\n\
-                upstream = \"/nonexistent/runtime.sock\"\n";
-    let config = crate::config::Config::parse(text, Path::new("test.toml")).unwrap();
-    let proxy = Arc::new(Proxy::new(config.cri, Arc::new(crate::decision::AllowAll)));
-    let (mut client, relayed) = UnixStream::pair().unwrap();
-    let caller = Caller {
-        pid: None,
-        uid: 0,
-        gid: 0,
-    };
     let shutdown = CancellationToken::new();
-    let relay = tokio::spawn(serve(relayed, caller, proxy, shutdown.clone()));
+    let (mut client, relay) = serving(Path::new("/nonexistent/runtime.sock"), "", shutdown.clone());
     client.write_all(&hello()).await.unwrap();
     let started = tokio::time::Instant::now();
     shutdown.cancel();
