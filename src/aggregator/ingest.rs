@@ -28,6 +28,14 @@ pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
 /// Answers queued per stream before the service stops reading the node's batches.
 const RESPONSE_QUEUE: usize = 4;
 
+/// A node's open stream, as [`Ingest`] keeps it.
+#[derive(Debug)]
+struct NodeStream {
+    number: u64,
+    ends: CancellationToken,
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
 /// The ingest service.
 #[derive(Clone, Debug)]
 pub struct Ingest {
@@ -35,8 +43,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     cancel: CancellationToken,
-    /// Each node's one open stream: its number and the token that ends it.
-    streams: Arc<Mutex<HashMap<String, (u64, CancellationToken)>>>,
+    /// Each node's one open stream: its number, the token that ends it, and the node's
+    /// turn, held by the stream that reads the node's batches.
+    streams: Arc<Mutex<HashMap<String, NodeStream>>>,
     opened: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -64,33 +73,34 @@ impl Ingest {
     /// Makes a new stream the node's one open stream, ending the one it had: a node
     /// ships one batch at a time on one stream, and opens another only when it has given
     /// the last up (a connection it lost, a reply it waited too long for). So what a node
-    /// holds here (a stream, a partly read batch of up to [`MAX_MESSAGE_BYTES`]) is
-    /// bounded, whatever a node that is not well sends. Returns the stream's number and
-    /// the token that ends it.
-    fn open_stream(&self, node: &str) -> (u64, CancellationToken) {
+    /// holds here (a stream, a batch of up to [`MAX_MESSAGE_BYTES`]) is bounded, whatever
+    /// a node that is not well sends: the new stream reads nothing until the older has
+    /// ended (a batch it was storing stored), by taking the node's turn. Returns the
+    /// stream's number, the token that ends it and the node's turn.
+    fn open_stream(&self, node: &str) -> (u64, CancellationToken, Arc<tokio::sync::Mutex<()>>) {
         let number = self
             .opened
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let ends = CancellationToken::new();
-        let previous = self
-            .streams
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(node.to_owned(), (number, ends.clone()));
-        if let Some((_, previous)) = previous {
-            previous.cancel();
+        let mut streams = self.streams.lock().unwrap_or_else(PoisonError::into_inner);
+        let turn = streams
+            .get(node)
+            .map_or_else(Arc::default, |previous| Arc::clone(&previous.turn));
+        let stream = NodeStream {
+            number,
+            ends: ends.clone(),
+            turn: Arc::clone(&turn),
+        };
+        if let Some(previous) = streams.insert(node.to_owned(), stream) {
+            previous.ends.cancel();
         }
-        (number, ends)
+        (number, ends, turn)
     }
 
     /// Forgets the node's stream `number`, unless a newer one has taken its place.
-    fn close_stream(
-        streams: &Mutex<HashMap<String, (u64, CancellationToken)>>,
-        node: &str,
-        number: u64,
-    ) {
+    fn close_stream(streams: &Mutex<HashMap<String, NodeStream>>, node: &str, number: u64) {
         let mut streams = streams.lock().unwrap_or_else(PoisonError::into_inner);
-        if streams.get(node).is_some_and(|(open, _)| *open == number) {
+        if streams.get(node).is_some_and(|open| open.number == number) {
             streams.remove(node);
         }
     }
@@ -115,11 +125,18 @@ impl AuditIngest for Ingest {
         let store = self.store.clone();
         let metrics = Arc::clone(&self.metrics);
         let cancel = self.cancel.clone();
-        let (number, replaced) = self.open_stream(&peer.node);
+        let (number, replaced, turn) = self.open_stream(&peer.node);
         let streams = Arc::clone(&self.streams);
         self.tracker.spawn(async move {
+            let _turn = tokio::select! {
+                biased;
+                () = cancel.cancelled() => None,
+                () = replaced.cancelled() => None,
+                turn = turn.lock_owned() => Some(turn),
+            };
             loop {
                 let next = tokio::select! {
+                    biased;
                     () = cancel.cancelled() => {
                         let _ = answers
                             .send(Err(Status::unavailable("the aggregator is shutting down")))
@@ -145,7 +162,15 @@ impl AuditIngest for Ingest {
                 };
                 let answer = accept(&store, &metrics, &peer, batch).await;
                 let refused = answer.is_err();
-                if answers.send(answer).await.is_err() || refused {
+                // A node that takes no answers must not keep its stream, and its turn,
+                // once a newer stream or a shutdown wants them.
+                let sent = tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => false,
+                    () = replaced.cancelled() => false,
+                    sent = answers.send(answer) => sent.is_ok(),
+                };
+                if !sent || refused {
                     break;
                 }
             }

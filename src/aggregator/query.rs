@@ -138,6 +138,12 @@ impl QueryService {
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer"),
             );
+            // The connection is not kept for a caller without the token: connections
+            // are few (see `QUERY_CONNECTIONS`), and one kept alive would hold one.
+            response.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
             return Err(response);
         }
         if request.uri().path() == METRICS_PATH {
@@ -168,7 +174,10 @@ impl QueryService {
             store.query(query).await
         })
         .await
-        .map_err(|_| failed())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "query task failed");
+            failed()
+        })?
         .map_err(|e| {
             tracing::error!(error = %e, "query failed");
             failed()
@@ -233,7 +242,9 @@ fn parse_query(raw: &str) -> Result<Query, String> {
             "page_token" => {
                 // The node part is a bound parameter, whatever name a certificate gave.
                 let (id, _) = storage::parse_page_token(&value);
-                if uuid::Uuid::parse_str(id).is_err() {
+                let canonical =
+                    uuid::Uuid::parse_str(id).is_ok_and(|uuid| uuid.hyphenated().to_string() == id);
+                if !canonical {
                     return Err("page_token: not a token from a previous page".to_owned());
                 }
                 query.after_id = Some(value);
@@ -391,6 +402,10 @@ mod tests {
             (format!("{id}/node-a"), true),
             (format!("{id}/node%20a"), true),
             ("x/node-a".to_owned(), false),
+            // A page ends at a stored id, which is always in the form nodes write; an id
+            // in another spelling sorts elsewhere, and would resume the wrong page.
+            (format!("{}/node-a", id.to_uppercase()), false),
+            (format!("{}/node-a", id.replace('-', "")), false),
         ] {
             assert_eq!(
                 parse_query(&format!("page_token={token}")).is_ok(),

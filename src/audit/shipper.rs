@@ -35,8 +35,8 @@ use crate::telemetry::ErrorChain;
 /// Most records per batch: large enough that a backlog drains quickly, small enough that
 /// one batch is one short SQLite transaction.
 pub const BATCH_RECORDS: usize = 500;
-/// About the most bytes of records per batch, far under the aggregator's 16 MiB
-/// message limit.
+/// About the most bytes of records per batch (it may pass this by one record, at most
+/// 256 KiB), well under the aggregator's 8 MiB message limit.
 pub const BATCH_BYTES: usize = 4 * 1024 * 1024;
 /// Time to connect and finish the TLS handshake.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);

@@ -297,10 +297,23 @@ impl Store {
             Some((id, node)) => (Some(id), node),
             None => (None, None),
         };
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+            &after_id,
+            &query.since_unix_nanos,
+            &decision,
+            &query.namespace,
+            &query.node,
+            &query.image,
+            &fetch,
+            &query.until_unix_nanos,
+            &after_node,
+        ];
         let connection = self.connection().await?;
+        // Rows are read as they arrive, and no further than the page takes: a page ends
+        // at its byte budget, and the rows after it are never held.
         let rows = connection
             .client
-            .query(
+            .query_raw(
                 "SELECT id, record FROM records
                  WHERE ($1::text IS NULL OR id > $1 OR (id = $1 AND node > $9))
                    AND ($2::bigint IS NULL OR time_unix_nanos >= $2)
@@ -311,22 +324,16 @@ impl Store {
                    AND ($8::bigint IS NULL OR time_unix_nanos < $8)
                  ORDER BY id, node
                  LIMIT $7",
-                &[
-                    &after_id,
-                    &query.since_unix_nanos,
-                    &decision,
-                    &query.namespace,
-                    &query.node,
-                    &query.image,
-                    &fetch,
-                    &query.until_unix_nanos,
-                    &after_node,
-                ],
+                params,
             )
             .await
             .map_err(Error::Postgres)?;
+        let mut rows = std::pin::pin!(rows);
         let mut page = super::PageFill::new(limit);
-        for row in rows {
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(Error::Postgres)?
+        {
             let id: String = row.try_get(0).map_err(Error::Postgres)?;
             let blob: Vec<u8> = row.try_get(1).map_err(Error::Postgres)?;
             if !page.takes(blob.len()) {
