@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use zeroize::Zeroizing;
 
+use super::hosts::split_port;
 use super::Error;
 
 /// The largest Docker `config.json` read: a credentials file is a few kilobytes.
@@ -681,20 +682,6 @@ fn normalize_host(authority: &str) -> String {
     match authority.as_str() {
         "index.docker.io" | "registry-1.docker.io" => "docker.io".to_owned(),
         _ => authority,
-    }
-}
-
-/// `host[:port]` split at the port; an IPv6 literal's colons are its own.
-fn split_port(authority: &str) -> (&str, Option<&str>) {
-    match authority.rsplit_once(':') {
-        Some((host, port))
-            if !port.is_empty()
-                && port.bytes().all(|b| b.is_ascii_digit())
-                && (!host.starts_with('[') || host.ends_with(']')) =>
-        {
-            (host, Some(port))
-        }
-        _ => (authority, None),
     }
 }
 

@@ -1325,9 +1325,7 @@ fn http_authority(authority: &str, endpoint: bool) -> String {
     else {
         return authority.to_owned();
     };
-    let written_port = authority
-        .rsplit_once(':')
-        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()));
+    let written_port = hosts::split_port(authority).1.is_some();
     match (
         endpoint,
         written_port,

@@ -650,10 +650,14 @@ fn is_local(authority: &str) -> bool {
 }
 
 /// `authority` (`host[:port]`, an IPv6 host in brackets) as its host and its port, if it
-/// names one: the digits after the last `:`.
-fn split_port(authority: &str) -> (&str, Option<&str>) {
+/// names one: the digits after the last `:`, unless that `:` is inside an IPv6 literal.
+pub(super) fn split_port(authority: &str) -> (&str, Option<&str>) {
     match authority.rsplit_once(':') {
-        Some((host, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => {
+        Some((host, port))
+            if !port.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && (!host.starts_with('[') || host.ends_with(']')) =>
+        {
             (host, Some(port))
         }
         _ => (authority, None),
