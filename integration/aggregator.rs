@@ -767,8 +767,9 @@ async fn ingest_client(
 }
 
 /// The PostgreSQL store sends a batch as one statement: a record repeated within the
-/// batch, or a batch delivered again, is stored once and reported new once; and a
-/// namespace's time window reads back exactly its records.
+/// batch, or a batch delivered again, is stored once and reported new once; a
+/// namespace's time window reads back exactly its records; and retention deletes by
+/// the time records arrived.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_postgresql_store_reports_each_record_new_once() {
     use crigate::aggregator::storage::{postgres, Query};
@@ -849,6 +850,14 @@ async fn aggregator_postgresql_store_reports_each_record_new_once() {
     let mut sorted = seen.clone();
     sorted.sort();
     assert_eq!(seen, sorted);
+
+    // Retention follows when the records arrived, not the node's clock (here 1970).
+    let now = crigate::audit::now_unix_nanos();
+    let hour = 3_600_000_000_000;
+    assert_eq!(store.delete_before(now - hour).await.unwrap(), 0);
+    assert_eq!(pg_ids(&server.url()).len(), 11);
+    assert_eq!(store.delete_before(now + hour).await.unwrap(), 11);
+    assert!(pg_ids(&server.url()).is_empty());
 }
 
 /// A node has one ingest stream at a time: a newer one ends the older (ABORTED), so a

@@ -348,7 +348,7 @@ async fn serve_query(
     }
 }
 
-/// Deletes records older than `retention` every `interval`.
+/// Deletes records received longer than `retention` ago, every `interval`.
 async fn retain(
     store: storage::Storage,
     retention: Duration,

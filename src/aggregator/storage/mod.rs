@@ -93,7 +93,7 @@ impl Storage {
         }
     }
 
-    /// Deletes records decided before `unix_nanos`.
+    /// Deletes records received before `unix_nanos`, by the aggregator's clock.
     ///
     /// # Errors
     ///

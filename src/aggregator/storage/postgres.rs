@@ -63,6 +63,11 @@ CREATE INDEX records_by_id ON records (id, node);
 DROP INDEX records_by_namespace;
 CREATE INDEX records_by_namespace ON records (namespace, id, node, time_unix_nanos);
 ",
+    // 4: retention follows when the aggregator received a record (see the SQLite
+    // schema's 4).
+    "
+CREATE INDEX records_by_received ON records (received_unix_nanos);
+",
 ];
 
 /// A batch of records as one statement: the columns as arrays ($3 is the time of
@@ -356,7 +361,7 @@ impl Store {
         let deleted = connection
             .client
             .execute(
-                "DELETE FROM records WHERE time_unix_nanos < $1",
+                "DELETE FROM records WHERE received_unix_nanos < $1",
                 &[&unix_nanos],
             )
             .await

@@ -71,6 +71,12 @@ CREATE INDEX records_by_time ON records (time_unix_nanos);
 CREATE INDEX records_by_namespace ON records (namespace, id, node, time_unix_nanos);
 CREATE INDEX records_by_namespace_time ON records (namespace, time_unix_nanos);
 ",
+    // 4: retention follows when the aggregator received a record, by its own clock: a
+    // node's clock set back (a reset RTC before NTP) would have its records deleted at
+    // the next pass, one set ahead would keep them for ever.
+    "
+CREATE INDEX records_by_received ON records (received_unix_nanos);
+",
 ];
 
 /// How long a statement waits for the other connection's lock (a retention delete,
@@ -154,7 +160,8 @@ impl Store {
             .map_err(Error::Task)?
     }
 
-    /// Deletes records decided before `unix_nanos`, returning how many went.
+    /// Deletes records received before `unix_nanos` (the aggregator's clock, whatever the
+    /// node's said), returning how many went.
     ///
     /// # Errors
     ///
@@ -165,7 +172,7 @@ impl Store {
             inner
                 .writer()
                 .execute(
-                    "DELETE FROM records WHERE time_unix_nanos < ?1",
+                    "DELETE FROM records WHERE received_unix_nanos < ?1",
                     params![unix_nanos],
                 )
                 .map_err(|source| inner.error(source))
@@ -692,20 +699,37 @@ mod tests {
                 row.get(0)
             })
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
+        let received_index: i64 = store
+            .inner
+            .reader()
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name = 'records_by_received'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(received_index, 1);
     }
 
     #[tokio::test]
-    async fn retention_deletes_only_older_records() {
+    async fn retention_follows_when_records_arrived_not_the_nodes_clock() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("audit.db")).unwrap();
-        let old = record("n", "ns", DecisionKind::Allow, 10);
-        let new = record("n", "ns", DecisionKind::Allow, 20);
+        // One node's clock far behind (a reset RTC), another's far ahead.
+        let behind = record("n", "ns", DecisionKind::Allow, 10);
+        let ahead = record("n", "ns", DecisionKind::Allow, i64::MAX / 2);
         store
-            .insert(Arc::new(vec![old, new.clone()]))
+            .insert(Arc::new(vec![behind.clone(), ahead.clone()]))
             .await
             .unwrap();
-        assert_eq!(store.delete_before(20).await.unwrap(), 1);
-        assert_eq!(store.ids().unwrap(), vec![new.id]);
+        let between = crate::audit::now_unix_nanos();
+        let later = record("n", "ns", DecisionKind::Allow, 20);
+        store.insert(Arc::new(vec![later.clone()])).await.unwrap();
+        let hour = 3_600_000_000_000;
+        assert_eq!(store.delete_before(between - hour).await.unwrap(), 0);
+        assert_eq!(store.ids().unwrap().len(), 3);
+        assert_eq!(store.delete_before(between).await.unwrap(), 2);
+        assert_eq!(store.ids().unwrap(), vec![later.id]);
     }
 }
