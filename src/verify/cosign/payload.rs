@@ -87,6 +87,7 @@ pub fn parse_simple_signing(payload: &[u8]) -> Result<SimpleSigning, Rejection> 
     }
     let wire: Wire = serde_json::from_slice(payload)
         .map_err(|e| Rejection::Malformed(format!("simple-signing payload: {e}")))?;
+    refuse_case_variants(payload)?;
     // containers-signature(5): "critical.type ... consumers MUST reject" other values.
     if wire.critical.kind != COSIGN_SIGNATURE_TYPE {
         return Err(Rejection::Malformed(format!(
@@ -104,6 +105,52 @@ pub fn parse_simple_signing(payload: &[u8]) -> Result<SimpleSigning, Rejection> 
         manifest_digest,
         docker_reference: wire.critical.identity.docker_reference,
     })
+}
+
+/// The names each object of the payload is read by, keyed by the object's path.
+const FIELDS: [(&[&str], &[&str]); 4] = [
+    (&[], &["critical", "optional"]),
+    (&["critical"], &["type", "image", "identity"]),
+    (&["critical", "image"], &["docker-manifest-digest"]),
+    (&["critical", "identity"], &["docker-reference"]),
+];
+
+/// Refuses a payload with a key that names one of its fields but for case.
+///
+/// cosign decodes the payload with Go's `encoding/json`, which takes such a key for the
+/// field (matching names with Unicode case folding, so `ſ` for `s`), the last one in
+/// the object winning; crigate reads only the exact name. A payload holding both
+/// `docker-manifest-digest` and `Docker-Manifest-Digest` would name one digest to
+/// crigate and another to cosign and to anyone auditing with it.
+fn refuse_case_variants(payload: &[u8]) -> Result<(), Rejection> {
+    fn fold(name: &str) -> String {
+        name.chars()
+            .map(|c| if c == '\u{212A}' { 'k' } else { c })
+            .flat_map(char::to_uppercase)
+            .collect()
+    }
+    let value: serde_json::Value = serde_json::from_slice(payload)
+        .map_err(|e| Rejection::Malformed(format!("simple-signing payload: {e}")))?;
+    for (path, fields) in FIELDS {
+        let object = path
+            .iter()
+            .try_fold(&value, |value, name| value.get(name))
+            .and_then(serde_json::Value::as_object);
+        let Some(object) = object else { continue };
+        for key in object.keys() {
+            let folded = fold(key);
+            if let Some(field) = fields
+                .iter()
+                .find(|field| **field != key && fold(field) == folded)
+            {
+                return Err(Rejection::Malformed(format!(
+                    "payload key {key:?} differs from {field:?} only in case; cosign would \
+                     read it as {field:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Checks that the signed manifest digest is the admitted image's digest
@@ -224,6 +271,46 @@ mod tests {
             .unwrap();
         assert_eq!(p.manifest_digest.to_string(), DIGEST);
         assert_eq!(p.docker_reference, "example.com/app");
+    }
+
+    #[test]
+    fn keys_that_name_a_field_but_for_case_are_malformed() {
+        let other = format!("sha256:{}", "ab".repeat(32));
+        let good = payload(COSIGN_SIGNATURE_TYPE, DIGEST, "a/b");
+        let good = std::str::from_utf8(&good).unwrap();
+        // Go's encoding/json would take each of these keys for the field, the later
+        // one winning.
+        for (from, to) in [
+            (
+                r#""docker-manifest-digest":"#,
+                format!(r#""docker-manifest-digest":"{DIGEST}","Docker-Manifest-Digest":"#),
+            ),
+            (
+                r#""docker-manifest-digest":"#,
+                format!(r#""docker-manifest-digest":"{DIGEST}","docker-manifeſt-digest":"#),
+            ),
+            (
+                r#"{"critical":"#,
+                format!(
+                    r#"{{"Critical":{{"identity":{{"docker-reference":"a/b"}},"image":{{"docker-manifest-digest":"{other}"}},"type":"{COSIGN_SIGNATURE_TYPE}"}},"critical":"#
+                ),
+            ),
+            (r#""image":"#, r#""IMAGE":{},"image":"#.to_owned()),
+        ] {
+            let bad = good.replacen(from, &to, 1);
+            assert_ne!(bad, good);
+            let parsed = parse_simple_signing(bad.as_bytes());
+            assert!(
+                matches!(&parsed, Err(Rejection::Malformed(m)) if m.contains("only in case")),
+                "{bad}: {parsed:?}"
+            );
+        }
+        // Other keys, anywhere, are read by neither and stay allowed.
+        let extra = good
+            .replacen(r#""type":"#, r#""Typo":1,"extra":{"Type":2},"type":"#, 1)
+            .replacen(r#""optional":null"#, r#""optional":{"Critical":true}"#, 1);
+        let parsed = parse_simple_signing(extra.as_bytes()).unwrap();
+        assert_eq!(parsed.manifest_digest.to_string(), DIGEST);
     }
 
     #[test]

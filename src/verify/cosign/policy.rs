@@ -275,11 +275,17 @@ impl Matcher {
     ///
     /// # Errors
     ///
-    /// The pattern does not compile within [`MAX_REGEX_BYTES`].
+    /// The pattern does not compile on its own, or anchored, within [`MAX_REGEX_BYTES`].
     pub fn regex(pattern: &str) -> Result<Self, PolicyError> {
-        regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
-            .size_limit(MAX_REGEX_BYTES)
-            .build()
+        let build = |pattern: &str| {
+            regex::RegexBuilder::new(pattern)
+                .size_limit(MAX_REGEX_BYTES)
+                .build()
+        };
+        // The pattern must be an expression of its own before the anchors go around it:
+        // `x)|(.*` compiles once wrapped, as `^(?:x)|(.*)$`, which matches anything.
+        build(pattern)
+            .and_then(|_| build(&format!("^(?:{pattern})$")))
             .map(Matcher::Regex)
             .map_err(|source| PolicyError::Regex {
                 pattern: pattern.to_owned(),
@@ -657,10 +663,14 @@ mod tests {
         let m = Matcher::regex(r".*@example\.com").unwrap();
         assert!(m.matches("a@example.com"));
         assert!(!m.matches("a@example.com.evil.org"));
-        assert!(matches!(
-            Matcher::regex("("),
-            Err(PolicyError::Regex { .. })
-        ));
+        // Patterns that are no expression of their own, each of which compiles once
+        // wrapped in the anchors, and would then match anything.
+        for pattern in ["(", "x)|(.*", ").*|(", "a)|.*|(?:b"] {
+            assert!(
+                matches!(Matcher::regex(pattern), Err(PolicyError::Regex { .. })),
+                "{pattern}"
+            );
+        }
     }
 
     #[test]
