@@ -217,9 +217,11 @@ impl TrustPolicyDocument {
             // value can only be associated with one statement".
             let scopes = policy.scope_values();
             for (i, scope) in scopes.iter().enumerate() {
-                // Named twice in one statement, or in an earlier one.
-                if scopes.iter().take(i).any(|s| s == scope)
-                    || policies.iter().any(|p| p.scope_values().contains(scope))
+                // Named twice in one statement, or in an earlier one, in any spelling
+                // that names the same repository.
+                let same = |other: &&str| same_repository(other, scope);
+                if scopes.iter().take(i).any(same)
+                    || policies.iter().any(|p| p.scope_values().iter().any(same))
                 {
                     return Err(PolicyError::ScopeInMultiplePolicies((*scope).to_owned()));
                 }
@@ -236,11 +238,18 @@ impl TrustPolicyDocument {
     /// The statement for an artifact's repository (`registry/repository`; a tag or
     /// digest suffix is ignored). Trust policy spec, "Selecting a trust policy based on
     /// artifact URI": an exact scope match first, else the global statement, else none.
+    ///
+    /// A match is on the repository, not on how the pod spelled it: the registry's name
+    /// in any letter case, with or without `:443`, and Docker Hub by any of its names
+    /// select the same statement, as they fetch the same content. notation itself
+    /// compares the strings; there the signer names the image, here the pod's author
+    /// does, and a spelling of their choosing must not pass the repository's own
+    /// statement over for the global one.
     pub fn select(&self, reference: &str) -> Option<&TrustPolicy> {
         let repository = repository_of(reference);
         self.policies
             .iter()
-            .find(|p| matches!(&p.scopes, RegistryScopes::Repositories(scopes) if scopes.iter().any(|s| s == repository)))
+            .find(|p| matches!(&p.scopes, RegistryScopes::Repositories(scopes) if scopes.iter().any(|s| same_repository(s, repository))))
             .or_else(|| self.policies.iter().find(|p| p.scopes == RegistryScopes::Global))
     }
 }
@@ -753,6 +762,27 @@ fn repository_of(reference: &str) -> &str {
             .get(..last_slash + colon)
             .unwrap_or(without_digest),
         None => without_digest,
+    }
+}
+
+/// Whether two `registry/repository` names (or `*`) name the same repository: see
+/// [`TrustPolicyDocument::select`].
+fn same_repository(a: &str, b: &str) -> bool {
+    a == b || (a != "*" && b != "*" && repository_key(a) == repository_key(b))
+}
+
+/// A repository's name in one spelling: the registry in lower case, without the HTTPS
+/// port, Docker Hub as `docker.io` and its official images under `library/`.
+fn repository_key(repository: &str) -> String {
+    let (registry, path) = repository.split_once('/').unwrap_or(("", repository));
+    let registry = registry.to_ascii_lowercase();
+    let registry = registry.strip_suffix(":443").unwrap_or(&registry);
+    match registry {
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" if !path.contains('/') => {
+            format!("docker.io/library/{path}")
+        }
+        "docker.io" | "index.docker.io" | "registry-1.docker.io" => format!("docker.io/{path}"),
+        _ => format!("{registry}/{path}"),
     }
 }
 

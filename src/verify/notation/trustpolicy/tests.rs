@@ -287,6 +287,18 @@ fn registry_scope_rules() {
         parse(&doc(&twice)),
         Err(PolicyError::ScopeInMultiplePolicies(scope)) if scope == "r.example.com/x"
     ));
+    // Two spellings of one repository are one scope.
+    let spelled = statement(
+        r#""spelled""#,
+        r#"["R.Example.com:443/x"]"#,
+        r#"{"level":"strict"}"#,
+        r#"["ca:a"]"#,
+        r#"["*"]"#,
+    );
+    assert!(matches!(
+        parse(&doc(&format!("{a},{spelled}"))),
+        Err(PolicyError::ScopeInMultiplePolicies(_))
+    ));
 }
 
 #[test]
@@ -591,6 +603,50 @@ fn selection_prefers_an_exact_scope() {
     );
     let only_exact = parse(&doc(&exact)).unwrap();
     assert!(only_exact.select("r.example.com/other").is_none());
+}
+
+/// A pod's author chooses how an image is spelled; every spelling that fetches the
+/// repository's content selects the repository's own statement, never the global one.
+#[test]
+fn selection_follows_the_repository_not_its_spelling() {
+    let scoped = |name: &str, scopes: &str| {
+        statement(
+            &format!("{name:?}"),
+            scopes,
+            r#"{"level":"strict"}"#,
+            r#"["ca:a"]"#,
+            r#"["*"]"#,
+        )
+    };
+    let document = parse(&doc(&format!(
+        "{},{},{},{}",
+        scoped("global", r#"["*"]"#),
+        scoped("app", r#"["registry.example.com/prod/app"]"#),
+        scoped("nginx", r#"["docker.io/library/nginx"]"#),
+        scoped("tools", r#"["Index.Docker.io/team/tools"]"#),
+    )))
+    .unwrap();
+    for (reference, statement) in [
+        ("REGISTRY.EXAMPLE.COM/prod/app@sha256:abc", "app"),
+        ("Registry.Example.Com:443/prod/app:v1", "app"),
+        ("registry.example.com:443/prod/app", "app"),
+        ("registry-1.docker.io/library/nginx:1.27", "nginx"),
+        ("index.docker.io/nginx", "nginx"),
+        ("docker.io/team/tools", "tools"),
+        ("registry-1.docker.io/team/tools@sha256:abc", "tools"),
+        // Other repositories, ports and paths stay apart.
+        ("registry.example.com:5000/prod/app", "global"),
+        ("registry.example.com/prod/app2", "global"),
+        ("registry.example.com/PROD/app", "global"),
+        ("docker.io/library/nginx2", "global"),
+        ("quay.io/library/nginx", "global"),
+    ] {
+        assert_eq!(
+            document.select(reference).unwrap().name,
+            statement,
+            "{reference}"
+        );
+    }
 }
 
 #[test]
