@@ -15,7 +15,10 @@
 //! (`nginx:v0.1.0`, and `org/app:1` for `docker.io/org/app:1`), and, for a reference
 //! with both a tag and a digest, each of those with the digest alone. Not with the tag
 //! alone: the runtime fetches the digest and ignores the tag, so `app:v1` allowlisted must
-//! not admit `app:v1@sha256:<anything>` (with immutable tags, `app:v1` names one image).
+//! not admit `app:v1@sha256:<anything>` (with immutable tags, `app:v1` names one image),
+//! nor `app:release-*` admit `app:release-1@sha256:<anything>`: a pattern with `*` is
+//! matched on the forms without the tag only. One without `*` that names both the tag
+//! and the digest matches them as written.
 //! A pattern without `*` is itself normalised when it parses as a reference, so
 //! `nginx:v0.1.0`, `docker.io/nginx:v0.1.0` and `docker.io/library/nginx:v0.1.0` are the
 //! same entry. A pattern matches the image if it matches any form.
@@ -145,8 +148,18 @@ impl NamePattern {
                 return true;
             }
         }
-        as_requested.is_some_and(|r| self.matches_str(r))
-            || forms(image).iter().any(|f| self.matches_str(f))
+        match (image.tag(), image.digest()) {
+            // Fetched by its digest, the tag ignored: a `*` is matched on the forms
+            // without the tag only, so that `app:release-*` does not admit
+            // `app:release-1@sha256:<anything>` (module docs).
+            (Some(_), Some(digest)) => format!("{}@{digest}", image.repo())
+                .parse::<ImageRef>()
+                .is_ok_and(|untagged| forms(&untagged).iter().any(|f| self.matches_str(f))),
+            _ => {
+                as_requested.is_some_and(|r| self.matches_str(r))
+                    || forms(image).iter().any(|f| self.matches_str(f))
+            }
+        }
     }
 }
 

@@ -185,6 +185,20 @@ fn tag_and_digest_forms() {
     assert!(pattern(&format!("registry.example/app@{digest}")).matches(&both, None));
     assert!(pattern(&format!("registry.example/app:v1@{digest}")).matches(&both, None));
     assert!(pattern("registry.example/app*").matches(&both, None));
+    // Nor does a wildcard within the tag: it would span the tag into the digest.
+    for wildcard in [
+        "registry.example/app:v*",
+        "registry.example/app:*",
+        "app:v1*",
+    ] {
+        assert!(
+            !pattern(wildcard).matches(&both, Some(&written)),
+            "{wildcard}"
+        );
+    }
+    assert!(!pattern("nginx:1.*").matches(&hub, None));
+    assert!(pattern("nginx@*").matches(&hub, None));
+    assert!(pattern("registry.example/app@sha256:*").matches(&both, Some(&written)));
     let pinned = image(&format!("registry.example/app@{digest}"));
     assert!(!pattern("registry.example/app:v1").matches(&pinned, None));
     assert!(pattern("registry.example/app@*").matches(&pinned, None));
