@@ -1215,6 +1215,92 @@ verifiers = ["release"]
     assert!(denied.message().contains(&moved), "{}", denied.message());
 }
 
+/// Under `require = "all"` every verifier judges the one digest the tag led to: a tag
+/// moved between two verifiers' lookups must not let each trust a different image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_verifier_of_require_all_judges_the_digest_the_tag_first_led_to() {
+    let env = Env::start().await.unwrap();
+    let other = TestImage::builder().label("moved").build().unwrap();
+    let (host, mut paused, resume) = sig_pausing_relay(env.registry.host()).await;
+    let (release, audit) = (KeySigner::generate(), KeySigner::generate());
+    // The image is signed by the release key only.
+    let signature = release.legacy(KeySigner::payload(&format!("{host}/app"), &env.app_digest));
+    crate::signer::push_legacy(&env.registry, "app", &env.app_digest, &[signature]).await;
+    let containerd = crate::harness::Containerd::launch(&host).await.unwrap();
+    let (release_key, audit_key) = (env.dir().join("release.pub"), env.dir().join("audit.pub"));
+    std::fs::write(&release_key, release.public_pem()).unwrap();
+    std::fs::write(&audit_key, audit.public_pem()).unwrap();
+    let extra = format!(
+        r#"
+[registry]
+plain_http = ["{host}"]
+
+[verifiers.release]
+kind = "cosign"
+keys = ["{release_key}"]
+require_tlog = false
+
+[verifiers.audit]
+kind = "cosign"
+keys = ["{audit_key}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release", "audit"]
+require = "all"
+"#,
+        release_key = release_key.display(),
+        audit_key = audit_key.display(),
+    );
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), containerd.socket(), &extra),
+    )
+    .unwrap();
+    let requested = format!("{host}/app:{}", crate::harness::APP_TAG);
+    let mut client = images(&crigate.socket).await;
+    let pulling = tokio::spawn({
+        let requested = requested.clone();
+        async move { client.pull_image(pull(&requested, "prod")).await }
+    });
+    // The release verifier has resolved the tag: move it to an image the audit key
+    // signed, before the audit verifier looks.
+    paused.recv().await.unwrap();
+    let moved = env
+        .registry
+        .push("app", crate::harness::APP_TAG, &other)
+        .await
+        .unwrap();
+    let signature = audit.legacy(KeySigner::payload(&format!("{host}/app"), &moved));
+    crate::signer::push_legacy(&env.registry, "app", &moved, &[signature]).await;
+    resume.notify_one();
+    let denied = pulling.await.unwrap().unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains(&env.app_digest),
+        "{}",
+        denied.message()
+    );
+    let mut direct = images(containerd.socket()).await;
+    for digest in [&env.app_digest, &moved] {
+        let held = direct
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: format!("{host}/app@{digest}"),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image;
+        assert!(held.is_none(), "the runtime pulled {digest}");
+    }
+}
+
 /// The text of `GET url` over plain HTTP, and its status.
 async fn scrape(url: &str) -> (reqwest::StatusCode, String) {
     let response = reqwest::get(url).await.unwrap();

@@ -920,7 +920,14 @@ impl PolicyDecider {
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
         let mut rejections = Vec::new();
         let mut trusted = None;
+        // Every verifier judges the digest the first one found the tag at: a tag looked
+        // up again may lead elsewhere (moved meanwhile, or a registry that answers each
+        // lookup differently), and trust by one verifier in one image and by another in
+        // another is not trust by all in either.
+        let mut resolved: Option<ImageRef> = None;
         for name in &policy.verifiers {
+            let image = resolved.clone().unwrap_or_else(|| image.clone());
+            let image = &image;
             let Some(requirement) = self.verifiers.get(name) else {
                 return Err(Undecided {
                     code: "verifier_not_loaded",
@@ -957,6 +964,9 @@ impl PolicyDecider {
                     });
                 }
             };
+            if image.digest().is_none() {
+                resolved = Some(image.with_digest(outcome.digest.clone()));
+            }
             let cached = outcome.source == Source::Cache;
             match &outcome.verdict {
                 Verdict::Trusted(_) => {
