@@ -163,6 +163,74 @@ async fn notation_signatures_of_each_format_algorithm_and_scheme_are_trusted() {
     }
 }
 
+/// A listed signature that cannot be fetched (its manifest deleted) does not hide a
+/// trusted one beside it; alone, it is an error, not "no signature": what it held is
+/// unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signature_that_cannot_be_fetched_hides_no_trusted_one() {
+    let registry = Registry::start().await.unwrap();
+    let ca = NotationCa::generate("crigate e2e CA");
+    let leaf = ca.current_leaf(KeyKind::P256, "signer");
+    let repo = "unfetchable";
+    let target = push_image(&registry, repo).await;
+    let other = ca.current_leaf(KeyKind::P256, "other signer");
+    push_signatures(
+        &registry,
+        repo,
+        &target,
+        &[
+            other.sign(&target, &SignOptions::new(Format::Cose)),
+            leaf.sign(&target, &SignOptions::new(Format::Jws)),
+        ],
+    )
+    .await;
+    // The referrers tag schema index lists both; the first goes from the registry.
+    let index_url = format!(
+        "http://{}/v2/{repo}/manifests/{}",
+        registry.host(),
+        target.digest.replace(':', "-")
+    );
+    let index = reqwest::Client::new()
+        .get(&index_url)
+        .header("accept", "application/vnd.oci.image.index.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let listed: Vec<&str> = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed.len(), 2, "{index}");
+    registry.delete_manifest(repo, listed[0]).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    write_notation_dir(dir.path(), &strict("ca:e2e"), &[ca_store("ca", "e2e", &ca)]);
+    let image = format!("{}/{repo}:v1", registry.host());
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (0, "trusted"), "{json}");
+    assert!(
+        json["signer"]["identity"]
+            .as_str()
+            .is_some_and(|id| id.contains("CN=signer")),
+        "{json}"
+    );
+
+    registry.delete_manifest(repo, listed[1]).await.unwrap();
+    let output = Command::new(crigate_binary())
+        .args(["verify", &image, "--plain-http", "--notation-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(listed[0]), "{stderr}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notation_signature_from_another_ca_is_untrusted_root() {
     let registry = Registry::start().await.unwrap();

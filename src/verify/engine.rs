@@ -402,9 +402,19 @@ impl Job {
             .referrers(&self.repo, &target.digest, Some(NOTATION_ARTIFACT_TYPE))
             .await?;
         let mut envelopes = Vec::new();
-        let mut malformed = None;
+        let (mut malformed, mut failed) = (None, None);
+        // A signature that cannot be fetched (its manifest deleted after it was listed,
+        // or the registry failing on it) does not hide one that is trusted; with none
+        // trusted, its error is the outcome, as the signature it holds is unknown.
         for referrer in referrers.iter().take(notation::MAX_SIGNATURES) {
-            let fetched = self.registry.manifest(&self.repo, &referrer.digest).await?;
+            let fetched = match self.registry.manifest(&self.repo, &referrer.digest).await {
+                Ok(fetched) => fetched,
+                Err(error) => {
+                    tracing::debug!(%error, digest = %referrer.digest, "cannot fetch a Notation signature");
+                    failed.get_or_insert(error);
+                    continue;
+                }
+            };
             let Manifest::Image(manifest) = fetched.manifest else {
                 malformed.get_or_insert_with(|| {
                     format!("Notation signature {} is an index", referrer.digest)
@@ -440,8 +450,14 @@ impl Job {
                     &layer.digest,
                     notation::envelope::MAX_ENVELOPE_BYTES,
                 )
-                .await?;
-            envelopes.push((layer.media_type.clone(), envelope.to_vec()));
+                .await;
+            match envelope {
+                Ok(envelope) => envelopes.push((layer.media_type.clone(), envelope.to_vec())),
+                Err(error) => {
+                    tracing::debug!(%error, digest = %layer.digest, "cannot fetch a Notation envelope");
+                    failed.get_or_insert(error);
+                }
+            }
         }
         // The verifier is consulted even with no envelope: the trust policy decides what
         // no signature means (a `skip` level trusts, a missing policy rejects).
@@ -488,12 +504,14 @@ impl Job {
                 );
             }
         }
-        Ok(match (verification.verdict, malformed) {
-            (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason)) => {
-                Verdict::Rejected(Rejection::Malformed(reason))
+        match (verification.verdict, malformed, failed) {
+            (verdict @ Verdict::Trusted(_), _, _) => Ok(verdict),
+            (_, _, Some(error)) => Err(Error::Registry(error)),
+            (Verdict::Rejected(Rejection::NoSignature(_)), Some(reason), None) => {
+                Ok(Verdict::Rejected(Rejection::Malformed(reason)))
             }
-            (verdict, _) => verdict,
-        })
+            (verdict, _, None) => Ok(verdict),
+        }
     }
 
     /// One run of the Notation checks over `envelopes`, off the async threads.
