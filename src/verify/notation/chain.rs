@@ -29,6 +29,11 @@ pub const MAX_CERT_BYTES: usize = 64 * 1024;
 /// Most certificates in a chain, envelope or built (leaf, intermediates, root).
 pub const MAX_CHAIN_LEN: usize = 10;
 
+/// Most signature checks spent building one chain through certificates a signature
+/// carries (Go's `crypto/x509`, which notation-go builds TSA chains with, stops at 100):
+/// a token may carry hundreds of certificates that all name the issuer sought.
+pub const MAX_SIGNATURE_CHECKS: usize = 100;
+
 const EKU_ANY: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const EKU_SERVER_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.1");
 const EKU_CLIENT_AUTH: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.2");
@@ -122,6 +127,11 @@ pub enum ChainError {
     Empty,
     #[error("certificate chain has {0} certificates, over the limit of {MAX_CHAIN_LEN}")]
     TooLong(usize),
+    #[error(
+        "no chain found within {MAX_SIGNATURE_CHECKS} signature checks: too many certificates \
+         claim to be an issuer"
+    )]
+    TooManyCandidates,
     #[error("certificate {subject:?} is not issued by {issuer:?}")]
     NotIssuedBy { subject: String, issuer: String },
     #[error("last certificate {0:?} of the chain is not a self-signed root")]
@@ -291,15 +301,19 @@ impl Cert {
     /// Whether `issuer` issued this certificate: the names link and `issuer`'s key
     /// verifies the signature. Names alone are not enough (N13's leaf and root share a
     /// subject).
-    pub(crate) fn is_issued_by(&self, issuer: &Cert) -> bool {
-        let names_link = match (
+    /// Whether `issuer`'s subject is the name this certificate gives its issuer.
+    fn names_as_issuer(&self, issuer: &Cert) -> bool {
+        match (
             self.cert.tbs_certificate().issuer().to_der(),
             issuer.cert.tbs_certificate().subject().to_der(),
         ) {
             (Ok(a), Ok(b)) => a == b,
             _ => false,
-        };
-        if !names_link {
+        }
+    }
+
+    pub(crate) fn is_issued_by(&self, issuer: &Cert) -> bool {
+        if !self.names_as_issuer(issuer) {
             return false;
         }
         let Ok(key) = issuer.public_key() else {
@@ -648,6 +662,7 @@ pub(crate) fn build_timestamping_chain<'a>(
     gen_time: Moment,
 ) -> Result<Vec<&'a Cert>, ChainError> {
     let mut chain = vec![tsa];
+    let mut checks = 0;
     loop {
         let current = chain.last().ok_or(ChainError::Empty)?;
         if anchors.iter().any(|anchor| anchor.der == current.der) {
@@ -656,11 +671,20 @@ pub(crate) fn build_timestamping_chain<'a>(
         if chain.len() >= MAX_CHAIN_LEN {
             return Err(ChainError::TooLong(chain.len() + 1));
         }
-        let next = anchors
-            .iter()
-            .copied()
-            .chain(token_certs.iter())
-            .find(|candidate| candidate.der != current.der && current.is_issued_by(candidate));
+        let mut next = None;
+        for candidate in anchors.iter().copied().chain(token_certs.iter()) {
+            if candidate.der == current.der || !current.names_as_issuer(candidate) {
+                continue;
+            }
+            checks += 1;
+            if checks > MAX_SIGNATURE_CHECKS {
+                return Err(ChainError::TooManyCandidates);
+            }
+            if current.is_issued_by(candidate) {
+                next = Some(candidate);
+                break;
+            }
+        }
         match next {
             Some(issuer) => chain.push(issuer),
             None => return Err(ChainError::NoIssuer(current.subject())),
@@ -958,6 +982,57 @@ mod tests {
         // signature check is spent finding that out.
         assert!(!chain[0].is_self_signed_ca());
         assert!(chain[1].is_self_signed_ca());
+    }
+
+    #[test]
+    fn a_timestamp_chain_is_sought_within_a_bounded_number_of_signature_checks() {
+        use rcgen::{CertificateParams, DnType, Issuer, KeyPair};
+        let named = |name: &str| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, name);
+            params
+        };
+        let root_key = KeyPair::generate().unwrap();
+        let root_params = named("TSA Root");
+        let root = Cert::from_der(root_params.self_signed(&root_key).unwrap().der()).unwrap();
+        let issuer = Issuer::new(root_params, root_key);
+        let tsa_key = KeyPair::generate().unwrap();
+        let tsa = named("TSA").signed_by(&tsa_key, &issuer).unwrap();
+        let tsa = Cert::from_der(tsa.der()).unwrap();
+        // Certificates that name themselves as the TSA's issuer, none of which issued it.
+        let decoys = |count: usize| -> Vec<Cert> {
+            (0..count)
+                .map(|_| {
+                    let key = KeyPair::generate().unwrap();
+                    Cert::from_der(named("TSA Root").self_signed(&key).unwrap().der()).unwrap()
+                })
+                .collect()
+        };
+        let now = Moment::from_system_time(std::time::SystemTime::now());
+        let (few, many) = (
+            decoys(MAX_SIGNATURE_CHECKS - 1),
+            decoys(MAX_SIGNATURE_CHECKS + 1),
+        );
+        // Within the bound, the search goes through them all and ends as it must.
+        assert!(matches!(
+            build_timestamping_chain(&tsa, &few, &[], now),
+            Err(ChainError::NoIssuer(_))
+        ));
+        // Past it, the search stops.
+        assert_eq!(
+            build_timestamping_chain(&tsa, &many, &[], now).unwrap_err(),
+            ChainError::TooManyCandidates
+        );
+        // The issuer among the anchors is checked first, whatever the token carries: the
+        // path is found, and its certificates go on to the rules (which this TSA
+        // certificate, with no key usage, then fails).
+        assert!(matches!(
+            build_timestamping_chain(&tsa, &many, &[&root], now),
+            Err(ChainError::Requirement {
+                reason: "keyUsage is missing",
+                ..
+            })
+        ));
     }
 
     #[test]

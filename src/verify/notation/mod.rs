@@ -1046,7 +1046,8 @@ fn chain_rejection(error: ChainError) -> Rejection {
         | ChainError::RootNotSelfSigned(_)
         | ChainError::SelfSignedInChain(_)
         | ChainError::Requirement { .. }
-        | ChainError::NoIssuer(_) => Rejection::UntrustedRoot(message),
+        | ChainError::NoIssuer(_)
+        | ChainError::TooManyCandidates => Rejection::UntrustedRoot(message),
     }
 }
 
