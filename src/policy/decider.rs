@@ -64,7 +64,13 @@ pub struct PolicyDecider {
 pub struct RuntimeImages {
     channel: Channel,
     pulled: PulledImages,
+    /// The runtime's working directory, which a relative image string that names a file
+    /// is taken from (see [`RuntimeImages::names_a_file`]).
+    working_dir: PathBuf,
 }
+
+/// containerd's working directory as systemd starts it (no `WorkingDirectory=`).
+const RUNTIME_WORKING_DIR: &str = "/";
 
 /// The image ids pinned pulls were answered with, shared by every
 /// [`RuntimeImages`] made from it: the daemon makes one at start and keeps it across
@@ -169,7 +175,28 @@ impl RuntimeImages {
     /// Never in practice: the endpoint is a constant URI.
     pub fn new(socket: PathBuf, pulled: PulledImages) -> Result<Self, tonic::transport::Error> {
         let channel = unix_channel(Endpoint::try_from("http://localhost")?, socket);
-        Ok(Self { channel, pulled })
+        Ok(Self {
+            channel,
+            pulled,
+            working_dir: PathBuf::from(RUNTIME_WORKING_DIR),
+        })
+    }
+
+    /// The same, for a runtime whose working directory is `dir`.
+    pub fn with_working_dir(mut self, dir: PathBuf) -> Self {
+        self.working_dir = dir;
+        self
+    }
+
+    /// Whether a CreateContainer's image string names a file from the runtime's working
+    /// directory. containerd 2.x restores a container from a checkpoint archive when it
+    /// does (`internal/cri/server/container_create.go`: `os.Stat` of the image string),
+    /// before it looks the string up as an image: `sha256:<id of a trusted image>`
+    /// written there as a file (CheckpointContainer's `location` can) would run the
+    /// archive's content, and what it names as its base, in place of the image decided
+    /// on.
+    fn names_a_file(&self, image: &str) -> bool {
+        !image.is_empty() && self.working_dir.join(image).metadata().is_ok()
     }
 
     /// Remembers that the runtime pulled `pinned` as image `image_id`. Ignored unless
@@ -674,6 +701,24 @@ impl PolicyDecider {
         if policy.mode == Mode::Off {
             let reason = "policy mode is off".to_owned();
             return trace.conclude(Conclusion::Allow, "mode_off", reason);
+        }
+        if request.phase == Phase::Create
+            && self
+                .runtime
+                .as_ref()
+                .is_some_and(|runtime| runtime.names_a_file(&request.image))
+        {
+            let rejected = Rejected {
+                subject: request.image.clone(),
+                verifier: None,
+                code: "checkpoint_archive",
+                reason: format!(
+                    "image {:?} names a file in the runtime's working directory, which \
+                     the runtime would restore as a checkpoint archive, unverified",
+                    request.image
+                ),
+            };
+            return self.rejected(trace, policy, rejected);
         }
         // An image id a pinned pull of this node answered with resolves without a runtime
         // round trip; only to allow, though: anything else is decided on what the
@@ -1443,6 +1488,66 @@ verifiers = ["release"]
         // ...lends it to a later create of an image from that repository.
         decider.explain(&create(&id(), "secure")).await;
         assert!(authorised() > after_pull, "{:?}", seen.lock().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_image_names_a_file_of_the_runtime_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime_dir = dir.path().join("runtime-cwd");
+        std::fs::create_dir(&runtime_dir).unwrap();
+        let config = Config::parse(
+            &format!(
+                r#"
+[verifiers.release]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[[policies]]
+name = "prod"
+namespaces = ["prod"]
+verifiers = ["release"]
+allowlist = [{{ pattern = "{REGISTRY}/app*" }}]
+"#
+            ),
+            Path::new("test.toml"),
+        )
+        .unwrap();
+        let cache = CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        };
+        let runtime = RuntimeImages::new(dir.path().join("missing.sock"), PulledImages::default())
+            .unwrap()
+            .with_working_dir(runtime_dir.clone());
+        let decider =
+            crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
+                .unwrap();
+        // An id a pull through crigate was answered with: allowed.
+        decider.pulled(&pinned(), &id());
+        let allowed = decider.explain(&create(&id(), "prod")).await;
+        assert_eq!(allowed.decision, Conclusion::Allow, "{allowed:?}");
+        // The same string, once a file of that name is in the runtime's working directory.
+        std::fs::write(runtime_dir.join(id()), b"checkpoint").unwrap();
+        let refused = decider.explain(&create(&id(), "prod")).await;
+        assert_eq!(refused.decision, Conclusion::Deny, "{refused:?}");
+        assert_eq!(refused.reason_code, "checkpoint_archive");
+        // An absolute path is the runtime's as much as crigate's.
+        let archive = dir.path().join("archive.tar");
+        std::fs::write(&archive, b"checkpoint").unwrap();
+        let refused = decider
+            .explain(&create(archive.to_str().unwrap(), "prod"))
+            .await;
+        assert_eq!(refused.reason_code, "checkpoint_archive", "{refused:?}");
+        // A pull names no file the runtime restores.
+        let mut pull = create(&id(), "prod");
+        pull.phase = Phase::Pull;
+        assert_ne!(
+            decider.explain(&pull).await.reason_code,
+            "checkpoint_archive"
+        );
     }
 
     #[tokio::test]
