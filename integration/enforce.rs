@@ -831,6 +831,39 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
     );
 }
 
+/// A CreateContainer is decided under the namespace of the sandbox the runtime creates it
+/// in, whatever namespace the sandbox config the caller sends beside the id names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_is_decided_under_its_sandboxs_namespace_not_the_one_it_claims() {
+    let node = node().await;
+    let mut client = images(&node.crigate.socket).await;
+    let image_id = client
+        .pull_image(pull(&node.signed, "prod"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    let mut cri = CriClient::connect(&node.crigate.socket).await.unwrap();
+    let secure = node.env.pod_config("web-secure", "secure").unwrap();
+    let secure_id = cri.run_pod(&secure).await.unwrap();
+    let prod = node.env.pod_config("web-prod", "prod").unwrap();
+    let prod_id = cri.run_pod(&prod).await.unwrap();
+
+    // Into secure's sandbox, claiming prod (whose policy allows the image): refused under
+    // secure's policy, and recorded in secure.
+    let claimed = create_pause(&secure_id, &prod, "c", &image_id);
+    let denied = cri.runtime.create_container(claimed).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("namespace secure"),
+        "{}",
+        denied.message()
+    );
+    // Into prod's sandbox, claiming secure: allowed, as prod's policy allows it.
+    let claimed = create_pause(&prod_id, &secure, "c", &image_id);
+    cri.runtime.create_container(claimed).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_verifier_and_each_repository_has_its_own_verdict() {
     let node = node_with(

@@ -23,7 +23,8 @@ use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
 use k8s_cri::v1::image_service_client::ImageServiceClient;
-use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
+use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PodSandboxStatusRequest};
 use tonic::transport::{Channel, Endpoint};
 use tonic::Code;
 
@@ -85,6 +86,8 @@ const MAX_REFS_PER_ID: usize = 8;
 /// How many repositories' pull credentials [`PulledIds`] keeps; the oldest is forgotten
 /// first.
 const MAX_CREDENTIALS: usize = 1024;
+/// How many pod sandboxes' namespaces [`PulledIds`] keeps; the oldest is forgotten first.
+const MAX_SANDBOXES: usize = 4096;
 
 /// Image ids (`sha256:…` of the image's config) and the pinned references
 /// (`repo@sha256:…`) the runtime pulled them as.
@@ -99,9 +102,13 @@ const MAX_CREDENTIALS: usize = 1024;
 /// created from the image later, once its verdict has expired, is verified again with
 /// them, where a private registry would refuse an anonymous look at its signatures. They
 /// are kept in memory only, and used only to read signatures.
+///
+/// And the namespace of each pod sandbox a CreateContainer named, as the runtime has it:
+/// a sandbox's namespace never changes, and its id is never reused.
 struct PulledIds {
     by_id: Recent<Digest, Vec<ImageRef>>,
     credentials: Recent<Repository, CriCredentials>,
+    sandboxes: Recent<String, String>,
 }
 
 /// A map that keeps at most `limit` keys, forgetting the one inserted first.
@@ -118,6 +125,7 @@ impl Default for PulledIds {
         Self {
             by_id: Recent::new(MAX_PULLED_IDS),
             credentials: Recent::new(MAX_CREDENTIALS),
+            sandboxes: Recent::new(MAX_SANDBOXES),
         }
     }
 }
@@ -221,6 +229,39 @@ impl RuntimeImages {
             pulled.credentials.admit(&repo);
             pulled.credentials.map.insert(repo, credentials.clone());
         }
+    }
+
+    /// The namespace of the pod sandbox `id` as the runtime has it; `None` for a sandbox
+    /// the runtime does not have (it refuses a create in it itself).
+    async fn sandbox_namespace(&self, id: &str) -> Result<Option<String>, tonic::Status> {
+        let known = self
+            .pulled
+            .0
+            .lock()
+            .ok()
+            .and_then(|pulled| pulled.sandboxes.map.get(id).cloned());
+        if known.is_some() {
+            return Ok(known);
+        }
+        let mut client = RuntimeServiceClient::new(self.channel.clone());
+        let request = PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_owned(),
+            verbose: false,
+        };
+        let status = match client.pod_sandbox_status(request).await {
+            Ok(response) => response.into_inner().status,
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let Some(namespace) = status.and_then(|s| s.metadata).map(|m| m.namespace) else {
+            return Ok(None);
+        };
+        if let Ok(mut pulled) = self.pulled.0.lock() {
+            let id = id.to_owned();
+            pulled.sandboxes.admit(&id);
+            pulled.sandboxes.map.insert(id, namespace.clone());
+        }
+        Ok(Some(namespace))
     }
 
     /// The credentials the last pull of `image`'s repository came with, if any.
@@ -684,6 +725,36 @@ impl PolicyDecider {
     /// CreateContainer, asks the runtime what the image is; never pulls anything.
     pub async fn explain(&self, request: &RequestContext) -> Explanation {
         let mut trace = Explanation::new(request);
+        // The runtime creates the container in the sandbox `pod_sandbox_id` names; the
+        // sandbox config beside it is the caller's to fill. The namespace decided under,
+        // and recorded, is the sandbox's own.
+        let sandbox = match (
+            request.phase,
+            &self.runtime,
+            request.pod_sandbox_id.as_deref(),
+        ) {
+            (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() => runtime
+                .sandbox_namespace(id)
+                .await
+                .map_err(|status| Undecided {
+                    code: "runtime_error",
+                    reason: format!(
+                        "cannot look up pod sandbox {id} in the runtime: {}",
+                        status.message()
+                    ),
+                }),
+            _ => Ok(None),
+        };
+        if let Ok(Some(actual)) = &sandbox {
+            if *actual != trace.namespace {
+                tracing::warn!(
+                    claimed = %trace.namespace,
+                    %actual,
+                    "a CreateContainer names another namespace than its pod sandbox's; decided under the sandbox's"
+                );
+                trace.namespace = actual.clone();
+            }
+        }
         let namespace = trace.namespace.clone();
         let Some(policy) = self.policies.select(&namespace) else {
             let reason = format!(
@@ -698,6 +769,9 @@ impl PolicyDecider {
             Mode::Off => "off",
         });
         trace.fingerprint = Some(policy.fingerprint.to_string());
+        if let Err(undecided) = sandbox {
+            return on_error(trace, policy, undecided);
+        }
         if policy.mode == Mode::Off {
             let reason = "policy mode is off".to_owned();
             return trace.conclude(Conclusion::Allow, "mode_off", reason);
