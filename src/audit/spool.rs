@@ -480,8 +480,14 @@ impl Spool {
             let path = segment_path(&self.shared.dir, at.segment);
             let data = match read_range(&path, at.offset, window) {
                 Ok(data) => data,
-                // Deleted since the state was read: the state says where to go on.
                 Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                    // Deleted since the state was read (acknowledged, or dropped to make
+                    // room): the state says where to go on. Still in the state, it was
+                    // deleted behind crigate's back: what it held is lost, and it is
+                    // forgotten, or the read would meet it again for ever.
+                    if !self.forget_missing(at.segment) {
+                        break;
+                    }
                     continue;
                 }
                 Err(error) => return Err(error),
@@ -523,6 +529,26 @@ impl Spool {
             }
         }
         Ok(batch)
+    }
+
+    /// Forgets segment `seq`, found missing on disk while the state still lists it, as
+    /// lost; `false` when it is the active segment, which the writer still holds open and
+    /// which is left for it to rotate.
+    fn forget_missing(&self, seq: u64) -> bool {
+        let mut state = self.shared.lock();
+        if seq == state.active {
+            return false;
+        }
+        if state.segments.remove(&seq).is_some() {
+            drop(state);
+            let total = self.shared.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            tracing::warn!(
+                segment = seq,
+                dropped_total = total,
+                "a spool segment was deleted outside crigate: the records it held are lost"
+            );
+        }
+        true
     }
 
     /// Records that every record before `position` is acknowledged: the cursor is
@@ -805,12 +831,26 @@ impl Writer {
                     .get(&oldest)
                     .copied()
                     .unwrap_or(0);
-                let data = read_range(
+                match read_range(
                     &path,
                     from,
                     usize::try_from(len.saturating_sub(from)).unwrap_or(usize::MAX),
-                )?;
-                count_frames(&data)
+                ) {
+                    Ok(data) => count_frames(&data),
+                    // Acknowledged and deleted by the shipper meanwhile: nothing lost.
+                    Err(_) if !self.shared.lock().segments.contains_key(&oldest) => continue,
+                    // Deleted behind crigate's back, or unreadable: it goes all the same,
+                    // or the spool could never make room again; how many records it held
+                    // is not known.
+                    Err(error) => {
+                        tracing::warn!(
+                            segment = oldest,
+                            %error,
+                            "cannot read the spool segment dropped to make room: the records it held are lost (counted as one)"
+                        );
+                        1
+                    }
+                }
             };
             let mut state = self.shared.lock();
             state.segments.remove(&oldest);

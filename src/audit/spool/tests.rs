@@ -186,6 +186,68 @@ async fn reaching_the_bound_drops_the_oldest_segment_and_counts_it() {
     assert_eq!(ids(&read_all(&spool)), expected);
 }
 
+/// The `.seg` files in `dir`, oldest first.
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    files.sort();
+    files
+}
+
+#[tokio::test]
+async fn a_segment_deleted_by_hand_is_read_past_and_counted_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = frame_len(&record(0));
+    // Two records per segment.
+    let spool = open(dir.path(), 1 << 20, 2 * size);
+    let written: Vec<AuditRecord> = (0..6).map(record).collect();
+    for r in &written {
+        spool.append(r).await.unwrap();
+    }
+    let files = segment_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    std::fs::remove_file(&files[1]).unwrap();
+    // Read on a thread of its own: a read that never ends fails the test, not CI.
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let reader = spool.clone();
+    std::thread::spawn(move || {
+        let _ = sender.send(read_all(&reader));
+    });
+    let batch = receiver
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the read did not end");
+    let expected: Vec<String> = [&written[..2], &written[4..]]
+        .concat()
+        .iter()
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(ids(&batch), expected);
+    assert_eq!(spool.dropped_records(), 1);
+}
+
+#[tokio::test]
+async fn a_segment_deleted_by_hand_does_not_keep_the_spool_from_making_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = frame_len(&record(0));
+    // Two records per segment, three segments' worth of room.
+    let spool = open(dir.path(), 6 * size, 2 * size);
+    for n in 0..6 {
+        spool.append(&record(n)).await.unwrap();
+    }
+    // The oldest segment, the next to be dropped, goes behind the spool's back.
+    std::fs::remove_file(&segment_files(dir.path())[0]).unwrap();
+    let later: Vec<AuditRecord> = (6..10).map(record).collect();
+    for r in &later {
+        spool.append(r).await.unwrap();
+    }
+    assert!(spool.depth_bytes() <= 6 * size);
+    let read = ids(&read_all(&spool));
+    assert!(later.iter().all(|r| read.contains(&r.id)), "{read:?}");
+}
+
 #[tokio::test]
 async fn acknowledged_records_are_not_counted_as_dropped() {
     let dir = tempfile::tempdir().unwrap();
