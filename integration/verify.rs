@@ -1036,3 +1036,81 @@ async fn an_image_is_verified_through_the_mirror_its_hosts_dir_or_containerd_con
     let (code, json) = f.verify(&image, &[]);
     assert_eq!(code, ERROR, "{json}");
 }
+
+/// A verification that outlives its deadline is ended with it, not only its caller's wait:
+/// a registry that never answers does not keep the job, and its connections, for the
+/// client's per-request timeouts (10 s each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_verification_past_its_deadline_lets_go_of_the_registry() {
+    use std::sync::{Arc, Mutex};
+    use std::time::{Duration, Instant};
+
+    use crigate::oci::ImageRef;
+    use crigate::registry::{Client, RegistryConfig};
+    use crigate::verify::cache::{CacheConfig, Fingerprint, VerdictCache};
+    use crigate::verify::cosign::{CosignPolicy, TrustedKey};
+    use crigate::verify::engine::{Engine, Error, Requirement};
+    use tokio::io::AsyncReadExt;
+
+    // Takes every connection and request, answers nothing, and notes when each closes.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let host = listener.local_addr().unwrap().to_string();
+    let (opened, closed) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
+    let (counter, log) = (opened.clone(), closed.clone());
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            *counter.lock().unwrap() += 1;
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buffer = [0u8; 4096];
+                while matches!(stream.read(&mut buffer).await, Ok(n) if n > 0) {}
+                log.lock().unwrap().push(Instant::now());
+            });
+        }
+    });
+    let cache = VerdictCache::open(CacheConfig {
+        positive_ttl: Duration::ZERO,
+        negative_ttl: Duration::ZERO,
+        max_entries: 16,
+        path: None,
+    })
+    .unwrap();
+    let client = Client::new(RegistryConfig {
+        plain_http: vec![host.clone()],
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let engine = Engine::new(client, Arc::new(cache), Duration::from_secs(1));
+    let key = KeySigner::generate();
+    let requirement = Requirement {
+        cosign: Some(Arc::new(CosignPolicy {
+            keys: vec![TrustedKey::from_pem("release", key.public_pem().as_bytes()).unwrap()],
+            require_tlog: false,
+            ..CosignPolicy::default()
+        })),
+        notation: None,
+        fingerprint: Fingerprint::of(b"slow"),
+    };
+    let image: ImageRef = format!("{host}/app@sha256:{}", "a".repeat(64))
+        .parse()
+        .unwrap();
+    let started = Instant::now();
+    let outcome = engine.verify(&image, &requirement, None).await;
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    assert!(*opened.lock().unwrap() > 0, "the registry was never asked");
+    // Every connection the verification opened is closed soon after its deadline.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (open, closed) = (*opened.lock().unwrap(), closed.lock().unwrap().len());
+        if closed >= open {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {open} connections still open {:?} after the verification began",
+            open - closed,
+            started.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -143,8 +143,9 @@ pub struct Outcome {
 pub struct Engine {
     registry: Client,
     cache: Arc<VerdictCache>,
-    /// Bound on one verification, registry round trips included. kubelet gives PullImage
-    /// no deadline of its own, so this is what keeps a stuck registry from holding a pull.
+    /// Bound on one verification, registry round trips included, for its callers and for
+    /// the verification itself. kubelet gives PullImage no deadline of its own, so this is
+    /// what keeps a stuck registry from holding a pull.
     timeout: Duration,
     /// The platform of this node, for choosing a manifest from an index.
     platform: (String, String),
@@ -250,8 +251,20 @@ impl Engine {
             platform: self.platform.clone(),
             revocation: self.revocation.clone(),
         };
+        // The verification runs in a task of its own, shared by every caller that wants
+        // it; the deadline holds it too, not only this caller's wait, so that a registry
+        // that answers slowly cannot keep it, and its connections, past the deadline.
+        let (image_text, after) = (image.to_string(), self.timeout);
+        let run = move || async move {
+            tokio::time::timeout_at(deadline, job.run())
+                .await
+                .unwrap_or(Err(Error::Timeout {
+                    image: image_text,
+                    after,
+                }))
+        };
         let (verdict, source) =
-            tokio::time::timeout_at(deadline, self.cache.get_or_verify(key, move || job.run()))
+            tokio::time::timeout_at(deadline, self.cache.get_or_verify(key, run))
                 .await
                 .map_err(|_| timed_out())?
                 .map_err(|error| match error {
