@@ -89,7 +89,36 @@ pub enum ManifestError {
     SchemaVersion(u32),
     #[error("manifest is not valid JSON of its type")]
     Json(#[source] serde_json::Error),
+    #[error(
+        "manifest key {key:?} names the field {field:?} but for case, which the runtime \
+         would read as that field"
+    )]
+    CaseVariant { key: String, field: &'static str },
 }
+
+/// Every field of manifests, indexes, descriptors and platforms (OCI image spec v1.1;
+/// Docker schema 2 uses the same names), whatever crigate itself reads.
+const DOCUMENT_FIELDS: &[&str] = &[
+    "schemaVersion",
+    "mediaType",
+    "artifactType",
+    "config",
+    "layers",
+    "manifests",
+    "subject",
+    "annotations",
+    "digest",
+    "size",
+    "urls",
+    "data",
+    "platform",
+    "architecture",
+    "os",
+    "os.version",
+    "os.features",
+    "variant",
+    "features",
+];
 
 /// A media type without its parameters (`; charset=utf-8`) and surrounding space.
 pub fn media_type_essence(media_type: &str) -> &str {
@@ -145,6 +174,16 @@ impl Manifest {
             return Err(ManifestError::TooLarge { len: bytes.len() });
         }
         let raw: RawManifest = serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
+        // containerd reads the document with Go's encoding/json: a key that names a field
+        // but for case would be that field to it (an index entry's `Digest`, say), and not
+        // to crigate.
+        let value: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
+        if let Some((key, field)) =
+            super::json::find_case_variant(&value, DOCUMENT_FIELDS, &["annotations"])
+        {
+            return Err(ManifestError::CaseVariant { key, field });
+        }
         let header = match content_type {
             Some(header) => Some(
                 ManifestKind::from_media_type(header)

@@ -3,6 +3,7 @@
 
 pub mod descriptor;
 pub mod digest;
+pub mod json;
 pub mod manifest;
 pub mod reference;
 

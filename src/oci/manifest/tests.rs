@@ -196,6 +196,47 @@ fn malformed_documents_are_json_errors() {
     ));
 }
 
+/// containerd reads manifests with Go's encoding/json: a key that names a field but for
+/// case is that field to it. An index entry whose `Digest` names other content than its
+/// `digest` would be one manifest to crigate and another to the runtime.
+#[test]
+fn keys_that_name_a_field_but_for_case_are_refused() {
+    let evil = digest(b"evil");
+    let variants: [fn(&mut serde_json::Value, &str); 5] = [
+        |doc, evil| doc["manifests"][0]["Digest"] = evil.into(),
+        |doc, _| doc["manifests"][0]["Platform"] = serde_json::json!({"os": "linux"}),
+        |doc, _| doc["manifests"][0]["platform"]["ARCHITECTURE"] = "amd64".into(),
+        |doc, _| doc["Manifests"] = serde_json::json!([]),
+        |doc, _| doc["manifests"][0]["ſize"] = 7.into(),
+    ];
+    for (n, vary) in variants.into_iter().enumerate() {
+        let mut doc = oci_index(Some(OCI_INDEX));
+        vary(&mut doc, &evil);
+        assert!(
+            matches!(
+                Manifest::parse(Some(OCI_INDEX), &bytes(&doc)),
+                Err(ManifestError::CaseVariant { .. })
+            ),
+            "variant {n}: {doc}"
+        );
+    }
+    let mut doc = oci_manifest(Some(OCI_MANIFEST));
+    doc["config"]["MediaType"] = "application/vnd.oci.image.config.v1+json".into();
+    assert!(matches!(
+        Manifest::parse(Some(OCI_MANIFEST), &bytes(&doc)),
+        Err(ManifestError::CaseVariant {
+            field: "mediaType",
+            ..
+        })
+    ));
+    // Annotation keys are free-form, and other keys are read by neither.
+    let mut doc = oci_index(Some(OCI_INDEX));
+    doc["annotations"] = serde_json::json!({"Digest": "x", "MediaType": "y"});
+    doc["manifests"][0]["annotations"] = serde_json::json!({"Platform": "z"});
+    doc["extension"] = serde_json::json!({"anything": 1});
+    assert!(Manifest::parse(Some(OCI_INDEX), &bytes(&doc)).is_ok());
+}
+
 #[test]
 fn size_limit_holds_at_its_edges() {
     let doc = bytes(&oci_manifest(Some(OCI_MANIFEST)));

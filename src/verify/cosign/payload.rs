@@ -115,20 +115,11 @@ const FIELDS: [(&[&str], &[&str]); 4] = [
     (&["critical", "identity"], &["docker-reference"]),
 ];
 
-/// Refuses a payload with a key that names one of its fields but for case.
-///
-/// cosign decodes the payload with Go's `encoding/json`, which takes such a key for the
-/// field (matching names with Unicode case folding, so `ſ` for `s`), the last one in
-/// the object winning; crigate reads only the exact name. A payload holding both
-/// `docker-manifest-digest` and `Docker-Manifest-Digest` would name one digest to
-/// crigate and another to cosign and to anyone auditing with it.
+/// Refuses a payload with a key that names one of its fields but for case
+/// ([`crate::oci::json`]): a payload holding both `docker-manifest-digest` and
+/// `Docker-Manifest-Digest` would name one digest to crigate and another to cosign and to
+/// anyone auditing with it.
 fn refuse_case_variants(payload: &[u8]) -> Result<(), Rejection> {
-    fn fold(name: &str) -> String {
-        name.chars()
-            .map(|c| if c == '\u{212A}' { 'k' } else { c })
-            .flat_map(char::to_uppercase)
-            .collect()
-    }
     let value: serde_json::Value = serde_json::from_slice(payload)
         .map_err(|e| Rejection::Malformed(format!("simple-signing payload: {e}")))?;
     for (path, fields) in FIELDS {
@@ -138,11 +129,7 @@ fn refuse_case_variants(payload: &[u8]) -> Result<(), Rejection> {
             .and_then(serde_json::Value::as_object);
         let Some(object) = object else { continue };
         for key in object.keys() {
-            let folded = fold(key);
-            if let Some(field) = fields
-                .iter()
-                .find(|field| **field != key && fold(field) == folded)
-            {
+            if let Some(field) = crate::oci::json::case_variant(key, fields) {
                 return Err(Rejection::Malformed(format!(
                     "payload key {key:?} differs from {field:?} only in case; cosign would \
                      read it as {field:?}"
