@@ -80,8 +80,12 @@ impl Journald {
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(error) => return Err(io(error)),
         }
+        // A socket connected to journald's is writable only once journald's queue has
+        // room (the kernel wakes it then); an unconnected one is writable at once, full
+        // queue or not, and waiting on it would spin.
         let socket = UnixDatagram::unbound().map_err(io)?;
-        match tokio::time::timeout(SEND_TIMEOUT, socket.send_to(entry, &*self.socket)).await {
+        socket.connect(&*self.socket).map_err(io)?;
+        match tokio::time::timeout(SEND_TIMEOUT, socket.send(entry)).await {
             Ok(Ok(_)) => Ok(()),
             Ok(Err(error)) => Err(io(error)),
             Err(_) => Err(Error::JournaldTimeout {
@@ -293,19 +297,30 @@ mod tests {
             queued += 1;
         }
         assert!(queued > 0);
-        // journald reads one, 50 ms on (a thread of its own, not an async worker).
+        // journald reads one, 300 ms on (a thread of its own, not an async worker).
         #[allow(clippy::disallowed_methods)]
         let reader = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(300));
             let mut buf = [0u8; 64];
             receiver.recv(&mut buf).unwrap();
             receiver
         });
+        // The CPU time of this thread, which the runtime of this test polls on.
+        let cpu = || {
+            let stat = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            Duration::from_nanos(stat.split_whitespace().next().unwrap().parse().unwrap())
+        };
         let journald = Journald::new(&path);
-        let started = std::time::Instant::now();
+        let (started, cpu_before) = (std::time::Instant::now(), cpu());
         journald.send(b"MESSAGE=record\n").await.unwrap();
-        let waited = started.elapsed();
+        let (waited, used) = (started.elapsed(), cpu() - cpu_before);
         assert!(waited < SEND_TIMEOUT / 2, "{waited:?}");
+        // Waited for, not spun on.
+        assert!(waited >= Duration::from_millis(250), "{waited:?}");
+        assert!(
+            used < Duration::from_millis(100),
+            "{used:?} of CPU in {waited:?}"
+        );
         drop(reader.join().unwrap());
     }
 
