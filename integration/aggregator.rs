@@ -386,6 +386,60 @@ fn temp_dir(name: &str) -> tempfile::TempDir {
         .unwrap()
 }
 
+/// A spool that cannot be opened at start (its directory unusable, as on a read-only or
+/// full `/var`) stops no calls: the daemon serves, each record fails the spool, and
+/// `on_record_failure` decides, as for a spool that fails later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spool_that_cannot_be_opened_stops_no_calls_unless_records_must_be_written() {
+    let tmp = temp_dir("unopened");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    // A file where the spool's directory should be.
+    let spool = tmp.path().join("spool");
+    std::fs::write(&spool, b"not a directory").unwrap();
+    let port = free_port().unwrap();
+    let pull = |socket: PathBuf| async move {
+        let channel = cri_channel(&socket).await.unwrap();
+        let mut client = k8s_cri::v1::image_service_client::ImageServiceClient::new(channel);
+        client
+            .pull_image(PullImageRequest {
+                image: Some(image_spec("127.0.0.1:5000/app:v1")),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err()
+    };
+    // A policy that allows the image without asking a registry (a call naming no
+    // namespace is the `*` policy's): without `[[policies]]`, on_record_failure does
+    // not apply.
+    let key = tmp.path().join("release.pub");
+    std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
+    let policy = format!(
+        "\n[verifiers.release]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
+         [[policies]]\nname = \"all\"\nnamespaces = [\"*\"]\nverifiers = [\"release\"]\n\
+         allowlist = [{{ pattern = \"127.0.0.1:5000/app*\" }}]\n",
+        key.display()
+    );
+    for (name, record_failure, refused) in [("allowing", "allow", false), ("denying", "deny", true)]
+    {
+        let more = format!("on_record_failure = \"{record_failure}\"\n{policy}");
+        let node = start_node_with(&tmp.path().join(name), &pki, NODE, port, &spool, &more);
+        node.wait_log("cannot open the audit spool", Duration::from_secs(5))
+            .unwrap();
+        let status = pull(node.socket.clone()).await;
+        if refused {
+            assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+            assert!(
+                status.message().contains("could not be written")
+                    && status.message().contains("could not be opened at start"),
+                "{status:?}"
+            );
+        } else {
+            // Decided and sent on: the runtime, absent here, is what fails it.
+            assert_ne!(status.code(), tonic::Code::PermissionDenied, "{status:?}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregator_restart_mid_stream_stores_every_record_once() {
     let tmp = temp_dir("restart");

@@ -616,6 +616,48 @@ impl Sink for Spool {
     }
 }
 
+/// The spool's place as a [`Sink`] when it could not be opened at start: every record
+/// fails it, with the reason, as records fail a spool whose disk went away at run time.
+/// The daemon keeps deciding; `[audit] on_record_failure` says whether a call whose
+/// record only journald took goes ahead.
+#[derive(Debug)]
+pub struct Unopened {
+    reason: Arc<str>,
+}
+
+impl Unopened {
+    pub fn new(error: &Error) -> Self {
+        Self {
+            reason: Arc::from(format!("the spool could not be opened at start: {error}")),
+        }
+    }
+
+    fn error(&self) -> SinkError {
+        SinkError::Spool(self.reason.to_string().into())
+    }
+}
+
+impl Sink for Unopened {
+    fn name(&self) -> &'static str {
+        "spool"
+    }
+
+    fn write_now(
+        &self,
+        _record: &Arc<AuditRecord>,
+    ) -> Option<Result<Option<super::Durability>, SinkError>> {
+        Some(Err(self.error()))
+    }
+
+    fn write(
+        &self,
+        _record: Arc<AuditRecord>,
+    ) -> BoxFuture<'static, Result<Durability, SinkError>> {
+        let error = self.error();
+        Box::pin(async move { Err(error) })
+    }
+}
+
 impl std::fmt::Debug for Spool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Spool")

@@ -168,10 +168,23 @@ fn auditor_for(config: &Config) -> Result<(Auditor, Option<Shipper>), AuditSetup
         if config.audit.journald {
             spool_config.journal_socket = Some(config.audit.journal_socket.clone());
         }
-        let spool = Spool::open(spool_config)?;
-        shipper = Some(Shipper::new(spool.clone(), &to, &node)?);
-        sinks.push(Arc::new(spool.clone()));
-        watched = Some(spool);
+        match Spool::open(spool_config) {
+            Ok(spool) => {
+                shipper = Some(Shipper::new(spool.clone(), &to, &node)?);
+                sinks.push(Arc::new(spool.clone()));
+                watched = Some(spool);
+            }
+            // A spool that cannot be opened (a full or read-only `/var`) stops no pods,
+            // as one that fails later does not: each record fails it, and
+            // `on_record_failure` decides what becomes of the call.
+            Err(error) => {
+                tracing::error!(
+                    %error,
+                    "cannot open the audit spool: records are not shipped until crigate restarts with a usable spool directory, and each counts as not written to the spool"
+                );
+                sinks.push(Arc::new(audit::spool::Unopened::new(&error)));
+            }
+        }
     }
     let auditor = if repeats_records(&config.audit, crate::telemetry::journal_socket()) {
         Auditor::without_decision_events(node, sinks)
