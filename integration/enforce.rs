@@ -1140,6 +1140,35 @@ async fn sig_pausing_relay(
     (host, paused, resume)
 }
 
+/// Pulls `host/app:<APP_TAG>` through `crigate` for `prod` and, once the pull is held at
+/// its first signature request (`sig_pausing_relay`), moves the tag to `other`: the name
+/// pulled, the pull (held until the relay's `resume`), and the digest the tag names now.
+async fn pull_moving_the_tag(
+    env: &Env,
+    crigate: &Crigate,
+    host: &str,
+    paused: &mut tokio::sync::mpsc::Receiver<()>,
+    other: &TestImage,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<tonic::Response<PullImageResponse>, tonic::Status>>,
+    String,
+) {
+    let requested = format!("{host}/app:{}", crate::harness::APP_TAG);
+    let mut client = images(&crigate.socket).await;
+    let pulling = tokio::spawn({
+        let requested = requested.clone();
+        async move { client.pull_image(pull(&requested, "prod")).await }
+    });
+    paused.recv().await.unwrap();
+    let moved = env
+        .registry
+        .push("app", crate::harness::APP_TAG, other)
+        .await
+        .unwrap();
+    (requested, pulling, moved)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tag_moved_after_verification_cannot_bring_other_bytes() {
     let env = Env::start().await.unwrap();
@@ -1175,20 +1204,9 @@ verifiers = ["release"]
         Options::new(env.dir(), containerd.socket(), &extra),
     )
     .unwrap();
-    let requested = format!("{host}/app:{}", crate::harness::APP_TAG);
-
-    let mut client = images(&crigate.socket).await;
-    let pulling = tokio::spawn({
-        let requested = requested.clone();
-        async move { client.pull_image(pull(&requested, "prod")).await }
-    });
     // crigate has resolved the tag and is fetching the signature: move the tag now.
-    paused.recv().await.unwrap();
-    let moved = env
-        .registry
-        .push("app", crate::harness::APP_TAG, &other)
-        .await
-        .unwrap();
+    let (requested, pulling, moved) =
+        pull_moving_the_tag(&env, &crigate, &host, &mut paused, &other).await;
     resume.notify_one();
     pulling.await.unwrap().unwrap();
 
@@ -1292,20 +1310,9 @@ require = "all"
         Options::new(env.dir(), containerd.socket(), &extra),
     )
     .unwrap();
-    let requested = format!("{host}/app:{}", crate::harness::APP_TAG);
-    let mut client = images(&crigate.socket).await;
-    let pulling = tokio::spawn({
-        let requested = requested.clone();
-        async move { client.pull_image(pull(&requested, "prod")).await }
-    });
     // The release verifier has resolved the tag: move it to an image the audit key
     // signed, before the audit verifier looks.
-    paused.recv().await.unwrap();
-    let moved = env
-        .registry
-        .push("app", crate::harness::APP_TAG, &other)
-        .await
-        .unwrap();
+    let (_, pulling, moved) = pull_moving_the_tag(&env, &crigate, &host, &mut paused, &other).await;
     let signature = audit.legacy(KeySigner::payload(&format!("{host}/app"), &moved));
     crate::signer::push_legacy(&env.registry, "app", &moved, &[signature]).await;
     resume.notify_one();

@@ -50,6 +50,19 @@ fn verify_offline(image: &str, dir: &Path) -> (i32, Value) {
     (output.status.code().unwrap(), json)
 }
 
+/// Runs `crigate verify IMAGE --plain-http --notation-dir DIR`, which must end in an
+/// error (exit 2, no verdict); its stderr.
+fn verify_error(image: &str, dir: &Path) -> String {
+    let output = Command::new(crigate_binary())
+        .args(["verify", image, "--plain-http", "--notation-dir"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
 /// The reason code of a report, or `trusted`.
 fn outcome(json: &Value) -> &str {
     match json["result"].as_str() {
@@ -185,18 +198,8 @@ async fn a_signature_that_cannot_be_fetched_hides_no_trusted_one() {
     )
     .await;
     // The referrers tag schema index lists both; the first goes from the registry.
-    let index_url = format!(
-        "http://{}/v2/{repo}/manifests/{}",
-        registry.host(),
-        target.digest.replace(':', "-")
-    );
-    let index = reqwest::Client::new()
-        .get(&index_url)
-        .header("accept", "application/vnd.oci.image.index.v1+json")
-        .send()
-        .await
-        .unwrap()
-        .bytes()
+    let (_, index) = registry
+        .manifest(repo, &target.digest.replace(':', "-"))
         .await
         .unwrap();
     let index: Value = serde_json::from_slice(&index).unwrap();
@@ -221,13 +224,7 @@ async fn a_signature_that_cannot_be_fetched_hides_no_trusted_one() {
     );
 
     registry.delete_manifest(repo, listed[1]).await.unwrap();
-    let output = Command::new(crigate_binary())
-        .args(["verify", &image, "--plain-http", "--notation-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = verify_error(&image, dir.path());
     assert!(stderr.contains(listed[0]), "{stderr}");
 }
 
@@ -650,13 +647,7 @@ async fn notation_skip_level_asks_the_registry_for_no_signature() {
 
     let dir = tempfile::tempdir().unwrap();
     write_notation_dir(dir.path(), &strict("ca:e2e"), &[ca_store("ca", "e2e", &ca)]);
-    let output = Command::new(crigate_binary())
-        .args(["verify", &image, "--plain-http", "--notation-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    let stderr = verify_error(&image, dir.path());
     assert!(stderr.contains(&listed), "{stderr}");
 }
 

@@ -1452,6 +1452,12 @@ verifiers = ["release"]
     /// The decider of the config `text`, caching nothing, whose runtime socket in `dir`
     /// does not exist, remembering pulled image ids in `pulled`.
     fn decider_from(dir: &Path, text: &str, pulled: PulledImages) -> PolicyDecider {
+        let runtime = RuntimeImages::new(dir.join("missing.sock"), pulled).unwrap();
+        decider_over(text, runtime)
+    }
+
+    /// The decider of the config `text`, caching nothing, over `runtime`.
+    fn decider_over(text: &str, runtime: RuntimeImages) -> PolicyDecider {
         let config = Config::parse(text, Path::new("test.toml")).unwrap();
         let cache = CacheConfig {
             positive_ttl: Duration::ZERO,
@@ -1459,7 +1465,6 @@ verifiers = ["release"]
             max_entries: 16,
             path: None,
         };
-        let runtime = RuntimeImages::new(dir.join("missing.sock"), pulled).unwrap();
         crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
             .unwrap()
     }
@@ -1569,9 +1574,8 @@ verifiers = ["release"]
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("runtime-cwd");
         std::fs::create_dir(&runtime_dir).unwrap();
-        let config = Config::parse(
-            &format!(
-                r#"
+        let config = format!(
+            r#"
 [verifiers.release]
 kind = "cosign"
 keys = ["{KEY}"]
@@ -1583,22 +1587,11 @@ namespaces = ["prod"]
 verifiers = ["release"]
 allowlist = [{{ pattern = "{REGISTRY}/app*" }}]
 "#
-            ),
-            Path::new("test.toml"),
-        )
-        .unwrap();
-        let cache = CacheConfig {
-            positive_ttl: Duration::ZERO,
-            negative_ttl: Duration::ZERO,
-            max_entries: 16,
-            path: None,
-        };
+        );
         let runtime = RuntimeImages::new(dir.path().join("missing.sock"), PulledImages::default())
             .unwrap()
             .with_working_dir(runtime_dir.clone());
-        let decider =
-            crate::cli::serve::policy_decider(&config, cache, Some(runtime), Auditor::discard())
-                .unwrap();
+        let decider = decider_over(&config, runtime);
         // An id a pull through crigate was answered with: allowed.
         decider.pulled(&pinned(), &id());
         let allowed = decider.explain(&create(&id(), "prod")).await;
