@@ -1424,7 +1424,12 @@ mod tests {
 
     /// [`decider`], remembering pulled image ids in `pulled`.
     fn decider_remembering(dir: &Path, pulled: PulledImages) -> PolicyDecider {
-        let text = format!(
+        decider_from(dir, &config(), pulled)
+    }
+
+    /// The configuration of [`decider`].
+    fn config() -> String {
+        format!(
             r#"
 [registry]
 plain_http = ["{REGISTRY}"]
@@ -1445,8 +1450,7 @@ name = "secure"
 namespaces = ["secure"]
 verifiers = ["release"]
 "#
-        );
-        decider_from(dir, &text, pulled)
+        )
     }
 
     /// The decider of the config `text`, caching nothing, whose runtime socket in `dir`
@@ -1574,24 +1578,10 @@ verifiers = ["release"]
         let dir = tempfile::tempdir().unwrap();
         let runtime_dir = dir.path().join("runtime-cwd");
         std::fs::create_dir(&runtime_dir).unwrap();
-        let config = format!(
-            r#"
-[verifiers.release]
-kind = "cosign"
-keys = ["{KEY}"]
-require_tlog = false
-
-[[policies]]
-name = "prod"
-namespaces = ["prod"]
-verifiers = ["release"]
-allowlist = [{{ pattern = "{REGISTRY}/app*" }}]
-"#
-        );
         let runtime = RuntimeImages::new(dir.path().join("missing.sock"), PulledImages::default())
             .unwrap()
             .with_working_dir(runtime_dir.clone());
-        let decider = decider_over(&config, runtime);
+        let decider = decider_over(&config(), runtime);
         // An id a pull through crigate was answered with: allowed.
         decider.pulled(&pinned(), &id());
         let allowed = decider.explain(&create(&id(), "prod")).await;
