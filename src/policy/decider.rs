@@ -203,8 +203,15 @@ impl RuntimeImages {
     /// written there as a file (CheckpointContainer's `location` can) would run the
     /// archive's content, and what it names as its base, in place of the image decided
     /// on.
+    /// A directory is no archive (the runtime fails to restore one), so an image whose
+    /// name a directory also has (`srv`, `opt`) is looked up as usual.
     fn names_a_file(&self, image: &str) -> bool {
-        !image.is_empty() && self.working_dir.join(image).metadata().is_ok()
+        !image.is_empty()
+            && self
+                .working_dir
+                .join(image)
+                .metadata()
+                .is_ok_and(|found| found.is_file())
     }
 
     /// Remembers that the runtime pulled `pinned` as image `image_id`. Ignored unless
@@ -1582,10 +1589,13 @@ verifiers = ["release"]
             .unwrap()
             .with_working_dir(runtime_dir.clone());
         let decider = decider_over(&config(), runtime);
-        // An id a pull through crigate was answered with: allowed.
+        // An id a pull through crigate was answered with: allowed, even with a directory
+        // of that name beside the runtime, which it cannot restore from.
         decider.pulled(&pinned(), &id());
+        std::fs::create_dir(runtime_dir.join(id())).unwrap();
         let allowed = decider.explain(&create(&id(), "prod")).await;
         assert_eq!(allowed.decision, Conclusion::Allow, "{allowed:?}");
+        std::fs::remove_dir(runtime_dir.join(id())).unwrap();
         // The same string, once a file of that name is in the runtime's working directory.
         std::fs::write(runtime_dir.join(id()), b"checkpoint").unwrap();
         let refused = decider.explain(&create(&id(), "prod")).await;
