@@ -1886,6 +1886,51 @@ async fn a_create_naming_its_image_is_pinned_to_the_image_decided_on() {
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
 }
 
+/// Removes a file on drop, so a test that planted it leaves no trace when it fails.
+struct Planted(std::path::PathBuf);
+
+impl Drop for Planted {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_pinned_to_an_image_id_that_names_a_checkpoint_archive_is_refused() {
+    let node = node().await;
+    // An image of this test's own, signed: no other test names its id.
+    let image = TestImage::builder()
+        .label("checkpoint-pin")
+        .build()
+        .unwrap();
+    let digest = node
+        .env
+        .registry
+        .push("pinned", "v1", &image)
+        .await
+        .unwrap();
+    node.signer
+        .sign_legacy(&node.env.registry, "pinned", &digest)
+        .await;
+    let tagged = format!("{}/pinned:v1", node.env.registry.host());
+    let image_id = pulled_through_crigate(&node, &tagged).await;
+    let sandbox = node.env.pod_config("web", "prod").unwrap();
+    let mut pod = Pod::run(&node, sandbox).await;
+    // containerd 2.x restores a checkpoint archive when the image string it is given
+    // names a file from its working directory, `/`, as CheckpointContainer's `location`
+    // can leave one. Named by its tag, the create would reach the runtime as the id.
+    let archive = Planted(std::path::Path::new("/").join(&image_id));
+    std::fs::write(&archive.0, b"not an image").unwrap();
+    let refused = pod.create("by-tag", &tagged).await.unwrap_err();
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("checkpoint archive"),
+        "{refused:?}"
+    );
+    drop(archive);
+    pod.create("by-tag", &tagged).await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_responder() {
     use crate::harness::process::free_port;

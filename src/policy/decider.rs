@@ -783,22 +783,10 @@ impl PolicyDecider {
             let reason = "policy mode is off".to_owned();
             return trace.conclude(Conclusion::Allow, "mode_off", reason);
         }
-        if request.phase == Phase::Create
-            && self
-                .runtime
-                .as_ref()
-                .is_some_and(|runtime| runtime.names_a_file(&request.image))
+        if let Some(rejected) = (request.phase == Phase::Create)
+            .then(|| self.checkpoint_archive(&request.image))
+            .flatten()
         {
-            let rejected = Rejected {
-                subject: request.image.clone(),
-                verifier: None,
-                code: "checkpoint_archive",
-                reason: format!(
-                    "image {:?} names a file in the runtime's working directory, which \
-                     the runtime would restore as a checkpoint archive, unverified",
-                    request.image
-                ),
-            };
             return self.rejected(trace, policy, rejected);
         }
         // An image id a pinned pull of this node answered with resolves without a runtime
@@ -838,18 +826,40 @@ impl PolicyDecider {
                 runtime.remember_credentials(image, credentials);
             }
         }
-        let mut judged = self.judge(trace, policy, request, &subject).await;
         // A create that names its image (`repo:tag`, a short id) is allowed for the image
         // the name led to now; the runtime resolves the name again when it creates, and a
         // name can be moved in between. Pinned to the image's id, the content-addressed
-        // form kubelet itself sends, it creates from the image that was decided on.
-        if let Some(id) = subject.id.filter(|_| judged.decision == Conclusion::Allow) {
-            let id = id.to_string();
-            if id != request.image {
-                judged.pinned = Some(id);
-            }
+        // form kubelet itself sends, it creates from the image that was decided on. The
+        // runtime is then given the id as its image string, so that string must name no
+        // checkpoint archive either.
+        let pin = subject
+            .id
+            .as_ref()
+            .map(ToString::to_string)
+            .filter(|id| *id != request.image);
+        if let Some(rejected) = pin.as_deref().and_then(|id| self.checkpoint_archive(id)) {
+            return self.rejected(trace, policy, rejected);
+        }
+        let mut judged = self.judge(trace, policy, request, &subject).await;
+        if let Some(pin) = pin.filter(|_| judged.decision == Conclusion::Allow) {
+            judged.pinned = Some(pin);
         }
         judged
+    }
+
+    /// The refusal of a create whose runtime would be given `image`, when that string
+    /// names a file the runtime would restore as a checkpoint archive.
+    fn checkpoint_archive(&self, image: &str) -> Option<Rejected> {
+        let runtime = self.runtime.as_ref()?;
+        runtime.names_a_file(image).then(|| Rejected {
+            subject: image.to_owned(),
+            verifier: None,
+            code: "checkpoint_archive",
+            reason: format!(
+                "image {image:?} names a file in the runtime's working directory, which the \
+                 runtime would restore as a checkpoint archive, unverified"
+            ),
+        })
     }
 
     /// Decides `request` on `subject`, what its image resolved to.
