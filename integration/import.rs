@@ -49,7 +49,13 @@ async fn ratify_aks_configuration_imports_and_applies() {
         report.contains("left out: Ratify Policy: none given"),
         "{report}"
     );
-    assert_eq!(report.matches("left out:").count(), 1, "{report}");
+    // Nor is the Gatekeeper constraint, which says where Ratify applies and whether it
+    // denies: the policy written enforces everywhere, and the report says so.
+    assert!(
+        report.contains("left out: the Gatekeeper constraint"),
+        "{report}"
+    );
+    assert_eq!(report.matches("left out:").count(), 2, "{report}");
     // The store has no namespace: it is taken to be where Ratify runs.
     let store = out.path().join(
         "notation/verifier-notary-inline/truststore/x509/ca/certs/gatekeeper-system_certstore-inline.pem",

@@ -21,12 +21,23 @@ use super::{
     config_name, header, namespaced_config_name, toml_string, write_file, Import, Resource,
 };
 
-/// Imports the kritis `resources` into `out`.
+/// Whether a kritis kind has no namespace. crigate applies an `AdmissionAllowlist`'s
+/// entries in every namespace, so it is known by its name alone.
+pub(super) fn cluster_scoped(kind: &str) -> bool {
+    kind == "AdmissionAllowlist"
+}
+
+/// Imports the kritis `resources` into `out`; `repeated` are those defined more than once,
+/// which are not imported, and leave their namespace without a policy.
 ///
 /// # Errors
 ///
 /// A file cannot be written.
-pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Import> {
+pub(super) fn import(
+    resources: &[Resource],
+    repeated: &[Resource],
+    out: &Path,
+) -> anyhow::Result<Import> {
     let mut import = Import {
         config: header("kritis"),
         ..Import::default()
@@ -59,14 +70,6 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
                     continue;
                 };
                 let key = (namespace.clone(), name.clone());
-                if authorities.contains_key(&key) {
-                    import.left_out.push(format!(
-                        "AttestationAuthority {namespace}/{name} ({}): defined twice; the first was \
-                         imported",
-                        file.display()
-                    ));
-                    continue;
-                }
                 for why in unused {
                     import.left_out.push(format!(
                         "AttestationAuthority {namespace}/{name} ({}): {why}",
@@ -144,7 +147,21 @@ pub(super) fn import(resources: &[Resource], out: &Path) -> anyhow::Result<Impor
             )),
         }
     }
-    let namespaces = policies_by_namespace(resources, &authorities, &mut allowlist, &mut import);
+    let mut namespaces =
+        policies_by_namespace(resources, &authorities, &mut allowlist, &mut import);
+    // A namespace with a GenericAttestationPolicy not imported is decided over all of its
+    // policies by kritis: one from the others alone would decide otherwise.
+    for gap in repeated {
+        if let (Some(namespace), "GenericAttestationPolicy") = (&gap.namespace, gap.kind.as_str()) {
+            namespaces
+                .entry(namespace.clone())
+                .or_insert_with(|| Namespace {
+                    gaps: Vec::new(),
+                    complete: false,
+                })
+                .complete = false;
+        }
+    }
     let mut policies = 0;
     for (namespace, Namespace { gaps, complete }) in namespaces {
         if !complete {
@@ -284,7 +301,7 @@ fn policies_by_namespace(
                 };
                 // kritis reads only a trailing `*` as a wildcard; crigate's patterns read
                 // one inside a name too, which would admit more than kritis does.
-                let placed = if pattern.trim_end_matches('*').contains('*') {
+                let placed = if pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
                     Err(
                         "kritis reads a `*` before its end literally, crigate as a wildcard"
                             .to_owned(),
@@ -304,12 +321,29 @@ fn policies_by_namespace(
                 }
             }
         }
-        let required: Vec<&str> = spec["attestationAuthorityNames"]
-            .as_sequence()
+        let named = spec["attestationAuthorityNames"].as_sequence();
+        let required: Vec<&str> = named
             .into_iter()
             .flatten()
             .filter_map(Value::as_str)
             .collect();
+        // A name YAML read as another type (`2024`, `true`) would otherwise be dropped, and
+        // the policy require fewer authorities than kritis does.
+        if let Some(other) = named.into_iter().flatten().find(|n| n.as_str().is_none()) {
+            import.left_out.push(format!(
+                "GenericAttestationPolicy {namespace}/{name} ({}): attestationAuthorityNames \
+                 holds {other:?}, which is not a string (quote it)",
+                file.display()
+            ));
+            namespaces
+                .entry(namespace.clone())
+                .or_insert_with(|| Namespace {
+                    gaps: Vec::new(),
+                    complete: false,
+                })
+                .complete = false;
+            continue;
+        }
         let missing: Vec<&str> = required
             .iter()
             .copied()

@@ -15,6 +15,7 @@
 //!
 //! The Ratify mapping is in [`ratify`], the kritis one in [`kritis`].
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -135,10 +136,28 @@ fn import(args: &Args) -> anyhow::Result<(Import, PathBuf)> {
         }
     }
     let out = prepare_out(&args.out)?;
+    let cluster_scoped = match args.kind {
+        Kind::Ratify => ratify::cluster_scoped,
+        Kind::Kritis => kritis::cluster_scoped,
+    };
+    let (resources, repeated) = split_repeats(resources, cluster_scoped);
     let mut import = match args.kind {
         Kind::Ratify => ratify::import(&resources, &out, &args.ratify_namespace)?,
-        Kind::Kritis => kritis::import(&resources, &out)?,
+        Kind::Kritis => kritis::import(&resources, &repeated, &out)?,
     };
+    for copies in repeated.chunk_by(|a, b| a.key(cluster_scoped) == b.key(cluster_scoped)) {
+        let files: Vec<String> = copies
+            .iter()
+            .map(|c| c.file.display().to_string())
+            .collect();
+        import.left_out.push(format!(
+            "{}: defined {} times ({}); a cluster holds the copy applied last, which the files do \
+             not tell, so none was imported",
+            copies[0].title(cluster_scoped),
+            copies.len(),
+            files.join(", ")
+        ));
+    }
     import.left_out.extend(unread);
     let config_path = out.join("config.toml");
     Config::parse(&import.config, &config_path)
@@ -146,6 +165,61 @@ fn import(args: &Args) -> anyhow::Result<(Import, PathBuf)> {
     std::fs::write(&config_path, &import.config)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok((import, config_path))
+}
+
+impl Resource {
+    /// What names the resource in a cluster: its kind, name and, for a kind that is not
+    /// `cluster_scoped`, its namespace.
+    fn key(&self, cluster_scoped: fn(&str) -> bool) -> (&str, Option<&str>, &str) {
+        let namespace = self
+            .namespace
+            .as_deref()
+            .filter(|_| !cluster_scoped(&self.kind));
+        (&self.kind, namespace, &self.name)
+    }
+
+    /// `Kind namespace/name`, or `Kind name`, for messages.
+    fn title(&self, cluster_scoped: fn(&str) -> bool) -> String {
+        match self.key(cluster_scoped) {
+            (kind, Some(namespace), name) => format!("{kind} {namespace}/{name}"),
+            (kind, None, name) => format!("{kind} {name}"),
+        }
+    }
+}
+
+/// Splits `resources` into those defined once and those defined more than once (one
+/// kind, namespace and name, in any files), the latter sorted so that the copies of
+/// one resource are together. A cluster holds only the copy applied last, and the files
+/// do not say which that is: taking any one could import a key rotated out, or an
+/// allowlist entry since removed.
+fn split_repeats(
+    resources: Vec<Resource>,
+    cluster_scoped: fn(&str) -> bool,
+) -> (Vec<Resource>, Vec<Resource>) {
+    let mut count: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
+    for resource in &resources {
+        let (kind, namespace, name) = resource.key(cluster_scoped);
+        *count
+            .entry((
+                kind.to_owned(),
+                namespace.map(str::to_owned),
+                name.to_owned(),
+            ))
+            .or_default() += 1;
+    }
+    let (mut repeated, once): (Vec<Resource>, Vec<Resource>) =
+        resources.into_iter().partition(|resource| {
+            let (kind, namespace, name) = resource.key(cluster_scoped);
+            count
+                .get(&(
+                    kind.to_owned(),
+                    namespace.map(str::to_owned),
+                    name.to_owned(),
+                ))
+                .is_some_and(|&n| n > 1)
+        });
+    repeated.sort_by(|a, b| a.key(cluster_scoped).cmp(&b.key(cluster_scoped)));
+    (once, repeated)
 }
 
 /// Adds the resource `value` to `resources`, or the items of a `List` (at most

@@ -30,6 +30,15 @@ const NOTATION_SIGNATURE: &str = "application/vnd.cncf.notary.signature";
 /// `metadata.name` as `ratify-policy`" (Ratify docs/reference/crds/policies.md).
 const RATIFY_POLICY_NAME: &str = "ratify-policy";
 
+/// Whether a Ratify kind has no namespace (its CRD's scope); the `Namespaced` kinds and
+/// `CertificateStore` have one.
+pub(super) fn cluster_scoped(kind: &str) -> bool {
+    matches!(
+        kind,
+        "Verifier" | "Store" | "Policy" | "KeyManagementProvider"
+    )
+}
+
 /// Imports the Ratify `resources` into `out`. `ratify_namespace` is where Ratify runs.
 ///
 /// # Errors
@@ -84,13 +93,6 @@ pub(super) fn import(
                     continue;
                 }
                 let key = config_name(name);
-                if verifiers.iter().any(|v| v.key == key) {
-                    import.left_out.push(format!(
-                        "Verifier {name} ({}): a Verifier of this name was imported already",
-                        file.display()
-                    ));
-                    continue;
-                }
                 // Ratify's getCertStoreNamespace: the Verifier's own namespace, else the
                 // one Ratify runs in. A Verifier is cluster-scoped (the CRD's scope), so
                 // Kubernetes keeps no namespace for it, whatever its file says: members
@@ -188,10 +190,20 @@ pub(super) fn import(
         .join(", ");
     let _ = write!(
         import.config,
-        "\n# Gatekeeper + Ratify verify in every namespace. crigate admits an image one of whose\n\
-         # signatures a verifier trusts; the import's report says where Ratify's Policy differs.\n\
+        "\n# crigate admits an image one of whose signatures a verifier trusts; the import's report\n\
+         # says where Ratify's Policy differs. Where Ratify's verdicts apply, and whether they deny\n\
+         # or only audit, is the Gatekeeper constraint's (its match and enforcementAction), which\n\
+         # is not imported: this policy enforces in every namespace. Set mode and namespaces to\n\
+         # match the constraint (AKS Image Integrity, for one, only audits).\n\
          [[policies]]\nname = \"default\"\nnamespaces = [\"*\"]\nmode = \"enforce\"\nverifiers = [{list}]\n\
          require = \"any\"\n"
+    );
+    import.left_out.push(
+        "the Gatekeeper constraint: Ratify decides nothing alone; its constraint's match (which \
+         namespaces) and enforcementAction (deny, or only warn or audit, as AKS Image Integrity \
+         does) are not in these resources. The policy written enforces in every namespace: set its \
+         mode and namespaces to match"
+            .to_owned(),
     );
     compare_policy(&policies, &verifiers, &mut import);
     Ok(import)

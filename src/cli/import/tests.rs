@@ -305,7 +305,8 @@ fn inline_key_management_provider_fills_a_grouped_trust_store() {
         .out
         .join("notation/grouped/truststore/x509/ca/ca-certs/gatekeeper-system_kmp-inline.pem");
     assert_eq!(std::fs::read_to_string(pem).unwrap(), sample_certificate());
-    assert_eq!(run.import().left_out.len(), 1, "{:?}", run.import());
+    assert_eq!(run.import().left_out.len(), 2, "{:?}", run.import());
+    assert!(run.left_out(CONSTRAINT));
 }
 
 #[test]
@@ -495,10 +496,18 @@ fn aks_fixture_reports_ratify_default_policy() {
         &std::fs::read_to_string(fixture("ratify-aks-verify-config.yaml")).unwrap(),
     );
     assert!(run.mapped("Verifier verifier-notary-inline (notation)"));
-    assert_eq!(run.import().left_out.len(), 1, "{:?}", run.import());
+    assert_eq!(run.import().left_out.len(), 2, "{:?}", run.import());
     assert!(run.left_out("Ratify Policy: none given"));
     assert!(run.left_out("default \"all\""));
+    // AKS Image Integrity only audits; what the written policy does is said.
+    assert!(run.left_out(CONSTRAINT));
+    assert!(run
+        .config()
+        .contains("namespaces = [\"*\"]\nmode = \"enforce\""));
 }
+
+/// The report line saying the Gatekeeper constraint's scope and action are not imported.
+const CONSTRAINT: &str = "the Gatekeeper constraint: Ratify decides nothing alone";
 
 #[test]
 fn config_policy_any_is_what_crigate_does() {
@@ -509,7 +518,8 @@ fn config_policy_any_is_what_crigate_does() {
     ]
     .concat();
     let run = run(Kind::Ratify, &resources);
-    assert!(run.import().left_out.is_empty(), "{:?}", run.import());
+    assert_eq!(run.import().left_out.len(), 1, "{:?}", run.import());
+    assert!(run.left_out(CONSTRAINT));
     assert!(run.mapped("Policy ratify-policy (config-policy)"));
 }
 
@@ -548,7 +558,7 @@ fn config_policy_requirements_no_verifier_checks_and_passthrough_are_reported() 
     );
     assert!(run.left_out("passthroughEnabled leaves the decision to a Gatekeeper"));
     assert!(run.mapped("Verifier v (notation)"));
-    assert_eq!(run.import().left_out.len(), 2, "{:?}", run.import());
+    assert_eq!(run.import().left_out.len(), 3, "{:?}", run.import());
 }
 
 #[test]
@@ -749,7 +759,7 @@ fn gap_admission_allowlist_patterns_are_allowlisted_in_their_namespace() {
         authority("release", Some("prod"), &public_key()),
         gap("gap", Some("prod"), &["release"]),
         "  admissionAllowlistPatterns:\n  - namePattern: registry.example/tools/*\n  \
-         - namePattern: registry.example/*/agent:1\n"
+         - namePattern: registry.example/*/agent:1\n  - namePattern: registry.example/app**\n"
             .to_owned(),
     ]
     .concat();
@@ -765,6 +775,8 @@ fn gap_admission_allowlist_patterns_are_allowlisted_in_their_namespace() {
         "namePattern \"registry.example/*/agent:1\" is not imported: kritis reads a `*` before \
          its end literally"
     ));
+    // Only the last `*` is kritis' wildcard: the one before it is literal to kritis.
+    assert!(run.left_out("namePattern \"registry.example/app**\" is not imported"));
     let config = run.config();
     assert!(config.contains("name = \"prod_gap\""));
     assert!(
@@ -772,6 +784,80 @@ fn gap_admission_allowlist_patterns_are_allowlisted_in_their_namespace() {
         "{config}"
     );
     assert!(!config.contains("agent"), "{config}");
+    assert!(!config.contains("app*"), "{config}");
+}
+
+#[test]
+fn a_resource_defined_twice_is_imported_from_neither_copy() {
+    // Two versions of one GAP, as a base file and an overlay give them: the cluster holds
+    // the one applied last, which the files do not tell.
+    let (old_key, new_key) = (public_key(), public_key());
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        authority("b", Some("prod"), &public_key()),
+        gap("gap", Some("prod"), &["a"]),
+        gap("gap", Some("prod"), &["a", "b"]),
+        // A rotated key in two versions of one authority, which a GAP elsewhere needs.
+        authority("release", Some("staging"), &old_key),
+        authority("release", Some("staging"), &new_key),
+        gap("gap", Some("staging"), &["release"]),
+        // Two versions of one allowlist: an entry removed from the newer one.
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AdmissionAllowlist\nmetadata:\n  \
+         name: tools\nspec:\n  patterns:\n  - namePattern: registry.example/old/*\n"
+            .to_owned(),
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AdmissionAllowlist\nmetadata:\n  \
+         name: tools\nspec:\n  patterns:\n  - namePattern: registry.example/new/*\n"
+            .to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    for title in [
+        "GenericAttestationPolicy prod/gap: defined 2 times",
+        "AttestationAuthority staging/release: defined 2 times",
+        "AdmissionAllowlist tools: defined 2 times",
+    ] {
+        assert!(run.left_out(title), "{title}: {:?}", run.import());
+    }
+    let config = run.config();
+    assert!(!config.contains("[[policies]]"), "{config}");
+    assert!(!config.contains("registry.example/"), "{config}");
+    assert!(!config.contains("staging_release"), "{config}");
+    assert!(!run.out.join("keys/staging").exists());
+}
+
+#[test]
+fn an_authority_name_yaml_reads_as_a_number_refuses_its_namespace() {
+    let resources = [
+        authority("release", Some("prod"), &public_key()),
+        authority("2024", Some("prod"), &public_key()),
+        gap("gap", Some("prod"), &["release", "2024"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("attestationAuthorityNames holds Number(2024), which is not a string"),
+        "{:?}",
+        run.import()
+    );
+    assert!(!run.config().contains("[[policies]]"), "{}", run.config());
+}
+
+#[test]
+fn a_ratify_verifier_defined_twice_is_imported_from_neither_copy() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]),
+        flat_verifier("v", &["certstore-inline"]),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out("Verifier v: defined 2 times"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("no verifier could be imported"));
 }
 
 #[test]
