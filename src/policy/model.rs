@@ -18,7 +18,8 @@
 //! **Selection.** An exact namespace name beats any glob; among globs the one with the
 //! most literal characters wins (`prod-eu-*` over `prod-*` over `*`); a policy whose
 //! only pattern is `*` is the default. Two policies claiming the same name or the same
-//! glob are a configuration error, so the winner never depends on the order of the
+//! glob, or globs equally specific that both match some namespace (`prod-*` and
+//! `*-dev1`), are a configuration error, so the winner never depends on the order of the
 //! file. A namespace no policy selects and no default covers has no policy: the daemon
 //! denies it in enforce mode with that reason.
 //!
@@ -139,6 +140,18 @@ pub enum Error {
         first: String,
         second: String,
     },
+    /// Each side is (pattern, policy).
+    #[error(
+        "namespace patterns {:?} (policy {:?}) and {:?} (policy {:?}) are equally specific and \
+         both match {example:?}: which policy governs such a namespace would depend on the order \
+         of the file; make one pattern more specific, or name the namespace",
+        first.0, first.1, second.0, second.1
+    )]
+    Tie {
+        first: Box<(String, String)>,
+        second: Box<(String, String)>,
+        example: String,
+    },
     #[error("policy {policy:?}: verifier {verifier:?} is not defined in [verifiers]")]
     UnknownVerifier { policy: String, verifier: String },
     #[error("policy {policy:?}: mode {mode:?} needs at least one verifier")]
@@ -253,6 +266,7 @@ impl Policies {
                 fingerprint,
             });
         }
+        tie(&policies)?;
         let mut exact = std::collections::HashMap::new();
         for (index, policy) in policies.iter().enumerate() {
             for pattern in policy.namespaces.iter().filter(|p| !p.source.contains('*')) {
@@ -306,6 +320,82 @@ impl NamespacePattern {
         glob_matches(self.source.as_bytes(), namespace.as_bytes())
             .then(|| self.source.bytes().filter(|b| *b != b'*').count())
     }
+}
+
+/// Refuses two globs of different policies that are equally specific and match a common
+/// namespace: selection would then follow the order of the file.
+fn tie(policies: &[Policy]) -> Result<(), Error> {
+    let globs: Vec<(&str, &str)> = policies
+        .iter()
+        .flat_map(|policy| {
+            policy
+                .namespaces
+                .iter()
+                .filter(|p| p.source.contains('*'))
+                .map(|p| (p.source.as_str(), policy.name.as_str()))
+        })
+        .collect();
+    let literals = |glob: &str| glob.bytes().filter(|b| *b != b'*').count();
+    for (i, &(first_pattern, first)) in globs.iter().enumerate() {
+        for &(second_pattern, second) in globs.iter().skip(i + 1) {
+            if first == second || literals(first_pattern) != literals(second_pattern) {
+                continue;
+            }
+            if let Some(example) = common_match(first_pattern.as_bytes(), second_pattern.as_bytes())
+            {
+                return Err(Error::Tie {
+                    first: Box::new((first_pattern.to_owned(), first.to_owned())),
+                    second: Box::new((second_pattern.to_owned(), second.to_owned())),
+                    example,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name both globs match, if there is one: a search over pairs of positions in the two
+/// globs, each step reading one character both accept (a `*` accepts any).
+fn common_match(a: &[u8], b: &[u8]) -> Option<String> {
+    // A star's character, where both globs are at a star: any one a namespace may hold.
+    const ANY: u8 = b'a';
+    // Whether a position pair was reached, with an empty name read and with a longer one.
+    let mut seen = BTreeSet::new();
+    let mut queue = std::collections::VecDeque::from([(0, 0, Vec::new())]);
+    while let Some((i, j, name)) = queue.pop_front() {
+        if !seen.insert((i, j, name.is_empty())) {
+            continue;
+        }
+        if i == a.len() && j == b.len() && !name.is_empty() {
+            return String::from_utf8(name).ok();
+        }
+        let (x, y) = (a.get(i).copied(), b.get(j).copied());
+        let mut step = |i: usize, j: usize, read: Option<u8>| {
+            let mut name = name.clone();
+            name.extend(read);
+            queue.push_back((i, j, name));
+        };
+        // A star that reads nothing more.
+        if x == Some(b'*') {
+            step(i + 1, j, None);
+        }
+        if y == Some(b'*') {
+            step(i, j + 1, None);
+        }
+        match (x, y) {
+            (Some(b'*'), Some(b'*')) if name.is_empty() => {
+                // Both stars read one character, so the name is not empty.
+                let mut name = name.clone();
+                name.push(ANY);
+                queue.push_back((i, j, name));
+            }
+            (Some(b'*'), Some(c)) if c != b'*' => step(i, j + 1, Some(c)),
+            (Some(c), Some(b'*')) if c != b'*' => step(i + 1, j, Some(c)),
+            (Some(c), Some(d)) if c == d && c != b'*' => step(i + 1, j + 1, Some(c)),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// `*` matches any run of namespace characters; all else matches itself.

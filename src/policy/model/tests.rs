@@ -102,6 +102,32 @@ fn each_mistake_names_the_policy_and_field() {
     check(&[policy("a", &["*"]), policy("b", &["*"])], |e| {
         matches!(e, Error::Overlap { .. })
     });
+    // Equally specific globs that share a namespace: the file's order would choose.
+    for (a, b) in [
+        ("prod-*", "*-dev1"),
+        ("prod-*", "prod-**"),
+        ("*", "**"),
+        ("a*b", "ab*"),
+    ] {
+        let err = Policies::new(&[policy("a", &[a]), policy("b", &[b])], &v).unwrap_err();
+        let Error::Tie { example, .. } = &err else {
+            panic!("{a} {b}: {err}");
+        };
+        assert!(!example.is_empty(), "{a} {b}: {err}");
+        assert!(glob_matches(a.as_bytes(), example.as_bytes()), "{a}: {err}");
+        assert!(glob_matches(b.as_bytes(), example.as_bytes()), "{b}: {err}");
+    }
+    // Equally specific globs that share none, one more specific than another, and two in
+    // one policy are all fine.
+    for (a, b) in [
+        ("prod-*", "dev-*"),
+        ("a*", "*b-c"),
+        ("*-eu", "*-us"),
+        ("prod-*", "*"),
+    ] {
+        Policies::new(&[policy("a", &[a]), policy("b", &[b])], &v).unwrap();
+    }
+    Policies::new(&[policy("a", &["prod-*", "*-dev1"])], &v).unwrap();
     let mut unknown = policy("a", &["x"]);
     unknown.verifiers = vec!["nope".into()];
     check(
