@@ -23,6 +23,9 @@ const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
 /// (`maxMsgSize` in k8s.io/cri-client), so crigate decodes up to that too.
 pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
+/// The largest `cri.max_message_bytes` accepted.
+const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -177,33 +180,27 @@ pub struct VerifySettings {
 
 /// One named verifier: where its trust material is.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(try_from = "VerifierFields")]
 pub enum VerifierConfig {
     /// cosign signatures, key-based and keyless.
     Cosign {
         /// cosign public keys (PEM); any one may sign.
-        #[serde(default)]
         keys: Vec<PathBuf>,
         /// Accepted keyless signers; any one may sign.
-        #[serde(default)]
         identities: Vec<IdentityConfig>,
         /// Sigstore trust material in `trusted_root.json` form.
         trusted_root: Option<PathBuf>,
         /// Require a verified Rekor entry (cosign's default). Default true.
-        #[serde(default = "yes")]
         require_tlog: bool,
         /// Require an embedded SCT on keyless certificates (cosign's default). Default true.
-        #[serde(default = "yes")]
         require_sct: bool,
         /// How the signed docker-reference must relate to the image's repository:
         /// `match-repository` (default) or `not-checked` (cosign's behaviour).
-        #[serde(default)]
         docker_reference: DockerReference,
         /// The one hash key-based signatures are made over (`sha256`, `sha384`,
         /// `sha512`), as cosign's `--signature-digest-algorithm` fixes it. Unset
         /// (default): SHA-256 or the key's own hash in sigstore's algorithm registry,
         /// whichever the signature was made with, as older and newer cosign sign.
-        #[serde(default)]
         signature_digest: Option<SignatureDigestName>,
     },
     /// Notation signatures, with a Notation configuration directory as the notation CLI
@@ -213,15 +210,100 @@ pub enum VerifierConfig {
         /// Ask the `http` OCSP responders and CRL distribution points of signing
         /// certificates that no CRL in `dir/crl/` covers, as the notation CLI does.
         /// Default true.
-        #[serde(default = "yes")]
         online_revocation: bool,
         /// Check the revocation of a timestamp's TSA chain (OCSP, CRLs), as notation-go
         /// does; a revoked or undeterminable TSA certificate fails the authentic
         /// timestamp check. Default true; off only for nodes that can neither reach the
         /// TSA's responders nor hold its CRL.
-        #[serde(default = "yes")]
         timestamp_revocation: bool,
     },
+}
+
+/// A `[verifiers.<name>]` table as written: one struct of every key, so that an unknown
+/// key is reported at its own line (a tagged enum reads the table whole first, and would
+/// report the table's).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifierFields {
+    kind: VerifierKind,
+    keys: Option<Vec<PathBuf>>,
+    identities: Option<Vec<IdentityConfig>>,
+    trusted_root: Option<PathBuf>,
+    require_tlog: Option<bool>,
+    require_sct: Option<bool>,
+    docker_reference: Option<DockerReference>,
+    signature_digest: Option<SignatureDigestName>,
+    dir: Option<PathBuf>,
+    online_revocation: Option<bool>,
+    timestamp_revocation: Option<bool>,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum VerifierKind {
+    Cosign,
+    Notation,
+}
+
+impl TryFrom<VerifierFields> for VerifierConfig {
+    type Error = String;
+
+    fn try_from(fields: VerifierFields) -> Result<Self, String> {
+        let VerifierFields {
+            kind,
+            keys,
+            identities,
+            trusted_root,
+            require_tlog,
+            require_sct,
+            docker_reference,
+            signature_digest,
+            dir,
+            online_revocation,
+            timestamp_revocation,
+        } = fields;
+        let (name, others) = match kind {
+            VerifierKind::Cosign => (
+                "cosign",
+                vec![
+                    ("dir", dir.is_some()),
+                    ("online_revocation", online_revocation.is_some()),
+                    ("timestamp_revocation", timestamp_revocation.is_some()),
+                ],
+            ),
+            VerifierKind::Notation => (
+                "notation",
+                vec![
+                    ("keys", keys.is_some()),
+                    ("identities", identities.is_some()),
+                    ("trusted_root", trusted_root.is_some()),
+                    ("require_tlog", require_tlog.is_some()),
+                    ("require_sct", require_sct.is_some()),
+                    ("docker_reference", docker_reference.is_some()),
+                    ("signature_digest", signature_digest.is_some()),
+                ],
+            ),
+        };
+        if let Some((key, _)) = others.iter().find(|(_, given)| *given) {
+            return Err(format!("`{key}` is not a key of a {name} verifier"));
+        }
+        Ok(match kind {
+            VerifierKind::Cosign => Self::Cosign {
+                keys: keys.unwrap_or_default(),
+                identities: identities.unwrap_or_default(),
+                trusted_root,
+                require_tlog: require_tlog.unwrap_or(true),
+                require_sct: require_sct.unwrap_or(true),
+                docker_reference: docker_reference.unwrap_or_default(),
+                signature_digest,
+            },
+            VerifierKind::Notation => Self::Notation {
+                dir: dir.ok_or("missing field `dir`")?,
+                online_revocation: online_revocation.unwrap_or(true),
+                timestamp_revocation: timestamp_revocation.unwrap_or(true),
+            },
+        })
+    }
 }
 
 /// A keyless signer: the certificate SAN and OIDC issuer, each exact or a regular
@@ -251,10 +333,6 @@ pub enum SignatureDigestName {
     Sha256,
     Sha384,
     Sha512,
-}
-
-fn yes() -> bool {
-    true
 }
 
 impl Default for CacheSettings {
@@ -413,6 +491,32 @@ impl Config {
         }
         if cri.max_message_bytes < 1024 {
             return Err(invalid("cri.max_message_bytes", "must be at least 1024"));
+        }
+        // Each connection may hold a few requests of this size while they are decided.
+        if cri.max_message_bytes > MAX_MESSAGE_BYTES_CEILING {
+            return Err(invalid(
+                "cri.max_message_bytes",
+                "must be at most 268435456 (256 MiB), sixteen times kubelet's own limit",
+            ));
+        }
+        if cri.socket_group.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(
+                "cri.socket_group",
+                "must not be empty; leave it out to keep the socket's group",
+            ));
+        }
+        for (key, timeout) in [
+            ("cri.connect_timeout", cri.connect_timeout),
+            ("registry.connect_timeout", file.registry.connect_timeout),
+            ("registry.request_timeout", file.registry.request_timeout),
+            ("registry.body_timeout", file.registry.body_timeout),
+        ] {
+            if timeout.is_zero() {
+                return Err(invalid(key, "must be more than zero"));
+            }
+        }
+        if file.cache.path.as_deref().is_some_and(|p| !p.is_absolute()) {
+            return Err(invalid("cache.path", "must be an absolute path"));
         }
         if file.cache.max_entries == 0 {
             return Err(invalid("cache.max_entries", "must be at least 1"));

@@ -441,3 +441,53 @@ fn metrics_keys_are_checked() {
         Err(Error::Parse { .. })
     ));
 }
+
+#[test]
+fn zero_timeouts_and_unbounded_sizes_are_refused() {
+    for (text, key) in [
+        ("[cri]\nconnect_timeout = \"0s\"\n", "cri.connect_timeout"),
+        (
+            "[registry]\nconnect_timeout = \"0s\"\n",
+            "registry.connect_timeout",
+        ),
+        (
+            "[registry]\nrequest_timeout = \"0s\"\n",
+            "registry.request_timeout",
+        ),
+        (
+            "[registry]\nbody_timeout = \"0s\"\n",
+            "registry.body_timeout",
+        ),
+        (
+            "[cri]\nmax_message_bytes = 4294967296\n",
+            "cri.max_message_bytes",
+        ),
+        ("[cri]\nsocket_group = \"\"\n", "cri.socket_group"),
+        ("[cache]\npath = \"\"\n", "cache.path"),
+        ("[cache]\npath = \"verdicts.jsonl\"\n", "cache.path"),
+    ] {
+        let err = parse(text).unwrap_err();
+        assert!(
+            matches!(&err, Error::Invalid { key: found, .. } if *found == key),
+            "{text:?}: {err}"
+        );
+    }
+    parse("[cri]\nmax_message_bytes = 268435456\n").unwrap();
+}
+
+#[test]
+fn an_unknown_key_of_a_verifier_is_named_with_its_line() {
+    let err = parse("[cri]\n\n[verifiers.x]\nkind = \"cosign\"\nkeys = [\"/k\"]\nkee = 1\n")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("kee"), "{err}");
+    assert!(err.contains("line 6"), "{err}");
+    // A key of the other kind of verifier is named too.
+    let err = parse("[verifiers.x]\nkind = \"cosign\"\nkeys = [\"/k\"]\ndir = \"/d\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`dir` is not a key of a cosign verifier"),
+        "{err}"
+    );
+}
