@@ -2124,9 +2124,15 @@ impl RequestHead {
             uri = uri.scheme("http").authority(authority);
         }
         let uri = uri
-            .path_and_query(self.path)
+            .path_and_query(self.path.as_slice())
             .build()
             .map_err(|_| "invalid :path or :authority")?;
+        // The `http` crate cuts a `#` and what follows from a path: routed again on what
+        // is left, `/…/RemovePodSandbox#x` would run a method the runtime, which routes
+        // on the whole path, does not know.
+        if uri.path_and_query().map(|p| p.as_str().as_bytes()) != Some(self.path.as_slice()) {
+            return Err(":path the runtime would read otherwise");
+        }
         let mut request = Request::new(body);
         *request.method_mut() = method;
         *request.uri_mut() = uri;
@@ -2741,6 +2747,34 @@ mod tests {
         );
         assert_eq!(request.headers()["te"], "trailers");
         assert_eq!(request.headers().len(), 2);
+    }
+
+    #[test]
+    fn a_local_request_is_refused_for_a_path_the_http_crate_would_cut() {
+        for path in [
+            "/runtime.v1.RuntimeService/RemovePodSandbox#x",
+            "/runtime.v1.ImageService/PullImage#",
+        ] {
+            let mut list = GOOD.to_vec();
+            list[2] = (":path", path);
+            let fields = fields(&list);
+            let pseudo = request_line(&fields).unwrap();
+            let head = request_head(&pseudo, &fields).unwrap();
+            assert!(head.into_request(Bytes::new()).is_err(), "{path}");
+        }
+        // A query stays part of the method name, as the runtime reads it.
+        let mut list = GOOD.to_vec();
+        list[2] = (":path", "/runtime.v1.RuntimeService/Version?x=1");
+        let fields = fields(&list);
+        let pseudo = request_line(&fields).unwrap();
+        let request = request_head(&pseudo, &fields)
+            .unwrap()
+            .into_request(Bytes::new())
+            .unwrap();
+        assert_eq!(
+            request.uri().path_and_query().unwrap().as_str(),
+            "/runtime.v1.RuntimeService/Version?x=1"
+        );
     }
 
     /// The authorities grpc-go and gRPC C-core send for a unix socket, which the `http`
