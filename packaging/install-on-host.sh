@@ -19,8 +19,11 @@
 #      that binary; the journald catalog to /usr/local/lib/systemd/catalog, then
 #      journalctl --update-catalog;
 #   4. systemctl daemon-reload; enable --now crigate.socket crigate.service; restart
-#      crigate.service when the binary or a unit changed (the socket stays, so kubelet's
-#      calls queue during the restart), else reload it when the trust policy changed;
+#      crigate.service when the binary or a unit changed, in this run or in one stopped
+#      before it could restart (the socket stays, so kubelet's calls queue during the
+#      restart; a new binary that does not start is replaced by the one before it, kept
+#      as crigate.previous, and the install fails), else reload it when the trust policy
+#      changed;
 #   5. mark the pod ready, then every CRIGATE_SYNC_SECONDS copy a changed config again
 #      (crigate reloads its config file by itself; a changed trust policy gets
 #      systemctl reload) until the pod is stopped.
@@ -49,6 +52,30 @@ etc_dir=/etc/crigate
 
 log() { printf 'install-on-host: %s\n' "$*" >&2; }
 
+# Stops the installer. The functions below are called as conditions, where errexit does
+# not hold, so each step that must not fail half-done says so with `|| fail`.
+fail() {
+  log "error: $*"
+  exit 1
+}
+
+# copy SRC DEST: DEST holds SRC's bytes, flushed to disk before anything renames it into
+# place. A short copy (a full disk) stops the installer: a config cut short can still
+# parse, and say less than the ConfigMap does.
+copy() {
+  if ! { cp "$1" "$2" && cmp -s "$1" "$2" && sync "$2"; }; then
+    rm -f "$2"
+    fail "cannot copy $1 to $2"
+  fi
+}
+
+# A crigate.service restart the binary or units call for, and not yet made: kept on the
+# host, so that an installer stopped between the two makes it at its next start.
+restart_marker="${bin_dir}/.crigate-restart-pending"
+restart_needed() {
+  touch "${host_root}${restart_marker}" || fail "cannot write ${restart_marker}"
+}
+
 # Runs a command in the host's namespaces, where systemd and the host's files are.
 on_host() { nsenter -t 1 -m -u -i -n -p -- "$@"; }
 
@@ -64,11 +91,12 @@ install_file() {
     chmod "$mode" "${host_root}${dest}"
     return 1
   fi
-  mkdir -p "${host_root}$(dirname "$dest")"
-  tmp=$(mktemp "${host_root}$(dirname "$dest")/.$(basename "$dest").XXXXXX")
-  cp "$src" "$tmp"
-  chmod "$mode" "$tmp"
-  mv -f "$tmp" "${host_root}${dest}"
+  mkdir -p "${host_root}$(dirname "$dest")" || fail "cannot create $(dirname "$dest")"
+  tmp=$(mktemp "${host_root}$(dirname "$dest")/.$(basename "$dest").XXXXXX") ||
+    fail "cannot write in $(dirname "$dest")"
+  copy "$src" "$tmp"
+  chmod "$mode" "$tmp" || fail "cannot chmod ${tmp}"
+  mv -f "$tmp" "${host_root}${dest}" || fail "cannot rename ${tmp} to ${dest}"
   log "wrote ${dest}"
 }
 
@@ -77,21 +105,27 @@ install_file() {
 # a ConfigMap that does not validate never replaces a working file.
 install_checked() {
   local src=$1 dest=$2 config=$3 staged
+  # A trust policy left in place by an installer stopped while checking it was never
+  # found valid: the one it replaced goes back first, and the new one is checked anew.
+  if [ -f "${host_root}${dest}.previous" ]; then
+    mv -f "${host_root}${dest}.previous" "${host_root}${dest}" || fail "cannot restore ${dest}"
+  fi
   if [ -f "${host_root}${dest}" ] && cmp -s "$src" "${host_root}${dest}"; then
     return 1
   fi
   staged="${dest}.staged"
-  mkdir -p "${host_root}$(dirname "$dest")"
-  cp "$src" "${host_root}${staged}"
-  chmod 0644 "${host_root}${staged}"
+  mkdir -p "${host_root}$(dirname "$dest")" || fail "cannot create $(dirname "$dest")"
+  copy "$src" "${host_root}${staged}"
+  chmod 0644 "${host_root}${staged}" || fail "cannot chmod ${staged}"
   if [ "$dest" = "${etc_dir}/config.toml" ]; then
     config=$staged
-  elif [ -f "${host_root}${dest}" ]; then
-    # A trust policy is checked in its place: keep the old one aside to put it back.
-    cp -p "${host_root}${dest}" "${host_root}${dest}.previous"
-    cp "$src" "${host_root}${dest}"
   else
-    cp "$src" "${host_root}${dest}"
+    # A trust policy is checked in its place: the old one is kept aside to put back, and
+    # the new one renamed in whole.
+    if [ -f "${host_root}${dest}" ]; then
+      copy "${host_root}${dest}" "${host_root}${dest}.previous"
+    fi
+    mv -f "${host_root}${staged}" "${host_root}${dest}" || fail "cannot rename ${staged} to ${dest}"
   fi
   if ! on_host "$checker" policy check --config "$config" >&2; then
     log "error: ${src} does not validate (crigate policy check above); ${dest} is unchanged"
@@ -104,7 +138,9 @@ install_checked() {
     return 2
   fi
   rm -f "${host_root}${dest}.previous"
-  mv -f "${host_root}${staged}" "${host_root}${dest}"
+  if [ -e "${host_root}${staged}" ]; then
+    mv -f "${host_root}${staged}" "${host_root}${dest}" || fail "cannot rename ${staged} to ${dest}"
+  fi
   log "wrote ${dest}"
 }
 
@@ -144,14 +180,12 @@ fi
 # and takes its place, and the units are written, only once it accepts the node's: one
 # that exits at start would be restarted in a loop while kubelet's calls wait on the
 # socket.
-changed=0
 checker="${bin_dir}/crigate"
 staged=""
 if ! cmp -s "${source_dir}/bin/crigate" "${host_root}${bin_dir}/crigate" 2>/dev/null; then
   install_file "${source_dir}/bin/crigate" "${bin_dir}/crigate.new" 0755 || true
   staged="${bin_dir}/crigate.new"
   checker=$staged
-  changed=1
 fi
 on_host "$checker" --version >&2
 
@@ -173,7 +207,13 @@ if [ -n "$staged" ]; then
     log "error: the new crigate refuses ${etc_dir}/config.toml (above); the installed crigate is unchanged"
     exit 1
   fi
-  mv -f "${host_root}${staged}" "${host_root}${bin_dir}/crigate"
+  # The binary it replaces is kept, to be put back if the new one does not start.
+  if [ -f "${host_root}${bin_dir}/crigate" ]; then
+    copy "${host_root}${bin_dir}/crigate" "${host_root}${bin_dir}/crigate.previous"
+    chmod 0755 "${host_root}${bin_dir}/crigate.previous" || fail "cannot chmod crigate.previous"
+  fi
+  restart_needed
+  mv -f "${host_root}${staged}" "${host_root}${bin_dir}/crigate" || fail "cannot rename ${staged}"
   log "wrote ${bin_dir}/crigate"
   checker="${bin_dir}/crigate"
 fi
@@ -187,7 +227,7 @@ for unit in crigate.socket crigate.service; do
     echo "# overwritten at its next start. Override with a drop-in in ${unit}.d/ instead."
     sed "s|/usr/bin/crigate|${bin_dir}/crigate|g" "${source_dir}/systemd/${unit}"
   } >"${rendered}/${unit}"
-  install_file "${rendered}/${unit}" "${unit_dir}/${unit}" 0644 && changed=1
+  install_file "${rendered}/${unit}" "${unit_dir}/${unit}" 0644 && restart_needed
 done
 # The catalog explains crigate's audit records in `journalctl -x`; crigate does not read it.
 if install_file "${source_dir}/systemd/crigate.catalog" "${catalog_dir}/crigate.catalog" 0644; then
@@ -199,13 +239,27 @@ was_active=0
 on_host systemctl is-active --quiet crigate.service && was_active=1
 on_host systemctl daemon-reload
 on_host systemctl enable --now crigate.socket crigate.service
-if [ "$changed" = 1 ] && [ "$was_active" = 1 ]; then
+if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
   log "binary or units changed: restarting crigate.service"
-  on_host systemctl restart crigate.service
+  if ! on_host systemctl restart crigate.service; then
+    on_host systemctl status --no-pager crigate.service >&2 || true
+    if [ -f "${host_root}${bin_dir}/crigate.previous" ]; then
+      mv -f "${host_root}${bin_dir}/crigate.previous" "${host_root}${bin_dir}/crigate" ||
+        fail "crigate.service does not start, and the previous binary cannot be put back"
+      on_host systemctl restart crigate.service ||
+        fail "crigate.service does not start, with the new binary or the previous one"
+      rm -f "${host_root}${restart_marker}"
+      fail "crigate.service does not start with the new binary: the previous one is back and running"
+    fi
+    fail "crigate.service does not start"
+  fi
+  rm -f "${host_root}${restart_marker}"
 elif [ "$reload_needed" = 1 ] && [ "$was_active" = 1 ]; then
   on_host systemctl reload crigate.service
 fi
 reload_needed=0
+# Started afresh by enable --now when it was not running: no restart is owed.
+[ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}"
 for unit in crigate.socket crigate.service; do
   if ! on_host systemctl is-active --quiet "$unit"; then
     on_host systemctl status --no-pager "$unit" >&2 || true

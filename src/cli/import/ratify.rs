@@ -93,6 +93,30 @@ pub(super) fn import(
                     continue;
                 }
                 let key = config_name(name);
+                let artifact_types = spec
+                    .get("artifactTypes")
+                    .and_then(Value::as_str)
+                    .map(|types| {
+                        types
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|t| !t.is_empty())
+                            .map(str::to_owned)
+                            .collect::<Vec<_>>()
+                    })
+                    .filter(|types| !types.is_empty())
+                    .unwrap_or_else(|| vec![NOTATION_SIGNATURE.to_owned()]);
+                // Ratify applies a verifier only to the artifacts its types name: one that
+                // names no Notation signature trusts none, and crigate's would.
+                if !artifact_types.iter().any(|t| t == NOTATION_SIGNATURE) {
+                    import.left_out.push(format!(
+                        "Verifier {name} ({}): artifactTypes {artifact_types:?} does not name \
+                         {NOTATION_SIGNATURE}, so Ratify verifies no Notation signature with it; \
+                         not imported",
+                        file.display()
+                    ));
+                    continue;
+                }
                 // Ratify's getCertStoreNamespace: the Verifier's own namespace, else the
                 // one Ratify runs in. A Verifier is cluster-scoped (the CRD's scope), so
                 // Kubernetes keeps no namespace for it, whatever its file says: members
@@ -146,19 +170,6 @@ pub(super) fn import(
                         file.display()
                     ));
                 }
-                let artifact_types = spec
-                    .get("artifactTypes")
-                    .and_then(Value::as_str)
-                    .map(|types| {
-                        types
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|t| !t.is_empty())
-                            .map(str::to_owned)
-                            .collect::<Vec<_>>()
-                    })
-                    .filter(|types| !types.is_empty())
-                    .unwrap_or_else(|| vec![NOTATION_SIGNATURE.to_owned()]);
                 verifiers.push(Imported {
                     key,
                     artifact_types,

@@ -843,6 +843,26 @@ fn an_authority_name_yaml_reads_as_a_number_refuses_its_namespace() {
 }
 
 #[test]
+fn a_notation_verifier_for_other_artifact_types_is_not_imported() {
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]).replace(
+            "application/vnd.cncf.notary.signature",
+            "application/spdx+json",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out("so Ratify verifies no Notation signature with it"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("no verifier could be imported"));
+    assert!(!run.out.join("notation/v").exists());
+}
+
+#[test]
 fn a_ratify_verifier_defined_twice_is_imported_from_neither_copy() {
     let resources = [
         certificate_store("certstore-inline", None),
