@@ -195,9 +195,9 @@ pub fn requirement(
                     })?
                     .with_online_revocation(*online_revocation)
                     .with_timestamp_revocation(*timestamp_revocation);
-                // The effective content of a Notation verifier is its trust policy
-                // document and trust store files.
-                hash_tree(dir, &mut hasher);
+                // The effective content of a Notation verifier: its trust policy, the
+                // certificates and the CRLs it loaded.
+                config.digest_content(&mut hasher);
                 notation = Some(config);
             }
         }
@@ -248,33 +248,6 @@ fn read(verifier: &str, path: &Path, hasher: &mut Sha256) -> Result<Vec<u8>, Err
     hasher.update(path.as_os_str().as_encoded_bytes());
     hasher.update(&bytes);
     Ok(bytes)
-}
-
-/// Adds every regular file under `dir` (sorted, bounded in size) to the fingerprint.
-/// [`NotationConfig::load`] has already read and validated them.
-fn hash_tree(dir: &Path, hasher: &mut Sha256) {
-    let mut stack = vec![dir.to_owned()];
-    let mut files = Vec::new();
-    while let Some(next) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&next) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            match entry.file_type() {
-                Ok(t) if t.is_dir() => stack.push(entry.path()),
-                Ok(t) if t.is_file() => files.push(entry.path()),
-                _ => {}
-            }
-        }
-    }
-    files.sort();
-    for file in files.iter().take(10_000) {
-        let small = std::fs::metadata(file).is_ok_and(|m| m.len() <= MAX_TRUST_FILE_BYTES);
-        if let (true, Ok(bytes)) = (small, std::fs::read(file)) {
-            hasher.update(file.as_os_str().as_encoded_bytes());
-            hasher.update(&bytes);
-        }
-    }
 }
 
 /// The hash a cosign verifier's `signature_digest` names.
@@ -351,6 +324,62 @@ mod tests {
         let (fixed, fixed_fingerprint) = digests(cosign(Some(SignatureDigestName::Sha384)));
         assert_eq!(fixed, AcceptedDigests::Only(SignatureDigest::Sha384));
         assert_ne!(unset_fingerprint, fixed_fingerprint);
+    }
+
+    #[test]
+    fn a_notation_verifier_is_fingerprinted_by_what_it_loaded() {
+        let vectors = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/vectors/notation");
+        let dir = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(vectors.join("truststore"), dir.path().join("truststore"))
+            .unwrap();
+        std::fs::copy(
+            vectors.join("trustpolicy/alpine-2000.json"),
+            dir.path().join("trustpolicy.json"),
+        )
+        .unwrap();
+        // CRLs kept elsewhere, the directory linked in as a CRL updater may swap it.
+        let crls = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(crls.path(), dir.path().join("crl")).unwrap();
+        let ca = rcgen::CertifiedIssuer::self_signed(
+            rcgen::CertificateParams::new(Vec::<String>::new()).unwrap(),
+            rcgen::KeyPair::generate().unwrap(),
+        )
+        .unwrap();
+        let write_crl = |revoked: &[u64]| {
+            let params = rcgen::CertificateRevocationListParams {
+                this_update: rcgen::date_time_ymd(2025, 1, 1),
+                next_update: rcgen::date_time_ymd(2027, 1, 1),
+                crl_number: rcgen::SerialNumber::from(1u64),
+                issuing_distribution_point: None,
+                revoked_certs: revoked
+                    .iter()
+                    .map(|serial| rcgen::RevokedCertParams {
+                        serial_number: rcgen::SerialNumber::from(*serial),
+                        revocation_time: rcgen::date_time_ymd(2025, 3, 1),
+                        reason_code: None,
+                        invalidity_date: None,
+                    })
+                    .collect(),
+                key_identifier_method: rcgen::KeyIdMethod::Sha256,
+            };
+            let crl = params.signed_by(&ca).unwrap();
+            std::fs::write(crls.path().join("ca.crl"), crl.der()).unwrap();
+        };
+        let fingerprint = || {
+            load(VerifierConfig::Notation {
+                dir: dir.path().to_owned(),
+                online_revocation: false,
+                timestamp_revocation: false,
+            })
+            .unwrap()
+            .fingerprint
+        };
+        write_crl(&[]);
+        let before = fingerprint();
+        assert_eq!(fingerprint(), before, "the same content");
+        // A revocation is a new trust decision: no verdict made before it may answer.
+        write_crl(&[7]);
+        assert_ne!(fingerprint(), before);
     }
 
     const TRUSTED_ROOT: &str = concat!(

@@ -206,6 +206,17 @@ impl NotationConfig {
         Ok(config)
     }
 
+    /// Feeds everything this configuration trusts by to `digest`: the trust policy as
+    /// parsed, every certificate of every store it loaded, with the store's name, and every
+    /// CRL. Made from what was loaded, not from the directory read again, so that no file
+    /// the loader reads (a symlinked `crl/`, a large CRL) escapes it, and no change
+    /// between the load and the digest goes unseen.
+    pub fn digest_content(&self, digest: &mut impl sha2::Digest) {
+        digest.update(format!("{:?}", self.policy).as_bytes());
+        self.store.digest_content(digest);
+        self.crls.digest_content(digest);
+    }
+
     /// Uses `crls` for revocation checking, replacing any loaded before.
     pub fn with_crls(mut self, crls: CrlSet) -> Self {
         self.crls = crls;

@@ -116,6 +116,15 @@ pub(crate) enum Status {
 // === impl CrlSet ===
 
 impl CrlSet {
+    /// Feeds each CRL's signed content, in order, to `digest`.
+    pub(crate) fn digest_content(&self, digest: &mut impl sha2::Digest) {
+        digest.update((self.crls.len() as u64).to_be_bytes());
+        for crl in &self.crls {
+            digest.update((crl.tbs.len() as u64).to_be_bytes());
+            digest.update(&crl.tbs);
+        }
+    }
+
     /// Reads every `.crl` and `.pem` file of `dir` (DER, or PEM `X509 CRL` blocks).
     ///
     /// # Errors

@@ -94,6 +94,20 @@ impl TrustStore {
         Ok(Self { stores })
     }
 
+    /// Feeds each store's name and its certificates, in order, to `digest`.
+    pub(crate) fn digest_content(&self, digest: &mut impl sha2::Digest) {
+        for (store, certs) in &self.stores {
+            let name = store.to_string();
+            digest.update((name.len() as u64).to_be_bytes());
+            digest.update(name.as_bytes());
+            digest.update((certs.len() as u64).to_be_bytes());
+            for cert in certs {
+                digest.update((cert.der().len() as u64).to_be_bytes());
+                digest.update(cert.der());
+            }
+        }
+    }
+
     /// The certificates of one named store (empty if it was not loaded).
     pub(crate) fn certs(&self, store: &StoreRef) -> &[Cert] {
         self.stores.get(store).map_or(&[], Vec::as_slice)
