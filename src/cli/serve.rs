@@ -250,11 +250,6 @@ pub fn policy_decider(
     auditor: Auditor,
 ) -> Result<PolicyDecider, BuildError> {
     let client = registry::Client::new(config.registry.clone())?;
-    let cache = VerdictCache::open(cache)?.with_stats(auditor.metrics().cache_stats());
-    let engine = Arc::new(
-        Engine::new(client, Arc::new(cache), config.verify.timeout)
-            .with_revocation_stats(auditor.metrics().revocation_stats()),
-    );
     let mut verifiers = BTreeMap::new();
     let mut fingerprints = BTreeMap::new();
     for name in config.verifiers.keys() {
@@ -263,6 +258,13 @@ pub fn policy_decider(
         verifiers.insert(name.clone(), requirement);
     }
     let policies = Policies::new(&config.policies, &fingerprints)?;
+    // Last: opening the cache writes its file anew, which a reload refused for anything
+    // above must leave to the running daemon.
+    let cache = VerdictCache::open(cache)?.with_stats(auditor.metrics().cache_stats());
+    let engine = Arc::new(
+        Engine::new(client, Arc::new(cache), config.verify.timeout)
+            .with_revocation_stats(auditor.metrics().revocation_stats()),
+    );
     Ok(
         PolicyDecider::new(policies, verifiers, engine, runtime, auditor)
             .with_record_failure(config.audit.on_record_failure),
@@ -272,6 +274,32 @@ pub fn policy_decider(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_configuration_refused_for_its_trust_material_leaves_the_cache_file_alone() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verdicts.jsonl");
+        let cache = || CacheConfig {
+            positive_ttl: std::time::Duration::from_secs(60),
+            negative_ttl: std::time::Duration::from_secs(60),
+            max_entries: 10,
+            path: Some(path.clone()),
+        };
+        VerdictCache::open(cache()).unwrap();
+        let before = std::fs::metadata(&path).unwrap().ino();
+        let config = Config::parse(
+            &format!(
+                "[verifiers.release]\nkind = \"cosign\"\nkeys = [\"{}\"]\n",
+                dir.path().join("missing.pub").display()
+            ),
+            Path::new("config.toml"),
+        )
+        .unwrap();
+        let auditor = Auditor::new("node", Vec::new());
+        assert!(policy_decider(&config, cache(), None, auditor).is_err());
+        assert_eq!(std::fs::metadata(&path).unwrap().ino(), before);
+    }
 
     #[test]
     fn decisions_are_not_repeated_in_the_journal_that_holds_their_records() {
