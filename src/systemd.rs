@@ -46,22 +46,75 @@ pub fn inherited_listener() -> Result<Option<UnixListener>, ActivationError> {
 
 /// Tells systemd the service is ready (`READY=1`). Without `NOTIFY_SOCKET`, does nothing.
 pub fn notify_ready() {
-    notify(&[sd_notify::NotifyState::Ready]);
+    notify("READY=1");
 }
 
 /// Tells systemd the configuration is being reloaded, then that it is ready again.
 pub fn notify_reloaded() {
-    notify(&[sd_notify::NotifyState::Reloading]);
-    notify(&[sd_notify::NotifyState::Ready]);
+    notify("RELOADING=1");
+    notify("READY=1");
 }
 
 /// Tells systemd the service is stopping (`STOPPING=1`).
 pub fn notify_stopping() {
-    notify(&[sd_notify::NotifyState::Stopping]);
+    notify("STOPPING=1");
 }
 
-fn notify(state: &[sd_notify::NotifyState<'_>]) {
-    if let Err(error) = sd_notify::notify(state) {
-        tracing::warn!(%error, "cannot notify systemd");
+fn notify(state: &str) {
+    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    if let Err(error) = notify_to(&socket, state) {
+        tracing::warn!(%error, socket = ?socket, "cannot notify systemd");
+    }
+}
+
+/// Sends `state` to the notification socket `socket`: a path, or, with a leading `@`, a
+/// name in the abstract namespace (`sd_notify(3)`), which the service manager may use.
+fn notify_to(socket: &std::ffi::OsStr, state: &str) -> std::io::Result<()> {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    let sender = UnixDatagram::unbound()?;
+    let sent = match socket.as_bytes().strip_prefix(b"@") {
+        Some(name) => {
+            sender.send_to_addr(state.as_bytes(), &SocketAddr::from_abstract_name(name)?)?
+        }
+        None => sender.send_to(state.as_bytes(), socket)?,
+    };
+    if sent != state.len() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::WriteZero,
+            "the notification was cut short",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+
+    use super::*;
+
+    #[test]
+    fn notifications_reach_a_socket_by_path_or_in_the_abstract_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let by_path = UnixDatagram::bind(&path).unwrap();
+        notify_to(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0; 64];
+        let n = by_path.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("crigate-test-notify-{}", std::process::id());
+        let abstract_socket =
+            UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(name.as_bytes()).unwrap())
+                .unwrap();
+        notify_to(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let n = abstract_socket.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
     }
 }
