@@ -216,6 +216,41 @@ fn set_up_socket(cri: &CriConfig, path: &Path, created: Option<&Path>) -> Result
         .map_err(permissions)
 }
 
+/// How often the configuration file is checked for changes.
+const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
+
+/// How many more polls a refused reload is tried again at, with no further change: a
+/// file the configuration names (a key, a trust policy) may have been caught mid-write.
+const RELOAD_RETRIES: u32 = 3;
+
+/// What identifies a version of the configuration file (`None` while it cannot be read,
+/// e.g. mid-replacement by an editor or ConfigMap): the file it is (device and inode, so
+/// a file renamed over it counts), when its content and its inode last changed, and its
+/// size. The inode's change time moves with every write, even one that puts back the
+/// old modification time (`cp -p`, `rsync -t`, `tar`).
+pub fn file_stamp(path: &Path) -> FileStamp {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path).ok()?;
+    Some([
+        meta.dev(),
+        meta.ino(),
+        meta.mtime() as u64,
+        meta.mtime_nsec() as u64,
+        meta.ctime() as u64,
+        meta.ctime_nsec() as u64,
+        meta.len(),
+    ])
+}
+
+/// What identifies a version of the configuration file; see [`file_stamp`].
+pub type FileStamp = Option<[u64; 7]>;
+
+/// Builds the decision seam from a configuration; called at start and on every reload.
+pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + Send + Sync;
+
+/// Why the decision seam could not be built from a configuration.
+pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
+
 /// Serves CRI on `listener` until SIGTERM or SIGINT, then drains.
 ///
 /// `config_path` is re-read on SIGHUP; a configuration that does not validate is
@@ -224,29 +259,6 @@ fn set_up_socket(cri: &CriConfig, path: &Path, created: Option<&Path>) -> Result
 /// # Errors
 ///
 /// Signal handlers cannot be installed.
-/// How often the configuration file is checked for changes.
-const CONFIG_POLL_INTERVAL: Duration = Duration::from_secs(2);
-
-/// How many more polls a refused reload is tried again at, with no further change: a
-/// file the configuration names (a key, a trust policy) may have been caught mid-write.
-const RELOAD_RETRIES: u32 = 3;
-
-/// What identifies a version of the configuration file: its modification time and size
-/// (`None` while it cannot be read, e.g. mid-replacement by an editor or ConfigMap).
-pub fn file_stamp(path: &Path) -> FileStamp {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
-}
-
-/// What identifies a version of the configuration file: its modification time and size.
-pub type FileStamp = Option<(std::time::SystemTime, u64)>;
-
-/// Builds the decision seam from a configuration; called at start and on every reload.
-pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + Send + Sync;
-
-/// Why the decision seam could not be built from a configuration.
-pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
-
 pub async fn serve(
     listener: Listener,
     config: Config,
@@ -462,4 +474,45 @@ fn reload(
     systemd::notify_reloaded();
     tracing::info!(path = %path.display(), "configuration reloaded");
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // A plain test thread, no runtime to block.
+    #[allow(clippy::disallowed_methods)]
+    #[test]
+    fn a_rewrite_that_keeps_the_size_and_the_modification_time_is_a_new_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, "keys = [\"/etc/crigate/a.pub\"]\n").unwrap();
+        let written = std::fs::metadata(&path).unwrap().modified().unwrap();
+        let first = file_stamp(&path);
+        assert!(first.is_some());
+        assert_eq!(file_stamp(&path), first, "unchanged");
+        // As `cp -p` or `rsync -t` write it: other bytes, the same length and mtime, past
+        // the clock tick the kernel stamps inode changes with.
+        std::thread::sleep(Duration::from_millis(50));
+        std::fs::write(&path, "keys = [\"/etc/crigate/b.pub\"]\n").unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(written)
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().modified().unwrap(),
+            written
+        );
+        assert_ne!(file_stamp(&path), first);
+        // Another file renamed over it.
+        let stamp = file_stamp(&path);
+        let other = dir.path().join("other");
+        std::fs::copy(&path, &other).unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(file_stamp(&path), stamp);
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(file_stamp(&path), None);
+    }
 }
