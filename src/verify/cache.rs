@@ -241,7 +241,15 @@ impl VerdictCache {
         if let Some(path) = &config.path {
             let loaded = load(path)?;
             let now = now_secs();
-            for line in loaded.into_iter().filter(|l| l.entry.expires > now) {
+            for mut line in loaded.into_iter().filter(|l| l.entry.expires > now) {
+                // A verdict made under a longer TTL than the one configured now lives no
+                // longer than that TTL from here: lowering it (a signer found untrustworthy
+                // where no file changed, say) bounds what was cached before.
+                let ttl = match line.entry.verdict {
+                    Verdict::Trusted(_) => config.positive_ttl,
+                    Verdict::Rejected(_) => config.negative_ttl,
+                };
+                line.entry.expires = line.entry.expires.min(now.saturating_add(ttl.as_secs()));
                 let stored = state.store(&line.key.digest, line.entry);
                 state.insert(
                     SlotKey::new(&line.key),

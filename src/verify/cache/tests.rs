@@ -250,6 +250,31 @@ async fn size_is_bounded_oldest_out_first() {
 }
 
 #[tokio::test]
+async fn a_lowered_ttl_bounds_the_verdicts_cached_under_a_longer_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    let runs = Arc::new(AtomicUsize::new(0));
+    {
+        let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+        let k = key(1);
+        cache
+            .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    // Opened again, as a reload or a restart does, with the TTL lowered to nothing.
+    let lowered = CacheConfig {
+        positive_ttl: Duration::ZERO,
+        ..config(Some(path.clone()))
+    };
+    let cache = VerdictCache::open(lowered).unwrap();
+    assert_eq!(cache.get(&key(1)), None, "outlived the TTL now configured");
+    // Nor does it come back when the TTL is raised again.
+    let cache = VerdictCache::open(config(Some(path))).unwrap();
+    assert_eq!(cache.get(&key(1)), None);
+}
+
+#[tokio::test]
 async fn verdicts_survive_a_restart_within_their_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdicts.jsonl");
