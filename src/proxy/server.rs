@@ -284,6 +284,7 @@ pub async fn serve(
         }
     };
     let proxy = Arc::new(Proxy::new(config.cri, decide));
+    let build: Arc<BuildDecide> = Arc::from(build);
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
 
@@ -302,7 +303,16 @@ pub async fn serve(
     // The stamp the caller took before it read the file: an edit since is noticed.
     let mut seen = config_seen;
     let mut retries = 0;
+    // A reload reads its files on the blocking pool while calls go on being accepted and
+    // relayed; one asked for meanwhile follows it.
+    let mut loading: Option<(Reload, tokio::task::JoinHandle<Loaded>)> = None;
+    let mut next: Option<Reload> = None;
     loop {
+        if loading.is_none() {
+            if let Some(why) = next.take() {
+                loading = Some((why, load(&config_path, &build)));
+            }
+        }
         tokio::select! {
             _ = watch.tick() => {
                 let now = file_stamp(&config_path);
@@ -315,14 +325,21 @@ pub async fn serve(
                     }
                     seen = now;
                     hosts_seen = hosts_now;
-                    let applied = reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
-                    retries = if applied { 0 } else { RELOAD_RETRIES };
-                } else if retries > 0 {
+                    next = Some(Reload::Changed);
+                } else if retries > 0 && loading.is_none() && next.is_none() {
                     retries -= 1;
                     tracing::info!(path = %config_path.display(), "trying the refused configuration again");
-                    if reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen) {
-                        retries = 0;
-                    }
+                    next = Some(Reload::Retry);
+                }
+            }
+            loaded = async { (&mut loading.as_mut()?.1).await.ok() }, if loading.is_some() => {
+                let why = loading.take().map(|(why, _)| why);
+                let loaded = loaded.unwrap_or_else(|| Err("the reload task failed".to_owned()));
+                let applied = apply(&proxy, &config_path, &startup, loaded, &mut registry, &mut hosts_seen);
+                if applied {
+                    retries = 0;
+                } else if why == Some(Reload::Changed) {
+                    retries = RELOAD_RETRIES;
                 }
             }
             accepted = listener.listener.accept() => match accepted {
@@ -340,7 +357,7 @@ pub async fn serve(
                 seen = file_stamp(&config_path);
                 hosts_seen = registry.hosts_stamp();
                 retries = 0;
-                reload_watched(&proxy, &config_path, &startup, &build, &mut registry, &mut hosts_seen);
+                next = Some(Reload::Signal);
             }
             _ = terminate.recv() => break,
             _ = interrupt.recv() => break,
@@ -383,50 +400,56 @@ fn caller(stream: &UnixStream) -> Option<Caller> {
     }
 }
 
-/// [`reload`], with `hosts_seen` (stamped before the reload reads the registry's files)
-/// stamped anew when the reload moved the registry to other hosts files.
-fn reload_watched(
+/// What a reload was started for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Reload {
+    /// The configuration file or the registry hosts files changed.
+    Changed,
+    /// A refused configuration tried again.
+    Retry,
+    /// SIGHUP.
+    Signal,
+}
+
+/// A configuration read anew with its decision seam, or why it was refused.
+type Loaded = Result<(Config, Arc<dyn Decide>), String>;
+
+/// Reads the configuration file and builds its seam on the blocking pool: the file and
+/// all it names (keys, trust stores, CRLs, the verdict cache) can take a while to read,
+/// and the daemon's one thread goes on relaying calls meanwhile.
+fn load(path: &Path, build: &Arc<BuildDecide>) -> tokio::task::JoinHandle<Loaded> {
+    let (path, build) = (path.to_owned(), build.clone());
+    tokio::task::spawn_blocking(move || {
+        let config = Config::load(&path).map_err(|e| e.to_string())?;
+        let decide = build(&config).map_err(|e| format!("{e:#}"))?;
+        Ok((config, decide))
+    })
+}
+
+/// Applies a configuration read anew, or keeps the running one if it did not validate
+/// (`false`). `registry` becomes the registry settings applied; `hosts_seen` (stamped
+/// before the files were read) is stamped anew when they moved the registry to other
+/// hosts files.
+fn apply(
     proxy: &Proxy,
     path: &Path,
     startup: &CriConfig,
-    build: &BuildDecide,
+    loaded: Loaded,
     registry: &mut RegistryConfig,
     hosts_seen: &mut Option<crate::registry::HostsStamp>,
 ) -> bool {
-    let (dir, containerd) = (
-        registry.hosts_dir.clone(),
-        registry.containerd_config.clone(),
-    );
-    let applied = reload(proxy, path, startup, build, registry);
-    if registry.hosts_dir != dir || registry.containerd_config != containerd {
-        *hosts_seen = registry.hosts_stamp();
+    let (config, decide) = match loaded {
+        Ok(loaded) => loaded,
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "configuration reload refused; keeping the running configuration");
+            return false;
+        }
+    };
+    if config.registry.hosts_dir != registry.hosts_dir
+        || config.registry.containerd_config != registry.containerd_config
+    {
+        *hosts_seen = config.registry.hosts_stamp();
     }
-    applied
-}
-
-/// Applies a re-read configuration, or keeps the running one if it does not validate
-/// (`false`). `registry` becomes the registry settings applied.
-fn reload(
-    proxy: &Proxy,
-    path: &Path,
-    startup: &CriConfig,
-    build: &BuildDecide,
-    registry: &mut RegistryConfig,
-) -> bool {
-    let config = match Config::load(path) {
-        Ok(config) => config,
-        Err(error) => {
-            tracing::error!(path = %path.display(), error = %error, "configuration reload refused; keeping the running configuration");
-            return false;
-        }
-    };
-    let decide = match build(&config) {
-        Ok(decide) => decide,
-        Err(error) => {
-            tracing::error!(path = %path.display(), error = format!("{error:#}"), "configuration reload refused; keeping the running configuration");
-            return false;
-        }
-    };
     *registry = config.registry;
     let cri = config.cri;
     for (key, changed) in [
@@ -478,7 +501,74 @@ fn reload(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+    use k8s_cri::v1::VersionRequest;
+
     use super::*;
+    use crate::decision::AllowAll;
+
+    // The build stands in for a reload reading large files; a plain blocking sleep is
+    // what it would cost the thread it runs on.
+    #[allow(clippy::disallowed_methods)]
+    #[tokio::test]
+    async fn calls_are_answered_while_a_reload_reads_its_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let socket = dir.path().join("crigate.sock");
+        let text = format!(
+            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
+            socket.display(),
+            dir.path().join("runtime.sock").display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let seen = file_stamp(&path);
+        let config = Config::load(&path).unwrap();
+        let listener = Listener::open(&config.cri).unwrap();
+        let builds = Arc::new(AtomicUsize::new(0));
+        let (reloading, reloaded) = (
+            Arc::new(AtomicBool::new(false)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let build: Box<BuildDecide> = Box::new({
+            let (builds, reloading, reloaded) =
+                (builds.clone(), reloading.clone(), reloaded.clone());
+            move |_| {
+                if builds.fetch_add(1, Ordering::SeqCst) > 0 {
+                    reloading.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_secs(2));
+                    reloaded.store(true, Ordering::SeqCst);
+                }
+                Ok(Arc::new(AllowAll) as Arc<dyn Decide>)
+            }
+        });
+        let server = tokio::spawn(serve(listener, config, path.clone(), seen, build));
+        std::fs::write(&path, format!("{text}# changed\n")).unwrap();
+        let waited = std::time::Instant::now();
+        while !reloading.load(Ordering::SeqCst) {
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "no reload began"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // No runtime listens: crigate answers itself, reload or not.
+        let channel = crate::proxy::upstream::unix_channel(
+            tonic::transport::Endpoint::from_static("http://localhost"),
+            socket,
+        );
+        let status = RuntimeServiceClient::new(channel)
+            .version(VersionRequest::default())
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(
+            !reloaded.load(Ordering::SeqCst),
+            "answered only once the reload had read its files"
+        );
+        server.abort();
+    }
 
     // A plain test thread, no runtime to block.
     #[allow(clippy::disallowed_methods)]
