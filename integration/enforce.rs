@@ -596,6 +596,23 @@ async fn policy_check_reports_problems_with_their_location() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audti") && out.contains("line"), "{out}");
 
+    // A socket group the node does not have: the daemon would not bind its socket.
+    std::fs::write(
+        &broken,
+        text.replacen(
+            "[cri]\n",
+            "[cri]\nsocket_group = \"crigate-no-such-group\"\n",
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out) = crigate_cli(&["policy", "check"], &broken);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("group \"crigate-no-such-group\" (cri.socket_group) does not exist"),
+        "{out}"
+    );
+
     // The aggregator's TLS material unusable (a public key given as its CA): the daemon
     // would not start, so the check says so.
     let dir = node.env.dir().display().to_string();

@@ -122,6 +122,14 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             report(&error);
         }
     }
+    // The socket's group, which the daemon looks up as it binds.
+    if let Some(group) = &config.cri.socket_group {
+        match nix::unistd::Group::from_name(group) {
+            Ok(Some(_)) => {}
+            Ok(None) => report(&crate::proxy::server::Error::UnknownGroup(group.clone())),
+            Err(error) => report(&std::io::Error::from(error)),
+        }
+    }
     // The registry's files: CA bundle, credentials, the hosts directory.
     if let Err(error) = registry::Client::new(config.registry.clone()) {
         report(&error);
