@@ -568,6 +568,26 @@ async fn policy_explain_traces_each_decision_without_pulling() {
     );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("allowlist:"), "{out}");
+
+    // With no [[policies]] the daemon allows every call: so does the explanation.
+    let unpoliced = node.env.dir().join("no-policies.toml");
+    std::fs::write(&unpoliced, "[cri]\n").unwrap();
+    let (code, out) = crigate_cli(
+        &[
+            "policy",
+            "explain",
+            &node.unsigned,
+            "--namespace",
+            "prod",
+            "--output",
+            "json",
+        ],
+        &unpoliced,
+    );
+    assert_eq!(code, 0, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|_| panic!("{out}"));
+    assert_eq!(json["decision"], "allow", "{json}");
+    assert_eq!(json["reason_code"], "no_policies", "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -594,7 +594,7 @@ struct Undecided {
 // === impl Explanation ===
 
 impl Explanation {
-    fn new(request: &RequestContext) -> Self {
+    pub(crate) fn new(request: &RequestContext) -> Self {
         Self {
             phase: request.phase.to_string(),
             namespace: request.namespace.clone().unwrap_or_default(),
@@ -614,7 +614,12 @@ impl Explanation {
         }
     }
 
-    fn conclude(mut self, decision: Conclusion, code: &'static str, reason: String) -> Self {
+    pub(crate) fn conclude(
+        mut self,
+        decision: Conclusion,
+        code: &'static str,
+        reason: String,
+    ) -> Self {
         self.decision = decision;
         self.reason_code = code;
         self.reason = reason;
