@@ -153,13 +153,7 @@ pub(super) fn import(
     // policies by kritis: one from the others alone would decide otherwise.
     for gap in repeated {
         if let (Some(namespace), "GenericAttestationPolicy") = (&gap.namespace, gap.kind.as_str()) {
-            namespaces
-                .entry(namespace.clone())
-                .or_insert_with(|| Namespace {
-                    gaps: Vec::new(),
-                    complete: false,
-                })
-                .complete = false;
+            incomplete(&mut namespaces, namespace);
         }
     }
     let mut policies = 0;
@@ -335,13 +329,7 @@ fn policies_by_namespace(
                  holds {other:?}, which is not a string (quote it)",
                 file.display()
             ));
-            namespaces
-                .entry(namespace.clone())
-                .or_insert_with(|| Namespace {
-                    gaps: Vec::new(),
-                    complete: false,
-                })
-                .complete = false;
+            incomplete(&mut namespaces, namespace);
             continue;
         }
         let missing: Vec<&str> = required
@@ -382,6 +370,17 @@ fn policies_by_namespace(
         });
     }
     namespaces
+}
+
+/// Marks `namespace` as holding a GenericAttestationPolicy that was not imported.
+fn incomplete(namespaces: &mut BTreeMap<String, Namespace>, namespace: &str) {
+    namespaces
+        .entry(namespace.to_owned())
+        .or_insert_with(|| Namespace {
+            gaps: Vec::new(),
+            complete: false,
+        })
+        .complete = false;
 }
 
 /// The verifiers and `require` of one crigate policy deciding as kritis decides over
