@@ -837,16 +837,20 @@ impl PolicyDecider {
         // form kubelet itself sends, it creates from the image that was decided on. The
         // runtime is then given the id as its image string, so that string must name no
         // checkpoint archive either.
-        let pin = subject
+        let Some(pin) = subject
             .id
             .as_ref()
             .map(ToString::to_string)
-            .filter(|id| *id != request.image);
-        if let Some(rejected) = pin.as_deref().and_then(|id| self.checkpoint_archive(id)) {
-            return self.rejected(trace, policy, rejected);
-        }
-        let mut judged = self.judge(trace, policy, request, &subject).await;
-        if let Some(pin) = pin.filter(|_| judged.decision == Conclusion::Allow) {
+            .filter(|id| *id != request.image)
+        else {
+            return self.judge(trace, policy, request, &subject).await;
+        };
+        let mut judged = self.judge(trace.clone(), policy, request, &subject).await;
+        if judged.decision == Conclusion::Allow {
+            // Checked once allowed, just before the id goes to the runtime.
+            if let Some(rejected) = self.checkpoint_archive(&pin) {
+                return self.rejected(trace, policy, rejected);
+            }
             judged.pinned = Some(pin);
         }
         judged
