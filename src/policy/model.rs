@@ -354,23 +354,31 @@ fn tie(policies: &[Policy]) -> Result<(), Error> {
     Ok(())
 }
 
-/// A name both globs match, if there is one: a search over pairs of positions in the two
-/// globs, each step reading one character both accept (a `*` accepts any).
+/// A namespace name both globs match, if there is one: a search over pairs of positions
+/// in the two globs, each step reading one character both accept (a `*` accepts any).
+/// A name must start and end with a letter or a digit, as Kubernetes requires, so
+/// `-*` and `*-` share none.
 fn common_match(a: &[u8], b: &[u8]) -> Option<String> {
-    // A star's character, where both globs are at a star: any one a namespace may hold.
+    // What a star reads where both globs are at one: any letter serves.
     const ANY: u8 = b'a';
-    // Whether a position pair was reached, with an empty name read and with a longer one.
+    let alphanumeric = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
+    // Each state: the two positions, and whether the name read so far ends in a letter
+    // or digit (an empty one does not, nor can it start with anything else).
     let mut seen = BTreeSet::new();
-    let mut queue = std::collections::VecDeque::from([(0, 0, Vec::new())]);
+    let mut queue = std::collections::VecDeque::from([(0, 0, Vec::<u8>::new())]);
     while let Some((i, j, name)) = queue.pop_front() {
-        if !seen.insert((i, j, name.is_empty())) {
+        let ends_well = name.last().copied().is_some_and(alphanumeric);
+        if !seen.insert((i, j, name.is_empty(), ends_well)) {
             continue;
         }
-        if i == a.len() && j == b.len() && !name.is_empty() {
+        if i == a.len() && j == b.len() && ends_well {
             return String::from_utf8(name).ok();
         }
         let (x, y) = (a.get(i).copied(), b.get(j).copied());
         let mut step = |i: usize, j: usize, read: Option<u8>| {
+            if read.is_some_and(|c| name.is_empty() && !alphanumeric(c)) {
+                return;
+            }
             let mut name = name.clone();
             name.extend(read);
             queue.push_back((i, j, name));
@@ -383,12 +391,7 @@ fn common_match(a: &[u8], b: &[u8]) -> Option<String> {
             step(i, j + 1, None);
         }
         match (x, y) {
-            (Some(b'*'), Some(b'*')) if name.is_empty() => {
-                // Both stars read one character, so the name is not empty.
-                let mut name = name.clone();
-                name.push(ANY);
-                queue.push_back((i, j, name));
-            }
+            (Some(b'*'), Some(b'*')) if !ends_well => step(i, j, Some(ANY)),
             (Some(b'*'), Some(c)) if c != b'*' => step(i, j + 1, Some(c)),
             (Some(c), Some(b'*')) if c != b'*' => step(i + 1, j, Some(c)),
             (Some(c), Some(d)) if c == d && c != b'*' => step(i + 1, j + 1, Some(c)),
