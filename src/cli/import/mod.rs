@@ -15,7 +15,7 @@
 //!
 //! The Ratify mapping is in [`ratify`], the kritis one in [`kritis`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -188,36 +188,46 @@ impl Resource {
 }
 
 /// Splits `resources` into those defined once and those defined more than once (one
-/// kind, namespace and name, in any files), the latter sorted so that the copies of
-/// one resource are together. A cluster holds only the copy applied last, and the files
-/// do not say which that is: taking any one could import a key rotated out, or an
-/// allowlist entry since removed.
+/// kind, namespace and name, in any files, in different words), the latter sorted so
+/// that the copies of one resource are together. A cluster holds only the copy applied
+/// last, and the files do not say which that is: taking any one could import a key
+/// rotated out, or an allowlist entry since removed. Copies alike in every word are one
+/// resource, whichever was applied last.
 fn split_repeats(
     resources: Vec<Resource>,
     cluster_scoped: fn(&str) -> bool,
 ) -> (Vec<Resource>, Vec<Resource>) {
-    let mut count: BTreeMap<(String, Option<String>, String), usize> = BTreeMap::new();
-    for resource in &resources {
+    type Key = (String, Option<String>, String);
+    let key = |resource: &Resource| -> Key {
         let (kind, namespace, name) = resource.key(cluster_scoped);
-        *count
-            .entry((
-                kind.to_owned(),
-                namespace.map(str::to_owned),
-                name.to_owned(),
-            ))
-            .or_default() += 1;
+        (
+            kind.to_owned(),
+            namespace.map(str::to_owned),
+            name.to_owned(),
+        )
+    };
+    let mut versions: BTreeMap<Key, Vec<&Value>> = BTreeMap::new();
+    for resource in &resources {
+        let seen = versions.entry(key(resource)).or_default();
+        if !seen.contains(&&resource.value) {
+            seen.push(&resource.value);
+        }
     }
-    let (mut repeated, once): (Vec<Resource>, Vec<Resource>) =
-        resources.into_iter().partition(|resource| {
-            let (kind, namespace, name) = resource.key(cluster_scoped);
-            count
-                .get(&(
-                    kind.to_owned(),
-                    namespace.map(str::to_owned),
-                    name.to_owned(),
-                ))
-                .is_some_and(|&n| n > 1)
-        });
+    let differ: BTreeSet<Key> = versions
+        .into_iter()
+        .filter(|(_, values)| values.len() > 1)
+        .map(|(key, _)| key)
+        .collect();
+    let mut kept: BTreeSet<Key> = BTreeSet::new();
+    let (mut once, mut repeated) = (Vec::new(), Vec::new());
+    for resource in resources {
+        let key = key(&resource);
+        if differ.contains(&key) {
+            repeated.push(resource);
+        } else if kept.insert(key) {
+            once.push(resource);
+        }
+    }
     repeated.sort_by(|a, b| a.key(cluster_scoped).cmp(&b.key(cluster_scoped)));
     (once, repeated)
 }

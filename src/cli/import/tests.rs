@@ -826,6 +826,25 @@ fn a_resource_defined_twice_is_imported_from_neither_copy() {
 }
 
 #[test]
+fn copies_alike_in_every_word_are_one_resource() {
+    let key = public_key();
+    let resources = [
+        authority("release", Some("prod"), &key),
+        authority("release", Some("prod"), &key),
+        gap("gap", Some("prod"), &["release"]),
+        gap("gap", Some("prod"), &["release"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(run.import().left_out.is_empty(), "{:?}", run.import());
+    assert!(
+        run.config().contains("name = \"prod_gap\""),
+        "{}",
+        run.config()
+    );
+}
+
+#[test]
 fn an_authority_name_yaml_reads_as_a_number_refuses_its_namespace() {
     let resources = [
         authority("release", Some("prod"), &public_key()),
@@ -867,7 +886,8 @@ fn a_ratify_verifier_defined_twice_is_imported_from_neither_copy() {
     let resources = [
         certificate_store("certstore-inline", None),
         flat_verifier("v", &["certstore-inline"]),
-        flat_verifier("v", &["certstore-inline"]),
+        // A later version of it, with a weaker level.
+        flat_verifier("v", &["certstore-inline"]).replace("level: strict", "level: permissive"),
         ANY_POLICY.to_owned(),
     ]
     .concat();
