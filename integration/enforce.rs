@@ -616,7 +616,8 @@ async fn policy_check_reports_problems_with_their_location() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("audti") && out.contains("line"), "{out}");
 
-    // A socket group the node does not have: the daemon would not bind its socket.
+    // A socket group the node does not have: a daemon binding its own socket would not
+    // start, one given its socket by systemd would, so a warning.
     std::fs::write(
         &broken,
         text.replacen(
@@ -627,9 +628,10 @@ async fn policy_check_reports_problems_with_their_location() {
     )
     .unwrap();
     let (code, out) = crigate_cli(&["policy", "check"], &broken);
-    assert_eq!(code, 1, "{out}");
+    assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("group \"crigate-no-such-group\" (cri.socket_group) does not exist"),
+        out.starts_with("warning: ")
+            && out.contains("group \"crigate-no-such-group\" (cri.socket_group) does not exist"),
         "{out}"
     );
 
