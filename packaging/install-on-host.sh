@@ -23,7 +23,7 @@
 #      before it could restart (the socket stays, so kubelet's calls queue during the
 #      restart; a new binary that does not start is replaced by the one before it, kept
 #      as crigate.previous, and the install fails), else reload it when the trust policy
-#      changed;
+#      changed (in this run or in one stopped before it could reload);
 #   5. mark the pod ready, then every CRIGATE_SYNC_SECONDS copy a changed config again
 #      (crigate reloads its config file by itself; a changed trust policy gets
 #      systemctl reload) until the pod is stopped.
@@ -109,6 +109,8 @@ install_checked() {
   # found valid: the one it replaced goes back first, and the new one is checked anew.
   if [ -f "${host_root}${dest}.previous" ]; then
     mv -f "${host_root}${dest}.previous" "${host_root}${dest}" || fail "cannot restore ${dest}"
+  elif [ -f "${host_root}${dest}.unchecked" ]; then
+    rm -f "${host_root}${dest}" "${host_root}${dest}.unchecked" || fail "cannot remove ${dest}"
   fi
   if [ -f "${host_root}${dest}" ] && cmp -s "$src" "${host_root}${dest}"; then
     return 1
@@ -124,6 +126,8 @@ install_checked() {
     # the new one renamed in whole.
     if [ -f "${host_root}${dest}" ]; then
       copy "${host_root}${dest}" "${host_root}${dest}.previous"
+    else
+      touch "${host_root}${dest}.unchecked" || fail "cannot write ${dest}.unchecked"
     fi
     mv -f "${host_root}${staged}" "${host_root}${dest}" || fail "cannot rename ${staged} to ${dest}"
   fi
@@ -135,9 +139,10 @@ install_checked() {
     elif [ "$dest" != "${etc_dir}/config.toml" ]; then
       rm -f "${host_root}${dest}"
     fi
+    rm -f "${host_root}${dest}.unchecked"
     return 2
   fi
-  rm -f "${host_root}${dest}.previous"
+  rm -f "${host_root}${dest}.previous" "${host_root}${dest}.unchecked"
   if [ -e "${host_root}${staged}" ]; then
     mv -f "${host_root}${staged}" "${host_root}${dest}" || fail "cannot rename ${staged} to ${dest}"
   fi
@@ -146,8 +151,10 @@ install_checked() {
 
 # sync_config: copies the ConfigMap's files to the host when they changed. Fails if one
 # does not validate. crigate sees a changed config file by itself, but reads the trust
-# policy only when it loads its config: a new trust policy sets reload_needed.
-reload_needed=0
+# policy only when it loads its config: a new trust policy leaves a marker on the host
+# until crigate has been reloaded (or restarted), so that an installer stopped between
+# the two reloads it at its next start.
+reload_marker="${etc_dir}/.crigate-reload-pending"
 sync_config() {
   local status=0 rc
   if [ -f "${config_dir}/config.toml" ]; then
@@ -161,7 +168,9 @@ sync_config() {
     rc=0
     install_checked "${config_dir}/trustpolicy.json" "${etc_dir}/notation/trustpolicy.json" \
       "${etc_dir}/config.toml" || rc=$?
-    [ "$rc" != 0 ] || reload_needed=1
+    if [ "$rc" = 0 ]; then
+      touch "${host_root}${reload_marker}" || fail "cannot write ${reload_marker}"
+    fi
     [ "$rc" -le 1 ] || status=1
   fi
   return "$status"
@@ -207,7 +216,8 @@ if [ -n "$staged" ]; then
     log "error: the new crigate refuses ${etc_dir}/config.toml (above); the installed crigate is unchanged"
     exit 1
   fi
-  # The binary it replaces is kept, to be put back if the new one does not start.
+  # The binary it replaces is kept until the new one has started, to be put back if it
+  # does not.
   if [ -f "${host_root}${bin_dir}/crigate" ]; then
     copy "${host_root}${bin_dir}/crigate" "${host_root}${bin_dir}/crigate.previous"
     chmod 0755 "${host_root}${bin_dir}/crigate.previous" || fail "cannot chmod crigate.previous"
@@ -243,7 +253,8 @@ if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
   log "binary or units changed: restarting crigate.service"
   if ! on_host systemctl restart crigate.service; then
     on_host systemctl status --no-pager crigate.service >&2 || true
-    if [ -f "${host_root}${bin_dir}/crigate.previous" ]; then
+    if [ -f "${host_root}${bin_dir}/crigate.previous" ] &&
+      on_host "${bin_dir}/crigate.previous" policy check --config "${etc_dir}/config.toml" >&2; then
       mv -f "${host_root}${bin_dir}/crigate.previous" "${host_root}${bin_dir}/crigate" ||
         fail "crigate.service does not start, and the previous binary cannot be put back"
       on_host systemctl restart crigate.service ||
@@ -253,13 +264,13 @@ if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
     fi
     fail "crigate.service does not start"
   fi
-  rm -f "${host_root}${restart_marker}"
-elif [ "$reload_needed" = 1 ] && [ "$was_active" = 1 ]; then
+  rm -f "${host_root}${restart_marker}" "${host_root}${bin_dir}/crigate.previous"
+elif [ -e "${host_root}${reload_marker}" ] && [ "$was_active" = 1 ]; then
   on_host systemctl reload crigate.service
 fi
-reload_needed=0
-# Started afresh by enable --now when it was not running: no restart is owed.
-[ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}"
+# Restarted, reloaded, or started afresh by enable --now: nothing is owed.
+rm -f "${host_root}${reload_marker}"
+[ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}" "${host_root}${bin_dir}/crigate.previous"
 for unit in crigate.socket crigate.service; do
   if ! on_host systemctl is-active --quiet "$unit"; then
     on_host systemctl status --no-pager "$unit" >&2 || true
@@ -277,8 +288,11 @@ while true; do
   sleep "$sync_seconds" &
   wait $!
   sync_config || true
-  if [ "$reload_needed" = 1 ]; then
-    on_host systemctl reload crigate.service || log "error: reloading crigate.service failed"
-    reload_needed=0
+  if [ -e "${host_root}${reload_marker}" ]; then
+    if on_host systemctl reload crigate.service; then
+      rm -f "${host_root}${reload_marker}"
+    else
+      log "error: reloading crigate.service failed"
+    fi
   fi
 done
