@@ -7,11 +7,17 @@
 //! one thing to crigate and another to them, so the parsers that decide what is trusted
 //! refuse it.
 
-/// `name` as Go compares field names.
+/// `name` as Go compares field names: Go 1.21's `appendFoldedName` takes each character
+/// other than ASCII as `unicode.ToUpper(unicode.ToLower(c))`, by the simple case
+/// mappings. Where those lead into ASCII Rust's full mappings do not: the Kelvin sign
+/// and `İ`, whose simple lower cases are `k` and `i`, are mapped here.
 pub fn fold(name: &str) -> String {
     name.chars()
-        // The Kelvin sign, which Go's folding before 1.21 took for `k`.
-        .map(|c| if c == '\u{212A}' { 'k' } else { c })
+        .map(|c| match c {
+            '\u{212A}' => 'k',
+            '\u{0130}' => 'i',
+            c => c,
+        })
         .flat_map(char::to_uppercase)
         .collect()
 }
@@ -62,6 +68,9 @@ mod tests {
             ("ſize", "size"),
             ("mediatype", "mediaType"),
             ("\u{212A}ey", "key"),
+            // `İ` lower-cases to `i`, and dotless `ı` upper-cases to `I`.
+            ("d\u{0130}gest", "digest"),
+            ("d\u{0131}gest", "digest"),
         ] {
             assert_eq!(case_variant(key, &[field]), Some(field), "{key}");
         }
