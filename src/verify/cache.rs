@@ -548,8 +548,12 @@ impl State {
     }
 
     /// Each settled verdict with its key, for the persistence file.
+    /// In the order they were made, so that a cache read back from the file evicts the
+    /// oldest first, as this one would.
     fn lines(&self) -> impl Iterator<Item = Line> + '_ {
-        self.slots.iter().filter_map(|(key, slot)| {
+        let mut slots: Vec<_> = self.slots.iter().collect();
+        slots.sort_unstable_by_key(|(_, slot)| slot.seq);
+        slots.into_iter().filter_map(|(key, slot)| {
             let digest = key.digest.to_digest()?;
             let entry = match &slot.state {
                 SlotState::Ready(stored) => Entry {

@@ -275,6 +275,41 @@ async fn a_lowered_ttl_bounds_the_verdicts_cached_under_a_longer_one() {
 }
 
 #[tokio::test]
+async fn the_oldest_verdict_is_evicted_first_after_a_restart_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    let bounded = || CacheConfig {
+        max_entries: 8,
+        ..config(Some(path.clone()))
+    };
+    let runs = Arc::new(AtomicUsize::new(0));
+    let run = |n: u8| {
+        let k = key(n);
+        (k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+    };
+    {
+        let cache = VerdictCache::open(bounded()).unwrap();
+        for n in 0..8 {
+            let (k, verify) = run(n);
+            cache.get_or_verify(k, verify).await.unwrap();
+        }
+    }
+    // Opening writes the file anew from what it read, and the next opening reads that.
+    drop(VerdictCache::open(bounded()).unwrap());
+    let cache = VerdictCache::open(bounded()).unwrap();
+    let (k, verify) = run(8);
+    cache.get_or_verify(k, verify).await.unwrap();
+    assert_eq!(
+        cache.get(&key(0)),
+        None,
+        "the oldest verdict is still there"
+    );
+    for n in 1..=8 {
+        assert!(cache.get(&key(n)).is_some(), "verdict {n} was evicted");
+    }
+}
+
+#[tokio::test]
 async fn verdicts_survive_a_restart_within_their_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdicts.jsonl");
