@@ -297,21 +297,17 @@ impl Engine {
             .entry(key.clone())
             .or_default()
             .clone();
-        let result = cell
+        // Forgotten once this caller is answered or gives up (its deadline passed): a
+        // registry that never answers leaves nothing behind.
+        let _forget = Forget {
+            resolving: &self.resolving,
+            key,
+            cell: cell.clone(),
+        };
+        Ok(cell
             .get_or_try_init(|| registry.resolve_digest(image))
             .await
-            .cloned();
-        let mut resolving = self
-            .resolving
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if resolving
-            .get(&key)
-            .is_some_and(|current| Arc::ptr_eq(current, &cell))
-        {
-            resolving.remove(&key);
-        }
-        Ok(result?)
+            .cloned()?)
     }
 
     /// The cache, for lookups that must not touch the registry.
@@ -322,6 +318,29 @@ impl Engine {
 
 /// A tag resolution in flight: the reference and the fingerprint of the credentials.
 type ResolveKey = (String, Option<[u8; 32]>);
+
+/// Removes a tag resolution from those in flight when dropped, unless another has taken
+/// its place.
+struct Forget<'a> {
+    resolving: &'a Mutex<HashMap<ResolveKey, Arc<OnceCell<Digest>>>>,
+    key: ResolveKey,
+    cell: Arc<OnceCell<Digest>>,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut resolving = self
+            .resolving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if resolving
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.cell))
+        {
+            resolving.remove(&self.key);
+        }
+    }
+}
 
 /// One uncached verification, owned so it can run in a task of its own.
 struct Job {
@@ -830,5 +849,55 @@ pub fn signer(verdict: &Verdict) -> Option<&Signer> {
     match verdict {
         Verdict::Trusted(signer) => Some(signer),
         Verdict::Rejected(_) => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RegistryConfig;
+    use crate::verify::cache::CacheConfig;
+
+    #[tokio::test]
+    async fn a_tag_resolution_whose_callers_gave_up_is_forgotten() {
+        // Takes connections and never answers.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let cache = VerdictCache::open(CacheConfig {
+            positive_ttl: Duration::ZERO,
+            negative_ttl: Duration::ZERO,
+            max_entries: 16,
+            path: None,
+        })
+        .unwrap();
+        let client = Client::new(RegistryConfig {
+            plain_http: vec![host.clone()],
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let engine = Engine::new(client, Arc::new(cache), Duration::from_millis(300));
+        let requirement = Requirement {
+            cosign: None,
+            notation: None,
+            fingerprint: Fingerprint::of(b"silent"),
+        };
+        for n in 0..3 {
+            let image: ImageRef = format!("{host}/app:v{n}").parse().unwrap();
+            let outcome = engine.verify(&image, &requirement, None).await;
+            assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+        }
+        let left = engine
+            .resolving
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .len();
+        assert_eq!(left, 0, "tag resolutions kept after every caller left");
+        silent.abort();
     }
 }
