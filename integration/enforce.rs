@@ -2028,6 +2028,65 @@ async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_re
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull() {
+    use crate::harness::process::free_port;
+    use crate::notation_e2e::{ca_store, push_image, strict, OcspResponder};
+    use crate::notation_signer::{
+        push_signatures, write_notation_dir, Format, KeyKind, NotationCa, SignOptions,
+    };
+    const SERIAL: u64 = 5201;
+    let ca = NotationCa::generate("crigate enforce OCSP outage CA");
+    let work = tempfile::tempdir().unwrap();
+    let port = free_port().unwrap();
+    let notation = work.path().join("notation");
+    std::fs::create_dir(&notation).unwrap();
+    write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
+    let node = node_with(&format!(
+        "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
+         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\"]\n",
+        notation.display()
+    ))
+    .await;
+    let registry = &node.env.registry;
+    let leaf = ca.leaf_with_ocsp(
+        KeyKind::P256,
+        "ocsp-outage",
+        SERIAL,
+        &format!("http://127.0.0.1:{port}"),
+        None,
+    );
+    let target = push_image(registry, "ocsp-outage").await;
+    let envelope = leaf.sign(&target, &SignOptions::new(Format::Cose));
+    push_signatures(registry, "ocsp-outage", &target, &[envelope]).await;
+    let image = format!("{}/ocsp-outage:v1", registry.host());
+    let mut client = images(&node.crigate.socket).await;
+
+    // The responder is down: nothing settles the status, which strict enforces.
+    let denied = client.pull_image(pull(&image, "notary")).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains("CN=ocsp-outage cannot be determined")
+            && denied.message().contains("[revocation_unknown]")
+            && denied
+                .message()
+                .contains(&format!("OCSP http://127.0.0.1:{port}")),
+        "{}",
+        denied.message()
+    );
+    assert!(!present(&node, &image).await);
+
+    // Back up: the next pull asks it, not a rejection kept from the outage.
+    let _responder = OcspResponder::start(work.path(), &ca, port, &[SERIAL], &[]);
+    client
+        .pull_image(pull(&image, "notary"))
+        .await
+        .expect("the responder calls the certificate good");
+    assert!(present(&node, &image).await);
+}
+
 /// CreateContainer of a pause container running the signed image, with an image volume
 /// of `image` at `/models`. containerd 1.6 predates `Mount.image` and ignores it, so the
 /// mount also names a host directory for it to mount; what crigate decides on is the

@@ -1153,7 +1153,7 @@ async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_di
 
     // Nothing published yet: the status cannot be determined, which strict enforces.
     let (code, json) = verify(&image, dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains(&format!("fetching {url}: answered 404 Not Found")),
         "{json}"
@@ -1166,7 +1166,7 @@ async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_di
 
     // Without fetching, only the (absent) configured CRLs count.
     let (code, json) = verify_offline(&image, dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains("no CRL from its issuer, configured or fetched"),
         "{json}"
@@ -1185,7 +1185,7 @@ async fn notation_revocation_is_judged_by_the_crl_at_the_signing_certificates_di
     server.child.kill().unwrap();
     server.child.wait().unwrap();
     let (code, json) = verify(&image, dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains(&format!("fetching {url}: ")),
         "{json}"
@@ -1366,7 +1366,7 @@ async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before
 
     // The responder does not know the certificate, and there is nothing to fall back on.
     let (code, json) = verify(&images[2], dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains(&format!(
             "OCSP {ocsp_url}: the responder does not know the certificate"
@@ -1380,7 +1380,7 @@ async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before
 
     // Offline, a certificate with only a responder cannot be checked.
     let (code, json) = verify_offline(&images[0], dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains("OCSP responders were not asked"),
         "{json}"
@@ -1389,7 +1389,7 @@ async fn notation_revocation_asks_the_signing_certificates_ocsp_responder_before
     // The responder is down.
     drop(responder);
     let (code, json) = verify(&images[0], dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains(&format!("OCSP {ocsp_url}: ")),
         "{json}"
@@ -1443,7 +1443,7 @@ async fn notation_a_timestamp_from_a_revoked_tsa_saves_nothing() {
     );
 
     let (code, json) = verify(&images[2], dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(
         message(&json).contains("TSA chain: revocation status of")
             && message(&json).contains("the responder does not know the certificate")
@@ -1454,6 +1454,6 @@ async fn notation_a_timestamp_from_a_revoked_tsa_saves_nothing() {
     // The responder down: the TSA's status cannot be determined, so nothing is saved.
     drop(responder);
     let (code, json) = verify(&images[0], dir.path());
-    assert_eq!((code, outcome(&json)), (1, "untrusted_root"), "{json}");
+    assert_eq!((code, outcome(&json)), (1, "revocation_unknown"), "{json}");
     assert!(message(&json).contains("TSA chain"), "{json}");
 }

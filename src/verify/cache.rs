@@ -5,7 +5,9 @@
 //! - **Keys** bind a verdict to the exact content and the exact policy that produced it:
 //!   a policy change (a new fingerprint) never reuses an old verdict.
 //! - **TTLs**: trusted verdicts live `positive_ttl`, rejections `negative_ttl` (shorter,
-//!   so a newly signed image is picked up soon). Errors (registry down) are never cached.
+//!   so a newly signed image is picked up soon). Errors (registry down) are never cached,
+//!   nor rejections that are not lasting (a revocation status no source could settle):
+//!   those are shared with the callers waiting for them, and verified anew after.
 //! - **Single flight**: concurrent requests for one key wait for one verification. The
 //!   verification runs as a task of its own, so a caller that gives up (kubelet's
 //!   deadline) does not cancel it for the others, and its result still lands here.
@@ -245,8 +247,9 @@ impl VerdictCache {
                 // A verdict made under a longer TTL than the one configured now lives no
                 // longer than that TTL from here: lowering it (a signer found untrustworthy
                 // where no file changed, say) bounds what was cached before.
-                let ttl = match line.entry.verdict {
+                let ttl = match &line.entry.verdict {
                     Verdict::Trusted(_) => config.positive_ttl,
+                    Verdict::Rejected(rejection) if !rejection.is_lasting() => Duration::ZERO,
                     Verdict::Rejected(_) => config.negative_ttl,
                 };
                 line.entry.expires = line.entry.expires.min(now.saturating_add(ttl.as_secs()));
@@ -377,11 +380,13 @@ impl VerdictCache {
                                 .valid_until
                                 .map_or(ttl, |until| ttl.min(unix_secs(until)))
                         }
+                        // Shared with the callers waiting now, and with nobody after.
+                        Verdict::Rejected(rejection) if !rejection.is_lasting() => now,
                         Verdict::Rejected(_) => now.saturating_add(negative.as_secs()),
                     };
                     let entry = Entry { verdict, expires };
                     // Runs once per verification, whoever waits for it.
-                    if let Some(file) = &file {
+                    if let (Some(file), true) = (&file, expires > now) {
                         file.append(&key, &entry);
                     }
                     Ok(entry)

@@ -35,7 +35,7 @@ use crate::verify::cache::{CacheKey, Fingerprint, Source, VerdictCache, VerifyEr
 use crate::verify::cosign::bundle::{SigstoreBundle, MAX_BUNDLE_BYTES};
 use crate::verify::cosign::{self, CosignPolicy, SignatureLayer};
 use crate::verify::notation::{self, Fetched, NotationConfig, RevocationFetcher};
-use crate::verify::{Rejection, Signer, Verdict};
+use crate::verify::{reported_rejection, Rejection, Signer, Verdict};
 
 /// The simple-signing payload of a cosign signature is a few hundred bytes; a larger
 /// layer blob is not a cosign signature.
@@ -376,14 +376,19 @@ impl Job {
         };
         match self.verify_target(&platform).await? {
             trusted @ Verdict::Trusted(_) => Ok(trusted),
+            // A rejection the next call may not repeat: reported, so it is not cached.
+            Verdict::Rejected(rejection) if !rejection.is_lasting() => {
+                Ok(Verdict::Rejected(rejection))
+            }
             // Report what was found on the index: that is what was asked for.
             Verdict::Rejected(_) => Ok(verdict),
         }
     }
 
     /// Verifies the signatures attached to `target` with every configured verifier:
-    /// trusted if any verifier trusts it; otherwise the first rejection that found a
-    /// signature, or `NoSignature` when no verifier found one.
+    /// trusted if any verifier trusts it; otherwise a rejection that is not lasting, the
+    /// first rejection that found a signature, or `NoSignature` when no verifier found
+    /// one.
     async fn verify_target(&self, target: &Descriptor) -> Result<Verdict, Error> {
         let mut rejections = Vec::new();
         if let Some(policy) = &self.cosign {
@@ -398,13 +403,9 @@ impl Job {
                 Verdict::Rejected(rejection) => rejections.push(rejection),
             }
         }
-        let found = rejections
-            .iter()
-            .position(|r| !matches!(r, Rejection::NoSignature(_)));
-        Ok(Verdict::Rejected(match found {
-            Some(index) => rejections.swap_remove(index),
-            None => Rejection::NoSignature(target.digest.clone()),
-        }))
+        Ok(Verdict::Rejected(reported_rejection(rejections, || {
+            Rejection::NoSignature(target.digest.clone())
+        })))
     }
 
     /// Verifies the Notation signatures attached to `target` (OCI referrers of artifact

@@ -64,6 +64,13 @@ pub enum Rejection {
     NoSignature(Digest),
     #[error("signature not trusted: {0}")]
     UntrustedRoot(String),
+    /// A signature that passed every other check, whose certificate's revocation status
+    /// nothing at hand could settle: no CRL on file, no OCSP responder or distribution
+    /// point that answered. Notation's `enforce` revocation action fails it (trust policy
+    /// spec, "Certificate Revocation Evaluation"); the next call may find a source that
+    /// answers, so it is not cached ([`Rejection::is_lasting`]).
+    #[error("signature not trusted: {0}")]
+    RevocationUnknown(String),
     #[error("signer identity not trusted: {0}")]
     IdentityNotTrusted(String),
     #[error("signed digest {signed} differs from image digest {image}")]
@@ -86,6 +93,7 @@ impl Rejection {
         match self {
             Rejection::NoSignature(_) => "no_signature",
             Rejection::UntrustedRoot(_) => "untrusted_root",
+            Rejection::RevocationUnknown(_) => "revocation_unknown",
             Rejection::IdentityNotTrusted(_) => "identity_not_trusted",
             Rejection::DigestMismatch { .. } => "digest_mismatch",
             Rejection::Expired(_) => "expired",
@@ -94,6 +102,32 @@ impl Rejection {
             Rejection::Malformed(_) => "malformed",
         }
     }
+
+    /// Whether the rejection stands for as long as the image and the trust material do.
+    /// One that does not (a revocation status that could not be determined, which an
+    /// OCSP responder back up may settle) is not cached: each call verifies again.
+    pub fn is_lasting(&self) -> bool {
+        !matches!(self, Rejection::RevocationUnknown(_))
+    }
+}
+
+/// The rejection to report of several, each the most informative of its own: the first
+/// that is not lasting (a later call may decide otherwise, so the verdict must not be
+/// cached), else the first that found a signature, else `none_found`.
+pub(crate) fn reported_rejection(
+    rejections: Vec<Rejection>,
+    none_found: impl FnOnce() -> Rejection,
+) -> Rejection {
+    let mut found = None;
+    for rejection in rejections {
+        if !rejection.is_lasting() {
+            return rejection;
+        }
+        if found.is_none() && !matches!(rejection, Rejection::NoSignature(_)) {
+            found = Some(rejection);
+        }
+    }
+    found.unwrap_or_else(none_found)
 }
 
 // === impl VerifierKind ===
@@ -104,5 +138,37 @@ impl fmt::Display for VerifierKind {
             VerifierKind::Cosign => "cosign",
             VerifierKind::Notation => "notation",
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rejection_that_may_not_last_is_reported_before_any_other() {
+        let digest = Digest::sha256(b"image");
+        let none = || Rejection::NoSignature(Digest::sha256(b"image"));
+        let untrusted = Rejection::UntrustedRoot("cosign: no key matched".into());
+        let unknown = Rejection::RevocationUnknown("notation: OCSP down".into());
+        // cosign's rejection comes first, Notation's may not last: Notation's is reported.
+        assert_eq!(
+            reported_rejection(vec![untrusted.clone(), unknown.clone()], none),
+            unknown
+        );
+        // Otherwise the first that found a signature, else none found.
+        assert_eq!(
+            reported_rejection(
+                vec![Rejection::NoSignature(digest.clone()), untrusted.clone()],
+                none
+            ),
+            untrusted
+        );
+        assert_eq!(
+            reported_rejection(vec![Rejection::NoSignature(digest.clone())], none),
+            none()
+        );
+        assert_eq!(reported_rejection(Vec::new(), none), none());
+        assert!(!unknown.is_lasting() && untrusted.is_lasting());
     }
 }

@@ -105,6 +105,43 @@ async fn rejection_is_cached_for_the_negative_ttl_only() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_that_may_not_last_is_shared_with_its_waiters_and_kept_by_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    let cache = Arc::new(VerdictCache::open(config(Some(path.clone()))).unwrap());
+    let runs = Arc::new(AtomicUsize::new(0));
+    let k = key(9);
+    let unknown = Verdict::Rejected(Rejection::RevocationUnknown(
+        "revocation status of CN=leaf cannot be determined: OCSP: connection refused".into(),
+    ));
+    // Callers that arrive while it is verified share the one verification.
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let (cache, runs, k, unknown) = (cache.clone(), runs.clone(), k.clone(), unknown.clone());
+        tasks.push(tokio::spawn(async move {
+            let verify = counted(&runs, unknown, Duration::from_millis(50));
+            cache.get_or_verify(k, verify).await.unwrap().0
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), unknown);
+    }
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
+    // The next caller verifies again (the responder may be back), and nothing of it is
+    // written to the file a restart reads.
+    assert_eq!(cache.get(&k), None);
+    let (verdict, source) = cache
+        .get_or_verify(k.clone(), counted(&runs, trusted(&k), Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!((verdict, source), (trusted(&k), Source::Verified));
+    assert_eq!(runs.load(Ordering::SeqCst), 2);
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(!written.contains("revocation_unknown"), "{written}");
+    assert_eq!(written.lines().count(), 1, "{written}");
+}
+
 #[tokio::test]
 async fn a_trusted_verdict_is_kept_no_longer_than_its_signature_holds() {
     // A signature that expired (or whose chain ran out) is judged again, however long

@@ -464,6 +464,8 @@ pub fn more_informative(best: Option<Rejection>, candidate: Rejection) -> Reject
 
 fn rank(rejection: &Rejection) -> u8 {
     match rejection {
+        // Not a cosign rejection; ranked first as any that a later call may not repeat.
+        Rejection::RevocationUnknown(_) => 8,
         Rejection::DigestMismatch { .. } => 7,
         Rejection::IdentityNotTrusted(_) => 6,
         Rejection::Expired(_) => 5,

@@ -50,6 +50,7 @@ fn class(verdict: &Verdict) -> &'static str {
         Verdict::Rejected(r) => match r {
             Rejection::NoSignature(_) => "invalid: no-signature",
             Rejection::UntrustedRoot(_) => "invalid: untrusted-root",
+            Rejection::RevocationUnknown(_) => "invalid: revocation-unknown",
             Rejection::IdentityNotTrusted(_) => "invalid: identity-not-trusted",
             Rejection::DigestMismatch { .. } => "invalid: digest-mismatch",
             Rejection::Expired(_) => "invalid: expired",

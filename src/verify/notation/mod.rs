@@ -395,7 +395,7 @@ where
             }
             Err(failure) => {
                 outcome.rejected.push((index, failure.rejection.clone()));
-                if best.as_ref().is_none_or(|b| failure.stage > b.stage) {
+                if best.as_ref().is_none_or(|b| failure.rank() > b.rank()) {
                     best = Some(failure);
                 }
             }
@@ -444,6 +444,15 @@ enum Stage {
 struct Failure {
     stage: Stage,
     rejection: Rejection,
+}
+
+impl Failure {
+    /// Which of several failures is reported: the furthest, but first one the next
+    /// verification may not repeat (a revocation status not determined), so that the
+    /// verdict is not cached while some signature may yet pass.
+    fn rank(&self) -> (bool, Stage) {
+        (!self.rejection.is_lasting(), self.stage)
+    }
 }
 
 /// What one verification carries from envelope to envelope.
@@ -849,6 +858,9 @@ fn check_authentic_timestamp(
                 Rejection::UntrustedRoot(m) => {
                     Rejection::UntrustedRoot(format!("timestamp: TSA chain: {m}"))
                 }
+                Rejection::RevocationUnknown(m) => {
+                    Rejection::RevocationUnknown(format!("timestamp: TSA chain: {m}"))
+                }
                 other => other,
             }
         })?;
@@ -916,7 +928,7 @@ fn check_revocation(
                 Some(first) => first.wanted.extend(wanted),
                 None => {
                     unsettled = Some(Unsettled {
-                        rejection: Rejection::UntrustedRoot(message),
+                        rejection: Rejection::RevocationUnknown(message),
                         wanted,
                     })
                 }

@@ -927,6 +927,30 @@ fn a_clean_pass_is_preferred_to_one_with_logged_failures() {
 
 /// ECDSA envelopes, which no third-party vector covers: a self-signed code-signing
 /// certificate made with rcgen signs a JWS and a COSE envelope per curve.
+#[test]
+fn a_revocation_status_not_determined_is_reported_before_a_signature_for_other_content() {
+    // Of two signatures, one for other content (failed last, at the target) and one
+    // whose revocation status nothing settled: the second is reported, so the verdict
+    // is not cached while the second may yet pass.
+    let unknown = Failure {
+        stage: Stage::Revocation,
+        rejection: Rejection::RevocationUnknown("no OCSP answer".into()),
+    };
+    let other = Failure {
+        stage: Stage::Target,
+        rejection: Rejection::DigestMismatch {
+            signed: "sha256:00".into(),
+            image: Digest::sha256(b"image"),
+        },
+    };
+    assert!(unknown.rank() > other.rank());
+    let revoked = Failure {
+        stage: Stage::Revocation,
+        rejection: Rejection::UntrustedRoot("revoked".into()),
+    };
+    assert!(other.rank() > revoked.rank());
+}
+
 mod ecdsa {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use base64::Engine as _;
@@ -1277,7 +1301,7 @@ mod ecdsa {
         assert!(
             matches!(
                 result.verdict,
-                Verdict::Rejected(Rejection::UntrustedRoot(_))
+                Verdict::Rejected(Rejection::RevocationUnknown(_))
             ),
             "{:?}",
             result.verdict
@@ -1300,7 +1324,7 @@ mod ecdsa {
         assert!(
             matches!(
                 result.verdict,
-                Verdict::Rejected(Rejection::UntrustedRoot(_))
+                Verdict::Rejected(Rejection::RevocationUnknown(_))
             ),
             "{:?}",
             result.verdict
@@ -1325,10 +1349,19 @@ mod ecdsa {
         assert!(result.outcome.logged.is_empty());
     }
 
-    fn rejection_message(result: &Verification) -> String {
+    /// The message of a revocation found.
+    fn revoked_message(result: &Verification) -> String {
         match &result.verdict {
             Verdict::Rejected(Rejection::UntrustedRoot(message)) => message.clone(),
             other => panic!("expected an untrusted-root rejection, got {other:?}"),
+        }
+    }
+
+    /// The message of a revocation status not determined.
+    fn unknown_message(result: &Verification) -> String {
+        match &result.verdict {
+            Verdict::Rejected(Rejection::RevocationUnknown(message)) => message.clone(),
+            other => panic!("expected a revocation-unknown rejection, got {other:?}"),
         }
     }
 
@@ -1348,9 +1381,7 @@ mod ecdsa {
             result.outcome.revocation_wanted,
             [Wanted::Crl(CRL_URL.to_owned())]
         );
-        assert!(
-            rejection_message(&result).contains("no CRL from its issuer, configured or fetched")
-        );
+        assert!(unknown_message(&result).contains("no CRL from its issuer, configured or fetched"));
 
         let good = Fetched {
             crls: crl(&fixture, (2027, 1, 1), &[7]),
@@ -1369,7 +1400,7 @@ mod ecdsa {
             ..Fetched::default()
         };
         let result = verify_fetched_with(&fixture, &revoked);
-        assert!(rejection_message(&result).contains("crigate test leaf was revoked"));
+        assert!(revoked_message(&result).contains("crigate test leaf was revoked"));
 
         let failed = Fetched {
             failures: vec![(
@@ -1378,7 +1409,7 @@ mod ecdsa {
             )],
             ..Fetched::default()
         };
-        let message = rejection_message(&verify_fetched_with(&fixture, &failed));
+        let message = unknown_message(&verify_fetched_with(&fixture, &failed));
         assert!(
             message.contains(&format!("fetching {CRL_URL}: answered 404 Not Found")),
             "{message}"
@@ -1420,7 +1451,7 @@ mod ecdsa {
                     .logged
                     .iter()
                     .any(|failure| failure.check == Check::Revocation),
-                Verdict::Rejected(Rejection::UntrustedRoot(message)) => {
+                Verdict::Rejected(Rejection::RevocationUnknown(message)) => {
                     message.contains("revocation status")
                 }
                 Verdict::Rejected(_) => false,
@@ -1580,7 +1611,7 @@ mod ecdsa {
         for sets in [[&older, &newer], [&newer, &older]] {
             let result = verify_fetched_with(&fixture, &with_crls(&sets));
             assert!(
-                rejection_message(&result).contains("was revoked"),
+                revoked_message(&result).contains("was revoked"),
                 "{result:?}"
             );
         }
@@ -1593,7 +1624,7 @@ mod ecdsa {
             &Fetched::default(),
         );
         assert!(
-            rejection_message(&result).contains("was revoked"),
+            revoked_message(&result).contains("was revoked"),
             "{result:?}"
         );
     }
@@ -1612,7 +1643,7 @@ mod ecdsa {
         // The base alone: what was revoked since it was issued is in the delta.
         let result = verify_fetched_with(&fixture, &with_crls(&[&base]));
         assert!(
-            rejection_message(&result).contains("names a delta CRL, and no current one"),
+            unknown_message(&result).contains("names a delta CRL, and no current one"),
             "{result:?}"
         );
         assert_eq!(
@@ -1637,7 +1668,7 @@ mod ecdsa {
         });
         let result = verify_fetched_with(&fixture, &with_crls(&[&base, &listing]));
         assert!(
-            rejection_message(&result).contains("was revoked"),
+            revoked_message(&result).contains("was revoked"),
             "{result:?}"
         );
 
@@ -1666,7 +1697,7 @@ mod ecdsa {
             ..Built::default()
         });
         let result = verify_fetched_with(&fixture, &with_crls(&[&held]));
-        assert!(rejection_message(&result).contains("names a delta CRL"));
+        assert!(unknown_message(&result).contains("names a delta CRL"));
         let result = verify_fetched_with(&fixture, &with_crls(&[&held, &released]));
         assert!(matches!(result.verdict, Verdict::Trusted(_)), "{result:?}");
 
@@ -1688,7 +1719,7 @@ mod ecdsa {
         for unusable in [&later, &stale] {
             let result = verify_fetched_with(&fixture, &with_crls(&[&base, unusable]));
             assert!(
-                rejection_message(&result).contains("names a delta CRL, and no current one"),
+                unknown_message(&result).contains("names a delta CRL, and no current one"),
                 "{result:?}"
             );
         }
@@ -1773,7 +1804,7 @@ mod ecdsa {
             params.custom_extensions = vec![aia(OCSP, "http://ocsp.example.com")];
         });
         let result = verify_fetched_with(&fixture, &Fetched::default());
-        assert!(rejection_message(&result).contains("its OCSP responders were not asked"));
+        assert!(unknown_message(&result).contains("its OCSP responders were not asked"));
         match result.outcome.revocation_wanted.as_slice() {
             [Wanted::Ocsp { url, request }] => {
                 assert_eq!(url, "http://ocsp.example.com");
@@ -1790,7 +1821,7 @@ mod ecdsa {
             ..Fetched::default()
         };
         let result = verify_fetched_with(&fixture, &failed);
-        let message = rejection_message(&result);
+        let message = unknown_message(&result);
         assert!(
             message.contains("no OCSP answer settled it, and it names no CRL distribution point")
                 && message.contains("OCSP http://ocsp.example.com: no answer within 2s"),
@@ -1805,8 +1836,9 @@ mod ecdsa {
             }];
         });
         let result = verify_fetched_with(&fixture, &Fetched::default());
-        assert!(rejection_message(&result)
-            .contains("none of its CRL distribution points is an http URL"));
+        assert!(
+            unknown_message(&result).contains("none of its CRL distribution points is an http URL")
+        );
         assert!(result.outcome.revocation_wanted.is_empty());
     }
 
@@ -1918,7 +1950,7 @@ mod ecdsa {
         assert!(
             matches!(
                 result.verdict,
-                Verdict::Rejected(Rejection::UntrustedRoot(_))
+                Verdict::Rejected(Rejection::RevocationUnknown(_))
             ),
             "{:?}",
             result.verdict
@@ -1950,7 +1982,7 @@ mod ecdsa {
         assert!(
             matches!(
                 result.verdict,
-                Verdict::Rejected(Rejection::UntrustedRoot(_))
+                Verdict::Rejected(Rejection::RevocationUnknown(_))
             ),
             "{:?}",
             result.verdict
