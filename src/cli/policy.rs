@@ -1,6 +1,7 @@
 //! `crigate policy check` and `crigate policy explain`: the configuration's policies as
 //! the daemon would apply them, from the command line.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,8 +15,9 @@ use crate::audit::Auditor;
 use crate::config::Config;
 use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
 use crate::policy::decider::{Conclusion, Explanation};
+use crate::policy::model::Policies;
 use crate::registry;
-use crate::verify::cache::CacheConfig;
+use crate::verify::cache::{CacheConfig, Fingerprint};
 use crate::verify::material;
 
 /// Version of the `policy explain --output json` format.
@@ -149,6 +151,9 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if problems > 0 {
         return Ok(ExitCode::from(EXIT_DENIED));
     }
+    for warning in uncovered_system_namespaces(&config) {
+        println!("warning: {}: {warning}", args.config.display());
+    }
     let default = config
         .policies
         .iter()
@@ -166,6 +171,39 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
     );
     Ok(ExitCode::from(EXIT_OK))
+}
+
+/// Namespaces a node cannot run without: the control plane's add-ons (CNI, kube-proxy,
+/// DNS) and the installer's own pods.
+const SYSTEM_NAMESPACES: [&str; 2] = ["kube-system", "crigate-system"];
+
+/// A warning for each of [`SYSTEM_NAMESPACES`] that no policy covers: its pods would be
+/// denied `no_policy`. A config that loads is not refused for it: the namespaces may be
+/// named otherwise on a given cluster.
+fn uncovered_system_namespaces(config: &Config) -> Vec<String> {
+    if config.policies.is_empty() {
+        return Vec::new();
+    }
+    let names: BTreeMap<String, Fingerprint> = config
+        .verifiers
+        .keys()
+        .map(|name| (name.clone(), Fingerprint::of(name.as_bytes())))
+        .collect();
+    // The policies loaded with the config; this cannot fail where loading did not.
+    let Ok(policies) = Policies::new(&config.policies, &names) else {
+        return Vec::new();
+    };
+    SYSTEM_NAMESPACES
+        .iter()
+        .filter(|namespace| policies.select(namespace).is_none())
+        .map(|namespace| {
+            format!(
+                "no policy covers namespace {namespace}: its pods would be denied \
+                 (no_policy); give it a policy (mode = \"audit\", or enforcing with its \
+                 images allowlisted) or a default one (namespaces = [\"*\"])"
+            )
+        })
+        .collect()
 }
 
 fn explain(args: &ExplainArgs) -> anyhow::Result<ExitCode> {

@@ -50,7 +50,7 @@ pub struct Args {
     #[arg(long = "verifier", value_name = "NAME", requires = "config")]
     pub verifiers: Vec<String>,
 
-    /// A cosign public key (PEM: ECDSA P-256/P-384, RSA, Ed25519). Repeatable; any one
+    /// A cosign public key (PEM: ECDSA P-256/P-384/P-521, RSA, Ed25519). Repeatable; any one
     /// key may sign.
     #[arg(long = "key", value_name = "FILE")]
     pub keys: Vec<PathBuf>,
