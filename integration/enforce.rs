@@ -1514,6 +1514,44 @@ async fn node_metrics_count_decisions_by_result_and_namespace() {
     // Only GET /metrics is served.
     let (status, _) = scrape(&format!("http://{addr}/")).await;
     assert_eq!(status, reqwest::StatusCode::NOT_FOUND);
+
+    // Reloads: one refused shows until one is applied.
+    let loaded = "crigate_config_last_reload_success_timestamp_seconds";
+    let started = sample(&text, loaded).unwrap();
+    assert_eq!(
+        sample(&text, "crigate_config_last_reload_successful"),
+        Some(1.0)
+    );
+    let config = std::fs::read_to_string(&node.crigate.config_path).unwrap();
+    node.crigate
+        .write_config(&config.replace("mode = \"audit\"", "mode = \"audti\""));
+    node.crigate
+        .wait_log(
+            "configuration reload refused",
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap();
+    let (_, text) = scrape(&url).await;
+    assert_eq!(
+        sample(&text, "crigate_config_last_reload_successful"),
+        Some(0.0),
+        "{text}"
+    );
+    let refused = "crigate_config_reloads_total{result=\"refused\"}";
+    assert!(sample(&text, refused) >= Some(1.0), "{text}");
+    assert_eq!(sample(&text, loaded), Some(started), "{text}");
+    node.crigate.write_config(&config);
+    node.crigate
+        .wait_log("configuration reloaded", std::time::Duration::from_secs(10))
+        .unwrap();
+    let (_, text) = scrape(&url).await;
+    for (series, value) in [
+        ("crigate_config_last_reload_successful", 1.0),
+        ("crigate_config_reloads_total{result=\"applied\"}", 1.0),
+    ] {
+        assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
+    }
+    assert!(sample(&text, loaded) >= Some(started), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

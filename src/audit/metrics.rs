@@ -13,6 +13,10 @@
 //!   an aggregator is configured.
 //! - `crigate_audit_write_failures_total{sink}`: records a sink (`journald`, `spool`)
 //!   could not take.
+//! - `crigate_config_reloads_total{result="applied"|"refused"}`,
+//!   `crigate_config_last_reload_successful`,
+//!   `crigate_config_last_reload_success_timestamp_seconds`: reloads of the configuration
+//!   file (a refused one keeps the running configuration).
 //! - `crigate_build_info{version,git_sha}`.
 //!
 //! Counting happens on the decision path, in [`super::Auditor::record`]: atomics, and
@@ -26,6 +30,7 @@ use std::time::Duration;
 use super::spool::Spool;
 use super::{AuditRecord, Phase};
 use crate::metrics::{self as exposition, family, DecisionCounts, Histogram, Kind};
+use crate::proxy::server::ReloadStats;
 use crate::verify::cache::CacheStats;
 use crate::verify::notation::fetch::RevocationStats;
 
@@ -37,6 +42,7 @@ pub struct NodeMetrics {
     durations: [Histogram; 2],
     cache: Arc<CacheStats>,
     revocation: Arc<RevocationStats>,
+    reloads: Arc<ReloadStats>,
     /// Per sink, in the auditor's order: its name and failed writes.
     sink_failures: Box<[(&'static str, AtomicU64)]>,
     spool: OnceLock<Spool>,
@@ -52,6 +58,7 @@ impl NodeMetrics {
             durations: Default::default(),
             cache: Arc::default(),
             revocation: Arc::default(),
+            reloads: Arc::default(),
             sink_failures: sinks
                 .iter()
                 .map(|name| (*name, AtomicU64::new(0)))
@@ -68,6 +75,11 @@ impl NodeMetrics {
     /// The revocation fetch counters, for each verification engine the daemon builds.
     pub fn revocation_stats(&self) -> Arc<RevocationStats> {
         Arc::clone(&self.revocation)
+    }
+
+    /// The configuration reload counters, for the daemon's accept loop.
+    pub fn reload_stats(&self) -> Arc<ReloadStats> {
+        Arc::clone(&self.reloads)
     }
 
     /// Reports `spool`'s depth and drops from now on. Only the first spool given counts.
@@ -184,6 +196,43 @@ impl NodeMetrics {
                 failures.load(Ordering::Relaxed)
             );
         }
+        let (applied, refused) = self.reloads.counts();
+        family(
+            &mut out,
+            "crigate_config_reloads_total",
+            Kind::Counter,
+            "Reloads of the configuration file, applied or refused (the running one kept).",
+        );
+        let _ = writeln!(
+            out,
+            "crigate_config_reloads_total{{result=\"applied\"}} {applied}"
+        );
+        let _ = writeln!(
+            out,
+            "crigate_config_reloads_total{{result=\"refused\"}} {refused}"
+        );
+        family(
+            &mut out,
+            "crigate_config_last_reload_successful",
+            Kind::Gauge,
+            "Whether the last reload of the configuration file was applied (1 before any).",
+        );
+        let _ = writeln!(
+            out,
+            "crigate_config_last_reload_successful {}",
+            u8::from(self.reloads.last_successful())
+        );
+        family(
+            &mut out,
+            "crigate_config_last_reload_success_timestamp_seconds",
+            Kind::Gauge,
+            "When the running configuration was loaded, at start or by a reload.",
+        );
+        let _ = writeln!(
+            out,
+            "crigate_config_last_reload_success_timestamp_seconds {}",
+            self.reloads.loaded_at()
+        );
         out
     }
 }
@@ -224,6 +273,8 @@ mod tests {
             "crigate_audit_write_failures_total{sink=\"journald\"} 1\n",
             "crigate_audit_write_failures_total{sink=\"spool\"} 0\n",
             "crigate_revocation_requests_total{source=\"ocsp\",result=\"error\"} 0\n",
+            "crigate_config_reloads_total{result=\"refused\"} 0\n",
+            "crigate_config_last_reload_successful 1\n",
             "crigate_build_info{",
         ] {
             assert!(text.contains(line), "{line} not in\n{text}");

@@ -104,9 +104,17 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         // Image ids pulled through this daemon outlive reloads: kubelet does not pull a
         // present image again, so a fresh memory would never learn them.
         let pulled = PulledImages::default();
+        let reloads = auditor.metrics().reload_stats();
         let build = move |config: &Config| decide_for(config, &auditor, &pulled);
-        let served =
-            proxy::serve(listener, config, args.config, config_seen, Box::new(build)).await;
+        let served = proxy::serve(
+            listener,
+            config,
+            args.config,
+            config_seen,
+            Box::new(build),
+            reloads,
+        )
+        .await;
         // Whatever was not acknowledged stays in the spool for the next start; the metrics
         // endpoint closes with the proxy.
         stop_background.cancel();

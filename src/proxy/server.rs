@@ -5,8 +5,9 @@ use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::net::{UnixListener, UnixStream};
 use tokio::signal::unix::{signal, SignalKind};
@@ -251,10 +252,74 @@ pub type BuildDecide = dyn Fn(&Config) -> Result<Arc<dyn Decide>, BuildError> + 
 /// Why the decision seam could not be built from a configuration.
 pub type BuildError = Box<dyn std::error::Error + Send + Sync>;
 
+/// Reloads of the configuration file, for the node's metrics: a refused one is otherwise
+/// only logged, and `systemctl reload` returns before it is read.
+#[derive(Debug)]
+pub struct ReloadStats {
+    applied: AtomicU64,
+    refused: AtomicU64,
+    /// Whether the last reload was applied; true before any.
+    last_successful: AtomicBool,
+    /// When the running configuration was loaded (at start, or by the last reload
+    /// applied), in seconds since the epoch.
+    loaded_at: AtomicU64,
+}
+
+// === impl ReloadStats ===
+
+impl Default for ReloadStats {
+    fn default() -> Self {
+        Self {
+            applied: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            last_successful: AtomicBool::new(true),
+            loaded_at: AtomicU64::new(now_secs()),
+        }
+    }
+}
+
+impl ReloadStats {
+    fn applied(&self) {
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        self.last_successful.store(true, Ordering::Relaxed);
+        self.loaded_at.store(now_secs(), Ordering::Relaxed);
+    }
+
+    fn refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+        self.last_successful.store(false, Ordering::Relaxed);
+    }
+
+    /// Reloads applied and refused so far.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.applied.load(Ordering::Relaxed),
+            self.refused.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Whether the last reload was applied (true before any).
+    pub fn last_successful(&self) -> bool {
+        self.last_successful.load(Ordering::Relaxed)
+    }
+
+    /// When the running configuration was loaded, in seconds since the epoch.
+    pub fn loaded_at(&self) -> u64 {
+        self.loaded_at.load(Ordering::Relaxed)
+    }
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
+}
+
 /// Serves CRI on `listener` until SIGTERM or SIGINT, then drains.
 ///
 /// `config_path` is re-read on SIGHUP; a configuration that does not validate is
-/// refused with a logged reason and the running one stays.
+/// refused with a logged reason and the running one stays. Each reload is counted in
+/// `reloads`.
 ///
 /// # Errors
 ///
@@ -265,6 +330,7 @@ pub async fn serve(
     config_path: PathBuf,
     config_seen: FileStamp,
     build: Box<BuildDecide>,
+    reloads: Arc<ReloadStats>,
 ) -> Result<(), Error> {
     let mut terminate = signal(SignalKind::terminate()).map_err(Error::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(Error::Signals)?;
@@ -337,9 +403,13 @@ pub async fn serve(
                 let loaded = loaded.unwrap_or_else(|| Err("the reload task failed".to_owned()));
                 let applied = apply(&proxy, &config_path, &startup, loaded, &mut registry, &mut hosts_seen);
                 if applied {
+                    reloads.applied();
                     retries = 0;
-                } else if why == Some(Reload::Changed) {
-                    retries = RELOAD_RETRIES;
+                } else {
+                    reloads.refused();
+                    if why == Some(Reload::Changed) {
+                        retries = RELOAD_RETRIES;
+                    }
                 }
             }
             accepted = listener.listener.accept() => match accepted {
@@ -543,7 +613,14 @@ mod tests {
                 Ok(Arc::new(AllowAll) as Arc<dyn Decide>)
             }
         });
-        let server = tokio::spawn(serve(listener, config, path.clone(), seen, build));
+        let server = tokio::spawn(serve(
+            listener,
+            config,
+            path.clone(),
+            seen,
+            build,
+            Arc::default(),
+        ));
         std::fs::write(&path, format!("{text}# changed\n")).unwrap();
         let waited = std::time::Instant::now();
         while !reloading.load(Ordering::SeqCst) {
