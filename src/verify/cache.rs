@@ -20,7 +20,9 @@
 //!   verdicts of one policy share, stored once. The single-flight cell exists only while
 //!   a verification is in flight.
 //! - **Persisted**: each new verdict is appended to a JSON-lines file, which is read back
-//!   at start (entries already expired are dropped) and compacted when it grows. The file
+//!   at start (entries already expired are dropped) and compacted when it grows. A reload
+//!   opens the cache anew: the cache it replaces appends to the file the new one wrote
+//!   until it is dropped, and only the newest compacts (`CacheFile`). The file
 //!   is trusted state: whoever can write it can make crigate allow an image, so it lives
 //!   in a root-only directory (`StateDirectory=crigate`, mode 0700).
 
@@ -30,7 +32,7 @@ use std::future::Future;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -110,6 +112,8 @@ pub enum VerifyError<E> {
 
 /// The verdict cache. Cheap to share behind an `Arc`.
 pub struct VerdictCache {
+    /// Which cache of this process it is, for [`CacheFile::owner`].
+    id: u64,
     config: CacheConfig,
     stats: Arc<CacheStats>,
     /// Shared with the verification tasks, which settle their slot when done.
@@ -177,11 +181,23 @@ struct StoredSigner {
 }
 
 /// The persistence file, appended to by the one task that made each verdict.
+/// A cache's file, shared by every cache of the process opened on its path: the one a
+/// reload replaced goes on appending what it verifies until it is dropped, to the file
+/// the new one wrote, and only the newest rewrites it.
 struct CacheFile {
     path: PathBuf,
     /// The open file and how many lines it holds.
     file: Mutex<(File, usize)>,
+    /// The id of the cache that last opened the path, the only one that compacts. Set
+    /// under `file`'s lock.
+    owner: AtomicU64,
 }
+
+/// The id of the next cache opened.
+static NEXT_CACHE_ID: AtomicU64 = AtomicU64::new(0);
+
+/// The file of each path a live cache has open.
+static OPEN_FILES: Mutex<Vec<Weak<CacheFile>>> = Mutex::new(Vec::new());
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 struct Entry {
@@ -234,6 +250,7 @@ impl VerdictCache {
     /// The file cannot be opened or created, or is too large. Lines that do not parse
     /// are skipped with a warning: a torn last line after a crash is expected.
     pub fn open(config: CacheConfig) -> Result<Self, Error> {
+        let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
         let mut state = State {
             slots: HashMap::new(),
             next_seq: 0,
@@ -260,12 +277,10 @@ impl VerdictCache {
                     config.max_entries,
                 );
             }
-            file = Some(Arc::new(CacheFile {
-                path: path.clone(),
-                file: Mutex::new((rewrite(path, &state)?, state.slots.len())),
-            }));
+            file = Some(CacheFile::take_over(path, &state, id)?);
         }
         Ok(Self {
+            id,
             config,
             stats: Arc::default(),
             state: Arc::new(Mutex::new(state)),
@@ -305,8 +320,9 @@ impl VerdictCache {
     }
 
     /// The verdict for `key`: from the cache, or from `verify`, run once however many
-    /// callers ask concurrently. A verification error is returned to every waiting
-    /// caller and not cached; the next call tries again.
+    /// callers ask concurrently. A verification error is not cached: it is returned to
+    /// the caller whose `verify` ran, and a caller that was waiting for that verification
+    /// runs its own (each bounded by its caller's deadline).
     ///
     /// # Cancel safety
     ///
@@ -423,7 +439,8 @@ impl VerdictCache {
         let Some(file) = &self.file else { return };
         let live = self.lock().slots.len();
         let mut open = file.lock();
-        if open.1 <= 2 * live.max(1024) {
+        // A cache a reload replaced would write its own verdicts over the new one's.
+        if open.1 <= 2 * live.max(1024) || file.owner.load(Ordering::Relaxed) != self.id {
             return;
         }
         let state = self.lock();
@@ -450,6 +467,35 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 // === impl CacheFile ===
 
 impl CacheFile {
+    /// Writes `state` as the file at `path` for the cache `id`, which compacts it from
+    /// now on. A cache still holding the path (the one a reload replaces) appends to the
+    /// new file from here, and no longer compacts.
+    fn take_over(path: &Path, state: &State, id: u64) -> Result<Arc<Self>, Error> {
+        let mut files = OPEN_FILES
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        files.retain(|file| file.strong_count() > 0);
+        let open = files
+            .iter()
+            .filter_map(Weak::upgrade)
+            .find(|file| file.path == path);
+        if let Some(file) = open {
+            // Under the lock a compaction holds: the two never write the file at once.
+            let mut held = file.lock();
+            *held = (rewrite(path, state)?, state.slots.len());
+            file.owner.store(id, Ordering::Relaxed);
+            drop(held);
+            return Ok(file);
+        }
+        let file = Arc::new(Self {
+            path: path.to_owned(),
+            file: Mutex::new((rewrite(path, state)?, state.slots.len())),
+            owner: AtomicU64::new(id),
+        });
+        files.push(Arc::downgrade(&file));
+        Ok(file)
+    }
+
     /// Appends one verdict. Best effort: a failure is logged and the verdict stays cached
     /// in memory. A line is a few hundred bytes written without fsync, once per new
     /// verdict; a torn line after a crash is skipped at load.

@@ -439,6 +439,47 @@ async fn file_is_compacted_when_it_grows() {
     assert!(lines <= 2 * 1024 + 1, "{lines} lines for 100 live entries");
 }
 
+#[tokio::test]
+async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    async fn verify(cache: &VerdictCache, k: CacheKey) {
+        let runs = Arc::new(AtomicUsize::new(0));
+        let verify = counted(&runs, trusted(&k), Duration::ZERO);
+        cache.get_or_verify(k, verify).await.unwrap();
+    }
+    // The running cache holds few verdicts, so that many new ones make it compact.
+    let mut small = config(Some(path.clone()));
+    small.max_entries = 100;
+    let old = VerdictCache::open(small).unwrap();
+    verify(&old, key(1)).await;
+    // A reload opens the cache anew; the old one decides calls until the swap.
+    let new = VerdictCache::open(config(Some(path.clone()))).unwrap();
+    verify(&new, key(2)).await;
+    let late = CacheKey {
+        digest: Digest::sha256(b"verified by the old cache after the reload"),
+        fingerprint: Fingerprint::of(b"policy-a"),
+    };
+    verify(&old, late.clone()).await;
+    let written = std::fs::read_to_string(&path).unwrap();
+    assert!(written.contains(late.digest.encoded()), "{written}");
+    // Enough for the old cache to compact, were it still the file's.
+    for n in 0..2100u32 {
+        let k = CacheKey {
+            digest: Digest::sha256(&n.to_be_bytes()),
+            fingerprint: Fingerprint::of(b"policy-old"),
+        };
+        verify(&old, k).await;
+    }
+    drop(old);
+    verify(&new, key(3)).await;
+    // A restart reads the new cache's verdicts.
+    let restarted = VerdictCache::open(config(Some(path))).unwrap();
+    for k in [key(1), key(2), key(3)] {
+        assert!(restarted.get(&k).is_some(), "{k:?} lost");
+    }
+}
+
 #[test]
 fn oversized_file_is_refused() {
     let dir = tempfile::tempdir().unwrap();
