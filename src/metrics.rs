@@ -60,6 +60,10 @@ pub const DURATION_BUCKETS_MICROS: [u64; 15] = [
 const MAX_CONNECTIONS: usize = 8;
 /// Time a client has to send its request headers.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest a connection is served, however it is used: a scraper that stops reading
+/// would otherwise hold its slot for good, and [`MAX_CONNECTIONS`] of them the endpoint.
+/// Scrapers come back every 15 to 60 s, on a new connection if need be.
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(60);
 
 /// What a metric family is, for its `# TYPE` line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -285,7 +289,7 @@ pub fn escape(value: &str) -> String {
 
 /// Serves `GET /metrics` over plain HTTP/1.1 on `listener` until `cancel`, answering
 /// with `render()`. Anything else is a 404 or 405. At most [`MAX_CONNECTIONS`]
-/// connections are served at once.
+/// connections are served at once, each for at most [`MAX_CONNECTION_AGE`].
 ///
 /// # Cancel safety
 ///
@@ -293,6 +297,19 @@ pub fn escape(value: &str) -> String {
 /// and end with `cancel`.
 pub async fn serve<R>(listener: TcpListener, render: R, cancel: CancellationToken)
 where
+    R: Fn() -> String + Clone + Send + Sync + 'static,
+{
+    serve_for(listener, render, cancel, MAX_CONNECTION_AGE).await;
+}
+
+/// [`serve`], each connection closed once it is `max_age` old: asked to close after its
+/// current answer, and dropped [`HEADER_TIMEOUT`] later if that answer is not taken.
+async fn serve_for<R>(
+    listener: TcpListener,
+    render: R,
+    cancel: CancellationToken,
+    max_age: Duration,
+) where
     R: Fn() -> String + Clone + Send + Sync + 'static,
 {
     let tracker = TaskTracker::new();
@@ -325,6 +342,12 @@ where
                 () = cancel.cancelled() => {
                     conn.as_mut().graceful_shutdown();
                     let _ = tokio::time::timeout(HEADER_TIMEOUT, conn).await;
+                }
+                () = tokio::time::sleep(max_age) => {
+                    conn.as_mut().graceful_shutdown();
+                    if tokio::time::timeout(HEADER_TIMEOUT.min(max_age), conn).await.is_err() {
+                        tracing::debug!(%addr, "metrics connection closed: its answer was not read");
+                    }
                 }
             }
         });
@@ -366,7 +389,45 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    /// Scrapers that ask and never read an answer larger than their socket buffers:
+    /// once their connections are old enough, the slots are free again.
+    #[tokio::test]
+    async fn scrapers_that_stop_reading_do_not_hold_the_endpoint() {
+        let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cancel = CancellationToken::new();
+        let render = || "x".repeat(16 << 20);
+        let age = Duration::from_millis(300);
+        let server = tokio::spawn(serve_for(listener, render, cancel.clone(), age));
+        let mut stalled = Vec::new();
+        for _ in 0..MAX_CONNECTIONS {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            tcp.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+            stalled.push(tcp);
+        }
+        // Every slot taken: a ninth scrape is answered only once the others are closed.
+        let mut ninth = TcpStream::connect(addr).await.unwrap();
+        ninth
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), ninth.read_to_end(&mut answer));
+        read.await
+            .expect("the ninth scrape was not answered")
+            .unwrap();
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK"));
+        assert!(answer.len() > 16 << 20);
+        cancel.cancel();
+        server.await.unwrap();
+    }
 
     #[test]
     fn decision_series_are_bounded_and_escaped() {
