@@ -2,7 +2,7 @@
 //! the daemon would apply them, from the command line.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Component, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -151,7 +151,10 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if problems > 0 {
         return Ok(ExitCode::from(EXIT_DENIED));
     }
-    for warning in uncovered_system_namespaces(&config) {
+    for warning in uncovered_system_namespaces(&config)
+        .into_iter()
+        .chain(outside_the_units_writable_paths(&config))
+    {
         println!("warning: {}: {warning}", args.config.display());
     }
     let default = config
@@ -201,6 +204,41 @@ fn uncovered_system_namespaces(config: &Config) -> Vec<String> {
                 "no policy covers namespace {namespace}: its pods would be denied \
                  (no_policy); give it a policy (mode = \"audit\", or enforcing with its \
                  images allowlisted) or a default one (namespaces = [\"*\"])"
+            )
+        })
+        .collect()
+}
+
+/// What `systemd/crigate.service` lets crigate write (`ProtectSystem=strict`, with
+/// `StateDirectory=crigate` and `ReadWritePaths=/run/crigate`).
+const UNIT_WRITABLE: [&str; 2] = ["/var/lib/crigate", "/run/crigate"];
+
+/// A warning for each file crigate writes that the packaged unit does not let it write:
+/// under the unit the daemon would not start. A warning only, as the unit may have a
+/// drop-in with `ReadWritePaths=` for it, and the daemon may run without the unit.
+fn outside_the_units_writable_paths(config: &Config) -> Vec<String> {
+    let mut written = Vec::new();
+    if !config.policies.is_empty() {
+        if let Some(path) = &config.cache.path {
+            written.push(("cache.path", path.as_path()));
+        }
+    }
+    if config.audit.shipping().is_some() {
+        written.push(("audit.spool_dir", config.audit.spool_dir.as_path()));
+    }
+    written
+        .into_iter()
+        .filter(|(_, path)| {
+            let climbs = path.components().any(|c| c == Component::ParentDir);
+            climbs || !UNIT_WRITABLE.iter().any(|dir| path.starts_with(dir))
+        })
+        .map(|(key, path)| {
+            format!(
+                "{key} {} is outside what crigate.service lets crigate write ({}): under \
+                 that unit the daemon would not start; add it to ReadWritePaths= in a \
+                 drop-in",
+                path.display(),
+                UNIT_WRITABLE.join(", ")
             )
         })
         .collect()
@@ -316,4 +354,47 @@ fn text(e: &Explanation) -> String {
         out.push_str(&format!("pinned:     {pinned}\n"));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(more: &str) -> Config {
+        let text = format!(
+            "[verifiers.release]\nkind = \"cosign\"\nkeys = [\"/etc/crigate/keys/release.pub\"]\n\n\
+             [[policies]]\nname = \"prod\"\nnamespaces = [\"prod\"]\nverifiers = [\"release\"]\n\n{more}"
+        );
+        Config::parse(&text, Path::new("/etc/crigate/config.toml")).unwrap()
+    }
+
+    #[test]
+    fn files_the_packaged_unit_would_not_let_crigate_write_are_named() {
+        // The defaults are the unit's.
+        assert!(outside_the_units_writable_paths(&config("")).is_empty());
+        let warned = |more: &str| outside_the_units_writable_paths(&config(more));
+        for path in [
+            "/var/cache/crigate/verdicts.jsonl",
+            "/var/lib/crigate-old/verdicts.jsonl",
+            "/var/lib/crigate/../../../etc/verdicts.jsonl",
+        ] {
+            let warnings = warned(&format!("[cache]\npath = \"{path}\"\n"));
+            assert_eq!(warnings.len(), 1, "{path}: {warnings:?}");
+            assert!(warnings[0].starts_with(&format!("cache.path {path} is outside")));
+        }
+        assert!(warned("[cache]\npath = \"/run/crigate/verdicts.jsonl\"\n").is_empty());
+        // The spool counts only where records are shipped.
+        let spool = "[audit]\nspool_dir = \"/var/spool/crigate\"\n";
+        assert!(warned(spool).is_empty());
+        let shipped = format!(
+            "{spool}aggregator = \"https://aggregator.example:7443\"\n\
+             ca_file = \"/etc/crigate/ca.pem\"\ncert_file = \"/etc/crigate/node.pem\"\n\
+             key_file = \"/etc/crigate/node.key\"\n"
+        );
+        let warnings = warned(&shipped);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("audit.spool_dir /var/spool/crigate is outside"));
+    }
 }
