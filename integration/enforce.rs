@@ -2112,7 +2112,7 @@ async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull()
     write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
     let node = node_with(&format!(
         "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
-         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\"]\n",
+         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\", \"release\"]\n",
         notation.display()
     ))
     .await;
@@ -2130,7 +2130,8 @@ async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull()
     let image = format!("{}/ocsp-outage:v1", registry.host());
     let mut client = images(&node.crigate.socket).await;
 
-    // The responder is down: nothing settles the status, which strict enforces.
+    // The responder is down: nothing settles the status, which strict enforces. The
+    // denial names that, not the cosign verifier's finding no signature of its own.
     let denied = client.pull_image(pull(&image, "notary")).await.unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
     assert!(
@@ -2145,6 +2146,43 @@ async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull()
         denied.message()
     );
     assert!(!present(&node, &image).await);
+    // `crigate verify` reports it too, whichever verifier it asks last. (Its JSON is on
+    // stdout, a warning about the responder after it.)
+    let json_of = |out: &str| -> serde_json::Value {
+        let end = out.find("\n}\n").map_or(out.len(), |at| at + 2);
+        serde_json::from_str(&out[..end]).unwrap_or_else(|_| panic!("{out}"))
+    };
+    let (code, out) = crigate_cli(
+        &[
+            "verify",
+            &image,
+            "--verifier",
+            "notary",
+            "--verifier",
+            "release",
+            "--output",
+            "json",
+        ],
+        &node.crigate.config_path,
+    );
+    assert_eq!(code, 1, "{out}");
+    let json = json_of(&out);
+    assert_eq!(json["reason"]["code"], "revocation_unknown", "{json}");
+    let (_, out) = crigate_cli(
+        &[
+            "verify",
+            &image,
+            "--verifier",
+            "release",
+            "--verifier",
+            "notary",
+            "--output",
+            "json",
+        ],
+        &node.crigate.config_path,
+    );
+    let json = json_of(&out);
+    assert_eq!(json["reason"]["code"], "revocation_unknown", "{json}");
 
     // Back up: the next pull asks it, not a rejection kept from the outage.
     let _responder = OcspResponder::start(work.path(), &ca, port, &[SERIAL], &[]);

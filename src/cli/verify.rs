@@ -266,8 +266,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    // Trusted by the first verifier that trusts it; otherwise the first rejection.
-    let mut rejected = None;
+    // Trusted by the first verifier that trusts it; otherwise the first rejection the
+    // next run may not repeat (a revocation status not determined), or the first.
+    let mut rejected: Option<Outcome> = None;
     let mut trusted = None;
     for requirement in &requirements {
         let outcome = runtime
@@ -278,8 +279,18 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 trusted = Some(outcome);
                 break;
             }
-            Verdict::Rejected(_) => {
-                rejected.get_or_insert(outcome);
+            Verdict::Rejected(ref rejection) => {
+                let kept_lasts = rejected.as_ref().map(|kept| match &kept.verdict {
+                    Verdict::Rejected(kept) => kept.is_lasting(),
+                    Verdict::Trusted(_) => true,
+                });
+                let replace = match kept_lasts {
+                    None => true,
+                    Some(kept_lasts) => kept_lasts && !rejection.is_lasting(),
+                };
+                if replace {
+                    rejected = Some(outcome);
+                }
             }
         }
     }

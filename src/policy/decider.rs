@@ -1064,6 +1064,7 @@ impl PolicyDecider {
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
         let mut rejections = Vec::new();
+        let mut unsettled = None;
         let mut trusted = None;
         // Every verifier judges the digest the first one found the tag at: a tag looked
         // up again may lead elsewhere (moved meanwhile, or a registry that answers each
@@ -1137,19 +1138,26 @@ impl PolicyDecider {
                         digest: Some(outcome.digest.to_string()),
                         cached,
                     });
-                    rejections.push(Rejected {
+                    let rejected = Rejected {
                         subject: image.with_digest(outcome.digest.clone()).to_string(),
                         verifier: Some(name.clone()),
                         code: rejection.code(),
                         reason: rejection_text(rejection, name),
-                    });
+                    };
+                    // One the next call may not repeat (a revocation status not
+                    // determined) is what the record names, as the engine reports it.
+                    if !rejection.is_lasting() {
+                        unsettled.get_or_insert(rejected);
+                    } else {
+                        rejections.push(rejected);
+                    }
                     if policy.require == Require::All {
                         break;
                     }
                 }
             }
         }
-        match (trusted, rejections.pop()) {
+        match (trusted, unsettled.or_else(|| rejections.pop())) {
             (Some(trusted), None) => Ok(Ok(trusted)),
             (_, Some(rejection)) => Ok(Err(rejection)),
             (None, None) => Ok(Err(Rejected {

@@ -925,8 +925,6 @@ fn a_clean_pass_is_preferred_to_one_with_logged_failures() {
     }
 }
 
-/// ECDSA envelopes, which no third-party vector covers: a self-signed code-signing
-/// certificate made with rcgen signs a JWS and a COSE envelope per curve.
 #[test]
 fn a_revocation_status_not_determined_is_reported_before_a_signature_for_other_content() {
     // Of two signatures, one for other content (failed last, at the target) and one
@@ -951,6 +949,8 @@ fn a_revocation_status_not_determined_is_reported_before_a_signature_for_other_c
     assert!(other.rank() > revoked.rank());
 }
 
+/// ECDSA envelopes, which no third-party vector covers: a self-signed code-signing
+/// certificate made with rcgen signs a JWS and a COSE envelope per curve.
 mod ecdsa {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
     use base64::Engine as _;
