@@ -401,8 +401,8 @@ mod tests {
         let listener = TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let cancel = CancellationToken::new();
-        let render = || "x".repeat(16 << 20);
-        let age = Duration::from_millis(300);
+        let render = || "x".repeat(4 << 20);
+        let age = Duration::from_secs(1);
         let server = tokio::spawn(serve_for(listener, render, cancel.clone(), age));
         let mut stalled = Vec::new();
         for _ in 0..MAX_CONNECTIONS {
@@ -424,7 +424,7 @@ mod tests {
             .expect("the ninth scrape was not answered")
             .unwrap();
         assert!(answer.starts_with(b"HTTP/1.1 200 OK"));
-        assert!(answer.len() > 16 << 20);
+        assert!(answer.len() > 4 << 20);
         cancel.cancel();
         server.await.unwrap();
     }
