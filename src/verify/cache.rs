@@ -22,7 +22,9 @@
 //! - **Persisted**: each new verdict is appended to a JSON-lines file, which is read back
 //!   at start (entries already expired are dropped) and compacted when it grows. A reload
 //!   opens the cache anew: the cache it replaces appends to the file the new one wrote
-//!   until it is dropped, and only the newest compacts (`CacheFile`). The file
+//!   until it is dropped, its verdicts put in the new one's memory too, and only the
+//!   newest compacts (`CacheFile`). What the old one verifies while the new one reads the
+//!   file is kept in neither's file, and verified again after a restart. The file
 //!   is trusted state: whoever can write it can make crigate allow an image, so it lives
 //!   in a root-only directory (`StateDirectory=crigate`, mode 0700).
 
@@ -188,9 +190,17 @@ struct CacheFile {
     path: PathBuf,
     /// The open file and how many lines it holds.
     file: Mutex<(File, usize)>,
-    /// The id of the cache that last opened the path, the only one that compacts. Set
-    /// under `file`'s lock.
-    owner: AtomicU64,
+    /// The cache that last opened the path, the only one that compacts. Replaced under
+    /// `file`'s lock, and locked after it.
+    owner: Mutex<Owner>,
+}
+
+/// The newest cache of a [`CacheFile`]: the verdicts a cache it replaced appends are put
+/// in its memory too, so that its own compaction keeps them.
+struct Owner {
+    id: u64,
+    state: Weak<Mutex<State>>,
+    config: CacheConfig,
 }
 
 /// The id of the next cache opened.
@@ -260,30 +270,19 @@ impl VerdictCache {
         if let Some(path) = &config.path {
             let loaded = load(path)?;
             let now = now_secs();
-            for mut line in loaded.into_iter().filter(|l| l.entry.expires > now) {
-                // A verdict made under a longer TTL than the one configured now lives no
-                // longer than that TTL from here: lowering it (a signer found untrustworthy
-                // where no file changed, say) bounds what was cached before.
-                let ttl = match &line.entry.verdict {
-                    Verdict::Trusted(_) => config.positive_ttl,
-                    Verdict::Rejected(rejection) if !rejection.is_lasting() => Duration::ZERO,
-                    Verdict::Rejected(_) => config.negative_ttl,
-                };
-                line.entry.expires = line.entry.expires.min(now.saturating_add(ttl.as_secs()));
-                let stored = state.store(&line.key.digest, line.entry);
-                state.insert(
-                    SlotKey::new(&line.key),
-                    SlotState::Ready(stored),
-                    config.max_entries,
-                );
+            for line in loaded.into_iter().filter(|l| l.entry.expires > now) {
+                state.adopt(&line.key, line.entry, &config, now);
             }
-            file = Some(CacheFile::take_over(path, &state, id)?);
+        }
+        let state = Arc::new(Mutex::new(state));
+        if let Some(path) = &config.path {
+            file = Some(CacheFile::take_over(path, &state, id, &config)?);
         }
         Ok(Self {
             id,
             config,
             stats: Arc::default(),
-            state: Arc::new(Mutex::new(state)),
+            state,
             file,
         })
     }
@@ -379,7 +378,7 @@ impl VerdictCache {
         };
         self.stats.misses.fetch_add(1, Ordering::Relaxed);
         let (positive, negative) = (self.config.positive_ttl, self.config.negative_ttl);
-        let file = self.file.clone();
+        let (file, id) = (self.file.clone(), self.id);
         let state = self.state.clone();
         let task = tokio::spawn(async move {
             let entry = cell
@@ -403,7 +402,7 @@ impl VerdictCache {
                     let entry = Entry { verdict, expires };
                     // Runs once per verification, whoever waits for it.
                     if let (Some(file), true) = (&file, expires > now) {
-                        file.append(&key, &entry);
+                        file.append(&key, &entry, id);
                     }
                     Ok(entry)
                 })
@@ -440,7 +439,7 @@ impl VerdictCache {
         let live = self.lock().slots.len();
         let mut open = file.lock();
         // A cache a reload replaced would write its own verdicts over the new one's.
-        if open.1 <= 2 * live.max(1024) || file.owner.load(Ordering::Relaxed) != self.id {
+        if open.1 <= 2 * live.max(1024) || file.owner().id != self.id {
             return;
         }
         let state = self.lock();
@@ -469,8 +468,18 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 impl CacheFile {
     /// Writes `state` as the file at `path` for the cache `id`, which compacts it from
     /// now on. A cache still holding the path (the one a reload replaces) appends to the
-    /// new file from here, and no longer compacts.
-    fn take_over(path: &Path, state: &State, id: u64) -> Result<Arc<Self>, Error> {
+    /// new file from here, its new verdicts also put in `state`, and no longer compacts.
+    fn take_over(
+        path: &Path,
+        state: &Arc<Mutex<State>>,
+        id: u64,
+        config: &CacheConfig,
+    ) -> Result<Arc<Self>, Error> {
+        let owner = Owner {
+            id,
+            state: Arc::downgrade(state),
+            config: config.clone(),
+        };
         let mut files = OPEN_FILES
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -479,27 +488,34 @@ impl CacheFile {
             .iter()
             .filter_map(Weak::upgrade)
             .find(|file| file.path == path);
+        // Written and flushed beside the file first: a cache still appending waits only
+        // for the rename.
+        let (staged, lines) = {
+            let state = lock(state);
+            let staged = stage(path, &path.with_extension(format!("tmp.{id}")), &state)?;
+            (staged, state.slots.len())
+        };
         if let Some(file) = open {
             // Under the lock a compaction holds: the two never write the file at once.
             let mut held = file.lock();
-            *held = (rewrite(path, state)?, state.slots.len());
-            file.owner.store(id, Ordering::Relaxed);
+            *held = (install(&staged, path)?, lines);
+            *file.owner() = owner;
             drop(held);
             return Ok(file);
         }
         let file = Arc::new(Self {
             path: path.to_owned(),
-            file: Mutex::new((rewrite(path, state)?, state.slots.len())),
-            owner: AtomicU64::new(id),
+            file: Mutex::new((install(&staged, path)?, lines)),
+            owner: Mutex::new(owner),
         });
         files.push(Arc::downgrade(&file));
         Ok(file)
     }
 
-    /// Appends one verdict. Best effort: a failure is logged and the verdict stays cached
-    /// in memory. A line is a few hundred bytes written without fsync, once per new
-    /// verdict; a torn line after a crash is skipped at load.
-    fn append(&self, key: &CacheKey, entry: &Entry) {
+    /// Appends one verdict, made by the cache `id`. Best effort: a failure is logged and
+    /// the verdict stays cached in memory. A line is a few hundred bytes written without
+    /// fsync, once per new verdict; a torn line after a crash is skipped at load.
+    fn append(&self, key: &CacheKey, entry: &Entry, id: u64) {
         let line = Line {
             key: key.clone(),
             entry: entry.clone(),
@@ -511,11 +527,25 @@ impl CacheFile {
                 let mut open = self.lock();
                 open.0.write_all(text.as_bytes())?;
                 open.1 += 1;
+                // Made by a cache a reload replaced: the newest holds it too, so that the
+                // file keeps it when that one compacts.
+                let owner = self.owner();
+                if owner.id != id {
+                    if let Some(state) = owner.state.upgrade() {
+                        lock(&state).adopt(key, entry.clone(), &owner.config, now_secs());
+                    }
+                }
                 Ok(())
             });
         if let Err(error) = result {
             tracing::warn!(path = %self.path.display(), %error, "cannot persist a verdict");
         }
+    }
+
+    fn owner(&self) -> std::sync::MutexGuard<'_, Owner> {
+        self.owner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (File, usize)> {
@@ -528,6 +558,30 @@ impl CacheFile {
 // === impl State ===
 
 impl State {
+    /// Takes in `entry` for `key`, made by another cache (read from the file, or made by
+    /// the cache a reload replaced), under `config`. A verdict made under a longer TTL
+    /// than the one configured now lives no longer than that TTL from `now`: lowering it
+    /// (a signer found untrustworthy where no file changed, say) bounds what was cached
+    /// before. A verification in flight for `key` is left to finish.
+    fn adopt(&mut self, key: &CacheKey, mut entry: Entry, config: &CacheConfig, now: u64) {
+        let ttl = match &entry.verdict {
+            Verdict::Trusted(_) => config.positive_ttl,
+            Verdict::Rejected(rejection) if !rejection.is_lasting() => Duration::ZERO,
+            Verdict::Rejected(_) => config.negative_ttl,
+        };
+        entry.expires = entry.expires.min(now.saturating_add(ttl.as_secs()));
+        let slot_key = SlotKey::new(key);
+        let pending = self
+            .slots
+            .get(&slot_key)
+            .is_some_and(|slot| matches!(slot.state, SlotState::Pending(_)));
+        if entry.expires <= now || pending {
+            return;
+        }
+        let stored = self.store(&key.digest, entry);
+        self.insert(slot_key, SlotState::Ready(stored), config.max_entries);
+    }
+
     fn insert(&mut self, key: SlotKey, state: SlotState, max: usize) {
         let seq = self.next_seq;
         self.next_seq += 1;
@@ -756,11 +810,15 @@ fn load(path: &Path) -> Result<Vec<Line>, Error> {
 /// Writes the live entries to a new file, renames it over `path`, and returns it open
 /// for appending.
 fn rewrite(path: &Path, state: &State) -> Result<File, Error> {
+    install(&stage(path, &path.with_extension("tmp"), state)?, path)
+}
+
+/// Writes `state` to `tmp`, flushed, to take `path`'s place.
+fn stage(path: &Path, tmp: &Path, state: &State) -> Result<PathBuf, Error> {
     let open = |source| Error::Open {
         path: path.to_owned(),
         source,
     };
-    let tmp = path.with_extension("tmp");
     let mut out = Vec::new();
     for line in state.lines() {
         if let Ok(text) = serde_json::to_string(&line) {
@@ -771,10 +829,19 @@ fn rewrite(path: &Path, state: &State) -> Result<File, Error> {
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&tmp).map_err(open)?;
+    let mut file = options.open(tmp).map_err(open)?;
     file.write_all(&out).map_err(open)?;
     file.sync_all().map_err(open)?;
-    std::fs::rename(&tmp, path).map_err(open)?;
+    Ok(tmp.to_owned())
+}
+
+/// Renames the staged `tmp` over `path` and opens it for appending.
+fn install(tmp: &Path, path: &Path) -> Result<File, Error> {
+    let open = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::rename(tmp, path).map_err(open)?;
     OpenOptions::new().append(true).open(path).map_err(open)
 }
 

@@ -440,7 +440,7 @@ async fn file_is_compacted_when_it_grows() {
 }
 
 #[tokio::test]
-async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it() {
+async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it_alone() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdicts.jsonl");
     async fn verify(cache: &VerdictCache, k: CacheKey) {
@@ -454,7 +454,9 @@ async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it
     let old = VerdictCache::open(small).unwrap();
     verify(&old, key(1)).await;
     // A reload opens the cache anew; the old one decides calls until the swap.
-    let new = VerdictCache::open(config(Some(path.clone()))).unwrap();
+    let mut large = config(Some(path.clone()));
+    large.max_entries = 10_000;
+    let new = VerdictCache::open(large.clone()).unwrap();
     verify(&new, key(2)).await;
     let late = CacheKey {
         digest: Digest::sha256(b"verified by the old cache after the reload"),
@@ -463,6 +465,8 @@ async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it
     verify(&old, late.clone()).await;
     let written = std::fs::read_to_string(&path).unwrap();
     assert!(written.contains(late.digest.encoded()), "{written}");
+    // The new cache holds it too: its own compaction keeps it.
+    assert!(new.get(&late).is_some());
     // Enough for the old cache to compact, were it still the file's.
     for n in 0..2100u32 {
         let k = CacheKey {
@@ -473,9 +477,10 @@ async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it
     }
     drop(old);
     verify(&new, key(3)).await;
-    // A restart reads the new cache's verdicts.
-    let restarted = VerdictCache::open(config(Some(path))).unwrap();
-    for k in [key(1), key(2), key(3)] {
+    // A restart reads the new cache's verdicts, and what the old one made after the
+    // reload.
+    let restarted = VerdictCache::open(large).unwrap();
+    for k in [key(1), key(2), key(3), late] {
         assert!(restarted.get(&k).is_some(), "{k:?} lost");
     }
 }
