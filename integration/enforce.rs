@@ -2038,43 +2038,70 @@ async fn a_create_pinned_to_an_image_id_that_names_a_checkpoint_archive_is_refus
     pod.create("by-tag", &tagged).await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_responder() {
-    use crate::harness::process::free_port;
-    use crate::notation_e2e::{ca_store, push_image, strict, OcspResponder};
-    use crate::notation_signer::{
-        push_signatures, write_notation_dir, Format, KeyKind, NotationCa, SignOptions,
-    };
-    const GOOD: u64 = 5101;
-    const REVOKED: u64 = 5102;
-    let ca = NotationCa::generate("crigate enforce OCSP CA");
-    let work = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let _responder = OcspResponder::start(work.path(), &ca, port, &[GOOD], &[REVOKED]);
-    let notation = work.path().join("notation");
-    std::fs::create_dir(&notation).unwrap();
-    write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
-    let node = node_with(&format!(
-        "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
-         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\"]\n",
-        notation.display()
-    ))
-    .await;
-    let registry = &node.env.registry;
-    let mut signed = Vec::new();
-    for (repo, serial) in [("ocsp-good", GOOD), ("ocsp-revoked", REVOKED)] {
-        let leaf = ca.leaf_with_ocsp(
-            KeyKind::P256,
-            repo,
-            serial,
-            &format!("http://127.0.0.1:{port}"),
-            None,
-        );
+/// A node whose namespace `notary` is governed by a strict Notation trust policy over a
+/// CA of its own, with the policy's `verifiers`, and the port its certificates name as
+/// their OCSP responder (none listens until a test starts one).
+struct OcspNode {
+    node: Node,
+    ca: crate::notation_signer::NotationCa,
+    work: tempfile::TempDir,
+    port: u16,
+}
+
+impl OcspNode {
+    async fn start(ca_name: &str, verifiers: &str) -> Self {
+        use crate::notation_e2e::{ca_store, strict};
+        use crate::notation_signer::{write_notation_dir, NotationCa};
+        let ca = NotationCa::generate(ca_name);
+        let work = tempfile::tempdir().unwrap();
+        let port = crate::harness::process::free_port().unwrap();
+        let notation = work.path().join("notation");
+        std::fs::create_dir(&notation).unwrap();
+        write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
+        let node = node_with(&format!(
+            "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
+             [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = {verifiers}\n",
+            notation.display()
+        ))
+        .await;
+        Self {
+            node,
+            ca,
+            work,
+            port,
+        }
+    }
+
+    /// Pushes an image as `repo:v1`, signed (COSE) by a leaf with `serial` whose OCSP
+    /// responder is the node's port, and returns its name.
+    async fn push_signed(&self, repo: &str, serial: u64) -> String {
+        use crate::notation_e2e::push_image;
+        use crate::notation_signer::{push_signatures, Format, KeyKind, SignOptions};
+        let registry = &self.node.env.registry;
+        let responder = format!("http://127.0.0.1:{}", self.port);
+        let leaf = self
+            .ca
+            .leaf_with_ocsp(KeyKind::P256, repo, serial, &responder, None);
         let target = push_image(registry, repo).await;
         let envelope = leaf.sign(&target, &SignOptions::new(Format::Cose));
         push_signatures(registry, repo, &target, &[envelope]).await;
-        signed.push(format!("{}/{repo}:v1", registry.host()));
+        format!("{}/{repo}:v1", registry.host())
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_responder() {
+    use crate::notation_e2e::OcspResponder;
+    const GOOD: u64 = 5101;
+    const REVOKED: u64 = 5102;
+    let ocsp = OcspNode::start("crigate enforce OCSP CA", "[\"notary\"]").await;
+    let _responder =
+        OcspResponder::start(ocsp.work.path(), &ocsp.ca, ocsp.port, &[GOOD], &[REVOKED]);
+    let node = &ocsp.node;
+    let signed = [
+        ocsp.push_signed("ocsp-good", GOOD).await,
+        ocsp.push_signed("ocsp-revoked", REVOKED).await,
+    ];
     let mut client = images(&node.crigate.socket).await;
     client
         .pull_image(pull(&signed[0], "notary"))
@@ -2091,43 +2118,23 @@ async fn notation_signatures_are_checked_for_revocation_with_the_signers_ocsp_re
         denied.message()
     );
     assert!(
-        !present(&node, &signed[1]).await,
+        !present(node, &signed[1]).await,
         "an image signed with a revoked certificate reached the runtime"
     );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull() {
-    use crate::harness::process::free_port;
-    use crate::notation_e2e::{ca_store, push_image, strict, OcspResponder};
-    use crate::notation_signer::{
-        push_signatures, write_notation_dir, Format, KeyKind, NotationCa, SignOptions,
-    };
+    use crate::notation_e2e::OcspResponder;
     const SERIAL: u64 = 5201;
-    let ca = NotationCa::generate("crigate enforce OCSP outage CA");
-    let work = tempfile::tempdir().unwrap();
-    let port = free_port().unwrap();
-    let notation = work.path().join("notation");
-    std::fs::create_dir(&notation).unwrap();
-    write_notation_dir(&notation, &strict("ca:ops"), &[ca_store("ca", "ops", &ca)]);
-    let node = node_with(&format!(
-        "[verifiers.notary]\nkind = \"notation\"\ndir = \"{}\"\n\n\
-         [[policies]]\nname = \"notary\"\nnamespaces = [\"notary\"]\nverifiers = [\"notary\", \"release\"]\n",
-        notation.display()
-    ))
+    // The policy also names a cosign verifier, which finds no signature of its own.
+    let ocsp = OcspNode::start(
+        "crigate enforce OCSP outage CA",
+        "[\"notary\", \"release\"]",
+    )
     .await;
-    let registry = &node.env.registry;
-    let leaf = ca.leaf_with_ocsp(
-        KeyKind::P256,
-        "ocsp-outage",
-        SERIAL,
-        &format!("http://127.0.0.1:{port}"),
-        None,
-    );
-    let target = push_image(registry, "ocsp-outage").await;
-    let envelope = leaf.sign(&target, &SignOptions::new(Format::Cose));
-    push_signatures(registry, "ocsp-outage", &target, &[envelope]).await;
-    let image = format!("{}/ocsp-outage:v1", registry.host());
+    let (node, port) = (&ocsp.node, ocsp.port);
+    let image = ocsp.push_signed("ocsp-outage", SERIAL).await;
     let mut client = images(&node.crigate.socket).await;
 
     // The responder is down: nothing settles the status, which strict enforces. The
@@ -2145,7 +2152,7 @@ async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull()
         "{}",
         denied.message()
     );
-    assert!(!present(&node, &image).await);
+    assert!(!present(node, &image).await);
     // `crigate verify` reports it too, whichever verifier it asks last. (Its JSON is on
     // stdout, a warning about the responder after it.)
     let json_of = |out: &str| -> serde_json::Value {
@@ -2185,12 +2192,12 @@ async fn a_revocation_status_no_responder_gave_is_asked_again_on_the_next_pull()
     assert_eq!(json["reason"]["code"], "revocation_unknown", "{json}");
 
     // Back up: the next pull asks it, not a rejection kept from the outage.
-    let _responder = OcspResponder::start(work.path(), &ca, port, &[SERIAL], &[]);
+    let _responder = OcspResponder::start(ocsp.work.path(), &ocsp.ca, port, &[SERIAL], &[]);
     client
         .pull_image(pull(&image, "notary"))
         .await
         .expect("the responder calls the certificate good");
-    assert!(present(&node, &image).await);
+    assert!(present(node, &image).await);
 }
 
 /// CreateContainer of a pause container running the signed image, with an image volume
