@@ -76,7 +76,8 @@ impl Client {
     /// [`MAX_MANIFESTS_READ`] per host; it is returned with that type and the manifest
     /// read, which the caller need not fetch again. A host holding none that `want`
     /// wants counts as having none, so the next host is asked: a mirror holding other
-    /// artifacts hides nothing upstream.
+    /// artifacts hides nothing upstream. A listed referrer the host no longer holds is
+    /// left out.
     ///
     /// # Errors
     ///
@@ -102,9 +103,20 @@ impl Client {
                     Wanted::ByManifest if read < MAX_MANIFESTS_READ => {
                         read += 1;
                         let digest = descriptor.digest.to_string();
-                        let fetched = self
+                        let fetched = match self
                             .fetch_manifest(&host, repo, &digest, Some(&descriptor.digest))
-                            .await?;
+                            .await
+                        {
+                            Ok(fetched) => fetched,
+                            // Listed, but deleted since (a referrers tag index is kept by
+                            // its writers and not pruned when a referrer goes): no
+                            // referrer, and no reason to overlook the others.
+                            Err(Error::NotFound { .. }) => {
+                                tracing::debug!(%repo, %subject, %digest, "a listed referrer is not found");
+                                continue;
+                            }
+                            Err(error) => return Err(error),
+                        };
                         let Manifest::Image(manifest) = fetched.manifest else {
                             continue;
                         };

@@ -74,6 +74,27 @@ struct Referred {
     layers: Vec<SignatureLayer>,
     bundles: Vec<SigstoreBundle>,
     malformed: Option<String>,
+    /// The first referrer that could not be read for a reason that may pass (a
+    /// registry error): reported if nothing read is trusted.
+    failed: Option<Error>,
+}
+
+impl Referred {
+    /// Notes that the referrer `what` could not be read: one the registry lists but no
+    /// longer holds (a signature deleted since the list was written, as a stale referrers
+    /// tag index keeps it) is no signature; any other failure may hide one.
+    fn unread(&mut self, what: impl std::fmt::Display, error: Error) {
+        match error {
+            Error::Registry(registry::Error::NotFound { .. }) => {
+                self.malformed
+                    .get_or_insert_with(|| format!("{what} is listed but not found"));
+            }
+            error => {
+                tracing::debug!(%what, %error, "cosign referrer not read");
+                self.failed.get_or_insert(error);
+            }
+        }
+    }
 }
 
 fn is_bundle_type(media_type: &str) -> bool {
@@ -600,6 +621,9 @@ impl Job {
                 layers.extend(found.layers);
                 bundles = found.bundles;
                 malformed = malformed.or(found.malformed);
+                if let Some(error) = found.failed {
+                    failed.get_or_insert(error);
+                }
             }
             Err(error) => {
                 tracing::debug!(%error, %digest, "cosign referrers lookup failed");
@@ -730,38 +754,40 @@ impl Job {
             })
             .await?;
         let mut found = Referred::default();
+        // One referrer that cannot be read does not hide the others.
         for (referrer, read) in referrers.into_iter().take(cosign::MAX_SIGNATURES) {
+            let what = format!("cosign referrer {}", referrer.digest);
             let manifest = match read {
                 Some(manifest) => manifest,
-                None => match self
-                    .registry
-                    .manifest(&self.repo, &referrer.digest)
-                    .await?
-                    .manifest
-                {
-                    Manifest::Image(manifest) => manifest,
-                    Manifest::Index(_) => {
-                        found.malformed.get_or_insert_with(|| {
-                            format!("cosign referrer {} is an index", referrer.digest)
-                        });
+                None => match self.registry.manifest(&self.repo, &referrer.digest).await {
+                    Ok(fetched) => match fetched.manifest {
+                        Manifest::Image(manifest) => manifest,
+                        Manifest::Index(_) => {
+                            found
+                                .malformed
+                                .get_or_insert_with(|| format!("{what} is an index"));
+                            continue;
+                        }
+                    },
+                    Err(error) => {
+                        found.unread(what, error.into());
                         continue;
                     }
                 },
             };
-            match cosign_referrer(&referrer) {
+            let read = match cosign_referrer(&referrer) {
                 ReferrerKind::Bundle => {
                     self.bundle_layer(&referrer, &manifest.layers, &mut found)
-                        .await?
+                        .await
                 }
                 ReferrerKind::SimpleSigning => {
-                    self.signature_layers(
-                        &manifest.layers,
-                        &mut found.layers,
-                        &mut found.malformed,
-                    )
-                    .await?;
+                    self.signature_layers(&manifest.layers, &mut found.layers, &mut found.malformed)
+                        .await
                 }
-                ReferrerKind::Unknown | ReferrerKind::Other => {}
+                ReferrerKind::Unknown | ReferrerKind::Other => Ok(()),
+            };
+            if let Err(error) = read {
+                found.unread(what, error);
             }
         }
         Ok(found)
