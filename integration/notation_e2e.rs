@@ -50,19 +50,6 @@ fn verify_offline(image: &str, dir: &Path) -> (i32, Value) {
     (output.status.code().unwrap(), json)
 }
 
-/// Runs `crigate verify IMAGE --plain-http --notation-dir DIR`, which must end in an
-/// error (exit 2, no verdict); its stderr.
-fn verify_error(image: &str, dir: &Path) -> String {
-    let output = Command::new(crigate_binary())
-        .args(["verify", image, "--plain-http", "--notation-dir"])
-        .arg(dir)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
-    assert_eq!(output.status.code(), Some(2), "{stderr}");
-    stderr
-}
-
 /// The reason code of a report, or `trusted`.
 fn outcome(json: &Value) -> &str {
     match json["result"].as_str() {
@@ -177,8 +164,8 @@ async fn notation_signatures_of_each_format_algorithm_and_scheme_are_trusted() {
 }
 
 /// A listed signature that cannot be fetched (its manifest deleted) does not hide a
-/// trusted one beside it; alone, it is an error, not "no signature": what it held is
-/// unknown.
+/// trusted one beside it; alone, the image has no signature: the registry says it holds
+/// none, which is a rejection (named in it), not an error `on_error` could let through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_that_cannot_be_fetched_hides_no_trusted_one() {
     let registry = Registry::start().await.unwrap();
@@ -223,9 +210,15 @@ async fn a_signature_that_cannot_be_fetched_hides_no_trusted_one() {
         "{json}"
     );
 
+    // Both gone: no signature, named as listed but not found (newest first).
     registry.delete_manifest(repo, listed[1]).await.unwrap();
-    let stderr = verify_error(&image, dir.path());
-    assert!(stderr.contains(listed[0]), "{stderr}");
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "malformed"), "{json}");
+    let message = json["reason"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains(&format!("{} is listed but not found", listed[1])),
+        "{json}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -617,7 +610,7 @@ async fn notation_skip_level_trusts_an_unsigned_image() {
 /// notation-go's `SkipVerify` comes before any lookup: a repository under `skip` is
 /// trusted without asking the registry for signatures, so a signature listing that
 /// cannot be read (here: the referrers index names a manifest that is gone) refuses
-/// nothing. Under `strict` the same listing is an error.
+/// nothing. Under `strict` the same listing is a rejection naming it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notation_skip_level_asks_the_registry_for_no_signature() {
     let registry = Registry::start().await.unwrap();
@@ -647,8 +640,14 @@ async fn notation_skip_level_asks_the_registry_for_no_signature() {
 
     let dir = tempfile::tempdir().unwrap();
     write_notation_dir(dir.path(), &strict("ca:e2e"), &[ca_store("ca", "e2e", &ca)]);
-    let stderr = verify_error(&image, dir.path());
-    assert!(stderr.contains(&listed), "{stderr}");
+    let (code, json) = verify(&image, dir.path());
+    assert_eq!((code, outcome(&json)), (1, "malformed"), "{json}");
+    assert!(
+        json["reason"]["message"]
+            .as_str()
+            .is_some_and(|message| message.contains(&listed)),
+        "{json}"
+    );
 }
 
 /// Signing scheme spec: under `notary.x509.signingAuthority` the signing time is

@@ -228,6 +228,27 @@ async fn a_referrer_listed_but_gone_hides_no_other_signature() {
     }
 }
 
+/// More referrers than are read: the referrers tag index is read newest first, as its
+/// writers append, so a signature made after many others (a key rotated, an image signed
+/// again and again) is among those read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_referrers_are_read_first() {
+    let f = Fixture::new().await;
+    let (digest, image) = f.image("resigned").await;
+    let retired = KeySigner::generate();
+    for _ in 0..crigate::registry::MAX_MANIFESTS_READ {
+        retired
+            .sign_bundle_as_cosign_lists_it(&f.registry, "resigned", &image)
+            .await;
+    }
+    let (code, json) = f.verify(&f.reference("resigned"), &[]);
+    assert_eq!(code, REJECTED, "{json}");
+    f.signer
+        .sign_bundle_as_cosign_lists_it(&f.registry, "resigned", &image)
+        .await;
+    f.assert_trusted("resigned", &digest);
+}
+
 /// `--signature-digest-algorithm`, as cosign's flag: a P-256 signature over SHA-256 (the
 /// test signer's) verifies with the hash named `sha256`, and not with `sha384`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

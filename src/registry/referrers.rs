@@ -46,7 +46,8 @@ impl Client {
     /// it either, as the ORAS client Notation uses takes it (`referrersByAPI` in oras-go).
     /// Either way the referrers tag schema is read instead: the `<alg>-<hex>` tag holding
     /// an image index, which is where those clients push to such a registry (an image
-    /// manifest there is no index of referrers: none). No referrers is an empty list.
+    /// manifest there is no index of referrers: none), newest first. No referrers is an
+    /// empty list.
     /// Each host that may pull is asked in turn (a mirror first, [`Client::hosts`]) until
     /// one has a referrer of that type.
     ///
@@ -95,7 +96,7 @@ impl Client {
         self.ask_hosts(repo, Capability::Pull, |host| async move {
             let listed = self.referrers_on(&host, repo, subject, None).await?;
             let mut found = Vec::new();
-            let mut read = 0;
+            let (mut read, mut unread) = (0, 0);
             for mut descriptor in listed {
                 match want(&descriptor) {
                     Wanted::Yes => found.push((descriptor, None)),
@@ -130,8 +131,11 @@ impl Client {
                             found.push((descriptor, Some(manifest)));
                         }
                     }
-                    Wanted::ByManifest => {}
+                    Wanted::ByManifest => unread += 1,
                 }
+            }
+            if unread > 0 {
+                tracing::warn!(%repo, %subject, unread, "referrers of no stated type past the first {MAX_MANIFESTS_READ} were not read");
             }
             Ok(found)
         })
@@ -286,10 +290,14 @@ impl Client {
                 tracing::debug!(%repo, %tag, "the referrers tag names the subject itself: no referrers");
                 Ok(Vec::new())
             }
+            // Newest first: the clients that keep the index (oras-go for Notation,
+            // go-containerregistry for cosign) append each referrer they add, so a
+            // signature made after a key rotation is read before any cap on how many are.
             Ok(fetched) => match fetched.manifest {
                 Manifest::Index(index) => Ok(index
                     .manifests
                     .into_iter()
+                    .rev()
                     .filter(|d| matches(d, artifact_type))
                     .collect()),
                 // Some registries (GitLab's) answer a `sha256-<hex>` tag with the manifest

@@ -455,14 +455,27 @@ impl Job {
             .registry
             .referrers(&self.repo, &target.digest, Some(NOTATION_ARTIFACT_TYPE))
             .await?;
+        if referrers.len() > notation::MAX_SIGNATURES {
+            tracing::warn!(repository = %self.repository, digest = %target.digest, listed = referrers.len(), "Notation signatures past the first {} were not read", notation::MAX_SIGNATURES);
+        }
         let mut envelopes = Vec::new();
         let (mut malformed, mut failed) = (None, None);
-        // A signature that cannot be fetched (its manifest deleted after it was listed,
-        // or the registry failing on it) does not hide one that is trusted; with none
-        // trusted, its error is the outcome, as the signature it holds is unknown.
+        // A signature that cannot be fetched does not hide one that is trusted. One the
+        // registry lists but no longer holds (deleted after it was listed) is none; with
+        // none trusted, another failure is the outcome, as the signature it holds is
+        // unknown.
         for referrer in referrers.iter().take(notation::MAX_SIGNATURES) {
             let fetched = match self.registry.manifest(&self.repo, &referrer.digest).await {
                 Ok(fetched) => fetched,
+                Err(registry::Error::NotFound { .. }) => {
+                    malformed.get_or_insert_with(|| {
+                        format!(
+                            "Notation signature {} is listed but not found",
+                            referrer.digest
+                        )
+                    });
+                    continue;
+                }
                 Err(error) => {
                     tracing::debug!(%error, digest = %referrer.digest, "cannot fetch a Notation signature");
                     failed.get_or_insert(error);
@@ -754,6 +767,9 @@ impl Job {
             })
             .await?;
         let mut found = Referred::default();
+        if referrers.len() > cosign::MAX_SIGNATURES {
+            tracing::warn!(repository = %self.repository, %digest, listed = referrers.len(), "cosign referrers past the first {} were not read", cosign::MAX_SIGNATURES);
+        }
         // One referrer that cannot be read does not hide the others.
         for (referrer, read) in referrers.into_iter().take(cosign::MAX_SIGNATURES) {
             let what = format!("cosign referrer {}", referrer.digest);
