@@ -784,13 +784,39 @@ async fn bearer_token_flow_fetches_caches_and_reuses_a_token() {
     });
     let refused = wrong.resolve(&image).await;
     assert!(
-        matches!(refused, Err(Error::Unauthorized { status: 401, .. })),
+        matches!(
+            refused,
+            Err(Error::Unauthorized {
+                status: 401,
+                anonymous: false,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     let anonymous = server.client().resolve(&image).await;
     assert!(
-        matches!(anonymous, Err(Error::Unauthorized { .. })),
+        matches!(
+            anonymous,
+            Err(Error::Unauthorized {
+                anonymous: true,
+                ..
+            })
+        ),
         "{anonymous:?}"
+    );
+    // Said as it is: crigate had nothing to send.
+    let message = anonymous.unwrap_err().to_string();
+    assert!(
+        message.contains("refused an anonymous request (crigate holds no credentials"),
+        "{message}"
+    );
+    assert!(
+        refused
+            .unwrap_err()
+            .to_string()
+            .contains("refused our credentials"),
+        "the refusal of credentials sent"
     );
 }
 

@@ -799,6 +799,7 @@ impl Client {
                     registry: registry.to_owned(),
                     what: fetch.what,
                     status: status.as_u16(),
+                    anonymous: credentials.is_anonymous(),
                 }),
                 other => Err(Error::Status {
                     what: fetch.what,
@@ -858,6 +859,7 @@ impl Client {
                     registry: registry.to_owned(),
                     what: what.to_owned(),
                     status: StatusCode::UNAUTHORIZED.as_u16(),
+                    anonymous: credentials.is_anonymous(),
                 }),
             Challenge::Bearer {
                 realm,
@@ -971,6 +973,7 @@ impl Client {
                 registry: registry.to_owned(),
                 what,
                 status: status.as_u16(),
+                anonymous: credentials.is_anonymous(),
             });
         }
         if !status.is_success() {

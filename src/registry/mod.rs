@@ -69,11 +69,13 @@ pub enum Error {
     },
     #[error("{what} not found")]
     NotFound { what: String },
-    #[error("registry {registry} refused our credentials for {what} (HTTP {status})")]
+    #[error("registry {registry} refused {} for {what} (HTTP {status})", asked_with(*.anonymous))]
     Unauthorized {
         registry: String,
         what: String,
         status: u16,
+        /// Whether crigate had no credentials to send for it.
+        anonymous: bool,
     },
     #[error("registry {registry} sent the request for {what} to {host}, which refused it (HTTP {status}) without a challenge crigate answers anonymously")]
     RedirectRefused {
@@ -134,6 +136,16 @@ pub enum Error {
 }
 
 // === impl Error ===
+
+/// What a refused request was made with, as [`Error::Unauthorized`] says it.
+fn asked_with(anonymous: bool) -> &'static str {
+    if anonymous {
+        "an anonymous request (crigate holds no credentials for it: the pod's pull secret, \
+         or `[registry] docker_config` with `auths` for it; credential helpers are not run)"
+    } else {
+        "our credentials"
+    }
+}
 
 impl Error {
     /// A stable snake_case name for the kind of error, for metrics and audit records.
