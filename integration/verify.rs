@@ -224,8 +224,29 @@ async fn a_referrer_listed_but_gone_hides_no_other_signature() {
     }
     for repo in ["untagged-typed", "untagged-by-config"] {
         let (code, json) = f.verify(&f.reference(repo), &[]);
-        assert_eq!(code, REJECTED, "{repo}: {json}");
+        assert_eq!(
+            (code, reason(&json)),
+            (REJECTED, "no_signature"),
+            "{repo}: {json}"
+        );
     }
+    // A referrer whose bundle the registry lost is no deletion: what it held is unknown,
+    // so the outcome is the registry's error, not a rejection.
+    let (digest, image) = f.image("blob-gone").await;
+    f.signer.sign_bundle(&f.registry, "blob-gone", &image).await;
+    let (_, index) = f
+        .registry
+        .manifest("blob-gone", &digest.replace(':', "-"))
+        .await
+        .unwrap();
+    let index: Value = serde_json::from_slice(&index).unwrap();
+    let listed = index["manifests"][0]["digest"].as_str().unwrap().to_owned();
+    let (_, referrer) = f.registry.manifest("blob-gone", &listed).await.unwrap();
+    let referrer: Value = serde_json::from_slice(&referrer).unwrap();
+    let bundle = referrer["layers"][0]["digest"].as_str().unwrap();
+    f.registry.delete_blob("blob-gone", bundle).await.unwrap();
+    let (code, json) = f.verify(&f.reference("blob-gone"), &[]);
+    assert_eq!(code, ERROR, "{json}");
 }
 
 /// More referrers than are read: the referrers tag index is read newest first, as its

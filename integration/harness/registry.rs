@@ -377,6 +377,29 @@ impl Registry {
         }
         Ok(())
     }
+
+    /// Deletes the blob `digest` from `repo`, as a registry that lost it would answer.
+    ///
+    /// # Errors
+    ///
+    /// When the request fails or the status is not 202.
+    pub async fn delete_blob(&self, repo: &str, digest: &str) -> Result<()> {
+        let url = format!("{}/v2/{repo}/blobs/{digest}", self.url());
+        let response = self
+            .http
+            .delete(&url)
+            .send()
+            .await
+            .with_context(|| format!("registry: DELETE {url}"))?;
+        if response.status() != StatusCode::ACCEPTED {
+            bail!(
+                "registry: DELETE {url} answered {} (expected 202): {}",
+                response.status(),
+                response.text().await.unwrap_or_default()
+            );
+        }
+        Ok(())
+    }
 }
 
 impl Drop for Registry {

@@ -80,18 +80,18 @@ struct Referred {
 }
 
 impl Referred {
-    /// Notes that the referrer `what` could not be read: one the registry lists but no
-    /// longer holds (a signature deleted since the list was written, as a stale referrers
-    /// tag index keeps it) is no signature; any other failure may hide one.
-    fn unread(&mut self, what: impl std::fmt::Display, error: Error) {
+    /// Notes that the manifest of the referrer `what` could not be read: one the registry
+    /// lists but no longer holds (a signature deleted since the list was written, as a
+    /// stale referrers tag index keeps it) is no signature; any other failure may hide
+    /// one.
+    fn unread(&mut self, what: impl std::fmt::Display, error: registry::Error) {
         match error {
-            Error::Registry(registry::Error::NotFound { .. }) => {
-                self.malformed
-                    .get_or_insert_with(|| format!("{what} is listed but not found"));
+            registry::Error::NotFound { .. } => {
+                tracing::debug!(%what, "cosign referrer listed but not found");
             }
             error => {
                 tracing::debug!(%what, %error, "cosign referrer not read");
-                self.failed.get_or_insert(error);
+                self.failed.get_or_insert(error.into());
             }
         }
     }
@@ -468,12 +468,7 @@ impl Job {
             let fetched = match self.registry.manifest(&self.repo, &referrer.digest).await {
                 Ok(fetched) => fetched,
                 Err(registry::Error::NotFound { .. }) => {
-                    malformed.get_or_insert_with(|| {
-                        format!(
-                            "Notation signature {} is listed but not found",
-                            referrer.digest
-                        )
-                    });
+                    tracing::debug!(digest = %referrer.digest, "Notation signature listed but not found");
                     continue;
                 }
                 Err(error) => {
@@ -786,7 +781,7 @@ impl Job {
                         }
                     },
                     Err(error) => {
-                        found.unread(what, error.into());
+                        found.unread(what, error);
                         continue;
                     }
                 },
@@ -802,8 +797,11 @@ impl Job {
                 }
                 ReferrerKind::Unknown | ReferrerKind::Other => Ok(()),
             };
+            // A blob its manifest names but the registry does not hold is no deletion:
+            // the registry failed, and the signature it holds is unknown.
             if let Err(error) = read {
-                found.unread(what, error);
+                tracing::debug!(%what, %error, "cosign referrer not read");
+                found.failed.get_or_insert(error);
             }
         }
         Ok(found)
