@@ -808,7 +808,7 @@ async fn bearer_token_flow_fetches_caches_and_reuses_a_token() {
     // Said as it is: crigate had nothing to send.
     let message = anonymous.unwrap_err().to_string();
     assert!(
-        message.contains("refused an anonymous request (crigate holds no credentials"),
+        message.contains("refused a request without credentials (crigate holds none"),
         "{message}"
     );
     assert!(

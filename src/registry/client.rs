@@ -859,7 +859,8 @@ impl Client {
                     registry: registry.to_owned(),
                     what: what.to_owned(),
                     status: StatusCode::UNAUTHORIZED.as_u16(),
-                    anonymous: credentials.is_anonymous(),
+                    // Nothing could be sent.
+                    anonymous: true,
                 }),
             Challenge::Bearer {
                 realm,
@@ -969,11 +970,16 @@ impl Client {
         };
         let status = response.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            let anonymous = match credentials {
+                Credentials::Anonymous => true,
+                Credentials::Basic { password, .. } => password.expose().is_empty(),
+                _ => false,
+            };
             return Err(Error::Unauthorized {
                 registry: registry.to_owned(),
                 what,
                 status: status.as_u16(),
-                anonymous: credentials.is_anonymous(),
+                anonymous,
             });
         }
         if !status.is_success() {

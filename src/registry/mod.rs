@@ -140,8 +140,9 @@ pub enum Error {
 /// What a refused request was made with, as [`Error::Unauthorized`] says it.
 fn asked_with(anonymous: bool) -> &'static str {
     if anonymous {
-        "an anonymous request (crigate holds no credentials for it: the pod's pull secret, \
-         or `[registry] docker_config` with `auths` for it; credential helpers are not run)"
+        "a request without credentials (crigate holds none it can answer with: the pod's \
+         pull secret, `[registry] docker_config`'s `auths`, or `registry.configs` in the \
+         containerd config it reads; credential helpers are not run)"
     } else {
         "our credentials"
     }
