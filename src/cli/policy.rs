@@ -233,10 +233,17 @@ fn outside_the_units_writable_paths(config: &Config) -> Vec<String> {
             climbs || !UNIT_WRITABLE.iter().any(|dir| path.starts_with(dir))
         })
         .map(|(key, path)| {
+            // The daemon does not start without its cache; it starts without its spool,
+            // and then records reach neither the spool nor the aggregator.
+            let consequence = if key == "cache.path" {
+                "the daemon would not start"
+            } else {
+                "no record would reach the aggregator, and with \
+                 audit.on_record_failure = \"deny\" every call would be denied"
+            };
             format!(
                 "{key} {} is outside what crigate.service lets crigate write ({}): under \
-                 that unit the daemon would not start; add it to ReadWritePaths= in a \
-                 drop-in",
+                 that unit {consequence}; add it to ReadWritePaths= in a drop-in",
                 path.display(),
                 UNIT_WRITABLE.join(", ")
             )
