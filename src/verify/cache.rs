@@ -830,8 +830,11 @@ fn stage(path: &Path, tmp: &Path, state: &State) -> Result<PathBuf, Error> {
     options.write(true).create(true).truncate(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(tmp).map_err(open)?;
-    file.write_all(&out).map_err(open)?;
-    file.sync_all().map_err(open)?;
+    if let Err(error) = file.write_all(&out).and_then(|()| file.sync_all()) {
+        // A full disk: not left to fill it further.
+        let _ = std::fs::remove_file(tmp);
+        return Err(open(error));
+    }
     Ok(tmp.to_owned())
 }
 
@@ -841,7 +844,11 @@ fn install(tmp: &Path, path: &Path) -> Result<File, Error> {
         path: path.to_owned(),
         source,
     };
-    std::fs::rename(tmp, path).map_err(open)?;
+    if let Err(error) = std::fs::rename(tmp, path) {
+        // Not left behind: each reload stages under a name of its own.
+        let _ = std::fs::remove_file(tmp);
+        return Err(open(error));
+    }
     OpenOptions::new().append(true).open(path).map_err(open)
 }
 

@@ -109,18 +109,36 @@ async fn rejection_is_cached_for_the_negative_ttl_only() {
 async fn a_rejection_that_may_not_last_is_shared_with_its_waiters_and_kept_by_nobody() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdicts.jsonl");
-    let cache = Arc::new(VerdictCache::open(config(Some(path.clone()))).unwrap());
+    let stats = Arc::new(CacheStats::default());
+    let cache = Arc::new(
+        VerdictCache::open(config(Some(path.clone())))
+            .unwrap()
+            .with_stats(stats.clone()),
+    );
     let runs = Arc::new(AtomicUsize::new(0));
     let k = key(9);
     let unknown = Verdict::Rejected(Rejection::RevocationUnknown(
         "revocation status of CN=leaf cannot be determined: OCSP: connection refused".into(),
     ));
-    // Callers that arrive while it is verified share the one verification.
+    // Callers that arrive while it is verified share the one verification, which ends
+    // only once all ten have asked.
     let mut tasks = Vec::new();
     for _ in 0..10 {
-        let (cache, runs, k, unknown) = (cache.clone(), runs.clone(), k.clone(), unknown.clone());
+        let (cache, runs, k, unknown, stats) = (
+            cache.clone(),
+            runs.clone(),
+            k.clone(),
+            unknown.clone(),
+            stats.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let verify = counted(&runs, unknown, Duration::from_millis(50));
+            let verify = move || async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                while stats.misses() < 10 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                Ok::<_, String>(unknown)
+            };
             cache.get_or_verify(k, verify).await.unwrap().0
         }));
     }
