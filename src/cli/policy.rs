@@ -1,7 +1,6 @@
 //! `crigate policy check` and `crigate policy explain`: the configuration's policies as
 //! the daemon would apply them, from the command line.
 
-use std::collections::BTreeMap;
 use std::path::{Component, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,12 +11,11 @@ use serde::Serialize;
 use super::serve::policy_decider;
 use super::{EXIT_DENIED, EXIT_ERROR, EXIT_OK};
 use crate::audit::Auditor;
-use crate::config::Config;
+use crate::config::{policies_by_name, Config};
 use crate::decision::{ApiVersion, Caller, Phase, RequestContext};
 use crate::policy::decider::{Conclusion, Explanation};
-use crate::policy::model::Policies;
 use crate::registry;
-use crate::verify::cache::{CacheConfig, Fingerprint};
+use crate::verify::cache::CacheConfig;
 use crate::verify::material;
 
 /// Version of the `policy explain --output json` format.
@@ -187,13 +185,8 @@ fn uncovered_system_namespaces(config: &Config) -> Vec<String> {
     if config.policies.is_empty() {
         return Vec::new();
     }
-    let names: BTreeMap<String, Fingerprint> = config
-        .verifiers
-        .keys()
-        .map(|name| (name.clone(), Fingerprint::of(name.as_bytes())))
-        .collect();
     // The policies loaded with the config; this cannot fail where loading did not.
-    let Ok(policies) = Policies::new(&config.policies, &names) else {
+    let Ok(policies) = policies_by_name(&config.policies, config.verifiers.keys()) else {
         return Vec::new();
     };
     SYSTEM_NAMESPACES

@@ -558,14 +558,11 @@ impl Config {
         }
         // The structure and the verifier references are checked here; the fingerprints are
         // computed when the verifiers' files are read.
-        let names: BTreeMap<String, Fingerprint> = file
-            .verifiers
-            .keys()
-            .map(|name| (name.clone(), Fingerprint::of(name.as_bytes())))
-            .collect();
-        Policies::new(&file.policies, &names).map_err(|source| Error::Policy {
-            path: origin.to_owned(),
-            source,
+        policies_by_name(&file.policies, file.verifiers.keys()).map_err(|source| {
+            Error::Policy {
+                path: origin.to_owned(),
+                source,
+            }
         })?;
         for (name, verifier) in &file.verifiers {
             let name_ok = !name.is_empty()
@@ -706,6 +703,24 @@ mod file {
             }
         }
     }
+}
+
+/// `policies` over verifiers fingerprinted by their names alone: enough to check them and
+/// to choose the policy of a namespace, not to key verdicts (whose fingerprints come from
+/// the verifiers' trust material).
+///
+/// # Errors
+///
+/// The policies are not valid, or name a verifier not among `verifiers`.
+pub fn policies_by_name<'a>(
+    policies: &[PolicyConfig],
+    verifiers: impl IntoIterator<Item = &'a String>,
+) -> Result<Policies, crate::policy::model::Error> {
+    let names: BTreeMap<String, Fingerprint> = verifiers
+        .into_iter()
+        .map(|name| (name.clone(), Fingerprint::of(name.as_bytes())))
+        .collect();
+    Policies::new(policies, &names)
 }
 
 #[cfg(test)]
