@@ -182,8 +182,8 @@ struct StoredSigner {
     signed_digest: Option<Box<Digest>>,
 }
 
-/// The persistence file, appended to by the one task that made each verdict.
-/// A cache's file, shared by every cache of the process opened on its path: the one a
+/// The persistence file, appended to by the one task that made each verdict. A cache's
+/// file is shared by every cache of the process opened on its path: the one a
 /// reload replaced goes on appending what it verifies until it is dropped, to the file
 /// the new one wrote, and only the newest rewrites it.
 struct CacheFile {
@@ -385,19 +385,17 @@ impl VerdictCache {
                 .get_or_try_init(|| async {
                     let verdict = verify().await?;
                     let now = now_secs();
+                    let until = now.saturating_add(ttl(&verdict, positive, negative).as_secs());
                     let expires = match &verdict {
                         // A trusted verdict ends where the signature's trust ends, if
                         // that comes before the TTL: an expired signature is not
                         // admitted from the cache.
-                        Verdict::Trusted(signer) => {
-                            let ttl = now.saturating_add(positive.as_secs());
-                            signer
-                                .valid_until
-                                .map_or(ttl, |until| ttl.min(unix_secs(until)))
-                        }
-                        // Shared with the callers waiting now, and with nobody after.
-                        Verdict::Rejected(rejection) if !rejection.is_lasting() => now,
-                        Verdict::Rejected(_) => now.saturating_add(negative.as_secs()),
+                        Verdict::Trusted(signer) => signer
+                            .valid_until
+                            .map_or(until, |valid| until.min(unix_secs(valid))),
+                        // One not lasting is shared with the callers waiting now, and
+                        // with nobody after.
+                        Verdict::Rejected(_) => until,
                     };
                     let entry = Entry { verdict, expires };
                     // Runs once per verification, whoever waits for it.
@@ -456,11 +454,22 @@ impl VerdictCache {
     }
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    // The state is a map and a set; a panic mid-update leaves both usable.
-    state
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // What the cache guards (its map and set, a file and its line count, the record of
+    // its owner) stays usable after a panic mid-update.
+    mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// How long `verdict` is kept from when it is made: `positive` when trusted, `negative`
+/// when rejected, and not at all when the rejection is not lasting.
+fn ttl(verdict: &Verdict, positive: Duration, negative: Duration) -> Duration {
+    match verdict {
+        Verdict::Trusted(_) => positive,
+        Verdict::Rejected(rejection) if !rejection.is_lasting() => Duration::ZERO,
+        Verdict::Rejected(_) => negative,
+    }
 }
 
 // === impl CacheFile ===
@@ -480,9 +489,7 @@ impl CacheFile {
             state: Arc::downgrade(state),
             config: config.clone(),
         };
-        let mut files = OPEN_FILES
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut files = lock(&OPEN_FILES);
         files.retain(|file| file.strong_count() > 0);
         let open = files
             .iter()
@@ -543,15 +550,11 @@ impl CacheFile {
     }
 
     fn owner(&self) -> std::sync::MutexGuard<'_, Owner> {
-        self.owner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.owner)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, (File, usize)> {
-        self.file
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.file)
     }
 }
 
@@ -564,11 +567,7 @@ impl State {
     /// (a signer found untrustworthy where no file changed, say) bounds what was cached
     /// before. A verification in flight for `key` is left to finish.
     fn adopt(&mut self, key: &CacheKey, mut entry: Entry, config: &CacheConfig, now: u64) {
-        let ttl = match &entry.verdict {
-            Verdict::Trusted(_) => config.positive_ttl,
-            Verdict::Rejected(rejection) if !rejection.is_lasting() => Duration::ZERO,
-            Verdict::Rejected(_) => config.negative_ttl,
-        };
+        let ttl = ttl(&entry.verdict, config.positive_ttl, config.negative_ttl);
         entry.expires = entry.expires.min(now.saturating_add(ttl.as_secs()));
         let slot_key = SlotKey::new(key);
         let pending = self
