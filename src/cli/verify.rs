@@ -268,7 +268,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("cannot start the async runtime")?;
     // Trusted by the first verifier that trusts it; otherwise the first rejection the
     // next run may not repeat (a revocation status not determined), or the first.
-    let mut rejected: Option<Outcome> = None;
+    let mut rejected: Vec<Outcome> = Vec::new();
     let mut trusted = None;
     for requirement in &requirements {
         let outcome = runtime
@@ -279,21 +279,13 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
                 trusted = Some(outcome);
                 break;
             }
-            Verdict::Rejected(ref rejection) => {
-                let kept_lasts = rejected.as_ref().map(|kept| match &kept.verdict {
-                    Verdict::Rejected(kept) => kept.is_lasting(),
-                    Verdict::Trusted(_) => true,
-                });
-                let replace = match kept_lasts {
-                    None => true,
-                    Some(kept_lasts) => kept_lasts && !rejection.is_lasting(),
-                };
-                if replace {
-                    rejected = Some(outcome);
-                }
-            }
+            Verdict::Rejected(_) => rejected.push(outcome),
         }
     }
+    let unsettled = rejected
+        .iter()
+        .position(|o| matches!(&o.verdict, Verdict::Rejected(r) if !r.is_lasting()));
+    let rejected = (!rejected.is_empty()).then(|| rejected.swap_remove(unsettled.unwrap_or(0)));
     let Some(outcome) = trusted.or(rejected) else {
         bail!("no verifier to verify with");
     };
