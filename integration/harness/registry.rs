@@ -361,21 +361,7 @@ impl Registry {
     ///
     /// When the request fails or the status is not 202.
     pub async fn delete_manifest(&self, repo: &str, digest: &str) -> Result<()> {
-        let url = format!("{}/v2/{repo}/manifests/{digest}", self.url());
-        let response = self
-            .http
-            .delete(&url)
-            .send()
-            .await
-            .with_context(|| format!("registry: DELETE {url}"))?;
-        if response.status() != StatusCode::ACCEPTED {
-            bail!(
-                "registry: DELETE {url} answered {} (expected 202): {}",
-                response.status(),
-                response.text().await.unwrap_or_default()
-            );
-        }
-        Ok(())
+        self.delete(&format!("{repo}/manifests/{digest}")).await
     }
 
     /// Deletes the blob `digest` from `repo`, as a registry that lost it would answer.
@@ -384,7 +370,12 @@ impl Registry {
     ///
     /// When the request fails or the status is not 202.
     pub async fn delete_blob(&self, repo: &str, digest: &str) -> Result<()> {
-        let url = format!("{}/v2/{repo}/blobs/{digest}", self.url());
+        self.delete(&format!("{repo}/blobs/{digest}")).await
+    }
+
+    /// `DELETE /v2/<path>`, which must answer 202.
+    async fn delete(&self, path: &str) -> Result<()> {
+        let url = format!("{}/v2/{path}", self.url());
         let response = self
             .http
             .delete(&url)
