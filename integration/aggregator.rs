@@ -1160,6 +1160,54 @@ fn aggregator_with_an_invalid_config_exits_78() {
 }
 
 /// The ids stored in PostgreSQL, read on a thread of its own (callers block).
+/// A CRI caller can put a NUL in the strings a record carries (a namespace, an image).
+/// Both stores keep such a record, byte for byte, and find it by those strings: a batch
+/// refused for it would be sent again and again, and hold back every record after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nul_in_a_callers_strings_is_stored_and_found_by_either_store() {
+    use crigate::aggregator::storage::{postgres, sqlite, Query, Storage};
+    let tmp = temp_dir("nul-strings");
+    let server = Postgres::start(tmp.path()).unwrap();
+    let stores = [
+        Storage::Sqlite(sqlite::Store::open(&tmp.path().join("records.db")).unwrap()),
+        Storage::Postgres(
+            postgres::Store::connect(&crigate::registry::Secret::new(server.url()), None)
+                .await
+                .unwrap(),
+        ),
+    ];
+    for store in stores {
+        let odd = AuditRecord {
+            namespace: "prod\0x".to_owned(),
+            image: "registry.example/app\0:v1".to_owned(),
+            subject: "registry.example/app\0@sha256:00".to_owned(),
+            ..record(NODE)
+        };
+        let plain = record(NODE);
+        let batch = std::sync::Arc::new(vec![odd.clone(), plain.clone()]);
+        assert_eq!(store.insert(batch).await.unwrap(), vec![true, true]);
+        let found = store
+            .query(Query {
+                namespace: Some(odd.namespace.clone()),
+                image: Some("app\0".to_owned()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.records, vec![odd.clone()]);
+        let plain_found = store
+            .query(Query {
+                namespace: Some("prod".to_owned()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(plain_found.records, vec![plain]);
+    }
+}
+
 fn pg_ids(url: &str) -> Vec<String> {
     let url = url.to_owned();
     std::thread::spawn(move || {

@@ -7,6 +7,7 @@
 //! the "C" collation so that their order is the bytes' order (UUIDv7: time order),
 //! whatever the database's locale.
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -111,6 +112,20 @@ struct Connection {
     client: Client,
     /// [`INSERT`].
     insert: Statement,
+}
+
+/// `value` as a filter column holds it. PostgreSQL's `text` cannot hold the NUL
+/// character, which a CRI caller may put in a namespace or an image name: a batch holding
+/// one would be refused whole, and the node would send it again and again while its
+/// records piled up behind it. The column holds U+FFFD in its place; the record itself
+/// (`record`, `bytea`) keeps every byte, and a filter is mapped the same way, so it still
+/// finds that record.
+fn column_text(value: &str) -> Cow<'_, str> {
+    if value.contains('\0') {
+        Cow::Owned(value.replace('\0', "\u{FFFD}"))
+    } else {
+        Cow::Borrowed(value)
+    }
 }
 
 // === impl Connection ===
@@ -253,9 +268,9 @@ impl Store {
         let times: Vec<i64> = batch().map(|r| r.time_unix_nanos).collect();
         let nodes: Vec<&str> = batch().map(|r| r.node.as_str()).collect();
         let decisions: Vec<&str> = batch().map(|r| r.decision().code()).collect();
-        let namespaces: Vec<&str> = batch().map(|r| r.namespace.as_str()).collect();
-        let images: Vec<&str> = batch().map(|r| r.image.as_str()).collect();
-        let subjects: Vec<&str> = batch().map(|r| r.subject.as_str()).collect();
+        let namespaces: Vec<Cow<str>> = batch().map(|r| column_text(&r.namespace)).collect();
+        let images: Vec<Cow<str>> = batch().map(|r| column_text(&r.image)).collect();
+        let subjects: Vec<Cow<str>> = batch().map(|r| column_text(&r.subject)).collect();
         let blobs: Vec<Vec<u8>> = batch().map(|r| r.encode_to_vec()).collect();
         let connection = self.connection().await?;
         let stored = connection
@@ -299,16 +314,19 @@ impl Store {
         let fetch = i64::try_from(limit + 1).unwrap_or(i64::MAX);
         let decision = query.decision.map(|d| d.code());
         let (after_id, after_node) = match query.after_id.as_deref().map(super::parse_page_token) {
-            Some((id, node)) => (Some(id), node),
+            Some((id, node)) => (Some(column_text(id)), node.map(column_text)),
             None => (None, None),
         };
+        let namespace = query.namespace.as_deref().map(column_text);
+        let node = query.node.as_deref().map(column_text);
+        let image = query.image.as_deref().map(column_text);
         let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
             &after_id,
             &query.since_unix_nanos,
             &decision,
-            &query.namespace,
-            &query.node,
-            &query.image,
+            &namespace,
+            &node,
+            &image,
             &fetch,
             &query.until_unix_nanos,
             &after_node,
