@@ -137,6 +137,12 @@ impl Sample {
     }
 }
 
+/// How many times more calls a measurement at 16 callers makes than one at a single
+/// caller. 16 callers complete calls about ten times as fast, so at the same count a
+/// round would last some 25 ms, in which the callers' start and finish and one stall of
+/// the scheduler weigh as much as the path measured.
+const CONCURRENT_SCALE: usize = 8;
+
 /// Rounds per measurement: the paths take turns, in a rotating order, so that a machine
 /// whose speed drifts during the run slows all three alike.
 const ROUNDS: usize = 8;
@@ -196,12 +202,17 @@ async fn main() {
     let mut ratios = Vec::new();
     let mut cpu_per_call = Vec::new();
     for call in [Call::Version, Call::ListContainers] {
-        let calls = if call == Call::Version {
+        let per_call = if call == Call::Version {
             scale
         } else {
             scale / 4
         };
         for callers in [1, 16] {
+            let calls = if callers == 1 {
+                per_call
+            } else {
+                per_call * CONCURRENT_SCALE
+            };
             let mut clients = Vec::new();
             for (_, socket) in &paths {
                 clients.push(connect(socket, call).await);
