@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::net::UnixDatagram;
 
-use super::{AuditRecord, DecisionKind, Durability, Error, Sink};
+use super::{bounded, AuditRecord, DecisionKind, Durability, Error, Sink};
 use crate::decision::BoxFuture;
 
 /// Where journald listens for native-protocol entries.
@@ -24,12 +24,6 @@ pub const DEFAULT_SOCKET: &str = "/run/systemd/journal/socket";
 
 /// The `SYSLOG_IDENTIFIER` of every audit record, so `journalctl -t crigate` finds them.
 pub const SYSLOG_IDENTIFIER: &str = "crigate";
-
-/// The longest value crigate sends in one field. A record is a few hundred bytes; the
-/// bound keeps a caller-supplied string (an image name, a pod name) from growing one
-/// entry past the socket's datagram limit (`net.core.wmem_default`, about 208 KiB),
-/// which journald would never see. Longer values are cut and marked.
-pub const MAX_FIELD_BYTES: usize = 4096;
 
 /// How long a send may wait for room in journald's socket buffer before the record
 /// counts as not written: journald stalled must not stall the CRI socket.
@@ -254,9 +248,9 @@ fn priority(decision: DecisionKind) -> &'static str {
 }
 
 /// Appends one field in the native protocol's encoding, cutting a value longer than
-/// [`MAX_FIELD_BYTES`] at a character boundary and marking the cut.
+/// [`super::MAX_FIELD_BYTES`] at a character boundary and marking the cut.
 fn field(out: &mut Vec<u8>, name: &str, value: &str) {
-    let value = truncate(value);
+    let value = bounded(value);
     out.extend_from_slice(name.as_bytes());
     if value.contains('\n') {
         out.push(b'\n');
@@ -269,21 +263,10 @@ fn field(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(b'\n');
 }
 
-fn truncate(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.len() <= MAX_FIELD_BYTES {
-        return value.into();
-    }
-    let mut end = MAX_FIELD_BYTES - 3;
-    while !value.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}...", value.get(..end).unwrap_or_default()).into()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{Action, Phase};
+    use crate::audit::{Action, Phase, MAX_FIELD_BYTES};
 
     #[tokio::test]
     async fn a_full_journal_socket_is_waited_on_until_it_has_room() {
@@ -423,8 +406,8 @@ mod tests {
         assert!(image.len() <= MAX_FIELD_BYTES);
         assert!(std::str::from_utf8(image).unwrap().ends_with("..."));
         let exact = "a".repeat(MAX_FIELD_BYTES);
-        assert_eq!(truncate(&exact), exact.as_str());
-        assert!(truncate(&format!("{exact}a")).ends_with("..."));
+        assert_eq!(bounded(&exact), exact.as_str());
+        assert!(bounded(&format!("{exact}a")).ends_with("..."));
     }
 
     #[tokio::test]

@@ -184,7 +184,8 @@ impl Auditor {
     /// for durability goes on by itself once dropped ([`Durable`]): dropping this
     /// future, or the wait for durability, does not stop a write that has begun, nor the
     /// counting of its failure.
-    pub async fn record(&self, record: AuditRecord) -> Written {
+    pub async fn record(&self, mut record: AuditRecord) -> Written {
+        record.bound_fields();
         if self.inner.decision_events {
             decision_event(&record);
         }
@@ -412,7 +413,8 @@ impl From<crate::decision::Phase> for Phase {
 // === impl AuditRecord ===
 
 impl AuditRecord {
-    /// One line for people: what was decided on what, and why.
+    /// One line for people: what was decided on what, and why. The strings a caller
+    /// chose are [`printable`]: they cannot break the line or rewrite a terminal.
     pub fn summary(&self) -> String {
         let subject = if self.subject.is_empty() {
             &self.image
@@ -422,17 +424,113 @@ impl AuditRecord {
         let volume = if self.volume_path.is_empty() {
             String::new()
         } else {
-            format!(" (image volume at {})", self.volume_path)
+            format!(" (image volume at {})", printable(&self.volume_path))
         };
         format!(
             "{} {} {}{volume} in namespace {}: {}",
             self.decision().code(),
             self.phase().code(),
-            subject,
-            self.namespace,
-            self.reason
+            printable(subject),
+            printable(&self.namespace),
+            printable(&self.reason)
         )
     }
+
+    /// Cuts each string field longer than [`MAX_FIELD_BYTES`] at a character boundary,
+    /// marking the cut with `...`. Several fields are the caller's to fill (a pod name,
+    /// an image name), and every sink gets the record as cut: journald and the spool
+    /// (whose frames hold at most [`spool::MAX_RECORD_BYTES`]) take it whole, and the
+    /// two copies say the same.
+    pub fn bound_fields(&mut self) {
+        for field in [
+            &mut self.id,
+            &mut self.node,
+            &mut self.api_version,
+            &mut self.namespace,
+            &mut self.pod_name,
+            &mut self.pod_uid,
+            &mut self.container_name,
+            &mut self.image,
+            &mut self.user_specified_image,
+            &mut self.subject,
+            &mut self.digest,
+            &mut self.pinned,
+            &mut self.verifier,
+            &mut self.signer,
+            &mut self.allowlisted_by,
+            &mut self.policy,
+            &mut self.mode,
+            &mut self.fingerprint,
+            &mut self.reason_code,
+            &mut self.reason,
+            &mut self.volume_path,
+        ] {
+            if let std::borrow::Cow::Owned(cut) = bounded(field) {
+                *field = cut;
+            }
+        }
+    }
+}
+
+/// `value`, or, if longer than [`MAX_FIELD_BYTES`], its start cut at a character
+/// boundary and marked with `...`, [`MAX_FIELD_BYTES`] in all.
+pub(crate) fn bounded(value: &str) -> std::borrow::Cow<'_, str> {
+    if value.len() <= MAX_FIELD_BYTES {
+        return value.into();
+    }
+    let mut end = MAX_FIELD_BYTES - CUT_MARK.len();
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{CUT_MARK}", value.get(..end).unwrap_or_default()).into()
+}
+
+/// The most bytes of one string field of a record ([`AuditRecord::bound_fields`]). A
+/// record is a few hundred bytes; the bound keeps a caller-supplied string from growing
+/// it past what its sinks take: a journald entry past the socket's datagram limit
+/// (`net.core.wmem_default`, about 208 KiB) would never reach journald.
+pub const MAX_FIELD_BYTES: usize = 4096;
+
+/// What ends a field [`AuditRecord::bound_fields`] cut.
+const CUT_MARK: &str = "...";
+
+/// `text` with its control characters and the invisible characters that reorder or hide
+/// text (bidirectional controls, zero-width characters) escaped as `\u{..}`, so that a
+/// string a CRI caller chose cannot break a log line, move a terminal's cursor, recolour
+/// it, or show another name than the one recorded.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(hidden) {
+        return text.into();
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if hidden(c) {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// Whether `c` is a control character, or a format character that changes how the text
+/// around it shows without showing itself (Unicode general category Cf: the
+/// bidirectional controls of UAX #9, zero-width characters, the soft hyphen, the byte
+/// order mark).
+fn hidden(c: char) -> bool {
+    c.is_control()
+        || matches!(
+            c,
+            '\u{00AD}'
+                | '\u{061C}'
+                | '\u{180E}'
+                | '\u{200B}'..='\u{200F}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2060}'..='\u{2064}'
+                | '\u{2066}'..='\u{206F}'
+                | '\u{FEFF}'
+                | '\u{FFF9}'..='\u{FFFB}'
+        )
 }
 
 /// The one `info` event per decision, target `crigate::decision`, from the record.
@@ -578,6 +676,53 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(auditor.failures(), 0);
+    }
+
+    /// A record whose caller-chosen strings exceed what the spool's frames hold is
+    /// written to the spool all the same, each such string cut at the field bound, and
+    /// the record read back is the one the other sinks got.
+    #[tokio::test]
+    async fn a_record_with_oversized_strings_reaches_the_spool_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Arc::new(
+            spool::Spool::open(spool::SpoolConfig::new(dir.path().join("spool"), 64 << 20))
+                .unwrap(),
+        );
+        let start = spool.cursor();
+        let auditor = Auditor::new("node", vec![spool.clone() as Arc<dyn Sink>]);
+        let mut sent = record();
+        sent.pod_name = "p".repeat(300 * 1024);
+        sent.image = format!("registry.example/{}", "é".repeat(3000));
+        sent.namespace = "prod".to_owned();
+        let written = auditor.record(sent.clone()).await;
+        assert!(written.failed.is_empty(), "{:?}", written.failed);
+        written.durable.wait().await;
+        assert_eq!(auditor.failures(), 0);
+        let read = spool.read(start, 10, 1 << 20).unwrap();
+        assert_eq!(read.records.len(), 1);
+        let kept = &read.records[0];
+        assert_eq!(kept.pod_name.len(), MAX_FIELD_BYTES);
+        assert!(kept.pod_name.ends_with("..."));
+        assert!(kept.image.len() <= MAX_FIELD_BYTES);
+        assert!(kept.image.starts_with("registry.example/é"));
+        assert!(kept.image.ends_with("..."));
+        assert_eq!(kept.namespace, "prod");
+        assert_eq!(kept.id, sent.id);
+    }
+
+    #[test]
+    fn a_summary_shows_what_hides_or_breaks_text_escaped() {
+        let mut record = record();
+        record.namespace = "prod\n\u{1b}[2Jdev".to_owned();
+        record.image = "registry.example/\u{202e}gpj.exe:v1\u{200b}".to_owned();
+        record.reason = "no signature\r\u{7f}".to_owned();
+        let summary = record.summary();
+        assert_eq!(
+            summary,
+            "unspecified unspecified registry.example/\\u{202e}gpj.exe:v1\\u{200b} in \
+             namespace prod\\u{a}\\u{1b}[2Jdev: no signature\\u{d}\\u{7f}"
+        );
+        assert_eq!(printable("plain: é ü 名前"), "plain: é ü 名前");
     }
 
     /// What a diagnostics subscriber writes, shared with the test.

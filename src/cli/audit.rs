@@ -14,7 +14,7 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use crate::aggregator::query::{RecordJson, RecordsPage, FORMAT_VERSION, RECORDS_PATH};
-use crate::audit::DecisionKind;
+use crate::audit::{printable, DecisionKind};
 
 use super::EXIT_OK;
 
@@ -227,25 +227,25 @@ fn print(records: &[RecordJson], output: Output) -> anyhow::Result<()> {
     }
 }
 
-/// `text` with its control characters escaped (`\u{1b}`), so that a value a node sent
-/// cannot move the cursor, recolour or rewrite the responder's terminal.
-fn printable(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
+/// The widest a table cell is shown; the JSON output holds every value whole.
+const MAX_CELL_CHARS: usize = 96;
+
+/// `text` as a table shows it: [`printable`], so that a value a node sent cannot move
+/// the cursor, recolour or rewrite the responder's terminal, and cut at
+/// [`MAX_CELL_CHARS`] with `…`, so that one long value does not push the other columns
+/// off every row.
+fn cell(text: &str) -> String {
+    let text = printable(text);
+    if text.chars().count() <= MAX_CELL_CHARS {
+        return text.into_owned();
     }
-    text.chars()
-        .map(|c| {
-            if c.is_control() {
-                c.escape_unicode().to_string()
-            } else {
-                c.to_string()
-            }
-        })
-        .collect()
+    let mut cut: String = text.chars().take(MAX_CELL_CHARS - 1).collect();
+    cut.push('…');
+    cut
 }
 
 fn table(records: &[RecordJson]) -> String {
-    let rows: Vec<[String; 7]> = records
+    let rows: Vec<[String; 9]> = records
         .iter()
         .map(|r| {
             let time = UNIX_EPOCH
@@ -262,22 +262,26 @@ fn table(records: &[RecordJson]) -> String {
                 humantime::format_rfc3339_seconds(time).to_string(),
                 r.node.clone(),
                 r.decision.clone(),
+                r.action.clone(),
                 r.phase.clone(),
                 r.namespace.clone(),
                 image,
                 r.reason_code.clone(),
+                r.id.clone(),
             ]
-            .map(|cell| printable(&cell))
+            .map(|text| cell(&text))
         })
         .collect();
     let header = [
         "TIME",
         "NODE",
         "DECISION",
+        "ACTION",
         "PHASE",
         "NAMESPACE",
         "IMAGE",
         "REASON",
+        "ID",
     ];
     let mut widths = header.map(str::len);
     for row in &rows {
@@ -347,5 +351,31 @@ mod tests {
         assert!(text.contains("app:v1\\u{d}\\u{a}forged line"), "{text}");
         // One header and one row.
         assert_eq!(text.lines().count(), 2, "{text}");
+    }
+
+    #[test]
+    fn a_table_hides_no_reordering_and_cuts_long_values_but_not_the_id() {
+        let record = RecordJson {
+            id: "0190b2d4-5f6e-7a8b-9c0d-1e2f3a4b5c6d".to_owned(),
+            decision: "deny".to_owned(),
+            action: "refuse".to_owned(),
+            namespace: "prod\u{202e}ved".to_owned(),
+            image: format!("registry.example/{}", "a".repeat(500)),
+            reason_code: "no_signature".to_owned(),
+            ..RecordJson::default()
+        };
+        let text = table(&[record]);
+        assert!(text.contains("prod\\u{202e}ved"), "{text}");
+        let row = text.lines().nth(1).unwrap();
+        assert!(
+            row.contains(&format!("registry.example/{}…", "a".repeat(78))),
+            "{row}"
+        );
+        assert!(!row.contains(&"a".repeat(80)), "{row}");
+        assert!(row.contains("deny      refuse"), "{row}");
+        assert!(
+            row.ends_with("no_signature  0190b2d4-5f6e-7a8b-9c0d-1e2f3a4b5c6d"),
+            "{row}"
+        );
     }
 }
