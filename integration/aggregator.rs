@@ -516,6 +516,20 @@ async fn restart_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregator, d
     let mut sorted = produced.clone();
     sorted.sort();
     assert_eq!(listed, sorted);
+    // One record found by the id a denial names, shown in the table with that id.
+    let wanted = &produced[decisions / 2];
+    let (code, stdout, stderr) = tokio::task::block_in_place(|| {
+        query(
+            &aggregator,
+            pki,
+            &["--token-file", token.to_str().unwrap(), "--id", wanted],
+        )
+    });
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = stdout.lines().collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].ends_with(" ID"), "{stdout}");
+    assert!(rows[1].ends_with(wanted.as_str()), "{stdout}");
     eprintln!(
         "{decisions} decisions in {produced_in:?}; all stored after {:?}; {at_stop} stored when the aggregator stopped",
         began.elapsed()

@@ -3,7 +3,8 @@
 //!
 //! Parameters (all optional): `since` and `until` (nanoseconds since the Unix epoch; a
 //! record decided at `since` is in, one at `until` is not), `decision`
-//! (`allow`, `deny`, `audit-deny`, `error`), `namespace`, `node` (exact), `image` (a
+//! (`allow`, `deny`, `audit-deny`, `error`), `id` (a record's id, as a denial names it),
+//! `namespace`, `node` (exact), `image` (a
 //! substring of the image or the resolved subject), `limit` (1 to 1000, default 100),
 //! `page_token` (the previous page's `next_page_token`). An unknown parameter is an
 //! error, so a typo never widens a query.
@@ -229,6 +230,7 @@ fn parse_query(raw: &str) -> Result<Query, String> {
                     "decision: expected allow, deny, audit-deny or error".to_owned()
                 })?);
             }
+            "id" => query.id = Some(value),
             "namespace" => query.namespace = Some(value),
             "node" => query.node = Some(value),
             "image" => query.image = Some(value),
@@ -386,6 +388,11 @@ mod tests {
     fn parameters_parse_and_typos_are_refused() {
         let query = parse_query("since=5&until=9&decision=deny&namespace=prod&limit=1000").unwrap();
         assert_eq!(query.since_unix_nanos, Some(5));
+        let by_id = parse_query("id=01890a5d-ac96-774b-bcce-b302099a8057").unwrap();
+        assert_eq!(
+            by_id.id.as_deref(),
+            Some("01890a5d-ac96-774b-bcce-b302099a8057")
+        );
         assert_eq!(query.until_unix_nanos, Some(9));
         assert!(parse_query("until=soon").is_err());
         assert_eq!(query.decision, Some(DecisionKind::Deny));

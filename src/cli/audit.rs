@@ -61,6 +61,9 @@ pub struct QueryArgs {
     /// Only this decision: allow, deny, audit-deny or error.
     #[arg(long, value_parser = parse_decision)]
     pub decision: Option<DecisionKind>,
+    /// Only the record with this id: the audit id a denial names.
+    #[arg(long, value_name = "ID")]
+    pub id: Option<String>,
     /// Only this Kubernetes namespace.
     #[arg(long, value_name = "NS")]
     pub namespace: Option<String>,
@@ -157,6 +160,7 @@ async fn fetch_all(args: &QueryArgs, token: Option<&str>) -> anyhow::Result<Vec<
                 query.append_pair("decision", decision.code());
             }
             for (key, value) in [
+                ("id", &args.id),
                 ("namespace", &args.namespace),
                 ("node", &args.node),
                 ("image", &args.image),

@@ -114,6 +114,8 @@ pub struct Query {
     /// Records decided before this time, nanoseconds since the Unix epoch.
     pub until_unix_nanos: Option<i64>,
     pub decision: Option<DecisionKind>,
+    /// The record's id: the one a denial names (`audit id ...`).
+    pub id: Option<String>,
     pub namespace: Option<String>,
     pub node: Option<String>,
     /// A substring of the image as sent or of the resolved subject.

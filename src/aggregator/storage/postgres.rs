@@ -320,7 +320,8 @@ impl Store {
         let namespace = query.namespace.as_deref().map(column_text);
         let node = query.node.as_deref().map(column_text);
         let image = query.image.as_deref().map(column_text);
-        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 9] = [
+        let id = query.id.as_deref().map(column_text);
+        let params: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
             &after_id,
             &query.since_unix_nanos,
             &decision,
@@ -330,6 +331,7 @@ impl Store {
             &fetch,
             &query.until_unix_nanos,
             &after_node,
+            &id,
         ];
         let connection = self.connection().await?;
         // Rows are read as they arrive, and no further than the page takes: a page ends
@@ -345,6 +347,7 @@ impl Store {
                    AND ($5::text IS NULL OR node = $5)
                    AND ($6::text IS NULL OR strpos(image, $6) > 0 OR strpos(subject, $6) > 0)
                    AND ($8::bigint IS NULL OR time_unix_nanos < $8)
+                   AND ($10::text IS NULL OR id = $10)
                  ORDER BY id, node
                  LIMIT $7",
                 params,

@@ -343,6 +343,10 @@ fn select<'q>(
         sql.push_str(" AND decision = ?");
         params.push(decision);
     }
+    if let Some(id) = &query.id {
+        sql.push_str(" AND id = ?");
+        params.push(id);
+    }
     if let Some(namespace) = &query.namespace {
         sql.push_str(" AND namespace = ?");
         params.push(namespace);
