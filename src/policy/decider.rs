@@ -728,8 +728,15 @@ impl PolicyDecider {
                  on_record_failure is \"deny\""
             ),
         );
-        let (id, refusal) =
-            write_record(&self.auditor, request, volume, &refused, Duration::ZERO).await;
+        let (id, refusal) = write_record(
+            &self.auditor,
+            request,
+            volume,
+            &refused,
+            Duration::ZERO,
+            None,
+        )
+        .await;
         Some((denial(&refused, volume, &id), refusal.durable))
     }
 
@@ -1194,8 +1201,28 @@ impl Decide for PolicyDecider {
         Box::pin(async move {
             let started = Instant::now();
             let trace = self.explain(request).await;
+            let latency = started.elapsed();
+            // Each image volume is decided as the container's own image is, under the
+            // same policy, with a record of its own; the first refusal refuses the call.
+            // They are decided before any record is written, so that the container's
+            // record says what became of the call.
+            let mut judged = Vec::new();
+            let mut refused_by = None;
+            if trace.allows() {
+                for volume in &request.image_volumes {
+                    let started = Instant::now();
+                    let asked = request.for_volume(volume);
+                    let trace = self.explain(&asked).await;
+                    let allows = trace.allows();
+                    judged.push((volume, asked, trace, started.elapsed()));
+                    if !allows {
+                        refused_by = Some(volume);
+                        break;
+                    }
+                }
+            }
             let (id, written) =
-                write_record(&self.auditor, request, None, &trace, started.elapsed()).await;
+                write_record(&self.auditor, request, None, &trace, latency, refused_by).await;
             let failed = failures(&written);
             let durable = written.durable;
             if !trace.allows() {
@@ -1204,15 +1231,17 @@ impl Decide for PolicyDecider {
                     durable,
                 };
             }
-            if let Some((decision, refusal)) =
-                self.refuse_unrecorded(request, None, &trace, failed).await
-            {
-                return Decided {
-                    decision,
-                    durable: Durable::all(vec![durable, refusal]),
-                };
+            if refused_by.is_none() {
+                if let Some((decision, refusal)) =
+                    self.refuse_unrecorded(request, None, &trace, failed).await
+                {
+                    return Decided {
+                        decision,
+                        durable: Durable::all(vec![durable, refusal]),
+                    };
+                }
             }
-            if request.image_volumes.is_empty() {
+            if judged.is_empty() {
                 return Decided {
                     decision: Decision::Allow {
                         pin: trace.pinned,
@@ -1221,20 +1250,17 @@ impl Decide for PolicyDecider {
                     durable,
                 };
             }
-            // Each image volume is decided as the container's own image is, under the
-            // same policy, with a record of its own; the first refusal refuses the call.
             let mut durables = vec![durable];
             let mut volumes = Vec::new();
-            for volume in &request.image_volumes {
-                let started = Instant::now();
-                let asked = request.for_volume(volume);
-                let judged = self.explain(&asked).await;
+            for (volume, asked, judged, latency) in judged {
+                let refused_by = refused_by.filter(|_| judged.allows());
                 let (id, written) = write_record(
                     &self.auditor,
                     &asked,
                     Some(volume),
                     &judged,
-                    started.elapsed(),
+                    latency,
+                    refused_by,
                 )
                 .await;
                 if !judged.allows() {
@@ -1244,7 +1270,7 @@ impl Decide for PolicyDecider {
                         durable: Durable::all(durables),
                     };
                 }
-                let failed = failures(&written);
+                let failed = failures(&written).filter(|_| refused_by.is_none());
                 durables.push(written.durable);
                 let refused = self
                     .refuse_unrecorded(&asked, Some(volume), &judged, failed)
@@ -1275,17 +1301,27 @@ impl Decide for PolicyDecider {
 }
 
 /// Writes the record of one decision, about `request`'s image or, for `volume`, that
-/// image volume's; its id, and what became of it.
+/// image volume's; its id, and what became of it. A call `refused_by` an image volume
+/// is recorded as refused, with that volume named, whatever `trace` decided of the
+/// image itself.
 async fn write_record(
     auditor: &Auditor,
     request: &RequestContext,
     volume: Option<&ImageVolume>,
     trace: &Explanation,
     latency: Duration,
+    refused_by: Option<&ImageVolume>,
 ) -> (String, audit::Written) {
     let mut record = audit_record(auditor.node(), request, trace, latency);
     if let Some(volume) = volume {
         record.volume_path.clone_from(&volume.container_path);
+    }
+    if let Some(refusing) = refused_by {
+        record.set_action(audit::Action::Refuse);
+        record.reason = format!(
+            "{}; the call was refused for its image volume at {}",
+            record.reason, refusing.container_path
+        );
     }
     let id = record.id.clone();
     (id, auditor.record(record).await)
@@ -1346,14 +1382,22 @@ impl Decide for AllowAndRecord {
                 None,
                 &allowed(request),
                 Duration::ZERO,
+                None,
             )
             .await;
             let mut durables = vec![written.durable];
             for volume in &request.image_volumes {
                 let asked = request.for_volume(volume);
                 let trace = allowed(&asked);
-                let (_, written) =
-                    write_record(&self.auditor, &asked, Some(volume), &trace, Duration::ZERO).await;
+                let (_, written) = write_record(
+                    &self.auditor,
+                    &asked,
+                    Some(volume),
+                    &trace,
+                    Duration::ZERO,
+                    None,
+                )
+                .await;
                 durables.push(written.durable);
             }
             Decided {
@@ -1699,6 +1743,63 @@ verifiers = ["release"]
         // The same create without that volume goes ahead as sent: nothing to pin.
         let request = with_volumes(&id(), "prod", &[&id()]);
         assert_eq!(decider.decide(&request).await.decision, Decision::allow());
+    }
+
+    /// The records of a create refused for an image volume: the container's image,
+    /// allowed, is recorded with the call refused and the volume named, then each volume
+    /// decided, up to the one that refused the call; none after it is decided.
+    #[tokio::test]
+    async fn a_create_refused_for_an_image_volume_is_recorded_as_refused_throughout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sink = Arc::new(Collect(Mutex::new(Vec::new())));
+        let decider = PolicyDecider {
+            auditor: Auditor::new("node", vec![sink.clone()]),
+            ..decider(dir.path())
+        };
+        decider.pulled(&pinned(), &id());
+        let unknown = format!("sha256:{}", "d".repeat(64));
+        let request = with_volumes(&id(), "prod", &[&id(), &unknown, &id()]);
+        let decided = decider.decide(&request).await;
+        assert!(matches!(decided.decision, Decision::Deny { .. }));
+        decided.durable.wait().await;
+        let records = sink.0.lock().unwrap().clone();
+        let seen: Vec<(&str, &str, &str)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.volume_path.as_str(),
+                    r.decision().code(),
+                    r.action().code(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("", "allow", "refuse"),
+                ("/v0", "allow", "refuse"),
+                ("/v1", "error", "refuse")
+            ]
+        );
+        assert!(
+            records[0]
+                .reason
+                .ends_with("; the call was refused for its image volume at /v1"),
+            "{}",
+            records[0].reason
+        );
+        // Each record of an allowed create says it went ahead.
+        sink.0.lock().unwrap().clear();
+        let request = with_volumes(&id(), "prod", &[&id()]);
+        decider.decide(&request).await.durable.wait().await;
+        let actions: Vec<&str> = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|r| r.action().code())
+            .collect();
+        assert_eq!(actions, ["forward", "forward"]);
     }
 
     /// A sink that keeps every record it is given.
