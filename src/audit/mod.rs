@@ -603,6 +603,50 @@ mod tests {
         }
     }
 
+    /// journalctl puts a field's name where the field is missing from the entry (or
+    /// longer than 256 bytes): the catalog's texts for decisions name only fields that
+    /// every record's entry has, whatever else the record leaves empty, and whose values
+    /// are short.
+    #[test]
+    fn the_catalog_names_only_fields_every_record_has() {
+        let mut bare = AuditRecord {
+            id: new_id(),
+            reason_code: "no_policy".to_owned(),
+            ..Default::default()
+        };
+        bare.set_decision(DecisionKind::Deny);
+        let entry = journald::entry(&bare);
+        let catalog = include_str!("../../systemd/crigate.catalog");
+        let mut named = 0;
+        for id in [
+            MESSAGE_ID_ALLOW,
+            MESSAGE_ID_DENY,
+            MESSAGE_ID_AUDIT_DENY,
+            MESSAGE_ID_ERROR,
+        ] {
+            let start = catalog.find(&format!("-- {id}\n")).unwrap();
+            let text = &catalog[start..];
+            let text = &text[..text[3..].find("\n-- ").map_or(text.len(), |end| end + 3)];
+            for field in text.split('@').skip(1).step_by(2) {
+                named += 1;
+                assert!(
+                    entry
+                        .split(|b| *b == b'\n')
+                        .any(|line| line.starts_with(format!("{field}=").as_bytes())),
+                    "the catalog entry {id} names {field}, which a record may lack"
+                );
+                assert!(
+                    !matches!(
+                        field,
+                        "CRIGATE_REASON" | "CRIGATE_IMAGE" | "CRIGATE_SUBJECT"
+                    ),
+                    "the catalog entry {id} names {field}, which may be too long to show"
+                );
+            }
+        }
+        assert!(named > 8, "{named}");
+    }
+
     #[test]
     fn record_ids_are_unique_and_ordered_by_time() {
         let ids: Vec<String> = (0..1000).map(|_| new_id()).collect();
