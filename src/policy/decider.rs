@@ -1185,7 +1185,10 @@ fn on_error(trace: Explanation, policy: &Policy, undecided: Undecided) -> Explan
         (_, OnError::Deny) => trace.conclude(
             Conclusion::ErrorDeny,
             code,
-            format!("could not verify: {reason}"),
+            format!(
+                "could not verify: {reason} under policy {:?} (on_error = \"deny\")",
+                policy.name
+            ),
         ),
     }
 }
@@ -1339,14 +1342,22 @@ fn failures(written: &audit::Written) -> Option<String> {
     })
 }
 
-/// The refusal of a call whose image, or image volume `volume`, `trace` did not allow.
+/// The refusal of a call whose image, or image volume `volume`, `trace` did not allow:
+/// what was refused, where, why and under which reason code (a verification rejection's
+/// reason names its code already), and the record that says more.
 fn denial(trace: &Explanation, volume: Option<&ImageVolume>, id: &str) -> Decision {
     let volume = volume
         .map(|v| format!(" (image volume at {})", v.container_path))
         .unwrap_or_default();
+    let code = format!("[{}]", trace.reason_code);
+    let code = if trace.reason.contains(&code) {
+        String::new()
+    } else {
+        format!(" {code}")
+    };
     Decision::Deny {
         message: format!(
-            "denied {}{volume} in namespace {}: {} (audit id {id})",
+            "denied {}{volume} in namespace {}: {}{code} (audit id {id})",
             trace.subject, trace.namespace, trace.reason
         ),
     }
@@ -1740,6 +1751,19 @@ verifiers = ["release"]
             )),
             "{message}"
         );
+        // An outage's refusal names the policy, the setting that refused, and the code.
+        assert!(
+            message
+                .contains(r#"under policy "prod" (on_error = "deny") [runtime_error] (audit id "#),
+            "{message}"
+        );
+        // A refusal whose reason does not name its code has it added, once.
+        let request = create(&id(), "staging");
+        let Decision::Deny { message } = decider.decide(&request).await.decision else {
+            panic!("allowed");
+        };
+        assert!(message.contains("[no_policy] (audit id "), "{message}");
+        assert_eq!(message.matches("[no_policy]").count(), 1, "{message}");
         // The same create without that volume goes ahead as sent: nothing to pin.
         let request = with_volumes(&id(), "prod", &[&id()]);
         assert_eq!(decider.decide(&request).await.decision, Decision::allow());
