@@ -904,7 +904,13 @@ async fn image_allowed_in_one_namespace_is_denied_in_another_whose_policy_reject
 /// in, whatever namespace the sandbox config the caller sends beside the id names.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_is_decided_under_its_sandboxs_namespace_not_the_one_it_claims() {
-    let node = node().await;
+    let journald = Journald::start().unwrap();
+    let node_name = format!("sandbox-node-{}", std::process::id());
+    let node = node_with(&format!(
+        "[audit]\nnode = \"{node_name}\"\njournal_socket = \"{}\"\n",
+        journald.socket().display()
+    ))
+    .await;
     let mut client = images(&node.crigate.socket).await;
     let image_id = client
         .pull_image(pull(&node.signed, "prod"))
@@ -931,6 +937,52 @@ async fn a_create_is_decided_under_its_sandboxs_namespace_not_the_one_it_claims(
     // Into prod's sandbox, claiming secure: allowed, as prod's policy allows it.
     let claimed = create_pause(&prod_id, &secure, "c", &image_id);
     cri.runtime.create_container(claimed).await.unwrap();
+
+    // The records name each sandbox's own pod, and the namespace the call claimed.
+    let ours = format!("CRIGATE_NODE={node_name}");
+    let creates = journald
+        .wait_for(&[&ours, "CRIGATE_PHASE=create"], 2)
+        .unwrap();
+    let field =
+        |entry: &serde_json::Value, name: &str| entry[name].as_str().unwrap_or_default().to_owned();
+    let seen: Vec<[String; 3]> = creates
+        .iter()
+        .map(|r| {
+            [
+                field(r, "CRIGATE_DECISION"),
+                field(r, "CRIGATE_NAMESPACE"),
+                field(r, "CRIGATE_POD"),
+            ]
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ["deny", "secure", "web-secure"].map(str::to_owned),
+            ["allow", "prod", "web-prod"].map(str::to_owned)
+        ]
+    );
+    let uid = |config: &k8s_cri::v1::PodSandboxConfig| {
+        config
+            .metadata
+            .as_ref()
+            .map(|m| m.uid.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(field(&creates[0], "CRIGATE_POD_UID"), uid(&secure));
+    assert_eq!(field(&creates[1], "CRIGATE_POD_UID"), uid(&prod));
+    for (record, claimed, actual) in [
+        (&creates[0], "prod", "secure"),
+        (&creates[1], "secure", "prod"),
+    ] {
+        let reason = field(record, "CRIGATE_REASON");
+        assert!(
+            reason.ends_with(&format!(
+                "; the call's sandbox config named namespace \"{claimed}\", its pod sandbox is in \"{actual}\""
+            )),
+            "{reason}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -103,12 +103,22 @@ const MAX_SANDBOXES: usize = 4096;
 /// them, where a private registry would refuse an anonymous look at its signatures. They
 /// are kept in memory only, and used only to read signatures.
 ///
-/// And the namespace of each pod sandbox a CreateContainer named, as the runtime has it:
-/// a sandbox's namespace never changes, and its id is never reused.
+/// And the pod of each sandbox a CreateContainer named, as the runtime has it: a
+/// sandbox's metadata never changes, and its id is never reused.
 struct PulledIds {
     by_id: Recent<Digest, Vec<ImageRef>>,
     credentials: Recent<Repository, CriCredentials>,
-    sandboxes: Recent<String, String>,
+    sandboxes: Recent<String, SandboxPod>,
+}
+
+/// The pod a sandbox was created for, from the runtime's `PodSandboxStatus`: what a
+/// CreateContainer into it is decided under and recorded with, whatever the sandbox
+/// config the caller sends beside the sandbox's id says.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SandboxPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
 }
 
 /// A map that keeps at most `limit` keys, forgetting the one inserted first.
@@ -240,7 +250,7 @@ impl RuntimeImages {
 
     /// The namespace of the pod sandbox `id` as the runtime has it; `None` for a sandbox
     /// the runtime does not have (it refuses a create in it itself).
-    async fn sandbox_namespace(&self, id: &str) -> Result<Option<String>, tonic::Status> {
+    async fn sandbox(&self, id: &str) -> Result<Option<SandboxPod>, tonic::Status> {
         let known = self
             .pulled
             .0
@@ -260,15 +270,19 @@ impl RuntimeImages {
             Err(status) if status.code() == Code::NotFound => return Ok(None),
             Err(status) => return Err(status),
         };
-        let Some(namespace) = status.and_then(|s| s.metadata).map(|m| m.namespace) else {
+        let Some(pod) = status.and_then(|s| s.metadata).map(|m| SandboxPod {
+            namespace: m.namespace,
+            name: m.name,
+            uid: m.uid,
+        }) else {
             return Ok(None);
         };
         if let Ok(mut pulled) = self.pulled.0.lock() {
             let id = id.to_owned();
             pulled.sandboxes.admit(&id);
-            pulled.sandboxes.map.insert(id, namespace.clone());
+            pulled.sandboxes.map.insert(id, pod.clone());
         }
-        Ok(Some(namespace))
+        Ok(Some(pod))
     }
 
     /// The credentials the last pull of `image`'s repository came with, if any.
@@ -544,6 +558,11 @@ pub struct Explanation {
     pub verifier: Option<String>,
     /// The trusted signer's identity.
     pub signer: Option<String>,
+    /// For a create, the pod of the sandbox the runtime creates the container in.
+    pub sandbox: Option<SandboxPod>,
+    /// For a create whose sandbox config named another namespace than its sandbox's,
+    /// the namespace named.
+    pub claimed_namespace: Option<String>,
 }
 
 /// What a decision concluded, and so what happens to the call.
@@ -611,6 +630,8 @@ impl Explanation {
             pinned: None,
             verifier: None,
             signer: None,
+            sandbox: None,
+            claimed_namespace: None,
         }
     }
 
@@ -752,27 +773,28 @@ impl PolicyDecider {
             &self.runtime,
             request.pod_sandbox_id.as_deref(),
         ) {
-            (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() => runtime
-                .sandbox_namespace(id)
-                .await
-                .map_err(|status| Undecided {
+            (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() => {
+                runtime.sandbox(id).await.map_err(|status| Undecided {
                     code: "runtime_error",
                     reason: format!(
                         "cannot look up pod sandbox {id} in the runtime: {}",
                         status.message()
                     ),
-                }),
+                })
+            }
             _ => Ok(None),
         };
-        if let Ok(Some(actual)) = &sandbox {
-            if *actual != trace.namespace {
+        if let Ok(Some(pod)) = &sandbox {
+            if pod.namespace != trace.namespace {
                 tracing::warn!(
                     claimed = %trace.namespace,
-                    %actual,
+                    actual = %pod.namespace,
                     "a CreateContainer names another namespace than its pod sandbox's; decided under the sandbox's"
                 );
-                trace.namespace = actual.clone();
+                let claimed = std::mem::replace(&mut trace.namespace, pod.namespace.clone());
+                trace.claimed_namespace = Some(claimed);
             }
+            trace.sandbox = Some(pod.clone());
         }
         let namespace = trace.namespace.clone();
         let Some(policy) = self.policies.select(&namespace) else {
@@ -1449,8 +1471,14 @@ pub fn audit_record(
         node: node.to_owned(),
         api_version: request.api.to_string(),
         namespace: trace.namespace.clone(),
-        pod_name: request.pod_name.clone().unwrap_or_default(),
-        pod_uid: request.pod_uid.clone().unwrap_or_default(),
+        pod_name: trace.sandbox.as_ref().map_or_else(
+            || request.pod_name.clone().unwrap_or_default(),
+            |pod| pod.name.clone(),
+        ),
+        pod_uid: trace.sandbox.as_ref().map_or_else(
+            || request.pod_uid.clone().unwrap_or_default(),
+            |pod| pod.uid.clone(),
+        ),
         container_name: request.container_name.clone().unwrap_or_default(),
         image: request.image.clone(),
         user_specified_image: request.user_specified_image.clone().unwrap_or_default(),
@@ -1471,6 +1499,12 @@ pub fn audit_record(
         caller_uid: request.caller.uid,
         ..Default::default()
     };
+    if let Some(claimed) = &trace.claimed_namespace {
+        record.reason = format!(
+            "{}; the call's sandbox config named namespace {claimed:?}, its pod sandbox is in {:?}",
+            record.reason, trace.namespace
+        );
+    }
     record.set_phase(request.phase.into());
     record.set_decision(trace.decision.kind());
     record.set_action(if trace.allows() {
