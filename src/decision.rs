@@ -261,13 +261,16 @@ impl Decided {
 /// A boxed future, as [`Decide`] returns.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// Allows every call and records each one. The seam's behaviour until a policy is
-/// configured; never the default of an enforcing node.
+/// Allows every call and writes no audit record, only a diagnostic: the seam as the
+/// proxy's own tests use it, which know nothing of policy. The daemon without
+/// `[[policies]]` records every call (`policy::decider::AllowAndRecord`).
+#[cfg(test)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct AllowAll;
 
 // === impl AllowAll ===
 
+#[cfg(test)]
 impl Decide for AllowAll {
     fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         tracing::info!(

@@ -13,7 +13,8 @@
 //!                                                       └ deny:  gRPC error to the caller
 //! ```
 //!
-//! Module map (dependencies point one way: `cli -> proxy -> decision`):
+//! Module map (the proxy knows policy and verification only through the seam:
+//! `cli -> proxy -> decision <- policy -> verify -> registry -> oci`):
 //!
 //! - [`audit`]: the record of each decision, written to journald and the spool, and
 //!   shipped from the spool to the aggregator.
@@ -30,8 +31,16 @@
 //! - [`telemetry`]: diagnostics through `tracing`, to journald or stderr.
 //! - [`metrics`]: the Prometheus text format, the bounded decision counters and the
 //!   plain-HTTP endpoint shared by the node daemon and the aggregator.
+//! - [`policy`]: namespace policies, allowlists, and the decider that implements the
+//!   seam with them, verification and the runtime's view of images.
 //! - [`verify`]: signature verification and its vocabulary ([`verify::Verdict`],
 //!   [`verify::Rejection`]).
+//! - [`registry`]: the OCI distribution client: resolution, manifests, signature
+//!   discovery, authentication, mirrors.
+//! - [`runtime`]: a channel to the container runtime's socket, and requests in its CRI
+//!   plugin's containerd namespace.
+//! - [`files`]: reading configuration and key files within a size limit.
+//! - [`systemd`]: readiness notification and socket activation.
 //! - [`oci`]: value types shared by every module (digests, references, media types).
 //! - [`fuzzing`]: entry points for the fuzz targets in `fuzz/`.
 
@@ -48,6 +57,7 @@ pub mod oci;
 pub mod policy;
 pub mod proxy;
 pub mod registry;
+pub mod runtime;
 pub mod systemd;
 pub mod tcp;
 pub mod telemetry;

@@ -130,10 +130,7 @@ impl QueryService {
             return Err(error(StatusCode::METHOD_NOT_ALLOWED, "use GET"));
         }
         if !self.authorized(&request) {
-            tracing::warn!(
-                path = RECORDS_PATH,
-                "query refused: missing or wrong bearer token"
-            );
+            tracing::warn!(path, "query refused: missing or wrong bearer token");
             let mut response = error(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

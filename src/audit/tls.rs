@@ -1,5 +1,6 @@
-//! TLS material of the cluster audit pipeline: the PEM files the shipper, the aggregator
-//! and `crigate audit query` read, and the rustls configurations built from them.
+//! TLS material: the PEM files the shipper, the aggregator, `crigate audit query` and the
+//! registry client (a host's CA and client certificate files) read, and the rustls
+//! configurations built from them.
 //!
 //! Every file is read through a size limit; every configuration uses the aws-lc-rs
 //! provider and rustls' safe default protocol versions (TLS 1.2 and 1.3).

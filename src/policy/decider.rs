@@ -38,9 +38,8 @@ use crate::decision::{
 };
 use crate::oci::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, ImageRef, Repository};
-use crate::proxy::names::namespaced;
-use crate::proxy::upstream::unix_channel;
 use crate::registry::CriCredentials;
+use crate::runtime::{namespaced, unix_channel};
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -546,7 +545,7 @@ pub struct Explanation {
     pub checks: Vec<CheckTrace>,
     pub decision: Conclusion,
     /// A stable code for the reason (README.md lists them): `signed`, `allowlisted`, a
-    /// rejection's code such as `no_signature`, or an error's such as `registry_error`.
+    /// rejection's code such as `no_signature`, or an error's such as `verification_error`.
     pub reason_code: &'static str,
     pub reason: String,
     /// The image the decision is about: `repo@digest` once resolved.

@@ -26,11 +26,9 @@ use containerd_client::services::v1::{
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest};
 use tonic::transport::Channel;
-use tonic::{Code, Request};
+use tonic::Code;
 
-/// The containerd namespace of the CRI plugin's images (fixed in containerd 1.6 and 1.7;
-/// `k8s.io` is also 2.x's default).
-pub const CRI_NAMESPACE: &str = "k8s.io";
+use crate::runtime::namespaced;
 
 /// The label containerd's CRI plugin puts on images it manages; ImageStatus and ListImages
 /// show only images carrying it.
@@ -203,14 +201,4 @@ pub async fn await_seen(
     tokio::time::timeout(timeout, ask)
         .await
         .map_err(|_| not_seen())?
-}
-
-/// `message` as a request in the CRI plugin's containerd namespace.
-pub(crate) fn namespaced<T>(message: T) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert(
-        "containerd-namespace",
-        tonic::metadata::MetadataValue::from_static(CRI_NAMESPACE),
-    );
-    request
 }

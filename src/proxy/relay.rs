@@ -2,18 +2,23 @@
 //!
 //! Each client connection gets a connection of its own to the runtime. Frames pass
 //! between the two as they are (the runtime's SETTINGS with `max_concurrent_streams`
-//! lowered to crigate's), with five exceptions:
+//! lowered to crigate's), with six exceptions:
 //!
 //! - **Request header blocks are decoded and encoded again.** crigate must read every
 //!   request's `:path` to route it, and a block it has decoded is sent on as literals
 //!   that never touch the runtime's HPACK table ([`hpack::encode_field`]). The runtime so
 //!   sees exactly the fields crigate routed on, and streams crigate answers itself need
 //!   not reach the runtime at all.
-//! - **Streams crigate answers itself are "local".** Gated methods (PullImage,
-//!   CreateContainer), methods the configuration refuses, and every stream while the
-//!   runtime is unreachable are read whole and handed to [`Proxy::call`], the same code
-//!   that decides, records and forwards; its answer is framed here. A local stream never
-//!   opens on the runtime connection (skipping its id is allowed: RFC 9113 §5.1.1).
+//! - **Streams crigate answers itself are "local".** PullImage, methods the
+//!   configuration refuses, and every stream while the runtime is unreachable are read
+//!   whole and handed to [`Proxy::call`], the same code that decides, records and
+//!   forwards; its answer is framed here. A local stream never opens on the runtime
+//!   connection (skipping its id is allowed: RFC 9113 §5.1.1).
+//! - **CreateContainer is gated.** Its headers open the stream on the runtime at once,
+//!   and its body is held here, read whole, until [`Proxy::gate`] has decided: allowed as
+//!   sent, the body follows in one write and the runtime's answer is relayed untouched;
+//!   anything else (a denial, a request crigate cannot read, an image pinned to its id)
+//!   cancels the runtime's stream and is answered locally.
 //! - **Flow control is kept true for both peers.** Request bytes of local streams are
 //!   given back to the client at once. Response bytes crigate sends on local streams use
 //!   up the client's connection window behind the runtime's back, so as many bytes are

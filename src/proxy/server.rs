@@ -631,7 +631,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         // No runtime listens: crigate answers itself, reload or not.
-        let channel = crate::proxy::upstream::unix_channel(
+        let channel = crate::runtime::unix_channel(
             tonic::transport::Endpoint::from_static("http://localhost"),
             socket,
         );

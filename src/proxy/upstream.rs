@@ -16,6 +16,7 @@ use tokio::net::UnixStream;
 
 use crate::proxy::body::ProxyBody;
 use crate::proxy::status::ProxyError;
+use crate::runtime::unix_channel;
 
 /// One HTTP/2 connection; `generation` tells connections apart when one is dropped.
 #[derive(Clone)]
@@ -176,16 +177,4 @@ impl Upstream {
             reason: error.to_string(),
         }
     }
-}
-
-/// A gRPC channel through `endpoint`'s settings to the unix socket `socket`, connecting on
-/// first use and again after the connection breaks.
-pub fn unix_channel(
-    endpoint: tonic::transport::Endpoint,
-    socket: PathBuf,
-) -> tonic::transport::Channel {
-    endpoint.connect_with_connector_lazy(tower::service_fn(move |_| {
-        let socket = socket.clone();
-        async move { Ok::<_, std::io::Error>(TokioIo::new(UnixStream::connect(socket).await?)) }
-    }))
 }
