@@ -42,8 +42,8 @@ fn grpc_body(message: &impl Message) -> Vec<u8> {
 }
 
 /// nghttp's verbose output for `calls` POSTs of `body` to `path` on one connection to
-/// `port`, with padding and a decoder header table of size 0.
-async fn nghttp(port: u16, path: &str, body: &Path, calls: usize) -> String {
+/// `port`, with padding and a decoder header table of size 0, and `headers` added.
+async fn nghttp(port: u16, path: &str, body: &Path, calls: usize, headers: &[&str]) -> String {
     let url = format!("http://127.0.0.1:{port}{path}");
     let mut command = Command::new("nghttp");
     command.args([
@@ -59,8 +59,11 @@ async fn nghttp(port: u16, path: &str, body: &Path, calls: usize) -> String {
         "content-type: application/grpc",
         "-H",
         "te: trailers",
-        "-d",
     ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    command.arg("-d");
     command.arg(body).arg(url);
     let output = tokio::task::spawn_blocking(move || command.output())
         .await
@@ -99,7 +102,7 @@ async fn nghttp2s_client_is_answered_through_crigate_as_by_containerd() {
         ("/runtime.v1.ImageService/PullImage", &pull, 2),
     ] {
         for port in [direct, through] {
-            let seen = nghttp(port, path, body, calls).await;
+            let seen = nghttp(port, path, body, calls, &[]).await;
             let answered = seen.matches("grpc-status: 0").count();
             assert_eq!(answered, calls, "{path} on port {port}:\n{seen}");
             assert!(
@@ -108,4 +111,51 @@ async fn nghttp2s_client_is_answered_through_crigate_as_by_containerd() {
             );
         }
     }
+}
+
+/// A gated call is bounded by the caller's own deadline, even for a client that does not
+/// enforce it (nghttp knows nothing of gRPC): a PullImage whose registry never answers
+/// is answered DEADLINE_EXCEEDED once its `grpc-timeout` has passed, not when crigate's
+/// own registry and verification timeouts end, and is never passed on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gated_call_ends_at_its_callers_deadline() {
+    let env = Env::start().await.unwrap();
+    // A registry that takes connections and never answers them.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = format!("127.0.0.1:{}", silent.local_addr().unwrap().port());
+    let key = env.dir().join("release.pub");
+    std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
+    let config = format!(
+        "[registry]\nplain_http = [\"{host}\"]\nrequest_timeout = \"20s\"\n\n\
+         [verify]\ntimeout = \"20s\"\n\n\
+         [verifiers.release]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
+         [[policies]]\nname = \"all\"\nnamespaces = [\"*\"]\nverifiers = [\"release\"]\n",
+        key.display()
+    );
+    let crigate = Crigate::start(
+        env.dir(),
+        Options::new(env.dir(), env.containerd.socket(), &config),
+    )
+    .unwrap();
+    let pull = env.dir().join("pull.bin");
+    let image = format!("{host}/app:v1");
+    std::fs::write(&pull, grpc_body(&pull_request(&image, "pod", "default"))).unwrap();
+    let through = bridge(crigate.socket.clone()).await;
+    let started = std::time::Instant::now();
+    let seen = nghttp(
+        through,
+        "/runtime.v1.ImageService/PullImage",
+        &pull,
+        1,
+        &["grpc-timeout: 700m"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(seen.contains("grpc-status: 4"), "{seen}");
+    assert!(seen.contains("deadline"), "{seen}");
+    assert!(
+        took < std::time::Duration::from_secs(10),
+        "{took:?}\n{seen}"
+    );
+    drop(silent);
 }

@@ -1,12 +1,14 @@
 //! The per-call logic: route, forward, or intercept and decide.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{Request, Response, Uri};
+use http::{HeaderMap, HeaderValue, Request, Response, Uri};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -24,6 +26,8 @@ use crate::proxy::upstream::Upstream;
 
 /// The gRPC length prefix before each message.
 pub(crate) const GRPC_PREFIX_LEN: usize = 5;
+/// The header a gRPC client states its deadline in.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// The proxy's shared state: what the running configuration says, and the seam.
 pub struct Proxy {
@@ -102,13 +106,25 @@ impl Proxy {
         request: Request<ProxyBody>,
         caller: Caller,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let deadline = grpc_deadline(request.headers(), Instant::now());
         let (parts, body) = request.into_parts();
-        let body = read_body(body, body_limit(state), method.name()).await?;
-        let (context, span) = read_request(method, &body, caller)?;
-        async {
-            let decided = state.decide.decide(&context).await;
-            act(state, method, parts, body, &context.image, decided).await
-        }
+        let decided = until(deadline, method, async {
+            let body = read_body(body, body_limit(state), method.name()).await?;
+            let (context, span) = read_request(method, &body, caller)?;
+            let decided = state.decide.decide(&context).instrument(span.clone()).await;
+            Ok((body, context, span, decided))
+        })
+        .await;
+        let (body, context, span, decided) = decided??;
+        act(
+            state,
+            method,
+            parts,
+            body,
+            &context.image,
+            decided,
+            deadline,
+        )
         .instrument(span)
         .await
     }
@@ -125,6 +141,7 @@ impl Proxy {
         caller: Caller,
     ) -> Gated {
         let state = self.state.load_full();
+        let deadline = grpc_deadline(request.headers(), Instant::now());
         let (parts, body) = request.into_parts();
         let (context, span) = match read_request(method, &body, caller) {
             Ok(read) => read,
@@ -139,12 +156,20 @@ impl Proxy {
         }
         Gated::Answer(Box::pin(
             async move {
-                act(&state, method, parts, body, &context.image, decided)
-                    .await
-                    .unwrap_or_else(|error| {
-                        tracing::debug!(%error, "answered by crigate");
-                        error.into_response()
-                    })
+                act(
+                    &state,
+                    method,
+                    parts,
+                    body,
+                    &context.image,
+                    decided,
+                    deadline,
+                )
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::debug!(%error, "answered by crigate");
+                    error.into_response()
+                })
             }
             .instrument(span),
         ))
@@ -190,7 +215,8 @@ fn read_request(
 
 /// Acts on the decision on a gated call: forwards it (pinned, if so decided) or refuses
 /// it. The runtime may start on an allowed call while its record is made durable; the
-/// caller hears the answer only once it is.
+/// caller hears the answer only once it is. A call with a `deadline` is forwarded with
+/// the time left of it, and not at all once it has passed.
 async fn act(
     state: &State,
     method: Intercepted,
@@ -198,10 +224,21 @@ async fn act(
     body: Bytes,
     requested: &str,
     decided: Decided,
+    deadline: Option<Instant>,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let Decided { decision, durable } = decided;
     match decision {
         Decision::Allow { pin, volumes } => {
+            if let Some(deadline) = deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let Some(timeout) = grpc_timeout(left) else {
+                    durable.wait().await;
+                    return Err(ProxyError::DeadlineExceeded {
+                        method: method.name(),
+                    });
+                };
+                parts.headers.insert(GRPC_TIMEOUT, timeout);
+            }
             // Each pinned image volume is rewritten in place, then the image, if pinned,
             // is set over the request.
             let mut body = body;
@@ -234,6 +271,68 @@ async fn act(
             Err(ProxyError::Denied(message))
         }
     }
+}
+
+/// `work`'s outcome, or [`ProxyError::DeadlineExceeded`] if `deadline` passes first.
+async fn until<T>(
+    deadline: Option<Instant>,
+    method: Intercepted,
+    work: impl std::future::Future<Output = T>,
+) -> Result<T, ProxyError> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work).await.map_err(|_| {
+            ProxyError::DeadlineExceeded {
+                method: method.name(),
+            }
+        }),
+        None => Ok(work.await),
+    }
+}
+
+/// The caller's deadline: its `grpc-timeout` (gRPC over HTTP/2, "Requests": a positive
+/// integer of at most eight digits, then `H`, `M`, `S`, `m`, `u` or `n`) from `start`.
+/// None if the header is absent or malformed; a malformed one goes to the runtime as
+/// sent, which answers it as it would without crigate.
+fn grpc_deadline(headers: &HeaderMap, start: Instant) -> Option<Instant> {
+    let value = headers.get(GRPC_TIMEOUT)?.as_bytes();
+    let (&unit, digits) = value.split_last()?;
+    if digits.is_empty() || digits.len() > 8 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let amount: u64 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    let timeout = match unit {
+        b'H' => Duration::from_secs(amount.checked_mul(3600)?),
+        b'M' => Duration::from_secs(amount.checked_mul(60)?),
+        b'S' => Duration::from_secs(amount),
+        b'm' => Duration::from_millis(amount),
+        b'u' => Duration::from_micros(amount),
+        b'n' => Duration::from_nanos(amount),
+        _ => return None,
+    };
+    start.checked_add(timeout)
+}
+
+/// `left` as a `grpc-timeout` value, in the finest unit that holds it in eight digits,
+/// rounded down (a deadline passed on is never later than the caller's); None when
+/// nothing is left.
+fn grpc_timeout(left: Duration) -> Option<HeaderValue> {
+    const MAX: u128 = 99_999_999;
+    let units = [
+        (left.as_nanos(), 'n'),
+        (left.as_micros(), 'u'),
+        (left.as_millis(), 'm'),
+        (u128::from(left.as_secs()), 'S'),
+        (u128::from(left.as_secs() / 60), 'M'),
+        (u128::from(left.as_secs() / 3600), 'H'),
+    ];
+    let (amount, unit) = units
+        .into_iter()
+        .find(|(amount, _)| *amount <= MAX)
+        .unwrap_or((MAX, 'H'));
+    if amount == 0 {
+        return None;
+    }
+    HeaderValue::try_from(format!("{amount}{unit}")).ok()
 }
 
 /// The outcome of `call`, once `durable` has completed too.
@@ -356,5 +455,71 @@ async fn read_body(
             method,
             reason: error.to_string(),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deadline_of(value: &'static str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert(GRPC_TIMEOUT, HeaderValue::from_static(value));
+        let start = Instant::now();
+        grpc_deadline(&headers, start).map(|deadline| deadline - start)
+    }
+
+    #[test]
+    fn a_grpc_timeout_is_read_in_each_unit_and_a_malformed_one_is_none() {
+        assert_eq!(deadline_of("2H"), Some(Duration::from_secs(7200)));
+        assert_eq!(deadline_of("3M"), Some(Duration::from_secs(180)));
+        assert_eq!(deadline_of("120S"), Some(Duration::from_secs(120)));
+        assert_eq!(deadline_of("1500m"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            deadline_of("99999999u"),
+            Some(Duration::from_micros(99_999_999))
+        );
+        assert_eq!(deadline_of("7n"), Some(Duration::from_nanos(7)));
+        for malformed in ["", "S", "100", "100s", "123456789m", "-1S", "1.5S", " 1S"] {
+            assert_eq!(deadline_of(malformed), None, "{malformed:?}");
+        }
+        assert_eq!(grpc_deadline(&HeaderMap::new(), Instant::now()), None);
+    }
+
+    #[test]
+    fn the_time_left_is_written_in_the_finest_unit_that_holds_it_rounded_down() {
+        let written = |left: Duration| grpc_timeout(left).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            written(Duration::from_nanos(99_999_999)).as_deref(),
+            Some("99999999n")
+        );
+        assert_eq!(
+            written(Duration::from_millis(1500)).as_deref(),
+            Some("1500000u")
+        );
+        assert_eq!(
+            written(Duration::from_secs(119)).as_deref(),
+            Some("119000m")
+        );
+        assert_eq!(
+            written(Duration::from_secs(200_000) + Duration::from_millis(999)).as_deref(),
+            Some("200000S")
+        );
+        assert_eq!(written(Duration::ZERO), None);
+        // Each value read back is at most the time it was written for.
+        for left in [
+            Duration::from_nanos(1),
+            Duration::from_micros(123_456_789),
+            Duration::from_secs(3 * 3600 + 1),
+            Duration::from_secs(u64::MAX / 2),
+        ] {
+            let value = grpc_timeout(left).unwrap();
+            let mut headers = HeaderMap::new();
+            headers.insert(GRPC_TIMEOUT, value);
+            let start = Instant::now();
+            if let Some(read) = grpc_deadline(&headers, start) {
+                assert!(read - start <= left, "{left:?}");
+            }
+        }
     }
 }

@@ -48,6 +48,10 @@ pub enum ProxyError {
     UnknownMethodRefused { path: String },
     #[error("{0}")]
     Denied(String),
+    #[error(
+        "the caller's deadline (grpc-timeout) passed before its {method} was decided and passed on"
+    )]
+    DeadlineExceeded { method: &'static str },
 }
 
 // === impl ProxyError ===
@@ -69,6 +73,7 @@ impl ProxyError {
                 Code::Unimplemented
             }
             ProxyError::Denied(_) => Code::PermissionDenied,
+            ProxyError::DeadlineExceeded { .. } => Code::DeadlineExceeded,
         }
     }
 

@@ -99,6 +99,8 @@ impl Decide for Chosen {
 struct Received {
     path: String,
     body: Option<Bytes>,
+    /// Its `grpc-timeout`, if it had one.
+    timeout: Option<String>,
 }
 
 /// The runtime: answers every call with a CreateContainerResponse and records what came.
@@ -127,13 +129,22 @@ impl Runtime {
                         let (log, notify) = (log.clone(), notify.clone());
                         async move {
                             let path = request.uri().path().to_owned();
+                            let timeout = request
+                                .headers()
+                                .get("grpc-timeout")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned);
                             let body = request
                                 .into_body()
                                 .collect()
                                 .await
                                 .ok()
                                 .map(|b| b.to_bytes());
-                            log.lock().unwrap().push(Received { path, body });
+                            log.lock().unwrap().push(Received {
+                                path,
+                                body,
+                                timeout,
+                            });
                             notify.notify_waiters();
                             let message = v1::CreateContainerResponse {
                                 container_id: "c-1".to_owned(),
@@ -462,6 +473,47 @@ async fn a_create_allowed_only_pinned_is_sent_anew_with_the_pinned_image() {
     assert_eq!(config.image.unwrap().image, PINNED);
     assert_eq!(config.metadata.unwrap().name, "app");
     assert_eq!(request.pod_sandbox_id, "sandbox-1");
+}
+
+/// A create sent anew, pinned, after a decision that took time carries the time left of
+/// the caller's deadline, not the whole of it; past the deadline it is not sent at all.
+#[tokio::test]
+async fn a_create_sent_anew_carries_the_time_left_of_its_callers_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let pinned = Decision::Allow {
+        pin: Some(PINNED.to_owned()),
+        volumes: Vec::new(),
+    };
+    let decide = Chosen::held(pinned.clone(), Duration::from_millis(400)).0;
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let mut call = create_call(create_request());
+    call.headers_mut()
+        .insert("grpc-timeout", "10S".parse().unwrap());
+    let response = client.send_request(call).await.unwrap();
+    assert_eq!(read_answer(response).await.1, "0");
+    let received = runtime.wait_for(2).await;
+    let timeouts: Vec<Option<&str>> = received.iter().map(|r| r.timeout.as_deref()).collect();
+    // The first, cancelled, went with the caller's head; the second was sent anew.
+    assert_eq!(timeouts[0], Some("10S"), "{received:?}");
+    let left = timeouts[1].expect("the pinned create has a deadline");
+    let micros: u64 = left.strip_suffix('u').unwrap().parse().unwrap();
+    assert!((9_000_000..=9_600_000).contains(&micros), "{left}");
+
+    // A deadline that passes while the call is decided: answered DEADLINE_EXCEEDED, and
+    // only the caller's own head, cancelled, ever reached the runtime.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen::held(pinned, Duration::from_millis(400)).0;
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let mut call = create_call(create_request());
+    call.headers_mut()
+        .insert("grpc-timeout", "100m".parse().unwrap());
+    let response = client.send_request(call).await.unwrap();
+    assert_eq!(read_answer(response).await.1, "4");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = runtime.received();
+    assert!(received.iter().all(|r| r.body.is_none()), "{received:?}");
 }
 
 #[tokio::test]
