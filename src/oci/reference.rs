@@ -294,6 +294,25 @@ impl FromStr for Repository {
     }
 }
 
+/// The repository part of a reference as written: without `@digest`, and without a
+/// `:tag` in its last path component (a colon before the last `/` is a registry's port).
+/// For the references signatures name, which need not parse as an [`ImageRef`].
+pub fn repository_of(reference: &str) -> &str {
+    let without_digest = reference
+        .split_once('@')
+        .map_or(reference, |(name, _)| name);
+    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
+    match without_digest
+        .get(last_slash..)
+        .and_then(|tail| tail.find(':'))
+    {
+        Some(colon) => without_digest
+            .get(..last_slash + colon)
+            .unwrap_or(without_digest),
+        None => without_digest,
+    }
+}
+
 /// Fuzz entry point: parses `data` as an image reference and, when it parses, checks that
 /// printing and parsing again gives the same reference. Never panics on any input except
 /// when that round trip breaks.

@@ -6,6 +6,7 @@
 use serde::Deserialize;
 
 use super::layer::MAX_PAYLOAD_BYTES;
+use crate::oci::reference::repository_of;
 use crate::oci::Digest;
 use crate::verify::Rejection;
 
@@ -199,24 +200,6 @@ pub fn check_docker_reference(
             "signed docker-reference {:?} does not name repository {image_repository:?}",
             signed.docker_reference
         )))
-    }
-}
-
-/// The repository part of a reference: without `@digest` and without `:tag` (a colon
-/// after the last `/`).
-fn repository_of(reference: &str) -> &str {
-    let without_digest = reference
-        .split_once('@')
-        .map_or(reference, |(name, _)| name);
-    let last_slash = without_digest.rfind('/').map_or(0, |i| i + 1);
-    match without_digest
-        .get(last_slash..)
-        .and_then(|tail| tail.find(':'))
-    {
-        Some(colon) => without_digest
-            .get(..last_slash + colon)
-            .unwrap_or(without_digest),
-        None => without_digest,
     }
 }
 

@@ -741,8 +741,7 @@ fn write_attribute(out: &mut String, atv: &AttributeTypeAndValue) {
 }
 
 fn time_to_moment(time: x509_cert::time::Time) -> Moment {
-    let seconds = i64::try_from(time.to_unix_duration().as_secs()).unwrap_or(i64::MAX);
-    Moment::from_unix_seconds(seconds)
+    Moment::from_unix_duration(time.to_unix_duration())
 }
 
 /// The text of a DirectoryString or PrintableString/IA5String attribute value.

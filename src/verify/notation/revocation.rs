@@ -554,7 +554,7 @@ pub(crate) fn is_http(url: &str) -> bool {
 }
 
 fn time(time: x509_cert::time::Time) -> Moment {
-    Moment::from_unix_seconds(i64::try_from(time.to_unix_duration().as_secs()).unwrap_or(i64::MAX))
+    Moment::from_unix_duration(time.to_unix_duration())
 }
 
 fn pem_blocks(text: &str) -> Result<Vec<Vec<u8>>, CrlParseError> {

@@ -23,6 +23,12 @@ impl Moment {
         Self(i128::from(seconds) * NANOS_PER_SECOND)
     }
 
+    /// The whole second `since_epoch` after the Unix epoch falls in, as an X.509 or
+    /// ASN.1 time (which the `der` crate gives as a duration since the epoch) states it.
+    pub fn from_unix_duration(since_epoch: std::time::Duration) -> Self {
+        Self::from_unix_seconds(i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX))
+    }
+
     pub fn from_system_time(time: SystemTime) -> Self {
         match time.duration_since(UNIX_EPOCH) {
             Ok(after) => Self(after.as_nanos() as i128),

@@ -11,6 +11,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
+use crate::oci::reference::repository_of;
+
 /// Largest trust policy document read. Real documents are a few KiB.
 pub const MAX_TRUST_POLICY_BYTES: usize = 1024 * 1024;
 /// Most statements in one document.
@@ -745,24 +747,6 @@ fn flush(bytes: &mut Vec<u8>, out: &mut String) -> Result<(), &'static str> {
         bytes.clear();
     }
     Ok(())
-}
-
-/// The repository part of an artifact reference: before `@digest`, and without a
-/// `:tag` in the last path component.
-fn repository_of(reference: &str) -> &str {
-    let without_digest = reference
-        .split_once('@')
-        .map_or(reference, |(repo, _)| repo);
-    let last_slash = without_digest.rfind('/').unwrap_or(0);
-    match without_digest
-        .get(last_slash..)
-        .and_then(|tail| tail.find(':'))
-    {
-        Some(colon) => without_digest
-            .get(..last_slash + colon)
-            .unwrap_or(without_digest),
-        None => without_digest,
-    }
 }
 
 /// Whether two `registry/repository` names (or `*`) name the same repository: see
