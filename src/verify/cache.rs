@@ -99,8 +99,6 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("verdict cache {path} is larger than {MAX_FILE_BYTES} bytes")]
-    TooLarge { path: PathBuf },
 }
 
 /// A verification that failed to decide, as the cache reports it to its caller.
@@ -223,6 +221,17 @@ struct Line {
     entry: Entry,
 }
 
+/// The first line of a cache file: the build of crigate that wrote it. Verdicts outlive
+/// a restart of that build only: a build that judges signatures otherwise (a fix to a
+/// check, a new one) must not take the verdicts of the one before it, which may be
+/// trusted for up to `positive_ttl`. A build before this header reads the line as one it
+/// cannot parse, and skips it.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    crigate_build: String,
+}
+
 // === impl CacheKey ===
 
 impl CacheKey {
@@ -268,7 +277,7 @@ impl VerdictCache {
         };
         let mut file = None;
         if let Some(path) = &config.path {
-            let loaded = load(path)?;
+            let loaded = load(path, crate::VERSION)?;
             let now = now_secs();
             for line in loaded.into_iter().filter(|l| l.entry.expires > now) {
                 state.adopt(&line.key, line.entry, &config, now);
@@ -772,8 +781,10 @@ impl StoredVerdict {
     }
 }
 
-/// Reads the cache file, bounded; lines that do not parse are skipped.
-fn load(path: &Path) -> Result<Vec<Line>, Error> {
+/// Reads the cache file, bounded; lines that do not parse are skipped. A file written
+/// by another build than `build` ([`Header`]), or larger than [`MAX_FILE_BYTES`], gives
+/// no verdicts: the cache is only a saving, and the file is written anew once opened.
+fn load(path: &Path, build: &str) -> Result<Vec<Line>, Error> {
     let open = |source| Error::Open {
         path: path.to_owned(),
         source,
@@ -783,14 +794,33 @@ fn load(path: &Path) -> Result<Vec<Line>, Error> {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(error) => return Err(open(error)),
     };
-    if file.metadata().map_err(open)?.len() > MAX_FILE_BYTES {
-        return Err(Error::TooLarge {
-            path: path.to_owned(),
-        });
+    let size = file.metadata().map_err(open)?.len();
+    if size > MAX_FILE_BYTES {
+        tracing::error!(
+            path = %path.display(),
+            size,
+            limit = MAX_FILE_BYTES,
+            "the verdict cache file is larger than crigate reads; starting with no cached verdicts"
+        );
+        return Ok(Vec::new());
+    }
+    let mut reader = BufReader::new(file.take(MAX_FILE_BYTES)).lines();
+    let written_by = reader
+        .next()
+        .and_then(Result::ok)
+        .and_then(|first| serde_json::from_str::<Header>(&first).ok())
+        .map(|header| header.crigate_build);
+    if written_by.as_deref() != Some(build) {
+        tracing::info!(
+            path = %path.display(),
+            written_by = written_by.as_deref().unwrap_or("a build before the header"),
+            "the verdict cache file was written by another build of crigate; its verdicts are not used"
+        );
+        return Ok(Vec::new());
     }
     let mut lines = Vec::new();
     let mut skipped = 0usize;
-    for line in BufReader::new(file.take(MAX_FILE_BYTES)).lines() {
+    for line in reader {
         let Ok(line) = line else {
             skipped += 1;
             continue;
@@ -819,6 +849,13 @@ fn stage(path: &Path, tmp: &Path, state: &State) -> Result<PathBuf, Error> {
         source,
     };
     let mut out = Vec::new();
+    let header = Header {
+        crigate_build: crate::VERSION.to_owned(),
+    };
+    if let Ok(text) = serde_json::to_string(&header) {
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'\n');
+    }
     for line in state.lines() {
         if let Ok(text) = serde_json::to_string(&line) {
             out.extend_from_slice(text.as_bytes());

@@ -157,7 +157,8 @@ async fn a_rejection_that_may_not_last_is_shared_with_its_waiters_and_kept_by_no
     assert_eq!(runs.load(Ordering::SeqCst), 2);
     let written = std::fs::read_to_string(&path).unwrap();
     assert!(!written.contains("revocation_unknown"), "{written}");
-    assert_eq!(written.lines().count(), 1, "{written}");
+    // The header, and the one verdict.
+    assert_eq!(written.lines().count(), 2, "{written}");
 }
 
 #[tokio::test]
@@ -454,7 +455,7 @@ async fn file_is_compacted_when_it_grows() {
         }
     }
     let lines = std::fs::read_to_string(&path).unwrap().lines().count();
-    assert!(lines <= 2 * 1024 + 1, "{lines} lines for 100 live entries");
+    assert!(lines <= 2 * 1024 + 2, "{lines} lines for 100 live entries");
 }
 
 #[tokio::test]
@@ -503,18 +504,50 @@ async fn a_cache_a_reload_replaced_appends_to_the_new_file_and_never_rewrites_it
     }
 }
 
+/// The file is only a saving: one too large to read stops nothing, and is written anew.
 #[test]
-fn oversized_file_is_refused() {
+fn an_oversized_file_gives_no_verdicts_and_is_written_anew() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("verdicts.jsonl");
     File::create(&path)
         .unwrap()
         .set_len(MAX_FILE_BYTES + 1)
         .unwrap();
-    assert!(matches!(
-        VerdictCache::open(config(Some(path))),
-        Err(Error::TooLarge { .. })
-    ));
+    let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+    assert!(cache.get(&key(1)).is_none());
+    assert!(std::fs::metadata(&path).unwrap().len() < 1024);
+}
+
+/// Verdicts are kept across restarts of one build, and a file another build wrote, or
+/// one written before files named their build, gives none.
+#[tokio::test]
+async fn verdicts_outlive_a_restart_of_their_own_build_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("verdicts.jsonl");
+    {
+        let cache = VerdictCache::open(config(Some(path.clone()))).unwrap();
+        let runs = Arc::new(AtomicUsize::new(0));
+        cache
+            .get_or_verify(key(1), counted(&runs, trusted(&key(1)), Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    assert_eq!(load(&path, crate::VERSION).unwrap().len(), 1);
+    assert!(VerdictCache::open(config(Some(path.clone())))
+        .unwrap()
+        .get(&key(1))
+        .is_some());
+    assert!(load(&path, "0.0.1 (another commit)").unwrap().is_empty());
+    // The same verdict line with no header, as a build before headers wrote it.
+    let text = std::fs::read_to_string(&path).unwrap();
+    let (header, verdicts) = text.split_once('\n').unwrap();
+    assert!(header.contains(crate::VERSION), "{header}");
+    std::fs::write(&path, verdicts).unwrap();
+    assert!(load(&path, crate::VERSION).unwrap().is_empty());
+    assert!(VerdictCache::open(config(Some(path)))
+        .unwrap()
+        .get(&key(1))
+        .is_none());
 }
 
 #[test]
