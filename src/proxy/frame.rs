@@ -1,5 +1,6 @@
 //! HTTP/2 frames, as far as the relay ([`super::relay`]) reads and writes them: the
 //! frame layout of RFC 9113 §4.1 and §6.
+#![deny(clippy::indexing_slicing)]
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -216,11 +217,12 @@ pub fn settings(payload: &[u8]) -> Result<impl Iterator<Item = (u16, u32)> + '_,
     if !payload.len().is_multiple_of(6) {
         return Err(Malformed);
     }
-    Ok(payload.chunks_exact(6).map(|p| {
-        (
-            u16::from_be_bytes([p[0], p[1]]),
-            u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
-        )
+    Ok(payload.chunks_exact(6).filter_map(|p| {
+        let (id, value) = p.split_first_chunk::<2>()?;
+        Some((
+            u16::from_be_bytes(*id),
+            u32::from_be_bytes(value.try_into().ok()?),
+        ))
     }))
 }
 
