@@ -203,6 +203,14 @@ for store in ca signingAuthority tsa; do
   mkdir -p "${host_root}${etc_dir}/notation/truststore/x509/${store}"
 done
 chmod 0755 "${host_root}${etc_dir}"
+# The config a new binary replaces is kept with the binary it replaces (step 4): a
+# ConfigMap may add keys only the new binary knows, which the one put back would refuse.
+# Kept from the first run of an upgrade, so that a run stopped after the config was
+# written does not keep the new one instead.
+config_rollback="${etc_dir}/config.toml.rollback"
+if [ -n "$staged" ] && [ -f "${host_root}${etc_dir}/config.toml" ] && [ ! -e "${host_root}${config_rollback}" ]; then
+  copy "${host_root}${etc_dir}/config.toml" "${host_root}${config_rollback}"
+fi
 if ! sync_config; then
   [ -z "$staged" ] || rm -f "${host_root}${staged}"
   exit 1
@@ -245,6 +253,28 @@ if install_file "${source_dir}/systemd/crigate.catalog" "${catalog_dir}/crigate.
 fi
 
 # --- 4. systemd --------------------------------------------------------------------
+# roll_back: puts back the binary a new one replaced, with the config it ran with if it
+# refuses the node's current one, and restarts crigate.service. Fails with why.
+roll_back() {
+  local previous="${bin_dir}/crigate.previous"
+  if on_host "$previous" policy check --config "${etc_dir}/config.toml" >&2; then
+    :
+  elif [ -f "${host_root}${config_rollback}" ] &&
+    on_host "$previous" policy check --config "${config_rollback}" >&2; then
+    mv -f "${host_root}${config_rollback}" "${host_root}${etc_dir}/config.toml" ||
+      fail "crigate.service does not start, and the previous config cannot be put back"
+    log "put back the config the previous binary ran with"
+  else
+    fail "crigate.service does not start, and the previous binary refuses the node's config"
+  fi
+  mv -f "${host_root}${previous}" "${host_root}${bin_dir}/crigate" ||
+    fail "crigate.service does not start, and the previous binary cannot be put back"
+  on_host systemctl restart crigate.service ||
+    fail "crigate.service does not start, with the new binary or the previous one"
+  rm -f "${host_root}${restart_marker}" "${host_root}${config_rollback}"
+  fail "crigate.service does not start with the new binary: the previous one is back and running"
+}
+
 was_active=0
 on_host systemctl is-active --quiet crigate.service && was_active=1
 on_host systemctl daemon-reload
@@ -253,31 +283,31 @@ if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
   log "binary or units changed: restarting crigate.service"
   if ! on_host systemctl restart crigate.service; then
     on_host systemctl status --no-pager crigate.service >&2 || true
-    if [ -f "${host_root}${bin_dir}/crigate.previous" ] &&
-      on_host "${bin_dir}/crigate.previous" policy check --config "${etc_dir}/config.toml" >&2; then
-      mv -f "${host_root}${bin_dir}/crigate.previous" "${host_root}${bin_dir}/crigate" ||
-        fail "crigate.service does not start, and the previous binary cannot be put back"
-      on_host systemctl restart crigate.service ||
-        fail "crigate.service does not start, with the new binary or the previous one"
-      rm -f "${host_root}${restart_marker}"
-      fail "crigate.service does not start with the new binary: the previous one is back and running"
-    fi
+    [ ! -f "${host_root}${bin_dir}/crigate.previous" ] || roll_back
     fail "crigate.service does not start"
   fi
-  rm -f "${host_root}${restart_marker}" "${host_root}${bin_dir}/crigate.previous"
+  rm -f "${host_root}${restart_marker}" "${host_root}${bin_dir}/crigate.previous" \
+    "${host_root}${config_rollback}"
 elif [ -e "${host_root}${reload_marker}" ] && [ "$was_active" = 1 ]; then
   on_host systemctl reload crigate.service
 fi
 # Restarted, reloaded, or started afresh by enable --now: nothing is owed.
 rm -f "${host_root}${reload_marker}"
-[ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}" "${host_root}${bin_dir}/crigate.previous"
+[ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}"
 for unit in crigate.socket crigate.service; do
   if ! on_host systemctl is-active --quiet "$unit"; then
     on_host systemctl status --no-pager "$unit" >&2 || true
+    # A service that was not running to restart (one an earlier run left failing with a
+    # new binary, say) is given back the binary before it, if one is kept.
+    if [ "$unit" = crigate.service ] && [ -f "${host_root}${bin_dir}/crigate.previous" ]; then
+      roll_back
+    fi
     log "error: ${unit} is not active"
     exit 1
   fi
 done
+# Running: the binary and config kept to go back to are no longer needed.
+rm -f "${host_root}${bin_dir}/crigate.previous" "${host_root}${config_rollback}"
 
 # --- 5. ready; keep the config in step ------------------------------------------------
 touch "$ready_file"
