@@ -555,6 +555,59 @@ async fn node_killed_mid_stream_on_postgresql_resumes_from_its_spool() {
     node_killed_mid_stream(tmp.path(), &pki, aggregator).await;
 }
 
+/// A node renamed with records still in its spool: the records that name its old name,
+/// which the aggregator would refuse for good, are passed over and counted as dropped,
+/// and those made under its new name are shipped; nothing holds shipping back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_a_renamed_node_spooled_under_its_old_name_hold_nothing_back() {
+    const RENAMED: &str = "node-renamed";
+    const EACH: usize = 50;
+    let tmp = temp_dir("renamed");
+    let pki = Pki::new(&tmp.path().join("pki"));
+    pki.leaf(NODE, &[NODE], NODE, false);
+    pki.leaf(RENAMED, &[RENAMED], RENAMED, false);
+    let mut aggregator = Aggregator::configure(tmp.path(), &pki);
+    let spool = tmp.path().join("spool");
+    // A backlog under the old name: the aggregator is not up yet.
+    let mut before = start_node(&tmp.path().join("node-a"), &pki, &aggregator, &spool);
+    decide(&before.socket, "old-name", EACH).await;
+    before.signal(Signal::SIGTERM);
+    before.wait_exit(Duration::from_secs(10)).unwrap();
+
+    let metrics_port = free_port().unwrap();
+    let after = start_node_with(
+        &tmp.path().join("node-b"),
+        &pki,
+        RENAMED,
+        aggregator.ingest_port,
+        &spool,
+        &format!("[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"),
+    );
+    decide(&after.socket, "new-name", EACH).await;
+    aggregator.start();
+    tokio::task::block_in_place(|| aggregator.wait_count(EACH, CONVERGE)).unwrap();
+    let produced = logged_ids(&after.logs());
+    assert_eq!(produced.len(), EACH);
+    assert_exactly_once(&produced, &aggregator);
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|line| line == format!("crigate_spool_dropped_records_total {EACH}")),
+        "{metrics}"
+    );
+    assert!(
+        after.logs().contains("name another node than this one"),
+        "{}",
+        after.logs()
+    );
+}
+
 /// Decides half of the decisions while the aggregator is down, SIGKILLs the node while
 /// it ships that backlog, decides the other half on a restarted node sharing the spool,
 /// and checks that each decision is stored once.

@@ -160,6 +160,8 @@ impl std::fmt::Display for AggregatorUrl {
 /// Ships one spool to one aggregator.
 pub struct Shipper {
     spool: Spool,
+    /// The node the client certificate names, which every record shipped must name.
+    node: String,
     url: AggregatorUrl,
     server_name: ServerName<'static>,
     tls: TlsConnector,
@@ -179,6 +181,7 @@ impl Shipper {
         let (server_name, config) = connection(to, node)?;
         Ok(Self {
             spool,
+            node: node.to_owned(),
             url: to.url.clone(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
@@ -280,11 +283,35 @@ impl Shipper {
                 }
                 continue;
             }
+            // Records made under another node name (the node renamed with a backlog) are
+            // refused by the aggregator, whose check of the certificate's node they would
+            // fail for good, holding back every record after them. They are passed over,
+            // counted and logged; the journal keeps them.
+            let (records, others): (Vec<_>, Vec<_>) = batch
+                .records
+                .into_iter()
+                .partition(|record| record.node == self.node);
+            if let Some(other) = others.first() {
+                tracing::error!(
+                    records = others.len(),
+                    named = %other.node,
+                    node = %self.node,
+                    "audit records in the spool name another node than this one, which the \
+                     aggregator refuses; they are not shipped (the journal holds them)"
+                );
+                self.spool.count_dropped(others.len() as u64);
+            }
+            if records.is_empty() {
+                let spool = self.spool.clone();
+                let next = batch.next;
+                tokio::task::spawn_blocking(move || spool.acknowledge(next)).await??;
+                continue;
+            }
             number += 1;
-            let ids: Vec<String> = batch.records.iter().map(|r| r.id.clone()).collect();
+            let ids: Vec<String> = records.iter().map(|r| r.id.clone()).collect();
             let request = ShipRequest {
                 batch: number,
-                records: batch.records,
+                records,
                 spool_dropped_records: self.spool.dropped_records(),
                 spool_depth_bytes: self.spool.depth_bytes(),
             };

@@ -386,9 +386,16 @@ impl Spool {
         Some(self.shared.append_to_active(&mut file, frame))
     }
 
-    /// Unacknowledged records lost to the bound since the spool opened.
+    /// Unacknowledged records lost to the bound since the spool opened, or passed over
+    /// by its reader ([`Spool::count_dropped`]).
     pub fn dropped_records(&self) -> u64 {
         self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Counts `records` the reader passed over as dropped: records it read, will never
+    /// deliver, and acknowledges with the rest.
+    pub fn count_dropped(&self, records: u64) {
+        self.shared.dropped.fetch_add(records, Ordering::Relaxed);
     }
 
     /// Bytes of segments on disk.
