@@ -1708,6 +1708,20 @@ impl Relay {
             // The runtime ended a gated call before it had the body: its answer stands.
             self.drop_gate(head.stream);
         }
+        if matches!(head.kind, kind::HEADERS | kind::DATA | kind::RST_STREAM)
+            && !self.local.is_empty()
+            && self.local.remove(&head.stream).is_some()
+        {
+            // A gated call crigate took back to answer itself (and cancelled on the
+            // runtime), whose answer from the runtime was already on its way: that answer
+            // stands, as it would have a moment earlier, and crigate's is not sent (the
+            // client must not get two). Only a gated call's stream is ever open on the
+            // runtime and local at once.
+            tracing::debug!(
+                stream = head.stream,
+                "the runtime answered a call crigate had taken back; its answer stands"
+            );
+        }
         match head.kind {
             kind::HEADERS | kind::PUSH_PROMISE | kind::CONTINUATION => {
                 self.upstream_block_open = !head.has(flag::END_HEADERS);
@@ -2553,6 +2567,52 @@ mod tests {
                 (kind::RST_STREAM, 1)
             ]
         );
+    }
+
+    /// A gated call taken back to be answered by crigate, whose answer from the runtime
+    /// was already on its way (here a deadline the runtime enforced): the client gets that
+    /// answer alone, and crigate's own is not made.
+    #[test]
+    fn a_runtime_answer_already_on_its_way_stands_over_crigates() {
+        let mut relay = detached_relay();
+        relay.linked = true;
+        let mut buf = hello();
+        let create = calling("/runtime.v1.RuntimeService/CreateContainer");
+        frame::put(
+            &mut buf,
+            kind::HEADERS,
+            flag::END_HEADERS,
+            1,
+            &block(&create),
+        );
+        frame::put(&mut buf, kind::DATA, flag::END_STREAM, 1, &[0, 0, 0, 0, 0]);
+        relay.on_client_bytes(&mut buf).unwrap();
+        assert!(relay.gates.contains_key(&1));
+        relay.gate_to_local(1, true);
+        assert!(relay.local.contains_key(&1));
+        relay.to_client.clear();
+
+        let answer = block(&[
+            (":status", "200"),
+            ("content-type", "application/grpc"),
+            ("grpc-status", "4"),
+        ]);
+        let mut up = BytesMut::new();
+        frame::put(
+            &mut up,
+            kind::HEADERS,
+            flag::END_HEADERS | flag::END_STREAM,
+            1,
+            &answer,
+        );
+        relay.on_upstream_bytes(&mut up);
+        assert!(!relay.local.contains_key(&1), "crigate would answer too");
+        relay.flush_local();
+        let kinds: Vec<_> = written(&mut relay)
+            .iter()
+            .map(|(head, _)| (head.kind, head.stream))
+            .collect();
+        assert_eq!(kinds, [(kind::HEADERS, 1)]);
     }
 
     /// Nothing of crigate's own (here the window a local call's body is given back) reaches
