@@ -27,8 +27,9 @@ use tonic::transport::Endpoint;
 
 use super::proto::audit_ingest_client::AuditIngestClient;
 use super::proto::ShipRequest;
-use super::spool::{self, Spool};
+use super::spool::{self, Position, Spool};
 use super::tls;
+use super::AuditRecord;
 use crate::config::Shipping;
 use crate::telemetry::ErrorChain;
 
@@ -162,6 +163,9 @@ pub struct Shipper {
     spool: Spool,
     /// The node the client certificate names, which every record shipped must name.
     node: String,
+    /// The end of the last batch whose records naming another node were counted, so
+    /// that a batch read again by the next session is not counted twice.
+    passed_over: std::sync::Mutex<Position>,
     url: AggregatorUrl,
     server_name: ServerName<'static>,
     tls: TlsConnector,
@@ -182,10 +186,41 @@ impl Shipper {
         Ok(Self {
             spool,
             node: node.to_owned(),
+            passed_over: std::sync::Mutex::default(),
             url: to.url.clone(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
         })
+    }
+
+    /// The records of a batch ending at `next` that name this node. Records made under
+    /// another node name (the node renamed with a backlog) are refused by the aggregator,
+    /// whose check of the certificate's node they would fail for good, holding back every
+    /// record after them: they are passed over, counted as dropped and logged, once
+    /// however many sessions read them again; the journal keeps them.
+    fn pass_over_others(&self, records: Vec<AuditRecord>, next: Position) -> Vec<AuditRecord> {
+        let (ours, others): (Vec<_>, Vec<_>) = records
+            .into_iter()
+            .partition(|record| record.node == self.node);
+        let Some(other) = others.first() else {
+            return ours;
+        };
+        let mut counted = self
+            .passed_over
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if next > *counted {
+            *counted = next;
+            tracing::error!(
+                records = others.len(),
+                named = %other.node,
+                node = %self.node,
+                "audit records in the spool name another node than this one, which the \
+                 aggregator refuses; they are not shipped (the journal holds them)"
+            );
+            self.spool.count_dropped(others.len() as u64);
+        }
+        ours
     }
 
     /// Checks the settings [`Shipper::new`] takes, without a spool: the files load and the
@@ -283,24 +318,7 @@ impl Shipper {
                 }
                 continue;
             }
-            // Records made under another node name (the node renamed with a backlog) are
-            // refused by the aggregator, whose check of the certificate's node they would
-            // fail for good, holding back every record after them. They are passed over,
-            // counted and logged; the journal keeps them.
-            let (records, others): (Vec<_>, Vec<_>) = batch
-                .records
-                .into_iter()
-                .partition(|record| record.node == self.node);
-            if let Some(other) = others.first() {
-                tracing::error!(
-                    records = others.len(),
-                    named = %other.node,
-                    node = %self.node,
-                    "audit records in the spool name another node than this one, which the \
-                     aggregator refuses; they are not shipped (the journal holds them)"
-                );
-                self.spool.count_dropped(others.len() as u64);
-            }
+            let records = self.pass_over_others(batch.records, batch.next);
             if records.is_empty() {
                 let spool = self.spool.clone();
                 let next = batch.next;
@@ -478,5 +496,24 @@ mod tests {
                 if named == "node-a" && node == "node-b"),
             "{error}"
         );
+
+        // Records naming another node are passed over and counted once, however many
+        // sessions read their batch again; those naming this node are kept.
+        let spool =
+            Spool::open(spool::SpoolConfig::new(dir.path().join("spool"), 1 << 20)).unwrap();
+        let shipper = Shipper::new(spool.clone(), &to, "node-a").unwrap();
+        let record = |node: &str| AuditRecord {
+            node: node.to_owned(),
+            ..AuditRecord::default()
+        };
+        let batch = || vec![record("node-old"), record("node-a"), record("node-old")];
+        let end = |offset| Position { segment: 1, offset };
+        for _ in 0..3 {
+            let kept = shipper.pass_over_others(batch(), end(100));
+            assert_eq!(kept, vec![record("node-a")]);
+        }
+        assert_eq!(spool.dropped_records(), 2);
+        shipper.pass_over_others(batch(), end(200));
+        assert_eq!(spool.dropped_records(), 4);
     }
 }
