@@ -150,9 +150,26 @@ impl Proxy {
                 return Gated::Answer(Box::pin(std::future::ready(error.into_response())));
             }
         };
-        let decided = state.decide.decide(&context).instrument(span.clone()).await;
+        let deciding = state.decide.decide(&context).instrument(span.clone());
+        let decided = match until(deadline, method, deciding).await {
+            Ok(decided) => decided,
+            Err(error) => {
+                tracing::debug!(%error, "answered by crigate");
+                return Gated::Answer(Box::pin(std::future::ready(error.into_response())));
+            }
+        };
         if decided.decision == Decision::allow() {
-            return Gated::Forward(decided.durable);
+            if deadline.is_none_or(|deadline| Instant::now() < deadline) {
+                return Gated::Forward(decided.durable);
+            }
+            // Allowed as sent, but the caller's deadline passed as it was decided.
+            let error = ProxyError::DeadlineExceeded {
+                method: method.name(),
+            };
+            return Gated::Answer(Box::pin(async move {
+                decided.durable.wait().await;
+                error.into_response()
+            }));
         }
         Gated::Answer(Box::pin(
             async move {

@@ -514,6 +514,26 @@ async fn a_create_sent_anew_carries_the_time_left_of_its_callers_deadline() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let received = runtime.received();
     assert!(received.iter().all(|r| r.body.is_none()), "{received:?}");
+
+    // The same for a create allowed as sent: its held body never follows its head.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen::held(Decision::allow(), Duration::from_millis(400)).0;
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let mut call = create_call(create_request());
+    call.headers_mut()
+        .insert("grpc-timeout", "100m".parse().unwrap());
+    let started = std::time::Instant::now();
+    let response = client.send_request(call).await.unwrap();
+    assert_eq!(read_answer(response).await.1, "4");
+    assert!(
+        started.elapsed() < Duration::from_millis(350),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let received = runtime.received();
+    assert!(received.iter().all(|r| r.body.is_none()), "{received:?}");
 }
 
 #[tokio::test]
