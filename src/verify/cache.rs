@@ -216,6 +216,9 @@ struct Entry {
 
 #[derive(Serialize, Deserialize)]
 struct Line {
+    /// Named `verdict_for`, not `key` as builds before [`Header`] name it: those builds
+    /// cannot parse a line of a later one, and skip it.
+    #[serde(rename = "verdict_for")]
     key: CacheKey,
     #[serde(flatten)]
     entry: Entry,
@@ -224,8 +227,9 @@ struct Line {
 /// The first line of a cache file: the build of crigate that wrote it. Verdicts outlive
 /// a restart of that build only: a build that judges signatures otherwise (a fix to a
 /// check, a new one) must not take the verdicts of the one before it, which may be
-/// trusted for up to `positive_ttl`. A build before this header reads the line as one it
-/// cannot parse, and skips it.
+/// trusted for up to `positive_ttl`. A build before this header reads it, and every
+/// verdict line after it ([`Line`]), as lines it cannot parse, and skips them: a
+/// downgrade to such a build starts with no verdicts too.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Header {
@@ -266,8 +270,9 @@ impl VerdictCache {
     ///
     /// # Errors
     ///
-    /// The file cannot be opened or created, or is too large. Lines that do not parse
-    /// are skipped with a warning: a torn last line after a crash is expected.
+    /// The file cannot be opened or written. Lines that do not parse are skipped with a
+    /// warning (a torn last line after a crash is expected); a file too large to read, or
+    /// written by another build, gives no verdicts.
     pub fn open(config: CacheConfig) -> Result<Self, Error> {
         let id = NEXT_CACHE_ID.fetch_add(1, Ordering::Relaxed);
         let mut state = State {

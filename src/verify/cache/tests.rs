@@ -542,6 +542,16 @@ async fn verdicts_outlive_a_restart_of_their_own_build_only() {
     let text = std::fs::read_to_string(&path).unwrap();
     let (header, verdicts) = text.split_once('\n').unwrap();
     assert!(header.contains(crate::VERSION), "{header}");
+    // A build before headers reads no verdict of this one's either: its lines named
+    // their key `key`.
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct EarlierLine {
+        key: CacheKey,
+        #[serde(flatten)]
+        entry: Entry,
+    }
+    assert!(serde_json::from_str::<EarlierLine>(verdicts.trim_end()).is_err());
     std::fs::write(&path, verdicts).unwrap();
     assert!(load(&path, crate::VERSION).unwrap().is_empty());
     assert!(VerdictCache::open(config(Some(path)))
