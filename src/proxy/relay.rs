@@ -2589,7 +2589,13 @@ mod tests {
         relay.on_client_bytes(&mut buf).unwrap();
         assert!(relay.gates.contains_key(&1));
         relay.gate_to_local(1, true);
-        assert!(relay.local.contains_key(&1));
+        // crigate's own answer, ready to go.
+        relay
+            .local
+            .get_mut(&1)
+            .unwrap()
+            .outbox
+            .push_back(Out::Reset(code::PROTOCOL_ERROR));
         relay.to_client.clear();
 
         let answer = block(&[
