@@ -513,23 +513,31 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     out.into()
 }
 
-/// Whether `c` is a control character, or a format character that changes how the text
-/// around it shows without showing itself (Unicode general category Cf: the
-/// bidirectional controls of UAX #9, zero-width characters, the soft hyphen, the byte
-/// order mark).
+/// Whether `c` is a control character, a line or paragraph separator (which some log
+/// viewers break lines at), or a format character that changes how the text around it
+/// shows without showing itself (Unicode general category Cf: the bidirectional
+/// controls of UAX #9, zero-width characters, the soft hyphen, the byte order mark, the
+/// tag characters).
 fn hidden(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
             '\u{00AD}'
+                | '\u{0600}'..='\u{0605}'
                 | '\u{061C}'
+                | '\u{06DD}'
+                | '\u{070F}'
                 | '\u{180E}'
                 | '\u{200B}'..='\u{200F}'
-                | '\u{202A}'..='\u{202E}'
+                | '\u{2028}'..='\u{202E}'
                 | '\u{2060}'..='\u{2064}'
                 | '\u{2066}'..='\u{206F}'
                 | '\u{FEFF}'
                 | '\u{FFF9}'..='\u{FFFB}'
+                | '\u{110BD}'
+                | '\u{1D173}'..='\u{1D17A}'
+                | '\u{E0001}'
+                | '\u{E0020}'..='\u{E007F}'
         )
 }
 
@@ -767,6 +775,7 @@ mod tests {
              namespace prod\\u{a}\\u{1b}[2Jdev: no signature\\u{d}\\u{7f}"
         );
         assert_eq!(printable("plain: é ü 名前"), "plain: é ü 名前");
+        assert_eq!(printable("a\u{2028}b\u{e0041}c"), "a\\u{2028}b\\u{e0041}c");
     }
 
     /// What a diagnostics subscriber writes, shared with the test.
