@@ -247,8 +247,8 @@ impl RuntimeImages {
         }
     }
 
-    /// The namespace of the pod sandbox `id` as the runtime has it; `None` for a sandbox
-    /// the runtime does not have (it refuses a create in it itself).
+    /// The pod of the sandbox `id` (namespace, name, uid) as the runtime has it; `None`
+    /// for a sandbox the runtime does not have (it refuses a create in it itself).
     async fn sandbox(&self, id: &str) -> Result<Option<SandboxPod>, tonic::Status> {
         let known = self
             .pulled
