@@ -278,7 +278,10 @@ roll_back() {
 was_active=0
 on_host systemctl is-active --quiet crigate.service && was_active=1
 on_host systemctl daemon-reload
-on_host systemctl enable --now crigate.socket crigate.service
+# A service that fails to start here (Type=notify: it never said READY=1) is dealt with
+# below, where every unit must be active.
+on_host systemctl enable --now crigate.socket crigate.service ||
+  log "warning: systemctl enable --now did not start every unit"
 if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
   log "binary or units changed: restarting crigate.service"
   if ! on_host systemctl restart crigate.service; then
