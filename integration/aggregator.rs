@@ -347,6 +347,16 @@ fn logged_ids(logs: &str) -> Vec<String> {
         .collect()
 }
 
+/// The node's own metrics, from its `[metrics] listen` port.
+async fn node_metrics(port: u16) -> String {
+    reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// Every id the node produced is stored, once, and nothing else is.
 fn assert_exactly_once(produced: &[String], aggregator: &Aggregator) {
     let produced_set: BTreeSet<&String> = produced.iter().collect();
@@ -589,12 +599,7 @@ async fn records_a_renamed_node_spooled_under_its_old_name_hold_nothing_back() {
     let produced = logged_ids(&after.logs());
     assert_eq!(produced.len(), EACH);
     assert_exactly_once(&produced, &aggregator);
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node_metrics(metrics_port).await;
     assert!(
         metrics
             .lines()
@@ -630,12 +635,7 @@ async fn node_killed_mid_stream(tmp: &Path, pki: &Pki, mut aggregator: Aggregato
     );
     decide(&first.socket, "kill-a", half).await;
     // The node's own metrics show the backlog waiting in its spool.
-    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = node_metrics(metrics_port).await;
     let value = |series: &str| {
         metrics.lines().find_map(|line| {
             line.strip_prefix(series)?

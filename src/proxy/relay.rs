@@ -2525,11 +2525,9 @@ mod tests {
         assert!(relay.open.is_empty());
     }
 
-    /// A gated call the runtime began to answer, in a header block split over two frames,
-    /// is reset on the client's connection only once that block has ended: no frame of
-    /// crigate's own may come between a block's frames (RFC 9113 §4.3).
-    #[test]
-    fn a_reset_waits_for_the_runtimes_open_header_block_to_end() {
+    /// A relay linked to a runtime, and the client's preface with the head of a
+    /// CreateContainer on stream 1, for the relay to read.
+    fn create_on_stream_1() -> (Relay, BytesMut) {
         let mut relay = detached_relay();
         relay.linked = true;
         let mut buf = hello();
@@ -2541,6 +2539,15 @@ mod tests {
             1,
             &block(&create),
         );
+        (relay, buf)
+    }
+
+    /// A gated call the runtime began to answer, in a header block split over two frames,
+    /// is reset on the client's connection only once that block has ended: no frame of
+    /// crigate's own may come between a block's frames (RFC 9113 §4.3).
+    #[test]
+    fn a_reset_waits_for_the_runtimes_open_header_block_to_end() {
+        let (mut relay, mut buf) = create_on_stream_1();
         relay.on_client_bytes(&mut buf).unwrap();
         assert!(relay.gates.contains_key(&1));
         relay.to_client.clear();
@@ -2574,17 +2581,7 @@ mod tests {
     /// answer alone, and crigate's own is not made.
     #[test]
     fn a_runtime_answer_already_on_its_way_stands_over_crigates() {
-        let mut relay = detached_relay();
-        relay.linked = true;
-        let mut buf = hello();
-        let create = calling("/runtime.v1.RuntimeService/CreateContainer");
-        frame::put(
-            &mut buf,
-            kind::HEADERS,
-            flag::END_HEADERS,
-            1,
-            &block(&create),
-        );
+        let (mut relay, mut buf) = create_on_stream_1();
         frame::put(&mut buf, kind::DATA, flag::END_STREAM, 1, &[0, 0, 0, 0, 0]);
         relay.on_client_bytes(&mut buf).unwrap();
         assert!(relay.gates.contains_key(&1));
