@@ -27,7 +27,7 @@ use tonic::transport::Endpoint;
 
 use super::proto::audit_ingest_client::AuditIngestClient;
 use super::proto::ShipRequest;
-use super::spool::{self, Position, Spool};
+use super::spool::{self, Spool};
 use super::tls;
 use super::AuditRecord;
 use crate::config::Shipping;
@@ -163,9 +163,6 @@ pub struct Shipper {
     spool: Spool,
     /// The node the client certificate names, which every record shipped must name.
     node: String,
-    /// The end of the last batch whose records naming another node were counted, so
-    /// that a batch read again by the next session is not counted twice.
-    passed_over: std::sync::Mutex<Position>,
     url: AggregatorUrl,
     server_name: ServerName<'static>,
     tls: TlsConnector,
@@ -186,41 +183,38 @@ impl Shipper {
         Ok(Self {
             spool,
             node: node.to_owned(),
-            passed_over: std::sync::Mutex::default(),
             url: to.url.clone(),
             server_name,
             tls: TlsConnector::from(Arc::new(config)),
         })
     }
 
-    /// The records of a batch ending at `next` that name this node. Records made under
-    /// another node name (the node renamed with a backlog) are refused by the aggregator,
-    /// whose check of the certificate's node they would fail for good, holding back every
-    /// record after them: they are passed over, counted as dropped and logged, once
-    /// however many sessions read them again; the journal keeps them.
-    fn pass_over_others(&self, records: Vec<AuditRecord>, next: Position) -> Vec<AuditRecord> {
-        let (ours, others): (Vec<_>, Vec<_>) = records
+    /// `records` split into those that name this node and those that name another.
+    /// Records made under another node name (the node renamed with a backlog) are
+    /// refused by the aggregator, whose check of the certificate's node they would fail
+    /// for good, holding back every record after them: they are acknowledged unshipped,
+    /// then [`Shipper::passed_over`].
+    fn split_by_node(&self, records: Vec<AuditRecord>) -> (Vec<AuditRecord>, Vec<AuditRecord>) {
+        records
             .into_iter()
-            .partition(|record| record.node == self.node);
+            .partition(|record| record.node == self.node)
+    }
+
+    /// Counts as dropped, and logs, records naming another node that were acknowledged
+    /// without being shipped: once each, as the cursor has moved past them. The journal
+    /// keeps them.
+    fn passed_over(&self, others: &[AuditRecord]) {
         let Some(other) = others.first() else {
-            return ours;
+            return;
         };
-        let mut counted = self
-            .passed_over
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if next > *counted {
-            *counted = next;
-            tracing::error!(
-                records = others.len(),
-                named = %other.node,
-                node = %self.node,
-                "audit records in the spool name another node than this one, which the \
-                 aggregator refuses; they are not shipped (the journal holds them)"
-            );
-            self.spool.count_dropped(others.len() as u64);
-        }
-        ours
+        tracing::error!(
+            records = others.len(),
+            named = %other.node,
+            node = %self.node,
+            "audit records in the spool name another node than this one, which the \
+             aggregator refuses; they are not shipped (the journal holds them)"
+        );
+        self.spool.count_dropped(others.len() as u64);
     }
 
     /// Checks the settings [`Shipper::new`] takes, without a spool: the files load and the
@@ -318,11 +312,12 @@ impl Shipper {
                 }
                 continue;
             }
-            let records = self.pass_over_others(batch.records, batch.next);
+            let (records, others) = self.split_by_node(batch.records);
             if records.is_empty() {
                 let spool = self.spool.clone();
                 let next = batch.next;
                 tokio::task::spawn_blocking(move || spool.acknowledge(next)).await??;
+                self.passed_over(&others);
                 continue;
             }
             number += 1;
@@ -358,6 +353,7 @@ impl Shipper {
             let spool = self.spool.clone();
             let next = batch.next;
             tokio::task::spawn_blocking(move || spool.acknowledge(next)).await??;
+            self.passed_over(&others);
             position = next;
             backoff.reset();
             tracing::debug!(
@@ -497,8 +493,8 @@ mod tests {
             "{error}"
         );
 
-        // Records naming another node are passed over and counted once, however many
-        // sessions read their batch again; those naming this node are kept.
+        // Records naming another node are split from this node's, and counted as dropped
+        // when passed over.
         let spool =
             Spool::open(spool::SpoolConfig::new(dir.path().join("spool"), 1 << 20)).unwrap();
         let shipper = Shipper::new(spool.clone(), &to, "node-a").unwrap();
@@ -506,14 +502,13 @@ mod tests {
             node: node.to_owned(),
             ..AuditRecord::default()
         };
-        let batch = || vec![record("node-old"), record("node-a"), record("node-old")];
-        let end = |offset| Position { segment: 1, offset };
-        for _ in 0..3 {
-            let kept = shipper.pass_over_others(batch(), end(100));
-            assert_eq!(kept, vec![record("node-a")]);
-        }
+        let batch = vec![record("node-old"), record("node-a"), record("node-old")];
+        let (ours, others) = shipper.split_by_node(batch);
+        assert_eq!(ours, vec![record("node-a")]);
+        assert_eq!(others, vec![record("node-old"), record("node-old")]);
+        shipper.passed_over(&[]);
+        assert_eq!(spool.dropped_records(), 0);
+        shipper.passed_over(&others);
         assert_eq!(spool.dropped_records(), 2);
-        shipper.pass_over_others(batch(), end(200));
-        assert_eq!(spool.dropped_records(), 4);
     }
 }
