@@ -534,6 +534,21 @@ async fn a_create_sent_anew_carries_the_time_left_of_its_callers_deadline() {
     tokio::time::sleep(Duration::from_millis(400)).await;
     let received = runtime.received();
     assert!(received.iter().all(|r| r.body.is_none()), "{received:?}");
+
+    // And for one whose decision, made in its first poll, took the thread past the
+    // deadline (no timer could end it): allowed as sent, and still not passed on.
+    let dir = tempfile::tempdir().unwrap();
+    let runtime = Runtime::start(dir.path());
+    let decide = Chosen::busy(Decision::allow(), Duration::from_millis(200));
+    let mut client = connect(dir.path(), &runtime, decide).await;
+    let mut call = create_call(create_request());
+    call.headers_mut()
+        .insert("grpc-timeout", "100m".parse().unwrap());
+    let response = client.send_request(call).await.unwrap();
+    assert_eq!(read_answer(response).await.1, "4");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let received = runtime.received();
+    assert!(received.iter().all(|r| r.body.is_none()), "{received:?}");
 }
 
 #[tokio::test]
