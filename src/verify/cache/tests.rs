@@ -544,14 +544,20 @@ async fn verdicts_outlive_a_restart_of_their_own_build_only() {
     assert!(header.contains(crate::VERSION), "{header}");
     // A build before headers reads no verdict of this one's either: its lines named
     // their key `key`.
-    #[derive(serde::Deserialize)]
-    #[allow(dead_code)]
+    #[derive(serde::Deserialize, serde::Serialize)]
     struct EarlierLine {
         key: CacheKey,
         #[serde(flatten)]
         entry: Entry,
     }
     assert!(serde_json::from_str::<EarlierLine>(verdicts.trim_end()).is_err());
+    // A file as such a build wrote it: no header, and the key named `key`.
+    let line: Line = serde_json::from_str(verdicts.trim_end()).unwrap();
+    let earlier = EarlierLine {
+        key: line.key,
+        entry: line.entry,
+    };
+    let verdicts = format!("{}\n", serde_json::to_string(&earlier).unwrap());
     std::fs::write(&path, verdicts).unwrap();
     assert!(load(&path, crate::VERSION).unwrap().is_empty());
     assert!(VerdictCache::open(config(Some(path)))
