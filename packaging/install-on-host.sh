@@ -18,7 +18,7 @@
 #   3. crigate.socket and crigate.service to /etc/systemd/system, ExecStart pointing at
 #      that binary; the journald catalog to /usr/local/lib/systemd/catalog, then
 #      journalctl --update-catalog;
-#   4. systemctl daemon-reload; enable --now crigate.socket crigate.service; restart
+#   4. systemctl daemon-reload; enable, then start, crigate.socket crigate.service; restart
 #      crigate.service when the binary or a unit changed, in this run or in one stopped
 #      before it could restart (the socket stays, so kubelet's calls queue during the
 #      restart; a new binary that does not start is replaced by the one before it, kept
@@ -278,10 +278,11 @@ roll_back() {
 was_active=0
 on_host systemctl is-active --quiet crigate.service && was_active=1
 on_host systemctl daemon-reload
-# A service that fails to start here (Type=notify: it never said READY=1) is dealt with
-# below, where every unit must be active.
-on_host systemctl enable --now crigate.socket crigate.service ||
-  log "warning: systemctl enable --now did not start every unit"
+# Enabled at boot, or the run fails. A service that fails to start here (Type=notify: it
+# never said READY=1) is dealt with below, where every unit must be active.
+on_host systemctl enable crigate.socket crigate.service
+on_host systemctl start crigate.socket crigate.service ||
+  log "warning: systemctl start did not start every unit"
 if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
   log "binary or units changed: restarting crigate.service"
   if ! on_host systemctl restart crigate.service; then
@@ -294,7 +295,7 @@ if [ -e "${host_root}${restart_marker}" ] && [ "$was_active" = 1 ]; then
 elif [ -e "${host_root}${reload_marker}" ] && [ "$was_active" = 1 ]; then
   on_host systemctl reload crigate.service
 fi
-# Restarted, reloaded, or started afresh by enable --now: nothing is owed.
+# Restarted, reloaded, or started afresh: nothing is owed.
 rm -f "${host_root}${reload_marker}"
 [ "$was_active" = 1 ] || rm -f "${host_root}${restart_marker}"
 for unit in crigate.socket crigate.service; do
