@@ -145,18 +145,12 @@ impl Proxy {
         let (parts, body) = request.into_parts();
         let (context, span) = match read_request(method, &body, caller) {
             Ok(read) => read,
-            Err(error) => {
-                tracing::debug!(%error, "answered by crigate");
-                return Gated::Answer(Box::pin(std::future::ready(error.into_response())));
-            }
+            Err(error) => return answered(error),
         };
         let deciding = state.decide.decide(&context).instrument(span.clone());
         let decided = match until(deadline, method, deciding).await {
             Ok(decided) => decided,
-            Err(error) => {
-                tracing::debug!(%error, "answered by crigate");
-                return Gated::Answer(Box::pin(std::future::ready(error.into_response())));
-            }
+            Err(error) => return answered(error),
         };
         if decided.decision == Decision::allow() {
             if deadline.is_none_or(|deadline| Instant::now() < deadline) {
@@ -191,6 +185,12 @@ impl Proxy {
             .instrument(span),
         ))
     }
+}
+
+/// A gated call answered by crigate with `error`.
+fn answered(error: ProxyError) -> Gated {
+    tracing::debug!(%error, "answered by crigate");
+    Gated::Answer(Box::pin(std::future::ready(error.into_response())))
 }
 
 /// What becomes of a call [`Proxy::gate`] decided.
