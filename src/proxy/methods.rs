@@ -41,7 +41,7 @@ pub const V1_CREATE_CONTAINER: &str = "/runtime.v1.RuntimeService/CreateContaine
 pub const V1ALPHA2_PULL_IMAGE: &str = "/runtime.v1alpha2.ImageService/PullImage";
 pub const V1ALPHA2_CREATE_CONTAINER: &str = "/runtime.v1alpha2.RuntimeService/CreateContainer";
 
-/// Methods of `runtime.v1` (cri-api v0.31 `api.proto`) that are forwarded untouched.
+/// Methods of `runtime.v1` (cri-api v0.33 `api.proto`) that are forwarded untouched.
 const V1_FORWARDED: &[(&str, &[&str])] = &[
     (
         "runtime.v1.RuntimeService",
@@ -74,6 +74,8 @@ const V1_FORWARDED: &[(&str, &[&str])] = &[
             "ListMetricDescriptors",
             "ListPodSandboxMetrics",
             "RuntimeConfig",
+            // cri-api v0.33: kubelet calls it after resizing a pod in place.
+            "UpdatePodSandboxResources",
         ],
     ),
     (
@@ -193,6 +195,17 @@ mod tests {
     }
 
     #[test]
+    fn a_strict_node_forwards_the_pod_resize_kubelet_133_reports() {
+        // Under `unknown_methods = "deny"` an unknown method is refused, and kubelet
+        // (which treats this call as best effort) would never tell the runtime of a
+        // pod's in-place resize.
+        assert_eq!(
+            route("/runtime.v1.RuntimeService/UpdatePodSandboxResources"),
+            Route::Known
+        );
+    }
+
+    #[test]
     fn paths_the_runtime_dispatches_to_pull_are_intercepted() {
         // grpc-go accepts a :path without its leading slash.
         assert!(matches!(
@@ -209,7 +222,7 @@ mod tests {
             "/runtime.v1.RuntimeService/PullImage",
             "/runtime.v1.ImageService/PullImage?x=1",
             "/runtime.v1.ImageService/Pull%49mage",
-            "/runtime.v1.RuntimeService/UpdatePodSandboxResources",
+            "/runtime.v1.RuntimeService/UpdatePodSandboxResourcesV2",
         ] {
             assert_eq!(route(path), Route::UnknownCri, "{path}");
         }
