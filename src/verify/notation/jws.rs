@@ -100,6 +100,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
         }
     }
     let alg = alg.ok_or_else(|| malformed("protected header has no alg".into()))?;
+    check_critical(&headers)?;
 
     // JWS envelope spec, "Unprotected Headers": x5c (REQUIRED), the timestamp
     // countersignature and the signing agent. Others are unsigned and not processed.
@@ -155,6 +156,47 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
         cert_chain,
         timestamp,
     })
+}
+
+/// The `crit` list as notation-core-go's JWS envelope takes it (`validateCriticalHeaders`
+/// in `signature/jws/jws.go`): each entry is a header the signing scheme requires marked
+/// critical (the signing scheme, an expiry, the authentic signing time), named once, or
+/// an extended attribute the protected header holds. The JWS and Notary headers the
+/// envelope defines otherwise (`alg`, `cty`, `io.cncf.notary.signingTime`, a required
+/// one named twice) are refused there, so they are here: a signature notation rejects is
+/// not trusted by crigate. Whether each required header is marked at all is
+/// [`super::envelope::check_headers`]' part, shared with COSE.
+fn check_critical(headers: &SignedHeaders) -> Result<(), EnvelopeError> {
+    let mut required = vec![HEADER_SIGNING_SCHEME];
+    if headers.expiry.is_some() {
+        required.push(HEADER_EXPIRY);
+    }
+    if headers.signing_scheme.as_deref() == Some("notary.x509.signingAuthority") {
+        required.push(HEADER_AUTHENTIC_SIGNING_TIME);
+    }
+    for name in &headers.critical {
+        if let Some(at) = required.iter().position(|r| r == name) {
+            required.swap_remove(at);
+            continue;
+        }
+        let defined = matches!(
+            name.as_str(),
+            "alg"
+                | "cty"
+                | "crit"
+                | HEADER_SIGNING_SCHEME
+                | HEADER_SIGNING_TIME
+                | HEADER_AUTHENTIC_SIGNING_TIME
+                | HEADER_EXPIRY
+        );
+        if defined || !headers.present.contains(name) {
+            return Err(EnvelopeError::Malformed(format!(
+                "critical header {name:?} is not a header this signature may mark critical \
+                 (a required one named once, or an extended attribute it holds)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Decodes a JWS payload member after its signature verified.
@@ -243,6 +285,57 @@ mod tests {
             env.headers.critical,
             vec!["io.cncf.notary.signingScheme".to_owned()]
         );
+    }
+
+    #[test]
+    fn crit_lists_only_what_notation_lets_it_list() {
+        let x509 = r#""io.cncf.notary.signingScheme":"notary.x509","io.cncf.notary.signingTime":"2024-01-01T00:00:00Z""#;
+        let authority = r#""io.cncf.notary.signingScheme":"notary.x509.signingAuthority","io.cncf.notary.authenticSigningTime":"2024-01-01T00:00:00Z""#;
+        let expiry = r#""io.cncf.notary.expiry":"2030-01-01T00:00:00Z""#;
+        let parses = |fields: &str, crit: &str| {
+            let protected = format!(r#"{{"alg":"PS256",{fields},"crit":[{crit}]}}"#);
+            parse(&envelope(&protected, GOOD_HEADER)).map(drop)
+        };
+        let scheme = r#""io.cncf.notary.signingScheme""#;
+        // What notation writes.
+        assert_eq!(parses(x509, scheme), Ok(()));
+        assert_eq!(
+            parses(
+                &format!("{x509},{expiry}"),
+                &format!(r#"{scheme},"io.cncf.notary.expiry""#)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            parses(
+                authority,
+                &format!(r#"{scheme},"io.cncf.notary.authenticSigningTime""#)
+            ),
+            Ok(())
+        );
+        // An extended attribute the header holds.
+        assert_eq!(
+            parses(
+                &format!(r#"{x509},"com.example.build":"7""#),
+                &format!(r#"{scheme},"com.example.build""#)
+            ),
+            Ok(())
+        );
+        // What notation-core-go refuses: a defined header that is not required, a
+        // required one twice, an attribute the header does not hold.
+        for crit in [
+            format!(r#"{scheme},"io.cncf.notary.signingTime""#),
+            format!(r#"{scheme},"cty""#),
+            format!(r#"{scheme},{scheme}"#),
+            format!(r#"{scheme},"io.cncf.notary.expiry""#),
+            format!(r#"{scheme},"io.cncf.notary.authenticSigningTime""#),
+            format!(r#"{scheme},"com.example.build""#),
+        ] {
+            assert!(
+                matches!(parses(x509, &crit), Err(EnvelopeError::Malformed(_))),
+                "{crit}"
+            );
+        }
     }
 
     #[test]
