@@ -2406,6 +2406,67 @@ async fn an_image_volume_sent_over_runtime_v1alpha2_is_gated_too() {
     assert_eq!(allowed.grpc_status(), Some(0), "{}", allowed.grpc_message());
 }
 
+/// containerd 2.1+ mounts an image volume from the image record named as the mount names
+/// it, `sha256:<id>`; a record of that name pointed at other content (through the runtime's
+/// images API, as `ctr images tag --force` does) must not mount that content under the
+/// signed image's verdict. (containerd 1.6 does not mount image volumes; what is shown is
+/// crigate's decision, made on the record the runtime would read.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_volume_whose_id_record_leads_elsewhere_is_refused() {
+    use containerd_client::services::v1::{GetImageRequest, Image, UpdateImageRequest};
+    let node = node().await;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    let signed_id = pulled_directly(&node, &node.signed).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("records", "prod").unwrap()).await;
+    // As the runtime has them, the signed image's id record mounts: allowed.
+    let request = create_with_volume(&node, &pod, "before", &signed_id);
+    pod.runtime.create_container(request).await.unwrap();
+
+    let mut native = containerd_images(&node).await;
+    let record = |name: &str| GetImageRequest {
+        name: name.to_owned(),
+    };
+    let unsigned_target = native
+        .get(in_cri_namespace(record(&unsigned_id)))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap()
+        .target;
+    let mut signed_record = native
+        .get(in_cri_namespace(record(&signed_id)))
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .unwrap();
+    signed_record.target = unsigned_target;
+    native
+        .update(in_cri_namespace(UpdateImageRequest {
+            image: Some(Image { ..signed_record }),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    // The runtime's image store still answers for the signed image by its id.
+    let listed = status(&node, &signed_id).await.unwrap();
+    assert_eq!(listed.id, signed_id);
+
+    let request = create_with_volume(&node, &pod, "after", &signed_id);
+    let denied = pod.runtime.create_container(request).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("image_record_mismatch")
+            && denied.message().contains("(image volume at /models)"),
+        "{}",
+        denied.message()
+    );
+    // The container's own image is the signed one by the same id: the runtime creates it
+    // from its image store, not from that record, so it is still allowed.
+    pod.create("own", &signed_id).await.unwrap();
+}
+
 /// A registry name no resolver answers (RFC 6761): reached only through its mirror.
 const MIRRORED: &str = "registry.invalid";
 

@@ -457,6 +457,72 @@ impl RuntimeImages {
         }
     }
 
+    /// Whether the runtime's image record `name` leads to the image `id` and to no other:
+    /// its target is a manifest whose config is `id`, or an index whose manifests for this
+    /// node's platform that the runtime holds (at least one) all have that config. `None`
+    /// when the runtime has no record of that name.
+    ///
+    /// A record's name is only a name in containerd: its images API, `ctr images tag` or
+    /// an import can point any name at any content, `sha256:<id>` included. Where the
+    /// runtime reads content through the record named by the very string it was given,
+    /// rather than through its image store's resolution of that string (which is what
+    /// ImageStatus answers and what the decision was made on), that record must lead to
+    /// what was decided on. Manifests for other platforms are not read: the runtime's
+    /// platform matcher passes over them.
+    async fn record_holds(&self, name: &str, id: &Digest) -> Result<Option<bool>, tonic::Status> {
+        let mut images = ImagesClient::new(self.channel.clone());
+        let target = match images
+            .get(namespaced(GetImageRequest {
+                name: name.to_owned(),
+            }))
+            .await
+        {
+            Ok(response) => response.into_inner().image.and_then(|image| image.target),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let Some(digest) = target
+            .as_ref()
+            .and_then(|t| t.digest.parse::<Digest>().ok())
+        else {
+            return Ok(Some(false));
+        };
+        let media_type = target.map(|t| t.media_type).unwrap_or_default();
+        match self
+            .stored_manifest(&digest, Typed::As(&media_type))
+            .await?
+        {
+            Some(Manifest::Image(manifest)) => Ok(Some(manifest.config.digest == *id)),
+            Some(Manifest::Index(index)) => {
+                if index.manifests.len() > MAX_INDEX_MANIFESTS {
+                    return Ok(Some(false));
+                }
+                let architecture = crate::verify::engine::oci_architecture();
+                let mut held = false;
+                for child in &index.manifests {
+                    let candidate = child.platform.as_ref().is_none_or(|platform| {
+                        platform.os == "linux" && platform.architecture == architecture
+                    });
+                    if !candidate {
+                        continue;
+                    }
+                    match self
+                        .stored_manifest(&child.digest, Typed::As(&child.media_type))
+                        .await?
+                    {
+                        Some(Manifest::Image(manifest)) if manifest.config.digest == *id => {
+                            held = true;
+                        }
+                        Some(_) => return Ok(Some(false)),
+                        None => {}
+                    }
+                }
+                Ok(Some(held))
+            }
+            None => Ok(Some(false)),
+        }
+    }
+
     /// The media type of the target of the runtime's image record `name`, if it has one.
     async fn record_media_type(&self, name: &str) -> Result<Option<String>, tonic::Status> {
         let mut images = ImagesClient::new(self.channel.clone());
@@ -884,6 +950,62 @@ impl PolicyDecider {
         judged
     }
 
+    /// An image volume's decision, `trace`, once the runtime's record named as the volume
+    /// is sent is known to lead to the image decided on. containerd 2.1+ mounts an image
+    /// volume from the image record named exactly as the mount names it
+    /// (`internal/cri/server/container_image_mount.go`, `mutateImageMount`: the images
+    /// service's `Get` of that string), not from the image its CRI image store resolves
+    /// the string to, which is what ImageStatus answered and the decision was made on.
+    /// The string sent is the image's id, `sha256:…`, and a record of that name leading to
+    /// other content mounts that content: refused (`image_record_mismatch`). No such
+    /// record leaves nothing for the runtime to mount, and the decision stands.
+    async fn mounted_as_decided(&self, asked: &RequestContext, trace: Explanation) -> Explanation {
+        let Some(runtime) = &self.runtime else {
+            return trace;
+        };
+        if !trace.allows() {
+            return trace;
+        }
+        let Some(policy) = self.policies.select(&trace.namespace) else {
+            return trace;
+        };
+        if policy.mode == Mode::Off {
+            return trace;
+        }
+        let name = trace.pinned.clone().unwrap_or_else(|| asked.image.clone());
+        let Ok(id) = name.parse::<Digest>() else {
+            return trace;
+        };
+        match runtime.record_holds(&name, &id).await {
+            Ok(None | Some(true)) => trace,
+            Ok(Some(false)) => {
+                let rejected = Rejected {
+                    subject: name.clone(),
+                    verifier: None,
+                    code: "image_record_mismatch",
+                    reason: format!(
+                        "the runtime's image record {name} leads to other content than image \
+                         {id}, and the runtime mounts an image volume from that record"
+                    ),
+                };
+                let mut refused = self.rejected(trace, policy, rejected);
+                refused.pinned = None;
+                refused
+            }
+            Err(status) => on_error(
+                trace,
+                policy,
+                Undecided {
+                    code: "runtime_error",
+                    reason: format!(
+                        "cannot read the runtime's image record {name}: {}",
+                        status.message()
+                    ),
+                },
+            ),
+        }
+    }
+
     /// The refusal of a create whose runtime would be given `image`, when that string
     /// names a file the runtime would restore as a checkpoint archive.
     fn checkpoint_archive(&self, image: &str) -> Option<Rejected> {
@@ -1237,6 +1359,7 @@ impl Decide for PolicyDecider {
                     let started = Instant::now();
                     let asked = request.for_volume(volume);
                     let trace = self.explain(&asked).await;
+                    let trace = self.mounted_as_decided(&asked, trace).await;
                     let allows = trace.allows();
                     judged.push((volume, asked, trace, started.elapsed()));
                     if !allows {
@@ -1765,10 +1888,86 @@ verifiers = ["release"]
         }
     }
 
+    /// A stand-in for the runtime's socket that holds one image record, named by
+    /// [`id`], whose target is a manifest with that config, and answers every other call
+    /// UNAVAILABLE: what the decision of an image volume sent as [`id`] reads from the
+    /// runtime, without a containerd (the integration tests use a real one).
+    fn holding_its_id_record(socket: &Path) {
+        use containerd_client::services::v1::{GetImageResponse, Image, ReadContentResponse};
+        use containerd_client::types::Descriptor;
+        use http_body_util::Full;
+        use prost::Message as _;
+
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":2}},"layers":[]}}"#,
+            id()
+        );
+        let target = Descriptor {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: Digest::sha256(manifest.as_bytes()).to_string(),
+            size: i64::try_from(manifest.len()).unwrap(),
+            ..Default::default()
+        };
+        let listener = tokio::net::UnixListener::bind(socket).unwrap();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let (target, manifest) = (target.clone(), manifest.clone());
+                let serve = hyper::service::service_fn(move |request: http::Request<_>| {
+                    let message = match request.uri().path() {
+                        "/containerd.services.images.v1.Images/Get" => Some(
+                            GetImageResponse {
+                                image: Some(Image {
+                                    name: id(),
+                                    target: Some(target.clone()),
+                                    ..Default::default()
+                                }),
+                            }
+                            .encode_to_vec(),
+                        ),
+                        "/containerd.services.content.v1.Content/Read" => Some(
+                            ReadContentResponse {
+                                offset: 0,
+                                data: manifest.clone().into_bytes(),
+                            }
+                            .encode_to_vec(),
+                        ),
+                        _ => None,
+                    };
+                    let mut response = http::Response::builder()
+                        .header("content-type", "application/grpc")
+                        .header("grpc-status", if message.is_some() { "0" } else { "14" });
+                    let mut body = Vec::new();
+                    if let Some(message) = message {
+                        body.push(0);
+                        body.extend_from_slice(
+                            &u32::try_from(message.len()).unwrap().to_be_bytes(),
+                        );
+                        body.extend_from_slice(&message);
+                    } else {
+                        response = response.header("grpc-message", "stand-in");
+                    }
+                    std::future::ready(response.body(Full::new(bytes::Bytes::from(body))))
+                });
+                tokio::spawn(
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), serve),
+                );
+            }
+        });
+    }
+
+    /// [`decider`] over a runtime that holds [`id`]'s record ([`holding_its_id_record`]).
+    fn decider_holding_its_id_record(dir: &Path) -> PolicyDecider {
+        let socket = dir.join("runtime.sock");
+        holding_its_id_record(&socket);
+        let runtime = RuntimeImages::new(socket, PulledImages::default()).unwrap();
+        decider_over(&config(), runtime)
+    }
+
     #[tokio::test]
     async fn a_create_is_refused_for_the_first_image_volume_its_policy_refuses() {
         let dir = tempfile::tempdir().unwrap();
-        let decider = decider(dir.path());
+        let decider = decider_holding_its_id_record(dir.path());
         decider.pulled(&pinned(), &id());
         let unknown = format!("sha256:{}", "d".repeat(64));
         // The container's image and the first volume resolve (remembered, allowlisted);
@@ -1811,7 +2010,7 @@ verifiers = ["release"]
         let sink = Arc::new(Collect(Mutex::new(Vec::new())));
         let decider = PolicyDecider {
             auditor: Auditor::new("node", vec![sink.clone()]),
-            ..decider(dir.path())
+            ..decider_holding_its_id_record(dir.path())
         };
         decider.pulled(&pinned(), &id());
         let unknown = format!("sha256:{}", "d".repeat(64));
