@@ -985,6 +985,33 @@ async fn a_create_is_decided_under_its_sandboxs_namespace_not_the_one_it_claims(
     }
 }
 
+/// containerd takes any unique prefix of a sandbox id for the sandbox: a prefix could lead
+/// crigate's lookup to one sandbox and the runtime's to another, so a create naming its
+/// sandbox by one is refused, whatever its claimed namespace allows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_naming_its_sandbox_by_a_prefix_of_its_id_is_refused() {
+    let node = node().await;
+    let unsigned_id = pulled_directly(&node, &node.unsigned).await;
+    // `tools` allowlists the unsigned image.
+    let mut pod = Pod::run(&node, node.env.pod_config("prefixed", "tools").unwrap()).await;
+    let prefix = pod.id[..12].to_owned();
+    let request = create_pause(&prefix, &pod.sandbox, "short", &unsigned_id);
+    let denied = pod.runtime.create_container(request).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("invalid_sandbox_id")
+            && denied.message().contains("not a whole sandbox id"),
+        "{}",
+        denied.message()
+    );
+    // By its whole id, as kubelet names it: allowed.
+    pod.create("whole", &unsigned_id).await.unwrap();
+    // A name of no sandbox is the runtime's to refuse, as it would without crigate.
+    let request = create_pause("no-such-sandbox", &pod.sandbox, "none", &unsigned_id);
+    let refused = pod.runtime.create_container(request).await.unwrap_err();
+    assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_verifier_and_each_repository_has_its_own_verdict() {
     let node = node_with(

@@ -276,6 +276,9 @@ impl RuntimeImages {
         }) else {
             return Ok(None);
         };
+        if !is_sandbox_id(id) {
+            return Ok(Some(pod));
+        }
         if let Ok(mut pulled) = self.pulled.0.lock() {
             let id = id.to_owned();
             pulled.sandboxes.admit(&id);
@@ -541,6 +544,12 @@ impl RuntimeImages {
             Err(status) => Err(status),
         }
     }
+}
+
+/// Whether `id` has the form of the sandbox ids containerd makes: 64 lowercase
+/// hexadecimal digits.
+fn is_sandbox_id(id: &str) -> bool {
+    id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Where the type of a stored manifest comes from, when its document does not say.
@@ -838,6 +847,30 @@ impl PolicyDecider {
             &self.runtime,
             request.pod_sandbox_id.as_deref(),
         ) {
+            // containerd finds a sandbox by any unique prefix of its id (its `truncindex`),
+            // so a prefix may name one sandbox when crigate looks it up and another when
+            // the runtime does: the caller's own, removed in between, then a pod of another
+            // namespace; or none, while two share it, then one. The ids it makes are 64
+            // hex digits (`util.GenerateID`), as kubelet sends them. Any other string the
+            // runtime finds a sandbox for, or cannot say, is refused, whatever namespace
+            // the caller claims; one it has no sandbox for is its to refuse (NOT_FOUND).
+            (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() && !is_sandbox_id(id) => {
+                match runtime.sandbox(id).await {
+                    Ok(None) => Ok(None),
+                    found => {
+                        let found = match found {
+                            Ok(_) => "a sandbox".to_owned(),
+                            Err(status) => format!("an error ({})", status.message()),
+                        };
+                        let reason = format!(
+                            "pod sandbox {id:?} is not a whole sandbox id (64 hexadecimal \
+                             digits), and the runtime answered it with {found}: name the \
+                             sandbox by its whole id"
+                        );
+                        return trace.conclude(Conclusion::Deny, "invalid_sandbox_id", reason);
+                    }
+                }
+            }
             (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() => {
                 runtime.sandbox(id).await.map_err(|status| Undecided {
                     code: "runtime_error",
