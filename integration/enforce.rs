@@ -1726,6 +1726,47 @@ async fn a_signed_index_pulled_behind_crigates_back_is_allowed_by_its_platform_m
     pod.create("multi", &id).await.unwrap();
 }
 
+/// containerd 2.1+ restores a container from an image whose manifest carries a checkpoint
+/// annotation, and pulls the image the checkpoint was taken from itself: a signed
+/// checkpoint is pulled (its signature is what a pull decides on) but never created from,
+/// whether it came through crigate or not. (containerd 1.6 runs it as a plain image; what
+/// is shown is crigate's refusal.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_checkpoint_image_is_pulled_but_not_created_from() {
+    let node = node().await;
+    let image = TestImage::builder()
+        .label("checkpoint")
+        .annotation("org.criu.checkpoint.container.name=app")
+        .build()
+        .unwrap();
+    node.env
+        .registry
+        .push("checkpoint", "v1", &image)
+        .await
+        .unwrap();
+    node.signer
+        .sign_legacy(&node.env.registry, "checkpoint", image.manifest_digest())
+        .await;
+    let reference = format!("{}/checkpoint:v1", node.env.registry.host());
+    let through_crigate = pulled_through_crigate(&node, &reference).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("restore", "prod").unwrap()).await;
+    let denied = pod.create("restored", &through_crigate).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("checkpoint_image")
+            && denied.message().contains("is a container checkpoint"),
+        "{}",
+        denied.message()
+    );
+    // A signed image without the annotation runs.
+    let signed_id = pulled_through_crigate(&node, &node.signed).await;
+    pod.create("app", &signed_id).await.unwrap();
+    // It may not mount the checkpoint as an image volume either.
+    let request = create_with_volume(&node, &pod, "mounted", &through_crigate);
+    let denied = pod.runtime.create_container(request).await.unwrap_err();
+    assert!(denied.message().contains("checkpoint_image"), "{denied:?}");
+}
+
 /// An index that is not itself signed is trusted for a create only through the manifest in
 /// it that the runtime holds for the container's image: a signed manifest for a platform
 /// the runtime did not pick (here a variant no node has) vouches for nothing else.

@@ -4,9 +4,16 @@
 
 use std::path::PathBuf;
 
+use containerd_client::services::v1::content_client::ContentClient;
+use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
-use tonic::Request;
+use tonic::transport::Channel;
+use tonic::{Code, Request};
+
+use crate::oci::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::oci::Digest;
 
 /// The containerd namespace of the CRI plugin's images (fixed in containerd 1.6 and 1.7;
 /// `k8s.io` is also 2.x's default).
@@ -32,4 +39,105 @@ pub(crate) fn namespaced<T>(message: T) -> Request<T> {
         tonic::metadata::MetadataValue::from_static(CRI_NAMESPACE),
     );
     request
+}
+
+/// Where the type of a stored manifest comes from, when its document does not say.
+#[derive(Clone, Copy)]
+pub(crate) enum Typed<'a> {
+    /// The target of this image record.
+    Record(&'a str),
+    /// This media type, from the index that lists it.
+    As(&'a str),
+}
+
+/// The manifest or index in the content store of the runtime at `channel` under
+/// `digest`, its bytes checked against the digest; `None` when the store does not hold
+/// it, or holds something that is not a manifest or index of at most
+/// [`MAX_MANIFEST_BYTES`].
+pub(crate) async fn stored_manifest(
+    channel: &Channel,
+    digest: &Digest,
+    typed: Typed<'_>,
+) -> Result<Option<Manifest>, tonic::Status> {
+    let absent = |status: &tonic::Status| status.code() == Code::NotFound;
+    let mut content = ContentClient::new(channel.clone());
+    let mut stream = match content
+        .read(namespaced(ReadContentRequest {
+            digest: digest.to_string(),
+            offset: 0,
+            size: 0,
+        }))
+        .await
+    {
+        Ok(response) => response.into_inner(),
+        Err(status) if absent(&status) => return Ok(None),
+        Err(status) => return Err(status),
+    };
+    let mut bytes = Vec::new();
+    loop {
+        match stream.message().await {
+            Ok(Some(chunk)) => {
+                if bytes.len().saturating_add(chunk.data.len()) > MAX_MANIFEST_BYTES {
+                    return Ok(None);
+                }
+                bytes.extend_from_slice(&chunk.data);
+            }
+            Ok(None) => break,
+            Err(status) if absent(&status) => return Ok(None),
+            Err(status) => return Err(status),
+        }
+    }
+    if digest.check(&bytes).is_err() {
+        tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
+        return Ok(None);
+    }
+    match Manifest::parse(None, &bytes) {
+        // A document without `mediaType` (the OCI image spec has it as SHOULD) is read as
+        // the type its descriptor gives it, as the runtime read it.
+        Err(ManifestError::MissingMediaType) => {
+            let media_type = match typed {
+                Typed::As(media_type) => Some(media_type.to_owned()),
+                Typed::Record(name) => record_media_type(channel, name).await?,
+            };
+            Ok(media_type.and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok()))
+        }
+        parsed => Ok(parsed.ok()),
+    }
+}
+
+/// The media type of the target of the runtime's image record `name`, if it has one.
+async fn record_media_type(channel: &Channel, name: &str) -> Result<Option<String>, tonic::Status> {
+    let mut images = ImagesClient::new(channel.clone());
+    match images
+        .get(namespaced(GetImageRequest {
+            name: name.to_owned(),
+        }))
+        .await
+    {
+        Ok(response) => Ok(response
+            .into_inner()
+            .image
+            .and_then(|image| image.target)
+            .map(|target| target.media_type)),
+        Err(status) if status.code() == Code::NotFound => Ok(None),
+        Err(status) => Err(status),
+    }
+}
+
+/// Whether the image the runtime at `channel` pulled as `pinned` (`repo@sha256:…`) is a
+/// container checkpoint ([`Manifest::is_checkpoint`] of the document under its digest);
+/// `None` when that cannot be told (no digest, the document not held or unreadable, the
+/// runtime unreachable or slower than `timeout`).
+pub(crate) async fn pulled_a_checkpoint(
+    channel: &Channel,
+    pinned: &str,
+    timeout: std::time::Duration,
+) -> Option<bool> {
+    let image = pinned.parse::<crate::oci::ImageRef>().ok()?;
+    let digest = image.digest()?;
+    let read = stored_manifest(channel, digest, Typed::Record(pinned));
+    match tokio::time::timeout(timeout, read).await {
+        Ok(Ok(Some(document))) => Some(document.is_checkpoint()),
+        _ => None,
+    }
 }

@@ -44,6 +44,7 @@ pub struct TestImage {
 #[derive(Clone, Debug, Default)]
 pub struct TestImageBuilder {
     labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 /// `sha256:<hex>` of `bytes`.
@@ -177,6 +178,13 @@ impl TestImageBuilder {
         self
     }
 
+    /// Adds a manifest annotation, `"key=value"`.
+    pub fn annotation(mut self, annotation: &str) -> Self {
+        let (key, value) = annotation.split_once('=').unwrap_or((annotation, ""));
+        self.annotations.insert(key.to_string(), value.to_string());
+        self
+    }
+
     /// Builds the layer, config and manifest.
     ///
     /// # Errors
@@ -204,7 +212,7 @@ impl TestImageBuilder {
         }))?;
         let config_digest = sha256_digest(&config);
 
-        let manifest = serde_json::to_vec(&serde_json::json!({
+        let mut manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": OCI_MANIFEST,
             "config": {
@@ -217,7 +225,11 @@ impl TestImageBuilder {
                 "digest": layer_digest,
                 "size": layer.len(),
             }],
-        }))?;
+        });
+        if !self.annotations.is_empty() {
+            manifest["annotations"] = serde_json::json!(self.annotations);
+        }
+        let manifest = serde_json::to_vec(&manifest)?;
         let manifest_digest = sha256_digest(&manifest);
 
         Ok(TestImage {

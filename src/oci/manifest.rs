@@ -159,7 +159,39 @@ impl ManifestKind {
 
 // === impl Manifest ===
 
+/// Annotations of a manifest or index that make containerd restore a container from it
+/// as a checkpoint, where it would run it: 2.1+ reads the annotation checkpointctl names
+/// `CheckpointAnnotationName` on the document an image record targets
+/// (`checkIfCheckpointOCIImage`, `internal/cri/server/container_checkpoint_linux.go`),
+/// `org.criu.checkpoint.container.name` in current checkpointctl and
+/// `checkpointctl.annotation.checkpoint.name` in earlier releases; the container engines'
+/// own names for it are taken too.
+const CHECKPOINT_ANNOTATIONS: &[&str] = &[
+    "org.criu.checkpoint.container.name",
+    "checkpointctl.annotation.checkpoint.name",
+    "io.kubernetes.cri-o.annotations.checkpoint.name",
+    "io.kubernetes.containerd.annotations.checkpoint.name",
+    "io.podman.annotations.checkpoint.name",
+];
+
 impl Manifest {
+    /// The document's own annotations.
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        match self {
+            Self::Image(manifest) => &manifest.annotations,
+            Self::Index(index) => &index.annotations,
+        }
+    }
+
+    /// Whether the document marks a container checkpoint ([`CHECKPOINT_ANNOTATIONS`]):
+    /// containerd 2.1+ restores a container from such an image, and pulls the image the
+    /// checkpoint was taken from itself.
+    pub fn is_checkpoint(&self) -> bool {
+        self.annotations()
+            .keys()
+            .any(|key| CHECKPOINT_ANNOTATIONS.contains(&key.as_str()))
+    }
+
     /// Parses `bytes` as a manifest or index. `content_type` is the `Content-Type` the
     /// registry sent, or `None` when the bytes did not come with one (a blob, a file);
     /// then the document's own `mediaType` decides.

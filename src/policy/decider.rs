@@ -19,9 +19,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
+use containerd_client::services::v1::GetImageRequest;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PodSandboxStatusRequest};
@@ -36,10 +35,10 @@ use crate::config::RecordFailure;
 use crate::decision::{
     BoxFuture, Decide, Decided, Decision, Durable, ImageVolume, Phase, RequestContext, VolumePin,
 };
-use crate::oci::manifest::{Manifest, ManifestError, MAX_MANIFEST_BYTES};
+use crate::oci::manifest::Manifest;
 use crate::oci::{Digest, ImageRef, Repository};
 use crate::registry::CriCredentials;
-use crate::runtime::{namespaced, unix_channel};
+use crate::runtime::{namespaced, stored_manifest, unix_channel, Typed};
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -329,9 +328,10 @@ impl RuntimeImages {
             return Ok(RuntimeNames::default());
         };
         // One content read per digest, however many repositories name it.
-        let mut leads: HashMap<Digest, Option<Digest>> = HashMap::new();
+        let mut leads: HashMap<Digest, Option<(Digest, bool)>> = HashMap::new();
         let mut digests = Vec::with_capacity(found.repo_digests.len());
         let mut platforms = HashMap::new();
+        let mut checkpoint = None;
         for name in found.repo_digests {
             let Some((reference, digest)) = name.parse::<ImageRef>().ok().and_then(|reference| {
                 let digest = reference.digest()?.clone();
@@ -347,7 +347,10 @@ impl RuntimeImages {
                     lead
                 }
             };
-            if let Some(manifest) = lead {
+            if let Some((manifest, is_checkpoint)) = lead {
+                if is_checkpoint {
+                    checkpoint.get_or_insert_with(|| reference.clone());
+                }
                 if manifest != digest {
                     platforms.insert(digest, manifest);
                 }
@@ -365,6 +368,7 @@ impl RuntimeImages {
             id: Some(id),
             digests,
             platforms,
+            checkpoint,
             tags: found
                 .repo_tags
                 .into_iter()
@@ -375,89 +379,40 @@ impl RuntimeImages {
 
     /// The manifest with the config `id` that `digest`, the target of the image record
     /// `name`, leads to: the one stored under `digest`, or one listed by the index stored
-    /// there; `None` when neither has it.
+    /// there; `None` when neither has it. With it, whether the document under `digest`
+    /// marks a container checkpoint ([`Manifest::is_checkpoint`]).
     async fn leads_to(
         &self,
         name: &str,
         digest: &Digest,
         id: &Digest,
-    ) -> Result<Option<Digest>, tonic::Status> {
-        match self.stored_manifest(digest, Typed::Record(name)).await? {
+    ) -> Result<Option<(Digest, bool)>, tonic::Status> {
+        let stored = stored_manifest(&self.channel, digest, Typed::Record(name)).await?;
+        let is_checkpoint = stored.as_ref().is_some_and(Manifest::is_checkpoint);
+        let lead = match stored {
             Some(Manifest::Image(manifest)) => {
-                Ok((manifest.config.digest == *id).then(|| digest.clone()))
+                (manifest.config.digest == *id).then(|| digest.clone())
             }
             Some(Manifest::Index(index)) => {
                 // The runtime holds the manifests of the platforms it pulled; the others
                 // are not in its store and are skipped.
+                let mut found = None;
                 for child in index.manifests.iter().take(MAX_INDEX_MANIFESTS) {
-                    if let Some(Manifest::Image(manifest)) = self
-                        .stored_manifest(&child.digest, Typed::As(&child.media_type))
-                        .await?
+                    let typed = Typed::As(&child.media_type);
+                    if let Some(Manifest::Image(manifest)) =
+                        stored_manifest(&self.channel, &child.digest, typed).await?
                     {
                         if manifest.config.digest == *id {
-                            return Ok(Some(child.digest.clone()));
+                            found = Some(child.digest.clone());
+                            break;
                         }
                     }
                 }
-                Ok(None)
+                found
             }
-            None => Ok(None),
-        }
-    }
-
-    /// The manifest or index in the runtime's content store under `digest`, its bytes
-    /// checked against the digest; `None` when the store does not hold it, or holds
-    /// something that is not a manifest or index of at most [`MAX_MANIFEST_BYTES`].
-    async fn stored_manifest(
-        &self,
-        digest: &Digest,
-        typed: Typed<'_>,
-    ) -> Result<Option<Manifest>, tonic::Status> {
-        let absent = |status: &tonic::Status| status.code() == Code::NotFound;
-        let mut content = ContentClient::new(self.channel.clone());
-        let mut stream = match content
-            .read(namespaced(ReadContentRequest {
-                digest: digest.to_string(),
-                offset: 0,
-                size: 0,
-            }))
-            .await
-        {
-            Ok(response) => response.into_inner(),
-            Err(status) if absent(&status) => return Ok(None),
-            Err(status) => return Err(status),
+            None => None,
         };
-        let mut bytes = Vec::new();
-        loop {
-            match stream.message().await {
-                Ok(Some(chunk)) => {
-                    if bytes.len().saturating_add(chunk.data.len()) > MAX_MANIFEST_BYTES {
-                        return Ok(None);
-                    }
-                    bytes.extend_from_slice(&chunk.data);
-                }
-                Ok(None) => break,
-                Err(status) if absent(&status) => return Ok(None),
-                Err(status) => return Err(status),
-            }
-        }
-        if digest.check(&bytes).is_err() {
-            tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
-            return Ok(None);
-        }
-        match Manifest::parse(None, &bytes) {
-            // A document without `mediaType` (the OCI image spec has it as SHOULD) is
-            // read as the type its descriptor gives it, as the runtime read it.
-            Err(ManifestError::MissingMediaType) => {
-                let media_type = match typed {
-                    Typed::As(media_type) => Some(media_type.to_owned()),
-                    Typed::Record(name) => self.record_media_type(name).await?,
-                };
-                Ok(media_type
-                    .and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok()))
-            }
-            parsed => Ok(parsed.ok()),
-        }
+        Ok(lead.map(|lead| (lead, is_checkpoint)))
     }
 
     /// Whether the runtime's image record `name` leads to the image `id` and to no other:
@@ -491,10 +446,7 @@ impl RuntimeImages {
             return Ok(Some(false));
         };
         let media_type = target.map(|t| t.media_type).unwrap_or_default();
-        match self
-            .stored_manifest(&digest, Typed::As(&media_type))
-            .await?
-        {
+        match stored_manifest(&self.channel, &digest, Typed::As(&media_type)).await? {
             Some(Manifest::Image(manifest)) => Ok(Some(manifest.config.digest == *id)),
             Some(Manifest::Index(index)) => {
                 if index.manifests.len() > MAX_INDEX_MANIFESTS {
@@ -509,9 +461,12 @@ impl RuntimeImages {
                     if !candidate {
                         continue;
                     }
-                    match self
-                        .stored_manifest(&child.digest, Typed::As(&child.media_type))
-                        .await?
+                    match stored_manifest(
+                        &self.channel,
+                        &child.digest,
+                        Typed::As(&child.media_type),
+                    )
+                    .await?
                     {
                         Some(Manifest::Image(manifest)) if manifest.config.digest == *id => {
                             held = true;
@@ -525,40 +480,12 @@ impl RuntimeImages {
             None => Ok(Some(false)),
         }
     }
-
-    /// The media type of the target of the runtime's image record `name`, if it has one.
-    async fn record_media_type(&self, name: &str) -> Result<Option<String>, tonic::Status> {
-        let mut images = ImagesClient::new(self.channel.clone());
-        match images
-            .get(namespaced(GetImageRequest {
-                name: name.to_owned(),
-            }))
-            .await
-        {
-            Ok(response) => Ok(response
-                .into_inner()
-                .image
-                .and_then(|image| image.target)
-                .map(|target| target.media_type)),
-            Err(status) if status.code() == Code::NotFound => Ok(None),
-            Err(status) => Err(status),
-        }
-    }
 }
 
 /// Whether `id` has the form of the sandbox ids containerd makes: 64 lowercase
 /// hexadecimal digits.
 fn is_sandbox_id(id: &str) -> bool {
     id.len() == 64 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
-
-/// Where the type of a stored manifest comes from, when its document does not say.
-#[derive(Clone, Copy)]
-enum Typed<'a> {
-    /// The target of this image record.
-    Record(&'a str),
-    /// This media type, from the index that lists it.
-    As(&'a str),
 }
 
 /// The names the runtime knows an image by.
@@ -573,6 +500,8 @@ struct RuntimeNames {
     platforms: HashMap<Digest, Digest>,
     /// Repository tags (`repo:tag`): names, which point where the runtime was last told.
     tags: Vec<ImageRef>,
+    /// The first of `digests` whose document marks a container checkpoint.
+    checkpoint: Option<ImageRef>,
 }
 
 /// What a request's image is decided on.
@@ -590,6 +519,8 @@ struct Subject {
     /// Further names an allowlist entry may match: for a create, the repository tags the
     /// runtime has for the image.
     tags: Vec<ImageRef>,
+    /// For a create, a name of the image whose document marks a container checkpoint.
+    checkpoint: Option<ImageRef>,
     /// The image as the request named it, for allowlist patterns written for an
     /// unnormalised form: a pull's reference, which is what is fetched. A create's
     /// `user_specified_image` is the caller's word, not the runtime's, and is not used:
@@ -953,6 +884,22 @@ impl PolicyDecider {
             }
             Err(undecided) => return on_error(trace, policy, undecided),
         };
+        // containerd 2.1+ restores a container from an image whose document carries a
+        // checkpoint annotation, and pulls the image the checkpoint was taken from itself
+        // (`CRImportCheckpoint`): a pull crigate never sees, whatever the checkpoint's own
+        // signature says. Refused, allowlisted or not.
+        if let Some(checkpoint) = &subject.checkpoint {
+            let rejected = Rejected {
+                subject: checkpoint.to_string(),
+                verifier: None,
+                code: "checkpoint_image",
+                reason: format!(
+                    "image {checkpoint} is a container checkpoint, which the runtime would \
+                     restore onto an image it pulls itself, unverified"
+                ),
+            };
+            return self.rejected(trace, policy, rejected);
+        }
         if let (Some(credentials), Some(runtime)) = (&request.credentials, &self.runtime) {
             for image in &subject.images {
                 runtime.remember_credentials(image, credentials);
@@ -1197,6 +1144,7 @@ impl PolicyDecider {
                     images: names.digests,
                     platforms: names.platforms,
                     tags: names.tags,
+                    checkpoint: names.checkpoint,
                     requested: None,
                 })
             }

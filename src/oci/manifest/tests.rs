@@ -267,3 +267,24 @@ fn fuzz_entry_survives_odd_input() {
     let deep = "[".repeat(10_000);
     fuzz_parse(deep.as_bytes());
 }
+
+#[test]
+fn a_checkpoint_is_told_by_its_documents_own_annotation() {
+    for (key, checkpoint) in [
+        ("org.criu.checkpoint.container.name", true),
+        ("checkpointctl.annotation.checkpoint.name", true),
+        ("io.kubernetes.cri-o.annotations.checkpoint.name", true),
+        ("org.opencontainers.image.title", false),
+    ] {
+        for mut doc in [oci_manifest(Some(OCI_MANIFEST)), oci_index(Some(OCI_INDEX))] {
+            doc["annotations"] = serde_json::json!({ key: "app" });
+            let parsed = Manifest::parse(None, &bytes(&doc)).unwrap();
+            assert_eq!(parsed.is_checkpoint(), checkpoint, "{key}: {doc}");
+        }
+    }
+    // An annotation on a layer or a listed manifest is not the document's.
+    let mut doc = oci_index(Some(OCI_INDEX));
+    doc["manifests"][0]["annotations"] =
+        serde_json::json!({ "org.criu.checkpoint.container.name": "app" });
+    assert!(!Manifest::parse(None, &bytes(&doc)).unwrap().is_checkpoint());
+}
