@@ -232,6 +232,12 @@ pub fn u31(payload: &[u8]) -> Option<u32> {
     Some(u32::from_be_bytes(b) & 0x7fff_ffff)
 }
 
+/// The error code of a GOAWAY payload (RFC 9113 §6.8), after its last stream id.
+pub fn goaway_error(payload: &[u8]) -> Option<u32> {
+    let b: [u8; 4] = payload.get(4..8)?.try_into().ok()?;
+    Some(u32::from_be_bytes(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

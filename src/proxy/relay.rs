@@ -489,6 +489,9 @@ struct Relay {
     /// it comes before any of the runtime's, which carry their own.
     table_update_due: Option<u32>,
     goaway: GoAway,
+    /// The error code of crigate's final GOAWAY: the runtime's, when its own GOAWAY
+    /// carried one, so the client learns why the connection ends.
+    goaway_code: u32,
     /// When the final GOAWAY goes out if the client has not answered the PING sent with
     /// the first.
     goaway_deadline: Option<tokio::time::Instant>,
@@ -553,6 +556,7 @@ impl Relay {
             client_table_size: hpack::DEFAULT_TABLE_SIZE as u32,
             table_update_due: None,
             goaway: GoAway::None,
+            goaway_code: code::NO_ERROR,
             goaway_deadline: None,
             shutting_down: false,
             to_client: BytesMut::with_capacity(READ_CHUNK),
@@ -854,6 +858,14 @@ impl Relay {
                 }
             }
             kind::GOAWAY => {
+                // RFC 9113 §6.8: a GOAWAY belongs to the connection, and has at least a
+                // last stream id and an error code.
+                if head.stream != 0 {
+                    return Err(fatal(code::PROTOCOL_ERROR, "GOAWAY on a stream"));
+                }
+                if head.len < 8 {
+                    return Err(fatal(code::FRAME_SIZE_ERROR, "GOAWAY too short"));
+                }
                 if self.linked {
                     self.to_upstream.extend_from_slice(&bytes);
                 }
@@ -883,6 +895,10 @@ impl Relay {
         if head.stream == 0 {
             return Err(fatal(code::PROTOCOL_ERROR, "DATA on stream 0"));
         }
+        // Padding as long as the payload or longer ends the connection (RFC 9113 §6.1):
+        // checked on every stream, the runtime's included, which would end its own.
+        let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
+            .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
         if self
             .gates
             .get(&head.stream)
@@ -918,8 +934,6 @@ impl Relay {
             local.request_done |= head.has(flag::END_STREAM);
             return Ok(());
         }
-        let (start, end) = frame::unpadded(&head, &bytes[frame::HEAD_LEN..])
-            .map_err(|_| fatal(code::PROTOCOL_ERROR, "malformed DATA frame"))?;
         let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];
         if buffered + data.len() > limit.saturating_mul(LOCAL_BUFFERED_REQUESTS) {
             tracing::debug!(
@@ -990,6 +1004,13 @@ impl Relay {
             return Err(fatal(code::PROTOCOL_ERROR, "SETTINGS on a stream"));
         }
         if head.has(flag::ACK) {
+            // RFC 9113 §6.5: an acknowledgement carries no parameters.
+            if head.len != 0 {
+                return Err(fatal(
+                    code::FRAME_SIZE_ERROR,
+                    "SETTINGS acknowledgement with a payload",
+                ));
+            }
             // Acknowledges the runtime's SETTINGS, or crigate's own when it is the server.
             if self.linked {
                 self.to_upstream.extend_from_slice(bytes);
@@ -1681,7 +1702,7 @@ impl Relay {
         self.goaway = GoAway::Final(self.last_stream);
         self.goaway_deadline = None;
         let mut goaway = BytesMut::new();
-        frame::put_goaway(&mut goaway, self.last_stream, code::NO_ERROR);
+        frame::put_goaway(&mut goaway, self.last_stream, self.goaway_code);
         self.inject(goaway.freeze());
     }
 
@@ -1759,9 +1780,18 @@ impl Relay {
                 }
             }
             kind::GOAWAY => {
-                let last = frame::u31(&bytes[frame::HEAD_LEN..]).unwrap_or(0);
-                tracing::debug!(last_stream = last, "the runtime is closing the connection");
+                let payload = &bytes[frame::HEAD_LEN..];
+                let last = frame::u31(payload).unwrap_or(0);
+                let error = frame::goaway_error(payload).unwrap_or(code::NO_ERROR);
+                tracing::debug!(
+                    last_stream = last,
+                    error,
+                    "the runtime is closing the connection"
+                );
                 self.upstream_draining = true;
+                if error != code::NO_ERROR {
+                    self.goaway_code = error;
+                }
                 let refused: Vec<u32> = self.open.keys().copied().filter(|&s| s > last).collect();
                 for stream in refused {
                     // Not processed by the runtime: the client may retry it.

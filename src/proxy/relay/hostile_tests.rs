@@ -182,9 +182,12 @@ fn empty_data_frames_cannot_keep_a_gate_holding_frames() {
 /// connection, end the client's connection at crigate instead.
 #[test]
 fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
-    let cases: [(u8, u32, &[u8], u32, &str); 4] = [
+    // Kind, flags, stream, payload; the error code and reason crigate ends it with.
+    type Case = (u8, u8, u32, &'static [u8], u32, &'static str);
+    let cases: [Case; 8] = [
         (
             kind::RST_STREAM,
+            0,
             0,
             &[0, 0, 0, 8],
             code::PROTOCOL_ERROR,
@@ -192,6 +195,7 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
         ),
         (
             kind::RST_STREAM,
+            0,
             1,
             &[0, 0, 8],
             code::FRAME_SIZE_ERROR,
@@ -200,23 +204,58 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
         (
             kind::PRIORITY,
             0,
+            0,
             &[0, 0, 0, 1, 16],
             code::PROTOCOL_ERROR,
             "PRIORITY on stream 0",
         ),
         (
             kind::PRIORITY,
+            0,
             1,
             &[0, 0, 0, 3],
             code::FRAME_SIZE_ERROR,
             "PRIORITY of the wrong size",
         ),
+        // Padding as long as the payload (RFC 9113 §6.1), on a relayed call.
+        (
+            kind::DATA,
+            flag::PADDED,
+            1,
+            &[6, 0, 0, 0, 0, 0],
+            code::PROTOCOL_ERROR,
+            "malformed DATA frame",
+        ),
+        (
+            kind::SETTINGS,
+            flag::ACK,
+            0,
+            &[0, 4, 0, 0, 0, 0],
+            code::FRAME_SIZE_ERROR,
+            "SETTINGS acknowledgement with a payload",
+        ),
+        (
+            kind::GOAWAY,
+            0,
+            1,
+            &[0, 0, 0, 0, 0, 0, 0, 0],
+            code::PROTOCOL_ERROR,
+            "GOAWAY on a stream",
+        ),
+        (
+            kind::GOAWAY,
+            0,
+            0,
+            &[0, 0, 0, 0, 0, 0, 0],
+            code::FRAME_SIZE_ERROR,
+            "GOAWAY too short",
+        ),
     ];
-    for (frame_kind, stream, payload, error, reason) in cases {
+    for (frame_kind, flags, stream, payload, error, reason) in cases {
         let mut relay = linked_relay();
         let mut buf = BytesMut::new();
         request(&mut buf, 1, VERSION);
-        frame::put(&mut buf, frame_kind, 0, stream, payload);
+        frame::put(&mut buf, frame_kind, flags, stream, payload);
         let refused = relay.on_client_bytes(&mut buf).err().unwrap();
         assert_eq!((refused.code, refused.reason), (error, reason));
         let up = sent_upstream(&mut relay);
@@ -225,6 +264,37 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
             "{reason}: forwarded"
         );
     }
+}
+
+/// A runtime that ends its connection with an error code (here grpc-go's for a client
+/// that pings too often) has crigate's final GOAWAY carry that code, not NO_ERROR.
+#[test]
+fn the_runtimes_goaway_error_code_reaches_the_client_in_the_final_goaway() {
+    let mut relay = linked_relay();
+    let mut buf = BytesMut::new();
+    request(&mut buf, 1, VERSION);
+    relay.on_client_bytes(&mut buf).unwrap();
+    let mut up = BytesMut::new();
+    frame::put_goaway(&mut up, 1, code::ENHANCE_YOUR_CALM);
+    relay.on_upstream_bytes(&mut up);
+    let mut buf = BytesMut::new();
+    frame::put(&mut buf, kind::PING, flag::ACK, 0, &GOAWAY_PING);
+    relay.on_client_bytes(&mut buf).unwrap();
+    let goaways: Vec<_> = written(&mut relay)
+        .into_iter()
+        .filter(|(head, _)| head.kind == kind::GOAWAY)
+        .map(|(_, bytes)| {
+            let payload = &bytes[frame::HEAD_LEN..];
+            (frame::u31(payload), frame::goaway_error(payload))
+        })
+        .collect();
+    assert_eq!(
+        goaways,
+        [
+            (Some((1 << 31) - 1), Some(code::NO_ERROR)),
+            (Some(1), Some(code::ENHANCE_YOUR_CALM))
+        ]
+    );
 }
 
 /// Frames on streams the runtime never opened (an even id, an odd id the client skipped)
