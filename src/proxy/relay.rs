@@ -2,7 +2,7 @@
 //!
 //! Each client connection gets a connection of its own to the runtime. Frames pass
 //! between the two as they are (the runtime's SETTINGS with `max_concurrent_streams`
-//! lowered to crigate's), with six exceptions:
+//! and `max_header_list_size` lowered to crigate's), with six exceptions:
 //!
 //! - **Request header blocks are decoded and encoded again.** crigate must read every
 //!   request's `:path` to route it, and a block it has decoded is sent on as literals
@@ -77,9 +77,15 @@ const GOAWAY_PING: [u8; 8] = *b"crigate\x01";
 /// How often a connection without a runtime checks whether the runtime is back.
 const PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// The largest header block accepted, as encoded (the same bound the runtime's own
-/// settings imply for kubelet: grpc-go allows 16 MiB headers, crigate far less).
+/// The largest header block accepted, as encoded, and the largest header list decoded
+/// (grpc-go allows 16 MiB headers, crigate far less). Advertised to the client as
+/// SETTINGS_MAX_HEADER_LIST_SIZE, so that grpc-go, h2 and netty clients, which check
+/// the advertised limit before sending, fail only the call that passes it rather than
+/// have crigate end the connection.
 const MAX_HEADER_BLOCK: usize = 1 << 20;
+
+/// [`MAX_HEADER_BLOCK`] as a SETTINGS value.
+const MAX_HEADER_LIST: u32 = MAX_HEADER_BLOCK as u32;
 
 /// The largest HPACK table a client may make crigate keep, whatever the runtime allows.
 const MAX_HPACK_TABLE: u32 = 1 << 16;
@@ -1673,7 +1679,10 @@ impl Relay {
         let mut settings = BytesMut::new();
         frame::put_settings(
             &mut settings,
-            &[(setting::MAX_CONCURRENT_STREAMS, self.max_streams)],
+            &[
+                (setting::MAX_CONCURRENT_STREAMS, self.max_streams),
+                (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST),
+            ],
         );
         settings
     }
@@ -1835,6 +1844,7 @@ impl Relay {
         let ours = self.max_streams;
         let mut rewritten = Vec::new();
         let mut limited = false;
+        let mut list_limited = false;
         for (id, value) in params {
             let value = match id {
                 setting::HEADER_TABLE_SIZE => {
@@ -1857,12 +1867,22 @@ impl Relay {
                     self.upstream_initial_window = value;
                     value
                 }
+                // The client may send what both crigate and the runtime accept.
+                setting::MAX_HEADER_LIST_SIZE => {
+                    list_limited = true;
+                    value.min(MAX_HEADER_LIST)
+                }
                 _ => value,
             };
             rewritten.push((id, value));
         }
-        if !limited && !self.upstream_settings_seen {
-            rewritten.push((setting::MAX_CONCURRENT_STREAMS, ours));
+        if !self.upstream_settings_seen {
+            if !limited {
+                rewritten.push((setting::MAX_CONCURRENT_STREAMS, ours));
+            }
+            if !list_limited {
+                rewritten.push((setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST));
+            }
         }
         self.upstream_settings_seen = true;
         let mut out = BytesMut::new();
@@ -2805,6 +2825,48 @@ mod tests {
         );
     }
 
+    /// The client is told the header list crigate takes (RFC 9113 §6.5.2), or the
+    /// runtime's if smaller, so that a client that checks it before sending fails only
+    /// the call past it; a later SETTINGS without it leaves the first one's value be.
+    #[test]
+    fn the_client_is_told_the_largest_header_list_both_peers_take() {
+        let cases = [
+            (None, MAX_HEADER_LIST),
+            (Some(16 << 20), MAX_HEADER_LIST),
+            (Some(8192), 8192),
+        ];
+        for (runtime, told) in cases {
+            let mut relay = detached_relay();
+            relay.linked = true;
+            let mut buf = BytesMut::new();
+            let params: Vec<_> = runtime
+                .map(|value| (setting::MAX_HEADER_LIST_SIZE, value))
+                .into_iter()
+                .collect();
+            frame::put_settings(&mut buf, &params);
+            frame::put_settings(&mut buf, &[]);
+            relay.on_upstream_bytes(&mut buf);
+            let sent = settings_frames(std::mem::take(&mut relay.to_client));
+            let limits: Vec<Vec<_>> = sent
+                .iter()
+                .map(|params| {
+                    params
+                        .iter()
+                        .filter(|(id, _)| *id == setting::MAX_HEADER_LIST_SIZE)
+                        .map(|&(_, value)| value)
+                        .collect()
+                })
+                .collect();
+            assert_eq!(limits, [vec![told], vec![]], "runtime: {runtime:?}");
+        }
+        // crigate's own SETTINGS, when it is the server.
+        let settings = settings_frames(detached_relay().own_settings());
+        assert!(
+            settings[0].contains(&(setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST)),
+            "{settings:?}"
+        );
+    }
+
     #[test]
     fn a_runtime_lost_before_its_settings_leaves_the_client_crigates_own() {
         let mut relay = detached_relay();
@@ -2818,7 +2880,10 @@ mod tests {
         let first = settings_frames(sent.split_to(frame::HEAD_LEN + head.len));
         assert_eq!(
             first,
-            [vec![(setting::MAX_CONCURRENT_STREAMS, relay.max_streams)]]
+            [vec![
+                (setting::MAX_CONCURRENT_STREAMS, relay.max_streams),
+                (setting::MAX_HEADER_LIST_SIZE, MAX_HEADER_LIST)
+            ]]
         );
     }
 
