@@ -978,7 +978,13 @@ impl Relay {
             return Ok(());
         };
         if gate.complete {
-            // After END_STREAM: the client broke the protocol; the stream's fate is decided.
+            // After END_STREAM: the client broke the protocol (a stream error, RFC 9113
+            // §5.1), and the stream's fate is decided. The frame never reaches the
+            // runtime, so its bytes go back to the client's connection window, which
+            // would otherwise shrink for good.
+            if len > 0 {
+                self.give_back(0, len);
+            }
             return Ok(());
         }
         let data = &bytes[frame::HEAD_LEN + start..frame::HEAD_LEN + end];

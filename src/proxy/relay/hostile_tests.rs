@@ -178,6 +178,31 @@ fn empty_data_frames_cannot_keep_a_gate_holding_frames() {
         .any(|(head, _)| head.kind == kind::RST_STREAM && head.stream == 1));
 }
 
+/// DATA a client sends on a held CreateContainer after its END_STREAM is not part of the
+/// request and never reaches the runtime: its bytes go back to the client's connection
+/// window, which would otherwise shrink for good.
+#[test]
+fn data_after_a_held_creates_end_is_given_back_to_the_connection_window() {
+    let mut relay = linked_relay();
+    let mut buf = BytesMut::new();
+    request(&mut buf, 1, CREATE);
+    frame::put(&mut buf, kind::DATA, flag::END_STREAM, 1, &[0, 0, 0, 0, 0]);
+    relay.on_client_bytes(&mut buf).unwrap();
+    assert!(relay.gates[&1].complete);
+    sent_upstream(&mut relay);
+    written(&mut relay);
+
+    let mut buf = BytesMut::new();
+    frame::put(&mut buf, kind::DATA, 0, 1, &[7; 100]);
+    relay.on_client_bytes(&mut buf).unwrap();
+    assert_eq!(
+        written_of(&mut relay, kind::WINDOW_UPDATE),
+        [(0, Some(100))]
+    );
+    assert!(sent_upstream(&mut relay).is_empty());
+    assert_eq!(relay.gates[&1].held, 5, "held as the request only");
+}
+
 /// Frames the runtime would take as connection errors, ending every call on the
 /// connection, end the client's connection at crigate instead.
 #[test]
