@@ -776,6 +776,15 @@ impl Relay {
                 ));
             }
         }
+        // A stream above the highest the client opened is idle, and DATA, RST_STREAM or
+        // WINDOW_UPDATE on it is a connection error (RFC 9113 §5.1).
+        if matches!(
+            head.kind,
+            kind::DATA | kind::RST_STREAM | kind::WINDOW_UPDATE
+        ) && head.stream > self.last_stream
+        {
+            return Err(fatal(code::PROTOCOL_ERROR, "frame on an idle stream"));
+        }
         match head.kind {
             kind::DATA => self.on_client_data(head, &bytes)?,
             kind::HEADERS => {
@@ -839,6 +848,10 @@ impl Relay {
                 let opaque: [u8; 8] = payload
                     .try_into()
                     .map_err(|_| fatal(code::FRAME_SIZE_ERROR, "PING of the wrong size"))?;
+                // RFC 9113 §6.7: a PING belongs to the connection.
+                if head.stream != 0 {
+                    return Err(fatal(code::PROTOCOL_ERROR, "PING on a stream"));
+                }
                 if head.has(flag::ACK) {
                     // Only crigate's own PINGs reach the client, so an ACK answers one.
                     if opaque == GOAWAY_PING {
@@ -1093,6 +1106,10 @@ impl Relay {
             .filter(|_| head.len == 4)
             .ok_or_else(|| fatal(code::FRAME_SIZE_ERROR, "WINDOW_UPDATE of the wrong size"))?;
         if head.stream == 0 {
+            // RFC 9113 §6.9: an increment of 0 on the connection is a connection error.
+            if increment == 0 {
+                return Err(fatal(code::PROTOCOL_ERROR, "connection WINDOW_UPDATE of 0"));
+            }
             self.client_window += i64::from(increment);
             if self.client_window > frame::MAX_WINDOW {
                 return Err(fatal(

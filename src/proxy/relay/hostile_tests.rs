@@ -209,7 +209,7 @@ fn data_after_a_held_creates_end_is_given_back_to_the_connection_window() {
 fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
     // Kind, flags, stream, payload; the error code and reason crigate ends it with.
     type Case = (u8, u8, u32, &'static [u8], u32, &'static str);
-    let cases: [Case; 8] = [
+    let cases: [Case; 13] = [
         (
             kind::RST_STREAM,
             0,
@@ -274,6 +274,47 @@ fn frames_that_would_end_the_runtimes_connection_end_the_clients() {
             &[0, 0, 0, 0, 0, 0, 0],
             code::FRAME_SIZE_ERROR,
             "GOAWAY too short",
+        ),
+        (
+            kind::PING,
+            0,
+            1,
+            &[0; 8],
+            code::PROTOCOL_ERROR,
+            "PING on a stream",
+        ),
+        (
+            kind::WINDOW_UPDATE,
+            0,
+            0,
+            &[0, 0, 0, 0],
+            code::PROTOCOL_ERROR,
+            "connection WINDOW_UPDATE of 0",
+        ),
+        // Stream 3 is idle: the client opened 1 only (RFC 9113 §5.1).
+        (
+            kind::DATA,
+            0,
+            3,
+            &[0, 0, 0, 0, 0],
+            code::PROTOCOL_ERROR,
+            "frame on an idle stream",
+        ),
+        (
+            kind::RST_STREAM,
+            0,
+            3,
+            &[0, 0, 0, 8],
+            code::PROTOCOL_ERROR,
+            "frame on an idle stream",
+        ),
+        (
+            kind::WINDOW_UPDATE,
+            0,
+            3,
+            &[0, 0, 1, 0],
+            code::PROTOCOL_ERROR,
+            "frame on an idle stream",
         ),
     ];
     for (frame_kind, flags, stream, payload, error, reason) in cases {
