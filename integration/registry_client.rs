@@ -2332,6 +2332,120 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
     );
 }
 
+/// A self-signed certificate with `CA:TRUE` for `names`, as Docker's "Use self-signed
+/// certificates" recipe makes one (`openssl req -x509 -addext subjectAltName=...`): its
+/// PEM, and a TLS acceptor serving it.
+fn self_signed_ca(names: &[&str]) -> (String, tokio_rustls::TlsAcceptor) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params =
+        rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+            .unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "reg");
+    let cert = params.self_signed(&key).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let der = rustls_pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der)
+        .unwrap();
+    (
+        cert.pem(),
+        tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+    )
+}
+
+/// An HTTPS stand-in serving `acceptor`'s certificate that answers every request with
+/// one manifest, and the image `app:v1` on it.
+async fn self_signed_registry(acceptor: tokio_rustls::TlsAcceptor) -> (StandIn, ImageRef) {
+    let server = StandIn::serve(Some(acceptor), |_request| async move {
+        respond(
+            StatusCode::OK,
+            &[("content-type", OCI_MANIFEST)],
+            manifest_json(None),
+        )
+    })
+    .await;
+    let image = format!("{}/app:v1", server.host()).parse().unwrap();
+    (server, image)
+}
+
+/// A registry whose certificate is self-signed with `CA:TRUE` and named as its CA is
+/// reached, as containerd (Go's `crypto/x509`, which takes a certificate in the root pool
+/// as a chain of its own) reaches it: through `[registry] ca_file`, and a hosts
+/// directory's bare `*.crt`.
+#[tokio::test]
+async fn a_self_signed_ca_certificate_named_as_the_registrys_ca_is_its_own() {
+    let (pem, acceptor) = self_signed_ca(&["127.0.0.1", "localhost"]);
+    let (server, image) = self_signed_registry(acceptor).await;
+    let expected = Digest::sha256(&manifest_json(None));
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("reg.crt");
+    std::fs::write(&ca, &pem).unwrap();
+    let client = Client::new(RegistryConfig {
+        ca_file: Some(ca),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    assert_eq!(client.resolve(&image).await.unwrap().digest, expected);
+
+    let root = tempfile::tempdir().unwrap();
+    let host_dir = root.path().join(server.host().replace(':', "_") + "_");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("reg.crt"), &pem).unwrap();
+    let resolved = client_with_hosts(&root).resolve(&image).await.unwrap();
+    assert_eq!(resolved.digest, expected);
+}
+
+/// Only the very certificate configured is taken as the server's own: another
+/// self-signed one is refused, and the configured one must name the server.
+#[tokio::test]
+async fn a_self_signed_server_certificate_is_taken_only_as_configured_and_for_its_names() {
+    let (_, acceptor) = self_signed_ca(&["127.0.0.1", "localhost"]);
+    let (_server, image) = self_signed_registry(acceptor).await;
+    let (other_pem, _) = self_signed_ca(&["127.0.0.1", "localhost"]);
+    let dir = tempfile::tempdir().unwrap();
+    let other = dir.path().join("other.crt");
+    std::fs::write(&other, &other_pem).unwrap();
+    let refused = Client::new(RegistryConfig {
+        ca_file: Some(other),
+        ..RegistryConfig::default()
+    })
+    .unwrap()
+    .resolve(&image)
+    .await;
+    assert!(
+        matches!(refused, Err(Error::Unreachable { .. })),
+        "{refused:?}"
+    );
+
+    // Configured, but for another name than the one the registry is reached by.
+    let (pem, acceptor) = self_signed_ca(&["registry.test"]);
+    let (_server, image) = self_signed_registry(acceptor).await;
+    let named = dir.path().join("named.crt");
+    std::fs::write(&named, &pem).unwrap();
+    let client = Client::new(RegistryConfig {
+        ca_file: Some(named),
+        ..RegistryConfig::default()
+    })
+    .unwrap();
+    let error = client.resolve(&image).await.unwrap_err();
+    let mut chain = format!("{error}");
+    let mut source = std::error::Error::source(&error);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        matches!(&error, Error::Unreachable { .. }) && chain.contains("not valid for name"),
+        "{chain}"
+    );
+}
+
 /// The real registry holding `team/app:v1`, and the same storage served over TLS with
 /// the test CA's server certificate, asking clients for one the CA vouches for when
 /// `client_ca`.

@@ -17,7 +17,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::proxy::matcher::Matcher;
 use hyper_util::rt::TokioExecutor;
-use rustls::client::ResolvesClientCert;
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::SignatureScheme;
 use rustls_pki_types::pem::PemObject as _;
@@ -1391,6 +1391,7 @@ fn tls_config<'a>(
     skip_verify: bool,
 ) -> Result<rustls::ClientConfig, Error> {
     let mut roots = crate::audit::tls::system_roots();
+    let mut configured = Vec::new();
     for path in ca_files {
         let fail = |reason: String| Error::CaFile {
             path: path.to_owned(),
@@ -1398,7 +1399,8 @@ fn tls_config<'a>(
         };
         let certs = pem_certificates(path).map_err(fail)?;
         for cert in certs {
-            roots.add(cert).map_err(|e| fail(e.to_string()))?;
+            roots.add(cert.clone()).map_err(|e| fail(e.to_string()))?;
+            configured.push(cert);
         }
     }
     let provider = crate::audit::tls::provider();
@@ -1409,8 +1411,18 @@ fn tls_config<'a>(
         builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(UncheckedCertificate(Arc::clone(&provider))))
-    } else {
+    } else if configured.is_empty() {
         builder.with_root_certificates(roots)
+    } else {
+        let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+            .build()
+            .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))?;
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(ConfiguredCertificates {
+                webpki,
+                configured,
+            }))
     };
     if client.is_empty() {
         return Ok(builder.with_no_client_auth());
@@ -1470,6 +1482,112 @@ impl rustls::client::danger::ServerCertVerifier for UncheckedCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// A server certificate verified by webpki against the roots, unless it is itself one of
+/// the certificates of the host's CA files. Go's `crypto/x509`, and so containerd, takes a
+/// certificate found in the root pool as a chain of its own, whereas webpki refuses a CA
+/// certificate as a server's (`CaUsedAsEndEntity`): the self-signed certificate Docker's
+/// "Use self-signed certificates" recipe makes has `CA:TRUE`, and is named as the host's
+/// CA. Such a certificate is taken when it names the server, is valid now and, when it
+/// has an extended key usage, is for servers (as Go checks a chain of one); the handshake
+/// must be signed by its key. Every other certificate goes to webpki unchanged; the
+/// system's roots never take this path.
+#[derive(Debug)]
+struct ConfiguredCertificates {
+    webpki: Arc<WebPkiServerVerifier>,
+    /// The certificates of the host's CA files (and `[registry] ca_file`).
+    configured: Vec<CertificateDer<'static>>,
+}
+
+impl ConfiguredCertificates {
+    /// Checks a server certificate that is one of the configured ones as Go checks a
+    /// certificate that is in the root pool: its name, its validity period and its
+    /// extended key usage.
+    fn check_own(
+        end_entity: &CertificateDer<'_>,
+        server_name: &rustls_pki_types::ServerName<'_>,
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<(), rustls::Error> {
+        use rustls::CertificateError;
+        let parsed = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_name(&parsed, server_name)?;
+        let bad = || rustls::Error::InvalidCertificate(CertificateError::BadEncoding);
+        let (_, cert) = x509_parser::parse_x509_certificate(end_entity).map_err(|_| bad())?;
+        let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+        let validity = cert.validity();
+        if now < validity.not_before.timestamp() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet,
+            ));
+        }
+        if now > validity.not_after.timestamp() {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        }
+        // RFC 5280 section 4.2.1.12: a certificate with an extended key usage is for
+        // those purposes only (Go's `ExtKeyUsageServerAuth` check, `anyExtendedKeyUsage`
+        // taken for any).
+        if let Some(usage) = cert.extended_key_usage().map_err(|_| bad())? {
+            if !(usage.value.server_auth || usage.value.any) {
+                return Err(rustls::Error::InvalidCertificate(
+                    CertificateError::InvalidPurpose,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for ConfiguredCertificates {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls_pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls_pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        if self
+            .configured
+            .iter()
+            .any(|own| own.as_ref() == end_entity.as_ref())
+        {
+            Self::check_own(end_entity, server_name, now)?;
+            return Ok(rustls::client::danger::ServerCertVerified::assertion());
+        }
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.webpki.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
     }
 }
 
