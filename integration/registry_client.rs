@@ -1720,6 +1720,111 @@ async fn a_busy_registry_is_asked_again_a_bounded_number_of_times() {
     }
 }
 
+/// A server error (500, 502, 503, 504) is asked again once, as containerd and
+/// go-containerregistry ask again; what the second answer says is the outcome.
+#[tokio::test]
+async fn a_server_error_is_asked_again_once() {
+    for (code, failures, ok, requests_made) in [
+        (503u16, 1usize, true, 2usize),
+        (500, 1, true, 2),
+        (502, 1, true, 2),
+        (504, 1, true, 2),
+        (503, 100, false, 2),
+        // Not a passing fault: answered at once.
+        (501, 1, false, 1),
+    ] {
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        let server = StandIn::start(move |_request| {
+            let counted = Arc::clone(&counted);
+            async move {
+                if counted.fetch_add(1, Ordering::SeqCst) < failures {
+                    return respond(StatusCode::from_u16(code).unwrap(), &[], "busy");
+                }
+                respond(
+                    StatusCode::OK,
+                    &[("content-type", OCI_MANIFEST)],
+                    manifest_json(None),
+                )
+            }
+        })
+        .await;
+        let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+        let result = server.client().resolve(&image).await;
+        if ok {
+            assert_eq!(
+                result.unwrap().digest,
+                Digest::sha256(&manifest_json(None)),
+                "HTTP {code}"
+            );
+        } else {
+            assert!(
+                matches!(result, Err(Error::Status { code: c, .. }) if c == code),
+                "HTTP {code}: {result:?}"
+            );
+        }
+        assert_eq!(
+            requests.load(Ordering::SeqCst),
+            requests_made,
+            "HTTP {code} {failures} times"
+        );
+    }
+}
+
+/// A connection the registry closes after reading the request, before answering (a
+/// reset, a server restarting), is asked again once; a second one is the outcome.
+#[tokio::test]
+async fn a_connection_closed_before_an_answer_is_asked_again_once() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    for (dropped, ok, connections) in [(1usize, true, 2usize), (100, false, 2)] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&accepted);
+        let task = tokio::spawn(async move {
+            let body = manifest_json(None);
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let n = counted.fetch_add(1, Ordering::SeqCst);
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 1024];
+                while !request.ends_with(b"\r\n\r\n") {
+                    match stream.read(&mut buffer).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(read) => request.extend_from_slice(&buffer[..read]),
+                    }
+                }
+                if n < dropped {
+                    continue;
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: {OCI_MANIFEST}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+                let _ = stream.write_all(&body).await;
+                let _ = stream.shutdown().await;
+            }
+        });
+        let client = Client::new(RegistryConfig {
+            plain_http: vec![host.clone()],
+            ..RegistryConfig::default()
+        })
+        .unwrap();
+        let image: ImageRef = format!("{host}/app:v1").parse().unwrap();
+        let result = client.resolve(&image).await;
+        if ok {
+            assert_eq!(result.unwrap().digest, Digest::sha256(&manifest_json(None)));
+        } else {
+            assert!(
+                matches!(result, Err(Error::Unreachable { .. })),
+                "{result:?}"
+            );
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), connections, "{dropped}");
+        task.abort();
+    }
+}
+
 #[tokio::test]
 async fn a_refused_registry_token_is_unauthorized_without_a_token_request() {
     let token_requests = Arc::new(AtomicUsize::new(0));
@@ -2175,9 +2280,13 @@ async fn mirrors_are_asked_in_order_and_give_way_when_they_lack_or_fail() {
         "the first mirror is asked first, with containerd's ns parameter and its header"
     );
     assert!(pull_only_seen.lock().unwrap().is_empty());
+    // Its server error asked again once.
     assert_eq!(
         *broken_seen.lock().unwrap(),
-        [format!("GET /v2/app/manifests/v1?{ns} -")]
+        [
+            format!("GET /v2/app/manifests/v1?{ns} -"),
+            format!("GET /v2/app/manifests/v1?{ns} -")
+        ]
     );
     assert_eq!(origin_seen.lock().unwrap().len(), 1);
 

@@ -678,6 +678,7 @@ impl Client {
         // fresh one asked for, once.
         let mut redirected_cached = false;
         let mut busy = 0;
+        let mut failed_once = false;
         let mut url = fetch.url.clone();
         let mut visited = vec![url.clone()];
         loop {
@@ -692,7 +693,7 @@ impl Client {
                     .filter(|(at, _)| *at == url.origin())
                     .map(|(_, token)| token)
             };
-            let response = self
+            let sent = self
                 .send(Send {
                     method: fetch.method.clone(),
                     url: &url,
@@ -704,7 +705,21 @@ impl Client {
                     registry,
                     tls: fetch.host.tls,
                 })
-                .await?;
+                .await;
+            // A GET or HEAD whose connection broke before an answer came is asked again,
+            // once, as go-containerregistry's transport asks again on a temporary network
+            // error. Not on a plain-HTTP probe, whose broken connection says that the
+            // registry speaks TLS.
+            let response = match sent {
+                Err(error) if !failed_once && !fetch.host.probe && broke_before_answer(&error) => {
+                    failed_once = true;
+                    let pause = server_error_pause();
+                    tracing::debug!(%error, ?pause, what = %fetch.what, "registry connection broke; asking again");
+                    tokio::time::sleep(pause).await;
+                    continue;
+                }
+                sent => sent?,
+            };
             let status = response.status();
             if status.is_redirection() {
                 let next = self.redirect(&response, &mut visited, &fetch.what)?;
@@ -779,6 +794,18 @@ impl Client {
                     tokio::time::sleep(pause).await;
                     continue;
                 }
+            }
+            // A server error (500, 502, 503, 504) is asked again, once, after a short
+            // pause, as containerd's resolver asks again on 500, 503 and 504 and
+            // go-containerregistry on a 5xx; what it answers then is the answer. The
+            // first answer's body is not read.
+            if matches!(status.as_u16(), 500 | 502 | 503 | 504) && !failed_once {
+                failed_once = true;
+                drop(response);
+                let pause = server_error_pause();
+                tracing::debug!(status = status.as_u16(), ?pause, what = %fetch.what, "registry server error; asking again");
+                tokio::time::sleep(pause).await;
+                continue;
             }
             return match status {
                 s if s.is_success() => {
@@ -1219,6 +1246,50 @@ const MAX_BUSY_RETRIES: u32 = 3;
 const BUSY_PAUSE: Duration = Duration::from_millis(100);
 /// The longest `Retry-After` waited for; a registry asking for longer is not asked again.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// The shortest pause before asking again after a server error or a broken connection;
+/// up to as much again is added at random, so that clients that failed together do not
+/// ask again together.
+const SERVER_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The pause before asking again after a server error or a broken connection.
+fn server_error_pause() -> Duration {
+    SERVER_ERROR_PAUSE + SERVER_ERROR_PAUSE.mul_f64(fastrand::f64())
+}
+
+/// Whether `error` says the connection broke after the request went out and before an
+/// answer came: reset, aborted, or closed before a whole response head. A connection
+/// that could not be made (refused, a name not resolved, a TLS handshake refused) is
+/// not: asking again at once would meet the same failure.
+fn broke_before_answer(error: &Error) -> bool {
+    let Error::Unreachable { source, .. } = error else {
+        return false;
+    };
+    if source.is_connect() {
+        return false;
+    }
+    let mut cause = std::error::Error::source(source);
+    while let Some(current) = cause {
+        if let Some(hyper) = current.downcast_ref::<hyper::Error>() {
+            if hyper.is_incomplete_message() || hyper.is_canceled() {
+                return true;
+            }
+        }
+        if let Some(io) = current.downcast_ref::<std::io::Error>() {
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            ) {
+                return true;
+            }
+        }
+        cause = current.source();
+    }
+    false
+}
 
 /// A `Retry-After` header in seconds (RFC 9110 §10.2.3; an HTTP date is not read).
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
