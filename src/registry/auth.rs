@@ -315,11 +315,18 @@ impl fmt::Debug for Credentials {
     }
 }
 
-/// `user:password` from base64 (the `auth` field of CRI and of `config.json`).
+/// `user:password` from base64 (the `auth` field of CRI and of `config.json`). ASCII
+/// whitespace anywhere in it is skipped: Go's `base64.StdEncoding`, which containerd and
+/// kubelet decode it with, skips line breaks, so a value wrapped over lines is read.
 fn decode_basic(auth: &str) -> Result<Credentials, Error> {
+    let compact = Zeroizing::new(
+        auth.chars()
+            .filter(|c| !c.is_ascii_whitespace())
+            .collect::<String>(),
+    );
     let decoded = Zeroizing::new(
         base64::engine::general_purpose::STANDARD
-            .decode(auth.trim())
+            .decode(compact.as_bytes())
             .map_err(|_| Error::InvalidCredentials {
                 reason: "auth is not base64",
             })?,
@@ -519,7 +526,8 @@ impl DockerAuths {
     /// # Errors
     ///
     /// [`Error::DockerConfig`] when the file cannot be read, is larger than
-    /// [`MAX_DOCKER_CONFIG_BYTES`], is not JSON of that shape, or holds a bad `auth`.
+    /// [`MAX_DOCKER_CONFIG_BYTES`], or is not JSON of that shape. An entry whose `auth`
+    /// cannot be read is ignored, with a warning.
     pub(super) fn load(path: &Path) -> Result<Self, Error> {
         let fail = |reason: String| Error::DockerConfig {
             path: path.to_owned(),
@@ -535,24 +543,11 @@ impl DockerAuths {
         #[derive(Deserialize)]
         struct File {
             #[serde(default)]
-            auths: BTreeMap<String, Entry>,
+            auths: BTreeMap<String, ConfigEntry>,
             #[serde(default, rename = "credsStore")]
             creds_store: Option<String>,
             #[serde(default, rename = "credHelpers")]
             cred_helpers: BTreeMap<String, String>,
-        }
-        #[derive(Deserialize)]
-        struct Entry {
-            #[serde(default)]
-            auth: String,
-            #[serde(default)]
-            username: String,
-            #[serde(default)]
-            password: String,
-            #[serde(default)]
-            identitytoken: String,
-            #[serde(default)]
-            registrytoken: String,
         }
         let file: File = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
         if file.creds_store.is_some() || !file.cred_helpers.is_empty() {
@@ -578,8 +573,18 @@ impl DockerAuths {
                     registry_token: &entry.registrytoken,
                     ..CriAuth::default()
                 })
-            }
-            .map_err(|e| format!("auths.{key:?}: {e}"))?;
+            };
+            // One entry that cannot be read costs its own credentials, not the others':
+            // kubelet, too, goes on without a pull secret it cannot read. Its registry is
+            // then asked anonymously.
+            let credentials = match credentials {
+                Ok(credentials) => credentials,
+                Err(error) => {
+                    tracing::warn!(key = %key, %error,
+                        "a docker config entry that cannot be read is ignored");
+                    continue;
+                }
+            };
             auths.add_missing(&key, credentials);
         }
         Ok(auths)
@@ -618,6 +623,59 @@ impl DockerAuths {
             .iter()
             .find(|e| e.matches(&labels, port, path))
             .map(|e| &e.credentials)
+    }
+}
+
+/// An entry of a `config.json`'s `auths`. Its fields are matched as Go's
+/// `encoding/json` matches them, and so kubelet and docker read them: without regard to
+/// case (`Auth`, `Username`, `IdentityToken`), the last of two spellings winning, a
+/// `null` leaving a field as it was; other fields (`email`, `serveraddress`) are skipped.
+#[derive(Default)]
+struct ConfigEntry {
+    auth: String,
+    username: String,
+    password: String,
+    identitytoken: String,
+    registrytoken: String,
+}
+
+// === impl ConfigEntry ===
+
+impl<'de> Deserialize<'de> for ConfigEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = ConfigEntry;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a docker config auths entry (an object)")
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<ConfigEntry, A::Error> {
+                let mut entry = ConfigEntry::default();
+                while let Some(name) = map.next_key::<String>()? {
+                    let field = match name.to_ascii_lowercase().as_str() {
+                        "auth" => &mut entry.auth,
+                        "username" => &mut entry.username,
+                        "password" => &mut entry.password,
+                        "identitytoken" => &mut entry.identitytoken,
+                        "registrytoken" => &mut entry.registrytoken,
+                        _ => {
+                            map.next_value::<serde::de::IgnoredAny>()?;
+                            continue;
+                        }
+                    };
+                    if let Some(value) = map.next_value::<Option<String>>()? {
+                        *field = value;
+                    }
+                }
+                Ok(entry)
+            }
+        }
+        deserializer.deserialize_map(Fields)
     }
 }
 

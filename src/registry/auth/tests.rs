@@ -234,8 +234,84 @@ fn docker_config_auths_are_read_per_registry() {
         matches!(merged.credentials("127.0.0.1:5000", "app"), Some(Credentials::Basic { username, .. }) if username == "containerd")
     );
     assert!(auths.credentials("example.com", "app").is_none());
-    assert!(DockerAuths::parse(br#"{"auths": {"x": {"auth": "%%%"}}}"#).is_err());
     assert!(DockerAuths::parse(b"42").is_err());
+}
+
+/// An `auth` wrapped over lines, as Go's base64 decoder (containerd's, kubelet's) reads
+/// it: line breaks and other ASCII whitespace are skipped.
+#[test]
+fn a_docker_config_auth_wrapped_over_lines_is_read() {
+    let encoded = b64("wrapped:secret-password");
+    let (head, tail) = encoded.split_at(8);
+    for auth in [
+        format!("{head}\\n{tail}"),
+        format!("{head}\\r\\n{tail}\\n"),
+        format!(" {head} {tail}\\t"),
+    ] {
+        let file = format!(r#"{{"auths": {{"registry.example": {{"auth": "{auth}"}}}}}}"#);
+        let auths = DockerAuths::parse(file.as_bytes()).unwrap_or_else(|e| panic!("{auth}: {e}"));
+        assert!(
+            matches!(
+                auths.credentials("registry.example", "app"),
+                Some(Credentials::Basic { username, password })
+                    if username == "wrapped" && password.expose() == "secret-password"
+            ),
+            "{auth}"
+        );
+    }
+    // The CRI `auth` field is decoded alike.
+    let cri = Credentials::from_cri(CriAuth {
+        auth: &format!("{head}\r\n{tail}"),
+        ..CriAuth::default()
+    });
+    assert!(matches!(cri, Ok(Credentials::Basic { username, .. }) if username == "wrapped"));
+}
+
+/// Entry fields are matched without regard to case, as Go's `encoding/json` (kubelet's
+/// and docker's reader) matches them.
+#[test]
+fn docker_config_fields_are_matched_without_regard_to_case() {
+    let file = format!(
+        r#"{{"auths": {{
+            "a.example": {{"Auth": "{}"}},
+            "b.example": {{"Username": "bee", "PASSWORD": "pw", "Email": "b@example"}},
+            "c.example": {{"IdentityToken": "refresh"}},
+            "d.example": {{"RegistryToken": "tok"}},
+            "e.example": {{"username": "first", "UserName": "last", "password": "pw", "auth": null}}
+        }}}}"#,
+        b64("ay:pw"),
+    );
+    let auths = DockerAuths::parse(file.as_bytes()).unwrap();
+    assert_eq!(user(auths.credentials("a.example", "app")), Some("ay"));
+    assert_eq!(user(auths.credentials("b.example", "app")), Some("bee"));
+    assert!(matches!(
+        auths.credentials("c.example", "app"),
+        Some(Credentials::IdentityToken(token)) if token.expose() == "refresh"
+    ));
+    assert!(matches!(
+        auths.credentials("d.example", "app"),
+        Some(Credentials::RegistryToken(_))
+    ));
+    assert_eq!(user(auths.credentials("e.example", "app")), Some("last"));
+}
+
+/// One entry that cannot be read is ignored with a warning; the others are kept and
+/// the daemon starts.
+#[test]
+fn a_docker_config_entry_that_cannot_be_read_is_ignored() {
+    let file = format!(
+        r#"{{"auths": {{
+            "bad.example": {{"auth": "%%%"}},
+            "nocolon.example": {{"auth": "{}"}},
+            "good.example": {{"auth": "{}"}}
+        }}}}"#,
+        b64("no-colon"),
+        b64("good:pw"),
+    );
+    let auths = DockerAuths::parse(file.as_bytes()).unwrap();
+    assert!(auths.credentials("bad.example", "app").is_none());
+    assert!(auths.credentials("nocolon.example", "app").is_none());
+    assert_eq!(user(auths.credentials("good.example", "app")), Some("good"));
 }
 
 fn basic(username: &str) -> Credentials {
