@@ -505,11 +505,12 @@ impl TokenResponse {
         let response: TokenResponse =
             serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?;
         // Token spec, "Token Response Fields": `token`, with `access_token` as its OAuth2
-        // alias; either may be present.
+        // alias; either may be present. With both, `access_token` is the one used, as
+        // containerd (`remotes/docker/auth` `FetchToken`) and go-containerregistry take it.
         let token = response
-            .token
+            .access_token
             .filter(|t| !t.is_empty())
-            .or(response.access_token.filter(|t| !t.is_empty()))
+            .or(response.token.filter(|t| !t.is_empty()))
             .ok_or_else(|| malformed("no token or access_token".to_owned()))?;
         let lifetime = response
             .expires_in

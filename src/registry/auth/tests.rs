@@ -164,6 +164,8 @@ fn token_responses_accept_either_field() {
     assert_eq!((token.expose(), lifetime), ("t2", DEFAULT_TOKEN_LIFETIME));
     let (token, _) = TokenResponse::parse(br#"{"token":"","access_token":"t3"}"#).unwrap();
     assert_eq!(token.expose(), "t3");
+    let (token, _) = TokenResponse::parse(br#"{"access_token":"t4","token":""}"#).unwrap();
+    assert_eq!(token.expose(), "t4");
     for bad in [
         &b"{}"[..],
         b"not json",
@@ -175,6 +177,18 @@ fn token_responses_accept_either_field() {
             Err(Error::Malformed { .. })
         ));
     }
+}
+
+/// With both fields, `access_token` is used, as containerd and go-containerregistry
+/// use it (a registry may answer an old-style `token` beside the OAuth2 one).
+#[test]
+fn a_token_response_with_both_fields_uses_access_token() {
+    let (token, _) =
+        TokenResponse::parse(br#"{"token":"legacy","access_token":"oauth2"}"#).unwrap();
+    assert_eq!(token.expose(), "oauth2");
+    let (token, _) =
+        TokenResponse::parse(br#"{"access_token":"oauth2","token":"legacy"}"#).unwrap();
+    assert_eq!(token.expose(), "oauth2");
 }
 
 #[test]
