@@ -199,10 +199,12 @@ impl CriCredentials {
     }
 
     /// What is sent to `authority`: the credentials, or none when they are for another
-    /// host.
+    /// host. Host names compare without regard to case (RFC 4343: DNS names do), ports
+    /// exactly: the server address was lowercased as a URL holds it, while `authority`
+    /// keeps the letters of the image reference (`MyReg.Example:5000/app`).
     pub(super) fn for_host(&self, authority: &str) -> Credentials {
         match &self.host {
-            Some(host) if host != authority => Credentials::Anonymous,
+            Some(host) if !same_authority(host, authority) => Credentials::Anonymous,
             _ => self.credentials.clone(),
         }
     }
@@ -313,6 +315,13 @@ impl fmt::Debug for Credentials {
             Self::RegistryToken(_) => f.write_str("RegistryToken([redacted])"),
         }
     }
+}
+
+/// Whether `host[:port]` `a` and `b` name the same host: the host without regard to
+/// ASCII case, the port as written.
+fn same_authority(a: &str, b: &str) -> bool {
+    let ((a_host, a_port), (b_host, b_port)) = (split_port(a), split_port(b));
+    a_host.eq_ignore_ascii_case(b_host) && a_port == b_port
 }
 
 /// `user:password` from base64 (the `auth` field of CRI and of `config.json`). ASCII

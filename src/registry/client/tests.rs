@@ -270,6 +270,53 @@ fn credentials_come_from_the_request_before_the_docker_config() {
     );
 }
 
+/// A request's credentials for a server address reach the registry however the image
+/// reference spells its name (host names compare without regard to case); a port must
+/// be the same.
+#[test]
+fn request_credentials_reach_a_registry_named_in_another_letter_case() {
+    let client = Client::new(RegistryConfig::default()).unwrap();
+    let sent = |address: &str, repo: &str| {
+        let credentials = CriCredentials::from_cri(super::super::CriAuth {
+            username: "request",
+            password: "p",
+            server_address: address,
+            ..super::super::CriAuth::default()
+        })
+        .unwrap();
+        credentials_sent(&client.with_credentials(credentials), repo)
+    };
+    for (address, repo, expected) in [
+        (
+            "https://MyReg.Example:5000",
+            "MyReg.Example:5000/app",
+            basic("request"),
+        ),
+        (
+            "https://myreg.example:5000",
+            "MYREG.example:5000/app",
+            basic("request"),
+        ),
+        (
+            "https://MyReg.Example",
+            "myreg.EXAMPLE/app",
+            basic("request"),
+        ),
+        (
+            "https://myreg.example:5001",
+            "MyReg.Example:5000/app",
+            Credentials::Anonymous,
+        ),
+        (
+            "https://other.example:5000",
+            "MyReg.Example:5000/app",
+            Credentials::Anonymous,
+        ),
+    ] {
+        assert_eq!(sent(address, repo), [expected], "{address} {repo}");
+    }
+}
+
 #[test]
 fn challenges_prefer_bearer() {
     let mut headers = HeaderMap::new();
