@@ -516,7 +516,8 @@ fn verify_keyless(
         let issuer = path.get(1).copied().unwrap_or(leaf);
         sct::verify_embedded_sct(leaf, issuer, &policy.ct_log_keys)?;
     }
-    let identity = cert::leaf_identity(leaf)?;
+    // sigstore-go matches a bundle's identity against one SAN, not every SAN.
+    let identity = cert::bundle_identity(leaf)?;
     check_identity(&identity, &policy.identities)?;
     let signed_digest = check_statement(payload, image)?;
     Ok(Signer {

@@ -65,7 +65,9 @@ pub struct ParsedCertificate {
     subject_key_id: Option<Box<[u8]>>,
 }
 
-/// Who a leaf certificate names: every SAN value (email, URI, DNS) and the OIDC issuer.
+/// Who a leaf certificate names: the SAN values an identity may match, every one for a
+/// legacy layer ([`leaf_identity`]) and at most one for a bundle ([`bundle_identity`]),
+/// and the OIDC issuer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeafIdentity {
     pub subject_alternative_names: Vec<String>,
@@ -551,9 +553,10 @@ pub fn check_code_signing(leaf: &ParsedCertificate) -> Result<(), Rejection> {
     }
 }
 
-/// Reads the SANs and the OIDC issuer of a Fulcio leaf: 1.3.6.1.4.1.57264.1.8 (a DER
-/// UTF8String) if present, else the deprecated 1.3.6.1.4.1.57264.1.1 (raw UTF-8 bytes),
-/// Fulcio `docs/oid-info.md`.
+/// The identity a legacy `.sig` layer's leaf names: every email, DNS and URI SAN and
+/// Fulcio's username otherName, any of which may match (cosign
+/// `cryptoutils.GetSubjectAlternateNames`, as `CheckCertificatePolicy` uses it), with
+/// the OIDC issuer ([`oidc_issuer`]).
 ///
 /// # Errors
 ///
@@ -563,26 +566,81 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
     let mut names = Vec::new();
     match tbs.get_extension::<SubjectAltName>() {
         Ok(Some((_, san))) => {
-            for name in san.0 {
+            for name in &san.0 {
                 match name {
                     GeneralName::Rfc822Name(s)
                     | GeneralName::DnsName(s)
                     | GeneralName::UniformResourceIdentifier(s) => names.push(s.to_string()),
-                    // Fulcio puts usernames in an otherName of its own type as a
-                    // UTF8String, the only otherName sigstore reads as a name
-                    // (`cryptoutils.UnmarshalOtherNameSAN`); other types name nothing.
-                    GeneralName::OtherName(other) if other.type_id == OID_OTHERNAME_USERNAME => {
-                        if let Ok(s) = other.value.decode_as::<Utf8StringRef<'_>>() {
-                            names.push(s.as_str().to_owned());
-                        }
-                    }
                     _ => {}
                 }
             }
+            names.extend(fulcio_username(&san.0));
         }
         Ok(None) => {}
         Err(e) => return Err(Rejection::Malformed(format!("subjectAltName: {e}"))),
     }
+    Ok(LeafIdentity {
+        subject_alternative_names: names,
+        issuer: oidc_issuer(leaf)?,
+    })
+}
+
+/// The identity a Sigstore bundle's leaf names: one SAN, the first URI if any, else the
+/// first email address, else Fulcio's username otherName, and never a DNS name
+/// (sigstore-go `pkg/fulcio/certificate/summarize.go`, `SummarizeCertificate`, which
+/// `pkg/verify/certificate_identity.go` matches against), with the OIDC issuer as
+/// [`leaf_identity`] reads it. A leaf with none of these names no one: its list is empty.
+///
+/// # Errors
+///
+/// `Malformed` when the SAN or an issuer extension does not decode.
+pub fn bundle_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection> {
+    let tbs = leaf.inner().tbs_certificate();
+    let names = match tbs.get_extension::<SubjectAltName>() {
+        Ok(Some((_, san))) => san.0,
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(Rejection::Malformed(format!("subjectAltName: {e}"))),
+    };
+    let first_uri = names.iter().find_map(|name| match name {
+        GeneralName::UniformResourceIdentifier(s) => Some(s.to_string()),
+        _ => None,
+    });
+    let first_email = || {
+        names.iter().find_map(|name| match name {
+            GeneralName::Rfc822Name(s) => Some(s.to_string()),
+            _ => None,
+        })
+    };
+    let name = first_uri
+        .or_else(first_email)
+        .or_else(|| fulcio_username(&names));
+    Ok(LeafIdentity {
+        subject_alternative_names: name.into_iter().collect(),
+        issuer: oidc_issuer(leaf)?,
+    })
+}
+
+/// Fulcio's username otherName as sigstore reads it (`cryptoutils.UnmarshalOtherNameSAN`):
+/// Fulcio puts a username in an otherName of its own type as a UTF8String, and it names
+/// the signer only as the SAN's only otherName; none when there are several, or when any
+/// otherName is of another type or does not decode.
+fn fulcio_username(names: &[GeneralName]) -> Option<String> {
+    let mut found = None;
+    for name in names {
+        if let GeneralName::OtherName(other) = name {
+            if other.type_id != OID_OTHERNAME_USERNAME || found.is_some() {
+                return None;
+            }
+            let s = other.value.decode_as::<Utf8StringRef<'_>>().ok()?;
+            found = Some(s.as_str().to_owned());
+        }
+    }
+    found
+}
+
+/// The OIDC issuer of a Fulcio leaf: 1.3.6.1.4.1.57264.1.8 (a DER UTF8String) if present,
+/// else the deprecated 1.3.6.1.4.1.57264.1.1 (raw UTF-8 bytes), Fulcio `docs/oid-info.md`.
+fn oidc_issuer(leaf: &ParsedCertificate) -> Result<Option<String>, Rejection> {
     let issuer = if let Some(value) = leaf.extension_value(OID_ISSUER_V2) {
         let s = Utf8StringRef::from_der(value)
             .map_err(|e| Rejection::Malformed(format!("OIDC issuer extension: {e}")))?;
@@ -596,8 +654,5 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
     } else {
         None
     };
-    Ok(LeafIdentity {
-        subject_alternative_names: names,
-        issuer,
-    })
+    Ok(issuer)
 }

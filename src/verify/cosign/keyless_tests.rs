@@ -511,6 +511,101 @@ fn only_fulcios_username_other_name_is_a_subject() {
 }
 
 #[test]
+fn a_bundle_is_matched_on_one_san_and_a_legacy_layer_on_every_san() {
+    const FULCIO_USERNAME: [u64; 9] = [1, 3, 6, 1, 4, 1, 57264, 1, 7];
+    let uri = "https://ci.example.com/job";
+    let email = |s: &str| SanType::Rfc822Name(s.try_into().unwrap());
+    let username = |s: &str| SanType::OtherName((FULCIO_USERNAME.to_vec(), s.into()));
+    // (SANs, the subject accepted, bundle trusted, legacy layer trusted): sigstore-go's
+    // SummarizeCertificate takes the first URI, else the first email, else Fulcio's
+    // username, and no DNS name; cosign's GetSubjectAlternateNames takes them all, the
+    // username only as the one otherName.
+    let cases = [
+        (
+            vec![SanType::URI(uri.try_into().unwrap()), email(SAN)],
+            SAN,
+            false,
+            true,
+        ),
+        (
+            vec![email(SAN), SanType::URI(uri.try_into().unwrap())],
+            uri,
+            true,
+            true,
+        ),
+        (
+            vec![email("first@example.com"), email(SAN)],
+            SAN,
+            false,
+            true,
+        ),
+        (
+            vec![email("first@example.com"), email(SAN)],
+            "first@example.com",
+            true,
+            true,
+        ),
+        (
+            vec![SanType::DnsName("builder.example.com".try_into().unwrap())],
+            "builder.example.com",
+            false,
+            true,
+        ),
+        (
+            vec![email(SAN), username("release")],
+            "release",
+            false,
+            true,
+        ),
+        (
+            vec![
+                SanType::DnsName("builder.example.com".try_into().unwrap()),
+                username("release"),
+            ],
+            "release",
+            true,
+            true,
+        ),
+        (
+            vec![username("release"), username("other")],
+            "release",
+            false,
+            false,
+        ),
+    ];
+    for (sans, subject, bundle_trusted, layer_trusted) in cases {
+        let s = Sigstore::new(LeafSpec {
+            sans: sans.clone(),
+            ..LeafSpec::default()
+        });
+        let mut policy = s.policy();
+        policy.identities = vec![KeylessIdentity {
+            subject: Matcher::Exact(subject.to_owned()),
+            issuer: Some(Matcher::Exact(ISSUER.to_owned())),
+        }];
+        let b = s.sigstore_bundle(&statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE));
+        for (what, verdict, trusted) in [
+            ("bundle", run_bundle(&b, &policy, at(0)), bundle_trusted),
+            ("layer", run(&s.layer(), &policy, at(0)), layer_trusted),
+        ] {
+            match verdict {
+                Verdict::Trusted(ref signer) => {
+                    assert!(trusted, "{what} {sans:?} {subject}: {verdict:?}");
+                    if what == "bundle" {
+                        // The signer named is the one SAN matched.
+                        assert_eq!(signer.identity, subject, "{sans:?}");
+                    }
+                }
+                Verdict::Rejected(Rejection::IdentityNotTrusted(_)) => {
+                    assert!(!trusted, "{what} {sans:?} {subject}: {verdict:?}")
+                }
+                other => panic!("{what} {sans:?} {subject}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn other_root_and_annotation_root_are_untrusted() {
     let s = Sigstore::new(LeafSpec::default());
     let other = Sigstore::new(LeafSpec::default());
