@@ -15,8 +15,9 @@
 //! an image and is refused.
 //!
 //! Checks, in order: bundle parse → verification material → DSSE signature over PAE
-//! (DSSE protocol spec, "Signature definition") → with `require_tlog`, a tlog entry from
-//! a configured log: SET and/or inclusion proof with checkpoint, body vs this envelope
+//! (DSSE protocol spec, "Signature definition") → with `require_tlog`, the tlog entries:
+//! each from a configured log with SET and/or inclusion proof with checkpoint, body vs
+//! this envelope, and at least one
 //! → keyless: the time it signed (the verified integratedTime, else each verified
 //! RFC 3161 genTime; none is a refusal), chain through a Fulcio CA valid at that time,
 //! validity at that time, code signing, SCT, identity → statement subject vs image
@@ -49,8 +50,9 @@ use crate::verify::{Rejection, Signer, VerifierKind};
 
 /// The largest bundle we parse (a keyless bundle with proof and checkpoint is ~6 KiB).
 pub const MAX_BUNDLE_BYTES: usize = 256 * 1024;
-/// Most tlog entries considered in one bundle.
-pub const MAX_TLOG_ENTRIES: usize = 8;
+/// Most tlog entries in one bundle; a bundle with more is refused (sigstore-go
+/// `internal/limits`, `MaxAllowedTlogEntries`).
+pub const MAX_TLOG_ENTRIES: usize = 32;
 /// The predicate type of a cosign image signature in bundle form.
 pub const COSIGN_SIGN_PREDICATE_TYPE: &str = "https://sigstore.dev/cosign/sign/v1";
 /// DSSE payload type of an in-toto statement.
@@ -473,11 +475,11 @@ fn verify_keyless(
         version,
         payload,
         signature,
-        Verifier::CertificateDer(leaf.der()),
+        Verifier::Certificate(leaf),
         policy,
     )?;
-    // When the certificate was used: the SET's integratedTime (Rekor v1), and the
-    // timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
+    // When the certificate was used: the integratedTimes the entries' SETs sign (Rekor
+    // v1), and the timestamps are then not consulted; else the genTime of each RFC 3161 timestamp
     // from a configured authority (Rekor v2 entries carry no time). Where the log is
     // consulted, never now: an inclusion proof shows that the entry is logged, not when
     // (sigstore-go takes no time from it, `pkg/verify/tlog.go`), and cosign then verifies
@@ -486,9 +488,9 @@ fn verify_keyless(
     // Where it is not (`--insecure-ignore-tlog`) and no timestamp vouches, cosign
     // verifies at the current time (`WithCurrentTime()`), and so does crigate: the
     // verdict then ends with the chain.
-    let mut times = match logged.as_ref().and_then(|e| e.integrated_time) {
-        Some(at) => vec![at],
-        None => signed_times(material, signature, policy)?,
+    let mut times = match logged {
+        Some(evidence) if !evidence.integrated_times.is_empty() => evidence.integrated_times,
+        _ => signed_times(material, signature, policy)?,
     };
     let judged_now = times.is_empty() && !policy.require_tlog;
     if judged_now {
@@ -639,21 +641,26 @@ pub(super) fn verify_timestamp(
 /// Who the tlog entry must name as the signer.
 #[derive(Clone, Copy)]
 enum Verifier<'a> {
-    CertificateDer(&'a [u8]),
+    Certificate(&'a ParsedCertificate),
     SpkiDer(&'a [u8]),
 }
 
-/// The tlog entry the policy requires ([`CosignPolicy::require_tlog`]): the first of the
-/// bundle's entries, at most [`MAX_TLOG_ENTRIES`], that verifies. One from a log the
-/// policy does not configure (or of a kind not read, or that fails) is passed over, as
-/// sigstore-go `pkg/verify/tlog.go` (`VerifyArtifactTransparencyLog`) skips entries its
-/// trusted root cannot verify. `None` when the policy does not require the log: the
-/// entries are then not read (cosign `--insecure-ignore-tlog`).
+/// The tlog entries the policy requires ([`CosignPolicy::require_tlog`]), judged as
+/// sigstore-go judges them (`pkg/verify/tlog.go`, `VerifyTlogEntry`): more than
+/// [`MAX_TLOG_ENTRIES`], or two with the same log and index, refuse the bundle. An entry
+/// that names no configured log is passed over, and so is one whose SET does not verify
+/// (sigstore-go "skip entries the trust root cannot verify"); any other failure of an
+/// entry from a configured log (no proof where one is needed, a proof or checkpoint that
+/// does not verify, a body that logs another payload, signature or signer, a kind not
+/// read, a keyless entry's integratedTime outside the leaf's validity) refuses the
+/// bundle, whatever the other entries show. At least one entry must verify. `None` when
+/// the policy does not require the log: the entries are then not read (cosign
+/// `--insecure-ignore-tlog`).
 ///
 /// # Errors
 ///
-/// When no entry verifies, the most informative of their rejections; with no entry at
-/// all, `UntrustedRoot`.
+/// The failing entry's rejection; when no entry verifies, the most informative reason an
+/// entry was passed over, or `UntrustedRoot`.
 fn required_tlog_entry(
     entries: &[WireTlogEntry],
     version: Version,
@@ -665,111 +672,241 @@ fn required_tlog_entry(
     if !policy.require_tlog {
         return Ok(None);
     }
-    let mut best = None;
-    for entry in entries.iter().take(MAX_TLOG_ENTRIES) {
-        match check_tlog_entry(entry, version, payload, signature, verifier, policy) {
-            Ok(evidence) => return Ok(Some(evidence)),
-            Err(rejection) => {
+    if entries.len() > MAX_TLOG_ENTRIES {
+        return Err(Rejection::Malformed(format!(
+            "bundle has {} tlog entries, over the limit of {MAX_TLOG_ENTRIES}",
+            entries.len()
+        )));
+    }
+    let log_ids = entries
+        .iter()
+        .map(|entry| {
+            entry
+                .log_id
+                .as_ref()
+                .map(|id| {
+                    B64.decode(id.key_id.as_bytes())
+                        .map_err(malformed("log id"))
+                })
+                .transpose()
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // sigstore-go: "disallow duplicate entries, as a malicious actor could use
+    // duplicates to bypass the threshold".
+    for (i, (entry, id)) in entries.iter().zip(&log_ids).enumerate() {
+        let duplicated = entries
+            .iter()
+            .zip(&log_ids)
+            .skip(i + 1)
+            .any(|(other, other_id)| other.log_index == entry.log_index && other_id == id);
+        if duplicated {
+            return Err(Rejection::Malformed(format!(
+                "bundle has two tlog entries for log index {} of one log",
+                entry.log_index
+            )));
+        }
+    }
+    let mut verified = false;
+    let mut integrated_times = Vec::new();
+    let mut timed_logs: Vec<&[u8]> = Vec::new();
+    let mut passed_over = None;
+    for (entry, log_id) in entries.iter().zip(&log_ids) {
+        match check_tlog_entry(
+            entry,
+            log_id.as_deref(),
+            version,
+            payload,
+            signature,
+            verifier,
+            policy,
+        )? {
+            EntryOutcome::Verified { integrated_time } => {
+                verified = true;
+                // One time per log, its first entry's (sigstore-go `hasTimestampMap`).
+                if let (Some(at), Some(id)) = (integrated_time, log_id.as_deref()) {
+                    if !timed_logs.contains(&id) {
+                        timed_logs.push(id);
+                        integrated_times.push(at);
+                    }
+                }
+            }
+            EntryOutcome::PassedOver(rejection) => {
                 tracing::debug!(
                     log_index = entry.log_index,
                     %rejection,
                     "tlog entry passed over"
                 );
-                best = Some(super::more_informative(best, rejection));
+                passed_over = Some(super::more_informative(passed_over, rejection));
             }
         }
     }
-    Err(best.unwrap_or_else(|| {
-        Rejection::UntrustedRoot("bundle has no verified transparency log entry".to_owned())
-    }))
+    if verified {
+        Ok(Some(TlogEvidence { integrated_times }))
+    } else {
+        Err(passed_over.unwrap_or_else(|| {
+            Rejection::UntrustedRoot("bundle has no verified transparency log entry".to_owned())
+        }))
+    }
 }
 
-/// Verifies one tlog entry. v0.1 bundles must carry an inclusion promise (SET); v0.2
-/// and later an inclusion proof with a checkpoint (sigstore_bundle.proto,
-/// "VerificationMaterial"). The integratedTime is returned only when a SET covers it:
-/// the Merkle leaf does not include the time, so a proof alone gives none.
+/// What one tlog entry shows, when it does not refuse the bundle.
+enum EntryOutcome {
+    /// The entry logs this signature; its integratedTime if a SET covers it.
+    Verified { integrated_time: Option<SystemTime> },
+    /// The entry is not from a configured log, or its SET does not verify: it counts
+    /// for nothing.
+    PassedOver(Rejection),
+}
+
+/// Judges one tlog entry ([`required_tlog_entry`]). v0.1 bundles must carry an inclusion
+/// promise (SET); v0.2 and later an inclusion proof with a checkpoint
+/// (sigstore_bundle.proto, "VerificationMaterial"). The integratedTime is returned only
+/// when a SET covers it: the Merkle leaf does not include the time, so a proof alone
+/// gives none.
+///
+/// # Errors
+///
+/// A failure that refuses the bundle.
 fn check_tlog_entry(
     entry: &WireTlogEntry,
+    log_id: Option<&[u8]>,
     version: Version,
     payload: &[u8],
     signature: &[u8],
     verifier: Verifier<'_>,
     policy: &CosignPolicy,
-) -> Result<TlogEvidence, Rejection> {
-    let kind = match (
-        entry.kind_version.kind.as_str(),
-        entry.kind_version.version.as_str(),
-    ) {
-        ("dsse", "0.0.1") => Some(EntryKind::DsseV001),
-        ("dsse", "0.0.2") => Some(EntryKind::DsseV002),
-        _ => None,
-    };
-    let Some(kind) = kind else {
-        // Only a policy that requires the log reads entries; one that does not
-        // (`require_tlog = false`) never gets here, whatever their kind.
-        return Err(Rejection::UnsupportedAlgorithm(format!(
-            "tlog entry kind {} {} (dsse 0.0.1 and 0.0.2 are supported)",
-            entry.kind_version.kind, entry.kind_version.version
-        )));
-    };
+) -> Result<EntryOutcome, Rejection> {
     let body = B64
         .decode(entry.canonicalized_body.as_bytes())
         .map_err(malformed("tlog body"))?;
     if body.len() > rekor::MAX_ENTRY_BODY_BYTES {
         return Err(Rejection::Malformed("tlog body over its limit".to_owned()));
     }
-    let mut time = None;
-    match (&entry.inclusion_promise, version) {
-        (Some(promise), _) => {
-            let key_id = entry
-                .log_id
-                .as_ref()
-                .ok_or_else(|| {
-                    Rejection::Malformed("tlog entry with a SET but no log id".to_owned())
-                })
-                .and_then(|id| {
-                    B64.decode(id.key_id.as_bytes())
-                        .map_err(malformed("log id"))
-                })?;
-            let rekor_bundle = RekorBundle {
-                signed_entry_timestamp: B64
-                    .decode(promise.signed_entry_timestamp.as_bytes())
-                    .map_err(malformed("SET"))?,
-                payload: RekorPayload {
-                    body: B64.encode(&body),
-                    integrated_time: entry.integrated_time,
-                    log_index: entry.log_index,
-                    log_id: hex::encode(&key_id),
-                },
-            };
-            time = Some(rekor::verify_set(&rekor_bundle, &policy.rekor_keys)?);
-        }
-        (None, Version::V01) => {
+    // The form every entry must have, from a configured log or not: sigstore_bundle.proto
+    // (and sigstore-go's bundle validation): v0.1 needs a promise, v0.2 and later a proof;
+    // sigstore-go `VerifyTlogEntry`: a promise or a proof, and a Rekor v2 entry a proof,
+    // as it has no SET to stand for it.
+    let rekor_v2 = entry.kind_version.kind == "dsse" && entry.kind_version.version == "0.0.2";
+    match (&entry.inclusion_promise, &entry.inclusion_proof, version) {
+        (None, None, _) => {
             return Err(Rejection::Malformed(
-                "v0.1 bundle tlog entry without inclusion promise".to_owned(),
+                "tlog entry has neither inclusion promise nor inclusion proof".to_owned(),
             ))
         }
-        (None, _) => {}
-    }
-    match (&entry.inclusion_proof, version) {
-        (Some(proof), _) => check_inclusion_proof(proof, &body, policy)?,
-        // A Rekor v2 entry is logged only by its proof: there is no SET to stand for it.
-        (None, _) if kind == EntryKind::DsseV002 => {
+        (_, None, _) if rekor_v2 => {
             return Err(Rejection::Malformed(
                 "Rekor v2 tlog entry without inclusion proof".to_owned(),
             ))
         }
-        (None, Version::V01) => {}
-        (None, _) => {
+        (None, _, Version::V01) => {
+            return Err(Rejection::Malformed(
+                "v0.1 bundle tlog entry without inclusion promise".to_owned(),
+            ))
+        }
+        (_, None, Version::V02 | Version::V03) => {
             return Err(Rejection::Malformed(
                 "bundle tlog entry without inclusion proof".to_owned(),
             ))
         }
+        _ => {}
+    }
+    if !names_a_configured_log(entry, log_id, policy) {
+        return Ok(EntryOutcome::PassedOver(Rejection::UntrustedRoot(
+            "tlog entry names no configured transparency log (by log id or checkpoint signer)"
+                .to_owned(),
+        )));
+    }
+    let kind = match (
+        entry.kind_version.kind.as_str(),
+        entry.kind_version.version.as_str(),
+    ) {
+        ("dsse", "0.0.1") => EntryKind::DsseV001,
+        ("dsse", "0.0.2") => EntryKind::DsseV002,
+        _ => {
+            // Only a policy that requires the log reads entries; one that does not
+            // (`require_tlog = false`) never gets here, whatever their kind.
+            return Err(Rejection::UnsupportedAlgorithm(format!(
+                "tlog entry kind {} {} (dsse 0.0.1 and 0.0.2 are supported)",
+                entry.kind_version.kind, entry.kind_version.version
+            )));
+        }
+    };
+    let mut time = None;
+    if let Some(promise) = &entry.inclusion_promise {
+        match verify_promise(entry, log_id, promise, &body, policy) {
+            Ok(at) => time = Some(at),
+            Err(rejection) => return Ok(EntryOutcome::PassedOver(rejection)),
+        }
+    }
+    if let Some(proof) = &entry.inclusion_proof {
+        check_inclusion_proof(proof, &body, policy)?;
     }
     check_dsse_body(kind, &body, payload, signature, verifier)?;
-    Ok(TlogEvidence {
+    // sigstore-go: "Check tlog entry time against bundle certificates", for any entry
+    // that states a time, signed or not.
+    if let (Verifier::Certificate(leaf), true) = (verifier, entry.integrated_time != 0) {
+        let (not_before, not_after) = leaf.validity();
+        let at = u64::try_from(entry.integrated_time).ok().and_then(|secs| {
+            SystemTime::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(secs))
+        });
+        if !at.is_some_and(|at| not_before <= at && at <= not_after) {
+            return Err(Rejection::Expired(format!(
+                "tlog entry integratedTime {} is outside the certificate's validity",
+                entry.integrated_time
+            )));
+        }
+    }
+    Ok(EntryOutcome::Verified {
         integrated_time: time,
     })
+}
+
+/// Whether the entry claims a configured log: its log id is a configured Rekor key's
+/// (SHA-256 of its SPKI, as `trusted_root.json` names logs), or its checkpoint bears a
+/// signature naming one (a Rekor v2 entry may carry no log id). Claims only: the SET and
+/// the checkpoint are verified after.
+fn names_a_configured_log(
+    entry: &WireTlogEntry,
+    log_id: Option<&[u8]>,
+    policy: &CosignPolicy,
+) -> bool {
+    let by_id = log_id.is_some_and(|id| {
+        policy
+            .rekor_keys
+            .iter()
+            .any(|k| k.key.key_id().as_slice() == id)
+    });
+    let by_checkpoint = entry
+        .inclusion_proof
+        .as_ref()
+        .and_then(|proof| proof.checkpoint.as_ref())
+        .and_then(|cp| merkle::Checkpoint::parse(cp.envelope.as_bytes()).ok())
+        .is_some_and(|cp| cp.names_a_key(&policy.rekor_keys));
+    by_id || by_checkpoint
+}
+
+/// Verifies an entry's SET and returns the integratedTime it signs.
+fn verify_promise(
+    entry: &WireTlogEntry,
+    log_id: Option<&[u8]>,
+    promise: &WirePromise,
+    body: &[u8],
+    policy: &CosignPolicy,
+) -> Result<SystemTime, Rejection> {
+    let log_id = log_id
+        .ok_or_else(|| Rejection::Malformed("tlog entry with a SET but no log id".to_owned()))?;
+    let rekor_bundle = RekorBundle {
+        signed_entry_timestamp: B64
+            .decode(promise.signed_entry_timestamp.as_bytes())
+            .map_err(malformed("SET"))?,
+        payload: RekorPayload {
+            body: B64.encode(body),
+            integrated_time: entry.integrated_time,
+            log_index: entry.log_index,
+            log_id: hex::encode(log_id),
+        },
+    };
+    rekor::verify_set(&rekor_bundle, &policy.rekor_keys)
 }
 
 /// The tlog entry kinds read.
@@ -781,9 +918,10 @@ enum EntryKind {
     DsseV002,
 }
 
-/// A verified tlog entry for the signature, and its integratedTime if a SET covers it.
+/// The verified tlog entries for the signature: the integratedTimes their SETs cover,
+/// one per log.
 struct TlogEvidence {
-    integrated_time: Option<SystemTime>,
+    integrated_times: Vec<SystemTime>,
 }
 
 /// RFC 6962 §2.1.1 audit path from the entry's leaf hash to the checkpoint's root, and
@@ -856,7 +994,7 @@ fn check_dsse_body(
     }
     let ours = logged.signatures.iter().any(|s| {
         let signer = match verifier {
-            Verifier::CertificateDer(der) => s.certificate.as_deref() == Some(der),
+            Verifier::Certificate(leaf) => s.certificate.as_deref() == Some(leaf.der()),
             Verifier::SpkiDer(der) => s.key.as_deref() == Some(der),
         };
         s.signature.as_deref() == Some(signature) && signer

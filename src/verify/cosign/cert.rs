@@ -265,7 +265,7 @@ impl ParsedCertificate {
             .map(|e| e.extn_id)
     }
 
-    fn validity(&self) -> (SystemTime, SystemTime) {
+    pub(crate) fn validity(&self) -> (SystemTime, SystemTime) {
         let v = self.cert.tbs_certificate().validity();
         (v.not_before.to_system_time(), v.not_after.to_system_time())
     }

@@ -1775,16 +1775,17 @@ fn key_based_bundle_verifies_under_a_trusted_key() {
 #[test]
 fn a_tlog_entry_of_an_unread_kind_counts_as_none() {
     // A key-based bundle whose entry is of a kind not read here (`intoto` 0.0.2).
-    let (_, mut b, mut policy) = key_based_bundle();
+    let (s, mut b, mut policy) = key_based_bundle();
     b["verificationMaterial"]["tlogEntries"][0]["kindVersion"] =
         serde_json::json!({"kind": "intoto", "version": "0.0.2"});
+    policy.rekor_keys = s.policy().rekor_keys;
     // Not required: judged by the key alone.
     let v = run_bundle(&b, &policy, at(0));
     assert!(
         matches!(v, Verdict::Trusted(ref signer) if signer.identity == "release"),
         "{v:?}"
     );
-    // Required: refused, saying which kind it could not read.
+    // Required: from a configured log, refused, saying which kind it could not read.
     policy.require_tlog = true;
     let verdict = run_bundle(&b, &policy, at(0));
     let rejection = rejected(&verdict);
@@ -2028,6 +2029,75 @@ fn a_tlog_entry_from_a_log_not_configured_is_passed_over() {
     b["verificationMaterial"]["tlogEntries"] = serde_json::json!([foreign]);
     let v = run_bundle(&b, &s.policy(), at(0));
     assert!(matches!(rejected(&v), Rejection::UntrustedRoot(_)), "{v:?}");
+}
+
+#[test]
+fn an_entry_from_a_configured_log_that_fails_refuses_the_bundle() {
+    // sigstore-go `VerifyTlogEntry`: only entries from logs not configured, or whose SET
+    // does not verify, are passed over; another entry that verifies does not excuse
+    // any other failure.
+    let s = Sigstore::new(LeafSpec::default());
+    let policy = s.policy();
+    let signed = statement(&image(), bundle::COSIGN_SIGN_PREDICATE_TYPE);
+    let b = s.sigstore_bundle(&signed);
+    let good = b["verificationMaterial"]["tlogEntries"][0].clone();
+    // Another entry of the same log, at another index: no SET (its SET would sign the
+    // index), an inclusion proof that verifies.
+    let unpromised = |mut entry: serde_json::Value| {
+        entry.as_object_mut().unwrap().remove("inclusionPromise");
+        entry["logIndex"] = "3".into();
+        entry
+    };
+    let with = |entries: serde_json::Value| {
+        let mut b = b.clone();
+        b["verificationMaterial"]["tlogEntries"] = entries;
+        run_bundle(&b, &policy, at(0))
+    };
+
+    let mut bad_proof = unpromised(good.clone());
+    let h = &mut bad_proof["inclusionProof"]["hashes"][0];
+    let mut raw = B64.decode(h.as_str().unwrap()).unwrap();
+    raw[0] ^= 1;
+    *h = B64.encode(raw).into();
+    let other_payload = unpromised(
+        s.sigstore_bundle(&statement(
+            &Digest::sha256(b"other"),
+            bundle::COSIGN_SIGN_PREDICATE_TYPE,
+        ))["verificationMaterial"]["tlogEntries"][0]
+            .clone(),
+    );
+    let mut out_of_validity = unpromised(good.clone());
+    out_of_validity["integratedTime"] = ((NOT_BEFORE_UNIX + 3_600) as i64).to_string().into();
+    for (what, entries) in [
+        ("proof", serde_json::json!([bad_proof, good])),
+        ("body", serde_json::json!([good, other_payload])),
+        ("time", serde_json::json!([good, out_of_validity])),
+        ("duplicate", serde_json::json!([good, good])),
+    ] {
+        let v = with(entries);
+        let r = rejected(&v);
+        assert!(
+            matches!(
+                (what, r),
+                ("proof" | "body", Rejection::Tampered(_))
+                    | ("time", Rejection::Expired(_))
+                    | ("duplicate", Rejection::Malformed(_))
+            ),
+            "{what}: {r:?}"
+        );
+    }
+    // A second entry of the log that verifies is no failure.
+    assert!(matches!(
+        with(serde_json::json!([good, unpromised(good.clone())])),
+        Verdict::Trusted(_)
+    ));
+    // An entry whose SET does not verify is passed over, as sigstore-go skips it.
+    let mut bad_set = good.clone();
+    bad_set["logIndex"] = "3".into();
+    let v = with(serde_json::json!([bad_set, good]));
+    assert!(matches!(v, Verdict::Trusted(_)), "{v:?}");
+    let v = with(serde_json::json!([bad_set]));
+    assert!(matches!(rejected(&v), Rejection::Tampered(_)), "{v:?}");
 }
 
 #[test]

@@ -184,6 +184,14 @@ impl Checkpoint {
         })
     }
 
+    /// Whether any signature names a configured log key (by the key IDs [`Self::verify`]
+    /// reads), verified or not: the checkpoint claims to be from a configured log.
+    pub fn names_a_key(&self, log_keys: &[LogKey]) -> bool {
+        self.signatures
+            .iter()
+            .any(|sig| log_keys.iter().any(|k| names(&k.key, sig)))
+    }
+
     /// Verifies that a configured log key signed this checkpoint. A signature names its
     /// key by a 4-byte key ID: for Rekor v1's logs, the first 4 bytes of SHA-256 of the
     /// key's DER SPKI (Rekor `pkg/util/signed_note.go`; also the C2SP signed-note ID of
