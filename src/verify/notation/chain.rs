@@ -116,6 +116,18 @@ pub enum Purpose {
     Timestamping,
 }
 
+/// Why notation-go cannot read a leaf's subject as a distinguished name
+/// ([`Cert::subject_attributes`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubjectError {
+    #[error("attribute {0} is not one of C, ST, L, O, OU, CN, SERIALNUMBER, STREET, POSTALCODE, which Go writes as {0}=#<hex> and notation refuses")]
+    UnnamedAttribute(ObjectIdentifier),
+    #[error("{0} is not a string")]
+    NotAString(&'static str),
+    #[error("{0} holds \"=#\", which notation refuses")]
+    HexLike(&'static str),
+}
+
 /// Why a chain does not meet the Notary Project certificate requirements.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum ChainError {
@@ -255,19 +267,39 @@ impl Cert {
         out
     }
 
-    /// The subject's attributes that `x509.subject` identities can name, by short name,
-    /// in certificate order. Values of other string types are left out.
-    pub(crate) fn subject_attributes(&self) -> Vec<(&'static str, String)> {
-        let mut attributes = Vec::new();
+    /// The subject as notation-go reads it to match `x509.subject` identities
+    /// (`verifyX509TrustedIdentities`: `pkix.ParseDistinguishedName(leafCert.Subject.String())`),
+    /// by short name, in certificate order. Go's `pkix.Name` keeps one CN and one
+    /// SERIALNUMBER, the last the subject gives (`FillFromRDNSequence`), and writes none
+    /// when that is empty; its `String` writes any attribute outside
+    /// [`SUBJECT_ATTRIBUTES`] as `OID=#hex`, and notation's parser refuses a name holding
+    /// `=#`.
+    ///
+    /// # Errors
+    ///
+    /// A subject that notation cannot parse, which so matches no identity.
+    pub(crate) fn subject_attributes(&self) -> Result<Vec<(&'static str, String)>, SubjectError> {
+        let mut attributes: Vec<(&'static str, String)> = Vec::new();
         for atv in self.cert.tbs_certificate().subject().iter() {
             let Some((_, name)) = SUBJECT_ATTRIBUTES.iter().find(|(o, _)| *o == atv.oid) else {
-                continue;
+                return Err(SubjectError::UnnamedAttribute(atv.oid));
             };
-            if let Some(value) = directory_string(&atv.value) {
-                attributes.push((*name, value));
+            // Go's `crypto/x509` parses only string values; it refuses the certificate
+            // otherwise.
+            let value = directory_string(&atv.value).ok_or(SubjectError::NotAString(name))?;
+            // `String` does not escape '=', so such a value alone gives "=#".
+            if value.contains("=#") {
+                return Err(SubjectError::HexLike(name));
             }
+            if matches!(*name, "CN" | "SERIALNUMBER") {
+                attributes.retain(|(kind, _)| kind != name);
+                if value.is_empty() {
+                    continue;
+                }
+            }
+            attributes.push((*name, value));
         }
-        attributes
+        Ok(attributes)
     }
 
     pub(crate) fn not_before(&self) -> Moment {
@@ -744,13 +776,15 @@ fn time_to_moment(time: x509_cert::time::Time) -> Moment {
     Moment::from_unix_duration(time.to_unix_duration())
 }
 
-/// The text of a DirectoryString or PrintableString/IA5String attribute value.
+/// The text of a DirectoryString, PrintableString, IA5String or NumericString attribute
+/// value (the string types Go's `crypto/x509` reads in a name).
 fn directory_string(value: &der::Any) -> Option<String> {
     let bytes = value.value();
     match value.tag() {
-        der::Tag::Utf8String | der::Tag::PrintableString | der::Tag::Ia5String => {
-            std::str::from_utf8(bytes).ok().map(str::to_owned)
-        }
+        der::Tag::Utf8String
+        | der::Tag::PrintableString
+        | der::Tag::Ia5String
+        | der::Tag::NumericString => std::str::from_utf8(bytes).ok().map(str::to_owned),
         // TeletexString: treated as Latin-1, as most decoders do.
         der::Tag::TeletexString => Some(bytes.iter().map(|&b| char::from(b)).collect()),
         der::Tag::BmpString => {
@@ -897,7 +931,7 @@ mod tests {
     #[test]
     fn subject_attributes_use_short_names() {
         let cert = store_cert("ca/e2e/e2e.crt");
-        let attributes = cert.subject_attributes();
+        let attributes = cert.subject_attributes().unwrap();
         assert!(attributes.contains(&("CN", "e2e".to_owned())));
         assert!(attributes.contains(&("C", "US".to_owned())));
         assert_eq!(attributes.len(), 5);

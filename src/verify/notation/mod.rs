@@ -733,7 +733,12 @@ fn check_identity(leaf: &Cert, policy: &TrustPolicy) -> Result<(), Rejection> {
     match &policy.identities {
         TrustedIdentities::Any => Ok(()),
         TrustedIdentities::Subjects(dns) => {
-            let subject = leaf.subject_attributes();
+            let subject = leaf.subject_attributes().map_err(|why| {
+                Rejection::IdentityNotTrusted(format!(
+                    "{} matches no trusted identity: notation cannot read it ({why})",
+                    leaf.subject()
+                ))
+            })?;
             if let Some(kind) = trustpolicy::repeated_list_attribute(&subject) {
                 return Err(Rejection::IdentityNotTrusted(format!(
                     "{} names {kind} more than once, which matches no trusted identity \

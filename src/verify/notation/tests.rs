@@ -2162,3 +2162,96 @@ fn a_trust_store_holds_only_what_notation_admits_to_one() {
         );
     }
 }
+
+/// notation-go matches `x509.subject` identities against
+/// `pkix.ParseDistinguishedName(leafCert.Subject.String())`: an attribute Go writes as
+/// `OID=#hex`, or a value holding "=#", makes the subject unreadable and so matches no
+/// identity; of several CNs, Go keeps the last.
+#[test]
+fn a_leaf_subject_is_matched_as_notation_reads_it() {
+    const PLACEHOLDER: [u64; 4] = [2, 5, 4, 99];
+    let json = policy_json("strict", "", r#""ca:e2e""#).replace(
+        r#""trustedIdentities":["*"]"#,
+        r#""trustedIdentities":["x509.subject: C=US, ST=WA, O=crigate test, CN=builder"]"#,
+    );
+    let document = TrustPolicyDocument::parse(json.as_bytes()).unwrap();
+    let policy = &document.policies()[0];
+    // A leaf whose subject is C, ST, O, then `extra` in order; PLACEHOLDER stands for a
+    // CN that comes before another (rcgen keeps one value per type).
+    let leaf = |extra: &[(rcgen::DnType, &str)]| -> Cert {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        let dn = &mut params.distinguished_name;
+        dn.push(rcgen::DnType::CountryName, "US");
+        dn.push(rcgen::DnType::StateOrProvinceName, "WA");
+        dn.push(rcgen::DnType::OrganizationName, "crigate test");
+        for (kind, value) in extra {
+            dn.push(kind.clone(), *value);
+        }
+        let mut der = params.self_signed(&key).unwrap().der().to_vec();
+        let (from, to) = ([0x06, 0x03, 0x55, 0x04, 99], [0x06, 0x03, 0x55, 0x04, 0x03]);
+        // In the issuer and the subject alike: the same length, so the DER stays valid.
+        while let Some(at) = der.windows(5).position(|w| w == from) {
+            der[at..at + 5].copy_from_slice(&to);
+        }
+        Cert::from_der(&der).unwrap()
+    };
+    let cn = |v| (rcgen::DnType::CommonName, v);
+    let custom = |oid: &[u64], v| (rcgen::DnType::CustomDnType(oid.to_vec()), v);
+    let cases = [
+        ("plain", vec![cn("builder")], true),
+        (
+            "emailAddress",
+            vec![
+                cn("builder"),
+                custom(&[1, 2, 840, 113549, 1, 9, 1], "a@example.com"),
+            ],
+            false,
+        ),
+        (
+            "UID",
+            vec![
+                custom(&[0, 9, 2342, 19200300, 100, 1, 1], "u1"),
+                cn("builder"),
+            ],
+            false,
+        ),
+        (
+            "DC",
+            vec![
+                custom(&[0, 9, 2342, 19200300, 100, 1, 25], "example"),
+                cn("builder"),
+            ],
+            false,
+        ),
+        (
+            "a value holding =#",
+            vec![(rcgen::DnType::LocalityName, "x=#41"), cn("builder")],
+            false,
+        ),
+        (
+            "CN other, then builder",
+            vec![custom(&PLACEHOLDER, "other"), cn("builder")],
+            true,
+        ),
+        (
+            "CN builder, then other",
+            vec![custom(&PLACEHOLDER, "builder"), cn("other")],
+            false,
+        ),
+        (
+            "CN builder, then empty",
+            vec![custom(&PLACEHOLDER, "builder"), cn("")],
+            false,
+        ),
+        ("no CN", vec![], false),
+    ];
+    for (what, extra, trusted) in cases {
+        match check_identity(&leaf(&extra), policy) {
+            Ok(()) => assert!(trusted, "{what}: trusted"),
+            Err(Rejection::IdentityNotTrusted(_)) => assert!(!trusted, "{what}: not trusted"),
+            Err(other) => panic!("{what}: {other:?}"),
+        }
+    }
+}

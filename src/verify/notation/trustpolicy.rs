@@ -609,6 +609,11 @@ impl DistinguishedName {
     ///
     /// A reason for the policy error message.
     pub fn parse(text: &str) -> Result<Self, &'static str> {
+        // notation-go `pkix.ParseDistinguishedName` refuses any name holding "=#" (the
+        // hex form of an attribute value) before parsing it.
+        if text.contains("=#") {
+            return Err("notation does not support identities containing \"=#\"");
+        }
         let mut attributes: Vec<(String, String)> = Vec::new();
         for rdn in split_unescaped(text)? {
             let (kind, value) = rdn.split_once('=').ok_or("an RDN has no '='")?;

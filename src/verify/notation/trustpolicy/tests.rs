@@ -524,6 +524,9 @@ fn dn_parsing_handles_the_spec_escapes() {
     assert!(DistinguishedName::parse(r"C=US, ST=WA, O=a;b").is_err());
     assert!(DistinguishedName::parse(r"C=US, ST=WA, O=a\").is_err());
     assert!(DistinguishedName::parse(r"C=US, ST=WA, O=a\C3").is_err());
+    // notation-go `pkix.ParseDistinguishedName` refuses "=#" anywhere.
+    assert!(DistinguishedName::parse("C=US, ST=WA, O=#4142").is_err());
+    assert!(DistinguishedName::parse("C=US, ST=WA, O=Notary, CN=a=#b").is_err());
     assert!(DistinguishedName::parse(r"c=US, st=WA, o=lower").is_ok());
 }
 
