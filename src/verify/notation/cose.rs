@@ -6,7 +6,7 @@
 
 use super::cbor::{self, Value};
 use super::chain::MAX_CHAIN_LEN;
-use super::crypto::SignatureAlgorithm;
+use super::crypto::{PssSaltLength, SignatureAlgorithm};
 use super::envelope::{
     Envelope, EnvelopeError, Payload, SignedHeaders, HEADER_AUTHENTIC_SIGNING_TIME, HEADER_EXPIRY,
     HEADER_SIGNING_SCHEME, HEADER_SIGNING_TIME, HEADER_TIMESTAMP_SIGNATURE,
@@ -190,6 +190,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
 
     Ok(Envelope {
         alg,
+        pss_salt: PssSaltLength::EqualsHash,
         signing_input: sig_structure(protected_bytes, payload),
         signature: signature.to_vec(),
         payload: Payload::Bytes(payload.to_vec()),

@@ -51,6 +51,18 @@ pub enum SignatureAlgorithm {
     Es512,
 }
 
+/// The RSASSA-PSS salt lengths an envelope format accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PssSaltLength {
+    /// As long as the hash (RFC 8230 2): COSE, as go-cose verifies it
+    /// (`rsa.PSSSaltLengthEqualsHash`).
+    EqualsHash,
+    /// Any length, read from the encoded message (RFC 8017 9.1.2): JWS, as
+    /// notation-core-go verifies it through golang-jwt v4 (`verifyJWT`), whose PS256,
+    /// PS384 and PS512 verify with `rsa.PSSSaltLengthAuto`.
+    Any,
+}
+
 /// A public key taken from a certificate.
 #[derive(Clone, Debug)]
 pub(crate) enum PublicKey {
@@ -176,25 +188,27 @@ impl SignatureAlgorithm {
         }
     }
 
-    /// Verifies an envelope signature: RSASSA-PSS with salt length equal to the hash
-    /// length (RFC 7518 3.5, RFC 8230 2), or ECDSA with the fixed-width `r || s`
-    /// encoding of JWS and COSE (RFC 7518 3.4, RFC 9053 2.1).
+    /// Verifies an envelope signature: RSASSA-PSS with the salt lengths `pss_salt`
+    /// allows (RFC 7518 3.5 and RFC 8230 2 name the hash length), or ECDSA with the
+    /// fixed-width `r || s` encoding of JWS and COSE (RFC 7518 3.4, RFC 9053 2.1).
     pub(crate) fn verify(
         self,
         key: &PublicKey,
+        pss_salt: PssSaltLength,
         message: &[u8],
         signature: &[u8],
     ) -> Result<(), CryptoError> {
+        let pss = |hash: HashAlgorithm, pkcs1: &[u8]| {
+            let salt_len = match pss_salt {
+                PssSaltLength::EqualsHash => Some(hash.len()),
+                PssSaltLength::Any => None,
+            };
+            verify_pss(pkcs1, hash, salt_len, message, signature)
+        };
         match (self, key) {
-            (Self::Ps256, PublicKey::Rsa { pkcs1, .. }) => {
-                verify_pss(pkcs1, HashAlgorithm::Sha256, 32, message, signature)
-            }
-            (Self::Ps384, PublicKey::Rsa { pkcs1, .. }) => {
-                verify_pss(pkcs1, HashAlgorithm::Sha384, 48, message, signature)
-            }
-            (Self::Ps512, PublicKey::Rsa { pkcs1, .. }) => {
-                verify_pss(pkcs1, HashAlgorithm::Sha512, 64, message, signature)
-            }
+            (Self::Ps256, PublicKey::Rsa { pkcs1, .. }) => pss(HashAlgorithm::Sha256, pkcs1),
+            (Self::Ps384, PublicKey::Rsa { pkcs1, .. }) => pss(HashAlgorithm::Sha384, pkcs1),
+            (Self::Ps512, PublicKey::Rsa { pkcs1, .. }) => pss(HashAlgorithm::Sha512, pkcs1),
             (Self::Es256, PublicKey::P256(_))
             | (Self::Es384, PublicKey::P384(_))
             | (Self::Es512, PublicKey::P521(_)) => {
@@ -346,7 +360,7 @@ impl X509Algorithm {
                     .map_err(|_| CryptoError::BadSignature)
             }
             (Self::RsaPss { hash, salt_len }, PublicKey::Rsa { pkcs1, .. }) => {
-                verify_pss(pkcs1, hash, salt_len, message, signature)
+                verify_pss(pkcs1, hash, Some(salt_len), message, signature)
             }
             (Self::Ecdsa(_), _) if !key.is_rsa() => {
                 let fixed = ecdsa_der_to_fixed(signature, key)?;
@@ -359,41 +373,59 @@ impl X509Algorithm {
     }
 }
 
-/// RSASSA-PSS with MGF1 over the same hash. With the salt as long as the hash (what
-/// JWS, COSE and almost every X.509 PSS signature use) aws-lc-rs verifies it; another
-/// salt length falls back to the `rsa` crate, which takes it as a parameter.
+/// RSASSA-PSS with MGF1 over the same hash, with a salt of `salt_len` bytes, or of any
+/// length when `None` (EMSA-PSS-VERIFY, RFC 8017 9.1.2, with the length taken from the
+/// position of DB's 0x01 separator). A salt as long as the hash (what COSE and almost
+/// every PSS signature use) aws-lc-rs verifies, tried first; otherwise the `rsa` crate,
+/// which takes the length as a parameter or finds it.
 fn verify_pss(
     pkcs1: &[u8],
     hash: HashAlgorithm,
-    salt_len: usize,
+    salt_len: Option<usize>,
     message: &[u8],
     signature: &[u8],
 ) -> Result<(), CryptoError> {
-    if salt_len == hash.len() {
+    if salt_len.is_none_or(|len| len == hash.len()) {
         let algorithm: &'static aws_lc_rs::signature::RsaParameters = match hash {
             HashAlgorithm::Sha256 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA256,
             HashAlgorithm::Sha384 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA384,
             HashAlgorithm::Sha512 => &aws_lc_rs::signature::RSA_PSS_2048_8192_SHA512,
         };
-        return aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, pkcs1)
+        let verified = aws_lc_rs::signature::UnparsedPublicKey::new(algorithm, pkcs1)
             .verify(message, signature)
-            .map_err(|_| CryptoError::BadSignature);
+            .is_ok();
+        // A salt of any length: one as long as the hash verified here is one the
+        // separator search finds too; any other is sought below.
+        match (verified, salt_len) {
+            (true, _) => return Ok(()),
+            (false, Some(_)) => return Err(CryptoError::BadSignature),
+            (false, None) => {}
+        }
     }
     let key = rsa::PublicKey::from_pkcs1_der(pkcs1).map_err(|_| CryptoError::MalformedKey)?;
     let digest = hash.digest(message);
     let result = match hash {
         HashAlgorithm::Sha256 => key.verify(
-            rsa::Pss::<Sha256>::new_with_salt(salt_len),
+            rsa::Pss::<Sha256> {
+                salt_len,
+                ..rsa::Pss::new()
+            },
             &digest,
             signature,
         ),
         HashAlgorithm::Sha384 => key.verify(
-            rsa::Pss::<Sha384>::new_with_salt(salt_len),
+            rsa::Pss::<Sha384> {
+                salt_len,
+                ..rsa::Pss::new()
+            },
             &digest,
             signature,
         ),
         HashAlgorithm::Sha512 => key.verify(
-            rsa::Pss::<Sha512>::new_with_salt(salt_len),
+            rsa::Pss::<Sha512> {
+                salt_len,
+                ..rsa::Pss::new()
+            },
             &digest,
             signature,
         ),
@@ -527,6 +559,87 @@ fn bit_length(big_endian: &[u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// golang-jwt v4 verifies PS256/384/512 with `rsa.PSSSaltLengthAuto` (notation-core-go
+    /// JWS), go-cose with `rsa.PSSSaltLengthEqualsHash`. Signed by `openssl dgst` with
+    /// each salt length.
+    #[test]
+    fn a_jws_pss_signature_may_have_any_salt_length_and_a_cose_one_the_hash_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let openssl = |args: &[&str]| {
+            let out = std::process::Command::new("openssl")
+                .args(args)
+                .current_dir(dir.path())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            out.stdout
+        };
+        openssl(&[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "key.pem",
+        ]);
+        let spki = openssl(&["pkey", "-in", "key.pem", "-pubout", "-outform", "DER"]);
+        let key =
+            PublicKey::from_spki(&SubjectPublicKeyInfoOwned::from_der(&spki).unwrap()).unwrap();
+        let message = b"protected.payload";
+        std::fs::write(dir.path().join("message"), message).unwrap();
+        for (alg, digest, hash_len) in [
+            (SignatureAlgorithm::Ps256, "-sha256", "32"),
+            (SignatureAlgorithm::Ps512, "-sha512", "64"),
+        ] {
+            // "max": emLen - hLen - 2 bytes, the longest salt; 0: none.
+            for salt in ["0", "20", hash_len, "100", "max"] {
+                let salt_opt = format!("rsa_pss_saltlen:{salt}");
+                let signature = openssl(&[
+                    "dgst",
+                    digest,
+                    "-sign",
+                    "key.pem",
+                    "-sigopt",
+                    "rsa_padding_mode:pss",
+                    "-sigopt",
+                    &salt_opt,
+                    "message",
+                ]);
+                let case = format!("{} salt {salt}", alg.name());
+                assert!(
+                    alg.verify(&key, PssSaltLength::Any, message, &signature)
+                        .is_ok(),
+                    "{case}: JWS"
+                );
+                assert_eq!(
+                    alg.verify(&key, PssSaltLength::EqualsHash, message, &signature)
+                        .is_ok(),
+                    salt == hash_len,
+                    "{case}: COSE"
+                );
+                let mut tampered = signature.clone();
+                tampered[100] ^= 1;
+                for pss_salt in [PssSaltLength::Any, PssSaltLength::EqualsHash] {
+                    assert_eq!(
+                        alg.verify(&key, pss_salt, message, &tampered),
+                        Err(CryptoError::BadSignature),
+                        "{case}: tampered"
+                    );
+                    assert_eq!(
+                        alg.verify(&key, pss_salt, b"another message", &signature),
+                        Err(CryptoError::BadSignature),
+                        "{case}: another message"
+                    );
+                }
+            }
+        }
+    }
 
     #[test]
     fn envelope_algorithms_by_name_and_label() {

@@ -3,7 +3,7 @@
 //! Project signature spec, "Signed Attributes").
 #![deny(clippy::indexing_slicing)]
 
-use super::crypto::SignatureAlgorithm;
+use super::crypto::{PssSaltLength, SignatureAlgorithm};
 use super::time::Moment;
 
 /// Largest envelope accepted. Envelopes are a few KiB (a chain of three certificates
@@ -40,6 +40,8 @@ pub enum SigningScheme {
 #[derive(Clone, Debug)]
 pub(crate) struct Envelope {
     pub alg: SignatureAlgorithm,
+    /// The RSASSA-PSS salt lengths the envelope's format accepts.
+    pub pss_salt: PssSaltLength,
     /// The bytes the signature covers: JWS signing input or COSE Sig_structure.
     pub signing_input: Vec<u8>,
     pub signature: Vec<u8>,

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::chain::MAX_CHAIN_LEN;
-use super::crypto::SignatureAlgorithm;
+use super::crypto::{PssSaltLength, SignatureAlgorithm};
 use super::envelope::{
     Envelope, EnvelopeError, Payload, SignedHeaders, HEADER_AUTHENTIC_SIGNING_TIME, HEADER_EXPIRY,
     HEADER_SIGNING_SCHEME, HEADER_SIGNING_TIME, HEADER_TIMESTAMP_SIGNATURE,
@@ -149,6 +149,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Envelope, EnvelopeError> {
     signing_input.extend_from_slice(jws.payload.as_bytes());
     Ok(Envelope {
         alg,
+        pss_salt: PssSaltLength::Any,
         signing_input,
         signature,
         payload: Payload::Base64Url(jws.payload),

@@ -691,7 +691,12 @@ fn check_signature(envelope: &Envelope, leaf: &Cert) -> Result<(), Rejection> {
     }
     envelope
         .alg
-        .verify(key, &envelope.signing_input, &envelope.signature)
+        .verify(
+            key,
+            envelope.pss_salt,
+            &envelope.signing_input,
+            &envelope.signature,
+        )
         .map_err(|e| Rejection::Tampered(format!("envelope signature: {e}")))
 }
 
