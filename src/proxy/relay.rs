@@ -776,14 +776,12 @@ impl Relay {
                 ));
             }
         }
-        // A stream above the highest the client opened is idle, and DATA, RST_STREAM or
-        // WINDOW_UPDATE on it is a connection error (RFC 9113 §5.1).
-        if matches!(
-            head.kind,
-            kind::DATA | kind::RST_STREAM | kind::WINDOW_UPDATE
-        ) && head.stream > self.last_stream
-        {
-            return Err(fatal(code::PROTOCOL_ERROR, "frame on an idle stream"));
+        // A stream above the highest the client opened is idle, and DATA on it is a
+        // connection error (RFC 9113 §5.1). RST_STREAM and WINDOW_UPDATE there are let
+        // pass (not forwarded), as grpc-go's server lets them pass: a grpc-go client that
+        // drops a call whose HEADERS it had not yet written may still reset its stream.
+        if head.kind == kind::DATA && head.stream > self.last_stream {
+            return Err(fatal(code::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         match head.kind {
             kind::DATA => self.on_client_data(head, &bytes)?,
