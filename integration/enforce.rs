@@ -1004,10 +1004,21 @@ async fn a_create_naming_its_sandbox_by_a_prefix_of_its_id_is_refused() {
         "{}",
         denied.message()
     );
+    // So is a prefix no sandbox has yet, which one created meanwhile could take.
+    let unused = (0..16u8)
+        .map(|digit| format!("{digit:x}"))
+        .find(|digit| !pod.id.starts_with(digit.as_str()))
+        .unwrap();
+    let request = create_pause(&unused, &pod.sandbox, "none", &unsigned_id);
+    let refused = pod.runtime.create_container(request).await.unwrap_err();
+    assert!(
+        refused.message().contains("invalid_sandbox_id"),
+        "{refused:?}"
+    );
     // By its whole id, as kubelet names it: allowed.
     pod.create("whole", &unsigned_id).await.unwrap();
-    // A name of no sandbox is the runtime's to refuse, as it would without crigate.
-    let request = create_pause("no-such-sandbox", &pod.sandbox, "none", &unsigned_id);
+    // A whole id of no sandbox is the runtime's to refuse, as it would without crigate.
+    let request = create_pause(&"0".repeat(64), &pod.sandbox, "none", &unsigned_id);
     let refused = pod.runtime.create_container(request).await.unwrap_err();
     assert_eq!(refused.code(), Code::NotFound, "{refused:?}");
 }
@@ -1765,6 +1776,58 @@ async fn a_container_checkpoint_image_is_pulled_but_not_created_from() {
     let request = create_with_volume(&node, &pod, "mounted", &through_crigate);
     let denied = pod.runtime.create_container(request).await.unwrap_err();
     assert!(denied.message().contains("checkpoint_image"), "{denied:?}");
+}
+
+/// A checkpoint index can list another image's manifest, and so share its image id: once
+/// such a checkpoint is pulled, even in a namespace whose policy only audits, a create of
+/// that id is a restore for containerd 2.1+, and what crigate remembered of the id from
+/// the signed image's own pull no longer decides it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_listing_a_signed_manifest_takes_its_id_out_of_the_create_shortcut() {
+    use crate::harness::image::OCI_INDEX;
+    let node = node().await;
+    let registry = &node.env.registry;
+    let image = TestImage::builder().label("victim").build().unwrap();
+    registry.push("victim", "v1", &image).await.unwrap();
+    node.signer
+        .sign_legacy(registry, "victim", image.manifest_digest())
+        .await;
+    registry.push("ckpt", "base", &image).await.unwrap();
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [{
+            "mediaType": image.manifest_media_type(),
+            "digest": image.manifest_digest(),
+            "size": image.manifest_size(),
+        }],
+        "annotations": { "org.criu.checkpoint.container.name": "app" },
+    }))
+    .unwrap();
+    registry
+        .push_manifest("ckpt", "v1", OCI_INDEX, &index)
+        .await
+        .unwrap();
+    let host = registry.host();
+    let id = pulled_through_crigate(&node, &format!("{host}/victim:v1")).await;
+    let mut pod = Pod::run(&node, node.env.pod_config("victim", "prod").unwrap()).await;
+    pod.create("before", &id).await.unwrap();
+    // The unsigned checkpoint, pulled where the policy only audits.
+    let checkpoint = images(&node.crigate.socket)
+        .await
+        .pull_image(pull(&format!("{host}/ckpt:v1"), "staging"))
+        .await
+        .unwrap()
+        .into_inner()
+        .image_ref;
+    assert_eq!(checkpoint, id);
+    let denied = pod.create("after", &id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied.message().contains("checkpoint_image"),
+        "{}",
+        denied.message()
+    );
 }
 
 /// An index that is not itself signed is trusted for a create only through the manifest in

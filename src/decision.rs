@@ -140,10 +140,11 @@ pub trait Decide: Send + Sync + 'static {
 
     /// Told after the runtime pulled `pinned` (`repo@sha256:…`, a reference this seam
     /// allowed) and answered with `image_id`, the id kubelet will name the image by in
-    /// CreateContainer. An implementation may remember it to resolve that id without
-    /// asking the runtime again.
-    fn pulled(&self, pinned: &str, image_id: &str) {
+    /// CreateContainer, before the pull is answered. An implementation may remember it to
+    /// resolve that id without asking the runtime again.
+    fn pulled<'a>(&'a self, pinned: &'a str, image_id: &'a str) -> BoxFuture<'a, ()> {
         let _ = (pinned, image_id);
+        Box::pin(std::future::ready(()))
     }
 }
 

@@ -50,6 +50,17 @@ pub(crate) enum Typed<'a> {
     As(&'a str),
 }
 
+/// What the content store of a runtime holds under a digest.
+pub(crate) enum Stored {
+    /// Nothing.
+    Absent,
+    /// Bytes that are not a manifest or index crigate reads: over
+    /// [`MAX_MANIFEST_BYTES`], other bytes than the digest names, or a document it does
+    /// not parse. The runtime may read them otherwise.
+    Unreadable,
+    Document(Box<Manifest>),
+}
+
 /// The manifest or index in the content store of the runtime at `channel` under
 /// `digest`, its bytes checked against the digest; `None` when the store does not hold
 /// it, or holds something that is not a manifest or index of at most
@@ -59,6 +70,18 @@ pub(crate) async fn stored_manifest(
     digest: &Digest,
     typed: Typed<'_>,
 ) -> Result<Option<Manifest>, tonic::Status> {
+    Ok(match stored_document(channel, digest, typed).await? {
+        Stored::Document(document) => Some(*document),
+        Stored::Absent | Stored::Unreadable => None,
+    })
+}
+
+/// What the content store of the runtime at `channel` holds under `digest`.
+pub(crate) async fn stored_document(
+    channel: &Channel,
+    digest: &Digest,
+    typed: Typed<'_>,
+) -> Result<Stored, tonic::Status> {
     let absent = |status: &tonic::Status| status.code() == Code::NotFound;
     let mut content = ContentClient::new(channel.clone());
     let mut stream = match content
@@ -70,7 +93,7 @@ pub(crate) async fn stored_manifest(
         .await
     {
         Ok(response) => response.into_inner(),
-        Err(status) if absent(&status) => return Ok(None),
+        Err(status) if absent(&status) => return Ok(Stored::Absent),
         Err(status) => return Err(status),
     };
     let mut bytes = Vec::new();
@@ -78,20 +101,20 @@ pub(crate) async fn stored_manifest(
         match stream.message().await {
             Ok(Some(chunk)) => {
                 if bytes.len().saturating_add(chunk.data.len()) > MAX_MANIFEST_BYTES {
-                    return Ok(None);
+                    return Ok(Stored::Unreadable);
                 }
                 bytes.extend_from_slice(&chunk.data);
             }
             Ok(None) => break,
-            Err(status) if absent(&status) => return Ok(None),
+            Err(status) if absent(&status) => return Ok(Stored::Absent),
             Err(status) => return Err(status),
         }
     }
     if digest.check(&bytes).is_err() {
         tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
-        return Ok(None);
+        return Ok(Stored::Unreadable);
     }
-    match Manifest::parse(None, &bytes) {
+    let parsed = match Manifest::parse(None, &bytes) {
         // A document without `mediaType` (the OCI image spec has it as SHOULD) is read as
         // the type its descriptor gives it, as the runtime read it.
         Err(ManifestError::MissingMediaType) => {
@@ -99,10 +122,13 @@ pub(crate) async fn stored_manifest(
                 Typed::As(media_type) => Some(media_type.to_owned()),
                 Typed::Record(name) => record_media_type(channel, name).await?,
             };
-            Ok(media_type.and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok()))
+            media_type.and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok())
         }
-        parsed => Ok(parsed.ok()),
-    }
+        parsed => parsed.ok(),
+    };
+    Ok(parsed.map_or(Stored::Unreadable, |document| {
+        Stored::Document(Box::new(document))
+    }))
 }
 
 /// The media type of the target of the runtime's image record `name`, if it has one.
@@ -121,23 +147,5 @@ async fn record_media_type(channel: &Channel, name: &str) -> Result<Option<Strin
             .map(|target| target.media_type)),
         Err(status) if status.code() == Code::NotFound => Ok(None),
         Err(status) => Err(status),
-    }
-}
-
-/// Whether the image the runtime at `channel` pulled as `pinned` (`repo@sha256:…`) is a
-/// container checkpoint ([`Manifest::is_checkpoint`] of the document under its digest);
-/// `None` when that cannot be told (no digest, the document not held or unreadable, the
-/// runtime unreachable or slower than `timeout`).
-pub(crate) async fn pulled_a_checkpoint(
-    channel: &Channel,
-    pinned: &str,
-    timeout: std::time::Duration,
-) -> Option<bool> {
-    let image = pinned.parse::<crate::oci::ImageRef>().ok()?;
-    let digest = image.digest()?;
-    let read = stored_manifest(channel, digest, Typed::Record(pinned));
-    match tokio::time::timeout(timeout, read).await {
-        Ok(Ok(Some(document))) => Some(document.is_checkpoint()),
-        _ => None,
     }
 }

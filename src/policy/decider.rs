@@ -38,7 +38,7 @@ use crate::decision::{
 use crate::oci::manifest::Manifest;
 use crate::oci::{Digest, ImageRef, Repository};
 use crate::registry::CriCredentials;
-use crate::runtime::{namespaced, stored_manifest, unix_channel, Typed};
+use crate::runtime::{namespaced, stored_document, stored_manifest, unix_channel, Stored, Typed};
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -153,6 +153,17 @@ impl PulledIds {
     fn get(&self, id: &Digest) -> Option<Vec<ImageRef>> {
         self.by_id.map.get(id).cloned()
     }
+
+    fn forget(&mut self, id: &Digest) {
+        if self.by_id.map.remove(id).is_some() {
+            self.by_id.order.retain(|kept| kept != id);
+        }
+    }
+
+    fn forget_all(&mut self) {
+        self.by_id.map.clear();
+        self.by_id.order.clear();
+    }
 }
 
 // === impl Recent ===
@@ -233,6 +244,25 @@ impl RuntimeImages {
         }
         if let Ok(mut pulled) = self.pulled.0.lock() {
             pulled.remember(id, pinned);
+        }
+    }
+
+    /// Forgets what was remembered of the image id `image_id` ([`Decide::forget`]).
+    pub fn forget(&self, image_id: &str) {
+        let Ok(id) = image_id.parse::<Digest>() else {
+            return;
+        };
+        if let Ok(mut pulled) = self.pulled.0.lock() {
+            pulled.forget(&id);
+        }
+    }
+
+    /// Forgets every image id remembered from pinned pulls: a pull let through unpinned
+    /// may bring any of them content (a checkpoint index listing its manifest) that
+    /// changes what a create of it does, and crigate does not learn what it pulled.
+    fn forget_all(&self) {
+        if let Ok(mut pulled) = self.pulled.0.lock() {
+            pulled.forget_all();
         }
     }
 
@@ -364,16 +394,29 @@ impl RuntimeImages {
                 );
             }
         }
+        // containerd restores from the document its image's first reference targets, tags
+        // sorting before digests: a tag naming a checkpoint with this image's config (an
+        // index listing it) makes every create of the image a restore.
+        let mut tags = Vec::with_capacity(found.repo_tags.len());
+        for name in found.repo_tags {
+            let Ok(tag) = name.parse::<ImageRef>() else {
+                continue;
+            };
+            if checkpoint.is_none() {
+                if let Some(Stored::Document(document)) = self.record_document(&name).await? {
+                    if document.is_checkpoint() {
+                        checkpoint = Some(tag.clone());
+                    }
+                }
+            }
+            tags.push(tag);
+        }
         Ok(RuntimeNames {
             id: Some(id),
             digests,
             platforms,
             checkpoint,
-            tags: found
-                .repo_tags
-                .into_iter()
-                .filter_map(|tag| tag.parse().ok())
-                .collect(),
+            tags,
         })
     }
 
@@ -415,6 +458,33 @@ impl RuntimeImages {
         Ok(lead.map(|lead| (lead, is_checkpoint)))
     }
 
+    /// What the runtime's content store holds under the target of its image record
+    /// `name`; `None` when it has no record of that name. A record whose target is no
+    /// digest is [`Stored::Unreadable`].
+    async fn record_document(&self, name: &str) -> Result<Option<Stored>, tonic::Status> {
+        let mut images = ImagesClient::new(self.channel.clone());
+        let target = match images
+            .get(namespaced(GetImageRequest {
+                name: name.to_owned(),
+            }))
+            .await
+        {
+            Ok(response) => response.into_inner().image.and_then(|image| image.target),
+            Err(status) if status.code() == Code::NotFound => return Ok(None),
+            Err(status) => return Err(status),
+        };
+        let Some(target) = target else {
+            return Ok(Some(Stored::Unreadable));
+        };
+        let Ok(digest) = target.digest.parse::<Digest>() else {
+            return Ok(Some(Stored::Unreadable));
+        };
+        let typed = Typed::As(&target.media_type);
+        stored_document(&self.channel, &digest, typed)
+            .await
+            .map(Some)
+    }
+
     /// Whether the runtime's image record `name` leads to the image `id` and to no other:
     /// its target is a manifest whose config is `id`, or an index whose manifests for this
     /// node's platform that the runtime holds (at least one) all have that config. `None`
@@ -428,27 +498,16 @@ impl RuntimeImages {
     /// what was decided on. Manifests for other platforms are not read: the runtime's
     /// platform matcher passes over them.
     async fn record_holds(&self, name: &str, id: &Digest) -> Result<Option<bool>, tonic::Status> {
-        let mut images = ImagesClient::new(self.channel.clone());
-        let target = match images
-            .get(namespaced(GetImageRequest {
-                name: name.to_owned(),
-            }))
-            .await
-        {
-            Ok(response) => response.into_inner().image.and_then(|image| image.target),
-            Err(status) if status.code() == Code::NotFound => return Ok(None),
-            Err(status) => return Err(status),
+        let Some(stored) = self.record_document(name).await? else {
+            return Ok(None);
         };
-        let Some(digest) = target
-            .as_ref()
-            .and_then(|t| t.digest.parse::<Digest>().ok())
-        else {
-            return Ok(Some(false));
+        let document = match stored {
+            Stored::Document(document) => *document,
+            Stored::Absent | Stored::Unreadable => return Ok(Some(false)),
         };
-        let media_type = target.map(|t| t.media_type).unwrap_or_default();
-        match stored_manifest(&self.channel, &digest, Typed::As(&media_type)).await? {
-            Some(Manifest::Image(manifest)) => Ok(Some(manifest.config.digest == *id)),
-            Some(Manifest::Index(index)) => {
+        match document {
+            Manifest::Image(manifest) => Ok(Some(manifest.config.digest == *id)),
+            Manifest::Index(index) => {
                 if index.manifests.len() > MAX_INDEX_MANIFESTS {
                     return Ok(Some(false));
                 }
@@ -461,23 +520,25 @@ impl RuntimeImages {
                     if !candidate {
                         continue;
                     }
-                    match stored_manifest(
+                    // A manifest the runtime holds but crigate cannot read (a parser's
+                    // limits are not the runtime's) may be the one it mounts.
+                    match stored_document(
                         &self.channel,
                         &child.digest,
                         Typed::As(&child.media_type),
                     )
                     .await?
                     {
-                        Some(Manifest::Image(manifest)) if manifest.config.digest == *id => {
+                        Stored::Document(document) if matches!(&*document, Manifest::Image(manifest) if manifest.config.digest == *id) =>
+                        {
                             held = true;
                         }
-                        Some(_) => return Ok(Some(false)),
-                        None => {}
+                        Stored::Absent => {}
+                        Stored::Document(_) | Stored::Unreadable => return Ok(Some(false)),
                     }
                 }
                 Ok(Some(held))
             }
-            None => Ok(Some(false)),
         }
     }
 }
@@ -781,26 +842,17 @@ impl PolicyDecider {
             // containerd finds a sandbox by any unique prefix of its id (its `truncindex`),
             // so a prefix may name one sandbox when crigate looks it up and another when
             // the runtime does: the caller's own, removed in between, then a pod of another
-            // namespace; or none, while two share it, then one. The ids it makes are 64
-            // hex digits (`util.GenerateID`), as kubelet sends them. Any other string the
-            // runtime finds a sandbox for, or cannot say, is refused, whatever namespace
-            // the caller claims; one it has no sandbox for is its to refuse (NOT_FOUND).
-            (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() && !is_sandbox_id(id) => {
-                match runtime.sandbox(id).await {
-                    Ok(None) => Ok(None),
-                    found => {
-                        let found = match found {
-                            Ok(_) => "a sandbox".to_owned(),
-                            Err(status) => format!("an error ({})", status.message()),
-                        };
-                        let reason = format!(
-                            "pod sandbox {id:?} is not a whole sandbox id (64 hexadecimal \
-                             digits), and the runtime answered it with {found}: name the \
-                             sandbox by its whole id"
-                        );
-                        return trace.conclude(Conclusion::Deny, "invalid_sandbox_id", reason);
-                    }
-                }
+            // namespace; or none, then one created meanwhile; or two, then one. The ids it
+            // makes are 64 hex digits (`util.GenerateID`), as kubelet sends them; any other
+            // string is refused, whatever namespace the caller claims, since the namespace
+            // it would be decided under is the caller's word.
+            (Phase::Create, Some(_), Some(id)) if !id.is_empty() && !is_sandbox_id(id) => {
+                let reason = format!(
+                    "pod sandbox {id:?} is not a whole sandbox id (64 hexadecimal digits), \
+                     which the runtime could take for another sandbox: name the sandbox by \
+                     its whole id"
+                );
+                return trace.conclude(Conclusion::Deny, "invalid_sandbox_id", reason);
             }
             (Phase::Create, Some(runtime), Some(id)) if !id.is_empty() => {
                 runtime.sandbox(id).await.map_err(|status| Undecided {
@@ -960,7 +1012,7 @@ impl PolicyDecider {
             Ok(None | Some(true)) => trace,
             Ok(Some(false)) => {
                 let rejected = Rejected {
-                    subject: name.clone(),
+                    subject: trace.subject.clone(),
                     verifier: None,
                     code: "image_record_mismatch",
                     reason: format!(
@@ -969,7 +1021,12 @@ impl PolicyDecider {
                     ),
                 };
                 let mut refused = self.rejected(trace, policy, rejected);
-                refused.pinned = None;
+                // What established trust in the image does not vouch for the record.
+                refused.signer = None;
+                refused.allowlisted_by = None;
+                if !refused.allows() {
+                    refused.pinned = None;
+                }
                 refused
             }
             Err(status) => on_error(
@@ -1318,10 +1375,39 @@ fn on_error(trace: Explanation, policy: &Policy, undecided: Undecided) -> Explan
 }
 
 impl Decide for PolicyDecider {
-    fn pulled(&self, pinned: &str, image_id: &str) {
+    /// Remembers the image id a pinned pull was answered with, so that a create of that
+    /// id is decided without asking the runtime what the image is; unless the runtime
+    /// holds the image under a name that is a container checkpoint (`checkpoint_image`:
+    /// a checkpoint index can list the manifest just pulled), or cannot say: what was
+    /// remembered of the id is forgotten, and a create of it asks the runtime.
+    fn pulled<'a>(&'a self, pinned: &'a str, image_id: &'a str) -> BoxFuture<'a, ()> {
+        // Forgotten before the first await, so a pull whose answer comes too late (the
+        // future dropped) leaves nothing remembered of the id.
         if let Some(runtime) = &self.runtime {
-            runtime.remember(pinned, image_id);
+            runtime.forget(image_id);
         }
+        Box::pin(async move {
+            let Some(runtime) = &self.runtime else {
+                return;
+            };
+            match runtime.names(image_id).await {
+                Ok(names)
+                    if names.checkpoint.is_none()
+                        && names.id.as_ref().map(ToString::to_string).as_deref()
+                            == Some(image_id) =>
+                {
+                    runtime.remember(pinned, image_id);
+                }
+                seen => {
+                    tracing::debug!(
+                        pinned,
+                        image_id,
+                        error = seen.err().map(|status| status.message().to_owned()),
+                        "a create of this pull's image id is decided on what the runtime says it is"
+                    );
+                }
+            }
+        })
     }
 
     fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
@@ -1329,6 +1415,11 @@ impl Decide for PolicyDecider {
             let started = Instant::now();
             let trace = self.explain(request).await;
             let latency = started.elapsed();
+            if request.phase == Phase::Pull && trace.allows() && trace.pinned.is_none() {
+                if let Some(runtime) = &self.runtime {
+                    runtime.forget_all();
+                }
+            }
             // Each image volume is decided as the container's own image is, under the
             // same policy, with a record of its own; the first refusal refuses the call.
             // They are decided before any record is written, so that the container's
@@ -1776,7 +1867,7 @@ verifiers = ["release"]
         let dir = tempfile::tempdir().unwrap();
         let decider = decider_from(dir.path(), &text, PulledImages::default());
         let pinned = format!("{host}/app@sha256:{}", "d".repeat(64));
-        decider.pulled(&pinned, &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned, &id());
         let authorised = || seen.lock().unwrap().iter().filter(|a| **a).count();
 
         // Before any pull with credentials: the registry is asked anonymously.
@@ -1810,7 +1901,7 @@ verifiers = ["release"]
         let decider = decider_over(&config(), runtime);
         // An id a pull through crigate was answered with: allowed, even with a directory
         // of that name beside the runtime, which it cannot restore from.
-        decider.pulled(&pinned(), &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &id());
         std::fs::create_dir(runtime_dir.join(id())).unwrap();
         let allowed = decider.explain(&create(&id(), "prod")).await;
         assert_eq!(allowed.decision, Conclusion::Allow, "{allowed:?}");
@@ -1845,7 +1936,7 @@ verifiers = ["release"]
         assert_eq!(before.decision, Conclusion::ErrorDeny, "{before:?}");
         assert_eq!(before.reason_code, "runtime_error");
 
-        decider.pulled(&pinned(), &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &id());
         let after = decider.explain(&create(&id(), "prod")).await;
         assert_eq!(after.decision, Conclusion::Allow, "{after:?}");
         assert_eq!(after.reason_code, "allowlisted");
@@ -1949,7 +2040,7 @@ verifiers = ["release"]
     async fn a_create_is_refused_for_the_first_image_volume_its_policy_refuses() {
         let dir = tempfile::tempdir().unwrap();
         let decider = decider_holding_its_id_record(dir.path());
-        decider.pulled(&pinned(), &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &id());
         let unknown = format!("sha256:{}", "d".repeat(64));
         // The container's image and the first volume resolve (remembered, allowlisted);
         // the second volume's image only the runtime could resolve, and it is down.
@@ -1993,7 +2084,7 @@ verifiers = ["release"]
             auditor: Auditor::new("node", vec![sink.clone()]),
             ..decider_holding_its_id_record(dir.path())
         };
-        decider.pulled(&pinned(), &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &id());
         let unknown = format!("sha256:{}", "d".repeat(64));
         let request = with_volumes(&id(), "prod", &[&id(), &unknown, &id()]);
         let decided = decider.decide(&request).await;
@@ -2151,7 +2242,11 @@ verifiers = ["release"]
     async fn remembered_ids_outlive_a_rebuilt_decider_sharing_the_memory() {
         let dir = tempfile::tempdir().unwrap();
         let pulled = PulledImages::default();
-        decider_remembering(dir.path(), pulled.clone()).pulled(&pinned(), &id());
+        decider_remembering(dir.path(), pulled.clone())
+            .runtime
+            .as_ref()
+            .unwrap()
+            .remember(&pinned(), &id());
         // A reload builds a new decider; the daemon hands it the same memory.
         let reloaded = decider_remembering(dir.path(), pulled);
         let trace = reloaded.explain(&create(&id(), "prod")).await;
@@ -2165,7 +2260,7 @@ verifiers = ["release"]
     async fn a_remembered_id_that_would_not_be_allowed_is_decided_by_the_runtime() {
         let dir = tempfile::tempdir().unwrap();
         let decider = decider(dir.path());
-        decider.pulled(&pinned(), &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &id());
         // secure does not allowlist the image and its registry is down: the remembered
         // reference is not enough, and the decision falls to the runtime's answer.
         let trace = decider.explain(&create(&id(), "secure")).await;
@@ -2179,8 +2274,8 @@ verifiers = ["release"]
         let decider = decider(dir.path());
         let tag = format!("{REGISTRY}/app:v1");
         // A name as the image id, and a pull without a digest: both ignored.
-        decider.pulled(&pinned(), &tag);
-        decider.pulled(&tag, &id());
+        decider.runtime.as_ref().unwrap().remember(&pinned(), &tag);
+        decider.runtime.as_ref().unwrap().remember(&tag, &id());
         for image in [tag.as_str(), id().as_str()] {
             let trace = decider.explain(&create(image, "prod")).await;
             assert_eq!(trace.reason_code, "runtime_error", "{image}: {trace:?}");

@@ -23,7 +23,6 @@ use crate::proxy::methods::{route, Intercepted, Route};
 use crate::proxy::names;
 use crate::proxy::status::ProxyError;
 use crate::proxy::upstream::Upstream;
-use crate::runtime;
 
 /// The gRPC length prefix before each message.
 pub(crate) const GRPC_PREFIX_LEN: usize = 5;
@@ -401,18 +400,12 @@ async fn pull_pinned(
         .is_some_and(|status| status == "0");
     let image_id = ok.then(|| intercept::pulled_image_ref(&body)).flatten();
     if let Some(image_id) = &image_id {
-        // The image id a pinned pull was answered with lets a create of that id be
-        // decided without asking the runtime what the image is; but not a container
-        // checkpoint's (which a create refuses, `checkpoint_image`), nor one whose
-        // document the runtime cannot show: such a create asks the runtime.
         let timeout = state.cri.connect_timeout.saturating_mul(2);
-        match runtime::pulled_a_checkpoint(&state.upstream.native(), pinned, timeout).await {
-            Some(false) => state.decide.pulled(pinned, image_id),
-            seen => tracing::debug!(
-                %pinned,
-                checkpoint = ?seen,
-                "a create of this pull's image id is decided on what the runtime says it is"
-            ),
+        if tokio::time::timeout(timeout, state.decide.pulled(pinned, image_id))
+            .await
+            .is_err()
+        {
+            tracing::debug!(%pinned, "the runtime did not say in time what the pulled image is");
         }
     }
     if let Some(name) = ok.then(|| tag_name(requested)).flatten() {
