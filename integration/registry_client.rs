@@ -2445,11 +2445,20 @@ async fn an_https_mirror_is_trusted_through_the_ca_its_hosts_toml_names() {
 /// certificates" recipe makes one (`openssl req -x509 -addext subjectAltName=...`): its
 /// PEM, and a TLS acceptor serving it.
 fn self_signed_ca(names: &[&str]) -> (String, tokio_rustls::TlsAcceptor) {
+    self_signed_ca_with(names, |_| {})
+}
+
+/// [`self_signed_ca`], its parameters changed by `adjust` before it is signed.
+fn self_signed_ca_with(
+    names: &[&str],
+    adjust: impl FnOnce(&mut rcgen::CertificateParams),
+) -> (String, tokio_rustls::TlsAcceptor) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params =
         rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    adjust(&mut params);
     params
         .distinguished_name
         .push(rcgen::DnType::CommonName, "reg");
@@ -2553,6 +2562,39 @@ async fn a_self_signed_server_certificate_is_taken_only_as_configured_and_for_it
         matches!(&error, Error::Unreachable { .. }) && chain.contains("not valid for name"),
         "{chain}"
     );
+
+    // Configured and naming the server, but expired, not yet valid, or for clients only.
+    type Adjust = fn(&mut rcgen::CertificateParams);
+    let adjustments: [(&str, Adjust); 3] = [
+        ("expired", |params| {
+            params.not_before = rcgen::date_time_ymd(2019, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2020, 1, 1);
+        }),
+        ("not yet valid", |params| {
+            params.not_before = rcgen::date_time_ymd(2090, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2091, 1, 1);
+        }),
+        ("for clients", |params| {
+            params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        }),
+    ];
+    for (what, adjust) in adjustments {
+        let (pem, acceptor) = self_signed_ca_with(&["127.0.0.1", "localhost"], adjust);
+        let (_server, image) = self_signed_registry(acceptor).await;
+        let path = dir.path().join(format!("{what}.crt"));
+        std::fs::write(&path, &pem).unwrap();
+        let refused = Client::new(RegistryConfig {
+            ca_file: Some(path),
+            ..RegistryConfig::default()
+        })
+        .unwrap()
+        .resolve(&image)
+        .await;
+        assert!(
+            matches!(refused, Err(Error::Unreachable { .. })),
+            "{what}: {refused:?}"
+        );
+    }
 }
 
 /// The real registry holding `team/app:v1`, and the same storage served over TLS with

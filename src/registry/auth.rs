@@ -324,22 +324,27 @@ fn same_authority(a: &str, b: &str) -> bool {
     a_host.eq_ignore_ascii_case(b_host) && a_port == b_port
 }
 
-/// `user:password` from base64 (the `auth` field of CRI and of `config.json`). ASCII
-/// whitespace anywhere in it is skipped: Go's `base64.StdEncoding`, which containerd and
-/// kubelet decode it with, skips line breaks, so a value wrapped over lines is read.
+/// `user:password` from base64 (the `auth` field of CRI and of `config.json`). Line
+/// breaks anywhere in it are skipped, as Go's `base64.StdEncoding`, which containerd and
+/// kubelet decode it with, skips them (a value wrapped over lines is read); other
+/// whitespace is not. The `=` padding may be left out, as kubelet also reads it with
+/// `RawStdEncoding`.
 fn decode_basic(auth: &str) -> Result<Credentials, Error> {
+    use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose};
+    const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+        &base64::alphabet::STANDARD,
+        general_purpose::PAD.with_decode_padding_mode(DecodePaddingMode::Indifferent),
+    );
     let compact = Zeroizing::new(
         auth.chars()
-            .filter(|c| !c.is_ascii_whitespace())
+            .filter(|c| !matches!(c, '\r' | '\n'))
             .collect::<String>(),
     );
-    let decoded = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD
-            .decode(compact.as_bytes())
-            .map_err(|_| Error::InvalidCredentials {
-                reason: "auth is not base64",
-            })?,
-    );
+    let decoded = Zeroizing::new(PADDING_OPTIONAL.decode(compact.as_bytes()).map_err(|_| {
+        Error::InvalidCredentials {
+            reason: "auth is not base64",
+        }
+    })?);
     let text = std::str::from_utf8(&decoded).map_err(|_| Error::InvalidCredentials {
         reason: "auth is not UTF-8",
     })?;

@@ -252,7 +252,7 @@ fn docker_config_auths_are_read_per_registry() {
 }
 
 /// An `auth` wrapped over lines, as Go's base64 decoder (containerd's, kubelet's) reads
-/// it: line breaks and other ASCII whitespace are skipped.
+/// it: line breaks are skipped, and the padding may be left out.
 #[test]
 fn a_docker_config_auth_wrapped_over_lines_is_read() {
     let encoded = b64("wrapped:secret-password");
@@ -260,7 +260,7 @@ fn a_docker_config_auth_wrapped_over_lines_is_read() {
     for auth in [
         format!("{head}\\n{tail}"),
         format!("{head}\\r\\n{tail}\\n"),
-        format!(" {head} {tail}\\t"),
+        encoded.trim_end_matches('=').to_owned(),
     ] {
         let file = format!(r#"{{"auths": {{"registry.example": {{"auth": "{auth}"}}}}}}"#);
         let auths = DockerAuths::parse(file.as_bytes()).unwrap_or_else(|e| panic!("{auth}: {e}"));
@@ -273,6 +273,10 @@ fn a_docker_config_auth_wrapped_over_lines_is_read() {
             "{auth}"
         );
     }
+    // Go's decoder skips no other whitespace: such an entry is not read.
+    let file = format!(r#"{{"auths": {{"registry.example": {{"auth": " {head}\t{tail}"}}}}}}"#);
+    let auths = DockerAuths::parse(file.as_bytes()).unwrap();
+    assert!(auths.credentials("registry.example", "app").is_none());
     // The CRI `auth` field is decoded alike.
     let cri = Credentials::from_cri(CriAuth {
         auth: &format!("{head}\r\n{tail}"),
