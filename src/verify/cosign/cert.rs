@@ -611,8 +611,11 @@ pub fn bundle_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejecti
             _ => None,
         })
     };
+    // sigstore-go takes an empty first URI, or an empty first email, as no SAN at all
+    // and goes on to the username (not to the email).
     let name = first_uri
         .or_else(first_email)
+        .filter(|name| !name.is_empty())
         .or_else(|| fulcio_username(&names));
     Ok(LeafIdentity {
         subject_alternative_names: name.into_iter().collect(),

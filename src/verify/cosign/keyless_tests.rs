@@ -572,6 +572,8 @@ fn a_bundle_is_matched_on_one_san_and_a_legacy_layer_on_every_san() {
             false,
             false,
         ),
+        // An empty first email is no SAN to sigstore-go: the username is read instead.
+        (vec![email(""), username("release")], "release", true, true),
     ];
     for (sans, subject, bundle_trusted, layer_trusted) in cases {
         let s = Sigstore::new(LeafSpec {
