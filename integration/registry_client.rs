@@ -1383,16 +1383,7 @@ impl TestTls {
 /// An HTTPS stand-in with `tls`'s certificate that answers every request with one
 /// manifest, and the image `app:v1` on it.
 async fn tls_registry(tls: &TestTls) -> (StandIn, ImageRef) {
-    let server = StandIn::start_tls(tls, |_request| async move {
-        respond(
-            StatusCode::OK,
-            &[("content-type", OCI_MANIFEST)],
-            manifest_json(None),
-        )
-    })
-    .await;
-    let image = format!("{}/app:v1", server.host()).parse().unwrap();
-    (server, image)
+    manifest_registry(tls.acceptor()).await
 }
 
 #[tokio::test]
@@ -2479,7 +2470,7 @@ fn self_signed_ca_with(
 
 /// An HTTPS stand-in serving `acceptor`'s certificate that answers every request with
 /// one manifest, and the image `app:v1` on it.
-async fn self_signed_registry(acceptor: tokio_rustls::TlsAcceptor) -> (StandIn, ImageRef) {
+async fn manifest_registry(acceptor: tokio_rustls::TlsAcceptor) -> (StandIn, ImageRef) {
     let server = StandIn::serve(Some(acceptor), |_request| async move {
         respond(
             StatusCode::OK,
@@ -2499,7 +2490,7 @@ async fn self_signed_registry(acceptor: tokio_rustls::TlsAcceptor) -> (StandIn, 
 #[tokio::test]
 async fn a_self_signed_ca_certificate_named_as_the_registrys_ca_is_its_own() {
     let (pem, acceptor) = self_signed_ca(&["127.0.0.1", "localhost"]);
-    let (server, image) = self_signed_registry(acceptor).await;
+    let (server, image) = manifest_registry(acceptor).await;
     let expected = Digest::sha256(&manifest_json(None));
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("reg.crt");
@@ -2524,7 +2515,7 @@ async fn a_self_signed_ca_certificate_named_as_the_registrys_ca_is_its_own() {
 #[tokio::test]
 async fn a_self_signed_server_certificate_is_taken_only_as_configured_and_for_its_names() {
     let (_, acceptor) = self_signed_ca(&["127.0.0.1", "localhost"]);
-    let (_server, image) = self_signed_registry(acceptor).await;
+    let (_server, image) = manifest_registry(acceptor).await;
     let (other_pem, _) = self_signed_ca(&["127.0.0.1", "localhost"]);
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other.crt");
@@ -2543,7 +2534,7 @@ async fn a_self_signed_server_certificate_is_taken_only_as_configured_and_for_it
 
     // Configured, but for another name than the one the registry is reached by.
     let (pem, acceptor) = self_signed_ca(&["registry.test"]);
-    let (_server, image) = self_signed_registry(acceptor).await;
+    let (_server, image) = manifest_registry(acceptor).await;
     let named = dir.path().join("named.crt");
     std::fs::write(&named, &pem).unwrap();
     let client = Client::new(RegistryConfig {
@@ -2580,7 +2571,7 @@ async fn a_self_signed_server_certificate_is_taken_only_as_configured_and_for_it
     ];
     for (what, adjust) in adjustments {
         let (pem, acceptor) = self_signed_ca_with(&["127.0.0.1", "localhost"], adjust);
-        let (_server, image) = self_signed_registry(acceptor).await;
+        let (_server, image) = manifest_registry(acceptor).await;
         let path = dir.path().join(format!("{what}.crt"));
         std::fs::write(&path, &pem).unwrap();
         let refused = Client::new(RegistryConfig {

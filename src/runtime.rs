@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{GetImageRequest, ReadContentRequest};
+use containerd_client::types::Descriptor;
 use hyper_util::rt::TokioIo;
 use tokio::net::UnixStream;
 use tonic::transport::Channel;
@@ -131,8 +132,39 @@ pub(crate) async fn stored_document(
     }))
 }
 
+/// What the content store of the runtime at `channel` holds under the target of its
+/// image record `name`; `None` when it has no record of that name. A record without a
+/// target, or whose target is no digest, is [`Stored::Unreadable`].
+pub(crate) async fn record_document(
+    channel: &Channel,
+    name: &str,
+) -> Result<Option<Stored>, tonic::Status> {
+    let Some(target) = record_target(channel, name).await? else {
+        return Ok(None);
+    };
+    let Some(target) = target else {
+        return Ok(Some(Stored::Unreadable));
+    };
+    let Ok(digest) = target.digest.parse::<Digest>() else {
+        return Ok(Some(Stored::Unreadable));
+    };
+    stored_document(channel, &digest, Typed::As(&target.media_type))
+        .await
+        .map(Some)
+}
+
 /// The media type of the target of the runtime's image record `name`, if it has one.
 async fn record_media_type(channel: &Channel, name: &str) -> Result<Option<String>, tonic::Status> {
+    let target = record_target(channel, name).await?;
+    Ok(target.flatten().map(|target| target.media_type))
+}
+
+/// The runtime's image record `name`: `None` when it has none of that name, else its
+/// target, if it has one.
+async fn record_target(
+    channel: &Channel,
+    name: &str,
+) -> Result<Option<Option<Descriptor>>, tonic::Status> {
     let mut images = ImagesClient::new(channel.clone());
     match images
         .get(namespaced(GetImageRequest {
@@ -140,11 +172,9 @@ async fn record_media_type(channel: &Channel, name: &str) -> Result<Option<Strin
         }))
         .await
     {
-        Ok(response) => Ok(response
-            .into_inner()
-            .image
-            .and_then(|image| image.target)
-            .map(|target| target.media_type)),
+        Ok(response) => Ok(Some(
+            response.into_inner().image.and_then(|image| image.target),
+        )),
         Err(status) if status.code() == Code::NotFound => Ok(None),
         Err(status) => Err(status),
     }

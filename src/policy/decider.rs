@@ -19,8 +19,6 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::GetImageRequest;
 use k8s_cri::v1::image_service_client::ImageServiceClient;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{ImageSpec, ImageStatusRequest, PodSandboxStatusRequest};
@@ -38,7 +36,9 @@ use crate::decision::{
 use crate::oci::manifest::Manifest;
 use crate::oci::{Digest, ImageRef, Repository};
 use crate::registry::CriCredentials;
-use crate::runtime::{namespaced, stored_document, stored_manifest, unix_channel, Stored, Typed};
+use crate::runtime::{
+    record_document, stored_document, stored_manifest, unix_channel, Stored, Typed,
+};
 use crate::verify::cache::Source;
 use crate::verify::engine::{Engine, Outcome, Requirement};
 use crate::verify::{Rejection, Verdict};
@@ -403,7 +403,9 @@ impl RuntimeImages {
                 continue;
             };
             if checkpoint.is_none() {
-                if let Some(Stored::Document(document)) = self.record_document(&name).await? {
+                if let Some(Stored::Document(document)) =
+                    record_document(&self.channel, &name).await?
+                {
                     if document.is_checkpoint() {
                         checkpoint = Some(tag.clone());
                     }
@@ -458,33 +460,6 @@ impl RuntimeImages {
         Ok(lead.map(|lead| (lead, is_checkpoint)))
     }
 
-    /// What the runtime's content store holds under the target of its image record
-    /// `name`; `None` when it has no record of that name. A record whose target is no
-    /// digest is [`Stored::Unreadable`].
-    async fn record_document(&self, name: &str) -> Result<Option<Stored>, tonic::Status> {
-        let mut images = ImagesClient::new(self.channel.clone());
-        let target = match images
-            .get(namespaced(GetImageRequest {
-                name: name.to_owned(),
-            }))
-            .await
-        {
-            Ok(response) => response.into_inner().image.and_then(|image| image.target),
-            Err(status) if status.code() == Code::NotFound => return Ok(None),
-            Err(status) => return Err(status),
-        };
-        let Some(target) = target else {
-            return Ok(Some(Stored::Unreadable));
-        };
-        let Ok(digest) = target.digest.parse::<Digest>() else {
-            return Ok(Some(Stored::Unreadable));
-        };
-        let typed = Typed::As(&target.media_type);
-        stored_document(&self.channel, &digest, typed)
-            .await
-            .map(Some)
-    }
-
     /// Whether the runtime's image record `name` leads to the image `id` and to no other:
     /// its target is a manifest whose config is `id`, or an index whose manifests for this
     /// node's platform that the runtime holds (at least one) all have that config. `None`
@@ -498,7 +473,7 @@ impl RuntimeImages {
     /// what was decided on. Manifests for other platforms are not read: the runtime's
     /// platform matcher passes over them.
     async fn record_holds(&self, name: &str, id: &Digest) -> Result<Option<bool>, tonic::Status> {
-        let Some(stored) = self.record_document(name).await? else {
+        let Some(stored) = record_document(&self.channel, name).await? else {
             return Ok(None);
         };
         let document = match stored {

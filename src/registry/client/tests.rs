@@ -187,6 +187,19 @@ fn credentials_sent(client: &Client, repo: &str) -> Vec<Credentials> {
         .collect()
 }
 
+/// What `client` sends each host of `repo` with a request's credentials for the server
+/// `address` (user `request`, password `p`).
+fn credentials_sent_for(client: &Client, address: &str, repo: &str) -> Vec<Credentials> {
+    let credentials = CriCredentials::from_cri(super::super::CriAuth {
+        username: "request",
+        password: "p",
+        server_address: address,
+        ..super::super::CriAuth::default()
+    })
+    .unwrap();
+    credentials_sent(&client.with_credentials(credentials), repo)
+}
+
 fn basic(username: &str) -> Credentials {
     Credentials::Basic {
         username: username.to_owned(),
@@ -235,16 +248,7 @@ fn credentials_come_from_the_request_before_the_docker_config() {
     );
     // With one, only to that host (containerd `ParseAuth`), never the Docker config's
     // in their place.
-    let scoped = |address: &str| {
-        let credentials = CriCredentials::from_cri(super::super::CriAuth {
-            username: "request",
-            password: "p",
-            server_address: address,
-            ..super::super::CriAuth::default()
-        })
-        .unwrap();
-        credentials_sent(&client.with_credentials(credentials), "ghcr.io/app")
-    };
+    let scoped = |address: &str| credentials_sent_for(&client, address, "ghcr.io/app");
     assert_eq!(
         scoped("https://ghcr.io"),
         [Credentials::Anonymous, basic("request")]
@@ -276,16 +280,7 @@ fn credentials_come_from_the_request_before_the_docker_config() {
 #[test]
 fn request_credentials_reach_a_registry_named_in_another_letter_case() {
     let client = Client::new(RegistryConfig::default()).unwrap();
-    let sent = |address: &str, repo: &str| {
-        let credentials = CriCredentials::from_cri(super::super::CriAuth {
-            username: "request",
-            password: "p",
-            server_address: address,
-            ..super::super::CriAuth::default()
-        })
-        .unwrap();
-        credentials_sent(&client.with_credentials(credentials), repo)
-    };
+    let sent = |address: &str, repo: &str| credentials_sent_for(&client, address, repo);
     for (address, repo, expected) in [
         (
             "https://MyReg.Example:5000",
