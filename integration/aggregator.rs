@@ -599,13 +599,18 @@ async fn records_a_renamed_node_spooled_under_its_old_name_hold_nothing_back() {
     let produced = logged_ids(&after.logs());
     assert_eq!(produced.len(), EACH);
     assert_exactly_once(&produced, &aggregator);
-    let metrics = node_metrics(metrics_port).await;
-    assert!(
-        metrics
-            .lines()
-            .any(|line| line == format!("crigate_spool_dropped_records_total {EACH}")),
-        "{metrics}"
-    );
+    // The records dropped are counted once the cursor is past them, which is when the
+    // node hears that the aggregator stored what follows them: a moment after it did.
+    let dropped = format!("crigate_spool_dropped_records_total {EACH}");
+    let deadline = Instant::now() + CONVERGE;
+    loop {
+        let metrics = node_metrics(metrics_port).await;
+        if metrics.lines().any(|line| line == dropped) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert!(
         after.logs().contains("name another node than this one"),
         "{}",
