@@ -13,7 +13,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use crigate::oci::descriptor::{OCI_EMPTY, OCI_INDEX, OCI_MANIFEST};
 use crigate::oci::{Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
-use crigate::registry::{Client, Credentials, CriAuth, Error, RegistryConfig};
+use crigate::registry::{Client, Credentials, CriAuth, Error, RegistryConfig, Wanted};
 use futures_util::stream;
 use http::{Request, Response, StatusCode};
 use http_body_util::combinators::BoxBody;
@@ -690,6 +690,171 @@ async fn referrers_api_stops_at_the_page_limit() {
 }
 
 /// A different page number each call, so every page is new.
+/// A JSON document of about `len` bytes that registries could serve as an image index:
+/// its `manifests` empty, and an unknown field holding as many small objects as fit,
+/// the shape that costs a parser the most per byte.
+fn index_of_small_objects(len: usize) -> Vec<u8> {
+    let mut document =
+        format!(r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[],"x":[{{"a":0}}"#);
+    while document.len() + 10 < len {
+        document.push_str(r#",{"a":0}"#);
+    }
+    document.push_str("]}");
+    document.into_bytes()
+}
+
+/// A manifest made slow to parse (4 MiB of small objects) is parsed off the thread that
+/// relays CRI calls: a task on that thread keeps running while it is read.
+#[tokio::test(flavor = "current_thread")]
+async fn a_manifest_slow_to_parse_leaves_the_relaying_thread_free() {
+    let body = Bytes::from(index_of_small_objects(MAX_MANIFEST_BYTES - 64));
+    let server = StandIn::start(move |_request| {
+        let body = body.clone();
+        async move { respond(StatusCode::OK, &[("content-type", OCI_INDEX)], body) }
+    })
+    .await;
+    let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
+    let client = server.client();
+    // A task on this (single) thread, as the relay is on crigate's: the longest it waited
+    // for its turn while the manifest was fetched and parsed.
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    let ticker = tokio::spawn({
+        let longest = longest.clone();
+        async move {
+            loop {
+                let started = Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let waited = started.elapsed();
+                let mut longest = longest.lock().unwrap();
+                *longest = (*longest).max(waited);
+            }
+        }
+    });
+    let fetched = client.resolve_manifest(&image).await.unwrap();
+    // The ticker's turn, to count a wait that ended with the fetch.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ticker.abort();
+    assert!(matches!(fetched.manifest, Manifest::Index(ref index) if index.manifests.is_empty()));
+    let longest = *longest.lock().unwrap();
+    assert!(
+        longest < Duration::from_millis(500),
+        "the thread was held for {longest:?}"
+    );
+}
+
+/// Referrers pages are read up to 8 MiB from one host, however many pages the
+/// configuration allows: what a registry lists is held until the decision.
+#[tokio::test]
+async fn referrers_pages_past_the_byte_bound_are_not_read() {
+    let pages = Arc::new(AtomicUsize::new(0));
+    let page = Bytes::from(index_of_small_objects(3 * 1024 * 1024));
+    let server = StandIn::start({
+        let pages = pages.clone();
+        move |request| {
+            let (pages, page) = (pages.clone(), page.clone());
+            async move {
+                let next = format!(
+                    "<{}?page={}>; rel=\"next\"",
+                    request.uri().path(),
+                    rand_page()
+                );
+                pages.fetch_add(1, Ordering::SeqCst);
+                respond(
+                    StatusCode::OK,
+                    &[("content-type", OCI_INDEX), ("link", &next)],
+                    page,
+                )
+            }
+        }
+    })
+    .await;
+    let client = server.client_with(RegistryConfig {
+        max_referrer_pages: 16,
+        ..RegistryConfig::default()
+    });
+    let result = client
+        .referrers(&server.repo(), &Digest::sha256(b"s"), None)
+        .await;
+    assert!(
+        matches!(result, Err(Error::TooLarge { ref what, limit }) if limit == 2 * MAX_MANIFEST_BYTES && what.contains("pages 1 to 3")),
+        "{result:?}"
+    );
+    assert_eq!(pages.load(Ordering::SeqCst), 3);
+}
+
+/// Referrer manifests read to learn their type stop at 8 MiB read from one host, well
+/// before the 64 manifests otherwise read, and what was read is still judged.
+#[tokio::test]
+async fn referrer_manifests_past_the_byte_bound_are_not_read() {
+    let manifest_reads = Arc::new(AtomicUsize::new(0));
+    // 64 manifests of a type nobody wants, each with 640 KiB of annotations.
+    let annotations: String = (0..40_000).map(|i| format!(r#""k{i:08}":"v","#)).collect();
+    let manifests: std::collections::HashMap<String, Bytes> = (0..64)
+        .map(|i| {
+            let manifest = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","artifactType":"application/example.unwanted","config":{{"mediaType":"{OCI_EMPTY}","digest":"{}","size":2}},"layers":[],"annotations":{{{annotations}"n":"{i}"}}}}"#,
+                Digest::sha256(b"{}")
+            );
+            (Digest::sha256(manifest.as_bytes()).to_string(), Bytes::from(manifest))
+        })
+        .collect();
+    let size = manifests.values().map(Bytes::len).max().unwrap();
+    // Listed with no artifact type, so each must be read to learn it.
+    let listing: Vec<serde_json::Value> = manifests
+        .iter()
+        .map(|(digest, manifest)| json!({"mediaType": OCI_MANIFEST, "digest": digest, "size": manifest.len()}))
+        .collect();
+    let listing = Bytes::from(
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": listing}),
+        )
+        .unwrap(),
+    );
+    let manifests = Arc::new(manifests);
+    let server = StandIn::start({
+        let manifest_reads = manifest_reads.clone();
+        move |request| {
+            let (manifest_reads, manifests, listing) =
+                (manifest_reads.clone(), manifests.clone(), listing.clone());
+            async move {
+                let path = request.uri().path();
+                if path.contains("/referrers/") {
+                    return respond(StatusCode::OK, &[("content-type", OCI_INDEX)], listing);
+                }
+                let digest = path.rsplit('/').next().unwrap_or_default();
+                let Some(manifest) = manifests.get(digest) else {
+                    return respond(StatusCode::NOT_FOUND, &[], "");
+                };
+                manifest_reads.fetch_add(1, Ordering::SeqCst);
+                respond(
+                    StatusCode::OK,
+                    &[("content-type", OCI_MANIFEST)],
+                    manifest.clone(),
+                )
+            }
+        }
+    })
+    .await;
+    let found = server
+        .client()
+        .referrers_where(
+            &server.repo(),
+            &Digest::sha256(b"s"),
+            |descriptor| match descriptor.artifact_type.as_deref() {
+                None | Some("") => Wanted::ByManifest,
+                Some(_) => Wanted::No,
+            },
+        )
+        .await;
+    assert!(found.unwrap().is_empty());
+    let reads = manifest_reads.load(Ordering::SeqCst);
+    let bound = 2 * MAX_MANIFEST_BYTES / size + 1;
+    assert!(
+        reads > 1 && reads <= bound,
+        "{reads} manifests of {size} bytes read"
+    );
+}
+
 fn rand_page() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     PAGE.fetch_add(1, Ordering::Relaxed)

@@ -115,7 +115,8 @@ pub(crate) async fn stored_document(
         tracing::warn!(%digest, "the runtime's content store holds other bytes under this digest");
         return Ok(Stored::Unreadable);
     }
-    let parsed = match Manifest::parse(None, &bytes) {
+    let bytes = bytes::Bytes::from(bytes);
+    let parsed = match Manifest::parse_off_thread(None, bytes.clone()).await {
         // A document without `mediaType` (the OCI image spec has it as SHOULD) is read as
         // the type its descriptor gives it, as the runtime read it.
         Err(ManifestError::MissingMediaType) => {
@@ -123,7 +124,12 @@ pub(crate) async fn stored_document(
                 Typed::As(media_type) => Some(media_type.to_owned()),
                 Typed::Record(name) => record_media_type(channel, name).await?,
             };
-            media_type.and_then(|media_type| Manifest::parse(Some(&media_type), &bytes).ok())
+            match media_type {
+                Some(media_type) => Manifest::parse_off_thread(Some(&media_type), bytes)
+                    .await
+                    .ok(),
+                None => None,
+            }
         }
         parsed => parsed.ok(),
     };

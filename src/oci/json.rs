@@ -24,6 +24,14 @@ pub fn fold(name: &str) -> String {
 
 /// The field of `fields` that `key` names but for case, if any.
 pub fn case_variant<'a>(key: &str, fields: &[&'a str]) -> Option<&'a str> {
+    if key.is_ascii() {
+        // An ASCII key folds to its ASCII upper case: equal to a field's fold but for
+        // ASCII case, with nothing to allocate.
+        return fields
+            .iter()
+            .copied()
+            .find(|field| *field != key && fold(field).eq_ignore_ascii_case(key));
+    }
     let folded = fold(key);
     fields
         .iter()
@@ -31,34 +39,182 @@ pub fn case_variant<'a>(key: &str, fields: &[&'a str]) -> Option<&'a str> {
         .find(|field| *field != key && fold(field) == folded)
 }
 
-/// The first key in `value`, at any depth, that names one of `fields` but for case, and
-/// that field. The values of `skip` keys are not looked into (free-form maps, such as
-/// annotations, whose keys Go takes as they are).
-pub fn find_case_variant<'a>(
-    value: &serde_json::Value,
+/// The first key in the JSON text `bytes`, at any depth, that names one of `fields` but
+/// for case, and that field. The values of `skip` keys are not looked into (free-form
+/// maps, such as annotations, whose keys Go takes as they are). Read as it is parsed,
+/// without building the document's tree: a document of many small values costs time and memory in
+/// proportion to its bytes. Keys are seen in document order, repeated keys included.
+///
+/// # Errors
+///
+/// `bytes` is not one JSON value, or nests deeper than the parser allows.
+pub fn find_case_variant_in<'a>(
+    bytes: &[u8],
     fields: &[&'a str],
     skip: &[&str],
-) -> Option<(String, &'a str)> {
-    match value {
-        serde_json::Value::Object(object) => object.iter().find_map(|(key, value)| {
-            if let Some(field) = case_variant(key, fields) {
-                return Some((key.clone(), field));
-            }
-            if skip.contains(&key.as_str()) {
-                return None;
-            }
-            find_case_variant(value, fields, skip)
-        }),
-        serde_json::Value::Array(items) => items
+) -> Result<Option<(String, &'a str)>, serde_json::Error> {
+    let folded: Vec<String> = fields.iter().map(|field| fold(field)).collect();
+    let walk = Walk {
+        fields,
+        folded: &folded,
+        skip,
+    };
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let found = serde::de::DeserializeSeed::deserialize(walk, &mut deserializer)?;
+    deserializer.end()?;
+    Ok(found)
+}
+
+/// One pass over a JSON value for [`find_case_variant_in`]: it yields the first key
+/// that is a case variant of a field, and reads on to the end of the value.
+#[derive(Clone, Copy)]
+struct Walk<'w, 'a> {
+    fields: &'w [&'a str],
+    /// `fields`, each folded.
+    folded: &'w [String],
+    skip: &'w [&'w str],
+}
+
+impl<'a> Walk<'_, 'a> {
+    fn variant(&self, key: &str) -> Option<&'a str> {
+        let folded_key = (!key.is_ascii()).then(|| fold(key));
+        self.fields
             .iter()
-            .find_map(|item| find_case_variant(item, fields, skip)),
-        _ => None,
+            .zip(self.folded)
+            .find(|(field, folded)| {
+                **field != key
+                    && match &folded_key {
+                        // An ASCII key folds to its ASCII upper case.
+                        None => folded.eq_ignore_ascii_case(key),
+                        Some(folded_key) => *folded == folded_key,
+                    }
+            })
+            .map(|(field, _)| *field)
+    }
+}
+
+impl<'de, 'a> serde::de::DeserializeSeed<'de> for Walk<'_, 'a> {
+    type Value = Option<(String, &'a str)>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de, 'a> serde::de::Visitor<'de> for Walk<'_, 'a> {
+    type Value = Option<(String, &'a str)>;
+
+    fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(inner) = seq.next_element_seed(self)? {
+            found = found.or(inner);
+        }
+        Ok(found)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut found = None;
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            let key = key.0;
+            if found.is_none() {
+                found = self
+                    .variant(&key)
+                    .map(|field| (key.clone().into_owned(), field));
+            }
+            if self.skip.contains(&&*key) {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            } else {
+                let inner = map.next_value_seed(self)?;
+                found = found.or(inner);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// An object key, borrowed from the text where it has no escapes.
+struct Key<'de>(std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+
+            fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                formatter.write_str("an object key")
+            }
+
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+
+            fn visit_str<E>(self, key: &str) -> Result<Self::Value, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(KeyVisitor)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`find_case_variant_in`] over a parsed tree, which keeps one value of a repeated key:
+    /// what the streaming walk must agree with.
+    fn find_case_variant<'a>(
+        value: &serde_json::Value,
+        fields: &[&'a str],
+        skip: &[&str],
+    ) -> Option<(String, &'a str)> {
+        match value {
+            serde_json::Value::Object(object) => object.iter().find_map(|(key, value)| {
+                if let Some(field) = case_variant(key, fields) {
+                    return Some((key.clone(), field));
+                }
+                if skip.contains(&key.as_str()) {
+                    return None;
+                }
+                find_case_variant(value, fields, skip)
+            }),
+            serde_json::Value::Array(items) => items
+                .iter()
+                .find_map(|item| find_case_variant(item, fields, skip)),
+            _ => None,
+        }
+    }
 
     #[test]
     fn keys_fold_as_go_folds_them() {
@@ -73,6 +229,9 @@ mod tests {
             ("d\u{0131}gest", "digest"),
         ] {
             assert_eq!(case_variant(key, &[field]), Some(field), "{key}");
+            let document = format!("{{{}:1}}", serde_json::to_string(key).unwrap());
+            let found = find_case_variant_in(document.as_bytes(), &[field], &[]).unwrap();
+            assert_eq!(found, Some((key.to_owned(), field)), "{key}");
         }
         for key in ["digest", "digests", "dig", "size "] {
             assert_eq!(case_variant(key, &["digest"]), None, "{key}");
@@ -83,7 +242,11 @@ mod tests {
     fn variants_are_found_at_any_depth_but_not_in_skipped_maps() {
         let found = |json: &str| {
             let value: serde_json::Value = serde_json::from_str(json).unwrap();
-            find_case_variant(&value, &["digest", "platform"], &["annotations"])
+            let fields = &["digest", "platform"];
+            let streamed = find_case_variant_in(json.as_bytes(), fields, &["annotations"]);
+            let tree = find_case_variant(&value, fields, &["annotations"]);
+            assert_eq!(streamed.unwrap(), tree, "{json}");
+            tree
         };
         assert_eq!(
             found(r#"{"manifests":[{"digest":"a"},{"digest":"b","Digest":"c"}]}"#),

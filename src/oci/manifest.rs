@@ -94,7 +94,14 @@ pub enum ManifestError {
          would read as that field"
     )]
     CaseVariant { key: String, field: &'static str },
+    #[error("parsing the manifest did not finish: {0}")]
+    Unfinished(String),
 }
+
+/// The size past which [`Manifest::parse_off_thread`] parses on the blocking pool. A
+/// manifest as registries hold them is a few KiB; one of several MiB of small values
+/// takes milliseconds to parse.
+const PARSE_INLINE_BYTES: usize = 64 * 1024;
 
 /// Every field of manifests, indexes, descriptors and platforms (OCI image spec v1.1;
 /// Docker schema 2 uses the same names), whatever crigate itself reads.
@@ -192,6 +199,27 @@ impl Manifest {
             .any(|key| CHECKPOINT_ANNOTATIONS.contains(&key.as_str()))
     }
 
+    /// As [`Manifest::parse`], on tokio's blocking pool when `bytes` are larger than a
+    /// manifest usually is, so that a document made to be slow to parse does not hold
+    /// up the thread that relays CRI calls.
+    ///
+    /// # Errors
+    ///
+    /// As [`Manifest::parse`]; [`ManifestError::Unfinished`] when the runtime shuts down
+    /// first.
+    pub async fn parse_off_thread(
+        content_type: Option<&str>,
+        bytes: bytes::Bytes,
+    ) -> Result<Self, ManifestError> {
+        if bytes.len() <= PARSE_INLINE_BYTES {
+            return Self::parse(content_type, &bytes);
+        }
+        let content_type = content_type.map(str::to_owned);
+        tokio::task::spawn_blocking(move || Self::parse(content_type.as_deref(), &bytes))
+            .await
+            .map_err(|error| ManifestError::Unfinished(error.to_string()))?
+    }
+
     /// Parses `bytes` as a manifest or index. `content_type` is the `Content-Type` the
     /// registry sent, or `None` when the bytes did not come with one (a blob, a file);
     /// then the document's own `mediaType` decides.
@@ -209,11 +237,9 @@ impl Manifest {
         // containerd reads the document with Go's encoding/json: a key that names a field
         // but for case would be that field to it (an index entry's `Digest`, say), and not
         // to crigate.
-        let value: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(ManifestError::Json)?;
-        if let Some((key, field)) =
-            super::json::find_case_variant(&value, DOCUMENT_FIELDS, &["annotations"])
-        {
+        let variant = super::json::find_case_variant_in(bytes, DOCUMENT_FIELDS, &["annotations"])
+            .map_err(ManifestError::Json)?;
+        if let Some((key, field)) = variant {
             return Err(ManifestError::CaseVariant { key, field });
         }
         let header = match content_type {

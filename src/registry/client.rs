@@ -480,8 +480,9 @@ impl Client {
             }
             None => Digest::sha256(&fetched.body),
         };
-        let manifest =
-            Manifest::parse(content_type, &fetched.body).map_err(|source| Error::Manifest {
+        let manifest = Manifest::parse_off_thread(content_type, fetched.body.clone())
+            .await
+            .map_err(|source| Error::Manifest {
                 what: what.clone(),
                 source,
             })?;

@@ -32,6 +32,15 @@ pub enum Wanted {
 /// their types.
 pub const MAX_MANIFESTS_READ: usize = 64;
 
+/// The most bytes of referrer manifests [`Client::referrers_where`] reads from one host,
+/// past which it reads no more: signature manifests are a few KiB each, and what is
+/// read is kept, parsed, until the decision is made.
+pub const MAX_MANIFEST_BYTES_READ: usize = 2 * MAX_MANIFEST_BYTES;
+
+/// The most bytes of referrers pages read from one host for one subject: some ten
+/// thousand descriptors, far more than [`MAX_MANIFESTS_READ`] signatures.
+pub const MAX_LISTING_BYTES: usize = 2 * MAX_MANIFEST_BYTES;
+
 /// HTTP statuses of a referrers request that mean the registry has no referrers API.
 const NO_REFERRERS_API: [u16; 4] = [400, 405, 406, 501];
 
@@ -96,12 +105,14 @@ impl Client {
         self.ask_hosts(repo, Capability::Pull, |host| async move {
             let listed = self.referrers_on(&host, repo, subject, None).await?;
             let mut found = Vec::new();
-            let (mut read, mut unread) = (0, 0);
+            let (mut read, mut read_bytes, mut unread) = (0, 0, 0);
             for mut descriptor in listed {
                 match want(&descriptor) {
                     Wanted::Yes => found.push((descriptor, None)),
                     Wanted::No => {}
-                    Wanted::ByManifest if read < MAX_MANIFESTS_READ => {
+                    Wanted::ByManifest
+                        if read < MAX_MANIFESTS_READ && read_bytes < MAX_MANIFEST_BYTES_READ =>
+                    {
                         read += 1;
                         let digest = descriptor.digest.to_string();
                         let fetched = match self
@@ -118,6 +129,7 @@ impl Client {
                             }
                             Err(error) => return Err(error),
                         };
+                        read_bytes += fetched.raw.len();
                         let Manifest::Image(manifest) = fetched.manifest else {
                             continue;
                         };
@@ -135,7 +147,7 @@ impl Client {
                 }
             }
             if unread > 0 {
-                tracing::warn!(%repo, %subject, unread, "referrers of no stated type past the first {MAX_MANIFESTS_READ} were not read");
+                tracing::warn!(%repo, %subject, unread, read, read_bytes, "referrers of no stated type past the first {MAX_MANIFESTS_READ}, or past {MAX_MANIFEST_BYTES_READ} bytes of their manifests, were not read");
             }
             Ok(found)
         })
@@ -224,6 +236,7 @@ impl Client {
         }
         let origin = url.origin();
         let mut found = Vec::new();
+        let mut listed_bytes = 0;
         for page in 1..=limit {
             let what = describe(host, format!("referrers of {repo}@{subject} (page {page})"));
             let fetched = self
@@ -244,7 +257,17 @@ impl Client {
                 );
                 return Ok(None);
             }
-            let index = index(&fetched.headers, &fetched.body, &what)?;
+            listed_bytes += fetched.body.len();
+            if listed_bytes > MAX_LISTING_BYTES {
+                return Err(Error::TooLarge {
+                    what: describe(
+                        host,
+                        format!("referrers of {repo}@{subject} (pages 1 to {page})"),
+                    ),
+                    limit: MAX_LISTING_BYTES,
+                });
+            }
+            let index = index(&fetched.headers, &fetched.body, &what).await?;
             let filtered = filters_applied(&fetched.headers);
             tracing::debug!(page, referrers = index.len(), filtered, "referrers page");
             // OCI distribution spec v1.1, "Listing Referrers": a registry MAY ignore the
@@ -385,9 +408,13 @@ fn matches(descriptor: &Descriptor, artifact_type: Option<&str>) -> bool {
 }
 
 /// The descriptors of a referrers page, which must be an image index.
-fn index(headers: &HeaderMap, body: &[u8], what: &str) -> Result<Vec<Descriptor>, Error> {
+async fn index(
+    headers: &HeaderMap,
+    body: &bytes::Bytes,
+    what: &str,
+) -> Result<Vec<Descriptor>, Error> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    match Manifest::parse(content_type, body) {
+    match Manifest::parse_off_thread(content_type, body.clone()).await {
         Ok(Manifest::Index(index)) => Ok(index.manifests),
         Ok(Manifest::Image(_)) => Err(Error::UnexpectedKind {
             what: what.to_owned(),
@@ -406,16 +433,23 @@ fn index(headers: &HeaderMap, body: &[u8], what: &str) -> Result<Vec<Descriptor>
 }
 
 /// Whether `body` is a JSON object with no `manifests` (or a null one), and no field of
-/// an image manifest.
+/// an image manifest. Read without building the document's tree, whose size the
+/// registry chooses.
 fn lists_nothing(body: &[u8]) -> bool {
-    let Ok(serde_json::Value::Object(object)) = serde_json::from_slice(body) else {
-        return false;
-    };
-    object
-        .get("manifests")
-        .is_none_or(serde_json::Value::is_null)
-        && !object.contains_key("config")
-        && !object.contains_key("layers")
+    /// The fields of a listing that say whether it lists nothing.
+    #[derive(serde::Deserialize)]
+    struct Listing {
+        manifests: Option<serde::de::IgnoredAny>,
+        #[serde(default, deserialize_with = "present")]
+        config: bool,
+        #[serde(default, deserialize_with = "present")]
+        layers: bool,
+    }
+    fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
+        <serde::de::IgnoredAny as serde::Deserialize>::deserialize(deserializer).map(|_| true)
+    }
+    serde_json::from_slice::<Listing>(body)
+        .is_ok_and(|listing| listing.manifests.is_none() && !listing.config && !listing.layers)
 }
 
 #[cfg(test)]
@@ -424,8 +458,8 @@ mod tests {
 
     use super::*;
 
-    #[test]
-    fn an_empty_object_lists_no_referrers_and_an_image_is_still_refused() {
+    #[tokio::test]
+    async fn an_empty_object_lists_no_referrers_and_an_image_is_still_refused() {
         let mut headers = HeaderMap::new();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(OCI_INDEX));
         for body in [
@@ -433,7 +467,7 @@ mod tests {
             b"{\"manifests\": null}",
             b"{\"schemaVersion\": 2}",
         ] {
-            let listed = index(&headers, body, "referrers");
+            let listed = index(&headers, &bytes::Bytes::from_static(body), "referrers").await;
             assert!(listed.is_ok_and(|l| l.is_empty()), "{body:?}");
         }
         for body in [
@@ -442,7 +476,8 @@ mod tests {
             b"{\"manifests\": 7}",
             b"{\"config\": {}, \"layers\": []}",
         ] {
-            assert!(index(&headers, body, "referrers").is_err(), "{body:?}");
+            let listed = index(&headers, &bytes::Bytes::from_static(body), "referrers").await;
+            assert!(listed.is_err(), "{body:?}");
         }
     }
 
