@@ -803,8 +803,29 @@ impl PolicyDecider {
     }
 
     /// Decides `request` and says why. Makes registry calls (verification) and, for
-    /// CreateContainer, asks the runtime what the image is; never pulls anything.
+    /// CreateContainer, asks the runtime what the image is; never pulls anything. Its
+    /// verifications share one `[verify] timeout`.
     pub async fn explain(&self, request: &RequestContext) -> Explanation {
+        self.explain_by(request, self.verification_deadline()).await
+    }
+
+    /// When a decision started now must have its verifications done: one
+    /// `[verify] timeout` for all of them, whatever the number of verifiers, of names
+    /// the runtime has for the image, and of image volumes. Each verification is bounded
+    /// by that timeout on its own as well; bounding their sum keeps a registry that
+    /// answers each of them slowly from holding a call for a multiple of it, past the
+    /// caller's own deadline (kubelet's `--runtime-request-timeout`, 2 min by default),
+    /// where the caller would learn only that its deadline passed.
+    fn verification_deadline(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.engine.timeout()
+    }
+
+    /// As [`PolicyDecider::explain`], its verifications done by `deadline`.
+    async fn explain_by(
+        &self,
+        request: &RequestContext,
+        deadline: tokio::time::Instant,
+    ) -> Explanation {
         let mut trace = Explanation::new(request);
         // The runtime creates the container in the sandbox `pod_sandbox_id` names; the
         // sandbox config beside it is the caller's to fill. The namespace decided under,
@@ -890,7 +911,9 @@ impl PolicyDecider {
                 images,
                 ..Subject::default()
             };
-            let judged = self.judge(trace.clone(), policy, request, &subject).await;
+            let judged = self
+                .judge(trace.clone(), policy, request, &subject, deadline)
+                .await;
             if judged.decision == Conclusion::Allow {
                 return judged;
             }
@@ -944,9 +967,11 @@ impl PolicyDecider {
             .map(ToString::to_string)
             .filter(|id| *id != request.image)
         else {
-            return self.judge(trace, policy, request, &subject).await;
+            return self.judge(trace, policy, request, &subject, deadline).await;
         };
-        let mut judged = self.judge(trace.clone(), policy, request, &subject).await;
+        let mut judged = self
+            .judge(trace.clone(), policy, request, &subject, deadline)
+            .await;
         if judged.decision == Conclusion::Allow {
             // Checked once allowed, just before the id goes to the runtime.
             if let Some(rejected) = self.checkpoint_archive(&pin) {
@@ -1040,6 +1065,7 @@ impl PolicyDecider {
         policy: &Policy,
         request: &RequestContext,
         subject: &Subject,
+        deadline: tokio::time::Instant,
     ) -> Explanation {
         let namespace = trace.namespace.clone();
         let images = subject.images.as_slice();
@@ -1084,7 +1110,14 @@ impl PolicyDecider {
             let credentials = request.credentials.as_ref().or(remembered.as_ref());
             let platform = image.digest().and_then(|d| subject.platforms.get(d));
             match self
-                .verify_as_run(policy, image, platform, credentials, &mut trace.checks)
+                .verify_as_run(
+                    policy,
+                    image,
+                    platform,
+                    credentials,
+                    deadline,
+                    &mut trace.checks,
+                )
                 .await
             {
                 Ok(Ok((verifier, outcome))) => {
@@ -1194,9 +1227,12 @@ impl PolicyDecider {
         image: &ImageRef,
         platform: Option<&Digest>,
         credentials: Option<&CriCredentials>,
+        deadline: tokio::time::Instant,
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
-        let first = self.verify(policy, image, credentials, checks).await?;
+        let first = self
+            .verify(policy, image, credentials, deadline, checks)
+            .await?;
         let Some(platform) = platform else {
             return Ok(first);
         };
@@ -1209,7 +1245,9 @@ impl PolicyDecider {
             return Ok(first);
         }
         let manifest = image.with_digest(platform.clone());
-        let second = self.verify(policy, &manifest, credentials, checks).await?;
+        let second = self
+            .verify(policy, &manifest, credentials, deadline, checks)
+            .await?;
         Ok(match (first, second) {
             (_, trusted @ Ok(_)) => trusted,
             // Nothing trusted: the manifest the runtime holds is what would run.
@@ -1218,12 +1256,13 @@ impl PolicyDecider {
     }
 
     /// `Ok(Ok((verifier, outcome)))` trusted, `Ok(Err(_))` rejected, `Err` could not
-    /// decide. Each verification is added to `checks`.
+    /// decide, or not by `deadline`. Each verification is added to `checks`.
     async fn verify(
         &self,
         policy: &Policy,
         image: &ImageRef,
         credentials: Option<&CriCredentials>,
+        deadline: tokio::time::Instant,
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
         let mut rejections = Vec::new();
@@ -1251,11 +1290,21 @@ impl PolicyDecider {
                     .scoped(requirement.fingerprint.as_bytes()),
                 ..requirement.clone()
             };
-            let outcome = match self
-                .engine
-                .verify(image, &requirement, credentials.cloned())
-                .await
-            {
+            // A verification this caller stops waiting for goes on in its own task,
+            // bounded by its own timeout, and its verdict is cached.
+            let verified = tokio::time::timeout_at(
+                deadline,
+                self.engine
+                    .verify(image, &requirement, credentials.cloned()),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(crate::verify::engine::Error::DecisionTimeout {
+                    image: image.to_string(),
+                    after: self.engine.timeout(),
+                })
+            });
+            let outcome = match verified {
                 Ok(outcome) => outcome,
                 Err(error) => {
                     let reason = format!("{error:#}");
@@ -1388,7 +1437,8 @@ impl Decide for PolicyDecider {
     fn decide<'a>(&'a self, request: &'a RequestContext) -> BoxFuture<'a, Decided> {
         Box::pin(async move {
             let started = Instant::now();
-            let trace = self.explain(request).await;
+            let deadline = self.verification_deadline();
+            let trace = self.explain_by(request, deadline).await;
             let latency = started.elapsed();
             if request.phase == Phase::Pull && trace.allows() && trace.pinned.is_none() {
                 if let Some(runtime) = &self.runtime {
@@ -1405,7 +1455,7 @@ impl Decide for PolicyDecider {
                 for volume in &request.image_volumes {
                     let started = Instant::now();
                     let asked = request.for_volume(volume);
-                    let trace = self.explain(&asked).await;
+                    let trace = self.explain_by(&asked, deadline).await;
                     let trace = self.mounted_as_decided(&asked, trace).await;
                     let allows = trace.allows();
                     judged.push((volume, asked, trace, started.elapsed()));
@@ -1818,6 +1868,117 @@ verifiers = ["release"]
             }
         });
         (host, seen)
+    }
+
+    /// A registry on loopback that answers each request `delay` after reading it: with
+    /// `manifest` (an OCI image manifest) where its path ends in that manifest's digest,
+    /// else 404.
+    async fn slow_registry(delay: Duration, manifest: &'static str) -> String {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let host = listener.local_addr().unwrap().to_string();
+        let digest = Digest::sha256(manifest.as_bytes()).to_string();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let digest = digest.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    tokio::time::sleep(delay).await;
+                    let line = String::from_utf8_lossy(&request);
+                    let line = line.lines().next().unwrap_or_default();
+                    let answer = if line.contains(&format!("/manifests/{digest} ")) {
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: {}\r\ncontent-length: {}\r\n\
+                             docker-content-digest: {digest}\r\nconnection: close\r\n\r\n{}",
+                            crate::oci::descriptor::OCI_MANIFEST,
+                            manifest.len(),
+                            if line.starts_with("HEAD") {
+                                ""
+                            } else {
+                                manifest
+                            }
+                        )
+                    } else {
+                        "HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                            .to_owned()
+                    };
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        host
+    }
+
+    /// The verifications of one decision share one `[verify] timeout`: four verifiers,
+    /// each of which finds no signature well within it on a slow registry, together
+    /// exceed it, and the decision is the timeout's (`on_error`), made when it passes.
+    #[tokio::test]
+    async fn the_verifiers_of_one_decision_share_one_timeout() {
+        const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
+        let host = slow_registry(Duration::from_millis(150), MANIFEST).await;
+        let text = format!(
+            r#"
+[registry]
+plain_http = ["{host}"]
+
+[verify]
+timeout = "1s"
+
+[verifiers.a]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[verifiers.b]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[verifiers.c]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[verifiers.d]
+kind = "cosign"
+keys = ["{KEY}"]
+require_tlog = false
+
+[[policies]]
+name = "secure"
+namespaces = ["secure"]
+verifiers = ["a", "b", "c", "d"]
+"#
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let decider = decider_from(dir.path(), &text, PulledImages::default());
+        let digest = Digest::sha256(MANIFEST.as_bytes());
+        let mut pull = create(&format!("{host}/app@{digest}"), "secure");
+        pull.phase = Phase::Pull;
+        let started = Instant::now();
+        let trace = decider.explain(&pull).await;
+        let took = started.elapsed();
+        // Each verifier alone finishes within the timeout, with no signature found.
+        let first = &trace.checks[0];
+        assert_eq!(
+            (first.verifier.as_str(), first.result),
+            ("a", "rejected"),
+            "{trace:?}"
+        );
+        assert_eq!(trace.reason_code, "verification_error", "{trace:?}");
+        assert!(
+            trace.reason.contains("its decision's verifications share"),
+            "{}",
+            trace.reason
+        );
+        assert!(took < Duration::from_millis(1500), "{took:?}");
     }
 
     #[tokio::test]

@@ -132,6 +132,11 @@ pub enum Error {
     Registry(#[from] registry::Error),
     #[error("verification of {image} took longer than {after:?}")]
     Timeout { image: String, after: Duration },
+    #[error(
+        "verification of {image} did not finish within the {after:?} its decision's \
+         verifications share"
+    )]
+    DecisionTimeout { image: String, after: Duration },
     #[error("verification of {image} ended without a result")]
     Aborted { image: String },
 }
@@ -208,6 +213,11 @@ impl Engine {
     pub fn with_revocation_stats(mut self, stats: Arc<notation::fetch::RevocationStats>) -> Self {
         self.revocation = Arc::new(RevocationFetcher::default().with_stats(stats));
         self
+    }
+
+    /// How long one verification may take (`[verify] timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Verifies `image` against `requirement`, with `credentials` for the registry (a CRI
