@@ -64,9 +64,14 @@ pub use layer::SignatureLayer;
 pub use payload::{DockerReferenceCheck, SimpleSigning};
 pub use policy::{CosignPolicy, KeylessIdentity, Matcher, PolicyError, TrustedKey, TrustedRoot};
 
-/// Most signatures considered for one image; the rest are ignored (and the caller should
-/// not fetch them). A `.sig` manifest normally has one to a few layers.
+/// Most signatures considered for one image from each of cosign's two places (the `.sig`
+/// tag's layers, the referrers); the rest are ignored (and the caller should not fetch
+/// them). A `.sig` manifest normally has one to a few layers.
 pub const MAX_SIGNATURES: usize = 64;
+
+/// Most signature layers [`verify`] judges: [`MAX_SIGNATURES`] from each place, so that
+/// layers in one cannot crowd out a signature in the other.
+pub const MAX_LAYERS: usize = 2 * MAX_SIGNATURES;
 
 /// Verifies an image's cosign signatures, legacy `.sig` layers and Sigstore bundles
 /// alike: trusted if ANY one signature satisfies ALL of the policy by itself; otherwise
@@ -82,7 +87,7 @@ pub fn verify(
     now: SystemTime,
 ) -> Verdict {
     let mut best: Option<Rejection> = None;
-    for layer in layers.iter().take(MAX_SIGNATURES) {
+    for layer in layers.iter().take(MAX_LAYERS) {
         match verify_layer(layer, image, image_repository, policy, now) {
             Ok(signer) => return Verdict::Trusted(signer),
             Err(rejection) => best = Some(more_informative(best, rejection)),

@@ -384,6 +384,30 @@ fn one_good_layer_among_bad_ones_is_trusted() {
     );
 }
 
+/// The `.sig` tag and the referrers each fill a list of [`MAX_SIGNATURES`] layers: a
+/// signature from the referrers, after a full list of junk from the tag, is judged.
+#[test]
+fn a_full_list_of_tag_layers_does_not_hide_a_referrers_signature() {
+    let dir = vectors_dir();
+    let image: Digest = C01_IMAGE.parse().unwrap();
+    let mut garbage = c01_layer(&dir, "cosign/key/hello-world/payload.json");
+    garbage.signature_b64 = "!!".to_owned();
+    let mut layers = vec![garbage; MAX_SIGNATURES];
+    layers.push(c01_layer(&dir, "cosign/key/hello-world/payload.json"));
+    let v = verify(
+        &layers,
+        &[],
+        &image,
+        C01_REPO,
+        &c01_policy(&dir),
+        SystemTime::now(),
+    );
+    assert!(
+        matches!(v, Verdict::Trusted(ref s) if s.identity == "p256"),
+        "{v:?}"
+    );
+}
+
 #[test]
 fn most_informative_rejection_wins_across_layers() {
     let dir = vectors_dir();
