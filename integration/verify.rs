@@ -389,6 +389,89 @@ async fn one_good_signature_among_bad_ones_is_enough() {
     assert_eq!(code, TRUSTED, "{json}");
 }
 
+/// Pushes `layers` as the `.sig` manifest of `image_digest` in `repo`.
+async fn push_legacy_layers(registry: &Registry, repo: &str, image_digest: &str, layers: &[Value]) {
+    let config = registry.push_blob(repo, b"{}").await.unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": config, "size": 2},
+        "layers": layers,
+    }))
+    .unwrap();
+    let tag = format!("{}.sig", image_digest.replace(':', "-"));
+    registry
+        .push_manifest(
+            repo,
+            &tag,
+            "application/vnd.oci.image.manifest.v1+json",
+            &manifest,
+        )
+        .await
+        .unwrap();
+}
+
+/// GETs of `blob` in `repo` in the registry's access log.
+fn blob_reads(registry: &Registry, repo: &str, blob: &str) -> usize {
+    let access = std::fs::read_to_string(registry.log_path()).unwrap();
+    access
+        .lines()
+        .filter(|line| line.contains(&format!("\"GET /v2/{repo}/blobs/{blob} ")))
+        .count()
+}
+
+/// A `.sig` manifest of many layers costs at most 64 blob reads: a layer whose
+/// descriptor shows it is no signature (another media type) is passed over unread, so
+/// 200 of them do not hide the trusted signature after them; and signature layers past
+/// the 64th read are not read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sig_manifest_of_many_layers_costs_at_most_64_blob_reads() {
+    let f = Fixture::new().await;
+    let (digest, _) = f.image("many").await;
+    let reference = format!("{}/many", f.registry.host());
+    let stranger = KeySigner::generate().legacy(KeySigner::payload(&reference, &digest));
+    let good = f.signer.legacy(KeySigner::payload(&reference, &digest));
+    let blob = f
+        .registry
+        .push_blob("many", &stranger.payload)
+        .await
+        .unwrap();
+    let good_blob = f.registry.push_blob("many", &good.payload).await.unwrap();
+    let layer = |media_type: &str| {
+        serde_json::json!({
+            "mediaType": media_type,
+            "digest": blob,
+            "size": stranger.payload.len(),
+            "annotations": stranger.annotations,
+        })
+    };
+    let trusted = serde_json::json!({
+        "mediaType": crate::signer::SIMPLE_SIGNING,
+        "digest": good_blob,
+        "size": good.payload.len(),
+        "annotations": good.annotations,
+    });
+    let others = std::iter::repeat_with(|| layer("application/octet-stream")).take(200);
+    let strangers = |n| std::iter::repeat_with(|| layer(crate::signer::SIMPLE_SIGNING)).take(n);
+    let layers: Vec<Value> = others
+        .clone()
+        .chain(strangers(40))
+        .chain(std::iter::once(trusted))
+        .collect();
+    push_legacy_layers(&f.registry, "many", &digest, &layers).await;
+    let (code, json) = f.verify(&f.reference("many"), &[]);
+    assert_eq!(code, TRUSTED, "{json}");
+
+    // Signature layers by a stranger only, more than are read.
+    let layers: Vec<Value> = others.chain(strangers(100)).collect();
+    push_legacy_layers(&f.registry, "many", &digest, &layers).await;
+    let before = blob_reads(&f.registry, "many", &blob);
+    let (code, json) = f.verify(&f.reference("many"), &[]);
+    assert_eq!(code, REJECTED, "{json}");
+    let reads = blob_reads(&f.registry, "many", &blob) - before;
+    assert_eq!(reads, 64, "{reads} blob reads");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn index_signature_covers_the_platforms_and_a_platform_signature_its_manifest() {
     let f = Fixture::new().await;

@@ -72,6 +72,8 @@ enum ReferrerKind {
 #[derive(Default)]
 struct Referred {
     layers: Vec<SignatureLayer>,
+    /// Signature layer blobs read for `layers`.
+    layers_read: usize,
     bundles: Vec<SigstoreBundle>,
     malformed: Option<String>,
     /// The first referrer that could not be read for a reason that may pass (a
@@ -701,24 +703,32 @@ impl Job {
         };
         let mut layers = Vec::new();
         let mut malformed = None;
-        self.signature_layers(&manifest.layers, &mut layers, &mut malformed)
+        self.signature_layers(&manifest.layers, &mut layers, &mut 0, &mut malformed)
             .await?;
         Ok((layers, malformed))
     }
 
     /// Reads `descriptors` as cosign signature layers (simple-signing payloads with their
-    /// annotations) into `layers` until it holds [`cosign::MAX_SIGNATURES`] (the `.sig`
-    /// tag and the referrers each fill a list of their own); the first reason a layer is
-    /// not a usable signature goes to `malformed`.
+    /// annotations) into `layers`, reading at most [`cosign::MAX_SIGNATURES`] blobs over
+    /// the calls that share `read` (the `.sig` tag and the referrers each fill a list of
+    /// their own); the first reason a layer is not a usable signature goes to
+    /// `malformed`. A layer whose descriptor shows it is none is passed over unread.
     async fn signature_layers(
         &self,
         descriptors: &[Descriptor],
         layers: &mut Vec<SignatureLayer>,
+        read: &mut usize,
         malformed: &mut Option<String>,
     ) -> Result<(), Error> {
         for layer in descriptors {
-            if layers.len() >= cosign::MAX_SIGNATURES {
+            if *read >= cosign::MAX_SIGNATURES {
+                tracing::warn!(repository = %self.repository, "cosign signature layers past the first {} read were not read", cosign::MAX_SIGNATURES);
                 break;
+            }
+            if let Err(error) = SignatureLayer::may_be(&layer.media_type, &layer.annotations) {
+                malformed
+                    .get_or_insert_with(|| format!("signature layer {}: {error}", layer.digest));
+                continue;
             }
             if usize::try_from(layer.size).map_or(true, |size| size > MAX_SIGNATURE_BLOB_BYTES) {
                 malformed.get_or_insert_with(|| {
@@ -726,6 +736,7 @@ impl Job {
                 });
                 continue;
             }
+            *read += 1;
             let blob = self
                 .registry
                 .blob(&self.repo, &layer.digest, MAX_SIGNATURE_BLOB_BYTES)
@@ -802,8 +813,13 @@ impl Job {
                         .await
                 }
                 ReferrerKind::SimpleSigning => {
-                    self.signature_layers(&manifest.layers, &mut found.layers, &mut found.malformed)
-                        .await
+                    self.signature_layers(
+                        &manifest.layers,
+                        &mut found.layers,
+                        &mut found.layers_read,
+                        &mut found.malformed,
+                    )
+                    .await
                 }
                 ReferrerKind::Unknown | ReferrerKind::Other => Ok(()),
             };

@@ -70,6 +70,25 @@ pub enum LayerError {
 // === impl SignatureLayer ===
 
 impl SignatureLayer {
+    /// Whether a layer of `media_type` with `annotations` may be a signature, told
+    /// before its blob is read.
+    ///
+    /// # Errors
+    ///
+    /// Not the simple-signing media type, or no signature annotation.
+    pub fn may_be(
+        media_type: &str,
+        annotations: &BTreeMap<String, String>,
+    ) -> Result<(), LayerError> {
+        if media_type != SIMPLE_SIGNING_MEDIA_TYPE {
+            return Err(LayerError::MediaType(media_type.to_owned()));
+        }
+        if !annotations.contains_key(SIGNATURE_ANNOTATION) {
+            return Err(LayerError::MissingSignature);
+        }
+        Ok(())
+    }
+
     /// Builds a signature from a `.sig` layer descriptor's media type and annotations and
     /// the layer's blob, enforcing the size limits.
     ///
@@ -82,9 +101,7 @@ impl SignatureLayer {
         annotations: &BTreeMap<String, String>,
         blob: Vec<u8>,
     ) -> Result<Self, LayerError> {
-        if media_type != SIMPLE_SIGNING_MEDIA_TYPE {
-            return Err(LayerError::MediaType(media_type.to_owned()));
-        }
+        Self::may_be(media_type, annotations)?;
         let signature_b64 = annotations
             .get(SIGNATURE_ANNOTATION)
             .ok_or(LayerError::MissingSignature)?;

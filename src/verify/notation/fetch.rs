@@ -234,16 +234,28 @@ impl RevocationFetcher {
                 )
                 .await
                 .map_err(|_elapsed| FetchError::Timeout(self.timeout))??;
-                let mut crls = CrlSet::default();
-                crls.add(&bytes)
-                    .map_err(|error| FetchError::Malformed(error.to_string()))?;
-                let next_update = crls.next_update().ok_or(FetchError::NoNextUpdate)?;
-                tracing::debug!(url, bytes = bytes.len(), %next_update, "fetched a CRL");
+                // A CRL may list hundreds of thousands of certificates, many MiB parsed:
+                // off the thread that relays CRI calls.
+                let size = bytes.len();
+                let (crls, next_update) = tokio::task::spawn_blocking(move || {
+                    let mut crls = CrlSet::default();
+                    crls.add(&bytes).map(|()| {
+                        let next_update = crls.next_update();
+                        (crls, next_update)
+                    })
+                })
+                .await
+                .map_err(|error| {
+                    FetchError::Malformed(format!("reading the CRL did not finish: {error}"))
+                })?
+                .map_err(|error| FetchError::Malformed(error.to_string()))?;
+                let next_update = next_update.ok_or(FetchError::NoNextUpdate)?;
+                tracing::debug!(url, bytes = size, %next_update, "fetched a CRL");
                 Cached {
                     crls,
                     answer: Bytes::new(),
                     next_update,
-                    bytes: bytes.len(),
+                    bytes: size,
                 }
             }
             Wanted::Ocsp { url, request } => {
@@ -303,8 +315,10 @@ impl RevocationFetcher {
         let Ok(mut cache) = self.cache.lock() else {
             return;
         };
+        let mut replaced = Vec::new();
         if let Some(old) = cache.entries.insert(source.clone(), fetched.clone()) {
             cache.bytes = cache.bytes.saturating_sub(old.bytes);
+            replaced.push(old);
         }
         cache.bytes = cache.bytes.saturating_add(fetched.bytes);
         // Over the bound, the CRLs that are due to be fetched again first go first.
@@ -319,7 +333,13 @@ impl RevocationFetcher {
             };
             if let Some(removed) = cache.entries.remove(&first) {
                 cache.bytes = cache.bytes.saturating_sub(removed.bytes);
+                replaced.push(removed);
             }
+        }
+        drop(cache);
+        // Freeing a large parsed CRL takes a while too.
+        if !replaced.is_empty() && tokio::runtime::Handle::try_current().is_ok() {
+            tokio::task::spawn_blocking(move || drop(replaced));
         }
     }
 

@@ -100,6 +100,12 @@ fn respond(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> 
 
 /// A DER CRL from a fresh CA, listing nothing, next updated on 2099-01-01.
 fn crl_der() -> Vec<u8> {
+    crl_der_listing(0)
+}
+
+/// A DER CRL from a fresh CA, listing `revoked` serial numbers, next updated on
+/// 2099-01-01.
+fn crl_der_listing(revoked: u64) -> Vec<u8> {
     let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -110,7 +116,14 @@ fn crl_der() -> Vec<u8> {
         next_update: rcgen::date_time_ymd(2099, 1, 1),
         crl_number: rcgen::SerialNumber::from(1u64),
         issuing_distribution_point: None,
-        revoked_certs: Vec::new(),
+        revoked_certs: (1..=revoked)
+            .map(|serial| rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(serial),
+                revocation_time: rcgen::date_time_ymd(2025, 3, 1),
+                reason_code: None,
+                invalidity_date: None,
+            })
+            .collect(),
         key_identifier_method: rcgen::KeyIdMethod::Sha256,
     }
     .signed_by(&ca)
@@ -169,6 +182,45 @@ async fn a_crl_is_fetched_once_and_fetched_again_after_its_next_update() {
             "{source} {result} {count}: {counts:?}"
         );
     }
+}
+
+/// A CRL of many entries is parsed off the thread that relays CRI calls: a task on
+/// that thread keeps running while it is read.
+#[tokio::test(flavor = "current_thread")]
+async fn a_large_crl_is_read_off_the_relaying_thread() {
+    let der = Bytes::from(crl_der_listing(100_000));
+    let server = Server::start(move |_| {
+        let der = der.clone();
+        async move { respond(StatusCode::OK, der) }
+    })
+    .await;
+    let fetcher = RevocationFetcher::default();
+    let longest = Arc::new(Mutex::new(Duration::ZERO));
+    let ticker = tokio::spawn({
+        let longest = longest.clone();
+        async move {
+            loop {
+                let started = std::time::Instant::now();
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                let waited = started.elapsed();
+                let mut longest = longest.lock().unwrap();
+                *longest = (*longest).max(waited);
+            }
+        }
+    });
+    let fetched = fetcher
+        .fetch(&crl(&server.url("/ca.crl")), year(2030))
+        .await;
+    // The ticker's turn, to count a wait that ended with the fetch.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ticker.abort();
+    assert!(fetched.failures.is_empty(), "{:?}", fetched.failures);
+    assert!(!fetched.crls.is_empty());
+    let longest = *longest.lock().unwrap();
+    assert!(
+        longest < Duration::from_millis(300),
+        "the thread was held for {longest:?}"
+    );
 }
 
 #[tokio::test]
