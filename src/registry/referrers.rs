@@ -10,7 +10,9 @@ use super::client::{describe, Fetch, FetchedManifest};
 use super::hosts::{Capability, Host};
 use super::{Client, Error};
 use crate::oci::descriptor::OCI_INDEX;
-use crate::oci::{Descriptor, Digest, ImageManifest, Manifest, Repository, MAX_MANIFEST_BYTES};
+use crate::oci::{
+    Descriptor, Digest, ImageManifest, Manifest, ManifestError, Repository, MAX_MANIFEST_BYTES,
+};
 
 /// The filter name a registry lists in `OCI-Filters-Applied` when it applied the
 /// `artifactType` query (OCI distribution spec v1.1, "Listing Referrers").
@@ -414,7 +416,17 @@ async fn index(
     what: &str,
 ) -> Result<Vec<Descriptor>, Error> {
     let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
-    match Manifest::parse_off_thread(content_type, body.clone()).await {
+    let parsed = Manifest::parse_off_thread(content_type, body.clone()).await;
+    listed(parsed, body, what)
+}
+
+/// The descriptors of a referrers page `body`, `parsed`.
+fn listed(
+    parsed: Result<Manifest, ManifestError>,
+    body: &[u8],
+    what: &str,
+) -> Result<Vec<Descriptor>, Error> {
+    match parsed {
         Ok(Manifest::Index(index)) => Ok(index.manifests),
         Ok(Manifest::Image(_)) => Err(Error::UnexpectedKind {
             what: what.to_owned(),
