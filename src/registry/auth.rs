@@ -118,8 +118,11 @@ struct CachedToken {
 /// when a `credsStore` or `credHelpers` program holds the secret) are not kept.
 #[derive(Clone, Default)]
 pub(super) struct DockerAuths {
-    /// Most specific first.
-    entries: Vec<AuthEntry>,
+    /// By normalized key; the most specific is the last (kubelet's reverse
+    /// lexicographic order, read backwards). A map, so that adding a key is not a walk
+    /// over those already there: a `config.json` within its size bound holds tens of
+    /// thousands of keys.
+    entries: BTreeMap<String, AuthEntry>,
 }
 
 #[derive(Clone)]
@@ -615,17 +618,7 @@ impl DockerAuths {
             tracing::warn!(key, "a docker config key that names no registry is ignored");
             return;
         };
-        if self.entries.iter().any(|e| e.key == entry.key) {
-            return;
-        }
-        // Reverse lexicographic, as kubelet orders its keys: a longer key sharing a
-        // prefix comes first.
-        let at = self
-            .entries
-            .iter()
-            .position(|e| e.key < entry.key)
-            .unwrap_or(self.entries.len());
-        self.entries.insert(at, entry);
+        self.entries.entry(entry.key.clone()).or_insert(entry);
     }
 
     /// The credentials for the repository `path` in `registry` (a reference's domain,
@@ -634,8 +627,11 @@ impl DockerAuths {
         let registry = normalize_host(registry);
         let (host, port) = split_port(&registry);
         let labels: Vec<&str> = host.split('.').collect();
+        // Reverse lexicographic, as kubelet orders its keys: a longer key sharing a
+        // prefix comes first.
         self.entries
-            .iter()
+            .values()
+            .rev()
             .find(|e| e.matches(&labels, port, path))
             .map(|e| &e.credentials)
     }

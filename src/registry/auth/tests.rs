@@ -451,3 +451,36 @@ fn docker_config_file_is_bounded() {
         Err(Error::DockerConfig { .. })
     ));
 }
+
+/// A `config.json` within its size bound may hold tens of thousands of keys; adding each
+/// must not walk those already read (it took half a minute, quadratic in the keys).
+#[test]
+fn a_docker_config_of_many_keys_within_its_bound_is_read_in_time() {
+    let mut text = String::from(r#"{"auths":{"#);
+    let mut keys = 0;
+    while text.len() < MAX_DOCKER_CONFIG_BYTES as usize - 100 {
+        text.push_str(&format!(r#""r{keys:06}.io":{{"auth":"{}"}},"#, b64("u:p")));
+        keys += 1;
+    }
+    text.push_str(&format!(
+        r#""r000007.io/team":{{"auth":"{}"}}}}}}"#,
+        b64("team:p")
+    ));
+    assert!(keys > 25_000, "{keys} keys");
+    let started = Instant::now();
+    let auths = DockerAuths::parse(text.as_bytes()).unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "{keys} keys read in {took:?}"
+    );
+    assert_eq!(
+        user(auths.credentials("r000007.io", "team/app")),
+        Some("team")
+    );
+    assert_eq!(
+        user(auths.credentials("r000007.io", "other/app")),
+        Some("u")
+    );
+    assert_eq!(user(auths.credentials("r999999.io", "app")), None);
+}
