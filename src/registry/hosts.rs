@@ -29,7 +29,7 @@
 //! is verified like any other. Either way the client logs each such host at start.
 #![deny(clippy::indexing_slicing)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -96,7 +96,7 @@ pub struct Host {
 }
 
 /// The TLS files of a host (containerd `hostConfig.caCerts`, `clientPairs`).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
 pub(super) struct HostTls {
     /// CA files trusted for this host, besides the system's roots and `[registry] ca_file`.
     pub(super) ca: Vec<PathBuf>,
@@ -130,6 +130,9 @@ pub struct HostsConfig {
     roots: Vec<BTreeMap<String, Directory>>,
     /// The distinct TLS files hosts name, each host pointing at one by index.
     pub(super) tls: Vec<HostTls>,
+    /// The index of each in [`HostsConfig::tls`], so that a file of many hosts is read
+    /// without comparing each host's files with every other's.
+    tls_index: HashMap<HostTls, usize>,
     /// Authorities some host names with `http://`.
     plain_http: BTreeSet<String>,
     /// The hosts whose table sets `skip_verify`, as `<file>: <host>`, for the client to log
@@ -417,16 +420,29 @@ impl HostsConfig {
             }
             Err(source) => return Err(HostsError::Read { path: file, source }),
         };
-        let invalid = |reason: String| HostsError::Invalid {
+        let text = String::from_utf8(text).map_err(|_| HostsError::Invalid {
             path: file.clone(),
-            reason,
-        };
-        let text = String::from_utf8(text).map_err(|_| invalid("not UTF-8".to_owned()))?;
+            reason: "not UTF-8".to_owned(),
+        })?;
         // containerd falls back to the certificate files when hosts.toml is empty.
         if text.trim().is_empty() {
             return self.load_cert_files(dir);
         }
-        let parsed: HostsFile = toml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+        self.parse_directory(dir, &file, &text)
+    }
+
+    /// The directory `dir` whose `hosts.toml`, `file`, holds `text`.
+    fn parse_directory(
+        &mut self,
+        dir: &Path,
+        file: &Path,
+        text: &str,
+    ) -> Result<Directory, HostsError> {
+        let invalid = |reason: String| HostsError::Invalid {
+            path: file.to_owned(),
+            reason,
+        };
+        let parsed: HostsFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
         let mut hosts: Vec<_> = parsed.host.into_iter().collect();
         // containerd sorts the host tables by their place in the file.
         hosts.sort_by_key(|(_, settings)| settings.span().start);
@@ -435,7 +451,7 @@ impl HostsConfig {
             let url = host_url(&name, settings.get_ref().override_path)
                 .map_err(|reason| invalid(format!("host {name:?}: {reason}")))?;
             let entry = self
-                .entry(dir, &file, Some(url), settings.get_ref())
+                .entry(dir, file, Some(url), settings.get_ref())
                 .map_err(|reason| invalid(format!("host {name:?}: {reason}")))?;
             mirrors.push(entry);
         }
@@ -443,14 +459,14 @@ impl HostsConfig {
             Some(server) => {
                 let url = host_url(server, parsed.settings.override_path)
                     .map_err(|reason| invalid(format!("server {server:?}: {reason}")))?;
-                self.entry(dir, &file, Some(url), &parsed.settings)
+                self.entry(dir, file, Some(url), &parsed.settings)
                     .map_err(invalid)?
             }
             // Without `server` the registry itself comes last, able to do everything
             // whatever the top-level capabilities say (containerd `parseHostsFile`).
             None => {
                 let mut entry = self
-                    .entry(dir, &file, None, &parsed.settings)
+                    .entry(dir, file, None, &parsed.settings)
                     .map_err(invalid)?;
                 entry.pull = true;
                 entry.resolve = true;
@@ -504,11 +520,13 @@ impl HostsConfig {
         if tls == HostTls::default() {
             return None;
         }
-        let index = match self.tls.iter().position(|known| *known == tls) {
-            Some(index) => index,
+        let index = match self.tls_index.get(&tls) {
+            Some(&index) => index,
             None => {
-                self.tls.push(tls);
-                self.tls.len() - 1
+                let index = self.tls.len();
+                self.tls.push(tls.clone());
+                self.tls_index.insert(tls, index);
+                index
             }
         };
         Some(index)

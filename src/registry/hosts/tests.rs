@@ -1,4 +1,5 @@
 use super::*;
+use std::time::{Duration, Instant};
 
 /// A hosts directory with `files` (relative path, contents) written into it.
 fn root(files: &[(&str, &str)]) -> tempfile::TempDir {
@@ -560,4 +561,41 @@ fn bad_containerd_registry_settings_are_refused_naming_them() {
             "{error}"
         );
     }
+}
+
+/// A `hosts.toml` within its size bound may name tens of thousands of hosts, each with
+/// its own files; interning each host's files must not compare them with every other
+/// host's (it took over a minute, quadratic in the hosts). Hosts naming the same files
+/// still share them.
+#[test]
+fn a_hosts_file_of_many_hosts_within_its_bound_is_read_in_time() {
+    let mut text = String::new();
+    let mut hosts = 0;
+    while text.len() < MAX_HOSTS_FILE_BYTES as usize - 200 {
+        text.push_str(&format!(
+            "[host.\"https://m{hosts}.example\"]\nca = \"c{hosts}.crt\"\n"
+        ));
+        hosts += 1;
+    }
+    text.push_str("[host.\"https://again.example\"]\nca = \"c7.crt\"\n");
+    assert!(hosts > 20_000, "{hosts} hosts");
+    let dir = Path::new("/etc/containerd/certs.d/registry.example");
+    let mut config = HostsConfig::default();
+    let started = Instant::now();
+    let directory = config
+        .parse_directory(dir, &dir.join(HOSTS_FILE), &text)
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "{hosts} hosts read in {took:?}"
+    );
+    assert_eq!(directory.mirrors.len(), hosts + 1);
+    assert_eq!(config.tls.len(), hosts);
+    let shared = directory
+        .mirrors
+        .iter()
+        .filter(|m| m.tls == Some(7))
+        .count();
+    assert_eq!(shared, 2);
 }
