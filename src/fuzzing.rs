@@ -104,6 +104,32 @@ pub fn relay(data: &[u8]) {
     crate::proxy::relay::fuzz::run(data);
 }
 
+/// Reads `data` as a registry's `WWW-Authenticate` challenges, one a line.
+pub fn registry_challenge(data: &[u8]) {
+    crate::registry::fuzz_challenge(data);
+}
+
+/// Reads `data` as a registry token endpoint's JSON answer.
+pub fn token_response(data: &[u8]) {
+    crate::registry::fuzz_token_response(data);
+}
+
+/// Reads `data` as a referrers API page: its `Link` and `OCI-Filters-Applied` headers and
+/// its body ([`crate::registry::fuzz_referrers_page`]).
+pub fn referrers_page(data: &[u8]) {
+    crate::registry::fuzz_referrers_page(data);
+}
+
+/// Reads `data` as a Docker `config.json` and as the base64 `auth` of a CRI request.
+pub fn docker_config(data: &[u8]) {
+    crate::registry::fuzz_docker_config(data);
+}
+
+/// Reads `data` as a containerd `hosts.toml` and lists the hosts it names.
+pub fn hosts_toml(data: &[u8]) {
+    crate::registry::fuzz_hosts_toml(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -130,6 +156,11 @@ mod tests {
         ("header_blocks", super::header_blocks),
         ("revocation", super::revocation),
         ("relay", super::relay),
+        ("registry_challenge", super::registry_challenge),
+        ("token_response", super::token_response),
+        ("referrers_page", super::referrers_page),
+        ("docker_config", super::docker_config),
+        ("hosts_toml", super::hosts_toml),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

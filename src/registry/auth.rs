@@ -784,5 +784,60 @@ fn glob_matches(glob: &str, text: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|&c| c == b'*'))
 }
 
+/// Fuzz entry point: reads `data` as `WWW-Authenticate` values, one a line, each alone
+/// and all as the headers of one 401 answer. Must return for any input, never panic.
+pub fn fuzz_challenge(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = Challenge::parse(text);
+    let mut headers = http::HeaderMap::new();
+    for line in text.lines() {
+        let _ = Challenge::parse(line);
+        if let Ok(value) = http::HeaderValue::from_str(line) {
+            headers.append(http::header::WWW_AUTHENTICATE, value);
+        }
+    }
+    let _ = super::client::fuzz_challenge(&headers);
+}
+
+/// Fuzz entry point: reads `data` as a token endpoint's answer and caches what it
+/// gives. Must return for any input, never panic.
+pub fn fuzz_token_response(data: &[u8]) {
+    if let Ok((token, lifetime)) = TokenResponse::parse(data) {
+        let cache = TokenCache::default();
+        let key = TokenKey {
+            registry: "registry.example".to_owned(),
+            scope: "repository:app:pull".to_owned(),
+            credentials: Credentials::Anonymous.fingerprint(),
+        };
+        cache.insert(key.clone(), token, lifetime);
+        let _ = cache.get(&key);
+    }
+}
+
+/// Fuzz entry point: reads `data` as a Docker `config.json` and looks up credentials for
+/// a few registries and repositories in what it gives; also reads it as the base64
+/// `auth` of a CRI request. Must return for any input, never panic.
+pub fn fuzz_docker_config(data: &[u8]) {
+    if let Ok(auths) = DockerAuths::parse(data) {
+        for (registry, path) in [
+            ("docker.io", "library/alpine"),
+            ("registry.example:5000", "team-a/app"),
+            ("ghcr.io", "org/app"),
+            ("123456789012.dkr.ecr.us-east-1.amazonaws.com", "app"),
+            ("[::1]:5000", "app"),
+        ] {
+            let _ = auths.credentials(registry, path);
+        }
+    }
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = Credentials::from_cri(CriAuth {
+            auth: text,
+            ..CriAuth::default()
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -1453,6 +1453,11 @@ fn challenge(headers: &HeaderMap, what: &str) -> Result<Challenge, Error> {
     }))
 }
 
+/// [`challenge`] for the fuzz targets ([`super::auth::fuzz_challenge`]).
+pub(super) fn fuzz_challenge(headers: &HeaderMap) -> Result<Challenge, Error> {
+    challenge(headers, "fuzzed answer")
+}
+
 /// The TLS settings: the system's roots plus those of `ca_files`, and the client
 /// certificates of `client` (certificate file, key file or `None` when the certificate's
 /// file holds the key), with aws-lc-rs (the provider is named because more than one is

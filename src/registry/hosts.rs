@@ -871,5 +871,29 @@ pub(super) fn authority(url: &Url) -> String {
     }
 }
 
+/// Fuzz entry point: reads `data` as the `hosts.toml` of a registry's directory and lists
+/// the hosts an image of it is pulled through. Must return for any input, never panic.
+pub fn fuzz_hosts_toml(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let dir = Path::new("/etc/containerd/certs.d/registry.example:5000");
+    let mut config = HostsConfig::default();
+    let Ok(directory) = config.parse_directory(dir, &dir.join(HOSTS_FILE), text) else {
+        return;
+    };
+    config.roots.push(BTreeMap::from([(
+        "registry.example:5000".to_owned(),
+        directory,
+    )]));
+    if let Ok(repo) = "registry.example:5000/team/app".parse::<Repository>() {
+        for scheme in [Scheme::Https, Scheme::Http] {
+            for host in config.hosts(&repo, scheme) {
+                let _ = host.can(Capability::Resolve);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -34,8 +34,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use auth::{
-    Challenge, Credentials, CriAuth, CriCredentials, Secret, MAX_DOCKER_CONFIG_BYTES,
-    MAX_TOKEN_RESPONSE_BYTES,
+    fuzz_challenge, fuzz_docker_config, fuzz_token_response, Challenge, Credentials, CriAuth,
+    CriCredentials, Secret, MAX_DOCKER_CONFIG_BYTES, MAX_TOKEN_RESPONSE_BYTES,
 };
 pub use client::{Client, FetchedManifest, MAX_CA_FILE_BYTES};
 pub use config::{
@@ -43,8 +43,12 @@ pub use config::{
     DEFAULT_MAX_REFERRER_PAGES, DEFAULT_REQUEST_TIMEOUT,
 };
 pub use containerd::MAX_CONTAINERD_CONFIG_BYTES;
-pub use hosts::{Capability, HostsError, HostsStamp, HOSTS_FILE, MAX_HOSTS_FILE_BYTES};
-pub use referrers::{next_link, Wanted, ARTIFACT_TYPE_FILTER, MAX_MANIFESTS_READ};
+pub use hosts::{
+    fuzz_hosts_toml, Capability, HostsError, HostsStamp, HOSTS_FILE, MAX_HOSTS_FILE_BYTES,
+};
+pub use referrers::{
+    fuzz_referrers_page, next_link, Wanted, ARTIFACT_TYPE_FILTER, MAX_MANIFESTS_READ,
+};
 
 use crate::oci::{DigestMismatch, ManifestError};
 

@@ -464,6 +464,42 @@ fn lists_nothing(body: &[u8]) -> bool {
         .is_ok_and(|listing| listing.manifests.is_none() && !listing.config && !listing.layers)
 }
 
+/// Fuzz entry point: reads `data` as a referrers API answer: its first line the `Link`
+/// header values (separated by `|`), its second the `OCI-Filters-Applied` value, the rest
+/// its body. Must return for any input, never panic.
+pub fn fuzz_referrers_page(data: &[u8]) {
+    let mut parts = data.splitn(3, |&b| b == b'\n');
+    let (links, filters, body) = (
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+        parts.next().unwrap_or_default(),
+    );
+    let mut headers = HeaderMap::new();
+    for link in links.split(|&b| b == b'|') {
+        if let Ok(value) = http::HeaderValue::from_bytes(link) {
+            headers.append(LINK, value);
+        }
+    }
+    if let Ok(value) = http::HeaderValue::from_bytes(filters) {
+        headers.insert(FILTERS_APPLIED, value);
+    }
+    let _ = next_link(&headers);
+    let _ = filters_applied(&headers);
+    for content_type in [OCI_INDEX, "application/json"] {
+        headers.insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+        if is_index_type(&headers) {
+            if let Ok(found) = index(&headers, body, "referrers") {
+                let _ = found
+                    .iter()
+                    .filter(|d| matches(d, Some("application/vnd.cncf.notary.signature")))
+                    .count();
+            }
+        }
+    }
+    // The tag schema's index, read as a manifest.
+    let _ = Manifest::parse(None, body);
+}
+
 #[cfg(test)]
 mod tests {
     use http::HeaderValue;

@@ -1,0 +1,6 @@
+//! See `crigate::fuzzing::token_response`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    crigate::fuzzing::token_response(data);
+});
