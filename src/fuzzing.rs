@@ -130,6 +130,12 @@ pub fn hosts_toml(data: &[u8]) {
     crate::registry::fuzz_hosts_toml(data);
 }
 
+/// Decodes `data` as a node's audit batch (`ShipRequest`) as the aggregator's ingest
+/// service decodes and checks it.
+pub fn audit_batch(data: &[u8]) {
+    crate::aggregator::ingest::fuzz_batch(data);
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -161,6 +167,7 @@ mod tests {
         ("referrers_page", super::referrers_page),
         ("docker_config", super::docker_config),
         ("hosts_toml", super::hosts_toml),
+        ("audit_batch", super::audit_batch),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

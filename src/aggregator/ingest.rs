@@ -187,55 +187,9 @@ async fn accept(
     peer: &Peer,
     batch: ShipRequest,
 ) -> Result<ShipResponse, Status> {
-    if batch.records.len() > MAX_BATCH_RECORDS {
-        metrics.refused(Refusal::Invalid);
-        return Err(Status::invalid_argument(format!(
-            "batch of {} records; at most {MAX_BATCH_RECORDS}",
-            batch.records.len()
-        )));
-    }
-    for record in &batch.records {
-        // The certificate is the node's identity; a node may only report its own
-        // decisions.
-        if record.node != peer.node {
-            tracing::warn!(
-                node = %peer.node,
-                record_node = truncated(&record.node),
-                id = truncated(&record.id),
-                addr = %peer.addr,
-                "refused a record naming another node"
-            );
-            metrics.refused(Refusal::NodeMismatch);
-            return Err(Status::permission_denied(format!(
-                "record {} names node {:?}, but the client certificate is for {:?}",
-                truncated(&record.id),
-                truncated(&record.node),
-                peer.node
-            )));
-        }
-        // A node's spool holds no record larger than this; a larger one is not a
-        // decision record, and would make every query page that holds it huge.
-        let size = prost::Message::encoded_len(record);
-        if size > crate::audit::spool::MAX_RECORD_BYTES {
-            metrics.refused(Refusal::Invalid);
-            return Err(Status::invalid_argument(format!(
-                "record {} is {size} bytes, more than the {}-byte limit of a node's spool",
-                truncated(&record.id),
-                crate::audit::spool::MAX_RECORD_BYTES
-            )));
-        }
-        // Ids order records in time (UUIDv7), so they are taken only in the one form a
-        // node writes them: lowercase and hyphenated. Another spelling of a UUID would
-        // sort out of time order, and could store one record twice.
-        let canonical = uuid::Uuid::parse_str(&record.id)
-            .is_ok_and(|id| id.hyphenated().to_string() == record.id);
-        if !canonical {
-            metrics.refused(Refusal::Invalid);
-            return Err(Status::invalid_argument(format!(
-                "record id {:?} is not a UUID in lowercase hyphenated form",
-                truncated(&record.id)
-            )));
-        }
+    if let Err((refusal, status)) = check(peer, &batch) {
+        metrics.refused(refusal);
+        return Err(status);
     }
     let count = batch.records.len();
     let spool = SpoolReport {
@@ -260,6 +214,97 @@ async fn accept(
             ))
         }
     }
+}
+
+/// Whether `batch` may be stored as `peer`'s: a bounded count of records, each the
+/// node's own, within a spool's record limit, with an id in its one canonical form.
+fn check(peer: &Peer, batch: &ShipRequest) -> Result<(), (Refusal, Status)> {
+    if batch.records.len() > MAX_BATCH_RECORDS {
+        return Err((
+            Refusal::Invalid,
+            Status::invalid_argument(format!(
+                "batch of {} records; at most {MAX_BATCH_RECORDS}",
+                batch.records.len()
+            )),
+        ));
+    }
+    for record in &batch.records {
+        // The certificate is the node's identity; a node may only report its own
+        // decisions.
+        if record.node != peer.node {
+            tracing::warn!(
+                node = %peer.node,
+                record_node = truncated(&record.node),
+                id = truncated(&record.id),
+                addr = %peer.addr,
+                "refused a record naming another node"
+            );
+            return Err((
+                Refusal::NodeMismatch,
+                Status::permission_denied(format!(
+                    "record {} names node {:?}, but the client certificate is for {:?}",
+                    truncated(&record.id),
+                    truncated(&record.node),
+                    peer.node
+                )),
+            ));
+        }
+        // A node's spool holds no record larger than this; a larger one is not a
+        // decision record, and would make every query page that holds it huge.
+        let size = prost::Message::encoded_len(record);
+        if size > crate::audit::spool::MAX_RECORD_BYTES {
+            return Err((
+                Refusal::Invalid,
+                Status::invalid_argument(format!(
+                    "record {} is {size} bytes, more than the {}-byte limit of a node's spool",
+                    truncated(&record.id),
+                    crate::audit::spool::MAX_RECORD_BYTES
+                )),
+            ));
+        }
+        // Ids order records in time (UUIDv7), so they are taken only in the one form a
+        // node writes them: lowercase and hyphenated. Another spelling of a UUID would
+        // sort out of time order, and could store one record twice.
+        let canonical = uuid::Uuid::parse_str(&record.id)
+            .is_ok_and(|id| id.hyphenated().to_string() == record.id);
+        if !canonical {
+            return Err((
+                Refusal::Invalid,
+                Status::invalid_argument(format!(
+                    "record id {:?} is not a UUID in lowercase hyphenated form",
+                    truncated(&record.id)
+                )),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Fuzz entry point: decodes `data` as a node's `ShipRequest`, as the ingest service
+/// decodes it, checks it as a batch from node `node-a`, and counts and renders what
+/// passes as the metrics of a stored batch. Must return for any input, never panic.
+pub fn fuzz_batch(data: &[u8]) {
+    if data.len() > MAX_MESSAGE_BYTES {
+        return;
+    }
+    let Ok(batch) = <ShipRequest as prost::Message>::decode(data) else {
+        return;
+    };
+    let peer = Peer {
+        node: "node-a".to_owned(),
+        addr: std::net::SocketAddr::from(([192, 0, 2, 1], 40000)),
+    };
+    if check(&peer, &batch).is_err() {
+        return;
+    }
+    let metrics = Metrics::default();
+    let new: Vec<bool> = (0..batch.records.len()).map(|n| n % 2 == 0).collect();
+    let spool = SpoolReport {
+        dropped_records: batch.spool_dropped_records,
+        depth_bytes: batch.spool_depth_bytes,
+    };
+    metrics.batch_stored(&peer.node, &batch.records, &new, spool);
+    let _ = metrics.render();
 }
 
 /// A string a node chose, cut to what a log line or an error needs.
