@@ -25,6 +25,9 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// The largest `cri.max_message_bytes` accepted.
 const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
+/// The longest timeout taken: a deadline is the time now plus a timeout, and one past
+/// what a clock can hold would panic each time it is taken.
+const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -513,6 +516,18 @@ impl Config {
         ] {
             if timeout.is_zero() {
                 return Err(invalid(key, "must be more than zero"));
+            }
+        }
+        for (key, timeout) in [
+            ("cri.connect_timeout", cri.connect_timeout),
+            ("cri.drain_timeout", cri.drain_timeout),
+            ("registry.connect_timeout", file.registry.connect_timeout),
+            ("registry.request_timeout", file.registry.request_timeout),
+            ("registry.body_timeout", file.registry.body_timeout),
+            ("verify.timeout", file.verify.timeout),
+        ] {
+            if timeout > MAX_TIMEOUT {
+                return Err(invalid(key, "must be at most 24h"));
             }
         }
         if file.cache.path.as_deref().is_some_and(|p| !p.is_absolute()) {

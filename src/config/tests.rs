@@ -491,3 +491,30 @@ fn an_unknown_key_of_a_verifier_is_named_with_its_line() {
         "{err}"
     );
 }
+
+/// A deadline is the time now plus a timeout; a timeout past what the clock holds
+/// (`"500000000000years"` parses) made every verification, and every connection's
+/// preface wait, panic. Such timeouts are refused by name; a day is still taken.
+#[test]
+fn timeouts_past_a_day_are_refused() {
+    for key in [
+        "cri.connect_timeout",
+        "cri.drain_timeout",
+        "registry.connect_timeout",
+        "registry.request_timeout",
+        "registry.body_timeout",
+        "verify.timeout",
+    ] {
+        let (table, name) = key.split_once('.').unwrap();
+        for value in ["500000000000years", "25h"] {
+            let text = format!("[{table}]\n{name} = \"{value}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert!(
+                matches!(&err, Error::Invalid { key: found, reason, .. }
+                    if *found == key && reason.contains("24h")),
+                "{text:?}: {err}"
+            );
+        }
+        parse(&format!("[{table}]\n{name} = \"24h\"\n")).unwrap();
+    }
+}
