@@ -136,6 +136,21 @@ pub fn audit_batch(data: &[u8]) {
     crate::aggregator::ingest::fuzz_batch(data);
 }
 
+/// Reads `data` as a Sigstore `trusted_root.json`.
+pub fn trusted_root(data: &[u8]) {
+    crate::verify::cosign::fuzz_trusted_root(data);
+}
+
+/// Parses `data` as crigate's own TOML configuration, the node daemon's and the
+/// aggregator's.
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let origin = std::path::Path::new("/etc/crigate/config.toml");
+        let _ = crate::config::Config::parse(text, origin);
+        let _ = crate::aggregator::AggregatorConfig::parse(text, origin);
+    }
+}
+
 /// Routes `data` as a request path.
 pub fn route(data: &[u8]) {
     if let Ok(path) = std::str::from_utf8(data) {
@@ -168,6 +183,8 @@ mod tests {
         ("docker_config", super::docker_config),
         ("hosts_toml", super::hosts_toml),
         ("audit_batch", super::audit_batch),
+        ("trusted_root", super::trusted_root),
+        ("config", super::config),
     ];
 
     /// Replays the checked-in corpora, so every target runs on stable in every test run.

@@ -533,6 +533,15 @@ pub fn fuzz_signature(data: &[u8]) {
     }
 }
 
+/// Fuzz entry point: reads `data` as a Sigstore `trusted_root.json` and adds what it
+/// gives to a policy. Must return for any input, never panic.
+pub fn fuzz_trusted_root(data: &[u8]) {
+    if let Ok(root) = TrustedRoot::from_json(data) {
+        let mut policy = CosignPolicy::default();
+        policy.add_trusted_root(root);
+    }
+}
+
 #[cfg(test)]
 mod digest_tests;
 #[cfg(test)]
