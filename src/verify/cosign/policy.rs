@@ -435,20 +435,34 @@ impl ValidFor {
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form protobuf JSON writes for a
-/// `google.protobuf.Timestamp`.
+/// `google.protobuf.Timestamp`: each field its digits and no more (no sign, no field
+/// left out or added), so a time written otherwise is an error, never another time.
 fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
     let bad = || PolicyError::TrustedRootTime(s.to_owned());
     let body = s.strip_suffix('Z').ok_or_else(bad)?;
     let (date, clock) = body.split_once('T').ok_or_else(bad)?;
-    let (clock, fraction) = clock.split_once('.').unwrap_or((clock, ""));
-    let mut d = date.split('-').map(str::parse::<u16>);
-    let mut c = clock.split(':').map(str::parse::<u8>);
-    let mut next_d = || d.next().and_then(Result::ok).ok_or_else(bad);
-    let (year, month, day) = (next_d()?, next_d()?, next_d()?);
-    let mut next_c = || c.next().and_then(Result::ok).ok_or_else(bad);
-    let (hour, minute, second) = (next_c()?, next_c()?, next_c()?);
-    let month = u8::try_from(month).map_err(|_| bad())?;
-    let day = u8::try_from(day).map_err(|_| bad())?;
+    let (clock, fraction) = match clock.split_once('.') {
+        Some((_, "")) => return Err(bad()),
+        Some((clock, fraction)) => (clock, fraction),
+        None => (clock, ""),
+    };
+    let fields = |text: &str, separator: char, widths: [usize; 3]| -> Option<[u16; 3]> {
+        let mut parts = text.split(separator);
+        let mut values = [0u16; 3];
+        for (value, width) in values.iter_mut().zip(widths) {
+            let part = parts.next()?;
+            if part.len() != width || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *value = part.parse().ok()?;
+        }
+        parts.next().is_none().then_some(values)
+    };
+    let [year, month, day] = fields(date, '-', [4, 2, 2]).ok_or_else(bad)?;
+    let [hour, minute, second] = fields(clock, ':', [2, 2, 2]).ok_or_else(bad)?;
+    let narrow = |value: u16| u8::try_from(value).map_err(|_| bad());
+    let (month, day) = (narrow(month)?, narrow(day)?);
+    let (hour, minute, second) = (narrow(hour)?, narrow(minute)?, narrow(second)?);
     let dt =
         x509_cert::der::DateTime::new(year, month, day, hour, minute, second).map_err(|_| bad())?;
     let nanos = if fraction.is_empty() {
@@ -633,6 +647,7 @@ mod tests {
         ] {
             assert!(parse_rfc3339_utc(bad).is_err(), "{bad}");
         }
+
         let range = ValidFor {
             start: Some(t),
             end: Some(t + Duration::from_secs(10)),
@@ -643,6 +658,31 @@ mod tests {
                 && !range.contains(t + Duration::from_secs(11))
         );
         assert!(ValidFor::default().contains(t));
+    }
+
+    /// A validFor time with a field too many, too few digits or a sign was read as some
+    /// other time (`2021-01-12-99T11:53:27Z` as 2021-01-12, `2021-+1-12` as January):
+    /// it is an error, as any time not in the one form protobuf JSON writes.
+    #[test]
+    fn a_valid_for_time_in_another_form_is_an_error() {
+        for bad in [
+            "2021-01-12-99T11:53:27Z",
+            "2021-01-12T11:53:27:59Z",
+            "2021-+1-12T11:53:27Z",
+            "2021-01-12T+1:53:27Z",
+            "2021-1-12T11:53:27Z",
+            "2021-01-12T11:53:7Z",
+            "02021-01-12T11:53:27Z",
+            "2021-01-12T11:53Z",
+            "2021-01-12T11:53:27.Z",
+        ] {
+            assert!(
+                matches!(parse_rfc3339_utc(bad), Err(PolicyError::TrustedRootTime(ref t)) if t == bad),
+                "{bad}"
+            );
+        }
+        assert!(parse_rfc3339_utc("2021-01-12T11:53:27.5Z").is_ok());
+        assert!(parse_rfc3339_utc("2021-01-12T11:53:27.123456789Z").is_ok());
     }
 
     #[test]
