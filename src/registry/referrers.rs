@@ -488,7 +488,9 @@ pub fn fuzz_referrers_page(data: &[u8]) {
     for content_type in [OCI_INDEX, "application/json"] {
         headers.insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
         if is_index_type(&headers) {
-            if let Ok(found) = index(&headers, body, "referrers") {
+            let content_type = headers.get(CONTENT_TYPE).and_then(|v| v.to_str().ok());
+            let parsed = Manifest::parse(content_type, body);
+            if let Ok(found) = listed(parsed, body, "referrers") {
                 let _ = found
                     .iter()
                     .filter(|d| matches(d, Some("application/vnd.cncf.notary.signature")))
