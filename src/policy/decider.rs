@@ -1923,6 +1923,12 @@ verifiers = ["release"]
     async fn the_verifiers_of_one_decision_share_one_timeout() {
         const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
         let host = slow_registry(Duration::from_millis(150), MANIFEST).await;
+        let verifiers: String = ["a", "b", "c", "d"]
+            .iter()
+            .map(|name| {
+                format!("[verifiers.{name}]\nkind = \"cosign\"\nkeys = [\"{KEY}\"]\nrequire_tlog = false\n\n")
+            })
+            .collect();
         let text = format!(
             r#"
 [registry]
@@ -1931,26 +1937,7 @@ plain_http = ["{host}"]
 [verify]
 timeout = "1s"
 
-[verifiers.a]
-kind = "cosign"
-keys = ["{KEY}"]
-require_tlog = false
-
-[verifiers.b]
-kind = "cosign"
-keys = ["{KEY}"]
-require_tlog = false
-
-[verifiers.c]
-kind = "cosign"
-keys = ["{KEY}"]
-require_tlog = false
-
-[verifiers.d]
-kind = "cosign"
-keys = ["{KEY}"]
-require_tlog = false
-
+{verifiers}
 [[policies]]
 name = "secure"
 namespaces = ["secure"]

@@ -359,25 +359,35 @@ fn no_layers_is_no_signature() {
     assert_eq!(v, Verdict::Rejected(Rejection::NoSignature(image)));
 }
 
+/// The verdict on C01's image of `layers`, under C01's key.
+fn c01_verdict(dir: &Path, layers: &[SignatureLayer]) -> Verdict {
+    let image: Digest = C01_IMAGE.parse().unwrap();
+    verify(
+        layers,
+        &[],
+        &image,
+        C01_REPO,
+        &c01_policy(dir),
+        SystemTime::now(),
+    )
+}
+
+/// C01's signature layer with its signature replaced by one that does not decode.
+fn c01_garbage(dir: &Path) -> SignatureLayer {
+    let mut garbage = c01_layer(dir, "cosign/key/hello-world/payload.json");
+    garbage.signature_b64 = "!!".to_owned();
+    garbage
+}
+
 #[test]
 fn one_good_layer_among_bad_ones_is_trusted() {
     let dir = vectors_dir();
-    let image: Digest = C01_IMAGE.parse().unwrap();
-    let mut garbage = c01_layer(&dir, "cosign/key/hello-world/payload.json");
-    garbage.signature_b64 = "!!".to_owned();
     let retargeted = c01_layer(
         &dir,
         "cosign/key/derived/hello-world-retargeted.payload.json",
     );
     let good = c01_layer(&dir, "cosign/key/hello-world/payload.json");
-    let v = verify(
-        &[garbage, retargeted, good],
-        &[],
-        &image,
-        C01_REPO,
-        &c01_policy(&dir),
-        SystemTime::now(),
-    );
+    let v = c01_verdict(&dir, &[c01_garbage(&dir), retargeted, good]);
     assert!(
         matches!(v, Verdict::Trusted(ref s) if s.identity == "p256"),
         "{v:?}"
@@ -389,19 +399,9 @@ fn one_good_layer_among_bad_ones_is_trusted() {
 #[test]
 fn a_full_list_of_tag_layers_does_not_hide_a_referrers_signature() {
     let dir = vectors_dir();
-    let image: Digest = C01_IMAGE.parse().unwrap();
-    let mut garbage = c01_layer(&dir, "cosign/key/hello-world/payload.json");
-    garbage.signature_b64 = "!!".to_owned();
-    let mut layers = vec![garbage; MAX_SIGNATURES];
+    let mut layers = vec![c01_garbage(&dir); MAX_SIGNATURES];
     layers.push(c01_layer(&dir, "cosign/key/hello-world/payload.json"));
-    let v = verify(
-        &layers,
-        &[],
-        &image,
-        C01_REPO,
-        &c01_policy(&dir),
-        SystemTime::now(),
-    );
+    let v = c01_verdict(&dir, &layers);
     assert!(
         matches!(v, Verdict::Trusted(ref s) if s.identity == "p256"),
         "{v:?}"
