@@ -435,11 +435,43 @@ impl ValidFor {
 }
 
 /// Parses `YYYY-MM-DDTHH:MM:SS[.fraction]Z`, the form protobuf JSON writes for a
-/// `google.protobuf.Timestamp`: each field its digits and no more (no sign, no field
-/// left out or added), so a time written otherwise is an error, never another time.
+/// `google.protobuf.Timestamp`, or with an offset `±HH:MM` for `Z`, which its parsers
+/// also accept (protobuf JSON mapping, "Timestamp": "Offsets other than "Z" are also
+/// accepted"): each field its digits and no more (no sign, no field left out or added),
+/// so a time written otherwise is an error, never another time.
 fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
     let bad = || PolicyError::TrustedRootTime(s.to_owned());
-    let body = s.strip_suffix('Z').ok_or_else(bad)?;
+    let (body, offset) = match s.strip_suffix('Z') {
+        Some(body) => (body, 0i64),
+        None => {
+            let split = s.len().checked_sub(6).ok_or_else(bad)?;
+            let (body, offset) = (
+                s.get(..split).ok_or_else(bad)?,
+                s.get(split..).ok_or_else(bad)?,
+            );
+            let sign = match offset.as_bytes().first() {
+                Some(b'+') => 1,
+                Some(b'-') => -1,
+                _ => return Err(bad()),
+            };
+            let (hours, minutes) = offset
+                .get(1..)
+                .and_then(|o| o.split_once(':'))
+                .ok_or_else(bad)?;
+            let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
+            if !digits(hours) || !digits(minutes) {
+                return Err(bad());
+            }
+            let (hours, minutes): (i64, i64) = (
+                hours.parse().map_err(|_| bad())?,
+                minutes.parse().map_err(|_| bad())?,
+            );
+            if hours > 23 || minutes > 59 {
+                return Err(bad());
+            }
+            (body, sign * (hours * 3600 + minutes * 60))
+        }
+    };
     let (date, clock) = body.split_once('T').ok_or_else(bad)?;
     let (clock, fraction) = match clock.split_once('.') {
         Some((_, "")) => return Err(bad()),
@@ -474,7 +506,15 @@ fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
     } else {
         return Err(bad());
     };
-    Ok(dt.to_system_time() + Duration::from_nanos(u64::from(nanos)))
+    let local = dt.to_system_time() + Duration::from_nanos(u64::from(nanos));
+    // A time at offset +01:00 is an hour ahead of UTC: UTC is an hour earlier.
+    let shift = Duration::from_secs(offset.unsigned_abs());
+    if offset >= 0 {
+        local.checked_sub(shift)
+    } else {
+        local.checked_add(shift)
+    }
+    .ok_or_else(bad)
 }
 
 // === impl LogKey / FulcioCa ===
@@ -660,6 +700,20 @@ mod tests {
         assert!(ValidFor::default().contains(t));
     }
 
+    /// A time with an offset for `Z`, which protobuf JSON parsers accept, is the UTC
+    /// time it names.
+    #[test]
+    fn a_valid_for_time_with_an_offset_is_read_as_utc() {
+        let utc = parse_rfc3339_utc("2021-01-12T11:53:27.250Z").unwrap();
+        for same in [
+            "2021-01-12T12:53:27.250+01:00",
+            "2021-01-12T06:23:27.25-05:30",
+            "2021-01-12T11:53:27.25+00:00",
+        ] {
+            assert_eq!(parse_rfc3339_utc(same).unwrap(), utc, "{same}");
+        }
+    }
+
     /// A validFor time with a field too many, too few digits or a sign was read as some
     /// other time (`2021-01-12-99T11:53:27Z` as 2021-01-12, `2021-+1-12` as January):
     /// it is an error, as any time not in the one form protobuf JSON writes.
@@ -682,6 +736,14 @@ mod tests {
             );
         }
         assert!(parse_rfc3339_utc("2021-01-12T11:53:27.5Z").is_ok());
+        for bad in [
+            "2021-01-12T11:53:27+1:00",
+            "2021-01-12T11:53:27+01:60",
+            "2021-01-12T11:53:27*01:00",
+            "2021-01-12T11:53:27+0100",
+        ] {
+            assert!(parse_rfc3339_utc(bad).is_err(), "{bad}");
+        }
         assert!(parse_rfc3339_utc("2021-01-12T11:53:27.123456789Z").is_ok());
     }
 
