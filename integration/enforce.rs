@@ -148,7 +148,6 @@ async fn present(node: &Node, image: &str) -> bool {
     status(node, image).await.is_some()
 }
 
-/// Pulls `image` for a pod in `prod` through the CRI socket `socket`; its image id.
 /// Asserts that `status` is crigate's refusal (`PERMISSION_DENIED`) and that its message
 /// says each of `parts`.
 fn assert_refused(status: &tonic::Status, parts: &[&str]) {
@@ -159,6 +158,7 @@ fn assert_refused(status: &tonic::Status, parts: &[&str]) {
     }
 }
 
+/// Pulls `image` for a pod in `prod` through the CRI socket `socket`; its image id.
 async fn pulled_on(socket: &std::path::Path, image: &str) -> String {
     images(socket)
         .await

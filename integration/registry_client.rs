@@ -689,7 +689,6 @@ async fn referrers_api_stops_at_the_page_limit() {
     );
 }
 
-/// A different page number each call, so every page is new.
 /// A JSON document of about `len` bytes that registries could serve as an image index:
 /// its `manifests` empty, and an unknown field holding as many small objects as fit,
 /// the shape that costs a parser the most per byte.
@@ -855,6 +854,7 @@ async fn referrer_manifests_past_the_byte_bound_are_not_read() {
     );
 }
 
+/// A different page number each call, so every page is new.
 fn rand_page() -> usize {
     static PAGE: AtomicUsize = AtomicUsize::new(0);
     PAGE.fetch_add(1, Ordering::Relaxed)

@@ -144,7 +144,7 @@ pub struct Args {
     pub honour_skip_verify: bool,
 
     /// Bound on the whole verification, registry included (with --config: `verify.timeout`).
-    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime_serde::re::humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_timeout)]
     pub timeout: Duration,
 
     /// Output format.
@@ -443,4 +443,34 @@ fn text(outcome: &Outcome) -> String {
 
 fn parse_image(value: &str) -> Result<ImageRef, String> {
     value.parse::<ImageRef>().map_err(|e| e.to_string())
+}
+
+/// A duration of at most [`crate::config::MAX_TIMEOUT`], as the config file's timeouts.
+fn parse_timeout(value: &str) -> Result<Duration, String> {
+    let timeout =
+        humantime_serde::re::humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    if timeout > crate::config::MAX_TIMEOUT {
+        return Err("must be at most 24h".to_owned());
+    }
+    Ok(timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A timeout past what the clock can add to now would make every deadline panic.
+    #[test]
+    fn a_timeout_past_a_day_is_refused() {
+        assert_eq!(
+            super::parse_timeout("90s"),
+            Ok(std::time::Duration::from_secs(90))
+        );
+        assert!(super::parse_timeout("24h").is_ok());
+        for refused in ["25h", "500000000000years"] {
+            assert_eq!(
+                super::parse_timeout(refused),
+                Err("must be at most 24h".to_owned()),
+                "{refused}"
+            );
+        }
+    }
 }

@@ -27,7 +27,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
 /// The longest timeout taken: a deadline is the time now plus a timeout, and one past
 /// what a clock can hold would panic each time it is taken.
-const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -98,10 +98,24 @@ pub enum ManifestError {
     Unfinished(String),
 }
 
-/// The size past which [`Manifest::parse_off_thread`] parses on the blocking pool. A
-/// manifest as registries hold them is a few KiB; one of several MiB of small values
-/// takes milliseconds to parse.
+/// The size past which [`off_thread`] works on the blocking pool. A manifest as
+/// registries hold them is a few KiB; one of several MiB of small values takes
+/// milliseconds to hash and to parse.
 const PARSE_INLINE_BYTES: usize = 64 * 1024;
+
+/// `work` on `len` bytes of a document: on tokio's blocking pool when they are more than
+/// a manifest usually is, so that a document made to be slow does not hold up the
+/// thread that relays CRI calls; here otherwise. `None` when the runtime shuts down
+/// first.
+pub async fn off_thread<T: Send + 'static>(
+    len: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
+    if len <= PARSE_INLINE_BYTES {
+        return Some(work());
+    }
+    tokio::task::spawn_blocking(work).await.ok()
+}
 
 /// Every field of manifests, indexes, descriptors and platforms (OCI image spec v1.1;
 /// Docker schema 2 uses the same names), whatever crigate itself reads.
@@ -211,13 +225,16 @@ impl Manifest {
         content_type: Option<&str>,
         bytes: bytes::Bytes,
     ) -> Result<Self, ManifestError> {
-        if bytes.len() <= PARSE_INLINE_BYTES {
-            return Self::parse(content_type, &bytes);
-        }
         let content_type = content_type.map(str::to_owned);
-        tokio::task::spawn_blocking(move || Self::parse(content_type.as_deref(), &bytes))
-            .await
-            .map_err(|error| ManifestError::Unfinished(error.to_string()))?
+        off_thread(bytes.len(), move || {
+            Self::parse(content_type.as_deref(), &bytes)
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(ManifestError::Unfinished(
+                "the runtime shut down".to_owned(),
+            ))
+        })
     }
 
     /// Parses `bytes` as a manifest or index. `content_type` is the `Content-Type` the

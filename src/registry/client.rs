@@ -32,7 +32,7 @@ use super::containerd::ContainerdRegistry;
 use super::hosts::{self, Capability, Host, HostsConfig, HostsError, Scheme};
 use super::{Error, RegistryConfig};
 use crate::egress;
-use crate::oci::manifest::ManifestError;
+use crate::oci::manifest::{off_thread, ManifestError};
 use crate::oci::{Descriptor, Digest, ImageRef, Manifest, Repository, MAX_MANIFEST_BYTES};
 
 /// The largest CA file read: a bundle of a few hundred certificates.
@@ -468,18 +468,20 @@ impl Client {
         }
         // OCI distribution spec, "Pulling manifests": the digest is that of the bytes
         // received; a client that pulls by digest MUST verify it.
-        let digest = match expected {
-            Some(expected) => {
-                expected
-                    .check(&fetched.body)
-                    .map_err(|source| Error::DigestMismatch {
-                        what: what.clone(),
-                        source,
-                    })?;
-                expected.clone()
-            }
-            None => Digest::sha256(&fetched.body),
-        };
+        let (body, expected) = (fetched.body.clone(), expected.cloned());
+        let digest = off_thread(body.len(), move || match expected {
+            Some(expected) => expected.check(&body).map(|()| expected),
+            None => Ok(Digest::sha256(&body)),
+        })
+        .await
+        .ok_or_else(|| Error::Malformed {
+            what: what.clone(),
+            reason: "checking its digest did not finish".to_owned(),
+        })?
+        .map_err(|source| Error::DigestMismatch {
+            what: what.clone(),
+            source,
+        })?;
         let manifest = Manifest::parse_off_thread(content_type, fetched.body.clone())
             .await
             .map_err(|source| Error::Manifest {

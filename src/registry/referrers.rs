@@ -460,8 +460,11 @@ fn lists_nothing(body: &[u8]) -> bool {
     fn present<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<bool, D::Error> {
         <serde::de::IgnoredAny as serde::Deserialize>::deserialize(deserializer).map(|_| true)
     }
-    serde_json::from_slice::<Listing>(body)
-        .is_ok_and(|listing| listing.manifests.is_none() && !listing.config && !listing.layers)
+    // A struct deserializes from an array as well: only an object is taken.
+    let object = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    object
+        && serde_json::from_slice::<Listing>(body)
+            .is_ok_and(|listing| listing.manifests.is_none() && !listing.config && !listing.layers)
 }
 
 /// Fuzz entry point: reads `data` as a referrers API answer: its first line the `Link`
@@ -524,6 +527,8 @@ mod tests {
             &b"[]"[..],
             b"not json",
             b"{\"manifests\": 7}",
+            b"[null]",
+            b" [null, false, false]",
             b"{\"config\": {}, \"layers\": []}",
         ] {
             let listed = index(&headers, &bytes::Bytes::from_static(body), "referrers").await;
