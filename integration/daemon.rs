@@ -46,6 +46,13 @@ pub struct Options {
     pub inherit: Option<std::os::unix::net::UnixListener>,
     /// Wait for the socket to accept connections before returning.
     pub wait_ready: bool,
+    /// `--log-format`.
+    pub log_format: &'static str,
+    /// A command crigate runs under, such as `nsenter` into another mount namespace; it
+    /// must exec crigate in its own process.
+    pub run_under: Vec<String>,
+    /// Where crigate's stderr goes instead of its log file.
+    pub stderr: Option<Stdio>,
 }
 
 impl Options {
@@ -64,6 +71,9 @@ impl Options {
             env: Vec::new(),
             inherit: None,
             wait_ready: true,
+            log_format: "text",
+            run_under: Vec::new(),
+            stderr: None,
         }
     }
 }
@@ -83,16 +93,20 @@ impl Crigate {
                 .arg("LISTEN_PID=$$ exec \"$0\" \"$@\"")
                 .arg(crigate_binary());
             c
+        } else if let [program, args @ ..] = &options.run_under[..] {
+            let mut c = Command::new(program);
+            c.args(args).arg(crigate_binary());
+            c
         } else {
             Command::new(crigate_binary())
         };
         command
-            .args(["--log-format", "text", "serve", "--config"])
+            .args(["--log-format", options.log_format, "serve", "--config"])
             .arg(&config_path)
             .env("RUST_LOG", "crigate=debug,info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log);
+            .stderr(options.stderr.unwrap_or(log.into()));
         for (key, value) in &options.env {
             command.env(key, value);
         }

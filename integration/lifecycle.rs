@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::call;
 use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::harness::journald::Journald;
 use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
 
@@ -483,4 +484,83 @@ fn systemd_units_verify_cleanly_stay_sandboxed_and_let_journald_keep_every_recor
         directives.contains(&"LogRateLimitIntervalSec=0"),
         "journald may rate-limit the audit records:\n{service}"
     );
+}
+
+/// Diagnostics sent to journald never hold the thread that relays calls: with journald
+/// stopped (SIGSTOP), so that its socket's queue fills after a few datagrams, every call
+/// is relayed as before (each connection's end is a diagnostic at the level these tests
+/// log), and once journald runs again it receives crigate's diagnostics again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_journald_holds_no_relayed_call() {
+    let journald = Journald::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    // In journald's mount namespace, where its socket is at the path tracing-journald
+    // sends to.
+    options.log_format = "journald";
+    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
+        .map(str::to_owned)
+        .to_vec();
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    let ended = [
+        "SYSLOG_IDENTIFIER=crigate",
+        "MESSAGE=client connection closed",
+    ];
+    call(&crigate.socket, standin::ECHO, &[], Bytes::new())
+        .await
+        .unwrap();
+    let before = journald.wait_for(&ended, 1).unwrap().len();
+
+    let journald_pid = nix::unistd::Pid::from_raw(journald.pid() as i32);
+    nix::sys::signal::kill(journald_pid, Signal::SIGSTOP).unwrap();
+    let calls = 200;
+    for n in 0..calls {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(&crigate.socket, standin::ECHO, &[], Bytes::new()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {n} with journald stopped held for 5 s"))
+        .unwrap();
+        assert_eq!(response.grpc_status(), Some(0), "call {n}");
+    }
+    nix::sys::signal::kill(journald_pid, Signal::SIGCONT).unwrap();
+
+    call(&crigate.socket, standin::ECHO, &[], Bytes::new())
+        .await
+        .unwrap();
+    let after = journald.wait_for(&ended, before + 1).unwrap().len();
+    // Those journald had no room for were dropped, not queued without bound.
+    assert!(
+        after < before + calls,
+        "{after} connection ends recorded: none was dropped"
+    );
+}
+
+/// Diagnostics written to stderr never hold the thread that relays calls: with stderr a
+/// pipe nobody reads (as the stream to journald is while journald is stalled), every call
+/// is relayed as before, though each connection's end is a line on stderr.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stderr_nobody_reads_holds_no_relayed_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let (unread, stderr) = nix::unistd::pipe().unwrap();
+    // One page: full after a few dozen lines.
+    nix::fcntl::fcntl(&stderr, nix::fcntl::FcntlArg::F_SETPIPE_SZ(4096)).unwrap();
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    options.stderr = Some(stderr.into());
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    for n in 0..200 {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(&crigate.socket, standin::ECHO, &[], Bytes::new()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {n} with stderr full held for 5 s"))
+        .unwrap();
+        assert_eq!(response.grpc_status(), Some(0), "call {n}");
+    }
+    drop(crigate);
+    drop(unread);
 }

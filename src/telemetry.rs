@@ -3,8 +3,18 @@
 //! These are diagnostics for operators, not audit records: audit records are written by
 //! a writer whose failures crigate sees, never through a subscriber that may drop them.
 //! The filter comes from `RUST_LOG` (default `info`).
+//!
+//! No diagnostic waits on its destination. `crigate serve` relays every CRI call on one
+//! thread, and journald, which receives diagnostics both ways under systemd (its native
+//! socket; the stream behind stderr), can stall: while it is stopped or restarted, or
+//! behind a slow disk, its queue fills (`net.unix.max_dgram_qlen` datagrams, 10 by
+//! default) and a blocking send would hold that thread, and with it kubelet's calls,
+//! until journald reads again. A diagnostic that finds no room is dropped instead, as
+//! journald drops what passes its own rate limit. Audit records never take this path.
 
+use std::collections::HashSet;
 use std::io::IsTerminal;
+use std::os::fd::RawFd;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -50,13 +60,23 @@ pub enum LogFormat {
     Journald,
 }
 
+/// Most lines held for stderr while it cannot take them; past that, lines are dropped.
+const STDERR_BUFFERED_LINES: usize = 4096;
+
+/// Keeps the thread that writes diagnostics to stderr; dropping it writes out what is
+/// held, so keep it until the process has nothing more to log.
+#[must_use = "diagnostics held for stderr are written out when this is dropped"]
+pub struct Guard {
+    _writer: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
 /// Installs the global subscriber. With no format, journald if its socket exists, else
 /// text on stderr.
 ///
 /// # Errors
 ///
 /// journald was asked for and cannot be reached, or a subscriber is already installed.
-pub fn init(format: Option<LogFormat>) -> anyhow::Result<()> {
+pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let format = format.unwrap_or(if Path::new(JOURNALD_SOCKET).exists() {
         LogFormat::Journald
@@ -64,27 +84,119 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<()> {
         LogFormat::Text
     });
     let registry = tracing_subscriber::registry().with(filter);
-    match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?,
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()?,
-        LogFormat::Journald => registry
-            .with(tracing_journald::layer()?.with_syslog_identifier("crigate".to_owned()))
-            .try_init()?,
-    }
+    let stderr = || {
+        tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(STDERR_BUFFERED_LINES)
+            .thread_name("crigate-log")
+            .finish(std::io::stderr())
+    };
+    let guard = match format {
+        LogFormat::Text => {
+            let (writer, guard) = stderr();
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(writer),
+                )
+                .try_init()?;
+            Some(guard)
+        }
+        LogFormat::Json => {
+            let (writer, guard) = stderr();
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_writer(writer),
+                )
+                .try_init()?;
+            Some(guard)
+        }
+        LogFormat::Journald => {
+            registry
+                .with(journald_layer()?.with_syslog_identifier("crigate".to_owned()))
+                .try_init()?;
+            None
+        }
+    };
     let _ = FORMAT.set(format);
+    Ok(Guard { _writer: guard })
+}
+
+/// tracing-journald's layer, with its socket made non-blocking.
+///
+/// The layer sends each event from the thread that emits it, through a socket of its own
+/// that it offers no way to configure, and it discards send errors. Made here before any
+/// other thread runs, that socket is the one socket descriptor the process gains while
+/// the layer is made; it is checked to be a Unix datagram socket and set `O_NONBLOCK`, so
+/// a send journald has no room for fails at once (and the layer drops the event) instead
+/// of waiting.
+///
+/// # Errors
+///
+/// journald cannot be reached, or the layer's socket is not found as described (a
+/// tracing-journald that opens its socket otherwise): crigate does not start with
+/// diagnostics that could stall it.
+fn journald_layer() -> anyhow::Result<tracing_journald::Layer> {
+    let before = open_sockets()?;
+    let layer = tracing_journald::layer()?;
+    let opened: Vec<_> = open_sockets()?.difference(&before).copied().collect();
+    let [(fd, _)] = opened[..] else {
+        anyhow::bail!(
+            "cannot find tracing-journald's socket to make it non-blocking: {} sockets were opened with it",
+            opened.len()
+        );
+    };
+    // SAFETY: `fd` was listed open just now and belongs to `layer`, which is alive
+    // and owns it until the end of this function at least; no other thread exists yet
+    // that could close it. It is borrowed only for the calls below.
+    #[allow(unsafe_code)]
+    let socket = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    make_nonblocking_datagram(socket)?;
+    Ok(layer)
+}
+
+/// Sets `O_NONBLOCK` on `socket`, which must be a Unix datagram socket.
+fn make_nonblocking_datagram(socket: std::os::fd::BorrowedFd<'_>) -> anyhow::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    use nix::sys::socket::{getsockopt, sockopt, SockType, UnixAddr};
+    use std::os::fd::AsRawFd;
+
+    let kind = getsockopt(&socket, sockopt::SockType)?;
+    let address = nix::sys::socket::getsockname::<UnixAddr>(socket.as_raw_fd());
+    if kind != SockType::Datagram || address.is_err() {
+        anyhow::bail!("tracing-journald's socket is not a Unix datagram socket");
+    }
+    let flags = OFlag::from_bits_retain(fcntl(socket, FcntlArg::F_GETFL)?);
+    fcntl(socket, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
     Ok(())
+}
+
+/// The process's open socket descriptors, each with the socket's inode (so a number
+/// closed and reused for another socket counts as new).
+fn open_sockets() -> std::io::Result<HashSet<(RawFd, u64)>> {
+    let mut sockets = HashSet::new();
+    for entry in std::fs::read_dir("/proc/self/fd")? {
+        let entry = entry?;
+        let Some(fd) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        // A descriptor closed since it was listed has no link.
+        let Ok(target) = std::fs::read_link(entry.path()) else {
+            continue;
+        };
+        let inode = target
+            .to_str()
+            .and_then(|t| t.strip_prefix("socket:["))
+            .and_then(|t| t.strip_suffix(']'))
+            .and_then(|t| t.parse().ok());
+        if let Some(inode) = inode {
+            sockets.insert((fd, inode));
+        }
+    }
+    Ok(sockets)
 }
