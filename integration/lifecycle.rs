@@ -515,16 +515,7 @@ async fn a_stalled_journald_holds_no_relayed_call() {
     let journald_pid = nix::unistd::Pid::from_raw(journald.pid() as i32);
     nix::sys::signal::kill(journald_pid, Signal::SIGSTOP).unwrap();
     let calls = 200;
-    for n in 0..calls {
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            call(&crigate.socket, standin::ECHO, &[], Bytes::new()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("call {n} with journald stopped held for 5 s"))
-        .unwrap();
-        assert_eq!(response.grpc_status(), Some(0), "call {n}");
-    }
+    each_call_is_relayed_in_time(&crigate.socket, calls, "with journald stopped").await;
     nix::sys::signal::kill(journald_pid, Signal::SIGCONT).unwrap();
 
     call(&crigate.socket, standin::ECHO, &[], Bytes::new())
@@ -551,16 +542,22 @@ async fn a_stderr_nobody_reads_holds_no_relayed_call() {
     let mut options = Options::new(dir.path(), &standin.socket, "");
     options.stderr = Some(stderr.into());
     let crigate = Crigate::start(dir.path(), options).unwrap();
-    for n in 0..200 {
-        let response = tokio::time::timeout(
-            Duration::from_secs(5),
-            call(&crigate.socket, standin::ECHO, &[], Bytes::new()),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("call {n} with stderr full held for 5 s"))
-        .unwrap();
-        assert_eq!(response.grpc_status(), Some(0), "call {n}");
-    }
+    each_call_is_relayed_in_time(&crigate.socket, 200, "with stderr full").await;
     drop(crigate);
     drop(unread);
+}
+
+/// Makes `calls` calls to the stand-in through `socket`, one connection each, and checks
+/// that each is answered OK within 5 s.
+async fn each_call_is_relayed_in_time(socket: &std::path::Path, calls: usize, while_: &str) {
+    for n in 0..calls {
+        let response = tokio::time::timeout(
+            Duration::from_secs(5),
+            call(socket, standin::ECHO, &[], Bytes::new()),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {n} {while_} held for 5 s"))
+        .unwrap();
+        assert_eq!(response.grpc_status(), Some(0), "call {n} {while_}");
+    }
 }

@@ -657,25 +657,35 @@ async fn a_referrers_tag_answered_with_the_subject_itself_means_no_referrers() {
     }
 }
 
+/// A registry whose referrers listing never ends: every answer is `page`, with a link to
+/// a next page; `pages` counts the answers.
+async fn endless_referrers(page: Bytes, pages: Arc<AtomicUsize>) -> StandIn {
+    StandIn::start(move |request| {
+        let (pages, page) = (pages.clone(), page.clone());
+        async move {
+            let next = format!(
+                "<{}?page={}>; rel=\"next\"",
+                request.uri().path(),
+                rand_page()
+            );
+            pages.fetch_add(1, Ordering::SeqCst);
+            respond(
+                StatusCode::OK,
+                &[("content-type", OCI_INDEX), ("link", &next)],
+                page,
+            )
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn referrers_api_stops_at_the_page_limit() {
-    let server = StandIn::start(|request| async move {
-        let next = format!(
-            "<{}?page={}>; rel=\"next\"",
-            request.uri().path(),
-            rand_page()
-        );
-        let body = serde_json::to_vec(
-            &json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}),
-        )
-        .unwrap();
-        respond(
-            StatusCode::OK,
-            &[("content-type", OCI_INDEX), ("link", &next)],
-            body,
-        )
-    })
-    .await;
+    let empty =
+        serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}))
+            .unwrap();
+    let pages = Arc::new(AtomicUsize::new(0));
+    let server = endless_referrers(Bytes::from(empty), pages.clone()).await;
     let client = server.client_with(RegistryConfig {
         max_referrer_pages: 3,
         ..RegistryConfig::default()
@@ -687,6 +697,7 @@ async fn referrers_api_stops_at_the_page_limit() {
         matches!(result, Err(Error::TooManyPages { limit: 3, .. })),
         "{result:?}"
     );
+    assert_eq!(pages.load(Ordering::SeqCst), 3);
 }
 
 /// A JSON document of about `len` bytes that registries could serve as an image index:
@@ -747,26 +758,7 @@ async fn a_manifest_slow_to_parse_leaves_the_relaying_thread_free() {
 async fn referrers_pages_past_the_byte_bound_are_not_read() {
     let pages = Arc::new(AtomicUsize::new(0));
     let page = Bytes::from(index_of_small_objects(3 * 1024 * 1024));
-    let server = StandIn::start({
-        let pages = pages.clone();
-        move |request| {
-            let (pages, page) = (pages.clone(), page.clone());
-            async move {
-                let next = format!(
-                    "<{}?page={}>; rel=\"next\"",
-                    request.uri().path(),
-                    rand_page()
-                );
-                pages.fetch_add(1, Ordering::SeqCst);
-                respond(
-                    StatusCode::OK,
-                    &[("content-type", OCI_INDEX), ("link", &next)],
-                    page,
-                )
-            }
-        }
-    })
-    .await;
+    let server = endless_referrers(page, pages.clone()).await;
     let client = server.client_with(RegistryConfig {
         max_referrer_pages: 16,
         ..RegistryConfig::default()

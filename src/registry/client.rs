@@ -467,27 +467,30 @@ impl Client {
             });
         }
         // OCI distribution spec, "Pulling manifests": the digest is that of the bytes
-        // received; a client that pulls by digest MUST verify it.
+        // received; a client that pulls by digest MUST verify it. Checked, then parsed,
+        // in one piece of work (off the relaying thread for a large document).
         let (body, expected) = (fetched.body.clone(), expected.cloned());
-        let digest = off_thread(body.len(), move || match expected {
-            Some(expected) => expected.check(&body).map(|()| expected),
-            None => Ok(Digest::sha256(&body)),
+        let content_type = content_type.map(str::to_owned);
+        let checked = off_thread(body.len(), move || {
+            let digest = match expected {
+                Some(expected) => expected.check(&body).map(|()| expected),
+                None => Ok(Digest::sha256(&body)),
+            };
+            digest.map(|digest| (digest, Manifest::parse(content_type.as_deref(), &body)))
         })
         .await
         .ok_or_else(|| Error::Malformed {
             what: what.clone(),
             reason: "checking its digest did not finish".to_owned(),
-        })?
-        .map_err(|source| Error::DigestMismatch {
+        })?;
+        let (digest, parsed) = checked.map_err(|source| Error::DigestMismatch {
             what: what.clone(),
             source,
         })?;
-        let manifest = Manifest::parse_off_thread(content_type, fetched.body.clone())
-            .await
-            .map_err(|source| Error::Manifest {
-                what: what.clone(),
-                source,
-            })?;
+        let manifest = parsed.map_err(|source| Error::Manifest {
+            what: what.clone(),
+            source,
+        })?;
         let mut descriptor = Descriptor::new(
             manifest.kind().media_type(),
             digest,
