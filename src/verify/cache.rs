@@ -186,11 +186,23 @@ struct StoredSigner {
 /// the new one wrote, and only the newest rewrites it.
 struct CacheFile {
     path: PathBuf,
-    /// The open file and how many lines it holds.
-    file: Mutex<(File, usize)>,
+    file: Mutex<Open>,
     /// The cache that last opened the path, the only one that compacts. Replaced under
     /// `file`'s lock, and locked after it.
     owner: Mutex<Owner>,
+}
+
+/// A [`CacheFile`] as open for appending.
+struct Open {
+    file: File,
+    /// How many lines it holds.
+    lines: usize,
+    /// While a compaction is under way: the text of the lines appended since it began,
+    /// and how many they are, for the file that takes this one's place.
+    since: Option<(Vec<u8>, usize)>,
+    /// Counts the times the file was written anew for a new owner: a compaction begun
+    /// before that is of a file no longer there.
+    generation: u64,
 }
 
 /// The newest cache of a [`CacheFile`]: the verdicts a cache it replaced appends are put
@@ -444,22 +456,33 @@ impl VerdictCache {
     }
 
     /// Rewrites the file with the live entries once it holds more than twice as many
-    /// lines. Best effort: a failure is logged and the file keeps growing until the next
+    /// lines, on tokio's blocking pool: writing out a full cache (100,000 verdicts, tens
+    /// of MiB) and its fsync take long enough to hold up the thread that relays CRI
+    /// calls. Best effort: a failure is logged and the file keeps growing until the next
     /// attempt.
     fn compact_if_needed(&self) {
         let Some(file) = &self.file else { return };
         let live = self.lock().slots.len();
-        let mut open = file.lock();
-        // A cache a reload replaced would write its own verdicts over the new one's.
-        if open.1 <= 2 * live.max(1024) || file.owner().id != self.id {
-            return;
-        }
-        let state = self.lock();
-        match rewrite(&file.path, &state) {
-            Ok(rewritten) => *open = (rewritten, state.slots.len()),
-            Err(error) => {
-                tracing::warn!(path = %file.path.display(), %error, "cannot compact the verdict cache")
+        let generation = {
+            let mut open = file.lock();
+            // One compaction at a time; and a cache a reload replaced would write its
+            // own verdicts over the new one's.
+            if open.lines <= 2 * live.max(1024)
+                || open.since.is_some()
+                || file.owner().id != self.id
+            {
+                return;
             }
+            open.since = Some((Vec::new(), 0));
+            open.generation
+        };
+        let compact = {
+            let (file, state) = (file.clone(), self.state.clone());
+            move || file.compact(&state, generation)
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(compact)),
+            Err(_) => compact(),
         }
     }
 
@@ -511,22 +534,27 @@ impl CacheFile {
             .find(|file| file.path == path);
         // Written and flushed beside the file first: a cache still appending waits only
         // for the rename.
-        let (staged, lines) = {
-            let state = lock(state);
-            let staged = stage(path, &path.with_extension(format!("tmp.{id}")), &state)?;
-            (staged, state.slots.len())
-        };
+        let (text, lines) = file_text(lock(state).lines());
+        let staged = stage(path, &path.with_extension(format!("tmp.{id}")), &text)?;
         if let Some(file) = open {
-            // Under the lock a compaction holds: the two never write the file at once.
+            // Under the lock a compaction installs under: one begun before is dropped.
             let mut held = file.lock();
-            *held = (install(&staged, path)?, lines);
+            held.file = install(&staged, path)?;
+            held.lines = lines;
+            held.since = None;
+            held.generation += 1;
             *file.owner() = owner;
             drop(held);
             return Ok(file);
         }
         let file = Arc::new(Self {
             path: path.to_owned(),
-            file: Mutex::new((install(&staged, path)?, lines)),
+            file: Mutex::new(Open {
+                file: install(&staged, path)?,
+                lines,
+                since: None,
+                generation: 0,
+            }),
             owner: Mutex::new(owner),
         });
         files.push(Arc::downgrade(&file));
@@ -546,8 +574,12 @@ impl CacheFile {
             .and_then(|mut text| {
                 text.push('\n');
                 let mut open = self.lock();
-                open.0.write_all(text.as_bytes())?;
-                open.1 += 1;
+                open.file.write_all(text.as_bytes())?;
+                open.lines += 1;
+                if let Some((since, count)) = &mut open.since {
+                    since.extend_from_slice(text.as_bytes());
+                    *count += 1;
+                }
                 // Made by a cache a reload replaced: the newest holds it too, so that the
                 // file keeps it when that one compacts.
                 let owner = self.owner();
@@ -563,11 +595,52 @@ impl CacheFile {
         }
     }
 
+    /// Writes the verdicts `state` holds as the file anew, with what was appended
+    /// meanwhile, unless the file was written anew for another cache since `generation`
+    /// ([`VerdictCache::compact_if_needed`]). `state` is read a part at a time, so that
+    /// its lock, which every lookup takes, is never held for long.
+    fn compact(&self, state: &Mutex<State>, generation: u64) {
+        let tmp = self.path.with_extension("tmp");
+        let (text, lines) = file_text(State::lines_in_parts(state));
+        let staged = stage(&self.path, &tmp, &text);
+        drop(text);
+        let mut open = self.lock();
+        let since = open.since.take();
+        if open.generation != generation {
+            let _ = std::fs::remove_file(&tmp);
+            return;
+        }
+        let (since, count) = since.unwrap_or_default();
+        let installed = staged.and_then(|staged| {
+            let appended = OpenOptions::new()
+                .append(true)
+                .open(&staged)
+                .and_then(|mut file| file.write_all(&since));
+            if let Err(source) = appended {
+                let _ = std::fs::remove_file(&staged);
+                return Err(Error::Open {
+                    path: self.path.clone(),
+                    source,
+                });
+            }
+            install(&staged, &self.path)
+        });
+        match installed {
+            Ok(file) => {
+                open.file = file;
+                open.lines = lines + count;
+            }
+            Err(error) => {
+                tracing::warn!(path = %self.path.display(), %error, "cannot compact the verdict cache")
+            }
+        }
+    }
+
     fn owner(&self) -> std::sync::MutexGuard<'_, Owner> {
         lock(&self.owner)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, (File, usize)> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         lock(&self.file)
     }
 }
@@ -671,22 +744,51 @@ impl State {
     fn lines(&self) -> impl Iterator<Item = Line> + '_ {
         let mut slots: Vec<_> = self.slots.iter().collect();
         slots.sort_unstable_by_key(|(_, slot)| slot.seq);
-        slots.into_iter().filter_map(|(key, slot)| {
-            let digest = key.digest.to_digest()?;
-            let entry = match &slot.state {
-                SlotState::Ready(stored) => Entry {
-                    verdict: stored.verdict.to_verdict(&digest),
-                    expires: stored.expires,
-                },
-                SlotState::Pending(cell) => cell.get()?.clone(),
-            };
-            Some(Line {
-                key: CacheKey {
-                    digest,
-                    fingerprint: key.fingerprint,
-                },
-                entry,
-            })
+        slots
+            .into_iter()
+            .filter_map(|(key, slot)| Self::line(key, slot))
+    }
+
+    /// As [`State::lines`], from `state` locked for a part of them at a time: what is
+    /// settled or evicted meanwhile is seen or not, as it falls.
+    fn lines_in_parts(state: &Mutex<State>) -> impl Iterator<Item = Line> + '_ {
+        const PART: usize = 1024;
+        let mut keys: Vec<(u64, SlotKey)> = lock(state)
+            .slots
+            .iter()
+            .map(|(key, slot)| (slot.seq, key.clone()))
+            .collect();
+        keys.sort_unstable_by_key(|(seq, _)| *seq);
+        let mut next = 0;
+        std::iter::from_fn(move || {
+            let part = keys.get(next..keys.len().min(next + PART))?;
+            next += PART;
+            let state = lock(state);
+            let lines: Vec<Line> = part
+                .iter()
+                .filter_map(|(_, key)| Self::line(key, state.slots.get(key)?))
+                .collect();
+            (!part.is_empty()).then_some(lines)
+        })
+        .flatten()
+    }
+
+    /// The file's line for `slot`, unless its verification is still in flight.
+    fn line(key: &SlotKey, slot: &Slot) -> Option<Line> {
+        let digest = key.digest.to_digest()?;
+        let entry = match &slot.state {
+            SlotState::Ready(stored) => Entry {
+                verdict: stored.verdict.to_verdict(&digest),
+                expires: stored.expires,
+            },
+            SlotState::Pending(cell) => cell.get()?.clone(),
+        };
+        Some(Line {
+            key: CacheKey {
+                digest,
+                fingerprint: key.fingerprint,
+            },
+            entry,
         })
     }
 }
@@ -841,18 +943,8 @@ fn load(path: &Path, build: &str) -> Result<Vec<Line>, Error> {
     Ok(lines)
 }
 
-/// Writes the live entries to a new file, renames it over `path`, and returns it open
-/// for appending.
-fn rewrite(path: &Path, state: &State) -> Result<File, Error> {
-    install(&stage(path, &path.with_extension("tmp"), state)?, path)
-}
-
-/// Writes `state` to `tmp`, flushed, to take `path`'s place.
-fn stage(path: &Path, tmp: &Path, state: &State) -> Result<PathBuf, Error> {
-    let open = |source| Error::Open {
-        path: path.to_owned(),
-        source,
-    };
+/// The text of a cache file holding `lines`, and how many it holds.
+fn file_text(lines: impl Iterator<Item = Line>) -> (Vec<u8>, usize) {
     let mut out = Vec::new();
     let header = Header {
         crigate_build: crate::VERSION.to_owned(),
@@ -861,17 +953,28 @@ fn stage(path: &Path, tmp: &Path, state: &State) -> Result<PathBuf, Error> {
         out.extend_from_slice(text.as_bytes());
         out.push(b'\n');
     }
-    for line in state.lines() {
+    let mut count = 0;
+    for line in lines {
         if let Ok(text) = serde_json::to_string(&line) {
             out.extend_from_slice(text.as_bytes());
             out.push(b'\n');
+            count += 1;
         }
     }
+    (out, count)
+}
+
+/// Writes `text` to `tmp`, flushed, to take `path`'s place.
+fn stage(path: &Path, tmp: &Path, text: &[u8]) -> Result<PathBuf, Error> {
+    let open = |source| Error::Open {
+        path: path.to_owned(),
+        source,
+    };
     let mut options = OpenOptions::new();
     options.write(true).create(true).truncate(true);
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     let mut file = options.open(tmp).map_err(open)?;
-    if let Err(error) = file.write_all(&out).and_then(|()| file.sync_all()) {
+    if let Err(error) = file.write_all(text).and_then(|()| file.sync_all()) {
         // A full disk: not left to fill it further.
         let _ = std::fs::remove_file(tmp);
         return Err(open(error));
