@@ -130,6 +130,37 @@ impl AggregatorConfig {
         if config.handshake_timeout.is_zero() {
             return Err(invalid("handshake_timeout", "must be more than zero"));
         }
+        // Far past any use, and short of where adding one to the clock overflows.
+        for (key, value, most, said) in [
+            (
+                "handshake_timeout",
+                config.handshake_timeout,
+                crate::config::MAX_TIMEOUT,
+                "must be at most 24h",
+            ),
+            (
+                "drain_timeout",
+                config.drain_timeout,
+                crate::config::MAX_TIMEOUT,
+                "must be at most 24h",
+            ),
+            (
+                "retention",
+                config.retention,
+                MAX_RETENTION,
+                "must be at most 100y",
+            ),
+            (
+                "retention_interval",
+                config.retention_interval,
+                MAX_RETENTION,
+                "must be at most 100y",
+            ),
+        ] {
+            if value > most {
+                return Err(invalid(key, said));
+            }
+        }
         if config
             .postgres
             .as_ref()
@@ -164,6 +195,10 @@ fn default_query_listen() -> SocketAddr {
 fn default_database() -> PathBuf {
     PathBuf::from("/var/lib/crigate-aggregator/audit.db")
 }
+
+/// The longest `retention` and `retention_interval`: `100y`, as the config's durations
+/// count years (365.25 days).
+const MAX_RETENTION: Duration = Duration::from_secs(100 * 31_557_600);
 
 fn default_retention() -> Duration {
     Duration::from_secs(30 * 24 * 3600)
@@ -211,6 +246,30 @@ token_file = "/etc/crigate-aggregator/token"
             AggregatorConfig::parse("listen = \"127.0.0.1:1\"\n", Path::new("a.toml")),
             Err(Error::Parse { .. })
         ));
+    }
+
+    /// A duration too long to add to the clock is refused as the key it is, not met as
+    /// a panic when the aggregator first waits that long.
+    #[test]
+    fn durations_past_their_bound_are_refused() {
+        for (key, bound, past) in [
+            ("handshake_timeout", "24h", "25h"),
+            ("drain_timeout", "24h", "1000y"),
+            ("retention", "100y", "101y"),
+            ("retention_interval", "100y", "290000000000y"),
+        ] {
+            let at = format!("{MINIMAL}\n{key} = \"{bound}\"\n");
+            assert!(
+                AggregatorConfig::parse(&at, Path::new("a.toml")).is_ok(),
+                "{at}"
+            );
+            let over = format!("{MINIMAL}\n{key} = \"{past}\"\n");
+            let refused = AggregatorConfig::parse(&over, Path::new("a.toml"));
+            assert!(
+                matches!(refused, Err(Error::Invalid { key: named, .. }) if named == key),
+                "{over}: {refused:?}"
+            );
+        }
     }
 
     #[test]

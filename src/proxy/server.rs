@@ -564,6 +564,10 @@ fn apply(
         );
         running.runtime_moved.cancel();
     }
+    // The state replaced (its verification engine: trust material, fetched CRLs, the
+    // verdict cache, up to hundreds of MiB) is freed on the blocking pool, not on the
+    // thread that relays calls. One a call still holds is freed where that call ends.
+    drop(tokio::task::spawn_blocking(move || drop(running)));
     systemd::notify_reloaded();
     tracing::info!(path = %path.display(), "configuration reloaded");
     true
@@ -644,6 +648,75 @@ mod tests {
             !reloaded.load(Ordering::SeqCst),
             "answered only once the reload had read its files"
         );
+        server.abort();
+    }
+
+    /// A seam that records the thread it is dropped on.
+    struct DroppedOn(Arc<std::sync::Mutex<Option<std::thread::ThreadId>>>);
+
+    impl Decide for DroppedOn {
+        fn decide<'a>(
+            &'a self,
+            request: &'a crate::decision::RequestContext,
+        ) -> crate::decision::BoxFuture<'a, crate::decision::Decided> {
+            AllowAll.decide(request)
+        }
+    }
+
+    impl Drop for DroppedOn {
+        fn drop(&mut self) {
+            *self.0.lock().unwrap() = Some(std::thread::current().id());
+        }
+    }
+
+    /// The seam a reload replaces is freed off the thread that relays calls: a verifier
+    /// holds trust material, CRLs and a verdict cache that take a while to free.
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_replaced_seam_is_freed_off_the_relaying_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
+            dir.path().join("crigate.sock").display(),
+            dir.path().join("runtime.sock").display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let seen = file_stamp(&path);
+        let config = Config::load(&path).unwrap();
+        let listener = Listener::open(&config.cri).unwrap();
+        let dropped_on = Arc::new(std::sync::Mutex::new(None));
+        let builds = Arc::new(AtomicUsize::new(0));
+        let build: Box<BuildDecide> = Box::new({
+            let (builds, dropped_on) = (builds.clone(), dropped_on.clone());
+            move |_| {
+                Ok(if builds.fetch_add(1, Ordering::SeqCst) == 0 {
+                    Arc::new(DroppedOn(dropped_on.clone())) as Arc<dyn Decide>
+                } else {
+                    Arc::new(AllowAll) as Arc<dyn Decide>
+                })
+            }
+        });
+        let server = tokio::spawn(serve(
+            listener,
+            config,
+            path.clone(),
+            seen,
+            build,
+            Arc::default(),
+        ));
+        std::fs::write(&path, format!("{text}# changed\n")).unwrap();
+        let waited = std::time::Instant::now();
+        let freed_on = loop {
+            if let Some(thread) = *dropped_on.lock().unwrap() {
+                break thread;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "the replaced seam was not freed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        assert_ne!(freed_on, std::thread::current().id());
         server.abort();
     }
 
