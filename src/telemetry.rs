@@ -84,47 +84,56 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
         LogFormat::Text
     });
     let registry = tracing_subscriber::registry().with(filter);
-    let stderr = || {
-        tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(true)
-            .buffered_lines_limit(STDERR_BUFFERED_LINES)
-            .thread_name("crigate-log")
-            .finish(std::io::stderr())
-    };
-    let guard = match format {
-        LogFormat::Text => {
-            let (writer, guard) = stderr();
-            registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .with_ansi(std::io::stderr().is_terminal())
-                        .with_writer(writer),
-                )
-                .try_init()?;
-            Some(guard)
-        }
-        LogFormat::Json => {
-            let (writer, guard) = stderr();
-            registry
-                .with(
-                    tracing_subscriber::fmt::layer()
-                        .json()
-                        .flatten_event(true)
-                        .with_current_span(true)
-                        .with_writer(writer),
-                )
-                .try_init()?;
-            Some(guard)
-        }
-        LogFormat::Journald => {
-            registry
-                .with(journald_layer()?.with_syslog_identifier("crigate".to_owned()))
-                .try_init()?;
-            None
-        }
-    };
+    let (stderr, writer) = stderr_writer();
+    match format {
+        LogFormat::Text => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_ansi(std::io::stderr().is_terminal())
+                    .with_writer(stderr),
+            )
+            .try_init()?,
+        LogFormat::Json => registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_writer(stderr),
+            )
+            .try_init()?,
+        LogFormat::Journald => registry
+            .with(journald_layer()?.with_syslog_identifier("crigate".to_owned()))
+            .try_init()?,
+    }
     let _ = FORMAT.set(format);
-    Ok(Guard { _writer: guard })
+    Ok(Guard { _writer: writer })
+}
+
+/// Where text and JSON diagnostics are written: stderr itself where a write to it waits
+/// for nobody (a file, a terminal), or else (a pipe, a socket: the stream to journald
+/// under systemd, a container runtime's log pipe) a writer thread that holds up to
+/// [`STDERR_BUFFERED_LINES`] lines while the reader does not read, then drops them.
+fn stderr_writer() -> (
+    tracing_subscriber::fmt::writer::BoxMakeWriter,
+    Option<tracing_appender::non_blocking::WorkerGuard>,
+) {
+    use nix::sys::stat::{fstat, SFlag};
+    use tracing_subscriber::fmt::writer::BoxMakeWriter;
+
+    let read_by_another = fstat(std::io::stderr()).is_ok_and(|stat| {
+        let kind = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT;
+        kind == SFlag::S_IFIFO || kind == SFlag::S_IFSOCK
+    });
+    if !read_by_another {
+        return (BoxMakeWriter::new(std::io::stderr), None);
+    }
+    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(true)
+        .buffered_lines_limit(STDERR_BUFFERED_LINES)
+        .thread_name("crigate-log")
+        .finish(std::io::stderr());
+    (BoxMakeWriter::new(writer), Some(guard))
 }
 
 /// tracing-journald's layer, with its socket made non-blocking.
