@@ -259,4 +259,25 @@ mod tests {
         assert_eq!(found(r#"{"annotations":{"Digest":"free-form"}}"#), None);
         assert_eq!(found(r#"{"digest":"a","platform":{"os":"linux"}}"#), None);
     }
+
+    /// A skipped value is passed over without recursion, however deep it nests (the
+    /// typed parse then refuses it as the wrong type), and a value looked into stops at
+    /// the parser's depth limit: neither can overflow the stack.
+    #[test]
+    fn deep_values_end_in_an_answer_not_a_stack_overflow() {
+        let depth = 1_000_000;
+        let nested = format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+        let skipped = format!(r#"{{"annotations":{nested}}}"#);
+        let fields = &["layers"];
+        assert_eq!(
+            find_case_variant_in(skipped.as_bytes(), fields, &["annotations"]).unwrap(),
+            None
+        );
+        let looked_into = format!(r#"{{"x":{nested}}}"#);
+        let refused = find_case_variant_in(looked_into.as_bytes(), fields, &["annotations"]);
+        assert!(
+            refused.is_err_and(|e| e.to_string().contains("recursion limit")),
+            "a value nested past the limit was read"
+        );
+    }
 }
