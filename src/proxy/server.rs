@@ -381,8 +381,9 @@ pub async fn serve(
         }
         tokio::select! {
             _ = watch.tick() => {
-                let now = file_stamp(&config_path);
-                let hosts_now = registry.hosts_stamp();
+                let Some((now, hosts_now)) = stamps(&config_path, &registry).await else {
+                    continue;
+                };
                 if now != seen || hosts_now != hosts_seen {
                     if now != seen {
                         tracing::info!(path = %config_path.display(), "configuration file changed");
@@ -424,8 +425,9 @@ pub async fn serve(
                 }
             },
             _ = hangup.recv() => {
-                seen = file_stamp(&config_path);
-                hosts_seen = registry.hosts_stamp();
+                if let Some(stamped) = stamps(&config_path, &registry).await {
+                    (seen, hosts_seen) = stamped;
+                }
                 retries = 0;
                 next = Some(Reload::Signal);
             }
@@ -482,6 +484,20 @@ enum Reload {
 }
 
 /// A configuration read anew with its decision seam, or why it was refused.
+/// The stamps of the configuration file at `path` and of the registry hosts files
+/// `registry` names, taken on the blocking pool: a hosts directory of many registries
+/// is many `stat`s, and containerd's config is parsed to find it, every poll. `None`
+/// only when the runtime shuts down.
+async fn stamps(
+    path: &Path,
+    registry: &RegistryConfig,
+) -> Option<(FileStamp, Option<crate::registry::HostsStamp>)> {
+    let (path, registry) = (path.to_owned(), registry.clone());
+    tokio::task::spawn_blocking(move || (file_stamp(&path), registry.hosts_stamp()))
+        .await
+        .ok()
+}
+
 type Loaded = Result<(Config, Arc<dyn Decide>), String>;
 
 /// Reads the configuration file and builds its seam on the blocking pool: the file and
@@ -718,6 +734,62 @@ mod tests {
         };
         assert_ne!(freed_on, std::thread::current().id());
         server.abort();
+    }
+
+    /// The configuration and registry hosts files are stamped off the thread that
+    /// relays calls: a task on that thread is never held for long by the polls, even
+    /// with a hosts directory of many registries to `stat`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn polling_the_files_leaves_the_relaying_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("certs.d");
+        for n in 0..20_000 {
+            let host = hosts.join(format!("registry-{n}.example:5000"));
+            std::fs::create_dir_all(&host).unwrap();
+            std::fs::write(host.join("hosts.toml"), "").unwrap();
+        }
+        let registry = RegistryConfig {
+            hosts_dir: Some(hosts.display().to_string()),
+            ..RegistryConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let _ = registry.hosts_stamp();
+        let one_stamp = started.elapsed();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n[registry]\nhosts_dir = \"{}\"\n",
+            dir.path().join("crigate.sock").display(),
+            dir.path().join("runtime.sock").display(),
+            hosts.display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let seen = file_stamp(&path);
+        let config = Config::load(&path).unwrap();
+        let listener = Listener::open(&config.cri).unwrap();
+        let build: Box<BuildDecide> = Box::new(|_| Ok(Arc::new(AllowAll) as Arc<dyn Decide>));
+        let server = tokio::spawn(serve(
+            listener,
+            config,
+            path.clone(),
+            seen,
+            build,
+            Arc::default(),
+        ));
+        // Past the start (which stamps the files before it serves), two polls.
+        tokio::time::sleep(one_stamp + Duration::from_millis(500)).await;
+        let mut longest = Duration::ZERO;
+        let until =
+            std::time::Instant::now() + 2 * CONFIG_POLL_INTERVAL + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            longest = longest.max(started.elapsed());
+        }
+        server.abort();
+        assert!(
+            longest < one_stamp / 2,
+            "the thread was held for {longest:?}; one stamp takes {one_stamp:?}"
+        );
     }
 
     // A plain test thread, no runtime to block.
