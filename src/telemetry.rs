@@ -84,28 +84,38 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
         LogFormat::Text
     });
     let registry = tracing_subscriber::registry().with(filter);
-    let (stderr, writer) = stderr_writer();
-    match format {
-        LogFormat::Text => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .with_ansi(std::io::stderr().is_terminal())
-                    .with_writer(stderr),
-            )
-            .try_init()?,
-        LogFormat::Json => registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(true)
-                    .with_writer(stderr),
-            )
-            .try_init()?,
-        LogFormat::Journald => registry
-            .with(journald_layer()?.with_syslog_identifier("crigate".to_owned()))
-            .try_init()?,
-    }
+    let writer = match format {
+        LogFormat::Text => {
+            let (stderr, writer) = stderr_writer();
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .with_ansi(std::io::stderr().is_terminal())
+                        .with_writer(stderr),
+                )
+                .try_init()?;
+            writer
+        }
+        LogFormat::Json => {
+            let (stderr, writer) = stderr_writer();
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(true)
+                        .with_writer(stderr),
+                )
+                .try_init()?;
+            writer
+        }
+        LogFormat::Journald => {
+            registry
+                .with(journald_layer()?.with_syslog_identifier("crigate".to_owned()))
+                .try_init()?;
+            None
+        }
+    };
     let _ = FORMAT.set(format);
     Ok(Guard { _writer: writer })
 }
@@ -143,7 +153,8 @@ fn stderr_writer() -> (
 /// other thread runs, that socket is the one socket descriptor the process gains while
 /// the layer is made; it is checked to be a Unix datagram socket and set `O_NONBLOCK`, so
 /// a send journald has no room for fails at once (and the layer drops the event) instead
-/// of waiting.
+/// of waiting. The one send that may wait is the layer's first, an empty datagram that
+/// checks journald is there, at start, before crigate serves anything.
 ///
 /// # Errors
 ///

@@ -476,9 +476,14 @@ impl VerdictCache {
             open.since = Some((Vec::new(), 0));
             open.generation
         };
+        let compaction = Compaction {
+            file: file.clone(),
+            generation,
+            done: false,
+        };
         let compact = {
-            let (file, state) = (file.clone(), self.state.clone());
-            move || file.compact(&state, generation)
+            let state = self.state.clone();
+            move || compaction.run(&state)
         };
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => drop(runtime.spawn_blocking(compact)),
@@ -600,17 +605,20 @@ impl CacheFile {
     /// ([`VerdictCache::compact_if_needed`]). `state` is read a part at a time, so that
     /// its lock, which every lookup takes, is never held for long.
     fn compact(&self, state: &Mutex<State>, generation: u64) {
-        let tmp = self.path.with_extension("tmp");
+        // A name of its own: a compaction begun before a reload may still be writing.
+        let tmp = self
+            .path
+            .with_extension(format!("tmp.compaction.{generation}"));
         let (text, lines) = file_text(State::lines_in_parts(state));
         let staged = stage(&self.path, &tmp, &text);
         drop(text);
         let mut open = self.lock();
-        let since = open.since.take();
+        // Taken over meanwhile: the appends held are the new owner's compaction's.
         if open.generation != generation {
             let _ = std::fs::remove_file(&tmp);
             return;
         }
-        let (since, count) = since.unwrap_or_default();
+        let (since, count) = open.since.take().unwrap_or_default();
         let installed = staged.and_then(|staged| {
             let appended = OpenOptions::new()
                 .append(true)
@@ -642,6 +650,36 @@ impl CacheFile {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Open> {
         lock(&self.file)
+    }
+}
+
+// === impl Compaction ===
+
+/// One compaction of a [`CacheFile`], begun at `generation`: if it never ends (its task
+/// dropped as the runtime shuts down), the appends held for it are let go, so that the
+/// next can begin.
+struct Compaction {
+    file: Arc<CacheFile>,
+    generation: u64,
+    done: bool,
+}
+
+impl Compaction {
+    fn run(mut self, state: &Mutex<State>) {
+        self.file.compact(state, self.generation);
+        self.done = true;
+    }
+}
+
+impl Drop for Compaction {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let mut open = self.file.lock();
+        if open.generation == self.generation {
+            open.since = None;
+        }
     }
 }
 
