@@ -13,7 +13,8 @@
 //!   fastest bulk path (the real schema, its secondary indexes dropped during a load of
 //!   big transactions or binary COPY, and built again after), then `GET /v1/records`
 //!   with the bearer token as `crigate audit query` sends it (pages of 1000): one
-//!   namespace and a time window, p50/p99 of 50 queries (target < 100 ms).
+//!   namespace and a time window, p50/p99 of 200 queries (target < 100 ms; of 200, the
+//!   p99 is the second slowest, where of the 50 measured before it was the slowest).
 //!
 //! Run: `cargo bench --bench aggregator` as root (PostgreSQL from `integration/setup`;
 //! without the `postgres` user only SQLite is measured). `CRIGATE_BENCH_INGEST` scales
@@ -49,7 +50,8 @@ const NODES: usize = 50;
 const NAMESPACES: usize = 50;
 const BATCH: usize = crigate::audit::shipper::BATCH_RECORDS;
 const TOKEN: &str = "bench-query-token-0123456789";
-const QUERIES: usize = 50;
+/// Queries per case: enough that the p99 is not simply the slowest one.
+const QUERIES: usize = 200;
 /// The page size `crigate audit query` asks for.
 const QUERY_PAGE: usize = 1000;
 const HISTORY: Duration = Duration::from_secs(10 * 24 * 3600);

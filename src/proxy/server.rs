@@ -599,23 +599,42 @@ mod tests {
     use super::*;
     use crate::decision::AllowAll;
 
+    /// Writes the config of a crigate in `dir` (listening on `crigate.sock`, relaying to
+    /// a runtime that never listens), `extra` after its `[cri]` table, and serves it
+    /// with `build` on this runtime. The config's path and text, and the server.
+    fn serve_in(
+        dir: &Path,
+        extra: &str,
+        build: Box<BuildDecide>,
+    ) -> (PathBuf, String, tokio::task::JoinHandle<Result<(), Error>>) {
+        let path = dir.join("config.toml");
+        let text = format!(
+            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n{extra}",
+            dir.join("crigate.sock").display(),
+            dir.join("runtime.sock").display()
+        );
+        std::fs::write(&path, &text).unwrap();
+        let seen = file_stamp(&path);
+        let config = Config::load(&path).unwrap();
+        let listener = Listener::open(&config.cri).unwrap();
+        let server = tokio::spawn(serve(
+            listener,
+            config,
+            path.clone(),
+            seen,
+            build,
+            Arc::default(),
+        ));
+        (path, text, server)
+    }
+
     // The build stands in for a reload reading large files; a plain blocking sleep is
     // what it would cost the thread it runs on.
     #[allow(clippy::disallowed_methods)]
     #[tokio::test]
     async fn calls_are_answered_while_a_reload_reads_its_files() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
         let socket = dir.path().join("crigate.sock");
-        let text = format!(
-            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
-            socket.display(),
-            dir.path().join("runtime.sock").display()
-        );
-        std::fs::write(&path, &text).unwrap();
-        let seen = file_stamp(&path);
-        let config = Config::load(&path).unwrap();
-        let listener = Listener::open(&config.cri).unwrap();
         let builds = Arc::new(AtomicUsize::new(0));
         let (reloading, reloaded) = (
             Arc::new(AtomicBool::new(false)),
@@ -633,14 +652,7 @@ mod tests {
                 Ok(Arc::new(AllowAll) as Arc<dyn Decide>)
             }
         });
-        let server = tokio::spawn(serve(
-            listener,
-            config,
-            path.clone(),
-            seen,
-            build,
-            Arc::default(),
-        ));
+        let (path, text, server) = serve_in(dir.path(), "", build);
         std::fs::write(&path, format!("{text}# changed\n")).unwrap();
         let waited = std::time::Instant::now();
         while !reloading.load(Ordering::SeqCst) {
@@ -690,16 +702,6 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn the_replaced_seam_is_freed_off_the_relaying_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("config.toml");
-        let text = format!(
-            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n",
-            dir.path().join("crigate.sock").display(),
-            dir.path().join("runtime.sock").display()
-        );
-        std::fs::write(&path, &text).unwrap();
-        let seen = file_stamp(&path);
-        let config = Config::load(&path).unwrap();
-        let listener = Listener::open(&config.cri).unwrap();
         let dropped_on = Arc::new(std::sync::Mutex::new(None));
         let builds = Arc::new(AtomicUsize::new(0));
         let build: Box<BuildDecide> = Box::new({
@@ -712,14 +714,7 @@ mod tests {
                 })
             }
         });
-        let server = tokio::spawn(serve(
-            listener,
-            config,
-            path.clone(),
-            seen,
-            build,
-            Arc::default(),
-        ));
+        let (path, text, server) = serve_in(dir.path(), "", build);
         std::fs::write(&path, format!("{text}# changed\n")).unwrap();
         let waited = std::time::Instant::now();
         let freed_on = loop {
@@ -755,26 +750,9 @@ mod tests {
         let started = std::time::Instant::now();
         let _ = registry.hosts_stamp();
         let one_stamp = started.elapsed();
-        let path = dir.path().join("config.toml");
-        let text = format!(
-            "[cri]\nlisten = \"{}\"\nupstream = \"{}\"\n[registry]\nhosts_dir = \"{}\"\n",
-            dir.path().join("crigate.sock").display(),
-            dir.path().join("runtime.sock").display(),
-            hosts.display()
-        );
-        std::fs::write(&path, &text).unwrap();
-        let seen = file_stamp(&path);
-        let config = Config::load(&path).unwrap();
-        let listener = Listener::open(&config.cri).unwrap();
         let build: Box<BuildDecide> = Box::new(|_| Ok(Arc::new(AllowAll) as Arc<dyn Decide>));
-        let server = tokio::spawn(serve(
-            listener,
-            config,
-            path.clone(),
-            seen,
-            build,
-            Arc::default(),
-        ));
+        let hosts_dir = format!("[registry]\nhosts_dir = \"{}\"\n", hosts.display());
+        let (_, _, server) = serve_in(dir.path(), &hosts_dir, build);
         // Past the start (which stamps the files before it serves), two polls.
         tokio::time::sleep(one_stamp + Duration::from_millis(500)).await;
         let mut longest = Duration::ZERO;

@@ -407,6 +407,7 @@ impl VerdictCache {
         let (file, id) = (self.file.clone(), self.id);
         let state = self.state.clone();
         let task = tokio::spawn(async move {
+            let made_here = std::sync::atomic::AtomicBool::new(false);
             let entry = cell
                 .get_or_try_init(|| async {
                     let verdict = verify().await?;
@@ -423,15 +424,19 @@ impl VerdictCache {
                         // with nobody after.
                         Verdict::Rejected(_) => until,
                     };
-                    let entry = Entry { verdict, expires };
-                    // Runs once per verification, whoever waits for it.
-                    if let (Some(file), true) = (&file, expires > now) {
-                        file.append(&key, &entry, id);
-                    }
-                    Ok(entry)
+                    made_here.store(true, Ordering::Relaxed);
+                    Ok(Entry { verdict, expires })
                 })
                 .await?
                 .clone();
+            // Once per verification, by the task that made it, once it is in the cell:
+            // where a compaction reading the cache finds it, or else appended after the
+            // compaction began, and so held for the file it writes.
+            if let (Some(file), true) = (&file, made_here.load(Ordering::Relaxed)) {
+                if entry.expires > now_secs() {
+                    file.append(&key, &entry, id);
+                }
+            }
             // Every waiter tries; the first replaces the cell with the stored verdict,
             // unless the slot was evicted or replaced meanwhile.
             lock(&state).settle(&slot_key, &key.digest, &cell);
