@@ -440,6 +440,20 @@ impl ValidFor {
 /// accepted"): each field its digits and no more (no sign, no field left out or added),
 /// so a time written otherwise is an error, never another time.
 fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
+    /// The `N` fields of `text` between `separator`s, each exactly its width in ASCII
+    /// digits; `None` for any other text.
+    fn fields<const N: usize>(text: &str, separator: char, widths: [usize; N]) -> Option<[u16; N]> {
+        let mut parts = text.split(separator);
+        let mut values = [0u16; N];
+        for (value, width) in values.iter_mut().zip(widths) {
+            let part = parts.next()?;
+            if part.len() != width || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            *value = part.parse().ok()?;
+        }
+        parts.next().is_none().then_some(values)
+    }
     let bad = || PolicyError::TrustedRootTime(s.to_owned());
     let (body, offset) = match s.strip_suffix('Z') {
         Some(body) => (body, 0i64),
@@ -454,22 +468,17 @@ fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
                 Some(b'-') => -1,
                 _ => return Err(bad()),
             };
-            let (hours, minutes) = offset
+            let [hours, minutes] = offset
                 .get(1..)
-                .and_then(|o| o.split_once(':'))
+                .and_then(|o| fields(o, ':', [2, 2]))
                 .ok_or_else(bad)?;
-            let digits = |t: &str| t.len() == 2 && t.bytes().all(|b| b.is_ascii_digit());
-            if !digits(hours) || !digits(minutes) {
-                return Err(bad());
-            }
-            let (hours, minutes): (i64, i64) = (
-                hours.parse().map_err(|_| bad())?,
-                minutes.parse().map_err(|_| bad())?,
-            );
             if hours > 23 || minutes > 59 {
                 return Err(bad());
             }
-            (body, sign * (hours * 3600 + minutes * 60))
+            (
+                body,
+                sign * (i64::from(hours) * 3600 + i64::from(minutes) * 60),
+            )
         }
     };
     let (date, clock) = body.split_once('T').ok_or_else(bad)?;
@@ -477,18 +486,6 @@ fn parse_rfc3339_utc(s: &str) -> Result<SystemTime, PolicyError> {
         Some((_, "")) => return Err(bad()),
         Some((clock, fraction)) => (clock, fraction),
         None => (clock, ""),
-    };
-    let fields = |text: &str, separator: char, widths: [usize; 3]| -> Option<[u16; 3]> {
-        let mut parts = text.split(separator);
-        let mut values = [0u16; 3];
-        for (value, width) in values.iter_mut().zip(widths) {
-            let part = parts.next()?;
-            if part.len() != width || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return None;
-            }
-            *value = part.parse().ok()?;
-        }
-        parts.next().is_none().then_some(values)
     };
     let [year, month, day] = fields(date, '-', [4, 2, 2]).ok_or_else(bad)?;
     let [hour, minute, second] = fields(clock, ':', [2, 2, 2]).ok_or_else(bad)?;
