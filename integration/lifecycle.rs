@@ -8,7 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::call;
 use crate::daemon::{crigate_binary, Crigate, Options};
-use crate::harness::journald::Journald;
+use crate::harness::journald::{self, Journald};
 use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
 
@@ -520,10 +520,10 @@ async fn a_stalled_journald_holds_no_relayed_call() {
 
     // What journald's socket held while it was stopped, read once it runs again: those
     // it had no room for were dropped, not held back without bound.
-    let mut held = journald.query(&ended).unwrap().len();
+    let mut held = journald.wait_for(&ended, before).unwrap().len();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = journald.query(&ended).unwrap().len();
+        let now = journald.wait_for(&ended, held).unwrap().len();
         if now == held {
             break;
         }
@@ -533,11 +533,31 @@ async fn a_stalled_journald_holds_no_relayed_call() {
         held < before + calls,
         "{held} connection ends recorded: none was dropped"
     );
-    // And it receives crigate's diagnostics again.
-    call(&crigate.socket, standin::ECHO, &[], Bytes::new())
-        .await
-        .unwrap();
-    journald.wait_for(&ended, held + 1).unwrap();
+    // And it receives crigate's diagnostics again: a connection ended from now on is
+    // recorded. A call is made every half second, in case journald is still reading
+    // what it held when the first ends.
+    let resumed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        call(&crigate.socket, standin::ECHO, &[], Bytes::new())
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let entries = journald.entries(&ended).unwrap();
+        if entries.iter().any(|e| journald::received(e) > resumed) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no connection end recorded in 20 s after journald ran again \
+             ({} recorded in all; journald is {})",
+            entries.len(),
+            journald.state()
+        );
+    }
 }
 
 /// Diagnostics written to stderr never hold the thread that relays calls: with stderr a

@@ -4,12 +4,16 @@
 //! on both, so the machine's (and other tests') journals are untouched. Its native socket
 //! is reached from outside through `/proc/<pid>/root/...`, and `journalctl` runs inside
 //! the namespace through `nsenter`.
+//!
+//! Its waits block the calling thread, through [`off_runtime`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+
+use super::process::off_runtime;
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 
@@ -21,6 +25,10 @@ pub struct Journald {
 impl Journald {
     /// Starts journald and waits for its native socket.
     pub fn start() -> Result<Self> {
+        off_runtime(Self::start_here)
+    }
+
+    fn start_here() -> Result<Self> {
         if !Path::new(JOURNALD).exists() {
             bail!("{JOURNALD} is missing: install the Debian package systemd (integration/setup does)");
         }
@@ -64,6 +72,10 @@ impl Journald {
     /// Runs `journalctl -o json` with `matches` in journald's namespace and returns the
     /// entries, each a JSON object.
     pub fn query(&self, matches: &[&str]) -> Result<Vec<serde_json::Value>> {
+        off_runtime(|| self.query_here(matches))
+    }
+
+    fn query_here(&self, matches: &[&str]) -> Result<Vec<serde_json::Value>> {
         let output = Command::new("nsenter")
             .args(["-t", &self.child.id().to_string(), "-m", "journalctl"])
             .args(["--no-pager", "-o", "json"])
@@ -83,22 +95,58 @@ impl Journald {
             .collect()
     }
 
-    /// Waits until `matches` finds at least `count` entries.
+    /// Waits until `matches` finds at least `count` entries. A `journalctl` that fails
+    /// (as it can while journald rotates a file) is asked again until the deadline.
     pub fn wait_for(&self, matches: &[&str], count: usize) -> Result<Vec<serde_json::Value>> {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        self.wait_until(matches, |entries| entries.len() >= count)
+            .with_context(|| format!("expected {count} entries"))
+    }
+
+    /// The entries `matches` finds, asking `journalctl` again if it fails.
+    pub fn entries(&self, matches: &[&str]) -> Result<Vec<serde_json::Value>> {
+        self.wait_until(matches, |_| true)
+    }
+
+    fn wait_until(
+        &self,
+        matches: &[&str],
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Result<Vec<serde_json::Value>> {
+        off_runtime(|| self.wait_here(matches, done))
+    }
+
+    fn wait_here(
+        &self,
+        matches: &[&str],
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> Result<Vec<serde_json::Value>> {
+        let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let entries = self.query(matches)?;
-            if entries.len() >= count {
-                return Ok(entries);
-            }
+            let last = match self.query_here(matches) {
+                Ok(entries) if done(&entries) => return Ok(entries),
+                Ok(entries) => format!("journald holds {} entries", entries.len()),
+                Err(error) => format!("{error:#}"),
+            };
             if Instant::now() > deadline {
                 bail!(
-                    "journald holds {} entries for {matches:?}, expected {count}",
-                    entries.len()
+                    "{matches:?} within 20 s: {last}; journald is {}",
+                    self.state()
                 );
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// journald's process state, as `/proc/<pid>/status` gives it, for failure messages.
+    pub fn state(&self) -> String {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|status| {
+                status
+                    .lines()
+                    .find_map(|l| l.strip_prefix("State:").map(|s| s.trim().to_owned()))
+            })
+            .unwrap_or_else(|| "gone".to_owned())
     }
 
     /// Stops journald (a test of what happens when it is gone).
@@ -112,4 +160,12 @@ impl Drop for Journald {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// When journald received `entry`, in microseconds since the epoch; 0 if it does not say.
+pub fn received(entry: &serde_json::Value) -> u64 {
+    entry["__REALTIME_TIMESTAMP"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0)
 }
