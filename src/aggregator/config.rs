@@ -130,35 +130,19 @@ impl AggregatorConfig {
         if config.handshake_timeout.is_zero() {
             return Err(invalid("handshake_timeout", "must be more than zero"));
         }
-        // Far past any use, and short of where adding one to the clock overflows.
-        for (key, value, most, said) in [
-            (
-                "handshake_timeout",
-                config.handshake_timeout,
-                crate::config::MAX_TIMEOUT,
-                "must be at most 24h",
-            ),
-            (
-                "drain_timeout",
-                config.drain_timeout,
-                crate::config::MAX_TIMEOUT,
-                "must be at most 24h",
-            ),
-            (
-                "retention",
-                config.retention,
-                MAX_RETENTION,
-                "must be at most 100y",
-            ),
-            (
-                "retention_interval",
-                config.retention_interval,
-                MAX_RETENTION,
-                "must be at most 100y",
-            ),
+        for (key, timeout) in [
+            ("handshake_timeout", config.handshake_timeout),
+            ("drain_timeout", config.drain_timeout),
         ] {
-            if value > most {
-                return Err(invalid(key, said));
+            crate::config::check_timeout(timeout).map_err(|reason| invalid(key, reason))?;
+        }
+        // Far past any use, and short of where adding one to the clock overflows.
+        for (key, value) in [
+            ("retention", config.retention),
+            ("retention_interval", config.retention_interval),
+        ] {
+            if value > MAX_RETENTION {
+                return Err(invalid(key, "must be at most 100y"));
             }
         }
         if config

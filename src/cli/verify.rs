@@ -449,10 +449,7 @@ fn parse_image(value: &str) -> Result<ImageRef, String> {
 fn parse_timeout(value: &str) -> Result<Duration, String> {
     let timeout =
         humantime_serde::re::humantime::parse_duration(value).map_err(|e| e.to_string())?;
-    if timeout > crate::config::MAX_TIMEOUT {
-        return Err("must be at most 24h".to_owned());
-    }
-    Ok(timeout)
+    crate::config::check_timeout(timeout).map_err(str::to_owned)
 }
 
 #[cfg(test)]

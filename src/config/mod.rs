@@ -29,6 +29,15 @@ const MAX_MESSAGE_BYTES_CEILING: usize = 256 * 1024 * 1024;
 /// what a clock can hold would panic each time it is taken.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
+/// Checks `timeout` against [`MAX_TIMEOUT`]; the error is the reason a config error or a
+/// command-line error gives.
+pub fn check_timeout(timeout: Duration) -> Result<Duration, &'static str> {
+    if timeout > MAX_TIMEOUT {
+        return Err("must be at most 24h");
+    }
+    Ok(timeout)
+}
+
 /// A validated configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -526,9 +535,7 @@ impl Config {
             ("registry.body_timeout", file.registry.body_timeout),
             ("verify.timeout", file.verify.timeout),
         ] {
-            if timeout > MAX_TIMEOUT {
-                return Err(invalid(key, "must be at most 24h"));
-            }
+            check_timeout(timeout).map_err(|reason| invalid(key, reason))?;
         }
         if file.cache.path.as_deref().is_some_and(|p| !p.is_absolute()) {
             return Err(invalid("cache.path", "must be an absolute path"));

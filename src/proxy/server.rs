@@ -498,24 +498,28 @@ async fn stamps(
         .ok()
 }
 
-type Loaded = Result<(Config, Arc<dyn Decide>), String>;
+/// A configuration read anew, the stamp of the registry hosts files it names (taken
+/// before they were read), and its seam.
+type Loaded = Result<(Config, Option<crate::registry::HostsStamp>, Arc<dyn Decide>), String>;
 
-/// Reads the configuration file and builds its seam on the blocking pool: the file and
-/// all it names (keys, trust stores, CRLs, the verdict cache) can take a while to read,
-/// and the daemon's one thread goes on relaying calls meanwhile.
+/// Reads the configuration file, stamps the hosts files it names and builds its seam on
+/// the blocking pool: the file and all it names (keys, trust stores, CRLs, the verdict
+/// cache, a hosts directory of many registries) can take a while to read, and the
+/// daemon's one thread goes on relaying calls meanwhile.
 fn load(path: &Path, build: &Arc<BuildDecide>) -> tokio::task::JoinHandle<Loaded> {
     let (path, build) = (path.to_owned(), build.clone());
     tokio::task::spawn_blocking(move || {
         let config = Config::load(&path).map_err(|e| e.to_string())?;
+        // Before the build reads them, so that an edit while it does is noticed.
+        let hosts = config.registry.hosts_stamp();
         let decide = build(&config).map_err(|e| format!("{e:#}"))?;
-        Ok((config, decide))
+        Ok((config, hosts, decide))
     })
 }
 
 /// Applies a configuration read anew, or keeps the running one if it did not validate
-/// (`false`). `registry` becomes the registry settings applied; `hosts_seen` (stamped
-/// before the files were read) is stamped anew when they moved the registry to other
-/// hosts files.
+/// (`false`). `registry` becomes the registry settings applied; `hosts_seen` becomes the
+/// stamp the load took when they moved the registry to other hosts files.
 fn apply(
     proxy: &Proxy,
     path: &Path,
@@ -524,7 +528,7 @@ fn apply(
     registry: &mut RegistryConfig,
     hosts_seen: &mut Option<crate::registry::HostsStamp>,
 ) -> bool {
-    let (config, decide) = match loaded {
+    let (config, hosts, decide) = match loaded {
         Ok(loaded) => loaded,
         Err(error) => {
             tracing::error!(path = %path.display(), %error, "configuration reload refused; keeping the running configuration");
@@ -534,7 +538,7 @@ fn apply(
     if config.registry.hosts_dir != registry.hosts_dir
         || config.registry.containerd_config != registry.containerd_config
     {
-        *hosts_seen = config.registry.hosts_stamp();
+        *hosts_seen = hosts;
     }
     *registry = config.registry;
     let cri = config.cri;
@@ -764,6 +768,57 @@ mod tests {
             longest = longest.max(started.elapsed());
         }
         server.abort();
+        assert!(
+            longest < one_stamp / 2,
+            "the thread was held for {longest:?}; one stamp takes {one_stamp:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reload_to_another_hosts_directory_stamps_it_off_the_relaying_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("certs.d");
+        for n in 0..20_000 {
+            let host = hosts.join(format!("registry-{n}.example:5000"));
+            std::fs::create_dir_all(&host).unwrap();
+            std::fs::write(host.join("hosts.toml"), "").unwrap();
+        }
+        let registry = RegistryConfig {
+            hosts_dir: Some(hosts.display().to_string()),
+            ..RegistryConfig::default()
+        };
+        let started = std::time::Instant::now();
+        let _ = registry.hosts_stamp();
+        let one_stamp = started.elapsed();
+        let builds = Arc::new(AtomicUsize::new(0));
+        let build: Box<BuildDecide> = Box::new({
+            let builds = builds.clone();
+            move |_| {
+                builds.fetch_add(1, Ordering::SeqCst);
+                Ok(Arc::new(AllowAll) as Arc<dyn Decide>)
+            }
+        });
+        let (path, text, server) = serve_in(dir.path(), "", build);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The running configuration names no hosts directory; the new one names the large
+        // one, which the loop then polls (off the thread) and the reload stamps.
+        std::fs::write(
+            &path,
+            format!("{text}[registry]\nhosts_dir = \"{}\"\n", hosts.display()),
+        )
+        .unwrap();
+        let mut longest = Duration::ZERO;
+        let until = std::time::Instant::now()
+            + 2 * CONFIG_POLL_INTERVAL
+            + 3 * one_stamp
+            + Duration::from_millis(500);
+        while std::time::Instant::now() < until {
+            let started = std::time::Instant::now();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            longest = longest.max(started.elapsed());
+        }
+        server.abort();
+        assert_eq!(builds.load(Ordering::SeqCst), 2, "the start and the reload");
         assert!(
             longest < one_stamp / 2,
             "the thread was held for {longest:?}; one stamp takes {one_stamp:?}"
