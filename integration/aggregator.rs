@@ -27,7 +27,7 @@ use crigate::audit::proto::{AuditRecord, ShipRequest};
 
 use crate::daemon::{crigate_binary, Crigate, Options};
 use crate::harness::postgres::Postgres;
-use crate::harness::process::{free_port, off_runtime};
+use crate::harness::process::free_port;
 use crate::harness::{cri::image_spec, cri_channel};
 
 /// Decisions per scenario.
@@ -238,10 +238,6 @@ impl Aggregator {
 
     /// Waits until `count` records are stored.
     fn wait_count(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
-        off_runtime(|| self.wait_count_here(count, timeout))
-    }
-
-    fn wait_count_here(&self, count: usize, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
             let stored = self.count();

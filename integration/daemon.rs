@@ -13,8 +13,6 @@ use anyhow::{bail, Context};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-use crate::harness::process::off_runtime;
-
 /// The crigate binary under test.
 pub fn crigate_binary() -> PathBuf {
     if let Some(path) = option_env!("CARGO_BIN_EXE_crigate") {
@@ -223,10 +221,6 @@ impl Crigate {
 
     /// Waits for the process to exit, up to `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
-        off_runtime(|| self.wait_exit_here(timeout))
-    }
-
-    fn wait_exit_here(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
         let deadline = Instant::now() + timeout;
         let child = self.child.as_mut().context("not running")?;
         loop {
@@ -253,10 +247,6 @@ impl Crigate {
 
     /// Waits until the log contains `needle`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
-        off_runtime(|| self.wait_log_here(needle, timeout))
-    }
-
-    fn wait_log_here(&self, needle: &str, timeout: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             if self.logs().contains(needle) {

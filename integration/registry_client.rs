@@ -366,18 +366,36 @@ impl StandIn {
 
     /// A client for this server with short timeouts, so hostile cases end quickly.
     fn client(&self) -> Client {
-        self.client_with(RegistryConfig::default())
+        self.client_with(short_timeouts())
     }
 
+    /// A client for this server (plain HTTP) with `config`, as given.
     fn client_with(&self, config: RegistryConfig) -> Client {
         Client::new(RegistryConfig {
             plain_http: vec![self.host()],
-            connect_timeout: Duration::from_secs(1),
-            request_timeout: Duration::from_millis(500),
-            body_timeout: Duration::from_millis(500),
             ..config
         })
         .unwrap()
+    }
+}
+
+/// The registry settings of [`StandIn::client`]: short timeouts.
+fn short_timeouts() -> RegistryConfig {
+    RegistryConfig {
+        connect_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
+        ..RegistryConfig::default()
+    }
+}
+
+/// Short timeouts, but room to answer and read bodies of megabytes, as a test's stand-in
+/// (sharing its one thread with the client, in a debug build) serves them.
+fn bulk_timeouts() -> RegistryConfig {
+    RegistryConfig {
+        request_timeout: Duration::from_secs(10),
+        body_timeout: Duration::from_secs(10),
+        ..short_timeouts()
     }
 }
 
@@ -688,7 +706,7 @@ async fn referrers_api_stops_at_the_page_limit() {
     let server = endless_referrers(Bytes::from(empty), pages.clone()).await;
     let client = server.client_with(RegistryConfig {
         max_referrer_pages: 3,
-        ..RegistryConfig::default()
+        ..short_timeouts()
     });
     let result = client
         .referrers(&server.repo(), &Digest::sha256(b"s"), None)
@@ -724,7 +742,7 @@ async fn a_manifest_slow_to_parse_leaves_the_relaying_thread_free() {
     })
     .await;
     let image: ImageRef = format!("{}/app:v1", server.host()).parse().unwrap();
-    let client = server.client();
+    let client = server.client_with(bulk_timeouts());
     // A task on this (single) thread, as the relay is on crigate's: the longest it waited
     // for its turn while the manifest was fetched and parsed.
     let longest = Arc::new(Mutex::new(Duration::ZERO));
@@ -761,7 +779,7 @@ async fn referrers_pages_past_the_byte_bound_are_not_read() {
     let server = endless_referrers(page, pages.clone()).await;
     let client = server.client_with(RegistryConfig {
         max_referrer_pages: 16,
-        ..RegistryConfig::default()
+        ..bulk_timeouts()
     });
     let result = client
         .referrers(&server.repo(), &Digest::sha256(b"s"), None)
@@ -827,7 +845,7 @@ async fn referrer_manifests_past_the_byte_bound_are_not_read() {
     })
     .await;
     let found = server
-        .client()
+        .client_with(bulk_timeouts())
         .referrers_where(
             &server.repo(),
             &Digest::sha256(b"s"),
@@ -1136,10 +1154,7 @@ async fn manifest_size_limit_holds_at_its_edges() {
         )
     })
     .await;
-    let client = server.client_with(RegistryConfig {
-        body_timeout: Duration::from_secs(10),
-        ..RegistryConfig::default()
-    });
+    let client = server.client_with(bulk_timeouts());
     for (len, ok) in [
         (MAX_MANIFEST_BYTES - 1, true),
         (MAX_MANIFEST_BYTES, true),

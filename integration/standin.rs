@@ -118,6 +118,19 @@ impl StandIn {
     pub fn seen_on(&self, path: &str) -> Vec<Seen> {
         self.seen().into_iter().filter(|s| s.path == path).collect()
     }
+
+    /// Waits (up to 10 s) until `count` calls on `path` have reached the stand-in, their
+    /// requests read whole: a call on `SLOW` is then in flight for its delay.
+    pub async fn reached(&self, path: &str, count: usize) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while self.seen_on(path).len() < count {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{count} calls on {path} did not reach the stand-in within 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }
 
 impl Drop for StandIn {

@@ -4,16 +4,12 @@
 //! on both, so the machine's (and other tests') journals are untouched. Its native socket
 //! is reached from outside through `/proc/<pid>/root/...`, and `journalctl` runs inside
 //! the namespace through `nsenter`.
-//!
-//! Its waits block the calling thread, through [`off_runtime`].
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-
-use super::process::off_runtime;
 
 const JOURNALD: &str = "/lib/systemd/systemd-journald";
 
@@ -25,10 +21,6 @@ pub struct Journald {
 impl Journald {
     /// Starts journald and waits for its native socket.
     pub fn start() -> Result<Self> {
-        off_runtime(Self::start_here)
-    }
-
-    fn start_here() -> Result<Self> {
         if !Path::new(JOURNALD).exists() {
             bail!("{JOURNALD} is missing: install the Debian package systemd (integration/setup does)");
         }
@@ -72,10 +64,6 @@ impl Journald {
     /// Runs `journalctl -o json` with `matches` in journald's namespace and returns the
     /// entries, each a JSON object.
     pub fn query(&self, matches: &[&str]) -> Result<Vec<serde_json::Value>> {
-        off_runtime(|| self.query_here(matches))
-    }
-
-    fn query_here(&self, matches: &[&str]) -> Result<Vec<serde_json::Value>> {
         let output = Command::new("nsenter")
             .args(["-t", &self.child.id().to_string(), "-m", "journalctl"])
             .args(["--no-pager", "-o", "json"])
@@ -96,7 +84,8 @@ impl Journald {
     }
 
     /// Waits until `matches` finds at least `count` entries. A `journalctl` that fails
-    /// (as it can while journald rotates a file) is asked again until the deadline.
+    /// (it reads files journald is writing) is run again until the deadline, and its
+    /// error is the one reported if it is the last.
     pub fn wait_for(&self, matches: &[&str], count: usize) -> Result<Vec<serde_json::Value>> {
         self.wait_until(matches, |entries| entries.len() >= count)
             .with_context(|| format!("expected {count} entries"))
@@ -112,17 +101,9 @@ impl Journald {
         matches: &[&str],
         done: impl Fn(&[serde_json::Value]) -> bool,
     ) -> Result<Vec<serde_json::Value>> {
-        off_runtime(|| self.wait_here(matches, done))
-    }
-
-    fn wait_here(
-        &self,
-        matches: &[&str],
-        done: impl Fn(&[serde_json::Value]) -> bool,
-    ) -> Result<Vec<serde_json::Value>> {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
-            let last = match self.query_here(matches) {
+            let last = match self.query(matches) {
                 Ok(entries) if done(&entries) => return Ok(entries),
                 Ok(entries) => format!("journald holds {} entries", entries.len()),
                 Err(error) => format!("{error:#}"),

@@ -381,20 +381,6 @@ pub fn unmount_all_under(dir: &Path) -> Vec<PathBuf> {
     mounts_under(dir)
 }
 
-/// Runs `f`, which blocks the calling thread, handing that thread's other tasks to another
-/// first when it is a worker of a multi-thread runtime (`block_in_place`). Without that, a
-/// task woken last on the thread sits in its LIFO slot, which no other worker takes from,
-/// for as long as `f` runs: a test client connection left there stays open, and what its
-/// end makes crigate log or send never comes, however long the wait.
-pub fn off_runtime<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
-        }
-        _ => f(),
-    }
-}
-
 /// Blocks the calling thread for `duration`.
 ///
 /// Only for `Drop`, which cannot await; async code uses `tokio::time::sleep`.
