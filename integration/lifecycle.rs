@@ -567,6 +567,56 @@ async fn a_stalled_journald_holds_no_relayed_call() {
     }
 }
 
+/// A journald stalled when crigate starts does not hold the start: with journald stopped
+/// and its socket's queue full, tracing-journald's first send (blocking, and made before
+/// crigate serves) would wait until journald reads again. crigate finds no room on the
+/// socket within its wait, serves, and writes its diagnostics to stderr instead, saying
+/// so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journald_stalled_at_start_holds_no_start() {
+    let journald = Journald::start().unwrap();
+    let journald_pid = nix::unistd::Pid::from_raw(journald.pid() as i32);
+    nix::sys::signal::kill(journald_pid, Signal::SIGSTOP).unwrap();
+    // Fill the queue. A datagram counts against its sender's buffer until it is read, so
+    // senders are added until a new one has no room at once.
+    let mut senders = Vec::new();
+    'fill: for _ in 0..10_000 {
+        let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        sender.set_nonblocking(true).unwrap();
+        let mut sent = 0;
+        loop {
+            match sender.send_to(b"", journald.socket()) {
+                Ok(_) => sent += 1,
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(error) => panic!("filling journald's queue: {error}"),
+            }
+        }
+        if sent == 0 {
+            break 'fill;
+        }
+        senders.push(sender);
+    }
+    assert!(!senders.is_empty(), "journald's queue took nothing");
+
+    let dir = tempfile::tempdir().unwrap();
+    let standin = StandIn::start(&dir.path().join("upstream.sock"));
+    let mut options = Options::new(dir.path(), &standin.socket, "");
+    options.log_format = "journald";
+    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
+        .map(str::to_owned)
+        .to_vec();
+    let crigate = Crigate::start(dir.path(), options).unwrap();
+    each_call_is_relayed_in_time(&crigate.socket, 3, "with journald stalled at start").await;
+    assert!(
+        crigate
+            .logs()
+            .contains("journald is not reading its socket: diagnostics go to stderr"),
+        "{}",
+        crigate.logs()
+    );
+    nix::sys::signal::kill(journald_pid, Signal::SIGCONT).unwrap();
+}
+
 /// Diagnostics written to stderr never hold the thread that relays calls: with stderr a
 /// pipe nobody reads (as the stream to journald is while journald is stalled), every call
 /// is relayed as before, though each connection's end is a line on stderr.

@@ -41,6 +41,10 @@ impl std::fmt::Display for ErrorChain<'_> {
 /// Where the journal's native protocol socket lives.
 const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 
+/// How long crigate waits at start for journald to have room on its socket before it
+/// writes diagnostics to stderr instead.
+const JOURNALD_START_WAIT_MS: u16 = 2000;
+
 /// How [`init`] chose to write diagnostics; unset until it has.
 static FORMAT: OnceLock<LogFormat> = OnceLock::new();
 
@@ -71,18 +75,25 @@ pub struct Guard {
 }
 
 /// Installs the global subscriber. With no format, journald if its socket exists, else
-/// text on stderr.
+/// text on stderr. journald, asked for or chosen, whose socket has no room within
+/// [`JOURNALD_START_WAIT_MS`] (journald stalled) gives way to text on stderr, with a
+/// warning.
 ///
 /// # Errors
 ///
 /// journald was asked for and cannot be reached, or a subscriber is already installed.
 pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let format = format.unwrap_or(if Path::new(JOURNALD_SOCKET).exists() {
+    let mut format = format.unwrap_or(if Path::new(JOURNALD_SOCKET).exists() {
         LogFormat::Journald
     } else {
         LogFormat::Text
     });
+    let stalled = format == LogFormat::Journald
+        && !has_room(Path::new(JOURNALD_SOCKET), JOURNALD_START_WAIT_MS);
+    if stalled {
+        format = LogFormat::Text;
+    }
     let registry = tracing_subscriber::registry().with(filter);
     let writer = match format {
         LogFormat::Text => {
@@ -117,7 +128,37 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
         }
     };
     let _ = FORMAT.set(format);
+    if stalled {
+        tracing::warn!(
+            socket = JOURNALD_SOCKET,
+            waited_ms = JOURNALD_START_WAIT_MS,
+            "journald is not reading its socket: diagnostics go to stderr until crigate restarts"
+        );
+    }
     Ok(Guard { _writer: writer })
+}
+
+/// Whether journald's native socket, `socket`, has room for a datagram, waiting up to `wait_ms`
+/// for it: a stalled journald (stopped, or behind a slow disk) whose queue is full would
+/// hold tracing-journald's first send, which is blocking, and with it the start. A
+/// connected Unix datagram socket polls writable only while its peer's queue has room
+/// (Linux `unix_dgram_poll`). `true` too when the socket cannot be reached at all, so
+/// that making the layer reports why. A queue that fills between this check and the
+/// layer's first send would still hold that send until journald reads.
+fn has_room(socket: &Path, wait_ms: u16) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags};
+    use std::os::fd::AsFd;
+
+    let Ok(probe) = std::os::unix::net::UnixDatagram::unbound() else {
+        return true;
+    };
+    if probe.connect(socket).is_err() {
+        return true;
+    }
+    let mut fds = [PollFd::new(probe.as_fd(), PollFlags::POLLOUT)];
+    // Writable, or an error the layer will meet and report; only a wait that timed out
+    // means a queue with no room.
+    !matches!(poll(&mut fds, wait_ms), Ok(0))
 }
 
 /// Where text and JSON diagnostics are written: stderr itself where a write to it waits
@@ -154,7 +195,8 @@ fn stderr_writer() -> (
 /// the layer is made; it is checked to be a Unix datagram socket and set `O_NONBLOCK`, so
 /// a send journald has no room for fails at once (and the layer drops the event) instead
 /// of waiting. The one send that may wait is the layer's first, an empty datagram that
-/// checks journald is there, at start, before crigate serves anything.
+/// checks journald is there, at start, before crigate serves anything; [`init`] makes the
+/// layer only once [`has_room`] found room for it.
 ///
 /// # Errors
 ///
@@ -219,4 +261,47 @@ fn open_sockets() -> std::io::Result<HashSet<(RawFd, u64)>> {
         }
     }
     Ok(sockets)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixDatagram;
+
+    use super::has_room;
+
+    #[test]
+    fn a_datagram_socket_whose_queue_is_full_has_no_room_until_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("socket");
+        let journald = UnixDatagram::bind(&path).unwrap();
+        assert!(has_room(&path, 0), "an empty queue");
+        // A datagram counts against its sender's buffer until it is read, so senders are
+        // added until a new one has no room at once (the queue holds
+        // `net.unix.max_dgram_qlen`, 10 to 512 as hosts set it).
+        let mut senders = Vec::new();
+        let mut queued = 0;
+        loop {
+            let sender = UnixDatagram::unbound().unwrap();
+            sender.set_nonblocking(true).unwrap();
+            let before = queued;
+            while sender.send_to(b"MESSAGE=x\n", &path).is_ok() {
+                queued += 1;
+            }
+            if queued == before || senders.len() > 10_000 {
+                break;
+            }
+            senders.push(sender);
+        }
+        assert!(queued > 0);
+        assert!(!has_room(&path, 50), "{queued} datagrams queued");
+        let mut buf = [0; 64];
+        journald.recv(&mut buf).unwrap();
+        assert!(has_room(&path, 50), "one datagram read");
+    }
+
+    #[test]
+    fn a_socket_that_cannot_be_reached_is_left_to_the_layer_to_report() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(has_room(&dir.path().join("missing"), 50));
+    }
 }
