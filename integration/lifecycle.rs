@@ -495,14 +495,7 @@ async fn a_stalled_journald_holds_no_relayed_call() {
     let journald = Journald::start().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let standin = StandIn::start(&dir.path().join("upstream.sock"));
-    let mut options = Options::new(dir.path(), &standin.socket, "");
-    // In journald's mount namespace, where its socket is at the path tracing-journald
-    // sends to.
-    options.log_format = "journald";
-    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
-        .map(str::to_owned)
-        .to_vec();
-    let crigate = Crigate::start(dir.path(), options).unwrap();
+    let crigate = logging_to(&journald, dir.path(), &standin);
     let ended = [
         "SYSLOG_IDENTIFIER=crigate",
         "MESSAGE=client connection closed",
@@ -600,12 +593,7 @@ async fn a_journald_stalled_at_start_holds_no_start() {
 
     let dir = tempfile::tempdir().unwrap();
     let standin = StandIn::start(&dir.path().join("upstream.sock"));
-    let mut options = Options::new(dir.path(), &standin.socket, "");
-    options.log_format = "journald";
-    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
-        .map(str::to_owned)
-        .to_vec();
-    let crigate = Crigate::start(dir.path(), options).unwrap();
+    let crigate = logging_to(&journald, dir.path(), &standin);
     each_call_is_relayed_in_time(&crigate.socket, 3, "with journald stalled at start").await;
     assert!(
         crigate
@@ -633,6 +621,18 @@ async fn a_stderr_nobody_reads_holds_no_relayed_call() {
     each_call_is_relayed_in_time(&crigate.socket, 200, "with stderr full").await;
     drop(crigate);
     drop(unread);
+}
+
+/// crigate in `dir`, relaying to `standin`, with its diagnostics sent to `journald`: run
+/// in journald's mount namespace, where journald's socket is at the path tracing-journald
+/// sends to.
+fn logging_to(journald: &Journald, dir: &std::path::Path, standin: &StandIn) -> Crigate {
+    let mut options = Options::new(dir, &standin.socket, "");
+    options.log_format = "journald";
+    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
+        .map(str::to_owned)
+        .to_vec();
+    Crigate::start(dir, options).unwrap()
 }
 
 /// Makes `calls` calls to the stand-in through `socket`, one connection each, and checks

@@ -735,13 +735,9 @@ mod tests {
         server.abort();
     }
 
-    /// The configuration and registry hosts files are stamped off the thread that
-    /// relays calls: a task on that thread is never held for long by the polls, even
-    /// with a hosts directory of many registries to `stat`.
-    #[tokio::test(flavor = "current_thread")]
-    async fn polling_the_files_leaves_the_relaying_thread_free() {
-        let dir = tempfile::tempdir().unwrap();
-        let hosts = dir.path().join("certs.d");
+    /// A hosts directory of 20,000 registries in `dir`, and how long stamping it takes.
+    fn many_registries(dir: &Path) -> (PathBuf, Duration) {
+        let hosts = dir.join("certs.d");
         for n in 0..20_000 {
             let host = hosts.join(format!("registry-{n}.example:5000"));
             std::fs::create_dir_all(&host).unwrap();
@@ -753,7 +749,16 @@ mod tests {
         };
         let started = std::time::Instant::now();
         let _ = registry.hosts_stamp();
-        let one_stamp = started.elapsed();
+        (hosts, started.elapsed())
+    }
+
+    /// The configuration and registry hosts files are stamped off the thread that
+    /// relays calls: a task on that thread is never held for long by the polls, even
+    /// with a hosts directory of many registries to `stat`.
+    #[tokio::test(flavor = "current_thread")]
+    async fn polling_the_files_leaves_the_relaying_thread_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let (hosts, one_stamp) = many_registries(dir.path());
         let build: Box<BuildDecide> = Box::new(|_| Ok(Arc::new(AllowAll) as Arc<dyn Decide>));
         let hosts_dir = format!("[registry]\nhosts_dir = \"{}\"\n", hosts.display());
         let (_, _, server) = serve_in(dir.path(), &hosts_dir, build);
@@ -777,19 +782,7 @@ mod tests {
     #[tokio::test]
     async fn a_reload_to_another_hosts_directory_stamps_it_off_the_relaying_thread() {
         let dir = tempfile::tempdir().unwrap();
-        let hosts = dir.path().join("certs.d");
-        for n in 0..20_000 {
-            let host = hosts.join(format!("registry-{n}.example:5000"));
-            std::fs::create_dir_all(&host).unwrap();
-            std::fs::write(host.join("hosts.toml"), "").unwrap();
-        }
-        let registry = RegistryConfig {
-            hosts_dir: Some(hosts.display().to_string()),
-            ..RegistryConfig::default()
-        };
-        let started = std::time::Instant::now();
-        let _ = registry.hosts_stamp();
-        let one_stamp = started.elapsed();
+        let (hosts, one_stamp) = many_registries(dir.path());
         let builds = Arc::new(AtomicUsize::new(0));
         let build: Box<BuildDecide> = Box::new({
             let builds = builds.clone();
