@@ -126,7 +126,7 @@ async fn sigterm_drains_in_flight_calls_then_removes_the_socket() {
         )
         .await
     });
-    standin.reached(standin::SLOW, 1).await;
+    standin.reached(standin::SLOW).await;
     crigate.signal(Signal::SIGTERM);
     let response = in_flight.await.unwrap().unwrap();
     assert_eq!(
@@ -163,7 +163,7 @@ async fn drain_wait_is_bounded() {
         )
         .await
     });
-    standin.reached(standin::SLOW, 1).await;
+    standin.reached(standin::SLOW).await;
     let sent = Instant::now();
     crigate.signal(Signal::SIGTERM);
     crigate.wait_exit(Duration::from_secs(5)).unwrap();
@@ -505,8 +505,7 @@ async fn a_stalled_journald_holds_no_relayed_call() {
         .unwrap();
     let before = journald.wait_for(&ended, 1).unwrap().len();
 
-    let journald_pid = nix::unistd::Pid::from_raw(journald.pid() as i32);
-    nix::sys::signal::kill(journald_pid, Signal::SIGSTOP).unwrap();
+    journald.pause();
     // More than journald's socket can queue (`net.unix.max_dgram_qlen` datagrams: 10 by
     // the kernel's default, 512 where systemd set it at boot), so that some must be
     // dropped.
@@ -516,14 +515,14 @@ async fn a_stalled_journald_holds_no_relayed_call() {
         .unwrap_or(512);
     let calls = 200.max(2 * queue + 100);
     each_call_is_relayed_in_time(&crigate.socket, calls, "with journald stopped").await;
-    nix::sys::signal::kill(journald_pid, Signal::SIGCONT).unwrap();
+    journald.resume();
 
     // What journald's socket held while it was stopped, read once it runs again: those
     // it had no room for were dropped, not held back without bound.
-    let mut held = journald.wait_for(&ended, before).unwrap().len();
+    let mut held = journald.entries(&ended).unwrap().len();
     loop {
         tokio::time::sleep(Duration::from_millis(300)).await;
-        let now = journald.wait_for(&ended, held).unwrap().len();
+        let now = journald.entries(&ended).unwrap().len();
         if now == held {
             break;
         }
@@ -568,8 +567,7 @@ async fn a_stalled_journald_holds_no_relayed_call() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_journald_stalled_at_start_holds_no_start() {
     let journald = Journald::start().unwrap();
-    let journald_pid = nix::unistd::Pid::from_raw(journald.pid() as i32);
-    nix::sys::signal::kill(journald_pid, Signal::SIGSTOP).unwrap();
+    journald.pause();
     // Fill the queue. A datagram counts against its sender's buffer until it is read, so
     // senders are added until a new one has no room at once.
     let mut senders = Vec::new();
@@ -602,7 +600,7 @@ async fn a_journald_stalled_at_start_holds_no_start() {
         "{}",
         crigate.logs()
     );
-    nix::sys::signal::kill(journald_pid, Signal::SIGCONT).unwrap();
+    journald.resume();
 }
 
 /// Diagnostics written to stderr never hold the thread that relays calls: with stderr a

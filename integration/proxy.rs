@@ -531,7 +531,7 @@ async fn caller_deadline_ends_a_slow_call() {
         "{status:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(2));
-    s.standin.reached(standin::SLOW, 1).await;
+    s.standin.reached(standin::SLOW).await;
     let seen = s.standin.seen_on(standin::SLOW);
     assert!(
         seen[0].headers.contains_key("grpc-timeout"),

@@ -104,7 +104,7 @@ async fn a_runtime_lost_mid_call_fails_it_unavailable_and_the_connection_keeps_s
         &sender,
         request(standin::SLOW, &[("x-delay-ms", "5000")], Bytes::new()),
     );
-    standin.reached(standin::SLOW, 1).await;
+    standin.reached(standin::SLOW).await;
     drop(standin);
     let response = tokio::time::timeout(Duration::from_secs(3), slow)
         .await
@@ -159,7 +159,7 @@ async fn a_runtime_goaway_lets_calls_finish_and_moves_the_client() {
         &sender,
         request(standin::SLOW, &[("x-delay-ms", "700")], Bytes::new()),
     );
-    s.standin.reached(standin::SLOW, 1).await;
+    s.standin.reached(standin::SLOW).await;
     s.standin.go_away();
     // The call the runtime had taken finishes; then crigate closes the client's
     // connection, and a new one is relayed to the runtime's new connection.

@@ -130,6 +130,24 @@ impl Journald {
             .unwrap_or_else(|| "gone".to_owned())
     }
 
+    /// Stops journald's process (SIGSTOP) without ending it, as a stalled journald is:
+    /// its socket's queue fills and nothing more is read until [`Journald::resume`].
+    pub fn pause(&self) {
+        self.signal(nix::sys::signal::Signal::SIGSTOP);
+    }
+
+    /// Lets a paused journald run again (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(nix::sys::signal::Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        if let Err(error) = nix::sys::signal::kill(pid, signal) {
+            panic!("cannot send {signal} to journald: {error}");
+        }
+    }
+
     /// Stops journald (a test of what happens when it is gone).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
