@@ -603,6 +603,79 @@ async fn a_journald_stalled_at_start_holds_no_start() {
     journald.resume();
 }
 
+/// Under systemd a service's stderr is the journal's stream (`StandardError=journal`, named
+/// by `$JOURNAL_STREAM`), so text diagnostics there reach the journal that already holds
+/// every audit record: a decision's `crigate::decision` line is left out, as it is when
+/// diagnostics are sent to journald. A stderr that is anything else, whatever
+/// `$JOURNAL_STREAM` names, still gets the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_are_not_repeated_on_a_stderr_that_is_the_journal_stream() {
+    use prost::Message as _;
+    use std::os::fd::AsFd as _;
+    let journald = Journald::start().unwrap();
+    let pull = k8s_cri::v1::PullImageRequest {
+        image: Some(k8s_cri::v1::ImageSpec {
+            image: "registry.example/app:v1".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    for (node, stderr_is_the_stream) in [("stderr-journal", true), ("stderr-file", false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let standin = StandIn::start(&dir.path().join("upstream.sock"));
+        let log = dir.path().join("stderr");
+        let stderr = std::fs::File::create(&log).unwrap();
+        let elsewhere = std::fs::File::create(dir.path().join("elsewhere")).unwrap();
+        let named = if stderr_is_the_stream {
+            stderr.as_fd()
+        } else {
+            elsewhere.as_fd()
+        };
+        let named = nix::sys::stat::fstat(named).unwrap();
+        let mut options = Options::new(dir.path(), &standin.socket, "");
+        options
+            .config
+            .push_str(&format!("[audit]\nnode = \"{node}\"\n"));
+        options.env.push((
+            "JOURNAL_STREAM".to_owned(),
+            format!("{}:{}", named.st_dev, named.st_ino),
+        ));
+        // Where the audit records' default socket is journald's.
+        options.run_under = in_namespace_of(&journald);
+        options.stderr = Some(stderr.into());
+        let crigate = Crigate::start(dir.path(), options).unwrap();
+        let response = call(
+            &crigate.socket,
+            "/runtime.v1.ImageService/PullImage",
+            &[],
+            standin::grpc_frame(&pull),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            response.grpc_status(),
+            Some(0),
+            "{}",
+            response.grpc_message()
+        );
+        journald
+            .wait_for(
+                &["SYSLOG_IDENTIFIER=crigate", &format!("CRIGATE_NODE={node}")],
+                1,
+            )
+            .unwrap();
+        drop(crigate);
+        let logs = std::fs::read_to_string(&log).unwrap();
+        assert!(logs.contains("serving CRI"), "{logs}");
+        assert_eq!(
+            logs.contains("crigate::decision"),
+            !stderr_is_the_stream,
+            "stderr is the journal's stream: {stderr_is_the_stream}\n{logs}"
+        );
+    }
+}
+
 /// Diagnostics written to stderr never hold the thread that relays calls: with stderr a
 /// pipe nobody reads (as the stream to journald is while journald is stalled), every call
 /// is relayed as before, though each connection's end is a line on stderr.
@@ -627,10 +700,16 @@ async fn a_stderr_nobody_reads_holds_no_relayed_call() {
 fn logging_to(journald: &Journald, dir: &std::path::Path, standin: &StandIn) -> Crigate {
     let mut options = Options::new(dir, &standin.socket, "");
     options.log_format = "journald";
-    options.run_under = ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
-        .map(str::to_owned)
-        .to_vec();
+    options.run_under = in_namespace_of(journald);
     Crigate::start(dir, options).unwrap()
+}
+
+/// The command that runs crigate in `journald`'s mount namespace, where journald's socket
+/// is at its usual path.
+fn in_namespace_of(journald: &Journald) -> Vec<String> {
+    ["nsenter", "-t", &journald.pid().to_string(), "-m", "--"]
+        .map(str::to_owned)
+        .to_vec()
 }
 
 /// Makes `calls` calls to the stand-in through `socket`, one connection each, and checks

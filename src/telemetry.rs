@@ -45,12 +45,15 @@ const JOURNALD_SOCKET: &str = "/run/systemd/journal/socket";
 /// writes diagnostics to stderr instead.
 const JOURNALD_START_WAIT_MS: u16 = 2000;
 
-/// How [`init`] chose to write diagnostics; unset until it has.
-static FORMAT: OnceLock<LogFormat> = OnceLock::new();
+/// Whether the diagnostics [`init`] set up reach the journal: sent to journald, or
+/// written to a stderr that is the journal's stream. Unset until [`init`] has run.
+static IN_JOURNAL: OnceLock<bool> = OnceLock::new();
 
-/// The journal socket diagnostics are sent to, if they go to journald.
+/// The journal socket of the journal diagnostics reach, if they reach one: journald's
+/// own socket, whether diagnostics are sent there or written to a stderr systemd
+/// connected to journald (`StandardError=journal`, the default for a service).
 pub fn journal_socket() -> Option<&'static Path> {
-    (FORMAT.get() == Some(&LogFormat::Journald)).then(|| Path::new(JOURNALD_SOCKET))
+    (IN_JOURNAL.get() == Some(&true)).then(|| Path::new(JOURNALD_SOCKET))
 }
 
 /// How diagnostics are written.
@@ -127,7 +130,7 @@ pub fn init(format: Option<LogFormat>) -> anyhow::Result<Guard> {
             None
         }
     };
-    let _ = FORMAT.set(format);
+    let _ = IN_JOURNAL.set(format == LogFormat::Journald || stderr_is_journal_stream());
     if stalled {
         tracing::warn!(
             socket = JOURNALD_SOCKET,
@@ -159,6 +162,28 @@ fn has_room(socket: &Path, wait_ms: u16) -> bool {
     // Writable, or an error the layer will meet and report; only a wait that timed out
     // means a queue with no room.
     !matches!(poll(&mut fds, wait_ms), Ok(0))
+}
+
+/// Whether stderr is the stream systemd connected to the journal. systemd names that
+/// stream's device and inode in `$JOURNAL_STREAM` ("device:inode", in decimal), and a
+/// process is to compare them with its stderr's own, which a redirection since may
+/// have changed (systemd.exec(5), "Environment Variables in Spawned Processes").
+fn stderr_is_journal_stream() -> bool {
+    use std::os::fd::AsFd;
+    std::env::var("JOURNAL_STREAM")
+        .is_ok_and(|named| names_stream(&named, std::io::stderr().as_fd()))
+}
+
+/// Whether `named`, a `$JOURNAL_STREAM` value, names the file `fd` is open on.
+fn names_stream(named: &str, fd: std::os::fd::BorrowedFd<'_>) -> bool {
+    use nix::libc::{dev_t, ino_t};
+    let Some((device, inode)) = named.split_once(':') else {
+        return false;
+    };
+    let (Ok(device), Ok(inode)) = (device.parse::<dev_t>(), inode.parse::<ino_t>()) else {
+        return false;
+    };
+    nix::sys::stat::fstat(fd).is_ok_and(|stat| stat.st_dev == device && stat.st_ino == inode)
 }
 
 /// Where text and JSON diagnostics are written: stderr itself where a write to it waits
@@ -267,7 +292,7 @@ fn open_sockets() -> std::io::Result<HashSet<(RawFd, u64)>> {
 mod tests {
     use std::os::unix::net::UnixDatagram;
 
-    use super::has_room;
+    use super::{has_room, names_stream};
 
     #[test]
     fn a_datagram_socket_whose_queue_is_full_has_no_room_until_it_is_read() {
@@ -303,5 +328,36 @@ mod tests {
     fn a_socket_that_cannot_be_reached_is_left_to_the_layer_to_report() {
         let dir = tempfile::tempdir().unwrap();
         assert!(has_room(&dir.path().join("missing"), 50));
+    }
+
+    #[test]
+    fn journal_stream_names_the_one_stream_with_its_device_and_inode() {
+        use std::os::fd::AsFd;
+        // The stream systemd hands a service is one end of a Unix stream socket.
+        let (stream, other) = std::os::unix::net::UnixStream::pair().unwrap();
+        let stat = nix::sys::stat::fstat(stream.as_fd()).unwrap();
+        let named = format!("{}:{}", stat.st_dev, stat.st_ino);
+        assert!(names_stream(&named, stream.as_fd()));
+        assert!(
+            !names_stream(&named, other.as_fd()),
+            "the socket's other end"
+        );
+        let file = tempfile::tempfile().unwrap();
+        assert!(
+            !names_stream(&named, file.as_fd()),
+            "a stderr redirected to a file"
+        );
+        for malformed in [
+            "",
+            ":",
+            &stat.st_ino.to_string(),
+            &format!("{}:", stat.st_dev),
+            &format!(":{}", stat.st_ino),
+            &format!("{}:{}:0", stat.st_dev, stat.st_ino),
+            &format!("{} :{}", stat.st_dev, stat.st_ino),
+            &format!("-{}:{}", stat.st_dev, stat.st_ino),
+        ] {
+            assert!(!names_stream(malformed, stream.as_fd()), "{malformed:?}");
+        }
     }
 }
