@@ -266,6 +266,20 @@ impl Relay {
         }
         Ok(relay)
     }
+
+    /// The CPU time, user and system, that socat has spent: its listener's and that of
+    /// each process it forked for a connection still open (one per connection).
+    pub fn cpu_time(&self) -> std::time::Duration {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        children
+            .split_whitespace()
+            .filter_map(|child| child.parse().ok())
+            .chain([pid])
+            .map(cpu_time)
+            .sum()
+    }
 }
 
 impl Drop for Relay {
@@ -573,9 +587,12 @@ fn unescape_mountinfo(escaped: &str) -> String {
 }
 
 /// CPU time a process has run so far, all its threads (from each one's
-/// `/proc/PID/task/TID/schedstat`, in nanoseconds; a thread that ended is not counted).
+/// `/proc/PID/task/TID/schedstat`, in nanoseconds; a thread that ended is not counted,
+/// nor a process).
 pub fn cpu_time(pid: u32) -> std::time::Duration {
-    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).unwrap();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return std::time::Duration::ZERO;
+    };
     let nanos: u64 = tasks
         .filter_map(|task| {
             let stat = std::fs::read_to_string(task.ok()?.path().join("schedstat")).ok()?;
