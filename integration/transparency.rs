@@ -658,7 +658,7 @@ async fn a_clients_pings_are_answered_by_crigate_and_never_reach_the_runtime() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
+async fn containerds_pings_and_window_updates_stop_at_crigate_and_its_answers_pass() {
     let (env, crigate) = setup().await;
     let direct = raw_version_call(env.containerd.socket()).await;
     let proxied = raw_version_call(&crigate.socket).await;
@@ -669,7 +669,7 @@ async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
             .count()
     };
     // containerd's gRPC server follows a request body with a PING (its window sizing)
-    // and a WINDOW_UPDATE: what this test is about.
+    // and a connection WINDOW_UPDATE: what this test is about.
     assert!(pings(&direct) > 0, "containerd sent no PING: {direct:?}");
     assert_eq!(pings(&proxied), 0, "a PING reached the client: {proxied:?}");
     let window_updates = |frames: &Frames| {
@@ -678,10 +678,10 @@ async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
             .filter(|(kind, _, stream, _)| *kind == 8 && *stream == 0)
             .count()
     };
-    assert!(
-        window_updates(&proxied) >= window_updates(&direct),
-        "the runtime's WINDOW_UPDATE was not passed on: {proxied:?}"
-    );
+    // The increment is owed to the client, paid with others once it has used half its
+    // window: one small call uses almost none of it.
+    assert!(window_updates(&direct) > 0, "{direct:?}");
+    assert_eq!(window_updates(&proxied), 0, "{proxied:?}");
     // The call itself: the same response message, ended by trailers.
     let message = |frames: &Frames| -> Vec<u8> {
         frames
@@ -692,4 +692,32 @@ async fn containerds_pings_are_answered_by_crigate_and_its_answers_pass() {
     };
     assert!(!message(&direct).is_empty());
     assert_eq!(message(&proxied), message(&direct));
+}
+
+/// Request bodies past the client's connection window reach containerd through crigate,
+/// which owes the client containerd's WINDOW_UPDATEs and pays them in time: four calls of
+/// 1 MiB (16 connection windows each) and 500 small ones on one connection, each
+/// answered as containerd answers it directly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_past_the_connection_window_are_relayed_without_stalling() {
+    let (env, crigate) = setup().await;
+    let mut direct = clients(env.containerd.socket()).await;
+    let mut proxied = clients(&crigate.socket).await;
+    let request = |len: usize| ListContainersRequest {
+        filter: Some(ContainerFilter {
+            label_selector: [("crigate-test".to_owned(), "x".repeat(len))].into(),
+            ..Default::default()
+        }),
+    };
+    let sizes = std::iter::repeat_n(1 << 20, 4).chain(std::iter::repeat_n(2000, 500));
+    for (n, len) in sizes.enumerate() {
+        let expected = outcome(direct.runtime.list_containers(request(len)).await);
+        let answered = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            proxied.runtime.list_containers(request(len)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("call {n} of {len} bytes stalled"));
+        assert_eq!(outcome(answered), expected, "call {n} of {len} bytes");
+    }
 }

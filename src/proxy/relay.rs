@@ -19,8 +19,11 @@
 //!   sent, the body follows in one write and the runtime's answer is relayed untouched;
 //!   anything else (a denial, a request crigate cannot read, an image pinned to its id)
 //!   cancels the runtime's stream and is answered locally.
-//! - **Flow control is kept true for both peers.** Request bytes of local streams are
-//!   given back to the client at once. Response bytes crigate sends on local streams use
+//! - **Flow control is kept true for both peers.** The client's connection window is
+//!   crigate's to grant: the runtime's connection WINDOW_UPDATEs, and the request bytes
+//!   of local streams (which the runtime never had), are owed to the client and paid in
+//!   one WINDOW_UPDATE once it has used half its window ([`Relay::owe_window`]), so its
+//!   window stays within the runtime's count of it. Response bytes crigate sends on local streams use
 //!   up the client's connection window behind the runtime's back, so as many bytes are
 //!   withheld from the client's next connection WINDOW_UPDATEs to the runtime, and any
 //!   runtime DATA that would overrun the client's real window waits here.
@@ -455,6 +458,12 @@ struct Relay {
     /// Bytes crigate sent the client on local streams that the runtime has not yet been
     /// told are gone from the client's window.
     debt: i64,
+    /// The client's connection window for what it sends, as the client knows it: 65,535
+    /// (RFC 9113 §6.9.2), plus every increment crigate sent it, less every DATA frame it
+    /// sent.
+    client_send_window: i64,
+    /// Connection window the client is owed and has not been sent ([`Relay::owe_window`]).
+    window_owed: i64,
     /// Runtime frames waiting for the client's window (in order, from the first DATA
     /// that did not fit).
     held: VecDeque<Bytes>,
@@ -544,6 +553,8 @@ impl Relay {
             client_max_frame: frame::DEFAULT_MAX_FRAME_SIZE as usize,
             client_window: frame::DEFAULT_WINDOW,
             debt: 0,
+            client_send_window: frame::DEFAULT_WINDOW,
+            window_owed: 0,
             held: VecDeque::new(),
             held_bytes: 0,
             injected: VecDeque::new(),
@@ -784,7 +795,13 @@ impl Relay {
             return Err(fatal(code::PROTOCOL_ERROR, "DATA on an idle stream"));
         }
         match head.kind {
-            kind::DATA => self.on_client_data(head, &bytes)?,
+            kind::DATA => {
+                // The whole payload counts, padding included (RFC 9113 §6.9.1). A client
+                // that sends past its window is left to the runtime to judge, as before.
+                self.client_send_window -= head.len as i64;
+                self.on_client_data(head, &bytes)?;
+                self.pay_window_if_due();
+            }
             kind::HEADERS => {
                 if head.stream == 0 {
                     return Err(fatal(code::PROTOCOL_ERROR, "HEADERS on stream 0"));
@@ -930,14 +947,12 @@ impl Relay {
         // Not for the runtime: the bytes are given back to the client's window at once.
         let len = head.len as u32;
         if len > 0 {
-            let mut update = BytesMut::new();
-            frame::put_window_update(&mut update, 0, len);
+            self.owe_window(len);
             if let Some(local) = self.local.get(&head.stream) {
                 if !local.request_done && !local.too_large && !head.has(flag::END_STREAM) {
-                    frame::put_window_update(&mut update, head.stream, len);
+                    self.give_back(head.stream, len);
                 }
             }
-            self.inject(update.freeze());
         }
         let limit = self.proxy.state().cri.max_message_bytes + GRPC_PREFIX_LEN;
         // Requests crigate answers are read whole before they are answered, and their
@@ -1682,11 +1697,50 @@ impl Relay {
         }
     }
 
-    /// Gives the client back `increment` bytes of window on `stream` (0: the connection)
-    /// for bytes the runtime never had.
+    /// Gives the client back `increment` bytes of window on `stream` (0: the connection,
+    /// through [`Relay::owe_window`]) for bytes the runtime never had.
     fn give_back(&mut self, stream: u32, increment: u32) {
+        if stream == 0 {
+            self.owe_window(increment);
+            return;
+        }
         let mut update = BytesMut::new();
         frame::put_window_update(&mut update, stream, increment);
+        self.inject(update.freeze());
+    }
+
+    /// Owes the client `increment` bytes more of connection window: the runtime's
+    /// increments, and what crigate took off the client's window that the runtime never
+    /// had. grpc-go, containerd's server, sends an increment after nearly every request
+    /// body; relayed one by one, each would cost crigate a write and wake the client while
+    /// the runtime works on its call. Flow control is per hop (RFC 9113 §5.2.1), and the
+    /// client's window stays within the runtime's, so the increments are paid together
+    /// once the client has used as much window as it is owed (at least half of what it
+    /// could have, as h2 and grpc-go size their own WINDOW_UPDATEs), or has less than
+    /// half the initial window left.
+    fn owe_window(&mut self, increment: u32) {
+        self.window_owed += i64::from(increment);
+        self.pay_window_if_due();
+    }
+
+    fn pay_window_if_due(&mut self) {
+        let due = self.window_owed > 0
+            && (self.client_send_window <= self.window_owed
+                || self.client_send_window < frame::DEFAULT_WINDOW / 2);
+        if !due {
+            return;
+        }
+        // A runtime that grants past the largest window is not relayed into an overflow.
+        let increment = self
+            .window_owed
+            .min(frame::MAX_WINDOW - self.client_send_window.max(0));
+        self.window_owed = 0;
+        if increment <= 0 {
+            return;
+        }
+        self.client_send_window += increment;
+        let mut update = BytesMut::new();
+        frame::put_window_update(&mut update, 0, increment as u32);
         self.inject(update.freeze());
     }
 
@@ -1852,6 +1906,13 @@ impl Relay {
             // An ACK answers a PING of crigate's connection to the runtime; crigate sends
             // none (the client's are answered here), so it is nobody's.
             kind::PING if bytes.len() == frame::HEAD_LEN + 8 => {}
+            kind::WINDOW_UPDATE if head.stream == 0 => {
+                match frame::u31(&bytes[frame::HEAD_LEN..]).filter(|&n| head.len == 4 && n > 0) {
+                    Some(increment) => self.owe_window(increment),
+                    // Malformed: the client rejects it as it would the runtime's own.
+                    None => self.relay_to_client(head, bytes),
+                }
+            }
             _ => self.relay_to_client(head, bytes),
         }
     }
@@ -2725,7 +2786,7 @@ mod tests {
         let mut buf = hello();
         relay.on_client_bytes(&mut buf).unwrap();
         assert!(relay.preface_deadline.is_some());
-        relay.give_back(0, 100);
+        relay.give_back(1, 100);
         relay.flush_local();
         assert!(relay.to_client.is_empty());
         relay.orphan("the runtime sent no SETTINGS within the connect timeout");
