@@ -23,10 +23,11 @@
 //!   crigate's to grant: the runtime's connection WINDOW_UPDATEs, and the request bytes
 //!   of local streams (which the runtime never had), are owed to the client and paid in
 //!   one WINDOW_UPDATE once it has used half its window ([`Relay::owe_window`]), so its
-//!   window stays within the runtime's count of it. Response bytes crigate sends on local streams use
-//!   up the client's connection window behind the runtime's back, so as many bytes are
-//!   withheld from the client's next connection WINDOW_UPDATEs to the runtime, and any
-//!   runtime DATA that would overrun the client's real window waits here.
+//!   window stays within the runtime's count of it. Response bytes crigate sends on
+//!   local streams use up the client's connection window behind the runtime's back, so
+//!   as many bytes are withheld from the client's next connection WINDOW_UPDATEs to the
+//!   runtime, and any runtime DATA that would overrun the client's real window waits
+//!   here.
 //! - **Connection shutdown is crigate's.** It sends its own GOAWAY in two steps (a
 //!   GOAWAY naming the largest stream id, a PING, then the real last stream id, as
 //!   RFC 9113 §6.8 suggests), so a stream in flight is never refused unprocessed. If the
@@ -797,7 +798,8 @@ impl Relay {
         match head.kind {
             kind::DATA => {
                 // The whole payload counts, padding included (RFC 9113 §6.9.1). A client
-                // that sends past its window is left to the runtime to judge, as before.
+                // that sends past its window is not refused here: the runtime judges what
+                // reaches it, by its own count (larger by what the client is owed).
                 self.client_send_window -= head.len as i64;
                 self.on_client_data(head, &bytes)?;
                 self.pay_window_if_due();
@@ -1716,8 +1718,8 @@ impl Relay {
     /// the runtime works on its call. Flow control is per hop (RFC 9113 §5.2.1), and the
     /// client's window stays within the runtime's, so the increments are paid together
     /// once the client has used as much window as it is owed (at least half of what it
-    /// could have, as h2 and grpc-go size their own WINDOW_UPDATEs), or has less than
-    /// half the initial window left.
+    /// could have, as h2 sizes its own WINDOW_UPDATEs), or has less than half the
+    /// initial window left.
     fn owe_window(&mut self, increment: u32) {
         self.window_owed += i64::from(increment);
         self.pay_window_if_due();
