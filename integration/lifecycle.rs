@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 
 use crate::client::call;
 use crate::daemon::{crigate_binary, Crigate, Options};
+use crate::harness::cri::pull_request;
 use crate::harness::journald::{self, Journald};
 use crate::proxy::RawCodec;
 use crate::standin::{self, StandIn};
@@ -613,14 +614,7 @@ async fn decisions_are_not_repeated_on_a_stderr_that_is_the_journal_stream() {
     use prost::Message as _;
     use std::os::fd::AsFd as _;
     let journald = Journald::start().unwrap();
-    let pull = k8s_cri::v1::PullImageRequest {
-        image: Some(k8s_cri::v1::ImageSpec {
-            image: "registry.example/app:v1".into(),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-    .encode_to_vec();
+    let pull = pull_request("registry.example/app:v1", "app", "default").encode_to_vec();
     for (node, stderr_is_the_stream) in [("stderr-journal", true), ("stderr-file", false)] {
         let dir = tempfile::tempdir().unwrap();
         let standin = StandIn::start(&dir.path().join("upstream.sock"));
