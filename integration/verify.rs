@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde_json::Value;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::daemon::crigate_binary;
 use crate::harness::{Registry, TestImage};
-use crate::signer::{push_legacy, KeySigner};
+use crate::signer::{list_referrer, push_legacy, subject_of, KeySigner};
 
 const TRUSTED: i32 = 0;
 const REJECTED: i32 = 1;
@@ -268,6 +269,95 @@ async fn the_newest_referrers_are_read_first() {
         .sign_bundle_as_cosign_lists_it(&f.registry, "resigned", &image)
         .await;
     f.assert_trusted("resigned", &digest);
+}
+
+/// The `.sig` tag, as cosign writes it: each new signature appended to the manifest
+/// (`mutate.AppendSignatures`), and each judged on its own by `cosign verify`. Past the
+/// layers read, the newest are the ones read; a layer whose blob the registry lost hides
+/// no good signature beside it, and is the outcome (an error) only when none is good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sig_tags_newest_layers_are_read_and_a_lost_blob_hides_no_other() {
+    let f = Fixture::new().await;
+    let retired = KeySigner::generate();
+    let (digest, _) = f.image("resigned").await;
+    let reference = format!("{}/resigned", f.registry.host());
+    let mut signatures: Vec<_> = (0..crigate::verify::cosign::MAX_SIGNATURES)
+        .map(|_| retired.legacy(KeySigner::payload(&reference, &digest)))
+        .collect();
+    push_legacy(&f.registry, "resigned", &digest, &signatures).await;
+    let (code, json) = f.verify(&f.reference("resigned"), &[]);
+    assert_eq!(
+        (code, reason(&json)),
+        (REJECTED, "untrusted_root"),
+        "{json}"
+    );
+    signatures.push(f.signer.legacy(KeySigner::payload(&reference, &digest)));
+    push_legacy(&f.registry, "resigned", &digest, &signatures).await;
+    f.assert_trusted("resigned", &digest);
+
+    let (digest, _) = f.image("lost").await;
+    let reference = format!("{}/lost", f.registry.host());
+    let good = || f.signer.legacy(KeySigner::payload(&reference, &digest));
+    // A payload of its own (another repository named), so its blob is no other's.
+    let lost = || retired.legacy(KeySigner::payload(&format!("{reference}-copy"), &digest));
+    let lost_blob = format!("sha256:{}", hex::encode(Sha256::digest(&lost().payload)));
+    for layers in [[good(), lost()], [lost(), good()]] {
+        push_legacy(&f.registry, "lost", &digest, &layers).await;
+        f.registry.delete_blob("lost", &lost_blob).await.unwrap();
+        f.assert_trusted("lost", &digest);
+    }
+    let untrusted = retired.legacy(KeySigner::payload(&reference, &digest));
+    push_legacy(&f.registry, "lost", &digest, &[untrusted, lost()]).await;
+    f.registry.delete_blob("lost", &lost_blob).await.unwrap();
+    let (code, json) = f.verify(&f.reference("lost"), &[]);
+    assert_eq!(code, ERROR, "{json}");
+}
+
+/// A referrer whose manifest crigate cannot read hides no signature listed beside it;
+/// beside only an untrusted one, it is the outcome (an error: what it holds is unknown).
+/// Here the manifest repeats `size` as `Size`, which the registry takes (Go's
+/// `encoding/json` reads both as one field) and crigate refuses; anyone who may push to
+/// the repository can list one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_referrer_hides_no_signature_beside_it() {
+    let f = Fixture::new().await;
+    for (repo, signer, trusted) in [
+        ("spoiled", &f.signer, true),
+        ("spoiled-untrusted", &KeySigner::generate(), false),
+    ] {
+        let (digest, image) = f.image(repo).await;
+        signer
+            .sign_bundle_as_cosign_lists_it(&f.registry, repo, &image)
+            .await;
+        let empty = b"{}";
+        let config = f.registry.push_blob(repo, empty).await.unwrap();
+        let spoiled = json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": config,
+                "size": empty.len(),
+                "Size": empty.len(),
+            },
+            "layers": [],
+            "subject": subject_of(&image),
+        });
+        list_referrer(
+            &f.registry,
+            repo,
+            &digest,
+            &spoiled,
+            "application/vnd.oci.empty.v1+json",
+        )
+        .await;
+        if trusted {
+            f.assert_trusted(repo, &digest);
+        } else {
+            let (code, json) = f.verify(&f.reference(repo), &[]);
+            assert_eq!(code, ERROR, "{json}");
+        }
+    }
 }
 
 /// `--signature-digest-algorithm`, as cosign's flag: a P-256 signature over SHA-256 (the

@@ -89,11 +89,15 @@ impl Client {
     /// read, which the caller need not fetch again. A host holding none that `want`
     /// wants counts as having none, so the next host is asked: a mirror holding other
     /// artifacts hides nothing upstream. A listed referrer the host no longer holds is
-    /// left out.
+    /// left out. One whose manifest cannot be read for another reason (a registry error,
+    /// a manifest crigate refuses) may be wanted: it hides none of the others, and is
+    /// returned after them with its type unknown and no manifest, for the caller to
+    /// judge when it reads it.
     ///
     /// # Errors
     ///
-    /// As [`Client::referrers`]; a manifest that cannot be read.
+    /// As [`Client::referrers`]; a referrer's manifest that cannot be read, when the
+    /// host lists no other wanted referrer.
     #[tracing::instrument(name = "registry", skip_all, fields(%repo, %subject))]
     pub async fn referrers_where<W>(
         &self,
@@ -107,6 +111,7 @@ impl Client {
         self.ask_hosts(repo, Capability::Pull, |host| async move {
             let listed = self.referrers_on(&host, repo, subject, None).await?;
             let mut found = Vec::new();
+            let mut unreadable = Vec::new();
             let (mut read, mut read_bytes, mut unread) = (0, 0, 0);
             for mut descriptor in listed {
                 match want(&descriptor) {
@@ -129,7 +134,11 @@ impl Client {
                                 tracing::debug!(%repo, %subject, %digest, "a listed referrer is not found");
                                 continue;
                             }
-                            Err(error) => return Err(error),
+                            Err(error) => {
+                                tracing::debug!(%repo, %subject, %digest, %error, "a listed referrer could not be read");
+                                unreadable.push((descriptor, error));
+                                continue;
+                            }
                         };
                         read_bytes += fetched.raw.len();
                         let Manifest::Image(manifest) = fetched.manifest else {
@@ -151,6 +160,14 @@ impl Client {
             if unread > 0 {
                 tracing::warn!(%repo, %subject, unread, read, read_bytes, "referrers of no stated type past the first {MAX_MANIFESTS_READ}, or past {MAX_MANIFEST_BYTES_READ} bytes of their manifests, were not read");
             }
+            // Nothing else wanted: the host failed, and the next one is asked.
+            if found.is_empty() {
+                if let Some((_, error)) = unreadable.into_iter().next() {
+                    return Err(error);
+                }
+                return Ok(found);
+            }
+            found.extend(unreadable.into_iter().map(|(descriptor, _)| (descriptor, None)));
             Ok(found)
         })
         .await

@@ -630,12 +630,11 @@ impl Job {
         // error is the outcome, since the signature it would have found is unknown.
         let (tagged, referred) =
             tokio::join!(self.cosign_layers(digest), self.cosign_referrers(digest));
-        let (mut layers, mut bundles, mut malformed, mut failed) =
-            (Vec::new(), Vec::new(), None, None);
-        match tagged {
-            Ok((found, reason)) => (layers, malformed) = (found, reason),
-            Err(error) => failed = Some(error),
-        }
+        let (mut layers, mut malformed, mut failed) = match tagged {
+            Ok(found) => (found.layers, found.malformed, found.failed),
+            Err(error) => (Vec::new(), None, Some(error)),
+        };
+        let mut bundles = Vec::new();
         match referred {
             Ok(found) => {
                 layers.extend(found.layers);
@@ -686,41 +685,43 @@ impl Job {
         }
     }
 
-    /// The layers of cosign's `.sig` manifest for `digest`, each blob digest-checked, and
-    /// the first reason a layer was not a usable signature.
-    async fn cosign_layers(
-        &self,
-        digest: &Digest,
-    ) -> Result<(Vec<SignatureLayer>, Option<String>), Error> {
+    /// The layers of cosign's `.sig` manifest for `digest`, each blob digest-checked, the
+    /// first reason a layer was not a usable signature, and the first blob the registry
+    /// failed to give.
+    async fn cosign_layers(&self, digest: &Digest) -> Result<Referred, Error> {
+        let mut found = Referred::default();
         let Some(fetched) = self.registry.cosign_signature(&self.repo, digest).await? else {
-            return Ok((Vec::new(), None));
+            return Ok(found);
         };
         let Manifest::Image(manifest) = fetched.manifest else {
-            return Ok((
-                Vec::new(),
-                Some("cosign signature tag holds an index".to_owned()),
-            ));
+            found.malformed = Some("cosign signature tag holds an index".to_owned());
+            return Ok(found);
         };
-        let mut layers = Vec::new();
-        let mut malformed = None;
-        self.signature_layers(&manifest.layers, &mut layers, &mut 0, &mut malformed)
-            .await?;
-        Ok((layers, malformed))
+        self.signature_layers(&manifest.layers, &mut found).await;
+        Ok(found)
     }
 
     /// Reads `descriptors` as cosign signature layers (simple-signing payloads with their
-    /// annotations) into `layers`, reading at most [`cosign::MAX_SIGNATURES`] blobs over
-    /// the calls that share `read` (the `.sig` tag and the referrers each fill a list of
-    /// their own); the first reason a layer is not a usable signature goes to
-    /// `malformed`. A layer whose descriptor shows it is none is passed over unread.
-    async fn signature_layers(
-        &self,
-        descriptors: &[Descriptor],
-        layers: &mut Vec<SignatureLayer>,
-        read: &mut usize,
-        malformed: &mut Option<String>,
-    ) -> Result<(), Error> {
-        for layer in descriptors {
+    /// annotations) into `found.layers`, reading at most [`cosign::MAX_SIGNATURES`] blobs
+    /// over the calls that share `found` (the `.sig` tag and the referrers each fill one
+    /// of their own); the first reason a layer is not a usable signature goes to
+    /// `found.malformed`. A layer whose descriptor shows it is none is passed over unread.
+    ///
+    /// Layers are read last first: cosign appends a new signature to the `.sig` manifest
+    /// (`mutate.AppendSignatures` in cosign's `pkg/oci/mutate`), so past the limit the
+    /// newest signatures are the ones read, as an image signed again and again (a key
+    /// rotated, a build signed on every run) needs. A blob the registry fails to give does
+    /// not hide the other layers, as `cosign verify` judges each signature on its own: it
+    /// goes to `found.failed`, the outcome if nothing read is trusted.
+    async fn signature_layers(&self, descriptors: &[Descriptor], found: &mut Referred) {
+        let Referred {
+            layers,
+            layers_read: read,
+            malformed,
+            failed,
+            ..
+        } = found;
+        for layer in descriptors.iter().rev() {
             if *read >= cosign::MAX_SIGNATURES {
                 tracing::warn!(repository = %self.repository, "cosign signature layers past the first {} read were not read", cosign::MAX_SIGNATURES);
                 break;
@@ -737,10 +738,18 @@ impl Job {
                 continue;
             }
             *read += 1;
-            let blob = self
+            let blob = match self
                 .registry
                 .blob(&self.repo, &layer.digest, MAX_SIGNATURE_BLOB_BYTES)
-                .await?;
+                .await
+            {
+                Ok(blob) => blob,
+                Err(error) => {
+                    tracing::debug!(repository = %self.repository, layer = %layer.digest, %error, "cosign signature layer not read");
+                    failed.get_or_insert(error.into());
+                    continue;
+                }
+            };
             match SignatureLayer::from_annotations(
                 &layer.media_type,
                 &layer.annotations,
@@ -754,7 +763,6 @@ impl Job {
                 }
             }
         }
-        Ok(())
     }
 
     /// cosign signatures attached to `digest` as OCI referrers: Sigstore bundles (what
@@ -807,19 +815,25 @@ impl Job {
                     }
                 },
             };
-            let read = match cosign_referrer(&referrer) {
+            let kind = match cosign_referrer(&referrer) {
+                // Listed with no type, and not read while listing: its manifest's own
+                // type decides, as it does when the manifest is read then.
+                ReferrerKind::Unknown => artifact_kind(
+                    manifest
+                        .artifact_type
+                        .as_deref()
+                        .unwrap_or(&manifest.config.media_type),
+                ),
+                kind => kind,
+            };
+            let read = match kind {
                 ReferrerKind::Bundle => {
                     self.bundle_layer(&referrer, &manifest.layers, &mut found)
                         .await
                 }
                 ReferrerKind::SimpleSigning => {
-                    self.signature_layers(
-                        &manifest.layers,
-                        &mut found.layers,
-                        &mut found.layers_read,
-                        &mut found.malformed,
-                    )
-                    .await
+                    self.signature_layers(&manifest.layers, &mut found).await;
+                    Ok(())
                 }
                 ReferrerKind::Unknown | ReferrerKind::Other => Ok(()),
             };

@@ -69,9 +69,12 @@ pub use trustpolicy::{Action, Check, LevelName, PolicyError, TrustPolicy, TrustP
 use trustpolicy::{StoreKind, TimestampOption, TrustedIdentities};
 pub use truststore::{StoreError, TrustStore};
 
-/// Most envelopes examined for one image. Further ones are not verified (and counted in
-/// the [`Outcome`]); the registry client decides which come first.
-pub const MAX_SIGNATURES: usize = 32;
+/// Most envelopes examined for one image: the notation CLI's default for
+/// `--max-signatures` (`notation verify`), so an image the CLI finds a trusted signature
+/// for among its first signatures is not refused here for having many. Further ones are
+/// not verified (and counted in the [`Outcome`]); the registry client decides which come
+/// first.
+pub const MAX_SIGNATURES: usize = 100;
 
 /// The trust policy file name notation-go reads first.
 pub const OCI_POLICY_FILE: &str = "trustpolicy.oci.json";
