@@ -764,19 +764,23 @@ impl OneOrMany {
     }
 }
 
-/// `(pull, resolve)` of a `capabilities` list; all when absent. `push` is known and
-/// unused (crigate never pushes).
+/// `(pull, resolve)` of a `capabilities` list, read as containerd's `parseHostConfig`
+/// reads it (`core/remotes/docker/config/hosts.go`): names in any case, and all
+/// capabilities when the list is absent or empty. `push` is known and unused (crigate
+/// never pushes); so is `referrers`, which newer containerd releases know: crigate asks
+/// every host that may pull for referrers.
 fn capabilities(names: Option<&[String]>) -> Result<(bool, bool), String> {
-    let Some(names) = names else {
+    let names = names.unwrap_or_default();
+    if names.is_empty() {
         return Ok((true, true));
-    };
+    }
     let (mut pull, mut resolve) = (false, false);
     for name in names {
-        match name.as_str() {
+        match name.to_ascii_lowercase().as_str() {
             "pull" => pull = true,
             "resolve" => resolve = true,
-            "push" => {}
-            other => return Err(format!("unknown capability {other:?}")),
+            "push" | "referrers" => {}
+            _ => return Err(format!("unknown capability {name:?}")),
         }
     }
     Ok((pull, resolve))

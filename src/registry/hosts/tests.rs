@@ -200,6 +200,37 @@ fn an_explicit_server_is_used_as_written_with_its_capabilities() {
     assert!(!first.can(Capability::Resolve) && !first.can(Capability::Pull));
 }
 
+/// Capability names as containerd's `parseHostConfig` reads them: in any case, an empty
+/// list meaning all, and `referrers` (newer containerd) known.
+#[test]
+fn capabilities_are_read_as_containerd_reads_them() {
+    for (capabilities, pull, resolve) in [
+        ("[\"Pull\", \"RESOLVE\"]", true, true),
+        ("[\"PULL\"]", true, false),
+        ("[]", true, true),
+        ("[\"pull\", \"resolve\", \"referrers\"]", true, true),
+        ("[\"pull\", \"Referrers\", \"push\"]", true, false),
+        ("[\"push\"]", false, false),
+    ] {
+        let dir = root(&[(
+            "quay.io/hosts.toml",
+            &format!("[host.\"https://m.example\"]\n  capabilities = {capabilities}\n"),
+        )]);
+        let config = load(&[&dir]).unwrap();
+        let repo: Repository = "quay.io/app".parse().unwrap();
+        let mirror = &config.hosts(&repo, Scheme::Https)[0];
+        assert_eq!(mirror.prefix, "https://m.example/v2");
+        assert_eq!(
+            (
+                mirror.can(Capability::Pull),
+                mirror.can(Capability::Resolve)
+            ),
+            (pull, resolve),
+            "{capabilities}"
+        );
+    }
+}
+
 #[test]
 fn the_registry_alone_gets_the_scheme_it_is_given() {
     let config = HostsConfig::default();
