@@ -598,9 +598,11 @@ impl Cert {
         // "The basicConstraints extension MUST be present and MUST be marked as
         // critical. The cA field MUST be set true. The pathLenConstraint field is
         // OPTIONAL. If present, it MUST be verified against the depth of the chain below
-        // that CA certificate."
+        // that CA certificate." Its criticality is not held, as notation-core-go
+        // (`validateCABasicConstraints` in `x509/helper.go`) does not hold it, for either
+        // chain: a CA whose chains the notation CLI verifies is not refused here.
         match self.basic_constraints(purpose)? {
-            Some((true, bc)) if bc.ca => {
+            Some((_, bc)) if bc.ca => {
                 if bc
                     .path_len_constraint
                     .is_some_and(|max| usize::from(max) < below)
@@ -608,17 +610,23 @@ impl Cert {
                     return Err(self.requirement(purpose, "pathLenConstraint is exceeded"));
                 }
             }
-            _ => {
-                return Err(
-                    self.requirement(purpose, "CA basicConstraints must be critical with cA set")
-                )
-            }
+            _ => return Err(self.requirement(purpose, "CA basicConstraints must have cA set")),
         }
         // "The keyUsage extension MUST be present and MUST be marked critical. Bit
-        // positions for keyCertSign MUST be set."
+        // positions for keyCertSign MUST be set." For a timestamping chain the spec asks
+        // only that it be present ("SHOULD be marked critical": some TSAs' CAs do not),
+        // as notation-core-go's `validateTimestampingCAKeyUsage` checks it
+        // (`x509/timestamp_cert_validations.go`); a code-signing CA's must be critical
+        // (`validateCodeSigningKeyUsagePresent`).
         match self.key_usage(purpose)? {
-            Some((true, ku)) if ku.0.contains(KeyUsages::KeyCertSign) => Ok(()),
-            _ => Err(self.requirement(purpose, "CA keyUsage must be critical with keyCertSign")),
+            Some((critical, ku)) if ku.0.contains(KeyUsages::KeyCertSign) => {
+                if critical || purpose == Purpose::Timestamping {
+                    Ok(())
+                } else {
+                    Err(self.requirement(purpose, "CA keyUsage is not critical"))
+                }
+            }
+            _ => Err(self.requirement(purpose, "CA keyUsage must have keyCertSign")),
         }
     }
 }
@@ -1075,6 +1083,58 @@ mod tests {
             assert_eq!(again.der(), cert.der());
             assert_eq!(again.tbs, cert.tbs);
         }
+    }
+
+    /// A CA's basicConstraints and keyUsage as notation-core-go holds them: cA set and
+    /// keyCertSign, criticality required only of a code-signing CA's keyUsage.
+    #[test]
+    fn a_ca_is_held_to_notations_rules_on_critical_extensions() {
+        use rcgen::{CertificateParams, CustomExtension, DnType, KeyPair};
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        // Written by hand, since rcgen marks both critical. keyUsage: keyCertSign and
+        // cRLSign (RFC 5280 4.2.1.3); basicConstraints: cA true, or absent (false).
+        let extension = |oid: &[u64], der: &[u8], critical: bool| {
+            let mut ext = CustomExtension::from_oid_content(oid, der.to_vec());
+            ext.set_criticality(critical);
+            ext
+        };
+        let ca = |bc_critical: bool, ca: bool, ku_critical: bool, usage: u8| {
+            let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.distinguished_name.push(DnType::CommonName, "ca");
+            let bc: &[u8] = if ca {
+                &[0x30, 3, 1, 1, 0xff]
+            } else {
+                &[0x30, 0]
+            };
+            params.custom_extensions = vec![
+                extension(&[2, 5, 29, 19], bc, bc_critical),
+                extension(&[2, 5, 29, 15], &[3, 2, 1, usage], ku_critical),
+            ];
+            Cert::from_der(params.self_signed(&key).unwrap().der()).unwrap()
+        };
+        const CERT_AND_CRL_SIGN: u8 = 0x06;
+        const DIGITAL_SIGNATURE: u8 = 0x80;
+        for purpose in [Purpose::CodeSigning, Purpose::Timestamping] {
+            assert!(ca(true, true, true, CERT_AND_CRL_SIGN)
+                .check_ca(purpose, 0)
+                .is_ok());
+            // A non-critical basicConstraints, as notation accepts it.
+            assert!(ca(false, true, true, CERT_AND_CRL_SIGN)
+                .check_ca(purpose, 0)
+                .is_ok());
+            for (cert, why) in [
+                (ca(true, false, true, CERT_AND_CRL_SIGN), "cA set"),
+                (ca(true, true, true, DIGITAL_SIGNATURE), "keyCertSign"),
+            ] {
+                let error = cert.check_ca(purpose, 0).unwrap_err();
+                assert!(error.to_string().contains(why), "{purpose:?}: {error}");
+            }
+        }
+        // A non-critical keyUsage: enough for a TSA's CA, not for a code-signing one.
+        let relaxed = ca(true, true, false, CERT_AND_CRL_SIGN);
+        assert!(relaxed.check_ca(Purpose::Timestamping, 0).is_ok());
+        let error = relaxed.check_ca(Purpose::CodeSigning, 0).unwrap_err();
+        assert!(error.to_string().contains("not critical"), "{error}");
     }
 
     #[test]

@@ -2082,11 +2082,21 @@ fn trust_store_limits_hold_at_their_edges() {
         load(&[("a.pem", padded(limit + 1))]),
         Err(StoreError::FileTooLarge { .. })
     ));
-    // Files with other extensions are not read.
+    // Files with other extensions are not read; the spec's three are, in any case.
     assert!(matches!(
         load(&[("a.txt", copies(1))]),
         Err(StoreError::Empty { .. })
     ));
+    assert_eq!(
+        load(&[
+            ("a.CER", copies(1)),
+            ("b.Pem", copies(1)),
+            ("c.CRT", copies(1)),
+            ("d.der", copies(1))
+        ])
+        .unwrap(),
+        3
+    );
 }
 
 fn store_ref(value: &str) -> trustpolicy::StoreRef {

@@ -159,12 +159,17 @@ fn load_named_store(store: &StoreRef, dir: &Path) -> Result<Vec<Cert>, StoreErro
             tracing::warn!(path = %path.display(), "sub directory of a trust store is ignored");
             continue;
         }
-        // "Files with extension .pem, .crt and .cer".
+        // "Files with extension .pem, .crt and .cer", in any case (a certificate
+        // exported on Windows is often `.CER`). notation-go reads every file of a store;
+        // one the spec's extensions leave out is named in a warning, so a certificate
+        // that is not trusted here for its file name is found.
         let extension = path
             .extension()
             .and_then(|e| e.to_str())
-            .unwrap_or_default();
-        if !matches!(extension, "pem" | "crt" | "cer") {
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        if !matches!(extension.as_str(), "pem" | "crt" | "cer") {
+            tracing::warn!(path = %path.display(), "file in a Notation trust store is not read: only .pem, .crt and .cer files hold its certificates");
             continue;
         }
         if meta.len() > MAX_CERT_FILE_BYTES {
