@@ -529,16 +529,27 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
         .map_or_else(|_| format!("{t:?}"), |d| d.to_string())
 }
 
-/// Checks that the leaf is a code-signing certificate: extendedKeyUsage includes
-/// id-kp-codeSigning and keyUsage, if present, has digitalSignature (Fulcio issues both;
-/// cosign `pkg/cosign/verify.go` requires `ExtKeyUsageCodeSigning`).
+/// Checks that the leaf is a code-signing certificate: its extendedKeyUsage, if present,
+/// includes id-kp-codeSigning or anyExtendedKeyUsage, and its keyUsage, if present, has
+/// digitalSignature. Fulcio issues both. cosign and sigstore-go hold the leaf to
+/// `ExtKeyUsageCodeSigning` through Go's `x509.Certificate.Verify`, which lets a
+/// certificate that names no extended key usage serve any (`checkChainForKeyUsage` in
+/// `crypto/x509/verify.go`): a CA of an operator's own, in a `trusted_root.json`, may
+/// issue such leaves.
 ///
 /// # Errors
 ///
 /// `UntrustedRoot`: the certificate is not trusted for signing code.
 pub fn check_code_signing(leaf: &ParsedCertificate) -> Result<(), Rejection> {
     let tbs = leaf.inner().tbs_certificate();
-    let eku = matches!(tbs.get_extension::<ExtendedKeyUsage>(), Ok(Some((_, eku))) if eku.0.contains(&OID_CODE_SIGNING));
+    let eku = match tbs.get_extension::<ExtendedKeyUsage>() {
+        Ok(None) => true,
+        Ok(Some((_, eku))) => eku
+            .0
+            .iter()
+            .any(|purpose| *purpose == OID_CODE_SIGNING || *purpose == OID_ANY_EKU),
+        Err(_) => false,
+    };
     let ku = match tbs.get_extension::<KeyUsage>() {
         Ok(Some((_, ku))) => ku.digital_signature(),
         Ok(None) => true,

@@ -64,7 +64,8 @@ struct LeafSpec {
     sans: Vec<SanType>,
     /// (OID, extension content) for the issuer: .1.8 DER UTF8String or .1.1 raw bytes.
     issuer_ext: Option<(Vec<u64>, Vec<u8>)>,
-    code_signing: bool,
+    /// The leaf's extended key usages (code signing, as Fulcio's leaves name).
+    leaf_ekus: Vec<ExtendedKeyUsagePurpose>,
     with_sct: bool,
     /// Sign the SCT over another TBS (a tampered SCT).
     sct_over_other_tbs: bool,
@@ -83,7 +84,7 @@ impl Default for LeafSpec {
         Self {
             sans: vec![SanType::Rfc822Name(SAN.try_into().unwrap())],
             issuer_ext: Some((vec![1, 3, 6, 1, 4, 1, 57264, 1, 8], utf8_der(ISSUER))),
-            code_signing: true,
+            leaf_ekus: vec![ExtendedKeyUsagePurpose::CodeSigning],
             with_sct: true,
             sct_over_other_tbs: false,
             valid_now: false,
@@ -136,11 +137,7 @@ impl Sigstore {
         leaf_params.not_before = start;
         leaf_params.not_after = start + Duration::from_secs(600);
         leaf_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        if spec.code_signing {
-            leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        } else {
-            leaf_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        }
+        leaf_params.extended_key_usages = spec.leaf_ekus.clone();
         if let Some((oid, content)) = &spec.issuer_ext {
             leaf_params
                 .custom_extensions
@@ -620,14 +617,42 @@ fn other_root_and_annotation_root_are_untrusted() {
 
 #[test]
 fn leaf_without_code_signing_is_untrusted() {
-    let s = Sigstore::new(LeafSpec {
-        code_signing: false,
-        ..LeafSpec::default()
-    });
-    assert!(matches!(
-        rejected(&run(&s.layer(), &s.policy(), at(0))),
-        Rejection::UntrustedRoot(_)
-    ));
+    // Go's x509 Verify with KeyUsages [CodeSigning], as cosign and sigstore-go verify
+    // the leaf: a leaf that names no extended key usage may serve any.
+    for (ekus, trusted) in [
+        (vec![ExtendedKeyUsagePurpose::ClientAuth], false),
+        (
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::EmailProtection,
+            ],
+            false,
+        ),
+        (Vec::new(), true),
+        (vec![ExtendedKeyUsagePurpose::Any], true),
+        (
+            vec![
+                ExtendedKeyUsagePurpose::ClientAuth,
+                ExtendedKeyUsagePurpose::CodeSigning,
+            ],
+            true,
+        ),
+    ] {
+        let s = Sigstore::new(LeafSpec {
+            leaf_ekus: ekus.clone(),
+            ..LeafSpec::default()
+        });
+        match run(&s.layer(), &s.policy(), at(0)) {
+            Verdict::Trusted(_) => assert!(trusted, "{ekus:?}"),
+            Verdict::Rejected(Rejection::UntrustedRoot(why)) => {
+                assert!(
+                    !trusted && why.contains("not for code signing"),
+                    "{ekus:?}: {why}"
+                )
+            }
+            other => panic!("{ekus:?}: {other:?}"),
+        }
+    }
 }
 
 #[test]
