@@ -223,6 +223,110 @@ async fn containerd_native_api_is_refused_by_default() {
     assert_eq!(open.standin.seen_on(path).len(), 1);
 }
 
+/// A refused path is answered when its HEADERS arrive, as containerd's grpc-go answers a
+/// method it does not serve, not when the request ends: a client that waits for an
+/// answer before ending its request (a bidirectional stream, such as containerd's
+/// transfer streams) is not left waiting. The rest of its request is let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_path_is_answered_before_its_request_ends() {
+    use crate::client::{encode_frame, next_frame, PREFACE};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup("");
+    let path = "/containerd.services.streaming.v1.Streaming/Stream";
+    // Literal fields without indexing, no Huffman coding (RFC 7541 §6.2.2).
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut stream = tokio::net::UnixStream::connect(&s.crigate.socket)
+        .await
+        .unwrap();
+    let mut bytes = PREFACE.to_vec();
+    bytes.extend(encode_frame(4, 0, 0, &[]));
+    // HEADERS with END_HEADERS, then one message without END_STREAM.
+    bytes.extend(encode_frame(1, 4, 1, &block));
+    bytes.extend(encode_frame(0, 0, 1, &grpc_frame(b"\x0a\x01x")));
+    stream.write_all(&bytes).await.unwrap();
+    let mut read = Vec::new();
+    let mut frames = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            while let Some(frame) = next_frame(&mut read) {
+                frames.push(frame);
+            }
+            let ended = |kind: u8| {
+                frames.iter().any(|(k, flags, id, _)| {
+                    *k == kind && *id == 1 && (kind == 3 || flags & 1 == 1)
+                })
+            };
+            // Trailers-only (HEADERS with END_STREAM), then RST_STREAM(NO_ERROR).
+            if ended(1) && ended(3) {
+                return;
+            }
+            let mut buf = [0; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed: {frames:?}");
+            read.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await;
+    assert!(
+        answered.is_ok(),
+        "no answer while the request is open: {frames:?}"
+    );
+    let (_, _, _, answer) = frames
+        .iter()
+        .find(|(kind, _, id, _)| *kind == 1 && *id == 1)
+        .unwrap();
+    // crigate's own header blocks: never-indexed literals, no Huffman coding.
+    let status = b"\x0bgrpc-status\x0212";
+    assert!(
+        answer.windows(status.len()).any(|w| w == status),
+        "{answer:?}"
+    );
+    let (_, _, _, reset) = frames
+        .iter()
+        .find(|(kind, _, id, _)| *kind == 3 && *id == 1)
+        .unwrap();
+    assert_eq!(reset.as_slice(), &[0, 0, 0, 0], "RST_STREAM(NO_ERROR)");
+    // The rest of the request, then its end, are let go, and the connection serves on:
+    // a PING after them is answered, with no GOAWAY before its ACK.
+    let mut more = encode_frame(0, 0, 1, &grpc_frame(b"\x0a\x01y"));
+    more.extend(encode_frame(0, 1, 1, &[]));
+    more.extend(encode_frame(6, 0, 0, b"crigate!"));
+    stream.write_all(&more).await.unwrap();
+    frames.clear();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            while let Some(frame) = next_frame(&mut read) {
+                assert_ne!(frame.0, 7, "GOAWAY: {frame:?}");
+                if frame.0 == 6 && frame.1 & 1 == 1 {
+                    assert_eq!(frame.3, b"crigate!");
+                    return;
+                }
+            }
+            let mut buf = [0; 4096];
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "connection closed");
+            read.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("no PING ACK");
+    assert!(s.standin.seen_on(path).is_empty());
+}
+
 /// A PullImageRequest as a newer kubelet might send it: with a field this build of the
 /// CRI types does not know (field 99), which must reach the runtime.
 pub fn pull_body(image: &str, namespace: &str) -> Bytes {

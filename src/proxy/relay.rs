@@ -964,7 +964,8 @@ impl Relay {
         let Some(local) = self.local.get_mut(&head.stream) else {
             return Ok(());
         };
-        if local.request_done || local.too_large {
+        // Read whole, too large, or answered without its body: the rest is let go.
+        if local.request_done || local.too_large || local.request.is_none() {
             local.request_done |= head.has(flag::END_STREAM);
             return Ok(());
         }
@@ -1329,9 +1330,47 @@ impl Relay {
                 outbox: VecDeque::new(),
             },
         );
-        if end_stream {
+        // A call refused for its path alone is answered at once, as grpc-go (the
+        // runtime's server) answers a method it does not serve when the call's HEADERS
+        // arrive (`handleStream`), not when its request ends: a client that waits for an
+        // answer before it ends the request (a bidirectional stream) is not left waiting.
+        // The rest of the request is read and let go, and the stream reset with NO_ERROR
+        // once answered if it is still open (RFC 9113 §8.1).
+        let refusal = match (routed, std::str::from_utf8(pseudo.path)) {
+            (Ok(Route::UnknownCri), Ok(path))
+                if state.cri.unknown_methods == MethodPolicy::Deny =>
+            {
+                Some(ProxyError::UnknownMethodRefused {
+                    path: path.to_owned(),
+                })
+            }
+            (Ok(Route::Other), Ok(path)) if state.cri.other_services == MethodPolicy::Deny => {
+                Some(ProxyError::OtherServiceRefused {
+                    path: path.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(refusal) = refusal {
+            self.answer_now(stream, refusal);
+        } else if end_stream {
             self.start(stream);
         }
+    }
+
+    /// Answers the local `stream` with `error` without waiting for its request.
+    fn answer_now(&mut self, stream: u32, error: ProxyError) {
+        let Some(local) = self.local.get_mut(&stream) else {
+            return;
+        };
+        local.request = None;
+        local.body = BytesMut::new();
+        tracing::debug!(stream, %error, "answered by crigate");
+        let events = self.events.clone();
+        let task = tokio::spawn(async move {
+            answer(stream, error.into_response(), &events).await;
+        });
+        local.task = Some(task.abort_handle());
     }
 
     /// Resets a stream the runtime never saw.
