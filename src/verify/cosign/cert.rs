@@ -564,8 +564,8 @@ pub fn check_code_signing(leaf: &ParsedCertificate) -> Result<(), Rejection> {
     }
 }
 
-/// The identity a legacy `.sig` layer's leaf names: every email, DNS and URI SAN and
-/// Fulcio's username otherName, any of which may match (cosign
+/// The identity a legacy `.sig` layer's leaf names: every email, DNS, IP address and URI
+/// SAN and Fulcio's username otherName, any of which may match (cosign
 /// `cryptoutils.GetSubjectAlternateNames`, as `CheckCertificatePolicy` uses it), with
 /// the OIDC issuer ([`oidc_issuer`]).
 ///
@@ -582,6 +582,7 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
                     GeneralName::Rfc822Name(s)
                     | GeneralName::DnsName(s)
                     | GeneralName::UniformResourceIdentifier(s) => names.push(s.to_string()),
+                    GeneralName::IpAddress(octets) => names.extend(ip_address(octets.as_bytes())),
                     _ => {}
                 }
             }
@@ -594,6 +595,23 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
         subject_alternative_names: names,
         issuer: oidc_issuer(leaf)?,
     })
+}
+
+/// An IP address SAN as Go's `net.IP.String` writes it, the form cosign matches: dotted
+/// for IPv4, an IPv4-mapped IPv6 address included, and RFC 5952 text for IPv6. An
+/// address of another length names no one.
+fn ip_address(octets: &[u8]) -> Option<String> {
+    match octets.len() {
+        4 => <[u8; 4]>::try_from(octets)
+            .ok()
+            .map(|v4| std::net::Ipv4Addr::from(v4).to_string()),
+        16 => <[u8; 16]>::try_from(octets).ok().map(|v6| {
+            let v6 = std::net::Ipv6Addr::from(v6);
+            v6.to_ipv4_mapped()
+                .map_or_else(|| v6.to_string(), |v4| v4.to_string())
+        }),
+        _ => None,
+    }
 }
 
 /// The identity a Sigstore bundle's leaf names: one SAN, the first URI if any, else the

@@ -513,6 +513,7 @@ fn a_bundle_is_matched_on_one_san_and_a_legacy_layer_on_every_san() {
     let uri = "https://ci.example.com/job";
     let email = |s: &str| SanType::Rfc822Name(s.try_into().unwrap());
     let username = |s: &str| SanType::OtherName((FULCIO_USERNAME.to_vec(), s.into()));
+    let ip = SanType::IpAddress;
     // (SANs, the subject accepted, bundle trusted, legacy layer trusted): sigstore-go's
     // SummarizeCertificate takes the first URI, else the first email, else Fulcio's
     // username, and no DNS name; cosign's GetSubjectAlternateNames takes them all, the
@@ -571,6 +572,20 @@ fn a_bundle_is_matched_on_one_san_and_a_legacy_layer_on_every_san() {
         ),
         // An empty first email is no SAN to sigstore-go: the username is read instead.
         (vec![email(""), username("release")], "release", true, true),
+        // IP addresses as Go's net.IP.String writes them, for cosign's list only.
+        (vec![ip([10, 0, 0, 5].into())], "10.0.0.5", false, true),
+        (
+            vec![email(SAN), ip("2001:db8::1".parse().unwrap())],
+            "2001:db8::1",
+            false,
+            true,
+        ),
+        (
+            vec![ip("::ffff:192.0.2.1".parse().unwrap())],
+            "192.0.2.1",
+            false,
+            true,
+        ),
     ];
     for (sans, subject, bundle_trusted, layer_trusted) in cases {
         let s = Sigstore::new(LeafSpec {
