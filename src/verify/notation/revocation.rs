@@ -444,11 +444,12 @@ fn freshest(tbs: &x509_cert::crl::TbsCertList) -> Result<Vec<String>, der::Error
 
 /// What `crl` says of `cert`: `None` if it does not list it. An entry whose reason is
 /// `removeFromCRL`, or whose invalidity date is after the authentic signing time, leaves
-/// it good.
+/// it good. A CRL that lists the serial more than once (RFC 5280 lists a certificate
+/// once) revokes it if any of its entries does.
 ///
 /// # Errors
 ///
-/// The entry cannot be read (a malformed invalidity date, an unknown critical
+/// An entry cannot be read (a malformed invalidity date, an unknown critical
 /// extension).
 fn listed(
     crl: &Crl,
@@ -456,15 +457,30 @@ fn listed(
     signed_at: Option<Moment>,
 ) -> Result<Option<Status>, &'static str> {
     let serial = cert.serial();
-    let tbs = &crl.list.tbs_cert_list;
-    let Some(entry) = tbs
+    let mut found = None;
+    for entry in crl
+        .list
+        .tbs_cert_list
         .revoked_certificates
         .iter()
         .flatten()
-        .find(|entry| entry.serial_number.as_bytes() == serial)
-    else {
-        return Ok(None);
-    };
+        .filter(|entry| entry.serial_number.as_bytes() == serial)
+    {
+        let status = entry_status(entry, cert, signed_at)?;
+        if matches!(status, Status::Revoked { .. }) {
+            return Ok(Some(status));
+        }
+        found = Some(status);
+    }
+    Ok(found)
+}
+
+/// What one CRL entry naming `cert` says of it, as [`listed`] reads it.
+fn entry_status(
+    entry: &x509_cert::crl::RevokedCert,
+    cert: &Cert,
+    signed_at: Option<Moment>,
+) -> Result<Status, &'static str> {
     let mut invalidity = None;
     let mut removed = false;
     for ext in entry.crl_entry_extensions.iter().flatten() {
@@ -495,12 +511,12 @@ fn listed(
         .zip(invalidity)
         .is_some_and(|(signed, invalid)| signed < invalid);
     if removed || signed_before_invalid {
-        return Ok(Some(Status::Good));
+        return Ok(Status::Good);
     }
-    Ok(Some(Status::Revoked {
+    Ok(Status::Revoked {
         subject: cert.subject(),
         at: time(entry.revocation_date),
-    }))
+    })
 }
 
 /// An INTEGER's content octets without the leading zero octets of a positive value.

@@ -1629,6 +1629,44 @@ mod ecdsa {
         );
     }
 
+    /// RFC 5280 lists a certificate once in a CRL; one that lists it twice revokes it if
+    /// either entry does, in either order (a `removeFromCRL` entry beside a
+    /// `keyCompromise` one is not read as a release).
+    #[test]
+    fn a_crl_listing_a_certificate_twice_revokes_it_if_either_entry_does() {
+        const KEY_COMPROMISE: u8 = 1;
+        let fixture = crl_fixture();
+        for revoked in [
+            [(LEAF_SERIAL, REMOVE), (LEAF_SERIAL, KEY_COMPROMISE)],
+            [(LEAF_SERIAL, KEY_COMPROMISE), (LEAF_SERIAL, REMOVE)],
+        ] {
+            let crl = built_crl(
+                &fixture,
+                Built {
+                    number: 1,
+                    revoked: &revoked,
+                    ..Built::default()
+                },
+            );
+            let result = verify_fetched_with(&fixture, &with_crls(&[&crl]));
+            assert!(
+                revoked_message(&result).contains("was revoked"),
+                "{revoked:?}: {result:?}"
+            );
+        }
+        // Listed twice, released by both: good.
+        let crl = built_crl(
+            &fixture,
+            Built {
+                number: 1,
+                revoked: &[(LEAF_SERIAL, REMOVE), (LEAF_SERIAL, REMOVE)],
+                ..Built::default()
+            },
+        );
+        let result = verify_fetched_with(&fixture, &with_crls(&[&crl]));
+        assert!(matches!(result.verdict, Verdict::Trusted(_)), "{result:?}");
+    }
+
     #[test]
     fn a_complete_crl_that_names_a_delta_crl_is_read_with_it() {
         let fixture = crl_fixture();
