@@ -9,6 +9,9 @@
 //!   attest (`ReviewGAP`, pkg/kritis/review/review.go).
 //! - `AdmissionAllowlist` entries go into every policy's allowlist, and a
 //!   GenericAttestationPolicy's `admissionAllowlistPatterns` too, limited to its namespace.
+//! - An `ImageSecurityPolicy` is not imported: kritis reviews a namespace against its
+//!   vulnerability requirements as well as its GAPs (pkg/kritis/admission/admission.go),
+//!   and crigate enforces no vulnerability requirement, so that namespace gets no policy.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -45,6 +48,8 @@ pub(super) fn import(
     // (namespace, name) -> crigate verifier name.
     let mut authorities: BTreeMap<(String, String), String> = BTreeMap::new();
     let mut allowlist = String::new();
+    // Namespaces kritis also reviews against an ImageSecurityPolicy.
+    let mut isp_namespaces: BTreeSet<String> = BTreeSet::new();
     for resource in resources {
         let Resource { file, name, .. } = resource;
         match resource.kind.as_str() {
@@ -141,6 +146,30 @@ pub(super) fn import(
                 }
             }
             "GenericAttestationPolicy" => {}
+            // grafeas/kritis pkg/kritis/admission/admission.go (`reviewImages`) reviews a
+            // namespace's images against its ImageSecurityPolicies as well as its GAPs,
+            // and either denies: a policy from the GAPs alone would admit what the ISP's
+            // vulnerability requirements deny. kritis has no cluster-scoped variant
+            // (pkg/kritis/apis/kritis/v1beta1/register.go).
+            "ImageSecurityPolicy" => {
+                let Some(namespace) = &resource.namespace else {
+                    import.left_out.push(format!(
+                        "ImageSecurityPolicy {name} ({}): no metadata.namespace: kubectl applies it \
+                         to the namespace of its context, which the file does not say; its \
+                         vulnerability requirements are not enforced by crigate in any namespace",
+                        file.display()
+                    ));
+                    continue;
+                };
+                import.left_out.push(format!(
+                    "ImageSecurityPolicy {namespace}/{name} ({}): its vulnerability requirements \
+                     (packageVulnerabilityRequirements) are not enforced by crigate, which verifies \
+                     signatures only; kritis denies in {namespace} an image they reject, whatever a \
+                     GenericAttestationPolicy admits, so {namespace} gets no policy from this import",
+                    file.display()
+                ));
+                isp_namespaces.insert(namespace.clone());
+            }
             other => import.left_out.push(format!(
                 "{other} {name} ({}): not a kritis resource crigate imports",
                 file.display()
@@ -149,12 +178,18 @@ pub(super) fn import(
     }
     let mut namespaces =
         policies_by_namespace(resources, &authorities, &mut allowlist, &mut import);
-    // A namespace with a GenericAttestationPolicy not imported is decided over all of its
-    // policies by kritis: one from the others alone would decide otherwise.
-    for gap in repeated {
-        if let (Some(namespace), "GenericAttestationPolicy") = (&gap.namespace, gap.kind.as_str()) {
+    // A namespace with a GenericAttestationPolicy or ImageSecurityPolicy not imported is
+    // decided over all of its policies by kritis: one from the others alone would decide
+    // otherwise.
+    for policy in repeated {
+        if let (Some(namespace), "GenericAttestationPolicy" | "ImageSecurityPolicy") =
+            (&policy.namespace, policy.kind.as_str())
+        {
             incomplete(&mut namespaces, namespace);
         }
+    }
+    for namespace in &isp_namespaces {
+        incomplete(&mut namespaces, namespace);
     }
     let mut policies = 0;
     for (namespace, Namespace { gaps, complete }) in namespaces {
@@ -162,8 +197,9 @@ pub(super) fn import(
             if !gaps.is_empty() {
                 let names = gaps.iter().map(|g| g.name.as_str()).collect::<Vec<_>>();
                 import.left_out.push(format!(
-                    "namespace {namespace}: no policy written, because one of its \
-                     GenericAttestationPolicies could not be imported (above); one from {} alone would \
+                    "namespace {namespace}: no policy written, because one of the kritis policies \
+                     kritis reviews it against (a GenericAttestationPolicy or an \
+                     ImageSecurityPolicy) could not be imported (above); one from {} alone would \
                      not decide as kritis does: write it by hand",
                     names.join(", ")
                 ));
@@ -212,14 +248,14 @@ pub(super) fn import(
         policies += 1;
     }
     if policies > 0 {
-        // kritis reviews only namespaces that have a GenericAttestationPolicy: crigate
-        // denies a namespace no policy covers. Left to the operator, commented out.
+        // kritis reviews only namespaces that have a GenericAttestationPolicy or an
+        // ImageSecurityPolicy: crigate denies a namespace no policy covers. Left to the operator, commented out.
         let _ = write!(
             import.config,
-            "\n# kritis admits pods in namespaces without a GenericAttestationPolicy (grafeas/kritis\n\
-             # pkg/kritis/review/review.go); crigate denies a namespace no policy covers. To keep\n\
-             # kritis' behaviour there, uncomment (\"off\" admits and records; \"audit\" also\n\
-             # verifies, recording what enforce would do):\n\
+            "\n# kritis admits pods in namespaces without a GenericAttestationPolicy or\n\
+             # ImageSecurityPolicy (grafeas/kritis pkg/kritis/admission/admission.go); crigate\n\
+             # denies a namespace no policy covers. To keep kritis' behaviour there, uncomment\n\
+             # (\"off\" admits and records; \"audit\" also verifies, recording what enforce would do):\n\
              # [[policies]]\n# name = \"kritis-unreviewed\"\n# namespaces = [\"*\"]\n# mode = \"off\"\n"
         );
     }

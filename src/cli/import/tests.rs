@@ -1063,3 +1063,42 @@ fn authorities_whose_names_differ_by_a_dot_keep_their_own_keys() {
     );
     assert!(run.mapped("AttestationAuthority prod/release:"));
 }
+
+/// A kritis ImageSecurityPolicy in `namespace` with vulnerability requirements.
+fn image_security_policy(name: &str, namespace: &str) -> String {
+    format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: ImageSecurityPolicy\nmetadata:\n  \
+         name: {name}\n  namespace: {namespace}\nspec:\n  packageVulnerabilityRequirements:\n    \
+         maximumSeverity: MEDIUM\n    maximumFixNotAvailableSeverity: HIGH\n"
+    )
+}
+
+#[test]
+fn an_image_security_policy_leaves_its_namespace_without_a_policy() {
+    // kritis reviews a namespace against its ISPs as well as its GAPs, and either denies
+    // (pkg/kritis/admission/admission.go): a policy from the GAP alone would admit an
+    // image the ISP's vulnerability requirements deny. Another namespace is unaffected.
+    let resources = [
+        authority("a", Some("prod"), &public_key()),
+        gap("gap", Some("prod"), &["a"]),
+        image_security_policy("vulns", "prod"),
+        authority("a", Some("staging"), &public_key()),
+        gap("gap", Some("staging"), &["a"]),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("ImageSecurityPolicy prod/vulns ("),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out(
+        "its vulnerability requirements (packageVulnerabilityRequirements) are not enforced by \
+         crigate"
+    ));
+    assert!(!run.left_out("not a kritis resource crigate imports"));
+    assert!(run.left_out("namespace prod: no policy written"));
+    let config = run.config();
+    assert!(!config.contains("name = \"prod_gap\""), "{config}");
+    assert!(config.contains("name = \"staging_gap\""), "{config}");
+}
