@@ -473,6 +473,12 @@ fn push_allowlist_entry(
 /// with `keyType` and, for `PKIX`, `pkixPublicKey.publicKeyPem` (PEM text). An
 /// attestation by any one of an authority's keys counts there, as a signature by any key
 /// of a cosign verifier does here.
+///
+/// grafeas kritis pkg/kritis/review/validating_transport.go (`GetValidatedAttestations`)
+/// skips a key whose `keyType` is not `PGP` or `PKIX`, or whose fields do not fit its
+/// type (`validatePublicKeyType`), and keeps the keys left by `keyId`, a later key
+/// replacing an earlier one with the same `keyId` (keys without one share the empty
+/// `keyId`, which `url.Parse` accepts): only the keys it keeps are trusted here.
 fn authority_keys(doc: &Value) -> Result<(Vec<String>, Vec<String>), String> {
     let spec = &doc["spec"];
     if spec.get("publicKeyData").is_some() || spec.get("publicKeys").is_none() {
@@ -481,22 +487,68 @@ fn authority_keys(doc: &Value) -> Result<(Vec<String>, Vec<String>), String> {
     let listed = spec["publicKeys"]
         .as_sequence()
         .ok_or("spec.publicKeys is not a list")?;
-    let (mut pems, mut unused) = (Vec::new(), Vec::new());
+    let mut unused = Vec::new();
+    // The keys kritis keeps, by keyId: the index of the last with that keyId.
+    let mut kept: BTreeMap<&str, usize> = BTreeMap::new();
     for (index, key) in listed.iter().enumerate() {
         let id = key["keyId"].as_str().unwrap_or("");
         let which = format!("spec.publicKeys[{index}] {id:?}");
-        let pem = key["pkixPublicKey"]["publicKeyPem"].as_str();
-        match (key["keyType"].as_str(), pem) {
-            (Some("PGP"), _) => unused.push(format!(
+        let pgp = key["asciiArmoredPgpPublicKey"]
+            .as_str()
+            .is_some_and(|k| !k.is_empty());
+        let pkix = key["pkixPublicKey"].as_mapping().is_some_and(|m| {
+            m.values()
+                .any(|v| v.as_str().is_some_and(|s| !s.is_empty()))
+        });
+        let skipped = match key["keyType"].as_str() {
+            Some("PGP") if pkix => Some("keyType PGP with a pkixPublicKey"),
+            Some("PGP") if !pgp => Some("keyType PGP without an asciiArmoredPgpPublicKey"),
+            Some("PKIX") if pgp => Some("keyType PKIX with an asciiArmoredPgpPublicKey"),
+            Some("PKIX") if !pkix => Some("keyType PKIX without a pkixPublicKey"),
+            Some("PGP" | "PKIX") => None,
+            None => Some("no keyType"),
+            Some(_) => Some("a keyType other than PGP or PKIX"),
+        };
+        if let Some(why) = skipped {
+            unused.push(format!(
+                "{which}: {why}: kritis skips the key (validatePublicKeyType), so it is not trusted"
+            ));
+            continue;
+        }
+        if let Some(earlier) = kept.insert(id, index) {
+            unused.push(format!(
+                "spec.publicKeys[{earlier}] {id:?}: spec.publicKeys[{index}] has {}, and kritis \
+                 keeps only the last key of a keyId, so it is not trusted",
+                if id.is_empty() {
+                    "no keyId either (keys without one share the empty keyId)"
+                } else {
+                    "the same keyId"
+                }
+            ));
+        }
+    }
+    let mut pems = Vec::new();
+    let mut last: Vec<usize> = kept.into_values().collect();
+    last.sort_unstable();
+    for index in last {
+        let Some(key) = listed.get(index) else {
+            continue;
+        };
+        let id = key["keyId"].as_str().unwrap_or("");
+        let which = format!("spec.publicKeys[{index}] {id:?}");
+        if key["keyType"].as_str() == Some("PGP") {
+            unused.push(format!(
                 "{which}: PGP keys are not supported: crigate verifies cosign signatures (PKIX keys)"
-            )),
-            (Some("PKIX") | None, Some(pem)) => match pkix_key(pem) {
+            ));
+            continue;
+        }
+        match key["pkixPublicKey"]["publicKeyPem"].as_str() {
+            Some(pem) => match pkix_key(pem) {
                 Ok(pem) => pems.push(pem),
                 Err(why) => unused.push(format!("{which}: {why}")),
             },
-            (kind, _) => unused.push(format!(
-                "{which}: keyType {} with no pkixPublicKey.publicKeyPem crigate can use",
-                kind.unwrap_or("(none)")
+            None => unused.push(format!(
+                "{which}: keyType PKIX with no pkixPublicKey.publicKeyPem crigate can use"
             )),
         }
     }

@@ -1035,13 +1035,14 @@ fn an_upstream_kritis_authority_lists_its_keys_in_public_keys() {
 #[test]
 fn authorities_whose_names_differ_by_a_dot_keep_their_own_keys() {
     // `release` with two keys and `release.1` with one, in one namespace: each verifier
-    // names its own key files, and no file is written twice.
+    // names its own key files, and no file is written twice. The two keys have keyIds of
+    // their own: kritis keeps one key per keyId.
     let (first, second, third) = (public_key(), public_key(), public_key());
     let two = format!(
         "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  \
          name: release\n  namespace: prod\nspec:\n  publicKeys:\n  - keyType: PKIX\n    \
-         pkixPublicKey:\n      publicKeyPem: |\n{}  - keyType: PKIX\n    pkixPublicKey:\n      \
-         publicKeyPem: |\n{}",
+         keyId: key-1\n    pkixPublicKey:\n      publicKeyPem: |\n{}  - keyType: PKIX\n    \
+         keyId: key-2\n    pkixPublicKey:\n      publicKeyPem: |\n{}",
         indent(&first, 8),
         indent(&second, 8),
     );
@@ -1101,4 +1102,73 @@ fn an_image_security_policy_leaves_its_namespace_without_a_policy() {
     let config = run.config();
     assert!(!config.contains("name = \"prod_gap\""), "{config}");
     assert!(config.contains("name = \"staging_gap\""), "{config}");
+}
+
+/// An AttestationAuthority `release` in `prod` listing `keys` in `spec.publicKeys`, each
+/// as (keyType, keyId, PEM); `None` leaves the field out.
+fn authority_with_public_keys(keys: &[(Option<&str>, Option<&str>, &str)]) -> String {
+    let listed: String = keys
+        .iter()
+        .map(|(key_type, id, pem)| {
+            let key_type = key_type
+                .map(|t| format!("    keyType: {t}\n"))
+                .unwrap_or_default();
+            let id = id.map(|i| format!("    keyId: {i}\n")).unwrap_or_default();
+            format!(
+                "  - pkixPublicKey:\n      publicKeyPem: |\n{}{key_type}{id}",
+                indent(pem, 8)
+            )
+        })
+        .collect();
+    format!(
+        "---\napiVersion: kritis.grafeas.io/v1beta1\nkind: AttestationAuthority\nmetadata:\n  \
+         name: release\n  namespace: prod\nspec:\n  publicKeys:\n{listed}"
+    )
+}
+
+#[test]
+fn a_public_key_without_a_key_type_is_not_trusted() {
+    // kritis skips a key whose keyType is not PGP or PKIX (validatePublicKeyType in
+    // pkg/kritis/review/validating_transport.go), a missing one included.
+    let (typed, untyped) = (public_key(), public_key());
+    let resources = authority_with_public_keys(&[
+        (Some("PKIX"), Some("key-1"), &typed),
+        (None, Some("key-2"), &untyped),
+    ]);
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("spec.publicKeys[1] \"key-2\": no keyType: kritis skips the key"),
+        "{:?}",
+        run.import()
+    );
+    let keys = run.out.join("keys/prod");
+    assert_eq!(
+        std::fs::read_to_string(keys.join("release.pub")).unwrap(),
+        typed
+    );
+    assert!(!keys.join("release.d").exists());
+}
+
+#[test]
+fn a_repeated_key_id_keeps_the_last_key_as_kritis_does() {
+    // kritis keeps its keys in a map by keyId, the last of a keyId replacing the earlier
+    // ones (`keys[pubKey.KeyId] = pubKey`); keys without a keyId share the empty one.
+    let (first, second, third, fourth) = (public_key(), public_key(), public_key(), public_key());
+    let resources = authority_with_public_keys(&[
+        (Some("PKIX"), Some("key"), &first),
+        (Some("PKIX"), Some("key"), &second),
+        (Some("PKIX"), None, &third),
+        (Some("PKIX"), None, &fourth),
+    ]);
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out("spec.publicKeys[0] \"key\": spec.publicKeys[1] has the same keyId"),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("spec.publicKeys[2] \"\": spec.publicKeys[3] has no keyId either"));
+    let keys = run.out.join("keys/prod/release.d");
+    assert_eq!(std::fs::read_to_string(keys.join("0.pub")).unwrap(), second);
+    assert_eq!(std::fs::read_to_string(keys.join("1.pub")).unwrap(), fourth);
+    assert!(!keys.join("2.pub").exists());
 }
