@@ -317,38 +317,25 @@ fn policies_by_namespace(
             continue;
         };
         let spec = &resource.value["spec"];
-        // The field's name before and after kritis renamed whitelist to allowlist. kritis
-        // admits an image one of its namespace's GAPs allowlists unverified
+        // kritis admits an image one of its namespace's GAPs allowlists unverified
         // (`review.go`, `SplitGapAllowedImages`): an entry limited to the namespace.
-        for field in ["admissionAllowlistPatterns", "admissionWhitelistPatterns"] {
-            for entry in spec[field].as_sequence().into_iter().flatten() {
-                let Some(pattern) = entry["namePattern"].as_str() else {
-                    import.left_out.push(format!(
-                        "GenericAttestationPolicy {namespace}/{name}: a spec.{field} entry has no \
-                         namePattern"
-                    ));
-                    continue;
-                };
-                // kritis reads only a trailing `*` as a wildcard; crigate's patterns read
-                // one inside a name too, which would admit more than kritis does.
-                let placed = if pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
-                    Err(
-                        "kritis reads a `*` before its end literally, crigate as a wildcard"
-                            .to_owned(),
-                    )
-                } else {
-                    push_allowlist_entry(allowlist, pattern, Some(namespace))
-                };
-                match placed {
-                    Ok(()) => import.mapped.push(format!(
-                        "GenericAttestationPolicy {namespace}/{name}: {pattern} allowlisted in \
-                         {namespace}"
-                    )),
-                    Err(why) => import.left_out.push(format!(
-                        "GenericAttestationPolicy {namespace}/{name}: spec.{field} namePattern \
-                         {pattern:?} is not imported: {why}"
-                    )),
-                }
+        for (field, pattern) in gap_allowlist(spec, &format!("{namespace}/{name}"), import) {
+            // kritis reads only a trailing `*` as a wildcard; crigate's patterns read one
+            // inside a name too, which would admit more than kritis does.
+            let placed = if pattern.strip_suffix('*').unwrap_or(pattern).contains('*') {
+                Err("kritis reads a `*` before its end literally, crigate as a wildcard".to_owned())
+            } else {
+                push_allowlist_entry(allowlist, pattern, Some(namespace))
+            };
+            match placed {
+                Ok(()) => import.mapped.push(format!(
+                    "GenericAttestationPolicy {namespace}/{name}: {pattern} allowlisted in \
+                     {namespace}"
+                )),
+                Err(why) => import.left_out.push(format!(
+                    "GenericAttestationPolicy {namespace}/{name}: spec.{field} namePattern \
+                     {pattern:?} is not imported: {why}"
+                )),
             }
         }
         let named = spec["attestationAuthorityNames"].as_sequence();
@@ -406,6 +393,74 @@ fn policies_by_namespace(
         });
     }
     namespaces
+}
+
+/// The field of a GenericAttestationPolicy's allowlist before kritis renamed whitelist to
+/// allowlist, and after (grafeas/kritis pkg/kritis/apis/kritis/v1beta1/genericattestation.go:
+/// `AdmissionWhitelistPatterns`, then `AdmissionAllowlistPatterns`).
+const GAP_FIELDS: [(&str, &str); 2] = [
+    (
+        "admissionWhitelistPatterns",
+        "kritis before the rename of whitelist to allowlist",
+    ),
+    (
+        "admissionAllowlistPatterns",
+        "kritis since the rename of whitelist to allowlist",
+    ),
+];
+
+/// The `namePattern`s of the allowlist of the GenericAttestationPolicy `title`, each with
+/// the field it is in; reports in `import` each entry left out. A kritis version reads one
+/// of the two fields ([`GAP_FIELDS`]) and ignores the other: of a GAP that has both, only
+/// the patterns both name are returned, which every kritis version allowlists, and the
+/// others are reported.
+fn gap_allowlist<'a>(
+    spec: &'a Value,
+    title: &str,
+    import: &mut Import,
+) -> Vec<(&'static str, &'a str)> {
+    let mut fields: Vec<(&'static str, &'static str, Vec<&'a str>)> = Vec::new();
+    for (field, reader) in GAP_FIELDS {
+        let Some(entries) = spec.get(field).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let mut patterns = Vec::new();
+        for entry in entries.as_sequence().into_iter().flatten() {
+            match entry["namePattern"].as_str() {
+                Some(pattern) => patterns.push(pattern),
+                None => import.left_out.push(format!(
+                    "GenericAttestationPolicy {title}: a spec.{field} entry has no namePattern"
+                )),
+            }
+        }
+        fields.push((field, reader, patterns));
+    }
+    match fields.as_slice() {
+        [] => Vec::new(),
+        [(field, _, patterns)] => patterns.iter().map(|p| (*field, *p)).collect(),
+        [.., (field, _, _)] => {
+            let mut both = Vec::new();
+            for (index, (only, reader, patterns)) in fields.iter().enumerate() {
+                for pattern in patterns {
+                    let elsewhere = fields
+                        .iter()
+                        .enumerate()
+                        .all(|(other, (_, _, theirs))| other == index || theirs.contains(pattern));
+                    if !elsewhere {
+                        import.left_out.push(format!(
+                            "GenericAttestationPolicy {title}: namePattern {pattern:?} is only in \
+                             spec.{only}, which only {reader} reads; the GAP has both \
+                             spec.admissionWhitelistPatterns and spec.admissionAllowlistPatterns, \
+                             so only the patterns both name are allowlisted"
+                        ));
+                    } else if index == 0 && !both.iter().any(|(_, p)| p == pattern) {
+                        both.push((*field, *pattern));
+                    }
+                }
+            }
+            both
+        }
+    }
 }
 
 /// Marks `namespace` as holding a GenericAttestationPolicy that was not imported.

@@ -1172,3 +1172,44 @@ fn a_repeated_key_id_keeps_the_last_key_as_kritis_does() {
     assert_eq!(std::fs::read_to_string(keys.join("1.pub")).unwrap(), fourth);
     assert!(!keys.join("2.pub").exists());
 }
+
+#[test]
+fn a_gap_with_both_allowlist_fields_allowlists_only_what_both_name() {
+    // A kritis version reads admissionWhitelistPatterns or admissionAllowlistPatterns, not
+    // both: only a pattern in both is allowlisted by every version.
+    let resources = [
+        authority("release", Some("prod"), &public_key()),
+        gap("gap", Some("prod"), &["release"]),
+        "  admissionAllowlistPatterns:\n  - namePattern: registry.example/new/*\n  \
+         - namePattern: registry.example/both/*\n  admissionWhitelistPatterns:\n  \
+         - namePattern: registry.example/both/*\n  - namePattern: registry.example/old/*\n"
+            .to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Kritis, &resources);
+    assert!(
+        run.left_out(
+            "namePattern \"registry.example/new/*\" is only in spec.admissionAllowlistPatterns, \
+             which only kritis since the rename of whitelist to allowlist reads"
+        ),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out(
+        "namePattern \"registry.example/old/*\" is only in spec.admissionWhitelistPatterns, \
+         which only kritis before the rename of whitelist to allowlist reads"
+    ));
+    assert!(run.mapped("registry.example/both/* allowlisted in prod"));
+    let config = run.config();
+    assert!(
+        config.contains("{ pattern = \"registry.example/both/*\", namespace = \"prod\" }"),
+        "{config}"
+    );
+    assert_eq!(
+        config.matches("registry.example/both/*").count(),
+        1,
+        "{config}"
+    );
+    assert!(!config.contains("registry.example/new/"), "{config}");
+    assert!(!config.contains("registry.example/old/"), "{config}");
+}
