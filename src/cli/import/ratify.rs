@@ -93,29 +93,53 @@ pub(super) fn import(
                     continue;
                 }
                 let key = config_name(name);
-                let artifact_types = spec
+                // Ratify pkg/verifier/notation/notation.go: `strings.Split(artifactTypes,
+                // ",")`, entries kept as written, spaces and all; `CanVerify` takes an entry
+                // equal to the artifact type, or `*`.
+                let listed: Vec<&str> = spec
                     .get("artifactTypes")
                     .and_then(Value::as_str)
-                    .map(|types| {
-                        types
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|t| !t.is_empty())
-                            .map(str::to_owned)
-                            .collect::<Vec<_>>()
-                    })
-                    .filter(|types| !types.is_empty())
-                    .unwrap_or_else(|| vec![NOTATION_SIGNATURE.to_owned()]);
+                    .map(|types| types.split(',').collect())
+                    .unwrap_or_default();
+                for spaced in listed.iter().filter(|t| t.trim() != **t) {
+                    import.left_out.push(format!(
+                        "Verifier {name} ({}): artifactTypes entry {spaced:?} has spaces around \
+                         it, which Ratify keeps (it splits the list at commas without trimming), \
+                         so no artifact type ever matches it",
+                        file.display()
+                    ));
+                }
+                let artifact_types: Vec<String> = if listed.iter().all(|t| t.is_empty()) {
+                    vec![NOTATION_SIGNATURE.to_owned()]
+                } else {
+                    listed
+                        .iter()
+                        .filter(|t| !t.is_empty() && t.trim() == **t)
+                        .map(|t| (*t).to_owned())
+                        .collect()
+                };
                 // Ratify applies a verifier only to the artifacts its types name: one that
                 // names no Notation signature trusts none, and crigate's would.
-                if !artifact_types.iter().any(|t| t == NOTATION_SIGNATURE) {
+                if !artifact_types
+                    .iter()
+                    .any(|t| t == NOTATION_SIGNATURE || t == "*")
+                {
                     import.left_out.push(format!(
                         "Verifier {name} ({}): artifactTypes {artifact_types:?} does not name \
-                         {NOTATION_SIGNATURE}, so Ratify verifies no Notation signature with it; \
-                         not imported",
+                         {NOTATION_SIGNATURE} or *, so Ratify verifies no Notation signature with \
+                         it; not imported",
                         file.display()
                     ));
                     continue;
+                }
+                if artifact_types.iter().any(|t| t == "*") {
+                    import.left_out.push(format!(
+                        "Verifier {name} ({}): artifactTypes *: Ratify verifies every artifact \
+                         attached to an image with it, not only Notation signatures (an SBOM, \
+                         say, which fails as a signature, and its Policy then counts the \
+                         failure); crigate verifies Notation signatures only",
+                        file.display()
+                    ));
                 }
                 // Ratify's getCertStoreNamespace: the Verifier's own namespace, else the
                 // one Ratify runs in. A Verifier is cluster-scoped (the CRD's scope), so
@@ -231,7 +255,7 @@ fn spec_type(spec: &Value) -> &str {
 }
 
 /// A notation Verifier that was imported: its crigate name and the artifact types Ratify
-/// verifies with it.
+/// verifies with it, as written (`*` for all).
 struct Imported {
     key: String,
     artifact_types: Vec<String>,
@@ -753,6 +777,8 @@ fn compare_policy(policies: &[&Resource], verifiers: &[Imported], import: &mut I
     let artifact_types: BTreeSet<&str> = verifiers
         .iter()
         .flat_map(|v| v.artifact_types.iter().map(String::as_str))
+        // A `*` verifier's Notation signatures are what crigate verifies.
+        .map(|t| if t == "*" { NOTATION_SIGNATURE } else { t })
         .collect();
     let all_differs =
         "Ratify denies an image one of whose signatures fails verification (say, one \

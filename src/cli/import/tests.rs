@@ -1213,3 +1213,46 @@ fn a_gap_with_both_allowlist_fields_allowlists_only_what_both_name() {
     assert!(!config.contains("registry.example/new/"), "{config}");
     assert!(!config.contains("registry.example/old/"), "{config}");
 }
+
+#[test]
+fn a_notation_verifier_for_every_artifact_type_is_imported_and_reported() {
+    // Ratify's notation CanVerify takes `*` as every artifact type.
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]).replace(
+            "artifactTypes: application/vnd.cncf.notary.signature",
+            "artifactTypes: \"*\"",
+        ),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(run.mapped("Verifier v (notation)"), "{:?}", run.import());
+    assert!(run.left_out("artifactTypes *: Ratify verifies every artifact"));
+    assert!(run.mapped("application/vnd.cncf.notary.signature \"any\""));
+}
+
+#[test]
+fn artifact_types_entries_are_matched_as_written_and_spaced_ones_reported() {
+    // Ratify splits artifactTypes at commas without trimming: " application/vnd.cncf...."
+    // names no artifact type, so this verifier verifies no Notation signature there.
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v", &["certstore-inline"]).replace(
+            "artifactTypes: application/vnd.cncf.notary.signature",
+            "artifactTypes: application/spdx+json, application/vnd.cncf.notary.signature",
+        ),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out(
+            "artifactTypes entry \" application/vnd.cncf.notary.signature\" has spaces around it"
+        ),
+        "{:?}",
+        run.import()
+    );
+    assert!(run.left_out("so Ratify verifies no Notation signature with it"));
+    assert!(!run.mapped("Verifier v"));
+    assert!(!run.out.join("notation/v").exists());
+}
