@@ -195,6 +195,7 @@ pub(super) fn import(
                     ));
                 }
                 verifiers.push(Imported {
+                    name: name.clone(),
                     key,
                     artifact_types,
                 });
@@ -240,8 +241,48 @@ pub(super) fn import(
          mode and namespaces to match"
             .to_owned(),
     );
+    report_shared_artifact_types(&verifiers, &mut import);
     compare_policy(&policies, &verifiers, &mut import);
     Ok(import)
+}
+
+/// Reports the imported verifiers that verify the same artifact type. Ratify verifies
+/// each artifact with only the first verifier whose `CanVerify` takes it
+/// (pkg/executor/core/executor.go, `verifyReference`, which stops at the first), and its
+/// verifiers come from a map, in no fixed order: one of their trust policies judges a
+/// signature, which one may change from one start of Ratify to the next. crigate's
+/// policy is `any` of them: a signature any of them trusts is trusted.
+fn report_shared_artifact_types(verifiers: &[Imported], import: &mut Import) {
+    let verifies = |v: &Imported, t: &str| v.artifact_types.iter().any(|a| a == t || a == "*");
+    // Every imported verifier verifies Notation signatures, by name or by `*`.
+    let types: BTreeSet<&str> = verifiers
+        .iter()
+        .flat_map(|v| v.artifact_types.iter().map(String::as_str))
+        .filter(|t| *t != "*")
+        .chain([NOTATION_SIGNATURE])
+        .collect();
+    // The verifiers that share types, and the types they share.
+    let mut shared: BTreeMap<Vec<&str>, Vec<&str>> = BTreeMap::new();
+    for artifact_type in types {
+        let names: Vec<&str> = verifiers
+            .iter()
+            .filter(|v| verifies(v, artifact_type))
+            .map(|v| v.name.as_str())
+            .collect();
+        if names.len() > 1 {
+            shared.entry(names).or_default().push(artifact_type);
+        }
+    }
+    for (names, types) in shared {
+        import.left_out.push(format!(
+            "Verifiers {} all verify {} artifacts: Ratify verifies each with only the first of \
+             them whose artifactTypes take it, in an order it does not fix, so one of their \
+             trust policies judges a signature, and which one can change when Ratify restarts; \
+             crigate trusts a signature any of them trusts",
+            names.join(", "),
+            types.join(", ")
+        ));
+    }
 }
 
 /// What a Verifier or Store is: Ratify v1beta1 names it in `spec.type`, and in `spec.name`
@@ -257,6 +298,7 @@ fn spec_type(spec: &Value) -> &str {
 /// A notation Verifier that was imported: its crigate name and the artifact types Ratify
 /// verifies with it, as written (`*` for all).
 struct Imported {
+    name: String,
     key: String,
     artifact_types: Vec<String>,
 }

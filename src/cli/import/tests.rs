@@ -1256,3 +1256,28 @@ fn artifact_types_entries_are_matched_as_written_and_spaced_ones_reported() {
     assert!(!run.mapped("Verifier v"));
     assert!(!run.out.join("notation/v").exists());
 }
+
+#[test]
+fn verifiers_sharing_an_artifact_type_are_reported() {
+    // Ratify verifies a signature with only the first verifier that takes its artifact
+    // type, in no fixed order; crigate's `any` trusts one any of them trusts.
+    let resources = [
+        certificate_store("certstore-inline", None),
+        flat_verifier("v1", &["certstore-inline"]),
+        flat_verifier("v2", &["certstore-inline"]),
+        ANY_POLICY.to_owned(),
+    ]
+    .concat();
+    let run = run(Kind::Ratify, &resources);
+    assert!(
+        run.left_out(
+            "Verifiers v1, v2 all verify application/vnd.cncf.notary.signature artifacts: Ratify \
+             verifies each with only the first of them"
+        ),
+        "{:?}",
+        run.import()
+    );
+    assert!(run
+        .config()
+        .contains("verifiers = [\"v1\", \"v2\"]\nrequire = \"any\""));
+}
