@@ -869,27 +869,35 @@ fn compare_policy(policies: &[&Resource], verifiers: &[Imported], import: &mut I
                 ));
             }
             for artifact_type in artifact_types {
-                let rule = rules
-                    .get(artifact_type)
-                    .or_else(|| rules.get("default"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("all");
-                if rule.eq_ignore_ascii_case("any") {
-                    import.mapped.push(format!(
+                // Ratify configpolicy `Create`: a `default` that is empty or absent is "all".
+                let rule = match rules.get(artifact_type) {
+                    Some(rule) => rule.as_str(),
+                    None => match rules.get("default") {
+                        None | Some(Value::Null) => Some("all"),
+                        Some(Value::String(rule)) if rule.is_empty() => Some("all"),
+                        Some(rule) => rule.as_str(),
+                    },
+                };
+                // Ratify configpolicy `OverallVerifyResult` compares the rule with "any" and
+                // "all" exactly: under any other, an artifact of the type never counts as
+                // verified, and the image is denied.
+                match rule {
+                    Some("any") => import.mapped.push(format!(
                         "Policy {name} (config-policy): {artifact_type} \"any\", as crigate's policy: \
                          one verified signature suffices"
-                    ));
-                } else if rule.eq_ignore_ascii_case("all") {
-                    import.left_out.push(format!(
+                    )),
+                    Some("all") => import.left_out.push(format!(
                         "Policy {name} ({}): config-policy {artifact_type} \"all\": {all_differs}",
                         file.display()
-                    ));
-                } else {
-                    import.left_out.push(format!(
-                        "Policy {name} ({}): config-policy rule {rule:?} for {artifact_type} is not \
-                         any or all",
-                        file.display()
-                    ));
+                    )),
+                    other => import.left_out.push(format!(
+                        "Policy {name} ({}): config-policy rule {} for {artifact_type} is not \
+                         \"any\" or \"all\" as Ratify spells them (it compares them exactly): \
+                         Ratify never counts such an artifact as verified and denies the image; \
+                         crigate admits an image one of whose signatures verifies",
+                        file.display(),
+                        other.map_or_else(|| "(not a string)".to_owned(), |r| format!("{r:?}")),
+                    )),
                 }
             }
         }

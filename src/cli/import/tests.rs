@@ -1281,3 +1281,23 @@ fn verifiers_sharing_an_artifact_type_are_reported() {
         .config()
         .contains("verifiers = [\"v1\", \"v2\"]\nrequire = \"any\""));
 }
+
+#[test]
+fn config_policy_rules_are_compared_exactly() {
+    // Ratify compares a rule with "any" and "all" exactly: "ANY" is neither, and Ratify
+    // never counts such an artifact as verified.
+    let run = run_with_policy_rules("default: ANY");
+    assert!(
+        run.left_out("config-policy rule \"ANY\" for application/vnd.cncf.notary.signature is not"),
+        "{:?}",
+        run.import()
+    );
+    assert!(!run.mapped("Policy ratify-policy (config-policy)"));
+    // An empty default is Ratify's "all".
+    let run = run_with_policy_rules("default: ''");
+    assert!(
+        run.left_out("config-policy application/vnd.cncf.notary.signature \"all\""),
+        "{:?}",
+        run.import()
+    );
+}
