@@ -115,7 +115,14 @@ fn kritis_ack_resources_import_and_say_what_was_left_out() {
         ),
         "{report}"
     );
+    // The GAP is left out, so no policy is written: the file enforces nothing, and both
+    // the report and the file say so.
+    assert!(
+        report.contains("no policy could be written, so the file enforces nothing"),
+        "{report}"
+    );
     let config = std::fs::read_to_string(out.path().join("config.toml")).unwrap();
+    assert!(config.contains("this file ENFORCES NOTHING"), "{config}");
     assert!(
         config.contains(
             "registry-vpc.cn-beijing.aliyuncs.com/arms-docker-repo/*\", namespace = \"default\""

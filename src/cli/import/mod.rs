@@ -5,10 +5,12 @@
 //! review and merge into `/etc/crigate/config.toml`), a Notation configuration directory
 //! per Ratify notation verifier (`notation/<verifier>/trustpolicy.json` and
 //! `truststore/x509/...`), and PEM keys for kritis authorities
-//! (`keys/<namespace>/<authority>.pub`). Everything that could not be mapped, and every
-//! way the result decides otherwise than the source, is listed with the reason. Exit 0
-//! when everything was mapped, 1 when something was left out or differs, 2 on error
-//! (unreadable file, invalid YAML, an `--out` directory that is not empty).
+//! (`keys/<namespace>/<authority>.pub`). A `config.toml` in which no policy could be
+//! written says at its top that it enforces nothing as it is. Everything that could not
+//! be mapped, and every way the result decides otherwise than the source, is listed with
+//! the reason. Exit 0 when everything was mapped, 1 when something was left out or
+//! differs, 2 on error (unreadable file, invalid YAML, an `--out` directory that is not
+//! empty).
 //!
 //! Files hold YAML documents, as `kubectl apply -f` takes them; a `List` (what
 //! `kubectl get ... -o yaml` prints) is read as its items.
@@ -37,6 +39,12 @@ const MAX_RESOURCE_FILE_BYTES: u64 = 4 * 1024 * 1024;
 /// How deep `List`s may nest. `kubectl` prints one level; a few more allow for lists
 /// assembled by scripts, and the bound keeps a hostile file from recursing without end.
 const MAX_LIST_DEPTH: usize = 4;
+
+/// What a `config.toml` without `[[policies]]` says below its header.
+const NO_POLICIES: &str = "\n\
+    # NO POLICY: nothing here could be imported as a policy, so this file ENFORCES NOTHING:\n\
+    # `crigate serve` with it allows and records every PullImage and CreateContainer.\n\
+    # Write a policy (see the import's report) before using it.\n";
 
 /// The namespace the Ratify chart installs into (Gatekeeper's), and that the AKS Image
 /// Integrity documentation's resources assume.
@@ -160,8 +168,26 @@ fn import(args: &Args) -> anyhow::Result<(Import, PathBuf)> {
     }
     import.left_out.extend(unread);
     let config_path = out.join("config.toml");
-    Config::parse(&import.config, &config_path)
+    let parsed = Config::parse(&import.config, &config_path)
         .context("the imported configuration does not load (a crigate bug)")?;
+    if parsed.policies.is_empty() {
+        // Without `[[policies]]` `crigate serve` allows and records every call (README,
+        // "Enforcement needs [[policies]]"): the file says so at its top, where whoever
+        // merges it reads first, and so does the report.
+        let at = import
+            .config
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .map(|line| line.len() + 1)
+            .sum::<usize>()
+            .min(import.config.len());
+        import.config.insert_str(at, NO_POLICIES);
+        import.left_out.push(format!(
+            "{}: no policy could be written, so the file enforces nothing: crigate serve with \
+             it as it is allows and records every call; write a policy before using it",
+            config_path.display()
+        ));
+    }
     std::fs::write(&config_path, &import.config)
         .with_context(|| format!("cannot write {}", config_path.display()))?;
     Ok((import, config_path))

@@ -1301,3 +1301,26 @@ fn config_policy_rules_are_compared_exactly() {
         run.import()
     );
 }
+
+#[test]
+fn an_import_without_policies_says_its_config_enforces_nothing() {
+    // `crigate serve` without [[policies]] allows and records every call: the file and the
+    // report say so.
+    let kritis = run(
+        Kind::Kritis,
+        &authority("release", Some("prod"), &public_key()),
+    );
+    let ratify = run(Kind::Ratify, &certificate_store("certstore-inline", None));
+    for run in [kritis, ratify] {
+        assert!(
+            run.left_out("no policy could be written, so the file enforces nothing"),
+            "{:?}",
+            run.import()
+        );
+        let config = run.config();
+        assert!(config.contains("this file ENFORCES NOTHING"), "{config}");
+        let parsed =
+            crate::config::Config::parse(&config, std::path::Path::new("config.toml")).unwrap();
+        assert!(parsed.policies.is_empty());
+    }
+}
