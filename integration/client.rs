@@ -137,6 +137,28 @@ pub async fn send(
 /// The client connection preface (RFC 9113 §3.4), for tests that write frames by hand.
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// The header block of a gRPC call of `path` as a client writes it, for tests that write
+/// frames by hand: literal fields without indexing, new names, no Huffman coding (RFC
+/// 7541 §6.2.2), so it leaves no HPACK state behind.
+pub fn literal_request_block(path: &str) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "localhost"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ] {
+        block.push(0);
+        block.push(name.len() as u8);
+        block.extend_from_slice(name.as_bytes());
+        block.push(value.len() as u8);
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
 /// A frame as read off the wire: type, flags, stream id and payload.
 pub type RawFrame = (u8, u8, u32, Vec<u8>);
 

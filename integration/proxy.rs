@@ -229,26 +229,11 @@ async fn containerd_native_api_is_refused_by_default() {
 /// transfer streams) is not left waiting. The rest of its request is let go.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_path_is_answered_before_its_request_ends() {
-    use crate::client::{encode_frame, next_frame, PREFACE};
+    use crate::client::{encode_frame, literal_request_block, next_frame, PREFACE};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let s = setup("");
     let path = "/containerd.services.streaming.v1.Streaming/Stream";
-    // Literal fields without indexing, no Huffman coding (RFC 7541 §6.2.2).
-    let mut block = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":authority", "localhost"),
-        (":path", path),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        block.push(0);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
+    let block = literal_request_block(path);
     let mut stream = tokio::net::UnixStream::connect(&s.crigate.socket)
         .await
         .unwrap();

@@ -7,7 +7,7 @@ use k8s_cri::v1::*;
 use tonic::transport::Channel;
 use tonic::Code;
 
-use crate::client::{encode_frame, next_frame, RawFrame, PREFACE};
+use crate::client::{encode_frame, literal_request_block, next_frame, RawFrame, PREFACE};
 use crate::daemon::{Crigate, Options};
 use crate::harness::{container_config, cri_channel, Env};
 
@@ -517,22 +517,7 @@ type Frames = Vec<RawFrame>;
 /// call's trailers.
 async fn raw_version_call(socket: &std::path::Path) -> Frames {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    // Literal fields without indexing, new names, no Huffman coding (RFC 7541 §6.2.2).
-    let mut block = Vec::new();
-    for (name, value) in [
-        (":method", "POST"),
-        (":scheme", "http"),
-        (":path", "/runtime.v1.RuntimeService/Version"),
-        (":authority", "localhost"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ] {
-        block.push(0);
-        block.push(name.len() as u8);
-        block.extend_from_slice(name.as_bytes());
-        block.push(value.len() as u8);
-        block.extend_from_slice(value.as_bytes());
-    }
+    let block = literal_request_block("/runtime.v1.RuntimeService/Version");
     let mut hello = PREFACE.to_vec();
     hello.extend(encode_frame(4, 0, 0, &[]));
     hello.extend(encode_frame(1, 0x4, 1, &block));
