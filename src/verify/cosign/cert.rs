@@ -417,19 +417,7 @@ fn checked(path: Vec<&ParsedCertificate>) -> Result<Vec<&ParsedCertificate>, Rej
     // extended key usages to code signing (or anyExtendedKeyUsage); the leaf is held to
     // code signing itself by [`check_code_signing`].
     for ca in path.iter().skip(1) {
-        let allowed = match ca
-            .inner()
-            .tbs_certificate()
-            .get_extension::<ExtendedKeyUsage>()
-        {
-            Ok(None) => true,
-            Ok(Some((_, eku))) => eku
-                .0
-                .iter()
-                .any(|purpose| *purpose == OID_CODE_SIGNING || *purpose == OID_ANY_EKU),
-            Err(_) => false,
-        };
-        if !allowed {
+        if !allows_code_signing(ca) {
             return Err(Rejection::UntrustedRoot(format!(
                 "CA certificate {} does not allow code signing (extendedKeyUsage)",
                 ca.inner().tbs_certificate().subject()
@@ -542,14 +530,7 @@ pub(crate) fn fmt_time(t: SystemTime) -> String {
 /// `UntrustedRoot`: the certificate is not trusted for signing code.
 pub fn check_code_signing(leaf: &ParsedCertificate) -> Result<(), Rejection> {
     let tbs = leaf.inner().tbs_certificate();
-    let eku = match tbs.get_extension::<ExtendedKeyUsage>() {
-        Ok(None) => true,
-        Ok(Some((_, eku))) => eku
-            .0
-            .iter()
-            .any(|purpose| *purpose == OID_CODE_SIGNING || *purpose == OID_ANY_EKU),
-        Err(_) => false,
-    };
+    let eku = allows_code_signing(leaf);
     let ku = match tbs.get_extension::<KeyUsage>() {
         Ok(Some((_, ku))) => ku.digital_signature(),
         Ok(None) => true,
@@ -595,6 +576,25 @@ pub fn leaf_identity(leaf: &ParsedCertificate) -> Result<LeafIdentity, Rejection
         subject_alternative_names: names,
         issuer: oidc_issuer(leaf)?,
     })
+}
+
+/// Whether `cert`'s extended key usages allow code signing, as Go's
+/// `checkChainForKeyUsage` judges each certificate of a chain verified for
+/// `ExtKeyUsageCodeSigning`: none stated, codeSigning, or anyExtendedKeyUsage. An
+/// extension that does not decode allows nothing.
+fn allows_code_signing(cert: &ParsedCertificate) -> bool {
+    match cert
+        .inner()
+        .tbs_certificate()
+        .get_extension::<ExtendedKeyUsage>()
+    {
+        Ok(None) => true,
+        Ok(Some((_, eku))) => eku
+            .0
+            .iter()
+            .any(|purpose| *purpose == OID_CODE_SIGNING || *purpose == OID_ANY_EKU),
+        Err(_) => false,
+    }
 }
 
 /// An IP address SAN as Go's `net.IP.String` writes it, the form cosign matches: dotted
