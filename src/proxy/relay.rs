@@ -1244,7 +1244,8 @@ impl Relay {
             self.refuse(stream, code::REFUSED_STREAM);
             return;
         }
-        let routed = std::str::from_utf8(pseudo.path).map(route);
+        let path = std::str::from_utf8(pseudo.path);
+        let routed = path.map(route);
         let up = self.linked && !self.upstream_draining;
         let relayed = up
             && match routed {
@@ -1336,7 +1337,7 @@ impl Relay {
         // answer before it ends the request (a bidirectional stream) is not left waiting.
         // The rest of the request is read and let go, and the stream reset with NO_ERROR
         // once answered if it is still open (RFC 9113 §8.1).
-        let refusal = match (routed, std::str::from_utf8(pseudo.path)) {
+        let refusal = match (routed, path) {
             (Ok(Route::UnknownCri), Ok(path))
                 if state.cri.unknown_methods == MethodPolicy::Deny =>
             {
