@@ -57,6 +57,17 @@ pub struct ImageManifest {
     pub annotations: BTreeMap<String, String>,
 }
 
+impl ImageManifest {
+    /// The type the referrers API lists this manifest under: its `artifactType`, else its
+    /// config's media type (distribution spec, "Listing Referrers"; image spec,
+    /// `artifactType`).
+    pub fn listed_artifact_type(&self) -> &str {
+        self.artifact_type
+            .as_deref()
+            .unwrap_or(&self.config.media_type)
+    }
+}
+
 /// An image index (OCI) or manifest list (Docker).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ImageIndex {

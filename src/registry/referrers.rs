@@ -144,12 +144,8 @@ impl Client {
                         let Manifest::Image(manifest) = fetched.manifest else {
                             continue;
                         };
-                        descriptor.artifact_type = Some(
-                            manifest
-                                .artifact_type
-                                .clone()
-                                .unwrap_or_else(|| manifest.config.media_type.clone()),
-                        );
+                        descriptor.artifact_type =
+                            Some(manifest.listed_artifact_type().to_owned());
                         if want(&descriptor) == Wanted::Yes {
                             found.push((descriptor, Some(manifest)));
                         }

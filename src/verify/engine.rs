@@ -818,12 +818,7 @@ impl Job {
             let kind = match cosign_referrer(&referrer) {
                 // Listed with no type, and not read while listing: its manifest's own
                 // type decides, as it does when the manifest is read then.
-                ReferrerKind::Unknown => artifact_kind(
-                    manifest
-                        .artifact_type
-                        .as_deref()
-                        .unwrap_or(&manifest.config.media_type),
-                ),
+                ReferrerKind::Unknown => artifact_kind(manifest.listed_artifact_type()),
                 kind => kind,
             };
             let read = match kind {

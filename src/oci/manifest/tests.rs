@@ -61,6 +61,27 @@ fn oci_manifest_fields_are_read() {
 }
 
 #[test]
+fn a_manifest_is_listed_under_its_artifact_type_else_its_configs() {
+    let image = |doc: &serde_json::Value| match Manifest::parse(Some(OCI_MANIFEST), &bytes(doc)) {
+        Ok(Manifest::Image(manifest)) => manifest,
+        other => panic!("not an image manifest: {other:?}"),
+    };
+    let mut doc = oci_manifest(Some(OCI_MANIFEST));
+    assert_eq!(
+        image(&doc).listed_artifact_type(),
+        "application/vnd.example+type"
+    );
+    // One written before image-spec 1.1 gave manifests `artifactType` names its type in its
+    // config, as Notation's signatures did.
+    doc.as_object_mut().unwrap().remove("artifactType");
+    doc["config"]["mediaType"] = "application/vnd.cncf.notary.signature".into();
+    assert_eq!(
+        image(&doc).listed_artifact_type(),
+        "application/vnd.cncf.notary.signature"
+    );
+}
+
+#[test]
 fn index_fields_and_platforms_are_read() {
     let parsed = Manifest::parse(Some(OCI_INDEX), &bytes(&oci_index(Some(OCI_INDEX)))).unwrap();
     let Manifest::Index(index) = parsed else {
