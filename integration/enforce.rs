@@ -1788,6 +1788,88 @@ async fn a_checkpoint_listing_a_signed_manifest_takes_its_id_out_of_the_create_s
     assert_refused(&denied, &["checkpoint_image"]);
 }
 
+/// The image id a pinned pull was answered with is run, at create, only on trust that
+/// covers what the runtime holds. Here the pull is pinned to an index trusted in `team`
+/// alone, whose first entry for this platform is a nested index leading to an unsigned
+/// manifest (the runtime descends it) and whose second is a manifest signed for `prod`
+/// (the one a platform match on the index's own manifests finds). A create of the id in
+/// `prod` is refused: the pinned index does not itself lead to the image, so the id is
+/// decided on what the runtime says it is, as one pulled behind crigate's back would be.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_signature() {
+    use crate::harness::image::{oci_arch, OCI_INDEX};
+    let team = KeySigner::generate();
+    let team_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(team_key.path(), team.public_pem()).unwrap();
+    let node = node_with(&format!(
+        "[verifiers.team]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
+         [[policies]]\nname = \"team\"\nnamespaces = [\"team\"]\nverifiers = [\"team\"]\n",
+        team_key.path().display()
+    ))
+    .await;
+    let registry = &node.env.registry;
+    let host = registry.host();
+    let run = TestImage::builder().label("nested-run").build().unwrap();
+    let shown = TestImage::builder().label("nested-shown").build().unwrap();
+    registry.push("nested", "run", &run).await.unwrap();
+    registry.push("nested", "shown", &shown).await.unwrap();
+    node.signer
+        .sign_legacy(registry, "nested", shown.manifest_digest())
+        .await;
+    let platform = serde_json::json!({"os": "linux", "architecture": oci_arch()});
+    let entry = |image: &TestImage| {
+        serde_json::json!({
+            "mediaType": image.manifest_media_type(),
+            "digest": image.manifest_digest(),
+            "size": image.manifest_size(),
+            "platform": platform,
+        })
+    };
+    let inner = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [entry(&run)],
+    }))
+    .unwrap();
+    let inner_digest = registry
+        .push_manifest("nested", "inner", OCI_INDEX, &inner)
+        .await
+        .unwrap();
+    let outer = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_INDEX, "digest": inner_digest, "size": inner.len(), "platform": platform},
+            entry(&shown),
+        ],
+    }))
+    .unwrap();
+    let outer_digest = registry
+        .push_manifest("nested", "v1", OCI_INDEX, &outer)
+        .await
+        .unwrap();
+    team.sign_legacy(registry, "nested", &outer_digest).await;
+
+    let pulled = images(&node.crigate.socket)
+        .await
+        .pull_image(pull(&format!("{host}/nested:v1"), "team"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pulled.image_ref,
+        run.config_digest(),
+        "the runtime descends the nested index to the unsigned manifest"
+    );
+    let mut pod = Pod::run(&node, node.env.pod_config("nested", "prod").unwrap()).await;
+    let denied = pod.create("nested", &pulled.image_ref).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // In `team`, whose key signed the index the runtime pulled, the same id runs.
+    let mut pod = Pod::run(&node, node.env.pod_config("nested", "team").unwrap()).await;
+    let created = pod.create("nested", &pulled.image_ref).await;
+    assert!(created.is_ok(), "{created:?}");
+}
+
 /// An index that is not itself signed is trusted for a create only through the manifest in
 /// it that the runtime holds for the container's image: a signed manifest for a platform
 /// the runtime did not pick (here a variant no node has) vouches for nothing else.

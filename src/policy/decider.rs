@@ -104,9 +104,18 @@ const MAX_SANDBOXES: usize = 4096;
 /// And the pod of each sandbox a CreateContainer named, as the runtime has it: a
 /// sandbox's metadata never changes, and its id is never reused.
 struct PulledIds {
-    by_id: Recent<Digest, Vec<ImageRef>>,
+    by_id: Recent<Digest, Vec<PulledRef>>,
     credentials: Recent<Repository, CriCredentials>,
     sandboxes: Recent<String, SandboxPod>,
+}
+
+/// A pinned reference an image id was pulled as, and, when it names an index, the
+/// manifest in it that leads to the image: the one the runtime holds, which trust in
+/// another of the index's manifests does not cover.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PulledRef {
+    pinned: ImageRef,
+    platform: Option<Digest>,
 }
 
 /// The pod a sandbox was created for, from the runtime's `PodSandboxStatus`: what a
@@ -139,18 +148,17 @@ impl Default for PulledIds {
 }
 
 impl PulledIds {
-    fn remember(&mut self, id: Digest, pinned: ImageRef) {
+    fn remember(&mut self, id: Digest, pulled: PulledRef) {
         self.by_id.admit(&id);
         let refs = self.by_id.map.entry(id).or_default();
-        if !refs.contains(&pinned) {
-            if refs.len() == MAX_REFS_PER_ID {
-                refs.remove(0);
-            }
-            refs.push(pinned);
+        refs.retain(|kept| kept.pinned != pulled.pinned);
+        if refs.len() == MAX_REFS_PER_ID {
+            refs.remove(0);
         }
+        refs.push(pulled);
     }
 
-    fn get(&self, id: &Digest) -> Option<Vec<ImageRef>> {
+    fn get(&self, id: &Digest) -> Option<Vec<PulledRef>> {
         self.by_id.map.get(id).cloned()
     }
 
@@ -233,17 +241,24 @@ impl RuntimeImages {
                 .is_ok_and(|found| found.is_file())
     }
 
-    /// Remembers that the runtime pulled `pinned` as image `image_id`. Ignored unless
-    /// `pinned` carries a digest and `image_id` is a content address.
+    /// Remembers that the runtime pulled `pinned`, an image manifest's reference, as
+    /// image `image_id`. Ignored unless `pinned` carries a digest and `image_id` is a
+    /// content address.
     pub fn remember(&self, pinned: &str, image_id: &str) {
         let (Ok(pinned), Ok(id)) = (pinned.parse::<ImageRef>(), image_id.parse::<Digest>()) else {
             return;
         };
+        self.remember_leading(pinned, id, None);
+    }
+
+    /// Remembers that the runtime pulled `pinned` as image `id`, through the manifest
+    /// `platform` when `pinned` names an index.
+    fn remember_leading(&self, pinned: ImageRef, id: Digest, platform: Option<Digest>) {
         if pinned.digest().is_none() {
             return;
         }
         if let Ok(mut pulled) = self.pulled.0.lock() {
-            pulled.remember(id, pinned);
+            pulled.remember(id, PulledRef { pinned, platform });
         }
     }
 
@@ -323,7 +338,7 @@ impl RuntimeImages {
     }
 
     /// The pinned references `image` (an image id) was pulled as, if remembered.
-    fn pulled_as(&self, image: &str) -> Option<Vec<ImageRef>> {
+    fn pulled_as(&self, image: &str) -> Option<Vec<PulledRef>> {
         let id = image.parse::<Digest>().ok()?;
         self.pulled.0.lock().ok()?.get(&id)
     }
@@ -440,17 +455,34 @@ impl RuntimeImages {
             }
             Some(Manifest::Index(index)) => {
                 // The runtime holds the manifests of the platforms it pulled; the others
-                // are not in its store and are skipped.
+                // are not in its store and are skipped. An index listed in the index is
+                // descended, as the runtime descends it, to [`MAX_INDEX_DEPTH`] levels and
+                // [`MAX_INDEX_MANIFESTS`] entries in all.
                 let mut found = None;
-                for child in index.manifests.iter().take(MAX_INDEX_MANIFESTS) {
+                let mut listed: Vec<(crate::oci::Descriptor, usize)> = index
+                    .manifests
+                    .into_iter()
+                    .take(MAX_INDEX_MANIFESTS)
+                    .rev()
+                    .map(|child| (child, 1))
+                    .collect();
+                let mut read = 0;
+                while let Some((child, depth)) = listed.pop() {
+                    read += 1;
+                    if read > MAX_INDEX_MANIFESTS {
+                        break;
+                    }
                     let typed = Typed::As(&child.media_type);
-                    if let Some(Manifest::Image(manifest)) =
-                        stored_manifest(&self.channel, &child.digest, typed).await?
-                    {
-                        if manifest.config.digest == *id {
+                    match stored_manifest(&self.channel, &child.digest, typed).await? {
+                        Some(Manifest::Image(manifest)) if manifest.config.digest == *id => {
                             found = Some(child.digest.clone());
                             break;
                         }
+                        Some(Manifest::Index(nested)) if depth < MAX_INDEX_DEPTH => {
+                            listed
+                                .extend(nested.manifests.into_iter().rev().map(|c| (c, depth + 1)));
+                        }
+                        _ => {}
                     }
                 }
                 found
@@ -569,6 +601,10 @@ const INVALID_IMAGE: &str = "invalid_image";
 
 /// How many of an index's manifests [`RuntimeImages::leads_to`] looks at.
 const MAX_INDEX_MANIFESTS: usize = 64;
+
+/// How deep [`RuntimeImages::leads_to`] follows indexes listed in an index: an index, and
+/// the indexes it lists.
+const MAX_INDEX_DEPTH: usize = 2;
 
 /// The trace of one decision: what `crigate policy explain` prints and what the daemon
 /// acts on and records.
@@ -903,12 +939,20 @@ impl PolicyDecider {
         // An image id a pinned pull of this node answered with resolves without a runtime
         // round trip; only to allow, though: anything else is decided on what the
         // runtime says the image is now, as for any other image.
-        if let Some(images) = (request.phase == Phase::Create)
+        if let Some(pulled) = (request.phase == Phase::Create)
             .then(|| self.runtime.as_ref()?.pulled_as(&request.image))
             .flatten()
         {
+            let platforms = pulled
+                .iter()
+                .filter_map(|kept| {
+                    let index = kept.pinned.digest()?.clone();
+                    Some((index, kept.platform.clone()?))
+                })
+                .collect();
             let subject = Subject {
-                images,
+                images: pulled.into_iter().map(|kept| kept.pinned).collect(),
+                platforms,
                 ..Subject::default()
             };
             let judged = self
@@ -1414,22 +1458,32 @@ impl Decide for PolicyDecider {
             let Some(runtime) = &self.runtime else {
                 return;
             };
-            match runtime.names(image_id).await {
-                Ok(names)
-                    if names.checkpoint.is_none()
-                        && names.id.as_ref().map(ToString::to_string).as_deref()
-                            == Some(image_id) =>
-                {
-                    runtime.remember(pinned, image_id);
+            // Only a pinned digest the runtime itself confirms as a name of the image, its
+            // content leading to the image's id (the manifest, or an index listing it), is
+            // remembered, with the manifest it leads through: what a create of the id then
+            // runs is what the decision covers, as on the runtime's own names.
+            let confirmed = |names: &RuntimeNames| {
+                let pinned = pinned.parse::<ImageRef>().ok()?;
+                let id = names.id.clone().filter(|id| id.to_string() == image_id)?;
+                let named = names
+                    .digests
+                    .iter()
+                    .any(|name| name.repo() == pinned.repo() && name.digest() == pinned.digest());
+                if names.checkpoint.is_some() || !named {
+                    return None;
                 }
-                seen => {
-                    tracing::debug!(
-                        pinned,
-                        image_id,
-                        error = seen.err().map(|status| status.message().to_owned()),
-                        "a create of this pull's image id is decided on what the runtime says it is"
-                    );
-                }
+                let platform = names.platforms.get(pinned.digest()?).cloned();
+                Some((pinned, id, platform))
+            };
+            let seen = runtime.names(image_id).await;
+            match seen.as_ref().ok().and_then(confirmed) {
+                Some((pinned, id, platform)) => runtime.remember_leading(pinned, id, platform),
+                None => tracing::debug!(
+                    pinned,
+                    image_id,
+                    error = seen.err().map(|status| status.message().to_owned()),
+                    "a create of this pull's image id is decided on what the runtime says it is"
+                ),
             }
         })
     }
@@ -2452,10 +2506,11 @@ verifiers = ["release"]
     fn pulled_ids_keep_a_bounded_number_oldest_first() {
         let mut pulled = PulledIds::default();
         let digest = |n: usize| format!("sha256:{n:064x}").parse::<Digest>().unwrap();
-        let image = |n: usize| {
-            format!("{REGISTRY}/app@sha256:{n:064x}")
+        let image = |n: usize| PulledRef {
+            pinned: format!("{REGISTRY}/app@sha256:{n:064x}")
                 .parse::<ImageRef>()
-                .unwrap()
+                .unwrap(),
+            platform: None,
         };
         for n in 0..=MAX_PULLED_IDS {
             pulled.remember(digest(n), image(n));
