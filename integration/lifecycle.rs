@@ -485,6 +485,15 @@ fn systemd_units_verify_cleanly_stay_sandboxed_and_let_journald_keep_every_recor
         directives.contains(&"LogRateLimitIntervalSec=0"),
         "journald may rate-limit the audit records:\n{service}"
     );
+    // crigate refuses a create whose image string names a file containerd would restore
+    // as a checkpoint archive, and must see the files containerd sees to tell: the unit
+    // leaves /tmp, /home and /root the host's.
+    for hiding in ["PrivateTmp=yes", "ProtectHome=yes", "ProtectHome=tmpfs"] {
+        assert!(
+            !directives.contains(&hiding),
+            "{hiding} hides files containerd sees:\n{service}"
+        );
+    }
 }
 
 /// Diagnostics sent to journald never hold the thread that relays calls: with journald

@@ -311,11 +311,12 @@ fn shipped_default_config_parses() {
 }
 
 #[test]
-fn the_shipped_config_suggests_no_path_the_unit_hides() {
-    // The unit's ProtectHome=yes makes /root, /home and /run/user empty to the daemon: a
-    // file suggested there, uncommented, would stop it at its next start.
+fn the_shipped_config_suggests_no_path_the_unit_keeps_from_it() {
+    // The unit's ProtectHome=read-only makes /root, /home and /run/user read-only to the
+    // daemon (and its dropped CAP_DAC_OVERRIDE keeps it out of what users there own): a
+    // path suggested there, uncommented, could stop it at its next start.
     let unit = include_str!("../../systemd/crigate.service");
-    assert!(unit.lines().any(|l| l == "ProtectHome=yes"), "{unit}");
+    assert!(unit.lines().any(|l| l == "ProtectHome=read-only"), "{unit}");
     for (name, text) in [
         (
             "packaging/config.toml",

@@ -71,6 +71,18 @@ pub struct RuntimeImages {
 /// containerd's working directory as systemd starts it (no `WorkingDirectory=`).
 const RUNTIME_WORKING_DIR: &str = "/";
 
+/// Whether a path's `stat` (as `is_file`) leaves open that the runtime finds a regular
+/// file there. A path crigate may not look at (EACCES, EPERM: the runtime, with every
+/// capability, may; `/proc/PID/root` of a process with capabilities crigate lacks, for
+/// one) is taken to be one, so that what crigate cannot see is refused rather than
+/// decided as an image name.
+fn may_be_a_file(stat: std::io::Result<bool>) -> bool {
+    match stat {
+        Ok(is_file) => is_file,
+        Err(error) => error.kind() == std::io::ErrorKind::PermissionDenied,
+    }
+}
+
 /// The image ids pinned pulls were answered with, shared by every
 /// [`RuntimeImages`] made from it: the daemon makes one at start and keeps it across
 /// reloads, since what the runtime pulled does not change with the policies.
@@ -234,11 +246,12 @@ impl RuntimeImages {
     /// name a directory also has (`srv`, `opt`) is looked up as usual.
     fn names_a_file(&self, image: &str) -> bool {
         !image.is_empty()
-            && self
-                .working_dir
-                .join(image)
-                .metadata()
-                .is_ok_and(|found| found.is_file())
+            && may_be_a_file(
+                self.working_dir
+                    .join(image)
+                    .metadata()
+                    .map(|found| found.is_file()),
+            )
     }
 
     /// Remembers that the runtime pulled `pinned`, an image manifest's reference, as
@@ -2102,6 +2115,25 @@ verifiers = ["release"]
             decider.explain(&pull).await.reason_code,
             "checkpoint_archive"
         );
+    }
+
+    #[test]
+    fn a_path_crigate_may_not_look_at_is_taken_for_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("archive.tar");
+        std::fs::write(&file, b"checkpoint").unwrap();
+        let stat = |path: &Path| path.metadata().map(|found| found.is_file());
+        assert!(may_be_a_file(stat(&file)));
+        assert!(!may_be_a_file(stat(dir.path())));
+        assert!(!may_be_a_file(stat(&dir.path().join("missing"))));
+        // Through a file, as if it were a directory (ENOTDIR): nothing there either.
+        assert!(!may_be_a_file(stat(&file.join("inside"))));
+        // Refused a look (tests run as root, who is refused none: the errors `stat`
+        // gives a process without CAP_DAC_READ_SEARCH, or short of the capabilities of
+        // the process whose /proc/PID/root it goes through).
+        for errno in [libc::EACCES, libc::EPERM] {
+            assert!(may_be_a_file(Err(std::io::Error::from_raw_os_error(errno))));
+        }
     }
 
     #[tokio::test]
