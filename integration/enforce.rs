@@ -1797,7 +1797,6 @@ async fn a_checkpoint_listing_a_signed_manifest_takes_its_id_out_of_the_create_s
 /// decided on what the runtime says it is, as one pulled behind crigate's back would be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_signature() {
-    use crate::harness::image::{oci_arch, OCI_INDEX};
     let team = KeySigner::generate();
     let team_key = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(team_key.path(), team.public_pem()).unwrap();
@@ -1807,8 +1806,71 @@ async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_sig
         team_key.path().display()
     ))
     .await;
+    let (run, outer) = nested_index(&node).await;
+    team.sign_legacy(&node.env.registry, "nested", &outer).await;
+
+    let host = node.env.registry.host();
+    let pulled = images(&node.crigate.socket)
+        .await
+        .pull_image(pull(&format!("{host}/nested:v1"), "team"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        pulled.image_ref,
+        run.config_digest(),
+        "the runtime descends the nested index to the unsigned manifest"
+    );
+    let mut pod = Pod::run(&node, node.env.pod_config("nested", "prod").unwrap()).await;
+    let denied = pod.create("nested", &pulled.image_ref).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    // In `team`, whose key signed the index the runtime pulled, the same id runs.
+    let mut pod = Pod::run(&node, node.env.pod_config("nested", "team").unwrap()).await;
+    let created = pod.create("nested", &pulled.image_ref).await;
+    assert!(created.is_ok(), "{created:?}");
+}
+
+/// Under `require = "all"`, every verifier's trust must cover the manifest the runtime
+/// holds, not the first one's alone: an index signed by one key, whose platform match
+/// found a manifest the other key signed, does not vouch for the manifest the runtime
+/// descended to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_require_all_each_verifiers_trust_must_cover_the_manifest_the_runtime_holds() {
+    let team = KeySigner::generate();
+    let team_key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(team_key.path(), team.public_pem()).unwrap();
+    let node = node_with(&format!(
+        "[verifiers.team]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
+         [[policies]]\nname = \"both\"\nnamespaces = [\"both\"]\n\
+         verifiers = [\"team\", \"release\"]\nrequire = \"all\"\n",
+        team_key.path().display()
+    ))
+    .await;
+    let (run, outer) = nested_index(&node).await;
+    team.sign_legacy(&node.env.registry, "nested", &outer).await;
+    let host = node.env.registry.host();
+    let id = pulled_directly(&node, &format!("{host}/nested:v1")).await;
+    assert_eq!(id, run.config_digest());
+
+    let mut pod = Pod::run(&node, node.env.pod_config("nested", "both").unwrap()).await;
+    let denied = pod.create("nested", &id).await.unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    assert!(
+        denied
+            .message()
+            .contains(&format!("nested@{}", run.manifest_digest())),
+        "the denial names the manifest the runtime holds: {}",
+        denied.message()
+    );
+}
+
+/// Pushes to `nested` an index whose first entry for this platform is an index listing
+/// an unsigned manifest (the one the runtime descends to, `run`), and whose second is a
+/// manifest the release key signs (the one a platform match on the outer index's own
+/// manifests takes), tagged `v1`: `run` and the outer index's digest.
+async fn nested_index(node: &Node) -> (TestImage, String) {
+    use crate::harness::image::{oci_arch, OCI_INDEX};
     let registry = &node.env.registry;
-    let host = registry.host();
     let run = TestImage::builder().label("nested-run").build().unwrap();
     let shown = TestImage::builder().label("nested-shown").build().unwrap();
     registry.push("nested", "run", &run).await.unwrap();
@@ -1844,30 +1906,11 @@ async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_sig
         ],
     }))
     .unwrap();
-    let outer_digest = registry
+    let outer = registry
         .push_manifest("nested", "v1", OCI_INDEX, &outer)
         .await
         .unwrap();
-    team.sign_legacy(registry, "nested", &outer_digest).await;
-
-    let pulled = images(&node.crigate.socket)
-        .await
-        .pull_image(pull(&format!("{host}/nested:v1"), "team"))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        pulled.image_ref,
-        run.config_digest(),
-        "the runtime descends the nested index to the unsigned manifest"
-    );
-    let mut pod = Pod::run(&node, node.env.pod_config("nested", "prod").unwrap()).await;
-    let denied = pod.create("nested", &pulled.image_ref).await.unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    // In `team`, whose key signed the index the runtime pulled, the same id runs.
-    let mut pod = Pod::run(&node, node.env.pod_config("nested", "team").unwrap()).await;
-    let created = pod.create("nested", &pulled.image_ref).await;
-    assert!(created.is_ok(), "{created:?}");
+    (run, outer)
 }
 
 /// An index that is not itself signed is trusted for a create only through the manifest in

@@ -612,6 +612,10 @@ struct Subject {
 /// The reason code of a request whose image reference does not parse.
 const INVALID_IMAGE: &str = "invalid_image";
 
+/// What [`PolicyDecider::verify`] found: trusted by the policy's verifiers (the first
+/// one's outcome) or rejected, and the digest each that trusted found signed.
+type Verified = (Result<(String, Outcome), Rejected>, Vec<Option<Digest>>);
+
 /// How many of an index's manifests [`RuntimeImages::leads_to`] looks at.
 const MAX_INDEX_MANIFESTS: usize = 64;
 
@@ -1287,22 +1291,23 @@ impl PolicyDecider {
         deadline: tokio::time::Instant,
         checks: &mut Vec<CheckTrace>,
     ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
-        let first = self
+        let (first, signed) = self
             .verify(policy, image, credentials, deadline, checks)
             .await?;
         let Some(platform) = platform else {
             return Ok(first);
         };
-        let covers = |outcome: &Outcome| {
-            crate::verify::engine::signer(&outcome.verdict).is_some_and(|signer| {
-                Some(&signer.signed_digest) == image.digest() || signer.signed_digest == *platform
-            })
+        // Under `require = "all"` each verifier's trust must cover it, not the first's.
+        let covers = |signed: &Option<Digest>| {
+            signed
+                .as_ref()
+                .is_some_and(|signed| Some(signed) == image.digest() || signed == platform)
         };
-        if first.as_ref().is_ok_and(|(_, outcome)| covers(outcome)) {
+        if first.is_ok() && signed.iter().all(covers) {
             return Ok(first);
         }
         let manifest = image.with_digest(platform.clone());
-        let second = self
+        let (second, _) = self
             .verify(policy, &manifest, credentials, deadline, checks)
             .await?;
         Ok(match (first, second) {
@@ -1313,7 +1318,9 @@ impl PolicyDecider {
     }
 
     /// `Ok(Ok((verifier, outcome)))` trusted, `Ok(Err(_))` rejected, `Err` could not
-    /// decide, or not by `deadline`. Each verification is added to `checks`.
+    /// decide, or not by `deadline`; beside it, the digest each verifier that trusted the
+    /// image found signed (the image's own, or, for an index, the manifest its platform
+    /// match took). Each verification is added to `checks`.
     async fn verify(
         &self,
         policy: &Policy,
@@ -1321,7 +1328,8 @@ impl PolicyDecider {
         credentials: Option<&CriCredentials>,
         deadline: tokio::time::Instant,
         checks: &mut Vec<CheckTrace>,
-    ) -> Result<Result<(String, Outcome), Rejected>, Undecided> {
+    ) -> Result<Verified, Undecided> {
+        let mut signed = Vec::new();
         let mut rejections = Vec::new();
         let mut unsettled = None;
         let mut trusted = None;
@@ -1393,8 +1401,12 @@ impl PolicyDecider {
                         digest: Some(outcome.digest.to_string()),
                         cached,
                     });
+                    signed.push(
+                        crate::verify::engine::signer(&outcome.verdict)
+                            .map(|signer| signer.signed_digest.clone()),
+                    );
                     if policy.require == Require::Any {
-                        return Ok(Ok((name.clone(), outcome)));
+                        return Ok((Ok((name.clone(), outcome)), signed));
                     }
                     trusted.get_or_insert((name.clone(), outcome));
                 }
@@ -1426,16 +1438,17 @@ impl PolicyDecider {
                 }
             }
         }
-        match (trusted, unsettled.or_else(|| rejections.pop())) {
-            (Some(trusted), None) => Ok(Ok(trusted)),
-            (_, Some(rejection)) => Ok(Err(rejection)),
-            (None, None) => Ok(Err(Rejected {
+        let verdict = match (trusted, unsettled.or_else(|| rejections.pop())) {
+            (Some(trusted), None) => Ok(trusted),
+            (_, Some(rejection)) => Err(rejection),
+            (None, None) => Err(Rejected {
                 subject: image.to_string(),
                 verifier: None,
                 code: "no_verifier",
                 reason: "no verifier configured".to_owned(),
-            })),
-        }
+            }),
+        };
+        Ok((verdict, signed))
     }
 }
 
