@@ -212,7 +212,16 @@ if [ -n "$staged" ] && [ -f "${host_root}${etc_dir}/config.toml" ] && [ ! -e "${
   copy "${host_root}${etc_dir}/config.toml" "${host_root}${config_rollback}"
 fi
 if ! sync_config; then
-  [ -z "$staged" ] || rm -f "${host_root}${staged}"
+  if [ -n "$staged" ]; then
+    rm -f "${host_root}${staged}"
+    # The config may have been written, checked by the new binary alone, before another
+    # file was refused: the binary that stays runs with the config it ran with.
+    if [ -f "${host_root}${config_rollback}" ]; then
+      mv -f "${host_root}${config_rollback}" "${host_root}${etc_dir}/config.toml" ||
+        fail "cannot put back ${etc_dir}/config.toml"
+      log "put back the config the installed binary runs with"
+    fi
+  fi
   exit 1
 fi
 
