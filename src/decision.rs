@@ -152,8 +152,8 @@ pub trait Decide: Send + Sync + 'static {
 ///
 /// The proxy may start acting on an allow before `durable` completes (the record has
 /// been handed to the kernel by then, so a crash of crigate does not lose it), but answers
-/// the caller only after it: no caller learns of a decision whose record could still be
-/// lost.
+/// the caller only after it: no caller learns of a decision whose record a power loss
+/// could still take, unless a sink's flush outlasts [`crate::audit::DURABLE_WAIT`].
 #[must_use]
 pub struct Decided {
     pub decision: Decision,

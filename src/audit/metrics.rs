@@ -12,7 +12,7 @@
 //! - `crigate_spool_depth_bytes`, `crigate_spool_dropped_records_total`: the spool, when
 //!   an aggregator is configured.
 //! - `crigate_audit_write_failures_total{sink}`: records a sink (`journald`, `spool`)
-//!   could not take.
+//!   could not take, or did not make durable within [`super::DURABLE_WAIT`].
 //! - `crigate_config_reloads_total{result="applied"|"refused"}`,
 //!   `crigate_config_last_reload_successful`,
 //!   `crigate_config_last_reload_success_timestamp_seconds`: reloads of the configuration

@@ -62,6 +62,28 @@ pub enum Error {
     Spool(#[source] Box<dyn std::error::Error + Send + Sync>),
     #[error("the {sink} writer stopped before it finished with the audit record")]
     Lost { sink: &'static str },
+    #[error(
+        "the {sink} did not make the audit record durable within {after:?}: the call was \
+         answered, and the record, written, is still being made durable"
+    )]
+    NotDurableInTime { sink: &'static str, after: Duration },
+}
+
+/// How long the answer to a call waits for its record to be durable (the spool's fsync).
+/// A disk that stalls without failing would otherwise hold every answer on kubelet's
+/// connection, and the node would turn NotReady. The record has been written by then (a
+/// crash of crigate does not lose it); past this wait the call is answered, the late
+/// flush counted as the sink's failure, and the flush goes on.
+pub const DURABLE_WAIT: Duration = Duration::from_secs(2);
+
+/// `durability`, waited for at most [`DURABLE_WAIT`].
+async fn durable_in_time(sink: &'static str, durability: Durability) -> Result<(), Error> {
+    tokio::time::timeout(DURABLE_WAIT, durability)
+        .await
+        .unwrap_or(Err(Error::NotDurableInTime {
+            sink,
+            after: DURABLE_WAIT,
+        }))
 }
 
 /// The wait, after a sink has taken a record, until the record is durable.
@@ -197,7 +219,7 @@ impl Auditor {
         for (index, sink) in self.inner.sinks.iter().enumerate() {
             match sink.write_now(&record) {
                 Some(Ok(None)) => {}
-                Some(Ok(Some(durability))) => pending.push((index, durability)),
+                Some(Ok(Some(durability))) => pending.push((index, sink.name(), durability)),
                 Some(Err(error)) => {
                     self.inner.failed(index, &record.id, &error);
                     written.failed.push((sink.name(), error));
@@ -221,8 +243,8 @@ impl Auditor {
             let inner = Arc::clone(&self.inner);
             let id = record.id.clone();
             Durable::after(async move {
-                for (index, durability) in pending {
-                    if let Err(error) = durability.await {
+                for (index, name, durability) in pending {
+                    if let Err(error) = durable_in_time(name, durability).await {
                         inner.failed(index, &id, &error);
                     }
                 }
@@ -277,7 +299,7 @@ async fn write_to(
     match sink.write(Arc::clone(&record)).await {
         Ok(durability) => {
             let _ = taken.send(Ok(()));
-            if let Err(error) = durability.await {
+            if let Err(error) = durable_in_time(sink.name(), durability).await {
                 inner.failed(index, &record.id, &error);
             }
         }
@@ -733,6 +755,21 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(auditor.failures(), 0);
+    }
+
+    /// A sink that never makes the record durable (a disk that stalls without failing)
+    /// holds the answer for [`DURABLE_WAIT`], no longer, and is counted as failing.
+    #[tokio::test(start_paused = true)]
+    async fn a_flush_that_does_not_end_holds_the_answer_no_longer_than_the_durable_wait() {
+        let (auditor, _release) = gated(false);
+        let written = auditor.record(record()).await;
+        assert!(written.failed.is_empty());
+        let started = tokio::time::Instant::now();
+        tokio::time::timeout(10 * DURABLE_WAIT, written.durable.wait())
+            .await
+            .expect("the answer is held for ever");
+        assert_eq!(started.elapsed(), DURABLE_WAIT);
+        assert_eq!(auditor.failures(), 1);
     }
 
     /// A record whose caller-chosen strings exceed what the spool's frames hold is
