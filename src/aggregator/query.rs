@@ -207,7 +207,13 @@ fn parse_query(raw: &str) -> Result<Query, String> {
         limit: storage::DEFAULT_PAGE,
         ..Default::default()
     };
+    let mut seen = std::collections::HashSet::new();
     for (key, value) in url::form_urlencoded::parse(raw.as_bytes()) {
+        // Each parameter is one condition, all of them ANDed: a repeated one, which a
+        // reader might take for an OR, is refused rather than one of its values dropped.
+        if !seen.insert(key.clone()) {
+            return Err(format!("{key}: given more than once"));
+        }
         let value = value.into_owned();
         match &*key {
             "since" => {
@@ -224,7 +230,7 @@ fn parse_query(raw: &str) -> Result<Query, String> {
             }
             "decision" => {
                 query.decision = Some(DecisionKind::from_code(&value).ok_or_else(|| {
-                    "decision: expected allow, deny, audit-deny or error".to_owned()
+                    "decision: expected allow, deny, audit-deny, error or unspecified".to_owned()
                 })?);
             }
             "id" => query.id = Some(value),
@@ -399,6 +405,22 @@ mod tests {
         assert!(parse_query("limit=1").is_ok());
         assert!(parse_query("decison=deny").is_err());
         assert!(parse_query("decision=maybe").is_err());
+        // Filed so by an aggregator that does not know a newer node's decision kind.
+        assert_eq!(
+            parse_query("decision=unspecified").unwrap().decision,
+            Some(DecisionKind::Unspecified)
+        );
+        // Repeated, a parameter would read as an OR it is not.
+        for repeated in [
+            "decision=deny&decision=error",
+            "namespace=a&since=1&namespace=b",
+        ] {
+            let refused = parse_query(repeated).unwrap_err();
+            assert!(
+                refused.contains("given more than once"),
+                "{repeated}: {refused}"
+            );
+        }
         assert!(parse_query("page_token=x").is_err());
         let id = "01890a5d-ac96-774b-bcce-b302099a8057";
         for (token, ok) in [

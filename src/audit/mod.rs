@@ -388,6 +388,8 @@ impl DecisionKind {
     /// The parse of [`DecisionKind::code`].
     pub fn from_code(code: &str) -> Option<Self> {
         Some(match code {
+            // What an aggregator files a decision kind it does not know under.
+            "unspecified" => DecisionKind::Unspecified,
             "allow" => DecisionKind::Allow,
             "deny" => DecisionKind::Deny,
             "audit-deny" => DecisionKind::AuditDeny,
@@ -603,6 +605,10 @@ mod tests {
 
     #[test]
     fn decision_codes_round_trip_and_have_distinct_message_ids() {
+        assert_eq!(
+            DecisionKind::from_code(DecisionKind::Unspecified.code()),
+            Some(DecisionKind::Unspecified)
+        );
         let kinds = [
             DecisionKind::Allow,
             DecisionKind::Deny,

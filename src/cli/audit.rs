@@ -58,7 +58,8 @@ pub struct QueryArgs {
     /// Only records older than this: `10m`, `1d` (with --since, a window).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub until: Option<Duration>,
-    /// Only this decision: allow, deny, audit-deny or error.
+    /// Only this decision: allow, deny, audit-deny, error, or unspecified (a kind the
+    /// aggregator did not know when it stored the record).
     #[arg(long, value_parser = parse_decision)]
     pub decision: Option<DecisionKind>,
     /// Only the record with this id: the audit id a denial names.
@@ -326,7 +327,7 @@ fn read_token(path: &std::path::Path) -> anyhow::Result<Zeroizing<String>> {
 
 fn parse_decision(value: &str) -> Result<DecisionKind, String> {
     DecisionKind::from_code(value)
-        .ok_or_else(|| "expected allow, deny, audit-deny or error".to_owned())
+        .ok_or_else(|| "expected allow, deny, audit-deny, error or unspecified".to_owned())
 }
 
 fn parse_https_url(value: &str) -> Result<url::Url, String> {
