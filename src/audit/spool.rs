@@ -75,6 +75,11 @@ pub const FRAME_HEADER_BYTES: usize = 8;
 
 /// Name of the cursor file, and of its temporary while it is replaced.
 const ACK_FILE: &str = "ack";
+/// The file whose lock (`flock`) a process holds while it has the spool open: two
+/// processes appending to one directory would interleave their frames and cut each
+/// other's segments.
+const LOCK_FILE: &str = "lock";
+
 const ACK_TMP: &str = "ack.tmp";
 const SEGMENT_SUFFIX: &str = ".seg";
 /// `ack` holds segment and offset (little-endian `u64` each) and a CRC-32 of both.
@@ -97,6 +102,11 @@ pub enum Error {
     WriterGone,
     #[error("cannot start the spool's writer thread: {0}")]
     Thread(#[source] io::Error),
+    #[error(
+        "spool {path} is in use by another process (its lock file is held): each crigate \
+         needs a spool_dir of its own"
+    )]
+    InUse { path: PathBuf },
 }
 
 /// Where the spool is and how large it may grow.
@@ -130,6 +140,9 @@ pub struct Batch {
 pub struct Spool {
     shared: Arc<Shared>,
     queue: mpsc::Sender<Message>,
+    /// Held while the spool is open ([`LOCK_FILE`]); let go as the last clone is dropped,
+    /// so that it opens again at once.
+    _lock: Arc<nix::fcntl::Flock<File>>,
 }
 
 struct Shared {
@@ -213,6 +226,7 @@ impl Spool {
             .mode(0o700)
             .create(&dir)
             .map_err(io)?;
+        let lock = lock_dir(&dir)?;
         let mut segments = BTreeMap::new();
         for entry in fs::read_dir(&dir).map_err(io)? {
             let entry = entry.map_err(io)?;
@@ -289,7 +303,11 @@ impl Spool {
             .name("crigate-spool".to_owned())
             .spawn(move || writer.run(receiver))
             .map_err(Error::Thread)?;
-        Ok(Self { shared, queue })
+        Ok(Self {
+            shared,
+            queue,
+            _lock: Arc::new(lock),
+        })
     }
 
     /// Appends `record`, returning once it is fsynced.
@@ -1115,6 +1133,31 @@ fn count_frames(data: &[u8]) -> u64 {
 
 fn segment_path(dir: &Path, seq: u64) -> PathBuf {
     dir.join(format!("{seq:020}{SEGMENT_SUFFIX}"))
+}
+
+/// Takes the spool directory's lock, or says who has it.
+fn lock_dir(dir: &Path) -> Result<nix::fcntl::Flock<File>, Error> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+    Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| match errno {
+        nix::errno::Errno::EWOULDBLOCK => Error::InUse {
+            path: dir.to_owned(),
+        },
+        errno => Error::Io {
+            path,
+            source: errno.into(),
+        },
+    })
 }
 
 fn create_segment(dir: &Path, seq: u64) -> Result<File, Error> {

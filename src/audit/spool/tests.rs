@@ -488,3 +488,31 @@ async fn a_drop_is_reported_to_journald_with_its_message_id() {
     assert!(include_str!("../../../systemd/crigate.catalog")
         .contains(&format!("-- {MESSAGE_ID_SPOOL_DROPPED}\n")));
 }
+
+/// Two spools on one directory would interleave their frames and cut each other's
+/// segments: while one has it open, another open is refused, naming the directory; once
+/// it is dropped, the directory opens again with what it held.
+#[tokio::test]
+async fn a_spool_in_use_is_not_opened_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path(), 1 << 20, 64 << 10);
+    first.append(&record(1)).await.unwrap();
+    let refused = Spool::open(SpoolConfig {
+        dir: dir.path().to_owned(),
+        max_bytes: 1 << 20,
+        segment_bytes: 64 << 10,
+        journal_socket: None,
+    });
+    match refused {
+        Err(error @ Error::InUse { .. }) => {
+            assert!(error
+                .to_string()
+                .contains(&dir.path().display().to_string()))
+        }
+        Err(other) => panic!("refused for another reason: {other}"),
+        Ok(_) => panic!("a spool in use was opened again"),
+    }
+    drop(first);
+    let reopened = open(dir.path(), 1 << 20, 64 << 10);
+    assert_eq!(read_all(&reopened).records.len(), 1);
+}
