@@ -729,3 +729,40 @@ async fn each_call_is_relayed_in_time(socket: &std::path::Path, calls: usize, wh
         assert_eq!(response.grpc_status(), Some(0), "call {n} {while_}");
     }
 }
+
+/// A verdict cache file crigate cannot use does not stop the daemon, which would leave
+/// the node without a runtime: it starts, keeps its verdicts in memory, and says why at
+/// `error`. Two ways the file fails: a directory that cannot be made (under a regular
+/// file, as under a path the unit keeps read-only), and a file that cannot be written
+/// (in `/proc`).
+#[test]
+fn a_cache_file_that_cannot_be_used_leaves_the_verdicts_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("a-file");
+    std::fs::write(&blocker, b"").unwrap();
+    let key = dir.path().join("release.pub");
+    std::fs::write(&key, crate::signer::KeySigner::generate().public_pem()).unwrap();
+    for (name, path) in [
+        ("dir", blocker.join("cache/verdicts.jsonl")),
+        ("proc", "/proc/crigate-verdicts.jsonl".into()),
+    ] {
+        let home = dir.path().join(name);
+        std::fs::create_dir(&home).unwrap();
+        let extra = format!(
+            "[cache]\npath = \"{}\"\n\n[verifiers.release]\nkind = \"cosign\"\n\
+             keys = [\"{}\"]\nrequire_tlog = false\n\n[[policies]]\nname = \"all\"\n\
+             namespaces = [\"*\"]\nverifiers = [\"release\"]\n",
+            path.display(),
+            key.display()
+        );
+        let options = Options::new(&home, &home.join("containerd.sock"), &extra);
+        let crigate = Crigate::start(&home, options)
+            .unwrap_or_else(|error| panic!("{name}: the daemon did not start: {error:#}"));
+        crigate
+            .wait_log(
+                "the verdict cache file cannot be used",
+                Duration::from_secs(5),
+            )
+            .unwrap_or_else(|error| panic!("{name}: {error:#}\n{}", crigate.logs()));
+    }
+}

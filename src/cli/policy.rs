@@ -207,7 +207,7 @@ fn uncovered_system_namespaces(config: &Config) -> Vec<String> {
 const UNIT_WRITABLE: [&str; 2] = ["/var/lib/crigate", "/run/crigate"];
 
 /// A warning for each file crigate writes that the packaged unit does not let it write:
-/// under the unit the daemon would not start. A warning only, as the unit may have a
+/// under the unit the daemon would do without it. A warning only, as the unit may have a
 /// drop-in with `ReadWritePaths=` for it, and the daemon may run without the unit.
 fn outside_the_units_writable_paths(config: &Config) -> Vec<String> {
     let mut written = Vec::new();
@@ -226,10 +226,12 @@ fn outside_the_units_writable_paths(config: &Config) -> Vec<String> {
             climbs || !UNIT_WRITABLE.iter().any(|dir| path.starts_with(dir))
         })
         .map(|(key, path)| {
-            // The daemon does not start without its cache; it starts without its spool,
-            // and then records reach neither the spool nor the aggregator.
+            // The daemon starts without either: without its cache file it keeps its
+            // verdicts in memory; without its spool, records reach neither the spool
+            // nor the aggregator.
             let consequence = if key == "cache.path" {
-                "the daemon would not start"
+                "the daemon would keep its verdicts in memory only, and verify every image \
+                 again after each restart"
             } else {
                 "no record would reach the aggregator, and with \
                  audit.on_record_failure = \"deny\" every call would be denied"

@@ -222,27 +222,57 @@ fn decide_for(
         tracing::warn!("no [[policies]] configured: every PullImage and CreateContainer is allowed and recorded");
         return Ok(Arc::new(AllowAndRecord::new(auditor.clone())));
     }
-    if let Some(dir) = config.cache.path.as_deref().and_then(Path::parent) {
-        if !dir.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)?;
-        }
-    }
-    let cache = CacheConfig {
+    let mut cache = CacheConfig {
         positive_ttl: config.cache.positive_ttl,
         negative_ttl: config.cache.negative_ttl,
         max_entries: config.cache.max_entries,
         path: config.cache.path.clone(),
     };
+    // The cache file only saves verifying again after a restart: one that cannot be
+    // used (a path the unit does not let crigate write, a read-only or full disk) leaves
+    // the verdicts in memory, where a daemon that would not start would leave the node
+    // without a runtime.
+    let unusable = |path: &Path, error: &dyn std::fmt::Display| {
+        tracing::error!(
+            path = %path.display(),
+            %error,
+            "the verdict cache file cannot be used; verdicts are kept in memory only, and \
+             every image is verified again after a restart"
+        );
+    };
+    if let Some(dir) = config.cache.path.as_deref().and_then(Path::parent) {
+        if !dir.exists() {
+            if let Err(error) = std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+            {
+                unusable(dir, &error);
+                cache.path = None;
+            }
+        }
+    }
     let runtime = RuntimeImages::new(config.cri.upstream.clone(), pulled.clone())?;
-    Ok(Arc::new(policy_decider(
-        config,
-        cache,
-        Some(runtime),
-        auditor.clone(),
-    )?))
+    match policy_decider(config, cache.clone(), Some(runtime), auditor.clone()) {
+        Ok(decider) => Ok(Arc::new(decider)),
+        Err(error) => {
+            let Some(path) = cache.path.take().filter(|_| {
+                error
+                    .downcast_ref::<crate::verify::cache::Error>()
+                    .is_some()
+            }) else {
+                return Err(error);
+            };
+            unusable(&path, &error);
+            let runtime = RuntimeImages::new(config.cri.upstream.clone(), pulled.clone())?;
+            Ok(Arc::new(policy_decider(
+                config,
+                cache,
+                Some(runtime),
+                auditor.clone(),
+            )?))
+        }
+    }
 }
 
 /// The policy decider of `config`, with a verdict cache set up as `cache` says.
