@@ -103,9 +103,11 @@ const MAX_SANDBOXES: usize = 4096;
 /// (`repo@sha256:…`) the runtime pulled them as.
 ///
 /// An image id is content-addressed: the config it names lists the digests of every
-/// layer (`rootfs.diff_ids`, which the runtime checks as it unpacks), so a container
-/// created from the id runs the content of the manifest pulled by digest, whatever else
-/// happened to the image's names since. A name is never remembered: it can be moved.
+/// layer (`rootfs.diff_ids`, which the runtime checks as it unpacks). A name is never
+/// remembered: it can be moved. (containerd takes a container's layers through the
+/// image record its image store names first for the id, so a record retargeted before
+/// the store catches up is the gap README.md's "Not built for the container's own
+/// image" describes.)
 ///
 /// It also keeps, per repository, the credentials of the last PullImage of it that
 /// carried some (kubelet sends a pod's pull secrets with PullImage only): a container
