@@ -1793,18 +1793,13 @@ async fn a_checkpoint_listing_a_signed_manifest_takes_its_id_out_of_the_create_s
 /// alone, whose first entry for this platform is a nested index leading to an unsigned
 /// manifest (the runtime descends it) and whose second is a manifest signed for `prod`
 /// (the one a platform match on the index's own manifests finds). A create of the id in
-/// `prod` is refused: the pinned index does not itself lead to the image, so the id is
-/// decided on what the runtime says it is, as one pulled behind crigate's back would be.
+/// `prod` is refused: the id is decided with the manifest the pinned index leads the
+/// runtime to, which nothing `prod` trusts signed, as a create naming the index would be.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_signature() {
-    let team = KeySigner::generate();
-    let team_key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(team_key.path(), team.public_pem()).unwrap();
-    let node = node_with(&format!(
-        "[verifiers.team]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
-         [[policies]]\nname = \"team\"\nnamespaces = [\"team\"]\nverifiers = [\"team\"]\n",
-        team_key.path().display()
-    ))
+    let (node, team, _key) = node_with_team_key(
+        "[[policies]]\nname = \"team\"\nnamespaces = [\"team\"]\nverifiers = [\"team\"]\n",
+    )
     .await;
     let (run, outer) = nested_index(&node).await;
     team.sign_legacy(&node.env.registry, "nested", &outer).await;
@@ -1836,15 +1831,10 @@ async fn an_id_pulled_through_a_nested_index_is_not_run_on_another_manifests_sig
 /// descended to.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_require_all_each_verifiers_trust_must_cover_the_manifest_the_runtime_holds() {
-    let team = KeySigner::generate();
-    let team_key = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(team_key.path(), team.public_pem()).unwrap();
-    let node = node_with(&format!(
-        "[verifiers.team]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n\
-         [[policies]]\nname = \"both\"\nnamespaces = [\"both\"]\n\
+    let (node, team, _key) = node_with_team_key(
+        "[[policies]]\nname = \"both\"\nnamespaces = [\"both\"]\n\
          verifiers = [\"team\", \"release\"]\nrequire = \"all\"\n",
-        team_key.path().display()
-    ))
+    )
     .await;
     let (run, outer) = nested_index(&node).await;
     team.sign_legacy(&node.env.registry, "nested", &outer).await;
@@ -1862,6 +1852,20 @@ async fn under_require_all_each_verifiers_trust_must_cover_the_manifest_the_runt
         "the denial names the manifest the runtime holds: {}",
         denied.message()
     );
+}
+
+/// [`node_with`] `policies`, and a verifier `team` of a key of its own: the node, the
+/// key, and its public key's file, kept as long as the node runs.
+async fn node_with_team_key(policies: &str) -> (Node, KeySigner, tempfile::NamedTempFile) {
+    let team = KeySigner::generate();
+    let key = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(key.path(), team.public_pem()).unwrap();
+    let node = node_with(&format!(
+        "[verifiers.team]\nkind = \"cosign\"\nkeys = [\"{}\"]\nrequire_tlog = false\n\n{policies}",
+        key.path().display()
+    ))
+    .await;
+    (node, team, key)
 }
 
 /// Pushes to `nested` an index whose first entry for this platform is an index listing
